@@ -1,0 +1,193 @@
+// p2vit/arith.h -- the integer primitives of docs/numerics.md section 1, and the scalar
+// pieces of the Log-Int-Softmax (section 2.5): the integer exp and the clamped log rounding.
+//
+// What is here (all in namespace p2vit, all header-only and synthesizable):
+//   shift_left(v, s)           modular left shift of an int64 (helper; two's complement wrap)
+//   rshift_round(v, k)         round-half-up right shift (k < 0: left shift)
+//   sat<BITS>(v)               clamp to the signed range of BITS bits
+//   requant<BITS>(v, k)        sat<BITS>(rshift_round(v, k))
+//   div_floor(a, b)            floor(a / b), b > 0
+//   div_round(a, b)            round-half-up a / b, b > 0
+//   isqrt(n)                   floor(sqrt(n)), 0 <= n < 2^62, 31 fixed iterations
+//   log_round_threshold(t)     smallest r with log_round(r) >= t
+//   log_round_clamped<Z>(r)    min(log_round(r), Z), Z unrolled comparisons
+//   log_round(r)               log_round(r) itself (= log_round_clamped<63>)
+//   int_exp(x, x0, pb, pc)     I-BERT's integer exp image, steps 1-3 of 2.5 (n = EXP_N = 30)
+//
+// The Python twin is quantizer/intops.py (torch int64); tests/test_kernels.py checks that
+// both agree on every element. Where intops.py would overflow int64 (outside the bounds of
+// numerics.md section 4) the functions here still return the mathematically exact value
+// (rshift_round, div_round are overflow free); inside the bounds the two are identical.
+//
+// Semantics are defined in docs/numerics.md; change them there first.
+#ifndef P2VIT_ARITH_H
+#define P2VIT_ARITH_H
+
+#include <cstdint>
+
+#include "types.h"
+
+namespace p2vit {
+
+// EXP_N: I-BERT's clamp of the integer exp, x >= EXP_N * x0 (numerics.md 2.5, n = 30).
+constexpr int EXP_N = 30;
+
+// shift_left(v, s): v << s modulo 2^64 (two's complement wrap, like torch's int64 `<<`),
+// computed on the unsigned bit pattern so that negative v is well defined in C++17.
+//   v: value; s: shift amount, 0 <= s <= 63.
+inline i64 shift_left(i64 v, int s) { return i64(u64(v) << s); }
+
+// rshift_round(v, k): numerics.md 1.
+//   k > 0: (v + 2^(k-1)) >> k, round half up (towards +inf) for negative v too;
+//   k = 0: v;  k < 0: v << -k (modulo 2^64; in range by the caller's bounds).
+// Computed without the overflowing add, as floor(v / 2^k) + bit k-1 of v, so it is exact for
+// every int64 v; k >= 64 gives 0 (the exact value) and k <= -64 gives 0 (modulo 2^64).
+//   v: value; k: shift amount (any int).
+inline i64 rshift_round(i64 v, int k) {
+  if (k > 63) return i64(0);
+  if (k > 0) {
+    const i64 q = v >> k;               // floor(v / 2^k), |q| < 2^62
+    const i64 half = (v >> (k - 1)) & 1;  // 1 iff the dropped part is >= 2^(k-1)
+    return i64(q + half);               // no overflow: q <= 2^62 - 1
+  }
+  if (k == 0) return v;
+  if (k < -63) return i64(0);
+  return shift_left(v, -k);
+}
+
+namespace detail {
+
+// smax(bits): largest value of a signed integer of `bits` bits, 1 <= bits <= 64.
+constexpr std::int64_t smax(int bits) {
+  return bits >= 64 ? INT64_MAX : static_cast<std::int64_t>((std::uint64_t(1) << (bits - 1)) - 1);
+}
+
+}  // namespace detail
+
+// sat<BITS>(v): clamp v to [-2^(BITS-1), 2^(BITS-1) - 1] (numerics.md 1, signed only).
+//   BITS: width of the result, 1..64.
+//   v: value.
+template <int BITS>
+inline sint<BITS> sat(i64 v) {
+  static_assert(BITS >= 1 && BITS <= 64, "sat<BITS>: BITS must be in 1..64");
+  constexpr std::int64_t hi = detail::smax(BITS);
+  constexpr std::int64_t lo = -hi - 1;
+  if (v > hi) return sint<BITS>(hi);
+  if (v < lo) return sint<BITS>(lo);
+  return sint<BITS>(v);
+}
+
+// requant<BITS>(v, k): sat<BITS>(rshift_round(v, k)), in 64 bits so that a left shift of an
+// int32 accumulator cannot wrap before the clamp (numerics.md 1).
+//   BITS: width of the result, 1..64.
+//   v: value (e.g. an accumulator widened to int64); k: shift amount, see rshift_round.
+template <int BITS>
+inline sint<BITS> requant(i64 v, int k) {
+  return sat<BITS>(rshift_round(v, k));
+}
+
+namespace detail {
+
+// divmod_floor(a, b, q, r): q = floor(a / b), r = a - q*b in [0, b), for b > 0.
+// C's `/` truncates towards zero; a negative truncated remainder moves q down by one.
+//   a: dividend (any int64); b: divisor, b > 0; q, r: outputs.
+inline void divmod_floor(i64 a, i64 b, i64& q, i64& r) {
+  q = a / b;  // truncated quotient, |q| <= |a|
+  r = a % b;  // truncated remainder, sign of a, |r| < b
+  if (r < 0) {
+    q = q - 1;
+    r = r + b;  // in (0, b): no overflow
+  }
+}
+
+}  // namespace detail
+
+// div_floor(a, b): floor(a / b) for b > 0, any sign of a (numerics.md 1).
+//   a: dividend; b: divisor, b > 0.
+inline i64 div_floor(i64 a, i64 b) {
+  i64 q, r;
+  detail::divmod_floor(a, b, q, r);
+  return q;
+}
+
+// div_round(a, b): div_floor(2a + b, 2b) for b > 0: a / b rounded half up (numerics.md 1).
+// Computed as q + (r >= b - r) with q, r = divmod_floor(a, b), which is the same value and
+// never forms 2a + b, so it cannot overflow for any int64 a and b > 0.
+//   a: dividend; b: divisor, b > 0.
+inline i64 div_round(i64 a, i64 b) {
+  i64 q, r;
+  detail::divmod_floor(a, b, q, r);  // 0 <= r < b
+  if (r >= b - r) q = q + 1;          // 2r >= b: the fraction r/b is >= 1/2
+  return q;
+}
+
+// isqrt(n): floor(sqrt(n)) for 0 <= n < 2^62 (numerics.md 1): the digit-by-digit (base 4)
+// method with a fixed trip count of 31 (one result bit per iteration, root < 2^31), so the
+// HLS schedule does not depend on the data. Outside the domain the result is unspecified.
+//   n: radicand, 0 <= n < 2^62.
+inline i64 isqrt(i64 n) {
+  u64 rem = u64(n);            // what is left of n, < 2^62
+  u64 root = 0;                // partial root, scaled: < 2^62
+  u64 bit = u64(1) << 60;      // current base-4 digit weight: 4^30 .. 4^0
+  for (int i = 0; i < 31; ++i) {
+    P2VIT_PRAGMA(HLS UNROLL)
+    const u64 trial = root + bit;  // < 2^62
+    if (rem >= trial) {
+      rem = rem - trial;
+      root = (root >> 1) + bit;
+    } else {
+      root = root >> 1;
+    }
+    bit = bit >> 2;
+  }
+  return i64(root);  // < 2^31
+}
+
+// log_round_threshold(t): ceil(3 * 2^(t-2)), the smallest integer r with log_round(r) >= t,
+// i.e. r >= 1.5 * 2^(t-1) (intops.log_round_thresholds). 2, 3, 6, 12, 24, ...
+//   t: code, 1 <= t <= 63 (larger t: no int64 r reaches it).
+constexpr std::int64_t log_round_threshold(int t) {
+  return t <= 1 ? std::int64_t(2) : static_cast<std::int64_t>(std::uint64_t(3) << (t - 2));
+}
+
+// log_round_clamped<Z>(r): min(log_round(r), Z) for r >= 1 (numerics.md 1 and 2.5 step 6),
+// as the number of thresholds log_round_threshold(t), t = 1..Z, that r reaches: Z parallel
+// comparisons against constants (a thermometer code), no data-dependent loop. Since
+// log_round(r) <= 63 for every int64 r, only min(Z, 63) comparisons are built.
+//   Z: the clamp (the zero-weight code 2^bits - 1 of the softmax), Z >= 1.
+//   r: the ratio, r >= 1 (r <= 1 gives 0).
+template <int Z>
+inline int log_round_clamped(i64 r) {
+  static_assert(Z >= 1, "log_round_clamped<Z>: Z must be >= 1");
+  constexpr int T = Z < 63 ? Z : 63;
+  int code = 0;
+  for (int t = 1; t <= T; ++t) {
+    P2VIT_PRAGMA(HLS UNROLL)
+    code += (r >= log_round_threshold(t)) ? 1 : 0;
+  }
+  return code;
+}
+
+// log_round(r): p = floor(log2 r), plus one if 2(r - 2^p) >= 2^p (numerics.md 1), r >= 1.
+//   r: value, r >= 1.
+inline int log_round(i64 r) { return log_round_clamped<63>(r); }
+
+// int_exp(x, x0, pb, pc): steps 1-3 of numerics.md 2.5, the int64 image of exp(x*S):
+//   x := max(x, EXP_N*x0); q = floor(x / x0) = (-x) / (-x0) in [0, EXP_N];
+//   rr = x - x0*q in (x0, 0]; result ((rr + pb)^2 + pc) << (EXP_N - q).
+// Bounds: |x| <= 255 and |x0| small for int8 logits; the result is >= 0 and at most
+// (pb^2 + pc) * 2^30 < 2^63 (checked by the generator, numerics.md 4).
+//   x: logit minus row max, x <= 0.
+//   x0, pb, pc: constants of quantizer.intops.lis_constants(e_a); x0 < 0.
+inline i64 int_exp(i64 x, i64 x0, i64 pb, i64 pc) {
+  const i64 xmin = x0 * EXP_N;                      // n * x0 < 0
+  const i64 xc = (x < xmin) ? xmin : x;             // in [n*x0, 0]
+  const uint<5> q = uint<5>((-xc) / (-x0));         // non-negative operands: floor, 0..30
+  const i64 rr = xc - x0 * q;                       // in (x0, 0]
+  const i64 t = rr + pb;                            // |t| <= max(pb, |x0|)
+  return shift_left(i64(t * t + pc), EXP_N - int(q));  // shift 0..30
+}
+
+}  // namespace p2vit
+
+#endif  // P2VIT_ARITH_H

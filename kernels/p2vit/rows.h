@@ -1,0 +1,163 @@
+// p2vit/rows.h -- row operators of the p2vit accelerator, built on arith.h: one token (or one
+// attention row) at a time, static sizes as template parameters.
+//
+// What is here (namespace p2vit):
+//   log_int_softmax_row<N, BITS>   Log-Int-Softmax codes of one attention row (numerics.md 2.5)
+//   layernorm_row<D, RBITS>        integer LayerNorm of one token (numerics.md 2.7)
+//   residual_add_row<D, RBITS>     residual add into the PTF stream (numerics.md 2.8)
+//   gelu_lookup(h, lut)            GELU by table (numerics.md 2.9)
+//
+// Python twins: quantizer/intops.py (log_int_softmax_c, int_layernorm, residual_add,
+// gelu_lookup), checked element-wise by tests/test_kernels.py. Each loop is pipelined at
+// II=1; the trip counts are template constants, so HLS knows them without LOOP_TRIPCOUNT.
+// Every intermediate carries its bound (numerics.md section 4) next to its type.
+//
+// Semantics are defined in docs/numerics.md; change them there first.
+#ifndef P2VIT_ROWS_H
+#define P2VIT_ROWS_H
+
+#include "arith.h"
+#include "types.h"
+
+namespace p2vit {
+
+// LN_FRAC_BITS: F_ln, the fraction bits of the normalized LayerNorm value z (numerics.md 2.7).
+constexpr int LN_FRAC_BITS = 10;
+
+namespace detail {
+
+// clog2(n): ceil(log2(n)) for n >= 1 (0 for n = 1).
+constexpr int clog2(long long n) { return n <= 1 ? 0 : 1 + clog2((n + 1) / 2); }
+
+}  // namespace detail
+
+// log_int_softmax_row<N, BITS>(a, code, x0, pb, pc): numerics.md 2.5 on one row, the twin of
+// intops.log_int_softmax_c. code[j] = min(log_round(div_round(sum, ex[j])), Z) with
+// ex[j] = int_exp(a[j] - max(a), x0, pb, pc), sum = sum_j ex[j], Z = 2^BITS - 1; code Z means
+// attention weight zero, code c < Z weight 2^-c.
+//   N: row length (tokens), N >= 1.
+//   BITS: code width bits_attn (4 by default), 1..16.
+//   a: the N int8 logits of the row (exponent e_a).
+//   code: output, N codes in [0, Z].
+//   x0, pb, pc: quantizer.intops.lis_constants(e_a); x0 < 0, and ex >= 1 (pb + x0 >= 1 or
+//     pc >= 1, true for every e_a <= 0).
+// Bounds: x in [-255, 0]; 1 <= ex[j] <= (pb^2 + pc) * 2^30; sum <= N * (pb^2 + pc) * 2^30
+// < 2^63 (checked by the generator); ratio in [1, sum].
+template <int N, int BITS>
+void log_int_softmax_row(const sint<8> a[N], uint<BITS> code[N], i64 x0, i64 pb, i64 pc) {
+  static_assert(N >= 1, "log_int_softmax_row: N must be >= 1");
+  static_assert(BITS >= 1 && BITS <= 16, "log_int_softmax_row: BITS must be in 1..16");
+  constexpr int Z = (1 << BITS) - 1;
+
+  // Pass 1: row maximum.
+  sint<8> amax = a[0];
+  for (int j = 1; j < N; ++j) {
+    P2VIT_PRAGMA(HLS PIPELINE II=1)
+    if (a[j] > amax) amax = a[j];
+  }
+
+  // Pass 2: exp image and its sum (int64).
+  i64 ex[N];  // 1 <= ex[j] < 2^63 / N
+  i64 sum = 0;  // < 2^63
+  for (int j = 0; j < N; ++j) {
+    P2VIT_PRAGMA(HLS PIPELINE II=1)
+    const sint<10> x = sint<10>(i64(a[j]) - i64(amax));  // in [-255, 0]
+    const i64 e = int_exp(i64(x), x0, pb, pc);
+    ex[j] = e;
+    sum = sum + e;
+  }
+
+  // Pass 3: ratio and log2 code.
+  for (int j = 0; j < N; ++j) {
+    P2VIT_PRAGMA(HLS PIPELINE II=1)
+    const i64 ratio = div_round(sum, ex[j]);  // in [1, sum]
+    code[j] = uint<BITS>(log_round_clamped<Z>(ratio));
+  }
+}
+
+// layernorm_row<D, RBITS>(r, k, G, B, sh, eps_i, y): integer LayerNorm of one token,
+// numerics.md 2.7, the twin of intops.int_layernorm (F_ln = LN_FRAC_BITS = 10):
+//   xa = r << k; S1 = sum xa; S2 = sum xa^2; var = D*S2 - S1^2 + eps_i; std = isqrt(var);
+//   z = div_round((D*xa - S1) << F_ln, std); y = requant<8>(z*G + B, sh).
+//   D: channels (embedding width), D >= 1.
+//   RBITS: residual stream bits R (8 or 16).
+//   r: residual stream of the token, exponents e_base + k[c].
+//   k: per-channel exponent offsets k_c in 0..3.
+//   G: per-channel gain, |G| <= 2^14.
+//   B: per-channel bias Bc (int64).
+//   sh: per-channel output shift F_ln + g_c + e_y.
+//   eps_i: integer eps, 1 <= eps_i < 2^61 (so that 1 <= var < 2^62).
+//   y: output, D int8 values.
+// Bounds (numerics.md 4): |xa| <= 2^(R+2); |S1| <= D*2^(R+2); S2 <= D*2^(2R+4);
+// D*S2 <= D^2*2^(2R+4) <= 2^61 (static_assert below); 1 <= std < 2^31;
+// |D*xa - S1| <= 2*D*2^(R+2), times 2^F_ln in int64; |z| <= sqrt(D-1)*2^(F_ln+1) + 1 (by
+// Cauchy-Schwarz, |D*xa - S1| <= sqrt(D-1)*sqrt(var)) < 2^31; |z*G| < 2^(31+15);
+// |z*G + B| < 2^63 (B made by the quantizer).
+template <int D, int RBITS>
+void layernorm_row(const sint<RBITS> r[D], const uint<2> k[D], const sint<16> G[D],
+                   const i64 B[D], const sint<8> sh[D], i64 eps_i, sint<8> y[D]) {
+  static_assert(D >= 1, "layernorm_row: D must be >= 1");
+  static_assert(RBITS >= 2, "layernorm_row: RBITS must be >= 2");
+  static_assert(2 * detail::clog2(D) + 2 * RBITS + 4 <= 61,
+                "layernorm_row: D*S2 must stay below 2^61 (numerics.md 4)");
+
+  // Pass 1: first and second moments (int64).
+  i64 s1 = 0;  // |S1| <= D * 2^(R+2)
+  i64 s2 = 0;  // 0 <= S2 <= D * 2^(2R+4)
+  for (int c = 0; c < D; ++c) {
+    P2VIT_PRAGMA(HLS PIPELINE II=1)
+    const sint<RBITS + 3> xa = sint<RBITS + 3>(shift_left(i64(r[c]), int(k[c])));  // |xa| <= 2^(R+2)
+    s1 = s1 + i64(xa);
+    s2 = s2 + i64(xa) * i64(xa);
+  }
+
+  const i64 var = i64(D) * s2 - s1 * s1 + eps_i;  // in [eps_i, 2^62)
+  const i64 sd = isqrt(var);                      // std, in [1, 2^31)
+
+  // Pass 2: normalize, scale, shift, saturate.
+  for (int c = 0; c < D; ++c) {
+    P2VIT_PRAGMA(HLS PIPELINE II=1)
+    const sint<RBITS + 3> xa = sint<RBITS + 3>(shift_left(i64(r[c]), int(k[c])));
+    const i64 dev = i64(D) * i64(xa) - s1;                   // |dev| <= 2*D*2^(R+2)
+    const sint<32> z =
+        sint<32>(div_round(shift_left(dev, LN_FRAC_BITS), sd));  // |z| <= sqrt(D-1)*2^11 + 1
+    const i64 acc = i64(z) * i64(G[c]) + B[c];                   // |acc| < 2^63
+    y[c] = requant<8>(acc, int(sh[c]));
+  }
+}
+
+// residual_add_row<D, RBITS>(y, e_y, r, e_r, e_s, out): numerics.md 2.8, the twin of
+// intops.residual_add: per channel c, m = min(e_y, e_r[c]),
+//   t = (y[c] << (e_y - m)) + (r[c] << (e_r[c] - m)); out[c] = requant<RBITS>(t, e_s[c] - m).
+//   D: channels, D >= 1.
+//   RBITS: residual stream bits R (8 or 16), also the width of out.
+//   y: branch output (int8), one exponent e_y.
+//   e_y: exponent of y.
+//   r: residual stream (R bits), per-channel exponents e_r.
+//   e_r: exponents of r.
+//   e_s: exponents of the output stream.
+//   out: output stream (R bits, exponents e_s).
+// Bounds: with delta = |e_y - e_r[c]| <= 62 - R (the quantizer keeps it far smaller),
+// |t| <= (2^7 + 2^(R-1)) * 2^delta < 2^63 in int64.
+template <int D, int RBITS>
+void residual_add_row(const sint<8> y[D], int e_y, const sint<RBITS> r[D], const sint<8> e_r[D],
+                      const sint<8> e_s[D], sint<RBITS> out[D]) {
+  static_assert(D >= 1, "residual_add_row: D must be >= 1");
+  static_assert(RBITS >= 2 && RBITS <= 32, "residual_add_row: RBITS must be in 2..32");
+  for (int c = 0; c < D; ++c) {
+    P2VIT_PRAGMA(HLS PIPELINE II=1)
+    const int er = int(e_r[c]);
+    const int m = e_y < er ? e_y : er;
+    const i64 t = shift_left(i64(y[c]), e_y - m) + shift_left(i64(r[c]), er - m);
+    out[c] = requant<RBITS>(t, int(e_s[c]) - m);
+  }
+}
+
+// gelu_lookup(h, lut): lut[h + 128] (numerics.md 2.9), the twin of intops.gelu_lookup.
+//   h: int8 FC1 output.
+//   lut: the 256-entry GELU table made by the quantizer.
+inline sint<8> gelu_lookup(sint<8> h, const sint<8> lut[256]) { return lut[int(h) + 128]; }
+
+}  // namespace p2vit
+
+#endif  // P2VIT_ROWS_H

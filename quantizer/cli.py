@@ -1,0 +1,66 @@
+"""Command-line options shared by every entry point that loads and quantizes a model
+(python -m quantizer, quantizer.eval, codegen)."""
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from .config import QuantConfig
+from .data import load_images, synthetic_images
+from .errors import P2VitError
+from .models import LoadedModel, known_models_text, load_model
+from .pot import ROUNDING_MODES
+from .progress import note
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", metavar="MODEL",
+                   help=f"short name ({known_models_text()}) or the path of a JSON model card")
+    p.add_argument("--weights", metavar="FILE",
+                   help="local state dict (.pt/.pth) or .safetensors file to load into the model")
+    p.add_argument("--random-init", action="store_true",
+                   help="random weights (seed 0): structure, bit-exactness and speed only, no accuracy")
+    p.add_argument("--calib", metavar="PATH",
+                   help="calibration images: .npz of uint8 images, a folder of images or an ImageFolder tree "
+                        "(default: synthetic images, with a warning)")
+    p.add_argument("--n-calib", type=int, default=100, metavar="N",
+                   help="number of calibration images, taken from the start (default 100)")
+
+
+def add_quant_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("quantization")
+    g.add_argument("--w-bits", type=int, choices=(8, 4), default=8, help="weight bits (default 8)")
+    g.add_argument("--per-tensor", action="store_true", help="one weight exponent per layer instead of per channel")
+    g.add_argument("--attn-bits", type=int, default=4, help="log2 attention code bits (default 4)")
+    g.add_argument("--res-bits", type=int, choices=(8, 16), default=8, help="residual stream bits (default 8)")
+    g.add_argument("--no-smooth", action="store_true", help="turn PoT-aware smoothing off")
+    g.add_argument("--alpha-qkv", type=float, default=0.35, help="smoothing alpha at the QKV input (default 0.35)")
+    g.add_argument("--alpha-fc1", type=float, default=0.5, help="smoothing alpha at the FC1 input (default 0.5)")
+    g.add_argument("--alpha-search", action="store_true", help="choose alpha per layer by output MSE")
+    g.add_argument("--rounding", choices=ROUNDING_MODES, default="adaptive",
+                   help="PoT rounding of every exponent (default adaptive)")
+
+
+def quant_config(args) -> QuantConfig:
+    return QuantConfig(w_bits=args.w_bits, per_channel=not args.per_tensor, attn_bits=args.attn_bits,
+                       res_bits=args.res_bits, smooth=not args.no_smooth, alpha_qkv=args.alpha_qkv,
+                       alpha_fc1=args.alpha_fc1, alpha_search=args.alpha_search,
+                       rounding=args.rounding, n_calib=args.n_calib)
+
+
+def load_model_from_args(args) -> LoadedModel:
+    return load_model(args.model, weights=args.weights, random_init=args.random_init)
+
+
+def calibration_images(args, lm: LoadedModel, progress: bool = True) -> np.ndarray:
+    if args.n_calib < 1:
+        raise P2VitError(f"--n-calib must be at least 1, not {args.n_calib}")
+    if args.calib:
+        imgs = load_images(args.calib, lm.preprocess, limit=args.n_calib, progress=progress).images
+        if len(imgs) < args.n_calib:
+            note(f"warning: {args.calib} has only {len(imgs)} images; calibrating on those")
+        return imgs
+    note(f"warning: no --calib given; calibrating on {args.n_calib} synthetic images. "
+         "Real images give better ranges: pass --calib PATH")
+    return synthetic_images(args.n_calib, lm.preprocess)

@@ -1,0 +1,63 @@
+"""Quantization settings: one frozen dataclass, validated once."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+from .errors import P2VitError
+from .pot import ROUNDING_MODES
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    w_bits: int = 8               # weight bits, 8 or 4
+    per_channel: bool = True      # per-output-channel weight exponents
+    attn_bits: int = 4            # log2 attention code bits
+    res_bits: int = 8             # residual stream bits, 8 or 16
+    smooth: bool = True           # PoT-aware smoothing at the QKV and FC1 inputs
+    alpha_qkv: float = 0.35
+    alpha_fc1: float = 0.5
+    alpha_search: bool = False    # choose alpha per layer by output MSE instead
+    rounding: str = "adaptive"    # adaptive | nearest | floor | ceil
+    pot: bool = True              # False: the float-scale (FQ-ViT style) counterpart
+    n_calib: int = 100
+    max_rows: int = 2048          # sampled rows per activation for the MSE searches
+
+    def __post_init__(self):
+        if self.w_bits not in (4, 8):
+            raise P2VitError(f"weight bits must be 8 or 4, not {self.w_bits}")
+        if self.res_bits not in (8, 16):
+            raise P2VitError(f"residual bits must be 8 or 16, not {self.res_bits}")
+        if not 2 <= self.attn_bits <= 8:
+            raise P2VitError(f"attention bits must be between 2 and 8, not {self.attn_bits}")
+        if self.rounding not in ROUNDING_MODES:
+            raise P2VitError(f"rounding must be one of {', '.join(ROUNDING_MODES)}, not {self.rounding}")
+        if self.n_calib < 1:
+            raise P2VitError(f"the number of calibration images must be at least 1, not {self.n_calib}")
+        for a in (self.alpha_qkv, self.alpha_fc1):
+            if not 0.0 <= a <= 1.0:
+                raise P2VitError(f"smoothing alpha must be in [0, 1], not {a}")
+
+    @property
+    def label(self) -> str:
+        kind = "pot" if self.pot else "float"
+        extra = []
+        if self.pot and self.rounding != "adaptive":
+            extra.append(self.rounding)
+        if not self.smooth:
+            extra.append("no smoothing")
+        if self.res_bits != 8:
+            extra.append(f"res {self.res_bits}")
+        if not self.per_channel:
+            extra.append("per-tensor")
+        tail = f" ({', '.join(extra)})" if extra else ""
+        return f"{kind} {self.w_bits}/8/{self.attn_bits}{tail}"
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> "QuantConfig":
+        return cls(**d)
+
+    def but(self, **changes) -> "QuantConfig":
+        return replace(self, **changes)

@@ -1,0 +1,531 @@
+"""Image data for calibration and evaluation: loading, fitting to a model's input size, model inputs.
+
+Images travel through the project as uint8 RGB arrays (N, H, W, 3) already at the model's
+input size; `to_model_input` turns them into the float tensor the fp32 model expects and
+`to_int8_input` into the integer tensor the quantized model and the HLS kernels consume.
+Resizing follows timm's eval transform (resize shorter side to H / crop_pct, center crop).
+"""
+from __future__ import annotations
+
+import math
+import operator
+import os
+import zipfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import torch
+from PIL import Image
+
+from quantizer.errors import P2VitError
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif")
+_EXTS_TEXT = "png, jpg, jpeg, bmp, webp, gif"
+_FORMS_HINT = "pass an .npz, a folder of images or an ImageFolder tree"
+
+_RESAMPLE = {
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "nearest": Image.Resampling.NEAREST,
+}
+
+
+# --------------------------------------------------------------------------- preprocess
+
+
+def _int(v, what: str) -> int:
+    # operator.index rejects floats like 32.5 but accepts numpy integers; bools are not sizes.
+    if isinstance(v, bool):
+        raise P2VitError(f"preprocess {what} must be an integer, got {v!r}; fix the model's preprocess")
+    try:
+        return operator.index(v)
+    except TypeError:
+        raise P2VitError(f"preprocess {what} must be an integer, got {v!r}; fix the model's preprocess") from None
+
+
+def _float3(v, what: str) -> tuple[float, float, float]:
+    try:
+        vals = tuple(float(x) for x in v)
+    except (TypeError, ValueError):
+        raise P2VitError(f"preprocess {what} must be 3 numbers, got {v!r}; fix the model's preprocess") from None
+    if len(vals) != 3 or not all(math.isfinite(x) for x in vals):
+        raise P2VitError(f"preprocess {what} must be 3 finite numbers, got {v!r}; fix the model's preprocess")
+    return vals  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How a model wants its input: size, normalization and the eval resize/crop."""
+
+    input_size: tuple[int, int, int]  # (C, H, W), C must be 3
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str = "bicubic"  # 'bilinear' | 'bicubic' | 'nearest'
+    crop_pct: float = 1.0
+
+    def __post_init__(self) -> None:
+        # Normalize lists from JSON into tuples and validate once, so every consumer can trust the fields.
+        try:
+            size = tuple(self.input_size)
+        except TypeError:
+            size = ()
+        if len(size) != 3:
+            raise P2VitError(
+                f"preprocess input_size must be (C, H, W), got {self.input_size!r}; fix the model's preprocess")
+        c, h, w = (_int(x, "input_size") for x in size)
+        if c != 3:
+            raise P2VitError(f"preprocess input_size has {c} channels, only RGB (3) models are supported")
+        if h <= 0 or w <= 0:
+            raise P2VitError(f"preprocess input_size {size!r} must have positive H and W; fix the model's preprocess")
+        mean = _float3(self.mean, "mean")
+        std = _float3(self.std, "std")
+        if any(s <= 0 for s in std):
+            raise P2VitError(f"preprocess std {std!r} must be positive; fix the model's preprocess")
+        interp = str(self.interpolation).lower()
+        if interp not in _RESAMPLE:
+            raise P2VitError(
+                f"preprocess interpolation {self.interpolation!r} is not supported; use bilinear, bicubic or nearest")
+        try:
+            crop = float(self.crop_pct)
+        except (TypeError, ValueError):
+            crop = float("nan")
+        if not (math.isfinite(crop) and crop > 0):
+            raise P2VitError(f"preprocess crop_pct must be a positive number, got {self.crop_pct!r}")
+        object.__setattr__(self, "input_size", (c, h, w))
+        object.__setattr__(self, "mean", mean)
+        object.__setattr__(self, "std", std)
+        object.__setattr__(self, "interpolation", interp)
+        object.__setattr__(self, "crop_pct", crop)
+
+    @property
+    def height(self) -> int:
+        return self.input_size[1]
+
+    @property
+    def width(self) -> int:
+        return self.input_size[2]
+
+    @classmethod
+    def from_timm_config(cls, cfg: dict) -> "Preprocess":
+        """From `timm.data.resolve_data_config(...)` output."""
+        for key in ("input_size", "mean", "std"):
+            if key not in cfg:
+                raise P2VitError(
+                    f"timm data config is missing {key!r}; pass the output of timm.data.resolve_data_config")
+        # Only the default 'center' eval crop is representable; 'squash'/'border' would silently differ.
+        mode = cfg.get("crop_mode") or "center"
+        if mode != "center":
+            raise P2VitError(
+                f"timm crop_mode {mode!r} is not supported (only 'center'); "
+                "use a model whose eval crop_mode is 'center' or give a preprocess explicitly")
+        crop = cfg.get("crop_pct")
+        return cls(
+            input_size=cfg["input_size"],
+            mean=cfg["mean"],
+            std=cfg["std"],
+            interpolation=cfg.get("interpolation") or "bicubic",
+            crop_pct=0.875 if crop is None else crop,  # timm's own default when unset
+        )
+
+    @classmethod
+    def from_card(cls, card_preprocess: dict) -> "Preprocess":
+        """From a model card's "preprocess" dict; missing interpolation -> bicubic, missing crop_pct -> 1.0.
+
+        A non-null "resize" (resize size of the shorter side) must agree with crop_pct; when crop_pct is
+        absent it is derived from it. Unknown keys (e.g. "note") are ignored.
+        """
+        if not isinstance(card_preprocess, dict):
+            raise P2VitError(f"card preprocess must be a JSON object, got {type(card_preprocess).__name__}")
+        for key in ("input_size", "mean", "std"):
+            if key not in card_preprocess:
+                raise P2VitError(f"card preprocess is missing {key!r}; add it to the model card")
+        crop = card_preprocess.get("crop_pct")
+        resize = card_preprocess.get("resize")
+        pp = cls(
+            input_size=card_preprocess["input_size"],
+            mean=card_preprocess["mean"],
+            std=card_preprocess["std"],
+            interpolation=card_preprocess.get("interpolation") or "bicubic",
+            crop_pct=1.0 if crop is None else crop,
+        )
+        if resize is None:
+            return pp
+        r = _int(resize[0] if isinstance(resize, (list, tuple)) and len(resize) == 1 else resize, "resize")
+        if crop is None:
+            # Derive crop_pct from resize; nudge down if float rounding would floor to r - 1.
+            c = pp.height / r
+            while math.floor(pp.height / c) < r:
+                c = math.nextafter(c, 0.0)
+            pp = cls(pp.input_size, pp.mean, pp.std, pp.interpolation, c)
+        if math.floor(pp.height / pp.crop_pct) != r:
+            raise P2VitError(
+                f"card preprocess resize {resize!r} disagrees with crop_pct {pp.crop_pct} for height {pp.height}; "
+                "fix the model card")
+        return pp
+
+    def to_json(self) -> dict:
+        return {
+            "input_size": list(self.input_size),
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "interpolation": self.interpolation,
+            "crop_pct": self.crop_pct,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Preprocess":
+        if not isinstance(d, dict):
+            raise P2VitError(f"preprocess JSON must be an object, got {type(d).__name__}")
+        missing = [k for k in ("input_size", "mean", "std", "interpolation", "crop_pct") if k not in d]
+        if missing:
+            raise P2VitError(f"preprocess JSON is missing {', '.join(missing)}; regenerate it with Preprocess.to_json")
+        return cls(d["input_size"], d["mean"], d["std"], d["interpolation"], d["crop_pct"])
+
+
+# --------------------------------------------------------------------------- one image
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode == "RGB":
+        return img
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")  # going via RGBA avoids PIL's palette-transparency warning
+    elif img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        # 16-bit / float grayscale: PIL's own conversion clips to 255, so scale into 8 bits instead.
+        a = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if a.max(initial=0) > 255 else 255.0
+        img = Image.fromarray(np.clip(np.round(a * (255.0 / top)), 0, 255).astype(np.uint8), "L")
+    return img.convert("RGB")
+
+
+def _resized_size(h: int, w: int, pp: Preprocess) -> tuple[int, int]:
+    """(new_h, new_w) of timm's eval resize for a (h, w) image."""
+    th, tw = pp.height, pp.width
+    if th == tw:
+        # torchvision Resize(int): shorter side -> s, longer side truncated.
+        s = math.floor(th / pp.crop_pct)
+        if w <= h:
+            return int(s * h / w), s
+        return s, int(s * w / h)
+    # Non-square target: timm's ResizeKeepRatio, the smallest scale that covers both scaled sides.
+    sh, sw = math.floor(th / pp.crop_pct), math.floor(tw / pp.crop_pct)
+    ratio = min(h / sh, w / sw)
+    return round(h / ratio), round(w / ratio)
+
+
+def _center_crop(a: np.ndarray, th: int, tw: int) -> np.ndarray:
+    """Center crop (H, W, 3) to (th, tw), zero padding a side that is too small (as torchvision does)."""
+    h, w = a.shape[:2]
+    if h >= th and w >= tw:
+        top, left = int(round((h - th) / 2.0)), int(round((w - tw) / 2.0))
+        return np.ascontiguousarray(a[top:top + th, left:left + tw])
+    out = np.zeros((th, tw, 3), dtype=np.uint8)
+    sy, dy, ch = (int(round((h - th) / 2.0)), 0, th) if h >= th else (0, (th - h) // 2, h)
+    sx, dx, cw = (int(round((w - tw) / 2.0)), 0, tw) if w >= tw else (0, (tw - w) // 2, w)
+    out[dy:dy + ch, dx:dx + cw] = a[sy:sy + ch, sx:sx + cw]
+    return out
+
+
+def fit_image(img: Image.Image | np.ndarray, pp: Preprocess) -> np.ndarray:
+    """One image -> uint8 (H, W, 3) RGB at pp's size.
+
+    An image already at (H, W) is returned without resampling. Otherwise timm's eval transform is
+    applied to the uint8 image: shorter side resized to floor(H / crop_pct) with pp.interpolation
+    (PIL), then a center crop. ndarray input must be uint8 (H, W, 3), (H, W, 1) or (H, W).
+    """
+    th, tw = pp.height, pp.width
+    if isinstance(img, np.ndarray):
+        if img.dtype != np.uint8:
+            raise P2VitError(f"image array has dtype {img.dtype}, expected uint8; convert it with .astype(np.uint8)")
+        if img.ndim == 3 and img.shape[2] == 1:
+            img = img[:, :, 0]
+        if img.ndim == 2:
+            img = np.repeat(img[:, :, None], 3, axis=2)  # grayscale -> RGB
+        elif img.ndim != 3 or img.shape[2] != 3:
+            raise P2VitError(
+                f"image array has shape {img.shape}, expected (H, W, 3) RGB or (H, W) grayscale; "
+                "drop alpha or convert to RGB first")
+        if img.shape[:2] == (th, tw):
+            return np.ascontiguousarray(img)
+        pil = Image.fromarray(np.ascontiguousarray(img), "RGB")
+    elif isinstance(img, Image.Image):
+        pil = _to_rgb(img)
+        if pil.size == (tw, th):
+            return np.array(pil, dtype=np.uint8)
+    else:
+        raise P2VitError(f"cannot fit an image of type {type(img).__name__}; pass a PIL image or a uint8 array")
+    nh, nw = _resized_size(pil.height, pil.width, pp)
+    if (nh, nw) != (pil.height, pil.width):
+        pil = pil.resize((nw, nh), resample=_RESAMPLE[pp.interpolation])
+    return _center_crop(np.asarray(pil, dtype=np.uint8), th, tw)
+
+
+# --------------------------------------------------------------------------- image sets
+
+
+@dataclass
+class ImageSet:
+    """Images at a model's input size, with labels when known."""
+
+    images: np.ndarray  # uint8 (N, H, W, 3)
+    labels: np.ndarray | None  # int64 (N,) or None when unknown
+    class_names: list[str] | None
+    source: str  # the path, for messages
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+
+def _is_image(p: Path) -> bool:
+    return p.is_file() and p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".")
+
+
+def _visible_children(d: Path) -> list[Path]:
+    # Hidden entries (.DS_Store, .ipynb_checkpoints, ...) are never data.
+    return sorted((p for p in d.iterdir() if not p.name.startswith(".")), key=lambda p: p.name)
+
+
+def _images_under(d: Path) -> list[Path]:
+    """Image files anywhere below d, in a stable order (sorted directories, then sorted names)."""
+    found: list[Path] = []
+    for root, dirs, files in os.walk(d, followlinks=True):
+        dirs[:] = sorted(x for x in dirs if not x.startswith("."))
+        found.extend(Path(root) / f for f in sorted(files) if _is_image(Path(root) / f))
+    return found
+
+
+def _read_image(path: Path) -> Image.Image:
+    try:
+        with Image.open(path) as im:
+            im.load()  # decode now so a truncated file fails here, naming the file
+            return _to_rgb(im)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise P2VitError(f"cannot read image {path}: {reason}; replace or remove the file") from None
+
+
+def _progress(items: Iterable, total: int, desc: str, on: bool) -> Iterable:
+    if not on:
+        return items
+    from tqdm import tqdm  # only needed when asked for
+
+    return tqdm(items, total=total, desc=desc, unit="img")
+
+
+def _fit_all(items: Iterable, n: int, pp: Preprocess, progress: bool, desc: str) -> np.ndarray:
+    # Preallocate so large sets do not hold a list of arrays plus a stacked copy.
+    out = np.empty((n, pp.height, pp.width, 3), dtype=np.uint8)
+    for i, item in enumerate(_progress(items, n, desc, progress)):
+        out[i] = fit_image(item, pp)
+    return out
+
+
+def _member(z, key: str, src: str) -> np.ndarray:
+    try:
+        return z[key]
+    except ValueError as exc:
+        if "allow_pickle" not in str(exc):
+            raise
+        # Object arrays would need pickle, which we never enable for data files.
+        raise P2VitError(
+            f"{src}: {key!r} is stored as Python objects; save it as a plain numeric or string array") from None
+
+
+def _load_npz(path: Path, pp: Preprocess, limit: int | None, progress: bool, spread: bool) -> ImageSet:
+    src = str(path)
+    try:
+        # Own the file handle: np.load leaks it when the zip directory is damaged.
+        with open(path, "rb") as fh:
+            z = np.load(fh, allow_pickle=False)
+            if not isinstance(z, np.lib.npyio.NpzFile):  # a bare .npy renamed to .npz
+                raise P2VitError(f"{src} is not an .npz archive; save with numpy.savez(path, images=..., labels=...)")
+            with z:
+                if "images" not in z.files:
+                    raise P2VitError(
+                        f"{src} has no 'images' array (found: {', '.join(z.files) or 'nothing'}); "
+                        "save uint8 (N, H, W, 3) images under the key 'images'")
+                # Members are read lazily, so a damaged member fails here rather than in np.load.
+                images = _member(z, "images", src)
+                labels = _member(z, "labels", src) if "labels" in z.files else None
+                names = _member(z, "class_names", src) if "class_names" in z.files else None
+    except P2VitError:
+        raise
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, KeyError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise P2VitError(f"{src} is not a valid .npz archive ({reason}); re-create it with numpy.savez") from None
+
+    if images.dtype != np.uint8:
+        raise P2VitError(f"{src}: 'images' has dtype {images.dtype}, expected uint8; store 0..255 pixels as uint8")
+    if images.ndim == 4 and images.shape[3] == 1:
+        images = images[..., 0]
+    if not (images.ndim == 3 or (images.ndim == 4 and images.shape[3] == 3)):
+        raise P2VitError(
+            f"{src}: 'images' has shape {images.shape}, expected (N, H, W, 3) RGB or (N, H, W) grayscale")
+    n = images.shape[0]
+    if n == 0:
+        raise P2VitError(f"{src} contains no images; {_FORMS_HINT}")
+
+    if labels is not None:
+        if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+            raise P2VitError(f"{src}: 'labels' must be a 1-D integer array, got {labels.dtype} {labels.shape}")
+        if labels.shape[0] != n:
+            raise P2VitError(f"{src}: 'labels' has {labels.shape[0]} entries but 'images' has {n}; they must match")
+        labels = labels.astype(np.int64)
+    class_names = None
+    if names is not None:
+        if names.ndim != 1 or names.dtype.kind not in "US":
+            raise P2VitError(f"{src}: 'class_names' must be a 1-D string array, got {names.dtype} {names.shape}")
+        class_names = [x.decode() if isinstance(x, bytes) else str(x) for x in names.tolist()]
+        if labels is not None and labels.size and (labels.min() < 0 or labels.max() >= len(class_names)):
+            raise P2VitError(
+                f"{src}: 'labels' range {labels.min()}..{labels.max()} is outside the "
+                f"{len(class_names)} class_names; fix the labels or class_names")
+
+    if limit is not None:
+        keep = subset_indices(images.shape[0], limit, spread)
+        images = images[keep]
+        labels = None if labels is None else labels[keep]
+    n = images.shape[0]
+    h, w = images.shape[1:3]
+    if (h, w) == (pp.height, pp.width):
+        # Already at model size: no per-image work at all.
+        fitted = np.ascontiguousarray(images if images.ndim == 4 else np.repeat(images[..., None], 3, axis=3))
+    else:
+        fitted = _fit_all(iter(images), n, pp, progress, f"fitting {path.name}")
+    return ImageSet(fitted, labels, class_names, src)
+
+
+def _load_folder(path: Path, pp: Preprocess, limit: int | None, progress: bool, spread: bool) -> ImageSet:
+    src = str(path)
+    children = _visible_children(path)
+    subdirs = [p for p in children if p.is_dir()]
+    per_class = [_images_under(d) for d in subdirs]
+    if any(per_class):
+        # ImageFolder tree: every visible subfolder is a class (empty ones keep their index, as in
+        # torchvision); loose files next to the class folders are ignored.
+        class_names: list[str] | None = [d.name for d in subdirs]
+        files = [f for files in per_class for f in files]
+        label_list = [i for i, files in enumerate(per_class) for _ in files]
+    else:
+        class_names = None
+        files = [p for p in children if _is_image(p)]
+        label_list = None
+    if not files:
+        raise P2VitError(f"{src} contains no images ({_EXTS_TEXT}); {_FORMS_HINT}")
+    if limit is not None:
+        keep = subset_indices(len(files), limit, spread)
+        files = [files[i] for i in keep]
+        label_list = None if label_list is None else [label_list[i] for i in keep]
+    images = _fit_all((_read_image(f) for f in files), len(files), pp, progress, f"loading {path.name}")
+    labels = None if label_list is None else np.asarray(label_list, dtype=np.int64)
+    return ImageSet(images, labels, class_names, src)
+
+
+def subset_indices(total: int, limit: int, spread: bool) -> np.ndarray:
+    """The first `limit` indices, or with `spread` `limit` indices evenly spaced over all `total`
+    (data sets sorted by class, like the CIFAR-10 test split, then keep every class)."""
+    if limit >= total:
+        return np.arange(total)
+    if not spread:
+        return np.arange(limit)
+    return (np.arange(limit) * total) // limit
+
+
+def load_images(path: str | os.PathLike, pp: Preprocess, limit: int | None = None,
+                progress: bool = False, spread: bool = False) -> ImageSet:
+    """Load images at pp's size from one of:
+
+    * an ``.npz`` with ``images`` (uint8 (N, H, W, 3) or (N, H, W) grayscale) and optional ``labels``
+      (integers, one per image) and ``class_names`` (strings);
+    * a folder of image files (png, jpg, jpeg, bmp, webp, gif; any case), sorted by name, labels None;
+    * an ImageFolder tree: a folder whose subfolders hold images (searched recursively); class names
+      are the sorted subfolder names and labels their index. If a folder has both loose images and
+      subfolders with images, it is read as an ImageFolder tree and the loose images are ignored;
+    * a single image file (a set of one).
+
+    Hidden files and folders (names starting with '.') are skipped. ``limit`` keeps the first N in
+    that order (for an ImageFolder tree: class by class); with ``spread`` it keeps N evenly spaced
+    ones instead. ``progress`` shows a tqdm bar while images
+    are decoded or resized.
+    """
+    if limit is not None:
+        if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit <= 0:
+            raise P2VitError(f"limit must be a positive integer, got {limit!r} (loading {path}); omit it to load all")
+        limit = int(limit)
+    p = Path(path)
+    if not p.exists():
+        raise P2VitError(f"{p} does not exist; {_FORMS_HINT}")
+    if p.is_dir():
+        return _load_folder(p, pp, limit, progress, spread)
+    suffix = p.suffix.lower()
+    if suffix == ".npz":
+        return _load_npz(p, pp, limit, progress, spread)
+    if suffix in IMAGE_EXTS:
+        return ImageSet(fit_image(_read_image(p), pp)[None], None, None, str(p))
+    raise P2VitError(f"{p} has unsupported file type {p.suffix or '(none)'!r}; {_FORMS_HINT}")
+
+
+# --------------------------------------------------------------------------- model inputs
+
+
+def _check_batch(images: np.ndarray, who: str) -> None:
+    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3:
+        desc = f"{images.dtype} {images.shape}" if isinstance(images, np.ndarray) else type(images).__name__
+        raise P2VitError(f"{who} needs uint8 images of shape (N, H, W, 3), got {desc}; load them with load_images")
+
+
+def to_model_input(images: np.ndarray, pp: Preprocess) -> torch.Tensor:
+    """uint8 NHWC -> float32 NCHW, ((u / 255) - mean) / std per channel."""
+    _check_batch(images, "to_model_input")
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).to(torch.float32) / 255.0
+    mean = torch.tensor(pp.mean, dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(pp.std, dtype=torch.float32).view(1, 3, 1, 1)
+    return ((x - mean) / std).contiguous()
+
+
+def to_int8_input(images: np.ndarray) -> torch.Tensor:
+    """uint8 NHWC -> int8 NCHW, exactly u - 128 (the integer pipeline's input)."""
+    _check_batch(images, "to_int8_input")
+    x = torch.from_numpy(np.ascontiguousarray(images)).to(torch.int16) - 128  # int16: no wrap-around
+    return x.to(torch.int8).permute(0, 3, 1, 2).contiguous()
+
+
+def synthetic_images(n: int, pp: Preprocess, seed: int = 0) -> np.ndarray:
+    """Deterministic uint8 (n, H, W, 3) images of smooth gradients and colored blobs plus faint noise.
+
+    Stand-ins for calibration when no data is at hand: smooth like natural images rather than
+    white noise, so activation ranges are closer to real ones.
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0:
+        raise P2VitError(f"synthetic image count must be a positive integer, got {n!r}")
+    n = int(n)
+    h, w = pp.height, pp.width
+    rng = np.random.default_rng(seed)
+    blobs = 4
+    # All random parameters are drawn up front, so chunking below never changes the result.
+    base = rng.uniform(0.2, 0.8, (n, 3))
+    grad_dir = rng.normal(size=(n, 2))
+    grad_col = rng.uniform(-0.5, 0.5, (n, 3))
+    centers = rng.uniform(0.0, 1.0, (n, blobs, 2))
+    sigmas = rng.uniform(0.08, 0.35, (n, blobs))
+    colors = rng.uniform(-0.6, 0.6, (n, blobs, 3))
+    noise_seed = int(rng.integers(0, 2**63 - 1))
+
+    yy, xx = np.meshgrid(np.linspace(0.0, 1.0, h), np.linspace(0.0, 1.0, w), indexing="ij")
+    out = np.empty((n, h, w, 3), dtype=np.uint8)
+    noise_rng = np.random.default_rng(noise_seed)
+    chunk = max(1, (1 << 22) // (h * w))  # bound temporaries to a few tens of MB
+    for s in range(0, n, chunk):
+        e = min(n, s + chunk)
+        g = (grad_dir[s:e, 0, None, None] * (yy - 0.5) + grad_dir[s:e, 1, None, None] * (xx - 0.5)) / 2
+        img = base[s:e, None, None, :] + g[..., None] * grad_col[s:e, None, None, :]
+        for k in range(blobs):
+            d2 = (yy - centers[s:e, k, 0, None, None]) ** 2 + (xx - centers[s:e, k, 1, None, None]) ** 2
+            bump = np.exp(-d2 / (2 * sigmas[s:e, k, None, None] ** 2))
+            img = img + bump[..., None] * colors[s:e, None, None, k, :]
+        img = img * 255.0 + noise_rng.normal(0.0, 3.0, img.shape)
+        out[s:e] = np.clip(np.round(img), 0, 255).astype(np.uint8)
+    return out

@@ -1,0 +1,182 @@
+"""Accuracy of the integer reference against the FP32 model, for a table of configurations.
+
+    python -m quantizer.eval MODEL --data TEST --calib CALIB [--limit N] [--json OUT]
+
+For each configuration: top-1 (when labels are known), top-1 agreement with the FP32
+model, SQNR of the dequantized logits against FP32, and the total calibration error the
+scale choices minimized. The FP32 row is the original PyTorch model.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import floatscale, reference
+from .calibrate import collect
+from .cli import add_model_args, calibration_images, load_model_from_args
+from .config import QuantConfig
+from .data import load_images, to_int8_input, to_model_input
+from .errors import P2VitError, cli_errors
+from .float_model import FloatViT
+from .pipeline import quantize
+from .progress import Progress, note
+
+CONFIGS = {
+    "float_8_8_4": QuantConfig(pot=False),
+    "pot_8_8_4": QuantConfig(),
+    "pot_8_8_4_nearest": QuantConfig(rounding="nearest"),
+    "pot_8_8_4_nosmooth": QuantConfig(smooth=False),
+    "pot_4_8_4": QuantConfig(w_bits=4),
+}
+EXTRA_CONFIGS = {
+    "float_4_8_4": QuantConfig(pot=False, w_bits=4),
+    "pot_8_8_4_floor": QuantConfig(rounding="floor"),
+    "pot_8_8_4_ceil": QuantConfig(rounding="ceil"),
+    "pot_8_8_4_alpha_search": QuantConfig(alpha_search=True),
+    "pot_8_8_4_per_tensor": QuantConfig(per_channel=False),
+    "pot_8_8_4_res16": QuantConfig(res_bits=16),
+}
+ALL_CONFIGS = {**CONFIGS, **EXTRA_CONFIGS}
+
+
+def sqnr_db(ref: torch.Tensor, test: torch.Tensor) -> float:
+    noise = float(((test - ref) ** 2).sum())
+    signal = float((ref ** 2).sum())
+    return math.inf if noise == 0 else 10.0 * math.log10(signal / noise)
+
+
+def fp32_logits(model, images: np.ndarray, pp, batch: int = 64, progress=None) -> torch.Tensor:
+    outs = []
+    with torch.no_grad():
+        for s in range(0, len(images), batch):
+            outs.append(model(to_model_input(images[s:s + batch], pp)).double())
+            if progress:
+                progress("fp32", min(s + batch, len(images)), len(images))
+    return torch.cat(outs)
+
+
+def quantized_logits(q, images: np.ndarray, batch: int = 8, progress=None, stage="reference") -> torch.Tensor:
+    """Dequantized float64 logits of a quantized model (integer reference, or float scales)."""
+    outs = []
+    runner = reference.Reference(q.ir) if q.ir is not None else floatscale.FloatScaleExecutor(
+        q.float_model, q.calibration)
+    for s in range(0, len(images), batch):
+        x = to_int8_input(images[s:s + batch])
+        if q.ir is not None:
+            res = runner.run(x)
+            outs.append(res.logits.double() * 2.0 ** res.e_logit)
+        else:
+            outs.append(runner.run(x))
+        if progress:
+            progress(stage, min(s + batch, len(images)), len(images))
+    return torch.cat(outs)
+
+
+def metrics(logits: torch.Tensor, fp: torch.Tensor, labels) -> dict:
+    pred, fpp = logits.argmax(1), fp.argmax(1)
+    top1 = None if labels is None else float((pred.numpy() == labels).mean() * 100)
+    return {"top1": top1, "agree": float((pred == fpp).double().mean() * 100), "sqnr_db": sqnr_db(fp, logits),
+            "n": int(len(pred))}
+
+
+def evaluate_configs(lm, calib: np.ndarray, images: np.ndarray, labels, names, progress=None) -> dict:
+    """Run FP32 and every named configuration; returns {name: metrics}."""
+    fm = FloatViT.from_timm(lm.model, lm.preprocess)
+    fp = fp32_logits(lm.model, images, lm.preprocess, progress=progress)
+    results = {"fp32": {**metrics(fp, fp, labels), "sqnr_db": None, "label": "fp32", "seconds": 0.0}}
+    n_calib = min(len(calib), max(ALL_CONFIGS[n].n_calib for n in names))
+    stats = collect(fm, calib[:n_calib], progress=progress and (lambda i, n: progress("calibrate", i, n)))
+    for name in names:
+        cfg = ALL_CONFIGS[name]
+        t0 = time.perf_counter()
+        q = quantize(lm, calib, cfg, stats=stats, fm=fm)
+        logits = quantized_logits(q, images, progress=progress, stage=name)
+        results[name] = {**metrics(logits, fp, labels), "label": cfg.label,
+                         "calib_error": q.calibration.total_error,
+                         "seconds": round(time.perf_counter() - t0, 2)}
+    return results
+
+
+def format_table(results: dict) -> str:
+    rows = [f"{'config':24s} {'what':28s} {'top1 %':>7s} {'agree %':>8s} {'SQNR dB':>8s} {'calib err':>10s}"]
+    for name, r in results.items():
+        top1 = "-" if r["top1"] is None else f"{r['top1']:.2f}"
+        sq = "-" if r["sqnr_db"] is None else f"{r['sqnr_db']:.2f}"
+        ce = f"{r['calib_error']:.4f}" if "calib_error" in r else "-"
+        rows.append(f"{name:24s} {r['label']:28s} {top1:>7s} {r['agree']:>8.2f} {sq:>8s} {ce:>10s}")
+    return "\n".join(rows)
+
+
+def write_json_atomic(path: str | os.PathLike, obj) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2, allow_nan=False, default=lambda o: None)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _finite(obj):
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    return obj
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="python -m quantizer.eval", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_args(p)
+    p.add_argument("--data", required=True, metavar="PATH", help="evaluation images (.npz, folder or ImageFolder)")
+    p.add_argument("--limit", type=int, metavar="N",
+                   help="evaluate N images spread evenly over the data (sorted data sets keep every class)")
+    p.add_argument("--configs", default=",".join(CONFIGS),
+                   help=f"comma-separated configurations or 'all' (default: {','.join(CONFIGS)}; "
+                        f"more: {','.join(EXTRA_CONFIGS)})")
+    p.add_argument("--json", metavar="OUT", help="also write the results as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    return p.parse_args(argv)
+
+
+@cli_errors
+def main(argv=None):
+    args = parse_args(argv)
+    names = list(ALL_CONFIGS) if args.configs == "all" else [c.strip() for c in args.configs.split(",") if c.strip()]
+    unknown = [n for n in names if n not in ALL_CONFIGS]
+    if unknown:
+        raise P2VitError(f"unknown configuration {unknown[0]}; choose from {', '.join(ALL_CONFIGS)} or 'all'")
+    if args.limit is not None and args.limit < 1:
+        raise P2VitError(f"--limit must be at least 1, not {args.limit}")
+    progress = Progress(enabled=not args.quiet)
+    lm = load_model_from_args(args)
+    calib = calibration_images(args, lm)
+    data = load_images(args.data, lm.preprocess, limit=args.limit, spread=True, progress=not args.quiet)
+    if data.labels is None:
+        note(f"note: {args.data} has no labels; top-1 is not reported, agreement with FP32 is")
+    t0 = time.perf_counter()
+    results = evaluate_configs(lm, calib, data.images, data.labels, names, progress=progress)
+    print(f"{lm.name}: {len(data.images)} images from {args.data}, {len(calib)} calibration images, "
+          f"{time.perf_counter() - t0:.0f} s")
+    print(format_table(results))
+    if args.json:
+        write_json_atomic(args.json, _finite(results))
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,167 @@
+"""Integer primitives of docs/numerics.md section 1 and the Log-Int-Softmax of 2.5.
+
+Everything here works on torch int64 tensors (or Python ints where noted) and is exact:
+no float touches a run-time value. The C++ twins live in kernels/p2vit/arith.h; the
+bit-exact tests keep the two in step.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+I64 = torch.int64
+
+
+def rshift_round(v: torch.Tensor, k) -> torch.Tensor:
+    """Round-half-up right shift by k (k may be a tensor broadcast against v; k < 0 shifts left)."""
+    k = torch.as_tensor(k, dtype=I64, device=v.device)
+    if k.numel() == 1:
+        kk = int(k)
+        if kk > 0:
+            return (v + (1 << (kk - 1))) >> kk
+        if kk < 0:
+            return v << (-kk)
+        return v.clone()
+    pos = k.clamp(min=0)
+    neg = (-k).clamp(min=0)
+    half = torch.where(pos > 0, torch.ones_like(pos) << (pos - 1).clamp(min=0), torch.zeros_like(pos))
+    return ((v + half) >> pos) << neg
+
+
+def sat(v: torch.Tensor, bits: int) -> torch.Tensor:
+    """Clamp to the signed range of `bits` bits."""
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    return v.clamp(lo, hi)
+
+
+def requant(v: torch.Tensor, k, bits: int) -> torch.Tensor:
+    return sat(rshift_round(v, k), bits)
+
+
+def div_floor(a: torch.Tensor, b) -> torch.Tensor:
+    """floor(a / b) for b > 0."""
+    return torch.div(a, b, rounding_mode="floor")
+
+
+def div_round(a: torch.Tensor, b) -> torch.Tensor:
+    """Round-half-up a / b for b > 0, any sign of a."""
+    return torch.div(2 * a + b, 2 * b, rounding_mode="floor")
+
+
+def isqrt(n: torch.Tensor) -> torch.Tensor:
+    """floor(sqrt(n)) for 0 <= n < 2^62, exactly (float estimate, then integer correction)."""
+    r = torch.sqrt(n.to(torch.float64)).floor().to(I64)
+    # float64 sqrt can be off by one for n >= 2^52; two correction steps make it exact.
+    for _ in range(2):
+        r = torch.where(r * r > n, r - 1, r)
+        r = torch.where((r + 1) * (r + 1) <= n, r + 1, r)
+    return r
+
+
+def log_round_thresholds(zero_code: int) -> torch.Tensor:
+    """thr[t-1] = smallest integer r with log_round(r) >= t, for t = 1..zero_code.
+
+    log_round(r) >= t  <=>  r >= 1.5 * 2^(t-1), i.e. r >= ceil(3 * 2^(t-2)).
+    """
+    return torch.tensor([-((-3 * (1 << t)) // 4) for t in range(1, zero_code + 1)], dtype=I64)
+
+
+def log_round_clamped(r: torch.Tensor, zero_code: int) -> torch.Tensor:
+    """min(log_round(r), zero_code) for integer r >= 1 (numerics.md 1 and 2.5 step 6)."""
+    thr = log_round_thresholds(zero_code).to(r.device)
+    return torch.searchsorted(thr, r.contiguous(), right=True)
+
+
+def log_round_int(r: int) -> int:
+    """log_round of one Python int (the literal definition; used by tests and the quantizer)."""
+    p = r.bit_length() - 1
+    return p + (1 if 2 * (r - (1 << p)) >= (1 << p) else 0)
+
+
+def round_half_up(x):
+    """floor(x + 1/2) on float64 values (quantizer-side only)."""
+    if isinstance(x, torch.Tensor):
+        return torch.floor(x.to(torch.float64) + 0.5).to(I64)
+    return math.floor(x + 0.5)
+
+
+# --- Log-Int-Softmax (numerics.md 2.5) --------------------------------------------------
+
+EXP_N = 30  # I-BERT's clamp: x is limited to n * x0, so the shift n - q is never negative
+
+
+def lis_constants(e_a: float) -> tuple[int, int, int]:
+    """(x0, pb, pc) of the integer exp for logits with scale S = 2^e_a (float64, then floor).
+
+    e_a may be a non-integer for the float-scale counterpart; the PoT flow passes integers.
+    """
+    s = 2.0 ** e_a
+    x0 = math.floor(-math.log(2.0) / s)
+    pb = math.floor(1.353 / s)
+    pc = math.floor(0.344 / (0.3585 * s * s))
+    if x0 >= 0 or pc < 1:
+        # pc >= 1 keeps every exp image >= 1, so the ratio of step 5 never divides by zero.
+        raise ValueError(f"logit exponent {e_a} too coarse for the integer exp (x0 = {x0}, pc = {pc})")
+    return x0, pb, pc
+
+
+def int_exp(x: torch.Tensor, x0: int, pb: int, pc: int) -> torch.Tensor:
+    """Steps 1-3 of 2.5 for x = a - max(a) <= 0: the int64 exp image, scale unused."""
+    x = torch.maximum(x, torch.full_like(x, EXP_N * x0))
+    q = torch.div(-x, -x0, rounding_mode="floor")
+    rr = x - x0 * q
+    poly = (rr + pb) * (rr + pb) + pc
+    return poly << (EXP_N - q)
+
+
+def log_int_softmax(a: torch.Tensor, e_a: int | float, bits: int) -> torch.Tensor:
+    """4-bit (by default) log2 codes of softmax over the last axis of int8 logits a.
+
+    Returns int64 codes in [0, Z], Z = 2^bits - 1 meaning attention weight zero.
+    """
+    x0, pb, pc = lis_constants(e_a)
+    return log_int_softmax_c(a, x0, pb, pc, bits)
+
+
+def log_int_softmax_c(a: torch.Tensor, x0: int, pb: int, pc: int, bits: int) -> torch.Tensor:
+    x = a - a.amax(dim=-1, keepdim=True)
+    ex = int_exp(x, x0, pb, pc)
+    total = ex.sum(dim=-1, keepdim=True)
+    ratio = div_round(total, ex)
+    return log_round_clamped(ratio, (1 << bits) - 1)
+
+
+# --- LayerNorm, residual add, GELU table (numerics.md 2.7 - 2.9) ------------------------
+
+LN_FRAC_BITS = 10  # F_ln: fraction bits of the normalized value z
+LN_GAIN_BITS = 14  # |G| <= 2^14
+
+
+def int_layernorm(r: torch.Tensor, k: torch.Tensor, G: torch.Tensor, B: torch.Tensor,
+                  sh: torch.Tensor, eps_i: int) -> torch.Tensor:
+    """Integer LayerNorm over the last axis. r: int residual (.., D); k, G, B, sh: (D,) int64.
+
+    Returns int8 values (as int64) of y = requant(z*G + B, sh, 8).
+    """
+    D = r.shape[-1]
+    xa = r << k
+    s1 = xa.sum(dim=-1, keepdim=True)
+    s2 = (xa * xa).sum(dim=-1, keepdim=True)
+    var = D * s2 - s1 * s1 + eps_i
+    std = isqrt(var)
+    z = div_round((D * xa - s1) << LN_FRAC_BITS, std)
+    return requant(z * G + B, sh, 8)
+
+
+def residual_add(y: torch.Tensor, e_y: int, r: torch.Tensor, e_r: torch.Tensor,
+                 e_s: torch.Tensor, bits: int) -> torch.Tensor:
+    """Branch output y (one exponent e_y) plus stream r (per-channel e_r) -> stream at e_s."""
+    m = torch.minimum(torch.full_like(e_r, e_y), e_r)
+    t = (y << (e_y - m)) + (r << (e_r - m))
+    return requant(t, e_s - m, bits)
+
+
+def gelu_lookup(h: torch.Tensor, lut: torch.Tensor) -> torch.Tensor:
+    """lut has 256 entries indexed by h + 128 (h int8)."""
+    return lut[h + 128]

@@ -1,0 +1,284 @@
+"""Model loading: short names, JSON model cards, local weights, and the support check.
+
+A MODEL argument is either a short name mapped to a pinned timm tag (`vit_b`, `deit_s`, ...)
+or the path of a JSON model card (the format of shared/models/*.json). Everything that is
+not a standard timm `VisionTransformer` is refused with a message that says why.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import socket
+import urllib.parse
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .data import Preprocess
+from .errors import P2VitError
+
+# Short names -> pinned timm tags. vit_b is the 84.53% model the P²-ViT paper uses.
+MODEL_TAGS = {
+    "vit_t": "vit_tiny_patch16_224.augreg_in21k_ft_in1k",
+    "vit_s": "vit_small_patch16_224.augreg_in21k_ft_in1k",
+    "vit_b": "vit_base_patch16_224.augreg_in21k_ft_in1k",
+    "vit_l": "vit_large_patch16_224.augreg_in21k_ft_in1k",
+    "deit_t": "deit_tiny_patch16_224.fb_in1k",
+    "deit_s": "deit_small_patch16_224.fb_in1k",
+    "deit_b": "deit_base_patch16_224.fb_in1k",
+}
+
+SUPPORTED_ARCHITECTURE = "timm.models.vision_transformer.VisionTransformer"
+
+
+@dataclass
+class LoadedModel:
+    """A float timm ViT ready for calibration, with what the rest of the flow needs to know."""
+
+    name: str                      # short name or card name
+    model: nn.Module               # eval mode, float32
+    preprocess: Preprocess
+    class_names: list[str] | None
+    source: str                    # where the weights came from, for reports
+    spec: dict = field(default_factory=dict)  # how to rebuild: {"kind": "timm"|"card", ...}
+
+
+def known_models_text() -> str:
+    return ", ".join(MODEL_TAGS)
+
+
+def load_model(spec: str, weights: str | os.PathLike | None = None,
+               random_init: bool = False) -> LoadedModel:
+    """Load MODEL (short name or card path). Exactly one weight source is used:
+    --random-init, else --weights, else the card's weights file, else timm's pretrained download."""
+    spec = str(spec)
+    if weights is not None and random_init:
+        raise P2VitError("--weights and --random-init exclude each other; pass one of them")
+    if spec in MODEL_TAGS:
+        return _load_named(spec, weights, random_init)
+    if spec.endswith(".json") or os.path.sep in spec or Path(spec).is_file():
+        return _load_card(Path(spec), weights, random_init)
+    raise P2VitError(f"unknown model '{spec}': use one of {known_models_text()}, "
+                     "or the path of a JSON model card")
+
+
+def _load_named(name: str, weights, random_init: bool) -> LoadedModel:
+    import timm
+
+    tag = MODEL_TAGS[name]
+    arch = tag.split(".")[0]
+    if random_init or weights is not None:
+        torch.manual_seed(0)  # random-init runs are reproducible
+        model = timm.create_model(arch, pretrained=False)
+        source = "random-init (seed 0)"
+        if weights is not None:
+            _load_weights_into(model, Path(weights), name)
+            source = f"weights file {weights}"
+    else:
+        model = _download_pretrained(name, tag)
+        source = f"timm pretrained {tag}"
+    check_supported(model, name)
+    cfg = timm.data.resolve_data_config({}, model=model)
+    classes = None
+    return LoadedModel(name=name, model=model.eval(), preprocess=Preprocess.from_timm_config(cfg),
+                       class_names=classes, source=source,
+                       spec={"kind": "timm", "name": name, "tag": tag})
+
+
+def _network_reachable(timeout: float = 3.0) -> bool:
+    from huggingface_hub import constants
+
+    host = urllib.parse.urlparse(constants.ENDPOINT).hostname
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _download_pretrained(name: str, tag: str) -> nn.Module:
+    import timm
+
+    offline_hint = (f"pass --weights FILE (a state dict or .safetensors of {tag}) "
+                    "or --random-init for a structure-only run")
+    reachable = _network_reachable()
+    try:
+        # Offline, timm may still find the weights in the local hub cache.
+        with _env("HF_HUB_OFFLINE", None if reachable else "1"):
+            return timm.create_model(tag, pretrained=True)
+    except Exception as exc:  # noqa: BLE001 - any download failure means the same to the user
+        why = "no network access" if not reachable else f"download failed ({type(exc).__name__})"
+        raise P2VitError(f"cannot get pretrained weights for {name} ({why}); {offline_hint}") from None
+
+
+@contextlib.contextmanager
+def _env(key: str, value: str | None):
+    old = os.environ.get(key)
+    if value is not None:
+        os.environ[key] = value
+    try:
+        yield
+    finally:
+        if value is not None:
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+
+
+def _load_card(path: Path, weights, random_init: bool) -> LoadedModel:
+    from timm.models.vision_transformer import VisionTransformer
+
+    if not path.is_file():
+        raise P2VitError(f"model card {path} does not exist; use one of {known_models_text()} "
+                         "or the path of a JSON model card")
+    try:
+        card = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise P2VitError(f"model card {path} is not valid JSON ({exc.msg if hasattr(exc, 'msg') else exc}); "
+                         "fix or regenerate the card") from None
+    for key in ("architecture", "config", "preprocess"):
+        if key not in card:
+            raise P2VitError(f"model card {path} has no '{key}' field; see shared/models/*.json for the format")
+    if card["architecture"] != SUPPORTED_ARCHITECTURE:
+        raise P2VitError(f"model card {path}: architecture '{card['architecture']}' is not supported; "
+                         f"only {SUPPORTED_ARCHITECTURE} is")
+    try:
+        torch.manual_seed(0)
+        model = VisionTransformer(**card["config"])
+    except TypeError as exc:
+        raise P2VitError(f"model card {path}: bad VisionTransformer config ({exc})") from None
+    name = card.get("name", path.stem)
+    check_supported(model, name)
+    if random_init:
+        source = "random-init (seed 0)"
+    else:
+        wpath = Path(weights) if weights is not None else None
+        if wpath is None:
+            if not card.get("weights"):
+                raise P2VitError(f"model card {path} names no weights file; pass --weights FILE "
+                                 "or --random-init")
+            wpath = path.parent / card["weights"]
+            expected = card.get("weights_sha256")
+            if expected and wpath.is_file() and _sha256(wpath) != expected:
+                raise P2VitError(f"weights file {wpath} does not match the sha256 in {path}; "
+                                 "the file is corrupt or belongs to another model")
+        _load_weights_into(model, wpath, name)
+        source = f"weights file {wpath}"
+    try:
+        pp = Preprocess.from_card(card["preprocess"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise P2VitError(f"model card {path}: bad 'preprocess' entry ({exc})") from None
+    return LoadedModel(name=name, model=model.eval(), preprocess=pp,
+                       class_names=card.get("classes"), source=source,
+                       spec={"kind": "card", "card": str(path.resolve()), "name": name})
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_state_dict(path: Path) -> dict:
+    """A state dict from .safetensors or a torch checkpoint; one-line errors for anything else."""
+    if not path.is_file():
+        raise P2VitError(f"weights file {path} does not exist")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            sd = load_file(str(path))
+        else:
+            sd = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - corrupt files raise many different types
+        raise P2VitError(f"weights file {path} cannot be read ({type(exc).__name__}); "
+                         "it is corrupt or not a state dict / safetensors file") from None
+    for key in ("state_dict", "model", "model_ema"):
+        if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
+            sd = sd[key]
+            break
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise P2VitError(f"weights file {path} holds no state dict of tensors")
+    return sd
+
+
+def _load_weights_into(model: nn.Module, path: Path, name: str) -> None:
+    sd = read_state_dict(path)
+    own = model.state_dict()
+    missing = sorted(set(own) - set(sd))
+    unexpected = sorted(set(sd) - set(own))
+    bad_shape = [k for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or bad_shape:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        if bad_shape:
+            k = bad_shape[0]
+            parts.append(f"{len(bad_shape)} with other shapes (e.g. {k}: file {tuple(sd[k].shape)}, "
+                         f"model {tuple(own[k].shape)})")
+        raise P2VitError(f"weights file {path} does not fit model {name}: " + ", ".join(parts))
+    model.load_state_dict({k: v.float() for k, v in sd.items()})
+
+
+def check_supported(model: nn.Module, name: str = "model") -> None:
+    """Refuse anything but a standard timm VisionTransformer, naming what is unsupported."""
+    from timm.layers import Mlp
+    from timm.models.vision_transformer import Block, VisionTransformer
+
+    def refuse(what: str):
+        raise P2VitError(f"{name} is not supported: {what}; p2vit supports timm VisionTransformer "
+                         "models with standard pre-norm blocks and a class token")
+
+    if type(model) is not VisionTransformer:
+        refuse(f"{type(model).__module__}.{type(model).__name__} is not timm's VisionTransformer "
+               "(distilled DeiT and other variants are not supported)")
+    if getattr(model, "num_reg_tokens", 0):
+        refuse("register tokens")
+    if not model.has_class_token or model.global_pool != "token":
+        refuse(f"pooling '{model.global_pool}' without class token readout")
+    if model.no_embed_class:
+        refuse("position embedding without the class token (no_embed_class)")
+    if model.pos_embed is None:
+        refuse("no learned position embedding")
+    if model.dynamic_img_size:
+        refuse("dynamic image size")
+    for part in ("norm_pre", "fc_norm", "patch_drop"):
+        mod = getattr(model, part, None)
+        if mod is not None and not isinstance(mod, nn.Identity):
+            refuse(f"{part} ({type(mod).__name__})")
+    if not isinstance(model.patch_embed.norm, nn.Identity):
+        refuse("a norm inside the patch embedding")
+    if getattr(model, "attn_pool", None) is not None:
+        refuse("attention pooling")
+    if not isinstance(model.norm, nn.LayerNorm):
+        refuse(f"final norm {type(model.norm).__name__} (LayerNorm required)")
+    if not isinstance(model.head, nn.Linear):
+        refuse("a head that is not one Linear layer")
+    for i, blk in enumerate(model.blocks):
+        if type(blk) is not Block:
+            refuse(f"block {i} is {type(blk).__name__}, not timm's Block")
+        if not isinstance(blk.ls1, nn.Identity) or not isinstance(blk.ls2, nn.Identity):
+            refuse("layer scale (init_values)")
+        attn = blk.attn
+        for part in ("q_norm", "k_norm", "norm"):
+            mod = getattr(attn, part, None)
+            if mod is not None and not isinstance(mod, nn.Identity):
+                refuse(f"attention {part} ({type(mod).__name__})")
+        if not hasattr(attn, "qkv") or not isinstance(attn.qkv, nn.Linear):
+            refuse(f"block {i} attention without a fused qkv Linear")
+        if not isinstance(blk.norm1, nn.LayerNorm) or not isinstance(blk.norm2, nn.LayerNorm):
+            refuse(f"block {i} norm is not LayerNorm")
+        mlp = blk.mlp
+        if type(mlp) is not Mlp or not isinstance(getattr(mlp, "norm", nn.Identity()), nn.Identity):
+            refuse(f"block {i} MLP {type(mlp).__name__} (plain Mlp required)")
+        if not isinstance(mlp.act, nn.GELU) or mlp.act.approximate != "none":
+            refuse(f"block {i} activation {mlp.act} (exact GELU required)")

@@ -1,0 +1,50 @@
+"""One call from a loaded float model and calibration images to an integer IR."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .calibrate import Stats, collect
+from .config import QuantConfig
+from .float_model import FloatViT
+from .ir import FORMAT_VERSION, QuantizedViT
+from .models import LoadedModel
+from .quantize import Calibration, build_ir, choose_scales
+
+
+@dataclass
+class Quantized:
+    ir: QuantizedViT | None         # None for the float-scale counterpart
+    calibration: Calibration
+    float_model: FloatViT
+
+
+def model_meta(loaded: LoadedModel, fm: FloatViT) -> dict:
+    return {
+        "name": loaded.name, "source": loaded.source, "spec": loaded.spec,
+        "dim": fm.dim, "heads": fm.heads, "depth": fm.depth, "tokens": fm.tokens,
+        "hidden": fm.hidden, "patch": fm.patch, "in_chans": fm.in_chans,
+        "img_size": list(fm.img_size), "num_classes": fm.num_classes,
+    }
+
+
+def quantize(loaded: LoadedModel, calib_images: np.ndarray, cfg: QuantConfig,
+             stats: Stats | None = None, fm: FloatViT | None = None, progress=None,
+             bits_override: dict | None = None) -> Quantized:
+    """Calibrate (unless stats are given), choose scales and, for PoT, build the IR."""
+    fm = fm or FloatViT.from_timm(loaded.model, loaded.preprocess)
+    if stats is None:
+        stats = collect(fm, calib_images[:cfg.n_calib], max_rows=cfg.max_rows,
+                        progress=progress and (lambda i, n: progress("calibrate", i, n)))
+    cal = choose_scales(fm, stats, cfg, progress=progress and (lambda i, n: progress("scales", i, n)),
+                        bits_override=bits_override)
+    ir = None
+    if cfg.pot:
+        meta = {"format_version": FORMAT_VERSION, "model": model_meta(loaded, fm),
+                "quant": cfg.to_json(), "preprocess": loaded.preprocess.to_json(),
+                "class_names": loaded.class_names,
+                "layer_bits": {k: v[2] for k, v in cal.weights.items()},
+                "calibration_images": int(min(len(calib_images), cfg.n_calib))}
+        ir = build_ir(fm, cal, meta)
+    return Quantized(ir=ir, calibration=cal, float_model=fm)

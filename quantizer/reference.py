@@ -1,0 +1,151 @@
+"""The integer reference executor: the golden model of docs/numerics.md.
+
+`run(ir, images)` takes int8 images (u - 128, NCHW) and returns int64 logits and their
+exponent; with `trace=True` it also returns every intermediate integer tensor by layer
+name (see TRACE_POINTS). Integer matmuls go through float64 BLAS, which is exact here
+because every sum stays far below 2^53 (|x|, |w| <= 2^7 and K < 2^16 give |acc| < 2^30);
+everything else is int64 arithmetic from quantizer.intops.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from . import intops
+from .float_model import patches
+from .ir import QuantizedViT
+
+BLOCK_TRACE_POINTS = ("ln1", "q", "k", "v", "logits", "codes", "attn", "proj", "res1",
+                      "ln2", "fc1", "gelu", "fc2", "res2")
+
+
+def trace_points(depth: int) -> list[str]:
+    """Names of the traced tensors, in execution order."""
+    names = ["embed"]
+    for i in range(depth):
+        names += [f"blocks.{i}.{t}" for t in BLOCK_TRACE_POINTS]
+    return names + ["norm", "head"]
+
+
+def imatmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Exact integer a @ b for int64 tensors whose products sum below 2^53 in magnitude."""
+    return (a.to(torch.float64) @ b.to(torch.float64)).to(torch.int64)
+
+
+@dataclass
+class RefResult:
+    logits: torch.Tensor           # int64 (B, classes)
+    e_logit: int                   # real logits = logits * 2^e_logit
+    trace: dict[str, torch.Tensor] | None = None
+
+
+class Reference:
+    """Executes one QuantizedViT. Holds the IR's tensors as int64 for speed."""
+
+    def __init__(self, ir: QuantizedViT):
+        self.ir = ir
+        m = ir.meta["model"]
+        self.D, self.H, self.N = m["dim"], m["heads"], m["tokens"]
+        self.P, self.depth = m["patch"], m["depth"]
+        self.res_bits = ir.meta["quant"]["res_bits"]
+        self.attn_bits = ir.meta["quant"]["attn_bits"]
+        self.Z = (1 << self.attn_bits) - 1
+        self.F = self.Z - 1
+        self._wT = {}
+
+    def _w(self, name):
+        if name not in self._wT:
+            self._wT[name] = self.ir.t(name + ".w").to(torch.float64).T.contiguous()
+        return self._wT[name]
+
+    def linear(self, x: torch.Tensor, name: str, bias=None, out_bits: int = 8) -> torch.Tensor:
+        ir = self.ir
+        acc = (x.to(torch.float64) @ self._w(name)).to(torch.int64)
+        acc = acc + (ir.t(name + ".b") if bias is None else bias)
+        shift = ir.t(name + ".e_y") - ir.i(name + ".e_x") - ir.t(name + ".e_w")
+        return intops.requant(acc, shift, out_bits)
+
+    def layernorm(self, r: torch.Tensor, name: str) -> torch.Tensor:
+        ir = self.ir
+        return intops.int_layernorm(r, ir.t(name + ".k"), ir.t(name + ".G"), ir.t(name + ".B"),
+                                    ir.t(name + ".sh"), ir.i(name + ".eps"))
+
+    def run(self, images: torch.Tensor, trace: bool = False) -> RefResult:
+        ir, D, H, R = self.ir, self.D, self.H, self.res_bits
+        tr = {} if trace else None
+
+        def keep(name, t):
+            if tr is not None:
+                tr[name] = t
+
+        x = patches(images.to(torch.int64), self.P)                      # (B, Np, K), e = 0
+        B = x.shape[0]
+        e_r = ir.i("embed.e_base") + ir.t("embed.k")
+        pt = intops.requant((x.to(torch.float64) @ self._w("embed")).to(torch.int64) + ir.t("embed.bias"),
+                            e_r - ir.t("embed.e_w"), R)
+        r = torch.cat([ir.t("embed.cls").expand(B, 1, D), pt], dim=1)
+        keep("embed", r)
+        for i in range(self.depth):
+            r, e_r = self._block(r, e_r, f"blocks.{i}.", keep)
+        h = self.layernorm(r[:, 0], "norm")
+        keep("norm", h)
+        logits = self.linear(h, "head", out_bits=32)
+        keep("head", logits)
+        return RefResult(logits=logits, e_logit=ir.i("head.e_logit"), trace=tr)
+
+    def _block(self, r, e_r, p, keep):
+        ir, D, H, R = self.ir, self.D, self.H, self.res_bits
+        B, N, _ = r.shape
+        dh = D // H
+        x = self.layernorm(r, p + "ln1")
+        keep(p + "ln1", x)
+        qkv = self.linear(x, p + "qkv")
+        q, k, v = (t.reshape(B, N, H, dh).transpose(1, 2) for t in qkv.split(D, dim=-1))
+        keep(p + "q", qkv[..., :D])
+        keep(p + "k", qkv[..., D:2 * D])
+        keep(p + "v", qkv[..., 2 * D:])
+        a = intops.requant(imatmul(q, k.transpose(-1, -2)),
+                           ir.i(p + "attn.e_a") - ir.i(p + "attn.e_q") - ir.i(p + "attn.e_k"), 8)
+        keep(p + "logits", a)
+        codes = intops.log_int_softmax_c(a, ir.i(p + "attn.x0"), ir.i(p + "attn.pb"),
+                                         ir.i(p + "attn.pc"), self.attn_bits)
+        keep(p + "codes", codes)
+        # A.V on the shifter array: (v << F) >> code is exactly v * 2^(F - code) for code <= F.
+        weight = torch.where(codes < self.Z, torch.ones_like(codes) << (self.F - codes).clamp(min=0),
+                             torch.zeros_like(codes))
+        o = imatmul(weight, v)
+        o = intops.requant(o, ir.i(p + "attn.e_o") - (ir.i(p + "attn.e_v") - self.F), 8)
+        o = o.transpose(1, 2).reshape(B, N, D)
+        keep(p + "attn", o)
+        y = self.linear(o, p + "proj")
+        keep(p + "proj", y)
+        e_r1 = ir.i(p + "res1.e_base") + ir.t(p + "res1.k")
+        r = intops.residual_add(y, int(ir.t(p + "proj.e_y")[0]),
+                                r, e_r, e_r1, R)
+        keep(p + "res1", r)
+        x = self.layernorm(r, p + "ln2")
+        keep(p + "ln2", x)
+        h = self.linear(x, p + "fc1")
+        keep(p + "fc1", h)
+        g = intops.gelu_lookup(h, ir.t(p + "gelu.lut"))
+        keep(p + "gelu", g)
+        y = self.linear(g, p + "fc2")
+        keep(p + "fc2", y)
+        e_r2 = ir.i(p + "res2.e_base") + ir.t(p + "res2.k")
+        r = intops.residual_add(y, int(ir.t(p + "fc2.e_y")[0]), r, e_r1, e_r2, R)
+        keep(p + "res2", r)
+        return r, e_r2
+
+
+def run(ir: QuantizedViT, images: torch.Tensor, trace: bool = False, batch: int = 32) -> RefResult:
+    """Batched convenience wrapper: int8 NCHW images -> RefResult (trace concatenated)."""
+    ref = Reference(ir)
+    outs = []
+    for s in range(0, images.shape[0], batch):
+        outs.append(ref.run(images[s:s + batch], trace=trace))
+    logits = torch.cat([o.logits for o in outs])
+    tr = None
+    if trace:
+        tr = {k: torch.cat([o.trace[k] for o in outs]) for k in outs[0].trace}
+    return RefResult(logits=logits, e_logit=outs[0].e_logit, trace=tr)

@@ -1,0 +1,358 @@
+// tests/kernel_harness.cpp -- pybind11 harness exposing the p2vit kernels (kernels/p2vit/*.h)
+// as vectorized functions over numpy int64 arrays, for the bit-exact comparison with
+// quantizer/intops.py in tests/test_kernels.py.
+//
+// Built twice by the tests: with -DP2VIT_NATIVE_TYPES (native C types) and without (ap_int).
+// The module name comes from -DP2VIT_MODNAME=<name>. Every input is range-checked against the
+// kernel's argument type (a value that would be silently truncated raises ValueError), so a
+// test cannot pass on wrapped inputs. Template parameters (widths, row sizes) are dispatched
+// over fixed lists; an unsupported one raises ValueError.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "p2vit/arith.h"
+#include "p2vit/rows.h"
+#include "p2vit/types.h"
+
+#ifndef P2VIT_MODNAME
+#error "define P2VIT_MODNAME"
+#endif
+
+namespace py = pybind11;
+using p2vit::i64;
+using p2vit::sint;
+
+using arr = py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>;
+
+namespace {
+
+// ---- conversions ----------------------------------------------------------------------
+
+template <class T>
+std::int64_t out64(const T& v) {
+  return static_cast<std::int64_t>(v);
+}
+
+template <int W>
+sint<W> in_s(std::int64_t v, const char* what) {
+  if constexpr (W < 64) {
+    const std::int64_t hi = (std::int64_t(1) << (W - 1)) - 1;
+    const std::int64_t lo = -hi - 1;
+    if (v < lo || v > hi)
+      throw py::value_error(std::string(what) + ": value " + std::to_string(v) +
+                            " does not fit sint<" + std::to_string(W) + ">");
+  }
+  return sint<W>(v);
+}
+
+template <int W>
+p2vit::uint<W> in_u(std::int64_t v, const char* what) {
+  static_assert(W < 64, "in_u: W < 64");
+  if (v < 0 || v > (std::int64_t(1) << W) - 1)
+    throw py::value_error(std::string(what) + ": value " + std::to_string(v) +
+                          " does not fit uint<" + std::to_string(W) + ">");
+  return p2vit::uint<W>(v);
+}
+
+i64 in64(std::int64_t v) { return i64(v); }
+
+void need_same(const arr& a, const arr& b, const char* what) {
+  if (a.size() != b.size()) throw py::value_error(std::string(what) + ": size mismatch");
+}
+
+arr like(const arr& a) {
+  std::vector<py::ssize_t> shape(a.shape(), a.shape() + a.ndim());
+  return arr(shape);
+}
+
+[[noreturn]] void unsupported(const char* what, long long a, long long b = -1) {
+  throw py::value_error(std::string(what) + ": unsupported template parameters (" +
+                        std::to_string(a) + ", " + std::to_string(b) + ")");
+}
+
+// ---- scalar primitives ----------------------------------------------------------------
+
+arr rshift_round_v(arr v, arr k) {
+  need_same(v, k, "rshift_round");
+  arr o = like(v);
+  auto pv = v.data(); auto pk = k.data(); auto po = o.mutable_data();
+  for (py::ssize_t i = 0; i < v.size(); ++i)
+    po[i] = out64(p2vit::rshift_round(in64(pv[i]), int(pk[i])));
+  return o;
+}
+
+template <int BITS>
+arr sat_t(const arr& v) {
+  arr o = like(v);
+  auto pv = v.data(); auto po = o.mutable_data();
+  for (py::ssize_t i = 0; i < v.size(); ++i) po[i] = out64(p2vit::sat<BITS>(in64(pv[i])));
+  return o;
+}
+
+template <int BITS>
+arr requant_t(const arr& v, const arr& k) {
+  need_same(v, k, "requant");
+  arr o = like(v);
+  auto pv = v.data(); auto pk = k.data(); auto po = o.mutable_data();
+  for (py::ssize_t i = 0; i < v.size(); ++i)
+    po[i] = out64(p2vit::requant<BITS>(in64(pv[i]), int(pk[i])));
+  return o;
+}
+
+#define P2VIT_SAT_BITS(X) X(1) X(2) X(4) X(5) X(8) X(12) X(16) X(24) X(31) X(32) X(33) X(48) X(63) X(64)
+
+arr sat_v(arr v, int bits) {
+  switch (bits) {
+#define X(B) case B: return sat_t<B>(v);
+    P2VIT_SAT_BITS(X)
+#undef X
+    default: unsupported("sat", bits);
+  }
+}
+
+arr requant_v(arr v, arr k, int bits) {
+  switch (bits) {
+#define X(B) case B: return requant_t<B>(v, k);
+    P2VIT_SAT_BITS(X)
+#undef X
+    default: unsupported("requant", bits);
+  }
+}
+
+template <i64 (*F)(i64, i64)>
+arr binary_b_pos(arr a, arr b, const char* what) {
+  need_same(a, b, what);
+  arr o = like(a);
+  auto pa = a.data(); auto pb = b.data(); auto po = o.mutable_data();
+  for (py::ssize_t i = 0; i < a.size(); ++i) {
+    if (pb[i] <= 0) throw py::value_error(std::string(what) + ": b must be > 0");
+    po[i] = out64(F(in64(pa[i]), in64(pb[i])));
+  }
+  return o;
+}
+
+arr div_floor_v(arr a, arr b) { return binary_b_pos<p2vit::div_floor>(a, b, "div_floor"); }
+arr div_round_v(arr a, arr b) { return binary_b_pos<p2vit::div_round>(a, b, "div_round"); }
+
+arr isqrt_v(arr n) {
+  arr o = like(n);
+  auto pn = n.data(); auto po = o.mutable_data();
+  for (py::ssize_t i = 0; i < n.size(); ++i) {
+    if (pn[i] < 0 || pn[i] >= (std::int64_t(1) << 62))
+      throw py::value_error("isqrt: n outside [0, 2^62)");
+    po[i] = out64(p2vit::isqrt(in64(pn[i])));
+  }
+  return o;
+}
+
+template <int Z>
+arr lrc_t(const arr& r) {
+  arr o = like(r);
+  auto pr = r.data(); auto po = o.mutable_data();
+  for (py::ssize_t i = 0; i < r.size(); ++i) {
+    if (pr[i] < 1) throw py::value_error("log_round_clamped: r must be >= 1");
+    po[i] = p2vit::log_round_clamped<Z>(in64(pr[i]));
+  }
+  return o;
+}
+
+#define P2VIT_Z_LIST(X) X(1) X(2) X(3) X(7) X(15) X(31) X(62) X(63) X(64) X(255) X(1000)
+
+arr log_round_clamped_v(arr r, int z) {
+  switch (z) {
+#define X(Z) case Z: return lrc_t<Z>(r);
+    P2VIT_Z_LIST(X)
+#undef X
+    default: unsupported("log_round_clamped", z);
+  }
+}
+
+arr log_round_v(arr r) {
+  arr o = like(r);
+  auto pr = r.data(); auto po = o.mutable_data();
+  for (py::ssize_t i = 0; i < r.size(); ++i) {
+    if (pr[i] < 1) throw py::value_error("log_round: r must be >= 1");
+    po[i] = p2vit::log_round(in64(pr[i]));
+  }
+  return o;
+}
+
+arr log_round_thresholds_v(int z) {
+  arr o(std::vector<py::ssize_t>{z});
+  auto po = o.mutable_data();
+  for (int t = 1; t <= z; ++t) po[t - 1] = p2vit::log_round_threshold(t);
+  return o;
+}
+
+arr int_exp_v(arr x, std::int64_t x0, std::int64_t pb, std::int64_t pc) {
+  arr o = like(x);
+  auto px = x.data(); auto po = o.mutable_data();
+  for (py::ssize_t i = 0; i < x.size(); ++i)
+    po[i] = out64(p2vit::int_exp(in64(px[i]), in64(x0), in64(pb), in64(pc)));
+  return o;
+}
+
+// ---- row operators --------------------------------------------------------------------
+
+std::pair<py::ssize_t, py::ssize_t> rows_cols(const arr& a, const char* what) {
+  if (a.ndim() != 2) throw py::value_error(std::string(what) + ": expected a 2-D array");
+  return {a.shape(0), a.shape(1)};
+}
+
+template <int N, int BITS>
+arr softmax_t(const arr& a, std::int64_t x0, std::int64_t pb, std::int64_t pc) {
+  const auto [M, n] = rows_cols(a, "log_int_softmax");
+  if (n != N) unsupported("log_int_softmax", n, BITS);
+  arr o = like(a);
+  auto pa = a.data(); auto po = o.mutable_data();
+  sint<8> row[N];
+  p2vit::uint<BITS> code[N];
+  for (py::ssize_t m = 0; m < M; ++m) {
+    for (int j = 0; j < N; ++j) row[j] = in_s<8>(pa[m * N + j], "log_int_softmax a");
+    p2vit::log_int_softmax_row<N, BITS>(row, code, in64(x0), in64(pb), in64(pc));
+    for (int j = 0; j < N; ++j) po[m * N + j] = out64(code[j]);
+  }
+  return o;
+}
+
+#define P2VIT_SOFTMAX_LIST(X)                                                              \
+  X(1, 4) X(2, 4) X(3, 4) X(5, 4) X(16, 4) X(64, 4) X(197, 4) X(16, 1) X(16, 2) X(16, 3) \
+  X(16, 5) X(16, 6) X(16, 8) X(197, 2) X(197, 6) X(197, 8)
+
+arr log_int_softmax_v(arr a, std::int64_t x0, std::int64_t pb, std::int64_t pc, int bits) {
+  const auto n = rows_cols(a, "log_int_softmax").second;
+#define X(N, B) if (n == N && bits == B) return softmax_t<N, B>(a, x0, pb, pc);
+  P2VIT_SOFTMAX_LIST(X)
+#undef X
+  unsupported("log_int_softmax", n, bits);
+}
+
+template <int D, int RBITS>
+arr layernorm_t(const arr& r, const arr& k, const arr& G, const arr& B, const arr& sh,
+                std::int64_t eps_i) {
+  const auto [M, d] = rows_cols(r, "layernorm");
+  if (d != D || k.size() != D || G.size() != D || B.size() != D || sh.size() != D)
+    unsupported("layernorm", d, RBITS);
+  p2vit::uint<2> kk[D];
+  sint<16> GG[D];
+  i64 BB[D];
+  sint<8> ss[D];
+  for (int c = 0; c < D; ++c) {
+    kk[c] = in_u<2>(k.data()[c], "layernorm k");
+    GG[c] = in_s<16>(G.data()[c], "layernorm G");
+    BB[c] = in64(B.data()[c]);
+    ss[c] = in_s<8>(sh.data()[c], "layernorm sh");
+  }
+  arr o = like(r);
+  auto pr = r.data(); auto po = o.mutable_data();
+  sint<RBITS> row[D];
+  sint<8> y[D];
+  for (py::ssize_t m = 0; m < M; ++m) {
+    for (int c = 0; c < D; ++c) row[c] = in_s<RBITS>(pr[m * D + c], "layernorm r");
+    p2vit::layernorm_row<D, RBITS>(row, kk, GG, BB, ss, in64(eps_i), y);
+    for (int c = 0; c < D; ++c) po[m * D + c] = out64(y[c]);
+  }
+  return o;
+}
+
+#define P2VIT_LN_LIST(X) \
+  X(1, 8) X(2, 8) X(3, 8) X(16, 8) X(192, 8) X(768, 8) X(1, 16) X(2, 16) X(3, 16) X(16, 16) \
+  X(192, 16) X(768, 16) X(64, 12)
+
+arr layernorm_v(arr r, arr k, arr G, arr B, arr sh, std::int64_t eps_i, int rbits) {
+  const auto d = rows_cols(r, "layernorm").second;
+#define X(D, R) if (d == D && rbits == R) return layernorm_t<D, R>(r, k, G, B, sh, eps_i);
+  P2VIT_LN_LIST(X)
+#undef X
+  unsupported("layernorm", d, rbits);
+}
+
+template <int D, int RBITS>
+arr residual_t(const arr& y, int e_y, const arr& r, const arr& e_r, const arr& e_s) {
+  const auto [M, d] = rows_cols(r, "residual_add");
+  if (d != D || y.size() != r.size() || e_r.size() != D || e_s.size() != D)
+    unsupported("residual_add", d, RBITS);
+  sint<8> er[D], es[D];
+  for (int c = 0; c < D; ++c) {
+    er[c] = in_s<8>(e_r.data()[c], "residual_add e_r");
+    es[c] = in_s<8>(e_s.data()[c], "residual_add e_s");
+  }
+  arr o = like(r);
+  auto py_ = y.data(); auto pr = r.data(); auto po = o.mutable_data();
+  sint<8> yy[D];
+  sint<RBITS> rr[D], out[D];
+  for (py::ssize_t m = 0; m < M; ++m) {
+    for (int c = 0; c < D; ++c) {
+      yy[c] = in_s<8>(py_[m * D + c], "residual_add y");
+      rr[c] = in_s<RBITS>(pr[m * D + c], "residual_add r");
+    }
+    p2vit::residual_add_row<D, RBITS>(yy, e_y, rr, er, es, out);
+    for (int c = 0; c < D; ++c) po[m * D + c] = out64(out[c]);
+  }
+  return o;
+}
+
+#define P2VIT_RES_LIST(X) X(1, 8) X(3, 8) X(16, 8) X(768, 8) X(1, 16) X(3, 16) X(16, 16) X(768, 16)
+
+arr residual_add_v(arr y, int e_y, arr r, arr e_r, arr e_s, int rbits) {
+  const auto d = rows_cols(r, "residual_add").second;
+#define X(D, R) if (d == D && rbits == R) return residual_t<D, R>(y, e_y, r, e_r, e_s);
+  P2VIT_RES_LIST(X)
+#undef X
+  unsupported("residual_add", d, rbits);
+}
+
+arr gelu_lookup_v(arr h, arr lut) {
+  if (lut.size() != 256) throw py::value_error("gelu_lookup: lut must have 256 entries");
+  sint<8> table[256];
+  for (int i = 0; i < 256; ++i) table[i] = in_s<8>(lut.data()[i], "gelu_lookup lut");
+  arr o = like(h);
+  auto ph = h.data(); auto po = o.mutable_data();
+  for (py::ssize_t i = 0; i < h.size(); ++i)
+    po[i] = out64(p2vit::gelu_lookup(in_s<8>(ph[i], "gelu_lookup h"), table));
+  return o;
+}
+
+// stream_roundtrip(v): writes v through a p2vit::stream<i64>, reads it back (FIFO order).
+arr stream_roundtrip_v(arr v) {
+  p2vit::stream<i64> s;
+  if (!s.empty()) throw std::runtime_error("new stream not empty");
+  for (py::ssize_t i = 0; i < v.size(); ++i) s.write(in64(v.data()[i]));
+  arr o = like(v);
+  auto po = o.mutable_data();
+  for (py::ssize_t i = 0; i < v.size(); ++i) po[i] = out64(s.read());
+  if (!s.empty()) throw std::runtime_error("stream not empty after reading everything");
+  return o;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(P2VIT_MODNAME, m) {
+#ifdef P2VIT_NATIVE_TYPES
+  m.attr("mode") = "native";
+#else
+  m.attr("mode") = "ap_int";
+#endif
+  m.def("rshift_round", &rshift_round_v, py::arg("v"), py::arg("k"));
+  m.def("sat", &sat_v, py::arg("v"), py::arg("bits"));
+  m.def("requant", &requant_v, py::arg("v"), py::arg("k"), py::arg("bits"));
+  m.def("div_floor", &div_floor_v, py::arg("a"), py::arg("b"));
+  m.def("div_round", &div_round_v, py::arg("a"), py::arg("b"));
+  m.def("isqrt", &isqrt_v, py::arg("n"));
+  m.def("log_round_clamped", &log_round_clamped_v, py::arg("r"), py::arg("z"));
+  m.def("log_round", &log_round_v, py::arg("r"));
+  m.def("log_round_thresholds", &log_round_thresholds_v, py::arg("z"));
+  m.def("int_exp", &int_exp_v, py::arg("x"), py::arg("x0"), py::arg("pb"), py::arg("pc"));
+  m.def("log_int_softmax", &log_int_softmax_v, py::arg("a"), py::arg("x0"), py::arg("pb"),
+        py::arg("pc"), py::arg("bits"));
+  m.def("layernorm", &layernorm_v, py::arg("r"), py::arg("k"), py::arg("G"), py::arg("B"),
+        py::arg("sh"), py::arg("eps_i"), py::arg("rbits"));
+  m.def("residual_add", &residual_add_v, py::arg("y"), py::arg("e_y"), py::arg("r"),
+        py::arg("e_r"), py::arg("e_s"), py::arg("rbits"));
+  m.def("gelu_lookup", &gelu_lookup_v, py::arg("h"), py::arg("lut"));
+  m.def("stream_roundtrip", &stream_roundtrip_v, py::arg("v"));
+}

@@ -1,0 +1,444 @@
+"""Tests for quantizer/data.py: preprocess descriptions, image fitting, loading and model inputs."""
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from quantizer.data import (
+    ImageSet,
+    Preprocess,
+    fit_image,
+    load_images,
+    synthetic_images,
+    to_int8_input,
+    to_model_input,
+)
+from quantizer.errors import P2VitError
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+PP32 = Preprocess((3, 32, 32), (0.4914, 0.4822, 0.4465), (0.247, 0.2435, 0.2616), "bicubic", 1.0)
+PP224 = Preprocess((3, 224, 224), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "bicubic", 0.875)
+
+
+def rand_u8(shape, seed=0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+
+
+def save_png(path: Path, arr: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path)
+    return path
+
+
+def raises(match: str):
+    """pytest.raises for P2VitError whose message contains `match` (plain text, case-insensitive)."""
+    import re
+
+    return pytest.raises(P2VitError, match="(?i)" + re.escape(match))
+
+
+def one_line(excinfo) -> str:
+    msg = str(excinfo.value)
+    assert "\n" not in msg, msg
+    return msg
+
+
+# --------------------------------------------------------------------------- Preprocess
+
+
+def test_from_card_defaults_and_lists():
+    pp = Preprocess.from_card({"input_size": [3, 32, 32], "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25],
+                               "resize": None, "crop_pct": None, "note": "ignored"})
+    assert pp.input_size == (3, 32, 32) and isinstance(pp.mean, tuple)
+    assert pp.interpolation == "bicubic" and pp.crop_pct == 1.0
+
+
+def test_from_card_real_model_card():
+    card = SHARED / "models" / "cifar10-vit-d192.json"
+    if not card.exists():
+        pytest.skip(f"{card} not available")
+    import json
+
+    pp = Preprocess.from_card(json.loads(card.read_text())["preprocess"])
+    assert pp.input_size == (3, 32, 32) and pp.crop_pct == 1.0
+
+
+def test_from_card_resize_derives_crop_pct():
+    pp = Preprocess.from_card({"input_size": [3, 224, 224], "mean": [0, 0, 0], "std": [1, 1, 1], "resize": 256})
+    assert math.floor(224 / pp.crop_pct) == 256
+    with raises("disagrees with crop_pct"):
+        Preprocess.from_card({"input_size": [3, 224, 224], "mean": [0, 0, 0], "std": [1, 1, 1],
+                              "resize": 250, "crop_pct": 0.875})
+
+
+def test_from_timm_config():
+    cfg = {"input_size": (3, 224, 224), "interpolation": "bicubic", "mean": (0.485, 0.456, 0.406),
+           "std": (0.229, 0.224, 0.225), "crop_pct": 0.9, "crop_mode": "center"}
+    pp = Preprocess.from_timm_config(cfg)
+    assert pp == Preprocess((3, 224, 224), cfg["mean"], cfg["std"], "bicubic", 0.9)
+    with raises("crop_mode 'squash' is not supported"):
+        Preprocess.from_timm_config({**cfg, "crop_mode": "squash"})
+
+
+def test_from_timm_config_matches_timm():
+    timm = pytest.importorskip("timm")
+    import timm.data
+
+    # A pretrained config needs no model construction (and no download).
+    pcfg = timm.models.get_pretrained_cfg("vit_tiny_patch16_224.augreg_in21k_ft_in1k").to_dict()
+    cfg = timm.data.resolve_data_config(pretrained_cfg=pcfg)
+    pp = Preprocess.from_timm_config(cfg)
+    assert pp.input_size == tuple(cfg["input_size"]) and pp.crop_pct == pytest.approx(cfg["crop_pct"])
+
+
+def test_json_round_trip():
+    import json
+
+    d = json.loads(json.dumps(PP224.to_json()))
+    assert Preprocess.from_json(d) == PP224
+    with raises("missing crop_pct"):
+        Preprocess.from_json({k: v for k, v in d.items() if k != "crop_pct"})
+
+
+@pytest.mark.parametrize("kwargs, phrase", [
+    (dict(input_size=(1, 32, 32)), "only RGB"),
+    (dict(input_size=(3, 32)), "must be (C, H, W)"),
+    (dict(interpolation="lanczos"), "interpolation 'lanczos' is not supported"),
+    (dict(crop_pct=0), "crop_pct must be a positive"),
+    (dict(std=(1, 0, 1)), "std"),
+    (dict(mean=(1, 2)), "mean must be 3"),
+])
+def test_preprocess_validation(kwargs, phrase):
+    base = dict(input_size=(3, 32, 32), mean=(0, 0, 0), std=(1, 1, 1))
+    with raises(phrase) as e:
+        Preprocess(**{**base, **kwargs})
+    one_line(e)
+
+
+# --------------------------------------------------------------------------- fit_image
+
+
+def test_fit_image_noop_is_identity():
+    a = rand_u8((32, 32, 3))
+    out = fit_image(a, PP32)
+    assert out.dtype == np.uint8 and np.array_equal(out, a)
+    assert np.array_equal(fit_image(Image.fromarray(a), PP32), a)
+
+
+def test_fit_image_resize_and_crop_224():
+    a = rand_u8((300, 200, 3), seed=1)
+    out = fit_image(a, PP224)
+    assert out.shape == (224, 224, 3) and out.dtype == np.uint8
+    assert np.array_equal(out, fit_image(a, PP224))  # deterministic
+
+
+def test_fit_image_matches_torchvision_eval_transform():
+    tv = pytest.importorskip("torchvision.transforms")
+    img = Image.fromarray(rand_u8((300, 200, 3), seed=2))
+    ref = tv.Compose([tv.Resize(256, interpolation=tv.InterpolationMode.BICUBIC), tv.CenterCrop(224)])(img)
+    assert np.array_equal(fit_image(img, PP224), np.asarray(ref))
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "P", "LA", "CMYK"])
+def test_fit_image_converts_modes_to_rgb(mode):
+    img = Image.fromarray(rand_u8((40, 50, 3))).convert(mode)
+    out = fit_image(img, PP32)
+    assert out.shape == (32, 32, 3) and out.dtype == np.uint8
+
+
+def test_fit_image_16bit_gray_scaled_not_clipped():
+    g = rand_u8((32, 32))
+    img = Image.fromarray(g.astype(np.uint16) * 257)  # 16-bit grayscale, as from a 16-bit PNG
+    out = fit_image(img, PP32)
+    assert np.array_equal(out[..., 0], g)
+
+
+def test_fit_image_gray_ndarray():
+    g = rand_u8((32, 32))
+    out = fit_image(g, PP32)
+    assert out.shape == (32, 32, 3) and all(np.array_equal(out[..., c], g) for c in range(3))
+
+
+@pytest.mark.parametrize("shape", [(32, 32, 4), (32, 32, 2), (3, 32, 32, 3)])
+def test_fit_image_wrong_channels(shape):
+    with raises("expected (H, W, 3) RGB") as e:
+        fit_image(np.zeros(shape, np.uint8), PP32)
+    one_line(e)
+
+
+def test_fit_image_wrong_dtype():
+    with raises("expected uint8"):
+        fit_image(np.zeros((32, 32, 3), np.float32), PP32)
+
+
+# --------------------------------------------------------------------------- load_images: accepted forms
+
+
+def test_npz_at_size_is_identity(tmp_path):
+    imgs, labels = rand_u8((6, 32, 32, 3)), np.arange(6, dtype=np.uint8) % 3
+    p = tmp_path / "d.npz"
+    np.savez(p, images=imgs, labels=labels, class_names=np.array(["a", "b", "c"]))
+    s = load_images(p, PP32)
+    assert isinstance(s, ImageSet) and len(s) == 6 and s.source == str(p)
+    assert np.array_equal(s.images, imgs)
+    assert s.labels.dtype == np.int64 and np.array_equal(s.labels, labels)
+    assert s.class_names == ["a", "b", "c"]
+
+
+def test_npz_limit_and_no_labels(tmp_path):
+    imgs = rand_u8((6, 32, 32, 3))
+    p = tmp_path / "d.npz"
+    np.savez_compressed(p, images=imgs)
+    s = load_images(p, PP32, limit=4)
+    assert np.array_equal(s.images, imgs[:4]) and s.labels is None and s.class_names is None
+    assert len(load_images(p, PP32, limit=100)) == 6
+
+
+def test_npz_fitted_when_other_size(tmp_path):
+    imgs = rand_u8((3, 48, 40, 3))
+    p = tmp_path / "d.npz"
+    np.savez(p, images=imgs, labels=np.array([0, 1, 2]))
+    s = load_images(p, PP32, progress=True)
+    assert s.images.shape == (3, 32, 32, 3)
+    assert np.array_equal(s.images[1], fit_image(imgs[1], PP32))
+
+
+def test_npz_grayscale(tmp_path):
+    imgs = rand_u8((2, 32, 32))
+    p = tmp_path / "g.npz"
+    np.savez(p, images=imgs)
+    s = load_images(p, PP32)
+    assert s.images.shape == (2, 32, 32, 3) and np.array_equal(s.images[..., 2], imgs)
+
+
+def test_flat_folder_sorted(tmp_path):
+    arrs = {name: rand_u8((32, 32, 3), seed=i) for i, name in enumerate(["b.png", "a.PNG", "c.bmp"])}
+    for name, a in arrs.items():
+        save_png(tmp_path / name, a)
+    Image.fromarray(rand_u8((40, 30, 3))).save(tmp_path / "d.JPG", quality=95)
+    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / ".hidden.png").write_bytes(b"junk")
+    s = load_images(tmp_path, PP32)
+    assert s.images.shape == (4, 32, 32, 3) and s.labels is None and s.class_names is None
+    assert np.array_equal(s.images[0], arrs["a.PNG"]) and np.array_equal(s.images[1], arrs["b.png"])
+    assert len(load_images(tmp_path, PP32, limit=2, progress=True)) == 2
+
+
+def test_imagefolder_tree(tmp_path):
+    save_png(tmp_path / "dog" / "1.png", rand_u8((32, 32, 3), 1))
+    save_png(tmp_path / "dog" / "2.png", rand_u8((32, 32, 3), 2))
+    save_png(tmp_path / "cat" / "x.png", rand_u8((32, 32, 3), 3))
+    save_png(tmp_path / "cat" / "sub" / "y.png", rand_u8((32, 32, 3), 4))  # nested files count
+    save_png(tmp_path / "loose.png", rand_u8((32, 32, 3), 5))  # ignored next to class folders
+    s = load_images(tmp_path, PP32)
+    assert s.class_names == ["cat", "dog"]
+    assert s.labels.dtype == np.int64 and s.labels.tolist() == [0, 0, 1, 1]
+    assert np.array_equal(s.images[2], rand_u8((32, 32, 3), 1))
+    s2 = load_images(tmp_path, PP32, limit=3)
+    assert s2.labels.tolist() == [0, 0, 1]
+
+
+def test_single_image_file(tmp_path):
+    p = save_png(tmp_path / "one.png", rand_u8((64, 48, 3)))
+    s = load_images(p, PP32)
+    assert s.images.shape == (1, 32, 32, 3) and s.labels is None
+
+
+def test_shared_cifar10_limit5():
+    p = SHARED / "data" / "cifar10-test.npz"
+    if not p.exists():
+        pytest.skip(f"shared data not available at {p}")
+    s = load_images(p, PP32, limit=5)
+    assert s.images.shape == (5, 32, 32, 3) and s.images.dtype == np.uint8
+    assert s.labels.shape == (5,) and s.labels.dtype == np.int64 and s.labels.max() < 10
+
+
+# --------------------------------------------------------------------------- load_images: errors
+
+
+def test_missing_path(tmp_path):
+    with raises("does not exist") as e:
+        load_images(tmp_path / "nope.npz", PP32)
+    assert "nope.npz" in one_line(e)
+
+
+def test_unsupported_file_type(tmp_path):
+    p = tmp_path / "data.csv"
+    p.write_text("1,2,3")
+    with raises("unsupported file type '.csv'") as e:
+        load_images(p, PP32)
+    assert "data.csv" in one_line(e)
+
+
+def test_npz_without_images(tmp_path):
+    p = tmp_path / "x.npz"
+    np.savez(p, pixels=rand_u8((2, 32, 32, 3)))
+    with raises("has no 'images' array (found: pixels)") as e:
+        load_images(p, PP32)
+    assert "x.npz" in one_line(e)
+
+
+def test_npz_wrong_dtype(tmp_path):
+    p = tmp_path / "x.npz"
+    np.savez(p, images=np.zeros((2, 32, 32, 3), np.float32))
+    with raises("has dtype float32, expected uint8") as e:
+        load_images(p, PP32)
+    assert "x.npz" in one_line(e)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 32, 32), (32, 32), (2, 32, 32, 4)])
+def test_npz_wrong_shape(tmp_path, shape):
+    p = tmp_path / "x.npz"
+    np.savez(p, images=np.zeros(shape, np.uint8))
+    with raises("expected (N, H, W, 3) RGB") as e:
+        load_images(p, PP32)
+    assert "x.npz" in one_line(e)
+
+
+def test_npz_labels_mismatch(tmp_path):
+    p = tmp_path / "x.npz"
+    np.savez(p, images=rand_u8((3, 32, 32, 3)), labels=np.array([0, 1]))
+    with raises("'labels' has 2 entries but 'images' has 3") as e:
+        load_images(p, PP32)
+    assert "x.npz" in one_line(e)
+
+
+def test_npz_bad_labels_and_class_names(tmp_path):
+    p = tmp_path / "x.npz"
+    np.savez(p, images=rand_u8((2, 32, 32, 3)), labels=np.array([0.0, 1.0]))
+    with raises("1-D integer array"):
+        load_images(p, PP32)
+    np.savez(p, images=rand_u8((2, 32, 32, 3)), labels=np.array([0, 5]), class_names=np.array(["a", "b"]))
+    with raises("outside the 2 class_names"):
+        load_images(p, PP32)
+    np.savez(p, images=rand_u8((2, 32, 32, 3)), class_names=np.array([{"a": 1}, None], dtype=object))
+    with raises("stored as Python objects"):
+        load_images(p, PP32)
+
+
+def test_npz_empty(tmp_path):
+    p = tmp_path / "x.npz"
+    np.savez(p, images=np.zeros((0, 32, 32, 3), np.uint8))
+    with raises("contains no images"):
+        load_images(p, PP32)
+
+
+def test_corrupt_npz_garbage(tmp_path):
+    p = tmp_path / "x.npz"
+    p.write_bytes(b"this is not a zip archive at all" * 10)
+    with raises("is not a valid .npz archive") as e:
+        load_images(p, PP32)
+    assert "x.npz" in one_line(e)
+
+
+def test_corrupt_npz_truncated(tmp_path):
+    buf = io.BytesIO()
+    np.savez(buf, images=rand_u8((20, 32, 32, 3)))
+    p = tmp_path / "x.npz"
+    p.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    with raises("is not a valid .npz archive") as e:
+        load_images(p, PP32)
+    assert "x.npz" in one_line(e)
+
+
+def test_npy_renamed_npz(tmp_path):
+    p = tmp_path / "x.npz"
+    with open(p, "wb") as f:
+        np.save(f, rand_u8((2, 32, 32, 3)))
+    with raises("is not an .npz archive"):
+        load_images(p, PP32)
+
+
+def test_empty_folder(tmp_path):
+    with raises("contains no images (png, jpg") as e:
+        load_images(tmp_path, PP32)
+    msg = one_line(e)
+    assert str(tmp_path) in msg and "ImageFolder tree" in msg
+
+
+def test_folder_without_images(tmp_path):
+    (tmp_path / "readme.txt").write_text("hi")
+    (tmp_path / "emptyclass").mkdir()
+    with raises("contains no images"):
+        load_images(tmp_path, PP32)
+
+
+def test_corrupt_image_file(tmp_path):
+    save_png(tmp_path / "good.png", rand_u8((32, 32, 3)))
+    (tmp_path / "bad.png").write_bytes(b"not really a png")
+    with raises("cannot read image") as e:
+        load_images(tmp_path, PP32)
+    assert "bad.png" in one_line(e)
+
+
+def test_truncated_image_file(tmp_path):
+    buf = io.BytesIO()
+    Image.fromarray(rand_u8((64, 64, 3))).save(buf, format="PNG")
+    (tmp_path / "cut.png").write_bytes(buf.getvalue()[:200])
+    with raises("cannot read image") as e:
+        load_images(tmp_path, PP32)
+    assert "cut.png" in one_line(e)
+
+
+@pytest.mark.parametrize("limit", [0, -3, 2.5])
+def test_bad_limit(tmp_path, limit):
+    p = tmp_path / "x.npz"
+    np.savez(p, images=rand_u8((2, 32, 32, 3)))
+    with raises("limit must be a positive integer") as e:
+        load_images(p, PP32, limit=limit)
+    assert "x.npz" in one_line(e)
+
+
+# --------------------------------------------------------------------------- model inputs
+
+
+def test_to_int8_input_exact():
+    u = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1).repeat(3, axis=3)
+    x = to_int8_input(u)
+    assert x.dtype == torch.int8 and x.shape == (1, 3, 16, 16)
+    ref = u.astype(np.int64).transpose(0, 3, 1, 2) - 128
+    assert np.array_equal(x.numpy().astype(np.int64), ref)
+
+
+def test_to_model_input_formula():
+    u = rand_u8((2, 32, 32, 3))
+    x = to_model_input(u, PP32)
+    assert x.dtype == torch.float32 and x.shape == (2, 3, 32, 32) and x.is_contiguous()
+    mean = np.array(PP32.mean, np.float64).reshape(1, 3, 1, 1)
+    std = np.array(PP32.std, np.float64).reshape(1, 3, 1, 1)
+    ref = (u.transpose(0, 3, 1, 2) / 255.0 - mean) / std
+    np.testing.assert_allclose(x.numpy(), ref, rtol=0, atol=1e-5)
+
+
+def test_model_inputs_reject_bad_arrays():
+    with raises("needs uint8 images of shape (N, H, W, 3)"):
+        to_int8_input(np.zeros((32, 32, 3), np.uint8))
+    with raises("needs uint8 images of shape (N, H, W, 3)"):
+        to_model_input(np.zeros((1, 32, 32, 3), np.float32), PP32)
+
+
+# --------------------------------------------------------------------------- synthetic images
+
+
+def test_synthetic_deterministic_and_smooth():
+    a = synthetic_images(5, PP32, seed=3)
+    assert a.shape == (5, 32, 32, 3) and a.dtype == np.uint8
+    assert np.array_equal(a, synthetic_images(5, PP32, seed=3))
+    assert not np.array_equal(a, synthetic_images(5, PP32, seed=4))
+    # Smooth, unlike noise: neighbouring pixels differ far less than in uniform noise.
+    step = np.abs(np.diff(a.astype(np.int16), axis=2)).mean()
+    noise_step = np.abs(np.diff(rand_u8(a.shape).astype(np.int16), axis=2)).mean()
+    assert step < noise_step / 5
+    assert a.std() > 10  # not a flat color
+
+
+def test_synthetic_bad_count():
+    with raises("positive integer"):
+        synthetic_images(0, PP32)
