@@ -29,6 +29,19 @@ def rshift_round(v: torch.Tensor, k) -> torch.Tensor:
     return ((v + half) >> pos) << neg
 
 
+def requant_f64(v: torch.Tensor, k, bits: int) -> torch.Tensor:
+    """requant for float64 tensors holding integers |v| < 2^52: returns the same integers.
+
+    Exact: v * 2^-k only changes the exponent, and v * 2^-k + 1/2 needs no bit below 2^-k
+    and none above 2^(52-k), i.e. at most 53 significant bits, so floor() sees the true
+    value. (For k < 0 the caller keeps |v * 2^-k| < 2^52 as well.) The reference uses it
+    for the linear-layer epilogues, where it saves several passes over int64 tensors.
+    """
+    k = torch.as_tensor(k, dtype=torch.float64)
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    return torch.floor(v * torch.exp2(-k) + 0.5).clamp_(lo, hi)
+
+
 def sat(v: torch.Tensor, bits: int) -> torch.Tensor:
     """Clamp to the signed range of `bits` bits."""
     lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1

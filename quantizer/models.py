@@ -6,7 +6,6 @@ not a standard timm `VisionTransformer` is refused with a message that says why.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -105,29 +104,32 @@ def _download_pretrained(name: str, tag: str) -> nn.Module:
 
     offline_hint = (f"pass --weights FILE (a state dict or .safetensors of {tag}) "
                     "or --random-init for a structure-only run")
-    reachable = _network_reachable()
+    if not _network_reachable():
+        cached = _cached_weights(tag)
+        if cached is None:
+            raise P2VitError(f"cannot get pretrained weights for {name} (no network access and not in "
+                             f"the local hub cache); {offline_hint}")
+        return timm.create_model(tag, pretrained=True, pretrained_cfg_overlay={"file": cached})
     try:
-        # Offline, timm may still find the weights in the local hub cache.
-        with _env("HF_HUB_OFFLINE", None if reachable else "1"):
-            return timm.create_model(tag, pretrained=True)
+        return timm.create_model(tag, pretrained=True)
     except Exception as exc:  # noqa: BLE001 - any download failure means the same to the user
-        why = "no network access" if not reachable else f"download failed ({type(exc).__name__})"
-        raise P2VitError(f"cannot get pretrained weights for {name} ({why}); {offline_hint}") from None
+        raise P2VitError(f"cannot get pretrained weights for {name} (download failed: "
+                         f"{type(exc).__name__}); {offline_hint}") from None
 
 
-@contextlib.contextmanager
-def _env(key: str, value: str | None):
-    old = os.environ.get(key)
-    if value is not None:
-        os.environ[key] = value
-    try:
-        yield
-    finally:
-        if value is not None:
-            if old is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = old
+def _cached_weights(tag: str) -> str | None:
+    """Path of the timm weights in the local Hugging Face cache, if a previous run fetched them."""
+    import timm
+    from huggingface_hub import try_to_load_from_cache
+
+    repo = timm.models.get_pretrained_cfg(tag).hf_hub_id
+    if not repo:
+        return None
+    for filename in ("model.safetensors", "pytorch_model.bin"):
+        path = try_to_load_from_cache(repo, filename)
+        if isinstance(path, str):
+            return path
+    return None
 
 
 def _load_card(path: Path, weights, random_init: bool) -> LoadedModel:
@@ -141,17 +143,23 @@ def _load_card(path: Path, weights, random_init: bool) -> LoadedModel:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise P2VitError(f"model card {path} is not valid JSON ({exc.msg if hasattr(exc, 'msg') else exc}); "
                          "fix or regenerate the card") from None
+    if not isinstance(card, dict):
+        raise P2VitError(f"model card {path} is not a JSON object; see shared/models/*.json for the format")
     for key in ("architecture", "config", "preprocess"):
         if key not in card:
             raise P2VitError(f"model card {path} has no '{key}' field; see shared/models/*.json for the format")
     if card["architecture"] != SUPPORTED_ARCHITECTURE:
         raise P2VitError(f"model card {path}: architecture '{card['architecture']}' is not supported; "
                          f"only {SUPPORTED_ARCHITECTURE} is")
+    if not isinstance(card["config"], dict):
+        raise P2VitError(f"model card {path}: bad VisionTransformer config (config must be a JSON object)")
     try:
         torch.manual_seed(0)
         model = VisionTransformer(**card["config"])
-    except TypeError as exc:
-        raise P2VitError(f"model card {path}: bad VisionTransformer config ({exc})") from None
+    except (TypeError, ValueError, AssertionError) as exc:
+        # timm checks argument values with assert (e.g. embed_dim divisible by num_heads)
+        why = str(exc) or "an argument value is invalid, e.g. embed_dim not divisible by num_heads"
+        raise P2VitError(f"model card {path}: bad VisionTransformer config ({why})") from None
     name = card.get("name", path.stem)
     check_supported(model, name)
     if random_init:

@@ -224,6 +224,7 @@ def build_ir(fm: FloatViT, cal: Calibration, meta: dict) -> QuantizedViT:
         sh = intops.LN_FRAC_BITS + g_exp + e_y
         eps_i = max(1, intops.round_half_up(fm.eps * D * D * 2.0 ** (-2 * e_base)))
         T[name + ".k"] = _np(k, np.int8)
+        T[name + ".e_smooth"] = _np(_exp(smooth), np.int8)   # output channel c is divided by 2^e_smooth[c]
         scalar(name + ".e_base", e_base)
         T[name + ".G"] = _np(G, np.int16)
         T[name + ".B"] = _np(B, np.int64)

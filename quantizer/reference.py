@@ -28,6 +28,35 @@ def trace_points(depth: int) -> list[str]:
     return names + ["norm", "head"]
 
 
+def trace_exponents(ir: QuantizedViT) -> dict[str, torch.Tensor]:
+    """Exponent of every traced tensor (per channel where it differs by channel).
+
+    Real value = trace[name] * 2^exp[name]; for ln1/ln2 the real value is additionally the
+    LayerNorm output divided by the smoothing factor 2^e_smooth (numerics.md 2.10).
+    Codes are not scaled values and have no entry.
+    """
+    ex: dict[str, torch.Tensor] = {}
+    one = lambda v: torch.tensor(int(v))  # noqa: E731
+    ex["embed"] = ir.i("embed.e_base") + ir.t("embed.k")
+    for i in range(ir.depth):
+        p = f"blocks.{i}."
+        ex[p + "ln1"] = one(ir.i(p + "qkv.e_x"))
+        for t in "qkv":
+            ex[p + t] = one(ir.i(p + f"attn.e_{t}"))
+        ex[p + "logits"] = one(ir.i(p + "attn.e_a"))
+        ex[p + "attn"] = one(ir.i(p + "attn.e_o"))
+        ex[p + "proj"] = one(ir.t(p + "proj.e_y")[0])
+        ex[p + "res1"] = ir.i(p + "res1.e_base") + ir.t(p + "res1.k")
+        ex[p + "ln2"] = one(ir.i(p + "fc1.e_x"))
+        ex[p + "fc1"] = one(ir.i(p + "gelu.e_in"))
+        ex[p + "gelu"] = one(ir.i(p + "gelu.e_out"))
+        ex[p + "fc2"] = one(ir.t(p + "fc2.e_y")[0])
+        ex[p + "res2"] = ir.i(p + "res2.e_base") + ir.t(p + "res2.k")
+    ex["norm"] = one(ir.i("head.e_x"))
+    ex["head"] = one(ir.i("head.e_logit"))
+    return ex
+
+
 def imatmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Exact integer a @ b for int64 tensors whose products sum below 2^53 in magnitude."""
     return (a.to(torch.float64) @ b.to(torch.float64)).to(torch.int64)
@@ -53,18 +82,28 @@ class Reference:
         self.Z = (1 << self.attn_bits) - 1
         self.F = self.Z - 1
         self._wT = {}
+        self._epi = {}
 
     def _w(self, name):
+        """Transposed weights in the cheapest float type whose matmul is still exact:
+        float32 when every partial sum stays below 2^24 (K * 128 * max|w|), else float64."""
         if name not in self._wT:
-            self._wT[name] = self.ir.t(name + ".w").to(torch.float64).T.contiguous()
+            w = self.ir.t(name + ".w")
+            exact32 = w.shape[1] * 128 * int(w.abs().max()) < 2 ** 24
+            self._wT[name] = w.to(torch.float32 if exact32 else torch.float64).T.contiguous()
         return self._wT[name]
 
-    def linear(self, x: torch.Tensor, name: str, bias=None, out_bits: int = 8) -> torch.Tensor:
-        ir = self.ir
-        acc = (x.to(torch.float64) @ self._w(name)).to(torch.int64)
-        acc = acc + (ir.t(name + ".b") if bias is None else bias)
-        shift = ir.t(name + ".e_y") - ir.i(name + ".e_x") - ir.t(name + ".e_w")
-        return intops.requant(acc, shift, out_bits)
+    def linear(self, x: torch.Tensor, name: str, out_bits: int = 8, bias=None) -> torch.Tensor:
+        """requant(x @ w^T + b, e_y - e_x - e_w, bits), all in exact float64 (|acc| < 2^31)."""
+        if name not in self._epi:
+            ir = self.ir
+            shift = ir.t(name + ".e_y") - ir.i(name + ".e_x") - ir.t(name + ".e_w")
+            self._epi[name] = (ir.t(name + ".b").to(torch.float64), shift)
+        b, shift = self._epi[name]
+        w = self._w(name)
+        acc = (x.to(w.dtype) @ w).to(torch.float64)
+        acc += b if bias is None else bias
+        return intops.requant_f64(acc, shift, out_bits).to(torch.int64)
 
     def layernorm(self, r: torch.Tensor, name: str) -> torch.Tensor:
         ir = self.ir
@@ -82,8 +121,9 @@ class Reference:
         x = patches(images.to(torch.int64), self.P)                      # (B, Np, K), e = 0
         B = x.shape[0]
         e_r = ir.i("embed.e_base") + ir.t("embed.k")
-        pt = intops.requant((x.to(torch.float64) @ self._w("embed")).to(torch.int64) + ir.t("embed.bias"),
-                            e_r - ir.t("embed.e_w"), R)
+        w = self._w("embed")
+        acc = (x.to(w.dtype) @ w).to(torch.float64) + ir.t("embed.bias").to(torch.float64)
+        pt = intops.requant_f64(acc, e_r - ir.t("embed.e_w"), R).to(torch.int64)
         r = torch.cat([ir.t("embed.cls").expand(B, 1, D), pt], dim=1)
         keep("embed", r)
         for i in range(self.depth):

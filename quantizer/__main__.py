@@ -1,0 +1,36 @@
+"""python -m quantizer MODEL --out DIR: quantize a model and save its integer IR."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from .cli import add_model_args, add_quant_args, calibration_images, load_model_from_args, quant_config
+from .errors import P2VitError, cli_errors
+from .pipeline import quantize
+from .progress import Progress
+
+
+@cli_errors
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m quantizer", description=__doc__)
+    add_model_args(p)
+    add_quant_args(p)
+    p.add_argument("--out", required=True, metavar="DIR", help="directory to write the IR into")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    args = p.parse_args(argv)
+    cfg = quant_config(args)
+    progress = Progress(enabled=not args.quiet)
+    t0 = time.perf_counter()
+    lm = load_model_from_args(args)
+    calib = calibration_images(args, lm, progress=not args.quiet)
+    q = quantize(lm, calib, cfg, progress=progress)
+    path = q.ir.save(args.out)
+    print(f"{lm.name}: {cfg.label}, {len(calib[:cfg.n_calib])} calibration images, "
+          f"total calibration error {q.calibration.total_error:.4f}, {time.perf_counter() - t0:.1f} s")
+    print(f"wrote {path}/manifest.json and params.bin (sha256 {q.ir.content_hash[:16]}…)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,208 @@
+"""The quantizer and the integer reference on small models: structure, invariants, save/load."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from quantizer import P2VitError, QuantConfig, QuantizedViT, reference
+from quantizer.data import synthetic_images, to_int8_input, to_model_input
+from quantizer.eval import quantized_logits
+from quantizer.float_model import FloatViT
+from quantizer.models import load_model
+from quantizer.pipeline import quantize
+from quantizer.calibrate import collect
+from tests.tiny import random_images, tiny_card
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    card = tiny_card(tmp_path_factory.mktemp("card"))
+    lm = load_model(card, random_init=True)
+    calib = synthetic_images(16, lm.preprocess)
+    return lm, calib
+
+
+@pytest.fixture(scope="module")
+def tiny_q(tiny):
+    lm, calib = tiny
+    return quantize(lm, calib, QuantConfig())
+
+
+def test_float_rewrite_matches_timm(tiny):
+    lm, _ = tiny
+    imgs = random_images(4, 32)
+    fm = FloatViT.from_timm(lm.model, lm.preprocess)
+    with torch.no_grad():
+        want = lm.model(to_model_input(imgs, lm.preprocess)).double()
+    got = fm.forward(to_int8_input(imgs))
+    assert torch.allclose(got, want, atol=1e-4, rtol=1e-4)
+
+
+def test_every_scale_is_a_power_of_two(tiny_q):
+    cal = tiny_q.calibration
+    scales = list(cal.act.values()) + [b for b, _ in cal.ptf.values()]
+    scales += [s for _, sc, _ in cal.weights.values() for s in sc.tolist()]
+    scales += [s for sm in cal.smooth.values() for s in sm.tolist()]
+    for s in scales:
+        assert math.log2(s) == round(math.log2(s)), s
+
+
+def test_trace_covers_every_layer_with_integer_ranges(tiny_q):
+    ir = tiny_q.ir
+    res = reference.run(ir, to_int8_input(random_images(3, 32, seed=1)), trace=True)
+    assert list(res.trace) == reference.trace_points(ir.depth)
+    D, N = ir.meta["model"]["dim"], ir.meta["model"]["tokens"]
+    for name, t in res.trace.items():
+        assert t.dtype == torch.int64
+        if name.endswith(("ln1", "ln2", ".q", ".k", ".v", "logits", "attn", "proj", "fc1", "gelu", "fc2")) \
+                or name == "norm":
+            assert t.min() >= -128 and t.max() <= 127, name
+        if name.endswith("codes"):
+            assert t.min() >= 0 and t.max() <= 15
+    assert res.trace["blocks.0.res1"].shape == (3, N, D)
+    assert res.logits.shape == (3, 10)
+    assert res.logits.abs().max() < 2 ** 31
+
+
+def test_reference_is_deterministic_and_batch_independent(tiny_q):
+    x = to_int8_input(random_images(6, 32, seed=2))
+    a = reference.run(tiny_q.ir, x, batch=6).logits
+    b = reference.run(tiny_q.ir, x, batch=1).logits
+    assert torch.equal(a, b)
+
+
+def test_save_load_roundtrip_gives_identical_outputs(tiny_q, tmp_path):
+    ir = tiny_q.ir
+    ir.save(tmp_path / "ir")
+    back = QuantizedViT.load(tmp_path / "ir")
+    assert back.content_hash == ir.content_hash
+    assert back.meta == ir.meta
+    assert list(back.tensors) == list(ir.tensors)
+    for k in ir.tensors:
+        assert back.tensors[k].dtype == ir.tensors[k].dtype and np.array_equal(back.tensors[k], ir.tensors[k])
+    x = to_int8_input(random_images(4, 32, seed=3))
+    assert torch.equal(reference.run(ir, x).logits, reference.run(back, x).logits)
+
+
+def test_save_is_deterministic(tiny, tmp_path):
+    lm, calib = tiny
+    a = quantize(lm, calib, QuantConfig()).ir
+    b = quantize(lm, calib, QuantConfig()).ir
+    a.save(tmp_path / "a")
+    b.save(tmp_path / "b")
+    assert (tmp_path / "a" / "params.bin").read_bytes() == (tmp_path / "b" / "params.bin").read_bytes()
+    assert (tmp_path / "a" / "manifest.json").read_bytes() == (tmp_path / "b" / "manifest.json").read_bytes()
+
+
+def test_load_refuses_corrupt_or_foreign_directories(tiny_q, tmp_path):
+    d = tiny_q.ir.save(tmp_path / "ir")
+    blob = bytearray((d / "params.bin").read_bytes())
+    blob[10] ^= 0xFF
+    (d / "params.bin").write_bytes(bytes(blob))
+    with pytest.raises(P2VitError, match="hash mismatch"):
+        QuantizedViT.load(d)
+    with pytest.raises(P2VitError, match="manifest.json missing"):
+        QuantizedViT.load(tmp_path)
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "manifest.json").write_text("{not json")
+    with pytest.raises(P2VitError, match="corrupt"):
+        QuantizedViT.load(tmp_path / "bad")
+    d2 = tiny_q.ir.save(tmp_path / "ir2")
+    m = (d2 / "manifest.json").read_text().replace('"version": 1', '"version": 99')
+    (d2 / "manifest.json").write_text(m)
+    with pytest.raises(P2VitError, match="format version 99"):
+        QuantizedViT.load(d2)
+
+
+def test_save_refuses_to_overwrite_a_non_ir_directory(tiny_q, tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(P2VitError, match="not a saved IR"):
+        tiny_q.ir.save(tmp_path / "mine")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+    assert [p.name for p in tmp_path.iterdir()] == ["mine"]  # no temporary left behind
+
+
+def test_adaptive_rounding_has_lower_calibration_error_than_nearest(tiny):
+    lm, calib = tiny
+    fm = FloatViT.from_timm(lm.model, lm.preprocess)
+    stats = collect(fm, calib)
+    errs = {m: quantize(lm, calib, QuantConfig(rounding=m), stats=stats, fm=fm).calibration
+            for m in ("adaptive", "nearest", "floor", "ceil")}
+    for m in ("nearest", "floor", "ceil"):
+        assert errs["adaptive"].total_error <= errs[m].total_error
+        for point, e in errs["adaptive"].errors.items():
+            assert e <= errs[m].errors[point] * (1 + 1e-9), point
+
+
+@pytest.mark.parametrize("cfg", [QuantConfig(w_bits=4), QuantConfig(res_bits=16), QuantConfig(per_channel=False),
+                                 QuantConfig(smooth=False), QuantConfig(alpha_search=True),
+                                 QuantConfig(attn_bits=3), QuantConfig(rounding="ceil")],
+                         ids=lambda c: c.label)
+def test_configurations_build_and_stay_in_range(tiny, cfg):
+    lm, calib = tiny
+    q = quantize(lm, calib, cfg)
+    ir = q.ir
+    for name in ("blocks.0.qkv.w", "blocks.1.fc2.w", "head.w"):
+        lim = 2 ** (cfg.w_bits - 1)
+        assert ir.tensors[name].min() >= -lim and ir.tensors[name].max() <= lim - 1
+    assert ir.tensors["embed.w"].max() > 7  # the patch embedding keeps 8-bit weights
+    res = reference.run(ir, to_int8_input(random_images(2, 32, seed=4)), trace=True)
+    r = res.trace["blocks.1.res2"]
+    assert r.min() >= -2 ** (cfg.res_bits - 1) and r.max() < 2 ** (cfg.res_bits - 1)
+    assert res.trace["blocks.0.codes"].max() <= 2 ** cfg.attn_bits - 1
+
+
+def test_float_scale_counterpart_runs_and_tracks_pot(tiny, tiny_q):
+    lm, calib = tiny
+    qf = quantize(lm, calib, QuantConfig(pot=False))
+    assert qf.ir is None
+    imgs = synthetic_images(16, lm.preprocess, seed=5)   # the calibration distribution
+    lf = quantized_logits(qf, imgs)
+    lp = quantized_logits(tiny_q, imgs)
+    fm = FloatViT.from_timm(lm.model, lm.preprocess)
+    fp = fm.forward(to_int8_input(imgs))
+    # Both are quantized versions of the same float model: each stays close to it (a random-init
+    # model has near-constant class tokens, so its logits are unusually sensitive; ~0.2 measured),
+    # and far closer than logits of other images would be.
+    other = fp.roll(1, dims=0)
+    for lg in (lf, lp):
+        err = float(((lg - fp) ** 2).sum() / (fp ** 2).sum())
+        assert err < 0.35
+        assert err < 0.5 * float(((other - fp) ** 2).sum() / (fp ** 2).sum())
+
+
+def test_quantizer_cli_writes_a_loadable_ir(tmp_path, capsys):
+    from quantizer.__main__ import main
+
+    card = tiny_card(tmp_path)
+    assert main([str(card), "--random-init", "--n-calib", "4", "--out", str(tmp_path / "ir"), "--quiet"]) == 0
+    ir = QuantizedViT.load(tmp_path / "ir")
+    assert ir.meta["model"]["depth"] == 2
+    assert "wrote" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv,phrase", [
+    (["nosuch", "--out", "X"], "unknown model"),
+    (["{card}", "--random-init", "--calib", "{empty}", "--out", "X"], "contains no images"),
+    (["{card}", "--random-init", "--n-calib", "0", "--out", "X"], "at least 1"),
+    (["{card}", "--random-init", "--calib", "{missing}", "--out", "X"], "does not exist"),
+])
+def test_quantizer_cli_bad_input_one_line_exit_2(tmp_path, capsys, argv, phrase):
+    from quantizer.__main__ import main
+
+    card = tiny_card(tmp_path)
+    (tmp_path / "empty").mkdir()
+    subst = {"card": str(card), "empty": str(tmp_path / "empty"), "missing": str(tmp_path / "nope.npz")}
+    argv = [a.format(**subst) for a in argv]
+    argv[argv.index("--out") + 1] = str(tmp_path / "out")
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len([line for line in err if line.startswith("error:")]) == 1
+    assert phrase in err[-1]
+    assert not (tmp_path / "out").exists()
