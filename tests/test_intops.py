@@ -237,6 +237,40 @@ def test_requant(data, shape, bits, per_channel):
     assert as_list(out) == [ref_requant(int(x), int(s), bits) for x, s in zip(v.reshape(-1), kb)]
 
 
+@FAST
+@given(data=st.data(), shape=channel_shapes, bits=st.integers(1, 33), per_channel=st.booleans())
+def test_requant_f64(data, shape, bits, per_channel):
+    """requant_f64 on float64 tensors holding integers |v| < 2^52 gives requant's integers
+    (its precondition for k < 0: |v * 2^-k| < 2^52)."""
+    v = data.draw(int_arrays(shape, -(2 ** 52) + 1, 2 ** 52 - 1))
+    if per_channel:
+        k = data.draw(broadcast_k(shape, 0, 70))
+        kb = np.broadcast_to(k, shape).reshape(-1)
+        kk = t64(k)
+    else:
+        kk = data.draw(st.integers(-12, 70))
+        kb = [kk] * v.size
+        if kk < 0:
+            v = v >> (-kk)  # keep |v * 2^-k| < 2^52
+    vt = t64(v).to(torch.float64)
+    assert vt.to(I64).tolist() == t64(v).tolist()
+    out = intops.requant_f64(vt, kk, bits)
+    assert out.dtype == torch.float64 and tuple(out.shape) == shape
+    expect = [ref_requant(int(x), int(s), bits) for x, s in zip(v.reshape(-1), kb)]
+    assert [int(x) for x in out.reshape(-1).tolist()] == expect
+    if max(int(x) for x in kb) <= 62:  # intops.requant's int64 shift range
+        assert out.to(I64).tolist() == intops.requant(t64(v), kk, bits).tolist()
+
+
+@FAST
+@given(data=st.data(), shape=shapes, k=st.integers(1, 50))
+def test_requant_f64_ties(data, shape, k):
+    m = data.draw(int_arrays(shape, -(2 ** (51 - k)), 2 ** (51 - k) - 1))
+    v = m * (1 << k) + (1 << (k - 1))  # exactly m + 1/2 after the shift, |v| < 2^52
+    out = intops.requant_f64(t64(v).to(torch.float64), k, 64)
+    assert [int(x) for x in out.reshape(-1).tolist()] == [int(x) + 1 for x in m.reshape(-1)]
+
+
 @pytest.mark.xfail(strict=True, reason=(
     "numerics.md 1: requant is 'evaluated in 64-bit integers, so a left shift of an int32 "
     "accumulator cannot wrap before sat'; intops.rshift_round with a scalar k < 0 shifts in "

@@ -1,0 +1,62 @@
+"""python -m codegen MODEL --out DIR: quantize, render the HLS C++, build the C-sim module.
+
+MODEL is a short name (vit_b, deit_s, ...) or a model card; see python -m quantizer --help
+for the quantization options, and below for the hardware ones.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from quantizer.cli import add_model_args, add_quant_args, calibration_images, load_model_from_args, quant_config
+from quantizer.errors import cli_errors
+from quantizer.pipeline import quantize
+from quantizer.progress import Progress, note
+
+from .generate import check_out_dir, generate
+from .hwconfig import add_hw_args, hw_config
+
+
+@cli_errors
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m codegen", description=__doc__.split("\n\n")[0])
+    add_model_args(p)
+    add_quant_args(p)
+    add_hw_args(p)
+    p.add_argument("--out", required=True, metavar="DIR", help="build directory")
+    p.add_argument("--no-build", action="store_true", help="render only, do not compile the C-sim module")
+    p.add_argument("--ap-int", action="store_true",
+                   help="also build the C-sim with ap_int types (slow; native integers are the default)")
+    p.add_argument("--force", action="store_true", help="replace an existing build of another model in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    args = p.parse_args(argv)
+    cfg, hw = quant_config(args), hw_config(args)
+    out = Path(args.out)
+    progress = Progress(enabled=not args.quiet)
+    say = (lambda msg: None) if args.quiet else note
+    t0 = time.perf_counter()
+    lm = load_model_from_args(args)
+    check_out_dir(out, lm.name, args.force)   # fail before the long steps
+    calib = calibration_images(args, lm, progress=not args.quiet)
+    say(f"quantizing {lm.name} ({cfg.label}) on {len(calib[:cfg.n_calib])} calibration images")
+    q = quantize(lm, calib, cfg, progress=progress)
+    types = ("native", "ap_int") if args.ap_int else ("native",)
+    say(f"rendering HLS C++ for a {hw.rows}x{hw.cols} MAC array")
+    info = generate(q.ir, hw, out, build=not args.no_build, types=types, golden_images=calib,
+                    force=args.force, progress=say)
+    took = time.perf_counter() - t0
+    print(f"{lm.name}: {cfg.label}, {hw.rows}x{hw.cols} MAC array at {hw.clock_mhz:g} MHz, {took:.0f} s")
+    print(f"  {out}/hls/          HLS C++ (p2vit_top.cpp and chunks), bindings, testbench, run_hls.tcl")
+    print(f"  {out}/params.bin    parameter blob for the m_axi port")
+    print(f"  {out}/ir/           quantized model (QuantizedViT)")
+    print(f"  {out}/golden/       testbench images and reference logits")
+    for kind, m in info["modules"].items():
+        print(f"  {out}/{m['file']}  C-sim module ({kind} types): codegen.module.load('{out}')")
+    print(f"  {out}/report.md     static bounds, trip counts, buffers")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""Static bounds of the generated accelerator: accumulator widths with the reason they cannot
+overflow, loop trip counts, buffer sizes. Computed from shapes, bit widths and the actual
+parameter values, checked here (a violated bound stops generation) and written into the build
+report."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from dataclasses import dataclass, field
+
+from quantizer import intops
+from quantizer.errors import P2VitError
+from quantizer.ir import QuantizedViT
+
+from .hwconfig import HwConfig
+
+
+def bits_for(bound: int) -> int:
+    """Signed width that holds every value in [-bound, bound]."""
+    return max(2, math.ceil(math.log2(bound + 1)) + 1)
+
+
+@dataclass
+class Bounds:
+    acc_bits: int
+    av_acc_bits: int
+    rows: list[dict] = field(default_factory=list)      # one per proven bound
+    loops: list[dict] = field(default_factory=list)     # trip counts per MAC-array call kind
+    buffers: list[dict] = field(default_factory=list)   # on-chip buffers
+
+    def to_json(self) -> dict:
+        return {"acc_bits": self.acc_bits, "av_acc_bits": self.av_acc_bits, "bounds": self.rows,
+                "loops": self.loops, "buffers": self.buffers}
+
+
+def compute_bounds(ir: QuantizedViT, hw: HwConfig) -> Bounds:
+    m, q = ir.meta["model"], ir.meta["quant"]
+    N, D, HID, H = m["tokens"], m["dim"], m["hidden"], m["heads"]
+    DH, KP, R = D // H, m["in_chans"] * m["patch"] ** 2, q["res_bits"]
+    F = 2 ** q["attn_bits"] - 2
+    rows: list[dict] = []
+
+    def prove(what: str, value: int, limit_bits: int, why: str):
+        ok = value < 2 ** (limit_bits - 1)
+        rows.append({"what": what, "bound": int(value), "bits": bits_for(int(value)),
+                     "limit_bits": limit_bits, "why": why, "ok": ok})
+        if not ok:
+            raise P2VitError(f"static bound violated: {what} can reach {value}, more than a signed "
+                             f"{limit_bits}-bit value holds ({why}); this model/configuration is not supported")
+
+    # MAC accumulators hold the raw dot product; the bias is added in the 64-bit epilogue.
+    layer_k = {"embed": KP, "head": D}
+    for i in range(ir.depth):
+        for name, K in (("qkv", D), ("proj", D), ("fc1", D), ("fc2", HID)):
+            layer_k[f"blocks.{i}.{name}"] = K
+    mac_bound = 0
+    for name, K in layer_k.items():
+        wmax = int(abs(ir.tensors[name + ".w"].astype(np.int64)).max(initial=0))
+        b = K * 128 * wmax
+        mac_bound = max(mac_bound, b)
+    qk_bound = DH * 128 * 128
+    mac_bound = max(mac_bound, qk_bound)
+    acc_bits = bits_for(mac_bound)
+    prove("MAC accumulator |sum_k x*w| (all linear layers and Q.K^T)", mac_bound, 32,
+          "K * 128 * max|w| over every layer, with |x| <= 128")
+    for name, K in layer_k.items():
+        bias = ir.tensors[name + (".bias" if name == "embed" else ".b")]
+        b = int(abs(bias.astype(np.int64)).max(initial=0)) + K * 128 * 128
+        prove(f"{name}: accumulator + bias", b, 32, "B_max of numerics.md 2.3 keeps the sum in int32")
+    av = N * 128 * 2 ** F
+    av_acc_bits = bits_for(av)
+    prove("shifter array sum |sum_j (v << F) >> code|", av, 32, f"N * 2^7 * 2^F with F = {F}")
+    for i in range(ir.depth):
+        p = f"blocks.{i}.attn."
+        pb, pc = ir.i(p + "pb"), ir.i(p + "pc")
+        prove(f"blocks.{i} softmax 2*sum + ex", (2 * N + 1) * (pb * pb + pc) * 2 ** intops.EXP_N, 64,
+              "(2N + 1) * (pb^2 + pc) * 2^30 (numerics.md 4)")
+    prove("LayerNorm D*S2 + eps", D * D * 2 ** (2 * R + 4) + max(ir.i(f"blocks.{i}.ln1.eps") for i in range(ir.depth)),
+          63, "D^2 * 2^(2R+4): xa = r << k with k <= 3; isqrt needs < 2^62")
+
+    NT = -(-N // hw.rows)
+
+    def mac(kind, NR, K, O, count):
+        nt, ot = -(-NR // hw.rows), -(-O // hw.cols)
+        return {"call": kind, "row_tiles": nt, "weight_tiles": ot, "reduce_trip": K // hw.simd,
+                "cycles_per_call": nt * ot * (K // hw.simd), "calls_per_image": count}
+
+    loops = [mac("patch embedding", N - 1, KP, D, 1), mac("qkv", N, D, 3 * D, ir.depth),
+             mac("q.k^T (per head)", N, DH, N, ir.depth * H), mac("proj", N, D, D, ir.depth),
+             mac("fc1", N, D, HID, ir.depth), mac("fc2", N, HID, D, ir.depth), mac("head", 1, D, m["num_classes"], 1),
+             {"call": "softmax rows (per head)", "rows": N, "row_length": N, "calls_per_image": ir.depth * H},
+             {"call": "A.V rows (per head)", "rows": N, "keys": N, "lanes": DH, "calls_per_image": ir.depth * H},
+             {"call": "layernorm rows", "rows": N, "row_length": D, "calls_per_image": 2 * ir.depth + 1}]
+    buffers = [
+        {"buffer": "residual stream r[N][D]", "bytes": N * D * R // 8},
+        {"buffer": "LayerNorm output x[N][D]", "bytes": N * D},
+        {"buffer": "qkv[N][3D]", "bytes": N * 3 * D},
+        {"buffer": "attention output o[N][D]", "bytes": N * D},
+        {"buffer": "stationary row tile xt[ROWS][K] (largest K)", "bytes": hw.rows * max(KP, HID)},
+        {"buffer": "accumulators acc[ROWS][COLS]", "bytes": hw.rows * hw.cols * acc_bits // 8},
+        {"buffer": "FC1 row tile rows[ROWS][HID]", "bytes": hw.rows * HID},
+        {"buffer": "logit row tile rows[ROWS][N]", "bytes": hw.rows * N},
+        {"buffer": "LayerNorm parameters", "bytes": D * (1 + 2 + 8 + 1)},
+        {"buffer": "hidden stream (FC1 -> FC2), depth", "bytes": hw.rows * HID},
+        {"buffer": "logits / codes streams, depth", "bytes": hw.rows * N},
+    ]
+    del NT
+    return Bounds(acc_bits=acc_bits, av_acc_bits=av_acc_bits, rows=rows, loops=loops, buffers=buffers)

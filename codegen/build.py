@@ -1,0 +1,67 @@
+"""Compile the C-sim module with the top-level CMakeLists.txt (cmake + pybind11 from PyPI)."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from quantizer.errors import P2VitError
+
+from .resources import ap_types_dir, cmake_lists, kernels_dir
+
+
+def _cmake() -> str:
+    exe = shutil.which("cmake")
+    if exe is None:
+        try:
+            import cmake  # the PyPI package
+
+            exe = str(Path(cmake.CMAKE_BIN_DIR) / "cmake")
+        except ImportError:
+            raise P2VitError("cmake not found; pip install cmake") from None
+    return exe
+
+
+def build_module(out: Path, module_name: str, types: str = "native", jobs: int | None = None) -> Path:
+    """Build out/hls into out/csim/<module_name>*.so; the compiler output goes to out/csim/build.log."""
+    import pybind11
+
+    csim = out / "csim"
+    bdir = csim / "build"
+    bdir.mkdir(parents=True, exist_ok=True)
+    log = csim / "build.log"
+    args = [_cmake(), "-S", str(cmake_lists().parent), "-B", str(bdir),
+            f"-DP2VIT_HLS_DIR={out / 'hls'}", f"-DP2VIT_MODULE={module_name}",
+            f"-DP2VIT_KERNELS={kernels_dir()}", f"-DP2VIT_TYPES={types}",
+            f"-Dpybind11_DIR={pybind11.get_cmake_dir()}", f"-DPython_EXECUTABLE={sys.executable}",
+            "-DCMAKE_BUILD_TYPE=Release"]
+    if shutil.which("ninja") or _pip_ninja():
+        args += ["-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={shutil.which('ninja') or _pip_ninja()}"]
+    if types == "ap_int":
+        ap = ap_types_dir()
+        if ap is None:
+            raise P2VitError("ap_int build needs Xilinx's ap_types: pip install hls4ml, or set XILINX_HLS")
+        args.append(f"-DP2VIT_AP_TYPES={ap}")
+    with open(log, "w") as f:
+        for cmd in (args, [_cmake(), "--build", str(bdir), "-j", str(jobs or os.cpu_count() or 1)]):
+            f.write("$ " + " ".join(cmd) + "\n")
+            f.flush()
+            rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT).returncode
+            if rc != 0:
+                raise P2VitError(f"C-sim compile failed (exit {rc}); see the compiler log {log}")
+    found = sorted(csim.glob(module_name + "*.so"))
+    if not found:
+        raise P2VitError(f"C-sim build produced no module {module_name}; see the compiler log {log}")
+    return found[0]
+
+
+def _pip_ninja() -> str | None:
+    try:
+        import ninja
+
+        p = Path(ninja.BIN_DIR) / "ninja"
+        return str(p) if p.exists() else None
+    except ImportError:
+        return None

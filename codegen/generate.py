@@ -1,0 +1,125 @@
+"""The whole codegen job: IR + hardware config -> a build directory.
+
+Layout of a build directory:
+    build.json          what was built (model, IR hash, configs, modules); checked on load
+    ir/                 the QuantizedViT
+    params.bin          the parameter blob (the accelerator's m_axi memory)
+    hls/                generated HLS C++, bindings, testbench, run_hls.tcl
+    golden/             a few images and their reference logits for the C testbench
+    csim/               the compiled C-sim module(s) and build.log
+    report.md, report.json   static bounds, trip counts, buffers, and what was made
+Everything is assembled in a sibling temporary directory and moved into place at the end, so
+an interrupted or failed run never leaves a half-written build behind.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from quantizer import reference
+from quantizer.errors import P2VitError
+from quantizer.ir import QuantizedViT
+
+from .build import build_module
+from .hwconfig import HwConfig
+from .module import BUILD_FORMAT, read_build_info
+from .render import render
+from .report import write_report
+
+GOLDEN_IMAGES = 4
+
+
+def check_out_dir(out: Path, model_name: str, force: bool) -> None:
+    """Refuse to mix an existing directory of another model or a non-build directory."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise P2VitError(f"--out {out} exists and is not a directory")
+    if not any(out.iterdir()):
+        return
+    if not (out / "build.json").is_file():
+        raise P2VitError(f"--out {out} is not empty and holds no p2vit build; choose another directory")
+    info = read_build_info(out)
+    if info["model"]["name"] != model_name and not force:
+        raise P2VitError(f"--out {out} holds a build of {info['model']['name']}, not {model_name}; "
+                         "choose another directory or pass --force to replace it")
+
+
+def generate(ir: QuantizedViT, hw: HwConfig, out: Path, build: bool = True, types=("native",),
+             golden_images: np.ndarray | None = None, force: bool = False, progress=None,
+             extra_info: dict | None = None) -> dict:
+    """Render, write and (optionally) build; returns build.json's content."""
+    say = progress or (lambda msg: None)
+    out = Path(out)
+    model_name = ir.meta["model"]["name"]
+    check_out_dir(out, model_name, force)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    timings = {}
+    try:
+        ir.save(tmp / "ir")
+        modules = {}
+        rendered = None
+        for kind in types:
+            t0 = time.perf_counter()
+            rendered = render(ir, hw, types=kind)
+            timings[f"render_{kind}_s"] = round(time.perf_counter() - t0, 2)
+            hls = tmp / "hls"
+            hls.mkdir(exist_ok=True)
+            for rel, text in rendered.files.items():
+                (tmp / rel).write_text(text)
+            if build:
+                say(f"compiling the {kind} C-sim module (this takes a while)")
+                t0 = time.perf_counter()
+                so = build_module(tmp, rendered.context["module_name"], types=kind)
+                timings[f"compile_{kind}_s"] = round(time.perf_counter() - t0, 2)
+                modules[kind] = {"name": rendered.context["module_name"], "file": str(so.relative_to(tmp)),
+                                 "build_key": rendered.build_key}
+                # The next type mode renders bindings.cpp with its own module name.
+                shutil.rmtree(tmp / "csim" / "build", ignore_errors=True)
+                if len(types) > 1:
+                    (tmp / "csim" / f"build-{kind}.log").write_bytes((tmp / "csim" / "build.log").read_bytes())
+        (tmp / "params.bin").write_bytes(rendered.layout.blob())
+        _write_golden(ir, tmp / "golden", golden_images)
+        info = {
+            "format": BUILD_FORMAT, "model": ir.meta["model"], "ir_sha256": ir.content_hash,
+            "blob_sha256": rendered.layout.sha256(), "quant": ir.meta["quant"], "hw": hw.to_json(),
+            "e_logit": ir.i("head.e_logit"), "preprocess": ir.meta["preprocess"],
+            "class_names": ir.meta.get("class_names"), "modules": modules,
+            "default_types": types[0], "timings": timings, **(extra_info or {}),
+        }
+        (tmp / "build.json").write_text(json.dumps(info, indent=1, sort_keys=True))
+        write_report(tmp, ir, hw, rendered, info)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except P2VitError as exc:
+        # Keep the failed attempt (with its compiler log) beside, never in, the output directory.
+        failed = out.parent / f"{out.name}.failed"
+        shutil.rmtree(failed, ignore_errors=True)
+        tmp.rename(failed)
+        raise P2VitError(str(exc).replace(str(tmp), str(failed))) from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return info
+
+
+def _write_golden(ir: QuantizedViT, gdir: Path, images: np.ndarray | None) -> None:
+    """A few int8 images and their reference logits for the C testbench (tb_main.cpp)."""
+    gdir.mkdir(parents=True, exist_ok=True)
+    m = ir.meta["model"]
+    h, w = m["img_size"]
+    if images is None:
+        rng = np.random.default_rng(0)
+        images = rng.integers(0, 256, (GOLDEN_IMAGES, h, w, m["in_chans"]), dtype=np.uint8)
+    x = torch.from_numpy((images[:GOLDEN_IMAGES].astype(np.int16) - 128).astype(np.int8)).permute(0, 3, 1, 2)
+    logits = reference.run(ir, x).logits.numpy().astype("<i4")
+    (gdir / "images.bin").write_bytes(np.ascontiguousarray(x.numpy()).tobytes())
+    (gdir / "logits.bin").write_bytes(logits.tobytes())

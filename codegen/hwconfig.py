@@ -1,0 +1,47 @@
+"""Hardware configuration of the generated accelerator: one dataclass, defaults, CLI flags."""
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict, dataclass
+
+from quantizer.errors import P2VitError
+
+
+@dataclass(frozen=True)
+class HwConfig:
+    rows: int = 8            # MAC array rows: token rows that stay in the array (row-stationary tile)
+    cols: int = 8            # MAC array columns: output channels per streamed weight tile
+    simd: int = 1            # reduction lanes per PE per cycle (K unroll of the II=1 loop)
+    clock_mhz: float = 200.0
+    part: str = "xczu9eg-ffvb1156-2-e"   # ZCU102
+
+    def __post_init__(self):
+        for name in ("rows", "cols", "simd"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1 or v > 256:
+                raise P2VitError(f"--{name} must be an integer in 1..256, not {v}")
+        if self.cols % 2:
+            raise P2VitError(f"--cols must be even (4-bit weights pack two per multiplier), not {self.cols}")
+        if not 1 <= self.clock_mhz <= 1000:
+            raise P2VitError(f"--clock-mhz must be in 1..1000, not {self.clock_mhz}")
+
+    @property
+    def clock_ns(self) -> float:
+        return 1000.0 / self.clock_mhz
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def add_hw_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("hardware")
+    d = HwConfig()
+    g.add_argument("--rows", type=int, default=d.rows, help=f"MAC array rows (token tile, default {d.rows})")
+    g.add_argument("--cols", type=int, default=d.cols, help=f"MAC array columns (output tile, default {d.cols})")
+    g.add_argument("--simd", type=int, default=d.simd, help=f"reduction lanes per PE (default {d.simd})")
+    g.add_argument("--clock-mhz", type=float, default=d.clock_mhz, help=f"target clock (default {d.clock_mhz:g})")
+    g.add_argument("--part", default=d.part, help=f"FPGA part for the HLS scripts (default {d.part})")
+
+
+def hw_config(args) -> HwConfig:
+    return HwConfig(rows=args.rows, cols=args.cols, simd=args.simd, clock_mhz=args.clock_mhz, part=args.part)

@@ -1,0 +1,109 @@
+"""Load a built C-sim module from its build directory and run images through it.
+
+    from codegen.module import load
+    sim = load("build/")
+    logits = sim.run(images)          # uint8 NHWC at the model's size, or int8 NCHW (u - 128)
+    trace = sim.trace(image)          # dict: layer name -> int64 intermediate tensor
+
+`run` releases the GIL and spreads images over threads inside the module. A build made for
+another model or configuration (or a stale one) is refused instead of silently used.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from quantizer.errors import P2VitError
+
+BUILD_FORMAT = 1
+
+
+@dataclass
+class CsimModule:
+    build_dir: Path
+    info: dict            # build.json
+    mod: object           # the compiled pybind11 module
+
+    @property
+    def classes(self) -> int:
+        return self.info["model"]["num_classes"]
+
+    @property
+    def e_logit(self) -> int:
+        return self.info["e_logit"]
+
+    def _int8(self, images: np.ndarray) -> np.ndarray:
+        m = self.info["model"]
+        c, (h, w) = m["in_chans"], m["img_size"]
+        images = np.asarray(images)
+        if images.dtype == np.uint8 and images.ndim == 4 and images.shape[1:] == (h, w, c):
+            return np.ascontiguousarray((images.astype(np.int16) - 128).astype(np.int8).transpose(0, 3, 1, 2))
+        if images.dtype == np.int8 and images.ndim == 4 and images.shape[1:] == (c, h, w):
+            return np.ascontiguousarray(images)
+        raise P2VitError(f"images must be uint8 (B, {h}, {w}, {c}) or int8 (B, {c}, {h}, {w}), "
+                         f"got {images.dtype} {images.shape}")
+
+    def run(self, images: np.ndarray, threads: int = 0) -> np.ndarray:
+        """int32 logits (B, classes); real logits = logits * 2^e_logit."""
+        return self.mod.run(self._int8(images), threads)
+
+    def trace(self, image: np.ndarray) -> dict[str, np.ndarray]:
+        """Every intermediate integer tensor of one image, named as quantizer.reference traces them."""
+        x = self._int8(np.asarray(image)[None])[0]
+        return dict(self.mod.run_trace(x))
+
+
+def read_build_info(build_dir: str | Path) -> dict:
+    build_dir = Path(build_dir)
+    path = build_dir / "build.json"
+    if not path.is_file():
+        raise P2VitError(f"{build_dir} is not a p2vit build (no build.json); run python -m codegen MODEL --out {build_dir}")
+    try:
+        info = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        raise P2VitError(f"{path} is corrupt; rebuild with python -m codegen") from None
+    if info.get("format") != BUILD_FORMAT:
+        raise P2VitError(f"{build_dir} was made by another p2vit version; rebuild with python -m codegen")
+    return info
+
+
+def load(build_dir: str | Path, expect: dict | None = None, types: str | None = None) -> CsimModule:
+    """Load the C-sim module of build_dir. `expect` (e.g. {"ir_sha256": ...}) must match build.json."""
+    build_dir = Path(build_dir)
+    info = read_build_info(build_dir)
+    for key, want in (expect or {}).items():
+        if info.get(key) != want:
+            raise P2VitError(f"{build_dir} was built for another model or configuration ({key} differs); "
+                             "rebuild it or point to the right build directory")
+    modules = info.get("modules", {})
+    kind = types or info.get("default_types", "native")
+    if kind not in modules:
+        raise P2VitError(f"{build_dir} has no {kind} C-sim module (built without it, or with --no-build); "
+                         f"run python -m codegen again{' with --ap-int' if kind == 'ap_int' else ''}")
+    entry = modules[kind]
+    so = build_dir / entry["file"]
+    if not so.is_file():
+        raise P2VitError(f"{so} is missing; rebuild with python -m codegen")
+    name = entry["name"]
+    if name in sys.modules:
+        mod = sys.modules[name]
+    else:
+        spec = importlib.util.spec_from_file_location(name, so)
+        mod = importlib.util.module_from_spec(spec)
+        try:
+            spec.loader.exec_module(mod)
+        except ImportError as exc:
+            raise P2VitError(f"cannot load {so} ({exc}); rebuild with python -m codegen") from None
+        sys.modules[name] = mod
+    if mod.info()["build_key"] != entry["build_key"]:
+        raise P2VitError(f"{so} does not belong to {build_dir / 'build.json'} (stale build); rebuild it")
+    try:
+        mod.load_params(str(build_dir / "params.bin"))
+    except RuntimeError as exc:
+        raise P2VitError(f"{build_dir}/params.bin does not fit the module ({exc}); rebuild it") from None
+    return CsimModule(build_dir=build_dir, info=info, mod=mod)

@@ -1,0 +1,120 @@
+"""Render every template for one quantized model and hardware configuration.
+
+`render(ir, hw)` returns {relative path: text} for the HLS sources, bindings, testbench and
+Vitis scripts, plus the blob Layout and the static bounds. Rendering is pure: the same IR and
+HwConfig give the same bytes.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+import jinja2
+
+from quantizer.ir import QuantizedViT
+from quantizer.errors import P2VitError
+
+from .bounds import Bounds, compute_bounds
+from .hwconfig import HwConfig
+from .layout import Layout, build_layout
+from .resources import templates_dir
+
+HLS_TEMPLATES = {
+    "p2vit_params.h.j2": "hls/p2vit_params.h",
+    "mac_array.h.j2": "hls/mac_array.h",
+    "shifter_array.h.j2": "hls/shifter_array.h",
+    "softmax.h.j2": "hls/softmax.h",
+    "layernorm.h.j2": "hls/layernorm.h",
+    "requant.h.j2": "hls/requant.h",
+    "p2vit_top.h.j2": "hls/p2vit_top.h",
+    "p2vit_top.cpp.j2": "hls/p2vit_top.cpp",
+    "bindings.cpp.j2": "hls/bindings.cpp",
+    "tb_main.cpp.j2": "hls/tb_main.cpp",
+    "run_hls.tcl.j2": "hls/run_hls.tcl",
+}
+
+
+@dataclass
+class Rendered:
+    files: dict[str, str]
+    layout: Layout
+    bounds: Bounds
+    build_key: str          # hash of everything that goes into the C-sim module
+    context: dict
+
+
+def _env() -> jinja2.Environment:
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates_dir())),
+                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+                              trim_blocks=False, lstrip_blocks=False)
+
+
+def check_shapes(ir: QuantizedViT, hw: HwConfig) -> None:
+    m = ir.meta["model"]
+    for name, K in (("embed", m["in_chans"] * m["patch"] ** 2), ("D", m["dim"]), ("hidden", m["hidden"]),
+                    ("head dim", m["dim"] // m["heads"])):
+        if K % hw.simd:
+            raise P2VitError(f"--simd {hw.simd} does not divide the reduction length {K} ({name}); "
+                             "choose a divisor")
+
+
+def context(ir: QuantizedViT, hw: HwConfig, layout: Layout, bounds: Bounds, module_name: str,
+            build_key: str) -> dict:
+    m, q = ir.meta["model"], ir.meta["quant"]
+    off = layout.offsets
+    F = 2 ** q["attn_bits"] - 2
+
+    def lin(name):
+        return {"w": off[name + ".w"], "b": off[name + ".b"], "sh": off[name + ".shift"],
+                "bits": ir.i(name + ".bits")}
+
+    def ln(name):
+        return {"k": off[name + ".k"], "G": off[name + ".G"], "B": off[name + ".B"], "sh": off[name + ".sh"],
+                "eps": ir.i(name + ".eps")}
+
+    blocks = []
+    for i in range(ir.depth):
+        p = f"blocks.{i}."
+        blocks.append({
+            "i": i, "ln1": ln(p + "ln1"), "qkv": lin(p + "qkv"), "proj": lin(p + "proj"),
+            "ln2": ln(p + "ln2"), "fc1": lin(p + "fc1"), "fc2": lin(p + "fc2"), "lut": off[p + "gelu.lut"],
+            "shift_qk": ir.i(p + "attn.e_a") - ir.i(p + "attn.e_q") - ir.i(p + "attn.e_k"),
+            "x0": ir.i(p + "attn.x0"), "pb": ir.i(p + "attn.pb"), "pc": ir.i(p + "attn.pc"),
+            "shift_av": ir.i(p + "attn.e_o") - (ir.i(p + "attn.e_v") - F),
+            "e_in": off["embed.e"] if i == 0 else off[f"blocks.{i - 1}.res2.e"],
+            "res1": off[p + "res1.e"], "res2": off[p + "res2.e"],
+            "e_proj": int(ir.tensors[p + "proj.e_y"][0]), "e_fc2": int(ir.tensors[p + "fc2.e_y"][0]),
+        })
+    img_h, img_w = m["img_size"]
+    return {
+        "model_name": m["name"], "module_name": module_name, "build_key": build_key,
+        "ir_hash": ir.content_hash, "blob_hash": layout.sha256(), "blob_bytes": layout.size,
+        "in_chans": m["in_chans"], "img_h": img_h, "img_w": img_w, "patch": m["patch"],
+        "tokens": m["tokens"], "dim": m["dim"], "heads": m["heads"], "hidden": m["hidden"],
+        "num_classes": m["num_classes"], "depth": m["depth"], "res_bits": q["res_bits"],
+        "attn_bits": q["attn_bits"], "hw": hw, "acc_bits": bounds.acc_bits, "av_acc_bits": bounds.av_acc_bits,
+        "off": off, "bits": {"embed": ir.i("embed.bits")}, "blocks": blocks,
+        "norm": ln("norm"), "head": lin("head"), "e_logit": ir.i("head.e_logit"),
+    }
+
+
+def render(ir: QuantizedViT, hw: HwConfig, types: str = "native") -> Rendered:
+    check_shapes(ir, hw)
+    layout = build_layout(ir, hw.cols)
+    bounds = compute_bounds(ir, hw)
+    env = _env()
+    # The module name must be known inside bindings.cpp, so the key hashes everything else first.
+    probe = context(ir, hw, layout, bounds, "MODULE", "KEY")
+    h = hashlib.sha256()
+    for tpl in sorted(HLS_TEMPLATES):
+        h.update(env.get_template(tpl).render(**probe).encode())
+    kdir = templates_dir().parent / "kernels" / "p2vit"
+    for hdr in sorted(kdir.glob("*.h")) if kdir.is_dir() else []:
+        h.update(hdr.read_bytes())
+    h.update(json.dumps({"types": types, "hw": hw.to_json()}, sort_keys=True).encode())
+    key = h.hexdigest()[:16]
+    module_name = f"p2vit_csim_{key}"
+    ctx = context(ir, hw, layout, bounds, module_name, key)
+    files = {out: env.get_template(tpl).render(**ctx) for tpl, out in HLS_TEMPLATES.items()}
+    return Rendered(files=files, layout=layout, bounds=bounds, build_key=key, context=ctx)

@@ -1,0 +1,47 @@
+"""The build report: what was made, and every static bound with the reason it holds."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from quantizer.ir import QuantizedViT
+
+from .hwconfig import HwConfig
+
+
+def write_report(out: Path, ir: QuantizedViT, hw: HwConfig, rendered, info: dict) -> None:
+    b = rendered.bounds
+    m, q = ir.meta["model"], ir.meta["quant"]
+    lines = [f"# p2vit build report: {m['name']}", "",
+             f"- model: {m['name']} ({m['source']}), depth {m['depth']}, width {m['dim']}, {m['heads']} heads, "
+             f"{m['tokens']} tokens, {m['num_classes']} classes",
+             f"- quantization: weights {q['w_bits']}-bit {'per channel' if q['per_channel'] else 'per tensor'}, "
+             f"activations 8-bit, attention {q['attn_bits']}-bit log2, residual {q['res_bits']}-bit, "
+             f"rounding {q['rounding']}, smoothing {'on' if q['smooth'] else 'off'}",
+             f"- hardware: MAC array {hw.rows} x {hw.cols} ({hw.rows * hw.cols} PEs), {hw.simd} lane(s) per PE, "
+             f"{hw.clock_mhz:g} MHz, part {hw.part}",
+             f"- IR sha256 {info['ir_sha256']}", f"- parameter blob: {rendered.layout.size} bytes, "
+             f"sha256 {info['blob_sha256']}",
+             f"- logits: int32 with exponent {info['e_logit']}",
+             f"- C-sim modules: " + (", ".join(f"{k}: {v['file']}" for k, v in info["modules"].items()) or "not built"),
+             "", "## Static bounds", "",
+             f"MAC accumulators are {b.acc_bits}-bit (`ACC_BITS`), the shifter array's {b.av_acc_bits}-bit "
+             "(`AV_ACC_BITS`); biases, shifts and LayerNorm run in 64-bit epilogues.", "",
+             "| quantity | worst case | bits needed | held in | why it cannot overflow |", "|---|---:|---:|---:|---|"]
+    for r in b.rows:
+        lines.append(f"| {r['what']} | {r['bound']} | {r['bits']} | {r['limit_bits']} | {r['why']} |")
+    lines += ["", "## Loop trip counts (per call)", "",
+              "| call | row tiles | weight tiles | II=1 reduction trip | cycles/call | calls/image |",
+              "|---|---:|---:|---:|---:|---:|"]
+    for lp in b.loops:
+        if "row_tiles" in lp:
+            lines.append(f"| {lp['call']} | {lp['row_tiles']} | {lp['weight_tiles']} | {lp['reduce_trip']} | "
+                         f"{lp['cycles_per_call']} | {lp['calls_per_image']} |")
+        else:
+            rest = ", ".join(f"{k} {v}" for k, v in lp.items() if k not in ("call", "calls_per_image"))
+            lines.append(f"| {lp['call']} ({rest}) | | | | | {lp['calls_per_image']} |")
+    lines += ["", "## On-chip buffers", "", "| buffer | bytes |", "|---|---:|"]
+    lines += [f"| {x['buffer']} | {x['bytes']} |" for x in b.buffers]
+    lines += ["", "## Timings", ""] + [f"- {k}: {v} s" for k, v in info.get("timings", {}).items()]
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    (out / "report.json").write_text(json.dumps({"build": info, "bounds": b.to_json()}, indent=1, sort_keys=True))
