@@ -45,7 +45,7 @@ def build_module(out: Path, module_name: str, types: str = "native", jobs: int |
             raise P2VitError("ap_int build needs Xilinx's ap_types: pip install hls4ml, or set XILINX_HLS")
         args.append(f"-DP2VIT_AP_TYPES={ap}")
     with open(log, "w") as f:
-        for cmd in (args, [_cmake(), "--build", str(bdir), "-j", str(jobs or os.cpu_count() or 1)]):
+        for cmd in (args, [_cmake(), "--build", str(bdir), "--verbose", "-j", str(jobs or os.cpu_count() or 1)]):
             f.write("$ " + " ".join(cmd) + "\n")
             f.flush()
             rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT).returncode

@@ -26,8 +26,13 @@ constexpr int LN_FRAC_BITS = 10;
 
 namespace detail {
 
-// clog2(n): ceil(log2(n)) for n >= 1 (0 for n = 1).
-constexpr int clog2(long long n) { return n <= 1 ? 0 : 1 + clog2((n + 1) / 2); }
+// clog2(n): ceil(log2(n)) for n >= 1 (0 for n = 1). A loop, not recursion: HLS refuses
+// recursive functions even when they are only evaluated at compile time.
+constexpr int clog2(long long n) {
+  int b = 0;
+  while ((1LL << b) < n) ++b;
+  return b;
+}
 
 }  // namespace detail
 

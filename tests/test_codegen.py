@@ -1,0 +1,217 @@
+"""codegen on small models: the generated C++ compiles cleanly, is static, deterministic, and
+its C-sim is bit-exact with the integer reference on every output and every traced layer."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from codegen.generate import generate
+from codegen.hwconfig import HwConfig
+from codegen.module import load
+from codegen.render import render
+from quantizer import P2VitError, QuantConfig, reference
+from quantizer.data import synthetic_images, to_int8_input
+from quantizer.models import load_model
+from quantizer.pipeline import quantize
+from tests.tiny import random_images, tiny_card
+
+
+def _ir(tmp, cfg=QuantConfig(), **card):
+    lm = load_model(tiny_card(tmp, **card), random_init=True)
+    return quantize(lm, synthetic_images(8, lm.preprocess), cfg.but(n_calib=8)).ir
+
+
+@pytest.fixture(scope="module")
+def tiny_build(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("tiny")
+    ir = _ir(tmp)
+    generate(ir, HwConfig(rows=4, cols=8), tmp / "build")
+    return ir, tmp / "build"
+
+
+def _images(n, seed=0):
+    return random_images(n, 32, seed=seed)
+
+
+def test_csim_logits_equal_reference(tiny_build):
+    ir, build = tiny_build
+    sim = load(build)
+    imgs = _images(32)
+    got = sim.run(imgs)
+    want = reference.run(ir, to_int8_input(imgs)).logits.numpy()
+    assert got.dtype == np.int32 and got.shape == want.shape
+    assert np.array_equal(got, want)
+    assert np.array_equal(sim.run(imgs, threads=1), got)  # threads do not change results
+
+
+def test_csim_trace_equals_reference_on_every_layer(tiny_build):
+    ir, build = tiny_build
+    sim = load(build)
+    img = _images(1, seed=3)
+    ct = sim.trace(img[0])
+    rt = reference.run(ir, to_int8_input(img), trace=True).trace
+    assert set(ct) == set(rt)
+    for name, t in rt.items():
+        assert np.array_equal(ct[name], t[0].numpy()), name
+
+
+def test_csim_accepts_int8_nchw_and_rejects_wrong_shapes(tiny_build):
+    ir, build = tiny_build
+    sim = load(build)
+    imgs = _images(3)
+    x = to_int8_input(imgs).numpy()
+    assert np.array_equal(sim.run(x), sim.run(imgs))
+    with pytest.raises(P2VitError, match="uint8"):
+        sim.run(np.zeros((2, 16, 16, 3), np.uint8))
+    with pytest.raises(P2VitError, match="uint8"):
+        sim.run(imgs.astype(np.float32))
+
+
+def test_other_head_size_depth_one_4bit_res16_bit_exact(tmp_path):
+    cfg = QuantConfig(w_bits=4, res_bits=16, attn_bits=3)
+    ir = _ir(tmp_path, cfg, depth=1, dim=48, heads=3, img=24, patch=6)
+    generate(ir, HwConfig(rows=3, cols=6, simd=2), tmp_path / "b")
+    sim = load(tmp_path / "b")
+    imgs = random_images(16, 24, seed=5)
+    assert np.array_equal(sim.run(imgs), reference.run(ir, to_int8_input(imgs)).logits.numpy())
+
+
+def test_ap_int_build_equals_native_build(tmp_path):
+    pytest.importorskip("hls4ml", reason="ap_int types come from hls4ml's ap_types")
+    ir = _ir(tmp_path, depth=1)
+    generate(ir, HwConfig(rows=4, cols=8), tmp_path / "b", types=("native", "ap_int"))
+    native, apint = load(tmp_path / "b", types="native"), load(tmp_path / "b", types="ap_int")
+    assert native.mod.info()["types"] == "native" and apint.mod.info()["types"] == "ap_int"
+    imgs = _images(16, seed=7)
+    a, b = native.run(imgs), apint.run(imgs)
+    assert np.array_equal(a, b)
+    assert np.array_equal(a, reference.run(ir, to_int8_input(imgs)).logits.numpy())
+
+
+def test_rendering_is_deterministic(tmp_path):
+    ir = _ir(tmp_path)
+    a, b = render(ir, HwConfig()), render(ir, HwConfig())
+    assert a.files == b.files and a.layout.blob() == b.layout.blob()
+    assert render(ir, HwConfig(rows=4)).files != a.files
+
+
+HLS_FILES = ("p2vit_top.cpp", "p2vit_top.h", "p2vit_params.h", "mac_array.h", "shifter_array.h",
+             "softmax.h", "layernorm.h", "requant.h")
+KERNELS = Path(__file__).resolve().parents[1] / "kernels" / "p2vit"
+
+
+def _code(text):
+    """Source without comments and string literals."""
+    return re.sub(r'"[^"\n]*"', '""', re.sub(r"//[^\n]*", "", text))
+
+
+def _hls_sources(files):
+    yield from ((n, files[f"hls/{n}"]) for n in HLS_FILES)
+    for h in ("arith.h", "rows.h", "blob.h"):
+        yield h, (KERNELS / h).read_text()
+
+
+def test_generated_hls_is_static(tmp_path):
+    files = render(_ir(tmp_path), HwConfig()).files
+    loop = re.compile(r"for \(int \w+ = [^;]*; \w+ < ([^;]+);")
+    for name, text in _hls_sources(files):
+        code = _code(text)
+        for bad in ("new ", "malloc", "free(", "std::vector", "std::deque", "alloca"):
+            assert bad not in code, (name, bad)
+        for bound in loop.findall(code):
+            # loop bounds are compile-time constants: template parameters, cfg:: constants, literals
+            idents = re.findall(r"[A-Za-z_][A-Za-z_0-9:]*", bound)
+            assert all(i.startswith("cfg::") or i.isupper() or i in ("BYTES_PER_K",) for i in idents), (name, bound)
+    assert "HLS PIPELINE II=1" in files["hls/mac_array.h"] and "HLS DATAFLOW" in files["hls/p2vit_top.cpp"]
+    assert "m_axi port=blob" in files["hls/p2vit_top.cpp"]
+
+
+def test_no_recursion_in_generated_code(tmp_path):
+    files = render(_ir(tmp_path), HwConfig()).files
+    for name, text in _hls_sources(files):
+        code = _code(text)
+        for m in re.finditer(r"\b(\w+)\s*\([^;{)]*\)\s*(?:const\s*)?\{", code):
+            fname = m.group(1)
+            if fname in ("if", "for", "while", "switch"):
+                continue
+            depth, i = 0, m.end() - 1
+            while True:  # the function body
+                depth += {"{": 1, "}": -1}.get(code[i], 0)
+                i += 1
+                if depth == 0:
+                    break
+            body = code[m.end():i]
+            assert not re.search(rf"\b{fname}\s*[<(]", body), (name, fname)
+
+
+def test_build_report_and_files(tiny_build):
+    _, build = tiny_build
+    for rel in ("build.json", "params.bin", "ir/manifest.json", "hls/p2vit_top.cpp", "hls/run_hls.tcl",
+                "hls/tb_main.cpp", "golden/images.bin", "golden/logits.bin", "report.md", "csim/build.log"):
+        assert (build / rel).is_file(), rel
+    report = (build / "report.md").read_text()
+    assert "MAC accumulator" in report and "why it cannot overflow" in report and "row tiles" in report
+    assert "-Wall -Wextra -Werror" in (build / "csim" / "build.log").read_text()
+
+
+def test_build_for_another_model_is_refused(tiny_build, tmp_path):
+    ir, build = tiny_build
+    with pytest.raises(P2VitError, match="another model or configuration"):
+        load(build, expect={"ir_sha256": "0" * 64})
+    other = _ir(tmp_path, name="other")
+    with pytest.raises(P2VitError, match="holds a build of tiny"):
+        generate(other, HwConfig(), build, build=False)
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "x.txt").write_text("mine")
+    with pytest.raises(P2VitError, match="holds no p2vit build"):
+        generate(other, HwConfig(), tmp_path / "junk", build=False)
+    with pytest.raises(P2VitError, match="not a p2vit build"):
+        load(tmp_path / "junk")
+
+
+def test_failed_compile_points_at_the_log_and_leaves_out_untouched(tmp_path, monkeypatch):
+    import codegen.generate as gen
+
+    real = gen.render
+
+    def broken(*a, **k):
+        r = real(*a, **k)
+        r.files["hls/p2vit_top.cpp"] += "\n#error planted compile error\n"
+        return r
+
+    monkeypatch.setattr(gen, "render", broken)
+    ir = _ir(tmp_path)
+    with pytest.raises(P2VitError) as exc:
+        generate(ir, HwConfig(), tmp_path / "b")
+    msg = str(exc.value)
+    assert "compile failed" in msg and "\n" not in msg
+    log = Path(msg.rsplit(" ", 1)[-1])
+    assert log.is_file() and "planted compile error" in log.read_text()
+    assert not (tmp_path / "b").exists()
+
+
+def test_codegen_cli_no_build(tmp_path, capsys):
+    from codegen.__main__ import main
+
+    card = tiny_card(tmp_path)
+    assert main([str(card), "--random-init", "--n-calib", "4", "--no-build", "--out", str(tmp_path / "b"),
+                 "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "hls/" in out and "params.bin" in out
+    assert (tmp_path / "b" / "hls" / "p2vit_top.cpp").is_file()
+    with pytest.raises(P2VitError, match="no native C-sim module"):
+        load(tmp_path / "b")
+
+
+def test_codegen_cli_bad_hw_flag(tmp_path, capsys):
+    from codegen.__main__ import main
+
+    with pytest.raises(SystemExit) as exc:
+        main([str(tiny_card(tmp_path)), "--random-init", "--cols", "7", "--out", str(tmp_path / "b")])
+    assert exc.value.code == 2
+    assert "--cols must be even" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
