@@ -97,6 +97,15 @@ def test_rendering_is_deterministic(tmp_path):
     a, b = render(ir, HwConfig()), render(ir, HwConfig())
     assert a.files == b.files and a.layout.blob() == b.layout.blob()
     assert render(ir, HwConfig(rows=4)).files != a.files
+    # Whole build directories (without compiling): every file byte-identical but the timings.
+    generate(ir, HwConfig(), tmp_path / "x", build=False)
+    generate(_ir(tmp_path), HwConfig(), tmp_path / "y", build=False)
+    fx = sorted(p.relative_to(tmp_path / "x") for p in (tmp_path / "x").rglob("*") if p.is_file())
+    fy = sorted(p.relative_to(tmp_path / "y") for p in (tmp_path / "y").rglob("*") if p.is_file())
+    assert fx == fy and len(fx) > 15
+    for rel in fx:
+        if rel.name != "timings.json":
+            assert (tmp_path / "x" / rel).read_bytes() == (tmp_path / "y" / rel).read_bytes(), rel
 
 
 HLS_FILES = ("p2vit_top.cpp", "p2vit_top.h", "p2vit_params.h", "mac_array.h", "shifter_array.h",

@@ -35,7 +35,8 @@ from quantizer import intops  # noqa: E402
 I64 = torch.int64
 HALF = Fraction(1, 2)
 
-SETTINGS = dict(deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = dict(deadline=None, database=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 FAST = settings(max_examples=60, **SETTINGS)
 MEDIUM = settings(max_examples=40, **SETTINGS)
 SLOWER = settings(max_examples=30, **SETTINGS)
@@ -485,8 +486,18 @@ def check_softmax_bound(x0, pb, pc, n):
     assert n * (pb * pb + pc) * 2 ** 30 < 2 ** 63
 
 
+def _spike_row(n, at, lo=-128):
+    a = np.full((1, n), lo, dtype=np.int64)
+    a[0, at] = 127
+    return a
+
+
 @SLOWER
 @given(a=logit_rows(), e_a=st.integers(-11, -1), bits=st.integers(1, 6))
+@example(a=np.full((1, 197), 5, dtype=np.int64), e_a=-8, bits=4)       # constant row, 197 tokens
+@example(a=_spike_row(200, 17), e_a=-11, bits=6)                       # extreme spread, finest e_a
+@example(a=_spike_row(200, 0), e_a=-1, bits=4)                         # coarsest e_a
+@example(a=np.array([[-128]], dtype=np.int64), e_a=-4, bits=1)         # row length 1
 def test_log_int_softmax(a, e_a, bits):
     x0, pb, pc = ref_lis_constants(e_a)
     check_softmax_bound(x0, pb, pc, a.shape[-1])
@@ -538,8 +549,8 @@ def test_log_int_softmax_codes_approximate_weights(a, e_a, bits):
 def test_log_int_softmax_vs_float_softmax(a, e_a, bits):
     """Against the true softmax of a*2^e_a (float64). Fine logit exponents only: the integer
     exp quantizes ln 2 to x0*S and I-BERT's polynomial has its own error, which together stay
-    below 0.5 % here (measured). The window (1/1.5, 1/0.75] widened by TOL still excludes an off-by-one code
-    (a factor 2) except within TOL of the window edges."""
+    below 0.5 % here (measured). The window (1/1.5, 1/0.75] widened by TOL still excludes an
+    off-by-one code (a factor 2) except within TOL of the window edges."""
     TOL = 0.015
     Z = 2 ** bits - 1
     codes = intops.log_int_softmax(t64(a), e_a, bits).reshape(-1, a.shape[-1]).tolist()
@@ -571,7 +582,7 @@ def ref_layernorm_token(r: list[int], k: list[int], G: list[int], B: list[int], 
 @st.composite
 def ln_inputs(draw):
     D = draw(st.integers(1, 64))
-    batch = draw(st.sampled_from([(), (1,), (3,), (2, 3), (8,)]))
+    batch = draw(st.sampled_from([(), (1,), (3,), (2, 3), (16,)]))
     R = draw(st.sampled_from([8, 16]))
     lo, hi = -(2 ** (R - 1)), 2 ** (R - 1) - 1
     spread = draw(st.sampled_from([None, 4, 1]))
@@ -590,7 +601,7 @@ def test_int_layernorm(inp, data):
     D, r, k = inp
     gb = data.draw(st.integers(0, 14))
     G = data.draw(int_arrays((D,), -(2 ** gb), 2 ** gb))
-    if data.draw(st.booleans()):
+    if data.draw(st.integers(0, 3)) == 0:  # anything (mostly saturated)
         B = data.draw(int_arrays((D,), -(2 ** 40), 2 ** 40))
         sh = data.draw(int_arrays((D,), -2, 30))
     else:

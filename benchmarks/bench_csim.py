@@ -1,0 +1,90 @@
+"""C-sim speed against the PyTorch FP32 forward of the same model, same machine, same run.
+
+    python benchmarks/bench_csim.py [--models vit_b,cifar] [--images 8] [--out /tmp/p2vit-bench]
+
+For each model: quantize (vit_b: --random-init on synthetic calibration images; cifar: the
+CIFAR-10 ViT of ../shared with its calibration split), render and compile with codegen
+(times reported), check the C-sim logits == reference logits on the timed images, then time
+C-sim seconds/image (threads over images, all cores) and PyTorch FP32 seconds/image (batched,
+all cores) and print the ratio.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from codegen.generate import generate  # noqa: E402
+from codegen.hwconfig import HwConfig  # noqa: E402
+from codegen.module import load  # noqa: E402
+from quantizer import QuantConfig, reference  # noqa: E402
+from quantizer.data import load_images, synthetic_images, to_int8_input, to_model_input  # noqa: E402
+from quantizer.models import load_model  # noqa: E402
+from quantizer.pipeline import quantize  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+def timed(fn, repeat):
+    fn()
+    ts = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def bench(name: str, n_images: int, out: Path, repeat: int):
+    if name == "cifar":
+        lm = load_model(SHARED / "models" / "cifar10-vit-d192.json")
+        calib = load_images(SHARED / "data" / "cifar10-calib.npz", lm.preprocess, limit=100).images
+        imgs = load_images(SHARED / "data" / "cifar10-test.npz", lm.preprocess, limit=n_images, spread=True).images
+        cfg = QuantConfig()
+    else:
+        lm = load_model(name, random_init=True)
+        calib = synthetic_images(4, lm.preprocess)
+        imgs = synthetic_images(n_images, lm.preprocess, seed=1)
+        cfg = QuantConfig(n_calib=4)
+    t0 = time.perf_counter()
+    q = quantize(lm, calib, cfg)
+    t_quant = time.perf_counter() - t0
+    info = generate(q.ir, HwConfig(), out / name, force=True)
+    sim = load(out / name)
+    got = sim.run(imgs)
+    want = reference.run(q.ir, to_int8_input(imgs)).logits.numpy()
+    exact = bool(np.array_equal(got, want))
+    t_csim = timed(lambda: sim.run(imgs), repeat) / n_images
+    xf = to_model_input(imgs, lm.preprocess)
+    with torch.no_grad():
+        t_fp = timed(lambda: lm.model(xf), repeat) / n_images
+    t = info["timings"]
+    print(f"{name}: {n_images} images, bit-exact {exact}; quantize {t_quant:.1f} s, "
+          f"render {t['render_native_s']:.2f} s, compile {t['compile_native_s']:.1f} s")
+    print(f"  C-sim         {t_csim * 1000:9.2f} ms/image")
+    print(f"  PyTorch FP32  {t_fp * 1000:9.2f} ms/image")
+    print(f"  ratio C-sim/FP32 {t_csim / t_fp:.2f}x")
+    return exact
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", default="vit_b,cifar")
+    p.add_argument("--images", type=int, default=8)
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--out", default="/tmp/p2vit-bench")
+    args = p.parse_args()
+    print(f"torch threads {torch.get_num_threads()}")
+    ok = all([bench(m.strip(), args.images, Path(args.out), args.repeat) for m in args.models.split(",")])
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
