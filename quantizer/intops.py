@@ -15,6 +15,7 @@ I64 = torch.int64
 
 def rshift_round(v: torch.Tensor, k) -> torch.Tensor:
     """Round-half-up right shift by k (k may be a tensor broadcast against v; k < 0 shifts left)."""
+    v = v.to(I64)  # numerics.md: evaluated in 64 bits, so a left shift cannot wrap before sat
     k = torch.as_tensor(k, dtype=I64, device=v.device)
     if k.numel() == 1:
         kk = int(k)
@@ -93,10 +94,17 @@ def log_round_int(r: int) -> int:
 
 
 def round_half_up(x):
-    """floor(x + 1/2) on float64 values (quantizer-side only)."""
+    """floor(x + 1/2) of float64 values, exactly (quantizer-side only).
+
+    Adding 0.5 in float64 would round first (0.5 - 2^-54 + 0.5 == 1.0), so compare the
+    fraction instead: x - floor(x) is exact in float64.
+    """
     if isinstance(x, torch.Tensor):
-        return torch.floor(x.to(torch.float64) + 0.5).to(I64)
-    return math.floor(x + 0.5)
+        x = x.to(torch.float64)
+        r = torch.floor(x)
+        return (r + (x - r >= 0.5).to(torch.float64)).to(I64)
+    r = math.floor(x)
+    return r + (1 if x - r >= 0.5 else 0)
 
 
 # --- Log-Int-Softmax (numerics.md 2.5) --------------------------------------------------

@@ -272,11 +272,6 @@ def test_requant_f64_ties(data, shape, k):
     assert [int(x) for x in out.reshape(-1).tolist()] == [int(x) + 1 for x in m.reshape(-1)]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "numerics.md 1: requant is 'evaluated in 64-bit integers, so a left shift of an int32 "
-    "accumulator cannot wrap before sat'; intops.rshift_round with a scalar k < 0 shifts in "
-    "the input dtype, so an int32 tensor wraps (2^30 << 4 -> 0). Latent: reference.py only "
-    "passes int64 (the intops module docstring requires int64)."))
 def test_requant_int32_accumulator_does_not_wrap():
     v = torch.tensor([2 ** 30, -(2 ** 30), 3], dtype=torch.int32)
     out = intops.requant(v, -4, 32)
@@ -416,10 +411,6 @@ def test_round_half_up(m, j, ties):
     assert [ref_round_half_up(Fraction(n) + HALF) for n in ties] == [n + 1 for n in ties]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "numerics.md 1: round_half_up(x) = floor(x + 1/2); intops computes floor(fl(x + 0.5)) in "
-    "float64, which rounds the sum first: x = 0.5 - 2^-54 gives 1 (exact: 0), x = 2^52 + 1 "
-    "gives 2^52 + 2 (exact: 2^52 + 1), x = -(2^52 + 1) gives -2^52 (exact: -2^52 - 1)."))
 def test_round_half_up_exact_on_all_float64():
     xs = [0.49999999999999994, float(2 ** 52 + 1), -float(2 ** 52 + 1), float(2 ** 53 - 1)]
     ref = [ref_round_half_up(Fraction(x)) for x in xs]
