@@ -17,6 +17,7 @@
 #define P2VIT_ROWS_H
 
 #include "arith.h"
+#include "trace.h"
 #include "types.h"
 
 namespace p2vit {
@@ -58,6 +59,7 @@ void log_int_softmax_row(const sint<8> a[N], uint<BITS> code[N], i64 x0, i64 pb,
   sint<8> amax = a[0];
   for (int j = 1; j < N; ++j) {
     P2VIT_PRAGMA(HLS PIPELINE II=1)
+    P2VIT_COUNT("softmax.max");
     if (a[j] > amax) amax = a[j];
   }
 
@@ -66,6 +68,7 @@ void log_int_softmax_row(const sint<8> a[N], uint<BITS> code[N], i64 x0, i64 pb,
   i64 sum = 0;  // < 2^63
   for (int j = 0; j < N; ++j) {
     P2VIT_PRAGMA(HLS PIPELINE II=1)
+    P2VIT_COUNT("softmax.exp");
     const sint<10> x = sint<10>(i64(a[j]) - i64(amax));  // in [-255, 0]
     const i64 e = int_exp(i64(x), x0, pb, pc);
     ex[j] = e;
@@ -75,6 +78,7 @@ void log_int_softmax_row(const sint<8> a[N], uint<BITS> code[N], i64 x0, i64 pb,
   // Pass 3: ratio and log2 code.
   for (int j = 0; j < N; ++j) {
     P2VIT_PRAGMA(HLS PIPELINE II=1)
+    P2VIT_COUNT("softmax.code");
     const i64 ratio = div_round(sum, ex[j]);  // in [1, sum]
     code[j] = uint<BITS>(log_round_clamped<Z>(ratio));
   }
@@ -111,6 +115,7 @@ void layernorm_row(const sint<RBITS> r[D], const uint<2> k[D], const sint<16> G[
   i64 s2 = 0;  // 0 <= S2 <= D * 2^(2R+4)
   for (int c = 0; c < D; ++c) {
     P2VIT_PRAGMA(HLS PIPELINE II=1)
+    P2VIT_COUNT("layernorm.stats");
     const sint<RBITS + 3> xa = sint<RBITS + 3>(shift_left(i64(r[c]), int(k[c])));  // |xa| <= 2^(R+2)
     s1 = s1 + i64(xa);
     s2 = s2 + i64(xa) * i64(xa);
@@ -122,6 +127,7 @@ void layernorm_row(const sint<RBITS> r[D], const uint<2> k[D], const sint<16> G[
   // Pass 2: normalize, scale, shift, saturate.
   for (int c = 0; c < D; ++c) {
     P2VIT_PRAGMA(HLS PIPELINE II=1)
+    P2VIT_COUNT("layernorm.norm");
     const sint<RBITS + 3> xa = sint<RBITS + 3>(shift_left(i64(r[c]), int(k[c])));
     const i64 dev = i64(D) * i64(xa) - s1;                   // |dev| <= 2*D*2^(R+2)
     const sint<32> z =
@@ -151,6 +157,7 @@ void residual_add_row(const sint<8> y[D], int e_y, const sint<RBITS> r[D], const
   static_assert(RBITS >= 2 && RBITS <= 32, "residual_add_row: RBITS must be in 2..32");
   for (int c = 0; c < D; ++c) {
     P2VIT_PRAGMA(HLS PIPELINE II=1)
+    P2VIT_COUNT("requant.residual_add_row");
     const int er = int(e_r[c]);
     const int m = e_y < er ? e_y : er;
     const i64 t = shift_left(i64(y[c]), e_y - m) + shift_left(i64(r[c]), er - m);

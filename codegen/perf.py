@@ -1,0 +1,953 @@
+"""Performance model of the generated accelerator: cycles, DRAM traffic, resources.
+
+    python -m codegen.perf MODEL [--rows R --cols C --simd S --clock-mhz F --part P]
+                                 [--dram-gbs 19.2] [--w-bits 8|4] [--json OUT] [--sweep] [--plot PNG]
+
+MODEL is a short name (vit_b, deit_s, ...), a model card, or a build / IR directory (then
+the per-layer weight bits are the quantized model's). Only shapes are needed: named models
+and cards are built on PyTorch's meta device, no weights are read or downloaded.
+
+The model walks the same loop structure the templates emit (templates/p2vit_top.cpp.j2 and
+the chunk headers), loop by loop: every loop that carries `HLS PIPELINE II=1` is one record
+with its trip count and how often it is entered. `loop_counts()` sums those trip counts per
+loop id, and the C-sim built with types="counters" counts the same loops as it runs
+(P2VIT_COUNT in the templates and kernels/p2vit/rows.h): tests/test_perf.py checks that the
+two agree exactly, so the trip counts below are the ones the generated C++ executes.
+
+Cycles of one pipelined loop entered E times for I iterations in total, depth d:
+    II=1 pipelining on (as emitted):   I + E * (d - 1)
+    off (ablation):                    I * d
+Weight-streaming loops are also bounded by DRAM: at least bytes / (DRAM bytes per cycle).
+A MAC-array call (mac_array.h) with NT = ceil(NR/ROWS) row tiles, OT = ceil(O/COLS) weight
+tiles runs, per row tile, the row load (ROWS*K iterations), then per weight tile the II=1
+reduction (K/SIMD iterations) followed by the epilogue of that tile (one output per cycle),
+then the row tile's hand-off to the next chunk. The two DATAFLOW regions of the schedule
+(Q.K^T -> softmax -> A.V per head, FC1 -> FC2) are simulated as stages joined by FIFOs at
+row granularity; without inter-layer pipelining their stages run one after the other.
+The depth constants (DEPTH) are estimates for a 200 MHz UltraScale+ build, not taken from
+HLS reports. docs/performance.md has the equations and the measured figures.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from quantizer.errors import P2VitError, cli_errors
+
+from .hwconfig import HwConfig, add_hw_args, hw_config
+
+DEFAULT_DRAM_GBS = 19.2   # ZCU102 PS DDR4-2400, 64 bit: 2400 MT/s * 8 B (peak)
+
+# Pipeline depth (cycles from the first read to the last write of one iteration) of every
+# II=1 loop, by loop id. Estimates: 1 cycle per BRAM/FIFO access, 3 per DSP multiply, 1 per
+# add/compare; the 64-bit dividers of int_exp and div_round take ~68 cycles when pipelined.
+DEPTH = {
+    "mac_array.load_array": 3,     # BRAM read, mux, register write
+    "mac_array.load_stream": 2,    # FIFO read, register write
+    "mac_array.load_patch": 6,     # patch index arithmetic, image read (m_axi), write
+    "mac_array.reduce": 5,         # weight read, multiply (3), accumulate; + log2(SIMD) adder tree
+    "requant.requant": 4,          # add bias, rounding shift, saturate, write
+    "requant.residual": 6,         # requant, two alignment shifts, add, requant, write
+    "requant.gelu": 5,             # requant, table lookup, write
+    "requant.gelu_out": 2,         # row buffer read, FIFO write
+    "requant.logits": 4,
+    "requant.logits_out": 2,
+    "requant.embed": 5,            # per-token bias read, requant, write
+    "requant.head": 4,
+    "requant.cls": 2,
+    "layernorm.params": 2,
+    "layernorm.stats": 4,          # shift, square, two 64-bit accumulations
+    "layernorm.norm": 75,          # 64-bit div_round (~68), multiply, requant
+    "softmax.read": 2,
+    "softmax.max": 2,
+    "softmax.exp": 75,             # 64-bit division in int_exp (~68), square, shift
+    "softmax.code": 72,            # 64-bit div_round (~68), log2 thresholds
+    "softmax.write": 2,
+    "shifter.keys": 4,             # FIFO read, V read, shift, accumulate
+    "shifter.out": 4,
+}
+LN_ROW_EXTRA = 36      # per LayerNorm row between its two passes: D*S2 - S1^2 (64-bit) and isqrt (31 steps)
+GELU_LUT_LOAD = 256    # EpiGeluStream::load_lut, once per MLP region (not an II=1 loop of the templates)
+AXI_AT_ENTRY = {"mac_array.reduce", "requant.requant", "requant.residual", "requant.gelu", "requant.embed",
+                "requant.head", "requant.cls", "layernorm.params"}   # loops that start by reading the blob
+
+CHUNKS = ("mac_array", "requant", "softmax", "shifter", "layernorm")
+
+# FPGA budgets (DSP48E2, BRAM18K, URAM) from the AMD product tables, by part-name prefix.
+PARTS = {
+    "xczu9eg": (2520, 1824, 0),      # ZCU102
+    "xczu7ev": (1728, 624, 96),      # ZCU104
+    "xck26": (1248, 288, 64),        # Kria KV260
+    "xczu3eg": (360, 432, 0),        # Ultra96
+    "xcvu9p": (6840, 4320, 960),     # VCU118 / AWS F1
+    "xcu250": (12288, 5376, 1280),   # Alveo U250
+}
+MISC_DSPS = {  # multipliers outside the MAC arrays (estimates)
+    "layernorm: xa^2 (1), z*G (2), D*S2 and S1^2 (2 x 9, 64-bit)": 21,
+    "softmax: (x + pb)^2 (1), x0*q (2)": 3,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Model shapes
+
+@dataclass(frozen=True)
+class ModelShape:
+    name: str
+    img_h: int
+    img_w: int
+    patch: int
+    in_chans: int
+    dim: int
+    heads: int
+    depth: int
+    hidden: int
+    num_classes: int
+    res_bits: int = 8
+    attn_bits: int = 4
+    layer_bits: tuple = ()      # ((layer name, weight bits), ...); missing layers: 8
+
+    @property
+    def tokens(self) -> int:
+        return 1 + (self.img_h // self.patch) * (self.img_w // self.patch)
+
+    @property
+    def kp(self) -> int:
+        return self.in_chans * self.patch ** 2
+
+    @property
+    def dh(self) -> int:
+        return self.dim // self.heads
+
+    def bits(self, layer: str) -> int:
+        return dict(self.layer_bits).get(layer, 8)
+
+    def linear_layers(self) -> list[str]:
+        return ["embed"] + [f"blocks.{i}.{n}" for i in range(self.depth) for n in ("qkv", "proj", "fc1", "fc2")] + ["head"]
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["layer_bits"] = dict(self.layer_bits)
+        d["tokens"] = self.tokens
+        return d
+
+
+def _uniform_bits(layers: list[str], w_bits: int) -> tuple:
+    from quantizer.config import QuantConfig
+    from quantizer.quantize import layer_bits
+
+    cfg = QuantConfig(w_bits=w_bits)
+    return tuple((n, layer_bits(cfg, n)) for n in layers)
+
+
+def shape_from_meta(meta: dict) -> ModelShape:
+    """The shape of a quantized model from its IR metadata (manifest.json "meta")."""
+    m, q = meta["model"], meta["quant"]
+    s = ModelShape(name=m["name"], img_h=m["img_size"][0], img_w=m["img_size"][1], patch=m["patch"],
+                   in_chans=m["in_chans"], dim=m["dim"], heads=m["heads"], depth=m["depth"],
+                   hidden=m["hidden"], num_classes=m["num_classes"], res_bits=q["res_bits"],
+                   attn_bits=q["attn_bits"])
+    bits = meta.get("layer_bits") or dict(_uniform_bits(s.linear_layers(), q["w_bits"]))
+    return replace(s, layer_bits=tuple(sorted(bits.items())))
+
+
+def shape_from_ir(ir) -> ModelShape:
+    return shape_from_meta(ir.meta)
+
+
+def load_shape(spec: str, w_bits: int | None = None, res_bits: int = 8, attn_bits: int = 4) -> ModelShape:
+    """MODEL as the CLI takes it: a short name, a model card, a build directory or an IR
+    directory. No weights are read: timm builds the model on the meta device."""
+    p = Path(spec)
+    for manifest in (p / "ir" / "manifest.json", p / "manifest.json"):
+        if p.is_dir() and manifest.is_file():
+            try:
+                s = shape_from_meta(json.loads(manifest.read_text())["meta"])
+            except (json.JSONDecodeError, KeyError) as exc:
+                raise P2VitError(f"{manifest} is not a p2vit IR manifest ({exc}); rebuild it") from None
+            return s if w_bits is None else replace(s, layer_bits=_uniform_bits(s.linear_layers(), w_bits))
+    if p.is_dir():
+        raise P2VitError(f"{spec} is a directory without a p2vit build or IR (no manifest.json); "
+                         "pass a model name, a model card or a build directory")
+    import torch
+
+    from quantizer.models import load_model
+
+    with torch.device("meta"):
+        lm = load_model(spec, random_init=True)
+    model = lm.model
+    img_h, img_w = model.patch_embed.img_size
+    s = ModelShape(name=lm.name, img_h=img_h, img_w=img_w, patch=model.patch_embed.patch_size[0],
+                   in_chans=model.patch_embed.proj.in_channels, dim=model.embed_dim,
+                   heads=model.blocks[0].attn.num_heads, depth=len(model.blocks),
+                   hidden=model.blocks[0].mlp.fc1.out_features, num_classes=model.num_classes,
+                   res_bits=res_bits, attn_bits=attn_bits)
+    if s.tokens != model.pos_embed.shape[1]:
+        raise P2VitError(f"{spec}: {model.pos_embed.shape[1]} position embeddings for {s.tokens} tokens")
+    return replace(s, layer_bits=_uniform_bits(s.linear_layers(), w_bits or 8))
+
+
+# ---------------------------------------------------------------------------------------------
+# Loop structure of the generated code
+
+@dataclass
+class Loop:
+    """One pipelined loop, run n times: each time `iters` iterations in `entries` entries
+    (how often the loop starts), streaming `dram` bytes of weights from the blob."""
+    id: str
+    iters: int
+    entries: int = 1
+    n: int = 1
+    dram: int = 0
+
+
+@dataclass
+class Op:
+    """One step of a stage: compute ("c"), or a FIFO write ("w") / read ("r") of one row."""
+    kind: str
+    loops: list = field(default_factory=list)
+    tiles: list = field(default_factory=list)   # [(count, reduce Loop, epilogue Loop)] in order
+    fifo: str = ""
+    extra: float = 0.0                          # cycles outside any II=1 loop
+    extra_chunk: str = ""
+
+
+@dataclass
+class Step:
+    """One statement of p2vit_top: a sequential call or a DATAFLOW region (several stages)."""
+    name: str
+    kind: str                       # embed, layernorm, linear, attention, mlp, head
+    stages: list                    # list of list[Op]
+    repeat: int = 1                 # attention: the heads, one region after the other
+    macs: int = 0                   # useful MAC-array MACs (padding excluded)
+    av_macs: int = 0                # useful A.V shift-adds (shifter array)
+    dram: dict = field(default_factory=dict)   # bytes: weights (as streamed), params, io
+    arrays: int = 1                 # MAC arrays busy in this step
+    weight_bytes_unique: int = 0
+
+    @property
+    def dataflow(self) -> bool:
+        return len(self.stages) > 1
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _mac(hw: HwConfig, NR: int, K: int, O: int, src: str, epi: str, bits: int | None,
+         row_out: int = 0, fifo_in: str = "", fifo_out: str = ""):
+    """mac_array<NR, K, O>: per row tile, (valid rows, [FIFO reads], compute Op, [FIFO writes]).
+
+    src: array | patch | stream (ArrayRows / PatchRows / StreamRows; stream reads fifo_in);
+    epi: requant | residual | gelu | logits | embed | head (the Epi* of requant.h); bits: weight
+    bits, None for KeyWeights (keys on chip, no DRAM); row_out: values per valid row that
+    rows_done writes to fifo_out (gelu: HID, logits: N). Ops of identical row tiles are shared."""
+    R, C, S = hw.rows, hw.cols, hw.simd
+    NT, OT = _cdiv(NR, R), _cdiv(O, C)
+    bpk = 0 if bits is None else (C if bits == 8 else C // 2)
+    groups = []   # weight tiles: the full ones, then a partial last one
+    full, last = O // C, O % C
+    for count, c in ((full, C), (1 if last else 0, last)):
+        if count:
+            red = Loop("mac_array.reduce", K // S, 1, 1, K * bpk)
+            ep = Loop("requant.head", C, 1) if epi == "head" else Loop(f"requant.{epi}", c * R, c)
+            groups.append((count, red, ep))
+    assert sum(g[0] for g in groups) == OT
+    load_id = f"mac_array.load_{src}"
+
+    def tile(v):
+        if fifo_in:   # one FIFO read of K values per valid row, then the rest of the load loop
+            pre = [Op("r", [Loop(load_id, K, int(j == 0))], fifo=fifo_in) for j in range(v)]
+            comp = Op("c", [Loop(load_id, (R - v) * K, 0)], tiles=groups)
+        else:
+            pre, comp = [], Op("c", [Loop(load_id, R * K, 1)], tiles=groups)
+        outs = [Op("w", [Loop(f"requant.{epi}_out", row_out, 1)], fifo=fifo_out)] * v if row_out else []
+        return v, pre, comp, outs
+
+    full_tile = tile(R) if NR >= R else None
+    return [full_tile if NR - t * R >= R else tile(NR - t * R) for t in range(NT)]
+
+
+def _seq_ops(tiles) -> list:
+    ops = []
+    for _, pre, comp, outs in tiles:
+        ops += pre + [comp] + outs
+    return ops
+
+
+def _layernorm(shape: ModelShape, rows: int) -> list:
+    D = shape.dim
+    return [Op("c", [Loop("layernorm.params", D, 1), Loop("layernorm.stats", D, 1, rows),
+                     Loop("layernorm.norm", D, 1, rows)], extra=LN_ROW_EXTRA * rows, extra_chunk="layernorm")]
+
+
+def _uniq(hw: HwConfig, O: int, K: int, bits: int) -> int:
+    """Bytes of one layer's weights in the blob (padded to whole weight tiles)."""
+    return _cdiv(O, hw.cols) * hw.cols * K * bits // 8
+
+
+def _linear_dram(hw: HwConfig, NR: int, K: int, O: int, bits: int, param_bytes_per_col: int) -> dict:
+    NT, OT = _cdiv(NR, hw.rows), _cdiv(O, hw.cols)
+    bpk = hw.cols if bits == 8 else hw.cols // 2
+    return {"weights": NT * OT * K * bpk, "params": NT * O * param_bytes_per_col, "io": 0}
+
+
+def _block(shape: ModelShape, hw: HwConfig, b_qkv: int, b_proj: int, b_fc1: int, b_fc2: int) -> list[Step]:
+    """The steps of one encoder block (names without the blocks.i. prefix)."""
+    N, D, H, DH, HID = shape.tokens, shape.dim, shape.heads, shape.dh, shape.hidden
+    ln_bytes = D * (1 + 2 + 8 + 1)
+    steps = [Step("ln1", "layernorm", [_layernorm(shape, N)], dram={"params": ln_bytes})]
+    steps.append(Step("qkv", "linear", [_seq_ops(_mac(hw, N, D, 3 * D, "array", "requant", b_qkv))],
+                      macs=N * D * 3 * D, dram=_linear_dram(hw, N, D, 3 * D, b_qkv, 5),
+                      weight_bytes_unique=_uniq(hw, 3 * D, D, b_qkv)))
+    # one head: Q.K^T (MAC array) -> softmax -> A.V (shifter array), a DATAFLOW region
+    qk = _seq_ops(_mac(hw, N, DH, N, "array", "logits", None, row_out=N, fifo_out="logits"))
+    sm_row = [Op("r", [Loop("softmax.read", N, 1)], fifo="logits"),
+              Op("c", [Loop("softmax.max", N - 1, 1), Loop("softmax.exp", N, 1), Loop("softmax.code", N, 1)]),
+              Op("w", [Loop("softmax.write", N, 1)], fifo="codes")]
+    av_row = [Op("r", [Loop("shifter.keys", N, 1)], fifo="codes"), Op("c", [Loop("shifter.out", DH, 1)])]
+    steps.append(Step("attn", "attention", [qk, sm_row * N, av_row * N], repeat=H, macs=H * N * N * DH,
+                      av_macs=H * N * N * DH, dram={}))
+    steps.append(Step("proj", "linear", [_seq_ops(_mac(hw, N, D, D, "array", "residual", b_proj))],
+                      macs=N * D * D, dram=_linear_dram(hw, N, D, D, b_proj, 7), weight_bytes_unique=_uniq(hw, D, D, b_proj)))
+    steps.append(Step("ln2", "layernorm", [_layernorm(shape, N)], dram={"params": ln_bytes}))
+    # FC1 (+ GELU) -> FC2 (+ residual), a DATAFLOW region joined by the hidden stream
+    s1 = [Op("c", extra=GELU_LUT_LOAD, extra_chunk="requant")]
+    s1 += _seq_ops(_mac(hw, N, D, HID, "array", "gelu", b_fc1, row_out=HID, fifo_out="hidden"))
+    s2 = _seq_ops(_mac(hw, N, HID, D, "stream", "residual", b_fc2, fifo_in="hidden"))
+    d1, d2 = _linear_dram(hw, N, D, HID, b_fc1, 5), _linear_dram(hw, N, HID, D, b_fc2, 7)
+    steps.append(Step("mlp", "mlp", [s1, s2], macs=2 * N * D * HID, arrays=2,
+                      dram={"weights": d1["weights"] + d2["weights"], "params": d1["params"] + d2["params"] + 256},
+                      weight_bytes_unique=_uniq(hw, HID, D, b_fc1) + _uniq(hw, D, HID, b_fc2)))
+    return steps
+
+
+def schedule(shape: ModelShape, hw: HwConfig) -> list[Step]:
+    """The statements of p2vit_top.cpp.j2, in order, with their loops."""
+    _check_hw(shape, hw)
+    N, D = shape.tokens, shape.dim
+    NP, KP, CL = N - 1, shape.kp, shape.num_classes
+    steps = []
+    rb = shape.res_bits // 8
+
+    steps.append(Step("embed.cls", "embed", [[Op("c", [Loop("requant.cls", D, 1)])]], dram={"params": D * rb}))
+    b = shape.bits("embed")
+    dr = _linear_dram(hw, NP, KP, D, b, 1)
+    dr["params"] += NP * D * 4              # the per-token bias (position embedding), one read per output
+    dr["io"] = shape.in_chans * shape.img_h * shape.img_w
+    steps.append(Step("embed", "embed", [_seq_ops(_mac(hw, NP, KP, D, "patch", "embed", b))],
+                      macs=NP * KP * D, dram=dr, weight_bytes_unique=_uniq(hw, D, KP, b)))
+    blocks: dict = {}
+    for i in range(shape.depth):
+        p = f"blocks.{i}."
+        key = tuple(shape.bits(p + n) for n in ("qkv", "proj", "fc1", "fc2"))
+        if key not in blocks:
+            blocks[key] = _block(shape, hw, *key)
+        steps += [replace(st, name=p + st.name) for st in blocks[key]]
+    steps.append(Step("norm", "layernorm", [_layernorm(shape, 1)], dram={"params": D * 12}))
+    b = shape.bits("head")
+    dr = _linear_dram(hw, 1, D, CL, b, 0)
+    dr["params"], dr["io"] = CL * 5, 4 * CL
+    steps.append(Step("head", "head", [_seq_ops(_mac(hw, 1, D, CL, "array", "head", b))], macs=D * CL,
+                      dram=dr, weight_bytes_unique=_uniq(hw, CL, D, b)))
+    return steps
+
+
+def _check_hw(shape: ModelShape, hw: HwConfig) -> None:
+    for what, K in (("embed", shape.kp), ("D", shape.dim), ("hidden", shape.hidden), ("head dim", shape.dh)):
+        if K % hw.simd:
+            raise P2VitError(f"--simd {hw.simd} does not divide the reduction length {K} ({what}) of "
+                             f"{shape.name}; choose a divisor")
+
+
+def _all_loops(step: Step):
+    for stage in step.stages:
+        for op in stage:
+            yield from op.loops
+            for count, red, ep in op.tiles:
+                yield replace(red, n=red.n * count)
+                yield replace(ep, n=ep.n * count)
+
+
+def loop_counts(shape: ModelShape, hw: HwConfig, steps: list[Step] | None = None) -> dict[str, int]:
+    """Iterations of every II=1 loop for one image, by loop id ("chunk.loop"): what the C-sim
+    built with types="counters" reports (loops that never run are left out)."""
+    out: dict[str, int] = {}
+    per: dict[int, dict] = {}
+    for st in steps or schedule(shape, hw):
+        if id(st.stages) not in per:
+            c: dict[str, int] = {}
+            for lp in _all_loops(st):
+                if lp.iters:
+                    c[lp.id] = c.get(lp.id, 0) + lp.iters * lp.n * st.repeat
+            per[id(st.stages)] = c
+        for k, v in per[id(st.stages)].items():
+            out[k] = out.get(k, 0) + v
+    return dict(sorted(out.items()))
+
+
+def chunk_counts(counts: dict[str, int]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for k, v in counts.items():
+        out[k.split(".")[0]] = out.get(k.split(".")[0], 0) + v
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Timing
+
+@dataclass(frozen=True)
+class Switches:
+    inter: bool = True            # DATAFLOW overlap of Q.K^T -> softmax -> A.V and FC1 -> FC2 (as emitted)
+    intra: bool = True            # II=1 pipelining of every loop (as emitted)
+    fifo: str = "hls"             # stream depth: "hls" = HLS default 2 (the templates set none), "tile" = a row tile
+    epilogue_overlap: bool = False  # what-if: a tile's epilogue overlaps the next tile's reduction (not emitted)
+    axi_latency: int = 0          # what-if: stall cycles when a loop starts reading the blob (0: prefetched)
+
+
+class _Timer:
+    def __init__(self, hw: HwConfig, sw: Switches, dram_gbs: float | None):
+        self.hw, self.sw = hw, sw
+        self.bpc = math.inf if not dram_gbs else dram_gbs * 1e9 / (hw.clock_mhz * 1e6)  # DRAM bytes/cycle
+        self.simd_tree = math.ceil(math.log2(hw.simd)) if hw.simd > 1 else 0
+
+    def depth(self, lid: str) -> int:
+        return DEPTH[lid] + (self.simd_tree if lid == "mac_array.reduce" else 0)
+
+    def loop(self, lp: Loop) -> float:
+        if not lp.iters:
+            return 0.0
+        d = self.depth(lp.id)
+        if self.sw.intra:
+            c = lp.iters + lp.entries * (d - 1)
+        else:
+            c = lp.iters * d
+        if lp.id in AXI_AT_ENTRY:
+            c += lp.entries * self.sw.axi_latency
+        if lp.dram:
+            c = max(c, lp.dram / self.bpc)
+        return c * lp.n
+
+    def tiles(self, tiles) -> float:
+        if not self.sw.epilogue_overlap:
+            return sum(k * (self.loop(r) + self.loop(e)) for k, r, e in tiles)
+        # ping-pong accumulators: reduce(ot + 1) runs beside epilogue(ot)
+        t, prev_e = 0.0, None
+        for k, r, e in tiles:
+            rc, ec = self.loop(r), self.loop(e)
+            t += (rc if prev_e is None else max(rc, prev_e)) + (k - 1) * max(rc, ec)
+            prev_e = ec
+        return t + (prev_e or 0.0)
+
+    def op(self, op: Op) -> float:
+        return sum(self.loop(lp) for lp in op.loops) + self.tiles(op.tiles) + op.extra
+
+    def chunks(self, op: Op) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for lp in op.loops:
+            out[lp.id.split(".")[0]] = out.get(lp.id.split(".")[0], 0) + self.loop(lp)
+        for k, r, e in op.tiles:
+            out["mac_array"] = out.get("mac_array", 0) + k * self.loop(r)
+            out["requant"] = out.get("requant", 0) + k * self.loop(e)
+        if op.extra:
+            out[op.extra_chunk] = out.get(op.extra_chunk, 0) + op.extra
+        return out
+
+    def region(self, stages) -> float:
+        durs = [[self.op(o) for o in st] for st in stages]
+        if len(stages) == 1 or not self.sw.inter:
+            return sum(sum(d) for d in durs)
+        cap = 0 if self.sw.fifo == "hls" else self.hw.rows
+        return _simulate(stages, durs, cap)
+
+
+def _simulate(stages, durs, cap: int) -> float:
+    """Stages joined by FIFOs, one transfer = one row. cap: rows a FIFO holds (0: the writer
+    and the reader of a row meet, as with HLS's default depth-2 streams)."""
+    S = len(stages)
+    t, pc = [0.0] * S, [0] * S
+    reader = {op.fifo: s for s, st in enumerate(stages) for op in st if op.kind == "r"}
+    fifos: dict[str, dict] = {}
+    while True:
+        progressed = False
+        for s in range(S):
+            while pc[s] < len(stages[s]):
+                op, d = stages[s][pc[s]], durs[s][pc[s]]
+                if op.kind == "c":
+                    t[s] += d
+                    pc[s] += 1
+                    progressed = True
+                    continue
+                f = fifos.setdefault(op.fifo, {"ws": [], "we": [], "re": []})
+                if op.kind == "w":
+                    i = len(f["ws"])
+                    if cap == 0:
+                        r = reader[op.fifo]
+                        if pc[r] < len(stages[r]) and stages[r][pc[r]].kind == "r" and stages[r][pc[r]].fifo == op.fifo:
+                            start = max(t[s], t[r])
+                            end = start + max(d, durs[r][pc[r]])
+                            f["ws"].append(start)
+                            f["we"].append(end)
+                            f["re"].append(end)
+                            t[s] = t[r] = end
+                            pc[s] += 1
+                            pc[r] += 1
+                            progressed = True
+                            continue
+                        break
+                    if i >= cap and len(f["re"]) <= i - cap:
+                        break
+                    start = max(t[s], f["re"][i - cap] if i >= cap else 0.0)
+                    f["ws"].append(start)
+                    f["we"].append(start + d)
+                    t[s] = start + d
+                    pc[s] += 1
+                    progressed = True
+                    continue
+                # read
+                i = len(f["re"])
+                if cap == 0 or len(f["ws"]) <= i:
+                    break
+                start = max(t[s], f["ws"][i])
+                end = max(start + d, f["we"][i])
+                f["re"].append(end)
+                t[s] = end
+                pc[s] += 1
+                progressed = True
+        if all(pc[s] == len(stages[s]) for s in range(S)):
+            return max(t)
+        if not progressed:
+            raise RuntimeError("dataflow model deadlocked (a bug in codegen/perf.py)")
+
+
+# ---------------------------------------------------------------------------------------------
+# Resources
+
+def _part(part: str) -> tuple[int, int, int] | None:
+    for k, v in PARTS.items():
+        if part.lower().startswith(k):
+            return v
+    return None
+
+
+def _bram18k(depth: int, width: int) -> int:
+    """BRAM18K blocks for a depth x width memory (best aspect ratio; < 1 Kbit goes to LUTRAM)."""
+    if depth * width < 1024:
+        return 0
+    return min(_cdiv(width, w) * _cdiv(depth, d) for w, d in ((1, 16384), (2, 8192), (4, 4096), (9, 2048),
+                                                               (18, 1024), (36, 512)))
+
+
+def buffers(shape: ModelShape, hw: HwConfig, acc_bits: int = 32) -> list[dict]:
+    """On-chip buffers as codegen/bounds.py lists them (same names and bytes), with the
+    memories they map to: (banks, depth, width bits) each."""
+    N, D, HID, KP, R = shape.tokens, shape.dim, shape.hidden, shape.kp, shape.res_bits
+    rows, cols = hw.rows, hw.cols
+
+    def b(name, nbytes, mems):
+        return {"buffer": name, "bytes": nbytes, "memories": mems}
+
+    return [
+        b("residual stream r[N][D]", N * D * R // 8, [(1, N * D, R)]),
+        b("LayerNorm output x[N][D]", N * D, [(1, N * D, 8)]),
+        b("qkv[N][3D]", N * 3 * D, [(1, N * 3 * D, 8)]),
+        b("attention output o[N][D]", N * D, [(1, N * D, 8)]),
+        # xt is partitioned by rows; one per MAC array (FC2's holds HID, the other the largest K)
+        b("stationary row tile xt[ROWS][K] (largest K)", rows * max(KP, HID),
+          [(rows, max(KP, D, shape.dh), 8), (rows, HID, 8)]),
+        b("accumulators acc[ROWS][COLS]", rows * cols * acc_bits // 8, []),   # registers
+        b("FC1 row tile rows[ROWS][HID]", rows * HID, [(1, rows * HID, 8)]),
+        b("logit row tile rows[ROWS][N]", rows * N, [(1, rows * N, 8)]),
+        b("LayerNorm parameters", D * (1 + 2 + 8 + 1), [(1, D, 2), (1, D, 16), (1, D, 64), (1, D, 8)]),
+        b("hidden stream (FC1 -> FC2), depth", rows * HID, []),    # HLS default depth 2: registers
+        b("logits / codes streams, depth", rows * N, []),
+    ]
+
+
+def resources(shape: ModelShape, hw: HwConfig, acc_bits: int = 32) -> dict:
+    P = hw.rows * hw.cols * hw.simd
+    b_a = [shape.bits(n) for n in shape.linear_layers() if ".fc2" not in n]
+    b_b = [shape.bits(n) for n in shape.linear_layers() if ".fc2" in n]
+    per = [P if 8 in bits else _cdiv(P, 2) for bits in (b_a, b_b)]
+    misc = sum(MISC_DSPS.values())
+    bufs = buffers(shape, hw, acc_bits)
+    extra_mem = [("softmax row a[N], code[N], ex[N]", [(1, shape.tokens, 8), (1, shape.tokens, shape.attn_bits),
+                                                      (1, shape.tokens, 64)]),
+                 ("GELU table lut[256]", [(1, 256, 8)])]
+    bram = sum(k * _bram18k(d, w) for x in bufs for k, d, w in x["memories"])
+    bram += sum(k * _bram18k(d, w) for _, mems in extra_mem for k, d, w in mems)
+    big = sum(x["bytes"] for x in bufs[:4])
+    budget = _part(hw.part)
+    return {
+        "products_per_cycle": P, "mac_arrays": 2, "dsps_per_array": per, "mac_dsps": sum(per),
+        "misc_dsps": misc, "dsps": sum(per) + misc,
+        "dsps_if_unshared": _mac_specializations(shape) * max(per) + misc,
+        "mac_specializations": _mac_specializations(shape),
+        "bram18k": bram, "uram_alternative": _cdiv(big * 8, 4096 * 72),
+        "part": hw.part, "part_budget": dict(zip(("dsps", "bram18k", "uram"), budget)) if budget else None,
+        "buffers": bufs,
+    }
+
+
+def _mac_specializations(shape: ModelShape) -> int:
+    """Distinct mac_array<...> instantiations in p2vit_top: embed, qkv, Q.K^T, proj, fc1, fc2,
+    head, times the weight widths in use per call site."""
+    kinds = {"embed": {shape.bits("embed")}, "head": {shape.bits("head")}, "qk": {0}}
+    for n in ("qkv", "proj", "fc1", "fc2"):
+        kinds[n] = {shape.bits(f"blocks.{i}.{n}") for i in range(shape.depth)}
+    return sum(len(v) for v in kinds.values())
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation
+
+@dataclass
+class Perf:
+    shape: ModelShape
+    hw: HwConfig
+    switches: Switches
+    dram_gbs: float
+    steps: list               # per step: dict
+    cycles: float
+    compute_cycles: float     # without the DRAM bound
+    counts: dict
+    chunks: dict              # busy cycles per chunk
+    res: dict
+
+    @property
+    def latency_ms(self) -> float:
+        return self.cycles / (self.hw.clock_mhz * 1e3)
+
+    @property
+    def fps(self) -> float:
+        return 1e3 / self.latency_ms
+
+    @property
+    def ops(self) -> int:
+        return 2 * sum(s["macs"] + s["av_macs"] for s in self.steps)
+
+    @property
+    def gops(self) -> float:
+        return self.ops / (self.latency_ms * 1e-3) / 1e9
+
+    @property
+    def utilization(self) -> float:
+        """Useful MAC-array MACs / (multipliers of both MAC arrays x cycles)."""
+        macs = sum(s["macs"] for s in self.steps)
+        return macs / (self.res["mac_arrays"] * self.res["products_per_cycle"] * self.cycles)
+
+    @property
+    def dram_bytes(self) -> int:
+        return sum(s["dram_bytes"] for s in self.steps)
+
+    def summary(self) -> dict:
+        dsps = self.res["dsps"]
+        wb = sum(s["dram"].get("weights", 0) for s in self.steps)
+        wu = sum(s["weight_bytes_unique"] for s in self.steps)
+        return {
+            "model": self.shape.name, "latency_ms": self.latency_ms, "fps": self.fps, "gops": self.gops,
+            "dsps": dsps, "gops_per_dsp": self.gops / dsps, "fps_per_dsp": self.fps / dsps,
+            "utilization": self.utilization, "clock_mhz": self.hw.clock_mhz, "cycles": self.cycles,
+            "compute_latency_ms": self.compute_cycles / (self.hw.clock_mhz * 1e3),
+            "gmacs": sum(s["macs"] + s["av_macs"] for s in self.steps) / 1e9,
+            "dram_gbs": self.dram_gbs, "dram_mb": self.dram_bytes / 1e6,
+            "weight_mb_streamed": wb / 1e6, "weight_mb_unique": wu / 1e6,
+            "avg_bandwidth_gbs": self.dram_bytes / (self.latency_ms * 1e-3) / 1e9,
+            "peak_bandwidth_gbs": max(s["peak_gbs"] for s in self.steps),
+            "memory_bound_steps": [s["name"] for s in self.steps if s["bound"] == "memory"],
+            # roofline: peak of the MAC arrays vs (ops per DRAM byte) x bandwidth
+            "peak_gops": self.peak_gops, "ops_per_dram_byte": self.ops / self.dram_bytes,
+            "roofline_gops": min(self.peak_gops, self.ops / self.dram_bytes * self.dram_gbs),
+            "dram_only_latency_ms": self.dram_bytes / (self.dram_gbs * 1e9) * 1e3,
+        }
+
+    @property
+    def peak_gops(self) -> float:
+        return 2 * self.res["mac_arrays"] * self.res["products_per_cycle"] * self.hw.clock_mhz * 1e6 / 1e9
+
+
+def evaluate(shape: ModelShape, hw: HwConfig, sw: Switches = Switches(), dram_gbs: float | None = DEFAULT_DRAM_GBS,
+             steps: list[Step] | None = None, acc_bits: int = 32) -> Perf:
+    steps = steps if steps is not None else schedule(shape, hw)
+    timer = _Timer(hw, sw, dram_gbs)
+    free = _Timer(hw, sw, None)
+    f = hw.clock_mhz * 1e6
+    cache: dict = {}
+    rows, total, total_c, chunks = [], 0.0, 0.0, {c: 0.0 for c in CHUNKS}
+    P = hw.rows * hw.cols * hw.simd
+    for st in steps:
+        key = id(st.stages)   # identical blocks share their stages
+        if key not in cache:
+            comp = free.region(st.stages) * st.repeat
+            mem_bound = timer.region(st.stages) * st.repeat
+            cyc_ch: dict[str, float] = {}
+            for stage in st.stages:
+                for op in stage:
+                    for k, v in timer.chunks(op).items():
+                        cyc_ch[k] = cyc_ch.get(k, 0) + v * st.repeat
+            cache[key] = (comp, mem_bound, cyc_ch)
+        comp, mem_bound, cyc_ch = cache[key]
+        nbytes = sum(st.dram.values())
+        mem = nbytes / timer.bpc if math.isfinite(timer.bpc) else 0.0
+        cyc = max(mem_bound, mem)
+        bpc_peak = 0.0
+        for lp in _all_loops(st):
+            if lp.id == "mac_array.reduce" and lp.dram:
+                bpc_peak = max(bpc_peak, lp.dram / (lp.iters or 1))
+        bpc_peak *= st.arrays if st.dataflow and sw.inter else 1
+        for k, v in cyc_ch.items():
+            chunks[k] += v
+        rows.append({
+            "name": st.name, "kind": st.kind, "cycles": cyc, "compute_cycles": comp, "macs": st.macs,
+            "av_macs": st.av_macs, "dram": dict(st.dram), "dram_bytes": nbytes,
+            "weight_bytes_unique": st.weight_bytes_unique,
+            "utilization": st.macs / (st.arrays * P * cyc) if cyc and st.macs else 0.0,
+            "ops_per_byte": 2 * (st.macs + st.av_macs) / nbytes if nbytes else math.inf,
+            "bound": "memory" if cyc > comp * 1.0001 else "compute",
+            "peak_gbs": bpc_peak * f / 1e9, "chunk_cycles": cyc_ch, "arrays": st.arrays,
+        })
+        total += cyc
+        total_c += comp
+    return Perf(shape=shape, hw=hw, switches=sw, dram_gbs=dram_gbs or math.inf, steps=rows, cycles=total,
+                compute_cycles=total_c, counts=loop_counts(shape, hw, steps), chunks=chunks,
+                res=resources(shape, hw, acc_bits))
+
+
+def ablation(shape: ModelShape, hw: HwConfig, dram_gbs: float | None = DEFAULT_DRAM_GBS) -> dict:
+    """Latency with and without the two kinds of pipelining (same hardware), and two what-ifs."""
+    steps = schedule(shape, hw)
+
+    def run(**kw):
+        p = evaluate(shape, hw, Switches(**kw), dram_gbs, steps)
+        att = sum(s["cycles"] for s in p.steps if s["kind"] == "attention")
+        mlp = sum(s["cycles"] for s in p.steps if s["kind"] == "mlp")
+        return {"latency_ms": p.latency_ms, "attention_ms": att / (hw.clock_mhz * 1e3),
+                "mlp_ms": mlp / (hw.clock_mhz * 1e3)}
+
+    cases = {
+        "both (as emitted)": run(),
+        "no inter-layer": run(inter=False),
+        "no intra-layer": run(intra=False),
+        "neither": run(inter=False, intra=False),
+        "what-if: row-tile FIFOs": run(fifo="tile"),
+        "what-if: row-tile FIFOs + epilogue overlap": run(fifo="tile", epilogue_overlap=True),
+        "what-if: 64-cycle blob latency": run(axi_latency=64),
+    }
+    base = cases["both (as emitted)"]
+    for c in cases.values():
+        for k in ("latency", "attention", "mlp"):
+            c[f"{k}_x"] = c[f"{k}_ms"] / base[f"{k}_ms"] if base[f"{k}_ms"] else 1.0
+    return cases
+
+
+def sweep(shape: ModelShape, clock_mhz: float = 200.0, part: str = HwConfig.part,
+          dram_gbs: float | None = DEFAULT_DRAM_GBS, max_dsps: int | None = None) -> list[dict]:
+    """Every (rows, cols, simd) of a grid that fits max_dsps (default: the part's DSPs)."""
+    budget = _part(part)
+    limit = max_dsps or (budget[0] if budget else 4096)
+    Ks = (shape.kp, shape.dim, shape.hidden, shape.dh)
+    out = []
+    for rows in (1, 2, 4, 8, 16, 32, 64):
+        for cols in (2, 4, 8, 16, 32, 64, 128):
+            for simd in (1, 2, 4, 8, 16, 32, 64):
+                if any(K % simd for K in Ks):
+                    continue
+                hw = HwConfig(rows=rows, cols=cols, simd=simd, clock_mhz=clock_mhz, part=part)
+                r = resources(shape, hw)
+                if r["dsps"] > limit:
+                    continue
+                p = evaluate(shape, hw, dram_gbs=dram_gbs)
+                s = p.summary()
+                out.append({"rows": rows, "cols": cols, "simd": simd, "dsps": r["dsps"],
+                            "bram18k": r["bram18k"], "latency_ms": s["latency_ms"], "fps": s["fps"],
+                            "gops_per_dsp": s["gops_per_dsp"], "utilization": s["utilization"]})
+    return out
+
+
+def pareto(points: list[dict]) -> list[dict]:
+    """Points no other point beats on both latency and DSPs, by DSPs."""
+    front, best = [], math.inf
+    for p in sorted(points, key=lambda p: (p["dsps"], p["latency_ms"])):
+        if p["latency_ms"] < best - 1e-12:
+            front.append(p)
+            best = p["latency_ms"]
+    return front
+
+
+def plot(points: list[dict], front: list[dict], path: str, title: str, budget: int | None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.scatter([p["dsps"] for p in points], [p["latency_ms"] for p in points], s=8, c="0.7", label="array shapes")
+    ax.plot([p["dsps"] for p in front], [p["latency_ms"] for p in front], "o-", c="C0", ms=4, label="Pareto front")
+    for p in front[-4:]:
+        ax.annotate(f"{p['rows']}x{p['cols']}x{p['simd']}", (p["dsps"], p["latency_ms"]), fontsize=7,
+                    xytext=(3, 3), textcoords="offset points")
+    if budget:
+        ax.axvline(budget, ls="--", c="C3", lw=1, label=f"{budget} DSPs")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("DSPs (2 MAC arrays + misc)")
+    ax.set_ylabel("latency per image (ms)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+
+def _fmt_steps(p: Perf) -> list[str]:
+    depth = p.shape.depth
+    lines = [f"{'layer':<14}{'cycles':>12}{'x':>4}{'ms':>9}{'GMAC':>8}{'util':>7}{'DRAM MB':>9}"
+             f"{'op/B':>7}  bound    busiest chunks"]
+    f = p.hw.clock_mhz * 1e3
+    for s in p.steps:
+        name = s["name"]
+        if name.startswith("blocks.") and not name.startswith("blocks.0."):
+            continue
+        mult = depth if name.startswith("blocks.") else 1
+        label = name.replace("blocks.0.", "block.") if mult > 1 else name
+        top = sorted(s["chunk_cycles"].items(), key=lambda kv: -kv[1])[:3]
+        busy = ", ".join(f"{k} {v / s['cycles'] * 100:.0f}%" for k, v in top if v)
+        opb = f"{s['ops_per_byte']:.0f}" if math.isfinite(s["ops_per_byte"]) else "-"
+        lines.append(f"{label:<14}{s['cycles']:>12,.0f}{mult:>4}{s['cycles'] * mult / f:>9.3f}"
+                     f"{(s['macs'] + s['av_macs']) / 1e9:>8.3f}{s['utilization'] * 100:>6.1f}%"
+                     f"{s['dram_bytes'] / 1e6:>9.2f}{opb:>7}  {s['bound']:<8} {busy}")
+    return lines
+
+
+def _gbs(x: float) -> str:
+    return f"{x:g} GB/s" if math.isfinite(x) else "unlimited bandwidth"
+
+
+def report(p: Perf, abl: dict | None = None) -> str:
+    s, r, hw = p.summary(), p.res, p.hw
+    wbits = "/".join(str(b) for b in sorted({b for _, b in p.shape.layer_bits}))
+    lines = [f"{p.shape.name}: {p.shape.depth} blocks, D {p.shape.dim}, {p.shape.heads} heads, "
+             f"{p.shape.tokens} tokens; {wbits}-bit weights",
+             f"hardware: {hw.rows}x{hw.cols} MAC array x {hw.simd} lanes ({r['products_per_cycle']} products/cycle) "
+             f"x 2 arrays, {hw.clock_mhz:g} MHz, {hw.part}; DRAM {_gbs(p.dram_gbs)}",
+             "", *_fmt_steps(p), "",
+             f"latency  {s['latency_ms']:.3f} ms ({p.cycles:,.0f} cycles; {s['compute_latency_ms']:.3f} ms "
+             f"without the DRAM bound)   FPS {s['fps']:.2f}",
+             f"work     {s['gmacs']:.3f} GMAC -> {s['gops']:.1f} GOPS   GOPS/DSP {s['gops_per_dsp']:.4f}   "
+             f"FPS/DSP {s['fps_per_dsp']:.5f}   MAC-array utilization {s['utilization'] * 100:.1f}%",
+             "chunks   " + ", ".join(f"{k} {v / p.cycles * 100:.0f}%" for k, v in p.chunks.items()) +
+             " (busy cycles / latency)",
+             f"DRAM     {s['dram_mb']:.1f} MB/image: weights {s['weight_mb_streamed']:.1f} MB streamed "
+             f"({s['weight_mb_unique']:.1f} MB unique, re-streamed once per row tile), "
+             f"avg {s['avg_bandwidth_gbs']:.2f} GB/s, peak {s['peak_bandwidth_gbs']:.2f} GB/s "
+             f"while reducing; memory-bound: {len(s['memory_bound_steps'])} of {len(p.steps)} steps",
+             f"roofline {s['ops_per_dram_byte']:.1f} ops/DRAM byte x {_gbs(p.dram_gbs)} -> "
+             f"{s['roofline_gops']:.0f} GOPS attainable (MAC-array peak {s['peak_gops']:.0f} GOPS); "
+             f"DRAM alone takes {s['dram_only_latency_ms']:.2f} ms/image",
+             f"DSPs     {r['dsps']} = 2 arrays x {r['dsps_per_array'][0]} + {r['misc_dsps']} misc"
+             f" ({r['mac_specializations']} mac_array specializations: {r['dsps_if_unshared']} if HLS "
+             f"gives each its own array)",
+             f"memory   {r['bram18k']} BRAM18K" + (
+                 f" of {r['part_budget']['bram18k']} ({r['part']})" if r["part_budget"] else "")]
+    if r["part_budget"] and r["dsps"] > r["part_budget"]["dsps"]:
+        lines.append(f"warning: {r['dsps']} DSPs exceed the {r['part_budget']['dsps']} of {r['part']}")
+    if abl:
+        lines += ["", f"{'pipelining':<44}{'latency ms':>11}{'x':>7}{'attn ms':>10}{'x':>7}{'mlp ms':>9}{'x':>7}"]
+        for k, c in abl.items():
+            lines.append(f"{k:<44}{c['latency_ms']:>11.3f}{c['latency_x']:>7.2f}{c['attention_ms']:>10.3f}"
+                         f"{c['attention_x']:>7.2f}{c['mlp_ms']:>9.3f}{c['mlp_x']:>7.2f}")
+    return "\n".join(lines)
+
+
+def to_json(p: Perf, abl: dict | None = None, sweep_points: list | None = None) -> dict:
+    out = {**p.summary(), "shape": p.shape.to_json(), "hw": p.hw.to_json(), "switches": asdict(p.switches),
+           "steps": p.steps, "chunks": p.chunks, "counts": p.counts, "chunk_counts": chunk_counts(p.counts),
+           "resources": p.res, "depth_constants": DEPTH}
+    if abl is not None:
+        out["ablation"] = abl
+    if sweep_points is not None:
+        out["sweep"] = sweep_points
+        out["pareto"] = pareto(sweep_points)
+    return _finite(out)
+
+
+def _finite(x):
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    return x
+
+
+@cli_errors
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m codegen.perf", description=__doc__.split("\n\n")[0])
+    p.add_argument("model", metavar="MODEL", help="short name, model card, or build / IR directory")
+    add_hw_args(p)
+    p.add_argument("--dram-gbs", type=float, default=DEFAULT_DRAM_GBS,
+                   help=f"DRAM bandwidth in GB/s (default {DEFAULT_DRAM_GBS:g}: ZCU102 DDR4-2400 x64); 0: unlimited")
+    p.add_argument("--w-bits", type=int, choices=(8, 4), default=None,
+                   help="weight bits of the linear layers (default: 8, or the build's)")
+    p.add_argument("--res-bits", type=int, choices=(8, 16), default=8, help="residual stream bits (default 8)")
+    p.add_argument("--no-inter", action="store_true", help="no DATAFLOW overlap between chunks")
+    p.add_argument("--no-intra", action="store_true", help="no II=1 pipelining inside the loops")
+    p.add_argument("--fifo", choices=("hls", "tile"), default="hls",
+                   help="stream depth: HLS default (as emitted) or one row tile (what-if)")
+    p.add_argument("--epilogue-overlap", action="store_true", help="what-if: epilogue overlaps the next tile")
+    p.add_argument("--axi-latency", type=int, default=0, help="what-if: stall cycles per blob-reading loop entry")
+    p.add_argument("--json", metavar="OUT", help="write the figures as JSON to OUT ('-': stdout)")
+    p.add_argument("--sweep", action="store_true", help="sweep array shapes within --max-dsps; print the Pareto front")
+    p.add_argument("--max-dsps", type=int, default=None, help="DSP limit of the sweep (default: the part's)")
+    p.add_argument("--plot", metavar="PNG", help="with --sweep: plot latency vs DSPs")
+    args = p.parse_args(argv)
+    if args.plot and not args.sweep:
+        raise P2VitError("--plot needs --sweep")
+    if args.dram_gbs < 0:
+        raise P2VitError(f"--dram-gbs must be >= 0, not {args.dram_gbs}")
+    hw = hw_config(args)
+    shape = load_shape(args.model, w_bits=args.w_bits, res_bits=args.res_bits)
+    sw = Switches(inter=not args.no_inter, intra=not args.no_intra, fifo=args.fifo,
+                  epilogue_overlap=args.epilogue_overlap, axi_latency=args.axi_latency)
+    dram = args.dram_gbs or None
+    perf = evaluate(shape, hw, sw, dram)
+    abl = ablation(shape, hw, dram)
+    pts = None
+    text = [report(perf, abl)]
+    if args.sweep:
+        pts = sweep(shape, hw.clock_mhz, hw.part, dram, args.max_dsps)
+        front = pareto(pts)
+        text += ["", f"Pareto front of {len(pts)} array shapes (rows x cols x simd) within "
+                     f"{args.max_dsps or (_part(hw.part) or (4096,))[0]} DSPs:",
+                 f"{'shape':<12}{'DSPs':>6}{'BRAM18K':>9}{'latency ms':>12}{'FPS':>8}{'GOPS/DSP':>10}{'util':>7}"]
+        for q in front:
+            text.append(f"{q['rows']}x{q['cols']}x{q['simd']:<6}{q['dsps']:>6}{q['bram18k']:>9}{q['latency_ms']:>12.3f}"
+                        f"{q['fps']:>8.2f}{q['gops_per_dsp']:>10.4f}{q['utilization'] * 100:>6.1f}%")
+        if args.plot:
+            budget = _part(hw.part)
+            plot(pts, front, args.plot, f"{shape.name} at {hw.clock_mhz:g} MHz, DRAM {args.dram_gbs:g} GB/s",
+                 args.max_dsps or (budget[0] if budget else None))
+            text.append(f"plot: {args.plot}")
+    out = to_json(perf, abl, pts)
+    if args.json == "-":
+        print(json.dumps(out, indent=1))
+    else:
+        print("\n".join(text))
+        if args.json:
+            try:
+                Path(args.json).write_text(json.dumps(out, indent=1))
+            except OSError as exc:
+                raise P2VitError(f"cannot write {args.json} ({exc.strerror})") from None
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,222 @@
+"""codegen/perf.py, the performance model: its loop trip counts equal the ones the instrumented
+C-sim (types="counters") executes, loop by loop and chunk by chunk; its cycle equations are the
+documented ones; the pipelining switches move latency the right way; the CLI works offline
+from model shapes alone."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from codegen import perf
+from codegen.bounds import compute_bounds
+from codegen.generate import generate
+from codegen.hwconfig import HwConfig
+from codegen.module import load
+from quantizer import P2VitError, QuantConfig
+from quantizer.data import synthetic_images
+from quantizer.models import MODEL_TAGS, load_model
+from quantizer.pipeline import quantize
+from tests.tiny import CIFAR_CARD, SHARED_REASON, have_shared, random_images, tiny_card
+
+TINY_HW = HwConfig(rows=3, cols=6, simd=2)   # partial row, weight and head tiles; a 2-lane reduction
+JSON_KEYS = {"fps", "gops", "gops_per_dsp", "fps_per_dsp", "utilization", "dsps", "clock_mhz", "latency_ms"}
+
+
+def _ir(card, n_calib=8):
+    lm = load_model(card, random_init=True)   # loop counts do not depend on the weights
+    return quantize(lm, synthetic_images(n_calib, lm.preprocess), QuantConfig(n_calib=n_calib)).ir
+
+
+def _csim_counts(sim, images, threads):
+    sim.mod.reset_counters()
+    sim.run(images, threads=threads)
+    got = sim.mod.counters()
+    assert all(v % len(images) == 0 for v in got.values()), got
+    return {k: v // len(images) for k, v in got.items() if v}
+
+
+def _assert_counts_equal(model: dict, csim: dict):
+    assert set(model) == set(csim), (set(model) ^ set(csim))
+    bad = {k: (model[k], csim[k]) for k in model if model[k] != csim[k]}
+    assert not bad, f"model vs C-sim iterations differ: {bad}"
+    assert perf.chunk_counts(model) == perf.chunk_counts(csim)
+    assert set(perf.chunk_counts(model)) == set(perf.CHUNKS)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("perf_tiny")
+    ir = _ir(tiny_card(tmp))
+    generate(ir, TINY_HW, tmp / "b", types=("counters",))
+    return ir, tmp / "b"
+
+
+def test_model_counts_equal_instrumented_csim_tiny(tiny):
+    ir, build = tiny
+    sim = load(build)
+    assert sim.mod.info()["counters"] is True and sim.mod.info()["types"] == "native"
+    shape = perf.load_shape(str(build))                 # shape and bits from the build's IR
+    assert shape == perf.shape_from_ir(ir)
+    model = perf.loop_counts(shape, TINY_HW)
+    # several images over two threads: per-thread counts are merged after every image
+    _assert_counts_equal(model, _csim_counts(sim, random_images(3, 32), threads=2))
+    sim.mod.reset_counters()
+    sim.trace(random_images(1, 32, seed=1)[0])          # the tracing path counts the same loops
+    _assert_counts_equal(model, {k: v for k, v in sim.mod.counters().items() if v})
+    sim.mod.reset_counters()
+    assert not any(sim.mod.counters().values())
+
+
+@pytest.mark.skipif(not have_shared(), reason=SHARED_REASON)
+def test_model_counts_equal_instrumented_csim_cifar(tmp_path):
+    hw = HwConfig(rows=8, cols=16, simd=4)   # N = 65: a one-row last tile; Q.K^T and head partial tiles
+    ir = _ir(CIFAR_CARD, n_calib=4)
+    generate(ir, hw, tmp_path / "b", types=("counters",))
+    shape = perf.shape_from_ir(ir)
+    assert (shape.tokens, shape.dim, shape.depth) == (65, 192, 6)
+    got = _csim_counts(load(tmp_path / "b"), random_images(2, 32), threads=1)
+    _assert_counts_equal(perf.loop_counts(shape, hw), got)
+
+
+def test_model_agrees_with_the_build_report(tiny):
+    """Trip counts and buffer sizes are the ones codegen/bounds.py writes into report.md."""
+    ir, _ = tiny
+    for hw in (TINY_HW, HwConfig(rows=8, cols=4, simd=4)):
+        b = compute_bounds(ir, hw)
+        shape = perf.shape_from_ir(ir)
+        counts = perf.loop_counts(shape, hw)
+        mac = [lp for lp in b.loops if "row_tiles" in lp]
+        assert counts["mac_array.reduce"] == sum(lp["cycles_per_call"] * lp["calls_per_image"] for lp in mac)
+        mine = [(x["buffer"], x["bytes"]) for x in perf.buffers(shape, hw, b.acc_bits)]
+        assert mine == [(x["buffer"], x["bytes"]) for x in b.buffers]
+
+
+def _cyc(lid, iters, entries=1, simd=1):
+    d = perf.DEPTH[lid] + (math.ceil(math.log2(simd)) if lid == "mac_array.reduce" and simd > 1 else 0)
+    return iters + entries * (d - 1)
+
+
+def test_cycle_equations(tiny):
+    """The closed forms of docs/performance.md, for a linear layer and a whole attention step."""
+    ir, _ = tiny
+    shape, hw = perf.shape_from_ir(ir), TINY_HW
+    N, D, H, DH = shape.tokens, shape.dim, shape.heads, shape.dh
+    R, C, S = hw.rows, hw.cols, hw.simd
+    p = perf.evaluate(shape, hw, perf.Switches(inter=False), dram_gbs=None)
+    step = {s["name"]: s for s in p.steps}
+
+    def mac(NR, K, O, load, epi):
+        NT = -(-NR // R)
+        t = NT * _cyc(load, R * K)
+        for o0 in range(0, O, C):
+            c = min(C, O - o0)
+            t += NT * (_cyc("mac_array.reduce", K // S, simd=S) + _cyc(epi, c * R, c))
+        return t
+
+    assert step["blocks.0.qkv"]["cycles"] == mac(N, D, 3 * D, "mac_array.load_array", "requant.requant")
+    qk = mac(N, DH, N, "mac_array.load_array", "requant.logits") + N * _cyc("requant.logits_out", N)
+    sm = N * (_cyc("softmax.read", N) + _cyc("softmax.max", N - 1) + _cyc("softmax.exp", N)
+              + _cyc("softmax.code", N) + _cyc("softmax.write", N))
+    av = N * (_cyc("shifter.keys", N) + _cyc("shifter.out", DH))
+    assert step["blocks.0.attn"]["cycles"] == H * (qk + sm + av)
+    # without II=1 pipelining every iteration takes the loop's depth
+    q = perf.evaluate(shape, hw, perf.Switches(inter=False, intra=False), dram_gbs=None)
+    sm_off = N * (N * 2 + (N - 1) * 2 + N * perf.DEPTH["softmax.exp"] + N * perf.DEPTH["softmax.code"] + N * 2)
+    assert q.chunks["softmax"] == shape.depth * H * sm_off
+
+
+def test_pipelining_switches_move_latency_the_right_way():
+    shape, hw = perf.load_shape("vit_b"), HwConfig(rows=16, cols=32, simd=2)
+    a = perf.ablation(shape, hw)
+    both, inter, intra, neither = (a[k] for k in ("both (as emitted)", "no inter-layer", "no intra-layer", "neither"))
+    assert both["latency_ms"] < inter["latency_ms"] < neither["latency_ms"]
+    assert both["latency_ms"] < intra["latency_ms"] < neither["latency_ms"]
+    assert inter["attention_x"] > 1.2 and inter["mlp_x"] > 1.2      # the two DATAFLOW regions overlap
+    assert a["what-if: row-tile FIFOs"]["attention_ms"] < both["attention_ms"]
+    assert a["what-if: row-tile FIFOs + epilogue overlap"]["latency_ms"] < a["what-if: row-tile FIFOs"]["latency_ms"]
+    assert a["what-if: 64-cycle blob latency"]["latency_ms"] > both["latency_ms"]
+    # DRAM: a slow memory makes the weight-streaming layers memory-bound and the image slower
+    fast, slow = perf.evaluate(shape, hw, dram_gbs=None), perf.evaluate(shape, hw, dram_gbs=1.0)
+    assert slow.latency_ms > fast.latency_ms and "blocks.0.mlp" in slow.summary()["memory_bound_steps"]
+    assert fast.counts == slow.counts
+
+
+def test_weight_traffic_resources_and_4bit_packing():
+    s8, s4 = perf.load_shape("deit_s"), perf.load_shape("deit_s", w_bits=4)
+    hw = HwConfig(rows=16, cols=16, simd=4)
+    p8, p4 = perf.evaluate(s8, hw), perf.evaluate(s4, hw)
+    assert p8.counts == p4.counts                     # packing changes bytes, not iterations
+    w = {s["name"]: s["dram"].get("weights", 0) for s in p8.steps}
+    w4 = {s["name"]: s["dram"].get("weights", 0) for s in p4.steps}
+    assert w4["blocks.0.mlp"] * 2 == w["blocks.0.mlp"] and w4["embed"] == w["embed"]   # embed stays 8-bit
+    # the row-stationary array re-streams every weight tile once per row tile
+    NT = -(-s8.tokens // hw.rows)
+    assert w["blocks.0.qkv"] == NT * 3 * s8.dim * s8.dim
+    assert p8.summary()["weight_mb_streamed"] == pytest.approx(NT * p8.summary()["weight_mb_unique"], rel=0.02)
+    r8, r4 = p8.res, p4.res
+    assert r8["dsps_per_array"] == [16 * 16 * 4] * 2 and r4["dsps_per_array"] == [16 * 16 * 4, 16 * 16 * 2]
+    assert r8["dsps"] == 2 * 1024 + sum(perf.MISC_DSPS.values())
+    assert 0 < r8["bram18k"] <= perf.PARTS["xczu9eg"][1]
+
+
+def test_every_named_model_offline():
+    for name in MODEL_TAGS:
+        shape = perf.load_shape(name)
+        p = perf.evaluate(shape, HwConfig())
+        s = p.summary()
+        assert s["latency_ms"] > 0 and 0 < s["utilization"] < 1 and s["dsps"] == 2 * 64 + sum(perf.MISC_DSPS.values())
+        assert shape.tokens == 197 and shape.num_classes == 1000
+    assert perf.load_shape("vit_b").dim == 768 and perf.load_shape("deit_s").heads == 6
+
+
+def test_cli_json(tmp_path, capsys):
+    out = tmp_path / "vit_b.json"
+    assert perf.main(["vit_b", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "GOPS/DSP" in text and "pipelining" in text and "no inter-layer" in text
+    d = json.loads(out.read_text())
+    assert JSON_KEYS <= set(d)
+    assert d["clock_mhz"] == 200.0 and d["dsps"] == 152
+    assert d["gmacs"] == pytest.approx(17.56, abs=0.05)          # ViT-B/16: 17.6 GMAC incl. attention
+    assert d["fps"] == pytest.approx(1e3 / d["latency_ms"])
+    assert d["gops_per_dsp"] == pytest.approx(d["gops"] / d["dsps"])
+    assert d["fps_per_dsp"] == pytest.approx(d["fps"] / d["dsps"])
+    assert set(d["chunk_counts"]) == set(perf.CHUNKS) and d["ablation"]["neither"]["latency_x"] > 1
+    assert perf.main(["vit_b", "--rows", "16", "--cols", "32", "--json", "-"]) == 0
+    d2 = json.loads(capsys.readouterr().out)
+    assert d2["hw"]["rows"] == 16 and d2["latency_ms"] < d["latency_ms"]
+
+
+def test_cli_sweep_and_plot(tmp_path, capsys):
+    png = tmp_path / "front.png"
+    card = tiny_card(tmp_path)
+    assert perf.main([str(card), "--sweep", "--max-dsps", "400", "--plot", str(png), "--json", str(tmp_path / "s.json")]) == 0
+    assert "Pareto front" in capsys.readouterr().out
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    d = json.loads((tmp_path / "s.json").read_text())
+    front = d["pareto"]
+    assert front and all(p["dsps"] <= 400 for p in d["sweep"])
+    assert all(a["dsps"] < b["dsps"] and a["latency_ms"] > b["latency_ms"] for a, b in zip(front, front[1:]))
+    best = min(d["sweep"], key=lambda p: p["latency_ms"])
+    assert front[-1]["latency_ms"] == best["latency_ms"]
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["vit_x"], "unknown model 'vit_x'"),
+    (["vit_b", "--simd", "5"], "does not divide"),
+    (["vit_b", "--plot", "x.png"], "--plot needs --sweep"),
+    (["vit_b", "--cols", "7"], "--cols must be even"),
+])
+def test_cli_errors_are_one_line(argv, msg, capsys):
+    with pytest.raises(SystemExit) as exc:
+        perf.main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert msg in err and "\n" not in err and "Traceback" not in err
+
+
+def test_directory_without_a_build_is_refused(tmp_path):
+    with pytest.raises(P2VitError, match="without a p2vit build"):
+        perf.load_shape(str(tmp_path))
