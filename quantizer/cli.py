@@ -40,13 +40,24 @@ def add_quant_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--alpha-search", action="store_true", help="choose alpha per layer by output MSE")
     g.add_argument("--rounding", choices=ROUNDING_MODES, default="adaptive",
                    help="PoT rounding of every exponent (default adaptive)")
+    g.add_argument("--mixed-precision", action="store_true",
+                   help="choose 4 or 8 weight bits per layer (Hessian-guided coarse stage, evolutionary fine "
+                        "stage on held-out calibration images)")
+    g.add_argument("--budget", type=float, default=1.1,
+                   help="mixed precision: sum of MACs x bits <= BUDGET x the all-4-bit model (default 1.1)")
+    g.add_argument("--population", type=int, default=25, help="mixed precision: population (default 25)")
+    g.add_argument("--iterations", type=int, default=8, help="mixed precision: iterations (default 8)")
+    g.add_argument("--seed", type=int, default=0, help="mixed precision: search seed (default 0)")
 
 
 def quant_config(args) -> QuantConfig:
     return QuantConfig(w_bits=args.w_bits, per_channel=not args.per_tensor, attn_bits=args.attn_bits,
                        res_bits=args.res_bits, smooth=not args.no_smooth, alpha_qkv=args.alpha_qkv,
                        alpha_fc1=args.alpha_fc1, alpha_search=args.alpha_search,
-                       rounding=args.rounding, n_calib=args.n_calib)
+                       rounding=args.rounding, n_calib=args.n_calib,
+                       mixed_budget=args.budget if args.mixed_precision else None,
+                       mixed_population=args.population, mixed_iterations=args.iterations,
+                       mixed_seed=args.seed)
 
 
 def load_model_from_args(args) -> LoadedModel:
@@ -56,11 +67,13 @@ def load_model_from_args(args) -> LoadedModel:
 def calibration_images(args, lm: LoadedModel, progress: bool = True) -> np.ndarray:
     if args.n_calib < 1:
         raise P2VitError(f"--n-calib must be at least 1, not {args.n_calib}")
+    # Mixed precision scores candidates on the next 64 images (held out from calibration).
+    want = args.n_calib + (64 if getattr(args, "mixed_precision", False) else 0)
     if args.calib:
-        imgs = load_images(args.calib, lm.preprocess, limit=args.n_calib, progress=progress).images
-        if len(imgs) < args.n_calib:
+        imgs = load_images(args.calib, lm.preprocess, limit=want, progress=progress).images
+        if len(imgs) < min(want, args.n_calib):
             note(f"warning: {args.calib} has only {len(imgs)} images; calibrating on those")
         return imgs
     note(f"warning: no --calib given; calibrating on {args.n_calib} synthetic images. "
          "Real images give better ranges: pass --calib PATH")
-    return synthetic_images(args.n_calib, lm.preprocess)
+    return synthetic_images(want, lm.preprocess)

@@ -21,6 +21,10 @@ class QuantConfig:
     pot: bool = True              # False: the float-scale (FQ-ViT style) counterpart
     n_calib: int = 100
     max_rows: int = 2048          # sampled rows per activation for the MSE searches
+    mixed_budget: float | None = None  # mixed precision: size <= budget x all-4-bit (None: uniform)
+    mixed_population: int = 25
+    mixed_iterations: int = 8
+    mixed_seed: int = 0
 
     def __post_init__(self):
         if self.w_bits not in (4, 8):
@@ -33,6 +37,8 @@ class QuantConfig:
             raise P2VitError(f"rounding must be one of {', '.join(ROUNDING_MODES)}, not {self.rounding}")
         if self.n_calib < 1:
             raise P2VitError(f"the number of calibration images must be at least 1, not {self.n_calib}")
+        if self.mixed_budget is not None and not 1.0 <= self.mixed_budget <= 2.0:
+            raise P2VitError(f"--budget must be between 1.0 (all 4-bit) and 2.0 (all 8-bit), not {self.mixed_budget}")
         for a in (self.alpha_qkv, self.alpha_fc1):
             if not 0.0 <= a <= 1.0:
                 raise P2VitError(f"smoothing alpha must be in [0, 1], not {a}")
@@ -50,6 +56,8 @@ class QuantConfig:
         if not self.per_channel:
             extra.append("per-tensor")
         tail = f" ({', '.join(extra)})" if extra else ""
+        if self.mixed_budget is not None:
+            return f"{kind} mixed 4|8/8/{self.attn_bits} (budget {self.mixed_budget:g}){tail}"
         return f"{kind} {self.w_bits}/8/{self.attn_bits}{tail}"
 
     def to_json(self) -> dict:

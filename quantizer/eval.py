@@ -27,7 +27,7 @@ from .config import QuantConfig
 from .data import load_images, to_int8_input, to_model_input
 from .errors import P2VitError, cli_errors
 from .float_model import FloatViT
-from .pipeline import quantize
+from .pipeline import quantize, weight_bytes
 from .progress import Progress, note
 
 CONFIGS = {
@@ -46,6 +46,19 @@ EXTRA_CONFIGS = {
     "pot_8_8_4_res16": QuantConfig(res_bits=16),
 }
 ALL_CONFIGS = {**CONFIGS, **EXTRA_CONFIGS}
+MIXED_PREFIX = "pot_mixed_"   # pot_mixed_<budget>: mixed precision under that size budget
+
+
+def config_for(name: str) -> QuantConfig:
+    if name in ALL_CONFIGS:
+        return ALL_CONFIGS[name]
+    if name.startswith(MIXED_PREFIX):
+        try:
+            return QuantConfig(mixed_budget=float(name[len(MIXED_PREFIX):]))
+        except ValueError:
+            pass
+    raise P2VitError(f"unknown configuration {name}; choose from {', '.join(ALL_CONFIGS)}, "
+                     f"{MIXED_PREFIX}<budget> (e.g. {MIXED_PREFIX}1.1) or 'all'")
 
 
 def sqnr_db(ref: torch.Tensor, test: torch.Tensor) -> float:
@@ -93,26 +106,35 @@ def evaluate_configs(lm, calib: np.ndarray, images: np.ndarray, labels, names, p
     fm = FloatViT.from_timm(lm.model, lm.preprocess)
     fp = fp32_logits(lm.model, images, lm.preprocess, progress=progress)
     results = {"fp32": {**metrics(fp, fp, labels), "sqnr_db": None, "label": "fp32", "seconds": 0.0}}
-    n_calib = min(len(calib), max(ALL_CONFIGS[n].n_calib for n in names))
+    n_calib = min(len(calib), max(config_for(n).n_calib for n in names))
     stats = collect(fm, calib[:n_calib], progress=progress and (lambda i, n: progress("calibrate", i, n)))
     for name in names:
-        cfg = ALL_CONFIGS[name]
+        cfg = config_for(name)
         t0 = time.perf_counter()
-        q = quantize(lm, calib, cfg, stats=stats, fm=fm)
+        q = quantize(lm, calib, cfg, stats=stats, fm=fm, progress=progress)
         logits = quantized_logits(q, images, progress=progress, stage=name)
+        bits = {k: v[2] for k, v in q.calibration.weights.items()}
         results[name] = {**metrics(logits, fp, labels), "label": cfg.label,
                          "calib_error": q.calibration.total_error,
+                         "size_mbytes": round(weight_bytes(fm, bits) / 1e6, 4),
                          "seconds": round(time.perf_counter() - t0, 2)}
+        if q.mixed is not None:
+            results["size_" + name[len("pot_"):]] = {
+                "mbytes": results[name]["size_mbytes"], "ratio_to_all4": round(q.mixed.size_ratio, 4),
+                "budget": cfg.mixed_budget, "bits": q.mixed.bits}
     return results
 
 
 def format_table(results: dict) -> str:
-    rows = [f"{'config':24s} {'what':28s} {'top1 %':>7s} {'agree %':>8s} {'SQNR dB':>8s} {'calib err':>10s}"]
+    rows = [f"{'config':24s} {'what':38s} {'top1 %':>7s} {'agree %':>8s} {'SQNR dB':>8s} {'calib err':>10s} {'MB':>7s}"]
     for name, r in results.items():
+        if "agree" not in r:   # size_mixed_* entries
+            continue
         top1 = "-" if r["top1"] is None else f"{r['top1']:.2f}"
         sq = "-" if r["sqnr_db"] is None else f"{r['sqnr_db']:.2f}"
         ce = f"{r['calib_error']:.4f}" if "calib_error" in r else "-"
-        rows.append(f"{name:24s} {r['label']:28s} {top1:>7s} {r['agree']:>8.2f} {sq:>8s} {ce:>10s}")
+        mb = f"{r['size_mbytes']:.3f}" if "size_mbytes" in r else "-"
+        rows.append(f"{name:24s} {r['label']:38s} {top1:>7s} {r['agree']:>8.2f} {sq:>8s} {ce:>10s} {mb:>7s}")
     return "\n".join(rows)
 
 
@@ -146,7 +168,7 @@ def parse_args(argv):
                    help="evaluate N images spread evenly over the data (sorted data sets keep every class)")
     p.add_argument("--configs", default=",".join(CONFIGS),
                    help=f"comma-separated configurations or 'all' (default: {','.join(CONFIGS)}; "
-                        f"more: {','.join(EXTRA_CONFIGS)})")
+                        f"more: {','.join(EXTRA_CONFIGS)}, {MIXED_PREFIX}<budget>)")
     p.add_argument("--json", metavar="OUT", help="also write the results as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     return p.parse_args(argv)
@@ -156,9 +178,9 @@ def parse_args(argv):
 def main(argv=None):
     args = parse_args(argv)
     names = list(ALL_CONFIGS) if args.configs == "all" else [c.strip() for c in args.configs.split(",") if c.strip()]
-    unknown = [n for n in names if n not in ALL_CONFIGS]
-    if unknown:
-        raise P2VitError(f"unknown configuration {unknown[0]}; choose from {', '.join(ALL_CONFIGS)} or 'all'")
+    for n in names:
+        config_for(n)   # unknown names fail here, before any work
+    args.mixed_precision = any(n.startswith(MIXED_PREFIX) for n in names)  # load held-out images too
     if args.limit is not None and args.limit < 1:
         raise P2VitError(f"--limit must be at least 1, not {args.limit}")
     progress = Progress(enabled=not args.quiet)

@@ -18,6 +18,7 @@ class Quantized:
     ir: QuantizedViT | None         # None for the float-scale counterpart
     calibration: Calibration
     float_model: FloatViT
+    mixed: object = None            # mixed.MixedResult when mixed precision chose the bits
 
 
 def model_meta(loaded: LoadedModel, fm: FloatViT) -> dict:
@@ -37,6 +38,14 @@ def quantize(loaded: LoadedModel, calib_images: np.ndarray, cfg: QuantConfig,
     if stats is None:
         stats = collect(fm, calib_images[:cfg.n_calib], max_rows=cfg.max_rows,
                         progress=progress and (lambda i, n: progress("calibrate", i, n)))
+    mixed = None
+    if cfg.mixed_budget is not None and bits_override is None:
+        from .mixed import search_mixed_precision
+
+        mixed = search_mixed_precision(loaded, fm, stats, calib_images, cfg, budget=cfg.mixed_budget,
+                                       population=cfg.mixed_population, iterations=cfg.mixed_iterations,
+                                       seed=cfg.mixed_seed, progress=progress)
+        bits_override = mixed.bits
     cal = choose_scales(fm, stats, cfg, progress=progress and (lambda i, n: progress("scales", i, n)),
                         bits_override=bits_override)
     ir = None
@@ -45,6 +54,18 @@ def quantize(loaded: LoadedModel, calib_images: np.ndarray, cfg: QuantConfig,
                 "quant": cfg.to_json(), "preprocess": loaded.preprocess.to_json(),
                 "class_names": loaded.class_names,
                 "layer_bits": {k: v[2] for k, v in cal.weights.items()},
-                "calibration_images": int(min(len(calib_images), cfg.n_calib))}
+                "calibration_images": int(min(len(calib_images), cfg.n_calib)),
+                "weight_bytes": weight_bytes(fm, {k: v[2] for k, v in cal.weights.items()})}
+        if mixed is not None:
+            meta["mixed_precision"] = mixed.to_json()
         ir = build_ir(fm, cal, meta)
-    return Quantized(ir=ir, calibration=cal, float_model=fm)
+    return Quantized(ir=ir, calibration=cal, float_model=fm, mixed=mixed)
+
+
+def weight_bytes(fm: FloatViT, bits: dict[str, int]) -> int:
+    """Bytes of all linear-layer weights at their bit widths (the model size the budget is about)."""
+    shapes = {"embed": fm.patch_w.shape, "head": fm.head_w.shape}
+    for i, blk in enumerate(fm.blocks):
+        for n in ("qkv", "proj", "fc1", "fc2"):
+            shapes[f"blocks.{i}.{n}"] = getattr(blk, n + "_w").shape
+    return sum(s[0] * s[1] * bits[n] for n, s in shapes.items()) // 8
