@@ -23,6 +23,9 @@ def write_report(out: Path, ir: QuantizedViT, hw: HwConfig, rendered, info: dict
              f"- IR sha256 {info['ir_sha256']}", f"- parameter blob: {rendered.layout.size} bytes, "
              f"sha256 {info['blob_sha256']}",
              f"- logits: int32 with exponent {info['e_logit']}",
+             "- layer bits (weights): " + ", ".join(f"{k} {v}" for k, v in ir.meta.get("layer_bits", {}).items())
+             + (" (mixed precision, budget {})".format(ir.meta["mixed_precision"]["budget"])
+                if "mixed_precision" in ir.meta else ""),
              f"- C-sim modules: " + (", ".join(f"{k}: {v['file']}" for k, v in info["modules"].items()) or "not built"),
              "", "## Static bounds", "",
              f"MAC accumulators are {b.acc_bits}-bit (`ACC_BITS`), the shifter array's {b.av_acc_bits}-bit "

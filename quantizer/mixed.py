@@ -59,8 +59,8 @@ def _timm_modules(model, depth: int) -> dict[str, torch.nn.Module]:
     return mods
 
 
-def hessian_traces(model, images: np.ndarray, pp, depth: int, max_iter: int = 50, tol: float = 1e-2,
-                   seed: int = 0, batch: int = 32) -> dict[str, float]:
+def hessian_traces(model, images: np.ndarray, pp, depth: int, max_iter: int = 20, tol: float = 2e-2,
+                   seed: int = 0, batch: int = 16) -> dict[str, float]:
     """Hutchinson estimate of tr(H_l) for every layer's weight matrix l (one HVP per iteration)."""
     mods = _timm_modules(model, depth)
     params = [m.weight for m in mods.values()]
@@ -221,7 +221,7 @@ def coarse_candidates(search: Search, sens: dict[str, dict[int, float]], limit: 
 def search_mixed_precision(lm, fm: FloatViT, stats: Stats, calib: np.ndarray, cfg: QuantConfig,
                            budget: float = 1.1, population: int = 25, iterations: int = 8,
                            mutation: float = 0.1, crossover: float = 0.5, heldout: int = 64,
-                           seed: int = 0, embed_bits: int = 8, hessian_images: int = 32,
+                           seed: int = 0, embed_bits: int = 8, hessian_images: int = 16,
                            progress=None) -> MixedResult:
     """The coarse-to-fine search. calib: calibration images; the first cfg.n_calib calibrate,
     the next `heldout` score candidates (if there are none, the calibration images are used)."""

@@ -224,3 +224,9 @@ def test_codegen_cli_bad_hw_flag(tmp_path, capsys):
     assert exc.value.code == 2
     assert "--cols must be even" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
+
+
+def test_packaged_cmake_lists_matches_the_repository_copy():
+    """Non-editable installs build with kernels/cmake/CMakeLists.txt (codegen/resources.py)."""
+    root = Path(__file__).resolve().parents[1]
+    assert (root / "kernels" / "cmake" / "CMakeLists.txt").read_text() == (root / "CMakeLists.txt").read_text()

@@ -1,0 +1,80 @@
+"""Mixed precision (4/8-bit weights per layer) on a small model: budget, reproducibility,
+Hessian traces, and a bit-exact C-sim of the mixed model."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from quantizer import QuantConfig, reference
+from quantizer.data import synthetic_images, to_int8_input
+from quantizer.mixed import hessian_traces, layer_macs, layer_names
+from quantizer.models import load_model
+from quantizer.pipeline import quantize
+from tests.tiny import tiny_card
+
+CFG = QuantConfig(n_calib=8, mixed_budget=1.3, mixed_population=6, mixed_iterations=2)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    lm = load_model(tiny_card(tmp_path_factory.mktemp("m")), random_init=True)
+    return lm, synthetic_images(16, lm.preprocess)   # 8 calibrate, 8 held out
+
+
+@pytest.fixture(scope="module")
+def mixed(tiny):
+    lm, calib = tiny
+    return quantize(lm, calib, CFG)
+
+
+def test_budget_holds_and_bits_reach_the_ir(mixed):
+    m = mixed.mixed
+    fm = mixed.float_model
+    macs = layer_macs(fm)
+    size = sum(macs[n] * m.bits[n] for n in layer_names(fm.depth)) / (4 * sum(macs.values()))
+    assert size == pytest.approx(m.size_ratio) and size <= 1.3
+    assert m.bits["embed"] == 8 and set(m.bits.values()) <= {4, 8}
+    assert mixed.ir.meta["layer_bits"] == m.bits
+    for n, b in m.bits.items():
+        w = mixed.ir.tensors[n + ".w"]
+        assert w.min() >= -(2 ** (b - 1)) and w.max() <= 2 ** (b - 1) - 1
+        assert mixed.ir.i(n + ".bits") == b
+
+
+def test_search_is_reproducible(tiny, mixed):
+    lm, calib = tiny
+    again = quantize(lm, calib, CFG)
+    assert again.mixed.bits == mixed.mixed.bits
+    assert again.ir.content_hash == mixed.ir.content_hash
+
+
+def test_hessian_traces_are_finite_and_deterministic(tiny):
+    lm, calib = tiny
+    fused = [blk.attn.fused_attn for blk in lm.model.blocks]
+    a = hessian_traces(lm.model, calib, lm.preprocess, depth=2, max_iter=5, batch=4)
+    b = hessian_traces(lm.model, calib, lm.preprocess, depth=2, max_iter=5, batch=4)
+    assert a == b and set(a) == set(layer_names(2))
+    assert all(np.isfinite(v) for v in a.values())
+    assert [blk.attn.fused_attn for blk in lm.model.blocks] == fused   # restored after the double backward
+
+
+def test_budget_below_the_smallest_model_is_refused(tiny):
+    from quantizer import P2VitError
+
+    lm, calib = tiny
+    with pytest.raises(P2VitError, match="budget"):
+        quantize(lm, calib, CFG.but(mixed_budget=1.0))
+
+
+def test_mixed_model_builds_and_csim_is_bit_exact(mixed, tmp_path):
+    from codegen.generate import generate
+    from codegen.hwconfig import HwConfig
+    from codegen.module import load
+
+    generate(mixed.ir, HwConfig(rows=4, cols=8), tmp_path / "b")
+    from quantizer.data import Preprocess
+
+    imgs = synthetic_images(8, Preprocess.from_json(mixed.ir.meta["preprocess"]), seed=3)
+    got = load(tmp_path / "b").run(imgs)
+    assert np.array_equal(got, reference.run(mixed.ir, to_int8_input(imgs)).logits.numpy())
+    assert "layer bits" in (tmp_path / "b" / "report.md").read_text()
