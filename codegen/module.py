@@ -27,7 +27,8 @@ BUILD_FORMAT = 1
 class CsimModule:
     build_dir: Path
     info: dict            # build.json
-    mod: object           # the compiled pybind11 module
+    mod: object           # the compiled pybind11 module (shared by builds with equal sources)
+    params: object        # this build's parameter blob (mod.Params)
 
     @property
     def classes(self) -> int:
@@ -50,12 +51,12 @@ class CsimModule:
 
     def run(self, images: np.ndarray, threads: int = 0) -> np.ndarray:
         """int32 logits (B, classes); real logits = logits * 2^e_logit."""
-        return self.mod.run(self._int8(images), threads)
+        return self.mod.run(self.params, self._int8(images), threads)
 
     def trace(self, image: np.ndarray) -> dict[str, np.ndarray]:
         """Every intermediate integer tensor of one image, named as quantizer.reference traces them."""
         x = self._int8(np.asarray(image)[None])[0]
-        return dict(self.mod.run_trace(x))
+        return dict(self.mod.run_trace(self.params, x))
 
 
 def read_build_info(build_dir: str | Path) -> dict:
@@ -103,7 +104,7 @@ def load(build_dir: str | Path, expect: dict | None = None, types: str | None = 
     if mod.info()["build_key"] != entry["build_key"]:
         raise P2VitError(f"{so} does not belong to {build_dir / 'build.json'} (stale build); rebuild it")
     try:
-        mod.load_params(str(build_dir / "params.bin"))
+        params = mod.Params(str(build_dir / "params.bin"))
     except RuntimeError as exc:
         raise P2VitError(f"{build_dir}/params.bin does not fit the module ({exc}); rebuild it") from None
-    return CsimModule(build_dir=build_dir, info=info, mod=mod)
+    return CsimModule(build_dir=build_dir, info=info, mod=mod, params=params)

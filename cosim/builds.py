@@ -1,0 +1,167 @@
+"""One build directory opened for co-simulation: C-sim module, IR, FP32 model, reference.
+
+`open_build(path)` loads everything once per process and returns the cached `LoadedBuild`
+until a file of the build changes (build.json, params.bin or the IR). The FP32 PyTorch model
+is rebuilt from build.json's `model.spec` and `model.source` (card or timm name; weights
+file, random init or timm pretrained).
+
+Copies of a build share one compiled module (same sources, same name), but each loaded build
+owns its parameter blob (codegen.module loads params.bin into its own `Params`), so a copy
+with an edited params.bin never runs with the other copy's parameters.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from codegen.module import CsimModule, load, read_build_info
+from quantizer.data import Preprocess
+from quantizer.errors import P2VitError
+from quantizer.float_model import FloatViT
+from quantizer.ir import QuantizedViT
+from quantizer.models import LoadedModel, load_model
+from quantizer.reference import Reference
+
+_WATCHED = ("build.json", "params.bin", "ir/manifest.json", "ir/params.bin")
+_CACHE: dict[Path, "LoadedBuild"] = {}
+
+
+@dataclass
+class LoadedBuild:
+    """Everything cosim needs from one build directory."""
+
+    path: Path
+    info: dict                    # build.json
+    sim: CsimModule
+    ir: QuantizedViT
+    fp32: LoadedModel             # the float timm model the build was quantized from
+    preprocess: Preprocess
+    stamp: tuple
+    notes: list[str] = field(default_factory=list)   # things worth telling the user
+    _reference: Reference | None = None
+    _float_vit: FloatViT | None = None
+
+    @property
+    def name(self) -> str:
+        return self.info["model"]["name"]
+
+    @property
+    def e_logit(self) -> int:
+        return int(self.info["e_logit"])
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.info["model"]["num_classes"])
+
+    @property
+    def class_names(self) -> list[str] | None:
+        return self.info.get("class_names")
+
+    def class_name(self, index: int) -> str | None:
+        names = self.class_names
+        return names[index] if names and 0 <= index < len(names) else None
+
+    def csim(self) -> CsimModule:
+        """The C-sim module of this build (it owns its own copy of params.bin)."""
+        return self.sim
+
+    def reference(self) -> Reference:
+        if self._reference is None:
+            self._reference = Reference(self.ir)
+        return self._reference
+
+    def float_vit(self) -> FloatViT:
+        """The FP32 model in the integer model's terms (float64), for per-layer activations."""
+        if self._float_vit is None:
+            self._float_vit = FloatViT.from_timm(self.fp32.model, self.fp32.preprocess)
+        return self._float_vit
+
+
+def _stamp(path: Path) -> tuple:
+    out = []
+    for rel in _WATCHED:
+        try:
+            st = (path / rel).stat()
+            out.append((rel, st.st_mtime_ns, st.st_size))
+        except OSError:
+            out.append((rel, None, None))
+    return tuple(out)
+
+
+def open_build(build: str | Path) -> LoadedBuild:
+    """The LoadedBuild of a build directory, from the cache while its files are unchanged."""
+    path = Path(build).resolve()
+    if not path.is_dir():
+        raise P2VitError(f"build directory {build} does not exist; make one with python -m codegen MODEL --out {build}")
+    stamp = _stamp(path)
+    cached = _CACHE.get(path)
+    if cached is not None and cached.stamp == stamp:
+        return cached
+    loaded = _load(path, stamp)
+    _CACHE[path] = loaded
+    return loaded
+
+
+def clear_cache() -> None:
+    """Forget every loaded build (the next open_build reloads from disk)."""
+    _CACHE.clear()
+
+
+def _load(path: Path, stamp: tuple) -> LoadedBuild:
+    info = read_build_info(path)
+    sim = load(path)
+    ir = QuantizedViT.load(path / "ir")
+    if ir.content_hash != info.get("ir_sha256"):
+        raise P2VitError(f"{path}/ir does not match {path}/build.json (ir_sha256 differs); rebuild with python -m codegen")
+    notes = []
+    blob = (path / "params.bin").read_bytes()
+    if info.get("blob_sha256") and hashlib.sha256(blob).hexdigest() != info["blob_sha256"]:
+        notes.append("params.bin differs from the blob this build wrote (blob_sha256); "
+                     "the C-sim runs the file as it is now")
+    fp32 = fp32_model(info, path)
+    pp = Preprocess.from_json(info["preprocess"])
+    return LoadedBuild(path=path, info=info, sim=sim, ir=ir, fp32=fp32, preprocess=pp, stamp=stamp, notes=notes)
+
+
+def fp32_model(info: dict, build_dir: Path) -> LoadedModel:
+    """Rebuild the FP32 model a build was made from, or explain why it cannot be rebuilt."""
+    model = info.get("model", {})
+    spec, source = model.get("spec") or {}, str(model.get("source", ""))
+    why = f"cannot rebuild the FP32 model of build {build_dir}"
+    kind = spec.get("kind")
+    if kind == "card":
+        target = spec.get("card")
+    elif kind == "timm":
+        target = spec.get("name")
+    else:
+        raise P2VitError(f"{why}: build.json names no model spec (card or timm name); rebuild with python -m codegen")
+    random_init = source.startswith("random-init")
+    weights = None
+    if source.startswith("weights file "):
+        weights = Path(source[len("weights file "):])
+        if not weights.is_file():
+            # A path relative to another working directory: a card's own weights file still works.
+            if kind == "card" and _card_weights_name(target) == weights.name:
+                weights = None
+            else:
+                raise P2VitError(f"{why}: its weights file {weights} does not exist; "
+                                 "run from the directory the build was made in or restore the file")
+    try:
+        lm = load_model(target, weights=weights, random_init=random_init)
+    except P2VitError as exc:
+        raise P2VitError(f"{why}: {exc}") from None
+    got = (lm.model.embed_dim, len(lm.model.blocks), lm.model.num_classes)
+    want = (model.get("dim"), model.get("depth"), model.get("num_classes"))
+    if got != want:
+        raise P2VitError(f"{why}: {target} now has (dim, depth, classes) {got}, the build {want}; "
+                         "point to the original model or rebuild")
+    return lm
+
+
+def _card_weights_name(card: str | None) -> str | None:
+    try:
+        return Path(json.loads(Path(card).read_text())["weights"]).name
+    except (OSError, TypeError, KeyError, ValueError):
+        return None

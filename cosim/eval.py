@@ -1,0 +1,193 @@
+"""C-sim vs integer reference vs FP32 over a data set: accuracy, bit-exactness, agreement.
+
+    python -m cosim.eval --build DIR --data PATH [--limit N] [--json OUT] [--report]
+
+DATA is an .npz (uint8 `images`, optional `labels`), a folder of images or an ImageFolder
+tree; --limit N takes N images spread evenly over it. --report writes <DIR>/cosim/report.md
+with plots (per-layer SQNR of a traced sample image, disagreements by class).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from quantizer.data import ImageSet, load_images, subset_indices, to_int8_input
+from quantizer.errors import P2VitError, cli_errors
+from quantizer.eval import sqnr_db, write_json_atomic
+from quantizer.progress import Progress, note
+
+from .api import fp32_logits, run
+from .builds import LoadedBuild, open_build
+from .report import write_report
+from .trace import format_db
+
+CSIM_BATCH = 256
+FP32_BATCH = 64
+MAX_LISTED = 20
+
+
+def reference_batch(tokens: int) -> int:
+    """Reference batch size: 8 for ViT-B/16 sized inputs, more for short sequences (faster)."""
+    return max(8, min(64, 2048 // max(tokens, 1)))
+
+
+def _batched(fn, images: np.ndarray, batch: int, progress, stage: str) -> tuple[np.ndarray, float]:
+    t0 = time.perf_counter()
+    progress(stage, 0, len(images))   # starts the stage's clock
+    outs = []
+    for s in range(0, len(images), batch):
+        outs.append(fn(images[s:s + batch]))
+        progress(stage, min(s + batch, len(images)), len(images))
+    return np.concatenate(outs), time.perf_counter() - t0
+
+
+def _labels(ds: ImageSet, b: LoadedBuild) -> np.ndarray | None:
+    """Labels as the model's class indices (remapped by name when the data names its classes
+    differently ordered), or None."""
+    if ds.labels is None:
+        return None
+    labels, names = ds.labels, b.class_names
+    if ds.class_names and names and ds.class_names != names[:len(ds.class_names)] \
+            and all(n in names for n in ds.class_names):
+        lut = np.array([names.index(n) for n in ds.class_names], dtype=np.int64)
+        labels = lut[labels]
+    if labels.size and (labels.min() < 0 or labels.max() >= b.num_classes):
+        raise P2VitError(f"{ds.source}: labels {labels.min()}..{labels.max()} do not fit the "
+                         f"{b.num_classes} classes of {b.name}; evaluate on data of this model's classes")
+    return labels
+
+
+def _top1(pred: np.ndarray, labels) -> float | None:
+    return None if labels is None else float((pred == labels).mean() * 100)
+
+
+def evaluate(data, build: str | Path = "build/", limit: int | None = None, progress: bool = True,
+             report: bool = True, threads: int = 0, ref_batch: int | None = None) -> dict:
+    """Run every image of `data` (path of an .npz / folder / ImageFolder, or an ImageSet)
+    through FP32, the integer reference and the C-sim of `build`.
+
+    Returns a JSON-ready dict: n, fp32_top1 / reference_top1 / csim_top1 (percent, None
+    without labels), bit_exact_rate (0-1: images whose C-sim logits equal the reference's),
+    agree_csim_fp32_rate and agree_csim_reference_rate (0-1, top-1), sqnr_db (dequantized
+    C-sim logits vs FP32), mismatched_images (first indices), seconds (total and per stage)
+    and report (path of <build>/cosim/report.md when `report`, else None).
+    """
+    t0 = time.perf_counter()
+    b = open_build(build)
+    prog = Progress(enabled=progress)
+    if isinstance(data, ImageSet):
+        ds = data if limit is None else ImageSet(*_subset(data, limit))
+    else:
+        ds = load_images(data, b.preprocess, limit=limit, spread=True, progress=progress)
+    if ds.images.shape[1:] != (b.preprocess.height, b.preprocess.width, 3):
+        raise P2VitError(f"{ds.source}: images are {ds.images.shape[1:]}, {b.name} needs "
+                         f"{(b.preprocess.height, b.preprocess.width, 3)}; load them with load_images")
+    labels = _labels(ds, b)
+    images = ds.images
+    t_load = time.perf_counter() - t0
+
+    fp, t_fp = _batched(lambda x: fp32_logits(b, x), images, FP32_BATCH, prog, "fp32")
+    ref_model = b.reference()
+    rb = ref_batch or reference_batch(b.info["model"]["tokens"])
+    ref, t_ref = _batched(lambda x: ref_model.run(to_int8_input(x)).logits.numpy(), images, rb, prog, "reference")
+    sim = b.csim()
+    cs, t_cs = _batched(lambda x: sim.run(x, threads=threads), images, CSIM_BATCH, prog, "C-sim")
+
+    exact = (cs.astype(np.int64) == ref).all(axis=1)
+    p_fp, p_ref, p_cs = fp.argmax(1), ref.argmax(1), cs.argmax(1)
+    deq = cs.astype(np.float64) * 2.0 ** b.e_logit
+    summary = {
+        "model": b.name, "build": str(b.path), "data": str(ds.source), "n": int(len(images)),
+        "labels": labels is not None,
+        "fp32_top1": _top1(p_fp, labels), "reference_top1": _top1(p_ref, labels), "csim_top1": _top1(p_cs, labels),
+        "bit_exact_rate": float(exact.mean()),
+        "agree_csim_fp32_rate": float((p_cs == p_fp).mean()),
+        "agree_csim_reference_rate": float((p_cs == p_ref).mean()),
+        "sqnr_db": sqnr_db(fp, deq),
+        "mismatched_images": [int(i) for i in np.flatnonzero(~exact)[:MAX_LISTED]],
+        "seconds_setup": round(t_load, 2), "seconds_fp32": round(t_fp, 2),
+        "seconds_reference": round(t_ref, 2), "seconds_csim": round(t_cs, 2),
+        "notes": list(b.notes), "report": None,
+    }
+    summary["seconds"] = round(time.perf_counter() - t0, 2)
+    if report:
+        i = int(np.flatnonzero(~exact)[0]) if not exact.all() else 0
+        trace = run(images[i], build=b.path, trace=True).trace
+        why = "the first whose C-sim logits differ from the reference" if not exact.all() else "the first one"
+        path = write_report(b.path, summary, p_fp, p_cs, b.class_names, b.num_classes, trace,
+                            f"image {i} of the data set, {why}")
+        summary["report"] = str(path)
+    return summary
+
+
+def _subset(ds: ImageSet, limit: int) -> tuple:
+    keep = subset_indices(len(ds), limit, spread=True)
+    return ds.images[keep], None if ds.labels is None else ds.labels[keep], ds.class_names, ds.source
+
+
+def format_summary(s: dict) -> str:
+    def pct(v):
+        return "-" if v is None else f"{v:.2f}"
+
+    lines = [
+        f"{s['model']} ({s['build']}): {s['n']} images from {s['data']}, {s['seconds']:.1f} s "
+        f"(FP32 {s['seconds_fp32']:.1f}, reference {s['seconds_reference']:.1f}, C-sim {s['seconds_csim']:.1f})",
+        f"  top-1 %:  FP32 {pct(s['fp32_top1'])}   reference {pct(s['reference_top1'])}   "
+        f"C-sim {pct(s['csim_top1'])}" + ("" if s["labels"] else "   (no labels)"),
+        f"  C-sim == reference: {100 * s['bit_exact_rate']:.2f}% of images bit-exact"
+        + (f" (first differing: {', '.join(map(str, s['mismatched_images']))})" if s["mismatched_images"] else ""),
+        f"  top-1 agreement: C-sim vs FP32 {100 * s['agree_csim_fp32_rate']:.2f}%, "
+        f"C-sim vs reference {100 * s['agree_csim_reference_rate']:.2f}%",
+        f"  logits SQNR, C-sim vs FP32: {format_db(s['sqnr_db'])}",
+    ]
+    lines += [f"  note: {x}" for x in s["notes"]]
+    if s.get("report"):
+        lines.append(f"  report: {s['report']}")
+    return "\n".join(lines)
+
+
+def _finite(obj):
+    """JSON has no inf/NaN: they become None (an infinite SQNR means identical logits)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    return obj
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="python -m cosim.eval", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 2)[2])
+    p.add_argument("--build", default="build/", metavar="DIR", help="build directory (default build/)")
+    p.add_argument("--data", required=True, metavar="PATH", help="images: .npz, folder or ImageFolder tree")
+    p.add_argument("--limit", type=int, metavar="N", help="N images spread evenly over the data")
+    p.add_argument("--json", metavar="OUT", help="also write the results as JSON")
+    p.add_argument("--report", action="store_true", help="write <DIR>/cosim/report.md and plots")
+    p.add_argument("--threads", type=int, default=0, help="C-sim threads (default 0: all cores)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    return p.parse_args(argv)
+
+
+@cli_errors
+def main(argv=None):
+    args = parse_args(argv)
+    if args.limit is not None and args.limit < 1:
+        raise P2VitError(f"--limit must be at least 1, not {args.limit}")
+    s = evaluate(args.data, build=args.build, limit=args.limit, progress=not args.quiet,
+                 report=args.report, threads=args.threads)
+    if not s["labels"] and not args.quiet:
+        note(f"note: {args.data} has no labels; top-1 is not reported, agreement is")
+    print(format_summary(s))
+    if args.json:
+        write_json_atomic(args.json, _finite(s))
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

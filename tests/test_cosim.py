@@ -1,0 +1,215 @@
+"""cosim on a tiny random-init build: every image form, rejected forms, bit-exactness, the
+per-layer trace (including a planted wrong shift), evaluate(), the CLIs and the report; and,
+with ../shared, 200 CIFAR-10 test images bit-exact on the real model."""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import cosim
+from codegen.generate import generate
+from codegen.hwconfig import HwConfig
+from codegen.layout import build_layout
+from cosim.__main__ import main as cli_run
+from cosim.builds import fp32_model, open_build
+from cosim.report import plot_disagreement
+from quantizer import P2VitError, QuantConfig
+from quantizer.data import fit_image, load_images, synthetic_images, to_model_input
+from quantizer.models import load_model
+from quantizer.pipeline import quantize
+from quantizer.reference import trace_points
+from tests.tiny import CIFAR_CALIB, CIFAR_CARD, CIFAR_TEST, SHARED_REASON, have_shared, random_images, tiny_card
+
+EVAL_KEYS = {"n", "fp32_top1", "reference_top1", "csim_top1", "bit_exact_rate", "agree_csim_fp32_rate",
+             "agree_csim_reference_rate", "sqnr_db", "seconds"}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """One tiny build (its own model name, so its C-sim module is not shared with other tests)."""
+    tmp = tmp_path_factory.mktemp("cosim")
+    lm = load_model(tiny_card(tmp, name="tiny_cosim"), random_init=True)
+    ir = quantize(lm, synthetic_images(8, lm.preprocess), QuantConfig(n_calib=8)).ir
+    generate(ir, HwConfig(rows=4, cols=8), tmp / "build")
+    img = random_images(1, 32, seed=7)[0]
+    Image.fromarray(img).save(tmp / "img.png")
+    return {"tmp": tmp, "build": tmp / "build", "ir": ir, "pp": lm.preprocess, "img": img, "png": tmp / "img.png"}
+
+
+@pytest.fixture(scope="module")
+def npz(tiny):
+    path = tiny["tmp"] / "data.npz"
+    labels = np.arange(12) % 10
+    np.savez(path, images=random_images(12, 32, seed=11), labels=labels)
+    return path
+
+
+def test_every_image_form_gives_the_same_result(tiny):
+    img, pp = tiny["img"], tiny["pp"]
+    forms = {"path str": str(tiny["png"]), "Path": tiny["png"], "PIL": Image.fromarray(img), "array": img,
+             "tensor": to_model_input(img[None], pp)[0]}
+    results = {k: cosim.run(v, build=tiny["build"]) for k, v in forms.items()}
+    first = results["array"]
+    assert first.fp32_logits.dtype == np.float64 and first.reference_logits.dtype == np.int64
+    assert first.csim_logits.dtype == np.int32 and first.csim_logits.shape == (10,)
+    assert first.bit_exact and np.array_equal(first.csim_logits, first.reference_logits)
+    for name, r in results.items():
+        assert np.array_equal(r.image, img), name
+        assert np.array_equal(r.csim_logits, first.csim_logits), name
+        assert np.array_equal(r.fp32_logits, first.fp32_logits), name
+        assert r.top5_csim == first.top5_csim and r.top5_fp32 == first.top5_fp32, name
+    idx, name, p = first.top5_fp32[0]
+    assert idx == int(first.fp32_logits.argmax()) and name == f"c{idx}"
+    assert [e[2] for e in first.top5_csim] == sorted((e[2] for e in first.top5_csim), reverse=True)
+    assert first.agree_top1 == (first.top5_csim[0][0] == idx)
+    assert -1 <= first.cosine <= 1 and math.isfinite(first.sqnr_db)
+    text = str(first)
+    assert "bit-exact" in text and "top-5 C-sim" in text and first.trace is None
+
+
+def test_other_sizes_are_fitted_with_the_build_preprocess(tiny):
+    big = random_images(1, 48, seed=3)[0][:, :40]
+    r = cosim.run(big, build=tiny["build"])
+    want = cosim.run(fit_image(big, tiny["pp"]), build=tiny["build"])
+    assert r.image.shape == (32, 32, 3) and np.array_equal(r.image, want.image)
+    assert np.array_equal(r.csim_logits, want.csim_logits) and r.bit_exact
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda t: t["img"].astype(np.float32), "dtype float32, expected uint8"),
+    (lambda t: np.zeros((32, 32, 4), np.uint8), r"shape \(32, 32, 4\), expected \(H, W, 3\)"),
+    (lambda t: torch.zeros(32, 32), r"shape \(32, 32\), expected \(3, 32, 32\)"),
+    (lambda t: torch.zeros(3, 16, 16), r"shape \(3, 16, 16\), expected \(3, 32, 32\)"),
+    (lambda t: torch.full((3, 32, 32), 50.0), "outside 0..255"),
+    (lambda t: torch.zeros(3, 32, 32, dtype=torch.int64), "dtype torch.int64"),
+    (lambda t: t["tmp"] / "missing.png", "does not exist"),
+    (lambda t: t["tmp"], "is not an image file"),
+    (lambda t: [1, 2, 3], "cannot use an image of type list"),
+])
+def test_rejected_image_forms(tiny, make, match):
+    with pytest.raises(P2VitError, match=match) as exc:
+        cosim.run(make(tiny), build=tiny["build"])
+    assert "\n" not in str(exc.value)
+
+
+def test_trace_matches_reference_everywhere(tiny):
+    r = cosim.run(tiny["img"], build=tiny["build"], trace=True)
+    t = r.trace
+    assert t.first_divergence is None
+    assert [s.name for s in t.layers] == trace_points(tiny["ir"].depth)
+    assert all(s.mismatches == 0 for s in t.layers)
+    # Dequantization (exponents, smoothing, codes as probabilities) is right: every layer is
+    # close to FP32; a wrong exponent or smoothing direction would be near or below 0 dB.
+    assert all(s.sqnr_db is not None and s.sqnr_db > 4.0 for s in t.layers), t.table()
+    assert "first divergence from the reference: none" in str(r)
+
+
+def test_planted_wrong_shift_is_found_at_its_layer(tiny, capsys):
+    src, ir = tiny["build"], tiny["ir"]
+    bad = tiny["tmp"] / "planted"
+    shutil.copytree(src, bad)
+    info = json.loads((src / "build.json").read_text())
+    off = build_layout(ir, info["hw"]["cols"]).offsets["blocks.1.fc1.shift"]
+    blob = bytearray((bad / "params.bin").read_bytes())
+    hidden = ir.meta["model"]["hidden"]
+    shifts = np.frombuffer(bytes(blob[off:off + hidden]), dtype=np.int8)
+    assert np.array_equal(shifts, (ir.tensors["blocks.1.fc1.e_y"].astype(int) - ir.i("blocks.1.fc1.e_x")
+                                   - ir.tensors["blocks.1.fc1.e_w"]).astype(np.int8))  # the offset is right
+    blob[off:off + hidden] = (shifts + 1).astype(np.int8).tobytes()
+    (bad / "params.bin").write_bytes(bytes(blob))
+
+    r = cosim.run(tiny["img"], build=bad, trace=True)
+    d = r.trace.first_divergence
+    assert d is not None and d.layer == "blocks.1.fc1", r.trace.table()
+    assert d.csim != d.reference and d.index == tuple(np.unravel_index(d.flat_index, (17, hidden)))
+    assert all(s.mismatches == 0 for s in r.trace.layers[:trace_points(2).index("blocks.1.fc1")])
+    assert any("params.bin differs" in n for n in r.notes)
+    assert cli_run([str(tiny["png"]), "--build", str(bad), "--trace"]) == 1
+    assert "blocks.1.fc1[" in capsys.readouterr().out
+    # Both copies share one compiled module: the original still runs with its own parameters.
+    good = cosim.run(tiny["img"], build=src, trace=True)
+    assert good.bit_exact and good.trace.first_divergence is None
+    assert open_build(src) is open_build(src)
+
+
+def test_evaluate_npz_and_report(tiny, npz):
+    s = cosim.evaluate(npz, build=tiny["build"], progress=False, report=True)
+    assert EVAL_KEYS <= set(s)
+    assert s["n"] == 12 and s["bit_exact_rate"] == 1.0 and s["agree_csim_reference_rate"] == 1.0
+    assert s["csim_top1"] == s["reference_top1"] and 0 <= s["fp32_top1"] <= 100
+    report = tiny["build"] / "cosim"
+    for name in ("report.md", "layer_sqnr.png", "disagreement.png"):
+        assert (report / name).stat().st_size > 0, name
+    text = (report / "report.md").read_text()
+    assert "blocks.1.fc1" in text and "disagree" in text
+    small = cosim.evaluate(npz, build=tiny["build"], limit=5, progress=False, report=False)
+    assert small["n"] == 5 and small["report"] is None
+
+
+def test_cli_run(tiny, capsys):
+    assert cli_run([str(tiny["png"]), "--build", str(tiny["build"]), "--trace"]) == 0
+    out = capsys.readouterr().out
+    assert "bit-exact" in out and "blocks.0.ln1" in out
+    with pytest.raises(SystemExit) as exc:
+        cli_run([str(tiny["tmp"] / "nope.png"), "--build", str(tiny["build"])])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: image file") and "\n" not in err
+
+
+def test_cli_eval(tiny, npz, capsys):
+    from cosim.eval import main
+
+    out_json = tiny["tmp"] / "out" / "eval.json"
+    assert main(["--build", str(tiny["build"]), "--data", str(npz), "--json", str(out_json), "--quiet"]) == 0
+    s = json.loads(out_json.read_text())
+    assert EVAL_KEYS <= set(s) and s["bit_exact_rate"] == 1.0 and s["n"] == 12
+    assert "100.00% of images bit-exact" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        main(["--build", str(tiny["tmp"] / "no-build"), "--data", str(npz), "--quiet"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "does not exist" in err and "\n" not in err
+
+
+def test_fp32_model_that_cannot_be_rebuilt_is_explained(tmp_path):
+    info = {"model": {"spec": {"kind": "timm", "name": "vit_t"}, "source": f"weights file {tmp_path}/w.pth"}}
+    with pytest.raises(P2VitError, match="cannot rebuild the FP32 model .*w.pth does not exist"):
+        fp32_model(info, tmp_path)
+    with pytest.raises(P2VitError, match="names no model spec"):
+        fp32_model({"model": {"source": "random-init (seed 0)"}}, tmp_path)
+    card = {"model": {"spec": {"kind": "card", "card": str(tmp_path / "gone.json")}, "source": "random-init (seed 0)"}}
+    with pytest.raises(P2VitError, match="cannot rebuild the FP32 model .*gone.json does not exist"):
+        fp32_model(card, tmp_path)
+
+
+def test_disagreement_plot_for_many_classes(tmp_path):
+    rng = np.random.default_rng(0)
+    a, b = rng.integers(0, 100, 500), rng.integers(0, 100, 500)
+    plot_disagreement(a, b, 100, None, tmp_path / "d.png")
+    assert (tmp_path / "d.png").stat().st_size > 0
+
+
+@pytest.fixture(scope="module")
+def cifar_build(tmp_path_factory):
+    if not have_shared():
+        pytest.skip(SHARED_REASON)
+    lm = load_model(CIFAR_CARD)
+    calib = load_images(CIFAR_CALIB, lm.preprocess, limit=32).images
+    ir = quantize(lm, calib, QuantConfig(n_calib=32)).ir
+    out = tmp_path_factory.mktemp("cosim-cifar") / "build"
+    generate(ir, HwConfig(), out)
+    return out
+
+
+def test_cifar_200_images_bit_exact(cifar_build):
+    s = cosim.evaluate(CIFAR_TEST, build=cifar_build, limit=200, progress=False, report=False)
+    assert s["n"] == 200 and s["bit_exact_rate"] == 1.0
+    assert s["agree_csim_fp32_rate"] > 0.8 and s["csim_top1"] > 50
+
