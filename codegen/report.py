@@ -26,7 +26,7 @@ def write_report(out: Path, ir: QuantizedViT, hw: HwConfig, rendered, info: dict
              "- layer bits (weights): " + ", ".join(f"{k} {v}" for k, v in ir.meta.get("layer_bits", {}).items())
              + (" (mixed precision, budget {})".format(ir.meta["mixed_precision"]["budget"])
                 if "mixed_precision" in ir.meta else ""),
-             f"- C-sim modules: " + (", ".join(f"{k}: {v['file']}" for k, v in info["modules"].items()) or "not built"),
+             "- C-sim modules: " + (", ".join(f"{k}: {v['file']}" for k, v in info["modules"].items()) or "not built"),
              "", "## Static bounds", "",
              f"MAC accumulators are {b.acc_bits}-bit (`ACC_BITS`), the shifter array's {b.av_acc_bits}-bit "
              "(`AV_ACC_BITS`); biases, shifts and LayerNorm run in 64-bit epilogues.", "",

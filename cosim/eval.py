@@ -9,7 +9,6 @@ with plots (per-layer SQNR of a traced sample image, disagreements by class).
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from pathlib import Path
@@ -18,7 +17,7 @@ import numpy as np
 
 from quantizer.data import ImageSet, load_images, subset_indices, to_int8_input
 from quantizer.errors import P2VitError, cli_errors
-from quantizer.eval import sqnr_db, write_json_atomic
+from quantizer.eval import json_safe, sqnr_db, write_json_atomic
 from quantizer.progress import Progress, note
 
 from .api import fp32_logits, run
@@ -151,15 +150,6 @@ def format_summary(s: dict) -> str:
     return "\n".join(lines)
 
 
-def _finite(obj):
-    """JSON has no inf/NaN: they become None (an infinite SQNR means identical logits)."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    return obj
-
-
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m cosim.eval", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 2)[2])
@@ -184,7 +174,7 @@ def main(argv=None):
         note(f"note: {args.data} has no labels; top-1 is not reported, agreement is")
     print(format_summary(s))
     if args.json:
-        write_json_atomic(args.json, _finite(s))
+        write_json_atomic(args.json, json_safe(s))
         print(f"wrote {args.json}")
     return 0
 

@@ -6,7 +6,7 @@ import sys
 import time
 
 from .cli import add_model_args, add_quant_args, calibration_images, load_model_from_args, quant_config
-from .errors import P2VitError, cli_errors
+from .errors import cli_errors
 from .pipeline import quantize
 from .progress import Progress
 

@@ -151,11 +151,12 @@ def write_json_atomic(path: str | os.PathLike, obj) -> None:
         raise
 
 
-def _finite(obj):
+def json_safe(obj):
+    """JSON has no inf/NaN: they become None (an infinite SQNR means identical logits)."""
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
+        return {k: json_safe(v) for k, v in obj.items()}
     return obj
 
 
@@ -195,7 +196,7 @@ def main(argv=None):
           f"{time.perf_counter() - t0:.0f} s")
     print(format_table(results))
     if args.json:
-        write_json_atomic(args.json, _finite(results))
+        write_json_atomic(args.json, json_safe(results))
         print(f"wrote {args.json}")
     return 0
 

@@ -43,7 +43,7 @@ class FloatScaleExecutor:
 
     def run(self, images: torch.Tensor) -> torch.Tensor:
         """int8 NCHW images -> float64 logits (B, classes)."""
-        fm, cal = self.fm, self.cal
+        fm = self.fm
         x = patches(images.to(torch.float64), fm.patch)
         y = self._linear(x, 1.0, "embed", fm.patch_b)
         r = torch.cat([fm.cls.expand(y.shape[0], 1, -1), y], dim=1) + fm.pos

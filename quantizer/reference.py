@@ -111,7 +111,7 @@ class Reference:
                                     ir.t(name + ".sh"), ir.i(name + ".eps"))
 
     def run(self, images: torch.Tensor, trace: bool = False) -> RefResult:
-        ir, D, H, R = self.ir, self.D, self.H, self.res_bits
+        ir, D, R = self.ir, self.D, self.res_bits
         tr = {} if trace else None
 
         def keep(name, t):

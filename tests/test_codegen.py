@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from codegen.generate import generate
 from codegen.hwconfig import HwConfig
