@@ -11,7 +11,6 @@ all cores) and print the ratio.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench_reference import best_of  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 from codegen.generate import generate  # noqa: E402
 from codegen.hwconfig import HwConfig  # noqa: E402
 from codegen.module import load  # noqa: E402
@@ -30,16 +30,6 @@ from quantizer.models import load_model  # noqa: E402
 from quantizer.pipeline import quantize  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
-
-
-def timed(fn, repeat):
-    fn()
-    ts = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
 
 
 def bench(name: str, n_images: int, out: Path, repeat: int):
@@ -61,11 +51,11 @@ def bench(name: str, n_images: int, out: Path, repeat: int):
     got = sim.run(imgs)
     want = reference.run(q.ir, to_int8_input(imgs)).logits.numpy()
     exact = bool(np.array_equal(got, want))
-    t_csim = timed(lambda: sim.run(imgs), repeat) / n_images
+    t_csim = best_of(lambda: sim.run(imgs), repeat) / n_images
     xf = to_model_input(imgs, lm.preprocess)
     with torch.no_grad():
-        t_fp = timed(lambda: lm.model(xf), repeat) / n_images
-        t_fp1 = timed(lambda: [lm.model(xf[i:i + 1]) for i in range(n_images)], repeat) / n_images
+        t_fp = best_of(lambda: lm.model(xf), repeat) / n_images
+        t_fp1 = best_of(lambda: [lm.model(xf[i:i + 1]) for i in range(n_images)], repeat) / n_images
     t = info["timings"]
     print(f"{name}: {n_images} images, bit-exact {exact}; quantize {t_quant:.1f} s, "
           f"render {t['render_native_s']:.2f} s, compile {t['compile_native_s']:.1f} s")

@@ -79,8 +79,6 @@ def compute_bounds(ir: QuantizedViT, hw: HwConfig) -> Bounds:
     prove("LayerNorm D*S2 + eps", D * D * 2 ** (2 * R + 4) + max(ir.i(f"blocks.{i}.ln1.eps") for i in range(ir.depth)),
           63, "D^2 * 2^(2R+4): xa = r << k with k <= 3; isqrt needs < 2^62")
 
-    NT = -(-N // hw.rows)
-
     def mac(kind, NR, K, O, count):
         nt, ot = -(-NR // hw.rows), -(-O // hw.cols)
         return {"call": kind, "row_tiles": nt, "weight_tiles": ot, "reduce_trip": K // hw.simd,
@@ -105,5 +103,4 @@ def compute_bounds(ir: QuantizedViT, hw: HwConfig) -> Bounds:
         {"buffer": "hidden stream (FC1 -> FC2), depth", "bytes": hw.rows * HID},
         {"buffer": "logits / codes streams, depth", "bytes": hw.rows * N},
     ]
-    del NT
     return Bounds(acc_bits=acc_bits, av_acc_bits=av_acc_bits, rows=rows, loops=loops, buffers=buffers)

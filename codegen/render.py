@@ -18,7 +18,7 @@ from quantizer.errors import P2VitError
 from .bounds import Bounds, compute_bounds
 from .hwconfig import HwConfig
 from .layout import Layout, build_layout
-from .resources import templates_dir
+from .resources import kernels_dir, templates_dir
 
 HLS_TEMPLATES = {
     "p2vit_params.h.j2": "hls/p2vit_params.h",
@@ -109,8 +109,7 @@ def render(ir: QuantizedViT, hw: HwConfig, types: str = "native") -> Rendered:
     h = hashlib.sha256()
     for tpl in sorted(HLS_TEMPLATES):
         h.update(env.get_template(tpl).render(**probe).encode())
-    kdir = templates_dir().parent / "kernels" / "p2vit"
-    for hdr in sorted(kdir.glob("*.h")) if kdir.is_dir() else []:
+    for hdr in sorted((kernels_dir() / "p2vit").glob("*.h")):
         h.update(hdr.read_bytes())
     h.update(json.dumps({"types": types, "hw": hw.to_json()}, sort_keys=True).encode())
     key = h.hexdigest()[:16]
