@@ -11,7 +11,7 @@ from quantizer.errors import P2VitError
 class HwConfig:
     rows: int = 8            # MAC array rows: token rows that stay in the array (row-stationary tile)
     cols: int = 8            # MAC array columns: output channels per streamed weight tile
-    simd: int = 1            # reduction lanes per PE per cycle (K unroll of the II=1 loop)
+    simd: int = 2            # reduction lanes per PE per cycle (K unroll of the II=1 loop)
     clock_mhz: float = 200.0
     part: str = "xczu9eg-ffvb1156-2-e"   # ZCU102
 

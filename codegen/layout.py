@@ -1,8 +1,9 @@
 """The parameter blob the accelerator reads through its m_axi port.
 
 Everything the kernels need at run time is laid out here, 64-byte aligned, little-endian:
-MAC-array weights in streaming order ([O/cols][K][cols], the order the array consumes them;
-4-bit layers packed two per byte, low nibble first), biases (int32), per-channel shifts
+MAC-array weights in streaming order ([O/cols][K/simd][cols][simd]: one word of cols x simd
+weights per array cycle, in the order the array consumes them; 4-bit layers packed two
+consecutive weights of a word per byte, low nibble first), biases (int32), per-channel shifts
 (int8, already `e_y - e_x - e_w`), LayerNorm gains/offsets, residual exponents and GELU
 tables. `Layout.offsets` is rendered into p2vit_params.h; the blob is written as params.bin.
 """
@@ -42,18 +43,19 @@ class Layout:
         return hashlib.sha256(self.blob()).hexdigest()
 
 
-def tile_weights(w: np.ndarray, cols: int, bits: int) -> np.ndarray:
-    """(O, K) int8 -> streaming order [ceil(O/cols)][K][cols] (zero-padded), packed if 4-bit."""
+def tile_weights(w: np.ndarray, cols: int, simd: int, bits: int) -> np.ndarray:
+    """(O, K) int8 -> streaming order [ceil(O/cols)][K/simd][cols][simd] (zero-padded), packed if 4-bit."""
     O, K = w.shape
     OT = -(-O // cols)
     pad = np.zeros((OT * cols, K), dtype=np.int8)
     pad[:O] = w
-    t = pad.reshape(OT, cols, K).transpose(0, 2, 1)            # [OT][K][cols]
+    t = pad.reshape(OT, cols, K // simd, simd).transpose(0, 2, 1, 3)   # [OT][K/simd][cols][simd]
+    flat = np.ascontiguousarray(t).reshape(-1)
     if bits == 8:
-        return np.ascontiguousarray(t).reshape(-1)
-    lo = t[..., 0::2].astype(np.uint8) & 0x0F
-    hi = (t[..., 1::2].astype(np.uint8) & 0x0F) << 4
-    return np.ascontiguousarray(lo | hi).reshape(-1)
+        return flat
+    lo = flat[0::2].astype(np.uint8) & 0x0F       # cols * simd is even: pairs stay inside a word
+    hi = (flat[1::2].astype(np.uint8) & 0x0F) << 4
+    return lo | hi
 
 
 def linear_shift(ir: QuantizedViT, name: str) -> np.ndarray:
@@ -61,13 +63,13 @@ def linear_shift(ir: QuantizedViT, name: str) -> np.ndarray:
             - ir.tensors[name + ".e_w"].astype(np.int64)).astype(np.int8)
 
 
-def build_layout(ir: QuantizedViT, cols: int) -> Layout:
+def build_layout(ir: QuantizedViT, cols: int, simd: int) -> Layout:
     L = Layout()
     T = ir.tensors
 
     def linear(name):
         bits = ir.i(name + ".bits")
-        L.add(name + ".w", tile_weights(T[name + ".w"], cols, bits))
+        L.add(name + ".w", tile_weights(T[name + ".w"], cols, simd, bits))
         L.add(name + ".b", T[name + ".b"].astype(np.int32))
         L.add(name + ".shift", linear_shift(ir, name))
 
@@ -80,7 +82,7 @@ def build_layout(ir: QuantizedViT, cols: int) -> Layout:
     def res_exp(name):
         L.add(name + ".e", (ir.i(name + ".e_base") + T[name + ".k"].astype(np.int64)).astype(np.int8))
 
-    L.add("embed.w", tile_weights(T["embed.w"], cols, ir.i("embed.bits")))
+    L.add("embed.w", tile_weights(T["embed.w"], cols, simd, ir.i("embed.bits")))
     L.add("embed.bias", T["embed.bias"].astype(np.int32))
     e_r = ir.i("embed.e_base") + T["embed.k"].astype(np.int64)
     L.add("embed.shift", (e_r - T["embed.e_w"].astype(np.int64)).astype(np.int8))

@@ -546,7 +546,7 @@ def buffers(shape: ModelShape, hw: HwConfig, acc_bits: int = 32) -> list[dict]:
     """On-chip buffers as codegen/bounds.py lists them (same names and bytes), with the
     memories they map to: (banks, depth, width bits) each."""
     N, D, HID, KP, R = shape.tokens, shape.dim, shape.hidden, shape.kp, shape.res_bits
-    rows, cols = hw.rows, hw.cols
+    rows, cols, simd = hw.rows, hw.cols, hw.simd
 
     def b(name, nbytes, mems):
         return {"buffer": name, "bytes": nbytes, "memories": mems}
@@ -556,9 +556,10 @@ def buffers(shape: ModelShape, hw: HwConfig, acc_bits: int = 32) -> list[dict]:
         b("LayerNorm output x[N][D]", N * D, [(1, N * D, 8)]),
         b("qkv[N][3D]", N * 3 * D, [(1, N * 3 * D, 8)]),
         b("attention output o[N][D]", N * D, [(1, N * D, 8)]),
-        # xt is partitioned by rows; one per MAC array (FC2's holds HID, the other the largest K)
+        # xt is partitioned by rows and, for SIMD > 1, cyclically by SIMD along K (SIMD reads per
+        # row per cycle); one per MAC array (FC2's holds HID, the other the largest K)
         b("stationary row tile xt[ROWS][K] (largest K)", rows * max(KP, HID),
-          [(rows, max(KP, D, shape.dh), 8), (rows, HID, 8)]),
+          [(rows * simd, _cdiv(max(KP, D, shape.dh), simd), 8), (rows * simd, _cdiv(HID, simd), 8)]),
         b("accumulators acc[ROWS][COLS]", rows * cols * acc_bits // 8, []),   # registers
         b("FC1 row tile rows[ROWS][HID]", rows * HID, [(1, rows * HID, 8)]),
         b("logit row tile rows[ROWS][N]", rows * N, [(1, rows * N, 8)]),

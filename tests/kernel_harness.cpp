@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "p2vit/arith.h"
+#include "p2vit/pe_array.h"
 #include "p2vit/rows.h"
 #include "p2vit/types.h"
 
@@ -317,6 +318,45 @@ arr gelu_lookup_v(arr h, arr lut) {
   return o;
 }
 
+// pe_array_dot(x, w, R, C, S): runs pe_array_cycle<R, C, S, K> over every reduction step of
+// x [R][K] (int8) against w [C][K] (int8), from accumulators starting at acc0 [R][C], and
+// returns the accumulators: acc0 + x.w^T. In native builds with AVX2 the (8|16, 8|16, 2)
+// shapes take the vpmaddwd path; everything else the portable loops.
+template <int R, int C, int S>
+arr pe_dot_t(const arr& x, const arr& w, const arr& acc0) {
+  constexpr int K = 64;
+  using act = sint<8>;
+  using xt_t = typename p2vit::pe_operand<act>::type;
+  if (x.ndim() != 2 || x.shape(0) != R || x.shape(1) != K || w.ndim() != 2 || w.shape(0) != C ||
+      w.shape(1) != K || acc0.ndim() != 2 || acc0.shape(0) != R || acc0.shape(1) != C)
+    throw py::value_error("pe_array_dot: x must be [R][64], w [C][64], acc0 [R][C]");
+  xt_t xt[R][K];
+  sint<32> acc[R][C];
+  for (int n = 0; n < R; ++n) {
+    for (int k = 0; k < K; ++k) xt[n][k] = xt_t(in_s<8>(x.at(n, k), "pe_array_dot x"));
+    for (int o = 0; o < C; ++o) acc[n][o] = in_s<32>(acc0.at(n, o), "pe_array_dot acc0");
+  }
+  for (int k0 = 0; k0 < K; k0 += S) {
+    act wc[C][S];
+    for (int o = 0; o < C; ++o)
+      for (int s = 0; s < S; ++s) wc[o][s] = in_s<8>(w.at(o, k0 + s), "pe_array_dot w");
+    p2vit::pe_array_cycle<R, C, S, K>(xt, k0, wc, acc);
+  }
+  arr o({R, C});
+  for (int n = 0; n < R; ++n)
+    for (int c = 0; c < C; ++c) o.mutable_at(n, c) = out64(acc[n][c]);
+  return o;
+}
+
+#define P2VIT_PE_LIST(X) X(8, 8, 2) X(8, 16, 2) X(16, 8, 2) X(3, 6, 2) X(8, 8, 1) X(4, 8, 4)
+
+arr pe_array_dot_v(arr x, arr w, arr acc0, int r, int c, int s) {
+#define X(R, C, S) if (r == R && c == C && s == S) return pe_dot_t<R, C, S>(x, w, acc0);
+  P2VIT_PE_LIST(X)
+#undef X
+  throw py::value_error("pe_array_dot: shape not instantiated in the harness");
+}
+
 // stream_roundtrip(v): writes v through a p2vit::stream<i64>, reads it back (FIFO order).
 arr stream_roundtrip_v(arr v) {
   p2vit::stream<i64> s;
@@ -354,5 +394,8 @@ PYBIND11_MODULE(P2VIT_MODNAME, m) {
   m.def("residual_add", &residual_add_v, py::arg("y"), py::arg("e_y"), py::arg("r"),
         py::arg("e_r"), py::arg("e_s"), py::arg("rbits"));
   m.def("gelu_lookup", &gelu_lookup_v, py::arg("h"), py::arg("lut"));
+  m.attr("pe_avx2") = bool(P2VIT_PE_AVX2);
+  m.def("pe_array_dot", &pe_array_dot_v, py::arg("x"), py::arg("w"), py::arg("acc0"), py::arg("rows"),
+        py::arg("cols"), py::arg("simd"));
   m.def("stream_roundtrip", &stream_roundtrip_v, py::arg("v"));
 }

@@ -70,6 +70,13 @@ def test_csim_accepts_int8_nchw_and_rejects_wrong_shapes(tiny_build):
         sim.run(imgs.astype(np.float32))
 
 
+def test_one_lane_array_bit_exact(tmp_path):
+    ir = _ir(tmp_path, depth=1)
+    generate(ir, HwConfig(rows=5, cols=8, simd=1), tmp_path / "b")
+    imgs = _images(8, seed=11)
+    assert np.array_equal(load(tmp_path / "b").run(imgs), reference.run(ir, to_int8_input(imgs)).logits.numpy())
+
+
 def test_other_head_size_depth_one_4bit_res16_bit_exact(tmp_path):
     cfg = QuantConfig(w_bits=4, res_bits=16, attn_bits=3)
     ir = _ir(tmp_path, cfg, depth=1, dim=48, heads=3, img=24, patch=6)
@@ -79,10 +86,12 @@ def test_other_head_size_depth_one_4bit_res16_bit_exact(tmp_path):
     assert np.array_equal(sim.run(imgs), reference.run(ir, to_int8_input(imgs)).logits.numpy())
 
 
-def test_ap_int_build_equals_native_build(tmp_path):
+@pytest.mark.parametrize("w_bits", [8, 4])
+def test_ap_int_build_equals_native_build(tmp_path, w_bits):
+    # native builds take the AVX2 PE-array path (cols % 8 == 0, simd 2), ap_int the HLS loops
     pytest.importorskip("hls4ml", reason="ap_int types come from hls4ml's ap_types")
-    ir = _ir(tmp_path, depth=1)
-    generate(ir, HwConfig(rows=4, cols=8), tmp_path / "b", types=("native", "ap_int"))
+    ir = _ir(tmp_path, QuantConfig(w_bits=w_bits), depth=1)
+    generate(ir, HwConfig(rows=4, cols=8, simd=2), tmp_path / "b", types=("native", "ap_int"))
     native, apint = load(tmp_path / "b", types="native"), load(tmp_path / "b", types="ap_int")
     assert native.mod.info()["types"] == "native" and apint.mod.info()["types"] == "ap_int"
     imgs = _images(16, seed=7)

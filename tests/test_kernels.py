@@ -88,7 +88,8 @@ class _Build:
 @pytest.fixture(scope="session")
 def _builds(tmp_path_factory):
     out = tmp_path_factory.mktemp("p2vit_kernels")
-    builds = {"native": _Build("native", out, ["-DP2VIT_NATIVE_TYPES"])}
+    # -march=native: the native build must compile the AVX2 PE-array path the C-sim uses
+    builds = {"native": _Build("native", out, ["-DP2VIT_NATIVE_TYPES", "-march=native"])}
     ap = _ap_types_dir()
     if ap is not None:
         builds["ap_int"] = _Build("ap_int", out, [f"-I{ap}"])
@@ -386,6 +387,26 @@ def test_gelu_lookup(kern):
 def test_stream_roundtrip(kern):
     v = A([I64_MIN, -1, 0, 1, I64_MAX, 42])
     check(kern.stream_roundtrip(v), v)
+
+
+PE_SHAPES = [(8, 8, 2), (8, 16, 2), (16, 8, 2), (3, 6, 2), (8, 8, 1), (4, 8, 4)]
+
+
+@pytest.mark.parametrize("rows,cols,simd", PE_SHAPES)
+def test_pe_array_cycle_is_an_exact_dot_product(kern, rows, cols, simd):
+    rng = np.random.default_rng(rows * 100 + cols * 10 + simd)
+    for trial in range(4):
+        x = rng.integers(-128, 128, (rows, 64))
+        w = rng.integers(-128, 128, (cols, 64))
+        if trial == 0:                       # the extremes: every product is +2^14
+            x[:], w[:] = -128, -128
+        acc0 = rng.integers(-(1 << 30), 1 << 30, (rows, cols))
+        check(kern.pe_array_dot(x, w, acc0, rows, cols, simd), acc0 + x @ w.T)
+
+
+def test_native_harness_uses_the_avx2_pe_path_where_the_cpu_has_it(kern):
+    has_avx2 = "avx2" in Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else False
+    assert kern.pe_avx2 == (kern.mode == "native" and has_avx2)
 
 
 def test_harness_rejects_out_of_range_inputs(kern):

@@ -1,0 +1,110 @@
+// p2vit/pe_array.h - one cycle of the MAC array's processing elements.
+//
+// What is here:
+//   pe_operand<T>::type           element type of the stationary row tile (see below)
+//   pe_array_cycle<R,C,S,K>(...)  acc[n][o] += sum_s x[n][k0+s] * w[o][s] for an R x C array
+//                                 of PEs with S reduction lanes each: one II=1 reduction step
+//
+// The loop nest around it (templates/mac_array.h.j2) decides what the array computes; this is
+// only the arithmetic of one cycle. In HLS the loops below unroll into R*C*S multipliers and
+// R*C adder trees of S inputs. The sum is an exact integer sum (the build report proves the
+// accumulator cannot overflow), so the order in which products are added does not matter.
+//
+// Native C-sim fast path: with AVX2, native types, S = 2, C a multiple of 8 and 8-bit
+// operands into 32-bit accumulators, one cycle is R x C/8 `vpmaddwd` (16 multiplies, pairs
+// summed) instead of R x C scalar multiply-adds, and the stationary tile is kept widened to
+// 16 bits so each row's pair of inputs is a single 32-bit broadcast. Same values, several
+// times faster in software; the ap_int build (HLS types) always takes the portable loops, and
+// tests/test_codegen.py checks the two builds agree on every output.
+#ifndef P2VIT_PE_ARRAY_H
+#define P2VIT_PE_ARRAY_H
+
+#include <cstring>
+#include <type_traits>
+
+#include "types.h"
+
+#if defined(P2VIT_NATIVE_TYPES) && defined(__AVX2__) && !defined(__SYNTHESIS__)
+#define P2VIT_PE_AVX2 1
+#include <immintrin.h>
+#else
+#define P2VIT_PE_AVX2 0
+#endif
+
+namespace p2vit {
+
+// pe_operand<T>::type: how the stationary row tile stores an activation of type T.
+// T itself, except in the AVX2 C-sim where 8-bit activations are held as int16 (same value).
+template <typename T>
+struct pe_operand {
+  using type = T;
+};
+#if P2VIT_PE_AVX2
+template <>
+struct pe_operand<std::int8_t> {
+  using type = std::int16_t;
+};
+#endif
+
+namespace detail {
+
+// pe_cycle_portable: the reference loops (what HLS synthesizes).
+template <int R, int C, int S, int K, typename X, typename W, typename A>
+inline void pe_cycle_portable(const X xt[R][K], int k0, const W w[C][S], A acc[R][C]) {
+  for (int n = 0; n < R; ++n) {
+    P2VIT_PRAGMA(HLS UNROLL)
+    for (int o = 0; o < C; ++o) {
+      P2VIT_PRAGMA(HLS UNROLL)
+      A sum = 0;
+      for (int s = 0; s < S; ++s) {
+        P2VIT_PRAGMA(HLS UNROLL)
+        sum += A(xt[n][k0 + s]) * A(w[o][s]);
+      }
+      acc[n][o] += sum;
+    }
+  }
+}
+
+#if P2VIT_PE_AVX2
+// pe_cycle_avx2: the same sum with vpmaddwd; w[o][0..1] is one 16-bit pair per lane.
+template <int R, int C, int K>
+inline void pe_cycle_avx2(const std::int16_t xt[R][K], int k0, const std::int8_t w[C][2],
+                          std::int32_t acc[R][C]) {
+  for (int c = 0; c < C; c += 8) {
+    __m128i wb;
+    std::memcpy(&wb, &w[c][0], 16);                 // 8 lanes x 2 weights
+    const __m256i wv = _mm256_cvtepi8_epi16(wb);
+    for (int n = 0; n < R; ++n) {
+      std::int32_t pair;                             // x[n][k0], x[n][k0 + 1] as two int16
+      std::memcpy(&pair, &xt[n][k0], 4);
+      __m256i a;
+      std::memcpy(&a, &acc[n][c], 32);
+      a = _mm256_add_epi32(a, _mm256_madd_epi16(_mm256_set1_epi32(pair), wv));
+      std::memcpy(&acc[n][c], &a, 32);
+    }
+  }
+}
+#endif
+
+}  // namespace detail
+
+// pe_array_cycle<R, C, S, K>(xt, k0, w, acc): acc[n][o] += sum_{s<S} xt[n][k0+s] * w[o][s].
+//   R, C: array rows (stationary token rows) and columns (outputs); S: lanes per PE;
+//   K: length of the stationary rows; xt: the stationary tile (pe_operand element type);
+//   k0: first reduction index of this cycle; w: this cycle's weights; acc: accumulators.
+template <int R, int C, int S, int K, typename X, typename W, typename A>
+inline void pe_array_cycle(const X xt[R][K], int k0, const W w[C][S], A acc[R][C]) {
+#if P2VIT_PE_AVX2
+  if constexpr (S == 2 && C % 8 == 0 && std::is_same<X, std::int16_t>::value &&
+                std::is_same<W, std::int8_t>::value && std::is_same<A, std::int32_t>::value) {
+    detail::pe_cycle_avx2<R, C, K>(xt, k0, w, acc);
+  } else
+#endif
+  {
+    detail::pe_cycle_portable<R, C, S, K>(xt, k0, w, acc);
+  }
+}
+
+}  // namespace p2vit
+
+#endif  // P2VIT_PE_ARRAY_H
