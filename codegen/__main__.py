@@ -17,6 +17,7 @@ from quantizer.progress import Progress, note
 
 from .generate import check_out_dir, generate
 from .hwconfig import add_hw_args, hw_config
+from .render import check_shapes_of, reduction_lengths
 
 
 @cli_errors
@@ -32,22 +33,26 @@ def main(argv=None):
     p.add_argument("--force", action="store_true", help="replace an existing build of another model in --out")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     args = p.parse_args(argv)
-    cfg, hw = quant_config(args), hw_config(args)
+    cfg = quant_config(args)
+    hw_config(args)                           # flag errors before loading anything
     out = Path(args.out)
     progress = Progress(enabled=not args.quiet)
     say = (lambda msg: None) if args.quiet else note
     t0 = time.perf_counter()
     lm = load_model_from_args(args)
-    check_out_dir(out, lm.name, args.force)   # fail before the long steps
+    ks = reduction_lengths(lm.model)
+    hw = hw_config(args, ks.values())
+    check_shapes_of(ks, hw)                   # fail before the long steps
+    check_out_dir(out, lm.name, args.force)
     calib = calibration_images(args, lm, progress=not args.quiet)
     say(f"quantizing {lm.name} ({cfg.label}) on {len(calib[:cfg.n_calib])} calibration images")
     q = quantize(lm, calib, cfg, progress=progress)
     types = ("native", "ap_int") if args.ap_int else ("native",)
-    say(f"rendering HLS C++ for a {hw.rows}x{hw.cols} MAC array")
+    say(f"rendering HLS C++ for a {hw.rows}x{hw.cols} MAC array, {hw.simd} lane(s) per PE")
     info = generate(q.ir, hw, out, build=not args.no_build, types=types, golden_images=calib,
                     force=args.force, progress=say)
     took = time.perf_counter() - t0
-    print(f"{lm.name}: {cfg.label}, {hw.rows}x{hw.cols} MAC array at {hw.clock_mhz:g} MHz, {took:.0f} s")
+    print(f"{lm.name}: {cfg.label}, {hw.rows}x{hw.cols}x{hw.simd} MAC array at {hw.clock_mhz:g} MHz, {took:.0f} s")
     print(f"  {out}/hls/          HLS C++ (p2vit_top.cpp and chunks), bindings, testbench, run_hls.tcl")
     print(f"  {out}/params.bin    parameter blob for the m_axi port")
     print(f"  {out}/ir/           quantized model (QuantizedViT)")

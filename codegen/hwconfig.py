@@ -38,10 +38,16 @@ def add_hw_args(p: argparse.ArgumentParser) -> None:
     d = HwConfig()
     g.add_argument("--rows", type=int, default=d.rows, help=f"MAC array rows (token tile, default {d.rows})")
     g.add_argument("--cols", type=int, default=d.cols, help=f"MAC array columns (output tile, default {d.cols})")
-    g.add_argument("--simd", type=int, default=d.simd, help=f"reduction lanes per PE (default {d.simd})")
+    g.add_argument("--simd", type=int, default=None,
+                   help=f"reduction lanes per PE (default {d.simd}, or 1 when a reduction length is not a multiple of it)")
     g.add_argument("--clock-mhz", type=float, default=d.clock_mhz, help=f"target clock (default {d.clock_mhz:g})")
     g.add_argument("--part", default=d.part, help=f"FPGA part for the HLS scripts (default {d.part})")
 
 
-def hw_config(args) -> HwConfig:
-    return HwConfig(rows=args.rows, cols=args.cols, simd=args.simd, clock_mhz=args.clock_mhz, part=args.part)
+def hw_config(args, reduction_lengths=()) -> HwConfig:
+    """The HwConfig of parsed add_hw_args flags. Without --simd, the default lane count is used
+    when it divides every reduction length of the model (reduction_lengths), else 1 lane."""
+    simd = args.simd
+    if simd is None:
+        simd = HwConfig.simd if all(k % HwConfig.simd == 0 for k in reduction_lengths) else 1
+    return HwConfig(rows=args.rows, cols=args.cols, simd=simd, clock_mhz=args.clock_mhz, part=args.part)

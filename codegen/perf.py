@@ -914,8 +914,9 @@ def main(argv=None) -> int:
         raise P2VitError("--plot needs --sweep")
     if args.dram_gbs < 0:
         raise P2VitError(f"--dram-gbs must be >= 0, not {args.dram_gbs}")
-    hw = hw_config(args)
+    hw_config(args)                    # flag errors before loading the model
     shape = load_shape(args.model, w_bits=args.w_bits, res_bits=args.res_bits)
+    hw = hw_config(args, (shape.kp, shape.dim, shape.hidden, shape.dh))
     sw = Switches(inter=not args.no_inter, intra=not args.no_intra, fifo=args.fifo,
                   epilogue_overlap=args.epilogue_overlap, axi_latency=args.axi_latency)
     dram = args.dram_gbs or None

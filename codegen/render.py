@@ -50,13 +50,26 @@ def _env() -> jinja2.Environment:
                               trim_blocks=False, lstrip_blocks=False)
 
 
-def check_shapes(ir: QuantizedViT, hw: HwConfig) -> None:
-    m = ir.meta["model"]
-    for name, K in (("embed", m["in_chans"] * m["patch"] ** 2), ("D", m["dim"]), ("hidden", m["hidden"]),
-                    ("head dim", m["dim"] // m["heads"])):
+def reduction_lengths(model) -> dict[str, int]:
+    """Reduction lengths K of the MAC-array layers of a timm ViT (or of an IR's "model" meta)."""
+    if isinstance(model, dict):
+        m = model
+        return {"embed": m["in_chans"] * m["patch"] ** 2, "D": m["dim"], "hidden": m["hidden"],
+                "head dim": m["dim"] // m["heads"]}
+    attn = model.blocks[0].attn
+    return {"embed": model.patch_embed.proj.weight[0].numel(), "D": model.embed_dim,
+            "hidden": model.blocks[0].mlp.fc1.out_features, "head dim": model.embed_dim // attn.num_heads}
+
+
+def check_shapes_of(ks: dict[str, int], hw: HwConfig) -> None:
+    for name, K in ks.items():
         if K % hw.simd:
             raise P2VitError(f"--simd {hw.simd} does not divide the reduction length {K} ({name}); "
                              "choose a divisor")
+
+
+def check_shapes(ir: QuantizedViT, hw: HwConfig) -> None:
+    check_shapes_of(reduction_lengths(ir.meta["model"]), hw)
 
 
 def context(ir: QuantizedViT, hw: HwConfig, layout: Layout, bounds: Bounds, module_name: str,

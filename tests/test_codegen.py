@@ -234,6 +234,24 @@ def test_codegen_cli_bad_hw_flag(tmp_path, capsys):
     assert not (tmp_path / "b").exists()
 
 
+def test_codegen_cli_lane_default_follows_the_model(tmp_path, capsys):
+    """--simd defaults to 2 lanes, or 1 when a reduction length is odd (patch 5: K = 75)."""
+    import json
+
+    from codegen.__main__ import main
+
+    for patch, want in ((8, 2), (5, 1)):
+        out = tmp_path / f"p{patch}"
+        card = tiny_card(tmp_path, depth=1, img=40, patch=patch, name=f"p{patch}")
+        assert main([str(card), "--random-init", "--n-calib", "2", "--no-build", "--out", str(out), "--quiet"]) == 0
+        assert json.loads((out / "build.json").read_text())["hw"]["simd"] == want
+    with pytest.raises(SystemExit) as exc:
+        main([str(card), "--random-init", "--simd", "2", "--out", str(tmp_path / "x")])
+    assert exc.value.code == 2
+    assert "--simd 2 does not divide the reduction length 75 (embed)" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
 def test_packaged_cmake_lists_matches_the_repository_copy():
     """Non-editable installs build with kernels/cmake/CMakeLists.txt (codegen/resources.py)."""
     root = Path(__file__).resolve().parents[1]
