@@ -46,7 +46,8 @@ def bench(name: str, n_images: int, out: Path, repeat: int):
     t0 = time.perf_counter()
     q = quantize(lm, calib, cfg)
     t_quant = time.perf_counter() - t0
-    info = generate(q.ir, HwConfig(), out / name, force=True)
+    hw = HwConfig()
+    info = generate(q.ir, hw, out / name, force=True)
     sim = load(out / name)
     got = sim.run(imgs)
     want = reference.run(q.ir, to_int8_input(imgs)).logits.numpy()
@@ -57,7 +58,7 @@ def bench(name: str, n_images: int, out: Path, repeat: int):
         t_fp = best_of(lambda: lm.model(xf), repeat) / n_images
         t_fp1 = best_of(lambda: [lm.model(xf[i:i + 1]) for i in range(n_images)], repeat) / n_images
     t = info["timings"]
-    print(f"{name}: {n_images} images, bit-exact {exact}; quantize {t_quant:.1f} s, "
+    print(f"{name}: {n_images} images, {hw.rows}x{hw.cols}x{hw.simd} array, bit-exact {exact}; quantize {t_quant:.1f} s, "
           f"render {t['render_native_s']:.2f} s, compile {t['compile_native_s']:.1f} s")
     print(f"  C-sim         {t_csim * 1000:9.2f} ms/image")
     print(f"  PyTorch FP32  {t_fp * 1000:9.2f} ms/image (batch {n_images}), {t_fp1 * 1000:.2f} ms/image (one at a time)")

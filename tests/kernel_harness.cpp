@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "p2vit/arith.h"
+#include "p2vit/blob.h"
 #include "p2vit/pe_array.h"
 #include "p2vit/rows.h"
 #include "p2vit/types.h"
@@ -357,6 +358,27 @@ arr pe_array_dot_v(arr x, arr w, arr acc0, int r, int c, int s) {
   throw py::value_error("pe_array_dot: shape not instantiated in the harness");
 }
 
+// nibble_word(bytes, C, S): blob_nibble_word<C, S> on C*S/2 bytes, the C*S weights in word
+// order (w[i / S][i % S] at index i). (8, 2) and (16, 2) take the AVX2 path in native builds.
+template <int C, int S>
+arr nibble_word_t(const arr& bytes) {
+  if (bytes.size() != C * S / 2) throw py::value_error("nibble_word: need C*S/2 bytes");
+  p2vit::u8 b[C * S / 2];
+  for (int i = 0; i < C * S / 2; ++i) b[i] = p2vit::u8(in_u<8>(bytes.data()[i], "nibble_word byte"));
+  p2vit::i8 w[C][S];
+  p2vit::blob_nibble_word<C, S>(b, 0, w);
+  arr o(C * S);
+  for (int i = 0; i < C * S; ++i) o.mutable_at(i) = out64(w[i / S][i % S]);
+  return o;
+}
+
+arr nibble_word_v(arr bytes, int c, int s) {
+#define X(C, S) if (c == C && s == S) return nibble_word_t<C, S>(bytes);
+  X(8, 2) X(16, 2) X(8, 4) X(6, 2) X(4, 1)
+#undef X
+  throw py::value_error("nibble_word: shape not instantiated in the harness");
+}
+
 // stream_roundtrip(v): writes v through a p2vit::stream<i64>, reads it back (FIFO order).
 arr stream_roundtrip_v(arr v) {
   p2vit::stream<i64> s;
@@ -394,8 +416,9 @@ PYBIND11_MODULE(P2VIT_MODNAME, m) {
   m.def("residual_add", &residual_add_v, py::arg("y"), py::arg("e_y"), py::arg("r"),
         py::arg("e_r"), py::arg("e_s"), py::arg("rbits"));
   m.def("gelu_lookup", &gelu_lookup_v, py::arg("h"), py::arg("lut"));
-  m.attr("pe_avx2") = bool(P2VIT_PE_AVX2);
+  m.attr("csim_avx2") = bool(P2VIT_CSIM_AVX2);
   m.def("pe_array_dot", &pe_array_dot_v, py::arg("x"), py::arg("w"), py::arg("acc0"), py::arg("rows"),
         py::arg("cols"), py::arg("simd"));
+  m.def("nibble_word", &nibble_word_v, py::arg("bytes"), py::arg("cols"), py::arg("simd"));
   m.def("stream_roundtrip", &stream_roundtrip_v, py::arg("v"));
 }

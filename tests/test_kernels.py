@@ -404,9 +404,22 @@ def test_pe_array_cycle_is_an_exact_dot_product(kern, rows, cols, simd):
         check(kern.pe_array_dot(x, w, acc0, rows, cols, simd), acc0 + x @ w.T)
 
 
+@pytest.mark.parametrize("cols,simd", [(8, 2), (16, 2), (8, 4), (6, 2), (4, 1)])
+def test_nibble_word_unpacks_what_the_layout_packs(kern, cols, simd):
+    from codegen.layout import tile_weights
+
+    rng = np.random.default_rng(cols * simd)
+    w = rng.integers(-8, 8, (cols, 4 * simd)).astype(np.int8)     # one column tile, 4 words
+    w[0, :2 * simd] = [-8, 7] * simd                               # both nibble extremes
+    packed = tile_weights(w, cols, simd, 4).reshape(4, -1)
+    for word in range(4):
+        want = w[:, word * simd:(word + 1) * simd].reshape(-1)    # [cols][simd] of this word
+        check(kern.nibble_word(packed[word].astype(np.int64), cols, simd), want)
+
+
 def test_native_harness_uses_the_avx2_pe_path_where_the_cpu_has_it(kern):
     has_avx2 = "avx2" in Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else False
-    assert kern.pe_avx2 == (kern.mode == "native" and has_avx2)
+    assert kern.csim_avx2 == (kern.mode == "native" and has_avx2)
 
 
 def test_harness_rejects_out_of_range_inputs(kern):

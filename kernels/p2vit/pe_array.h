@@ -24,11 +24,8 @@
 
 #include "types.h"
 
-#if defined(P2VIT_NATIVE_TYPES) && defined(__AVX2__) && !defined(__SYNTHESIS__)
-#define P2VIT_PE_AVX2 1
+#if P2VIT_CSIM_AVX2
 #include <immintrin.h>
-#else
-#define P2VIT_PE_AVX2 0
 #endif
 
 namespace p2vit {
@@ -39,7 +36,7 @@ template <typename T>
 struct pe_operand {
   using type = T;
 };
-#if P2VIT_PE_AVX2
+#if P2VIT_CSIM_AVX2
 template <>
 struct pe_operand<std::int8_t> {
   using type = std::int16_t;
@@ -65,7 +62,7 @@ inline void pe_cycle_portable(const X xt[R][K], int k0, const W w[C][S], A acc[R
   }
 }
 
-#if P2VIT_PE_AVX2
+#if P2VIT_CSIM_AVX2
 // pe_cycle_avx2: the same sum with vpmaddwd; w[o][0..1] is one 16-bit pair per lane.
 template <int R, int C, int K>
 inline void pe_cycle_avx2(const std::int16_t xt[R][K], int k0, const std::int8_t w[C][2],
@@ -94,7 +91,7 @@ inline void pe_cycle_avx2(const std::int16_t xt[R][K], int k0, const std::int8_t
 //   k0: first reduction index of this cycle; w: this cycle's weights; acc: accumulators.
 template <int R, int C, int S, int K, typename X, typename W, typename A>
 inline void pe_array_cycle(const X xt[R][K], int k0, const W w[C][S], A acc[R][C]) {
-#if P2VIT_PE_AVX2
+#if P2VIT_CSIM_AVX2
   if constexpr (S == 2 && C % 8 == 0 && std::is_same<X, std::int16_t>::value &&
                 std::is_same<W, std::int8_t>::value && std::is_same<A, std::int32_t>::value) {
     detail::pe_cycle_avx2<R, C, K>(xt, k0, w, acc);

@@ -36,6 +36,15 @@
 #define P2VIT_PRAGMA(x)
 #endif
 
+// P2VIT_CSIM_AVX2: 1 in a native-types software build for a CPU with AVX2 (the C-sim's
+// vector paths: p2vit/pe_array.h, p2vit/blob.h), else 0. Never 1 under HLS synthesis or in
+// ap_int builds, which always compile the plain loops.
+#if defined(P2VIT_NATIVE_TYPES) && defined(__AVX2__) && !defined(__SYNTHESIS__)
+#define P2VIT_CSIM_AVX2 1
+#else
+#define P2VIT_CSIM_AVX2 0
+#endif
+
 #ifdef P2VIT_NATIVE_TYPES
 
 #include <vector>
