@@ -15,7 +15,8 @@
 // summed) instead of R x C scalar multiply-adds, and the stationary tile is kept widened to
 // 16 bits so each row's pair of inputs is a single 32-bit broadcast. Same values, several
 // times faster in software; the ap_int build (HLS types) always takes the portable loops, and
-// tests/test_codegen.py checks the two builds agree on every output.
+// tests/test_kernels.py (this function) and tests/test_codegen.py (whole builds) check that
+// the two agree on every output.
 #ifndef P2VIT_PE_ARRAY_H
 #define P2VIT_PE_ARRAY_H
 
