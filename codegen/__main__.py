@@ -16,8 +16,8 @@ from quantizer.pipeline import quantize
 from quantizer.progress import Progress, note
 
 from .generate import check_out_dir, generate
-from .hwconfig import add_hw_args, hw_config
-from .render import check_shapes_of, reduction_lengths
+from .hwconfig import add_hw_args, check_simd, hw_config
+from .render import reduction_lengths
 
 
 @cli_errors
@@ -42,7 +42,7 @@ def main(argv=None):
     lm = load_model_from_args(args)
     ks = reduction_lengths(lm.model)
     hw = hw_config(args, ks.values())
-    check_shapes_of(ks, hw)                   # fail before the long steps
+    check_simd(ks, hw, lm.name)               # fail before the long steps
     check_out_dir(out, lm.name, args.force)
     calib = calibration_images(args, lm, progress=not args.quiet)
     say(f"quantizing {lm.name} ({cfg.label}) on {len(calib[:cfg.n_calib])} calibration images")

@@ -51,3 +51,12 @@ def hw_config(args, reduction_lengths=()) -> HwConfig:
     if simd is None:
         simd = HwConfig.simd if all(k % HwConfig.simd == 0 for k in reduction_lengths) else 1
     return HwConfig(rows=args.rows, cols=args.cols, simd=simd, clock_mhz=args.clock_mhz, part=args.part)
+
+
+def check_simd(reduction_lengths: dict[str, int], hw: HwConfig, model: str = "") -> None:
+    """Refuse a lane count that does not divide every reduction length (name -> K) of a model."""
+    for name, K in reduction_lengths.items():
+        if K % hw.simd:
+            of = f" of {model}" if model else ""
+            raise P2VitError(f"--simd {hw.simd} does not divide the reduction length {K} ({name}){of}; "
+                             "choose a divisor")

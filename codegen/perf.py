@@ -38,7 +38,7 @@ from pathlib import Path
 
 from quantizer.errors import P2VitError, cli_errors
 
-from .hwconfig import HwConfig, add_hw_args, hw_config
+from .hwconfig import HwConfig, add_hw_args, check_simd, hw_config
 
 DEFAULT_DRAM_GBS = 19.2   # ZCU102 PS DDR4-2400, 64 bit: 2400 MT/s * 8 B (peak)
 
@@ -122,6 +122,11 @@ class ModelShape:
     @property
     def dh(self) -> int:
         return self.dim // self.heads
+
+    @property
+    def reduction_lengths(self) -> dict[str, int]:
+        """K of the MAC-array layers, named as codegen.render.reduction_lengths names them."""
+        return {"embed": self.kp, "D": self.dim, "hidden": self.hidden, "head dim": self.dh}
 
     def bits(self, layer: str) -> int:
         return dict(self.layer_bits).get(layer, 8)
@@ -328,7 +333,7 @@ def _block(shape: ModelShape, hw: HwConfig, b_qkv: int, b_proj: int, b_fc1: int,
 
 def schedule(shape: ModelShape, hw: HwConfig) -> list[Step]:
     """The statements of p2vit_top.cpp.j2, in order, with their loops."""
-    _check_hw(shape, hw)
+    check_simd(shape.reduction_lengths, hw, shape.name)
     N, D = shape.tokens, shape.dim
     NP, KP, CL = N - 1, shape.kp, shape.num_classes
     steps = []
@@ -355,13 +360,6 @@ def schedule(shape: ModelShape, hw: HwConfig) -> list[Step]:
     steps.append(Step("head", "head", [_seq_ops(_mac(hw, 1, D, CL, "array", "head", b))], macs=D * CL,
                       dram=dr, weight_bytes_unique=_uniq(hw, CL, D, b)))
     return steps
-
-
-def _check_hw(shape: ModelShape, hw: HwConfig) -> None:
-    for what, K in (("embed", shape.kp), ("D", shape.dim), ("hidden", shape.hidden), ("head dim", shape.dh)):
-        if K % hw.simd:
-            raise P2VitError(f"--simd {hw.simd} does not divide the reduction length {K} ({what}) of "
-                             f"{shape.name}; choose a divisor")
 
 
 def _all_loops(step: Step):
@@ -916,7 +914,7 @@ def main(argv=None) -> int:
         raise P2VitError(f"--dram-gbs must be >= 0, not {args.dram_gbs}")
     hw_config(args)                    # flag errors before loading the model
     shape = load_shape(args.model, w_bits=args.w_bits, res_bits=args.res_bits)
-    hw = hw_config(args, (shape.kp, shape.dim, shape.hidden, shape.dh))
+    hw = hw_config(args, shape.reduction_lengths.values())
     sw = Switches(inter=not args.no_inter, intra=not args.no_intra, fifo=args.fifo,
                   epilogue_overlap=args.epilogue_overlap, axi_latency=args.axi_latency)
     dram = args.dram_gbs or None

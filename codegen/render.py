@@ -13,10 +13,9 @@ from dataclasses import dataclass
 import jinja2
 
 from quantizer.ir import QuantizedViT
-from quantizer.errors import P2VitError
 
 from .bounds import Bounds, compute_bounds
-from .hwconfig import HwConfig
+from .hwconfig import HwConfig, check_simd
 from .layout import Layout, build_layout
 from .resources import kernels_dir, templates_dir
 
@@ -61,15 +60,8 @@ def reduction_lengths(model) -> dict[str, int]:
             "hidden": model.blocks[0].mlp.fc1.out_features, "head dim": model.embed_dim // attn.num_heads}
 
 
-def check_shapes_of(ks: dict[str, int], hw: HwConfig) -> None:
-    for name, K in ks.items():
-        if K % hw.simd:
-            raise P2VitError(f"--simd {hw.simd} does not divide the reduction length {K} ({name}); "
-                             "choose a divisor")
-
-
 def check_shapes(ir: QuantizedViT, hw: HwConfig) -> None:
-    check_shapes_of(reduction_lengths(ir.meta["model"]), hw)
+    check_simd(reduction_lengths(ir.meta["model"]), hw, ir.meta["model"]["name"])
 
 
 def context(ir: QuantizedViT, hw: HwConfig, layout: Layout, bounds: Bounds, module_name: str,
