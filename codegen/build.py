@@ -24,8 +24,13 @@ def _cmake() -> str:
     return exe
 
 
-def build_module(out: Path, module_name: str, types: str = "native", jobs: int | None = None) -> Path:
-    """Build out/hls into out/csim/<module_name>*.so; the compiler output goes to out/csim/build.log."""
+def build_module(out: Path, module_name: str, types: str = "native", jobs: int | None = None,
+                 cmake_args: tuple[str, ...] | list[str] = ()) -> Path:
+    """Build out/hls into out/csim/<module_name>*.so; the compiler output goes to out/csim/build.log.
+
+    cmake_args: extra configure arguments, e.g. ("-DP2VIT_SANITIZE=address,undefined",
+    "-DP2VIT_TESTBENCH=ON") for the sanitizer build of benchmarks/sanitize.py (docs/sanitizers.md).
+    """
     import pybind11
 
     csim = out / "csim"
@@ -44,6 +49,7 @@ def build_module(out: Path, module_name: str, types: str = "native", jobs: int |
         if ap is None:
             raise P2VitError("ap_int build needs Xilinx's ap_types: pip install hls4ml, or set XILINX_HLS")
         args.append(f"-DP2VIT_AP_TYPES={ap}")
+    args += list(cmake_args)
     with open(log, "w") as f:
         for cmd in (args, [_cmake(), "--build", str(bdir), "--verbose", "-j", str(jobs or os.cpu_count() or 1)]):
             f.write("$ " + " ".join(cmd) + "\n")
