@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .card import SUPPORTED_ARCHITECTURE, check_card
 from .data import Preprocess
 from .errors import P2VitError
 
@@ -30,9 +31,6 @@ MODEL_TAGS = {
     "deit_s": "deit_small_patch16_224.fb_in1k",
     "deit_b": "deit_base_patch16_224.fb_in1k",
 }
-
-SUPPORTED_ARCHITECTURE = "timm.models.vision_transformer.VisionTransformer"
-
 
 @dataclass
 class LoadedModel:
@@ -143,24 +141,27 @@ def _load_card(path: Path, weights, random_init: bool) -> LoadedModel:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise P2VitError(f"model card {path} is not valid JSON ({exc.msg if hasattr(exc, 'msg') else exc}); "
                          "fix or regenerate the card") from None
-    if not isinstance(card, dict):
-        raise P2VitError(f"model card {path} is not a JSON object; see shared/models/*.json for the format")
-    for key in ("architecture", "config", "preprocess"):
-        if key not in card:
-            raise P2VitError(f"model card {path} has no '{key}' field; see shared/models/*.json for the format")
-    if card["architecture"] != SUPPORTED_ARCHITECTURE:
-        raise P2VitError(f"model card {path}: architecture '{card['architecture']}' is not supported; "
-                         f"only {SUPPORTED_ARCHITECTURE} is")
-    if not isinstance(card["config"], dict):
-        raise P2VitError(f"model card {path}: bad VisionTransformer config (config must be a JSON object)")
+    except RecursionError:
+        raise P2VitError(f"model card {path} is not valid JSON for p2vit (nested too deeply); "
+                         "fix or regenerate the card") from None
+    except OSError as exc:
+        raise P2VitError(f"model card {path} cannot be read ({exc.strerror or type(exc).__name__}); "
+                         "check the path and its permissions") from None
+    check_card(card, path)  # every field, named, before anything is built from it
+    try:
+        pp = Preprocess.from_card(card["preprocess"])
+    except P2VitError as exc:  # e.g. resize disagreeing with crop_pct
+        raise P2VitError(f"model card {path}: {exc}") from None
     try:
         torch.manual_seed(0)
         model = VisionTransformer(**card["config"])
-    except (TypeError, ValueError, AssertionError) as exc:
+    except Exception as exc:  # noqa: BLE001 - keys p2vit does not check go to timm as they are
         # timm checks argument values with assert (e.g. embed_dim divisible by num_heads)
-        why = str(exc) or "an argument value is invalid, e.g. embed_dim not divisible by num_heads"
-        raise P2VitError(f"model card {path}: bad VisionTransformer config ({why})") from None
-    name = card.get("name", path.stem)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        why = f"{type(exc).__name__}: {first}" if first else \
+            f"{type(exc).__name__}: an argument value is invalid"
+        raise P2VitError(f"model card {path}: bad VisionTransformer config ({why}); fix the model card") from None
+    name = card.get("name") or path.stem
     check_supported(model, name)
     if random_init:
         source = "random-init (seed 0)"
@@ -172,15 +173,11 @@ def _load_card(path: Path, weights, random_init: bool) -> LoadedModel:
                                  "or --random-init")
             wpath = path.parent / card["weights"]
             expected = card.get("weights_sha256")
-            if expected and wpath.is_file() and _sha256(wpath) != expected:
+            if expected and wpath.is_file() and _sha256(wpath) != expected.lower():
                 raise P2VitError(f"weights file {wpath} does not match the sha256 in {path}; "
                                  "the file is corrupt or belongs to another model")
         _load_weights_into(model, wpath, name)
         source = f"weights file {wpath}"
-    try:
-        pp = Preprocess.from_card(card["preprocess"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise P2VitError(f"model card {path}: bad 'preprocess' entry ({exc})") from None
     return LoadedModel(name=name, model=model.eval(), preprocess=pp,
                        class_names=card.get("classes"), source=source,
                        spec={"kind": "card", "card": str(path.resolve()), "name": name})
