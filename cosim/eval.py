@@ -48,17 +48,9 @@ def _batched(fn, images: np.ndarray, batch: int, progress, stage: str) -> tuple[
 def _labels(ds: ImageSet, b: LoadedBuild) -> np.ndarray | None:
     """Labels as the model's class indices (remapped by name when the data names its classes
     differently ordered), or None."""
-    if ds.labels is None:
-        return None
-    labels, names = ds.labels, b.class_names
-    if ds.class_names and names and ds.class_names != names[:len(ds.class_names)] \
-            and all(n in names for n in ds.class_names):
-        lut = np.array([names.index(n) for n in ds.class_names], dtype=np.int64)
-        labels = lut[labels]
-    if labels.size and (labels.min() < 0 or labels.max() >= b.num_classes):
-        raise P2VitError(f"{ds.source}: labels {labels.min()}..{labels.max()} do not fit the "
-                         f"{b.num_classes} classes of {b.name}; evaluate on data of this model's classes")
-    return labels
+    from quantizer.data import labels_for_model
+
+    return labels_for_model(ds, b.num_classes, b.class_names, b.name)
 
 
 def _top1(pred: np.ndarray, labels) -> float | None:

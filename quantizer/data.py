@@ -323,9 +323,16 @@ def _fit_all(items: Iterable, n: int, pp: Preprocess, progress: bool, desc: str)
     return out
 
 
+_SAVEZ_HINT = "save images with numpy.savez(path, images=..., labels=...)"
+
+
 def _member(z, key: str, src: str) -> np.ndarray:
     try:
-        return z[key]
+        arr = z[key]
+        if not isinstance(arr, np.ndarray):  # numpy hands back the raw bytes of a member not in .npy format
+            raise P2VitError(f"{src}: {key!r} is not a numpy array (the archive member is not in .npy format); "
+                             f"{_SAVEZ_HINT}")
+        return arr
     except ValueError as exc:
         if "allow_pickle" not in str(exc):
             raise
@@ -334,14 +341,36 @@ def _member(z, key: str, src: str) -> np.ndarray:
             f"{src}: {key!r} is stored as Python objects; save it as a plain numeric or string array") from None
 
 
+def _check_npz_start(head: bytes, src: str) -> None:
+    """Refuse what is not a zip archive by its first bytes, before numpy guesses (numpy calls any
+    unknown file "pickled (object) data", which sends users after the wrong problem)."""
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):  # a zip archive (an empty one ends in PK\5\6)
+        return
+    if head.startswith(b"\x93NUMPY"):  # a bare .npy renamed to .npz
+        raise P2VitError(f"{src} is a single .npy array, not an .npz archive; {_SAVEZ_HINT}")
+    if not head:
+        raise P2VitError(f"{src} is an empty file, not an .npz archive; {_SAVEZ_HINT}")
+    try:
+        head.decode("utf-8")
+        text = b"\0" not in head
+    except UnicodeDecodeError as exc:  # a character cut by the 512-byte window still counts as text
+        text = b"\0" not in head and exc.start >= len(head) - 3 and len(head) == 512
+    if text:
+        raise P2VitError(f"{src} is a text file, not an .npz archive (a zip of numpy arrays); {_SAVEZ_HINT}")
+    raise P2VitError(f"{src} is not an .npz archive (a zip of numpy arrays): its first bytes are not a zip "
+                     f"header; {_SAVEZ_HINT}")
+
+
 def _load_npz(path: Path, pp: Preprocess, limit: int | None, progress: bool, spread: bool) -> ImageSet:
     src = str(path)
     try:
         # Own the file handle: np.load leaks it when the zip directory is damaged.
         with open(path, "rb") as fh:
+            _check_npz_start(fh.read(512), src)
+            fh.seek(0)
             z = np.load(fh, allow_pickle=False)
-            if not isinstance(z, np.lib.npyio.NpzFile):  # a bare .npy renamed to .npz
-                raise P2VitError(f"{src} is not an .npz archive; save with numpy.savez(path, images=..., labels=...)")
+            if not isinstance(z, np.lib.npyio.NpzFile):  # cannot happen after _check_npz_start; kept as a guard
+                raise P2VitError(f"{src} is not an .npz archive; {_SAVEZ_HINT}")
             with z:
                 if "images" not in z.files:
                     raise P2VitError(
@@ -358,7 +387,9 @@ def _load_npz(path: Path, pp: Preprocess, limit: int | None, progress: bool, spr
         raise P2VitError(f"{src} is not a valid .npz archive ({reason}); re-create it with numpy.savez") from None
 
     if images.dtype != np.uint8:
-        raise P2VitError(f"{src}: 'images' has dtype {images.dtype}, expected uint8; store 0..255 pixels as uint8")
+        hint = " (0..1 floats: (x * 255).round().astype(np.uint8))" if images.dtype.kind == "f" else ""
+        raise P2VitError(f"{src}: 'images' has dtype {images.dtype}, expected uint8; "
+                         f"store 0..255 pixels as uint8{hint}")
     if images.ndim == 4 and images.shape[3] == 1:
         images = images[..., 0]
     if not (images.ndim == 3 or (images.ndim == 4 and images.shape[3] == 3)):
@@ -367,18 +398,29 @@ def _load_npz(path: Path, pp: Preprocess, limit: int | None, progress: bool, spr
     n = images.shape[0]
     if n == 0:
         raise P2VitError(f"{src} contains no images; {_FORMS_HINT}")
+    if images.shape[1] == 0 or images.shape[2] == 0:
+        raise P2VitError(f"{src}: 'images' has shape {images.shape}, images of zero height or width; "
+                         "store (N, H, W, 3) images with H, W >= 1")
 
     if labels is not None:
-        if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-            raise P2VitError(f"{src}: 'labels' must be a 1-D integer array, got {labels.dtype} {labels.shape}")
+        if labels.ndim != 1 or labels.dtype.kind not in "iu":
+            raise P2VitError(f"{src}: 'labels' must be a 1-D integer array, got {labels.dtype} {labels.shape}; "
+                             "store one integer class index per image")
         if labels.shape[0] != n:
             raise P2VitError(f"{src}: 'labels' has {labels.shape[0]} entries but 'images' has {n}; they must match")
+        if labels.size and (labels.min() < 0 or labels.max() > np.iinfo(np.int64).max):
+            raise P2VitError(f"{src}: 'labels' range {labels.min()}..{labels.max()} is not a range of class "
+                             "indices; labels must be 0, 1, 2, ... (class numbers)")
         labels = labels.astype(np.int64)
     class_names = None
     if names is not None:
         if names.ndim != 1 or names.dtype.kind not in "US":
             raise P2VitError(f"{src}: 'class_names' must be a 1-D string array, got {names.dtype} {names.shape}")
-        class_names = [x.decode() if isinstance(x, bytes) else str(x) for x in names.tolist()]
+        try:
+            class_names = [x.decode() if isinstance(x, bytes) else str(x) for x in names.tolist()]
+        except UnicodeDecodeError:
+            raise P2VitError(f"{src}: 'class_names' are bytes that are not UTF-8 text; "
+                             "store them as a numpy str array") from None
         if labels is not None and labels.size and (labels.min() < 0 or labels.max() >= len(class_names)):
             raise P2VitError(
                 f"{src}: 'labels' range {labels.min()}..{labels.max()} is outside the "
@@ -432,6 +474,28 @@ def subset_indices(total: int, limit: int, spread: bool) -> np.ndarray:
     if not spread:
         return np.arange(limit)
     return (np.arange(limit) * total) // limit
+
+
+def labels_for_model(ds: ImageSet, num_classes: int, class_names: list[str] | None,
+                     model: str) -> np.ndarray | None:
+    """The labels of `ds` as indices of a model's classes, or None when `ds` has none.
+
+    When the data names its classes (ImageFolder folders, an npz's class_names) in another order
+    than the model, but all of them are model classes, labels are remapped by name. Labels outside
+    the model's `num_classes` are refused: top-1 against them would be a meaningless 0%.
+    Used by `python -m quantizer.eval` and `cosim.eval`, so both accept and refuse the same data.
+    """
+    if ds.labels is None:
+        return None
+    labels, names = ds.labels, class_names
+    if ds.class_names and names and ds.class_names != names[:len(ds.class_names)] \
+            and all(n in names for n in ds.class_names):
+        lut = np.array([names.index(n) for n in ds.class_names], dtype=np.int64)
+        labels = lut[labels]
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise P2VitError(f"{ds.source}: labels {labels.min()}..{labels.max()} do not fit the "
+                         f"{num_classes} classes of {model}; evaluate on data of this model's classes")
+    return labels
 
 
 def load_images(path: str | os.PathLike, pp: Preprocess, limit: int | None = None,

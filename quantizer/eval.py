@@ -24,7 +24,7 @@ from . import floatscale, reference
 from .calibrate import collect
 from .cli import add_model_args, calibration_images, load_model_from_args
 from .config import QuantConfig
-from .data import load_images, to_int8_input, to_model_input
+from .data import labels_for_model, load_images, to_int8_input, to_model_input
 from .errors import P2VitError, cli_errors
 from .float_model import FloatViT
 from .pipeline import quantize, weight_bytes
@@ -186,12 +186,13 @@ def main(argv=None):
         raise P2VitError(f"--limit must be at least 1, not {args.limit}")
     progress = Progress(enabled=not args.quiet)
     lm = load_model_from_args(args)
-    calib = calibration_images(args, lm)
     data = load_images(args.data, lm.preprocess, limit=args.limit, spread=True, progress=not args.quiet)
+    labels = labels_for_model(data, lm.model.num_classes, lm.class_names, lm.name)  # before any quantization
+    calib = calibration_images(args, lm)
     if data.labels is None:
         note(f"note: {args.data} has no labels; top-1 is not reported, agreement with FP32 is")
     t0 = time.perf_counter()
-    results = evaluate_configs(lm, calib, data.images, data.labels, names, progress=progress)
+    results = evaluate_configs(lm, calib, data.images, labels, names, progress=progress)
     print(f"{lm.name}: {len(data.images)} images from {args.data}, {len(calib)} calibration images, "
           f"{time.perf_counter() - t0:.0f} s")
     print(format_table(results))

@@ -14,6 +14,7 @@ from quantizer.data import (
     ImageSet,
     Preprocess,
     fit_image,
+    labels_for_model,
     load_images,
     synthetic_images,
     to_int8_input,
@@ -290,10 +291,16 @@ def test_npz_wrong_dtype(tmp_path):
     np.savez(p, images=np.zeros((2, 32, 32, 3), np.float32))
     with raises("has dtype float32, expected uint8") as e:
         load_images(p, PP32)
-    assert "x.npz" in one_line(e)
+    assert "x.npz" in one_line(e) and "(x * 255).round().astype(np.uint8)" in one_line(e)
+    for dtype in (np.int64, np.bool_, np.uint16):
+        np.savez(p, images=np.zeros((2, 32, 32, 3), dtype))
+        with raises(f"has dtype {np.dtype(dtype)}, expected uint8") as e:
+            load_images(p, PP32)
+        assert "astype" not in one_line(e)  # the 0..1 float hint is for floats only
 
 
-@pytest.mark.parametrize("shape", [(2, 3, 32, 32), (32, 32), (2, 32, 32, 4)])
+@pytest.mark.parametrize("shape", [(2, 3, 32, 32), (32, 32), (2, 32, 32, 4), (2, 32, 32, 2), (32,), (),
+                                   (1, 2, 32, 32, 3)])
 def test_npz_wrong_shape(tmp_path, shape):
     p = tmp_path / "x.npz"
     np.savez(p, images=np.zeros(shape, np.uint8))
@@ -323,17 +330,91 @@ def test_npz_bad_labels_and_class_names(tmp_path):
         load_images(p, PP32)
 
 
-def test_npz_empty(tmp_path):
+def test_npz_negative_and_huge_labels(tmp_path):
     p = tmp_path / "x.npz"
-    np.savez(p, images=np.zeros((0, 32, 32, 3), np.uint8))
-    with raises("contains no images"):
+    np.savez(p, images=rand_u8((2, 32, 32, 3)), labels=np.array([0, -1]))
+    with raises("'labels' range -1..0 is not a range of class indices") as e:
+        load_images(p, PP32)
+    assert "x.npz" in one_line(e)
+    big = np.array([0, 2**63 + 5], dtype=np.uint64)  # would wrap to a negative int64
+    np.savez(p, images=rand_u8((2, 32, 32, 3)), labels=big)
+    with raises("is not a range of class indices"):
         load_images(p, PP32)
 
 
-def test_corrupt_npz_garbage(tmp_path):
+@pytest.mark.parametrize("labels", [np.array([True, False]), np.array(["0", "1"]), np.array([[0], [1]]),
+                                    np.array([0.5, 1.0])])
+def test_npz_labels_not_integers(tmp_path, labels):
     p = tmp_path / "x.npz"
-    p.write_bytes(b"this is not a zip archive at all" * 10)
-    with raises("is not a valid .npz archive") as e:
+    np.savez(p, images=rand_u8((2, 32, 32, 3)), labels=labels)
+    with raises("'labels' must be a 1-D integer array") as e:
+        load_images(p, PP32)
+    assert str(labels.dtype) in one_line(e)
+
+
+def test_npz_class_names_not_utf8(tmp_path):
+    p = tmp_path / "x.npz"
+    np.savez(p, images=rand_u8((2, 32, 32, 3)), class_names=np.array([b"\xff\xfe", b"ok"]))
+    with raises("'class_names' are bytes that are not UTF-8 text") as e:
+        load_images(p, PP32)
+    one_line(e)
+    np.savez(p, images=rand_u8((2, 32, 32, 3)), class_names=np.array([b"cat", b"dog"]))
+    assert load_images(p, PP32).class_names == ["cat", "dog"]
+
+
+@pytest.mark.parametrize("images", [np.zeros((0, 32, 32, 3), np.uint8), np.zeros((0, 32, 32), np.uint8)])
+def test_npz_empty(tmp_path, images):
+    p = tmp_path / "x.npz"
+    np.savez(p, images=images, labels=np.zeros(0, np.int64))
+    with raises("contains no images") as e:
+        load_images(p, PP32)
+    one_line(e)
+
+
+@pytest.mark.parametrize("shape", [(2, 0, 32, 3), (2, 32, 0), (1, 0, 0, 1)])
+def test_npz_images_without_pixels(tmp_path, shape):
+    p = tmp_path / "x.npz"
+    np.savez(p, images=np.zeros(shape, np.uint8))
+    with raises("images of zero height or width") as e:
+        load_images(p, PP32)
+    assert "x.npz" in one_line(e)
+
+
+@pytest.mark.parametrize("content", [b"this is not a zip archive at all" * 10, b"a,b\n1,2\n",
+                                     "caf\u00e9 \u00e9t\u00e9\n".encode() * 100])
+def test_text_file_named_npz(tmp_path, content):
+    # numpy calls any non-zip, non-npy file "pickled (object) data. If you trust the file...": misleading.
+    p = tmp_path / "x.npz"
+    p.write_bytes(content)
+    with raises("is a text file, not an .npz archive (a zip of numpy arrays)") as e:
+        load_images(p, PP32)
+    msg = one_line(e)
+    assert "x.npz" in msg and "numpy.savez" in msg
+    assert "pickle" not in msg.lower() and "trust" not in msg
+
+
+@pytest.mark.parametrize("content", [bytes(range(256)) * 4, b"\x89PNG\r\n\x1a\n" + bytes(100), b"\x80\x04\x95junk"])
+def test_binary_garbage_named_npz(tmp_path, content):
+    p = tmp_path / "x.npz"
+    p.write_bytes(content)
+    with raises("is not an .npz archive (a zip of numpy arrays): its first bytes are not a zip header") as e:
+        load_images(p, PP32)
+    assert "pickle" not in one_line(e).lower()
+
+
+def test_empty_file_named_npz(tmp_path):
+    p = tmp_path / "x.npz"
+    p.write_bytes(b"")
+    with raises("is an empty file, not an .npz archive") as e:
+        load_images(p, PP32)
+    assert "x.npz" in one_line(e)
+
+
+def test_genuine_object_array_keeps_its_message(tmp_path):
+    # A real npz whose member is pickled: the object-array message, not the not-a-zip one.
+    p = tmp_path / "x.npz"
+    np.savez(p, images=np.array([rand_u8((32, 32, 3)), None], dtype=object))
+    with raises("'images' is stored as Python objects; save it as a plain numeric or string array") as e:
         load_images(p, PP32)
     assert "x.npz" in one_line(e)
 
@@ -352,8 +433,26 @@ def test_npy_renamed_npz(tmp_path):
     p = tmp_path / "x.npz"
     with open(p, "wb") as f:
         np.save(f, rand_u8((2, 32, 32, 3)))
-    with raises("is not an .npz archive"):
+    with raises("is a single .npy array, not an .npz archive") as e:
         load_images(p, PP32)
+    assert "numpy.savez" in one_line(e)
+
+
+def test_zip_of_other_files(tmp_path):
+    import zipfile
+
+    p = tmp_path / "x.npz"
+    with zipfile.ZipFile(p, "w") as z:
+        z.writestr("readme.txt", "hello")
+    with raises("has no 'images' array (found: readme.txt)") as e:
+        load_images(p, PP32)
+    one_line(e)
+    for member in ("images.npy", "images"):
+        with zipfile.ZipFile(p, "w") as z:
+            z.writestr(member, b"not an npy header")
+        with raises("'images' is not a numpy array (the archive member is not in .npy format)") as e:
+            load_images(p, PP32)
+        one_line(e)
 
 
 def test_empty_folder(tmp_path):
@@ -442,3 +541,80 @@ def test_synthetic_deterministic_and_smooth():
 def test_synthetic_bad_count():
     with raises("positive integer"):
         synthetic_images(0, PP32)
+
+
+# --------------------------------------------------------------------------- labels against a model's classes
+
+
+def _set(labels, names=None) -> ImageSet:
+    n = len(labels)
+    return ImageSet(rand_u8((n, 32, 32, 3)), np.asarray(labels, np.int64), names, "d.npz")
+
+
+def test_labels_for_model_in_range_and_none():
+    assert labels_for_model(ImageSet(rand_u8((1, 32, 32, 3)), None, None, "d"), 10, None, "m") is None
+    out = labels_for_model(_set([0, 9, 3]), 10, None, "m")
+    assert out.tolist() == [0, 9, 3]
+
+
+@pytest.mark.parametrize("labels, shown", [([0, 10], "0..10"), ([3, 12, 5], "3..12"), ([-1, 2], "-1..2")])
+def test_labels_for_model_refuses_labels_outside_the_classes(labels, shown):
+    with raises(f"d.npz: labels {shown} do not fit the 10 classes of tiny; "
+                "evaluate on data of this model's classes") as e:
+        labels_for_model(_set(labels), 10, None, "tiny")
+    one_line(e)
+
+
+def test_labels_for_model_remaps_by_class_name():
+    model_names = ["cat", "dog", "bird"]
+    # ImageFolder sorts folders: bird=0, cat=1, dog=2 in the data; the model says cat=0, dog=1, bird=2.
+    out = labels_for_model(_set([0, 1, 2], ["bird", "cat", "dog"]), 3, model_names, "m")
+    assert out.tolist() == [2, 0, 1]
+    # Same order (or a prefix of it): unchanged.
+    assert labels_for_model(_set([0, 1], ["cat", "dog"]), 3, model_names, "m").tolist() == [0, 1]
+
+
+def _label_npz(tmp_path, labels) -> Path:
+    p = tmp_path / "labelled.npz"
+    np.savez(p, images=rand_u8((len(labels), 32, 32, 3)), labels=np.asarray(labels))
+    return p
+
+
+def test_quantizer_eval_refuses_foreign_labels_before_quantizing(tmp_path, monkeypatch, capsys):
+    # Formerly accepted, then reported 0.00% top-1 after all the quantization work.
+    import sys
+
+    import quantizer.eval as qe
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from tiny import tiny_card
+
+    def no_work(*a, **k):
+        raise AssertionError("no calibration or quantization may start")
+
+    monkeypatch.setattr(qe, "calibration_images", no_work)
+    monkeypatch.setattr(qe, "evaluate_configs", no_work)
+    card = tiny_card(tmp_path, depth=1)
+    data = _label_npz(tmp_path, [0, 5, 11, 3])
+    with pytest.raises(SystemExit) as ei:
+        qe.main([str(card), "--random-init", "--data", str(data), "--quiet"])
+    assert ei.value.code == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: {data}: labels 0..11 do not fit the 10 classes of tiny; "
+                   "evaluate on data of this model's classes\n")
+
+
+def test_quantizer_eval_and_cosim_share_the_label_check(tmp_path):
+    from types import SimpleNamespace
+
+    from cosim.eval import _labels
+
+    ds = load_images(_label_npz(tmp_path, [0, 5, 11]), PP32)
+    build = SimpleNamespace(num_classes=10, class_names=[f"c{i}" for i in range(10)], name="tiny")
+    with pytest.raises(P2VitError) as a:
+        _labels(ds, build)
+    with pytest.raises(P2VitError) as b:
+        labels_for_model(ds, 10, build.class_names, "tiny")
+    assert str(a.value) == str(b.value) and "do not fit the 10 classes of tiny" in one_line(a)
+    ok = load_images(_label_npz(tmp_path, [0, 9]), PP32)
+    assert _labels(ok, build).tolist() == labels_for_model(ok, 10, None, "tiny").tolist() == [0, 9]
