@@ -383,7 +383,9 @@ def _load_npz(path: Path, pp: Preprocess, limit: int | None, progress: bool, spr
     except P2VitError:
         raise
     except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, KeyError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        reason = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if len(reason) > 100:  # numpy quotes a damaged header byte for byte
+            reason = reason[:97] + "..."
         raise P2VitError(f"{src} is not a valid .npz archive ({reason}); re-create it with numpy.savez") from None
 
     if images.dtype != np.uint8:

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .card import SUPPORTED_ARCHITECTURE, check_card
+from .card import SUPPORTED_ARCHITECTURE, check_card  # noqa: F401 - SUPPORTED_ARCHITECTURE re-exported
 from .data import Preprocess
 from .errors import P2VitError
 
