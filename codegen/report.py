@@ -9,6 +9,17 @@ from quantizer.ir import QuantizedViT
 from .hwconfig import HwConfig
 
 
+def md_cell(value) -> str:
+    """Text for one Markdown table cell: `|` escaped (`\\|`, also inside code spans) and line
+    breaks flattened, so that text such as `|sum_k x*w|` keeps the table's columns."""
+    return " ".join(str(value).splitlines()).replace("|", "\\|")
+
+
+def md_row(*cells) -> str:
+    """One Markdown table row of escaped cells."""
+    return "| " + " | ".join(md_cell(c) for c in cells) + " |"
+
+
 def write_report(out: Path, ir: QuantizedViT, hw: HwConfig, rendered, info: dict) -> None:
     b = rendered.bounds
     m, q = ir.meta["model"], ir.meta["quant"]
@@ -32,19 +43,19 @@ def write_report(out: Path, ir: QuantizedViT, hw: HwConfig, rendered, info: dict
              "(`AV_ACC_BITS`); biases, shifts and LayerNorm run in 64-bit epilogues.", "",
              "| quantity | worst case | bits needed | held in | why it cannot overflow |", "|---|---:|---:|---:|---|"]
     for r in b.rows:
-        lines.append(f"| {r['what']} | {r['bound']} | {r['bits']} | {r['limit_bits']} | {r['why']} |")
+        lines.append(md_row(r['what'], r['bound'], r['bits'], r['limit_bits'], r['why']))
     lines += ["", "## Loop trip counts (per call)", "",
               "| call | row tiles | weight tiles | II=1 reduction trip | cycles/call | calls/image |",
               "|---|---:|---:|---:|---:|---:|"]
     for lp in b.loops:
         if "row_tiles" in lp:
-            lines.append(f"| {lp['call']} | {lp['row_tiles']} | {lp['weight_tiles']} | {lp['reduce_trip']} | "
-                         f"{lp['cycles_per_call']} | {lp['calls_per_image']} |")
+            lines.append(md_row(lp['call'], lp['row_tiles'], lp['weight_tiles'], lp['reduce_trip'],
+                                lp['cycles_per_call'], lp['calls_per_image']))
         else:
             rest = ", ".join(f"{k} {v}" for k, v in lp.items() if k not in ("call", "calls_per_image"))
-            lines.append(f"| {lp['call']} ({rest}) | | | | | {lp['calls_per_image']} |")
+            lines.append(md_row(f"{lp['call']} ({rest})", "", "", "", "", lp['calls_per_image']))
     lines += ["", "## On-chip buffers", "", "| buffer | bytes |", "|---|---:|"]
-    lines += [f"| {x['buffer']} | {x['bytes']} |" for x in b.buffers]
+    lines += [md_row(x['buffer'], x['bytes']) for x in b.buffers]
     lines += ["", "Render and compile times are in timings.json."]
     (out / "report.md").write_text("\n".join(lines) + "\n")
     (out / "report.json").write_text(json.dumps({"build": info, "bounds": b.to_json()}, indent=1, sort_keys=True))

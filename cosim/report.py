@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import math
 import os
+import re
+import textwrap
 from pathlib import Path
 
 import numpy as np
 
 from quantizer.errors import P2VitError
+
+from codegen.report import md_row
 
 from .trace import TraceReport, format_db
 
@@ -43,24 +47,85 @@ def _figure(w: float, h: float):
     return fig
 
 
-def plot_layer_sqnr(trace: TraceReport, path: Path, title: str) -> None:
-    names = [s.name for s in trace.layers]
+def _layer_grid(trace: TraceReport) -> tuple[list[str], list[str], dict[tuple[int, int], object]]:
+    """Row labels (layer kinds, execution order), column labels ("embed", block 0..N-1, "head")
+    and {(row, column): LayerStat} of a trace: blocks.<i>.<kind> goes to column i + 1, the
+    layers before the blocks to "embed", the ones after them to "head"."""
+    kinds: list[str] = []
+    cells: dict[tuple[str, int], object] = {}
+    depth, seen_block = 0, False
+    for s in trace.layers:
+        m = re.fullmatch(r"blocks\.(\d+)\.(.+)", s.name)
+        if m:
+            block, kind = int(m.group(1)), m.group(2)
+            col, seen_block, depth = block + 1, True, max(depth, block + 1)
+        else:
+            kind, col = s.name, (-1 if seen_block else 0)   # -1: the "head" column, placed below
+        if kind not in kinds:
+            kinds.append(kind)
+        cells[kind, col] = s
+    last = depth + 1
+    grid = {(kinds.index(k), last if c == -1 else c): s for (k, c), s in cells.items()}
+    return kinds, ["embed"] + [str(i) for i in range(depth)] + ["head"], grid
+
+
+def _wrap(text: str, width_in: float) -> str:
+    """Wrap a 9 pt title to a figure `width_in` inches wide."""
+    return textwrap.fill(text, max(40, int(width_in * 100 / 7.5)))
+
+
+def plot_layer_sqnr(trace: TraceReport, path: Path | None, title: str):
+    """Per-layer SQNR as a grid: one row per layer kind, one column per transformer block
+    (plus the embedding and the head), each cell labelled with its SQNR in dB. Writes a PNG to
+    `path` (when given) and returns the matplotlib Figure."""
+    from matplotlib.colors import Normalize
+    from matplotlib.patches import Rectangle
+
+    kinds, columns, grid = _layer_grid(trace)
     finite = [s.sqnr_db for s in trace.layers if s.sqnr_db is not None and math.isfinite(s.sqnr_db)]
-    cap = (max(finite) + 5.0) if finite else 60.0
-    vals = [cap if s.sqnr_db is not None and math.isinf(s.sqnr_db) else (s.sqnr_db or 0.0) for s in trace.layers]
-    colors = ["tab:red" if s.mismatches != 0 else "tab:gray" if s.name.endswith(".codes") else "tab:blue"
-              for s in trace.layers]
-    fig = _figure(max(8.0, 0.16 * len(names)), 4.5)
+    lo, hi = (min(finite), max(finite)) if finite else (0.0, 60.0)
+    if hi - lo < 1.0:
+        lo, hi = lo - 0.5, hi + 0.5
+    values = np.full((len(kinds), len(columns)), np.nan)
+    for (r, c), s in grid.items():
+        if s.sqnr_db is not None:
+            values[r, c] = hi if math.isinf(s.sqnr_db) else s.sqnr_db
+    norm = Normalize(lo, hi)
+    cmap = "viridis"
+    width = max(8.0, 2.6 + 0.6 * len(columns))
+    fig = _figure(width, 2.2 + 0.32 * len(kinds))
     ax = fig.add_subplot()
-    ax.bar(range(len(names)), vals, color=colors)
-    ax.set_xticks(range(len(names)), names, rotation=90, fontsize=6)
-    ax.set_ylabel("SQNR vs FP32 (dB)")
-    ax.set_title(title + "\ngrey: attention codes, as 2^-code vs the FP32 softmax"
-                 + ("" if trace.first_divergence is None else
-                    f"; red: differs from the reference (first: {trace.first_divergence.layer})"), fontsize=9)
-    ax.grid(axis="y", alpha=0.3)
+    im = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, norm=norm, aspect="auto")
+    ax.set_facecolor("white")
+    for (r, c), s in grid.items():
+        v = s.sqnr_db
+        text = "-" if v is None else "exact" if math.isinf(v) else f"{v:.1f}"
+        differs = s.mismatches != 0
+        shade = norm(values[r, c]) if v is not None else 1.0
+        ax.text(c, r, text + (" ≠" if differs else ""), ha="center", va="center", fontsize=8,
+                color="white" if shade < 0.55 else "black", fontweight="bold" if differs else "normal")
+        if differs:
+            ax.add_patch(Rectangle((c - 0.45, r - 0.42), 0.9, 0.84, fill=False, edgecolor="red", linewidth=2.5))
+    ax.set_xticks(range(len(columns)), columns, fontsize=9)
+    ax.set_yticks(range(len(kinds)), [k + " (2^-code vs softmax)" if k == "codes" else k for k in kinds],
+                  fontsize=9)
+    ax.set_xlabel("transformer block (columns left to right, rows top to bottom: execution order)", fontsize=9)
+    ax.tick_params(top=False, bottom=True)
+    ax.set_xticks(np.arange(len(columns) + 1) - 0.5, minor=True)
+    ax.set_yticks(np.arange(len(kinds) + 1) - 0.5, minor=True)
+    ax.grid(which="minor", color="white", linewidth=1)
+    ax.tick_params(which="minor", length=0)
+    bar = fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02)
+    bar.set_label("SQNR vs FP32 (dB)", fontsize=9)
+    bar.ax.tick_params(labelsize=8)
+    fig.suptitle(_wrap(title, width) + "\ncell: SQNR of the dequantized C-sim tensor vs FP32 (dB)"
+                 + ("; every layer equals the integer reference" if trace.first_divergence is None else
+                    f"\nred box, ≠: differs from the integer reference (first: {trace.first_divergence.layer})"),
+                 fontsize=9)
     fig.tight_layout()
-    _atomic(path, lambda p: fig.savefig(p, format="png"))
+    if path is not None:
+        _atomic(path, lambda p: fig.savefig(p, format="png"))
+    return fig
 
 
 def disagreement_by_class(fp32_pred: np.ndarray, csim_pred: np.ndarray, classes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -70,7 +135,11 @@ def disagreement_by_class(fp32_pred: np.ndarray, csim_pred: np.ndarray, classes:
     return total, differ
 
 
-def plot_disagreement(fp32_pred, csim_pred, classes: int, names, path: Path) -> None:
+def plot_disagreement(fp32_pred, csim_pred, classes: int, names, path: Path | None):
+    """Disagreements by FP32-predicted class (and the prediction matrix for few classes); writes a PNG
+    to `path` (when given) and returns the matplotlib Figure."""
+    from matplotlib.ticker import MaxNLocator
+
     total, differ = disagreement_by_class(fp32_pred, csim_pred, classes)
     label = (lambda i: names[i]) if names else str
     show = [int(i) for i in np.argsort(-differ, kind="stable")[:MAX_BARS]] if classes > MAX_BARS \
@@ -79,8 +148,10 @@ def plot_disagreement(fp32_pred, csim_pred, classes: int, names, path: Path) -> 
     fig = _figure(12.0 if matrix else max(8.0, 0.3 * len(show)), 5.0)
     ax = fig.add_subplot(1, 2 if matrix else 1, 1)
     ax.bar(range(len(show)), differ[show], color="tab:orange")
-    ax.set_xticks(range(len(show)), [label(i) for i in show], rotation=60, ha="right", fontsize=7)
+    ax.set_xticks(range(len(show)), [label(i) for i in show], rotation=60, ha="right", fontsize=8)
     ax.set_ylabel("images where C-sim top-1 != FP32 top-1")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))   # counts: whole images only
+    ax.set_ylim(0, max(1, int(differ[show].max(initial=0))) * 1.05)
     n_diff = int(differ.sum())
     ax.set_title(f"disagreements by FP32-predicted class ({n_diff} of {len(fp32_pred)})"
                  + ("" if classes <= MAX_BARS else f", top {MAX_BARS} classes"), fontsize=9)
@@ -88,18 +159,23 @@ def plot_disagreement(fp32_pred, csim_pred, classes: int, names, path: Path) -> 
         m = np.zeros((classes, classes), dtype=np.int64)
         np.add.at(m, (fp32_pred, csim_pred), 1)
         ax2 = fig.add_subplot(1, 2, 2)
-        ax2.imshow(np.log1p(m), cmap="Blues")
+        shade = np.log1p(m) / max(np.log1p(m).max(), 1e-9)
+        ax2.imshow(shade, cmap="Blues", vmin=0, vmax=1)
         for i, j in zip(*np.nonzero(m)):
-            ax2.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=6,
-                     color="tab:red" if i != j else "black")
+            ax2.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=8,
+                     color=("white" if shade[i, j] > 0.45 else "tab:red") if i != j
+                     else "white" if shade[i, j] > 0.6 else "black",
+                     fontweight="bold" if i != j else "normal")
         ticks = [label(i) for i in range(classes)]
-        ax2.set_xticks(range(classes), ticks, rotation=60, ha="right", fontsize=7)
-        ax2.set_yticks(range(classes), ticks, fontsize=7)
+        ax2.set_xticks(range(classes), ticks, rotation=60, ha="right", fontsize=8)
+        ax2.set_yticks(range(classes), ticks, fontsize=8)
         ax2.set_xlabel("C-sim top-1")
         ax2.set_ylabel("FP32 top-1")
         ax2.set_title("FP32 vs C-sim predictions (off-diagonal: disagreements)", fontsize=9)
     fig.tight_layout()
-    _atomic(path, lambda p: fig.savefig(p, format="png"))
+    if path is not None:
+        _atomic(path, lambda p: fig.savefig(p, format="png"))
+    return fig
 
 
 def _pct(v) -> str:
@@ -124,7 +200,7 @@ def write_report(build_dir: Path, summary: dict, fp32_pred: np.ndarray, csim_pre
         f"(FP32 {s['seconds_fp32']:.1f} s, reference {s['seconds_reference']:.1f} s, "
         f"C-sim {s['seconds_csim']:.1f} s).", "",
         "| | FP32 | integer reference | C-sim |", "|---|---|---|---|",
-        f"| top-1 % | {_pct(s['fp32_top1'])} | {_pct(s['reference_top1'])} | {_pct(s['csim_top1'])} |", "",
+        md_row("top-1 %", _pct(s['fp32_top1']), _pct(s['reference_top1']), _pct(s['csim_top1'])), "",
         f"- C-sim == reference (all logits): {100 * s['bit_exact_rate']:.2f}% of images"
         + ("" if not s["mismatched_images"] else
            f" (first differing images: {', '.join(map(str, s['mismatched_images']))})"),
@@ -138,14 +214,13 @@ def write_report(build_dir: Path, summary: dict, fp32_pred: np.ndarray, csim_pre
     for i in np.argsort(-differ, kind="stable")[:MAX_BARS]:
         if total[i]:
             name = f"{i} {class_names[i]}" if class_names else str(i)
-            lines.append(f"| {name} | {total[i]} | {differ[i]} | "
-                         f"{100 * differ[i] / total[i]:.1f} |")
+            lines.append(md_row(name, total[i], differ[i], f"{100 * differ[i] / total[i]:.1f}"))
     lines += ["", f"## Per-layer comparison: {sample}", "", "![per-layer SQNR](layer_sqnr.png)", "",
               "| layer | shape | vs reference | SQNR vs FP32 | FP32 activation |", "|---|---|---|---|---|"]
     for ls in trace.layers:
         ref = "missing" if ls.mismatches < 0 else "equal" if ls.mismatches == 0 else f"{ls.mismatches} differ"
-        lines.append(f"| {ls.name} | {'x'.join(map(str, ls.shape))} | {ref} | {format_db(ls.sqnr_db)} | "
-                     f"`{ls.fp32}` |")
+        lines.append(md_row(ls.name, 'x'.join(map(str, ls.shape)), ref, format_db(ls.sqnr_db),
+                            f"`{ls.fp32}`"))
     first = "none" if trace.first_divergence is None else str(trace.first_divergence)
     lines += ["", f"First divergence from the reference: {first}.", ""]
     text = "\n".join(lines)
