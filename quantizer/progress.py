@@ -1,37 +1,147 @@
-"""Progress lines for long steps, on stderr, throttled so logs stay readable."""
+"""Progress output for long steps, on stderr: one tqdm bar per stage (the same bars that image
+loading in quantizer.data shows), and `note()` for one-off messages.
+
+On a terminal the bars redraw in place; when stderr is not a terminal (CI logs, a file) they
+redraw at most every `every` seconds so logs stay readable. A bar shows elapsed time and an
+estimate of the time left only once it has measured some progress ("?" before).
+"""
 from __future__ import annotations
 
 import sys
-import time
+import threading
+from contextlib import contextmanager
+
+BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed} elapsed, {remaining} left]"
+DONE_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}]"
+
+
+def _isatty(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+class LineStream:
+    """A non-terminal stream for tqdm: every redraw becomes one line (no carriage returns in
+    logs), repeated lines are dropped."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.encoding = getattr(stream, "encoding", None) or "utf-8"
+        self._last = None
+
+    def write(self, s: str) -> None:
+        for line in s.replace("\r", "\n").split("\n"):
+            line = line.rstrip()
+            if line and line != self._last:
+                self.stream.write(line + "\n")
+                self._last = line
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        return False
 
 
 class Progress:
-    """`progress(stage, done, total)`; prints at most every `every` seconds and at the end."""
+    """`progress(stage, done, total)`: draws one bar per stage on stderr (or `stream`) and closes
+    it when done >= total. `enabled=False` draws nothing. `every`: seconds between redraws when the
+    stream is not a terminal (on a terminal, 0.1 s)."""
 
     def __init__(self, enabled: bool = True, every: float = 5.0, stream=None):
         self.enabled = enabled
         self.every = every
-        self.stream = stream or sys.stderr
-        self._last: dict[str, float] = {}
-        self._start: dict[str, float] = {}
+        self.stream = stream
+        self._bars: dict = {}
 
     def __call__(self, stage: str, done: int, total: int) -> None:
-        if not self.enabled:
+        if not self.enabled or total <= 0:
             return
-        now = time.monotonic()
-        self._start.setdefault(stage, now)
-        if done < total and now - self._last.get(stage, 0.0) < self.every:
-            return
-        self._last[stage] = now
-        took = now - self._start[stage]
-        eta = ""
-        if 0 < done < total:
-            eta = f", ~{took / done * (total - done):.0f} s left"
-        print(f"  {stage}: {done}/{total} ({took:.0f} s{eta})", file=self.stream, flush=True)
+        bar = self._bars.get(stage)
+        if bar is not None and (done < bar.n or total != bar.total):   # the stage started over
+            self._close(stage)
+            bar = None
+        if bar is None:
+            from tqdm import tqdm
+
+            stream = self.stream or sys.stderr
+            tty = _isatty(stream)
+            # initial=done: a stage first reported part-way measures its rate from here on, so its
+            # first estimate is never "0 s left" from a clock that has just started.
+            bar = self._bars[stage] = tqdm(total=total, initial=done, desc=f"  {stage}",
+                                           file=stream if tty else LineStream(stream),
+                                           mininterval=0.1 if tty else self.every,
+                                           bar_format=DONE_FORMAT if done >= total else BAR_FORMAT,
+                                           dynamic_ncols=tty, leave=True)
+        elif done > bar.n:
+            if done >= total:
+                bar.bar_format = DONE_FORMAT
+            bar.update(done - bar.n)
         if done >= total:
-            self._start.pop(stage, None)
-            self._last.pop(stage, None)
+            self._close(stage)
+
+    def _close(self, stage: str) -> None:
+        bar = self._bars.pop(stage, None)
+        if bar is not None:
+            bar.bar_format = DONE_FORMAT   # no estimate on a finished (or abandoned) bar
+            bar.close()
+
+    def close(self) -> None:
+        """Close every open bar (stages that never reached their total)."""
+        for stage in list(self._bars):
+            self._close(stage)
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+@contextmanager
+def elapsed(desc: str, log=None, enabled: bool = True, stream=None, interval: float | None = None):
+    """Show `desc` with the time elapsed (and the path of `log`, e.g. a compiler log to follow
+    with tail -f) on stderr while the body runs: a tqdm bar without a total, redrawn from a
+    thread every `interval` seconds (0.5 s on a terminal, 10 s in logs). Ends with one line
+    "<desc>: done in MM:SS" (or "failed after MM:SS")."""
+    if not enabled:
+        yield
+        return
+    from tqdm import tqdm
+
+    stream = stream or sys.stderr
+    tty = _isatty(stream)
+    interval = interval or (0.5 if tty else 10.0)
+    tail = "" if log is None else ", log " + str(log).replace("{", "{{").replace("}", "}}")
+    bar = tqdm(total=None, desc=desc, file=stream if tty else LineStream(stream), mininterval=0,
+               bar_format="{desc}: {elapsed} elapsed" + tail, dynamic_ncols=tty, leave=True)
+    stop = threading.Event()
+
+    def tick():
+        while not stop.wait(interval):
+            bar.refresh()
+
+    thread = threading.Thread(target=tick, name="p2vit-elapsed", daemon=True)
+    thread.start()
+    ok = False
+    try:
+        yield
+        ok = True
+    finally:
+        stop.set()
+        thread.join()
+        bar.bar_format = "{desc}: " + ("done in {elapsed}" if ok else "failed after {elapsed}")
+        bar.close()
 
 
 def note(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    """A one-off message on stderr (printed above any open progress bar)."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        print(msg, file=sys.stderr, flush=True)
+        return
+    tqdm.write(msg, file=sys.stderr)
+    sys.stderr.flush()
