@@ -7,6 +7,10 @@ from dataclasses import asdict, dataclass
 from quantizer.errors import P2VitError
 
 
+MAX_PES = 256                 # largest --rows, --cols and --simd
+CLOCK_MHZ = (1.0, 1000.0)     # accepted --clock-mhz
+
+
 @dataclass(frozen=True)
 class HwConfig:
     rows: int = 8            # MAC array rows: token rows that stay in the array (row-stationary tile)
@@ -18,12 +22,12 @@ class HwConfig:
     def __post_init__(self):
         for name in ("rows", "cols", "simd"):
             v = getattr(self, name)
-            if not isinstance(v, int) or v < 1 or v > 256:
-                raise P2VitError(f"--{name} must be an integer in 1..256, not {v}")
+            if not isinstance(v, int) or v < 1 or v > MAX_PES:
+                raise P2VitError(f"--{name} must be an integer in 1..{MAX_PES}, not {v}")
         if self.cols % 2:
             raise P2VitError(f"--cols must be even (4-bit weights pack two per multiplier), not {self.cols}")
-        if not 1 <= self.clock_mhz <= 1000:
-            raise P2VitError(f"--clock-mhz must be in 1..1000, not {self.clock_mhz}")
+        if not CLOCK_MHZ[0] <= self.clock_mhz <= CLOCK_MHZ[1]:
+            raise P2VitError(f"--clock-mhz must be in {CLOCK_MHZ[0]:g}..{CLOCK_MHZ[1]:g}, not {self.clock_mhz}")
 
     @property
     def clock_ns(self) -> float:
@@ -34,14 +38,21 @@ class HwConfig:
 
 
 def add_hw_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("hardware")
+    g = p.add_argument_group("hardware", "MAC array of ROWS x COLS PEs, each reducing SIMD products per cycle; "
+                                         "values outside these ranges stop with a one-line error before any work")
     d = HwConfig()
-    g.add_argument("--rows", type=int, default=d.rows, help=f"MAC array rows (token tile, default {d.rows})")
-    g.add_argument("--cols", type=int, default=d.cols, help=f"MAC array columns (output tile, default {d.cols})")
-    g.add_argument("--simd", type=int, default=None,
-                   help=f"reduction lanes per PE (default {d.simd}, or 1 when a reduction length is not a multiple of it)")
-    g.add_argument("--clock-mhz", type=float, default=d.clock_mhz, help=f"target clock (default {d.clock_mhz:g})")
-    g.add_argument("--part", default=d.part, help=f"FPGA part for the HLS scripts (default {d.part})")
+    n = MAX_PES
+    g.add_argument("--rows", type=int, default=d.rows, metavar=f"1..{n}",
+                   help=f"MAC array rows: tokens held in the array at a time (default {d.rows})")
+    g.add_argument("--cols", type=int, default=d.cols, metavar=f"2..{n}",
+                   help="MAC array columns: output channels per weight tile; even, since 4-bit weights pack two per "
+                        f"multiplier (default {d.cols})")
+    g.add_argument("--simd", type=int, default=None, metavar=f"1..{n}",
+                   help="reduction lanes per PE; must divide every reduction length of the model (channels x patch^2, "
+                        f"the width, the MLP width, the head width) (default {d.simd}, or 1 when one of them is odd)")
+    g.add_argument("--clock-mhz", type=float, default=d.clock_mhz, metavar=f"{CLOCK_MHZ[0]:g}..{CLOCK_MHZ[1]:g}",
+                   help=f"target clock in MHz, for the HLS scripts and timing figures (default {d.clock_mhz:g})")
+    g.add_argument("--part", default=d.part, help=f"FPGA part for the HLS scripts (default {d.part}, the ZCU102's)")
 
 
 def hw_config(args, reduction_lengths=()) -> HwConfig:

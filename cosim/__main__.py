@@ -14,9 +14,20 @@ from quantizer.errors import cli_errors
 from .api import run
 
 
+EXIT_CODES_HELP = """\
+exit status:
+  0    bit-exact: every C-sim logit equals the integer reference's (and, with --trace, every
+       traced layer)
+  1    not bit-exact, or with --trace a traced layer diverges from the reference
+  2    bad input (image, build, flags): one line 'error: ...' on stderr
+  130  interrupted (Ctrl-C); 143: terminated (SIGTERM)
+"""
+
+
 @cli_errors
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m cosim", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m cosim", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXIT_CODES_HELP)
     p.add_argument("image", metavar="IMAGE", help="image file (png, jpg, ...), fitted to the model's input")
     p.add_argument("--build", default="build/", metavar="DIR", help="build directory (default build/)")
     p.add_argument("--trace", action="store_true", help="compare every traced layer")

@@ -25,26 +25,31 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="calibration images: .npz of uint8 images, a folder of images or an ImageFolder tree "
                         "(default: synthetic images, with a warning)")
     p.add_argument("--n-calib", type=int, default=100, metavar="N",
-                   help="number of calibration images, taken from the start (default 100)")
+                   help="number of calibration images (at least 1), taken from the start (default 100)")
 
 
 def add_quant_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("quantization")
     g.add_argument("--w-bits", type=int, choices=(8, 4), default=8, help="weight bits (default 8)")
     g.add_argument("--per-tensor", action="store_true", help="one weight exponent per layer instead of per channel")
-    g.add_argument("--attn-bits", type=int, default=4, help="log2 attention code bits (default 4)")
+    g.add_argument("--attn-bits", type=int, default=4, metavar="2..8",
+                   help="bits of the log2 attention codes: softmax probabilities become 2^-code, "
+                        "code 0..2^bits-2, and 2^bits-1 stands for 0 (default 4)")
     g.add_argument("--res-bits", type=int, choices=(8, 16), default=8, help="residual stream bits (default 8)")
     g.add_argument("--no-smooth", action="store_true", help="turn PoT-aware smoothing off")
-    g.add_argument("--alpha-qkv", type=float, default=0.35, help="smoothing alpha at the QKV input (default 0.35)")
-    g.add_argument("--alpha-fc1", type=float, default=0.5, help="smoothing alpha at the FC1 input (default 0.5)")
+    g.add_argument("--alpha-qkv", type=float, default=0.35, metavar="0..1",
+                   help="smoothing alpha at the QKV input (default 0.35)")
+    g.add_argument("--alpha-fc1", type=float, default=0.5, metavar="0..1",
+                   help="smoothing alpha at the FC1 input (default 0.5)")
     g.add_argument("--alpha-search", action="store_true", help="choose alpha per layer by output MSE")
     g.add_argument("--rounding", choices=ROUNDING_MODES, default="adaptive",
                    help="PoT rounding of every exponent (default adaptive)")
     g.add_argument("--mixed-precision", action="store_true",
                    help="choose 4 or 8 weight bits per layer (Hessian-guided coarse stage, evolutionary fine "
                         "stage on held-out calibration images)")
-    g.add_argument("--budget", type=float, default=1.1,
-                   help="mixed precision: sum of MACs x bits <= BUDGET x the all-4-bit model (default 1.1)")
+    g.add_argument("--budget", type=float, default=1.1, metavar="1.0..2.0",
+                   help="mixed precision: sum of MACs x bits <= BUDGET x the all-4-bit model; 1.0 = all 4-bit, "
+                        "2.0 = all 8-bit (default 1.1)")
     g.add_argument("--population", type=int, default=25, help="mixed precision: population (default 25)")
     g.add_argument("--iterations", type=int, default=8, help="mixed precision: iterations (default 8)")
     g.add_argument("--seed", type=int, default=0, help="mixed precision: search seed (default 0)")
