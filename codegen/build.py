@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from quantizer.errors import P2VitError
+from quantizer.progress import elapsed
 
 from .resources import ap_types_dir, cmake_lists, kernels_dir
 
@@ -25,11 +26,12 @@ def _cmake() -> str:
 
 
 def build_module(out: Path, module_name: str, types: str = "native", jobs: int | None = None,
-                 cmake_args: tuple[str, ...] | list[str] = ()) -> Path:
+                 cmake_args: tuple[str, ...] | list[str] = (), progress: bool = False) -> Path:
     """Build out/hls into out/csim/<module_name>*.so; the compiler output goes to out/csim/build.log.
 
     cmake_args: extra configure arguments, e.g. ("-DP2VIT_SANITIZE=address,undefined",
     "-DP2VIT_TESTBENCH=ON") for the sanitizer build of benchmarks/sanitize.py (docs/sanitizers.md).
+    progress: show the time elapsed and the log's path on stderr while the compiler runs.
     """
     import pybind11
 
@@ -50,7 +52,7 @@ def build_module(out: Path, module_name: str, types: str = "native", jobs: int |
             raise P2VitError("ap_int build needs Xilinx's ap_types: pip install hls4ml, or set XILINX_HLS")
         args.append(f"-DP2VIT_AP_TYPES={ap}")
     args += list(cmake_args)
-    with open(log, "w") as f:
+    with open(log, "w") as f, elapsed(f"  {types} C-sim compile", log, enabled=progress):
         for cmd in (args, [_cmake(), "--build", str(bdir), "--verbose", "-j", str(jobs or os.cpu_count() or 1)]):
             f.write("$ " + " ".join(cmd) + "\n")
             f.flush()
