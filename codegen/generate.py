@@ -9,14 +9,14 @@ Layout of a build directory:
     csim/               the compiled C-sim module(s) and build.log
     report.md, report.json   static bounds, trip counts, buffers, and what was made
     timings.json        render and compile times (the only file that differs between runs)
-Everything is assembled in a sibling temporary directory and moved into place at the end, so
-an interrupted or failed run never leaves a half-written build behind.
+Everything is assembled in a hidden sibling (`.NAME.partial-<pid>-*`) and moved into place at
+the end, so an interrupted (Ctrl-C, SIGTERM) or failed run never leaves a half-written build
+behind; one left by a killed (SIGKILL) run is removed by the next run.
 """
 from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -26,9 +26,11 @@ import torch
 from quantizer import reference
 from quantizer.errors import P2VitError
 from quantizer.ir import QuantizedViT
+from quantizer.outputs import check_output_dir, partial_dir
 
 from .build import build_module
 from .hwconfig import HwConfig
+from .integrity import file_record, write_sealed
 from .module import BUILD_FORMAT, read_build_info
 from .render import render
 from .report import write_report
@@ -38,11 +40,8 @@ GOLDEN_IMAGES = 4
 
 def check_out_dir(out: Path, model_name: str, force: bool) -> None:
     """Refuse to mix an existing directory of another model or a non-build directory."""
-    if not out.exists():
-        return
-    if not out.is_dir():
-        raise P2VitError(f"--out {out} exists and is not a directory")
-    if not any(out.iterdir()):
+    check_output_dir(out, "--out")
+    if not out.exists() or not any(out.iterdir()):
         return
     if not (out / "build.json").is_file():
         raise P2VitError(f"--out {out} is not empty and holds no p2vit build; choose another directory")
@@ -60,8 +59,7 @@ def generate(ir: QuantizedViT, hw: HwConfig, out: Path, build: bool = True, type
     out = Path(out)
     model_name = ir.meta["model"]["name"]
     check_out_dir(out, model_name, force)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    tmp = partial_dir(out)
     timings = {}
     try:
         ir.save(tmp / "ir")
@@ -76,12 +74,12 @@ def generate(ir: QuantizedViT, hw: HwConfig, out: Path, build: bool = True, type
             for rel, text in rendered.files.items():
                 (tmp / rel).write_text(text)
             if build:
-                say(f"compiling the {kind} C-sim module (this takes a while)")
+                say(f"compiling the {kind} C-sim module (usually 10-70 s)")
                 t0 = time.perf_counter()
-                so = build_module(tmp, rendered.context["module_name"], types=kind)
+                so = build_module(tmp, rendered.context["module_name"], types=kind, progress=progress is not None)
                 timings[f"compile_{kind}_s"] = round(time.perf_counter() - t0, 2)
                 modules[kind] = {"name": rendered.context["module_name"], "file": str(so.relative_to(tmp)),
-                                 "build_key": rendered.build_key}
+                                 "build_key": rendered.build_key, **file_record(so)}
                 # The next type mode renders bindings.cpp with its own module name.
                 shutil.rmtree(tmp / "csim" / "build", ignore_errors=True)
                 if len(types) > 1:
@@ -90,12 +88,12 @@ def generate(ir: QuantizedViT, hw: HwConfig, out: Path, build: bool = True, type
         _write_golden(ir, tmp / "golden", golden_images)
         info = {
             "format": BUILD_FORMAT, "model": ir.meta["model"], "ir_sha256": ir.content_hash,
-            "blob_sha256": rendered.layout.sha256(), "quant": ir.meta["quant"], "hw": hw.to_json(),
+            "blob_sha256": rendered.layout.sha256(), "params": file_record(tmp / "params.bin"), "quant": ir.meta["quant"], "hw": hw.to_json(),
             "e_logit": ir.i("head.e_logit"), "preprocess": ir.meta["preprocess"],
             "class_names": ir.meta.get("class_names"), "modules": modules,
             "default_types": types[0], **(extra_info or {}),
         }
-        (tmp / "build.json").write_text(json.dumps(info, indent=1, sort_keys=True))
+        write_sealed(tmp / "build.json", info)
         write_report(tmp, ir, hw, rendered, info)
         # Timings vary from run to run; they live apart so every other file is reproducible.
         (tmp / "timings.json").write_text(json.dumps(timings, indent=1, sort_keys=True))

@@ -17,6 +17,7 @@ import numpy as np
 
 from quantizer.data import ImageSet, load_images, subset_indices, to_int8_input
 from quantizer.errors import P2VitError, cli_errors
+from quantizer.outputs import check_output_dir, check_output_file
 from quantizer.eval import json_safe, sqnr_db, write_json_atomic
 from quantizer.progress import Progress, note
 
@@ -65,7 +66,7 @@ def evaluate(data, build: str | Path = "build/", limit: int | None = None, progr
     Returns a JSON-ready dict: n, fp32_top1 / reference_top1 / csim_top1 (percent, None
     without labels), bit_exact_rate (0-1: images whose C-sim logits equal the reference's),
     agree_csim_fp32_rate and agree_csim_reference_rate (0-1, top-1), sqnr_db (dequantized
-    C-sim logits vs FP32), mismatched_images (first indices), seconds (total and per stage)
+    C-sim logits vs FP32), n_mismatched and mismatched_images (count, first indices), seconds (total and per stage)
     and report (path of <build>/cosim/report.md when `report`, else None).
     """
     t0 = time.perf_counter()
@@ -100,6 +101,7 @@ def evaluate(data, build: str | Path = "build/", limit: int | None = None, progr
         "agree_csim_fp32_rate": float((p_cs == p_fp).mean()),
         "agree_csim_reference_rate": float((p_cs == p_ref).mean()),
         "sqnr_db": sqnr_db(fp, deq),
+        "n_mismatched": int((~exact).sum()),
         "mismatched_images": [int(i) for i in np.flatnonzero(~exact)[:MAX_LISTED]],
         "seconds_setup": round(t_load, 2), "seconds_fp32": round(t_fp, 2),
         "seconds_reference": round(t_ref, 2), "seconds_csim": round(t_cs, 2),
@@ -142,9 +144,20 @@ def format_summary(s: dict) -> str:
     return "\n".join(lines)
 
 
+EXIT_CODES_HELP = """
+exit status:
+  0    every image bit-exact: the C-sim logits equal the integer reference's
+  1    some image not bit-exact (the summary is printed, then one 'error: ...' line);
+       0 instead with --allow-mismatch
+  2    bad input (build, data, flags): one line 'error: ...' on stderr
+  130  interrupted (Ctrl-C); 143: terminated (SIGTERM)
+"""
+
+
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m cosim.eval", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 2)[2])
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("\n\n", 2)[2] + EXIT_CODES_HELP)
     p.add_argument("--build", default="build/", metavar="DIR", help="build directory (default build/)")
     p.add_argument("--data", required=True, metavar="PATH", help="images: .npz, folder or ImageFolder tree")
     p.add_argument("--limit", type=int, metavar="N", help="N images spread evenly over the data")
@@ -152,6 +165,8 @@ def parse_args(argv):
     p.add_argument("--report", action="store_true", help="write <DIR>/cosim/report.md and plots")
     p.add_argument("--threads", type=int, default=0, help="C-sim threads (default 0: all cores)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--allow-mismatch", action="store_true",
+                   help="exit 0 even when some C-sim logits differ from the reference (for exploring)")
     return p.parse_args(argv)
 
 
@@ -160,6 +175,12 @@ def main(argv=None):
     args = parse_args(argv)
     if args.limit is not None and args.limit < 1:
         raise P2VitError(f"--limit must be at least 1, not {args.limit}")
+    if args.threads < 0:
+        raise P2VitError(f"--threads must be 0 (all cores) or a positive count, not {args.threads}")
+    if args.json:
+        check_output_file(args.json, "--json")   # before the evaluation, not after it
+    if args.report and Path(args.build).is_dir():
+        check_output_dir(Path(args.build) / "cosim", "--report")
     s = evaluate(args.data, build=args.build, limit=args.limit, progress=not args.quiet,
                  report=args.report, threads=args.threads)
     if not s["labels"] and not args.quiet:
@@ -168,6 +189,10 @@ def main(argv=None):
     if args.json:
         write_json_atomic(args.json, json_safe(s))
         print(f"wrote {args.json}")
+    if s["n_mismatched"] and not args.allow_mismatch:
+        print(f"error: the C-sim differs from the integer reference on {s['n_mismatched']} of {s['n']} "
+              "images; pass --allow-mismatch to exit 0 anyway", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -27,6 +27,7 @@ from .config import QuantConfig
 from .data import labels_for_model, load_images, to_int8_input, to_model_input
 from .errors import P2VitError, cli_errors
 from .float_model import FloatViT
+from .outputs import check_output_file
 from .pipeline import quantize, weight_bytes
 from .progress import Progress, note
 
@@ -160,16 +161,57 @@ def json_safe(obj):
     return obj
 
 
+def describe_config(cfg: QuantConfig) -> str:
+    """What a configuration is, in words (for --help): its bit widths, and what differs from the
+    defaults (per-channel weights, adaptive rounding, smoothing, 8-bit residual)."""
+    w = ("4 or 8-bit W per layer" if cfg.mixed_budget is not None else f"{cfg.w_bits}-bit W")
+    parts = ["PoT scales" if cfg.pot else "float scales", w, "8-bit A", f"{cfg.attn_bits}-bit log2 attention"]
+    if cfg.pot and cfg.rounding != "adaptive":
+        parts.append(f"{cfg.rounding} rounding")
+    if not cfg.smooth:
+        parts.append("no smoothing")
+    elif cfg.alpha_search:
+        parts.append("alpha per layer (MSE)")
+    if not cfg.per_channel:
+        parts.append("per-tensor W scales")
+    if cfg.res_bits != 8:
+        parts.append(f"{cfg.res_bits}-bit residual")
+    return ", ".join(parts)
+
+
+def configs_help() -> str:
+    """The --help epilog: every configuration name and what it means, and the exit status."""
+    d = QuantConfig()
+    rows = ["configurations (--configs): NAME = <scales>_<W bits>_<A bits>_<attention bits>[_variant]",
+            "  pot = power-of-two scales (what the accelerator runs), float = float scales (FQ-ViT style);",
+            "  W = weights, A = activations, attention = the log2 softmax codes. Unless stated: one weight",
+            "  scale per output channel, adaptive rounding (floor(log2 s) + -1..2, lowest error), PoT-aware",
+            f"  smoothing at the QKV and FC1 inputs (alpha {d.alpha_qkv:g} and {d.alpha_fc1:g}), {d.res_bits}-bit residual stream.",
+            f"  {'fp32':23s} the original PyTorch model (always run; agreement and SQNR are against it)"]
+    rows += [f"  {n:23s} {describe_config(c)}" + (" (codegen's default)" if c == d else "")
+             for n, c in CONFIGS.items()]
+    rows += ["  with --configs all, also:"]
+    rows += [f"  {n:23s} {describe_config(c)}" for n, c in EXTRA_CONFIGS.items()]
+    rows += [f"  {MIXED_PREFIX + '<budget>':23s} PoT scales, 4 or 8-bit W per layer with sum(MACs x bits) <= budget x",
+             f"  {'':23s} the all-4-bit model; budget 1.0..2.0, e.g. {MIXED_PREFIX}1.1",
+             "",
+             "exit status:",
+             "  0    done",
+             "  2    bad input: one line 'error: ...' on stderr",
+             "  130  interrupted (Ctrl-C); 143: terminated (SIGTERM)"]
+    return "\n".join(rows)
+
+
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m quantizer.eval", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=configs_help())
     add_model_args(p)
     p.add_argument("--data", required=True, metavar="PATH", help="evaluation images (.npz, folder or ImageFolder)")
     p.add_argument("--limit", type=int, metavar="N",
                    help="evaluate N images spread evenly over the data (sorted data sets keep every class)")
     p.add_argument("--configs", default=",".join(CONFIGS),
                    help=f"comma-separated configurations or 'all' (default: {','.join(CONFIGS)}; "
-                        f"more: {','.join(EXTRA_CONFIGS)}, {MIXED_PREFIX}<budget>)")
+                        f"more: {','.join(EXTRA_CONFIGS)}, {MIXED_PREFIX}<budget>); what each one is: below")
     p.add_argument("--json", metavar="OUT", help="also write the results as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     return p.parse_args(argv)
@@ -184,6 +226,8 @@ def main(argv=None):
     args.mixed_precision = any(n.startswith(MIXED_PREFIX) for n in names)  # load held-out images too
     if args.limit is not None and args.limit < 1:
         raise P2VitError(f"--limit must be at least 1, not {args.limit}")
+    if args.json:
+        check_output_file(args.json, "--json")   # before minutes of evaluation, not after
     progress = Progress(enabled=not args.quiet)
     lm = load_model_from_args(args)
     data = load_images(args.data, lm.preprocess, limit=args.limit, spread=True, progress=not args.quiet)
