@@ -6,7 +6,9 @@
     trace = sim.trace(image)          # dict: layer name -> int64 intermediate tensor
 
 `run` releases the GIL and spreads images over threads inside the module. A build made for
-another model or configuration (or a stale one) is refused instead of silently used.
+another model or configuration, a stale one, and any file that is not the one build.json
+recorded (size and sha256 of params.bin and of the module, checked before dlopen) are refused
+with a one-line error instead of silently used.
 """
 from __future__ import annotations
 
@@ -20,7 +22,9 @@ import numpy as np
 
 from quantizer.errors import P2VitError
 
-BUILD_FORMAT = 1
+from .integrity import is_sealed, verify_file
+
+BUILD_FORMAT = 2   # 2: build.json sealed by a checksum, sizes and sha256 of params.bin and modules
 
 
 @dataclass
@@ -50,7 +54,9 @@ class CsimModule:
                          f"got {images.dtype} {images.shape}")
 
     def run(self, images: np.ndarray, threads: int = 0) -> np.ndarray:
-        """int32 logits (B, classes); real logits = logits * 2^e_logit."""
+        """int32 logits (B, classes); real logits = logits * 2^e_logit. threads 0: all cores."""
+        if not isinstance(threads, (int, np.integer)) or isinstance(threads, bool) or threads < 0:
+            raise P2VitError(f"threads must be 0 (all cores) or a positive count, not {threads!r}")
         return self.mod.run(self.params, self._int8(images), threads)
 
     def trace(self, image: np.ndarray) -> dict[str, np.ndarray]:
@@ -60,16 +66,22 @@ class CsimModule:
 
 
 def read_build_info(build_dir: str | Path) -> dict:
+    """build.json of build_dir, refused unless it is whole and unedited (its checksum holds)."""
     build_dir = Path(build_dir)
     path = build_dir / "build.json"
     if not path.is_file():
         raise P2VitError(f"{build_dir} is not a p2vit build (no build.json); run python -m codegen MODEL --out {build_dir}")
     try:
         info = json.loads(path.read_text())
-    except json.JSONDecodeError:
-        raise P2VitError(f"{path} is corrupt; rebuild with python -m codegen") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        raise P2VitError(f"{path} is corrupt (not JSON); rebuild with python -m codegen") from None
+    if not isinstance(info, dict):
+        raise P2VitError(f"{path} is corrupt (not a JSON object); rebuild with python -m codegen")
     if info.get("format") != BUILD_FORMAT:
         raise P2VitError(f"{build_dir} was made by another p2vit version; rebuild with python -m codegen")
+    if not is_sealed(info):
+        raise P2VitError(f"{path} is corrupt or was edited (its checksum does not match); "
+                         "rebuild with python -m codegen")
     return info
 
 
@@ -88,23 +100,25 @@ def load(build_dir: str | Path, expect: dict | None = None, types: str | None = 
                          f"run python -m codegen again{' with --ap-int' if kind == 'ap_int' else ''}")
     entry = modules[kind]
     so = build_dir / entry["file"]
-    if not so.is_file():
-        raise P2VitError(f"{so} is missing; rebuild with python -m codegen")
+    verify_file(so, entry, f"{kind} C-sim module", build_dir)   # before dlopen: a bad .so can crash it
+    blob = build_dir / "params.bin"
+    verify_file(blob, info["params"], "parameter blob", build_dir)
     name = entry["name"]
     if name in sys.modules:
         mod = sys.modules[name]
     else:
-        spec = importlib.util.spec_from_file_location(name, so)
-        mod = importlib.util.module_from_spec(spec)
         try:
+            spec = importlib.util.spec_from_file_location(name, so)
+            mod = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(mod)
-        except ImportError as exc:
-            raise P2VitError(f"cannot load {so} ({exc}); rebuild with python -m codegen") from None
+        except (ImportError, OSError, SystemError) as exc:
+            why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise P2VitError(f"cannot load {so} ({why}); rebuild with python -m codegen") from None
         sys.modules[name] = mod
     if mod.info()["build_key"] != entry["build_key"]:
         raise P2VitError(f"{so} does not belong to {build_dir / 'build.json'} (stale build); rebuild it")
     try:
-        params = mod.Params(str(build_dir / "params.bin"))
+        params = mod.Params(str(blob))
     except RuntimeError as exc:
-        raise P2VitError(f"{build_dir}/params.bin does not fit the module ({exc}); rebuild it") from None
+        raise P2VitError(f"{blob} does not fit the module ({exc}); rebuild it") from None
     return CsimModule(build_dir=build_dir, info=info, mod=mod, params=params)

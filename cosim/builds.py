@@ -11,7 +11,6 @@ with an edited params.bin never runs with the other copy's parameters.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,14 +114,9 @@ def _load(path: Path, stamp: tuple) -> LoadedBuild:
     ir = QuantizedViT.load(path / "ir")
     if ir.content_hash != info.get("ir_sha256"):
         raise P2VitError(f"{path}/ir does not match {path}/build.json (ir_sha256 differs); rebuild with python -m codegen")
-    notes = []
-    blob = (path / "params.bin").read_bytes()
-    if info.get("blob_sha256") and hashlib.sha256(blob).hexdigest() != info["blob_sha256"]:
-        notes.append("params.bin differs from the blob this build wrote (blob_sha256); "
-                     "the C-sim runs the file as it is now")
     fp32 = fp32_model(info, path)
     pp = Preprocess.from_json(info["preprocess"])
-    return LoadedBuild(path=path, info=info, sim=sim, ir=ir, fp32=fp32, preprocess=pp, stamp=stamp, notes=notes)
+    return LoadedBuild(path=path, info=info, sim=sim, ir=ir, fp32=fp32, preprocess=pp, stamp=stamp)
 
 
 def fp32_model(info: dict, build_dir: Path) -> LoadedModel:

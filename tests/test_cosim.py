@@ -14,32 +14,31 @@ from PIL import Image
 
 import cosim
 from codegen.generate import generate
+from codegen.integrity import file_record, write_sealed
 from codegen.hwconfig import HwConfig
 from codegen.layout import build_layout
 from cosim.__main__ import main as cli_run
 from cosim.builds import fp32_model, open_build
 from cosim.report import plot_disagreement
 from quantizer import P2VitError, QuantConfig
-from quantizer.data import fit_image, load_images, synthetic_images, to_model_input
+from quantizer.data import fit_image, load_images, to_model_input
 from quantizer.models import load_model
 from quantizer.pipeline import quantize
 from quantizer.reference import trace_points
-from tests.tiny import CIFAR_CALIB, CIFAR_CARD, CIFAR_TEST, SHARED_REASON, have_shared, random_images, tiny_card
+from tests.tiny import CIFAR_CALIB, CIFAR_CARD, CIFAR_TEST, SHARED_REASON, have_shared, random_images
 
 EVAL_KEYS = {"n", "fp32_top1", "reference_top1", "csim_top1", "bit_exact_rate", "agree_csim_fp32_rate",
              "agree_csim_reference_rate", "sqnr_db", "seconds"}
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """One tiny build (its own model name, so its C-sim module is not shared with other tests)."""
+def tiny(tiny_build, tiny_lm, tmp_path_factory):
+    """The session's tiny build (tests/conftest.py), a sample image and its PNG."""
     tmp = tmp_path_factory.mktemp("cosim")
-    lm = load_model(tiny_card(tmp, name="tiny_cosim"), random_init=True)
-    ir = quantize(lm, synthetic_images(8, lm.preprocess), QuantConfig(n_calib=8)).ir
-    generate(ir, HwConfig(rows=4, cols=8), tmp / "build")
+    ir, build = tiny_build
     img = random_images(1, 32, seed=7)[0]
     Image.fromarray(img).save(tmp / "img.png")
-    return {"tmp": tmp, "build": tmp / "build", "ir": ir, "pp": lm.preprocess, "img": img, "png": tmp / "img.png"}
+    return {"tmp": tmp, "build": build, "ir": ir, "pp": tiny_lm.preprocess, "img": img, "png": tmp / "img.png"}
 
 
 @pytest.fixture(scope="module")
@@ -123,13 +122,18 @@ def test_planted_wrong_shift_is_found_at_its_layer(tiny, capsys):
                                    - ir.tensors["blocks.1.fc1.e_w"]).astype(np.int8))  # the offset is right
     blob[off:off + hidden] = (shifts + 1).astype(np.int8).tobytes()
     (bad / "params.bin").write_bytes(bytes(blob))
+    # An edited blob is refused: build.json records the sha256 of the one the build wrote.
+    with pytest.raises(P2VitError, match="params.bin .* does not match the sha256 in build.json"):
+        cosim.run(tiny["img"], build=bad)
+    # Deliberately record the edited blob (as a developer planting a fault would) to trace it.
+    info = json.loads((bad / "build.json").read_text())
+    write_sealed(bad / "build.json", {**info, "params": file_record(bad / "params.bin")})
 
     r = cosim.run(tiny["img"], build=bad, trace=True)
     d = r.trace.first_divergence
     assert d is not None and d.layer == "blocks.1.fc1", r.trace.table()
     assert d.csim != d.reference and d.index == tuple(np.unravel_index(d.flat_index, (17, hidden)))
     assert all(s.mismatches == 0 for s in r.trace.layers[:trace_points(2).index("blocks.1.fc1")])
-    assert any("params.bin differs" in n for n in r.notes)
     assert cli_run([str(tiny["png"]), "--build", str(bad), "--trace"]) == 1
     assert "blocks.1.fc1[" in capsys.readouterr().out
     # Both copies share one compiled module: the original still runs with its own parameters.
