@@ -12,6 +12,7 @@ from pathlib import Path
 
 from quantizer.cli import add_model_args, add_quant_args, calibration_images, load_model_from_args, quant_config
 from quantizer.errors import cli_errors
+from quantizer.outputs import check_output_dir
 from quantizer.pipeline import quantize
 from quantizer.progress import Progress, note
 
@@ -35,7 +36,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     cfg = quant_config(args)
     hw_config(args)                           # flag errors before loading anything
-    out = Path(args.out)
+    out = check_output_dir(args.out, "--out")   # a path that cannot be made fails before any work
     progress = Progress(enabled=not args.quiet)
     say = (lambda msg: None) if args.quiet else note
     t0 = time.perf_counter()

@@ -7,6 +7,7 @@ import time
 
 from .cli import add_model_args, add_quant_args, calibration_images, load_model_from_args, quant_config
 from .errors import cli_errors
+from .ir import check_ir_destination
 from .pipeline import quantize
 from .progress import Progress
 
@@ -20,6 +21,7 @@ def main(argv=None):
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     args = p.parse_args(argv)
     cfg = quant_config(args)
+    check_ir_destination(args.out)            # fail before the long steps
     progress = Progress(enabled=not args.quiet)
     t0 = time.perf_counter()
     lm = load_model_from_args(args)

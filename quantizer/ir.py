@@ -16,7 +16,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 
 from .errors import P2VitError
+from .outputs import check_output_dir, partial_dir
 
 FORMAT = "p2vit-ir"
 FORMAT_VERSION = 1
@@ -93,14 +93,12 @@ class QuantizedViT:
         h.update(blob)
         manifest = {"format": FORMAT, "version": FORMAT_VERSION, "sha256": h.hexdigest(),
                     "meta": self.meta, "tensors": table, "blob": "params.bin"}
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+        check_ir_destination(directory)
+        tmp = partial_dir(directory)
         try:
             (tmp / "params.bin").write_bytes(blob)
             (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
             if directory.exists():
-                if not (directory / "manifest.json").is_file():
-                    raise P2VitError(f"{directory} exists and is not a saved IR; choose another path")
                 shutil.rmtree(directory)
             os.replace(tmp, directory)
         except BaseException:
@@ -117,8 +115,20 @@ class QuantizedViT:
                              "save one with QuantizedViT.save or python -m quantizer")
         try:
             manifest = json.loads(mpath.read_text())
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
             raise P2VitError(f"{mpath} is corrupt (not JSON); quantize the model again") from None
+        if not isinstance(manifest, dict):
+            raise P2VitError(f"{mpath} is corrupt (not a JSON object); quantize the model again")
+        try:
+            return cls._from_manifest(directory, manifest)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError):
+            # The content hash covers meta and tensor table; a manifest that passes it cannot get
+            # here, so this is a manifest mangled in its own header fields.
+            raise P2VitError(f"{mpath} is corrupt (malformed fields); quantize the model again") from None
+
+    @classmethod
+    def _from_manifest(cls, directory: Path, manifest: dict) -> "QuantizedViT":
+        mpath = directory / "manifest.json"
         if manifest.get("format") != FORMAT:
             raise P2VitError(f"{mpath} is not a p2vit IR manifest")
         if manifest.get("version") != FORMAT_VERSION:
@@ -140,3 +150,11 @@ class QuantizedViT:
                                 offset=row["offset"]).reshape(row["shape"])
             tensors[row["name"]] = arr.astype(_DTYPES[row["dtype"]])
         return cls(meta=manifest["meta"], tensors=tensors)
+
+
+def check_ir_destination(directory: str | os.PathLike, flag: str = "--out") -> Path:
+    """Where an IR may be saved: a new or empty directory, or an IR saved before (replaced)."""
+    directory = check_output_dir(directory, flag)
+    if directory.is_dir() and any(directory.iterdir()) and not (directory / "manifest.json").is_file():
+        raise P2VitError(f"{flag} {directory} is not empty and holds no saved IR; choose another directory")
+    return directory

@@ -1,0 +1,87 @@
+"""Output paths: checked before any work, written through temporary siblings.
+
+Every CLI checks its output paths (`--out`, `--json`) before it loads a model, so a typo fails
+in a second instead of as a traceback after minutes of quantizing or evaluating. Directories
+are assembled in a hidden sibling `.NAME.partial-<pid>-XXXX` and renamed into place; a run that
+was killed outright (SIGKILL) leaves one behind, and the next run on the same output removes it.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+from .errors import P2VitError
+
+
+def _nearest_existing(path: Path) -> Path:
+    p = path.absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def _check_creatable(path: Path, flag: str) -> None:
+    """The missing part of `path` can be made: its nearest existing ancestor is a writable dir."""
+    anchor = _nearest_existing(path.parent if path.exists() else path)
+    if anchor != path.absolute() and not anchor.is_dir():
+        raise P2VitError(f"{flag} {path}: {anchor} is a file, not a directory; choose another path")
+    if not os.access(anchor, os.W_OK | os.X_OK):
+        raise P2VitError(f"{flag} {path}: cannot write in {anchor} (permission denied); choose another path")
+
+
+def check_output_file(path: str | os.PathLike, flag: str) -> Path:
+    """A file path that can be written (created or replaced)."""
+    path = Path(path)
+    if path.is_dir():
+        raise P2VitError(f"{flag} {path} is a directory; give a file name, e.g. {path / 'results.json'}")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise P2VitError(f"{flag} {path} is not writable; choose another path")
+    _check_creatable(path, flag)
+    return path
+
+
+def check_output_dir(path: str | os.PathLike, flag: str) -> Path:
+    """A directory path that can be created (or exists as a directory)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise P2VitError(f"{flag} {path} exists and is not a directory; choose another path")
+    _check_creatable(path, flag)
+    return path
+
+
+_PARTIAL = re.compile(r"\.(?P<name>.+)\.partial-(?P<pid>\d+)-[^/]+$")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_partials(target: Path) -> list[Path]:
+    """Remove `.TARGET.partial-<pid>-*` siblings whose process no longer runs; returns them."""
+    parent = target.absolute().parent
+    removed = []
+    if not parent.is_dir():
+        return removed
+    for p in parent.glob(f".{target.name}.partial-*"):
+        m = _PARTIAL.match(p.name)
+        if m and m["name"] == target.name and not _alive(int(m["pid"])):
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
+
+
+def partial_dir(target: Path) -> Path:
+    """A fresh hidden sibling of `target` to assemble it in (after removing stale ones)."""
+    target = Path(target)
+    target.absolute().parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_partials(target)
+    return Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-{os.getpid()}-", dir=target.absolute().parent))
