@@ -1,5 +1,6 @@
 """codegen on small models: the generated C++ compiles cleanly, is static, deterministic, and
-its C-sim is bit-exact with the integer reference on every output and every traced layer."""
+its C-sim is bit-exact with the integer reference on every output and every traced layer.
+`tiny_ir` and `tiny_build` are the session fixtures of tests/conftest.py."""
 from __future__ import annotations
 
 import re
@@ -22,14 +23,6 @@ from tests.tiny import random_images, tiny_card
 def _ir(tmp, cfg=QuantConfig(), **card):
     lm = load_model(tiny_card(tmp, **card), random_init=True)
     return quantize(lm, synthetic_images(8, lm.preprocess), cfg.but(n_calib=8)).ir
-
-
-@pytest.fixture(scope="module")
-def tiny_build(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("tiny")
-    ir = _ir(tmp)
-    generate(ir, HwConfig(rows=4, cols=8), tmp / "build")
-    return ir, tmp / "build"
 
 
 def _images(n, seed=0):
@@ -132,8 +125,8 @@ def _hls_sources(files):
         yield h, (KERNELS / h).read_text()
 
 
-def test_generated_hls_is_static(tmp_path):
-    files = render(_ir(tmp_path), HwConfig()).files
+def test_generated_hls_is_static(tiny_ir):
+    files = render(tiny_ir, HwConfig()).files
     loop = re.compile(r"for \(int \w+ = [^;]*; \w+ < ([^;]+);")
     for name, text in _hls_sources(files):
         code = _code(text)
@@ -147,8 +140,8 @@ def test_generated_hls_is_static(tmp_path):
     assert "m_axi port=blob" in files["hls/p2vit_top.cpp"]
 
 
-def test_no_recursion_in_generated_code(tmp_path):
-    files = render(_ir(tmp_path), HwConfig()).files
+def test_no_recursion_in_generated_code(tiny_ir):
+    files = render(tiny_ir, HwConfig()).files
     for name, text in _hls_sources(files):
         code = _code(text)
         for m in re.finditer(r"\b(\w+)\s*\([^;{)]*\)\s*(?:const\s*)?\{", code):
@@ -190,7 +183,7 @@ def test_build_for_another_model_is_refused(tiny_build, tmp_path):
         load(tmp_path / "junk")
 
 
-def test_failed_compile_points_at_the_log_and_leaves_out_untouched(tmp_path, monkeypatch):
+def test_failed_compile_points_at_the_log_and_leaves_out_untouched(tiny_ir, tmp_path, monkeypatch):
     import codegen.generate as gen
 
     real = gen.render
@@ -201,9 +194,8 @@ def test_failed_compile_points_at_the_log_and_leaves_out_untouched(tmp_path, mon
         return r
 
     monkeypatch.setattr(gen, "render", broken)
-    ir = _ir(tmp_path)
     with pytest.raises(P2VitError) as exc:
-        generate(ir, HwConfig(), tmp_path / "b")
+        generate(tiny_ir, HwConfig(), tmp_path / "b")
     msg = str(exc.value)
     assert "compile failed" in msg and "\n" not in msg
     log = Path(msg.rsplit(" ", 1)[-1])
