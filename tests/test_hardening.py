@@ -1,0 +1,258 @@
+"""A build is its own proof, output paths fail before any work, and interrupted runs leave
+nothing behind. Every case ends in the project's one-line error (P2VitError / exit 2)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import sysconfig
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import cosim
+from codegen.integrity import file_record, write_sealed
+from codegen.module import load
+from codegen.render import render
+from quantizer import P2VitError, QuantConfig
+from quantizer.outputs import remove_stale_partials
+from quantizer.pipeline import quantize
+from tests.conftest import TINY_HW
+from tests.tiny import random_images, tiny_card
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _one_line_error(text: str) -> str:
+    err = text.strip()
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, text
+    return err
+
+
+def _python(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
+    """A CLI in its own process: a crash (SIGBUS in dlopen) must show as a crash, not kill pytest."""
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def _module_file(build: Path) -> Path:
+    return build / json.loads((build / "build.json").read_text())["modules"]["native"]["file"]
+
+
+# ----------------------------------------------------------------------------- build integrity
+
+
+def test_build_json_records_sizes_and_hashes_of_what_runs(tiny_build):
+    _, build = tiny_build
+    info = json.loads((build / "build.json").read_text())
+    assert info["params"] == file_record(build / "params.bin")
+    assert {k: info["modules"]["native"][k] for k in ("size", "sha256")} == file_record(_module_file(build))
+    assert len(info["checksum"]) == 64
+
+
+def test_same_size_blob_of_another_calibration_is_refused(tiny_lm, copy_of_tiny_build, capsys):
+    other = quantize(tiny_lm, random_images(8, 32, seed=5), QuantConfig(n_calib=8)).ir
+    blob = render(other, TINY_HW).layout.blob()
+    assert len(blob) == (copy_of_tiny_build / "params.bin").stat().st_size   # same size, other values
+    assert blob != (copy_of_tiny_build / "params.bin").read_bytes()
+    (copy_of_tiny_build / "params.bin").write_bytes(blob)
+    with pytest.raises(P2VitError, match=r"params.bin \(parameter blob\) does not match the sha256 .* rebuild"):
+        load(copy_of_tiny_build)
+    with pytest.raises(P2VitError, match="does not match the sha256"):
+        cosim.run(random_images(1, 32)[0], build=copy_of_tiny_build)
+    from cosim.eval import main
+
+    np.savez(copy_of_tiny_build.parent / "d.npz", images=random_images(4, 32))
+    with pytest.raises(SystemExit) as exc:
+        main(["--build", str(copy_of_tiny_build), "--data", str(copy_of_tiny_build.parent / "d.npz"), "--quiet"])
+    assert exc.value.code == 2
+    _one_line_error(capsys.readouterr().err)
+
+
+def test_edited_build_json_is_refused(copy_of_tiny_build):
+    path = copy_of_tiny_build / "build.json"
+    info = json.loads(path.read_text())
+    path.write_text(json.dumps({**info, "e_logit": info["e_logit"] + 1}, indent=1, sort_keys=True))
+    with pytest.raises(P2VitError, match="build.json is corrupt or was edited"):
+        load(copy_of_tiny_build)
+
+
+def test_truncated_module_is_refused_before_dlopen(copy_of_tiny_build, tiny_build):
+    """A truncated .so used to kill Python with SIGBUS inside dlopen (exit 135)."""
+    so = _module_file(copy_of_tiny_build)
+    so.write_bytes(so.read_bytes()[:100_000])
+    png = copy_of_tiny_build.parent / "img.png"
+    from PIL import Image
+
+    Image.fromarray(random_images(1, 32)[0]).save(png)
+    res = _python(["-m", "cosim", str(png), "--build", str(copy_of_tiny_build)])
+    assert res.returncode == 2, (res.returncode, res.stderr[-2000:])
+    err = _one_line_error(res.stderr)
+    assert so.name in err and "truncated" in err and "rebuild" in err
+
+
+def test_module_of_another_build_is_refused(copy_of_tiny_build):
+    """Another extension module under the expected name: refused by its hash; and were the
+    record rewritten to match it, by the import guard, never as a raw ImportError."""
+    so = _module_file(copy_of_tiny_build)
+    foreign = Path(sysconfig.get_paths()["platstdlib"]) / "lib-dynload"
+    foreign = next(p for p in sorted(foreign.glob("*.so")) if p.name.startswith(("_json", "_csv", "_struct")))
+    so.write_bytes(foreign.read_bytes())
+    with pytest.raises(P2VitError, match="truncated or from another build|does not match the sha256"):
+        load(copy_of_tiny_build)
+    info = json.loads((copy_of_tiny_build / "build.json").read_text())
+    entry = {**info["modules"]["native"], **file_record(so), "name": "p2vit_csim_not_loaded_yet"}
+    write_sealed(copy_of_tiny_build / "build.json", {**info, "modules": {"native": entry}})
+    with pytest.raises(P2VitError, match=r"cannot load .* rebuild") as exc:
+        load(copy_of_tiny_build)
+    assert "\n" not in str(exc.value)
+
+
+def test_missing_module_and_blob_are_explained(copy_of_tiny_build):
+    (copy_of_tiny_build / "params.bin").unlink()
+    with pytest.raises(P2VitError, match="params.bin is missing; rebuild"):
+        load(copy_of_tiny_build)
+    _module_file(copy_of_tiny_build).unlink()
+    with pytest.raises(P2VitError, match=r"\.so is missing; rebuild"):
+        load(copy_of_tiny_build)
+
+
+def test_cosim_eval_exits_1_unless_every_image_is_bit_exact(tiny_build, copy_of_tiny_build, capsys):
+    from cosim.eval import main
+
+    data = copy_of_tiny_build.parent / "d.npz"
+    np.savez(data, images=random_images(6, 32, seed=2))
+    assert main(["--build", str(tiny_build[1]), "--data", str(data), "--quiet"]) == 0
+    # Plant a fault and record it on purpose (as a developer does to test the trace).
+    blob = bytearray((copy_of_tiny_build / "params.bin").read_bytes())
+    blob[-64:] = bytes((b + 1) % 256 for b in blob[-64:])         # the head's parameters
+    (copy_of_tiny_build / "params.bin").write_bytes(bytes(blob))
+    info = json.loads((copy_of_tiny_build / "build.json").read_text())
+    write_sealed(copy_of_tiny_build / "build.json", {**info, "params": file_record(copy_of_tiny_build / "params.bin")})
+    capsys.readouterr()
+    assert main(["--build", str(copy_of_tiny_build), "--data", str(data), "--quiet"]) == 1
+    cap = capsys.readouterr()
+    assert "of 6 images; pass --allow-mismatch" in _one_line_error(cap.err)
+    assert "bit-exact" in cap.out                                   # the summary is still printed
+    assert main(["--build", str(copy_of_tiny_build), "--data", str(data), "--quiet", "--allow-mismatch"]) == 0
+
+
+def test_cosim_eval_refuses_negative_threads(tiny_build, tmp_path, capsys):
+    from cosim.eval import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--build", str(tiny_build[1]), "--data", str(tmp_path / "x.npz"), "--threads", "-3"])
+    assert exc.value.code == 2 and "--threads must be 0" in _one_line_error(capsys.readouterr().err)
+    with pytest.raises(P2VitError, match="threads must be 0"):
+        load(tiny_build[1]).run(random_images(1, 32), threads=-3)
+
+
+# ----------------------------------------------------------------------------- output paths
+
+
+def _fails_fast(main, argv, capsys, *expect):
+    t0 = time.perf_counter()
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    took = time.perf_counter() - t0
+    assert exc.value.code == 2
+    err = _one_line_error(capsys.readouterr().err)
+    for e in expect:
+        assert e in err, err
+    assert took < 5.0, f"refused only after {took:.1f} s"   # no model loaded, nothing quantized
+    return err
+
+
+def test_codegen_out_under_a_file_fails_before_any_work(tmp_path, capsys, monkeypatch):
+    from codegen import __main__ as cli
+
+    monkeypatch.setattr(cli, "load_model_from_args", lambda a: pytest.fail("loaded a model first"))
+    (tmp_path / "FILE").write_text("x")
+    card = tiny_card(tmp_path)
+    _fails_fast(cli.main, [str(card), "--random-init", "--out", str(tmp_path / "FILE" / "sub")], capsys,
+                "is a file, not a directory")
+    _fails_fast(cli.main, [str(card), "--random-init", "--out", str(tmp_path / "FILE")], capsys,
+                "exists and is not a directory")
+
+
+def test_quantizer_out_is_checked_before_quantizing(tmp_path, capsys, monkeypatch):
+    from quantizer import __main__ as cli
+
+    monkeypatch.setattr(cli, "load_model_from_args", lambda a: pytest.fail("loaded a model first"))
+    card = tiny_card(tmp_path)
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "notes.txt").write_text("mine")
+    _fails_fast(cli.main, [str(card), "--random-init", "--out", str(tmp_path / "file")], capsys,
+                "exists and is not a directory")
+    _fails_fast(cli.main, [str(card), "--random-init", "--out", str(tmp_path / "foreign")], capsys,
+                "holds no saved IR")
+    assert (tmp_path / "foreign" / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("tool", ["cosim.eval", "quantizer.eval"])
+def test_json_path_is_checked_before_evaluating(tool, tiny_build, tmp_path, capsys, monkeypatch):
+    if tool == "cosim.eval":
+        from cosim import eval as cli
+
+        monkeypatch.setattr(cli, "evaluate", lambda *a, **k: pytest.fail("evaluated first"))
+        argv = ["--build", str(tiny_build[1]), "--data", str(tmp_path / "d.npz")]
+    else:
+        from quantizer import eval as cli
+
+        monkeypatch.setattr(cli, "load_model_from_args", lambda a: pytest.fail("loaded a model first"))
+        argv = [str(tiny_card(tmp_path)), "--random-init", "--data", str(tmp_path / "d.npz")]
+    (tmp_path / "adir").mkdir()
+    _fails_fast(cli.main, argv + ["--json", str(tmp_path / "adir")], capsys, "is a directory")
+    (tmp_path / "f").write_text("x")
+    _fails_fast(cli.main, argv + ["--json", str(tmp_path / "f" / "out.json")], capsys, "is a file, not a directory")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
+def test_unwritable_output_parent_is_refused(tmp_path):
+    from quantizer.outputs import check_output_file
+
+    ro = tmp_path / "ro"
+    ro.mkdir(mode=0o555)
+    with pytest.raises(P2VitError, match="permission denied"):
+        check_output_file(ro / "x.json", "--json")
+
+
+def test_stale_partial_of_a_killed_run_is_removed(tiny_ir, tmp_path):
+    from codegen.generate import generate
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    stale = tmp_path / f".b.partial-{dead}-abc123"
+    live = tmp_path / f".b.partial-{os.getpid()}-def456"   # a run still going: never touched
+    other = tmp_path / f".bb.partial-{dead}-xyz"            # another output's partial
+    for d in (stale, live, other):
+        (d / "hls").mkdir(parents=True)
+    generate(tiny_ir, TINY_HW, tmp_path / "b", build=False)
+    assert not stale.exists() and live.exists() and other.exists()
+    assert (tmp_path / "b" / "build.json").is_file()
+    assert remove_stale_partials(tmp_path / "bb") == [other] and not other.exists()
+
+
+def test_sigterm_during_compile_leaves_nothing_behind(tmp_path):
+    """SIGTERM is cleaned up like Ctrl-C: no build, no hidden .partial directory; exit 143."""
+    card = tiny_card(tmp_path, depth=1, name="sigterm")
+    out = tmp_path / "b"
+    proc = subprocess.Popen([sys.executable, "-m", "codegen", str(card), "--random-init", "--n-calib", "2",
+                             "--out", str(out), "--quiet"], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        if any(p.is_dir() for p in tmp_path.glob(".b.partial-*/csim/build")):   # cmake is running
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, f"finished before it could be interrupted: {proc.communicate()}"
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err[-2000:]
+    assert err.strip().splitlines()[-1] == "error: terminated" and "Traceback" not in err, err
+    assert not out.exists() and not list(tmp_path.glob(".b.*"))
