@@ -10,7 +10,7 @@ from pathlib import Path
 from quantizer.errors import P2VitError
 from quantizer.progress import elapsed
 
-from .resources import ap_types_dir, cmake_lists, kernels_dir
+from .resources import ap_types_dir, cmake_lists
 
 
 def _cmake() -> str:
@@ -41,7 +41,7 @@ def build_module(out: Path, module_name: str, types: str = "native", jobs: int |
     log = csim / "build.log"
     args = [_cmake(), "-S", str(cmake_lists().parent), "-B", str(bdir),
             f"-DP2VIT_HLS_DIR={out / 'hls'}", f"-DP2VIT_MODULE={module_name}",
-            f"-DP2VIT_KERNELS={kernels_dir()}", f"-DP2VIT_TYPES={types}",
+            f"-DP2VIT_KERNELS={out / 'hls'}", f"-DP2VIT_TYPES={types}",   # hls/p2vit/: the build's own copy
             f"-Dpybind11_DIR={pybind11.get_cmake_dir()}", f"-DPython_EXECUTABLE={sys.executable}",
             "-DCMAKE_BUILD_TYPE=Release"]
     if shutil.which("ninja") or _pip_ninja():

@@ -4,7 +4,8 @@ Layout of a build directory:
     build.json          what was built (model, IR hash, configs, modules); checked on load
     ir/                 the QuantizedViT
     params.bin          the parameter blob (the accelerator's m_axi memory)
-    hls/                generated HLS C++, bindings, testbench, run_hls.tcl
+    hls/                generated HLS C++, bindings, testbench, run_hls.tcl, and p2vit/: the
+                        kernel headers they include (a build is self-contained)
     golden/             a few images and their reference logits for the C testbench
     csim/               the compiled C-sim module(s) and build.log
     report.md, report.json   static bounds, trip counts, buffers, and what was made
@@ -33,6 +34,7 @@ from .hwconfig import HwConfig
 from .integrity import file_record, write_sealed
 from .module import BUILD_FORMAT, read_build_info
 from .render import render
+from .resources import kernels_dir
 from .report import write_report
 
 GOLDEN_IMAGES = 4
@@ -73,6 +75,7 @@ def generate(ir: QuantizedViT, hw: HwConfig, out: Path, build: bool = True, type
             hls.mkdir(exist_ok=True)
             for rel, text in rendered.files.items():
                 (tmp / rel).write_text(text)
+            copy_kernels(hls)
             if build:
                 say(f"compiling the {kind} C-sim module (usually 10-70 s)")
                 t0 = time.perf_counter()
@@ -110,6 +113,15 @@ def generate(ir: QuantizedViT, hw: HwConfig, out: Path, build: bool = True, type
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return {**info, "timings": timings}
+
+
+def copy_kernels(hls: Path) -> None:
+    """The kernel headers go into the build (hls/p2vit/), so that hls/ holds every source the
+    generated C++ includes: Vitis HLS (run_hls.tcl) and a rebuild elsewhere need nothing else."""
+    dst = hls / "p2vit"
+    dst.mkdir(exist_ok=True)
+    for h in sorted((kernels_dir() / "p2vit").glob("*.h")):
+        shutil.copyfile(h, dst / h.name)
 
 
 def _write_golden(ir: QuantizedViT, gdir: Path, images: np.ndarray | None) -> None:

@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 
 from quantizer.errors import P2VitError
+from quantizer.progress import progress_bar
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif")
 _EXTS_TEXT = "png, jpg, jpeg, bmp, webp, gif"
@@ -310,9 +311,7 @@ def _read_image(path: Path) -> Image.Image:
 def _progress(items: Iterable, total: int, desc: str, on: bool) -> Iterable:
     if not on:
         return items
-    from tqdm import tqdm  # only needed when asked for
-
-    return tqdm(items, total=total, desc=desc, unit="img")
+    return progress_bar(items, total, desc)
 
 
 def _fit_all(items: Iterable, n: int, pp: Preprocess, progress: bool, desc: str) -> np.ndarray:

@@ -100,6 +100,16 @@ class Progress:
             pass
 
 
+def progress_bar(items, total: int, desc: str, every: float = 5.0, stream=None):
+    """Iterate `items` under a tqdm bar drawn like Progress's (one line per redraw in logs)."""
+    from tqdm import tqdm
+
+    stream = stream or sys.stderr
+    tty = _isatty(stream)
+    return tqdm(items, total=total, desc=desc, unit="img", file=stream if tty else LineStream(stream),
+                mininterval=0.1 if tty else every, dynamic_ncols=tty)
+
+
 @contextmanager
 def elapsed(desc: str, log=None, enabled: bool = True, stream=None, interval: float | None = None):
     """Show `desc` with the time elapsed (and the path of `log`, e.g. a compiler log to follow

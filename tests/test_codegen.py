@@ -248,3 +248,21 @@ def test_packaged_cmake_lists_matches_the_repository_copy():
     """Non-editable installs build with kernels/cmake/CMakeLists.txt (codegen/resources.py)."""
     root = Path(__file__).resolve().parents[1]
     assert (root / "kernels" / "cmake" / "CMakeLists.txt").read_text() == (root / "CMakeLists.txt").read_text()
+
+
+def test_run_hls_tcl_names_only_paths_inside_the_build(tiny_build):
+    """Vitis runs run_hls.tcl from hls/: every file it adds, every include directory and every
+    testbench argument must exist there, and every header the sources include must resolve."""
+    _, build = tiny_build
+    hls = build / "hls"
+    tcl = (hls / "run_hls.tcl").read_text()
+    named = re.findall(r"add_files(?: -tb)? (\S+)", tcl)
+    named += [p.replace("[pwd]", ".") for p in re.findall(r"-I(\S+?)[\"\s]", tcl)]
+    for argv in re.findall(r'-argv "([^"]+)"', tcl):
+        named += argv.split()
+    assert len(named) >= 6, named
+    for rel in named:
+        assert (hls / rel).exists(), f"run_hls.tcl names {rel}, missing from {hls}"
+    for src in list(hls.glob("*.h")) + list(hls.glob("*.cpp")) + list(hls.glob("p2vit/*.h")):
+        for inc in re.findall(r'#include "([^"]+)"', src.read_text()):
+            assert (hls / inc).is_file() or (src.parent / inc).is_file(), f"{src.name} includes {inc}"
