@@ -124,7 +124,7 @@ where the images run (same rows, same summary on every engine):
   --ray local   a Ray cluster started for this run on this machine
   --ray auto    the Ray cluster this machine belongs to (ray start --head / --address)
   --ray ADDR    the Ray cluster at ADDR (host:port or ray://host:10001)
-  --results DIR one JSON-lines file per finished shard; --resume DIR continues where a run stopped
+  --results DIR one JSON-lines file per finished shard; with --resume, a stopped run continues
 """
 
 
@@ -154,8 +154,12 @@ def check_scaleout_args(args) -> None:
         raise P2VitError("--resume needs --results DIR (the directory of the run to continue)")
     if args.results:
         from .outputs import check_output_dir
+        from .results import META
 
         check_output_dir(args.results, "--results")
+        if (Path(args.results) / META).is_file() and not args.resume:
+            raise P2VitError(f"--results {args.results} already holds results of a run; pass --resume to "
+                             "continue it, or choose another (empty) directory")
     if args.ray is not None:
         from .rayengine import _probe, import_ray
 
@@ -192,6 +196,29 @@ def choose_engine(ray: str | None, workers: int | None, n_images: int):
     if n == 1 or (n_images < LOCAL_MIN_IMAGES and workers is None):
         return InProcess()
     return LocalProcesses(workers=min(n, max(1, n_images)))
+
+
+class session:
+    """`with session(engine):` keeps one Ray connection for several run_shards calls (a CLI's
+    evaluation and the mixed-precision scoring before it); it is closed at the end when this
+    call opened it. Other engines need nothing."""
+
+    def __init__(self, engine):
+        self.engine, self.owned = engine, False
+
+    def __enter__(self):
+        if isinstance(self.engine, RayEngine):
+            from .rayengine import connect
+
+            self.owned = connect(self.engine.address, self.engine.workers)
+        return self.engine
+
+    def __exit__(self, *exc):
+        if self.owned:
+            import ray
+
+            ray.shutdown()
+        return False
 
 
 class _Bar:

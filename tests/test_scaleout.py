@@ -216,3 +216,70 @@ def test_module_built_for_another_cpu_is_rebuilt_from_the_build_sources_or_refus
     out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1]).stdout
     assert json.loads(out) == load(tiny_build[1]).run(imgs).tolist()
+
+
+# --------------------------------------------------------------------------- quantizer.eval, mixed precision
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    from tests.tiny import tiny_card
+
+    tmp = tmp_path_factory.mktemp("qeval")
+    np.savez(tmp / "test.npz", images=random_images(32, 32, seed=2), labels=np.arange(32) % 10)
+    np.savez(tmp / "calib.npz", images=random_images(16, 32, seed=3))
+    return tmp, tiny_card(tmp)
+
+
+def _qeval(tiny_data, out, *extra):
+    from quantizer.eval import main
+
+    tmp, card = tiny_data
+    rc = main([str(card), "--random-init", "--data", str(tmp / "test.npz"), "--calib", str(tmp / "calib.npz"),
+               "--n-calib", "8", "--configs", "pot_8_8_4,float_8_8_4", "--shard-size", "8", "--quiet",
+               "--json", str(out) + ".json", "--results", str(out), *extra])
+    assert rc == 0
+    res = json.loads(Path(str(out) + ".json").read_text())
+    return res.pop("run"), {k: {m: v for m, v in r.items() if m != "seconds"} for k, r in res.items()}
+
+
+@NEEDS_RAY
+def test_quantizer_eval_on_ray_matches_the_local_run_and_resumes(ray_cluster, tiny_data, tmp_path, capsys):
+    run, local = _qeval(tiny_data, tmp_path / "local", "--workers", "1")
+    assert run["engine"] == "this process" and run["shards"] == 4
+    run, on_ray = _qeval(tiny_data, tmp_path / "ray", "--ray", "local")
+    assert run["engine"] == "ray" and on_ray == local
+    assert _rows(tmp_path / "ray") == _rows(tmp_path / "local")
+    rows = _rows(tmp_path / "local")
+    assert set(rows[0]["configs"]) == {"pot_8_8_4", "float_8_8_4"}
+    (tmp_path / "local" / "shard-000001.jsonl").unlink()       # as if interrupted before shard 1 finished
+    run, resumed = _qeval(tiny_data, tmp_path / "local", "--ray", "local", "--resume")
+    assert run["shards_resumed"] == 3 and resumed == local and _rows(tmp_path / "local") == rows
+    with pytest.raises(SystemExit) as e:   # no --resume: refused before loading the model
+        _qeval(tiny_data, tmp_path / "local")
+    assert e.value.code == 2 and "pass --resume" in capsys.readouterr().err
+
+
+@NEEDS_RAY
+def test_mixed_precision_scored_on_ray_chooses_the_serial_bits(ray_cluster, tiny_lm, monkeypatch):
+    import quantizer.mixed as mixed
+    from quantizer.data import synthetic_images
+    from quantizer.scaleout import RayEngine
+
+    cfg = QuantConfig(n_calib=8, mixed_budget=1.3, mixed_population=6, mixed_iterations=2, mixed_seed=1)
+    calib = synthetic_images(16, tiny_lm.preprocess)
+    serial = quantize(tiny_lm, calib, cfg).mixed
+    import quantizer.scaleout as scaleout
+
+    calls = []
+    run_shards = scaleout.run_shards
+
+    def spy(work, keys, labels, engine, *a, **kw):
+        calls.append((engine.name, len(keys)))
+        return run_shards(work, keys, labels, engine, *a, **kw)
+
+    monkeypatch.setattr(scaleout, "run_shards", spy)
+    with mixed.scoring_engine(RayEngine("local")):
+        parallel = quantize(tiny_lm, calib, cfg).mixed
+    assert calls and all(name == "ray" for name, _ in calls)     # candidates really scored on the workers
+    assert parallel.bits == serial.bits and parallel.history == serial.history
+    assert parallel.score == serial.score
