@@ -1,6 +1,7 @@
 """C-sim vs integer reference vs FP32 over a data set: accuracy, bit-exactness, agreement.
 
     python -m cosim.eval --build DIR --data PATH [--limit N] [--json OUT] [--report]
+                         [--ray ADDRESS|auto|local] [--workers N] [--results DIR [--resume]]
 
 DATA is an .npz (uint8 `images`, optional `labels`), a folder of images or an ImageFolder
 tree; --limit N takes N images spread evenly over it. --report writes <DIR>/cosim/report.md

@@ -108,10 +108,15 @@ def _local_init(work, fingerprint) -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is the driver's to handle
-    _LOCAL = _Runner(work, fingerprint, threads=1)
+    try:
+        _LOCAL = _Runner(work, fingerprint, threads=1)
+    except P2VitError as exc:   # reported by the first shard (an initializer error breaks the pool)
+        _LOCAL = exc
 
 
 def _local_run(k, start, images, labels):
+    if isinstance(_LOCAL, P2VitError):
+        raise _LOCAL
     return _LOCAL.run(k, start, images, labels), worker_info()
 
 
@@ -334,6 +339,11 @@ def _run_local(work, images, labels, bounds, todo, engine, finished, bar, stats)
                     "workers restart")
             queue.extendleft(reversed(lost))
             seen.clear()
+        except BaseException:
+            # Ctrl-C, SIGTERM, a P2VitError: stop the workers now, not after their shards
+            for proc in list(getattr(pool, "_processes", {}).values()):
+                proc.terminate()
+            raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
