@@ -120,7 +120,7 @@ def test_load_refuses_corrupt_or_foreign_directories(tiny_q, tmp_path):
 def test_save_refuses_to_overwrite_a_non_ir_directory(tiny_q, tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
-    with pytest.raises(P2VitError, match="not a saved IR"):
+    with pytest.raises(P2VitError, match="is not empty and holds no saved IR"):
         tiny_q.ir.save(tmp_path / "mine")
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
     assert [p.name for p in tmp_path.iterdir()] == ["mine"]  # no temporary left behind
