@@ -1,17 +1,18 @@
 """Static bounds of the generated accelerator: accumulator widths with the reason they cannot
-overflow, loop trip counts, buffer sizes. Computed from shapes, bit widths and the actual
-parameter values, checked here (a violated bound stops generation) and written into the build
-report."""
+overflow, loop trip counts, buffer sizes. Widths that go into the hardware come from shapes
+and bit widths only (so a re-calibration needs no new bitstream); bounds on calibrated values
+(biases, softmax constants, eps) are checked here against those widths (a violated bound stops
+generation) and written into the build report."""
 from __future__ import annotations
 
 import math
 
-import numpy as np
 from dataclasses import dataclass, field
 
 from quantizer import intops
 from quantizer.errors import P2VitError
 from quantizer.ir import QuantizedViT
+from quantizer.lowered import lower
 
 from .hwconfig import HwConfig
 
@@ -49,24 +50,21 @@ def compute_bounds(ir: QuantizedViT, hw: HwConfig) -> Bounds:
             raise P2VitError(f"static bound violated: {what} can reach {value}, more than a signed "
                              f"{limit_bits}-bit value holds ({why}); this model/configuration is not supported")
 
-    # MAC accumulators hold the raw dot product; the bias is added in the 64-bit epilogue.
-    layer_k = {"embed": KP, "head": D}
-    for i in range(ir.depth):
-        for name, K in (("qkv", D), ("proj", D), ("fc1", D), ("fc2", HID)):
-            layer_k[f"blocks.{i}.{name}"] = K
-    mac_bound = 0
-    for name, K in layer_k.items():
-        wmax = int(abs(ir.tensors[name + ".w"].astype(np.int64)).max(initial=0))
-        b = K * 128 * wmax
-        mac_bound = max(mac_bound, b)
+    # MAC accumulators hold the raw dot product; the bias is added in the 64-bit epilogue. The
+    # width comes from the format's worst case, |x| <= 2^7 and |w| <= 2^(bits-1), not from the
+    # calibrated weights, so every calibration of the model fits the same hardware.
+    low = lower(ir)
+    layer_k = {"embed": KP, **{n: lw.w.shape[1] for n, lw in low.linear.items()}}
+    layer_bits = {"embed": low.embed.bits, **{n: lw.bits for n, lw in low.linear.items()}}
+    mac_bound = max(K * 128 * 2 ** (layer_bits[n] - 1) for n, K in layer_k.items())
     qk_bound = DH * 128 * 128
     mac_bound = max(mac_bound, qk_bound)
     acc_bits = bits_for(mac_bound)
     prove("MAC accumulator |sum_k x*w| (all linear layers and Q.K^T)", mac_bound, 32,
-          "K * 128 * max|w| over every layer, with |x| <= 128")
+          "K * 2^7 * 2^(wbits-1) over every layer: |x| <= 128, |w| <= 2^(wbits-1), any calibration")
     for name, K in layer_k.items():
-        bias = ir.tensors[name + (".bias" if name == "embed" else ".b")]
-        b = int(abs(bias.astype(np.int64)).max(initial=0)) + K * 128 * 128
+        bias = low.embed.b if name == "embed" else low.linear[name].b
+        b = int(abs(bias).max(initial=0)) + K * 128 * 128
         prove(f"{name}: accumulator + bias", b, 32, "B_max of numerics.md 2.3 keeps the sum in int32")
     av = N * 128 * 2 ** F
     av_acc_bits = bits_for(av)
