@@ -14,6 +14,7 @@ from quantizer.errors import P2VitError
 from quantizer.ir import QuantizedViT
 from quantizer.lowered import lower
 
+from . import perf
 from .hwconfig import HwConfig
 
 
@@ -29,10 +30,11 @@ class Bounds:
     rows: list[dict] = field(default_factory=list)      # one per proven bound
     loops: list[dict] = field(default_factory=list)     # trip counts per MAC-array call kind
     buffers: list[dict] = field(default_factory=list)   # on-chip buffers
+    pipelined: list[dict] = field(default_factory=list)  # every pipelined loop: label, trips, II, limit
 
     def to_json(self) -> dict:
         return {"acc_bits": self.acc_bits, "av_acc_bits": self.av_acc_bits, "bounds": self.rows,
-                "loops": self.loops, "buffers": self.buffers}
+                "loops": self.loops, "buffers": self.buffers, "pipelined_loops": self.pipelined}
 
 
 def compute_bounds(ir: QuantizedViT, hw: HwConfig) -> Bounds:
@@ -77,28 +79,21 @@ def compute_bounds(ir: QuantizedViT, hw: HwConfig) -> Bounds:
     prove("LayerNorm D*S2 + eps", D * D * 2 ** (2 * R + 4) + max(ir.i(f"blocks.{i}.ln1.eps") for i in range(ir.depth)),
           63, "D^2 * 2^(2R+4): xa = r << k with k <= 3; isqrt needs < 2^62")
 
-    def mac(kind, NR, K, O, count):
+    def mac(kind, NR, K, O, count, loop="mac_array.reduce"):
         nt, ot = -(-NR // hw.rows), -(-O // hw.cols)
-        return {"call": kind, "row_tiles": nt, "weight_tiles": ot, "reduce_trip": K // hw.simd,
-                "cycles_per_call": nt * ot * (K // hw.simd), "calls_per_image": count}
+        return {"call": kind, "loop": loop, "row_tiles": nt, "weight_tiles": ot, "reduce_trip": K // hw.simd,
+                "cycles_per_call": nt * ot * (K // hw.simd) * perf.loop_ii(loop, hw), "calls_per_image": count}
 
     loops = [mac("patch embedding", N - 1, KP, D, 1), mac("qkv", N, D, 3 * D, ir.depth),
-             mac("q.k^T (per head)", N, DH, N, ir.depth * H), mac("proj", N, D, D, ir.depth),
+             mac("q.k^T (per head)", N, DH, N, ir.depth * H, "mac_array.reduce_keys"), mac("proj", N, D, D, ir.depth),
              mac("fc1", N, D, HID, ir.depth), mac("fc2", N, HID, D, ir.depth), mac("head", 1, D, m["num_classes"], 1),
              {"call": "softmax rows (per head)", "rows": N, "row_length": N, "calls_per_image": ir.depth * H},
              {"call": "A.V rows (per head)", "rows": N, "keys": N, "lanes": DH, "calls_per_image": ir.depth * H},
              {"call": "layernorm rows", "rows": N, "row_length": D, "calls_per_image": 2 * ir.depth + 1}]
-    buffers = [
-        {"buffer": "residual stream r[N][D]", "bytes": N * D * R // 8},
-        {"buffer": "LayerNorm output x[N][D]", "bytes": N * D},
-        {"buffer": "qkv[N][3D]", "bytes": N * 3 * D},
-        {"buffer": "attention output o[N][D]", "bytes": N * D},
-        {"buffer": "stationary row tile xt[ROWS][K] (largest K)", "bytes": hw.rows * max(KP, HID)},
-        {"buffer": "accumulators acc[ROWS][COLS]", "bytes": hw.rows * hw.cols * acc_bits // 8},
-        {"buffer": "FC1 row tile rows[ROWS][HID]", "bytes": hw.rows * HID},
-        {"buffer": "logit row tile rows[ROWS][N]", "bytes": hw.rows * N},
-        {"buffer": "LayerNorm parameters", "bytes": D * (1 + 2 + 8 + 1)},
-        {"buffer": "hidden stream (FC1 -> FC2), depth", "bytes": hw.rows * HID},
-        {"buffer": "logits / codes streams, depth", "bytes": hw.rows * N},
-    ]
-    return Bounds(acc_bits=acc_bits, av_acc_bits=av_acc_bits, rows=rows, loops=loops, buffers=buffers)
+    shape = perf.shape_from_ir(ir)
+    pipelined = [{"loop": lid, "label": lid.split(".", 1)[1], "iterations_per_image": n,
+                  "ii": perf.loop_ii(lid, hw), "limited_by": perf.loop_limit(lid, hw)}
+                 for lid, n in perf.loop_counts(shape, hw).items()]
+    buffers = [{"buffer": x["buffer"], "bytes": x["bytes"]} for x in perf.buffers(shape, hw, acc_bits)]
+    return Bounds(acc_bits=acc_bits, av_acc_bits=av_acc_bits, rows=rows, loops=loops, buffers=buffers,
+                  pipelined=pipelined)

@@ -29,8 +29,8 @@ from quantizer.lowered import Lowered, lower
 
 ALIGN = 64
 
-# Field order of the descriptors: kernels/p2vit/params.h (ModelField, BlockField); a test keeps
-# the two in step.
+# Field order of the descriptors: kernels/p2vit/params.h (ModelField, BlockField);
+# tests/test_codegen.py::test_descriptor_fields_match_the_kernel_header keeps the two in step.
 MODEL_FIELDS = ("embed.w", "embed.bias", "embed.shift", "embed.cls",
                 "norm.k", "norm.G", "norm.B", "norm.sh", "norm.eps",
                 "head.w", "head.b", "head.shift")

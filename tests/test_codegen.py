@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from codegen import perf
 from codegen.generate import generate
 from codegen.hwconfig import HwConfig
 from codegen.module import load
@@ -296,3 +297,44 @@ def test_run_hls_tcl_names_only_paths_inside_the_build(tiny_build):
     for src in list(hls.glob("*.h")) + list(hls.glob("*.cpp")) + list(hls.glob("p2vit/*.h")):
         for inc in re.findall(r'#include "([^"]+)"', src.read_text()):
             assert (hls / inc).is_file() or (src.parent / inc).is_file(), f"{src.name} includes {inc}"
+
+
+def test_recalibration_changes_the_blob_not_the_hardware(tiny_lm, tmp_path):
+    """Two calibrations of one model (8 vs 5 calibration images): byte-identical synthesis sources
+    (top, sizes header, kernels, Tcl), different parameter blobs, and both C-sims bit-exact."""
+    irs = [quantize(tiny_lm, synthetic_images(n, tiny_lm.preprocess, seed=n), QuantConfig(n_calib=n)).ir
+           for n in (8, 5)]
+    builds = []
+    for i, ir in enumerate(irs):
+        out = tmp_path / f"b{i}"
+        generate(ir, HwConfig(rows=4, cols=8), out)
+        builds.append(out)
+    synth = sorted(p.relative_to(builds[0]) for p in (builds[0] / "hls").rglob("*")
+                   if p.is_file() and p.name not in ("bindings.cpp", "tb_main.cpp"))
+    assert len(synth) >= 12 and any(p.name == "p2vit_top.cpp" for p in synth)
+    for rel in synth:
+        assert (builds[0] / rel).read_bytes() == (builds[1] / rel).read_bytes(), rel
+    assert (builds[0] / "params.bin").read_bytes() != (builds[1] / "params.bin").read_bytes()
+    imgs = random_images(8, 32, seed=5)
+    for ir, out in zip(irs, builds):
+        assert np.array_equal(load(out).run(imgs), reference.run(ir, to_int8_input(imgs)).logits.numpy())
+
+
+def test_descriptor_fields_match_the_kernel_header():
+    """codegen/layout.py writes the descriptors in the order kernels/p2vit/params.h reads them."""
+    from codegen.layout import BLOCK_FIELDS, MODEL_FIELDS
+
+    text = (KERNELS / "params.h").read_text()
+
+    def enum(name):
+        body = re.search(rf"enum {name} \{{(.*?)\}};", text, re.S).group(1)
+        return [f.strip() for f in re.sub(r"//[^\n]*", "", body).replace("\n", " ").split(",") if f.strip()]
+
+    def norm(f):
+        return re.sub(r"[^a-z0-9]", "", f.lower().replace("shift", "sh"))
+
+    model, block = enum("ModelField"), enum("BlockField")
+    assert model[-1] == "M_FIELDS" and block[-1] == "B_FIELDS"
+    assert [norm(f[2:]) for f in model[:-1]] == [norm(f) for f in MODEL_FIELDS]
+    assert [norm(f[2:]) for f in block[:-1]] == [norm(f) for f in BLOCK_FIELDS]
+    assert len(MODEL_FIELDS) == perf.MODEL_FIELDS and len(BLOCK_FIELDS) == perf.BLOCK_FIELDS

@@ -73,6 +73,8 @@ residual:
     P2VIT_PRAGMA(HLS PIPELINE II=1)
     P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=C::COLS*C::ROWS)
     P2VIT_COUNT("requant.residual");
+    // each iteration reads and writes its own element of r: no dependence between iterations
+    P2VIT_PRAGMA(HLS DEPENDENCE variable=r type=inter dependent=false)
     const int o = i / C::ROWS, n = i - o * C::ROWS;
     const int c = o0 + o, row = n0 + n;
     P2VIT_ACCESS("bias", c % (C::AXI_BYTES / 4));

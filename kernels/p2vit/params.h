@@ -6,7 +6,7 @@
 //   load_desc<C>(port, beat, n, d)          a descriptor: n int64 fields from beat `beat`
 //   burst<C, FB>(port, beat, n, dst, name)  n signed FB-byte values into an on-chip array
 //
-// Layout (codegen/layout.py writes it; tests/test_hw.py checks the field order against it):
+// Layout (codegen/layout.py writes it; tests/test_codegen.py checks the field order against it):
 // beat 0 holds the model descriptor, then DEPTH block descriptors of DESC_BEATS beats each,
 // then the tensors, each starting on a beat. A descriptor field is a tensor's first beat or
 // a calibration constant (a shift, an exponent, eps, the softmax constants), so the hardware
