@@ -383,7 +383,7 @@ def _block(shape: ModelShape, hw: HwConfig, b_qkv: int, b_proj: int, b_fc1: int,
     s2 = _seq_ops(_mac(hw, N, HID, D, "stream", "residual", b_fc2, fifo_in="hidden"))
     d1, d2 = _linear_dram(hw, N, D, HID, b_fc1), _linear_dram(hw, N, HID, D, b_fc2)
     steps.append(Step("mlp", "mlp", [s1, s2], macs=2 * N * D * HID, arrays=2,
-                      dram={"weights": d1["weights"] + d2["weights"], "params": 0},
+                      dram={"weights_fc1": d1["weights"], "weights_fc2": d2["weights"], "params": 0},
                       weight_bytes_unique=_uniq(hw, HID, D, b_fc1) + _uniq(hw, D, HID, b_fc2)))
     return steps
 
@@ -714,7 +714,7 @@ class Perf:
 
     def summary(self) -> dict:
         dsps = self.res["dsps"]
-        wb = sum(s["dram"].get("weights", 0) for s in self.steps)
+        wb = sum(v for s in self.steps for k, v in s["dram"].items() if k.startswith("weights"))
         wu = sum(s["weight_bytes_unique"] for s in self.steps)
         return {
             "model": self.shape.name, "latency_ms": self.latency_ms, "fps": self.fps, "gops": self.gops,
@@ -731,7 +731,19 @@ class Perf:
             "peak_gops": self.peak_gops, "ops_per_dram_byte": self.ops / self.dram_bytes,
             "roofline_gops": min(self.peak_gops, self.ops / self.dram_bytes * self.dram_gbs),
             "dram_only_latency_ms": self.dram_bytes / (self.dram_gbs * 1e9) * 1e3,
+            "bundles": self.bundles(),
         }
+
+    def bundles(self) -> dict:
+        """Bytes each m_axi bundle moves per image, its average rate over the latency, and the most
+        one bundle can move (one beat per cycle)."""
+        moved = {"blob": 0, "blob_fc1": 0, "blob_fc2": 0, "io": 0}
+        for s in self.steps:
+            for k, v in s["dram"].items():
+                moved[{"weights_fc1": "blob_fc1", "weights_fc2": "blob_fc2", "io": "io"}.get(k, "blob")] += v
+        sec = self.latency_ms * 1e-3
+        peak = self.hw.axi_bytes * self.hw.clock_mhz * 1e6 / 1e9
+        return {b: {"mb": n / 1e6, "avg_gbs": n / sec / 1e9, "peak_gbs": peak} for b, n in moved.items()}
 
     @property
     def peak_gops(self) -> float:
@@ -918,6 +930,9 @@ def report(p: Perf, abl: dict | None = None) -> str:
              f"({s['weight_mb_unique']:.1f} MB unique, re-streamed once per row tile), "
              f"avg {s['avg_bandwidth_gbs']:.2f} GB/s, peak {s['peak_bandwidth_gbs']:.2f} GB/s "
              f"while reducing; memory-bound: {len(s['memory_bound_steps'])} of {len(p.steps)} steps",
+             "bundles  " + ", ".join(f"{b} {v['mb']:.1f} MB ({v['avg_gbs']:.2f} GB/s avg)" for b, v in s["bundles"].items())
+             + f" per image; each bundle moves at most {hw.axi_bits}-bit x {hw.clock_mhz:g} MHz = "
+               f"{s['bundles']['blob']['peak_gbs']:.1f} GB/s",
              f"roofline {s['ops_per_dram_byte']:.1f} ops/DRAM byte x {_gbs(p.dram_gbs)} -> "
              f"{s['roofline_gops']:.0f} GOPS attainable (MAC-array peak {s['peak_gops']:.0f} GOPS); "
              f"DRAM alone takes {s['dram_only_latency_ms']:.2f} ms/image",

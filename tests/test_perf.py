@@ -156,8 +156,13 @@ def test_weight_traffic_and_resources():
     hw = HwConfig(rows=16, cols=16, simd=4)
     p8, p4 = perf.evaluate(s8, hw), perf.evaluate(s4, hw)
     assert p8.counts == p4.counts                     # packing changes bytes, not iterations
-    w = {s["name"]: s["dram"].get("weights", 0) for s in p8.steps}
-    w4 = {s["name"]: s["dram"].get("weights", 0) for s in p4.steps}
+    def weights(p):
+        return {s["name"]: sum(v for k, v in s["dram"].items() if k.startswith("weights")) for s in p.steps}
+
+    w, w4 = weights(p8), weights(p4)
+    b = p8.summary()["bundles"]                       # FC1 and FC2 stream on their own bundles
+    assert b["blob_fc1"]["mb"] == b["blob_fc2"]["mb"] > 0 and b["blob"]["mb"] > b["blob_fc1"]["mb"]
+    assert all(v["avg_gbs"] <= v["peak_gbs"] for v in b.values())
     # a 4-bit word sits in the slot of an 8-bit one (the reduction's II is fixed per instance):
     # the same beats are read, half of them padding (docs/hardware.md, known limits)
     assert w4["blocks.0.mlp"] == w["blocks.0.mlp"] and w4["embed"] == w["embed"]
