@@ -480,7 +480,7 @@ class _Timer:
         self.simd_tree = math.ceil(math.log2(hw.simd)) if hw.simd > 1 else 0
 
     def depth(self, lid: str) -> int:
-        return DEPTH[lid] + (self.simd_tree if lid == "mac_array.reduce" else 0)
+        return DEPTH[lid] + (self.simd_tree if lid in ("mac_array.reduce", "mac_array.reduce_keys") else 0)
 
     def loop(self, lp: Loop) -> float:
         if not lp.iters:
@@ -530,13 +530,15 @@ class _Timer:
         durs = [[self.op(o) for o in st] for st in stages]
         if len(stages) == 1 or not self.sw.inter:
             return sum(sum(d) for d in durs)
-        cap = 0 if self.sw.fifo == "hls" else self.hw.rows
-        return _simulate(stages, durs, cap)
+        # rows each stream holds as emitted (kernels/p2vit/layers.h): a row tile of logits or of
+        # hidden values, one row of codes; 0 for HLS's default depth-2 streams (what-if)
+        caps = {} if self.sw.fifo == "hls" else {"logits": self.hw.rows, "hidden": self.hw.rows, "codes": 1}
+        return _simulate(stages, durs, caps)
 
 
-def _simulate(stages, durs, cap: int) -> float:
-    """Stages joined by FIFOs, one transfer = one row. cap: rows a FIFO holds (0: the writer
-    and the reader of a row meet, as with HLS's default depth-2 streams)."""
+def _simulate(stages, durs, caps: dict) -> float:
+    """Stages joined by FIFOs, one transfer = one row. caps: rows each FIFO holds (missing or 0:
+    the writer and the reader of a row meet, as with HLS's default depth-2 streams)."""
     S = len(stages)
     t, pc = [0.0] * S, [0] * S
     reader = {op.fifo: s for s, st in enumerate(stages) for op in st if op.kind == "r"}
@@ -552,6 +554,7 @@ def _simulate(stages, durs, cap: int) -> float:
                     progressed = True
                     continue
                 f = fifos.setdefault(op.fifo, {"ws": [], "we": [], "re": []})
+                cap = caps.get(op.fifo, 0)
                 if op.kind == "w":
                     i = len(f["ws"])
                     if cap == 0:
@@ -747,7 +750,9 @@ class Perf:
 
     @property
     def peak_gops(self) -> float:
-        return 2 * self.res["mac_arrays"] * self.res["products_per_cycle"] * self.hw.clock_mhz * 1e6 / 1e9
+        """The most the arrays can do: two instances reduce at once (FC1 and FC2; or the shared
+        array alone, or Q.K^T alone), each one step per II of its reduction."""
+        return 2 * 2 * self.res["products_per_cycle"] * self.hw.clock_mhz * 1e6 / 1e9 / self.hw.weight_beats
 
 
 def evaluate(shape: ModelShape, hw: HwConfig, sw: Switches = Switches(), dram_gbs: float | None = DEFAULT_DRAM_GBS,

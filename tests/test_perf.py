@@ -97,7 +97,8 @@ def test_model_agrees_with_the_build_report(tiny):
 
 
 def _cyc(lid, iters, entries=1, simd=1, ii=1):
-    d = perf.DEPTH[lid] + (math.ceil(math.log2(simd)) if lid == "mac_array.reduce" and simd > 1 else 0)
+    tree = lid in ("mac_array.reduce", "mac_array.reduce_keys") and simd > 1
+    d = perf.DEPTH[lid] + (math.ceil(math.log2(simd)) if tree else 0)
     return iters * ii + entries * (d - 1)
 
 

@@ -75,7 +75,7 @@ exp:
     P2VIT_ACCESS("softmax_a", 0);
     P2VIT_ACCESS("softmax_ex", 0);
     const sint<10> x = sint<10>(i64(a[j]) - i64(amax));  // in [-255, 0]
-    const i64 e = int_exp(i64(x), x0, pb, pc);
+    const i64 e = int_exp<8>(i64(x), x0, pb, pc);       // -x <= 255 < 2^8
     ex[j] = e;
     sum = sum + e;
   }
@@ -87,7 +87,7 @@ code:
     P2VIT_COUNT("softmax.code");
     P2VIT_ACCESS("softmax_ex", 0);
     P2VIT_ACCESS("softmax_code", 0);
-    const i64 ratio = div_round(sum, ex[j]);  // in [1, sum]
+    const i64 ratio = div_round_u<63, 63>(sum, ex[j]);  // in [1, sum]; 0 < ex <= sum < 2^63
     code[j] = uint<BITS>(log_round_clamped<Z>(ratio));
   }
 }
@@ -148,8 +148,9 @@ norm:
     P2VIT_ACCESS("ln_out", 0);
     const sint<RBITS + 3> xa = sint<RBITS + 3>(shift_left(i64(r[c]), int(k[c])));
     const i64 dev = i64(D) * i64(xa) - s1;                   // |dev| <= 2*D*2^(R+2)
-    const sint<32> z =
-        sint<32>(div_round(shift_left(dev, LN_FRAC_BITS), sd));  // |z| <= sqrt(D-1)*2^11 + 1
+    // |dev << F_ln| < 2^(clog2(D) + R + 13), 1 <= sd < 2^31 (numerics.md section 4)
+    const sint<32> z = sint<32>(div_round_s<detail::clog2(D) + RBITS + 14, 31>(
+        shift_left(dev, LN_FRAC_BITS), sd));  // |z| <= sqrt(D-1)*2^11 + 1
     const i64 acc = i64(z) * i64(G[c]) + B[c];                   // |acc| < 2^63
     y[c] = requant<8>(acc, int(sh[c]));
   }
