@@ -32,6 +32,7 @@ from quantizer.outputs import check_output_dir, partial_dir
 from .build import build_module
 from .hwconfig import HwConfig
 from .integrity import file_record, write_sealed
+from .target import built_for
 from .module import BUILD_FORMAT, read_build_info
 from .render import render
 from .resources import kernels_dir
@@ -82,7 +83,8 @@ def generate(ir: QuantizedViT, hw: HwConfig, out: Path, build: bool = True, type
                 so = build_module(tmp, rendered.context["module_name"], types=kind, progress=progress is not None)
                 timings[f"compile_{kind}_s"] = round(time.perf_counter() - t0, 2)
                 modules[kind] = {"name": rendered.context["module_name"], "file": str(so.relative_to(tmp)),
-                                 "build_key": rendered.build_key, **file_record(so)}
+                                 "build_key": rendered.build_key, **file_record(so),
+                                 "built_for": built_for(tmp)}   # flags, CPU features, Python ABI
                 # The next type mode renders bindings.cpp with its own module name.
                 shutil.rmtree(tmp / "csim" / "build", ignore_errors=True)
                 if len(types) > 1:

@@ -9,6 +9,7 @@ with plots (per-layer SQNR of a traced sample image, disagreements by class).
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -18,32 +19,24 @@ import numpy as np
 from quantizer.data import ImageSet, load_images, subset_indices, to_int8_input
 from quantizer.errors import P2VitError, cli_errors
 from quantizer.outputs import check_output_dir, check_output_file
-from quantizer.eval import json_safe, sqnr_db, write_json_atomic
-from quantizer.progress import Progress, note
+from quantizer.eval import json_safe, write_json_atomic
+from quantizer.progress import note
+from quantizer.results import ResultsDir
+from quantizer.scaleout import SCALEOUT_HELP, add_scaleout_args, check_scaleout_args, choose_engine, data_identity, run_shards
 
-from .api import fp32_logits, run
+from .api import run
 from .builds import LoadedBuild, open_build
+from .shard import CSIM_BATCH, FP32_BATCH, CosimWork, build_identity  # noqa: F401 - batch sizes re-exported
 from .report import write_report
 from .trace import format_db
 
-CSIM_BATCH = 256
-FP32_BATCH = 64
 MAX_LISTED = 20
+SHARD_SIZE = 64
 
 
 def reference_batch(tokens: int) -> int:
     """Reference batch size: 8 for ViT-B/16 sized inputs, more for short sequences (faster)."""
     return max(8, min(64, 2048 // max(tokens, 1)))
-
-
-def _batched(fn, images: np.ndarray, batch: int, progress, stage: str) -> tuple[np.ndarray, float]:
-    t0 = time.perf_counter()
-    progress(stage, 0, len(images))   # starts the stage's clock
-    outs = []
-    for s in range(0, len(images), batch):
-        outs.append(fn(images[s:s + batch]))
-        progress(stage, min(s + batch, len(images)), len(images))
-    return np.concatenate(outs), time.perf_counter() - t0
 
 
 def _labels(ds: ImageSet, b: LoadedBuild) -> np.ndarray | None:
@@ -59,7 +52,9 @@ def _top1(pred: np.ndarray, labels) -> float | None:
 
 
 def evaluate(data, build: str | Path = "build/", limit: int | None = None, progress: bool = True,
-             report: bool = True, threads: int = 0, ref_batch: int | None = None) -> dict:
+             report: bool = True, threads: int = 0, ref_batch: int | None = None, *,
+             workers: int | None = None, ray: str | None = None, results: str | Path | None = None,
+             resume: bool = False, shard_size: int = SHARD_SIZE, rebuild: bool = True) -> dict:
     """Run every image of `data` (path of an .npz / folder / ImageFolder, or an ImageSet)
     through FP32, the integer reference and the C-sim of `build`.
 
@@ -68,10 +63,19 @@ def evaluate(data, build: str | Path = "build/", limit: int | None = None, progr
     agree_csim_fp32_rate and agree_csim_reference_rate (0-1, top-1), sqnr_db (dequantized
     C-sim logits vs FP32), n_mismatched and mismatched_images (count, first indices), seconds (total and per stage)
     and report (path of <build>/cosim/report.md when `report`, else None).
+
+    The images are cut into shards of `shard_size` (fixed boundaries) and run by an engine
+    (quantizer.scaleout): `ray` (an address, 'auto' or 'local') runs them on Ray actors; without
+    it, `workers` local processes (default: one per core), except that fewer than
+    scaleout.LOCAL_MIN_IMAGES images (or workers=1) stay in this process. Every engine gives the
+    same rows and summary. `results`: a directory receiving one JSON-lines file per finished
+    shard (cosim.eval --results); `resume` skips the shards already there.
     """
     t0 = time.perf_counter()
     b = open_build(build)
-    prog = Progress(enabled=progress)
+    if results is not None:
+        check_output_dir(results, "--results")
+    engine = None
     if isinstance(data, ImageSet):
         ds = data if limit is None else ImageSet(*_subset(data, limit))
     else:
@@ -81,34 +85,33 @@ def evaluate(data, build: str | Path = "build/", limit: int | None = None, progr
                          f"{(b.preprocess.height, b.preprocess.width, 3)}; load them with load_images")
     labels = _labels(ds, b)
     images = ds.images
+    engine = choose_engine(ray, workers, len(images))
+    rdir = None
+    if results is not None:
+        ident = {"build": build_identity(b.info), "data": data_identity(ds.source, images, labels)}
+        rdir = ResultsDir(results, "cosim", ident, len(images), shard_size, resume=resume)
     t_load = time.perf_counter() - t0
 
-    fp, t_fp = _batched(lambda x: fp32_logits(b, x), images, FP32_BATCH, prog, "fp32")
-    ref_model = b.reference()
-    rb = ref_batch or reference_batch(b.info["model"]["tokens"])
-    ref, t_ref = _batched(lambda x: ref_model.run(to_int8_input(x)).logits.numpy(), images, rb, prog, "reference")
-    sim = b.csim()
-    cs, t_cs = _batched(lambda x: sim.run(x, threads=threads), images, CSIM_BATCH, prog, "C-sim")
-
-    exact = (cs.astype(np.int64) == ref).all(axis=1)
-    p_fp, p_ref, p_cs = fp.argmax(1), ref.argmax(1), cs.argmax(1)
-    deq = cs.astype(np.float64) * 2.0 ** b.e_logit
-    summary = {
-        "model": b.name, "build": str(b.path), "data": str(ds.source), "n": int(len(images)),
-        "labels": labels is not None,
-        "fp32_top1": _top1(p_fp, labels), "reference_top1": _top1(p_ref, labels), "csim_top1": _top1(p_cs, labels),
-        "bit_exact_rate": float(exact.mean()),
-        "agree_csim_fp32_rate": float((p_cs == p_fp).mean()),
-        "agree_csim_reference_rate": float((p_cs == p_ref).mean()),
-        "sqnr_db": sqnr_db(fp, deq),
-        "n_mismatched": int((~exact).sum()),
-        "mismatched_images": [int(i) for i in np.flatnonzero(~exact)[:MAX_LISTED]],
-        "seconds_setup": round(t_load, 2), "seconds_fp32": round(t_fp, 2),
-        "seconds_reference": round(t_ref, 2), "seconds_csim": round(t_cs, 2),
-        "notes": list(b.notes), "report": None,
-    }
+    work = CosimWork(build=str(b.path), expect=build_identity(b.info),
+                     ref_batch=ref_batch or reference_batch(b.info["model"]["tokens"]), threads=threads,
+                     rebuild=rebuild)
+    rows, stats = run_shards(work, images, labels, engine, shard_size, results=rdir, progress=progress,
+                             desc="fp32 + reference + C-sim")
+    summary = summarize(rows, b.info, labels is not None)
+    secs = stats["seconds"]
+    summary.update({"build": str(b.path), "data": str(ds.source),
+                    "seconds_setup": round(t_load, 2), "seconds_fp32": round(secs.get("fp32", 0.0), 2),
+                    "seconds_reference": round(secs.get("reference", 0.0), 2),
+                    "seconds_csim": round(secs.get("csim", 0.0), 2),
+                    "notes": list(b.notes), "report": None,
+                    "engine": stats["engine"], "workers": stats["workers"], "shards": stats["shards"],
+                    "shard_size": stats["shard_size"], "shards_resumed": stats["shards_resumed"],
+                    "retries": stats["retries"], "results": None if rdir is None else str(rdir.path)})
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     if report:
+        exact = np.array([r["bit_exact"] for r in rows], dtype=bool)
+        p_fp = np.array([r["fp32"] for r in rows])
+        p_cs = np.array([r["csim"] for r in rows])
         i = int(np.flatnonzero(~exact)[0]) if not exact.all() else 0
         trace = run(images[i], build=b.path, trace=True).trace
         why = "the first whose C-sim logits differ from the reference" if not exact.all() else "the first one"
@@ -116,6 +119,29 @@ def evaluate(data, build: str | Path = "build/", limit: int | None = None, progr
                             f"image {i} of the data set, {why}")
         summary["report"] = str(path)
     return summary
+
+
+def summarize(rows: list[dict], info: dict, has_labels: bool) -> dict:
+    """The summary of per-image rows (in index order; sums taken in that order, so the same rows
+    give the same summary whatever engine produced them)."""
+    n = len(rows)
+    p_fp = np.array([r["fp32"] for r in rows], dtype=np.int64)
+    p_ref = np.array([r["reference"] for r in rows], dtype=np.int64)
+    p_cs = np.array([r["csim"] for r in rows], dtype=np.int64)
+    exact = np.array([r["bit_exact"] for r in rows], dtype=bool)
+    labels = np.array([r["label"] for r in rows], dtype=np.int64) if has_labels else None
+    signal = float(np.sum(np.array([r["fp32_power"] for r in rows], dtype=np.float64)))
+    noise = float(np.sum(np.array([r["error_power"] for r in rows], dtype=np.float64)))
+    return {
+        "model": info["model"]["name"], "n": int(n), "labels": has_labels,
+        "fp32_top1": _top1(p_fp, labels), "reference_top1": _top1(p_ref, labels), "csim_top1": _top1(p_cs, labels),
+        "bit_exact_rate": float(exact.mean()) if n else 0.0,
+        "agree_csim_fp32_rate": float((p_cs == p_fp).mean()) if n else 0.0,
+        "agree_csim_reference_rate": float((p_cs == p_ref).mean()) if n else 0.0,
+        "sqnr_db": math.inf if noise == 0 else 10.0 * math.log10(signal / noise),
+        "n_mismatched": int((~exact).sum()),
+        "mismatched_images": [int(i) for i in np.flatnonzero(~exact)[:MAX_LISTED]],
+    }
 
 
 def _subset(ds: ImageSet, limit: int) -> tuple:
@@ -138,6 +164,11 @@ def format_summary(s: dict) -> str:
         f"C-sim vs reference {100 * s['agree_csim_reference_rate']:.2f}%",
         f"  logits SQNR, C-sim vs FP32: {format_db(s['sqnr_db'])}",
     ]
+    if s.get("engine"):
+        lines.append(f"  run: {s['shards']} shards of {s['shard_size']} on {s['engine']} ({s['workers']} workers"
+                     + (f", {s['shards_resumed']} shards resumed" if s.get("shards_resumed") else "")
+                     + (f", {s['retries']} shard runs retried" if s.get("retries") else "") + ")"
+                     + (f"; results in {s['results']}" if s.get("results") else ""))
     lines += [f"  note: {x}" for x in s["notes"]]
     if s.get("report"):
         lines.append(f"  report: {s['report']}")
@@ -157,7 +188,7 @@ exit status:
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m cosim.eval", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=__doc__.split("\n\n", 2)[2] + EXIT_CODES_HELP)
+                                epilog=__doc__.split("\n\n", 2)[2] + SCALEOUT_HELP + EXIT_CODES_HELP)
     p.add_argument("--build", default="build/", metavar="DIR", help="build directory (default build/)")
     p.add_argument("--data", required=True, metavar="PATH", help="images: .npz, folder or ImageFolder tree")
     p.add_argument("--limit", type=int, metavar="N", help="N images spread evenly over the data")
@@ -167,6 +198,10 @@ def parse_args(argv):
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument("--allow-mismatch", action="store_true",
                    help="exit 0 even when some C-sim logits differ from the reference (for exploring)")
+    add_scaleout_args(p)
+    p.add_argument("--no-rebuild", action="store_true",
+                   help="a Ray worker whose CPU or Python does not match the compiled module refuses "
+                        "(one line naming the mismatch) instead of rebuilding it from the build's hls/")
     return p.parse_args(argv)
 
 
@@ -181,8 +216,11 @@ def main(argv=None):
         check_output_file(args.json, "--json")   # before the evaluation, not after it
     if args.report and Path(args.build).is_dir():
         check_output_dir(Path(args.build) / "cosim", "--report")
+    check_scaleout_args(args)
     s = evaluate(args.data, build=args.build, limit=args.limit, progress=not args.quiet,
-                 report=args.report, threads=args.threads)
+                 report=args.report, threads=args.threads, workers=args.workers, ray=args.ray,
+                 results=args.results, resume=args.resume, shard_size=args.shard_size,
+                 rebuild=not args.no_rebuild)
     if not s["labels"] and not args.quiet:
         note(f"note: {args.data} has no labels; top-1 is not reported, agreement is")
     print(format_summary(s))

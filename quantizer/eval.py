@@ -30,6 +30,7 @@ from .float_model import FloatViT
 from .outputs import check_output_file
 from .pipeline import quantize, weight_bytes
 from .progress import Progress, note
+from .scaleout import SCALEOUT_HELP, add_scaleout_args, check_scaleout_args, choose_engine, session
 
 CONFIGS = {
     "float_8_8_4": QuantConfig(pot=False),
@@ -126,6 +127,186 @@ def evaluate_configs(lm, calib: np.ndarray, images: np.ndarray, labels, names, p
     return results
 
 
+def digest(obj) -> str:
+    """sha256 over the numbers of tensors, arrays, dicts, sequences and dataclasses (a model's state
+    dict, a float-scale calibration): equal digest, equal numbers, in any process."""
+    import dataclasses
+    import hashlib
+
+    h = hashlib.sha256()
+
+    def walk(o):
+        if isinstance(o, torch.Tensor):
+            o = o.detach().cpu().numpy()
+        if isinstance(o, np.ndarray):
+            h.update(f"a{o.dtype}{o.shape}".encode())
+            h.update(np.ascontiguousarray(o).tobytes())
+        elif isinstance(o, dict):
+            h.update(b"{")
+            for k in sorted(o, key=str):
+                h.update(repr(k).encode())
+                walk(o[k])
+            h.update(b"}")
+        elif isinstance(o, (list, tuple)):
+            h.update(b"[")
+            for x in o:
+                walk(x)
+            h.update(b"]")
+        elif dataclasses.is_dataclass(o):
+            h.update(type(o).__name__.encode())
+            walk({f.name: getattr(o, f.name) for f in dataclasses.fields(o)})
+        else:
+            h.update(repr(o).encode())
+
+    walk(obj)
+    return h.hexdigest()
+
+
+class QuantEvalWork:
+    """quantizer.eval's work for quantizer.scaleout: the FP32 model and every configuration's
+    quantized model (the IR for PoT configurations, the float-scale calibration otherwise), each
+    with the hash a worker checks before running it (ir.content_hash, digest())."""
+
+    def __init__(self, lm, quantized: dict, batch: int = 8):
+        self.batch = batch
+        self.pp = lm.preprocess
+        self.expect = {"fp32": digest(lm.model.state_dict())}
+        self.parts = {"fp32": lm.model}
+        for name, q in quantized.items():
+            if q.ir is not None:
+                self.parts[name] = ("ir", q.ir.meta, q.ir.tensors)
+                self.expect[name] = q.ir.content_hash
+            else:
+                self.parts[name] = ("float", q.float_model, q.calibration)
+                self.expect[name] = digest((q.float_model, q.calibration))
+        self.names = list(quantized)
+        self._blobs = None
+
+    def shipped(self):
+        from .scaleout import payload_of
+
+        data, sha = payload_of(self.parts)
+        light = object.__new__(QuantEvalWork)
+        light.__dict__.update({k: v for k, v in self.__dict__.items() if k != "parts"})
+        light.parts, light.sums = None, {"models": sha}
+        return light, {"models": data}
+
+    def attach(self, blobs: dict) -> None:
+        self._blobs = blobs
+
+    def open(self):
+        from .ir import QuantizedViT
+        from .scaleout import unpickle_checked
+
+        parts = self.parts
+        if parts is None:
+            parts = unpickle_checked(self._blobs["models"], self.sums["models"], "the quantized models")
+        if digest(parts["fp32"].state_dict()) != self.expect["fp32"]:
+            raise P2VitError("a worker received another FP32 model than the driver's; run again")
+        runners = {}
+        for name in self.names:
+            kind, a, b = parts[name]
+            if kind == "ir":
+                ir = QuantizedViT(meta=a, tensors=b)
+                if ir.content_hash != self.expect[name]:
+                    raise P2VitError(f"a worker received another IR for {name} than the driver's "
+                                     "(content hash differs); run again")
+                runners[name] = ("ir", reference.Reference(ir))
+            else:
+                if digest((a, b)) != self.expect[name]:
+                    raise P2VitError(f"a worker received another calibration for {name}; run again")
+                runners[name] = ("float", floatscale.FloatScaleExecutor(a, b))
+        return _QuantEvalShards(parts["fp32"], self.pp, runners, self.batch)
+
+
+class _QuantEvalShards:
+    def __init__(self, model, pp, runners, batch):
+        self.model, self.pp, self.runners, self.batch = model, pp, runners, batch
+
+    def run(self, start, images, labels):
+        t0 = time.perf_counter()
+        fp = fp32_logits(self.model, images, self.pp)
+        secs = {"fp32": time.perf_counter() - t0}
+        rows = [{"index": start + i, "label": None if labels is None else int(labels[i]),
+                 "fp32": int(fp[i].argmax()), "fp32_power": float((fp[i] ** 2).sum()), "configs": {}}
+                for i in range(len(images))]
+        for name, (kind, runner) in self.runners.items():
+            t0 = time.perf_counter()
+            outs = []
+            for s in range(0, len(images), self.batch):
+                x = to_int8_input(images[s:s + self.batch])
+                if kind == "ir":
+                    res = runner.run(x)
+                    outs.append(res.logits.double() * 2.0 ** res.e_logit)
+                else:
+                    outs.append(runner.run(x))
+            lg = torch.cat(outs)
+            err = ((lg - fp) ** 2).sum(dim=1)
+            for i, r in enumerate(rows):
+                r["configs"][name] = {"pred": int(lg[i].argmax()), "error_power": float(err[i])}
+            secs[name] = time.perf_counter() - t0
+        return rows, secs
+
+
+def metrics_from_rows(rows: list[dict], name: str | None, has_labels: bool) -> dict:
+    """metrics() of one configuration (None: FP32) from per-image rows, sums in index order."""
+    fpp = np.array([r["fp32"] for r in rows], dtype=np.int64)
+    pred = fpp if name is None else np.array([r["configs"][name]["pred"] for r in rows], dtype=np.int64)
+    labels = np.array([r["label"] for r in rows], dtype=np.int64) if has_labels else None
+    top1 = None if labels is None else float((pred == labels).mean() * 100)
+    out = {"top1": top1, "agree": float((pred == fpp).mean() * 100), "n": int(len(rows))}
+    if name is None:
+        out["sqnr_db"] = None
+    else:
+        signal = float(np.sum(np.array([r["fp32_power"] for r in rows], dtype=np.float64)))
+        noise = float(np.sum(np.array([r["configs"][name]["error_power"] for r in rows], dtype=np.float64)))
+        out["sqnr_db"] = math.inf if noise == 0 else 10.0 * math.log10(signal / noise)
+    return out
+
+
+def evaluate_sharded(lm, calib: np.ndarray, data, labels, names, engine, results=None, resume: bool = False,
+                     shard_size: int = 64, progress=None, show: bool = True) -> tuple[dict, dict]:
+    """evaluate_configs over shards (quantizer.scaleout): the configurations are quantized here,
+    their models shipped to the workers, which run FP32 and every configuration on their shards.
+    Returns ({name: metrics}, run statistics). `data` is an ImageSet."""
+    from .mixed import scoring_engine
+    from .results import ResultsDir
+    from .scaleout import data_identity, run_shards
+
+    images = data.images
+    fm = FloatViT.from_timm(lm.model, lm.preprocess)
+    n_calib = min(len(calib), max(config_for(n).n_calib for n in names))
+    stats = collect(fm, calib[:n_calib], progress=progress and (lambda i, n: progress("calibrate", i, n)))
+    quantized, t_q = {}, {}
+    with scoring_engine(engine):   # mixed-precision candidates scored on the Ray workers too
+        for name in names:
+            cfg = config_for(name)
+            t0 = time.perf_counter()
+            quantized[name] = quantize(lm, calib, cfg, stats=stats, fm=fm, progress=progress)
+            t_q[name] = time.perf_counter() - t0
+    work = QuantEvalWork(lm, quantized)
+    rdir = None
+    if results is not None:
+        ident = {"models": dict(work.expect), "data": data_identity(data.source, images, labels)}
+        rdir = ResultsDir(results, "quantizer.eval", ident, len(images), shard_size, resume=resume)
+    rows, run_stats = run_shards(work, images, labels, engine, shard_size, results=rdir, progress=show,
+                                 desc="fp32 + " + ", ".join(names))
+    has = labels is not None
+    out = {"fp32": {**metrics_from_rows(rows, None, has), "label": "fp32", "seconds": 0.0}}
+    for name in names:
+        q, cfg = quantized[name], config_for(name)
+        bits = {k: v[2] for k, v in q.calibration.weights.items()}
+        out[name] = {**metrics_from_rows(rows, name, has), "label": cfg.label,
+                     "calib_error": q.calibration.total_error,
+                     "size_mbytes": round(weight_bytes(fm, bits) / 1e6, 4),
+                     "seconds": round(t_q[name] + run_stats["seconds"].get(name, 0.0), 2)}
+        if q.mixed is not None:
+            out["size_" + name[len("pot_"):]] = {
+                "mbytes": out[name]["size_mbytes"], "ratio_to_all4": round(q.mixed.size_ratio, 4),
+                "budget": cfg.mixed_budget, "bits": q.mixed.bits}
+    return out, {**run_stats, "results": None if rdir is None else str(rdir.path)}
+
+
 def format_table(results: dict) -> str:
     rows = [f"{'config':24s} {'what':38s} {'top1 %':>7s} {'agree %':>8s} {'SQNR dB':>8s} {'calib err':>10s} {'MB':>7s}"]
     for name, r in results.items():
@@ -204,7 +385,8 @@ def configs_help() -> str:
 
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m quantizer.eval", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=configs_help())
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=configs_help().replace("\nexit status:", SCALEOUT_HELP + "\nexit status:"))
     add_model_args(p)
     p.add_argument("--data", required=True, metavar="PATH", help="evaluation images (.npz, folder or ImageFolder)")
     p.add_argument("--limit", type=int, metavar="N",
@@ -214,6 +396,7 @@ def parse_args(argv):
                         f"more: {','.join(EXTRA_CONFIGS)}, {MIXED_PREFIX}<budget>); what each one is: below")
     p.add_argument("--json", metavar="OUT", help="also write the results as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    add_scaleout_args(p)
     return p.parse_args(argv)
 
 
@@ -228,6 +411,7 @@ def main(argv=None):
         raise P2VitError(f"--limit must be at least 1, not {args.limit}")
     if args.json:
         check_output_file(args.json, "--json")   # before minutes of evaluation, not after
+    check_scaleout_args(args)
     progress = Progress(enabled=not args.quiet)
     lm = load_model_from_args(args)
     data = load_images(args.data, lm.preprocess, limit=args.limit, spread=True, progress=not args.quiet)
@@ -236,10 +420,19 @@ def main(argv=None):
     if data.labels is None:
         note(f"note: {args.data} has no labels; top-1 is not reported, agreement with FP32 is")
     t0 = time.perf_counter()
-    results = evaluate_configs(lm, calib, data.images, labels, names, progress=progress)
+    engine = choose_engine(args.ray, args.workers, len(data.images))
+    with session(engine):   # one Ray connection for the mixed-precision search and the evaluation
+        results, run = evaluate_sharded(lm, calib, data, labels, names, engine, results=args.results,
+                                        resume=args.resume, shard_size=args.shard_size, progress=progress,
+                                        show=not args.quiet)
     print(f"{lm.name}: {len(data.images)} images from {args.data}, {len(calib)} calibration images, "
           f"{time.perf_counter() - t0:.0f} s")
     print(format_table(results))
+    print(f"run: {run['shards']} shards of {run['shard_size']} on {run['engine']} ({run['workers']} workers"
+          + (f", {run['shards_resumed']} shards resumed" if run["shards_resumed"] else "")
+          + (f", {run['retries']} shard runs retried" if run["retries"] else "") + ")"
+          + (f"; results in {run['results']}" if run["results"] else ""))
+    results["run"] = run
     if args.json:
         write_json_atomic(args.json, json_safe(results))
         print(f"wrote {args.json}")

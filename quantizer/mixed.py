@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import random
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -137,23 +138,28 @@ class Search:
         return self.size(bits) <= self.budget + 1e-12
 
     def calibration(self, bits: dict[str, int]) -> Calibration:
-        base = self.cal[8]
-        mixed = Calibration(cfg=base.cfg, act=base.act, ptf=base.ptf, smooth=base.smooth, alpha=base.alpha,
-                            errors=dict(base.errors), rel_errors=dict(base.rel_errors))
-        mixed.weights = {n: self.cal[bits[n]].weights[n] for n in self.names}
-        return mixed
+        return _mixed_calibration(self.cal, self.names, bits)
 
     def score(self, bits: dict[str, int]) -> float:
         """Logit MSE of the integer reference against FP32 on the held-out images (lower is better)."""
         key = tuple(bits[n] for n in self.names)
         if key not in self._scores:
-            ir = build_ir(self.fm, self.calibration(bits), {"model": {"depth": self.fm.depth, "dim": self.fm.dim,
-                          "heads": self.fm.heads, "tokens": self.fm.tokens, "patch": self.fm.patch},
-                          "quant": self.cfg.to_json()})
-            res = Reference(ir).run(self.x)
-            logits = res.logits.double() * 2.0 ** res.e_logit
-            self._scores[key] = float(((logits - self.fp) ** 2).mean())
+            self._scores[key] = _score(self.fm, self.cal, self.names, self.cfg, self.x, self.fp, key)
         return self._scores[key]
+
+    def score_all(self, pop: list[dict[str, int]]) -> None:
+        """Score every candidate not scored yet: on the Ray workers of scoring_engine() when one is
+        set (each candidate is one shard), else here one by one. Same numbers either way."""
+        keys = list(dict.fromkeys(tuple(b[n] for n in self.names) for b in pop))
+        keys = [k for k in keys if k not in self._scores]
+        if _ENGINE is None or len(keys) < 2:
+            return
+        from .scaleout import run_shards
+
+        work = _ScoreWork(self.fm, self.cal, self.names, self.cfg, self.x, self.fp)
+        rows, _ = run_shards(work, np.array(keys, dtype=np.int8), None, _ENGINE, 1, progress=False)
+        for k, r in zip(keys, rows):
+            self._scores[k] = r["score"]
 
     def repair(self, bits: dict[str, int], rng: random.Random) -> dict[str, int]:
         """Drop random 8-bit layers (never a fixed one) to 4 bits until the budget holds."""
@@ -165,6 +171,58 @@ class Search:
                                  f"({self.size(bits):.3f} x all-4-bit); raise --budget")
             bits[rng.choice(eight)] = 4
         return bits
+
+
+def _mixed_calibration(cal: dict, names: list[str], bits: dict[str, int]) -> Calibration:
+    base = cal[8]
+    mixed = Calibration(cfg=base.cfg, act=base.act, ptf=base.ptf, smooth=base.smooth, alpha=base.alpha,
+                        errors=dict(base.errors), rel_errors=dict(base.rel_errors))
+    mixed.weights = {n: cal[bits[n]].weights[n] for n in names}
+    return mixed
+
+
+def _score(fm, cal, names, cfg, x, fp, key) -> float:
+    mixed = _mixed_calibration(cal, names, dict(zip(names, key)))
+    ir = build_ir(fm, mixed, {"model": {"depth": fm.depth, "dim": fm.dim, "heads": fm.heads, "tokens": fm.tokens,
+                                        "patch": fm.patch}, "quant": cfg.to_json()})
+    res = Reference(ir).run(x)
+    logits = res.logits.double() * 2.0 ** res.e_logit
+    # Row sums (short, one thread), then numpy's sum: the same float whatever torch's thread count,
+    # so a worker pinned to one thread scores exactly as the driver does.
+    return float(np.sum(((logits - fp) ** 2).sum(dim=1).numpy()) / logits.numel())
+
+
+_ENGINE = None   # set by scoring_engine(): where Search.score_all runs candidates
+
+
+@contextmanager
+def scoring_engine(engine):
+    """Score mixed-precision candidates on `engine` (a quantizer.scaleout.RayEngine; anything else
+    scores here, serially) inside the block. The chosen bits are those of the serial search."""
+    global _ENGINE
+    from .scaleout import RayEngine
+
+    old, _ENGINE = _ENGINE, engine if isinstance(engine, RayEngine) else None
+    try:
+        yield
+    finally:
+        _ENGINE = old
+
+
+class _ScoreWork:
+    """What a scoring worker keeps: the float model, both calibrations, the held-out inputs and
+    the FP32 logits; each 'image' of a shard is one candidate's bits."""
+
+    def __init__(self, fm, cal, names, cfg, x, fp):
+        self.args = (fm, cal, names, cfg, x, fp)
+
+    def open(self):
+        return self
+
+    def run(self, start, keys, labels):
+        rows = [{"index": start + i, "score": _score(*self.args, tuple(int(b) for b in k))}
+                for i, k in enumerate(keys)]
+        return rows, {}
 
 
 def coarse_candidates(search: Search, sens: dict[str, dict[int, float]], limit: int) -> list[dict]:
@@ -248,6 +306,7 @@ def search_mixed_precision(lm, fm: FloatViT, stats: Stats, calib: np.ndarray, cf
         pop.append(_mutate(rng.choice(coarse), search, rng, mutation))
     history = []
     for it in range(iterations):
+        search.score_all(pop)
         scored = sorted(pop, key=lambda b: (search.score(b), tuple(b[n] for n in search.names)))
         history.append(search.score(scored[0]))
         if progress:
@@ -259,6 +318,7 @@ def search_mixed_precision(lm, fm: FloatViT, stats: Stats, calib: np.ndarray, cf
             child = {n: (a[n] if rng.random() < crossover else b[n]) for n in search.names}
             children.append(_mutate(child, search, rng, mutation))
         pop = children
+    search.score_all(pop)
     best = min(pop, key=lambda b: (search.score(b), tuple(b[n] for n in search.names)))
     return MixedResult(bits=best, size_ratio=search.size(best), budget=budget, traces=traces, sensitivity=sens,
                        coarse=[{"bits": c, "cost": sum(sens[n][c[n]] for n in search.names)} for c in coarse[:5]],

@@ -1,0 +1,363 @@
+"""Sharded evaluation: the same shards, rows and results on one process, local processes or Ray.
+
+A *work* object (picklable) says what every worker loads once (a build, or IRs and the FP32
+model); `work.open()` in the worker returns an object whose `run(start, images, labels)` gives
+one row (a dict with `index`) per image. `run_shards` cuts the images into shards with fixed
+boundaries (`shard_size`, whatever the engine and the number of workers), hands them to an
+engine, writes every finished shard to the results directory (when there is one) and returns
+all rows in index order:
+
+- `InProcess`: this process, every core for each shard (small evaluations, `--workers 1`);
+- `LocalProcesses(n)`: n spawned processes on this machine, one core each;
+- `RayEngine(address, n)`: one Ray actor per worker (`--ray local|auto|ADDRESS`); each loads
+  its work once and keeps it; shards stream back as they finish.
+
+A worker that dies mid-shard (crash, kill, lost node) is replaced and its shards are run again
+(at most MAX_ATTEMPTS times); a P2VitError in a worker (bad build, CPU mismatch) ends the run
+with that one line. Progress: one bar over all images (images/s, time left) and one line per
+worker that joins or leaves.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import socket
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import P2VitError
+from .progress import LineStream, _isatty, note
+from .results import ResultsDir, shard_bounds
+
+MAX_ATTEMPTS = 3          # runs of one shard before the evaluation gives up
+LOCAL_MIN_IMAGES = 256    # fewer images than this stay in this process (spawning costs seconds)
+RAY_INFLIGHT = 2          # shards queued per Ray actor (the next one travels while one runs)
+CRASH_ENV = "P2VIT_TEST_CRASH_ONCE"   # tests: "<marker file>": the first worker to start a shard
+#                                       after the marker is gone creates it and exits (os._exit)
+
+BAR_FORMAT = ("{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} img "
+              "[{elapsed} elapsed, {remaining} left, {rate_fmt}]")
+
+
+# --------------------------------------------------------------------------- worker side
+
+def code_fingerprint() -> str:
+    """sha256 over p2vit's Python sources (quantizer, codegen, cosim): a worker whose p2vit
+    differs from the driver's would compute other numbers, so it refuses to run."""
+    h = hashlib.sha256()
+    root = Path(__file__).resolve().parents[1]
+    for pkg in ("quantizer", "codegen", "cosim"):
+        for p in sorted((root / pkg).glob("*.py")):
+            h.update(p.name.encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()
+
+
+def pin_threads(n: int = 1) -> None:
+    """One worker per core: torch (and the BLAS under it) on n threads."""
+    import torch
+
+    torch.set_num_threads(n)
+
+
+def _maybe_crash() -> None:
+    marker = os.environ.get(CRASH_ENV)
+    if marker and not os.path.exists(marker):
+        try:
+            fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        os._exit(3)
+
+
+def worker_info() -> dict:
+    return {"host": socket.gethostname(), "pid": os.getpid()}
+
+
+class _Runner:
+    """What runs in every worker: the opened work and a fingerprint check."""
+
+    def __init__(self, work, fingerprint: str | None, threads: int | None):
+        if fingerprint is not None and fingerprint != code_fingerprint():
+            raise P2VitError(f"worker on {socket.gethostname()} runs another p2vit version (its sources differ "
+                             "from the driver's); install the same p2vit on every node")
+        if threads:
+            pin_threads(threads)
+        self.state = work.open()
+
+    def run(self, k: int, start: int, images, labels):
+        """(k, rows, seconds per stage) of shard k."""
+        _maybe_crash()
+        rows, seconds = self.state.run(start, images, labels)
+        return k, rows, seconds
+
+
+# local processes: one _Runner per process, made by the pool's initializer
+_LOCAL: _Runner | None = None
+
+
+def _local_init(work, fingerprint) -> None:
+    global _LOCAL
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is the driver's to handle
+    _LOCAL = _Runner(work, fingerprint, threads=1)
+
+
+def _local_run(k, start, images, labels):
+    return _LOCAL.run(k, start, images, labels), worker_info()
+
+
+# --------------------------------------------------------------------------- engines
+
+SCALEOUT_HELP = f"""
+where the images run (same rows, same summary on every engine):
+  default       local processes, one per core; fewer than {LOCAL_MIN_IMAGES} images (or --workers 1)
+                stay in this process
+  --ray local   a Ray cluster started for this run on this machine
+  --ray auto    the Ray cluster this machine belongs to (ray start --head / --address)
+  --ray ADDR    the Ray cluster at ADDR (host:port or ray://host:10001)
+  --results DIR one JSON-lines file per finished shard; with --resume, a stopped run continues
+"""
+
+
+def add_scaleout_args(p) -> None:
+    g = p.add_argument_group("scale-out (sharded, resumable evaluation)")
+    g.add_argument("--ray", nargs="?", const="auto", metavar="ADDRESS",
+                   help="run the shards on a Ray cluster: ADDRESS (host:port, ray://...), 'auto' (the "
+                        "cluster this machine joined; the default when --ray has no value) or 'local' "
+                        "(start one here); needs pip install -e '.[ray]'")
+    g.add_argument("--workers", type=int, metavar="N",
+                   help="workers (default: one per core, or per CPU of the Ray cluster); 1 = this process")
+    g.add_argument("--results", metavar="DIR",
+                   help="write every finished shard to DIR (one JSON line per image) and meta.json")
+    g.add_argument("--resume", action="store_true",
+                   help="continue the run whose results are in --results DIR: skip its finished shards")
+    g.add_argument("--shard-size", type=int, default=64, metavar="N",
+                   help="images per shard (default 64; a resumed run keeps its directory's)")
+
+
+def check_scaleout_args(args) -> None:
+    """Flag checks before any work (output path included)."""
+    if args.workers is not None and args.workers < 1:
+        raise P2VitError(f"--workers must be at least 1, not {args.workers}")
+    if args.shard_size < 1:
+        raise P2VitError(f"--shard-size must be at least 1, not {args.shard_size}")
+    if args.resume and not args.results:
+        raise P2VitError("--resume needs --results DIR (the directory of the run to continue)")
+    if args.results:
+        from .outputs import check_output_dir
+        from .results import META
+
+        check_output_dir(args.results, "--results")
+        if (Path(args.results) / META).is_file() and not args.resume:
+            raise P2VitError(f"--results {args.results} already holds results of a run; pass --resume to "
+                             "continue it, or choose another (empty) directory")
+    if args.ray is not None:
+        from .rayengine import _probe, import_ray
+
+        import_ray()   # a missing extra or a dead address fails now, not after loading the model
+        if args.ray not in ("local", "auto"):
+            _probe(args.ray)
+
+@dataclass
+class InProcess:
+    name: str = "this process"
+
+
+@dataclass
+class LocalProcesses:
+    workers: int
+    name: str = "local processes"
+
+
+@dataclass
+class RayEngine:
+    address: str = "local"
+    workers: int | None = None    # None: one per CPU of the cluster
+    name: str = "ray"
+
+
+def choose_engine(ray: str | None, workers: int | None, n_images: int):
+    """--ray ADDRESS -> Ray; else local processes, except for small runs or --workers 1, which stay
+    in this process (the rule: fewer than LOCAL_MIN_IMAGES images, or one worker)."""
+    if workers is not None and workers < 1:
+        raise P2VitError(f"--workers must be at least 1, not {workers}")
+    if ray is not None:
+        return RayEngine(address=ray, workers=workers)
+    n = workers or os.cpu_count() or 1
+    if n == 1 or (n_images < LOCAL_MIN_IMAGES and workers is None):
+        return InProcess()
+    return LocalProcesses(workers=min(n, max(1, n_images)))
+
+
+class session:
+    """`with session(engine):` keeps one Ray connection for several run_shards calls (a CLI's
+    evaluation and the mixed-precision scoring before it); it is closed at the end when this
+    call opened it. Other engines need nothing."""
+
+    def __init__(self, engine):
+        self.engine, self.owned = engine, False
+
+    def __enter__(self):
+        if isinstance(self.engine, RayEngine):
+            from .rayengine import connect
+
+            self.owned = connect(self.engine.address, self.engine.workers)
+        return self.engine
+
+    def __exit__(self, *exc):
+        if self.owned:
+            import ray
+
+            ray.shutdown()
+        return False
+
+
+class _Bar:
+    """One bar over every image of the run (images/s and time left for the whole cluster)."""
+
+    def __init__(self, total: int, done: int, desc: str, enabled: bool):
+        self.bar = None
+        if enabled and total > 0:
+            from tqdm import tqdm
+
+            tty = _isatty(sys.stderr)
+            self.bar = tqdm(total=total, initial=done, desc=f"  {desc}", unit="img", bar_format=BAR_FORMAT,
+                            file=sys.stderr if tty else LineStream(sys.stderr), mininterval=0.1 if tty else 5.0,
+                            dynamic_ncols=tty, smoothing=0.1)
+
+    def update(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def say(self, msg: str) -> None:
+        note(msg) if self.bar is not None else None
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def run_shards(work, images: np.ndarray, labels, engine, shard_size: int, results: ResultsDir | None = None,
+               progress: bool = True, desc: str = "shards") -> tuple[list[dict], dict]:
+    """Every image's row, in index order, and run statistics (engine, shards run and resumed,
+    retries, workers seen). Shards already in `results` are read, not run."""
+    if shard_size < 1:
+        raise P2VitError(f"--shard-size must be at least 1, not {shard_size}")
+    n = len(images)
+    bounds = results.bounds if results is not None else shard_bounds(n, shard_size)
+    done = results.done() if results is not None else {}
+    todo = [k for k in range(len(bounds)) if k not in done]
+    stats = {"engine": engine.name, "shards": len(bounds), "shards_resumed": len(done), "retries": 0,
+             "workers": 0, "shard_size": bounds[0][1] - bounds[0][0] if bounds else shard_size,
+             "seconds": {}}   # worker seconds per stage, summed over the shards run now
+    bar = _Bar(n, sum(len(r) for r in done.values()), desc, progress)
+    if done:
+        bar.say(f"  resuming {results.path}: {len(done)} of {len(bounds)} shards done, {len(todo)} to run")
+
+    def finished(k, rows, seconds=None):
+        if results is not None:
+            results.write(k, rows)
+        done[k] = rows
+        for stage, t in (seconds or {}).items():
+            stats["seconds"][stage] = stats["seconds"].get(stage, 0.0) + t
+        bar.update(len(rows))
+
+    try:
+        if todo:
+            if isinstance(engine, InProcess):
+                runner = _Runner(work, None, threads=None)
+                stats["workers"] = 1
+                for k in todo:
+                    s, e = bounds[k]
+                    finished(*runner.run(k, s, images[s:e], None if labels is None else labels[s:e]))
+            elif isinstance(engine, LocalProcesses):
+                _run_local(work, images, labels, bounds, todo, engine, finished, bar, stats)
+            else:
+                from . import rayengine
+
+                rayengine.run(work, images, labels, bounds, todo, engine, finished, bar, stats)
+    finally:
+        bar.close()
+    rows = [r for k in sorted(done) for r in done[k]]
+    if [r["index"] for r in rows] != list(range(n)):   # every image exactly once
+        raise AssertionError("sharded evaluation lost or repeated images")
+    return rows, stats
+
+
+def _run_local(work, images, labels, bounds, todo, engine, finished, bar, stats) -> None:
+    import multiprocessing as mp
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+
+    fp = code_fingerprint()
+    attempts = {k: 0 for k in todo}
+    queue = deque(todo)
+    seen: set = set()
+    while queue:
+        pool = ProcessPoolExecutor(engine.workers, mp_context=mp.get_context("spawn"),
+                                   initializer=_local_init, initargs=(work, fp))
+        futures = {}
+        try:
+            while queue or futures:
+                while queue and len(futures) < 2 * engine.workers:
+                    k = queue.popleft()
+                    s, e = bounds[k]
+                    attempts[k] += 1
+                    futures[pool.submit(_local_run, k, s, images[s:e], None if labels is None else labels[s:e])] = k
+                ready, _ = wait(futures, return_when=FIRST_COMPLETED)
+                for f in ready:
+                    k = futures.pop(f)
+                    (k2, rows, secs), info = f.result()
+                    wid = (info["host"], info["pid"])
+                    if wid not in seen:
+                        seen.add(wid)
+                        stats["workers"] += 1
+                        bar.say(f"  worker joined: pid {info['pid']} on {info['host']}")
+                    finished(k2, rows, secs)
+        except BrokenProcessPool:
+            lost = sorted(futures.values())
+            for k in lost:
+                if attempts[k] >= MAX_ATTEMPTS:
+                    raise P2VitError(f"shard {k} failed {attempts[k]} times (its worker process died each time); "
+                                     "see the worker's output above") from None
+            stats["retries"] += len(lost)
+            bar.say(f"  a worker process died; {len(lost)} shard(s) in flight go back to the queue, "
+                    "workers restart")
+            queue.extendleft(reversed(lost))
+            seen.clear()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def payload_of(obj) -> tuple[bytes, str]:
+    """Pickled bytes of obj and their sha256 (checked by the worker before unpickling)."""
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    return data, hashlib.sha256(data).hexdigest()
+
+
+def unpickle_checked(data: bytes, sha: str, what: str):
+    got = hashlib.sha256(data).hexdigest()
+    if got != sha:
+        raise P2VitError(f"{what} arrived damaged on {socket.gethostname()} (sha256 {got[:12]}, "
+                         f"sent {sha[:12]}); run again")
+    return pickle.loads(data)
+
+
+def data_identity(source: str, images: np.ndarray, labels) -> dict:
+    """What a results directory records of its data: the source and a hash of the very pixels
+    and labels evaluated (another --limit or another file changes it)."""
+    h = hashlib.sha256()
+    h.update(str(images.shape).encode())
+    h.update(np.ascontiguousarray(images).data)
+    if labels is not None:
+        h.update(np.asarray(labels, dtype=np.int64).tobytes())
+    return {"source": str(source), "n": int(len(images)), "sha256": h.hexdigest()}
