@@ -1,18 +1,20 @@
 """Static bounds of the generated accelerator: accumulator widths with the reason they cannot
-overflow, loop trip counts, buffer sizes. Computed from shapes, bit widths and the actual
-parameter values, checked here (a violated bound stops generation) and written into the build
-report."""
+overflow, loop trip counts, buffer sizes. Widths that go into the hardware come from shapes
+and bit widths only (so a re-calibration needs no new bitstream); bounds on calibrated values
+(biases, softmax constants, eps) are checked here against those widths (a violated bound stops
+generation) and written into the build report."""
 from __future__ import annotations
 
 import math
 
-import numpy as np
 from dataclasses import dataclass, field
 
 from quantizer import intops
 from quantizer.errors import P2VitError
 from quantizer.ir import QuantizedViT
+from quantizer.lowered import lower
 
+from . import perf
 from .hwconfig import HwConfig
 
 
@@ -28,10 +30,11 @@ class Bounds:
     rows: list[dict] = field(default_factory=list)      # one per proven bound
     loops: list[dict] = field(default_factory=list)     # trip counts per MAC-array call kind
     buffers: list[dict] = field(default_factory=list)   # on-chip buffers
+    pipelined: list[dict] = field(default_factory=list)  # every pipelined loop: label, trips, II, limit
 
     def to_json(self) -> dict:
         return {"acc_bits": self.acc_bits, "av_acc_bits": self.av_acc_bits, "bounds": self.rows,
-                "loops": self.loops, "buffers": self.buffers}
+                "loops": self.loops, "buffers": self.buffers, "pipelined_loops": self.pipelined}
 
 
 def compute_bounds(ir: QuantizedViT, hw: HwConfig) -> Bounds:
@@ -49,24 +52,21 @@ def compute_bounds(ir: QuantizedViT, hw: HwConfig) -> Bounds:
             raise P2VitError(f"static bound violated: {what} can reach {value}, more than a signed "
                              f"{limit_bits}-bit value holds ({why}); this model/configuration is not supported")
 
-    # MAC accumulators hold the raw dot product; the bias is added in the 64-bit epilogue.
-    layer_k = {"embed": KP, "head": D}
-    for i in range(ir.depth):
-        for name, K in (("qkv", D), ("proj", D), ("fc1", D), ("fc2", HID)):
-            layer_k[f"blocks.{i}.{name}"] = K
-    mac_bound = 0
-    for name, K in layer_k.items():
-        wmax = int(abs(ir.tensors[name + ".w"].astype(np.int64)).max(initial=0))
-        b = K * 128 * wmax
-        mac_bound = max(mac_bound, b)
+    # MAC accumulators hold the raw dot product; the bias is added in the 64-bit epilogue. The
+    # width comes from the format's worst case, |x| <= 2^7 and |w| <= 2^(bits-1), not from the
+    # calibrated weights, so every calibration of the model fits the same hardware.
+    low = lower(ir)
+    layer_k = {"embed": KP, **{n: lw.w.shape[1] for n, lw in low.linear.items()}}
+    layer_bits = {"embed": low.embed.bits, **{n: lw.bits for n, lw in low.linear.items()}}
+    mac_bound = max(K * 128 * 2 ** (layer_bits[n] - 1) for n, K in layer_k.items())
     qk_bound = DH * 128 * 128
     mac_bound = max(mac_bound, qk_bound)
     acc_bits = bits_for(mac_bound)
     prove("MAC accumulator |sum_k x*w| (all linear layers and Q.K^T)", mac_bound, 32,
-          "K * 128 * max|w| over every layer, with |x| <= 128")
+          "K * 2^7 * 2^(wbits-1) over every layer: |x| <= 128, |w| <= 2^(wbits-1), any calibration")
     for name, K in layer_k.items():
-        bias = ir.tensors[name + (".bias" if name == "embed" else ".b")]
-        b = int(abs(bias.astype(np.int64)).max(initial=0)) + K * 128 * 128
+        bias = low.embed.b if name == "embed" else low.linear[name].b
+        b = int(abs(bias).max(initial=0)) + K * 128 * 128
         prove(f"{name}: accumulator + bias", b, 32, "B_max of numerics.md 2.3 keeps the sum in int32")
     av = N * 128 * 2 ** F
     av_acc_bits = bits_for(av)
@@ -79,28 +79,21 @@ def compute_bounds(ir: QuantizedViT, hw: HwConfig) -> Bounds:
     prove("LayerNorm D*S2 + eps", D * D * 2 ** (2 * R + 4) + max(ir.i(f"blocks.{i}.ln1.eps") for i in range(ir.depth)),
           63, "D^2 * 2^(2R+4): xa = r << k with k <= 3; isqrt needs < 2^62")
 
-    def mac(kind, NR, K, O, count):
+    def mac(kind, NR, K, O, count, loop="mac_array.reduce"):
         nt, ot = -(-NR // hw.rows), -(-O // hw.cols)
-        return {"call": kind, "row_tiles": nt, "weight_tiles": ot, "reduce_trip": K // hw.simd,
-                "cycles_per_call": nt * ot * (K // hw.simd), "calls_per_image": count}
+        return {"call": kind, "loop": loop, "row_tiles": nt, "weight_tiles": ot, "reduce_trip": K // hw.simd,
+                "cycles_per_call": nt * ot * (K // hw.simd) * perf.loop_ii(loop, hw), "calls_per_image": count}
 
     loops = [mac("patch embedding", N - 1, KP, D, 1), mac("qkv", N, D, 3 * D, ir.depth),
-             mac("q.k^T (per head)", N, DH, N, ir.depth * H), mac("proj", N, D, D, ir.depth),
+             mac("q.k^T (per head)", N, DH, N, ir.depth * H, "mac_array.reduce_keys"), mac("proj", N, D, D, ir.depth),
              mac("fc1", N, D, HID, ir.depth), mac("fc2", N, HID, D, ir.depth), mac("head", 1, D, m["num_classes"], 1),
              {"call": "softmax rows (per head)", "rows": N, "row_length": N, "calls_per_image": ir.depth * H},
              {"call": "A.V rows (per head)", "rows": N, "keys": N, "lanes": DH, "calls_per_image": ir.depth * H},
              {"call": "layernorm rows", "rows": N, "row_length": D, "calls_per_image": 2 * ir.depth + 1}]
-    buffers = [
-        {"buffer": "residual stream r[N][D]", "bytes": N * D * R // 8},
-        {"buffer": "LayerNorm output x[N][D]", "bytes": N * D},
-        {"buffer": "qkv[N][3D]", "bytes": N * 3 * D},
-        {"buffer": "attention output o[N][D]", "bytes": N * D},
-        {"buffer": "stationary row tile xt[ROWS][K] (largest K)", "bytes": hw.rows * max(KP, HID)},
-        {"buffer": "accumulators acc[ROWS][COLS]", "bytes": hw.rows * hw.cols * acc_bits // 8},
-        {"buffer": "FC1 row tile rows[ROWS][HID]", "bytes": hw.rows * HID},
-        {"buffer": "logit row tile rows[ROWS][N]", "bytes": hw.rows * N},
-        {"buffer": "LayerNorm parameters", "bytes": D * (1 + 2 + 8 + 1)},
-        {"buffer": "hidden stream (FC1 -> FC2), depth", "bytes": hw.rows * HID},
-        {"buffer": "logits / codes streams, depth", "bytes": hw.rows * N},
-    ]
-    return Bounds(acc_bits=acc_bits, av_acc_bits=av_acc_bits, rows=rows, loops=loops, buffers=buffers)
+    shape = perf.shape_from_ir(ir)
+    pipelined = [{"loop": lid, "label": lid.split(".", 1)[1], "iterations_per_image": n,
+                  "ii": perf.loop_ii(lid, hw), "limited_by": perf.loop_limit(lid, hw)}
+                 for lid, n in perf.loop_counts(shape, hw).items()]
+    buffers = [{"buffer": x["buffer"], "bytes": x["bytes"]} for x in perf.buffers(shape, hw, acc_bits)]
+    return Bounds(acc_bits=acc_bits, av_acc_bits=av_acc_bits, rows=rows, loops=loops, buffers=buffers,
+                  pipelined=pipelined)

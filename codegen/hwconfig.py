@@ -9,6 +9,7 @@ from quantizer.errors import P2VitError
 
 MAX_PES = 256                 # largest --rows, --cols and --simd
 CLOCK_MHZ = (1.0, 1000.0)     # accepted --clock-mhz
+AXI_BITS = (64, 128, 256, 512)   # accepted --axi-bits: m_axi data widths (a descriptor field is 64 bits)
 
 
 @dataclass(frozen=True)
@@ -18,6 +19,7 @@ class HwConfig:
     simd: int = 2            # reduction lanes per PE per cycle (K unroll of the II=1 loop)
     clock_mhz: float = 200.0
     part: str = "xczu9eg-ffvb1156-2-e"   # ZCU102
+    axi_bits: int = 128      # data width of every m_axi bundle (ZCU102: the PL's HP ports are 128 bits)
 
     def __post_init__(self):
         for name in ("rows", "cols", "simd"):
@@ -26,12 +28,23 @@ class HwConfig:
                 raise P2VitError(f"--{name} must be an integer in 1..{MAX_PES}, not {v}")
         if self.cols % 2:
             raise P2VitError(f"--cols must be even (4-bit weights pack two per multiplier), not {self.cols}")
+        if self.axi_bits not in AXI_BITS:
+            raise P2VitError(f"--axi-bits must be one of {', '.join(map(str, AXI_BITS))}, not {self.axi_bits}")
         if not CLOCK_MHZ[0] <= self.clock_mhz <= CLOCK_MHZ[1]:
             raise P2VitError(f"--clock-mhz must be in {CLOCK_MHZ[0]:g}..{CLOCK_MHZ[1]:g}, not {self.clock_mhz}")
 
     @property
     def clock_ns(self) -> float:
         return 1000.0 / self.clock_mhz
+
+    @property
+    def axi_bytes(self) -> int:
+        return self.axi_bits // 8
+
+    @property
+    def weight_beats(self) -> int:
+        """Beats of one bundle per weight word (cols x simd bytes): the II of the reduction."""
+        return -(-self.cols * self.simd // self.axi_bytes)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -53,6 +66,10 @@ def add_hw_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--clock-mhz", type=float, default=d.clock_mhz, metavar=f"{CLOCK_MHZ[0]:g}..{CLOCK_MHZ[1]:g}",
                    help=f"target clock in MHz, for the HLS scripts and timing figures (default {d.clock_mhz:g})")
     g.add_argument("--part", default=d.part, help=f"FPGA part for the HLS scripts (default {d.part}, the ZCU102's)")
+    g.add_argument("--axi-bits", type=int, default=d.axi_bits, metavar="|".join(map(str, AXI_BITS)),
+                   help="data width of each m_axi bundle; a weight word of COLS x SIMD bytes takes "
+                        f"ceil(COLS*SIMD*8 / AXI_BITS) beats, the II of the reduction (default {d.axi_bits}: "
+                        "the ZCU102's HP ports)")
 
 
 def hw_config(args, reduction_lengths=()) -> HwConfig:
@@ -61,7 +78,8 @@ def hw_config(args, reduction_lengths=()) -> HwConfig:
     simd = args.simd
     if simd is None:
         simd = HwConfig.simd if all(k % HwConfig.simd == 0 for k in reduction_lengths) else 1
-    return HwConfig(rows=args.rows, cols=args.cols, simd=simd, clock_mhz=args.clock_mhz, part=args.part)
+    return HwConfig(rows=args.rows, cols=args.cols, simd=simd, clock_mhz=args.clock_mhz, part=args.part,
+                    axi_bits=args.axi_bits)
 
 
 def check_simd(reduction_lengths: dict[str, int], hw: HwConfig, model: str = "") -> None:

@@ -1,11 +1,21 @@
-"""The parameter blob the accelerator reads through its m_axi port.
+"""The parameter blob the accelerator reads through its m_axi bundles.
 
-Everything the kernels need at run time is laid out here, 64-byte aligned, little-endian:
-MAC-array weights in streaming order ([O/cols][K/simd][cols][simd]: one word of cols x simd
-weights per array cycle, in the order the array consumes them; 4-bit layers packed two
-consecutive weights of a word per byte, low nibble first), biases (int32), per-channel shifts
-(int8, already `e_y - e_x - e_w`), LayerNorm gains/offsets, residual exponents and GELU
-tables. `Layout.offsets` is rendered into p2vit_params.h; the blob is written as params.bin.
+Everything the hardware needs at run time that calibration decides lives here, so the HLS
+sources do not depend on it (docs/hardware.md, "The parameter blob"). The blob is a sequence
+of beats of AXI_BYTES bytes (the bundles' data width), little-endian:
+
+    beat 0                          model descriptor (ModelField of kernels/p2vit/params.h)
+    beat BLOCK_DESC + b*DESC_BEATS  descriptor of block b (BlockField)
+    then every tensor, each starting on a 64-byte (and beat) boundary
+
+A descriptor is a list of int64 fields: the first beat of a tensor, or a calibration constant
+(a shift, an exponent, eps, the softmax constants x0, pb, pc). Tensors: MAC-array weights in
+streaming order ([O/cols][K/simd][cols][simd], one weight word per reduction step, each word in
+a slot of `beats` beats; 4-bit layers pack two weights per byte, low nibble first), biases
+(int32), shifts and residual exponents (int8), LayerNorm gains and offsets, GELU tables, and the
+embedding's per-token bias in the order its epilogue consumes it ([row tile][column tile]
+[cols][rows], one burst per tile). Values come from quantizer.lowered, the one place where the
+shifts are derived.
 """
 from __future__ import annotations
 
@@ -15,15 +25,41 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from quantizer.ir import QuantizedViT
+from quantizer.lowered import Lowered, lower
 
 ALIGN = 64
+
+# Field order of the descriptors: kernels/p2vit/params.h (ModelField, BlockField);
+# tests/test_codegen.py::test_descriptor_fields_match_the_kernel_header keeps the two in step.
+MODEL_FIELDS = ("embed.w", "embed.bias", "embed.shift", "embed.cls",
+                "norm.k", "norm.G", "norm.B", "norm.sh", "norm.eps",
+                "head.w", "head.b", "head.shift")
+BLOCK_FIELDS = ("e_in",
+                "ln1.k", "ln1.G", "ln1.B", "ln1.sh", "ln1.eps",
+                "qkv.w", "qkv.b", "qkv.shift",
+                "shift_qk", "x0", "pb", "pc", "shift_av",
+                "proj.w", "proj.b", "proj.shift", "e_proj", "res1.e",
+                "ln2.k", "ln2.G", "ln2.B", "ln2.sh", "ln2.eps",
+                "fc1.w", "fc1.b", "fc1.shift", "gelu.lut",
+                "fc2.w", "fc2.b", "fc2.shift", "e_fc2", "res2.e")
+
+
+def desc_beats(fields: int, axi_bytes: int) -> int:
+    return -(-fields * 8 // axi_bytes)
+
+
+def weight_beats(cols: int, simd: int, axi_bytes: int) -> int:
+    """Beats per weight word (cols x simd 8-bit weights): the reduction loop's II."""
+    return -(-cols * simd // axi_bytes)
 
 
 @dataclass
 class Layout:
+    axi_bytes: int
     chunks: list[tuple[str, np.ndarray]] = field(default_factory=list)
-    offsets: dict[str, int] = field(default_factory=dict)
+    offsets: dict[str, int] = field(default_factory=dict)   # bytes
     size: int = 0
+    descriptors: list[tuple[int, np.ndarray]] = field(default_factory=list)   # (byte offset, int64 fields)
 
     def add(self, name: str, arr: np.ndarray) -> None:
         arr = np.ascontiguousarray(arr)
@@ -31,8 +67,18 @@ class Layout:
         self.chunks.append((name, arr))
         self.size += (arr.nbytes + ALIGN - 1) // ALIGN * ALIGN
 
+    def beat(self, name: str) -> int:
+        return self.offsets[name] // self.axi_bytes
+
+    @property
+    def beats(self) -> int:
+        return self.size // self.axi_bytes
+
     def blob(self) -> bytes:
         buf = bytearray(self.size)
+        for off, fields in self.descriptors:
+            data = fields.astype("<i8").tobytes()
+            buf[off:off + len(data)] = data
         for name, arr in self.chunks:
             off = self.offsets[name]
             data = arr.astype(arr.dtype.newbyteorder("<")).tobytes()
@@ -43,62 +89,89 @@ class Layout:
         return hashlib.sha256(self.blob()).hexdigest()
 
 
-def tile_weights(w: np.ndarray, cols: int, simd: int, bits: int) -> np.ndarray:
-    """(O, K) int8 -> streaming order [ceil(O/cols)][K/simd][cols][simd] (zero-padded), packed if 4-bit."""
+def tile_weights(w: np.ndarray, cols: int, simd: int, bits: int, slot: int | None = None) -> np.ndarray:
+    """(O, K) int8 -> streaming order [ceil(O/cols)][K/simd][cols][simd] (zero-padded), packed if
+    4-bit, each word padded to `slot` bytes (default: no padding)."""
     O, K = w.shape
     OT = -(-O // cols)
     pad = np.zeros((OT * cols, K), dtype=np.int8)
     pad[:O] = w
     t = pad.reshape(OT, cols, K // simd, simd).transpose(0, 2, 1, 3)   # [OT][K/simd][cols][simd]
-    flat = np.ascontiguousarray(t).reshape(-1)
-    if bits == 8:
-        return flat
-    lo = flat[0::2].astype(np.uint8) & 0x0F       # cols * simd is even: pairs stay inside a word
-    hi = (flat[1::2].astype(np.uint8) & 0x0F) << 4
-    return lo | hi
+    words = np.ascontiguousarray(t).reshape(-1, cols * simd)
+    if bits == 4:
+        lo = words[:, 0::2].astype(np.uint8) & 0x0F       # cols * simd is even: pairs stay inside a word
+        hi = (words[:, 1::2].astype(np.uint8) & 0x0F) << 4
+        words = (lo | hi).view(np.int8)
+    if slot is not None and slot > words.shape[1]:
+        words = np.concatenate([words, np.zeros((words.shape[0], slot - words.shape[1]), np.int8)], axis=1)
+    return words.reshape(-1).view(np.uint8 if bits == 4 else np.int8)
 
 
-def linear_shift(ir: QuantizedViT, name: str) -> np.ndarray:
-    return (ir.tensors[name + ".e_y"].astype(np.int64) - ir.i(name + ".e_x")
-            - ir.tensors[name + ".e_w"].astype(np.int64)).astype(np.int8)
+def tile_embed_bias(bias: np.ndarray, rows: int, cols: int, axi_bytes: int) -> np.ndarray:
+    """(Np, D) int32 per-token bias -> [NT][OT][cols][rows] (zero-padded), each tile padded to
+    whole beats: the order of the embedding epilogue, one burst per tile."""
+    NP, D = bias.shape
+    NT, OT = -(-NP // rows), -(-D // cols)
+    pad = np.zeros((NT * rows, OT * cols), dtype=np.int32)
+    pad[:NP, :D] = bias
+    t = pad.reshape(NT, rows, OT, cols).transpose(0, 2, 3, 1).reshape(NT * OT, rows * cols)
+    tile_bytes = rows * cols * 4
+    padded = -(-tile_bytes // axi_bytes) * axi_bytes
+    if padded > tile_bytes:
+        t = np.concatenate([t, np.zeros((NT * OT, (padded - tile_bytes) // 4), np.int32)], axis=1)
+    return np.ascontiguousarray(t).reshape(-1)
 
 
-def build_layout(ir: QuantizedViT, cols: int, simd: int) -> Layout:
-    L = Layout()
-    T = ir.tensors
+def build_layout(ir: QuantizedViT, rows: int, cols: int, simd: int, axi_bits: int = 128,
+                 low: Lowered | None = None) -> Layout:
+    low = low or lower(ir)
+    ab = axi_bits // 8
+    slot = weight_beats(cols, simd, ab) * ab
+    L = Layout(axi_bytes=ab)
+    depth = len(low.blocks)
+    L.size = (desc_beats(len(MODEL_FIELDS), ab) + depth * desc_beats(len(BLOCK_FIELDS), ab)) * ab
+    L.size = -(-L.size // ALIGN) * ALIGN
 
-    def linear(name):
-        bits = ir.i(name + ".bits")
-        L.add(name + ".w", tile_weights(T[name + ".w"], cols, simd, bits))
-        L.add(name + ".b", T[name + ".b"].astype(np.int32))
-        L.add(name + ".shift", linear_shift(ir, name))
+    def linear(name, lw):
+        L.add(name + ".w", tile_weights(lw.w, cols, simd, lw.bits, slot))
+        L.add(name + ".b", lw.b.astype(np.int32))
+        L.add(name + ".shift", lw.shift.astype(np.int8))
 
-    def layernorm(name):
-        L.add(name + ".k", T[name + ".k"].astype(np.uint8))
-        L.add(name + ".G", T[name + ".G"].astype(np.int16))
-        L.add(name + ".B", T[name + ".B"].astype(np.int64))
-        L.add(name + ".sh", T[name + ".sh"].astype(np.int8))
+    def layernorm(name, ln):
+        L.add(name + ".k", ln.k.astype(np.uint8))
+        L.add(name + ".G", ln.G.astype(np.int16))
+        L.add(name + ".B", ln.B.astype(np.int64))
+        L.add(name + ".sh", ln.sh.astype(np.int8))
 
-    def res_exp(name):
-        L.add(name + ".e", (ir.i(name + ".e_base") + T[name + ".k"].astype(np.int64)).astype(np.int8))
-
-    L.add("embed.w", tile_weights(T["embed.w"], cols, simd, ir.i("embed.bits")))
-    L.add("embed.bias", T["embed.bias"].astype(np.int32))
-    e_r = ir.i("embed.e_base") + T["embed.k"].astype(np.int64)
-    L.add("embed.shift", (e_r - T["embed.e_w"].astype(np.int64)).astype(np.int8))
-    L.add("embed.cls", T["embed.cls"].astype(np.int16 if ir.meta["quant"]["res_bits"] > 8 else np.int8))
-    L.add("embed.e", e_r.astype(np.int8))
-    for i in range(ir.depth):
+    res_dtype = np.int16 if low.res_bits > 8 else np.int8
+    L.add("embed.w", tile_weights(low.embed.w, cols, simd, low.embed.bits, slot))
+    L.add("embed.bias", tile_embed_bias(low.embed.b.astype(np.int32), rows, cols, ab))
+    L.add("embed.shift", low.embed.shift.astype(np.int8))
+    L.add("embed.cls", low.embed_cls.astype(res_dtype))
+    L.add("embed.e", low.e_embed.astype(np.int8))
+    for i, b in enumerate(low.blocks):
         p = f"blocks.{i}."
-        layernorm(p + "ln1")
-        linear(p + "qkv")
-        linear(p + "proj")
-        res_exp(p + "res1")
-        layernorm(p + "ln2")
-        linear(p + "fc1")
-        L.add(p + "gelu.lut", T[p + "gelu.lut"].astype(np.int8))
-        linear(p + "fc2")
-        res_exp(p + "res2")
-    layernorm("norm")
-    linear("head")
+        layernorm(p + "ln1", b.ln1)
+        linear(p + "qkv", low.linear[b.qkv])
+        linear(p + "proj", low.linear[b.proj])
+        L.add(p + "res1.e", b.e_res1.astype(np.int8))
+        layernorm(p + "ln2", b.ln2)
+        linear(p + "fc1", low.linear[b.fc1])
+        L.add(p + "gelu.lut", b.gelu_lut.astype(np.int8))
+        linear(p + "fc2", low.linear[b.fc2])
+        L.add(p + "res2.e", b.e_res2.astype(np.int8))
+    layernorm("norm", low.norm)
+    linear("head", low.linear["head"])
+
+    model = {f: L.beat(f) for f in MODEL_FIELDS if f != "norm.eps"}
+    model["norm.eps"] = low.norm.eps
+    L.descriptors.append((0, np.array([model[f] for f in MODEL_FIELDS], dtype=np.int64)))
+    first = desc_beats(len(MODEL_FIELDS), ab)
+    for i, b in enumerate(low.blocks):
+        p = f"blocks.{i}."
+        scalars = {"ln1.eps": b.ln1.eps, "ln2.eps": b.ln2.eps, "shift_qk": b.shift_qk, "x0": b.x0, "pb": b.pb,
+                   "pc": b.pc, "shift_av": b.shift_av, "e_proj": b.e_proj, "e_fc2": b.e_fc2,
+                   "e_in": L.beat("embed.e" if i == 0 else f"blocks.{i - 1}.res2.e")}
+        fields = [scalars[f] if f in scalars else L.beat(p + f) for f in BLOCK_FIELDS]
+        L.descriptors.append(((first + i * desc_beats(len(BLOCK_FIELDS), ab)) * ab, np.array(fields, dtype=np.int64)))
     return L

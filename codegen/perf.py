@@ -46,10 +46,13 @@ DEFAULT_DRAM_GBS = 19.2   # ZCU102 PS DDR4-2400, 64 bit: 2400 MT/s * 8 B (peak)
 # II=1 loop, by loop id. Estimates: 1 cycle per BRAM/FIFO access, 3 per DSP multiply, 1 per
 # add/compare; the 64-bit dividers of int_exp and div_round take ~68 cycles when pipelined.
 DEPTH = {
+    "params.desc": 3,              # m_axi beat, field extraction, register write
+    "params.burst": 3,             # m_axi beat, field extraction, BRAM write (one value per bank)
     "mac_array.load_array": 3,     # BRAM read, mux, register write
     "mac_array.load_stream": 2,    # FIFO read, register write
     "mac_array.load_patch": 6,     # patch index arithmetic, image read (m_axi), write
     "mac_array.reduce": 5,         # weight read, multiply (3), accumulate; + log2(SIMD) adder tree
+    "mac_array.reduce_keys": 5,    # key-bank reads, multiply (3), accumulate; + log2(SIMD) adder tree
     "requant.requant": 4,          # add bias, rounding shift, saturate, write
     "requant.residual": 6,         # requant, two alignment shifts, add, requant, write
     "requant.gelu": 5,             # requant, table lookup, write
@@ -59,7 +62,6 @@ DEPTH = {
     "requant.embed": 5,            # per-token bias read, requant, write
     "requant.head": 4,
     "requant.cls": 2,
-    "layernorm.params": 2,
     "layernorm.stats": 4,          # shift, square, two 64-bit accumulations
     "layernorm.norm": 75,          # 64-bit div_round (~68), multiply, requant
     "softmax.read": 2,
@@ -71,11 +73,34 @@ DEPTH = {
     "shifter.out": 4,
 }
 LN_ROW_EXTRA = 36      # per LayerNorm row between its two passes: D*S2 - S1^2 (64-bit) and isqrt (31 steps)
-GELU_LUT_LOAD = 256    # EpiGeluStream::load_lut, once per MLP region (not an II=1 loop of the templates)
-AXI_AT_ENTRY = {"mac_array.reduce", "requant.requant", "requant.residual", "requant.gelu", "requant.embed",
-                "requant.head", "requant.cls", "layernorm.params"}   # loops that start by reading the blob
+AXI_AT_ENTRY = {"mac_array.reduce", "params.desc", "params.burst"}   # loops that start by reading the blob
 
-CHUNKS = ("mac_array", "requant", "softmax", "shifter", "layernorm")
+CHUNKS = ("mac_array", "requant", "softmax", "shifter", "layernorm", "params")
+MAC_INSTANCES = ("main (embed, qkv, proj, head)", "qk (Q.K^T)", "fc1", "fc2")   # kernels/p2vit/layers.h
+MODEL_FIELDS, BLOCK_FIELDS = 12, 33   # int64 fields of the descriptors (codegen/layout.py)
+
+
+def loop_ii(loop_id: str, hw: HwConfig) -> int:
+    """The II of a pipelined loop of the emitted code, as a function of the configuration: the
+    reduction reads one weight word of COLS x SIMD bytes through one m_axi bundle of AXI_BYTES per
+    beat (one beat per cycle); every other loop makes at most one access per BRAM bank port and
+    one beat per bundle per iteration (kernels/p2vit/*.h). tests/test_ii.py checks this function
+    against the accesses the instrumented C-sim records."""
+    return hw.weight_beats if loop_id == "mac_array.reduce" else 1
+
+
+def loop_limit(loop_id: str, hw: HwConfig) -> str:
+    """What bounds the II of a loop (for the build report)."""
+    if loop_id == "mac_array.reduce":
+        return (f"m_axi: a {hw.cols * hw.simd}-byte weight word per step, {hw.axi_bytes} bytes per beat "
+                f"-> {hw.weight_beats} beat(s)")
+    if loop_id == "mac_array.reduce_keys":
+        return "key buffer: COLS x SIMD banks, one read each"
+    if loop_id.startswith("params."):
+        return "m_axi: one beat per iteration"
+    if loop_id in ("requant.residual",):
+        return "r: one read and one write of one bank (dual port)"
+    return "one access per bank per iteration"
 
 # FPGA budgets (DSP48E2, BRAM18K, URAM) from the AMD product tables, by part-name prefix.
 PARTS = {
@@ -243,24 +268,34 @@ def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
+def _burst(nbytes: int, hw: HwConfig, n: int = 1) -> Loop:
+    """p2vit::burst of nbytes (one beat per iteration)."""
+    return Loop("params.burst", _cdiv(nbytes, hw.axi_bytes), 1, n, dram=_cdiv(nbytes, hw.axi_bytes) * hw.axi_bytes)
+
+
 def _mac(hw: HwConfig, NR: int, K: int, O: int, src: str, epi: str, bits: int | None,
          row_out: int = 0, fifo_in: str = "", fifo_out: str = ""):
-    """mac_array<NR, K, O>: per row tile, (valid rows, [FIFO reads], compute Op, [FIFO writes]).
+    """One layer on a MAC-array instance: per row tile, (valid rows, [FIFO reads], compute Op,
+    [FIFO writes]).
 
-    src: array | patch | stream (ArrayRows / PatchRows / StreamRows; stream reads fifo_in);
-    epi: requant | residual | gelu | logits | embed | head (the Epi* of requant.h); bits: weight
-    bits, None for KeyWeights (keys on chip, no DRAM); row_out: values per valid row that
-    rows_done writes to fifo_out (gelu: HID, logits: N). Ops of identical row tiles are shared."""
+    src: array | patch | stream (load_rows_*; stream reads fifo_in); epi: requant | residual |
+    gelu | logits | embed | head (epi_* of kernels/p2vit/epilogue.h); bits: weight bits, None for
+    Q.K^T (keys on chip, no DRAM); row_out: values per valid row written to fifo_out (gelu: HID,
+    logits: N). Ops of identical row tiles are shared."""
     R, C, S = hw.rows, hw.cols, hw.simd
     NT, OT = _cdiv(NR, R), _cdiv(O, C)
-    bpk = 0 if bits is None else (C if bits == 8 else C // 2)
+    slot = hw.weight_beats * hw.axi_bytes          # bytes of one weight word in the blob (4-bit: same slot)
     groups = []   # weight tiles: the full ones, then a partial last one
     full, last = O // C, O % C
     for count, c in ((full, C), (1 if last else 0, last)):
         if count:
-            red = Loop("mac_array.reduce", K // S, 1, 1, K * bpk)
-            ep = Loop("requant.head", C, 1) if epi == "head" else Loop(f"requant.{epi}", c * R, c)
-            groups.append((count, red, ep))
+            if bits is None:
+                red = Loop("mac_array.reduce_keys", K // S, 1, 1)
+            else:
+                red = Loop("mac_array.reduce", K // S, 1, 1, (K // S) * slot)
+            ep = Loop("requant.head", c, 1) if epi == "head" else Loop(f"requant.{epi}", c * R, 1)
+            pre = _burst(R * C * 4, hw) if epi == "embed" else None   # the tile's per-token biases
+            groups.append((count, red, ep, pre))
     assert sum(g[0] for g in groups) == OT
     load_id = f"mac_array.load_{src}"
 
@@ -284,32 +319,49 @@ def _seq_ops(tiles) -> list:
     return ops
 
 
-def _layernorm(shape: ModelShape, rows: int) -> list:
+def _layernorm(shape: ModelShape, hw: HwConfig, rows: int) -> list:
+    """load_ln (four bursts: k, G, B, sh) and layernorm_rows."""
     D = shape.dim
-    return [Op("c", [Loop("layernorm.params", D, 1), Loop("layernorm.stats", D, 1, rows),
-                     Loop("layernorm.norm", D, 1, rows)], extra=LN_ROW_EXTRA * rows, extra_chunk="layernorm")]
+    bursts = [_burst(D * fb, hw) for fb in (1, 2, 8, 1)]
+    return [Op("c", bursts + [Loop("layernorm.stats", D, 1, rows), Loop("layernorm.norm", D, 1, rows)],
+               extra=LN_ROW_EXTRA * rows, extra_chunk="layernorm")]
+
+
+def _desc(hw: HwConfig, fields: int) -> Loop:
+    return Loop("params.desc", _cdiv(fields * 8, hw.axi_bytes), 1, 1, dram=_cdiv(fields * 8, hw.axi_bytes) * hw.axi_bytes)
 
 
 def _uniq(hw: HwConfig, O: int, K: int, bits: int) -> int:
-    """Bytes of one layer's weights in the blob (padded to whole weight tiles)."""
-    return _cdiv(O, hw.cols) * hw.cols * K * bits // 8
+    """Bytes of one layer's weights in the blob: whole weight tiles, each word in its slot."""
+    return _cdiv(O, hw.cols) * (K // hw.simd) * hw.weight_beats * hw.axi_bytes
 
 
-def _linear_dram(hw: HwConfig, NR: int, K: int, O: int, bits: int, param_bytes_per_col: int) -> dict:
-    NT, OT = _cdiv(NR, hw.rows), _cdiv(O, hw.cols)
-    bpk = hw.cols if bits == 8 else hw.cols // 2
-    return {"weights": NT * OT * K * bpk, "params": NT * O * param_bytes_per_col, "io": 0}
+def _linear_dram(hw: HwConfig, NR: int, K: int, O: int, bits: int) -> dict:
+    """Weight bytes streamed by one layer: every row tile streams the whole layer once."""
+    return {"weights": _cdiv(NR, hw.rows) * _uniq(hw, O, K, bits), "params": 0, "io": 0}
+
+
+def _params(*loops) -> list:
+    """Sequential parameter loads before a layer (descriptor, bursts)."""
+    return [Op("c", list(loops))]
+
+
+def _dram(loops) -> int:
+    return sum(lp.dram * lp.n for lp in loops)
 
 
 def _block(shape: ModelShape, hw: HwConfig, b_qkv: int, b_proj: int, b_fc1: int, b_fc2: int) -> list[Step]:
-    """The steps of one encoder block (names without the blocks.i. prefix)."""
+    """The steps of one encoder block (names without the blocks.i. prefix), as the controller loop
+    of templates/p2vit_top.cpp.j2 runs them."""
     N, D, H, DH, HID = shape.tokens, shape.dim, shape.heads, shape.dh, shape.hidden
-    ln_bytes = D * (1 + 2 + 8 + 1)
-    steps = [Step("ln1", "layernorm", [_layernorm(shape, N)], dram={"params": ln_bytes})]
-    steps.append(Step("qkv", "linear", [_seq_ops(_mac(hw, N, D, 3 * D, "array", "requant", b_qkv))],
-                      macs=N * D * 3 * D, dram=_linear_dram(hw, N, D, 3 * D, b_qkv, 5),
+    ln1 = [_desc(hw, BLOCK_FIELDS)] + _layernorm(shape, hw, N)[0].loops
+    steps = [Step("ln1", "layernorm", [[Op("c", ln1, extra=LN_ROW_EXTRA * N, extra_chunk="layernorm")]],
+                  dram={"params": _dram(ln1)})]
+    pq = [_burst(3 * D * 4, hw), _burst(3 * D, hw)]
+    steps.append(Step("qkv", "linear", [_params(*pq) + _seq_ops(_mac(hw, N, D, 3 * D, "array", "requant", b_qkv))],
+                      macs=N * D * 3 * D, dram={**_linear_dram(hw, N, D, 3 * D, b_qkv), "params": _dram(pq)},
                       weight_bytes_unique=_uniq(hw, 3 * D, D, b_qkv)))
-    # one head: Q.K^T (MAC array) -> softmax -> A.V (shifter array), a DATAFLOW region
+    # one head: Q.K^T (its own MAC array) -> softmax -> A.V (shifter array), a DATAFLOW region
     qk = _seq_ops(_mac(hw, N, DH, N, "array", "logits", None, row_out=N, fifo_out="logits"))
     sm_row = [Op("r", [Loop("softmax.read", N, 1)], fifo="logits"),
               Op("c", [Loop("softmax.max", N - 1, 1), Loop("softmax.exp", N, 1), Loop("softmax.code", N, 1)]),
@@ -317,16 +369,21 @@ def _block(shape: ModelShape, hw: HwConfig, b_qkv: int, b_proj: int, b_fc1: int,
     av_row = [Op("r", [Loop("shifter.keys", N, 1)], fifo="codes"), Op("c", [Loop("shifter.out", DH, 1)])]
     steps.append(Step("attn", "attention", [qk, sm_row * N, av_row * N], repeat=H, macs=H * N * N * DH,
                       av_macs=H * N * N * DH, dram={}))
-    steps.append(Step("proj", "linear", [_seq_ops(_mac(hw, N, D, D, "array", "residual", b_proj))],
-                      macs=N * D * D, dram=_linear_dram(hw, N, D, D, b_proj, 7), weight_bytes_unique=_uniq(hw, D, D, b_proj)))
-    steps.append(Step("ln2", "layernorm", [_layernorm(shape, N)], dram={"params": ln_bytes}))
-    # FC1 (+ GELU) -> FC2 (+ residual), a DATAFLOW region joined by the hidden stream
-    s1 = [Op("c", extra=GELU_LUT_LOAD, extra_chunk="requant")]
-    s1 += _seq_ops(_mac(hw, N, D, HID, "array", "gelu", b_fc1, row_out=HID, fifo_out="hidden"))
+    pp = [_burst(D * 4, hw), _burst(D, hw), _burst(D, hw), _burst(D, hw)]
+    steps.append(Step("proj", "linear", [_params(*pp) + _seq_ops(_mac(hw, N, D, D, "array", "residual", b_proj))],
+                      macs=N * D * D, dram={**_linear_dram(hw, N, D, D, b_proj), "params": _dram(pp)},
+                      weight_bytes_unique=_uniq(hw, D, D, b_proj)))
+    ln2 = _layernorm(shape, hw, N)
+    steps.append(Step("ln2", "layernorm", [ln2], dram={"params": _dram(ln2[0].loops)}))
+    # parameters of FC1 and FC2 first, then FC1 (+ GELU) -> FC2 (+ residual), a DATAFLOW region
+    pm = [_burst(HID * 4, hw), _burst(HID, hw), _burst(256, hw), _burst(D * 4, hw), _burst(D, hw),
+          _burst(D, hw), _burst(D, hw)]
+    steps.append(Step("mlp.params", "params", [_params(*pm)], dram={"params": _dram(pm)}))
+    s1 = _seq_ops(_mac(hw, N, D, HID, "array", "gelu", b_fc1, row_out=HID, fifo_out="hidden"))
     s2 = _seq_ops(_mac(hw, N, HID, D, "stream", "residual", b_fc2, fifo_in="hidden"))
-    d1, d2 = _linear_dram(hw, N, D, HID, b_fc1, 5), _linear_dram(hw, N, HID, D, b_fc2, 7)
+    d1, d2 = _linear_dram(hw, N, D, HID, b_fc1), _linear_dram(hw, N, HID, D, b_fc2)
     steps.append(Step("mlp", "mlp", [s1, s2], macs=2 * N * D * HID, arrays=2,
-                      dram={"weights": d1["weights"] + d2["weights"], "params": d1["params"] + d2["params"] + 256},
+                      dram={"weights_fc1": d1["weights"], "weights_fc2": d2["weights"], "params": 0},
                       weight_bytes_unique=_uniq(hw, HID, D, b_fc1) + _uniq(hw, D, HID, b_fc2)))
     return steps
 
@@ -339,12 +396,17 @@ def schedule(shape: ModelShape, hw: HwConfig) -> list[Step]:
     steps = []
     rb = shape.res_bits // 8
 
-    steps.append(Step("embed.cls", "embed", [[Op("c", [Loop("requant.cls", D, 1)])]], dram={"params": D * rb}))
+    cls = [_desc(hw, MODEL_FIELDS), _burst(D * rb, hw)]
+    steps.append(Step("embed.cls", "embed", [[Op("c", cls + [Loop("requant.cls", D, 1)])]],
+                      dram={"params": _dram(cls)}))
     b = shape.bits("embed")
-    dr = _linear_dram(hw, NP, KP, D, b, 1)
-    dr["params"] += NP * D * 4              # the per-token bias (position embedding), one read per output
+    pe = [_burst(D, hw)]
+    dr = _linear_dram(hw, NP, KP, D, b)
+    tiles = _mac(hw, NP, KP, D, "patch", "embed", b)
+    # the descriptor-free parameters: the shifts, then one burst of per-token biases per tile
+    dr["params"] = _dram(pe) + _cdiv(NP, hw.rows) * _cdiv(D, hw.cols) * _cdiv(hw.rows * hw.cols * 4, hw.axi_bytes) * hw.axi_bytes
     dr["io"] = shape.in_chans * shape.img_h * shape.img_w
-    steps.append(Step("embed", "embed", [_seq_ops(_mac(hw, NP, KP, D, "patch", "embed", b))],
+    steps.append(Step("embed", "embed", [_params(*pe) + _seq_ops(tiles)],
                       macs=NP * KP * D, dram=dr, weight_bytes_unique=_uniq(hw, D, KP, b)))
     blocks: dict = {}
     for i in range(shape.depth):
@@ -353,11 +415,13 @@ def schedule(shape: ModelShape, hw: HwConfig) -> list[Step]:
         if key not in blocks:
             blocks[key] = _block(shape, hw, *key)
         steps += [replace(st, name=p + st.name) for st in blocks[key]]
-    steps.append(Step("norm", "layernorm", [_layernorm(shape, 1)], dram={"params": D * 12}))
+    norm = _layernorm(shape, hw, 1)
+    steps.append(Step("norm", "layernorm", [norm], dram={"params": _dram(norm[0].loops)}))
     b = shape.bits("head")
-    dr = _linear_dram(hw, 1, D, CL, b, 0)
-    dr["params"], dr["io"] = CL * 5, 4 * CL
-    steps.append(Step("head", "head", [_seq_ops(_mac(hw, 1, D, CL, "array", "head", b))], macs=D * CL,
+    ph = [_burst(CL * 4, hw), _burst(CL, hw)]
+    dr = _linear_dram(hw, 1, D, CL, b)
+    dr["params"], dr["io"] = _dram(ph), 4 * CL
+    steps.append(Step("head", "head", [_params(*ph) + _seq_ops(_mac(hw, 1, D, CL, "array", "head", b))], macs=D * CL,
                       dram=dr, weight_bytes_unique=_uniq(hw, CL, D, b)))
     return steps
 
@@ -366,8 +430,10 @@ def _all_loops(step: Step):
     for stage in step.stages:
         for op in stage:
             yield from op.loops
-            for count, red, ep in op.tiles:
+            for count, red, ep, pre in op.tiles:
                 yield replace(red, n=red.n * count)
+                if pre is not None:
+                    yield replace(pre, n=pre.n * count)
                 yield replace(ep, n=ep.n * count)
 
 
@@ -402,7 +468,7 @@ def chunk_counts(counts: dict[str, int]) -> dict[str, int]:
 class Switches:
     inter: bool = True            # DATAFLOW overlap of Q.K^T -> softmax -> A.V and FC1 -> FC2 (as emitted)
     intra: bool = True            # II=1 pipelining of every loop (as emitted)
-    fifo: str = "hls"             # stream depth: "hls" = HLS default 2 (the templates set none), "tile" = a row tile
+    fifo: str = "tile"            # stream depth: "tile" = a row tile (as emitted: kernels/p2vit/layers.h), "hls" = HLS default 2
     epilogue_overlap: bool = False  # what-if: a tile's epilogue overlaps the next tile's reduction (not emitted)
     axi_latency: int = 0          # what-if: stall cycles when a loop starts reading the blob (0: prefetched)
 
@@ -414,16 +480,16 @@ class _Timer:
         self.simd_tree = math.ceil(math.log2(hw.simd)) if hw.simd > 1 else 0
 
     def depth(self, lid: str) -> int:
-        return DEPTH[lid] + (self.simd_tree if lid == "mac_array.reduce" else 0)
+        return DEPTH[lid] + (self.simd_tree if lid in ("mac_array.reduce", "mac_array.reduce_keys") else 0)
 
     def loop(self, lp: Loop) -> float:
         if not lp.iters:
             return 0.0
         d = self.depth(lp.id)
         if self.sw.intra:
-            c = lp.iters + lp.entries * (d - 1)
+            c = lp.iters * loop_ii(lp.id, self.hw) + lp.entries * (d - 1)
         else:
-            c = lp.iters * d
+            c = lp.iters * max(d, loop_ii(lp.id, self.hw))
         if lp.id in AXI_AT_ENTRY:
             c += lp.entries * self.sw.axi_latency
         if lp.dram:
@@ -431,12 +497,15 @@ class _Timer:
         return c * lp.n
 
     def tiles(self, tiles) -> float:
+        def epi(e, pre):
+            return self.loop(e) + (self.loop(pre) if pre is not None else 0.0)
+
         if not self.sw.epilogue_overlap:
-            return sum(k * (self.loop(r) + self.loop(e)) for k, r, e in tiles)
+            return sum(k * (self.loop(r) + epi(e, pre)) for k, r, e, pre in tiles)
         # ping-pong accumulators: reduce(ot + 1) runs beside epilogue(ot)
         t, prev_e = 0.0, None
-        for k, r, e in tiles:
-            rc, ec = self.loop(r), self.loop(e)
+        for k, r, e, pre in tiles:
+            rc, ec = self.loop(r), epi(e, pre)
             t += (rc if prev_e is None else max(rc, prev_e)) + (k - 1) * max(rc, ec)
             prev_e = ec
         return t + (prev_e or 0.0)
@@ -448,9 +517,11 @@ class _Timer:
         out: dict[str, float] = {}
         for lp in op.loops:
             out[lp.id.split(".")[0]] = out.get(lp.id.split(".")[0], 0) + self.loop(lp)
-        for k, r, e in op.tiles:
+        for k, r, e, pre in op.tiles:
             out["mac_array"] = out.get("mac_array", 0) + k * self.loop(r)
             out["requant"] = out.get("requant", 0) + k * self.loop(e)
+            if pre is not None:
+                out["params"] = out.get("params", 0) + k * self.loop(pre)
         if op.extra:
             out[op.extra_chunk] = out.get(op.extra_chunk, 0) + op.extra
         return out
@@ -459,13 +530,15 @@ class _Timer:
         durs = [[self.op(o) for o in st] for st in stages]
         if len(stages) == 1 or not self.sw.inter:
             return sum(sum(d) for d in durs)
-        cap = 0 if self.sw.fifo == "hls" else self.hw.rows
-        return _simulate(stages, durs, cap)
+        # rows each stream holds as emitted (kernels/p2vit/layers.h): a row tile of logits or of
+        # hidden values, one row of codes; 0 for HLS's default depth-2 streams (what-if)
+        caps = {} if self.sw.fifo == "hls" else {"logits": self.hw.rows, "hidden": self.hw.rows, "codes": 1}
+        return _simulate(stages, durs, caps)
 
 
-def _simulate(stages, durs, cap: int) -> float:
-    """Stages joined by FIFOs, one transfer = one row. cap: rows a FIFO holds (0: the writer
-    and the reader of a row meet, as with HLS's default depth-2 streams)."""
+def _simulate(stages, durs, caps: dict) -> float:
+    """Stages joined by FIFOs, one transfer = one row. caps: rows each FIFO holds (missing or 0:
+    the writer and the reader of a row meet, as with HLS's default depth-2 streams)."""
     S = len(stages)
     t, pc = [0.0] * S, [0] * S
     reader = {op.fifo: s for s, st in enumerate(stages) for op in st if op.kind == "r"}
@@ -481,6 +554,7 @@ def _simulate(stages, durs, cap: int) -> float:
                     progressed = True
                     continue
                 f = fifos.setdefault(op.fifo, {"ws": [], "we": [], "re": []})
+                cap = caps.get(op.fifo, 0)
                 if op.kind == "w":
                     i = len(f["ws"])
                     if cap == 0:
@@ -541,64 +615,62 @@ def _bram18k(depth: int, width: int) -> int:
 
 
 def buffers(shape: ModelShape, hw: HwConfig, acc_bits: int = 32) -> list[dict]:
-    """On-chip buffers as codegen/bounds.py lists them (same names and bytes), with the
-    memories they map to: (banks, depth, width bits) each."""
-    N, D, HID, KP, R = shape.tokens, shape.dim, shape.hidden, shape.kp, shape.res_bits
-    rows, cols, simd = hw.rows, hw.cols, hw.simd
+    """On-chip buffers of the emitted code (templates/p2vit_top.cpp.j2, kernels/p2vit/layers.h)
+    with the memories they map to: (banks, depth, width bits) each."""
+    N, D, HID, KP, R, DH = shape.tokens, shape.dim, shape.hidden, shape.kp, shape.res_bits, shape.dh
+    rows, cols, simd, ab = hw.rows, hw.cols, hw.simd, hw.axi_bytes
 
     def b(name, nbytes, mems):
         return {"buffer": name, "bytes": nbytes, "memories": mems}
 
+    def cyc(depth, width, factor):
+        return (factor, _cdiv(depth, factor), width)
+
     return [
         b("residual stream r[N][D]", N * D * R // 8, [(1, N * D, R)]),
         b("LayerNorm output x[N][D]", N * D, [(1, N * D, 8)]),
-        b("qkv[N][3D]", N * 3 * D, [(1, N * 3 * D, 8)]),
+        b("queries q[N][D]", N * D, [(1, N * D, 8)]),
+        b("keys k[N][D] (rows cyclic COLS x channels cyclic SIMD)", N * D, [cyc(N * D, 8, cols * simd)]),
+        b("values v[N][D] (channels cyclic DH)", N * D, [cyc(N * D, 8, DH)]),
         b("attention output o[N][D]", N * D, [(1, N * D, 8)]),
-        # xt is partitioned by rows and, for SIMD > 1, cyclically by SIMD along K (SIMD reads per
-        # row per cycle); one per MAC array (FC2's holds HID, the other the largest K)
-        b("stationary row tile xt[ROWS][K] (largest K)", rows * max(KP, HID),
-          [(rows * simd, _cdiv(max(KP, D, shape.dh), simd), 8), (rows * simd, _cdiv(HID, simd), 8)]),
-        b("accumulators acc[ROWS][COLS]", rows * cols * acc_bits // 8, []),   # registers
+        # xt of each instance: rows complete x cyclic SIMD along K
+        b("stationary row tiles xt[ROWS][K] (main, qk, fc1, fc2)", rows * (max(KP, D) + DH + D + HID),
+          [(rows * simd, _cdiv(k, simd), 8) for k in (max(KP, D), DH, D, HID)]),
+        b("accumulators acc[ROWS][COLS] (4 instances)", 4 * rows * cols * acc_bits // 8, []),   # registers
         b("FC1 row tile rows[ROWS][HID]", rows * HID, [(1, rows * HID, 8)]),
         b("logit row tile rows[ROWS][N]", rows * N, [(1, rows * N, 8)]),
-        b("LayerNorm parameters", D * (1 + 2 + 8 + 1), [(1, D, 2), (1, D, 16), (1, D, 64), (1, D, 8)]),
-        b("hidden stream (FC1 -> FC2), depth", rows * HID, []),    # HLS default depth 2: registers
-        b("logits / codes streams, depth", rows * N, []),
+        b("layer parameters: bias/shift (3D), e_r/e_s, fc1 bias/shift, GELU table, cls",
+          3 * D * 5 + 2 * D + HID * 5 + 256 + D * R // 8,
+          [cyc(3 * D, 32, ab // 4), cyc(3 * D, 8, ab), cyc(D, 8, ab), cyc(D, 8, ab), cyc(HID, 32, ab // 4),
+           cyc(HID, 8, ab), cyc(256, 8, ab), cyc(D, R, ab // (R // 8))]),
+        b("LayerNorm parameters", D * (1 + 2 + 8 + 1), [cyc(D, 2, ab), cyc(D, 16, ab // 2), cyc(D, 64, ab // 8),
+                                                        cyc(D, 8, ab)]),
+        b("hidden stream (FC1 -> FC2): one row tile", rows * HID, [(1, rows * HID, 8)]),
+        b("logits stream: one row tile; codes stream: one row", rows * N + N, [(1, rows * N, 8), (1, N, 4)]),
     ]
 
 
 def resources(shape: ModelShape, hw: HwConfig, acc_bits: int = 32) -> dict:
+    """DSPs of every MAC-array instance the code instantiates (kernels/p2vit/layers.h: one shared
+    array for embed/qkv/proj/head, one each for Q.K^T, FC1, FC2; each PE multiplies 8 x 8 bits, since
+    a layer's weight bits are chosen at run time by the controller), plus the misc multipliers."""
     P = hw.rows * hw.cols * hw.simd
-    b_a = [shape.bits(n) for n in shape.linear_layers() if ".fc2" not in n]
-    b_b = [shape.bits(n) for n in shape.linear_layers() if ".fc2" in n]
-    per = [P if 8 in bits else _cdiv(P, 2) for bits in (b_a, b_b)]
+    per = [P] * len(MAC_INSTANCES)
     misc = sum(MISC_DSPS.values())
     bufs = buffers(shape, hw, acc_bits)
     extra_mem = [("softmax row a[N], code[N], ex[N]", [(1, shape.tokens, 8), (1, shape.tokens, shape.attn_bits),
-                                                      (1, shape.tokens, 64)]),
-                 ("GELU table lut[256]", [(1, 256, 8)])]
+                                                      (1, shape.tokens, 64)])]
     bram = sum(k * _bram18k(d, w) for x in bufs for k, d, w in x["memories"])
     bram += sum(k * _bram18k(d, w) for _, mems in extra_mem for k, d, w in mems)
-    big = sum(x["bytes"] for x in bufs[:4])
+    big = sum(x["bytes"] for x in bufs[:6])
     budget = _part(hw.part)
     return {
-        "products_per_cycle": P, "mac_arrays": 2, "dsps_per_array": per, "mac_dsps": sum(per),
-        "misc_dsps": misc, "dsps": sum(per) + misc,
-        "dsps_if_unshared": _mac_specializations(shape) * max(per) + misc,
-        "mac_specializations": _mac_specializations(shape),
+        "products_per_cycle": P, "mac_arrays": len(MAC_INSTANCES), "instances": list(MAC_INSTANCES),
+        "dsps_per_array": per, "mac_dsps": sum(per), "misc_dsps": misc, "dsps": sum(per) + misc,
         "bram18k": bram, "uram_alternative": _cdiv(big * 8, 4096 * 72),
         "part": hw.part, "part_budget": dict(zip(("dsps", "bram18k", "uram"), budget)) if budget else None,
         "buffers": bufs,
     }
-
-
-def _mac_specializations(shape: ModelShape) -> int:
-    """Distinct mac_array<...> instantiations in p2vit_top: embed, qkv, Q.K^T, proj, fc1, fc2,
-    head, times the weight widths in use per call site."""
-    kinds = {"embed": {shape.bits("embed")}, "head": {shape.bits("head")}, "qk": {0}}
-    for n in ("qkv", "proj", "fc1", "fc2"):
-        kinds[n] = {shape.bits(f"blocks.{i}.{n}") for i in range(shape.depth)}
-    return sum(len(v) for v in kinds.values())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -635,7 +707,7 @@ class Perf:
 
     @property
     def utilization(self) -> float:
-        """Useful MAC-array MACs / (multipliers of both MAC arrays x cycles)."""
+        """Useful MAC-array MACs / (multipliers of every MAC-array instance x cycles)."""
         macs = sum(s["macs"] for s in self.steps)
         return macs / (self.res["mac_arrays"] * self.res["products_per_cycle"] * self.cycles)
 
@@ -645,7 +717,7 @@ class Perf:
 
     def summary(self) -> dict:
         dsps = self.res["dsps"]
-        wb = sum(s["dram"].get("weights", 0) for s in self.steps)
+        wb = sum(v for s in self.steps for k, v in s["dram"].items() if k.startswith("weights"))
         wu = sum(s["weight_bytes_unique"] for s in self.steps)
         return {
             "model": self.shape.name, "latency_ms": self.latency_ms, "fps": self.fps, "gops": self.gops,
@@ -662,11 +734,25 @@ class Perf:
             "peak_gops": self.peak_gops, "ops_per_dram_byte": self.ops / self.dram_bytes,
             "roofline_gops": min(self.peak_gops, self.ops / self.dram_bytes * self.dram_gbs),
             "dram_only_latency_ms": self.dram_bytes / (self.dram_gbs * 1e9) * 1e3,
+            "bundles": self.bundles(),
         }
+
+    def bundles(self) -> dict:
+        """Bytes each m_axi bundle moves per image, its average rate over the latency, and the most
+        one bundle can move (one beat per cycle)."""
+        moved = {"blob": 0, "blob_fc1": 0, "blob_fc2": 0, "io": 0}
+        for s in self.steps:
+            for k, v in s["dram"].items():
+                moved[{"weights_fc1": "blob_fc1", "weights_fc2": "blob_fc2", "io": "io"}.get(k, "blob")] += v
+        sec = self.latency_ms * 1e-3
+        peak = self.hw.axi_bytes * self.hw.clock_mhz * 1e6 / 1e9
+        return {b: {"mb": n / 1e6, "avg_gbs": n / sec / 1e9, "peak_gbs": peak} for b, n in moved.items()}
 
     @property
     def peak_gops(self) -> float:
-        return 2 * self.res["mac_arrays"] * self.res["products_per_cycle"] * self.hw.clock_mhz * 1e6 / 1e9
+        """The most the arrays can do: two instances reduce at once (FC1 and FC2; or the shared
+        array alone, or Q.K^T alone), each one step per II of its reduction."""
+        return 2 * 2 * self.res["products_per_cycle"] * self.hw.clock_mhz * 1e6 / 1e9 / self.hw.weight_beats
 
 
 def evaluate(shape: ModelShape, hw: HwConfig, sw: Switches = Switches(), dram_gbs: float | None = DEFAULT_DRAM_GBS,
@@ -696,7 +782,7 @@ def evaluate(shape: ModelShape, hw: HwConfig, sw: Switches = Switches(), dram_gb
         bpc_peak = 0.0
         for lp in _all_loops(st):
             if lp.id == "mac_array.reduce" and lp.dram:
-                bpc_peak = max(bpc_peak, lp.dram / (lp.iters or 1))
+                bpc_peak = max(bpc_peak, lp.dram / ((lp.iters or 1) * loop_ii(lp.id, hw)))
         bpc_peak *= st.arrays if st.dataflow and sw.inter else 1
         for k, v in cyc_ch.items():
             chunks[k] += v
@@ -732,8 +818,8 @@ def ablation(shape: ModelShape, hw: HwConfig, dram_gbs: float | None = DEFAULT_D
         "no inter-layer": run(inter=False),
         "no intra-layer": run(intra=False),
         "neither": run(inter=False, intra=False),
-        "what-if: row-tile FIFOs": run(fifo="tile"),
-        "what-if: row-tile FIFOs + epilogue overlap": run(fifo="tile", epilogue_overlap=True),
+        "what-if: depth-2 FIFOs": run(fifo="hls"),
+        "what-if: epilogue overlap": run(epilogue_overlap=True),
         "what-if: 64-cycle blob latency": run(axi_latency=64),
     }
     base = cases["both (as emitted)"]
@@ -744,7 +830,8 @@ def ablation(shape: ModelShape, hw: HwConfig, dram_gbs: float | None = DEFAULT_D
 
 
 def sweep(shape: ModelShape, clock_mhz: float = 200.0, part: str = HwConfig.part,
-          dram_gbs: float | None = DEFAULT_DRAM_GBS, max_dsps: int | None = None) -> list[dict]:
+          dram_gbs: float | None = DEFAULT_DRAM_GBS, max_dsps: int | None = None,
+          axi_bits: int = HwConfig.axi_bits) -> list[dict]:
     """Every (rows, cols, simd) of a grid that fits max_dsps (default: the part's DSPs)."""
     budget = _part(part)
     limit = max_dsps or (budget[0] if budget else 4096)
@@ -755,7 +842,7 @@ def sweep(shape: ModelShape, clock_mhz: float = 200.0, part: str = HwConfig.part
             for simd in (1, 2, 4, 8, 16, 32, 64):
                 if any(K % simd for K in Ks):
                     continue
-                hw = HwConfig(rows=rows, cols=cols, simd=simd, clock_mhz=clock_mhz, part=part)
+                hw = HwConfig(rows=rows, cols=cols, simd=simd, clock_mhz=clock_mhz, part=part, axi_bits=axi_bits)
                 r = resources(shape, hw)
                 if r["dsps"] > limit:
                     continue
@@ -793,7 +880,7 @@ def plot(points: list[dict], front: list[dict], path: str, title: str, budget: i
         ax.axvline(budget, ls="--", c="C3", lw=1, label=f"{budget} DSPs")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("DSPs (2 MAC arrays + misc)")
+    ax.set_xlabel("DSPs (4 MAC-array instances + misc)")
     ax.set_ylabel("latency per image (ms)")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
@@ -835,7 +922,8 @@ def report(p: Perf, abl: dict | None = None) -> str:
     lines = [f"{p.shape.name}: {p.shape.depth} blocks, D {p.shape.dim}, {p.shape.heads} heads, "
              f"{p.shape.tokens} tokens; {wbits}-bit weights",
              f"hardware: {hw.rows}x{hw.cols} MAC array x {hw.simd} lanes ({r['products_per_cycle']} products/cycle) "
-             f"x 2 arrays, {hw.clock_mhz:g} MHz, {hw.part}; DRAM {_gbs(p.dram_gbs)}",
+             f"x {r['mac_arrays']} instances, {hw.axi_bits}-bit m_axi ({hw.weight_beats} beat(s) per weight word), "
+             f"{hw.clock_mhz:g} MHz, {hw.part}; DRAM {_gbs(p.dram_gbs)}",
              "", *_fmt_steps(p), "",
              f"latency  {s['latency_ms']:.3f} ms ({p.cycles:,.0f} cycles; {s['compute_latency_ms']:.3f} ms "
              f"without the DRAM bound)   FPS {s['fps']:.2f}",
@@ -847,12 +935,14 @@ def report(p: Perf, abl: dict | None = None) -> str:
              f"({s['weight_mb_unique']:.1f} MB unique, re-streamed once per row tile), "
              f"avg {s['avg_bandwidth_gbs']:.2f} GB/s, peak {s['peak_bandwidth_gbs']:.2f} GB/s "
              f"while reducing; memory-bound: {len(s['memory_bound_steps'])} of {len(p.steps)} steps",
+             "bundles  " + ", ".join(f"{b} {v['mb']:.1f} MB ({v['avg_gbs']:.2f} GB/s avg)" for b, v in s["bundles"].items())
+             + f" per image; each bundle moves at most {hw.axi_bits}-bit x {hw.clock_mhz:g} MHz = "
+               f"{s['bundles']['blob']['peak_gbs']:.1f} GB/s",
              f"roofline {s['ops_per_dram_byte']:.1f} ops/DRAM byte x {_gbs(p.dram_gbs)} -> "
              f"{s['roofline_gops']:.0f} GOPS attainable (MAC-array peak {s['peak_gops']:.0f} GOPS); "
              f"DRAM alone takes {s['dram_only_latency_ms']:.2f} ms/image",
-             f"DSPs     {r['dsps']} = 2 arrays x {r['dsps_per_array'][0]} + {r['misc_dsps']} misc"
-             f" ({r['mac_specializations']} mac_array specializations: {r['dsps_if_unshared']} if HLS "
-             f"gives each its own array)",
+             f"DSPs     {r['dsps']} = {r['mac_arrays']} MAC-array instances x {r['dsps_per_array'][0]} "
+             f"({', '.join(r['instances'])}) + {r['misc_dsps']} misc",
              f"memory   {r['bram18k']} BRAM18K" + (
                  f" of {r['part_budget']['bram18k']} ({r['part']})" if r["part_budget"] else "")]
     if r["part_budget"] and r["dsps"] > r["part_budget"]["dsps"]:
@@ -899,8 +989,8 @@ def main(argv=None) -> int:
     p.add_argument("--res-bits", type=int, choices=(8, 16), default=8, help="residual stream bits (default 8)")
     p.add_argument("--no-inter", action="store_true", help="no DATAFLOW overlap between chunks")
     p.add_argument("--no-intra", action="store_true", help="no II=1 pipelining inside the loops")
-    p.add_argument("--fifo", choices=("hls", "tile"), default="hls",
-                   help="stream depth: HLS default (as emitted) or one row tile (what-if)")
+    p.add_argument("--fifo", choices=("hls", "tile"), default="tile",
+                   help="stream depth: one row tile (as emitted) or the HLS default of 2 (what-if)")
     p.add_argument("--epilogue-overlap", action="store_true", help="what-if: epilogue overlaps the next tile")
     p.add_argument("--axi-latency", type=int, default=0, help="what-if: stall cycles per blob-reading loop entry")
     p.add_argument("--json", metavar="OUT", help="write the figures as JSON to OUT ('-': stdout)")
@@ -923,7 +1013,7 @@ def main(argv=None) -> int:
     pts = None
     text = [report(perf, abl)]
     if args.sweep:
-        pts = sweep(shape, hw.clock_mhz, hw.part, dram, args.max_dsps)
+        pts = sweep(shape, hw.clock_mhz, hw.part, dram, args.max_dsps, hw.axi_bits)
         front = pareto(pts)
         text += ["", f"Pareto front of {len(pts)} array shapes (rows x cols x simd) within "
                      f"{args.max_dsps or (_part(hw.part) or (4096,))[0]} DSPs:",

@@ -13,19 +13,17 @@ from dataclasses import dataclass
 import jinja2
 
 from quantizer.ir import QuantizedViT
+from quantizer.lowered import lower
 
 from .bounds import Bounds, compute_bounds
 from .hwconfig import HwConfig, check_simd
 from .layout import Layout, build_layout
 from .resources import kernels_dir, templates_dir
 
+# What Jinja renders: only what depends on the model and the hardware configuration. The
+# chunks are kernels/p2vit/*.h, copied into every build (hls/p2vit/).
 HLS_TEMPLATES = {
     "p2vit_params.h.j2": "hls/p2vit_params.h",
-    "mac_array.h.j2": "hls/mac_array.h",
-    "shifter_array.h.j2": "hls/shifter_array.h",
-    "softmax.h.j2": "hls/softmax.h",
-    "layernorm.h.j2": "hls/layernorm.h",
-    "requant.h.j2": "hls/requant.h",
     "p2vit_top.h.j2": "hls/p2vit_top.h",
     "p2vit_top.cpp.j2": "hls/p2vit_top.cpp",
     "bindings.cpp.j2": "hls/bindings.cpp",
@@ -66,47 +64,30 @@ def check_shapes(ir: QuantizedViT, hw: HwConfig) -> None:
 
 def context(ir: QuantizedViT, hw: HwConfig, layout: Layout, bounds: Bounds, module_name: str,
             build_key: str) -> dict:
+    """What the templates see. Only the bindings and the testbench see calibration-dependent
+    values (hashes, e_logit); the HLS sources see shapes, hardware and weight bits."""
     m, q = ir.meta["model"], ir.meta["quant"]
-    off = layout.offsets
-    F = 2 ** q["attn_bits"] - 2
-
-    def lin(name):
-        return {"w": off[name + ".w"], "b": off[name + ".b"], "sh": off[name + ".shift"],
-                "bits": ir.i(name + ".bits")}
-
-    def ln(name):
-        return {"k": off[name + ".k"], "G": off[name + ".G"], "B": off[name + ".B"], "sh": off[name + ".sh"],
-                "eps": ir.i(name + ".eps")}
-
-    blocks = []
-    for i in range(ir.depth):
-        p = f"blocks.{i}."
-        blocks.append({
-            "i": i, "ln1": ln(p + "ln1"), "qkv": lin(p + "qkv"), "proj": lin(p + "proj"),
-            "ln2": ln(p + "ln2"), "fc1": lin(p + "fc1"), "fc2": lin(p + "fc2"), "lut": off[p + "gelu.lut"],
-            "shift_qk": ir.i(p + "attn.e_a") - ir.i(p + "attn.e_q") - ir.i(p + "attn.e_k"),
-            "x0": ir.i(p + "attn.x0"), "pb": ir.i(p + "attn.pb"), "pc": ir.i(p + "attn.pc"),
-            "shift_av": ir.i(p + "attn.e_o") - (ir.i(p + "attn.e_v") - F),
-            "e_in": off["embed.e"] if i == 0 else off[f"blocks.{i - 1}.res2.e"],
-            "res1": off[p + "res1.e"], "res2": off[p + "res2.e"],
-            "e_proj": int(ir.tensors[p + "proj.e_y"][0]), "e_fc2": int(ir.tensors[p + "fc2.e_y"][0]),
-        })
+    low = lower(ir)
     img_h, img_w = m["img_size"]
+    kp = m["in_chans"] * m["patch"] ** 2
+    bits = {"embed": low.embed.bits, "head": low.linear["head"].bits,
+            "blocks": [[low.linear[f"blocks.{i}.{n}"].bits for n in ("qkv", "proj", "fc1", "fc2")]
+                       for i in range(ir.depth)]}
     return {
         "model_name": m["name"], "module_name": module_name, "build_key": build_key,
-        "ir_hash": ir.content_hash, "blob_hash": layout.sha256(), "blob_bytes": layout.size,
+        "ir_hash": ir.content_hash, "blob_hash": layout.sha256(), "blob_beats": layout.beats,
         "in_chans": m["in_chans"], "img_h": img_h, "img_w": img_w, "patch": m["patch"],
         "tokens": m["tokens"], "dim": m["dim"], "heads": m["heads"], "hidden": m["hidden"],
         "num_classes": m["num_classes"], "depth": m["depth"], "res_bits": q["res_bits"],
         "attn_bits": q["attn_bits"], "hw": hw, "acc_bits": bounds.acc_bits, "av_acc_bits": bounds.av_acc_bits,
-        "off": off, "bits": {"embed": ir.i("embed.bits")}, "blocks": blocks,
-        "norm": ln("norm"), "head": lin("head"), "e_logit": ir.i("head.e_logit"),
+        "beats": hw.weight_beats, "kmax_main": max(kp, m["dim"]),
+        "omax": max(3 * m["dim"], m["num_classes"]), "bits": bits, "e_logit": low.e_logit,
     }
 
 
 def render(ir: QuantizedViT, hw: HwConfig, types: str = "native") -> Rendered:
     check_shapes(ir, hw)
-    layout = build_layout(ir, hw.cols, hw.simd)
+    layout = build_layout(ir, hw.rows, hw.cols, hw.simd, hw.axi_bits)
     bounds = compute_bounds(ir, hw)
     env = _env()
     # The module name must be known inside bindings.cpp, so the key hashes everything else first.

@@ -15,6 +15,7 @@ import torch
 from . import intops
 from .float_model import patches
 from .ir import QuantizedViT
+from .lowered import lower
 
 BLOCK_TRACE_POINTS = ("ln1", "q", "k", "v", "logits", "codes", "attn", "proj", "res1",
                       "ln2", "fc1", "gelu", "fc2", "res2")
@@ -81,6 +82,7 @@ class Reference:
         self.attn_bits = ir.meta["quant"]["attn_bits"]
         self.Z = (1 << self.attn_bits) - 1
         self.F = self.Z - 1
+        self.low = lower(ir)    # every shift and exponent, computed once (quantizer/lowered.py)
         self._wT = {}
         self._epi = {}
 
@@ -96,9 +98,8 @@ class Reference:
     def linear(self, x: torch.Tensor, name: str, out_bits: int = 8, bias=None) -> torch.Tensor:
         """requant(x @ w^T + b, e_y - e_x - e_w, bits), all in exact float64 (|acc| < 2^31)."""
         if name not in self._epi:
-            ir = self.ir
-            shift = ir.t(name + ".e_y") - ir.i(name + ".e_x") - ir.t(name + ".e_w")
-            self._epi[name] = (ir.t(name + ".b").to(torch.float64), shift)
+            lw = self.low.linear[name]
+            self._epi[name] = (torch.from_numpy(lw.b).to(torch.float64), torch.from_numpy(lw.shift))
         b, shift = self._epi[name]
         w = self._w(name)
         acc = (x.to(w.dtype) @ w).to(torch.float64)
@@ -120,22 +121,22 @@ class Reference:
 
         x = patches(images.to(torch.int64), self.P)                      # (B, Np, K), e = 0
         B = x.shape[0]
-        e_r = ir.i("embed.e_base") + ir.t("embed.k")
         w = self._w("embed")
         acc = (x.to(w.dtype) @ w).to(torch.float64) + ir.t("embed.bias").to(torch.float64)
-        pt = intops.requant_f64(acc, e_r - ir.t("embed.e_w"), R).to(torch.int64)
+        pt = intops.requant_f64(acc, torch.from_numpy(self.low.embed.shift), R).to(torch.int64)
         r = torch.cat([ir.t("embed.cls").expand(B, 1, D), pt], dim=1)
         keep("embed", r)
         for i in range(self.depth):
-            r, e_r = self._block(r, e_r, f"blocks.{i}.", keep)
+            r = self._block(r, i, keep)
         h = self.layernorm(r[:, 0], "norm")
         keep("norm", h)
         logits = self.linear(h, "head", out_bits=32)
         keep("head", logits)
         return RefResult(logits=logits, e_logit=ir.i("head.e_logit"), trace=tr)
 
-    def _block(self, r, e_r, p, keep):
+    def _block(self, r, i, keep):
         ir, D, H, R = self.ir, self.D, self.H, self.res_bits
+        p, lb = f"blocks.{i}.", self.low.blocks[i]
         B, N, _ = r.shape
         dh = D // H
         x = self.layernorm(r, p + "ln1")
@@ -145,24 +146,21 @@ class Reference:
         keep(p + "q", qkv[..., :D])
         keep(p + "k", qkv[..., D:2 * D])
         keep(p + "v", qkv[..., 2 * D:])
-        a = intops.requant(imatmul(q, k.transpose(-1, -2)),
-                           ir.i(p + "attn.e_a") - ir.i(p + "attn.e_q") - ir.i(p + "attn.e_k"), 8)
+        a = intops.requant(imatmul(q, k.transpose(-1, -2)), lb.shift_qk, 8)
         keep(p + "logits", a)
-        codes = intops.log_int_softmax_c(a, ir.i(p + "attn.x0"), ir.i(p + "attn.pb"),
-                                         ir.i(p + "attn.pc"), self.attn_bits)
+        codes = intops.log_int_softmax_c(a, lb.x0, lb.pb, lb.pc, self.attn_bits)
         keep(p + "codes", codes)
         # A.V on the shifter array: (v << F) >> code is exactly v * 2^(F - code) for code <= F.
         weight = torch.where(codes < self.Z, torch.ones_like(codes) << (self.F - codes).clamp(min=0),
                              torch.zeros_like(codes))
         o = imatmul(weight, v)
-        o = intops.requant(o, ir.i(p + "attn.e_o") - (ir.i(p + "attn.e_v") - self.F), 8)
+        o = intops.requant(o, lb.shift_av, 8)
         o = o.transpose(1, 2).reshape(B, N, D)
         keep(p + "attn", o)
         y = self.linear(o, p + "proj")
         keep(p + "proj", y)
-        e_r1 = ir.i(p + "res1.e_base") + ir.t(p + "res1.k")
-        r = intops.residual_add(y, int(ir.t(p + "proj.e_y")[0]),
-                                r, e_r, e_r1, R)
+        e_r1 = torch.from_numpy(lb.e_res1)
+        r = intops.residual_add(y, lb.e_proj, r, torch.from_numpy(lb.e_in), e_r1, R)
         keep(p + "res1", r)
         x = self.layernorm(r, p + "ln2")
         keep(p + "ln2", x)
@@ -172,10 +170,9 @@ class Reference:
         keep(p + "gelu", g)
         y = self.linear(g, p + "fc2")
         keep(p + "fc2", y)
-        e_r2 = ir.i(p + "res2.e_base") + ir.t(p + "res2.k")
-        r = intops.residual_add(y, int(ir.t(p + "fc2.e_y")[0]), r, e_r1, e_r2, R)
+        r = intops.residual_add(y, lb.e_fc2, r, e_r1, torch.from_numpy(lb.e_res2), R)
         keep(p + "res2", r)
-        return r, e_r2
+        return r
 
 
 def run(ir: QuantizedViT, images: torch.Tensor, trace: bool = False, batch: int = 32) -> RefResult:

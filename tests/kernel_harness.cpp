@@ -321,10 +321,10 @@ arr gelu_lookup_v(arr h, arr lut) {
 
 // pe_array_dot(x, w, R, C, S): runs pe_array_cycle<R, C, S, K> over every reduction step of
 // x [R][K] (int8) against w [C][K] (int8), from accumulators starting at acc0 [R][C], and
-// returns the accumulators: acc0 + x.w^T. In native builds with AVX2 the (8|16, 8|16, 2)
+// returns the accumulators: acc0 + x.w^T, or x.w^T with clear (the first step starts from 0). In native builds with AVX2 the (8|16, 8|16, 2)
 // shapes take the vpmaddwd path; everything else the portable loops.
 template <int R, int C, int S>
-arr pe_dot_t(const arr& x, const arr& w, const arr& acc0) {
+arr pe_dot_t(const arr& x, const arr& w, const arr& acc0, bool clear) {
   constexpr int K = 64;
   using act = sint<8>;
   using xt_t = typename p2vit::pe_operand<act>::type;
@@ -341,7 +341,7 @@ arr pe_dot_t(const arr& x, const arr& w, const arr& acc0) {
     act wc[C][S];
     for (int o = 0; o < C; ++o)
       for (int s = 0; s < S; ++s) wc[o][s] = in_s<8>(w.at(o, k0 + s), "pe_array_dot w");
-    p2vit::pe_array_cycle<R, C, S, K>(xt, k0, wc, acc);
+    p2vit::pe_array_cycle<R, C, S, K>(xt, k0, wc, acc, clear && k0 == 0);
   }
   arr o({R, C});
   for (int n = 0; n < R; ++n)
@@ -351,8 +351,8 @@ arr pe_dot_t(const arr& x, const arr& w, const arr& acc0) {
 
 #define P2VIT_PE_LIST(X) X(8, 8, 2) X(8, 16, 2) X(16, 8, 2) X(3, 6, 2) X(8, 8, 1) X(4, 8, 4)
 
-arr pe_array_dot_v(arr x, arr w, arr acc0, int r, int c, int s) {
-#define X(R, C, S) if (r == R && c == C && s == S) return pe_dot_t<R, C, S>(x, w, acc0);
+arr pe_array_dot_v(arr x, arr w, arr acc0, int r, int c, int s, bool clear) {
+#define X(R, C, S) if (r == R && c == C && s == S) return pe_dot_t<R, C, S>(x, w, acc0, clear);
   P2VIT_PE_LIST(X)
 #undef X
   throw py::value_error("pe_array_dot: shape not instantiated in the harness");
@@ -418,7 +418,7 @@ PYBIND11_MODULE(P2VIT_MODNAME, m) {
   m.def("gelu_lookup", &gelu_lookup_v, py::arg("h"), py::arg("lut"));
   m.attr("csim_avx2") = bool(P2VIT_CSIM_AVX2);
   m.def("pe_array_dot", &pe_array_dot_v, py::arg("x"), py::arg("w"), py::arg("acc0"), py::arg("rows"),
-        py::arg("cols"), py::arg("simd"));
+        py::arg("cols"), py::arg("simd"), py::arg("clear") = false);
   m.def("nibble_word", &nibble_word_v, py::arg("bytes"), py::arg("cols"), py::arg("simd"));
   m.def("stream_roundtrip", &stream_roundtrip_v, py::arg("v"));
 }

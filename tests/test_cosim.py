@@ -114,7 +114,8 @@ def test_planted_wrong_shift_is_found_at_its_layer(tiny, capsys):
     bad = tiny["tmp"] / "planted"
     shutil.copytree(src, bad)
     info = json.loads((src / "build.json").read_text())
-    off = build_layout(ir, info["hw"]["cols"], info["hw"]["simd"]).offsets["blocks.1.fc1.shift"]
+    hw = info["hw"]
+    off = build_layout(ir, hw["rows"], hw["cols"], hw["simd"], hw["axi_bits"]).offsets["blocks.1.fc1.shift"]
     blob = bytearray((bad / "params.bin").read_bytes())
     hidden = ir.meta["model"]["hidden"]
     shifts = np.frombuffer(bytes(blob[off:off + hidden]), dtype=np.int8)

@@ -87,15 +87,19 @@ def test_model_agrees_with_the_build_report(tiny):
         b = compute_bounds(ir, hw)
         shape = perf.shape_from_ir(ir)
         counts = perf.loop_counts(shape, hw)
-        mac = [lp for lp in b.loops if "row_tiles" in lp]
-        assert counts["mac_array.reduce"] == sum(lp["cycles_per_call"] * lp["calls_per_image"] for lp in mac)
+        for loop in ("mac_array.reduce", "mac_array.reduce_keys"):
+            mac = [lp for lp in b.loops if lp.get("loop") == loop]
+            assert counts[loop] * perf.loop_ii(loop, hw) == sum(lp["cycles_per_call"] * lp["calls_per_image"]
+                                                                for lp in mac)
+        assert {lp["loop"]: lp["iterations_per_image"] for lp in b.pipelined} == counts
         mine = [(x["buffer"], x["bytes"]) for x in perf.buffers(shape, hw, b.acc_bits)]
         assert mine == [(x["buffer"], x["bytes"]) for x in b.buffers]
 
 
-def _cyc(lid, iters, entries=1, simd=1):
-    d = perf.DEPTH[lid] + (math.ceil(math.log2(simd)) if lid == "mac_array.reduce" and simd > 1 else 0)
-    return iters + entries * (d - 1)
+def _cyc(lid, iters, entries=1, simd=1, ii=1):
+    tree = lid in ("mac_array.reduce", "mac_array.reduce_keys") and simd > 1
+    d = perf.DEPTH[lid] + (math.ceil(math.log2(simd)) if tree else 0)
+    return iters * ii + entries * (d - 1)
 
 
 def test_cycle_equations(tiny):
@@ -107,16 +111,21 @@ def test_cycle_equations(tiny):
     p = perf.evaluate(shape, hw, perf.Switches(inter=False), dram_gbs=None)
     step = {s["name"]: s for s in p.steps}
 
-    def mac(NR, K, O, load, epi):
+    def mac(NR, K, O, load, epi, reduce="mac_array.reduce"):
         NT = -(-NR // R)
         t = NT * _cyc(load, R * K)
         for o0 in range(0, O, C):
             c = min(C, O - o0)
-            t += NT * (_cyc("mac_array.reduce", K // S, simd=S) + _cyc(epi, c * R, c))
+            t += NT * (_cyc(reduce, K // S, simd=S, ii=perf.loop_ii(reduce, hw)) + _cyc(epi, c * R))
         return t
 
-    assert step["blocks.0.qkv"]["cycles"] == mac(N, D, 3 * D, "mac_array.load_array", "requant.requant")
-    qk = mac(N, DH, N, "mac_array.load_array", "requant.logits") + N * _cyc("requant.logits_out", N)
+    def burst(nbytes):
+        return _cyc("params.burst", -(-nbytes // hw.axi_bytes))
+
+    assert step["blocks.0.qkv"]["cycles"] == (burst(3 * D * 4) + burst(3 * D)
+                                              + mac(N, D, 3 * D, "mac_array.load_array", "requant.requant"))
+    qk = (mac(N, DH, N, "mac_array.load_array", "requant.logits", "mac_array.reduce_keys")
+          + N * _cyc("requant.logits_out", N))
     sm = N * (_cyc("softmax.read", N) + _cyc("softmax.max", N - 1) + _cyc("softmax.exp", N)
               + _cyc("softmax.code", N) + _cyc("softmax.write", N))
     av = N * (_cyc("shifter.keys", N) + _cyc("shifter.out", DH))
@@ -134,8 +143,8 @@ def test_pipelining_switches_move_latency_the_right_way():
     assert both["latency_ms"] < inter["latency_ms"] < neither["latency_ms"]
     assert both["latency_ms"] < intra["latency_ms"] < neither["latency_ms"]
     assert inter["attention_x"] > 1.2 and inter["mlp_x"] > 1.2      # the two DATAFLOW regions overlap
-    assert a["what-if: row-tile FIFOs"]["attention_ms"] < both["attention_ms"]
-    assert a["what-if: row-tile FIFOs + epilogue overlap"]["latency_ms"] < a["what-if: row-tile FIFOs"]["latency_ms"]
+    assert a["what-if: depth-2 FIFOs"]["attention_ms"] > both["attention_ms"]   # row-tile streams pay off
+    assert a["what-if: epilogue overlap"]["latency_ms"] < both["latency_ms"]
     assert a["what-if: 64-cycle blob latency"]["latency_ms"] > both["latency_ms"]
     # DRAM: a slow memory makes the weight-streaming layers memory-bound and the image slower
     fast, slow = perf.evaluate(shape, hw, dram_gbs=None), perf.evaluate(shape, hw, dram_gbs=1.0)
@@ -143,21 +152,29 @@ def test_pipelining_switches_move_latency_the_right_way():
     assert fast.counts == slow.counts
 
 
-def test_weight_traffic_resources_and_4bit_packing():
+def test_weight_traffic_and_resources():
     s8, s4 = perf.load_shape("deit_s"), perf.load_shape("deit_s", w_bits=4)
     hw = HwConfig(rows=16, cols=16, simd=4)
     p8, p4 = perf.evaluate(s8, hw), perf.evaluate(s4, hw)
     assert p8.counts == p4.counts                     # packing changes bytes, not iterations
-    w = {s["name"]: s["dram"].get("weights", 0) for s in p8.steps}
-    w4 = {s["name"]: s["dram"].get("weights", 0) for s in p4.steps}
-    assert w4["blocks.0.mlp"] * 2 == w["blocks.0.mlp"] and w4["embed"] == w["embed"]   # embed stays 8-bit
+    def weights(p):
+        return {s["name"]: sum(v for k, v in s["dram"].items() if k.startswith("weights")) for s in p.steps}
+
+    w, w4 = weights(p8), weights(p4)
+    b = p8.summary()["bundles"]                       # FC1 and FC2 stream on their own bundles
+    assert b["blob_fc1"]["mb"] == b["blob_fc2"]["mb"] > 0 and b["blob"]["mb"] > b["blob_fc1"]["mb"]
+    assert all(v["avg_gbs"] <= v["peak_gbs"] for v in b.values())
+    # a 4-bit word sits in the slot of an 8-bit one (the reduction's II is fixed per instance):
+    # the same beats are read, half of them padding (docs/hardware.md, known limits)
+    assert w4["blocks.0.mlp"] == w["blocks.0.mlp"] and w4["embed"] == w["embed"]
     # the row-stationary array re-streams every weight tile once per row tile
     NT = -(-s8.tokens // hw.rows)
     assert w["blocks.0.qkv"] == NT * 3 * s8.dim * s8.dim
     assert p8.summary()["weight_mb_streamed"] == pytest.approx(NT * p8.summary()["weight_mb_unique"], rel=0.02)
     r8, r4 = p8.res, p4.res
-    assert r8["dsps_per_array"] == [16 * 16 * 4] * 2 and r4["dsps_per_array"] == [16 * 16 * 4, 16 * 16 * 2]
-    assert r8["dsps"] == 2 * 1024 + sum(perf.MISC_DSPS.values())
+    # every instance the code makes (shared main array, Q.K^T, FC1, FC2), 8 x 8-bit multipliers each
+    assert r8["dsps_per_array"] == r4["dsps_per_array"] == [16 * 16 * 4] * 4
+    assert r8["dsps"] == 4 * 1024 + sum(perf.MISC_DSPS.values())
     assert 0 < r8["bram18k"] <= perf.PARTS["xczu9eg"][1]
 
 
@@ -167,7 +184,7 @@ def test_every_named_model_offline():
         hw = HwConfig()
         s = perf.evaluate(shape, hw).summary()
         assert s["latency_ms"] > 0 and 0 < s["utilization"] < 1
-        assert s["dsps"] == 2 * hw.rows * hw.cols * hw.simd + sum(perf.MISC_DSPS.values())
+        assert s["dsps"] == 4 * hw.rows * hw.cols * hw.simd + sum(perf.MISC_DSPS.values())
         assert shape.tokens == 197 and shape.num_classes == 1000
     assert perf.load_shape("vit_b").dim == 768 and perf.load_shape("deit_s").heads == 6
 
@@ -180,7 +197,7 @@ def test_cli_json(tmp_path, capsys):
     d = json.loads(out.read_text())
     assert JSON_KEYS <= set(d)
     hw = HwConfig()
-    assert d["clock_mhz"] == 200.0 and d["dsps"] == 2 * hw.rows * hw.cols * hw.simd + sum(perf.MISC_DSPS.values())
+    assert d["clock_mhz"] == 200.0 and d["dsps"] == 4 * hw.rows * hw.cols * hw.simd + sum(perf.MISC_DSPS.values())
     assert d["gmacs"] == pytest.approx(17.56, abs=0.05)          # ViT-B/16: 17.6 GMAC incl. attention
     assert d["fps"] == pytest.approx(1e3 / d["latency_ms"])
     assert d["gops_per_dsp"] == pytest.approx(d["gops"] / d["dsps"])

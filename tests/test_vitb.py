@@ -23,3 +23,21 @@ def test_vit_b_quantizes_and_csim_is_bit_exact(tmp_path):
     imgs = synthetic_images(8, lm.preprocess, seed=1)
     got = load(tmp_path / "b").run(imgs)
     assert np.array_equal(got, reference.run(q.ir, to_int8_input(imgs)).logits.numpy())
+
+
+def test_vit_b_model_counts_and_ii_equal_the_instrumented_csim(tmp_path):
+    """Full size: the perf model's loop counts == the counters build's, and every loop's II
+    is the one its per-iteration bank accesses and bundle beats allow (tests/test_ii.py)."""
+    from codegen import perf
+    from tests.test_ii import _check
+
+    lm = load_model("vit_b", random_init=True)
+    ir = quantize(lm, synthetic_images(2, lm.preprocess), QuantConfig(n_calib=2)).ir
+    hw = HwConfig()
+    generate(ir, hw, tmp_path / "b", types=("counters",))
+    sim = load(tmp_path / "b")
+    sim.mod.reset_counters()
+    sim.run(synthetic_images(1, lm.preprocess, seed=3), threads=1)
+    counts = {k: v for k, v in sim.mod.counters().items() if v}
+    assert perf.loop_counts(perf.shape_from_ir(ir), hw) == counts
+    _check(sim.mod.peaks(), counts, hw)

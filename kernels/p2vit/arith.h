@@ -8,6 +8,8 @@
 //   requant<BITS>(v, k)        sat<BITS>(rshift_round(v, k))
 //   div_floor(a, b)            floor(a / b), b > 0
 //   div_round(a, b)            round-half-up a / b, b > 0
+//   div_round_u<NB, DB>(a, b)  div_round on an NB-bit by DB-bit unsigned divider (0 <= a < 2^NB)
+//   div_round_s<NB, DB>(a, b)  div_round on an NB-bit signed by DB-bit divider (|a| < 2^(NB-1))
 //   isqrt(n)                   floor(sqrt(n)), 0 <= n < 2^62, 31 fixed iterations
 //   log_round_threshold(t)     smallest r with log_round(r) >= t
 //   log_round_clamped<Z>(r)    min(log_round(r), Z), Z unrolled comparisons
@@ -121,6 +123,34 @@ inline i64 div_round(i64 a, i64 b) {
   return q;
 }
 
+// div_round_u<NB, DB>(a, b): div_round(a, b) for 0 <= a < 2^NB and 1 <= b < 2^DB, computed on
+// operands of exactly those widths, so the HLS build makes an NB x DB-bit divider (the widths
+// numerics.md section 4 proves) instead of a 65-bit one.
+template <int NB, int DB>
+inline i64 div_round_u(i64 a, i64 b) {
+  const uint<NB> an = uint<NB>(a);
+  const uint<DB> bn = uint<DB>(b);
+  const uint<NB> q = uint<NB>(an / bn);
+  const uint<DB> r = uint<DB>(an % bn);        // 0 <= r < b
+  return i64(q) + ((uint<DB + 1>(r) << 1) >= uint<DB + 1>(bn) ? 1 : 0);   // 2r >= b: round up
+}
+
+// div_round_s<NB, DB>(a, b): div_round(a, b) for |a| < 2^(NB-1) and 1 <= b < 2^DB, on a signed
+// NB-bit dividend and a (DB+1)-bit signed divisor (see div_round_u).
+template <int NB, int DB>
+inline i64 div_round_s(i64 a, i64 b) {
+  const sint<NB> an = sint<NB>(a);
+  const sint<DB + 1> bn = sint<DB + 1>(b);
+  sint<NB + 1> q = sint<NB + 1>(an / bn);      // truncated quotient
+  sint<DB + 1> r = sint<DB + 1>(an % bn);      // sign of a, |r| < b
+  if (r < 0) {
+    q = q - 1;
+    r = r + bn;                                // in (0, b)
+  }
+  if (sint<DB + 2>(r) * 2 >= sint<DB + 2>(bn)) q = q + 1;
+  return i64(q);
+}
+
 // isqrt(n): floor(sqrt(n)) for 0 <= n < 2^62 (numerics.md 1): the digit-by-digit (base 4)
 // method with a fixed trip count of 31 (one result bit per iteration, root < 2^31), so the
 // HLS schedule does not depend on the data. Outside the domain the result is unspecified.
@@ -177,12 +207,25 @@ inline int log_round(i64 r) { return log_round_clamped<63>(r); }
 //   rr = x - x0*q in (x0, 0]; result ((rr + pb)^2 + pc) << (EXP_N - q).
 // Bounds: |x| <= 255 and |x0| small for int8 logits; the result is >= 0 and at most
 // (pb^2 + pc) * 2^30 < 2^63 (checked by the generator, numerics.md 4).
+//   XB: -x < 2^XB is known (8 for the softmax: x >= -255); the quotient then needs only an
+//     XB-bit by (XB+1)-bit divider, since a divisor of 2^XB or more gives 0 (numerics.md 4).
+//     The default (63) takes any x <= 0.
 //   x: logit minus row max, x <= 0.
 //   x0, pb, pc: constants of quantizer.intops.lis_constants(e_a); x0 < 0.
+template <int XB = 63>
 inline i64 int_exp(i64 x, i64 x0, i64 pb, i64 pc) {
   const i64 xmin = x0 * EXP_N;                      // n * x0 < 0
   const i64 xc = (x < xmin) ? xmin : x;             // in [n*x0, 0]
-  const uint<5> q = uint<5>((-xc) / (-x0));         // non-negative operands: floor, 0..30
+  i64 q;                                            // floor((-xc) / (-x0)), 0..30
+  if constexpr (XB < 63) {
+    constexpr std::int64_t cap = std::int64_t(1) << XB;
+    const i64 nx0 = -x0;
+    const uint<XB> num = uint<XB>(-xc);             // -xc <= -x < 2^XB
+    const uint<XB + 1> den = uint<XB + 1>(nx0 < cap ? nx0 : i64(cap));
+    q = i64(uint<5>(num / den));
+  } else {
+    q = i64(uint<5>(u64(-xc) / u64(-x0)));          // non-negative operands: floor
+  }
   const i64 rr = xc - x0 * q;                       // in (x0, 0]
   const i64 t = rr + pb;                            // |t| <= max(pb, |x0|)
   return shift_left(i64(t * t + pc), EXP_N - int(q));  // shift 0..30

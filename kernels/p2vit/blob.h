@@ -46,12 +46,13 @@ inline i8 blob_nibble(std::uint8_t byte, bool hi) {
 // blob_nibble_word<C, S>(b, off, w): the C x S signed 4-bit weights of one MAC-array word
 // from C*S/2 bytes at b[off]: weight i of the word (w[i / S][i % S]) is the low nibble of
 // byte i/2 for even i, the high nibble for odd i (codegen/layout.py).
-//   C, S: word shape (C*S even). The AVX2 C-sim unpacks 8 bytes at a time; same values.
-template <int C, int S>
-inline void blob_nibble_word(const u8* b, long off, i8 w[C][S]) {
+//   C, S: word shape (C*S even); B: byte type (u8 or std::uint8_t). The AVX2 C-sim unpacks 8
+//   bytes at a time; same values.
+template <int C, int S, class B>
+inline void blob_nibble_word(const B* b, long off, i8 w[C][S]) {
   static_assert((C * S) % 2 == 0, "a 4-bit word holds an even number of weights");
 #if P2VIT_CSIM_AVX2
-  if constexpr ((C * S) % 16 == 0 && std::is_same<i8, std::int8_t>::value) {
+  if constexpr ((C * S) % 16 == 0 && std::is_same<i8, std::int8_t>::value && sizeof(B) == 1) {
     for (int i = 0; i < C * S / 2; i += 8) {
       std::int64_t bytes;
       std::memcpy(&bytes, b + off + i, 8);

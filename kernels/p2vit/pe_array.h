@@ -5,7 +5,7 @@
 //   pe_array_cycle<R,C,S,K>(...)  acc[n][o] += sum_s x[n][k0+s] * w[o][s] for an R x C array
 //                                 of PEs with S reduction lanes each: one II=1 reduction step
 //
-// The loop nest around it (templates/mac_array.h.j2) decides what the array computes; this is
+// The loop nest around it (p2vit/mac_array.h) decides what the array computes; this is
 // only the arithmetic of one cycle. In HLS the loops below unroll into R*C*S multipliers and
 // R*C adder trees of S inputs. The sum is an exact integer sum (the build report proves the
 // accumulator cannot overflow), so the order in which products are added does not matter.
@@ -48,7 +48,7 @@ namespace detail {
 
 // pe_cycle_portable: the reference loops (what HLS synthesizes).
 template <int R, int C, int S, int K, typename X, typename W, typename A>
-inline void pe_cycle_portable(const X xt[R][K], int k0, const W w[C][S], A acc[R][C]) {
+inline void pe_cycle_portable(const X xt[R][K], int k0, const W w[C][S], A acc[R][C], bool first) {
   for (int n = 0; n < R; ++n) {
     P2VIT_PRAGMA(HLS UNROLL)
     for (int o = 0; o < C; ++o) {
@@ -58,7 +58,7 @@ inline void pe_cycle_portable(const X xt[R][K], int k0, const W w[C][S], A acc[R
         P2VIT_PRAGMA(HLS UNROLL)
         sum += A(xt[n][k0 + s]) * A(w[o][s]);
       }
-      acc[n][o] += sum;
+      acc[n][o] = (first ? A(0) : acc[n][o]) + sum;   // the clear folded into the first step
     }
   }
 }
@@ -67,7 +67,7 @@ inline void pe_cycle_portable(const X xt[R][K], int k0, const W w[C][S], A acc[R
 // pe_cycle_avx2: the same sum with vpmaddwd; w[o][0..1] is one 16-bit pair per lane.
 template <int R, int C, int K>
 inline void pe_cycle_avx2(const std::int16_t xt[R][K], int k0, const std::int8_t w[C][2],
-                          std::int32_t acc[R][C]) {
+                          std::int32_t acc[R][C], bool first) {
   for (int c = 0; c < C; c += 8) {
     __m128i wb;
     std::memcpy(&wb, &w[c][0], 16);                 // 8 lanes x 2 weights
@@ -75,8 +75,8 @@ inline void pe_cycle_avx2(const std::int16_t xt[R][K], int k0, const std::int8_t
     for (int n = 0; n < R; ++n) {
       std::int32_t pair;                             // x[n][k0], x[n][k0 + 1] as two int16
       std::memcpy(&pair, &xt[n][k0], 4);
-      __m256i a;
-      std::memcpy(&a, &acc[n][c], 32);
+      __m256i a = _mm256_setzero_si256();
+      if (!first) std::memcpy(&a, &acc[n][c], 32);
       a = _mm256_add_epi32(a, _mm256_madd_epi16(_mm256_set1_epi32(pair), wv));
       std::memcpy(&acc[n][c], &a, 32);
     }
@@ -86,20 +86,22 @@ inline void pe_cycle_avx2(const std::int16_t xt[R][K], int k0, const std::int8_t
 
 }  // namespace detail
 
-// pe_array_cycle<R, C, S, K>(xt, k0, w, acc): acc[n][o] += sum_{s<S} xt[n][k0+s] * w[o][s].
+// pe_array_cycle<R, C, S, K>(xt, k0, w, acc, first):
+//   acc[n][o] = (first ? 0 : acc[n][o]) + sum_{s<S} xt[n][k0+s] * w[o][s].
 //   R, C: array rows (stationary token rows) and columns (outputs); S: lanes per PE;
 //   K: length of the stationary rows; xt: the stationary tile (pe_operand element type);
-//   k0: first reduction index of this cycle; w: this cycle's weights; acc: accumulators.
+//   k0: first reduction index of this cycle; w: this cycle's weights; acc: accumulators;
+//   first: the first step of a reduction (the accumulators start from 0: no clearing loop).
 template <int R, int C, int S, int K, typename X, typename W, typename A>
-inline void pe_array_cycle(const X xt[R][K], int k0, const W w[C][S], A acc[R][C]) {
+inline void pe_array_cycle(const X xt[R][K], int k0, const W w[C][S], A acc[R][C], bool first) {
 #if P2VIT_CSIM_AVX2
   if constexpr (S == 2 && C % 8 == 0 && std::is_same<X, std::int16_t>::value &&
                 std::is_same<W, std::int8_t>::value && std::is_same<A, std::int32_t>::value) {
-    detail::pe_cycle_avx2<R, C, K>(xt, k0, w, acc);
+    detail::pe_cycle_avx2<R, C, K>(xt, k0, w, acc, first);
   } else
 #endif
   {
-    detail::pe_cycle_portable<R, C, S, K>(xt, k0, w, acc);
+    detail::pe_cycle_portable<R, C, S, K>(xt, k0, w, acc, first);
   }
 }
 

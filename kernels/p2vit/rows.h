@@ -57,29 +57,37 @@ void log_int_softmax_row(const sint<8> a[N], uint<BITS> code[N], i64 x0, i64 pb,
 
   // Pass 1: row maximum.
   sint<8> amax = a[0];
+max:
   for (int j = 1; j < N; ++j) {
     P2VIT_PRAGMA(HLS PIPELINE II=1)
     P2VIT_COUNT("softmax.max");
+    P2VIT_ACCESS("softmax_a", 0);
     if (a[j] > amax) amax = a[j];
   }
 
   // Pass 2: exp image and its sum (int64).
   i64 ex[N];  // 1 <= ex[j] < 2^63 / N
   i64 sum = 0;  // < 2^63
+exp:
   for (int j = 0; j < N; ++j) {
     P2VIT_PRAGMA(HLS PIPELINE II=1)
     P2VIT_COUNT("softmax.exp");
+    P2VIT_ACCESS("softmax_a", 0);
+    P2VIT_ACCESS("softmax_ex", 0);
     const sint<10> x = sint<10>(i64(a[j]) - i64(amax));  // in [-255, 0]
-    const i64 e = int_exp(i64(x), x0, pb, pc);
+    const i64 e = int_exp<8>(i64(x), x0, pb, pc);       // -x <= 255 < 2^8
     ex[j] = e;
     sum = sum + e;
   }
 
   // Pass 3: ratio and log2 code.
+code:
   for (int j = 0; j < N; ++j) {
     P2VIT_PRAGMA(HLS PIPELINE II=1)
     P2VIT_COUNT("softmax.code");
-    const i64 ratio = div_round(sum, ex[j]);  // in [1, sum]
+    P2VIT_ACCESS("softmax_ex", 0);
+    P2VIT_ACCESS("softmax_code", 0);
+    const i64 ratio = div_round_u<63, 63>(sum, ex[j]);  // in [1, sum]; 0 < ex <= sum < 2^63
     code[j] = uint<BITS>(log_round_clamped<Z>(ratio));
   }
 }
@@ -113,9 +121,12 @@ void layernorm_row(const sint<RBITS> r[D], const uint<2> k[D], const sint<16> G[
   // Pass 1: first and second moments (int64).
   i64 s1 = 0;  // |S1| <= D * 2^(R+2)
   i64 s2 = 0;  // 0 <= S2 <= D * 2^(2R+4)
+stats:
   for (int c = 0; c < D; ++c) {
     P2VIT_PRAGMA(HLS PIPELINE II=1)
     P2VIT_COUNT("layernorm.stats");
+    P2VIT_ACCESS("ln_in", 0);
+    P2VIT_ACCESS("ln_k", 0);
     const sint<RBITS + 3> xa = sint<RBITS + 3>(shift_left(i64(r[c]), int(k[c])));  // |xa| <= 2^(R+2)
     s1 = s1 + i64(xa);
     s2 = s2 + i64(xa) * i64(xa);
@@ -125,13 +136,21 @@ void layernorm_row(const sint<RBITS> r[D], const uint<2> k[D], const sint<16> G[
   const i64 sd = isqrt(var);                      // std, in [1, 2^31)
 
   // Pass 2: normalize, scale, shift, saturate.
+norm:
   for (int c = 0; c < D; ++c) {
     P2VIT_PRAGMA(HLS PIPELINE II=1)
     P2VIT_COUNT("layernorm.norm");
+    P2VIT_ACCESS("ln_in", 0);
+    P2VIT_ACCESS("ln_k", 0);
+    P2VIT_ACCESS("ln_G", 0);
+    P2VIT_ACCESS("ln_B", 0);
+    P2VIT_ACCESS("ln_sh", 0);
+    P2VIT_ACCESS("ln_out", 0);
     const sint<RBITS + 3> xa = sint<RBITS + 3>(shift_left(i64(r[c]), int(k[c])));
     const i64 dev = i64(D) * i64(xa) - s1;                   // |dev| <= 2*D*2^(R+2)
-    const sint<32> z =
-        sint<32>(div_round(shift_left(dev, LN_FRAC_BITS), sd));  // |z| <= sqrt(D-1)*2^11 + 1
+    // |dev << F_ln| < 2^(clog2(D) + R + 13), 1 <= sd < 2^31 (numerics.md section 4)
+    const sint<32> z = sint<32>(div_round_s<detail::clog2(D) + RBITS + 14, 31>(
+        shift_left(dev, LN_FRAC_BITS), sd));  // |z| <= sqrt(D-1)*2^11 + 1
     const i64 acc = i64(z) * i64(G[c]) + B[c];                   // |acc| < 2^63
     y[c] = requant<8>(acc, int(sh[c]));
   }
@@ -155,6 +174,7 @@ void residual_add_row(const sint<8> y[D], int e_y, const sint<RBITS> r[D], const
                       const sint<8> e_s[D], sint<RBITS> out[D]) {
   static_assert(D >= 1, "residual_add_row: D must be >= 1");
   static_assert(RBITS >= 2 && RBITS <= 32, "residual_add_row: RBITS must be in 2..32");
+residual_add_row:
   for (int c = 0; c < D; ++c) {
     P2VIT_PRAGMA(HLS PIPELINE II=1)
     P2VIT_COUNT("requant.residual_add_row");

@@ -5,11 +5,15 @@
 // C-sim bindings for the current thread. In synthesis (__SYNTHESIS__) it expands to nothing,
 // and without a sink it costs one pointer test.
 //
-// P2VIT_COUNT(id) counts one iteration of the pipelined (II=1) loop named id ("chunk.loop",
-// a string literal) for codegen/perf.py to check its cycle model against. It expands to
-// nothing unless P2VIT_COUNTERS is defined (the C-sim's "counters" build), and never under
-// __SYNTHESIS__. Counts are kept per thread (no atomics in the loops); counters_flush() adds
-// the calling thread's counts to the process totals that counters_read() returns.
+// P2VIT_COUNT(id), the first statement of every pipelined loop body, counts one iteration of
+// the loop named id ("chunk.loop", a string literal) for codegen/perf.py to check its cycle
+// model against, and opens that iteration until the end of the body. P2VIT_ACCESS(array, bank)
+// marks one access of a bank of an on-chip array and P2VIT_AXI_BEAT(bundle) one beat read from
+// an m_axi bundle; the counters build records, per loop, the most accesses one iteration made
+// to one bank and the most beats it read from one bundle (counters_peaks()), which is what
+// bounds the loop's II (tests/test_ii.py). All three expand to nothing unless P2VIT_COUNTERS
+// is defined (the C-sim's "counters" build), and never under __SYNTHESIS__. Counts are kept
+// per thread; counters_flush() adds the calling thread's to the process totals.
 #ifndef P2VIT_TRACE_H
 #define P2VIT_TRACE_H
 
@@ -38,24 +42,30 @@ inline void trace(const char* name, int block, long offset, const T* v, int len)
 #endif
 
 #if defined(P2VIT_COUNTERS) && !defined(__SYNTHESIS__)
+#include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <map>
 #include <mutex>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
 namespace p2vit {
 namespace counters {
 
-constexpr int MAX_SITES = 64;  // distinct loop ids
+constexpr int MAX_SITES = 128;  // distinct loop ids and resource names
 
+// Names: loop ids ("chunk.loop") and resources ("bank:<array>", "axi:<bundle>") share one table.
 struct Registry {
   std::mutex mu;
   const char* names[MAX_SITES] = {};
   std::atomic<int> n{0};
   std::atomic<long long> total[MAX_SITES] = {};
+  // (loop, resource) -> the most accesses of one bank / beats of one bundle in one iteration
+  std::map<std::pair<int, int>, long long> peak;
 };
 
 inline Registry& registry() {
@@ -63,24 +73,93 @@ inline Registry& registry() {
   return r;
 }
 
-// site(id): the slot of loop id, the same for every macro site with that id.
+// site(id): the slot of name id, the same for every macro site with that id.
 inline int site(const char* id) {
   Registry& r = registry();
   std::lock_guard<std::mutex> lock(r.mu);
   const int n = r.n.load();
   for (int i = 0; i < n; ++i)
     if (std::strcmp(r.names[i], id) == 0) return i;
-  if (n == MAX_SITES) throw std::length_error("p2vit counters: more than MAX_SITES loop ids");
+  if (n == MAX_SITES) throw std::length_error("p2vit counters: more than MAX_SITES names");
   r.names[n] = id;
   r.n.store(n + 1);
   return n;
 }
 
+// interned(prefix, name): the slot of "<prefix><name>" (names built at run time are kept alive).
+inline int interned(const char* prefix, const char* name) {
+  static std::mutex mu;
+  static std::map<std::string, std::string> keep;
+  std::string key = std::string(prefix) + name;
+  const char* stable;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    auto it = keep.emplace(key, key).first;
+    stable = it->second.c_str();
+  }
+  return site(stable);
+}
+
+// resource(prefix, name): interned(prefix, name), remembered per (prefix, name) pointer pair
+// for this thread, so a hot loop pays a short linear search instead of a locked map lookup.
+inline int resource(const char* prefix, const char* name) {
+  struct Seen {
+    const char* prefix;
+    const char* name;
+    int id;
+  };
+  static thread_local std::vector<Seen> seen;
+  for (const Seen& x : seen)
+    if (x.prefix == prefix && x.name == name) return x.id;
+  const int id = interned(prefix, name);
+  seen.push_back({prefix, name, id});
+  return id;
+}
+
 inline thread_local long long local[MAX_SITES] = {};
+inline thread_local std::map<std::pair<int, int>, long long> local_peak;
+
+// Iter: one iteration of a pipelined loop (P2VIT_COUNT opens it at the top of the loop body and
+// it closes at the end of the body). Accesses made while it is open are tallied per bank and
+// per bundle; when it closes, the largest tallies go into this thread's peaks.
+struct Iter {
+  int loop;
+  Iter* outer;
+  std::vector<std::tuple<int, long, long long>> tally;  // (resource, bank, accesses)
+  static inline thread_local Iter* current = nullptr;
+
+  explicit Iter(int loop_site) : loop(loop_site), outer(current) {
+    ++local[loop_site];
+    current = this;
+  }
+  ~Iter() {
+    for (const auto& t : tally) {
+      long long& p = local_peak[{loop, std::get<0>(t)}];
+      p = std::max(p, std::get<2>(t));
+    }
+    current = outer;
+  }
+  Iter(const Iter&) = delete;
+  Iter& operator=(const Iter&) = delete;
+
+  void touch(int resource, long bank) {
+    for (auto& t : tally)
+      if (std::get<0>(t) == resource && std::get<1>(t) == bank) {
+        ++std::get<2>(t);
+        return;
+      }
+    tally.emplace_back(resource, bank, 1);
+  }
+};
+
+// access(resource, bank): one access of `bank` of an on-chip array, or one beat of a bundle.
+inline void access(int resource, long bank) {
+  if (Iter::current) Iter::current->touch(resource, bank);
+}
 
 }  // namespace counters
 
-// counters_flush(): add this thread's counts to the totals and zero them.
+// counters_flush(): add this thread's counts and peaks to the totals and zero them.
 inline void counters_flush() {
   counters::Registry& r = counters::registry();
   for (int i = 0; i < counters::MAX_SITES; ++i)
@@ -88,15 +167,24 @@ inline void counters_flush() {
       r.total[i].fetch_add(counters::local[i]);
       counters::local[i] = 0;
     }
+  std::lock_guard<std::mutex> lock(r.mu);
+  for (const auto& kv : counters::local_peak) {
+    long long& p = r.peak[kv.first];
+    p = std::max(p, kv.second);
+  }
+  counters::local_peak.clear();
 }
 
-// counters_reset(): zero the totals and this thread's counts.
+// counters_reset(): zero the totals, the peaks and this thread's counts.
 inline void counters_reset() {
   counters::Registry& r = counters::registry();
   for (int i = 0; i < counters::MAX_SITES; ++i) {
     r.total[i].store(0);
     counters::local[i] = 0;
   }
+  std::lock_guard<std::mutex> lock(r.mu);
+  r.peak.clear();
+  counters::local_peak.clear();
 }
 
 // counters_read(): (loop id, total iterations) for every loop id seen so far.
@@ -104,18 +192,33 @@ inline std::vector<std::pair<std::string, long long>> counters_read() {
   counters::Registry& r = counters::registry();
   std::vector<std::pair<std::string, long long>> out;
   const int n = r.n.load();
-  for (int i = 0; i < n; ++i) out.emplace_back(r.names[i], r.total[i].load());
+  for (int i = 0; i < n; ++i)
+    if (r.total[i].load()) out.emplace_back(r.names[i], r.total[i].load());
+  return out;
+}
+
+// counters_peaks(): (loop id, resource, peak) - the most accesses one iteration of the loop made
+// to one bank of the array ("bank:<array>") or beats it read from a bundle ("axi:<bundle>").
+inline std::vector<std::tuple<std::string, std::string, long long>> counters_peaks() {
+  counters::Registry& r = counters::registry();
+  std::lock_guard<std::mutex> lock(r.mu);
+  std::vector<std::tuple<std::string, std::string, long long>> out;
+  for (const auto& kv : r.peak) out.emplace_back(r.names[kv.first.first], r.names[kv.first.second], kv.second);
   return out;
 }
 
 }  // namespace p2vit
-#define P2VIT_COUNT(id)                                                     \
-  do {                                                                      \
-    static const int p2vit_count_site_ = ::p2vit::counters::site(id);       \
-    ++::p2vit::counters::local[p2vit_count_site_];                          \
-  } while (0)
+#define P2VIT_CAT2(a, b) a##b
+#define P2VIT_CAT(a, b) P2VIT_CAT2(a, b)
+#define P2VIT_COUNT(id)                                                                    \
+  static const int P2VIT_CAT(p2vit_site_, __LINE__) = ::p2vit::counters::site(id);        \
+  ::p2vit::counters::Iter P2VIT_CAT(p2vit_iter_, __LINE__)(P2VIT_CAT(p2vit_site_, __LINE__))
+#define P2VIT_ACCESS(array, bank) ::p2vit::counters::access(::p2vit::counters::resource("bank:", array), long(bank))
+#define P2VIT_AXI_BEAT(bundle) ::p2vit::counters::access(::p2vit::counters::resource("axi:", bundle), 0)
 #else
 #define P2VIT_COUNT(id) ((void)0)
+#define P2VIT_ACCESS(array, bank) ((void)0)
+#define P2VIT_AXI_BEAT(bundle) ((void)0)
 #endif
 
 #endif  // P2VIT_TRACE_H

@@ -1,0 +1,224 @@
+// p2vit/epilogue.h - the re-quant chunk: what the MAC array does with a finished ROWS x COLS tile
+// of accumulators (numerics.md 2.2, 2.3, 2.4, 2.8, 2.9). One value per cycle (II 1): the loop
+// runs over the tile's valid columns x ROWS rows, reads the accumulator from registers and the
+// layer's parameters from on-chip arrays (burst-loaded before the layer, p2vit/params.h).
+//
+// What is here (C: the configuration struct, see p2vit/layers.h; n0, o0: the tile's first row
+// and column; O: the layer's outputs):
+//   epi_qkv       y = requant(acc + b, sh, 8) into the q, k and v buffers
+//   epi_residual  y = requant(acc + b, sh, 8); r = residual_add(y, e_y, r, e_r, e_s) in place
+//   epi_gelu      g = lut[requant(acc + b, sh, 8) + 128] into a row tile; gelu_out streams it
+//   epi_logits    a = requant(acc, sh, 8) into a row tile; logits_out streams it (Q.K^T)
+//   epi_embed     r[1 + n] = requant(acc + bias[n][o], sh, R) (per-token bias: position embedding)
+//   epi_head      logits = requant(acc + b, sh, 32) for the class token
+//   embed_class_token  r[0] = cls
+//
+// Banks: every loop makes one access per cycle to each array it touches, except the residual
+// add, which reads and writes the same element of r (2 accesses: a dual-port BRAM bank).
+#ifndef P2VIT_EPILOGUE_H
+#define P2VIT_EPILOGUE_H
+
+#include "arith.h"
+#include "mac_array.h"
+#include "rows.h"
+#include "trace.h"
+#include "types.h"
+
+namespace p2vit {
+
+// v_bank<C>(c): bank of the value buffer v[j][c] (dim 2 cyclic DH: one bank per head lane).
+template <class C>
+constexpr int v_bank(int c) {
+  return c % C::DH;
+}
+
+template <class C>
+void epi_qkv(const typename C::acc_t acc[C::ROWS][C::COLS], int n0, int o0, const i32 bias[],
+             const i8 shift[], typename C::act_t q[C::N][C::D], typename C::act_t k[C::N][C::D],
+             typename C::act_t v[C::N][C::D]) {
+  const int cols = 3 * C::D - o0 < C::COLS ? 3 * C::D - o0 : C::COLS;
+requant:
+  for (int i = 0; i < cols * C::ROWS; ++i) {
+    P2VIT_PRAGMA(HLS PIPELINE II=1)
+    P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=C::COLS*C::ROWS)
+    P2VIT_COUNT("requant.requant");
+    const int o = i / C::ROWS, n = i - o * C::ROWS;
+    const int c = o0 + o, row = n0 + n;
+    P2VIT_ACCESS("bias", c % (C::AXI_BYTES / 4));
+    P2VIT_ACCESS("shift", c % C::AXI_BYTES);
+    if (row < C::N) {
+      const typename C::act_t y = requant<8>(i64(acc[n][o]) + i64(bias[c]), int(shift[c]));
+      if (c < C::D) {
+        P2VIT_ACCESS("q", 0);
+        q[row][c] = y;
+      } else if (c < 2 * C::D) {
+        P2VIT_ACCESS("k", k_bank<C>(row, c - C::D));
+        k[row][c - C::D] = y;
+      } else {
+        P2VIT_ACCESS("v", v_bank<C>(c - 2 * C::D));
+        v[row][c - 2 * C::D] = y;
+      }
+    }
+  }
+}
+
+template <class C>
+void epi_residual(const typename C::acc_t acc[C::ROWS][C::COLS], int n0, int o0, const i32 bias[],
+                  const i8 shift[], int e_y, const i8 e_r[], const i8 e_s[], typename C::res_t r[C::N][C::D],
+                  const char* trace_name, int block) {
+  const bool tracing = P2VIT_TRACING();  // once per tile: the check is a thread-local read
+  const int cols = C::D - o0 < C::COLS ? C::D - o0 : C::COLS;
+residual:
+  for (int i = 0; i < cols * C::ROWS; ++i) {
+    P2VIT_PRAGMA(HLS PIPELINE II=1)
+    P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=C::COLS*C::ROWS)
+    P2VIT_COUNT("requant.residual");
+    // each iteration reads and writes its own element of r: no dependence between iterations
+    P2VIT_PRAGMA(HLS DEPENDENCE variable=r type=inter dependent=false)
+    const int o = i / C::ROWS, n = i - o * C::ROWS;
+    const int c = o0 + o, row = n0 + n;
+    P2VIT_ACCESS("bias", c % (C::AXI_BYTES / 4));
+    P2VIT_ACCESS("shift", c % C::AXI_BYTES);
+    P2VIT_ACCESS("e_r", c % C::AXI_BYTES);
+    P2VIT_ACCESS("e_s", c % C::AXI_BYTES);
+    if (row < C::N) {
+      const typename C::act_t y = requant<8>(i64(acc[n][o]) + i64(bias[c]), int(shift[c]));
+      if (tracing) P2VIT_TRACE(trace_name, block, long(row) * C::D + c, &y, 1);
+      const int er = int(e_r[c]);
+      const int m = e_y < er ? e_y : er;
+      P2VIT_ACCESS("r", 0);   // read ...
+      P2VIT_ACCESS("r", 0);   // ... and write of one element: both ports of the bank
+      const i64 t = shift_left(i64(y), e_y - m) + shift_left(i64(r[row][c]), er - m);
+      r[row][c] = requant<C::RES_BITS>(t, int(e_s[c]) - m);
+    }
+  }
+  (void)trace_name;
+  (void)block;
+}
+
+template <class C>
+void epi_gelu(const typename C::acc_t acc[C::ROWS][C::COLS], int n0, int o0, const i32 bias[], const i8 shift[],
+              const i8 lut[256], typename C::act_t rows[C::ROWS][C::HID], int block) {
+  const bool tracing = P2VIT_TRACING();
+  const int cols = C::HID - o0 < C::COLS ? C::HID - o0 : C::COLS;
+gelu:
+  for (int i = 0; i < cols * C::ROWS; ++i) {
+    P2VIT_PRAGMA(HLS PIPELINE II=1)
+    P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=C::COLS*C::ROWS)
+    P2VIT_COUNT("requant.gelu");
+    const int o = i / C::ROWS, n = i - o * C::ROWS;
+    const int c = o0 + o;
+    P2VIT_ACCESS("bias_fc1", c % (C::AXI_BYTES / 4));
+    P2VIT_ACCESS("shift_fc1", c % C::AXI_BYTES);
+    P2VIT_ACCESS("lut", 0);
+    P2VIT_ACCESS("gelu_rows", 0);
+    const typename C::act_t h = requant<8>(i64(acc[n][o]) + i64(bias[c]), int(shift[c]));
+    const typename C::act_t g = gelu_lookup(h, lut);
+    if (tracing && n0 + n < C::N) {
+      P2VIT_TRACE("fc1", block, long(n0 + n) * C::HID + c, &h, 1);
+      P2VIT_TRACE("gelu", block, long(n0 + n) * C::HID + c, &g, 1);
+    }
+    rows[n][c] = g;
+  }
+  (void)block;
+}
+
+// gelu_out: the valid rows of a finished FC1 row tile, in order, onto the hidden stream.
+template <class C>
+void gelu_out(const typename C::act_t rows[C::ROWS][C::HID], int n0, stream<typename C::act_t>& out) {
+  const int valid = C::N - n0 < C::ROWS ? C::N - n0 : C::ROWS;
+gelu_out:
+  for (int i = 0; i < valid * C::HID; ++i) {
+    P2VIT_PRAGMA(HLS PIPELINE II=1)
+    P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=C::ROWS*C::HID)
+    P2VIT_COUNT("requant.gelu_out");
+    const int n = i / C::HID, o = i - n * C::HID;
+    P2VIT_ACCESS("gelu_rows", 0);
+    out.write(rows[n][o]);
+  }
+}
+
+template <class C>
+void epi_logits(const typename C::acc_t acc[C::ROWS][C::COLS], int o0, int shift, typename C::act_t rows[C::ROWS][C::N]) {
+  const int cols = C::N - o0 < C::COLS ? C::N - o0 : C::COLS;
+logits:
+  for (int i = 0; i < cols * C::ROWS; ++i) {
+    P2VIT_PRAGMA(HLS PIPELINE II=1)
+    P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=C::COLS*C::ROWS)
+    P2VIT_COUNT("requant.logits");
+    const int o = i / C::ROWS, n = i - o * C::ROWS;
+    P2VIT_ACCESS("logit_rows", 0);
+    rows[n][o0 + o] = requant<8>(i64(acc[n][o]), shift);
+  }
+}
+
+// logits_out: the valid rows of a finished Q.K^T row tile onto the logits stream.
+template <class C>
+void logits_out(const typename C::act_t rows[C::ROWS][C::N], int n0, stream<typename C::act_t>& out) {
+  const int valid = C::N - n0 < C::ROWS ? C::N - n0 : C::ROWS;
+logits_out:
+  for (int i = 0; i < valid * C::N; ++i) {
+    P2VIT_PRAGMA(HLS PIPELINE II=1)
+    P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=C::ROWS*C::N)
+    P2VIT_COUNT("requant.logits_out");
+    const int n = i / C::N, j = i - n * C::N;
+    P2VIT_ACCESS("logit_rows", 0);
+    out.write(rows[n][j]);
+  }
+}
+
+// epi_embed: r[1 + n0 + n][c] = requant(acc + bias, sh[c], R); tile_bias holds this tile's
+// per-token biases in loop order [COLS][ROWS] (codegen/layout.py), burst-loaded before it.
+template <class C>
+void epi_embed(const typename C::acc_t acc[C::ROWS][C::COLS], int n0, int o0, const i32 tile_bias[],
+               const i8 shift[], typename C::res_t r[C::N][C::D]) {
+  const int cols = C::D - o0 < C::COLS ? C::D - o0 : C::COLS;
+embed:
+  for (int i = 0; i < cols * C::ROWS; ++i) {
+    P2VIT_PRAGMA(HLS PIPELINE II=1)
+    P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=C::COLS*C::ROWS)
+    P2VIT_COUNT("requant.embed");
+    const int o = i / C::ROWS, n = i - o * C::ROWS;
+    const int c = o0 + o;
+    P2VIT_ACCESS("tile_bias", i % (C::AXI_BYTES / 4));
+    P2VIT_ACCESS("shift", c % C::AXI_BYTES);
+    if (n0 + n < C::NP) {
+      P2VIT_ACCESS("r", 0);
+      r[1 + n0 + n][c] = requant<C::RES_BITS>(i64(acc[n][o]) + i64(tile_bias[i]), int(shift[c]));
+    }
+  }
+}
+
+template <class C>
+void epi_head(const typename C::acc_t acc[C::ROWS][C::COLS], int o0, const i32 bias[], const i8 shift[],
+              typename C::logit_t logits[C::CLASSES]) {
+  const int cols = C::CLASSES - o0 < C::COLS ? C::CLASSES - o0 : C::COLS;
+head:
+  for (int o = 0; o < cols; ++o) {
+    P2VIT_PRAGMA(HLS PIPELINE II=1)
+    P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=C::COLS)
+    P2VIT_COUNT("requant.head");
+    const int c = o0 + o;
+    P2VIT_ACCESS("bias", c % (C::AXI_BYTES / 4));
+    P2VIT_ACCESS("shift", c % C::AXI_BYTES);
+    P2VIT_AXI_BEAT("io");
+    logits[c] = requant<32>(i64(acc[0][o]) + i64(bias[c]), int(shift[c]));
+  }
+}
+
+// embed_class_token: r[0][c] = cls[c] (already at the residual exponents), cls on chip.
+template <class C>
+void embed_class_token(const typename C::res_t cls[C::D], typename C::res_t r[C::N][C::D]) {
+cls:
+  for (int c = 0; c < C::D; ++c) {
+    P2VIT_PRAGMA(HLS PIPELINE II=1)
+    P2VIT_COUNT("requant.cls");
+    P2VIT_ACCESS("r", 0);
+    P2VIT_ACCESS("cls", c % (C::AXI_BYTES / (C::RES_BITS / 8)));
+    r[0][c] = cls[c];
+  }
+}
+
+}  // namespace p2vit
+
+#endif  // P2VIT_EPILOGUE_H

@@ -1,0 +1,190 @@
+// p2vit/layers.h - the accelerator's MAC-array instances and DATAFLOW regions, built from the
+// chunks (mac_array.h, epilogue.h, softmax.h, shifter.h). The generated top (p2vit_top.cpp)
+// only declares the buffers and runs the controller loop over the blocks.
+//
+// C, the configuration (struct Cfg of the generated p2vit_params.h), provides:
+//   shapes   IMG_C IMG_H IMG_W PATCH GRID_W NP N KP D H DH HID CLASSES DEPTH
+//   numerics RES_BITS ATTN_BITS CODE_ZERO AV_FRAC ACC_BITS AV_ACC_BITS
+//   hardware ROWS COLS SIMD (the MAC array), AXI_BYTES (m_axi data width), BEATS (beats per
+//            weight word: ceil(COLS*SIMD / AXI_BYTES)), KMAX_MAIN (longest stationary row of
+//            the shared array: max(KP, D))
+//   types    act_t res_t acc_t code_t logit_t axi_t
+//
+// Instances (each a separate ROWS x COLS x SIMD array in hardware; the perf model and the build
+// report count the DSPs of every one):
+//   main_array  embedding, QKV, proj and head: they run one after the other, so one instance
+//               serves all four (the top calls it from one function under HLS ALLOCATION limit=1)
+//               with run-time trip counts; weights on the "blob" bundle.
+//   qk_array    Q.K^T of one head, inside the attention region; keys from the key buffer.
+//   fc1_array, fc2_array  FC1 (+ GELU) and FC2 (+ residual) overlap through the hidden stream
+//               in the MLP region, so each has its own array and its own weight bundle.
+// Regions (canonical DATAFLOW, UG1399: buffers and streams passed as arguments, one producer and
+// one consumer each, scalars by value, no parameter load or initialisation inside):
+//   attention_head: qk_array -> logits stream -> softmax_rows -> codes stream -> av_rows
+//   mlp:            fc1_array -> hidden stream -> fc2_array
+#ifndef P2VIT_LAYERS_H
+#define P2VIT_LAYERS_H
+
+#include "epilogue.h"
+#include "mac_array.h"
+#include "params.h"
+#include "shifter.h"
+#include "softmax.h"
+#include "trace.h"
+#include "types.h"
+
+namespace p2vit {
+
+enum MainMode { MAIN_EMBED = 0, MAIN_QKV = 1, MAIN_PROJ = 2, MAIN_HEAD = 3 };
+
+template <class C>
+using pe_x = typename pe_operand<typename C::act_t>::type;
+
+// main_array: one layer on the shared instance. mode: MainMode; w_beat / wbits: the layer's
+// weights; tb_beat: the embedding's tile-ordered per-token bias; bias, shift: the layer's
+// per-output parameters (on chip); e_y, e_r, e_s: residual-add exponents (proj).
+template <class C>
+void main_array(int mode, const typename C::act_t* image, const typename C::act_t x[C::N][C::D],
+                const typename C::act_t att[C::N][C::D], const typename C::axi_t* blob, long w_beat, int wbits,
+                long tb_beat, const i32 bias[], const i8 shift[], int e_y, const i8 e_r[], const i8 e_s[],
+                typename C::res_t r[C::N][C::D], typename C::act_t q[C::N][C::D], typename C::act_t k[C::N][C::D],
+                typename C::act_t v[C::N][C::D], typename C::logit_t logits[C::CLASSES], int block) {
+  constexpr int KMAX = C::KMAX_MAIN;
+  const int NR = mode == MAIN_EMBED ? C::NP : mode == MAIN_HEAD ? 1 : C::N;
+  const int K = mode == MAIN_EMBED ? C::KP : C::D;
+  const int O = mode == MAIN_QKV ? 3 * C::D : mode == MAIN_HEAD ? C::CLASSES : C::D;
+  const int NT = (NR + C::ROWS - 1) / C::ROWS, OT = (O + C::COLS - 1) / C::COLS;
+  pe_x<C> xt[C::ROWS][KMAX];
+  P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=xt type=complete dim=1)
+  P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=xt type=cyclic factor=C::SIMD dim=2)
+  typename C::acc_t acc[C::ROWS][C::COLS];
+  P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=acc type=complete dim=0)
+  i32 tile_bias[C::ROWS * C::COLS];
+  P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=tile_bias type=cyclic factor=C::AXI_BYTES/4)
+row_tiles:
+  for (int t = 0; t < NT; ++t) {
+    P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=(C::N+C::ROWS-1)/C::ROWS)
+    const int n0 = t * C::ROWS;
+    if (mode == MAIN_EMBED)
+      load_rows_patch<C, KMAX>(image, n0, xt);
+    else
+      load_rows_array<C, KMAX, C::D>(mode == MAIN_PROJ ? att : x, 0, K, NR, n0, xt, mode == MAIN_PROJ ? "o" : "x");
+  weight_tiles:
+    for (int ot = 0; ot < OT; ++ot) {
+      P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=(3*C::D+C::COLS-1)/C::COLS)
+      const int o0 = ot * C::COLS;
+      reduce_blob<C, KMAX>(xt, K, blob, "blob", w_beat, ot, wbits, acc);
+      if (mode == MAIN_EMBED) {
+        burst<C, 4>(blob, tb_beat + (long(t) * OT + ot) * ((C::ROWS * C::COLS * 4 + C::AXI_BYTES - 1) / C::AXI_BYTES), C::ROWS * C::COLS,
+                    tile_bias, "tile_bias");
+        epi_embed<C>(acc, n0, o0, tile_bias, shift, r);
+      } else if (mode == MAIN_QKV) {
+        epi_qkv<C>(acc, n0, o0, bias, shift, q, k, v);
+      } else if (mode == MAIN_PROJ) {
+        epi_residual<C>(acc, n0, o0, bias, shift, e_y, e_r, e_s, r, "proj", block);
+      } else {
+        epi_head<C>(acc, o0, bias, shift, logits);
+      }
+    }
+  }
+}
+
+// qk_array: the logits of head h, a = requant(q_h . k_h^T, shift, 8), row by row on `logits`.
+template <class C>
+void qk_array(const typename C::act_t q[C::N][C::D], const typename C::act_t k[C::N][C::D], int h, int shift,
+              stream<typename C::act_t>& logits) {
+  constexpr int NT = (C::N + C::ROWS - 1) / C::ROWS, OT = (C::N + C::COLS - 1) / C::COLS;
+  pe_x<C> xt[C::ROWS][C::DH];
+  P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=xt type=complete dim=1)
+  P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=xt type=cyclic factor=C::SIMD dim=2)
+  typename C::acc_t acc[C::ROWS][C::COLS];
+  P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=acc type=complete dim=0)
+  typename C::act_t rows[C::ROWS][C::N];
+row_tiles:
+  for (int t = 0; t < NT; ++t) {
+    load_rows_array<C, C::DH, C::D>(q, h * C::DH, C::DH, C::N, t * C::ROWS, xt, "q");
+  key_tiles:
+    for (int ot = 0; ot < OT; ++ot) {
+      reduce_keys<C, C::DH>(xt, C::DH, k, h * C::DH, ot, acc);
+      epi_logits<C>(acc, ot * C::COLS, shift, rows);
+    }
+    logits_out<C>(rows, t * C::ROWS, logits);
+  }
+}
+
+// fc1_array: FC1 + GELU of every token, row tile by row tile onto `hidden`.
+template <class C>
+void fc1_array(const typename C::act_t x[C::N][C::D], const typename C::axi_t* blob_fc1, long w_beat, int wbits,
+               const i32 bias[], const i8 shift[], const i8 lut[256], stream<typename C::act_t>& hidden, int block) {
+  constexpr int NT = (C::N + C::ROWS - 1) / C::ROWS, OT = (C::HID + C::COLS - 1) / C::COLS;
+  pe_x<C> xt[C::ROWS][C::D];
+  P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=xt type=complete dim=1)
+  P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=xt type=cyclic factor=C::SIMD dim=2)
+  typename C::acc_t acc[C::ROWS][C::COLS];
+  P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=acc type=complete dim=0)
+  typename C::act_t rows[C::ROWS][C::HID];
+row_tiles:
+  for (int t = 0; t < NT; ++t) {
+    load_rows_array<C, C::D, C::D>(x, 0, C::D, C::N, t * C::ROWS, xt, "x");
+  weight_tiles:
+    for (int ot = 0; ot < OT; ++ot) {
+      reduce_blob<C, C::D>(xt, C::D, blob_fc1, "blob_fc1", w_beat, ot, wbits, acc);
+      epi_gelu<C>(acc, t * C::ROWS, ot * C::COLS, bias, shift, lut, rows, block);
+    }
+    gelu_out<C>(rows, t * C::ROWS, hidden);
+  }
+}
+
+// fc2_array: FC2 of the rows arriving on `hidden`, added into the residual stream r.
+template <class C>
+void fc2_array(stream<typename C::act_t>& hidden, const typename C::axi_t* blob_fc2, long w_beat, int wbits,
+               const i32 bias[], const i8 shift[], int e_y, const i8 e_r[], const i8 e_s[],
+               typename C::res_t r[C::N][C::D], int block) {
+  constexpr int NT = (C::N + C::ROWS - 1) / C::ROWS, OT = (C::D + C::COLS - 1) / C::COLS;
+  pe_x<C> xt[C::ROWS][C::HID];
+  P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=xt type=complete dim=1)
+  P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=xt type=cyclic factor=C::SIMD dim=2)
+  typename C::acc_t acc[C::ROWS][C::COLS];
+  P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=acc type=complete dim=0)
+row_tiles:
+  for (int t = 0; t < NT; ++t) {
+    load_rows_stream<C, C::HID>(hidden, C::HID, C::N, t * C::ROWS, xt);
+  weight_tiles:
+    for (int ot = 0; ot < OT; ++ot) {
+      reduce_blob<C, C::HID>(xt, C::HID, blob_fc2, "blob_fc2", w_beat, ot, wbits, acc);
+      epi_residual<C>(acc, t * C::ROWS, ot * C::COLS, bias, shift, e_y, e_r, e_s, r, "fc2", block);
+    }
+  }
+}
+
+// attention_head: Q.K^T -> softmax -> A.V of head h, overlapped row by row.
+template <class C>
+void attention_head(const typename C::act_t q[C::N][C::D], const typename C::act_t k[C::N][C::D],
+                    const typename C::act_t v[C::N][C::D], int h, int shift_qk, i64 x0, i64 pb, i64 pc,
+                    int shift_av, typename C::act_t o[C::N][C::D], int block) {
+  P2VIT_PRAGMA(HLS DATAFLOW)
+  stream<typename C::act_t> logits("logits");
+  P2VIT_PRAGMA(HLS STREAM variable=logits depth=C::ROWS*C::N)   // one row tile of Q.K^T
+  stream<typename C::code_t> codes("codes");
+  P2VIT_PRAGMA(HLS STREAM variable=codes depth=C::N)            // one softmax row
+  qk_array<C>(q, k, h, shift_qk, logits);
+  softmax_rows<C>(logits, codes, x0, pb, pc, block, long(h) * C::N);
+  av_rows<C>(codes, v, h * C::DH, shift_av, o);
+}
+
+// mlp: FC1 (+ GELU) -> FC2 (+ residual add into r), overlapped by row tiles.
+template <class C>
+void mlp(const typename C::act_t x[C::N][C::D], const typename C::axi_t* blob_fc1, long w1, int bits1,
+         const i32 b1[], const i8 sh1[], const i8 lut[256], const typename C::axi_t* blob_fc2, long w2, int bits2,
+         const i32 b2[], const i8 sh2[], int e_y2, const i8 e_r[], const i8 e_s[], typename C::res_t r[C::N][C::D],
+         int block) {
+  P2VIT_PRAGMA(HLS DATAFLOW)
+  stream<typename C::act_t> hidden("hidden");
+  P2VIT_PRAGMA(HLS STREAM variable=hidden depth=C::ROWS*C::HID)  // one FC1 row tile
+  fc1_array<C>(x, blob_fc1, w1, bits1, b1, sh1, lut, hidden, block);
+  fc2_array<C>(hidden, blob_fc2, w2, bits2, b2, sh2, e_y2, e_r, e_s, r, block);
+}
+
+}  // namespace p2vit
+
+#endif  // P2VIT_LAYERS_H

@@ -1,0 +1,99 @@
+"""The II of every pipelined loop, checked against what the emitted code does per iteration.
+
+The counters build of the C-sim records, for every pipelined loop, the most accesses one
+iteration made to one bank of each on-chip array (P2VIT_ACCESS, with the bank functions that
+mirror the ARRAY_PARTITION pragmas) and the most beats it read from each m_axi bundle
+(P2VIT_AXI_BEAT). A BRAM bank serves 2 accesses per cycle (true dual port) and a bundle one beat,
+so the II a loop can reach is max(ceil(bank accesses / 2), beats). That must be exactly the II
+codegen.perf models (loop_ii), for the default configuration and a ZCU102-sized one on the CIFAR
+model, and a planted extra access must break it."""
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+
+import pytest
+
+from codegen import perf
+from codegen.build import build_module
+from codegen.generate import generate
+from codegen.hwconfig import HwConfig
+from codegen.module import load
+from codegen.render import render
+from quantizer import QuantConfig
+from quantizer.data import synthetic_images, to_int8_input
+from quantizer.models import load_model
+from quantizer.pipeline import quantize
+from tests.tiny import CIFAR_CARD, SHARED_REASON, have_shared, random_images, tiny_card
+
+BRAM_PORTS = 2
+
+
+def reachable_ii(peaks) -> dict[str, int]:
+    """{loop id: the smallest II its per-iteration bank accesses and bundle beats allow}."""
+    out: dict[str, int] = {}
+    for loop, resource, peak in peaks:
+        kind = resource.split(":", 1)[0]
+        need = math.ceil(peak / BRAM_PORTS) if kind == "bank" else peak
+        out[loop] = max(out.get(loop, 1), need)
+    return out
+
+
+def _check(peaks, counts, hw):
+    reach = reachable_ii(peaks)
+    assert set(reach) <= set(counts), set(reach) - set(counts)
+    bad = {lp: (perf.loop_ii(lp, hw), reach.get(lp, 1)) for lp in counts if perf.loop_ii(lp, hw) != reach.get(lp, 1)}
+    assert not bad, f"modelled II != II the accesses allow (model, accesses): {bad}"
+    return reach
+
+
+def _cifar_counters(tmp_path_factory, hw, name):
+    lm = load_model(CIFAR_CARD)
+    ir = quantize(lm, synthetic_images(4, lm.preprocess), QuantConfig(n_calib=4)).ir
+    out = tmp_path_factory.mktemp(name) / "b"
+    generate(ir, hw, out, types=("counters",))
+    sim = load(out)
+    sim.mod.reset_counters()
+    sim.run(random_images(2, 32), threads=1)
+    counts = {k: v // 2 for k, v in sim.mod.counters().items() if v}
+    return ir, counts, sim.mod.peaks()
+
+
+@pytest.mark.skipif(not have_shared(), reason=SHARED_REASON)
+@pytest.mark.parametrize("hw", [HwConfig(), HwConfig(rows=16, cols=64)], ids=["default 8x8x2", "zcu102-sized 16x64x2"])
+def test_every_loop_reaches_its_modelled_ii_on_cifar(hw, tmp_path_factory):
+    ir, counts, peaks = _cifar_counters(tmp_path_factory, hw, f"ii_{hw.rows}x{hw.cols}")
+    reach = _check(peaks, counts, hw)
+    # the configuration decides the reduction's II: one 16-byte beat per cycle at 128 bits
+    assert reach["mac_array.reduce"] == hw.weight_beats == math.ceil(hw.cols * hw.simd / 16)
+    assert reach.get("mac_array.reduce_keys", 1) == 1       # every key bank read once per step
+    # the model's loop counts are the C-sim's too, at this configuration
+    shape = perf.shape_from_ir(ir)
+    assert perf.loop_counts(shape, hw) == counts
+    resources = {r for _, r, _ in peaks}
+    assert {"bank:xt", "bank:k", "bank:v", "bank:r", "axi:blob", "axi:blob_fc1", "axi:blob_fc2"} <= resources
+
+
+def test_planted_extra_access_fails_the_check(tmp_path):
+    """-DP2VIT_PLANT_EXTRA_ACCESS makes every reduction step read one xt bank three times."""
+    lm = load_model(tiny_card(tmp_path, name="planted_access"), random_init=True)
+    ir = quantize(lm, synthetic_images(4, lm.preprocess), QuantConfig(n_calib=4)).ir
+    hw = HwConfig(rows=4, cols=8)
+    out = tmp_path / "b"
+    generate(ir, hw, out, build=False)
+    name = render(ir, hw, types="counters").context["module_name"] + "_planted"
+    (out / "hls" / "bindings.cpp").write_text(
+        render(ir, hw, types="counters").files["hls/bindings.cpp"].replace(
+            f"PYBIND11_MODULE({name[:-len('_planted')]},", f"PYBIND11_MODULE({name},"))
+    so = build_module(out, name, types="counters", cmake_args=("-DCMAKE_CXX_FLAGS=-DP2VIT_PLANT_EXTRA_ACCESS",))
+    spec = importlib.util.spec_from_file_location(name, so)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    sys.modules[name] = mod
+    mod.reset_counters()
+    mod.run(mod.Params(str(out / "params.bin")), to_int8_input(random_images(1, 32)).numpy(), 1)
+    counts = {k: v for k, v in mod.counters().items() if v}
+    with pytest.raises(AssertionError, match="mac_array.reduce"):
+        _check(mod.peaks(), counts, hw)
+    assert reachable_ii(mod.peaks())["mac_array.reduce"] == 2 > perf.loop_ii("mac_array.reduce", hw)
