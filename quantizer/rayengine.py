@@ -98,6 +98,9 @@ def run(work, images, labels, bounds, todo, engine, finished, bar, stats) -> Non
     ray = import_ray()
     from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
+    import time
+
+    t_start = time.perf_counter()
     owned = connect(engine.address, engine.workers)
     actors: dict[int, dict] = {}   # slot -> {"actor", "info", "ready": bool}
     try:
@@ -177,6 +180,7 @@ def run(work, images, labels, bounds, todo, engine, finished, bar, stats) -> Non
                     if out.get("error"):
                         raise P2VitError(out["error"])
                     actors[slot]["info"] = out
+                    stats.setdefault("seconds_to_first_worker", round(time.perf_counter() - t_start, 2))
                     stats["workers"] += 1
                     bar.say(f"  worker joined: pid {out['pid']} on {out['host']}")
                     feed(slot)

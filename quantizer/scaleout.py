@@ -90,6 +90,8 @@ class _Runner:
                              "from the driver's); install the same p2vit on every node")
         if threads:
             pin_threads(threads)
+            if hasattr(work, "threads"):
+                work.threads = threads   # e.g. the C-sim's threads: one per worker, like torch's
         self.state = work.open()
 
     def run(self, k: int, start: int, images, labels):
