@@ -111,8 +111,9 @@ def run(work, images, labels, bounds, todo, engine, finished, bar, stats) -> Non
         refs = [ray.put(blobs[k]) for k in names]
         fp = code_fingerprint()
         opts = {"num_cpus": 1, "max_restarts": 0, "max_task_retries": 0}
-        if os.environ.get(CRASH_ENV):
-            opts["runtime_env"] = {"env_vars": {CRASH_ENV: os.environ[CRASH_ENV]}}
+        env = {k: os.environ[k] for k in (CRASH_ENV, "P2VIT_BUILD_CACHE") if os.environ.get(k)}
+        if env:   # the driver's settings reach the workers (tests: crash switch, private build cache)
+            opts["runtime_env"] = {"env_vars": env}
         Actor = _actor_class(ray).options(**opts)
         queue = deque(todo)
         attempts = {k: 0 for k in todo}

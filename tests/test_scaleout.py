@@ -8,6 +8,7 @@ calibration images and nearest rounding (~25 s). Tests that need Ray skip only w
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -42,13 +43,19 @@ VARIES = {"seconds", "seconds_setup", "seconds_fp32", "seconds_reference", "seco
 
 
 @pytest.fixture(scope="module")
-def ray_cluster():
+def ray_cluster(tmp_path_factory):
     if ray is None:
         pytest.skip("the ray extra is not installed: pip install -e '.[ray]'")
+    old = os.environ.get("P2VIT_BUILD_CACHE")
+    os.environ["P2VIT_BUILD_CACHE"] = str(tmp_path_factory.mktemp("build_cache"))   # not $TMPDIR/p2vit-builds
     ray.init(address="local", num_cpus=2, _node_ip_address="127.0.0.1", include_dashboard=False,
              log_to_driver=False)
-    yield
+    yield os.environ["P2VIT_BUILD_CACHE"]
     ray.shutdown()
+    if old is None:
+        os.environ.pop("P2VIT_BUILD_CACHE", None)
+    else:
+        os.environ["P2VIT_BUILD_CACHE"] = old
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +95,8 @@ def test_ray_run_gives_the_local_rows_and_summary(ray_cluster, cifar_build, loca
     s = evaluate(CIFAR_TEST, build=cifar_build, limit=N, report=False, progress=False, ray="local",
                  results=tmp_path / "ray", shard_size=SHARD)
     assert s["engine"] == "ray" and s["workers"] == 2
+    cached = list(Path(ray_cluster).iterdir())               # the build travelled: unpacked once here
+    assert len(cached) == 1 and (cached[0] / "hls" / "p2vit").is_dir()
     assert _rows(tmp_path / "ray") == want_rows       # predictions, labels, bit-exact flags, SQNR sums
     _same(s, want)
     # local processes (the default for large runs) give them too
