@@ -50,7 +50,8 @@ DEPTH = {
     "params.burst": 3,             # m_axi beat, field extraction, BRAM write (one value per bank)
     "mac_array.load_array": 3,     # BRAM read, mux, register write
     "mac_array.load_stream": 2,    # FIFO read, register write
-    "mac_array.load_patch": 6,     # patch index arithmetic, image read (m_axi), write
+    "mac_array.load_image": 3,     # m_axi beat (the image, one burst), BRAM write
+    "mac_array.load_patch": 5,     # patch index arithmetic, image BRAM read, write
     "mac_array.reduce": 5,         # weight read, multiply (3), accumulate; + log2(SIMD) adder tree
     "mac_array.reduce_keys": 5,    # key-bank reads, multiply (3), accumulate; + log2(SIMD) adder tree
     "requant.requant": 4,          # add bias, rounding shift, saturate, write
@@ -73,7 +74,7 @@ DEPTH = {
     "shifter.out": 4,
 }
 LN_ROW_EXTRA = 36      # per LayerNorm row between its two passes: D*S2 - S1^2 (64-bit) and isqrt (31 steps)
-AXI_AT_ENTRY = {"mac_array.reduce", "params.desc", "params.burst"}   # loops that start by reading the blob
+AXI_AT_ENTRY = {"mac_array.reduce", "params.desc", "params.burst", "mac_array.load_image"}   # start with a new burst
 
 CHUNKS = ("mac_array", "requant", "softmax", "shifter", "layernorm", "params")
 MAC_INSTANCES = ("main (embed, qkv, proj, head)", "qk (Q.K^T)", "fc1", "fc2")   # kernels/p2vit/layers.h
@@ -400,7 +401,8 @@ def schedule(shape: ModelShape, hw: HwConfig) -> list[Step]:
     steps.append(Step("embed.cls", "embed", [[Op("c", cls + [Loop("requant.cls", D, 1)])]],
                       dram={"params": _dram(cls)}))
     b = shape.bits("embed")
-    pe = [_burst(D, hw)]
+    img = shape.in_chans * shape.img_h * shape.img_w
+    pe = [_burst(D, hw), Loop("mac_array.load_image", img, 1)]   # shifts; the image, one burst
     dr = _linear_dram(hw, NP, KP, D, b)
     tiles = _mac(hw, NP, KP, D, "patch", "embed", b)
     # the descriptor-free parameters: the shifts, then one burst of per-token biases per tile
@@ -470,7 +472,8 @@ class Switches:
     intra: bool = True            # II=1 pipelining of every loop (as emitted)
     fifo: str = "tile"            # stream depth: "tile" = a row tile (as emitted: kernels/p2vit/layers.h), "hls" = HLS default 2
     epilogue_overlap: bool = False  # what-if: a tile's epilogue overlaps the next tile's reduction (not emitted)
-    axi_latency: int = 0          # what-if: stall cycles when a loop starts reading the blob (0: prefetched)
+    axi_latency: int = 64         # cycles each blob-reading loop waits for its first beat: a new m_axi
+                                  # burst per loop entry, UG1399's default read latency (0: what-if prefetch)
 
 
 class _Timer:
@@ -820,7 +823,7 @@ def ablation(shape: ModelShape, hw: HwConfig, dram_gbs: float | None = DEFAULT_D
         "neither": run(inter=False, intra=False),
         "what-if: depth-2 FIFOs": run(fifo="hls"),
         "what-if: epilogue overlap": run(epilogue_overlap=True),
-        "what-if: 64-cycle blob latency": run(axi_latency=64),
+        "what-if: weights prefetched (no blob latency)": run(axi_latency=0),
     }
     base = cases["both (as emitted)"]
     for c in cases.values():
@@ -992,7 +995,9 @@ def main(argv=None) -> int:
     p.add_argument("--fifo", choices=("hls", "tile"), default="tile",
                    help="stream depth: one row tile (as emitted) or the HLS default of 2 (what-if)")
     p.add_argument("--epilogue-overlap", action="store_true", help="what-if: epilogue overlaps the next tile")
-    p.add_argument("--axi-latency", type=int, default=0, help="what-if: stall cycles per blob-reading loop entry")
+    p.add_argument("--axi-latency", type=int, default=Switches.axi_latency,
+                   help=f"cycles each blob-reading loop entry waits for its first beat (default {Switches.axi_latency}: "
+                        "UG1399's default m_axi read latency; 0: the what-if of prefetched weights)")
     p.add_argument("--json", metavar="OUT", help="write the figures as JSON to OUT ('-': stdout)")
     p.add_argument("--sweep", action="store_true", help="sweep array shapes within --max-dsps; print the Pareto front")
     p.add_argument("--max-dsps", type=int, default=None, help="DSP limit of the sweep (default: the part's)")

@@ -16,6 +16,7 @@
 
 #include "p2vit/arith.h"
 #include "p2vit/blob.h"
+#include "p2vit/layers.h"
 #include "p2vit/pe_array.h"
 #include "p2vit/rows.h"
 #include "p2vit/types.h"
@@ -349,6 +350,45 @@ arr pe_dot_t(const arr& x, const arr& w, const arr& acc0, bool clear) {
   return o;
 }
 
+// A small configuration for running whole chunks (p2vit/layers.h) alone: N 7 tokens, 2 heads of
+// 4 channels, a 3 x 4 x 2 MAC array (partial row and key tiles).
+struct HCfg {
+  static constexpr int N = 7, D = 8, H = 2, DH = 4, ROWS = 3, COLS = 4, SIMD = 2;
+  static constexpr int ATTN_BITS = 4, CODE_ZERO = 15, AV_FRAC = 14, ACC_BITS = 20, AV_ACC_BITS = 25;
+  using act_t = sint<8>;
+  using acc_t = sint<ACC_BITS>;
+  using code_t = p2vit::uint<ATTN_BITS>;
+};
+
+// attention_region(q, k, v, h, shift_qk, x0, pb, pc, shift_av): the attention DATAFLOW region
+// (Q.K^T array -> softmax -> shifter array) of head h on int8 q (N, D) and k, v (H, N, DH);
+// returns o (N, D) with only head h's columns written (the rest 0).
+arr attention_region_v(arr q, arr k, arr v, int h, int shift_qk, std::int64_t x0, std::int64_t pb,
+                       std::int64_t pc, int shift_av) {
+  using C = HCfg;
+  if (q.ndim() != 2 || q.shape(0) != C::N || q.shape(1) != C::D || k.ndim() != 3 || v.ndim() != 3 ||
+      k.shape(0) != C::H || k.shape(1) != C::N || k.shape(2) != C::DH || v.shape(0) != C::H ||
+      v.shape(1) != C::N || v.shape(2) != C::DH || h < 0 || h >= C::H)
+    throw py::value_error("attention_region: q (7, 8), k and v (2, 7, 4), h in 0..1");
+  C::act_t qa[C::N][C::D], ka[C::H][C::N][C::DH], va[C::H][C::N][C::DH], o[C::N][C::D];
+  for (int n = 0; n < C::N; ++n)
+    for (int c = 0; c < C::D; ++c) {
+      qa[n][c] = in_s<8>(q.at(n, c), "attention_region q");
+      o[n][c] = 0;   // ap_int's default constructor leaves the value undefined
+    }
+  for (int hh = 0; hh < C::H; ++hh)
+    for (int n = 0; n < C::N; ++n)
+      for (int d = 0; d < C::DH; ++d) {
+        ka[hh][n][d] = in_s<8>(k.at(hh, n, d), "attention_region k");
+        va[hh][n][d] = in_s<8>(v.at(hh, n, d), "attention_region v");
+      }
+  p2vit::attention_head<C>(qa, ka, va, h, shift_qk, i64(x0), i64(pb), i64(pc), shift_av, o, 0);
+  arr out({C::N, C::D});
+  for (int n = 0; n < C::N; ++n)
+    for (int c = 0; c < C::D; ++c) out.mutable_at(n, c) = out64(o[n][c]);
+  return out;
+}
+
 #define P2VIT_PE_LIST(X) X(8, 8, 2) X(8, 16, 2) X(16, 8, 2) X(3, 6, 2) X(8, 8, 1) X(4, 8, 4)
 
 arr pe_array_dot_v(arr x, arr w, arr acc0, int r, int c, int s, bool clear) {
@@ -419,6 +459,8 @@ PYBIND11_MODULE(P2VIT_MODNAME, m) {
   m.attr("csim_avx2") = bool(P2VIT_CSIM_AVX2);
   m.def("pe_array_dot", &pe_array_dot_v, py::arg("x"), py::arg("w"), py::arg("acc0"), py::arg("rows"),
         py::arg("cols"), py::arg("simd"), py::arg("clear") = false);
+  m.def("attention_region", &attention_region_v, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("h"),
+        py::arg("shift_qk"), py::arg("x0"), py::arg("pb"), py::arg("pc"), py::arg("shift_av"));
   m.def("nibble_word", &nibble_word_v, py::arg("bytes"), py::arg("cols"), py::arg("simd"));
   m.def("stream_roundtrip", &stream_roundtrip_v, py::arg("v"));
 }

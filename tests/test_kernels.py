@@ -459,3 +459,27 @@ def test_headers_self_contained_and_pragmas_well_formed(tmp_path):
     for j, p in zip(jobs, procs):
         log, _ = p.communicate()
         assert p.returncode == 0, f"{' '.join(j)}\n{log[-4000:]}"
+
+
+def test_attention_region_alone_equals_the_reference_formulas(kern):
+    """The attention DATAFLOW region of p2vit/layers.h (Q.K^T array -> softmax -> shifter array),
+    run on its own with a 3 x 4 x 2 array over 7 tokens (partial row and key tiles)."""
+    rng = np.random.default_rng(11)
+    N, D, H, DH, F, Z = 7, 8, 2, 4, 14, 15
+    for trial in range(6):
+        q = rng.integers(-128, 128, (N, D))
+        k = rng.integers(-128, 128, (H, N, DH))
+        v = rng.integers(-128, 128, (H, N, DH))
+        if trial == 0:
+            q[:], k[:], v[:] = -128, -128, 127            # extremes
+        e_a = int(rng.integers(-9, -3))
+        x0, pb, pc = intops.lis_constants(e_a)
+        shift_qk, shift_av = int(rng.integers(4, 12)), int(rng.integers(10, 18))
+        for h in range(H):
+            got = kern.attention_region(q, k, v, h, shift_qk, x0, pb, pc, shift_av)
+            a = intops.requant(T(q[:, h * DH:(h + 1) * DH] @ k[h].T), shift_qk, 8)
+            codes = intops.log_int_softmax_c(a, x0, pb, pc, 4)
+            w = torch.where(codes < Z, torch.ones_like(codes) << (F - codes).clamp(min=0), torch.zeros_like(codes))
+            want = np.zeros((N, D), dtype=np.int64)
+            want[:, h * DH:(h + 1) * DH] = intops.requant(w @ T(v[h]), shift_av, 8).numpy()
+            check(got, want, q=q)

@@ -228,6 +228,16 @@ inline i64 int_exp(i64 x, i64 x0, i64 pb, i64 pc) {
   }
   const i64 rr = xc - x0 * q;                       // in (x0, 0]
   const i64 t = rr + pb;                            // |t| <= max(pb, |x0|)
+  if constexpr (XB < 63) {
+    // (2N + 1)(pb^2 + pc) 2^30 < 2^63 (numerics.md 4) gives pb < 2^17 and |x0| < pb: an 18-bit square
+    const sint<18> t18 = sint<18>(t);
+#ifdef P2VIT_NATIVE_TYPES
+    const i64 sq = i64(t18) * i64(t18);
+#else
+    const sint<36> sq = t18 * t18;                  // ap_int: an exact 18 x 18-bit product (1 DSP)
+#endif
+    return shift_left(i64(sq) + pc, EXP_N - int(q));
+  }
   return shift_left(i64(t * t + pc), EXP_N - int(q));  // shift 0..30
 }
 

@@ -26,23 +26,22 @@
 
 namespace p2vit {
 
-// v_bank<C>(c): bank of the value buffer v[j][c] (dim 2 cyclic DH: one bank per head lane).
-template <class C>
-constexpr int v_bank(int c) {
-  return c % C::DH;
-}
+// The key and value buffers are k[H][N][DH] and v[H][N][DH], so that a head's readers index them
+// with unrolled lanes only: k dim 2 cyclic COLS x dim 3 cyclic SIMD (mac_array.h k_bank), v dim 3
+// complete (bank d: one per A.V lane).
 
 template <class C>
 void epi_qkv(const typename C::acc_t acc[C::ROWS][C::COLS], int n0, int o0, const i32 bias[],
-             const i8 shift[], typename C::act_t q[C::N][C::D], typename C::act_t k[C::N][C::D],
-             typename C::act_t v[C::N][C::D]) {
+             const i8 shift[], typename C::act_t q[C::N][C::D], typename C::act_t k[C::H][C::N][C::DH],
+             typename C::act_t v[C::H][C::N][C::DH]) {
   const int cols = 3 * C::D - o0 < C::COLS ? 3 * C::D - o0 : C::COLS;
+  int o = 0, n = 0;   // running column and row of the tile: no divider
+  [[maybe_unused]] constexpr int TRIPS = C::COLS*C::ROWS;
 requant:
   for (int i = 0; i < cols * C::ROWS; ++i) {
     P2VIT_PRAGMA(HLS PIPELINE II=1)
-    P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=C::COLS*C::ROWS)
+    P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=TRIPS)
     P2VIT_COUNT("requant.requant");
-    const int o = i / C::ROWS, n = i - o * C::ROWS;
     const int c = o0 + o, row = n0 + n;
     P2VIT_ACCESS("bias", c % (C::AXI_BYTES / 4));
     P2VIT_ACCESS("shift", c % C::AXI_BYTES);
@@ -52,12 +51,18 @@ requant:
         P2VIT_ACCESS("q", 0);
         q[row][c] = y;
       } else if (c < 2 * C::D) {
-        P2VIT_ACCESS("k", k_bank<C>(row, c - C::D));
-        k[row][c - C::D] = y;
+        const int ch = c - C::D;
+        P2VIT_ACCESS("k", k_bank<C>(row, ch % C::DH));
+        k[ch / C::DH][row][ch % C::DH] = y;
       } else {
-        P2VIT_ACCESS("v", v_bank<C>(c - 2 * C::D));
-        v[row][c - 2 * C::D] = y;
+        const int ch = c - 2 * C::D;
+        P2VIT_ACCESS("v", ch % C::DH);
+        v[ch / C::DH][row][ch % C::DH] = y;
       }
+    }
+    if (++n == C::ROWS) {
+      n = 0;
+      ++o;
     }
   }
 }
@@ -68,14 +73,15 @@ void epi_residual(const typename C::acc_t acc[C::ROWS][C::COLS], int n0, int o0,
                   const char* trace_name, int block) {
   const bool tracing = P2VIT_TRACING();  // once per tile: the check is a thread-local read
   const int cols = C::D - o0 < C::COLS ? C::D - o0 : C::COLS;
+  int o = 0, n = 0;   // running column and row of the tile: no divider
+  [[maybe_unused]] constexpr int TRIPS = C::COLS*C::ROWS;
 residual:
   for (int i = 0; i < cols * C::ROWS; ++i) {
     P2VIT_PRAGMA(HLS PIPELINE II=1)
-    P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=C::COLS*C::ROWS)
+    P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=TRIPS)
     P2VIT_COUNT("requant.residual");
     // each iteration reads and writes its own element of r: no dependence between iterations
     P2VIT_PRAGMA(HLS DEPENDENCE variable=r type=inter dependent=false)
-    const int o = i / C::ROWS, n = i - o * C::ROWS;
     const int c = o0 + o, row = n0 + n;
     P2VIT_ACCESS("bias", c % (C::AXI_BYTES / 4));
     P2VIT_ACCESS("shift", c % C::AXI_BYTES);
@@ -91,6 +97,10 @@ residual:
       const i64 t = shift_left(i64(y), e_y - m) + shift_left(i64(r[row][c]), er - m);
       r[row][c] = requant<C::RES_BITS>(t, int(e_s[c]) - m);
     }
+    if (++n == C::ROWS) {
+      n = 0;
+      ++o;
+    }
   }
   (void)trace_name;
   (void)block;
@@ -101,12 +111,13 @@ void epi_gelu(const typename C::acc_t acc[C::ROWS][C::COLS], int n0, int o0, con
               const i8 lut[256], typename C::act_t rows[C::ROWS][C::HID], int block) {
   const bool tracing = P2VIT_TRACING();
   const int cols = C::HID - o0 < C::COLS ? C::HID - o0 : C::COLS;
+  int o = 0, n = 0;   // running column and row of the tile: no divider
+  [[maybe_unused]] constexpr int TRIPS = C::COLS*C::ROWS;
 gelu:
   for (int i = 0; i < cols * C::ROWS; ++i) {
     P2VIT_PRAGMA(HLS PIPELINE II=1)
-    P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=C::COLS*C::ROWS)
+    P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=TRIPS)
     P2VIT_COUNT("requant.gelu");
-    const int o = i / C::ROWS, n = i - o * C::ROWS;
     const int c = o0 + o;
     P2VIT_ACCESS("bias_fc1", c % (C::AXI_BYTES / 4));
     P2VIT_ACCESS("shift_fc1", c % C::AXI_BYTES);
@@ -119,6 +130,10 @@ gelu:
       P2VIT_TRACE("gelu", block, long(n0 + n) * C::HID + c, &g, 1);
     }
     rows[n][c] = g;
+    if (++n == C::ROWS) {
+      n = 0;
+      ++o;
+    }
   }
   (void)block;
 }
@@ -127,28 +142,38 @@ gelu:
 template <class C>
 void gelu_out(const typename C::act_t rows[C::ROWS][C::HID], int n0, stream<typename C::act_t>& out) {
   const int valid = C::N - n0 < C::ROWS ? C::N - n0 : C::ROWS;
+  int n = 0, o = 0;
+  [[maybe_unused]] constexpr int TRIPS = C::ROWS*C::HID;
 gelu_out:
   for (int i = 0; i < valid * C::HID; ++i) {
     P2VIT_PRAGMA(HLS PIPELINE II=1)
-    P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=C::ROWS*C::HID)
+    P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=TRIPS)
     P2VIT_COUNT("requant.gelu_out");
-    const int n = i / C::HID, o = i - n * C::HID;
     P2VIT_ACCESS("gelu_rows", 0);
     out.write(rows[n][o]);
+    if (++o == C::HID) {
+      o = 0;
+      ++n;
+    }
   }
 }
 
 template <class C>
 void epi_logits(const typename C::acc_t acc[C::ROWS][C::COLS], int o0, int shift, typename C::act_t rows[C::ROWS][C::N]) {
   const int cols = C::N - o0 < C::COLS ? C::N - o0 : C::COLS;
+  int o = 0, n = 0;   // running column and row of the tile: no divider
+  [[maybe_unused]] constexpr int TRIPS = C::COLS*C::ROWS;
 logits:
   for (int i = 0; i < cols * C::ROWS; ++i) {
     P2VIT_PRAGMA(HLS PIPELINE II=1)
-    P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=C::COLS*C::ROWS)
+    P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=TRIPS)
     P2VIT_COUNT("requant.logits");
-    const int o = i / C::ROWS, n = i - o * C::ROWS;
     P2VIT_ACCESS("logit_rows", 0);
     rows[n][o0 + o] = requant<8>(i64(acc[n][o]), shift);
+    if (++n == C::ROWS) {
+      n = 0;
+      ++o;
+    }
   }
 }
 
@@ -156,14 +181,19 @@ logits:
 template <class C>
 void logits_out(const typename C::act_t rows[C::ROWS][C::N], int n0, stream<typename C::act_t>& out) {
   const int valid = C::N - n0 < C::ROWS ? C::N - n0 : C::ROWS;
+  int n = 0, j = 0;
+  [[maybe_unused]] constexpr int TRIPS = C::ROWS*C::N;
 logits_out:
   for (int i = 0; i < valid * C::N; ++i) {
     P2VIT_PRAGMA(HLS PIPELINE II=1)
-    P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=C::ROWS*C::N)
+    P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=TRIPS)
     P2VIT_COUNT("requant.logits_out");
-    const int n = i / C::N, j = i - n * C::N;
     P2VIT_ACCESS("logit_rows", 0);
     out.write(rows[n][j]);
+    if (++j == C::N) {
+      j = 0;
+      ++n;
+    }
   }
 }
 
@@ -173,18 +203,23 @@ template <class C>
 void epi_embed(const typename C::acc_t acc[C::ROWS][C::COLS], int n0, int o0, const i32 tile_bias[],
                const i8 shift[], typename C::res_t r[C::N][C::D]) {
   const int cols = C::D - o0 < C::COLS ? C::D - o0 : C::COLS;
+  int o = 0, n = 0;   // running column and row of the tile: no divider
+  [[maybe_unused]] constexpr int TRIPS = C::COLS*C::ROWS;
 embed:
   for (int i = 0; i < cols * C::ROWS; ++i) {
     P2VIT_PRAGMA(HLS PIPELINE II=1)
-    P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=C::COLS*C::ROWS)
+    P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=TRIPS)
     P2VIT_COUNT("requant.embed");
-    const int o = i / C::ROWS, n = i - o * C::ROWS;
     const int c = o0 + o;
     P2VIT_ACCESS("tile_bias", i % (C::AXI_BYTES / 4));
     P2VIT_ACCESS("shift", c % C::AXI_BYTES);
     if (n0 + n < C::NP) {
       P2VIT_ACCESS("r", 0);
       r[1 + n0 + n][c] = requant<C::RES_BITS>(i64(acc[n][o]) + i64(tile_bias[i]), int(shift[c]));
+    }
+    if (++n == C::ROWS) {
+      n = 0;
+      ++o;
     }
   }
 }
@@ -193,10 +228,11 @@ template <class C>
 void epi_head(const typename C::acc_t acc[C::ROWS][C::COLS], int o0, const i32 bias[], const i8 shift[],
               typename C::logit_t logits[C::CLASSES]) {
   const int cols = C::CLASSES - o0 < C::COLS ? C::CLASSES - o0 : C::COLS;
+  [[maybe_unused]] constexpr int TRIPS = C::COLS;
 head:
   for (int o = 0; o < cols; ++o) {
     P2VIT_PRAGMA(HLS PIPELINE II=1)
-    P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=C::COLS)
+    P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=TRIPS)
     P2VIT_COUNT("requant.head");
     const int c = o0 + o;
     P2VIT_ACCESS("bias", c % (C::AXI_BYTES / 4));

@@ -44,11 +44,13 @@ using pe_x = typename pe_operand<typename C::act_t>::type;
 // weights; tb_beat: the embedding's tile-ordered per-token bias; bias, shift: the layer's
 // per-output parameters (on chip); e_y, e_r, e_s: residual-add exponents (proj).
 template <class C>
-void main_array(int mode, const typename C::act_t* image, const typename C::act_t x[C::N][C::D],
+void main_array(int mode, const typename C::act_t img[C::IMG_C * C::IMG_H * C::IMG_W],
+                const typename C::act_t x[C::N][C::D],
                 const typename C::act_t att[C::N][C::D], const typename C::axi_t* blob, long w_beat, int wbits,
                 long tb_beat, const i32 bias[], const i8 shift[], int e_y, const i8 e_r[], const i8 e_s[],
-                typename C::res_t r[C::N][C::D], typename C::act_t q[C::N][C::D], typename C::act_t k[C::N][C::D],
-                typename C::act_t v[C::N][C::D], typename C::logit_t logits[C::CLASSES], int block) {
+                typename C::res_t r[C::N][C::D], typename C::act_t q[C::N][C::D],
+                typename C::act_t k[C::H][C::N][C::DH], typename C::act_t v[C::H][C::N][C::DH],
+                typename C::logit_t logits[C::CLASSES], int block) {
   constexpr int KMAX = C::KMAX_MAIN;
   const int NR = mode == MAIN_EMBED ? C::NP : mode == MAIN_HEAD ? 1 : C::N;
   const int K = mode == MAIN_EMBED ? C::KP : C::D;
@@ -56,22 +58,28 @@ void main_array(int mode, const typename C::act_t* image, const typename C::act_
   const int NT = (NR + C::ROWS - 1) / C::ROWS, OT = (O + C::COLS - 1) / C::COLS;
   pe_x<C> xt[C::ROWS][KMAX];
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=xt type=complete dim=1)
-  P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=xt type=cyclic factor=C::SIMD dim=2)
+  [[maybe_unused]] constexpr int SIMD = C::SIMD;
+  P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=xt type=cyclic factor=SIMD dim=2)
   typename C::acc_t acc[C::ROWS][C::COLS];
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=acc type=complete dim=0)
   i32 tile_bias[C::ROWS * C::COLS];
-  P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=tile_bias type=cyclic factor=C::AXI_BYTES/4)
+  [[maybe_unused]] constexpr int PER4 = C::AXI_BYTES / 4;
+  P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=tile_bias type=cyclic factor=PER4)
+  [[maybe_unused]] constexpr int ROW_TILES_MAX = (C::N + C::ROWS - 1) / C::ROWS;
 row_tiles:
   for (int t = 0; t < NT; ++t) {
-    P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=(C::N+C::ROWS-1)/C::ROWS)
+    P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=ROW_TILES_MAX)
     const int n0 = t * C::ROWS;
     if (mode == MAIN_EMBED)
-      load_rows_patch<C, KMAX>(image, n0, xt);
+      load_rows_patch<C, KMAX>(img, n0, xt);
+    else if (mode == MAIN_PROJ)
+      load_rows_array<C, KMAX, C::D>(att, 0, K, NR, n0, xt, "o");
     else
-      load_rows_array<C, KMAX, C::D>(mode == MAIN_PROJ ? att : x, 0, K, NR, n0, xt, mode == MAIN_PROJ ? "o" : "x");
+      load_rows_array<C, KMAX, C::D>(x, 0, K, NR, n0, xt, "x");
+  [[maybe_unused]] constexpr int COL_TILES_MAX = (3 * C::D + C::COLS - 1) / C::COLS;
   weight_tiles:
     for (int ot = 0; ot < OT; ++ot) {
-      P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=(3*C::D+C::COLS-1)/C::COLS)
+      P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=COL_TILES_MAX)
       const int o0 = ot * C::COLS;
       reduce_blob<C, KMAX>(xt, K, blob, "blob", w_beat, ot, wbits, acc);
       if (mode == MAIN_EMBED) {
@@ -91,12 +99,13 @@ row_tiles:
 
 // qk_array: the logits of head h, a = requant(q_h . k_h^T, shift, 8), row by row on `logits`.
 template <class C>
-void qk_array(const typename C::act_t q[C::N][C::D], const typename C::act_t k[C::N][C::D], int h, int shift,
-              stream<typename C::act_t>& logits) {
+void qk_array(const typename C::act_t q[C::N][C::D], const typename C::act_t k[C::H][C::N][C::DH], int h,
+              int shift, stream<typename C::act_t>& logits) {
   constexpr int NT = (C::N + C::ROWS - 1) / C::ROWS, OT = (C::N + C::COLS - 1) / C::COLS;
   pe_x<C> xt[C::ROWS][C::DH];
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=xt type=complete dim=1)
-  P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=xt type=cyclic factor=C::SIMD dim=2)
+  [[maybe_unused]] constexpr int SIMD = C::SIMD;
+  P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=xt type=cyclic factor=SIMD dim=2)
   typename C::acc_t acc[C::ROWS][C::COLS];
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=acc type=complete dim=0)
   typename C::act_t rows[C::ROWS][C::N];
@@ -105,7 +114,7 @@ row_tiles:
     load_rows_array<C, C::DH, C::D>(q, h * C::DH, C::DH, C::N, t * C::ROWS, xt, "q");
   key_tiles:
     for (int ot = 0; ot < OT; ++ot) {
-      reduce_keys<C, C::DH>(xt, C::DH, k, h * C::DH, ot, acc);
+      reduce_keys<C, C::DH>(xt, C::DH, k, h, ot, acc);
       epi_logits<C>(acc, ot * C::COLS, shift, rows);
     }
     logits_out<C>(rows, t * C::ROWS, logits);
@@ -119,7 +128,8 @@ void fc1_array(const typename C::act_t x[C::N][C::D], const typename C::axi_t* b
   constexpr int NT = (C::N + C::ROWS - 1) / C::ROWS, OT = (C::HID + C::COLS - 1) / C::COLS;
   pe_x<C> xt[C::ROWS][C::D];
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=xt type=complete dim=1)
-  P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=xt type=cyclic factor=C::SIMD dim=2)
+  [[maybe_unused]] constexpr int SIMD = C::SIMD;
+  P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=xt type=cyclic factor=SIMD dim=2)
   typename C::acc_t acc[C::ROWS][C::COLS];
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=acc type=complete dim=0)
   typename C::act_t rows[C::ROWS][C::HID];
@@ -143,7 +153,8 @@ void fc2_array(stream<typename C::act_t>& hidden, const typename C::axi_t* blob_
   constexpr int NT = (C::N + C::ROWS - 1) / C::ROWS, OT = (C::D + C::COLS - 1) / C::COLS;
   pe_x<C> xt[C::ROWS][C::HID];
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=xt type=complete dim=1)
-  P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=xt type=cyclic factor=C::SIMD dim=2)
+  [[maybe_unused]] constexpr int SIMD = C::SIMD;
+  P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=xt type=cyclic factor=SIMD dim=2)
   typename C::acc_t acc[C::ROWS][C::COLS];
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=acc type=complete dim=0)
 row_tiles:
@@ -159,17 +170,19 @@ row_tiles:
 
 // attention_head: Q.K^T -> softmax -> A.V of head h, overlapped row by row.
 template <class C>
-void attention_head(const typename C::act_t q[C::N][C::D], const typename C::act_t k[C::N][C::D],
-                    const typename C::act_t v[C::N][C::D], int h, int shift_qk, i64 x0, i64 pb, i64 pc,
+void attention_head(const typename C::act_t q[C::N][C::D], const typename C::act_t k[C::H][C::N][C::DH],
+                    const typename C::act_t v[C::H][C::N][C::DH], int h, int shift_qk, i64 x0, i64 pb, i64 pc,
                     int shift_av, typename C::act_t o[C::N][C::D], int block) {
   P2VIT_PRAGMA(HLS DATAFLOW)
   stream<typename C::act_t> logits("logits");
-  P2VIT_PRAGMA(HLS STREAM variable=logits depth=C::ROWS*C::N)   // one row tile of Q.K^T
+  [[maybe_unused]] constexpr int LOGITS_DEPTH = C::ROWS * C::N;
+  P2VIT_PRAGMA(HLS STREAM variable=logits depth=LOGITS_DEPTH)   // one row tile of Q.K^T
   stream<typename C::code_t> codes("codes");
-  P2VIT_PRAGMA(HLS STREAM variable=codes depth=C::N)            // one softmax row
+  [[maybe_unused]] constexpr int CODES_DEPTH = C::N;
+  P2VIT_PRAGMA(HLS STREAM variable=codes depth=CODES_DEPTH)            // one softmax row
   qk_array<C>(q, k, h, shift_qk, logits);
-  softmax_rows<C>(logits, codes, x0, pb, pc, block, long(h) * C::N);
-  av_rows<C>(codes, v, h * C::DH, shift_av, o);
+  softmax_rows<C>(logits, codes, x0, pb, pc, block, h);
+  av_rows<C>(codes, v, h, shift_av, o);
 }
 
 // mlp: FC1 (+ GELU) -> FC2 (+ residual add into r), overlapped by row tiles.
@@ -180,7 +193,8 @@ void mlp(const typename C::act_t x[C::N][C::D], const typename C::axi_t* blob_fc
          int block) {
   P2VIT_PRAGMA(HLS DATAFLOW)
   stream<typename C::act_t> hidden("hidden");
-  P2VIT_PRAGMA(HLS STREAM variable=hidden depth=C::ROWS*C::HID)  // one FC1 row tile
+  [[maybe_unused]] constexpr int HIDDEN_DEPTH = C::ROWS * C::HID;
+  P2VIT_PRAGMA(HLS STREAM variable=hidden depth=HIDDEN_DEPTH)  // one FC1 row tile
   fc1_array<C>(x, blob_fc1, w1, bits1, b1, sh1, lut, hidden, block);
   fc2_array<C>(hidden, blob_fc2, w2, bits2, b2, sh2, e_y2, e_r, e_s, r, block);
 }

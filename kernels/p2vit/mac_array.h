@@ -8,10 +8,11 @@
 // What is here (C: the configuration struct of p2vit_params.h, see p2vit/layers.h):
 //   load_rows_array<C, KMAX>(x, col0, K, NR, n0, xt, name)  rows of an on-chip array
 //   load_rows_stream<C, KMAX>(s, K, NR, n0, xt)             rows from a FIFO, in order
-//   load_rows_patch<C, KMAX>(image, n0, xt)                 flattened image patches
+//   load_image<C>(image, img)                               the image into BRAM, one burst
+//   load_rows_patch<C, KMAX>(img, n0, xt)                   flattened image patches
 //   reduce_blob<C, KMAX>(xt, K, port, bundle, w_beat, ot, wbits, acc, xt_name)
 //       one weight tile against the stationary rows, weights streamed from the blob
-//   reduce_keys<C, KMAX>(xt, K, k, col0, ot, acc, xt_name)  Q.K^T: the "weights" are keys on chip
+//   reduce_keys<C, KMAX>(xt, K, k, h, ot, acc)              Q.K^T: the "weights" are keys on chip
 //
 // Buffers and banks (what the II check counts, UG1399 "Arrays"):
 //   xt[ROWS][KMAX]: dim 1 complete, dim 2 cyclic SIMD -> bank (n, k % SIMD); a reduction step
@@ -19,8 +20,9 @@
 //   acc[ROWS][COLS]: complete (registers).
 //   weight word: COLS x SIMD weights per step, BEATS beats of one m_axi bundle
 //     (BEATS = ceil(COLS * SIMD * 8 / 8 / AXI_BYTES)): the reduction's II is BEATS.
-//   keys k[N][D]: dim 1 cyclic COLS, dim 2 cyclic SIMD -> bank (j % COLS, c % SIMD); a Q.K^T step
-//     reads keys j = ot*COLS .. ot*COLS + COLS-1, channels c .. c + SIMD-1: one per bank (II 1).
+//   keys k[H][N][DH]: dim 2 cyclic COLS, dim 3 cyclic SIMD -> bank (j % COLS, d % SIMD); a Q.K^T
+//     step reads keys j = ot*COLS + o, channels d = ks*SIMD + s: lane (o, s) reads bank (o, s),
+//     one per bank and known at compile time (II 1; P2VIT_ACCESS_STATIC checks it).
 #ifndef P2VIT_MAC_ARRAY_H
 #define P2VIT_MAC_ARRAY_H
 
@@ -45,15 +47,20 @@ constexpr int xt_bank(int n, int k) {
 template <class C, int KMAX, int W>
 void load_rows_array(const typename C::act_t x[][W], int col0, int K, int NR, int n0,
                      typename pe_operand<typename C::act_t>::type xt[C::ROWS][KMAX], const char* name) {
+  int n = 0, k = 0;   // running row and column: no divider by the run-time K
+  [[maybe_unused]] constexpr int TRIPS = C::ROWS*KMAX;
 load_array:
   for (int i = 0; i < C::ROWS * K; ++i) {
     P2VIT_PRAGMA(HLS PIPELINE II=1)
-    P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=C::ROWS*KMAX)
+    P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=TRIPS)
     P2VIT_COUNT("mac_array.load_array");
-    const int n = i / K, k = i - n * K;
     P2VIT_ACCESS(name, 0);
     P2VIT_ACCESS("xt", xt_bank<C>(n, k));
     xt[n][k] = n0 + n < NR ? x[n0 + n][col0 + k] : typename C::act_t(0);
+    if (++k == K) {
+      k = 0;
+      ++n;
+    }
   }
   (void)name;
 }
@@ -62,35 +69,64 @@ load_array:
 template <class C, int KMAX>
 void load_rows_stream(stream<typename C::act_t>& s, int K, int NR, int n0,
                       typename pe_operand<typename C::act_t>::type xt[C::ROWS][KMAX]) {
+  int n = 0, k = 0;
+  [[maybe_unused]] constexpr int TRIPS = C::ROWS*KMAX;
 load_stream:
   for (int i = 0; i < C::ROWS * K; ++i) {
     P2VIT_PRAGMA(HLS PIPELINE II=1)
-    P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=C::ROWS*KMAX)
+    P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=TRIPS)
     P2VIT_COUNT("mac_array.load_stream");
-    const int n = i / K, k = i - n * K;
     P2VIT_ACCESS("xt", xt_bank<C>(n, k));
     xt[n][k] = n0 + n < NR ? s.read() : typename C::act_t(0);
+    if (++k == K) {
+      k = 0;
+      ++n;
+    }
   }
 }
 
-// load_rows_patch: flattened patches (numerics.md 2.2): element c*P*P + i*P + j of patch p.
-//   image: CHW int8 (u - 128) on the io bundle, one element per cycle.
+// load_image: the image from the io bundle into an on-chip buffer, in address order (one burst),
+// so the patch gathers below read BRAM instead of issuing single-beat m_axi reads.
+template <class C>
+void load_image(const typename C::act_t* image, typename C::act_t img[C::IMG_C * C::IMG_H * C::IMG_W]) {
+load_image:
+  for (int i = 0; i < C::IMG_C * C::IMG_H * C::IMG_W; ++i) {
+    P2VIT_PRAGMA(HLS PIPELINE II=1)
+    P2VIT_COUNT("mac_array.load_image");
+    P2VIT_AXI_BEAT("io");
+    P2VIT_ACCESS("img", 0);
+    img[i] = image[i];
+  }
+}
+
+// load_rows_patch: flattened patches (numerics.md 2.2): element c*P*P + i*P + j of patch p, from
+// the on-chip image (CHW int8, u - 128), one element per cycle.
 template <class C, int KMAX>
-void load_rows_patch(const typename C::act_t* image, int n0,
+void load_rows_patch(const typename C::act_t img[C::IMG_C * C::IMG_H * C::IMG_W], int n0,
                      typename pe_operand<typename C::act_t>::type xt[C::ROWS][KMAX]) {
   constexpr int K = C::KP;
+  int n = 0, c = 0, pi = 0, pj = 0;   // running indices: k = c*P*P + pi*P + pj
 load_patch:
   for (int i = 0; i < C::ROWS * K; ++i) {
     P2VIT_PRAGMA(HLS PIPELINE II=1)
     P2VIT_COUNT("mac_array.load_patch");
-    const int n = i / K, k = i - n * K;
     const int p = n0 + n;
-    const int c = k / (C::PATCH * C::PATCH), pi = (k / C::PATCH) % C::PATCH, pj = k % C::PATCH;
-    const int py = p / C::GRID_W, px = p % C::GRID_W;
+    const int py = p / C::GRID_W, px = p - py * C::GRID_W;   // constant divisor
+    const int k = (c * C::PATCH + pi) * C::PATCH + pj;
     P2VIT_ACCESS("xt", xt_bank<C>(n, k));
-    if (p < C::NP) P2VIT_AXI_BEAT("io");
-    xt[n][k] = p < C::NP ? image[(c * C::IMG_H + py * C::PATCH + pi) * C::IMG_W + px * C::PATCH + pj]
+    P2VIT_ACCESS("img", 0);
+    xt[n][k] = p < C::NP ? img[(c * C::IMG_H + py * C::PATCH + pi) * C::IMG_W + px * C::PATCH + pj]
                          : typename C::act_t(0);
+    if (++pj == C::PATCH) {
+      pj = 0;
+      if (++pi == C::PATCH) {
+        pi = 0;
+        if (++c == C::IMG_C) {
+          c = 0;
+          ++n;
+        }
+      }
+    }
   }
 }
 
@@ -137,16 +173,18 @@ void reduce_blob(const typename pe_operand<typename C::act_t>::type xt[C::ROWS][
                  const typename C::axi_t* port, const char* bundle, long w_beat, int ot, int wbits,
                  typename C::acc_t acc[C::ROWS][C::COLS]) {
   const int steps = K / C::SIMD;
+  [[maybe_unused]] constexpr int TRIPS = KMAX/C::SIMD;
+  [[maybe_unused]] constexpr int REDUCE_II = C::BEATS;   // beats per weight word: one per cycle on the bundle
 reduce:
   for (int ks = 0; ks < steps; ++ks) {
-    P2VIT_PRAGMA(HLS PIPELINE II=C::BEATS)
-    P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=KMAX/C::SIMD)
+    P2VIT_PRAGMA(HLS PIPELINE II=REDUCE_II)
+    P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=TRIPS)
     P2VIT_COUNT("mac_array.reduce");
     typename C::act_t w[C::COLS][C::SIMD];
     P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=w type=complete dim=0)
     weight_word<C>(port, bundle, w_beat + (long(ot) * steps + ks) * C::BEATS, wbits, w);
     for (int n = 0; n < C::ROWS; ++n)
-      for (int s = 0; s < C::SIMD; ++s) P2VIT_ACCESS("xt", xt_bank<C>(n, ks * C::SIMD + s));
+      for (int s = 0; s < C::SIMD; ++s) P2VIT_ACCESS_STATIC("xt", xt_bank<C>(n, ks * C::SIMD + s), n * C::SIMD + s);
 #ifdef P2VIT_PLANT_EXTRA_ACCESS
     P2VIT_ACCESS("xt", xt_bank<C>(0, ks * C::SIMD));   // tests/test_ii.py: must break the II check
     P2VIT_ACCESS("xt", xt_bank<C>(0, ks * C::SIMD));
@@ -155,23 +193,25 @@ reduce:
   }
 }
 
-// k_bank<C>(j, c): bank of the key buffer k[j][c] (dim 1 cyclic COLS, dim 2 cyclic SIMD).
+// k_bank<C>(j, d): bank of the key buffer k[h][j][d] (dim 2 cyclic COLS, dim 3 cyclic SIMD).
 template <class C>
-constexpr int k_bank(int j, int c) {
-  return (j % C::COLS) * C::SIMD + c % C::SIMD;
+constexpr int k_bank(int j, int d) {
+  return (j % C::COLS) * C::SIMD + d % C::SIMD;
 }
 
-// reduce_keys: Q.K^T for key tile ot: acc[n][o] = sum_k xt[n][k] * key[ot*COLS + o][col0 + k]
-// (keys j >= N are 0); COLS x SIMD keys per step from the partitioned key buffer (II 1).
+// reduce_keys: Q.K^T for key tile ot of head h: acc[n][o] = sum_d xt[n][d] * key[h][ot*COLS + o][d]
+// (keys j >= N are 0); COLS x SIMD keys per step from the partitioned key buffer (II 1): lane
+// (o, s) reads bank (o, s), known at compile time.
 template <class C, int KMAX>
 void reduce_keys(const typename pe_operand<typename C::act_t>::type xt[C::ROWS][KMAX], int K,
-                 const typename C::act_t key[C::N][C::D], int col0, int ot,
+                 const typename C::act_t key[C::H][C::N][C::DH], int h, int ot,
                  typename C::acc_t acc[C::ROWS][C::COLS]) {
   const int steps = K / C::SIMD;
+  [[maybe_unused]] constexpr int TRIPS = KMAX/C::SIMD;
 reduce_keys:
   for (int ks = 0; ks < steps; ++ks) {
     P2VIT_PRAGMA(HLS PIPELINE II=1)
-    P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=KMAX/C::SIMD)
+    P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=TRIPS)
     P2VIT_COUNT("mac_array.reduce_keys");
     typename C::act_t w[C::COLS][C::SIMD];
     P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=w type=complete dim=0)
@@ -180,13 +220,13 @@ reduce_keys:
       const int j = ot * C::COLS + o;
       for (int s = 0; s < C::SIMD; ++s) {
         P2VIT_PRAGMA(HLS UNROLL)
-        const int c = col0 + ks * C::SIMD + s;
-        if (j < C::N) P2VIT_ACCESS("k", k_bank<C>(j, c));
-        w[o][s] = j < C::N ? key[j][c] : typename C::act_t(0);
+        const int d = ks * C::SIMD + s;
+        if (j < C::N) P2VIT_ACCESS_STATIC("k", k_bank<C>(j, d), o * C::SIMD + s);
+        w[o][s] = j < C::N ? key[h][j][d] : typename C::act_t(0);
       }
     }
     for (int n = 0; n < C::ROWS; ++n)
-      for (int s = 0; s < C::SIMD; ++s) P2VIT_ACCESS("xt", xt_bank<C>(n, ks * C::SIMD + s));
+      for (int s = 0; s < C::SIMD; ++s) P2VIT_ACCESS_STATIC("xt", xt_bank<C>(n, ks * C::SIMD + s), n * C::SIMD + s);
     pe_array_cycle<C::ROWS, C::COLS, C::SIMD, KMAX>(xt, ks * C::SIMD, w, acc, ks == 0);
   }
 }

@@ -82,7 +82,7 @@ burst:
       P2VIT_PRAGMA(HLS UNROLL)
       const int i = b * PER + e;
       if (i < n) {
-        P2VIT_ACCESS(name, i % PER);
+        P2VIT_ACCESS_STATIC(name, i % PER, e);   // value e of the beat goes to bank e
         dst[i] = T(axi_field<FB>(w, FB * e));
       }
     }

@@ -56,7 +56,9 @@ inline void pe_cycle_portable(const X xt[R][K], int k0, const W w[C][S], A acc[R
       A sum = 0;
       for (int s = 0; s < S; ++s) {
         P2VIT_PRAGMA(HLS UNROLL)
-        sum += A(xt[n][k0 + s]) * A(w[o][s]);
+        const A prod = A(xt[n][k0 + s]) * A(w[o][s]);   // 8 x 8 bits
+        P2VIT_PRAGMA(HLS BIND_OP variable=prod op=mul impl=dsp)   // one DSP48E2 each, as counted
+        sum += prod;
       }
       acc[n][o] = (first ? A(0) : acc[n][o]) + sum;   // the clear folded into the first step
     }

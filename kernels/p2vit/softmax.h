@@ -1,10 +1,10 @@
 // p2vit/softmax.h - the softmax chunk: Log-Int-Softmax on rows of int8 logits (numerics.md 2.5).
 //
-// softmax_rows<C>(in, out, x0, pb, pc, block, row0): N rows of N logits in, N rows of N
+// softmax_rows<C>(in, out, x0, pb, pc, block, h): N rows of N logits in, N rows of N
 // ATTN_BITS-bit codes out, row by row, so it overlaps with Q.K^T before it and A.V after it.
 //   x0, pb, pc: the integer-exp constants of this layer's logit exponent (from the block
 //     descriptor: calibration data, not hardware).
-//   block, row0: where the rows go in the traced (H, N, N) tensors (C-sim only).
+//   block, h: where the rows go in the traced (H, N, N) tensors (C-sim only).
 // Each row: a read loop, three passes of log_int_softmax_row (p2vit/rows.h), a write loop, all
 // II 1 over the row buffers a[N] and code[N] (one access per cycle each).
 #ifndef P2VIT_SOFTMAX_H
@@ -18,7 +18,8 @@ namespace p2vit {
 
 template <class C>
 void softmax_rows(stream<typename C::act_t>& in, stream<typename C::code_t>& out, i64 x0, i64 pb, i64 pc,
-                  int block, long row0) {
+                  int block, int h) {
+  const long row0 = long(h) * C::N;   // first row of this head in the traced (H, N, N) tensors
 rows:
   for (int i = 0; i < C::N; ++i) {
     typename C::act_t a[C::N];
@@ -43,6 +44,7 @@ rows:
   }
   (void)block;
   (void)row0;
+  (void)h;
 }
 
 }  // namespace p2vit

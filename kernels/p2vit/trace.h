@@ -11,7 +11,8 @@
 // marks one access of a bank of an on-chip array and P2VIT_AXI_BEAT(bundle) one beat read from
 // an m_axi bundle; the counters build records, per loop, the most accesses one iteration made
 // to one bank and the most beats it read from one bundle (counters_peaks()), which is what
-// bounds the loop's II (tests/test_ii.py). All three expand to nothing unless P2VIT_COUNTERS
+// bounds the loop's II (tests/test_ii.py); P2VIT_ACCESS_STATIC also checks that the bank is one
+// HLS can resolve at compile time (see below). They all expand to nothing unless P2VIT_COUNTERS
 // is defined (the C-sim's "counters" build), and never under __SYNTHESIS__. Counts are kept
 // per thread; counters_flush() adds the calling thread's to the process totals.
 #ifndef P2VIT_TRACE_H
@@ -214,10 +215,20 @@ inline std::vector<std::tuple<std::string, std::string, long long>> counters_pea
   static const int P2VIT_CAT(p2vit_site_, __LINE__) = ::p2vit::counters::site(id);        \
   ::p2vit::counters::Iter P2VIT_CAT(p2vit_iter_, __LINE__)(P2VIT_CAT(p2vit_site_, __LINE__))
 #define P2VIT_ACCESS(array, bank) ::p2vit::counters::access(::p2vit::counters::resource("bank:", array), long(bank))
+// P2VIT_ACCESS_STATIC(array, bank, static_bank): an access whose bank HLS must know at compile
+// time (an unrolled lane hitting its own bank): the bank computed from the real indices must equal
+// static_bank, a function of unrolled loop indices only, or the counters build throws.
+#define P2VIT_ACCESS_STATIC(array, bank, static_bank)                                              \
+  do {                                                                                             \
+    if (long(bank) != long(static_bank))                                                           \
+      throw std::logic_error(std::string("p2vit: ") + array + ": bank not fixed at compile time"); \
+    P2VIT_ACCESS(array, bank);                                                                     \
+  } while (0)
 #define P2VIT_AXI_BEAT(bundle) ::p2vit::counters::access(::p2vit::counters::resource("axi:", bundle), 0)
 #else
 #define P2VIT_COUNT(id) ((void)0)
 #define P2VIT_ACCESS(array, bank) ((void)0)
+#define P2VIT_ACCESS_STATIC(array, bank, static_bank) ((void)0)
 #define P2VIT_AXI_BEAT(bundle) ((void)0)
 #endif
 
