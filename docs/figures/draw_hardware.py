@@ -3,8 +3,8 @@
     python docs/figures/draw_hardware.py [--out docs/figures/hardware.png] [--model CARD|NAME]
                                          [--rows 8 --cols 8 --simd 2 --axi-bits 128]
 
-Draws the m_axi bundles, the controller loop, the on-chip buffers with their partitioning, the
-burst-loaded parameter arrays, the four MAC-array instances, the attention and MLP DATAFLOW
+Draws the m_axi bundles, the controller loop, the on-chip buffers with their partitioning (keys
+and values per head, the image buffer), the burst-loaded parameter arrays, the four MAC-array instances, the attention and MLP DATAFLOW
 regions and LayerNorm, with the sizes of one configuration: the hardware numbers come from
 codegen.hwconfig.HwConfig, the model's (N, D, H, HID, ...) from codegen.perf.load_shape
 (default: the CIFAR-10 model card ../shared/models/cifar10-vit-d192.json; `--model vit_b` for
@@ -113,6 +113,7 @@ def draw(shape, hw: HwConfig, out: Path) -> None:
     AB, BEATS = hw.axi_bytes, hw.weight_beats
     N, D, NH, DH, HID = shape.tokens, shape.dim, shape.heads, shape.dh, shape.hidden
     KP, CL, DEPTH, RB, AQ = shape.kp, shape.num_classes, shape.depth, shape.res_bits, shape.attn_bits
+    IMG = shape.in_chans * shape.img_h * shape.img_w
     KMAX = max(KP, D)
     OMAX = max(3 * D, CL)
     MD, BD = desc_beats(len(MODEL_FIELDS), AB), desc_beats(len(BLOCK_FIELDS), AB)
@@ -132,9 +133,10 @@ def draw(shape, hw: HwConfig, out: Path) -> None:
           ["image int8 (C,H,W) and logits int32: io;   params.bin (the blob, "
            "one buffer): blob, blob_fc1 and blob_fc2"], color="#f3f3f3", rotate=True, size=SMALL)
     bundles = [
-        ("blob", 46, 101, [f"{hw.axi_bits}-bit data", f"({AB} B / beat)", "max_read_burst", "_length 256", "",
+        ("blob", 57, 101, [f"{hw.axi_bits}-bit data", f"({AB} B / beat)", "max_read_burst_", "length=64",
+                           "num_read_", "outstanding=8", "",
                            "descriptors,", "parameter", "bursts, shared", "array's weights"]),
-        ("io", 34, 44, ["image in (int8),", "logits out (int32)"]),
+        ("io", 45, 54, ["image in (int8,", "one burst),", "logits out (int32)"]),
         ("blob_fc1", 19, 31, [f"{hw.axi_bits}-bit data", "FC1 weights"]),
         ("blob_fc2", 3, 15, [f"{hw.axi_bits}-bit data", "FC2 weights"]),
     ]
@@ -144,8 +146,8 @@ def draw(shape, hw: HwConfig, out: Path) -> None:
 
     # --- controller ----------------------------------------------------------------------------------
     d.box(36, 93, 158, 101, "controller loop (p2vit_top.cpp; s_axilite start/done, port offsets)",
-          [f"md[{len(MODEL_FIELDS)}] <- load_desc(beat 0);  class token -> r[0];  embed (main array);  "
-           f"for b < DEPTH = {DEPTH}:  d[{len(BLOCK_FIELDS)}] <- load_desc(beat {MD} + {BD}*b)",
+          [f"md[{len(MODEL_FIELDS)}] <- load_desc(beat 0);  class token -> r[0];  img <- image (load_image);  "
+           f"embed (main array);  for b < DEPTH = {DEPTH}:  d[{len(BLOCK_FIELDS)}] <- load_desc(beat {MD} + {BD}*b)",
            f"block:  LN1 -> QKV (main) -> {NH} x attention_head -> proj + residual (main) -> LN2 -> mlp;   "
            "then final LN (class token) -> head (main).   Descriptors in registers (complete partition)"],
           color=C_CTL, align="left")
@@ -160,8 +162,8 @@ def draw(shape, hw: HwConfig, out: Path) -> None:
            f"cls[{D}] int{RB} cyclic {AB // rb}",
            f"bias_fc1[{HID}] i32 cyclic {AB // 4}   shift_fc1[{HID}] i8 cyclic {AB}   lut[256] i8 cyclic {AB} (GELU)"
            f"   tile_bias[{R * C}] i32 cyclic {AB // 4}",
-           f"LayerNorm ln.k[{D}] u2 cyclic {AB}   ln.G i16 cyclic {AB // 2}   ln.B i64 cyclic {max(AB // 8, 1)}   "
-           f"ln.sh i8 cyclic {AB}",
+           f"LayerNorm ln_k[{D}] u2 cyclic {AB}   ln_G[{D}] i16 cyclic {AB // 2}   "
+           f"ln_B[{D}] i64 cyclic {max(AB // 8, 1)}   ln_sh[{D}] i8 cyclic {AB}",
            "read by the epilogues, GELU and LayerNorm: one value per array per cycle"],
           color=C_PAR, align="left")
     d.arrow([(26, 79), (36, 79)])
@@ -174,26 +176,35 @@ def draw(shape, hw: HwConfig, out: Path) -> None:
            f"multipliers: {4 * PES} DSPs + {MISC_DSPS} misc = {dsps}",
            f"weight word COLS*SIMD = {word} B = {BEATS} {beat_s}",
            f"of {AB} B: reduce II = BEATS = {BEATS}",
+           "PE products: BIND_OP mul -> DSP",
            "every other pipelined loop: II 1",
            "(<= 2 accesses per BRAM bank per cycle)"],
           color="white", align="left", size=SMALL)
 
     # --- shared MAC array ----------------------------------------------------------------------------
-    d.box(36, 38, 76, 68, "main_array: shared instance (ALLOCATION limit=1)",
+    d.box(36, 38, 76, 68, "p2vit_main_layer: main_array (ALLOCATION limit=1)",
           [f"embed (K={KP}), QKV, proj, head (K={D})",
            f"{R}x{C}x{S} PEs = {PES} multipliers",
            f"xt[ROWS][KMAX={KMAX}]: rows complete x cyclic SIMD",
            f"    -> {R * S} banks, ROWS x SIMD reads/step",
            f"acc[{R}][{C}]: registers;  tile_bias (embed) cyclic {AB // 4}",
-           "per row tile:  load_array / load_patch (1/cycle)",
+           "per row tile:  load_array / load_patch (img) (1/cycle)",
            f"per weight tile:  reduce ({word} B/step, II {BEATS})",
            "  -> epilogue (1/cycle): requant | residual",
            "     | embed | head;  cls: class token"],
           color=C_MAC, align="left")
-    d.arrow([(26, 58), (36, 58)], width=1.8)
-    d.text(31, 58.8, f"weights\n{word} B/step\n= {BEATS} {beat_s}", size=SMALL, va="bottom", bg=False)
-    d.arrow([(26, 41.5), (36, 41.5)], both=True)
-    d.text(31, 42.3, "image 1 B\n/cycle;\nlogits", size=SMALL, va="bottom", bg=False)
+    d.arrow([(26, 62), (36, 62)], width=1.8)
+    d.text(31, 62.8, f"weights\n{word} B/step\n= {BEATS} {beat_s}", size=SMALL, va="bottom", bg=False)
+    d.arrow([(36, 50), (26, 50)])
+    d.text(31, 50.8, "logits\n(head)", size=SMALL, va="bottom", bg=False)
+
+    # --- the image buffer: one burst from io, then the patch gathers read BRAM ----------------------
+    d.box(12, 33.5, 26, 42.5, f"img[{IMG}]", ["int8, on chip,", "1 bank", "(p2vit_top)"], color=C_BUF,
+          title_size=9, size=SMALL)
+    d.arrow([(19, 45), (19, 42.5)])
+    d.text(19.6, 43.75, "load_image", size=SMALL, ha="left", bg=False)
+    d.arrow([(26, 40), (36, 40)])
+    d.text(31, 40.8, "load_patch\n1 B/cycle", size=SMALL, va="bottom", bg=False)
 
     # --- MLP region ----------------------------------------------------------------------------------
     d.box(34.5, 2, 77.5, 35, "mlp: DATAFLOW region", dashed=True)
@@ -218,8 +229,9 @@ def draw(shape, hw: HwConfig, out: Path) -> None:
     act = f"[{N}][{D}] int8"
     bufs = {
         "q": (61, 68, f"q{act}", ["1 bank: 1 value/cycle in, out"]),
-        "k": (51.5, 59.5, f"k{act}", [f"rows cyclic COLS={C} x chan.", f"cyclic SIMD={S}: {C * S} banks;", f"Q.K^T reads {C * S}/cycle"]),
-        "v": (43, 50, f"v{act}", [f"channels cyclic DH={DH}:", f"{DH} banks; A.V reads {DH}/cycle"]),
+        "k": (51.5, 59.5, f"k[{NH}][{N}][{DH}] int8", [f"keys cyclic COLS={C} x chan. cyclic", f"SIMD={S}: {C * S} banks; Q.K^T",
+                                                       f"lane (o,s) reads bank (o,s)"]),
+        "v": (43, 50, f"v[{NH}][{N}][{DH}] int8", [f"channels complete: {DH} banks;", f"A.V lane d reads bank d"]),
         "o": (35.5, 41.5, f"o{act}", ["attention out: 1 bank"]),
         "x": (22.5, 30.5, f"x{act}", ["LayerNorm out: 1 bank"]),
         "r": (3, 12, f"r[{N}][{D}] int{RB}", ["residual stream: 1 bank,", "read + write (2 ports)"]),
@@ -246,7 +258,7 @@ def draw(shape, hw: HwConfig, out: Path) -> None:
     d.box(117.5, 30, 159, 69.5, f"attention_head (x {NH} heads): DATAFLOW region", dashed=True)
     d.box(120, 57.5, 157, 66.8, "qk_array (Q.K^T)",
           [f"{R}x{C}x{S};  xt[ROWS][DH={DH}]: load_array (q)",
-           f"reduce_keys II 1: {C}x{S} keys/step from k",
+           f"reduce_keys II 1: {C}x{S} keys/step from k[h]",
            f"logits -> rows[{R}][{N}] -> logits_out"], color=C_MAC, size=SMALL, title_size=9)
     d.box(124, 52.8, 153, 56.0, f"FIFO logits: int8, depth ROWS*N = {R * N}", color=C_FIFO, title_size=SMALL)
     d.box(120, 43.8, 157, 51.3, "softmax_rows (Log-Int-Softmax)",
@@ -254,7 +266,7 @@ def draw(shape, hw: HwConfig, out: Path) -> None:
           color=C_ROW, size=SMALL, title_size=9)
     d.box(124, 39.0, 153, 42.3, f"FIFO codes: {AQ}-bit, depth N = {N}", color=C_FIFO, title_size=SMALL)
     d.box(120, 31, 157, 37.5, f"av_rows: shifter array, DH = {DH} lanes",
-          [f"keys: 1 code + {DH} v values/cycle; out"], color=C_ROW, size=SMALL, title_size=9)
+          [f"keys: 1 code + {DH} values of v[h]/cycle; out"], color=C_ROW, size=SMALL, title_size=9)
     for y_from, y_to in ((57.5, 56.0), (52.8, 51.3), (43.8, 42.3), (39.0, 37.5)):
         d.arrow([(138.5, y_from), (138.5, y_to)])
     d.arrow([(113, 65), (120, 65)])                                      # q -> qk
@@ -264,7 +276,7 @@ def draw(shape, hw: HwConfig, out: Path) -> None:
 
     # --- LayerNorm -----------------------------------------------------------------------------------
     d.box(120, 4, 157, 18.5, "LayerNorm (layernorm_rows)",
-          ["per token: stats (S1, S2), isqrt, norm", f"(II 1, D = {D} each; ln.* 1 read/cycle)",
+          ["per token: stats (S1, S2), isqrt, norm", f"(II 1, D = {D} each; ln_* 1 read/cycle)",
            "LN1, LN2: N rows;  final LN: class token"], color=C_ROW, size=SMALL, title_size=9)
     d.arrow([(113, 9), (120, 9)], color="#1f5fa8")                       # r -> LN
     d.arrow([(120, 15.5), (116, 15.5), (116, 26.5), (113, 26.5)], color="#6a329f")   # LN -> x
