@@ -122,15 +122,4 @@ class ResultsDir:
 
     def write(self, k: int, rows: list[dict]) -> None:
         text = "".join(json.dumps(r, sort_keys=True, allow_nan=False) + "\n" for r in rows)
-        tmp_name = f".shard-{k:06d}.jsonl"
-        p = self.shard_path(k)
-        tmp = self.path / f"{tmp_name}.{os.getpid()}.tmp"
-        try:
-            with open(tmp, "w") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, p)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        _write_atomic(self.shard_path(k), text)   # .shard-*.tmp until whole: never counted half-written
