@@ -44,7 +44,7 @@ DEFAULT_DRAM_GBS = 19.2   # ZCU102 PS DDR4-2400, 64 bit: 2400 MT/s * 8 B (peak)
 
 # Pipeline depth (cycles from the first read to the last write of one iteration) of every
 # II=1 loop, by loop id. Estimates: 1 cycle per BRAM/FIFO access, 3 per DSP multiply, 1 per
-# add/compare; the 64-bit dividers of int_exp and div_round take ~68 cycles when pipelined.
+# add/compare; a pipelined divider about one cycle per quotient bit (numerics.md 4 gives the widths).
 DEPTH = {
     "params.desc": 3,              # m_axi beat, field extraction, register write
     "params.burst": 3,             # m_axi beat, field extraction, BRAM write (one value per bank)
@@ -64,11 +64,11 @@ DEPTH = {
     "requant.head": 4,
     "requant.cls": 2,
     "layernorm.stats": 4,          # shift, square, two 64-bit accumulations
-    "layernorm.norm": 75,          # 64-bit div_round (~68), multiply, requant
+    "layernorm.norm": 52,          # (log2 D + R + 14) x 32-bit div_round (~45 at D 768, R 16), multiply, requant
     "softmax.read": 2,
     "softmax.max": 2,
-    "softmax.exp": 75,             # 64-bit division in int_exp (~68), square, shift
-    "softmax.code": 72,            # 64-bit div_round (~68), log2 thresholds
+    "softmax.exp": 16,             # 8 x 9-bit division in int_exp (~9), 18-bit square, shift
+    "softmax.code": 70,            # 63 x 63-bit unsigned div_round (~64), log2 thresholds
     "softmax.write": 2,
     "shifter.keys": 4,             # FIFO read, V read, shift, accumulate
     "shifter.out": 4,
@@ -633,9 +633,13 @@ def buffers(shape: ModelShape, hw: HwConfig, acc_bits: int = 32) -> list[dict]:
         b("residual stream r[N][D]", N * D * R // 8, [(1, N * D, R)]),
         b("LayerNorm output x[N][D]", N * D, [(1, N * D, 8)]),
         b("queries q[N][D]", N * D, [(1, N * D, 8)]),
-        b("keys k[N][D] (rows cyclic COLS x channels cyclic SIMD)", N * D, [cyc(N * D, 8, cols * simd)]),
-        b("values v[N][D] (channels cyclic DH)", N * D, [cyc(N * D, 8, DH)]),
+        # per head: k[H][N][DH] tokens cyclic COLS x channels cyclic SIMD, v[H][N][DH] channels complete
+        b("keys k[H][N][DH] (tokens cyclic COLS x channels cyclic SIMD)", N * D,
+          [(cols * simd, shape.heads * _cdiv(N, cols) * _cdiv(DH, simd), 8)]),
+        b("values v[H][N][DH] (channels complete)", N * D, [(DH, shape.heads * N, 8)]),
         b("attention output o[N][D]", N * D, [(1, N * D, 8)]),
+        b("image img[C*H*W] (one burst from io)", shape.in_chans * shape.img_h * shape.img_w,
+          [(1, shape.in_chans * shape.img_h * shape.img_w, 8)]),
         # xt of each instance: rows complete x cyclic SIMD along K
         b("stationary row tiles xt[ROWS][K] (main, qk, fc1, fc2)", rows * (max(KP, D) + DH + D + HID),
           [(rows * simd, _cdiv(k, simd), 8) for k in (max(KP, D), DH, D, HID)]),
@@ -665,7 +669,7 @@ def resources(shape: ModelShape, hw: HwConfig, acc_bits: int = 32) -> dict:
                                                       (1, shape.tokens, 64)])]
     bram = sum(k * _bram18k(d, w) for x in bufs for k, d, w in x["memories"])
     bram += sum(k * _bram18k(d, w) for _, mems in extra_mem for k, d, w in mems)
-    big = sum(x["bytes"] for x in bufs[:6])
+    big = sum(x["bytes"] for x in bufs[:7])
     budget = _part(hw.part)
     return {
         "products_per_cycle": P, "mac_arrays": len(MAC_INSTANCES), "instances": list(MAC_INSTANCES),
