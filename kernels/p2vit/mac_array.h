@@ -169,7 +169,7 @@ inline void weight_word(const typename C::axi_t* port, const char* bundle, long 
 // tile ot streamed from the blob at one word per step (II = BEATS).
 //   w_beat: first beat of the layer's weights; wbits: 8 or 4.
 template <class C, int KMAX>
-void reduce_blob(const typename pe_operand<typename C::act_t>::type xt[C::ROWS][KMAX], int K,
+P2VIT_CSIM_INLINE void reduce_blob(const typename pe_operand<typename C::act_t>::type xt[C::ROWS][KMAX], int K,
                  const typename C::axi_t* port, const char* bundle, long w_beat, int ot, int wbits,
                  typename C::acc_t acc[C::ROWS][C::COLS]) {
   const int steps = K / C::SIMD;
@@ -203,7 +203,7 @@ constexpr int k_bank(int j, int d) {
 // (keys j >= N are 0); COLS x SIMD keys per step from the partitioned key buffer (II 1): lane
 // (o, s) reads bank (o, s), known at compile time.
 template <class C, int KMAX>
-void reduce_keys(const typename pe_operand<typename C::act_t>::type xt[C::ROWS][KMAX], int K,
+P2VIT_CSIM_INLINE void reduce_keys(const typename pe_operand<typename C::act_t>::type xt[C::ROWS][KMAX], int K,
                  const typename C::act_t key[C::H][C::N][C::DH], int h, int ot,
                  typename C::acc_t acc[C::ROWS][C::COLS]) {
   const int steps = K / C::SIMD;
