@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from quantizer.data import ImageSet, load_images, subset_indices, to_int8_input
+from quantizer.data import ImageSet, load_images, subset_indices
 from quantizer.errors import P2VitError, cli_errors
 from quantizer.outputs import check_output_dir, check_output_file
 from quantizer.eval import json_safe, write_json_atomic
@@ -217,7 +217,7 @@ def main(argv=None):
         check_output_file(args.json, "--json")   # before the evaluation, not after it
     if args.report and Path(args.build).is_dir():
         check_output_dir(Path(args.build) / "cosim", "--report")
-    check_scaleout_args(args)
+    check_scaleout_args(args, "cosim")
     s = evaluate(args.data, build=args.build, limit=args.limit, progress=not args.quiet,
                  report=args.report, threads=args.threads, workers=args.workers, ray=args.ray,
                  results=args.results, resume=args.resume, shard_size=args.shard_size,

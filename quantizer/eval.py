@@ -411,7 +411,7 @@ def main(argv=None):
         raise P2VitError(f"--limit must be at least 1, not {args.limit}")
     if args.json:
         check_output_file(args.json, "--json")   # before minutes of evaluation, not after
-    check_scaleout_args(args)
+    check_scaleout_args(args, "quantizer.eval")
     progress = Progress(enabled=not args.quiet)
     lm = load_model_from_args(args)
     data = load_images(args.data, lm.preprocess, limit=args.limit, spread=True, progress=not args.quiet)

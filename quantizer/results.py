@@ -53,6 +53,15 @@ def _diff(a: dict, b: dict, prefix: str = "") -> str | None:
     return None
 
 
+def meta_kind(path: Path) -> str | None:
+    """The kind of results a directory holds ("cosim", "quantizer.eval"), or None if unreadable."""
+    try:
+        meta = json.loads((Path(path) / META).read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    return meta.get("kind") if isinstance(meta, dict) else None
+
+
 class ResultsDir:
     """Shard files of one evaluation. `identity` says what the rows belong to (build or IR hashes,
     data hash); `resume` continues a directory with the same identity."""
@@ -81,19 +90,32 @@ class ResultsDir:
                 raise P2VitError(f"--results {self.path} belongs to another run ({key} differs: other build, "
                                  "model, data or --limit); choose another directory or rerun that run")
             shard_size = int(meta["shard_size"])   # the directory's boundaries win over --shard-size
+            self.row_keys = meta.get("row_keys")
             self.resumed = True
         elif self.path.is_dir() and any(p for p in self.path.iterdir() if not p.name.startswith(".")):
             raise P2VitError(f"--results {self.path} is not empty and holds no p2vit results; "
                              "choose another directory")
+        elif resume:
+            raise P2VitError(f"--results {self.path} holds no run to resume; check the path, or drop --resume")
         self.kind, self.identity, self.n, self.shard_size = kind, identity, n, shard_size
         self.bounds = shard_bounds(n, shard_size)
         if not self.resumed:
-            self.path.mkdir(parents=True, exist_ok=True)
-            _write_atomic(meta_path, json.dumps({"kind": kind, "identity": identity, "n": n,
-                                                 "shard_size": shard_size, "n_shards": len(self.bounds)},
-                                                indent=1, sort_keys=True))
+            self.row_keys = None
+            try:
+                self.path.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise P2VitError(f"--results {self.path} cannot be created ({exc.strerror or exc}); "
+                                 "choose another path") from None
+            self._write_meta()
         for stale in self.path.glob(".shard-*.tmp"):   # half-written by a killed run
             stale.unlink(missing_ok=True)
+
+    def _write_meta(self) -> None:
+        meta = {"kind": self.kind, "identity": self.identity, "n": self.n, "shard_size": self.shard_size,
+                "n_shards": len(self.bounds)}
+        if self.row_keys is not None:
+            meta["row_keys"] = self.row_keys   # the fields every row has: a shard missing one is re-run
+        _write_atomic(self.path / META, json.dumps(meta, indent=1, sort_keys=True))
 
     def shard_path(self, k: int) -> Path:
         return self.path / f"shard-{k:06d}.jsonl"
@@ -110,6 +132,8 @@ class ResultsDir:
             return None
         if [r.get("index") if isinstance(r, dict) else None for r in rows] != list(range(start, stop)):
             return None
+        if self.row_keys is not None and any(sorted(r) != self.row_keys for r in rows):
+            return None   # a row lost or gained a field: not a shard this run wrote whole
         return rows
 
     def done(self) -> dict[int, list[dict]]:
@@ -121,5 +145,8 @@ class ResultsDir:
         return out
 
     def write(self, k: int, rows: list[dict]) -> None:
+        if self.row_keys is None and rows:
+            self.row_keys = sorted(rows[0])
+            self._write_meta()
         text = "".join(json.dumps(r, sort_keys=True, allow_nan=False) + "\n" for r in rows)
         _write_atomic(self.shard_path(k), text)   # .shard-*.tmp until whole: never counted half-written

@@ -24,7 +24,6 @@ import os
 import pickle
 import socket
 import sys
-import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,8 +150,9 @@ def add_scaleout_args(p) -> None:
                    help="images per shard (default 64; a resumed run keeps its directory's)")
 
 
-def check_scaleout_args(args) -> None:
-    """Flag checks before any work (output path included)."""
+def check_scaleout_args(args, kind: str) -> None:
+    """Flag checks before any work (output path included). kind: the results kind of the caller
+    ("cosim" or "quantizer.eval"), so a directory of the other tool is refused at once."""
     if args.workers is not None and args.workers < 1:
         raise P2VitError(f"--workers must be at least 1, not {args.workers}")
     if args.shard_size < 1:
@@ -164,15 +164,49 @@ def check_scaleout_args(args) -> None:
         from .results import META
 
         check_output_dir(args.results, "--results")
-        if (Path(args.results) / META).is_file() and not args.resume:
+        res = Path(args.results)
+        meta = res / META
+        if meta.is_file() and not args.resume:
             raise P2VitError(f"--results {args.results} already holds results of a run; pass --resume to "
                              "continue it, or choose another (empty) directory")
+        if args.resume and not meta.is_file():
+            raise P2VitError(f"--results {args.results} holds no run to resume; check the path, or drop --resume "
+                             "to start a run there")
+        if meta.is_file():
+            from .results import meta_kind
+
+            found = meta_kind(res)
+            if found != kind:
+                raise P2VitError(f"--results {args.results} holds {found} results, not {kind}; choose another directory")
+        elif not res.exists():
+            _check_creatable_dir(res)
     if args.ray is not None:
         from .rayengine import _probe, import_ray
 
         import_ray()   # a missing extra or a dead address fails now, not after loading the model
         if args.ray not in ("local", "auto"):
             _probe(args.ray)
+
+def _check_creatable_dir(path: Path) -> None:
+    """Make and remove path (and the parents it needs): a directory that cannot be created
+    (permissions, a read-only or virtual file system) fails now, not after the work."""
+    made = []
+    p = path.absolute()
+    while not p.exists():
+        made.append(p)
+        p = p.parent
+    try:
+        for d in reversed(made):
+            d.mkdir()
+    except OSError as exc:
+        raise P2VitError(f"--results {path} cannot be created ({exc.strerror or exc}); choose another path") from None
+    finally:
+        for d in made:
+            try:
+                d.rmdir()
+            except OSError:
+                pass
+
 
 @dataclass
 class InProcess:

@@ -145,6 +145,11 @@ def test_resume_after_an_interrupted_run_finishes_with_identical_results(ray_clu
     assert len(list(d.glob("shard-*.jsonl"))) == 2
     (d / ".shard-000003.jsonl.999.tmp").write_text('{"index": 48')   # half-written by a killed run
     (d / f"shard-{sorted(calls)[0]:06d}.jsonl").write_text('{"index": 0}\n')  # damaged: run again
+    # the other finished shard loses a field of one row (valid JSON, right indices): run again too
+    other = d / f"shard-{sorted(calls)[1]:06d}.jsonl"
+    rows = [json.loads(x) for x in other.read_text().splitlines()]
+    rows[0].pop(sorted(k for k in rows[0] if k != "index")[0])
+    other.write_text("".join(json.dumps(r) + "\n" for r in rows))
     with pytest.raises(P2VitError, match="pass --resume"):
         evaluate(CIFAR_TEST, build=cifar_build, limit=N, report=False, progress=False, results=d, shard_size=SHARD)
     with pytest.raises(P2VitError, match="belongs to another run"):
@@ -152,7 +157,7 @@ def test_resume_after_an_interrupted_run_finishes_with_identical_results(ray_clu
                  resume=True, shard_size=SHARD)
     s = evaluate(CIFAR_TEST, build=cifar_build, limit=N, report=False, progress=False, ray="local",
                  results=d, resume=True, shard_size=32)   # the directory's shard size wins
-    assert s["shards_resumed"] == 1 and s["shard_size"] == SHARD
+    assert s["shards_resumed"] == 0 and s["shard_size"] == SHARD
     assert _rows(d) == want_rows and not list(d.glob(".*.tmp"))
     _same(s, want)
 
@@ -194,6 +199,18 @@ def test_cli_errors_are_one_line_before_any_work(tiny_build, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["--build", str(build), "--data", "x.npz", "--results", str(tmp_path / "f")])
     assert e.value.code == 2 and "is not a directory" in capsys.readouterr().err
+    # a results directory that cannot be made, a resume of nothing, another tool's directory
+    meta = tmp_path / "q" / "meta.json"
+    meta.parent.mkdir()
+    meta.write_text(json.dumps({"kind": "quantizer.eval", "identity": {}, "n": 1, "shard_size": 1}))
+    for argv, msg in ((["--results", "/proc/p2vit-results"], "cannot be created"),
+                      (["--results", str(tmp_path / "missing"), "--resume"], "holds no run to resume"),
+                      (["--results", str(tmp_path / "q"), "--resume"], "holds quantizer.eval results, not cosim")):
+        with pytest.raises(SystemExit) as e:
+            main(["--build", str(build), "--data", str(tmp_path / "none.npz"), *argv])
+        err = capsys.readouterr().err.strip()
+        assert e.value.code == 2 and msg in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "missing").exists() and not Path("/proc/p2vit-results").exists()
 
 
 def test_build_json_records_flags_cpu_and_python(tiny_build):
