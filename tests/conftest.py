@@ -10,10 +10,10 @@ import pytest
 from codegen.generate import generate
 from codegen.hwconfig import HwConfig
 from quantizer import QuantConfig
-from quantizer.data import synthetic_images
+from quantizer.data import load_images, synthetic_images
 from quantizer.models import load_model
 from quantizer.pipeline import quantize
-from tests.tiny import tiny_card
+from tests.tiny import CIFAR_CALIB, CIFAR_CARD, SHARED_REASON, have_shared, tiny_card
 
 TINY_HW = HwConfig(rows=4, cols=8)
 
@@ -36,6 +36,21 @@ def tiny_build(tiny_ir, tmp_path_factory):
     out = tmp_path_factory.mktemp("tiny_build") / "build"
     generate(tiny_ir, TINY_HW, out)
     return tiny_ir, out
+
+
+@pytest.fixture(scope="session")
+def cifar_build(tmp_path_factory):
+    """The shared CIFAR-10 ViT (../shared), calibrated on 32 images with nearest rounding (15 s less
+    than adaptive under load; these tests check bit-exactness and sharding, not accuracy), built
+    on the default array. Read-only for its users."""
+    if not have_shared():
+        pytest.skip(SHARED_REASON)
+    lm = load_model(CIFAR_CARD)
+    calib = load_images(CIFAR_CALIB, lm.preprocess, limit=32).images
+    ir = quantize(lm, calib, QuantConfig(n_calib=32, rounding="nearest")).ir
+    out = tmp_path_factory.mktemp("cifar_build") / "build"
+    generate(ir, HwConfig(), out)
+    return out
 
 
 @pytest.fixture()

@@ -13,19 +13,15 @@ import torch
 from PIL import Image
 
 import cosim
-from codegen.generate import generate
 from codegen.integrity import file_record, write_sealed
-from codegen.hwconfig import HwConfig
 from codegen.layout import build_layout
 from cosim.__main__ import main as cli_run
 from cosim.builds import fp32_model, open_build
 from cosim.report import plot_disagreement
-from quantizer import P2VitError, QuantConfig
-from quantizer.data import fit_image, load_images, to_model_input
-from quantizer.models import load_model
-from quantizer.pipeline import quantize
+from quantizer import P2VitError
+from quantizer.data import fit_image, to_model_input
 from quantizer.reference import trace_points
-from tests.tiny import CIFAR_CALIB, CIFAR_CARD, CIFAR_TEST, SHARED_REASON, have_shared, random_images
+from tests.tiny import CIFAR_TEST, random_images
 
 EVAL_KEYS = {"n", "fp32_top1", "reference_top1", "csim_top1", "bit_exact_rate", "agree_csim_fp32_rate",
              "agree_csim_reference_rate", "sqnr_db", "seconds"}
@@ -201,16 +197,6 @@ def test_disagreement_plot_for_many_classes(tmp_path):
     assert (tmp_path / "d.png").stat().st_size > 0
 
 
-@pytest.fixture(scope="module")
-def cifar_build(tmp_path_factory):
-    if not have_shared():
-        pytest.skip(SHARED_REASON)
-    lm = load_model(CIFAR_CARD)
-    calib = load_images(CIFAR_CALIB, lm.preprocess, limit=32).images
-    ir = quantize(lm, calib, QuantConfig(n_calib=32)).ir
-    out = tmp_path_factory.mktemp("cosim-cifar") / "build"
-    generate(ir, HwConfig(), out)
-    return out
 
 
 def test_cifar_200_images_bit_exact(cifar_build):

@@ -16,19 +16,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from codegen.generate import generate
-from codegen.hwconfig import HwConfig
 from codegen.module import load, read_build_info
 from codegen.target import host, mismatch
 from cosim.eval import evaluate
 from cosim.shard import prepare_build
 from quantizer import P2VitError, QuantConfig
-from quantizer.data import load_images
-from quantizer.models import load_model
 from quantizer.pipeline import quantize
 from quantizer.results import ResultsDir
 from quantizer.scaleout import CRASH_ENV, choose_engine, InProcess, LocalProcesses, LOCAL_MIN_IMAGES
-from tests.tiny import CIFAR_CALIB, CIFAR_CARD, CIFAR_TEST, SHARED_REASON, have_shared, random_images
+from tests.tiny import CIFAR_TEST, SHARED_REASON, have_shared, random_images
 
 try:
     import ray
@@ -58,16 +54,6 @@ def ray_cluster(tmp_path_factory):
         os.environ["P2VIT_BUILD_CACHE"] = old
 
 
-@pytest.fixture(scope="module")
-def cifar_build(tmp_path_factory):
-    if not have_shared():
-        pytest.skip(SHARED_REASON)
-    lm = load_model(CIFAR_CARD)
-    calib = load_images(CIFAR_CALIB, lm.preprocess, limit=32).images
-    q = quantize(lm, calib, QuantConfig(n_calib=32, rounding="nearest"))   # nearest: 15 s less than adaptive
-    out = tmp_path_factory.mktemp("scaleout") / "build"
-    generate(q.ir, HwConfig(), out)
-    return out
 
 
 def _rows(d):
