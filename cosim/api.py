@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +40,6 @@ class CosimResult:
     cosine: float                 # dequantized C-sim logits vs FP32 logits
     sqnr_db: float                # same pair; inf when equal
     trace: TraceReport | None = None
-    notes: list[str] = field(default_factory=list)
 
     @property
     def dequantized_logits(self) -> np.ndarray:
@@ -57,7 +56,6 @@ class CosimResult:
                  f"  {'top-5 FP32 (FP32 softmax)':36s}  top-5 C-sim (softmax of dequantized logits)"]
         for a, b in zip(self.top5_fp32, self.top5_csim):
             lines.append(f"  {_entry(a):36s}  {_entry(b)}")
-        lines += [f"  note: {x}" for x in self.notes]
         if self.trace is not None:
             lines += ["", self.trace.table()]
         return "\n".join(lines)
@@ -107,4 +105,4 @@ def run(image, build: str | Path = "build/", trace: bool = False) -> CosimResult
         e_logit=b.e_logit, top5_fp32=top5(fp, b), top5_csim=top5(deq, b),
         bit_exact=bool(np.array_equal(cs.astype(np.int64), ref)),
         agree_top1=int(cs.argmax()) == int(fp.argmax()), cosine=cosine(deq, fp), sqnr_db=sqnr_db(fp, deq),
-        trace=report, notes=list(b.notes))
+        trace=report)

@@ -12,7 +12,7 @@ with an edited params.bin never runs with the other copy's parameters.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from codegen.module import CsimModule, load, read_build_info
@@ -38,7 +38,6 @@ class LoadedBuild:
     fp32: LoadedModel             # the float timm model the build was quantized from
     preprocess: Preprocess
     stamp: tuple
-    notes: list[str] = field(default_factory=list)   # things worth telling the user
     _reference: Reference | None = None
     _float_vit: FloatViT | None = None
 

@@ -104,7 +104,7 @@ def evaluate(data, build: str | Path = "build/", limit: int | None = None, progr
                     "seconds_setup": round(t_load, 2), "seconds_fp32": round(secs.get("fp32", 0.0), 2),
                     "seconds_reference": round(secs.get("reference", 0.0), 2),
                     "seconds_csim": round(secs.get("csim", 0.0), 2),
-                    "notes": list(b.notes), "report": None,
+                    "report": None,
                     "engine": stats["engine"], "workers": stats["workers"], "shards": stats["shards"],
                     "shard_size": stats["shard_size"], "shards_resumed": stats["shards_resumed"],
                     "retries": stats["retries"], "results": None if rdir is None else str(rdir.path)})
@@ -170,7 +170,6 @@ def format_summary(s: dict) -> str:
                      + (f", {s['shards_resumed']} shards resumed" if s.get("shards_resumed") else "")
                      + (f", {s['retries']} shard runs retried" if s.get("retries") else "") + ")"
                      + (f"; results in {s['results']}" if s.get("results") else ""))
-    lines += [f"  note: {x}" for x in s["notes"]]
     if s.get("report"):
         lines.append(f"  report: {s['report']}")
     return "\n".join(lines)
