@@ -18,7 +18,7 @@ from quantizer.progress import Progress, note
 
 from .generate import check_out_dir, generate
 from .hwconfig import add_hw_args, check_simd, hw_config
-from .render import reduction_lengths
+from .render import check_generatable, reduction_lengths
 
 
 @cli_errors
@@ -35,6 +35,7 @@ def main(argv=None):
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     args = p.parse_args(argv)
     cfg = quant_config(args)
+    check_generatable(cfg.to_json())          # reference-only settings fail before any work
     hw_config(args)                           # flag errors before loading anything
     out = check_output_dir(args.out, "--out")   # a path that cannot be made fails before any work
     progress = Progress(enabled=not args.quiet)

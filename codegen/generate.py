@@ -34,7 +34,7 @@ from .hwconfig import HwConfig
 from .integrity import file_record, write_sealed
 from .target import built_for
 from .module import BUILD_FORMAT, read_build_info
-from .render import render
+from .render import check_generatable, render
 from .resources import kernels_dir
 from .report import write_report
 
@@ -60,6 +60,7 @@ def generate(ir: QuantizedViT, hw: HwConfig, out: Path, build: bool = True, type
     """Render, write and (optionally) build; returns build.json's content."""
     say = progress or (lambda msg: None)
     out = Path(out)
+    check_generatable(ir.meta["quant"])       # before anything is written
     model_name = ir.meta["model"]["name"]
     check_out_dir(out, model_name, force)
     tmp = partial_dir(out)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import jinja2
 
+from quantizer.errors import P2VitError
 from quantizer.ir import QuantizedViT
 from quantizer.lowered import lower
 
@@ -59,7 +60,17 @@ def reduction_lengths(model) -> dict[str, int]:
 
 
 def check_shapes(ir: QuantizedViT, hw: HwConfig) -> None:
+    check_generatable(ir.meta["quant"])
     check_simd(reduction_lengths(ir.meta["model"]), hw, ir.meta["model"]["name"])
+
+
+def check_generatable(quant: dict) -> None:
+    """Refuse quantization settings that only the Python reference implements (an IR's
+    meta["quant"] or QuantConfig.to_json())."""
+    if quant.get("attn_uniform"):
+        raise P2VitError("uniform attention probabilities (--attn-uniform, pot_8_8_8) are reference-only: the "
+                         "accelerator's A.V is a shifter array for log2 codes; drop --attn-uniform, or measure "
+                         "it with python -m quantizer.eval --configs pot_8_8_8")
 
 
 def context(ir: QuantizedViT, hw: HwConfig, layout: Layout, bounds: Bounds, module_name: str,

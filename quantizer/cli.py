@@ -35,6 +35,10 @@ def add_quant_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--attn-bits", type=int, default=4, metavar="2..8",
                    help="bits of the log2 attention codes: softmax probabilities become 2^-code, "
                         "code 0..2^bits-2, and 2^bits-1 stands for 0 (default 4)")
+    g.add_argument("--attn-uniform", action="store_true",
+                   help="attention probabilities as uniform unsigned --attn-bits-bit values, A.V an integer "
+                        "matmul (with --attn-bits 8: the FQ-ViT 8/8/8 ceiling, pot_8_8_8); reference-only, "
+                        "codegen refuses it (numerics.md 2.6u)")
     g.add_argument("--res-bits", type=int, choices=(8, 16), default=8, help="residual stream bits (default 8)")
     g.add_argument("--no-smooth", action="store_true", help="turn PoT-aware smoothing off")
     g.add_argument("--alpha-qkv", type=float, default=0.35, metavar="0..1",
@@ -57,6 +61,7 @@ def add_quant_args(p: argparse.ArgumentParser) -> None:
 
 def quant_config(args) -> QuantConfig:
     return QuantConfig(w_bits=args.w_bits, per_channel=not args.per_tensor, attn_bits=args.attn_bits,
+                       attn_uniform=args.attn_uniform,
                        res_bits=args.res_bits, smooth=not args.no_smooth, alpha_qkv=args.alpha_qkv,
                        alpha_fc1=args.alpha_fc1, alpha_search=args.alpha_search,
                        rounding=args.rounding, n_calib=args.n_calib,

@@ -11,7 +11,9 @@ from .pot import ROUNDING_MODES
 class QuantConfig:
     w_bits: int = 8               # weight bits, 8 or 4
     per_channel: bool = True      # per-output-channel weight exponents
-    attn_bits: int = 4            # log2 attention code bits
+    attn_bits: int = 4            # log2 attention code bits (uniform probability bits with attn_uniform)
+    attn_uniform: bool = False    # uniform unsigned attention probabilities, A.V an integer matmul
+    #                               (numerics.md 2.6u; reference-only, codegen refuses it)
     res_bits: int = 8             # residual stream bits, 8 or 16
     smooth: bool = True           # PoT-aware smoothing at the QKV and FC1 inputs
     alpha_qkv: float = 0.35
@@ -37,6 +39,8 @@ class QuantConfig:
             raise P2VitError(f"rounding must be one of {', '.join(ROUNDING_MODES)}, not {self.rounding}")
         if self.n_calib < 1:
             raise P2VitError(f"the number of calibration images must be at least 1, not {self.n_calib}")
+        if self.attn_uniform and not self.pot:
+            raise P2VitError("uniform attention probabilities exist for power-of-two scales only (pot_8_8_8)")
         if self.mixed_budget is not None and not 1.0 <= self.mixed_budget <= 2.0:
             raise P2VitError(f"--budget must be between 1.0 (all 4-bit) and 2.0 (all 8-bit), not {self.mixed_budget}")
         for a in (self.alpha_qkv, self.alpha_fc1):
@@ -55,13 +59,20 @@ class QuantConfig:
             extra.append(f"res {self.res_bits}")
         if not self.per_channel:
             extra.append("per-tensor")
+        if self.attn_uniform:
+            extra.append("uniform attention")
         tail = f" ({', '.join(extra)})" if extra else ""
         if self.mixed_budget is not None:
             return f"{kind} mixed 4|8/8/{self.attn_bits} (budget {self.mixed_budget:g}){tail}"
         return f"{kind} {self.w_bits}/8/{self.attn_bits}{tail}"
 
     def to_json(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        # Left out at its default, so every log2-attention IR keeps the metadata (and content hash)
+        # it had before uniform attention existed; from_json restores the default.
+        if not d["attn_uniform"]:
+            del d["attn_uniform"]
+        return d
 
     @classmethod
     def from_json(cls, d: dict) -> "QuantConfig":

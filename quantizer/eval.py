@@ -38,6 +38,7 @@ CONFIGS = {
     "pot_8_8_4_nearest": QuantConfig(rounding="nearest"),
     "pot_8_8_4_nosmooth": QuantConfig(smooth=False),
     "pot_4_8_4": QuantConfig(w_bits=4),
+    "pot_8_8_8": QuantConfig(attn_bits=8, attn_uniform=True),   # reference-only ceiling (numerics.md 2.6u)
 }
 EXTRA_CONFIGS = {
     "float_4_8_4": QuantConfig(pot=False, w_bits=4),
@@ -346,7 +347,9 @@ def describe_config(cfg: QuantConfig) -> str:
     """What a configuration is, in words (for --help): its bit widths, and what differs from the
     defaults (per-channel weights, adaptive rounding, smoothing, 8-bit residual)."""
     w = ("4 or 8-bit W per layer" if cfg.mixed_budget is not None else f"{cfg.w_bits}-bit W")
-    parts = ["PoT scales" if cfg.pot else "float scales", w, "8-bit A", f"{cfg.attn_bits}-bit log2 attention"]
+    attn = (f"{cfg.attn_bits}-bit uniform attention, A.V integer matmul (reference only)" if cfg.attn_uniform
+            else f"{cfg.attn_bits}-bit log2 attention")
+    parts = ["PoT scales" if cfg.pot else "float scales", w, "8-bit A", attn]
     if cfg.pot and cfg.rounding != "adaptive":
         parts.append(f"{cfg.rounding} rounding")
     if not cfg.smooth:
@@ -365,9 +368,10 @@ def configs_help() -> str:
     d = QuantConfig()
     rows = ["configurations (--configs): NAME = <scales>_<W bits>_<A bits>_<attention bits>[_variant]",
             "  pot = power-of-two scales (what the accelerator runs), float = float scales (FQ-ViT style);",
-            "  W = weights, A = activations, attention = the log2 softmax codes. Unless stated: one weight",
-            "  scale per output channel, adaptive rounding (floor(log2 s) + -1..2, lowest error), PoT-aware",
-            f"  smoothing at the QKV and FC1 inputs (alpha {d.alpha_qkv:g} and {d.alpha_fc1:g}), {d.res_bits}-bit residual stream.",
+            "  W = weights, A = activations, attention = the softmax codes (log2 codes unless stated).",
+            "  Unless stated: one weight scale per output channel, adaptive rounding (floor(log2 s) + -1..2,",
+            f"  lowest error), PoT-aware smoothing at the QKV and FC1 inputs (alpha {d.alpha_qkv:g} and {d.alpha_fc1:g}),",
+            f"  {d.res_bits}-bit residual stream.",
             f"  {'fp32':23s} the original PyTorch model (always run; agreement and SQNR are against it)"]
     rows += [f"  {n:23s} {describe_config(c)}" + (" (codegen's default)" if c == d else "")
              for n, c in CONFIGS.items()]

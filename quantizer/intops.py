@@ -153,6 +153,15 @@ def log_int_softmax_c(a: torch.Tensor, x0: int, pb: int, pc: int, bits: int) -> 
     return log_round_clamped(ratio, (1 << bits) - 1)
 
 
+def uniform_softmax_c(a: torch.Tensor, x0: int, pb: int, pc: int, bits: int) -> torch.Tensor:
+    """Uniform attention probabilities of numerics.md 2.6u over the last axis of int8 logits:
+    p = min(div_round(ex << bits, sum), 2^bits - 1), exponent -bits (reference-only mode)."""
+    x = a - a.amax(dim=-1, keepdim=True)
+    ex = int_exp(x, x0, pb, pc)
+    total = ex.sum(dim=-1, keepdim=True)
+    return div_round(ex << bits, total).clamp(max=(1 << bits) - 1)
+
+
 # --- LayerNorm, residual add, GELU table (numerics.md 2.7 - 2.9) ------------------------
 
 LN_FRAC_BITS = 10  # F_ln: fraction bits of the normalized value z

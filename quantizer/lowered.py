@@ -49,7 +49,7 @@ class BlockLowered:
     x0: int                # Log-Int-Softmax constants of e_a (numerics.md 2.5)
     pb: int
     pc: int
-    shift_av: int          # A.V: e_o - (e_v - F), F = 2^attn_bits - 2 (numerics.md 2.6)
+    shift_av: int          # A.V: e_o - (e_v - F), F = 2^attn_bits - 2 (numerics.md 2.6; 2.6u: F = attn_bits)
     e_in: np.ndarray       # int64 (D,) exponents of the residual stream entering the block
     e_proj: int            # exponent of the proj output (one per layer)
     e_res1: np.ndarray     # int64 (D,) exponents of the stream after the attention residual add
@@ -69,14 +69,22 @@ class Lowered:
     e_logit: int
     attn_bits: int
     res_bits: int
+    attn_uniform: bool = False   # uniform probabilities, A.V an integer matmul (2.6u, reference-only)
 
     @property
     def av_frac(self) -> int:
-        """F: fraction bits of the A.V sum, 2^attn_bits - 2 (numerics.md 2.6)."""
-        return 2 ** self.attn_bits - 2
+        """F: fraction bits of the A.V sum, 2^attn_bits - 2 (numerics.md 2.6), or attn_bits for
+        uniform probabilities (2.6u)."""
+        return av_frac(self.attn_bits, self.attn_uniform)
 
     def linear_names(self) -> list[str]:
         return ["embed"] + list(self.linear)
+
+
+def av_frac(attn_bits: int, uniform: bool) -> int:
+    """Fraction bits of the A.V sum: 2^attn_bits - 2 for log2 codes (2.6), attn_bits for uniform
+    probabilities (2.6u)."""
+    return attn_bits if uniform else 2 ** attn_bits - 2
 
 
 def _i64(a) -> np.ndarray:
@@ -103,7 +111,8 @@ def _layernorm(ir: QuantizedViT, name: str) -> LayerNormLowered:
 
 def lower(ir: QuantizedViT) -> Lowered:
     T, q = ir.tensors, ir.meta["quant"]
-    F = 2 ** q["attn_bits"] - 2
+    uniform = bool(q.get("attn_uniform", False))
+    F = av_frac(q["attn_bits"], uniform)
     e_embed = _stream_exponents(ir, "embed")
     embed = LinearLowered(w=T["embed.w"].astype(np.int8), b=_i64(T["embed.bias"]),
                           shift=e_embed - _i64(T["embed.e_w"]), bits=ir.i("embed.bits"))
@@ -127,4 +136,4 @@ def lower(ir: QuantizedViT) -> Lowered:
     linear["head"] = _linear(ir, "head")
     return Lowered(embed=embed, embed_cls=_i64(T["embed.cls"]), e_embed=e_embed, linear=linear, blocks=blocks,
                    norm=_layernorm(ir, "norm"), e_logit=ir.i("head.e_logit"), attn_bits=q["attn_bits"],
-                   res_bits=q["res_bits"])
+                   res_bits=q["res_bits"], attn_uniform=uniform)

@@ -49,16 +49,18 @@ class Calibration:
         return float(sum(self.rel_errors.values()))
 
 
-def lis_exponent_range(tokens: int) -> tuple[int, int]:
+def lis_exponent_range(tokens: int, uniform_bits: int | None = None) -> tuple[int, int]:
     """(lowest, highest) logit exponent the Log-Int-Softmax supports for `tokens` keys:
-    the integer exp needs pc >= 1, and (2N + 1) * max exp image < 2^63 (numerics.md section 4)."""
+    the integer exp needs pc >= 1, and (2N + 1) * max exp image < 2^63 (numerics.md section 4);
+    with uniform probabilities of `uniform_bits` bits (2.6u), (2^(b+1) + 2N + 1) * max exp image < 2^63."""
+    factor = 2 * tokens + 1 + (0 if uniform_bits is None else 2 ** (uniform_bits + 1))
     ok = []
     for e in range(-30, 8):
         try:
             x0, pb, pc = intops.lis_constants(e)
         except ValueError:
             continue
-        if (2 * tokens + 1) * (pb * pb + pc) * 2 ** intops.EXP_N < 2 ** 63:
+        if factor * (pb * pb + pc) * 2 ** intops.EXP_N < 2 ** 63:
             ok.append(e)
     return min(ok), max(ok)
 
@@ -123,7 +125,8 @@ def choose_scales(fm: FloatViT, stats: Stats, cfg: QuantConfig, progress=None,
         qkv = stats.rows(p + "qkv.out")
         for j, part in enumerate("qkv"):
             act_point(p + f"attn.{part}", x=qkv[:, j * D:(j + 1) * D])
-        act_point(p + "attn.logits", exp_range=lis_exponent_range(N))
+        act_point(p + "attn.logits",
+                  exp_range=lis_exponent_range(N, cfg.attn_bits if cfg.attn_uniform else None))
         act_point(p + "proj.in")
         weight_point(p + "proj", blk.proj_w, stats.gram(p + "proj.in"))
         act_point(p + "proj.out")

@@ -80,9 +80,10 @@ class Reference:
         self.P, self.depth = m["patch"], m["depth"]
         self.res_bits = ir.meta["quant"]["res_bits"]
         self.attn_bits = ir.meta["quant"]["attn_bits"]
-        self.Z = (1 << self.attn_bits) - 1
-        self.F = self.Z - 1
         self.low = lower(ir)    # every shift and exponent, computed once (quantizer/lowered.py)
+        self.uniform = self.low.attn_uniform
+        self.Z = (1 << self.attn_bits) - 1
+        self.F = self.low.av_frac
         self._wT = {}
         self._epi = {}
 
@@ -148,11 +149,15 @@ class Reference:
         keep(p + "v", qkv[..., 2 * D:])
         a = intops.requant(imatmul(q, k.transpose(-1, -2)), lb.shift_qk, 8)
         keep(p + "logits", a)
-        codes = intops.log_int_softmax_c(a, lb.x0, lb.pb, lb.pc, self.attn_bits)
+        if self.uniform:   # numerics.md 2.6u: uniform probabilities p, A.V an integer matmul
+            codes = intops.uniform_softmax_c(a, lb.x0, lb.pb, lb.pc, self.attn_bits)
+            weight = codes
+        else:
+            codes = intops.log_int_softmax_c(a, lb.x0, lb.pb, lb.pc, self.attn_bits)
+            # A.V on the shifter array: (v << F) >> code is exactly v * 2^(F - code) for code <= F.
+            weight = torch.where(codes < self.Z, torch.ones_like(codes) << (self.F - codes).clamp(min=0),
+                                 torch.zeros_like(codes))
         keep(p + "codes", codes)
-        # A.V on the shifter array: (v << F) >> code is exactly v * 2^(F - code) for code <= F.
-        weight = torch.where(codes < self.Z, torch.ones_like(codes) << (self.F - codes).clamp(min=0),
-                             torch.zeros_like(codes))
         o = imatmul(weight, v)
         o = intops.requant(o, lb.shift_av, 8)
         o = o.transpose(1, 2).reshape(B, N, D)

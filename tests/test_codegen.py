@@ -257,6 +257,26 @@ def test_codegen_cli_bad_hw_flag(tmp_path, capsys):
     assert not (tmp_path / "b").exists()
 
 
+def test_uniform_attention_is_reference_only(tmp_path, capsys):
+    """pot_8_8_8 (--attn-uniform) runs in the Python reference only: generate() refuses its IR and
+    the CLI refuses the flag before it loads a model (the name below does not exist)."""
+    from codegen.__main__ import main
+
+    ir = _ir(tmp_path, QuantConfig(attn_bits=8, attn_uniform=True))
+    with pytest.raises(P2VitError, match="reference-only") as exc:
+        generate(ir, HwConfig(rows=4, cols=8), tmp_path / "b")
+    assert "\n" not in str(exc.value)
+    with pytest.raises(P2VitError, match="reference-only"):
+        render(ir, HwConfig(rows=4, cols=8))
+    assert not (tmp_path / "b").exists() and not list(tmp_path.glob(".b.partial-*"))
+    with pytest.raises(SystemExit) as exc:
+        main(["no_such_model", "--attn-uniform", "--attn-bits", "8", "--out", str(tmp_path / "b")])
+    assert exc.value.code == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and err[0].startswith("error: uniform attention probabilities") and "reference-only" in err[0]
+    assert not (tmp_path / "b").exists()
+
+
 def test_codegen_cli_lane_default_follows_the_model(tmp_path, capsys):
     """--simd defaults to 2 lanes, or 1 when a reduction length is odd (patch 5: K = 75)."""
     import json

@@ -557,6 +557,80 @@ def test_log_int_softmax_vs_float_softmax(a, e_a, bits):
                 assert R < hi * (1 + TOL)
 
 
+# --- uniform attention probabilities (numerics.md 2.6u, pot_8_8_8) ---------------------------------
+
+def uniform_bound_ok(pb, pc, n, bits):
+    # numerics.md 2.6u: the quantizer keeps (2^(b+1) + 2N + 1)*(pb^2 + pc)*2^30 < 2^63
+    return (2 ** (bits + 1) + 2 * n + 1) * (pb * pb + pc) * 2 ** 30 < 2 ** 63
+
+
+@SLOWER
+@given(a=logit_rows(), e_a=st.integers(-11, -1), bits=st.integers(2, 8))
+@example(a=np.full((1, 2), 5, dtype=np.int64), e_a=-4, bits=8)      # p = 1/2 exactly: 128
+@example(a=np.array([[7]], dtype=np.int64), e_a=-4, bits=8)         # one key: p = 1 saturates to 255
+@example(a=_spike_row(65, 3), e_a=-11, bits=8)                      # finest e_a at N = 65
+@example(a=np.array([[7]], dtype=np.int64), e_a=-8, bits=2)         # saturation at 3 of 4 steps
+def test_uniform_softmax(a, e_a, bits):
+    """p = min(div_round(ex << b, sum), 2^b - 1), evaluated from ex and sum in float64 and, exactly,
+    with rationals; and against the true softmax of a*2^e_a."""
+    x0, pb, pc = ref_lis_constants(e_a)
+    n = a.shape[-1]
+    if not uniform_bound_ok(pb, pc, n, bits):   # outside what the quantizer lets through (2.6u)
+        assert e_a < intops_range_low(n, bits)
+        return
+    top = 2 ** bits - 1
+    out = intops.uniform_softmax_c(t64(a), x0, pb, pc, bits)
+    assert tuple(out.shape) == a.shape and out.dtype == I64
+    got = out.reshape(-1, n).tolist()
+    for row, prow in zip(a.reshape(-1, n), got):
+        ex = [ref_int_exp(int(v) - int(row.max()), x0, pb, pc) for v in row]
+        total = sum(ex)
+        exact = [min(ref_div_round(e * 2 ** bits, total), top) for e in ex]
+        assert prow == exact
+        # float64 evaluation of the documented formula: round half up of (ex / sum) * 2^b, saturated
+        f64 = [min(math.floor(float(e) / float(total) * 2.0 ** bits + 0.5), top) for e in ex]
+        for pj, fj, e in zip(prow, f64, ex):
+            frac = Fraction(e * 2 ** bits, total) - math.floor(Fraction(e * 2 ** bits, total))
+            if abs(frac - HALF) > Fraction(1, 2 ** 40):   # away from a tie, float64 decides alike
+                assert pj == fj
+            else:
+                assert abs(pj - fj) <= 1
+        # the codes are the probabilities of the integer exp: the largest logit gets the largest code
+        assert prow[int(np.argmax(row))] == max(prow)
+    if e_a <= -7:   # fine logit exponents: within half a step of the true softmax, plus I-BERT's exp
+        # error (below 0.6 % of p, measured), or a whole step where p saturates at 1 - 2^-b
+        z = a.reshape(-1, n).astype(np.float64) * 2.0 ** e_a
+        p = np.exp(z - z.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        codes = np.asarray(got, dtype=np.float64)
+        err = np.abs(codes * 2.0 ** -bits - p)
+        step = np.where(codes == top, 2.0 ** -bits, 2.0 ** -(bits + 1))
+        assert (err <= step + 0.01 * p + 1e-12).all()
+
+
+def intops_range_low(n, bits):
+    from quantizer.quantize import lis_exponent_range
+
+    return lis_exponent_range(n, bits)[0]
+
+
+@pytest.mark.parametrize("n", [1, 17, 65, 197])
+@pytest.mark.parametrize("bits", [None, 4, 8])
+def test_logit_exponent_range_keeps_the_softmax_bounds(n, bits):
+    """quantize.lis_exponent_range: every exponent it allows meets 2.5's bound (log2 codes) or
+    2.6u's (uniform probabilities of `bits` bits), the one below it does not."""
+    from quantizer.quantize import lis_exponent_range
+
+    lo, hi = lis_exponent_range(n, bits)
+    assert hi == -1
+    factor = 2 * n + 1 + (0 if bits is None else 2 ** (bits + 1))
+    for e in range(lo, hi + 1):
+        x0, pb, pc = ref_lis_constants(e)
+        assert factor * (pb * pb + pc) * 2 ** 30 < 2 ** 63
+    x0, pb, pc = ref_lis_constants(lo - 1)
+    assert factor * (pb * pb + pc) * 2 ** 30 >= 2 ** 63
+
+
 # --- LayerNorm (numerics.md 2.7) -----------------------------------------------------------------
 
 def ref_layernorm_token(r: list[int], k: list[int], G: list[int], B: list[int], sh: list[int], eps_i: int):

@@ -140,7 +140,8 @@ def test_adaptive_rounding_has_lower_calibration_error_than_nearest(tiny):
 
 @pytest.mark.parametrize("cfg", [QuantConfig(w_bits=4), QuantConfig(res_bits=16), QuantConfig(per_channel=False),
                                  QuantConfig(smooth=False), QuantConfig(alpha_search=True),
-                                 QuantConfig(attn_bits=3), QuantConfig(rounding="ceil")],
+                                 QuantConfig(attn_bits=3), QuantConfig(rounding="ceil"),
+                                 QuantConfig(attn_bits=8, attn_uniform=True)],
                          ids=lambda c: c.label)
 def test_configurations_build_and_stay_in_range(tiny, cfg):
     lm, calib = tiny
@@ -154,6 +155,37 @@ def test_configurations_build_and_stay_in_range(tiny, cfg):
     r = res.trace["blocks.1.res2"]
     assert r.min() >= -2 ** (cfg.res_bits - 1) and r.max() < 2 ** (cfg.res_bits - 1)
     assert res.trace["blocks.0.codes"].max() <= 2 ** cfg.attn_bits - 1
+
+
+def test_uniform_attention_av_is_the_integer_matmul_of_its_formula(tiny):
+    """pot_8_8_8 (numerics.md 2.6u): A.V = requant(sum_j p[i,j] v[j,d], e_o - (e_v - 8), 8), checked
+    against that formula in float64 on the reference's own p and v."""
+    lm, calib = tiny
+    ir = quantize(lm, calib, QuantConfig(attn_bits=8, attn_uniform=True)).ir
+    assert ir.meta["quant"]["attn_uniform"] is True
+    res = reference.run(ir, to_int8_input(random_images(3, 32, seed=6)), trace=True)
+    D, H = ir.meta["model"]["dim"], ir.meta["model"]["heads"]
+    for i in range(ir.depth):
+        p = f"blocks.{i}."
+        codes, v = res.trace[p + "codes"], res.trace[p + "v"]
+        B, _, N, _ = codes.shape
+        assert codes.min() >= 0 and codes.max() <= 255
+        assert (codes.sum(-1) - 256).abs().max() <= N / 2 + 1   # rounded probabilities sum to ~1
+        vh = v.reshape(B, N, H, D // H).transpose(1, 2).double()
+        o = (codes.double() @ vh) * 2.0 ** (ir.i(p + "attn.e_v") - 8)
+        want = torch.floor(o / 2.0 ** ir.i(p + "attn.e_o") + 0.5).clamp(-128, 127)
+        assert torch.equal(want.transpose(1, 2).reshape(B, N, D).to(torch.int64), res.trace[p + "attn"])
+
+
+def test_uniform_attention_settings():
+    with pytest.raises(P2VitError, match="power-of-two scales only"):
+        QuantConfig(pot=False, attn_uniform=True)
+    # left out of the metadata at its default: log2 IRs keep their content hash
+    assert "attn_uniform" not in QuantConfig().to_json()
+    assert QuantConfig.from_json(QuantConfig().to_json()) == QuantConfig()
+    u = QuantConfig(attn_bits=8, attn_uniform=True)
+    assert u.to_json()["attn_uniform"] is True and QuantConfig.from_json(u.to_json()) == u
+    assert u.label == "pot 8/8/8 (uniform attention)"
 
 
 def test_float_scale_counterpart_runs_and_tracks_pot(tiny, tiny_q):
