@@ -1,10 +1,15 @@
 """Accuracy of the integer reference against the FP32 model, for a table of configurations.
 
     python -m quantizer.eval MODEL --data TEST --calib CALIB [--limit N] [--json OUT]
+    python -m quantizer.eval MODEL --data TEST --calib CALIB --error-budget [--error-budget-chart PNG]
 
 For each configuration: top-1 (when labels are known), top-1 agreement with the FP32
 model, SQNR of the dequantized logits against FP32, and the total calibration error the
 scale choices minimized. The FP32 row is the original PyTorch model.
+
+With --error-budget, one configuration (--configs NAME, default pot_8_8_4) is measured stage by
+stage instead (quantizer/budget.py): each of its twelve stages quantized alone while everything
+else stays FP32, and stages 1..k quantized together, with the same calibration.
 """
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ import math
 import os
 import sys
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 
@@ -50,6 +56,7 @@ EXTRA_CONFIGS = {
 }
 ALL_CONFIGS = {**CONFIGS, **EXTRA_CONFIGS}
 MIXED_PREFIX = "pot_mixed_"   # pot_mixed_<budget>: mixed precision under that size budget
+BUDGET_DEFAULT = "pot_8_8_4"  # what --error-budget measures unless --configs names another
 
 
 def config_for(name: str) -> QuantConfig:
@@ -365,6 +372,8 @@ def describe_config(cfg: QuantConfig) -> str:
 
 def configs_help() -> str:
     """The --help epilog: every configuration name and what it means, and the exit status."""
+    from .budget import STAGES   # budget.py imports this module
+
     d = QuantConfig()
     rows = ["configurations (--configs): NAME = <scales>_<W bits>_<A bits>_<attention bits>[_variant]",
             "  pot = power-of-two scales (what the accelerator runs), float = float scales (FQ-ViT style);",
@@ -380,14 +389,23 @@ def configs_help() -> str:
     rows += [f"  {MIXED_PREFIX + '<budget>':23s} PoT scales, 4 or 8-bit W per layer with sum(MACs x bits) <= budget x",
              f"  {'':23s} the all-4-bit model; budget 1.0..2.0, e.g. {MIXED_PREFIX}1.1",
              "",
+             "error budget (--error-budget): the stages, in the order the prefix runs add them:",
+             *(line.replace("\xa0", " ") for line in textwrap.wrap(   # no break inside "7 residual/PTF stream"
+                 ", ".join(f"{i + 1} {what}".replace(" ", "\xa0") for i, (_, what) in enumerate(STAGES)),
+                 94, initial_indent="  ", subsequent_indent="  ")),
+             "",
              "exit status:",
              "  0    done",
+             "  1    --error-budget: the simulator with every stage quantized differs from the integer",
+             "       reference on some image (a bug; the table is printed first)",
              "  2    bad input: one line 'error: ...' on stderr",
              "  130  interrupted (Ctrl-C); 143: terminated (SIGTERM)"]
     return "\n".join(rows)
 
 
 def parse_args(argv):
+    from .budget import variants as budget_variants
+
     p = argparse.ArgumentParser(prog="python -m quantizer.eval", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=configs_help().replace("\nexit status:", SCALEOUT_HELP + "\nexit status:"))
@@ -395,19 +413,52 @@ def parse_args(argv):
     p.add_argument("--data", required=True, metavar="PATH", help="evaluation images (.npz, folder or ImageFolder)")
     p.add_argument("--limit", type=int, metavar="N",
                    help="evaluate N images spread evenly over the data (sorted data sets keep every class)")
-    p.add_argument("--configs", default=",".join(CONFIGS),
+    p.add_argument("--configs",
                    help=f"comma-separated configurations or 'all' (default: {','.join(CONFIGS)}; "
-                        f"more: {','.join(EXTRA_CONFIGS)}, {MIXED_PREFIX}<budget>); what each one is: below")
+                        f"more: {','.join(EXTRA_CONFIGS)}, {MIXED_PREFIX}<budget>); what each one is: below. "
+                        f"With --error-budget: the one PoT configuration to measure (default {BUDGET_DEFAULT})")
+    p.add_argument("--error-budget", action="store_true",
+                   help="per-stage error budget of one configuration: every stage quantized alone (the rest "
+                        "FP32) and stages 1..k together, agreement and logit SQNR against FP32 for each "
+                        f"({len(budget_variants())} float64 runs per image; the list of stages is below)")
+    p.add_argument("--error-budget-chart", metavar="PNG",
+                   help="with --error-budget: also draw the budget as a bar chart into this PNG file")
     p.add_argument("--json", metavar="OUT", help="also write the results as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     add_scaleout_args(p)
     return p.parse_args(argv)
 
 
+def budget_config(configs: str | None) -> str:
+    """The one configuration --error-budget measures (checked before any work)."""
+    if configs is None:
+        return BUDGET_DEFAULT
+    names = [c.strip() for c in configs.split(",") if c.strip()]
+    if configs.strip() == "all" or len(names) != 1:
+        raise P2VitError(f"--error-budget measures one configuration; pass --configs NAME (e.g. {BUDGET_DEFAULT}), "
+                         f"not {configs!r}")
+    if not config_for(names[0]).pot:
+        raise P2VitError(f"--error-budget needs a power-of-two configuration (the integer model's stages); "
+                         f"{names[0]} has float scales")
+    return names[0]
+
+
+def check_chart_path(path: str) -> None:
+    if Path(path).suffix.lower() != ".png":
+        raise P2VitError(f"--error-budget-chart {path}: the chart is a PNG file; give a name ending in .png")
+    check_output_file(path, "--error-budget-chart")
+
+
 @cli_errors
 def main(argv=None):
     args = parse_args(argv)
-    names = list(ALL_CONFIGS) if args.configs == "all" else [c.strip() for c in args.configs.split(",") if c.strip()]
+    if args.error_budget_chart and not args.error_budget:
+        raise P2VitError("--error-budget-chart draws the error budget; add --error-budget")
+    if args.error_budget:
+        names = [budget_config(args.configs)]
+    else:
+        configs = args.configs if args.configs is not None else ",".join(CONFIGS)
+        names = list(ALL_CONFIGS) if configs == "all" else [c.strip() for c in configs.split(",") if c.strip()]
     for n in names:
         config_for(n)   # unknown names fail here, before any work
     args.mixed_precision = any(n.startswith(MIXED_PREFIX) for n in names)  # load held-out images too
@@ -415,6 +466,8 @@ def main(argv=None):
         raise P2VitError(f"--limit must be at least 1, not {args.limit}")
     if args.json:
         check_output_file(args.json, "--json")   # before minutes of evaluation, not after
+    if args.error_budget_chart:
+        check_chart_path(args.error_budget_chart)
     check_scaleout_args(args, "quantizer.eval")
     progress = Progress(enabled=not args.quiet)
     lm = load_model_from_args(args)
@@ -425,6 +478,8 @@ def main(argv=None):
         note(f"note: {args.data} has no labels; top-1 is not reported, agreement with FP32 is")
     t0 = time.perf_counter()
     engine = choose_engine(args.ray, args.workers, len(data.images))
+    if args.error_budget:
+        return error_budget_main(args, lm, data, labels, calib, names[0], engine, progress, t0)
     with session(engine):   # one Ray connection for the mixed-precision search and the evaluation
         results, run = evaluate_sharded(lm, calib, data, labels, names, engine, results=args.results,
                                         resume=args.resume, shard_size=args.shard_size, progress=progress,
@@ -440,6 +495,35 @@ def main(argv=None):
     if args.json:
         write_json_atomic(args.json, json_safe(results))
         print(f"wrote {args.json}")
+    return 0
+
+
+def error_budget_main(args, lm, data, labels, calib, name, engine, progress, t0) -> int:
+    from .budget import evaluate_budget, format_budget, plot_budget
+
+    with session(engine):
+        budget, run = evaluate_budget(lm, calib, data, labels, name, engine, results=args.results,
+                                      resume=args.resume, shard_size=args.shard_size, progress=progress,
+                                      show=not args.quiet)
+    print(f"{lm.name}: {len(data.images)} images from {args.data}, {len(calib)} calibration images, "
+          f"{time.perf_counter() - t0:.0f} s")
+    print(format_budget(budget))
+    print(f"run: {run['shards']} shards of {run['shard_size']} on {run['engine']} ({run['workers']} workers"
+          + (f", {run['shards_resumed']} shards resumed" if run["shards_resumed"] else "")
+          + (f", {run['retries']} shard runs retried" if run["retries"] else "") + ")"
+          + (f"; results in {run['results']}" if run["results"] else ""))
+    if args.error_budget_chart:
+        plot_budget(budget, args.error_budget_chart, title=f"{lm.name}: error budget of {name} ({budget['label']}), "
+                                                         f"{budget['n']} images")
+        print(f"wrote {args.error_budget_chart}")
+    if args.json:
+        write_json_atomic(args.json, json_safe({"error_budget": budget, "run": run}))
+        print(f"wrote {args.json}")
+    if budget["exact_images"] != budget["n"]:
+        print(f"error: with every stage quantized the simulator differs from the integer reference on "
+              f"{budget['n'] - budget['exact_images']} of {budget['n']} images (a bug in quantizer/budget.py)",
+              file=sys.stderr)
+        return 1
     return 0
 
 

@@ -6,18 +6,21 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from codegen.generate import generate
 from codegen.hwconfig import HwConfig
 from codegen.module import load
 from quantizer import QuantConfig, reference
+from quantizer.budget import STAGE_NAMES, Simulator, evaluate_budget
 from quantizer.calibrate import collect
 from quantizer.data import load_images, to_int8_input
 from quantizer.eval import evaluate_configs
 from quantizer.float_model import FloatViT
 from quantizer.models import load_model
 from quantizer.pipeline import quantize
-from tests.tiny import CIFAR_CALIB, CIFAR_CARD, CIFAR_TEST, SHARED_REASON, have_shared
+from quantizer.scaleout import InProcess
+from tests.tiny import CIFAR_CALIB, CIFAR_CARD, CIFAR_TEST, SHARED, SHARED_REASON, have_shared
 
 pytestmark = pytest.mark.skipif(not have_shared(), reason=SHARED_REASON)
 
@@ -29,11 +32,18 @@ def cifar():
     return lm, calib
 
 
+@pytest.fixture(scope="module")
+def cifar_pot(cifar):
+    """The default PoT 8/8/4 quantization of the CIFAR model (100 calibration images)."""
+    lm, calib = cifar
+    return quantize(lm, calib, QuantConfig())
+
+
 def _test_set(lm, limit):
     return load_images(CIFAR_TEST, lm.preprocess, limit=limit, spread=True)
 
 
-def test_quantize_reference_codegen_csim_end_to_end(cifar, tmp_path):
+def test_quantize_reference_codegen_csim_end_to_end(cifar, cifar_pot, tmp_path):
     lm, calib = cifar
     test = _test_set(lm, 500)
     res = evaluate_configs(lm, calib, test.images, test.labels, ["float_8_8_4", "pot_8_8_4"])
@@ -43,7 +53,7 @@ def test_quantize_reference_codegen_csim_end_to_end(cifar, tmp_path):
     assert pot["agree"] >= 88.0 and pot["agree"] >= flt["agree"] - 3.0
     assert pot["sqnr_db"] > 15.0
 
-    q = quantize(lm, calib, QuantConfig())
+    q = cifar_pot
     generate(q.ir, HwConfig(), tmp_path / "build", golden_images=test.images)
     sim = load(tmp_path / "build", expect={"ir_sha256": q.ir.content_hash})
     got = sim.run(test.images)
@@ -86,3 +96,29 @@ def test_adaptive_rounding_lowers_calibration_error_on_cifar(cifar):
     a = quantize(lm, calib, QuantConfig(), stats=stats, fm=fm).calibration.total_error
     n = quantize(lm, calib, QuantConfig(rounding="nearest"), stats=stats, fm=fm).calibration.total_error
     assert a < n
+
+
+def test_error_budget_simulator_is_the_reference_on_cifar(cifar, cifar_pot):
+    """The error budget's simulator with every stage quantized gives the integer reference's logits
+    on the trained model too (the tiny-model tests check every traced tensor)."""
+    lm, _ = cifar
+    x = to_int8_input(_test_set(lm, 128).images)
+    sim = Simulator(cifar_pot.float_model, cifar_pot.ir)
+    got = torch.cat([sim.run(x[s:s + 64], frozenset(STAGE_NAMES))[0] for s in range(0, len(x), 64)])
+    ref = reference.run(cifar_pot.ir, x)
+    assert torch.equal(got, ref.logits.double() * 2.0 ** ref.e_logit)
+
+
+@pytest.mark.slow
+def test_error_budget_outlier_model_1000_images():
+    """The budget of the outlier model: exact on every image, and stages 1..12 give quantizer.eval's
+    pot_8_8_4 numbers."""
+    lm = load_model(SHARED / "models" / "cifar10-vit-d192-outliers.json")
+    calib = load_images(CIFAR_CALIB, lm.preprocess, limit=100).images
+    test = _test_set(lm, 1000)
+    budget, _ = evaluate_budget(lm, calib, test, test.labels, "pot_8_8_4", InProcess(), show=False)
+    assert budget["exact_images"] == 1000
+    ev = evaluate_configs(lm, calib, test.images, test.labels, ["pot_8_8_4"])["pot_8_8_4"]
+    last = budget["stages"][-1]["prefix"]
+    assert last["agree"] == ev["agree"] and last["top1"] == ev["top1"]
+    assert last["sqnr_db"] == pytest.approx(ev["sqnr_db"], abs=1e-9)
