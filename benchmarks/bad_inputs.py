@@ -515,6 +515,17 @@ def run_all(r: Runner) -> None:
     r.run(Case("E10", "build.json edited by hand (not re-sealed): cosim.eval",
                m("cosim.eval", "--build", bad_json, "--data", "data.npz"), must_contain=["build.json"]))
 
+    # ---- E11-E13: the error budget's flags and the reference-only pot_8_8_8 -------------------
+    r.run(Case("E11", "quantizer.eval --error-budget --configs float_8_8_4, CIFAR model",
+               m("quantizer.eval", REAL_CARD, "--calib", REAL_CALIB, "--data", REAL_TEST, "--error-budget",
+                 "--configs", "float_8_8_4"), must_contain=["power-of-two"], max_seconds=FAST))
+    r.run(Case("E12", "quantizer.eval --error-budget --error-budget-chart chart.jpg, CIFAR model",
+               m("quantizer.eval", REAL_CARD, "--calib", REAL_CALIB, "--data", REAL_TEST, "--error-budget",
+                 "--error-budget-chart", "chart.jpg"), must_contain=[".png"], max_seconds=FAST))
+    r.run(Case("E13", "codegen --attn-uniform --attn-bits 8 (pot_8_8_8 is reference-only), CIFAR model",
+               m("codegen", REAL_CARD, "--calib", REAL_CALIB, "--attn-uniform", "--attn-bits", 8, "--out", "ce13"),
+               must_contain=["reference-only"], max_seconds=FAST))
+
     # ---- 14, 15. developer habits -----------------------------------------------------------
     pytest = Path(PY).parent / "pytest"
     r.run(Case("14", "bare pytest --collect-only -q from the repo root",
