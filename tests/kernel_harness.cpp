@@ -419,6 +419,94 @@ arr nibble_word_v(arr bytes, int c, int s) {
   throw py::value_error("nibble_word: shape not instantiated in the harness");
 }
 
+// mac_layer(x, w, rows, cols, wbits): a whole layer on the MAC array, x [NR][K] (NR <= 57,
+// K <= 64, even) against w [O][K] with O a multiple of cols, weights packed into m_axi beats as
+// codegen/layout.py packs them (one [cols][2] word per step, 4-bit: two per byte, low nibble
+// first): returns x.w^T [NR][O]. Native AVX-512 builds take csim_fast::layer_fast (blocked, row
+// groups, the epilogues in (weight tile, row tile) order); every other build the HLS loops
+// (load_rows_array, reduce_blob per tile).
+template <int R, int C>
+struct LCfg {
+  static constexpr int ROWS = R, COLS = C, SIMD = 2, AXI_BYTES = 16, N = 57, KMAX = 64;
+  static constexpr int BEATS = (COLS * SIMD + AXI_BYTES - 1) / AXI_BYTES;
+  using act_t = sint<8>;
+  using acc_t = sint<32>;
+  using axi_t = p2vit::axi_word<AXI_BYTES>;
+};
+
+// set_byte(w, i, v): byte i of a beat := v (the harness builds blobs in both type modes).
+template <class W>
+void set_byte(W& w, int i, std::uint8_t v) {
+#ifdef P2VIT_NATIVE_TYPES
+  w.b[i] = v;
+#else
+  w.range(8 * i + 7, 8 * i) = v;
+#endif
+}
+
+template <int R, int C>
+arr mac_layer_t(const arr& x, const arr& w, int wbits) {
+  using L = LCfg<R, C>;
+  if (x.ndim() != 2 || w.ndim() != 2 || x.shape(0) < 1 || x.shape(0) > L::N || x.shape(1) > L::KMAX ||
+      x.shape(1) % 2 || x.shape(1) < 2 || w.shape(1) != x.shape(1) || w.shape(0) % C || (wbits != 8 && wbits != 4))
+    throw py::value_error("mac_layer: x [<=57][even K <= 64], w [O][K] with O a multiple of cols, wbits 8 or 4");
+  const int NR = int(x.shape(0)), K = int(x.shape(1)), O = int(w.shape(0)), NT = (NR + R - 1) / R, OT = O / C;
+  const int steps = K / 2;
+  static typename L::act_t xa[L::N][L::KMAX];
+  for (int n = 0; n < NR; ++n)
+    for (int k = 0; k < K; ++k) xa[n][k] = in_s<8>(x.at(n, k), "mac_layer x");
+  std::vector<typename L::axi_t> blob(std::size_t(OT) * steps * L::BEATS);
+  for (auto& beat : blob)
+    for (int b = 0; b < L::AXI_BYTES; ++b) set_byte(beat, b, 0);
+  for (int ot = 0; ot < OT; ++ot)
+    for (int ks = 0; ks < steps; ++ks)
+      for (int i = 0; i < C * 2; ++i) {
+        const std::int64_t v = w.at(ot * C + i / 2, 2 * ks + i % 2);
+        const long byte0 = (long(ot) * steps + ks) * L::BEATS * L::AXI_BYTES;
+        if (wbits == 8) {
+          const long at = byte0 + i;
+          set_byte(blob[at / L::AXI_BYTES], int(at % L::AXI_BYTES), std::uint8_t(in_s<8>(v, "mac_layer w")));
+        } else {
+          const long at = byte0 + i / 2;
+          const std::uint8_t nib = std::uint8_t(in_s<4>(v, "mac_layer w")) & 0xF;
+          const std::uint8_t old = p2vit::axi_byte(blob[at / L::AXI_BYTES], int(at % L::AXI_BYTES));
+          set_byte(blob[at / L::AXI_BYTES], int(at % L::AXI_BYTES),
+                              std::uint8_t(i % 2 ? old | (nib << 4) : old | nib));
+        }
+      }
+  arr out({NR, O});
+  auto load = [&](int t, typename p2vit::pe_operand<typename L::act_t>::type tile[R][L::KMAX]) {
+    p2vit::load_rows_array<L, L::KMAX, L::KMAX>(xa, 0, K, NR, t * R, tile, "x");
+  };
+  auto epi = [&](int t, int ot, const typename L::acc_t acc[R][C]) {
+    for (int n = 0; n < R && t * R + n < NR; ++n)
+      for (int o = 0; o < C; ++o) out.mutable_at(t * R + n, ot * C + o) = out64(acc[n][o]);
+  };
+#if P2VIT_CSIM_FAST_MAC
+  if constexpr (p2vit::csim_fast::layer_fast_supported<L>()) {
+    p2vit::csim_fast::layer_fast<L, L::KMAX>(NT, K, OT, blob.data(), 0, wbits, load, epi, [](int) {});
+    return out;
+  }
+#endif
+  typename p2vit::pe_operand<typename L::act_t>::type xt[R][L::KMAX];
+  typename L::acc_t acc[R][C];
+  for (int t = 0; t < NT; ++t) {
+    load(t, xt);
+    for (int ot = 0; ot < OT; ++ot) {
+      p2vit::reduce_blob<L, L::KMAX>(xt, K, blob.data(), "blob", 0, ot, wbits, acc);
+      epi(t, ot, acc);
+    }
+  }
+  return out;
+}
+
+arr mac_layer_v(arr x, arr w, int r, int c, int wbits) {
+#define X(R, C) if (r == R && c == C) return mac_layer_t<R, C>(x, w, wbits);
+  X(8, 8) X(8, 16) X(4, 8) X(16, 8) X(3, 8)
+#undef X
+  throw py::value_error("mac_layer: shape not instantiated in the harness");
+}
+
 // stream_roundtrip(v): writes v through a p2vit::stream<i64>, reads it back (FIFO order).
 arr stream_roundtrip_v(arr v) {
   p2vit::stream<i64> s;
@@ -461,6 +549,8 @@ PYBIND11_MODULE(P2VIT_MODNAME, m) {
         py::arg("cols"), py::arg("simd"), py::arg("clear") = false);
   m.def("attention_region", &attention_region_v, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("h"),
         py::arg("shift_qk"), py::arg("x0"), py::arg("pb"), py::arg("pc"), py::arg("shift_av"));
+  m.def("mac_layer", &mac_layer_v, py::arg("x"), py::arg("w"), py::arg("rows"), py::arg("cols"), py::arg("wbits"));
+  m.attr("csim_fast_mac") = bool(P2VIT_CSIM_FAST_MAC);
   m.def("nibble_word", &nibble_word_v, py::arg("bytes"), py::arg("cols"), py::arg("simd"));
   m.def("stream_roundtrip", &stream_roundtrip_v, py::arg("v"));
 }

@@ -419,6 +419,28 @@ def test_nibble_word_unpacks_what_the_layout_packs(kern, cols, simd):
         check(kern.nibble_word(packed[word].astype(np.int64), cols, simd), want)
 
 
+@pytest.mark.parametrize("rows,cols", [(8, 8), (8, 16), (4, 8), (16, 8), (3, 8)])
+@pytest.mark.parametrize("wbits", [8, 4])
+def test_mac_layer_is_an_exact_matmul(kern, rows, cols, wbits):
+    """A whole layer through the MAC array (native AVX-512: csim_fast.layer_fast's row groups, weight
+    slices and epilogue order; otherwise the HLS loops) == x.w^T, for partial row groups and tiles,
+    an odd number of weight tiles, K with and without a tail past a multiple of 8, and the extremes."""
+    rng = np.random.default_rng(rows * 10 + cols + wbits)
+    lo, hi = (-128, 128) if wbits == 8 else (-8, 8)
+    for nr, k, ot in [(57, 64, 3), (9, 62, 1), (1, 2, 2), (50, 36, 5)]:
+        x = rng.integers(-128, 128, (nr, k))
+        w = rng.integers(lo, hi, (ot * cols, k))
+        x[0, :] = -128                     # extremes: -128 x -128 (8-bit) / -8 products
+        w[0, :] = lo
+        check(kern.mac_layer(x, w, rows, cols, wbits), x @ w.T)
+
+
+def test_native_harness_uses_the_avx512_layer_path_where_the_cpu_has_it(kern):
+    flags = Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").exists() else []
+    fast = all(f in flags for f in ("avx512_vnni", "avx512bw", "avx512vl"))
+    assert kern.csim_fast_mac == (kern.mode == "native" and fast)
+
+
 def test_native_harness_uses_the_avx2_pe_path_where_the_cpu_has_it(kern):
     has_avx2 = "avx2" in Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else False
     assert kern.csim_avx2 == (kern.mode == "native" and has_avx2)

@@ -7,10 +7,12 @@
 // instruction does 8 columns x 4 reduction indices.
 //
 // What is here (only when P2VIT_CSIM_FAST_MAC is 1, see below):
-//   fast_reduce_supported<C>()                    the shapes this file handles
+//   fast_reduce_supported<C>()                    the shapes the tile paths handle
 //   reduce_quads<R, COLS, K>(xt, steps, quad, acc)  acc = sum over `steps` SIMD-2 reduction steps
 //   reduce_blob_fast<C, KMAX>(...)                same arguments and result as reduce_blob
-//   reduce_keys_fast<C, KMAX>(...)                same arguments and result as reduce_keys
+//   reduce_keys_fast<C, KMAX>(...)                same arguments and result as reduce_keys (Q.K^T)
+//   layer_fast<C, KMAX>(NT, K, OT, ...)           a whole weight layer (p2vit/layers.h): row groups
+//                                                 against pairs of weight tiles, see below
 //
 // Layout: for a pair of steps (reduction indices k0..k0+3) and a group of 8 columns, `quad`
 // returns 32 int8 weights, 4 per column in k order. Sign-extended to 16 bits, dword lane 2o holds
@@ -153,6 +155,205 @@ __attribute__((always_inline)) inline void reduce_keys_fast(const std::int16_t x
     }
   };
   reduce_quads<C::ROWS, C::COLS, KMAX>(xt, K / 2, quad, tail, acc);
+}
+
+
+// ---- Whole layers: row groups against pairs of weight tiles ------------------------------------
+//
+// The HLS order (row tile outer, weight tile inner) streams every weight of a layer once per row
+// tile: for vit_b's FC1, 2.4 MB x 25 row tiles per image. layer_fast keeps a group of RG = 48
+// rows (48 / ROWS row tiles) on hand as unsigned bytes u = x + 128, rearranges each 8-column
+// slice of a weight tile once into 64-byte words (8 columns x 8 reduction indices), and runs
+// two slices against 12 rows at a time with vpdpbusd (u8 x s8, 64 products per instruction;
+// each broadcast row serves both slices):
+//   sum_k x*w = sum_k u*w - 128 * sum_k w,
+// where sum_k w of each column is summed once per slice. Bounds: 0 <= u <= 255, |w| <= 128, so
+// |sum_k u*w| <= K * 2^15 < 2^31 for K < 2^16 (static_assert), and the difference is the HLS
+// accumulator's value (|sum| < 2^(ACC_BITS-1)).
+// The epilogues of a group run in (weight tile, row tile) order instead of (row tile, weight
+// tile): each writes only its own tile's outputs, so the result is the same; a row tile's `done`
+// (e.g. gelu_out) runs after all of its epilogues, in row-tile order.
+
+constexpr int GROUP_ROWS = 48;   // rows per group: 4 blocks of BLOCK_ROWS
+constexpr int BLOCK_ROWS = 12;   // rows per register block: 2 x 12 accumulators + 2 weights + 1 row
+
+// layer_fast_supported<C>(): fast_reduce_supported and a row tile that divides GROUP_ROWS.
+template <class C>
+constexpr bool layer_fast_supported() {
+  return fast_reduce_supported<C>() && GROUP_ROWS % C::ROWS == 0;
+}
+
+// words4(base, stride, g): the 16 bytes of column group g of four consecutive words (steps
+// ks..ks+3, each [COLS][2] int8 at base + i*stride) rearranged so that qword o holds column o's
+// 8 weights in k order: word 4o + i of the output is word 8i + o of the input.
+inline __m512i words4(const std::uint8_t* base, long stride, int g) {
+  alignas(64) static constexpr std::uint16_t order[32] = {0, 8,  16, 24, 1, 9,  17, 25, 2, 10, 18, 26, 3, 11, 19, 27,
+                                                          4, 12, 20, 28, 5, 13, 21, 29, 6, 14, 22, 30, 7, 15, 23, 31};
+  const __m512i idx = _mm512_load_si512(order);
+  __m512i v = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(base + 16 * g)));
+  v = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(base + stride + 16 * g)), 1);
+  v = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(base + 2 * stride + 16 * g)), 2);
+  v = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(base + 3 * stride + 16 * g)), 3);
+  return _mm512_permutexvar_epi16(idx, v);
+}
+
+// Slice<KMAX>: 8 columns of one weight tile, rearranged for the row blocks.
+//   wp[k/8]: words4 of reduction indices k..k+7; colsum[o]: sum_k w_o[k] (all K, tail included);
+//   tail: the words (stride apart) for the indices past the last multiple of 8.
+template <int KMAX>
+struct Slice {
+  alignas(64) std::uint8_t wp[KMAX / 8 + 1][64];
+  std::int32_t colsum[8];
+  const std::uint8_t* words;
+  long stride;
+  int g;
+};
+
+// prepare_slice(words, stride, g, K, s): fills s from column group g of the words at `words`.
+template <int KMAX>
+__attribute__((noinline)) void prepare_slice(const std::uint8_t* words, long stride, int g, int K, Slice<KMAX>& s) {
+  const __m512i ones = _mm512_set1_epi8(1);
+  __m512i cs = _mm512_setzero_si512();
+  const int K8 = K & ~7;
+  for (int k = 0; k < K8; k += 8) {
+    const __m512i wq = words4(words + long(k / 2) * stride, stride, g);
+    _mm512_store_si512(s.wp[k / 8], wq);
+    cs = _mm512_dpbusd_epi32(cs, ones, wq);
+  }
+  alignas(64) std::int32_t lanes[16];
+  _mm512_store_si512(lanes, cs);
+  for (int o = 0; o < 8; ++o) s.colsum[o] = lanes[2 * o] + lanes[2 * o + 1];
+  for (int k = K8; k < K; ++k) {
+    const std::int8_t* wk = reinterpret_cast<const std::int8_t*>(words + long(k / 2) * stride);
+    for (int o = 0; o < 8; ++o) s.colsum[o] += wk[2 * (8 * g + o) + (k & 1)];
+  }
+  s.words = words;
+  s.stride = stride;
+  s.g = g;
+}
+
+// finish_block: out[i][n*ld + o] = the two lanes of column o summed, minus 128 * colsum[o], plus
+// the reduction indices past the last multiple of 8. Separate from gemm_block so that GCC keeps
+// gemm_block's accumulators in registers.
+template <int RB, int NS, int KMAX>
+__attribute__((noipa)) void finish_block(const std::int32_t lanes[NS][RB][16], const std::uint8_t u[][KMAX], int K,
+                                            const Slice<KMAX>* const slice[NS], std::int32_t* const out[NS], int ld) {
+  const int K8 = K & ~7;
+  for (int i = 0; i < NS; ++i) {
+    const Slice<KMAX>& s = *slice[i];
+    for (int n = 0; n < RB; ++n) {
+      std::int32_t* o_row = out[i] + n * ld;
+      for (int o = 0; o < 8; ++o) {
+        std::int32_t v = lanes[i][n][2 * o] + lanes[i][n][2 * o + 1] - 128 * s.colsum[o];
+        for (int k = K8; k < K; ++k)   // the tail: K not a multiple of 8
+          v += std::int32_t(u[n][k]) *
+               reinterpret_cast<const std::int8_t*>(s.words + long(k / 2) * s.stride)[2 * (8 * s.g + o) + (k & 1)];
+        o_row[o] = v;
+      }
+    }
+  }
+}
+
+// gemm_block<RB, NS, KMAX>(u, K, slice, out, ld): for NS (1 or 2) slices and RB rows of u,
+// out[i][n*ld + o] = sum_k (u[n][k] - 128) * w_o[k] of slice i.
+// noipa: GCC keeps all 2 x 12 accumulators in registers only in this function as written (inlined
+// into a layer, or cloned for a constant K and then unrolled, it spills them on every step).
+template <int RB, int NS, int KMAX>
+__attribute__((noipa)) void gemm_block(const std::uint8_t u[][KMAX], int K,
+                                                      const Slice<KMAX>* const slice[NS], std::int32_t* const out[NS],
+                                                      int ld) {
+  static_assert(KMAX < (1 << 16), "u*w sums must stay below 2^31");
+  static_assert(NS == 1 || NS == 2, "one or two slices");
+  // two separate arrays (not a[NS][RB]): GCC keeps them in registers only then
+  __m512i a0[RB], a1[RB];
+#pragma GCC unroll 32
+  for (int n = 0; n < RB; ++n) a0[n] = a1[n] = _mm512_setzero_si512();
+  const int K8 = K & ~7;
+  const std::uint8_t(*w0)[64] = slice[0]->wp;
+  const std::uint8_t(*w1)[64] = slice[NS - 1]->wp;
+  for (int k = 0; k < K8; k += 8) {
+    const __m512i wq0 = _mm512_load_si512(w0[k / 8]);
+    const __m512i wq1 = _mm512_load_si512(w1[k / 8]);
+#pragma GCC unroll 32
+    for (int n = 0; n < RB; ++n) {
+      long long x8;
+      std::memcpy(&x8, &u[n][k], 8);   // u[k..k+7]: the dword pair in every qword (the slice layout)
+      const __m512i x = _mm512_set1_epi64(x8);
+      a0[n] = _mm512_dpbusd_epi32(a0[n], x, wq0);
+      if (NS == 2) a1[n] = _mm512_dpbusd_epi32(a1[n], x, wq1);
+    }
+  }
+  alignas(64) std::int32_t lanes[NS][RB][16];   // the accumulators leave registers once, all together
+#pragma GCC unroll 32
+  for (int n = 0; n < RB; ++n) {
+    _mm512_store_si512(lanes[0][n], a0[n]);
+    if (NS == 2) _mm512_store_si512(lanes[NS - 1][n], a1[n]);
+  }
+  finish_block<RB, NS, KMAX>(lanes, u, K, slice, out, ld);
+}
+
+// layer_fast<C, KMAX>(NT, K, OT, port, w_beat, wbits, load, epi, done): one layer of NT row tiles
+// and OT weight tiles (weights read from `port` where reduce_blob reads them):
+//   load(t, xt)         fills the stationary tile xt[ROWS][KMAX] of row tile t (the HLS loaders);
+//   epi(t, ot, acc)     the epilogue of tile (t, ot) with acc[ROWS][COLS];
+//   done(t)             after the last epilogue of row tile t.
+template <class C, int KMAX, class Load, class Epi, class Done>
+void layer_fast(int NT, int K, int OT, const typename C::axi_t* port, long w_beat, int wbits, Load load, Epi epi,
+                Done done) {
+  constexpr int ROWS = C::ROWS, COLS = C::COLS, G = COLS / 8, TG = GROUP_ROWS / ROWS;
+  constexpr long WORD_STRIDE = long(C::BEATS) * C::AXI_BYTES;   // bytes from one step's word to the next
+  alignas(64) std::uint8_t u[GROUP_ROWS][KMAX];
+  alignas(64) std::int16_t xt[ROWS][KMAX];
+  alignas(64) std::int32_t acc[2][GROUP_ROWS][COLS];              // a pair of weight tiles
+  alignas(64) std::int8_t nibbles[2][KMAX / 2][COLS][2];          // 4-bit weights, unpacked
+  Slice<KMAX> slices[2 * G];
+  const int steps = K / 2;
+  for (int t0 = 0; t0 < NT; t0 += TG) {
+    const int tiles = NT - t0 < TG ? NT - t0 : TG;
+    for (int tt = 0; tt < tiles; ++tt) {
+      load(t0 + tt, xt);
+      for (int n = 0; n < ROWS; ++n)
+        for (int k = 0; k < K; ++k) u[tt * ROWS + n][k] = std::uint8_t(xt[n][k] + 128);
+    }
+    const int blocks = (tiles * ROWS + BLOCK_ROWS - 1) / BLOCK_ROWS;
+    for (int n = tiles * ROWS; n < blocks * BLOCK_ROWS; ++n)   // padding rows: x = 0
+      for (int k = 0; k < K; ++k) u[n][k] = 128;
+    for (int ot0 = 0; ot0 < OT; ot0 += 2) {
+      const int pair = OT - ot0 < 2 ? 1 : 2;
+      int ns = 0;
+      const Slice<KMAX>* sl[2 * G];
+      std::int32_t* dst[2 * G];
+      for (int p = 0; p < pair; ++p) {
+        const std::uint8_t* words = &port[w_beat + long(ot0 + p) * steps * C::BEATS].b[0];
+        long stride = WORD_STRIDE;
+        if (wbits != 8) {
+          for (int ks = 0; ks < steps; ++ks) blob_nibble_word<COLS, 2>(words + ks * WORD_STRIDE, 0, nibbles[p][ks]);
+          words = reinterpret_cast<const std::uint8_t*>(&nibbles[p][0][0][0]);
+          stride = COLS * 2;
+        }
+        for (int g = 0; g < G; ++g, ++ns) {
+          prepare_slice<KMAX>(words, stride, g, K, slices[ns]);
+          sl[ns] = &slices[ns];
+          dst[ns] = &acc[p][0][8 * g];
+        }
+      }
+      for (int b = 0; b < blocks; ++b) {
+        const int r0 = b * BLOCK_ROWS;
+        int i = 0;
+        for (; i + 2 <= ns; i += 2) {
+          std::int32_t* const o2[2] = {dst[i] + r0 * COLS, dst[i + 1] + r0 * COLS};
+          gemm_block<BLOCK_ROWS, 2, KMAX>(u + r0, K, sl + i, o2, COLS);
+        }
+        if (i < ns) {
+          std::int32_t* const o1[1] = {dst[i] + r0 * COLS};
+          gemm_block<BLOCK_ROWS, 1, KMAX>(u + r0, K, sl + i, o1, COLS);
+        }
+      }
+      for (int p = 0; p < pair; ++p)
+        for (int tt = 0; tt < tiles; ++tt) epi(t0 + tt, ot0 + p, acc[p] + tt * ROWS);
+    }
+    for (int tt = 0; tt < tiles; ++tt) done(t0 + tt);
+  }
 }
 
 }  // namespace csim_fast
