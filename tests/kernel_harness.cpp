@@ -484,7 +484,8 @@ arr mac_layer_t(const arr& x, const arr& w, int wbits) {
   };
 #if P2VIT_CSIM_FAST_MAC
   if constexpr (p2vit::csim_fast::layer_fast_supported<L>()) {
-    p2vit::csim_fast::layer_fast<L, L::KMAX>(NT, K, OT, blob.data(), 0, wbits, load, epi, [](int) {});
+    p2vit::csim_fast::layer_fast<L, L::KMAX>(NT, K, OT, p2vit::csim_fast::BlobTiles<L, L::KMAX>{blob.data(), 0, wbits, K / 2},
+                                             load, epi, [](int) {});
     return out;
   }
 #endif

@@ -11,8 +11,8 @@
 //   reduce_quads<R, COLS, K>(xt, steps, quad, acc)  acc = sum over `steps` SIMD-2 reduction steps
 //   reduce_blob_fast<C, KMAX>(...)                same arguments and result as reduce_blob
 //   reduce_keys_fast<C, KMAX>(...)                same arguments and result as reduce_keys (Q.K^T)
-//   layer_fast<C, KMAX>(NT, K, OT, ...)           a whole weight layer (p2vit/layers.h): row groups
-//                                                 against pairs of weight tiles, see below
+//   layer_fast<C, KMAX>(NT, K, OT, tiles, ...)    a whole layer (p2vit/layers.h): row groups against
+//                                                 pairs of weight tiles (BlobTiles, KeyTiles), below
 //
 // Layout: for a pair of steps (reduction indices k0..k0+3) and a group of 8 columns, `quad`
 // returns 32 int8 weights, 4 per column in k order. Sign-extended to 16 bits, dword lane 2o holds
@@ -161,8 +161,8 @@ __attribute__((always_inline)) inline void reduce_keys_fast(const std::int16_t x
 // ---- Whole layers: row groups against pairs of weight tiles ------------------------------------
 //
 // The HLS order (row tile outer, weight tile inner) streams every weight of a layer once per row
-// tile: for vit_b's FC1, 2.4 MB x 25 row tiles per image. layer_fast keeps a group of RG = 48
-// rows (48 / ROWS row tiles) on hand as unsigned bytes u = x + 128, rearranges each 8-column
+// tile: for vit_b's FC1, 2.4 MB x 25 row tiles per image. layer_fast keeps a group of
+// GROUP_ROWS = 96 rows (96 / ROWS row tiles) on hand as unsigned bytes u = x + 128, rearranges each 8-column
 // slice of a weight tile once into 64-byte words (8 columns x 8 reduction indices), and runs
 // two slices against 12 rows at a time with vpdpbusd (u8 x s8, 64 products per instruction;
 // each broadcast row serves both slices):
@@ -174,7 +174,7 @@ __attribute__((always_inline)) inline void reduce_keys_fast(const std::int16_t x
 // tile): each writes only its own tile's outputs, so the result is the same; a row tile's `done`
 // (e.g. gelu_out) runs after all of its epilogues, in row-tile order.
 
-constexpr int GROUP_ROWS = 48;   // rows per group: 4 blocks of BLOCK_ROWS
+constexpr int GROUP_ROWS = 96;   // rows per group: 8 blocks of BLOCK_ROWS
 constexpr int BLOCK_ROWS = 12;   // rows per register block: 2 x 12 accumulators + 2 weights + 1 row
 
 // layer_fast_supported<C>(): fast_reduce_supported and a row tile that divides GROUP_ROWS.
@@ -232,25 +232,35 @@ __attribute__((noinline)) void prepare_slice(const std::uint8_t* words, long str
   s.g = g;
 }
 
-// finish_block: out[i][n*ld + o] = the two lanes of column o summed, minus 128 * colsum[o], plus
-// the reduction indices past the last multiple of 8. Separate from gemm_block so that GCC keeps
-// gemm_block's accumulators in registers.
+// finish_block: out[i][n*ld + o] = lanes 2o and 2o+1 of row n of slice i summed, minus 128 *
+// colsum[o]: add each odd lane into the even one below it, keep the even lanes (vpmovqd). The
+// all-ones masked forms because GCC 12 warns on the unmasked ones' undefined source operand.
+// Separate from gemm_block (as finish_tail) so that GCC keeps gemm_block's accumulators in registers.
 template <int RB, int NS, int KMAX>
-__attribute__((noipa)) void finish_block(const std::int32_t lanes[NS][RB][16], const std::uint8_t u[][KMAX], int K,
-                                            const Slice<KMAX>* const slice[NS], std::int32_t* const out[NS], int ld) {
-  const int K8 = K & ~7;
+__attribute__((noipa)) void finish_block(const std::int32_t lanes[NS][RB][16], const Slice<KMAX>* const slice[NS],
+                                         std::int32_t* const out[NS], int ld) {
+  for (int i = 0; i < NS; ++i) {
+    const __m256i off = _mm256_slli_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(slice[i]->colsum)), 7);
+    for (int n = 0; n < RB; ++n) {
+      const __m512i a = _mm512_load_si512(lanes[i][n]);
+      const __m256i pairs = _mm512_maskz_cvtepi64_epi32(0xFF, _mm512_add_epi32(a, _mm512_maskz_srli_epi64(0xFF, a, 32)));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out[i] + n * ld), _mm256_sub_epi32(pairs, off));
+    }
+  }
+}
+
+// finish_tail: adds the reduction indices past the last multiple of 8 (K % 8 of them) to out.
+// Separate from gemm_block so that GCC keeps gemm_block's accumulators in registers.
+template <int RB, int NS, int KMAX>
+__attribute__((noipa)) void finish_tail(const std::uint8_t u[][KMAX], int K, const Slice<KMAX>* const slice[NS],
+                                        std::int32_t* const out[NS], int ld) {
   for (int i = 0; i < NS; ++i) {
     const Slice<KMAX>& s = *slice[i];
-    for (int n = 0; n < RB; ++n) {
-      std::int32_t* o_row = out[i] + n * ld;
-      for (int o = 0; o < 8; ++o) {
-        std::int32_t v = lanes[i][n][2 * o] + lanes[i][n][2 * o + 1] - 128 * s.colsum[o];
-        for (int k = K8; k < K; ++k)   // the tail: K not a multiple of 8
-          v += std::int32_t(u[n][k]) *
-               reinterpret_cast<const std::int8_t*>(s.words + long(k / 2) * s.stride)[2 * (8 * s.g + o) + (k & 1)];
-        o_row[o] = v;
-      }
-    }
+    for (int n = 0; n < RB; ++n)
+      for (int o = 0; o < 8; ++o)
+        for (int k = K & ~7; k < K; ++k)
+          out[i][n * ld + o] += std::int32_t(u[n][k]) *
+              reinterpret_cast<const std::int8_t*>(s.words + long(k / 2) * s.stride)[2 * (8 * s.g + o) + (k & 1)];
   }
 }
 
@@ -289,25 +299,60 @@ __attribute__((noipa)) void gemm_block(const std::uint8_t u[][KMAX], int K,
     _mm512_store_si512(lanes[0][n], a0[n]);
     if (NS == 2) _mm512_store_si512(lanes[NS - 1][n], a1[n]);
   }
-  finish_block<RB, NS, KMAX>(lanes, u, K, slice, out, ld);
+  finish_block<RB, NS, KMAX>(lanes, slice, out, ld);
+  if (K & 7) finish_tail<RB, NS, KMAX>(u, K, slice, out, ld);
 }
 
-// layer_fast<C, KMAX>(NT, K, OT, port, w_beat, wbits, load, epi, done): one layer of NT row tiles
-// and OT weight tiles (weights read from `port` where reduce_blob reads them):
+// BlobTiles<C, KMAX>: the weight tiles of a layer in the blob, where reduce_blob reads them.
+// tile(ot, buf, stride): pointer to tile ot's words, one [COLS][2] int8 word per step, `stride`
+// bytes apart: the blob itself for 8-bit weights, else buf after unpacking the nibbles.
+template <class C, int KMAX>
+struct BlobTiles {
+  const typename C::axi_t* port;
+  long w_beat;
+  int wbits, steps;
+  const std::uint8_t* tile(int ot, std::int8_t buf[KMAX / 2][C::COLS][2], long& stride) const {
+    constexpr long WORD_STRIDE = long(C::BEATS) * C::AXI_BYTES;   // bytes from one step's word to the next
+    const std::uint8_t* words = &port[w_beat + long(ot) * steps * C::BEATS].b[0];
+    stride = WORD_STRIDE;
+    if (wbits == 8) return words;
+    for (int ks = 0; ks < steps; ++ks) blob_nibble_word<C::COLS, 2>(words + ks * WORD_STRIDE, 0, buf[ks]);
+    stride = C::COLS * 2;
+    return reinterpret_cast<const std::uint8_t*>(&buf[0][0][0]);
+  }
+};
+
+// KeyTiles<C, KMAX>: Q.K^T's "weights": column o of tile ot is key j = ot*COLS + o of head h
+// (zero for j >= N), copied into buf in the word layout.
+template <class C, int KMAX>
+struct KeyTiles {
+  const std::int8_t (*key)[C::N][C::DH];
+  int h;
+  const std::uint8_t* tile(int ot, std::int8_t buf[KMAX / 2][C::COLS][2], long& stride) const {
+    for (int ks = 0; ks < C::DH / 2; ++ks)
+      for (int o = 0; o < C::COLS; ++o) {
+        const int j = ot * C::COLS + o;
+        buf[ks][o][0] = j < C::N ? key[h][j][2 * ks] : std::int8_t(0);
+        buf[ks][o][1] = j < C::N ? key[h][j][2 * ks + 1] : std::int8_t(0);
+      }
+    stride = C::COLS * 2;
+    return reinterpret_cast<const std::uint8_t*>(&buf[0][0][0]);
+  }
+};
+
+// layer_fast<C, KMAX>(NT, K, OT, tiles, load, epi, done): one layer of NT row tiles and OT weight
+// tiles (tiles: BlobTiles or KeyTiles):
 //   load(t, xt)         fills the stationary tile xt[ROWS][KMAX] of row tile t (the HLS loaders);
 //   epi(t, ot, acc)     the epilogue of tile (t, ot) with acc[ROWS][COLS];
 //   done(t)             after the last epilogue of row tile t.
-template <class C, int KMAX, class Load, class Epi, class Done>
-void layer_fast(int NT, int K, int OT, const typename C::axi_t* port, long w_beat, int wbits, Load load, Epi epi,
-                Done done) {
+template <class C, int KMAX, class Tiles, class Load, class Epi, class Done>
+void layer_fast(int NT, int K, int OT, const Tiles& tiles_src, Load load, Epi epi, Done done) {
   constexpr int ROWS = C::ROWS, COLS = C::COLS, G = COLS / 8, TG = GROUP_ROWS / ROWS;
-  constexpr long WORD_STRIDE = long(C::BEATS) * C::AXI_BYTES;   // bytes from one step's word to the next
   alignas(64) std::uint8_t u[GROUP_ROWS][KMAX];
   alignas(64) std::int16_t xt[ROWS][KMAX];
   alignas(64) std::int32_t acc[2][GROUP_ROWS][COLS];              // a pair of weight tiles
-  alignas(64) std::int8_t nibbles[2][KMAX / 2][COLS][2];          // 4-bit weights, unpacked
+  alignas(64) std::int8_t buf[2][KMAX / 2][COLS][2];              // weight words made by `tiles_src`
   Slice<KMAX> slices[2 * G];
-  const int steps = K / 2;
   for (int t0 = 0; t0 < NT; t0 += TG) {
     const int tiles = NT - t0 < TG ? NT - t0 : TG;
     for (int tt = 0; tt < tiles; ++tt) {
@@ -324,13 +369,8 @@ void layer_fast(int NT, int K, int OT, const typename C::axi_t* port, long w_bea
       const Slice<KMAX>* sl[2 * G];
       std::int32_t* dst[2 * G];
       for (int p = 0; p < pair; ++p) {
-        const std::uint8_t* words = &port[w_beat + long(ot0 + p) * steps * C::BEATS].b[0];
-        long stride = WORD_STRIDE;
-        if (wbits != 8) {
-          for (int ks = 0; ks < steps; ++ks) blob_nibble_word<COLS, 2>(words + ks * WORD_STRIDE, 0, nibbles[p][ks]);
-          words = reinterpret_cast<const std::uint8_t*>(&nibbles[p][0][0][0]);
-          stride = COLS * 2;
-        }
+        long stride;
+        const std::uint8_t* words = tiles_src.tile(ot0 + p, buf[p], stride);
         for (int g = 0; g < G; ++g, ++ns) {
           prepare_slice<KMAX>(words, stride, g, K, slices[ns]);
           sl[ns] = &slices[ns];

@@ -110,7 +110,8 @@ void main_array(int mode, const typename C::act_t img[C::IMG_C * C::IMG_H * C::I
       main_epilogue<C>(mode, t, ot, OT, tile_acc, blob, tb_beat, tile_bias, bias, shift, e_y, e_r, e_s, r, q, k, v,
                        logits, block);
     };
-    csim_fast::layer_fast<C, KMAX>(NT, K, OT, blob, w_beat, wbits, load, epilogue, [](int) {});
+    csim_fast::layer_fast<C, KMAX>(NT, K, OT, csim_fast::BlobTiles<C, KMAX>{blob, w_beat, wbits, K / 2}, load,
+                                   epilogue, [](int) {});
     return;
   }
 #endif
@@ -142,6 +143,22 @@ void qk_array(const typename C::act_t q[C::N][C::D], const typename C::act_t k[C
   typename C::acc_t acc[C::ROWS][C::COLS];
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=acc type=complete dim=0)
   typename C::act_t rows[C::ROWS][C::N];
+#if P2VIT_CSIM_FAST_MAC
+  if constexpr (csim_fast::layer_fast_supported<C>()) {   // native C-sim: same values, blocked (csim_fast.h)
+    constexpr int TG = csim_fast::GROUP_ROWS / C::ROWS;
+    typename C::act_t group_rows[TG][C::ROWS][C::N];   // the row tiles of one group
+    csim_fast::layer_fast<C, C::DH>(
+        NT, C::DH, OT, csim_fast::KeyTiles<C, C::DH>{k, h},
+        [&](int t, pe_x<C> tile[C::ROWS][C::DH]) {
+          load_rows_array<C, C::DH, C::D>(q, h * C::DH, C::DH, C::N, t * C::ROWS, tile, "q");
+        },
+        [&](int t, int ot, const typename C::acc_t tile_acc[C::ROWS][C::COLS]) {
+          epi_logits<C>(tile_acc, ot * C::COLS, shift, group_rows[t % TG]);
+        },
+        [&](int t) { logits_out<C>(group_rows[t % TG], t * C::ROWS, logits); });
+    return;
+  }
+#endif
 row_tiles:
   for (int t = 0; t < NT; ++t) {
     load_rows_array<C, C::DH, C::D>(q, h * C::DH, C::DH, C::N, t * C::ROWS, xt, "q");
@@ -171,7 +188,7 @@ void fc1_array(const typename C::act_t x[C::N][C::D], const typename C::axi_t* b
     constexpr int TG = csim_fast::GROUP_ROWS / C::ROWS;
     typename C::act_t group_rows[TG][C::ROWS][C::HID];   // the row tiles of one group
     csim_fast::layer_fast<C, C::D>(
-        NT, C::D, OT, blob_fc1, w_beat, wbits,
+        NT, C::D, OT, csim_fast::BlobTiles<C, C::D>{blob_fc1, w_beat, wbits, C::D / 2},
         [&](int t, pe_x<C> tile[C::ROWS][C::D]) { load_rows_array<C, C::D, C::D>(x, 0, C::D, C::N, t * C::ROWS, tile, "x"); },
         [&](int t, int ot, const typename C::acc_t tile_acc[C::ROWS][C::COLS]) {
           epi_gelu<C>(tile_acc, t * C::ROWS, ot * C::COLS, bias, shift, lut, group_rows[t % TG], block);
@@ -207,7 +224,7 @@ void fc2_array(stream<typename C::act_t>& hidden, const typename C::axi_t* blob_
 #if P2VIT_CSIM_FAST_MAC
   if constexpr (csim_fast::layer_fast_supported<C>()) {   // native C-sim: same values, blocked (csim_fast.h)
     csim_fast::layer_fast<C, C::HID>(
-        NT, C::HID, OT, blob_fc2, w_beat, wbits,
+        NT, C::HID, OT, csim_fast::BlobTiles<C, C::HID>{blob_fc2, w_beat, wbits, C::HID / 2},
         [&](int t, pe_x<C> tile[C::ROWS][C::HID]) { load_rows_stream<C, C::HID>(hidden, C::HID, C::N, t * C::ROWS, tile); },
         [&](int t, int ot, const typename C::acc_t tile_acc[C::ROWS][C::COLS]) {
           epi_residual<C>(tile_acc, t * C::ROWS, ot * C::COLS, bias, shift, e_y, e_r, e_s, r, "fc2", block);
