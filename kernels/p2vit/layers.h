@@ -25,6 +25,7 @@
 #ifndef P2VIT_LAYERS_H
 #define P2VIT_LAYERS_H
 
+#include "csim_fast.h"
 #include "epilogue.h"
 #include "mac_array.h"
 #include "params.h"
@@ -145,7 +146,7 @@ void qk_array(const typename C::act_t q[C::N][C::D], const typename C::act_t k[C
   typename C::act_t rows[C::ROWS][C::N];
 #if P2VIT_CSIM_FAST_MAC
   if constexpr (csim_fast::layer_fast_supported<C>()) {   // native C-sim: same values, blocked (csim_fast.h)
-    constexpr int TG = csim_fast::GROUP_ROWS / C::ROWS;
+    constexpr int TG = csim_fast::group_tiles<C>();
     typename C::act_t group_rows[TG][C::ROWS][C::N];   // the row tiles of one group
     csim_fast::layer_fast<C, C::DH>(
         NT, C::DH, OT, csim_fast::KeyTiles<C, C::DH>{k, h},
@@ -185,7 +186,7 @@ void fc1_array(const typename C::act_t x[C::N][C::D], const typename C::axi_t* b
   typename C::act_t rows[C::ROWS][C::HID];
 #if P2VIT_CSIM_FAST_MAC
   if constexpr (csim_fast::layer_fast_supported<C>()) {   // native C-sim: same values, blocked (csim_fast.h)
-    constexpr int TG = csim_fast::GROUP_ROWS / C::ROWS;
+    constexpr int TG = csim_fast::group_tiles<C>();
     typename C::act_t group_rows[TG][C::ROWS][C::HID];   // the row tiles of one group
     csim_fast::layer_fast<C, C::D>(
         NT, C::D, OT, csim_fast::BlobTiles<C, C::D>{blob_fc1, w_beat, wbits, C::D / 2},

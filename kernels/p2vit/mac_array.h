@@ -30,7 +30,6 @@
 
 #include "axi.h"
 #include "blob.h"
-#include "csim_fast.h"
 #include "pe_array.h"
 #include "trace.h"
 #include "types.h"
@@ -173,13 +172,6 @@ template <class C, int KMAX>
 P2VIT_CSIM_INLINE void reduce_blob(const typename pe_operand<typename C::act_t>::type xt[C::ROWS][KMAX], int K,
                  const typename C::axi_t* port, const char* bundle, long w_beat, int ot, int wbits,
                  typename C::acc_t acc[C::ROWS][C::COLS]) {
-#if P2VIT_CSIM_FAST_MAC
-  if constexpr (csim_fast::fast_reduce_supported<C>()) {   // native C-sim: same sums, a tile at a time
-    csim_fast::reduce_blob_fast<C, KMAX>(xt, K, port, w_beat, ot, wbits, acc);
-    (void)bundle;
-    return;
-  }
-#endif
   const int steps = K / C::SIMD;
   [[maybe_unused]] constexpr int TRIPS = KMAX/C::SIMD;
   [[maybe_unused]] constexpr int REDUCE_II = C::BEATS;   // beats per weight word: one per cycle on the bundle
@@ -214,12 +206,6 @@ template <class C, int KMAX>
 P2VIT_CSIM_INLINE void reduce_keys(const typename pe_operand<typename C::act_t>::type xt[C::ROWS][KMAX], int K,
                  const typename C::act_t key[C::H][C::N][C::DH], int h, int ot,
                  typename C::acc_t acc[C::ROWS][C::COLS]) {
-#if P2VIT_CSIM_FAST_MAC
-  if constexpr (csim_fast::fast_reduce_supported<C>()) {   // native C-sim: same sums, a tile at a time
-    csim_fast::reduce_keys_fast<C, KMAX>(xt, K, key, h, ot, acc);
-    return;
-  }
-#endif
   const int steps = K / C::SIMD;
   [[maybe_unused]] constexpr int TRIPS = KMAX/C::SIMD;
 reduce_keys:
