@@ -19,6 +19,7 @@
 #define P2VIT_EPILOGUE_H
 
 #include "arith.h"
+#include "csim_fast_rows.h"
 #include "mac_array.h"
 #include "rows.h"
 #include "trace.h"
@@ -72,6 +73,14 @@ void epi_residual(const typename C::acc_t acc[C::ROWS][C::COLS], int n0, int o0,
                   const i8 shift[], int e_y, const i8 e_r[], const i8 e_s[], typename C::res_t r[C::N][C::D],
                   const char* trace_name, int block) {
   const bool tracing = P2VIT_TRACING();  // once per tile: the check is a thread-local read
+#if P2VIT_CSIM_FAST_ROWS
+  if constexpr (csim_fast_rows::epi_supported<C>()) {   // C-sim, untraced: the same values, 8 lanes at a time
+    if (!tracing) {
+      csim_fast_rows::epi_residual_fast<C>(acc, n0, o0, bias, shift, e_y, e_r, e_s, r);
+      return;
+    }
+  }
+#endif
   const int cols = C::D - o0 < C::COLS ? C::D - o0 : C::COLS;
   int o = 0, n = 0;   // running column and row of the tile: no divider
   [[maybe_unused]] constexpr int TRIPS = C::COLS*C::ROWS;
@@ -110,6 +119,14 @@ template <class C>
 void epi_gelu(const typename C::acc_t acc[C::ROWS][C::COLS], int n0, int o0, const i32 bias[], const i8 shift[],
               const i8 lut[256], typename C::act_t rows[C::ROWS][C::HID], int block) {
   const bool tracing = P2VIT_TRACING();
+#if P2VIT_CSIM_FAST_ROWS
+  if constexpr (csim_fast_rows::epi_supported<C>()) {   // C-sim, untraced: the same values, 8 lanes at a time
+    if (!tracing) {
+      csim_fast_rows::epi_gelu_fast<C>(acc, o0, bias, shift, lut, rows);
+      return;
+    }
+  }
+#endif
   const int cols = C::HID - o0 < C::COLS ? C::HID - o0 : C::COLS;
   int o = 0, n = 0;   // running column and row of the tile: no divider
   [[maybe_unused]] constexpr int TRIPS = C::COLS*C::ROWS;

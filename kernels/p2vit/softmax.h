@@ -10,6 +10,7 @@
 #ifndef P2VIT_SOFTMAX_H
 #define P2VIT_SOFTMAX_H
 
+#include "csim_fast_rows.h"
 #include "rows.h"
 #include "trace.h"
 #include "types.h"
@@ -20,6 +21,9 @@ template <class C>
 void softmax_rows(stream<typename C::act_t>& in, stream<typename C::code_t>& out, i64 x0, i64 pb, i64 pc,
                   int block, int h) {
   const long row0 = long(h) * C::N;   // first row of this head in the traced (H, N, N) tensors
+#if P2VIT_CSIM_FAST_ROWS
+  const csim_fast_rows::LisTable lis(x0, pb, pc);   // C-sim: every exp image of this head, once
+#endif
 rows:
   for (int i = 0; i < C::N; ++i) {
     typename C::act_t a[C::N];
@@ -31,7 +35,11 @@ rows:
       P2VIT_ACCESS("softmax_a", 0);
       a[j] = in.read();
     }
+#if P2VIT_CSIM_FAST_ROWS
+    csim_fast_rows::lis_row<C::N, C::ATTN_BITS>(a, code, lis.ex);   // same codes (csim_fast_rows.h)
+#else
     log_int_softmax_row<C::N, C::ATTN_BITS>(a, code, x0, pb, pc);
+#endif
     P2VIT_TRACE("logits", block, (row0 + i) * C::N, a, C::N);
     P2VIT_TRACE("codes", block, (row0 + i) * C::N, code, C::N);
   write:
