@@ -10,7 +10,9 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -517,7 +519,7 @@ struct SinkScope {
 template <class C>
 void load_acc(const arr& acc, typename C::acc_t a[C::ROWS][C::COLS]) {
   if (acc.ndim() != 2 || acc.shape(0) != C::ROWS || acc.shape(1) != C::COLS)
-    throw py::value_error("epilogue: acc must be (3, 8)");
+    throw py::value_error("epilogue: acc must be (ROWS, COLS) = (3, 8)");
   for (int n = 0; n < C::ROWS; ++n)
     for (int o = 0; o < C::COLS; ++o) a[n][o] = in_s<27>(acc.at(n, o), "epilogue acc");
 }
@@ -590,6 +592,63 @@ arr epi_residual_v(arr acc, int n0, int o0, arr bias, arr shift, int e_y, arr e_
   unsupported("epi_residual", rbits);
 }
 
+// QCfg: a configuration for epi_qkv and epi_logits alone: 7 tokens in row tiles of 3 (a partial last
+// tile), 2 heads of 8 channels, column tiles of 8 (Q.K^T: a partial last key tile).
+struct QCfg {
+  static constexpr int N = 7, D = 16, H = 2, DH = 8, ROWS = 3, COLS = 8;
+  using act_t = sint<8>;
+  using acc_t = sint<27>;
+};
+
+// epi_qkv(acc, n0, o0, bias, shift, q, k, v): epi_qkv<QCfg> on one tile; q (7, 16), k and v (2, 7, 8)
+// before; returns (q, k, v) after.
+py::tuple epi_qkv_v(arr acc, int n0, int o0, arr bias, arr shift, arr q, arr k, arr v) {
+  using C = QCfg;
+  typename C::acc_t a[C::ROWS][C::COLS];
+  load_acc<C>(acc, a);
+  if (bias.size() != 3 * C::D || shift.size() != 3 * C::D || q.size() != C::N * C::D ||
+      k.size() != C::H * C::N * C::DH || v.size() != C::H * C::N * C::DH || o0 < 0 || o0 >= 3 * C::D || n0 < 0 ||
+      n0 >= C::N)
+    throw py::value_error("epi_qkv: bias, shift (48), q (7, 16), k, v (2, 7, 8), o0 < 48, n0 < 7");
+  p2vit::i32 b[3 * C::D];
+  p2vit::i8 sh[3 * C::D];
+  for (int c = 0; c < 3 * C::D; ++c) {
+    b[c] = in_s<32>(bias.data()[c], "epi_qkv bias");
+    sh[c] = in_s<8>(shift.data()[c], "epi_qkv shift");
+  }
+  C::act_t qa[C::N][C::D], ka[C::H][C::N][C::DH], va[C::H][C::N][C::DH];
+  for (int i = 0; i < C::N * C::D; ++i) qa[i / C::D][i % C::D] = in_s<8>(q.data()[i], "epi_qkv q");
+  for (int i = 0; i < C::H * C::N * C::DH; ++i) {
+    ka[i / (C::N * C::DH)][i / C::DH % C::N][i % C::DH] = in_s<8>(k.data()[i], "epi_qkv k");
+    va[i / (C::N * C::DH)][i / C::DH % C::N][i % C::DH] = in_s<8>(v.data()[i], "epi_qkv v");
+  }
+  p2vit::epi_qkv<C>(a, n0, o0, b, sh, qa, ka, va);
+  arr qo({C::N, C::D}), ko({C::H, C::N, C::DH}), vo({C::H, C::N, C::DH});
+  for (int i = 0; i < C::N * C::D; ++i) qo.mutable_data()[i] = out64(qa[i / C::D][i % C::D]);
+  for (int i = 0; i < C::H * C::N * C::DH; ++i) {
+    ko.mutable_data()[i] = out64(ka[i / (C::N * C::DH)][i / C::DH % C::N][i % C::DH]);
+    vo.mutable_data()[i] = out64(va[i / (C::N * C::DH)][i / C::DH % C::N][i % C::DH]);
+  }
+  return py::make_tuple(qo, ko, vo);
+}
+
+// epi_logits(acc, o0, shift, rows): epi_logits<QCfg> on one tile; rows (3, 7) before, returned after.
+arr epi_logits_v(arr acc, int o0, int shift, arr rows) {
+  using C = QCfg;
+  typename C::acc_t a[C::ROWS][C::COLS];
+  load_acc<C>(acc, a);
+  if (rows.ndim() != 2 || rows.shape(0) != C::ROWS || rows.shape(1) != C::N || o0 < 0 || o0 >= C::N)
+    throw py::value_error("epi_logits: rows (3, 7), o0 < 7");
+  C::act_t r[C::ROWS][C::N];
+  for (int n = 0; n < C::ROWS; ++n)
+    for (int j = 0; j < C::N; ++j) r[n][j] = in_s<8>(rows.at(n, j), "epi_logits rows");
+  p2vit::epi_logits<C>(a, o0, shift, r);
+  arr out({C::ROWS, C::N});
+  for (int n = 0; n < C::ROWS; ++n)
+    for (int j = 0; j < C::N; ++j) out.mutable_at(n, j) = out64(r[n][j]);
+  return out;
+}
+
 #define P2VIT_PE_LIST(X) X(8, 8, 2) X(8, 16, 2) X(16, 8, 2) X(3, 6, 2) X(8, 8, 1) X(4, 8, 4)
 
 arr pe_array_dot_v(arr x, arr w, arr acc0, int r, int c, int s, bool clear) {
@@ -632,6 +691,40 @@ arr stream_roundtrip_v(arr v) {
   return o;
 }
 
+#ifdef P2VIT_NATIVE_TYPES
+// stream_chunks(v, chunk): writes v through a p2vit::stream<i8> in write_n chunks of `chunk`, reads
+// it back alternating read_n chunks and single reads; then read_n on the empty stream must throw.
+arr stream_chunks_v(arr v, int chunk) {
+  if (chunk < 1) throw py::value_error("stream_chunks: chunk >= 1");
+  std::vector<p2vit::i8> in(v.size()), out(v.size());
+  for (py::ssize_t i = 0; i < v.size(); ++i) in[i] = in_s<8>(v.data()[i], "stream_chunks v");
+  p2vit::stream<p2vit::i8> s;
+  for (std::size_t i = 0; i < in.size(); i += chunk) s.write_n(&in[i], std::min<std::size_t>(chunk, in.size() - i));
+  std::size_t i = 0;
+  for (bool single = false; i < out.size(); single = !single) {
+    if (single) {
+      out[i++] = s.read();
+    } else {
+      const std::size_t n = std::min<std::size_t>(chunk, out.size() - i);
+      s.read_n(&out[i], n);
+      i += n;
+    }
+  }
+  if (!s.empty()) throw std::runtime_error("stream not empty after reading everything");
+  bool threw = false;
+  try {
+    p2vit::i8 x[1];
+    s.read_n(x, 1);
+  } catch (const std::underflow_error&) {
+    threw = true;
+  }
+  if (!threw) throw std::runtime_error("read_n on an empty stream did not throw");
+  arr o = like(v);
+  for (py::ssize_t k = 0; k < v.size(); ++k) o.mutable_data()[k] = out64(out[k]);
+  return o;
+}
+#endif
+
 }  // namespace
 
 PYBIND11_MODULE(P2VIT_MODNAME, m) {
@@ -666,6 +759,9 @@ PYBIND11_MODULE(P2VIT_MODNAME, m) {
   m.def("av_rows", &av_rows_v, py::arg("codes"), py::arg("v"), py::arg("h"), py::arg("shift"), py::arg("bits"));
   m.def("epi_gelu", &epi_gelu_v, py::arg("acc"), py::arg("n0"), py::arg("o0"), py::arg("bias"), py::arg("shift"),
         py::arg("lut"), py::arg("rows"), py::arg("traced") = false);
+  m.def("epi_qkv", &epi_qkv_v, py::arg("acc"), py::arg("n0"), py::arg("o0"), py::arg("bias"), py::arg("shift"),
+        py::arg("q"), py::arg("k"), py::arg("v"));
+  m.def("epi_logits", &epi_logits_v, py::arg("acc"), py::arg("o0"), py::arg("shift"), py::arg("rows"));
   m.def("epi_residual", &epi_residual_v, py::arg("acc"), py::arg("n0"), py::arg("o0"), py::arg("bias"),
         py::arg("shift"), py::arg("e_y"), py::arg("e_r"), py::arg("e_s"), py::arg("r"), py::arg("rbits"),
         py::arg("traced") = false);
@@ -675,4 +771,7 @@ PYBIND11_MODULE(P2VIT_MODNAME, m) {
         py::arg("shift_qk"), py::arg("x0"), py::arg("pb"), py::arg("pc"), py::arg("shift_av"));
   m.def("nibble_word", &nibble_word_v, py::arg("bytes"), py::arg("cols"), py::arg("simd"));
   m.def("stream_roundtrip", &stream_roundtrip_v, py::arg("v"));
+#ifdef P2VIT_NATIVE_TYPES
+  m.def("stream_chunks", &stream_chunks_v, py::arg("v"), py::arg("chunk"));
+#endif
 }

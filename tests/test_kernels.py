@@ -504,6 +504,15 @@ def test_stream_roundtrip(kern):
     check(kern.stream_roundtrip(v), v)
 
 
+def test_stream_read_n_write_n(kern):
+    """The native stream's bulk read_n / write_n (the C-sim fast paths) keep FIFO order with read()."""
+    if kern.mode != "native":
+        pytest.skip("read_n / write_n are native-stream only")
+    v = np.random.default_rng(28).integers(-128, 128, 1000)
+    for chunk in (1, 3, 197, 1000):
+        check(kern.stream_chunks(v, chunk), v)
+
+
 PE_SHAPES = [(8, 8, 2), (8, 16, 2), (16, 8, 2), (3, 6, 2), (8, 8, 1), (4, 8, 4)]
 
 
@@ -677,6 +686,13 @@ def test_epi_gelu(kern, traced):
                 h = _requant_py(acc[n, o] + bias[c], shift[c], 8)
                 want[n, c] = lut[h + 128]
         check(got, want, rows=rows)
+    # every table index: h = -128..127 (shift 0, bias 0), 24 per tile
+    lut = rng.integers(-128, 128, 256)
+    h = np.concatenate([np.arange(-128, 128), np.zeros(8, dtype=np.int64)]).reshape(-1, 3, 8)
+    for tile in h:
+        got = kern.epi_gelu(tile, 0, 0, np.zeros(20, dtype=np.int64), np.zeros(20, dtype=np.int64), lut,
+                            np.zeros((3, 20), dtype=np.int64), traced=traced)
+        check(got[:, :8], lut[tile + 128])
 
 
 @pytest.mark.parametrize("traced", [False, True])
@@ -708,3 +724,48 @@ def test_epi_residual(kern, rbits, traced):
             y = A([_requant_py(acc[n, c - o0] + bias[c], shift[c], 8) for c in cs])
             want[n0 + n, cs] = intops.residual_add(T(y), e_y, T(r[n0 + n, cs]), T(e_r[cs]), T(e_s[cs]), rbits).numpy()
         check(got, want, r=r)
+
+
+def test_epi_qkv(kern):
+    """epi_qkv on every column tile of a 3 x 8 array over 7 tokens, 2 heads of 8 channels (q, k, v
+    tiles, a partial last row tile): y = requant(acc + b, sh, 8) into q[n][c], k[h][n][d], v[h][n][d]."""
+    rng = np.random.default_rng(26)
+    N, D, H, DH = 7, 16, 2, 8
+    for trial in range(8):
+        q = rng.integers(-128, 128, (N, D))
+        k = rng.integers(-128, 128, (H, N, DH))
+        v = rng.integers(-128, 128, (H, N, DH))
+        bias = rng.integers(-(1 << 31), 1 << 31, 3 * D)
+        shift = rng.integers(-8, 40, 3 * D)
+        shift[:4] = A([0, -8, 63, 127])
+        for n0 in (0, 3, 6):
+            for o0 in range(0, 3 * D, 8):
+                acc = rng.integers(-(1 << 26), 1 << 26, (3, 8))
+                if trial == 0:
+                    acc[0, :], acc[1, :] = (1 << 26) - 1, -(1 << 26)
+                got = kern.epi_qkv(acc, n0, o0, bias, shift, q, k, v)
+                want = [q.copy(), k.copy(), v.copy()]
+                for o in range(8):
+                    c = o0 + o
+                    for n in range(3):
+                        if n0 + n >= N:
+                            break
+                        y = _requant_py(acc[n, o] + bias[c], shift[c], 8)
+                        if c < D:
+                            want[0][n0 + n, c] = y
+                        else:
+                            ch = c - D if c < 2 * D else c - 2 * D
+                            want[1 if c < 2 * D else 2][ch // DH, n0 + n, ch % DH] = y
+                for g, w in zip(got, want):
+                    check(g, w)
+
+
+def test_epi_logits(kern):
+    """epi_logits on the key tiles of a 3 x 8 array over 7 keys (one partial tile): requant(acc, shift, 8)."""
+    rng = np.random.default_rng(27)
+    for shift in (-3, 0, 1, 9, 17, 31, 40, 64, 100):
+        acc = rng.integers(-(1 << 26), 1 << 26, (3, 8))
+        acc[0, :3] = A([(1 << 26) - 1, -(1 << 26), 0])
+        rows = rng.integers(-128, 128, (3, 7))
+        got = kern.epi_logits(acc, 0, shift, rows)
+        check(got, [[_requant_py(acc[n, o], shift, 8) for o in range(7)] for n in range(3)])

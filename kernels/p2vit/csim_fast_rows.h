@@ -13,10 +13,16 @@
 // What is here (only when P2VIT_CSIM_FAST_ROWS is 1, see below; namespace p2vit::csim_fast_rows):
 //   LisTable(x0, pb, pc)               int_exp of every softmax argument x in [-255, 0]
 //   lis_row<N, BITS>(a, code, tab)     log_int_softmax_row (p2vit/rows.h) from the table
+//   softmax_rows_fast<C>(...)          softmax_rows (p2vit/softmax.h)
 //   av_supported<C>(), av_rows_fast<C>(...)    av_rows (p2vit/shifter.h)
 //   ln_row<D, RBITS, F, NB>(...)       layernorm_row (p2vit/rows.h)
-//   epi_supported<C>(), epi_gelu_fast<C>(...), epi_residual_fast<C>(...)
-//                                      epi_gelu, epi_residual (p2vit/epilogue.h), untraced runs
+//   epi_supported<C>(), qkv_supported<C>(), epi_qkv_fast<C>(...), epi_logits_fast<C>(...),
+//   epi_gelu_fast<C>(...), epi_residual_fast<C>(...)
+//                                      epi_qkv, epi_logits, and the untraced runs of epi_gelu and
+//                                      epi_residual (p2vit/epilogue.h)
+//   rows_out<R, W>(rows, valid, out)   gelu_out, logits_out (p2vit/epilogue.h)
+// The streams are read and written with the native stream's read_n / write_n (p2vit/types.h): the
+// same elements in the same order, one copy per row instead of one call per element.
 //
 // Never used by HLS synthesis, ap_int builds or the instrumented (P2VIT_COUNTERS) C-sim, which run
 // the loops that the II check counts. tests/test_kernels.py runs these against quantizer/intops.py
@@ -26,6 +32,7 @@
 #define P2VIT_CSIM_FAST_ROWS_H
 
 #include "arith.h"
+#include "trace.h"
 #include "types.h"
 
 // P2VIT_CSIM_FAST_ROWS: 1 in a native-types, non-instrumented software build for a CPU with
@@ -184,13 +191,34 @@ inline void lis_row(const sint<8> a[N], uint<BITS> code[N], const std::int64_t t
   }
 }
 
+// softmax_rows_fast<C>: softmax_rows<C> (p2vit/softmax.h): per row, read N logits, lis_row with the
+// table of this head's constants, the same traces, write N codes.
+template <class C>
+inline void softmax_rows_fast(stream<typename C::act_t>& in, stream<typename C::code_t>& out, i64 x0, i64 pb,
+                              i64 pc, int block, int h) {
+  const LisTable lis(x0, pb, pc);
+  const long row0 = long(h) * C::N;
+  for (int i = 0; i < C::N; ++i) {
+    typename C::act_t a[C::N];
+    typename C::code_t code[C::N];
+    in.read_n(a, C::N);
+    lis_row<C::N, C::ATTN_BITS>(a, code, lis.ex);
+    P2VIT_TRACE("logits", block, (row0 + i) * C::N, a, C::N);
+    P2VIT_TRACE("codes", block, (row0 + i) * C::N, code, C::N);
+    out.write_n(code, C::N);
+  }
+  (void)block;
+  (void)row0;
+}
+
 // ---- A.V (numerics.md 2.6) -----------------------------------------------------------------
 
 // av_supported<C>(): 8-bit values, F = AV_FRAC >= Z - 1 (every weight code c < Z is <= F), weights
 // 2^F <= 2^14 (int16), and N * 2^7 * 2^F < 2^31 (int32 lanes, the bound of numerics.md 4).
 template <class C>
 constexpr bool av_supported() {
-  return std::is_same<typename C::act_t, std::int8_t>::value && C::AV_FRAC >= C::CODE_ZERO - 1 &&
+  return std::is_same<typename C::act_t, std::int8_t>::value && sizeof(typename C::code_t) == 1 &&
+         C::AV_FRAC >= C::CODE_ZERO - 1 &&
          C::AV_FRAC <= 14 && (std::int64_t(C::N) << (7 + C::AV_FRAC)) < (std::int64_t(1) << 31);
 }
 
@@ -198,7 +226,8 @@ constexpr bool av_supported() {
 // The loop adds (v << F) >> c per key with code c < Z (and nothing for c = Z). v << F = v * 2^F is a
 // multiple of 2^c for c <= F, so the arithmetic shift is exact: (v << F) >> c = v * w with
 // w = 2^(F - c) <= 2^14. So acc[d] = sum_j w_j * v[j][d], w_j = 0 for code Z: a dot product, here
-// vpmaddwd on (v[2p][d], v[2p+1][d]) x (w_2p, w_2p+1) int16 pairs. Every partial sum is a sum of
+// vpdpwssd (or vpmaddwd + vpaddd) on (v[2p][d], v[2p+1][d]) x (w_2p, w_2p+1) int16 pairs, two query
+// rows at a time. Every partial sum is a sum of
 // terms |w v| <= 2^(7+F) over at most N keys, so it stays below 2^31 (av_supported) and the int32
 // lanes hold the loop's exact sums; the order of an exact integer sum does not matter. The codes
 // are read from the stream exactly as the loop reads them, N per query row.
@@ -217,37 +246,54 @@ inline void av_rows_fast(stream<typename C::code_t>& codes, const std::int8_t v[
       const int hi = d < DH && 2 * p + 1 < N ? int(v[h][2 * p + 1][d]) : 0;
       vp[p][d] = std::int32_t(std::uint32_t(std::uint16_t(lo)) | (std::uint32_t(std::uint16_t(hi)) << 16));
     }
+  std::int16_t wt[256];   // wt[c]: the weight of code c, 2^(F - c) for c < Z, else 0 (code_t is 8-bit: c <= 255)
+  for (int c = 0; c < 256; ++c) wt[c] = c < Z ? std::int16_t(1 << (F - c)) : std::int16_t(0);
   const __m512i k = set8(shift);
-  for (int i = 0; i < N; ++i) {
-    alignas(64) std::int16_t w[2 * NP];
-    for (int j = 0; j < N; ++j) {
-      const int c = int(codes.read());
-      w[j] = c < Z ? std::int16_t(1 << (F - c)) : std::int16_t(0);
-    }
-    if constexpr (N % 2 == 1) w[N] = 0;   // the padding key of the last pair
-    __m512i acc[G];
-    for (int g = 0; g < G; ++g) acc[g] = _mm512_setzero_si512();
-    for (int p = 0; p < NP; ++p) {
-      std::int32_t wp;
-      std::memcpy(&wp, &w[2 * p], 4);
-      const __m512i wv = _mm512_set1_epi32(wp);
-      for (int g = 0; g < G; ++g) {
-        const __m512i x = _mm512_load_si512(&vp[p][16 * g]);
-#ifdef __AVX512VNNI__
-        acc[g] = _mm512_dpwssd_epi32(acc[g], x, wv);
-#else
-        acc[g] = _mm512_add_epi32(acc[g], _mm512_madd_epi16(x, wv));
-#endif
+  constexpr int R = 2;   // query rows per pass: each value pair loaded once for both (2 is the fastest here)
+  for (int i = 0; i < N; i += R) {
+    const int rows = N - i < R ? N - i : R;
+    alignas(64) std::int16_t w[R][2 * NP];
+    for (int r = 0; r < R; ++r) {
+      if (r < rows) {
+        typename C::code_t cs[N];
+        codes.read_n(cs, N);   // row i + r's N codes
+        for (int j = 0; j < N; ++j) w[r][j] = wt[int(cs[j])];
+        if constexpr (N % 2 == 1) w[r][N] = 0;   // the padding key (its values are 0 too)
+      } else {
+        for (int j = 0; j < 2 * NP; ++j) w[r][j] = 0;   // past the last row: computed, not stored
       }
     }
-    // o = requant<8>(acc, shift), lanes d < DH only
-    for (int g = 0; g < G; ++g) {
-      std::int8_t* dst = &o[i][h * DH + 16 * g];
-      const __m256i lo = _mm512_maskz_extracti64x4_epi64(ALL8, acc[g], 0);
-      store8(dst, lanes8(DH - 16 * g), requant8<8>(_mm512_maskz_cvtepi32_epi64(ALL8, lo), k));
-      if (DH - 16 * g > 8) {
-        const __m256i hi = _mm512_maskz_extracti64x4_epi64(ALL8, acc[g], 1);
-        store8(dst + 8, lanes8(DH - 16 * g - 8), requant8<8>(_mm512_maskz_cvtepi32_epi64(ALL8, hi), k));
+    __m512i acc[R][G];
+    for (int r = 0; r < R; ++r)
+      for (int g = 0; g < G; ++g) acc[r][g] = _mm512_setzero_si512();
+    for (int p = 0; p < NP; ++p) {
+      __m512i wv[R];
+      for (int r = 0; r < R; ++r) {
+        std::int32_t wp;
+        std::memcpy(&wp, &w[r][2 * p], 4);
+        wv[r] = _mm512_set1_epi32(wp);
+      }
+      for (int g = 0; g < G; ++g) {
+        const __m512i x = _mm512_load_si512(&vp[p][16 * g]);
+        for (int r = 0; r < R; ++r) {
+#ifdef __AVX512VNNI__
+          acc[r][g] = _mm512_dpwssd_epi32(acc[r][g], x, wv[r]);
+#else
+          acc[r][g] = _mm512_add_epi32(acc[r][g], _mm512_madd_epi16(x, wv[r]));
+#endif
+        }
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      if (r >= rows) break;
+      for (int g = 0; g < G; ++g) {
+        std::int8_t* dst = &o[i + r][h * DH + 16 * g];
+        const __m256i lo = _mm512_maskz_extracti64x4_epi64(ALL8, acc[r][g], 0);
+        store8(dst, lanes8(DH - 16 * g), requant8<8>(_mm512_maskz_cvtepi32_epi64(ALL8, lo), k));
+        if (DH - 16 * g > 8) {
+          const __m256i hi = _mm512_maskz_extracti64x4_epi64(ALL8, acc[r][g], 1);
+          store8(dst + 8, lanes8(DH - 16 * g - 8), requant8<8>(_mm512_maskz_cvtepi32_epi64(ALL8, hi), k));
+        }
       }
     }
   }
@@ -307,25 +353,103 @@ constexpr bool epi_supported() {
   return sizeof(typename C::acc_t) <= 4 && std::is_same<typename C::act_t, std::int8_t>::value;
 }
 
-// epi_gelu_fast<C>: epi_gelu<C> (p2vit/epilogue.h) without tracing: rows[n][o0 + o] =
-// lut[requant<8>(acc[n][o] + bias, shift) + 128] for every tile row n and valid column o, the same
-// int64 expression on 8 columns at a time (requant8), in another order of independent elements.
+// qkv_supported<C>(): epi_supported<C>() with whole groups of 8 channels in a column tile, in q, k or v
+// and in one head (COLS, D and DH multiples of 8).
 template <class C>
-inline void epi_gelu_fast(const typename C::acc_t acc[C::ROWS][C::COLS], int o0, const i32 bias[],
-                          const i8 shift[], const i8 lut[256], std::int8_t rows[C::ROWS][C::HID]) {
-  const int cols = C::HID - o0 < C::COLS ? C::HID - o0 : C::COLS;
+constexpr bool qkv_supported() {
+  return epi_supported<C>() && C::COLS % 8 == 0 && C::D % 8 == 0 && C::DH % 8 == 0;
+}
+
+// epi_qkv_fast<C>: epi_qkv<C> (p2vit/epilogue.h) for qkv_supported<C>(): y = requant<8>(acc[n][o] + bias,
+// shift) into q, k or v for the tile rows n0 + n < N, 8 channels at a time (the loop's int64
+// expression, requant8). A group of 8 channels starts at a multiple of 8, so it lies in one of q, k, v
+// and in one head, where the 8 destinations are consecutive.
+template <class C>
+inline void epi_qkv_fast(const typename C::acc_t acc[C::ROWS][C::COLS], int n0, int o0, const i32 bias[],
+                         const i8 shift[], std::int8_t q[C::N][C::D], std::int8_t k[C::H][C::N][C::DH],
+                         std::int8_t v[C::H][C::N][C::DH]) {
+  static_assert(qkv_supported<C>(), "epi_qkv_fast: unsupported configuration");
+  const int cols = 3 * C::D - o0 < C::COLS ? 3 * C::D - o0 : C::COLS;
   for (int o = 0; o < C::COLS; o += 8) {
     if (o >= cols) break;
     const __mmask8 m = lanes8(cols - o);
     const int c = o0 + o;
     const __m512i b = load8(bias + c, m), s = load8(shift + c, m);
     for (int n = 0; n < C::ROWS; ++n) {
-      alignas(64) std::int64_t hv[8];
-      _mm512_store_si512(hv, requant8<8>(_mm512_add_epi64(load8(&acc[n][o], m), b), s));
-      for (int e = 0; e < 8; ++e)
-        if ((m >> e) & 1) rows[n][c + e] = lut[hv[e] + 128];
+      const int row = n0 + n;
+      if (row >= C::N) break;
+      const __m512i y = requant8<8>(_mm512_add_epi64(load8(&acc[n][o], m), b), s);
+      std::int8_t* dst = c < C::D       ? &q[row][c]
+                         : c < 2 * C::D ? &k[(c - C::D) / C::DH][row][(c - C::D) % C::DH]
+                                        : &v[(c - 2 * C::D) / C::DH][row][(c - 2 * C::D) % C::DH];
+      store8(dst, m, y);
     }
   }
+}
+
+// epi_logits_fast<C>: epi_logits<C> (p2vit/epilogue.h): rows[n][o0 + o] = requant<8>(acc[n][o], shift)
+// for every tile row and valid column, 8 columns at a time (requant8).
+template <class C>
+inline void epi_logits_fast(const typename C::acc_t acc[C::ROWS][C::COLS], int o0, int shift,
+                            std::int8_t rows[C::ROWS][C::N]) {
+  const int cols = C::N - o0 < C::COLS ? C::N - o0 : C::COLS;
+  const __m512i s = set8(shift);
+  for (int o = 0; o < C::COLS; o += 8) {
+    if (o >= cols) break;
+    const __mmask8 m = lanes8(cols - o);
+    for (int n = 0; n < C::ROWS; ++n) store8(&rows[n][o0 + o], m, requant8<8>(load8(&acc[n][o], m), s));
+  }
+}
+
+// rows_out<R, W>(rows, valid, out): rows[0..valid-1] (each W values) onto out, in order: gelu_out and
+// logits_out (p2vit/epilogue.h) with one append per row.
+template <int R, int W>
+inline void rows_out(const std::int8_t rows[R][W], int valid, stream<std::int8_t>& out) {
+  for (int n = 0; n < R; ++n) {
+    if (n >= valid) break;
+    out.write_n(rows[n], W);
+  }
+}
+
+// gelu_supported<C>(): epi_supported<C>() on a CPU with AVX-512 VBMI (the table lookup below).
+template <class C>
+constexpr bool gelu_supported() {
+#ifdef __AVX512VBMI__
+  return epi_supported<C>();
+#else
+  return false;
+#endif
+}
+
+// epi_gelu_fast<C>: epi_gelu<C> (p2vit/epilogue.h) without tracing: rows[n][o0 + o] =
+// lut[requant<8>(acc[n][o] + bias, shift) + 128] for every tile row n and valid column o, the same
+// int64 expression on 8 columns at a time (requant8), in another order of independent elements.
+// The lookup: index i = h + 128 in [0, 255] as a byte; vpermi2b picks byte i & 127 of lut[0..127]
+// (t0, t1) and of lut[128..255] (t2, t3), and bit 7 of i chooses between the two.
+template <class C>
+inline void epi_gelu_fast(const typename C::acc_t acc[C::ROWS][C::COLS], int o0, const i32 bias[],
+                          const i8 shift[], const i8 lut[256], std::int8_t rows[C::ROWS][C::HID]) {
+  static_assert(gelu_supported<C>(), "epi_gelu_fast: unsupported configuration");
+#ifdef __AVX512VBMI__
+  const int cols = C::HID - o0 < C::COLS ? C::HID - o0 : C::COLS;
+  const __m512i t0 = _mm512_loadu_si512(lut), t1 = _mm512_loadu_si512(lut + 64);
+  const __m512i t2 = _mm512_loadu_si512(lut + 128), t3 = _mm512_loadu_si512(lut + 192);
+  const __m512i off = set8(128);
+  for (int o = 0; o < C::COLS; o += 8) {
+    if (o >= cols) break;
+    const __mmask8 m = lanes8(cols - o);
+    const int c = o0 + o;
+    const __m512i b = load8(bias + c, m), s = load8(shift + c, m);
+    for (int n = 0; n < C::ROWS; ++n) {
+      const __m512i h = requant8<8>(_mm512_add_epi64(load8(&acc[n][o], m), b), s);   // [-128, 127]
+      const __m512i i = _mm512_maskz_broadcast_i32x4(0xFFFF, _mm512_maskz_cvtepi64_epi8(ALL8, _mm512_add_epi64(h, off)));
+      const __m512i lo = _mm512_permutex2var_epi8(t0, i, t1), hi = _mm512_permutex2var_epi8(t2, i, t3);
+      _mm512_mask_storeu_epi8(&rows[n][c], __mmask64(m), _mm512_mask_blend_epi8(_mm512_movepi8_mask(i), lo, hi));
+    }
+  }
+#else
+  (void)acc, (void)o0, (void)bias, (void)shift, (void)lut, (void)rows;
+#endif
 }
 
 // epi_residual_fast<C>: epi_residual<C> (p2vit/epilogue.h) without tracing, for the tile rows

@@ -20,10 +20,11 @@ namespace p2vit {
 template <class C>
 void softmax_rows(stream<typename C::act_t>& in, stream<typename C::code_t>& out, i64 x0, i64 pb, i64 pc,
                   int block, int h) {
-  const long row0 = long(h) * C::N;   // first row of this head in the traced (H, N, N) tensors
 #if P2VIT_CSIM_FAST_ROWS
-  const csim_fast_rows::LisTable lis(x0, pb, pc);   // C-sim: every exp image of this head, once
+  csim_fast_rows::softmax_rows_fast<C>(in, out, x0, pb, pc, block, h);   // C-sim: the same codes
+  return;
 #endif
+  const long row0 = long(h) * C::N;   // first row of this head in the traced (H, N, N) tensors
 rows:
   for (int i = 0; i < C::N; ++i) {
     typename C::act_t a[C::N];
@@ -35,11 +36,7 @@ rows:
       P2VIT_ACCESS("softmax_a", 0);
       a[j] = in.read();
     }
-#if P2VIT_CSIM_FAST_ROWS
-    csim_fast_rows::lis_row<C::N, C::ATTN_BITS>(a, code, lis.ex);   // same codes (csim_fast_rows.h)
-#else
     log_int_softmax_row<C::N, C::ATTN_BITS>(a, code, x0, pb, pc);
-#endif
     P2VIT_TRACE("logits", block, (row0 + i) * C::N, a, C::N);
     P2VIT_TRACE("codes", block, (row0 + i) * C::N, code, C::N);
   write:
