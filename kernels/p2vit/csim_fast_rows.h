@@ -1,5 +1,5 @@
 // p2vit/csim_fast_rows.h - native C-sim fast paths for the row operators: the Log-Int-Softmax
-// (numerics.md 2.5), A.V (2.6), LayerNorm (2.7) and the GELU and residual epilogues (2.8, 2.9).
+// (numerics.md 2.5), A.V (2.6), LayerNorm (2.7), and the MAC-array epilogues (2.3, 2.4, 2.8, 2.9).
 // Every function here returns exactly the values of the loop it stands in for; the comment
 // above each one says why.
 //
@@ -116,7 +116,7 @@ inline std::int64_t hsum8(__m512i v) {
                       std::uint64_t(t[4]) + std::uint64_t(t[5]) + std::uint64_t(t[6]) + std::uint64_t(t[7]));
 }
 
-// requant8<BITS>(v, k): requant<BITS>(v, k) of arith.h on every lane, for any shift k >= -63.
+// requant8<BITS>(v, k): requant<BITS>(v, k) of arith.h on every lane, for any shift k.
 // k > 0: arith.h computes floor(v / 2^k) + bit k-1 of v as (v >> k) + ((v >> (k-1)) & 1); vpsravq
 // is that shift for k <= 63, and for k >= 64 it fills with the sign, giving -1 + 1 = 0 for v < 0
 // and 0 + 0 = 0 for v >= 0: the exact rounding of |v| < 2^63 by 2^k >= 2^64, which is what
@@ -227,10 +227,10 @@ constexpr bool av_supported() {
 // multiple of 2^c for c <= F, so the arithmetic shift is exact: (v << F) >> c = v * w with
 // w = 2^(F - c) <= 2^14. So acc[d] = sum_j w_j * v[j][d], w_j = 0 for code Z: a dot product, here
 // vpdpwssd (or vpmaddwd + vpaddd) on (v[2p][d], v[2p+1][d]) x (w_2p, w_2p+1) int16 pairs, two query
-// rows at a time. Every partial sum is a sum of
-// terms |w v| <= 2^(7+F) over at most N keys, so it stays below 2^31 (av_supported) and the int32
-// lanes hold the loop's exact sums; the order of an exact integer sum does not matter. The codes
-// are read from the stream exactly as the loop reads them, N per query row.
+// rows at a time. Every partial sum is a sum of terms |w v| <= 2^(7+F) over at most N keys, so it
+// stays below 2^31 (av_supported) and the int32 lanes hold the loop's exact sums; the order of an
+// exact integer sum does not matter. The codes are read from the stream in the loop's order, N per
+// query row.
 template <class C>
 inline void av_rows_fast(stream<typename C::code_t>& codes, const std::int8_t v[C::H][C::N][C::DH], int h,
                          int shift, std::int8_t o[C::N][C::D]) {
@@ -345,7 +345,7 @@ inline void ln_row(const sint<RBITS> r[D], const uint<2> k[D], const sint<16> G[
   }
 }
 
-// ---- epilogues (numerics.md 2.8, 2.9) ------------------------------------------------------
+// ---- epilogues (numerics.md 2.3, 2.4, 2.8, 2.9) --------------------------------------------
 
 // epi_supported<C>(): 32-bit (or narrower) accumulators and 8-bit activations.
 template <class C>
@@ -442,9 +442,11 @@ inline void epi_gelu_fast(const typename C::acc_t acc[C::ROWS][C::COLS], int o0,
     const __m512i b = load8(bias + c, m), s = load8(shift + c, m);
     for (int n = 0; n < C::ROWS; ++n) {
       const __m512i h = requant8<8>(_mm512_add_epi64(load8(&acc[n][o], m), b), s);   // [-128, 127]
-      const __m512i i = _mm512_maskz_broadcast_i32x4(0xFFFF, _mm512_maskz_cvtepi64_epi8(ALL8, _mm512_add_epi64(h, off)));
+      const __m128i i8 = _mm512_maskz_cvtepi64_epi8(ALL8, _mm512_add_epi64(h, off));   // 8 index bytes
+      const __m512i i = _mm512_maskz_broadcast_i32x4(0xFFFF, i8);
       const __m512i lo = _mm512_permutex2var_epi8(t0, i, t1), hi = _mm512_permutex2var_epi8(t2, i, t3);
-      _mm512_mask_storeu_epi8(&rows[n][c], __mmask64(m), _mm512_mask_blend_epi8(_mm512_movepi8_mask(i), lo, hi));
+      const __m512i g = _mm512_mask_blend_epi8(_mm512_movepi8_mask(i), lo, hi);
+      _mm512_mask_storeu_epi8(&rows[n][c], __mmask64(m), g);
     }
   }
 #else
