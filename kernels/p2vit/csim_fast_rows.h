@@ -180,14 +180,33 @@ inline void lis_row(const sint<8> a[N], uint<BITS> code[N], const std::int64_t t
   }
   std::uint64_t L[ZC];
   detail::lis_levels(2 * sum, L, std::make_index_sequence<ZC>{});
-  const __m512i one = set8(1);
-  for (int j = 0; j < N; j += 8) {
-    const __mmask8 m = lanes8(N - j);
-    const __m512i e = _mm512_maskz_loadu_epi64(m, ex + j);
-    __m512i cnt = _mm512_setzero_si512();
-    for (int t = 0; t < ZC; ++t)
-      cnt = _mm512_mask_add_epi64(cnt, _mm512_cmple_epu64_mask(e, set8(std::int64_t(L[t]))), cnt, one);
-    store8(code + j, m, cnt);   // 0..ZC
+  if constexpr (ZC <= 15) {
+    // L_t does not increase with t (T_t does), so the t with ex <= L_t are 1..code: a binary search
+    // for the last one over Lt[t] = L_t, padded with Lt[t > ZC] = 0 < ex (never reached).
+    alignas(64) std::uint64_t Lt[16] = {};
+    for (int t = 1; t <= ZC; ++t) Lt[t] = L[t - 1];
+    const __m512i lo = _mm512_load_si512(Lt), hi = _mm512_load_si512(Lt + 8);
+    for (int j = 0; j < N; j += 8) {
+      const __mmask8 m = lanes8(N - j);
+      const __m512i e = _mm512_maskz_loadu_epi64(m, ex + j);
+      __m512i pos = _mm512_setzero_si512();   // ex <= L_t for t = 1..pos
+      for (int step = 8; step >= 1; step /= 2) {
+        const __m512i cand = _mm512_add_epi64(pos, set8(step));   // <= 15
+        const __m512i lc = _mm512_permutex2var_epi64(lo, cand, hi);
+        pos = _mm512_mask_mov_epi64(pos, _mm512_cmple_epu64_mask(e, lc), cand);
+      }
+      store8(code + j, m, pos);   // 0..ZC
+    }
+  } else {   // count the levels one by one
+    const __m512i one = set8(1);
+    for (int j = 0; j < N; j += 8) {
+      const __mmask8 m = lanes8(N - j);
+      const __m512i e = _mm512_maskz_loadu_epi64(m, ex + j);
+      __m512i cnt = _mm512_setzero_si512();
+      for (int t = 0; t < ZC; ++t)
+        cnt = _mm512_mask_add_epi64(cnt, _mm512_cmple_epu64_mask(e, set8(std::int64_t(L[t]))), cnt, one);
+      store8(code + j, m, cnt);   // 0..ZC
+    }
   }
 }
 
