@@ -679,7 +679,7 @@ arr nibble_word_v(arr bytes, int c, int s) {
   throw py::value_error("nibble_word: shape not instantiated in the harness");
 }
 
-// mac_layer(x, w, rows, cols, wbits): a whole layer on the MAC array, x [NR][K] (NR <= 57,
+// mac_layer(x, w, rows, cols, wbits): a whole layer on the MAC array, x [NR][K] (NR <= 200,
 // K <= 64, even) against w [O][K] with O a multiple of cols, weights packed into m_axi beats as
 // codegen/layout.py packs them (one [cols][2] word per step, 4-bit: two per byte, low nibble
 // first): returns x.w^T [NR][O]. Native AVX-512 builds take csim_fast::layer_fast (blocked, row
@@ -687,7 +687,7 @@ arr nibble_word_v(arr bytes, int c, int s) {
 // (load_rows_array, reduce_blob per tile).
 template <int R, int C>
 struct LCfg {
-  static constexpr int ROWS = R, COLS = C, SIMD = 2, AXI_BYTES = 16, N = 57, KMAX = 64;
+  static constexpr int ROWS = R, COLS = C, SIMD = 2, AXI_BYTES = 16, N = 200, KMAX = 64;
   static constexpr int BEATS = (COLS * SIMD + AXI_BYTES - 1) / AXI_BYTES;
   using act_t = sint<8>;
   using acc_t = sint<32>;
@@ -709,7 +709,7 @@ arr mac_layer_t(const arr& x, const arr& w, int wbits) {
   using L = LCfg<R, C>;
   if (x.ndim() != 2 || w.ndim() != 2 || x.shape(0) < 1 || x.shape(0) > L::N || x.shape(1) > L::KMAX ||
       x.shape(1) % 2 || x.shape(1) < 2 || w.shape(1) != x.shape(1) || w.shape(0) % C || (wbits != 8 && wbits != 4))
-    throw py::value_error("mac_layer: x [<=57][even K <= 64], w [O][K] with O a multiple of cols, wbits 8 or 4");
+    throw py::value_error("mac_layer: x [<=200][even K <= 64], w [O][K] with O a multiple of cols, wbits 8 or 4");
   const int NR = int(x.shape(0)), K = int(x.shape(1)), O = int(w.shape(0)), NT = (NR + R - 1) / R, OT = O / C;
   const int steps = K / 2;
   static typename L::act_t xa[L::N][L::KMAX];

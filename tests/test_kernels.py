@@ -547,11 +547,11 @@ def test_nibble_word_unpacks_what_the_layout_packs(kern, cols, simd):
 @pytest.mark.parametrize("wbits", [8, 4])
 def test_mac_layer_is_an_exact_matmul(kern, rows, cols, wbits):
     """A whole layer through the MAC array (native AVX-512: csim_fast.layer_fast's row groups, weight
-    slices and epilogue order; otherwise the HLS loops) == x.w^T, for partial row groups and tiles,
+    slices and epilogue order; otherwise the HLS loops) == x.w^T, for one and several row groups, partial tiles,
     an odd number of weight tiles, K with and without a tail past a multiple of 8, and the extremes."""
     rng = np.random.default_rng(rows * 10 + cols + wbits)
     lo, hi = (-128, 128) if wbits == 8 else (-8, 8)
-    for nr, k, ot in [(57, 64, 3), (9, 62, 1), (1, 2, 2), (50, 36, 5)]:
+    for nr, k, ot in [(57, 64, 3), (9, 62, 1), (1, 2, 2), (50, 36, 5), (197, 64, 3), (200, 40, 2)]:   # 197, 200: three row groups
         x = rng.integers(-128, 128, (nr, k))
         w = rng.integers(lo, hi, (ot * cols, k))
         x[0, :] = -128                     # extremes: -128 x -128 (8-bit) / -8 products

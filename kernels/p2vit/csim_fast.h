@@ -34,7 +34,10 @@
 #if P2VIT_CSIM_FAST_MAC
 #include <immintrin.h>
 
+#include <cstddef>
+#include <cstdint>
 #include <cstring>
+#include <memory>
 #include <type_traits>
 
 #include "blob.h"
@@ -42,6 +45,24 @@
 
 namespace p2vit {
 namespace csim_fast {
+
+// scratch<T, SLOT>(): a T in per-thread heap memory, 64-byte aligned, reused across calls (C-sim
+// only). The row groups and weight slices are ~0.5-1 MB: on the stack of the module's worker
+// threads they would not fit a 2 MB thread stack (glibc's default under `ulimit -s unlimited`).
+// Each SLOT is one buffer: callers that are live at the same time use different slots.
+template <class T, int SLOT>
+inline T& scratch() {
+  static_assert(std::is_trivially_default_constructible<T>::value, "scratch holds plain data");
+  static thread_local std::unique_ptr<unsigned char[]> mem;
+  static thread_local std::size_t cap = 0;
+  if (cap < sizeof(T) + 64) {
+    mem.reset(new unsigned char[sizeof(T) + 64]);
+    cap = sizeof(T) + 64;
+  }
+  void* at = mem.get();
+  std::size_t room = cap;
+  return *reinterpret_cast<T*>(std::align(64, sizeof(T), at, room));   // plain data: no construction, no clearing
+}
 
 // layer_fast_supported<C>(): 8-bit activations held as int16 (the AVX2 pe_operand), int32
 // accumulators, SIMD 2 (the weight word layout) and whole groups of 8 columns.
@@ -246,11 +267,19 @@ struct KeyTiles {
 template <class C, int KMAX, class Tiles, class Load, class Epi, class Done>
 void layer_fast(int NT, int K, int OT, const Tiles& tiles_src, Load load, Epi epi, Done done) {
   constexpr int ROWS = C::ROWS, COLS = C::COLS, G = COLS / 8, TG = group_tiles<C>(), UR = group_rows<C>();
-  alignas(64) std::uint8_t u[UR][KMAX];
-  alignas(64) std::int16_t xt[ROWS][KMAX];
-  alignas(64) std::int32_t acc[2][UR][COLS];                      // a pair of weight tiles
-  alignas(64) std::int8_t buf[2][KMAX / 2][COLS][2];              // weight words made by `tiles_src`
-  Slice<KMAX> slices[2 * G];
+  struct Scratch {
+    alignas(64) std::uint8_t u[UR][KMAX];
+    alignas(64) std::int16_t xt[ROWS][KMAX];
+    alignas(64) std::int32_t acc[2][UR][COLS];                    // a pair of weight tiles
+    alignas(64) std::int8_t buf[2][KMAX / 2][COLS][2];            // weight words made by `tiles_src`
+    Slice<KMAX> slices[2 * G];
+  };
+  Scratch& sc = scratch<Scratch, 0>();
+  auto& u = sc.u;
+  auto& xt = sc.xt;
+  auto& acc = sc.acc;
+  auto& buf = sc.buf;
+  auto& slices = sc.slices;
   for (int t0 = 0; t0 < NT; t0 += TG) {
     const int tiles = NT - t0 < TG ? NT - t0 : TG;
     for (int tt = 0; tt < tiles; ++tt) {

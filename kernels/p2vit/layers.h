@@ -147,7 +147,8 @@ void qk_array(const typename C::act_t q[C::N][C::D], const typename C::act_t k[C
 #if P2VIT_CSIM_FAST_MAC
   if constexpr (csim_fast::layer_fast_supported<C>()) {   // native C-sim: same values, blocked (csim_fast.h)
     constexpr int TG = csim_fast::group_tiles<C>();
-    typename C::act_t group_rows[TG][C::ROWS][C::N];   // the row tiles of one group
+    using GroupRows = typename C::act_t[TG][C::ROWS][C::N];   // the row tiles of one group
+    GroupRows& group_rows = csim_fast::scratch<GroupRows, 1>();
     csim_fast::layer_fast<C, C::DH>(
         NT, C::DH, OT, csim_fast::KeyTiles<C, C::DH>{k, h},
         [&](int t, pe_x<C> tile[C::ROWS][C::DH]) {
@@ -187,7 +188,8 @@ void fc1_array(const typename C::act_t x[C::N][C::D], const typename C::axi_t* b
 #if P2VIT_CSIM_FAST_MAC
   if constexpr (csim_fast::layer_fast_supported<C>()) {   // native C-sim: same values, blocked (csim_fast.h)
     constexpr int TG = csim_fast::group_tiles<C>();
-    typename C::act_t group_rows[TG][C::ROWS][C::HID];   // the row tiles of one group
+    using GroupRows = typename C::act_t[TG][C::ROWS][C::HID];   // the row tiles of one group
+    GroupRows& group_rows = csim_fast::scratch<GroupRows, 1>();
     csim_fast::layer_fast<C, C::D>(
         NT, C::D, OT, csim_fast::BlobTiles<C, C::D>{blob_fc1, w_beat, wbits, C::D / 2},
         [&](int t, pe_x<C> tile[C::ROWS][C::D]) { load_rows_array<C, C::D, C::D>(x, 0, C::D, C::N, t * C::ROWS, tile, "x"); },
