@@ -10,7 +10,9 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -206,19 +208,33 @@ std::pair<py::ssize_t, py::ssize_t> rows_cols(const arr& a, const char* what) {
   return {a.shape(0), a.shape(1)};
 }
 
+// softmax_t<N, BITS>(a, x0, pb, pc, loops): the codes of every row of a, computed as softmax_rows
+// (p2vit/softmax.h) computes them: from the exp table and lis_row in a fast-rows build (loops false),
+// else (or with loops true) by log_int_softmax_row.
 template <int N, int BITS>
-arr softmax_t(const arr& a, std::int64_t x0, std::int64_t pb, std::int64_t pc) {
+arr softmax_t(const arr& a, std::int64_t x0, std::int64_t pb, std::int64_t pc, bool loops) {
   const auto [M, n] = rows_cols(a, "log_int_softmax");
   if (n != N) unsupported("log_int_softmax", n, BITS);
   arr o = like(a);
   auto pa = a.data(); auto po = o.mutable_data();
   sint<8> row[N];
   p2vit::uint<BITS> code[N];
+#if P2VIT_CSIM_FAST_ROWS
+  const p2vit::csim_fast_rows::LisTable lis(in64(x0), in64(pb), in64(pc));
+#endif
   for (py::ssize_t m = 0; m < M; ++m) {
     for (int j = 0; j < N; ++j) row[j] = in_s<8>(pa[m * N + j], "log_int_softmax a");
-    p2vit::log_int_softmax_row<N, BITS>(row, code, in64(x0), in64(pb), in64(pc));
+#if P2VIT_CSIM_FAST_ROWS
+    if (!loops) {
+      p2vit::csim_fast_rows::lis_row<N, BITS>(row, code, lis.ex);
+    } else
+#endif
+    {
+      p2vit::log_int_softmax_row<N, BITS>(row, code, in64(x0), in64(pb), in64(pc));
+    }
     for (int j = 0; j < N; ++j) po[m * N + j] = out64(code[j]);
   }
+  (void)loops;
   return o;
 }
 
@@ -226,13 +242,56 @@ arr softmax_t(const arr& a, std::int64_t x0, std::int64_t pb, std::int64_t pc) {
   X(1, 4) X(2, 4) X(3, 4) X(5, 4) X(16, 4) X(64, 4) X(197, 4) X(16, 1) X(16, 2) X(16, 3) \
   X(16, 5) X(16, 6) X(16, 8) X(197, 2) X(197, 6) X(197, 8)
 
-arr log_int_softmax_v(arr a, std::int64_t x0, std::int64_t pb, std::int64_t pc, int bits) {
+arr log_int_softmax_v(arr a, std::int64_t x0, std::int64_t pb, std::int64_t pc, int bits, bool loops) {
   const auto n = rows_cols(a, "log_int_softmax").second;
-#define X(N, B) if (n == N && bits == B) return softmax_t<N, B>(a, x0, pb, pc);
+#define X(N, B) if (n == N && bits == B) return softmax_t<N, B>(a, x0, pb, pc, loops);
   P2VIT_SOFTMAX_LIST(X)
 #undef X
   unsupported("log_int_softmax", n, bits);
 }
+
+#if P2VIT_CSIM_FAST_ROWS
+// lis_table(x0, pb, pc): the 256 entries of csim_fast_rows::LisTable.
+arr lis_table_v(std::int64_t x0, std::int64_t pb, std::int64_t pc) {
+  const p2vit::csim_fast_rows::LisTable lis(in64(x0), in64(pb), in64(pc));
+  arr o(256);
+  for (int d = 0; d < 256; ++d) o.mutable_at(d) = lis.ex[d];
+  return o;
+}
+
+// lis_row(a, table, bits): csim_fast_rows::lis_row on every row of a with an arbitrary table
+// (entries >= 1, N * max < 2^63), to put ratios exactly on the code thresholds.
+template <int N, int BITS>
+arr lis_row_t(const arr& a, const std::int64_t* tab) {
+  const auto M = a.shape(0);
+  arr o = like(a);
+  sint<8> row[N];
+  p2vit::uint<BITS> code[N];
+  for (py::ssize_t m = 0; m < M; ++m) {
+    for (int j = 0; j < N; ++j) row[j] = in_s<8>(a.data()[m * N + j], "lis_row a");
+    p2vit::csim_fast_rows::lis_row<N, BITS>(row, code, tab);
+    for (int j = 0; j < N; ++j) o.mutable_data()[m * N + j] = out64(code[j]);
+  }
+  return o;
+}
+
+arr lis_row_v(arr a, arr table, int bits) {
+  const auto n = rows_cols(a, "lis_row").second;
+  if (table.size() != 256) throw py::value_error("lis_row: table must have 256 entries");
+  std::int64_t tab[256];
+  std::int64_t mx = 1;
+  for (int d = 0; d < 256; ++d) {
+    tab[d] = table.data()[d];
+    if (tab[d] < 1) throw py::value_error("lis_row: table entries must be >= 1");
+    mx = tab[d] > mx ? tab[d] : mx;
+  }
+  if (mx > INT64_MAX / (n < 1 ? 1 : n)) throw py::value_error("lis_row: N * max(table) must stay below 2^63");
+#define X(N, B) if (n == N && bits == B) return lis_row_t<N, B>(a, tab);
+  P2VIT_SOFTMAX_LIST(X)
+#undef X
+  unsupported("lis_row", n, bits);
+}
+#endif
 
 template <int D, int RBITS>
 arr layernorm_t(const arr& r, const arr& k, const arr& G, const arr& B, const arr& sh,
@@ -389,6 +448,207 @@ arr attention_region_v(arr q, arr k, arr v, int h, int shift_qk, std::int64_t x0
   return out;
 }
 
+// AvCfg<N, H, DH, BITS>: a configuration for av_rows alone (F = Z - 1, the widths of numerics.md 4).
+template <int N_, int H_, int DH_, int BITS_>
+struct AvCfg {
+  static constexpr int N = N_, H = H_, DH = DH_, D = H_ * DH_, ATTN_BITS = BITS_;
+  static constexpr int CODE_ZERO = (1 << BITS_) - 1, AV_FRAC = CODE_ZERO - 1;
+  static constexpr int AV_ACC_BITS = p2vit::detail::clog2(N_) + 7 + AV_FRAC + 1;
+  using act_t = sint<8>;
+  using code_t = p2vit::uint<BITS_>;
+};
+
+// av_rows(codes, v, h, shift, bits): av_rows<AvCfg> (p2vit/shifter.h) of head h on codes (N, N) and
+// v (H, N, DH); returns o (N, H*DH) with head h's columns written (the rest 0). Checks that it read
+// every code (N per row) and no more.
+template <class C>
+arr av_rows_t(const arr& codes, const arr& v, int h, int shift) {
+  if (h < 0 || h >= C::H) throw py::value_error("av_rows: h out of range");
+  p2vit::stream<typename C::code_t> cs;
+  for (int i = 0; i < C::N * C::N; ++i) cs.write(in_u<C::ATTN_BITS>(codes.data()[i], "av_rows codes"));
+  static typename C::act_t va[C::H][C::N][C::DH], o[C::N][C::D];   // static: up to 197 x 197 rows
+  for (int hh = 0; hh < C::H; ++hh)
+    for (int n = 0; n < C::N; ++n)
+      for (int d = 0; d < C::DH; ++d) va[hh][n][d] = in_s<8>(v.at(hh, n, d), "av_rows v");
+  for (int n = 0; n < C::N; ++n)
+    for (int c = 0; c < C::D; ++c) o[n][c] = 0;
+  p2vit::av_rows<C>(cs, va, h, shift, o);
+  if (!cs.empty()) throw std::runtime_error("av_rows: codes left in the stream");
+  arr out({C::N, C::D});
+  for (int n = 0; n < C::N; ++n)
+    for (int c = 0; c < C::D; ++c) out.mutable_at(n, c) = out64(o[n][c]);
+  return out;
+}
+
+#define P2VIT_AV_LIST(X) X(7, 2, 4, 4) X(197, 2, 64, 4) X(10, 3, 24, 4) X(9, 2, 16, 3) X(5, 1, 8, 2)
+
+arr av_rows_v(arr codes, arr v, int h, int shift, int bits) {
+  if (codes.ndim() != 2 || v.ndim() != 3 || codes.shape(0) != codes.shape(1) || v.shape(1) != codes.shape(0))
+    throw py::value_error("av_rows: codes (N, N), v (H, N, DH)");
+  const auto n = codes.shape(0), hh = v.shape(0), dh = v.shape(2);
+#define X(N, H, DH, B) \
+  if (n == N && hh == H && dh == DH && bits == B) return av_rows_t<AvCfg<N, H, DH, B>>(codes, v, h, shift);
+  P2VIT_AV_LIST(X)
+#undef X
+  throw py::value_error("av_rows: shape not instantiated in the harness");
+}
+
+// ECfg<RBITS>: a configuration for the epilogues alone: 7 tokens in row tiles of 3 (a partial last
+// tile), 12 channels and 20 hidden units in column tiles of 8 (partial last tiles).
+template <int RBITS>
+struct ECfg {
+  static constexpr int N = 7, D = 12, HID = 20, ROWS = 3, COLS = 8, RES_BITS = RBITS;
+  using act_t = sint<8>;
+  using res_t = sint<RBITS>;
+  using acc_t = sint<27>;
+};
+
+// NullSink: a trace sink that drops everything; installed, it makes the epilogues run their loops.
+struct NullSink : p2vit::TraceSink {
+  void put(const char*, int, long, long long) override {}
+};
+
+struct SinkScope {
+  NullSink sink;
+  explicit SinkScope(bool on) {
+    if (on) p2vit::trace_sink = &sink;
+  }
+  ~SinkScope() { p2vit::trace_sink = nullptr; }
+};
+
+template <class C>
+void load_acc(const arr& acc, typename C::acc_t a[C::ROWS][C::COLS]) {
+  if (acc.ndim() != 2 || acc.shape(0) != C::ROWS || acc.shape(1) != C::COLS)
+    throw py::value_error("epilogue: acc must be (ROWS, COLS) = (3, 8)");
+  for (int n = 0; n < C::ROWS; ++n)
+    for (int o = 0; o < C::COLS; ++o) a[n][o] = in_s<27>(acc.at(n, o), "epilogue acc");
+}
+
+// epi_gelu(acc, n0, o0, bias, shift, lut, rows, traced): epi_gelu<ECfg<8>> on one tile; rows
+// (3, 20) is the row tile before, the result the row tile after. traced: with a trace sink (loops).
+arr epi_gelu_v(arr acc, int n0, int o0, arr bias, arr shift, arr lut, arr rows, bool traced) {
+  using C = ECfg<8>;
+  typename C::acc_t a[C::ROWS][C::COLS];
+  load_acc<C>(acc, a);
+  if (bias.size() != C::HID || shift.size() != C::HID || lut.size() != 256 || rows.ndim() != 2 ||
+      rows.shape(0) != C::ROWS || rows.shape(1) != C::HID || o0 < 0 || o0 >= C::HID)
+    throw py::value_error("epi_gelu: bias, shift (20), lut (256), rows (3, 20), o0 < 20");
+  p2vit::i32 b[C::HID];
+  p2vit::i8 sh[C::HID], table[256];
+  for (int c = 0; c < C::HID; ++c) {
+    b[c] = in_s<32>(bias.data()[c], "epi_gelu bias");
+    sh[c] = in_s<8>(shift.data()[c], "epi_gelu shift");
+  }
+  for (int i = 0; i < 256; ++i) table[i] = in_s<8>(lut.data()[i], "epi_gelu lut");
+  typename C::act_t r[C::ROWS][C::HID];
+  for (int n = 0; n < C::ROWS; ++n)
+    for (int c = 0; c < C::HID; ++c) r[n][c] = in_s<8>(rows.at(n, c), "epi_gelu rows");
+  {
+    SinkScope scope(traced);
+    p2vit::epi_gelu<C>(a, n0, o0, b, sh, table, r, 0);
+  }
+  arr out({C::ROWS, C::HID});
+  for (int n = 0; n < C::ROWS; ++n)
+    for (int c = 0; c < C::HID; ++c) out.mutable_at(n, c) = out64(r[n][c]);
+  return out;
+}
+
+// epi_residual(acc, n0, o0, bias, shift, e_y, e_r, e_s, r, rbits, traced): epi_residual<ECfg<rbits>>
+// on one tile; r (7, 12) is the residual stream before, the result the stream after.
+template <int RBITS>
+arr epi_residual_t(const arr& acc, int n0, int o0, const arr& bias, const arr& shift, int e_y, const arr& e_r,
+                   const arr& e_s, const arr& r, bool traced) {
+  using C = ECfg<RBITS>;
+  typename C::acc_t a[C::ROWS][C::COLS];
+  load_acc<C>(acc, a);
+  if (bias.size() != C::D || shift.size() != C::D || e_r.size() != C::D || e_s.size() != C::D || r.ndim() != 2 ||
+      r.shape(0) != C::N || r.shape(1) != C::D || o0 < 0 || o0 >= C::D || n0 < 0 || n0 >= C::N)
+    throw py::value_error("epi_residual: bias, shift, e_r, e_s (12), r (7, 12), o0 < 12, n0 < 7");
+  p2vit::i32 b[C::D];
+  p2vit::i8 sh[C::D], er[C::D], es[C::D];
+  for (int c = 0; c < C::D; ++c) {
+    b[c] = in_s<32>(bias.data()[c], "epi_residual bias");
+    sh[c] = in_s<8>(shift.data()[c], "epi_residual shift");
+    er[c] = in_s<8>(e_r.data()[c], "epi_residual e_r");
+    es[c] = in_s<8>(e_s.data()[c], "epi_residual e_s");
+  }
+  typename C::res_t rr[C::N][C::D];
+  for (int n = 0; n < C::N; ++n)
+    for (int c = 0; c < C::D; ++c) rr[n][c] = in_s<RBITS>(r.at(n, c), "epi_residual r");
+  {
+    SinkScope scope(traced);
+    p2vit::epi_residual<C>(a, n0, o0, b, sh, e_y, er, es, rr, "fc2", 0);
+  }
+  arr out({C::N, C::D});
+  for (int n = 0; n < C::N; ++n)
+    for (int c = 0; c < C::D; ++c) out.mutable_at(n, c) = out64(rr[n][c]);
+  return out;
+}
+
+arr epi_residual_v(arr acc, int n0, int o0, arr bias, arr shift, int e_y, arr e_r, arr e_s, arr r, int rbits,
+                   bool traced) {
+  if (rbits == 8) return epi_residual_t<8>(acc, n0, o0, bias, shift, e_y, e_r, e_s, r, traced);
+  if (rbits == 16) return epi_residual_t<16>(acc, n0, o0, bias, shift, e_y, e_r, e_s, r, traced);
+  unsupported("epi_residual", rbits);
+}
+
+// QCfg: a configuration for epi_qkv and epi_logits alone: 7 tokens in row tiles of 3 (a partial last
+// tile), 2 heads of 8 channels, column tiles of 8 (Q.K^T: a partial last key tile).
+struct QCfg {
+  static constexpr int N = 7, D = 16, H = 2, DH = 8, ROWS = 3, COLS = 8;
+  using act_t = sint<8>;
+  using acc_t = sint<27>;
+};
+
+// epi_qkv(acc, n0, o0, bias, shift, q, k, v): epi_qkv<QCfg> on one tile; q (7, 16), k and v (2, 7, 8)
+// before; returns (q, k, v) after.
+py::tuple epi_qkv_v(arr acc, int n0, int o0, arr bias, arr shift, arr q, arr k, arr v) {
+  using C = QCfg;
+  typename C::acc_t a[C::ROWS][C::COLS];
+  load_acc<C>(acc, a);
+  if (bias.size() != 3 * C::D || shift.size() != 3 * C::D || q.size() != C::N * C::D ||
+      k.size() != C::H * C::N * C::DH || v.size() != C::H * C::N * C::DH || o0 < 0 || o0 >= 3 * C::D || n0 < 0 ||
+      n0 >= C::N)
+    throw py::value_error("epi_qkv: bias, shift (48), q (7, 16), k, v (2, 7, 8), o0 < 48, n0 < 7");
+  p2vit::i32 b[3 * C::D];
+  p2vit::i8 sh[3 * C::D];
+  for (int c = 0; c < 3 * C::D; ++c) {
+    b[c] = in_s<32>(bias.data()[c], "epi_qkv bias");
+    sh[c] = in_s<8>(shift.data()[c], "epi_qkv shift");
+  }
+  C::act_t qa[C::N][C::D], ka[C::H][C::N][C::DH], va[C::H][C::N][C::DH];
+  for (int i = 0; i < C::N * C::D; ++i) qa[i / C::D][i % C::D] = in_s<8>(q.data()[i], "epi_qkv q");
+  for (int i = 0; i < C::H * C::N * C::DH; ++i) {
+    ka[i / (C::N * C::DH)][i / C::DH % C::N][i % C::DH] = in_s<8>(k.data()[i], "epi_qkv k");
+    va[i / (C::N * C::DH)][i / C::DH % C::N][i % C::DH] = in_s<8>(v.data()[i], "epi_qkv v");
+  }
+  p2vit::epi_qkv<C>(a, n0, o0, b, sh, qa, ka, va);
+  arr qo({C::N, C::D}), ko({C::H, C::N, C::DH}), vo({C::H, C::N, C::DH});
+  for (int i = 0; i < C::N * C::D; ++i) qo.mutable_data()[i] = out64(qa[i / C::D][i % C::D]);
+  for (int i = 0; i < C::H * C::N * C::DH; ++i) {
+    ko.mutable_data()[i] = out64(ka[i / (C::N * C::DH)][i / C::DH % C::N][i % C::DH]);
+    vo.mutable_data()[i] = out64(va[i / (C::N * C::DH)][i / C::DH % C::N][i % C::DH]);
+  }
+  return py::make_tuple(qo, ko, vo);
+}
+
+// epi_logits(acc, o0, shift, rows): epi_logits<QCfg> on one tile; rows (3, 7) before, returned after.
+arr epi_logits_v(arr acc, int o0, int shift, arr rows) {
+  using C = QCfg;
+  typename C::acc_t a[C::ROWS][C::COLS];
+  load_acc<C>(acc, a);
+  if (rows.ndim() != 2 || rows.shape(0) != C::ROWS || rows.shape(1) != C::N || o0 < 0 || o0 >= C::N)
+    throw py::value_error("epi_logits: rows (3, 7), o0 < 7");
+  C::act_t r[C::ROWS][C::N];
+  for (int n = 0; n < C::ROWS; ++n)
+    for (int j = 0; j < C::N; ++j) r[n][j] = in_s<8>(rows.at(n, j), "epi_logits rows");
+  p2vit::epi_logits<C>(a, o0, shift, r);
+  arr out({C::ROWS, C::N});
+  for (int n = 0; n < C::ROWS; ++n)
+    for (int j = 0; j < C::N; ++j) out.mutable_at(n, j) = out64(r[n][j]);
+  return out;
+}
+
 #define P2VIT_PE_LIST(X) X(8, 8, 2) X(8, 16, 2) X(16, 8, 2) X(3, 6, 2) X(8, 8, 1) X(4, 8, 4)
 
 arr pe_array_dot_v(arr x, arr w, arr acc0, int r, int c, int s, bool clear) {
@@ -419,6 +679,95 @@ arr nibble_word_v(arr bytes, int c, int s) {
   throw py::value_error("nibble_word: shape not instantiated in the harness");
 }
 
+// mac_layer(x, w, rows, cols, wbits): a whole layer on the MAC array, x [NR][K] (NR <= 200,
+// K <= 64, even) against w [O][K] with O a multiple of cols, weights packed into m_axi beats as
+// codegen/layout.py packs them (one [cols][2] word per step, 4-bit: two per byte, low nibble
+// first): returns x.w^T [NR][O]. Native AVX-512 builds take csim_fast::layer_fast (blocked, row
+// groups, the epilogues in (weight tile, row tile) order); every other build the HLS loops
+// (load_rows_array, reduce_blob per tile).
+template <int R, int C>
+struct LCfg {
+  static constexpr int ROWS = R, COLS = C, SIMD = 2, AXI_BYTES = 16, N = 200, KMAX = 64;
+  static constexpr int BEATS = (COLS * SIMD + AXI_BYTES - 1) / AXI_BYTES;
+  using act_t = sint<8>;
+  using acc_t = sint<32>;
+  using axi_t = p2vit::axi_word<AXI_BYTES>;
+};
+
+// set_byte(w, i, v): byte i of a beat := v (the harness builds blobs in both type modes).
+template <class W>
+void set_byte(W& w, int i, std::uint8_t v) {
+#ifdef P2VIT_NATIVE_TYPES
+  w.b[i] = v;
+#else
+  w.range(8 * i + 7, 8 * i) = v;
+#endif
+}
+
+template <int R, int C>
+arr mac_layer_t(const arr& x, const arr& w, int wbits) {
+  using L = LCfg<R, C>;
+  if (x.ndim() != 2 || w.ndim() != 2 || x.shape(0) < 1 || x.shape(0) > L::N || x.shape(1) > L::KMAX ||
+      x.shape(1) % 2 || x.shape(1) < 2 || w.shape(1) != x.shape(1) || w.shape(0) % C || (wbits != 8 && wbits != 4))
+    throw py::value_error("mac_layer: x [<=200][even K <= 64], w [O][K] with O a multiple of cols, wbits 8 or 4");
+  const int NR = int(x.shape(0)), K = int(x.shape(1)), O = int(w.shape(0)), NT = (NR + R - 1) / R, OT = O / C;
+  const int steps = K / 2;
+  static typename L::act_t xa[L::N][L::KMAX];
+  for (int n = 0; n < NR; ++n)
+    for (int k = 0; k < K; ++k) xa[n][k] = in_s<8>(x.at(n, k), "mac_layer x");
+  std::vector<typename L::axi_t> blob(std::size_t(OT) * steps * L::BEATS);
+  for (auto& beat : blob)
+    for (int b = 0; b < L::AXI_BYTES; ++b) set_byte(beat, b, 0);
+  for (int ot = 0; ot < OT; ++ot)
+    for (int ks = 0; ks < steps; ++ks)
+      for (int i = 0; i < C * 2; ++i) {
+        const std::int64_t v = w.at(ot * C + i / 2, 2 * ks + i % 2);
+        const long byte0 = (long(ot) * steps + ks) * L::BEATS * L::AXI_BYTES;
+        if (wbits == 8) {
+          const long at = byte0 + i;
+          set_byte(blob[at / L::AXI_BYTES], int(at % L::AXI_BYTES), std::uint8_t(in_s<8>(v, "mac_layer w")));
+        } else {
+          const long at = byte0 + i / 2;
+          const std::uint8_t nib = std::uint8_t(in_s<4>(v, "mac_layer w")) & 0xF;
+          const std::uint8_t old = p2vit::axi_byte(blob[at / L::AXI_BYTES], int(at % L::AXI_BYTES));
+          set_byte(blob[at / L::AXI_BYTES], int(at % L::AXI_BYTES),
+                              std::uint8_t(i % 2 ? old | (nib << 4) : old | nib));
+        }
+      }
+  arr out({NR, O});
+  auto load = [&](int t, typename p2vit::pe_operand<typename L::act_t>::type tile[R][L::KMAX]) {
+    p2vit::load_rows_array<L, L::KMAX, L::KMAX>(xa, 0, K, NR, t * R, tile, "x");
+  };
+  auto epi = [&](int t, int ot, const typename L::acc_t acc[R][C]) {
+    for (int n = 0; n < R && t * R + n < NR; ++n)
+      for (int o = 0; o < C; ++o) out.mutable_at(t * R + n, ot * C + o) = out64(acc[n][o]);
+  };
+#if P2VIT_CSIM_FAST_MAC
+  if constexpr (p2vit::csim_fast::layer_fast_supported<L>()) {
+    p2vit::csim_fast::layer_fast<L, L::KMAX>(NT, K, OT, p2vit::csim_fast::BlobTiles<L, L::KMAX>{blob.data(), 0, wbits, K / 2},
+                                             load, epi, [](int) {});
+    return out;
+  }
+#endif
+  typename p2vit::pe_operand<typename L::act_t>::type xt[R][L::KMAX];
+  typename L::acc_t acc[R][C];
+  for (int t = 0; t < NT; ++t) {
+    load(t, xt);
+    for (int ot = 0; ot < OT; ++ot) {
+      p2vit::reduce_blob<L, L::KMAX>(xt, K, blob.data(), "blob", 0, ot, wbits, acc);
+      epi(t, ot, acc);
+    }
+  }
+  return out;
+}
+
+arr mac_layer_v(arr x, arr w, int r, int c, int wbits) {
+#define X(R, C) if (r == R && c == C) return mac_layer_t<R, C>(x, w, wbits);
+  X(8, 8) X(8, 16) X(4, 8) X(16, 8) X(3, 8)
+#undef X
+  throw py::value_error("mac_layer: shape not instantiated in the harness");
+}
+
 // stream_roundtrip(v): writes v through a p2vit::stream<i64>, reads it back (FIFO order).
 arr stream_roundtrip_v(arr v) {
   p2vit::stream<i64> s;
@@ -430,6 +779,40 @@ arr stream_roundtrip_v(arr v) {
   if (!s.empty()) throw std::runtime_error("stream not empty after reading everything");
   return o;
 }
+
+#ifdef P2VIT_NATIVE_TYPES
+// stream_chunks(v, chunk): writes v through a p2vit::stream<i8> in write_n chunks of `chunk`, reads
+// it back alternating read_n chunks and single reads; then read_n on the empty stream must throw.
+arr stream_chunks_v(arr v, int chunk) {
+  if (chunk < 1) throw py::value_error("stream_chunks: chunk >= 1");
+  std::vector<p2vit::i8> in(v.size()), out(v.size());
+  for (py::ssize_t i = 0; i < v.size(); ++i) in[i] = in_s<8>(v.data()[i], "stream_chunks v");
+  p2vit::stream<p2vit::i8> s;
+  for (std::size_t i = 0; i < in.size(); i += chunk) s.write_n(&in[i], std::min<std::size_t>(chunk, in.size() - i));
+  std::size_t i = 0;
+  for (bool single = false; i < out.size(); single = !single) {
+    if (single) {
+      out[i++] = s.read();
+    } else {
+      const std::size_t n = std::min<std::size_t>(chunk, out.size() - i);
+      s.read_n(&out[i], n);
+      i += n;
+    }
+  }
+  if (!s.empty()) throw std::runtime_error("stream not empty after reading everything");
+  bool threw = false;
+  try {
+    p2vit::i8 x[1];
+    s.read_n(x, 1);
+  } catch (const std::underflow_error&) {
+    threw = true;
+  }
+  if (!threw) throw std::runtime_error("read_n on an empty stream did not throw");
+  arr o = like(v);
+  for (py::ssize_t k = 0; k < v.size(); ++k) o.mutable_data()[k] = out64(out[k]);
+  return o;
+}
+#endif
 
 }  // namespace
 
@@ -450,17 +833,36 @@ PYBIND11_MODULE(P2VIT_MODNAME, m) {
   m.def("log_round_thresholds", &log_round_thresholds_v, py::arg("z"));
   m.def("int_exp", &int_exp_v, py::arg("x"), py::arg("x0"), py::arg("pb"), py::arg("pc"));
   m.def("log_int_softmax", &log_int_softmax_v, py::arg("a"), py::arg("x0"), py::arg("pb"),
-        py::arg("pc"), py::arg("bits"));
+        py::arg("pc"), py::arg("bits"), py::arg("loops") = false);
   m.def("layernorm", &layernorm_v, py::arg("r"), py::arg("k"), py::arg("G"), py::arg("B"),
         py::arg("sh"), py::arg("eps_i"), py::arg("rbits"));
   m.def("residual_add", &residual_add_v, py::arg("y"), py::arg("e_y"), py::arg("r"),
         py::arg("e_r"), py::arg("e_s"), py::arg("rbits"));
   m.def("gelu_lookup", &gelu_lookup_v, py::arg("h"), py::arg("lut"));
   m.attr("csim_avx2") = bool(P2VIT_CSIM_AVX2);
+  m.attr("csim_fast_rows") = bool(P2VIT_CSIM_FAST_ROWS);
+#if P2VIT_CSIM_FAST_ROWS
+  m.def("lis_table", &lis_table_v, py::arg("x0"), py::arg("pb"), py::arg("pc"));
+  m.def("lis_row", &lis_row_v, py::arg("a"), py::arg("table"), py::arg("bits"));
+#endif
+  m.def("av_rows", &av_rows_v, py::arg("codes"), py::arg("v"), py::arg("h"), py::arg("shift"), py::arg("bits"));
+  m.def("epi_gelu", &epi_gelu_v, py::arg("acc"), py::arg("n0"), py::arg("o0"), py::arg("bias"), py::arg("shift"),
+        py::arg("lut"), py::arg("rows"), py::arg("traced") = false);
+  m.def("epi_qkv", &epi_qkv_v, py::arg("acc"), py::arg("n0"), py::arg("o0"), py::arg("bias"), py::arg("shift"),
+        py::arg("q"), py::arg("k"), py::arg("v"));
+  m.def("epi_logits", &epi_logits_v, py::arg("acc"), py::arg("o0"), py::arg("shift"), py::arg("rows"));
+  m.def("epi_residual", &epi_residual_v, py::arg("acc"), py::arg("n0"), py::arg("o0"), py::arg("bias"),
+        py::arg("shift"), py::arg("e_y"), py::arg("e_r"), py::arg("e_s"), py::arg("r"), py::arg("rbits"),
+        py::arg("traced") = false);
   m.def("pe_array_dot", &pe_array_dot_v, py::arg("x"), py::arg("w"), py::arg("acc0"), py::arg("rows"),
         py::arg("cols"), py::arg("simd"), py::arg("clear") = false);
   m.def("attention_region", &attention_region_v, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("h"),
         py::arg("shift_qk"), py::arg("x0"), py::arg("pb"), py::arg("pc"), py::arg("shift_av"));
+  m.def("mac_layer", &mac_layer_v, py::arg("x"), py::arg("w"), py::arg("rows"), py::arg("cols"), py::arg("wbits"));
+  m.attr("csim_fast_mac") = bool(P2VIT_CSIM_FAST_MAC);
   m.def("nibble_word", &nibble_word_v, py::arg("bytes"), py::arg("cols"), py::arg("simd"));
   m.def("stream_roundtrip", &stream_roundtrip_v, py::arg("v"));
+#ifdef P2VIT_NATIVE_TYPES
+  m.def("stream_chunks", &stream_chunks_v, py::arg("v"), py::arg("chunk"));
+#endif
 }

@@ -112,7 +112,7 @@ def test_rendering_is_deterministic(tmp_path):
 
 HLS_FILES = ("p2vit_top.cpp", "p2vit_top.h", "p2vit_params.h")
 KERNELS = Path(__file__).resolve().parents[1] / "kernels" / "p2vit"
-SIM_ONLY = ("types.h", "trace.h")   # the C-sim's FIFO and counters live here, under #ifdef
+SIM_ONLY = ("types.h", "trace.h", "csim_fast.h", "csim_fast_rows.h")   # C-sim-only code (FIFO, counters, fast paths) under #if
 
 
 def _code(text):

@@ -303,26 +303,94 @@ def _softmax_rows(rng, n):
 
 
 def test_log_int_softmax(kern):
+    """Both what softmax_rows runs (the table and threshold path of csim_fast_rows.h in a fast-rows
+    build) and the HLS row function log_int_softmax_row (loops=True)."""
     rng = np.random.default_rng(9)
     for n, bits in SOFTMAX_NB:
         a = _softmax_rows(rng, n)
         for e_a in E_A:
             x0, pb, pc = intops.lis_constants(e_a)
             assert n * (pb * pb + pc) * (1 << 30) < 1 << 63  # the generator's bound holds
-            got = kern.log_int_softmax(a, x0, pb, pc, bits)
             # intops' int64 threshold table stops at Z = 63 (bits <= 6); for wider codes the
             # clamp is inactive (log_round(r) <= 63 for any int64 r), so bits = 6 is the reference.
             rb = min(bits, 6)
-            check(got, intops.log_int_softmax_c(T(a), x0, pb, pc, rb), a=a)
-            check(got, intops.log_int_softmax(T(a), e_a, rb), a=a)
-            assert got.min() >= 0 and got.max() <= (1 << bits) - 1
+            want = intops.log_int_softmax_c(T(a), x0, pb, pc, rb)
+            for loops in (False, True):
+                got = kern.log_int_softmax(a, x0, pb, pc, bits, loops=loops)
+                check(got, want, a=a)
+                check(got, intops.log_int_softmax(T(a), e_a, rb), a=a)
+                assert got.min() >= 0 and got.max() <= (1 << bits) - 1
 
 
 def test_log_int_softmax_row_length_one(kern):
     a = np.arange(-128, 128, dtype=np.int64)[:, None]
     for e_a in E_A:
         x0, pb, pc = intops.lis_constants(e_a)
-        check(kern.log_int_softmax(a, x0, pb, pc, 4), np.zeros_like(a))  # weight 2^0 = 1
+        for loops in (False, True):
+            check(kern.log_int_softmax(a, x0, pb, pc, 4, loops=loops), np.zeros_like(a))  # weight 2^0 = 1
+
+
+def _fast_rows(kern):
+    if not kern.csim_fast_rows:
+        pytest.skip("the csim_fast_rows.h paths are not compiled in this build (ap_int, or no AVX-512)")
+
+
+def test_lis_table_is_int_exp_of_every_softmax_argument(kern):
+    _fast_rows(kern)
+    for e_a in E_A:
+        x0, pb, pc = intops.lis_constants(e_a)
+        check(kern.lis_table(x0, pb, pc), intops.int_exp(T(-np.arange(256)), x0, pb, pc))
+
+
+def _codes_by_ratio(a, table, bits):
+    """min(log_round(div_round(sum, ex)), Z) in exact Python integers, ex[j] = table[max(a) - a[j]]."""
+    z = (1 << bits) - 1
+    out = np.zeros_like(a)
+    for m, row in enumerate(a.tolist()):
+        ex = [int(table[max(row) - v]) for v in row]
+        s = sum(ex)
+        out[m] = [min(intops.log_round_int((2 * s + e) // (2 * e)), z) for e in ex]
+    return out
+
+
+def test_lis_row_codes_on_and_next_to_the_thresholds(kern):
+    """lis_row's threshold count (ex <= floor(2 sum / (2T - 1))) against the ratio itself, with
+    tables of small values (ratios land exactly on the thresholds T_t and on div_round's ties) and of
+    huge ones (sum next to 2^63), including x = -255 and rows of one value."""
+    _fast_rows(kern)
+    rng = np.random.default_rng(21)
+    for n, bits in [(1, 4), (2, 4), (3, 4), (5, 4), (16, 4), (197, 4), (16, 1), (16, 2), (16, 3), (16, 6),
+                    (16, 8), (197, 8)]:
+        tables = [rng.integers(1, 9, 256), rng.integers(1, 200, 256), np.arange(256, 0, -1),
+                  np.full(256, 7), ((1 << 62) // n) - rng.integers(0, 1 << 20, 256),   # sum just below 2^62
+                  ((1 << 63) - 1) // n - rng.integers(0, 3, 256)]                      # ... and below 2^63
+        a = np.concatenate([rng.integers(-128, 128, (12, n)), rng.integers(-4, 1, (12, n)),
+                            np.where(rng.integers(0, 2, (6, n)) == 1, 127, -128),       # x = 0 and -255
+                            np.repeat(A([[-128], [0], [127]]), n, axis=1)])
+        for table in tables:
+            table = A(table)
+            assert table.min() >= 1 and n * int(table.max()) < 1 << 63
+            check(kern.lis_row(a, table, bits), _codes_by_ratio(a, table, bits), a=a)
+    # 2 sum = (2T - 1) ex exactly, and one unit either side, for every threshold T_t: rows of one
+    # e0 = table[0] (x = 0) and n - 1 values e = table[255] (x = -255); sum = e0 + (n - 1) e
+    for n, bits in [(2, 4), (3, 4), (5, 4), (16, 4), (16, 8)]:
+        z = (1 << bits) - 1
+        row = np.full((1, n), -128)
+        row[0, 0] = 127
+        for t in range(1, min(z, 20) + 1):
+            m = 2 * int(intops.log_round_thresholds(t)[-1]) - 1
+            for e in (1, 2, 3, 6, 10, 1 << 20):
+                for delta in (-2, -1, 0, 1, 2):
+                    twice = m * e + delta          # the wanted 2 sum
+                    e0 = twice // 2 - (n - 1) * e
+                    if twice % 2 or e0 < 1:
+                        continue
+                    table = np.full(256, e0, dtype=np.int64)
+                    table[255] = e
+                    got = kern.lis_row(row, table, bits)
+                    check(got, _codes_by_ratio(row, table, bits), a=row)
+                    if n > 1:                      # on the threshold (delta >= 0) the code reaches t
+                        assert (got[0, 1] >= t) == (delta >= 0), (t, e, delta)
 
 
 def _ln_case(rng, d, rbits):
@@ -353,6 +421,53 @@ def test_layernorm(kern):
                 got = kern.layernorm(r, k, G, B, sh, eps_i, rbits)
                 want = intops.int_layernorm(T(r), T(k), T(G), T(B), T(sh), eps_i)
                 check(got, want, r=r)
+
+
+def test_layernorm_division_ties_and_small_std(kern):
+    """D = 2: dev = +-(xa0 - xa1) and var = dev^2 + eps_i, so eps_i picks std exactly; std = 1, 2, 3, ..., and
+    dev * 2^11 an odd multiple of std (z exactly at .5, where div_round rounds up) or next to one. At the
+    ties the quotient (2a + std) / (2 std) of csim_fast_rows.h is an integer, which the double estimate
+    misses by one for std = 49 * 2^11 (k > 0) and 91 * 2^11 (k < 0): the remainder has to correct it."""
+    rng = np.random.default_rng(22)
+    G, B, sh = A([1, 1]), A([0, 0]), A([0, 0])      # y = sat8(z)
+    for rbits in (8, 16):
+        hi = (1 << (rbits - 1)) - 1
+        cases = []
+        for sd in [1, 2, 3, 4, 5, 7, 1024, 2048, 3 << 10, 5 << 11, 6 << 11, 49 << 11, 91 << 11, 93 << 11,
+                   (1 << 20) + 1, (1 << 26) - 1, 3 << 20]:
+            for dev in range(-8, 9):
+                eps = sd * sd - dev * dev
+                if eps >= 1:
+                    cases.append((dev, eps))
+            for k in range(0, 200, 7):      # ties: dev * 2^11 = sd * (2k + 1)
+                if (sd * (2 * k + 1)) % 2048 == 0:
+                    dev = sd * (2 * k + 1) // 2048
+                    for dd in (dev, -dev):
+                        if sd * sd - dd * dd >= 1 and abs(dd) <= hi:
+                            cases.append((dd, sd * sd - dd * dd))
+        for dev, eps in cases:
+            x1 = int(rng.integers(-hi + abs(dev), hi - abs(dev) + 1))
+            r = A([[x1 + dev, x1], [x1 - dev, x1], [x1, x1 + dev]])
+            r = np.clip(r, -hi - 1, hi)
+            got = kern.layernorm(r, A([0, 0]), G, B, sh, eps, rbits)
+            check(got, intops.int_layernorm(T(r), T([0, 0]), T(G), T(B), T(sh), eps), r=r)
+
+
+def test_layernorm_requant_shifts(kern):
+    """Per-channel output shifts across the whole int8 range (left shifts, 0, and past 63)."""
+    rng = np.random.default_rng(23)
+    for d, rbits in [(16, 8), (3, 16), (768, 16)]:
+        r = _ln_case(rng, d, rbits)
+        k = rng.integers(0, 4, d)
+        G = rng.integers(-(1 << 14), (1 << 14) + 1, d)
+        B = wide(rng, d, maxbits=30)
+        sh = rng.integers(-8, 128, d)        # |z G + B| < 2^47: no left shift here leaves int64
+        sh[:3] = A([-8, 0, 127])[: min(3, d)]
+        got = kern.layernorm(r, k, G, B, sh, 1, rbits)
+        want = intops.int_layernorm(T(r), T(k), T(G), T(B), T(np.minimum(sh, 62)), 1).numpy()
+        ok = sh <= 62                         # intops' shifts are defined up to 62 ...
+        check(got[:, ok], want[:, ok], r=r[:, ok])
+        assert (got[:, ~ok] == 0).all()       # ... and rshift_round by 2^63 or more gives 0 here
 
 
 def test_residual_add(kern):
@@ -389,6 +504,15 @@ def test_stream_roundtrip(kern):
     check(kern.stream_roundtrip(v), v)
 
 
+def test_stream_read_n_write_n(kern):
+    """The native stream's bulk read_n / write_n (the C-sim fast paths) keep FIFO order with read()."""
+    if kern.mode != "native":
+        pytest.skip("read_n / write_n are native-stream only")
+    v = np.random.default_rng(28).integers(-128, 128, 1000)
+    for chunk in (1, 3, 197, 1000):
+        check(kern.stream_chunks(v, chunk), v)
+
+
 PE_SHAPES = [(8, 8, 2), (8, 16, 2), (16, 8, 2), (3, 6, 2), (8, 8, 1), (4, 8, 4)]
 
 
@@ -419,9 +543,37 @@ def test_nibble_word_unpacks_what_the_layout_packs(kern, cols, simd):
         check(kern.nibble_word(packed[word].astype(np.int64), cols, simd), want)
 
 
+@pytest.mark.parametrize("rows,cols", [(8, 8), (8, 16), (4, 8), (16, 8), (3, 8)])
+@pytest.mark.parametrize("wbits", [8, 4])
+def test_mac_layer_is_an_exact_matmul(kern, rows, cols, wbits):
+    """A whole layer through the MAC array (native AVX-512: csim_fast.layer_fast's row groups, weight
+    slices and epilogue order; otherwise the HLS loops) == x.w^T, for one and several row groups, partial tiles,
+    an odd number of weight tiles, K with and without a tail past a multiple of 8, and the extremes."""
+    rng = np.random.default_rng(rows * 10 + cols + wbits)
+    lo, hi = (-128, 128) if wbits == 8 else (-8, 8)
+    for nr, k, ot in [(57, 64, 3), (9, 62, 1), (1, 2, 2), (50, 36, 5), (197, 64, 3), (200, 40, 2)]:   # 197, 200: three row groups
+        x = rng.integers(-128, 128, (nr, k))
+        w = rng.integers(lo, hi, (ot * cols, k))
+        x[0, :] = -128                     # extremes: -128 x -128 (8-bit) / -8 products
+        w[0, :] = lo
+        check(kern.mac_layer(x, w, rows, cols, wbits), x @ w.T)
+
+
+def test_native_harness_uses_the_avx512_layer_path_where_the_cpu_has_it(kern):
+    flags = Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").exists() else []
+    fast = all(f in flags for f in ("avx512_vnni", "avx512bw", "avx512vl"))
+    assert kern.csim_fast_mac == (kern.mode == "native" and fast)
+
+
 def test_native_harness_uses_the_avx2_pe_path_where_the_cpu_has_it(kern):
     has_avx2 = "avx2" in Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else False
     assert kern.csim_avx2 == (kern.mode == "native" and has_avx2)
+
+
+def test_native_harness_uses_the_fast_row_paths_where_the_cpu_has_avx512(kern):
+    flags = set(Path("/proc/cpuinfo").read_text().split()) if Path("/proc/cpuinfo").exists() else set()
+    has = {"avx2", "avx512f", "avx512bw", "avx512vl", "avx512dq"} <= flags
+    assert kern.csim_fast_rows == (kern.mode == "native" and has)
 
 
 def test_harness_rejects_out_of_range_inputs(kern):
@@ -443,16 +595,18 @@ int main() { return p2vit::log_round_clamped<15>(p2vit::isqrt(p2vit::i64(100)));
 def test_headers_self_contained_and_pragmas_well_formed(tmp_path):
     """Each header compiles on its own; with P2VIT_EMIT_PRAGMAS the pragma text still parses."""
     jobs = []
-    for h in ["types.h", "arith.h", "rows.h"]:
+    for h in ["types.h", "arith.h", "rows.h", "csim_fast_rows.h"]:
         src = tmp_path / f"only_{h}.cpp"
         src.write_text(f'#include "p2vit/{h}"\n#include "p2vit/{h}"\n')
-        jobs.append([CXX, "-std=c++17", "-Wall", "-Wextra", "-Werror", "-Wno-unused-label", "-fsyntax-only",
-                     "-DP2VIT_NATIVE_TYPES", f"-I{KERNELS}", str(src)])
+        for arch in ([], ["-march=native"]):      # with the C-sim's fast paths where the CPU has them
+            jobs.append([CXX, "-std=c++17", "-Wall", "-Wextra", "-Werror", "-Wno-unused-label", "-fsyntax-only",
+                         "-DP2VIT_NATIVE_TYPES", *arch, f"-I{KERNELS}", str(src)])
     inst = tmp_path / "inst.cpp"
     inst.write_text(_INSTANTIATE)
     base = [CXX, "-std=c++17", "-Wall", "-Wextra", "-Werror", "-Wno-unused-label", "-fsyntax-only", f"-I{KERNELS}",
             "-DP2VIT_NATIVE_TYPES", str(inst)]
     jobs.append(base)
+    jobs.append(base + ["-march=native"])
     jobs.append(base + ["-DP2VIT_EMIT_PRAGMAS", "-Wno-unknown-pragmas"])
     procs = [subprocess.Popen(j, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for j in jobs]
@@ -483,3 +637,157 @@ def test_attention_region_alone_equals_the_reference_formulas(kern):
             want = np.zeros((N, D), dtype=np.int64)
             want[:, h * DH:(h + 1) * DH] = intops.requant(w @ T(v[h]), shift_av, 8).numpy()
             check(got, want, q=q)
+
+
+AV_SHAPES = [(7, 2, 4, 4), (197, 2, 64, 4), (10, 3, 24, 4), (9, 2, 16, 3), (5, 1, 8, 2)]
+
+
+def _av_want(codes, v, h, shift, bits):
+    """numerics.md 2.6 in exact integers: o = requant(sum_{j: c < Z} (v << F) >> c, shift, 8)."""
+    n, dh, z = codes.shape[0], v.shape[2], (1 << bits) - 1
+    f = z - 1
+    o = np.zeros((n, v.shape[0] * dh), dtype=np.int64)
+    for i in range(n):
+        acc = np.zeros(dh, dtype=np.int64)
+        for j in range(n):
+            if codes[i, j] < z:
+                acc += (v[h, j] << f) >> codes[i, j]
+        o[i, h * dh:(h + 1) * dh] = [max(-128, min(127, py_rshift_round(int(x), shift))) for x in acc]
+    return o
+
+
+@pytest.mark.parametrize("n,heads,dh,bits", AV_SHAPES)
+def test_av_rows_against_numerics_2_6(kern, n, heads, dh, bits):
+    """av_rows alone (p2vit/shifter.h; the dot-product path of csim_fast_rows.h in a fast-rows build) on
+    codes of every value, 0 to the zero-weight code Z: extremes (v = -128 with code 0 everywhere, the
+    largest sum), all-Z rows, odd N, head widths that are not a multiple of 16, and shifts <= 0."""
+    rng = np.random.default_rng(n * 1000 + dh * 10 + bits)
+    z = (1 << bits) - 1
+    for trial in range(4 if n < 100 else 2):
+        codes = rng.integers(0, z + 1, (n, n))
+        v = rng.integers(-128, 128, (heads, n, dh))
+        if trial == 0:
+            codes[:] = 0
+            codes[1::3] = z
+            v[:] = -128
+            v[:, ::4] = 127
+        codes[-1] = z                               # a row of zero weights
+        for h in range(heads):
+            for shift in ([z - 1 + 7, 0, -3, 40, 70] if trial == 0 else [int(rng.integers(1, z + 10))]):
+                got = kern.av_rows(codes, v, h, shift, bits)
+                check(got, _av_want(codes, v, h, shift, bits), codes=codes[:, :1])
+
+
+def _requant_py(v, k, bits):
+    """requant(v, k, bits) of arith.h in exact Python integers (0 for |k| >= 64, as rshift_round)."""
+    hi = (1 << (bits - 1)) - 1
+    return max(-hi - 1, min(hi, py_rshift_round(int(v), int(k)) if -64 < k < 64 else 0))
+
+
+@pytest.mark.parametrize("traced", [False, True])
+def test_epi_gelu(kern, traced):
+    """epi_gelu on tiles of a 3 x 8 array over 20 hidden units (a partial last column tile); untraced
+    runs take the 8-lane path of csim_fast_rows.h in a fast-rows build, traced ones the loop."""
+    rng = np.random.default_rng(24)
+    for trial in range(12):
+        acc = rng.integers(-(1 << 26), 1 << 26, (3, 8))
+        bias = rng.integers(-(1 << 31), 1 << 31, 20)
+        shift = rng.integers(-8, 40, 20)
+        if trial == 0:
+            acc[0, :] = (1 << 26) - 1
+            acc[1, :] = -(1 << 26)
+            shift[:4] = A([0, -8, 63, 127])
+        lut = rng.integers(-128, 128, 256)
+        rows = rng.integers(-128, 128, (3, 20))
+        n0, o0 = int(rng.integers(0, 7)), [0, 8, 16][trial % 3]
+        got = kern.epi_gelu(acc, n0, o0, bias, shift, lut, rows, traced=traced)
+        want = rows.copy()
+        for o in range(min(8, 20 - o0)):
+            c = o0 + o
+            for n in range(3):
+                h = _requant_py(acc[n, o] + bias[c], shift[c], 8)
+                want[n, c] = lut[h + 128]
+        check(got, want, rows=rows)
+    # every table index: h = -128..127 (shift 0, bias 0), 24 per tile
+    lut = rng.integers(-128, 128, 256)
+    h = np.concatenate([np.arange(-128, 128), np.zeros(8, dtype=np.int64)]).reshape(-1, 3, 8)
+    for tile in h:
+        got = kern.epi_gelu(tile, 0, 0, np.zeros(20, dtype=np.int64), np.zeros(20, dtype=np.int64), lut,
+                            np.zeros((3, 20), dtype=np.int64), traced=traced)
+        check(got[:, :8], lut[tile + 128])
+
+
+@pytest.mark.parametrize("traced", [False, True])
+@pytest.mark.parametrize("rbits", [8, 16])
+def test_epi_residual(kern, rbits, traced):
+    """epi_residual on tiles of a 3 x 8 array over 7 tokens and 12 channels (partial last row and column
+    tiles): y = requant(acc + b, sh, 8), then the residual add of numerics.md 2.8 (intops.residual_add)."""
+    rng = np.random.default_rng(25 + rbits)
+    hi = (1 << (rbits - 1)) - 1
+    for trial in range(12):
+        acc = rng.integers(-(1 << 26), 1 << 26, (3, 8))
+        bias = rng.integers(-(1 << 20), 1 << 20, 12)
+        shift = rng.integers(-2, 30, 12)
+        r = rng.integers(-hi - 1, hi + 1, (7, 12))
+        e_base = int(rng.integers(-20, 4))
+        e_r = e_base + rng.integers(0, 4, 12)
+        e_s = e_base + int(rng.integers(-2, 3)) + rng.integers(0, 4, 12)
+        e_y = int(rng.integers(-22, 6)) if trial < 10 else e_base + (20 if trial == 10 else -20)
+        if trial == 0:
+            acc[0, :], acc[1, :] = (1 << 26) - 1, -(1 << 26)
+            r[:] = hi
+        n0, o0 = [0, 3, 6][trial % 3], [0, 8][trial % 2]
+        got = kern.epi_residual(acc, n0, o0, bias, shift, e_y, e_r, e_s, r, rbits, traced=traced)
+        want = r.copy()
+        for n in range(3):
+            if n0 + n >= 7:
+                break
+            cs = np.arange(o0, min(o0 + 8, 12))
+            y = A([_requant_py(acc[n, c - o0] + bias[c], shift[c], 8) for c in cs])
+            want[n0 + n, cs] = intops.residual_add(T(y), e_y, T(r[n0 + n, cs]), T(e_r[cs]), T(e_s[cs]), rbits).numpy()
+        check(got, want, r=r)
+
+
+def test_epi_qkv(kern):
+    """epi_qkv on every column tile of a 3 x 8 array over 7 tokens, 2 heads of 8 channels (q, k, v
+    tiles, a partial last row tile): y = requant(acc + b, sh, 8) into q[n][c], k[h][n][d], v[h][n][d]."""
+    rng = np.random.default_rng(26)
+    N, D, H, DH = 7, 16, 2, 8
+    for trial in range(8):
+        q = rng.integers(-128, 128, (N, D))
+        k = rng.integers(-128, 128, (H, N, DH))
+        v = rng.integers(-128, 128, (H, N, DH))
+        bias = rng.integers(-(1 << 31), 1 << 31, 3 * D)
+        shift = rng.integers(-8, 40, 3 * D)
+        shift[:4] = A([0, -8, 63, 127])
+        for n0 in (0, 3, 6):
+            for o0 in range(0, 3 * D, 8):
+                acc = rng.integers(-(1 << 26), 1 << 26, (3, 8))
+                if trial == 0:
+                    acc[0, :], acc[1, :] = (1 << 26) - 1, -(1 << 26)
+                got = kern.epi_qkv(acc, n0, o0, bias, shift, q, k, v)
+                want = [q.copy(), k.copy(), v.copy()]
+                for o in range(8):
+                    c = o0 + o
+                    for n in range(3):
+                        if n0 + n >= N:
+                            break
+                        y = _requant_py(acc[n, o] + bias[c], shift[c], 8)
+                        if c < D:
+                            want[0][n0 + n, c] = y
+                        else:
+                            ch = c - D if c < 2 * D else c - 2 * D
+                            want[1 if c < 2 * D else 2][ch // DH, n0 + n, ch % DH] = y
+                for g, w in zip(got, want):
+                    check(g, w)
+
+
+def test_epi_logits(kern):
+    """epi_logits on the key tiles of a 3 x 8 array over 7 keys (one partial tile): requant(acc, shift, 8)."""
+    rng = np.random.default_rng(27)
+    for shift in (-3, 0, 1, 9, 17, 31, 40, 64, 100):
+        acc = rng.integers(-(1 << 26), 1 << 26, (3, 8))
+        acc[0, :3] = A([(1 << 26) - 1, -(1 << 26), 0])
+        rows = rng.integers(-128, 128, (3, 7))
+        got = kern.epi_logits(acc, 0, shift, rows)
+        check(got, [[_requant_py(acc[n, o], shift, 8) for o in range(7)] for n in range(3)])

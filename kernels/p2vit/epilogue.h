@@ -19,6 +19,7 @@
 #define P2VIT_EPILOGUE_H
 
 #include "arith.h"
+#include "csim_fast_rows.h"
 #include "mac_array.h"
 #include "rows.h"
 #include "trace.h"
@@ -34,6 +35,12 @@ template <class C>
 void epi_qkv(const typename C::acc_t acc[C::ROWS][C::COLS], int n0, int o0, const i32 bias[],
              const i8 shift[], typename C::act_t q[C::N][C::D], typename C::act_t k[C::H][C::N][C::DH],
              typename C::act_t v[C::H][C::N][C::DH]) {
+#if P2VIT_CSIM_FAST_ROWS
+  if constexpr (csim_fast_rows::qkv_supported<C>()) {   // C-sim: the same values, 8 lanes at a time
+    csim_fast_rows::epi_qkv_fast<C>(acc, n0, o0, bias, shift, q, k, v);
+    return;
+  }
+#endif
   const int cols = 3 * C::D - o0 < C::COLS ? 3 * C::D - o0 : C::COLS;
   int o = 0, n = 0;   // running column and row of the tile: no divider
   [[maybe_unused]] constexpr int TRIPS = C::COLS*C::ROWS;
@@ -72,6 +79,14 @@ void epi_residual(const typename C::acc_t acc[C::ROWS][C::COLS], int n0, int o0,
                   const i8 shift[], int e_y, const i8 e_r[], const i8 e_s[], typename C::res_t r[C::N][C::D],
                   const char* trace_name, int block) {
   const bool tracing = P2VIT_TRACING();  // once per tile: the check is a thread-local read
+#if P2VIT_CSIM_FAST_ROWS
+  if constexpr (csim_fast_rows::epi_supported<C>()) {   // C-sim, untraced: the same values, 8 lanes at a time
+    if (!tracing) {
+      csim_fast_rows::epi_residual_fast<C>(acc, n0, o0, bias, shift, e_y, e_r, e_s, r);
+      return;
+    }
+  }
+#endif
   const int cols = C::D - o0 < C::COLS ? C::D - o0 : C::COLS;
   int o = 0, n = 0;   // running column and row of the tile: no divider
   [[maybe_unused]] constexpr int TRIPS = C::COLS*C::ROWS;
@@ -110,6 +125,14 @@ template <class C>
 void epi_gelu(const typename C::acc_t acc[C::ROWS][C::COLS], int n0, int o0, const i32 bias[], const i8 shift[],
               const i8 lut[256], typename C::act_t rows[C::ROWS][C::HID], int block) {
   const bool tracing = P2VIT_TRACING();
+#if P2VIT_CSIM_FAST_ROWS
+  if constexpr (csim_fast_rows::gelu_supported<C>()) {   // C-sim, untraced: the same values, 8 lanes at a time
+    if (!tracing) {
+      csim_fast_rows::epi_gelu_fast<C>(acc, o0, bias, shift, lut, rows);
+      return;
+    }
+  }
+#endif
   const int cols = C::HID - o0 < C::COLS ? C::HID - o0 : C::COLS;
   int o = 0, n = 0;   // running column and row of the tile: no divider
   [[maybe_unused]] constexpr int TRIPS = C::COLS*C::ROWS;
@@ -142,6 +165,12 @@ gelu:
 template <class C>
 void gelu_out(const typename C::act_t rows[C::ROWS][C::HID], int n0, stream<typename C::act_t>& out) {
   const int valid = C::N - n0 < C::ROWS ? C::N - n0 : C::ROWS;
+#if P2VIT_CSIM_FAST_ROWS
+  if constexpr (csim_fast_rows::epi_supported<C>()) {   // C-sim: one append per row
+    csim_fast_rows::rows_out<C::ROWS, C::HID>(rows, valid, out);
+    return;
+  }
+#endif
   int n = 0, o = 0;
   [[maybe_unused]] constexpr int TRIPS = C::ROWS*C::HID;
 gelu_out:
@@ -160,6 +189,12 @@ gelu_out:
 
 template <class C>
 void epi_logits(const typename C::acc_t acc[C::ROWS][C::COLS], int o0, int shift, typename C::act_t rows[C::ROWS][C::N]) {
+#if P2VIT_CSIM_FAST_ROWS
+  if constexpr (csim_fast_rows::epi_supported<C>()) {   // C-sim: the same values, 8 lanes at a time
+    csim_fast_rows::epi_logits_fast<C>(acc, o0, shift, rows);
+    return;
+  }
+#endif
   const int cols = C::N - o0 < C::COLS ? C::N - o0 : C::COLS;
   int o = 0, n = 0;   // running column and row of the tile: no divider
   [[maybe_unused]] constexpr int TRIPS = C::COLS*C::ROWS;
@@ -181,6 +216,12 @@ logits:
 template <class C>
 void logits_out(const typename C::act_t rows[C::ROWS][C::N], int n0, stream<typename C::act_t>& out) {
   const int valid = C::N - n0 < C::ROWS ? C::N - n0 : C::ROWS;
+#if P2VIT_CSIM_FAST_ROWS
+  if constexpr (csim_fast_rows::epi_supported<C>()) {   // C-sim: one append per row
+    csim_fast_rows::rows_out<C::ROWS, C::N>(rows, valid, out);
+    return;
+  }
+#endif
   int n = 0, j = 0;
   [[maybe_unused]] constexpr int TRIPS = C::ROWS*C::N;
 logits_out:

@@ -25,6 +25,7 @@
 #ifndef P2VIT_LAYERS_H
 #define P2VIT_LAYERS_H
 
+#include "csim_fast.h"
 #include "epilogue.h"
 #include "mac_array.h"
 #include "params.h"
@@ -39,6 +40,44 @@ enum MainMode { MAIN_EMBED = 0, MAIN_QKV = 1, MAIN_PROJ = 2, MAIN_HEAD = 3 };
 
 template <class C>
 using pe_x = typename pe_operand<typename C::act_t>::type;
+
+// main_load: the stationary rows of row tile t for the shared array's layer `mode` (patches of the
+// image, the attention output or the LayerNorm output).
+template <class C, int KMAX>
+void main_load(int mode, int t, int K, int NR, const typename C::act_t img[C::IMG_C * C::IMG_H * C::IMG_W],
+               const typename C::act_t x[C::N][C::D], const typename C::act_t att[C::N][C::D],
+               pe_x<C> xt[C::ROWS][KMAX]) {
+  P2VIT_PRAGMA(HLS INLINE)
+  const int n0 = t * C::ROWS;
+  if (mode == MAIN_EMBED)
+    load_rows_patch<C, KMAX>(img, n0, xt);
+  else if (mode == MAIN_PROJ)
+    load_rows_array<C, KMAX, C::D>(att, 0, K, NR, n0, xt, "o");
+  else
+    load_rows_array<C, KMAX, C::D>(x, 0, K, NR, n0, xt, "x");
+}
+
+// main_epilogue: the epilogue of tile (t, ot) of the shared array's layer `mode`.
+template <class C>
+void main_epilogue(int mode, int t, int ot, int OT, const typename C::acc_t acc[C::ROWS][C::COLS],
+                   const typename C::axi_t* blob, long tb_beat, i32 tile_bias[C::ROWS * C::COLS], const i32 bias[],
+                   const i8 shift[], int e_y, const i8 e_r[], const i8 e_s[], typename C::res_t r[C::N][C::D],
+                   typename C::act_t q[C::N][C::D], typename C::act_t k[C::H][C::N][C::DH],
+                   typename C::act_t v[C::H][C::N][C::DH], typename C::logit_t logits[C::CLASSES], int block) {
+  P2VIT_PRAGMA(HLS INLINE)
+  const int n0 = t * C::ROWS, o0 = ot * C::COLS;
+  if (mode == MAIN_EMBED) {
+    burst<C, 4>(blob, tb_beat + (long(t) * OT + ot) * ((C::ROWS * C::COLS * 4 + C::AXI_BYTES - 1) / C::AXI_BYTES),
+                C::ROWS * C::COLS, tile_bias, "tile_bias");
+    epi_embed<C>(acc, n0, o0, tile_bias, shift, r);
+  } else if (mode == MAIN_QKV) {
+    epi_qkv<C>(acc, n0, o0, bias, shift, q, k, v);
+  } else if (mode == MAIN_PROJ) {
+    epi_residual<C>(acc, n0, o0, bias, shift, e_y, e_r, e_s, r, "proj", block);
+  } else {
+    epi_head<C>(acc, o0, bias, shift, logits);
+  }
+}
 
 // main_array: one layer on the shared instance. mode: MainMode; w_beat / wbits: the layer's
 // weights; tb_beat: the embedding's tile-ordered per-token bias; bias, shift: the layer's
@@ -65,34 +104,30 @@ void main_array(int mode, const typename C::act_t img[C::IMG_C * C::IMG_H * C::I
   i32 tile_bias[C::ROWS * C::COLS];
   [[maybe_unused]] constexpr int PER4 = C::AXI_BYTES / 4;
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=tile_bias type=cyclic factor=PER4)
+#if P2VIT_CSIM_FAST_MAC
+  if constexpr (csim_fast::layer_fast_supported<C>()) {   // native C-sim: same values, blocked (csim_fast.h)
+    auto load = [&](int t, pe_x<C> tile[C::ROWS][KMAX]) { main_load<C, KMAX>(mode, t, K, NR, img, x, att, tile); };
+    auto epilogue = [&](int t, int ot, const typename C::acc_t tile_acc[C::ROWS][C::COLS]) {
+      main_epilogue<C>(mode, t, ot, OT, tile_acc, blob, tb_beat, tile_bias, bias, shift, e_y, e_r, e_s, r, q, k, v,
+                       logits, block);
+    };
+    csim_fast::layer_fast<C, KMAX>(NT, K, OT, csim_fast::BlobTiles<C, KMAX>{blob, w_beat, wbits, K / 2}, load,
+                                   epilogue, [](int) {});
+    return;
+  }
+#endif
   [[maybe_unused]] constexpr int ROW_TILES_MAX = (C::N + C::ROWS - 1) / C::ROWS;
 row_tiles:
   for (int t = 0; t < NT; ++t) {
     P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=ROW_TILES_MAX)
-    const int n0 = t * C::ROWS;
-    if (mode == MAIN_EMBED)
-      load_rows_patch<C, KMAX>(img, n0, xt);
-    else if (mode == MAIN_PROJ)
-      load_rows_array<C, KMAX, C::D>(att, 0, K, NR, n0, xt, "o");
-    else
-      load_rows_array<C, KMAX, C::D>(x, 0, K, NR, n0, xt, "x");
+    main_load<C, KMAX>(mode, t, K, NR, img, x, att, xt);
   [[maybe_unused]] constexpr int COL_TILES_MAX = (3 * C::D + C::COLS - 1) / C::COLS;
   weight_tiles:
     for (int ot = 0; ot < OT; ++ot) {
       P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=COL_TILES_MAX)
-      const int o0 = ot * C::COLS;
       reduce_blob<C, KMAX>(xt, K, blob, "blob", w_beat, ot, wbits, acc);
-      if (mode == MAIN_EMBED) {
-        burst<C, 4>(blob, tb_beat + (long(t) * OT + ot) * ((C::ROWS * C::COLS * 4 + C::AXI_BYTES - 1) / C::AXI_BYTES), C::ROWS * C::COLS,
-                    tile_bias, "tile_bias");
-        epi_embed<C>(acc, n0, o0, tile_bias, shift, r);
-      } else if (mode == MAIN_QKV) {
-        epi_qkv<C>(acc, n0, o0, bias, shift, q, k, v);
-      } else if (mode == MAIN_PROJ) {
-        epi_residual<C>(acc, n0, o0, bias, shift, e_y, e_r, e_s, r, "proj", block);
-      } else {
-        epi_head<C>(acc, o0, bias, shift, logits);
-      }
+      main_epilogue<C>(mode, t, ot, OT, acc, blob, tb_beat, tile_bias, bias, shift, e_y, e_r, e_s, r, q, k, v, logits,
+                       block);
     }
   }
 }
@@ -109,6 +144,23 @@ void qk_array(const typename C::act_t q[C::N][C::D], const typename C::act_t k[C
   typename C::acc_t acc[C::ROWS][C::COLS];
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=acc type=complete dim=0)
   typename C::act_t rows[C::ROWS][C::N];
+#if P2VIT_CSIM_FAST_MAC
+  if constexpr (csim_fast::layer_fast_supported<C>()) {   // native C-sim: same values, blocked (csim_fast.h)
+    constexpr int TG = csim_fast::group_tiles<C>();
+    using GroupRows = typename C::act_t[TG][C::ROWS][C::N];   // the row tiles of one group
+    GroupRows& group_rows = csim_fast::scratch<GroupRows, 1>();
+    csim_fast::layer_fast<C, C::DH>(
+        NT, C::DH, OT, csim_fast::KeyTiles<C, C::DH>{k, h},
+        [&](int t, pe_x<C> tile[C::ROWS][C::DH]) {
+          load_rows_array<C, C::DH, C::D>(q, h * C::DH, C::DH, C::N, t * C::ROWS, tile, "q");
+        },
+        [&](int t, int ot, const typename C::acc_t tile_acc[C::ROWS][C::COLS]) {
+          epi_logits<C>(tile_acc, ot * C::COLS, shift, group_rows[t % TG]);
+        },
+        [&](int t) { logits_out<C>(group_rows[t % TG], t * C::ROWS, logits); });
+    return;
+  }
+#endif
 row_tiles:
   for (int t = 0; t < NT; ++t) {
     load_rows_array<C, C::DH, C::D>(q, h * C::DH, C::DH, C::N, t * C::ROWS, xt, "q");
@@ -133,6 +185,21 @@ void fc1_array(const typename C::act_t x[C::N][C::D], const typename C::axi_t* b
   typename C::acc_t acc[C::ROWS][C::COLS];
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=acc type=complete dim=0)
   typename C::act_t rows[C::ROWS][C::HID];
+#if P2VIT_CSIM_FAST_MAC
+  if constexpr (csim_fast::layer_fast_supported<C>()) {   // native C-sim: same values, blocked (csim_fast.h)
+    constexpr int TG = csim_fast::group_tiles<C>();
+    using GroupRows = typename C::act_t[TG][C::ROWS][C::HID];   // the row tiles of one group
+    GroupRows& group_rows = csim_fast::scratch<GroupRows, 1>();
+    csim_fast::layer_fast<C, C::D>(
+        NT, C::D, OT, csim_fast::BlobTiles<C, C::D>{blob_fc1, w_beat, wbits, C::D / 2},
+        [&](int t, pe_x<C> tile[C::ROWS][C::D]) { load_rows_array<C, C::D, C::D>(x, 0, C::D, C::N, t * C::ROWS, tile, "x"); },
+        [&](int t, int ot, const typename C::acc_t tile_acc[C::ROWS][C::COLS]) {
+          epi_gelu<C>(tile_acc, t * C::ROWS, ot * C::COLS, bias, shift, lut, group_rows[t % TG], block);
+        },
+        [&](int t) { gelu_out<C>(group_rows[t % TG], t * C::ROWS, hidden); });
+    return;
+  }
+#endif
 row_tiles:
   for (int t = 0; t < NT; ++t) {
     load_rows_array<C, C::D, C::D>(x, 0, C::D, C::N, t * C::ROWS, xt, "x");
@@ -157,6 +224,18 @@ void fc2_array(stream<typename C::act_t>& hidden, const typename C::axi_t* blob_
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=xt type=cyclic factor=SIMD dim=2)
   typename C::acc_t acc[C::ROWS][C::COLS];
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=acc type=complete dim=0)
+#if P2VIT_CSIM_FAST_MAC
+  if constexpr (csim_fast::layer_fast_supported<C>()) {   // native C-sim: same values, blocked (csim_fast.h)
+    csim_fast::layer_fast<C, C::HID>(
+        NT, C::HID, OT, csim_fast::BlobTiles<C, C::HID>{blob_fc2, w_beat, wbits, C::HID / 2},
+        [&](int t, pe_x<C> tile[C::ROWS][C::HID]) { load_rows_stream<C, C::HID>(hidden, C::HID, C::N, t * C::ROWS, tile); },
+        [&](int t, int ot, const typename C::acc_t tile_acc[C::ROWS][C::COLS]) {
+          epi_residual<C>(tile_acc, t * C::ROWS, ot * C::COLS, bias, shift, e_y, e_r, e_s, r, "fc2", block);
+        },
+        [](int) {});
+    return;
+  }
+#endif
 row_tiles:
   for (int t = 0; t < NT; ++t) {
     load_rows_stream<C, C::HID>(hidden, C::HID, C::N, t * C::ROWS, xt);

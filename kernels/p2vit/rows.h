@@ -17,6 +17,7 @@
 #define P2VIT_ROWS_H
 
 #include "arith.h"
+#include "csim_fast_rows.h"
 #include "trace.h"
 #include "types.h"
 
@@ -117,6 +118,11 @@ void layernorm_row(const sint<RBITS> r[D], const uint<2> k[D], const sint<16> G[
   static_assert(RBITS >= 2, "layernorm_row: RBITS must be >= 2");
   static_assert(2 * detail::clog2(D) + 2 * RBITS + 4 <= 61,
                 "layernorm_row: D*S2 must stay below 2^61 (numerics.md 4)");
+#if P2VIT_CSIM_FAST_ROWS
+  // C-sim: the same values 8 channels at a time, no divider (csim_fast_rows.h)
+  csim_fast_rows::ln_row<D, RBITS, LN_FRAC_BITS, detail::clog2(D) + RBITS + 14>(r, k, G, B, sh, eps_i, y);
+  return;
+#endif
 
   // Pass 1: first and second moments (int64).
   i64 s1 = 0;  // |S1| <= D * 2^(R+2)

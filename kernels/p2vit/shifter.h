@@ -11,6 +11,7 @@
 #define P2VIT_SHIFTER_H
 
 #include "arith.h"
+#include "csim_fast_rows.h"
 #include "epilogue.h"
 #include "trace.h"
 #include "types.h"
@@ -20,6 +21,12 @@ namespace p2vit {
 template <class C>
 void av_rows(stream<typename C::code_t>& codes, const typename C::act_t v[C::H][C::N][C::DH], int h, int shift,
              typename C::act_t o[C::N][C::D]) {
+#if P2VIT_CSIM_FAST_ROWS
+  if constexpr (csim_fast_rows::av_supported<C>()) {   // C-sim: the same sums as a dot product
+    csim_fast_rows::av_rows_fast<C>(codes, v, h, shift, o);
+    return;
+  }
+#endif
   using av_acc_t = sint<C::AV_ACC_BITS>;
 rows:
   for (int i = 0; i < C::N; ++i) {

@@ -10,6 +10,7 @@
 #ifndef P2VIT_SOFTMAX_H
 #define P2VIT_SOFTMAX_H
 
+#include "csim_fast_rows.h"
 #include "rows.h"
 #include "trace.h"
 #include "types.h"
@@ -19,6 +20,10 @@ namespace p2vit {
 template <class C>
 void softmax_rows(stream<typename C::act_t>& in, stream<typename C::code_t>& out, i64 x0, i64 pb, i64 pc,
                   int block, int h) {
+#if P2VIT_CSIM_FAST_ROWS
+  csim_fast_rows::softmax_rows_fast<C>(in, out, x0, pb, pc, block, h);   // C-sim: the same codes
+  return;
+#endif
   const long row0 = long(h) * C::N;   // first row of this head in the traced (H, N, N) tensors
 rows:
   for (int i = 0; i < C::N; ++i) {

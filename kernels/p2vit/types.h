@@ -102,8 +102,9 @@ template <int W>
 using uint = typename detail::native_uint<W>::type;
 
 // stream<T>: software FIFO with the hls::stream interface used by the kernels
-// (read/write, blocking and non-blocking, empty/full/size, >> and <<). Unbounded; reading an
-// empty stream throws std::underflow_error (a C-sim deadlock would be a bug anyway).
+// (read/write, blocking and non-blocking, empty/full/size, >> and <<), plus read_n/write_n for
+// the C-sim fast paths. Unbounded; reading an empty stream throws std::underflow_error (a C-sim
+// deadlock would be a bug anyway).
 //   T: element type.
 template <typename T>
 class stream {
@@ -149,6 +150,21 @@ class stream {
     write(v);
     return true;
   }
+  // read_n(p, n): p[i] = read() for i = 0..n-1, in one copy (the C-sim fast paths of
+  // p2vit/csim_fast_rows.h: a per-element read of a byte stream reloads the read index after
+  // every byte store). Throws std::underflow_error, reading nothing, if fewer than n are waiting.
+  void read_n(T* p, std::size_t n) {
+    if (size() < n) throw std::underflow_error("p2vit::stream: read_n past the end of the stream");
+    const T* src = data_.data() + head_;   // a local pointer: not reloaded after each store to p
+    for (std::size_t i = 0; i < n; ++i) p[i] = src[i];
+    head_ += n;
+    if (head_ == data_.size()) {
+      data_.clear();
+      head_ = 0;
+    }
+  }
+  // write_n(p, n): write(p[0]), ..., write(p[n-1]), as one append (see read_n).
+  void write_n(const T* p, std::size_t n) { data_.insert(data_.end(), p, p + n); }
   // s >> v: read(v).
   void operator>>(T& v) { read(v); }
   // s << v: write(v).
