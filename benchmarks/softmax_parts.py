@@ -14,7 +14,8 @@ replaced by variants that switch its two parts on and off or change them:
   rule of numerics.md 1), with rounding at the geometric midpoint (ratio >= sqrt(2) * 2^p), uniform
   8-bit probabilities, or no rounding (ex / sum).
 
-The first row is the budget's own softmax stage and must match its "alone" row. Prints agreement
+It analyses the softmax as it was before issue 14 (`--exp-shift 0 --attn-rounding arithmetic`); the
+two fixes it found are the defaults now (numerics.md 2.5). The first row is the budget's own softmax stage and must match its "alone" row. Prints agreement
 with the PyTorch FP32 model and logit SQNR for each variant (100 calibration images, the first of
 ../shared/data/cifar10-calib.npz; the test images spread evenly over the split).
 """
@@ -40,6 +41,7 @@ from quantizer.pipeline import quantize  # noqa: E402
 
 SHARED = REPO.parent / "shared"
 F64 = torch.float64
+LEGACY = QuantConfig(exp_shift=0, attn_rounding="arithmetic")   # the softmax this analysed
 FINER = 4   # bits the logits are shifted left before the integer exp in the "e_a - 4" variants
 
 
@@ -62,7 +64,7 @@ class SoftmaxVariant(Simulator):
             prob = a.softmax(dim=-1)
         else:
             e_a = self.ir.i(p + "attn.e_a") - (FINER if self.exp == "int_finer" else 0)
-            ex, total = Simulator._int_exp_real(a * 2.0 ** -e_a, Constants(e_a))
+            ex, total = Simulator._int_exp_real(a * 2.0 ** -e_a, Constants(e_a), 0)
             prob = ex / total
         z = self.Z
         if self.rounding == "none":
@@ -102,7 +104,7 @@ def main(argv=None) -> int:
     lm = load_model(args.model)
     calib = load_images(args.calib, lm.preprocess, limit=100, progress=False).images
     data = load_images(args.data, lm.preprocess, limit=args.limit, spread=True, progress=False)
-    q = quantize(lm, calib, QuantConfig())
+    q = quantize(lm, calib, LEGACY)
     fp = fp32_logits(lm.model, data.images, lm.preprocess)
     e_a = [q.ir.i(f"blocks.{i}.attn.e_a") for i in range(q.ir.depth)]
     print(f"{lm.name}: {len(data.images)} images; logit exponents e_a per block {e_a}; softmax alone, rest FP32")

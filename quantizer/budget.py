@@ -133,7 +133,10 @@ class Simulator:
         self.R, self.bits = low.res_bits, low.attn_bits
         self.uniform = low.attn_uniform
         self.Z = (1 << self.bits) - 1
-        self.thr = None if self.uniform else intops.log_round_thresholds(self.Z).to(F64)
+        self.E, self.attn_rounding = low.exp_shift, low.attn_rounding
+        geo = self.attn_rounding == "geometric"
+        self.thr = None if self.uniform else (intops.geometric_thresholds(self.Z) if geo
+                                              else intops.log_round_thresholds(self.Z)).to(F64)
         T = ir.tensors
         self.lin = {}   # name -> (dequantized weights, bias at e_x + e_w, e_y, output bits)
         for name in ["head"] + [f"blocks.{i}.{n}" for i in range(ir.depth) for n in ("qkv", "proj", "fc1", "fc2")]:
@@ -207,24 +210,29 @@ class Simulator:
         if on_grid:
             ai = _ints(a, e_a)
             if self.uniform:
-                return intops.uniform_softmax_c(ai, lb.x0, lb.pb, lb.pc, self.bits).to(F64) * 2.0 ** -self.bits
-            codes = intops.log_int_softmax_c(ai, lb.x0, lb.pb, lb.pc, self.bits)
+                return (intops.uniform_softmax_c(ai, lb.x0, lb.pb, lb.pc, self.bits, self.E).to(F64)
+                        * 2.0 ** -self.bits)
+            codes = intops.log_int_softmax_c(ai, lb.x0, lb.pb, lb.pc, self.bits, self.E, self.attn_rounding)
         else:
-            ex, total = self._int_exp_real(a * 2.0 ** -e_a, lb)
+            ex, total = self._int_exp_real(a * 2.0 ** -e_a, lb, self.E)
             if self.uniform:
                 p = torch.floor(ex * 2.0 ** self.bits / total + 0.5).clamp(max=self.Z)
                 return p * 2.0 ** -self.bits
-            ratio = torch.floor(total / ex + 0.5)
+            if self.attn_rounding == "geometric":
+                ratio = torch.floor(total * 2.0 ** intops.GEO_FRAC / ex)
+            else:
+                ratio = torch.floor(total / ex + 0.5)
             codes = torch.searchsorted(self.thr, ratio.contiguous(), right=True)
         return torch.where(codes < self.Z, torch.exp2(-codes.to(F64)), torch.zeros((), dtype=F64))
 
     @staticmethod
-    def _int_exp_real(u: torch.Tensor, lb):
+    def _int_exp_real(u: torch.Tensor, lb, exp_shift: int):
         """numerics.md 2.5 steps 1-4 on real logits u (units of 2^e_a)."""
-        x = (u - u.amax(dim=-1, keepdim=True)).clamp(min=intops.EXP_N * lb.x0)
+        n = intops.exp_clamp(exp_shift)
+        x = ((u - u.amax(dim=-1, keepdim=True)) * 2.0 ** exp_shift).clamp(min=n * lb.x0)
         q = torch.floor(x / lb.x0)
         rr = x - lb.x0 * q
-        ex = ((rr + lb.pb) ** 2 + lb.pc) * torch.exp2(intops.EXP_N - q)
+        ex = ((rr + lb.pb) ** 2 + lb.pc) * torch.exp2(n - q)
         return ex, ex.sum(dim=-1, keepdim=True)
 
     def gelu(self, h: torch.Tensor, p: str, on: bool, on_grid: bool) -> torch.Tensor:

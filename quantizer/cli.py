@@ -9,6 +9,7 @@ import numpy as np
 from .config import QuantConfig
 from .data import load_images, synthetic_images
 from .errors import P2VitError
+from .intops import ATTN_ROUNDINGS, EXP_SHIFTS
 from .models import LoadedModel, known_models_text, load_model
 from .pot import ROUNDING_MODES
 from .progress import note
@@ -39,6 +40,12 @@ def add_quant_args(p: argparse.ArgumentParser) -> None:
                    help="attention probabilities as uniform unsigned --attn-bits-bit values, A.V an integer "
                         "matmul (with --attn-bits 8: the FQ-ViT 8/8/8 ceiling, pot_8_8_8); reference-only, "
                         "codegen refuses it (numerics.md 2.6u)")
+    g.add_argument("--exp-shift", type=int, choices=list(EXP_SHIFTS), default=QuantConfig.exp_shift,
+                   help="softmax: run the integer exp on a grid 2^E finer than the logits' (the int8 logit "
+                        "differences shifted left by E bits; default %(default)s; 0 = FQ-ViT's, numerics.md 2.5)")
+    g.add_argument("--attn-rounding", choices=ATTN_ROUNDINGS, default=QuantConfig.attn_rounding,
+                   help="softmax: round log2(sum/ex) to the nearest code (geometric, code p+1 from sqrt(2)*2^p) "
+                        "or as FQ-ViT does (arithmetic, from 1.5*2^p) (default %(default)s)")
     g.add_argument("--res-bits", type=int, choices=(8, 16), default=8, help="residual stream bits (default 8)")
     g.add_argument("--no-smooth", action="store_true", help="turn PoT-aware smoothing off")
     g.add_argument("--alpha-qkv", type=float, default=0.35, metavar="0..1",
@@ -61,7 +68,8 @@ def add_quant_args(p: argparse.ArgumentParser) -> None:
 
 def quant_config(args) -> QuantConfig:
     return QuantConfig(w_bits=args.w_bits, per_channel=not args.per_tensor, attn_bits=args.attn_bits,
-                       attn_uniform=args.attn_uniform,
+                       attn_uniform=args.attn_uniform, exp_shift=args.exp_shift,
+                       attn_rounding=args.attn_rounding,
                        res_bits=args.res_bits, smooth=not args.no_smooth, alpha_qkv=args.alpha_qkv,
                        alpha_fc1=args.alpha_fc1, alpha_search=args.alpha_search,
                        rounding=args.rounding, n_calib=args.n_calib,

@@ -4,7 +4,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 
 from .errors import P2VitError
+from .intops import ATTN_ROUNDINGS, EXP_SHIFTS
 from .pot import ROUNDING_MODES
+
+# The softmax as it was before exp_shift and attn_rounding existed (numerics.md 2.5): an IR whose
+# metadata lacks them has these, and an IR with these leaves them out (its content hash unchanged).
+LEGACY_SOFTMAX = {"exp_shift": 0, "attn_rounding": "arithmetic"}
 
 
 @dataclass(frozen=True)
@@ -14,6 +19,8 @@ class QuantConfig:
     attn_bits: int = 4            # log2 attention code bits (uniform probability bits with attn_uniform)
     attn_uniform: bool = False    # uniform unsigned attention probabilities, A.V an integer matmul
     #                               (numerics.md 2.6u; reference-only, codegen refuses it)
+    exp_shift: int = 4            # softmax: the integer exp on a grid 2^exp_shift finer than the logits'
+    attn_rounding: str = "geometric"  # softmax log2 codes rounded at sqrt(2)*2^p, or "arithmetic" (1.5*2^p)
     res_bits: int = 8             # residual stream bits, 8 or 16
     smooth: bool = True           # PoT-aware smoothing at the QKV and FC1 inputs
     alpha_qkv: float = 0.35
@@ -35,6 +42,10 @@ class QuantConfig:
             raise P2VitError(f"residual bits must be 8 or 16, not {self.res_bits}")
         if not 2 <= self.attn_bits <= 8:
             raise P2VitError(f"attention bits must be between 2 and 8, not {self.attn_bits}")
+        if self.exp_shift not in EXP_SHIFTS:
+            raise P2VitError(f"--exp-shift must be between {EXP_SHIFTS[0]} and {EXP_SHIFTS[-1]}, not {self.exp_shift}")
+        if self.attn_rounding not in ATTN_ROUNDINGS:
+            raise P2VitError(f"--attn-rounding must be one of {', '.join(ATTN_ROUNDINGS)}, not {self.attn_rounding}")
         if self.rounding not in ROUNDING_MODES:
             raise P2VitError(f"rounding must be one of {', '.join(ROUNDING_MODES)}, not {self.rounding}")
         if self.n_calib < 1:
@@ -61,6 +72,10 @@ class QuantConfig:
             extra.append("per-tensor")
         if self.attn_uniform:
             extra.append("uniform attention")
+        if self.exp_shift != QuantConfig.exp_shift:
+            extra.append(f"exp shift {self.exp_shift}")
+        if self.attn_rounding != QuantConfig.attn_rounding:
+            extra.append(f"{self.attn_rounding} log2 rounding")
         tail = f" ({', '.join(extra)})" if extra else ""
         if self.mixed_budget is not None:
             return f"{kind} mixed 4|8/8/{self.attn_bits} (budget {self.mixed_budget:g}){tail}"
@@ -72,11 +87,14 @@ class QuantConfig:
         # it had before uniform attention existed; from_json restores the default.
         if not d["attn_uniform"]:
             del d["attn_uniform"]
+        if all(d[k] == v for k, v in LEGACY_SOFTMAX.items()):
+            for k in LEGACY_SOFTMAX:
+                del d[k]
         return d
 
     @classmethod
     def from_json(cls, d: dict) -> "QuantConfig":
-        return cls(**d)
+        return cls(**{**LEGACY_SOFTMAX, **d})
 
     def but(self, **changes) -> "QuantConfig":
         return replace(self, **changes)

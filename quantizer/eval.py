@@ -29,7 +29,7 @@ import torch
 from . import floatscale, reference
 from .calibrate import collect
 from .cli import add_model_args, calibration_images, load_model_from_args
-from .config import QuantConfig
+from .config import LEGACY_SOFTMAX, QuantConfig
 from .data import labels_for_model, load_images, to_int8_input, to_model_input
 from .errors import P2VitError, cli_errors
 from .float_model import FloatViT
@@ -39,15 +39,20 @@ from .progress import Progress, note
 from .scaleout import SCALEOUT_HELP, add_scaleout_args, check_scaleout_args, choose_engine, session
 
 CONFIGS = {
-    "float_8_8_4": QuantConfig(pot=False),
+    # the FQ-ViT-style baseline keeps FQ-ViT's softmax (exp on the logits' grid, arithmetic rounding)
+    "float_8_8_4": QuantConfig(pot=False, **LEGACY_SOFTMAX),
     "pot_8_8_4": QuantConfig(),
+    "pot_8_8_4_old_softmax": QuantConfig(**LEGACY_SOFTMAX),   # the default before issue 14
     "pot_8_8_4_nearest": QuantConfig(rounding="nearest"),
     "pot_8_8_4_nosmooth": QuantConfig(smooth=False),
     "pot_4_8_4": QuantConfig(w_bits=4),
     "pot_8_8_8": QuantConfig(attn_bits=8, attn_uniform=True),   # reference-only ceiling (numerics.md 2.6u)
 }
 EXTRA_CONFIGS = {
-    "float_4_8_4": QuantConfig(pot=False, w_bits=4),
+    "float_4_8_4": QuantConfig(pot=False, w_bits=4, **LEGACY_SOFTMAX),
+    "float_8_8_4_nosmooth": QuantConfig(pot=False, smooth=False, **LEGACY_SOFTMAX),   # what smoothing is for
+    "pot_8_8_4_exp_shift0": QuantConfig(exp_shift=0),            # geometric rounding alone
+    "pot_8_8_4_arithmetic": QuantConfig(attn_rounding="arithmetic"),   # the finer exp alone
     "pot_8_8_4_floor": QuantConfig(rounding="floor"),
     "pot_8_8_4_ceil": QuantConfig(rounding="ceil"),
     "pot_8_8_4_alpha_search": QuantConfig(alpha_search=True),

@@ -67,8 +67,9 @@ class FloatScaleExecutor:
             parts.append((tq.reshape(B, N, H, dh).transpose(1, 2), st))
         (q, sq), (k, sk), (v, sv) = parts
         a, sa = self._act((q @ k.transpose(-1, -2)) * (sq * sk), p + "attn.logits")
-        x0, pb, pc = intops.lis_constants(torch.log2(torch.tensor(sa)).item())
-        codes = intops.log_int_softmax_c(a.to(torch.int64), x0, pb, pc, self.cfg.attn_bits)
+        E = self.cfg.exp_shift
+        x0, pb, pc = intops.lis_constants(torch.log2(torch.tensor(sa)).item(), E)
+        codes = intops.log_int_softmax_c(a.to(torch.int64), x0, pb, pc, self.cfg.attn_bits, E, self.cfg.attn_rounding)
         attn = torch.where(codes < self.Z, 2.0 ** (-codes.double()), torch.zeros_like(codes, dtype=torch.float64))
         o = ((attn @ v) * sv).transpose(1, 2).reshape(B, N, D)
         oq, so = self._act(o, p + "proj.in")

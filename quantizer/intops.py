@@ -81,6 +81,20 @@ def log_round_thresholds(zero_code: int) -> torch.Tensor:
     return torch.tensor([-((-3 * (1 << t)) // 4) for t in range(1, zero_code + 1)], dtype=I64)
 
 
+GEO_FRAC = 6   # G: fraction bits of the geometric ratio floor((sum << G) / ex) (numerics.md 2.5)
+
+
+def geometric_thresholds(zero_code: int) -> torch.Tensor:
+    """theta_t = ceil(sqrt(2) * 2^(t-1+G)) = isqrt(2^(2(t-1+G)+1)) + 1 for t = 1..zero_code
+    (numerics.md 2.5 step 5, geometric rounding), capped where no int64 ratio reaches them."""
+    top = min(zero_code, 63 - GEO_FRAC)      # theta_t >= 2^63 for larger t: never reached
+    return torch.tensor([math.isqrt(1 << (2 * (t - 1 + GEO_FRAC) + 1)) + 1 for t in range(1, top + 1)],
+                        dtype=I64)
+
+
+ATTN_ROUNDINGS = ("arithmetic", "geometric")
+
+
 def log_round_clamped(r: torch.Tensor, zero_code: int) -> torch.Tensor:
     """min(log_round(r), zero_code) for integer r >= 1 (numerics.md 1 and 2.5 step 6)."""
     thr = log_round_thresholds(zero_code).to(r.device)
@@ -109,15 +123,21 @@ def round_half_up(x):
 
 # --- Log-Int-Softmax (numerics.md 2.5) --------------------------------------------------
 
-EXP_N = 30  # I-BERT's clamp: x is limited to n * x0, so the shift n - q is never negative
+EXP_N = 30  # I-BERT's clamp at exp_shift 0: x is limited to n * x0, so the shift n - q is never negative
+EXP_SHIFTS = range(0, 5)   # exp_shift E: the exp's grid is 2^E times finer than the logits'
 
 
-def lis_constants(e_a: float) -> tuple[int, int, int]:
-    """(x0, pb, pc) of the integer exp for logits with scale S = 2^e_a (float64, then floor).
+def exp_clamp(exp_shift: int) -> int:
+    """n = 30 - 2E (numerics.md 2.5): keeps the exp image's size, as pb^2 + pc grows by 4^E."""
+    return EXP_N - 2 * exp_shift
+
+
+def lis_constants(e_a: float, exp_shift: int = 0) -> tuple[int, int, int]:
+    """(x0, pb, pc) of the integer exp on the grid S = 2^(e_a - exp_shift) (float64, then floor).
 
     e_a may be a non-integer for the float-scale counterpart; the PoT flow passes integers.
     """
-    s = 2.0 ** e_a
+    s = 2.0 ** (e_a - exp_shift)
     x0 = math.floor(-math.log(2.0) / s)
     pb = math.floor(1.353 / s)
     pc = math.floor(0.344 / (0.3585 * s * s))
@@ -127,38 +147,53 @@ def lis_constants(e_a: float) -> tuple[int, int, int]:
     return x0, pb, pc
 
 
-def int_exp(x: torch.Tensor, x0: int, pb: int, pc: int) -> torch.Tensor:
-    """Steps 1-3 of 2.5 for x = a - max(a) <= 0: the int64 exp image, scale unused."""
-    x = torch.maximum(x, torch.full_like(x, EXP_N * x0))
+def int_exp(x: torch.Tensor, x0: int, pb: int, pc: int, n: int = EXP_N) -> torch.Tensor:
+    """Steps 1-3 of 2.5 for x = (a - max(a)) << E <= 0: the int64 exp image, n = exp_clamp(E)."""
+    x = torch.maximum(x, torch.full_like(x, n * x0))
     q = torch.div(-x, -x0, rounding_mode="floor")
     rr = x - x0 * q
     poly = (rr + pb) * (rr + pb) + pc
-    return poly << (EXP_N - q)
+    return poly << (n - q)
 
 
-def log_int_softmax(a: torch.Tensor, e_a: int | float, bits: int) -> torch.Tensor:
-    """4-bit (by default) log2 codes of softmax over the last axis of int8 logits a.
+def softmax_exp(a: torch.Tensor, x0: int, pb: int, pc: int, exp_shift: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Steps 1-4 of 2.5 over the last axis of int8 logits a: (ex, sum)."""
+    x = (a - a.amax(dim=-1, keepdim=True)) << exp_shift
+    ex = int_exp(x, x0, pb, pc, exp_clamp(exp_shift))
+    return ex, ex.sum(dim=-1, keepdim=True)
+
+
+def log_int_softmax(a: torch.Tensor, e_a: int | float, bits: int, exp_shift: int = 0,
+                    rounding: str = "arithmetic") -> torch.Tensor:
+    """Log2 codes (4-bit by default) of softmax over the last axis of int8 logits a.
 
     Returns int64 codes in [0, Z], Z = 2^bits - 1 meaning attention weight zero.
     """
-    x0, pb, pc = lis_constants(e_a)
-    return log_int_softmax_c(a, x0, pb, pc, bits)
+    x0, pb, pc = lis_constants(e_a, exp_shift)
+    return log_int_softmax_c(a, x0, pb, pc, bits, exp_shift, rounding)
 
 
-def log_int_softmax_c(a: torch.Tensor, x0: int, pb: int, pc: int, bits: int) -> torch.Tensor:
-    x = a - a.amax(dim=-1, keepdim=True)
-    ex = int_exp(x, x0, pb, pc)
-    total = ex.sum(dim=-1, keepdim=True)
-    ratio = div_round(total, ex)
-    return log_round_clamped(ratio, (1 << bits) - 1)
+def log_int_softmax_c(a: torch.Tensor, x0: int, pb: int, pc: int, bits: int, exp_shift: int = 0,
+                      rounding: str = "arithmetic") -> torch.Tensor:
+    ex, total = softmax_exp(a, x0, pb, pc, exp_shift)
+    return log_codes(ex, total, (1 << bits) - 1, rounding)
 
 
-def uniform_softmax_c(a: torch.Tensor, x0: int, pb: int, pc: int, bits: int) -> torch.Tensor:
+def log_codes(ex: torch.Tensor, total: torch.Tensor, zero_code: int, rounding: str) -> torch.Tensor:
+    """Steps 5-6 of 2.5: code = #{t <= Z : ratio >= theta_t}."""
+    if rounding == "geometric":
+        ratio, thr = div_floor(total << GEO_FRAC, ex), geometric_thresholds(zero_code)
+    elif rounding == "arithmetic":
+        ratio, thr = div_round(total, ex), log_round_thresholds(zero_code)
+    else:
+        raise ValueError(f"attention rounding must be one of {', '.join(ATTN_ROUNDINGS)}, not {rounding!r}")
+    return torch.searchsorted(thr.to(ratio.device), ratio.contiguous(), right=True)
+
+
+def uniform_softmax_c(a: torch.Tensor, x0: int, pb: int, pc: int, bits: int, exp_shift: int = 0) -> torch.Tensor:
     """Uniform attention probabilities of numerics.md 2.6u over the last axis of int8 logits:
     p = min(div_round(ex << bits, sum), 2^bits - 1), exponent -bits (reference-only mode)."""
-    x = a - a.amax(dim=-1, keepdim=True)
-    ex = int_exp(x, x0, pb, pc)
-    total = ex.sum(dim=-1, keepdim=True)
+    ex, total = softmax_exp(a, x0, pb, pc, exp_shift)
     return div_round(ex << bits, total).clamp(max=(1 << bits) - 1)
 
 

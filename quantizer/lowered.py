@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .ir import QuantizedViT
+from .config import LEGACY_SOFTMAX
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,8 @@ class Lowered:
     attn_bits: int
     res_bits: int
     attn_uniform: bool = False   # uniform probabilities, A.V an integer matmul (2.6u, reference-only)
+    exp_shift: int = 0           # E of numerics.md 2.5: the exp's grid is 2^E finer than the logits'
+    attn_rounding: str = "arithmetic"   # log2 code rounding of 2.5 step 5: arithmetic | geometric
 
     @property
     def av_frac(self) -> int:
@@ -112,6 +115,7 @@ def _layernorm(ir: QuantizedViT, name: str) -> LayerNormLowered:
 def lower(ir: QuantizedViT) -> Lowered:
     T, q = ir.tensors, ir.meta["quant"]
     uniform = bool(q.get("attn_uniform", False))
+    softmax = {k: q.get(k, v) for k, v in LEGACY_SOFTMAX.items()}   # an IR without them: legacy
     F = av_frac(q["attn_bits"], uniform)
     e_embed = _stream_exponents(ir, "embed")
     embed = LinearLowered(w=T["embed.w"].astype(np.int8), b=_i64(T["embed.bias"]),
@@ -136,4 +140,4 @@ def lower(ir: QuantizedViT) -> Lowered:
     linear["head"] = _linear(ir, "head")
     return Lowered(embed=embed, embed_cls=_i64(T["embed.cls"]), e_embed=e_embed, linear=linear, blocks=blocks,
                    norm=_layernorm(ir, "norm"), e_logit=ir.i("head.e_logit"), attn_bits=q["attn_bits"],
-                   res_bits=q["res_bits"], attn_uniform=uniform)
+                   res_bits=q["res_bits"], attn_uniform=uniform, **softmax)

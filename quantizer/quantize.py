@@ -49,18 +49,26 @@ class Calibration:
         return float(sum(self.rel_errors.values()))
 
 
-def lis_exponent_range(tokens: int, uniform_bits: int | None = None) -> tuple[int, int]:
-    """(lowest, highest) logit exponent the Log-Int-Softmax supports for `tokens` keys:
-    the integer exp needs pc >= 1, and (2N + 1) * max exp image < 2^63 (numerics.md section 4);
-    with uniform probabilities of `uniform_bits` bits (2.6u), (2^(b+1) + 2N + 1) * max exp image < 2^63."""
-    factor = 2 * tokens + 1 + (0 if uniform_bits is None else 2 ** (uniform_bits + 1))
+def lis_exponent_range(tokens: int, uniform_bits: int | None = None, exp_shift: int = 0,
+                       rounding: str = "arithmetic") -> tuple[int, int]:
+    """(lowest, highest) logit exponent the Log-Int-Softmax supports for `tokens` keys (numerics.md
+    2.5 and section 4): the integer exp needs pc >= 1 and pb < 2^17, and its ratio an int64 --
+    (2N + 1) * max exp image < 2^63 for arithmetic rounding, N * max exp image * 2^G < 2^63 for
+    geometric; with uniform probabilities of `uniform_bits` bits (2.6u),
+    (2^(b+1) + 2N + 1) * max exp image < 2^63."""
+    if uniform_bits is not None:
+        factor = 2 * tokens + 1 + 2 ** (uniform_bits + 1)
+    elif rounding == "geometric":
+        factor = tokens * 2 ** intops.GEO_FRAC
+    else:
+        factor = 2 * tokens + 1
     ok = []
     for e in range(-30, 8):
         try:
-            x0, pb, pc = intops.lis_constants(e)
+            x0, pb, pc = intops.lis_constants(e, exp_shift)
         except ValueError:
             continue
-        if factor * (pb * pb + pc) * 2 ** intops.EXP_N < 2 ** 63:
+        if pb < 2 ** 17 and factor * (pb * pb + pc) * 2 ** intops.exp_clamp(exp_shift) < 2 ** 63:
             ok.append(e)
     return min(ok), max(ok)
 
@@ -126,7 +134,8 @@ def choose_scales(fm: FloatViT, stats: Stats, cfg: QuantConfig, progress=None,
         for j, part in enumerate("qkv"):
             act_point(p + f"attn.{part}", x=qkv[:, j * D:(j + 1) * D])
         act_point(p + "attn.logits",
-                  exp_range=lis_exponent_range(N, cfg.attn_bits if cfg.attn_uniform else None))
+                  exp_range=lis_exponent_range(N, cfg.attn_bits if cfg.attn_uniform else None,
+                                                cfg.exp_shift, cfg.attn_rounding))
         act_point(p + "proj.in")
         weight_point(p + "proj", blk.proj_w, stats.gram(p + "proj.in"))
         act_point(p + "proj.out")
@@ -260,7 +269,7 @@ def build_ir(fm: FloatViT, cal: Calibration, meta: dict) -> QuantizedViT:
         e_q, e_k, e_v = (_exp(cal.act[p + f"attn.{t}"]) for t in "qkv")
         linear(p + "qkv", e_x, np.repeat([e_q, e_k, e_v], D), blk.qkv_b)
         e_a = _exp(cal.act[p + "attn.logits"])
-        x0, pb_, pc = intops.lis_constants(e_a)
+        x0, pb_, pc = intops.lis_constants(e_a, cfg.exp_shift)
         e_o = _exp(cal.act[p + "proj.in"])
         for key, v in (("e_q", e_q), ("e_k", e_k), ("e_v", e_v), ("e_a", e_a), ("x0", x0),
                        ("pb", pb_), ("pc", pc), ("e_o", e_o)):

@@ -150,10 +150,11 @@ class Reference:
         a = intops.requant(imatmul(q, k.transpose(-1, -2)), lb.shift_qk, 8)
         keep(p + "logits", a)
         if self.uniform:   # numerics.md 2.6u: uniform probabilities p, A.V an integer matmul
-            codes = intops.uniform_softmax_c(a, lb.x0, lb.pb, lb.pc, self.attn_bits)
+            codes = intops.uniform_softmax_c(a, lb.x0, lb.pb, lb.pc, self.attn_bits, self.low.exp_shift)
             weight = codes
         else:
-            codes = intops.log_int_softmax_c(a, lb.x0, lb.pb, lb.pc, self.attn_bits)
+            codes = intops.log_int_softmax_c(a, lb.x0, lb.pb, lb.pc, self.attn_bits, self.low.exp_shift,
+                                              self.low.attn_rounding)
             # A.V on the shifter array: (v << F) >> code is exactly v * 2^(F - code) for code <= F.
             weight = torch.where(codes < self.Z, torch.ones_like(codes) << (self.F - codes).clamp(min=0),
                                  torch.zeros_like(codes))
