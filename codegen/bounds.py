@@ -74,8 +74,14 @@ def compute_bounds(ir: QuantizedViT, hw: HwConfig) -> Bounds:
     for i in range(ir.depth):
         p = f"blocks.{i}.attn."
         pb, pc = ir.i(p + "pb"), ir.i(p + "pc")
-        prove(f"blocks.{i} softmax 2*sum + ex", (2 * N + 1) * (pb * pb + pc) * 2 ** intops.EXP_N, 64,
-              "(2N + 1) * (pb^2 + pc) * 2^30 (numerics.md 4)")
+        n = intops.exp_clamp(low.exp_shift)
+        if low.attn_rounding == "geometric":
+            prove(f"blocks.{i} softmax sum << G", N * (pb * pb + pc) * 2 ** (n + intops.GEO_FRAC), 64,
+                  f"N * (pb^2 + pc) * 2^(n + G), n = {n}, G = {intops.GEO_FRAC} (numerics.md 4)")
+        else:
+            prove(f"blocks.{i} softmax 2*sum + ex", (2 * N + 1) * (pb * pb + pc) * 2 ** n, 64,
+                  f"(2N + 1) * (pb^2 + pc) * 2^n, n = {n} (numerics.md 4)")
+        prove(f"blocks.{i} softmax rr + pb (the exp's square)", pb, 18, "pb < 2^17, |x0| < pb (numerics.md 4)")
     prove("LayerNorm D*S2 + eps", D * D * 2 ** (2 * R + 4) + max(ir.i(f"blocks.{i}.ln1.eps") for i in range(ir.depth)),
           63, "D^2 * 2^(2R+4): xa = r << k with k <= 3; isqrt needs < 2^62")
 

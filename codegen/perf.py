@@ -67,8 +67,8 @@ DEPTH = {
     "layernorm.norm": 52,          # (log2 D + R + 14) x 32-bit div_round (~45 at D 768, R 16), multiply, requant
     "softmax.read": 2,
     "softmax.max": 2,
-    "softmax.exp": 16,             # 8 x 9-bit division in int_exp (~9), 18-bit square, shift
-    "softmax.code": 70,            # 63 x 63-bit unsigned div_round (~64), log2 thresholds
+    "softmax.exp": 20,             # (8+E) x (9+E)-bit division in int_exp (~13 at the default E = 4), 18-bit square, shift
+    "softmax.code": 70,            # 63 x 63-bit unsigned div_round / div_floor (~64), code thresholds
     "softmax.write": 2,
     "shifter.keys": 4,             # FIFO read, V read, shift, accumulate
     "shifter.out": 4,

@@ -90,7 +90,8 @@ def context(ir: QuantizedViT, hw: HwConfig, layout: Layout, bounds: Bounds, modu
         "in_chans": m["in_chans"], "img_h": img_h, "img_w": img_w, "patch": m["patch"],
         "tokens": m["tokens"], "dim": m["dim"], "heads": m["heads"], "hidden": m["hidden"],
         "num_classes": m["num_classes"], "depth": m["depth"], "res_bits": q["res_bits"],
-        "attn_bits": q["attn_bits"], "hw": hw, "acc_bits": bounds.acc_bits, "av_acc_bits": bounds.av_acc_bits,
+        "attn_bits": q["attn_bits"], "exp_shift": low.exp_shift,
+        "attn_geometric": low.attn_rounding == "geometric", "hw": hw, "acc_bits": bounds.acc_bits, "av_acc_bits": bounds.av_acc_bits,
         "beats": hw.weight_beats, "kmax_main": max(kp, m["dim"]),
         "omax": max(3 * m["dim"], m["num_classes"]), "bits": bits, "e_logit": low.e_logit,
     }

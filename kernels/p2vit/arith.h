@@ -14,7 +14,11 @@
 //   log_round_threshold(t)     smallest r with log_round(r) >= t
 //   log_round_clamped<Z>(r)    min(log_round(r), Z), Z unrolled comparisons
 //   log_round(r)               log_round(r) itself (= log_round_clamped<63>)
-//   int_exp(x, x0, pb, pc)     I-BERT's integer exp image, steps 1-3 of 2.5 (n = EXP_N = 30)
+//   div_floor_u<NB, DB>(a, b)  div_floor on an NB-bit by DB-bit unsigned divider
+//   geo_threshold(t)           ceil(sqrt(2) * 2^(t-1+G)), the geometric code thresholds of 2.5
+//   geo_round_clamped<Z>(r)    #{t <= Z : r >= geo_threshold(t)}
+//   exp_clamp(E)               n = 30 - 2E, the integer exp's clamp at exp_shift E
+//   int_exp<XB, NX>(x, x0, pb, pc)  I-BERT's integer exp image, steps 1-3 of 2.5 (n = NX)
 //
 // The Python twin is quantizer/intops.py (torch int64); tests/test_kernels.py checks that
 // both agree on every element. Where intops.py would overflow int64 (outside the bounds of
@@ -31,8 +35,13 @@
 
 namespace p2vit {
 
-// EXP_N: I-BERT's clamp of the integer exp, x >= EXP_N * x0 (numerics.md 2.5, n = 30).
+// EXP_N: I-BERT's clamp of the integer exp, x >= EXP_N * x0 (numerics.md 2.5, n = 30 at
+// exp_shift 0); exp_clamp(E) = 30 - 2E keeps the exp image's size when the grid is 2^E finer.
 constexpr int EXP_N = 30;
+constexpr int exp_clamp(int exp_shift) { return EXP_N - 2 * exp_shift; }
+
+// GEO_FRAC: G, fraction bits of the geometric ratio floor((sum << G) / ex) (numerics.md 2.5).
+constexpr int GEO_FRAC = 6;
 
 // shift_left(v, s): v << s modulo 2^64 (two's complement wrap, like torch's int64 `<<`),
 // computed on the unsigned bit pattern so that negative v is well defined in C++17.
@@ -135,6 +144,13 @@ inline i64 div_round_u(i64 a, i64 b) {
   return i64(q) + ((uint<DB + 1>(r) << 1) >= uint<DB + 1>(bn) ? 1 : 0);   // 2r >= b: round up
 }
 
+// div_floor_u<NB, DB>(a, b): div_floor(a, b) for 0 <= a < 2^NB and 1 <= b < 2^DB, on operands
+// of exactly those widths (an NB x DB-bit unsigned divider, see div_round_u).
+template <int NB, int DB>
+inline i64 div_floor_u(i64 a, i64 b) {
+  return i64(uint<NB>(uint<NB>(a) / uint<DB>(b)));
+}
+
 // div_round_s<NB, DB>(a, b): div_round(a, b) for |a| < 2^(NB-1) and 1 <= b < 2^DB, on a signed
 // NB-bit dividend and a (DB+1)-bit signed divisor (see div_round_u).
 template <int NB, int DB>
@@ -198,23 +214,51 @@ inline int log_round_clamped(i64 r) {
   return code;
 }
 
+// geo_threshold(t): theta_t = ceil(sqrt(2) * 2^(t-1+G)) = isqrt(2^(2(t-1+G)+1)) + 1 (numerics.md
+// 2.5 step 5, geometric rounding; sqrt(2) * 2^m is irrational, so the ceiling is the floor + 1):
+// 91, 182, 363, 725, ... A compile-time constant.
+//   t: code, 1 <= t <= 63 - G (theta_t < 2^63).
+constexpr std::int64_t geo_threshold(int t) {
+  // floor(sqrt(2) * 2^62) = isqrt(2^125); floor(sqrt(2) * 2^k) is it shifted right by 62 - k.
+  constexpr std::uint64_t SQRT2_Q62 = 6521908912666391106ULL;
+  return static_cast<std::int64_t>((SQRT2_Q62 >> (62 - (t - 1 + GEO_FRAC))) + 1);
+}
+
+// geo_round_clamped<Z>(r): #{t = 1..Z : r >= geo_threshold(t)} for r = floor((sum << G) / ex)
+// (numerics.md 2.5 step 6, geometric rounding): Z parallel comparisons against constants, like
+// log_round_clamped; thresholds from t = 64 - G on are above every int64 r, so they are not built.
+//   Z: the clamp (zero-weight code), Z >= 1; r: the ratio, r >= 2^G.
+template <int Z>
+inline int geo_round_clamped(i64 r) {
+  static_assert(Z >= 1, "geo_round_clamped<Z>: Z must be >= 1");
+  constexpr int T = Z < 63 - GEO_FRAC ? Z : 63 - GEO_FRAC;
+  int code = 0;
+  for (int t = 1; t <= T; ++t) {
+    P2VIT_PRAGMA(HLS UNROLL)
+    code += (r >= geo_threshold(t)) ? 1 : 0;
+  }
+  return code;
+}
+
 // log_round(r): p = floor(log2 r), plus one if 2(r - 2^p) >= 2^p (numerics.md 1), r >= 1.
 //   r: value, r >= 1.
 inline int log_round(i64 r) { return log_round_clamped<63>(r); }
 
-// int_exp(x, x0, pb, pc): steps 1-3 of numerics.md 2.5, the int64 image of exp(x*S):
-//   x := max(x, EXP_N*x0); q = floor(x / x0) = (-x) / (-x0) in [0, EXP_N];
-//   rr = x - x0*q in (x0, 0]; result ((rr + pb)^2 + pc) << (EXP_N - q).
-// Bounds: |x| <= 255 and |x0| small for int8 logits; the result is >= 0 and at most
-// (pb^2 + pc) * 2^30 < 2^63 (checked by the generator, numerics.md 4).
-//   XB: -x < 2^XB is known (8 for the softmax: x >= -255); the quotient then needs only an
-//     XB-bit by (XB+1)-bit divider, since a divisor of 2^XB or more gives 0 (numerics.md 4).
-//     The default (63) takes any x <= 0.
-//   x: logit minus row max, x <= 0.
-//   x0, pb, pc: constants of quantizer.intops.lis_constants(e_a); x0 < 0.
-template <int XB = 63>
+// int_exp<XB, NX>(x, x0, pb, pc): steps 1-3 of numerics.md 2.5, the int64 image of exp(x*S):
+//   x := max(x, NX*x0); q = floor(x / x0) = (-x) / (-x0) in [0, NX];
+//   rr = x - x0*q in (x0, 0]; result ((rr + pb)^2 + pc) << (NX - q).
+// Bounds: the result is >= 0 and at most (pb^2 + pc) * 2^NX < 2^63, and pb < 2^17 (both checked
+// by the generator, numerics.md 4).
+//   XB: -x < 2^XB is known (8 + E for the softmax: x = (a - max) << E >= -255 * 2^E); the quotient
+//     then needs only an XB-bit by (XB+1)-bit divider, since a divisor of 2^XB or more gives 0
+//     (numerics.md 4). The default (63) takes any x <= 0.
+//   NX: the clamp n = exp_clamp(E), 0 < NX <= 30 (the default EXP_N is E = 0).
+//   x: (logit minus row max) << E, x <= 0.
+//   x0, pb, pc: constants of quantizer.intops.lis_constants(e_a, E); x0 < 0.
+template <int XB = 63, int NX = EXP_N>
 inline i64 int_exp(i64 x, i64 x0, i64 pb, i64 pc) {
-  const i64 xmin = x0 * EXP_N;                      // n * x0 < 0
+  static_assert(NX >= 1 && NX <= EXP_N, "int_exp: the clamp n must be in 1..30");
+  const i64 xmin = x0 * NX;                         // n * x0 < 0
   const i64 xc = (x < xmin) ? xmin : x;             // in [n*x0, 0]
   i64 q;                                            // floor((-xc) / (-x0)), 0..30
   if constexpr (XB < 63) {
@@ -229,16 +273,16 @@ inline i64 int_exp(i64 x, i64 x0, i64 pb, i64 pc) {
   const i64 rr = xc - x0 * q;                       // in (x0, 0]
   const i64 t = rr + pb;                            // |t| <= max(pb, |x0|)
   if constexpr (XB < 63) {
-    // (2N + 1)(pb^2 + pc) 2^30 < 2^63 (numerics.md 4) gives pb < 2^17 and |x0| < pb: an 18-bit square
+    // pb < 2^17 (numerics.md 4) and |x0| < pb: an 18-bit square
     const sint<18> t18 = sint<18>(t);
 #ifdef P2VIT_NATIVE_TYPES
     const i64 sq = i64(t18) * i64(t18);
 #else
     const sint<36> sq = t18 * t18;                  // ap_int: an exact 18 x 18-bit product (1 DSP)
 #endif
-    return shift_left(i64(sq) + pc, EXP_N - int(q));
+    return shift_left(i64(sq) + pc, NX - int(q));
   }
-  return shift_left(i64(t * t + pc), EXP_N - int(q));  // shift 0..30
+  return shift_left(i64(t * t + pc), NX - int(q));  // shift 0..NX
 }
 
 }  // namespace p2vit

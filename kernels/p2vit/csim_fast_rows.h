@@ -11,8 +11,8 @@
 // double reciprocal with an exact integer correction, and the epilogues run 8 lanes at a time.
 //
 // What is here (only when P2VIT_CSIM_FAST_ROWS is 1, see below; namespace p2vit::csim_fast_rows):
-//   LisTable(x0, pb, pc)               int_exp of every softmax argument x in [-255, 0]
-//   lis_row<N, BITS>(a, code, tab)     log_int_softmax_row (p2vit/rows.h) from the table
+//   LisTable<E>(x0, pb, pc)            int_exp of every softmax argument (a - max) << E
+//   lis_row<N, BITS, GEO>(a, code, tab) log_int_softmax_row (p2vit/rows.h) from the table
 //   softmax_rows_fast<C>(...)          softmax_rows (p2vit/softmax.h)
 //   av_supported<C>(), av_rows_fast<C>(...)    av_rows (p2vit/shifter.h)
 //   ln_row<D, RBITS, F, NB>(...)       layernorm_row (p2vit/rows.h)
@@ -137,39 +137,49 @@ inline __m512i requant8(__m512i v, __m512i k) {
 
 // ---- Log-Int-Softmax (numerics.md 2.5) ------------------------------------------------------
 
-// LisTable(x0, pb, pc): ex[d] = int_exp<8>(-d, x0, pb, pc) for d = 0..255. log_int_softmax_row
-// calls int_exp<8>(x, x0, pb, pc) with x = a[j] - max(a) in [-255, 0] and the layer's constants,
-// the same for every row of a head: one table per softmax_rows call holds every value it can take.
+// LisTable<E>(x0, pb, pc): ex[d] = int_exp<8 + E, exp_clamp(E)>(-(d << E), x0, pb, pc) for
+// d = 0..255. log_int_softmax_row<N, BITS, E, GEO> calls exactly that with d = max(a) - a[j] in
+// [0, 255] and the layer's constants, the same for every row of a head: one table per
+// softmax_rows call holds every value it can take.
+template <int E>
 struct LisTable {
   std::int64_t ex[256];
   LisTable(i64 x0, i64 pb, i64 pc) {
-    for (int d = 0; d < 256; ++d) ex[d] = std::int64_t(int_exp<8>(i64(-d), x0, pb, pc));
+    for (int d = 0; d < 256; ++d) ex[d] = std::int64_t(int_exp<8 + E, exp_clamp(E)>(i64(-d) * (i64(1) << E), x0, pb, pc));
   }
 };
 
 namespace detail {
 
-// lis_levels(s2, L): L[t-1] = floor(s2 / (2 T_t - 1)) for t = 1..sizeof...(T), T_t =
-// log_round_threshold(t); constant divisors, so the compiler multiplies instead of dividing.
-template <std::size_t... T>
-inline void lis_levels(std::uint64_t s2, std::uint64_t* L, std::index_sequence<T...>) {
-  ((L[T] = s2 / (2 * std::uint64_t(log_round_threshold(int(T) + 1)) - 1)), ...);
+// lis_levels<GEO>(sum, L): L[t-1] for t = 1..sizeof...(T): floor(2 sum / (2 T_t - 1)) with T_t =
+// log_round_threshold(t) (arithmetic), or floor((sum << G) / geo_threshold(t)) (geometric);
+// constant divisors, so the compiler multiplies instead of dividing.
+template <bool GEO, std::size_t... T>
+inline void lis_levels(std::uint64_t sum, std::uint64_t* L, std::index_sequence<T...>) {
+  if constexpr (GEO)
+    ((L[T] = (sum << GEO_FRAC) / std::uint64_t(geo_threshold(int(T) + 1))), ...);
+  else
+    ((L[T] = (2 * sum) / (2 * std::uint64_t(log_round_threshold(int(T) + 1)) - 1)), ...);
 }
 
 }  // namespace detail
 
-// lis_row<N, BITS>(a, code, tab): log_int_softmax_row<N, BITS>(a, code, x0, pb, pc) with
-// tab = LisTable(x0, pb, pc).ex. ex[j] = tab[max(a) - a[j]] (see LisTable) and sum are the
-// row function's. Its code is min(log_round(div_round(sum, ex)), Z) = the number of thresholds
-// T_t = log_round_threshold(t), t = 1..min(Z, 63), that the ratio reaches (log_round_clamped).
-// For ex > 0: div_round(s, ex) = floor((2s + ex) / (2 ex)) >= T  <=>  2s + ex >= 2 T ex  <=>
-// 2s >= (2T - 1) ex  <=>  ex <= floor(2s / (2T - 1)) = L_t (integers). 2s < 2^64 (sum < 2^63,
-// the generator's bound), so L_t is a u64 quotient, and code[j] = #{t : ex[j] <= L_t}.
-template <int N, int BITS>
+// lis_row<N, BITS, GEO>(a, code, tab): log_int_softmax_row<N, BITS, E, GEO>(a, code, x0, pb, pc)
+// with tab = LisTable<E>(x0, pb, pc).ex. ex[j] = tab[max(a) - a[j]] (see LisTable) and sum are the
+// row function's. Its code is the number of thresholds the ratio reaches (numerics.md 2.5 step 6),
+// and each comparison has a division-free form (numerics.md 2.5): for ex > 0,
+//   arithmetic: div_round(s, ex) = floor((2s + ex) / (2 ex)) >= T  <=>  2s >= (2T - 1) ex  <=>
+//     ex <= floor(2s / (2T - 1)) = L_t, with T_t = log_round_threshold(t), t = 1..min(Z, 63);
+//   geometric: floor((s << G) / ex) >= theta  <=>  (s << G) >= theta ex  <=>
+//     ex <= floor((s << G) / theta) = L_t, with theta_t = geo_threshold(t), t = 1..min(Z, 63 - G).
+// 2s and s << G are < 2^64 (the generator's bounds keep them < 2^63), so L_t is a u64 quotient,
+// and code[j] = #{t : ex[j] <= L_t}.
+template <int N, int BITS, bool GEO = false>
 inline void lis_row(const sint<8> a[N], uint<BITS> code[N], const std::int64_t tab[256]) {
   static_assert(N >= 1 && BITS >= 1 && BITS <= 16, "lis_row: N >= 1, BITS in 1..16");
   constexpr int Z = (1 << BITS) - 1;
-  constexpr int ZC = Z < 63 ? Z : 63;   // log_round(r) <= 63 for every int64 r
+  constexpr int TOP = GEO ? 63 - GEO_FRAC : 63;   // thresholds above every int64 ratio are not built
+  constexpr int ZC = Z < TOP ? Z : TOP;
   int amax = a[0];
   for (int j = 1; j < N; ++j) amax = a[j] > amax ? int(a[j]) : amax;
   alignas(64) std::uint64_t ex[N];
@@ -179,7 +189,7 @@ inline void lis_row(const sint<8> a[N], uint<BITS> code[N], const std::int64_t t
     sum += ex[j];
   }
   std::uint64_t L[ZC];
-  detail::lis_levels(2 * sum, L, std::make_index_sequence<ZC>{});
+  detail::lis_levels<GEO>(sum, L, std::make_index_sequence<ZC>{});
   if constexpr (ZC <= 15) {
     // L_t does not increase with t (T_t does), so the t with ex <= L_t are 1..code: a binary search
     // for the last one over Lt[t] = L_t, padded with Lt[t > ZC] = 0 < ex (never reached).
@@ -215,13 +225,13 @@ inline void lis_row(const sint<8> a[N], uint<BITS> code[N], const std::int64_t t
 template <class C>
 inline void softmax_rows_fast(stream<typename C::act_t>& in, stream<typename C::code_t>& out, i64 x0, i64 pb,
                               i64 pc, int block, int h) {
-  const LisTable lis(x0, pb, pc);
+  const LisTable<C::EXP_SHIFT> lis(x0, pb, pc);
   const long row0 = long(h) * C::N;
   for (int i = 0; i < C::N; ++i) {
     typename C::act_t a[C::N];
     typename C::code_t code[C::N];
     in.read_n(a, C::N);
-    lis_row<C::N, C::ATTN_BITS>(a, code, lis.ex);
+    lis_row<C::N, C::ATTN_BITS, C::ATTN_GEOMETRIC>(a, code, lis.ex);
     P2VIT_TRACE("logits", block, (row0 + i) * C::N, a, C::N);
     P2VIT_TRACE("codes", block, (row0 + i) * C::N, code, C::N);
     out.write_n(code, C::N);

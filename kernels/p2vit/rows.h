@@ -2,7 +2,7 @@
 // attention row) at a time, static sizes as template parameters.
 //
 // What is here (namespace p2vit):
-//   log_int_softmax_row<N, BITS>   Log-Int-Softmax codes of one attention row (numerics.md 2.5)
+//   log_int_softmax_row<N, BITS, E, GEO>  Log-Int-Softmax codes of one attention row (numerics.md 2.5)
 //   layernorm_row<D, RBITS>        integer LayerNorm of one token (numerics.md 2.7)
 //   residual_add_row<D, RBITS>     residual add into the PTF stream (numerics.md 2.8)
 //   gelu_lookup(h, lut)            GELU by table (numerics.md 2.9)
@@ -38,22 +38,26 @@ constexpr int clog2(long long n) {
 
 }  // namespace detail
 
-// log_int_softmax_row<N, BITS>(a, code, x0, pb, pc): numerics.md 2.5 on one row, the twin of
-// intops.log_int_softmax_c. code[j] = min(log_round(div_round(sum, ex[j])), Z) with
-// ex[j] = int_exp(a[j] - max(a), x0, pb, pc), sum = sum_j ex[j], Z = 2^BITS - 1; code Z means
-// attention weight zero, code c < Z weight 2^-c.
+// log_int_softmax_row<N, BITS, E, GEO>(a, code, x0, pb, pc): numerics.md 2.5 on one row, the
+// twin of intops.log_int_softmax_c. ex[j] = int_exp((a[j] - max(a)) << E, x0, pb, pc) with the
+// clamp n = 30 - 2E, sum = sum_j ex[j], Z = 2^BITS - 1, and
+//   arithmetic (GEO false): code[j] = min(log_round(div_round(sum, ex[j])), Z);
+//   geometric (GEO true):   code[j] = #{t <= Z : floor((sum << G) / ex[j]) >= geo_threshold(t)}.
+// Code Z means attention weight zero, code c < Z weight 2^-c.
 //   N: row length (tokens), N >= 1.
 //   BITS: code width bits_attn (4 by default), 1..16.
+//   E: exp_shift, 0..4: the exp's grid is 2^E finer than the logits'.
+//   GEO: the geometric rounding of the codes (else FQ-ViT's arithmetic one).
 //   a: the N int8 logits of the row (exponent e_a).
 //   code: output, N codes in [0, Z].
-//   x0, pb, pc: quantizer.intops.lis_constants(e_a); x0 < 0, and ex >= 1 (pb + x0 >= 1 or
-//     pc >= 1, true for every e_a <= 0).
-// Bounds: x in [-255, 0]; 1 <= ex[j] <= (pb^2 + pc) * 2^30; sum <= N * (pb^2 + pc) * 2^30
-// < 2^63 (checked by the generator); ratio in [1, sum].
-template <int N, int BITS>
+//   x0, pb, pc: quantizer.intops.lis_constants(e_a, E); x0 < 0, pc >= 1, pb < 2^17.
+// Bounds: x in [-255 * 2^E, 0]; 1 <= ex[j] <= (pb^2 + pc) * 2^n; sum <= N * (pb^2 + pc) * 2^n,
+// and 2 * sum + ex (arithmetic) or sum << G (geometric) < 2^63 (checked by the generator).
+template <int N, int BITS, int E = 0, bool GEO = false>
 void log_int_softmax_row(const sint<8> a[N], uint<BITS> code[N], i64 x0, i64 pb, i64 pc) {
   static_assert(N >= 1, "log_int_softmax_row: N must be >= 1");
   static_assert(BITS >= 1 && BITS <= 16, "log_int_softmax_row: BITS must be in 1..16");
+  static_assert(E >= 0 && E <= 4, "log_int_softmax_row: exp_shift must be in 0..4");
   constexpr int Z = (1 << BITS) - 1;
 
   // Pass 1: row maximum.
@@ -75,8 +79,8 @@ exp:
     P2VIT_COUNT("softmax.exp");
     P2VIT_ACCESS("softmax_a", 0);
     P2VIT_ACCESS("softmax_ex", 0);
-    const sint<10> x = sint<10>(i64(a[j]) - i64(amax));  // in [-255, 0]
-    const i64 e = int_exp<8>(i64(x), x0, pb, pc);       // -x <= 255 < 2^8
+    const sint<10 + E> x = sint<10 + E>((i64(a[j]) - i64(amax)) * (i64(1) << E));  // in [-255 * 2^E, 0]
+    const i64 e = int_exp<8 + E, exp_clamp(E)>(i64(x), x0, pb, pc);             // -x < 2^(8+E)
     ex[j] = e;
     sum = sum + e;
   }
@@ -88,8 +92,13 @@ code:
     P2VIT_COUNT("softmax.code");
     P2VIT_ACCESS("softmax_ex", 0);
     P2VIT_ACCESS("softmax_code", 0);
-    const i64 ratio = div_round_u<63, 63>(sum, ex[j]);  // in [1, sum]; 0 < ex <= sum < 2^63
-    code[j] = uint<BITS>(log_round_clamped<Z>(ratio));
+    if constexpr (GEO) {
+      const i64 ratio = div_floor_u<63, 63>(shift_left(sum, GEO_FRAC), ex[j]);  // sum << G < 2^63
+      code[j] = uint<BITS>(geo_round_clamped<Z>(ratio));
+    } else {
+      const i64 ratio = div_round_u<63, 63>(sum, ex[j]);  // in [1, sum]; 0 < ex <= sum < 2^63
+      code[j] = uint<BITS>(log_round_clamped<Z>(ratio));
+    }
   }
 }
 

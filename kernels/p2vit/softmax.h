@@ -2,7 +2,7 @@
 //
 // softmax_rows<C>(in, out, x0, pb, pc, block, h): N rows of N logits in, N rows of N
 // ATTN_BITS-bit codes out, row by row, so it overlaps with Q.K^T before it and A.V after it.
-//   x0, pb, pc: the integer-exp constants of this layer's logit exponent (from the block
+//   x0, pb, pc: the integer-exp constants of this layer's logit exponent at C::EXP_SHIFT (from the block
 //     descriptor: calibration data, not hardware).
 //   block, h: where the rows go in the traced (H, N, N) tensors (C-sim only).
 // Each row: a read loop, three passes of log_int_softmax_row (p2vit/rows.h), a write loop, all
@@ -36,7 +36,7 @@ rows:
       P2VIT_ACCESS("softmax_a", 0);
       a[j] = in.read();
     }
-    log_int_softmax_row<C::N, C::ATTN_BITS>(a, code, x0, pb, pc);
+    log_int_softmax_row<C::N, C::ATTN_BITS, C::EXP_SHIFT, C::ATTN_GEOMETRIC>(a, code, x0, pb, pc);
     P2VIT_TRACE("logits", block, (row0 + i) * C::N, a, C::N);
     P2VIT_TRACE("codes", block, (row0 + i) * C::N, code, C::N);
   write:
