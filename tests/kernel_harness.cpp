@@ -193,11 +193,53 @@ arr log_round_thresholds_v(int z) {
   return o;
 }
 
-arr int_exp_v(arr x, std::int64_t x0, std::int64_t pb, std::int64_t pc) {
+template <int NX>
+arr int_exp_t(const arr& x, std::int64_t x0, std::int64_t pb, std::int64_t pc) {
   arr o = like(x);
   auto px = x.data(); auto po = o.mutable_data();
   for (py::ssize_t i = 0; i < x.size(); ++i)
-    po[i] = out64(p2vit::int_exp(in64(px[i]), in64(x0), in64(pb), in64(pc)));
+    po[i] = out64(p2vit::int_exp<63, NX>(in64(px[i]), in64(x0), in64(pb), in64(pc)));
+  return o;
+}
+
+// int_exp(x, x0, pb, pc, n): int_exp<63, n> for the clamps n = exp_clamp(E), E = 0..4.
+arr int_exp_v(arr x, std::int64_t x0, std::int64_t pb, std::int64_t pc, int n) {
+  switch (n) {
+    case 30: return int_exp_t<30>(x, x0, pb, pc);
+    case 28: return int_exp_t<28>(x, x0, pb, pc);
+    case 26: return int_exp_t<26>(x, x0, pb, pc);
+    case 24: return int_exp_t<24>(x, x0, pb, pc);
+    case 22: return int_exp_t<22>(x, x0, pb, pc);
+  }
+  throw py::value_error("int_exp: n must be exp_clamp(E) for E in 0..4");
+}
+
+template <int Z>
+arr grc_t(const arr& r) {
+  arr o = like(r);
+  auto pr = r.data(); auto po = o.mutable_data();
+  for (py::ssize_t i = 0; i < r.size(); ++i) {
+    if (pr[i] < 1) throw py::value_error("geo_round_clamped: r must be >= 1");
+    po[i] = p2vit::geo_round_clamped<Z>(in64(pr[i]));
+  }
+  return o;
+}
+
+arr geo_round_clamped_v(arr r, int z) {
+  switch (z) {
+#define X(Z) case Z: return grc_t<Z>(r);
+    P2VIT_Z_LIST(X)
+#undef X
+    default: unsupported("geo_round_clamped", z);
+  }
+}
+
+// geo_thresholds(z): geo_threshold(t) for t = 1..min(z, 63 - G).
+arr geo_thresholds_v(int z) {
+  const int top = z < 63 - p2vit::GEO_FRAC ? z : 63 - p2vit::GEO_FRAC;
+  arr o(std::vector<py::ssize_t>{top});
+  auto po = o.mutable_data();
+  for (int t = 1; t <= top; ++t) po[t - 1] = p2vit::geo_threshold(t);
   return o;
 }
 
@@ -208,10 +250,10 @@ std::pair<py::ssize_t, py::ssize_t> rows_cols(const arr& a, const char* what) {
   return {a.shape(0), a.shape(1)};
 }
 
-// softmax_t<N, BITS>(a, x0, pb, pc, loops): the codes of every row of a, computed as softmax_rows
-// (p2vit/softmax.h) computes them: from the exp table and lis_row in a fast-rows build (loops false),
-// else (or with loops true) by log_int_softmax_row.
-template <int N, int BITS>
+// softmax_t<N, BITS, E, GEO>(a, x0, pb, pc, loops): the codes of every row of a, computed as
+// softmax_rows (p2vit/softmax.h) computes them: from the exp table and lis_row in a fast-rows build
+// (loops false), else (or with loops true) by log_int_softmax_row.
+template <int N, int BITS, int E, bool GEO>
 arr softmax_t(const arr& a, std::int64_t x0, std::int64_t pb, std::int64_t pc, bool loops) {
   const auto [M, n] = rows_cols(a, "log_int_softmax");
   if (n != N) unsupported("log_int_softmax", n, BITS);
@@ -220,17 +262,17 @@ arr softmax_t(const arr& a, std::int64_t x0, std::int64_t pb, std::int64_t pc, b
   sint<8> row[N];
   p2vit::uint<BITS> code[N];
 #if P2VIT_CSIM_FAST_ROWS
-  const p2vit::csim_fast_rows::LisTable lis(in64(x0), in64(pb), in64(pc));
+  const p2vit::csim_fast_rows::LisTable<E> lis(in64(x0), in64(pb), in64(pc));
 #endif
   for (py::ssize_t m = 0; m < M; ++m) {
     for (int j = 0; j < N; ++j) row[j] = in_s<8>(pa[m * N + j], "log_int_softmax a");
 #if P2VIT_CSIM_FAST_ROWS
     if (!loops) {
-      p2vit::csim_fast_rows::lis_row<N, BITS>(row, code, lis.ex);
+      p2vit::csim_fast_rows::lis_row<N, BITS, GEO>(row, code, lis.ex);
     } else
 #endif
     {
-      p2vit::log_int_softmax_row<N, BITS>(row, code, in64(x0), in64(pb), in64(pc));
+      p2vit::log_int_softmax_row<N, BITS, E, GEO>(row, code, in64(x0), in64(pb), in64(pc));
     }
     for (int j = 0; j < N; ++j) po[m * N + j] = out64(code[j]);
   }
@@ -238,30 +280,54 @@ arr softmax_t(const arr& a, std::int64_t x0, std::int64_t pb, std::int64_t pc, b
   return o;
 }
 
-#define P2VIT_SOFTMAX_LIST(X)                                                              \
-  X(1, 4) X(2, 4) X(3, 4) X(5, 4) X(16, 4) X(64, 4) X(197, 4) X(16, 1) X(16, 2) X(16, 3) \
-  X(16, 5) X(16, 6) X(16, 8) X(197, 2) X(197, 6) X(197, 8)
+// (N, BITS, E, GEO): the FQ-ViT softmax (E 0, arithmetic) at many shapes, the default (E 4,
+// geometric) and the two switches apart at a few.
+#define P2VIT_SOFTMAX_LIST(X)                                                                          \
+  X(1, 4, 0, false) X(2, 4, 0, false) X(3, 4, 0, false) X(5, 4, 0, false) X(16, 4, 0, false)            \
+  X(64, 4, 0, false) X(197, 4, 0, false) X(16, 1, 0, false) X(16, 2, 0, false) X(16, 3, 0, false)       \
+  X(16, 5, 0, false) X(16, 6, 0, false) X(16, 8, 0, false) X(197, 2, 0, false) X(197, 6, 0, false)      \
+  X(197, 8, 0, false)                                                                                   \
+  X(1, 4, 4, true) X(2, 4, 4, true) X(5, 4, 4, true) X(16, 4, 4, true) X(65, 4, 4, true)                \
+  X(197, 4, 4, true) X(16, 2, 4, true) X(16, 8, 4, true) X(16, 4, 0, true) X(197, 4, 0, true)           \
+  X(16, 4, 4, false) X(197, 4, 4, false) X(16, 4, 1, true) X(16, 4, 2, true) X(16, 4, 3, true)
 
-arr log_int_softmax_v(arr a, std::int64_t x0, std::int64_t pb, std::int64_t pc, int bits, bool loops) {
+arr log_int_softmax_v(arr a, std::int64_t x0, std::int64_t pb, std::int64_t pc, int bits, bool loops,
+                      int exp_shift, bool geometric) {
   const auto n = rows_cols(a, "log_int_softmax").second;
-#define X(N, B) if (n == N && bits == B) return softmax_t<N, B>(a, x0, pb, pc, loops);
+#define X(N, B, E, G) \
+  if (n == N && bits == B && exp_shift == E && geometric == G) return softmax_t<N, B, E, G>(a, x0, pb, pc, loops);
   P2VIT_SOFTMAX_LIST(X)
 #undef X
-  unsupported("log_int_softmax", n, bits);
+  throw py::value_error("log_int_softmax: no instance for N=" + std::to_string(n) + ", bits=" + std::to_string(bits) +
+                        ", exp_shift=" + std::to_string(exp_shift) + ", geometric=" + std::to_string(geometric) +
+                        " (add it to P2VIT_SOFTMAX_LIST)");
 }
 
 #if P2VIT_CSIM_FAST_ROWS
-// lis_table(x0, pb, pc): the 256 entries of csim_fast_rows::LisTable.
-arr lis_table_v(std::int64_t x0, std::int64_t pb, std::int64_t pc) {
-  const p2vit::csim_fast_rows::LisTable lis(in64(x0), in64(pb), in64(pc));
+// lis_table(x0, pb, pc, exp_shift): the 256 entries of csim_fast_rows::LisTable<exp_shift>.
+template <int E>
+arr lis_table_t(std::int64_t x0, std::int64_t pb, std::int64_t pc) {
+  const p2vit::csim_fast_rows::LisTable<E> lis(in64(x0), in64(pb), in64(pc));
   arr o(256);
   for (int d = 0; d < 256; ++d) o.mutable_at(d) = lis.ex[d];
   return o;
 }
 
-// lis_row(a, table, bits): csim_fast_rows::lis_row on every row of a with an arbitrary table
-// (entries >= 1, N * max < 2^63), to put ratios exactly on the code thresholds.
-template <int N, int BITS>
+arr lis_table_v(std::int64_t x0, std::int64_t pb, std::int64_t pc, int exp_shift) {
+  switch (exp_shift) {
+    case 0: return lis_table_t<0>(x0, pb, pc);
+    case 1: return lis_table_t<1>(x0, pb, pc);
+    case 2: return lis_table_t<2>(x0, pb, pc);
+    case 3: return lis_table_t<3>(x0, pb, pc);
+    case 4: return lis_table_t<4>(x0, pb, pc);
+  }
+  throw py::value_error("lis_table: exp_shift must be in 0..4");
+}
+
+// lis_row(a, table, bits, geometric): csim_fast_rows::lis_row on every row of a with an arbitrary
+// table (entries >= 1, N * max < 2^63, N * max * 2^G < 2^63 when geometric), to put ratios exactly
+// on the code thresholds.
+template <int N, int BITS, bool GEO>
 arr lis_row_t(const arr& a, const std::int64_t* tab) {
   const auto M = a.shape(0);
   arr o = like(a);
@@ -269,13 +335,13 @@ arr lis_row_t(const arr& a, const std::int64_t* tab) {
   p2vit::uint<BITS> code[N];
   for (py::ssize_t m = 0; m < M; ++m) {
     for (int j = 0; j < N; ++j) row[j] = in_s<8>(a.data()[m * N + j], "lis_row a");
-    p2vit::csim_fast_rows::lis_row<N, BITS>(row, code, tab);
+    p2vit::csim_fast_rows::lis_row<N, BITS, GEO>(row, code, tab);
     for (int j = 0; j < N; ++j) o.mutable_data()[m * N + j] = out64(code[j]);
   }
   return o;
 }
 
-arr lis_row_v(arr a, arr table, int bits) {
+arr lis_row_v(arr a, arr table, int bits, bool geometric) {
   const auto n = rows_cols(a, "lis_row").second;
   if (table.size() != 256) throw py::value_error("lis_row: table must have 256 entries");
   std::int64_t tab[256];
@@ -285,8 +351,10 @@ arr lis_row_v(arr a, arr table, int bits) {
     if (tab[d] < 1) throw py::value_error("lis_row: table entries must be >= 1");
     mx = tab[d] > mx ? tab[d] : mx;
   }
-  if (mx > INT64_MAX / (n < 1 ? 1 : n)) throw py::value_error("lis_row: N * max(table) must stay below 2^63");
-#define X(N, B) if (n == N && bits == B) return lis_row_t<N, B>(a, tab);
+  const std::int64_t headroom = geometric ? (std::int64_t(1) << p2vit::GEO_FRAC) : 1;
+  if (mx > INT64_MAX / (n < 1 ? 1 : n) / headroom)
+    throw py::value_error("lis_row: N * max(table) (times 2^G when geometric) must stay below 2^63");
+#define X(N, B, E, G) if (n == N && bits == B && geometric == G) return lis_row_t<N, B, G>(a, tab);
   P2VIT_SOFTMAX_LIST(X)
 #undef X
   unsupported("lis_row", n, bits);
@@ -414,6 +482,8 @@ arr pe_dot_t(const arr& x, const arr& w, const arr& acc0, bool clear) {
 struct HCfg {
   static constexpr int N = 7, D = 8, H = 2, DH = 4, ROWS = 3, COLS = 4, SIMD = 2;
   static constexpr int ATTN_BITS = 4, CODE_ZERO = 15, AV_FRAC = 14, ACC_BITS = 20, AV_ACC_BITS = 25;
+  static constexpr int EXP_SHIFT = 4;             // the default softmax (numerics.md 2.5)
+  static constexpr bool ATTN_GEOMETRIC = true;
   using act_t = sint<8>;
   using acc_t = sint<ACC_BITS>;
   using code_t = p2vit::uint<ATTN_BITS>;
@@ -831,9 +901,12 @@ PYBIND11_MODULE(P2VIT_MODNAME, m) {
   m.def("log_round_clamped", &log_round_clamped_v, py::arg("r"), py::arg("z"));
   m.def("log_round", &log_round_v, py::arg("r"));
   m.def("log_round_thresholds", &log_round_thresholds_v, py::arg("z"));
-  m.def("int_exp", &int_exp_v, py::arg("x"), py::arg("x0"), py::arg("pb"), py::arg("pc"));
+  m.def("int_exp", &int_exp_v, py::arg("x"), py::arg("x0"), py::arg("pb"), py::arg("pc"), py::arg("n") = 30);
+  m.def("geo_round_clamped", &geo_round_clamped_v, py::arg("r"), py::arg("z"));
+  m.def("geo_thresholds", &geo_thresholds_v, py::arg("z"));
   m.def("log_int_softmax", &log_int_softmax_v, py::arg("a"), py::arg("x0"), py::arg("pb"),
-        py::arg("pc"), py::arg("bits"), py::arg("loops") = false);
+        py::arg("pc"), py::arg("bits"), py::arg("loops") = false, py::arg("exp_shift") = 0,
+        py::arg("geometric") = false);
   m.def("layernorm", &layernorm_v, py::arg("r"), py::arg("k"), py::arg("G"), py::arg("B"),
         py::arg("sh"), py::arg("eps_i"), py::arg("rbits"));
   m.def("residual_add", &residual_add_v, py::arg("y"), py::arg("e_y"), py::arg("r"),
@@ -842,8 +915,8 @@ PYBIND11_MODULE(P2VIT_MODNAME, m) {
   m.attr("csim_avx2") = bool(P2VIT_CSIM_AVX2);
   m.attr("csim_fast_rows") = bool(P2VIT_CSIM_FAST_ROWS);
 #if P2VIT_CSIM_FAST_ROWS
-  m.def("lis_table", &lis_table_v, py::arg("x0"), py::arg("pb"), py::arg("pc"));
-  m.def("lis_row", &lis_row_v, py::arg("a"), py::arg("table"), py::arg("bits"));
+  m.def("lis_table", &lis_table_v, py::arg("x0"), py::arg("pb"), py::arg("pc"), py::arg("exp_shift") = 0);
+  m.def("lis_row", &lis_row_v, py::arg("a"), py::arg("table"), py::arg("bits"), py::arg("geometric") = false);
 #endif
   m.def("av_rows", &av_rows_v, py::arg("codes"), py::arg("v"), py::arg("h"), py::arg("shift"), py::arg("bits"));
   m.def("epi_gelu", &epi_gelu_v, py::arg("acc"), py::arg("n0"), py::arg("o0"), py::arg("bias"), py::arg("shift"),

@@ -23,6 +23,7 @@ from quantizer.scaleout import InProcess
 from tests.tiny import CIFAR_CALIB, CIFAR_CARD, CIFAR_TEST, SHARED, SHARED_REASON, have_shared
 
 pytestmark = pytest.mark.skipif(not have_shared(), reason=SHARED_REASON)
+OUTLIER_CARD = SHARED / "models" / "cifar10-vit-d192-outliers.json"
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +51,9 @@ def test_quantize_reference_codegen_csim_end_to_end(cifar, cifar_pot, tmp_path):
     fp, pot, flt = res["fp32"], res["pot_8_8_4"], res["float_8_8_4"]
     assert abs(fp["top1"] - 65.24) < 5            # the card's FP32 accuracy, on 500 images
     assert pot["top1"] >= fp["top1"] - 3.0        # 500 images: ~2 pt of noise
-    assert pot["agree"] >= 88.0 and pot["agree"] >= flt["agree"] - 3.0
-    assert pot["sqnr_db"] > 15.0
+    # full split: 95 vs 92 (docs/results.md); 500 images carry ~1 point of noise
+    assert pot["agree"] >= 92.0 and pot["agree"] >= flt["agree"]
+    assert pot["sqnr_db"] > 19.0
 
     q = cifar_pot
     generate(q.ir, HwConfig(), tmp_path / "build", golden_images=test.images)
@@ -61,18 +63,50 @@ def test_quantize_reference_codegen_csim_end_to_end(cifar, cifar_pot, tmp_path):
     assert np.array_equal(got, want)
 
 
+def test_outlier_model_end_to_end(tmp_path):
+    """The outlier-heavy model (function-preserving outlier channels, the FP32 predictions of the clean
+    model) through quantize -> reference -> codegen -> C-sim on 300 images: the default keeps its
+    agreement with FP32 (full split: within 0.5 point of the clean model's, docs/results.md) and the
+    C-sim is bit-exact."""
+    lm = load_model(OUTLIER_CARD)
+    calib = load_images(CIFAR_CALIB, lm.preprocess, limit=100).images
+    test = _test_set(lm, 300)
+    res = evaluate_configs(lm, calib, test.images, test.labels, ["pot_8_8_4"])
+    assert res["pot_8_8_4"]["agree"] >= 91.0      # full split 95; 300 images: ~1.3 points of noise
+    q = quantize(lm, calib, QuantConfig())
+    generate(q.ir, HwConfig(), tmp_path / "build")
+    got = load(tmp_path / "build", expect={"ir_sha256": q.ir.content_hash}).run(test.images)
+    want = reference.run(q.ir, to_int8_input(test.images)).logits.numpy()
+    assert np.array_equal(got, want)
+
+
 @pytest.mark.slow
 def test_full_split_accuracy_claims(cifar):
-    """Issue claims on all 10,000 test images (PoT vs FP32 vs float scales vs nearest)."""
+    """Issue claims on all 10,000 test images (PoT vs FP32 vs float scales vs nearest; issue 14's
+    floors: PoT 8/8/4 >= 94.0% agreement and >= float-scale + 1.0, PoT 4/8/4 >= 93.0%)."""
     lm, calib = cifar
     test = _test_set(lm, None)
     res = evaluate_configs(lm, calib, test.images, test.labels,
-                           ["float_8_8_4", "pot_8_8_4", "pot_8_8_4_nearest"])
+                           ["float_8_8_4", "pot_8_8_4", "pot_8_8_4_nearest", "pot_4_8_4"])
     fp, pot, flt, near = res["fp32"], res["pot_8_8_4"], res["float_8_8_4"], res["pot_8_8_4_nearest"]
     assert pot["top1"] >= fp["top1"] - 1.0
-    assert pot["agree"] >= flt["agree"] - 0.5
+    assert pot["agree"] >= 94.0 and pot["agree"] >= flt["agree"] + 1.0
+    assert res["pot_4_8_4"]["agree"] >= 93.0
     assert pot["calib_error"] < near["calib_error"]
     assert pot["agree"] >= near["agree"] - 0.3
+
+
+@pytest.mark.slow
+def test_full_split_outlier_model_close_to_clean(cifar):
+    """Issue 14: on the outlier model PoT 8/8/4 agrees with FP32 at most 0.5 point less than on the
+    clean model (both full split, 100 calibration images)."""
+    lm, calib = cifar
+    test = _test_set(lm, None)
+    clean = evaluate_configs(lm, calib, test.images, test.labels, ["pot_8_8_4"])["pot_8_8_4"]
+    lo = load_model(OUTLIER_CARD)
+    lo_calib = load_images(CIFAR_CALIB, lo.preprocess, limit=100).images
+    out = evaluate_configs(lo, lo_calib, test.images, test.labels, ["pot_8_8_4"])["pot_8_8_4"]
+    assert out["agree"] >= clean["agree"] - 0.5
 
 
 @pytest.mark.slow
@@ -113,7 +147,7 @@ def test_error_budget_simulator_is_the_reference_on_cifar(cifar, cifar_pot):
 def test_error_budget_outlier_model_1000_images():
     """The budget of the outlier model: exact on every image, and stages 1..12 give quantizer.eval's
     pot_8_8_4 numbers."""
-    lm = load_model(SHARED / "models" / "cifar10-vit-d192-outliers.json")
+    lm = load_model(OUTLIER_CARD)
     calib = load_images(CIFAR_CALIB, lm.preprocess, limit=100).images
     test = _test_set(lm, 1000)
     budget, _ = evaluate_budget(lm, calib, test, test.labels, "pot_8_8_4", InProcess(), show=False)

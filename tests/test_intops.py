@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -31,6 +31,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from quantizer import intops  # noqa: E402
+from quantizer.quantize import lis_exponent_range  # noqa: E402
 
 I64 = torch.int64
 HALF = Fraction(1, 2)
@@ -555,6 +556,93 @@ def test_log_int_softmax_vs_float_softmax(a, e_a, bits):
             assert R >= lo * (1 - TOL)
             if c < Z:
                 assert R < hi * (1 + TOL)
+
+
+# --- exp_shift and geometric rounding (numerics.md 2.5, issue 14) ------------------------------
+
+def ref_lis_constants_e(e_a: int, E: int) -> tuple[int, int, int]:
+    """numerics.md 2.5 with exp_shift E: the constants of the grid S = 2^(e_a - E)."""
+    return ref_lis_constants(e_a - E)
+
+
+def ref_int_exp_n(x: int, x0: int, pb: int, pc: int, n: int) -> int:
+    """numerics.md 2.5 steps 1-3 with the clamp n = 30 - 2E, for one x <= 0."""
+    x = max(x, n * x0)
+    q = math.floor(Fraction(x, x0))
+    rr = x - x0 * q
+    assert 0 <= q <= n and x0 < rr <= 0
+    return ((rr + pb) ** 2 + pc) * 2 ** (n - q)
+
+
+def ref_codes(a: list[int], e_a: int, bits: int, E: int, rounding: str) -> list[int]:
+    """numerics.md 2.5 steps 1-6 in exact Python integers (the thresholds from their definitions)."""
+    x0, pb, pc = ref_lis_constants_e(e_a, E)
+    n, Z, G = 30 - 2 * E, 2 ** bits - 1, intops.GEO_FRAC
+    m = max(a)
+    ex = [ref_int_exp_n((v - m) * 2 ** E, x0, pb, pc, n) for v in a]
+    total = sum(ex)
+    if rounding == "arithmetic":
+        return [min(ref_log_round(ref_div_round(total, e)), Z) for e in ex]
+    # r >= theta_t = ceil(sqrt(2) * 2^m) <=> r > sqrt(2) * 2^m (irrational) <=> r^2 > 2 * 4^m, m = t-1+G
+    return [sum(1 for t in range(1, Z + 1) if ((total << G) // e) ** 2 > 2 * 4 ** (t - 1 + G)) for e in ex]
+
+
+@SLOWER
+@given(a=logit_rows(), e_a=st.integers(-8, 2), bits=st.integers(1, 6), E=st.integers(0, 4),
+       geometric=st.booleans())
+@example(a=_spike_row(197, 3), e_a=-7, bits=4, E=4, geometric=True)   # extreme spread at the finest e_a
+@example(a=np.full((1, 197), 5, dtype=np.int64), e_a=-4, bits=4, E=4, geometric=True)
+@example(a=np.array([[-128]], dtype=np.int64), e_a=-4, bits=4, E=4, geometric=True)
+def test_log_int_softmax_exp_shift_and_rounding(a, e_a, bits, E, geometric):
+    """The integer softmax with exp_shift and either rounding == the exact-integer evaluation of
+    numerics.md 2.5, for every logit exponent the quantizer allows with them."""
+    rounding = "geometric" if geometric else "arithmetic"
+    lo, hi = lis_exponent_range(a.shape[-1], None, E, rounding)
+    assume(lo <= e_a <= hi)
+    out = intops.log_int_softmax(t64(a), e_a, bits, E, rounding)
+    rows = a.reshape(-1, a.shape[-1]).tolist()
+    assert as_list(out) == [c for row in rows for c in ref_codes(row, e_a, bits, E, rounding)]
+
+
+@MEDIUM
+@given(e_a=st.integers(-8, -1), E=st.integers(0, 4))
+def test_finer_exp_grid_tracks_the_true_exp(e_a, E):
+    """ex(x) / ex(0) against exp(x * 2^e_a) in float64 for every int8 logit difference x down to
+    -12 in real units (weights below 2^-14 round to code Z anyway). The worst relative error on
+    the grid 2^(e_a - E) is below 5% once that grid is 2^-7 or finer (measured: 4.0% at 2^-7 and
+    2^-8, where x0 * S misses ln 2 by 0.3%, compounded over 17 halvings), and otherwise no worse
+    than on the logits' own grid (E = 0), where ln 2 is x0 * S (0.75 at e_a = -3: 148% off at x = -12)."""
+    def worst(shift):
+        x0, pb, pc = ref_lis_constants_e(e_a, shift)
+        n = 30 - 2 * shift
+        top = ref_int_exp_n(0, x0, pb, pc, n)
+        errs = []
+        for d in range(0, 256):
+            if d * 2.0 ** e_a > 12:
+                break
+            got = ref_int_exp_n(-d * 2 ** shift, x0, pb, pc, n) / top
+            errs.append(abs(got / math.exp(-d * 2.0 ** e_a) - 1))
+        return max(errs)
+    assert worst(E) <= max(worst(0), 0.05)
+    if e_a - E <= -7:
+        assert worst(E) < 0.05
+
+
+@MEDIUM
+@given(total=st.integers(1, 2 ** 50), ex_frac=st.floats(1e-9, 1.0), bits=st.integers(2, 6))
+def test_geometric_codes_round_log2_to_nearest(total, ex_frac, bits):
+    """Geometric rounding (numerics.md 2.5 steps 5-6) against its float64 meaning: the code is
+    log2(sum/ex) rounded to the nearest integer (clamped to Z), except within the threshold's
+    approximation of sqrt(2) (theta_1/2^G = 91/64, 0.0078 in log2) and the floor of step 5."""
+    ex = max(1, min(total, int(total * ex_frac)))
+    Z = 2 ** bits - 1
+    code = int(intops.log_codes(t64([ex]), t64([total]), Z, "geometric")[0])
+    L = math.log2(total / ex)
+    frac = L - math.floor(L)
+    if abs(frac - 0.5) > 0.01:
+        assert code == min(math.floor(L + 0.5), Z)
+    else:
+        assert code in (min(math.floor(L), Z), min(math.floor(L) + 1, Z))
 
 
 # --- uniform attention probabilities (numerics.md 2.6u, pot_8_8_8) ---------------------------------

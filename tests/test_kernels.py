@@ -26,6 +26,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from quantizer import intops  # noqa: E402
+from quantizer.quantize import lis_exponent_range  # noqa: E402
 
 HARNESS = Path(__file__).resolve().parent / "kernel_harness.cpp"
 KERNELS = ROOT / "kernels"
@@ -42,6 +43,11 @@ LN_DR = [(1, 8), (2, 8), (3, 8), (16, 8), (192, 8), (768, 8), (1, 16), (2, 16), 
          (16, 16), (192, 16), (768, 16), (64, 12)]
 RES_DR = [(1, 8), (3, 8), (16, 8), (768, 8), (1, 16), (3, 16), (16, 16), (768, 16)]
 E_A = list(range(-8, 0))  # logit exponents the quantizer can choose (pc >= 1 needs e_a <= -1)
+# (N, bits, exp_shift, geometric) instances beyond SOFTMAX_NB's FQ-ViT softmax (E 0, arithmetic)
+SOFTMAX_NBEG = [(1, 4, 4, True), (2, 4, 4, True), (5, 4, 4, True), (16, 4, 4, True), (65, 4, 4, True),
+                (197, 4, 4, True), (16, 2, 4, True), (16, 8, 4, True), (16, 4, 0, True), (197, 4, 0, True),
+                (16, 4, 4, False), (197, 4, 4, False), (16, 4, 1, True), (16, 4, 2, True), (16, 4, 3, True)]
+LIS_ROW_GEO = {(n, b, g) for n, b, _, g in SOFTMAX_NBEG}   # lis_row's geometric instances
 
 
 # --- build ------------------------------------------------------------------------------
@@ -278,12 +284,48 @@ def test_log_round_clamped(kern):
 
 
 def test_int_exp(kern):
-    for e_a in E_A:
-        x0, pb, pc = intops.lis_constants(e_a)
-        x = np.concatenate([np.arange(-255, 1), A([30 * x0 - 1, 30 * x0, 30 * x0 + 1, 31 * x0, -100000])])
-        got = kern.int_exp(x, x0, pb, pc)
-        check(got, intops.int_exp(T(x), x0, pb, pc), x=x)
-        assert (got >= 1).all()
+    for E in intops.EXP_SHIFTS:
+        n = intops.exp_clamp(E)
+        for e_a in E_A:
+            x0, pb, pc = intops.lis_constants(e_a, E)
+            x = np.concatenate([np.arange(-255, 1) << E, A([n * x0 - 1, n * x0, n * x0 + 1, 31 * x0, -100000])])
+            got = kern.int_exp(x, x0, pb, pc, n)
+            check(got, intops.int_exp(T(x), x0, pb, pc, n), x=x)
+            assert (got >= 1).all()
+
+
+def test_geometric_thresholds_are_ceil_sqrt2_times_powers_of_two(kern):
+    """theta_t = ceil(sqrt(2) * 2^(t-1+G)) on both sides: the C++ constant (floor(sqrt(2) * 2^62)
+    shifted) and Python's isqrt, checked against the defining inequalities in exact integers."""
+    G = intops.GEO_FRAC
+    for z in Z_LIST:
+        got = kern.geo_thresholds(z)
+        want = intops.geometric_thresholds(z)
+        check(got, want)
+        assert len(want) == min(z, 63 - G)
+        for t, th in enumerate(want.tolist(), 1):
+            m = t - 1 + G          # (th - 1)^2 < 2 * 4^m < th^2: th - 1 = floor(sqrt(2) 2^m)
+            assert (th - 1) ** 2 < 2 * 4 ** m < th ** 2
+            assert th < 1 << 63
+
+
+def test_geo_round_clamped(kern):
+    """#{t : r >= theta_t} == min(p + [r >= theta_(p+1)], Z) with p = floor(log2 r) - G (numerics.md
+    2.5 step 6), on random ratios and on every threshold and its neighbours."""
+    G = intops.GEO_FRAC
+    rng = np.random.default_rng(5)
+    th = intops.geometric_thresholds(1000).tolist()
+    r = np.concatenate([rng.integers(1 << G, 1 << 62, 4000, dtype=np.int64) >> rng.integers(0, 56, 4000),
+                        A([t + d for t in th for d in (-1, 0, 1)]), A([1 << G, (1 << 63) - 1])])
+    r = r[r >= 1 << G]
+    for z in Z_LIST:
+        got = kern.geo_round_clamped(r, z)
+        lit = []
+        for v in r.tolist():
+            p = v.bit_length() - 1 - G
+            lit.append(min(p + (1 if p < len(th) and v >= th[p] else 0), z))
+        check(got, lit, r=r)
+        check(got, torch.searchsorted(intops.geometric_thresholds(z), T(r), right=True), r=r)
 
 
 # --- row operators ----------------------------------------------------------------------
@@ -322,6 +364,23 @@ def test_log_int_softmax(kern):
                 assert got.min() >= 0 and got.max() <= (1 << bits) - 1
 
 
+def test_log_int_softmax_finer_exp_and_geometric_rounding(kern):
+    """The exp_shift / attn_rounding instances, both C-sim paths, against intops at every logit
+    exponent the quantizer may choose for them (section 4's bound checked here too)."""
+    rng = np.random.default_rng(10)
+    for n, bits, E, geo in SOFTMAX_NBEG:
+        a = _softmax_rows(rng, n)
+        rounding = "geometric" if geo else "arithmetic"
+        lo, hi = lis_exponent_range(n, None, E, rounding)
+        for e_a in range(max(lo, -12), min(hi, 2) + 1):
+            x0, pb, pc = intops.lis_constants(e_a, E)
+            rb = min(bits, 6)
+            want = intops.log_int_softmax(T(a), e_a, rb, E, rounding)
+            for loops in (False, True):
+                got = kern.log_int_softmax(a, x0, pb, pc, bits, loops=loops, exp_shift=E, geometric=geo)
+                check(got, want, a=a, e_a=e_a, E=E, geo=geo)
+
+
 def test_log_int_softmax_row_length_one(kern):
     a = np.arange(-128, 128, dtype=np.int64)[:, None]
     for e_a in E_A:
@@ -337,19 +396,26 @@ def _fast_rows(kern):
 
 def test_lis_table_is_int_exp_of_every_softmax_argument(kern):
     _fast_rows(kern)
-    for e_a in E_A:
-        x0, pb, pc = intops.lis_constants(e_a)
-        check(kern.lis_table(x0, pb, pc), intops.int_exp(T(-np.arange(256)), x0, pb, pc))
+    for E in intops.EXP_SHIFTS:
+        for e_a in E_A:
+            x0, pb, pc = intops.lis_constants(e_a, E)
+            check(kern.lis_table(x0, pb, pc, E),
+                  intops.int_exp(T(-np.arange(256) << E), x0, pb, pc, intops.exp_clamp(E)))
 
 
-def _codes_by_ratio(a, table, bits):
-    """min(log_round(div_round(sum, ex)), Z) in exact Python integers, ex[j] = table[max(a) - a[j]]."""
+def _codes_by_ratio(a, table, bits, geometric=False):
+    """The codes of numerics.md 2.5 steps 5-6 in exact Python integers, ex[j] = table[max(a) - a[j]]:
+    min(log_round(div_round(sum, ex)), Z), or (geometric) #{t <= Z : (sum << G) // ex >= theta_t}."""
     z = (1 << bits) - 1
+    th = intops.geometric_thresholds(z).tolist()
     out = np.zeros_like(a)
     for m, row in enumerate(a.tolist()):
         ex = [int(table[max(row) - v]) for v in row]
         s = sum(ex)
-        out[m] = [min(intops.log_round_int((2 * s + e) // (2 * e)), z) for e in ex]
+        if geometric:
+            out[m] = [sum(1 for t in th if (s << intops.GEO_FRAC) // e >= t) for e in ex]
+        else:
+            out[m] = [min(intops.log_round_int((2 * s + e) // (2 * e)), z) for e in ex]
     return out
 
 
@@ -371,6 +437,13 @@ def test_lis_row_codes_on_and_next_to_the_thresholds(kern):
             table = A(table)
             assert table.min() >= 1 and n * int(table.max()) < 1 << 63
             check(kern.lis_row(a, table, bits), _codes_by_ratio(a, table, bits), a=a)
+            if n * int(table.max()) < 1 << (63 - intops.GEO_FRAC) and (n, bits, True) in LIS_ROW_GEO:
+                check(kern.lis_row(a, table, bits, geometric=True), _codes_by_ratio(a, table, bits, True), a=a)
+        for table in tables:    # the geometric bound: N * max * 2^G < 2^63
+            table = A(table) >> intops.GEO_FRAC
+            table[table < 1] = 1
+            if (n, bits, True) in LIS_ROW_GEO:
+                check(kern.lis_row(a, table, bits, geometric=True), _codes_by_ratio(a, table, bits, True), a=a)
     # 2 sum = (2T - 1) ex exactly, and one unit either side, for every threshold T_t: rows of one
     # e0 = table[0] (x = 0) and n - 1 values e = table[255] (x = -255); sum = e0 + (n - 1) e
     for n, bits in [(2, 4), (3, 4), (5, 4), (16, 4), (16, 8)]:
@@ -391,6 +464,28 @@ def test_lis_row_codes_on_and_next_to_the_thresholds(kern):
                     check(got, _codes_by_ratio(row, table, bits), a=row)
                     if n > 1:                      # on the threshold (delta >= 0) the code reaches t
                         assert (got[0, 1] >= t) == (delta >= 0), (t, e, delta)
+    # geometric: sum << G = theta_t * ex exactly, and one unit either side (sum = e0 + (n - 1) e)
+    G = intops.GEO_FRAC
+    for n, bits in [(2, 4), (5, 4), (16, 4), (16, 8), (197, 4)]:
+        if (n, bits, True) not in LIS_ROW_GEO:
+            continue
+        z = (1 << bits) - 1
+        row = np.full((1, n), -128)
+        row[0, 0] = 127
+        for t, theta in enumerate(intops.geometric_thresholds(min(z, 20)).tolist(), 1):
+            for e in (1, 2, 3, 64, 1 << 20):
+                for delta in (-2, -1, 0, 1, 2):
+                    shifted = theta * e + delta        # the wanted sum << G, rounded to a multiple of 2^G
+                    s_ = -(-shifted // (1 << G)) if delta >= 0 else shifted >> G
+                    e0 = s_ - (n - 1) * e
+                    if e0 < 1:
+                        continue
+                    table = np.full(256, e0, dtype=np.int64)
+                    table[255] = e
+                    got = kern.lis_row(row, table, bits, geometric=True)
+                    check(got, _codes_by_ratio(row, table, bits, True), a=row)
+                    if n > 1:
+                        assert (got[0, 1] >= t) == ((s_ << G) >= theta * e), (t, e, delta)
 
 
 def _ln_case(rng, d, rbits):
@@ -627,12 +722,12 @@ def test_attention_region_alone_equals_the_reference_formulas(kern):
         if trial == 0:
             q[:], k[:], v[:] = -128, -128, 127            # extremes
         e_a = int(rng.integers(-9, -3))
-        x0, pb, pc = intops.lis_constants(e_a)
+        x0, pb, pc = intops.lis_constants(e_a, 4)     # HCfg: exp_shift 4, geometric rounding
         shift_qk, shift_av = int(rng.integers(4, 12)), int(rng.integers(10, 18))
         for h in range(H):
             got = kern.attention_region(q, k, v, h, shift_qk, x0, pb, pc, shift_av)
             a = intops.requant(T(q[:, h * DH:(h + 1) * DH] @ k[h].T), shift_qk, 8)
-            codes = intops.log_int_softmax_c(a, x0, pb, pc, 4)
+            codes = intops.log_int_softmax_c(a, x0, pb, pc, 4, 4, "geometric")
             w = torch.where(codes < Z, torch.ones_like(codes) << (F - codes).clamp(min=0), torch.zeros_like(codes))
             want = np.zeros((N, D), dtype=np.int64)
             want[:, h * DH:(h + 1) * DH] = intops.requant(w @ T(v[h]), shift_av, 8).numpy()
