@@ -525,6 +525,13 @@ def run_all(r: Runner) -> None:
     r.run(Case("E13", "codegen --attn-uniform --attn-bits 8 (pot_8_8_8 is reference-only), CIFAR model",
                m("codegen", REAL_CARD, "--calib", REAL_CALIB, "--attn-uniform", "--attn-bits", 8, "--out", "ce13"),
                must_contain=["reference-only"], max_seconds=FAST))
+    # ---- E14-E15: the softmax switches (issue 14) ------------------------------------------------
+    r.run(Case("E14", "quantizer --exp-shift 9 (valid: 0..4), CIFAR model",
+               m("quantizer", REAL_CARD, "--calib", REAL_CALIB, "--exp-shift", 9, "--out", "qe14"),
+               must_contain=["--exp-shift"], max_seconds=FAST))
+    r.run(Case("E15", "codegen --attn-rounding nearest (valid: arithmetic, geometric), CIFAR model",
+               m("codegen", REAL_CARD, "--calib", REAL_CALIB, "--attn-rounding", "nearest", "--out", "ce15"),
+               must_contain=["--attn-rounding"], max_seconds=FAST))
 
     # ---- 14, 15. developer habits -----------------------------------------------------------
     pytest = Path(PY).parent / "pytest"

@@ -81,7 +81,9 @@ def compute_bounds(ir: QuantizedViT, hw: HwConfig) -> Bounds:
         else:
             prove(f"blocks.{i} softmax 2*sum + ex", (2 * N + 1) * (pb * pb + pc) * 2 ** n, 64,
                   f"(2N + 1) * (pb^2 + pc) * 2^n, n = {n} (numerics.md 4)")
-        prove(f"blocks.{i} softmax rr + pb (the exp's square)", pb, 18, "pb < 2^17, |x0| < pb (numerics.md 4)")
+        x0 = ir.i(p + "x0")
+        prove(f"blocks.{i} softmax rr + pb (the exp's square)", max(pb, -x0), 18,
+              "|rr + pb| <= max(pb, |x0|) < 2^17 (numerics.md 4)")
     prove("LayerNorm D*S2 + eps", D * D * 2 ** (2 * R + 4) + max(ir.i(f"blocks.{i}.ln1.eps") for i in range(ir.depth)),
           63, "D^2 * 2^(2R+4): xa = r << k with k <= 3; isqrt needs < 2^62")
 

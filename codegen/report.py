@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from quantizer.config import LEGACY_SOFTMAX
 from quantizer.ir import QuantizedViT
 
 from .hwconfig import HwConfig
@@ -20,6 +21,12 @@ def md_row(*cells) -> str:
     return "| " + " | ".join(md_cell(c) for c in cells) + " |"
 
 
+def _softmax_text(q: dict) -> str:
+    """The softmax settings of numerics.md 2.5 (an IR without them has the legacy ones)."""
+    s = {**LEGACY_SOFTMAX, **{k: q[k] for k in LEGACY_SOFTMAX if k in q}}
+    return f"exp_shift {s['exp_shift']}, {s['attn_rounding']} rounding"
+
+
 def write_report(out: Path, ir: QuantizedViT, hw: HwConfig, rendered, info: dict) -> None:
     b = rendered.bounds
     m, q = ir.meta["model"], ir.meta["quant"]
@@ -27,7 +34,7 @@ def write_report(out: Path, ir: QuantizedViT, hw: HwConfig, rendered, info: dict
              f"- model: {m['name']} ({m['source']}), depth {m['depth']}, width {m['dim']}, {m['heads']} heads, "
              f"{m['tokens']} tokens, {m['num_classes']} classes",
              f"- quantization: weights {q['w_bits']}-bit {'per channel' if q['per_channel'] else 'per tensor'}, "
-             f"activations 8-bit, attention {q['attn_bits']}-bit log2, residual {q['res_bits']}-bit, "
+             f"activations 8-bit, attention {q['attn_bits']}-bit log2 ({_softmax_text(q)}), residual {q['res_bits']}-bit, "
              f"rounding {q['rounding']}, smoothing {'on' if q['smooth'] else 'off'}",
              f"- hardware: MAC array {hw.rows} x {hw.cols} ({hw.rows * hw.cols} PEs), {hw.simd} lane(s) per PE, "
              f"4 instances (shared: embed/qkv/proj/head; Q.K^T; FC1; FC2), {hw.axi_bits}-bit m_axi bundles "

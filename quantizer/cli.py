@@ -40,10 +40,10 @@ def add_quant_args(p: argparse.ArgumentParser) -> None:
                    help="attention probabilities as uniform unsigned --attn-bits-bit values, A.V an integer "
                         "matmul (with --attn-bits 8: the FQ-ViT 8/8/8 ceiling, pot_8_8_8); reference-only, "
                         "codegen refuses it (numerics.md 2.6u)")
-    g.add_argument("--exp-shift", type=int, choices=list(EXP_SHIFTS), default=QuantConfig.exp_shift,
+    g.add_argument("--exp-shift", type=int, default=QuantConfig.exp_shift, metavar=f"{EXP_SHIFTS[0]}..{EXP_SHIFTS[-1]}",
                    help="softmax: run the integer exp on a grid 2^E finer than the logits' (the int8 logit "
                         "differences shifted left by E bits; default %(default)s; 0 = FQ-ViT's, numerics.md 2.5)")
-    g.add_argument("--attn-rounding", choices=ATTN_ROUNDINGS, default=QuantConfig.attn_rounding,
+    g.add_argument("--attn-rounding", default=QuantConfig.attn_rounding, metavar="|".join(ATTN_ROUNDINGS),
                    help="softmax: round log2(sum/ex) to the nearest code (geometric, code p+1 from sqrt(2)*2^p) "
                         "or as FQ-ViT does (arithmetic, from 1.5*2^p) (default %(default)s)")
     g.add_argument("--res-bits", type=int, choices=(8, 16), default=8, help="residual stream bits (default 8)")

@@ -214,6 +214,30 @@ arr int_exp_v(arr x, std::int64_t x0, std::int64_t pb, std::int64_t pc, int n) {
   throw py::value_error("int_exp: n must be exp_clamp(E) for E in 0..4");
 }
 
+// int_exp_hw(x, x0, pb, pc, E): int_exp<8 + E, exp_clamp(E)>, the instance log_int_softmax_row
+// builds (capped divider, 18-bit square); x = (a - max) << E in [-255 * 2^E, 0].
+template <int E>
+arr int_exp_hw_t(const arr& x, std::int64_t x0, std::int64_t pb, std::int64_t pc) {
+  arr o = like(x);
+  auto px = x.data(); auto po = o.mutable_data();
+  for (py::ssize_t i = 0; i < x.size(); ++i) {
+    if (px[i] > 0 || px[i] < -(std::int64_t(255) << E)) throw py::value_error("int_exp_hw: x outside [-255 * 2^E, 0]");
+    po[i] = out64(p2vit::int_exp<8 + E, p2vit::exp_clamp(E)>(in64(px[i]), in64(x0), in64(pb), in64(pc)));
+  }
+  return o;
+}
+
+arr int_exp_hw_v(arr x, std::int64_t x0, std::int64_t pb, std::int64_t pc, int exp_shift) {
+  switch (exp_shift) {
+    case 0: return int_exp_hw_t<0>(x, x0, pb, pc);
+    case 1: return int_exp_hw_t<1>(x, x0, pb, pc);
+    case 2: return int_exp_hw_t<2>(x, x0, pb, pc);
+    case 3: return int_exp_hw_t<3>(x, x0, pb, pc);
+    case 4: return int_exp_hw_t<4>(x, x0, pb, pc);
+  }
+  throw py::value_error("int_exp_hw: exp_shift must be in 0..4");
+}
+
 template <int Z>
 arr grc_t(const arr& r) {
   arr o = like(r);
@@ -903,6 +927,7 @@ PYBIND11_MODULE(P2VIT_MODNAME, m) {
   m.def("log_round_thresholds", &log_round_thresholds_v, py::arg("z"));
   m.def("int_exp", &int_exp_v, py::arg("x"), py::arg("x0"), py::arg("pb"), py::arg("pc"), py::arg("n") = 30);
   m.def("geo_round_clamped", &geo_round_clamped_v, py::arg("r"), py::arg("z"));
+  m.def("int_exp_hw", &int_exp_hw_v, py::arg("x"), py::arg("x0"), py::arg("pb"), py::arg("pc"), py::arg("exp_shift"));
   m.def("geo_thresholds", &geo_thresholds_v, py::arg("z"));
   m.def("log_int_softmax", &log_int_softmax_v, py::arg("a"), py::arg("x0"), py::arg("pb"),
         py::arg("pc"), py::arg("bits"), py::arg("loops") = false, py::arg("exp_shift") = 0,

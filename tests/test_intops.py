@@ -719,6 +719,60 @@ def test_logit_exponent_range_keeps_the_softmax_bounds(n, bits):
     assert factor * (pb * pb + pc) * 2 ** 30 >= 2 ** 63
 
 
+@pytest.mark.parametrize("n", [1, 16, 65, 197, 1024])
+@pytest.mark.parametrize("E", [0, 1, 2, 3, 4])
+@pytest.mark.parametrize("rounding", ["arithmetic", "geometric"])
+def test_logit_exponent_range_with_exp_shift(n, E, rounding):
+    """lis_exponent_range with exp_shift and either rounding (numerics.md 2.5 and 4): every exponent
+    it allows has x0 < 0, pc >= 1, max(pb, |x0|) < 2^17 and the int64 bound of its rounding; the
+    one below it breaks one of them (the fine end; the coarse end is x0 < 0 and pc >= 1)."""
+    lo, hi = lis_exponent_range(n, None, E, rounding)
+    factor = n * 2 ** intops.GEO_FRAC if rounding == "geometric" else 2 * n + 1
+
+    def ok(e):
+        x0, pb, pc = ref_lis_constants_e(e, E)
+        return (x0 < 0 and pc >= 1 and max(pb, -x0) < 2 ** 17
+                and factor * (pb * pb + pc) * 2 ** (30 - 2 * E) < 2 ** 63)
+
+    assert all(ok(e) for e in range(lo, hi + 1))
+    assert not ok(lo - 1) and not ok(hi + 1)
+
+
+def test_geometric_codes_on_the_thresholds():
+    """numerics.md 2.5 steps 5-6 (geometric) at the exact boundaries, in intops alone: the literal
+    thresholds, and sum << G = theta_t * ex and one unit either side for every t, which tells
+    floor from round and >= from >."""
+    G = intops.GEO_FRAC
+    assert intops.geometric_thresholds(4).tolist() == [91, 182, 363, 725]
+    Z = 15
+    for t, theta in enumerate(intops.geometric_thresholds(Z).tolist(), 1):
+        for ex in (1, 3, 64, 2 ** 20 + 1):
+            for delta in (-1, 0, 1):
+                total = (theta * ex + delta * 2 ** G) // 2 ** G   # sum << G lands at, below or above theta*ex
+                if total < ex:
+                    continue
+                code = int(intops.log_codes(t64([ex]), t64([total]), Z, "geometric")[0])
+                reached = (total << G) // ex >= theta
+                assert (code >= t) == reached, (t, ex, delta)
+                assert reached == ((total << G) >= theta * ex)
+
+
+def test_softmax_settings_of_an_ir_without_them_are_the_legacy_ones():
+    """An IR made before exp_shift / attn_rounding existed has neither key: it reads as exp_shift 0
+    and arithmetic rounding (config, lowering), and a config with those settings writes neither key,
+    so such IRs keep their metadata and content hash."""
+    from quantizer.config import LEGACY_SOFTMAX, QuantConfig
+
+    legacy = QuantConfig(**LEGACY_SOFTMAX)
+    d = legacy.to_json()
+    assert "exp_shift" not in d and "attn_rounding" not in d
+    assert QuantConfig.from_json(d) == legacy
+    new = QuantConfig()
+    assert new.to_json()["exp_shift"] == 4 and new.to_json()["attn_rounding"] == "geometric"
+    assert QuantConfig.from_json(new.to_json()) == new
+    assert QuantConfig(exp_shift=0).to_json()["attn_rounding"] == "geometric"   # one legacy value: both kept
+
+
 # --- LayerNorm (numerics.md 2.7) -----------------------------------------------------------------
 
 def ref_layernorm_token(r: list[int], k: list[int], G: list[int], B: list[int], sh: list[int], eps_i: int):

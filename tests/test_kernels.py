@@ -294,6 +294,20 @@ def test_int_exp(kern):
             assert (got >= 1).all()
 
 
+def test_softmax_exp_as_the_hardware_builds_it(kern):
+    """int_exp<8 + E, 30 - 2E> (the capped (8+E)-bit divider and the 18-bit square that
+    log_int_softmax_row uses) on every logit difference d = 0..255, (-d) << E, for every E and every
+    logit exponent the quantizer allows with it (N = 197, both roundings), against intops."""
+    for E in intops.EXP_SHIFTS:
+        n = intops.exp_clamp(E)
+        lo = min(lis_exponent_range(197, None, E, r)[0] for r in intops.ATTN_ROUNDINGS)
+        hi = max(lis_exponent_range(197, None, E, r)[1] for r in intops.ATTN_ROUNDINGS)
+        for e_a in range(lo, hi + 1):
+            x0, pb, pc = intops.lis_constants(e_a, E)
+            x = -np.arange(256) << E
+            check(kern.int_exp_hw(x, x0, pb, pc, E), intops.int_exp(T(x), x0, pb, pc, n), x=x, e_a=e_a, E=E)
+
+
 def test_geometric_thresholds_are_ceil_sqrt2_times_powers_of_two(kern):
     """theta_t = ceil(sqrt(2) * 2^(t-1+G)) on both sides: the C++ constant (floor(sqrt(2) * 2^62)
     shifted) and Python's isqrt, checked against the defining inequalities in exact integers."""
@@ -307,6 +321,7 @@ def test_geometric_thresholds_are_ceil_sqrt2_times_powers_of_two(kern):
             m = t - 1 + G          # (th - 1)^2 < 2 * 4^m < th^2: th - 1 = floor(sqrt(2) 2^m)
             assert (th - 1) ** 2 < 2 * 4 ** m < th ** 2
             assert th < 1 << 63
+    assert kern.geo_thresholds(4).tolist() == [91, 182, 363, 725]
 
 
 def test_geo_round_clamped(kern):
@@ -681,6 +696,7 @@ def test_harness_rejects_out_of_range_inputs(kern):
 _INSTANTIATE = r"""
 #include "p2vit/rows.h"
 template void p2vit::log_int_softmax_row<197, 4>(const p2vit::sint<8>*, p2vit::uint<4>*, p2vit::i64, p2vit::i64, p2vit::i64);
+template void p2vit::log_int_softmax_row<197, 4, 4, true>(const p2vit::sint<8>*, p2vit::uint<4>*, p2vit::i64, p2vit::i64, p2vit::i64);
 template void p2vit::layernorm_row<768, 16>(const p2vit::sint<16>*, const p2vit::uint<2>*, const p2vit::sint<16>*, const p2vit::i64*, const p2vit::sint<8>*, p2vit::i64, p2vit::sint<8>*);
 template void p2vit::residual_add_row<768, 8>(const p2vit::sint<8>*, int, const p2vit::sint<8>*, const p2vit::sint<8>*, const p2vit::sint<8>*, p2vit::sint<8>*);
 int main() { return p2vit::log_round_clamped<15>(p2vit::isqrt(p2vit::i64(100))); }

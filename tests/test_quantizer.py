@@ -238,3 +238,29 @@ def test_quantizer_cli_bad_input_one_line_exit_2(tmp_path, capsys, argv, phrase)
     assert len([line for line in err if line.startswith("error:")]) == 1
     assert phrase in err[-1]
     assert not (tmp_path / "out").exists()
+
+
+def test_ir_without_softmax_settings_lowers_and_runs_as_the_legacy_softmax(tiny):
+    """An IR whose metadata predates exp_shift / attn_rounding lowers to exp_shift 0 and arithmetic
+    rounding, and the reference then gives the logits of an IR quantized with those settings."""
+    import copy
+
+    from quantizer.config import LEGACY_SOFTMAX
+    from quantizer.lowered import lower
+
+    lm, calib = tiny
+    q = quantize(lm, calib, QuantConfig(**LEGACY_SOFTMAX))
+    assert not set(LEGACY_SOFTMAX) & set(q.ir.meta["quant"])
+    low = lower(q.ir)
+    assert (low.exp_shift, low.attn_rounding) == (0, "arithmetic")
+    new = quantize(lm, calib, QuantConfig())
+    assert (lower(new.ir).exp_shift, lower(new.ir).attn_rounding) == (4, "geometric")
+    # the same integers with the keys removed from a new IR's metadata: read as legacy, so its
+    # softmax differs from the new IR's own (which a wrong fallback would hide)
+    stripped = QuantizedViT(meta=copy.deepcopy(new.ir.meta), tensors=new.ir.tensors)
+    for k in LEGACY_SOFTMAX:
+        del stripped.meta["quant"][k]
+    assert (lower(stripped).exp_shift, lower(stripped).attn_rounding) == (0, "arithmetic")
+    x = to_int8_input(calib[:8])
+    assert not torch.equal(reference.run(stripped, x, trace=True).trace["blocks.0.codes"],
+                           reference.run(new.ir, x, trace=True).trace["blocks.0.codes"])

@@ -179,7 +179,7 @@ def test_codegen_help_gives_the_ranges_that_are_checked(capsys):
     text = _help(main, capsys)
     for flag in (f"--rows 1..{MAX_PES}", f"--cols 2..{MAX_PES}", f"--simd 1..{MAX_PES}",
                  f"--clock-mhz {CLOCK_MHZ[0]:g}..{CLOCK_MHZ[1]:g}", "--attn-bits 2..8", "--budget 1.0..2.0",
-                 "--alpha-qkv 0..1"):
+                 "--alpha-qkv 0..1", "--exp-shift 0..4", "--attn-rounding arithmetic|geometric"):
         assert flag in text, flag
     assert "even" in text and "must divide every reduction length" in text
     # ... and they are the limits the code enforces
@@ -190,9 +190,26 @@ def test_codegen_help_gives_the_ranges_that_are_checked(capsys):
         with pytest.raises(P2VitError):
             HwConfig(**bad)
     QuantConfig(attn_bits=2), QuantConfig(attn_bits=8), QuantConfig(mixed_budget=1.0), QuantConfig(mixed_budget=2.0)
-    for bad in (dict(attn_bits=1), dict(attn_bits=9), dict(mixed_budget=2.1), dict(alpha_qkv=1.1)):
+    QuantConfig(exp_shift=0), QuantConfig(exp_shift=4), QuantConfig(attn_rounding="arithmetic")
+    for bad in (dict(attn_bits=1), dict(attn_bits=9), dict(mixed_budget=2.1), dict(alpha_qkv=1.1),
+                dict(exp_shift=-1), dict(exp_shift=5), dict(attn_rounding="nearest")):
         with pytest.raises(P2VitError):
             QuantConfig(**bad)
+
+
+@pytest.mark.parametrize("flag,value,words", [("--exp-shift", "9", "between 0 and 4"),
+                                              ("--attn-rounding", "nearest", "arithmetic, geometric")])
+def test_bad_softmax_flag_is_one_line_before_any_work(flag, value, words, tmp_path, capsys):
+    """A bad --exp-shift / --attn-rounding: exit 2 with one 'error:' line naming the valid values,
+    before the model is loaded, and no output directory."""
+    from quantizer.__main__ import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["no_such_model", flag, value, "--out", str(tmp_path / "ir")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and flag in err[0] and words in err[0], err
+    assert not (tmp_path / "ir").exists()
 
 
 def test_quantizer_help_gives_the_ranges(capsys):

@@ -273,7 +273,7 @@ inline i64 int_exp(i64 x, i64 x0, i64 pb, i64 pc) {
   const i64 rr = xc - x0 * q;                       // in (x0, 0]
   const i64 t = rr + pb;                            // |t| <= max(pb, |x0|)
   if constexpr (XB < 63) {
-    // pb < 2^17 (numerics.md 4) and |x0| < pb: an 18-bit square
+    // max(pb, |x0|) < 2^17 (numerics.md 4, checked by the generator): an 18-bit square
     const sint<18> t18 = sint<18>(t);
 #ifdef P2VIT_NATIVE_TYPES
     const i64 sq = i64(t18) * i64(t18);
