@@ -392,7 +392,8 @@ def summarize(rows: list[dict], has_labels: bool, name: str, cfg, run_seconds: d
 
 
 def evaluate_budget(lm, calib: np.ndarray, data, labels, name: str, engine, results=None, resume: bool = False,
-                    shard_size: int = 64, progress=None, show: bool = True) -> tuple[dict, dict]:
+                    shard_size: int = 64, progress=None, show: bool = True,
+                    n_calib: int | None = None) -> tuple[dict, dict]:
     """Quantize configuration `name` once, then run the budget's variants on every image.
     Returns (budget, run statistics); `data` is an ImageSet."""
     from .calibrate import collect
@@ -400,7 +401,7 @@ def evaluate_budget(lm, calib: np.ndarray, data, labels, name: str, engine, resu
     from .results import ResultsDir
     from .scaleout import data_identity, run_shards
 
-    cfg = config_for(name)
+    cfg = config_for(name, n_calib)
     fm = FloatViT.from_timm(lm.model, lm.preprocess)
     stats = collect(fm, calib[:cfg.n_calib], progress=progress and (lambda i, n: progress("calibrate", i, n)))
     q = quantize(lm, calib, cfg, stats=stats, fm=fm, progress=progress)

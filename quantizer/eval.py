@@ -64,7 +64,13 @@ MIXED_PREFIX = "pot_mixed_"   # pot_mixed_<budget>: mixed precision under that s
 BUDGET_DEFAULT = "pot_8_8_4"  # what --error-budget measures unless --configs names another
 
 
-def config_for(name: str) -> QuantConfig:
+def config_for(name: str, n_calib: int | None = None) -> QuantConfig:
+    """The named configuration; n_calib (--n-calib) replaces its number of calibration images."""
+    cfg = _named_config(name)
+    return cfg if n_calib is None else cfg.but(n_calib=n_calib)
+
+
+def _named_config(name: str) -> QuantConfig:
     if name in ALL_CONFIGS:
         return ALL_CONFIGS[name]
     if name.startswith(MIXED_PREFIX):
@@ -116,15 +122,17 @@ def metrics(logits: torch.Tensor, fp: torch.Tensor, labels) -> dict:
             "n": int(len(pred))}
 
 
-def evaluate_configs(lm, calib: np.ndarray, images: np.ndarray, labels, names, progress=None) -> dict:
-    """Run FP32 and every named configuration; returns {name: metrics}."""
+def evaluate_configs(lm, calib: np.ndarray, images: np.ndarray, labels, names, progress=None,
+                     n_calib: int | None = None) -> dict:
+    """Run FP32 and every named configuration (calibrated on n_calib images, default each
+    configuration's own); returns {name: metrics}."""
     fm = FloatViT.from_timm(lm.model, lm.preprocess)
     fp = fp32_logits(lm.model, images, lm.preprocess, progress=progress)
     results = {"fp32": {**metrics(fp, fp, labels), "sqnr_db": None, "label": "fp32", "seconds": 0.0}}
-    n_calib = min(len(calib), max(config_for(n).n_calib for n in names))
-    stats = collect(fm, calib[:n_calib], progress=progress and (lambda i, n: progress("calibrate", i, n)))
+    n_stats = min(len(calib), max(config_for(n, n_calib).n_calib for n in names))
+    stats = collect(fm, calib[:n_stats], progress=progress and (lambda i, n: progress("calibrate", i, n)))
     for name in names:
-        cfg = config_for(name)
+        cfg = config_for(name, n_calib)
         t0 = time.perf_counter()
         q = quantize(lm, calib, cfg, stats=stats, fm=fm, progress=progress)
         logits = quantized_logits(q, images, progress=progress, stage=name)
@@ -278,7 +286,8 @@ def metrics_from_rows(rows: list[dict], name: str | None, has_labels: bool) -> d
 
 
 def evaluate_sharded(lm, calib: np.ndarray, data, labels, names, engine, results=None, resume: bool = False,
-                     shard_size: int = 64, progress=None, show: bool = True) -> tuple[dict, dict]:
+                     shard_size: int = 64, progress=None, show: bool = True,
+                     n_calib: int | None = None) -> tuple[dict, dict]:
     """evaluate_configs over shards (quantizer.scaleout): the configurations are quantized here,
     their models shipped to the workers, which run FP32 and every configuration on their shards.
     Returns ({name: metrics}, run statistics). `data` is an ImageSet."""
@@ -288,12 +297,12 @@ def evaluate_sharded(lm, calib: np.ndarray, data, labels, names, engine, results
 
     images = data.images
     fm = FloatViT.from_timm(lm.model, lm.preprocess)
-    n_calib = min(len(calib), max(config_for(n).n_calib for n in names))
-    stats = collect(fm, calib[:n_calib], progress=progress and (lambda i, n: progress("calibrate", i, n)))
+    n_stats = min(len(calib), max(config_for(n, n_calib).n_calib for n in names))
+    stats = collect(fm, calib[:n_stats], progress=progress and (lambda i, n: progress("calibrate", i, n)))
     quantized, t_q = {}, {}
     with scoring_engine(engine):   # mixed-precision candidates scored on the Ray workers too
         for name in names:
-            cfg = config_for(name)
+            cfg = config_for(name, n_calib)
             t0 = time.perf_counter()
             quantized[name] = quantize(lm, calib, cfg, stats=stats, fm=fm, progress=progress)
             t_q[name] = time.perf_counter() - t0
@@ -307,7 +316,7 @@ def evaluate_sharded(lm, calib: np.ndarray, data, labels, names, engine, results
     has = labels is not None
     out = {"fp32": {**metrics_from_rows(rows, None, has), "label": "fp32", "seconds": 0.0}}
     for name in names:
-        q, cfg = quantized[name], config_for(name)
+        q, cfg = quantized[name], config_for(name, n_calib)
         bits = {k: v[2] for k, v in q.calibration.weights.items()}
         out[name] = {**metrics_from_rows(rows, name, has), "label": cfg.label,
                      "calib_error": q.calibration.total_error,
@@ -488,8 +497,10 @@ def main(argv=None):
     with session(engine):   # one Ray connection for the mixed-precision search and the evaluation
         results, run = evaluate_sharded(lm, calib, data, labels, names, engine, results=args.results,
                                         resume=args.resume, shard_size=args.shard_size, progress=progress,
-                                        show=not args.quiet)
-    print(f"{lm.name}: {len(data.images)} images from {args.data}, {len(calib)} calibration images, "
+                                        show=not args.quiet, n_calib=args.n_calib)
+    print(f"{lm.name}: {len(data.images)} images from {args.data}, {args.n_calib} calibration images"
+          + (f" (+ {len(calib) - args.n_calib} held out for the mixed-precision search)" if len(calib) > args.n_calib else "")
+          + f", "
           f"{time.perf_counter() - t0:.0f} s")
     print(format_table(results))
     print(f"run: {run['shards']} shards of {run['shard_size']} on {run['engine']} ({run['workers']} workers"
@@ -509,7 +520,7 @@ def error_budget_main(args, lm, data, labels, calib, name, engine, progress, t0)
     with session(engine):
         budget, run = evaluate_budget(lm, calib, data, labels, name, engine, results=args.results,
                                       resume=args.resume, shard_size=args.shard_size, progress=progress,
-                                      show=not args.quiet)
+                                      show=not args.quiet, n_calib=args.n_calib)
     print(f"{lm.name}: {len(data.images)} images from {args.data}, {len(calib)} calibration images, "
           f"{time.perf_counter() - t0:.0f} s")
     print(format_budget(budget))

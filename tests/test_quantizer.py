@@ -264,3 +264,18 @@ def test_ir_without_softmax_settings_lowers_and_runs_as_the_legacy_softmax(tiny)
     x = to_int8_input(calib[:8])
     assert not torch.equal(reference.run(stripped, x, trace=True).trace["blocks.0.codes"],
                            reference.run(new.ir, x, trace=True).trace["blocks.0.codes"])
+
+
+def test_eval_n_calib_replaces_the_configurations_own(tiny):
+    """quantizer.eval --n-calib K calibrates every configuration on K images (it once only limited
+    how many were loaded, so K above a configuration's default of 100 changed nothing)."""
+    from quantizer.eval import config_for, evaluate_configs
+
+    lm, calib = tiny
+    assert config_for("pot_8_8_4").n_calib == 100 and config_for("pot_8_8_4", 8).n_calib == 8
+    assert config_for("pot_mixed_1.1", 8).mixed_budget == 1.1
+    x = calib[:4]
+    few = evaluate_configs(lm, calib, x, None, ["pot_8_8_4"], n_calib=2)["pot_8_8_4"]
+    many = evaluate_configs(lm, calib, x, None, ["pot_8_8_4"], n_calib=16)["pot_8_8_4"]
+    assert many == evaluate_configs(lm, calib, x, None, ["pot_8_8_4"])["pot_8_8_4"] | {"seconds": many["seconds"]}
+    assert few["calib_error"] != many["calib_error"]
