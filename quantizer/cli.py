@@ -10,6 +10,7 @@ from .config import QuantConfig
 from .data import load_images, synthetic_images
 from .errors import P2VitError
 from .intops import ATTN_ROUNDINGS, EXP_SHIFTS
+from .mixed import HELDOUT
 from .models import LoadedModel, known_models_text, load_model
 from .pot import ROUNDING_MODES
 from .progress import note
@@ -85,8 +86,8 @@ def load_model_from_args(args) -> LoadedModel:
 def calibration_images(args, lm: LoadedModel, progress: bool = True) -> np.ndarray:
     if args.n_calib < 1:
         raise P2VitError(f"--n-calib must be at least 1, not {args.n_calib}")
-    # Mixed precision scores candidates on the next 64 images (held out from calibration).
-    want = args.n_calib + (64 if getattr(args, "mixed_precision", False) else 0)
+    # Mixed precision scores candidates on the next HELDOUT images (held out from calibration).
+    want = args.n_calib + (HELDOUT if getattr(args, "mixed_precision", False) else 0)
     if args.calib:
         imgs = load_images(args.calib, lm.preprocess, limit=want, progress=progress).images
         if len(imgs) < min(want, args.n_calib):
