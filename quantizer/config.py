@@ -66,6 +66,8 @@ class QuantConfig:
             extra.append(self.rounding)
         if not self.smooth:
             extra.append("no smoothing")
+        elif self.alpha_search:
+            extra.append("alpha search")
         if self.res_bits != 8:
             extra.append(f"res {self.res_bits}")
         if not self.per_channel:
