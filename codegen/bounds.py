@@ -75,12 +75,12 @@ def compute_bounds(ir: QuantizedViT, hw: HwConfig) -> Bounds:
         p = f"blocks.{i}.attn."
         pb, pc = ir.i(p + "pb"), ir.i(p + "pc")
         n = intops.exp_clamp(low.exp_shift)
+        bound = intops.softmax_int64_bound(N, pb, pc, low.exp_shift, low.attn_rounding)
         if low.attn_rounding == "geometric":
-            prove(f"blocks.{i} softmax sum << G", N * (pb * pb + pc) * 2 ** (n + intops.GEO_FRAC), 64,
+            prove(f"blocks.{i} softmax sum << G", bound, 64,
                   f"N * (pb^2 + pc) * 2^(n + G), n = {n}, G = {intops.GEO_FRAC} (numerics.md 4)")
         else:
-            prove(f"blocks.{i} softmax 2*sum + ex", (2 * N + 1) * (pb * pb + pc) * 2 ** n, 64,
-                  f"(2N + 1) * (pb^2 + pc) * 2^n, n = {n} (numerics.md 4)")
+            prove(f"blocks.{i} softmax 2*sum + ex", bound, 64, f"(2N + 1) * (pb^2 + pc) * 2^n, n = {n} (numerics.md 4)")
         x0 = ir.i(p + "x0")
         prove(f"blocks.{i} softmax rr + pb (the exp's square)", max(pb, -x0), 18,
               "|rr + pb| <= max(pb, |x0|) < 2^17 (numerics.md 4)")

@@ -23,7 +23,8 @@ from quantizer.outputs import check_output_dir, check_output_file
 from quantizer.eval import json_safe, write_json_atomic
 from quantizer.progress import note
 from quantizer.results import ResultsDir
-from quantizer.scaleout import SCALEOUT_HELP, add_scaleout_args, check_scaleout_args, choose_engine, data_identity, run_shards
+from quantizer.scaleout import (SCALEOUT_HELP, add_scaleout_args, check_scaleout_args, choose_engine, data_identity,
+                                format_run, run_shards)
 
 from .api import run
 from .builds import LoadedBuild, open_build
@@ -166,10 +167,7 @@ def format_summary(s: dict) -> str:
         f"  logits SQNR, C-sim vs FP32: {format_db(s['sqnr_db'])}",
     ]
     if s.get("engine"):
-        lines.append(f"  run: {s['shards']} shards of {s['shard_size']} on {s['engine']} ({s['workers']} workers"
-                     + (f", {s['shards_resumed']} shards resumed" if s.get("shards_resumed") else "")
-                     + (f", {s['retries']} shard runs retried" if s.get("retries") else "") + ")"
-                     + (f"; results in {s['results']}" if s.get("results") else ""))
+        lines.append("  " + format_run(s))
     if s.get("report"):
         lines.append(f"  report: {s['report']}")
     return "\n".join(lines)

@@ -36,7 +36,8 @@ from .float_model import FloatViT
 from .outputs import check_output_file
 from .pipeline import quantize, weight_bytes
 from .progress import Progress, note
-from .scaleout import SCALEOUT_HELP, add_scaleout_args, check_scaleout_args, choose_engine, session
+from .scaleout import (SCALEOUT_HELP, add_scaleout_args, check_scaleout_args, choose_engine, format_run,
+                       session)
 
 CONFIGS = {
     # the FQ-ViT-style baseline keeps FQ-ViT's softmax (exp on the logits' grid, arithmetic rounding)
@@ -503,10 +504,7 @@ def main(argv=None):
           + f", "
           f"{time.perf_counter() - t0:.0f} s")
     print(format_table(results))
-    print(f"run: {run['shards']} shards of {run['shard_size']} on {run['engine']} ({run['workers']} workers"
-          + (f", {run['shards_resumed']} shards resumed" if run["shards_resumed"] else "")
-          + (f", {run['retries']} shard runs retried" if run["retries"] else "") + ")"
-          + (f"; results in {run['results']}" if run["results"] else ""))
+    print(format_run(run))
     results["run"] = run
     if args.json:
         write_json_atomic(args.json, json_safe(results))
@@ -524,10 +522,7 @@ def error_budget_main(args, lm, data, labels, calib, name, engine, progress, t0)
     print(f"{lm.name}: {len(data.images)} images from {args.data}, {len(calib)} calibration images, "
           f"{time.perf_counter() - t0:.0f} s")
     print(format_budget(budget))
-    print(f"run: {run['shards']} shards of {run['shard_size']} on {run['engine']} ({run['workers']} workers"
-          + (f", {run['shards_resumed']} shards resumed" if run["shards_resumed"] else "")
-          + (f", {run['retries']} shard runs retried" if run["retries"] else "") + ")"
-          + (f"; results in {run['results']}" if run["results"] else ""))
+    print(format_run(run))
     if args.error_budget_chart:
         plot_budget(budget, args.error_budget_chart, title=f"{lm.name}: error budget of {name} ({budget['label']}), "
                                                          f"{budget['n']} images")

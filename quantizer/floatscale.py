@@ -70,8 +70,7 @@ class FloatScaleExecutor:
         a, sa = self._act((q @ k.transpose(-1, -2)) * (sq * sk), p + "attn.logits")
         E = self.cfg.exp_shift
         x0, pb, pc = intops.lis_constants(torch.log2(torch.tensor(sa)).item(), E)
-        factor = N * 2 ** intops.GEO_FRAC if self.cfg.attn_rounding == "geometric" else 2 * N + 1
-        if factor * (pb * pb + pc) * 2 ** intops.exp_clamp(E) >= 2 ** 63:   # numerics.md 4, as the PoT side keeps
+        if intops.softmax_int64_bound(N, pb, pc, E, self.cfg.attn_rounding) >= 2 ** 63:   # as the PoT side keeps
             raise P2VitError(f"float-scale logit scale {sa:.3g} is too fine for the int64 softmax at exp_shift {E} "
                              f"and {self.cfg.attn_rounding} rounding; use --exp-shift 0 --attn-rounding arithmetic")
         codes = intops.log_int_softmax_c(a.to(torch.int64), x0, pb, pc, self.cfg.attn_bits, E, self.cfg.attn_rounding)

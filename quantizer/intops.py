@@ -163,6 +163,20 @@ def softmax_exp(a: torch.Tensor, x0: int, pb: int, pc: int, exp_shift: int = 0) 
     return ex, ex.sum(dim=-1, keepdim=True)
 
 
+def softmax_int64_bound(tokens: int, pb: int, pc: int, exp_shift: int = 0, rounding: str = "arithmetic",
+                        uniform_bits: int | None = None) -> int:
+    """The largest intermediate of numerics.md 2.5 steps 4-6 (section 4), which must stay below 2^63:
+    (2N + 1) * max ex for arithmetic rounding (2 sum + ex), N * max ex * 2^G for geometric (sum << G),
+    (2^(b+1) + 2N + 1) * max ex for uniform b-bit probabilities (2.6u); max ex = (pb^2 + pc) * 2^n."""
+    if uniform_bits is not None:
+        factor = 2 * tokens + 1 + 2 ** (uniform_bits + 1)
+    elif rounding == "geometric":
+        factor = tokens * 2 ** GEO_FRAC
+    else:
+        factor = 2 * tokens + 1
+    return factor * (pb * pb + pc) * 2 ** exp_clamp(exp_shift)
+
+
 def log_int_softmax(a: torch.Tensor, e_a: int | float, bits: int, exp_shift: int = 0,
                     rounding: str = "arithmetic") -> torch.Tensor:
     """Log2 codes (4-bit by default) of softmax over the last axis of int8 logits a.

@@ -52,23 +52,15 @@ class Calibration:
 def lis_exponent_range(tokens: int, uniform_bits: int | None = None, exp_shift: int = 0,
                        rounding: str = "arithmetic") -> tuple[int, int]:
     """(lowest, highest) logit exponent the Log-Int-Softmax supports for `tokens` keys (numerics.md
-    2.5 and section 4): the integer exp needs pc >= 1 and pb < 2^17, and its ratio an int64 --
-    (2N + 1) * max exp image < 2^63 for arithmetic rounding, N * max exp image * 2^G < 2^63 for
-    geometric; with uniform probabilities of `uniform_bits` bits (2.6u),
-    (2^(b+1) + 2N + 1) * max exp image < 2^63."""
-    if uniform_bits is not None:
-        factor = 2 * tokens + 1 + 2 ** (uniform_bits + 1)
-    elif rounding == "geometric":
-        factor = tokens * 2 ** intops.GEO_FRAC
-    else:
-        factor = 2 * tokens + 1
+    2.5 and section 4): the integer exp needs pc >= 1 and pb < 2^17, and its ratio int64
+    (intops.softmax_int64_bound < 2^63; uniform probabilities of `uniform_bits` bits: 2.6u)."""
     ok = []
     for e in range(-30, 8):
         try:
             x0, pb, pc = intops.lis_constants(e, exp_shift)
         except ValueError:
             continue
-        if pb < 2 ** 17 and factor * (pb * pb + pc) * 2 ** intops.exp_clamp(exp_shift) < 2 ** 63:
+        if pb < 2 ** 17 and intops.softmax_int64_bound(tokens, pb, pc, exp_shift, rounding, uniform_bits) < 2 ** 63:
             ok.append(e)
     return min(ok), max(ok)
 

@@ -407,3 +407,11 @@ def data_identity(source: str, images: np.ndarray, labels) -> dict:
     if labels is not None:
         h.update(np.asarray(labels, dtype=np.int64).tobytes())
     return {"source": str(source), "n": int(len(images)), "sha256": h.hexdigest()}
+
+
+def format_run(run: dict) -> str:
+    """One line on a sharded run's statistics (run_shards): shards, engine, workers, resumes, retries."""
+    return (f"run: {run['shards']} shards of {run['shard_size']} on {run['engine']} ({run['workers']} workers"
+            + (f", {run['shards_resumed']} shards resumed" if run.get("shards_resumed") else "")
+            + (f", {run['retries']} shard runs retried" if run.get("retries") else "") + ")"
+            + (f"; results in {run['results']}" if run.get("results") else ""))

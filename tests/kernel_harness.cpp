@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "p2vit/arith.h"
@@ -202,16 +203,27 @@ arr int_exp_t(const arr& x, std::int64_t x0, std::int64_t pb, std::int64_t pc) {
   return o;
 }
 
+// with_exp_shift(E, what, f): f(std::integral_constant<int, E>{}) for the exp shifts E = 0..4 of
+// numerics.md 2.5, so one runtime value picks the template instance.
+template <class F>
+arr with_exp_shift(int exp_shift, const char* what, F f) {
+  switch (exp_shift) {
+    case 0: return f(std::integral_constant<int, 0>{});
+    case 1: return f(std::integral_constant<int, 1>{});
+    case 2: return f(std::integral_constant<int, 2>{});
+    case 3: return f(std::integral_constant<int, 3>{});
+    case 4: return f(std::integral_constant<int, 4>{});
+  }
+  throw py::value_error(std::string(what) + ": exp_shift must be in 0..4");
+}
+
 // int_exp(x, x0, pb, pc, n): int_exp<63, n> for the clamps n = exp_clamp(E), E = 0..4.
 arr int_exp_v(arr x, std::int64_t x0, std::int64_t pb, std::int64_t pc, int n) {
-  switch (n) {
-    case 30: return int_exp_t<30>(x, x0, pb, pc);
-    case 28: return int_exp_t<28>(x, x0, pb, pc);
-    case 26: return int_exp_t<26>(x, x0, pb, pc);
-    case 24: return int_exp_t<24>(x, x0, pb, pc);
-    case 22: return int_exp_t<22>(x, x0, pb, pc);
-  }
-  throw py::value_error("int_exp: n must be exp_clamp(E) for E in 0..4");
+  if (n > p2vit::EXP_N || n < p2vit::exp_clamp(4) || (p2vit::EXP_N - n) % 2)
+    throw py::value_error("int_exp: n must be exp_clamp(E) for E in 0..4");
+  return with_exp_shift((p2vit::EXP_N - n) / 2, "int_exp", [&](auto e) {
+    return int_exp_t<p2vit::exp_clamp(decltype(e)::value)>(x, x0, pb, pc);
+  });
 }
 
 // int_exp_hw(x, x0, pb, pc, E): int_exp<8 + E, exp_clamp(E)>, the instance log_int_softmax_row
@@ -228,14 +240,8 @@ arr int_exp_hw_t(const arr& x, std::int64_t x0, std::int64_t pb, std::int64_t pc
 }
 
 arr int_exp_hw_v(arr x, std::int64_t x0, std::int64_t pb, std::int64_t pc, int exp_shift) {
-  switch (exp_shift) {
-    case 0: return int_exp_hw_t<0>(x, x0, pb, pc);
-    case 1: return int_exp_hw_t<1>(x, x0, pb, pc);
-    case 2: return int_exp_hw_t<2>(x, x0, pb, pc);
-    case 3: return int_exp_hw_t<3>(x, x0, pb, pc);
-    case 4: return int_exp_hw_t<4>(x, x0, pb, pc);
-  }
-  throw py::value_error("int_exp_hw: exp_shift must be in 0..4");
+  return with_exp_shift(exp_shift, "int_exp_hw",
+                        [&](auto e) { return int_exp_hw_t<decltype(e)::value>(x, x0, pb, pc); });
 }
 
 template <int Z>
@@ -338,14 +344,7 @@ arr lis_table_t(std::int64_t x0, std::int64_t pb, std::int64_t pc) {
 }
 
 arr lis_table_v(std::int64_t x0, std::int64_t pb, std::int64_t pc, int exp_shift) {
-  switch (exp_shift) {
-    case 0: return lis_table_t<0>(x0, pb, pc);
-    case 1: return lis_table_t<1>(x0, pb, pc);
-    case 2: return lis_table_t<2>(x0, pb, pc);
-    case 3: return lis_table_t<3>(x0, pb, pc);
-    case 4: return lis_table_t<4>(x0, pb, pc);
-  }
-  throw py::value_error("lis_table: exp_shift must be in 0..4");
+  return with_exp_shift(exp_shift, "lis_table", [&](auto e) { return lis_table_t<decltype(e)::value>(x0, pb, pc); });
 }
 
 // lis_row(a, table, bits, geometric): csim_fast_rows::lis_row on every row of a with an arbitrary
