@@ -65,11 +65,9 @@ DEPTH = {
     "requant.cls": 2,
     "layernorm.stats": 4,          # shift, square, two 64-bit accumulations
     "layernorm.norm": 52,          # (log2 D + R + 14) x 32-bit div_round (~45 at D 768, R 16), multiply, requant
-    "softmax.read": 2,
-    "softmax.max": 2,
-    "softmax.exp": 20,             # (8+E) x (9+E)-bit division in int_exp (~13 at the default E = 4), 18-bit square, shift
-    "softmax.code": 70,            # 63 x 63-bit unsigned div_round / div_floor (~64), code thresholds
-    "softmax.write": 2,
+    "softmax.read": 3,             # FIFO read, row-buffer write, running max
+    "softmax.exp": 9,              # n comparators against k|x0|, mux + subtract, add pb, 18-bit square (3), add pc, shift, sum
+    "softmax.write": 7,            # ex read, Z constant multiples (shift-add tree, 3), compare, count, FIFO write
     "shifter.keys": 4,             # FIFO read, V read, shift, accumulate
     "shifter.out": 4,
 }
@@ -114,7 +112,7 @@ PARTS = {
 }
 MISC_DSPS = {  # multipliers outside the MAC arrays (estimates)
     "layernorm: xa^2 (1), z*G (2), D*S2 and S1^2 (2 x 9, 64-bit)": 21,
-    "softmax: (x + pb)^2 (1), x0*q (2)": 3,
+    "softmax: (x + pb)^2 (1)": 1,
 }
 
 
@@ -365,7 +363,7 @@ def _block(shape: ModelShape, hw: HwConfig, b_qkv: int, b_proj: int, b_fc1: int,
     # one head: Q.K^T (its own MAC array) -> softmax -> A.V (shifter array), a DATAFLOW region
     qk = _seq_ops(_mac(hw, N, DH, N, "array", "logits", None, row_out=N, fifo_out="logits"))
     sm_row = [Op("r", [Loop("softmax.read", N, 1)], fifo="logits"),
-              Op("c", [Loop("softmax.max", N - 1, 1), Loop("softmax.exp", N, 1), Loop("softmax.code", N, 1)]),
+              Op("c", [Loop("softmax.exp", N, 1)]),
               Op("w", [Loop("softmax.write", N, 1)], fifo="codes")]
     av_row = [Op("r", [Loop("shifter.keys", N, 1)], fifo="codes"), Op("c", [Loop("shifter.out", DH, 1)])]
     steps.append(Step("attn", "attention", [qk, sm_row * N, av_row * N], repeat=H, macs=H * N * N * DH,

@@ -76,9 +76,10 @@ def isqrt(n: torch.Tensor) -> torch.Tensor:
 def log_round_thresholds(zero_code: int) -> torch.Tensor:
     """thr[t-1] = smallest integer r with log_round(r) >= t, for t = 1..zero_code.
 
-    log_round(r) >= t  <=>  r >= 1.5 * 2^(t-1), i.e. r >= ceil(3 * 2^(t-2)).
+    log_round(r) >= t  <=>  r >= 1.5 * 2^(t-1), i.e. r >= ceil(3 * 2^(t-2)). Capped at t = 63 like
+    the kernels' log_round_clamped: no int64 ratio reaches a higher threshold.
     """
-    return torch.tensor([-((-3 * (1 << t)) // 4) for t in range(1, zero_code + 1)], dtype=I64)
+    return torch.tensor([-((-3 * (1 << t)) // 4) for t in range(1, min(zero_code, 63) + 1)], dtype=I64)
 
 
 GEO_FRAC = 6   # G: fraction bits of the geometric ratio floor((sum << G) / ex) (numerics.md 2.5)
@@ -154,6 +155,45 @@ def int_exp(x: torch.Tensor, x0: int, pb: int, pc: int, n: int = EXP_N) -> torch
     rr = x - x0 * q
     poly = (rr + pb) * (rr + pb) + pc
     return poly << (n - q)
+
+
+def exp_multiples(x0: int, n: int, cap: int | None = None) -> list[int]:
+    """m_k = k * (-x0) for k = 0..n, each capped at `cap` (numerics.md 2.5, division-free forms:
+    the hardware caps at 2^(8+E), above every -x it sees)."""
+    d = -x0
+    return [k * d if cap is None else min(k * d, cap) for k in range(n + 1)]
+
+
+def int_exp_by_comparisons(x: torch.Tensor, x0: int, pb: int, pc: int, n: int = EXP_N,
+                           cap: int | None = None) -> torch.Tensor:
+    """int_exp without a divider (numerics.md 2.5, step 2 by comparisons), as the accelerator
+    computes it: u_c = min(-x, m_n), q = #{k = 1..n : u_c >= m_k}, rr = m_q - u_c. Equal to
+    int_exp for every x <= 0 (and -x < cap when capped)."""
+    m = torch.tensor(exp_multiples(x0, n, cap), dtype=I64, device=x.device)
+    uc = torch.minimum(-x, m[n])
+    q = (uc.unsqueeze(-1) >= m[1:]).sum(dim=-1)
+    rr = m[q] - uc
+    return ((rr + pb) * (rr + pb) + pc) << (n - q)
+
+
+def log_code_multipliers(zero_code: int, rounding: str) -> list[int]:
+    """c_t of numerics.md 2.5's division-free steps 5-6: 2 theta_t - 1 (arithmetic, t <= 63) or
+    theta_t (geometric, t <= 63 - G), so that code = #{t : c_t * ex <= S}."""
+    if rounding == "geometric":
+        return [math.isqrt(1 << (2 * (t - 1 + GEO_FRAC) + 1)) + 1 for t in range(1, min(zero_code, 63 - GEO_FRAC) + 1)]
+    if rounding == "arithmetic":
+        return [2 * (-((-3 * (1 << t)) // 4)) - 1 for t in range(1, min(zero_code, 63) + 1)]
+    raise ValueError(f"attention rounding must be one of {', '.join(ATTN_ROUNDINGS)}, not {rounding!r}")
+
+
+def log_codes_by_comparisons(ex: list[int], total: int, zero_code: int, rounding: str) -> list[int]:
+    """Steps 5-6 of 2.5 without a divider, on Python ints (numerics.md 2.5, division-free forms):
+    S = 2 sum (arithmetic) or sum << G (geometric); code = #{t : ex <= (2^63 - 1) // c_t and
+    c_t * ex <= S}, the guard standing for the hardware's 64-bit product."""
+    big = (1 << 63) - 1
+    s = 2 * total if rounding == "arithmetic" else total << GEO_FRAC
+    cs = log_code_multipliers(zero_code, rounding)
+    return [sum(1 for c in cs if e <= big // c and c * e <= s) for e in ex]
 
 
 def softmax_exp(a: torch.Tensor, x0: int, pb: int, pc: int, exp_shift: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -199,7 +199,7 @@ arr int_exp_t(const arr& x, std::int64_t x0, std::int64_t pb, std::int64_t pc) {
   arr o = like(x);
   auto px = x.data(); auto po = o.mutable_data();
   for (py::ssize_t i = 0; i < x.size(); ++i)
-    po[i] = out64(p2vit::int_exp<63, NX>(in64(px[i]), in64(x0), in64(pb), in64(pc)));
+    po[i] = out64(p2vit::int_exp<NX>(in64(px[i]), in64(x0), in64(pb), in64(pc)));
   return o;
 }
 
@@ -217,7 +217,7 @@ arr with_exp_shift(int exp_shift, const char* what, F f) {
   throw py::value_error(std::string(what) + ": exp_shift must be in 0..4");
 }
 
-// int_exp(x, x0, pb, pc, n): int_exp<63, n> for the clamps n = exp_clamp(E), E = 0..4.
+// int_exp(x, x0, pb, pc, n): int_exp<n> (the divider form) for the clamps n = exp_clamp(E), E = 0..4.
 arr int_exp_v(arr x, std::int64_t x0, std::int64_t pb, std::int64_t pc, int n) {
   if (n > p2vit::EXP_N || n < p2vit::exp_clamp(4) || (p2vit::EXP_N - n) % 2)
     throw py::value_error("int_exp: n must be exp_clamp(E) for E in 0..4");
@@ -226,15 +226,18 @@ arr int_exp_v(arr x, std::int64_t x0, std::int64_t pb, std::int64_t pc, int n) {
   });
 }
 
-// int_exp_hw(x, x0, pb, pc, E): int_exp<8 + E, exp_clamp(E)>, the instance log_int_softmax_row
-// builds (capped divider, 18-bit square); x = (a - max) << E in [-255 * 2^E, 0].
+// int_exp_hw(x, x0, pb, pc, E): int_exp_cmp<8 + E, exp_clamp(E)>, the instance the softmax lane
+// builds (comparisons against the multiples k*|x0| capped at 2^(8+E), 18-bit square);
+// x = (a - max) << E in [-255 * 2^E, 0].
 template <int E>
 arr int_exp_hw_t(const arr& x, std::int64_t x0, std::int64_t pb, std::int64_t pc) {
   arr o = like(x);
   auto px = x.data(); auto po = o.mutable_data();
+  p2vit::ExpMultiples<8 + E, p2vit::exp_clamp(E)> mul;
+  mul.make(in64(x0));
   for (py::ssize_t i = 0; i < x.size(); ++i) {
     if (px[i] > 0 || px[i] < -(std::int64_t(255) << E)) throw py::value_error("int_exp_hw: x outside [-255 * 2^E, 0]");
-    po[i] = out64(p2vit::int_exp<8 + E, p2vit::exp_clamp(E)>(in64(px[i]), in64(x0), in64(pb), in64(pc)));
+    po[i] = out64(p2vit::int_exp_cmp<8 + E, p2vit::exp_clamp(E)>(in64(px[i]), mul, in64(pb), in64(pc)));
   }
   return o;
 }
@@ -242,6 +245,29 @@ arr int_exp_hw_t(const arr& x, std::int64_t x0, std::int64_t pb, std::int64_t pc
 arr int_exp_hw_v(arr x, std::int64_t x0, std::int64_t pb, std::int64_t pc, int exp_shift) {
   return with_exp_shift(exp_shift, "int_exp_hw",
                         [&](auto e) { return int_exp_hw_t<decltype(e)::value>(x, x0, pb, pc); });
+}
+
+// log_code_cmp(s, ex, z, geometric): p2vit::log_code_cmp<z, geometric>(s, ex) element-wise, the
+// softmax's code lane (comparisons against constant multiples of ex).
+template <int Z, bool GEO>
+arr lcc_t(const arr& s, const arr& ex) {
+  arr o = like(ex);
+  auto ps = s.data(); auto pe = ex.data(); auto po = o.mutable_data();
+  for (py::ssize_t i = 0; i < ex.size(); ++i) {
+    if (pe[i] < 1 || ps[i] < 0) throw py::value_error("log_code_cmp: need ex >= 1 and s >= 0");
+    po[i] = p2vit::log_code_cmp<Z, GEO>(in64(ps[i]), in64(pe[i]));
+  }
+  return o;
+}
+
+arr log_code_cmp_v(arr s, arr ex, int z, bool geometric) {
+  if (s.size() != ex.size()) throw py::value_error("log_code_cmp: s and ex must have the same size");
+  switch (z) {
+#define X(Z) case Z: return geometric ? lcc_t<Z, true>(s, ex) : lcc_t<Z, false>(s, ex);
+    P2VIT_Z_LIST(X)
+#undef X
+    default: unsupported("log_code_cmp", z);
+  }
 }
 
 template <int Z>
@@ -928,6 +954,7 @@ PYBIND11_MODULE(P2VIT_MODNAME, m) {
   m.def("geo_round_clamped", &geo_round_clamped_v, py::arg("r"), py::arg("z"));
   m.def("int_exp_hw", &int_exp_hw_v, py::arg("x"), py::arg("x0"), py::arg("pb"), py::arg("pc"), py::arg("exp_shift"));
   m.def("geo_thresholds", &geo_thresholds_v, py::arg("z"));
+  m.def("log_code_cmp", &log_code_cmp_v, py::arg("s"), py::arg("ex"), py::arg("z"), py::arg("geometric"));
   m.def("log_int_softmax", &log_int_softmax_v, py::arg("a"), py::arg("x0"), py::arg("pb"),
         py::arg("pc"), py::arg("bits"), py::arg("loops") = false, py::arg("exp_shift") = 0,
         py::arg("geometric") = false);

@@ -645,6 +645,57 @@ def test_geometric_codes_round_log2_to_nearest(total, ex_frac, bits):
         assert code in (min(math.floor(L), Z), min(math.floor(L) + 1, Z))
 
 
+# --- the division-free forms the accelerator computes (numerics.md 2.5) -----------------------
+
+@MEDIUM
+@given(x0=st.integers(-3000, -1), pb=st.integers(0, 6000), pc=st.integers(1, 2 ** 24), E=st.integers(0, 4))
+@example(x0=-1, pb=0, pc=1, E=0)            # every x is a multiple: q = -x up to the clamp
+@example(x0=-(2 ** 12), pb=2 ** 12, pc=1, E=4)  # |x0| = the cap: q = 0 everywhere
+@example(x0=-(2 ** 12) - 5, pb=0, pc=1, E=4)    # |x0| above the cap
+def test_int_exp_by_comparisons_equals_the_divider_on_every_argument(x0, pb, pc, E):
+    """Step 2 by comparisons against the multiples k*|x0| (capped at 2^(8+E) as the hardware
+    stores them) == the definition with a floor division, on every softmax argument
+    x = -(d << E), d = 0..255, at the clamp n = 30 - 2E."""
+    n = 30 - 2 * E
+    x = t64([-(d << E) for d in range(256)])
+    want = [ref_int_exp_n(int(v), x0, pb, pc, n) for v in x]
+    assert as_list(intops.int_exp_by_comparisons(x, x0, pb, pc, n, cap=1 << (8 + E))) == want
+    assert as_list(intops.int_exp_by_comparisons(x, x0, pb, pc, n)) == want
+    assert as_list(intops.int_exp(x, x0, pb, pc, n)) == want
+
+
+@MEDIUM
+@given(total=st.integers(1, 2 ** 63 - 1), data=st.data(), bits=st.integers(1, 16), geometric=st.booleans())
+def test_log_codes_by_comparisons_equal_the_divider(total, data, bits, geometric):
+    """Steps 5-6 by constant multiples c_t * ex <= S == the ratio form with a divider (intops.log_codes,
+    the reference), for sums over the whole int64 range the bounds of numerics.md 4 allow and every
+    ex in [1, sum], ends and powers of two included."""
+    rounding = "geometric" if geometric else "arithmetic"
+    limit = (2 ** 63 - 1) >> intops.GEO_FRAC if geometric else (2 ** 63 - 1) // 3   # S < 2^63, 2 sum + ex < 2^63
+    total = min(total, limit)
+    ex = data.draw(st.lists(st.one_of(st.integers(1, total), st.sampled_from([1, total, max(1, total // 2)]),
+                                      st.integers(0, 62).map(lambda k: min(total, 2 ** k))), min_size=1, max_size=20))
+    Z = 2 ** bits - 1
+    want = as_list(intops.log_codes(t64(ex), t64([total] * len(ex)), Z, rounding))
+    assert intops.log_codes_by_comparisons(ex, total, Z, rounding) == want
+
+
+@pytest.mark.parametrize("geometric", [False, True])
+def test_log_codes_by_comparisons_at_every_threshold(geometric):
+    """At each threshold's boundary, S = c_t * ex and S = c_t * ex - 1, the comparison form
+    changes code exactly where the divider's ratio crosses theta_t."""
+    rounding = "geometric" if geometric else "arithmetic"
+    Z = 15
+    for ex in (1, 3, 7, 1000, 2 ** 20 + 1):
+        for c in intops.log_code_multipliers(Z, rounding):
+            for s in (c * ex - 1, c * ex, c * ex + 1):
+                total = s >> intops.GEO_FRAC if geometric else s // 2
+                if total < ex:
+                    continue
+                want = as_list(intops.log_codes(t64([ex]), t64([total]), Z, rounding))
+                assert intops.log_codes_by_comparisons([ex], total, Z, rounding) == want
+
+
 # --- uniform attention probabilities (numerics.md 2.6u, pot_8_8_8) ---------------------------------
 
 def uniform_bound_ok(pb, pc, n, bits):

@@ -295,9 +295,11 @@ def test_int_exp(kern):
 
 
 def test_softmax_exp_as_the_hardware_builds_it(kern):
-    """int_exp<8 + E, 30 - 2E> (the capped (8+E)-bit divider and the 18-bit square that
-    log_int_softmax_row uses) on every logit difference d = 0..255, (-d) << E, for every E and every
-    logit exponent the quantizer allows with it (N = 197, both roundings), against intops."""
+    """int_exp_cmp<8 + E, 30 - 2E> (no divider: comparisons against the multiples k*|x0| capped at
+    2^(8+E), then the 18-bit square; what the softmax lane builds) on every logit difference
+    d = 0..255, (-d) << E, for every E and every logit exponent the quantizer allows with it
+    (N = 197, both roundings), and for arbitrary constants with |x0| below, at and above the cap,
+    against intops' divider form."""
     for E in intops.EXP_SHIFTS:
         n = intops.exp_clamp(E)
         lo = min(lis_exponent_range(197, None, E, r)[0] for r in intops.ATTN_ROUNDINGS)
@@ -306,6 +308,43 @@ def test_softmax_exp_as_the_hardware_builds_it(kern):
             x0, pb, pc = intops.lis_constants(e_a, E)
             x = -np.arange(256) << E
             check(kern.int_exp_hw(x, x0, pb, pc, E), intops.int_exp(T(x), x0, pb, pc, n), x=x, e_a=e_a, E=E)
+        x = -np.arange(256) << E
+        for x0 in (-1, -2, -3, -7, -(1 << (8 + E)) + 1, -(1 << (8 + E)), -(1 << (8 + E)) - 3, -100000):
+            for pb, pc in ((0, 1), (min(-x0, (1 << 17) - 1), 5), (12345, 1 << 20)):
+                check(kern.int_exp_hw(x, x0, pb, pc, E), intops.int_exp(T(x), x0, pb, pc, n), x=x, x0=x0, E=E)
+
+
+def test_log_code_cmp_equals_the_divider(kern):
+    """log_code_cmp<Z, GEO> (constant multiples of ex compared with 2 sum or sum << G; no divider)
+    == intops.log_codes (the ratio by division) for both roundings and every Z of the instance list,
+    on sums over the whole range numerics.md 4 allows, random ex in [1, sum] and ex at every
+    threshold boundary."""
+    G = intops.GEO_FRAC
+    rng = np.random.default_rng(11)
+    for geometric in (False, True):
+        rounding = "geometric" if geometric else "arithmetic"
+        top = ((1 << 63) - 1) >> G if geometric else ((1 << 63) - 1) // 3
+        sums = np.concatenate([rng.integers(1, 1 << 62, 3000, dtype=np.int64) >> rng.integers(0, 62, 3000),
+                               A([1, 2, 3, top, top - 1])])
+        sums = np.minimum(sums, top)
+        sums[sums < 1] = 1
+        ex = np.maximum(1, (sums.astype(np.float64) * rng.random(sums.size) ** 8).astype(np.int64))
+        ex = np.minimum(ex, sums)
+        # boundaries: S = c_t * ex exactly and one off, for the first thresholds
+        bs, be = [], []
+        for c in intops.log_code_multipliers(15, rounding):
+            for e in (1, 5, 1 << 20):
+                for d in (-1, 0, 1):
+                    S = c * e + d
+                    tot = S >> G if geometric else S // 2
+                    if tot >= e:
+                        bs.append(tot)
+                        be.append(e)
+        sums, ex = np.concatenate([sums, A(bs)]), np.concatenate([ex, A(be)])
+        S = np.where(True, sums << G if geometric else sums * 2, 0)
+        for z in Z_LIST:
+            got = kern.log_code_cmp(S, ex, z, geometric)
+            check(got, intops.log_codes(T(ex), T(sums), z, rounding), s=sums, ex=ex, z=z, geometric=geometric)
 
 
 def test_geometric_thresholds_are_ceil_sqrt2_times_powers_of_two(kern):

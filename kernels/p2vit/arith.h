@@ -18,7 +18,9 @@
 //   geo_threshold(t)           ceil(sqrt(2) * 2^(t-1+G)), the geometric code thresholds of 2.5
 //   geo_round_clamped<Z>(r)    #{t <= Z : r >= geo_threshold(t)}
 //   exp_clamp(E)               n = 30 - 2E, the integer exp's clamp at exp_shift E
-//   int_exp<XB, NX>(x, x0, pb, pc)  I-BERT's integer exp image, steps 1-3 of 2.5 (n = NX)
+//   int_exp<NX>(x, x0, pb, pc)     I-BERT's integer exp image, steps 1-3 of 2.5 (n = NX), by division
+//   ExpMultiples<XB, NX>, int_exp_cmp  the same without a divider: q by comparisons against k*|x0|
+//   log_code_cmp<Z, GEO>(s, ex)   the code of steps 5-6 without a divider: c_t * ex <= s
 //
 // The Python twin is quantizer/intops.py (torch int64); tests/test_kernels.py checks that
 // both agree on every element. Where intops.py would overflow int64 (outside the bounds of
@@ -244,45 +246,108 @@ inline int geo_round_clamped(i64 r) {
 //   r: value, r >= 1.
 inline int log_round(i64 r) { return log_round_clamped<63>(r); }
 
-// int_exp<XB, NX>(x, x0, pb, pc): steps 1-3 of numerics.md 2.5, the int64 image of exp(x*S):
+// int_exp<NX>(x, x0, pb, pc): steps 1-3 of numerics.md 2.5, the int64 image of exp(x*S), with a
+// divider (the definition; the accelerator's softmax uses int_exp_cmp below, which equals it):
 //   x := max(x, NX*x0); q = floor(x / x0) = (-x) / (-x0) in [0, NX];
 //   rr = x - x0*q in (x0, 0]; result ((rr + pb)^2 + pc) << (NX - q).
-// Bounds: the result is >= 0 and at most (pb^2 + pc) * 2^NX < 2^63, and pb < 2^17 (both checked
-// by the generator, numerics.md 4).
-//   XB: -x < 2^XB is known (8 + E for the softmax: x = (a - max) << E >= -255 * 2^E); the quotient
-//     then needs only an XB-bit by (XB+1)-bit divider, since a divisor of 2^XB or more gives 0
-//     (numerics.md 4). The default (63) takes any x <= 0.
+// Bounds: the result is >= 0 and at most (pb^2 + pc) * 2^NX < 2^63 (checked by the generator).
 //   NX: the clamp n = exp_clamp(E), 0 < NX <= 30 (the default EXP_N is E = 0).
 //   x: (logit minus row max) << E, x <= 0.
 //   x0, pb, pc: constants of quantizer.intops.lis_constants(e_a, E); x0 < 0.
-template <int XB = 63, int NX = EXP_N>
+template <int NX = EXP_N>
 inline i64 int_exp(i64 x, i64 x0, i64 pb, i64 pc) {
   static_assert(NX >= 1 && NX <= EXP_N, "int_exp: the clamp n must be in 1..30");
   const i64 xmin = x0 * NX;                         // n * x0 < 0
   const i64 xc = (x < xmin) ? xmin : x;             // in [n*x0, 0]
-  i64 q;                                            // floor((-xc) / (-x0)), 0..30
-  if constexpr (XB < 63) {
+  const i64 q = i64(uint<5>(u64(-xc) / u64(-x0)));  // non-negative operands: floor, 0..30
+  const i64 rr = xc - x0 * q;                       // in (x0, 0]
+  const i64 t = rr + pb;
+  return shift_left(i64(t * t + pc), NX - int(q));  // shift 0..NX
+}
+
+// ExpMultiples<XB, NX>: the multiples m_k = k * |x0|, k = 0..NX, each capped at 2^XB, of
+// numerics.md 2.5's division-free step 2. They depend only on x0 (calibration data), so the
+// softmax builds them once per head (make, NX additions) and every row element compares
+// against them instead of dividing. Values < 2^(XB+1); a register array in hardware.
+template <int XB, int NX>
+struct ExpMultiples {
+  static_assert(XB >= 1 && XB <= 40, "ExpMultiples: XB must be in 1..40");
+  static_assert(NX >= 1 && NX <= EXP_N, "ExpMultiples: the clamp n must be in 1..30");
+  i64 m[NX + 1];
+
+  // make(x0): m_k = min(k * |x0|, 2^XB); x0 < 0.
+  void make(i64 x0) {
+    P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=m type=complete)
     constexpr std::int64_t cap = std::int64_t(1) << XB;
     const i64 nx0 = -x0;
-    const uint<XB> num = uint<XB>(-xc);             // -xc <= -x < 2^XB
-    const uint<XB + 1> den = uint<XB + 1>(nx0 < cap ? nx0 : i64(cap));
-    q = i64(uint<5>(num / den));
-  } else {
-    q = i64(uint<5>(u64(-xc) / u64(-x0)));          // non-negative operands: floor
+    const i64 d = nx0 < cap ? nx0 : i64(cap);       // |x0| capped: m_k stays < 2^(XB+1)
+    m[0] = 0;
+  multiples:
+    for (int k = 1; k <= NX; ++k) {
+      P2VIT_PRAGMA(HLS UNROLL)
+      const i64 next = m[k - 1] + d;
+      m[k] = next < cap ? next : i64(cap);
+    }
   }
-  const i64 rr = xc - x0 * q;                       // in (x0, 0]
-  const i64 t = rr + pb;                            // |t| <= max(pb, |x0|)
-  if constexpr (XB < 63) {
-    // max(pb, |x0|) < 2^17 (numerics.md 4, checked by the generator): an 18-bit square
-    const sint<18> t18 = sint<18>(t);
+};
+
+// int_exp_cmp<XB, NX>(x, mul, pb, pc): int_exp<XB, NX>(x, x0, pb, pc) without a divider
+// (numerics.md 2.5, division-free step 2): u_c = min(-x, m_NX); q = #{k = 1..NX : u_c >= m_k}
+// (NX parallel (XB+1)-bit comparators); rr = m_q - u_c (an (NX+1)-way multiplexer); then the
+// same square and shift. Equal to int_exp<XB, NX> for every x with -x < 2^XB.
+//   x: (logit minus row max) << E, -2^XB < x <= 0.
+//   mul: ExpMultiples<XB, NX> made from this layer's x0.
+//   pb, pc: constants of quantizer.intops.lis_constants(e_a, E), max(pb, |x0|) < 2^17.
+template <int XB, int NX>
+inline i64 int_exp_cmp(i64 x, const ExpMultiples<XB, NX>& mul, i64 pb, i64 pc) {
+  const uint<XB + 1> u = uint<XB + 1>(-x);                        // < 2^XB
+  const uint<XB + 1> uc = u < uint<XB + 1>(mul.m[NX]) ? u : uint<XB + 1>(mul.m[NX]);  // the clamp
+  int q = 0;                                                      // floor(u_c / |x0|), 0..NX
+quotient:
+  for (int k = 1; k <= NX; ++k) {
+    P2VIT_PRAGMA(HLS UNROLL)
+    q += (uc >= uint<XB + 1>(mul.m[k])) ? 1 : 0;
+  }
+  const i64 t = i64(mul.m[q] - i64(uc) + pb);                        // rr + pb, |t| <= max(pb, |x0|) < 2^17
+  const sint<18> t18 = sint<18>(t);
 #ifdef P2VIT_NATIVE_TYPES
-    const i64 sq = i64(t18) * i64(t18);
+  const i64 sq = i64(t18) * i64(t18);
 #else
-    const sint<36> sq = t18 * t18;                  // ap_int: an exact 18 x 18-bit product (1 DSP)
+  const sint<36> sq = t18 * t18;                                  // an exact 18 x 18-bit product (1 DSP)
 #endif
-    return shift_left(i64(sq) + pc, NX - int(q));
+  return shift_left(i64(sq) + pc, NX - q);
+}
+
+// log_code_multiplier<GEO>(t): c_t of numerics.md 2.5's division-free steps 5-6, as unsigned
+// 64-bit: theta_t (geometric, t <= 63 - G) or 2 * theta_t - 1 (arithmetic, t <= 63).
+template <bool GEO>
+constexpr std::uint64_t log_code_multiplier(int t) {
+  return GEO ? std::uint64_t(geo_threshold(t)) : 2 * std::uint64_t(log_round_threshold(t)) - 1;
+}
+
+// log_code_cmp<Z, GEO>(s, ex): the code of numerics.md 2.5 steps 5-6 without a divider:
+// #{t = 1..T : c_t * ex <= s}, with s = 2 * sum (arithmetic) or sum << G (geometric), both < 2^63,
+// and T = min(Z, 63) or min(Z, 63 - G). Each c_t * ex is a multiplication by a constant (shifts
+// and adds, no DSP), formed only when ex <= floor((2^63 - 1) / c_t); otherwise it is >= 2^63 > s.
+//   Z: the clamp (zero-weight code), Z >= 1.
+//   s: 2 * sum or sum << G of the row; ex: 1 <= ex <= sum.
+template <int Z, bool GEO>
+inline int log_code_cmp(i64 s, i64 ex) {
+  static_assert(Z >= 1, "log_code_cmp<Z>: Z must be >= 1");
+  constexpr int T = GEO ? (Z < 63 - GEO_FRAC ? Z : 63 - GEO_FRAC) : (Z < 63 ? Z : 63);
+  constexpr std::uint64_t BIG = (std::uint64_t(1) << 63) - 1;
+  const u64 e = u64(ex);
+  int code = 0;
+thresholds:
+  for (int t = 1; t <= T; ++t) {
+    P2VIT_PRAGMA(HLS UNROLL)
+    const std::uint64_t c = log_code_multiplier<GEO>(t);
+    const bool fits = e <= u64(BIG / c);                          // c_t * ex < 2^63
+    const u64 prod = e * u64(c);                                  // constant multiplier
+    P2VIT_PRAGMA(HLS BIND_OP variable=prod op=mul impl=fabric)
+    code += (fits && prod <= u64(s)) ? 1 : 0;
   }
-  return shift_left(i64(t * t + pc), NX - int(q));  // shift 0..NX
+  return code;
 }
 
 }  // namespace p2vit

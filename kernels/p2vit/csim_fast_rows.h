@@ -137,15 +137,18 @@ inline __m512i requant8(__m512i v, __m512i k) {
 
 // ---- Log-Int-Softmax (numerics.md 2.5) ------------------------------------------------------
 
-// LisTable<E>(x0, pb, pc): ex[d] = int_exp<8 + E, exp_clamp(E)>(-(d << E), x0, pb, pc) for
-// d = 0..255. log_int_softmax_row<N, BITS, E, GEO> calls exactly that with d = max(a) - a[j] in
-// [0, 255] and the layer's constants, the same for every row of a head: one table per
+// LisTable<E>(x0, pb, pc): ex[d] = int_exp_cmp<8 + E, exp_clamp(E)>(-(d << E), ...) for d = 0..255,
+// the exp the accelerator's softmax lane computes (p2vit/rows.h softmax_exp) for d = max(a) - a[j]
+// in [0, 255] and the layer's constants, the same for every row of a head: one table per
 // softmax_rows call holds every value it can take.
 template <int E>
 struct LisTable {
   std::int64_t ex[256];
   LisTable(i64 x0, i64 pb, i64 pc) {
-    for (int d = 0; d < 256; ++d) ex[d] = std::int64_t(int_exp<8 + E, exp_clamp(E)>(i64(-d) * (i64(1) << E), x0, pb, pc));
+    ExpMultiples<8 + E, exp_clamp(E)> mul;
+    mul.make(x0);
+    for (int d = 0; d < 256; ++d)
+      ex[d] = std::int64_t(int_exp_cmp<8 + E, exp_clamp(E)>(i64(-d) * (i64(1) << E), mul, pb, pc));
   }
 };
 

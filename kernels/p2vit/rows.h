@@ -38,12 +38,33 @@ constexpr int clog2(long long n) {
 
 }  // namespace detail
 
+// SoftmaxMultiples<E>: the ExpMultiples of the softmax's integer exp at exp_shift E (-x < 2^(8+E),
+// clamp n = exp_clamp(E)): made once per head from the layer's x0.
+template <int E>
+using SoftmaxMultiples = ExpMultiples<8 + E, exp_clamp(E)>;
+
+// softmax_exp<E>(a, amax, mul, pb, pc): steps 1-3 of numerics.md 2.5 for one logit, without a
+// divider: int_exp_cmp((a - amax) << E). The hardware's exp lane.
+template <int E>
+inline i64 softmax_exp(sint<8> a, sint<8> amax, const SoftmaxMultiples<E>& mul, i64 pb, i64 pc) {
+  const sint<10 + E> x = sint<10 + E>((i64(a) - i64(amax)) * (i64(1) << E));  // in [-255 * 2^E, 0]
+  return int_exp_cmp<8 + E, exp_clamp(E)>(i64(x), mul, pb, pc);
+}
+
+// softmax_code_rhs<GEO>(sum): S of numerics.md 2.5's division-free steps 5-6: sum << G
+// (geometric) or 2 * sum (arithmetic), < 2^63 by the generator's bound.
+template <bool GEO>
+inline i64 softmax_code_rhs(i64 sum) { return GEO ? shift_left(sum, GEO_FRAC) : shift_left(sum, 1); }
+
 // log_int_softmax_row<N, BITS, E, GEO>(a, code, x0, pb, pc): numerics.md 2.5 on one row, the
 // twin of intops.log_int_softmax_c. ex[j] = int_exp((a[j] - max(a)) << E, x0, pb, pc) with the
 // clamp n = 30 - 2E, sum = sum_j ex[j], Z = 2^BITS - 1, and
 //   arithmetic (GEO false): code[j] = min(log_round(div_round(sum, ex[j])), Z);
 //   geometric (GEO true):   code[j] = #{t <= Z : floor((sum << G) / ex[j]) >= geo_threshold(t)}.
-// Code Z means attention weight zero, code c < Z weight 2^-c.
+// Code Z means attention weight zero, code c < Z weight 2^-c. Computed as the accelerator does
+// (numerics.md 2.5, division-free forms: softmax_exp, log_code_cmp): a max pass, an exp pass, a
+// code pass. The accelerator's softmax_rows (softmax.h) runs the same element functions with the
+// max folded into its read loop and the code pass into its write loop.
 //   N: row length (tokens), N >= 1.
 //   BITS: code width bits_attn (4 by default), 1..16.
 //   E: exp_shift, 0..4: the exp's grid is 2^E finer than the logits'.
@@ -59,6 +80,8 @@ void log_int_softmax_row(const sint<8> a[N], uint<BITS> code[N], i64 x0, i64 pb,
   static_assert(BITS >= 1 && BITS <= 16, "log_int_softmax_row: BITS must be in 1..16");
   static_assert(E >= 0 && E <= 4, "log_int_softmax_row: exp_shift must be in 0..4");
   constexpr int Z = (1 << BITS) - 1;
+  SoftmaxMultiples<E> mul;
+  mul.make(x0);
 
   // Pass 1: row maximum.
   sint<8> amax = a[0];
@@ -79,26 +102,20 @@ exp:
     P2VIT_COUNT("softmax.exp");
     P2VIT_ACCESS("softmax_a", 0);
     P2VIT_ACCESS("softmax_ex", 0);
-    const sint<10 + E> x = sint<10 + E>((i64(a[j]) - i64(amax)) * (i64(1) << E));  // in [-255 * 2^E, 0]
-    const i64 e = int_exp<8 + E, exp_clamp(E)>(i64(x), x0, pb, pc);             // -x < 2^(8+E)
+    const i64 e = softmax_exp<E>(a[j], amax, mul, pb, pc);
     ex[j] = e;
     sum = sum + e;
   }
 
-  // Pass 3: ratio and log2 code.
+  // Pass 3: log2 code by comparisons against constant multiples of ex.
+  const i64 s = softmax_code_rhs<GEO>(sum);
 code:
   for (int j = 0; j < N; ++j) {
     P2VIT_PRAGMA(HLS PIPELINE II=1)
     P2VIT_COUNT("softmax.code");
     P2VIT_ACCESS("softmax_ex", 0);
     P2VIT_ACCESS("softmax_code", 0);
-    if constexpr (GEO) {
-      const i64 ratio = div_floor_u<63, 63>(shift_left(sum, GEO_FRAC), ex[j]);  // sum << G < 2^63
-      code[j] = uint<BITS>(geo_round_clamped<Z>(ratio));
-    } else {
-      const i64 ratio = div_round_u<63, 63>(sum, ex[j]);  // in [1, sum]; 0 < ex <= sum < 2^63
-      code[j] = uint<BITS>(log_round_clamped<Z>(ratio));
-    }
+    code[j] = uint<BITS>(log_code_cmp<Z, GEO>(s, ex[j]));
   }
 }
 
