@@ -655,12 +655,21 @@ def buffers(shape: ModelShape, hw: HwConfig, acc_bits: int = 32) -> list[dict]:
     ]
 
 
+def mac_array_dsps(hw: HwConfig) -> int:
+    """DSP48E2s of one MAC-array instance as kernels/p2vit/pe_array.h builds it for HLS: columns o and
+    o + 1 share each activation, so their two 8 x 8-bit products come from one packed DSP
+    (mul2_shared); an odd last column takes one DSP per product. tests/test_kernels.py checks this
+    against the multiplications one PE cycle of the ap_int build makes."""
+    return hw.rows * _cdiv(hw.cols, 2) * hw.simd
+
+
 def resources(shape: ModelShape, hw: HwConfig, acc_bits: int = 32) -> dict:
     """DSPs of every MAC-array instance the code instantiates (kernels/p2vit/layers.h: one shared
     array for embed/qkv/proj/head, one each for Q.K^T, FC1, FC2; each PE multiplies 8 x 8 bits, since
-    a layer's weight bits are chosen at run time by the controller), plus the misc multipliers."""
+    a layer's weight bits are chosen at run time by the controller, two products per DSP), plus the
+    misc multipliers."""
     P = hw.rows * hw.cols * hw.simd
-    per = [P] * len(MAC_INSTANCES)
+    per = [mac_array_dsps(hw)] * len(MAC_INSTANCES)
     misc = sum(MISC_DSPS.values())
     bufs = buffers(shape, hw, acc_bits)
     extra_mem = [("softmax row a[N], code[N], ex[N]", [(1, shape.tokens, 8), (1, shape.tokens, shape.attn_bits),
@@ -947,7 +956,7 @@ def report(p: Perf, abl: dict | None = None) -> str:
              f"{s['roofline_gops']:.0f} GOPS attainable (MAC-array peak {s['peak_gops']:.0f} GOPS); "
              f"DRAM alone takes {s['dram_only_latency_ms']:.2f} ms/image",
              f"DSPs     {r['dsps']} = {r['mac_arrays']} MAC-array instances x {r['dsps_per_array'][0]} "
-             f"({', '.join(r['instances'])}) + {r['misc_dsps']} misc",
+             f"({', '.join(r['instances'])}; two 8-bit products per DSP48E2) + {r['misc_dsps']} misc",
              f"memory   {r['bram18k']} BRAM18K" + (
                  f" of {r['part_budget']['bram18k']} ({r['part']})" if r["part_budget"] else "")]
     if r["part_budget"] and r["dsps"] > r["part_budget"]["dsps"]:

@@ -768,7 +768,42 @@ arr epi_logits_v(arr acc, int o0, int shift, arr rows) {
   return out;
 }
 
-#define P2VIT_PE_LIST(X) X(8, 8, 2) X(8, 16, 2) X(16, 8, 2) X(3, 6, 2) X(8, 8, 1) X(4, 8, 4)
+// mul2_shared_mismatches(): runs p2vit::mul2_shared (two int8 products sharing x from one packed
+// 27 x 18-bit multiplication) on every (x, w0, w1) in [-128, 127]^3 and returns how many results
+// differ from the plain products x*w0, x*w1 (0 means bit-exact on the full operand range).
+std::int64_t mul2_shared_mismatches() {
+  std::int64_t bad = 0;
+  for (int x = -128; x < 128; ++x)
+    for (int w0 = -128; w0< 128; ++w0)
+      for (int w1 = -128; w1 < 128; ++w1) {
+        p2vit::sint<16> p0, p1;
+        p2vit::mul2_shared(p2vit::sint<8>(x), p2vit::sint<8>(w0), p2vit::sint<8>(w1), p0, p1);
+        bad += (int(p0) != x * w0) + (int(p1) != x * w1);
+      }
+  return bad;
+}
+
+// pe_array_dsps(r, c, s): DSP48E2 multiplications one pe_array_cycle<r, c, s> makes (the
+// P2VIT_DSP_MUL tally of pe_array.h), the DSPs of one MAC-array instance.
+template <int R, int C, int S>
+std::int64_t pe_dsps_t() {
+  using xt_t = typename p2vit::pe_operand<p2vit::sint<8>>::type;
+  static xt_t xt[R][S];
+  static p2vit::sint<8> w[C][S];
+  static p2vit::sint<32> acc[R][C];
+  const long before = p2vit::dsp_tally();
+  p2vit::pe_array_cycle<R, C, S, S>(xt, 0, w, acc, true);
+  return p2vit::dsp_tally() - before;
+}
+
+#define P2VIT_PE_LIST(X) X(8, 8, 2) X(8, 16, 2) X(16, 8, 2) X(3, 6, 2) X(8, 8, 1) X(4, 8, 4) X(3, 5, 2) X(2, 1, 1)
+
+std::int64_t pe_array_dsps_v(int r, int c, int s) {
+#define X(R, C, S) if (r == R && c == C && s == S) return pe_dsps_t<R, C, S>();
+  P2VIT_PE_LIST(X)
+#undef X
+  throw py::value_error("pe_array_dsps: shape not instantiated in the harness");
+}
 
 arr pe_array_dot_v(arr x, arr w, arr acc0, int r, int c, int s, bool clear) {
 #define X(R, C, S) if (r == R && c == C && s == S) return pe_dot_t<R, C, S>(x, w, acc0, clear);
@@ -978,6 +1013,8 @@ PYBIND11_MODULE(P2VIT_MODNAME, m) {
   m.def("epi_residual", &epi_residual_v, py::arg("acc"), py::arg("n0"), py::arg("o0"), py::arg("bias"),
         py::arg("shift"), py::arg("e_y"), py::arg("e_r"), py::arg("e_s"), py::arg("r"), py::arg("rbits"),
         py::arg("traced") = false);
+  m.def("mul2_shared_mismatches", &mul2_shared_mismatches);
+  m.def("pe_array_dsps", &pe_array_dsps_v, py::arg("rows"), py::arg("cols"), py::arg("simd"));
   m.def("pe_array_dot", &pe_array_dot_v, py::arg("x"), py::arg("w"), py::arg("acc0"), py::arg("rows"),
         py::arg("cols"), py::arg("simd"), py::arg("clear") = false);
   m.def("attention_region", &attention_region_v, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("h"),

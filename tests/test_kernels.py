@@ -95,10 +95,10 @@ class _Build:
 def _builds(tmp_path_factory):
     out = tmp_path_factory.mktemp("p2vit_kernels")
     # -march=native: the native build must compile the AVX2 PE-array path the C-sim uses
-    builds = {"native": _Build("native", out, ["-DP2VIT_NATIVE_TYPES", "-march=native"])}
+    builds = {"native": _Build("native", out, ["-DP2VIT_NATIVE_TYPES", "-march=native", "-DP2VIT_DSP_TALLY"])}
     ap = _ap_types_dir()
     if ap is not None:
-        builds["ap_int"] = _Build("ap_int", out, [f"-I{ap}"])
+        builds["ap_int"] = _Build("ap_int", out, [f"-I{ap}", "-DP2VIT_DSP_TALLY"])
     yield builds
     for b in builds.values():
         if b.proc.poll() is None:
@@ -662,7 +662,32 @@ def test_stream_read_n_write_n(kern):
         check(kern.stream_chunks(v, chunk), v)
 
 
-PE_SHAPES = [(8, 8, 2), (8, 16, 2), (16, 8, 2), (3, 6, 2), (8, 8, 1), (4, 8, 4)]
+PE_SHAPES = [(8, 8, 2), (8, 16, 2), (16, 8, 2), (3, 6, 2), (8, 8, 1), (4, 8, 4), (3, 5, 2), (2, 1, 1)]
+
+
+def test_packed_dsp_products_are_exact_on_every_operand(kern):
+    """mul2_shared: x*w0 and x*w1 from one packed 27 x 18-bit multiplication (the ap_int/HLS PEs'
+    DSP48E2 packing with its sign correction) == the plain products for all 2^24 int8 triples
+    (4-bit weights are a subset). pe_array_cycle's tests below then run the packed PEs (ap_int) and
+    the plain ones (native), odd column counts included."""
+    assert kern.mul2_shared_mismatches() == 0
+
+
+@pytest.mark.parametrize("rows,cols,simd", PE_SHAPES)
+def test_pe_array_dsps_are_what_the_resource_model_counts(kern, rows, cols, simd):
+    """The DSP48E2 multiplications one PE cycle makes: in the ap_int (HLS) build, packed pairs,
+    rows * ceil(cols/2) * simd = codegen.perf's DSPs per MAC-array instance; the native C-sim multiplies
+    each product on its own (the AVX2 path, where it applies, is not counted)."""
+    from codegen import perf
+    from codegen.hwconfig import HwConfig
+
+    got = kern.pe_array_dsps(rows, cols, simd)
+    if kern.mode == "ap_int":
+        assert got == rows * -(-cols // 2) * simd
+        if cols % 2 == 0:    # the shapes a build can have (HwConfig wants even columns)
+            assert got == perf.mac_array_dsps(HwConfig(rows=rows, cols=cols, simd=simd))
+    elif got:
+        assert got == rows * cols * simd
 
 
 @pytest.mark.parametrize("rows,cols,simd", PE_SHAPES)
