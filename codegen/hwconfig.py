@@ -9,7 +9,8 @@ from quantizer.errors import P2VitError
 
 MAX_PES = 256                 # largest --rows, --cols and --simd
 CLOCK_MHZ = (1.0, 1000.0)     # accepted --clock-mhz
-AXI_BITS = (64, 128, 256, 512)   # accepted --axi-bits: m_axi data widths (a descriptor field is 64 bits)
+AXI_BITS = (64, 128, 256, 512)
+LANES = (1, 2, 4, 8, 16, 32, 64)   # accepted --lanes (powers of two: buffers are partitioned cyclically by them)   # accepted --axi-bits: m_axi data widths (a descriptor field is 64 bits)
 
 
 @dataclass(frozen=True)
@@ -17,6 +18,7 @@ class HwConfig:
     rows: int = 8            # MAC array rows: token rows that stay in the array (row-stationary tile)
     cols: int = 8            # MAC array columns: output channels per streamed weight tile
     simd: int = 2            # reduction lanes per PE per cycle (K unroll of the II=1 loop)
+    lanes: int = 1           # attention lanes: logits, softmax elements and A.V keys per cycle
     clock_mhz: float = 200.0
     part: str = "xczu9eg-ffvb1156-2-e"   # ZCU102
     axi_bits: int = 128      # data width of every m_axi bundle (ZCU102: the PL's HP ports are 128 bits)
@@ -26,6 +28,8 @@ class HwConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1 or v > MAX_PES:
                 raise P2VitError(f"--{name} must be an integer in 1..{MAX_PES}, not {v}")
+        if self.lanes not in LANES:
+            raise P2VitError(f"--lanes must be one of {', '.join(map(str, LANES))}, not {self.lanes}")
         if self.cols % 2:
             raise P2VitError(f"--cols must be even (4-bit weights pack two per multiplier), not {self.cols}")
         if self.axi_bits not in AXI_BITS:
@@ -63,6 +67,9 @@ def add_hw_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--simd", type=int, default=None, metavar=f"1..{n}",
                    help="reduction lanes per PE; must divide every reduction length of the model (channels x patch^2, "
                         f"the width, the MLP width, the head width) (default {d.simd}, or 1 when one of them is odd)")
+    g.add_argument("--lanes", type=int, default=d.lanes, metavar="|".join(map(str, LANES)),
+                   help="attention lanes: logits, softmax elements and A.V keys handled per cycle "
+                        f"(default {d.lanes})")
     g.add_argument("--clock-mhz", type=float, default=d.clock_mhz, metavar=f"{CLOCK_MHZ[0]:g}..{CLOCK_MHZ[1]:g}",
                    help=f"target clock in MHz, for the HLS scripts and timing figures (default {d.clock_mhz:g})")
     g.add_argument("--part", default=d.part, help=f"FPGA part for the HLS scripts (default {d.part}, the ZCU102's)")
@@ -78,8 +85,8 @@ def hw_config(args, reduction_lengths=()) -> HwConfig:
     simd = args.simd
     if simd is None:
         simd = HwConfig.simd if all(k % HwConfig.simd == 0 for k in reduction_lengths) else 1
-    return HwConfig(rows=args.rows, cols=args.cols, simd=simd, clock_mhz=args.clock_mhz, part=args.part,
-                    axi_bits=args.axi_bits)
+    return HwConfig(rows=args.rows, cols=args.cols, simd=simd, lanes=args.lanes, clock_mhz=args.clock_mhz,
+                    part=args.part, axi_bits=args.axi_bits)
 
 
 def check_simd(reduction_lengths: dict[str, int], hw: HwConfig, model: str = "") -> None:

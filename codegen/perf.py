@@ -71,6 +71,7 @@ DEPTH = {
     "shifter.keys": 4,             # FIFO read, V read, shift, accumulate
     "shifter.out": 4,
 }
+LANE_TREES = ("softmax.read", "softmax.exp", "shifter.keys")   # + log2(LANES): the lanes' max / sum tree
 LN_ROW_EXTRA = 36      # per LayerNorm row between its two passes: D*S2 - S1^2 (64-bit) and isqrt (31 steps)
 AXI_AT_ENTRY = {"mac_array.reduce", "params.desc", "params.burst", "mac_array.load_image"}   # start with a new burst
 
@@ -292,7 +293,12 @@ def _mac(hw: HwConfig, NR: int, K: int, O: int, src: str, epi: str, bits: int | 
                 red = Loop("mac_array.reduce_keys", K // S, 1, 1)
             else:
                 red = Loop("mac_array.reduce", K // S, 1, 1, (K // S) * slot)
-            ep = Loop("requant.head", c, 1) if epi == "head" else Loop(f"requant.{epi}", c * R, 1)
+            if epi == "head":
+                ep = Loop("requant.head", c, 1)
+            elif epi == "logits":      # COLS lanes: one tile row per cycle (epi_logits)
+                ep = Loop("requant.logits", R, 1)
+            else:
+                ep = Loop(f"requant.{epi}", c * R, 1)
             pre = _burst(R * C * 4, hw) if epi == "embed" else None   # the tile's per-token biases
             groups.append((count, red, ep, pre))
     assert sum(g[0] for g in groups) == OT
@@ -361,11 +367,13 @@ def _block(shape: ModelShape, hw: HwConfig, b_qkv: int, b_proj: int, b_fc1: int,
                       macs=N * D * 3 * D, dram={**_linear_dram(hw, N, D, 3 * D, b_qkv), "params": _dram(pq)},
                       weight_bytes_unique=_uniq(hw, 3 * D, D, b_qkv)))
     # one head: Q.K^T (its own MAC array) -> softmax -> A.V (shifter array), a DATAFLOW region
-    qk = _seq_ops(_mac(hw, N, DH, N, "array", "logits", None, row_out=N, fifo_out="logits"))
-    sm_row = [Op("r", [Loop("softmax.read", N, 1)], fifo="logits"),
-              Op("c", [Loop("softmax.exp", N, 1)]),
-              Op("w", [Loop("softmax.write", N, 1)], fifo="codes")]
-    av_row = [Op("r", [Loop("shifter.keys", N, 1)], fifo="codes"), Op("c", [Loop("shifter.out", DH, 1)])]
+    W = _cdiv(N, hw.lanes)        # stream words per row: LANES logits or codes each
+    qk = _seq_ops(_mac(hw, N, DH, N, "array", "logits", None, row_out=W, fifo_out="logits"))
+    sm_row = [Op("r", [Loop("softmax.read", W, 1)], fifo="logits"),
+              Op("c", [Loop("softmax.exp", W, 1)]),
+              Op("w", [Loop("softmax.write", W, 1)], fifo="codes")]
+    av_row = [Op("r", [Loop("shifter.keys", W, 1)], fifo="codes"),
+              Op("c", [Loop("shifter.out", _cdiv(DH, hw.lanes), 1)])]
     steps.append(Step("attn", "attention", [qk, sm_row * N, av_row * N], repeat=H, macs=H * N * N * DH,
                       av_macs=H * N * N * DH, dram={}))
     pp = [_burst(D * 4, hw), _burst(D, hw), _burst(D, hw), _burst(D, hw)]
@@ -479,9 +487,14 @@ class _Timer:
         self.hw, self.sw = hw, sw
         self.bpc = math.inf if not dram_gbs else dram_gbs * 1e9 / (hw.clock_mhz * 1e6)  # DRAM bytes/cycle
         self.simd_tree = math.ceil(math.log2(hw.simd)) if hw.simd > 1 else 0
+        self.lane_tree = math.ceil(math.log2(hw.lanes)) if hw.lanes > 1 else 0
 
     def depth(self, lid: str) -> int:
-        return DEPTH[lid] + (self.simd_tree if lid in ("mac_array.reduce", "mac_array.reduce_keys") else 0)
+        if lid in ("mac_array.reduce", "mac_array.reduce_keys"):
+            return DEPTH[lid] + self.simd_tree
+        if lid in LANE_TREES:      # a max or adder tree over the attention lanes
+            return DEPTH[lid] + self.lane_tree
+        return DEPTH[lid]
 
     def loop(self, lp: Loop) -> float:
         if not lp.iters:
@@ -634,8 +647,9 @@ def buffers(shape: ModelShape, hw: HwConfig, acc_bits: int = 32) -> list[dict]:
         # per head: k[H][N][DH] tokens cyclic COLS x channels cyclic SIMD, v[H][N][DH] channels complete
         b("keys k[H][N][DH] (tokens cyclic COLS x channels cyclic SIMD)", N * D,
           [(cols * simd, shape.heads * _cdiv(N, cols) * _cdiv(DH, simd), 8)]),
-        b("values v[H][N][DH] (channels complete)", N * D, [(DH, shape.heads * N, 8)]),
-        b("attention output o[N][D]", N * D, [(1, N * D, 8)]),
+        b("values v[H][N][DH] (tokens cyclic LANES x channels complete)", N * D,
+          [(DH * hw.lanes, shape.heads * _cdiv(N, hw.lanes), 8)]),
+        b("attention output o[N][D] (channels cyclic LANES)", N * D, [(hw.lanes, _cdiv(N * D, hw.lanes), 8)]),
         b("image img[C*H*W] (one burst from io)", shape.in_chans * shape.img_h * shape.img_w,
           [(1, shape.in_chans * shape.img_h * shape.img_w, 8)]),
         # xt of each instance: rows complete x cyclic SIMD along K
@@ -643,7 +657,8 @@ def buffers(shape: ModelShape, hw: HwConfig, acc_bits: int = 32) -> list[dict]:
           [(rows * simd, _cdiv(k, simd), 8) for k in (max(KP, D), DH, D, HID)]),
         b("accumulators acc[ROWS][COLS] (4 instances)", 4 * rows * cols * acc_bits // 8, []),   # registers
         b("FC1 row tile rows[ROWS][HID]", rows * HID, [(1, rows * HID, 8)]),
-        b("logit row tile rows[ROWS][N]", rows * N, [(1, rows * N, 8)]),
+        b("logit row tile rows[ROWS][N] (keys cyclic lcm(COLS, LANES))", rows * N,
+          [(logit_row_banks(hw), rows * _cdiv(N, logit_row_banks(hw)), 8)]),
         b("layer parameters: bias/shift (3D), e_r/e_s, fc1 bias/shift, GELU table, cls",
           3 * D * 5 + 2 * D + HID * 5 + 256 + D * R // 8,
           [cyc(3 * D, 32, ab // 4), cyc(3 * D, 8, ab), cyc(D, 8, ab), cyc(D, 8, ab), cyc(HID, 32, ab // 4),
@@ -653,6 +668,11 @@ def buffers(shape: ModelShape, hw: HwConfig, acc_bits: int = 32) -> list[dict]:
         b("hidden stream (FC1 -> FC2): one row tile", rows * HID, [(1, rows * HID, 8)]),
         b("logits stream: one row tile; codes stream: one row", rows * N + N, [(1, rows * N, 8), (1, N, 4)]),
     ]
+
+
+def logit_row_banks(hw: HwConfig) -> int:
+    """Banks of Q.K^T's logit row tile (kernels/p2vit/epilogue.h logit_row_banks): lcm(COLS, LANES)."""
+    return math.lcm(hw.cols, hw.lanes)
 
 
 def mac_array_dsps(hw: HwConfig) -> int:
@@ -672,8 +692,8 @@ def resources(shape: ModelShape, hw: HwConfig, acc_bits: int = 32) -> dict:
     per = [mac_array_dsps(hw)] * len(MAC_INSTANCES)
     misc = sum(MISC_DSPS.values())
     bufs = buffers(shape, hw, acc_bits)
-    extra_mem = [("softmax row a[N], code[N], ex[N]", [(1, shape.tokens, 8), (1, shape.tokens, shape.attn_bits),
-                                                      (1, shape.tokens, 64)])]
+    L, rl = hw.lanes, _cdiv(shape.tokens, hw.lanes)
+    extra_mem = [("softmax row a[N], code[N], ex[N] (cyclic LANES)", [(L, rl, 8), (L, rl, shape.attn_bits), (L, rl, 64)])]
     bram = sum(k * _bram18k(d, w) for x in bufs for k, d, w in x["memories"])
     bram += sum(k * _bram18k(d, w) for _, mems in extra_mem for k, d, w in mems)
     big = sum(x["bytes"] for x in bufs[:7])
@@ -936,7 +956,7 @@ def report(p: Perf, abl: dict | None = None) -> str:
     lines = [f"{p.shape.name}: {p.shape.depth} blocks, D {p.shape.dim}, {p.shape.heads} heads, "
              f"{p.shape.tokens} tokens; {wbits}-bit weights",
              f"hardware: {hw.rows}x{hw.cols} MAC array x {hw.simd} lanes ({r['products_per_cycle']} products/cycle) "
-             f"x {r['mac_arrays']} instances, {hw.axi_bits}-bit m_axi ({hw.weight_beats} beat(s) per weight word), "
+             f"x {r['mac_arrays']} instances, {hw.lanes} attention lane(s), {hw.axi_bits}-bit m_axi ({hw.weight_beats} beat(s) per weight word), "
              f"{hw.clock_mhz:g} MHz, {hw.part}; DRAM {_gbs(p.dram_gbs)}",
              "", *_fmt_steps(p), "",
              f"latency  {s['latency_ms']:.3f} ms ({p.cycles:,.0f} cycles; {s['compute_latency_ms']:.3f} ms "

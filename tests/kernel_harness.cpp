@@ -528,27 +528,31 @@ arr pe_dot_t(const arr& x, const arr& w, const arr& acc0, bool clear) {
 
 // A small configuration for running whole chunks (p2vit/layers.h) alone: N 7 tokens, 2 heads of
 // 4 channels, a 3 x 4 x 2 MAC array (partial row and key tiles).
+// LANES_: attention lanes (1, 2, 4, 8: partial stream words at N = 7).
+template <int LANES_>
 struct HCfg {
-  static constexpr int N = 7, D = 8, H = 2, DH = 4, ROWS = 3, COLS = 4, SIMD = 2;
+  static constexpr int N = 7, D = 8, H = 2, DH = 4, ROWS = 3, COLS = 4, SIMD = 2, LANES = LANES_;
   static constexpr int ATTN_BITS = 4, CODE_ZERO = 15, AV_FRAC = 14, ACC_BITS = 20, AV_ACC_BITS = 25;
   static constexpr int EXP_SHIFT = 4;             // the default softmax (numerics.md 2.5)
   static constexpr bool ATTN_GEOMETRIC = true;
   using act_t = sint<8>;
   using acc_t = sint<ACC_BITS>;
   using code_t = p2vit::uint<ATTN_BITS>;
+  using logit_word_t = typename p2vit::lanes_of<act_t, LANES>::type;
+  using code_word_t = typename p2vit::lanes_of<code_t, LANES>::type;
 };
 
 // attention_region(q, k, v, h, shift_qk, x0, pb, pc, shift_av): the attention DATAFLOW region
 // (Q.K^T array -> softmax -> shifter array) of head h on int8 q (N, D) and k, v (H, N, DH);
 // returns o (N, D) with only head h's columns written (the rest 0).
-arr attention_region_v(arr q, arr k, arr v, int h, int shift_qk, std::int64_t x0, std::int64_t pb,
+template <class C>
+arr attention_region_t(arr q, arr k, arr v, int h, int shift_qk, std::int64_t x0, std::int64_t pb,
                        std::int64_t pc, int shift_av) {
-  using C = HCfg;
   if (q.ndim() != 2 || q.shape(0) != C::N || q.shape(1) != C::D || k.ndim() != 3 || v.ndim() != 3 ||
       k.shape(0) != C::H || k.shape(1) != C::N || k.shape(2) != C::DH || v.shape(0) != C::H ||
       v.shape(1) != C::N || v.shape(2) != C::DH || h < 0 || h >= C::H)
     throw py::value_error("attention_region: q (7, 8), k and v (2, 7, 4), h in 0..1");
-  C::act_t qa[C::N][C::D], ka[C::H][C::N][C::DH], va[C::H][C::N][C::DH], o[C::N][C::D];
+  typename C::act_t qa[C::N][C::D], ka[C::H][C::N][C::DH], va[C::H][C::N][C::DH], o[C::N][C::D];
   for (int n = 0; n < C::N; ++n)
     for (int c = 0; c < C::D; ++c) {
       qa[n][c] = in_s<8>(q.at(n, c), "attention_region q");
@@ -567,14 +571,26 @@ arr attention_region_v(arr q, arr k, arr v, int h, int shift_qk, std::int64_t x0
   return out;
 }
 
+arr attention_region_v(arr q, arr k, arr v, int h, int shift_qk, std::int64_t x0, std::int64_t pb,
+                       std::int64_t pc, int shift_av, int lanes) {
+  switch (lanes) {
+    case 1: return attention_region_t<HCfg<1>>(q, k, v, h, shift_qk, x0, pb, pc, shift_av);
+    case 2: return attention_region_t<HCfg<2>>(q, k, v, h, shift_qk, x0, pb, pc, shift_av);
+    case 4: return attention_region_t<HCfg<4>>(q, k, v, h, shift_qk, x0, pb, pc, shift_av);
+    case 8: return attention_region_t<HCfg<8>>(q, k, v, h, shift_qk, x0, pb, pc, shift_av);
+  }
+  unsupported("attention_region lanes", lanes);
+}
+
 // AvCfg<N, H, DH, BITS>: a configuration for av_rows alone (F = Z - 1, the widths of numerics.md 4).
-template <int N_, int H_, int DH_, int BITS_>
+template <int N_, int H_, int DH_, int BITS_, int LANES_ = 1>
 struct AvCfg {
-  static constexpr int N = N_, H = H_, DH = DH_, D = H_ * DH_, ATTN_BITS = BITS_;
+  static constexpr int N = N_, H = H_, DH = DH_, D = H_ * DH_, ATTN_BITS = BITS_, LANES = LANES_;
   static constexpr int CODE_ZERO = (1 << BITS_) - 1, AV_FRAC = CODE_ZERO - 1;
   static constexpr int AV_ACC_BITS = p2vit::detail::clog2(N_) + 7 + AV_FRAC + 1;
   using act_t = sint<8>;
   using code_t = p2vit::uint<BITS_>;
+  using code_word_t = typename p2vit::lanes_of<code_t, LANES>::type;
 };
 
 // av_rows(codes, v, h, shift, bits): av_rows<AvCfg> (p2vit/shifter.h) of head h on codes (N, N) and
@@ -583,8 +599,18 @@ struct AvCfg {
 template <class C>
 arr av_rows_t(const arr& codes, const arr& v, int h, int shift) {
   if (h < 0 || h >= C::H) throw py::value_error("av_rows: h out of range");
-  p2vit::stream<typename C::code_t> cs;
-  for (int i = 0; i < C::N * C::N; ++i) cs.write(in_u<C::ATTN_BITS>(codes.data()[i], "av_rows codes"));
+  p2vit::stream<typename C::code_word_t> cs;   // each row in words of LANES codes, padded with Z
+  constexpr int WORDS = (C::N + C::LANES - 1) / C::LANES;
+  for (int i = 0; i < C::N; ++i)
+    for (int jw = 0; jw < WORDS; ++jw) {
+      typename C::code_word_t w;
+      for (int l = 0; l < C::LANES; ++l) {
+        const int j = jw * C::LANES + l;
+        p2vit::lane(w, l) = j < C::N ? in_u<C::ATTN_BITS>(codes.data()[i * C::N + j], "av_rows codes")
+                                     : typename C::code_t(C::CODE_ZERO);
+      }
+      cs.write(w);
+    }
   static typename C::act_t va[C::H][C::N][C::DH], o[C::N][C::D];   // static: up to 197 x 197 rows
   for (int hh = 0; hh < C::H; ++hh)
     for (int n = 0; n < C::N; ++n)
@@ -599,14 +625,15 @@ arr av_rows_t(const arr& codes, const arr& v, int h, int shift) {
   return out;
 }
 
-#define P2VIT_AV_LIST(X) X(7, 2, 4, 4) X(197, 2, 64, 4) X(10, 3, 24, 4) X(9, 2, 16, 3) X(5, 1, 8, 2)
+#define P2VIT_AV_LIST(X) X(7, 2, 4, 4, 1) X(197, 2, 64, 4, 1) X(10, 3, 24, 4, 1) X(9, 2, 16, 3, 1) X(5, 1, 8, 2, 1) \
+  X(7, 2, 4, 4, 4) X(197, 2, 64, 4, 8) X(10, 3, 24, 4, 16) X(9, 2, 16, 3, 2)
 
-arr av_rows_v(arr codes, arr v, int h, int shift, int bits) {
+arr av_rows_v(arr codes, arr v, int h, int shift, int bits, int lanes) {
   if (codes.ndim() != 2 || v.ndim() != 3 || codes.shape(0) != codes.shape(1) || v.shape(1) != codes.shape(0))
     throw py::value_error("av_rows: codes (N, N), v (H, N, DH)");
   const auto n = codes.shape(0), hh = v.shape(0), dh = v.shape(2);
-#define X(N, H, DH, B) \
-  if (n == N && hh == H && dh == DH && bits == B) return av_rows_t<AvCfg<N, H, DH, B>>(codes, v, h, shift);
+#define X(N, H, DH, B, L) \
+  if (n == N && hh == H && dh == DH && bits == B && lanes == L) return av_rows_t<AvCfg<N, H, DH, B, L>>(codes, v, h, shift);
   P2VIT_AV_LIST(X)
 #undef X
   throw py::value_error("av_rows: shape not instantiated in the harness");
@@ -714,7 +741,7 @@ arr epi_residual_v(arr acc, int n0, int o0, arr bias, arr shift, int e_y, arr e_
 // QCfg: a configuration for epi_qkv and epi_logits alone: 7 tokens in row tiles of 3 (a partial last
 // tile), 2 heads of 8 channels, column tiles of 8 (Q.K^T: a partial last key tile).
 struct QCfg {
-  static constexpr int N = 7, D = 16, H = 2, DH = 8, ROWS = 3, COLS = 8;
+  static constexpr int N = 7, D = 16, H = 2, DH = 8, ROWS = 3, COLS = 8, LANES = 4;
   using act_t = sint<8>;
   using acc_t = sint<27>;
 };
@@ -1004,7 +1031,8 @@ PYBIND11_MODULE(P2VIT_MODNAME, m) {
   m.def("lis_table", &lis_table_v, py::arg("x0"), py::arg("pb"), py::arg("pc"), py::arg("exp_shift") = 0);
   m.def("lis_row", &lis_row_v, py::arg("a"), py::arg("table"), py::arg("bits"), py::arg("geometric") = false);
 #endif
-  m.def("av_rows", &av_rows_v, py::arg("codes"), py::arg("v"), py::arg("h"), py::arg("shift"), py::arg("bits"));
+  m.def("av_rows", &av_rows_v, py::arg("codes"), py::arg("v"), py::arg("h"), py::arg("shift"), py::arg("bits"),
+        py::arg("lanes") = 1);
   m.def("epi_gelu", &epi_gelu_v, py::arg("acc"), py::arg("n0"), py::arg("o0"), py::arg("bias"), py::arg("shift"),
         py::arg("lut"), py::arg("rows"), py::arg("traced") = false);
   m.def("epi_qkv", &epi_qkv_v, py::arg("acc"), py::arg("n0"), py::arg("o0"), py::arg("bias"), py::arg("shift"),
@@ -1018,7 +1046,7 @@ PYBIND11_MODULE(P2VIT_MODNAME, m) {
   m.def("pe_array_dot", &pe_array_dot_v, py::arg("x"), py::arg("w"), py::arg("acc0"), py::arg("rows"),
         py::arg("cols"), py::arg("simd"), py::arg("clear") = false);
   m.def("attention_region", &attention_region_v, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("h"),
-        py::arg("shift_qk"), py::arg("x0"), py::arg("pb"), py::arg("pc"), py::arg("shift_av"));
+        py::arg("shift_qk"), py::arg("x0"), py::arg("pb"), py::arg("pc"), py::arg("shift_av"), py::arg("lanes") = 1);
   m.def("mac_layer", &mac_layer_v, py::arg("x"), py::arg("w"), py::arg("rows"), py::arg("cols"), py::arg("wbits"));
   m.attr("csim_fast_mac") = bool(P2VIT_CSIM_FAST_MAC);
   m.def("nibble_word", &nibble_word_v, py::arg("bytes"), py::arg("cols"), py::arg("simd"));

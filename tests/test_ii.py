@@ -61,7 +61,8 @@ def _cifar_counters(tmp_path_factory, hw, name):
 
 
 @pytest.mark.skipif(not have_shared(), reason=SHARED_REASON)
-@pytest.mark.parametrize("hw", [HwConfig(), HwConfig(rows=16, cols=64)], ids=["default 8x8x2", "zcu102-sized 16x64x2"])
+@pytest.mark.parametrize("hw", [HwConfig(), HwConfig(rows=16, cols=64, lanes=8)],
+                         ids=["default 8x8x2", "zcu102-sized 16x64x2, 8 attention lanes"])
 def test_every_loop_reaches_its_modelled_ii_on_cifar(hw, tmp_path_factory):
     ir, counts, peaks = _cifar_counters(tmp_path_factory, hw, f"ii_{hw.rows}x{hw.cols}")
     reach = _check(peaks, counts, hw)

@@ -790,9 +790,11 @@ def test_headers_self_contained_and_pragmas_well_formed(tmp_path):
         assert p.returncode == 0, f"{' '.join(j)}\n{log[-4000:]}"
 
 
-def test_attention_region_alone_equals_the_reference_formulas(kern):
+@pytest.mark.parametrize("lanes", [1, 2, 4, 8])
+def test_attention_region_alone_equals_the_reference_formulas(kern, lanes):
     """The attention DATAFLOW region of p2vit/layers.h (Q.K^T array -> softmax -> shifter array),
-    run on its own with a 3 x 4 x 2 array over 7 tokens (partial row and key tiles)."""
+    run on its own with a 3 x 4 x 2 array over 7 tokens (partial row and key tiles), with 1 to 8
+    attention lanes (stream words of LANES logits or codes; 7 tokens leave partial words)."""
     rng = np.random.default_rng(11)
     N, D, H, DH, F, Z = 7, 8, 2, 4, 14, 15
     for trial in range(6):
@@ -805,7 +807,7 @@ def test_attention_region_alone_equals_the_reference_formulas(kern):
         x0, pb, pc = intops.lis_constants(e_a, 4)     # HCfg: exp_shift 4, geometric rounding
         shift_qk, shift_av = int(rng.integers(4, 12)), int(rng.integers(10, 18))
         for h in range(H):
-            got = kern.attention_region(q, k, v, h, shift_qk, x0, pb, pc, shift_av)
+            got = kern.attention_region(q, k, v, h, shift_qk, x0, pb, pc, shift_av, lanes)
             a = intops.requant(T(q[:, h * DH:(h + 1) * DH] @ k[h].T), shift_qk, 8)
             codes = intops.log_int_softmax_c(a, x0, pb, pc, 4, 4, "geometric")
             w = torch.where(codes < Z, torch.ones_like(codes) << (F - codes).clamp(min=0), torch.zeros_like(codes))
@@ -814,7 +816,8 @@ def test_attention_region_alone_equals_the_reference_formulas(kern):
             check(got, want, q=q)
 
 
-AV_SHAPES = [(7, 2, 4, 4), (197, 2, 64, 4), (10, 3, 24, 4), (9, 2, 16, 3), (5, 1, 8, 2)]
+AV_SHAPES = [(7, 2, 4, 4, 1), (197, 2, 64, 4, 1), (10, 3, 24, 4, 1), (9, 2, 16, 3, 1), (5, 1, 8, 2, 1),
+             (7, 2, 4, 4, 4), (197, 2, 64, 4, 8), (10, 3, 24, 4, 16), (9, 2, 16, 3, 2)]   # (N, H, DH, bits, lanes)
 
 
 def _av_want(codes, v, h, shift, bits):
@@ -831,8 +834,8 @@ def _av_want(codes, v, h, shift, bits):
     return o
 
 
-@pytest.mark.parametrize("n,heads,dh,bits", AV_SHAPES)
-def test_av_rows_against_numerics_2_6(kern, n, heads, dh, bits):
+@pytest.mark.parametrize("n,heads,dh,bits,lanes", AV_SHAPES)
+def test_av_rows_against_numerics_2_6(kern, n, heads, dh, bits, lanes):
     """av_rows alone (p2vit/shifter.h; the dot-product path of csim_fast_rows.h in a fast-rows build) on
     codes of every value, 0 to the zero-weight code Z: extremes (v = -128 with code 0 everywhere, the
     largest sum), all-Z rows, odd N, head widths that are not a multiple of 16, and shifts <= 0."""
@@ -849,7 +852,7 @@ def test_av_rows_against_numerics_2_6(kern, n, heads, dh, bits):
         codes[-1] = z                               # a row of zero weights
         for h in range(heads):
             for shift in ([z - 1 + 7, 0, -3, 40, 70] if trial == 0 else [int(rng.integers(1, z + 10))]):
-                got = kern.av_rows(codes, v, h, shift, bits)
+                got = kern.av_rows(codes, v, h, shift, bits, lanes)
                 check(got, _av_want(codes, v, h, shift, bits), codes=codes[:, :1])
 
 

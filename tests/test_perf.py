@@ -20,7 +20,7 @@ from quantizer.models import MODEL_TAGS, load_model
 from quantizer.pipeline import quantize
 from tests.tiny import CIFAR_CARD, SHARED_REASON, have_shared, random_images, tiny_card
 
-TINY_HW = HwConfig(rows=3, cols=6, simd=2)   # partial row, weight and head tiles; a 2-lane reduction
+TINY_HW = HwConfig(rows=3, cols=6, simd=2, lanes=2)   # partial row, weight and head tiles; 2-lane reduction; 2 attention lanes
 JSON_KEYS = {"fps", "gops", "gops_per_dsp", "fps_per_dsp", "utilization", "dsps", "clock_mhz", "latency_ms"}
 
 
@@ -71,7 +71,8 @@ def test_model_counts_equal_instrumented_csim_tiny(tiny):
 
 @pytest.mark.skipif(not have_shared(), reason=SHARED_REASON)
 def test_model_counts_equal_instrumented_csim_cifar(tmp_path):
-    hw = HwConfig(rows=8, cols=16, simd=4)   # N = 65: a one-row last tile; Q.K^T and head partial tiles
+    hw = HwConfig(rows=8, cols=16, simd=4, lanes=4)   # N = 65: a one-row last tile; Q.K^T and head partial
+                                                      # tiles; a one-logit last stream word
     ir = _ir(CIFAR_CARD, n_calib=4)
     generate(ir, hw, tmp_path / "b", types=("counters",))
     shape = perf.shape_from_ir(ir)
@@ -120,7 +121,8 @@ def test_cycle_equations(tiny):
         t = NT * _cyc(load, R * K)
         for o0 in range(0, O, C):
             c = min(C, O - o0)
-            t += NT * (_cyc(reduce, K // S, simd=S, ii=perf.loop_ii(reduce, hw)) + _cyc(epi, c * R))
+            per_tile = R if epi == "requant.logits" else c * R     # the logits epilogue has COLS lanes
+            t += NT * (_cyc(reduce, K // S, simd=S, ii=perf.loop_ii(reduce, hw)) + _cyc(epi, per_tile))
         return t
 
     def burst(nbytes):
@@ -128,14 +130,21 @@ def test_cycle_equations(tiny):
 
     assert step["blocks.0.qkv"]["cycles"] == (burst(3 * D * 4) + burst(3 * D)
                                               + mac(N, D, 3 * D, "mac_array.load_array", "requant.requant"))
+    L = hw.lanes
+    W = -(-N // L)                 # stream words per attention row: L logits or codes each
+    tree = math.ceil(math.log2(L))  # the lanes' max / adder tree
+
+    def lane_cyc(lid, iters):
+        return iters + perf.DEPTH[lid] + tree - 1
+
     qk = (mac(N, DH, N, "mac_array.load_array", "requant.logits", "mac_array.reduce_keys")
-          + N * _cyc("requant.logits_out", N))
-    sm = N * (_cyc("softmax.read", N) + _cyc("softmax.exp", N) + _cyc("softmax.write", N))
-    av = N * (_cyc("shifter.keys", N) + _cyc("shifter.out", DH))
+          + N * _cyc("requant.logits_out", W))
+    sm = N * (lane_cyc("softmax.read", W) + lane_cyc("softmax.exp", W) + _cyc("softmax.write", W))
+    av = N * (lane_cyc("shifter.keys", W) + _cyc("shifter.out", -(-DH // L)))
     assert step["blocks.0.attn"]["cycles"] == H * (qk + sm + av)
     # without II=1 pipelining every iteration takes the loop's depth
     q = perf.evaluate(shape, hw, perf.Switches(inter=False, intra=False, axi_latency=0), dram_gbs=None)
-    sm_off = N * N * (perf.DEPTH["softmax.read"] + perf.DEPTH["softmax.exp"] + perf.DEPTH["softmax.write"])
+    sm_off = N * W * (perf.DEPTH["softmax.read"] + perf.DEPTH["softmax.exp"] + 2 * tree + perf.DEPTH["softmax.write"])
     assert q.chunks["softmax"] == shape.depth * H * sm_off
 
 

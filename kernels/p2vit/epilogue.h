@@ -28,8 +28,8 @@
 namespace p2vit {
 
 // The key and value buffers are k[H][N][DH] and v[H][N][DH], so that a head's readers index them
-// with unrolled lanes only: k dim 2 cyclic COLS x dim 3 cyclic SIMD (mac_array.h k_bank), v dim 3
-// complete (bank d: one per A.V lane).
+// with unrolled lanes only: k dim 2 cyclic COLS x dim 3 cyclic SIMD (mac_array.h k_bank), v dim 2
+// cyclic LANES x dim 3 complete (bank (key lane, d): one per A.V shifter).
 
 template <class C>
 void epi_qkv(const typename C::acc_t acc[C::ROWS][C::COLS], int n0, int o0, const i32 bias[],
@@ -63,7 +63,7 @@ requant:
         k[ch / C::DH][row][ch % C::DH] = y;
       } else {
         const int ch = c - 2 * C::D;
-        P2VIT_ACCESS("v", ch % C::DH);
+        P2VIT_ACCESS("v", (row % C::LANES) * C::DH + ch % C::DH);   // bank (key lane, channel)
         v[ch / C::DH][row][ch % C::DH] = y;
       }
     }
@@ -187,6 +187,19 @@ gelu_out:
   }
 }
 
+// logit_row_banks<C>(): banks of the logit row tile rows[ROWS][N] (dim 2 cyclic): every multiple of
+// COLS (epi_logits writes COLS consecutive columns per cycle) and of LANES (logits_out reads LANES
+// consecutive ones); both are even or 1 and LANES is a power of two, so this is their lcm.
+template <class C>
+constexpr int logit_row_banks() {
+  int b = C::COLS;
+  while (b % C::LANES) b += C::COLS;
+  return b;
+}
+
+// epi_logits: a finished Q.K^T tile into the logit row tile, COLS lanes (one per key of the tile):
+// row n of the tile per cycle, lane o writes rows[n][o0 + o], bank (o0 + o) mod logit_row_banks,
+// distinct across the lanes.
 template <class C>
 void epi_logits(const typename C::acc_t acc[C::ROWS][C::COLS], int o0, int shift, typename C::act_t rows[C::ROWS][C::N]) {
 #if P2VIT_CSIM_FAST_ROWS
@@ -195,44 +208,51 @@ void epi_logits(const typename C::acc_t acc[C::ROWS][C::COLS], int o0, int shift
     return;
   }
 #endif
-  const int cols = C::N - o0 < C::COLS ? C::N - o0 : C::COLS;
-  int o = 0, n = 0;   // running column and row of the tile: no divider
-  [[maybe_unused]] constexpr int TRIPS = C::COLS*C::ROWS;
+  [[maybe_unused]] constexpr int BANKS = logit_row_banks<C>();
 logits:
-  for (int i = 0; i < cols * C::ROWS; ++i) {
+  for (int n = 0; n < C::ROWS; ++n) {
     P2VIT_PRAGMA(HLS PIPELINE II=1)
-    P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=TRIPS)
     P2VIT_COUNT("requant.logits");
-    P2VIT_ACCESS("logit_rows", 0);
-    rows[n][o0 + o] = requant<8>(i64(acc[n][o]), shift);
-    if (++n == C::ROWS) {
-      n = 0;
-      ++o;
+    for (int o = 0; o < C::COLS; ++o) {
+      P2VIT_PRAGMA(HLS UNROLL)
+      if (o0 + o < C::N) {
+        P2VIT_ACCESS("logit_rows", (o0 + o) % BANKS);
+        rows[n][o0 + o] = requant<8>(i64(acc[n][o]), shift);
+      }
     }
   }
 }
 
-// logits_out: the valid rows of a finished Q.K^T row tile onto the logits stream.
+// logits_out: the valid rows of a finished Q.K^T row tile onto the logits stream, LANES logits per
+// word (ceil(N / LANES) words per row; lanes past N carry 0 and are ignored by the softmax).
 template <class C>
-void logits_out(const typename C::act_t rows[C::ROWS][C::N], int n0, stream<typename C::act_t>& out) {
+void logits_out(const typename C::act_t rows[C::ROWS][C::N], int n0, stream<typename C::logit_word_t>& out) {
   const int valid = C::N - n0 < C::ROWS ? C::N - n0 : C::ROWS;
 #if P2VIT_CSIM_FAST_ROWS
-  if constexpr (csim_fast_rows::epi_supported<C>()) {   // C-sim: one append per row
+  if constexpr (csim_fast_rows::epi_supported<C>() && C::LANES == 1) {   // C-sim: one append per row
     csim_fast_rows::rows_out<C::ROWS, C::N>(rows, valid, out);
     return;
   }
 #endif
-  int n = 0, j = 0;
-  [[maybe_unused]] constexpr int TRIPS = C::ROWS*C::N;
+  constexpr int WORDS = (C::N + C::LANES - 1) / C::LANES;
+  [[maybe_unused]] constexpr int BANKS = logit_row_banks<C>();
+  int n = 0, jw = 0;
+  [[maybe_unused]] constexpr int TRIPS = C::ROWS*WORDS;
 logits_out:
-  for (int i = 0; i < valid * C::N; ++i) {
+  for (int i = 0; i < valid * WORDS; ++i) {
     P2VIT_PRAGMA(HLS PIPELINE II=1)
     P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=TRIPS)
     P2VIT_COUNT("requant.logits_out");
-    P2VIT_ACCESS("logit_rows", 0);
-    out.write(rows[n][j]);
-    if (++j == C::N) {
-      j = 0;
+    typename C::logit_word_t w;
+    for (int l = 0; l < C::LANES; ++l) {
+      P2VIT_PRAGMA(HLS UNROLL)
+      const int j = jw * C::LANES + l;
+      if (j < C::N) P2VIT_ACCESS("logit_rows", j % BANKS);
+      lane(w, l) = j < C::N ? rows[n][j] : typename C::act_t(0);
+    }
+    out.write(w);
+    if (++jw == WORDS) {
+      jw = 0;
       ++n;
     }
   }

@@ -135,7 +135,7 @@ row_tiles:
 // qk_array: the logits of head h, a = requant(q_h . k_h^T, shift, 8), row by row on `logits`.
 template <class C>
 void qk_array(const typename C::act_t q[C::N][C::D], const typename C::act_t k[C::H][C::N][C::DH], int h,
-              int shift, stream<typename C::act_t>& logits) {
+              int shift, stream<typename C::logit_word_t>& logits) {
   constexpr int NT = (C::N + C::ROWS - 1) / C::ROWS, OT = (C::N + C::COLS - 1) / C::COLS;
   pe_x<C> xt[C::ROWS][C::DH];
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=xt type=complete dim=1)
@@ -143,7 +143,9 @@ void qk_array(const typename C::act_t q[C::N][C::D], const typename C::act_t k[C
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=xt type=cyclic factor=SIMD dim=2)
   typename C::acc_t acc[C::ROWS][C::COLS];
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=acc type=complete dim=0)
-  typename C::act_t rows[C::ROWS][C::N];
+  typename C::act_t rows[C::ROWS][C::N];   // COLS logits per cycle in (epi_logits), LANES out (logits_out)
+  [[maybe_unused]] constexpr int LOGIT_BANKS = logit_row_banks<C>();
+  P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=rows type=cyclic factor=LOGIT_BANKS dim=2)
 #if P2VIT_CSIM_FAST_MAC
   if constexpr (csim_fast::layer_fast_supported<C>()) {   // native C-sim: same values, blocked (csim_fast.h)
     constexpr int TG = csim_fast::group_tiles<C>();
@@ -253,11 +255,12 @@ void attention_head(const typename C::act_t q[C::N][C::D], const typename C::act
                     const typename C::act_t v[C::H][C::N][C::DH], int h, int shift_qk, i64 x0, i64 pb, i64 pc,
                     int shift_av, typename C::act_t o[C::N][C::D], int block) {
   P2VIT_PRAGMA(HLS DATAFLOW)
-  stream<typename C::act_t> logits("logits");
-  [[maybe_unused]] constexpr int LOGITS_DEPTH = C::ROWS * C::N;
+  constexpr int WORDS = (C::N + C::LANES - 1) / C::LANES;   // stream words per row: LANES values each
+  stream<typename C::logit_word_t> logits("logits");
+  [[maybe_unused]] constexpr int LOGITS_DEPTH = C::ROWS * WORDS;
   P2VIT_PRAGMA(HLS STREAM variable=logits depth=LOGITS_DEPTH)   // one row tile of Q.K^T
-  stream<typename C::code_t> codes("codes");
-  [[maybe_unused]] constexpr int CODES_DEPTH = C::N;
+  stream<typename C::code_word_t> codes("codes");
+  [[maybe_unused]] constexpr int CODES_DEPTH = WORDS;
   P2VIT_PRAGMA(HLS STREAM variable=codes depth=CODES_DEPTH)            // one softmax row
   qk_array<C>(q, k, h, shift_qk, logits);
   softmax_rows<C>(logits, codes, x0, pb, pc, block, h);

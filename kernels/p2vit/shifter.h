@@ -2,10 +2,12 @@
 //
 // av_rows<C>(codes, v, h, shift, o): for each query row i of head h,
 //   o[i][h*DH + d] = requant(sum_j (v[h][j][d] << F) >> code[i][j], shift, 8), d < DH,
-// with DH lanes (one per head channel): per key j every lane adds (v << F) >> code, exactly
-// v * 2^(F - code) for code <= F; the all-ones code is skipped (weight 0).
-//   v: the value buffer v[H][N][DH], dim 3 complete: a key step reads one value from each of the
-//     DH banks, lane d from bank d (II 1).
+// with DH x LANES shifters: per cycle LANES keys (one code word) and, for each of the DH channels,
+// an adder tree of their (v << F) >> code, exactly v * 2^(F - code) for code <= F; the all-ones
+// code is skipped (weight 0). The row's DH outputs then leave LANES per cycle.
+//   v: the value buffer v[H][N][DH], dim 2 cyclic LANES x dim 3 complete: key lane l, channel d
+//     reads bank (l, d), fixed at compile time (II 1).
+//   o: dim 2 cyclic LANES: the LANES outputs of a cycle are consecutive channels, distinct banks.
 // Bound: |sum| <= N * 2^7 * 2^F < 2^(AV_ACC_BITS - 1) (build report).
 #ifndef P2VIT_SHIFTER_H
 #define P2VIT_SHIFTER_H
@@ -19,41 +21,60 @@
 namespace p2vit {
 
 template <class C>
-void av_rows(stream<typename C::code_t>& codes, const typename C::act_t v[C::H][C::N][C::DH], int h, int shift,
+void av_rows(stream<typename C::code_word_t>& codes, const typename C::act_t v[C::H][C::N][C::DH], int h, int shift,
              typename C::act_t o[C::N][C::D]) {
 #if P2VIT_CSIM_FAST_ROWS
-  if constexpr (csim_fast_rows::av_supported<C>()) {   // C-sim: the same sums as a dot product
+  if constexpr (csim_fast_rows::av_supported<C>() && C::LANES == 1) {   // C-sim: the same sums as a dot product
     csim_fast_rows::av_rows_fast<C>(codes, v, h, shift, o);
     return;
   }
 #endif
   using av_acc_t = sint<C::AV_ACC_BITS>;
+  constexpr int L = C::LANES;
+  constexpr int WORDS = (C::N + L - 1) / L;     // code words (L keys) per row
+  constexpr int OUTS = (C::DH + L - 1) / L;     // output cycles per row, L channels each
 rows:
   for (int i = 0; i < C::N; ++i) {
     av_acc_t acc[C::DH];
     P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=acc type=complete)
   keys:
-    for (int j = 0; j < C::N; ++j) {
+    for (int jw = 0; jw < WORDS; ++jw) {
       P2VIT_PRAGMA(HLS PIPELINE II=1)
       P2VIT_COUNT("shifter.keys");
-      const int c = int(codes.read());
+      const typename C::code_word_t w = codes.read();
 #if defined(P2VIT_NATIVE_TYPES) && !defined(__SYNTHESIS__)
-      if (c == C::CODE_ZERO && j > 0) continue;   // C-sim only: adding 0 to every lane (same values)
+      bool all_zero = jw > 0;   // C-sim only: a word of zero weights adds 0 to every lane (same values)
+      for (int l = 0; l < L; ++l) all_zero = all_zero && int(lane(w, l)) == C::CODE_ZERO;
+      if (all_zero) continue;
 #endif
       for (int d = 0; d < C::DH; ++d) {
         P2VIT_PRAGMA(HLS UNROLL)
-        P2VIT_ACCESS_STATIC("v", d, d);   // lane d reads bank d of v[h][j][.]: fixed at compile time
-        const av_acc_t vs = av_acc_t(v[h][j][d]) * av_acc_t(1 << C::AV_FRAC);  // v << F
-        const av_acc_t add = c == C::CODE_ZERO ? av_acc_t(0) : av_acc_t(vs >> c);
-        acc[d] = (j == 0 ? av_acc_t(0) : acc[d]) + add;   // the clear folded into the first key
+        av_acc_t add = 0;   // the L keys of this cycle for channel d (an adder tree)
+        for (int l = 0; l < L; ++l) {
+          P2VIT_PRAGMA(HLS UNROLL)
+          const int j = jw * L + l;
+          const int c = int(lane(w, l));
+          if (j < C::N) {
+            P2VIT_ACCESS_STATIC("v", (j % L) * C::DH + d, l * C::DH + d);   // bank (key lane, channel)
+            const av_acc_t vs = av_acc_t(v[h][j][d]) * av_acc_t(1 << C::AV_FRAC);  // v << F
+            add = add + (c == C::CODE_ZERO ? av_acc_t(0) : av_acc_t(vs >> c));
+          }
+        }
+        acc[d] = (jw == 0 ? av_acc_t(0) : acc[d]) + add;   // the clear folded into the first word
       }
     }
   out:
-    for (int d = 0; d < C::DH; ++d) {
+    for (int dw = 0; dw < OUTS; ++dw) {
       P2VIT_PRAGMA(HLS PIPELINE II=1)
       P2VIT_COUNT("shifter.out");
-      P2VIT_ACCESS("o", 0);
-      o[i][h * C::DH + d] = requant<8>(i64(acc[d]), shift);
+      for (int l = 0; l < L; ++l) {
+        P2VIT_PRAGMA(HLS UNROLL)
+        const int d = dw * L + l;
+        if (d < C::DH) {
+          P2VIT_ACCESS("o", (h * C::DH + d) % L);
+          o[i][h * C::DH + d] = requant<8>(i64(acc[d]), shift);
+        }
+      }
     }
   }
 }

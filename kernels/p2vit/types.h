@@ -4,6 +4,7 @@
 //   p2vit::sint<W>, p2vit::uint<W>   signed / unsigned integers of (at least) W bits
 //   p2vit::i8 ... p2vit::i64, u8 ... u64   fixed-width aliases of the above
 //   p2vit::stream<T>                 FIFO channel (hls::stream in HLS mode)
+//   p2vit::lane_word<T, L>, lanes_of, lane   L values per stream word (attention lanes)
 //   P2VIT_PRAGMA(x)                  writes `#pragma x` from inside a macro or template
 //
 // Two type modes, chosen at compile time:
@@ -231,6 +232,34 @@ using u8 = uint<8>;    // unsigned 8 bits
 using u16 = uint<16>;  // unsigned 16 bits
 using u32 = uint<32>;  // unsigned 32 bits
 using u64 = uint<64>;  // unsigned 64 bits (modular shifts, isqrt)
+
+// lane_word<T, L>: L values that travel together, one stream word per cycle (the attention
+// chunks' lanes: Q.K^T -> softmax -> A.V move L logits or codes per cycle).
+template <class T, int L>
+struct lane_word {
+  T v[L];
+};
+
+// lanes_of<T, L>::type: the stream word of L lanes of T; T itself for one lane, so single-lane
+// builds keep their scalar streams (and the C-sim's fast paths for them).
+template <class T, int L>
+struct lanes_of {
+  using type = lane_word<T, L>;
+};
+template <class T>
+struct lanes_of<T, 1> {
+  using type = T;
+};
+
+// lane(word, l): lane l of a stream word (the word itself for one lane).
+template <class T, int L>
+inline T& lane(lane_word<T, L>& w, int l) { return w.v[l]; }
+template <class T, int L>
+inline const T& lane(const lane_word<T, L>& w, int l) { return w.v[l]; }
+template <class T>
+inline T& lane(T& w, int) { return w; }
+template <class T>
+inline const T& lane(const T& w, int) { return w; }
 
 }  // namespace p2vit
 
