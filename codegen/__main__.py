@@ -11,13 +11,15 @@ import time
 from pathlib import Path
 
 from quantizer.cli import add_model_args, add_quant_args, calibration_images, load_model_from_args, quant_config
-from quantizer.errors import cli_errors
+from quantizer.errors import P2VitError, cli_errors
 from quantizer.outputs import check_output_dir
 from quantizer.pipeline import quantize
 from quantizer.progress import Progress, note
 
+from .fpga_target import format_search, load_target, search
 from .generate import check_out_dir, generate
-from .hwconfig import add_hw_args, check_simd, hw_config
+from .hwconfig import add_hw_args, check_simd, explicit_hw_flags, hw_config
+from .perf import shape_of_model
 from .render import check_generatable, reduction_lengths
 
 
@@ -33,28 +35,44 @@ def main(argv=None):
                    help="also build the C-sim with ap_int types (slow; native integers are the default)")
     p.add_argument("--force", action="store_true", help="replace an existing build of another model in --out")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--target", metavar="zcu102|zcu104|JSON",
+                   help="generate the fastest design that fits this FPGA (python -m codegen.perf MODEL --target "
+                        "shows the search); replaces --rows/--cols/--simd/--lanes/--axi-bits/--clock-mhz/--part")
     args = p.parse_args(argv)
     cfg = quant_config(args)
     check_generatable(cfg.to_json())          # reference-only settings fail before any work
     hw_config(args)                           # flag errors before loading anything
+    target = None
+    if args.target:
+        given = explicit_hw_flags(args)
+        if given:
+            raise P2VitError(f"--target chooses the hardware; drop {', '.join(given)}")
+        target = load_target(args.target)
     out = check_output_dir(args.out, "--out")   # a path that cannot be made fails before any work
     progress = Progress(enabled=not args.quiet)
     say = (lambda msg: None) if args.quiet else note
     t0 = time.perf_counter()
     lm = load_model_from_args(args)
     ks = reduction_lengths(lm.model)
-    hw = hw_config(args, ks.values())
+    if target is not None:
+        found = search(shape_of_model(lm, cfg.res_bits, cfg.attn_bits), target)
+        for line in format_search(found):
+            say(line)
+        hw = found["best_hw"]
+    else:
+        hw = hw_config(args, ks.values())
     check_simd(ks, hw, lm.name)               # fail before the long steps
     check_out_dir(out, lm.name, args.force)
     calib = calibration_images(args, lm, progress=not args.quiet)
     say(f"quantizing {lm.name} ({cfg.label}) on {len(calib[:cfg.n_calib])} calibration images")
     q = quantize(lm, calib, cfg, progress=progress)
     types = ("native", "ap_int") if args.ap_int else ("native",)
-    say(f"rendering HLS C++ for a {hw.rows}x{hw.cols} MAC array, {hw.simd} lane(s) per PE")
+    say(f"rendering HLS C++ for a {hw.rows}x{hw.cols} MAC array, {hw.simd} lane(s) per PE, {hw.lanes} attention lane(s)")
     info = generate(q.ir, hw, out, build=not args.no_build, types=types, golden_images=calib,
                     force=args.force, progress=say)
     took = time.perf_counter() - t0
-    print(f"{lm.name}: {cfg.label}, {hw.rows}x{hw.cols}x{hw.simd} MAC array at {hw.clock_mhz:g} MHz, {took:.0f} s")
+    print(f"{lm.name}: {cfg.label}, {hw.rows}x{hw.cols}x{hw.simd} MAC array, {hw.lanes} attention lane(s) at "
+          f"{hw.clock_mhz:g} MHz, {took:.0f} s")
     print(f"  {out}/hls/          HLS C++ (p2vit_top.cpp and chunks), bindings, testbench, run_hls.tcl")
     print(f"  {out}/params.bin    parameter blob for the m_axi port")
     print(f"  {out}/ir/           quantized model (QuantizedViT)")

@@ -96,3 +96,12 @@ def check_simd(reduction_lengths: dict[str, int], hw: HwConfig, model: str = "")
             of = f" of {model}" if model else ""
             raise P2VitError(f"--simd {hw.simd} does not divide the reduction length {K} ({name}){of}; "
                              "choose a divisor")
+
+
+def explicit_hw_flags(args) -> list[str]:
+    """The add_hw_args flags given on the command line with a value other than the default (so a
+    --target, which chooses the hardware, can refuse them)."""
+    d = HwConfig()
+    given = [f"--{n.replace('_', '-')}" for n in ("rows", "cols", "lanes", "clock_mhz", "part", "axi_bits")
+             if getattr(args, n) != getattr(d, n)]
+    return given + (["--simd"] if args.simd is not None else [])

@@ -38,7 +38,7 @@ from pathlib import Path
 
 from quantizer.errors import P2VitError, cli_errors
 
-from .hwconfig import HwConfig, add_hw_args, check_simd, hw_config
+from .hwconfig import HwConfig, add_hw_args, check_simd, explicit_hw_flags, hw_config
 
 DEFAULT_DRAM_GBS = 19.2   # ZCU102 PS DDR4-2400, 64 bit: 2400 MT/s * 8 B (peak)
 
@@ -71,7 +71,7 @@ DEPTH = {
     "shifter.keys": 4,             # FIFO read, V read, shift, accumulate
     "shifter.out": 4,
 }
-LANE_TREES = ("softmax.read", "softmax.exp", "shifter.keys")   # + log2(LANES): the lanes' max / sum tree
+LANE_TREES = ("softmax.read", "softmax.exp", "shifter.keys", "layernorm.stats")   # + log2(LANES): the lanes' max / sum tree
 LN_ROW_EXTRA = 36      # per LayerNorm row between its two passes: D*S2 - S1^2 (64-bit) and isqrt (31 steps)
 AXI_AT_ENTRY = {"mac_array.reduce", "params.desc", "params.burst", "mac_array.load_image"}   # start with a new burst
 
@@ -111,10 +111,13 @@ PARTS = {
     "xcvu9p": (6840, 4320, 960),     # VCU118 / AWS F1
     "xcu250": (12288, 5376, 1280),   # Alveo U250
 }
-MISC_DSPS = {  # multipliers outside the MAC arrays (estimates)
-    "layernorm: xa^2 (1), z*G (2), D*S2 and S1^2 (2 x 9, 64-bit)": 21,
-    "softmax: (x + pb)^2 (1)": 1,
-}
+def misc_dsps(hw: HwConfig) -> dict[str, int]:
+    """Multipliers outside the MAC arrays (estimates), per lane where the chunk has lanes."""
+    L = hw.lanes
+    return {
+        f"layernorm: xa^2 (1) and z*G (2) per lane x {L}, D*S2 and S1^2 (2 x 9, 64-bit)": 3 * L + 18,
+        f"softmax: (x + pb)^2 per lane x {L}": L,
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -209,6 +212,12 @@ def load_shape(spec: str, w_bits: int | None = None, res_bits: int = 8, attn_bit
 
     with torch.device("meta"):
         lm = load_model(spec, random_init=True)
+    s = shape_of_model(lm, res_bits, attn_bits)
+    return replace(s, layer_bits=_uniform_bits(s.linear_layers(), w_bits or 8))
+
+
+def shape_of_model(lm, res_bits: int = 8, attn_bits: int = 4) -> ModelShape:
+    """The shape of a loaded timm ViT (quantizer.models.LoadedModel), 8-bit weights."""
     model = lm.model
     img_h, img_w = model.patch_embed.img_size
     s = ModelShape(name=lm.name, img_h=img_h, img_w=img_w, patch=model.patch_embed.patch_size[0],
@@ -217,8 +226,8 @@ def load_shape(spec: str, w_bits: int | None = None, res_bits: int = 8, attn_bit
                    hidden=model.blocks[0].mlp.fc1.out_features, num_classes=model.num_classes,
                    res_bits=res_bits, attn_bits=attn_bits)
     if s.tokens != model.pos_embed.shape[1]:
-        raise P2VitError(f"{spec}: {model.pos_embed.shape[1]} position embeddings for {s.tokens} tokens")
-    return replace(s, layer_bits=_uniform_bits(s.linear_layers(), w_bits or 8))
+        raise P2VitError(f"{lm.name}: {model.pos_embed.shape[1]} position embeddings for {s.tokens} tokens")
+    return replace(s, layer_bits=_uniform_bits(s.linear_layers(), 8))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -325,10 +334,11 @@ def _seq_ops(tiles) -> list:
 
 
 def _layernorm(shape: ModelShape, hw: HwConfig, rows: int) -> list:
-    """load_ln (four bursts: k, G, B, sh) and layernorm_rows."""
+    """load_ln (four bursts: k, G, B, sh) and layernorm_rows (LANES channels per cycle)."""
     D = shape.dim
+    W = _cdiv(D, hw.lanes)
     bursts = [_burst(D * fb, hw) for fb in (1, 2, 8, 1)]
-    return [Op("c", bursts + [Loop("layernorm.stats", D, 1, rows), Loop("layernorm.norm", D, 1, rows)],
+    return [Op("c", bursts + [Loop("layernorm.stats", W, 1, rows), Loop("layernorm.norm", W, 1, rows)],
                extra=LN_ROW_EXTRA * rows, extra_chunk="layernorm")]
 
 
@@ -632,7 +642,7 @@ def buffers(shape: ModelShape, hw: HwConfig, acc_bits: int = 32) -> list[dict]:
     """On-chip buffers of the emitted code (templates/p2vit_top.cpp.j2, kernels/p2vit/layers.h)
     with the memories they map to: (banks, depth, width bits) each."""
     N, D, HID, KP, R, DH = shape.tokens, shape.dim, shape.hidden, shape.kp, shape.res_bits, shape.dh
-    rows, cols, simd, ab = hw.rows, hw.cols, hw.simd, hw.axi_bytes
+    rows, cols, simd, ab, L = hw.rows, hw.cols, hw.simd, hw.axi_bytes, hw.lanes
 
     def b(name, nbytes, mems):
         return {"buffer": name, "bytes": nbytes, "memories": mems}
@@ -641,8 +651,8 @@ def buffers(shape: ModelShape, hw: HwConfig, acc_bits: int = 32) -> list[dict]:
         return (factor, _cdiv(depth, factor), width)
 
     return [
-        b("residual stream r[N][D]", N * D * R // 8, [(1, N * D, R)]),
-        b("LayerNorm output x[N][D]", N * D, [(1, N * D, 8)]),
+        b("residual stream r[N][D] (channels cyclic LANES)", N * D * R // 8, [(hw.lanes, _cdiv(N * D, hw.lanes), R)]),
+        b("LayerNorm output x[N][D] (channels cyclic LANES)", N * D, [(hw.lanes, _cdiv(N * D, hw.lanes), 8)]),
         b("queries q[N][D]", N * D, [(1, N * D, 8)]),
         # per head: k[H][N][DH] tokens cyclic COLS x channels cyclic SIMD, v[H][N][DH] channels complete
         b("keys k[H][N][DH] (tokens cyclic COLS x channels cyclic SIMD)", N * D,
@@ -663,8 +673,8 @@ def buffers(shape: ModelShape, hw: HwConfig, acc_bits: int = 32) -> list[dict]:
           3 * D * 5 + 2 * D + HID * 5 + 256 + D * R // 8,
           [cyc(3 * D, 32, ab // 4), cyc(3 * D, 8, ab), cyc(D, 8, ab), cyc(D, 8, ab), cyc(HID, 32, ab // 4),
            cyc(HID, 8, ab), cyc(256, 8, ab), cyc(D, R, ab // (R // 8))]),
-        b("LayerNorm parameters", D * (1 + 2 + 8 + 1), [cyc(D, 2, ab), cyc(D, 16, ab // 2), cyc(D, 64, ab // 8),
-                                                        cyc(D, 8, ab)]),
+        b("LayerNorm parameters", D * (1 + 2 + 8 + 1), [cyc(D, 2, max(ab, L)), cyc(D, 16, max(ab // 2, L)),
+                                                        cyc(D, 64, max(ab // 8, L)), cyc(D, 8, max(ab, L))]),
         b("hidden stream (FC1 -> FC2): one row tile", rows * HID, [(1, rows * HID, 8)]),
         b("logits stream: one row tile; codes stream: one row", rows * N + N, [(1, rows * N, 8), (1, N, 4)]),
     ]
@@ -690,7 +700,7 @@ def resources(shape: ModelShape, hw: HwConfig, acc_bits: int = 32) -> dict:
     misc multipliers."""
     P = hw.rows * hw.cols * hw.simd
     per = [mac_array_dsps(hw)] * len(MAC_INSTANCES)
-    misc = sum(MISC_DSPS.values())
+    misc = sum(misc_dsps(hw).values())
     bufs = buffers(shape, hw, acc_bits)
     L, rl = hw.lanes, _cdiv(shape.tokens, hw.lanes)
     extra_mem = [("softmax row a[N], code[N], ex[N] (cyclic LANES)", [(L, rl, 8), (L, rl, shape.attn_bits), (L, rl, 64)])]
@@ -1033,14 +1043,33 @@ def main(argv=None) -> int:
     p.add_argument("--sweep", action="store_true", help="sweep array shapes within --max-dsps; print the Pareto front")
     p.add_argument("--max-dsps", type=int, default=None, help="DSP limit of the sweep (default: the part's)")
     p.add_argument("--plot", metavar="PNG", help="with --sweep: plot latency vs DSPs")
+    p.add_argument("--target", metavar="zcu102|zcu104|JSON",
+                   help="search the array shape and lanes for the fastest design within this FPGA's DSPs, BRAM18K and "
+                        "(estimated) LUTs, at its clock, port width and DRAM bandwidth, and report that design")
     args = p.parse_args(argv)
     if args.plot and not args.sweep:
         raise P2VitError("--plot needs --sweep")
+    target = None
+    if args.target:
+        from .fpga_target import load_target
+
+        given = explicit_hw_flags(args) + (["--sweep"] if args.sweep else [])
+        if given:
+            raise P2VitError(f"--target chooses the hardware; drop {', '.join(given)}")
+        target = load_target(args.target)
     if args.dram_gbs < 0:
         raise P2VitError(f"--dram-gbs must be >= 0, not {args.dram_gbs}")
     hw_config(args)                    # flag errors before loading the model
     shape = load_shape(args.model, w_bits=args.w_bits, res_bits=args.res_bits)
-    hw = hw_config(args, shape.reduction_lengths.values())
+    found = None
+    if target is not None:
+        from .fpga_target import search
+
+        found = search(shape, target)
+        hw = found["best_hw"]
+        args.dram_gbs = target.dram_gbs
+    else:
+        hw = hw_config(args, shape.reduction_lengths.values())
     sw = Switches(inter=not args.no_inter, intra=not args.no_intra, fifo=args.fifo,
                   epilogue_overlap=args.epilogue_overlap, axi_latency=args.axi_latency)
     dram = args.dram_gbs or None
@@ -1048,6 +1077,10 @@ def main(argv=None) -> int:
     abl = ablation(shape, hw, dram)
     pts = None
     text = [report(perf, abl)]
+    if found is not None:
+        from .fpga_target import format_search
+
+        text = format_search(found) + [""] + text
     if args.sweep:
         pts = sweep(shape, hw.clock_mhz, hw.part, dram, args.max_dsps, hw.axi_bits)
         front = pareto(pts)
@@ -1063,6 +1096,9 @@ def main(argv=None) -> int:
                  args.max_dsps or (budget[0] if budget else None))
             text.append(f"plot: {args.plot}")
     out = to_json(perf, abl, pts)
+    if found is not None:
+        out["target"] = {**found["target"], "fit": found["fit"], "rejected": found["rejected"],
+                         "luts_estimate": found["luts"], "lut_breakdown": found["lut_breakdown"]}
     if args.json == "-":
         print(json.dumps(out, indent=1))
     else:

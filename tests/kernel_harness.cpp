@@ -410,7 +410,7 @@ arr lis_row_v(arr a, arr table, int bits, bool geometric) {
 }
 #endif
 
-template <int D, int RBITS>
+template <int D, int RBITS, int L = 1>
 arr layernorm_t(const arr& r, const arr& k, const arr& G, const arr& B, const arr& sh,
                 std::int64_t eps_i) {
   const auto [M, d] = rows_cols(r, "layernorm");
@@ -432,7 +432,7 @@ arr layernorm_t(const arr& r, const arr& k, const arr& G, const arr& B, const ar
   sint<8> y[D];
   for (py::ssize_t m = 0; m < M; ++m) {
     for (int c = 0; c < D; ++c) row[c] = in_s<RBITS>(pr[m * D + c], "layernorm r");
-    p2vit::layernorm_row<D, RBITS>(row, kk, GG, BB, ss, in64(eps_i), y);
+    p2vit::layernorm_row<D, RBITS, L>(row, kk, GG, BB, ss, in64(eps_i), y);
     for (int c = 0; c < D; ++c) po[m * D + c] = out64(y[c]);
   }
   return o;
@@ -442,10 +442,18 @@ arr layernorm_t(const arr& r, const arr& k, const arr& G, const arr& B, const ar
   X(1, 8) X(2, 8) X(3, 8) X(16, 8) X(192, 8) X(768, 8) X(1, 16) X(2, 16) X(3, 16) X(16, 16) \
   X(192, 16) X(768, 16) X(64, 12)
 
-arr layernorm_v(arr r, arr k, arr G, arr B, arr sh, std::int64_t eps_i, int rbits) {
+// LayerNorm with lanes (channels per cycle); D = 3 at 2 lanes and D = 2 at 4 leave a partial last word
+#define P2VIT_LN_LANES_LIST(X) X(3, 8, 2) X(192, 8, 8) X(768, 16, 16) X(16, 16, 4) X(2, 16, 4)
+
+arr layernorm_v(arr r, arr k, arr G, arr B, arr sh, std::int64_t eps_i, int rbits, int lanes) {
   const auto d = rows_cols(r, "layernorm").second;
+  if (lanes == 1) {
 #define X(D, R) if (d == D && rbits == R) return layernorm_t<D, R>(r, k, G, B, sh, eps_i);
-  P2VIT_LN_LIST(X)
+    P2VIT_LN_LIST(X)
+#undef X
+  }
+#define X(D, R, L) if (d == D && rbits == R && lanes == L) return layernorm_t<D, R, L>(r, k, G, B, sh, eps_i);
+  P2VIT_LN_LANES_LIST(X)
 #undef X
   unsupported("layernorm", d, rbits);
 }
@@ -1021,7 +1029,7 @@ PYBIND11_MODULE(P2VIT_MODNAME, m) {
         py::arg("pc"), py::arg("bits"), py::arg("loops") = false, py::arg("exp_shift") = 0,
         py::arg("geometric") = false);
   m.def("layernorm", &layernorm_v, py::arg("r"), py::arg("k"), py::arg("G"), py::arg("B"),
-        py::arg("sh"), py::arg("eps_i"), py::arg("rbits"));
+        py::arg("sh"), py::arg("eps_i"), py::arg("rbits"), py::arg("lanes") = 1);
   m.def("residual_add", &residual_add_v, py::arg("y"), py::arg("e_y"), py::arg("r"),
         py::arg("e_r"), py::arg("e_s"), py::arg("rbits"));
   m.def("gelu_lookup", &gelu_lookup_v, py::arg("h"), py::arg("lut"));

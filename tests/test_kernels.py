@@ -572,6 +572,23 @@ def test_layernorm(kern):
                 check(got, want, r=r)
 
 
+@pytest.mark.parametrize("d,rbits,lanes", [(3, 8, 2), (192, 8, 8), (768, 16, 16), (16, 16, 4), (2, 16, 4)])
+def test_layernorm_with_lanes(kern, d, rbits, lanes):
+    """layernorm_row<D, R, L>: L channels per cycle in both passes (adder trees, a divider per lane;
+    partial last words at D = 3 and D = 2) == intops.int_layernorm. The ap_int build runs the lane
+    loops; a fast-rows native build its vector path."""
+    rng = np.random.default_rng(d * 100 + lanes)
+    r = _ln_case(rng, d, rbits)
+    for variant in range(3):
+        k = rng.integers(0, 4, d) if variant < 2 else np.full(d, 3)
+        G = rng.integers(-(1 << 14), (1 << 14) + 1, d)
+        B = wide(rng, d, maxbits=40) if variant != 1 else np.zeros(d, dtype=np.int64)
+        sh = rng.integers(-3, 41, d)
+        for eps_i in (1, 1 << 40):
+            got = kern.layernorm(r, k, G, B, sh, eps_i, rbits, lanes)
+            check(got, intops.int_layernorm(T(r), T(k), T(G), T(B), T(sh), eps_i), r=r)
+
+
 def test_layernorm_division_ties_and_small_std(kern):
     """D = 2: dev = +-(xa0 - xa1) and var = dev^2 + eps_i, so eps_i picks std exactly; std = 1, 2, 3, ..., and
     dev * 2^11 an odd multiple of std (z exactly at .5, where div_round rounds up) or next to one. At the

@@ -186,7 +186,7 @@ def test_weight_traffic_and_resources():
     r8, r4 = p8.res, p4.res
     # every instance the code makes (shared main array, Q.K^T, FC1, FC2), 8 x 8-bit multipliers each
     assert r8["dsps_per_array"] == r4["dsps_per_array"] == [16 * 8 * 4] * 4      # two products per DSP
-    assert r8["dsps"] == 4 * 512 + sum(perf.MISC_DSPS.values())
+    assert r8["dsps"] == 4 * 512 + sum(perf.misc_dsps(hw).values())
     assert 0 < r8["bram18k"] <= perf.PARTS["xczu9eg"][1]
 
 
@@ -196,7 +196,7 @@ def test_every_named_model_offline():
         hw = HwConfig()
         s = perf.evaluate(shape, hw).summary()
         assert s["latency_ms"] > 0 and 0 < s["utilization"] < 1
-        assert s["dsps"] == 4 * hw.rows * -(-hw.cols // 2) * hw.simd + sum(perf.MISC_DSPS.values())
+        assert s["dsps"] == 4 * hw.rows * -(-hw.cols // 2) * hw.simd + sum(perf.misc_dsps(hw).values())
         assert shape.tokens == 197 and shape.num_classes == 1000
     assert perf.load_shape("vit_b").dim == 768 and perf.load_shape("deit_s").heads == 6
 
@@ -209,7 +209,7 @@ def test_cli_json(tmp_path, capsys):
     d = json.loads(out.read_text())
     assert JSON_KEYS <= set(d)
     hw = HwConfig()
-    assert d["clock_mhz"] == 200.0 and d["dsps"] == 4 * hw.rows * -(-hw.cols // 2) * hw.simd + sum(perf.MISC_DSPS.values())
+    assert d["clock_mhz"] == 200.0 and d["dsps"] == 4 * hw.rows * -(-hw.cols // 2) * hw.simd + sum(perf.misc_dsps(hw).values())
     assert d["gmacs"] == pytest.approx(17.56, abs=0.05)          # ViT-B/16: 17.6 GMAC incl. attention
     assert d["fps"] == pytest.approx(1e3 / d["latency_ms"])
     assert d["gops_per_dsp"] == pytest.approx(d["gops"] / d["dsps"])

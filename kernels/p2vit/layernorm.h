@@ -3,7 +3,7 @@
 //
 // load_ln<C>: one layer's parameters on chip (four bursts from the blob).
 // layernorm_rows<C>: y[n] = LayerNorm(r[n]) for the first nr rows, each row in two II-1 passes of
-//   layernorm_row (p2vit/rows.h).
+//   layernorm_row (p2vit/rows.h), LANES channels per cycle.
 #ifndef P2VIT_LAYERNORM_H
 #define P2VIT_LAYERNORM_H
 
@@ -32,7 +32,7 @@ void layernorm_rows(const typename C::res_t r[C::N][C::D], int nr, const uint<2>
 rows:
   for (int n = 0; n < nr; ++n) {
     P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=TRIPS)
-    layernorm_row<C::D, C::RES_BITS>(r[n], ln_k, ln_G, ln_B, ln_sh, eps_i, y[n]);
+    layernorm_row<C::D, C::RES_BITS, C::LANES>(r[n], ln_k, ln_G, ln_B, ln_sh, eps_i, y[n]);
   }
 }
 

@@ -119,12 +119,14 @@ code:
   }
 }
 
-// layernorm_row<D, RBITS>(r, k, G, B, sh, eps_i, y): integer LayerNorm of one token,
-// numerics.md 2.7, the twin of intops.int_layernorm (F_ln = LN_FRAC_BITS = 10):
+// layernorm_row<D, RBITS, L>(r, k, G, B, sh, eps_i, y): integer LayerNorm of one token,
+// numerics.md 2.7, the twin of intops.int_layernorm (F_ln = LN_FRAC_BITS = 10), L channels per
+// cycle in each of its two passes (the arrays are cyclic by L, or a multiple of it, where declared):
 //   xa = r << k; S1 = sum xa; S2 = sum xa^2; var = D*S2 - S1^2 + eps_i; std = isqrt(var);
 //   z = div_round((D*xa - S1) << F_ln, std); y = requant<8>(z*G + B, sh).
 //   D: channels (embedding width), D >= 1.
 //   RBITS: residual stream bits R (8 or 16).
+//   L: lanes (channels per cycle), L >= 1.
 //   r: residual stream of the token, exponents e_base + k[c].
 //   k: per-channel exponent offsets k_c in 0..3.
 //   G: per-channel gain, |G| <= 2^14.
@@ -137,11 +139,12 @@ code:
 // |D*xa - S1| <= 2*D*2^(R+2), times 2^F_ln in int64; |z| <= sqrt(D-1)*2^(F_ln+1) + 1 (by
 // Cauchy-Schwarz, |D*xa - S1| <= sqrt(D-1)*sqrt(var)) < 2^31; |z*G| < 2^(31+15);
 // |z*G + B| < 2^63 (B made by the quantizer).
-template <int D, int RBITS>
+template <int D, int RBITS, int L = 1>
 void layernorm_row(const sint<RBITS> r[D], const uint<2> k[D], const sint<16> G[D],
                    const i64 B[D], const sint<8> sh[D], i64 eps_i, sint<8> y[D]) {
   static_assert(D >= 1, "layernorm_row: D must be >= 1");
   static_assert(RBITS >= 2, "layernorm_row: RBITS must be >= 2");
+  static_assert(L >= 1, "layernorm_row: L (lanes) must be >= 1");
   static_assert(2 * detail::clog2(D) + 2 * RBITS + 4 <= 61,
                 "layernorm_row: D*S2 must stay below 2^61 (numerics.md 4)");
 #if P2VIT_CSIM_FAST_ROWS
@@ -149,42 +152,58 @@ void layernorm_row(const sint<RBITS> r[D], const uint<2> k[D], const sint<16> G[
   csim_fast_rows::ln_row<D, RBITS, LN_FRAC_BITS, detail::clog2(D) + RBITS + 14>(r, k, G, B, sh, eps_i, y);
   return;
 #endif
+  constexpr int WORDS = (D + L - 1) / L;   // cycles per pass: L channels each
 
-  // Pass 1: first and second moments (int64).
+  // Pass 1: first and second moments (int64), L channels per cycle (adder trees).
   i64 s1 = 0;  // |S1| <= D * 2^(R+2)
   i64 s2 = 0;  // 0 <= S2 <= D * 2^(2R+4)
 stats:
-  for (int c = 0; c < D; ++c) {
+  for (int cw = 0; cw < WORDS; ++cw) {
     P2VIT_PRAGMA(HLS PIPELINE II=1)
     P2VIT_COUNT("layernorm.stats");
-    P2VIT_ACCESS("ln_in", 0);
-    P2VIT_ACCESS("ln_k", 0);
-    const sint<RBITS + 3> xa = sint<RBITS + 3>(shift_left(i64(r[c]), int(k[c])));  // |xa| <= 2^(R+2)
-    s1 = s1 + i64(xa);
-    s2 = s2 + i64(xa) * i64(xa);
+    i64 p1 = 0, p2 = 0;
+    for (int l = 0; l < L; ++l) {
+      P2VIT_PRAGMA(HLS UNROLL)
+      const int c = cw * L + l;
+      if (c < D) {
+        P2VIT_ACCESS("ln_in", c % L);
+        P2VIT_ACCESS("ln_k", c % L);
+        const sint<RBITS + 3> xa = sint<RBITS + 3>(shift_left(i64(r[c]), int(k[c])));  // |xa| <= 2^(R+2)
+        p1 = p1 + i64(xa);
+        p2 = p2 + i64(xa) * i64(xa);
+      }
+    }
+    s1 = s1 + p1;
+    s2 = s2 + p2;
   }
 
   const i64 var = i64(D) * s2 - s1 * s1 + eps_i;  // in [eps_i, 2^62)
   const i64 sd = isqrt(var);                      // std, in [1, 2^31)
 
-  // Pass 2: normalize, scale, shift, saturate.
+  // Pass 2: normalize, scale, shift, saturate; L channels per cycle, a divider per lane.
 norm:
-  for (int c = 0; c < D; ++c) {
+  for (int cw = 0; cw < WORDS; ++cw) {
     P2VIT_PRAGMA(HLS PIPELINE II=1)
     P2VIT_COUNT("layernorm.norm");
-    P2VIT_ACCESS("ln_in", 0);
-    P2VIT_ACCESS("ln_k", 0);
-    P2VIT_ACCESS("ln_G", 0);
-    P2VIT_ACCESS("ln_B", 0);
-    P2VIT_ACCESS("ln_sh", 0);
-    P2VIT_ACCESS("ln_out", 0);
-    const sint<RBITS + 3> xa = sint<RBITS + 3>(shift_left(i64(r[c]), int(k[c])));
-    const i64 dev = i64(D) * i64(xa) - s1;                   // |dev| <= 2*D*2^(R+2)
-    // |dev << F_ln| < 2^(clog2(D) + R + 13), 1 <= sd < 2^31 (numerics.md section 4)
-    const sint<32> z = sint<32>(div_round_s<detail::clog2(D) + RBITS + 14, 31>(
-        shift_left(dev, LN_FRAC_BITS), sd));  // |z| <= sqrt(D-1)*2^11 + 1
-    const i64 acc = i64(z) * i64(G[c]) + B[c];                   // |acc| < 2^63
-    y[c] = requant<8>(acc, int(sh[c]));
+    for (int l = 0; l < L; ++l) {
+      P2VIT_PRAGMA(HLS UNROLL)
+      const int c = cw * L + l;
+      if (c < D) {
+        P2VIT_ACCESS("ln_in", c % L);
+        P2VIT_ACCESS("ln_k", c % L);
+        P2VIT_ACCESS("ln_G", c % L);
+        P2VIT_ACCESS("ln_B", c % L);
+        P2VIT_ACCESS("ln_sh", c % L);
+        P2VIT_ACCESS("ln_out", c % L);
+        const sint<RBITS + 3> xa = sint<RBITS + 3>(shift_left(i64(r[c]), int(k[c])));
+        const i64 dev = i64(D) * i64(xa) - s1;                   // |dev| <= 2*D*2^(R+2)
+        // |dev << F_ln| < 2^(clog2(D) + R + 13), 1 <= sd < 2^31 (numerics.md section 4)
+        const sint<32> z = sint<32>(div_round_s<detail::clog2(D) + RBITS + 14, 31>(
+            shift_left(dev, LN_FRAC_BITS), sd));  // |z| <= sqrt(D-1)*2^11 + 1
+        const i64 acc = i64(z) * i64(G[c]) + B[c];                   // |acc| < 2^63
+        y[c] = requant<8>(acc, int(sh[c]));
+      }
+    }
   }
 }
 

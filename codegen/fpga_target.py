@@ -1,0 +1,203 @@
+"""FPGA targets and the search for the fastest design that fits one.
+
+    python -m codegen.perf MODEL --target zcu102|zcu104|TARGET.json
+    python -m codegen MODEL --target zcu102 --out DIR
+
+A target is a board's budget: DSP48E2s, BRAM18Ks, URAMs, LUTs, the clock, the m_axi ports the
+design may use (count and data width) and the DRAM bandwidth. `search` walks the configuration
+space of the emitted accelerator (MAC-array rows x columns x lanes per PE, attention/LayerNorm
+lanes; the port width is the target's) through `codegen.perf`, keeps the designs whose DSPs,
+BRAM18Ks and LUTs all fit, and returns the one with the lowest latency (fewest DSPs on a tie).
+
+DSPs and BRAM18Ks come from codegen.perf.resources, which counts what the code instantiates.
+LUTs are ESTIMATES: no synthesis runs here. `lut_estimate` adds up per-unit costs (LUT_COSTS) that
+are hand estimates from the datapath widths, one LUT6 per bit of an adder or comparator (the
+UltraScale+ CLB: UG574 says each LUT6 feeds one bit of the CARRY8 chain), a 2:1 multiplexer per
+LUT6 input pair; docs/performance.md lists them. Only a csynth/implementation run can confirm them.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from quantizer.errors import P2VitError
+
+from . import perf
+from .hwconfig import AXI_BITS, LANES, HwConfig
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    part: str
+    dsps: int
+    bram18k: int
+    uram: int
+    luts: int
+    clock_mhz: float
+    axi_ports: int      # m_axi ports the PL may use (HP ports)
+    axi_bits: int       # data width of each
+    dram_gbs: float
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+# Budgets from the AMD product tables (DS891 for the Zynq UltraScale+ MPSoC: DSP48E2, BRAM36 x 2 =
+# BRAM18K, URAM, CLB LUTs) and the boards' user guides (UG1182 ZCU102, UG1267 ZCU104: four 128-bit
+# S_AXI_HP ports into the PS DDR4, 64 bits wide). DDR4-2400 x 64 bit = 19.2 GB/s peak on both
+# (the ZCU104's PS DDR4 is rated at 2400 MT/s in the PS configuration we assume).
+TARGETS = {
+    "zcu102": Target("zcu102", "xczu9eg-ffvb1156-2-e", dsps=2520, bram18k=1824, uram=0, luts=274_080,
+                     clock_mhz=200.0, axi_ports=4, axi_bits=128, dram_gbs=19.2),
+    "zcu104": Target("zcu104", "xczu7ev-ffvc1156-2-e", dsps=1728, bram18k=624, uram=96, luts=230_400,
+                     clock_mhz=200.0, axi_ports=4, axi_bits=128, dram_gbs=19.2),
+}
+TARGET_KEYS = ("dsps", "bram18k", "uram", "luts", "clock_mhz", "axi_ports", "axi_bits", "dram_gbs")
+BUNDLES = 4        # m_axi bundles of the emitted top: io, blob, blob_fc1, blob_fc2
+
+# LUTs per unit (estimates; see the module docstring and docs/performance.md).
+LUT_COSTS = {
+    "pe_product": 20,        # per 8 x 8 product: its share of the SIMD adder tree (~17-bit) and the packed split (18-bit)
+    "pe_accumulator": 34,    # per acc[n][o]: a 32-bit adder and the clear multiplexer
+    "epilogue_lane": 450,    # a requant lane: 64-bit round-half-up shift (~6 LUT levels x 64 bits / 2), saturation, bias add
+    "softmax_lane": 2_700,   # n = 30 - 2E 13-bit comparators, the (n+1)-way mux, three 64-bit adders, Z constant
+                             # multiples of a 64-bit ex (~2 adders each) and Z 64-bit comparators
+    "shifter": 75,           # per A.V channel and key lane: a 23-bit barrel shift by 0..15 (2 LUT levels) and its adder
+    "layernorm_lane": 1_800,  # a pipelined 45 / 32-bit divider (one 32-bit subtractor per quotient bit) and the requant
+    "layernorm_row": 1_200,  # isqrt (31 steps of a 32-bit compare-subtract, iterative) and the 64-bit variance terms
+    "axi_bundle": 1_500,     # a Vitis HLS m_axi adapter with 64-beat bursts and 8 outstanding reads
+    "control": 6_000,        # the controller, descriptors, s_axilite, loop counters, FIFO control
+}
+
+
+def load_target(spec: str) -> Target:
+    """A named target (zcu102, zcu104) or a JSON file with the keys of TARGET_KEYS (and optional
+    "name", "part")."""
+    if spec.lower() in TARGETS:
+        return TARGETS[spec.lower()]
+    p = Path(spec)
+    if not p.suffix == ".json" and not p.is_file():
+        raise P2VitError(f"unknown target {spec!r}: use {', '.join(TARGETS)} or a JSON file with "
+                         f"{', '.join(TARGET_KEYS)}")
+    try:
+        d = json.loads(p.read_text())
+    except OSError as exc:
+        raise P2VitError(f"cannot read target file {spec} ({exc.strerror})") from None
+    except json.JSONDecodeError as exc:
+        raise P2VitError(f"target file {spec} is not JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(d, dict):
+        raise P2VitError(f"target file {spec} must hold a JSON object with {', '.join(TARGET_KEYS)}")
+    missing = [k for k in TARGET_KEYS if k not in d]
+    if missing:
+        raise P2VitError(f"target file {spec} lacks {', '.join(missing)}; it needs {', '.join(TARGET_KEYS)}")
+    for k in TARGET_KEYS:
+        if isinstance(d[k], bool) or not isinstance(d[k], (int, float)) or d[k] < 0:
+            raise P2VitError(f"target file {spec}: {k} must be a number >= 0, not {d[k]!r}")
+    if d["axi_bits"] not in AXI_BITS:
+        raise P2VitError(f"target file {spec}: axi_bits must be one of {', '.join(map(str, AXI_BITS))}")
+    if d["axi_ports"] < BUNDLES:
+        raise P2VitError(f"target file {spec}: the accelerator uses {BUNDLES} m_axi ports (io, blob, blob_fc1, "
+                         f"blob_fc2), the target has {d['axi_ports']}")
+    t = Target(name=str(d.get("name", p.stem)), part=str(d.get("part", HwConfig.part)),
+               **{k: (float(d[k]) if k in ("clock_mhz", "dram_gbs") else int(d[k])) for k in TARGET_KEYS})
+    HwConfig(clock_mhz=t.clock_mhz, axi_bits=t.axi_bits)     # the clock's range check, one line
+    return t
+
+
+def lut_estimate(shape: perf.ModelShape, hw: HwConfig) -> dict[str, int]:
+    """Estimated LUTs of the emitted design, by unit (see LUT_COSTS)."""
+    c = LUT_COSTS
+    P = hw.rows * hw.cols * hw.simd
+    arrays = len(perf.MAC_INSTANCES)
+    small_mem = 0   # memories under 1 Kbit go to LUTRAM (64 bits per LUT6)
+    for x in perf.buffers(shape, hw):
+        for banks, depth, width in x["memories"]:
+            if depth * width < 1024:
+                small_mem += banks * math.ceil(depth * width / 64)
+    return {
+        "MAC arrays (products, accumulators)": arrays * (P * c["pe_product"] + hw.rows * hw.cols * c["pe_accumulator"]),
+        "epilogues (1 lane each; Q.K^T logits: COLS)": (arrays - 1 + hw.cols) * c["epilogue_lane"],
+        "softmax lanes": hw.lanes * c["softmax_lane"],
+        "A.V shifter array": shape.dh * hw.lanes * c["shifter"],
+        "LayerNorm lanes and row unit": hw.lanes * c["layernorm_lane"] + c["layernorm_row"],
+        "m_axi bundles": BUNDLES * c["axi_bundle"],
+        "control": c["control"],
+        "LUTRAM (memories under 1 Kbit)": small_mem,
+    }
+
+
+def check_fits(res: dict, luts: int, target: Target) -> list[str]:
+    """What a design exceeds on the target (empty when it fits)."""
+    over = []
+    if res["dsps"] > target.dsps:
+        over.append(f"{res['dsps']} DSPs > {target.dsps}")
+    if res["bram18k"] > target.bram18k:      # the emitted design uses no URAM
+        over.append(f"{res['bram18k']} BRAM18K > {target.bram18k}")
+    if luts > target.luts:
+        over.append(f"~{luts:,} LUTs > {target.luts:,}")
+    return over
+
+
+def target_hw(target: Target, **shape_kw) -> HwConfig:
+    return HwConfig(clock_mhz=target.clock_mhz, part=target.part, axi_bits=target.axi_bits, **shape_kw)
+
+
+GRID = {"rows": (4, 8, 16, 32, 64, 128), "cols": (4, 8, 16, 32, 64, 128), "simd": (1, 2, 4, 8, 16), "lanes": LANES[:6]}
+
+
+def search(shape: perf.ModelShape, target: Target, grid: dict | None = None) -> dict:
+    """Every configuration of the grid through codegen.perf; the fastest that fits the target.
+    Returns {"best_hw", "best" (its Perf), "luts", "lut_breakdown", "fit": designs that fit,
+    "rejected": {what they exceed: count}}."""
+    g = grid or GRID
+    Ks = list(shape.reduction_lengths.values())
+    best, fit, rejected = None, 0, {"DSPs": 0, "BRAM18K": 0, "LUTs": 0}
+    for rows in g["rows"]:
+        for cols in g["cols"]:
+            for simd in g["simd"]:
+                if any(k % simd for k in Ks):
+                    continue
+                for lanes in g["lanes"]:
+                    hw = target_hw(target, rows=rows, cols=cols, simd=simd, lanes=lanes)
+                    res = perf.resources(shape, hw)
+                    if res["dsps"] > target.dsps:      # cheap rejections before the timing model
+                        rejected["DSPs"] += 1
+                        continue
+                    if res["bram18k"] > target.bram18k:
+                        rejected["BRAM18K"] += 1
+                        continue
+                    luts = sum(lut_estimate(shape, hw).values())
+                    if luts > target.luts:
+                        rejected["LUTs"] += 1
+                        continue
+                    p = perf.evaluate(shape, hw, dram_gbs=target.dram_gbs)
+                    fit += 1
+                    key = (p.latency_ms, res["dsps"], luts)
+                    if best is None or key < best[0]:
+                        best = (key, hw, p, luts)
+    if best is None:
+        raise P2VitError(f"no configuration of the grid fits {target.name} ({', '.join(f'{k}: {v} over' for k, v in rejected.items())})")
+    _, hw, p, luts = best
+    return {"target": target.to_json(), "best_hw": hw, "best": p, "luts": luts,
+            "lut_breakdown": lut_estimate(shape, hw), "fit": fit, "rejected": rejected}
+
+
+def format_search(r: dict) -> list[str]:
+    t, hw, p = r["target"], r["best_hw"], r["best"]
+    s, res = p.summary(), p.res
+    return [
+        f"target {t['name']} ({t['part']}): {t['dsps']} DSPs, {t['bram18k']} BRAM18K, {t['luts']:,} LUTs, "
+        f"{t['clock_mhz']:g} MHz, {t['axi_ports']} x {t['axi_bits']}-bit m_axi, DRAM {t['dram_gbs']:g} GB/s",
+        f"searched {r['fit']} designs that fit (rejected: {', '.join(f'{v} over {k}' for k, v in r['rejected'].items())})",
+        f"best: --rows {hw.rows} --cols {hw.cols} --simd {hw.simd} --lanes {hw.lanes} --axi-bits {hw.axi_bits} "
+        f"--clock-mhz {hw.clock_mhz:g} --part {hw.part}",
+        f"      {s['latency_ms']:.3f} ms, {s['fps']:.2f} FPS, {s['gops']:.1f} GOPS, GOPS/DSP {s['gops_per_dsp']:.4f}, "
+        f"MAC-array utilization {s['utilization'] * 100:.1f}%",
+        f"      uses {res['dsps']} of {t['dsps']} DSPs, {res['bram18k']} of {t['bram18k']} BRAM18K, "
+        f"~{r['luts']:,} of {t['luts']:,} LUTs (estimate: "
+        + ", ".join(f"{k} {v:,}" for k, v in r["lut_breakdown"].items() if v) + ")",
+    ]
+

@@ -1,0 +1,128 @@
+"""FPGA targets (codegen/fpga_target.py): budgets, the LUT estimate, the search and its CLI."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from codegen import fpga_target, perf  # noqa: E402
+from codegen.hwconfig import HwConfig  # noqa: E402
+from quantizer.errors import P2VitError  # noqa: E402
+
+SMALL_GRID = {"rows": (8, 16, 32), "cols": (8, 16), "simd": (1, 2), "lanes": (1, 4, 8)}
+
+
+@pytest.fixture(scope="module")
+def deit_s():
+    return perf.load_shape("deit_s")
+
+
+def _write(tmp_path, **kw):
+    d = {**fpga_target.TARGETS["zcu104"].to_json(), **kw}
+    p = tmp_path / "t.json"
+    p.write_text(json.dumps(d))
+    return p
+
+
+def test_named_targets_are_the_boards_budgets():
+    z = fpga_target.load_target("zcu102")
+    assert (z.dsps, z.bram18k, z.luts, z.clock_mhz, z.axi_ports, z.axi_bits, z.dram_gbs) == \
+        (2520, 1824, 274_080, 200.0, 4, 128, 19.2)
+    assert fpga_target.load_target("ZCU104").dsps == 1728
+
+
+@pytest.mark.parametrize("edit,msg", [
+    ({"dsps": "many"}, "dsps must be a number"),
+    ({"axi_bits": 100}, "axi_bits must be one of"),
+    ({"axi_ports": 2}, "uses 4 m_axi ports"),
+    ({"clock_mhz": 5000}, "--clock-mhz must be in"),
+])
+def test_bad_target_files_fail_in_one_line(tmp_path, edit, msg):
+    with pytest.raises(P2VitError, match=msg):
+        fpga_target.load_target(str(_write(tmp_path, **edit)))
+
+
+def test_unreadable_or_incomplete_target_files(tmp_path):
+    with pytest.raises(P2VitError, match="unknown target"):
+        fpga_target.load_target("zcu999")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{ not json")
+    with pytest.raises(P2VitError, match="is not JSON"):
+        fpga_target.load_target(str(bad))
+    bad.write_text(json.dumps({"dsps": 10}))
+    with pytest.raises(P2VitError, match="lacks"):
+        fpga_target.load_target(str(bad))
+    with pytest.raises(P2VitError, match="cannot read"):
+        fpga_target.load_target(str(tmp_path / "missing.json"))
+
+
+def test_lut_estimate_grows_with_the_array_and_the_lanes(deit_s):
+    base = sum(fpga_target.lut_estimate(deit_s, HwConfig()).values())
+    wider = sum(fpga_target.lut_estimate(deit_s, HwConfig(cols=16)).values())
+    laned = fpga_target.lut_estimate(deit_s, HwConfig(lanes=8))
+    assert wider > base and sum(laned.values()) > base
+    assert laned["softmax lanes"] == 8 * fpga_target.LUT_COSTS["softmax_lane"]
+    assert laned["A.V shifter array"] == deit_s.dh * 8 * fpga_target.LUT_COSTS["shifter"]
+
+
+def test_search_returns_the_fastest_design_that_fits(tmp_path, deit_s):
+    t = fpga_target.load_target(str(_write(tmp_path, dsps=700, bram18k=900, luts=150_000)))
+    r = fpga_target.search(deit_s, t, SMALL_GRID)
+    hw, p = r["best_hw"], r["best"]
+    assert (hw.axi_bits, hw.clock_mhz, hw.part) == (t.axi_bits, t.clock_mhz, t.part)
+    assert p.res["dsps"] <= t.dsps and p.res["bram18k"] <= t.bram18k and r["luts"] <= t.luts
+    assert r["fit"] > 1 and sum(r["rejected"].values()) > 0
+    # no design of the grid that fits is faster (brute force over the same grid)
+    for rows in SMALL_GRID["rows"]:
+        for cols in SMALL_GRID["cols"]:
+            for simd in SMALL_GRID["simd"]:
+                for lanes in SMALL_GRID["lanes"]:
+                    h = fpga_target.target_hw(t, rows=rows, cols=cols, simd=simd, lanes=lanes)
+                    res = perf.resources(deit_s, h)
+                    luts = sum(fpga_target.lut_estimate(deit_s, h).values())
+                    if not fpga_target.check_fits(res, luts, t):
+                        assert perf.evaluate(deit_s, h, dram_gbs=t.dram_gbs).latency_ms >= p.latency_ms
+    # a tighter LUT budget rules the chosen design out, and the search says why nothing fits
+    tight = fpga_target.load_target(str(_write(tmp_path, luts=r["luts"] - 1, dsps=700, bram18k=900)))
+    assert fpga_target.search(deit_s, tight, SMALL_GRID)["best_hw"] != hw
+    with pytest.raises(P2VitError, match="no configuration of the grid fits"):
+        fpga_target.search(deit_s, fpga_target.load_target(str(_write(tmp_path, dsps=10))), SMALL_GRID)
+
+
+def test_perf_cli_target(tmp_path, capsys):
+    t = _write(tmp_path, dsps=400, bram18k=600, luts=120_000)
+    assert perf.main(["deit_s", "--target", str(t), "--json", str(tmp_path / "o.json")]) == 0
+    out = capsys.readouterr().out
+    assert "best: --rows" in out and "LUTs (estimate" in out
+    d = json.loads((tmp_path / "o.json").read_text())
+    assert d["target"]["dsps"] == 400 and d["dsps"] <= 400 and d["target"]["luts_estimate"] <= 120_000
+    with pytest.raises(SystemExit) as e:
+        perf.main(["deit_s", "--target", "zcu102", "--rows", "16"])
+    assert e.value.code != 0
+    assert "--target chooses the hardware; drop --rows" in capsys.readouterr().err
+
+
+def test_codegen_generates_the_searched_design(tmp_path):
+    """python -m codegen MODEL --target T --out DIR renders the design the search picks for T."""
+    from codegen.__main__ import main as codegen_main
+    from quantizer.models import load_model
+    from tiny import tiny_card
+
+    card = tiny_card(tmp_path, name="target_tiny")
+    t = _write(tmp_path, dsps=300, bram18k=400, luts=100_000)
+    out = tmp_path / "b"
+    assert codegen_main([str(card), "--random-init", "--n-calib", "2", "--target", str(t), "--out", str(out),
+                         "--no-build", "--quiet"]) == 0
+    lm = load_model(str(card), random_init=True)
+    want = fpga_target.search(perf.shape_of_model(lm), fpga_target.load_target(str(t)))["best_hw"]
+    assert json.loads((out / "build.json").read_text())["hw"] == want.to_json()
+    assert f"LANES = {want.lanes};" in (out / "hls" / "p2vit_params.h").read_text()
+    with pytest.raises(SystemExit):
+        codegen_main([str(card), "--random-init", "--target", str(t), "--lanes", "4", "--out", str(tmp_path / "c")])
+    assert not (tmp_path / "c").exists()
