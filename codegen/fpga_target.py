@@ -179,7 +179,9 @@ def search(shape: perf.ModelShape, target: Target, grid: dict | None = None) -> 
                     if best is None or key < best[0]:
                         best = (key, hw, p, luts)
     if best is None:
-        raise P2VitError(f"no configuration of the grid fits {target.name} ({', '.join(f'{k}: {v} over' for k, v in rejected.items())})")
+        raise P2VitError(f"no configuration of the grid fits {target.name}: "
+                         + ", ".join(f"{v} exceed its {k}" for k, v in rejected.items())
+                         + " (the accelerator keeps every activation in BRAM and uses no URAM; try a larger part)")
     _, hw, p, luts = best
     return {"target": target.to_json(), "best_hw": hw, "best": p, "luts": luts,
             "lut_breakdown": lut_estimate(shape, hw), "fit": fit, "rejected": rejected}
@@ -191,7 +193,7 @@ def format_search(r: dict) -> list[str]:
     return [
         f"target {t['name']} ({t['part']}): {t['dsps']} DSPs, {t['bram18k']} BRAM18K, {t['luts']:,} LUTs, "
         f"{t['clock_mhz']:g} MHz, {t['axi_ports']} x {t['axi_bits']}-bit m_axi, DRAM {t['dram_gbs']:g} GB/s",
-        f"searched {r['fit']} designs that fit (rejected: {', '.join(f'{v} over {k}' for k, v in r['rejected'].items())})",
+        f"searched {r['fit']} designs that fit (rejected: " + ", ".join(f"{v} over the {k}" for k, v in r["rejected"].items()) + ")",
         f"best: --rows {hw.rows} --cols {hw.cols} --simd {hw.simd} --lanes {hw.lanes} --axi-bits {hw.axi_bits} "
         f"--clock-mhz {hw.clock_mhz:g} --part {hw.part}",
         f"      {s['latency_ms']:.3f} ms, {s['fps']:.2f} FPS, {s['gops']:.1f} GOPS, GOPS/DSP {s['gops_per_dsp']:.4f}, "

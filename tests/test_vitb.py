@@ -15,17 +15,29 @@ from quantizer.pipeline import quantize
 pytestmark = pytest.mark.slow
 
 
-def test_vit_b_quantizes_and_csim_is_bit_exact(tmp_path):
+def _zcu102_design():
+    """The design `python -m codegen vit_b --target zcu102` generates (codegen/fpga_target.py)."""
+    from codegen import fpga_target, perf
+
+    return fpga_target.search(perf.load_shape("vit_b"), fpga_target.load_target("zcu102"))["best_hw"]
+
+
+HWS = [pytest.param(HwConfig, id="default"), pytest.param(_zcu102_design, id="zcu102 target")]
+
+
+@pytest.mark.parametrize("make_hw", HWS)
+def test_vit_b_quantizes_and_csim_is_bit_exact(tmp_path, make_hw):
     lm = load_model("vit_b", random_init=True)
     q = quantize(lm, synthetic_images(4, lm.preprocess), QuantConfig(n_calib=4))
     assert q.ir.depth == 12 and q.ir.meta["model"]["tokens"] == 197
-    generate(q.ir, HwConfig(), tmp_path / "b")
+    generate(q.ir, make_hw(), tmp_path / "b")
     imgs = synthetic_images(8, lm.preprocess, seed=1)
     got = load(tmp_path / "b").run(imgs)
     assert np.array_equal(got, reference.run(q.ir, to_int8_input(imgs)).logits.numpy())
 
 
-def test_vit_b_model_counts_and_ii_equal_the_instrumented_csim(tmp_path):
+@pytest.mark.parametrize("make_hw", HWS)
+def test_vit_b_model_counts_and_ii_equal_the_instrumented_csim(tmp_path, make_hw):
     """Full size: the perf model's loop counts == the counters build's, and every loop's II
     is the one its per-iteration bank accesses and bundle beats allow (tests/test_ii.py)."""
     from codegen import perf
@@ -33,7 +45,7 @@ def test_vit_b_model_counts_and_ii_equal_the_instrumented_csim(tmp_path):
 
     lm = load_model("vit_b", random_init=True)
     ir = quantize(lm, synthetic_images(2, lm.preprocess), QuantConfig(n_calib=2)).ir
-    hw = HwConfig()
+    hw = make_hw()
     generate(ir, hw, tmp_path / "b", types=("counters",))
     sim = load(tmp_path / "b")
     sim.mod.reset_counters()
