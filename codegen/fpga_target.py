@@ -148,11 +148,20 @@ def target_hw(target: Target, **shape_kw) -> HwConfig:
 GRID = {"rows": (4, 8, 16, 32, 64, 128), "cols": (4, 8, 16, 32, 64, 128), "simd": (1, 2, 4, 8, 16), "lanes": LANES[:6]}
 
 
+def model_grid(shape: perf.ModelShape) -> dict:
+    """GRID plus the row counts that tile this model's tokens with the least padding: ceil(N / t)
+    for t = 2..8 tiles (N = 197: 99, 66, 50, 40, 33, 29, 25), since a power of two wastes up to a
+    quarter of the rows of the last tile."""
+    rows = set(GRID["rows"]) | {math.ceil(shape.tokens / t) for t in range(2, 9)}
+    return {**GRID, "rows": tuple(sorted(r for r in rows if r <= max(GRID["rows"])))}
+
+
 def search(shape: perf.ModelShape, target: Target, grid: dict | None = None) -> dict:
-    """Every configuration of the grid through codegen.perf; the fastest that fits the target.
+    """Every configuration of the grid (default: model_grid(shape)) through codegen.perf; the fastest
+    that fits the target.
     Returns {"best_hw", "best" (its Perf), "luts", "lut_breakdown", "fit": designs that fit,
     "rejected": {what they exceed: count}}."""
-    g = grid or GRID
+    g = grid or model_grid(shape)
     Ks = list(shape.reduction_lengths.values())
     best, fit, rejected = None, 0, {"DSPs": 0, "BRAM18K": 0, "LUTs": 0}
     for rows in g["rows"]:

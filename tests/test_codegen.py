@@ -74,7 +74,9 @@ def test_one_lane_array_bit_exact(tmp_path):
 def test_other_head_size_depth_one_4bit_res16_bit_exact(tmp_path):
     cfg = QuantConfig(w_bits=4, res_bits=16, attn_bits=3)
     ir = _ir(tmp_path, cfg, depth=1, dim=48, heads=3, img=24, patch=6)
-    generate(ir, HwConfig(rows=3, cols=6, simd=2), tmp_path / "b")
+    # 4 attention/LayerNorm lanes over N = 17 tokens, 16-channel heads and D = 48: partial stream words,
+    # a logit row tile in lcm(6, 4) = 12 banks
+    generate(ir, HwConfig(rows=3, cols=6, simd=2, lanes=4), tmp_path / "b")
     sim = load(tmp_path / "b")
     imgs = random_images(16, 24, seed=5)
     assert np.array_equal(sim.run(imgs), reference.run(ir, to_int8_input(imgs)).logits.numpy())
@@ -85,7 +87,9 @@ def test_ap_int_build_equals_native_build(tmp_path, w_bits):
     # native builds take the AVX2 PE-array path (cols % 8 == 0, simd 2), ap_int the HLS loops
     pytest.importorskip("hls4ml", reason="ap_int types come from hls4ml's ap_types")
     ir = _ir(tmp_path, QuantConfig(w_bits=w_bits), depth=1)
-    generate(ir, HwConfig(rows=4, cols=8, simd=2), tmp_path / "b", types=("native", "ap_int"))
+    # ap_int: packed DSP products in every PE; the 4-bit case also runs 8 attention/LayerNorm lanes
+    generate(ir, HwConfig(rows=4, cols=8, simd=2, lanes=8 if w_bits == 4 else 1), tmp_path / "b",
+             types=("native", "ap_int"))
     native, apint = load(tmp_path / "b", types="native"), load(tmp_path / "b", types="ap_int")
     assert native.mod.info()["types"] == "native" and apint.mod.info()["types"] == "ap_int"
     imgs = _images(16, seed=7)
