@@ -25,7 +25,7 @@ from pathlib import Path
 from quantizer.errors import P2VitError
 
 from . import perf
-from .hwconfig import AXI_BITS, LANES, HwConfig
+from .hwconfig import AXI_BITS, CLOCK_MHZ, LANES, HwConfig
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,12 @@ TARGETS = {
                      clock_mhz=200.0, axi_ports=4, axi_bits=128, dram_gbs=19.2),
 }
 TARGET_KEYS = ("dsps", "bram18k", "uram", "luts", "clock_mhz", "axi_ports", "axi_bits", "dram_gbs")
+COUNT_KEYS = ("dsps", "bram18k", "uram", "luts", "axi_ports", "axi_bits")
+DSP48E2_PARTS = ("xczu", "xck26", "xck24", "xcvu", "xcku", "xcau", "xcu")   # UltraScale+ families
+# The search keeps headroom for placement and routing: a design may use every DSP, but at most
+# these shares of the LUTs (the estimate's uncertainty included) and of the BRAM18Ks.
+UTILIZATION_CAP = {"luts": 0.80, "bram18k": 0.85}
+LATENCY_TIE = 0.01   # designs within 1% of the fastest count as tied; the fewest DSPs wins
 BUNDLES = 4        # m_axi bundles of the emitted top: io, blob, blob_fc1, blob_fc2
 
 # LUTs per unit (estimates; see the module docstring and docs/performance.md).
@@ -63,8 +69,9 @@ LUT_COSTS = {
     "pe_product": 20,        # per 8 x 8 product: its share of the SIMD adder tree (~17-bit) and the packed split (18-bit)
     "pe_accumulator": 34,    # per acc[n][o]: a 32-bit adder and the clear multiplexer
     "epilogue_lane": 450,    # a requant lane: 64-bit round-half-up shift (~6 LUT levels x 64 bits / 2), saturation, bias add
-    "softmax_lane": 2_700,   # n = 30 - 2E 13-bit comparators, the (n+1)-way mux, three 64-bit adders, Z constant
-                             # multiples of a 64-bit ex (~2 adders each) and Z 64-bit comparators
+    "softmax_lane": 6_500,   # Z = 15 constant multiples of a 64-bit ex: theta_1..15 in canonical signed digits take
+                             # ~78 adders of ~64 bits (~5,000), Z 64-bit comparators (~1,000), n = 30 - 2E 13-bit
+                             # comparators, the (n+1)-way mux and three 64-bit adders (~500)
     "shifter": 75,           # per A.V channel and key lane: a 23-bit barrel shift by 0..15 (2 LUT levels) and its adder
     "layernorm_lane": 1_800,  # a pipelined 45 / 32-bit divider (one 32-bit subtractor per quotient bit) and the requant
     "layernorm_row": 1_200,  # isqrt (31 steps of a 32-bit compare-subtract, iterative) and the 64-bit variance terms
@@ -94,17 +101,27 @@ def load_target(spec: str) -> Target:
     if missing:
         raise P2VitError(f"target file {spec} lacks {', '.join(missing)}; it needs {', '.join(TARGET_KEYS)}")
     for k in TARGET_KEYS:
-        if isinstance(d[k], bool) or not isinstance(d[k], (int, float)) or d[k] < 0:
-            raise P2VitError(f"target file {spec}: {k} must be a number >= 0, not {d[k]!r}")
+        v = d[k]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            raise P2VitError(f"target file {spec}: {k} must be a finite number >= 0, not {v!r}")
+        if k in COUNT_KEYS and v != int(v):
+            raise P2VitError(f"target file {spec}: {k} must be a whole number, not {v!r}")
+    if d["dram_gbs"] <= 0:
+        raise P2VitError(f"target file {spec}: dram_gbs must be > 0, not {d['dram_gbs']!r}")
+    lo, hi = CLOCK_MHZ
+    if not lo <= d["clock_mhz"] <= hi:
+        raise P2VitError(f"target file {spec}: clock_mhz must be in {lo:g}..{hi:g}, not {d['clock_mhz']!r}")
     if d["axi_bits"] not in AXI_BITS:
         raise P2VitError(f"target file {spec}: axi_bits must be one of {', '.join(map(str, AXI_BITS))}")
+    part = str(d.get("part", HwConfig.part))
+    if not part.lower().startswith(DSP48E2_PARTS):
+        raise P2VitError(f"target file {spec}: part {part!r} is not an UltraScale+ device ({', '.join(DSP48E2_PARTS)}...); "
+                         "the PEs pack two products per DSP48E2, which other families do not have")
     if d["axi_ports"] < BUNDLES:
         raise P2VitError(f"target file {spec}: the accelerator uses {BUNDLES} m_axi ports (io, blob, blob_fc1, "
                          f"blob_fc2), the target has {d['axi_ports']}")
-    t = Target(name=str(d.get("name", p.stem)), part=str(d.get("part", HwConfig.part)),
-               **{k: (float(d[k]) if k in ("clock_mhz", "dram_gbs") else int(d[k])) for k in TARGET_KEYS})
-    HwConfig(clock_mhz=t.clock_mhz, axi_bits=t.axi_bits)     # the clock's range check, one line
-    return t
+    return Target(name=str(d.get("name", p.stem)), part=part,
+                  **{k: (int(d[k]) if k in COUNT_KEYS else float(d[k])) for k in TARGET_KEYS})
 
 
 def lut_estimate(shape: perf.ModelShape, hw: HwConfig) -> dict[str, int]:
@@ -119,7 +136,8 @@ def lut_estimate(shape: perf.ModelShape, hw: HwConfig) -> dict[str, int]:
                 small_mem += banks * math.ceil(depth * width / 64)
     return {
         "MAC arrays (products, accumulators)": arrays * (P * c["pe_product"] + hw.rows * hw.cols * c["pe_accumulator"]),
-        "epilogues (1 lane each; Q.K^T logits: COLS)": (arrays - 1 + hw.cols) * c["epilogue_lane"],
+        "epilogues (1 lane each; Q.K^T logits: COLS; A.V out: LANES)": (arrays - 1 + hw.cols + hw.lanes)
+                                                                          * c["epilogue_lane"],
         "softmax lanes": hw.lanes * c["softmax_lane"],
         "A.V shifter array": shape.dh * hw.lanes * c["shifter"],
         "LayerNorm lanes and row unit": hw.lanes * c["layernorm_lane"] + c["layernorm_row"],
@@ -129,15 +147,21 @@ def lut_estimate(shape: perf.ModelShape, hw: HwConfig) -> dict[str, int]:
     }
 
 
+def budget(target: Target) -> dict:
+    """What a design may use on the target: every DSP, UTILIZATION_CAP of the BRAM18Ks and LUTs."""
+    return {"dsps": target.dsps, "bram18k": int(target.bram18k * UTILIZATION_CAP["bram18k"]),
+            "luts": int(target.luts * UTILIZATION_CAP["luts"])}
+
+
 def check_fits(res: dict, luts: int, target: Target) -> list[str]:
-    """What a design exceeds on the target (empty when it fits)."""
-    over = []
-    if res["dsps"] > target.dsps:
-        over.append(f"{res['dsps']} DSPs > {target.dsps}")
-    if res["bram18k"] > target.bram18k:      # the emitted design uses no URAM
-        over.append(f"{res['bram18k']} BRAM18K > {target.bram18k}")
-    if luts > target.luts:
-        over.append(f"~{luts:,} LUTs > {target.luts:,}")
+    """What a design exceeds of the target's budget (empty when it fits)."""
+    b, over = budget(target), []
+    if res["dsps"] > b["dsps"]:
+        over.append(f"{res['dsps']} DSPs > {b['dsps']}")
+    if res["bram18k"] > b["bram18k"]:      # the emitted design uses no URAM
+        over.append(f"{res['bram18k']} BRAM18K > {b['bram18k']}")
+    if luts > b["luts"]:
+        over.append(f"~{luts:,} LUTs > {b['luts']:,}")
     return over
 
 
@@ -163,37 +187,43 @@ def search(shape: perf.ModelShape, target: Target, grid: dict | None = None) -> 
     "rejected": {what they exceed: count}}."""
     g = grid or model_grid(shape)
     Ks = list(shape.reduction_lengths.values())
-    best, fit, rejected = None, 0, {"DSPs": 0, "BRAM18K": 0, "LUTs": 0}
+    b = budget(target)
+    designs, fits, rejected = 0, [], {"DSPs": 0, "BRAM18K": 0, "LUTs": 0}
     for rows in g["rows"]:
         for cols in g["cols"]:
             for simd in g["simd"]:
                 if any(k % simd for k in Ks):
                     continue
                 for lanes in g["lanes"]:
+                    if shape.dh % lanes:          # A.V's lanes must divide the head width
+                        continue
+                    designs += 1
                     hw = target_hw(target, rows=rows, cols=cols, simd=simd, lanes=lanes)
                     res = perf.resources(shape, hw)
-                    if res["dsps"] > target.dsps:      # cheap rejections before the timing model
+                    if res["dsps"] > b["dsps"]:      # cheap rejections before the timing model
                         rejected["DSPs"] += 1
                         continue
-                    if res["bram18k"] > target.bram18k:
+                    if res["bram18k"] > b["bram18k"]:
                         rejected["BRAM18K"] += 1
                         continue
                     luts = sum(lut_estimate(shape, hw).values())
-                    if luts > target.luts:
+                    if luts > b["luts"]:
                         rejected["LUTs"] += 1
                         continue
-                    p = perf.evaluate(shape, hw, dram_gbs=target.dram_gbs)
-                    fit += 1
-                    key = (p.latency_ms, res["dsps"], luts)
-                    if best is None or key < best[0]:
-                        best = (key, hw, p, luts)
+                    fits.append((perf.evaluate(shape, hw, dram_gbs=target.dram_gbs), hw, res["dsps"], luts))
+    best = None
+    if fits:
+        fastest = min(p.latency_ms for p, *_ in fits)
+        tied = [f for f in fits if f[0].latency_ms <= fastest * (1 + LATENCY_TIE)]
+        p, hw, dsps, luts = min(tied, key=lambda f: (f[2], f[0].latency_ms, f[3]))
+        best = ((), hw, p, luts)
     if best is None:
         raise P2VitError(f"no configuration of the grid fits {target.name}: "
                          + ", ".join(f"{v} exceed its {k}" for k, v in rejected.items())
                          + " (the accelerator keeps every activation in BRAM and uses no URAM; try a larger part)")
     _, hw, p, luts = best
-    return {"target": target.to_json(), "best_hw": hw, "best": p, "luts": luts,
-            "lut_breakdown": lut_estimate(shape, hw), "fit": fit, "rejected": rejected}
+    return {"target": target.to_json(), "best_hw": hw, "best": p, "luts": luts, "budget": b,
+            "lut_breakdown": lut_estimate(shape, hw), "designs": designs, "fit": len(fits), "rejected": rejected}
 
 
 def format_search(r: dict) -> list[str]:
@@ -202,13 +232,16 @@ def format_search(r: dict) -> list[str]:
     return [
         f"target {t['name']} ({t['part']}): {t['dsps']} DSPs, {t['bram18k']} BRAM18K, {t['luts']:,} LUTs, "
         f"{t['clock_mhz']:g} MHz, {t['axi_ports']} x {t['axi_bits']}-bit m_axi, DRAM {t['dram_gbs']:g} GB/s",
-        f"searched {r['fit']} designs that fit (rejected: " + ", ".join(f"{v} over the {k}" for k, v in r["rejected"].items()) + ")",
+        f"budget: every DSP, {UTILIZATION_CAP['bram18k']:.0%} of the BRAM18K ({r['budget']['bram18k']}), "
+        f"{UTILIZATION_CAP['luts']:.0%} of the LUTs ({r['budget']['luts']:,}; estimated, see docs/performance.md)",
+        f"searched {r['designs']} designs, {r['fit']} fit (" + ", ".join(f"{v} over the {k}" for k, v in r["rejected"].items())
+        + f"); the fastest, or among those within {LATENCY_TIE:.0%} of it the one with the fewest DSPs:",
         f"best: --rows {hw.rows} --cols {hw.cols} --simd {hw.simd} --lanes {hw.lanes} --axi-bits {hw.axi_bits} "
         f"--clock-mhz {hw.clock_mhz:g} --part {hw.part}",
         f"      {s['latency_ms']:.3f} ms, {s['fps']:.2f} FPS, {s['gops']:.1f} GOPS, GOPS/DSP {s['gops_per_dsp']:.4f}, "
         f"MAC-array utilization {s['utilization'] * 100:.1f}%",
         f"      uses {res['dsps']} of {t['dsps']} DSPs, {res['bram18k']} of {t['bram18k']} BRAM18K, "
-        f"~{r['luts']:,} of {t['luts']:,} LUTs (estimate: "
-        + ", ".join(f"{k} {v:,}" for k, v in r["lut_breakdown"].items() if v) + ")",
+        f"~{r['luts']:,} of {t['luts']:,} LUTs (estimate), by unit:",
+        "      " + ", ".join(f"{k} {v:,}" for k, v in r["lut_breakdown"].items() if v),
     ]
 

@@ -9,8 +9,8 @@ from quantizer.errors import P2VitError
 
 MAX_PES = 256                 # largest --rows, --cols and --simd
 CLOCK_MHZ = (1.0, 1000.0)     # accepted --clock-mhz
-AXI_BITS = (64, 128, 256, 512)
-LANES = (1, 2, 4, 8, 16, 32, 64)   # accepted --lanes (powers of two: buffers are partitioned cyclically by them)   # accepted --axi-bits: m_axi data widths (a descriptor field is 64 bits)
+AXI_BITS = (64, 128, 256, 512)   # accepted --axi-bits: m_axi data widths (a descriptor field is 64 bits)
+LANES = (1, 2, 4, 8, 16, 32, 64)  # accepted --lanes: powers of two, since buffers are partitioned cyclically by them
 
 
 @dataclass(frozen=True)
@@ -59,21 +59,22 @@ def add_hw_args(p: argparse.ArgumentParser) -> None:
                                          "values outside these ranges stop with a one-line error before any work")
     d = HwConfig()
     n = MAX_PES
-    g.add_argument("--rows", type=int, default=d.rows, metavar=f"1..{n}",
+    # defaults are None here (filled in by hw_config) so that explicit_hw_flags can tell a given flag
+    g.add_argument("--rows", type=int, default=None, metavar=f"1..{n}",
                    help=f"MAC array rows: tokens held in the array at a time (default {d.rows})")
-    g.add_argument("--cols", type=int, default=d.cols, metavar=f"2..{n}",
+    g.add_argument("--cols", type=int, default=None, metavar=f"2..{n}",
                    help="MAC array columns: output channels per weight tile; even, since 4-bit weights pack two per "
                         f"multiplier (default {d.cols})")
     g.add_argument("--simd", type=int, default=None, metavar=f"1..{n}",
                    help="reduction lanes per PE; must divide every reduction length of the model (channels x patch^2, "
                         f"the width, the MLP width, the head width) (default {d.simd}, or 1 when one of them is odd)")
-    g.add_argument("--lanes", type=int, default=d.lanes, metavar="|".join(map(str, LANES)),
-                   help="attention lanes: logits, softmax elements and A.V keys handled per cycle "
-                        f"(default {d.lanes})")
-    g.add_argument("--clock-mhz", type=float, default=d.clock_mhz, metavar=f"{CLOCK_MHZ[0]:g}..{CLOCK_MHZ[1]:g}",
+    g.add_argument("--lanes", type=int, default=None, metavar="|".join(map(str, LANES)),
+                   help="attention and LayerNorm lanes: logits, softmax elements, A.V keys and LayerNorm channels "
+                        f"handled per cycle; must divide the head width (default {d.lanes})")
+    g.add_argument("--clock-mhz", type=float, default=None, metavar=f"{CLOCK_MHZ[0]:g}..{CLOCK_MHZ[1]:g}",
                    help=f"target clock in MHz, for the HLS scripts and timing figures (default {d.clock_mhz:g})")
-    g.add_argument("--part", default=d.part, help=f"FPGA part for the HLS scripts (default {d.part}, the ZCU102's)")
-    g.add_argument("--axi-bits", type=int, default=d.axi_bits, metavar="|".join(map(str, AXI_BITS)),
+    g.add_argument("--part", default=None, help=f"FPGA part for the HLS scripts (default {d.part}, the ZCU102's)")
+    g.add_argument("--axi-bits", type=int, default=None, metavar="|".join(map(str, AXI_BITS)),
                    help="data width of each m_axi bundle; a weight word of COLS x SIMD bytes takes "
                         f"ceil(COLS*SIMD*8 / AXI_BITS) beats, the II of the reduction (default {d.axi_bits}: "
                         "the ZCU102's HP ports)")
@@ -85,23 +86,33 @@ def hw_config(args, reduction_lengths=()) -> HwConfig:
     simd = args.simd
     if simd is None:
         simd = HwConfig.simd if all(k % HwConfig.simd == 0 for k in reduction_lengths) else 1
-    return HwConfig(rows=args.rows, cols=args.cols, simd=simd, lanes=args.lanes, clock_mhz=args.clock_mhz,
-                    part=args.part, axi_bits=args.axi_bits)
+    d = HwConfig()
+
+    def given(name):
+        v = getattr(args, name)
+        return getattr(d, name) if v is None else v
+
+    return HwConfig(rows=given("rows"), cols=given("cols"), simd=simd, lanes=given("lanes"),
+                    clock_mhz=given("clock_mhz"), part=given("part"), axi_bits=given("axi_bits"))
 
 
 def check_simd(reduction_lengths: dict[str, int], hw: HwConfig, model: str = "") -> None:
-    """Refuse a lane count that does not divide every reduction length (name -> K) of a model."""
+    """Refuse a lane count that does not divide every reduction length (name -> K) of a model, and
+    attention lanes that do not divide the head width (A.V writes LANES channels of a head per cycle,
+    each to its own bank only then)."""
+    of = f" of {model}" if model else ""
     for name, K in reduction_lengths.items():
         if K % hw.simd:
-            of = f" of {model}" if model else ""
             raise P2VitError(f"--simd {hw.simd} does not divide the reduction length {K} ({name}){of}; "
                              "choose a divisor")
+    dh = reduction_lengths.get("head dim")
+    if dh is not None and dh % hw.lanes:
+        raise P2VitError(f"--lanes {hw.lanes} does not divide the head width {dh}{of}; choose a power of two "
+                         "that divides it")
 
 
 def explicit_hw_flags(args) -> list[str]:
-    """The add_hw_args flags given on the command line with a value other than the default (so a
-    --target, which chooses the hardware, can refuse them)."""
-    d = HwConfig()
-    given = [f"--{n.replace('_', '-')}" for n in ("rows", "cols", "lanes", "clock_mhz", "part", "axi_bits")
-             if getattr(args, n) != getattr(d, n)]
-    return given + (["--simd"] if args.simd is not None else [])
+    """The add_hw_args flags given on the command line (so a --target, which chooses the hardware,
+    can refuse them)."""
+    return [f"--{n.replace('_', '-')}" for n in ("rows", "cols", "simd", "lanes", "clock_mhz", "part", "axi_bits")
+            if getattr(args, n) is not None]

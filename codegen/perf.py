@@ -1026,7 +1026,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m codegen.perf", description=__doc__.split("\n\n")[0])
     p.add_argument("model", metavar="MODEL", help="short name, model card, or build / IR directory")
     add_hw_args(p)
-    p.add_argument("--dram-gbs", type=float, default=DEFAULT_DRAM_GBS,
+    p.add_argument("--dram-gbs", type=float, default=None,
                    help=f"DRAM bandwidth in GB/s (default {DEFAULT_DRAM_GBS:g}: ZCU102 DDR4-2400 x64); 0: unlimited")
     p.add_argument("--w-bits", type=int, choices=(8, 4), default=None,
                    help="weight bits of the linear layers (default: 8, or the build's)")
@@ -1053,11 +1053,13 @@ def main(argv=None) -> int:
     if args.target:
         from .fpga_target import load_target
 
-        given = explicit_hw_flags(args) + (["--sweep"] if args.sweep else [])
+        given = explicit_hw_flags(args) + [f for f, v in (("--sweep", args.sweep), ("--max-dsps", args.max_dsps),
+                                                           ("--dram-gbs", args.dram_gbs)) if v]
+        given += ["--dram-gbs"] if args.dram_gbs == 0 else []
         if given:
             raise P2VitError(f"--target chooses the hardware; drop {', '.join(given)}")
         target = load_target(args.target)
-    if args.dram_gbs < 0:
+    if args.dram_gbs is not None and not args.dram_gbs >= 0:
         raise P2VitError(f"--dram-gbs must be >= 0, not {args.dram_gbs}")
     hw_config(args)                    # flag errors before loading the model
     shape = load_shape(args.model, w_bits=args.w_bits, res_bits=args.res_bits)
@@ -1070,6 +1072,8 @@ def main(argv=None) -> int:
         args.dram_gbs = target.dram_gbs
     else:
         hw = hw_config(args, shape.reduction_lengths.values())
+        if args.dram_gbs is None:
+            args.dram_gbs = DEFAULT_DRAM_GBS
     sw = Switches(inter=not args.no_inter, intra=not args.no_intra, fifo=args.fifo,
                   epilogue_overlap=args.epilogue_overlap, axi_latency=args.axi_latency)
     dram = args.dram_gbs or None

@@ -233,8 +233,8 @@ template <int E>
 arr int_exp_hw_t(const arr& x, std::int64_t x0, std::int64_t pb, std::int64_t pc) {
   arr o = like(x);
   auto px = x.data(); auto po = o.mutable_data();
-  p2vit::ExpMultiples<8 + E, p2vit::exp_clamp(E)> mul;
-  mul.make(in64(x0));
+  i64 mul[p2vit::exp_clamp(E) + 1];
+  p2vit::exp_multiples<8 + E, p2vit::exp_clamp(E)>(in64(x0), mul);
   for (py::ssize_t i = 0; i < x.size(); ++i) {
     if (px[i] > 0 || px[i] < -(std::int64_t(255) << E)) throw py::value_error("int_exp_hw: x outside [-255 * 2^E, 0]");
     po[i] = out64(p2vit::int_exp_cmp<8 + E, p2vit::exp_clamp(E)>(in64(px[i]), mul, in64(pb), in64(pc)));

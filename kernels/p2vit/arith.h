@@ -19,7 +19,7 @@
 //   geo_round_clamped<Z>(r)    #{t <= Z : r >= geo_threshold(t)}
 //   exp_clamp(E)               n = 30 - 2E, the integer exp's clamp at exp_shift E
 //   int_exp<NX>(x, x0, pb, pc)     I-BERT's integer exp image, steps 1-3 of 2.5 (n = NX), by division
-//   ExpMultiples<XB, NX>, int_exp_cmp  the same without a divider: q by comparisons against k*|x0|
+//   exp_multiples<XB, NX>, int_exp_cmp  the same without a divider: q by comparisons against k*|x0|
 //   log_code_cmp<Z, GEO>(s, ex)   the code of steps 5-6 without a divider: c_t * ex <= s
 //
 // The Python twin is quantizer/intops.py (torch int64); tests/test_kernels.py checks that
@@ -265,50 +265,46 @@ inline i64 int_exp(i64 x, i64 x0, i64 pb, i64 pc) {
   return shift_left(i64(t * t + pc), NX - int(q));  // shift 0..NX
 }
 
-// ExpMultiples<XB, NX>: the multiples m_k = k * |x0|, k = 0..NX, each capped at 2^XB, of
+// exp_multiples<XB, NX>(x0, m): the multiples m[k] = min(k * |x0|, 2^XB), k = 0..NX, of
 // numerics.md 2.5's division-free step 2. They depend only on x0 (calibration data), so the
-// softmax builds them once per head (make, NX additions) and every row element compares
-// against them instead of dividing. Values < 2^(XB+1); a register array in hardware.
+// softmax makes them once per head (NX additions) into a register array that the caller
+// declares and partitions completely, and every row element compares against them instead of
+// dividing. Values < 2^(XB+1).
+//   x0: the layer's constant, x0 < 0; m: NX + 1 values out.
 template <int XB, int NX>
-struct ExpMultiples {
-  static_assert(XB >= 1 && XB <= 40, "ExpMultiples: XB must be in 1..40");
-  static_assert(NX >= 1 && NX <= EXP_N, "ExpMultiples: the clamp n must be in 1..30");
-  i64 m[NX + 1];
-
-  // make(x0): m_k = min(k * |x0|, 2^XB); x0 < 0.
-  void make(i64 x0) {
-    P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=m type=complete)
-    constexpr std::int64_t cap = std::int64_t(1) << XB;
-    const i64 nx0 = -x0;
-    const i64 d = nx0 < cap ? nx0 : i64(cap);       // |x0| capped: m_k stays < 2^(XB+1)
-    m[0] = 0;
-  multiples:
-    for (int k = 1; k <= NX; ++k) {
-      P2VIT_PRAGMA(HLS UNROLL)
-      const i64 next = m[k - 1] + d;
-      m[k] = next < cap ? next : i64(cap);
-    }
+inline void exp_multiples(i64 x0, i64 m[NX + 1]) {
+  static_assert(XB >= 1 && XB <= 40, "exp_multiples: XB must be in 1..40");
+  static_assert(NX >= 1 && NX <= EXP_N, "exp_multiples: the clamp n must be in 1..30");
+  constexpr std::int64_t cap = std::int64_t(1) << XB;
+  const i64 nx0 = -x0;
+  const i64 d = nx0 < cap ? nx0 : i64(cap);       // |x0| capped: m[k] stays < 2^(XB+1)
+  m[0] = 0;
+multiples:
+  for (int k = 1; k <= NX; ++k) {
+    P2VIT_PRAGMA(HLS UNROLL)
+    const i64 next = m[k - 1] + d;
+    m[k] = next < cap ? next : i64(cap);
   }
-};
+}
 
-// int_exp_cmp<XB, NX>(x, mul, pb, pc): int_exp<XB, NX>(x, x0, pb, pc) without a divider
+// int_exp_cmp<XB, NX>(x, m, pb, pc): int_exp<XB, NX>(x, x0, pb, pc) without a divider
 // (numerics.md 2.5, division-free step 2): u_c = min(-x, m_NX); q = #{k = 1..NX : u_c >= m_k}
 // (NX parallel (XB+1)-bit comparators); rr = m_q - u_c (an (NX+1)-way multiplexer); then the
 // same square and shift. Equal to int_exp<XB, NX> for every x with -x < 2^XB.
 //   x: (logit minus row max) << E, -2^XB < x <= 0.
-//   mul: ExpMultiples<XB, NX> made from this layer's x0.
+//   m: exp_multiples<XB, NX> of this layer's x0.
 //   pb, pc: constants of quantizer.intops.lis_constants(e_a, E), max(pb, |x0|) < 2^17.
 template <int XB, int NX>
-inline i64 int_exp_cmp(i64 x, const ExpMultiples<XB, NX>& mul, i64 pb, i64 pc) {
+inline i64 int_exp_cmp(i64 x, const i64 m[NX + 1], i64 pb, i64 pc) {
   const uint<XB + 1> u = uint<XB + 1>(-x);                        // < 2^XB
-  const uint<XB + 1> uc = u < uint<XB + 1>(mul.m[NX]) ? u : uint<XB + 1>(mul.m[NX]);  // the clamp
+  const uint<XB + 1> uc = u < uint<XB + 1>(m[NX]) ? u : uint<XB + 1>(m[NX]);  // the clamp
   int q = 0;                                                      // floor(u_c / |x0|), 0..NX
 quotient:
   for (int k = 1; k <= NX; ++k) {
     P2VIT_PRAGMA(HLS UNROLL)
-    q += (uc >= uint<XB + 1>(mul.m[k])) ? 1 : 0;
+    q += (uc >= uint<XB + 1>(m[k])) ? 1 : 0;
   }
-  const i64 t = i64(mul.m[q] - i64(uc) + pb);                        // rr + pb, |t| <= max(pb, |x0|) < 2^17
+  const i64 t = i64(m[q] - i64(uc) + pb);                        // rr + pb, |t| <= max(pb, |x0|) < 2^17
   const sint<18> t18 = sint<18>(t);
 #ifdef P2VIT_NATIVE_TYPES
   const i64 sq = i64(t18) * i64(t18);

@@ -137,7 +137,7 @@ inline __m512i requant8(__m512i v, __m512i k) {
 
 // ---- Log-Int-Softmax (numerics.md 2.5) ------------------------------------------------------
 
-// LisTable<E>(x0, pb, pc): ex[d] = int_exp_cmp<8 + E, exp_clamp(E)>(-(d << E), ...) for d = 0..255,
+// LisTable<E>(x0, pb, pc): ex[d] = int_exp_cmp<8 + E, exp_clamp(E)>(-(d << E), m, pb, pc) for d = 0..255,
 // the exp the accelerator's softmax lane computes (p2vit/rows.h softmax_exp) for d = max(a) - a[j]
 // in [0, 255] and the layer's constants, the same for every row of a head: one table per
 // softmax_rows call holds every value it can take.
@@ -145,8 +145,8 @@ template <int E>
 struct LisTable {
   std::int64_t ex[256];
   LisTable(i64 x0, i64 pb, i64 pc) {
-    ExpMultiples<8 + E, exp_clamp(E)> mul;
-    mul.make(x0);
+    i64 mul[exp_clamp(E) + 1];
+    exp_multiples<8 + E, exp_clamp(E)>(x0, mul);
     for (int d = 0; d < 256; ++d)
       ex[d] = std::int64_t(int_exp_cmp<8 + E, exp_clamp(E)>(i64(-d) * (i64(1) << E), mul, pb, pc));
   }

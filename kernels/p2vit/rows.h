@@ -38,17 +38,20 @@ constexpr int clog2(long long n) {
 
 }  // namespace detail
 
-// SoftmaxMultiples<E>: the ExpMultiples of the softmax's integer exp at exp_shift E (-x < 2^(8+E),
-// clamp n = exp_clamp(E)): made once per head from the layer's x0.
+// SOFTMAX_XB<E>, SOFTMAX_NX<E>: the softmax's integer exp at exp_shift E takes -x < 2^(8+E) and
+// clamps at n = exp_clamp(E); its multiples are exp_multiples<SOFTMAX_XB<E>, SOFTMAX_NX<E>>, made once
+// per head into an array of SOFTMAX_NX<E> + 1 values that the caller partitions completely.
 template <int E>
-using SoftmaxMultiples = ExpMultiples<8 + E, exp_clamp(E)>;
+constexpr int SOFTMAX_XB = 8 + E;
+template <int E>
+constexpr int SOFTMAX_NX = exp_clamp(E);
 
-// softmax_exp<E>(a, amax, mul, pb, pc): steps 1-3 of numerics.md 2.5 for one logit, without a
+// softmax_exp<E>(a, amax, m, pb, pc): steps 1-3 of numerics.md 2.5 for one logit, without a
 // divider: int_exp_cmp((a - amax) << E). The hardware's exp lane.
 template <int E>
-inline i64 softmax_exp(sint<8> a, sint<8> amax, const SoftmaxMultiples<E>& mul, i64 pb, i64 pc) {
+inline i64 softmax_exp(sint<8> a, sint<8> amax, const i64 m[SOFTMAX_NX<E> + 1], i64 pb, i64 pc) {
   const sint<10 + E> x = sint<10 + E>((i64(a) - i64(amax)) * (i64(1) << E));  // in [-255 * 2^E, 0]
-  return int_exp_cmp<8 + E, exp_clamp(E)>(i64(x), mul, pb, pc);
+  return int_exp_cmp<SOFTMAX_XB<E>, SOFTMAX_NX<E>>(i64(x), m, pb, pc);
 }
 
 // softmax_code_rhs<GEO>(sum): S of numerics.md 2.5's division-free steps 5-6: sum << G
@@ -80,8 +83,9 @@ void log_int_softmax_row(const sint<8> a[N], uint<BITS> code[N], i64 x0, i64 pb,
   static_assert(BITS >= 1 && BITS <= 16, "log_int_softmax_row: BITS must be in 1..16");
   static_assert(E >= 0 && E <= 4, "log_int_softmax_row: exp_shift must be in 0..4");
   constexpr int Z = (1 << BITS) - 1;
-  SoftmaxMultiples<E> mul;
-  mul.make(x0);
+  i64 mul[SOFTMAX_NX<E> + 1];   // k * |x0|, registers
+  P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=mul type=complete)
+  exp_multiples<SOFTMAX_XB<E>, SOFTMAX_NX<E>>(x0, mul);
 
   // Pass 1: row maximum.
   sint<8> amax = a[0];

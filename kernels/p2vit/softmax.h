@@ -33,8 +33,9 @@ void softmax_rows(stream<typename C::logit_word_t>& in, stream<typename C::code_
   constexpr int Z = (1 << C::ATTN_BITS) - 1;
   constexpr int L = C::LANES;
   constexpr int WORDS = (C::N + L - 1) / L;   // stream words per row
-  SoftmaxMultiples<C::EXP_SHIFT> mul;   // k * |x0|: made once per head, no divider per element
-  mul.make(x0);
+  i64 mul[SOFTMAX_NX<C::EXP_SHIFT> + 1];   // k * |x0|: made once per head, registers; no divider per element
+  P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=mul type=complete)
+  exp_multiples<SOFTMAX_XB<C::EXP_SHIFT>, SOFTMAX_NX<C::EXP_SHIFT>>(x0, mul);
   const long row0 = long(h) * C::N;   // first row of this head in the traced (H, N, N) tensors
 rows:
   for (int i = 0; i < C::N; ++i) {
@@ -51,16 +52,27 @@ rows:
       P2VIT_PRAGMA(HLS PIPELINE II=1)
       P2VIT_COUNT("softmax.read");
       const typename C::logit_word_t w = in.read();
+      typename C::act_t lv[L];   // this word's valid logits (-128 past N), for the max tree
+      P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=lv type=complete)
       for (int l = 0; l < L; ++l) {
         P2VIT_PRAGMA(HLS UNROLL)
         const int j = jw * L + l;
+        lv[l] = typename C::act_t(-128);
         if (j < C::N) {
           P2VIT_ACCESS_STATIC("softmax_a", j % L, l);
-          const typename C::act_t v = lane(w, l);
-          a[j] = v;
-          if (v > amax) amax = v;
+          lv[l] = lane(w, l);
+          a[j] = lv[l];
         }
       }
+      // the word's maximum as a balanced tree (log2 L levels), then one compare with the running max
+      for (int span = 1; span < L; span *= 2) {
+        P2VIT_PRAGMA(HLS UNROLL)
+        for (int l = 0; l + span < L; l += 2 * span) {
+          P2VIT_PRAGMA(HLS UNROLL)
+          if (lv[l + span] > lv[l]) lv[l] = lv[l + span];
+        }
+      }
+      if (lv[0] > amax) amax = lv[0];
     }
     i64 sum = 0;   // < 2^63
   exp:
