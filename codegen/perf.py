@@ -1,7 +1,8 @@
 """Performance model of the generated accelerator: cycles, DRAM traffic, resources.
 
-    python -m codegen.perf MODEL [--rows R --cols C --simd S --clock-mhz F --part P]
+    python -m codegen.perf MODEL [--rows R --cols C --simd S --lanes L --clock-mhz F --part P]
                                  [--dram-gbs 19.2] [--w-bits 8|4] [--json OUT] [--sweep] [--plot PNG]
+    python -m codegen.perf MODEL --target zcu102|zcu104|TARGET.json   (codegen/fpga_target.py)
 
 MODEL is a short name (vit_b, deit_s, ...), a model card, or a build / IR directory (then
 the per-layer weight bits are the quantized model's). Only shapes are needed: named models
