@@ -154,16 +154,11 @@ def budget(target: Target) -> dict:
 
 
 def check_fits(res: dict, luts: int, target: Target) -> list[str]:
-    """What a design exceeds of the target's budget (empty when it fits)."""
-    b, over = budget(target), []
-    if res["dsps"] > b["dsps"]:
-        over.append(f"{res['dsps']} DSPs > {b['dsps']}")
-    if res["bram18k"] > b["bram18k"]:      # the emitted design uses no URAM
-        over.append(f"{res['bram18k']} BRAM18K > {b['bram18k']}")
-    if luts > b["luts"]:
-        over.append(f"~{luts:,} LUTs > {b['luts']:,}")
-    return over
-
+    """Which of the target's budgets (DSPs, BRAM18K, LUTs, in that order) a design exceeds; empty
+    when it fits. The emitted design uses no URAM."""
+    b = budget(target)
+    used = {"DSPs": (res["dsps"], b["dsps"]), "BRAM18K": (res["bram18k"], b["bram18k"]), "LUTs": (luts, b["luts"])}
+    return [k for k, (u, limit) in used.items() if u > limit]
 
 def target_hw(target: Target, **shape_kw) -> HwConfig:
     return HwConfig(clock_mhz=target.clock_mhz, part=target.part, axi_bits=target.axi_bits, **shape_kw)
@@ -187,7 +182,6 @@ def search(shape: perf.ModelShape, target: Target, grid: dict | None = None) -> 
     "rejected": {what they exceed: count}}."""
     g = grid or model_grid(shape)
     Ks = list(shape.reduction_lengths.values())
-    b = budget(target)
     designs, fits, rejected = 0, [], {"DSPs": 0, "BRAM18K": 0, "LUTs": 0}
     for rows in g["rows"]:
         for cols in g["cols"]:
@@ -200,29 +194,20 @@ def search(shape: perf.ModelShape, target: Target, grid: dict | None = None) -> 
                     designs += 1
                     hw = target_hw(target, rows=rows, cols=cols, simd=simd, lanes=lanes)
                     res = perf.resources(shape, hw)
-                    if res["dsps"] > b["dsps"]:      # cheap rejections before the timing model
-                        rejected["DSPs"] += 1
-                        continue
-                    if res["bram18k"] > b["bram18k"]:
-                        rejected["BRAM18K"] += 1
-                        continue
                     luts = sum(lut_estimate(shape, hw).values())
-                    if luts > b["luts"]:
-                        rejected["LUTs"] += 1
+                    over = check_fits(res, luts, target)
+                    if over:                 # counted under the first budget it exceeds
+                        rejected[over[0]] += 1
                         continue
                     fits.append((perf.evaluate(shape, hw, dram_gbs=target.dram_gbs), hw, res["dsps"], luts))
-    best = None
-    if fits:
-        fastest = min(p.latency_ms for p, *_ in fits)
-        tied = [f for f in fits if f[0].latency_ms <= fastest * (1 + LATENCY_TIE)]
-        p, hw, dsps, luts = min(tied, key=lambda f: (f[2], f[0].latency_ms, f[3]))
-        best = ((), hw, p, luts)
-    if best is None:
+    if not fits:
         raise P2VitError(f"no configuration of the grid fits {target.name}: "
                          + ", ".join(f"{v} exceed its {k}" for k, v in rejected.items())
                          + " (the accelerator keeps every activation in BRAM and uses no URAM; try a larger part)")
-    _, hw, p, luts = best
-    return {"target": target.to_json(), "best_hw": hw, "best": p, "luts": luts, "budget": b,
+    fastest = min(p.latency_ms for p, *_ in fits)
+    tied = [f for f in fits if f[0].latency_ms <= fastest * (1 + LATENCY_TIE)]
+    p, hw, _, luts = min(tied, key=lambda f: (f[2], f[0].latency_ms, f[3]))
+    return {"target": target.to_json(), "best_hw": hw, "best": p, "luts": luts, "budget": budget(target),
             "lut_breakdown": lut_estimate(shape, hw), "designs": designs, "fit": len(fits), "rejected": rejected}
 
 

@@ -1054,9 +1054,8 @@ def main(argv=None) -> int:
     if args.target:
         from .fpga_target import load_target
 
-        given = explicit_hw_flags(args) + [f for f, v in (("--sweep", args.sweep), ("--max-dsps", args.max_dsps),
-                                                           ("--dram-gbs", args.dram_gbs)) if v]
-        given += ["--dram-gbs"] if args.dram_gbs == 0 else []
+        given = explicit_hw_flags(args) + [f for f, g in (("--sweep", args.sweep), ("--max-dsps", args.max_dsps is not None),
+                                                           ("--dram-gbs", args.dram_gbs is not None)) if g]
         if given:
             raise P2VitError(f"--target chooses the hardware; drop {', '.join(given)}")
         target = load_target(args.target)
