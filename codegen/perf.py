@@ -284,14 +284,15 @@ def _burst(nbytes: int, hw: HwConfig, n: int = 1) -> Loop:
 
 
 def _mac(hw: HwConfig, NR: int, K: int, O: int, src: str, epi: str, bits: int | None,
-         row_out: int = 0, fifo_in: str = "", fifo_out: str = ""):
+         row_out: int = 0, fifo_in: str = "", fifo_out: str = "", K_DH: int = 0):
     """One layer on a MAC-array instance: per row tile, (valid rows, [FIFO reads], compute Op,
     [FIFO writes]).
 
     src: array | patch | stream (load_rows_*; stream reads fifo_in); epi: requant | residual |
     gelu | logits | embed | head (epi_* of kernels/p2vit/epilogue.h); bits: weight bits, None for
-    Q.K^T (keys on chip, no DRAM); row_out: values per valid row written to fifo_out (gelu: HID,
-    logits: N). Ops of identical row tiles are shared."""
+    Q.K^T (keys on chip, no DRAM); row_out: stream words per valid row written to fifo_out (gelu:
+    ceil(HID / load_lanes), logits: ceil(N / LANES)); K_DH: the head width (QKV's epilogue lanes).
+    Ops of identical row tiles are shared."""
     R, C, S = hw.rows, hw.cols, hw.simd
     NT, OT = _cdiv(NR, R), _cdiv(O, C)
     slot = hw.weight_beats * hw.axi_bytes          # bytes of one weight word in the blob (4-bit: same slot)
@@ -305,21 +306,24 @@ def _mac(hw: HwConfig, NR: int, K: int, O: int, src: str, epi: str, bits: int | 
                 red = Loop("mac_array.reduce", K // S, 1, 1, (K // S) * slot)
             if epi == "head":
                 ep = Loop("requant.head", c, 1)
-            elif epi == "logits":      # COLS lanes: one tile row per cycle (epi_logits)
-                ep = Loop("requant.logits", R, 1)
-            else:
+            elif epi in ("logits", "residual", "gelu"):   # COLS lanes: one tile row per cycle
+                ep = Loop(f"requant.{epi}", R, 1)
+            elif epi == "requant":     # QKV: qkv_lanes columns of one tile row per cycle
+                ep = Loop("requant.requant", R * _cdiv(c, qkv_lanes(hw, K_DH)), 1)
+            else:                      # embed: one value per cycle
                 ep = Loop(f"requant.{epi}", c * R, 1)
             pre = _burst(R * C * 4, hw) if epi == "embed" else None   # the tile's per-token biases
             groups.append((count, red, ep, pre))
     assert sum(g[0] for g in groups) == OT
     load_id = f"mac_array.load_{src}"
+    words = K if src == "patch" else _cdiv(K, load_lanes(hw))   # iterations per row: values or words
 
     def tile(v):
-        if fifo_in:   # one FIFO read of K values per valid row, then the rest of the load loop
-            pre = [Op("r", [Loop(load_id, K, int(j == 0))], fifo=fifo_in) for j in range(v)]
-            comp = Op("c", [Loop(load_id, (R - v) * K, 0)], tiles=groups)
+        if fifo_in:   # one FIFO read of a row's words per valid row, then the rest of the load loop
+            pre = [Op("r", [Loop(load_id, words, int(j == 0))], fifo=fifo_in) for j in range(v)]
+            comp = Op("c", [Loop(load_id, (R - v) * words, 0)], tiles=groups)
         else:
-            pre, comp = [], Op("c", [Loop(load_id, R * K, 1)], tiles=groups)
+            pre, comp = [], Op("c", [Loop(load_id, R * words, 1)], tiles=groups)
         outs = [Op("w", [Loop(f"requant.{epi}_out", row_out, 1)], fifo=fifo_out)] * v if row_out else []
         return v, pre, comp, outs
 
@@ -374,7 +378,8 @@ def _block(shape: ModelShape, hw: HwConfig, b_qkv: int, b_proj: int, b_fc1: int,
     steps = [Step("ln1", "layernorm", [[Op("c", ln1, extra=LN_ROW_EXTRA * N, extra_chunk="layernorm")]],
                   dram={"params": _dram(ln1)})]
     pq = [_burst(3 * D * 4, hw), _burst(3 * D, hw)]
-    steps.append(Step("qkv", "linear", [_params(*pq) + _seq_ops(_mac(hw, N, D, 3 * D, "array", "requant", b_qkv))],
+    steps.append(Step("qkv", "linear", [_params(*pq) + _seq_ops(_mac(hw, N, D, 3 * D, "array", "requant", b_qkv,
+                                                                     K_DH=DH))],
                       macs=N * D * 3 * D, dram={**_linear_dram(hw, N, D, 3 * D, b_qkv), "params": _dram(pq)},
                       weight_bytes_unique=_uniq(hw, 3 * D, D, b_qkv)))
     # one head: Q.K^T (its own MAC array) -> softmax -> A.V (shifter array), a DATAFLOW region
@@ -397,7 +402,7 @@ def _block(shape: ModelShape, hw: HwConfig, b_qkv: int, b_proj: int, b_fc1: int,
     pm = [_burst(HID * 4, hw), _burst(HID, hw), _burst(256, hw), _burst(D * 4, hw), _burst(D, hw),
           _burst(D, hw), _burst(D, hw)]
     steps.append(Step("mlp.params", "params", [_params(*pm)], dram={"params": _dram(pm)}))
-    s1 = _seq_ops(_mac(hw, N, D, HID, "array", "gelu", b_fc1, row_out=HID, fifo_out="hidden"))
+    s1 = _seq_ops(_mac(hw, N, D, HID, "array", "gelu", b_fc1, row_out=_cdiv(HID, load_lanes(hw)), fifo_out="hidden"))
     s2 = _seq_ops(_mac(hw, N, HID, D, "stream", "residual", b_fc2, fifo_in="hidden"))
     d1, d2 = _linear_dram(hw, N, D, HID, b_fc1), _linear_dram(hw, N, HID, D, b_fc2)
     steps.append(Step("mlp", "mlp", [s1, s2], macs=2 * N * D * HID, arrays=2,
@@ -644,6 +649,7 @@ def buffers(shape: ModelShape, hw: HwConfig, acc_bits: int = 32) -> list[dict]:
     with the memories they map to: (banks, depth, width bits) each."""
     N, D, HID, KP, R, DH = shape.tokens, shape.dim, shape.hidden, shape.kp, shape.res_bits, shape.dh
     rows, cols, simd, ab, L = hw.rows, hw.cols, hw.simd, hw.axi_bytes, hw.lanes
+    E, WL = qkv_lanes(hw, DH), load_lanes(hw)
 
     def b(name, nbytes, mems):
         return {"buffer": name, "bytes": nbytes, "memories": mems}
@@ -652,31 +658,35 @@ def buffers(shape: ModelShape, hw: HwConfig, acc_bits: int = 32) -> list[dict]:
         return (factor, _cdiv(depth, factor), width)
 
     return [
-        b("residual stream r[N][D] (channels cyclic LANES)", N * D * R // 8, [(hw.lanes, _cdiv(N * D, hw.lanes), R)]),
-        b("LayerNorm output x[N][D] (channels cyclic LANES)", N * D, [(hw.lanes, _cdiv(N * D, hw.lanes), 8)]),
-        b("queries q[N][D]", N * D, [(1, N * D, 8)]),
-        # per head: k[H][N][DH] tokens cyclic COLS x channels cyclic SIMD, v[H][N][DH] channels complete
-        b("keys k[H][N][DH] (tokens cyclic COLS x channels cyclic SIMD)", N * D,
-          [(cols * simd, shape.heads * _cdiv(N, cols) * _cdiv(DH, simd), 8)]),
+        b("residual stream r[N][D] (channels cyclic lcm(COLS, LANES))", N * D * R // 8,
+          [cyc(N * D, R, math.lcm(cols, L))]),
+        b("LayerNorm output x[N][D] (channels cyclic lcm(LANES, SIMD))", N * D, [cyc(N * D, 8, math.lcm(L, simd))]),
+        b("queries q[N][D] (channels cyclic lcm(gcd(COLS, DH), SIMD))", N * D, [cyc(N * D, 8, math.lcm(E, simd))]),
+        # per head: k[H][N][DH] tokens cyclic COLS x channels cyclic KB, v[H][N][DH] channels complete
+        b("keys k[H][N][DH] (tokens cyclic COLS x channels cyclic lcm(gcd(COLS, DH), SIMD))", N * D,
+          [(cols * math.lcm(E, simd), shape.heads * _cdiv(N, cols) * _cdiv(DH, math.lcm(E, simd)), 8)]),
         b("values v[H][N][DH] (tokens cyclic LANES x channels complete)", N * D,
           [(DH * hw.lanes, shape.heads * _cdiv(N, hw.lanes), 8)]),
-        b("attention output o[N][D] (channels cyclic LANES)", N * D, [(hw.lanes, _cdiv(N * D, hw.lanes), 8)]),
+        b("attention output o[N][D] (channels cyclic lcm(LANES, SIMD))", N * D, [cyc(N * D, 8, math.lcm(L, simd))]),
         b("image img[C*H*W] (one burst from io)", shape.in_chans * shape.img_h * shape.img_w,
           [(1, shape.in_chans * shape.img_h * shape.img_w, 8)]),
         # xt of each instance: rows complete x cyclic SIMD along K
         b("stationary row tiles xt[ROWS][K] (main, qk, fc1, fc2)", rows * (max(KP, D) + DH + D + HID),
           [(rows * simd, _cdiv(k, simd), 8) for k in (max(KP, D), DH, D, HID)]),
         b("accumulators acc[ROWS][COLS] (4 instances)", 4 * rows * cols * acc_bits // 8, []),   # registers
-        b("FC1 row tile rows[ROWS][HID]", rows * HID, [(1, rows * HID, 8)]),
+        b("FC1 row tile rows[ROWS][HID] (cyclic lcm(COLS, 2 x SIMD))", rows * HID,
+          [(math.lcm(cols, WL), rows * _cdiv(HID, math.lcm(cols, WL)), 8)]),
         b("logit row tile rows[ROWS][N] (keys cyclic lcm(COLS, LANES))", rows * N,
           [(logit_row_banks(hw), rows * _cdiv(N, logit_row_banks(hw)), 8)]),
-        b("layer parameters: bias/shift (3D), e_r/e_s, fc1 bias/shift, GELU table, cls",
-          3 * D * 5 + 2 * D + HID * 5 + 256 + D * R // 8,
-          [cyc(3 * D, 32, ab // 4), cyc(3 * D, 8, ab), cyc(D, 8, ab), cyc(D, 8, ab), cyc(HID, 32, ab // 4),
-           cyc(HID, 8, ab), cyc(256, 8, ab), cyc(D, R, ab // (R // 8))]),
-        b("LayerNorm parameters", D * (1 + 2 + 8 + 1), [cyc(D, 2, max(ab, L)), cyc(D, 16, max(ab // 2, L)),
-                                                        cyc(D, 64, max(ab // 8, L)), cyc(D, 8, max(ab, L))]),
-        b("hidden stream (FC1 -> FC2): one row tile", rows * HID, [(1, rows * HID, 8)]),
+        b("layer parameters: bias/shift (3D), e_r/e_s, fc1 bias/shift (cyclic lcm(per beat, COLS)), GELU table "
+          "(registers), cls", 3 * D * 5 + 2 * D + HID * 5 + 256 + D * R // 8,
+          [cyc(3 * D, 32, math.lcm(ab // 4, cols)), cyc(3 * D, 8, math.lcm(ab, cols)), cyc(D, 8, math.lcm(ab, cols)),
+           cyc(D, 8, math.lcm(ab, cols)), cyc(HID, 32, math.lcm(ab // 4, cols)), cyc(HID, 8, math.lcm(ab, cols)),
+           cyc(D, R, ab // (R // 8))]),
+        b("LayerNorm parameters", D * (1 + 2 + 8 + 1), [cyc(D, 2, math.lcm(ab, L)), cyc(D, 16, math.lcm(ab // 2, L)),
+                                                        cyc(D, 64, math.lcm(ab // 8, L)), cyc(D, 8, math.lcm(ab, L))]),
+        b("hidden stream (FC1 -> FC2): one row tile, 2 x SIMD values per word", rows * HID,
+          [(1, rows * _cdiv(HID, WL), 8 * WL)]),
         b("logits stream: one row tile; codes stream: one row", rows * N + N, [(1, rows * N, 8), (1, N, 4)]),
     ]
 
@@ -684,6 +694,16 @@ def buffers(shape: ModelShape, hw: HwConfig, acc_bits: int = 32) -> list[dict]:
 def logit_row_banks(hw: HwConfig) -> int:
     """Banks of Q.K^T's logit row tile (kernels/p2vit/epilogue.h logit_row_banks): lcm(COLS, LANES)."""
     return math.lcm(hw.cols, hw.lanes)
+
+
+def qkv_lanes(hw: HwConfig, dh: int) -> int:
+    """Columns per cycle of the QKV epilogue (kernels/p2vit/banks.h qkv_lanes): gcd(COLS, DH)."""
+    return math.gcd(hw.cols, dh)
+
+
+def load_lanes(hw: HwConfig) -> int:
+    """Values per cycle of the row loads and per word of the hidden stream (banks.h load_lanes)."""
+    return 2 * hw.simd
 
 
 def mac_array_dsps(hw: HwConfig) -> int:

@@ -652,6 +652,8 @@ arr av_rows_v(arr codes, arr v, int h, int shift, int bits, int lanes) {
 template <int RBITS>
 struct ECfg {
   static constexpr int N = 7, D = 12, HID = 20, ROWS = 3, COLS = 8, RES_BITS = RBITS;
+  static constexpr int SIMD = 2, LANES = 4, AXI_BYTES = 16;   // bank factors (p2vit/banks.h)
+  using hidden_word_t = p2vit::lane_word<sint<8>, 2 * SIMD>;
   using act_t = sint<8>;
   using res_t = sint<RBITS>;
   using acc_t = sint<27>;
@@ -685,8 +687,8 @@ arr epi_gelu_v(arr acc, int n0, int o0, arr bias, arr shift, arr lut, arr rows, 
   typename C::acc_t a[C::ROWS][C::COLS];
   load_acc<C>(acc, a);
   if (bias.size() != C::HID || shift.size() != C::HID || lut.size() != 256 || rows.ndim() != 2 ||
-      rows.shape(0) != C::ROWS || rows.shape(1) != C::HID || o0 < 0 || o0 >= C::HID)
-    throw py::value_error("epi_gelu: bias, shift (20), lut (256), rows (3, 20), o0 < 20");
+      rows.shape(0) != C::ROWS || rows.shape(1) != C::HID || o0 < 0 || o0 >= C::HID || o0 % C::COLS)
+    throw py::value_error("epi_gelu: bias, shift (20), lut (256), rows (3, 20), o0 < 20 a multiple of 8");
   p2vit::i32 b[C::HID];
   p2vit::i8 sh[C::HID], table[256];
   for (int c = 0; c < C::HID; ++c) {
@@ -699,7 +701,7 @@ arr epi_gelu_v(arr acc, int n0, int o0, arr bias, arr shift, arr lut, arr rows, 
     for (int c = 0; c < C::HID; ++c) r[n][c] = in_s<8>(rows.at(n, c), "epi_gelu rows");
   {
     SinkScope scope(traced);
-    p2vit::epi_gelu<C>(a, n0, o0, b, sh, table, r, 0);
+    p2vit::epi_gelu<C>(a, n0, o0 / C::COLS, b, sh, table, r, 0);
   }
   arr out({C::ROWS, C::HID});
   for (int n = 0; n < C::ROWS; ++n)
@@ -716,8 +718,8 @@ arr epi_residual_t(const arr& acc, int n0, int o0, const arr& bias, const arr& s
   typename C::acc_t a[C::ROWS][C::COLS];
   load_acc<C>(acc, a);
   if (bias.size() != C::D || shift.size() != C::D || e_r.size() != C::D || e_s.size() != C::D || r.ndim() != 2 ||
-      r.shape(0) != C::N || r.shape(1) != C::D || o0 < 0 || o0 >= C::D || n0 < 0 || n0 >= C::N)
-    throw py::value_error("epi_residual: bias, shift, e_r, e_s (12), r (7, 12), o0 < 12, n0 < 7");
+      r.shape(0) != C::N || r.shape(1) != C::D || o0 < 0 || o0 >= C::D || o0 % C::COLS || n0 < 0 || n0 >= C::N)
+    throw py::value_error("epi_residual: bias, shift, e_r, e_s (12), r (7, 12), o0 < 12 a multiple of 8, n0 < 7");
   p2vit::i32 b[C::D];
   p2vit::i8 sh[C::D], er[C::D], es[C::D];
   for (int c = 0; c < C::D; ++c) {
@@ -731,7 +733,7 @@ arr epi_residual_t(const arr& acc, int n0, int o0, const arr& bias, const arr& s
     for (int c = 0; c < C::D; ++c) rr[n][c] = in_s<RBITS>(r.at(n, c), "epi_residual r");
   {
     SinkScope scope(traced);
-    p2vit::epi_residual<C>(a, n0, o0, b, sh, e_y, er, es, rr, "fc2", 0);
+    p2vit::epi_residual<C>(a, n0, o0 / C::COLS, b, sh, e_y, er, es, rr, "fc2", 0);
   }
   arr out({C::N, C::D});
   for (int n = 0; n < C::N; ++n)
@@ -750,6 +752,7 @@ arr epi_residual_v(arr acc, int n0, int o0, arr bias, arr shift, int e_y, arr e_
 // tile), 2 heads of 8 channels, column tiles of 8 (Q.K^T: a partial last key tile).
 struct QCfg {
   static constexpr int N = 7, D = 16, H = 2, DH = 8, ROWS = 3, COLS = 8, LANES = 4;
+  static constexpr int SIMD = 2, AXI_BYTES = 16;   // bank factors (p2vit/banks.h)
   using act_t = sint<8>;
   using acc_t = sint<27>;
 };
@@ -761,9 +764,9 @@ py::tuple epi_qkv_v(arr acc, int n0, int o0, arr bias, arr shift, arr q, arr k, 
   typename C::acc_t a[C::ROWS][C::COLS];
   load_acc<C>(acc, a);
   if (bias.size() != 3 * C::D || shift.size() != 3 * C::D || q.size() != C::N * C::D ||
-      k.size() != C::H * C::N * C::DH || v.size() != C::H * C::N * C::DH || o0 < 0 || o0 >= 3 * C::D || n0 < 0 ||
-      n0 >= C::N)
-    throw py::value_error("epi_qkv: bias, shift (48), q (7, 16), k, v (2, 7, 8), o0 < 48, n0 < 7");
+      k.size() != C::H * C::N * C::DH || v.size() != C::H * C::N * C::DH || o0 < 0 || o0 >= 3 * C::D ||
+      o0 % C::COLS || n0 < 0 || n0 >= C::N)
+    throw py::value_error("epi_qkv: bias, shift (48), q (7, 16), k, v (2, 7, 8), o0 < 48 a multiple of 8, n0 < 7");
   p2vit::i32 b[3 * C::D];
   p2vit::i8 sh[3 * C::D];
   for (int c = 0; c < 3 * C::D; ++c) {
@@ -776,7 +779,7 @@ py::tuple epi_qkv_v(arr acc, int n0, int o0, arr bias, arr shift, arr q, arr k, 
     ka[i / (C::N * C::DH)][i / C::DH % C::N][i % C::DH] = in_s<8>(k.data()[i], "epi_qkv k");
     va[i / (C::N * C::DH)][i / C::DH % C::N][i % C::DH] = in_s<8>(v.data()[i], "epi_qkv v");
   }
-  p2vit::epi_qkv<C>(a, n0, o0, b, sh, qa, ka, va);
+  p2vit::epi_qkv<C>(a, n0, o0 / C::COLS, b, sh, qa, ka, va);
   arr qo({C::N, C::D}), ko({C::H, C::N, C::DH}), vo({C::H, C::N, C::DH});
   for (int i = 0; i < C::N * C::D; ++i) qo.mutable_data()[i] = out64(qa[i / C::D][i % C::D]);
   for (int i = 0; i < C::H * C::N * C::DH; ++i) {
@@ -925,7 +928,7 @@ arr mac_layer_t(const arr& x, const arr& w, int wbits) {
       }
   arr out({NR, O});
   auto load = [&](int t, typename p2vit::pe_operand<typename L::act_t>::type tile[R][L::KMAX]) {
-    p2vit::load_rows_array<L, L::KMAX, L::KMAX>(xa, 0, K, NR, t * R, tile, "x");
+    p2vit::load_rows_array<L, L::KMAX, L::KMAX, 1>(xa, 0, K, NR, t * R, tile, "x");
   };
   auto epi = [&](int t, int ot, const typename L::acc_t acc[R][C]) {
     for (int n = 0; n < R && t * R + n < NR; ++n)

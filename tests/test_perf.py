@@ -118,10 +118,13 @@ def test_cycle_equations(tiny):
 
     def mac(NR, K, O, load, epi, reduce="mac_array.reduce"):
         NT = -(-NR // R)
-        t = NT * _cyc(load, R * K)
+        t = NT * _cyc(load, R * -(-K // (2 * S)))                  # row loads: 2 x SIMD values per cycle
         for o0 in range(0, O, C):
             c = min(C, O - o0)
-            per_tile = R if epi == "requant.logits" else c * R     # the logits epilogue has COLS lanes
+            if epi == "requant.requant":                            # gcd(COLS, DH) columns of a row per cycle
+                per_tile = R * -(-c // math.gcd(C, DH))
+            else:                                                   # COLS lanes: a tile row per cycle
+                per_tile = R
             t += NT * (_cyc(reduce, K // S, simd=S, ii=perf.loop_ii(reduce, hw)) + _cyc(epi, per_tile))
         return t
 

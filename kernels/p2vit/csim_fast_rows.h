@@ -20,7 +20,8 @@
 //   epi_gelu_fast<C>(...), epi_residual_fast<C>(...)
 //                                      epi_qkv, epi_logits, and the untraced runs of epi_gelu and
 //                                      epi_residual (p2vit/epilogue.h)
-//   rows_out<R, W>(rows, valid, out)   gelu_out, logits_out (p2vit/epilogue.h)
+//   rows_out<R, W>(rows, valid, out)   logits_out (p2vit/epilogue.h)
+//   rows_out_words<R, W, WL>(rows, valid, out)  gelu_out
 // The streams are read and written with the native stream's read_n / write_n (p2vit/types.h): the
 // same elements in the same order, one copy per row instead of one call per element.
 //
@@ -440,6 +441,17 @@ inline void rows_out(const std::int8_t rows[R][W], int valid, stream<std::int8_t
   for (int n = 0; n < R; ++n) {
     if (n >= valid) break;
     out.write_n(rows[n], W);
+  }
+}
+
+// rows_out_words<R, W, WL>(rows, valid, out): rows_out onto a stream of WL-value words (gelu_out's
+// hidden stream, W a multiple of WL): the same words, one append per row.
+template <int R, int W, int WL>
+inline void rows_out_words(const std::int8_t rows[R][W], int valid, stream<lane_word<std::int8_t, WL>>& out) {
+  static_assert(W % WL == 0 && sizeof(lane_word<std::int8_t, WL>) == WL, "rows_out_words: whole words only");
+  for (int n = 0; n < R; ++n) {
+    if (n >= valid) break;
+    out.write_n(reinterpret_cast<const lane_word<std::int8_t, WL>*>(rows[n]), W / WL);
   }
 }
 

@@ -1,24 +1,27 @@
 // p2vit/epilogue.h - the re-quant chunk: what the MAC array does with a finished ROWS x COLS tile
-// of accumulators (numerics.md 2.2, 2.3, 2.4, 2.8, 2.9). One value per cycle (II 1): the loop
-// runs over the tile's valid columns x ROWS rows, reads the accumulator from registers and the
-// layer's parameters from on-chip arrays (burst-loaded before the layer, p2vit/params.h).
+// of accumulators (numerics.md 2.2, 2.3, 2.4, 2.8, 2.9). II 1; the QKV, residual, GELU and logits
+// epilogues drain a tile row per cycle across lanes (QKV: gcd(COLS, DH) columns per cycle), the
+// embedding and head epilogues one value per cycle (they run once per image). The accumulators are
+// registers; the layer's parameters are on-chip arrays burst-loaded before the layer (p2vit/params.h).
 //
-// What is here (C: the configuration struct, see p2vit/layers.h; n0, o0: the tile's first row
-// and column; O: the layer's outputs):
+// What is here (C: the configuration struct, see p2vit/layers.h; n0: the tile's first row; ot: its
+// column tile (first column ot*COLS); O: the layer's outputs):
 //   epi_qkv       y = requant(acc + b, sh, 8) into the q, k and v buffers
 //   epi_residual  y = requant(acc + b, sh, 8); r = residual_add(y, e_y, r, e_r, e_s) in place
-//   epi_gelu      g = lut[requant(acc + b, sh, 8) + 128] into a row tile; gelu_out streams it
+//   epi_gelu      g = lut[requant(acc + b, sh, 8) + 128] into a row tile; gelu_out streams it,
+//                 load_lanes values per word
 //   epi_logits    a = requant(acc, sh, 8) into a row tile; logits_out streams it (Q.K^T)
 //   epi_embed     r[1 + n] = requant(acc + bias[n][o], sh, R) (per-token bias: position embedding)
 //   epi_head      logits = requant(acc + b, sh, 32) for the class token
 //   embed_class_token  r[0] = cls
 //
-// Banks: every loop makes one access per cycle to each array it touches, except the residual
-// add, which reads and writes the same element of r (2 accesses: a dual-port BRAM bank).
+// Banks: every lane makes one access per cycle to its own bank of each array it touches, except the
+// residual add, which reads and writes the same element of r (2 accesses: a dual-port BRAM bank).
 #ifndef P2VIT_EPILOGUE_H
 #define P2VIT_EPILOGUE_H
 
 #include "arith.h"
+#include "banks.h"
 #include "csim_fast_rows.h"
 #include "mac_array.h"
 #include "rows.h"
@@ -28,57 +31,81 @@
 namespace p2vit {
 
 // The key and value buffers are k[H][N][DH] and v[H][N][DH], so that a head's readers index them
-// with unrolled lanes only: k dim 2 cyclic COLS x dim 3 cyclic SIMD (mac_array.h k_bank), v dim 2
-// cyclic LANES x dim 3 complete (bank (key lane, d): one per A.V shifter).
+// with unrolled lanes only: k dim 2 cyclic COLS x dim 3 cyclic k_channel_banks (mac_array.h k_bank),
+// v dim 2 cyclic LANES x dim 3 complete (bank (key lane, d): one per A.V shifter).
+//
+// Lanes: epi_qkv writes E = qkv_lanes columns of one tile row per cycle, epi_residual and epi_gelu
+// all COLS; lane e indexes every array as base*E + e (p2vit/banks.h), so it reaches a set of banks
+// no other lane reaches, and P2VIT_ACCESS_LANE checks that.
 
+// epi_qkv: y = requant(acc + b, sh, 8) into q, k or v. Columns go in groups of E = gcd(COLS, DH)
+// (p2vit/banks.h qkv_lanes): a group starts at a multiple of E, so it lies in one of q, k, v and
+// in one head, and its E destinations are consecutive channels of one row.
 template <class C>
-void epi_qkv(const typename C::acc_t acc[C::ROWS][C::COLS], int n0, int o0, const i32 bias[],
+void epi_qkv(const typename C::acc_t acc[C::ROWS][C::COLS], int n0, int ot, const i32 bias[],
              const i8 shift[], typename C::act_t q[C::N][C::D], typename C::act_t k[C::H][C::N][C::DH],
              typename C::act_t v[C::H][C::N][C::DH]) {
+  const int o0 = ot * C::COLS;
 #if P2VIT_CSIM_FAST_ROWS
   if constexpr (csim_fast_rows::qkv_supported<C>()) {   // C-sim: the same values, 8 lanes at a time
     csim_fast_rows::epi_qkv_fast<C>(acc, n0, o0, bias, shift, q, k, v);
     return;
   }
 #endif
+  constexpr int E = qkv_lanes<C>(), GROUPS = C::COLS / E;
+  constexpr int GD = C::D / E, GH = C::DH / E;   // groups per q/k/v, per head
+  [[maybe_unused]] constexpr int PB4 = param_banks<C, C::AXI_BYTES / 4>(), PB1 = param_banks<C, C::AXI_BYTES>();
+  [[maybe_unused]] constexpr int QB = q_banks<C>(), KB = k_channel_banks<C>();
   const int cols = 3 * C::D - o0 < C::COLS ? 3 * C::D - o0 : C::COLS;
-  int o = 0, n = 0;   // running column and row of the tile: no divider
-  [[maybe_unused]] constexpr int TRIPS = C::COLS*C::ROWS;
+  const int groups = (cols + E - 1) / E;
+  int g = 0, n = 0;   // running group and row of the tile: no divider
+  [[maybe_unused]] constexpr int TRIPS = GROUPS * C::ROWS;
 requant:
-  for (int i = 0; i < cols * C::ROWS; ++i) {
+  for (int i = 0; i < groups * C::ROWS; ++i) {
     P2VIT_PRAGMA(HLS PIPELINE II=1)
     P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=TRIPS)
     P2VIT_COUNT("requant.requant");
-    const int c = o0 + o, row = n0 + n;
-    P2VIT_ACCESS("bias", c % (C::AXI_BYTES / 4));
-    P2VIT_ACCESS("shift", c % C::AXI_BYTES);
-    if (row < C::N) {
-      const typename C::act_t y = requant<8>(i64(acc[n][o]) + i64(bias[c]), int(shift[c]));
-      if (c < C::D) {
-        P2VIT_ACCESS("q", 0);
-        q[row][c] = y;
-      } else if (c < 2 * C::D) {
-        const int ch = c - C::D;
-        P2VIT_ACCESS("k", k_bank<C>(row, ch % C::DH));
-        k[ch / C::DH][row][ch % C::DH] = y;
-      } else {
-        const int ch = c - 2 * C::D;
-        P2VIT_ACCESS("v", (row % C::LANES) * C::DH + ch % C::DH);   // bank (key lane, channel)
-        v[ch / C::DH][row][ch % C::DH] = y;
+    const int row = n0 + n;
+    const int cg = ot * GROUPS + g;                   // group of the layer's 3D columns
+    const int part = cg / GD, pg = cg - part * GD;    // q, k or v (constant divisors), group in it
+    const int h = pg / GH, dg = pg - h * GH;          // head, group in the head
+    for (int e = 0; e < E; ++e) {
+      P2VIT_PRAGMA(HLS UNROLL)
+      const int c = cg * E + e, d = dg * E + e;
+      if (g * E + e < cols) {
+        P2VIT_ACCESS_LANE("bias", c % PB4, e, gcd_int(E, PB4));
+        P2VIT_ACCESS_LANE("shift", c % PB1, e, gcd_int(E, PB1));
+      }
+      if (row < C::N && g * E + e < cols) {
+        const typename C::act_t y = requant<8>(i64(acc[n][g * E + e]) + i64(bias[c]), int(shift[c]));
+        if (part == 0) {
+          P2VIT_ACCESS_LANE("q", c % QB, e, gcd_int(E, QB));
+          q[row][c] = y;
+        } else if (part == 1) {
+          P2VIT_ACCESS_LANE("k", k_bank<C>(row, d), e * C::COLS + row % C::COLS, gcd_int(E, KB) * C::COLS);
+          k[h][row][d] = y;
+        } else {
+          P2VIT_ACCESS_LANE("v", (row % C::LANES) * C::DH + d, e, E);   // bank (key lane, channel)
+          v[h][row][d] = y;
+        }
       }
     }
     if (++n == C::ROWS) {
       n = 0;
-      ++o;
+      ++g;
     }
   }
 }
 
+// epi_residual: COLS lanes, one tile row per cycle: y = requant(acc + b, sh, 8);
+// r = residual_add(y, e_y, r, e_r, e_s) in place (lane o reads and writes r[row][ot*COLS + o]:
+// both ports of its own bank, r being cyclic r_banks = lcm(COLS, LANES)).
 template <class C>
-void epi_residual(const typename C::acc_t acc[C::ROWS][C::COLS], int n0, int o0, const i32 bias[],
+void epi_residual(const typename C::acc_t acc[C::ROWS][C::COLS], int n0, int ot, const i32 bias[],
                   const i8 shift[], int e_y, const i8 e_r[], const i8 e_s[], typename C::res_t r[C::N][C::D],
                   const char* trace_name, int block) {
   const bool tracing = P2VIT_TRACING();  // once per tile: the check is a thread-local read
+  const int o0 = ot * C::COLS;
 #if P2VIT_CSIM_FAST_ROWS
   if constexpr (csim_fast_rows::epi_supported<C>()) {   // C-sim, untraced: the same values, 8 lanes at a time
     if (!tracing) {
@@ -87,44 +114,48 @@ void epi_residual(const typename C::acc_t acc[C::ROWS][C::COLS], int n0, int o0,
     }
   }
 #endif
+  [[maybe_unused]] constexpr int PB4 = param_banks<C, C::AXI_BYTES / 4>(), PB1 = param_banks<C, C::AXI_BYTES>(), RB = r_banks<C>();
   const int cols = C::D - o0 < C::COLS ? C::D - o0 : C::COLS;
-  int o = 0, n = 0;   // running column and row of the tile: no divider
-  [[maybe_unused]] constexpr int TRIPS = C::COLS*C::ROWS;
 residual:
-  for (int i = 0; i < cols * C::ROWS; ++i) {
+  for (int n = 0; n < C::ROWS; ++n) {
     P2VIT_PRAGMA(HLS PIPELINE II=1)
-    P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=TRIPS)
     P2VIT_COUNT("requant.residual");
-    // each iteration reads and writes its own element of r: no dependence between iterations
+    // each lane reads and writes its own element of r: no dependence between iterations
     P2VIT_PRAGMA(HLS DEPENDENCE variable=r type=inter dependent=false)
-    const int c = o0 + o, row = n0 + n;
-    P2VIT_ACCESS("bias", c % (C::AXI_BYTES / 4));
-    P2VIT_ACCESS("shift", c % C::AXI_BYTES);
-    P2VIT_ACCESS("e_r", c % C::AXI_BYTES);
-    P2VIT_ACCESS("e_s", c % C::AXI_BYTES);
-    if (row < C::N) {
-      const typename C::act_t y = requant<8>(i64(acc[n][o]) + i64(bias[c]), int(shift[c]));
-      if (tracing) P2VIT_TRACE(trace_name, block, long(row) * C::D + c, &y, 1);
-      const int er = int(e_r[c]);
-      const int m = e_y < er ? e_y : er;
-      P2VIT_ACCESS("r", 0);   // read ...
-      P2VIT_ACCESS("r", 0);   // ... and write of one element: both ports of the bank
-      const i64 t = shift_left(i64(y), e_y - m) + shift_left(i64(r[row][c]), er - m);
-      r[row][c] = requant<C::RES_BITS>(t, int(e_s[c]) - m);
-    }
-    if (++n == C::ROWS) {
-      n = 0;
-      ++o;
+    const int row = n0 + n;
+    for (int o = 0; o < C::COLS; ++o) {
+      P2VIT_PRAGMA(HLS UNROLL)
+      const int c = o0 + o;
+      if (o < cols) {
+        P2VIT_ACCESS_LANE("bias", c % PB4, o, gcd_int(C::COLS, PB4));
+        P2VIT_ACCESS_LANE("shift", c % PB1, o, gcd_int(C::COLS, PB1));
+        P2VIT_ACCESS_LANE("e_r", c % PB1, o, gcd_int(C::COLS, PB1));
+        P2VIT_ACCESS_LANE("e_s", c % PB1, o, gcd_int(C::COLS, PB1));
+      }
+      if (o < cols && row < C::N) {
+        const typename C::act_t y = requant<8>(i64(acc[n][o]) + i64(bias[c]), int(shift[c]));
+        if (tracing) P2VIT_TRACE(trace_name, block, long(row) * C::D + c, &y, 1);
+        const int er = int(e_r[c]);
+        const int m = e_y < er ? e_y : er;
+        P2VIT_ACCESS_LANE("r", c % RB, o, gcd_int(C::COLS, RB));   // read ...
+        P2VIT_ACCESS_LANE("r", c % RB, o, gcd_int(C::COLS, RB));   // ... and write: both ports of the bank
+        const i64 t = shift_left(i64(y), e_y - m) + shift_left(i64(r[row][c]), er - m);
+        r[row][c] = requant<C::RES_BITS>(t, int(e_s[c]) - m);
+      }
     }
   }
   (void)trace_name;
   (void)block;
 }
 
+// epi_gelu: COLS lanes, one tile row per cycle: g = lut[requant(acc + b, sh, 8) + 128] into the
+// row tile (cyclic gelu_row_banks). The table is partitioned completely (registers): COLS lookups
+// per cycle, each a 256-way multiplexer.
 template <class C>
-void epi_gelu(const typename C::acc_t acc[C::ROWS][C::COLS], int n0, int o0, const i32 bias[], const i8 shift[],
+void epi_gelu(const typename C::acc_t acc[C::ROWS][C::COLS], int n0, int ot, const i32 bias[], const i8 shift[],
               const i8 lut[256], typename C::act_t rows[C::ROWS][C::HID], int block) {
   const bool tracing = P2VIT_TRACING();
+  const int o0 = ot * C::COLS;
 #if P2VIT_CSIM_FAST_ROWS
   if constexpr (csim_fast_rows::gelu_supported<C>()) {   // C-sim, untraced: the same values, 8 lanes at a time
     if (!tracing) {
@@ -133,55 +164,63 @@ void epi_gelu(const typename C::acc_t acc[C::ROWS][C::COLS], int n0, int o0, con
     }
   }
 #endif
+  [[maybe_unused]] constexpr int PB4 = param_banks<C, C::AXI_BYTES / 4>(), PB1 = param_banks<C, C::AXI_BYTES>();
+  [[maybe_unused]] constexpr int GB = gelu_row_banks<C>();
   const int cols = C::HID - o0 < C::COLS ? C::HID - o0 : C::COLS;
-  int o = 0, n = 0;   // running column and row of the tile: no divider
-  [[maybe_unused]] constexpr int TRIPS = C::COLS*C::ROWS;
 gelu:
-  for (int i = 0; i < cols * C::ROWS; ++i) {
+  for (int n = 0; n < C::ROWS; ++n) {
     P2VIT_PRAGMA(HLS PIPELINE II=1)
-    P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=TRIPS)
     P2VIT_COUNT("requant.gelu");
-    const int c = o0 + o;
-    P2VIT_ACCESS("bias_fc1", c % (C::AXI_BYTES / 4));
-    P2VIT_ACCESS("shift_fc1", c % C::AXI_BYTES);
-    P2VIT_ACCESS("lut", 0);
-    P2VIT_ACCESS("gelu_rows", 0);
-    const typename C::act_t h = requant<8>(i64(acc[n][o]) + i64(bias[c]), int(shift[c]));
-    const typename C::act_t g = gelu_lookup(h, lut);
-    if (tracing && n0 + n < C::N) {
-      P2VIT_TRACE("fc1", block, long(n0 + n) * C::HID + c, &h, 1);
-      P2VIT_TRACE("gelu", block, long(n0 + n) * C::HID + c, &g, 1);
-    }
-    rows[n][c] = g;
-    if (++n == C::ROWS) {
-      n = 0;
-      ++o;
+    for (int o = 0; o < C::COLS; ++o) {
+      P2VIT_PRAGMA(HLS UNROLL)
+      const int c = o0 + o;
+      if (o < cols) {
+        P2VIT_ACCESS_LANE("bias_fc1", c % PB4, o, gcd_int(C::COLS, PB4));
+        P2VIT_ACCESS_LANE("shift_fc1", c % PB1, o, gcd_int(C::COLS, PB1));
+        P2VIT_ACCESS_LANE("gelu_rows", c % GB, o, gcd_int(C::COLS, GB));
+        const typename C::act_t h = requant<8>(i64(acc[n][o]) + i64(bias[c]), int(shift[c]));
+        const typename C::act_t g = gelu_lookup(h, lut);   // lut: registers, no bank
+        if (tracing && n0 + n < C::N) {
+          P2VIT_TRACE("fc1", block, long(n0 + n) * C::HID + c, &h, 1);
+          P2VIT_TRACE("gelu", block, long(n0 + n) * C::HID + c, &g, 1);
+        }
+        rows[n][c] = g;
+      }
     }
   }
   (void)block;
 }
 
-// gelu_out: the valid rows of a finished FC1 row tile, in order, onto the hidden stream.
+// gelu_out: the valid rows of a finished FC1 row tile, in order, onto the hidden stream: WL =
+// load_lanes values per word, ceil(HID / WL) words per row (lanes past HID carry 0).
 template <class C>
-void gelu_out(const typename C::act_t rows[C::ROWS][C::HID], int n0, stream<typename C::act_t>& out) {
+void gelu_out(const typename C::act_t rows[C::ROWS][C::HID], int n0, stream<typename C::hidden_word_t>& out) {
   const int valid = C::N - n0 < C::ROWS ? C::N - n0 : C::ROWS;
+  constexpr int WL = load_lanes<C>(), WORDS = (C::HID + WL - 1) / WL;
+  [[maybe_unused]] constexpr int GB = gelu_row_banks<C>();
 #if P2VIT_CSIM_FAST_ROWS
-  if constexpr (csim_fast_rows::epi_supported<C>()) {   // C-sim: one append per row
-    csim_fast_rows::rows_out<C::ROWS, C::HID>(rows, valid, out);
+  if constexpr (csim_fast_rows::epi_supported<C>() && C::HID % WL == 0) {   // C-sim: one append per row
+    csim_fast_rows::rows_out_words<C::ROWS, C::HID, WL>(rows, valid, out);
     return;
   }
 #endif
-  int n = 0, o = 0;
-  [[maybe_unused]] constexpr int TRIPS = C::ROWS*C::HID;
+  int n = 0, jw = 0;
+  [[maybe_unused]] constexpr int TRIPS = C::ROWS * WORDS;
 gelu_out:
-  for (int i = 0; i < valid * C::HID; ++i) {
+  for (int i = 0; i < valid * WORDS; ++i) {
     P2VIT_PRAGMA(HLS PIPELINE II=1)
     P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=TRIPS)
     P2VIT_COUNT("requant.gelu_out");
-    P2VIT_ACCESS("gelu_rows", 0);
-    out.write(rows[n][o]);
-    if (++o == C::HID) {
-      o = 0;
+    typename C::hidden_word_t w;
+    for (int l = 0; l < WL; ++l) {
+      P2VIT_PRAGMA(HLS UNROLL)
+      const int j = jw * WL + l;
+      if (j < C::HID) P2VIT_ACCESS_LANE("gelu_rows", j % GB, l, gcd_int(WL, GB));
+      lane(w, l) = j < C::HID ? rows[n][j] : typename C::act_t(0);
+    }
+    out.write(w);
+    if (++jw == WORDS) {
+      jw = 0;
       ++n;
     }
   }

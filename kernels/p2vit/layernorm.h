@@ -14,14 +14,14 @@
 namespace p2vit {
 
 // load_ln<C>(port, k, g, b, sh, ...): the four per-channel arrays of one LayerNorm, in bursts
-// (plain arrays, each partitioned cyclic by its values per beat where it is declared).
+// (plain arrays, each partitioned cyclic ln_param_banks where it is declared).
 template <class C>
 void load_ln(const typename C::axi_t* port, long k_beat, long g_beat, long b_beat, long sh_beat, uint<2> ln_k[C::D],
              sint<16> ln_G[C::D], i64 ln_B[C::D], sint<8> ln_sh[C::D]) {
-  burst<C, 1>(port, k_beat, C::D, ln_k, "ln_k");
-  burst<C, 2>(port, g_beat, C::D, ln_G, "ln_G");
-  burst<C, 8>(port, b_beat, C::D, ln_B, "ln_B");
-  burst<C, 1>(port, sh_beat, C::D, ln_sh, "ln_sh");
+  burst<C, 1, ln_param_banks<C, 1>()>(port, k_beat, C::D, ln_k, "ln_k");
+  burst<C, 2, ln_param_banks<C, 2>()>(port, g_beat, C::D, ln_G, "ln_G");
+  burst<C, 8, ln_param_banks<C, 8>()>(port, b_beat, C::D, ln_B, "ln_B");
+  burst<C, 1, ln_param_banks<C, 1>()>(port, sh_beat, C::D, ln_sh, "ln_sh");
 }
 
 // layernorm_rows<C>(r, nr, k, G, B, sh, eps, y): y[n] = LayerNorm(r[n]) for the first nr rows.

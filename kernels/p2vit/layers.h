@@ -25,6 +25,9 @@
 #ifndef P2VIT_LAYERS_H
 #define P2VIT_LAYERS_H
 
+#include <type_traits>
+
+#include "banks.h"
 #include "csim_fast.h"
 #include "epilogue.h"
 #include "mac_array.h"
@@ -52,9 +55,9 @@ void main_load(int mode, int t, int K, int NR, const typename C::act_t img[C::IM
   if (mode == MAIN_EMBED)
     load_rows_patch<C, KMAX>(img, n0, xt);
   else if (mode == MAIN_PROJ)
-    load_rows_array<C, KMAX, C::D>(att, 0, K, NR, n0, xt, "o");
+    load_rows_array<C, KMAX, C::D, xo_banks<C>()>(att, 0, K, NR, n0, xt, "o");
   else
-    load_rows_array<C, KMAX, C::D>(x, 0, K, NR, n0, xt, "x");
+    load_rows_array<C, KMAX, C::D, xo_banks<C>()>(x, 0, K, NR, n0, xt, "x");
 }
 
 // main_epilogue: the epilogue of tile (t, ot) of the shared array's layer `mode`.
@@ -71,9 +74,9 @@ void main_epilogue(int mode, int t, int ot, int OT, const typename C::acc_t acc[
                 C::ROWS * C::COLS, tile_bias, "tile_bias");
     epi_embed<C>(acc, n0, o0, tile_bias, shift, r);
   } else if (mode == MAIN_QKV) {
-    epi_qkv<C>(acc, n0, o0, bias, shift, q, k, v);
+    epi_qkv<C>(acc, n0, ot, bias, shift, q, k, v);
   } else if (mode == MAIN_PROJ) {
-    epi_residual<C>(acc, n0, o0, bias, shift, e_y, e_r, e_s, r, "proj", block);
+    epi_residual<C>(acc, n0, ot, bias, shift, e_y, e_r, e_s, r, "proj", block);
   } else {
     epi_head<C>(acc, o0, bias, shift, logits);
   }
@@ -154,7 +157,7 @@ void qk_array(const typename C::act_t q[C::N][C::D], const typename C::act_t k[C
     csim_fast::layer_fast<C, C::DH>(
         NT, C::DH, OT, csim_fast::KeyTiles<C, C::DH>{k, h},
         [&](int t, pe_x<C> tile[C::ROWS][C::DH]) {
-          load_rows_array<C, C::DH, C::D>(q, h * C::DH, C::DH, C::N, t * C::ROWS, tile, "q");
+          load_rows_array<C, C::DH, C::D, q_banks<C>()>(q, h * C::DH, C::DH, C::N, t * C::ROWS, tile, "q");
         },
         [&](int t, int ot, const typename C::acc_t tile_acc[C::ROWS][C::COLS]) {
           epi_logits<C>(tile_acc, ot * C::COLS, shift, group_rows[t % TG]);
@@ -165,7 +168,7 @@ void qk_array(const typename C::act_t q[C::N][C::D], const typename C::act_t k[C
 #endif
 row_tiles:
   for (int t = 0; t < NT; ++t) {
-    load_rows_array<C, C::DH, C::D>(q, h * C::DH, C::DH, C::N, t * C::ROWS, xt, "q");
+    load_rows_array<C, C::DH, C::D, q_banks<C>()>(q, h * C::DH, C::DH, C::N, t * C::ROWS, xt, "q");
   key_tiles:
     for (int ot = 0; ot < OT; ++ot) {
       reduce_keys<C, C::DH>(xt, C::DH, k, h, ot, acc);
@@ -178,7 +181,7 @@ row_tiles:
 // fc1_array: FC1 + GELU of every token, row tile by row tile onto `hidden`.
 template <class C>
 void fc1_array(const typename C::act_t x[C::N][C::D], const typename C::axi_t* blob_fc1, long w_beat, int wbits,
-               const i32 bias[], const i8 shift[], const i8 lut[256], stream<typename C::act_t>& hidden, int block) {
+               const i32 bias[], const i8 shift[], const i8 lut[256], stream<typename C::hidden_word_t>& hidden, int block) {
   constexpr int NT = (C::N + C::ROWS - 1) / C::ROWS, OT = (C::HID + C::COLS - 1) / C::COLS;
   pe_x<C> xt[C::ROWS][C::D];
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=xt type=complete dim=1)
@@ -186,7 +189,9 @@ void fc1_array(const typename C::act_t x[C::N][C::D], const typename C::axi_t* b
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=xt type=cyclic factor=SIMD dim=2)
   typename C::acc_t acc[C::ROWS][C::COLS];
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=acc type=complete dim=0)
-  typename C::act_t rows[C::ROWS][C::HID];
+  typename C::act_t rows[C::ROWS][C::HID];   // COLS values per cycle in (epi_gelu), load_lanes out (gelu_out)
+  [[maybe_unused]] constexpr int GELU_BANKS = gelu_row_banks<C>();
+  P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=rows type=cyclic factor=GELU_BANKS dim=2)
 #if P2VIT_CSIM_FAST_MAC
   if constexpr (csim_fast::layer_fast_supported<C>()) {   // native C-sim: same values, blocked (csim_fast.h)
     constexpr int TG = csim_fast::group_tiles<C>();
@@ -194,9 +199,9 @@ void fc1_array(const typename C::act_t x[C::N][C::D], const typename C::axi_t* b
     GroupRows& group_rows = csim_fast::scratch<GroupRows, 1>();
     csim_fast::layer_fast<C, C::D>(
         NT, C::D, OT, csim_fast::BlobTiles<C, C::D>{blob_fc1, w_beat, wbits, C::D / 2},
-        [&](int t, pe_x<C> tile[C::ROWS][C::D]) { load_rows_array<C, C::D, C::D>(x, 0, C::D, C::N, t * C::ROWS, tile, "x"); },
+        [&](int t, pe_x<C> tile[C::ROWS][C::D]) { load_rows_array<C, C::D, C::D, xo_banks<C>()>(x, 0, C::D, C::N, t * C::ROWS, tile, "x"); },
         [&](int t, int ot, const typename C::acc_t tile_acc[C::ROWS][C::COLS]) {
-          epi_gelu<C>(tile_acc, t * C::ROWS, ot * C::COLS, bias, shift, lut, group_rows[t % TG], block);
+          epi_gelu<C>(tile_acc, t * C::ROWS, ot, bias, shift, lut, group_rows[t % TG], block);
         },
         [&](int t) { gelu_out<C>(group_rows[t % TG], t * C::ROWS, hidden); });
     return;
@@ -204,11 +209,11 @@ void fc1_array(const typename C::act_t x[C::N][C::D], const typename C::axi_t* b
 #endif
 row_tiles:
   for (int t = 0; t < NT; ++t) {
-    load_rows_array<C, C::D, C::D>(x, 0, C::D, C::N, t * C::ROWS, xt, "x");
+    load_rows_array<C, C::D, C::D, xo_banks<C>()>(x, 0, C::D, C::N, t * C::ROWS, xt, "x");
   weight_tiles:
     for (int ot = 0; ot < OT; ++ot) {
       reduce_blob<C, C::D>(xt, C::D, blob_fc1, "blob_fc1", w_beat, ot, wbits, acc);
-      epi_gelu<C>(acc, t * C::ROWS, ot * C::COLS, bias, shift, lut, rows, block);
+      epi_gelu<C>(acc, t * C::ROWS, ot, bias, shift, lut, rows, block);
     }
     gelu_out<C>(rows, t * C::ROWS, hidden);
   }
@@ -216,7 +221,7 @@ row_tiles:
 
 // fc2_array: FC2 of the rows arriving on `hidden`, added into the residual stream r.
 template <class C>
-void fc2_array(stream<typename C::act_t>& hidden, const typename C::axi_t* blob_fc2, long w_beat, int wbits,
+void fc2_array(stream<typename C::hidden_word_t>& hidden, const typename C::axi_t* blob_fc2, long w_beat, int wbits,
                const i32 bias[], const i8 shift[], int e_y, const i8 e_r[], const i8 e_s[],
                typename C::res_t r[C::N][C::D], int block) {
   constexpr int NT = (C::N + C::ROWS - 1) / C::ROWS, OT = (C::D + C::COLS - 1) / C::COLS;
@@ -232,7 +237,7 @@ void fc2_array(stream<typename C::act_t>& hidden, const typename C::axi_t* blob_
         NT, C::HID, OT, csim_fast::BlobTiles<C, C::HID>{blob_fc2, w_beat, wbits, C::HID / 2},
         [&](int t, pe_x<C> tile[C::ROWS][C::HID]) { load_rows_stream<C, C::HID>(hidden, C::HID, C::N, t * C::ROWS, tile); },
         [&](int t, int ot, const typename C::acc_t tile_acc[C::ROWS][C::COLS]) {
-          epi_residual<C>(tile_acc, t * C::ROWS, ot * C::COLS, bias, shift, e_y, e_r, e_s, r, "fc2", block);
+          epi_residual<C>(tile_acc, t * C::ROWS, ot, bias, shift, e_y, e_r, e_s, r, "fc2", block);
         },
         [](int) {});
     return;
@@ -244,7 +249,7 @@ row_tiles:
   weight_tiles:
     for (int ot = 0; ot < OT; ++ot) {
       reduce_blob<C, C::HID>(xt, C::HID, blob_fc2, "blob_fc2", w_beat, ot, wbits, acc);
-      epi_residual<C>(acc, t * C::ROWS, ot * C::COLS, bias, shift, e_y, e_r, e_s, r, "fc2", block);
+      epi_residual<C>(acc, t * C::ROWS, ot, bias, shift, e_y, e_r, e_s, r, "fc2", block);
     }
   }
 }
@@ -274,9 +279,12 @@ void mlp(const typename C::act_t x[C::N][C::D], const typename C::axi_t* blob_fc
          const i32 b2[], const i8 sh2[], int e_y2, const i8 e_r[], const i8 e_s[], typename C::res_t r[C::N][C::D],
          int block) {
   P2VIT_PRAGMA(HLS DATAFLOW)
-  stream<typename C::act_t> hidden("hidden");
-  [[maybe_unused]] constexpr int HIDDEN_DEPTH = C::ROWS * C::HID;
-  P2VIT_PRAGMA(HLS STREAM variable=hidden depth=HIDDEN_DEPTH)  // one FC1 row tile
+  static_assert(std::is_same<typename C::hidden_word_t,
+                             typename lanes_of<typename C::act_t, load_lanes<C>()>::type>::value,
+                "Cfg::hidden_word_t must carry load_lanes values");
+  stream<typename C::hidden_word_t> hidden("hidden");
+  [[maybe_unused]] constexpr int HIDDEN_DEPTH = C::ROWS * ((C::HID + load_lanes<C>() - 1) / load_lanes<C>());
+  P2VIT_PRAGMA(HLS STREAM variable=hidden depth=HIDDEN_DEPTH)  // one FC1 row tile, load_lanes values per word
   fc1_array<C>(x, blob_fc1, w1, bits1, b1, sh1, lut, hidden, block);
   fc2_array<C>(hidden, blob_fc2, w2, bits2, b2, sh2, e_y2, e_r, e_s, r, block);
 }

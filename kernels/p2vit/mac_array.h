@@ -6,8 +6,8 @@
 // (p2vit/layers.h) combine a row loader, a reduction and an epilogue (p2vit/epilogue.h).
 //
 // What is here (C: the configuration struct of p2vit_params.h, see p2vit/layers.h):
-//   load_rows_array<C, KMAX>(x, col0, K, NR, n0, xt, name)  rows of an on-chip array
-//   load_rows_stream<C, KMAX>(s, K, NR, n0, xt)             rows from a FIFO, in order
+//   load_rows_array<C, KMAX, W, XB>(x, col0, K, NR, n0, xt, name)  rows of an on-chip array, 2 x SIMD per cycle
+//   load_rows_stream<C, KMAX>(s, K, NR, n0, xt)             rows from a FIFO of 2 x SIMD-value words
 //   load_image<C>(image, img)                               the image into BRAM, one burst
 //   load_rows_patch<C, KMAX>(img, n0, xt)                   flattened image patches
 //   reduce_blob<C, KMAX>(xt, K, port, bundle, w_beat, ot, wbits, acc, xt_name)
@@ -16,19 +16,22 @@
 //
 // Buffers and banks (what the II check counts, UG1399 "Arrays"):
 //   xt[ROWS][KMAX]: dim 1 complete, dim 2 cyclic SIMD -> bank (n, k % SIMD); a reduction step
-//     reads one value of each of the ROWS x SIMD banks, a load writes one value per cycle.
+//     reads one value of each of the ROWS x SIMD banks, a load writes 2 x SIMD values of one row per
+//     cycle (two per bank, one on each port).
 //   acc[ROWS][COLS]: complete (registers).
 //   weight word: COLS x SIMD weights per step, BEATS beats of one m_axi bundle
 //     (BEATS = ceil(COLS * SIMD * 8 / 8 / AXI_BYTES)): the reduction's II is BEATS.
-//   keys k[H][N][DH]: dim 2 cyclic COLS, dim 3 cyclic SIMD -> bank (j % COLS, d % SIMD); a Q.K^T
-//     step reads keys j = ot*COLS + o, channels d = ks*SIMD + s: lane (o, s) reads bank (o, s),
-//     one per bank and known at compile time (II 1; P2VIT_ACCESS_STATIC checks it).
+//   keys k[H][N][DH]: dim 2 cyclic COLS, dim 3 cyclic KB = lcm(qkv_lanes, SIMD) -> bank
+//     (j % COLS, d % KB); a Q.K^T step reads keys j = ot*COLS + o, channels d = ks*SIMD + s: lane
+//     (o, s) reads key bank o and a channel bank s + m*SIMD, one lane per bank (II 1;
+//     P2VIT_ACCESS_LANE checks it).
 #ifndef P2VIT_MAC_ARRAY_H
 #define P2VIT_MAC_ARRAY_H
 
 #include <cstring>
 
 #include "axi.h"
+#include "banks.h"
 #include "blob.h"
 #include "pe_array.h"
 #include "trace.h"
@@ -42,44 +45,65 @@ constexpr int xt_bank(int n, int k) {
   return n * C::SIMD + k % C::SIMD;
 }
 
-// load_rows_array: xt[n][k] = x[n0 + n][col0 + k] for rows n0 + n < NR, else 0; one value per cycle.
-//   W: row length of x; name: x's name for the II check (x is not partitioned: one bank).
-template <class C, int KMAX, int W>
+// load_rows_array: xt[n][k] = x[n0 + n][col0 + k] for rows n0 + n < NR, else 0; WL = load_lanes
+// values per cycle (p2vit/banks.h): word kw of a row is k = kw*WL + w, lanes past K idle.
+//   W: row length of x; XB: x's dim-2 banks (col0 a multiple of XB); name: x's name (II check).
+// xt is cyclic SIMD along K, so a bank takes WL / SIMD = 2 writes per cycle: both BRAM ports.
+template <class C, int KMAX, int W, int XB>
 void load_rows_array(const typename C::act_t x[][W], int col0, int K, int NR, int n0,
                      typename pe_operand<typename C::act_t>::type xt[C::ROWS][KMAX], const char* name) {
-  int n = 0, k = 0;   // running row and column: no divider by the run-time K
-  [[maybe_unused]] constexpr int TRIPS = C::ROWS*KMAX;
+  constexpr int WL = load_lanes<C>();
+  const int words = (K + WL - 1) / WL;
+  int n = 0, kw = 0;   // running row and word: no divider by the run-time K
+  [[maybe_unused]] constexpr int TRIPS = C::ROWS * ((KMAX + WL - 1) / WL);
 load_array:
-  for (int i = 0; i < C::ROWS * K; ++i) {
+  for (int i = 0; i < C::ROWS * words; ++i) {
     P2VIT_PRAGMA(HLS PIPELINE II=1)
     P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=TRIPS)
     P2VIT_COUNT("mac_array.load_array");
-    P2VIT_ACCESS(name, 0);
-    P2VIT_ACCESS("xt", xt_bank<C>(n, k));
-    xt[n][k] = n0 + n < NR ? x[n0 + n][col0 + k] : typename C::act_t(0);
-    if (++k == K) {
-      k = 0;
+    for (int w = 0; w < WL; ++w) {
+      P2VIT_PRAGMA(HLS UNROLL)
+      const int k = kw * WL + w;
+      if (k < K) {
+        if (n0 + n < NR) P2VIT_ACCESS_LANE(name, (col0 + k) % XB, w, gcd_int(WL, XB));
+        P2VIT_ACCESS_LANE("xt", xt_bank<C>(n, k), n * C::SIMD + w, C::SIMD);
+        xt[n][k] = n0 + n < NR ? x[n0 + n][col0 + k] : typename C::act_t(0);
+      }
+    }
+    if (++kw == words) {
+      kw = 0;
       ++n;
     }
   }
   (void)name;
 }
 
-// load_rows_stream: the next rows of K values from the FIFO s for rows n0 + n < NR, else 0.
+// load_rows_stream: the next rows of K values from the FIFO s, WL = load_lanes values per word
+// (gelu_out's words: the last word of a row carries K - (words - 1)*WL), for rows n0 + n < NR, else 0.
 template <class C, int KMAX>
-void load_rows_stream(stream<typename C::act_t>& s, int K, int NR, int n0,
+void load_rows_stream(stream<typename C::hidden_word_t>& s, int K, int NR, int n0,
                       typename pe_operand<typename C::act_t>::type xt[C::ROWS][KMAX]) {
-  int n = 0, k = 0;
-  [[maybe_unused]] constexpr int TRIPS = C::ROWS*KMAX;
+  constexpr int WL = load_lanes<C>();
+  const int words = (K + WL - 1) / WL;
+  int n = 0, kw = 0;
+  [[maybe_unused]] constexpr int TRIPS = C::ROWS * ((KMAX + WL - 1) / WL);
 load_stream:
-  for (int i = 0; i < C::ROWS * K; ++i) {
+  for (int i = 0; i < C::ROWS * words; ++i) {
     P2VIT_PRAGMA(HLS PIPELINE II=1)
     P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=TRIPS)
     P2VIT_COUNT("mac_array.load_stream");
-    P2VIT_ACCESS("xt", xt_bank<C>(n, k));
-    xt[n][k] = n0 + n < NR ? s.read() : typename C::act_t(0);
-    if (++k == K) {
-      k = 0;
+    typename C::hidden_word_t word{};
+    if (n0 + n < NR) word = s.read();
+    for (int w = 0; w < WL; ++w) {
+      P2VIT_PRAGMA(HLS UNROLL)
+      const int k = kw * WL + w;
+      if (k < K) {
+        P2VIT_ACCESS_LANE("xt", xt_bank<C>(n, k), n * C::SIMD + w, C::SIMD);
+        xt[n][k] = lane(word, w);
+      }
+    }
+    if (++kw == words) {
+      kw = 0;
       ++n;
     }
   }
@@ -193,15 +217,16 @@ reduce:
   }
 }
 
-// k_bank<C>(j, d): bank of the key buffer k[h][j][d] (dim 2 cyclic COLS, dim 3 cyclic SIMD).
+// k_bank<C>(j, d): bank of the key buffer k[h][j][d] (dim 2 cyclic COLS, dim 3 cyclic
+// KB = k_channel_banks, p2vit/banks.h), numbered with the key's bank as the low digit.
 template <class C>
 constexpr int k_bank(int j, int d) {
-  return (j % C::COLS) * C::SIMD + d % C::SIMD;
+  return (d % k_channel_banks<C>()) * C::COLS + j % C::COLS;
 }
 
 // reduce_keys: Q.K^T for key tile ot of head h: acc[n][o] = sum_d xt[n][d] * key[h][ot*COLS + o][d]
 // (keys j >= N are 0); COLS x SIMD keys per step from the partitioned key buffer (II 1): lane
-// (o, s) reads bank (o, s), known at compile time.
+// (o, s) reads key bank o and channel bank s + m*SIMD (KB is a multiple of SIMD): one lane per bank.
 template <class C, int KMAX>
 P2VIT_CSIM_INLINE void reduce_keys(const typename pe_operand<typename C::act_t>::type xt[C::ROWS][KMAX], int K,
                  const typename C::act_t key[C::H][C::N][C::DH], int h, int ot,
@@ -221,7 +246,7 @@ reduce_keys:
       for (int s = 0; s < C::SIMD; ++s) {
         P2VIT_PRAGMA(HLS UNROLL)
         const int d = ks * C::SIMD + s;
-        if (j < C::N) P2VIT_ACCESS_STATIC("k", k_bank<C>(j, d), o * C::SIMD + s);
+        if (j < C::N) P2VIT_ACCESS_LANE("k", k_bank<C>(j, d), s * C::COLS + o, C::SIMD * C::COLS);
         w[o][s] = j < C::N ? key[h][j][d] : typename C::act_t(0);
       }
     }

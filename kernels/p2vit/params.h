@@ -4,7 +4,7 @@
 // What is here:
 //   ModelField, BlockField       field order of the model and block descriptors (int64 each)
 //   load_desc<C>(port, beat, n, d)          a descriptor: n int64 fields from beat `beat`
-//   burst<C, FB>(port, beat, n, dst, name)  n signed FB-byte values into an on-chip array
+//   burst<C, FB[, BANKS]>(port, beat, n, dst, name)  n signed FB-byte values into an on-chip array
 //
 // Layout (codegen/layout.py writes it; tests/test_codegen.py checks the field order against it):
 // beat 0 holds the model descriptor, then DEPTH block descriptors of DESC_BEATS beats each,
@@ -13,11 +13,13 @@
 // is the same for every calibration of a model: only the blob changes.
 //
 // Bursts read one beat per cycle (II=1) and write AXI_BYTES / FB values per cycle, so the
-// destination is partitioned cyclic by that factor (done by the caller, next to the array).
+// destination is partitioned cyclic by that factor or a multiple of it (done by the caller, next
+// to the array; p2vit/banks.h).
 #ifndef P2VIT_PARAMS_H_KERNEL
 #define P2VIT_PARAMS_H_KERNEL
 
 #include "axi.h"
+#include "banks.h"
 #include "trace.h"
 #include "types.h"
 
@@ -65,12 +67,14 @@ desc:
   }
 }
 
-// burst<C, FB>(port, beat, n, dst, name): dst[i] = the i-th signed FB-byte value from `beat`
-// on, for i < n; one beat per cycle. dst must be partitioned cyclic AXI_BYTES / FB (or more).
+// burst<C, FB, BANKS>(port, beat, n, dst, name): dst[i] = the i-th signed FB-byte value from
+// `beat` on, for i < n; one beat per cycle. dst must be partitioned cyclic BANKS, a multiple of
+// AXI_BYTES / FB (the default), so that the beat's values land in distinct banks.
 //   FB: bytes per value (1, 2, 4 or 8); T: element type of dst; name: dst's name (II check).
-template <class C, int FB, class T>
+template <class C, int FB, int BANKS = C::AXI_BYTES / FB, class T>
 void burst(const typename C::axi_t* port, long beat, int n, T dst[], const char* name) {
   constexpr int PER = C::AXI_BYTES / FB;
+  static_assert(BANKS % PER == 0, "burst: the destination's banks must be a multiple of the values per beat");
   const int beats = (n + PER - 1) / PER;
 burst:
   for (int b = 0; b < beats; ++b) {
@@ -82,7 +86,7 @@ burst:
       P2VIT_PRAGMA(HLS UNROLL)
       const int i = b * PER + e;
       if (i < n) {
-        P2VIT_ACCESS_STATIC(name, i % PER, e);   // value e of the beat goes to bank e
+        P2VIT_ACCESS_LANE(name, i % BANKS, e, PER);   // value e of the beat: banks e + m*PER
         dst[i] = T(axi_field<FB>(w, FB * e));
       }
     }

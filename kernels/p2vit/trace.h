@@ -224,11 +224,22 @@ inline std::vector<std::tuple<std::string, std::string, long long>> counters_pea
       throw std::logic_error(std::string("p2vit: ") + array + ": bank not fixed at compile time"); \
     P2VIT_ACCESS(array, bank);                                                                     \
   } while (0)
+// P2VIT_ACCESS_LANE(array, bank, lane, g): lane `lane` of an unrolled loop indexing a cyclic
+// partition as base*E + lane (p2vit/banks.h), g = gcd(E, factor): the lane can only reach the banks
+// congruent to it mod g, a set HLS derives from the affine index. The bank must lie in that set,
+// or the counters build throws.
+#define P2VIT_ACCESS_LANE(array, bank, lane, g)                                                     \
+  do {                                                                                             \
+    if (long(bank) % long(g) != long(lane) % long(g))                                              \
+      throw std::logic_error(std::string("p2vit: ") + array + ": lane outside its banks");        \
+    P2VIT_ACCESS(array, bank);                                                                     \
+  } while (0)
 #define P2VIT_AXI_BEAT(bundle) ::p2vit::counters::access(::p2vit::counters::resource("axi:", bundle), 0)
 #else
 #define P2VIT_COUNT(id) ((void)0)
 #define P2VIT_ACCESS(array, bank) ((void)0)
 #define P2VIT_ACCESS_STATIC(array, bank, static_bank) ((void)0)
+#define P2VIT_ACCESS_LANE(array, bank, lane, g) ((void)0)
 #define P2VIT_AXI_BEAT(bundle) ((void)0)
 #endif
 
