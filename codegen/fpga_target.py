@@ -63,12 +63,16 @@ DSP48E2_PARTS = ("xczu", "xck26", "xck24", "xcvu", "xcku", "xcau", "xcu")   # Ul
 UTILIZATION_CAP = {"luts": 0.80, "bram18k": 0.85}
 LATENCY_TIE = 0.01   # designs within 1% of the fastest count as tied; the fewest DSPs wins
 BUNDLES = 4        # m_axi bundles of the emitted top: io, blob, blob_fc1, blob_fc2
+ACC_BITS = 32      # MAC accumulator bits the LUT estimate assumes (DeiT-B: K * 2^7 * 2^7 < 2^31)
 
 # LUTs per unit (estimates; see the module docstring and docs/performance.md).
 LUT_COSTS = {
     "pe_product": 20,        # per 8 x 8 product: its share of the SIMD adder tree (~17-bit) and the packed split (18-bit)
     "pe_accumulator": 34,    # per acc[n][o]: a 32-bit adder and the clear multiplexer
     "epilogue_lane": 450,    # a requant lane: 64-bit round-half-up shift (~6 LUT levels x 64 bits / 2), saturation, bias add
+    "residual_lane": 1_000,  # a requant lane, two alignment shifts of ~24 bits, the add and a second requant
+    "acc_row_mux": 1,        # per accumulator bit and 4 rows: a LUT6 4:1 multiplexer (MUXF7/F8 join them)
+    "gelu_lookup": 560,      # a 256-way multiplexer of 8 bits from the registered table (~70 LUT6 + MUXF7/F8 per bit)
     "softmax_lane": 6_500,   # Z = 15 constant multiples of a 64-bit ex: theta_1..15 in canonical signed digits take
                              # ~78 adders of ~64 bits (~5,000), Z 64-bit comparators (~1,000), n = 30 - 2E 13-bit
                              # comparators, the (n+1)-way mux and three 64-bit adders (~500)
@@ -136,8 +140,15 @@ def lut_estimate(shape: perf.ModelShape, hw: HwConfig) -> dict[str, int]:
                 small_mem += banks * math.ceil(depth * width / 64)
     return {
         "MAC arrays (products, accumulators)": arrays * (P * c["pe_product"] + hw.rows * hw.cols * c["pe_accumulator"]),
-        "epilogues (1 lane each; Q.K^T logits: COLS; A.V out: LANES)": (arrays - 1 + hw.cols + hw.lanes)
-                                                                          * c["epilogue_lane"],
+        # requant lanes: QKV gcd(COLS, DH), embed 1, head 1, Q.K^T logits COLS, A.V out LANES
+        "requant lanes (QKV, embed, head, logits, A.V out)": (perf.qkv_lanes(hw, shape.dh) + 2 + hw.cols + hw.lanes)
+                                                             * c["epilogue_lane"],
+        "residual lanes (proj, FC2: COLS each)": 2 * hw.cols * c["residual_lane"],
+        "GELU lanes (FC1: COLS requant + table lookups)": hw.cols * (c["epilogue_lane"] + c["gelu_lookup"]),
+        # the epilogues read one accumulator row per cycle (acc[n]: Q.K^T, main, FC1, FC2) and the
+        # drains one row of the ping-pong copy (done[n]: main, FC1, FC2)
+        "accumulator row multiplexers (acc[n], done[n])": 7 * hw.cols * ACC_BITS * math.ceil(hw.rows / 4)
+                                                          * c["acc_row_mux"],
         "softmax lanes": hw.lanes * c["softmax_lane"],
         "A.V shifter array": shape.dh * hw.lanes * c["shifter"],
         "LayerNorm lanes and row unit": hw.lanes * c["layernorm_lane"] + c["layernorm_row"],

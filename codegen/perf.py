@@ -243,6 +243,7 @@ class Loop:
     entries: int = 1
     n: int = 1
     dram: int = 0
+    drain: str = ""   # a reduction that also drains the previous tile's epilogue (this loop id's work)
 
 
 @dataclass
@@ -296,24 +297,38 @@ def _mac(hw: HwConfig, NR: int, K: int, O: int, src: str, epi: str, bits: int | 
     R, C, S = hw.rows, hw.cols, hw.simd
     NT, OT = _cdiv(NR, R), _cdiv(O, C)
     slot = hw.weight_beats * hw.axi_bytes          # bytes of one weight word in the blob (4-bit: same slot)
-    groups = []   # weight tiles: the full ones, then a partial last one
+    def epilogue(c):               # the epilogue loop of a tile with c valid columns
+        if epi == "head":
+            return Loop("requant.head", c, 1)
+        if epi in ("logits", "residual", "gelu"):   # COLS lanes: one tile row per cycle
+            return Loop(f"requant.{epi}", R, 1)
+        if epi == "requant":     # QKV: qkv_lanes columns of one tile row per cycle
+            return Loop("requant.requant", R * _cdiv(c, qkv_lanes(hw, K_DH)), 1)
+        return Loop(f"requant.{epi}", c * R, 1)   # embed: one value per cycle
+
+    if bits is None:
+        red = Loop("mac_array.reduce_keys", K // S, 1, 1)
+    else:
+        red = Loop("mac_array.reduce", K // S, 1, 1, (K // S) * slot)
     full, last = O // C, O % C
-    for count, c in ((full, C), (1 if last else 0, last)):
-        if count:
-            if bits is None:
-                red = Loop("mac_array.reduce_keys", K // S, 1, 1)
-            else:
-                red = Loop("mac_array.reduce", K // S, 1, 1, (K // S) * slot)
-            if epi == "head":
-                ep = Loop("requant.head", c, 1)
-            elif epi in ("logits", "residual", "gelu"):   # COLS lanes: one tile row per cycle
-                ep = Loop(f"requant.{epi}", R, 1)
-            elif epi == "requant":     # QKV: qkv_lanes columns of one tile row per cycle
-                ep = Loop("requant.requant", R * _cdiv(c, qkv_lanes(hw, K_DH)), 1)
-            else:                      # embed: one value per cycle
-                ep = Loop(f"requant.{epi}", c * R, 1)
-            pre = _burst(R * C * 4, hw) if epi == "embed" else None   # the tile's per-token biases
-            groups.append((count, red, ep, pre))
+    last_c = last or C
+    # Ping-pong accumulators (kernels/p2vit/layers.h): QKV, proj, FC1 and FC2 drain tile ot - 1
+    # inside tile ot's reduction when it has at least as many steps as the drain has cycles; the
+    # last tile drains after its reduction.
+    drain_n = R * (C // qkv_lanes(hw, K_DH)) if epi == "requant" else R
+    if bits is not None and epi in ("requant", "residual", "gelu") and K // S >= drain_n:
+        red_drain = replace(red, drain=epilogue(C).id)
+        if OT == 1:
+            groups = [(1, red, epilogue(last_c), None)]
+        else:
+            groups = [(1, red, None, None)] + ([(OT - 2, red_drain, None, None)] if OT > 2 else []) \
+                + [(1, red_drain, epilogue(last_c), None)]
+    else:
+        groups = []   # weight tiles: the full ones, then a partial last one, each with its epilogue
+        for count, c in ((full, C), (1 if last else 0, last)):
+            if count:
+                pre = _burst(R * C * 4, hw) if epi == "embed" else None   # the tile's per-token biases
+                groups.append((count, red, epilogue(c), pre))
     assert sum(g[0] for g in groups) == OT
     load_id = f"mac_array.load_{src}"
     words = K if src == "patch" else _cdiv(K, load_lanes(hw))   # iterations per row: values or words
@@ -458,7 +473,8 @@ def _all_loops(step: Step):
                 yield replace(red, n=red.n * count)
                 if pre is not None:
                     yield replace(pre, n=pre.n * count)
-                yield replace(ep, n=ep.n * count)
+                if ep is not None:
+                    yield replace(ep, n=ep.n * count)
 
 
 def loop_counts(shape: ModelShape, hw: HwConfig, steps: list[Step] | None = None) -> dict[str, int]:
@@ -516,6 +532,8 @@ class _Timer:
         if not lp.iters:
             return 0.0
         d = self.depth(lp.id)
+        if lp.drain:   # the drain's epilogue runs beside the reduction: the deeper of the two, + the handoff cycle
+            d = max(d, self.depth(lp.drain)) + 1
         if self.sw.intra:
             c = lp.iters * loop_ii(lp.id, self.hw) + lp.entries * (d - 1)
         else:
@@ -528,7 +546,7 @@ class _Timer:
 
     def tiles(self, tiles) -> float:
         def epi(e, pre):
-            return self.loop(e) + (self.loop(pre) if pre is not None else 0.0)
+            return (self.loop(e) if e is not None else 0.0) + (self.loop(pre) if pre is not None else 0.0)
 
         if not self.sw.epilogue_overlap:
             return sum(k * (self.loop(r) + epi(e, pre)) for k, r, e, pre in tiles)
@@ -549,7 +567,8 @@ class _Timer:
             out[lp.id.split(".")[0]] = out.get(lp.id.split(".")[0], 0) + self.loop(lp)
         for k, r, e, pre in op.tiles:
             out["mac_array"] = out.get("mac_array", 0) + k * self.loop(r)
-            out["requant"] = out.get("requant", 0) + k * self.loop(e)
+            if e is not None:   # drains inside a reduction are the reduction's cycles
+                out["requant"] = out.get("requant", 0) + k * self.loop(e)
             if pre is not None:
                 out["params"] = out.get("params", 0) + k * self.loop(pre)
         if op.extra:

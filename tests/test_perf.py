@@ -117,15 +117,23 @@ def test_cycle_equations(tiny):
     assert lat["blocks.0.qkv"]["cycles"] == step["blocks.0.qkv"]["cycles"] + 64 * entries
 
     def mac(NR, K, O, load, epi, reduce="mac_array.reduce"):
-        NT = -(-NR // R)
+        NT, OT = -(-NR // R), -(-O // C)
         t = NT * _cyc(load, R * -(-K // (2 * S)))                  # row loads: 2 x SIMD values per cycle
-        for o0 in range(0, O, C):
-            c = min(C, O - o0)
+
+        def per_tile(c):
             if epi == "requant.requant":                            # gcd(COLS, DH) columns of a row per cycle
-                per_tile = R * -(-c // math.gcd(C, DH))
-            else:                                                   # COLS lanes: a tile row per cycle
-                per_tile = R
-            t += NT * (_cyc(reduce, K // S, simd=S, ii=perf.loop_ii(reduce, hw)) + _cyc(epi, per_tile))
+                return R * -(-c // math.gcd(C, DH))
+            return R                                                # COLS lanes: a tile row per cycle
+
+        red = _cyc(reduce, K // S, simd=S, ii=perf.loop_ii(reduce, hw))
+        if reduce == "mac_array.reduce" and K // S >= per_tile(C):
+            # ping-pong accumulators: tile ot - 1 drains inside tile ot's reduction, whose pipeline is
+            # the deeper of the two plus the handoff cycle; the last tile drains after its reduction
+            d_red = perf.DEPTH[reduce] + math.ceil(math.log2(S))
+            drained = red + max(0, perf.DEPTH[epi] - d_red) + 1
+            return t + NT * (red + (OT - 1) * drained + _cyc(epi, per_tile(O - (OT - 1) * C)))
+        for o0 in range(0, O, C):
+            t += NT * (red + _cyc(epi, per_tile(min(C, O - o0))))
         return t
 
     def burst(nbytes):

@@ -38,58 +38,75 @@ namespace p2vit {
 // all COLS; lane e indexes every array as base*E + e (p2vit/banks.h), so it reaches a set of banks
 // no other lane reaches, and P2VIT_ACCESS_LANE checks that.
 
-// epi_qkv: y = requant(acc + b, sh, 8) into q, k or v. Columns go in groups of E = gcd(COLS, DH)
-// (p2vit/banks.h qkv_lanes): a group starts at a multiple of E, so it lies in one of q, k, v and
-// in one head, and its E destinations are consecutive channels of one row.
+// epi_qkv_row: group g (E = qkv_lanes columns, p2vit/banks.h) of one accumulator row a of column
+// tile ot: y = requant(a + b, sh, 8) into q, k or v at token `row`. A group starts at a multiple
+// of E, so it lies in one of q, k, v and in one head, and its E destinations are consecutive
+// channels of one row. One cycle's work of epi_qkv and of the drains in p2vit/layers.h.
 template <class C>
-void epi_qkv(const typename C::acc_t acc[C::ROWS][C::COLS], int n0, int ot, const i32 bias[],
-             const i8 shift[], typename C::act_t q[C::N][C::D], typename C::act_t k[C::H][C::N][C::DH],
-             typename C::act_t v[C::H][C::N][C::DH]) {
-  const int o0 = ot * C::COLS;
-#if P2VIT_CSIM_FAST_ROWS
-  if constexpr (csim_fast_rows::qkv_supported<C>()) {   // C-sim: the same values, 8 lanes at a time
-    csim_fast_rows::epi_qkv_fast<C>(acc, n0, o0, bias, shift, q, k, v);
-    return;
-  }
-#endif
+inline void epi_qkv_row(const typename C::acc_t a[C::COLS], int row, int ot, int g, const i32 bias[],
+                        const i8 shift[], typename C::act_t q[C::N][C::D], typename C::act_t k[C::H][C::N][C::DH],
+                        typename C::act_t v[C::H][C::N][C::DH]) {
+  P2VIT_PRAGMA(HLS INLINE)
   constexpr int E = qkv_lanes<C>(), GROUPS = C::COLS / E;
   constexpr int GD = C::D / E, GH = C::DH / E;   // groups per q/k/v, per head
   [[maybe_unused]] constexpr int PB4 = param_banks<C, C::AXI_BYTES / 4>(), PB1 = param_banks<C, C::AXI_BYTES>();
   [[maybe_unused]] constexpr int QB = q_banks<C>(), KB = k_channel_banks<C>();
+  const int cols = 3 * C::D - ot * C::COLS < C::COLS ? 3 * C::D - ot * C::COLS : C::COLS;
+  const int cg = ot * GROUPS + g;                   // group of the layer's 3D columns
+  const int part = cg / GD, pg = cg - part * GD;    // q, k or v (constant divisors), group in it
+  const int h = pg / GH, dg = pg - h * GH;          // head, group in the head
+  for (int e = 0; e < E; ++e) {
+    P2VIT_PRAGMA(HLS UNROLL)
+    const int c = cg * E + e, d = dg * E + e;
+    if (g * E + e < cols) {
+      P2VIT_ACCESS_LANE("bias", c % PB4, e, gcd_int(E, PB4));
+      P2VIT_ACCESS_LANE("shift", c % PB1, e, gcd_int(E, PB1));
+    }
+    if (row < C::N && g * E + e < cols) {
+      const typename C::act_t y = requant<8>(i64(a[g * E + e]) + i64(bias[c]), int(shift[c]));
+      if (part == 0) {
+        P2VIT_ACCESS_LANE("q", c % QB, e, gcd_int(E, QB));
+        q[row][c] = y;
+      } else if (part == 1) {
+        P2VIT_ACCESS_LANE("k", k_bank<C>(row, d), e * C::COLS + row % C::COLS, gcd_int(E, KB) * C::COLS);
+        k[h][row][d] = y;
+      } else {
+        P2VIT_ACCESS_LANE("v", (row % C::LANES) * C::DH + d, e, E);   // bank (key lane, channel)
+        v[h][row][d] = y;
+      }
+    }
+  }
+}
+
+// qkv_drain_cycles<C>(): cycles of one tile's QKV epilogue: ROWS x COLS / qkv_lanes.
+template <class C>
+constexpr int qkv_drain_cycles() {
+  return C::ROWS * (C::COLS / qkv_lanes<C>());
+}
+
+// epi_qkv: tile (n0, ot) into q, k, v: epi_qkv_row for every group (outer) and row (inner).
+template <class C>
+void epi_qkv(const typename C::acc_t acc[C::ROWS][C::COLS], int n0, int ot, const i32 bias[],
+             const i8 shift[], typename C::act_t q[C::N][C::D], typename C::act_t k[C::H][C::N][C::DH],
+             typename C::act_t v[C::H][C::N][C::DH]) {
+#if P2VIT_CSIM_FAST_ROWS
+  if constexpr (csim_fast_rows::qkv_supported<C>()) {   // C-sim: the same values, 8 lanes at a time
+    csim_fast_rows::epi_qkv_fast<C>(acc, n0, ot * C::COLS, bias, shift, q, k, v);
+    return;
+  }
+#endif
+  constexpr int E = qkv_lanes<C>();
+  const int o0 = ot * C::COLS;
   const int cols = 3 * C::D - o0 < C::COLS ? 3 * C::D - o0 : C::COLS;
   const int groups = (cols + E - 1) / E;
   int g = 0, n = 0;   // running group and row of the tile: no divider
-  [[maybe_unused]] constexpr int TRIPS = GROUPS * C::ROWS;
+  [[maybe_unused]] constexpr int TRIPS = qkv_drain_cycles<C>();
 requant:
   for (int i = 0; i < groups * C::ROWS; ++i) {
     P2VIT_PRAGMA(HLS PIPELINE II=1)
     P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=TRIPS)
     P2VIT_COUNT("requant.requant");
-    const int row = n0 + n;
-    const int cg = ot * GROUPS + g;                   // group of the layer's 3D columns
-    const int part = cg / GD, pg = cg - part * GD;    // q, k or v (constant divisors), group in it
-    const int h = pg / GH, dg = pg - h * GH;          // head, group in the head
-    for (int e = 0; e < E; ++e) {
-      P2VIT_PRAGMA(HLS UNROLL)
-      const int c = cg * E + e, d = dg * E + e;
-      if (g * E + e < cols) {
-        P2VIT_ACCESS_LANE("bias", c % PB4, e, gcd_int(E, PB4));
-        P2VIT_ACCESS_LANE("shift", c % PB1, e, gcd_int(E, PB1));
-      }
-      if (row < C::N && g * E + e < cols) {
-        const typename C::act_t y = requant<8>(i64(acc[n][g * E + e]) + i64(bias[c]), int(shift[c]));
-        if (part == 0) {
-          P2VIT_ACCESS_LANE("q", c % QB, e, gcd_int(E, QB));
-          q[row][c] = y;
-        } else if (part == 1) {
-          P2VIT_ACCESS_LANE("k", k_bank<C>(row, d), e * C::COLS + row % C::COLS, gcd_int(E, KB) * C::COLS);
-          k[h][row][d] = y;
-        } else {
-          P2VIT_ACCESS_LANE("v", (row % C::LANES) * C::DH + d, e, E);   // bank (key lane, channel)
-          v[h][row][d] = y;
-        }
-      }
-    }
+    epi_qkv_row<C>(acc[n], n0 + n, ot, g, bias, shift, q, k, v);
     if (++n == C::ROWS) {
       n = 0;
       ++g;
@@ -97,98 +114,117 @@ requant:
   }
 }
 
-// epi_residual: COLS lanes, one tile row per cycle: y = requant(acc + b, sh, 8);
-// r = residual_add(y, e_y, r, e_r, e_s) in place (lane o reads and writes r[row][ot*COLS + o]:
+// epi_residual_row: one accumulator row a of column tile ot, COLS lanes: y = requant(a + b, sh, 8);
+// r[row] = residual_add(y, e_y, r[row], e_r, e_s) in place (lane o reads and writes r[row][ot*COLS + o]:
 // both ports of its own bank, r being cyclic r_banks = lcm(COLS, LANES)).
+template <class C>
+inline void epi_residual_row(const typename C::acc_t a[C::COLS], int row, int ot, const i32 bias[], const i8 shift[],
+                             int e_y, const i8 e_r[], const i8 e_s[], typename C::res_t r[C::N][C::D], bool tracing,
+                             const char* trace_name, int block) {
+  P2VIT_PRAGMA(HLS INLINE)
+  [[maybe_unused]] constexpr int PB4 = param_banks<C, C::AXI_BYTES / 4>(), PB1 = param_banks<C, C::AXI_BYTES>();
+  [[maybe_unused]] constexpr int RB = r_banks<C>();
+  const int o0 = ot * C::COLS;
+  const int cols = C::D - o0 < C::COLS ? C::D - o0 : C::COLS;
+  for (int o = 0; o < C::COLS; ++o) {
+    P2VIT_PRAGMA(HLS UNROLL)
+    const int c = o0 + o;
+    if (o < cols) {
+      P2VIT_ACCESS_LANE("bias", c % PB4, o, gcd_int(C::COLS, PB4));
+      P2VIT_ACCESS_LANE("shift", c % PB1, o, gcd_int(C::COLS, PB1));
+      P2VIT_ACCESS_LANE("e_r", c % PB1, o, gcd_int(C::COLS, PB1));
+      P2VIT_ACCESS_LANE("e_s", c % PB1, o, gcd_int(C::COLS, PB1));
+    }
+    if (o < cols && row < C::N) {
+      const typename C::act_t y = requant<8>(i64(a[o]) + i64(bias[c]), int(shift[c]));
+      if (tracing) P2VIT_TRACE(trace_name, block, long(row) * C::D + c, &y, 1);
+      const int er = int(e_r[c]);
+      const int m = e_y < er ? e_y : er;
+      P2VIT_ACCESS_LANE("r", c % RB, o, gcd_int(C::COLS, RB));   // read ...
+      P2VIT_ACCESS_LANE("r", c % RB, o, gcd_int(C::COLS, RB));   // ... and write: both ports of the bank
+      const i64 t = shift_left(i64(y), e_y - m) + shift_left(i64(r[row][c]), er - m);
+      r[row][c] = requant<C::RES_BITS>(t, int(e_s[c]) - m);
+    }
+  }
+  (void)tracing;
+  (void)trace_name;
+  (void)block;
+}
+
+// epi_residual: tile (n0, ot) added into the residual stream, one tile row per cycle.
 template <class C>
 void epi_residual(const typename C::acc_t acc[C::ROWS][C::COLS], int n0, int ot, const i32 bias[],
                   const i8 shift[], int e_y, const i8 e_r[], const i8 e_s[], typename C::res_t r[C::N][C::D],
                   const char* trace_name, int block) {
   const bool tracing = P2VIT_TRACING();  // once per tile: the check is a thread-local read
-  const int o0 = ot * C::COLS;
 #if P2VIT_CSIM_FAST_ROWS
   if constexpr (csim_fast_rows::epi_supported<C>()) {   // C-sim, untraced: the same values, 8 lanes at a time
     if (!tracing) {
-      csim_fast_rows::epi_residual_fast<C>(acc, n0, o0, bias, shift, e_y, e_r, e_s, r);
+      csim_fast_rows::epi_residual_fast<C>(acc, n0, ot * C::COLS, bias, shift, e_y, e_r, e_s, r);
       return;
     }
   }
 #endif
-  [[maybe_unused]] constexpr int PB4 = param_banks<C, C::AXI_BYTES / 4>(), PB1 = param_banks<C, C::AXI_BYTES>(), RB = r_banks<C>();
-  const int cols = C::D - o0 < C::COLS ? C::D - o0 : C::COLS;
 residual:
   for (int n = 0; n < C::ROWS; ++n) {
     P2VIT_PRAGMA(HLS PIPELINE II=1)
     P2VIT_COUNT("requant.residual");
     // each lane reads and writes its own element of r: no dependence between iterations
     P2VIT_PRAGMA(HLS DEPENDENCE variable=r type=inter dependent=false)
-    const int row = n0 + n;
-    for (int o = 0; o < C::COLS; ++o) {
-      P2VIT_PRAGMA(HLS UNROLL)
-      const int c = o0 + o;
-      if (o < cols) {
-        P2VIT_ACCESS_LANE("bias", c % PB4, o, gcd_int(C::COLS, PB4));
-        P2VIT_ACCESS_LANE("shift", c % PB1, o, gcd_int(C::COLS, PB1));
-        P2VIT_ACCESS_LANE("e_r", c % PB1, o, gcd_int(C::COLS, PB1));
-        P2VIT_ACCESS_LANE("e_s", c % PB1, o, gcd_int(C::COLS, PB1));
+    epi_residual_row<C>(acc[n], n0 + n, ot, bias, shift, e_y, e_r, e_s, r, tracing, trace_name, block);
+  }
+}
+
+// epi_gelu_row: accumulator row a (row n of the tile, token n0 + n) of column tile ot, COLS lanes:
+// g = lut[requant(a + b, sh, 8) + 128] into the row tile (cyclic gelu_row_banks). The table is
+// partitioned completely (registers): COLS lookups per cycle, each a 256-way multiplexer.
+template <class C>
+inline void epi_gelu_row(const typename C::acc_t a[C::COLS], int n, int n0, int ot, const i32 bias[], const i8 shift[],
+                         const i8 lut[256], typename C::act_t rows[C::ROWS][C::HID], bool tracing, int block) {
+  P2VIT_PRAGMA(HLS INLINE)
+  [[maybe_unused]] constexpr int PB4 = param_banks<C, C::AXI_BYTES / 4>(), PB1 = param_banks<C, C::AXI_BYTES>();
+  [[maybe_unused]] constexpr int GB = gelu_row_banks<C>();
+  const int o0 = ot * C::COLS;
+  const int cols = C::HID - o0 < C::COLS ? C::HID - o0 : C::COLS;
+  for (int o = 0; o < C::COLS; ++o) {
+    P2VIT_PRAGMA(HLS UNROLL)
+    const int c = o0 + o;
+    if (o < cols) {
+      P2VIT_ACCESS_LANE("bias_fc1", c % PB4, o, gcd_int(C::COLS, PB4));
+      P2VIT_ACCESS_LANE("shift_fc1", c % PB1, o, gcd_int(C::COLS, PB1));
+      P2VIT_ACCESS_LANE("gelu_rows", c % GB, o, gcd_int(C::COLS, GB));
+      const typename C::act_t h = requant<8>(i64(a[o]) + i64(bias[c]), int(shift[c]));
+      const typename C::act_t g = gelu_lookup(h, lut);   // lut: registers, no bank
+      if (tracing && n0 + n < C::N) {
+        P2VIT_TRACE("fc1", block, long(n0 + n) * C::HID + c, &h, 1);
+        P2VIT_TRACE("gelu", block, long(n0 + n) * C::HID + c, &g, 1);
       }
-      if (o < cols && row < C::N) {
-        const typename C::act_t y = requant<8>(i64(acc[n][o]) + i64(bias[c]), int(shift[c]));
-        if (tracing) P2VIT_TRACE(trace_name, block, long(row) * C::D + c, &y, 1);
-        const int er = int(e_r[c]);
-        const int m = e_y < er ? e_y : er;
-        P2VIT_ACCESS_LANE("r", c % RB, o, gcd_int(C::COLS, RB));   // read ...
-        P2VIT_ACCESS_LANE("r", c % RB, o, gcd_int(C::COLS, RB));   // ... and write: both ports of the bank
-        const i64 t = shift_left(i64(y), e_y - m) + shift_left(i64(r[row][c]), er - m);
-        r[row][c] = requant<C::RES_BITS>(t, int(e_s[c]) - m);
-      }
+      rows[n][c] = g;
     }
   }
-  (void)trace_name;
+  (void)tracing;
   (void)block;
 }
 
-// epi_gelu: COLS lanes, one tile row per cycle: g = lut[requant(acc + b, sh, 8) + 128] into the
-// row tile (cyclic gelu_row_banks). The table is partitioned completely (registers): COLS lookups
-// per cycle, each a 256-way multiplexer.
+// epi_gelu: tile (n0, ot) through GELU into the row tile, one tile row per cycle.
 template <class C>
 void epi_gelu(const typename C::acc_t acc[C::ROWS][C::COLS], int n0, int ot, const i32 bias[], const i8 shift[],
               const i8 lut[256], typename C::act_t rows[C::ROWS][C::HID], int block) {
   const bool tracing = P2VIT_TRACING();
-  const int o0 = ot * C::COLS;
 #if P2VIT_CSIM_FAST_ROWS
   if constexpr (csim_fast_rows::gelu_supported<C>()) {   // C-sim, untraced: the same values, 8 lanes at a time
     if (!tracing) {
-      csim_fast_rows::epi_gelu_fast<C>(acc, o0, bias, shift, lut, rows);
+      csim_fast_rows::epi_gelu_fast<C>(acc, ot * C::COLS, bias, shift, lut, rows);
       return;
     }
   }
 #endif
-  [[maybe_unused]] constexpr int PB4 = param_banks<C, C::AXI_BYTES / 4>(), PB1 = param_banks<C, C::AXI_BYTES>();
-  [[maybe_unused]] constexpr int GB = gelu_row_banks<C>();
-  const int cols = C::HID - o0 < C::COLS ? C::HID - o0 : C::COLS;
 gelu:
   for (int n = 0; n < C::ROWS; ++n) {
     P2VIT_PRAGMA(HLS PIPELINE II=1)
     P2VIT_COUNT("requant.gelu");
-    for (int o = 0; o < C::COLS; ++o) {
-      P2VIT_PRAGMA(HLS UNROLL)
-      const int c = o0 + o;
-      if (o < cols) {
-        P2VIT_ACCESS_LANE("bias_fc1", c % PB4, o, gcd_int(C::COLS, PB4));
-        P2VIT_ACCESS_LANE("shift_fc1", c % PB1, o, gcd_int(C::COLS, PB1));
-        P2VIT_ACCESS_LANE("gelu_rows", c % GB, o, gcd_int(C::COLS, GB));
-        const typename C::act_t h = requant<8>(i64(acc[n][o]) + i64(bias[c]), int(shift[c]));
-        const typename C::act_t g = gelu_lookup(h, lut);   // lut: registers, no bank
-        if (tracing && n0 + n < C::N) {
-          P2VIT_TRACE("fc1", block, long(n0 + n) * C::HID + c, &h, 1);
-          P2VIT_TRACE("gelu", block, long(n0 + n) * C::HID + c, &g, 1);
-        }
-        rows[n][c] = g;
-      }
-    }
+    epi_gelu_row<C>(acc[n], n, n0, ot, bias, shift, lut, rows, tracing, block);
   }
-  (void)block;
 }
 
 // gelu_out: the valid rows of a finished FC1 row tile, in order, onto the hidden stream: WL =

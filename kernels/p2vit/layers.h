@@ -11,7 +11,10 @@
 //   types    act_t res_t acc_t code_t logit_t axi_t
 //
 // Instances (each a separate ROWS x COLS x SIMD array in hardware; the perf model and the build
-// report count the DSPs of every one):
+// report count the DSPs of every one; each calls reduce_step from exactly one loop, so HLS builds
+// one PE array per instance). QKV, proj, FC1 and FC2 overlap a tile's epilogue with the next
+// tile's reduction (ping-pong accumulators `acc` / `done`, acc_handoff) when the reduction has at
+// least as many steps as the epilogue has cycles:
 //   main_array  embedding, QKV, proj and head: they run one after the other, so one instance
 //               serves all four (the top calls it from one function under HLS ALLOCATION limit=1)
 //               with run-time trip counts; weights on the "blob" bundle.
@@ -119,6 +122,19 @@ void main_array(int mode, const typename C::act_t img[C::IMG_C * C::IMG_H * C::I
     return;
   }
 #endif
+  // Ping-pong accumulators: QKV's and proj's tile ot - 1 drains from `done` during tile ot's
+  // reduction, one epilogue cycle per reduction step, when the reduction is long enough to hide
+  // it (steps >= the drain's cycles); the last tile of a row tile drains after its reduction.
+  // Embedding and head keep their epilogue after each tile (the embedding's per-tile bias burst
+  // shares the blob bundle with the weights).
+  typename C::acc_t done[C::ROWS][C::COLS];
+  P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=done type=complete dim=0)
+  const int steps = K / C::SIMD;
+  const int drain_n = mode == MAIN_QKV ? qkv_drain_cycles<C>() : C::ROWS;
+  const bool overlap = (mode == MAIN_QKV || mode == MAIN_PROJ) && steps >= drain_n;
+  const bool tracing = P2VIT_TRACING();
+  [[maybe_unused]] constexpr int TRIPS = KMAX / C::SIMD;
+  [[maybe_unused]] constexpr int REDUCE_II = C::BEATS;   // beats per weight word: one per cycle on the bundle
   [[maybe_unused]] constexpr int ROW_TILES_MAX = (C::N + C::ROWS - 1) / C::ROWS;
 row_tiles:
   for (int t = 0; t < NT; ++t) {
@@ -128,9 +144,32 @@ row_tiles:
   weight_tiles:
     for (int ot = 0; ot < OT; ++ot) {
       P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=COL_TILES_MAX)
-      reduce_blob<C, KMAX>(xt, K, blob, "blob", w_beat, ot, wbits, acc);
-      main_epilogue<C>(mode, t, ot, OT, acc, blob, tb_beat, tile_bias, bias, shift, e_y, e_r, e_s, r, q, k, v, logits,
-                       block);
+      const bool drain = overlap && ot > 0;
+      if (drain) acc_handoff<C>(acc, done);
+      int dn = 0, dg = 0;   // the drain's row and column group
+    reduce:
+      for (int ks = 0; ks < steps; ++ks) {
+        P2VIT_PRAGMA(HLS PIPELINE II=REDUCE_II)
+        P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=TRIPS)
+        // the drain reads and writes its own element of r each cycle (proj)
+        P2VIT_PRAGMA(HLS DEPENDENCE variable=r type=inter dependent=false)
+        P2VIT_COUNT("mac_array.reduce");
+        if (drain && ks < drain_n) {
+          if (mode == MAIN_QKV)
+            epi_qkv_row<C>(done[dn], t * C::ROWS + dn, ot - 1, dg, bias, shift, q, k, v);
+          else
+            epi_residual_row<C>(done[dn], t * C::ROWS + dn, ot - 1, bias, shift, e_y, e_r, e_s, r, tracing, "proj",
+                                block);
+          if (++dn == C::ROWS) {
+            dn = 0;
+            ++dg;
+          }
+        }
+        reduce_step<C, KMAX>(xt, ks, steps, blob, "blob", w_beat, ot, wbits, acc);
+      }
+      if (!overlap || ot == OT - 1)
+        main_epilogue<C>(mode, t, ot, OT, acc, blob, tb_beat, tile_bias, bias, shift, e_y, e_r, e_s, r, q, k, v, logits,
+                         block);
     }
   }
 }
@@ -207,13 +246,29 @@ void fc1_array(const typename C::act_t x[C::N][C::D], const typename C::axi_t* b
     return;
   }
 #endif
+  // Ping-pong accumulators: tile ot - 1 drains from `done` during tile ot's reduction (see main_array).
+  typename C::acc_t done[C::ROWS][C::COLS];
+  P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=done type=complete dim=0)
+  constexpr int STEPS = C::D / C::SIMD;
+  constexpr bool OVERLAP = STEPS >= C::ROWS;
+  const bool tracing = P2VIT_TRACING();
+  [[maybe_unused]] constexpr int REDUCE_II = C::BEATS;
 row_tiles:
   for (int t = 0; t < NT; ++t) {
     load_rows_array<C, C::D, C::D, xo_banks<C>()>(x, 0, C::D, C::N, t * C::ROWS, xt, "x");
   weight_tiles:
     for (int ot = 0; ot < OT; ++ot) {
-      reduce_blob<C, C::D>(xt, C::D, blob_fc1, "blob_fc1", w_beat, ot, wbits, acc);
-      epi_gelu<C>(acc, t * C::ROWS, ot, bias, shift, lut, rows, block);
+      const bool drain = OVERLAP && ot > 0;
+      if (drain) acc_handoff<C>(acc, done);
+    reduce:
+      for (int ks = 0; ks < STEPS; ++ks) {
+        P2VIT_PRAGMA(HLS PIPELINE II=REDUCE_II)
+        P2VIT_COUNT("mac_array.reduce");
+        if (drain && ks < C::ROWS)
+          epi_gelu_row<C>(done[ks], ks, t * C::ROWS, ot - 1, bias, shift, lut, rows, tracing, block);
+        reduce_step<C, C::D>(xt, ks, STEPS, blob_fc1, "blob_fc1", w_beat, ot, wbits, acc);
+      }
+      if (!OVERLAP || ot == OT - 1) epi_gelu<C>(acc, t * C::ROWS, ot, bias, shift, lut, rows, block);
     }
     gelu_out<C>(rows, t * C::ROWS, hidden);
   }
@@ -243,13 +298,31 @@ void fc2_array(stream<typename C::hidden_word_t>& hidden, const typename C::axi_
     return;
   }
 #endif
+  // Ping-pong accumulators: tile ot - 1 drains from `done` during tile ot's reduction (see main_array).
+  typename C::acc_t done[C::ROWS][C::COLS];
+  P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=done type=complete dim=0)
+  constexpr int STEPS = C::HID / C::SIMD;
+  constexpr bool OVERLAP = STEPS >= C::ROWS;
+  const bool tracing = P2VIT_TRACING();
+  [[maybe_unused]] constexpr int REDUCE_II = C::BEATS;
 row_tiles:
   for (int t = 0; t < NT; ++t) {
     load_rows_stream<C, C::HID>(hidden, C::HID, C::N, t * C::ROWS, xt);
   weight_tiles:
     for (int ot = 0; ot < OT; ++ot) {
-      reduce_blob<C, C::HID>(xt, C::HID, blob_fc2, "blob_fc2", w_beat, ot, wbits, acc);
-      epi_residual<C>(acc, t * C::ROWS, ot, bias, shift, e_y, e_r, e_s, r, "fc2", block);
+      const bool drain = OVERLAP && ot > 0;
+      if (drain) acc_handoff<C>(acc, done);
+    reduce:
+      for (int ks = 0; ks < STEPS; ++ks) {
+        P2VIT_PRAGMA(HLS PIPELINE II=REDUCE_II)
+        // the drain reads and writes its own element of r each cycle
+        P2VIT_PRAGMA(HLS DEPENDENCE variable=r type=inter dependent=false)
+        P2VIT_COUNT("mac_array.reduce");
+        if (drain && ks < C::ROWS)
+          epi_residual_row<C>(done[ks], t * C::ROWS + ks, ot - 1, bias, shift, e_y, e_r, e_s, r, tracing, "fc2", block);
+        reduce_step<C, C::HID>(xt, ks, STEPS, blob_fc2, "blob_fc2", w_beat, ot, wbits, acc);
+      }
+      if (!OVERLAP || ot == OT - 1) epi_residual<C>(acc, t * C::ROWS, ot, bias, shift, e_y, e_r, e_s, r, "fc2", block);
     }
   }
 }

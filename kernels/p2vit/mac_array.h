@@ -10,8 +10,11 @@
 //   load_rows_stream<C, KMAX>(s, K, NR, n0, xt)             rows from a FIFO of 2 x SIMD-value words
 //   load_image<C>(image, img)                               the image into BRAM, one burst
 //   load_rows_patch<C, KMAX>(img, n0, xt)                   flattened image patches
-//   reduce_blob<C, KMAX>(xt, K, port, bundle, w_beat, ot, wbits, acc, xt_name)
-//       one weight tile against the stationary rows, weights streamed from the blob
+//   reduce_step<C, KMAX>(xt, ks, steps, port, bundle, w_beat, ot, wbits, acc)
+//       one step: a weight word from the blob, one PE-array cycle
+//   reduce_blob<C, KMAX>(xt, K, port, bundle, w_beat, ot, wbits, acc)
+//       one weight tile against the stationary rows (a loop of reduce_step)
+//   acc_handoff<C>(acc, done)                               ping-pong accumulators: acc -> done
 //   reduce_keys<C, KMAX>(xt, K, k, h, ot, acc)              Q.K^T: the "weights" are keys on chip
 //
 // Buffers and banks (what the II check counts, UG1399 "Arrays"):
@@ -189,6 +192,26 @@ inline void weight_word(const typename C::axi_t* port, const char* bundle, long 
   }
 }
 
+// reduce_step: step ks of column tile ot: the weight word from the blob (BEATS beats), then one
+// PE-array cycle (acc cleared at ks == 0). The body of every blob reduction loop: reduce_blob below
+// and the instances' reduce-and-drain loops (p2vit/layers.h), each instance calling it once.
+template <class C, int KMAX>
+P2VIT_CSIM_INLINE void reduce_step(const typename pe_operand<typename C::act_t>::type xt[C::ROWS][KMAX], int ks,
+                                   int steps, const typename C::axi_t* port, const char* bundle, long w_beat, int ot,
+                                   int wbits, typename C::acc_t acc[C::ROWS][C::COLS]) {
+  P2VIT_PRAGMA(HLS INLINE)
+  typename C::act_t w[C::COLS][C::SIMD];
+  P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=w type=complete dim=0)
+  weight_word<C>(port, bundle, w_beat + (long(ot) * steps + ks) * C::BEATS, wbits, w);
+  for (int n = 0; n < C::ROWS; ++n)
+    for (int s = 0; s < C::SIMD; ++s) P2VIT_ACCESS_STATIC("xt", xt_bank<C>(n, ks * C::SIMD + s), n * C::SIMD + s);
+#ifdef P2VIT_PLANT_EXTRA_ACCESS
+  P2VIT_ACCESS("xt", xt_bank<C>(0, ks * C::SIMD));   // tests/test_ii.py: must break the II check
+  P2VIT_ACCESS("xt", xt_bank<C>(0, ks * C::SIMD));
+#endif
+  pe_array_cycle<C::ROWS, C::COLS, C::SIMD, KMAX>(xt, ks * C::SIMD, w, acc, ks == 0);
+}
+
 // reduce_blob: acc[n][o] = sum_k xt[n][k] * w[ot*COLS + o][k] over k < K, the weights of column
 // tile ot streamed from the blob at one word per step (II = BEATS).
 //   w_beat: first beat of the layer's weights; wbits: 8 or 4.
@@ -204,16 +227,21 @@ reduce:
     P2VIT_PRAGMA(HLS PIPELINE II=REDUCE_II)
     P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=TRIPS)
     P2VIT_COUNT("mac_array.reduce");
-    typename C::act_t w[C::COLS][C::SIMD];
-    P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=w type=complete dim=0)
-    weight_word<C>(port, bundle, w_beat + (long(ot) * steps + ks) * C::BEATS, wbits, w);
-    for (int n = 0; n < C::ROWS; ++n)
-      for (int s = 0; s < C::SIMD; ++s) P2VIT_ACCESS_STATIC("xt", xt_bank<C>(n, ks * C::SIMD + s), n * C::SIMD + s);
-#ifdef P2VIT_PLANT_EXTRA_ACCESS
-    P2VIT_ACCESS("xt", xt_bank<C>(0, ks * C::SIMD));   // tests/test_ii.py: must break the II check
-    P2VIT_ACCESS("xt", xt_bank<C>(0, ks * C::SIMD));
-#endif
-    pe_array_cycle<C::ROWS, C::COLS, C::SIMD, KMAX>(xt, ks * C::SIMD, w, acc, ks == 0);
+    reduce_step<C, KMAX>(xt, ks, steps, port, bundle, w_beat, ot, wbits, acc);
+  }
+}
+
+// acc_handoff: done = acc, all ROWS x COLS registers at once (ping-pong accumulators): the finished
+// tile drains from `done` while the next tile's reduction refills `acc`.
+template <class C>
+inline void acc_handoff(const typename C::acc_t acc[C::ROWS][C::COLS], typename C::acc_t done[C::ROWS][C::COLS]) {
+  P2VIT_PRAGMA(HLS INLINE)
+  for (int n = 0; n < C::ROWS; ++n) {
+    P2VIT_PRAGMA(HLS UNROLL)
+    for (int o = 0; o < C::COLS; ++o) {
+      P2VIT_PRAGMA(HLS UNROLL)
+      done[n][o] = acc[n][o];
+    }
   }
 }
 
