@@ -313,23 +313,20 @@ def _mac(hw: HwConfig, NR: int, K: int, O: int, src: str, epi: str, bits: int | 
     full, last = O // C, O % C
     last_c = last or C
     # Ping-pong accumulators (kernels/p2vit/layers.h): QKV, proj, FC1 and FC2 drain tile ot - 1
-    # inside tile ot's reduction when it has at least as many steps as the drain has cycles; the
-    # last tile drains after its reduction.
+    # inside tile ot's reduction when it has at least as many steps as the drain has cycles, and
+    # then run all OT x K/SIMD steps of a row tile in one loop entry (one burst, one fill); the
+    # last tile drains after the loop.
     drain_n = R * (C // qkv_lanes(hw, K_DH)) if epi == "requant" else R
     if bits is not None and epi in ("requant", "residual", "gelu") and K // S >= drain_n:
-        red_drain = replace(red, drain=epilogue(C).id)
-        if OT == 1:
-            groups = [(1, red, epilogue(last_c), None)]
-        else:
-            groups = [(1, red, None, None)] + ([(OT - 2, red_drain, None, None)] if OT > 2 else []) \
-                + [(1, red_drain, epilogue(last_c), None)]
+        whole = Loop("mac_array.reduce", OT * (K // S), 1, 1, OT * (K // S) * slot,
+                     drain=epilogue(C).id if OT > 1 else "")
+        groups = [(1, whole, epilogue(last_c), None)]
     else:
         groups = []   # weight tiles: the full ones, then a partial last one, each with its epilogue
         for count, c in ((full, C), (1 if last else 0, last)):
             if count:
                 pre = _burst(R * C * 4, hw) if epi == "embed" else None   # the tile's per-token biases
                 groups.append((count, red, epilogue(c), pre))
-    assert sum(g[0] for g in groups) == OT
     load_id = f"mac_array.load_{src}"
     words = K if src == "patch" else _cdiv(K, load_lanes(hw))   # iterations per row: values or words
 
@@ -532,8 +529,8 @@ class _Timer:
         if not lp.iters:
             return 0.0
         d = self.depth(lp.id)
-        if lp.drain:   # the drain's epilogue runs beside the reduction: the deeper of the two, + the handoff cycle
-            d = max(d, self.depth(lp.drain)) + 1
+        if lp.drain:   # the drain's epilogue runs beside the reduction: the deeper pipeline of the two
+            d = max(d, self.depth(lp.drain))
         if self.sw.intra:
             c = lp.iters * loop_ii(lp.id, self.hw) + lp.entries * (d - 1)
         else:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 
 from codegen import perf
@@ -14,8 +15,8 @@ from codegen.bounds import compute_bounds
 from codegen.generate import generate
 from codegen.hwconfig import HwConfig
 from codegen.module import load
-from quantizer import P2VitError, QuantConfig
-from quantizer.data import synthetic_images
+from quantizer import P2VitError, QuantConfig, reference
+from quantizer.data import synthetic_images, to_int8_input
 from quantizer.models import MODEL_TAGS, load_model
 from quantizer.pipeline import quantize
 from tests.tiny import CIFAR_CARD, SHARED_REASON, have_shared, random_images, tiny_card
@@ -69,6 +70,26 @@ def test_model_counts_equal_instrumented_csim_tiny(tiny):
     assert not any(sim.mod.counters().values())
 
 
+def test_drains_longer_than_the_reduction_stay_serial(tiny, tmp_path):
+    """20 rows against 16 reduction steps (K = D = 32, SIMD 2): QKV, proj and FC1 cannot hide their
+    epilogue in the next tile's reduction and keep it after each tile, while FC2 (64 steps) drains
+    inside; both forms are counted exactly and compute the reference's logits."""
+    ir, _ = tiny
+    hw = HwConfig(rows=20, cols=6, simd=2)
+    generate(ir, hw, tmp_path / "b", types=("counters",))
+    sim = load(tmp_path / "b")
+    shape = perf.shape_from_ir(ir)
+    model = perf.loop_counts(shape, hw)
+    D, DH, N = shape.dim, shape.dh, shape.tokens
+    # serial QKV epilogue: every tile of the single row tile, gcd(6, 16) = 2 columns per cycle
+    assert model["requant.requant"] == shape.depth * sum(20 * -(-min(6, 3 * D - o0) // 2) for o0 in range(0, 3 * D, 6))
+    # FC2's residual epilogue drains inside its reduction: only the last tile's runs after it
+    assert model["requant.residual"] == shape.depth * (-(-D // 6) + 1) * 20
+    imgs = random_images(2, 32)
+    _assert_counts_equal(model, _csim_counts(sim, imgs, threads=1))
+    assert np.array_equal(sim.run(imgs), reference.run(ir, to_int8_input(imgs)).logits.numpy())
+
+
 @pytest.mark.skipif(not have_shared(), reason=SHARED_REASON)
 def test_model_counts_equal_instrumented_csim_cifar(tmp_path):
     hw = HwConfig(rows=8, cols=16, simd=4, lanes=4)   # N = 65: a one-row last tile; Q.K^T and head partial
@@ -113,7 +134,7 @@ def test_cycle_equations(tiny):
     step = {s["name"]: s for s in p.steps}
     # every loop that starts an m_axi burst waits for the first beat (64 cycles by default)
     lat = {s["name"]: s for s in perf.evaluate(shape, hw, perf.Switches(inter=False), dram_gbs=None).steps}
-    entries = 2 + -(-N // R) * -(-3 * D // C)          # two parameter bursts, one weight stream per tile
+    entries = 2 + -(-N // R)          # two parameter bursts, one weight stream per row tile (ping-pong drains)
     assert lat["blocks.0.qkv"]["cycles"] == step["blocks.0.qkv"]["cycles"] + 64 * entries
 
     def mac(NR, K, O, load, epi, reduce="mac_array.reduce"):
@@ -127,11 +148,12 @@ def test_cycle_equations(tiny):
 
         red = _cyc(reduce, K // S, simd=S, ii=perf.loop_ii(reduce, hw))
         if reduce == "mac_array.reduce" and K // S >= per_tile(C):
-            # ping-pong accumulators: tile ot - 1 drains inside tile ot's reduction, whose pipeline is
-            # the deeper of the two plus the handoff cycle; the last tile drains after its reduction
+            # ping-pong accumulators: tile ot - 1 drains inside tile ot's steps, all OT x K/SIMD steps
+            # of a row tile in one loop entry, as deep as the deeper of reduction and epilogue; the
+            # last tile drains after the loop
             d_red = perf.DEPTH[reduce] + math.ceil(math.log2(S))
-            drained = red + max(0, perf.DEPTH[epi] - d_red) + 1
-            return t + NT * (red + (OT - 1) * drained + _cyc(epi, per_tile(O - (OT - 1) * C)))
+            whole = OT * (K // S) * perf.loop_ii(reduce, hw) + max(d_red, perf.DEPTH[epi]) - 1
+            return t + NT * (whole + _cyc(epi, per_tile(O - (OT - 1) * C)))
         for o0 in range(0, O, C):
             t += NT * (red + _cyc(epi, per_tile(min(C, O - o0))))
         return t

@@ -14,7 +14,8 @@
 // report count the DSPs of every one; each calls reduce_step from exactly one loop, so HLS builds
 // one PE array per instance). QKV, proj, FC1 and FC2 overlap a tile's epilogue with the next
 // tile's reduction (ping-pong accumulators `acc` / `done`, acc_handoff) when the reduction has at
-// least as many steps as the epilogue has cycles:
+// least as many steps as the epilogue has cycles, and then run all weight tiles of a row tile in
+// one pipelined loop (one m_axi burst, one pipeline fill per row tile):
 //   main_array  embedding, QKV, proj and head: they run one after the other, so one instance
 //               serves all four (the top calls it from one function under HLS ALLOCATION limit=1)
 //               with run-time trip counts; weights on the "blob" bundle.
@@ -125,35 +126,38 @@ void main_array(int mode, const typename C::act_t img[C::IMG_C * C::IMG_H * C::I
   // Ping-pong accumulators: QKV's and proj's tile ot - 1 drains from `done` during tile ot's
   // reduction, one epilogue cycle per reduction step, when the reduction is long enough to hide
   // it (steps >= the drain's cycles); the last tile of a row tile drains after its reduction.
-  // Embedding and head keep their epilogue after each tile (the embedding's per-tile bias burst
-  // shares the blob bundle with the weights).
+  // Then one pipelined loop runs all OT x steps steps of a row tile (one m_axi burst, one pipeline
+  // fill); otherwise (and always for the embedding, whose per-tile bias burst shares the blob
+  // bundle, and the head) the loop runs one tile's steps and the epilogue follows each tile.
+  // Either way the loop is the instance's only reduce_step call: one PE array.
   typename C::acc_t done[C::ROWS][C::COLS];
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=done type=complete dim=0)
   const int steps = K / C::SIMD;
   const int drain_n = mode == MAIN_QKV ? qkv_drain_cycles<C>() : C::ROWS;
   const bool overlap = (mode == MAIN_QKV || mode == MAIN_PROJ) && steps >= drain_n;
+  const int seg_tiles = overlap ? OT : 1, segs = overlap ? 1 : OT;   // tiles per loop entry, entries
   const bool tracing = P2VIT_TRACING();
-  [[maybe_unused]] constexpr int TRIPS = KMAX / C::SIMD;
+  [[maybe_unused]] constexpr int COL_TILES_MAX = (3 * C::D + C::COLS - 1) / C::COLS;
+  [[maybe_unused]] constexpr int TRIPS = COL_TILES_MAX * (KMAX / C::SIMD);
   [[maybe_unused]] constexpr int REDUCE_II = C::BEATS;   // beats per weight word: one per cycle on the bundle
   [[maybe_unused]] constexpr int ROW_TILES_MAX = (C::N + C::ROWS - 1) / C::ROWS;
 row_tiles:
   for (int t = 0; t < NT; ++t) {
     P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=ROW_TILES_MAX)
     main_load<C, KMAX>(mode, t, K, NR, img, x, att, xt);
-  [[maybe_unused]] constexpr int COL_TILES_MAX = (3 * C::D + C::COLS - 1) / C::COLS;
   weight_tiles:
-    for (int ot = 0; ot < OT; ++ot) {
+    for (int sg = 0; sg < segs; ++sg) {
       P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=COL_TILES_MAX)
-      const bool drain = overlap && ot > 0;
-      if (drain) acc_handoff<C>(acc, done);
-      int dn = 0, dg = 0;   // the drain's row and column group
+      int ot = sg * seg_tiles, ks = 0, dn = 0, dg = 0;   // running tile, step, drain row and column group
     reduce:
-      for (int ks = 0; ks < steps; ++ks) {
+      for (int i = 0; i < seg_tiles * steps; ++i) {
         P2VIT_PRAGMA(HLS PIPELINE II=REDUCE_II)
         P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=TRIPS)
         // the drain reads and writes its own element of r each cycle (proj)
         P2VIT_PRAGMA(HLS DEPENDENCE variable=r type=inter dependent=false)
         P2VIT_COUNT("mac_array.reduce");
+        const bool drain = overlap && ot > 0;
+        if (drain && ks == 0) acc_handoff<C>(acc, done);   // tile ot - 1 is complete
         if (drain && ks < drain_n) {
           if (mode == MAIN_QKV)
             epi_qkv_row<C>(done[dn], t * C::ROWS + dn, ot - 1, dg, bias, shift, q, k, v);
@@ -166,11 +170,20 @@ row_tiles:
           }
         }
         reduce_step<C, KMAX>(xt, ks, steps, blob, "blob", w_beat, ot, wbits, acc);
+        if (++ks == steps) {
+          ks = 0;
+          dn = 0;
+          dg = 0;
+          ++ot;
+        }
       }
-      if (!overlap || ot == OT - 1)
-        main_epilogue<C>(mode, t, ot, OT, acc, blob, tb_beat, tile_bias, bias, shift, e_y, e_r, e_s, r, q, k, v, logits,
+      if (!overlap)
+        main_epilogue<C>(mode, t, sg, OT, acc, blob, tb_beat, tile_bias, bias, shift, e_y, e_r, e_s, r, q, k, v, logits,
                          block);
     }
+    if (overlap)
+      main_epilogue<C>(mode, t, OT - 1, OT, acc, blob, tb_beat, tile_bias, bias, shift, e_y, e_r, e_s, r, q, k, v,
+                       logits, block);
   }
 }
 
@@ -246,30 +259,38 @@ void fc1_array(const typename C::act_t x[C::N][C::D], const typename C::axi_t* b
     return;
   }
 #endif
-  // Ping-pong accumulators: tile ot - 1 drains from `done` during tile ot's reduction (see main_array).
+  // Ping-pong accumulators: tile ot - 1 drains from `done` during tile ot's reduction, all tiles of
+  // a row tile in one loop (see main_array).
   typename C::acc_t done[C::ROWS][C::COLS];
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=done type=complete dim=0)
   constexpr int STEPS = C::D / C::SIMD;
   constexpr bool OVERLAP = STEPS >= C::ROWS;
+  constexpr int SEG_TILES = OVERLAP ? OT : 1, SEGS = OVERLAP ? 1 : OT;
   const bool tracing = P2VIT_TRACING();
   [[maybe_unused]] constexpr int REDUCE_II = C::BEATS;
 row_tiles:
   for (int t = 0; t < NT; ++t) {
     load_rows_array<C, C::D, C::D, xo_banks<C>()>(x, 0, C::D, C::N, t * C::ROWS, xt, "x");
   weight_tiles:
-    for (int ot = 0; ot < OT; ++ot) {
-      const bool drain = OVERLAP && ot > 0;
-      if (drain) acc_handoff<C>(acc, done);
+    for (int sg = 0; sg < SEGS; ++sg) {
+      int ot = sg * SEG_TILES, ks = 0;   // running tile and step
     reduce:
-      for (int ks = 0; ks < STEPS; ++ks) {
+      for (int i = 0; i < SEG_TILES * STEPS; ++i) {
         P2VIT_PRAGMA(HLS PIPELINE II=REDUCE_II)
         P2VIT_COUNT("mac_array.reduce");
+        const bool drain = OVERLAP && ot > 0;
+        if (drain && ks == 0) acc_handoff<C>(acc, done);   // tile ot - 1 is complete
         if (drain && ks < C::ROWS)
           epi_gelu_row<C>(done[ks], ks, t * C::ROWS, ot - 1, bias, shift, lut, rows, tracing, block);
         reduce_step<C, C::D>(xt, ks, STEPS, blob_fc1, "blob_fc1", w_beat, ot, wbits, acc);
+        if (++ks == STEPS) {
+          ks = 0;
+          ++ot;
+        }
       }
-      if (!OVERLAP || ot == OT - 1) epi_gelu<C>(acc, t * C::ROWS, ot, bias, shift, lut, rows, block);
+      if (!OVERLAP) epi_gelu<C>(acc, t * C::ROWS, sg, bias, shift, lut, rows, block);
     }
+    if (OVERLAP) epi_gelu<C>(acc, t * C::ROWS, OT - 1, bias, shift, lut, rows, block);
     gelu_out<C>(rows, t * C::ROWS, hidden);
   }
 }
@@ -298,32 +319,40 @@ void fc2_array(stream<typename C::hidden_word_t>& hidden, const typename C::axi_
     return;
   }
 #endif
-  // Ping-pong accumulators: tile ot - 1 drains from `done` during tile ot's reduction (see main_array).
+  // Ping-pong accumulators: tile ot - 1 drains from `done` during tile ot's reduction, all tiles of
+  // a row tile in one loop (see main_array).
   typename C::acc_t done[C::ROWS][C::COLS];
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=done type=complete dim=0)
   constexpr int STEPS = C::HID / C::SIMD;
   constexpr bool OVERLAP = STEPS >= C::ROWS;
+  constexpr int SEG_TILES = OVERLAP ? OT : 1, SEGS = OVERLAP ? 1 : OT;
   const bool tracing = P2VIT_TRACING();
   [[maybe_unused]] constexpr int REDUCE_II = C::BEATS;
 row_tiles:
   for (int t = 0; t < NT; ++t) {
     load_rows_stream<C, C::HID>(hidden, C::HID, C::N, t * C::ROWS, xt);
   weight_tiles:
-    for (int ot = 0; ot < OT; ++ot) {
-      const bool drain = OVERLAP && ot > 0;
-      if (drain) acc_handoff<C>(acc, done);
+    for (int sg = 0; sg < SEGS; ++sg) {
+      int ot = sg * SEG_TILES, ks = 0;   // running tile and step
     reduce:
-      for (int ks = 0; ks < STEPS; ++ks) {
+      for (int i = 0; i < SEG_TILES * STEPS; ++i) {
         P2VIT_PRAGMA(HLS PIPELINE II=REDUCE_II)
         // the drain reads and writes its own element of r each cycle
         P2VIT_PRAGMA(HLS DEPENDENCE variable=r type=inter dependent=false)
         P2VIT_COUNT("mac_array.reduce");
+        const bool drain = OVERLAP && ot > 0;
+        if (drain && ks == 0) acc_handoff<C>(acc, done);   // tile ot - 1 is complete
         if (drain && ks < C::ROWS)
           epi_residual_row<C>(done[ks], t * C::ROWS + ks, ot - 1, bias, shift, e_y, e_r, e_s, r, tracing, "fc2", block);
         reduce_step<C, C::HID>(xt, ks, STEPS, blob_fc2, "blob_fc2", w_beat, ot, wbits, acc);
+        if (++ks == STEPS) {
+          ks = 0;
+          ++ot;
+        }
       }
-      if (!OVERLAP || ot == OT - 1) epi_residual<C>(acc, t * C::ROWS, ot, bias, shift, e_y, e_r, e_s, r, "fc2", block);
+      if (!OVERLAP) epi_residual<C>(acc, t * C::ROWS, sg, bias, shift, e_y, e_r, e_s, r, "fc2", block);
     }
+    if (OVERLAP) epi_residual<C>(acc, t * C::ROWS, OT - 1, bias, shift, e_y, e_r, e_s, r, "fc2", block);
   }
 }
 

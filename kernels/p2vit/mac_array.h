@@ -231,8 +231,8 @@ reduce:
   }
 }
 
-// acc_handoff: done = acc, all ROWS x COLS registers at once (ping-pong accumulators): the finished
-// tile drains from `done` while the next tile's reduction refills `acc`.
+// acc_handoff: done = acc, all ROWS x COLS registers at once (ping-pong accumulators), in the first
+// step of the next tile: the finished tile drains from `done` while that tile refills `acc`.
 template <class C>
 inline void acc_handoff(const typename C::acc_t acc[C::ROWS][C::COLS], typename C::acc_t done[C::ROWS][C::COLS]) {
   P2VIT_PRAGMA(HLS INLINE)
