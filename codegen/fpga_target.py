@@ -175,7 +175,7 @@ def target_hw(target: Target, **shape_kw) -> HwConfig:
     return HwConfig(clock_mhz=target.clock_mhz, part=target.part, axi_bits=target.axi_bits, **shape_kw)
 
 
-GRID = {"rows": (4, 8, 16, 32, 64, 128), "cols": (4, 8, 16, 32, 64, 128), "simd": (1, 2, 4, 8, 16), "lanes": LANES[:6]}
+GRID = {"rows": (4, 8, 16, 32, 64, 128), "cols": (2, 4, 8, 16, 32, 64, 128), "simd": (1, 2, 4, 8, 16), "lanes": LANES[:6]}
 
 
 def model_grid(shape: perf.ModelShape) -> dict:

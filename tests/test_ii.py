@@ -5,14 +5,16 @@ iteration made to one bank of each on-chip array (P2VIT_ACCESS, with the bank fu
 mirror the ARRAY_PARTITION pragmas) and the most beats it read from each m_axi bundle
 (P2VIT_AXI_BEAT). A BRAM bank serves 2 accesses per cycle (true dual port) and a bundle one beat,
 so the II a loop can reach is max(ceil(bank accesses / 2), beats). That must be exactly the II
-codegen.perf models (loop_ii), for the default configuration and a ZCU102-sized one on the CIFAR
-model, and a planted extra access must break it."""
+codegen.perf models (loop_ii), for the default configuration, a wide-word one (II 8) and the
+design `--target zcu102` picks for DeiT-B, on the CIFAR model, and a planted extra access must break
+it. The counted runs also compute the reference's logits."""
 from __future__ import annotations
 
 import importlib.util
 import math
 import sys
 
+import numpy as np
 import pytest
 
 from codegen import perf
@@ -21,7 +23,7 @@ from codegen.generate import generate
 from codegen.hwconfig import HwConfig
 from codegen.module import load
 from codegen.render import render
-from quantizer import QuantConfig
+from quantizer import QuantConfig, reference
 from quantizer.data import synthetic_images, to_int8_input
 from quantizer.models import load_model
 from quantizer.pipeline import quantize
@@ -55,14 +57,19 @@ def _cifar_counters(tmp_path_factory, hw, name):
     generate(ir, hw, out, types=("counters",))
     sim = load(out)
     sim.mod.reset_counters()
-    sim.run(random_images(2, 32), threads=1)
+    imgs = random_images(2, 32)
+    logits = sim.run(imgs, threads=1)
     counts = {k: v // 2 for k, v in sim.mod.counters().items() if v}
+    # the loops that were counted also compute the reference's logits
+    assert np.array_equal(logits, reference.run(ir, to_int8_input(imgs)).logits.numpy())
     return ir, counts, sim.mod.peaks()
 
 
 @pytest.mark.skipif(not have_shared(), reason=SHARED_REASON)
-@pytest.mark.parametrize("hw", [HwConfig(), HwConfig(rows=16, cols=64, lanes=8)],
-                         ids=["default 8x8x2", "zcu102-sized 16x64x2, 8 attention lanes"])
+@pytest.mark.parametrize("hw", [HwConfig(), HwConfig(rows=16, cols=64, lanes=8),
+                                HwConfig(rows=50, cols=2, simd=8, lanes=4)],
+                         ids=["default 8x8x2", "16x64x2: 128-byte weight words (II 8), 8 attention lanes",
+                              "DeiT-B's zcu102 design 50x2x8, 4 lanes"])
 def test_every_loop_reaches_its_modelled_ii_on_cifar(hw, tmp_path_factory):
     ir, counts, peaks = _cifar_counters(tmp_path_factory, hw, f"ii_{hw.rows}x{hw.cols}")
     reach = _check(peaks, counts, hw)
