@@ -133,6 +133,7 @@ def lut_estimate(shape: perf.ModelShape, hw: HwConfig) -> dict[str, int]:
     c = LUT_COSTS
     P = hw.rows * hw.cols * hw.simd
     arrays = len(perf.MAC_INSTANCES)
+    E, dr = perf.qkv_lanes(hw, shape.dh), perf.drains(shape, hw)
     small_mem = 0   # memories under 1 Kbit go to LUTRAM (64 bits per LUT6)
     for x in perf.buffers(shape, hw):
         for banks, depth, width in x["memories"]:
@@ -141,14 +142,17 @@ def lut_estimate(shape: perf.ModelShape, hw: HwConfig) -> dict[str, int]:
     return {
         "MAC arrays (products, accumulators)": arrays * (P * c["pe_product"] + hw.rows * hw.cols * c["pe_accumulator"]),
         # requant lanes: QKV gcd(COLS, DH), embed 1, head 1, Q.K^T logits COLS, A.V out LANES
-        "requant lanes (QKV, embed, head, logits, A.V out)": (perf.qkv_lanes(hw, shape.dh) + 2 + hw.cols + hw.lanes)
-                                                             * c["epilogue_lane"],
+        "requant lanes (QKV, embed, head, logits, A.V out)": (E + 2 + hw.cols + hw.lanes) * c["epilogue_lane"],
         "residual lanes (proj, FC2: COLS each)": 2 * hw.cols * c["residual_lane"],
         "GELU lanes (FC1: COLS requant + table lookups)": hw.cols * (c["epilogue_lane"] + c["gelu_lookup"]),
+        # a drained layer builds its epilogue lanes twice: in its reduction loop and after it
+        "drain lanes (second copies in the reduction loops)": E * dr["qkv"] * c["epilogue_lane"]
+                                                              + hw.cols * (dr["proj"] + dr["fc2"]) * c["residual_lane"]
+                                                              + hw.cols * dr["fc1"] * (c["epilogue_lane"] + c["gelu_lookup"]),
         # the epilogues read one accumulator row per cycle (acc[n]: Q.K^T, main, FC1, FC2) and the
-        # drains one row of the ping-pong copy (done[n]: main, FC1, FC2)
-        "accumulator row multiplexers (acc[n], done[n])": 7 * hw.cols * ACC_BITS * math.ceil(hw.rows / 4)
-                                                          * c["acc_row_mux"],
+        # drains one row of the ping-pong copy (done[n]: main, FC1, FC2, where they drain)
+        "accumulator row multiplexers (acc[n], done[n])": (4 + (dr["qkv"] or dr["proj"]) + dr["fc1"] + dr["fc2"])
+                                                          * hw.cols * ACC_BITS * math.ceil(hw.rows / 4) * c["acc_row_mux"],
         "softmax lanes": hw.lanes * c["softmax_lane"],
         "A.V shifter array": shape.dh * hw.lanes * c["shifter"],
         "LayerNorm lanes and row unit": hw.lanes * c["layernorm_lane"] + c["layernorm_row"],

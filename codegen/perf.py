@@ -529,8 +529,8 @@ class _Timer:
         if not lp.iters:
             return 0.0
         d = self.depth(lp.id)
-        if lp.drain:   # the drain's epilogue runs beside the reduction: the deeper pipeline of the two
-            d = max(d, self.depth(lp.drain))
+        if lp.drain:   # the drain's epilogue reads the accumulators the reduction's last stage wrote
+            d = d + self.depth(lp.drain)
         if self.sw.intra:
             c = lp.iters * loop_ii(lp.id, self.hw) + lp.entries * (d - 1)
         else:
@@ -666,6 +666,12 @@ def buffers(shape: ModelShape, hw: HwConfig, acc_bits: int = 32) -> list[dict]:
     N, D, HID, KP, R, DH = shape.tokens, shape.dim, shape.hidden, shape.kp, shape.res_bits, shape.dh
     rows, cols, simd, ab, L = hw.rows, hw.cols, hw.simd, hw.axi_bytes, hw.lanes
     E, WL = qkv_lanes(hw, DH), load_lanes(hw)
+    # partition factors of kernels/p2vit/banks.h
+    RB, XB, QB = shared_banks(cols, 2, L, 1), shared_banks(L, 1, WL, 1), shared_banks(E, 1, WL, 1)
+    KB, GB = shared_banks(E, 1, simd, 1), shared_banks(cols, 1, WL, 1)
+
+    def pb(per):
+        return shared_banks(per, 1, cols, 1)
 
     def b(name, nbytes, mems):
         return {"buffer": name, "bytes": nbytes, "memories": mems}
@@ -674,42 +680,40 @@ def buffers(shape: ModelShape, hw: HwConfig, acc_bits: int = 32) -> list[dict]:
         return (factor, _cdiv(depth, factor), width)
 
     return [
-        b("residual stream r[N][D] (channels cyclic lcm(COLS, LANES))", N * D * R // 8,
-          [cyc(N * D, R, math.lcm(cols, L))]),
-        b("LayerNorm output x[N][D] (channels cyclic lcm(LANES, SIMD))", N * D, [cyc(N * D, 8, math.lcm(L, simd))]),
-        b("queries q[N][D] (channels cyclic lcm(gcd(COLS, DH), SIMD))", N * D, [cyc(N * D, 8, math.lcm(E, simd))]),
+        b("residual stream r[N][D] (channels cyclic RB)", N * D * R // 8, [cyc(N * D, R, RB)]),
+        b("LayerNorm output x[N][D] (channels cyclic XB)", N * D, [cyc(N * D, 8, XB)]),
+        b("queries q[N][D] (channels cyclic QB)", N * D, [cyc(N * D, 8, QB)]),
         # per head: k[H][N][DH] tokens cyclic COLS x channels cyclic KB, v[H][N][DH] channels complete
-        b("keys k[H][N][DH] (tokens cyclic COLS x channels cyclic lcm(gcd(COLS, DH), SIMD))", N * D,
-          [(cols * math.lcm(E, simd), shape.heads * _cdiv(N, cols) * _cdiv(DH, math.lcm(E, simd)), 8)]),
+        b("keys k[H][N][DH] (tokens cyclic COLS x channels cyclic KB)", N * D,
+          [(cols * KB, shape.heads * _cdiv(N, cols) * _cdiv(DH, KB), 8)]),
         b("values v[H][N][DH] (tokens cyclic LANES x channels complete)", N * D,
           [(DH * hw.lanes, shape.heads * _cdiv(N, hw.lanes), 8)]),
-        b("attention output o[N][D] (channels cyclic lcm(LANES, SIMD))", N * D, [cyc(N * D, 8, math.lcm(L, simd))]),
+        b("attention output o[N][D] (channels cyclic XB)", N * D, [cyc(N * D, 8, XB)]),
         b("image img[C*H*W] (one burst from io)", shape.in_chans * shape.img_h * shape.img_w,
           [(1, shape.in_chans * shape.img_h * shape.img_w, 8)]),
         # xt of each instance: rows complete x cyclic SIMD along K
         b("stationary row tiles xt[ROWS][K] (main, qk, fc1, fc2)", rows * (max(KP, D) + DH + D + HID),
           [(rows * simd, _cdiv(k, simd), 8) for k in (max(KP, D), DH, D, HID)]),
         b("accumulators acc[ROWS][COLS] (4 instances)", 4 * rows * cols * acc_bits // 8, []),   # registers
-        b("FC1 row tile rows[ROWS][HID] (cyclic lcm(COLS, 2 x SIMD))", rows * HID,
-          [(math.lcm(cols, WL), rows * _cdiv(HID, math.lcm(cols, WL)), 8)]),
-        b("logit row tile rows[ROWS][N] (keys cyclic lcm(COLS, LANES))", rows * N,
+        b("FC1 row tile rows[ROWS][HID] (cyclic GB)", rows * HID, [(GB, rows * _cdiv(HID, GB), 8)]),
+        b("logit row tile rows[ROWS][N] (keys cyclic logit_row_banks)", rows * N,
           [(logit_row_banks(hw), rows * _cdiv(N, logit_row_banks(hw)), 8)]),
-        b("layer parameters: bias/shift (3D), e_r/e_s, fc1 bias/shift (cyclic lcm(per beat, COLS)), GELU table "
+        b("layer parameters: bias/shift (3D), e_r/e_s, fc1 bias/shift (cyclic param_banks), GELU table "
           "(registers), cls", 3 * D * 5 + 2 * D + HID * 5 + 256 + D * R // 8,
-          [cyc(3 * D, 32, math.lcm(ab // 4, cols)), cyc(3 * D, 8, math.lcm(ab, cols)), cyc(D, 8, math.lcm(ab, cols)),
-           cyc(D, 8, math.lcm(ab, cols)), cyc(HID, 32, math.lcm(ab // 4, cols)), cyc(HID, 8, math.lcm(ab, cols)),
+          [cyc(3 * D, 32, pb(ab // 4)), cyc(3 * D, 8, pb(ab)), cyc(D, 8, pb(ab)),
+           cyc(D, 8, pb(ab)), cyc(HID, 32, pb(ab // 4)), cyc(HID, 8, pb(ab)),
            cyc(D, R, ab // (R // 8))]),
         b("LayerNorm parameters", D * (1 + 2 + 8 + 1), [cyc(D, 2, math.lcm(ab, L)), cyc(D, 16, math.lcm(ab // 2, L)),
                                                         cyc(D, 64, math.lcm(ab // 8, L)), cyc(D, 8, math.lcm(ab, L))]),
-        b("hidden stream (FC1 -> FC2): one row tile, 2 x SIMD values per word", rows * HID,
+        b("hidden stream (FC1 -> FC2): one row tile, SIMD values per word", rows * HID,
           [(1, rows * _cdiv(HID, WL), 8 * WL)]),
         b("logits stream: one row tile; codes stream: one row", rows * N + N, [(1, rows * N, 8), (1, N, 4)]),
     ]
 
 
 def logit_row_banks(hw: HwConfig) -> int:
-    """Banks of Q.K^T's logit row tile (kernels/p2vit/epilogue.h logit_row_banks): lcm(COLS, LANES)."""
-    return math.lcm(hw.cols, hw.lanes)
+    """Banks of Q.K^T's logit row tile (kernels/p2vit/banks.h logit_row_banks)."""
+    return shared_banks(hw.cols, 1, hw.lanes, 1)
 
 
 def qkv_lanes(hw: HwConfig, dh: int) -> int:
@@ -719,7 +723,23 @@ def qkv_lanes(hw: HwConfig, dh: int) -> int:
 
 def load_lanes(hw: HwConfig) -> int:
     """Values per cycle of the row loads and per word of the hidden stream (banks.h load_lanes)."""
-    return 2 * hw.simd
+    return hw.simd
+
+
+def drains(shape: "ModelShape", hw: HwConfig) -> dict[str, bool]:
+    """Which layers drain a tile's epilogue inside the next tile's reduction (kernels/p2vit/layers.h
+    OVL_QKV, OVL_PROJ, fc1/fc2 OVERLAP): those whose reduction (K / SIMD steps) is at least as long
+    as the drain (ROWS cycles; QKV: ROWS x COLS / gcd(COLS, DH))."""
+    D, HID, S, R = shape.dim, shape.hidden, hw.simd, hw.rows
+    return {"qkv": D // S >= R * (hw.cols // qkv_lanes(hw, shape.dh)), "proj": D // S >= R,
+            "fc1": D // S >= R, "fc2": HID // S >= R}
+
+
+def shared_banks(a: int, pa: int, b: int, pb: int) -> int:
+    """kernels/p2vit/banks.h shared_banks: gcd(a, b) if both loops stay within two accesses per
+    bank with it (every lane's bank fixed at compile time), else lcm(a, b)."""
+    g = math.gcd(a, b)
+    return g if (a // g) * pa <= 2 and (b // g) * pb <= 2 else math.lcm(a, b)
 
 
 def mac_array_dsps(hw: HwConfig) -> int:

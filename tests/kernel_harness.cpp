@@ -653,7 +653,7 @@ template <int RBITS>
 struct ECfg {
   static constexpr int N = 7, D = 12, HID = 20, ROWS = 3, COLS = 8, RES_BITS = RBITS;
   static constexpr int SIMD = 2, LANES = 4, AXI_BYTES = 16;   // bank factors (p2vit/banks.h)
-  using hidden_word_t = p2vit::lane_word<sint<8>, 2 * SIMD>;
+  using hidden_word_t = p2vit::lane_word<sint<8>, SIMD>;
   using act_t = sint<8>;
   using res_t = sint<RBITS>;
   using acc_t = sint<27>;

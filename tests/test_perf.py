@@ -139,7 +139,7 @@ def test_cycle_equations(tiny):
 
     def mac(NR, K, O, load, epi, reduce="mac_array.reduce"):
         NT, OT = -(-NR // R), -(-O // C)
-        t = NT * _cyc(load, R * -(-K // (2 * S)))                  # row loads: 2 x SIMD values per cycle
+        t = NT * _cyc(load, R * -(-K // S))                        # row loads: SIMD values per cycle
 
         def per_tile(c):
             if epi == "requant.requant":                            # gcd(COLS, DH) columns of a row per cycle
@@ -149,10 +149,10 @@ def test_cycle_equations(tiny):
         red = _cyc(reduce, K // S, simd=S, ii=perf.loop_ii(reduce, hw))
         if reduce == "mac_array.reduce" and K // S >= per_tile(C):
             # ping-pong accumulators: tile ot - 1 drains inside tile ot's steps, all OT x K/SIMD steps
-            # of a row tile in one loop entry, as deep as the deeper of reduction and epilogue; the
-            # last tile drains after the loop
+            # of a row tile in one loop entry, whose pipeline is the reduction's followed by the
+            # epilogue's (the drain reads what the accumulation wrote); the last tile drains after
             d_red = perf.DEPTH[reduce] + math.ceil(math.log2(S))
-            whole = OT * (K // S) * perf.loop_ii(reduce, hw) + max(d_red, perf.DEPTH[epi]) - 1
+            whole = OT * (K // S) * perf.loop_ii(reduce, hw) + d_red + perf.DEPTH[epi] - 1
             return t + NT * (whole + _cyc(epi, per_tile(O - (OT - 1) * C)))
         for o0 in range(0, O, C):
             t += NT * (red + _cyc(epi, per_tile(min(C, O - o0))))

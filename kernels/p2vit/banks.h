@@ -32,40 +32,54 @@ constexpr int qkv_lanes() {
 }
 
 // load_lanes<C>(): values per cycle of the row loads (load_rows_array, load_rows_stream) and per
-// word of the hidden stream (gelu_out -> FC2). 2 x SIMD: xt is cyclic SIMD along K, so each bank
-// takes two writes per cycle, one on each BRAM port, with no extra banks.
+// word of the hidden stream (gelu_out -> FC2): SIMD, one write per bank of xt (cyclic SIMD along K)
+// per cycle, since a small xt bank may be distributed RAM with a single write port.
 template <class C>
 constexpr int load_lanes() {
-  return 2 * C::SIMD;
+  return C::SIMD;
 }
 
-// Dim-2 factors of the activation buffers: every writer's and reader's lanes are a multiple or a
-// divisor of them (see above).
+// shared_banks(a, pa, b, pb): the cyclic factor of an array that one loop accesses with a lanes (pa
+// accesses per lane per cycle) and another with b lanes (pb each), each lane at base*lanes + lane:
+// gcd(a, b) when that keeps every bank within its two ports in both loops, so that every lane's
+// bank is fixed at compile time (lane mod the factor); otherwise lcm(a, b), where the loop with
+// fewer lanes reaches disjoint sets of banks instead (see above).
+constexpr int shared_banks(int a, int pa, int b, int pb) {
+  return (a / gcd_int(a, b)) * pa <= 2 && (b / gcd_int(a, b)) * pb <= 2 ? gcd_int(a, b) : lcm_int(a, b);
+}
+
+// Dim-2 factors of the activation buffers.
 template <class C>
-constexpr int r_banks() {   // residual stream: COLS lanes of the residual epilogues, LANES of LayerNorm
-  return lcm_int(C::COLS, C::LANES);
+constexpr int r_banks() {   // residual stream: COLS lanes of the residual epilogues (read + write), LANES of LayerNorm
+  return shared_banks(C::COLS, 2, C::LANES, 1);
 }
 template <class C>
-constexpr int xo_banks() {  // x (LayerNorm out) and o (A.V out): LANES in, load_lanes out (two per bank)
-  return lcm_int(C::LANES, C::SIMD);
+constexpr int xo_banks() {  // x (LayerNorm out) and o (A.V out): LANES in, load_lanes out
+  return shared_banks(C::LANES, 1, load_lanes<C>(), 1);
 }
 template <class C>
-constexpr int q_banks() {   // queries: qkv_lanes in, load_lanes out (two per bank)
-  return lcm_int(qkv_lanes<C>(), C::SIMD);
+constexpr int q_banks() {   // queries: qkv_lanes in, load_lanes out
+  return shared_banks(qkv_lanes<C>(), 1, load_lanes<C>(), 1);
 }
 template <class C>
-constexpr int k_channel_banks() {   // keys, dim 3: qkv_lanes in, SIMD per Q.K^T step out
-  return lcm_int(qkv_lanes<C>(), C::SIMD);
+constexpr int k_channel_banks() {   // keys, dim 3: qkv_lanes in, SIMD per key per Q.K^T step out
+  return shared_banks(qkv_lanes<C>(), 1, C::SIMD, 1);
 }
 template <class C>
 constexpr int gelu_row_banks() {    // FC1's row tile: COLS lanes of epi_gelu in, load_lanes of gelu_out out
-  return lcm_int(C::COLS, load_lanes<C>());
+  return shared_banks(C::COLS, 1, load_lanes<C>(), 1);
 }
 // param_banks<C, PER>(): a per-output parameter array (bias, shift, e_r, e_s): a burst writes PER
 // values per beat, an epilogue reads COLS per cycle.
 template <class C, int PER>
 constexpr int param_banks() {
-  return lcm_int(PER, C::COLS);
+  return shared_banks(PER, 1, C::COLS, 1);
+}
+// logit_row_banks<C>(): Q.K^T's logit row tile rows[ROWS][N], dim 2: epi_logits writes COLS keys
+// per cycle, logits_out reads LANES.
+template <class C>
+constexpr int logit_row_banks() {
+  return shared_banks(C::COLS, 1, C::LANES, 1);
 }
 
 // ln_param_banks<C, FB>(): a LayerNorm parameter array of FB-byte values: a burst writes

@@ -53,8 +53,19 @@ inline void epi_qkv_row(const typename C::acc_t a[C::COLS], int row, int ot, int
   [[maybe_unused]] constexpr int QB = q_banks<C>(), KB = k_channel_banks<C>();
   const int cols = 3 * C::D - ot * C::COLS < C::COLS ? 3 * C::D - ot * C::COLS : C::COLS;
   const int cg = ot * GROUPS + g;                   // group of the layer's 3D columns
-  const int part = cg / GD, pg = cg - part * GD;    // q, k or v (constant divisors), group in it
-  const int h = pg / GH, dg = pg - h * GH;          // head, group in the head
+  // q, k or v, the head and the group in the head by comparisons with constants (no divider,
+  // no multiplier): part = #{j in 1..2 : cg >= j*GD}, h = #{j in 1..H-1 : pg >= j*GH}
+  const int part = (cg >= GD) + (cg >= 2 * GD);
+  const int pg = cg - (part == 2 ? 2 * GD : part == 1 ? GD : 0);
+  int h = 0, hbase = 0;
+  for (int j = 1; j < C::H; ++j) {
+    P2VIT_PRAGMA(HLS UNROLL)
+    if (pg >= j * GH) {
+      h = j;
+      hbase = j * GH;
+    }
+  }
+  const int dg = pg - hbase;
   for (int e = 0; e < E; ++e) {
     P2VIT_PRAGMA(HLS UNROLL)
     const int c = cg * E + e, d = dg * E + e;
@@ -236,7 +247,10 @@ void gelu_out(const typename C::act_t rows[C::ROWS][C::HID], int n0, stream<type
   [[maybe_unused]] constexpr int GB = gelu_row_banks<C>();
 #if P2VIT_CSIM_FAST_ROWS
   if constexpr (csim_fast_rows::epi_supported<C>() && C::HID % WL == 0) {   // C-sim: one append per row
-    csim_fast_rows::rows_out_words<C::ROWS, C::HID, WL>(rows, valid, out);
+    if constexpr (WL == 1)
+      csim_fast_rows::rows_out<C::ROWS, C::HID>(rows, valid, out);
+    else
+      csim_fast_rows::rows_out_words<C::ROWS, C::HID, WL>(rows, valid, out);
     return;
   }
 #endif
@@ -260,16 +274,6 @@ gelu_out:
       ++n;
     }
   }
-}
-
-// logit_row_banks<C>(): banks of the logit row tile rows[ROWS][N] (dim 2 cyclic): every multiple of
-// COLS (epi_logits writes COLS consecutive columns per cycle) and of LANES (logits_out reads LANES
-// consecutive ones); both are even or 1 and LANES is a power of two, so this is their lcm.
-template <class C>
-constexpr int logit_row_banks() {
-  int b = C::COLS;
-  while (b % C::LANES) b += C::COLS;
-  return b;
 }
 
 // epi_logits: a finished Q.K^T tile into the logit row tile, COLS lanes (one per key of the tile):

@@ -133,8 +133,10 @@ void main_array(int mode, const typename C::act_t img[C::IMG_C * C::IMG_H * C::I
   typename C::acc_t done[C::ROWS][C::COLS];
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=done type=complete dim=0)
   const int steps = K / C::SIMD;
-  const int drain_n = mode == MAIN_QKV ? qkv_drain_cycles<C>() : C::ROWS;
-  const bool overlap = (mode == MAIN_QKV || mode == MAIN_PROJ) && steps >= drain_n;
+  // QKV and proj reduce over K = D: whether their drains fit is known at compile time, and a
+  // drain that never runs is not built
+  constexpr bool OVL_QKV = C::D / C::SIMD >= qkv_drain_cycles<C>(), OVL_PROJ = C::D / C::SIMD >= C::ROWS;
+  const bool overlap = (mode == MAIN_QKV && OVL_QKV) || (mode == MAIN_PROJ && OVL_PROJ);
   const int seg_tiles = overlap ? OT : 1, segs = overlap ? 1 : OT;   // tiles per loop entry, entries
   const bool tracing = P2VIT_TRACING();
   [[maybe_unused]] constexpr int COL_TILES_MAX = (3 * C::D + C::COLS - 1) / C::COLS;
@@ -149,6 +151,7 @@ row_tiles:
     for (int sg = 0; sg < segs; ++sg) {
       P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=COL_TILES_MAX)
       int ot = sg * seg_tiles, ks = 0, dn = 0, dg = 0;   // running tile, step, drain row and column group
+      const long seg_beat = w_beat + long(sg) * seg_tiles * steps * C::BEATS;   // the segment's first weight beat
     reduce:
       for (int i = 0; i < seg_tiles * steps; ++i) {
         P2VIT_PRAGMA(HLS PIPELINE II=REDUCE_II)
@@ -158,18 +161,21 @@ row_tiles:
         P2VIT_COUNT("mac_array.reduce");
         const bool drain = overlap && ot > 0;
         if (drain && ks == 0) acc_handoff<C>(acc, done);   // tile ot - 1 is complete
-        if (drain && ks < drain_n) {
-          if (mode == MAIN_QKV)
+        if constexpr (OVL_QKV) {
+          if (drain && mode == MAIN_QKV && ks < qkv_drain_cycles<C>()) {
             epi_qkv_row<C>(done[dn], t * C::ROWS + dn, ot - 1, dg, bias, shift, q, k, v);
-          else
-            epi_residual_row<C>(done[dn], t * C::ROWS + dn, ot - 1, bias, shift, e_y, e_r, e_s, r, tracing, "proj",
-                                block);
-          if (++dn == C::ROWS) {
-            dn = 0;
-            ++dg;
+            if (++dn == C::ROWS) {
+              dn = 0;
+              ++dg;
+            }
           }
         }
-        reduce_step<C, KMAX>(xt, ks, steps, blob, "blob", w_beat, ot, wbits, acc);
+        if constexpr (OVL_PROJ) {
+          if (drain && mode == MAIN_PROJ && ks < C::ROWS)
+            epi_residual_row<C>(done[ks], t * C::ROWS + ks, ot - 1, bias, shift, e_y, e_r, e_s, r, tracing, "proj",
+                                block);
+        }
+        reduce_step<C, KMAX>(xt, ks, blob, "blob", seg_beat + long(i) * C::BEATS, wbits, acc);
         if (++ks == steps) {
           ks = 0;
           dn = 0;
@@ -177,13 +183,11 @@ row_tiles:
           ++ot;
         }
       }
-      if (!overlap)
-        main_epilogue<C>(mode, t, sg, OT, acc, blob, tb_beat, tile_bias, bias, shift, e_y, e_r, e_s, r, q, k, v, logits,
-                         block);
+      // one call site: after every tile, or after the last one when the others were drained
+      if (!overlap || sg == segs - 1)
+        main_epilogue<C>(mode, t, overlap ? OT - 1 : sg, OT, acc, blob, tb_beat, tile_bias, bias, shift, e_y, e_r, e_s, r,
+                         q, k, v, logits, block);
     }
-    if (overlap)
-      main_epilogue<C>(mode, t, OT - 1, OT, acc, blob, tb_beat, tile_bias, bias, shift, e_y, e_r, e_s, r, q, k, v,
-                       logits, block);
   }
 }
 
@@ -282,15 +286,15 @@ row_tiles:
         if (drain && ks == 0) acc_handoff<C>(acc, done);   // tile ot - 1 is complete
         if (drain && ks < C::ROWS)
           epi_gelu_row<C>(done[ks], ks, t * C::ROWS, ot - 1, bias, shift, lut, rows, tracing, block);
-        reduce_step<C, C::D>(xt, ks, STEPS, blob_fc1, "blob_fc1", w_beat, ot, wbits, acc);
+        reduce_step<C, C::D>(xt, ks, blob_fc1, "blob_fc1", w_beat + (long(sg) * SEG_TILES * STEPS + i) * C::BEATS, wbits,
+                             acc);
         if (++ks == STEPS) {
           ks = 0;
           ++ot;
         }
       }
-      if (!OVERLAP) epi_gelu<C>(acc, t * C::ROWS, sg, bias, shift, lut, rows, block);
+      if (!OVERLAP || sg == SEGS - 1) epi_gelu<C>(acc, t * C::ROWS, OVERLAP ? OT - 1 : sg, bias, shift, lut, rows, block);
     }
-    if (OVERLAP) epi_gelu<C>(acc, t * C::ROWS, OT - 1, bias, shift, lut, rows, block);
     gelu_out<C>(rows, t * C::ROWS, hidden);
   }
 }
@@ -344,15 +348,16 @@ row_tiles:
         if (drain && ks == 0) acc_handoff<C>(acc, done);   // tile ot - 1 is complete
         if (drain && ks < C::ROWS)
           epi_residual_row<C>(done[ks], t * C::ROWS + ks, ot - 1, bias, shift, e_y, e_r, e_s, r, tracing, "fc2", block);
-        reduce_step<C, C::HID>(xt, ks, STEPS, blob_fc2, "blob_fc2", w_beat, ot, wbits, acc);
+        reduce_step<C, C::HID>(xt, ks, blob_fc2, "blob_fc2", w_beat + (long(sg) * SEG_TILES * STEPS + i) * C::BEATS,
+                               wbits, acc);
         if (++ks == STEPS) {
           ks = 0;
           ++ot;
         }
       }
-      if (!OVERLAP) epi_residual<C>(acc, t * C::ROWS, sg, bias, shift, e_y, e_r, e_s, r, "fc2", block);
+      if (!OVERLAP || sg == SEGS - 1)
+        epi_residual<C>(acc, t * C::ROWS, OVERLAP ? OT - 1 : sg, bias, shift, e_y, e_r, e_s, r, "fc2", block);
     }
-    if (OVERLAP) epi_residual<C>(acc, t * C::ROWS, OT - 1, bias, shift, e_y, e_r, e_s, r, "fc2", block);
   }
 }
 

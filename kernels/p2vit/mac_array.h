@@ -6,11 +6,11 @@
 // (p2vit/layers.h) combine a row loader, a reduction and an epilogue (p2vit/epilogue.h).
 //
 // What is here (C: the configuration struct of p2vit_params.h, see p2vit/layers.h):
-//   load_rows_array<C, KMAX, W, XB>(x, col0, K, NR, n0, xt, name)  rows of an on-chip array, 2 x SIMD per cycle
-//   load_rows_stream<C, KMAX>(s, K, NR, n0, xt)             rows from a FIFO of 2 x SIMD-value words
+//   load_rows_array<C, KMAX, W, XB>(x, col0, K, NR, n0, xt, name)  rows of an on-chip array, SIMD per cycle
+//   load_rows_stream<C, KMAX>(s, K, NR, n0, xt)             rows from a FIFO of SIMD-value words
 //   load_image<C>(image, img)                               the image into BRAM, one burst
 //   load_rows_patch<C, KMAX>(img, n0, xt)                   flattened image patches
-//   reduce_step<C, KMAX>(xt, ks, steps, port, bundle, w_beat, ot, wbits, acc)
+//   reduce_step<C, KMAX>(xt, ks, port, bundle, beat, wbits, acc)
 //       one step: a weight word from the blob, one PE-array cycle
 //   reduce_blob<C, KMAX>(xt, K, port, bundle, w_beat, ot, wbits, acc)
 //       one weight tile against the stationary rows (a loop of reduce_step)
@@ -19,8 +19,8 @@
 //
 // Buffers and banks (what the II check counts, UG1399 "Arrays"):
 //   xt[ROWS][KMAX]: dim 1 complete, dim 2 cyclic SIMD -> bank (n, k % SIMD); a reduction step
-//     reads one value of each of the ROWS x SIMD banks, a load writes 2 x SIMD values of one row per
-//     cycle (two per bank, one on each port).
+//     reads one value of each of the ROWS x SIMD banks, a load writes SIMD values of one row per
+//     cycle (one per bank: a small bank may be distributed RAM, one write port).
 //   acc[ROWS][COLS]: complete (registers).
 //   weight word: COLS x SIMD weights per step, BEATS beats of one m_axi bundle
 //     (BEATS = ceil(COLS * SIMD * 8 / 8 / AXI_BYTES)): the reduction's II is BEATS.
@@ -49,9 +49,9 @@ constexpr int xt_bank(int n, int k) {
 }
 
 // load_rows_array: xt[n][k] = x[n0 + n][col0 + k] for rows n0 + n < NR, else 0; WL = load_lanes
-// values per cycle (p2vit/banks.h): word kw of a row is k = kw*WL + w, lanes past K idle.
+// = SIMD values per cycle (p2vit/banks.h): word kw of a row is k = kw*WL + w, one write per xt
+// bank (cyclic SIMD along K).
 //   W: row length of x; XB: x's dim-2 banks (col0 a multiple of XB); name: x's name (II check).
-// xt is cyclic SIMD along K, so a bank takes WL / SIMD = 2 writes per cycle: both BRAM ports.
 template <class C, int KMAX, int W, int XB>
 void load_rows_array(const typename C::act_t x[][W], int col0, int K, int NR, int n0,
                      typename pe_operand<typename C::act_t>::type xt[C::ROWS][KMAX], const char* name) {
@@ -195,14 +195,16 @@ inline void weight_word(const typename C::axi_t* port, const char* bundle, long 
 // reduce_step: step ks of column tile ot: the weight word from the blob (BEATS beats), then one
 // PE-array cycle (acc cleared at ks == 0). The body of every blob reduction loop: reduce_blob below
 // and the instances' reduce-and-drain loops (p2vit/layers.h), each instance calling it once.
+//   beat: the word's first beat; callers compute it from their loop index (base + i * BEATS), so
+//   that HLS sees one sequential m_axi access per loop and infers a burst.
 template <class C, int KMAX>
 P2VIT_CSIM_INLINE void reduce_step(const typename pe_operand<typename C::act_t>::type xt[C::ROWS][KMAX], int ks,
-                                   int steps, const typename C::axi_t* port, const char* bundle, long w_beat, int ot,
-                                   int wbits, typename C::acc_t acc[C::ROWS][C::COLS]) {
+                                   const typename C::axi_t* port, const char* bundle, long beat, int wbits,
+                                   typename C::acc_t acc[C::ROWS][C::COLS]) {
   P2VIT_PRAGMA(HLS INLINE)
   typename C::act_t w[C::COLS][C::SIMD];
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=w type=complete dim=0)
-  weight_word<C>(port, bundle, w_beat + (long(ot) * steps + ks) * C::BEATS, wbits, w);
+  weight_word<C>(port, bundle, beat, wbits, w);
   for (int n = 0; n < C::ROWS; ++n)
     for (int s = 0; s < C::SIMD; ++s) P2VIT_ACCESS_STATIC("xt", xt_bank<C>(n, ks * C::SIMD + s), n * C::SIMD + s);
 #ifdef P2VIT_PLANT_EXTRA_ACCESS
@@ -227,7 +229,7 @@ reduce:
     P2VIT_PRAGMA(HLS PIPELINE II=REDUCE_II)
     P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=TRIPS)
     P2VIT_COUNT("mac_array.reduce");
-    reduce_step<C, KMAX>(xt, ks, steps, port, bundle, w_beat, ot, wbits, acc);
+    reduce_step<C, KMAX>(xt, ks, port, bundle, w_beat + (long(ot) * steps + ks) * C::BEATS, wbits, acc);
   }
 }
 
@@ -274,7 +276,7 @@ reduce_keys:
       for (int s = 0; s < C::SIMD; ++s) {
         P2VIT_PRAGMA(HLS UNROLL)
         const int d = ks * C::SIMD + s;
-        if (j < C::N) P2VIT_ACCESS_LANE("k", k_bank<C>(j, d), s * C::COLS + o, C::SIMD * C::COLS);
+        if (j < C::N) P2VIT_ACCESS_LANE("k", k_bank<C>(j, d), s * C::COLS + o, gcd_int(C::SIMD, k_channel_banks<C>()) * C::COLS);
         w[o][s] = j < C::N ? key[h][j][d] : typename C::act_t(0);
       }
     }

@@ -68,13 +68,15 @@ desc:
 }
 
 // burst<C, FB, BANKS>(port, beat, n, dst, name): dst[i] = the i-th signed FB-byte value from
-// `beat` on, for i < n; one beat per cycle. dst must be partitioned cyclic BANKS, a multiple of
-// AXI_BYTES / FB (the default), so that the beat's values land in distinct banks.
+// `beat` on, for i < n; one beat per cycle. dst is partitioned cyclic BANKS: a multiple of
+// PER = AXI_BYTES / FB (the default; the beat's values land in distinct banks) or PER / 2 (two
+// values per bank, one on each port).
 //   FB: bytes per value (1, 2, 4 or 8); T: element type of dst; name: dst's name (II check).
 template <class C, int FB, int BANKS = C::AXI_BYTES / FB, class T>
 void burst(const typename C::axi_t* port, long beat, int n, T dst[], const char* name) {
   constexpr int PER = C::AXI_BYTES / FB;
-  static_assert(BANKS % PER == 0, "burst: the destination's banks must be a multiple of the values per beat");
+  static_assert(BANKS % PER == 0 || (PER % BANKS == 0 && PER / BANKS <= 2),
+                "burst: the destination's banks must be a multiple of the values per beat, or half of them");
   const int beats = (n + PER - 1) / PER;
 burst:
   for (int b = 0; b < beats; ++b) {
@@ -86,7 +88,7 @@ burst:
       P2VIT_PRAGMA(HLS UNROLL)
       const int i = b * PER + e;
       if (i < n) {
-        P2VIT_ACCESS_LANE(name, i % BANKS, e, PER);   // value e of the beat: banks e + m*PER
+        P2VIT_ACCESS_LANE(name, i % BANKS, e, gcd_int(PER, BANKS));   // value e of the beat: its own bank set
         dst[i] = T(axi_field<FB>(w, FB * e));
       }
     }
