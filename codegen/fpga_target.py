@@ -216,9 +216,10 @@ def search(shape: perf.ModelShape, target: Target, grid: dict | None = None) -> 
                         continue
                     fits.append((perf.evaluate(shape, hw, dram_gbs=target.dram_gbs), hw, res["dsps"], luts))
     if not fits:
+        why = " (the accelerator keeps every activation in BRAM and uses no URAM)" if rejected["BRAM18K"] else ""
         raise P2VitError(f"no configuration of the grid fits {target.name}: "
                          + ", ".join(f"{v} exceed its {k}" for k, v in rejected.items())
-                         + " (the accelerator keeps every activation in BRAM and uses no URAM; try a larger part)")
+                         + f"{why}; try a larger part")
     fastest = min(p.latency_ms for p, *_ in fits)
     tied = [f for f in fits if f[0].latency_ms <= fastest * (1 + LATENCY_TIE)]
     p, hw, _, luts = min(tied, key=lambda f: (f[2], f[0].latency_ms, f[3]))

@@ -1005,7 +1005,7 @@ def _fmt_steps(p: Perf) -> list[str]:
         mult = depth if name.startswith("blocks.") else 1
         label = name.replace("blocks.0.", "block.") if mult > 1 else name
         top = sorted(s["chunk_cycles"].items(), key=lambda kv: -kv[1])[:3]
-        busy = ", ".join(f"{k} {v / s['cycles'] * 100:.0f}%" for k, v in top if v)
+        busy = ", ".join(f"{k} {v / s['cycles'] * 100:.0f}%" for k, v in top if v / s["cycles"] >= 0.005)
         opb = f"{s['ops_per_byte']:.0f}" if math.isfinite(s["ops_per_byte"]) else "-"
         lines.append(f"{label:<14}{s['cycles']:>12,.0f}{mult:>4}{s['cycles'] * mult / f:>9.3f}"
                      f"{(s['macs'] + s['av_macs']) / 1e9:>8.3f}{s['utilization'] * 100:>6.1f}%"
@@ -1022,7 +1022,7 @@ def report(p: Perf, abl: dict | None = None) -> str:
     wbits = "/".join(str(b) for b in sorted({b for _, b in p.shape.layer_bits}))
     lines = [f"{p.shape.name}: {p.shape.depth} blocks, D {p.shape.dim}, {p.shape.heads} heads, "
              f"{p.shape.tokens} tokens; {wbits}-bit weights",
-             f"hardware: {hw.rows}x{hw.cols} MAC array x {hw.simd} lanes ({r['products_per_cycle']} products/cycle) "
+             f"hardware: {hw.rows}x{hw.cols} MAC array x SIMD {hw.simd} ({r['products_per_cycle']} products/cycle) "
              f"x {r['mac_arrays']} instances, {hw.lanes} attention lane(s), {hw.axi_bits}-bit m_axi ({hw.weight_beats} beat(s) per weight word), "
              f"{hw.clock_mhz:g} MHz, {hw.part}; DRAM {_gbs(p.dram_gbs)}",
              "", *_fmt_steps(p), "",
@@ -1031,7 +1031,7 @@ def report(p: Perf, abl: dict | None = None) -> str:
              f"work     {s['gmacs']:.3f} GMAC -> {s['gops']:.1f} GOPS   GOPS/DSP {s['gops_per_dsp']:.4f}   "
              f"FPS/DSP {s['fps_per_dsp']:.5f}   MAC-array utilization {s['utilization'] * 100:.1f}%",
              "chunks   " + ", ".join(f"{k} {v / p.cycles * 100:.0f}%" for k, v in p.chunks.items()) +
-             " (busy cycles / latency)",
+             " (busy cycles / latency; concurrent MAC arrays add up, so a share can exceed 100%)",
              f"DRAM     {s['dram_mb']:.1f} MB/image: weights {s['weight_mb_streamed']:.1f} MB streamed "
              f"({s['weight_mb_unique']:.1f} MB unique, re-streamed once per row tile), "
              f"avg {s['avg_bandwidth_gbs']:.2f} GB/s, peak {s['peak_bandwidth_gbs']:.2f} GB/s "
@@ -1106,12 +1106,23 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.plot and not args.sweep:
         raise P2VitError("--plot needs --sweep")
+    if not 0 <= args.axi_latency <= 100_000:
+        raise P2VitError(f"--axi-latency must be 0..100000 cycles, not {args.axi_latency}")
+    if args.max_dsps is not None and args.max_dsps < 1:
+        raise P2VitError(f"--max-dsps must be >= 1, not {args.max_dsps}")
+    if args.json and args.json != "-" and not Path(args.json).resolve().parent.is_dir():
+        raise P2VitError(f"cannot write {args.json}: {Path(args.json).resolve().parent} is not a directory")
     target = None
-    if args.target:
+    if args.target is not None:
         from .fpga_target import load_target
 
-        given = explicit_hw_flags(args) + [f for f, g in (("--sweep", args.sweep), ("--max-dsps", args.max_dsps is not None),
-                                                           ("--dram-gbs", args.dram_gbs is not None)) if g]
+        if not args.target.strip():
+            raise P2VitError("--target needs a board (zcu102, zcu104) or a JSON file")
+        # the search assumes the emitted design: its pipelining switches and what-ifs cannot change it
+        given = explicit_hw_flags(args) + [f for f, g in (
+            ("--sweep", args.sweep), ("--max-dsps", args.max_dsps is not None), ("--dram-gbs", args.dram_gbs is not None),
+            ("--no-inter", args.no_inter), ("--no-intra", args.no_intra), ("--epilogue-overlap", args.epilogue_overlap),
+            ("--fifo", args.fifo != "tile"), ("--axi-latency", args.axi_latency != Switches.axi_latency)) if g]
         if given:
             raise P2VitError(f"--target chooses the hardware; drop {', '.join(given)}")
         target = load_target(args.target)

@@ -272,6 +272,11 @@ def test_cli_sweep_and_plot(tmp_path, capsys):
     (["vit_b", "--simd", "5"], "does not divide"),
     (["vit_b", "--plot", "x.png"], "--plot needs --sweep"),
     (["vit_b", "--cols", "7"], "--cols must be even"),
+    (["vit_b", "--axi-latency", "-5"], "--axi-latency must be 0..100000"),
+    (["vit_b", "--sweep", "--max-dsps", "-1"], "--max-dsps must be >= 1"),
+    (["vit_b", "--json", "/nonexistent/dir/x.json"], "is not a directory"),
+    (["vit_b", "--target", ""], "--target needs a board"),
+    (["vit_b", "--target", "zcu102", "--no-inter", "--fifo", "hls"], "drop --no-inter, --fifo"),
 ])
 def test_cli_errors_are_one_line(argv, msg, capsys):
     with pytest.raises(SystemExit) as exc:
