@@ -101,6 +101,10 @@ def load_target(spec: str) -> Target:
         raise P2VitError(f"target file {spec} is not JSON ({exc.msg} at line {exc.lineno})") from None
     if not isinstance(d, dict):
         raise P2VitError(f"target file {spec} must hold a JSON object with {', '.join(TARGET_KEYS)}")
+    unknown = sorted(k for k in d if k not in TARGET_KEYS and k not in ("name", "part"))
+    if unknown:   # a misspelt key would otherwise be ignored silently
+        raise P2VitError(f"target file {spec}: unknown key(s) {', '.join(map(repr, unknown))}; it takes "
+                         f"{', '.join(TARGET_KEYS)} and optional name, part")
     missing = [k for k in TARGET_KEYS if k not in d]
     if missing:
         raise P2VitError(f"target file {spec} lacks {', '.join(missing)}; it needs {', '.join(TARGET_KEYS)}")

@@ -48,6 +48,7 @@ def test_named_targets_are_the_boards_budgets():
     ({"axi_ports": 2}, "uses 4 m_axi ports"),
     ({"clock_mhz": 5000}, "clock_mhz must be in"),
     ({"part": "xc7z020clg400-1"}, "not an UltraScale"),
+    ({"dsp": 3000}, "unknown key\\(s\\) 'dsp'"),
 ])
 def test_bad_target_files_fail_in_one_line(tmp_path, edit, msg):
     with pytest.raises(P2VitError, match=msg):

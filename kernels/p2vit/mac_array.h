@@ -163,6 +163,7 @@ load_patch:
 template <class C>
 inline void weight_word(const typename C::axi_t* port, const char* bundle, long beat, int wbits,
                         typename C::act_t w[C::COLS][C::SIMD]) {
+  P2VIT_PRAGMA(HLS INLINE)
   constexpr int WORD = C::COLS * C::SIMD;
   std::uint8_t bytes[C::BEATS * C::AXI_BYTES];
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=bytes type=complete)
