@@ -316,8 +316,7 @@ def _mac(hw: HwConfig, NR: int, K: int, O: int, src: str, epi: str, bits: int | 
     # inside tile ot's reduction when it has at least as many steps as the drain has cycles, and
     # then run all OT x K/SIMD steps of a row tile in one loop entry (one burst, one fill); the
     # last tile drains after the loop.
-    drain_n = R * (C // qkv_lanes(hw, K_DH)) if epi == "requant" else R
-    if bits is not None and epi in ("requant", "residual", "gelu") and K // S >= drain_n:
+    if bits is not None and epi in ("requant", "residual", "gelu") and drain_fits(hw, K, epi, K_DH):
         whole = Loop("mac_array.reduce", OT * (K // S), 1, 1, OT * (K // S) * slot,
                      drain=epilogue(C).id if OT > 1 else "")
         groups = [(1, whole, epilogue(last_c), None)]
@@ -726,13 +725,19 @@ def load_lanes(hw: HwConfig) -> int:
     return hw.simd
 
 
+def drain_fits(hw: HwConfig, K: int, epi: str, dh: int) -> bool:
+    """Whether a layer reducing over K drains each tile's epilogue (`epi`: requant for QKV, residual,
+    gelu) inside the next tile's reduction (kernels/p2vit/layers.h OVL_QKV, OVL_PROJ, fc1/fc2
+    OVERLAP): its K / SIMD steps are at least the drain's cycles (ROWS; QKV: ROWS x COLS / gcd(COLS, DH))."""
+    drain = hw.rows * (hw.cols // qkv_lanes(hw, dh)) if epi == "requant" else hw.rows
+    return K // hw.simd >= drain
+
+
 def drains(shape: "ModelShape", hw: HwConfig) -> dict[str, bool]:
-    """Which layers drain a tile's epilogue inside the next tile's reduction (kernels/p2vit/layers.h
-    OVL_QKV, OVL_PROJ, fc1/fc2 OVERLAP): those whose reduction (K / SIMD steps) is at least as long
-    as the drain (ROWS cycles; QKV: ROWS x COLS / gcd(COLS, DH))."""
-    D, HID, S, R = shape.dim, shape.hidden, hw.simd, hw.rows
-    return {"qkv": D // S >= R * (hw.cols // qkv_lanes(hw, shape.dh)), "proj": D // S >= R,
-            "fc1": D // S >= R, "fc2": HID // S >= R}
+    """drain_fits for QKV, proj, FC1 and FC2 of the model."""
+    D, HID, DH = shape.dim, shape.hidden, shape.dh
+    return {"qkv": drain_fits(hw, D, "requant", DH), "proj": drain_fits(hw, D, "residual", DH),
+            "fc1": drain_fits(hw, D, "gelu", DH), "fc2": drain_fits(hw, HID, "residual", DH)}
 
 
 def shared_banks(a: int, pa: int, b: int, pb: int) -> int:
