@@ -72,6 +72,7 @@ LUT_COSTS = {
     "epilogue_lane": 450,    # a requant lane: 64-bit round-half-up shift (~6 LUT levels x 64 bits / 2), saturation, bias add
     "residual_lane": 1_000,  # a requant lane, two alignment shifts of ~24 bits, the add and a second requant
     "acc_row_mux": 1,        # per accumulator bit and 4 rows: a LUT6 4:1 multiplexer (MUXF7/F8 join them)
+    "max_node": 12,          # an 8-bit compare (8 LUTs on the carry chain) and an 8-bit 2:1 multiplexer (4 dual LUT6)
     "gelu_lookup": 560,      # a 256-way multiplexer of 8 bits from the registered table (~70 LUT6 + MUXF7/F8 per bit)
     "softmax_lane": 6_500,   # Z = 15 constant multiples of a 64-bit ex: theta_1..15 in canonical signed digits take
                              # ~78 adders of ~64 bits (~5,000), Z 64-bit comparators (~1,000), n = 30 - 2E 13-bit
@@ -138,6 +139,7 @@ def lut_estimate(shape: perf.ModelShape, hw: HwConfig) -> dict[str, int]:
     P = hw.rows * hw.cols * hw.simd
     arrays = len(perf.MAC_INSTANCES)
     E, dr = perf.qkv_lanes(hw, shape.dh), perf.drains(shape, hw)
+    RL = perf.logit_rows_per_cycle(hw, shape.dh)   # Q.K^T's epilogue: RL rows x COLS lanes
     small_mem = 0   # memories under 1 Kbit go to LUTRAM (64 bits per LUT6)
     for x in perf.buffers(shape, hw):
         for banks, depth, width in x["memories"]:
@@ -145,18 +147,23 @@ def lut_estimate(shape: perf.ModelShape, hw: HwConfig) -> dict[str, int]:
                 small_mem += banks * math.ceil(depth * width / 64)
     return {
         "MAC arrays (products, accumulators)": arrays * (P * c["pe_product"] + hw.rows * hw.cols * c["pe_accumulator"]),
-        # requant lanes: QKV gcd(COLS, DH), embed 1, head 1, Q.K^T logits COLS, A.V out LANES
-        "requant lanes (QKV, embed, head, logits, A.V out)": (E + 2 + hw.cols + hw.lanes) * c["epilogue_lane"],
+        # requant lanes: QKV gcd(COLS, DH), embed 1, head 1, Q.K^T logits RL x COLS, A.V out LANES
+        "requant lanes (QKV, embed, head, logits, A.V out)": (E + 2 + RL * hw.cols + hw.lanes) * c["epilogue_lane"],
+        # each logits row lane: a COLS-input max tree and the compare with the running maximum
+        "logit row maxima (Q.K^T epilogue)": RL * hw.cols * c["max_node"],
         "residual lanes (proj, FC2: COLS each)": 2 * hw.cols * c["residual_lane"],
         "GELU lanes (FC1: COLS requant + table lookups)": hw.cols * (c["epilogue_lane"] + c["gelu_lookup"]),
         # a drained layer builds its epilogue lanes twice: in its reduction loop and after it
         "drain lanes (second copies in the reduction loops)": E * dr["qkv"] * c["epilogue_lane"]
                                                               + hw.cols * (dr["proj"] + dr["fc2"]) * c["residual_lane"]
                                                               + hw.cols * dr["fc1"] * (c["epilogue_lane"] + c["gelu_lookup"]),
-        # the epilogues read one accumulator row per cycle (acc[n]: Q.K^T, main, FC1, FC2) and the
-        # drains one row of the ping-pong copy (done[n]: main, FC1, FC2, where they drain)
-        "accumulator row multiplexers (acc[n], done[n])": (4 + (dr["qkv"] or dr["proj"]) + dr["fc1"] + dr["fc2"])
-                                                          * hw.cols * ACC_BITS * math.ceil(hw.rows / 4) * c["acc_row_mux"],
+        # the epilogues read one accumulator row per cycle (acc[n]: main, FC1, FC2; Q.K^T: RL rows,
+        # each from ceil(ROWS / RL)) and the drains one row of the ping-pong copy (done[n]: main,
+        # FC1, FC2, where they drain)
+        "accumulator row multiplexers (acc[n], done[n])": ((3 + (dr["qkv"] or dr["proj"]) + dr["fc1"] + dr["fc2"])
+                                                           * math.ceil(hw.rows / 4)
+                                                           + RL * math.ceil(math.ceil(hw.rows / RL) / 4))
+                                                          * hw.cols * ACC_BITS * c["acc_row_mux"],
         "softmax lanes": hw.lanes * c["softmax_lane"],
         "A.V shifter array": shape.dh * hw.lanes * c["shifter"],
         "LayerNorm lanes and row unit": hw.lanes * c["layernorm_lane"] + c["layernorm_row"],

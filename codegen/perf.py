@@ -59,21 +59,21 @@ DEPTH = {
     "requant.residual": 6,         # requant, two alignment shifts, add, requant, write
     "requant.gelu": 5,             # requant, table lookup, write
     "requant.gelu_out": 2,         # row buffer read, FIFO write
-    "requant.logits": 4,
+    "requant.logits": 5,           # requant, row write; + log2(COLS) max tree, compare with the running max
     "requant.logits_out": 2,
     "requant.embed": 5,            # per-token bias read, requant, write
     "requant.head": 4,
     "requant.cls": 2,
-    "layernorm.stats": 4,          # shift, square, two 64-bit accumulations
-    "layernorm.norm": 52,          # (log2 D + R + 14) x 32-bit div_round (~45 at D 768, R 16), multiply, requant
-    "softmax.read": 3,             # FIFO read, row-buffer write, running max
-    "softmax.exp": 9,              # n comparators against k|x0|, mux + subtract, add pb, 18-bit square (3), add pc, shift, sum
-    "softmax.write": 7,            # ex read, Z constant multiples (shift-add tree, 3), compare, count, FIFO write
-    "shifter.keys": 4,             # FIFO read, V read, shift, accumulate
-    "shifter.out": 4,
+    "layernorm.pass": 52,          # row n - 1: (log2 D + R + 14) x 32-bit div_round (~45 at D 768, R 16), multiply,
+                                   # requant; beside it row n's shift, square and 64-bit adder trees (shallower)
+    "softmax.pass": 10,            # row i: FIFO read, n comparators against k|x0|, mux + subtract, add pb, 18-bit
+                                   # square (3), add pc, shift, sum; beside it row i - 1: ex read, Z constant
+                                   # multiples (shift-add tree, 3), compare, count, FIFO write (7)
+    "shifter.pass": 4,             # row i: FIFO read, V read, shift, accumulate; row i - 1: requant, write
 }
-LANE_TREES = ("softmax.read", "softmax.exp", "shifter.keys", "layernorm.stats")   # + log2(LANES): the lanes' max / sum tree
-LN_ROW_EXTRA = 36      # per LayerNorm row between its two passes: D*S2 - S1^2 (64-bit) and isqrt (31 steps)
+LANE_TREES = ("softmax.pass", "shifter.pass")   # + log2(LANES): the lanes' adder tree
+COL_TREES = ("requant.logits",)   # + log2(COLS): the max tree over a tile row's logits
+LN_ROW_EXTRA = 36      # per LayerNorm row after its statistics pass: D*S2 - S1^2 (64-bit) and isqrt (31 steps)
 AXI_AT_ENTRY = {"mac_array.reduce", "params.desc", "params.burst", "mac_array.load_image"}   # start with a new burst
 
 CHUNKS = ("mac_array", "requant", "softmax", "shifter", "layernorm", "params")
@@ -300,7 +300,9 @@ def _mac(hw: HwConfig, NR: int, K: int, O: int, src: str, epi: str, bits: int | 
     def epilogue(c):               # the epilogue loop of a tile with c valid columns
         if epi == "head":
             return Loop("requant.head", c, 1)
-        if epi in ("logits", "residual", "gelu"):   # COLS lanes: one tile row per cycle
+        if epi == "logits":      # logit_rows_per_cycle x COLS lanes
+            return Loop("requant.logits", _cdiv(R, logit_rows_per_cycle(hw, K)), 1)
+        if epi in ("residual", "gelu"):   # COLS lanes: one tile row per cycle
             return Loop(f"requant.{epi}", R, 1)
         if epi == "requant":     # QKV: qkv_lanes columns of one tile row per cycle
             return Loop("requant.requant", R * _cdiv(c, qkv_lanes(hw, K_DH)), 1)
@@ -350,11 +352,12 @@ def _seq_ops(tiles) -> list:
 
 
 def _layernorm(shape: ModelShape, hw: HwConfig, rows: int) -> list:
-    """load_ln (four bursts: k, G, B, sh) and layernorm_rows (LANES channels per cycle)."""
+    """load_ln (four bursts: k, G, B, sh) and layernorm_rows: rows + 1 passes of LANES channels per
+    cycle, pass n taking row n's statistics beside row n - 1's normalization, an isqrt after each."""
     D = shape.dim
     W = _cdiv(D, hw.lanes)
     bursts = [_burst(D * fb, hw) for fb in (1, 2, 8, 1)]
-    return [Op("c", bursts + [Loop("layernorm.stats", W, 1, rows), Loop("layernorm.norm", W, 1, rows)],
+    return [Op("c", bursts + [Loop("layernorm.pass", W, 1, rows + 1)],
                extra=LN_ROW_EXTRA * rows, extra_chunk="layernorm")]
 
 
@@ -396,12 +399,18 @@ def _block(shape: ModelShape, hw: HwConfig, b_qkv: int, b_proj: int, b_fc1: int,
     # one head: Q.K^T (its own MAC array) -> softmax -> A.V (shifter array), a DATAFLOW region
     W = _cdiv(N, hw.lanes)        # stream words per row: LANES logits or codes each
     qk = _seq_ops(_mac(hw, N, DH, N, "array", "logits", None, row_out=W, fifo_out="logits"))
-    sm_row = [Op("r", [Loop("softmax.read", W, 1)], fifo="logits"),
-              Op("c", [Loop("softmax.exp", W, 1)]),
-              Op("w", [Loop("softmax.write", W, 1)], fifo="codes")]
-    av_row = [Op("r", [Loop("shifter.keys", W, 1)], fifo="codes"),
-              Op("c", [Loop("shifter.out", _cdiv(DH, hw.lanes), 1)])]
-    steps.append(Step("attn", "attention", [qk, sm_row * N, av_row * N], repeat=H, macs=H * N * N * DH,
+    # the row's maximum comes with it (Q.K^T's epilogue takes it); pass i makes row i's exps as the
+    # row arrives and row i - 1's codes (N + 1 passes; a row's codes are out when the next pass ends)
+    sm_pass = Loop("softmax.pass", W, 1)
+    sm_rows = ([Op("r", [sm_pass], fifo="logits")]
+               + [Op("r", [sm_pass], fifo="logits"), Op("w", [], fifo="codes")] * (N - 1)
+               + [Op("c", [sm_pass]), Op("w", [], fifo="codes")])
+    # A.V: pass i takes row i's keys beside row i - 1's outputs (N + 1 passes), then a one-cycle
+    # register copy hands row i's sums over
+    av_pass = Loop("shifter.pass", max(W, _cdiv(DH, hw.lanes)), 1)
+    av_rows = ([Op("r", [av_pass], fifo="codes", extra=1, extra_chunk="shifter")] * N
+               + [Op("c", [av_pass], extra=1, extra_chunk="shifter")])
+    steps.append(Step("attn", "attention", [qk, sm_rows, av_rows], repeat=H, macs=H * N * N * DH,
                       av_macs=H * N * N * DH, dram={}))
     pp = [_burst(D * 4, hw), _burst(D, hw), _burst(D, hw), _burst(D, hw)]
     steps.append(Step("proj", "linear", [_params(*pp) + _seq_ops(_mac(hw, N, D, D, "array", "residual", b_proj))],
@@ -516,12 +525,15 @@ class _Timer:
         self.bpc = math.inf if not dram_gbs else dram_gbs * 1e9 / (hw.clock_mhz * 1e6)  # DRAM bytes/cycle
         self.simd_tree = math.ceil(math.log2(hw.simd)) if hw.simd > 1 else 0
         self.lane_tree = math.ceil(math.log2(hw.lanes)) if hw.lanes > 1 else 0
+        self.col_tree = math.ceil(math.log2(hw.cols)) if hw.cols > 1 else 0
 
     def depth(self, lid: str) -> int:
         if lid in ("mac_array.reduce", "mac_array.reduce_keys"):
             return DEPTH[lid] + self.simd_tree
-        if lid in LANE_TREES:      # a max or adder tree over the attention lanes
+        if lid in LANE_TREES:      # an adder tree over the attention lanes
             return DEPTH[lid] + self.lane_tree
+        if lid in COL_TREES:       # a max tree over the array's columns
+            return DEPTH[lid] + self.col_tree
         return DEPTH[lid]
 
     def loop(self, lp: Loop) -> float:
@@ -664,7 +676,7 @@ def buffers(shape: ModelShape, hw: HwConfig, acc_bits: int = 32) -> list[dict]:
     with the memories they map to: (banks, depth, width bits) each."""
     N, D, HID, KP, R, DH = shape.tokens, shape.dim, shape.hidden, shape.kp, shape.res_bits, shape.dh
     rows, cols, simd, ab, L = hw.rows, hw.cols, hw.simd, hw.axi_bytes, hw.lanes
-    E, WL = qkv_lanes(hw, DH), load_lanes(hw)
+    E, WL, RL = qkv_lanes(hw, DH), load_lanes(hw), logit_rows_per_cycle(hw, DH)
     # partition factors of kernels/p2vit/banks.h
     RB, XB, QB = shared_banks(cols, 2, L, 1), shared_banks(L, 1, WL, 1), shared_banks(E, 1, WL, 1)
     KB, GB = shared_banks(E, 1, simd, 1), shared_banks(cols, 1, WL, 1)
@@ -695,8 +707,9 @@ def buffers(shape: ModelShape, hw: HwConfig, acc_bits: int = 32) -> list[dict]:
           [(rows * simd, _cdiv(k, simd), 8) for k in (max(KP, D), DH, D, HID)]),
         b("accumulators acc[ROWS][COLS] (4 instances)", 4 * rows * cols * acc_bits // 8, []),   # registers
         b("FC1 row tile rows[ROWS][HID] (cyclic GB)", rows * HID, [(GB, rows * _cdiv(HID, GB), 8)]),
-        b("logit row tile rows[ROWS][N] (keys cyclic logit_row_banks)", rows * N,
-          [(logit_row_banks(hw), rows * _cdiv(N, logit_row_banks(hw)), 8)]),
+        b("logit row tile rows[ROWS][N] (rows cyclic RL x keys cyclic logit_row_banks) and row maxima rmax[ROWS]",
+          rows * N + rows, [(RL * logit_row_banks(hw), _cdiv(rows, RL) * _cdiv(N, logit_row_banks(hw)), 8),
+                            (RL, _cdiv(rows, RL), 8)]),
         b("layer parameters: bias/shift (3D), e_r/e_s, fc1 bias/shift (cyclic param_banks), GELU table "
           "(registers), cls", 3 * D * 5 + 2 * D + HID * 5 + 256 + D * R // 8,
           [cyc(3 * D, 32, pb(ab // 4)), cyc(3 * D, 8, pb(ab)), cyc(D, 8, pb(ab)),
@@ -713,6 +726,12 @@ def buffers(shape: ModelShape, hw: HwConfig, acc_bits: int = 32) -> list[dict]:
 def logit_row_banks(hw: HwConfig) -> int:
     """Banks of Q.K^T's logit row tile (kernels/p2vit/banks.h logit_row_banks)."""
     return shared_banks(hw.cols, 1, hw.lanes, 1)
+
+
+def logit_rows_per_cycle(hw: HwConfig, dh: int) -> int:
+    """Tile rows Q.K^T's epilogue finishes per cycle (kernels/p2vit/banks.h logit_rows_per_cycle):
+    ceil(ROWS / (DH / SIMD)), so that a key tile's epilogue is no longer than its reduction."""
+    return _cdiv(hw.rows, dh // hw.simd)
 
 
 def qkv_lanes(hw: HwConfig, dh: int) -> int:
@@ -765,7 +784,9 @@ def resources(shape: ModelShape, hw: HwConfig, acc_bits: int = 32) -> dict:
     misc = sum(misc_dsps(hw).values())
     bufs = buffers(shape, hw, acc_bits)
     L, rl = hw.lanes, _cdiv(shape.tokens, hw.lanes)
-    extra_mem = [("softmax row a[N], code[N], ex[N] (cyclic LANES)", [(L, rl, 8), (L, rl, shape.attn_bits), (L, rl, 64)])]
+    # the softmax's exps of two rows (ex[2][N]: row parity complete, cyclic LANES); its logits and
+    # codes copies feed only the C-sim trace
+    extra_mem = [("softmax exps ex[2][N] (parity x cyclic LANES)", [(2 * L, rl, 64)])]
     bram = sum(k * _bram18k(d, w) for x in bufs for k, d, w in x["memories"])
     bram += sum(k * _bram18k(d, w) for _, mems in extra_mem for k, d, w in mems)
     big = sum(x["bytes"] for x in bufs[:7])

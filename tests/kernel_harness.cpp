@@ -749,10 +749,11 @@ arr epi_residual_v(arr acc, int n0, int o0, arr bias, arr shift, int e_y, arr e_
 }
 
 // QCfg: a configuration for epi_qkv and epi_logits alone: 7 tokens in row tiles of 3 (a partial last
-// tile), 2 heads of 8 channels, column tiles of 8 (Q.K^T: a partial last key tile).
+// tile), 2 heads of 8 channels, column tiles of 8 (Q.K^T: a partial last key tile); DH / SIMD = 2
+// reduction steps per key tile, so epi_logits finishes 2 rows per cycle (a partial last group).
 struct QCfg {
   static constexpr int N = 7, D = 16, H = 2, DH = 8, ROWS = 3, COLS = 8, LANES = 4;
-  static constexpr int SIMD = 2, AXI_BYTES = 16;   // bank factors (p2vit/banks.h)
+  static constexpr int SIMD = 4, AXI_BYTES = 16;   // bank factors (p2vit/banks.h)
   using act_t = sint<8>;
   using acc_t = sint<27>;
 };
@@ -789,21 +790,27 @@ py::tuple epi_qkv_v(arr acc, int n0, int o0, arr bias, arr shift, arr q, arr k, 
   return py::make_tuple(qo, ko, vo);
 }
 
-// epi_logits(acc, o0, shift, rows): epi_logits<QCfg> on one tile; rows (3, 7) before, returned after.
-arr epi_logits_v(arr acc, int o0, int shift, arr rows) {
+// epi_logits(acc, o0, shift, rows, rmax): epi_logits<QCfg> on one tile; rows (3, 7) and the running
+// row maxima rmax (3) before; returns (rows, rmax) after.
+py::tuple epi_logits_v(arr acc, int o0, int shift, arr rows, arr rmax) {
   using C = QCfg;
   typename C::acc_t a[C::ROWS][C::COLS];
   load_acc<C>(acc, a);
-  if (rows.ndim() != 2 || rows.shape(0) != C::ROWS || rows.shape(1) != C::N || o0 < 0 || o0 >= C::N)
-    throw py::value_error("epi_logits: rows (3, 7), o0 < 7");
-  C::act_t r[C::ROWS][C::N];
-  for (int n = 0; n < C::ROWS; ++n)
+  if (rows.ndim() != 2 || rows.shape(0) != C::ROWS || rows.shape(1) != C::N || rmax.size() != C::ROWS || o0 < 0 ||
+      o0 >= C::N)
+    throw py::value_error("epi_logits: rows (3, 7), rmax (3), o0 < 7");
+  C::act_t r[C::ROWS][C::N], m[C::ROWS];
+  for (int n = 0; n < C::ROWS; ++n) {
     for (int j = 0; j < C::N; ++j) r[n][j] = in_s<8>(rows.at(n, j), "epi_logits rows");
-  p2vit::epi_logits<C>(a, o0, shift, r);
-  arr out({C::ROWS, C::N});
-  for (int n = 0; n < C::ROWS; ++n)
+    m[n] = in_s<8>(rmax.data()[n], "epi_logits rmax");
+  }
+  p2vit::epi_logits<C>(a, o0, shift, r, m);
+  arr out({C::ROWS, C::N}), mo({C::ROWS});
+  for (int n = 0; n < C::ROWS; ++n) {
     for (int j = 0; j < C::N; ++j) out.mutable_at(n, j) = out64(r[n][j]);
-  return out;
+    mo.mutable_data()[n] = out64(m[n]);
+  }
+  return py::make_tuple(out, mo);
 }
 
 // mul2_shared_mismatches(): runs p2vit::mul2_shared (two int8 products sharing x from one packed
@@ -1048,7 +1055,8 @@ PYBIND11_MODULE(P2VIT_MODNAME, m) {
         py::arg("lut"), py::arg("rows"), py::arg("traced") = false);
   m.def("epi_qkv", &epi_qkv_v, py::arg("acc"), py::arg("n0"), py::arg("o0"), py::arg("bias"), py::arg("shift"),
         py::arg("q"), py::arg("k"), py::arg("v"));
-  m.def("epi_logits", &epi_logits_v, py::arg("acc"), py::arg("o0"), py::arg("shift"), py::arg("rows"));
+  m.def("epi_logits", &epi_logits_v, py::arg("acc"), py::arg("o0"), py::arg("shift"), py::arg("rows"),
+        py::arg("rmax"));
   m.def("epi_residual", &epi_residual_v, py::arg("acc"), py::arg("n0"), py::arg("o0"), py::arg("bias"),
         py::arg("shift"), py::arg("e_y"), py::arg("e_r"), py::arg("e_s"), py::arg("r"), py::arg("rbits"),
         py::arg("traced") = false);

@@ -978,11 +978,20 @@ def test_epi_qkv(kern):
 
 
 def test_epi_logits(kern):
-    """epi_logits on the key tiles of a 3 x 8 array over 7 keys (one partial tile): requant(acc, shift, 8)."""
+    """epi_logits on the key tiles of a 3 x 8 array over 7 keys (one partial tile): requant(acc, shift, 8),
+    and each row's running maximum: the first key tile (o0 = 0) starts it, a later one (o0 = 4 here:
+    keys 4..6) folds its logits into the maximum it is given."""
     rng = np.random.default_rng(27)
     for shift in (-3, 0, 1, 9, 17, 31, 40, 64, 100):
         acc = rng.integers(-(1 << 26), 1 << 26, (3, 8))
         acc[0, :3] = A([(1 << 26) - 1, -(1 << 26), 0])
         rows = rng.integers(-128, 128, (3, 7))
-        got = kern.epi_logits(acc, 0, shift, rows)
-        check(got, [[_requant_py(acc[n, o], shift, 8) for o in range(7)] for n in range(3)])
+        rmax = rng.integers(-128, 128, 3)
+        got, gmax = kern.epi_logits(acc, 0, shift, rows, rmax)
+        want = [[_requant_py(acc[n, o], shift, 8) for o in range(7)] for n in range(3)]
+        check(got, want)
+        check(gmax, [max(w) for w in want])      # the old rmax is ignored on the first tile
+        got4, gmax4 = kern.epi_logits(acc, 4, shift, rows, rmax)
+        want4 = [[rows[n, j] if j < 4 else _requant_py(acc[n, j - 4], shift, 8) for j in range(7)] for n in range(3)]
+        check(got4, want4)
+        check(gmax4, [max([int(rmax[n])] + want4[n][4:]) for n in range(3)])

@@ -118,9 +118,11 @@ def test_model_agrees_with_the_build_report(tiny):
         assert mine == [(x["buffer"], x["bytes"]) for x in b.buffers]
 
 
-def _cyc(lid, iters, entries=1, simd=1, ii=1):
+def _cyc(lid, iters, entries=1, simd=1, ii=1, cols=1):
     tree = lid in ("mac_array.reduce", "mac_array.reduce_keys") and simd > 1
     d = perf.DEPTH[lid] + (math.ceil(math.log2(simd)) if tree else 0)
+    if lid == "requant.logits" and cols > 1:   # the row maximum's tree over the tile row
+        d += math.ceil(math.log2(cols))
     return iters * ii + entries * (d - 1)
 
 
@@ -144,6 +146,8 @@ def test_cycle_equations(tiny):
         def per_tile(c):
             if epi == "requant.requant":                            # gcd(COLS, DH) columns of a row per cycle
                 return R * -(-c // math.gcd(C, DH))
+            if epi == "requant.logits":                             # ceil(ROWS / (DH / SIMD)) rows per cycle
+                return -(-R // -(-R // (DH // S)))
             return R                                                # COLS lanes: a tile row per cycle
 
         red = _cyc(reduce, K // S, simd=S, ii=perf.loop_ii(reduce, hw))
@@ -155,7 +159,7 @@ def test_cycle_equations(tiny):
             whole = OT * (K // S) * perf.loop_ii(reduce, hw) + d_red + perf.DEPTH[epi] - 1
             return t + NT * (whole + _cyc(epi, per_tile(O - (OT - 1) * C)))
         for o0 in range(0, O, C):
-            t += NT * (red + _cyc(epi, per_tile(min(C, O - o0))))
+            t += NT * (red + _cyc(epi, per_tile(min(C, O - o0)), cols=C))
         return t
 
     def burst(nbytes):
@@ -165,19 +169,19 @@ def test_cycle_equations(tiny):
                                               + mac(N, D, 3 * D, "mac_array.load_array", "requant.requant"))
     L = hw.lanes
     W = -(-N // L)                 # stream words per attention row: L logits or codes each
-    tree = math.ceil(math.log2(L))  # the lanes' max / adder tree
+    tree = math.ceil(math.log2(L))  # the lanes' adder tree
 
     def lane_cyc(lid, iters):
         return iters + perf.DEPTH[lid] + tree - 1
 
     qk = (mac(N, DH, N, "mac_array.load_array", "requant.logits", "mac_array.reduce_keys")
           + N * _cyc("requant.logits_out", W))
-    sm = N * (lane_cyc("softmax.read", W) + lane_cyc("softmax.exp", W) + _cyc("softmax.write", W))
-    av = N * (lane_cyc("shifter.keys", W) + _cyc("shifter.out", -(-DH // L)))
+    sm = (N + 1) * lane_cyc("softmax.pass", W)   # pass i: row i's exps beside row i - 1's codes
+    av = (N + 1) * (lane_cyc("shifter.pass", max(W, -(-DH // L))) + 1)   # keys of row i, outputs of i - 1; hand-over
     assert step["blocks.0.attn"]["cycles"] == H * (qk + sm + av)
     # without II=1 pipelining every iteration takes the loop's depth
     q = perf.evaluate(shape, hw, perf.Switches(inter=False, intra=False, axi_latency=0), dram_gbs=None)
-    sm_off = N * W * (perf.DEPTH["softmax.read"] + perf.DEPTH["softmax.exp"] + 2 * tree + perf.DEPTH["softmax.write"])
+    sm_off = (N + 1) * W * (perf.DEPTH["softmax.pass"] + tree)
     assert q.chunks["softmax"] == shape.depth * H * sm_off
 
 

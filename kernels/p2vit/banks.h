@@ -82,6 +82,14 @@ constexpr int logit_row_banks() {
   return shared_banks(C::COLS, 1, C::LANES, 1);
 }
 
+// logit_rows_per_cycle<C>(): tile rows epi_logits finishes per cycle, so that a key tile's epilogue
+// (ceil(ROWS / this) cycles) is no longer than its reduction (DH / SIMD steps). The logit row tile
+// and the row maxima are cyclic by it along the rows (dim 1): row u of a cycle's group in bank u.
+template <class C>
+constexpr int logit_rows_per_cycle() {
+  return (C::ROWS + C::DH / C::SIMD - 1) / (C::DH / C::SIMD);
+}
+
 // ln_param_banks<C, FB>(): a LayerNorm parameter array of FB-byte values: a burst writes
 // AXI_BYTES / FB per beat, LayerNorm reads LANES per cycle (both powers of two).
 template <class C, int FB>

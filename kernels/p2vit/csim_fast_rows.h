@@ -224,17 +224,18 @@ inline void lis_row(const sint<8> a[N], uint<BITS> code[N], const std::int64_t t
   }
 }
 
-// softmax_rows_fast<C>: softmax_rows<C> (p2vit/softmax.h): per row, read N logits, lis_row with the
+// softmax_rows_fast<C>: softmax_rows<C> (p2vit/softmax.h): per row, read the row's maximum and N logits, lis_row with the
 // table of this head's constants, the same traces, write N codes.
 template <class C>
-inline void softmax_rows_fast(stream<typename C::act_t>& in, stream<typename C::code_t>& out, i64 x0, i64 pb,
-                              i64 pc, int block, int h) {
+inline void softmax_rows_fast(stream<typename C::act_t>& in, stream<typename C::act_t>& maxes,
+                              stream<typename C::code_t>& out, i64 x0, i64 pb, i64 pc, int block, int h) {
   const LisTable<C::EXP_SHIFT> lis(x0, pb, pc);
   const long row0 = long(h) * C::N;
   for (int i = 0; i < C::N; ++i) {
     typename C::act_t a[C::N];
     typename C::code_t code[C::N];
     in.read_n(a, C::N);
+    (void)maxes.read();   // lis_row takes the same maximum from a
     lis_row<C::N, C::ATTN_BITS, C::ATTN_GEOMETRIC>(a, code, lis.ex);
     P2VIT_TRACE("logits", block, (row0 + i) * C::N, a, C::N);
     P2VIT_TRACE("codes", block, (row0 + i) * C::N, code, C::N);
@@ -421,16 +422,21 @@ inline void epi_qkv_fast(const typename C::acc_t acc[C::ROWS][C::COLS], int n0, 
 }
 
 // epi_logits_fast<C>: epi_logits<C> (p2vit/epilogue.h): rows[n][o0 + o] = requant<8>(acc[n][o], shift)
-// for every tile row and valid column, 8 columns at a time (requant8).
+// for every tile row and valid column, 8 columns at a time (requant8), and the rows' running maxima.
 template <class C>
 inline void epi_logits_fast(const typename C::acc_t acc[C::ROWS][C::COLS], int o0, int shift,
-                            std::int8_t rows[C::ROWS][C::N]) {
+                            std::int8_t rows[C::ROWS][C::N], std::int8_t rmax[C::ROWS]) {
   const int cols = C::N - o0 < C::COLS ? C::N - o0 : C::COLS;
   const __m512i s = set8(shift);
   for (int o = 0; o < C::COLS; o += 8) {
     if (o >= cols) break;
     const __mmask8 m = lanes8(cols - o);
     for (int n = 0; n < C::ROWS; ++n) store8(&rows[n][o0 + o], m, requant8<8>(load8(&acc[n][o], m), s));
+  }
+  for (int n = 0; n < C::ROWS; ++n) {
+    std::int8_t mx = o0 == 0 ? std::int8_t(-128) : rmax[n];
+    for (int o = 0; o < cols; ++o) mx = rows[n][o0 + o] > mx ? rows[n][o0 + o] : mx;
+    rmax[n] = mx;
   }
 }
 

@@ -10,7 +10,8 @@
 //   epi_residual  y = requant(acc + b, sh, 8); r = residual_add(y, e_y, r, e_r, e_s) in place
 //   epi_gelu      g = lut[requant(acc + b, sh, 8) + 128] into a row tile; gelu_out streams it,
 //                 load_lanes values per word
-//   epi_logits    a = requant(acc, sh, 8) into a row tile; logits_out streams it (Q.K^T)
+//   epi_logits    a = requant(acc, sh, 8) into a row tile, and each row's running maximum;
+//                 logits_out streams the rows and their maxima (Q.K^T)
 //   epi_embed     r[1 + n] = requant(acc + bias[n][o], sh, R) (per-token bias: position embedding)
 //   epi_head      logits = requant(acc + b, sh, 32) for the class token
 //   embed_class_token  r[0] = cls
@@ -276,46 +277,86 @@ gelu_out:
   }
 }
 
-// epi_logits: a finished Q.K^T tile into the logit row tile, COLS lanes (one per key of the tile):
-// row n of the tile per cycle, lane o writes rows[n][o0 + o], bank (o0 + o) mod logit_row_banks,
-// distinct across the lanes.
+// max_tree<T, W>(v): the largest of v[0..W-1] by a balanced tree of log2(W) compare levels
+// (v is overwritten; a register array).
+template <class T, int W>
+T max_tree(T v[W]) {
+  P2VIT_PRAGMA(HLS INLINE)
+  for (int span = 1; span < W; span *= 2) {
+    P2VIT_PRAGMA(HLS UNROLL)
+    for (int l = 0; l + span < W; l += 2 * span) {
+      P2VIT_PRAGMA(HLS UNROLL)
+      if (v[l + span] > v[l]) v[l] = v[l + span];
+    }
+  }
+  return v[0];
+}
+
+// epi_logits: a finished Q.K^T tile into the logit row tile, RL = logit_rows_per_cycle rows of COLS
+// lanes (one per key of the tile) per cycle: lane (u, o) writes rows[i*RL + u][o0 + o], bank u
+// along the rows and (o0 + o) mod logit_row_banks along the keys, distinct across the lanes. The
+// same cycle folds each of its rows' COLS logits into that row's running maximum rmax[n] (a
+// COLS-input max tree; one read and one write of bank u of rmax; the first key tile, o0 = 0, starts
+// it), so the softmax has the maximum before the row arrives (numerics.md 2.5).
 template <class C>
-void epi_logits(const typename C::acc_t acc[C::ROWS][C::COLS], int o0, int shift, typename C::act_t rows[C::ROWS][C::N]) {
+void epi_logits(const typename C::acc_t acc[C::ROWS][C::COLS], int o0, int shift, typename C::act_t rows[C::ROWS][C::N],
+                typename C::act_t rmax[C::ROWS]) {
 #if P2VIT_CSIM_FAST_ROWS
   if constexpr (csim_fast_rows::epi_supported<C>()) {   // C-sim: the same values, 8 lanes at a time
-    csim_fast_rows::epi_logits_fast<C>(acc, o0, shift, rows);
+    csim_fast_rows::epi_logits_fast<C>(acc, o0, shift, rows, rmax);
     return;
   }
 #endif
+  using act = typename C::act_t;
   [[maybe_unused]] constexpr int BANKS = logit_row_banks<C>();
+  constexpr int RL = logit_rows_per_cycle<C>(), GROUPS = (C::ROWS + RL - 1) / RL;
 logits:
-  for (int n = 0; n < C::ROWS; ++n) {
+  for (int i = 0; i < GROUPS; ++i) {
     P2VIT_PRAGMA(HLS PIPELINE II=1)
     P2VIT_COUNT("requant.logits");
-    for (int o = 0; o < C::COLS; ++o) {
+    for (int u = 0; u < RL; ++u) {
       P2VIT_PRAGMA(HLS UNROLL)
-      if (o0 + o < C::N) {
-        P2VIT_ACCESS("logit_rows", (o0 + o) % BANKS);
-        rows[n][o0 + o] = requant<8>(i64(acc[n][o]), shift);
+      const int n = i * RL + u;
+      if (n < C::ROWS) {
+        act lv[C::COLS];   // this tile row's valid logits (-128, the int8 minimum, past N)
+        P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=lv type=complete)
+        for (int o = 0; o < C::COLS; ++o) {
+          P2VIT_PRAGMA(HLS UNROLL)
+          lv[o] = act(-128);
+          if (o0 + o < C::N) {
+            P2VIT_ACCESS("logit_rows", u * BANKS + (o0 + o) % BANKS);
+            const act a = requant<8>(i64(acc[n][o]), shift);
+            rows[n][o0 + o] = a;
+            lv[o] = a;
+          }
+        }
+        const act m = max_tree<act, C::COLS>(lv);
+        P2VIT_ACCESS("logit_max", u);   // one read (not on the first key tile) and one write per cycle
+        P2VIT_ACCESS("logit_max", u);
+        const act prev = o0 == 0 ? act(-128) : rmax[n];
+        rmax[n] = m > prev ? m : prev;
       }
     }
   }
 }
 
 // logits_out: the valid rows of a finished Q.K^T row tile onto the logits stream, LANES logits per
-// word (ceil(N / LANES) words per row; lanes past N carry 0 and are ignored by the softmax).
+// word (ceil(N / LANES) words per row; lanes past N carry 0 and are ignored by the softmax), and
+// each row's maximum onto `maxes` with the row's first word.
 template <class C>
-void logits_out(const typename C::act_t rows[C::ROWS][C::N], int n0, stream<typename C::logit_word_t>& out) {
+void logits_out(const typename C::act_t rows[C::ROWS][C::N], const typename C::act_t rmax[C::ROWS], int n0,
+                stream<typename C::logit_word_t>& out, stream<typename C::act_t>& maxes) {
   const int valid = C::N - n0 < C::ROWS ? C::N - n0 : C::ROWS;
 #if P2VIT_CSIM_FAST_ROWS
   if constexpr (csim_fast_rows::epi_supported<C>() && C::LANES == 1) {   // C-sim: one append per row
     csim_fast_rows::rows_out<C::ROWS, C::N>(rows, valid, out);
+    for (int n = 0; n < valid; ++n) maxes.write(rmax[n]);
     return;
   }
 #endif
   constexpr int WORDS = (C::N + C::LANES - 1) / C::LANES;
-  [[maybe_unused]] constexpr int BANKS = logit_row_banks<C>();
-  int n = 0, jw = 0;
+  [[maybe_unused]] constexpr int BANKS = logit_row_banks<C>(), RL = logit_rows_per_cycle<C>();
+  int n = 0, jw = 0;   // one row at a time: its bank along the rows, n mod RL, is a run-time multiplexer
   [[maybe_unused]] constexpr int TRIPS = C::ROWS*WORDS;
 logits_out:
   for (int i = 0; i < valid * WORDS; ++i) {
@@ -326,8 +367,12 @@ logits_out:
     for (int l = 0; l < C::LANES; ++l) {
       P2VIT_PRAGMA(HLS UNROLL)
       const int j = jw * C::LANES + l;
-      if (j < C::N) P2VIT_ACCESS("logit_rows", j % BANKS);
+      if (j < C::N) P2VIT_ACCESS("logit_rows", n % RL * BANKS + j % BANKS);
       lane(w, l) = j < C::N ? rows[n][j] : typename C::act_t(0);
+    }
+    if (jw == 0) {
+      P2VIT_ACCESS("logit_max", n % RL);
+      maxes.write(rmax[n]);
     }
     out.write(w);
     if (++jw == WORDS) {

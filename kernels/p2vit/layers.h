@@ -24,7 +24,7 @@
 //               in the MLP region, so each has its own array and its own weight bundle.
 // Regions (canonical DATAFLOW, UG1399: buffers and streams passed as arguments, one producer and
 // one consumer each, scalars by value, no parameter load or initialisation inside):
-//   attention_head: qk_array -> logits stream -> softmax_rows -> codes stream -> av_rows
+//   attention_head: qk_array -> logits and maxes streams -> softmax_rows -> codes stream -> av_rows
 //   mlp:            fc1_array -> hidden stream -> fc2_array
 #ifndef P2VIT_LAYERS_H
 #define P2VIT_LAYERS_H
@@ -191,10 +191,11 @@ row_tiles:
   }
 }
 
-// qk_array: the logits of head h, a = requant(q_h . k_h^T, shift, 8), row by row on `logits`.
+// qk_array: the logits of head h, a = requant(q_h . k_h^T, shift, 8), row by row on `logits`, and
+// each row's maximum on `maxes` (taken by the epilogue as the key tiles finish).
 template <class C>
 void qk_array(const typename C::act_t q[C::N][C::D], const typename C::act_t k[C::H][C::N][C::DH], int h,
-              int shift, stream<typename C::logit_word_t>& logits) {
+              int shift, stream<typename C::logit_word_t>& logits, stream<typename C::act_t>& maxes) {
   constexpr int NT = (C::N + C::ROWS - 1) / C::ROWS, OT = (C::N + C::COLS - 1) / C::COLS;
   pe_x<C> xt[C::ROWS][C::DH];
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=xt type=complete dim=1)
@@ -202,23 +203,29 @@ void qk_array(const typename C::act_t q[C::N][C::D], const typename C::act_t k[C
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=xt type=cyclic factor=SIMD dim=2)
   typename C::acc_t acc[C::ROWS][C::COLS];
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=acc type=complete dim=0)
-  typename C::act_t rows[C::ROWS][C::N];   // COLS logits per cycle in (epi_logits), LANES out (logits_out)
-  [[maybe_unused]] constexpr int LOGIT_BANKS = logit_row_banks<C>();
+  // RL x COLS logits per cycle in (epi_logits), LANES of one row out (logits_out)
+  typename C::act_t rows[C::ROWS][C::N];
+  [[maybe_unused]] constexpr int LOGIT_BANKS = logit_row_banks<C>(), RL = logit_rows_per_cycle<C>();
+  P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=rows type=cyclic factor=RL dim=1)
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=rows type=cyclic factor=LOGIT_BANKS dim=2)
+  typename C::act_t rmax[C::ROWS];   // the tile rows' running maxima: RL reads and writes per cycle
+  P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=rmax type=cyclic factor=RL)
 #if P2VIT_CSIM_FAST_MAC
   if constexpr (csim_fast::layer_fast_supported<C>()) {   // native C-sim: same values, blocked (csim_fast.h)
     constexpr int TG = csim_fast::group_tiles<C>();
     using GroupRows = typename C::act_t[TG][C::ROWS][C::N];   // the row tiles of one group
+    using GroupMax = typename C::act_t[TG][C::ROWS];
     GroupRows& group_rows = csim_fast::scratch<GroupRows, 1>();
+    GroupMax& group_max = csim_fast::scratch<GroupMax, 1>();
     csim_fast::layer_fast<C, C::DH>(
         NT, C::DH, OT, csim_fast::KeyTiles<C, C::DH>{k, h},
         [&](int t, pe_x<C> tile[C::ROWS][C::DH]) {
           load_rows_array<C, C::DH, C::D, q_banks<C>()>(q, h * C::DH, C::DH, C::N, t * C::ROWS, tile, "q");
         },
         [&](int t, int ot, const typename C::acc_t tile_acc[C::ROWS][C::COLS]) {
-          epi_logits<C>(tile_acc, ot * C::COLS, shift, group_rows[t % TG]);
+          epi_logits<C>(tile_acc, ot * C::COLS, shift, group_rows[t % TG], group_max[t % TG]);
         },
-        [&](int t) { logits_out<C>(group_rows[t % TG], t * C::ROWS, logits); });
+        [&](int t) { logits_out<C>(group_rows[t % TG], group_max[t % TG], t * C::ROWS, logits, maxes); });
     return;
   }
 #endif
@@ -228,9 +235,9 @@ row_tiles:
   key_tiles:
     for (int ot = 0; ot < OT; ++ot) {
       reduce_keys<C, C::DH>(xt, C::DH, k, h, ot, acc);
-      epi_logits<C>(acc, ot * C::COLS, shift, rows);
+      epi_logits<C>(acc, ot * C::COLS, shift, rows, rmax);
     }
-    logits_out<C>(rows, t * C::ROWS, logits);
+    logits_out<C>(rows, rmax, t * C::ROWS, logits, maxes);
   }
 }
 
@@ -371,11 +378,14 @@ void attention_head(const typename C::act_t q[C::N][C::D], const typename C::act
   stream<typename C::logit_word_t> logits("logits");
   [[maybe_unused]] constexpr int LOGITS_DEPTH = C::ROWS * WORDS;
   P2VIT_PRAGMA(HLS STREAM variable=logits depth=LOGITS_DEPTH)   // one row tile of Q.K^T
+  stream<typename C::act_t> maxes("maxes");
+  [[maybe_unused]] constexpr int MAXES_DEPTH = C::ROWS;
+  P2VIT_PRAGMA(HLS STREAM variable=maxes depth=MAXES_DEPTH)     // the maxima of that row tile's rows
   stream<typename C::code_word_t> codes("codes");
   [[maybe_unused]] constexpr int CODES_DEPTH = WORDS;
   P2VIT_PRAGMA(HLS STREAM variable=codes depth=CODES_DEPTH)            // one softmax row
-  qk_array<C>(q, k, h, shift_qk, logits);
-  softmax_rows<C>(logits, codes, x0, pb, pc, block, h);
+  qk_array<C>(q, k, h, shift_qk, logits, maxes);
+  softmax_rows<C>(logits, maxes, codes, x0, pb, pc, block, h);
   av_rows<C>(codes, v, h, shift_av, o);
 }
 

@@ -3,7 +3,8 @@
 //
 // What is here (namespace p2vit):
 //   log_int_softmax_row<N, BITS, E, GEO>  Log-Int-Softmax codes of one attention row (numerics.md 2.5)
-//   layernorm_row<D, RBITS>        integer LayerNorm of one token (numerics.md 2.7)
+//   layernorm_row<D, RBITS>        integer LayerNorm of one token (numerics.md 2.7); its element and
+//                                  row steps ln_align, ln_std, ln_norm
 //   residual_add_row<D, RBITS>     residual add into the PTF stream (numerics.md 2.8)
 //   gelu_lookup(h, lut)            GELU by table (numerics.md 2.9)
 //
@@ -123,6 +124,33 @@ code:
   }
 }
 
+// LayerNorm's element and row operations (numerics.md 2.7), shared by layernorm_row and the
+// accelerator's layernorm_rows (p2vit/layernorm.h), which overlaps one row's statistics with the
+// previous row's normalization:
+//   ln_align<RBITS>(r, k)        xa = r << k, |xa| <= 2^(R+2)
+//   ln_std<D>(s1, s2, eps_i)     std = isqrt(D*S2 - S1^2 + eps_i), in [1, 2^31)
+//   ln_norm<D, RBITS>(xa, s1, sd, G, B, sh)
+//                                y = requant<8>(div_round((D*xa - S1) << F_ln, std) * G + B, sh)
+template <int RBITS>
+inline sint<RBITS + 3> ln_align(sint<RBITS> r, uint<2> k) {
+  return sint<RBITS + 3>(shift_left(i64(r), int(k)));   // |xa| <= 2^(R+2)
+}
+
+template <int D>
+inline i64 ln_std(i64 s1, i64 s2, i64 eps_i) {
+  const i64 var = i64(D) * s2 - s1 * s1 + eps_i;   // in [eps_i, 2^62)
+  return isqrt(var);                                // std, in [1, 2^31)
+}
+
+template <int D, int RBITS>
+inline sint<8> ln_norm(sint<RBITS + 3> xa, i64 s1, i64 sd, sint<16> G, i64 B, sint<8> sh) {
+  const i64 dev = i64(D) * i64(xa) - s1;   // |dev| <= 2*D*2^(R+2)
+  // |dev << F_ln| < 2^(clog2(D) + R + 13), 1 <= sd < 2^31 (numerics.md section 4)
+  const sint<32> z = sint<32>(div_round_s<detail::clog2(D) + RBITS + 14, 31>(shift_left(dev, LN_FRAC_BITS), sd));
+  const i64 acc = i64(z) * i64(G) + B;   // |z| <= sqrt(D-1)*2^11 + 1; |acc| < 2^63
+  return requant<8>(acc, int(sh));
+}
+
 // layernorm_row<D, RBITS, L>(r, k, G, B, sh, eps_i, y): integer LayerNorm of one token,
 // numerics.md 2.7, the twin of intops.int_layernorm (F_ln = LN_FRAC_BITS = 10), L channels per
 // cycle in each of its two passes (the arrays are cyclic by L, or a multiple of it, where declared):
@@ -164,15 +192,13 @@ void layernorm_row(const sint<RBITS> r[D], const uint<2> k[D], const sint<16> G[
 stats:
   for (int cw = 0; cw < WORDS; ++cw) {
     P2VIT_PRAGMA(HLS PIPELINE II=1)
-    P2VIT_COUNT("layernorm.stats");
+    P2VIT_COUNT("layernorm.stats");   // (the accelerator runs layernorm_rows's one pass instead)
     i64 p1 = 0, p2 = 0;
     for (int l = 0; l < L; ++l) {
       P2VIT_PRAGMA(HLS UNROLL)
       const int c = cw * L + l;
       if (c < D) {
-        P2VIT_ACCESS("ln_in", c % L);
-        P2VIT_ACCESS("ln_k", c % L);
-        const sint<RBITS + 3> xa = sint<RBITS + 3>(shift_left(i64(r[c]), int(k[c])));  // |xa| <= 2^(R+2)
+        const sint<RBITS + 3> xa = ln_align<RBITS>(r[c], k[c]);
         p1 = p1 + i64(xa);
         p2 = p2 + i64(xa) * i64(xa);
       }
@@ -180,9 +206,7 @@ stats:
     s1 = s1 + p1;
     s2 = s2 + p2;
   }
-
-  const i64 var = i64(D) * s2 - s1 * s1 + eps_i;  // in [eps_i, 2^62)
-  const i64 sd = isqrt(var);                      // std, in [1, 2^31)
+  const i64 sd = ln_std<D>(s1, s2, eps_i);
 
   // Pass 2: normalize, scale, shift, saturate; L channels per cycle, a divider per lane.
 norm:
@@ -192,21 +216,7 @@ norm:
     for (int l = 0; l < L; ++l) {
       P2VIT_PRAGMA(HLS UNROLL)
       const int c = cw * L + l;
-      if (c < D) {
-        P2VIT_ACCESS("ln_in", c % L);
-        P2VIT_ACCESS("ln_k", c % L);
-        P2VIT_ACCESS("ln_G", c % L);
-        P2VIT_ACCESS("ln_B", c % L);
-        P2VIT_ACCESS("ln_sh", c % L);
-        P2VIT_ACCESS("ln_out", c % L);
-        const sint<RBITS + 3> xa = sint<RBITS + 3>(shift_left(i64(r[c]), int(k[c])));
-        const i64 dev = i64(D) * i64(xa) - s1;                   // |dev| <= 2*D*2^(R+2)
-        // |dev << F_ln| < 2^(clog2(D) + R + 13), 1 <= sd < 2^31 (numerics.md section 4)
-        const sint<32> z = sint<32>(div_round_s<detail::clog2(D) + RBITS + 14, 31>(
-            shift_left(dev, LN_FRAC_BITS), sd));  // |z| <= sqrt(D-1)*2^11 + 1
-        const i64 acc = i64(z) * i64(G[c]) + B[c];                   // |acc| < 2^63
-        y[c] = requant<8>(acc, int(sh[c]));
-      }
+      if (c < D) y[c] = ln_norm<D, RBITS>(ln_align<RBITS>(r[c], k[c]), s1, sd, G[c], B[c], sh[c]);
     }
   }
 }

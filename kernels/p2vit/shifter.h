@@ -4,7 +4,9 @@
 //   o[i][h*DH + d] = requant(sum_j (v[h][j][d] << F) >> code[i][j], shift, 8), d < DH,
 // with DH x LANES shifters: per cycle LANES keys (one code word) and, for each of the DH channels,
 // an adder tree of their (v << F) >> code, exactly v * 2^(F - code) for code <= F; the all-ones
-// code is skipped (weight 0). The row's DH outputs then leave LANES per cycle.
+// code is skipped (weight 0). A finished row's DH sums move to a second register set (`done`) and
+// leave LANES per cycle during the next row's keys: N + 1 passes of max(ceil(N / LANES),
+// ceil(DH / LANES)) cycles, pass i taking row i's keys beside row i - 1's outputs.
 //   v: the value buffer v[H][N][DH], dim 2 cyclic LANES x dim 3 complete: key lane l, channel d
 //     reads bank (l, d), fixed at compile time (II 1).
 //   o: dim 2 cyclic LANES: the LANES outputs of a cycle are consecutive channels, distinct banks.
@@ -33,48 +35,56 @@ void av_rows(stream<typename C::code_word_t>& codes, const typename C::act_t v[C
   constexpr int L = C::LANES;
   constexpr int WORDS = (C::N + L - 1) / L;     // code words (L keys) per row
   constexpr int OUTS = (C::DH + L - 1) / L;     // output cycles per row, L channels each
+  constexpr int PASS = WORDS > OUTS ? WORDS : OUTS;
+  av_acc_t acc[C::DH];    // row i's sums
+  P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=acc type=complete)
+  av_acc_t done[C::DH];   // row i - 1's, leaving L per cycle
+  P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=done type=complete)
 rows:
-  for (int i = 0; i < C::N; ++i) {
-    av_acc_t acc[C::DH];
-    P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=acc type=complete)
-  keys:
-    for (int jw = 0; jw < WORDS; ++jw) {
+  for (int i = 0; i < C::N + 1; ++i) {
+  pass:
+    for (int t = 0; t < PASS; ++t) {
       P2VIT_PRAGMA(HLS PIPELINE II=1)
-      P2VIT_COUNT("shifter.keys");
-      const typename C::code_word_t w = codes.read();
-#if defined(P2VIT_NATIVE_TYPES) && !defined(__SYNTHESIS__)
-      bool all_zero = jw > 0;   // C-sim only: a word of zero weights adds 0 to every lane (same values)
-      for (int l = 0; l < L; ++l) all_zero = all_zero && int(lane(w, l)) == C::CODE_ZERO;
-      if (all_zero) continue;
-#endif
-      for (int d = 0; d < C::DH; ++d) {
-        P2VIT_PRAGMA(HLS UNROLL)
-        av_acc_t add = 0;   // the L keys of this cycle for channel d (an adder tree)
+      P2VIT_COUNT("shifter.pass");
+      if (i > 0 && t < OUTS) {   // row i - 1's outputs, L consecutive channels (distinct banks of o)
         for (int l = 0; l < L; ++l) {
           P2VIT_PRAGMA(HLS UNROLL)
-          const int j = jw * L + l;
-          const int c = int(lane(w, l));
-          if (j < C::N) {
-            P2VIT_ACCESS_STATIC("v", (j % L) * C::DH + d, l * C::DH + d);   // bank (key lane, channel)
-            const av_acc_t vs = av_acc_t(v[h][j][d]) * av_acc_t(1 << C::AV_FRAC);  // v << F
-            add = add + (c == C::CODE_ZERO ? av_acc_t(0) : av_acc_t(vs >> c));
+          const int d = t * L + l;
+          if (d < C::DH) {
+            P2VIT_ACCESS("o", (h * C::DH + d) % L);
+            o[i - 1][h * C::DH + d] = requant<8>(i64(done[d]), shift);
           }
         }
-        acc[d] = (jw == 0 ? av_acc_t(0) : acc[d]) + add;   // the clear folded into the first word
       }
-    }
-  out:
-    for (int dw = 0; dw < OUTS; ++dw) {
-      P2VIT_PRAGMA(HLS PIPELINE II=1)
-      P2VIT_COUNT("shifter.out");
-      for (int l = 0; l < L; ++l) {
-        P2VIT_PRAGMA(HLS UNROLL)
-        const int d = dw * L + l;
-        if (d < C::DH) {
-          P2VIT_ACCESS("o", (h * C::DH + d) % L);
-          o[i][h * C::DH + d] = requant<8>(i64(acc[d]), shift);
+      if (i < C::N && t < WORDS) {   // row i's keys
+        const typename C::code_word_t w = codes.read();
+        bool skip = false;
+#if defined(P2VIT_NATIVE_TYPES) && !defined(__SYNTHESIS__)
+        skip = t > 0;   // C-sim only: a word of zero weights adds 0 to every lane (same values)
+        for (int l = 0; l < L; ++l) skip = skip && int(lane(w, l)) == C::CODE_ZERO;
+#endif
+        if (!skip) {
+          for (int d = 0; d < C::DH; ++d) {
+            P2VIT_PRAGMA(HLS UNROLL)
+            av_acc_t add = 0;   // the L keys of this cycle for channel d (an adder tree)
+            for (int l = 0; l < L; ++l) {
+              P2VIT_PRAGMA(HLS UNROLL)
+              const int j = t * L + l;
+              const int c = int(lane(w, l));
+              if (j < C::N) {
+                P2VIT_ACCESS_STATIC("v", (j % L) * C::DH + d, l * C::DH + d);   // bank (key lane, channel)
+                const av_acc_t vs = av_acc_t(v[h][j][d]) * av_acc_t(1 << C::AV_FRAC);  // v << F
+                add = add + (c == C::CODE_ZERO ? av_acc_t(0) : av_acc_t(vs >> c));
+              }
+            }
+            acc[d] = (t == 0 ? av_acc_t(0) : acc[d]) + add;   // the clear folded into the first word
+          }
         }
       }
+    }
+    for (int d = 0; d < C::DH; ++d) {   // row i's sums to `done` in one cycle (registers)
+      P2VIT_PRAGMA(HLS UNROLL)
+      done[d] = acc[d];
     }
   }
 }
