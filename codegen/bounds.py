@@ -87,13 +87,19 @@ def compute_bounds(ir: QuantizedViT, hw: HwConfig) -> Bounds:
     prove("LayerNorm D*S2 + eps", D * D * 2 ** (2 * R + 4) + max(ir.i(f"blocks.{i}.ln1.eps") for i in range(ir.depth)),
           63, "D^2 * 2^(2R+4): xa = r << k with k <= 3; isqrt needs < 2^62")
 
-    def mac(kind, NR, K, O, count, loop="mac_array.reduce"):
+    def mac(kind, NR, K, O, count, loop="mac_array.reduce", tail=0):
+        """tail: iterations per row tile after the last weight tile's steps (Q.K^T drains its last
+        key tile in its reduction loop)."""
         nt, ot = -(-NR // hw.rows), -(-O // hw.cols)
-        return {"call": kind, "loop": loop, "row_tiles": nt, "weight_tiles": ot, "reduce_trip": K // hw.simd,
-                "cycles_per_call": nt * ot * (K // hw.simd) * perf.loop_ii(loop, hw), "calls_per_image": count}
+        out = {"call": kind, "loop": loop, "row_tiles": nt, "weight_tiles": ot, "reduce_trip": K // hw.simd}
+        if tail:
+            out["drain_tail"] = tail
+        return {**out, "cycles_per_call": nt * (ot * (K // hw.simd) + tail) * perf.loop_ii(loop, hw),
+                "calls_per_image": count}
 
     loops = [mac("patch embedding", N - 1, KP, D, 1), mac("qkv", N, D, 3 * D, ir.depth),
-             mac("q.k^T (per head)", N, DH, N, ir.depth * H, "mac_array.reduce_keys"), mac("proj", N, D, D, ir.depth),
+             mac("q.k^T (per head)", N, DH, N, ir.depth * H, "mac_array.reduce_keys",
+                 -(-hw.rows // perf.logit_rows_per_cycle(hw, DH))), mac("proj", N, D, D, ir.depth),
              mac("fc1", N, D, HID, ir.depth), mac("fc2", N, HID, D, ir.depth), mac("head", 1, D, m["num_classes"], 1),
              {"call": "softmax rows (per head)", "rows": N, "row_length": N, "calls_per_image": ir.depth * H},
              {"call": "A.V rows (per head)", "rows": N, "keys": N, "lanes": DH, "calls_per_image": ir.depth * H},

@@ -308,17 +308,19 @@ def _mac(hw: HwConfig, NR: int, K: int, O: int, src: str, epi: str, bits: int | 
             return Loop("requant.requant", R * _cdiv(c, qkv_lanes(hw, K_DH)), 1)
         return Loop(f"requant.{epi}", c * R, 1)   # embed: one value per cycle
 
-    if bits is None:
-        red = Loop("mac_array.reduce_keys", K // S, 1, 1)
-    else:
-        red = Loop("mac_array.reduce", K // S, 1, 1, (K // S) * slot)
+    red = Loop("mac_array.reduce", K // S, 1, 1, (K // S) * slot)
     full, last = O // C, O % C
     last_c = last or C
     # Ping-pong accumulators (kernels/p2vit/layers.h): QKV, proj, FC1 and FC2 drain tile ot - 1
     # inside tile ot's reduction when it has at least as many steps as the drain has cycles, and
     # then run all OT x K/SIMD steps of a row tile in one loop entry (one burst, one fill); the
-    # last tile drains after the loop.
-    if bits is not None and epi in ("requant", "residual", "gelu") and drain_fits(hw, K, epi, K_DH):
+    # last tile drains after the loop. Q.K^T's epilogue always fits (RL rows per cycle): a tail of
+    # ceil(ROWS / RL) iterations of the same loop drains its last key tile.
+    if bits is None:
+        tail = epilogue(C).iters
+        whole = Loop("mac_array.reduce_keys", OT * (K // S) + tail, 1, 1, drain="requant.logits")
+        groups = [(1, whole, None, None)]
+    elif epi in ("requant", "residual", "gelu") and drain_fits(hw, K, epi, K_DH):
         whole = Loop("mac_array.reduce", OT * (K // S), 1, 1, OT * (K // S) * slot,
                      drain=epilogue(C).id if OT > 1 else "")
         groups = [(1, whole, epilogue(last_c), None)]

@@ -174,7 +174,13 @@ def test_cycle_equations(tiny):
     def lane_cyc(lid, iters):
         return iters + perf.DEPTH[lid] + tree - 1
 
-    qk = (mac(N, DH, N, "mac_array.load_array", "requant.logits", "mac_array.reduce_keys")
+    # Q.K^T: key tile ot - 1 drains inside tile ot's DH/SIMD steps, ceil(ROWS/RL) tail iterations drain
+    # the last one; one loop entry per row tile whose pipeline is the reduction's then the epilogue's
+    RL = -(-R // (DH // S))
+    NTq, OTq = -(-N // R), -(-N // C)
+    d_keys = perf.DEPTH["mac_array.reduce_keys"] + math.ceil(math.log2(S)) + perf.DEPTH["requant.logits"] \
+        + math.ceil(math.log2(C))
+    qk = (NTq * (_cyc("mac_array.load_array", R * -(-DH // S)) + OTq * (DH // S) + -(-R // RL) + d_keys - 1)
           + N * _cyc("requant.logits_out", W))
     sm = (N + 1) * lane_cyc("softmax.pass", W)   # pass i: row i's exps beside row i - 1's codes
     av = (N + 1) * (lane_cyc("shifter.pass", max(W, -(-DH // L))) + 1)   # keys of row i, outputs of i - 1; hand-over

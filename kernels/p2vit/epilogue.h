@@ -298,6 +298,41 @@ T max_tree(T v[W]) {
 // same cycle folds each of its rows' COLS logits into that row's running maximum rmax[n] (a
 // COLS-input max tree; one read and one write of bank u of rmax; the first key tile, o0 = 0, starts
 // it), so the softmax has the maximum before the row arrives (numerics.md 2.5).
+// epi_logits_group: group i (rows i*RL .. i*RL + RL - 1) of a finished tile in one cycle.
+template <class C>
+void epi_logits_group(const typename C::acc_t acc[C::ROWS][C::COLS], int i, int o0, int shift,
+                      typename C::act_t rows[C::ROWS][C::N], typename C::act_t rmax[C::ROWS]) {
+  P2VIT_PRAGMA(HLS INLINE)
+  using act = typename C::act_t;
+  [[maybe_unused]] constexpr int BANKS = logit_row_banks<C>();
+  constexpr int RL = logit_rows_per_cycle<C>();
+  for (int u = 0; u < RL; ++u) {
+    P2VIT_PRAGMA(HLS UNROLL)
+    const int n = i * RL + u;
+    if (n < C::ROWS) {
+      act lv[C::COLS];   // this tile row's valid logits (-128, the int8 minimum, past N)
+      P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=lv type=complete)
+      for (int o = 0; o < C::COLS; ++o) {
+        P2VIT_PRAGMA(HLS UNROLL)
+        lv[o] = act(-128);
+        if (o0 + o < C::N) {
+          P2VIT_ACCESS("logit_rows", u * BANKS + (o0 + o) % BANKS);
+          const act a = requant<8>(i64(acc[n][o]), shift);
+          rows[n][o0 + o] = a;
+          lv[o] = a;
+        }
+      }
+      const act m = max_tree<act, C::COLS>(lv);
+      P2VIT_ACCESS("logit_max", u);   // one read (not on the first key tile) and one write per cycle
+      P2VIT_ACCESS("logit_max", u);
+      const act prev = o0 == 0 ? act(-128) : rmax[n];
+      rmax[n] = m > prev ? m : prev;
+    }
+  }
+}
+
+// epi_logits: the whole tile, group by group (the kernel tests; qk_array drains its tiles group by
+// group inside its reduction loop instead).
 template <class C>
 void epi_logits(const typename C::acc_t acc[C::ROWS][C::COLS], int o0, int shift, typename C::act_t rows[C::ROWS][C::N],
                 typename C::act_t rmax[C::ROWS]) {
@@ -307,36 +342,12 @@ void epi_logits(const typename C::acc_t acc[C::ROWS][C::COLS], int o0, int shift
     return;
   }
 #endif
-  using act = typename C::act_t;
-  [[maybe_unused]] constexpr int BANKS = logit_row_banks<C>();
   constexpr int RL = logit_rows_per_cycle<C>(), GROUPS = (C::ROWS + RL - 1) / RL;
 logits:
   for (int i = 0; i < GROUPS; ++i) {
     P2VIT_PRAGMA(HLS PIPELINE II=1)
     P2VIT_COUNT("requant.logits");
-    for (int u = 0; u < RL; ++u) {
-      P2VIT_PRAGMA(HLS UNROLL)
-      const int n = i * RL + u;
-      if (n < C::ROWS) {
-        act lv[C::COLS];   // this tile row's valid logits (-128, the int8 minimum, past N)
-        P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=lv type=complete)
-        for (int o = 0; o < C::COLS; ++o) {
-          P2VIT_PRAGMA(HLS UNROLL)
-          lv[o] = act(-128);
-          if (o0 + o < C::N) {
-            P2VIT_ACCESS("logit_rows", u * BANKS + (o0 + o) % BANKS);
-            const act a = requant<8>(i64(acc[n][o]), shift);
-            rows[n][o0 + o] = a;
-            lv[o] = a;
-          }
-        }
-        const act m = max_tree<act, C::COLS>(lv);
-        P2VIT_ACCESS("logit_max", u);   // one read (not on the first key tile) and one write per cycle
-        P2VIT_ACCESS("logit_max", u);
-        const act prev = o0 == 0 ? act(-128) : rmax[n];
-        rmax[n] = m > prev ? m : prev;
-      }
-    }
+    epi_logits_group<C>(acc, i, o0, shift, rows, rmax);
   }
 }
 

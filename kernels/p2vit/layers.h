@@ -19,7 +19,9 @@
 //   main_array  embedding, QKV, proj and head: they run one after the other, so one instance
 //               serves all four (the top calls it from one function under HLS ALLOCATION limit=1)
 //               with run-time trip counts; weights on the "blob" bundle.
-//   qk_array    Q.K^T of one head, inside the attention region; keys from the key buffer.
+//   qk_array    Q.K^T of one head, inside the attention region; keys from the key buffer. Its
+//               epilogue (RL rows per cycle) always fits the reduction, so it always drains inside
+//               it, with a tail of ceil(ROWS/RL) iterations for the last key tile.
 //   fc1_array, fc2_array  FC1 (+ GELU) and FC2 (+ residual) overlap through the hidden stream
 //               in the MLP region, so each has its own array and its own weight bundle.
 // Regions (canonical DATAFLOW, UG1399: buffers and streams passed as arguments, one producer and
@@ -229,13 +231,34 @@ void qk_array(const typename C::act_t q[C::N][C::D], const typename C::act_t k[C
     return;
   }
 #endif
+  // Ping-pong accumulators: key tile ot - 1 drains from `done`, one group of RL rows per step, during
+  // tile ot's DH/SIMD steps (RL is chosen so that its ceil(ROWS/RL) groups fit them); GROUPS more
+  // iterations drain the last tile. One loop per row tile, one epilogue instance.
+  typename C::acc_t done[C::ROWS][C::COLS];
+  P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=done type=complete dim=0)
+  constexpr int STEPS = C::DH / C::SIMD, GROUPS = (C::ROWS + RL - 1) / RL;
+  static_assert(GROUPS <= STEPS, "qk_array: a key tile's epilogue groups must fit its reduction steps");
+#ifndef __SYNTHESIS__
+  // C-sim only: g++ cannot see that the tail's handoff reads only what the steps wrote
+  // (-Wmaybe-uninitialized); hardware reads nothing unset.
+  for (auto& row : acc)
+    for (auto& a : row) a = 0;
+#endif
 row_tiles:
   for (int t = 0; t < NT; ++t) {
     load_rows_array<C, C::DH, C::D, q_banks<C>()>(q, h * C::DH, C::DH, C::N, t * C::ROWS, xt, "q");
-  key_tiles:
-    for (int ot = 0; ot < OT; ++ot) {
-      reduce_keys<C, C::DH>(xt, C::DH, k, h, ot, acc);
-      epi_logits<C>(acc, ot * C::COLS, shift, rows, rmax);
+    int ot = 0, ks = 0;   // running key tile and step
+  reduce_keys:
+    for (int i = 0; i < OT * STEPS + GROUPS; ++i) {
+      P2VIT_PRAGMA(HLS PIPELINE II=1)
+      P2VIT_COUNT("mac_array.reduce_keys");
+      if (ot > 0 && ks == 0) acc_handoff<C>(acc, done);   // tile ot - 1 is complete
+      if (ot > 0 && ks < GROUPS) epi_logits_group<C>(done, ks, (ot - 1) * C::COLS, shift, rows, rmax);
+      if (ot < OT) reduce_keys_step<C, C::DH>(xt, ks, k, h, ot, acc);
+      if (++ks == STEPS) {
+        ks = 0;
+        ++ot;
+      }
     }
     logits_out<C>(rows, rmax, t * C::ROWS, logits, maxes);
   }

@@ -15,7 +15,7 @@
 //   reduce_blob<C, KMAX>(xt, K, port, bundle, w_beat, ot, wbits, acc)
 //       one weight tile against the stationary rows (a loop of reduce_step)
 //   acc_handoff<C>(acc, done)                               ping-pong accumulators: acc -> done
-//   reduce_keys<C, KMAX>(xt, K, k, h, ot, acc)              Q.K^T: the "weights" are keys on chip
+//   reduce_keys_step<C, KMAX>(xt, ks, k, h, ot, acc)        Q.K^T: the "weights" are keys on chip
 //
 // Buffers and banks (what the II check counts, UG1399 "Arrays"):
 //   xt[ROWS][KMAX]: dim 1 complete, dim 2 cyclic SIMD -> bank (n, k % SIMD); a reduction step
@@ -255,36 +255,31 @@ constexpr int k_bank(int j, int d) {
   return (d % k_channel_banks<C>()) * C::COLS + j % C::COLS;
 }
 
-// reduce_keys: Q.K^T for key tile ot of head h: acc[n][o] = sum_d xt[n][d] * key[h][ot*COLS + o][d]
-// (keys j >= N are 0); COLS x SIMD keys per step from the partitioned key buffer (II 1): lane
-// (o, s) reads key bank o and channel bank s + m*SIMD (KB is a multiple of SIMD): one lane per bank.
+// reduce_keys_step: step ks of Q.K^T's key tile ot of head h: acc[n][o] += sum_s xt[n][ks*SIMD + s] *
+// key[h][ot*COLS + o][ks*SIMD + s] (keys j >= N are 0; acc cleared at ks == 0); COLS x SIMD keys
+// from the partitioned key buffer (II 1): lane (o, s) reads key bank o and channel bank s + m*SIMD
+// (KB is a multiple of SIMD): one lane per bank. The body of qk_array's reduce-and-drain loop
+// (p2vit/layers.h), its only call.
 template <class C, int KMAX>
-P2VIT_CSIM_INLINE void reduce_keys(const typename pe_operand<typename C::act_t>::type xt[C::ROWS][KMAX], int K,
-                 const typename C::act_t key[C::H][C::N][C::DH], int h, int ot,
-                 typename C::acc_t acc[C::ROWS][C::COLS]) {
-  const int steps = K / C::SIMD;
-  [[maybe_unused]] constexpr int TRIPS = KMAX/C::SIMD;
-reduce_keys:
-  for (int ks = 0; ks < steps; ++ks) {
-    P2VIT_PRAGMA(HLS PIPELINE II=1)
-    P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=TRIPS)
-    P2VIT_COUNT("mac_array.reduce_keys");
-    typename C::act_t w[C::COLS][C::SIMD];
-    P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=w type=complete dim=0)
-    for (int o = 0; o < C::COLS; ++o) {
+P2VIT_CSIM_INLINE void reduce_keys_step(const typename pe_operand<typename C::act_t>::type xt[C::ROWS][KMAX], int ks,
+                                        const typename C::act_t key[C::H][C::N][C::DH], int h, int ot,
+                                        typename C::acc_t acc[C::ROWS][C::COLS]) {
+  P2VIT_PRAGMA(HLS INLINE)
+  typename C::act_t w[C::COLS][C::SIMD];
+  P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=w type=complete dim=0)
+  for (int o = 0; o < C::COLS; ++o) {
+    P2VIT_PRAGMA(HLS UNROLL)
+    const int j = ot * C::COLS + o;
+    for (int s = 0; s < C::SIMD; ++s) {
       P2VIT_PRAGMA(HLS UNROLL)
-      const int j = ot * C::COLS + o;
-      for (int s = 0; s < C::SIMD; ++s) {
-        P2VIT_PRAGMA(HLS UNROLL)
-        const int d = ks * C::SIMD + s;
-        if (j < C::N) P2VIT_ACCESS_LANE("k", k_bank<C>(j, d), s * C::COLS + o, gcd_int(C::SIMD, k_channel_banks<C>()) * C::COLS);
-        w[o][s] = j < C::N ? key[h][j][d] : typename C::act_t(0);
-      }
+      const int d = ks * C::SIMD + s;
+      if (j < C::N) P2VIT_ACCESS_LANE("k", k_bank<C>(j, d), s * C::COLS + o, gcd_int(C::SIMD, k_channel_banks<C>()) * C::COLS);
+      w[o][s] = j < C::N ? key[h][j][d] : typename C::act_t(0);
     }
-    for (int n = 0; n < C::ROWS; ++n)
-      for (int s = 0; s < C::SIMD; ++s) P2VIT_ACCESS_STATIC("xt", xt_bank<C>(n, ks * C::SIMD + s), n * C::SIMD + s);
-    pe_array_cycle<C::ROWS, C::COLS, C::SIMD, KMAX>(xt, ks * C::SIMD, w, acc, ks == 0);
   }
+  for (int n = 0; n < C::ROWS; ++n)
+    for (int s = 0; s < C::SIMD; ++s) P2VIT_ACCESS_STATIC("xt", xt_bank<C>(n, ks * C::SIMD + s), n * C::SIMD + s);
+  pe_array_cycle<C::ROWS, C::COLS, C::SIMD, KMAX>(xt, ks * C::SIMD, w, acc, ks == 0);
 }
 
 }  // namespace p2vit
