@@ -164,6 +164,11 @@ def lut_estimate(shape: perf.ModelShape, hw: HwConfig) -> dict[str, int]:
                                                            * math.ceil(hw.rows / 4)
                                                            + RL * math.ceil(math.ceil(hw.rows / RL) / 4))
                                                           * hw.cols * ACC_BITS * c["acc_row_mux"],
+        # Q.K^T's row tile: the running maxima rmax[u][g] are registers, read by group (G:1 per row
+        # lane) and by logits_out (ROWS:1); logits_out reads row bank u at run time (RL:1 per lane)
+        "logit row tile multiplexers (rmax, logits_out)": (RL * math.ceil(math.ceil(hw.rows / RL) / 4)
+                                                           + math.ceil(hw.rows / 4)
+                                                           + hw.lanes * math.ceil(RL / 4)) * 8 * c["acc_row_mux"],
         "softmax lanes": hw.lanes * c["softmax_lane"],
         "A.V shifter array": shape.dh * hw.lanes * c["shifter"],
         "LayerNorm lanes and row unit": hw.lanes * c["layernorm_lane"] + c["layernorm_row"],

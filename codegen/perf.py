@@ -680,7 +680,7 @@ def buffers(shape: ModelShape, hw: HwConfig, acc_bits: int = 32) -> list[dict]:
     rows, cols, simd, ab, L = hw.rows, hw.cols, hw.simd, hw.axi_bytes, hw.lanes
     E, WL, RL = qkv_lanes(hw, DH), load_lanes(hw), logit_rows_per_cycle(hw, DH)
     # partition factors of kernels/p2vit/banks.h
-    RB, XB, QB = shared_banks(cols, 2, L, 1), shared_banks(L, 1, WL, 1), shared_banks(E, 1, WL, 1)
+    RB, XB, QB = shared_banks(cols, 2, L, 2), shared_banks(L, 1, WL, 1), shared_banks(E, 1, WL, 1)
     KB, GB = shared_banks(E, 1, simd, 1), shared_banks(cols, 1, WL, 1)
 
     def pb(per):
@@ -704,14 +704,21 @@ def buffers(shape: ModelShape, hw: HwConfig, acc_bits: int = 32) -> list[dict]:
         b("attention output o[N][D] (channels cyclic XB)", N * D, [cyc(N * D, 8, XB)]),
         b("image img[C*H*W] (one burst from io)", shape.in_chans * shape.img_h * shape.img_w,
           [(1, shape.in_chans * shape.img_h * shape.img_w, 8)]),
-        # xt of each instance: rows complete x cyclic SIMD along K
-        b("stationary row tiles xt[ROWS][K] (main, qk, fc1, fc2)", rows * (max(KP, D) + DH + D + HID),
-          [(rows * simd, _cdiv(k, simd), 8) for k in (max(KP, D), DH, D, HID)]),
-        b("accumulators acc[ROWS][COLS] (4 instances)", 4 * rows * cols * acc_bits // 8, []),   # registers
+        # xt of each instance: rows complete x cyclic SIMD along K, partitioned (ROWS x SIMD memories)
+        # or reshaped (ROWS memories of SIMD-value words): xt_reshape
+        b("stationary row tiles xt[ROWS][K] (main, qk, fc1, fc2; partitioned or reshaped along K)",
+          rows * (max(KP, D) + DH + D + HID),
+          [xt_memories(hw, k, reshaped) for k, reshaped in
+           ((max(KP, D), False), *zip((DH, D, HID), xt_reshape(hw, dh=DH, dim=D, hidden=HID).values()))]),
+        # registers: acc and its ping-pong copy done in each of the 4 instances (Q.K^T's grouped)
+        b("accumulators acc[ROWS][COLS] and ping-pong copies done (4 instances)",
+          8 * rows * cols * acc_bits // 8, []),
         b("FC1 row tile rows[ROWS][HID] (cyclic GB)", rows * HID, [(GB, rows * _cdiv(HID, GB), 8)]),
-        b("logit row tile rows[ROWS][N] (rows cyclic RL x keys cyclic logit_row_banks) and row maxima rmax[ROWS]",
-          rows * N + rows, [(RL * logit_row_banks(hw), _cdiv(rows, RL) * _cdiv(N, logit_row_banks(hw)), 8),
-                            (RL, _cdiv(rows, RL), 8)]),
+        # row n = g*RL + u at [u][g]: RL banks along the rows of G = ceil(ROWS/RL) rows each; the row
+        # maxima rmax[RL][G] are registers
+        b("logit row tile rows[RL][G][N] (rows complete x keys cyclic logit_row_banks) and row maxima "
+          "rmax[RL][G] (registers)", RL * _cdiv(rows, RL) * (N + 1),
+          [(RL * logit_row_banks(hw), _cdiv(rows, RL) * _cdiv(N, logit_row_banks(hw)), 8)]),
         b("layer parameters: bias/shift (3D), e_r/e_s, fc1 bias/shift (cyclic param_banks), GELU table "
           "(registers), cls", 3 * D * 5 + 2 * D + HID * 5 + 256 + D * R // 8,
           [cyc(3 * D, 32, pb(ab // 4)), cyc(3 * D, 8, pb(ab)), cyc(D, 8, pb(ab)),
@@ -723,6 +730,28 @@ def buffers(shape: ModelShape, hw: HwConfig, acc_bits: int = 32) -> list[dict]:
           [(1, rows * _cdiv(HID, WL), 8 * WL)]),
         b("logits stream: one row tile; codes stream: one row", rows * N + N, [(1, rows * N, 8), (1, N, 4)]),
     ]
+
+
+def xt_memories(hw: HwConfig, K: int, reshaped: bool) -> tuple[int, int, int]:
+    """(memories, depth, width bits) of a stationary row tile xt[ROWS][K]: dim 1 complete and dim 2
+    cyclic SIMD, either partitioned (ROWS x SIMD memories of bytes) or reshaped (ROWS memories of
+    SIMD-byte words)."""
+    if reshaped:
+        return (hw.rows, _cdiv(K, hw.simd), 8 * hw.simd)
+    return (hw.rows * hw.simd, _cdiv(K, hw.simd), 8)
+
+
+def xt_reshape(hw: HwConfig, dh: int, dim: int, hidden: int) -> dict[str, bool]:
+    """Whether Q.K^T's, FC1's and FC2's row tiles are reshaped along K (p2vit_params.h
+    P2VIT_XT_RESHAPE_*): where one SIMD-byte word per row takes fewer BRAM18K than SIMD byte-wide
+    banks (a bank of 3 Kbit still takes a whole BRAM18K; memories under 1 Kbit are LUTRAM either
+    way and stay partitioned). Their loads and reductions touch one word per row per cycle, so the
+    II is the same. The shared array stays partitioned: its patch load writes one value per cycle."""
+    def bram(mem):
+        n, d, w = mem
+        return n * _bram18k(d, w)
+    return {name: hw.simd > 1 and bram(xt_memories(hw, k, True)) < bram(xt_memories(hw, k, False))
+            for name, k in (("qk", dh), ("fc1", dim), ("fc2", hidden))}
 
 
 def logit_row_banks(hw: HwConfig) -> int:

@@ -16,6 +16,7 @@ from quantizer.errors import P2VitError
 from quantizer.ir import QuantizedViT
 from quantizer.lowered import lower
 
+from . import perf
 from .bounds import Bounds, compute_bounds
 from .hwconfig import HwConfig, check_simd
 from .layout import Layout, build_layout
@@ -94,6 +95,7 @@ def context(ir: QuantizedViT, hw: HwConfig, layout: Layout, bounds: Bounds, modu
         "attn_geometric": low.attn_rounding == "geometric", "hw": hw, "acc_bits": bounds.acc_bits, "av_acc_bits": bounds.av_acc_bits,
         "beats": hw.weight_beats, "kmax_main": max(kp, m["dim"]),
         "omax": max(3 * m["dim"], m["num_classes"]), "bits": bits, "e_logit": low.e_logit,
+        "xt_reshape": perf.xt_reshape(hw, dh=m["dim"] // m["heads"], dim=m["dim"], hidden=m["hidden"]),
     }
 
 

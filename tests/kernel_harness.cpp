@@ -799,16 +799,18 @@ py::tuple epi_logits_v(arr acc, int o0, int shift, arr rows, arr rmax) {
   if (rows.ndim() != 2 || rows.shape(0) != C::ROWS || rows.shape(1) != C::N || rmax.size() != C::ROWS || o0 < 0 ||
       o0 >= C::N)
     throw py::value_error("epi_logits: rows (3, 7), rmax (3), o0 < 7");
-  C::act_t r[C::ROWS][C::N], m[C::ROWS];
+  // the kernel's layout: tile row n = g*RL + u at [u][g] (p2vit/banks.h logit_groups)
+  constexpr int RL = p2vit::logit_rows_per_cycle<C>(), G = p2vit::logit_groups<C>();
+  C::act_t r[RL][G][C::N] = {}, m[RL][G] = {};
   for (int n = 0; n < C::ROWS; ++n) {
-    for (int j = 0; j < C::N; ++j) r[n][j] = in_s<8>(rows.at(n, j), "epi_logits rows");
-    m[n] = in_s<8>(rmax.data()[n], "epi_logits rmax");
+    for (int j = 0; j < C::N; ++j) r[n % RL][n / RL][j] = in_s<8>(rows.at(n, j), "epi_logits rows");
+    m[n % RL][n / RL] = in_s<8>(rmax.data()[n], "epi_logits rmax");
   }
   p2vit::epi_logits<C>(a, o0, shift, r, m);
   arr out({C::ROWS, C::N}), mo({C::ROWS});
   for (int n = 0; n < C::ROWS; ++n) {
-    for (int j = 0; j < C::N; ++j) out.mutable_at(n, j) = out64(r[n][j]);
-    mo.mutable_data()[n] = out64(m[n]);
+    for (int j = 0; j < C::N; ++j) out.mutable_at(n, j) = out64(r[n % RL][n / RL][j]);
+    mo.mutable_data()[n] = out64(m[n % RL][n / RL]);
   }
   return py::make_tuple(out, mo);
 }

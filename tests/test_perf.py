@@ -233,6 +233,29 @@ def test_weight_traffic_and_resources():
     assert 0 < r8["bram18k"] <= perf.PARTS["xczu9eg"][1]
 
 
+def test_row_tiles_reshaped_where_they_take_fewer_bram(tiny):
+    """Q.K^T's, FC1's and FC2's stationary row tiles are reshaped along K exactly where one word of
+    SIMD bytes per row takes fewer BRAM18K than SIMD byte-wide banks, and the generated
+    p2vit_params.h switches the pragma that way."""
+    d = perf.load_shape("deit_b")
+    target = HwConfig(rows=66, cols=2, simd=8, lanes=4)
+    assert perf.xt_reshape(target, dh=d.dh, dim=d.dim, hidden=d.hidden) == {"qk": False, "fc1": False, "fc2": True}
+    assert perf.xt_memories(target, d.hidden, True) == (66, 384, 64)       # 2 BRAM18K per row: 132
+    assert perf.xt_memories(target, d.hidden, False) == (528, 384, 8)      # 1 BRAM18K per bank: 528
+    for hw in (target, HwConfig(), HwConfig(rows=16, cols=64, simd=1), HwConfig(rows=33, cols=4, simd=4)):
+        choice = perf.xt_reshape(hw, dh=d.dh, dim=d.dim, hidden=d.hidden)
+        for name, k in (("qk", d.dh), ("fc1", d.dim), ("fc2", d.hidden)):
+            bram = {r: math.prod(perf.xt_memories(hw, k, r)[:1]) * perf._bram18k(*perf.xt_memories(hw, k, r)[1:])
+                    for r in (False, True)}
+            assert choice[name] == (bram[True] < bram[False]), (hw, name, bram)
+    ir, build = tiny
+    m = ir.meta["model"]
+    params = (build / "hls" / "p2vit_params.h").read_text()
+    want = perf.xt_reshape(TINY_HW, dh=m["dim"] // m["heads"], dim=m["dim"], hidden=m["hidden"])
+    for name, on in want.items():
+        assert f"#define P2VIT_XT_RESHAPE_{name.upper()} {int(on)}\n" in params
+
+
 def test_every_named_model_offline():
     for name in MODEL_TAGS:
         shape = perf.load_shape(name)

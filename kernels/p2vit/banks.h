@@ -50,8 +50,8 @@ constexpr int shared_banks(int a, int pa, int b, int pb) {
 
 // Dim-2 factors of the activation buffers.
 template <class C>
-constexpr int r_banks() {   // residual stream: COLS lanes of the residual epilogues (read + write), LANES of LayerNorm
-  return shared_banks(C::COLS, 2, C::LANES, 1);
+constexpr int r_banks() {   // residual stream: COLS lanes of the residual epilogues (read + write), LANES of
+  return shared_banks(C::COLS, 2, C::LANES, 2);   // LayerNorm's pass (rows n and n - 1: two reads per lane)
 }
 template <class C>
 constexpr int xo_banks() {  // x (LayerNorm out) and o (A.V out): LANES in, load_lanes out
@@ -88,6 +88,15 @@ constexpr int logit_row_banks() {
 template <class C>
 constexpr int logit_rows_per_cycle() {
   return (C::ROWS + C::DH / C::SIMD - 1) / (C::DH / C::SIMD);
+}
+
+// logit_groups<C>(): the groups of logit_rows_per_cycle rows in a row tile (epilogue cycles per key
+// tile). Q.K^T's buffers hold tile row n = g * RL + u at [u][g] (rows, rmax) or [g][u] (done), so
+// that a cycle's RL rows sit in RL banks (or registers) known at compile time and the group g is
+// the only run-time index.
+template <class C>
+constexpr int logit_groups() {
+  return (C::ROWS + logit_rows_per_cycle<C>() - 1) / logit_rows_per_cycle<C>();
 }
 
 // ln_param_banks<C, FB>(): a LayerNorm parameter array of FB-byte values: a burst writes

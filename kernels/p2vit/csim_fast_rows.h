@@ -20,7 +20,7 @@
 //   epi_gelu_fast<C>(...), epi_residual_fast<C>(...)
 //                                      epi_qkv, epi_logits, and the untraced runs of epi_gelu and
 //                                      epi_residual (p2vit/epilogue.h)
-//   rows_out<R, W>(rows, valid, out)   logits_out (p2vit/epilogue.h)
+//   rows_out<R, W>(rows, valid, out)   gelu_out's rows (p2vit/epilogue.h)
 //   rows_out_words<R, W, WL>(rows, valid, out)  gelu_out
 // The streams are read and written with the native stream's read_n / write_n (p2vit/types.h): the
 // same elements in the same order, one copy per row instead of one call per element.
@@ -33,6 +33,7 @@
 #define P2VIT_CSIM_FAST_ROWS_H
 
 #include "arith.h"
+#include "banks.h"
 #include "trace.h"
 #include "types.h"
 
@@ -421,27 +422,31 @@ inline void epi_qkv_fast(const typename C::acc_t acc[C::ROWS][C::COLS], int n0, 
   }
 }
 
-// epi_logits_fast<C>: epi_logits<C> (p2vit/epilogue.h): rows[n][o0 + o] = requant<8>(acc[n][o], shift)
-// for every tile row and valid column, 8 columns at a time (requant8), and the rows' running maxima.
+// epi_logits_fast<C>: epi_logits<C> (p2vit/epilogue.h): tile row n = g*RL + u into rows[u][g]:
+// rows[u][g][o0 + o] = requant<8>(acc[n][o], shift) for every tile row and valid column, 8 columns
+// at a time (requant8), and the rows' running maxima rmax[u][g].
 template <class C>
 inline void epi_logits_fast(const typename C::acc_t acc[C::ROWS][C::COLS], int o0, int shift,
-                            std::int8_t rows[C::ROWS][C::N], std::int8_t rmax[C::ROWS]) {
+                            std::int8_t rows[logit_rows_per_cycle<C>()][logit_groups<C>()][C::N],
+                            std::int8_t rmax[logit_rows_per_cycle<C>()][logit_groups<C>()]) {
+  constexpr int RL = logit_rows_per_cycle<C>();
   const int cols = C::N - o0 < C::COLS ? C::N - o0 : C::COLS;
   const __m512i s = set8(shift);
   for (int o = 0; o < C::COLS; o += 8) {
     if (o >= cols) break;
     const __mmask8 m = lanes8(cols - o);
-    for (int n = 0; n < C::ROWS; ++n) store8(&rows[n][o0 + o], m, requant8<8>(load8(&acc[n][o], m), s));
+    for (int n = 0; n < C::ROWS; ++n) store8(&rows[n % RL][n / RL][o0 + o], m, requant8<8>(load8(&acc[n][o], m), s));
   }
   for (int n = 0; n < C::ROWS; ++n) {
-    std::int8_t mx = o0 == 0 ? std::int8_t(-128) : rmax[n];
-    for (int o = 0; o < cols; ++o) mx = rows[n][o0 + o] > mx ? rows[n][o0 + o] : mx;
-    rmax[n] = mx;
+    const std::int8_t* row = rows[n % RL][n / RL];
+    std::int8_t mx = o0 == 0 ? std::int8_t(-128) : rmax[n % RL][n / RL];
+    for (int o = 0; o < cols; ++o) mx = row[o0 + o] > mx ? row[o0 + o] : mx;
+    rmax[n % RL][n / RL] = mx;
   }
 }
 
-// rows_out<R, W>(rows, valid, out): rows[0..valid-1] (each W values) onto out, in order: gelu_out and
-// logits_out (p2vit/epilogue.h) with one append per row.
+// rows_out<R, W>(rows, valid, out): rows[0..valid-1] (each W values) onto out, in order, one append
+// per row.
 template <int R, int W>
 inline void rows_out(const std::int8_t rows[R][W], int valid, stream<std::int8_t>& out) {
   for (int n = 0; n < R; ++n) {

@@ -292,24 +292,27 @@ T max_tree(T v[W]) {
   return v[0];
 }
 
-// epi_logits: a finished Q.K^T tile into the logit row tile, RL = logit_rows_per_cycle rows of COLS
-// lanes (one per key of the tile) per cycle: lane (u, o) writes rows[i*RL + u][o0 + o], bank u
-// along the rows and (o0 + o) mod logit_row_banks along the keys, distinct across the lanes. The
-// same cycle folds each of its rows' COLS logits into that row's running maximum rmax[n] (a
-// COLS-input max tree; one read and one write of bank u of rmax; the first key tile, o0 = 0, starts
-// it), so the softmax has the maximum before the row arrives (numerics.md 2.5).
-// epi_logits_group: group i (rows i*RL .. i*RL + RL - 1) of a finished tile in one cycle.
+// The logit row tile of Q.K^T (kernels/p2vit/banks.h logit_groups): tile row n = g*RL + u is
+// rows[u][g] (RL = logit_rows_per_cycle, G = logit_groups), its running maximum rmax[u][g].
+//
+// epi_logits_group: group g (rows g*RL .. g*RL + RL - 1) of a finished Q.K^T tile, grp[u][o] =
+// acc[g*RL + u][o], in one cycle of RL x COLS lanes: lane (u, o) writes rows[u][g][o0 + o], bank u
+// along the rows (dim 1, complete) and (o0 + o) mod logit_row_banks along the keys, distinct
+// across the lanes. The same cycle folds each row's COLS logits into its running maximum
+// rmax[u][g] (a COLS-input max tree and one compare; rmax is registers, so the read-modify-write
+// is no port and no memory recurrence; the first key tile, o0 = 0, starts it), so the softmax has
+// the maximum before the row arrives (numerics.md 2.5).
 template <class C>
-void epi_logits_group(const typename C::acc_t acc[C::ROWS][C::COLS], int i, int o0, int shift,
-                      typename C::act_t rows[C::ROWS][C::N], typename C::act_t rmax[C::ROWS]) {
+void epi_logits_group(const typename C::acc_t grp[logit_rows_per_cycle<C>()][C::COLS], int g, int o0, int shift,
+                      typename C::act_t rows[logit_rows_per_cycle<C>()][logit_groups<C>()][C::N],
+                      typename C::act_t rmax[logit_rows_per_cycle<C>()][logit_groups<C>()]) {
   P2VIT_PRAGMA(HLS INLINE)
   using act = typename C::act_t;
   [[maybe_unused]] constexpr int BANKS = logit_row_banks<C>();
   constexpr int RL = logit_rows_per_cycle<C>();
   for (int u = 0; u < RL; ++u) {
     P2VIT_PRAGMA(HLS UNROLL)
-    const int n = i * RL + u;
-    if (n < C::ROWS) {
+    if (g * RL + u < C::ROWS) {
       act lv[C::COLS];   // this tile row's valid logits (-128, the int8 minimum, past N)
       P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=lv type=complete)
       for (int o = 0; o < C::COLS; ++o) {
@@ -317,37 +320,40 @@ void epi_logits_group(const typename C::acc_t acc[C::ROWS][C::COLS], int i, int 
         lv[o] = act(-128);
         if (o0 + o < C::N) {
           P2VIT_ACCESS("logit_rows", u * BANKS + (o0 + o) % BANKS);
-          const act a = requant<8>(i64(acc[n][o]), shift);
-          rows[n][o0 + o] = a;
+          const act a = requant<8>(i64(grp[u][o]), shift);
+          rows[u][g][o0 + o] = a;
           lv[o] = a;
         }
       }
       const act m = max_tree<act, C::COLS>(lv);
-      P2VIT_ACCESS("logit_max", u);   // one read (not on the first key tile) and one write per cycle
-      P2VIT_ACCESS("logit_max", u);
-      const act prev = o0 == 0 ? act(-128) : rmax[n];
-      rmax[n] = m > prev ? m : prev;
+      const act prev = o0 == 0 ? act(-128) : rmax[u][g];
+      rmax[u][g] = m > prev ? m : prev;
     }
   }
 }
 
-// epi_logits: the whole tile, group by group (the kernel tests; qk_array drains its tiles group by
-// group inside its reduction loop instead).
+// epi_logits: a whole finished tile acc[ROWS][COLS], group by group (the kernel tests and the
+// native C-sim; qk_array drains its tiles group by group inside its reduction loop instead).
 template <class C>
-void epi_logits(const typename C::acc_t acc[C::ROWS][C::COLS], int o0, int shift, typename C::act_t rows[C::ROWS][C::N],
-                typename C::act_t rmax[C::ROWS]) {
+void epi_logits(const typename C::acc_t acc[C::ROWS][C::COLS], int o0, int shift,
+                typename C::act_t rows[logit_rows_per_cycle<C>()][logit_groups<C>()][C::N],
+                typename C::act_t rmax[logit_rows_per_cycle<C>()][logit_groups<C>()]) {
 #if P2VIT_CSIM_FAST_ROWS
   if constexpr (csim_fast_rows::epi_supported<C>()) {   // C-sim: the same values, 8 lanes at a time
     csim_fast_rows::epi_logits_fast<C>(acc, o0, shift, rows, rmax);
     return;
   }
 #endif
-  constexpr int RL = logit_rows_per_cycle<C>(), GROUPS = (C::ROWS + RL - 1) / RL;
+  constexpr int RL = logit_rows_per_cycle<C>(), G = logit_groups<C>();
 logits:
-  for (int i = 0; i < GROUPS; ++i) {
+  for (int g = 0; g < G; ++g) {
     P2VIT_PRAGMA(HLS PIPELINE II=1)
     P2VIT_COUNT("requant.logits");
-    epi_logits_group<C>(acc, i, o0, shift, rows, rmax);
+    typename C::acc_t grp[RL][C::COLS];
+    P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=grp type=complete dim=0)
+    for (int u = 0; u < RL; ++u)
+      for (int o = 0; o < C::COLS; ++o) grp[u][o] = g * RL + u < C::ROWS ? acc[g * RL + u][o] : typename C::acc_t(0);
+    epi_logits_group<C>(grp, g, o0, shift, rows, rmax);
   }
 }
 
@@ -355,19 +361,24 @@ logits:
 // word (ceil(N / LANES) words per row; lanes past N carry 0 and are ignored by the softmax), and
 // each row's maximum onto `maxes` with the row's first word.
 template <class C>
-void logits_out(const typename C::act_t rows[C::ROWS][C::N], const typename C::act_t rmax[C::ROWS], int n0,
+void logits_out(const typename C::act_t rows[logit_rows_per_cycle<C>()][logit_groups<C>()][C::N],
+                const typename C::act_t rmax[logit_rows_per_cycle<C>()][logit_groups<C>()], int n0,
                 stream<typename C::logit_word_t>& out, stream<typename C::act_t>& maxes) {
+  constexpr int RL = logit_rows_per_cycle<C>();
   const int valid = C::N - n0 < C::ROWS ? C::N - n0 : C::ROWS;
 #if P2VIT_CSIM_FAST_ROWS
   if constexpr (csim_fast_rows::epi_supported<C>() && C::LANES == 1) {   // C-sim: one append per row
-    csim_fast_rows::rows_out<C::ROWS, C::N>(rows, valid, out);
-    for (int n = 0; n < valid; ++n) maxes.write(rmax[n]);
+    for (int n = 0; n < C::ROWS; ++n) {
+      if (n >= valid) break;
+      out.write_n(rows[n % RL][n / RL], C::N);
+      maxes.write(rmax[n % RL][n / RL]);
+    }
     return;
   }
 #endif
   constexpr int WORDS = (C::N + C::LANES - 1) / C::LANES;
-  [[maybe_unused]] constexpr int BANKS = logit_row_banks<C>(), RL = logit_rows_per_cycle<C>();
-  int n = 0, jw = 0;   // one row at a time: its bank along the rows, n mod RL, is a run-time multiplexer
+  [[maybe_unused]] constexpr int BANKS = logit_row_banks<C>();
+  int u = 0, g = 0, jw = 0;   // one row at a time: its bank along the rows, u, is a run-time multiplexer
   [[maybe_unused]] constexpr int TRIPS = C::ROWS*WORDS;
 logits_out:
   for (int i = 0; i < valid * WORDS; ++i) {
@@ -378,17 +389,17 @@ logits_out:
     for (int l = 0; l < C::LANES; ++l) {
       P2VIT_PRAGMA(HLS UNROLL)
       const int j = jw * C::LANES + l;
-      if (j < C::N) P2VIT_ACCESS("logit_rows", n % RL * BANKS + j % BANKS);
-      lane(w, l) = j < C::N ? rows[n][j] : typename C::act_t(0);
+      if (j < C::N) P2VIT_ACCESS("logit_rows", u * BANKS + j % BANKS);
+      lane(w, l) = j < C::N ? rows[u][g][j] : typename C::act_t(0);
     }
-    if (jw == 0) {
-      P2VIT_ACCESS("logit_max", n % RL);
-      maxes.write(rmax[n]);
-    }
+    if (jw == 0) maxes.write(rmax[u][g]);
     out.write(w);
     if (++jw == WORDS) {
       jw = 0;
-      ++n;
+      if (++u == RL) {
+        u = 0;
+        ++g;
+      }
     }
   }
 }

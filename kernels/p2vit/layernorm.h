@@ -8,6 +8,7 @@
 #ifndef P2VIT_LAYERNORM_H
 #define P2VIT_LAYERNORM_H
 
+#include "banks.h"
 #include "params.h"
 #include "rows.h"
 #include "types.h"
@@ -29,11 +30,13 @@ void load_ln(const typename C::axi_t* port, long k_beat, long g_beat, long b_bea
 // same values as layernorm_row on each row. The statistics pass (adder trees) and the normalization
 // pass (a divider per lane) use different hardware, so one pipelined pass does both for
 // neighbouring rows: each cycle reads LANES channels of row n and the same channels of row n - 1
-// (two reads of one bank of r: the two ports of its BRAM; one read of ln_k serves both).
+// (two reads of one bank of r, the two ports of its BRAM: r_banks counts two per lane; one read of
+// ln_k serves both).
 template <class C>
 void layernorm_rows(const typename C::res_t r[C::N][C::D], int nr, const uint<2> ln_k[C::D], const sint<16> ln_G[C::D],
                     const i64 ln_B[C::D], const sint<8> ln_sh[C::D], i64 eps_i, typename C::act_t y[C::N][C::D]) {
   constexpr int D = C::D, RB = C::RES_BITS, L = C::LANES;
+  [[maybe_unused]] constexpr int R_BANKS = r_banks<C>();
 #if P2VIT_CSIM_FAST_ROWS
   for (int n = 0; n < nr; ++n) layernorm_row<D, RB, L>(r[n], ln_k, ln_G, ln_B, ln_sh, eps_i, y[n]);   // C-sim
   return;
@@ -58,13 +61,13 @@ rows:
           P2VIT_ACCESS("ln_k", c % L);
           const uint<2> kc = ln_k[c];
           if (n < nr) {   // statistics of row n
-            P2VIT_ACCESS("ln_in", c % L);
+            P2VIT_ACCESS("r", c % R_BANKS);
             const sint<RB + 3> xa = ln_align<RB>(r[n][c], kc);
             p1 = p1 + i64(xa);
             p2 = p2 + i64(xa) * i64(xa);
           }
           if (n > 0) {    // normalization of row n - 1
-            P2VIT_ACCESS("ln_in", c % L);
+            P2VIT_ACCESS("r", c % R_BANKS);
             P2VIT_ACCESS("ln_G", c % L);
             P2VIT_ACCESS("ln_B", c % L);
             P2VIT_ACCESS("ln_sh", c % L);

@@ -202,21 +202,27 @@ void qk_array(const typename C::act_t q[C::N][C::D], const typename C::act_t k[C
   pe_x<C> xt[C::ROWS][C::DH];
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=xt type=complete dim=1)
   [[maybe_unused]] constexpr int SIMD = C::SIMD;
+#if P2VIT_XT_RESHAPE_QK   // a row's SIMD values of one step in one word: one memory per row (see p2vit_params.h)
+  P2VIT_PRAGMA(HLS ARRAY_RESHAPE variable=xt type=cyclic factor=SIMD dim=2)
+#else
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=xt type=cyclic factor=SIMD dim=2)
+#endif
   typename C::acc_t acc[C::ROWS][C::COLS];
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=acc type=complete dim=0)
-  // RL x COLS logits per cycle in (epi_logits), LANES of one row out (logits_out)
-  typename C::act_t rows[C::ROWS][C::N];
-  [[maybe_unused]] constexpr int LOGIT_BANKS = logit_row_banks<C>(), RL = logit_rows_per_cycle<C>();
-  P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=rows type=cyclic factor=RL dim=1)
-  P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=rows type=cyclic factor=LOGIT_BANKS dim=2)
-  typename C::act_t rmax[C::ROWS];   // the tile rows' running maxima: RL reads and writes per cycle
-  P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=rmax type=cyclic factor=RL)
+  // The logit row tile, row n = g*RL + u at [u][g] (banks.h logit_groups): RL x COLS logits per
+  // cycle in (epi_logits_group: rows u of group g), LANES of one row out (logits_out)
+  constexpr int RL = logit_rows_per_cycle<C>(), G = logit_groups<C>();
+  typename C::act_t rows[RL][G][C::N];
+  [[maybe_unused]] constexpr int LOGIT_BANKS = logit_row_banks<C>();
+  P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=rows type=complete dim=1)
+  P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=rows type=cyclic factor=LOGIT_BANKS dim=3)
+  typename C::act_t rmax[RL][G];   // the tile rows' running maxima: registers (ROWS bytes)
+  P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=rmax type=complete dim=0)
 #if P2VIT_CSIM_FAST_MAC
   if constexpr (csim_fast::layer_fast_supported<C>()) {   // native C-sim: same values, blocked (csim_fast.h)
     constexpr int TG = csim_fast::group_tiles<C>();
-    using GroupRows = typename C::act_t[TG][C::ROWS][C::N];   // the row tiles of one group
-    using GroupMax = typename C::act_t[TG][C::ROWS];
+    using GroupRows = typename C::act_t[TG][RL][G][C::N];   // the row tiles of one group
+    using GroupMax = typename C::act_t[TG][RL][G];
     GroupRows& group_rows = csim_fast::scratch<GroupRows, 1>();
     GroupMax& group_max = csim_fast::scratch<GroupMax, 1>();
     csim_fast::layer_fast<C, C::DH>(
@@ -231,13 +237,14 @@ void qk_array(const typename C::act_t q[C::N][C::D], const typename C::act_t k[C
     return;
   }
 #endif
-  // Ping-pong accumulators: key tile ot - 1 drains from `done`, one group of RL rows per step, during
-  // tile ot's DH/SIMD steps (RL is chosen so that its ceil(ROWS/RL) groups fit them); GROUPS more
-  // iterations drain the last tile. One loop per row tile, one epilogue instance.
-  typename C::acc_t done[C::ROWS][C::COLS];
+  // Ping-pong accumulators: key tile ot - 1 drains from `done` (grouped: done[g][u] = acc[g*RL + u]),
+  // one group of RL rows per step, during tile ot's DH/SIMD steps (RL is chosen so that its G
+  // groups fit them); G more iterations drain the last tile. One loop per row tile, one epilogue
+  // instance.
+  typename C::acc_t done[G][RL][C::COLS];
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=done type=complete dim=0)
-  constexpr int STEPS = C::DH / C::SIMD, GROUPS = (C::ROWS + RL - 1) / RL;
-  static_assert(GROUPS <= STEPS, "qk_array: a key tile's epilogue groups must fit its reduction steps");
+  constexpr int STEPS = C::DH / C::SIMD;
+  static_assert(G <= STEPS, "qk_array: a key tile's epilogue groups must fit its reduction steps");
 #ifndef __SYNTHESIS__
   // C-sim only: g++ cannot see that the tail's handoff reads only what the steps wrote
   // (-Wmaybe-uninitialized); hardware reads nothing unset.
@@ -249,11 +256,11 @@ row_tiles:
     load_rows_array<C, C::DH, C::D, q_banks<C>()>(q, h * C::DH, C::DH, C::N, t * C::ROWS, xt, "q");
     int ot = 0, ks = 0;   // running key tile and step
   reduce_keys:
-    for (int i = 0; i < OT * STEPS + GROUPS; ++i) {
+    for (int i = 0; i < OT * STEPS + G; ++i) {
       P2VIT_PRAGMA(HLS PIPELINE II=1)
       P2VIT_COUNT("mac_array.reduce_keys");
-      if (ot > 0 && ks == 0) acc_handoff<C>(acc, done);   // tile ot - 1 is complete
-      if (ot > 0 && ks < GROUPS) epi_logits_group<C>(done, ks, (ot - 1) * C::COLS, shift, rows, rmax);
+      if (ot > 0 && ks == 0) acc_handoff_groups<C>(acc, done);   // tile ot - 1 is complete
+      if (ot > 0 && ks < G) epi_logits_group<C>(done[ks], ks, (ot - 1) * C::COLS, shift, rows, rmax);
       if (ot < OT) reduce_keys_step<C, C::DH>(xt, ks, k, h, ot, acc);
       if (++ks == STEPS) {
         ks = 0;
@@ -272,7 +279,11 @@ void fc1_array(const typename C::act_t x[C::N][C::D], const typename C::axi_t* b
   pe_x<C> xt[C::ROWS][C::D];
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=xt type=complete dim=1)
   [[maybe_unused]] constexpr int SIMD = C::SIMD;
+#if P2VIT_XT_RESHAPE_FC1   // a row's SIMD values of one step in one word: one memory per row (see p2vit_params.h)
+  P2VIT_PRAGMA(HLS ARRAY_RESHAPE variable=xt type=cyclic factor=SIMD dim=2)
+#else
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=xt type=cyclic factor=SIMD dim=2)
+#endif
   typename C::acc_t acc[C::ROWS][C::COLS];
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=acc type=complete dim=0)
   typename C::act_t rows[C::ROWS][C::HID];   // COLS values per cycle in (epi_gelu), load_lanes out (gelu_out)
@@ -338,7 +349,11 @@ void fc2_array(stream<typename C::hidden_word_t>& hidden, const typename C::axi_
   pe_x<C> xt[C::ROWS][C::HID];
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=xt type=complete dim=1)
   [[maybe_unused]] constexpr int SIMD = C::SIMD;
+#if P2VIT_XT_RESHAPE_FC2   // a row's SIMD values of one step in one word: one memory per row (see p2vit_params.h)
+  P2VIT_PRAGMA(HLS ARRAY_RESHAPE variable=xt type=cyclic factor=SIMD dim=2)
+#else
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=xt type=cyclic factor=SIMD dim=2)
+#endif
   typename C::acc_t acc[C::ROWS][C::COLS];
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=acc type=complete dim=0)
 #if P2VIT_CSIM_FAST_MAC

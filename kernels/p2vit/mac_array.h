@@ -15,6 +15,7 @@
 //   reduce_blob<C, KMAX>(xt, K, port, bundle, w_beat, ot, wbits, acc)
 //       one weight tile against the stationary rows (a loop of reduce_step)
 //   acc_handoff<C>(acc, done)                               ping-pong accumulators: acc -> done
+//   acc_handoff_groups<C>(acc, done)                        the same into Q.K^T's done[group][row][col]
 //   reduce_keys_step<C, KMAX>(xt, ks, k, h, ot, acc)        Q.K^T: the "weights" are keys on chip
 //
 // Buffers and banks (what the II check counts, UG1399 "Arrays"):
@@ -231,6 +232,23 @@ reduce:
     P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=TRIPS)
     P2VIT_COUNT("mac_array.reduce");
     reduce_step<C, KMAX>(xt, ks, port, bundle, w_beat + (long(ot) * steps + ks) * C::BEATS, wbits, acc);
+  }
+}
+
+// acc_handoff_groups: acc_handoff into Q.K^T's grouped copy, done[g][u] = acc[g*RL + u] (RL =
+// logit_rows_per_cycle, p2vit/banks.h logit_groups), so that its drain selects a group by one
+// run-time index g.
+template <class C>
+inline void acc_handoff_groups(const typename C::acc_t acc[C::ROWS][C::COLS],
+                               typename C::acc_t done[logit_groups<C>()][logit_rows_per_cycle<C>()][C::COLS]) {
+  P2VIT_PRAGMA(HLS INLINE)
+  constexpr int RL = logit_rows_per_cycle<C>();
+  for (int n = 0; n < C::ROWS; ++n) {
+    P2VIT_PRAGMA(HLS UNROLL)
+    for (int o = 0; o < C::COLS; ++o) {
+      P2VIT_PRAGMA(HLS UNROLL)
+      done[n / RL][n % RL][o] = acc[n][o];
+    }
   }
 }
 

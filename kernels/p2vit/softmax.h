@@ -44,19 +44,23 @@ void softmax_rows(stream<typename C::logit_word_t>& in, stream<typename C::act_t
   i64 ex[2][C::N];   // row i's exps (parity i mod 2) and row i - 1's; 1 <= ex[j] < 2^63 / N
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=ex type=complete dim=1)
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=ex type=cyclic factor=L dim=2)
-  typename C::act_t a[2][C::N];   // the C-sim trace's copy of the logits (no reader in hardware)
+  P2VIT_CSIM_ONLY(typename C::act_t a[2][C::N];)   // the trace's copy of the logits
   i64 s = 0;   // row i - 1's comparison side (numerics.md 2.5): 2 * sum or sum << G
 rows:
   for (int i = 0; i < C::N + 1; ++i) {
     const int cur = i % 2, prev = 1 - cur;
     typename C::act_t amax = 0;
     if (i < C::N) amax = maxes.read();   // row i's maximum, from Q.K^T's epilogue
-    typename C::code_t code[C::N];   // the C-sim trace's copy of row i - 1's codes (no reader in hardware)
+    P2VIT_CSIM_ONLY(typename C::code_t code[C::N];)   // the trace's copy of row i - 1's codes
     i64 sum = 0;   // row i's, < 2^63
   pass:
     for (int jw = 0; jw < WORDS; ++jw) {
       P2VIT_PRAGMA(HLS PIPELINE II=1)
-      P2VIT_PRAGMA(HLS DEPENDENCE variable=ex type=inter dependent=false)   // pass i writes ex[i mod 2], reads only the other
+      // pass i writes ex[i mod 2] and reads only ex[1 - i mod 2]: no dependence between the
+      // iterations, nor between this iteration's store and load (so the code half need not wait
+      // for the exp half's store)
+      P2VIT_PRAGMA(HLS DEPENDENCE variable=ex type=inter dependent=false)
+      P2VIT_PRAGMA(HLS DEPENDENCE variable=ex type=intra dependent=false)
       P2VIT_COUNT("softmax.pass");
       if (i < C::N) {   // row i: exps as the logits arrive
         const typename C::logit_word_t w = in.read();
@@ -66,7 +70,7 @@ rows:
           const int j = jw * L + l;
           if (j < C::N) {
             P2VIT_ACCESS("softmax_ex", cur * L + j % L);
-            a[cur][j] = lane(w, l);
+            P2VIT_CSIM_ONLY(a[cur][j] = lane(w, l);)
             const i64 e = softmax_exp<C::EXP_SHIFT>(lane(w, l), amax, mul, pb, pc);
             ex[cur][j] = e;
             part = part + e;
@@ -83,7 +87,7 @@ rows:
           if (j < C::N) {
             P2VIT_ACCESS("softmax_ex", prev * L + j % L);
             c = typename C::code_t(log_code_cmp<Z, C::ATTN_GEOMETRIC>(s, ex[prev][j]));
-            code[j] = c;   // read only by the C-sim trace below
+            P2VIT_CSIM_ONLY(code[j] = c;)
           }
           lane(w, l) = c;
         }

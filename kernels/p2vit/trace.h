@@ -37,10 +37,14 @@ inline void trace(const char* name, int block, long offset, const T* v, int len)
 }  // namespace p2vit
 #define P2VIT_TRACE(name, block, offset, ptr, len) ::p2vit::trace(name, block, offset, ptr, len)
 #define P2VIT_TRACING() (::p2vit::trace_sink != nullptr)
+#define P2VIT_CSIM_ONLY(...) __VA_ARGS__
 #else
 #define P2VIT_TRACE(name, block, offset, ptr, len)
 #define P2VIT_TRACING() false
+#define P2VIT_CSIM_ONLY(...)
 #endif
+// P2VIT_CSIM_ONLY(...): statements that feed only the C-sim's trace (copies that no hardware
+// reads): gone under __SYNTHESIS__ rather than left to dead-code removal.
 
 #if defined(P2VIT_COUNTERS) && !defined(__SYNTHESIS__)
 #include <algorithm>
