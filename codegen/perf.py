@@ -710,9 +710,10 @@ def buffers(shape: ModelShape, hw: HwConfig, acc_bits: int = 32) -> list[dict]:
           rows * (max(KP, D) + DH + D + HID),
           [xt_memories(hw, k, reshaped) for k, reshaped in
            ((max(KP, D), False), *zip((DH, D, HID), xt_reshape(hw, dh=DH, dim=D, hidden=HID).values()))]),
-        # registers: acc and its ping-pong copy done in each of the 4 instances (Q.K^T's grouped)
+        # registers: acc and its ping-pong copy done in each of the 4 instances (Q.K^T's grouped
+        # done[G][RL][COLS] rounds ROWS up to a multiple of RL)
         b("accumulators acc[ROWS][COLS] and ping-pong copies done (4 instances)",
-          8 * rows * cols * acc_bits // 8, []),
+          (7 * rows + RL * _cdiv(rows, RL)) * cols * acc_bits // 8, []),
         b("FC1 row tile rows[ROWS][HID] (cyclic GB)", rows * HID, [(GB, rows * _cdiv(HID, GB), 8)]),
         # row n = g*RL + u at [u][g]: RL banks along the rows of G = ceil(ROWS/RL) rows each; the row
         # maxima rmax[RL][G] are registers

@@ -21,7 +21,10 @@
 // Buffers and banks (what the II check counts, UG1399 "Arrays"):
 //   xt[ROWS][KMAX]: dim 1 complete, dim 2 cyclic SIMD -> bank (n, k % SIMD); a reduction step
 //     reads one value of each of the ROWS x SIMD banks, a load writes SIMD values of one row per
-//     cycle (one per bank: a small bank may be distributed RAM, one write port).
+//     cycle (one per bank: a small bank may be distributed RAM, one write port). Q.K^T's, FC1's
+//     and FC2's xt may instead be reshaped along K (P2VIT_XT_RESHAPE_*, p2vit_params.h): ROWS
+//     memories of SIMD-value words, and the same accesses are one word per row (the SIMD lanes
+//     of a step or a load are k = w*SIMD + s of one word w); the II check counts them per lane.
 //   acc[ROWS][COLS]: complete (registers).
 //   weight word: COLS x SIMD weights per step, BEATS beats of one m_axi bundle
 //     (BEATS = ceil(COLS * SIMD * 8 / 8 / AXI_BYTES)): the reduction's II is BEATS.
@@ -51,13 +54,18 @@ constexpr int xt_bank(int n, int k) {
 
 // load_rows_array: xt[n][k] = x[n0 + n][col0 + k] for rows n0 + n < NR, else 0; WL = load_lanes
 // = SIMD values per cycle (p2vit/banks.h): word kw of a row is k = kw*WL + w, one write per xt
-// bank (cyclic SIMD along K).
+// bank (cyclic SIMD along K), or one word write where xt is reshaped: all WL lanes are written
+// unconditionally (K is a multiple of SIMD, codegen/hwconfig.py check_simd), so HLS merges them
+// into one store. Inlined, so that each caller's xt keeps its own layout (partitioned or
+// reshaped: a shared RTL module would have one port layout for both).
 //   W: row length of x; XB: x's dim-2 banks (col0 a multiple of XB); name: x's name (II check).
 template <class C, int KMAX, int W, int XB>
 void load_rows_array(const typename C::act_t x[][W], int col0, int K, int NR, int n0,
                      typename pe_operand<typename C::act_t>::type xt[C::ROWS][KMAX], const char* name) {
+  P2VIT_PRAGMA(HLS INLINE)
   constexpr int WL = load_lanes<C>();
-  const int words = (K + WL - 1) / WL;
+  static_assert(KMAX % WL == 0, "load_rows_array: whole words of SIMD values");
+  const int words = K / WL;
   int n = 0, kw = 0;   // running row and word: no divider by the run-time K
   [[maybe_unused]] constexpr int TRIPS = C::ROWS * ((KMAX + WL - 1) / WL);
 load_array:
@@ -68,11 +76,9 @@ load_array:
     for (int w = 0; w < WL; ++w) {
       P2VIT_PRAGMA(HLS UNROLL)
       const int k = kw * WL + w;
-      if (k < K) {
-        if (n0 + n < NR) P2VIT_ACCESS_LANE(name, (col0 + k) % XB, w, gcd_int(WL, XB));
-        P2VIT_ACCESS_LANE("xt", xt_bank<C>(n, k), n * C::SIMD + w, C::SIMD);
-        xt[n][k] = n0 + n < NR ? x[n0 + n][col0 + k] : typename C::act_t(0);
-      }
+      if (n0 + n < NR) P2VIT_ACCESS_LANE(name, (col0 + k) % XB, w, gcd_int(WL, XB));
+      P2VIT_ACCESS_LANE("xt", xt_bank<C>(n, k), n * C::SIMD + w, C::SIMD);
+      xt[n][k] = n0 + n < NR ? x[n0 + n][col0 + k] : typename C::act_t(0);
     }
     if (++kw == words) {
       kw = 0;
@@ -82,13 +88,16 @@ load_array:
   (void)name;
 }
 
-// load_rows_stream: the next rows of K values from the FIFO s, WL = load_lanes values per word
-// (gelu_out's words: the last word of a row carries K - (words - 1)*WL), for rows n0 + n < NR, else 0.
+// load_rows_stream: the next rows of K values from the FIFO s, WL = load_lanes values per word (one
+// xt word where xt is reshaped; K a multiple of SIMD, as in load_rows_array), for rows n0 + n < NR,
+// else 0. Inlined like load_rows_array.
 template <class C, int KMAX>
 void load_rows_stream(stream<typename C::hidden_word_t>& s, int K, int NR, int n0,
                       typename pe_operand<typename C::act_t>::type xt[C::ROWS][KMAX]) {
+  P2VIT_PRAGMA(HLS INLINE)
   constexpr int WL = load_lanes<C>();
-  const int words = (K + WL - 1) / WL;
+  static_assert(KMAX % WL == 0, "load_rows_stream: whole words of SIMD values");
+  const int words = K / WL;
   int n = 0, kw = 0;
   [[maybe_unused]] constexpr int TRIPS = C::ROWS * ((KMAX + WL - 1) / WL);
 load_stream:
@@ -101,10 +110,8 @@ load_stream:
     for (int w = 0; w < WL; ++w) {
       P2VIT_PRAGMA(HLS UNROLL)
       const int k = kw * WL + w;
-      if (k < K) {
-        P2VIT_ACCESS_LANE("xt", xt_bank<C>(n, k), n * C::SIMD + w, C::SIMD);
-        xt[n][k] = lane(word, w);
-      }
+      P2VIT_ACCESS_LANE("xt", xt_bank<C>(n, k), n * C::SIMD + w, C::SIMD);
+      xt[n][k] = lane(word, w);
     }
     if (++kw == words) {
       kw = 0;

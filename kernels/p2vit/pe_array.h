@@ -93,6 +93,7 @@ namespace detail {
 // takes a plain multiplier. R * ceil(C/2) * S DSPs in all (codegen.perf.resources counts this).
 template <int R, int C, int S, int K, typename A>
 inline void pe_cycle_packed(const sint<8> xt[R][K], int k0, const sint<8> w[C][S], A acc[R][C], bool first) {
+  P2VIT_PRAGMA(HLS INLINE)   // part of the caller's step: its xt layout, its pipeline
   for (int n = 0; n < R; ++n) {
     P2VIT_PRAGMA(HLS UNROLL)
     for (int o = 0; o < C; o += 2) {
@@ -124,6 +125,7 @@ inline void pe_cycle_packed(const sint<8> xt[R][K], int k0, const sint<8> w[C][S
 // operands wider than 8 bits).
 template <int R, int C, int S, int K, typename X, typename W, typename A>
 inline void pe_cycle_portable(const X xt[R][K], int k0, const W w[C][S], A acc[R][C], bool first) {
+  P2VIT_PRAGMA(HLS INLINE)   // part of the caller's step: its xt layout, its pipeline
   for (int n = 0; n < R; ++n) {
     P2VIT_PRAGMA(HLS UNROLL)
     for (int o = 0; o < C; ++o) {
@@ -172,6 +174,7 @@ inline void pe_cycle_avx2(const std::int16_t xt[R][K], int k0, const std::int8_t
 //   first: the first step of a reduction (the accumulators start from 0: no clearing loop).
 template <int R, int C, int S, int K, typename X, typename W, typename A>
 inline void pe_array_cycle(const X xt[R][K], int k0, const W w[C][S], A acc[R][C], bool first) {
+  P2VIT_PRAGMA(HLS INLINE)   // part of the caller's step: its xt layout, its pipeline
 #if P2VIT_CSIM_AVX2
   if constexpr (S == 2 && C % 8 == 0 && std::is_same<X, std::int16_t>::value &&
                 std::is_same<W, std::int8_t>::value && std::is_same<A, std::int32_t>::value) {
