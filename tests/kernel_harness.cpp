@@ -307,7 +307,7 @@ std::pair<py::ssize_t, py::ssize_t> rows_cols(const arr& a, const char* what) {
 }
 
 // softmax_t<N, BITS, E, GEO>(a, x0, pb, pc, loops): the codes of every row of a, computed as
-// softmax_rows (p2vit/softmax.h) computes them: from the exp table and lis_row in a fast-rows build
+// softmax_rows (p2vit/softmax.h) computes them: from the exp table and lis_row in a fast-attention build
 // (loops false), else (or with loops true) by log_int_softmax_row.
 template <int N, int BITS, int E, bool GEO>
 arr softmax_t(const arr& a, std::int64_t x0, std::int64_t pb, std::int64_t pc, bool loops) {
@@ -317,12 +317,12 @@ arr softmax_t(const arr& a, std::int64_t x0, std::int64_t pb, std::int64_t pc, b
   auto pa = a.data(); auto po = o.mutable_data();
   sint<8> row[N];
   p2vit::uint<BITS> code[N];
-#if P2VIT_CSIM_FAST_ROWS
+#if P2VIT_CSIM_FAST_ATTN
   const p2vit::csim_fast_rows::LisTable<E> lis(in64(x0), in64(pb), in64(pc));
 #endif
   for (py::ssize_t m = 0; m < M; ++m) {
     for (int j = 0; j < N; ++j) row[j] = in_s<8>(pa[m * N + j], "log_int_softmax a");
-#if P2VIT_CSIM_FAST_ROWS
+#if P2VIT_CSIM_FAST_ATTN
     if (!loops) {
       p2vit::csim_fast_rows::lis_row<N, BITS, GEO>(row, code, lis.ex);
     } else
@@ -359,7 +359,7 @@ arr log_int_softmax_v(arr a, std::int64_t x0, std::int64_t pb, std::int64_t pc, 
                         " (add it to P2VIT_SOFTMAX_LIST)");
 }
 
-#if P2VIT_CSIM_FAST_ROWS
+#if P2VIT_CSIM_FAST_ATTN
 // lis_table(x0, pb, pc, exp_shift): the 256 entries of csim_fast_rows::LisTable<exp_shift>.
 template <int E>
 arr lis_table_t(std::int64_t x0, std::int64_t pb, std::int64_t pc) {
@@ -1047,7 +1047,8 @@ PYBIND11_MODULE(P2VIT_MODNAME, m) {
   m.def("gelu_lookup", &gelu_lookup_v, py::arg("h"), py::arg("lut"));
   m.attr("csim_avx2") = bool(P2VIT_CSIM_AVX2);
   m.attr("csim_fast_rows") = bool(P2VIT_CSIM_FAST_ROWS);
-#if P2VIT_CSIM_FAST_ROWS
+  m.attr("csim_fast_attn") = bool(P2VIT_CSIM_FAST_ATTN);
+#if P2VIT_CSIM_FAST_ATTN
   m.def("lis_table", &lis_table_v, py::arg("x0"), py::arg("pb"), py::arg("pc"), py::arg("exp_shift") = 0);
   m.def("lis_row", &lis_row_v, py::arg("a"), py::arg("table"), py::arg("bits"), py::arg("geometric") = false);
 #endif
@@ -1070,6 +1071,7 @@ PYBIND11_MODULE(P2VIT_MODNAME, m) {
         py::arg("shift_qk"), py::arg("x0"), py::arg("pb"), py::arg("pc"), py::arg("shift_av"), py::arg("lanes") = 1);
   m.def("mac_layer", &mac_layer_v, py::arg("x"), py::arg("w"), py::arg("rows"), py::arg("cols"), py::arg("wbits"));
   m.attr("csim_fast_mac") = bool(P2VIT_CSIM_FAST_MAC);
+  m.attr("csim_fast_vnni") = bool(P2VIT_CSIM_FAST_VNNI);
   m.def("nibble_word", &nibble_word_v, py::arg("bytes"), py::arg("cols"), py::arg("simd"));
   m.def("stream_roundtrip", &stream_roundtrip_v, py::arg("v"));
 #ifdef P2VIT_NATIVE_TYPES

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import platform
 import shutil
 import subprocess
 import sys
@@ -399,8 +400,8 @@ def _softmax_rows(rng, n):
 
 
 def test_log_int_softmax(kern):
-    """Both what softmax_rows runs (the table and threshold path of csim_fast_rows.h in a fast-rows
-    build) and the HLS row function log_int_softmax_row (loops=True)."""
+    """Both what softmax_rows runs (the table and threshold path of csim_fast_rows.h in a native
+    AVX2 or AVX-512 build) and the HLS row function log_int_softmax_row (loops=True)."""
     rng = np.random.default_rng(9)
     for n, bits in SOFTMAX_NB:
         a = _softmax_rows(rng, n)
@@ -443,13 +444,13 @@ def test_log_int_softmax_row_length_one(kern):
             check(kern.log_int_softmax(a, x0, pb, pc, 4, loops=loops), np.zeros_like(a))  # weight 2^0 = 1
 
 
-def _fast_rows(kern):
-    if not kern.csim_fast_rows:
-        pytest.skip("the csim_fast_rows.h paths are not compiled in this build (ap_int, or no AVX-512)")
+def _fast_attn(kern):
+    if not kern.csim_fast_attn:
+        pytest.skip("the softmax paths of csim_fast_rows.h are not compiled in this build (ap_int, or no AVX2)")
 
 
 def test_lis_table_is_int_exp_of_every_softmax_argument(kern):
-    _fast_rows(kern)
+    _fast_attn(kern)
     for E in intops.EXP_SHIFTS:
         for e_a in E_A:
             x0, pb, pc = intops.lis_constants(e_a, E)
@@ -477,7 +478,7 @@ def test_lis_row_codes_on_and_next_to_the_thresholds(kern):
     """lis_row's threshold count (ex <= floor(2 sum / (2T - 1))) against the ratio itself, with
     tables of small values (ratios land exactly on the thresholds T_t and on div_round's ties) and of
     huge ones (sum next to 2^63), including x = -255 and rows of one value."""
-    _fast_rows(kern)
+    _fast_attn(kern)
     rng = np.random.default_rng(21)
     for n, bits in [(1, 4), (2, 4), (3, 4), (5, 4), (16, 4), (197, 4), (16, 1), (16, 2), (16, 3), (16, 6),
                     (16, 8), (197, 8)]:
@@ -737,8 +738,8 @@ def test_nibble_word_unpacks_what_the_layout_packs(kern, cols, simd):
 @pytest.mark.parametrize("rows,cols", [(8, 8), (8, 16), (4, 8), (16, 8), (3, 8)])
 @pytest.mark.parametrize("wbits", [8, 4])
 def test_mac_layer_is_an_exact_matmul(kern, rows, cols, wbits):
-    """A whole layer through the MAC array (native AVX-512: csim_fast.layer_fast's row groups, weight
-    slices and epilogue order; otherwise the HLS loops) == x.w^T, for one and several row groups, partial tiles,
+    """A whole layer through the MAC array (native AVX2 or AVX-512: csim_fast.layer_fast's row groups,
+    weight slices and epilogue order; otherwise the HLS loops) == x.w^T, for one and several row groups, partial tiles,
     an odd number of weight tiles, K with and without a tail past a multiple of 8, and the extremes."""
     rng = np.random.default_rng(rows * 10 + cols + wbits)
     lo, hi = (-128, 128) if wbits == 8 else (-8, 8)
@@ -750,10 +751,13 @@ def test_mac_layer_is_an_exact_matmul(kern, rows, cols, wbits):
         check(kern.mac_layer(x, w, rows, cols, wbits), x @ w.T)
 
 
-def test_native_harness_uses_the_avx512_layer_path_where_the_cpu_has_it(kern):
-    flags = Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").exists() else []
-    fast = all(f in flags for f in ("avx512_vnni", "avx512bw", "avx512vl"))
-    assert kern.csim_fast_mac == (kern.mode == "native" and fast)
+def test_native_harness_uses_the_blocked_layer_path_where_the_cpu_has_avx2(kern):
+    """csim_fast.layer_fast runs in every native build on an AVX2 CPU, with the VNNI byte kernel
+    where the CPU has AVX-512 VNNI, else the 16-bit AVX2 kernel."""
+    flags = set(Path("/proc/cpuinfo").read_text().split()) if Path("/proc/cpuinfo").exists() else set()
+    native = kern.mode == "native"
+    assert kern.csim_fast_mac == (native and "avx2" in flags)
+    assert kern.csim_fast_vnni == (native and {"avx512_vnni", "avx512bw", "avx512vl"} <= flags)
 
 
 def test_native_harness_uses_the_avx2_pe_path_where_the_cpu_has_it(kern):
@@ -761,10 +765,13 @@ def test_native_harness_uses_the_avx2_pe_path_where_the_cpu_has_it(kern):
     assert kern.csim_avx2 == (kern.mode == "native" and has_avx2)
 
 
-def test_native_harness_uses_the_fast_row_paths_where_the_cpu_has_avx512(kern):
+def test_native_harness_uses_the_fast_row_paths_where_the_cpu_has_them(kern):
+    """The softmax and A.V fast paths need AVX2 (with an AVX-512 form where the CPU has it); the
+    LayerNorm and epilogue ones AVX-512."""
     flags = set(Path("/proc/cpuinfo").read_text().split()) if Path("/proc/cpuinfo").exists() else set()
-    has = {"avx2", "avx512f", "avx512bw", "avx512vl", "avx512dq"} <= flags
-    assert kern.csim_fast_rows == (kern.mode == "native" and has)
+    native = kern.mode == "native"
+    assert kern.csim_fast_attn == (native and "avx2" in flags)
+    assert kern.csim_fast_rows == (native and {"avx2", "avx512f", "avx512bw", "avx512vl", "avx512dq"} <= flags)
 
 
 def test_harness_rejects_out_of_range_inputs(kern):
@@ -782,6 +789,21 @@ template void p2vit::layernorm_row<768, 16>(const p2vit::sint<16>*, const p2vit:
 template void p2vit::residual_add_row<768, 8>(const p2vit::sint<8>*, int, const p2vit::sint<8>*, const p2vit::sint<8>*, const p2vit::sint<8>*, p2vit::sint<8>*);
 int main() { return p2vit::log_round_clamped<15>(p2vit::isqrt(p2vit::i64(100))); }
 """
+
+
+def test_harness_compiles_with_each_fast_path_form():
+    """The C-sim's fast paths have an AVX2 and an AVX-512 (VNNI) form, and a test machine runs only
+    the one its CPU has: both forms are compiled here (templates instantiated, -Werror) whatever
+    the CPU, so neither can rot unseen."""
+    if platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip("the fast paths are x86 (AVX2 / AVX-512) code")
+    jobs = [[CXX, *CXXFLAGS, "-fsyntax-only", *_py_includes(), f"-I{KERNELS}", "-DP2VIT_NATIVE_TYPES",
+             "-DP2VIT_DSP_TALLY", "-DP2VIT_MODNAME=p2vit_kernels_syntax", *arch, str(HARNESS)]
+            for arch in (["-march=x86-64-v3"], ["-march=x86-64-v4", "-mavx512vnni"])]
+    procs = [subprocess.Popen(j, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for j in jobs]
+    for j, p in zip(jobs, procs):
+        log, _ = p.communicate()
+        assert p.returncode == 0, f"{' '.join(j)}\n{log[-4000:]}"
 
 
 def test_headers_self_contained_and_pragmas_well_formed(tmp_path):
@@ -853,7 +875,7 @@ def _av_want(codes, v, h, shift, bits):
 
 @pytest.mark.parametrize("n,heads,dh,bits,lanes", AV_SHAPES)
 def test_av_rows_against_numerics_2_6(kern, n, heads, dh, bits, lanes):
-    """av_rows alone (p2vit/shifter.h; the dot-product path of csim_fast_rows.h in a fast-rows build) on
+    """av_rows alone (p2vit/shifter.h; the dot-product path of csim_fast_rows.h in a native AVX2 or AVX-512 build) on
     codes of every value, 0 to the zero-weight code Z: extremes (v = -128 with code 0 everywhere, the
     largest sum), all-Z rows, odd N, head widths that are not a multiple of 16, and shifts <= 0."""
     rng = np.random.default_rng(n * 1000 + dh * 10 + bits)

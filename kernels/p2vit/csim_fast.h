@@ -1,6 +1,6 @@
 // p2vit/csim_fast.h - the native C-sim's fast path for the MAC-array layers: the same sums as
 // the loops of p2vit/mac_array.h and p2vit/layers.h, computed as blocked matrix products with
-// AVX-512 VNNI.
+// AVX-512 VNNI where the CPU has it, else with AVX2's 16-bit multiply-adds.
 //
 // Why: the C-sim exists to check the integer network against PyTorch on thousands of images, so
 // it has to run near PyTorch's speed. The HLS loop order (row tile outer, weight tile inner, one
@@ -23,12 +23,17 @@
 #include "types.h"
 
 // P2VIT_CSIM_FAST_MAC: 1 in a native-types, non-instrumented software build for a CPU with
-// AVX-512 VNNI (and BW, VL for the byte and 256-bit forms), else 0.
-#if P2VIT_CSIM_AVX2 && defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512VL__) && \
-    !defined(P2VIT_COUNTERS) && !defined(P2VIT_PLANT_EXTRA_ACCESS)
+// AVX2, else 0. P2VIT_CSIM_FAST_VNNI: 1 where the CPU also has AVX-512 VNNI (and BW, VL for the
+// byte and 256-bit forms), which selects the byte kernel below; else the 16-bit AVX2 kernel.
+#if P2VIT_CSIM_AVX2 && !defined(P2VIT_COUNTERS) && !defined(P2VIT_PLANT_EXTRA_ACCESS)
 #define P2VIT_CSIM_FAST_MAC 1
 #else
 #define P2VIT_CSIM_FAST_MAC 0
+#endif
+#if P2VIT_CSIM_FAST_MAC && defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+#define P2VIT_CSIM_FAST_VNNI 1
+#else
+#define P2VIT_CSIM_FAST_VNNI 0
 #endif
 
 #if P2VIT_CSIM_FAST_MAC
@@ -77,20 +82,35 @@ constexpr bool layer_fast_supported() {
 //
 // The HLS order (row tile outer, weight tile inner) streams every weight of a layer once per row
 // tile: for vit_b's FC1, 2.4 MB x 25 row tiles per image. layer_fast keeps a group of
-// GROUP_ROWS = 96 rows (96 / ROWS row tiles) on hand as unsigned bytes u = x + 128, rearranges each 8-column
-// slice of a weight tile once into 64-byte words (8 columns x 8 reduction indices), and runs
-// two slices against 12 rows at a time with vpdpbusd (u8 x s8, 64 products per instruction;
-// each broadcast row serves both slices):
-//   sum_k x*w = sum_k u*w - 128 * sum_k w,
-// where sum_k w of each column is summed once per slice. Bounds: 0 <= u <= 255, |w| <= 128, so
-// |sum_k u*w| <= K * 2^15 < 2^31 for K < 2^16 (static_assert), and the difference is the HLS
-// accumulator's value (|sum| < 2^(ACC_BITS-1)).
+// GROUP_ROWS = 96 rows (96 / ROWS row tiles) on hand, rearranges each 8-column slice of a weight
+// tile once, and runs two slices against BLOCK_ROWS rows at a time, each broadcast row serving
+// both slices. Two kernels do this (one is compiled, by P2VIT_CSIM_FAST_VNNI):
+//   VNNI: the rows as unsigned bytes u = x + 128, a slice as 64-byte words (8 columns x 8
+//     reduction indices), 12 rows per block with vpdpbusd (u8 x s8, 64 products per instruction):
+//       sum_k x*w = sum_k u*w - 128 * sum_k w,
+//     where sum_k w of each column is summed once per slice. Bounds: 0 <= u <= 255, |w| <= 128, so
+//     |sum_k u*w| <= K * 2^15 < 2^31 for K < 2^16 (static_assert), and the difference is the HLS
+//     accumulator's value (|sum| < 2^(ACC_BITS-1)).
+//   AVX2: the rows as int16 x (no offset), a slice as one 32-byte word per step (8 columns x the
+//     step's 2 weights, sign-extended to int16, the blob's own [COLS][2] order), 6 rows per block
+//     with vpmaddwd (x[2s]*w[2s] + x[2s+1]*w[2s+1] per column: 16 products per instruction, each
+//     at most 2^14, so every partial sum is exact in int32) and vpaddd. K is even (SIMD 2).
 // The epilogues of a group run in (weight tile, row tile) order instead of (row tile, weight
 // tile): each writes only its own tile's outputs, so the result is the same; a row tile's `done`
 // (e.g. gelu_out) runs after all of its epilogues, in row-tile order.
 
 constexpr int GROUP_ROWS = 96;   // rows per group (at least one row tile)
-constexpr int BLOCK_ROWS = 12;   // rows per register block: 2 x 12 accumulators + 2 weights + 1 row
+#if P2VIT_CSIM_FAST_VNNI
+constexpr int BLOCK_ROWS = 12;   // rows per register block: 2 x 12 accumulators + 2 weights + 1 row (32 zmm)
+using group_t = std::uint8_t;    // a group row's value: u = x + 128
+constexpr group_t GROUP_ZERO = 128;
+inline group_t to_group(std::int16_t x) { return group_t(x + 128); }
+#else
+constexpr int BLOCK_ROWS = 6;    // 2 x 6 accumulators + 2 weights + 1 row + 1 product (16 ymm)
+using group_t = std::int16_t;    // a group row's value: x itself
+constexpr group_t GROUP_ZERO = 0;
+inline group_t to_group(std::int16_t x) { return x; }
+#endif
 
 // group_tiles<C>(): row tiles per group; group_rows<C>(): their rows rounded up to whole blocks.
 template <class C>
@@ -102,6 +122,7 @@ constexpr int group_rows() {
   return (group_tiles<C>() * C::ROWS + BLOCK_ROWS - 1) / BLOCK_ROWS * BLOCK_ROWS;
 }
 
+#if P2VIT_CSIM_FAST_VNNI
 // words4(base, stride, g): the 16 bytes of column group g of four consecutive words (steps
 // ks..ks+3, each [COLS][2] int8 at base + i*stride) rearranged so that qword o holds column o's
 // 8 weights in k order: word 4o + i of the output is word 8i + o of the input.
@@ -222,6 +243,58 @@ __attribute__((noipa)) void gemm_block(const std::uint8_t u[][KMAX], int K,
   if (K & 7) finish_tail<RB, NS, KMAX>(u, K, slice, out, ld);
 }
 
+#else  // AVX2 kernel
+
+// Slice<KMAX>: 8 columns of one weight tile, one int16 word per step:
+//   wp[s][2o + i] = weight 2s + i of column o.
+template <int KMAX>
+struct Slice {
+  alignas(32) std::int16_t wp[KMAX / 2][16];
+};
+
+// prepare_slice(words, stride, g, K, s): fills s from column group g of the words at `words`
+// (column group g of a step's [COLS][2] word is its 16 bytes at 16g, already in wp's order).
+template <int KMAX>
+__attribute__((noinline)) void prepare_slice(const std::uint8_t* words, long stride, int g, int K, Slice<KMAX>& s) {
+  for (int ks = 0; ks < K / 2; ++ks) {
+    const __m128i w8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(words + long(ks) * stride + 16 * g));
+    _mm256_store_si256(reinterpret_cast<__m256i*>(s.wp[ks]), _mm256_cvtepi8_epi16(w8));
+  }
+}
+
+// gemm_block<RB, NS, KMAX>(x, K, slice, out, ld): for NS (1 or 2) slices and RB rows of x,
+// out[i][n*ld + o] = sum_k x[n][k] * w_o[k] of slice i.
+// noipa for the reason the VNNI kernel gives: the accumulators stay in registers only so.
+template <int RB, int NS, int KMAX>
+__attribute__((noipa)) void gemm_block(const std::int16_t x[][KMAX], int K, const Slice<KMAX>* const slice[NS],
+                                       std::int32_t* const out[NS], int ld) {
+  static_assert(NS == 1 || NS == 2, "one or two slices");
+  __m256i a0[RB], a1[RB];
+#pragma GCC unroll 16
+  for (int n = 0; n < RB; ++n) a0[n] = a1[n] = _mm256_setzero_si256();
+  const std::int16_t(*w0)[16] = slice[0]->wp;
+  const std::int16_t(*w1)[16] = slice[NS - 1]->wp;
+  for (int ks = 0; ks < K / 2; ++ks) {
+    const __m256i wq0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(w0[ks]));
+    const __m256i wq1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(w1[ks]));
+#pragma GCC unroll 16
+    for (int n = 0; n < RB; ++n) {
+      std::int32_t pair;
+      std::memcpy(&pair, &x[n][2 * ks], 4);   // x[2s], x[2s+1]: the pair in every dword
+      const __m256i xv = _mm256_set1_epi32(pair);
+      a0[n] = _mm256_add_epi32(a0[n], _mm256_madd_epi16(xv, wq0));
+      if (NS == 2) a1[n] = _mm256_add_epi32(a1[n], _mm256_madd_epi16(xv, wq1));
+    }
+  }
+#pragma GCC unroll 16
+  for (int n = 0; n < RB; ++n) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out[0] + n * ld), a0[n]);
+    if (NS == 2) _mm256_storeu_si256(reinterpret_cast<__m256i*>(out[NS - 1] + n * ld), a1[n]);
+  }
+}
+
+#endif  // P2VIT_CSIM_FAST_VNNI
+
 // BlobTiles<C, KMAX>: the weight tiles of a layer in the blob, where reduce_blob reads them.
 // tile(ot, buf, stride): pointer to tile ot's words, one [COLS][2] int8 word per step, `stride`
 // bytes apart: the blob itself for 8-bit weights, else buf after unpacking the nibbles.
@@ -268,7 +341,7 @@ template <class C, int KMAX, class Tiles, class Load, class Epi, class Done>
 void layer_fast(int NT, int K, int OT, const Tiles& tiles_src, Load load, Epi epi, Done done) {
   constexpr int ROWS = C::ROWS, COLS = C::COLS, G = COLS / 8, TG = group_tiles<C>(), UR = group_rows<C>();
   struct Scratch {
-    alignas(64) std::uint8_t u[UR][KMAX];
+    alignas(64) group_t u[UR][KMAX];
     alignas(64) std::int16_t xt[ROWS][KMAX];
     alignas(64) std::int32_t acc[2][UR][COLS];                    // a pair of weight tiles
     alignas(64) std::int8_t buf[2][KMAX / 2][COLS][2];            // weight words made by `tiles_src`
@@ -285,11 +358,11 @@ void layer_fast(int NT, int K, int OT, const Tiles& tiles_src, Load load, Epi ep
     for (int tt = 0; tt < tiles; ++tt) {
       load(t0 + tt, xt);
       for (int n = 0; n < ROWS; ++n)
-        for (int k = 0; k < K; ++k) u[tt * ROWS + n][k] = std::uint8_t(xt[n][k] + 128);
+        for (int k = 0; k < K; ++k) u[tt * ROWS + n][k] = to_group(xt[n][k]);
     }
     const int blocks = (tiles * ROWS + BLOCK_ROWS - 1) / BLOCK_ROWS;
     for (int n = tiles * ROWS; n < blocks * BLOCK_ROWS; ++n)   // padding rows: x = 0
-      for (int k = 0; k < K; ++k) u[n][k] = 128;
+      for (int k = 0; k < K; ++k) u[n][k] = GROUP_ZERO;
     for (int ot0 = 0; ot0 < OT; ot0 += 2) {
       const int pair = OT - ot0 < 2 ? 1 : 2;
       int ns = 0;

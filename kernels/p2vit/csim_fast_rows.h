@@ -10,11 +10,13 @@
 // per code, A.V is a multiply-add by the weight 2^(F - code), the LayerNorm quotient comes from a
 // double reciprocal with an exact integer correction, and the epilogues run 8 lanes at a time.
 //
-// What is here (only when P2VIT_CSIM_FAST_ROWS is 1, see below; namespace p2vit::csim_fast_rows):
+// What is here (namespace p2vit::csim_fast_rows; the macros are defined below):
+// with P2VIT_CSIM_FAST_ATTN (AVX2; each in an AVX-512 form where P2VIT_CSIM_FAST_ROWS is also 1):
 //   LisTable<E>(x0, pb, pc)            int_exp of every softmax argument (a - max) << E
 //   lis_row<N, BITS, GEO>(a, code, tab) log_int_softmax_row (p2vit/rows.h) from the table
 //   softmax_rows_fast<C>(...)          softmax_rows (p2vit/softmax.h)
 //   av_supported<C>(), av_rows_fast<C>(...)    av_rows (p2vit/shifter.h)
+// with P2VIT_CSIM_FAST_ROWS (AVX-512 only):
 //   ln_row<D, RBITS, F, NB>(...)       layernorm_row (p2vit/rows.h)
 //   epi_supported<C>(), qkv_supported<C>(), epi_qkv_fast<C>(...), epi_logits_fast<C>(...),
 //   epi_gelu_fast<C>(...), epi_residual_fast<C>(...)
@@ -37,17 +39,25 @@
 #include "trace.h"
 #include "types.h"
 
-// P2VIT_CSIM_FAST_ROWS: 1 in a native-types, non-instrumented software build for a CPU with
-// AVX-512 F, BW, VL and DQ (8 x int64 lanes, masked byte loads, 64-bit multiplies and double
-// conversions), else 0.
-#if P2VIT_CSIM_AVX2 && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && \
-    defined(__AVX512DQ__) && !defined(P2VIT_COUNTERS) && !defined(P2VIT_PLANT_EXTRA_ACCESS)
+// P2VIT_CSIM_FAST_ATTN: 1 in a native-types, non-instrumented software build for a CPU with AVX2,
+// else 0: the softmax (LisTable, lis_row, softmax_rows_fast) and A.V (av_rows_fast), which have an
+// AVX2 form beside the AVX-512 one.
+// P2VIT_CSIM_FAST_ROWS: 1 where the CPU also has AVX-512 F, BW, VL and DQ (8 x int64 lanes, masked
+// byte loads, 64-bit multiplies and double conversions), else 0: those two in their AVX-512 form,
+// and everything else here (LayerNorm, the epilogues), which has only that form.
+#if P2VIT_CSIM_AVX2 && !defined(P2VIT_COUNTERS) && !defined(P2VIT_PLANT_EXTRA_ACCESS)
+#define P2VIT_CSIM_FAST_ATTN 1
+#else
+#define P2VIT_CSIM_FAST_ATTN 0
+#endif
+#if P2VIT_CSIM_FAST_ATTN && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && \
+    defined(__AVX512DQ__)
 #define P2VIT_CSIM_FAST_ROWS 1
 #else
 #define P2VIT_CSIM_FAST_ROWS 0
 #endif
 
-#if P2VIT_CSIM_FAST_ROWS
+#if P2VIT_CSIM_FAST_ATTN
 #include <immintrin.h>
 
 #include <cstdint>
@@ -58,6 +68,7 @@
 namespace p2vit {
 namespace csim_fast_rows {
 
+#if P2VIT_CSIM_FAST_ROWS
 // ---- 8 x int64 lanes ------------------------------------------------------------------------
 // GCC implements the unmasked forms of several AVX-512 intrinsics with an _mm512_undefined_*
 // pass-through, which its -Wmaybe-uninitialized sometimes reports once inlined; the zero-masked
@@ -137,6 +148,8 @@ inline __m512i requant8(__m512i v, __m512i k) {
   return _mm512_maskz_max_epi64(ALL8, _mm512_maskz_min_epi64(ALL8, t, set8(hi)), set8(-hi - 1));
 }
 
+#endif  // P2VIT_CSIM_FAST_ROWS
+
 // ---- Log-Int-Softmax (numerics.md 2.5) ------------------------------------------------------
 
 // LisTable<E>(x0, pb, pc): ex[d] = int_exp_cmp<8 + E, exp_clamp(E)>(-(d << E), m, pb, pc) for d = 0..255,
@@ -187,7 +200,7 @@ inline void lis_row(const sint<8> a[N], uint<BITS> code[N], const std::int64_t t
   constexpr int ZC = Z < TOP ? Z : TOP;
   int amax = a[0];
   for (int j = 1; j < N; ++j) amax = a[j] > amax ? int(a[j]) : amax;
-  alignas(64) std::uint64_t ex[N];
+  alignas(64) std::uint64_t ex[N + 3];   // + 3: the AVX2 form's last group of 4
   std::uint64_t sum = 0;   // < 2^63
   for (int j = 0; j < N; ++j) {
     ex[j] = std::uint64_t(tab[amax - int(a[j])]);   // index in [0, 255]
@@ -195,6 +208,7 @@ inline void lis_row(const sint<8> a[N], uint<BITS> code[N], const std::int64_t t
   }
   std::uint64_t L[ZC];
   detail::lis_levels<GEO>(sum, L, std::make_index_sequence<ZC>{});
+#if P2VIT_CSIM_FAST_ROWS
   if constexpr (ZC <= 15) {
     // L_t does not increase with t (T_t does), so the t with ex <= L_t are 1..code: a binary search
     // for the last one over Lt[t] = L_t, padded with Lt[t > ZC] = 0 < ex (never reached).
@@ -223,6 +237,22 @@ inline void lis_row(const sint<8> a[N], uint<BITS> code[N], const std::int64_t t
       store8(code + j, m, cnt);   // 0..ZC
     }
   }
+#else
+  // AVX2: 4 lanes per compare, code = ZC - #{t : ex > L_t}. vpcmpgtq is signed: ex < 2^63, and
+  // ex > L_t <=> ex > min(L_t, 2^63 - 1), so each L_t is clamped into int64 first.
+  __m256i lv[ZC];
+  for (int t = 0; t < ZC; ++t)
+    lv[t] = _mm256_set1_epi64x(std::int64_t(L[t] < (std::uint64_t(1) << 63) ? L[t] : (std::uint64_t(1) << 63) - 1));
+  alignas(32) std::int64_t cnt[N + 3];
+  for (int j = N; j < N + 3; ++j) ex[j] = 0;   // the last group's lanes past N: computed, not stored
+  for (int j = 0; j < N; j += 4) {
+    const __m256i e = _mm256_load_si256(reinterpret_cast<const __m256i*>(ex + j));
+    __m256i above = _mm256_setzero_si256();   // -#{t : ex > L_t}
+    for (int t = 0; t < ZC; ++t) above = _mm256_add_epi64(above, _mm256_cmpgt_epi64(e, lv[t]));
+    _mm256_store_si256(reinterpret_cast<__m256i*>(cnt + j), _mm256_add_epi64(above, _mm256_set1_epi64x(ZC)));
+  }
+  for (int j = 0; j < N; ++j) code[j] = uint<BITS>(cnt[j]);   // 0..ZC
+#endif
 }
 
 // softmax_rows_fast<C>: softmax_rows<C> (p2vit/softmax.h): per row, read the row's maximum and N logits, lis_row with the
@@ -283,6 +313,7 @@ inline void av_rows_fast(stream<typename C::code_t>& codes, const std::int8_t v[
     }
   std::int16_t wt[256];   // wt[c]: the weight of code c, 2^(F - c) for c < Z, else 0 (code_t is 8-bit: c <= 255)
   for (int c = 0; c < 256; ++c) wt[c] = c < Z ? std::int16_t(1 << (F - c)) : std::int16_t(0);
+#if P2VIT_CSIM_FAST_ROWS
   const __m512i k = set8(shift);
   constexpr int R = 2;   // query rows per pass: each value pair loaded once for both (2 is the fastest here)
   for (int i = 0; i < N; i += R) {
@@ -332,8 +363,32 @@ inline void av_rows_fast(stream<typename C::code_t>& codes, const std::int8_t v[
       }
     }
   }
+#else
+  // AVX2: one query row per pass (2 x G accumulators of 8 lanes, vpmaddwd + vpaddd; the same exact
+  // int32 sums), the requantization per lane as the loop's requant<8>.
+  for (int i = 0; i < N; ++i) {
+    alignas(32) std::int16_t w[2 * NP];
+    typename C::code_t cs[N];
+    codes.read_n(cs, N);   // row i's N codes
+    for (int j = 0; j < N; ++j) w[j] = wt[int(cs[j])];
+    if constexpr (N % 2 == 1) w[N] = 0;   // the padding key (its values are 0 too)
+    __m256i acc[2 * G];
+    for (int g = 0; g < 2 * G; ++g) acc[g] = _mm256_setzero_si256();
+    for (int p = 0; p < NP; ++p) {
+      std::int32_t wp;
+      std::memcpy(&wp, &w[2 * p], 4);
+      const __m256i wv = _mm256_set1_epi32(wp);
+      for (int g = 0; g < 2 * G; ++g)
+        acc[g] = _mm256_add_epi32(acc[g], _mm256_madd_epi16(_mm256_load_si256(reinterpret_cast<const __m256i*>(&vp[p][8 * g])), wv));
+    }
+    alignas(32) std::int32_t sums[16 * G];
+    for (int g = 0; g < 2 * G; ++g) _mm256_store_si256(reinterpret_cast<__m256i*>(&sums[8 * g]), acc[g]);
+    for (int d = 0; d < DH; ++d) o[i][h * DH + d] = requant<8>(i64(sums[d]), shift);
+  }
+#endif
 }
 
+#if P2VIT_CSIM_FAST_ROWS
 // ---- LayerNorm (numerics.md 2.7) -----------------------------------------------------------
 
 // ln_row<D, RBITS, F, NB>(r, k, G, B, sh, eps_i, y): layernorm_row<D, RBITS> (p2vit/rows.h), whose
@@ -537,8 +592,10 @@ inline void epi_residual_fast(const typename C::acc_t acc[C::ROWS][C::COLS], int
   }
 }
 
+#endif  // P2VIT_CSIM_FAST_ROWS
+
 }  // namespace csim_fast_rows
 }  // namespace p2vit
 
-#endif  // P2VIT_CSIM_FAST_ROWS
+#endif  // P2VIT_CSIM_FAST_ATTN
 #endif  // P2VIT_CSIM_FAST_ROWS_H

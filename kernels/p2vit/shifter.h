@@ -25,7 +25,7 @@ namespace p2vit {
 template <class C>
 void av_rows(stream<typename C::code_word_t>& codes, const typename C::act_t v[C::H][C::N][C::DH], int h, int shift,
              typename C::act_t o[C::N][C::D]) {
-#if P2VIT_CSIM_FAST_ROWS
+#if P2VIT_CSIM_FAST_ATTN
   if constexpr (csim_fast_rows::av_supported<C>() && C::LANES == 1) {   // C-sim: the same sums as a dot product
     csim_fast_rows::av_rows_fast<C>(codes, v, h, shift, o);
     return;

@@ -28,7 +28,7 @@ namespace p2vit {
 template <class C>
 void softmax_rows(stream<typename C::logit_word_t>& in, stream<typename C::act_t>& maxes,
                   stream<typename C::code_word_t>& out, i64 x0, i64 pb, i64 pc, int block, int h) {
-#if P2VIT_CSIM_FAST_ROWS
+#if P2VIT_CSIM_FAST_ATTN
   if constexpr (C::LANES == 1) {
     csim_fast_rows::softmax_rows_fast<C>(in, maxes, out, x0, pb, pc, block, h);   // C-sim: the same codes
     return;
