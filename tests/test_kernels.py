@@ -62,6 +62,10 @@ def _ap_types_dir() -> Path | None:
     return d if (d / "ap_int.h").is_file() and (d / "hls_stream.h").is_file() else None
 
 
+def _cpu_flags() -> set[str]:
+    return set(Path("/proc/cpuinfo").read_text().split()) if Path("/proc/cpuinfo").exists() else set()
+
+
 def _py_includes() -> list[str]:
     import pybind11
     return [f"-I{sysconfig.get_paths()['include']}", f"-I{pybind11.get_include()}"]
@@ -97,6 +101,10 @@ def _builds(tmp_path_factory):
     out = tmp_path_factory.mktemp("p2vit_kernels")
     # -march=native: the native build must compile the AVX2 PE-array path the C-sim uses
     builds = {"native": _Build("native", out, ["-DP2VIT_NATIVE_TYPES", "-march=native", "-DP2VIT_DSP_TALLY"])}
+    if platform.machine() in ("x86_64", "AMD64") and "avx512f" in _cpu_flags():
+        # the native build runs the AVX-512 forms of the C-sim fast paths here; this one the AVX2 forms
+        builds["native-avx2"] = _Build("native_avx2", out, ["-DP2VIT_NATIVE_TYPES", "-march=x86-64-v3",
+                                                            "-DP2VIT_DSP_TALLY"])
     ap = _ap_types_dir()
     if ap is not None:
         builds["ap_int"] = _Build("ap_int", out, [f"-I{ap}", "-DP2VIT_DSP_TALLY"])
@@ -114,6 +122,19 @@ def kern(request, _builds):
         pytest.skip("hls4ml (Xilinx ap_types: ap_int.h, hls_stream.h) is not installed")
     mod = _builds[request.param].load()
     assert mod.mode == request.param
+    return mod
+
+
+@pytest.fixture(scope="session", params=["native", "native-avx2", "ap_int"])
+def fkern(request, _builds):
+    """The harness in one type mode, for the tests of the C-sim fast paths (csim_fast*.h), which
+    have an AVX2 and an AVX-512 form: on an AVX-512 CPU also a native build for x86-64-v3, so
+    that both forms run there."""
+    if request.param not in _builds:
+        pytest.skip("hls4ml (Xilinx ap_types) is not installed" if request.param == "ap_int"
+                    else "no AVX-512 on this CPU: the native build already runs the AVX2 forms")
+    mod = _builds[request.param].load()
+    assert mod.mode == request.param.split("-")[0]
     return mod
 
 
@@ -399,7 +420,7 @@ def _softmax_rows(rng, n):
     return np.concatenate(rows).astype(np.int64)
 
 
-def test_log_int_softmax(kern):
+def test_log_int_softmax(fkern):
     """Both what softmax_rows runs (the table and threshold path of csim_fast_rows.h in a native
     AVX2 or AVX-512 build) and the HLS row function log_int_softmax_row (loops=True)."""
     rng = np.random.default_rng(9)
@@ -413,13 +434,13 @@ def test_log_int_softmax(kern):
             rb = min(bits, 6)
             want = intops.log_int_softmax_c(T(a), x0, pb, pc, rb)
             for loops in (False, True):
-                got = kern.log_int_softmax(a, x0, pb, pc, bits, loops=loops)
+                got = fkern.log_int_softmax(a, x0, pb, pc, bits, loops=loops)
                 check(got, want, a=a)
                 check(got, intops.log_int_softmax(T(a), e_a, rb), a=a)
                 assert got.min() >= 0 and got.max() <= (1 << bits) - 1
 
 
-def test_log_int_softmax_finer_exp_and_geometric_rounding(kern):
+def test_log_int_softmax_finer_exp_and_geometric_rounding(fkern):
     """The exp_shift / attn_rounding instances, both C-sim paths, against intops at every logit
     exponent the quantizer may choose for them (section 4's bound checked here too)."""
     rng = np.random.default_rng(10)
@@ -432,16 +453,16 @@ def test_log_int_softmax_finer_exp_and_geometric_rounding(kern):
             rb = min(bits, 6)
             want = intops.log_int_softmax(T(a), e_a, rb, E, rounding)
             for loops in (False, True):
-                got = kern.log_int_softmax(a, x0, pb, pc, bits, loops=loops, exp_shift=E, geometric=geo)
+                got = fkern.log_int_softmax(a, x0, pb, pc, bits, loops=loops, exp_shift=E, geometric=geo)
                 check(got, want, a=a, e_a=e_a, E=E, geo=geo)
 
 
-def test_log_int_softmax_row_length_one(kern):
+def test_log_int_softmax_row_length_one(fkern):
     a = np.arange(-128, 128, dtype=np.int64)[:, None]
     for e_a in E_A:
         x0, pb, pc = intops.lis_constants(e_a)
         for loops in (False, True):
-            check(kern.log_int_softmax(a, x0, pb, pc, 4, loops=loops), np.zeros_like(a))  # weight 2^0 = 1
+            check(fkern.log_int_softmax(a, x0, pb, pc, 4, loops=loops), np.zeros_like(a))  # weight 2^0 = 1
 
 
 def _fast_attn(kern):
@@ -449,12 +470,12 @@ def _fast_attn(kern):
         pytest.skip("the softmax paths of csim_fast_rows.h are not compiled in this build (ap_int, or no AVX2)")
 
 
-def test_lis_table_is_int_exp_of_every_softmax_argument(kern):
-    _fast_attn(kern)
+def test_lis_table_is_int_exp_of_every_softmax_argument(fkern):
+    _fast_attn(fkern)
     for E in intops.EXP_SHIFTS:
         for e_a in E_A:
             x0, pb, pc = intops.lis_constants(e_a, E)
-            check(kern.lis_table(x0, pb, pc, E),
+            check(fkern.lis_table(x0, pb, pc, E),
                   intops.int_exp(T(-np.arange(256) << E), x0, pb, pc, intops.exp_clamp(E)))
 
 
@@ -474,11 +495,11 @@ def _codes_by_ratio(a, table, bits, geometric=False):
     return out
 
 
-def test_lis_row_codes_on_and_next_to_the_thresholds(kern):
+def test_lis_row_codes_on_and_next_to_the_thresholds(fkern):
     """lis_row's threshold count (ex <= floor(2 sum / (2T - 1))) against the ratio itself, with
     tables of small values (ratios land exactly on the thresholds T_t and on div_round's ties) and of
     huge ones (sum next to 2^63), including x = -255 and rows of one value."""
-    _fast_attn(kern)
+    _fast_attn(fkern)
     rng = np.random.default_rng(21)
     for n, bits in [(1, 4), (2, 4), (3, 4), (5, 4), (16, 4), (197, 4), (16, 1), (16, 2), (16, 3), (16, 6),
                     (16, 8), (197, 8)]:
@@ -491,14 +512,14 @@ def test_lis_row_codes_on_and_next_to_the_thresholds(kern):
         for table in tables:
             table = A(table)
             assert table.min() >= 1 and n * int(table.max()) < 1 << 63
-            check(kern.lis_row(a, table, bits), _codes_by_ratio(a, table, bits), a=a)
+            check(fkern.lis_row(a, table, bits), _codes_by_ratio(a, table, bits), a=a)
             if n * int(table.max()) < 1 << (63 - intops.GEO_FRAC) and (n, bits, True) in LIS_ROW_GEO:
-                check(kern.lis_row(a, table, bits, geometric=True), _codes_by_ratio(a, table, bits, True), a=a)
+                check(fkern.lis_row(a, table, bits, geometric=True), _codes_by_ratio(a, table, bits, True), a=a)
         for table in tables:    # the geometric bound: N * max * 2^G < 2^63
             table = A(table) >> intops.GEO_FRAC
             table[table < 1] = 1
             if (n, bits, True) in LIS_ROW_GEO:
-                check(kern.lis_row(a, table, bits, geometric=True), _codes_by_ratio(a, table, bits, True), a=a)
+                check(fkern.lis_row(a, table, bits, geometric=True), _codes_by_ratio(a, table, bits, True), a=a)
     # 2 sum = (2T - 1) ex exactly, and one unit either side, for every threshold T_t: rows of one
     # e0 = table[0] (x = 0) and n - 1 values e = table[255] (x = -255); sum = e0 + (n - 1) e
     for n, bits in [(2, 4), (3, 4), (5, 4), (16, 4), (16, 8)]:
@@ -515,7 +536,7 @@ def test_lis_row_codes_on_and_next_to_the_thresholds(kern):
                         continue
                     table = np.full(256, e0, dtype=np.int64)
                     table[255] = e
-                    got = kern.lis_row(row, table, bits)
+                    got = fkern.lis_row(row, table, bits)
                     check(got, _codes_by_ratio(row, table, bits), a=row)
                     if n > 1:                      # on the threshold (delta >= 0) the code reaches t
                         assert (got[0, 1] >= t) == (delta >= 0), (t, e, delta)
@@ -537,7 +558,7 @@ def test_lis_row_codes_on_and_next_to_the_thresholds(kern):
                         continue
                     table = np.full(256, e0, dtype=np.int64)
                     table[255] = e
-                    got = kern.lis_row(row, table, bits, geometric=True)
+                    got = fkern.lis_row(row, table, bits, geometric=True)
                     check(got, _codes_by_ratio(row, table, bits, True), a=row)
                     if n > 1:
                         assert (got[0, 1] >= t) == ((s_ << G) >= theta * e), (t, e, delta)
@@ -737,7 +758,7 @@ def test_nibble_word_unpacks_what_the_layout_packs(kern, cols, simd):
 
 @pytest.mark.parametrize("rows,cols", [(8, 8), (8, 16), (4, 8), (16, 8), (3, 8)])
 @pytest.mark.parametrize("wbits", [8, 4])
-def test_mac_layer_is_an_exact_matmul(kern, rows, cols, wbits):
+def test_mac_layer_is_an_exact_matmul(fkern, rows, cols, wbits):
     """A whole layer through the MAC array (native AVX2 or AVX-512: csim_fast.layer_fast's row groups,
     weight slices and epilogue order; otherwise the HLS loops) == x.w^T, for one and several row groups, partial tiles,
     an odd number of weight tiles, K with and without a tail past a multiple of 8, and the extremes."""
@@ -748,7 +769,7 @@ def test_mac_layer_is_an_exact_matmul(kern, rows, cols, wbits):
         w = rng.integers(lo, hi, (ot * cols, k))
         x[0, :] = -128                     # extremes: -128 x -128 (8-bit) / -8 products
         w[0, :] = lo
-        check(kern.mac_layer(x, w, rows, cols, wbits), x @ w.T)
+        check(fkern.mac_layer(x, w, rows, cols, wbits), x @ w.T)
 
 
 def test_native_harness_uses_the_blocked_layer_path_where_the_cpu_has_avx2(kern):
@@ -792,14 +813,16 @@ int main() { return p2vit::log_round_clamped<15>(p2vit::isqrt(p2vit::i64(100)));
 
 
 def test_harness_compiles_with_each_fast_path_form():
-    """The C-sim's fast paths have an AVX2 and an AVX-512 (VNNI) form, and a test machine runs only
-    the one its CPU has: both forms are compiled here (templates instantiated, -Werror) whatever
-    the CPU, so neither can rot unseen."""
+    """The C-sim's fast paths have an AVX2 and an AVX-512 (with and without VNNI) form, and an
+    AVX2-only machine runs only the first (an AVX-512 one runs both: fkern): every form is compiled
+    here (-O2 -Werror) whatever the CPU."""
     if platform.machine() not in ("x86_64", "AMD64"):
         pytest.skip("the fast paths are x86 (AVX2 / AVX-512) code")
-    jobs = [[CXX, *CXXFLAGS, "-fsyntax-only", *_py_includes(), f"-I{KERNELS}", "-DP2VIT_NATIVE_TYPES",
-             "-DP2VIT_DSP_TALLY", "-DP2VIT_MODNAME=p2vit_kernels_syntax", *arch, str(HARNESS)]
-            for arch in (["-march=x86-64-v3"], ["-march=x86-64-v4", "-mavx512vnni"])]
+    # -c at -O2 (not -fsyntax-only): GCC's middle-end warnings (-Wmaybe-uninitialized,
+    # -Warray-bounds) and the intrinsics' immediate checks run only when code is generated
+    jobs = [[CXX, *CXXFLAGS, "-c", "-o", "/dev/null", *_py_includes(), f"-I{KERNELS}", "-DP2VIT_NATIVE_TYPES",
+             "-DP2VIT_DSP_TALLY", "-DP2VIT_MODNAME=p2vit_kernels_forms", *arch, str(HARNESS)]
+            for arch in (["-march=x86-64-v3"], ["-march=x86-64-v4"], ["-march=x86-64-v4", "-mavx512vnni"])]
     procs = [subprocess.Popen(j, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for j in jobs]
     for j, p in zip(jobs, procs):
         log, _ = p.communicate()
@@ -874,7 +897,7 @@ def _av_want(codes, v, h, shift, bits):
 
 
 @pytest.mark.parametrize("n,heads,dh,bits,lanes", AV_SHAPES)
-def test_av_rows_against_numerics_2_6(kern, n, heads, dh, bits, lanes):
+def test_av_rows_against_numerics_2_6(fkern, n, heads, dh, bits, lanes):
     """av_rows alone (p2vit/shifter.h; the dot-product path of csim_fast_rows.h in a native AVX2 or AVX-512 build) on
     codes of every value, 0 to the zero-weight code Z: extremes (v = -128 with code 0 everywhere, the
     largest sum), all-Z rows, odd N, head widths that are not a multiple of 16, and shifts <= 0."""
@@ -891,7 +914,7 @@ def test_av_rows_against_numerics_2_6(kern, n, heads, dh, bits, lanes):
         codes[-1] = z                               # a row of zero weights
         for h in range(heads):
             for shift in ([z - 1 + 7, 0, -3, 40, 70] if trial == 0 else [int(rng.integers(1, z + 10))]):
-                got = kern.av_rows(codes, v, h, shift, bits, lanes)
+                got = fkern.av_rows(codes, v, h, shift, bits, lanes)
                 check(got, _av_want(codes, v, h, shift, bits), codes=codes[:, :1])
 
 

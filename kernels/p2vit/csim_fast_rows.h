@@ -292,7 +292,7 @@ constexpr bool av_supported() {
 // multiple of 2^c for c <= F, so the arithmetic shift is exact: (v << F) >> c = v * w with
 // w = 2^(F - c) <= 2^14. So acc[d] = sum_j w_j * v[j][d], w_j = 0 for code Z: a dot product, here
 // vpdpwssd (or vpmaddwd + vpaddd) on (v[2p][d], v[2p+1][d]) x (w_2p, w_2p+1) int16 pairs, two query
-// rows at a time. Every partial sum is a sum of terms |w v| <= 2^(7+F) over at most N keys, so it
+// rows at a time with AVX-512 (one with AVX2, whose 16 registers hold one row's accumulators). Every partial sum is a sum of terms |w v| <= 2^(7+F) over at most N keys, so it
 // stays below 2^31 (av_supported) and the int32 lanes hold the loop's exact sums; the order of an
 // exact integer sum does not matter. The codes are read from the stream in the loop's order, N per
 // query row.
