@@ -775,21 +775,21 @@ def test_mac_layer_is_an_exact_matmul(fkern, rows, cols, wbits):
 def test_native_harness_uses_the_blocked_layer_path_where_the_cpu_has_avx2(kern):
     """csim_fast.layer_fast runs in every native build on an AVX2 CPU, with the VNNI byte kernel
     where the CPU has AVX-512 VNNI, else the 16-bit AVX2 kernel."""
-    flags = set(Path("/proc/cpuinfo").read_text().split()) if Path("/proc/cpuinfo").exists() else set()
+    flags = _cpu_flags()
     native = kern.mode == "native"
     assert kern.csim_fast_mac == (native and "avx2" in flags)
     assert kern.csim_fast_vnni == (native and {"avx512_vnni", "avx512bw", "avx512vl"} <= flags)
 
 
 def test_native_harness_uses_the_avx2_pe_path_where_the_cpu_has_it(kern):
-    has_avx2 = "avx2" in Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else False
+    has_avx2 = "avx2" in _cpu_flags()
     assert kern.csim_avx2 == (kern.mode == "native" and has_avx2)
 
 
 def test_native_harness_uses_the_fast_row_paths_where_the_cpu_has_them(kern):
     """The softmax and A.V fast paths need AVX2 (with an AVX-512 form where the CPU has it); the
     LayerNorm and epilogue ones AVX-512."""
-    flags = set(Path("/proc/cpuinfo").read_text().split()) if Path("/proc/cpuinfo").exists() else set()
+    flags = _cpu_flags()
     native = kern.mode == "native"
     assert kern.csim_fast_attn == (native and "avx2" in flags)
     assert kern.csim_fast_rows == (native and {"avx2", "avx512f", "avx512bw", "avx512vl", "avx512dq"} <= flags)
