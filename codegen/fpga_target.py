@@ -79,7 +79,8 @@ LUT_COSTS = {
                              # comparators, the (n+1)-way mux and three 64-bit adders (~500)
     "shifter": 75,           # per A.V channel and key lane: a 23-bit barrel shift by 0..15 (2 LUT levels) and its adder
     "layernorm_lane": 1_800,  # a pipelined 45 / 32-bit divider (one 32-bit subtractor per quotient bit) and the requant
-    "layernorm_row": 1_200,  # isqrt (31 steps of a 32-bit compare-subtract, iterative) and the 64-bit variance terms
+    "layernorm_row": 4_500,  # isqrt: 31 unrolled steps (arith.h), each a ~62-bit compare-subtract and 2:1 muxes of
+                             # rem and root (~130), in one II=1 pipeline; and the 64-bit variance terms (~300)
     "axi_bundle": 1_500,     # a Vitis HLS m_axi adapter with 64-beat bursts and 8 outstanding reads
     "control": 6_000,        # the controller, descriptors, s_axilite, loop counters, FIFO control
 }

@@ -64,8 +64,9 @@ DEPTH = {
     "requant.embed": 5,            # per-token bias read, requant, write
     "requant.head": 4,
     "requant.cls": 2,
-    "layernorm.pass": 52,          # row n - 1: (log2 D + R + 14) x 32-bit div_round (~45 at D 768, R 16), multiply,
-                                   # requant; beside it row n's shift, square and 64-bit adder trees (shallower)
+    "layernorm.pass": 52,          # row p - S: (log2 D + R + 14) x 32-bit div_round (~45 at D 768, R 16), multiply,
+                                   # requant; beside it row p's shift, square and 64-bit adder trees, and in a
+                                   # row's last word its variance and isqrt (~45, off the critical path: ln_skew)
     "softmax.pass": 10,            # row i: FIFO read, n comparators against k|x0|, mux + subtract, add pb, 18-bit
                                    # square (3), add pc, shift, sum; beside it row i - 1: ex read, Z constant
                                    # multiples (shift-add tree, 3), compare, count, FIFO write (7)
@@ -73,7 +74,7 @@ DEPTH = {
 }
 LANE_TREES = ("softmax.pass", "shifter.pass")   # + log2(LANES): the lanes' adder tree
 COL_TREES = ("requant.logits",)   # + log2(COLS): the max tree over a tile row's logits
-LN_ROW_EXTRA = 36      # per LayerNorm row after its statistics pass: D*S2 - S1^2 (64-bit) and isqrt (31 steps)
+LN_STD_LATENCY = 64    # cycles allowed for a LayerNorm row's D*S2 - S1^2 and isqrt (kernels/p2vit/layernorm.h)
 AXI_AT_ENTRY = {"mac_array.reduce", "params.desc", "params.burst", "mac_array.load_image"}   # start with a new burst
 
 CHUNKS = ("mac_array", "requant", "softmax", "shifter", "layernorm", "params")
@@ -353,14 +354,21 @@ def _seq_ops(tiles) -> list:
     return ops
 
 
+def ln_skew(dim: int, lanes: int) -> int:
+    """Passes between a LayerNorm row's statistics and its normalization (ln_skew in
+    kernels/p2vit/layernorm.h): its isqrt gets LN_STD_LATENCY cycles."""
+    words = _cdiv(dim, lanes)
+    return 1 + _cdiv(LN_STD_LATENCY, words)
+
+
 def _layernorm(shape: ModelShape, hw: HwConfig, rows: int) -> list:
-    """load_ln (four bursts: k, G, B, sh) and layernorm_rows: rows + 1 passes of LANES channels per
-    cycle, pass n taking row n's statistics beside row n - 1's normalization, an isqrt after each."""
+    """load_ln (four bursts: k, G, B, sh) and layernorm_rows: one loop of rows + S passes of LANES
+    channels per cycle, pass p taking row p's statistics beside row p - S's normalization; each
+    row's isqrt runs beside the passes (S = ln_skew)."""
     D = shape.dim
     W = _cdiv(D, hw.lanes)
     bursts = [_burst(D * fb, hw) for fb in (1, 2, 8, 1)]
-    return [Op("c", bursts + [Loop("layernorm.pass", W, 1, rows + 1)],
-               extra=LN_ROW_EXTRA * rows, extra_chunk="layernorm")]
+    return [Op("c", bursts + [Loop("layernorm.pass", (rows + ln_skew(D, hw.lanes)) * W, 1)])]
 
 
 def _desc(hw: HwConfig, fields: int) -> Loop:
@@ -391,7 +399,7 @@ def _block(shape: ModelShape, hw: HwConfig, b_qkv: int, b_proj: int, b_fc1: int,
     of templates/p2vit_top.cpp.j2 runs them."""
     N, D, H, DH, HID = shape.tokens, shape.dim, shape.heads, shape.dh, shape.hidden
     ln1 = [_desc(hw, BLOCK_FIELDS)] + _layernorm(shape, hw, N)[0].loops
-    steps = [Step("ln1", "layernorm", [[Op("c", ln1, extra=LN_ROW_EXTRA * N, extra_chunk="layernorm")]],
+    steps = [Step("ln1", "layernorm", [[Op("c", ln1)]],
                   dram={"params": _dram(ln1)})]
     pq = [_burst(3 * D * 4, hw), _burst(3 * D, hw)]
     steps.append(Step("qkv", "linear", [_params(*pq) + _seq_ops(_mac(hw, N, D, 3 * D, "array", "requant", b_qkv,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -185,6 +186,16 @@ def test_cycle_equations(tiny):
     sm = (N + 1) * lane_cyc("softmax.pass", W)   # pass i: row i's exps beside row i - 1's codes
     av = (N + 1) * (lane_cyc("shifter.pass", max(W, -(-DH // L))) + 1)   # keys of row i, outputs of i - 1; hand-over
     assert step["blocks.0.attn"]["cycles"] == H * (qk + sm + av)
+    # LayerNorm: one loop entry of (N + S) passes of ceil(D/L) words, S = 1 + ceil(64 / words) (each
+    # row's isqrt runs beside the passes); the four parameter bursts before it
+    words = -(-D // L)
+    skew = 1 + -(-perf.LN_STD_LATENCY // words)
+    assert perf.ln_skew(D, L) == skew >= 2
+    assert step["blocks.0.ln2"]["cycles"] == (sum(burst(D * fb) for fb in (1, 2, 8, 1))
+                                              + _cyc("layernorm.pass", (N + skew) * words))
+    # the kernel leaves each isqrt the same number of cycles the model assumes
+    header = (Path(__file__).resolve().parents[1] / "kernels" / "p2vit" / "layernorm.h").read_text()
+    assert f"constexpr int LN_STD_LATENCY = {perf.LN_STD_LATENCY};" in header
     # without II=1 pipelining every iteration takes the loop's depth
     q = perf.evaluate(shape, hw, perf.Switches(inter=False, intra=False, axi_latency=0), dram_gbs=None)
     sm_off = (N + 1) * W * (perf.DEPTH["softmax.pass"] + tree)

@@ -2,9 +2,10 @@
 // integer statistics, normalization, per-channel gain/offset/shift.
 //
 // load_ln<C>: one layer's parameters on chip (four bursts from the blob).
-// layernorm_rows<C>: y[n] = LayerNorm(r[n]) for the first nr rows in nr + 1 II-1 passes of
-//   ceil(D / LANES) cycles, LANES channels per cycle: pass n takes row n's statistics (S1, S2) beside
-//   row n - 1's normalization (the element steps of p2vit/rows.h), and one isqrt per row follows it.
+// layernorm_rows<C>: y[n] = LayerNorm(r[n]) for the first nr rows in one II-1 loop of nr + S passes
+//   of ceil(D / LANES) cycles, LANES channels per cycle: pass p takes row p's statistics (S1, S2)
+//   beside row p - S's normalization (the element steps of p2vit/rows.h); S = ln_skew<C>() leaves
+//   each row's isqrt LN_STD_LATENCY cycles before its normalization starts.
 #ifndef P2VIT_LAYERNORM_H
 #define P2VIT_LAYERNORM_H
 
@@ -26,12 +27,32 @@ void load_ln(const typename C::axi_t* port, long k_beat, long g_beat, long b_bea
   burst<C, 1, ln_param_banks<C, 1>()>(port, sh_beat, C::D, ln_sh, "ln_sh");
 }
 
+// LN_STD_LATENCY: the cycles layernorm_rows plans for from a row's last statistics word to its std
+// being readable: D*S2 - S1^2 (a 64-bit square and constant multiply) and the 31 unrolled
+// compare-subtract steps of isqrt, about 45 stages at 200 MHz by our count (not an HLS report). It
+// sets the skew, so the std's path is off the critical path; the DEPENDENCE pragmas in
+// layernorm_rows keep the result right if the real path is longer (at a cost csynth reports).
+constexpr int LN_STD_LATENCY = 64;
+
+// ln_skew<C>(): passes between a row's statistics and its normalization: its std is computed at the
+// end of its own pass and must be ready LN_STD_LATENCY cycles later, before the first word of the
+// pass that normalizes it.
+template <class C>
+constexpr int ln_skew() {
+  constexpr int WORDS = (C::D + C::LANES - 1) / C::LANES;
+  return 1 + (LN_STD_LATENCY + WORDS - 1) / WORDS;
+}
+
 // layernorm_rows<C>(r, nr, k, G, B, sh, eps, y): y[n] = LayerNorm(r[n]) for the first nr rows, the
-// same values as layernorm_row on each row. The statistics pass (adder trees) and the normalization
-// pass (a divider per lane) use different hardware, so one pipelined pass does both for
-// neighbouring rows: each cycle reads LANES channels of row n and the same channels of row n - 1
-// (two reads of one bank of r, the two ports of its BRAM: r_banks counts two per lane; one read of
-// ln_k serves both).
+// same values as layernorm_row on each row. The statistics (adder trees) and the normalization (a
+// divider per lane) use different hardware, so one pipelined loop of (nr + S) x ceil(D / LANES)
+// iterations (S = ln_skew) does both for rows S apart: pass p reads LANES channels of row p for its
+// statistics and the same channels of row p - S to normalize them (two reads of one bank of r, the
+// two ports of its BRAM: r_banks counts two per lane; one read of ln_k serves both). The last word
+// of row p's statistics also computes its std (one isqrt per row) into rings of S + 1 slots (S1,
+// std); row p - S reads its slot (S - 1) x WORDS + 1 iterations after the write, which the
+// DEPENDENCE pragmas tell HLS, and row p's write goes to a slot no later pass reads before it. No
+// pass waits for an isqrt, and the loop is entered once per layer.
 template <class C>
 void layernorm_rows(const typename C::res_t r[C::N][C::D], int nr, const uint<2> ln_k[C::D], const sint<16> ln_G[C::D],
                     const i64 ln_B[C::D], const sint<8> ln_sh[C::D], i64 eps_i, typename C::act_t y[C::N][C::D]) {
@@ -42,48 +63,62 @@ void layernorm_rows(const typename C::res_t r[C::N][C::D], int nr, const uint<2>
   return;
 #endif
   static_assert(2 * detail::clog2(D) + 2 * RB + 4 <= 61, "layernorm_rows: D*S2 must stay below 2^61 (numerics.md 4)");
-  constexpr int WORDS = (D + L - 1) / L;   // cycles per pass: L channels each
-  [[maybe_unused]] constexpr int TRIPS = C::N + 1;
-  i64 s1 = 0, s2 = 0;   // row n's moments, accumulating: |S1| <= D*2^(R+2), 0 <= S2 <= D*2^(2R+4)
-  i64 m1 = 0, sd = 1;   // row n - 1's S1 and std, for its normalization
-rows:
-  for (int n = 0; n < nr + 1; ++n) {
-    P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=TRIPS)
-  pass:
-    for (int cw = 0; cw < WORDS; ++cw) {
-      P2VIT_PRAGMA(HLS PIPELINE II=1)
-      P2VIT_COUNT("layernorm.pass");
-      i64 p1 = 0, p2 = 0;
-      for (int l = 0; l < L; ++l) {
-        P2VIT_PRAGMA(HLS UNROLL)
-        const int c = cw * L + l;
-        if (c < D) {
-          P2VIT_ACCESS("ln_k", c % L);
-          const uint<2> kc = ln_k[c];
-          if (n < nr) {   // statistics of row n
-            P2VIT_ACCESS("r", c % R_BANKS);
-            const sint<RB + 3> xa = ln_align<RB>(r[n][c], kc);
-            p1 = p1 + i64(xa);
-            p2 = p2 + i64(xa) * i64(xa);
-          }
-          if (n > 0) {    // normalization of row n - 1
-            P2VIT_ACCESS("r", c % R_BANKS);
-            P2VIT_ACCESS("ln_G", c % L);
-            P2VIT_ACCESS("ln_B", c % L);
-            P2VIT_ACCESS("ln_sh", c % L);
-            P2VIT_ACCESS("ln_out", c % L);
-            y[n - 1][c] = ln_norm<D, RB>(ln_align<RB>(r[n - 1][c], kc), m1, sd, ln_G[c], ln_B[c], ln_sh[c]);
-          }
+  constexpr int WORDS = (D + L - 1) / L;   // iterations per pass: L channels each
+  constexpr int S = ln_skew<C>(), SLOTS = S + 1;
+  [[maybe_unused]] constexpr int TRIPS = (C::N + S) * WORDS, TRIPS_MIN = (1 + S) * WORDS;
+  // the rings' true read-after-write distance: written in row p's last word, first read in the first
+  // word of pass p + S. HLS schedules the read that far behind the write; were the std's path longer
+  // than that, HLS would keep the result right at a cost the csynth report shows (a deeper pipeline
+  // or II > 1), never read a stale slot.
+  [[maybe_unused]] constexpr int RING_DIST = (S - 1) * WORDS + 1;
+  i64 ring_m[SLOTS], ring_sd[SLOTS];   // rows' S1 and std, by row modulo S + 1
+  i64 s1 = 0, s2 = 0;   // row p's moments, accumulating: |S1| <= D*2^(R+2), 0 <= S2 <= D*2^(2R+4)
+  int p = 0, cw = 0;    // the statistics row and word of this iteration; row p - S is normalized
+  int slot_w = 0, slot_r = SLOTS - S;   // p mod (S + 1), (p - S) mod (S + 1)
+pass:
+  for (int it = 0; it < (nr + S) * WORDS; ++it) {
+    P2VIT_PRAGMA(HLS PIPELINE II=1)
+    P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT min=TRIPS_MIN max=TRIPS)
+    P2VIT_PRAGMA(HLS DEPENDENCE variable=ring_m type=inter direction=RAW distance=RING_DIST dependent=true)
+    P2VIT_PRAGMA(HLS DEPENDENCE variable=ring_sd type=inter direction=RAW distance=RING_DIST dependent=true)
+    P2VIT_COUNT("layernorm.pass");
+    const int q = p - S;   // the row normalized in this pass
+    const i64 m_q = q >= 0 ? ring_m[slot_r] : i64(0), sd_q = q >= 0 ? ring_sd[slot_r] : i64(1);
+    i64 p1 = 0, p2 = 0;
+    for (int l = 0; l < L; ++l) {
+      P2VIT_PRAGMA(HLS UNROLL)
+      const int c = cw * L + l;
+      if (c < D) {
+        P2VIT_ACCESS("ln_k", c % L);
+        const uint<2> kc = ln_k[c];
+        if (p < nr) {    // statistics of row p
+          P2VIT_ACCESS("r", c % R_BANKS);
+          const sint<RB + 3> xa = ln_align<RB>(r[p][c], kc);
+          p1 = p1 + i64(xa);
+          p2 = p2 + i64(xa) * i64(xa);
+        }
+        if (q >= 0) {    // normalization of row q
+          P2VIT_ACCESS("r", c % R_BANKS);
+          P2VIT_ACCESS("ln_G", c % L);
+          P2VIT_ACCESS("ln_B", c % L);
+          P2VIT_ACCESS("ln_sh", c % L);
+          P2VIT_ACCESS("ln_out", c % L);
+          y[q][c] = ln_norm<D, RB>(ln_align<RB>(r[q][c], kc), m_q, sd_q, ln_G[c], ln_B[c], ln_sh[c]);
         }
       }
-      s1 = s1 + p1;
-      s2 = s2 + p2;
     }
-    if (n < nr) {   // row n's std, one isqrt per row, before the pass that normalizes it
-      sd = ln_std<D>(s1, s2, eps_i);
-      m1 = s1;
-      s1 = 0;
-      s2 = 0;
+    const bool last = cw == WORDS - 1;
+    if (last && p < nr) {   // row p's std: one isqrt per row, off the loop's recurrences
+      ring_m[slot_w] = i64(s1 + p1);
+      ring_sd[slot_w] = ln_std<D>(i64(s1 + p1), i64(s2 + p2), eps_i);
+    }
+    s1 = last ? i64(0) : i64(s1 + p1);
+    s2 = last ? i64(0) : i64(s2 + p2);
+    cw = last ? 0 : cw + 1;
+    if (last) {
+      p = p + 1;
+      slot_w = slot_w == SLOTS - 1 ? 0 : slot_w + 1;
+      slot_r = slot_r == SLOTS - 1 ? 0 : slot_r + 1;
     }
   }
 }
