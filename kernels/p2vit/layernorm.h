@@ -74,7 +74,7 @@ void layernorm_rows(const typename C::res_t r[C::N][C::D], int nr, const uint<2>
   i64 ring_m[SLOTS], ring_sd[SLOTS];   // rows' S1 and std, by row modulo S + 1
   i64 s1 = 0, s2 = 0;   // row p's moments, accumulating: |S1| <= D*2^(R+2), 0 <= S2 <= D*2^(2R+4)
   int p = 0, cw = 0;    // the statistics row and word of this iteration; row p - S is normalized
-  int slot_w = 0, slot_r = SLOTS - S;   // p mod (S + 1), (p - S) mod (S + 1)
+  int slot_w = 0;       // p mod (S + 1); row p - S's slot, (p - S) mod (S + 1), is the next one
 pass:
   for (int it = 0; it < (nr + S) * WORDS; ++it) {
     P2VIT_PRAGMA(HLS PIPELINE II=1)
@@ -83,6 +83,7 @@ pass:
     P2VIT_PRAGMA(HLS DEPENDENCE variable=ring_sd type=inter direction=RAW distance=RING_DIST dependent=true)
     P2VIT_COUNT("layernorm.pass");
     const int q = p - S;   // the row normalized in this pass
+    const int slot_r = slot_w == SLOTS - 1 ? 0 : slot_w + 1;
     const i64 m_q = q >= 0 ? ring_m[slot_r] : i64(0), sd_q = q >= 0 ? ring_sd[slot_r] : i64(1);
     i64 p1 = 0, p2 = 0;
     for (int l = 0; l < L; ++l) {
@@ -108,17 +109,17 @@ pass:
       }
     }
     const bool last = cw == WORDS - 1;
+    const i64 t1 = i64(s1 + p1), t2 = i64(s2 + p2);   // row p's moments up to this word
     if (last && p < nr) {   // row p's std: one isqrt per row, off the loop's recurrences
-      ring_m[slot_w] = i64(s1 + p1);
-      ring_sd[slot_w] = ln_std<D>(i64(s1 + p1), i64(s2 + p2), eps_i);
+      ring_m[slot_w] = t1;
+      ring_sd[slot_w] = ln_std<D>(t1, t2, eps_i);
     }
-    s1 = last ? i64(0) : i64(s1 + p1);
-    s2 = last ? i64(0) : i64(s2 + p2);
+    s1 = last ? i64(0) : t1;
+    s2 = last ? i64(0) : t2;
     cw = last ? 0 : cw + 1;
     if (last) {
       p = p + 1;
-      slot_w = slot_w == SLOTS - 1 ? 0 : slot_w + 1;
-      slot_r = slot_r == SLOTS - 1 ? 0 : slot_r + 1;
+      slot_w = slot_r;
     }
   }
 }
