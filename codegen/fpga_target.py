@@ -5,8 +5,8 @@
 
 A target is a board's budget: DSP48E2s, BRAM18Ks, URAMs, LUTs, the clock, the m_axi ports the
 design may use (count and data width) and the DRAM bandwidth. `search` walks the configuration
-space of the emitted accelerator (MAC-array rows x columns x lanes per PE, attention/LayerNorm
-lanes; the port width is the target's) through `codegen.perf`, keeps the designs whose DSPs,
+space of the emitted accelerator (MAC-array rows x columns x lanes per PE, weight ports,
+attention/LayerNorm lanes; the port width is the target's) through `codegen.perf`, keeps the designs whose DSPs,
 BRAM18Ks and LUTs all fit, and returns the one with the lowest latency (fewest DSPs on a tie).
 
 DSPs and BRAM18Ks come from codegen.perf.resources, which counts what the code instantiates.
@@ -62,7 +62,7 @@ DSP48E2_PARTS = ("xczu", "xck26", "xck24", "xcvu", "xcku", "xcau", "xcu")   # Ul
 # these shares of the LUTs (the estimate's uncertainty included) and of the BRAM18Ks.
 UTILIZATION_CAP = {"luts": 0.80, "bram18k": 0.85}
 LATENCY_TIE = 0.01   # designs within 1% of the fastest count as tied; the fewest DSPs wins
-BUNDLES = 4        # m_axi bundles of the emitted top: io, blob, blob_fc1, blob_fc2
+WEIGHT_PORTS = (1, 2, 3)   # blob bundles the search tries (codegen/hwconfig.py WEIGHT_PORTS); io is one more
 ACC_BITS = 32      # MAC accumulator bits the LUT estimate assumes (DeiT-B: K * 2^7 * 2^7 < 2^31)
 
 # LUTs per unit (estimates; see the module docstring and docs/performance.md).
@@ -127,9 +127,9 @@ def load_target(spec: str) -> Target:
     if not part.lower().startswith(DSP48E2_PARTS):
         raise P2VitError(f"target file {spec}: part {part!r} is not an UltraScale+ device ({', '.join(DSP48E2_PARTS)}...); "
                          "the PEs pack two products per DSP48E2, which other families do not have")
-    if d["axi_ports"] < BUNDLES:
-        raise P2VitError(f"target file {spec}: the accelerator uses {BUNDLES} m_axi ports (io, blob, blob_fc1, "
-                         f"blob_fc2), the target has {d['axi_ports']}")
+    if d["axi_ports"] < 2:
+        raise P2VitError(f"target file {spec}: the accelerator uses at least 2 m_axi ports (io and blob), the "
+                         f"target has {d['axi_ports']}")
     return Target(name=str(d.get("name", p.stem)), part=part,
                   **{k: (int(d[k]) if k in COUNT_KEYS else float(d[k])) for k in TARGET_KEYS})
 
@@ -137,34 +137,35 @@ def load_target(spec: str) -> Target:
 def lut_estimate(shape: perf.ModelShape, hw: HwConfig) -> dict[str, int]:
     """Estimated LUTs of the emitted design, by unit (see LUT_COSTS)."""
     c = LUT_COSTS
-    P = hw.rows * hw.cols * hw.simd
-    arrays = len(perf.MAC_INSTANCES)
+    qk = perf.qk_hw(hw)
     E, dr = perf.qkv_lanes(hw, shape.dh), perf.drains(shape, hw)
-    RL = perf.logit_rows_per_cycle(hw, shape.dh)   # Q.K^T's epilogue: RL rows x COLS lanes
+    RL = perf.logit_rows_per_cycle(hw, shape.dh)   # Q.K^T's epilogue: RL rows x PCOLS lanes
     small_mem = 0   # memories under 1 Kbit go to LUTRAM (64 bits per LUT6)
     for x in perf.buffers(shape, hw):
         for banks, depth, width in x["memories"]:
             if depth * width < 1024:
                 small_mem += banks * math.ceil(depth * width / 64)
+
+    def array(h):
+        return h.rows * h.cols * h.simd * c["pe_product"] + h.rows * h.cols * c["pe_accumulator"]
+
     return {
-        "MAC arrays (products, accumulators)": arrays * (P * c["pe_product"] + hw.rows * hw.cols * c["pe_accumulator"]),
-        # requant lanes: QKV gcd(COLS, DH), embed 1, head 1, Q.K^T logits RL x COLS, A.V out LANES
-        "requant lanes (QKV, embed, head, logits, A.V out)": (E + 2 + RL * hw.cols + hw.lanes) * c["epilogue_lane"],
-        # each logits row lane: a COLS-input max tree and the compare with the running maximum
-        "logit row maxima (Q.K^T epilogue)": RL * hw.cols * c["max_node"],
-        "residual lanes (proj, FC2: COLS each)": 2 * hw.cols * c["residual_lane"],
+        "MAC arrays (products, accumulators)": array(hw) + array(qk),
+        # requant lanes: QKV gcd(COLS, DH), embed 1, head 1, Q.K^T logits RL x PCOLS, A.V out LANES
+        "requant lanes (QKV, embed, head, logits, A.V out)": (E + 2 + RL * qk.cols + hw.lanes) * c["epilogue_lane"],
+        # each logits row lane: a PCOLS-input max tree and the compare with the running maximum
+        "logit row maxima (Q.K^T epilogue)": RL * qk.cols * c["max_node"],
+        "residual lanes (proj and FC2 share COLS)": hw.cols * c["residual_lane"],
         "GELU lanes (FC1: COLS requant + table lookups)": hw.cols * (c["epilogue_lane"] + c["gelu_lookup"]),
         # a drained layer builds its epilogue lanes twice: in its reduction loop and after it
         "drain lanes (second copies in the reduction loops)": E * dr["qkv"] * c["epilogue_lane"]
-                                                              + hw.cols * (dr["proj"] + dr["fc2"]) * c["residual_lane"]
+                                                              + hw.cols * (dr["proj"] or dr["fc2"]) * c["residual_lane"]
                                                               + hw.cols * dr["fc1"] * (c["epilogue_lane"] + c["gelu_lookup"]),
-        # the epilogues read one accumulator row per cycle (acc[n]: main, FC1, FC2; Q.K^T: RL rows,
-        # each from ceil(ROWS / RL)) and the drains one row of the ping-pong copy (done[n]: main,
-        # FC1, FC2, where they drain)
-        "accumulator row multiplexers (acc[n], done[n])": ((3 + (dr["qkv"] or dr["proj"]) + dr["fc1"] + dr["fc2"])
-                                                           * math.ceil(hw.rows / 4)
-                                                           + RL * math.ceil(math.ceil(hw.rows / RL) / 4))
-                                                          * hw.cols * ACC_BITS * c["acc_row_mux"],
+        # the epilogues read one accumulator row per cycle (acc[n]) and the drains one row of the
+        # ping-pong copy (done[n]); Q.K^T: RL rows, each from ceil(ROWS / RL)
+        "accumulator row multiplexers (acc[n], done[n])": ((1 + any(dr.values())) * math.ceil(hw.rows / 4) * hw.cols
+                                                           + RL * math.ceil(math.ceil(hw.rows / RL) / 4) * qk.cols)
+                                                          * ACC_BITS * c["acc_row_mux"],
         # Q.K^T's row tile: the running maxima rmax[u][g] are registers, read by group (G:1 per row
         # lane) and by logits_out (ROWS:1); logits_out reads row bank u at run time (RL:1 per lane)
         "logit row tile multiplexers (rmax, logits_out)": (RL * math.ceil(math.ceil(hw.rows / RL) / 4)
@@ -173,7 +174,7 @@ def lut_estimate(shape: perf.ModelShape, hw: HwConfig) -> dict[str, int]:
         "softmax lanes": hw.lanes * c["softmax_lane"],
         "A.V shifter array": shape.dh * hw.lanes * c["shifter"],
         "LayerNorm lanes and row unit": hw.lanes * c["layernorm_lane"] + c["layernorm_row"],
-        "m_axi bundles": BUNDLES * c["axi_bundle"],
+        "m_axi bundles": (1 + hw.weight_ports) * c["axi_bundle"],
         "control": c["control"],
         "LUTRAM (memories under 1 Kbit)": small_mem,
     }
@@ -196,7 +197,8 @@ def target_hw(target: Target, **shape_kw) -> HwConfig:
     return HwConfig(clock_mhz=target.clock_mhz, part=target.part, axi_bits=target.axi_bits, **shape_kw)
 
 
-GRID = {"rows": (4, 8, 16, 32, 64, 128), "cols": (2, 4, 8, 16, 32, 64, 128), "simd": (1, 2, 4, 8, 16), "lanes": LANES[:6]}
+GRID = {"rows": (4, 8, 16, 32, 64, 128), "cols": (2, 4, 6, 8, 12, 16, 32, 64, 128), "simd": (1, 2, 4, 8, 16),
+        "lanes": LANES[:6], "weight_ports": WEIGHT_PORTS}
 
 
 def model_grid(shape: perf.ModelShape) -> dict:
@@ -220,18 +222,22 @@ def search(shape: perf.ModelShape, target: Target, grid: dict | None = None) -> 
             for simd in g["simd"]:
                 if any(k % simd for k in Ks):
                     continue
-                for lanes in g["lanes"]:
-                    if shape.dh % lanes:          # A.V's lanes must divide the head width
+                for ports in g["weight_ports"]:
+                    # every port an even share of the columns; io takes one of the target's ports
+                    if cols % (2 * ports) or ports > target.axi_ports - 1:
                         continue
-                    designs += 1
-                    hw = target_hw(target, rows=rows, cols=cols, simd=simd, lanes=lanes)
-                    res = perf.resources(shape, hw)
-                    luts = sum(lut_estimate(shape, hw).values())
-                    over = check_fits(res, luts, target)
-                    if over:                 # counted under the first budget it exceeds
-                        rejected[over[0]] += 1
-                        continue
-                    fits.append((perf.evaluate(shape, hw, dram_gbs=target.dram_gbs), hw, res["dsps"], luts))
+                    for lanes in g["lanes"]:
+                        if shape.dh % lanes:          # A.V's lanes must divide the head width
+                            continue
+                        designs += 1
+                        hw = target_hw(target, rows=rows, cols=cols, simd=simd, lanes=lanes, weight_ports=ports)
+                        res = perf.resources(shape, hw)
+                        luts = sum(lut_estimate(shape, hw).values())
+                        over = check_fits(res, luts, target)
+                        if over:                 # counted under the first budget it exceeds
+                            rejected[over[0]] += 1
+                            continue
+                        fits.append((perf.evaluate(shape, hw, dram_gbs=target.dram_gbs), hw, res["dsps"], luts))
     if not fits:
         why = " (the accelerator keeps every activation in BRAM and uses no URAM)" if rejected["BRAM18K"] else ""
         raise P2VitError(f"no configuration of the grid fits {target.name}: "
@@ -254,7 +260,8 @@ def format_search(r: dict) -> list[str]:
         f"{UTILIZATION_CAP['luts']:.0%} of the LUTs ({r['budget']['luts']:,}; estimated, see docs/performance.md)",
         f"searched {r['designs']} designs, {r['fit']} fit (" + ", ".join(f"{v} over the {k}" for k, v in r["rejected"].items())
         + f"); the fastest, or among those within {LATENCY_TIE:.0%} of it the one with the fewest DSPs:",
-        f"best: --rows {hw.rows} --cols {hw.cols} --simd {hw.simd} --lanes {hw.lanes} --axi-bits {hw.axi_bits} "
+        f"best: --rows {hw.rows} --cols {hw.cols} --simd {hw.simd} --weight-ports {hw.weight_ports} --lanes {hw.lanes} "
+        f"--axi-bits {hw.axi_bits} "
         f"--clock-mhz {hw.clock_mhz:g} --part {hw.part}",
         f"      {s['latency_ms']:.3f} ms, {s['fps']:.2f} FPS, {s['gops']:.1f} GOPS, GOPS/DSP {s['gops_per_dsp']:.4f}, "
         f"MAC-array utilization {s['utilization'] * 100:.1f}%",

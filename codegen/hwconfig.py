@@ -11,6 +11,7 @@ MAX_PES = 256                 # largest --rows, --cols and --simd
 CLOCK_MHZ = (1.0, 1000.0)     # accepted --clock-mhz
 AXI_BITS = (64, 128, 256, 512)   # accepted --axi-bits: m_axi data widths (a descriptor field is 64 bits)
 LANES = (1, 2, 4, 8, 16, 32, 64)  # accepted --lanes: powers of two, since buffers are partitioned cyclically by them
+WEIGHT_PORTS = (1, 2, 3)      # accepted --weight-ports: m_axi bundles that stream the MAC array's weights
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,7 @@ class HwConfig:
     clock_mhz: float = 200.0
     part: str = "xczu9eg-ffvb1156-2-e"   # ZCU102
     axi_bits: int = 128      # data width of every m_axi bundle (ZCU102: the PL's HP ports are 128 bits)
+    weight_ports: int = 1    # m_axi bundles streaming the MAC array's weights, each COLS/weight_ports columns
 
     def __post_init__(self):
         for name in ("rows", "cols", "simd"):
@@ -30,8 +32,12 @@ class HwConfig:
                 raise P2VitError(f"--{name} must be an integer in 1..{MAX_PES}, not {v}")
         if self.lanes not in LANES:
             raise P2VitError(f"--lanes must be one of {', '.join(map(str, LANES))}, not {self.lanes}")
-        if self.cols % 2:
-            raise P2VitError(f"--cols must be even (4-bit weights pack two per multiplier), not {self.cols}")
+        if self.weight_ports not in WEIGHT_PORTS:
+            raise P2VitError(f"--weight-ports must be one of {', '.join(map(str, WEIGHT_PORTS))}, not {self.weight_ports}")
+        if self.cols % (2 * self.weight_ports):
+            raise P2VitError(f"--cols must be a multiple of 2 x --weight-ports ({2 * self.weight_ports}): each weight "
+                             f"port carries an even number of columns (4-bit weights pack two per multiplier), "
+                             f"not {self.cols}")
         if self.axi_bits not in AXI_BITS:
             raise P2VitError(f"--axi-bits must be one of {', '.join(map(str, AXI_BITS))}, not {self.axi_bits}")
         if not CLOCK_MHZ[0] <= self.clock_mhz <= CLOCK_MHZ[1]:
@@ -46,9 +52,16 @@ class HwConfig:
         return self.axi_bits // 8
 
     @property
+    def port_cols(self) -> int:
+        """Columns of a weight tile that one weight port carries (its plane of the blob); also the
+        Q.K^T array's columns (keys per step)."""
+        return self.cols // self.weight_ports
+
+    @property
     def weight_beats(self) -> int:
-        """Beats of one bundle per weight word (cols x simd bytes): the II of the reduction."""
-        return -(-self.cols * self.simd // self.axi_bytes)
+        """Beats per weight word on each weight port (port_cols x simd bytes): the II of the
+        reduction."""
+        return -(-self.port_cols * self.simd // self.axi_bytes)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -78,6 +91,10 @@ def add_hw_args(p: argparse.ArgumentParser) -> None:
                    help="data width of each m_axi bundle; a weight word of COLS x SIMD bytes takes "
                         f"ceil(COLS*SIMD*8 / AXI_BITS) beats, the II of the reduction (default {d.axi_bits}: "
                         "the ZCU102's HP ports)")
+    g.add_argument("--weight-ports", type=int, default=None, metavar="|".join(map(str, WEIGHT_PORTS)),
+                   help="m_axi bundles that stream the MAC array's weights at the same time, each carrying "
+                        "COLS / WEIGHT_PORTS columns of every weight tile (its plane of params.bin); the Q.K^T array "
+                        f"has COLS / WEIGHT_PORTS columns (default {d.weight_ports})")
 
 
 def hw_config(args, reduction_lengths=()) -> HwConfig:
@@ -93,7 +110,8 @@ def hw_config(args, reduction_lengths=()) -> HwConfig:
         return getattr(d, name) if v is None else v
 
     return HwConfig(rows=given("rows"), cols=given("cols"), simd=simd, lanes=given("lanes"),
-                    clock_mhz=given("clock_mhz"), part=given("part"), axi_bits=given("axi_bits"))
+                    clock_mhz=given("clock_mhz"), part=given("part"), axi_bits=given("axi_bits"),
+                    weight_ports=given("weight_ports"))
 
 
 def check_simd(reduction_lengths: dict[str, int], hw: HwConfig, model: str = "") -> None:
@@ -114,5 +132,6 @@ def check_simd(reduction_lengths: dict[str, int], hw: HwConfig, model: str = "")
 def explicit_hw_flags(args) -> list[str]:
     """The add_hw_args flags given on the command line (so a --target, which chooses the hardware,
     can refuse them)."""
-    return [f"--{n.replace('_', '-')}" for n in ("rows", "cols", "simd", "lanes", "clock_mhz", "part", "axi_bits")
+    return [f"--{n.replace('_', '-')}" for n in ("rows", "cols", "simd", "lanes", "clock_mhz", "part", "axi_bits",
+                                                             "weight_ports")
             if getattr(args, n) is not None]

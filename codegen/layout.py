@@ -10,8 +10,9 @@ of beats of AXI_BYTES bytes (the bundles' data width), little-endian:
 
 A descriptor is a list of int64 fields: the first beat of a tensor, or a calibration constant
 (a shift, an exponent, eps, the softmax constants x0, pb, pc). Tensors: MAC-array weights in
-streaming order ([O/cols][K/simd][cols][simd], one weight word per reduction step, each word in
-a slot of `beats` beats; 4-bit layers pack two weights per byte, low nibble first), biases
+streaming order, split into one plane per weight port (plane j: columns j*cols/ports .. of every
+tile, [O/cols][K/simd][cols/ports][simd], one plane word per reduction step, each in a slot of
+`beats` beats; 4-bit layers pack two weights per byte, low nibble first), biases
 (int32), shifts and residual exponents (int8), LayerNorm gains and offsets, GELU tables, and the
 embedding's per-token bias in the order its epilogue consumes it ([row tile][column tile]
 [cols][rows], one burst per tile). Values come from quantizer.lowered, the one place where the
@@ -49,7 +50,7 @@ def desc_beats(fields: int, axi_bytes: int) -> int:
 
 
 def weight_beats(cols: int, simd: int, axi_bytes: int) -> int:
-    """Beats per weight word (cols x simd 8-bit weights): the reduction loop's II."""
+    """Beats per weight word of one port (cols x simd 8-bit weights): the reduction loop's II."""
     return -(-cols * simd // axi_bytes)
 
 
@@ -107,6 +108,21 @@ def tile_weights(w: np.ndarray, cols: int, simd: int, bits: int, slot: int | Non
     return words.reshape(-1).view(np.uint8 if bits == 4 else np.int8)
 
 
+def plane_weights(w: np.ndarray, cols: int, simd: int, bits: int, ports: int, axi_bytes: int) -> np.ndarray:
+    """(O, K) int8 -> the weight planes of a layer, one after the other: plane j holds columns
+    ot*cols + j*cols/ports + c (c < cols/ports) of every column tile ot in tile_weights order, each
+    word in a slot of weight_beats(cols/ports) beats. Port j streams plane j, so every port reads
+    consecutive beats (one burst per row tile) and together they deliver a cols x simd word."""
+    O, K = w.shape
+    OT, pc = -(-O // cols), cols // ports
+    pad = np.zeros((OT * cols, K), dtype=np.int8)
+    pad[:O] = w
+    slot = weight_beats(pc, simd, axi_bytes) * axi_bytes
+    planes = pad.reshape(OT, ports, pc, K)
+    return np.concatenate([tile_weights(planes[:, j].reshape(OT * pc, K), pc, simd, bits, slot)
+                           for j in range(ports)])
+
+
 def tile_embed_bias(bias: np.ndarray, rows: int, cols: int, axi_bytes: int) -> np.ndarray:
     """(Np, D) int32 per-token bias -> [NT][OT][cols][rows] (zero-padded), each tile padded to
     whole beats: the order of the embedding epilogue, one burst per tile."""
@@ -123,17 +139,16 @@ def tile_embed_bias(bias: np.ndarray, rows: int, cols: int, axi_bytes: int) -> n
 
 
 def build_layout(ir: QuantizedViT, rows: int, cols: int, simd: int, axi_bits: int = 128,
-                 low: Lowered | None = None) -> Layout:
+                 low: Lowered | None = None, weight_ports: int = 1) -> Layout:
     low = low or lower(ir)
     ab = axi_bits // 8
-    slot = weight_beats(cols, simd, ab) * ab
     L = Layout(axi_bytes=ab)
     depth = len(low.blocks)
     L.size = (desc_beats(len(MODEL_FIELDS), ab) + depth * desc_beats(len(BLOCK_FIELDS), ab)) * ab
     L.size = -(-L.size // ALIGN) * ALIGN
 
     def linear(name, lw):
-        L.add(name + ".w", tile_weights(lw.w, cols, simd, lw.bits, slot))
+        L.add(name + ".w", plane_weights(lw.w, cols, simd, lw.bits, weight_ports, ab))
         L.add(name + ".b", lw.b.astype(np.int32))
         L.add(name + ".shift", lw.shift.astype(np.int8))
 
@@ -144,7 +159,7 @@ def build_layout(ir: QuantizedViT, rows: int, cols: int, simd: int, axi_bits: in
         L.add(name + ".sh", ln.sh.astype(np.int8))
 
     res_dtype = np.int16 if low.res_bits > 8 else np.int8
-    L.add("embed.w", tile_weights(low.embed.w, cols, simd, low.embed.bits, slot))
+    L.add("embed.w", plane_weights(low.embed.w, cols, simd, low.embed.bits, weight_ports, ab))
     L.add("embed.bias", tile_embed_bias(low.embed.b.astype(np.int32), rows, cols, ab))
     L.add("embed.shift", low.embed.shift.astype(np.int8))
     L.add("embed.cls", low.embed_cls.astype(res_dtype))

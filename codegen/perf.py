@@ -50,7 +50,6 @@ DEPTH = {
     "params.desc": 3,              # m_axi beat, field extraction, register write
     "params.burst": 3,             # m_axi beat, field extraction, BRAM write (one value per bank)
     "mac_array.load_array": 3,     # BRAM read, mux, register write
-    "mac_array.load_stream": 2,    # FIFO read, register write
     "mac_array.load_image": 3,     # m_axi beat (the image, one burst), BRAM write
     "mac_array.load_patch": 5,     # patch index arithmetic, image BRAM read, write
     "mac_array.reduce": 5,         # weight read, multiply (3), accumulate; + log2(SIMD) adder tree
@@ -58,7 +57,6 @@ DEPTH = {
     "requant.requant": 4,          # add bias, rounding shift, saturate, write
     "requant.residual": 6,         # requant, two alignment shifts, add, requant, write
     "requant.gelu": 5,             # requant, table lookup, write
-    "requant.gelu_out": 2,         # row buffer read, FIFO write
     "requant.logits": 5,           # requant, row write; + log2(COLS) max tree, compare with the running max
     "requant.logits_out": 2,
     "requant.embed": 5,            # per-token bias read, requant, write
@@ -78,14 +76,14 @@ LN_STD_LATENCY = 64    # cycles allowed for a LayerNorm row's D*S2 - S1^2 and is
 AXI_AT_ENTRY = {"mac_array.reduce", "params.desc", "params.burst", "mac_array.load_image"}   # start with a new burst
 
 CHUNKS = ("mac_array", "requant", "softmax", "shifter", "layernorm", "params")
-MAC_INSTANCES = ("main (embed, qkv, proj, head)", "qk (Q.K^T)", "fc1", "fc2")   # kernels/p2vit/layers.h
+MAC_INSTANCES = ("main (embed, qkv, proj, fc1, fc2, head)", "qk (Q.K^T)")   # kernels/p2vit/layers.h
 MODEL_FIELDS, BLOCK_FIELDS = 12, 33   # int64 fields of the descriptors (codegen/layout.py)
 
 
 def loop_ii(loop_id: str, hw: HwConfig) -> int:
     """The II of a pipelined loop of the emitted code, as a function of the configuration: the
-    reduction reads one weight word of COLS x SIMD bytes through one m_axi bundle of AXI_BYTES per
-    beat (one beat per cycle); every other loop makes at most one access per BRAM bank port and
+    reduction reads one weight word of COLS x SIMD bytes, PCOLS x SIMD from each of the weight
+    ports' m_axi bundles of AXI_BYTES per beat (one beat per cycle); every other loop makes at most one access per BRAM bank port and
     one beat per bundle per iteration (kernels/p2vit/*.h). tests/test_ii.py checks this function
     against the accesses the instrumented C-sim records."""
     return hw.weight_beats if loop_id == "mac_array.reduce" else 1
@@ -94,10 +92,10 @@ def loop_ii(loop_id: str, hw: HwConfig) -> int:
 def loop_limit(loop_id: str, hw: HwConfig) -> str:
     """What bounds the II of a loop (for the build report)."""
     if loop_id == "mac_array.reduce":
-        return (f"m_axi: a {hw.cols * hw.simd}-byte weight word per step, {hw.axi_bytes} bytes per beat "
-                f"-> {hw.weight_beats} beat(s)")
+        return (f"m_axi: a {hw.cols * hw.simd}-byte weight word per step, {hw.port_cols * hw.simd} bytes from each of "
+                f"{hw.weight_ports} bundle(s) at {hw.axi_bytes} bytes per beat -> {hw.weight_beats} beat(s)")
     if loop_id == "mac_array.reduce_keys":
-        return "key buffer: COLS x SIMD banks, one read each"
+        return "key buffer: PCOLS x SIMD banks, one read each"
     if loop_id.startswith("params."):
         return "m_axi: one beat per iteration"
     if loop_id in ("requant.residual",):
@@ -268,7 +266,6 @@ class Step:
     macs: int = 0                   # useful MAC-array MACs (padding excluded)
     av_macs: int = 0                # useful A.V shift-adds (shifter array)
     dram: dict = field(default_factory=dict)   # bytes: weights (as streamed), params, io
-    arrays: int = 1                 # MAC arrays busy in this step
     weight_bytes_unique: int = 0
 
     @property
@@ -290,14 +287,14 @@ def _mac(hw: HwConfig, NR: int, K: int, O: int, src: str, epi: str, bits: int | 
     """One layer on a MAC-array instance: per row tile, (valid rows, [FIFO reads], compute Op,
     [FIFO writes]).
 
-    src: array | patch | stream (load_rows_*; stream reads fifo_in); epi: requant | residual |
-    gelu | logits | embed | head (epi_* of kernels/p2vit/epilogue.h); bits: weight bits, None for
-    Q.K^T (keys on chip, no DRAM); row_out: stream words per valid row written to fifo_out (gelu:
-    ceil(HID / load_lanes), logits: ceil(N / LANES)); K_DH: the head width (QKV's epilogue lanes).
-    Ops of identical row tiles are shared."""
+    src: array | patch (load_rows_*); epi: requant | residual | gelu | logits | embed | head (epi_*
+    of kernels/p2vit/epilogue.h); bits: weight bits, None for Q.K^T (keys on chip, no DRAM; hw is
+    then the Q.K^T array's, qk_hw); row_out: stream words per valid row written to fifo_out
+    (logits: ceil(N / LANES)); K_DH: the head width (QKV's epilogue lanes). Ops of identical row
+    tiles are shared."""
     R, C, S = hw.rows, hw.cols, hw.simd
     NT, OT = _cdiv(NR, R), _cdiv(O, C)
-    slot = hw.weight_beats * hw.axi_bytes          # bytes of one weight word in the blob (4-bit: same slot)
+    slot = hw.weight_ports * hw.weight_beats * hw.axi_bytes   # bytes of one weight word, all planes (4-bit: same slots)
     def epilogue(c):               # the epilogue loop of a tile with c valid columns
         if epi == "head":
             return Loop("requant.head", c, 1)
@@ -333,6 +330,7 @@ def _mac(hw: HwConfig, NR: int, K: int, O: int, src: str, epi: str, bits: int | 
                 groups.append((count, red, epilogue(c), pre))
     load_id = f"mac_array.load_{src}"
     words = K if src == "patch" else _cdiv(K, load_lanes(hw))   # iterations per row: values or words
+    assert not fifo_in, "no MAC-array layer reads a FIFO"
 
     def tile(v):
         if fifo_in:   # one FIFO read of a row's words per valid row, then the rest of the load loop
@@ -376,8 +374,8 @@ def _desc(hw: HwConfig, fields: int) -> Loop:
 
 
 def _uniq(hw: HwConfig, O: int, K: int, bits: int) -> int:
-    """Bytes of one layer's weights in the blob: whole weight tiles, each word in its slot."""
-    return _cdiv(O, hw.cols) * (K // hw.simd) * hw.weight_beats * hw.axi_bytes
+    """Bytes of one layer's weights in the blob: whole weight tiles, each plane word in its slot."""
+    return _cdiv(O, hw.cols) * (K // hw.simd) * hw.weight_ports * hw.weight_beats * hw.axi_bytes
 
 
 def _linear_dram(hw: HwConfig, NR: int, K: int, O: int, bits: int) -> dict:
@@ -406,9 +404,10 @@ def _block(shape: ModelShape, hw: HwConfig, b_qkv: int, b_proj: int, b_fc1: int,
                                                                      K_DH=DH))],
                       macs=N * D * 3 * D, dram={**_linear_dram(hw, N, D, 3 * D, b_qkv), "params": _dram(pq)},
                       weight_bytes_unique=_uniq(hw, 3 * D, D, b_qkv)))
-    # one head: Q.K^T (its own MAC array) -> softmax -> A.V (shifter array), a DATAFLOW region
+    # one head: Q.K^T (its own MAC array, PCOLS columns) -> softmax -> A.V (shifter array), a
+    # DATAFLOW region
     W = _cdiv(N, hw.lanes)        # stream words per row: LANES logits or codes each
-    qk = _seq_ops(_mac(hw, N, DH, N, "array", "logits", None, row_out=W, fifo_out="logits"))
+    qk = _seq_ops(_mac(qk_hw(hw), N, DH, N, "array", "logits", None, row_out=W, fifo_out="logits"))
     # the row's maximum comes with it (Q.K^T's epilogue takes it); pass i makes row i's exps as the
     # row arrives and row i - 1's codes (N + 1 passes; a row's codes are out when the next pass ends)
     sm_pass = Loop("softmax.pass", W, 1)
@@ -428,15 +427,15 @@ def _block(shape: ModelShape, hw: HwConfig, b_qkv: int, b_proj: int, b_fc1: int,
                       weight_bytes_unique=_uniq(hw, D, D, b_proj)))
     ln2 = _layernorm(shape, hw, N)
     steps.append(Step("ln2", "layernorm", [ln2], dram={"params": _dram(ln2[0].loops)}))
-    # parameters of FC1 and FC2 first, then FC1 (+ GELU) -> FC2 (+ residual), a DATAFLOW region
-    pm = [_burst(HID * 4, hw), _burst(HID, hw), _burst(256, hw), _burst(D * 4, hw), _burst(D, hw),
-          _burst(D, hw), _burst(D, hw)]
-    steps.append(Step("mlp.params", "params", [_params(*pm)], dram={"params": _dram(pm)}))
-    s1 = _seq_ops(_mac(hw, N, D, HID, "array", "gelu", b_fc1, row_out=_cdiv(HID, load_lanes(hw)), fifo_out="hidden"))
-    s2 = _seq_ops(_mac(hw, N, HID, D, "stream", "residual", b_fc2, fifo_in="hidden"))
+    # FC1 (+ GELU into hid) on every row tile, then FC2 (+ residual) on every row tile, each after
+    # its parameters, on the MAC array
+    p1 = [_burst(HID * 4, hw), _burst(HID, hw), _burst(256, hw)]
+    p2 = [_burst(D * 4, hw), _burst(D, hw), _burst(D, hw), _burst(D, hw)]
+    s1 = _seq_ops(_mac(hw, N, D, HID, "array", "gelu", b_fc1))
+    s2 = _seq_ops(_mac(hw, N, HID, D, "array", "residual", b_fc2))
     d1, d2 = _linear_dram(hw, N, D, HID, b_fc1), _linear_dram(hw, N, HID, D, b_fc2)
-    steps.append(Step("mlp", "mlp", [s1, s2], macs=2 * N * D * HID, arrays=2,
-                      dram={"weights_fc1": d1["weights"], "weights_fc2": d2["weights"], "params": 0},
+    steps.append(Step("mlp", "mlp", [_params(*p1) + s1 + _params(*p2) + s2], macs=2 * N * D * HID,
+                      dram={"weights": d1["weights"] + d2["weights"], "params": _dram(p1) + _dram(p2)},
                       weight_bytes_unique=_uniq(hw, HID, D, b_fc1) + _uniq(hw, D, HID, b_fc2)))
     return steps
 
@@ -521,7 +520,7 @@ def chunk_counts(counts: dict[str, int]) -> dict[str, int]:
 
 @dataclass(frozen=True)
 class Switches:
-    inter: bool = True            # DATAFLOW overlap of Q.K^T -> softmax -> A.V and FC1 -> FC2 (as emitted)
+    inter: bool = True            # DATAFLOW overlap of Q.K^T -> softmax -> A.V (as emitted)
     intra: bool = True            # II=1 pipelining of every loop (as emitted)
     fifo: str = "tile"            # stream depth: "tile" = a row tile (as emitted: kernels/p2vit/layers.h), "hls" = HLS default 2
     epilogue_overlap: bool = False  # what-if: a tile's epilogue overlaps the next tile's reduction (not emitted)
@@ -535,7 +534,7 @@ class _Timer:
         self.bpc = math.inf if not dram_gbs else dram_gbs * 1e9 / (hw.clock_mhz * 1e6)  # DRAM bytes/cycle
         self.simd_tree = math.ceil(math.log2(hw.simd)) if hw.simd > 1 else 0
         self.lane_tree = math.ceil(math.log2(hw.lanes)) if hw.lanes > 1 else 0
-        self.col_tree = math.ceil(math.log2(hw.cols)) if hw.cols > 1 else 0
+        self.col_tree = math.ceil(math.log2(hw.port_cols)) if hw.port_cols > 1 else 0   # Q.K^T's columns
 
     def depth(self, lid: str) -> int:
         if lid in ("mac_array.reduce", "mac_array.reduce_keys"):
@@ -597,9 +596,9 @@ class _Timer:
         durs = [[self.op(o) for o in st] for st in stages]
         if len(stages) == 1 or not self.sw.inter:
             return sum(sum(d) for d in durs)
-        # rows each stream holds as emitted (kernels/p2vit/layers.h): a row tile of logits or of
-        # hidden values, one row of codes; 0 for HLS's default depth-2 streams (what-if)
-        caps = {} if self.sw.fifo == "hls" else {"logits": self.hw.rows, "hidden": self.hw.rows, "codes": 1}
+        # rows each stream holds as emitted (kernels/p2vit/layers.h): a row tile of logits, one row
+        # of codes; 0 for HLS's default depth-2 streams (what-if)
+        caps = {} if self.sw.fifo == "hls" else {"logits": self.hw.rows, "codes": 1}
         return _simulate(stages, durs, caps)
 
 
@@ -681,15 +680,30 @@ def _bram18k(depth: int, width: int) -> int:
                                                                (18, 1024), (36, 512)))
 
 
+def qk_hw(hw: HwConfig) -> HwConfig:
+    """The Q.K^T array's configuration (kernels/p2vit/layers.h QkCfg): the MAC array's with PCOLS
+    columns."""
+    return replace(hw, cols=hw.port_cols, weight_ports=1)
+
+
+def blob_bundles(hw: HwConfig) -> list[str]:
+    """The m_axi bundles that read params.bin (templates/p2vit_top.cpp.j2): blob carries the
+    descriptors, the small parameters and weight plane 0, blob_wJ plane J."""
+    return ["blob"] + [f"blob_w{j}" for j in range(1, hw.weight_ports)]
+
+
 def buffers(shape: ModelShape, hw: HwConfig, acc_bits: int = 32) -> list[dict]:
     """On-chip buffers of the emitted code (templates/p2vit_top.cpp.j2, kernels/p2vit/layers.h)
     with the memories they map to: (banks, depth, width bits) each."""
     N, D, HID, KP, R, DH = shape.tokens, shape.dim, shape.hidden, shape.kp, shape.res_bits, shape.dh
     rows, cols, simd, ab, L = hw.rows, hw.cols, hw.simd, hw.axi_bytes, hw.lanes
+    pcols = hw.port_cols
     E, WL, RL = qkv_lanes(hw, DH), load_lanes(hw), logit_rows_per_cycle(hw, DH)
     # partition factors of kernels/p2vit/banks.h
     RB, XB, QB = shared_banks(cols, 2, L, 2), shared_banks(L, 1, WL, 1), shared_banks(E, 1, WL, 1)
     KB, GB = shared_banks(E, 1, simd, 1), shared_banks(cols, 1, WL, 1)
+    OM = max(3 * D, HID, shape.num_classes)
+    reshape = xt_reshape(hw, shape)
 
     def pb(per):
         return shared_banks(per, 1, cols, 1)
@@ -704,39 +718,35 @@ def buffers(shape: ModelShape, hw: HwConfig, acc_bits: int = 32) -> list[dict]:
         b("residual stream r[N][D] (channels cyclic RB)", N * D * R // 8, [cyc(N * D, R, RB)]),
         b("LayerNorm output x[N][D] (channels cyclic XB)", N * D, [cyc(N * D, 8, XB)]),
         b("queries q[N][D] (channels cyclic QB)", N * D, [cyc(N * D, 8, QB)]),
-        # per head: k[H][N][DH] tokens cyclic COLS x channels cyclic KB, v[H][N][DH] channels complete
-        b("keys k[H][N][DH] (tokens cyclic COLS x channels cyclic KB)", N * D,
-          [(cols * KB, shape.heads * _cdiv(N, cols) * _cdiv(DH, KB), 8)]),
+        # per head: k[H][N][DH] tokens cyclic PCOLS x channels cyclic KB, v[H][N][DH] channels complete
+        b("keys k[H][N][DH] (tokens cyclic PCOLS x channels cyclic KB)", N * D,
+          [(pcols * KB, shape.heads * _cdiv(N, pcols) * _cdiv(DH, KB), 8)]),
         b("values v[H][N][DH] (tokens cyclic LANES x channels complete)", N * D,
           [(DH * hw.lanes, shape.heads * _cdiv(N, hw.lanes), 8)]),
         b("attention output o[N][D] (channels cyclic XB)", N * D, [cyc(N * D, 8, XB)]),
+        b("FC1 output hid[N][HID] (channels cyclic GB)", N * HID, [cyc(N * HID, 8, GB)]),
         b("image img[C*H*W] (one burst from io)", shape.in_chans * shape.img_h * shape.img_w,
           [(1, shape.in_chans * shape.img_h * shape.img_w, 8)]),
         # xt of each instance: rows complete x cyclic SIMD along K, partitioned (ROWS x SIMD memories)
         # or reshaped (ROWS memories of SIMD-value words): xt_reshape
-        b("stationary row tiles xt[ROWS][K] (main, qk, fc1, fc2; partitioned or reshaped along K)",
-          rows * (max(KP, D) + DH + D + HID),
-          [xt_memories(hw, k, reshaped) for k, reshaped in
-           ((max(KP, D), False), *zip((DH, D, HID), xt_reshape(hw, dh=DH, dim=D, hidden=HID).values()))]),
-        # registers: acc and its ping-pong copy done in each of the 4 instances (Q.K^T's grouped
-        # done[G][RL][COLS] rounds ROWS up to a multiple of RL)
-        b("accumulators acc[ROWS][COLS] and ping-pong copies done (4 instances)",
-          (7 * rows + RL * _cdiv(rows, RL)) * cols * acc_bits // 8, []),
-        b("FC1 row tile rows[ROWS][HID] (cyclic GB)", rows * HID, [(GB, rows * _cdiv(HID, GB), 8)]),
+        b("stationary row tiles xt[ROWS][K] (main: K = max(KP, D, HID); qk: DH; partitioned or reshaped along K)",
+          rows * (max(KP, D, HID) + DH),
+          [xt_memories(hw, max(KP, D, HID), reshape["main"]), xt_memories(hw, DH, reshape["qk"])]),
+        # registers: acc and its ping-pong copy done of the MAC array (ROWS x COLS) and of the Q.K^T
+        # array (ROWS x PCOLS; its grouped done[G][RL][PCOLS] rounds ROWS up to a multiple of RL)
+        b("accumulators acc and ping-pong copies done (MAC array, Q.K^T array)",
+          (2 * rows * cols + (rows + RL * _cdiv(rows, RL)) * pcols) * acc_bits // 8, []),
         # row n = g*RL + u at [u][g]: RL banks along the rows of G = ceil(ROWS/RL) rows each; the row
         # maxima rmax[RL][G] are registers
         b("logit row tile rows[RL][G][N] (rows complete x keys cyclic logit_row_banks) and row maxima "
           "rmax[RL][G] (registers)", RL * _cdiv(rows, RL) * (N + 1),
           [(RL * logit_row_banks(hw), _cdiv(rows, RL) * _cdiv(N, logit_row_banks(hw)), 8)]),
-        b("layer parameters: bias/shift (3D), e_r/e_s, fc1 bias/shift (cyclic param_banks), GELU table "
-          "(registers), cls", 3 * D * 5 + 2 * D + HID * 5 + 256 + D * R // 8,
-          [cyc(3 * D, 32, pb(ab // 4)), cyc(3 * D, 8, pb(ab)), cyc(D, 8, pb(ab)),
-           cyc(D, 8, pb(ab)), cyc(HID, 32, pb(ab // 4)), cyc(HID, 8, pb(ab)),
-           cyc(D, R, ab // (R // 8))]),
+        b("layer parameters: bias/shift (max(3D, HID, classes)), e_r/e_s (cyclic param_banks), GELU table "
+          "(registers), cls", OM * 5 + 2 * D + 256 + D * R // 8,
+          [cyc(OM, 32, pb(ab // 4)), cyc(OM, 8, pb(ab)), cyc(D, 8, pb(ab)),
+           cyc(D, 8, pb(ab)), cyc(D, R, ab // (R // 8))]),
         b("LayerNorm parameters", D * (1 + 2 + 8 + 1), [cyc(D, 2, math.lcm(ab, L)), cyc(D, 16, math.lcm(ab // 2, L)),
                                                         cyc(D, 64, math.lcm(ab // 8, L)), cyc(D, 8, math.lcm(ab, L))]),
-        b("hidden stream (FC1 -> FC2): one row tile, SIMD values per word", rows * HID,
-          [(1, rows * _cdiv(HID, WL), 8 * WL)]),
         b("logits stream: one row tile; codes stream: one row", rows * N + N, [(1, rows * N, 8), (1, N, 4)]),
     ]
 
@@ -750,22 +760,22 @@ def xt_memories(hw: HwConfig, K: int, reshaped: bool) -> tuple[int, int, int]:
     return (hw.rows * hw.simd, _cdiv(K, hw.simd), 8)
 
 
-def xt_reshape(hw: HwConfig, dh: int, dim: int, hidden: int) -> dict[str, bool]:
-    """Whether Q.K^T's, FC1's and FC2's row tiles are reshaped along K (p2vit_params.h
+def xt_reshape(hw: HwConfig, shape: ModelShape) -> dict[str, bool]:
+    """Whether the MAC array's and the Q.K^T array's row tiles are reshaped along K (p2vit_params.h
     P2VIT_XT_RESHAPE_*): where one SIMD-byte word per row takes fewer BRAM18K than SIMD byte-wide
     banks (a bank of 3 Kbit still takes a whole BRAM18K; memories under 1 Kbit are LUTRAM either
     way and stay partitioned). Their loads and reductions touch one word per row per cycle, so the
-    II is the same. The shared array stays partitioned: its patch load writes one value per cycle."""
+    II is the same."""
     def bram(mem):
         n, d, w = mem
         return n * _bram18k(d, w)
     return {name: hw.simd > 1 and bram(xt_memories(hw, k, True)) < bram(xt_memories(hw, k, False))
-            for name, k in (("qk", dh), ("fc1", dim), ("fc2", hidden))}
+            for name, k in (("main", max(shape.kp, shape.dim, shape.hidden)), ("qk", shape.dh))}
 
 
 def logit_row_banks(hw: HwConfig) -> int:
-    """Banks of Q.K^T's logit row tile (kernels/p2vit/banks.h logit_row_banks)."""
-    return shared_banks(hw.cols, 1, hw.lanes, 1)
+    """Banks of Q.K^T's logit row tile (kernels/p2vit/banks.h logit_row_banks; PCOLS keys in)."""
+    return shared_banks(hw.port_cols, 1, hw.lanes, 1)
 
 
 def logit_rows_per_cycle(hw: HwConfig, dh: int) -> int:
@@ -780,7 +790,7 @@ def qkv_lanes(hw: HwConfig, dh: int) -> int:
 
 
 def load_lanes(hw: HwConfig) -> int:
-    """Values per cycle of the row loads and per word of the hidden stream (banks.h load_lanes)."""
+    """Values per cycle of the row loads (banks.h load_lanes)."""
     return hw.simd
 
 
@@ -807,20 +817,21 @@ def shared_banks(a: int, pa: int, b: int, pb: int) -> int:
 
 
 def mac_array_dsps(hw: HwConfig) -> int:
-    """DSP48E2s of one MAC-array instance as kernels/p2vit/pe_array.h builds it for HLS: columns o and
-    o + 1 share each activation, so their two 8 x 8-bit products come from one packed DSP
-    (mul2_shared); an odd last column takes one DSP per product. tests/test_kernels.py checks this
-    against the multiplications one PE cycle of the ap_int build makes."""
+    """DSP48E2s of one MAC-array instance of hw's shape as kernels/p2vit/pe_array.h builds it for
+    HLS: columns o and o + 1 share each activation, so their two 8 x 8-bit products come from one
+    packed DSP (mul2_shared); an odd last column takes one DSP per product. tests/test_kernels.py
+    checks this against the multiplications one PE cycle of the ap_int build makes."""
     return hw.rows * _cdiv(hw.cols, 2) * hw.simd
 
 
 def resources(shape: ModelShape, hw: HwConfig, acc_bits: int = 32) -> dict:
-    """DSPs of every MAC-array instance the code instantiates (kernels/p2vit/layers.h: one shared
-    array for embed/qkv/proj/head, one each for Q.K^T, FC1, FC2; each PE multiplies 8 x 8 bits, since
-    a layer's weight bits are chosen at run time by the controller, two products per DSP), plus the
-    misc multipliers."""
-    P = hw.rows * hw.cols * hw.simd
-    per = [mac_array_dsps(hw)] * len(MAC_INSTANCES)
+    """DSPs of every MAC-array instance the code instantiates (kernels/p2vit/layers.h: the MAC array
+    for every layer with weights, ROWS x COLS x SIMD, and the Q.K^T array, ROWS x PCOLS x SIMD; each
+    PE multiplies 8 x 8 bits, since a layer's weight bits are chosen at run time by the
+    controller, two products per DSP), plus the misc multipliers."""
+    qk = qk_hw(hw)
+    products = [hw.rows * hw.cols * hw.simd, qk.rows * qk.cols * qk.simd]
+    per = [mac_array_dsps(hw), mac_array_dsps(qk)]
     misc = sum(misc_dsps(hw).values())
     bufs = buffers(shape, hw, acc_bits)
     L, rl = hw.lanes, _cdiv(shape.tokens, hw.lanes)
@@ -829,12 +840,12 @@ def resources(shape: ModelShape, hw: HwConfig, acc_bits: int = 32) -> dict:
     extra_mem = [("softmax exps ex[2][N] (parity x cyclic LANES)", [(2 * L, rl, 64)])]
     bram = sum(k * _bram18k(d, w) for x in bufs for k, d, w in x["memories"])
     bram += sum(k * _bram18k(d, w) for _, mems in extra_mem for k, d, w in mems)
-    big = sum(x["bytes"] for x in bufs[:7])
+    big = sum(x["bytes"] for x in bufs[:8])
     budget = _part(hw.part)
     return {
-        "products_per_cycle": P, "mac_arrays": len(MAC_INSTANCES), "instances": list(MAC_INSTANCES),
-        "dsps_per_array": per, "mac_dsps": sum(per), "misc_dsps": misc, "dsps": sum(per) + misc,
-        "bram18k": bram, "uram_alternative": _cdiv(big * 8, 4096 * 72),
+        "products_per_cycle": products[0], "products_per_instance": products, "mac_arrays": len(MAC_INSTANCES),
+        "instances": list(MAC_INSTANCES), "dsps_per_array": per, "mac_dsps": sum(per), "misc_dsps": misc,
+        "dsps": sum(per) + misc, "bram18k": bram, "uram_alternative": _cdiv(big * 8, 4096 * 72),
         "part": hw.part, "part_budget": dict(zip(("dsps", "bram18k", "uram"), budget)) if budget else None,
         "buffers": bufs,
     }
@@ -876,7 +887,7 @@ class Perf:
     def utilization(self) -> float:
         """Useful MAC-array MACs / (multipliers of every MAC-array instance x cycles)."""
         macs = sum(s["macs"] for s in self.steps)
-        return macs / (self.res["mac_arrays"] * self.res["products_per_cycle"] * self.cycles)
+        return macs / (sum(self.res["products_per_instance"]) * self.cycles)
 
     @property
     def dram_bytes(self) -> int:
@@ -907,19 +918,26 @@ class Perf:
     def bundles(self) -> dict:
         """Bytes each m_axi bundle moves per image, its average rate over the latency, and the most
         one bundle can move (one beat per cycle)."""
-        moved = {"blob": 0, "blob_fc1": 0, "blob_fc2": 0, "io": 0}
+        ports = blob_bundles(self.hw)
+        moved = {b: 0 for b in ports + ["io"]}
         for s in self.steps:
             for k, v in s["dram"].items():
-                moved[{"weights_fc1": "blob_fc1", "weights_fc2": "blob_fc2", "io": "io"}.get(k, "blob")] += v
+                if k == "io":
+                    moved["io"] += v
+                elif k.startswith("weights"):   # one plane per weight port, of equal size
+                    for b in ports:
+                        moved[b] += v // len(ports)
+                else:
+                    moved["blob"] += v
         sec = self.latency_ms * 1e-3
         peak = self.hw.axi_bytes * self.hw.clock_mhz * 1e6 / 1e9
         return {b: {"mb": n / 1e6, "avg_gbs": n / sec / 1e9, "peak_gbs": peak} for b, n in moved.items()}
 
     @property
     def peak_gops(self) -> float:
-        """The most the arrays can do: two instances reduce at once (FC1 and FC2; or the shared
-        array alone, or Q.K^T alone), each one step per II of its reduction."""
-        return 2 * 2 * self.res["products_per_cycle"] * self.hw.clock_mhz * 1e6 / 1e9 / self.hw.weight_beats
+        """The most the arrays can do: the MAC array and the Q.K^T array never reduce at the same
+        time, so the larger one, one step per II of its reduction."""
+        return 2 * self.res["products_per_cycle"] * self.hw.clock_mhz * 1e6 / 1e9 / self.hw.weight_beats
 
 
 def evaluate(shape: ModelShape, hw: HwConfig, sw: Switches = Switches(), dram_gbs: float | None = DEFAULT_DRAM_GBS,
@@ -930,7 +948,7 @@ def evaluate(shape: ModelShape, hw: HwConfig, sw: Switches = Switches(), dram_gb
     f = hw.clock_mhz * 1e6
     cache: dict = {}
     rows, total, total_c, chunks = [], 0.0, 0.0, {c: 0.0 for c in CHUNKS}
-    P = hw.rows * hw.cols * hw.simd
+    P_main, P_qk = resources(shape, hw, acc_bits)["products_per_instance"]
     for st in steps:
         key = id(st.stages)   # identical blocks share their stages
         if key not in cache:
@@ -950,17 +968,16 @@ def evaluate(shape: ModelShape, hw: HwConfig, sw: Switches = Switches(), dram_gb
         for lp in _all_loops(st):
             if lp.id == "mac_array.reduce" and lp.dram:
                 bpc_peak = max(bpc_peak, lp.dram / ((lp.iters or 1) * loop_ii(lp.id, hw)))
-        bpc_peak *= st.arrays if st.dataflow and sw.inter else 1
         for k, v in cyc_ch.items():
             chunks[k] += v
         rows.append({
             "name": st.name, "kind": st.kind, "cycles": cyc, "compute_cycles": comp, "macs": st.macs,
             "av_macs": st.av_macs, "dram": dict(st.dram), "dram_bytes": nbytes,
             "weight_bytes_unique": st.weight_bytes_unique,
-            "utilization": st.macs / (st.arrays * P * cyc) if cyc and st.macs else 0.0,
+            "utilization": st.macs / ((P_qk if st.kind == "attention" else P_main) * cyc) if cyc and st.macs else 0.0,
             "ops_per_byte": 2 * (st.macs + st.av_macs) / nbytes if nbytes else math.inf,
             "bound": "memory" if cyc > comp * 1.0001 else "compute",
-            "peak_gbs": bpc_peak * f / 1e9, "chunk_cycles": cyc_ch, "arrays": st.arrays,
+            "peak_gbs": bpc_peak * f / 1e9, "chunk_cycles": cyc_ch,
         })
         total += cyc
         total_c += comp
@@ -1047,7 +1064,7 @@ def plot(points: list[dict], front: list[dict], path: str, title: str, budget: i
         ax.axvline(budget, ls="--", c="C3", lw=1, label=f"{budget} DSPs")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("DSPs (4 MAC-array instances + misc)")
+    ax.set_xlabel("DSPs (MAC array + Q.K^T array + misc)")
     ax.set_ylabel("latency per image (ms)")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
@@ -1088,8 +1105,9 @@ def report(p: Perf, abl: dict | None = None) -> str:
     wbits = "/".join(str(b) for b in sorted({b for _, b in p.shape.layer_bits}))
     lines = [f"{p.shape.name}: {p.shape.depth} blocks, D {p.shape.dim}, {p.shape.heads} heads, "
              f"{p.shape.tokens} tokens; {wbits}-bit weights",
-             f"hardware: {hw.rows}x{hw.cols} MAC array x SIMD {hw.simd} ({r['products_per_cycle']} products/cycle) "
-             f"x {r['mac_arrays']} instances, {hw.lanes} attention lane(s), {hw.axi_bits}-bit m_axi ({hw.weight_beats} beat(s) per weight word), "
+             f"hardware: {hw.rows}x{hw.cols}x{hw.simd} MAC array ({r['products_per_cycle']} products/cycle; weights from "
+             f"{hw.weight_ports} {hw.axi_bits}-bit m_axi bundle(s), {hw.weight_beats} beat(s) each per word) and "
+             f"{hw.rows}x{hw.port_cols}x{hw.simd} Q.K^T array, {hw.lanes} attention lane(s), "
              f"{hw.clock_mhz:g} MHz, {hw.part}; DRAM {_gbs(p.dram_gbs)}",
              "", *_fmt_steps(p), "",
              f"latency  {s['latency_ms']:.3f} ms ({p.cycles:,.0f} cycles; {s['compute_latency_ms']:.3f} ms "
@@ -1097,7 +1115,7 @@ def report(p: Perf, abl: dict | None = None) -> str:
              f"work     {s['gmacs']:.3f} GMAC -> {s['gops']:.1f} GOPS   GOPS/DSP {s['gops_per_dsp']:.4f}   "
              f"FPS/DSP {s['fps_per_dsp']:.5f}   MAC-array utilization {s['utilization'] * 100:.1f}%",
              "chunks   " + ", ".join(f"{k} {v / p.cycles * 100:.0f}%" for k, v in p.chunks.items()) +
-             " (busy cycles / latency; concurrent MAC arrays add up, so a share can exceed 100%)",
+             " (busy cycles / latency)",
              f"DRAM     {s['dram_mb']:.1f} MB/image: weights {s['weight_mb_streamed']:.1f} MB streamed "
              f"({s['weight_mb_unique']:.1f} MB unique, re-streamed once per row tile), "
              f"avg {s['avg_bandwidth_gbs']:.2f} GB/s, peak {s['peak_bandwidth_gbs']:.2f} GB/s "
@@ -1108,8 +1126,8 @@ def report(p: Perf, abl: dict | None = None) -> str:
              f"roofline {s['ops_per_dram_byte']:.1f} ops/DRAM byte x {_gbs(p.dram_gbs)} -> "
              f"{s['roofline_gops']:.0f} GOPS attainable (MAC-array peak {s['peak_gops']:.0f} GOPS); "
              f"DRAM alone takes {s['dram_only_latency_ms']:.2f} ms/image",
-             f"DSPs     {r['dsps']} = {r['mac_arrays']} MAC-array instances x {r['dsps_per_array'][0]} "
-             f"({', '.join(r['instances'])}; two 8-bit products per DSP48E2) + {r['misc_dsps']} misc",
+             f"DSPs     {r['dsps']} = " + " + ".join(f"{d} {n}" for d, n in zip(r["dsps_per_array"], r["instances"]))
+             + f" (two 8-bit products per DSP48E2) + {r['misc_dsps']} misc",
              f"memory   {r['bram18k']} BRAM18K" + (
                  f" of {r['part_budget']['bram18k']} ({r['part']})" if r["part_budget"] else "")]
     if r["part_budget"] and r["dsps"] > r["part_budget"]["dsps"]:

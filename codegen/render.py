@@ -93,15 +93,16 @@ def context(ir: QuantizedViT, hw: HwConfig, layout: Layout, bounds: Bounds, modu
         "num_classes": m["num_classes"], "depth": m["depth"], "res_bits": q["res_bits"],
         "attn_bits": q["attn_bits"], "exp_shift": low.exp_shift,
         "attn_geometric": low.attn_rounding == "geometric", "hw": hw, "acc_bits": bounds.acc_bits, "av_acc_bits": bounds.av_acc_bits,
-        "beats": hw.weight_beats, "kmax_main": max(kp, m["dim"]),
-        "omax": max(3 * m["dim"], m["num_classes"]), "bits": bits, "e_logit": low.e_logit,
-        "xt_reshape": perf.xt_reshape(hw, dh=m["dim"] // m["heads"], dim=m["dim"], hidden=m["hidden"]),
+        "beats": hw.weight_beats, "kmax_main": max(kp, m["dim"], m["hidden"]),
+        "omax": max(3 * m["dim"], m["hidden"], m["num_classes"]), "bits": bits, "e_logit": low.e_logit,
+        "xt_reshape": perf.xt_reshape(hw, shape=perf.shape_from_meta(ir.meta)),
+        "blob_ports": perf.blob_bundles(hw),
     }
 
 
 def render(ir: QuantizedViT, hw: HwConfig, types: str = "native") -> Rendered:
     check_shapes(ir, hw)
-    layout = build_layout(ir, hw.rows, hw.cols, hw.simd, hw.axi_bits)
+    layout = build_layout(ir, hw.rows, hw.cols, hw.simd, hw.axi_bits, weight_ports=hw.weight_ports)
     bounds = compute_bounds(ir, hw)
     env = _env()
     # The module name must be known inside bindings.cpp, so the key hashes everything else first.

@@ -540,6 +540,7 @@ arr pe_dot_t(const arr& x, const arr& w, const arr& acc0, bool clear) {
 template <int LANES_>
 struct HCfg {
   static constexpr int N = 7, D = 8, H = 2, DH = 4, ROWS = 3, COLS = 4, SIMD = 2, LANES = LANES_;
+  static constexpr int WPORTS = 1, PCOLS = COLS;   // the Q.K^T array (QkCfg) has PCOLS columns
   static constexpr int ATTN_BITS = 4, CODE_ZERO = 15, AV_FRAC = 14, ACC_BITS = 20, AV_ACC_BITS = 25;
   static constexpr int EXP_SHIFT = 4;             // the default softmax (numerics.md 2.5)
   static constexpr bool ATTN_GEOMETRIC = true;
@@ -653,7 +654,7 @@ template <int RBITS>
 struct ECfg {
   static constexpr int N = 7, D = 12, HID = 20, ROWS = 3, COLS = 8, RES_BITS = RBITS;
   static constexpr int SIMD = 2, LANES = 4, AXI_BYTES = 16;   // bank factors (p2vit/banks.h)
-  using hidden_word_t = p2vit::lane_word<sint<8>, SIMD>;
+  static constexpr int WPORTS = 1, PCOLS = COLS;
   using act_t = sint<8>;
   using res_t = sint<RBITS>;
   using acc_t = sint<27>;
@@ -680,15 +681,16 @@ void load_acc(const arr& acc, typename C::acc_t a[C::ROWS][C::COLS]) {
     for (int o = 0; o < C::COLS; ++o) a[n][o] = in_s<27>(acc.at(n, o), "epilogue acc");
 }
 
-// epi_gelu(acc, n0, o0, bias, shift, lut, rows, traced): epi_gelu<ECfg<8>> on one tile; rows
-// (3, 20) is the row tile before, the result the row tile after. traced: with a trace sink (loops).
+// epi_gelu(acc, n0, o0, bias, shift, lut, hid, traced): epi_gelu<ECfg<8>> on one tile; hid (7, 20)
+// is FC1's output before, the result hid after. traced: with a trace sink (loops).
 arr epi_gelu_v(arr acc, int n0, int o0, arr bias, arr shift, arr lut, arr rows, bool traced) {
   using C = ECfg<8>;
   typename C::acc_t a[C::ROWS][C::COLS];
   load_acc<C>(acc, a);
   if (bias.size() != C::HID || shift.size() != C::HID || lut.size() != 256 || rows.ndim() != 2 ||
-      rows.shape(0) != C::ROWS || rows.shape(1) != C::HID || o0 < 0 || o0 >= C::HID || o0 % C::COLS)
-    throw py::value_error("epi_gelu: bias, shift (20), lut (256), rows (3, 20), o0 < 20 a multiple of 8");
+      rows.shape(0) != C::N || rows.shape(1) != C::HID || o0 < 0 || o0 >= C::HID || o0 % C::COLS || n0 < 0 ||
+      n0 >= C::N)
+    throw py::value_error("epi_gelu: bias, shift (20), lut (256), hid (7, 20), o0 < 20 a multiple of 8, n0 < 7");
   p2vit::i32 b[C::HID];
   p2vit::i8 sh[C::HID], table[256];
   for (int c = 0; c < C::HID; ++c) {
@@ -696,15 +698,15 @@ arr epi_gelu_v(arr acc, int n0, int o0, arr bias, arr shift, arr lut, arr rows, 
     sh[c] = in_s<8>(shift.data()[c], "epi_gelu shift");
   }
   for (int i = 0; i < 256; ++i) table[i] = in_s<8>(lut.data()[i], "epi_gelu lut");
-  typename C::act_t r[C::ROWS][C::HID];
-  for (int n = 0; n < C::ROWS; ++n)
-    for (int c = 0; c < C::HID; ++c) r[n][c] = in_s<8>(rows.at(n, c), "epi_gelu rows");
+  typename C::act_t r[C::N][C::HID];
+  for (int n = 0; n < C::N; ++n)
+    for (int c = 0; c < C::HID; ++c) r[n][c] = in_s<8>(rows.at(n, c), "epi_gelu hid");
   {
     SinkScope scope(traced);
     p2vit::epi_gelu<C>(a, n0, o0 / C::COLS, b, sh, table, r, 0);
   }
-  arr out({C::ROWS, C::HID});
-  for (int n = 0; n < C::ROWS; ++n)
+  arr out({C::N, C::HID});
+  for (int n = 0; n < C::N; ++n)
     for (int c = 0; c < C::HID; ++c) out.mutable_at(n, c) = out64(r[n][c]);
   return out;
 }
@@ -754,6 +756,7 @@ arr epi_residual_v(arr acc, int n0, int o0, arr bias, arr shift, int e_y, arr e_
 struct QCfg {
   static constexpr int N = 7, D = 16, H = 2, DH = 8, ROWS = 3, COLS = 8, LANES = 4;
   static constexpr int SIMD = 4, AXI_BYTES = 16;   // bank factors (p2vit/banks.h)
+  static constexpr int WPORTS = 1, PCOLS = COLS;
   using act_t = sint<8>;
   using acc_t = sint<27>;
 };
@@ -880,16 +883,19 @@ arr nibble_word_v(arr bytes, int c, int s) {
   throw py::value_error("nibble_word: shape not instantiated in the harness");
 }
 
-// mac_layer(x, w, rows, cols, wbits): a whole layer on the MAC array, x [NR][K] (NR <= 200,
+// mac_layer(x, w, rows, cols, wbits, ports): a whole layer on the MAC array, x [NR][K] (NR <= 200,
 // K <= 64, even) against w [O][K] with O a multiple of cols, weights packed into m_axi beats as
-// codegen/layout.py packs them (one [cols][2] word per step, 4-bit: two per byte, low nibble
-// first): returns x.w^T [NR][O]. Native AVX-512 builds take csim_fast::layer_fast (blocked, row
-// groups, the epilogues in (weight tile, row tile) order); every other build the HLS loops
-// (load_rows_array, reduce_blob per tile).
-template <int R, int C>
+// codegen/layout.py plane_weights packs them (plane j: columns j*cols/ports .. of every tile, one
+// [cols/ports][2] word per step in a slot of BEATS beats; 4-bit: two per byte, low nibble first),
+// the planes one after the other, read through `ports` weight ports: returns x.w^T [NR][O]. Native
+// AVX2 builds with cols a multiple of 8 take csim_fast::layer_fast (blocked, row groups, the
+// epilogues in (weight tile, row tile) order); every other build the HLS loops (load_rows_array,
+// reduce_step per step).
+template <int R, int C, int P>
 struct LCfg {
   static constexpr int ROWS = R, COLS = C, SIMD = 2, AXI_BYTES = 16, N = 200, KMAX = 64;
-  static constexpr int BEATS = (COLS * SIMD + AXI_BYTES - 1) / AXI_BYTES;
+  static constexpr int WPORTS = P, PCOLS = C / P;
+  static constexpr int BEATS = (PCOLS * SIMD + AXI_BYTES - 1) / AXI_BYTES;
   using act_t = sint<8>;
   using acc_t = sint<32>;
   using axi_t = p2vit::axi_word<AXI_BYTES>;
@@ -905,36 +911,39 @@ void set_byte(W& w, int i, std::uint8_t v) {
 #endif
 }
 
-template <int R, int C>
+template <int R, int C, int P>
 arr mac_layer_t(const arr& x, const arr& w, int wbits) {
-  using L = LCfg<R, C>;
+  using L = LCfg<R, C, P>;
+  constexpr int PC = L::PCOLS;
   if (x.ndim() != 2 || w.ndim() != 2 || x.shape(0) < 1 || x.shape(0) > L::N || x.shape(1) > L::KMAX ||
       x.shape(1) % 2 || x.shape(1) < 2 || w.shape(1) != x.shape(1) || w.shape(0) % C || (wbits != 8 && wbits != 4))
     throw py::value_error("mac_layer: x [<=200][even K <= 64], w [O][K] with O a multiple of cols, wbits 8 or 4");
   const int NR = int(x.shape(0)), K = int(x.shape(1)), O = int(w.shape(0)), NT = (NR + R - 1) / R, OT = O / C;
   const int steps = K / 2;
+  const long plane = long(OT) * steps * L::BEATS;
   static typename L::act_t xa[L::N][L::KMAX];
   for (int n = 0; n < NR; ++n)
     for (int k = 0; k < K; ++k) xa[n][k] = in_s<8>(x.at(n, k), "mac_layer x");
-  std::vector<typename L::axi_t> blob(std::size_t(OT) * steps * L::BEATS);
+  std::vector<typename L::axi_t> blob(static_cast<std::size_t>(P * plane));
   for (auto& beat : blob)
     for (int b = 0; b < L::AXI_BYTES; ++b) set_byte(beat, b, 0);
-  for (int ot = 0; ot < OT; ++ot)
-    for (int ks = 0; ks < steps; ++ks)
-      for (int i = 0; i < C * 2; ++i) {
-        const std::int64_t v = w.at(ot * C + i / 2, 2 * ks + i % 2);
-        const long byte0 = (long(ot) * steps + ks) * L::BEATS * L::AXI_BYTES;
-        if (wbits == 8) {
-          const long at = byte0 + i;
-          set_byte(blob[at / L::AXI_BYTES], int(at % L::AXI_BYTES), std::uint8_t(in_s<8>(v, "mac_layer w")));
-        } else {
-          const long at = byte0 + i / 2;
-          const std::uint8_t nib = std::uint8_t(in_s<4>(v, "mac_layer w")) & 0xF;
-          const std::uint8_t old = p2vit::axi_byte(blob[at / L::AXI_BYTES], int(at % L::AXI_BYTES));
-          set_byte(blob[at / L::AXI_BYTES], int(at % L::AXI_BYTES),
-                              std::uint8_t(i % 2 ? old | (nib << 4) : old | nib));
+  for (int j = 0; j < P; ++j)
+    for (int ot = 0; ot < OT; ++ot)
+      for (int ks = 0; ks < steps; ++ks)
+        for (int i = 0; i < PC * 2; ++i) {
+          const std::int64_t v = w.at(ot * C + j * PC + i / 2, 2 * ks + i % 2);
+          const long byte0 = (j * plane + (long(ot) * steps + ks) * L::BEATS) * L::AXI_BYTES;
+          if (wbits == 8) {
+            const long at = byte0 + i;
+            set_byte(blob[at / L::AXI_BYTES], int(at % L::AXI_BYTES), std::uint8_t(in_s<8>(v, "mac_layer w")));
+          } else {
+            const long at = byte0 + i / 2;
+            const std::uint8_t nib = std::uint8_t(in_s<4>(v, "mac_layer w")) & 0xF;
+            const std::uint8_t old = p2vit::axi_byte(blob[at / L::AXI_BYTES], int(at % L::AXI_BYTES));
+            set_byte(blob[at / L::AXI_BYTES], int(at % L::AXI_BYTES),
+                     std::uint8_t(i % 2 ? old | (nib << 4) : old | nib));
+          }
         }
-      }
   arr out({NR, O});
   auto load = [&](int t, typename p2vit::pe_operand<typename L::act_t>::type tile[R][L::KMAX]) {
     p2vit::load_rows_array<L, L::KMAX, L::KMAX, 1>(xa, 0, K, NR, t * R, tile, "x");
@@ -943,10 +952,11 @@ arr mac_layer_t(const arr& x, const arr& w, int wbits) {
     for (int n = 0; n < R && t * R + n < NR; ++n)
       for (int o = 0; o < C; ++o) out.mutable_at(t * R + n, ot * C + o) = out64(acc[n][o]);
   };
+  const p2vit::WeightPorts<L> ports{blob.data(), blob.data(), blob.data()};
 #if P2VIT_CSIM_FAST_MAC
   if constexpr (p2vit::csim_fast::layer_fast_supported<L>()) {
-    p2vit::csim_fast::layer_fast<L, L::KMAX>(NT, K, OT, p2vit::csim_fast::BlobTiles<L, L::KMAX>{blob.data(), 0, wbits, K / 2},
-                                             load, epi, [](int) {});
+    p2vit::csim_fast::layer_fast<L, L::KMAX>(
+        NT, K, OT, p2vit::csim_fast::BlobTiles<L, L::KMAX>{ports, 0, plane, wbits, K / 2}, load, epi, [](int) {});
     return out;
   }
 #endif
@@ -955,16 +965,17 @@ arr mac_layer_t(const arr& x, const arr& w, int wbits) {
   for (int t = 0; t < NT; ++t) {
     load(t, xt);
     for (int ot = 0; ot < OT; ++ot) {
-      p2vit::reduce_blob<L, L::KMAX>(xt, K, blob.data(), "blob", 0, ot, wbits, acc);
+      for (int ks = 0; ks < steps; ++ks)
+        p2vit::reduce_step<L, L::KMAX>(xt, ks, ports, (long(ot) * steps + ks) * L::BEATS, plane, wbits, acc);
       epi(t, ot, acc);
     }
   }
   return out;
 }
 
-arr mac_layer_v(arr x, arr w, int r, int c, int wbits) {
-#define X(R, C) if (r == R && c == C) return mac_layer_t<R, C>(x, w, wbits);
-  X(8, 8) X(8, 16) X(4, 8) X(16, 8) X(3, 8)
+arr mac_layer_v(arr x, arr w, int r, int c, int wbits, int ports) {
+#define X(R, C, P) if (r == R && c == C && ports == P) return mac_layer_t<R, C, P>(x, w, wbits);
+  X(8, 8, 1) X(8, 16, 1) X(4, 8, 1) X(16, 8, 1) X(3, 8, 1) X(8, 16, 2) X(3, 8, 2) X(4, 12, 3) X(5, 24, 3)
 #undef X
   throw py::value_error("mac_layer: shape not instantiated in the harness");
 }
@@ -1069,7 +1080,8 @@ PYBIND11_MODULE(P2VIT_MODNAME, m) {
         py::arg("cols"), py::arg("simd"), py::arg("clear") = false);
   m.def("attention_region", &attention_region_v, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("h"),
         py::arg("shift_qk"), py::arg("x0"), py::arg("pb"), py::arg("pc"), py::arg("shift_av"), py::arg("lanes") = 1);
-  m.def("mac_layer", &mac_layer_v, py::arg("x"), py::arg("w"), py::arg("rows"), py::arg("cols"), py::arg("wbits"));
+  m.def("mac_layer", &mac_layer_v, py::arg("x"), py::arg("w"), py::arg("rows"), py::arg("cols"), py::arg("wbits"),
+        py::arg("ports") = 1);
   m.attr("csim_fast_mac") = bool(P2VIT_CSIM_FAST_MAC);
   m.attr("csim_fast_vnni") = bool(P2VIT_CSIM_FAST_VNNI);
   m.def("nibble_word", &nibble_word_v, py::arg("bytes"), py::arg("cols"), py::arg("simd"));

@@ -756,20 +756,23 @@ def test_nibble_word_unpacks_what_the_layout_packs(kern, cols, simd):
         check(kern.nibble_word(packed[word].astype(np.int64), cols, simd), want)
 
 
-@pytest.mark.parametrize("rows,cols", [(8, 8), (8, 16), (4, 8), (16, 8), (3, 8)])
+@pytest.mark.parametrize("rows,cols,ports", [(8, 8, 1), (8, 16, 1), (4, 8, 1), (16, 8, 1), (3, 8, 1), (8, 16, 2),
+                                             (3, 8, 2), (4, 12, 3), (5, 24, 3)])
 @pytest.mark.parametrize("wbits", [8, 4])
-def test_mac_layer_is_an_exact_matmul(fkern, rows, cols, wbits):
-    """A whole layer through the MAC array (native AVX2 or AVX-512: csim_fast.layer_fast's row groups,
-    weight slices and epilogue order; otherwise the HLS loops) == x.w^T, for one and several row groups, partial tiles,
-    an odd number of weight tiles, K with and without a tail past a multiple of 8, and the extremes."""
-    rng = np.random.default_rng(rows * 10 + cols + wbits)
+def test_mac_layer_is_an_exact_matmul(fkern, rows, cols, ports, wbits):
+    """A whole layer through the MAC array (native AVX2 or AVX-512 with cols a multiple of 8:
+    csim_fast.layer_fast's row groups, weight slices and epilogue order; otherwise the HLS loops) ==
+    x.w^T, for one and several row groups, partial tiles, an odd number of weight tiles, K with and
+    without a tail past a multiple of 8, the extremes, and the weight word gathered from 1, 2 or 3
+    weight planes (ports)."""
+    rng = np.random.default_rng(rows * 10 + cols + wbits + 100 * ports)
     lo, hi = (-128, 128) if wbits == 8 else (-8, 8)
     for nr, k, ot in [(57, 64, 3), (9, 62, 1), (1, 2, 2), (50, 36, 5), (197, 64, 3), (200, 40, 2)]:   # 197, 200: three row groups
         x = rng.integers(-128, 128, (nr, k))
         w = rng.integers(lo, hi, (ot * cols, k))
         x[0, :] = -128                     # extremes: -128 x -128 (8-bit) / -8 products
         w[0, :] = lo
-        check(fkern.mac_layer(x, w, rows, cols, wbits), x @ w.T)
+        check(fkern.mac_layer(x, w, rows, cols, wbits, ports), x @ w.T)
 
 
 def test_native_harness_uses_the_blocked_layer_path_where_the_cpu_has_avx2(kern):
@@ -926,8 +929,9 @@ def _requant_py(v, k, bits):
 
 @pytest.mark.parametrize("traced", [False, True])
 def test_epi_gelu(kern, traced):
-    """epi_gelu on tiles of a 3 x 8 array over 20 hidden units (a partial last column tile); untraced
-    runs take the 8-lane path of csim_fast_rows.h in a fast-rows build, traced ones the loop."""
+    """epi_gelu on tiles of a 3 x 8 array over 7 tokens and 20 hidden units (partial last row and
+    column tiles) into FC1's output hid; untraced runs take the 8-lane path of csim_fast_rows.h in a
+    fast-rows build, traced ones the loop."""
     rng = np.random.default_rng(24)
     for trial in range(12):
         acc = rng.integers(-(1 << 26), 1 << 26, (3, 8))
@@ -938,23 +942,23 @@ def test_epi_gelu(kern, traced):
             acc[1, :] = -(1 << 26)
             shift[:4] = A([0, -8, 63, 127])
         lut = rng.integers(-128, 128, 256)
-        rows = rng.integers(-128, 128, (3, 20))
-        n0, o0 = int(rng.integers(0, 7)), [0, 8, 16][trial % 3]
+        rows = rng.integers(-128, 128, (7, 20))
+        n0, o0 = [0, 3, 6][trial % 3 if trial % 4 else 2], [0, 8, 16][trial % 3]
         got = kern.epi_gelu(acc, n0, o0, bias, shift, lut, rows, traced=traced)
         want = rows.copy()
         for o in range(min(8, 20 - o0)):
             c = o0 + o
-            for n in range(3):
+            for n in range(min(3, 7 - n0)):   # rows past the last token are not written
                 h = _requant_py(acc[n, o] + bias[c], shift[c], 8)
-                want[n, c] = lut[h + 128]
+                want[n0 + n, c] = lut[h + 128]
         check(got, want, rows=rows)
     # every table index: h = -128..127 (shift 0, bias 0), 24 per tile
     lut = rng.integers(-128, 128, 256)
     h = np.concatenate([np.arange(-128, 128), np.zeros(8, dtype=np.int64)]).reshape(-1, 3, 8)
     for tile in h:
         got = kern.epi_gelu(tile, 0, 0, np.zeros(20, dtype=np.int64), np.zeros(20, dtype=np.int64), lut,
-                            np.zeros((3, 20), dtype=np.int64), traced=traced)
-        check(got[:, :8], lut[tile + 128])
+                            np.zeros((7, 20), dtype=np.int64), traced=traced)
+        check(got[:3, :8], lut[tile + 128])
 
 
 @pytest.mark.parametrize("traced", [False, True])

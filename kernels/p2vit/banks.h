@@ -23,17 +23,24 @@ constexpr int gcd_int(int a, int b) {
 
 constexpr int lcm_int(int a, int b) { return a / gcd_int(a, b) * b; }
 
+// main_cols<C>(): the MAC array's columns, PCOLS per weight port; the same under the Q.K^T array's
+// configuration (p2vit/layers.h QkCfg: COLS = PCOLS), whose key buffer the QKV epilogue writes.
+template <class C>
+constexpr int main_cols() {
+  return C::PCOLS * C::WPORTS;
+}
+
 // qkv_lanes<C>(): columns per cycle of the QKV epilogue. Groups of gcd(COLS, DH) columns start at
 // a multiple of the group size, so each lies in one of q, k, v and in one head: its destinations
 // are consecutive channels of one row.
 template <class C>
 constexpr int qkv_lanes() {
-  return gcd_int(C::COLS, C::DH);
+  return gcd_int(main_cols<C>(), C::DH);
 }
 
-// load_lanes<C>(): values per cycle of the row loads (load_rows_array, load_rows_stream) and per
-// word of the hidden stream (gelu_out -> FC2): SIMD, one write per bank of xt (cyclic SIMD along K)
-// per cycle, since a small xt bank may be distributed RAM with a single write port.
+// load_lanes<C>(): values per cycle of the row loads (load_rows_array): SIMD, one write per bank of
+// xt (cyclic SIMD along K) per cycle, since a small xt bank may be distributed RAM with a single
+// write port.
 template <class C>
 constexpr int load_lanes() {
   return C::SIMD;
@@ -66,7 +73,7 @@ constexpr int k_channel_banks() {   // keys, dim 3: qkv_lanes in, SIMD per key p
   return shared_banks(qkv_lanes<C>(), 1, C::SIMD, 1);
 }
 template <class C>
-constexpr int gelu_row_banks() {    // FC1's row tile: COLS lanes of epi_gelu in, load_lanes of gelu_out out
+constexpr int hid_banks() {         // FC1's output hid[N][HID]: COLS lanes of epi_gelu in, load_lanes (FC2's row load) out
   return shared_banks(C::COLS, 1, load_lanes<C>(), 1);
 }
 // param_banks<C, PER>(): a per-output parameter array (bias, shift, e_r, e_s): a burst writes PER
@@ -76,7 +83,7 @@ constexpr int param_banks() {
   return shared_banks(PER, 1, C::COLS, 1);
 }
 // logit_row_banks<C>(): Q.K^T's logit row tile rows[ROWS][N], dim 2: epi_logits writes COLS keys
-// per cycle, logits_out reads LANES.
+// per cycle (C: the Q.K^T array's configuration), logits_out reads LANES.
 template <class C>
 constexpr int logit_row_banks() {
   return shared_banks(C::COLS, 1, C::LANES, 1);

@@ -11,7 +11,7 @@
 //   layer_fast_supported<C>()                       the configurations this path handles
 //   BlobTiles<C, KMAX>, KeyTiles<C, KMAX>           where a layer's weight tiles come from
 //   layer_fast<C, KMAX>(NT, K, OT, tiles, load, epi, done)
-//       one whole layer (main_array, qk_array, fc1_array, fc2_array in p2vit/layers.h call it
+//       one whole layer (main_array and qk_array in p2vit/layers.h call it
 //       with their own row loaders and epilogues)
 //
 // Never used by HLS synthesis, ap_int builds or the instrumented (P2VIT_COUNTERS) C-sim, which
@@ -46,6 +46,7 @@
 #include <type_traits>
 
 #include "blob.h"
+#include "mac_array.h"
 #include "pe_array.h"
 
 namespace p2vit {
@@ -295,20 +296,34 @@ __attribute__((noipa)) void gemm_block(const std::int16_t x[][KMAX], int K, cons
 
 #endif  // P2VIT_CSIM_FAST_VNNI
 
-// BlobTiles<C, KMAX>: the weight tiles of a layer in the blob, where reduce_blob reads them.
-// tile(ot, buf, stride): pointer to tile ot's words, one [COLS][2] int8 word per step, `stride`
-// bytes apart: the blob itself for 8-bit weights, else buf after unpacking the nibbles.
+// BlobTiles<C, KMAX>: the weight tiles of a layer in the blob, where reduce_step reads them (plane j
+// of WPORTS from port j, `plane` beats apart; codegen/layout.py plane_weights). tile(ot, buf,
+// stride): pointer to tile ot's words, one [COLS][2] int8 word per step, `stride` bytes apart: the
+// blob itself for 8-bit weights on one port, else buf after gathering the planes' words and
+// unpacking the nibbles.
 template <class C, int KMAX>
 struct BlobTiles {
-  const typename C::axi_t* port;
-  long w_beat;
+  WeightPorts<C> ports;
+  long w_beat, plane;
   int wbits, steps;
   const std::uint8_t* tile(int ot, std::int8_t buf[KMAX / 2][C::COLS][2], long& stride) const {
-    constexpr long WORD_STRIDE = long(C::BEATS) * C::AXI_BYTES;   // bytes from one step's word to the next
-    const std::uint8_t* words = &port[w_beat + long(ot) * steps * C::BEATS].b[0];
-    stride = WORD_STRIDE;
-    if (wbits == 8) return words;
-    for (int ks = 0; ks < steps; ++ks) blob_nibble_word<C::COLS, 2>(words + ks * WORD_STRIDE, 0, buf[ks]);
+    constexpr long WORD_STRIDE = long(C::BEATS) * C::AXI_BYTES;   // bytes from one step's plane word to the next
+    const long first = w_beat + long(ot) * steps * C::BEATS;
+    if (C::WPORTS == 1 && wbits == 8) {
+      stride = WORD_STRIDE;
+      return &ports.blob[first].b[0];
+    }
+    const typename C::axi_t* port[3] = {ports.blob, ports.blob_w1, ports.blob_w2};
+    for (int j = 0; j < C::WPORTS; ++j) {
+      const std::uint8_t* words = &port[j][first + j * plane].b[0];
+      for (int ks = 0; ks < steps; ++ks) {
+        std::int8_t(*dst)[2] = &buf[ks][j * C::PCOLS];
+        if (wbits == 8)
+          std::memcpy(&dst[0][0], words + ks * WORD_STRIDE, C::PCOLS * 2);
+        else
+          blob_nibble_word<C::PCOLS, 2>(words + ks * WORD_STRIDE, 0, dst);
+      }
+    }
     stride = C::COLS * 2;
     return reinterpret_cast<const std::uint8_t*>(&buf[0][0][0]);
   }

@@ -22,8 +22,6 @@
 //   epi_gelu_fast<C>(...), epi_residual_fast<C>(...)
 //                                      epi_qkv, epi_logits, and the untraced runs of epi_gelu and
 //                                      epi_residual (p2vit/epilogue.h)
-//   rows_out<R, W>(rows, valid, out)   gelu_out's rows (p2vit/epilogue.h)
-//   rows_out_words<R, W, WL>(rows, valid, out)  gelu_out
 // The streams are read and written with the native stream's read_n / write_n (p2vit/types.h): the
 // same elements in the same order, one copy per row instead of one call per element.
 //
@@ -500,27 +498,6 @@ inline void epi_logits_fast(const typename C::acc_t acc[C::ROWS][C::COLS], int o
   }
 }
 
-// rows_out<R, W>(rows, valid, out): rows[0..valid-1] (each W values) onto out, in order, one append
-// per row.
-template <int R, int W>
-inline void rows_out(const std::int8_t rows[R][W], int valid, stream<std::int8_t>& out) {
-  for (int n = 0; n < R; ++n) {
-    if (n >= valid) break;
-    out.write_n(rows[n], W);
-  }
-}
-
-// rows_out_words<R, W, WL>(rows, valid, out): rows_out onto a stream of WL-value words (gelu_out's
-// hidden stream, W a multiple of WL): the same words, one append per row.
-template <int R, int W, int WL>
-inline void rows_out_words(const std::int8_t rows[R][W], int valid, stream<lane_word<std::int8_t, WL>>& out) {
-  static_assert(W % WL == 0 && sizeof(lane_word<std::int8_t, WL>) == WL, "rows_out_words: whole words only");
-  for (int n = 0; n < R; ++n) {
-    if (n >= valid) break;
-    out.write_n(reinterpret_cast<const lane_word<std::int8_t, WL>*>(rows[n]), W / WL);
-  }
-}
-
 // gelu_supported<C>(): epi_supported<C>() on a CPU with AVX-512 VBMI (the table lookup below).
 template <class C>
 constexpr bool gelu_supported() {
@@ -531,14 +508,14 @@ constexpr bool gelu_supported() {
 #endif
 }
 
-// epi_gelu_fast<C>: epi_gelu<C> (p2vit/epilogue.h) without tracing: rows[n][o0 + o] =
-// lut[requant<8>(acc[n][o] + bias, shift) + 128] for every tile row n and valid column o, the same
+// epi_gelu_fast<C>: epi_gelu<C> (p2vit/epilogue.h) without tracing: hid[n0 + n][o0 + o] =
+// lut[requant<8>(acc[n][o] + bias, shift) + 128] for every tile row n0 + n < N and valid column o, the same
 // int64 expression on 8 columns at a time (requant8), in another order of independent elements.
 // The lookup: index i = h + 128 in [0, 255] as a byte; vpermi2b picks byte i & 127 of lut[0..127]
 // (t0, t1) and of lut[128..255] (t2, t3), and bit 7 of i chooses between the two.
 template <class C>
-inline void epi_gelu_fast(const typename C::acc_t acc[C::ROWS][C::COLS], int o0, const i32 bias[],
-                          const i8 shift[], const i8 lut[256], std::int8_t rows[C::ROWS][C::HID]) {
+inline void epi_gelu_fast(const typename C::acc_t acc[C::ROWS][C::COLS], int n0, int o0, const i32 bias[],
+                          const i8 shift[], const i8 lut[256], std::int8_t hid[C::N][C::HID]) {
   static_assert(gelu_supported<C>(), "epi_gelu_fast: unsupported configuration");
 #ifdef __AVX512VBMI__
   const int cols = C::HID - o0 < C::COLS ? C::HID - o0 : C::COLS;
@@ -551,16 +528,17 @@ inline void epi_gelu_fast(const typename C::acc_t acc[C::ROWS][C::COLS], int o0,
     const int c = o0 + o;
     const __m512i b = load8(bias + c, m), s = load8(shift + c, m);
     for (int n = 0; n < C::ROWS; ++n) {
+      if (n0 + n >= C::N) break;
       const __m512i h = requant8<8>(_mm512_add_epi64(load8(&acc[n][o], m), b), s);   // [-128, 127]
       const __m128i i8 = _mm512_maskz_cvtepi64_epi8(ALL8, _mm512_add_epi64(h, off));   // 8 index bytes
       const __m512i i = _mm512_maskz_broadcast_i32x4(0xFFFF, i8);
       const __m512i lo = _mm512_permutex2var_epi8(t0, i, t1), hi = _mm512_permutex2var_epi8(t2, i, t3);
       const __m512i g = _mm512_mask_blend_epi8(_mm512_movepi8_mask(i), lo, hi);
-      _mm512_mask_storeu_epi8(&rows[n][c], __mmask64(m), g);
+      _mm512_mask_storeu_epi8(&hid[n0 + n][c], __mmask64(m), g);
     }
   }
 #else
-  (void)acc, (void)o0, (void)bias, (void)shift, (void)lut, (void)rows;
+  (void)acc, (void)n0, (void)o0, (void)bias, (void)shift, (void)lut, (void)hid;
 #endif
 }
 

@@ -8,8 +8,7 @@
 // column tile (first column ot*COLS); O: the layer's outputs):
 //   epi_qkv       y = requant(acc + b, sh, 8) into the q, k and v buffers
 //   epi_residual  y = requant(acc + b, sh, 8); r = residual_add(y, e_y, r, e_r, e_s) in place
-//   epi_gelu      g = lut[requant(acc + b, sh, 8) + 128] into a row tile; gelu_out streams it,
-//                 load_lanes values per word
+//   epi_gelu      g = lut[requant(acc + b, sh, 8) + 128] into FC1's output hid[N][HID]
 //   epi_logits    a = requant(acc, sh, 8) into a row tile, and each row's running maximum;
 //                 logits_out streams the rows and their maxima (Q.K^T)
 //   epi_embed     r[1 + n] = requant(acc + bias[n][o], sh, R) (per-token bias: position embedding)
@@ -32,7 +31,7 @@
 namespace p2vit {
 
 // The key and value buffers are k[H][N][DH] and v[H][N][DH], so that a head's readers index them
-// with unrolled lanes only: k dim 2 cyclic COLS x dim 3 cyclic k_channel_banks (mac_array.h k_bank),
+// with unrolled lanes only: k dim 2 cyclic PCOLS x dim 3 cyclic k_channel_banks (mac_array.h k_bank),
 // v dim 2 cyclic LANES x dim 3 complete (bank (key lane, d): one per A.V shifter).
 //
 // Lanes: epi_qkv writes E = qkv_lanes columns of one tile row per cycle, epi_residual and epi_gelu
@@ -80,7 +79,7 @@ inline void epi_qkv_row(const typename C::acc_t a[C::COLS], int row, int ot, int
         P2VIT_ACCESS_LANE("q", c % QB, e, gcd_int(E, QB));
         q[row][c] = y;
       } else if (part == 1) {
-        P2VIT_ACCESS_LANE("k", k_bank<C>(row, d), e * C::COLS + row % C::COLS, gcd_int(E, KB) * C::COLS);
+        P2VIT_ACCESS_LANE("k", k_bank<C>(row, d), e * C::PCOLS + row % C::PCOLS, gcd_int(E, KB) * C::PCOLS);
         k[h][row][d] = y;
       } else {
         P2VIT_ACCESS_LANE("v", (row % C::LANES) * C::DH + d, e, E);   // bank (key lane, channel)
@@ -187,46 +186,48 @@ residual:
   }
 }
 
-// epi_gelu_row: accumulator row a (row n of the tile, token n0 + n) of column tile ot, COLS lanes:
-// g = lut[requant(a + b, sh, 8) + 128] into the row tile (cyclic gelu_row_banks). The table is
-// partitioned completely (registers): COLS lookups per cycle, each a 256-way multiplexer.
+// epi_gelu_row: accumulator row a (token `row`) of column tile ot, COLS lanes:
+// g = lut[requant(a + b, sh, 8) + 128] into FC1's output hid (cyclic hid_banks) for rows < N. The
+// table is partitioned completely (registers): COLS lookups per cycle, each a 256-way multiplexer.
 template <class C>
-inline void epi_gelu_row(const typename C::acc_t a[C::COLS], int n, int n0, int ot, const i32 bias[], const i8 shift[],
-                         const i8 lut[256], typename C::act_t rows[C::ROWS][C::HID], bool tracing, int block) {
+inline void epi_gelu_row(const typename C::acc_t a[C::COLS], int row, int ot, const i32 bias[], const i8 shift[],
+                         const i8 lut[256], typename C::act_t hid[C::N][C::HID], bool tracing, int block) {
   P2VIT_PRAGMA(HLS INLINE)
   [[maybe_unused]] constexpr int PB4 = param_banks<C, C::AXI_BYTES / 4>(), PB1 = param_banks<C, C::AXI_BYTES>();
-  [[maybe_unused]] constexpr int GB = gelu_row_banks<C>();
+  [[maybe_unused]] constexpr int GB = hid_banks<C>();
   const int o0 = ot * C::COLS;
   const int cols = C::HID - o0 < C::COLS ? C::HID - o0 : C::COLS;
   for (int o = 0; o < C::COLS; ++o) {
     P2VIT_PRAGMA(HLS UNROLL)
     const int c = o0 + o;
     if (o < cols) {
-      P2VIT_ACCESS_LANE("bias_fc1", c % PB4, o, gcd_int(C::COLS, PB4));
-      P2VIT_ACCESS_LANE("shift_fc1", c % PB1, o, gcd_int(C::COLS, PB1));
-      P2VIT_ACCESS_LANE("gelu_rows", c % GB, o, gcd_int(C::COLS, GB));
+      P2VIT_ACCESS_LANE("bias", c % PB4, o, gcd_int(C::COLS, PB4));
+      P2VIT_ACCESS_LANE("shift", c % PB1, o, gcd_int(C::COLS, PB1));
+    }
+    if (row < C::N && o < cols) {
+      P2VIT_ACCESS_LANE("hid", c % GB, o, gcd_int(C::COLS, GB));
       const typename C::act_t h = requant<8>(i64(a[o]) + i64(bias[c]), int(shift[c]));
       const typename C::act_t g = gelu_lookup(h, lut);   // lut: registers, no bank
-      if (tracing && n0 + n < C::N) {
-        P2VIT_TRACE("fc1", block, long(n0 + n) * C::HID + c, &h, 1);
-        P2VIT_TRACE("gelu", block, long(n0 + n) * C::HID + c, &g, 1);
+      if (tracing) {
+        P2VIT_TRACE("fc1", block, long(row) * C::HID + c, &h, 1);
+        P2VIT_TRACE("gelu", block, long(row) * C::HID + c, &g, 1);
       }
-      rows[n][c] = g;
+      hid[row][c] = g;
     }
   }
   (void)tracing;
   (void)block;
 }
 
-// epi_gelu: tile (n0, ot) through GELU into the row tile, one tile row per cycle.
+// epi_gelu: tile (n0, ot) through GELU into hid, one tile row per cycle.
 template <class C>
 void epi_gelu(const typename C::acc_t acc[C::ROWS][C::COLS], int n0, int ot, const i32 bias[], const i8 shift[],
-              const i8 lut[256], typename C::act_t rows[C::ROWS][C::HID], int block) {
+              const i8 lut[256], typename C::act_t hid[C::N][C::HID], int block) {
   const bool tracing = P2VIT_TRACING();
 #if P2VIT_CSIM_FAST_ROWS
   if constexpr (csim_fast_rows::gelu_supported<C>()) {   // C-sim, untraced: the same values, 8 lanes at a time
     if (!tracing) {
-      csim_fast_rows::epi_gelu_fast<C>(acc, ot * C::COLS, bias, shift, lut, rows);
+      csim_fast_rows::epi_gelu_fast<C>(acc, n0, ot * C::COLS, bias, shift, lut, hid);
       return;
     }
   }
@@ -235,45 +236,7 @@ gelu:
   for (int n = 0; n < C::ROWS; ++n) {
     P2VIT_PRAGMA(HLS PIPELINE II=1)
     P2VIT_COUNT("requant.gelu");
-    epi_gelu_row<C>(acc[n], n, n0, ot, bias, shift, lut, rows, tracing, block);
-  }
-}
-
-// gelu_out: the valid rows of a finished FC1 row tile, in order, onto the hidden stream: WL =
-// load_lanes values per word, ceil(HID / WL) words per row (lanes past HID carry 0).
-template <class C>
-void gelu_out(const typename C::act_t rows[C::ROWS][C::HID], int n0, stream<typename C::hidden_word_t>& out) {
-  const int valid = C::N - n0 < C::ROWS ? C::N - n0 : C::ROWS;
-  constexpr int WL = load_lanes<C>(), WORDS = (C::HID + WL - 1) / WL;
-  [[maybe_unused]] constexpr int GB = gelu_row_banks<C>();
-#if P2VIT_CSIM_FAST_ROWS
-  if constexpr (csim_fast_rows::epi_supported<C>() && C::HID % WL == 0) {   // C-sim: one append per row
-    if constexpr (WL == 1)
-      csim_fast_rows::rows_out<C::ROWS, C::HID>(rows, valid, out);
-    else
-      csim_fast_rows::rows_out_words<C::ROWS, C::HID, WL>(rows, valid, out);
-    return;
-  }
-#endif
-  int n = 0, jw = 0;
-  [[maybe_unused]] constexpr int TRIPS = C::ROWS * WORDS;
-gelu_out:
-  for (int i = 0; i < valid * WORDS; ++i) {
-    P2VIT_PRAGMA(HLS PIPELINE II=1)
-    P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=TRIPS)
-    P2VIT_COUNT("requant.gelu_out");
-    typename C::hidden_word_t w;
-    for (int l = 0; l < WL; ++l) {
-      P2VIT_PRAGMA(HLS UNROLL)
-      const int j = jw * WL + l;
-      if (j < C::HID) P2VIT_ACCESS_LANE("gelu_rows", j % GB, l, gcd_int(WL, GB));
-      lane(w, l) = j < C::HID ? rows[n][j] : typename C::act_t(0);
-    }
-    out.write(w);
-    if (++jw == WORDS) {
-      jw = 0;
-      ++n;
-    }
+    epi_gelu_row<C>(acc[n], n0 + n, ot, bias, shift, lut, hid, tracing, block);
   }
 }
 

@@ -135,29 +135,45 @@ load_image:
 }
 
 // load_rows_patch: flattened patches (numerics.md 2.2): element c*P*P + i*P + j of patch p, from
-// the on-chip image (CHW int8, u - 128), one element per cycle.
+// the on-chip image (CHW int8, u - 128), one element per cycle into a word register of SIMD
+// values; each completed word is one write to xt (SIMD banks, or one word where xt is reshaped:
+// no read-modify-write). KP is a multiple of SIMD (codegen/hwconfig.py check_simd).
 template <class C, int KMAX>
 void load_rows_patch(const typename C::act_t img[C::IMG_C * C::IMG_H * C::IMG_W], int n0,
                      typename pe_operand<typename C::act_t>::type xt[C::ROWS][KMAX]) {
+  P2VIT_PRAGMA(HLS INLINE)
   constexpr int K = C::KP;
-  int n = 0, c = 0, pi = 0, pj = 0;   // running indices: k = c*P*P + pi*P + pj
+  static_assert(K % C::SIMD == 0, "load_rows_patch: whole words of SIMD values");
+  typename C::act_t word[C::SIMD];
+  P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=word type=complete)
+  int n = 0, c = 0, pi = 0, pj = 0, s = 0, kw = 0;   // running indices: k = c*P*P + pi*P + pj = kw*SIMD + s
 load_patch:
   for (int i = 0; i < C::ROWS * K; ++i) {
     P2VIT_PRAGMA(HLS PIPELINE II=1)
     P2VIT_COUNT("mac_array.load_patch");
     const int p = n0 + n;
     const int py = p / C::GRID_W, px = p - py * C::GRID_W;   // constant divisor
-    const int k = (c * C::PATCH + pi) * C::PATCH + pj;
-    P2VIT_ACCESS("xt", xt_bank<C>(n, k));
     P2VIT_ACCESS("img", 0);
-    xt[n][k] = p < C::NP ? img[(c * C::IMG_H + py * C::PATCH + pi) * C::IMG_W + px * C::PATCH + pj]
-                         : typename C::act_t(0);
+    word[s] = p < C::NP ? img[(c * C::IMG_H + py * C::PATCH + pi) * C::IMG_W + px * C::PATCH + pj]
+                        : typename C::act_t(0);
+    if (s == C::SIMD - 1) {
+      for (int w = 0; w < C::SIMD; ++w) {
+        P2VIT_PRAGMA(HLS UNROLL)
+        P2VIT_ACCESS_LANE("xt", xt_bank<C>(n, kw * C::SIMD + w), n * C::SIMD + w, C::SIMD);
+        xt[n][kw * C::SIMD + w] = word[w];
+      }
+    }
+    if (++s == C::SIMD) {
+      s = 0;
+      ++kw;
+    }
     if (++pj == C::PATCH) {
       pj = 0;
       if (++pi == C::PATCH) {
         pi = 0;
         if (++c == C::IMG_C) {
           c = 0;
+          kw = 0;
           ++n;
         }
       }
@@ -165,14 +181,14 @@ load_patch:
   }
 }
 
-// weight_word<C>(port, bundle, beat, wbits, w): the COLS x SIMD weights of one reduction step,
-// from BEATS beats starting at `beat`: [COLS][SIMD] order, one byte each (wbits 8) or two per
-// byte, low nibble first (wbits 4) (codegen/layout.py).
+// plane_word<C>(port, bundle, beat, wbits, w): the PCOLS x SIMD weights one weight port delivers
+// per reduction step, from BEATS beats starting at `beat`: [PCOLS][SIMD] order, one byte each
+// (wbits 8) or two per byte, low nibble first (wbits 4) (codegen/layout.py plane_weights).
 template <class C>
-inline void weight_word(const typename C::axi_t* port, const char* bundle, long beat, int wbits,
-                        typename C::act_t w[C::COLS][C::SIMD]) {
+inline void plane_word(const typename C::axi_t* port, const char* bundle, long beat, int wbits,
+                       typename C::act_t w[C::PCOLS][C::SIMD]) {
   P2VIT_PRAGMA(HLS INLINE)
-  constexpr int WORD = C::COLS * C::SIMD;
+  constexpr int WORD = C::PCOLS * C::SIMD;
   std::uint8_t bytes[C::BEATS * C::AXI_BYTES];
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=bytes type=complete)
   for (int b = 0; b < C::BEATS; ++b) {
@@ -197,23 +213,59 @@ inline void weight_word(const typename C::axi_t* port, const char* bundle, long 
     }
 #endif
   } else {
-    blob_nibble_word<C::COLS, C::SIMD>(bytes, 0, w);
+    blob_nibble_word<C::PCOLS, C::SIMD>(bytes, 0, w);
   }
 }
 
-// reduce_step: step ks of column tile ot: the weight word from the blob (BEATS beats), then one
-// PE-array cycle (acc cleared at ks == 0). The body of every blob reduction loop: reduce_blob below
-// and the instances' reduce-and-drain loops (p2vit/layers.h), each instance calling it once.
-//   beat: the word's first beat; callers compute it from their loop index (base + i * BEATS), so
-//   that HLS sees one sequential m_axi access per loop and infers a burst.
+// WeightPorts<C>: the m_axi bundles that stream the MAC array's weights. Port j (blob, blob_w1,
+// blob_w2; the first WPORTS are used) reads plane j of a layer's weights: columns j*PCOLS ..
+// (j+1)*PCOLS - 1 of every tile, `plane` beats after plane j - 1 (codegen/layout.py
+// plane_weights), so each port reads consecutive beats and all of them one word per step.
+template <class C>
+struct WeightPorts {
+  const typename C::axi_t* blob;
+  const typename C::axi_t* blob_w1;
+  const typename C::axi_t* blob_w2;
+};
+
+// weight_word<C>(ports, beat, plane, wbits, w): the COLS x SIMD weights of one reduction step:
+// plane j's word at `beat + j * plane` from port j, all ports in the same cycle.
+template <class C>
+inline void weight_word(const WeightPorts<C>& ports, long beat, long plane, int wbits,
+                        typename C::act_t w[C::COLS][C::SIMD]) {
+  P2VIT_PRAGMA(HLS INLINE)
+  static_assert(C::WPORTS >= 1 && C::WPORTS <= 3 && C::PCOLS * C::WPORTS == C::COLS, "weight_word: 1..3 ports");
+  typename C::act_t wp[C::WPORTS][C::PCOLS][C::SIMD];
+  P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=wp type=complete dim=0)
+  plane_word<C>(ports.blob, "blob", beat, wbits, wp[0]);
+  if constexpr (C::WPORTS > 1) plane_word<C>(ports.blob_w1, "blob_w1", beat + plane, wbits, wp[1]);
+  if constexpr (C::WPORTS > 2) plane_word<C>(ports.blob_w2, "blob_w2", beat + 2 * plane, wbits, wp[2]);
+  for (int j = 0; j < C::WPORTS; ++j) {
+    P2VIT_PRAGMA(HLS UNROLL)
+    for (int o = 0; o < C::PCOLS; ++o) {
+      P2VIT_PRAGMA(HLS UNROLL)
+      for (int s = 0; s < C::SIMD; ++s) {
+        P2VIT_PRAGMA(HLS UNROLL)
+        w[j * C::PCOLS + o][s] = wp[j][o][s];
+      }
+    }
+  }
+}
+
+// reduce_step: step ks of a column tile: the weight word from the weight ports (BEATS beats on
+// each), then one PE-array cycle (acc cleared at ks == 0). The body of the MAC array's
+// reduce-and-drain loop (p2vit/layers.h), its only call.
+//   beat: the word's first beat in plane 0; callers compute it from their loop index
+//   (base + i * BEATS), so that HLS sees one sequential m_axi access per port per loop and infers
+//   a burst. plane: beats from one plane to the next.
 template <class C, int KMAX>
 P2VIT_CSIM_INLINE void reduce_step(const typename pe_operand<typename C::act_t>::type xt[C::ROWS][KMAX], int ks,
-                                   const typename C::axi_t* port, const char* bundle, long beat, int wbits,
+                                   const WeightPorts<C>& ports, long beat, long plane, int wbits,
                                    typename C::acc_t acc[C::ROWS][C::COLS]) {
   P2VIT_PRAGMA(HLS INLINE)
   typename C::act_t w[C::COLS][C::SIMD];
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=w type=complete dim=0)
-  weight_word<C>(port, bundle, beat, wbits, w);
+  weight_word<C>(ports, beat, plane, wbits, w);
   for (int n = 0; n < C::ROWS; ++n)
     for (int s = 0; s < C::SIMD; ++s) P2VIT_ACCESS_STATIC("xt", xt_bank<C>(n, ks * C::SIMD + s), n * C::SIMD + s);
 #ifdef P2VIT_PLANT_EXTRA_ACCESS
@@ -221,25 +273,6 @@ P2VIT_CSIM_INLINE void reduce_step(const typename pe_operand<typename C::act_t>:
   P2VIT_ACCESS("xt", xt_bank<C>(0, ks * C::SIMD));
 #endif
   pe_array_cycle<C::ROWS, C::COLS, C::SIMD, KMAX>(xt, ks * C::SIMD, w, acc, ks == 0);
-}
-
-// reduce_blob: acc[n][o] = sum_k xt[n][k] * w[ot*COLS + o][k] over k < K, the weights of column
-// tile ot streamed from the blob at one word per step (II = BEATS).
-//   w_beat: first beat of the layer's weights; wbits: 8 or 4.
-template <class C, int KMAX>
-P2VIT_CSIM_INLINE void reduce_blob(const typename pe_operand<typename C::act_t>::type xt[C::ROWS][KMAX], int K,
-                 const typename C::axi_t* port, const char* bundle, long w_beat, int ot, int wbits,
-                 typename C::acc_t acc[C::ROWS][C::COLS]) {
-  const int steps = K / C::SIMD;
-  [[maybe_unused]] constexpr int TRIPS = KMAX/C::SIMD;
-  [[maybe_unused]] constexpr int REDUCE_II = C::BEATS;   // beats per weight word: one per cycle on the bundle
-reduce:
-  for (int ks = 0; ks < steps; ++ks) {
-    P2VIT_PRAGMA(HLS PIPELINE II=REDUCE_II)
-    P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=TRIPS)
-    P2VIT_COUNT("mac_array.reduce");
-    reduce_step<C, KMAX>(xt, ks, port, bundle, w_beat + (long(ot) * steps + ks) * C::BEATS, wbits, acc);
-  }
 }
 
 // acc_handoff_groups: acc_handoff into Q.K^T's grouped copy, done[g][u] = acc[g*RL + u] (RL =
@@ -273,11 +306,12 @@ inline void acc_handoff(const typename C::acc_t acc[C::ROWS][C::COLS], typename 
   }
 }
 
-// k_bank<C>(j, d): bank of the key buffer k[h][j][d] (dim 2 cyclic COLS, dim 3 cyclic
-// KB = k_channel_banks, p2vit/banks.h), numbered with the key's bank as the low digit.
+// k_bank<C>(j, d): bank of the key buffer k[h][j][d] (dim 2 cyclic PCOLS, the Q.K^T array's
+// columns; dim 3 cyclic KB = k_channel_banks, p2vit/banks.h), numbered with the key's bank as the
+// low digit.
 template <class C>
 constexpr int k_bank(int j, int d) {
-  return (d % k_channel_banks<C>()) * C::COLS + j % C::COLS;
+  return (d % k_channel_banks<C>()) * C::PCOLS + j % C::PCOLS;
 }
 
 // reduce_keys_step: step ks of Q.K^T's key tile ot of head h: acc[n][o] += sum_s xt[n][ks*SIMD + s] *
@@ -298,6 +332,7 @@ P2VIT_CSIM_INLINE void reduce_keys_step(const typename pe_operand<typename C::ac
     for (int s = 0; s < C::SIMD; ++s) {
       P2VIT_PRAGMA(HLS UNROLL)
       const int d = ks * C::SIMD + s;
+      static_assert(C::COLS == C::PCOLS, "reduce_keys_step: the Q.K^T array (QkCfg) has PCOLS columns");
       if (j < C::N) P2VIT_ACCESS_LANE("k", k_bank<C>(j, d), s * C::COLS + o, gcd_int(C::SIMD, k_channel_banks<C>()) * C::COLS);
       w[o][s] = j < C::N ? key[h][j][d] : typename C::act_t(0);
     }
