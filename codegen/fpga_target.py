@@ -222,7 +222,7 @@ def search(shape: perf.ModelShape, target: Target, grid: dict | None = None) -> 
             for simd in g["simd"]:
                 if any(k % simd for k in Ks):
                     continue
-                for ports in g["weight_ports"]:
+                for ports in g.get("weight_ports", WEIGHT_PORTS):
                     # every port an even share of the columns; io takes one of the target's ports
                     if cols % (2 * ports) or ports > target.axi_ports - 1:
                         continue

@@ -34,10 +34,11 @@ class HwConfig:
             raise P2VitError(f"--lanes must be one of {', '.join(map(str, LANES))}, not {self.lanes}")
         if self.weight_ports not in WEIGHT_PORTS:
             raise P2VitError(f"--weight-ports must be one of {', '.join(map(str, WEIGHT_PORTS))}, not {self.weight_ports}")
+        if self.cols % 2:
+            raise P2VitError(f"--cols must be even (4-bit weights pack two per multiplier), not {self.cols}")
         if self.cols % (2 * self.weight_ports):
-            raise P2VitError(f"--cols must be a multiple of 2 x --weight-ports ({2 * self.weight_ports}): each weight "
-                             f"port carries an even number of columns (4-bit weights pack two per multiplier), "
-                             f"not {self.cols}")
+            raise P2VitError(f"--cols must be a multiple of 2 x --weight-ports = {2 * self.weight_ports}: each weight "
+                             f"port carries an even number of columns, not {self.cols}")
         if self.axi_bits not in AXI_BITS:
             raise P2VitError(f"--axi-bits must be one of {', '.join(map(str, AXI_BITS))}, not {self.axi_bits}")
         if not CLOCK_MHZ[0] <= self.clock_mhz <= CLOCK_MHZ[1]:

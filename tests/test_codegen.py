@@ -171,8 +171,16 @@ def test_generated_hls_is_static_labelled_and_counted(tiny_ir):
     assert pipelined >= 25
     top = files["hls/p2vit_top.cpp"]
     assert "HLS DATAFLOW" in (KERNELS / "layers.h").read_text()
-    for bundle in ("io", "blob", "blob_fc1", "blob_fc2"):
+    for bundle in ("io", "blob"):
         assert f"bundle={bundle} " in top
+    assert "bundle=blob_w1 " not in top            # one weight port by default
+    three = render(tiny_ir, HwConfig(cols=6, weight_ports=3)).files
+    assert "const p2vit::Cfg::axi_t* blob_w2, p2vit::Cfg::logit_t" in three["hls/p2vit_top.h"]
+    for name in ("hls/tb_main.cpp", "hls/bindings.cpp"):   # the same blob on every port
+        assert "beats.data(), beats.data(), beats.data(), logits" in three[name] or \
+            "params.blob.data(), params.blob.data(), params.blob.data(), logits" in three[name], name
+    for bundle in ("io", "blob", "blob_w1", "blob_w2"):
+        assert f"bundle={bundle} " in three["hls/p2vit_top.cpp"]
 
 
 def test_no_recursion_in_generated_code(tiny_ir):

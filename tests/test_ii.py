@@ -66,21 +66,23 @@ def _cifar_counters(tmp_path_factory, hw, name):
 
 
 @pytest.mark.skipif(not have_shared(), reason=SHARED_REASON)
-@pytest.mark.parametrize("hw", [HwConfig(), HwConfig(rows=16, cols=64, lanes=8),
-                                HwConfig(rows=50, cols=2, simd=8, lanes=4)],
-                         ids=["default 8x8x2", "16x64x2: 128-byte weight words (II 8), 8 attention lanes",
-                              "DeiT-B's zcu102 design 50x2x8, 4 lanes"])
+@pytest.mark.parametrize("hw", [HwConfig(), HwConfig(rows=16, cols=48, lanes=8, weight_ports=3),
+                                HwConfig(rows=66, cols=4, simd=8, lanes=4, weight_ports=2)],
+                         ids=["default 8x8x2", "16x48x2, 3 weight ports of 32-byte words (II 2), 8 attention lanes",
+                              "DeiT-B's zcu102 design 66x4x8, 2 weight ports, 4 lanes"])
 def test_every_loop_reaches_its_modelled_ii_on_cifar(hw, tmp_path_factory):
     ir, counts, peaks = _cifar_counters(tmp_path_factory, hw, f"ii_{hw.rows}x{hw.cols}")
     reach = _check(peaks, counts, hw)
-    # the configuration decides the reduction's II: one 16-byte beat per cycle at 128 bits
-    assert reach["mac_array.reduce"] == hw.weight_beats == math.ceil(hw.cols * hw.simd / 16)
+    # the configuration decides the reduction's II: one 16-byte beat per cycle of each weight port
+    assert reach["mac_array.reduce"] == hw.weight_beats == math.ceil(hw.cols // hw.weight_ports * hw.simd / 16)
     assert reach.get("mac_array.reduce_keys", 1) == 1       # every key bank read once per step
     # the model's loop counts are the C-sim's too, at this configuration
     shape = perf.shape_from_ir(ir)
     assert perf.loop_counts(shape, hw) == counts
     resources = {r for _, r, _ in peaks}
-    assert {"bank:xt", "bank:k", "bank:v", "bank:r", "axi:blob", "axi:blob_fc1", "axi:blob_fc2"} <= resources
+    ports = {"axi:" + b for b in perf.blob_bundles(hw)}
+    assert {"bank:xt", "bank:k", "bank:v", "bank:r", "bank:hid"} | ports <= resources
+    assert not {"axi:blob_w1", "axi:blob_w2"} - ports & resources       # no other weight port is read
 
 
 def test_planted_extra_access_fails_the_check(tmp_path):
