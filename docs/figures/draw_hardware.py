@@ -4,8 +4,8 @@
                                          [--rows 8 --cols 8 --simd 2 --axi-bits 128]
 
 Draws the m_axi bundles, the controller loop, the on-chip buffers with their partitioning (keys
-and values per head, the image buffer), the burst-loaded parameter arrays, the four MAC-array instances, the attention and MLP DATAFLOW
-regions and LayerNorm, with the sizes of one configuration: the hardware numbers come from
+and values per head, the image buffer), the burst-loaded parameter arrays, the two MAC-array instances (the MAC array, fed by its weight
+ports, and the Q.K^T array), FC1's output buffer, the attention DATAFLOW region and LayerNorm, with the sizes of one configuration: the hardware numbers come from
 codegen.hwconfig.HwConfig, the model's (N, D, H, HID, ...) from codegen.perf.load_shape
 (default: the CIFAR-10 model card ../shared/models/cifar10-vit-d192.json; `--model vit_b` for
 ViT-B/16, built on the meta device, no weights). matplotlib's Agg canvas, no pyplot; the PNG
@@ -26,7 +26,6 @@ from codegen.hwconfig import HwConfig, add_hw_args, check_simd, hw_config  # noq
 from codegen.layout import BLOCK_FIELDS, MODEL_FIELDS, desc_beats  # noqa: E402
 
 DEFAULT_MODEL = REPO.parent / "shared" / "models" / "cifar10-vit-d192.json"
-MISC_DSPS = 24          # LayerNorm and softmax multipliers outside the MAC arrays (codegen.perf.MISC_DSPS)
 
 W, H = 160.0, 106.0     # drawing units: 0.1 inch
 BODY, TITLE, SMALL = 8.5, 9.5, 8.0   # font sizes (pt)
@@ -109,37 +108,41 @@ class Drawing:
 
 
 def draw(shape, hw: HwConfig, out: Path) -> None:
-    R, C, S = hw.rows, hw.cols, hw.simd
+    from codegen.perf import resources
+
+    R, C, S, PC, P = hw.rows, hw.cols, hw.simd, hw.port_cols, hw.weight_ports
     AB, BEATS = hw.axi_bytes, hw.weight_beats
+    res = resources(shape, hw)
     N, D, NH, DH, HID = shape.tokens, shape.dim, shape.heads, shape.dh, shape.hidden
     KP, CL, DEPTH, RB, AQ = shape.kp, shape.num_classes, shape.depth, shape.res_bits, shape.attn_bits
     IMG = shape.in_chans * shape.img_h * shape.img_w
-    KMAX = max(KP, D)
-    OMAX = max(3 * D, CL)
+    KMAX = max(KP, D, HID)
+    OMAX = max(3 * D, HID, CL)
     MD, BD = desc_beats(len(MODEL_FIELDS), AB), desc_beats(len(BLOCK_FIELDS), AB)
     PES = R * C * S
     word = C * S
+    pword = PC * S
     beat_s = "beat" if BEATS == 1 else "beats"
     d = Drawing()
     ax = d.ax
 
     # --- title ---------------------------------------------------------------------------------------
     d.text(1, 104.5, f"p2vit accelerator (p2vit_top) for {shape.name}: MAC array {R}x{C}x{S} (ROWS x COLS x SIMD), "
-           f"{hw.axi_bits}-bit m_axi; N={N} tokens, D={D}, H={NH} heads of DH={DH}, HID={HID}, {DEPTH} blocks",
+           f"{P} weight port(s) of {hw.axi_bits} bits; N={N} tokens, D={D}, H={NH} heads of DH={DH}, HID={HID}, {DEPTH} blocks",
            size=10.5, ha="left", va="center", bg=False, fontweight="bold")
 
     # --- DRAM and the m_axi bundles -----------------------------------------------------------------
     d.box(1, 3, 10, 101, "DRAM (host buffers)",
           ["image int8 (C,H,W) and logits int32: io;   params.bin (the blob, "
-           "one buffer): blob, blob_fc1 and blob_fc2"], color="#f3f3f3", rotate=True, size=SMALL)
+           "one buffer): blob" + "".join(f", blob_w{j}" for j in range(1, P))], color="#f3f3f3", rotate=True,
+          size=SMALL)
     bundles = [
         ("blob", 57, 101, [f"{hw.axi_bits}-bit data", f"({AB} B / beat)", "max_read_burst_", "length=64",
                            "num_read_", "outstanding=8", "",
-                           "descriptors,", "parameter", "bursts, shared", "array's weights"]),
+                           "descriptors,", "parameter", "bursts, weight", "plane 0"]),
         ("io", 45, 54, ["image in (int8,", "one burst),", "logits out (int32)"]),
-        ("blob_fc1", 19, 31, [f"{hw.axi_bits}-bit data", "FC1 weights"]),
-        ("blob_fc2", 3, 15, [f"{hw.axi_bits}-bit data", "FC2 weights"]),
-    ]
+    ] + [(f"blob_w{j}", y0, y0 + 12, [f"{hw.axi_bits}-bit data", f"weight plane {j}", f"{pword} B/step"])
+         for j, y0 in ((1, 19), (2, 3)) if j < P]
     for name, y0, y1, lines in bundles:
         d.box(12, y0, 26, y1, f"m_axi {name}", lines, color=C_AXI, title_size=9, size=SMALL)
         d.arrow([(10, (y0 + y1) / 2), (12, (y0 + y1) / 2)], width=1.0, both=(name == "io"))
@@ -148,7 +151,7 @@ def draw(shape, hw: HwConfig, out: Path) -> None:
     d.box(36, 93, 158, 101, "controller loop (p2vit_top.cpp; s_axilite start/done, port offsets)",
           [f"md[{len(MODEL_FIELDS)}] <- load_desc(beat 0);  class token -> r[0];  img <- image (load_image);  "
            f"embed (main array);  for b < DEPTH = {DEPTH}:  d[{len(BLOCK_FIELDS)}] <- load_desc(beat {MD} + {BD}*b)",
-           f"block:  LN1 -> QKV (main) -> {NH} x attention_head -> proj + residual (main) -> LN2 -> mlp;   "
+           f"block:  LN1 -> QKV (main) -> {NH} x attention_head -> proj + residual (main) -> LN2 -> FC1 (main) -> FC2 (main);   "
            "then final LN (class token) -> head (main).   Descriptors in registers (complete partition)"],
           color=C_CTL, align="left")
     d.arrow([(26, 96), (36, 96)])
@@ -160,8 +163,7 @@ def draw(shape, hw: HwConfig, out: Path) -> None:
           [f"params.burst: 1 beat/cycle, AXI_BYTES/FB values into as many cyclic banks (FB = bytes per value)",
            f"bias[{OMAX}] i32 cyclic {AB // 4}   shift[{OMAX}] i8 cyclic {AB}   e_r, e_s[{D}] i8 cyclic {AB}   "
            f"cls[{D}] int{RB} cyclic {AB // rb}",
-           f"bias_fc1[{HID}] i32 cyclic {AB // 4}   shift_fc1[{HID}] i8 cyclic {AB}   lut[256] i8 cyclic {AB} (GELU)"
-           f"   tile_bias[{R * C}] i32 cyclic {AB // 4}",
+           f"lut[256] i8 registers (GELU)   tile_bias[{R * C}] i32 cyclic {AB // 4}",
            f"LayerNorm ln_k[{D}] u2 cyclic {AB}   ln_G[{D}] i16 cyclic {AB // 2}   "
            f"ln_B[{D}] i64 cyclic {max(AB // 8, 1)}   ln_sh[{D}] i8 cyclic {AB}",
            "read by the epilogues, GELU and LayerNorm: one value per array per cycle"],
@@ -170,12 +172,11 @@ def draw(shape, hw: HwConfig, out: Path) -> None:
     d.text(31, 79.8, "params\n.burst", size=SMALL, va="bottom", bg=False)
 
     # --- summary -------------------------------------------------------------------------------------
-    dsps = 4 * PES + MISC_DSPS
     d.box(117.5, 73, 158, 88, "resources and II",
-          [f"4 MAC-array instances x {R}x{C}x{S} = {PES}",
-           f"multipliers: {4 * PES} DSPs + {MISC_DSPS} misc = {dsps}",
-           f"weight word COLS*SIMD = {word} B = {BEATS} {beat_s}",
-           f"of {AB} B: reduce II = BEATS = {BEATS}",
+          [f"MAC array {R}x{C}x{S}, Q.K^T array {R}x{PC}x{S}",
+           f"DSPs: {res['dsps_per_array'][0]} + {res['dsps_per_array'][1]} + {res['misc_dsps']} misc = {res['dsps']}",
+           f"weight word {word} B: {pword} B = {BEATS} {beat_s}",
+           f"of {AB} B per port: reduce II = {BEATS}",
            "PE products: BIND_OP mul -> DSP",
            "every other pipelined loop: II 1",
            "(<= 2 accesses per BRAM bank per cycle)"],
@@ -183,18 +184,18 @@ def draw(shape, hw: HwConfig, out: Path) -> None:
 
     # --- shared MAC array ----------------------------------------------------------------------------
     d.box(36, 38, 76, 68, "p2vit_main_layer: main_array (ALLOCATION limit=1)",
-          [f"embed (K={KP}), QKV, proj, head (K={D})",
+          [f"embed (K={KP}), QKV, proj, FC1, head (K={D}), FC2 (K={HID})",
            f"{R}x{C}x{S} PEs = {PES} multipliers",
            f"xt[ROWS][KMAX={KMAX}]: rows complete x cyclic SIMD",
-           f"    -> {R * S} banks, ROWS x SIMD reads/step",
+           f"    -> ROWS x SIMD values read per step",
            f"acc[{R}][{C}]: registers;  tile_bias (embed) cyclic {AB // 4}",
-           "per row tile:  load_array / load_patch (img) (1/cycle)",
+           "per row tile:  load_array (x, o, hid) / load_patch (img)",
            f"per weight tile:  reduce ({word} B/step, II {BEATS})",
-           "  -> epilogue (1/cycle): requant | residual",
+           "  -> epilogue: requant | residual | gelu",
            "     | embed | head;  cls: class token"],
           color=C_MAC, align="left")
     d.arrow([(26, 62), (36, 62)], width=1.8)
-    d.text(31, 62.8, f"weights\n{word} B/step\n= {BEATS} {beat_s}", size=SMALL, va="bottom", bg=False)
+    d.text(31, 62.8, f"plane 0\n{pword} B/step\n= {BEATS} {beat_s}", size=SMALL, va="bottom", bg=False)
     d.arrow([(36, 50), (26, 50)])
     d.text(31, 50.8, "logits\n(head)", size=SMALL, va="bottom", bg=False)
 
@@ -206,30 +207,26 @@ def draw(shape, hw: HwConfig, out: Path) -> None:
     d.arrow([(26, 40), (36, 40)])
     d.text(31, 40.8, "load_patch\n1 B/cycle", size=SMALL, va="bottom", bg=False)
 
-    # --- MLP region ----------------------------------------------------------------------------------
-    d.box(34.5, 2, 77.5, 35, "mlp: DATAFLOW region", dashed=True)
-    d.box(36, 19.5, 76, 31.5, "fc1_array (FC1 + GELU)",
-          [f"{R}x{C}x{S};  xt[ROWS][D={D}] rows complete x cyclic SIMD",
-           f"load_array (x) -> reduce ({word} B/step, II {BEATS}) -> gelu",
-           f"rows[{R}][{HID}] -> gelu_out (1/cycle)"], color=C_MAC, size=SMALL, title_size=9)
-    d.box(36, 3, 76, 13.5, "fc2_array (FC2 + residual)",
-          [f"{R}x{C}x{S};  xt[ROWS][HID={HID}] rows complete x cyclic SIMD",
-           f"load_stream -> reduce ({word} B/step, II {BEATS}) -> residual",
-           "(r: read + write of one element: both BRAM ports)"], color=C_MAC, size=SMALL, title_size=9)
-    d.box(41, 14.8, 71, 18.3, f"FIFO hidden: int8, depth ROWS*HID = {R * HID}", color=C_FIFO, title_size=SMALL)
-    d.arrow([(56, 19.5), (56, 18.3)])
-    d.arrow([(56, 14.8), (56, 13.5)])
-    d.arrow([(26, 25), (36, 25)], width=1.8)
-    d.text(31, 25.8, f"{word} B\n/step", size=SMALL, va="bottom", bg=False)
-    d.arrow([(26, 9), (36, 9)], width=1.8)
-    d.text(31, 9.8, f"{word} B\n/step", size=SMALL, va="bottom", bg=False)
+    # --- FC1's output and the other weight ports ---------------------------------------------------
+    d.box(36, 3, 76, 31.5, f"hid[{N}][{HID}] int8: FC1 + GELU output",
+          [f"channels cyclic over the epilogue's {C} lanes",
+           "and FC2's SIMD-wide row loads",
+           "FC1 (main) writes every token's row,",
+           "then FC2 (main) loads its row tiles from it"], color=C_BUF, size=SMALL, title_size=9)
+    d.arrow([(56, 38), (56, 31.5)], both=True)
+    for j, y in ((1, 25), (2, 9)):
+        if j < P:
+            d.arrow([(26, y), (32, y), (32, 60), (36, 60)], width=1.8)
+    if P > 1:
+        planes = "plane 1" if P == 2 else f"planes 1..{P - 1}"
+        d.text(29, 33.5, f"{planes}\n{pword} B/step each", size=SMALL, va="bottom", bg=False)
 
     # --- activation buffers --------------------------------------------------------------------------
     bx0, bx1 = 87.5, 113
     act = f"[{N}][{D}] int8"
     bufs = {
         "q": (61, 68, f"q{act}", ["1 bank: 1 value/cycle in, out"]),
-        "k": (51.5, 59.5, f"k[{NH}][{N}][{DH}] int8", [f"keys cyclic COLS={C} x chan. cyclic", f"SIMD={S}: {C * S} banks; Q.K^T",
+        "k": (51.5, 59.5, f"k[{NH}][{N}][{DH}] int8", [f"keys cyclic PCOLS={PC} x chan. cyclic", f"SIMD={S}: {PC * S} banks; Q.K^T",
                                                        f"lane (o,s) reads bank (o,s)"]),
         "v": (43, 50, f"v[{NH}][{N}][{DH}] int8", [f"channels complete: {DH} banks;", f"A.V lane d reads bank d"]),
         "o": (35.5, 41.5, f"o{act}", ["attention out: 1 bank"]),
@@ -248,17 +245,15 @@ def draw(shape, hw: HwConfig, out: Path) -> None:
     d.arrow([(87.5, 39.3), (76, 39.3)])                                  # o -> proj
     d.text(78.8, 40.4, "proj", size=SMALL, bg=False, va="bottom")
     d.arrow([(76, 43), (84, 43), (84, 7.5), (87.5, 7.5)], color="#1f5fa8")   # embed / proj -> r
-    d.text(84, 17, "embed,\nproj", size=SMALL, bg=True, color="#1f5fa8")
-    d.arrow([(87.5, 28.5), (80, 28.5), (80, 45), (76, 45)], color="#6a329f")   # x -> QKV, head
-    d.text(80, 32.2, "QKV,\nhead", size=SMALL, bg=True, color="#6a329f")
-    d.arrow([(87.5, 24.5), (76, 24.5)], color="#6a329f")                 # x -> fc1
-    d.arrow([(76, 6), (87.5, 6)], color="#1f5fa8", both=True)            # fc2 <-> r
+    d.text(84, 17, "embed,\nproj, FC2", size=SMALL, bg=True, color="#1f5fa8")
+    d.arrow([(87.5, 28.5), (80, 28.5), (80, 45), (76, 45)], color="#6a329f")   # x -> QKV, FC1, head
+    d.text(80, 32.2, "QKV,\nFC1,\nhead", size=SMALL, bg=True, color="#6a329f")
 
     # --- attention region ----------------------------------------------------------------------------
     d.box(117.5, 30, 159, 69.5, f"attention_head (x {NH} heads): DATAFLOW region", dashed=True)
     d.box(120, 57.5, 157, 66.8, "qk_array (Q.K^T)",
-          [f"{R}x{C}x{S};  xt[ROWS][DH={DH}]: load_array (q)",
-           f"reduce_keys II 1: {C}x{S} keys/step from k[h]",
+          [f"{R}x{PC}x{S};  xt[ROWS][DH={DH}]: load_array (q)",
+           f"reduce_keys II 1: {PC}x{S} keys/step from k[h]",
            f"logits -> rows[{R}][{N}] -> logits_out"], color=C_MAC, size=SMALL, title_size=9)
     d.box(124, 52.8, 153, 56.0, f"FIFO logits: int8, depth ROWS*N = {R * N}", color=C_FIFO, title_size=SMALL)
     d.box(120, 43.8, 157, 51.3, "softmax_rows (Log-Int-Softmax)",
