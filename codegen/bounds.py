@@ -89,12 +89,13 @@ def compute_bounds(ir: QuantizedViT, hw: HwConfig) -> Bounds:
 
     def mac(kind, NR, K, O, count, loop="mac_array.reduce", tail=0):
         """tail: iterations per row tile after the last weight tile's steps (Q.K^T drains its last
-        key tile in its reduction loop)."""
-        nt, ot = -(-NR // hw.rows), -(-O // hw.cols)
-        out = {"call": kind, "loop": loop, "row_tiles": nt, "weight_tiles": ot, "reduce_trip": K // hw.simd}
+        key tile in its reduction loop). Q.K^T (reduce_keys) runs on the Q.K^T array, PCOLS columns."""
+        a = perf.qk_hw(hw) if loop == "mac_array.reduce_keys" else hw
+        nt, ot = -(-NR // a.rows), -(-O // a.cols)
+        out = {"call": kind, "loop": loop, "row_tiles": nt, "weight_tiles": ot, "reduce_trip": K // a.simd}
         if tail:
             out["drain_tail"] = tail
-        return {**out, "cycles_per_call": nt * (ot * (K // hw.simd) + tail) * perf.loop_ii(loop, hw),
+        return {**out, "cycles_per_call": nt * (ot * (K // a.simd) + tail) * perf.loop_ii(loop, hw),
                 "calls_per_image": count}
 
     loops = [mac("patch embedding", N - 1, KP, D, 1), mac("qkv", N, D, 3 * D, ir.depth),

@@ -62,7 +62,11 @@ DSP48E2_PARTS = ("xczu", "xck26", "xck24", "xcvu", "xcku", "xcau", "xcu")   # Ul
 # these shares of the LUTs (the estimate's uncertainty included) and of the BRAM18Ks.
 UTILIZATION_CAP = {"luts": 0.80, "bram18k": 0.85}
 LATENCY_TIE = 0.01   # designs within 1% of the fastest count as tied; the fewest DSPs wins
-WEIGHT_PORTS = (1, 2, 3)   # blob bundles the search tries (codegen/hwconfig.py WEIGHT_PORTS); io is one more
+# Weight ports the search tries (io is one more bundle). Three ports need COLS a multiple of 6, and
+# the grid keeps COLS a power of two: a factor like 6 makes the partition factors of k, r and hid
+# non-powers of two, whose bank arithmetic the LUT estimate does not cost. --weight-ports 3 stays
+# available by hand.
+WEIGHT_PORTS = (1, 2)
 ACC_BITS = 32      # MAC accumulator bits the LUT estimate assumes (DeiT-B: K * 2^7 * 2^7 < 2^31)
 
 # LUTs per unit (estimates; see the module docstring and docs/performance.md).
@@ -161,9 +165,12 @@ def lut_estimate(shape: perf.ModelShape, hw: HwConfig) -> dict[str, int]:
         "drain lanes (second copies in the reduction loops)": E * dr["qkv"] * c["epilogue_lane"]
                                                               + hw.cols * (dr["proj"] or dr["fc2"]) * c["residual_lane"]
                                                               + hw.cols * dr["fc1"] * (c["epilogue_lane"] + c["gelu_lookup"]),
-        # the epilogues read one accumulator row per cycle (acc[n]) and the drains one row of the
-        # ping-pong copy (done[n]); Q.K^T: RL rows, each from ceil(ROWS / RL)
-        "accumulator row multiplexers (acc[n], done[n])": ((1 + any(dr.values())) * math.ceil(hw.rows / 4) * hw.cols
+        # the epilogues read one accumulator row per cycle with a run-time row index: the tail
+        # loops of QKV, residual, GELU, embed and head (acc[n]), and the drains one row of the
+        # ping-pong copy (done[n]: QKV's, and the residual / GELU drains'); Q.K^T: RL rows, each
+        # from ceil(ROWS / RL)
+        "accumulator row multiplexers (acc[n], done[n])": ((5 + dr["qkv"] + (dr["proj"] or dr["fc1"] or dr["fc2"]))
+                                                           * math.ceil(hw.rows / 4) * hw.cols
                                                            + RL * math.ceil(math.ceil(hw.rows / RL) / 4) * qk.cols)
                                                           * ACC_BITS * c["acc_row_mux"],
         # Q.K^T's row tile: the running maxima rmax[u][g] are registers, read by group (G:1 per row
@@ -197,7 +204,7 @@ def target_hw(target: Target, **shape_kw) -> HwConfig:
     return HwConfig(clock_mhz=target.clock_mhz, part=target.part, axi_bits=target.axi_bits, **shape_kw)
 
 
-GRID = {"rows": (4, 8, 16, 32, 64, 128), "cols": (2, 4, 6, 8, 12, 16, 32, 64, 128), "simd": (1, 2, 4, 8, 16),
+GRID = {"rows": (4, 8, 16, 32, 64, 128), "cols": (2, 4, 8, 16, 32, 64, 128), "simd": (1, 2, 4, 8, 16),
         "lanes": LANES[:6], "weight_ports": WEIGHT_PORTS}
 
 

@@ -95,7 +95,7 @@ def loop_limit(loop_id: str, hw: HwConfig) -> str:
         return (f"m_axi: a {hw.cols * hw.simd}-byte weight word per step, {hw.port_cols * hw.simd} bytes from each of "
                 f"{hw.weight_ports} bundle(s) at {hw.axi_bytes} bytes per beat -> {hw.weight_beats} beat(s)")
     if loop_id == "mac_array.reduce_keys":
-        return "key buffer: PCOLS x SIMD banks, one read each"
+        return "key buffer: PCOLS key banks x KB channel banks, at most two reads each"
     if loop_id.startswith("params."):
         return "m_axi: one beat per iteration"
     if loop_id in ("requant.residual",):
@@ -936,8 +936,10 @@ class Perf:
     @property
     def peak_gops(self) -> float:
         """The most the arrays can do: the MAC array and the Q.K^T array never reduce at the same
-        time, so the larger one, one step per II of its reduction."""
-        return 2 * self.res["products_per_cycle"] * self.hw.clock_mhz * 1e6 / 1e9 / self.hw.weight_beats
+        time, so the faster one: the MAC array one step per II of its reduction (BEATS), the Q.K^T
+        array one per cycle."""
+        main, qk = self.res["products_per_instance"]
+        return 2 * max(main / self.hw.weight_beats, qk) * self.hw.clock_mhz * 1e6 / 1e9
 
 
 def evaluate(shape: ModelShape, hw: HwConfig, sw: Switches = Switches(), dram_gbs: float | None = DEFAULT_DRAM_GBS,

@@ -7,6 +7,7 @@ from pathlib import Path
 from quantizer.config import LEGACY_SOFTMAX
 from quantizer.ir import QuantizedViT
 
+from . import perf
 from .hwconfig import HwConfig
 
 
@@ -36,9 +37,10 @@ def write_report(out: Path, ir: QuantizedViT, hw: HwConfig, rendered, info: dict
              f"- quantization: weights {q['w_bits']}-bit {'per channel' if q['per_channel'] else 'per tensor'}, "
              f"activations 8-bit, attention {q['attn_bits']}-bit log2 ({_softmax_text(q)}), residual {q['res_bits']}-bit, "
              f"rounding {q['rounding']}, smoothing {'on' if q['smooth'] else 'off'}",
-             f"- hardware: MAC array {hw.rows} x {hw.cols} ({hw.rows * hw.cols} PEs), {hw.simd} lane(s) per PE, "
-             f"4 instances (shared: embed/qkv/proj/head; Q.K^T; FC1; FC2), {hw.axi_bits}-bit m_axi bundles "
-             f"(io, blob, blob_fc1, blob_fc2), {hw.clock_mhz:g} MHz, part {hw.part} (docs/hardware.md)",
+             f"- hardware: MAC array {hw.rows} x {hw.cols} ({hw.rows * hw.cols} PEs), {hw.simd} lane(s) per PE, for "
+             f"embed/qkv/proj/fc1/fc2/head, its weights from {hw.weight_ports} port(s); Q.K^T array {hw.rows} x "
+             f"{hw.port_cols}; {hw.axi_bits}-bit m_axi bundles ({', '.join(['io'] + perf.blob_bundles(hw))}), "
+             f"{hw.clock_mhz:g} MHz, part {hw.part} (docs/hardware.md)",
              f"- IR sha256 {info['ir_sha256']}", f"- parameter blob: {rendered.layout.size} bytes, "
              f"sha256 {info['blob_sha256']}",
              f"- logits: int32 with exponent {info['e_logit']}",

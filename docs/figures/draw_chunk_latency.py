@@ -38,7 +38,7 @@ def after() -> dict:
                       ("after: --target zcu102", fpga_target.search(shape, fpga_target.load_target("zcu102"))["best_hw"])):
         p = perf.evaluate(shape, hw)
         f = hw.clock_mhz * 1e3
-        name = f"{label}\n{hw.rows}x{hw.cols}x{hw.simd}, {hw.lanes} lanes, {p.res['dsps']:,} DSPs" if "target" in label \
+        name = f"{label}\n{hw.rows}x{hw.cols}x{hw.simd}, {hw.weight_ports} ports, {hw.lanes} lanes, {p.res['dsps']:,} DSPs" if "target" in label \
             else f"{label}, {p.res['dsps']} DSPs"
         out[name] = ({c: p.chunks[c] / f for c in CHUNKS}, p.latency_ms)
     return out

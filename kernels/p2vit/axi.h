@@ -3,7 +3,7 @@
 // What is here:
 //   axi_word<BYTES>              one beat of an m_axi bundle (ap_uint<8*BYTES> in HLS)
 //   axi_byte(w, i)               byte i of a beat (little-endian)
-//   axi_read(port, bundle, idx)  port[idx], counted as one beat of `bundle` ("blob", "blob_fc1", ...)
+//   axi_read(port, bundle, idx)  port[idx], counted as one beat of `bundle` ("blob", "blob_w1", ...)
 //   axi_field<BYTES>(w, i)       the signed little-endian BYTES-byte integer at byte i of a beat
 //
 // Every read of the parameter blob goes through axi_read, so the instrumented C-sim
@@ -40,7 +40,7 @@ inline std::uint8_t axi_byte(const W& w, int i) {
 }
 #endif
 
-// axi_read(port, bundle, idx): beat idx of the bundle `bundle` ("blob", "blob_fc1", "blob_fc2").
+// axi_read(port, bundle, idx): beat idx of the bundle `bundle` ("blob", "blob_w1", "blob_w2").
 template <class W>
 inline W axi_read(const W* port, const char* bundle, long idx) {
   P2VIT_AXI_BEAT(bundle);

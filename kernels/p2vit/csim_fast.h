@@ -98,7 +98,7 @@ constexpr bool layer_fast_supported() {
 //     at most 2^14, so every partial sum is exact in int32) and vpaddd. K is even (SIMD 2).
 // The epilogues of a group run in (weight tile, row tile) order instead of (row tile, weight
 // tile): each writes only its own tile's outputs, so the result is the same; a row tile's `done`
-// (e.g. gelu_out) runs after all of its epilogues, in row-tile order.
+// (e.g. Q.K^T's logits_out) runs after all of its epilogues, in row-tile order.
 
 constexpr int GROUP_ROWS = 96;   // rows per group (at least one row tile)
 #if P2VIT_CSIM_FAST_VNNI

@@ -118,6 +118,10 @@ void main_array(int mode, const typename C::act_t img[C::IMG_C * C::IMG_H * C::I
                 typename C::res_t r[C::N][C::D], typename C::act_t q[C::N][C::D],
                 typename C::act_t k[C::H][C::N][C::DH], typename C::act_t v[C::H][C::N][C::DH],
                 typename C::act_t hid[C::N][C::HID], typename C::logit_t logits[C::CLASSES], int block) {
+  // Inlined into p2vit_main_layer (the one instance, INLINE off), so `ports` is resolved to that
+  // function's m_axi pointer arguments: no pointer to pointer is left for HLS (UG1399, "Pointer
+  // Limitations").
+  P2VIT_PRAGMA(HLS INLINE)
   constexpr int KMAX = C::KMAX_MAIN;
   const int NR = mode == MAIN_EMBED ? C::NP : mode == MAIN_HEAD ? 1 : C::N;
   const int K = mode == MAIN_EMBED ? C::KP : mode == MAIN_FC2 ? C::HID : C::D;

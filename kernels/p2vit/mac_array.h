@@ -7,13 +7,11 @@
 //
 // What is here (C: the configuration struct of p2vit_params.h, see p2vit/layers.h):
 //   load_rows_array<C, KMAX, W, XB>(x, col0, K, NR, n0, xt, name)  rows of an on-chip array, SIMD per cycle
-//   load_rows_stream<C, KMAX>(s, K, NR, n0, xt)             rows from a FIFO of SIMD-value words
 //   load_image<C>(image, img)                               the image into BRAM, one burst
-//   load_rows_patch<C, KMAX>(img, n0, xt)                   flattened image patches
-//   reduce_step<C, KMAX>(xt, ks, port, bundle, beat, wbits, acc)
-//       one step: a weight word from the blob, one PE-array cycle
-//   reduce_blob<C, KMAX>(xt, K, port, bundle, w_beat, ot, wbits, acc)
-//       one weight tile against the stationary rows (a loop of reduce_step)
+//   load_rows_patch<C, KMAX>(img, n0, xt)                   flattened image patches, whole SIMD words
+//   WeightPorts<C>, plane_word<C>, weight_word<C>           the weight word from the weight ports
+//   reduce_step<C, KMAX>(xt, ks, ports, beat, plane, wbits, acc)
+//       one step: a weight word (PCOLS x SIMD from each weight port), one PE-array cycle
 //   acc_handoff<C>(acc, done)                               ping-pong accumulators: acc -> done
 //   acc_handoff_groups<C>(acc, done)                        the same into Q.K^T's done[group][row][col]
 //   reduce_keys_step<C, KMAX>(xt, ks, k, h, ot, acc)        Q.K^T: the "weights" are keys on chip
@@ -21,17 +19,17 @@
 // Buffers and banks (what the II check counts, UG1399 "Arrays"):
 //   xt[ROWS][KMAX]: dim 1 complete, dim 2 cyclic SIMD -> bank (n, k % SIMD); a reduction step
 //     reads one value of each of the ROWS x SIMD banks, a load writes SIMD values of one row per
-//     cycle (one per bank: a small bank may be distributed RAM, one write port). Q.K^T's, FC1's
-//     and FC2's xt may instead be reshaped along K (P2VIT_XT_RESHAPE_*, p2vit_params.h): ROWS
+//     cycle (one per bank: a small bank may be distributed RAM, one write port). The MAC array's
+//     and Q.K^T's xt may instead be reshaped along K (P2VIT_XT_RESHAPE_*, p2vit_params.h): ROWS
 //     memories of SIMD-value words, and the same accesses are one word per row (the SIMD lanes
 //     of a step or a load are k = w*SIMD + s of one word w); the II check counts them per lane.
 //   acc[ROWS][COLS]: complete (registers).
-//   weight word: COLS x SIMD weights per step, BEATS beats of one m_axi bundle
-//     (BEATS = ceil(COLS * SIMD * 8 / 8 / AXI_BYTES)): the reduction's II is BEATS.
-//   keys k[H][N][DH]: dim 2 cyclic COLS, dim 3 cyclic KB = lcm(qkv_lanes, SIMD) -> bank
-//     (j % COLS, d % KB); a Q.K^T step reads keys j = ot*COLS + o, channels d = ks*SIMD + s: lane
-//     (o, s) reads key bank o and a channel bank s + m*SIMD, one lane per bank (II 1;
-//     P2VIT_ACCESS_LANE checks it).
+//   weight word: COLS x SIMD weights per step, PCOLS x SIMD of them in BEATS beats of each of the
+//     WPORTS m_axi bundles (BEATS = ceil(PCOLS * SIMD / AXI_BYTES)): the reduction's II is BEATS.
+//   keys k[H][N][DH]: dim 2 cyclic PCOLS, dim 3 cyclic KB = shared_banks(qkv_lanes, SIMD) -> bank
+//     (j % PCOLS, d % KB); a Q.K^T step reads keys j = ot*PCOLS + o, channels d = ks*SIMD + s: lane
+//     (o, s) reads key bank o and channel bank s mod KB, at most SIMD/KB (<= 2) lanes per bank
+//     (II 1; P2VIT_ACCESS_LANE checks it).
 #ifndef P2VIT_MAC_ARRAY_H
 #define P2VIT_MAC_ARRAY_H
 
@@ -86,38 +84,6 @@ load_array:
     }
   }
   (void)name;
-}
-
-// load_rows_stream: the next rows of K values from the FIFO s, WL = load_lanes values per word (one
-// xt word where xt is reshaped; K a multiple of SIMD, as in load_rows_array), for rows n0 + n < NR,
-// else 0. Inlined like load_rows_array.
-template <class C, int KMAX>
-void load_rows_stream(stream<typename C::hidden_word_t>& s, int K, int NR, int n0,
-                      typename pe_operand<typename C::act_t>::type xt[C::ROWS][KMAX]) {
-  P2VIT_PRAGMA(HLS INLINE)
-  constexpr int WL = load_lanes<C>();
-  static_assert(KMAX % WL == 0, "load_rows_stream: whole words of SIMD values");
-  const int words = K / WL;
-  int n = 0, kw = 0;
-  [[maybe_unused]] constexpr int TRIPS = C::ROWS * ((KMAX + WL - 1) / WL);
-load_stream:
-  for (int i = 0; i < C::ROWS * words; ++i) {
-    P2VIT_PRAGMA(HLS PIPELINE II=1)
-    P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=TRIPS)
-    P2VIT_COUNT("mac_array.load_stream");
-    typename C::hidden_word_t word{};
-    if (n0 + n < NR) word = s.read();
-    for (int w = 0; w < WL; ++w) {
-      P2VIT_PRAGMA(HLS UNROLL)
-      const int k = kw * WL + w;
-      P2VIT_ACCESS_LANE("xt", xt_bank<C>(n, k), n * C::SIMD + w, C::SIMD);
-      xt[n][k] = lane(word, w);
-    }
-    if (++kw == words) {
-      kw = 0;
-      ++n;
-    }
-  }
 }
 
 // load_image: the image from the io bundle into an on-chip buffer, in address order (one burst),
@@ -315,10 +281,10 @@ constexpr int k_bank(int j, int d) {
 }
 
 // reduce_keys_step: step ks of Q.K^T's key tile ot of head h: acc[n][o] += sum_s xt[n][ks*SIMD + s] *
-// key[h][ot*COLS + o][ks*SIMD + s] (keys j >= N are 0; acc cleared at ks == 0); COLS x SIMD keys
-// from the partitioned key buffer (II 1): lane (o, s) reads key bank o and channel bank s + m*SIMD
-// (KB is a multiple of SIMD): one lane per bank. The body of qk_array's reduce-and-drain loop
-// (p2vit/layers.h), its only call.
+// key[h][ot*COLS + o][ks*SIMD + s] (keys j >= N are 0; acc cleared at ks == 0; C is QkCfg, so
+// COLS = PCOLS); COLS x SIMD keys from the partitioned key buffer (II 1): lane (o, s) reads key
+// bank o and channel bank s mod KB (KB = shared_banks(qkv_lanes, SIMD)): at most two lanes per
+// bank. The body of qk_array's reduce-and-drain loop (p2vit/layers.h), its only call.
 template <class C, int KMAX>
 P2VIT_CSIM_INLINE void reduce_keys_step(const typename pe_operand<typename C::act_t>::type xt[C::ROWS][KMAX], int ks,
                                         const typename C::act_t key[C::H][C::N][C::DH], int h, int ot,
