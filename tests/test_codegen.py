@@ -168,7 +168,7 @@ def test_generated_hls_is_static_labelled_and_counted(tiny_ir):
         assert "ARRAY_PARTITION variable" not in code or "type=" in code, name
         for pragma in re.findall(r"P2VIT_PRAGMA\((HLS ARRAY_PARTITION[^)]*)\)", code):
             assert "type=" in pragma, (name, pragma)    # UG1399's current form, not the positional one
-    assert pipelined >= 22                     # every loop id of docs/performance.md has at least one
+    assert pipelined >= 18                     # at least one pipelined loop per loop id (perf.DEPTH: 18)
     top = files["hls/p2vit_top.cpp"]
     assert "HLS DATAFLOW" in (KERNELS / "layers.h").read_text()
     for bundle in ("io", "blob"):
