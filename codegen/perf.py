@@ -1,6 +1,6 @@
 """Performance model of the generated accelerator: cycles, DRAM traffic, resources.
 
-    python -m codegen.perf MODEL [--rows R --cols C --simd S --lanes L --clock-mhz F --part P]
+    python -m codegen.perf MODEL [--rows R --cols C --simd S --weight-ports P --lanes L --clock-mhz F --part P]
                                  [--dram-gbs 19.2] [--w-bits 8|4] [--json OUT] [--sweep] [--plot PNG]
     python -m codegen.perf MODEL --target zcu102|zcu104|TARGET.json   (codegen/fpga_target.py)
 
@@ -19,12 +19,13 @@ Cycles of one pipelined loop entered E times for I iterations in total, depth d:
     II=1 pipelining on (as emitted):   I + E * (d - 1)
     off (ablation):                    I * d
 Weight-streaming loops are also bounded by DRAM: at least bytes / (DRAM bytes per cycle).
-A MAC-array call (mac_array.h) with NT = ceil(NR/ROWS) row tiles, OT = ceil(O/COLS) weight
-tiles runs, per row tile, the row load (ROWS*K iterations), then per weight tile the II=1
-reduction (K/SIMD iterations) followed by the epilogue of that tile (one output per cycle),
-then the row tile's hand-off to the next chunk. The two DATAFLOW regions of the schedule
-(Q.K^T -> softmax -> A.V per head, FC1 -> FC2) are simulated as stages joined by FIFOs at
-row granularity; without inter-layer pipelining their stages run one after the other.
+A MAC-array call (mac_array.h; every layer with weights on the MAC array, Q.K^T on its own
+array of PCOLS columns) with NT = ceil(NR/ROWS) row tiles, OT = ceil(O/COLS) weight tiles runs,
+per row tile, the row load, then the reduction at II = BEATS (one weight word per step from the
+weight ports), with each tile's epilogue drained inside the next tile's reduction where it fits,
+then the row tile's hand-off to the next chunk (Q.K^T). The DATAFLOW region of the schedule
+(Q.K^T -> softmax -> A.V per head) is simulated as stages joined by FIFOs at row granularity;
+without inter-layer pipelining its stages run one after the other.
 The depth constants (DEPTH) are estimates for a 200 MHz UltraScale+ build, not taken from
 HLS reports. docs/performance.md has the equations and the measured figures.
 """
