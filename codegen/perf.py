@@ -269,10 +269,6 @@ class Step:
     dram: dict = field(default_factory=dict)   # bytes: weights (as streamed), params, io
     weight_bytes_unique: int = 0
 
-    @property
-    def dataflow(self) -> bool:
-        return len(self.stages) > 1
-
 
 def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
@@ -284,9 +280,8 @@ def _burst(nbytes: int, hw: HwConfig, n: int = 1) -> Loop:
 
 
 def _mac(hw: HwConfig, NR: int, K: int, O: int, src: str, epi: str, bits: int | None,
-         row_out: int = 0, fifo_in: str = "", fifo_out: str = "", K_DH: int = 0):
-    """One layer on a MAC-array instance: per row tile, (valid rows, [FIFO reads], compute Op,
-    [FIFO writes]).
+         row_out: int = 0, fifo_out: str = "", K_DH: int = 0):
+    """One layer on a MAC-array instance: per row tile, (valid rows, compute Op, [FIFO writes]).
 
     src: array | patch (load_rows_*); epi: requant | residual | gelu | logits | embed | head (epi_*
     of kernels/p2vit/epilogue.h); bits: weight bits, None for Q.K^T (keys on chip, no DRAM; hw is
@@ -331,16 +326,11 @@ def _mac(hw: HwConfig, NR: int, K: int, O: int, src: str, epi: str, bits: int | 
                 groups.append((count, red, epilogue(c), pre))
     load_id = f"mac_array.load_{src}"
     words = K if src == "patch" else _cdiv(K, load_lanes(hw))   # iterations per row: values or words
-    assert not fifo_in, "no MAC-array layer reads a FIFO"
 
     def tile(v):
-        if fifo_in:   # one FIFO read of a row's words per valid row, then the rest of the load loop
-            pre = [Op("r", [Loop(load_id, words, int(j == 0))], fifo=fifo_in) for j in range(v)]
-            comp = Op("c", [Loop(load_id, (R - v) * words, 0)], tiles=groups)
-        else:
-            pre, comp = [], Op("c", [Loop(load_id, R * words, 1)], tiles=groups)
+        comp = Op("c", [Loop(load_id, R * words, 1)], tiles=groups)
         outs = [Op("w", [Loop(f"requant.{epi}_out", row_out, 1)], fifo=fifo_out)] * v if row_out else []
-        return v, pre, comp, outs
+        return v, comp, outs
 
     full_tile = tile(R) if NR >= R else None
     return [full_tile if NR - t * R >= R else tile(NR - t * R) for t in range(NT)]
@@ -348,8 +338,8 @@ def _mac(hw: HwConfig, NR: int, K: int, O: int, src: str, epi: str, bits: int | 
 
 def _seq_ops(tiles) -> list:
     ops = []
-    for _, pre, comp, outs in tiles:
-        ops += pre + [comp] + outs
+    for _, comp, outs in tiles:
+        ops += [comp] + outs
     return ops
 
 
