@@ -95,7 +95,7 @@ def context(ir: QuantizedViT, hw: HwConfig, layout: Layout, bounds: Bounds, modu
         "attn_geometric": low.attn_rounding == "geometric", "hw": hw, "acc_bits": bounds.acc_bits, "av_acc_bits": bounds.av_acc_bits,
         "beats": hw.weight_beats, "kmax_main": max(kp, m["dim"], m["hidden"]),
         "omax": max(3 * m["dim"], m["hidden"], m["num_classes"]), "bits": bits, "e_logit": low.e_logit,
-        "xt_reshape": perf.xt_reshape(hw, shape=perf.shape_from_meta(ir.meta)),
+        "xt_reshape": perf.xt_reshape(hw, perf.shape_from_ir(ir)),
         "blob_ports": perf.blob_bundles(hw),
     }
 
