@@ -100,7 +100,7 @@ def compute_bounds(ir: QuantizedViT, hw: HwConfig) -> Bounds:
 
     loops = [mac("patch embedding", N - 1, KP, D, 1), mac("qkv", N, D, 3 * D, ir.depth),
              mac("q.k^T (per head)", N, DH, N, ir.depth * H, "mac_array.reduce_keys",
-                 -(-hw.rows // perf.logit_rows_per_cycle(hw, DH))), mac("proj", N, D, D, ir.depth),
+                 -(-perf.qk_hw(hw).rows // perf.logit_rows_per_cycle(perf.qk_hw(hw), DH))), mac("proj", N, D, D, ir.depth),
              mac("fc1", N, D, HID, ir.depth), mac("fc2", N, HID, D, ir.depth), mac("head", 1, D, m["num_classes"], 1),
              {"call": "softmax rows (per head)", "rows": N, "row_length": N, "calls_per_image": ir.depth * H},
              {"call": "A.V rows (per head)", "rows": N, "keys": N, "lanes": DH, "calls_per_image": ir.depth * H},

@@ -17,6 +17,7 @@ LUT6 input pair; docs/performance.md lists them. Only a csynth/implementation ru
 """
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from dataclasses import asdict, dataclass
@@ -62,11 +63,11 @@ DSP48E2_PARTS = ("xczu", "xck26", "xck24", "xcvu", "xcku", "xcau", "xcu")   # Ul
 # these shares of the LUTs (the estimate's uncertainty included) and of the BRAM18Ks.
 UTILIZATION_CAP = {"luts": 0.80, "bram18k": 0.85}
 LATENCY_TIE = 0.01   # designs within 1% of the fastest count as tied; the fewest DSPs wins
-# Weight ports the search tries (io is one more bundle). Three ports need COLS a multiple of 6, and
-# the grid keeps COLS a power of two: a factor like 6 makes the partition factors of k, r and hid
-# non-powers of two, whose bank arithmetic the LUT estimate does not cost. --weight-ports 3 stays
-# available by hand.
-WEIGHT_PORTS = (1, 2)
+# Weight ports the search tries (io is one more bundle below four; with four it shares the last
+# one's). Three ports need COLS a multiple of 6, and the grid keeps COLS a power of two: a factor
+# like 6 makes the partition factors of k, r and hid non-powers of two, whose bank arithmetic the
+# LUT estimate does not cost. --weight-ports 3 stays available by hand.
+WEIGHT_PORTS = (1, 2, 4)
 ACC_BITS = 32      # MAC accumulator bits the LUT estimate assumes (DeiT-B: K * 2^7 * 2^7 < 2^31)
 
 # LUTs per unit (estimates; see the module docstring and docs/performance.md).
@@ -143,7 +144,7 @@ def lut_estimate(shape: perf.ModelShape, hw: HwConfig) -> dict[str, int]:
     c = LUT_COSTS
     qk = perf.qk_hw(hw)
     E, dr = perf.qkv_lanes(hw, shape.dh), perf.drains(shape, hw)
-    RL = perf.logit_rows_per_cycle(hw, shape.dh)   # Q.K^T's epilogue: RL rows x PCOLS lanes
+    RL = perf.logit_rows_per_cycle(qk, shape.dh)   # Q.K^T's epilogue: RL rows x PCOLS lanes
     small_mem = 0   # memories under 1 Kbit go to LUTRAM (64 bits per LUT6)
     for x in perf.buffers(shape, hw):
         for banks, depth, width in x["memories"]:
@@ -159,29 +160,33 @@ def lut_estimate(shape: perf.ModelShape, hw: HwConfig) -> dict[str, int]:
         "requant lanes (QKV, embed, head, logits, A.V out)": (E + 2 + RL * qk.cols + hw.lanes) * c["epilogue_lane"],
         # each logits row lane: a PCOLS-input max tree and the compare with the running maximum
         "logit row maxima (Q.K^T epilogue)": RL * qk.cols * c["max_node"],
-        "residual lanes (proj and FC2 share COLS)": hw.cols * c["residual_lane"],
+        # the residual lanes (proj and FC2 share them) exist once in the drain and once in the
+        # epilogue loop after the reduction, for whichever of proj and FC2 do not drain
+        "residual lanes (proj and FC2 share COLS)": hw.cols * c["residual_lane"]
+                                                    * (int(dr["proj"] or dr["fc2"]) + int(not (dr["proj"] and dr["fc2"]))),
         "GELU lanes (FC1: COLS requant + table lookups)": hw.cols * (c["epilogue_lane"] + c["gelu_lookup"]),
-        # a drained layer builds its epilogue lanes twice: in its reduction loop and after it
-        "drain lanes (second copies in the reduction loops)": E * dr["qkv"] * c["epilogue_lane"]
-                                                              + hw.cols * (dr["proj"] or dr["fc2"]) * c["residual_lane"]
-                                                              + hw.cols * dr["fc1"] * (c["epilogue_lane"] + c["gelu_lookup"]),
-        # the epilogues read one accumulator row per cycle with a run-time row index: the tail
-        # loops of QKV, residual, GELU, embed and head (acc[n]), and the drains one row of the
-        # ping-pong copy (done[n]: QKV's, and the residual / GELU drains'); Q.K^T: RL rows, each
-        # from ceil(ROWS / RL)
-        "accumulator row multiplexers (acc[n], done[n])": ((5 + dr["qkv"] + (dr["proj"] or dr["fc1"] or dr["fc2"]))
+        # the epilogues read one accumulator row per cycle with a run-time row index: the loops
+        # after the reduction (acc[n]: embed, head, and QKV, residual, GELU where they do not drain)
+        # and the drains one row of the ping-pong copy (done[n]: QKV's, and the residual / GELU
+        # drains'); Q.K^T: RL rows, each from ceil(ROWS / RL)
+        "accumulator row multiplexers (acc[n], done[n])": ((2 + (not dr["qkv"]) + (not (dr["proj"] and dr["fc2"]))
+                                                            + (not dr["fc1"]) + dr["qkv"]
+                                                            + (dr["proj"] or dr["fc1"] or dr["fc2"]))
                                                            * math.ceil(hw.rows / 4) * hw.cols
-                                                           + RL * math.ceil(math.ceil(hw.rows / RL) / 4) * qk.cols)
+                                                           + RL * math.ceil(math.ceil(qk.rows / RL) / 4) * qk.cols)
                                                           * ACC_BITS * c["acc_row_mux"],
         # Q.K^T's row tile: the running maxima rmax[u][g] are registers, read by group (G:1 per row
         # lane) and by logits_out (ROWS:1); logits_out reads row bank u at run time (RL:1 per lane)
-        "logit row tile multiplexers (rmax, logits_out)": (RL * math.ceil(math.ceil(hw.rows / RL) / 4)
-                                                           + math.ceil(hw.rows / 4)
+        "logit row tile multiplexers (rmax, logits_out)": (RL * math.ceil(math.ceil(qk.rows / RL) / 4)
+                                                           + math.ceil(qk.rows / 4)
                                                            + hw.lanes * math.ceil(RL / 4)) * 8 * c["acc_row_mux"],
+        # the PE array reads xt[cur] of two row buffers: a 2:1 multiplexer per row and SIMD byte
+        # (two per LUT6, shared select)
+        "row buffer select (xt[cur], prefetch)": hw.rows * hw.simd * 8 // 2,
         "softmax lanes": hw.lanes * c["softmax_lane"],
         "A.V shifter array": shape.dh * hw.lanes * c["shifter"],
         "LayerNorm lanes and row unit": hw.lanes * c["layernorm_lane"] + c["layernorm_row"],
-        "m_axi bundles": (1 + hw.weight_ports) * c["axi_bundle"],
+        "m_axi bundles": len(perf.axi_bundles(hw)) * c["axi_bundle"],
         "control": c["control"],
         "LUTRAM (memories under 1 Kbit)": small_mem,
     }
@@ -216,6 +221,13 @@ def model_grid(shape: perf.ModelShape) -> dict:
     return {**GRID, "rows": tuple(sorted(r for r in rows if r <= max(GRID["rows"])))}
 
 
+def qk_row_choices(rows: int) -> tuple[int, ...]:
+    """Q.K^T array rows the search tries with a MAC array of `rows` rows: as many (0), or half as
+    many, which halves its DSPs; attention is bound by the softmax, not by Q.K^T, at the lanes that
+    fit (docs/performance.md)."""
+    return (0,) if rows < 2 else (0, -(-rows // 2))
+
+
 def search(shape: perf.ModelShape, target: Target, grid: dict | None = None) -> dict:
     """Every configuration of the grid (default: model_grid(shape)) through codegen.perf; the fastest
     that fits the target.
@@ -230,14 +242,15 @@ def search(shape: perf.ModelShape, target: Target, grid: dict | None = None) -> 
                 if any(k % simd for k in Ks):
                     continue
                 for ports in g.get("weight_ports", WEIGHT_PORTS):
-                    # every port an even share of the columns; io takes one of the target's ports
-                    if cols % (2 * ports) or ports > target.axi_ports - 1:
+                    # every port an even share of the columns; every bundle (io too) on a port of its own
+                    if cols % (2 * ports) or len(perf.axi_bundles(HwConfig(weight_ports=ports))) > target.axi_ports:
                         continue
-                    for lanes in g["lanes"]:
+                    for lanes, qk_rows in itertools.product(g["lanes"], qk_row_choices(rows)):
                         if shape.dh % lanes:          # A.V's lanes must divide the head width
                             continue
                         designs += 1
-                        hw = target_hw(target, rows=rows, cols=cols, simd=simd, lanes=lanes, weight_ports=ports)
+                        hw = target_hw(target, rows=rows, cols=cols, simd=simd, lanes=lanes, weight_ports=ports,
+                                       qk_rows=qk_rows)
                         res = perf.resources(shape, hw)
                         luts = sum(lut_estimate(shape, hw).values())
                         over = check_fits(res, luts, target)
@@ -267,7 +280,8 @@ def format_search(r: dict) -> list[str]:
         f"{UTILIZATION_CAP['luts']:.0%} of the LUTs ({r['budget']['luts']:,}; estimated, see docs/performance.md)",
         f"searched {r['designs']} designs, {r['fit']} fit (" + ", ".join(f"{v} over the {k}" for k, v in r["rejected"].items())
         + f"); the fastest, or among those within {LATENCY_TIE:.0%} of it the one with the fewest DSPs:",
-        f"best: --rows {hw.rows} --cols {hw.cols} --simd {hw.simd} --weight-ports {hw.weight_ports} --lanes {hw.lanes} "
+        f"best: --rows {hw.rows} --cols {hw.cols} --simd {hw.simd} --weight-ports {hw.weight_ports} "
+        f"--qk-rows {hw.qk_array_rows} --lanes {hw.lanes} "
         f"--axi-bits {hw.axi_bits} "
         f"--clock-mhz {hw.clock_mhz:g} --part {hw.part}",
         f"      {s['latency_ms']:.3f} ms, {s['fps']:.2f} FPS, {s['gops']:.1f} GOPS, GOPS/DSP {s['gops_per_dsp']:.4f}, "

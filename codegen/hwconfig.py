@@ -11,7 +11,7 @@ MAX_PES = 256                 # largest --rows, --cols and --simd
 CLOCK_MHZ = (1.0, 1000.0)     # accepted --clock-mhz
 AXI_BITS = (64, 128, 256, 512)   # accepted --axi-bits: m_axi data widths (a descriptor field is 64 bits)
 LANES = (1, 2, 4, 8, 16, 32, 64)  # accepted --lanes: powers of two, since buffers are partitioned cyclically by them
-WEIGHT_PORTS = (1, 2, 3)      # accepted --weight-ports: m_axi bundles that stream the MAC array's weights
+WEIGHT_PORTS = (1, 2, 3, 4)   # accepted --weight-ports: m_axi bundles that stream the MAC array's weights
 
 
 @dataclass(frozen=True)
@@ -24,12 +24,15 @@ class HwConfig:
     part: str = "xczu9eg-ffvb1156-2-e"   # ZCU102
     axi_bits: int = 128      # data width of every m_axi bundle (ZCU102: the PL's HP ports are 128 bits)
     weight_ports: int = 1    # m_axi bundles streaming the MAC array's weights, each COLS/weight_ports columns
+    qk_rows: int = 0         # the Q.K^T array's rows (queries held); 0: as many as the MAC array's
 
     def __post_init__(self):
         for name in ("rows", "cols", "simd"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1 or v > MAX_PES:
                 raise P2VitError(f"--{name} must be an integer in 1..{MAX_PES}, not {v}")
+        if not isinstance(self.qk_rows, int) or self.qk_rows < 0 or self.qk_rows > MAX_PES:
+            raise P2VitError(f"--qk-rows must be an integer in 1..{MAX_PES}, not {self.qk_rows}")
         if self.lanes not in LANES:
             raise P2VitError(f"--lanes must be one of {', '.join(map(str, LANES))}, not {self.lanes}")
         if self.weight_ports not in WEIGHT_PORTS:
@@ -51,6 +54,11 @@ class HwConfig:
     @property
     def axi_bytes(self) -> int:
         return self.axi_bits // 8
+
+    @property
+    def qk_array_rows(self) -> int:
+        """Rows of the Q.K^T array: qk_rows, or the MAC array's rows when it is 0."""
+        return self.qk_rows or self.rows
 
     @property
     def port_cols(self) -> int:
@@ -95,7 +103,11 @@ def add_hw_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--weight-ports", type=int, default=None, metavar="|".join(map(str, WEIGHT_PORTS)),
                    help="m_axi bundles that stream the MAC array's weights at the same time, each carrying "
                         "COLS / WEIGHT_PORTS columns of every weight tile (its plane of params.bin); the Q.K^T array "
-                        f"has COLS / WEIGHT_PORTS columns (default {d.weight_ports})")
+                        "has COLS / WEIGHT_PORTS columns; with 4, the image and logits share the last weight port's "
+                        f"bundle (default {d.weight_ports})")
+    g.add_argument("--qk-rows", type=int, default=None, metavar=f"1..{n}",
+                   help="rows of the Q.K^T array (queries held per key sweep): fewer rows than the MAC array's "
+                        "take fewer DSPs, at the cost of more row tiles per head (default: --rows)")
 
 
 def hw_config(args, reduction_lengths=()) -> HwConfig:
@@ -112,7 +124,7 @@ def hw_config(args, reduction_lengths=()) -> HwConfig:
 
     return HwConfig(rows=given("rows"), cols=given("cols"), simd=simd, lanes=given("lanes"),
                     clock_mhz=given("clock_mhz"), part=given("part"), axi_bits=given("axi_bits"),
-                    weight_ports=given("weight_ports"))
+                    weight_ports=given("weight_ports"), qk_rows=given("qk_rows"))
 
 
 def check_simd(reduction_lengths: dict[str, int], hw: HwConfig, model: str = "") -> None:
@@ -134,5 +146,5 @@ def explicit_hw_flags(args) -> list[str]:
     """The add_hw_args flags given on the command line (so a --target, which chooses the hardware,
     can refuse them)."""
     return [f"--{n.replace('_', '-')}" for n in ("rows", "cols", "simd", "lanes", "clock_mhz", "part", "axi_bits",
-                                                             "weight_ports")
+                                                             "weight_ports", "qk_rows")
             if getattr(args, n) is not None]

@@ -307,17 +307,21 @@ def _mac(hw: HwConfig, NR: int, K: int, O: int, src: str, epi: str, bits: int | 
     last_c = last or C
     # Ping-pong accumulators (kernels/p2vit/layers.h): QKV, proj, FC1 and FC2 drain tile ot - 1
     # inside tile ot's reduction when it has at least as many steps as the drain has cycles, and
-    # then run all OT x K/SIMD steps of a row tile in one loop entry (one burst, one fill); the
-    # last tile drains after the loop. Q.K^T's epilogue always fits (RL rows per cycle): a tail of
-    # ceil(ROWS / RL) iterations of the same loop drains its last key tile.
+    # then run all OT x K/SIMD steps of a row tile in one loop entry (one burst, one fill) and a
+    # tail of one drain's cycles (a full tile's) in which the last tile drains; the tail reads
+    # weight words too (the read stays unconditional). Q.K^T's epilogue always fits (RL rows per
+    # cycle): a tail of ceil(ROWS / RL) iterations of the same loop drains its last key tile.
+    prefetch = False   # whether later row tiles load inside the previous tile's reduction loop
     if bits is None:
         tail = epilogue(C).iters
         whole = Loop("mac_array.reduce_keys", OT * (K // S) + tail, 1, 1, drain="requant.logits")
         groups = [(1, whole, None, None)]
     elif epi in ("requant", "residual", "gelu") and drain_fits(hw, K, epi, K_DH):
-        whole = Loop("mac_array.reduce", OT * (K // S), 1, 1, OT * (K // S) * slot,
-                     drain=epilogue(C).id if OT > 1 else "")
-        groups = [(1, whole, epilogue(last_c), None)]
+        trip = OT * (K // S) + epilogue(C).iters
+        whole = Loop("mac_array.reduce", trip, 1, 1, trip * slot, drain=epilogue(C).id)
+        groups = [(1, whole, None, None)]
+        # row prefetch: the next row tile loads inside this loop when its words fit the trip
+        prefetch = R * _cdiv(K, load_lanes(hw)) <= trip
     else:
         groups = []   # weight tiles: the full ones, then a partial last one, each with its epilogue
         for count, c in ((full, C), (1 if last else 0, last)):
@@ -327,13 +331,16 @@ def _mac(hw: HwConfig, NR: int, K: int, O: int, src: str, epi: str, bits: int | 
     load_id = f"mac_array.load_{src}"
     words = K if src == "patch" else _cdiv(K, load_lanes(hw))   # iterations per row: values or words
 
-    def tile(v):
-        comp = Op("c", [Loop(load_id, R * words, 1)], tiles=groups)
+    def tile(v, load=True):
+        comp = Op("c", [Loop(load_id, R * words, 1)] if load else [], tiles=groups)
         outs = [Op("w", [Loop(f"requant.{epi}_out", row_out, 1)], fifo=fifo_out)] * v if row_out else []
         return v, comp, outs
 
-    full_tile = tile(R) if NR >= R else None
-    return [full_tile if NR - t * R >= R else tile(NR - t * R) for t in range(NT)]
+    # the first row tile loads before its reduction; with the prefetch, every later one during the
+    # previous tile's (kernels/p2vit/layers.h main_array)
+    later = not prefetch
+    full = {load: tile(R, load) for load in (True, later)} if NR >= R else {}
+    return [(full[t == 0 or later] if NR - t * R >= R else tile(NR - t * R, t == 0 or later)) for t in range(NT)]
 
 
 def _seq_ops(tiles) -> list:
@@ -589,7 +596,7 @@ class _Timer:
             return sum(sum(d) for d in durs)
         # rows each stream holds as emitted (kernels/p2vit/layers.h): a row tile of logits, one row
         # of codes; 0 for HLS's default depth-2 streams (what-if)
-        caps = {} if self.sw.fifo == "hls" else {"logits": self.hw.rows, "codes": 1}
+        caps = {} if self.sw.fifo == "hls" else {"logits": self.hw.qk_array_rows, "codes": 1}
         return _simulate(stages, durs, caps)
 
 
@@ -672,9 +679,9 @@ def _bram18k(depth: int, width: int) -> int:
 
 
 def qk_hw(hw: HwConfig) -> HwConfig:
-    """The Q.K^T array's configuration (kernels/p2vit/layers.h QkCfg): the MAC array's with PCOLS
-    columns."""
-    return replace(hw, cols=hw.port_cols, weight_ports=1)
+    """The Q.K^T array's configuration (kernels/p2vit/layers.h QkCfg): the MAC array's with
+    qk_array_rows rows and PCOLS columns."""
+    return replace(hw, rows=hw.qk_array_rows, cols=hw.port_cols, weight_ports=1, qk_rows=0)
 
 
 def blob_bundles(hw: HwConfig) -> list[str]:
@@ -683,16 +690,32 @@ def blob_bundles(hw: HwConfig) -> list[str]:
     return ["blob"] + [f"blob_w{j}" for j in range(1, hw.weight_ports)]
 
 
+IO_SHARED_PORTS = 4   # with this many weight ports, io shares the last one's bundle
+
+
+def io_bundle(hw: HwConfig) -> str:
+    """The m_axi bundle of the image and the logits: its own (io), or with four weight ports the
+    last weight port's, so the design needs no fifth HP port. No loop touches both: the image is
+    read before the embedding's first weight and the logits written after the head's last."""
+    return blob_bundles(hw)[-1] if hw.weight_ports >= IO_SHARED_PORTS else "io"
+
+
+def axi_bundles(hw: HwConfig) -> list[str]:
+    """Every m_axi bundle of the top (the HP ports it needs)."""
+    io = io_bundle(hw)
+    return blob_bundles(hw) + ([io] if io == "io" else [])
+
+
 def buffers(shape: ModelShape, hw: HwConfig, acc_bits: int = 32) -> list[dict]:
     """On-chip buffers of the emitted code (templates/p2vit_top.cpp.j2, kernels/p2vit/layers.h)
     with the memories they map to: (banks, depth, width bits) each."""
     N, D, HID, KP, R, DH = shape.tokens, shape.dim, shape.hidden, shape.kp, shape.res_bits, shape.dh
     rows, cols, simd, ab, L = hw.rows, hw.cols, hw.simd, hw.axi_bytes, hw.lanes
-    pcols = hw.port_cols
-    E, WL, RL = qkv_lanes(hw, DH), load_lanes(hw), logit_rows_per_cycle(hw, DH)
+    pcols, qrows = hw.port_cols, hw.qk_array_rows
+    E, WL, RL = qkv_lanes(hw, DH), load_lanes(hw), logit_rows_per_cycle(qk_hw(hw), DH)
     # partition factors of kernels/p2vit/banks.h
     RB, XB, QB = shared_banks(cols, 2, L, 2), shared_banks(L, 1, WL, 1), shared_banks(E, 1, WL, 1)
-    KB, GB = shared_banks(E, 1, simd, 1), shared_banks(cols, 1, WL, 1)
+    KB, GB = shared_banks(E, 1, simd, 1), shared_banks(cols, 2, WL, 2)
     OM = max(3 * D, HID, shape.num_classes)
     reshape = xt_reshape(hw, shape)
 
@@ -719,26 +742,27 @@ def buffers(shape: ModelShape, hw: HwConfig, acc_bits: int = 32) -> list[dict]:
         b("image img[C*H*W] (one burst from io)", shape.in_chans * shape.img_h * shape.img_w,
           [(1, shape.in_chans * shape.img_h * shape.img_w, 8)]),
         # xt of each instance: rows complete x cyclic SIMD along K, partitioned (ROWS x SIMD memories)
-        # or reshaped (ROWS memories of SIMD-value words): xt_reshape
-        b("stationary row tiles xt[ROWS][K] (main: K = max(KP, D, HID); qk: DH; partitioned or reshaped along K)",
-          rows * (max(KP, D, HID) + DH),
-          [xt_memories(hw, max(KP, D, HID), reshape["main"]), xt_memories(hw, DH, reshape["qk"])]),
+        # or reshaped (ROWS memories of SIMD-value words): xt_reshape; the MAC array's twice (the
+        # tile being reduced and the prefetched next one)
+        b("stationary row tiles xt (main: [2][ROWS][K], K = max(KP, D, HID); qk: [QK_ROWS][DH]; partitioned or "
+          "reshaped along K)", 2 * rows * max(KP, D, HID) + qrows * DH,
+          [xt_memories(hw, max(KP, D, HID), reshape["main"])] * 2 + [xt_memories(qk_hw(hw), DH, reshape["qk"])]),
         # registers: acc and its ping-pong copy done of the MAC array (ROWS x COLS) and of the Q.K^T
-        # array (ROWS x PCOLS; its grouped done[G][RL][PCOLS] rounds ROWS up to a multiple of RL)
+        # array (QK_ROWS x PCOLS; its grouped done[G][RL][PCOLS] rounds QK_ROWS up to a multiple of RL)
         b("accumulators acc and ping-pong copies done (MAC array, Q.K^T array)",
-          (2 * rows * cols + (rows + RL * _cdiv(rows, RL)) * pcols) * acc_bits // 8, []),
-        # row n = g*RL + u at [u][g]: RL banks along the rows of G = ceil(ROWS/RL) rows each; the row
-        # maxima rmax[RL][G] are registers
+          (2 * rows * cols + (qrows + RL * _cdiv(qrows, RL)) * pcols) * acc_bits // 8, []),
+        # row n = g*RL + u at [u][g]: RL banks along the rows of G = ceil(QK_ROWS/RL) rows each; the
+        # row maxima rmax[RL][G] are registers
         b("logit row tile rows[RL][G][N] (rows complete x keys cyclic logit_row_banks) and row maxima "
-          "rmax[RL][G] (registers)", RL * _cdiv(rows, RL) * (N + 1),
-          [(RL * logit_row_banks(hw), _cdiv(rows, RL) * _cdiv(N, logit_row_banks(hw)), 8)]),
+          "rmax[RL][G] (registers)", RL * _cdiv(qrows, RL) * (N + 1),
+          [(RL * logit_row_banks(hw), _cdiv(qrows, RL) * _cdiv(N, logit_row_banks(hw)), 8)]),
         b("layer parameters: bias/shift (max(3D, HID, classes)), e_r/e_s (cyclic param_banks), GELU table "
           "(registers), cls", OM * 5 + 2 * D + 256 + D * R // 8,
           [cyc(OM, 32, pb(ab // 4)), cyc(OM, 8, pb(ab)), cyc(D, 8, pb(ab)),
            cyc(D, 8, pb(ab)), cyc(D, R, ab // (R // 8))]),
         b("LayerNorm parameters", D * (1 + 2 + 8 + 1), [cyc(D, 2, math.lcm(ab, L)), cyc(D, 16, math.lcm(ab // 2, L)),
                                                         cyc(D, 64, math.lcm(ab // 8, L)), cyc(D, 8, math.lcm(ab, L))]),
-        b("logits stream: one row tile; codes stream: one row", rows * N + N, [(1, rows * N, 8), (1, N, 4)]),
+        b("logits stream: one Q.K^T row tile; codes stream: one row", qrows * N + N, [(1, qrows * N, 8), (1, N, 4)]),
     ]
 
 
@@ -760,8 +784,8 @@ def xt_reshape(hw: HwConfig, shape: ModelShape) -> dict[str, bool]:
     def bram(mem):
         n, d, w = mem
         return n * _bram18k(d, w)
-    return {name: hw.simd > 1 and bram(xt_memories(hw, k, True)) < bram(xt_memories(hw, k, False))
-            for name, k in (("main", max(shape.kp, shape.dim, shape.hidden)), ("qk", shape.dh))}
+    return {name: h.simd > 1 and bram(xt_memories(h, k, True)) < bram(xt_memories(h, k, False))
+            for name, h, k in (("main", hw, max(shape.kp, shape.dim, shape.hidden)), ("qk", qk_hw(hw), shape.dh))}
 
 
 def logit_row_banks(hw: HwConfig) -> int:
@@ -771,7 +795,8 @@ def logit_row_banks(hw: HwConfig) -> int:
 
 def logit_rows_per_cycle(hw: HwConfig, dh: int) -> int:
     """Tile rows Q.K^T's epilogue finishes per cycle (kernels/p2vit/banks.h logit_rows_per_cycle):
-    ceil(ROWS / (DH / SIMD)), so that a key tile's epilogue is no longer than its reduction."""
+    ceil(ROWS / (DH / SIMD)), so that a key tile's epilogue is no longer than its reduction. hw:
+    the Q.K^T array's (qk_hw)."""
     return _cdiv(hw.rows, dh // hw.simd)
 
 
@@ -817,7 +842,7 @@ def mac_array_dsps(hw: HwConfig) -> int:
 
 def resources(shape: ModelShape, hw: HwConfig, acc_bits: int = 32) -> dict:
     """DSPs of every MAC-array instance the code instantiates (kernels/p2vit/layers.h: the MAC array
-    for every layer with weights, ROWS x COLS x SIMD, and the Q.K^T array, ROWS x PCOLS x SIMD; each
+    for every layer with weights, ROWS x COLS x SIMD, and the Q.K^T array, QK_ROWS x PCOLS x SIMD; each
     PE multiplies 8 x 8 bits, since a layer's weight bits are chosen at run time by the
     controller, two products per DSP), plus the misc multipliers."""
     qk = qk_hw(hw)
@@ -909,12 +934,12 @@ class Perf:
     def bundles(self) -> dict:
         """Bytes each m_axi bundle moves per image, its average rate over the latency, and the most
         one bundle can move (one beat per cycle)."""
-        ports = blob_bundles(self.hw)
-        moved = {b: 0 for b in ports + ["io"]}
+        ports, io = blob_bundles(self.hw), io_bundle(self.hw)
+        moved = {b: 0 for b in axi_bundles(self.hw)}
         for s in self.steps:
             for k, v in s["dram"].items():
                 if k == "io":
-                    moved["io"] += v
+                    moved[io] += v
                 elif k.startswith("weights"):   # one plane per weight port, of equal size
                     for b in ports:
                         moved[b] += v // len(ports)
@@ -1100,7 +1125,7 @@ def report(p: Perf, abl: dict | None = None) -> str:
              f"{p.shape.tokens} tokens; {wbits}-bit weights",
              f"hardware: {hw.rows}x{hw.cols}x{hw.simd} MAC array ({r['products_per_cycle']} products/cycle; weights from "
              f"{hw.weight_ports} {hw.axi_bits}-bit m_axi bundle(s), {hw.weight_beats} beat(s) each per word) and "
-             f"{hw.rows}x{hw.port_cols}x{hw.simd} Q.K^T array, {hw.lanes} attention lane(s), "
+             f"{hw.qk_array_rows}x{hw.port_cols}x{hw.simd} Q.K^T array, {hw.lanes} attention lane(s), "
              f"{hw.clock_mhz:g} MHz, {hw.part}; DRAM {_gbs(p.dram_gbs)}",
              "", *_fmt_steps(p), "",
              f"latency  {s['latency_ms']:.3f} ms ({p.cycles:,.0f} cycles; {s['compute_latency_ms']:.3f} ms "

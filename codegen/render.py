@@ -97,6 +97,7 @@ def context(ir: QuantizedViT, hw: HwConfig, layout: Layout, bounds: Bounds, modu
         "omax": max(3 * m["dim"], m["hidden"], m["num_classes"]), "bits": bits, "e_logit": low.e_logit,
         "xt_reshape": perf.xt_reshape(hw, perf.shape_from_ir(ir)),
         "blob_ports": perf.blob_bundles(hw),
+        "io_bundle": perf.io_bundle(hw),
     }
 
 

@@ -38,8 +38,8 @@ def write_report(out: Path, ir: QuantizedViT, hw: HwConfig, rendered, info: dict
              f"activations 8-bit, attention {q['attn_bits']}-bit log2 ({_softmax_text(q)}), residual {q['res_bits']}-bit, "
              f"rounding {q['rounding']}, smoothing {'on' if q['smooth'] else 'off'}",
              f"- hardware: MAC array {hw.rows} x {hw.cols} ({hw.rows * hw.cols} PEs), {hw.simd} lane(s) per PE, for "
-             f"embed/qkv/proj/fc1/fc2/head, its weights from {hw.weight_ports} port(s); Q.K^T array {hw.rows} x "
-             f"{hw.port_cols}; {hw.axi_bits}-bit m_axi bundles ({', '.join(['io'] + perf.blob_bundles(hw))}), "
+             f"embed/qkv/proj/fc1/fc2/head, its weights from {hw.weight_ports} port(s); Q.K^T array {hw.qk_array_rows} x "
+             f"{hw.port_cols}; {hw.axi_bits}-bit m_axi bundles ({', '.join(perf.axi_bundles(hw))}{'' if perf.io_bundle(hw) == 'io' else '; the image and logits on ' + perf.io_bundle(hw)}), "
              f"{hw.clock_mhz:g} MHz, part {hw.part} (docs/hardware.md)",
              f"- IR sha256 {info['ir_sha256']}", f"- parameter blob: {rendered.layout.size} bytes, "
              f"sha256 {info['blob_sha256']}",

@@ -537,10 +537,11 @@ arr pe_dot_t(const arr& x, const arr& w, const arr& acc0, bool clear) {
 // A small configuration for running whole chunks (p2vit/layers.h) alone: N 7 tokens, 2 heads of
 // 4 channels, a 3 x 4 x 2 MAC array (partial row and key tiles).
 // LANES_: attention lanes (1, 2, 4, 8: partial stream words at N = 7).
-template <int LANES_>
+// QKR: the Q.K^T array's rows (QkCfg).
+template <int LANES_, int QKR = 3>
 struct HCfg {
   static constexpr int N = 7, D = 8, H = 2, DH = 4, ROWS = 3, COLS = 4, SIMD = 2, LANES = LANES_;
-  static constexpr int WPORTS = 1, PCOLS = COLS;   // the Q.K^T array (QkCfg) has PCOLS columns
+  static constexpr int WPORTS = 1, PCOLS = COLS, QK_ROWS = QKR;   // the Q.K^T array (QkCfg): QK_ROWS x PCOLS
   static constexpr int ATTN_BITS = 4, CODE_ZERO = 15, AV_FRAC = 14, ACC_BITS = 20, AV_ACC_BITS = 25;
   static constexpr int EXP_SHIFT = 4;             // the default softmax (numerics.md 2.5)
   static constexpr bool ATTN_GEOMETRIC = true;
@@ -581,14 +582,11 @@ arr attention_region_t(arr q, arr k, arr v, int h, int shift_qk, std::int64_t x0
 }
 
 arr attention_region_v(arr q, arr k, arr v, int h, int shift_qk, std::int64_t x0, std::int64_t pb,
-                       std::int64_t pc, int shift_av, int lanes) {
-  switch (lanes) {
-    case 1: return attention_region_t<HCfg<1>>(q, k, v, h, shift_qk, x0, pb, pc, shift_av);
-    case 2: return attention_region_t<HCfg<2>>(q, k, v, h, shift_qk, x0, pb, pc, shift_av);
-    case 4: return attention_region_t<HCfg<4>>(q, k, v, h, shift_qk, x0, pb, pc, shift_av);
-    case 8: return attention_region_t<HCfg<8>>(q, k, v, h, shift_qk, x0, pb, pc, shift_av);
-  }
-  unsupported("attention_region lanes", lanes);
+                       std::int64_t pc, int shift_av, int lanes, int qk_rows) {
+#define X(L, R) if (lanes == L && qk_rows == R) return attention_region_t<HCfg<L, R>>(q, k, v, h, shift_qk, x0, pb, pc, shift_av);
+  X(1, 3) X(2, 3) X(4, 3) X(8, 3) X(2, 2) X(4, 5) X(1, 1)
+#undef X
+  unsupported("attention_region lanes, qk_rows", lanes, qk_rows);
 }
 
 // AvCfg<N, H, DH, BITS>: a configuration for av_rows alone (F = Z - 1, the widths of numerics.md 4).
@@ -952,7 +950,7 @@ arr mac_layer_t(const arr& x, const arr& w, int wbits) {
     for (int n = 0; n < R && t * R + n < NR; ++n)
       for (int o = 0; o < C; ++o) out.mutable_at(t * R + n, ot * C + o) = out64(acc[n][o]);
   };
-  const p2vit::WeightPorts<L> ports{blob.data(), blob.data(), blob.data()};
+  const p2vit::WeightPorts<L> ports{blob.data(), blob.data(), blob.data(), blob.data()};
 #if P2VIT_CSIM_FAST_MAC
   if constexpr (p2vit::csim_fast::layer_fast_supported<L>()) {
     p2vit::csim_fast::layer_fast<L, L::KMAX>(
@@ -975,7 +973,7 @@ arr mac_layer_t(const arr& x, const arr& w, int wbits) {
 
 arr mac_layer_v(arr x, arr w, int r, int c, int wbits, int ports) {
 #define X(R, C, P) if (r == R && c == C && ports == P) return mac_layer_t<R, C, P>(x, w, wbits);
-  X(8, 8, 1) X(8, 16, 1) X(4, 8, 1) X(16, 8, 1) X(3, 8, 1) X(8, 16, 2) X(3, 8, 2) X(4, 12, 3) X(5, 24, 3)
+  X(8, 8, 1) X(8, 16, 1) X(4, 8, 1) X(16, 8, 1) X(3, 8, 1) X(8, 16, 2) X(3, 8, 2) X(4, 12, 3) X(5, 24, 3) X(4, 8, 4) X(3, 16, 4)
 #undef X
   throw py::value_error("mac_layer: shape not instantiated in the harness");
 }
@@ -1079,7 +1077,8 @@ PYBIND11_MODULE(P2VIT_MODNAME, m) {
   m.def("pe_array_dot", &pe_array_dot_v, py::arg("x"), py::arg("w"), py::arg("acc0"), py::arg("rows"),
         py::arg("cols"), py::arg("simd"), py::arg("clear") = false);
   m.def("attention_region", &attention_region_v, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("h"),
-        py::arg("shift_qk"), py::arg("x0"), py::arg("pb"), py::arg("pc"), py::arg("shift_av"), py::arg("lanes") = 1);
+        py::arg("shift_qk"), py::arg("x0"), py::arg("pb"), py::arg("pc"), py::arg("shift_av"), py::arg("lanes") = 1,
+        py::arg("qk_rows") = 3);
   m.def("mac_layer", &mac_layer_v, py::arg("x"), py::arg("w"), py::arg("rows"), py::arg("cols"), py::arg("wbits"),
         py::arg("ports") = 1);
   m.attr("csim_fast_mac") = bool(P2VIT_CSIM_FAST_MAC);

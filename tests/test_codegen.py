@@ -181,6 +181,14 @@ def test_generated_hls_is_static_labelled_and_counted(tiny_ir):
             "params.blob.data(), params.blob.data(), params.blob.data(), logits" in three[name], name
     for bundle in ("io", "blob", "blob_w1", "blob_w2"):
         assert f"bundle={bundle} " in three["hls/p2vit_top.cpp"]
+    # four weight ports: the image and logits go on the last one's bundle, so four HP ports suffice
+    four = render(tiny_ir, HwConfig(cols=8, weight_ports=4, qk_rows=3)).files
+    top4 = four["hls/p2vit_top.cpp"]
+    assert "port=image offset=slave bundle=blob_w3 " in top4 and "port=logits offset=slave bundle=blob_w3 " in top4
+    assert "bundle=io " not in top4
+    assert set(re.findall(r"bundle=(\w+) ", top4)) == {"blob", "blob_w1", "blob_w2", "blob_w3"}
+    assert "WeightPorts<C> ports{blob, blob_w1, blob_w2, blob_w3}" in top4
+    assert "QK_ROWS = 3;" in four["hls/p2vit_params.h"] and "QK_ROWS = 8;" in files["hls/p2vit_params.h"]
 
 
 def test_no_recursion_in_generated_code(tiny_ir):

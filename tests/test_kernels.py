@@ -757,13 +757,13 @@ def test_nibble_word_unpacks_what_the_layout_packs(kern, cols, simd):
 
 
 @pytest.mark.parametrize("rows,cols,ports", [(8, 8, 1), (8, 16, 1), (4, 8, 1), (16, 8, 1), (3, 8, 1), (8, 16, 2),
-                                             (3, 8, 2), (4, 12, 3), (5, 24, 3)])
+                                             (3, 8, 2), (4, 12, 3), (5, 24, 3), (4, 8, 4), (3, 16, 4)])
 @pytest.mark.parametrize("wbits", [8, 4])
 def test_mac_layer_is_an_exact_matmul(fkern, rows, cols, ports, wbits):
     """A whole layer through the MAC array (native AVX2 or AVX-512 with cols a multiple of 8:
     csim_fast.layer_fast's row groups, weight slices and epilogue order; otherwise the HLS loops) ==
     x.w^T, for one and several row groups, partial tiles, an odd number of weight tiles, K with and
-    without a tail past a multiple of 8, the extremes, and the weight word gathered from 1, 2 or 3
+    without a tail past a multiple of 8, the extremes, and the weight word gathered from 1, 2, 3 or 4
     weight planes (ports)."""
     rng = np.random.default_rng(rows * 10 + cols + wbits + 100 * ports)
     lo, hi = (-128, 128) if wbits == 8 else (-8, 8)
@@ -855,11 +855,12 @@ def test_headers_self_contained_and_pragmas_well_formed(tmp_path):
         assert p.returncode == 0, f"{' '.join(j)}\n{log[-4000:]}"
 
 
-@pytest.mark.parametrize("lanes", [1, 2, 4, 8])
-def test_attention_region_alone_equals_the_reference_formulas(kern, lanes):
+@pytest.mark.parametrize("lanes,qk_rows", [(1, 3), (2, 3), (4, 3), (8, 3), (2, 2), (4, 5), (1, 1)])
+def test_attention_region_alone_equals_the_reference_formulas(kern, lanes, qk_rows):
     """The attention DATAFLOW region of p2vit/layers.h (Q.K^T array -> softmax -> shifter array),
-    run on its own with a 3 x 4 x 2 array over 7 tokens (partial row and key tiles), with 1 to 8
-    attention lanes (stream words of LANES logits or codes; 7 tokens leave partial words)."""
+    run on its own with a qk_rows x 4 x 2 Q.K^T array over 7 tokens (partial row and key tiles; the
+    MAC array's 3 rows do not matter to it), with 1 to 8 attention lanes (stream words of LANES
+    logits or codes; 7 tokens leave partial words)."""
     rng = np.random.default_rng(11)
     N, D, H, DH, F, Z = 7, 8, 2, 4, 14, 15
     for trial in range(6):
@@ -872,7 +873,7 @@ def test_attention_region_alone_equals_the_reference_formulas(kern, lanes):
         x0, pb, pc = intops.lis_constants(e_a, 4)     # HCfg: exp_shift 4, geometric rounding
         shift_qk, shift_av = int(rng.integers(4, 12)), int(rng.integers(10, 18))
         for h in range(H):
-            got = kern.attention_region(q, k, v, h, shift_qk, x0, pb, pc, shift_av, lanes)
+            got = kern.attention_region(q, k, v, h, shift_qk, x0, pb, pc, shift_av, lanes, qk_rows)
             a = intops.requant(T(q[:, h * DH:(h + 1) * DH] @ k[h].T), shift_qk, 8)
             codes = intops.log_int_softmax_c(a, x0, pb, pc, 4, 4, "geometric")
             w = torch.where(codes < Z, torch.ones_like(codes) << (F - codes).clamp(min=0), torch.zeros_like(codes))

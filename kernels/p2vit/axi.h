@@ -40,7 +40,7 @@ inline std::uint8_t axi_byte(const W& w, int i) {
 }
 #endif
 
-// axi_read(port, bundle, idx): beat idx of the bundle `bundle` ("blob", "blob_w1", "blob_w2").
+// axi_read(port, bundle, idx): beat idx of the bundle `bundle` ("blob", "blob_w1", ..., "blob_w3").
 template <class W>
 inline W axi_read(const W* port, const char* bundle, long idx) {
   P2VIT_AXI_BEAT(bundle);

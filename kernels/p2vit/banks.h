@@ -73,8 +73,10 @@ constexpr int k_channel_banks() {   // keys, dim 3: qkv_lanes in, SIMD per key p
   return shared_banks(qkv_lanes<C>(), 1, C::SIMD, 1);
 }
 template <class C>
-constexpr int hid_banks() {         // FC1's output hid[N][HID]: COLS lanes of epi_gelu in, load_lanes (FC2's row load) out
-  return shared_banks(C::COLS, 1, load_lanes<C>(), 1);
+constexpr int hid_banks() {         // FC1's output hid[N][HID]: COLS lanes of epi_gelu in, load_lanes (FC2's row load) out;
+  // both sit in main_array's reduction loop (the GELU drain, the FC2 prefetch), which HLS schedules
+  // for both at once: one access of each per bank per cycle, two in all
+  return shared_banks(C::COLS, 2, load_lanes<C>(), 2);
 }
 // param_banks<C, PER>(): a per-output parameter array (bias, shift, e_r, e_s): a burst writes PER
 // values per beat, an epilogue reads COLS per cycle.

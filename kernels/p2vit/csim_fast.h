@@ -313,7 +313,7 @@ struct BlobTiles {
       stride = WORD_STRIDE;
       return &ports.blob[first].b[0];
     }
-    const typename C::axi_t* port[3] = {ports.blob, ports.blob_w1, ports.blob_w2};
+    const typename C::axi_t* port[4] = {ports.blob, ports.blob_w1, ports.blob_w2, ports.blob_w3};
     for (int j = 0; j < C::WPORTS; ++j) {
       const std::uint8_t* words = &port[j][first + j * plane].b[0];
       for (int ks = 0; ks < steps; ++ks) {

@@ -6,7 +6,7 @@
 //   shapes   IMG_C IMG_H IMG_W PATCH GRID_W NP N KP D H DH HID CLASSES DEPTH
 //   numerics RES_BITS ATTN_BITS CODE_ZERO AV_FRAC ACC_BITS AV_ACC_BITS
 //   hardware ROWS COLS SIMD (the MAC array), WPORTS (weight ports), PCOLS (COLS / WPORTS: columns
-//            per weight port, and the Q.K^T array's columns), AXI_BYTES (m_axi data width), BEATS
+//            per weight port, and the Q.K^T array's columns), QK_ROWS (the Q.K^T array's rows), AXI_BYTES (m_axi data width), BEATS
 //            (beats per weight word on each port: ceil(PCOLS*SIMD / AXI_BYTES)), KMAX_MAIN
 //            (longest stationary row of the MAC array: max(KP, D, HID))
 //   types    act_t res_t acc_t code_t logit_t axi_t
@@ -23,7 +23,7 @@
 //               row tile in one pipelined loop (one m_axi burst per port, one pipeline fill per row
 //               tile). FC1 writes its GELU outputs for every token into hid[N][HID], which FC2's
 //               row loads read.
-//   qk_array    ROWS x PCOLS x SIMD (QkCfg): Q.K^T of one head, inside the attention region; keys
+//   qk_array    QK_ROWS x PCOLS x SIMD (QkCfg): Q.K^T of one head, inside the attention region; keys
 //               from the key buffer. Its epilogue (RL rows per cycle) always fits the reduction,
 //               so it always drains inside it, with a tail of ceil(ROWS/RL) iterations for the last
 //               key tile.
@@ -50,10 +50,11 @@ enum MainMode { MAIN_EMBED = 0, MAIN_QKV = 1, MAIN_PROJ = 2, MAIN_HEAD = 3, MAIN
 template <class C>
 using pe_x = typename pe_operand<typename C::act_t>::type;
 
-// QkCfg<C>: the configuration of the Q.K^T array: C with PCOLS columns (keys per step). Everything
-// else (rows, lanes, types, the key buffer's banks) is C's.
+// QkCfg<C>: the configuration of the Q.K^T array: C with QK_ROWS rows (queries held) and PCOLS
+// columns (keys per step). Everything else (SIMD, lanes, types, the key buffer's banks) is C's.
 template <class C>
 struct QkCfg : C {
+  static constexpr int ROWS = C::QK_ROWS;
   static constexpr int COLS = C::PCOLS;
 };
 
@@ -81,8 +82,27 @@ void main_load(int mode, int t, int K, int NR, const typename C::act_t img[C::IM
     load_rows_array<C, KMAX, C::D, xo_banks<C>()>(x, 0, K, NR, n0, xt, "x");
 }
 
-// main_epilogue: the epilogue of tile (t, ot) of layer `mode`.
-template <class C>
+// main_prefetch_word: word kw of row n of the next row tile (first token n0) of layer `mode` (QKV
+// and FC1 read x, proj the attention output, FC2 FC1's output) into the idle row buffer: one
+// cycle of the prefetch that main_array runs inside the current tile's reduction.
+template <class C, int KMAX>
+void main_prefetch_word(int mode, int NR, int n0, int n, int kw, const typename C::act_t x[C::N][C::D],
+                        const typename C::act_t att[C::N][C::D], const typename C::act_t hid[C::N][C::HID],
+                        pe_x<C> xt[C::ROWS][KMAX]) {
+  P2VIT_PRAGMA(HLS INLINE)
+  if (mode == MAIN_PROJ)
+    load_rows_word<C, KMAX, C::D, xo_banks<C>()>(att, 0, NR, n0, n, kw, xt, "o");
+  else if (mode == MAIN_FC2)
+    load_rows_word<C, KMAX, C::HID, hid_banks<C>()>(hid, 0, NR, n0, n, kw, xt, "hid");
+  else
+    load_rows_word<C, KMAX, C::D, xo_banks<C>()>(x, 0, NR, n0, n, kw, xt, "x");
+}
+
+// main_epilogue: the epilogue of tile (t, ot) of layer `mode`, for the layers that do not drain
+// inside their reduction loop: the embedding, the head, and QKV, the residual layers (proj, FC2) or
+// FC1 where TAIL_QKV, TAIL_RES or TAIL_FC1 say that their drain does not fit (main_array). A branch
+// that no layer takes is not built.
+template <class C, bool TAIL_QKV, bool TAIL_RES, bool TAIL_FC1>
 void main_epilogue(int mode, int t, int ot, int OT, const typename C::acc_t acc[C::ROWS][C::COLS],
                    const typename C::axi_t* blob, long tb_beat, i32 tile_bias[C::ROWS * C::COLS], const i32 bias[],
                    const i8 shift[], const i8 lut[256], int e_y, const i8 e_r[], const i8 e_s[],
@@ -95,14 +115,15 @@ void main_epilogue(int mode, int t, int ot, int OT, const typename C::acc_t acc[
     burst<C, 4>(blob, tb_beat + (long(t) * OT + ot) * ((C::ROWS * C::COLS * 4 + C::AXI_BYTES - 1) / C::AXI_BYTES),
                 C::ROWS * C::COLS, tile_bias, "tile_bias");
     epi_embed<C>(acc, n0, o0, tile_bias, shift, r);
-  } else if (mode == MAIN_QKV) {
-    epi_qkv<C>(acc, n0, ot, bias, shift, q, k, v);
-  } else if (mode == MAIN_PROJ || mode == MAIN_FC2) {
-    epi_residual<C>(acc, n0, ot, bias, shift, e_y, e_r, e_s, r, mode == MAIN_PROJ ? "proj" : "fc2", block);
-  } else if (mode == MAIN_FC1) {
-    epi_gelu<C>(acc, n0, ot, bias, shift, lut, hid, block);
-  } else {
+  } else if (mode == MAIN_HEAD) {
     epi_head<C>(acc, o0, bias, shift, logits);
+  } else if (mode == MAIN_QKV) {
+    if constexpr (TAIL_QKV) epi_qkv<C>(acc, n0, ot, bias, shift, q, k, v);
+  } else if (mode == MAIN_PROJ || mode == MAIN_FC2) {
+    if constexpr (TAIL_RES)
+      epi_residual<C>(acc, n0, ot, bias, shift, e_y, e_r, e_s, r, mode == MAIN_PROJ ? "proj" : "fc2", block);
+  } else if (mode == MAIN_FC1) {
+    if constexpr (TAIL_FC1) epi_gelu<C>(acc, n0, ot, bias, shift, lut, hid, block);
   }
 }
 
@@ -129,16 +150,25 @@ void main_array(int mode, const typename C::act_t img[C::IMG_C * C::IMG_H * C::I
   const int NT = (NR + C::ROWS - 1) / C::ROWS, OT = (O + C::COLS - 1) / C::COLS;
   const int steps = K / C::SIMD;
   const long plane = long(OT) * steps * C::BEATS;   // beats of one weight plane (codegen/layout.py)
-  pe_x<C> xt[C::ROWS][KMAX];
+  // Two row tiles: the one the PE array reduces (xt[cur]) and the next one, prefetched into
+  // xt[1 - cur] during that reduction (drained layers; see below).
+  pe_x<C> xt[2][C::ROWS][KMAX];
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=xt type=complete dim=1)
+  P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=xt type=complete dim=2)
   [[maybe_unused]] constexpr int SIMD = C::SIMD;
 #if P2VIT_XT_RESHAPE_MAIN   // a row's SIMD values of one step in one word: one memory per row (see p2vit_params.h)
-  P2VIT_PRAGMA(HLS ARRAY_RESHAPE variable=xt type=cyclic factor=SIMD dim=2)
+  P2VIT_PRAGMA(HLS ARRAY_RESHAPE variable=xt type=cyclic factor=SIMD dim=3)
 #else
-  P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=xt type=cyclic factor=SIMD dim=2)
+  P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=xt type=cyclic factor=SIMD dim=3)
 #endif
   typename C::acc_t acc[C::ROWS][C::COLS];
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=acc type=complete dim=0)
+#ifndef __SYNTHESIS__
+  // C-sim only: g++ cannot see that the drain tail's handoff reads only what the steps wrote
+  // (-Wmaybe-uninitialized); hardware reads nothing unset.
+  for (auto& row : acc)
+    for (auto& a : row) a = 0;
+#endif
   i32 tile_bias[C::ROWS * C::COLS];
   [[maybe_unused]] constexpr int PER4 = C::AXI_BYTES / 4;
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=tile_bias type=cyclic factor=PER4)
@@ -146,8 +176,8 @@ void main_array(int mode, const typename C::act_t img[C::IMG_C * C::IMG_H * C::I
   if constexpr (csim_fast::layer_fast_supported<C>()) {   // native C-sim: same values, blocked (csim_fast.h)
     auto load = [&](int t, pe_x<C> tile[C::ROWS][KMAX]) { main_load<C, KMAX>(mode, t, K, NR, img, x, att, hid, tile); };
     auto epilogue = [&](int t, int ot, const typename C::acc_t tile_acc[C::ROWS][C::COLS]) {
-      main_epilogue<C>(mode, t, ot, OT, tile_acc, ports.blob, tb_beat, tile_bias, bias, shift, lut, e_y, e_r, e_s, r, q,
-                       k, v, hid, logits, block);
+      main_epilogue<C, true, true, true>(mode, t, ot, OT, tile_acc, ports.blob, tb_beat, tile_bias, bias, shift, lut,
+                                         e_y, e_r, e_s, r, q, k, v, hid, logits, block);
     };
     csim_fast::layer_fast<C, KMAX>(NT, K, OT, csim_fast::BlobTiles<C, KMAX>{ports, w_beat, plane, wbits, K / 2}, load,
                                    epilogue, [](int) {});
@@ -156,11 +186,20 @@ void main_array(int mode, const typename C::act_t img[C::IMG_C * C::IMG_H * C::I
 #endif
   // Ping-pong accumulators: tile ot - 1 of QKV, proj, FC1 and FC2 drains from `done` during tile
   // ot's reduction, one epilogue cycle per reduction step, when the reduction is long enough to
-  // hide it (steps >= the drain's cycles); the last tile of a row tile drains after its reduction.
-  // Then one pipelined loop runs all OT x steps steps of a row tile (one m_axi burst per port, one
-  // pipeline fill); otherwise (and always for the embedding, whose per-tile bias burst shares the
+  // hide it (steps >= the drain's cycles). Then one pipelined loop runs all OT x steps steps of a
+  // row tile (one m_axi burst per port, one pipeline fill) and `tail` more iterations in which the
+  // last tile drains the same way, so each drain's lanes exist once (no epilogue loop after it).
+  // The tail's weight reads are not made conditional (that would break the burst, UG1448
+  // 214-232): they run on past the layer's plane (into the next plane or the blob's end padding,
+  // codegen/layout.py) and the PE array's sums of them land in `acc`, which nothing reads after
+  // the handoff. Otherwise (and always for the embedding, whose per-tile bias burst shares the
   // blob bundle, and the head) the loop runs one tile's steps and the epilogue follows each tile.
   // Either way the loop is the instance's only reduce_step call: one PE array.
+  // Row prefetch: a drained layer whose next row tile's load (ROWS x K / SIMD words) fits its
+  // loop's iterations loads it in the same loop, one word per iteration, into the other row buffer
+  // (its own memories: the PE array reads xt[cur], the prefetch writes xt[1 - cur]), so only the
+  // first row tile's load is exposed. The sources (x, the attention output, hid) are not written
+  // by the drains of the layer that reads them.
   typename C::acc_t done[C::ROWS][C::COLS];
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=done type=complete dim=0)
   // Whether a layer's drain fits is known at compile time (QKV, proj and FC1 reduce over D, FC2
@@ -171,27 +210,37 @@ void main_array(int mode, const typename C::act_t img[C::IMG_C * C::IMG_H * C::I
                        (mode == MAIN_FC1 && OVL_FC1) || (mode == MAIN_FC2 && OVL_FC2);
   const bool residual = mode == MAIN_PROJ || mode == MAIN_FC2;
   const int seg_tiles = overlap ? OT : 1, segs = overlap ? 1 : OT;   // tiles per loop entry, entries
+  // iterations after the last tile's steps: its drain (QKV: qkv_drain_cycles; the others: ROWS)
+  const int tail = !overlap ? 0 : mode == MAIN_QKV ? qkv_drain_cycles<C>() : C::ROWS;
+  const int words = K / load_lanes<C>();   // prefetch: words per row
+  const bool prefetch = overlap && C::ROWS * words <= OT * steps + tail;
   const bool tracing = P2VIT_TRACING();
+  int cur = 0;   // the row buffer being reduced
   [[maybe_unused]] constexpr int COL_TILES_MAX = ((3 * C::D > C::HID ? 3 * C::D : C::HID) + C::COLS - 1) / C::COLS;
   [[maybe_unused]] constexpr int TRIPS_QKV = main_steps<C>(C::D, 3 * C::D), TRIPS_MLP = main_steps<C>(C::D, C::HID);
-  [[maybe_unused]] constexpr int TRIPS = TRIPS_QKV > TRIPS_MLP ? TRIPS_QKV : TRIPS_MLP;
+  [[maybe_unused]] constexpr int TRIPS = (TRIPS_QKV > TRIPS_MLP ? TRIPS_QKV : TRIPS_MLP) + C::KMAX_MAIN / C::SIMD;
   [[maybe_unused]] constexpr int REDUCE_II = C::BEATS;   // beats per weight word on each port: one per cycle
   [[maybe_unused]] constexpr int ROW_TILES_MAX = (C::N + C::ROWS - 1) / C::ROWS;
 row_tiles:
   for (int t = 0; t < NT; ++t) {
     P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=ROW_TILES_MAX)
-    main_load<C, KMAX>(mode, t, K, NR, img, x, att, hid, xt);
+    if (t == 0 || !prefetch) main_load<C, KMAX>(mode, t, K, NR, img, x, att, hid, xt[cur]);
+    const bool fetching = prefetch && t + 1 < NT;
   weight_tiles:
     for (int sg = 0; sg < segs; ++sg) {
       P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=COL_TILES_MAX)
       int ot = sg * seg_tiles, ks = 0, dn = 0, dg = 0;   // running tile, step, drain row and column group
+      int pn = 0, pw = 0;                                 // prefetch: row and word of the next row tile
       const long seg_beat = w_beat + long(sg) * seg_tiles * steps * C::BEATS;   // the segment's first beat (plane 0)
     reduce:
-      for (int i = 0; i < seg_tiles * steps; ++i) {
+      for (int i = 0; i < seg_tiles * steps + tail; ++i) {
         P2VIT_PRAGMA(HLS PIPELINE II=REDUCE_II)
         P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=TRIPS)
         // the drain reads and writes its own element of r each cycle (proj, FC2)
         P2VIT_PRAGMA(HLS DEPENDENCE variable=r type=inter dependent=false)
+        // the prefetch writes the row buffer the PE array does not read
+        P2VIT_PRAGMA(HLS DEPENDENCE variable=xt type=inter dependent=false)
+        P2VIT_PRAGMA(HLS DEPENDENCE variable=xt type=intra dependent=false)
         P2VIT_COUNT("mac_array.reduce");
         const bool drain = overlap && ot > 0;
         if (drain && ks == 0) acc_handoff<C>(acc, done);   // tile ot - 1 is complete
@@ -213,7 +262,14 @@ row_tiles:
           if (drain && mode == MAIN_FC1 && ks < C::ROWS)
             epi_gelu_row<C>(done[ks], t * C::ROWS + ks, ot - 1, bias, shift, lut, hid, tracing, block);
         }
-        reduce_step<C, KMAX>(xt, ks, ports, seg_beat + long(i) * C::BEATS, plane, wbits, acc);
+        if (fetching && pn < C::ROWS) {
+          main_prefetch_word<C, KMAX>(mode, NR, (t + 1) * C::ROWS, pn, pw, x, att, hid, xt[1 - cur]);
+          if (++pw == words) {
+            pw = 0;
+            ++pn;
+          }
+        }
+        reduce_step<C, KMAX>(xt[cur], ks, ports, seg_beat + long(i) * C::BEATS, plane, wbits, acc);
         if (++ks == steps) {
           ks = 0;
           dn = 0;
@@ -221,11 +277,13 @@ row_tiles:
           ++ot;
         }
       }
-      // one call site: after every tile, or after the last one when the others were drained
-      if (!overlap || sg == segs - 1)
-        main_epilogue<C>(mode, t, overlap ? OT - 1 : sg, OT, acc, ports.blob, tb_beat, tile_bias, bias, shift, lut, e_y,
-                         e_r, e_s, r, q, k, v, hid, logits, block);
+      // one call site, for the layers that do not drain in the loop: after every tile
+      if (!overlap)
+        main_epilogue<C, !OVL_QKV, !(OVL_PROJ && OVL_FC2), !OVL_FC1>(mode, t, sg, OT, acc, ports.blob, tb_beat,
+                                                                   tile_bias, bias, shift, lut, e_y, e_r, e_s, r, q,
+                                                                   k, v, hid, logits, block);
     }
+    if (prefetch) cur = 1 - cur;
   }
 }
 
@@ -315,10 +373,10 @@ void attention_head(const typename C::act_t q[C::N][C::D], const typename C::act
   P2VIT_PRAGMA(HLS DATAFLOW)
   constexpr int WORDS = (C::N + C::LANES - 1) / C::LANES;   // stream words per row: LANES values each
   stream<typename C::logit_word_t> logits("logits");
-  [[maybe_unused]] constexpr int LOGITS_DEPTH = C::ROWS * WORDS;
+  [[maybe_unused]] constexpr int LOGITS_DEPTH = C::QK_ROWS * WORDS;
   P2VIT_PRAGMA(HLS STREAM variable=logits depth=LOGITS_DEPTH)   // one row tile of Q.K^T
   stream<typename C::act_t> maxes("maxes");
-  [[maybe_unused]] constexpr int MAXES_DEPTH = C::ROWS;
+  [[maybe_unused]] constexpr int MAXES_DEPTH = C::QK_ROWS;
   P2VIT_PRAGMA(HLS STREAM variable=maxes depth=MAXES_DEPTH)     // the maxima of that row tile's rows
   stream<typename C::code_word_t> codes("codes");
   [[maybe_unused]] constexpr int CODES_DEPTH = WORDS;

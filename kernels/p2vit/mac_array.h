@@ -7,6 +7,7 @@
 //
 // What is here (C: the configuration struct of p2vit_params.h, see p2vit/layers.h):
 //   load_rows_array<C, KMAX, W, XB>(x, col0, K, NR, n0, xt, name)  rows of an on-chip array, SIMD per cycle
+//   load_rows_word<C, KMAX, W, XB>(x, col0, NR, n0, n, kw, xt, name)  one word of it (and of the prefetch)
 //   load_image<C>(image, img)                               the image into BRAM, one burst
 //   load_rows_patch<C, KMAX>(img, n0, xt)                   flattened image patches, whole SIMD words
 //   WeightPorts<C>, plane_word<C>, weight_word<C>           the weight word from the weight ports
@@ -50,13 +51,30 @@ constexpr int xt_bank(int n, int k) {
   return n * C::SIMD + k % C::SIMD;
 }
 
-// load_rows_array: xt[n][k] = x[n0 + n][col0 + k] for rows n0 + n < NR, else 0; WL = load_lanes
-// = SIMD values per cycle (p2vit/banks.h): word kw of a row is k = kw*WL + w, one write per xt
+// load_rows_word: word kw (WL = load_lanes = SIMD values, p2vit/banks.h) of tile row n:
+// xt[n][k] = x[n0 + n][col0 + k] for k = kw*WL + w if row n0 + n < NR, else 0: one write per xt
 // bank (cyclic SIMD along K), or one word write where xt is reshaped: all WL lanes are written
 // unconditionally (K is a multiple of SIMD, codegen/hwconfig.py check_simd), so HLS merges them
-// into one store. Inlined, so that each caller's xt keeps its own layout (partitioned or
-// reshaped: a shared RTL module would have one port layout for both).
+// into one store. One cycle of load_rows_array, and of main_array's row prefetch.
 //   W: row length of x; XB: x's dim-2 banks (col0 a multiple of XB); name: x's name (II check).
+template <class C, int KMAX, int W, int XB>
+inline void load_rows_word(const typename C::act_t x[][W], int col0, int NR, int n0, int n, int kw,
+                           typename pe_operand<typename C::act_t>::type xt[C::ROWS][KMAX], const char* name) {
+  P2VIT_PRAGMA(HLS INLINE)
+  constexpr int WL = load_lanes<C>();
+  for (int w = 0; w < WL; ++w) {
+    P2VIT_PRAGMA(HLS UNROLL)
+    const int k = kw * WL + w;
+    if (n0 + n < NR) P2VIT_ACCESS_LANE(name, (col0 + k) % XB, w, gcd_int(WL, XB));
+    P2VIT_ACCESS_LANE("xt", xt_bank<C>(n, k), n * C::SIMD + w, C::SIMD);
+    xt[n][k] = n0 + n < NR ? x[n0 + n][col0 + k] : typename C::act_t(0);
+  }
+  (void)name;
+}
+
+// load_rows_array: xt[n][k] = x[n0 + n][col0 + k] for rows n0 + n < NR, else 0, one word
+// (load_rows_word) per cycle. Inlined, so that each caller's xt keeps its own layout (partitioned
+// or reshaped: a shared RTL module would have one port layout for both).
 template <class C, int KMAX, int W, int XB>
 void load_rows_array(const typename C::act_t x[][W], int col0, int K, int NR, int n0,
                      typename pe_operand<typename C::act_t>::type xt[C::ROWS][KMAX], const char* name) {
@@ -71,19 +89,12 @@ load_array:
     P2VIT_PRAGMA(HLS PIPELINE II=1)
     P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=TRIPS)
     P2VIT_COUNT("mac_array.load_array");
-    for (int w = 0; w < WL; ++w) {
-      P2VIT_PRAGMA(HLS UNROLL)
-      const int k = kw * WL + w;
-      if (n0 + n < NR) P2VIT_ACCESS_LANE(name, (col0 + k) % XB, w, gcd_int(WL, XB));
-      P2VIT_ACCESS_LANE("xt", xt_bank<C>(n, k), n * C::SIMD + w, C::SIMD);
-      xt[n][k] = n0 + n < NR ? x[n0 + n][col0 + k] : typename C::act_t(0);
-    }
+    load_rows_word<C, KMAX, W, XB>(x, col0, NR, n0, n, kw, xt, name);
     if (++kw == words) {
       kw = 0;
       ++n;
     }
   }
-  (void)name;
 }
 
 // load_image: the image from the io bundle into an on-chip buffer, in address order (one burst),
@@ -184,7 +195,7 @@ inline void plane_word(const typename C::axi_t* port, const char* bundle, long b
 }
 
 // WeightPorts<C>: the m_axi bundles that stream the MAC array's weights. Port j (blob, blob_w1,
-// blob_w2; the first WPORTS are used) reads plane j of a layer's weights: columns j*PCOLS ..
+// blob_w2, blob_w3; the first WPORTS are used) reads plane j of a layer's weights: columns j*PCOLS ..
 // (j+1)*PCOLS - 1 of every tile, `plane` beats after plane j - 1 (codegen/layout.py
 // plane_weights), so each port reads consecutive beats and all of them one word per step.
 template <class C>
@@ -192,6 +203,7 @@ struct WeightPorts {
   const typename C::axi_t* blob;
   const typename C::axi_t* blob_w1;
   const typename C::axi_t* blob_w2;
+  const typename C::axi_t* blob_w3;
 };
 
 // weight_word<C>(ports, beat, plane, wbits, w): the COLS x SIMD weights of one reduction step:
@@ -200,12 +212,13 @@ template <class C>
 inline void weight_word(const WeightPorts<C>& ports, long beat, long plane, int wbits,
                         typename C::act_t w[C::COLS][C::SIMD]) {
   P2VIT_PRAGMA(HLS INLINE)
-  static_assert(C::WPORTS >= 1 && C::WPORTS <= 3 && C::PCOLS * C::WPORTS == C::COLS, "weight_word: 1..3 ports");
+  static_assert(C::WPORTS >= 1 && C::WPORTS <= 4 && C::PCOLS * C::WPORTS == C::COLS, "weight_word: 1..4 ports");
   typename C::act_t wp[C::WPORTS][C::PCOLS][C::SIMD];
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=wp type=complete dim=0)
   plane_word<C>(ports.blob, "blob", beat, wbits, wp[0]);
   if constexpr (C::WPORTS > 1) plane_word<C>(ports.blob_w1, "blob_w1", beat + plane, wbits, wp[1]);
   if constexpr (C::WPORTS > 2) plane_word<C>(ports.blob_w2, "blob_w2", beat + 2 * plane, wbits, wp[2]);
+  if constexpr (C::WPORTS > 3) plane_word<C>(ports.blob_w3, "blob_w3", beat + 3 * plane, wbits, wp[3]);
   for (int j = 0; j < C::WPORTS; ++j) {
     P2VIT_PRAGMA(HLS UNROLL)
     for (int o = 0; o < C::PCOLS; ++o) {
