@@ -5,8 +5,8 @@
 
 A target is a board's budget: DSP48E2s, BRAM18Ks, URAMs, LUTs, the clock, the m_axi ports the
 design may use (count and data width) and the DRAM bandwidth. `search` walks the configuration
-space of the emitted accelerator (MAC-array rows x columns x lanes per PE, weight ports,
-attention/LayerNorm lanes; the port width is the target's) through `codegen.perf`, keeps the designs whose DSPs,
+space of the emitted accelerator (MAC-array rows x columns x lanes per PE, weight ports, the
+Q.K^T array's rows, attention/LayerNorm lanes; the port width is the target's) through `codegen.perf`, keeps the designs whose DSPs,
 BRAM18Ks and LUTs all fit, and returns the one with the lowest latency (fewest DSPs on a tie).
 
 DSPs and BRAM18Ks come from codegen.perf.resources, which counts what the code instantiates.
@@ -156,8 +156,9 @@ def lut_estimate(shape: perf.ModelShape, hw: HwConfig) -> dict[str, int]:
 
     return {
         "MAC arrays (products, accumulators)": array(hw) + array(qk),
-        # requant lanes: QKV gcd(COLS, DH), embed 1, head 1, Q.K^T logits RL x PCOLS, A.V out LANES
-        "requant lanes (QKV, embed, head, logits, A.V out)": (E + 2 + RL * qk.cols + hw.lanes) * c["epilogue_lane"],
+        # requant lanes: QKV gcd(COLS, DH), embed COLS, head 1, Q.K^T logits RL x PCOLS, A.V out LANES
+        "requant lanes (QKV, embed, head, logits, A.V out)": (E + hw.cols + 1 + RL * qk.cols + hw.lanes)
+                                                             * c["epilogue_lane"],
         # each logits row lane: a PCOLS-input max tree and the compare with the running maximum
         "logit row maxima (Q.K^T epilogue)": RL * qk.cols * c["max_node"],
         # the residual lanes (proj and FC2 share them) exist once in the drain and once in the

@@ -32,7 +32,7 @@ class HwConfig:
             if not isinstance(v, int) or v < 1 or v > MAX_PES:
                 raise P2VitError(f"--{name} must be an integer in 1..{MAX_PES}, not {v}")
         if not isinstance(self.qk_rows, int) or self.qk_rows < 0 or self.qk_rows > MAX_PES:
-            raise P2VitError(f"--qk-rows must be an integer in 1..{MAX_PES}, not {self.qk_rows}")
+            raise P2VitError(f"--qk-rows must be an integer in 1..{MAX_PES} (0: as many as --rows), not {self.qk_rows}")
         if self.lanes not in LANES:
             raise P2VitError(f"--lanes must be one of {', '.join(map(str, LANES))}, not {self.lanes}")
         if self.weight_ports not in WEIGHT_PORTS:

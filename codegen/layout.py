@@ -15,7 +15,7 @@ tile, [O/cols][K/simd][cols/ports][simd], one plane word per reduction step, eac
 `beats` beats; 4-bit layers pack two weights per byte, low nibble first), biases
 (int32), shifts and residual exponents (int8), LayerNorm gains and offsets, GELU tables, and the
 embedding's per-token bias in the order its epilogue consumes it ([row tile][column tile]
-[cols][rows], one burst per tile). Values come from quantizer.lowered, the one place where the
+[rows][cols], one burst per tile). Values come from quantizer.lowered, the one place where the
 shifts are derived.
 """
 from __future__ import annotations
@@ -124,13 +124,14 @@ def plane_weights(w: np.ndarray, cols: int, simd: int, bits: int, ports: int, ax
 
 
 def tile_embed_bias(bias: np.ndarray, rows: int, cols: int, axi_bytes: int) -> np.ndarray:
-    """(Np, D) int32 per-token bias -> [NT][OT][cols][rows] (zero-padded), each tile padded to
-    whole beats: the order of the embedding epilogue, one burst per tile."""
+    """(Np, D) int32 per-token bias -> [NT][OT][rows][cols] (zero-padded), each tile padded to
+    whole beats: a tile's biases row by row, as the embedding epilogue reads them (one tile row per
+    cycle), one burst per tile."""
     NP, D = bias.shape
     NT, OT = -(-NP // rows), -(-D // cols)
     pad = np.zeros((NT * rows, OT * cols), dtype=np.int32)
     pad[:NP, :D] = bias
-    t = pad.reshape(NT, rows, OT, cols).transpose(0, 2, 3, 1).reshape(NT * OT, rows * cols)
+    t = pad.reshape(NT, rows, OT, cols).transpose(0, 2, 1, 3).reshape(NT * OT, rows * cols)
     tile_bytes = rows * cols * 4
     padded = -(-tile_bytes // axi_bytes) * axi_bytes
     if padded > tile_bytes:

@@ -280,14 +280,14 @@ def _burst(nbytes: int, hw: HwConfig, n: int = 1) -> Loop:
 
 
 def _mac(hw: HwConfig, NR: int, K: int, O: int, src: str, epi: str, bits: int | None,
-         row_out: int = 0, fifo_out: str = "", K_DH: int = 0):
+         row_out: int = 0, fifo_out: str = "", K_DH: int = 0, patch: int = 1):
     """One layer on a MAC-array instance: per row tile, (valid rows, compute Op, [FIFO writes]).
 
     src: array | patch (load_rows_*); epi: requant | residual | gelu | logits | embed | head (epi_*
     of kernels/p2vit/epilogue.h); bits: weight bits, None for Q.K^T (keys on chip, no DRAM; hw is
     then the Q.K^T array's, qk_hw); row_out: stream words per valid row written to fifo_out
-    (logits: ceil(N / LANES)); K_DH: the head width (QKV's epilogue lanes). Ops of identical row
-    tiles are shared."""
+    (logits: ceil(N / LANES)); K_DH: the head width (QKV's epilogue lanes); patch: the patch size
+    (the patch load's lanes). Ops of identical row tiles are shared."""
     R, C, S = hw.rows, hw.cols, hw.simd
     NT, OT = _cdiv(NR, R), _cdiv(O, C)
     slot = hw.weight_ports * hw.weight_beats * hw.axi_bytes   # bytes of one weight word, all planes (4-bit: same slots)
@@ -300,7 +300,7 @@ def _mac(hw: HwConfig, NR: int, K: int, O: int, src: str, epi: str, bits: int | 
             return Loop(f"requant.{epi}", R, 1)
         if epi == "requant":     # QKV: qkv_lanes columns of one tile row per cycle
             return Loop("requant.requant", R * _cdiv(c, qkv_lanes(hw, K_DH)), 1)
-        return Loop(f"requant.{epi}", c * R, 1)   # embed: one value per cycle
+        return Loop(f"requant.{epi}", R, 1)   # embed: COLS lanes, one tile row per cycle
 
     red = Loop("mac_array.reduce", K // S, 1, 1, (K // S) * slot)
     full, last = O // C, O % C
@@ -329,7 +329,8 @@ def _mac(hw: HwConfig, NR: int, K: int, O: int, src: str, epi: str, bits: int | 
                 pre = _burst(R * C * 4, hw) if epi == "embed" else None   # the tile's per-token biases
                 groups.append((count, red, epilogue(c), pre))
     load_id = f"mac_array.load_{src}"
-    words = K if src == "patch" else _cdiv(K, load_lanes(hw))   # iterations per row: values or words
+    # iterations per row: groups of patch_lanes image values, or words of load_lanes
+    words = K // patch_lanes(hw, patch) if src == "patch" else _cdiv(K, load_lanes(hw))
 
     def tile(v, load=True):
         comp = Op("c", [Loop(load_id, R * words, 1)] if load else [], tiles=groups)
@@ -453,7 +454,7 @@ def schedule(shape: ModelShape, hw: HwConfig) -> list[Step]:
     img = shape.in_chans * shape.img_h * shape.img_w
     pe = [_burst(D, hw), Loop("mac_array.load_image", img, 1)]   # shifts; the image, one burst
     dr = _linear_dram(hw, NP, KP, D, b)
-    tiles = _mac(hw, NP, KP, D, "patch", "embed", b)
+    tiles = _mac(hw, NP, KP, D, "patch", "embed", b, patch=shape.patch)
     # the descriptor-free parameters: the shifts, then one burst of per-token biases per tile
     dr["params"] = _dram(pe) + _cdiv(NP, hw.rows) * _cdiv(D, hw.cols) * _cdiv(hw.rows * hw.cols * 4, hw.axi_bytes) * hw.axi_bytes
     dr["io"] = shape.in_chans * shape.img_h * shape.img_w
@@ -739,8 +740,8 @@ def buffers(shape: ModelShape, hw: HwConfig, acc_bits: int = 32) -> list[dict]:
           [(DH * hw.lanes, shape.heads * _cdiv(N, hw.lanes), 8)]),
         b("attention output o[N][D] (channels cyclic XB)", N * D, [cyc(N * D, 8, XB)]),
         b("FC1 output hid[N][HID] (channels cyclic GB)", N * HID, [cyc(N * HID, 8, GB)]),
-        b("image img[C*H*W] (one burst from io)", shape.in_chans * shape.img_h * shape.img_w,
-          [(1, shape.in_chans * shape.img_h * shape.img_w, 8)]),
+        b("image img[C*H*W] (one burst from io; cyclic gcd(PATCH, SIMD))", shape.in_chans * shape.img_h * shape.img_w,
+          [cyc(shape.in_chans * shape.img_h * shape.img_w, 8, patch_lanes(hw, shape.patch))]),
         # xt of each instance: rows complete x cyclic SIMD along K, partitioned (ROWS x SIMD memories)
         # or reshaped (ROWS memories of SIMD-value words): xt_reshape; the MAC array's twice (the
         # tile being reduced and the prefetched next one)
@@ -803,6 +804,11 @@ def logit_rows_per_cycle(hw: HwConfig, dh: int) -> int:
 def qkv_lanes(hw: HwConfig, dh: int) -> int:
     """Columns per cycle of the QKV epilogue (kernels/p2vit/banks.h qkv_lanes): gcd(COLS, DH)."""
     return math.gcd(hw.cols, dh)
+
+
+def patch_lanes(hw: HwConfig, patch: int) -> int:
+    """Image values per cycle of the patch load (banks.h patch_lanes): gcd(PATCH, SIMD)."""
+    return math.gcd(patch, hw.simd)
 
 
 def load_lanes(hw: HwConfig) -> int:

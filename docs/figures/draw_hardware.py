@@ -108,10 +108,12 @@ class Drawing:
 
 
 def draw(shape, hw: HwConfig, out: Path) -> None:
+    from codegen import perf
     from codegen.perf import resources
 
-    R, C, S, PC, P = hw.rows, hw.cols, hw.simd, hw.port_cols, hw.weight_ports
+    R, C, S, PC, P, QR = hw.rows, hw.cols, hw.simd, hw.port_cols, hw.weight_ports, hw.qk_array_rows
     AB, BEATS = hw.axi_bytes, hw.weight_beats
+    PL, TB = perf.patch_lanes(hw, shape.patch), perf.shared_banks(hw.axi_bytes // 4, 1, hw.cols, 1)   # banks.h
     res = resources(shape, hw)
     N, D, NH, DH, HID = shape.tokens, shape.dim, shape.heads, shape.dh, shape.hidden
     KP, CL, DEPTH, RB, AQ = shape.kp, shape.num_classes, shape.depth, shape.res_bits, shape.attn_bits
@@ -132,20 +134,23 @@ def draw(shape, hw: HwConfig, out: Path) -> None:
            size=10.5, ha="left", va="center", bg=False, fontweight="bold")
 
     # --- DRAM and the m_axi bundles -----------------------------------------------------------------
+    io = perf.io_bundle(hw)   # with four weight ports the image and logits share blob_w3
     d.box(1, 3, 10, 101, "DRAM (host buffers)",
-          ["image int8 (C,H,W) and logits int32: io;   params.bin (the blob, "
+          [f"image int8 (C,H,W) and logits int32: {io};   params.bin (the blob, "
            "one buffer): blob" + "".join(f", blob_w{j}" for j in range(1, P))], color="#f3f3f3", rotate=True,
           size=SMALL)
+    io_lines = ["image in (int8,", "one burst),", "logits out (int32)"]
     bundles = [
         ("blob", 57, 101, [f"{hw.axi_bits}-bit data", f"({AB} B / beat)", "max_read_burst_", "length=64",
                            "num_read_", "outstanding=8", "",
                            "descriptors,", "parameter", "bursts, weight", "plane 0"]),
-        ("io", 45, 54, ["image in (int8,", "one burst),", "logits out (int32)"]),
-    ] + [(f"blob_w{j}", y0, y0 + 12, [f"{hw.axi_bits}-bit data", f"weight plane {j}", f"{pword} B/step"])
-         for j, y0 in ((1, 19), (2, 3)) if j < P]
+    ] + ([("io", 45, 54, io_lines)] if io == "io" else []) + [
+        (f"blob_w{j}", y0, y0 + 12 - (j == 3), [f"{hw.axi_bits}-bit data", f"weight plane {j}", f"{pword} B/step"]
+         + (io_lines if f"blob_w{j}" == io else []))
+        for j, y0 in ((1, 19), (2, 3), (3, 44)) if j < P]
     for name, y0, y1, lines in bundles:
         d.box(12, y0, 26, y1, f"m_axi {name}", lines, color=C_AXI, title_size=9, size=SMALL)
-        d.arrow([(10, (y0 + y1) / 2), (12, (y0 + y1) / 2)], width=1.0, both=(name == "io"))
+        d.arrow([(10, (y0 + y1) / 2), (12, (y0 + y1) / 2)], width=1.0, both=(name == io))
 
     # --- controller ----------------------------------------------------------------------------------
     d.box(36, 93, 158, 101, "controller loop (p2vit_top.cpp; s_axilite start/done, port offsets)",
@@ -163,7 +168,7 @@ def draw(shape, hw: HwConfig, out: Path) -> None:
           [f"params.burst: 1 beat/cycle, AXI_BYTES/FB values into as many cyclic banks (FB = bytes per value)",
            f"bias[{OMAX}] i32 cyclic {AB // 4}   shift[{OMAX}] i8 cyclic {AB}   e_r, e_s[{D}] i8 cyclic {AB}   "
            f"cls[{D}] int{RB} cyclic {AB // rb}",
-           f"lut[256] i8 registers (GELU)   tile_bias[{R * C}] i32 cyclic {AB // 4}",
+           f"lut[256] i8 registers (GELU)   tile_bias[{R * C}] i32 cyclic {TB}",
            f"LayerNorm ln_k[{D}] u2 cyclic {AB}   ln_G[{D}] i16 cyclic {AB // 2}   "
            f"ln_B[{D}] i64 cyclic {max(AB // 8, 1)}   ln_sh[{D}] i8 cyclic {AB}",
            "read by the epilogues, GELU and LayerNorm: one value per array per cycle"],
@@ -173,7 +178,7 @@ def draw(shape, hw: HwConfig, out: Path) -> None:
 
     # --- summary -------------------------------------------------------------------------------------
     d.box(117.5, 73, 158, 88, "resources and II",
-          [f"MAC array {R}x{C}x{S}, Q.K^T array {R}x{PC}x{S}",
+          [f"MAC array {R}x{C}x{S}, Q.K^T array {QR}x{PC}x{S}",
            f"DSPs: {res['dsps_per_array'][0]} + {res['dsps_per_array'][1]} + {res['misc_dsps']} misc = {res['dsps']}",
            f"weight word {word} B: {pword} B = {BEATS} {beat_s}",
            f"of {AB} B per port: reduce II = {BEATS}",
@@ -186,13 +191,14 @@ def draw(shape, hw: HwConfig, out: Path) -> None:
     d.box(36, 38, 76, 68, "p2vit_main_layer: main_array (ALLOCATION limit=1)",
           [f"embed (K={KP}), QKV, proj, FC1, head (K={D}), FC2 (K={HID})",
            f"{R}x{C}x{S} PEs = {PES} multipliers",
-           f"xt[ROWS][KMAX={KMAX}]: rows complete x cyclic SIMD",
+           f"xt[2][ROWS][KMAX={KMAX}]: this row tile + the next",
            f"    -> ROWS x SIMD values read per step",
-           f"acc[{R}][{C}]: registers;  tile_bias (embed) cyclic {AB // 4}",
-           "per row tile:  load_array (x, o, hid) / load_patch (img)",
-           f"per weight tile:  reduce ({word} B/step, II {BEATS})",
-           "  -> epilogue: requant | residual | gelu",
-           "     | embed | head;  cls: class token"],
+           f"acc[{R}][{C}], done: registers;  tile_bias (embed) cyclic {TB}",
+           "first row tile: load_array (x, o, hid) / load_patch (img);",
+           "  the next ones prefetched inside reduce (QKV, proj, FC1, FC2)",
+           f"reduce ({word} B/step, II {BEATS}): drains requant | residual",
+           "  | gelu of the previous tile, the last in its tail;",
+           "  embed | head epilogue after each tile; cls: class token"],
           color=C_MAC, align="left")
     d.arrow([(26, 62), (36, 62)], width=1.8)
     d.text(31, 62.8, f"plane 0\n{pword} B/step\n= {BEATS} {beat_s}", size=SMALL, va="bottom", bg=False)
@@ -200,12 +206,12 @@ def draw(shape, hw: HwConfig, out: Path) -> None:
     d.text(31, 50.8, "logits\n(head)", size=SMALL, va="bottom", bg=False)
 
     # --- the image buffer: one burst from io, then the patch gathers read BRAM ----------------------
-    d.box(12, 33.5, 26, 42.5, f"img[{IMG}]", ["int8, on chip,", "1 bank", "(p2vit_top)"], color=C_BUF,
+    d.box(12, 33.5, 26, 42.5, f"img[{IMG}]", ["int8, on chip,", f"cyclic {PL}" if PL > 1 else "1 bank", "(p2vit_top)"], color=C_BUF,
           title_size=9, size=SMALL)
     d.arrow([(19, 45), (19, 42.5)])
     d.text(19.6, 43.75, "load_image", size=SMALL, ha="left", bg=False)
     d.arrow([(26, 40), (36, 40)])
-    d.text(31, 40.8, "load_patch\n1 B/cycle", size=SMALL, va="bottom", bg=False)
+    d.text(31, 40.8, f"load_patch\n{PL} B/cycle", size=SMALL, va="bottom", bg=False)
 
     # --- FC1's output and the other weight ports ---------------------------------------------------
     d.box(36, 3, 76, 31.5, f"hid[{N}][{HID}] int8: FC1 + GELU output",
@@ -252,10 +258,10 @@ def draw(shape, hw: HwConfig, out: Path) -> None:
     # --- attention region ----------------------------------------------------------------------------
     d.box(117.5, 30, 159, 69.5, f"attention_head (x {NH} heads): DATAFLOW region", dashed=True)
     d.box(120, 57.5, 157, 66.8, "qk_array (Q.K^T)",
-          [f"{R}x{PC}x{S};  xt[ROWS][DH={DH}]: load_array (q)",
+          [f"{QR}x{PC}x{S};  xt[QK_ROWS][DH={DH}]: load_array (q)",
            f"reduce_keys II 1: {PC}x{S} keys/step from k[h]",
-           f"logits -> rows[{R}][{N}] -> logits_out"], color=C_MAC, size=SMALL, title_size=9)
-    d.box(124, 52.8, 153, 56.0, f"FIFO logits: int8, depth ROWS*N = {R * N}", color=C_FIFO, title_size=SMALL)
+           f"logits -> rows[{QR}][{N}] -> logits_out"], color=C_MAC, size=SMALL, title_size=9)
+    d.box(124, 52.8, 153, 56.0, f"FIFO logits: int8, depth QK_ROWS*N = {QR * N}", color=C_FIFO, title_size=SMALL)
     d.box(120, 43.8, 157, 51.3, "softmax_rows (Log-Int-Softmax)",
           [f"per row: read, max, exp, code, write", f"(II 1; a[{N}], ex[{N}], code[{N}])"],
           color=C_ROW, size=SMALL, title_size=9)

@@ -72,6 +72,13 @@ template <class C>
 constexpr int k_channel_banks() {   // keys, dim 3: qkv_lanes in, SIMD per key per Q.K^T step out
   return shared_banks(qkv_lanes<C>(), 1, C::SIMD, 1);
 }
+// patch_lanes<C>(): image values per cycle of the patch load (mac_array.h load_rows_patch):
+// gcd(PATCH, SIMD), so that a patch row holds whole groups and a word whole groups; the image
+// buffer img is cyclic by it.
+template <class C>
+constexpr int patch_lanes() {
+  return gcd_int(C::PATCH, C::SIMD);
+}
 template <class C>
 constexpr int hid_banks() {         // FC1's output hid[N][HID]: COLS lanes of epi_gelu in, load_lanes (FC2's row load) out;
   // both sit in main_array's reduction loop (the GELU drain, the FC2 prefetch), which HLS schedules

@@ -1,7 +1,7 @@
 // p2vit/epilogue.h - the re-quant chunk: what the MAC array does with a finished ROWS x COLS tile
 // of accumulators (numerics.md 2.2, 2.3, 2.4, 2.8, 2.9). II 1; the QKV, residual, GELU and logits
-// epilogues drain a tile row per cycle across lanes (QKV: gcd(COLS, DH) columns per cycle), the
-// embedding and head epilogues one value per cycle (they run once per image). The accumulators are
+// epilogues drain a tile row per cycle across lanes (QKV: gcd(COLS, DH) columns per cycle), and so
+// does the embedding's (COLS lanes); the head's takes one value per cycle (one row, once per image). The accumulators are
 // registers; the layer's parameters are on-chip arrays burst-loaded before the layer (p2vit/params.h).
 //
 // What is here (C: the configuration struct, see p2vit/layers.h; n0: the tile's first row; ot: its
@@ -367,29 +367,31 @@ logits_out:
   }
 }
 
-// epi_embed: r[1 + n0 + n][c] = requant(acc + bias, sh[c], R); tile_bias holds this tile's
-// per-token biases in loop order [COLS][ROWS] (codegen/layout.py), burst-loaded before it.
+// epi_embed: r[1 + n0 + n][c] = requant(acc + bias, sh[c], R), one tile row per cycle (COLS
+// lanes, as the residual epilogue writes r); tile_bias holds this tile's per-token biases row by
+// row, [ROWS][COLS] (codegen/layout.py tile_embed_bias), burst-loaded before it and partitioned
+// cyclic param_banks<PER4> (p2vit/banks.h), so lane o reads bank (n*COLS + o) mod that.
 template <class C>
 void epi_embed(const typename C::acc_t acc[C::ROWS][C::COLS], int n0, int o0, const i32 tile_bias[],
                const i8 shift[], typename C::res_t r[C::N][C::D]) {
+  [[maybe_unused]] constexpr int TB = param_banks<C, C::AXI_BYTES / 4>(), PB1 = param_banks<C, C::AXI_BYTES>();
+  [[maybe_unused]] constexpr int RB = r_banks<C>();
   const int cols = C::D - o0 < C::COLS ? C::D - o0 : C::COLS;
-  int o = 0, n = 0;   // running column and row of the tile: no divider
-  [[maybe_unused]] constexpr int TRIPS = C::COLS*C::ROWS;
 embed:
-  for (int i = 0; i < cols * C::ROWS; ++i) {
+  for (int n = 0; n < C::ROWS; ++n) {
     P2VIT_PRAGMA(HLS PIPELINE II=1)
-    P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=TRIPS)
     P2VIT_COUNT("requant.embed");
-    const int c = o0 + o;
-    P2VIT_ACCESS("tile_bias", i % (C::AXI_BYTES / 4));
-    P2VIT_ACCESS("shift", c % C::AXI_BYTES);
-    if (n0 + n < C::NP) {
-      P2VIT_ACCESS("r", 0);
-      r[1 + n0 + n][c] = requant<C::RES_BITS>(i64(acc[n][o]) + i64(tile_bias[i]), int(shift[c]));
-    }
-    if (++n == C::ROWS) {
-      n = 0;
-      ++o;
+    for (int o = 0; o < C::COLS; ++o) {
+      P2VIT_PRAGMA(HLS UNROLL)
+      const int c = o0 + o;
+      if (o < cols) {
+        P2VIT_ACCESS_LANE("tile_bias", (n * C::COLS + o) % TB, o, gcd_int(C::COLS, TB));
+        P2VIT_ACCESS_LANE("shift", c % PB1, o, gcd_int(C::COLS, PB1));
+      }
+      if (o < cols && n0 + n < C::NP) {
+        P2VIT_ACCESS_LANE("r", c % RB, o, gcd_int(C::COLS, RB));
+        r[1 + n0 + n][c] = requant<C::RES_BITS>(i64(acc[n][o]) + i64(tile_bias[n * C::COLS + o]), int(shift[c]));
+      }
     }
   }
 }

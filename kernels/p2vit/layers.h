@@ -112,8 +112,9 @@ void main_epilogue(int mode, int t, int ot, int OT, const typename C::acc_t acc[
   P2VIT_PRAGMA(HLS INLINE)
   const int n0 = t * C::ROWS, o0 = ot * C::COLS;
   if (mode == MAIN_EMBED) {
-    burst<C, 4>(blob, tb_beat + (long(t) * OT + ot) * ((C::ROWS * C::COLS * 4 + C::AXI_BYTES - 1) / C::AXI_BYTES),
-                C::ROWS * C::COLS, tile_bias, "tile_bias");
+    burst<C, 4, param_banks<C, C::AXI_BYTES / 4>()>(
+        blob, tb_beat + (long(t) * OT + ot) * ((C::ROWS * C::COLS * 4 + C::AXI_BYTES - 1) / C::AXI_BYTES),
+        C::ROWS * C::COLS, tile_bias, "tile_bias");
     epi_embed<C>(acc, n0, o0, tile_bias, shift, r);
   } else if (mode == MAIN_HEAD) {
     epi_head<C>(acc, o0, bias, shift, logits);
@@ -169,9 +170,9 @@ void main_array(int mode, const typename C::act_t img[C::IMG_C * C::IMG_H * C::I
   for (auto& row : acc)
     for (auto& a : row) a = 0;
 #endif
-  i32 tile_bias[C::ROWS * C::COLS];
-  [[maybe_unused]] constexpr int PER4 = C::AXI_BYTES / 4;
-  P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=tile_bias type=cyclic factor=PER4)
+  i32 tile_bias[C::ROWS * C::COLS];   // the embedding tile's per-token biases: a beat in, COLS out per cycle
+  [[maybe_unused]] constexpr int TB = param_banks<C, C::AXI_BYTES / 4>();
+  P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=tile_bias type=cyclic factor=TB)
 #if P2VIT_CSIM_FAST_MAC
   if constexpr (csim_fast::layer_fast_supported<C>()) {   // native C-sim: same values, blocked (csim_fast.h)
     auto load = [&](int t, pe_x<C> tile[C::ROWS][KMAX]) { main_load<C, KMAX>(mode, t, K, NR, img, x, att, hid, tile); };

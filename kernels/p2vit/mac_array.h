@@ -9,7 +9,7 @@
 //   load_rows_array<C, KMAX, W, XB>(x, col0, K, NR, n0, xt, name)  rows of an on-chip array, SIMD per cycle
 //   load_rows_word<C, KMAX, W, XB>(x, col0, NR, n0, n, kw, xt, name)  one word of it (and of the prefetch)
 //   load_image<C>(image, img)                               the image into BRAM, one burst
-//   load_rows_patch<C, KMAX>(img, n0, xt)                   flattened image patches, whole SIMD words
+//   load_rows_patch<C, KMAX>(img, n0, xt)                   flattened image patches, gcd(PATCH, SIMD) per cycle
 //   WeightPorts<C>, plane_word<C>, weight_word<C>           the weight word from the weight ports
 //   reduce_step<C, KMAX>(xt, ks, ports, beat, plane, wbits, acc)
 //       one step: a weight word (PCOLS x SIMD from each weight port), one PE-array cycle
@@ -106,45 +106,52 @@ load_image:
     P2VIT_PRAGMA(HLS PIPELINE II=1)
     P2VIT_COUNT("mac_array.load_image");
     P2VIT_AXI_BEAT("io");
-    P2VIT_ACCESS("img", 0);
+    P2VIT_ACCESS("img", i % patch_lanes<C>());
     img[i] = image[i];
   }
 }
 
 // load_rows_patch: flattened patches (numerics.md 2.2): element c*P*P + i*P + j of patch p, from
-// the on-chip image (CHW int8, u - 128), one element per cycle into a word register of SIMD
-// values; each completed word is one write to xt (SIMD banks, or one word where xt is reshaped:
-// no read-modify-write). KP is a multiple of SIMD (codegen/hwconfig.py check_simd).
+// the on-chip image (CHW int8, u - 128), PL = patch_lanes (gcd(PATCH, SIMD), p2vit/banks.h)
+// consecutive elements of a patch row per cycle (img is cyclic PL, and a patch row starts at a
+// multiple of PL, so lane w reads bank w) into a word register of SIMD values; each completed word
+// is one write to xt (SIMD banks, or one word where xt is reshaped: no read-modify-write). KP is a
+// multiple of SIMD (codegen/hwconfig.py check_simd).
 template <class C, int KMAX>
 void load_rows_patch(const typename C::act_t img[C::IMG_C * C::IMG_H * C::IMG_W], int n0,
                      typename pe_operand<typename C::act_t>::type xt[C::ROWS][KMAX]) {
   P2VIT_PRAGMA(HLS INLINE)
-  constexpr int K = C::KP;
+  constexpr int K = C::KP, PL = patch_lanes<C>();
   static_assert(K % C::SIMD == 0, "load_rows_patch: whole words of SIMD values");
   typename C::act_t word[C::SIMD];
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=word type=complete)
   int n = 0, c = 0, pi = 0, pj = 0, s = 0, kw = 0;   // running indices: k = c*P*P + pi*P + pj = kw*SIMD + s
 load_patch:
-  for (int i = 0; i < C::ROWS * K; ++i) {
+  for (int i = 0; i < C::ROWS * (K / PL); ++i) {
     P2VIT_PRAGMA(HLS PIPELINE II=1)
     P2VIT_COUNT("mac_array.load_patch");
     const int p = n0 + n;
     const int py = p / C::GRID_W, px = p - py * C::GRID_W;   // constant divisor
-    P2VIT_ACCESS("img", 0);
-    word[s] = p < C::NP ? img[(c * C::IMG_H + py * C::PATCH + pi) * C::IMG_W + px * C::PATCH + pj]
-                        : typename C::act_t(0);
-    if (s == C::SIMD - 1) {
+    const int at = (c * C::IMG_H + py * C::PATCH + pi) * C::IMG_W + px * C::PATCH + pj;   // a multiple of PL
+    for (int w = 0; w < PL; ++w) {
+      P2VIT_PRAGMA(HLS UNROLL)
+      P2VIT_ACCESS_LANE("img", (at + w) % PL, w, PL);
+      word[s + w] = p < C::NP ? img[at + w] : typename C::act_t(0);
+    }
+    if (s + PL == C::SIMD) {
       for (int w = 0; w < C::SIMD; ++w) {
         P2VIT_PRAGMA(HLS UNROLL)
         P2VIT_ACCESS_LANE("xt", xt_bank<C>(n, kw * C::SIMD + w), n * C::SIMD + w, C::SIMD);
         xt[n][kw * C::SIMD + w] = word[w];
       }
     }
-    if (++s == C::SIMD) {
+    s += PL;
+    if (s == C::SIMD) {
       s = 0;
       ++kw;
     }
-    if (++pj == C::PATCH) {
+    pj += PL;
+    if (pj == C::PATCH) {
       pj = 0;
       if (++pi == C::PATCH) {
         pi = 0;
