@@ -51,7 +51,7 @@ DEPTH = {
     "params.desc": 3,              # m_axi beat, field extraction, register write
     "params.burst": 3,             # m_axi beat, field extraction, BRAM write (one value per bank)
     "mac_array.load_array": 3,     # BRAM read, mux, register write
-    "mac_array.load_image": 3,     # m_axi beat (the image, one burst), BRAM write
+    "mac_array.load_image": 3,     # m_axi beat (the image, one burst), a beat's values into the img banks
     "mac_array.load_patch": 5,     # patch index arithmetic, image BRAM read, write
     "mac_array.reduce": 5,         # weight read, multiply (3), accumulate; + log2(SIMD) adder tree
     "mac_array.reduce_keys": 5,    # key-bank reads, multiply (3), accumulate; + log2(SIMD) adder tree
@@ -61,7 +61,8 @@ DEPTH = {
     "requant.logits": 5,           # requant, row write; + log2(COLS) max tree, compare with the running max
     "requant.logits_out": 2,
     "requant.embed": 5,            # per-token bias read, requant, write
-    "requant.head": 4,
+    "requant.head": 4,             # bias add, requant, logit buffer write
+    "requant.head_store": 3,       # logit buffer reads, beat assembly, m_axi write
     "requant.cls": 2,
     "layernorm.pass": 52,          # row p - S: (log2 D + R + 14) x 32-bit div_round (~45 at D 768, R 16), multiply,
                                    # requant; beside it row p's shift, square and 64-bit adder trees, and in a
@@ -101,7 +102,9 @@ def loop_limit(loop_id: str, hw: HwConfig) -> str:
         return "m_axi: one beat per iteration"
     if loop_id in ("requant.residual",):
         return "r: one read and one write of one bank (dual port)"
-    return "one access per bank per iteration"
+    if loop_id in ("mac_array.load_image", "requant.head_store"):
+        return "m_axi: one beat per iteration"
+    return "at most two accesses per bank per iteration (dual port)"
 
 # FPGA budgets (DSP48E2, BRAM18K, URAM) from the AMD product tables, by part-name prefix.
 PARTS = {
@@ -452,7 +455,7 @@ def schedule(shape: ModelShape, hw: HwConfig) -> list[Step]:
                       dram={"params": _dram(cls)}))
     b = shape.bits("embed")
     img = shape.in_chans * shape.img_h * shape.img_w
-    pe = [_burst(D, hw), Loop("mac_array.load_image", img, 1)]   # shifts; the image, one burst
+    pe = [_burst(D, hw), Loop("mac_array.load_image", _cdiv(img, hw.axi_bytes), 1)]   # shifts; the image, one burst
     dr = _linear_dram(hw, NP, KP, D, b)
     tiles = _mac(hw, NP, KP, D, "patch", "embed", b, patch=shape.patch)
     # the descriptor-free parameters: the shifts, then one burst of per-token biases per tile
@@ -473,8 +476,9 @@ def schedule(shape: ModelShape, hw: HwConfig) -> list[Step]:
     ph = [_burst(CL * 4, hw), _burst(CL, hw)]
     dr = _linear_dram(hw, 1, D, CL, b)
     dr["params"], dr["io"] = _dram(ph), 4 * CL
-    steps.append(Step("head", "head", [_params(*ph) + _seq_ops(_mac(hw, 1, D, CL, "array", "head", b))], macs=D * CL,
-                      dram=dr, weight_bytes_unique=_uniq(hw, CL, D, b)))
+    store = Op("c", [Loop("requant.head_store", _cdiv(4 * CL, hw.axi_bytes), 1)])   # the logits, one write burst
+    steps.append(Step("head", "head", [_params(*ph) + _seq_ops(_mac(hw, 1, D, CL, "array", "head", b)) + [store]],
+                      macs=D * CL, dram=dr, weight_bytes_unique=_uniq(hw, CL, D, b)))
     return steps
 
 
@@ -740,8 +744,8 @@ def buffers(shape: ModelShape, hw: HwConfig, acc_bits: int = 32) -> list[dict]:
           [(DH * hw.lanes, shape.heads * _cdiv(N, hw.lanes), 8)]),
         b("attention output o[N][D] (channels cyclic XB)", N * D, [cyc(N * D, 8, XB)]),
         b("FC1 output hid[N][HID] (channels cyclic GB)", N * HID, [cyc(N * HID, 8, GB)]),
-        b("image img[C*H*W] (one burst from io; cyclic gcd(PATCH, SIMD))", shape.in_chans * shape.img_h * shape.img_w,
-          [cyc(shape.in_chans * shape.img_h * shape.img_w, 8, patch_lanes(hw, shape.patch))]),
+        b("image img[C*H*W] (one burst from io; cyclic img_banks)", shape.in_chans * shape.img_h * shape.img_w,
+          [cyc(shape.in_chans * shape.img_h * shape.img_w, 8, img_banks(hw, shape.patch))]),
         # xt of each instance: rows complete x cyclic SIMD along K, partitioned (ROWS x SIMD memories)
         # or reshaped (ROWS memories of SIMD-value words): xt_reshape; the MAC array's twice (the
         # tile being reduced and the prefetched next one)
@@ -809,6 +813,13 @@ def qkv_lanes(hw: HwConfig, dh: int) -> int:
 def patch_lanes(hw: HwConfig, patch: int) -> int:
     """Image values per cycle of the patch load (banks.h patch_lanes): gcd(PATCH, SIMD)."""
     return math.gcd(patch, hw.simd)
+
+
+def img_banks(hw: HwConfig, patch: int) -> int:
+    """Banks of the image buffer (banks.h img_banks): a multiple of patch_lanes that takes a beat
+    per cycle with at most two writes per bank."""
+    pl = patch_lanes(hw, patch)
+    return pl * _cdiv(hw.axi_bytes // 2, pl)
 
 
 def load_lanes(hw: HwConfig) -> int:

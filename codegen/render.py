@@ -98,7 +98,8 @@ def context(ir: QuantizedViT, hw: HwConfig, layout: Layout, bounds: Bounds, modu
         "xt_reshape": perf.xt_reshape(hw, perf.shape_from_ir(ir)),
         "blob_ports": perf.blob_bundles(hw),
         "io_bundle": perf.io_bundle(hw),
-        "img_banks": perf.patch_lanes(hw, m["patch"]),
+        "img_beats": -(-m["in_chans"] * img_h * img_w // hw.axi_bytes),
+        "logit_beats": -(-4 * m["num_classes"] // hw.axi_bytes),
     }
 
 

@@ -60,7 +60,7 @@ def write_report(out: Path, ir: QuantizedViT, hw: HwConfig, rendered, info: dict
     for lp in b.loops:
         if "row_tiles" in lp:
             trip = lp['reduce_trip']
-            if lp.get('drain_tail'):   # Q.K^T: the last key tile drains in the same loop
+            if lp.get('drain_tail'):   # Q.K^T and the drained layers: the last tile drains in the same loop
                 trip = f"{trip} (+{lp['drain_tail']} per row tile: the last tile's drain)"
             lines.append(md_row(lp['call'], lp['row_tiles'], lp['weight_tiles'], trip,
                                 lp['cycles_per_call'], lp['calls_per_image']))

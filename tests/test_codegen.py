@@ -175,10 +175,10 @@ def test_generated_hls_is_static_labelled_and_counted(tiny_ir):
         assert f"bundle={bundle} " in top
     assert "bundle=blob_w1 " not in top            # one weight port by default
     three = render(tiny_ir, HwConfig(cols=6, weight_ports=3)).files
-    assert "const p2vit::Cfg::axi_t* blob_w2, p2vit::Cfg::logit_t" in three["hls/p2vit_top.h"]
+    assert "const p2vit::Cfg::axi_t* blob_w2, p2vit::Cfg::axi_t* logits" in three["hls/p2vit_top.h"]
     for name in ("hls/tb_main.cpp", "hls/bindings.cpp"):   # the same blob on every port
-        assert "beats.data(), beats.data(), beats.data(), logits" in three[name] or \
-            "params.blob.data(), params.blob.data(), params.blob.data(), logits" in three[name], name
+        assert "beats.data(), beats.data(), beats.data(), logits.data()" in three[name] or \
+            "params.blob.data(), params.blob.data(), params.blob.data(), logits.data()" in three[name], name
     for bundle in ("io", "blob", "blob_w1", "blob_w2"):
         assert f"bundle={bundle} " in three["hls/p2vit_top.cpp"]
     # four weight ports: the image and logits go on the last one's bundle, so four HP ports suffice
@@ -186,6 +186,11 @@ def test_generated_hls_is_static_labelled_and_counted(tiny_ir):
     top4 = four["hls/p2vit_top.cpp"]
     assert "port=image offset=slave bundle=blob_w3 " in top4 and "port=logits offset=slave bundle=blob_w3 " in top4
     assert "bundle=io " not in top4
+    # one width (axi_t) and one set of burst options on every port of a bundle (UG1448 200-451, 200-466)
+    assert "void p2vit_top(const p2vit::Cfg::axi_t* image, " in top4 and "p2vit::Cfg::axi_t* logits)" in top4
+    options = {m.group(1): m.group(2) for m in re.finditer(r"port=(\w+) offset=slave bundle=\w+ depth=\d+ (.*)\)", top4)}
+    assert set(options) == {"image", "logits", "blob", "blob_w1", "blob_w2", "blob_w3"}
+    assert len(set(options.values())) == 1
     assert set(re.findall(r"bundle=(\w+) ", top4)) == {"blob", "blob_w1", "blob_w2", "blob_w3"}
     assert "WeightPorts<C> ports{blob, blob_w1, blob_w2, blob_w3}" in top4
     assert "QK_ROWS = 3;" in four["hls/p2vit_params.h"] and "QK_ROWS = 8;" in files["hls/p2vit_params.h"]

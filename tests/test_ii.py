@@ -88,7 +88,7 @@ def test_every_loop_reaches_its_modelled_ii_on_cifar(hw, tmp_path_factory):
     # the image and the logits: read and written in loops of their own, so sharing a weight port's
     # bundle (four weight ports) never takes a beat from a loop that streams weights
     io_loops = {lp for lp, r, _ in peaks if r == "axi:io"}
-    assert io_loops == {"mac_array.load_image", "requant.head"}
+    assert io_loops == {"mac_array.load_image", "requant.head_store"}
     assert not {r for lp, r, _ in peaks if lp in io_loops} & ports
 
 

@@ -157,10 +157,14 @@ def test_cycle_equations(tiny):
         if reduce == "mac_array.reduce" and K // S >= per_tile(C):
             # ping-pong accumulators: tile ot - 1 drains inside tile ot's steps, all OT x K/SIMD steps
             # of a row tile in one loop entry, whose pipeline is the reduction's followed by the
-            # epilogue's (the drain reads what the accumulation wrote); the last tile drains after
+            # epilogue's (the drain reads what the accumulation wrote); the last tile drains in a
+            # tail of one drain's cycles of the same entry
             d_red = perf.DEPTH[reduce] + math.ceil(math.log2(S))
-            whole = OT * (K // S) * perf.loop_ii(reduce, hw) + d_red + perf.DEPTH[epi] - 1
-            return t + NT * (whole + _cyc(epi, per_tile(O - (OT - 1) * C)))
+            trip = OT * (K // S) + per_tile(C)
+            whole = trip * perf.loop_ii(reduce, hw) + d_red + perf.DEPTH[epi] - 1
+            # row prefetch: when a row tile's load fits the trip, only the first row tile's is exposed
+            loads = 1 if R * -(-K // S) <= trip else NT
+            return loads * _cyc(load, R * -(-K // S)) + NT * whole
         for o0 in range(0, O, C):
             t += NT * (red + _cyc(epi, per_tile(min(C, O - o0)), cols=C))
         return t

@@ -5,6 +5,8 @@
 //   axi_byte(w, i)               byte i of a beat (little-endian)
 //   axi_read(port, bundle, idx)  port[idx], counted as one beat of `bundle` ("blob", "blob_w1", ...)
 //   axi_field<BYTES>(w, i)       the signed little-endian BYTES-byte integer at byte i of a beat
+//   axi_set_byte(w, i, v)        byte i of a beat := v
+//   host_bytes_to_beats, host_beat_i32   host side: the image into beats, the logits out of them
 //
 // Every read of the parameter blob goes through axi_read, so the instrumented C-sim
 // (P2VIT_COUNTERS) knows how many beats each pipelined loop iteration takes from each bundle:
@@ -63,6 +65,31 @@ inline i64 axi_field(const W& w, int i) {
     return i64(std::int64_t(v << s) >> s);  // sign-extend
   }
   return i64(std::int64_t(v));
+}
+
+// axi_set_byte(w, i, v): byte i of a beat := v.
+template <class W>
+inline void axi_set_byte(W& w, int i, std::uint8_t v) {
+#ifdef P2VIT_NATIVE_TYPES
+  w.b[i] = v;
+#else
+  w.range(8 * i + 7, 8 * i) = v;
+#endif
+}
+
+// Host side (bindings, testbench): the image's bytes into beats (zero past the end), and the
+// logits (little-endian int32, AXI_BYTES / 4 per beat) out of them.
+template <class W, int BYTES>
+inline void host_bytes_to_beats(const std::int8_t* src, long n, W* beats) {
+  for (long b = 0; b < (n + BYTES - 1) / BYTES; ++b) {
+    W w{};
+    for (int j = 0; j < BYTES; ++j) axi_set_byte(w, j, b * BYTES + j < n ? std::uint8_t(src[b * BYTES + j]) : 0);
+    beats[b] = w;
+  }
+}
+template <class W, int BYTES>
+inline std::int32_t host_beat_i32(const W* beats, long i) {
+  return std::int32_t(axi_field<4>(beats[4 * i / BYTES], int(4 * i % BYTES)));
 }
 
 }  // namespace p2vit

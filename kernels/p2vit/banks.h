@@ -79,6 +79,13 @@ template <class C>
 constexpr int patch_lanes() {
   return gcd_int(C::PATCH, C::SIMD);
 }
+// img_banks<C>(): the image buffer img, cyclic: load_image writes a beat (AXI_BYTES values) per
+// cycle, the patch load reads patch_lanes; a multiple of patch_lanes (lane w of the patch load
+// reads only banks = w mod it) that divides AXI_BYTES with at most two writes per bank.
+template <class C>
+constexpr int img_banks() {
+  return patch_lanes<C>() * ((C::AXI_BYTES / 2 + patch_lanes<C>() - 1) / patch_lanes<C>());
+}
 template <class C>
 constexpr int hid_banks() {         // FC1's output hid[N][HID]: COLS lanes of epi_gelu in, load_lanes (FC2's row load) out;
   // both sit in main_array's reduction loop (the GELU drain, the FC2 prefetch), which HLS schedules

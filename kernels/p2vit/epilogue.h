@@ -12,7 +12,8 @@
 //   epi_logits    a = requant(acc, sh, 8) into a row tile, and each row's running maximum;
 //                 logits_out streams the rows and their maxima (Q.K^T)
 //   epi_embed     r[1 + n] = requant(acc + bias[n][o], sh, R) (per-token bias: position embedding)
-//   epi_head      logits = requant(acc + b, sh, 32) for the class token
+//   epi_head      logits = requant(acc + b, sh, 32) for the class token (on chip)
+//   store_logits  the logits to the io bundle, AXI_BYTES / 4 per beat
 //   embed_class_token  r[0] = cls
 //
 // Banks: every lane makes one access per cycle to its own bank of each array it touches, except the
@@ -409,8 +410,42 @@ head:
     const int c = o0 + o;
     P2VIT_ACCESS("bias", c % (C::AXI_BYTES / 4));
     P2VIT_ACCESS("shift", c % C::AXI_BYTES);
-    P2VIT_AXI_BEAT("io");
+    P2VIT_ACCESS("logit_buf", c % (C::AXI_BYTES / 4));
     logits[c] = requant<32>(i64(acc[0][o]) + i64(bias[c]), int(shift[c]));
+  }
+}
+
+// logit_beats<C>(): beats of the logits on their m_axi port (AXI_BYTES / 4 int32 per beat).
+template <class C>
+constexpr int logit_beats() {
+  return (4 * C::CLASSES + C::AXI_BYTES - 1) / C::AXI_BYTES;
+}
+
+// store_logits: the head's logits (on chip, cyclic AXI_BYTES / 4) to the io bundle, one beat of
+// AXI_BYTES / 4 little-endian int32 per cycle (one write burst), after the head's last tile.
+template <class C>
+void store_logits(const typename C::logit_t logits[C::CLASSES], typename C::axi_t* out) {
+  constexpr int PER = C::AXI_BYTES / 4, BEATS_OUT = logit_beats<C>();
+head_store:
+  for (int b = 0; b < BEATS_OUT; ++b) {
+    P2VIT_PRAGMA(HLS PIPELINE II=1)
+    P2VIT_COUNT("requant.head_store");
+    typename C::axi_t w{};
+    for (int e = 0; e < PER; ++e) {
+      P2VIT_PRAGMA(HLS UNROLL)
+      const int c = b * PER + e;
+      std::uint32_t u = 0;
+      if (c < C::CLASSES) {
+        P2VIT_ACCESS("logit_buf", c % PER);
+        u = std::uint32_t(std::int32_t(logits[c]));
+      }
+      for (int j = 0; j < 4; ++j) {
+        P2VIT_PRAGMA(HLS UNROLL)
+        axi_set_byte(w, 4 * e + j, std::uint8_t(u >> (8 * j)));
+      }
+    }
+    P2VIT_AXI_BEAT("io");
+    out[b] = w;
   }
 }
 

@@ -242,6 +242,10 @@ row_tiles:
         // the prefetch writes the row buffer the PE array does not read
         P2VIT_PRAGMA(HLS DEPENDENCE variable=xt type=inter dependent=false)
         P2VIT_PRAGMA(HLS DEPENDENCE variable=xt type=intra dependent=false)
+        // hid: FC1's GELU drain writes it, FC2's prefetch reads it; one call is one mode, so only
+        // one of the two accesses exists in any run of the loop
+        P2VIT_PRAGMA(HLS DEPENDENCE variable=hid type=inter dependent=false)
+        P2VIT_PRAGMA(HLS DEPENDENCE variable=hid type=intra dependent=false)
         P2VIT_COUNT("mac_array.reduce");
         const bool drain = overlap && ot > 0;
         if (drain && ks == 0) acc_handoff<C>(acc, done);   // tile ot - 1 is complete

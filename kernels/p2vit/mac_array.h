@@ -97,24 +97,39 @@ load_array:
   }
 }
 
-// load_image: the image from the io bundle into an on-chip buffer, in address order (one burst),
-// so the patch gathers below read BRAM instead of issuing single-beat m_axi reads.
+// img_beats<C>(): beats of the image on its m_axi port (IMG_C*IMG_H*IMG_W bytes, zero-padded).
 template <class C>
-void load_image(const typename C::act_t* image, typename C::act_t img[C::IMG_C * C::IMG_H * C::IMG_W]) {
+constexpr int img_beats() {
+  return (C::IMG_C * C::IMG_H * C::IMG_W + C::AXI_BYTES - 1) / C::AXI_BYTES;
+}
+
+// load_image: the image from the io bundle into an on-chip buffer, one beat (AXI_BYTES values)
+// per cycle in address order (one burst; img cyclic img_banks, at most two writes per bank), so
+// the patch gathers below read BRAM instead of issuing single-beat m_axi reads.
+template <class C>
+void load_image(const typename C::axi_t* image, typename C::act_t img[C::IMG_C * C::IMG_H * C::IMG_W]) {
+  constexpr int IMG = C::IMG_C * C::IMG_H * C::IMG_W, BEATS_IN = img_beats<C>();
+  [[maybe_unused]] constexpr int IB = img_banks<C>();   // the II check's banks
 load_image:
-  for (int i = 0; i < C::IMG_C * C::IMG_H * C::IMG_W; ++i) {
+  for (int b = 0; b < BEATS_IN; ++b) {
     P2VIT_PRAGMA(HLS PIPELINE II=1)
     P2VIT_COUNT("mac_array.load_image");
-    P2VIT_AXI_BEAT("io");
-    P2VIT_ACCESS("img", i % patch_lanes<C>());
-    img[i] = image[i];
+    const typename C::axi_t w = axi_read(image, "io", b);
+    for (int e = 0; e < C::AXI_BYTES; ++e) {
+      P2VIT_PRAGMA(HLS UNROLL)
+      const int i = b * C::AXI_BYTES + e;
+      if (i < IMG) {
+        P2VIT_ACCESS("img", i % IB);
+        img[i] = typename C::act_t(std::int8_t(axi_byte(w, e)));
+      }
+    }
   }
 }
 
 // load_rows_patch: flattened patches (numerics.md 2.2): element c*P*P + i*P + j of patch p, from
 // the on-chip image (CHW int8, u - 128), PL = patch_lanes (gcd(PATCH, SIMD), p2vit/banks.h)
-// consecutive elements of a patch row per cycle (img is cyclic PL, and a patch row starts at a
-// multiple of PL, so lane w reads bank w) into a word register of SIMD values; each completed word
+// consecutive elements of a patch row per cycle (img is cyclic img_banks, a multiple of PL, and a
+// group starts at a multiple of PL, so lane w reads only banks = w mod PL) into a word register of SIMD values; each completed word
 // is one write to xt (SIMD banks, or one word where xt is reshaped: no read-modify-write). KP is a
 // multiple of SIMD (codegen/hwconfig.py check_simd).
 template <class C, int KMAX>
@@ -125,18 +140,20 @@ void load_rows_patch(const typename C::act_t img[C::IMG_C * C::IMG_H * C::IMG_W]
   static_assert(K % C::SIMD == 0, "load_rows_patch: whole words of SIMD values");
   typename C::act_t word[C::SIMD];
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=word type=complete)
-  int n = 0, c = 0, pi = 0, pj = 0, s = 0, kw = 0;   // running indices: k = c*P*P + pi*P + pj = kw*SIMD + s
+  // running indices: k = c*P*P + pi*P + pjw*PL = kw*SIMD + s
+  int n = 0, c = 0, pi = 0, pjw = 0, s = 0, kw = 0;
 load_patch:
   for (int i = 0; i < C::ROWS * (K / PL); ++i) {
     P2VIT_PRAGMA(HLS PIPELINE II=1)
     P2VIT_COUNT("mac_array.load_patch");
     const int p = n0 + n;
     const int py = p / C::GRID_W, px = p - py * C::GRID_W;   // constant divisor
-    const int at = (c * C::IMG_H + py * C::PATCH + pi) * C::IMG_W + px * C::PATCH + pj;   // a multiple of PL
+    // the group's first value, as a multiple of PL the compiler can see (pj counts groups: pjw)
+    const int atw = ((c * C::IMG_H + py * C::PATCH + pi) * C::IMG_W + px * C::PATCH) / PL + pjw;
     for (int w = 0; w < PL; ++w) {
       P2VIT_PRAGMA(HLS UNROLL)
-      P2VIT_ACCESS_LANE("img", (at + w) % PL, w, PL);
-      word[s + w] = p < C::NP ? img[at + w] : typename C::act_t(0);
+      P2VIT_ACCESS_LANE("img", (atw * PL + w) % img_banks<C>(), w, PL);
+      word[s + w] = p < C::NP ? img[atw * PL + w] : typename C::act_t(0);
     }
     if (s + PL == C::SIMD) {
       for (int w = 0; w < C::SIMD; ++w) {
@@ -150,9 +167,8 @@ load_patch:
       s = 0;
       ++kw;
     }
-    pj += PL;
-    if (pj == C::PATCH) {
-      pj = 0;
+    if (++pjw == C::PATCH / PL) {
+      pjw = 0;
       if (++pi == C::PATCH) {
         pi = 0;
         if (++c == C::IMG_C) {
