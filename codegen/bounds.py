@@ -87,13 +87,6 @@ def compute_bounds(ir: QuantizedViT, hw: HwConfig) -> Bounds:
     prove("LayerNorm D*S2 + eps", D * D * 2 ** (2 * R + 4) + max(ir.i(f"blocks.{i}.ln1.eps") for i in range(ir.depth)),
           63, "D^2 * 2^(2R+4): xa = r << k with k <= 3; isqrt needs < 2^62")
 
-    def drain_tail(K, epi):
-        """A drained layer's tail (kernels/p2vit/layers.h main_array): one drain's cycles, or 0
-        when its drain does not fit and the epilogue follows each tile."""
-        if not perf.drain_fits(hw, K, epi, DH):
-            return 0
-        return hw.rows * (hw.cols // perf.qkv_lanes(hw, DH)) if epi == "requant" else hw.rows
-
     def mac(kind, NR, K, O, count, loop="mac_array.reduce", tail=0):
         """tail: iterations per row tile after the last weight tile's steps, in which the last tile
         drains (Q.K^T's last key tile; the drained layers'). Q.K^T (reduce_keys) runs on the Q.K^T
@@ -106,11 +99,11 @@ def compute_bounds(ir: QuantizedViT, hw: HwConfig) -> Bounds:
         return {**out, "cycles_per_call": nt * (ot * (K // a.simd) + tail) * perf.loop_ii(loop, hw),
                 "calls_per_image": count}
 
-    loops = [mac("patch embedding", N - 1, KP, D, 1), mac("qkv", N, D, 3 * D, ir.depth, tail=drain_tail(D, "requant")),
+    loops = [mac("patch embedding", N - 1, KP, D, 1), mac("qkv", N, D, 3 * D, ir.depth, tail=perf.drain_tail(hw, D, "requant", DH)),
              mac("q.k^T (per head)", N, DH, N, ir.depth * H, "mac_array.reduce_keys",
-                 -(-perf.qk_hw(hw).rows // perf.logit_rows_per_cycle(perf.qk_hw(hw), DH))), mac("proj", N, D, D, ir.depth, tail=drain_tail(D, "residual")),
-             mac("fc1", N, D, HID, ir.depth, tail=drain_tail(D, "gelu")),
-             mac("fc2", N, HID, D, ir.depth, tail=drain_tail(HID, "residual")), mac("head", 1, D, m["num_classes"], 1),
+                 -(-perf.qk_hw(hw).rows // perf.logit_rows_per_cycle(perf.qk_hw(hw), DH))), mac("proj", N, D, D, ir.depth, tail=perf.drain_tail(hw, D, "residual", DH)),
+             mac("fc1", N, D, HID, ir.depth, tail=perf.drain_tail(hw, D, "gelu", DH)),
+             mac("fc2", N, HID, D, ir.depth, tail=perf.drain_tail(hw, HID, "residual", DH)), mac("head", 1, D, m["num_classes"], 1),
              {"call": "softmax rows (per head)", "rows": N, "row_length": N, "calls_per_image": ir.depth * H},
              {"call": "A.V rows (per head)", "rows": N, "keys": N, "lanes": DH, "calls_per_image": ir.depth * H},
              {"call": "layernorm rows", "rows": N, "row_length": D, "calls_per_image": 2 * ir.depth + 1}]

@@ -380,9 +380,13 @@ def _uniq(hw: HwConfig, O: int, K: int, bits: int) -> int:
     return _cdiv(O, hw.cols) * (K // hw.simd) * hw.weight_ports * hw.weight_beats * hw.axi_bytes
 
 
-def _linear_dram(hw: HwConfig, NR: int, K: int, O: int, bits: int) -> dict:
-    """Weight bytes streamed by one layer: every row tile streams the whole layer once."""
-    return {"weights": _cdiv(NR, hw.rows) * _uniq(hw, O, K, bits), "params": 0, "io": 0}
+def _linear_dram(hw: HwConfig, NR: int, K: int, O: int, bits: int, epi: str = "", dh: int = 0) -> dict:
+    """Weight bytes streamed by one layer: every row tile streams the whole layer once, and a
+    drained layer (epi: requant | residual | gelu, dh: the head width) also the words its drain
+    tail reads past its planes (kernels/p2vit/layers.h main_array)."""
+    slot = hw.weight_ports * hw.weight_beats * hw.axi_bytes
+    tail = drain_tail(hw, K, epi, dh) if epi else 0
+    return {"weights": _cdiv(NR, hw.rows) * (_uniq(hw, O, K, bits) + tail * slot), "params": 0, "io": 0}
 
 
 def _params(*loops) -> list:
@@ -404,7 +408,7 @@ def _block(shape: ModelShape, hw: HwConfig, b_qkv: int, b_proj: int, b_fc1: int,
     pq = [_burst(3 * D * 4, hw), _burst(3 * D, hw)]
     steps.append(Step("qkv", "linear", [_params(*pq) + _seq_ops(_mac(hw, N, D, 3 * D, "array", "requant", b_qkv,
                                                                      K_DH=DH))],
-                      macs=N * D * 3 * D, dram={**_linear_dram(hw, N, D, 3 * D, b_qkv), "params": _dram(pq)},
+                      macs=N * D * 3 * D, dram={**_linear_dram(hw, N, D, 3 * D, b_qkv, "requant", DH), "params": _dram(pq)},
                       weight_bytes_unique=_uniq(hw, 3 * D, D, b_qkv)))
     # one head: Q.K^T (its own MAC array, PCOLS columns) -> softmax -> A.V (shifter array), a
     # DATAFLOW region
@@ -425,7 +429,7 @@ def _block(shape: ModelShape, hw: HwConfig, b_qkv: int, b_proj: int, b_fc1: int,
                       av_macs=H * N * N * DH, dram={}))
     pp = [_burst(D * 4, hw), _burst(D, hw), _burst(D, hw), _burst(D, hw)]
     steps.append(Step("proj", "linear", [_params(*pp) + _seq_ops(_mac(hw, N, D, D, "array", "residual", b_proj))],
-                      macs=N * D * D, dram={**_linear_dram(hw, N, D, D, b_proj), "params": _dram(pp)},
+                      macs=N * D * D, dram={**_linear_dram(hw, N, D, D, b_proj, "residual", DH), "params": _dram(pp)},
                       weight_bytes_unique=_uniq(hw, D, D, b_proj)))
     ln2 = _layernorm(shape, hw, N)
     steps.append(Step("ln2", "layernorm", [ln2], dram={"params": _dram(ln2[0].loops)}))
@@ -435,7 +439,7 @@ def _block(shape: ModelShape, hw: HwConfig, b_qkv: int, b_proj: int, b_fc1: int,
     p2 = [_burst(D * 4, hw), _burst(D, hw), _burst(D, hw), _burst(D, hw)]
     s1 = _seq_ops(_mac(hw, N, D, HID, "array", "gelu", b_fc1))
     s2 = _seq_ops(_mac(hw, N, HID, D, "array", "residual", b_fc2))
-    d1, d2 = _linear_dram(hw, N, D, HID, b_fc1), _linear_dram(hw, N, HID, D, b_fc2)
+    d1, d2 = _linear_dram(hw, N, D, HID, b_fc1, "gelu", DH), _linear_dram(hw, N, HID, D, b_fc2, "residual", DH)
     steps.append(Step("mlp", "mlp", [_params(*p1) + s1 + _params(*p2) + s2], macs=2 * N * D * HID,
                       dram={"weights": d1["weights"] + d2["weights"], "params": _dram(p1) + _dram(p2)},
                       weight_bytes_unique=_uniq(hw, HID, D, b_fc1) + _uniq(hw, D, HID, b_fc2)))
@@ -835,6 +839,15 @@ def drain_fits(hw: HwConfig, K: int, epi: str, dh: int) -> bool:
     return K // hw.simd >= drain
 
 
+def drain_tail(hw: HwConfig, K: int, epi: str, dh: int) -> int:
+    """Iterations a drained layer's reduction loop runs after its last tile's steps, per row tile
+    (kernels/p2vit/layers.h main_array: one drain's cycles; QKV's ROWS x COLS / gcd(COLS, DH)),
+    or 0 when its drain does not fit and the epilogue follows each tile."""
+    if not drain_fits(hw, K, epi, dh):
+        return 0
+    return hw.rows * (hw.cols // qkv_lanes(hw, dh)) if epi == "requant" else hw.rows
+
+
 def drains(shape: "ModelShape", hw: HwConfig) -> dict[str, bool]:
     """drain_fits for QKV, proj, FC1 and FC2 of the model."""
     D, HID, DH = shape.dim, shape.hidden, shape.dh
@@ -1152,7 +1165,7 @@ def report(p: Perf, abl: dict | None = None) -> str:
              "chunks   " + ", ".join(f"{k} {v / p.cycles * 100:.0f}%" for k, v in p.chunks.items()) +
              " (busy cycles / latency)",
              f"DRAM     {s['dram_mb']:.1f} MB/image: weights {s['weight_mb_streamed']:.1f} MB streamed "
-             f"({s['weight_mb_unique']:.1f} MB unique, re-streamed once per row tile), "
+             f"({s['weight_mb_unique']:.1f} MB unique, re-streamed once per row tile, plus the drain tails), "
              f"avg {s['avg_bandwidth_gbs']:.2f} GB/s, peak {s['peak_bandwidth_gbs']:.2f} GB/s "
              f"while reducing; memory-bound: {len(s['memory_bound_steps'])} of {len(p.steps)} steps",
              "bundles  " + ", ".join(f"{b} {v['mb']:.1f} MB ({v['avg_gbs']:.2f} GB/s avg)" for b, v in s["bundles"].items())

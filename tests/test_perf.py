@@ -246,9 +246,12 @@ def test_weight_traffic_and_resources():
     # a 4-bit word sits in the slot of an 8-bit one (the reduction's II is fixed per instance):
     # the same beats are read, half of them padding (docs/hardware.md, known limits)
     assert w4["blocks.0.mlp"] == w["blocks.0.mlp"] and w4["embed"] == w["embed"]
-    # the row-stationary array re-streams every weight tile once per row tile
+    # the row-stationary array re-streams every weight tile once per row tile; QKV drains, so each
+    # row tile's loop also reads its tail's words (ROWS x COLS / gcd(COLS, DH) of 64 bytes) past them
     NT = -(-s8.tokens // hw.rows)
-    assert w["blocks.0.qkv"] == NT * 3 * s8.dim * s8.dim
+    tail = perf.drain_tail(hw, s8.dim, "requant", s8.dh)
+    assert tail == 16 * 16 // math.gcd(16, s8.dh)
+    assert w["blocks.0.qkv"] == NT * (3 * s8.dim * s8.dim + tail * 16 * 4)
     assert p8.summary()["weight_mb_streamed"] == pytest.approx(NT * p8.summary()["weight_mb_unique"], rel=0.02)
     r8, r4 = p8.res, p4.res
     # every instance the code makes (the MAC array, the Q.K^T array of COLS / ports columns), 8 x
