@@ -244,7 +244,7 @@ def search(shape: perf.ModelShape, target: Target, grid: dict | None = None) -> 
                     continue
                 for ports in g.get("weight_ports", WEIGHT_PORTS):
                     # every port an even share of the columns; every bundle (io too) on a port of its own
-                    if cols % (2 * ports) or len(perf.axi_bundles(HwConfig(weight_ports=ports))) > target.axi_ports:
+                    if cols % (2 * ports) or len(perf.axi_bundles(HwConfig(cols=cols, weight_ports=ports))) > target.axi_ports:
                         continue
                     for lanes, qk_rows in itertools.product(g["lanes"], qk_row_choices(rows)):
                         if shape.dh % lanes:          # A.V's lanes must divide the head width

@@ -320,7 +320,7 @@ def _mac(hw: HwConfig, NR: int, K: int, O: int, src: str, epi: str, bits: int | 
         whole = Loop("mac_array.reduce_keys", OT * (K // S) + tail, 1, 1, drain="requant.logits")
         groups = [(1, whole, None, None)]
     elif epi in ("requant", "residual", "gelu") and drain_fits(hw, K, epi, K_DH):
-        trip = OT * (K // S) + epilogue(C).iters
+        trip = OT * (K // S) + drain_tail(hw, K, epi, K_DH)
         whole = Loop("mac_array.reduce", trip, 1, 1, trip * slot, drain=epilogue(C).id)
         groups = [(1, whole, None, None)]
         # row prefetch: the next row tile loads inside this loop when its words fit the trip
