@@ -72,7 +72,9 @@ ACC_BITS = 32      # MAC accumulator bits the LUT estimate assumes (DeiT-B: K * 
 
 # LUTs per unit (estimates; see the module docstring and docs/performance.md).
 LUT_COSTS = {
-    "pe_product": 20,        # per 8 x 8 product: its share of the SIMD adder tree (~17-bit) and the packed split (18-bit)
+    "pe_chain": 40,          # per PE pair and chain of <= 8 packed products (their sums are in the DSPs' post-adders):
+                             # the split's two ~19-bit +1 corrections, and beyond a pair's first chain the two ~20-bit
+                             # adds that join it
     "pe_accumulator": 34,    # per acc[n][o]: a 32-bit adder and the clear multiplexer
     "epilogue_lane": 450,    # a requant lane: 64-bit round-half-up shift (~6 LUT levels x 64 bits / 2), saturation, bias add
     "residual_lane": 1_000,  # a requant lane, two alignment shifts of ~24 bits, the add and a second requant
@@ -151,8 +153,9 @@ def lut_estimate(shape: perf.ModelShape, hw: HwConfig) -> dict[str, int]:
             if depth * width < 1024:
                 small_mem += banks * math.ceil(depth * width / 64)
 
-    def array(h):
-        return h.rows * h.cols * h.simd * c["pe_product"] + h.rows * h.cols * c["pe_accumulator"]
+    def array(h):   # a pair of columns per packed DSP chain (an odd last column costs as a pair)
+        return (h.rows * math.ceil(h.cols / 2) * math.ceil(h.simd / perf.PACKED_CHAIN) * c["pe_chain"]
+                + h.rows * h.cols * c["pe_accumulator"])
 
     return {
         "MAC arrays (products, accumulators)": array(hw) + array(qk),

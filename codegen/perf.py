@@ -53,8 +53,8 @@ DEPTH = {
     "mac_array.load_array": 3,     # BRAM read, mux, register write
     "mac_array.load_image": 3,     # m_axi beat (the image, one burst), a beat's values into the img banks
     "mac_array.load_patch": 5,     # patch index arithmetic, image BRAM read, write
-    "mac_array.reduce": 5,         # weight read, multiply (3), accumulate; + log2(SIMD) adder tree
-    "mac_array.reduce_keys": 5,    # key-bank reads, multiply (3), accumulate; + log2(SIMD) adder tree
+    "mac_array.reduce": 5,         # weight read, multiply (3), split and accumulate; + the chain (simd_chain)
+    "mac_array.reduce_keys": 5,    # key-bank reads, multiply (3), split and accumulate; + the chain (simd_chain)
     "requant.requant": 4,          # add bias, rounding shift, saturate, write
     "requant.residual": 6,         # requant, two alignment shifts, add, requant, write
     "requant.gelu": 5,             # requant, table lookup, write
@@ -535,17 +535,29 @@ class Switches:
                                   # burst per loop entry, UG1399's default read latency (0: what-if prefetch)
 
 
+PACKED_CHAIN = 8   # packed products per DSP post-adder chain (kernels/p2vit/pe_array.h PACKED_CHAIN)
+
+
+def simd_chain_depth(simd: int) -> int:
+    """Cycles a PE's SIMD products add to the reduction's depth: a chain of min(SIMD, 8) DSPs adds
+    one post-adder stage per DSP after the first, and the ceil(SIMD / 8) chains' split sums join in
+    an adder tree (pe_array.h pe_cycle_packed)."""
+    chain = min(simd, PACKED_CHAIN)
+    chains = _cdiv(simd, PACKED_CHAIN)
+    return (chain - 1) + (math.ceil(math.log2(chains)) if chains > 1 else 0)
+
+
 class _Timer:
     def __init__(self, hw: HwConfig, sw: Switches, dram_gbs: float | None):
         self.hw, self.sw = hw, sw
         self.bpc = math.inf if not dram_gbs else dram_gbs * 1e9 / (hw.clock_mhz * 1e6)  # DRAM bytes/cycle
-        self.simd_tree = math.ceil(math.log2(hw.simd)) if hw.simd > 1 else 0
+        self.simd_chain = simd_chain_depth(hw.simd)
         self.lane_tree = math.ceil(math.log2(hw.lanes)) if hw.lanes > 1 else 0
         self.col_tree = math.ceil(math.log2(hw.port_cols)) if hw.port_cols > 1 else 0   # Q.K^T's columns
 
     def depth(self, lid: str) -> int:
         if lid in ("mac_array.reduce", "mac_array.reduce_keys"):
-            return DEPTH[lid] + self.simd_tree
+            return DEPTH[lid] + self.simd_chain
         if lid in LANE_TREES:      # an adder tree over the attention lanes
             return DEPTH[lid] + self.lane_tree
         if lid in COL_TREES:       # a max tree over the array's columns
@@ -744,8 +756,9 @@ def buffers(shape: ModelShape, hw: HwConfig, acc_bits: int = 32) -> list[dict]:
         # per head: k[H][N][DH] tokens cyclic PCOLS x channels cyclic KB, v[H][N][DH] channels complete
         b("keys k[H][N][DH] (tokens cyclic PCOLS x channels cyclic KB)", N * D,
           [(pcols * KB, shape.heads * _cdiv(N, pcols) * _cdiv(DH, KB), 8)]),
-        b("values v[H][N][DH] (tokens cyclic LANES x channels complete)", N * D,
-          [(DH * hw.lanes, shape.heads * _cdiv(N, hw.lanes), 8)]),
+        # value_buf: E-channel words (E = qkv_lanes), one memory per key lane and word
+        b("values v[H][N][DH/E][E] (tokens cyclic LANES x words complete, E channels reshaped into a word)", N * D,
+          [(DH // E * hw.lanes, shape.heads * _cdiv(N, hw.lanes), 8 * E)]),
         b("attention output o[N][D] (channels cyclic XB)", N * D, [cyc(N * D, 8, XB)]),
         b("FC1 output hid[N][HID] (channels cyclic GB)", N * HID, [cyc(N * HID, 8, GB)]),
         b("image img[C*H*W] (one burst from io; cyclic img_banks)", shape.in_chans * shape.img_h * shape.img_w,
@@ -865,7 +878,7 @@ def shared_banks(a: int, pa: int, b: int, pb: int) -> int:
 def mac_array_dsps(hw: HwConfig) -> int:
     """DSP48E2s of one MAC-array instance of hw's shape as kernels/p2vit/pe_array.h builds it for
     HLS: columns o and o + 1 share each activation, so their two 8 x 8-bit products come from one
-    packed DSP (mul2_shared); an odd last column takes one DSP per product. tests/test_kernels.py
+    packed DSP (packed_mac); an odd last column takes one DSP per product. tests/test_kernels.py
     checks this against the multiplications one PE cycle of the ap_int build makes."""
     return hw.rows * _cdiv(hw.cols, 2) * hw.simd
 

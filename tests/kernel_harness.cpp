@@ -80,6 +80,13 @@ arr like(const arr& a) {
                         std::to_string(a) + ", " + std::to_string(b) + ")");
 }
 
+// value_at<C>(v, h, n, d): channel d of key n of head h in the value buffer (v[h][n][d / E][d % E])
+template <class C>
+typename C::act_t& value_at(p2vit::value_buf<C> v, int h, int n, int d) {
+  constexpr int E = p2vit::qkv_lanes<C>();
+  return v[h][n][d / E][d % E];
+}
+
 // ---- scalar primitives ----------------------------------------------------------------
 
 arr rshift_round_v(arr v, arr k) {
@@ -562,7 +569,8 @@ arr attention_region_t(arr q, arr k, arr v, int h, int shift_qk, std::int64_t x0
       k.shape(0) != C::H || k.shape(1) != C::N || k.shape(2) != C::DH || v.shape(0) != C::H ||
       v.shape(1) != C::N || v.shape(2) != C::DH || h < 0 || h >= C::H)
     throw py::value_error("attention_region: q (7, 8), k and v (2, 7, 4), h in 0..1");
-  typename C::act_t qa[C::N][C::D], ka[C::H][C::N][C::DH], va[C::H][C::N][C::DH], o[C::N][C::D];
+  typename C::act_t qa[C::N][C::D], ka[C::H][C::N][C::DH], o[C::N][C::D];
+  p2vit::value_buf<C> va;
   for (int n = 0; n < C::N; ++n)
     for (int c = 0; c < C::D; ++c) {
       qa[n][c] = in_s<8>(q.at(n, c), "attention_region q");
@@ -572,7 +580,7 @@ arr attention_region_t(arr q, arr k, arr v, int h, int shift_qk, std::int64_t x0
     for (int n = 0; n < C::N; ++n)
       for (int d = 0; d < C::DH; ++d) {
         ka[hh][n][d] = in_s<8>(k.at(hh, n, d), "attention_region k");
-        va[hh][n][d] = in_s<8>(v.at(hh, n, d), "attention_region v");
+        value_at<C>(va, hh, n, d) = in_s<8>(v.at(hh, n, d), "attention_region v");
       }
   p2vit::attention_head<C>(qa, ka, va, h, shift_qk, i64(x0), i64(pb), i64(pc), shift_av, o, 0);
   arr out({C::N, C::D});
@@ -593,6 +601,7 @@ arr attention_region_v(arr q, arr k, arr v, int h, int shift_qk, std::int64_t x0
 template <int N_, int H_, int DH_, int BITS_, int LANES_ = 1>
 struct AvCfg {
   static constexpr int N = N_, H = H_, DH = DH_, D = H_ * DH_, ATTN_BITS = BITS_, LANES = LANES_;
+  static constexpr int PCOLS = 8, WPORTS = 1;   // value words of gcd(8, DH) channels (p2vit/banks.h value_buf)
   static constexpr int CODE_ZERO = (1 << BITS_) - 1, AV_FRAC = CODE_ZERO - 1;
   static constexpr int AV_ACC_BITS = p2vit::detail::clog2(N_) + 7 + AV_FRAC + 1;
   using act_t = sint<8>;
@@ -618,10 +627,11 @@ arr av_rows_t(const arr& codes, const arr& v, int h, int shift) {
       }
       cs.write(w);
     }
-  static typename C::act_t va[C::H][C::N][C::DH], o[C::N][C::D];   // static: up to 197 x 197 rows
+  static typename C::act_t o[C::N][C::D];   // static: up to 197 x 197 rows
+  static p2vit::value_buf<C> va;
   for (int hh = 0; hh < C::H; ++hh)
     for (int n = 0; n < C::N; ++n)
-      for (int d = 0; d < C::DH; ++d) va[hh][n][d] = in_s<8>(v.at(hh, n, d), "av_rows v");
+      for (int d = 0; d < C::DH; ++d) value_at<C>(va, hh, n, d) = in_s<8>(v.at(hh, n, d), "av_rows v");
   for (int n = 0; n < C::N; ++n)
     for (int c = 0; c < C::D; ++c) o[n][c] = 0;
   p2vit::av_rows<C>(cs, va, h, shift, o);
@@ -775,18 +785,19 @@ py::tuple epi_qkv_v(arr acc, int n0, int o0, arr bias, arr shift, arr q, arr k, 
     b[c] = in_s<32>(bias.data()[c], "epi_qkv bias");
     sh[c] = in_s<8>(shift.data()[c], "epi_qkv shift");
   }
-  C::act_t qa[C::N][C::D], ka[C::H][C::N][C::DH], va[C::H][C::N][C::DH];
+  C::act_t qa[C::N][C::D], ka[C::H][C::N][C::DH];
+  p2vit::value_buf<C> va;
   for (int i = 0; i < C::N * C::D; ++i) qa[i / C::D][i % C::D] = in_s<8>(q.data()[i], "epi_qkv q");
   for (int i = 0; i < C::H * C::N * C::DH; ++i) {
     ka[i / (C::N * C::DH)][i / C::DH % C::N][i % C::DH] = in_s<8>(k.data()[i], "epi_qkv k");
-    va[i / (C::N * C::DH)][i / C::DH % C::N][i % C::DH] = in_s<8>(v.data()[i], "epi_qkv v");
+    value_at<C>(va, i / (C::N * C::DH), i / C::DH % C::N, i % C::DH) = in_s<8>(v.data()[i], "epi_qkv v");
   }
   p2vit::epi_qkv<C>(a, n0, o0 / C::COLS, b, sh, qa, ka, va);
   arr qo({C::N, C::D}), ko({C::H, C::N, C::DH}), vo({C::H, C::N, C::DH});
   for (int i = 0; i < C::N * C::D; ++i) qo.mutable_data()[i] = out64(qa[i / C::D][i % C::D]);
   for (int i = 0; i < C::H * C::N * C::DH; ++i) {
     ko.mutable_data()[i] = out64(ka[i / (C::N * C::DH)][i / C::DH % C::N][i % C::DH]);
-    vo.mutable_data()[i] = out64(va[i / (C::N * C::DH)][i / C::DH % C::N][i % C::DH]);
+    vo.mutable_data()[i] = out64(value_at<C>(va, i / (C::N * C::DH), i / C::DH % C::N, i % C::DH));
   }
   return py::make_tuple(qo, ko, vo);
 }
@@ -816,18 +827,64 @@ py::tuple epi_logits_v(arr acc, int o0, int shift, arr rows, arr rmax) {
   return py::make_tuple(out, mo);
 }
 
-// mul2_shared_mismatches(): runs p2vit::mul2_shared (two int8 products sharing x from one packed
-// 27 x 18-bit multiplication) on every (x, w0, w1) in [-128, 127]^3 and returns how many results
-// differ from the plain products x*w0, x*w1 (0 means bit-exact on the full operand range).
-std::int64_t mul2_shared_mismatches() {
+// packed_product_mismatches(): one packed_mac from PACKED_START and its packed_split (a chain of one
+// product: two int8 products sharing x from one 27 x 18-bit multiplication) on every (x, w0, w1) in
+// [-128, 127]^3; returns how many results differ from the plain products x*w0, x*w1 (0 means
+// bit-exact on the full operand range).
+std::int64_t packed_product_mismatches() {
   std::int64_t bad = 0;
   for (int x = -128; x < 128; ++x)
-    for (int w0 = -128; w0< 128; ++w0)
+    for (int w0 = -128; w0 < 128; ++w0)
       for (int w1 = -128; w1 < 128; ++w1) {
-        p2vit::sint<16> p0, p1;
-        p2vit::mul2_shared(p2vit::sint<8>(x), p2vit::sint<8>(w0), p2vit::sint<8>(w1), p0, p1);
+        const p2vit::sint<48> p = p2vit::packed_mac(p2vit::sint<48>(p2vit::PACKED_START), p2vit::sint<8>(x),
+                                                    p2vit::sint<8>(w0), p2vit::sint<8>(w1));
+        p2vit::sint<20> p0, p1;
+        p2vit::packed_split(p, p0, p1);
         bad += (int(p0) != x * w0) + (int(p1) != x * w1);
       }
+  return bad;
+}
+
+// packed_chain_mismatches(trials): runs chains of 1..PACKED_CHAIN packed_mac steps from
+// PACKED_START and packed_split on (a) every chain whose terms are all one triple (x, w0, w1) of
+// extremes {-128, -127, -1, 0, 1, 127}^3 (the sums' ends: 8 * 128 * 128 = 2^17 and 8 * -128 * 127),
+// (b) `trials` chains of terms drawn from those extremes, (c) `trials` chains of uniform int8 terms;
+// returns how many of the split sums differ from the plain sums of x*w0 and x*w1.
+std::int64_t packed_chain_mismatches(int trials) {
+  constexpr int E[] = {-128, -127, -1, 0, 1, 127};
+  std::int64_t bad = 0;
+  std::uint64_t seed = 0x9E3779B97F4A7C15ull;
+  auto next = [&seed](int n) {   // a fixed LCG: the same chains every run
+    seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+    return int((seed >> 33) % std::uint64_t(n));
+  };
+  auto run = [&bad](int g, const int* x, const int* w0, const int* w1) {
+    p2vit::sint<48> p = p2vit::sint<48>(p2vit::PACKED_START);
+    long want0 = 0, want1 = 0;
+    for (int s = 0; s < g; ++s) {
+      p = p2vit::packed_mac(p, p2vit::sint<8>(x[s]), p2vit::sint<8>(w0[s]), p2vit::sint<8>(w1[s]));
+      want0 += long(x[s]) * w0[s];
+      want1 += long(x[s]) * w1[s];
+    }
+    p2vit::sint<20> d0, d1;
+    p2vit::packed_split(p, d0, d1);
+    bad += (long(d0) != want0) + (long(d1) != want1);
+  };
+  int x[p2vit::PACKED_CHAIN], w0[p2vit::PACKED_CHAIN], w1[p2vit::PACKED_CHAIN];
+  for (int g = 1; g <= p2vit::PACKED_CHAIN; ++g) {
+    for (int a : E)
+      for (int b : E)
+        for (int c : E) {
+          for (int s = 0; s < g; ++s) x[s] = a, w0[s] = b, w1[s] = c;
+          run(g, x, w0, w1);
+        }
+    for (int t = 0; t < trials; ++t) {
+      for (int s = 0; s < g; ++s) x[s] = E[next(6)], w0[s] = E[next(6)], w1[s] = E[next(6)];
+      run(g, x, w0, w1);
+      for (int s = 0; s < g; ++s) x[s] = next(256) - 128, w0[s] = next(256) - 128, w1[s] = next(256) - 128;
+      run(g, x, w0, w1);
+    }
+  }
   return bad;
 }
 
@@ -844,7 +901,8 @@ std::int64_t pe_dsps_t() {
   return p2vit::dsp_tally() - before;
 }
 
-#define P2VIT_PE_LIST(X) X(8, 8, 2) X(8, 16, 2) X(16, 8, 2) X(3, 6, 2) X(8, 8, 1) X(4, 8, 4) X(3, 5, 2) X(2, 1, 1)
+#define P2VIT_PE_LIST(X) \
+  X(8, 8, 2) X(8, 16, 2) X(16, 8, 2) X(3, 6, 2) X(8, 8, 1) X(4, 8, 4) X(3, 5, 2) X(2, 1, 1) X(2, 4, 8) X(2, 3, 16) X(1, 2, 32)
 
 std::int64_t pe_array_dsps_v(int r, int c, int s) {
 #define X(R, C, S) if (r == R && c == C && s == S) return pe_dsps_t<R, C, S>();
@@ -1072,7 +1130,8 @@ PYBIND11_MODULE(P2VIT_MODNAME, m) {
   m.def("epi_residual", &epi_residual_v, py::arg("acc"), py::arg("n0"), py::arg("o0"), py::arg("bias"),
         py::arg("shift"), py::arg("e_y"), py::arg("e_r"), py::arg("e_s"), py::arg("r"), py::arg("rbits"),
         py::arg("traced") = false);
-  m.def("mul2_shared_mismatches", &mul2_shared_mismatches);
+  m.def("packed_product_mismatches", &packed_product_mismatches);
+  m.def("packed_chain_mismatches", &packed_chain_mismatches, py::arg("trials"));
   m.def("pe_array_dsps", &pe_array_dsps_v, py::arg("rows"), py::arg("cols"), py::arg("simd"));
   m.def("pe_array_dot", &pe_array_dot_v, py::arg("x"), py::arg("w"), py::arg("acc0"), py::arg("rows"),
         py::arg("cols"), py::arg("simd"), py::arg("clear") = false);

@@ -701,15 +701,26 @@ def test_stream_read_n_write_n(kern):
         check(kern.stream_chunks(v, chunk), v)
 
 
-PE_SHAPES = [(8, 8, 2), (8, 16, 2), (16, 8, 2), (3, 6, 2), (8, 8, 1), (4, 8, 4), (3, 5, 2), (2, 1, 1)]
+# (2, 4, 8): one full chain of packed products; (2, 3, 16), (1, 2, 32): two and four chains per PE pair
+PE_SHAPES = [(8, 8, 2), (8, 16, 2), (16, 8, 2), (3, 6, 2), (8, 8, 1), (4, 8, 4), (3, 5, 2), (2, 1, 1), (2, 4, 8),
+             (2, 3, 16), (1, 2, 32)]
 
 
 def test_packed_dsp_products_are_exact_on_every_operand(kern):
-    """mul2_shared: x*w0 and x*w1 from one packed 27 x 18-bit multiplication (the ap_int/HLS PEs'
-    DSP48E2 packing with its sign correction) == the plain products for all 2^24 int8 triples
-    (4-bit weights are a subset). pe_array_cycle's tests below then run the packed PEs (ap_int) and
-    the plain ones (native), odd column counts included."""
-    assert kern.mul2_shared_mismatches() == 0
+    """packed_mac + packed_split on one product: x*w0 and x*w1 from one packed 27 x 18-bit
+    multiplication (the ap_int/HLS PEs' DSP48E2 packing with its sign correction) == the plain
+    products for all 2^24 int8 triples (4-bit weights are a subset). pe_array_cycle's tests below
+    then run the packed PEs (ap_int) and the plain ones (native), odd column counts included."""
+    assert kern.packed_product_mismatches() == 0
+
+
+def test_packed_dsp_chains_split_exactly_on_full_range_operands(kern):
+    """The HLS PEs sum up to PACKED_CHAIN packed products in the DSPs' post-adders before one split
+    (pe_array.h packed_mac / packed_split): the split sums == the plain sums of x*w0 and x*w1 for
+    chains of 1..8 terms, on every all-equal chain of extreme operands (8 * (-128)(-128) = 2^17
+    is the low field's top, reachable only because the chain starts at -1), on chains of mixed
+    extremes and on uniform int8 chains."""
+    assert kern.packed_chain_mismatches(trials=20000) == 0
 
 
 @pytest.mark.parametrize("rows,cols,simd", PE_SHAPES)

@@ -121,9 +121,16 @@ def test_model_agrees_with_the_build_report(tiny):
         assert mine == [(x["buffer"], x["bytes"]) for x in b.buffers]
 
 
+def _chain(simd):
+    """Depth the packed DSP chains add (pe_array.h): min(SIMD, 8) - 1 post-adders, then a tree over
+    the ceil(SIMD / 8) chains."""
+    chains = -(-simd // 8)
+    return min(simd, 8) - 1 + (math.ceil(math.log2(chains)) if chains > 1 else 0)
+
+
 def _cyc(lid, iters, entries=1, simd=1, ii=1, cols=1):
-    tree = lid in ("mac_array.reduce", "mac_array.reduce_keys") and simd > 1
-    d = perf.DEPTH[lid] + (math.ceil(math.log2(simd)) if tree else 0)
+    chain = lid in ("mac_array.reduce", "mac_array.reduce_keys")
+    d = perf.DEPTH[lid] + (_chain(simd) if chain else 0)
     if lid == "requant.logits" and cols > 1:   # the row maximum's tree over the tile row
         d += math.ceil(math.log2(cols))
     return iters * ii + entries * (d - 1)
@@ -159,7 +166,7 @@ def test_cycle_equations(tiny):
             # of a row tile in one loop entry, whose pipeline is the reduction's followed by the
             # epilogue's (the drain reads what the accumulation wrote); the last tile drains in a
             # tail of one drain's cycles of the same entry
-            d_red = perf.DEPTH[reduce] + math.ceil(math.log2(S))
+            d_red = perf.DEPTH[reduce] + _chain(S)
             trip = OT * (K // S) + per_tile(C)
             whole = trip * perf.loop_ii(reduce, hw) + d_red + perf.DEPTH[epi] - 1
             # row prefetch: when a row tile's load fits the trip, only the first row tile's is exposed
@@ -185,7 +192,7 @@ def test_cycle_equations(tiny):
     # the last one; one loop entry per row tile whose pipeline is the reduction's then the epilogue's
     RL = -(-R // (DH // S))
     NTq, OTq = -(-N // R), -(-N // C)
-    d_keys = perf.DEPTH["mac_array.reduce_keys"] + math.ceil(math.log2(S)) + perf.DEPTH["requant.logits"] \
+    d_keys = perf.DEPTH["mac_array.reduce_keys"] + _chain(S) + perf.DEPTH["requant.logits"] \
         + math.ceil(math.log2(C))
     qk = (NTq * (_cyc("mac_array.load_array", R * -(-DH // S)) + OTq * (DH // S) + -(-R // RL) + d_keys - 1)
           + N * _cyc("requant.logits_out", W))

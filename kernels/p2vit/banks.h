@@ -38,6 +38,18 @@ constexpr int qkv_lanes() {
   return gcd_int(main_cols<C>(), C::DH);
 }
 
+// value_words<C>() and value_buf<C>: the value buffer v[H][N][VW][E] of the A.V shifter array, each
+// head row as VW = DH / E words of E = qkv_lanes channels. The QKV epilogue writes one word per
+// cycle; A.V reads the DH channels of LANES keys. The top partitions dim 2 cyclic LANES and dim 3
+// complete and reshapes dim 4 (one E-byte memory word): LANES x VW memories of 8E-bit words,
+// about 8 x fewer BRAM18Ks than a byte-wide memory per channel (docs/hardware.md).
+template <class C>
+constexpr int value_words() {
+  return C::DH / qkv_lanes<C>();
+}
+template <class C>
+using value_buf = typename C::act_t[C::H][C::N][value_words<C>()][qkv_lanes<C>()];
+
 // load_lanes<C>(): values per cycle of the row loads (load_rows_array): SIMD, one write per bank of
 // xt (cyclic SIMD along K) per cycle, since a small xt bank may be distributed RAM with a single
 // write port.

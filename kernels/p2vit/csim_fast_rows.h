@@ -295,7 +295,7 @@ constexpr bool av_supported() {
 // exact integer sum does not matter. The codes are read from the stream in the loop's order, N per
 // query row.
 template <class C>
-inline void av_rows_fast(stream<typename C::code_t>& codes, const std::int8_t v[C::H][C::N][C::DH], int h,
+inline void av_rows_fast(stream<typename C::code_t>& codes, const value_buf<C> v, int h,
                          int shift, std::int8_t o[C::N][C::D]) {
   static_assert(av_supported<C>(), "av_rows_fast: unsupported configuration");
   constexpr int N = C::N, DH = C::DH, F = C::AV_FRAC, Z = C::CODE_ZERO;
@@ -305,8 +305,9 @@ inline void av_rows_fast(stream<typename C::code_t>& codes, const std::int8_t v[
   alignas(64) std::int32_t vp[NP][16 * G];
   for (int p = 0; p < NP; ++p)
     for (int d = 0; d < 16 * G; ++d) {
-      const int lo = d < DH ? int(v[h][2 * p][d]) : 0;
-      const int hi = d < DH && 2 * p + 1 < N ? int(v[h][2 * p + 1][d]) : 0;
+      const std::int8_t* even = &v[h][2 * p][0][0];   // a key's DH values are contiguous (VW words of E)
+      const int lo = d < DH ? int(even[d]) : 0;
+      const int hi = d < DH && 2 * p + 1 < N ? int((&v[h][2 * p + 1][0][0])[d]) : 0;
       vp[p][d] = std::int32_t(std::uint32_t(std::uint16_t(lo)) | (std::uint32_t(std::uint16_t(hi)) << 16));
     }
   std::int16_t wt[256];   // wt[c]: the weight of code c, 2^(F - c) for c < Z, else 0 (code_t is 8-bit: c <= 255)
@@ -455,7 +456,7 @@ constexpr bool qkv_supported() {
 template <class C>
 inline void epi_qkv_fast(const typename C::acc_t acc[C::ROWS][C::COLS], int n0, int o0, const i32 bias[],
                          const i8 shift[], std::int8_t q[C::N][C::D], std::int8_t k[C::H][C::N][C::DH],
-                         std::int8_t v[C::H][C::N][C::DH]) {
+                         value_buf<C> v) {
   static_assert(qkv_supported<C>(), "epi_qkv_fast: unsupported configuration");
   const int cols = 3 * C::D - o0 < C::COLS ? 3 * C::D - o0 : C::COLS;
   for (int o = 0; o < C::COLS; o += 8) {
@@ -469,7 +470,7 @@ inline void epi_qkv_fast(const typename C::acc_t acc[C::ROWS][C::COLS], int n0, 
       const __m512i y = requant8<8>(_mm512_add_epi64(load8(&acc[n][o], m), b), s);
       std::int8_t* dst = c < C::D       ? &q[row][c]
                          : c < 2 * C::D ? &k[(c - C::D) / C::DH][row][(c - C::D) % C::DH]
-                                        : &v[(c - 2 * C::D) / C::DH][row][(c - 2 * C::D) % C::DH];
+                                        : &v[(c - 2 * C::D) / C::DH][row][0][0] + (c - 2 * C::D) % C::DH;
       store8(dst, m, y);
     }
   }

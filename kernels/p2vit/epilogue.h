@@ -32,8 +32,9 @@
 namespace p2vit {
 
 // The key and value buffers are k[H][N][DH] and v[H][N][DH], so that a head's readers index them
-// with unrolled lanes only: k dim 2 cyclic PCOLS x dim 3 cyclic k_channel_banks (mac_array.h k_bank),
-// v dim 2 cyclic LANES x dim 3 complete (bank (key lane, d): one per A.V shifter).
+// with unrolled lanes only: k dim 2 cyclic PCOLS x dim 3 cyclic k_channel_banks (mac_array.h k_bank);
+// v is value_buf (p2vit/banks.h), v[H][N][VW][E] with dim 2 cyclic LANES x dim 3 complete x dim 4
+// reshaped: memory (key lane, word), one E-channel word per QKV group.
 //
 // Lanes: epi_qkv writes E = qkv_lanes columns of one tile row per cycle, epi_residual and epi_gelu
 // all COLS; lane e indexes every array as base*E + e (p2vit/banks.h), so it reaches a set of banks
@@ -46,7 +47,7 @@ namespace p2vit {
 template <class C>
 inline void epi_qkv_row(const typename C::acc_t a[C::COLS], int row, int ot, int g, const i32 bias[],
                         const i8 shift[], typename C::act_t q[C::N][C::D], typename C::act_t k[C::H][C::N][C::DH],
-                        typename C::act_t v[C::H][C::N][C::DH]) {
+                        value_buf<C> v) {
   P2VIT_PRAGMA(HLS INLINE)
   constexpr int E = qkv_lanes<C>(), GROUPS = C::COLS / E;
   constexpr int GD = C::D / E, GH = C::DH / E;   // groups per q/k/v, per head
@@ -83,8 +84,9 @@ inline void epi_qkv_row(const typename C::acc_t a[C::COLS], int row, int ot, int
         P2VIT_ACCESS_LANE("k", k_bank<C>(row, d), e * C::PCOLS + row % C::PCOLS, gcd_int(E, KB) * C::PCOLS);
         k[h][row][d] = y;
       } else {
-        P2VIT_ACCESS_LANE("v", (row % C::LANES) * C::DH + d, e, E);   // bank (key lane, channel)
-        v[h][row][d] = y;
+        // memory (key lane, word): the E lanes fill one word (cols is a multiple of E), one write
+        if (e == 0) P2VIT_ACCESS("v", (row % C::LANES) * value_words<C>() + dg);
+        v[h][row][dg][e] = y;
       }
     }
   }
@@ -100,7 +102,7 @@ constexpr int qkv_drain_cycles() {
 template <class C>
 void epi_qkv(const typename C::acc_t acc[C::ROWS][C::COLS], int n0, int ot, const i32 bias[],
              const i8 shift[], typename C::act_t q[C::N][C::D], typename C::act_t k[C::H][C::N][C::DH],
-             typename C::act_t v[C::H][C::N][C::DH]) {
+             value_buf<C> v) {
 #if P2VIT_CSIM_FAST_ROWS
   if constexpr (csim_fast_rows::qkv_supported<C>()) {   // C-sim: the same values, 8 lanes at a time
     csim_fast_rows::epi_qkv_fast<C>(acc, n0, ot * C::COLS, bias, shift, q, k, v);

@@ -107,7 +107,7 @@ void main_epilogue(int mode, int t, int ot, int OT, const typename C::acc_t acc[
                    const typename C::axi_t* blob, long tb_beat, i32 tile_bias[C::ROWS * C::COLS], const i32 bias[],
                    const i8 shift[], const i8 lut[256], int e_y, const i8 e_r[], const i8 e_s[],
                    typename C::res_t r[C::N][C::D], typename C::act_t q[C::N][C::D],
-                   typename C::act_t k[C::H][C::N][C::DH], typename C::act_t v[C::H][C::N][C::DH],
+                   typename C::act_t k[C::H][C::N][C::DH], value_buf<C> v,
                    typename C::act_t hid[C::N][C::HID], typename C::logit_t logits[C::CLASSES], int block) {
   P2VIT_PRAGMA(HLS INLINE)
   const int n0 = t * C::ROWS, o0 = ot * C::COLS;
@@ -138,7 +138,7 @@ void main_array(int mode, const typename C::act_t img[C::IMG_C * C::IMG_H * C::I
                 const WeightPorts<C>& ports, long w_beat, int wbits, long tb_beat, const i32 bias[],
                 const i8 shift[], const i8 lut[256], int e_y, const i8 e_r[], const i8 e_s[],
                 typename C::res_t r[C::N][C::D], typename C::act_t q[C::N][C::D],
-                typename C::act_t k[C::H][C::N][C::DH], typename C::act_t v[C::H][C::N][C::DH],
+                typename C::act_t k[C::H][C::N][C::DH], value_buf<C> v,
                 typename C::act_t hid[C::N][C::HID], typename C::logit_t logits[C::CLASSES], int block) {
   // Inlined into p2vit_main_layer (the one instance, INLINE off), so `ports` is resolved to that
   // function's m_axi pointer arguments: no pointer to pointer is left for HLS (UG1399, "Pointer
@@ -373,7 +373,7 @@ row_tiles:
 // attention_head: Q.K^T -> softmax -> A.V of head h, overlapped row by row.
 template <class C>
 void attention_head(const typename C::act_t q[C::N][C::D], const typename C::act_t k[C::H][C::N][C::DH],
-                    const typename C::act_t v[C::H][C::N][C::DH], int h, int shift_qk, i64 x0, i64 pb, i64 pc,
+                    const value_buf<C> v, int h, int shift_qk, i64 x0, i64 pb, i64 pc,
                     int shift_av, typename C::act_t o[C::N][C::D], int block) {
   P2VIT_PRAGMA(HLS DATAFLOW)
   constexpr int WORDS = (C::N + C::LANES - 1) / C::LANES;   // stream words per row: LANES values each

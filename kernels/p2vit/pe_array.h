@@ -4,10 +4,14 @@
 //   pe_operand<T>::type           element type of the stationary row tile (see below)
 //   pe_array_cycle<R,C,S,K>(...)  acc[n][o] += sum_s x[n][k0+s] * w[o][s] for an R x C array
 //                                 of PEs with S reduction lanes each: one II=1 reduction step
-//   mul2_shared(x, w0, w1, ...)   two int8 products sharing x in one DSP48E2 (the HLS path's PEs)
+//   packed_mac / packed_split     two int8 products sharing x in one DSP48E2 (the INT8 packing,
+//                                 AMD WP486), in chains of PACKED_CHAIN whose post-adders sum both
+//                                 columns' products; one split per chain (the HLS path's PEs)
 //
 // DSPs: in the HLS (ap_int) build, columns o and o + 1 of a row share each activation, so their two
-// products come from one DSP48E2 (mul2_shared): R * ceil(C/2) * S DSPs per instance.
+// products come from one DSP48E2: R * ceil(C/2) * S DSPs per instance. The S packed products of a
+// PE pair are added in the DSPs themselves (each DSP's post-adder takes the previous one's P), so
+// the only LUT arithmetic per pair and cycle is one split of the packed sum (packed_split).
 //
 // The loop nest around it (p2vit/mac_array.h) decides what the array computes; this is
 // only the arithmetic of one cycle. In HLS the loops below unroll into R*C*S multipliers and
@@ -62,56 +66,89 @@ struct pe_operand<std::int8_t> {
 };
 #endif
 
-// mul2_shared(x, w0, w1, p0, p1): the two products x*w0 and x*w1 of 8-bit signed operands that
-// share the activation x, from ONE 27 x 18-bit multiplication (the DSP48E2 INT8 packing, AMD WP486):
-// the pre-adder forms b = w1 * 2^18 + w0 (27 bits signed), the multiplier P = x * b
-// = x*w0 + x*w1 * 2^18 (at most 35 bits). The low product is P's low 18 bits read as signed
-// (|x*w0| <= 2^14 < 2^17, so they hold it exactly); the high one is (P - low) >> 18, exact
-// because P - low = x*w1 * 2^18. Subtracting the sign-extended low part is the sign
-// correction: where x*w0 < 0 it borrows 1 from P's upper bits. tests/test_kernels.py checks it
-// against the plain products on all 2^24 operand triples.
-//   x, w0, w1: int8 (4-bit weights are int8 values in [-8, 7]); p0, p1: x*w0 and x*w1.
-inline void mul2_shared(sint<8> x, sint<8> w0, sint<8> w1, sint<16>& p0, sint<16>& p1) {
+// PACKED_CHAIN: packed products summed in one chain before its split. A chain starts from
+// PACKED_START = -1, so its low field holds (sum of x*w0) - 1; the split below is exact while that
+// stays in the signed 18-bit range, i.e. while the sum of x*w0 is in [-2^17 + 1, 2^17]. For int8
+// operands one product is in [-128*127, 128*128] = [-16256, 16384], so 8 of them are in
+// [-130048, 131072]: 8 fit (without the offset only 7 would, since 8 * 16384 = 2^17). The high
+// field's sum needs no bound below 2^29 (P is 48 bits). docs/hardware.md has the proof;
+// tests/test_kernels.py runs the chains on the extremes and on random full-range operands.
+constexpr int PACKED_CHAIN = 8;
+constexpr int PACKED_START = -1;
+
+// packed_mac(p, x, w0, w1): p + x * (w1 * 2^18 + w0), one DSP48E2: the pre-adder packs the two
+// weights (27 bits signed: w1 * 2^18 + w0 with int8 w0, w1), the multiplier takes x (18-bit port;
+// x * packed = x*w0 + x*w1 * 2^18 in at most 35 bits), the post-adder adds p (the previous DSP's P). The product has no other use, so HLS matches the add->mul->add into one DSP (UG1399,
+// DSP multi-operation matching).
+template <typename P>
+inline P packed_mac(P p, sint<8> x, sint<8> w0, sint<8> w1) {
+  P2VIT_PRAGMA(HLS INLINE)
   const sint<27> packed = sint<27>(sint<27>(w1) * sint<27>(1 << 18) + sint<27>(w0));   // pre-adder
-#ifdef P2VIT_NATIVE_TYPES   // native sint<N> are wider C++ integers: a 64-bit product, bits 17..0 sign-extended by hand
-  const sint<36> prod = sint<36>(std::int64_t(x) * std::int64_t(packed));
-  const std::int64_t lo = ((std::int64_t(prod) & 0x3FFFF) ^ 0x20000) - 0x20000;
+#ifdef P2VIT_NATIVE_TYPES
+  return P(p + P(std::int64_t(x) * std::int64_t(packed)));
 #else
-  const sint<36> prod = sint<36>(sint<18>(x) * packed);                                // 27 x 18 bits
-  P2VIT_PRAGMA(HLS BIND_OP variable=prod op=mul impl=dsp)                               // one DSP48E2
-  const sint<18> lo = sint<18>(prod);                      // low 18 bits, sign-extended: x*w0
+  const sint<36> prod = sint<36>(sint<18>(x) * packed);                                 // 27 x 18 bits
+  P2VIT_PRAGMA(HLS BIND_OP variable=prod op=mul impl=dsp)
+  return P(p + P(prod));                                                                // post-adder
 #endif
-  p0 = sint<16>(lo);
-  p1 = sint<16>((prod - sint<36>(lo)) >> 18);              // exact: the low part removed first
+}
+
+// packed_split(p, d0, d1): the two sums of a chain started at PACKED_START (p = sum0 - 1 + sum1 *
+// 2^18 with sum0 in [-2^17 + 1, 2^17]): the low 18 bits read as signed are sum0 - 1 exactly, so
+// sum0 = low + 1, and p - low = sum1 * 2^18, whose shift is (p >> 18) + bit 17 of p (subtracting
+// the sign-extended low part borrows bit 17). Both corrections are +1 or +0 on ~19-bit values.
+template <typename P>
+inline void packed_split(P p, sint<20>& d0, sint<20>& d1) {
+  P2VIT_PRAGMA(HLS INLINE)
+#ifdef P2VIT_NATIVE_TYPES
+  const std::int64_t lo = ((std::int64_t(p) & 0x3FFFF) ^ 0x20000) - 0x20000;   // bits 17..0 sign-extended
+#else
+  const sint<18> lo = sint<18>(p);                                               // bits 17..0, sign-extended
+#endif
+  d0 = sint<20>(sint<20>(lo) - sint<20>(PACKED_START));
+  d1 = sint<20>(sint<20>(p >> 18) + sint<20>((p >> 17) & 1));
 }
 
 namespace detail {
 
 #ifndef P2VIT_NATIVE_TYPES
 // pe_cycle_packed: the HLS form for 8-bit operands: columns o and o + 1 share the activation
-// xt[n][k0 + s], so each pair of their products is one DSP (mul2_shared); an odd last column
-// takes a plain multiplier. R * ceil(C/2) * S DSPs in all (codegen.perf.resources counts this).
+// xt[n][k0 + s], so each pair of their products is one DSP, and the S lanes' DSPs form chains of
+// PACKED_CHAIN (packed_mac) whose post-adders sum both columns at once; each chain is split once
+// (packed_split). An odd last column takes plain multipliers. R * ceil(C/2) * S DSPs in all
+// (codegen.perf.resources counts this). EXPRESSION_BALANCE off keeps each chain a chain: balanced
+// into a tree, its adds would leave the DSPs for LUTs.
 template <int R, int C, int S, int K, typename A>
 inline void pe_cycle_packed(const sint<8> xt[R][K], int k0, const sint<8> w[C][S], A acc[R][C], bool first) {
   P2VIT_PRAGMA(HLS INLINE)   // part of the caller's step: its xt layout, its pipeline
+  P2VIT_PRAGMA(HLS EXPRESSION_BALANCE off)
+  constexpr int G = S < PACKED_CHAIN ? S : PACKED_CHAIN;   // products per chain
   for (int n = 0; n < R; ++n) {
     P2VIT_PRAGMA(HLS UNROLL)
     for (int o = 0; o < C; o += 2) {
       P2VIT_PRAGMA(HLS UNROLL)
       A sum0 = 0, sum1 = 0;
-      for (int s = 0; s < S; ++s) {
+      for (int g = 0; g < S; g += G) {
         P2VIT_PRAGMA(HLS UNROLL)
         if (o + 1 < C) {
-          sint<16> p0, p1;
-          mul2_shared(xt[n][k0 + s], w[o][s], w[o + 1][s], p0, p1);
-          P2VIT_DSP_MUL();
-          sum0 += A(p0);
-          sum1 += A(p1);
+          sint<48> p = sint<48>(PACKED_START);   // the DSP48E2's 48-bit P
+          for (int s = g; s < g + G && s < S; ++s) {
+            P2VIT_PRAGMA(HLS UNROLL)
+            p = packed_mac(p, xt[n][k0 + s], w[o][s], w[o + 1][s]);
+            P2VIT_DSP_MUL();
+          }
+          sint<20> d0, d1;
+          packed_split(p, d0, d1);
+          sum0 += A(d0);
+          sum1 += A(d1);
         } else {
-          const A prod = A(xt[n][k0 + s]) * A(w[o][s]);
-          P2VIT_PRAGMA(HLS BIND_OP variable=prod op=mul impl=dsp)
-          P2VIT_DSP_MUL();
-          sum0 += prod;
+          for (int s = g; s < g + G && s < S; ++s) {
+            P2VIT_PRAGMA(HLS UNROLL)
+            const A prod = A(xt[n][k0 + s]) * A(w[o][s]);
+            P2VIT_PRAGMA(HLS BIND_OP variable=prod op=mul impl=dsp)
+            P2VIT_DSP_MUL();
+            sum0 += prod;
+          }
         }
       }
       acc[n][o] = (first ? A(0) : acc[n][o]) + sum0;

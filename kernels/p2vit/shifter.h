@@ -7,8 +7,9 @@
 // code is skipped (weight 0). A finished row's DH sums move to a second register set (`done`) and
 // leave LANES per cycle during the next row's keys: N + 1 passes of max(ceil(N / LANES),
 // ceil(DH / LANES)) cycles, pass i taking row i's keys beside row i - 1's outputs.
-//   v: the value buffer v[H][N][DH], dim 2 cyclic LANES x dim 3 complete: key lane l, channel d
-//     reads bank (l, d), fixed at compile time (II 1).
+//   v: the value buffer value_buf<C> = v[H][N][VW][E] (p2vit/banks.h), dim 2 cyclic LANES x dim 3
+//     complete x dim 4 reshaped: key lane l reads the VW words of its key, memory (l, word), fixed at
+//     compile time (II 1); each memory gives one E-channel word per cycle.
 //   o: dim 2 cyclic LANES: the LANES outputs of a cycle are consecutive channels, distinct banks.
 // Bound: |sum| <= N * 2^7 * 2^F < 2^(AV_ACC_BITS - 1) (build report).
 #ifndef P2VIT_SHIFTER_H
@@ -23,7 +24,7 @@
 namespace p2vit {
 
 template <class C>
-void av_rows(stream<typename C::code_word_t>& codes, const typename C::act_t v[C::H][C::N][C::DH], int h, int shift,
+void av_rows(stream<typename C::code_word_t>& codes, const value_buf<C> v, int h, int shift,
              typename C::act_t o[C::N][C::D]) {
 #if P2VIT_CSIM_FAST_ATTN
   if constexpr (csim_fast_rows::av_supported<C>() && C::LANES == 1) {   // C-sim: the same sums as a dot product
@@ -72,8 +73,11 @@ rows:
               const int j = t * L + l;
               const int c = int(lane(w, l));
               if (j < C::N) {
-                P2VIT_ACCESS_STATIC("v", (j % L) * C::DH + d, l * C::DH + d);   // bank (key lane, channel)
-                const av_acc_t vs = av_acc_t(v[h][j][d]) * av_acc_t(1 << C::AV_FRAC);  // v << F
+                constexpr int E = qkv_lanes<C>();
+                [[maybe_unused]] constexpr int VW = value_words<C>();
+                // memory (key lane, word); the E channels of a word are one read, counted at its first
+                if (d % E == 0) P2VIT_ACCESS_STATIC("v", (j % L) * VW + d / E, l * VW + d / E);
+                const av_acc_t vs = av_acc_t(v[h][j][d / E][d % E]) * av_acc_t(1 << C::AV_FRAC);  // v << F
                 add = add + (c == C::CODE_ZERO ? av_acc_t(0) : av_acc_t(vs >> c));
               }
             }
