@@ -90,14 +90,18 @@ def compute_bounds(ir: QuantizedViT, hw: HwConfig) -> Bounds:
     def mac(kind, NR, K, O, count, loop="mac_array.reduce", tail=0):
         """tail: iterations per row tile after the last weight tile's steps, in which the last tile
         drains (Q.K^T's last key tile; the drained layers'). Q.K^T (reduce_keys) runs on the Q.K^T
-        array, PCOLS columns."""
+        array, PCOLS columns, and its loop also streams the previous row tile's logits
+        (perf.qk_trips: longer than the steps where that stream is)."""
         a = perf.qk_hw(hw) if loop == "mac_array.reduce_keys" else hw
         nt, ot = -(-NR // a.rows), -(-O // a.cols)
         out = {"call": kind, "loop": loop, "row_tiles": nt, "weight_tiles": ot, "reduce_trip": K // a.simd}
         if tail:
             out["drain_tail"] = tail
-        return {**out, "cycles_per_call": nt * (ot * (K // a.simd) + tail) * perf.loop_ii(loop, hw),
-                "calls_per_image": count}
+        iters = nt * (ot * (K // a.simd) + tail)
+        if loop == "mac_array.reduce_keys":
+            iters = sum(perf.qk_trips(a, NR, K, -(-NR // hw.lanes)))
+            out["stream_words_per_row"] = -(-NR // hw.lanes)
+        return {**out, "cycles_per_call": iters * perf.loop_ii(loop, hw), "calls_per_image": count}
 
     loops = [mac("patch embedding", N - 1, KP, D, 1), mac("qkv", N, D, 3 * D, ir.depth, tail=perf.drain_tail(hw, D, "requant", DH)),
              mac("q.k^T (per head)", N, DH, N, ir.depth * H, "mac_array.reduce_keys",

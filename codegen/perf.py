@@ -347,6 +347,46 @@ def _mac(hw: HwConfig, NR: int, K: int, O: int, src: str, epi: str, bits: int | 
     return [(full[t == 0 or later] if NR - t * R >= R else tile(NR - t * R, t == 0 or later)) for t in range(NT)]
 
 
+def qk_trips(hq: HwConfig, N: int, DH: int, words: int) -> list[int]:
+    """Iterations of qk_array's reduction loop per row tile (kernels/p2vit/layers.h): the tile's
+    OT x DH/SIMD steps and G drain iterations, or, from the second tile on, the previous tile's
+    ROWS x words stream words if those are more (words: stream words per row, ceil(N / LANES))."""
+    red = _cdiv(N, hq.cols) * (DH // hq.simd) + _cdiv(hq.rows, logit_rows_per_cycle(hq, DH))
+    return [red] + [max(red, hq.rows * words)] * (_cdiv(N, hq.rows) - 1)
+
+
+def qk_prefetch(hq: HwConfig, N: int, DH: int) -> bool:
+    """Whether qk_array loads the next row tile of queries inside the reduction loop
+    (qk_array_prefetch): its ROWS x DH/SIMD words fit the loop's steps and drain."""
+    red = _cdiv(N, hq.cols) * (DH // hq.simd) + _cdiv(hq.rows, logit_rows_per_cycle(hq, DH))
+    return hq.rows * _cdiv(DH, load_lanes(hq)) <= red
+
+
+def _qk_array(hq: HwConfig, N: int, DH: int, words: int) -> list:
+    """Q.K^T of one head on its array (hq = qk_hw), as qk_array runs it: per row tile one loop
+    (qk_trips) that reduces the tile and drains its key tiles, streams the previous tile's rows (one
+    FIFO write of `words` iterations per row, the first carrying the loop's fill) and prefetches the
+    next tile's queries (qk_prefetch; else each tile loads before its loop); the last tile's rows
+    stream after the last loop (logits_out)."""
+    R = hq.rows
+    load = Op("c", [Loop("mac_array.load_array", R * _cdiv(DH, load_lanes(hq)), 1)])
+    pre = qk_prefetch(hq, N, DH)
+    ops = []
+    for t, trip in enumerate(qk_trips(hq, N, DH, words)):
+        if t == 0 or not pre:
+            ops.append(load)
+        if t == 0:
+            ops.append(Op("c", [Loop("mac_array.reduce_keys", trip, 1, drain="requant.logits")]))
+            continue
+        ops.append(Op("w", [Loop("mac_array.reduce_keys", words, 1, drain="requant.logits")], fifo="logits"))
+        ops += [Op("w", [Loop("mac_array.reduce_keys", words, 0)], fifo="logits")] * (R - 1)
+        ops.append(Op("c", [Loop("mac_array.reduce_keys", trip - R * words, 0)]))
+    last = N - (_cdiv(N, R) - 1) * R
+    ops.append(Op("w", [Loop("requant.logits_out", words, 1)], fifo="logits"))
+    ops += [Op("w", [Loop("requant.logits_out", words, 0)], fifo="logits")] * (last - 1)
+    return ops
+
+
 def _seq_ops(tiles) -> list:
     ops = []
     for _, comp, outs in tiles:
@@ -413,7 +453,7 @@ def _block(shape: ModelShape, hw: HwConfig, b_qkv: int, b_proj: int, b_fc1: int,
     # one head: Q.K^T (its own MAC array, PCOLS columns) -> softmax -> A.V (shifter array), a
     # DATAFLOW region
     W = _cdiv(N, hw.lanes)        # stream words per row: LANES logits or codes each
-    qk = _seq_ops(_mac(qk_hw(hw), N, DH, N, "array", "logits", None, row_out=W, fifo_out="logits"))
+    qk = _qk_array(qk_hw(hw), N, DH, W)
     # the row's maximum comes with it (Q.K^T's epilogue takes it); pass i makes row i's exps as the
     # row arrives and row i - 1's codes (N + 1 passes; a row's codes are out when the next pass ends)
     sm_pass = Loop("softmax.pass", W, 1)

@@ -189,13 +189,20 @@ def test_cycle_equations(tiny):
         return iters + perf.DEPTH[lid] + tree - 1
 
     # Q.K^T: key tile ot - 1 drains inside tile ot's DH/SIMD steps, ceil(ROWS/RL) tail iterations drain
-    # the last one; one loop entry per row tile whose pipeline is the reduction's then the epilogue's
+    # the last one; one loop entry per row tile whose pipeline is the reduction's then the epilogue's.
+    # From the second row tile on, the same loop streams the previous tile's ROWS rows (W words each)
+    # and runs for as long as the longer of the two; it prefetches the next tile's queries when
+    # ROWS x DH/SIMD words fit its steps and drain. The last tile's rows stream after it.
     RL = -(-R // (DH // S))
     NTq, OTq = -(-N // R), -(-N // C)
     d_keys = perf.DEPTH["mac_array.reduce_keys"] + _chain(S) + perf.DEPTH["requant.logits"] \
         + math.ceil(math.log2(C))
-    qk = (NTq * (_cyc("mac_array.load_array", R * -(-DH // S)) + OTq * (DH // S) + -(-R // RL) + d_keys - 1)
-          + N * _cyc("requant.logits_out", W))
+    red = OTq * (DH // S) + -(-R // RL)
+    trips = [red] + [max(red, R * W)] * (NTq - 1)
+    loads = 1 if R * (DH // S) <= red else NTq
+    last = N - (NTq - 1) * R
+    qk = (loads * _cyc("mac_array.load_array", R * -(-DH // S)) + sum(t + d_keys - 1 for t in trips)
+          + _cyc("requant.logits_out", last * W))
     sm = (N + 1) * lane_cyc("softmax.pass", W)   # pass i: row i's exps beside row i - 1's codes
     av = (N + 1) * (lane_cyc("shifter.pass", max(W, -(-DH // L))) + 1)   # keys of row i, outputs of i - 1; hand-over
     assert step["blocks.0.attn"]["cycles"] == H * (qk + sm + av)

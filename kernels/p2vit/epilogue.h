@@ -271,7 +271,7 @@ T max_tree(T v[W]) {
 template <class C>
 void epi_logits_group(const typename C::acc_t grp[logit_rows_per_cycle<C>()][C::COLS], int g, int o0, int shift,
                       typename C::act_t rows[logit_rows_per_cycle<C>()][logit_groups<C>()][C::N],
-                      typename C::act_t rmax[logit_rows_per_cycle<C>()][logit_groups<C>()]) {
+                      typename C::act_t rmax[logit_rows_per_cycle<C>()][logit_groups<C>()], [[maybe_unused]] int buf = 0) {
   P2VIT_PRAGMA(HLS INLINE)
   using act = typename C::act_t;
   [[maybe_unused]] constexpr int BANKS = logit_row_banks<C>();
@@ -285,7 +285,7 @@ void epi_logits_group(const typename C::acc_t grp[logit_rows_per_cycle<C>()][C::
         P2VIT_PRAGMA(HLS UNROLL)
         lv[o] = act(-128);
         if (o0 + o < C::N) {
-          P2VIT_ACCESS("logit_rows", u * BANKS + (o0 + o) % BANKS);
+          P2VIT_ACCESS("logit_rows", (buf * RL + u) * BANKS + (o0 + o) % BANKS);   // buf: qk_array's row tile
           const act a = requant<8>(i64(grp[u][o]), shift);
           rows[u][g][o0 + o] = a;
           lv[o] = a;
@@ -323,14 +323,46 @@ logits:
   }
 }
 
+// logits_out_word: one word of a finished Q.K^T row tile onto the logits stream: LANES logits of
+// row n = g*RL + u (u, g: the caller's running row cursor) from word jw (lanes past N carry 0 and are
+// ignored by the softmax), and the row's maximum onto `maxes` with its first word. Advances the
+// cursor. One cycle's work of logits_out and of qk_array's reduction loop. buf: which of
+// qk_array's two row tiles (other memories; the II check counts their banks apart).
+template <class C>
+inline void logits_out_word(const typename C::act_t rows[logit_rows_per_cycle<C>()][logit_groups<C>()][C::N],
+                            const typename C::act_t rmax[logit_rows_per_cycle<C>()][logit_groups<C>()], int& u,
+                            int& g, int& jw, stream<typename C::logit_word_t>& out, stream<typename C::act_t>& maxes,
+                            [[maybe_unused]] int buf = 0) {
+  P2VIT_PRAGMA(HLS INLINE)
+  constexpr int RL = logit_rows_per_cycle<C>();
+  constexpr int WORDS = (C::N + C::LANES - 1) / C::LANES;
+  [[maybe_unused]] constexpr int BANKS = logit_row_banks<C>();
+  typename C::logit_word_t w;
+  for (int l = 0; l < C::LANES; ++l) {
+    P2VIT_PRAGMA(HLS UNROLL)
+    const int j = jw * C::LANES + l;
+    if (j < C::N) P2VIT_ACCESS("logit_rows", (buf * RL + u) * BANKS + j % BANKS);
+    lane(w, l) = j < C::N ? rows[u][g][j] : typename C::act_t(0);
+  }
+  if (jw == 0) maxes.write(rmax[u][g]);
+  out.write(w);
+  if (++jw == WORDS) {
+    jw = 0;
+    if (++u == RL) {
+      u = 0;
+      ++g;
+    }
+  }
+}
+
 // logits_out: the valid rows of a finished Q.K^T row tile onto the logits stream, LANES logits per
-// word (ceil(N / LANES) words per row; lanes past N carry 0 and are ignored by the softmax), and
-// each row's maximum onto `maxes` with the row's first word.
+// word (ceil(N / LANES) words per row), each row's maximum onto `maxes` with the row's first word
+// (logits_out_word). qk_array streams every row tile but the last inside the next one's reduction.
 template <class C>
 void logits_out(const typename C::act_t rows[logit_rows_per_cycle<C>()][logit_groups<C>()][C::N],
                 const typename C::act_t rmax[logit_rows_per_cycle<C>()][logit_groups<C>()], int n0,
-                stream<typename C::logit_word_t>& out, stream<typename C::act_t>& maxes) {
-  constexpr int RL = logit_rows_per_cycle<C>();
+                stream<typename C::logit_word_t>& out, stream<typename C::act_t>& maxes, [[maybe_unused]] int buf = 0) {
+  [[maybe_unused]] constexpr int RL = logit_rows_per_cycle<C>();   // the C-sim path below
   const int valid = C::N - n0 < C::ROWS ? C::N - n0 : C::ROWS;
 #if P2VIT_CSIM_FAST_ROWS
   if constexpr (csim_fast_rows::epi_supported<C>() && C::LANES == 1) {   // C-sim: one append per row
@@ -343,7 +375,6 @@ void logits_out(const typename C::act_t rows[logit_rows_per_cycle<C>()][logit_gr
   }
 #endif
   constexpr int WORDS = (C::N + C::LANES - 1) / C::LANES;
-  [[maybe_unused]] constexpr int BANKS = logit_row_banks<C>();
   int u = 0, g = 0, jw = 0;   // one row at a time: its bank along the rows, u, is a run-time multiplexer
   [[maybe_unused]] constexpr int TRIPS = C::ROWS*WORDS;
 logits_out:
@@ -351,22 +382,7 @@ logits_out:
     P2VIT_PRAGMA(HLS PIPELINE II=1)
     P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=TRIPS)
     P2VIT_COUNT("requant.logits_out");
-    typename C::logit_word_t w;
-    for (int l = 0; l < C::LANES; ++l) {
-      P2VIT_PRAGMA(HLS UNROLL)
-      const int j = jw * C::LANES + l;
-      if (j < C::N) P2VIT_ACCESS("logit_rows", u * BANKS + j % BANKS);
-      lane(w, l) = j < C::N ? rows[u][g][j] : typename C::act_t(0);
-    }
-    if (jw == 0) maxes.write(rmax[u][g]);
-    out.write(w);
-    if (++jw == WORDS) {
-      jw = 0;
-      if (++u == RL) {
-        u = 0;
-        ++g;
-      }
-    }
+    logits_out_word<C>(rows, rmax, u, g, jw, out, maxes, buf);
   }
 }
 

@@ -292,30 +292,47 @@ row_tiles:
   }
 }
 
+// qk_array_prefetch<C>(): whether qk_array loads the next row tile of queries inside the current
+// tile's reduction loop (its ROWS x DH/SIMD words fit the loop's OT x DH/SIMD + G iterations).
+template <class C>
+constexpr bool qk_array_prefetch() {
+  constexpr int OT = (C::N + C::COLS - 1) / C::COLS, STEPS = C::DH / C::SIMD;
+  return C::ROWS * (C::DH / load_lanes<C>()) <= OT * STEPS + logit_groups<C>();
+}
+
 // qk_array: the logits of head h, a = requant(q_h . k_h^T, shift, 8), row by row on `logits`, and
 // each row's maximum on `maxes` (taken by the epilogue as the key tiles finish).
+// Row tiles overlap three ways in one loop per row tile (reduce_keys): the PE array reduces tile t
+// from xt[cur] while the epilogue drains its key tiles into rows[cur]; tile t - 1's finished rows
+// stream out of rows[1 - cur], one word per iteration (logits_out_word), so the loop runs
+// max(OT x DH/SIMD + G, that tile's rows x WORDS) iterations; and tile t + 1's queries load into
+// xt[1 - cur] (qk_array_prefetch), one word per iteration. Only the first tile's load and the last
+// tile's stream (logits_out) are outside the loop.
 template <class C>
 void qk_array(const typename C::act_t q[C::N][C::D], const typename C::act_t k[C::H][C::N][C::DH], int h,
               int shift, stream<typename C::logit_word_t>& logits, stream<typename C::act_t>& maxes) {
   constexpr int NT = (C::N + C::ROWS - 1) / C::ROWS, OT = (C::N + C::COLS - 1) / C::COLS;
-  pe_x<C> xt[C::ROWS][C::DH];
+  pe_x<C> xt[2][C::ROWS][C::DH];   // the row tile being reduced and the next one
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=xt type=complete dim=1)
+  P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=xt type=complete dim=2)
   [[maybe_unused]] constexpr int SIMD = C::SIMD;
 #if P2VIT_XT_RESHAPE_QK   // a row's SIMD values of one step in one word: one memory per row (see p2vit_params.h)
-  P2VIT_PRAGMA(HLS ARRAY_RESHAPE variable=xt type=cyclic factor=SIMD dim=2)
+  P2VIT_PRAGMA(HLS ARRAY_RESHAPE variable=xt type=cyclic factor=SIMD dim=3)
 #else
-  P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=xt type=cyclic factor=SIMD dim=2)
+  P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=xt type=cyclic factor=SIMD dim=3)
 #endif
   typename C::acc_t acc[C::ROWS][C::COLS];
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=acc type=complete dim=0)
-  // The logit row tile, row n = g*RL + u at [u][g] (banks.h logit_groups): RL x COLS logits per
-  // cycle in (epi_logits_group: rows u of group g), LANES of one row out (logits_out)
+  // Two logit row tiles, row n = g*RL + u at [b][u][g] (banks.h logit_groups): the one the
+  // epilogue fills (RL x COLS logits per cycle, epi_logits_group) and the previous one, streaming
+  // out (LANES of one row per cycle, logits_out_word)
   constexpr int RL = logit_rows_per_cycle<C>(), G = logit_groups<C>();
-  typename C::act_t rows[RL][G][C::N];
+  typename C::act_t rows[2][RL][G][C::N];
   [[maybe_unused]] constexpr int LOGIT_BANKS = logit_row_banks<C>();
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=rows type=complete dim=1)
-  P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=rows type=cyclic factor=LOGIT_BANKS dim=3)
-  typename C::act_t rmax[RL][G];   // the tile rows' running maxima: registers (ROWS bytes)
+  P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=rows type=complete dim=2)
+  P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=rows type=cyclic factor=LOGIT_BANKS dim=4)
+  typename C::act_t rmax[2][RL][G];   // the tiles' running row maxima: registers
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=rmax type=complete dim=0)
 #if P2VIT_CSIM_FAST_MAC
   if constexpr (csim_fast::layer_fast_supported<C>()) {   // native C-sim: same values, blocked (csim_fast.h)
@@ -338,36 +355,68 @@ void qk_array(const typename C::act_t q[C::N][C::D], const typename C::act_t k[C
 #endif
   // Ping-pong accumulators: key tile ot - 1 drains from `done` (grouped: done[g][u] = acc[g*RL + u]),
   // one group of RL rows per step, during tile ot's DH/SIMD steps (RL is chosen so that its G
-  // groups fit them); G more iterations drain the last tile. One loop per row tile, one epilogue
-  // instance.
+  // groups fit them); G more iterations drain the last tile. One epilogue instance.
   typename C::acc_t done[G][RL][C::COLS];
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=done type=complete dim=0)
   constexpr int STEPS = C::DH / C::SIMD;
   static_assert(G <= STEPS, "qk_array: a key tile's epilogue groups must fit its reduction steps");
+  constexpr int RED = OT * STEPS + G;                          // a row tile's steps and its last drain
+  constexpr int WORDS = (C::N + C::LANES - 1) / C::LANES;      // stream words per row
+  constexpr int QWORDS = C::DH / load_lanes<C>();              // query words per row
+  constexpr bool PREFETCH = qk_array_prefetch<C>();
+  [[maybe_unused]] constexpr int TRIPS = RED > C::ROWS * WORDS ? RED : C::ROWS * WORDS;
 #ifndef __SYNTHESIS__
   // C-sim only: g++ cannot see that the tail's handoff reads only what the steps wrote
   // (-Wmaybe-uninitialized); hardware reads nothing unset.
   for (auto& row : acc)
     for (auto& a : row) a = 0;
 #endif
+  bool cur = false;   // the row buffers of tile t: xt[cur] (queries), rows[cur] and rmax[cur] (logits)
 row_tiles:
   for (int t = 0; t < NT; ++t) {
-    load_rows_array<C, C::DH, C::D, q_banks<C>()>(q, h * C::DH, C::DH, C::N, t * C::ROWS, xt, "q");
-    int ot = 0, ks = 0;   // running key tile and step
+    if (t == 0) {   // the first tile (cur is 0); the others load inside the previous loop, or here
+      load_rows_array<C, C::DH, C::D, q_banks<C>()>(q, h * C::DH, C::DH, C::N, 0, xt[0], "q");
+    } else if constexpr (!PREFETCH) {
+      load_rows_array<C, C::DH, C::D, q_banks<C>()>(q, h * C::DH, C::DH, C::N, t * C::ROWS, xt[cur], "q");
+    }
+    const bool fetching = PREFETCH && t + 1 < NT;
+    const int out_words = t > 0 ? C::ROWS * WORDS : 0;   // tile t - 1's rows (every tile but the last is full)
+    const int trip = RED > out_words ? RED : out_words;
+    int ot = 0, ks = 0;            // running key tile and step
+    int ou = 0, og = 0, ojw = 0;   // tile t - 1's stream: row (ou, og), word ojw
+    int pn = 0, pw = 0;            // prefetch: row and word of tile t + 1's queries
   reduce_keys:
-    for (int i = 0; i < OT * STEPS + G; ++i) {
+    for (int i = 0; i < trip; ++i) {
       P2VIT_PRAGMA(HLS PIPELINE II=1)
+      P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=TRIPS)
+      // the prefetch writes the query tile the PE array does not read; the drain fills the logit
+      // tile the stream does not read (rows[cur] and rows[!cur], rmax likewise: other memories)
+      P2VIT_PRAGMA(HLS DEPENDENCE variable=xt type=inter dependent=false)
+      P2VIT_PRAGMA(HLS DEPENDENCE variable=xt type=intra dependent=false)
+      P2VIT_PRAGMA(HLS DEPENDENCE variable=rows type=inter dependent=false)
+      P2VIT_PRAGMA(HLS DEPENDENCE variable=rows type=intra dependent=false)
       P2VIT_COUNT("mac_array.reduce_keys");
-      if (ot > 0 && ks == 0) acc_handoff_groups<C>(acc, done);   // tile ot - 1 is complete
-      if (ot > 0 && ks < G) epi_logits_group<C>(done[ks], ks, (ot - 1) * C::COLS, shift, rows, rmax);
-      if (ot < OT) reduce_keys_step<C, C::DH>(xt, ks, k, h, ot, acc);
-      if (++ks == STEPS) {
-        ks = 0;
-        ++ot;
+      if (i < RED) {
+        if (ot > 0 && ks == 0) acc_handoff_groups<C>(acc, done);   // key tile ot - 1 is complete
+        if (ot > 0 && ks < G) epi_logits_group<C>(done[ks], ks, (ot - 1) * C::COLS, shift, rows[cur], rmax[cur], int(cur));
+        if (ot < OT) reduce_keys_step<C, C::DH>(xt[cur], ks, k, h, ot, acc);
+        if (++ks == STEPS) {
+          ks = 0;
+          ++ot;
+        }
+      }
+      if (i < out_words) logits_out_word<C>(rows[!cur], rmax[!cur], ou, og, ojw, logits, maxes, int(!cur));
+      if (fetching && pn < C::ROWS) {
+        load_rows_word<C, C::DH, C::D, q_banks<C>()>(q, h * C::DH, C::N, (t + 1) * C::ROWS, pn, pw, xt[!cur], "q");
+        if (++pw == QWORDS) {
+          pw = 0;
+          ++pn;
+        }
       }
     }
-    logits_out<C>(rows, rmax, t * C::ROWS, logits, maxes);
+    cur = !cur;
   }
+  logits_out<C>(rows[!cur], rmax[!cur], (NT - 1) * C::ROWS, logits, maxes, int(!cur));   // the last row tile
 }
 
 // attention_head: Q.K^T -> softmax -> A.V of head h, overlapped row by row.
