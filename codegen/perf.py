@@ -67,10 +67,11 @@ DEPTH = {
     "layernorm.pass": 52,          # row p - S: (log2 D + R + 14) x 32-bit div_round (~45 at D 768, R 16), multiply,
                                    # requant; beside it row p's shift, square and 64-bit adder trees, and in a
                                    # row's last word its variance and isqrt (~45, off the critical path: ln_skew)
-    "softmax.pass": 10,            # row i: FIFO read, n comparators against k|x0|, mux + subtract, add pb, 18-bit
-                                   # square (3), add pc, shift, sum; beside it row i - 1: ex read, Z constant
-                                   # multiples (shift-add tree, 3), compare, count, FIFO write (7)
-    "shifter.pass": 4,             # row i: FIFO read, V read, shift, accumulate; row i - 1: requant, write
+    "softmax.pass": 18,            # row i: FIFO read, n comparators against k|x0|, mux + subtract, add pb, 18-bit
+                                   # square (3), add pc, shift, sum (10); row i - 1's codes after the previous
+                                   # pass's sum became its comparison side (1): ex read, Z constant multiples
+                                   # (shift-add tree, 3), compare, count, FIFO write (7)
+    "shifter.pass": 5,             # row i: FIFO read, V read, shift, accumulate, hand-over; row i - 1: requant, write
 }
 LANE_TREES = ("softmax.pass", "shifter.pass")   # + log2(LANES): the lanes' adder tree
 COL_TREES = ("requant.logits",)   # + log2(COLS): the max tree over a tile row's logits
@@ -456,15 +457,17 @@ def _block(shape: ModelShape, hw: HwConfig, b_qkv: int, b_proj: int, b_fc1: int,
     qk = _qk_array(qk_hw(hw), N, DH, W)
     # the row's maximum comes with it (Q.K^T's epilogue takes it); pass i makes row i's exps as the
     # row arrives and row i - 1's codes (N + 1 passes; a row's codes are out when the next pass ends)
-    sm_pass = Loop("softmax.pass", W, 1)
-    sm_rows = ([Op("r", [sm_pass], fifo="logits")]
+    # (one loop entry per head: the first pass carries the pipeline's fill, the others none)
+    sm_first, sm_pass = Loop("softmax.pass", W, 1), Loop("softmax.pass", W, 0)
+    sm_rows = ([Op("r", [sm_first], fifo="logits")]
                + [Op("r", [sm_pass], fifo="logits"), Op("w", [], fifo="codes")] * (N - 1)
                + [Op("c", [sm_pass]), Op("w", [], fifo="codes")])
-    # A.V: pass i takes row i's keys beside row i - 1's outputs (N + 1 passes), then a one-cycle
-    # register copy hands row i's sums over
-    av_pass = Loop("shifter.pass", max(W, _cdiv(DH, hw.lanes)), 1)
-    av_rows = ([Op("r", [av_pass], fifo="codes", extra=1, extra_chunk="shifter")] * N
-               + [Op("c", [av_pass], extra=1, extra_chunk="shifter")])
+    # A.V: pass i takes row i's keys beside row i - 1's outputs (N + 1 passes, one loop entry), the
+    # pass's last cycle handing row i's sums over
+    av_words = max(W, _cdiv(DH, hw.lanes))
+    av_rows = ([Op("r", [Loop("shifter.pass", av_words, 1)], fifo="codes")]
+               + [Op("r", [Loop("shifter.pass", av_words, 0)], fifo="codes")] * (N - 1)
+               + [Op("c", [Loop("shifter.pass", av_words, 0)])])
     steps.append(Step("attn", "attention", [qk, sm_rows, av_rows], repeat=H, macs=H * N * N * DH,
                       av_macs=H * N * N * DH, dram={}))
     pp = [_burst(D * 4, hw), _burst(D, hw), _burst(D, hw), _burst(D, hw)]

@@ -203,8 +203,9 @@ def test_cycle_equations(tiny):
     last = N - (NTq - 1) * R
     qk = (loads * _cyc("mac_array.load_array", R * -(-DH // S)) + sum(t + d_keys - 1 for t in trips)
           + _cyc("requant.logits_out", last * W))
-    sm = (N + 1) * lane_cyc("softmax.pass", W)   # pass i: row i's exps beside row i - 1's codes
-    av = (N + 1) * (lane_cyc("shifter.pass", max(W, -(-DH // L))) + 1)   # keys of row i, outputs of i - 1; hand-over
+    # one loop entry each per head, N + 1 passes (no fill per row)
+    sm = lane_cyc("softmax.pass", (N + 1) * W)   # pass i: row i's exps beside row i - 1's codes
+    av = lane_cyc("shifter.pass", (N + 1) * max(W, -(-DH // L)))   # keys of row i, outputs of i - 1
     assert step["blocks.0.attn"]["cycles"] == H * (qk + sm + av)
     # LayerNorm: one loop entry of (N + S) passes of ceil(D/L) words, S = 1 + ceil(64 / words) (each
     # row's isqrt runs beside the passes); the four parameter bursts before it

@@ -96,11 +96,14 @@ def test_search_returns_the_fastest_design_that_fits(tmp_path, deit_s):
                     if cols % (2 * ports):
                         continue
                     for lanes in SMALL_GRID["lanes"]:
-                        h = fpga_target.target_hw(t, rows=rows, cols=cols, simd=simd, lanes=lanes, weight_ports=ports)
-                        res = perf.resources(deit_s, h)
-                        luts = sum(fpga_target.lut_estimate(deit_s, h).values())
-                        if not fpga_target.check_fits(res, luts, t):
-                            fitting.append((perf.evaluate(deit_s, h, dram_gbs=t.dram_gbs).latency_ms, res["dsps"]))
+                        for qk_rows in fpga_target.qk_row_choices(rows):   # as many rows, or half
+                            h = fpga_target.target_hw(t, rows=rows, cols=cols, simd=simd, lanes=lanes,
+                                                      weight_ports=ports, qk_rows=qk_rows)
+                            res = perf.resources(deit_s, h)
+                            luts = sum(fpga_target.lut_estimate(deit_s, h).values())
+                            if not fpga_target.check_fits(res, luts, t):
+                                fitting.append((perf.evaluate(deit_s, h, dram_gbs=t.dram_gbs).latency_ms,
+                                                res["dsps"]))
     fastest = min(lat for lat, _ in fitting)
     assert p.latency_ms <= fastest * 1.01
     assert p.res["dsps"] == min(d for lat, d in fitting if lat <= fastest * 1.01)

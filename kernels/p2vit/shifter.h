@@ -5,8 +5,10 @@
 // with DH x LANES shifters: per cycle LANES keys (one code word) and, for each of the DH channels,
 // an adder tree of their (v << F) >> code, exactly v * 2^(F - code) for code <= F; the all-ones
 // code is skipped (weight 0). A finished row's DH sums move to a second register set (`done`) and
-// leave LANES per cycle during the next row's keys: N + 1 passes of max(ceil(N / LANES),
-// ceil(DH / LANES)) cycles, pass i taking row i's keys beside row i - 1's outputs.
+// leave LANES per cycle during the next row's keys: one II-1 loop of N + 1 passes of
+// max(ceil(N / LANES), ceil(DH / LANES)) cycles (entered once per head: no pipeline fill per
+// row), pass i taking row i's keys beside row i - 1's outputs; the last cycle of a pass hands its
+// sums over.
 //   v: the value buffer value_buf<C> = v[H][N][VW][E] (p2vit/banks.h), dim 2 cyclic LANES x dim 3
 //     complete x dim 4 reshaped: key lane l reads the VW words of its key, memory (l, word), fixed at
 //     compile time (II 1); each memory gives one E-channel word per cycle.
@@ -41,54 +43,59 @@ void av_rows(stream<typename C::code_word_t>& codes, const value_buf<C> v, int h
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=acc type=complete)
   av_acc_t done[C::DH];   // row i - 1's, leaving L per cycle
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=done type=complete)
-rows:
-  for (int i = 0; i < C::N + 1; ++i) {
-  pass:
-    for (int t = 0; t < PASS; ++t) {
-      P2VIT_PRAGMA(HLS PIPELINE II=1)
-      P2VIT_COUNT("shifter.pass");
-      if (i > 0 && t < OUTS) {   // row i - 1's outputs, L consecutive channels (distinct banks of o)
-        for (int l = 0; l < L; ++l) {
-          P2VIT_PRAGMA(HLS UNROLL)
-          const int d = t * L + l;
-          if (d < C::DH) {
-            P2VIT_ACCESS("o", (h * C::DH + d) % L);
-            o[i - 1][h * C::DH + d] = requant<8>(i64(done[d]), shift);
-          }
-        }
-      }
-      if (i < C::N && t < WORDS) {   // row i's keys
-        const typename C::code_word_t w = codes.read();
-        bool skip = false;
-#if defined(P2VIT_NATIVE_TYPES) && !defined(__SYNTHESIS__)
-        skip = t > 0;   // C-sim only: a word of zero weights adds 0 to every lane (same values)
-        for (int l = 0; l < L; ++l) skip = skip && int(lane(w, l)) == C::CODE_ZERO;
-#endif
-        if (!skip) {
-          for (int d = 0; d < C::DH; ++d) {
-            P2VIT_PRAGMA(HLS UNROLL)
-            av_acc_t add = 0;   // the L keys of this cycle for channel d (an adder tree)
-            for (int l = 0; l < L; ++l) {
-              P2VIT_PRAGMA(HLS UNROLL)
-              const int j = t * L + l;
-              const int c = int(lane(w, l));
-              if (j < C::N) {
-                constexpr int E = qkv_lanes<C>();
-                [[maybe_unused]] constexpr int VW = value_words<C>();
-                // memory (key lane, word); the E channels of a word are one read, counted at its first
-                if (d % E == 0) P2VIT_ACCESS_STATIC("v", (j % L) * VW + d / E, l * VW + d / E);
-                const av_acc_t vs = av_acc_t(v[h][j][d / E][d % E]) * av_acc_t(1 << C::AV_FRAC);  // v << F
-                add = add + (c == C::CODE_ZERO ? av_acc_t(0) : av_acc_t(vs >> c));
-              }
-            }
-            acc[d] = (t == 0 ? av_acc_t(0) : acc[d]) + add;   // the clear folded into the first word
-          }
+  int i = 0, t = 0;   // this iteration's pass (row i's keys, row i - 1's outputs) and cycle in it
+pass:
+  for (int it = 0; it < (C::N + 1) * PASS; ++it) {
+    P2VIT_PRAGMA(HLS PIPELINE II=1)
+    P2VIT_COUNT("shifter.pass");
+    if (i > 0 && t < OUTS) {   // row i - 1's outputs, L consecutive channels (distinct banks of o)
+      for (int l = 0; l < L; ++l) {
+        P2VIT_PRAGMA(HLS UNROLL)
+        const int d = t * L + l;
+        if (d < C::DH) {
+          P2VIT_ACCESS("o", (h * C::DH + d) % L);
+          o[i - 1][h * C::DH + d] = requant<8>(i64(done[d]), shift);
         }
       }
     }
-    for (int d = 0; d < C::DH; ++d) {   // row i's sums to `done` in one cycle (registers)
-      P2VIT_PRAGMA(HLS UNROLL)
-      done[d] = acc[d];
+    const bool last = t == PASS - 1;   // row i's sums move to `done` (registers) as the pass ends
+    if (i < C::N && t < WORDS) {   // row i's keys
+      const typename C::code_word_t w = codes.read();
+      bool skip = false;
+#if defined(P2VIT_NATIVE_TYPES) && !defined(__SYNTHESIS__)
+      skip = t > 0;   // C-sim only: a word of zero weights adds 0 to every lane (same values)
+      for (int l = 0; l < L; ++l) skip = skip && int(lane(w, l)) == C::CODE_ZERO;
+#endif
+      for (int d = 0; d < C::DH; ++d) {
+        P2VIT_PRAGMA(HLS UNROLL)
+        av_acc_t add = 0;   // the L keys of this cycle for channel d (an adder tree)
+        if (!skip) {
+          for (int l = 0; l < L; ++l) {
+            P2VIT_PRAGMA(HLS UNROLL)
+            const int j = t * L + l;
+            const int c = int(lane(w, l));
+            if (j < C::N) {
+              constexpr int E = qkv_lanes<C>();
+              [[maybe_unused]] constexpr int VW = value_words<C>();
+              // memory (key lane, word); the E channels of a word are one read, counted at its first
+              if (d % E == 0) P2VIT_ACCESS_STATIC("v", (j % L) * VW + d / E, l * VW + d / E);
+              const av_acc_t vs = av_acc_t(v[h][j][d / E][d % E]) * av_acc_t(1 << C::AV_FRAC);  // v << F
+              add = add + (c == C::CODE_ZERO ? av_acc_t(0) : av_acc_t(vs >> c));
+            }
+          }
+        }
+        acc[d] = (t == 0 ? av_acc_t(0) : acc[d]) + add;   // the clear folded into the first word
+      }
+    }
+    if (last) {
+      for (int d = 0; d < C::DH; ++d) {
+        P2VIT_PRAGMA(HLS UNROLL)
+        done[d] = acc[d];
+      }
+      t = 0;
+      ++i;
+    } else {
+      ++t;
     }
   }
 }

@@ -7,7 +7,8 @@
 //   x0, pb, pc: the integer-exp constants of this layer's logit exponent at C::EXP_SHIFT (from the block
 //     descriptor: calibration data, not hardware).
 //   block, h: where the rows go in the traced (H, N, N) tensors (C-sim only).
-// Rows take one II-1 pass each of ceil(N / LANES) cycles (N + 1 passes), without a divider
+// One II-1 loop of N + 1 passes of ceil(N / LANES) cycles (entered once per head: no pipeline fill
+// per row), without a divider
 // (numerics.md 2.5, division-free forms), LANES elements per cycle (one stream word in, one out):
 // pass i, as row i's logits arrive, makes ex[j] = softmax_exp (comparisons against the multiples
 // k*|x0|, made once per head) and their sum, and beside it turns row i - 1 into codes,
@@ -46,59 +47,65 @@ void softmax_rows(stream<typename C::logit_word_t>& in, stream<typename C::act_t
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=ex type=cyclic factor=L dim=2)
   P2VIT_CSIM_ONLY(typename C::act_t a[2][C::N];)   // the trace's copy of the logits
   i64 s = 0;   // row i - 1's comparison side (numerics.md 2.5): 2 * sum or sum << G
-rows:
-  for (int i = 0; i < C::N + 1; ++i) {
+  i64 sum = 0;   // row i's, < 2^63
+  typename C::act_t amax = 0;   // row i's maximum
+  P2VIT_CSIM_ONLY(typename C::code_t code[C::N];)   // the trace's copy of row i - 1's codes
+  int i = 0, jw = 0;   // this iteration's pass (row i's exps, row i - 1's codes) and word
+  // ex: pass i writes ex[i mod 2], and the next pass reads it WORDS iterations later (a true
+  // dependence at that distance; within an iteration the load and the store are other rows)
+  [[maybe_unused]] constexpr int EX_DIST = WORDS;
+pass:
+  for (int it = 0; it < (C::N + 1) * WORDS; ++it) {
+    P2VIT_PRAGMA(HLS PIPELINE II=1)
+    P2VIT_PRAGMA(HLS DEPENDENCE variable=ex type=inter direction=RAW distance=EX_DIST dependent=true)
+    P2VIT_PRAGMA(HLS DEPENDENCE variable=ex type=intra dependent=false)
+    P2VIT_COUNT("softmax.pass");
     const int cur = i % 2, prev = 1 - cur;
-    typename C::act_t amax = 0;
-    if (i < C::N) amax = maxes.read();   // row i's maximum, from Q.K^T's epilogue
-    P2VIT_CSIM_ONLY(typename C::code_t code[C::N];)   // the trace's copy of row i - 1's codes
-    i64 sum = 0;   // row i's, < 2^63
-  pass:
-    for (int jw = 0; jw < WORDS; ++jw) {
-      P2VIT_PRAGMA(HLS PIPELINE II=1)
-      // pass i writes ex[i mod 2] and reads only ex[1 - i mod 2]: no dependence between the
-      // iterations, nor between this iteration's store and load (so the code half need not wait
-      // for the exp half's store)
-      P2VIT_PRAGMA(HLS DEPENDENCE variable=ex type=inter dependent=false)
-      P2VIT_PRAGMA(HLS DEPENDENCE variable=ex type=intra dependent=false)
-      P2VIT_COUNT("softmax.pass");
-      if (i < C::N) {   // row i: exps as the logits arrive
-        const typename C::logit_word_t w = in.read();
-        i64 part = 0;   // this cycle's L exps (an adder tree)
-        for (int l = 0; l < L; ++l) {
-          P2VIT_PRAGMA(HLS UNROLL)
-          const int j = jw * L + l;
-          if (j < C::N) {
-            P2VIT_ACCESS("softmax_ex", cur * L + j % L);
-            P2VIT_CSIM_ONLY(a[cur][j] = lane(w, l);)
-            const i64 e = softmax_exp<C::EXP_SHIFT>(lane(w, l), amax, mul, pb, pc);
-            ex[cur][j] = e;
-            part = part + e;
-          }
+    if (i < C::N && jw == 0) amax = maxes.read();   // row i's maximum, from Q.K^T's epilogue
+    i64 row_sum = jw == 0 ? i64(0) : sum;           // row i's sum so far
+    if (i < C::N) {   // row i: exps as the logits arrive
+      const typename C::logit_word_t w = in.read();
+      i64 part = 0;   // this cycle's L exps (an adder tree)
+      for (int l = 0; l < L; ++l) {
+        P2VIT_PRAGMA(HLS UNROLL)
+        const int j = jw * L + l;
+        if (j < C::N) {
+          P2VIT_ACCESS("softmax_ex", cur * L + j % L);
+          P2VIT_CSIM_ONLY(a[cur][j] = lane(w, l);)
+          const i64 e = softmax_exp<C::EXP_SHIFT>(lane(w, l), amax, mul, pb, pc);
+          ex[cur][j] = e;
+          part = part + e;
         }
-        sum = sum + part;
       }
-      if (i > 0) {   // row i - 1: L codes per cycle straight to A.V (lanes past N carry the zero-weight code)
-        typename C::code_word_t w;
-        for (int l = 0; l < L; ++l) {
-          P2VIT_PRAGMA(HLS UNROLL)
-          const int j = jw * L + l;
-          typename C::code_t c = typename C::code_t(Z);
-          if (j < C::N) {
-            P2VIT_ACCESS("softmax_ex", prev * L + j % L);
-            c = typename C::code_t(log_code_cmp<Z, C::ATTN_GEOMETRIC>(s, ex[prev][j]));
-            P2VIT_CSIM_ONLY(code[j] = c;)
-          }
-          lane(w, l) = c;
+      row_sum = row_sum + part;
+    }
+    if (i > 0) {   // row i - 1: L codes per cycle straight to A.V (lanes past N carry the zero-weight code)
+      typename C::code_word_t w;
+      for (int l = 0; l < L; ++l) {
+        P2VIT_PRAGMA(HLS UNROLL)
+        const int j = jw * L + l;
+        typename C::code_t c = typename C::code_t(Z);
+        if (j < C::N) {
+          P2VIT_ACCESS("softmax_ex", prev * L + j % L);
+          c = typename C::code_t(log_code_cmp<Z, C::ATTN_GEOMETRIC>(s, ex[prev][j]));
+          P2VIT_CSIM_ONLY(code[j] = c;)
         }
-        out.write(w);
+        lane(w, l) = c;
       }
+      out.write(w);
     }
-    if (i > 0) {
-      P2VIT_TRACE("logits", block, (row0 + i - 1) * C::N, a[prev], C::N);
-      P2VIT_TRACE("codes", block, (row0 + i - 1) * C::N, code, C::N);
+    sum = row_sum;
+    if (jw == WORDS - 1) {   // the pass ends: row i's sum becomes the next pass's comparison side
+      if (i > 0) {
+        P2VIT_TRACE("logits", block, (row0 + i - 1) * C::N, a[prev], C::N);
+        P2VIT_TRACE("codes", block, (row0 + i - 1) * C::N, code, C::N);
+      }
+      s = softmax_code_rhs<C::ATTN_GEOMETRIC>(row_sum);
+      jw = 0;
+      ++i;
+    } else {
+      ++jw;
     }
-    s = softmax_code_rhs<C::ATTN_GEOMETRIC>(sum);
   }
   (void)block;
   (void)row0;
