@@ -179,14 +179,15 @@ def lut_estimate(shape: perf.ModelShape, hw: HwConfig) -> dict[str, int]:
                                                            * math.ceil(hw.rows / 4) * hw.cols
                                                            + RL * math.ceil(math.ceil(qk.rows / RL) / 4) * qk.cols)
                                                           * ACC_BITS * c["acc_row_mux"],
-        # Q.K^T's row tile: the running maxima rmax[u][g] are registers, read by group (G:1 per row
-        # lane) and by logits_out (ROWS:1); logits_out reads row bank u at run time (RL:1 per lane)
+        # Q.K^T's row tiles: the running maxima rmax[b][u][g] are registers, read by group (G:1 per
+        # row lane) and by the stream (2 x ROWS:1); the stream reads row bank u of tile !cur at run
+        # time (2 x RL:1 per lane)
         "logit row tile multiplexers (rmax, logits_out)": (RL * math.ceil(math.ceil(qk.rows / RL) / 4)
-                                                           + math.ceil(qk.rows / 4)
-                                                           + hw.lanes * math.ceil(RL / 4)) * 8 * c["acc_row_mux"],
-        # the PE array reads xt[cur] of two row buffers: a 2:1 multiplexer per row and SIMD byte
-        # (two per LUT6, shared select)
-        "row buffer select (xt[cur], prefetch)": hw.rows * hw.simd * 8 // 2,
+                                                           + math.ceil(2 * qk.rows / 4)
+                                                           + hw.lanes * math.ceil(2 * RL / 4)) * 8 * c["acc_row_mux"],
+        # each PE array reads xt[cur] of two row buffers: a 2:1 multiplexer per row and SIMD byte
+        # (two per LUT6, shared select); the MAC array's and the Q.K^T array's
+        "row buffer select (xt[cur], prefetch)": (hw.rows + qk.rows) * hw.simd * 8 // 2,
         "softmax lanes": hw.lanes * c["softmax_lane"],
         "A.V shifter array": shape.dh * hw.lanes * c["shifter"],
         "LayerNorm lanes and row unit": hw.lanes * c["layernorm_lane"] + c["layernorm_row"],

@@ -809,18 +809,18 @@ def buffers(shape: ModelShape, hw: HwConfig, acc_bits: int = 32) -> list[dict]:
         # xt of each instance: rows complete x cyclic SIMD along K, partitioned (ROWS x SIMD memories)
         # or reshaped (ROWS memories of SIMD-value words): xt_reshape; the MAC array's twice (the
         # tile being reduced and the prefetched next one)
-        b("stationary row tiles xt (main: [2][ROWS][K], K = max(KP, D, HID); qk: [QK_ROWS][DH]; partitioned or "
-          "reshaped along K)", 2 * rows * max(KP, D, HID) + qrows * DH,
-          [xt_memories(hw, max(KP, D, HID), reshape["main"])] * 2 + [xt_memories(qk_hw(hw), DH, reshape["qk"])]),
+        b("stationary row tiles xt (main: [2][ROWS][K], K = max(KP, D, HID); qk: [2][QK_ROWS][DH]; partitioned or "
+          "reshaped along K)", 2 * rows * max(KP, D, HID) + 2 * qrows * DH,
+          [xt_memories(hw, max(KP, D, HID), reshape["main"])] * 2 + [xt_memories(qk_hw(hw), DH, reshape["qk"])] * 2),
         # registers: acc and its ping-pong copy done of the MAC array (ROWS x COLS) and of the Q.K^T
         # array (QK_ROWS x PCOLS; its grouped done[G][RL][PCOLS] rounds QK_ROWS up to a multiple of RL)
         b("accumulators acc and ping-pong copies done (MAC array, Q.K^T array)",
           (2 * rows * cols + (qrows + RL * _cdiv(qrows, RL)) * pcols) * acc_bits // 8, []),
-        # row n = g*RL + u at [u][g]: RL banks along the rows of G = ceil(QK_ROWS/RL) rows each; the
-        # row maxima rmax[RL][G] are registers
-        b("logit row tile rows[RL][G][N] (rows complete x keys cyclic logit_row_banks) and row maxima "
-          "rmax[RL][G] (registers)", RL * _cdiv(qrows, RL) * (N + 1),
-          [(RL * logit_row_banks(hw), _cdiv(qrows, RL) * _cdiv(N, logit_row_banks(hw)), 8)]),
+        # two row tiles (one filling, one streaming out); row n = g*RL + u at [b][u][g]: RL banks along
+        # the rows of G = ceil(QK_ROWS/RL) rows each; the row maxima rmax[2][RL][G] are registers
+        b("logit row tiles rows[2][RL][G][N] (tiles and rows complete x keys cyclic logit_row_banks) and row "
+          "maxima rmax[2][RL][G] (registers)", 2 * RL * _cdiv(qrows, RL) * (N + 1),
+          [(2 * RL * logit_row_banks(hw), _cdiv(qrows, RL) * _cdiv(N, logit_row_banks(hw)), 8)]),
         b("layer parameters: bias/shift (max(3D, HID, classes)), e_r/e_s (cyclic param_banks), GELU table "
           "(registers), cls", OM * 5 + 2 * D + 256 + D * R // 8,
           [cyc(OM, 32, pb(ab // 4)), cyc(OM, 8, pb(ab)), cyc(D, 8, pb(ab)),
