@@ -75,6 +75,8 @@ LUT_COSTS = {
     "pe_chain": 40,          # per PE pair and chain of <= 8 packed products (their sums are in the DSPs' post-adders):
                              # the split's two ~19-bit +1 corrections, and beyond a pair's first chain the two ~20-bit
                              # adds that join it
+    "pe_pack": 10,           # per column pair and SIMD lane: the packed weight w1 * 2^18 + w0 (w1 less w0's sign,
+                             # ~9 bits), shared by the rows
     "pe_accumulator": 34,    # per acc[n][o]: a 32-bit adder and the clear multiplexer
     "epilogue_lane": 450,    # a requant lane: 64-bit round-half-up shift (~6 LUT levels x 64 bits / 2), saturation, bias add
     "residual_lane": 1_000,  # a requant lane, two alignment shifts of ~24 bits, the add and a second requant
@@ -155,7 +157,7 @@ def lut_estimate(shape: perf.ModelShape, hw: HwConfig) -> dict[str, int]:
 
     def array(h):   # a pair of columns per packed DSP chain (an odd last column costs as a pair)
         return (h.rows * math.ceil(h.cols / 2) * math.ceil(h.simd / perf.PACKED_CHAIN) * c["pe_chain"]
-                + h.rows * h.cols * c["pe_accumulator"])
+                + math.ceil(h.cols / 2) * h.simd * c["pe_pack"] + h.rows * h.cols * c["pe_accumulator"])
 
     return {
         "MAC arrays (products, accumulators)": array(hw) + array(qk),

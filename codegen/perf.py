@@ -71,7 +71,7 @@ DEPTH = {
                                    # square (3), add pc, shift, sum (10); row i - 1's codes after the previous
                                    # pass's sum became its comparison side (1): ex read, Z constant multiples
                                    # (shift-add tree, 3), compare, count, FIFO write (7)
-    "shifter.pass": 5,             # row i: FIFO read, V read, shift, accumulate, hand-over; row i - 1: requant, write
+    "shifter.pass": 7,             # row i: FIFO read, V read, shift, accumulate, hand-over; row i - 1: requant, write
 }
 LANE_TREES = ("softmax.pass", "shifter.pass")   # + log2(LANES): the lanes' adder tree
 COL_TREES = ("requant.logits",)   # + log2(COLS): the max tree over a tile row's logits
@@ -854,8 +854,9 @@ def xt_reshape(hw: HwConfig, shape: ModelShape) -> dict[str, bool]:
 
 
 def logit_row_banks(hw: HwConfig) -> int:
-    """Banks of Q.K^T's logit row tile (kernels/p2vit/banks.h logit_row_banks; PCOLS keys in)."""
-    return shared_banks(hw.port_cols, 1, hw.lanes, 1)
+    """Banks of Q.K^T's logit row tiles (kernels/p2vit/banks.h logit_row_banks): PCOLS keys in and
+    LANES out in the same loop, on every memory: lcm(PCOLS, LANES)."""
+    return math.lcm(hw.port_cols, hw.lanes)
 
 
 def logit_rows_per_cycle(hw: HwConfig, dh: int) -> int:

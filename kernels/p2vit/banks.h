@@ -110,11 +110,14 @@ template <class C, int PER>
 constexpr int param_banks() {
   return shared_banks(PER, 1, C::COLS, 1);
 }
-// logit_row_banks<C>(): Q.K^T's logit row tile rows[ROWS][N], dim 2: epi_logits writes COLS keys
-// per cycle (C: the Q.K^T array's configuration), logits_out reads LANES.
+// logit_row_banks<C>(): Q.K^T's logit row tiles rows[2][RL][G][N], dim 4: the epilogue writes COLS
+// keys per cycle (C: the Q.K^T array's configuration) and the stream reads LANES, in the same loop
+// (qk_array's reduce_keys) on tiles chosen at run time, so HLS puts both on every memory: lcm(COLS,
+// LANES) banks leave each at most one write and one read (COLS and LANES are powers of two or the
+// lanes reach disjoint bank sets).
 template <class C>
 constexpr int logit_row_banks() {
-  return shared_banks(C::COLS, 1, C::LANES, 1);
+  return lcm_int(C::COLS, C::LANES);
 }
 
 // logit_rows_per_cycle<C>(): tile rows epi_logits finishes per cycle, so that a key tile's epilogue

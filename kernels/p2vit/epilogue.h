@@ -68,14 +68,17 @@ inline void epi_qkv_row(const typename C::acc_t a[C::COLS], int row, int ot, int
     }
   }
   const int dg = pg - hbase;
+  // the group's columns are all valid or none (cols is a multiple of E): one predicate for its E
+  // lanes, so their E stores into one word of v merge into one write
+  const bool valid = g * E < cols;
   for (int e = 0; e < E; ++e) {
     P2VIT_PRAGMA(HLS UNROLL)
     const int c = cg * E + e, d = dg * E + e;
-    if (g * E + e < cols) {
+    if (valid) {
       P2VIT_ACCESS_LANE("bias", c % PB4, e, gcd_int(E, PB4));
       P2VIT_ACCESS_LANE("shift", c % PB1, e, gcd_int(E, PB1));
     }
-    if (row < C::N && g * E + e < cols) {
+    if (row < C::N && valid) {
       const typename C::act_t y = requant<8>(i64(a[g * E + e]) + i64(bias[c]), int(shift[c]));
       if (part == 0) {
         P2VIT_ACCESS_LANE("q", c % QB, e, gcd_int(E, QB));
@@ -84,7 +87,7 @@ inline void epi_qkv_row(const typename C::acc_t a[C::COLS], int row, int ot, int
         P2VIT_ACCESS_LANE("k", k_bank<C>(row, d), e * C::PCOLS + row % C::PCOLS, gcd_int(E, KB) * C::PCOLS);
         k[h][row][d] = y;
       } else {
-        // memory (key lane, word): the E lanes fill one word (cols is a multiple of E), one write
+        // memory (key lane, word): the E lanes fill one word, one write
         if (e == 0) P2VIT_ACCESS("v", (row % C::LANES) * value_words<C>() + dg);
         v[h][row][dg][e] = y;
       }
@@ -271,7 +274,7 @@ T max_tree(T v[W]) {
 template <class C>
 void epi_logits_group(const typename C::acc_t grp[logit_rows_per_cycle<C>()][C::COLS], int g, int o0, int shift,
                       typename C::act_t rows[logit_rows_per_cycle<C>()][logit_groups<C>()][C::N],
-                      typename C::act_t rmax[logit_rows_per_cycle<C>()][logit_groups<C>()], [[maybe_unused]] int buf = 0) {
+                      typename C::act_t rmax[logit_rows_per_cycle<C>()][logit_groups<C>()]) {
   P2VIT_PRAGMA(HLS INLINE)
   using act = typename C::act_t;
   [[maybe_unused]] constexpr int BANKS = logit_row_banks<C>();
@@ -285,7 +288,7 @@ void epi_logits_group(const typename C::acc_t grp[logit_rows_per_cycle<C>()][C::
         P2VIT_PRAGMA(HLS UNROLL)
         lv[o] = act(-128);
         if (o0 + o < C::N) {
-          P2VIT_ACCESS("logit_rows", (buf * RL + u) * BANKS + (o0 + o) % BANKS);   // buf: qk_array's row tile
+          P2VIT_ACCESS("logit_rows", u * BANKS + (o0 + o) % BANKS);
           const act a = requant<8>(i64(grp[u][o]), shift);
           rows[u][g][o0 + o] = a;
           lv[o] = a;
@@ -326,13 +329,13 @@ logits:
 // logits_out_word: one word of a finished Q.K^T row tile onto the logits stream: LANES logits of
 // row n = g*RL + u (u, g: the caller's running row cursor) from word jw (lanes past N carry 0 and are
 // ignored by the softmax), and the row's maximum onto `maxes` with its first word. Advances the
-// cursor. One cycle's work of logits_out and of qk_array's reduction loop. buf: which of
-// qk_array's two row tiles (other memories; the II check counts their banks apart).
+// cursor. One cycle's work of logits_out and of qk_array's reduction loop. (The II check counts
+// qk_array's two row tiles as one: HLS puts the drain's writes and the stream's reads, whose tile
+// is chosen at run time, on both.)
 template <class C>
 inline void logits_out_word(const typename C::act_t rows[logit_rows_per_cycle<C>()][logit_groups<C>()][C::N],
                             const typename C::act_t rmax[logit_rows_per_cycle<C>()][logit_groups<C>()], int& u,
-                            int& g, int& jw, stream<typename C::logit_word_t>& out, stream<typename C::act_t>& maxes,
-                            [[maybe_unused]] int buf = 0) {
+                            int& g, int& jw, stream<typename C::logit_word_t>& out, stream<typename C::act_t>& maxes) {
   P2VIT_PRAGMA(HLS INLINE)
   constexpr int RL = logit_rows_per_cycle<C>();
   constexpr int WORDS = (C::N + C::LANES - 1) / C::LANES;
@@ -341,7 +344,7 @@ inline void logits_out_word(const typename C::act_t rows[logit_rows_per_cycle<C>
   for (int l = 0; l < C::LANES; ++l) {
     P2VIT_PRAGMA(HLS UNROLL)
     const int j = jw * C::LANES + l;
-    if (j < C::N) P2VIT_ACCESS("logit_rows", (buf * RL + u) * BANKS + j % BANKS);
+    if (j < C::N) P2VIT_ACCESS("logit_rows", u * BANKS + j % BANKS);
     lane(w, l) = j < C::N ? rows[u][g][j] : typename C::act_t(0);
   }
   if (jw == 0) maxes.write(rmax[u][g]);
@@ -361,7 +364,7 @@ inline void logits_out_word(const typename C::act_t rows[logit_rows_per_cycle<C>
 template <class C>
 void logits_out(const typename C::act_t rows[logit_rows_per_cycle<C>()][logit_groups<C>()][C::N],
                 const typename C::act_t rmax[logit_rows_per_cycle<C>()][logit_groups<C>()], int n0,
-                stream<typename C::logit_word_t>& out, stream<typename C::act_t>& maxes, [[maybe_unused]] int buf = 0) {
+                stream<typename C::logit_word_t>& out, stream<typename C::act_t>& maxes) {
   [[maybe_unused]] constexpr int RL = logit_rows_per_cycle<C>();   // the C-sim path below
   const int valid = C::N - n0 < C::ROWS ? C::N - n0 : C::ROWS;
 #if P2VIT_CSIM_FAST_ROWS
@@ -382,7 +385,7 @@ logits_out:
     P2VIT_PRAGMA(HLS PIPELINE II=1)
     P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=TRIPS)
     P2VIT_COUNT("requant.logits_out");
-    logits_out_word<C>(rows, rmax, u, g, jw, out, maxes, buf);
+    logits_out_word<C>(rows, rmax, u, g, jw, out, maxes);
   }
 }
 

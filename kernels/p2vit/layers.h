@@ -237,6 +237,7 @@ row_tiles:
       for (int i = 0; i < seg_tiles * steps + tail; ++i) {
         P2VIT_PRAGMA(HLS PIPELINE II=REDUCE_II)
         P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=TRIPS)
+        P2VIT_PRAGMA(HLS EXPRESSION_BALANCE off)   // the PEs' packed DSP chains stay chains (pe_array.h)
         // the drain reads and writes its own element of r each cycle (proj, FC2)
         P2VIT_PRAGMA(HLS DEPENDENCE variable=r type=inter dependent=false)
         // the prefetch writes the row buffer the PE array does not read
@@ -389,23 +390,25 @@ row_tiles:
     for (int i = 0; i < trip; ++i) {
       P2VIT_PRAGMA(HLS PIPELINE II=1)
       P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=TRIPS)
+      P2VIT_PRAGMA(HLS EXPRESSION_BALANCE off)   // the PEs' packed DSP chains stay chains (pe_array.h)
       // the prefetch writes the query tile the PE array does not read; the drain fills the logit
       // tile the stream does not read (rows[cur] and rows[!cur], rmax likewise: other memories)
       P2VIT_PRAGMA(HLS DEPENDENCE variable=xt type=inter dependent=false)
       P2VIT_PRAGMA(HLS DEPENDENCE variable=xt type=intra dependent=false)
       P2VIT_PRAGMA(HLS DEPENDENCE variable=rows type=inter dependent=false)
       P2VIT_PRAGMA(HLS DEPENDENCE variable=rows type=intra dependent=false)
+      P2VIT_PRAGMA(HLS DEPENDENCE variable=rmax type=inter dependent=false)
       P2VIT_COUNT("mac_array.reduce_keys");
       if (i < RED) {
         if (ot > 0 && ks == 0) acc_handoff_groups<C>(acc, done);   // key tile ot - 1 is complete
-        if (ot > 0 && ks < G) epi_logits_group<C>(done[ks], ks, (ot - 1) * C::COLS, shift, rows[cur], rmax[cur], int(cur));
+        if (ot > 0 && ks < G) epi_logits_group<C>(done[ks], ks, (ot - 1) * C::COLS, shift, rows[cur], rmax[cur]);
         if (ot < OT) reduce_keys_step<C, C::DH>(xt[cur], ks, k, h, ot, acc);
         if (++ks == STEPS) {
           ks = 0;
           ++ot;
         }
       }
-      if (i < out_words) logits_out_word<C>(rows[!cur], rmax[!cur], ou, og, ojw, logits, maxes, int(!cur));
+      if (i < out_words) logits_out_word<C>(rows[!cur], rmax[!cur], ou, og, ojw, logits, maxes);
       if (fetching && pn < C::ROWS) {
         load_rows_word<C, C::DH, C::D, q_banks<C>()>(q, h * C::DH, C::N, (t + 1) * C::ROWS, pn, pw, xt[!cur], "q");
         if (++pw == QWORDS) {
@@ -416,7 +419,9 @@ row_tiles:
     }
     cur = !cur;
   }
-  logits_out<C>(rows[!cur], rmax[!cur], (NT - 1) * C::ROWS, logits, maxes, int(!cur));   // the last row tile
+  // the last row tile, in buffer (NT - 1) mod 2: a compile-time slice for the (not inlined) logits_out
+  constexpr int LAST = (NT - 1) % 2;
+  logits_out<C>(rows[LAST], rmax[LAST], (NT - 1) * C::ROWS, logits, maxes);
 }
 
 // attention_head: Q.K^T -> softmax -> A.V of head h, overlapped row by row.

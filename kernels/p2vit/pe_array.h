@@ -76,20 +76,21 @@ struct pe_operand<std::int8_t> {
 constexpr int PACKED_CHAIN = 8;
 constexpr int PACKED_START = -1;
 
-// packed_mac(p, x, w0, w1): p + x * (w1 * 2^18 + w0), one DSP48E2: the pre-adder packs the two
-// weights (27 bits signed: w1 * 2^18 + w0 with int8 w0, w1), the multiplier takes x (18-bit port;
-// x * packed = x*w0 + x*w1 * 2^18 in at most 35 bits), the post-adder adds p (the previous DSP's P). The product has no other use, so HLS matches the add->mul->add into one DSP (UG1399,
-// DSP multi-operation matching).
+// packed_mac(p, x, w0, w1): p + x * (w1 * 2^18 + w0), one DSP48E2: the packed weight (27 bits
+// signed, w1 * 2^18 + w0 with int8 w0, w1) depends on the weights only, so HLS forms it once per
+// column pair and lane for all rows (a ~9-bit decrement of w1 by w0's sign: fabric); the multiplier
+// takes x (18-bit port; x * packed = x*w0 + x*w1 * 2^18 in at most 35 bits), the post-adder adds p
+// (the previous DSP's P). The product has no other use, so HLS matches the mul->add into one DSP
+// (UG1399, DSP multi-operation matching). No BIND_OP here: UG1399 says binding the multiplier can
+// keep HLS from matching a multi-operation expression.
 template <typename P>
 inline P packed_mac(P p, sint<8> x, sint<8> w0, sint<8> w1) {
   P2VIT_PRAGMA(HLS INLINE)
-  const sint<27> packed = sint<27>(sint<27>(w1) * sint<27>(1 << 18) + sint<27>(w0));   // pre-adder
+  const sint<27> packed = sint<27>(sint<27>(w1) * sint<27>(1 << 18) + sint<27>(w0));   // shared by the rows
 #ifdef P2VIT_NATIVE_TYPES
   return P(p + P(std::int64_t(x) * std::int64_t(packed)));
 #else
-  const sint<36> prod = sint<36>(sint<18>(x) * packed);                                 // 27 x 18 bits
-  P2VIT_PRAGMA(HLS BIND_OP variable=prod op=mul impl=dsp)
-  return P(p + P(prod));                                                                // post-adder
+  return P(p + P(sint<36>(sint<18>(x) * packed)));   // 27 x 18-bit multiply and post-adder: one DSP
 #endif
 }
 
@@ -116,12 +117,12 @@ namespace detail {
 // xt[n][k0 + s], so each pair of their products is one DSP, and the S lanes' DSPs form chains of
 // PACKED_CHAIN (packed_mac) whose post-adders sum both columns at once; each chain is split once
 // (packed_split). An odd last column takes plain multipliers. R * ceil(C/2) * S DSPs in all
-// (codegen.perf.resources counts this). EXPRESSION_BALANCE off keeps each chain a chain: balanced
-// into a tree, its adds would leave the DSPs for LUTs.
+// (codegen.perf.resources counts this). Each chain must stay a chain (balanced into a tree, its
+// adds would leave the DSPs for LUTs): the callers' loops (main_array's reduce, qk_array's
+// reduce_keys) say EXPRESSION_BALANCE off, since a pragma in this inlined function is ignored.
 template <int R, int C, int S, int K, typename A>
 inline void pe_cycle_packed(const sint<8> xt[R][K], int k0, const sint<8> w[C][S], A acc[R][C], bool first) {
   P2VIT_PRAGMA(HLS INLINE)   // part of the caller's step: its xt layout, its pipeline
-  P2VIT_PRAGMA(HLS EXPRESSION_BALANCE off)
   constexpr int G = S < PACKED_CHAIN ? S : PACKED_CHAIN;   // products per chain
   for (int n = 0; n < R; ++n) {
     P2VIT_PRAGMA(HLS UNROLL)
