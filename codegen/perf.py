@@ -283,23 +283,20 @@ def _burst(nbytes: int, hw: HwConfig, n: int = 1) -> Loop:
     return Loop("params.burst", _cdiv(nbytes, hw.axi_bytes), 1, n, dram=_cdiv(nbytes, hw.axi_bytes) * hw.axi_bytes)
 
 
-def _mac(hw: HwConfig, NR: int, K: int, O: int, src: str, epi: str, bits: int | None,
-         row_out: int = 0, fifo_out: str = "", K_DH: int = 0, patch: int = 1):
-    """One layer on a MAC-array instance: per row tile, (valid rows, compute Op, [FIFO writes]).
+def _mac(hw: HwConfig, NR: int, K: int, O: int, src: str, epi: str, bits: int,
+         K_DH: int = 0, patch: int = 1):
+    """One layer on the MAC array (main_array): per row tile, (valid rows, compute Op). Q.K^T has
+    its own model, _qk_array.
 
-    src: array | patch (load_rows_*); epi: requant | residual | gelu | logits | embed | head (epi_*
-    of kernels/p2vit/epilogue.h); bits: weight bits, None for Q.K^T (keys on chip, no DRAM; hw is
-    then the Q.K^T array's, qk_hw); row_out: stream words per valid row written to fifo_out
-    (logits: ceil(N / LANES)); K_DH: the head width (QKV's epilogue lanes); patch: the patch size
-    (the patch load's lanes). Ops of identical row tiles are shared."""
+    src: array | patch (load_rows_*); epi: requant | residual | gelu | embed | head (epi_* of
+    kernels/p2vit/epilogue.h); bits: weight bits; K_DH: the head width (QKV's epilogue lanes);
+    patch: the patch size (the patch load's lanes). Ops of identical row tiles are shared."""
     R, C, S = hw.rows, hw.cols, hw.simd
     NT, OT = _cdiv(NR, R), _cdiv(O, C)
     slot = hw.weight_ports * hw.weight_beats * hw.axi_bytes   # bytes of one weight word, all planes (4-bit: same slots)
     def epilogue(c):               # the epilogue loop of a tile with c valid columns
         if epi == "head":
             return Loop("requant.head", c, 1)
-        if epi == "logits":      # logit_rows_per_cycle x COLS lanes
-            return Loop("requant.logits", _cdiv(R, logit_rows_per_cycle(hw, K)), 1)
         if epi in ("residual", "gelu"):   # COLS lanes: one tile row per cycle
             return Loop(f"requant.{epi}", R, 1)
         if epi == "requant":     # QKV: qkv_lanes columns of one tile row per cycle
@@ -313,14 +310,9 @@ def _mac(hw: HwConfig, NR: int, K: int, O: int, src: str, epi: str, bits: int | 
     # inside tile ot's reduction when it has at least as many steps as the drain has cycles, and
     # then run all OT x K/SIMD steps of a row tile in one loop entry (one burst, one fill) and a
     # tail of one drain's cycles (a full tile's) in which the last tile drains; the tail reads
-    # weight words too (the read stays unconditional). Q.K^T's epilogue always fits (RL rows per
-    # cycle): a tail of ceil(ROWS / RL) iterations of the same loop drains its last key tile.
+    # weight words too (the read stays unconditional).
     prefetch = False   # whether later row tiles load inside the previous tile's reduction loop
-    if bits is None:
-        tail = epilogue(C).iters
-        whole = Loop("mac_array.reduce_keys", OT * (K // S) + tail, 1, 1, drain="requant.logits")
-        groups = [(1, whole, None, None)]
-    elif epi in ("requant", "residual", "gelu") and drain_fits(hw, K, epi, K_DH):
+    if epi in ("requant", "residual", "gelu") and drain_fits(hw, K, epi, K_DH):
         trip = OT * (K // S) + drain_tail(hw, K, epi, K_DH)
         whole = Loop("mac_array.reduce", trip, 1, 1, trip * slot, drain=epilogue(C).id)
         groups = [(1, whole, None, None)]
@@ -337,9 +329,7 @@ def _mac(hw: HwConfig, NR: int, K: int, O: int, src: str, epi: str, bits: int | 
     words = K // patch_lanes(hw, patch) if src == "patch" else _cdiv(K, load_lanes(hw))
 
     def tile(v, load=True):
-        comp = Op("c", [Loop(load_id, R * words, 1)] if load else [], tiles=groups)
-        outs = [Op("w", [Loop(f"requant.{epi}_out", row_out, 1)], fifo=fifo_out)] * v if row_out else []
-        return v, comp, outs
+        return v, Op("c", [Loop(load_id, R * words, 1)] if load else [], tiles=groups)
 
     # the first row tile loads before its reduction; with the prefetch, every later one during the
     # previous tile's (kernels/p2vit/layers.h main_array)
@@ -348,19 +338,24 @@ def _mac(hw: HwConfig, NR: int, K: int, O: int, src: str, epi: str, bits: int | 
     return [(full[t == 0 or later] if NR - t * R >= R else tile(NR - t * R, t == 0 or later)) for t in range(NT)]
 
 
+def _qk_reduce(hq: HwConfig, N: int, DH: int) -> int:
+    """qk_array's reduction of one row tile (RED in kernels/p2vit/layers.h): OT x DH/SIMD steps and
+    G = ceil(ROWS / RL) iterations that drain the last key tile."""
+    return _cdiv(N, hq.cols) * (DH // hq.simd) + _cdiv(hq.rows, logit_rows_per_cycle(hq, DH))
+
+
 def qk_trips(hq: HwConfig, N: int, DH: int, words: int) -> list[int]:
     """Iterations of qk_array's reduction loop per row tile (kernels/p2vit/layers.h): the tile's
-    OT x DH/SIMD steps and G drain iterations, or, from the second tile on, the previous tile's
-    ROWS x words stream words if those are more (words: stream words per row, ceil(N / LANES))."""
-    red = _cdiv(N, hq.cols) * (DH // hq.simd) + _cdiv(hq.rows, logit_rows_per_cycle(hq, DH))
+    reduction (_qk_reduce), or, from the second tile on, the previous tile's ROWS x words stream
+    words if those are more (words: stream words per row, ceil(N / LANES))."""
+    red = _qk_reduce(hq, N, DH)
     return [red] + [max(red, hq.rows * words)] * (_cdiv(N, hq.rows) - 1)
 
 
 def qk_prefetch(hq: HwConfig, N: int, DH: int) -> bool:
     """Whether qk_array loads the next row tile of queries inside the reduction loop
     (qk_array_prefetch): its ROWS x DH/SIMD words fit the loop's steps and drain."""
-    red = _cdiv(N, hq.cols) * (DH // hq.simd) + _cdiv(hq.rows, logit_rows_per_cycle(hq, DH))
-    return hq.rows * _cdiv(DH, load_lanes(hq)) <= red
+    return hq.rows * _cdiv(DH, load_lanes(hq)) <= _qk_reduce(hq, N, DH)
 
 
 def _qk_array(hq: HwConfig, N: int, DH: int, words: int) -> list:
@@ -389,10 +384,7 @@ def _qk_array(hq: HwConfig, N: int, DH: int, words: int) -> list:
 
 
 def _seq_ops(tiles) -> list:
-    ops = []
-    for _, comp, outs in tiles:
-        ops += [comp] + outs
-    return ops
+    return [comp for _, comp in tiles]
 
 
 def ln_skew(dim: int, lanes: int) -> int:
