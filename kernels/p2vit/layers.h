@@ -293,12 +293,18 @@ row_tiles:
   }
 }
 
+// qk_array_reduce<C>(): qk_array's reduction of one row tile: OT x DH/SIMD steps and G iterations
+// that drain the last key tile.
+template <class C>
+constexpr int qk_array_reduce() {
+  return (C::N + C::COLS - 1) / C::COLS * (C::DH / C::SIMD) + logit_groups<C>();
+}
+
 // qk_array_prefetch<C>(): whether qk_array loads the next row tile of queries inside the current
-// tile's reduction loop (its ROWS x DH/SIMD words fit the loop's OT x DH/SIMD + G iterations).
+// tile's reduction loop (its ROWS x DH/SIMD words fit qk_array_reduce's iterations).
 template <class C>
 constexpr bool qk_array_prefetch() {
-  constexpr int OT = (C::N + C::COLS - 1) / C::COLS, STEPS = C::DH / C::SIMD;
-  return C::ROWS * (C::DH / load_lanes<C>()) <= OT * STEPS + logit_groups<C>();
+  return C::ROWS * (C::DH / load_lanes<C>()) <= qk_array_reduce<C>();
 }
 
 // qk_array: the logits of head h, a = requant(q_h . k_h^T, shift, 8), row by row on `logits`, and
@@ -361,7 +367,7 @@ void qk_array(const typename C::act_t q[C::N][C::D], const typename C::act_t k[C
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=done type=complete dim=0)
   constexpr int STEPS = C::DH / C::SIMD;
   static_assert(G <= STEPS, "qk_array: a key tile's epilogue groups must fit its reduction steps");
-  constexpr int RED = OT * STEPS + G;                          // a row tile's steps and its last drain
+  constexpr int RED = qk_array_reduce<C>();                    // a row tile's steps and its last drain
   constexpr int WORDS = (C::N + C::LANES - 1) / C::LANES;      // stream words per row
   constexpr int QWORDS = C::DH / load_lanes<C>();              // query words per row
   constexpr bool PREFETCH = qk_array_prefetch<C>();
