@@ -284,13 +284,14 @@ def _burst(nbytes: int, hw: HwConfig, n: int = 1) -> Loop:
 
 
 def _mac(hw: HwConfig, NR: int, K: int, O: int, src: str, epi: str, bits: int,
-         K_DH: int = 0, patch: int = 1):
+         K_DH: int = 0, patch: int = 1, preloaded: bool = False):
     """One layer on the MAC array (main_array): per row tile, (valid rows, compute Op). Q.K^T has
     its own model, _qk_array.
 
     src: array | patch (load_rows_*); epi: requant | residual | gelu | embed | head (epi_* of
     kernels/p2vit/epilogue.h); bits: weight bits; K_DH: the head width (QKV's epilogue lanes);
-    patch: the patch size (the patch load's lanes). Ops of identical row tiles are shared."""
+    patch: the patch size (the patch load's lanes); preloaded: the previous layer loaded the first
+    row tile (FC2 after FC1, fc2_early). Ops of identical row tiles are shared."""
     R, C, S = hw.rows, hw.cols, hw.simd
     NT, OT = _cdiv(NR, R), _cdiv(O, C)
     slot = hw.weight_ports * hw.weight_beats * hw.axi_bytes   # bytes of one weight word, all planes (4-bit: same slots)
@@ -334,8 +335,12 @@ def _mac(hw: HwConfig, NR: int, K: int, O: int, src: str, epi: str, bits: int,
     # the first row tile loads before its reduction; with the prefetch, every later one during the
     # previous tile's (kernels/p2vit/layers.h main_array)
     later = not prefetch
-    full = {load: tile(R, load) for load in (True, later)} if NR >= R else {}
-    return [(full[t == 0 or later] if NR - t * R >= R else tile(NR - t * R, t == 0 or later)) for t in range(NT)]
+
+    def loads(t):
+        return (not preloaded) if t == 0 else later
+
+    full = {load: tile(R, load) for load in (True, False)} if NR >= R else {}
+    return [(full[loads(t)] if NR - t * R >= R else tile(NR - t * R, loads(t))) for t in range(NT)]
 
 
 def _qk_reduce(hq: HwConfig, N: int, DH: int) -> int:
@@ -473,7 +478,7 @@ def _block(shape: ModelShape, hw: HwConfig, b_qkv: int, b_proj: int, b_fc1: int,
     p1 = [_burst(HID * 4, hw), _burst(HID, hw), _burst(256, hw)]
     p2 = [_burst(D * 4, hw), _burst(D, hw), _burst(D, hw), _burst(D, hw)]
     s1 = _seq_ops(_mac(hw, N, D, HID, "array", "gelu", b_fc1))
-    s2 = _seq_ops(_mac(hw, N, HID, D, "array", "residual", b_fc2))
+    s2 = _seq_ops(_mac(hw, N, HID, D, "array", "residual", b_fc2, preloaded=fc2_early(shape, hw)))
     d1, d2 = _linear_dram(hw, N, D, HID, b_fc1, "gelu", DH), _linear_dram(hw, N, HID, D, b_fc2, "residual", DH)
     steps.append(Step("mlp", "mlp", [_params(*p1) + s1 + _params(*p2) + s2], macs=2 * N * D * HID,
                       dram={"weights": d1["weights"] + d2["weights"], "params": _dram(p1) + _dram(p2)},
@@ -895,6 +900,16 @@ def drain_tail(hw: HwConfig, K: int, epi: str, dh: int) -> int:
     if not drain_fits(hw, K, epi, dh):
         return 0
     return hw.rows * (hw.cols // qkv_lanes(hw, dh)) if epi == "requant" else hw.rows
+
+
+def fc2_early(shape: "ModelShape", hw: HwConfig) -> bool:
+    """Whether FC1 loads FC2's first row tile in its last row tile's reduction loop (fc2_early in
+    kernels/p2vit/layers.h): FC1 drains in its loop, has two row tiles or more (hid's first rows are
+    complete after the first), and the ROWS x HID / load_lanes words fit that loop."""
+    D, HID, DH = shape.dim, shape.hidden, shape.dh
+    trip = _cdiv(HID, hw.cols) * (D // hw.simd) + drain_tail(hw, D, "gelu", DH)
+    return (drain_fits(hw, D, "gelu", DH) and _cdiv(shape.tokens, hw.rows) >= 2
+            and hw.rows * (HID // load_lanes(hw)) <= trip)
 
 
 def drains(shape: "ModelShape", hw: HwConfig) -> dict[str, bool]:

@@ -223,6 +223,29 @@ def test_cycle_equations(tiny):
     assert q.chunks["softmax"] == shape.depth * H * sm_off
 
 
+def test_fc2_first_row_tile_loads_inside_fc1(monkeypatch):
+    """FC1's last row tile loads FC2's first (fc2_early): FC2 exposes no row load of its own, and the
+    condition is the kernel's (a 66-row array on a 65-token model has one row tile: no early load)."""
+    shape = perf.load_shape("deit_b")
+    hw = HwConfig(rows=66, cols=8, simd=8, lanes=8, weight_ports=4, qk_rows=33)
+    assert perf.fc2_early(shape, hw)
+    early = perf.evaluate(shape, hw)
+    monkeypatch.setattr(perf, "fc2_early", lambda shape, hw: False)
+    late = perf.evaluate(shape, hw)
+    # the same loops, less one row tile of FC2 (ROWS x HID / SIMD words) per block
+    diff = late.counts["mac_array.load_array"] - early.counts["mac_array.load_array"]
+    assert diff == shape.depth * hw.rows * shape.hidden // hw.simd
+    assert {k: v for k, v in early.counts.items() if k != "mac_array.load_array"} == \
+        {k: v for k, v in late.counts.items() if k != "mac_array.load_array"}
+    mlp = {s["name"]: s["cycles"] for s in early.steps}["blocks.0.mlp"]
+    mlp_late = {s["name"]: s["cycles"] for s in late.steps}["blocks.0.mlp"]
+    assert mlp_late - mlp == diff // shape.depth + perf.DEPTH["mac_array.load_array"] - 1   # and its fill
+    monkeypatch.undo()
+    one_tile = perf.load_shape(str(CIFAR_CARD)) if have_shared() else None
+    if one_tile is not None:
+        assert one_tile.tokens <= 66 and not perf.fc2_early(one_tile, hw)
+
+
 def test_pipelining_switches_move_latency_the_right_way():
     shape, hw = perf.load_shape("vit_b"), HwConfig(rows=16, cols=32, simd=2)
     a = perf.ablation(shape, hw)

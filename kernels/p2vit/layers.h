@@ -22,7 +22,8 @@
 //               least as many steps as the epilogue has cycles, and then run all weight tiles of a
 //               row tile in one pipelined loop (one m_axi burst per port, one pipeline fill per row
 //               tile). FC1 writes its GELU outputs for every token into hid[N][HID], which FC2's
-//               row loads read.
+//               row loads read; FC1's last row tile already loads FC2's first (fc2_early) into the
+//               row buffers xt, which the top holds so that they outlast the call.
 //   qk_array    QK_ROWS x PCOLS x SIMD (QkCfg): Q.K^T of one head, inside the attention region; keys
 //               from the key buffer. Its epilogue (RL rows per cycle) always fits the reduction,
 //               so it always drains inside it, with a tail of ceil(ROWS/RL) iterations for the last
@@ -128,18 +129,32 @@ void main_epilogue(int mode, int t, int ot, int OT, const typename C::acc_t acc[
   }
 }
 
+// fc2_early<C>(): whether FC1 loads FC2's first row tile (hid's first ROWS rows) inside its own last
+// row tile's reduction loop, so that FC2 starts reducing at once. Those rows are complete when FC1's
+// first row tile has drained, so FC1 needs two row tiles or more, a drain inside its loop and room
+// for the ROWS x HID / load_lanes words in that loop's OT x D/SIMD steps and ROWS-cycle tail.
+template <class C>
+constexpr bool fc2_early() {
+  return C::D / C::SIMD >= C::ROWS && (C::N + C::ROWS - 1) / C::ROWS >= 2 &&
+         C::ROWS * (C::HID / load_lanes<C>()) <= main_steps<C>(C::D, C::HID) + C::ROWS;
+}
+
 // main_array: one layer on the MAC array. mode: MainMode; ports, w_beat / wbits: the layer's
 // weights (plane 0's first beat); tb_beat: the embedding's tile-ordered per-token bias; bias,
 // shift: the layer's per-output parameters (on chip); lut: the GELU table (FC1); e_y, e_r, e_s:
-// residual-add exponents (proj, FC2).
+// residual-add exponents (proj, FC2). xt: the two row buffers, the top's, so that they outlast a
+// call; pre: the one that already holds this layer's first row tile (FC2 after FC1, fc2_early), or
+// -1. Returns the buffer in which it left the next layer's first row tile (FC1 when fc2_early), or
+// -1.
 template <class C>
-void main_array(int mode, const typename C::act_t img[C::IMG_C * C::IMG_H * C::IMG_W],
+int main_array(int mode, const typename C::act_t img[C::IMG_C * C::IMG_H * C::IMG_W],
                 const typename C::act_t x[C::N][C::D], const typename C::act_t att[C::N][C::D],
                 const WeightPorts<C>& ports, long w_beat, int wbits, long tb_beat, const i32 bias[],
                 const i8 shift[], const i8 lut[256], int e_y, const i8 e_r[], const i8 e_s[],
                 typename C::res_t r[C::N][C::D], typename C::act_t q[C::N][C::D],
                 typename C::act_t k[C::H][C::N][C::DH], value_buf<C> v,
-                typename C::act_t hid[C::N][C::HID], typename C::logit_t logits[C::CLASSES], int block) {
+                typename C::act_t hid[C::N][C::HID], typename C::logit_t logits[C::CLASSES],
+                pe_x<C> xt[2][C::ROWS][C::KMAX_MAIN], int pre, int block) {
   // Inlined into p2vit_main_layer (the one instance, INLINE off), so `ports` is resolved to that
   // function's m_axi pointer arguments: no pointer to pointer is left for HLS (UG1399, "Pointer
   // Limitations").
@@ -151,17 +166,9 @@ void main_array(int mode, const typename C::act_t img[C::IMG_C * C::IMG_H * C::I
   const int NT = (NR + C::ROWS - 1) / C::ROWS, OT = (O + C::COLS - 1) / C::COLS;
   const int steps = K / C::SIMD;
   const long plane = long(OT) * steps * C::BEATS;   // beats of one weight plane (codegen/layout.py)
-  // Two row tiles: the one the PE array reduces (xt[cur]) and the next one, prefetched into
-  // xt[1 - cur] during that reduction (drained layers; see below).
-  pe_x<C> xt[2][C::ROWS][KMAX];
-  P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=xt type=complete dim=1)
-  P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=xt type=complete dim=2)
-  [[maybe_unused]] constexpr int SIMD = C::SIMD;
-#if P2VIT_XT_RESHAPE_MAIN   // a row's SIMD values of one step in one word: one memory per row (see p2vit_params.h)
-  P2VIT_PRAGMA(HLS ARRAY_RESHAPE variable=xt type=cyclic factor=SIMD dim=3)
-#else
-  P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=xt type=cyclic factor=SIMD dim=3)
-#endif
+  // Two row tiles (xt, declared and partitioned in the top): the one the PE array reduces
+  // (xt[cur]) and the next one, prefetched into xt[1 - cur] during that reduction (drained layers;
+  // see below).
   typename C::acc_t acc[C::ROWS][C::COLS];
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=acc type=complete dim=0)
 #ifndef __SYNTHESIS__
@@ -182,7 +189,7 @@ void main_array(int mode, const typename C::act_t img[C::IMG_C * C::IMG_H * C::I
     };
     csim_fast::layer_fast<C, KMAX>(NT, K, OT, csim_fast::BlobTiles<C, KMAX>{ports, w_beat, plane, wbits, K / 2}, load,
                                    epilogue, [](int) {});
-    return;
+    return -1;   // every layer loads its own rows here
   }
 #endif
   // Ping-pong accumulators: tile ot - 1 of QKV, proj, FC1 and FC2 drains from `done` during tile
@@ -200,7 +207,9 @@ void main_array(int mode, const typename C::act_t img[C::IMG_C * C::IMG_H * C::I
   // loop's iterations loads it in the same loop, one word per iteration, into the other row buffer
   // (its own memories: the PE array reads xt[cur], the prefetch writes xt[1 - cur]), so only the
   // first row tile's load is exposed. The sources (x, the attention output, hid) are not written
-  // by the drains of the layer that reads them.
+  // by the drains of the layer that reads them. FC1 also loads FC2's first row tile in its last row
+  // tile's loop (fc2_early: hid's rows 0..ROWS-1, which that tile's drain does not write), so that
+  // no FC2 load is exposed.
   typename C::acc_t done[C::ROWS][C::COLS];
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=done type=complete dim=0)
   // Whether a layer's drain fits is known at compile time (QKV, proj and FC1 reduce over D, FC2
@@ -215,8 +224,10 @@ void main_array(int mode, const typename C::act_t img[C::IMG_C * C::IMG_H * C::I
   const int tail = !overlap ? 0 : mode == MAIN_QKV ? qkv_drain_cycles<C>() : C::ROWS;
   const int words = K / load_lanes<C>();   // prefetch: words per row
   const bool prefetch = overlap && C::ROWS * words <= OT * steps + tail;
+  constexpr bool FC2_EARLY = fc2_early<C>();
+  constexpr int FC2_WORDS = C::HID / load_lanes<C>();   // FC2's words per row
   const bool tracing = P2VIT_TRACING();
-  int cur = 0;   // the row buffer being reduced
+  int cur = pre >= 0 ? pre : 0;   // the row buffer being reduced
   [[maybe_unused]] constexpr int COL_TILES_MAX = ((3 * C::D > C::HID ? 3 * C::D : C::HID) + C::COLS - 1) / C::COLS;
   [[maybe_unused]] constexpr int TRIPS_QKV = main_steps<C>(C::D, 3 * C::D), TRIPS_MLP = main_steps<C>(C::D, C::HID);
   [[maybe_unused]] constexpr int TRIPS = (TRIPS_QKV > TRIPS_MLP ? TRIPS_QKV : TRIPS_MLP) + C::KMAX_MAIN / C::SIMD;
@@ -225,8 +236,12 @@ void main_array(int mode, const typename C::act_t img[C::IMG_C * C::IMG_H * C::I
 row_tiles:
   for (int t = 0; t < NT; ++t) {
     P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=ROW_TILES_MAX)
-    if (t == 0 || !prefetch) main_load<C, KMAX>(mode, t, K, NR, img, x, att, hid, xt[cur]);
-    const bool fetching = prefetch && t + 1 < NT;
+    if (t == 0 ? pre < 0 : !prefetch) main_load<C, KMAX>(mode, t, K, NR, img, x, att, hid, xt[cur]);
+    // the prefetch: this layer's next row tile, or in FC1's last one FC2's first (fc2_early)
+    const bool early = FC2_EARLY && mode == MAIN_FC1 && t + 1 == NT;
+    const bool fetching = (prefetch && t + 1 < NT) || early;
+    const int f_mode = early ? int(MAIN_FC2) : mode, f_n0 = early ? 0 : (t + 1) * C::ROWS;
+    const int f_words = early ? FC2_WORDS : words;
   weight_tiles:
     for (int sg = 0; sg < segs; ++sg) {
       P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=COL_TILES_MAX)
@@ -243,8 +258,8 @@ row_tiles:
         // the prefetch writes the row buffer the PE array does not read
         P2VIT_PRAGMA(HLS DEPENDENCE variable=xt type=inter dependent=false)
         P2VIT_PRAGMA(HLS DEPENDENCE variable=xt type=intra dependent=false)
-        // hid: FC1's GELU drain writes it, FC2's prefetch reads it; one call is one mode, so only
-        // one of the two accesses exists in any run of the loop
+        // hid: FC1's GELU drain writes it, FC2's prefetch reads it; both run only in FC1's last row
+        // tile (fc2_early), the drain on that tile's rows and the prefetch on rows 0..ROWS-1
         P2VIT_PRAGMA(HLS DEPENDENCE variable=hid type=inter dependent=false)
         P2VIT_PRAGMA(HLS DEPENDENCE variable=hid type=intra dependent=false)
         P2VIT_COUNT("mac_array.reduce");
@@ -269,8 +284,8 @@ row_tiles:
             epi_gelu_row<C>(done[ks], t * C::ROWS + ks, ot - 1, bias, shift, lut, hid, tracing, block);
         }
         if (fetching && pn < C::ROWS) {
-          main_prefetch_word<C, KMAX>(mode, NR, (t + 1) * C::ROWS, pn, pw, x, att, hid, xt[1 - cur]);
-          if (++pw == words) {
+          main_prefetch_word<C, KMAX>(f_mode, NR, f_n0, pn, pw, x, att, hid, xt[1 - cur]);
+          if (++pw == f_words) {
             pw = 0;
             ++pn;
           }
@@ -291,6 +306,7 @@ row_tiles:
     }
     if (prefetch) cur = 1 - cur;
   }
+  return FC2_EARLY && mode == MAIN_FC1 ? cur : -1;   // after the flip: the buffer FC2's rows went to
 }
 
 // qk_array_reduce<C>(): qk_array's reduction of one row tile: OT x DH/SIMD steps and G iterations
