@@ -444,8 +444,9 @@ def _block(shape: ModelShape, hw: HwConfig, b_qkv: int, b_proj: int, b_fc1: int,
     steps = [Step("ln1", "layernorm", [[Op("c", ln1)]],
                   dram={"params": _dram(ln1)})]
     pq = [_burst(3 * D * 4, hw), _burst(3 * D, hw)]
+    pre = ln_fills_xt(shape, hw)   # LN1 / LN2 leave QKV's / FC1's first row tile in xt
     steps.append(Step("qkv", "linear", [_params(*pq) + _seq_ops(_mac(hw, N, D, 3 * D, "array", "requant", b_qkv,
-                                                                     K_DH=DH))],
+                                                                     K_DH=DH, preloaded=pre))],
                       macs=N * D * 3 * D, dram={**_linear_dram(hw, N, D, 3 * D, b_qkv, "requant", DH), "params": _dram(pq)},
                       weight_bytes_unique=_uniq(hw, 3 * D, D, b_qkv)))
     # one head: Q.K^T (its own MAC array, PCOLS columns) -> softmax -> A.V (shifter array), a
@@ -477,7 +478,7 @@ def _block(shape: ModelShape, hw: HwConfig, b_qkv: int, b_proj: int, b_fc1: int,
     # its parameters, on the MAC array
     p1 = [_burst(HID * 4, hw), _burst(HID, hw), _burst(256, hw)]
     p2 = [_burst(D * 4, hw), _burst(D, hw), _burst(D, hw), _burst(D, hw)]
-    s1 = _seq_ops(_mac(hw, N, D, HID, "array", "gelu", b_fc1))
+    s1 = _seq_ops(_mac(hw, N, D, HID, "array", "gelu", b_fc1, preloaded=pre))
     s2 = _seq_ops(_mac(hw, N, HID, D, "array", "residual", b_fc2, preloaded=fc2_early(shape, hw)))
     d1, d2 = _linear_dram(hw, N, D, HID, b_fc1, "gelu", DH), _linear_dram(hw, N, HID, D, b_fc2, "residual", DH)
     steps.append(Step("mlp", "mlp", [_params(*p1) + s1 + _params(*p2) + s2], macs=2 * N * D * HID,
@@ -900,6 +901,13 @@ def drain_tail(hw: HwConfig, K: int, epi: str, dh: int) -> int:
     if not drain_fits(hw, K, epi, dh):
         return 0
     return hw.rows * (hw.cols // qkv_lanes(hw, dh)) if epi == "requant" else hw.rows
+
+
+def ln_fills_xt(shape: "ModelShape", hw: HwConfig) -> bool:
+    """Whether LN1 and LN2 also write the first ROWS rows into the MAC array's row buffer, so that
+    QKV and FC1 do not load their first row tile (ln_fills_xt in kernels/p2vit/layernorm.h): one
+    value per xt bank per cycle (LANES == SIMD) and a full first row tile (N >= ROWS)."""
+    return hw.lanes == hw.simd and shape.tokens >= hw.rows
 
 
 def fc2_early(shape: "ModelShape", hw: HwConfig) -> bool:
