@@ -149,7 +149,7 @@ def test_cycle_equations(tiny):
     entries = 2 + -(-N // R)          # two parameter bursts, one weight stream per row tile (ping-pong drains)
     assert lat["blocks.0.qkv"]["cycles"] == step["blocks.0.qkv"]["cycles"] + 64 * entries
 
-    def mac(NR, K, O, load, epi, reduce="mac_array.reduce"):
+    def mac(NR, K, O, load, epi, reduce="mac_array.reduce", preloaded=False):
         NT, OT = -(-NR // R), -(-O // C)
         t = NT * _cyc(load, R * -(-K // S))                        # row loads: SIMD values per cycle
 
@@ -171,6 +171,8 @@ def test_cycle_equations(tiny):
             whole = trip * perf.loop_ii(reduce, hw) + d_red + perf.DEPTH[epi] - 1
             # row prefetch: when a row tile's load fits the trip, only the first row tile's is exposed
             loads = 1 if R * -(-K // S) <= trip else NT
+            # LayerNorm wrote the first row tile into the row buffer (LANES == SIMD, N >= ROWS)
+            loads -= preloaded
             return loads * _cyc(load, R * -(-K // S)) + NT * whole
         for o0 in range(0, O, C):
             t += NT * (red + _cyc(epi, per_tile(min(C, O - o0)), cols=C))
@@ -180,7 +182,8 @@ def test_cycle_equations(tiny):
         return _cyc("params.burst", -(-nbytes // hw.axi_bytes))
 
     assert step["blocks.0.qkv"]["cycles"] == (burst(3 * D * 4) + burst(3 * D)
-                                              + mac(N, D, 3 * D, "mac_array.load_array", "requant.requant"))
+                                              + mac(N, D, 3 * D, "mac_array.load_array", "requant.requant",
+                                                    preloaded=hw.lanes == hw.simd and N >= R))
     L = hw.lanes
     W = -(-N // L)                 # stream words per attention row: L logits or codes each
     tree = math.ceil(math.log2(L))  # the lanes' adder tree

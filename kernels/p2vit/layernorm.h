@@ -75,11 +75,10 @@ void layernorm_rows(const typename C::res_t r[C::N][C::D], int nr, const uint<2>
   [[maybe_unused]] constexpr int R_BANKS = r_banks<C>();
   static_assert(!ln_fills_xt<C>() || C::KMAX_MAIN >= D, "layernorm_rows: a row buffer row holds D values");
 #if P2VIT_CSIM_FAST_ROWS
-  for (int n = 0; n < nr; ++n) {   // C-sim
-    layernorm_row<D, RB, L>(r[n], ln_k, ln_G, ln_B, ln_sh, eps_i, y[n]);
+  for (int n = 0; n < nr; ++n) layernorm_row<D, RB, L>(r[n], ln_k, ln_G, ln_B, ln_sh, eps_i, y[n]);   // C-sim
+  for (int n = 0; n < C::ROWS; ++n)   // xt_rows <= nr
     if (n < xt_rows)
       for (int c = 0; c < D; ++c) xt[n][c] = y[n][c];
-  }
   return;
 #endif
   static_assert(2 * detail::clog2(D) + 2 * RB + 4 <= 61, "layernorm_rows: D*S2 must stay below 2^61 (numerics.md 4)");
