@@ -98,18 +98,18 @@ def compute_bounds(ir: QuantizedViT, hw: HwConfig) -> Bounds:
         if tail:
             out["drain_tail"] = tail
         iters = nt * (ot * (K // a.simd) + tail)
-        if loop == "mac_array.reduce_keys":
-            iters = sum(perf.qk_trips(a, NR, K, -(-NR // hw.lanes)))
+        if loop == "mac_array.reduce_keys":   # every head's row tiles, one after the other
+            iters = sum(perf.qk_trips(a, NR, K, -(-NR // hw.lanes), H))
             out["stream_words_per_row"] = -(-NR // hw.lanes)
         return {**out, "cycles_per_call": iters * perf.loop_ii(loop, hw), "calls_per_image": count}
 
     loops = [mac("patch embedding", N - 1, KP, D, 1), mac("qkv", N, D, 3 * D, ir.depth, tail=perf.drain_tail(hw, D, "requant", DH)),
-             mac("q.k^T (per head)", N, DH, N, ir.depth * H, "mac_array.reduce_keys",
+             mac("q.k^T (all heads)", N, DH, N, ir.depth, "mac_array.reduce_keys",
                  -(-perf.qk_hw(hw).rows // perf.logit_rows_per_cycle(perf.qk_hw(hw), DH))), mac("proj", N, D, D, ir.depth, tail=perf.drain_tail(hw, D, "residual", DH)),
              mac("fc1", N, D, HID, ir.depth, tail=perf.drain_tail(hw, D, "gelu", DH)),
              mac("fc2", N, HID, D, ir.depth, tail=perf.drain_tail(hw, HID, "residual", DH)), mac("head", 1, D, m["num_classes"], 1),
-             {"call": "softmax rows (per head)", "rows": N, "row_length": N, "calls_per_image": ir.depth * H},
-             {"call": "A.V rows (per head)", "rows": N, "keys": N, "lanes": DH, "calls_per_image": ir.depth * H},
+             {"call": "softmax rows (all heads)", "rows": H * N, "row_length": N, "calls_per_image": ir.depth},
+             {"call": "A.V rows (all heads)", "rows": H * N, "keys": N, "lanes": DH, "calls_per_image": ir.depth},
              {"call": "layernorm rows", "rows": N, "row_length": D, "calls_per_image": 2 * ir.depth + 1}]
     shape = perf.shape_from_ir(ir)
     pipelined = [{"loop": lid, "label": lid.split(".", 1)[1], "iterations_per_image": n,

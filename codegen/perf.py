@@ -267,7 +267,6 @@ class Step:
     name: str
     kind: str                       # embed, layernorm, linear, attention, mlp, head
     stages: list                    # list of list[Op]
-    repeat: int = 1                 # attention: the heads, one region after the other
     macs: int = 0                   # useful MAC-array MACs (padding excluded)
     av_macs: int = 0                # useful A.V shift-adds (shifter array)
     dram: dict = field(default_factory=dict)   # bytes: weights (as streamed), params, io
@@ -349,12 +348,15 @@ def _qk_reduce(hq: HwConfig, N: int, DH: int) -> int:
     return _cdiv(N, hq.cols) * (DH // hq.simd) + _cdiv(hq.rows, logit_rows_per_cycle(hq, DH))
 
 
-def qk_trips(hq: HwConfig, N: int, DH: int, words: int) -> list[int]:
-    """Iterations of qk_array's reduction loop per row tile (kernels/p2vit/layers.h): the tile's
-    reduction (_qk_reduce), or, from the second tile on, the previous tile's ROWS x words stream
-    words if those are more (words: stream words per row, ceil(N / LANES))."""
-    red = _qk_reduce(hq, N, DH)
-    return [red] + [max(red, hq.rows * words)] * (_cdiv(N, hq.rows) - 1)
+def qk_trips(hq: HwConfig, N: int, DH: int, words: int, heads: int = 1) -> list[int]:
+    """Iterations of qk_array's reduction loop per row tile, for `heads` heads' row tiles one after
+    the other (kernels/p2vit/layers.h): the tile's reduction (_qk_reduce), or, from the second tile
+    on, the previous tile's rows x words stream words if those are more (words: stream words per
+    row, ceil(N / LANES); a head's last tile has N - (NT - 1) x ROWS rows)."""
+    red, NT = _qk_reduce(hq, N, DH), _cdiv(N, hq.rows)
+    last = N - (NT - 1) * hq.rows
+    prev = [hq.rows if t % NT != NT - 1 else last for t in range(heads * NT - 1)]   # rows of tile g - 1
+    return [red] + [max(red, r * words) for r in prev]
 
 
 def qk_prefetch(hq: HwConfig, N: int, DH: int) -> bool:
@@ -363,26 +365,27 @@ def qk_prefetch(hq: HwConfig, N: int, DH: int) -> bool:
     return hq.rows * _cdiv(DH, load_lanes(hq)) <= _qk_reduce(hq, N, DH)
 
 
-def _qk_array(hq: HwConfig, N: int, DH: int, words: int) -> list:
-    """Q.K^T of one head on its array (hq = qk_hw), as qk_array runs it: per row tile one loop
-    (qk_trips) that reduces the tile and drains its key tiles, streams the previous tile's rows (one
-    FIFO write of `words` iterations per row, the first carrying the loop's fill) and prefetches the
-    next tile's queries (qk_prefetch; else each tile loads before its loop); the last tile's rows
-    stream after the last loop (logits_out)."""
-    R = hq.rows
+def _qk_array(hq: HwConfig, N: int, DH: int, words: int, heads: int) -> list:
+    """Q.K^T of a block's heads on its array (hq = qk_hw), as qk_array runs it: the heads' row tiles
+    one after the other, per row tile one loop (qk_trips) that reduces the tile and drains its key
+    tiles, streams the previous tile's rows (one FIFO write of `words` iterations per row, the first
+    carrying the loop's fill) and prefetches the next tile's queries (qk_prefetch; else each tile
+    loads before its loop); the last tile's rows stream after the last loop (logits_out)."""
+    R, NT = hq.rows, _cdiv(N, hq.rows)
+    last = N - (NT - 1) * R
     load = Op("c", [Loop("mac_array.load_array", R * _cdiv(DH, load_lanes(hq)), 1)])
     pre = qk_prefetch(hq, N, DH)
     ops = []
-    for t, trip in enumerate(qk_trips(hq, N, DH, words)):
-        if t == 0 or not pre:
+    for g, trip in enumerate(qk_trips(hq, N, DH, words, heads)):
+        if g == 0 or not pre:
             ops.append(load)
-        if t == 0:
+        if g == 0:
             ops.append(Op("c", [Loop("mac_array.reduce_keys", trip, 1, drain="requant.logits")]))
             continue
+        rows = R if (g - 1) % NT != NT - 1 else last   # tile g - 1's rows
         ops.append(Op("w", [Loop("mac_array.reduce_keys", words, 1, drain="requant.logits")], fifo="logits"))
-        ops += [Op("w", [Loop("mac_array.reduce_keys", words, 0)], fifo="logits")] * (R - 1)
-        ops.append(Op("c", [Loop("mac_array.reduce_keys", trip - R * words, 0)]))
-    last = N - (_cdiv(N, R) - 1) * R
+        ops += [Op("w", [Loop("mac_array.reduce_keys", words, 0)], fifo="logits")] * (rows - 1)
+        ops.append(Op("c", [Loop("mac_array.reduce_keys", trip - rows * words, 0)]))
     ops.append(Op("w", [Loop("requant.logits_out", words, 1)], fifo="logits"))
     ops += [Op("w", [Loop("requant.logits_out", words, 0)], fifo="logits")] * (last - 1)
     return ops
@@ -444,32 +447,35 @@ def _block(shape: ModelShape, hw: HwConfig, b_qkv: int, b_proj: int, b_fc1: int,
     steps = [Step("ln1", "layernorm", [[Op("c", ln1)]],
                   dram={"params": _dram(ln1)})]
     pq = [_burst(3 * D * 4, hw), _burst(3 * D, hw)]
-    pre = ln_fills_xt(shape, hw)   # LN1 / LN2 leave QKV's / FC1's first row tile in xt
+    pre = lanes_fill_xt(shape, hw)   # LN1 / A.V / LN2 leave QKV's / proj's / FC1's first row tile in xt
     steps.append(Step("qkv", "linear", [_params(*pq) + _seq_ops(_mac(hw, N, D, 3 * D, "array", "requant", b_qkv,
                                                                      K_DH=DH, preloaded=pre))],
                       macs=N * D * 3 * D, dram={**_linear_dram(hw, N, D, 3 * D, b_qkv, "requant", DH), "params": _dram(pq)},
                       weight_bytes_unique=_uniq(hw, 3 * D, D, b_qkv)))
-    # one head: Q.K^T (its own MAC array, PCOLS columns) -> softmax -> A.V (shifter array), a
-    # DATAFLOW region
+    # every head of the block: Q.K^T (its own MAC array, PCOLS columns) -> softmax -> A.V (shifter
+    # array), one DATAFLOW region whose processes each loop over the heads (head 0's rows, then
+    # head 1's, ...)
     W = _cdiv(N, hw.lanes)        # stream words per row: LANES logits or codes each
-    qk = _qk_array(qk_hw(hw), N, DH, W)
+    R_ALL = H * N
+    qk = _qk_array(qk_hw(hw), N, DH, W, H)
     # the row's maximum comes with it (Q.K^T's epilogue takes it); pass i makes row i's exps as the
-    # row arrives and row i - 1's codes (N + 1 passes; a row's codes are out when the next pass ends)
-    # (one loop entry per head: the first pass carries the pipeline's fill, the others none)
+    # row arrives and row i - 1's codes (H*N + 1 passes; a row's codes are out when the next pass
+    # ends) (one loop entry per block: the first pass carries the pipeline's fill, the others none)
     sm_first, sm_pass = Loop("softmax.pass", W, 1), Loop("softmax.pass", W, 0)
     sm_rows = ([Op("r", [sm_first], fifo="logits")]
-               + [Op("r", [sm_pass], fifo="logits"), Op("w", [], fifo="codes")] * (N - 1)
+               + [Op("r", [sm_pass], fifo="logits"), Op("w", [], fifo="codes")] * (R_ALL - 1)
                + [Op("c", [sm_pass]), Op("w", [], fifo="codes")])
-    # A.V: pass i takes row i's keys beside row i - 1's outputs (N + 1 passes, one loop entry), the
+    # A.V: pass i takes row i's keys beside row i - 1's outputs (H*N + 1 passes, one loop entry), the
     # pass's last cycle handing row i's sums over
     av_words = max(W, _cdiv(DH, hw.lanes))
     av_rows = ([Op("r", [Loop("shifter.pass", av_words, 1)], fifo="codes")]
-               + [Op("r", [Loop("shifter.pass", av_words, 0)], fifo="codes")] * (N - 1)
+               + [Op("r", [Loop("shifter.pass", av_words, 0)], fifo="codes")] * (R_ALL - 1)
                + [Op("c", [Loop("shifter.pass", av_words, 0)])])
-    steps.append(Step("attn", "attention", [qk, sm_rows, av_rows], repeat=H, macs=H * N * N * DH,
+    steps.append(Step("attn", "attention", [qk, sm_rows, av_rows], macs=H * N * N * DH,
                       av_macs=H * N * N * DH, dram={}))
     pp = [_burst(D * 4, hw), _burst(D, hw), _burst(D, hw), _burst(D, hw)]
-    steps.append(Step("proj", "linear", [_params(*pp) + _seq_ops(_mac(hw, N, D, D, "array", "residual", b_proj))],
+    steps.append(Step("proj", "linear", [_params(*pp) + _seq_ops(_mac(hw, N, D, D, "array", "residual", b_proj,
+                                                                      preloaded=pre))],
                       macs=N * D * D, dram={**_linear_dram(hw, N, D, D, b_proj, "residual", DH), "params": _dram(pp)},
                       weight_bytes_unique=_uniq(hw, D, D, b_proj)))
     ln2 = _layernorm(shape, hw, N)
@@ -549,7 +555,7 @@ def loop_counts(shape: ModelShape, hw: HwConfig, steps: list[Step] | None = None
             c: dict[str, int] = {}
             for lp in _all_loops(st):
                 if lp.iters:
-                    c[lp.id] = c.get(lp.id, 0) + lp.iters * lp.n * st.repeat
+                    c[lp.id] = c.get(lp.id, 0) + lp.iters * lp.n
             per[id(st.stages)] = c
         for k, v in per[id(st.stages)].items():
             out[k] = out.get(k, 0) + v
@@ -903,10 +909,11 @@ def drain_tail(hw: HwConfig, K: int, epi: str, dh: int) -> int:
     return hw.rows * (hw.cols // qkv_lanes(hw, dh)) if epi == "requant" else hw.rows
 
 
-def ln_fills_xt(shape: "ModelShape", hw: HwConfig) -> bool:
-    """Whether LN1 and LN2 also write the first ROWS rows into the MAC array's row buffer, so that
-    QKV and FC1 do not load their first row tile (ln_fills_xt in kernels/p2vit/layernorm.h): one
-    value per xt bank per cycle (LANES == SIMD) and a full first row tile (N >= ROWS)."""
+def lanes_fill_xt(shape: "ModelShape", hw: HwConfig) -> bool:
+    """Whether LN1, A.V and LN2 also write their first ROWS output rows into the MAC array's row
+    buffer, so that QKV, proj and FC1 do not load their first row tile (lanes_fill_xt in
+    kernels/p2vit/banks.h): one value per xt bank per cycle (LANES == SIMD) and a full first row
+    tile (N >= ROWS)."""
     return hw.lanes == hw.simd and shape.tokens >= hw.rows
 
 
@@ -1072,13 +1079,13 @@ def evaluate(shape: ModelShape, hw: HwConfig, sw: Switches = Switches(), dram_gb
     for st in steps:
         key = id(st.stages)   # identical blocks share their stages
         if key not in cache:
-            comp = free.region(st.stages) * st.repeat
-            mem_bound = timer.region(st.stages) * st.repeat
+            comp = free.region(st.stages)
+            mem_bound = timer.region(st.stages)
             cyc_ch: dict[str, float] = {}
             for stage in st.stages:
                 for op in stage:
                     for k, v in timer.chunks(op).items():
-                        cyc_ch[k] = cyc_ch.get(k, 0) + v * st.repeat
+                        cyc_ch[k] = cyc_ch.get(k, 0) + v
             cache[key] = (comp, mem_bound, cyc_ch)
         comp, mem_bound, cyc_ch = cache[key]
         nbytes = sum(st.dram.values())

@@ -548,6 +548,7 @@ arr pe_dot_t(const arr& x, const arr& w, const arr& acc0, bool clear) {
 template <int LANES_, int QKR = 3>
 struct HCfg {
   static constexpr int N = 7, D = 8, H = 2, DH = 4, ROWS = 3, COLS = 4, SIMD = 2, LANES = LANES_;
+  static constexpr int KMAX_MAIN = D;   // A.V's row buffer (proj's first row tile; lanes_fill_xt at LANES 2)
   static constexpr int WPORTS = 1, PCOLS = COLS, QK_ROWS = QKR;   // the Q.K^T array (QkCfg): QK_ROWS x PCOLS
   static constexpr int ATTN_BITS = 4, CODE_ZERO = 15, AV_FRAC = 14, ACC_BITS = 20, AV_ACC_BITS = 25;
   static constexpr int EXP_SHIFT = 4;             // the default softmax (numerics.md 2.5)
@@ -559,16 +560,26 @@ struct HCfg {
   using code_word_t = typename p2vit::lanes_of<code_t, LANES>::type;
 };
 
-// attention_region(q, k, v, h, shift_qk, x0, pb, pc, shift_av): the attention DATAFLOW region
-// (Q.K^T array -> softmax -> shifter array) of head h on int8 q (N, D) and k, v (H, N, DH);
-// returns o (N, D) with only head h's columns written (the rest 0).
+// xt_matches_rows<C>(o, xt): whether the row buffer holds o's first ROWS rows (where A.V fills it,
+// lanes_fill_xt) or was left alone (still all 99).
 template <class C>
-arr attention_region_t(arr q, arr k, arr v, int h, int shift_qk, std::int64_t x0, std::int64_t pb,
-                       std::int64_t pc, int shift_av) {
+bool xt_matches_rows(const typename C::act_t o[C::N][C::D], const p2vit::pe_x<C> xt[C::ROWS][C::KMAX_MAIN]) {
+  for (int n = 0; n < C::ROWS; ++n)
+    for (int c = 0; c < C::D; ++c)
+      if (int(xt[n][c]) != (p2vit::lanes_fill_xt<C>() ? int(o[n][c]) : 99)) return false;
+  return true;
+}
+
+// attention_region(q, k, v, shift_qk, x0, pb, pc, shift_av): the attention DATAFLOW region (Q.K^T
+// array -> softmax -> shifter array) of every head on int8 q (N, D) and k, v (H, N, DH); returns o
+// (N, D). Checks the row buffer that A.V fills for proj (xt_matches_rows).
+template <class C>
+arr attention_region_t(arr q, arr k, arr v, int shift_qk, std::int64_t x0, std::int64_t pb, std::int64_t pc,
+                       int shift_av) {
   if (q.ndim() != 2 || q.shape(0) != C::N || q.shape(1) != C::D || k.ndim() != 3 || v.ndim() != 3 ||
       k.shape(0) != C::H || k.shape(1) != C::N || k.shape(2) != C::DH || v.shape(0) != C::H ||
-      v.shape(1) != C::N || v.shape(2) != C::DH || h < 0 || h >= C::H)
-    throw py::value_error("attention_region: q (7, 8), k and v (2, 7, 4), h in 0..1");
+      v.shape(1) != C::N || v.shape(2) != C::DH)
+    throw py::value_error("attention_region: q (7, 8), k and v (2, 7, 4)");
   typename C::act_t qa[C::N][C::D], ka[C::H][C::N][C::DH], o[C::N][C::D];
   p2vit::value_buf<C> va;
   for (int n = 0; n < C::N; ++n)
@@ -582,16 +593,21 @@ arr attention_region_t(arr q, arr k, arr v, int h, int shift_qk, std::int64_t x0
         ka[hh][n][d] = in_s<8>(k.at(hh, n, d), "attention_region k");
         value_at<C>(va, hh, n, d) = in_s<8>(v.at(hh, n, d), "attention_region v");
       }
-  p2vit::attention_head<C>(qa, ka, va, h, shift_qk, i64(x0), i64(pb), i64(pc), shift_av, o, 0);
+  p2vit::pe_x<C> xt[C::ROWS][C::KMAX_MAIN];
+  for (auto& row : xt)
+    for (auto& x : row) x = 99;
+  p2vit::attention_block<C>(qa, ka, va, shift_qk, i64(x0), i64(pb), i64(pc), shift_av, o, xt,
+                            p2vit::lanes_fill_xt<C>() ? C::ROWS : 0, 0);
+  if (!xt_matches_rows<C>(o, xt)) throw std::runtime_error("attention_region: A.V's row buffer differs from o");
   arr out({C::N, C::D});
   for (int n = 0; n < C::N; ++n)
     for (int c = 0; c < C::D; ++c) out.mutable_at(n, c) = out64(o[n][c]);
   return out;
 }
 
-arr attention_region_v(arr q, arr k, arr v, int h, int shift_qk, std::int64_t x0, std::int64_t pb,
-                       std::int64_t pc, int shift_av, int lanes, int qk_rows) {
-#define X(L, R) if (lanes == L && qk_rows == R) return attention_region_t<HCfg<L, R>>(q, k, v, h, shift_qk, x0, pb, pc, shift_av);
+arr attention_region_v(arr q, arr k, arr v, int shift_qk, std::int64_t x0, std::int64_t pb, std::int64_t pc,
+                       int shift_av, int lanes, int qk_rows) {
+#define X(L, R) if (lanes == L && qk_rows == R) return attention_region_t<HCfg<L, R>>(q, k, v, shift_qk, x0, pb, pc, shift_av);
   X(1, 3) X(2, 3) X(4, 3) X(8, 3) X(2, 2) X(4, 5) X(1, 1)
 #undef X
   unsupported("attention_region lanes, qk_rows", lanes, qk_rows);
@@ -602,6 +618,7 @@ template <int N_, int H_, int DH_, int BITS_, int LANES_ = 1>
 struct AvCfg {
   static constexpr int N = N_, H = H_, DH = DH_, D = H_ * DH_, ATTN_BITS = BITS_, LANES = LANES_;
   static constexpr int PCOLS = 8, WPORTS = 1;   // value words of gcd(8, DH) channels (p2vit/banks.h value_buf)
+  static constexpr int ROWS = 2, SIMD = LANES_, KMAX_MAIN = D;   // the row buffer A.V fills (lanes_fill_xt)
   static constexpr int CODE_ZERO = (1 << BITS_) - 1, AV_FRAC = CODE_ZERO - 1;
   static constexpr int AV_ACC_BITS = p2vit::detail::clog2(N_) + 7 + AV_FRAC + 1;
   using act_t = sint<8>;
@@ -609,20 +626,19 @@ struct AvCfg {
   using code_word_t = typename p2vit::lanes_of<code_t, LANES>::type;
 };
 
-// av_rows(codes, v, h, shift, bits): av_rows<AvCfg> (p2vit/shifter.h) of head h on codes (N, N) and
-// v (H, N, DH); returns o (N, H*DH) with head h's columns written (the rest 0). Checks that it read
-// every code (N per row) and no more.
+// av_rows(codes, v, shift, bits): av_rows<AvCfg> (p2vit/shifter.h) on codes (H, N, N) and v (H, N,
+// DH); returns o (N, H*DH). Checks that it read every code (N per row) and no more, and the row
+// buffer it fills (xt_matches_rows).
 template <class C>
-arr av_rows_t(const arr& codes, const arr& v, int h, int shift) {
-  if (h < 0 || h >= C::H) throw py::value_error("av_rows: h out of range");
+arr av_rows_t(const arr& codes, const arr& v, int shift) {
   p2vit::stream<typename C::code_word_t> cs;   // each row in words of LANES codes, padded with Z
   constexpr int WORDS = (C::N + C::LANES - 1) / C::LANES;
-  for (int i = 0; i < C::N; ++i)
+  for (int i = 0; i < C::H * C::N; ++i)   // head 0's rows, then head 1's, ...
     for (int jw = 0; jw < WORDS; ++jw) {
       typename C::code_word_t w;
       for (int l = 0; l < C::LANES; ++l) {
         const int j = jw * C::LANES + l;
-        p2vit::lane(w, l) = j < C::N ? in_u<C::ATTN_BITS>(codes.data()[i * C::N + j], "av_rows codes")
+        p2vit::lane(w, l) = j < C::N ? in_u<C::ATTN_BITS>(codes.data()[long(i) * C::N + j], "av_rows codes")
                                      : typename C::code_t(C::CODE_ZERO);
       }
       cs.write(w);
@@ -634,8 +650,12 @@ arr av_rows_t(const arr& codes, const arr& v, int h, int shift) {
       for (int d = 0; d < C::DH; ++d) value_at<C>(va, hh, n, d) = in_s<8>(v.at(hh, n, d), "av_rows v");
   for (int n = 0; n < C::N; ++n)
     for (int c = 0; c < C::D; ++c) o[n][c] = 0;
-  p2vit::av_rows<C>(cs, va, h, shift, o);
+  static p2vit::pe_x<C> xt[C::ROWS][C::KMAX_MAIN];
+  for (auto& row : xt)
+    for (auto& x : row) x = 99;
+  p2vit::av_rows<C>(cs, va, shift, o, xt, p2vit::lanes_fill_xt<C>() ? C::ROWS : 0);
   if (!cs.empty()) throw std::runtime_error("av_rows: codes left in the stream");
+  if (!xt_matches_rows<C>(o, xt)) throw std::runtime_error("av_rows: the row buffer differs from o");
   arr out({C::N, C::D});
   for (int n = 0; n < C::N; ++n)
     for (int c = 0; c < C::D; ++c) out.mutable_at(n, c) = out64(o[n][c]);
@@ -645,12 +665,13 @@ arr av_rows_t(const arr& codes, const arr& v, int h, int shift) {
 #define P2VIT_AV_LIST(X) X(7, 2, 4, 4, 1) X(197, 2, 64, 4, 1) X(10, 3, 24, 4, 1) X(9, 2, 16, 3, 1) X(5, 1, 8, 2, 1) \
   X(7, 2, 4, 4, 4) X(197, 2, 64, 4, 8) X(10, 3, 24, 4, 16) X(9, 2, 16, 3, 2)
 
-arr av_rows_v(arr codes, arr v, int h, int shift, int bits, int lanes) {
-  if (codes.ndim() != 2 || v.ndim() != 3 || codes.shape(0) != codes.shape(1) || v.shape(1) != codes.shape(0))
-    throw py::value_error("av_rows: codes (N, N), v (H, N, DH)");
-  const auto n = codes.shape(0), hh = v.shape(0), dh = v.shape(2);
+arr av_rows_v(arr codes, arr v, int shift, int bits, int lanes) {
+  if (codes.ndim() != 3 || v.ndim() != 3 || codes.shape(1) != codes.shape(2) || v.shape(1) != codes.shape(1) ||
+      codes.shape(0) != v.shape(0))
+    throw py::value_error("av_rows: codes (H, N, N), v (H, N, DH)");
+  const auto n = codes.shape(1), hh = v.shape(0), dh = v.shape(2);
 #define X(N, H, DH, B, L) \
-  if (n == N && hh == H && dh == DH && bits == B && lanes == L) return av_rows_t<AvCfg<N, H, DH, B, L>>(codes, v, h, shift);
+  if (n == N && hh == H && dh == DH && bits == B && lanes == L) return av_rows_t<AvCfg<N, H, DH, B, L>>(codes, v, shift);
   P2VIT_AV_LIST(X)
 #undef X
   throw py::value_error("av_rows: shape not instantiated in the harness");
@@ -1119,7 +1140,7 @@ PYBIND11_MODULE(P2VIT_MODNAME, m) {
   m.def("lis_table", &lis_table_v, py::arg("x0"), py::arg("pb"), py::arg("pc"), py::arg("exp_shift") = 0);
   m.def("lis_row", &lis_row_v, py::arg("a"), py::arg("table"), py::arg("bits"), py::arg("geometric") = false);
 #endif
-  m.def("av_rows", &av_rows_v, py::arg("codes"), py::arg("v"), py::arg("h"), py::arg("shift"), py::arg("bits"),
+  m.def("av_rows", &av_rows_v, py::arg("codes"), py::arg("v"), py::arg("shift"), py::arg("bits"),
         py::arg("lanes") = 1);
   m.def("epi_gelu", &epi_gelu_v, py::arg("acc"), py::arg("n0"), py::arg("o0"), py::arg("bias"), py::arg("shift"),
         py::arg("lut"), py::arg("rows"), py::arg("traced") = false);
@@ -1135,8 +1156,7 @@ PYBIND11_MODULE(P2VIT_MODNAME, m) {
   m.def("pe_array_dsps", &pe_array_dsps_v, py::arg("rows"), py::arg("cols"), py::arg("simd"));
   m.def("pe_array_dot", &pe_array_dot_v, py::arg("x"), py::arg("w"), py::arg("acc0"), py::arg("rows"),
         py::arg("cols"), py::arg("simd"), py::arg("clear") = false);
-  m.def("attention_region", &attention_region_v, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("h"),
-        py::arg("shift_qk"), py::arg("x0"), py::arg("pb"), py::arg("pc"), py::arg("shift_av"), py::arg("lanes") = 1,
+  m.def("attention_region", &attention_region_v, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("shift_qk"), py::arg("x0"), py::arg("pb"), py::arg("pc"), py::arg("shift_av"), py::arg("lanes") = 1,
         py::arg("qk_rows") = 3);
   m.def("mac_layer", &mac_layer_v, py::arg("x"), py::arg("w"), py::arg("rows"), py::arg("cols"), py::arg("wbits"),
         py::arg("ports") = 1);

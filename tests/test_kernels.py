@@ -869,9 +869,10 @@ def test_headers_self_contained_and_pragmas_well_formed(tmp_path):
 @pytest.mark.parametrize("lanes,qk_rows", [(1, 3), (2, 3), (4, 3), (8, 3), (2, 2), (4, 5), (1, 1)])
 def test_attention_region_alone_equals_the_reference_formulas(kern, lanes, qk_rows):
     """The attention DATAFLOW region of p2vit/layers.h (Q.K^T array -> softmax -> shifter array),
-    run on its own with a qk_rows x 4 x 2 Q.K^T array over 7 tokens (partial row and key tiles; the
-    MAC array's 3 rows do not matter to it), with 1 to 8 attention lanes (stream words of LANES
-    logits or codes; 7 tokens leave partial words)."""
+    run on its own with a qk_rows x 4 x 2 Q.K^T array over 7 tokens and both heads in one region
+    (partial row and key tiles; a head's last row tile streams inside the next head's first), with
+    1 to 8 attention lanes (stream words of LANES logits or codes; 7 tokens leave partial words).
+    At 2 lanes (= SIMD) A.V also fills the 3-row row buffer, which the harness compares with o."""
     rng = np.random.default_rng(11)
     N, D, H, DH, F, Z = 7, 8, 2, 4, 14, 15
     for trial in range(6):
@@ -883,14 +884,14 @@ def test_attention_region_alone_equals_the_reference_formulas(kern, lanes, qk_ro
         e_a = int(rng.integers(-9, -3))
         x0, pb, pc = intops.lis_constants(e_a, 4)     # HCfg: exp_shift 4, geometric rounding
         shift_qk, shift_av = int(rng.integers(4, 12)), int(rng.integers(10, 18))
+        got = kern.attention_region(q, k, v, shift_qk, x0, pb, pc, shift_av, lanes, qk_rows)   # every head
+        want = np.zeros((N, D), dtype=np.int64)
         for h in range(H):
-            got = kern.attention_region(q, k, v, h, shift_qk, x0, pb, pc, shift_av, lanes, qk_rows)
             a = intops.requant(T(q[:, h * DH:(h + 1) * DH] @ k[h].T), shift_qk, 8)
             codes = intops.log_int_softmax_c(a, x0, pb, pc, 4, 4, "geometric")
             w = torch.where(codes < Z, torch.ones_like(codes) << (F - codes).clamp(min=0), torch.zeros_like(codes))
-            want = np.zeros((N, D), dtype=np.int64)
             want[:, h * DH:(h + 1) * DH] = intops.requant(w @ T(v[h]), shift_av, 8).numpy()
-            check(got, want, q=q)
+        check(got, want, q=q)
 
 
 AV_SHAPES = [(7, 2, 4, 4, 1), (197, 2, 64, 4, 1), (10, 3, 24, 4, 1), (9, 2, 16, 3, 1), (5, 1, 8, 2, 1),
@@ -927,10 +928,11 @@ def test_av_rows_against_numerics_2_6(fkern, n, heads, dh, bits, lanes):
             v[:] = -128
             v[:, ::4] = 127
         codes[-1] = z                               # a row of zero weights
-        for h in range(heads):
-            for shift in ([z - 1 + 7, 0, -3, 40, 70] if trial == 0 else [int(rng.integers(1, z + 10))]):
-                got = fkern.av_rows(codes, v, h, shift, bits, lanes)
-                check(got, _av_want(codes, v, h, shift, bits), codes=codes[:, :1])
+        per_head = np.stack([codes if h == 0 else np.roll(codes, h, axis=1) for h in range(heads)])
+        for shift in ([z - 1 + 7, 0, -3, 40, 70] if trial == 0 else [int(rng.integers(1, z + 10))]):
+            got = fkern.av_rows(per_head, v, shift, bits, lanes)   # every head, one after the other
+            want = sum(_av_want(per_head[h], v, h, shift, bits) for h in range(heads))
+            check(got, want, codes=codes[:, :1])
 
 
 def _requant_py(v, k, bits):

@@ -193,23 +193,25 @@ def test_cycle_equations(tiny):
 
     # Q.K^T: key tile ot - 1 drains inside tile ot's DH/SIMD steps, ceil(ROWS/RL) tail iterations drain
     # the last one; one loop entry per row tile whose pipeline is the reduction's then the epilogue's.
-    # From the second row tile on, the same loop streams the previous tile's ROWS rows (W words each)
-    # and runs for as long as the longer of the two; it prefetches the next tile's queries when
-    # ROWS x DH/SIMD words fit its steps and drain. The last tile's rows stream after it.
+    # The heads' row tiles run one after the other (head-major); from the second row tile on, the
+    # same loop streams the previous tile's rows (ROWS, or a head's last tile's N - (NT-1)*ROWS; W
+    # words each) and runs for as long as the longer of the two; it prefetches the next tile's
+    # queries when ROWS x DH/SIMD words fit its steps and drain. The last tile's rows stream after it.
     RL = -(-R // (DH // S))
     NTq, OTq = -(-N // R), -(-N // C)
     d_keys = perf.DEPTH["mac_array.reduce_keys"] + _chain(S) + perf.DEPTH["requant.logits"] \
         + math.ceil(math.log2(C))
     red = OTq * (DH // S) + -(-R // RL)
-    trips = [red] + [max(red, R * W)] * (NTq - 1)
-    loads = 1 if R * (DH // S) <= red else NTq
     last = N - (NTq - 1) * R
+    prev_rows = [R if g % NTq != NTq - 1 else last for g in range(H * NTq - 1)]
+    trips = [red] + [max(red, r * W) for r in prev_rows]
+    loads = 1 if R * (DH // S) <= red else H * NTq
     qk = (loads * _cyc("mac_array.load_array", R * -(-DH // S)) + sum(t + d_keys - 1 for t in trips)
           + _cyc("requant.logits_out", last * W))
-    # one loop entry each per head, N + 1 passes (no fill per row)
-    sm = lane_cyc("softmax.pass", (N + 1) * W)   # pass i: row i's exps beside row i - 1's codes
-    av = lane_cyc("shifter.pass", (N + 1) * max(W, -(-DH // L)))   # keys of row i, outputs of i - 1
-    assert step["blocks.0.attn"]["cycles"] == H * (qk + sm + av)
+    # one loop entry each per block (all heads' rows), H*N + 1 passes (no fill per row or head)
+    sm = lane_cyc("softmax.pass", (H * N + 1) * W)   # pass i: row i's exps beside row i - 1's codes
+    av = lane_cyc("shifter.pass", (H * N + 1) * max(W, -(-DH // L)))   # keys of row i, outputs of i - 1
+    assert step["blocks.0.attn"]["cycles"] == qk + sm + av
     # LayerNorm: one loop entry of (N + S) passes of ceil(D/L) words, S = 1 + ceil(64 / words) (each
     # row's isqrt runs beside the passes); the four parameter bursts before it
     words = -(-D // L)
@@ -222,8 +224,8 @@ def test_cycle_equations(tiny):
     assert f"constexpr int LN_STD_LATENCY = {perf.LN_STD_LATENCY};" in header
     # without II=1 pipelining every iteration takes the loop's depth
     q = perf.evaluate(shape, hw, perf.Switches(inter=False, intra=False, axi_latency=0), dram_gbs=None)
-    sm_off = (N + 1) * W * (perf.DEPTH["softmax.pass"] + tree)
-    assert q.chunks["softmax"] == shape.depth * H * sm_off
+    sm_off = (H * N + 1) * W * (perf.DEPTH["softmax.pass"] + tree)
+    assert q.chunks["softmax"] == shape.depth * sm_off
 
 
 def test_fc2_first_row_tile_loads_inside_fc1(monkeypatch):

@@ -72,6 +72,15 @@ template <class C>
 constexpr int r_banks() {   // residual stream: COLS lanes of the residual epilogues (read + write), LANES of
   return shared_banks(C::COLS, 2, C::LANES, 2);   // LayerNorm's pass (rows n and n - 1: two reads per lane)
 }
+// lanes_fill_xt<C>(): whether LayerNorm (LN1, LN2) and A.V write their first ROWS output rows into a
+// MAC-array row buffer as well, so that QKV, FC1 and proj find their first row tile loaded and
+// only prefetch the later ones: LANES consecutive channels of a row per cycle are one value per xt
+// bank of that row (or one whole word where xt is reshaped) when LANES == SIMD, and the tile is all
+// tokens when N >= ROWS (no padding rows to clear).
+template <class C>
+constexpr bool lanes_fill_xt() {
+  return C::LANES == C::SIMD && C::N >= C::ROWS;
+}
 template <class C>
 constexpr int xo_banks() {  // x (LayerNorm out) and o (A.V out): LANES in, load_lanes out
   return shared_banks(C::LANES, 1, load_lanes<C>(), 1);

@@ -5,7 +5,7 @@
 // layernorm_rows<C>: y[n] = LayerNorm(r[n]) for the first nr rows in one II-1 loop of nr + S passes
 //   of ceil(D / LANES) cycles, LANES channels per cycle: pass p takes row p's statistics (S1, S2)
 //   beside row p - S's normalization (the element steps of p2vit/rows.h); S = ln_skew<C>() leaves
-//   each row's isqrt LN_STD_LATENCY cycles before its normalization starts. Where ln_fills_xt<C>(),
+//   each row's isqrt LN_STD_LATENCY cycles before its normalization starts. Where lanes_fill_xt<C>(),
 //   the first ROWS rows also go into a MAC-array row buffer: the next layer's first row tile.
 #ifndef P2VIT_LAYERNORM_H
 #define P2VIT_LAYERNORM_H
@@ -45,18 +45,8 @@ constexpr int ln_skew() {
   return 1 + (LN_STD_LATENCY + WORDS - 1) / WORDS;
 }
 
-// ln_fills_xt<C>(): whether LayerNorm writes its first ROWS output rows into a MAC-array row buffer
-// as well (xt_rows = ROWS in layernorm_rows), so that QKV and FC1 find their first row tile loaded
-// and only prefetch the later ones: its LANES channels of a row per cycle are one value per xt
-// bank of that row (or one whole word where xt is reshaped) when LANES == SIMD, and the tile is all
-// tokens when N >= ROWS (no padding rows to clear).
-template <class C>
-constexpr bool ln_fills_xt() {
-  return C::LANES == C::SIMD && C::N >= C::ROWS;
-}
-
 // layernorm_rows<C>(r, nr, k, G, B, sh, eps, y, xt, xt_rows): y[n] = LayerNorm(r[n]) for the first
-// nr rows, and xt[n] = y[n] for n < xt_rows (0, or ROWS where ln_fills_xt; one call site signature,
+// nr rows, and xt[n] = y[n] for n < xt_rows (0, or ROWS where lanes_fill_xt; one call site signature,
 // so that the three calls share one LayerNorm). The
 // same values as layernorm_row on each row. The statistics (adder trees) and the normalization (a
 // divider per lane) use different hardware, so one pipelined loop of (nr + S) x ceil(D / LANES)
@@ -73,7 +63,7 @@ void layernorm_rows(const typename C::res_t r[C::N][C::D], int nr, const uint<2>
                     typename pe_operand<typename C::act_t>::type xt[C::ROWS][C::KMAX_MAIN], int xt_rows) {
   constexpr int D = C::D, RB = C::RES_BITS, L = C::LANES;
   [[maybe_unused]] constexpr int R_BANKS = r_banks<C>();
-  static_assert(!ln_fills_xt<C>() || C::KMAX_MAIN >= D, "layernorm_rows: a row buffer row holds D values");
+  static_assert(!lanes_fill_xt<C>() || C::KMAX_MAIN >= D, "layernorm_rows: a row buffer row holds D values");
 #if P2VIT_CSIM_FAST_ROWS
   for (int n = 0; n < nr; ++n) layernorm_row<D, RB, L>(r[n], ln_k, ln_G, ln_B, ln_sh, eps_i, y[n]);   // C-sim
   for (int n = 0; n < C::ROWS; ++n)   // xt_rows <= nr
@@ -125,7 +115,7 @@ pass:
           P2VIT_ACCESS("ln_out", c % L);
           const typename C::act_t out = ln_norm<D, RB>(ln_align<RB>(r[q][c], kc), m_q, sd_q, ln_G[c], ln_B[c], ln_sh[c]);
           y[q][c] = out;
-          if constexpr (ln_fills_xt<C>()) {
+          if constexpr (lanes_fill_xt<C>()) {
             if (q < xt_rows) {   // LANES == SIMD: lane l writes row q's bank l (xt_bank)
               P2VIT_ACCESS_LANE("xt", xt_bank<C>(q, c), q * C::SIMD + l, C::SIMD);
               xt[q][c] = out;

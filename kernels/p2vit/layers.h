@@ -30,7 +30,8 @@
 //               key tile.
 // Region (canonical DATAFLOW, UG1399: buffers and streams passed as arguments, one producer and
 // one consumer each, scalars by value, no parameter load or initialisation inside):
-//   attention_head: qk_array -> logits and maxes streams -> softmax_rows -> codes stream -> av_rows
+//   attention_block: qk_array -> logits and maxes streams -> softmax_rows -> codes stream -> av_rows,
+//               all heads of a block in one region (each process loops over the heads)
 #ifndef P2VIT_LAYERS_H
 #define P2VIT_LAYERS_H
 
@@ -323,18 +324,22 @@ constexpr bool qk_array_prefetch() {
   return C::ROWS * (C::DH / load_lanes<C>()) <= qk_array_reduce<C>();
 }
 
-// qk_array: the logits of head h, a = requant(q_h . k_h^T, shift, 8), row by row on `logits`, and
-// each row's maximum on `maxes` (taken by the epilogue as the key tiles finish).
-// Row tiles overlap three ways in one loop per row tile (reduce_keys): the PE array reduces tile t
-// from xt[cur] while the epilogue drains its key tiles into rows[cur]; tile t - 1's finished rows
-// stream out of rows[1 - cur], one word per iteration (logits_out_word), so the loop runs
-// max(OT x DH/SIMD + G, that tile's rows x WORDS) iterations; and tile t + 1's queries load into
-// xt[1 - cur] (qk_array_prefetch), one word per iteration. Only the first tile's load and the last
-// tile's stream (logits_out) are outside the loop.
+// qk_array: the logits of every head, a = requant(q_h . k_h^T, shift, 8), row by row on `logits`
+// (head 0's rows, then head 1's, ...), and each row's maximum on `maxes` (taken by the epilogue as
+// the key tiles finish).
+// The H x NT row tiles of the block (head-major) overlap three ways in one loop per row tile
+// (reduce_keys): the PE array reduces tile g from xt[cur] while the epilogue drains its key tiles
+// into rows[cur]; tile g - 1's finished rows stream out of rows[1 - cur], one word per iteration
+// (logits_out_word), so the loop runs max(OT x DH/SIMD + G, that tile's rows x WORDS) iterations;
+// and tile g + 1's queries (the next head's first tile after a head's last) load into xt[1 - cur]
+// (qk_array_prefetch), one word per iteration. Only the first tile's load and the last tile's
+// stream (logits_out) are outside the loop, once per block.
 template <class C>
-void qk_array(const typename C::act_t q[C::N][C::D], const typename C::act_t k[C::H][C::N][C::DH], int h,
-              int shift, stream<typename C::logit_word_t>& logits, stream<typename C::act_t>& maxes) {
+void qk_array(const typename C::act_t q[C::N][C::D], const typename C::act_t k[C::H][C::N][C::DH], int shift,
+              stream<typename C::logit_word_t>& logits, stream<typename C::act_t>& maxes) {
   constexpr int NT = (C::N + C::ROWS - 1) / C::ROWS, OT = (C::N + C::COLS - 1) / C::COLS;
+  constexpr int TILES = C::H * NT;   // row tiles of the block, head after head
+  constexpr int LAST_ROWS = C::N - (NT - 1) * C::ROWS;   // a head's last row tile's rows
   pe_x<C> xt[2][C::ROWS][C::DH];   // the row tile being reduced and the next one
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=xt type=complete dim=1)
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=xt type=complete dim=2)
@@ -364,15 +369,16 @@ void qk_array(const typename C::act_t q[C::N][C::D], const typename C::act_t k[C
     using GroupMax = typename C::act_t[TG][RL][G];
     GroupRows& group_rows = csim_fast::scratch<GroupRows, 1>();
     GroupMax& group_max = csim_fast::scratch<GroupMax, 1>();
-    csim_fast::layer_fast<C, C::DH>(
-        NT, C::DH, OT, csim_fast::KeyTiles<C, C::DH>{k, h},
-        [&](int t, pe_x<C> tile[C::ROWS][C::DH]) {
-          load_rows_array<C, C::DH, C::D, q_banks<C>()>(q, h * C::DH, C::DH, C::N, t * C::ROWS, tile, "q");
-        },
-        [&](int t, int ot, const typename C::acc_t tile_acc[C::ROWS][C::COLS]) {
-          epi_logits<C>(tile_acc, ot * C::COLS, shift, group_rows[t % TG], group_max[t % TG]);
-        },
-        [&](int t) { logits_out<C>(group_rows[t % TG], group_max[t % TG], t * C::ROWS, logits, maxes); });
+    for (int h = 0; h < C::H; ++h)
+      csim_fast::layer_fast<C, C::DH>(
+          NT, C::DH, OT, csim_fast::KeyTiles<C, C::DH>{k, h},
+          [&](int t, pe_x<C> tile[C::ROWS][C::DH]) {
+            load_rows_array<C, C::DH, C::D, q_banks<C>()>(q, h * C::DH, C::DH, C::N, t * C::ROWS, tile, "q");
+          },
+          [&](int t, int ot, const typename C::acc_t tile_acc[C::ROWS][C::COLS]) {
+            epi_logits<C>(tile_acc, ot * C::COLS, shift, group_rows[t % TG], group_max[t % TG]);
+          },
+          [&](int t) { logits_out<C>(group_rows[t % TG], group_max[t % TG], t * C::ROWS, logits, maxes); });
     return;
   }
 #endif
@@ -394,20 +400,24 @@ void qk_array(const typename C::act_t q[C::N][C::D], const typename C::act_t k[C
   for (auto& row : acc)
     for (auto& a : row) a = 0;
 #endif
-  bool cur = false;   // the row buffers of tile t: xt[cur] (queries), rows[cur] and rmax[cur] (logits)
+  bool cur = false;   // the row buffers of tile g: xt[cur] (queries), rows[cur] and rmax[cur] (logits)
+  int h = 0, t = 0;   // tile g's head and row tile
+  int prev_rows = 0;  // valid rows of tile g - 1 (0 before the first)
 row_tiles:
-  for (int t = 0; t < NT; ++t) {
-    if (t == 0) {   // the first tile (cur is 0); the others load inside the previous loop, or here
-      load_rows_array<C, C::DH, C::D, q_banks<C>()>(q, h * C::DH, C::DH, C::N, 0, xt[0], "q");
+  for (int tg = 0; tg < TILES; ++tg) {
+    if (tg == 0) {   // the first tile (cur is 0); the others load inside the previous loop, or here
+      load_rows_array<C, C::DH, C::D, q_banks<C>()>(q, 0, C::DH, C::N, 0, xt[0], "q");
     } else if constexpr (!PREFETCH) {
       load_rows_array<C, C::DH, C::D, q_banks<C>()>(q, h * C::DH, C::DH, C::N, t * C::ROWS, xt[cur], "q");
     }
-    const bool fetching = PREFETCH && t + 1 < NT;
-    const int out_words = t > 0 ? C::ROWS * WORDS : 0;   // tile t - 1's rows (every tile but the last is full)
+    const bool head_end = t + 1 == NT;
+    const int nh = head_end ? h + 1 : h, nt = head_end ? 0 : t + 1;   // tile g + 1's head and row tile
+    const bool fetching = PREFETCH && tg + 1 < TILES;
+    const int out_words = prev_rows * WORDS;   // tile g - 1's rows
     const int trip = RED > out_words ? RED : out_words;
     int ot = 0, ks = 0;            // running key tile and step
-    int ou = 0, og = 0, ojw = 0;   // tile t - 1's stream: row (ou, og), word ojw
-    int pn = 0, pw = 0;            // prefetch: row and word of tile t + 1's queries
+    int ou = 0, og = 0, ojw = 0;   // tile g - 1's stream: row (ou, og), word ojw
+    int pn = 0, pw = 0;            // prefetch: row and word of tile g + 1's queries
   reduce_keys:
     for (int i = 0; i < trip; ++i) {
       P2VIT_PRAGMA(HLS PIPELINE II=1)
@@ -432,25 +442,30 @@ row_tiles:
       }
       if (i < out_words) logits_out_word<C>(rows[!cur], rmax[!cur], ou, og, ojw, logits, maxes);
       if (fetching && pn < C::ROWS) {
-        load_rows_word<C, C::DH, C::D, q_banks<C>()>(q, h * C::DH, C::N, (t + 1) * C::ROWS, pn, pw, xt[!cur], "q");
+        load_rows_word<C, C::DH, C::D, q_banks<C>()>(q, nh * C::DH, C::N, nt * C::ROWS, pn, pw, xt[!cur], "q");
         if (++pw == QWORDS) {
           pw = 0;
           ++pn;
         }
       }
     }
+    prev_rows = head_end ? LAST_ROWS : C::ROWS;
+    h = nh;
+    t = nt;
     cur = !cur;
   }
-  // the last row tile, in buffer (NT - 1) mod 2: a compile-time slice for the (not inlined) logits_out
-  constexpr int LAST = (NT - 1) % 2;
+  // the last row tile, in buffer (TILES - 1) mod 2: a compile-time slice for the (not inlined) logits_out
+  constexpr int LAST = (TILES - 1) % 2;
   logits_out<C>(rows[LAST], rmax[LAST], (NT - 1) * C::ROWS, logits, maxes);
 }
 
-// attention_head: Q.K^T -> softmax -> A.V of head h, overlapped row by row.
+// attention_block: Q.K^T -> softmax -> A.V of all heads of a block, overlapped row by row and
+// head after head (each process loops over the heads itself, so the region fills once per block).
+// A.V also writes proj's first row tile into xt (xt_rows = ROWS where lanes_fill_xt, else 0).
 template <class C>
-void attention_head(const typename C::act_t q[C::N][C::D], const typename C::act_t k[C::H][C::N][C::DH],
-                    const value_buf<C> v, int h, int shift_qk, i64 x0, i64 pb, i64 pc,
-                    int shift_av, typename C::act_t o[C::N][C::D], int block) {
+void attention_block(const typename C::act_t q[C::N][C::D], const typename C::act_t k[C::H][C::N][C::DH],
+                     const value_buf<C> v, int shift_qk, i64 x0, i64 pb, i64 pc, int shift_av,
+                     typename C::act_t o[C::N][C::D], pe_x<C> xt[C::ROWS][C::KMAX_MAIN], int xt_rows, int block) {
   P2VIT_PRAGMA(HLS DATAFLOW)
   constexpr int WORDS = (C::N + C::LANES - 1) / C::LANES;   // stream words per row: LANES values each
   stream<typename C::logit_word_t> logits("logits");
@@ -462,9 +477,9 @@ void attention_head(const typename C::act_t q[C::N][C::D], const typename C::act
   stream<typename C::code_word_t> codes("codes");
   [[maybe_unused]] constexpr int CODES_DEPTH = WORDS;
   P2VIT_PRAGMA(HLS STREAM variable=codes depth=CODES_DEPTH)            // one softmax row
-  qk_array<QkCfg<C>>(q, k, h, shift_qk, logits, maxes);
-  softmax_rows<C>(logits, maxes, codes, x0, pb, pc, block, h);
-  av_rows<C>(codes, v, h, shift_av, o);
+  qk_array<QkCfg<C>>(q, k, shift_qk, logits, maxes);
+  softmax_rows<C>(logits, maxes, codes, x0, pb, pc, block);
+  av_rows<C>(codes, v, shift_av, o, xt, xt_rows);
 }
 
 }  // namespace p2vit

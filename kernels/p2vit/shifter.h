@@ -1,14 +1,16 @@
 // p2vit/shifter.h - the shifter array: attention x V with log2 codes (numerics.md 2.6).
 //
-// av_rows<C>(codes, v, h, shift, o): for each query row i of head h,
+// av_rows<C>(codes, v, shift, o, xt, xt_rows): for each query row i of every head h (the rows of
+// head 0, then head 1, ...: the order the softmax sends them),
 //   o[i][h*DH + d] = requant(sum_j (v[h][j][d] << F) >> code[i][j], shift, 8), d < DH,
 // with DH x LANES shifters: per cycle LANES keys (one code word) and, for each of the DH channels,
 // an adder tree of their (v << F) >> code, exactly v * 2^(F - code) for code <= F; the all-ones
 // code is skipped (weight 0). A finished row's DH sums move to a second register set (`done`) and
-// leave LANES per cycle during the next row's keys: one II-1 loop of N + 1 passes of
-// max(ceil(N / LANES), ceil(DH / LANES)) cycles (entered once per head: no pipeline fill per
-// row), pass i taking row i's keys beside row i - 1's outputs; the last cycle of a pass hands its
-// sums over.
+// leave LANES per cycle during the next row's keys: one II-1 loop of H*N + 1 passes of
+// max(ceil(N / LANES), ceil(DH / LANES)) cycles (entered once per block: no pipeline fill per row
+// or head), pass i taking row i's keys beside row i - 1's outputs; the last cycle of a pass hands
+// its sums over. Rows i < xt_rows (0, or ROWS where lanes_fill_xt) also go into xt, proj's first
+// row tile.
 //   v: the value buffer value_buf<C> = v[H][N][VW][E] (p2vit/banks.h), dim 2 cyclic LANES x dim 3
 //     complete x dim 4 reshaped: key lane l reads the VW words of its key, memory (l, word), fixed at
 //     compile time (II 1); each memory gives one E-channel word per cycle.
@@ -20,17 +22,21 @@
 #include "arith.h"
 #include "csim_fast_rows.h"
 #include "epilogue.h"
+#include "mac_array.h"
 #include "trace.h"
 #include "types.h"
 
 namespace p2vit {
 
 template <class C>
-void av_rows(stream<typename C::code_word_t>& codes, const value_buf<C> v, int h, int shift,
-             typename C::act_t o[C::N][C::D]) {
+void av_rows(stream<typename C::code_word_t>& codes, const value_buf<C> v, int shift, typename C::act_t o[C::N][C::D],
+             typename pe_operand<typename C::act_t>::type xt[C::ROWS][C::KMAX_MAIN], int xt_rows) {
 #if P2VIT_CSIM_FAST_ATTN
   if constexpr (csim_fast_rows::av_supported<C>() && C::LANES == 1) {   // C-sim: the same sums as a dot product
-    csim_fast_rows::av_rows_fast<C>(codes, v, h, shift, o);
+    for (int h = 0; h < C::H; ++h) csim_fast_rows::av_rows_fast<C>(codes, v, h, shift, o);
+    for (int n = 0; n < C::ROWS; ++n)   // xt_rows <= N
+      if (n < xt_rows)
+        for (int c = 0; c < C::D; ++c) xt[n][c] = o[n][c];
     return;
   }
 #endif
@@ -43,9 +49,11 @@ void av_rows(stream<typename C::code_word_t>& codes, const value_buf<C> v, int h
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=acc type=complete)
   av_acc_t done[C::DH];   // row i - 1's, leaving L per cycle
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=done type=complete)
-  int i = 0, t = 0;   // this iteration's pass (row i's keys, row i - 1's outputs) and cycle in it
+  int i = 0, t = 0;     // this iteration's pass (row i's keys, row i - 1's outputs) and cycle in it
+  int h = 0, n = 0;     // row i's head and token (counters: no divider)
+  int ph = 0, pn = 0;   // row i - 1's
 pass:
-  for (int it = 0; it < (C::N + 1) * PASS; ++it) {
+  for (int it = 0; it < (C::H * C::N + 1) * PASS; ++it) {
     P2VIT_PRAGMA(HLS PIPELINE II=1)
     P2VIT_COUNT("shifter.pass");
     if (i > 0 && t < OUTS) {   // row i - 1's outputs, L consecutive channels (distinct banks of o)
@@ -53,13 +61,21 @@ pass:
         P2VIT_PRAGMA(HLS UNROLL)
         const int d = t * L + l;
         if (d < C::DH) {
-          P2VIT_ACCESS("o", (h * C::DH + d) % L);
-          o[i - 1][h * C::DH + d] = requant<8>(i64(done[d]), shift);
+          const int c = ph * C::DH + d;
+          const typename C::act_t y = requant<8>(i64(done[d]), shift);
+          P2VIT_ACCESS("o", c % L);
+          o[pn][c] = y;
+          if constexpr (lanes_fill_xt<C>()) {
+            if (pn < xt_rows) {   // LANES == SIMD: lane l writes row pn's bank l (xt_bank)
+              P2VIT_ACCESS_LANE("xt", xt_bank<C>(pn, c), pn * C::SIMD + l, C::SIMD);
+              xt[pn][c] = y;
+            }
+          }
         }
       }
     }
     const bool last = t == PASS - 1;   // row i's sums move to `done` (registers) as the pass ends
-    if (i < C::N && t < WORDS) {   // row i's keys
+    if (i < C::H * C::N && t < WORDS) {   // row i's keys
       const typename C::code_word_t w = codes.read();
       bool skip = false;
 #if defined(P2VIT_NATIVE_TYPES) && !defined(__SYNTHESIS__)
@@ -94,10 +110,17 @@ pass:
       }
       t = 0;
       ++i;
+      ph = h;
+      pn = n;
+      if (++n == C::N) {
+        n = 0;
+        ++h;
+      }
     } else {
       ++t;
     }
   }
+  (void)xt_rows;
 }
 
 }  // namespace p2vit
