@@ -658,10 +658,15 @@ class _Timer:
             out[op.extra_chunk] = out.get(op.extra_chunk, 0) + op.extra
         return out
 
-    def region(self, stages) -> float:
-        durs = [[self.op(o) for o in st] for st in stages]
+    def region(self, stages, exact: bool = True) -> float:
+        """Cycles of a step's stages: one after the other without inter-layer overlap, else joined
+        by their FIFOs (_simulate); exact=False: the longest stage alone, a lower bound of that."""
+        memo: dict[int, float] = {}   # a stage repeats the same Op objects (one per row): time each once
+        durs = [[memo[id(o)] if id(o) in memo else memo.setdefault(id(o), self.op(o)) for o in st] for st in stages]
         if len(stages) == 1 or not self.sw.inter:
             return sum(sum(d) for d in durs)
+        if not exact:   # _simulate runs each stage's ops in order, so no stage ends before their sum
+            return max(sum(d) for d in durs)
         # rows each stream holds as emitted (kernels/p2vit/layers.h): a row tile of logits, one row
         # of codes; 0 for HLS's default depth-2 streams (what-if)
         caps = {} if self.sw.fifo == "hls" else {"logits": self.hw.qk_array_rows, "codes": 1}
@@ -673,56 +678,66 @@ def _simulate(stages, durs, caps: dict) -> float:
     the writer and the reader of a row meet, as with HLS's default depth-2 streams)."""
     S = len(stages)
     t, pc = [0.0] * S, [0] * S
+    kinds = [[op.kind for op in st] for st in stages]
+    names = [[op.fifo for op in st] for st in stages]
+    ends = [len(st) for st in stages]
     reader = {op.fifo: s for s, st in enumerate(stages) for op in st if op.kind == "r"}
-    fifos: dict[str, dict] = {}
+    fifos: dict[str, tuple[list, list, list]] = {}   # per FIFO: write starts, write ends, read ends
     while True:
         progressed = False
         for s in range(S):
-            while pc[s] < len(stages[s]):
-                op, d = stages[s][pc[s]], durs[s][pc[s]]
-                if op.kind == "c":
+            kind_s, name_s, dur_s, end_s = kinds[s], names[s], durs[s], ends[s]
+            while pc[s] < end_s:
+                i_op = pc[s]
+                kind, d = kind_s[i_op], dur_s[i_op]
+                if kind == "c":
                     t[s] += d
-                    pc[s] += 1
+                    pc[s] = i_op + 1
                     progressed = True
                     continue
-                f = fifos.setdefault(op.fifo, {"ws": [], "we": [], "re": []})
-                cap = caps.get(op.fifo, 0)
-                if op.kind == "w":
-                    i = len(f["ws"])
+                name = name_s[i_op]
+                f = fifos.get(name)
+                if f is None:
+                    f = fifos[name] = ([], [], [])
+                ws, we, re_ = f
+                cap = caps.get(name, 0)
+                if kind == "w":
+                    i = len(ws)
                     if cap == 0:
-                        r = reader[op.fifo]
-                        if pc[r] < len(stages[r]) and stages[r][pc[r]].kind == "r" and stages[r][pc[r]].fifo == op.fifo:
+                        r = reader[name]
+                        pr = pc[r]
+                        if pr < ends[r] and kinds[r][pr] == "r" and names[r][pr] == name:
                             start = max(t[s], t[r])
-                            end = start + max(d, durs[r][pc[r]])
-                            f["ws"].append(start)
-                            f["we"].append(end)
-                            f["re"].append(end)
+                            end = start + max(d, durs[r][pr])
+                            ws.append(start)
+                            we.append(end)
+                            re_.append(end)
                             t[s] = t[r] = end
-                            pc[s] += 1
-                            pc[r] += 1
+                            pc[s] = i_op + 1
+                            pc[r] = pr + 1
                             progressed = True
                             continue
                         break
-                    if i >= cap and len(f["re"]) <= i - cap:
+                    if i >= cap and len(re_) <= i - cap:
                         break
-                    start = max(t[s], f["re"][i - cap] if i >= cap else 0.0)
-                    f["ws"].append(start)
-                    f["we"].append(start + d)
+                    start = max(t[s], re_[i - cap] if i >= cap else 0.0)
+                    ws.append(start)
+                    we.append(start + d)
                     t[s] = start + d
-                    pc[s] += 1
+                    pc[s] = i_op + 1
                     progressed = True
                     continue
                 # read
-                i = len(f["re"])
-                if cap == 0 or len(f["ws"]) <= i:
+                i = len(re_)
+                if cap == 0 or len(ws) <= i:
                     break
-                start = max(t[s], f["ws"][i])
-                end = max(start + d, f["we"][i])
-                f["re"].append(end)
+                start = max(t[s], ws[i])
+                end = max(start + d, we[i])
+                re_.append(end)
                 t[s] = end
-                pc[s] += 1
+                pc[s] = i_op + 1
                 progressed = True
-        if all(pc[s] == len(stages[s]) for s in range(S)):
+        if all(pc[s] == ends[s] for s in range(S)):
             return max(t)
         if not progressed:
             raise RuntimeError("dataflow model deadlocked (a bug in codegen/perf.py)")
@@ -1067,6 +1082,33 @@ class Perf:
         return 2 * max(main / self.hw.weight_beats, qk) * self.hw.clock_mhz * 1e6 / 1e9
 
 
+def _has_dram(st: Step) -> bool:
+    return any(lp.dram for lp in _all_loops(st))
+
+
+def _step_cycles(st: Step, free: "_Timer", timer: "_Timer", exact: bool = True) -> tuple[float, float]:
+    """A step's cycles without and with the DRAM bound of its loops (the same where none reads
+    DRAM, e.g. the attention region); exact=False: their lower bounds (_Timer.region)."""
+    comp = free.region(st.stages, exact)
+    return comp, (timer.region(st.stages, exact) if _has_dram(st) else comp)
+
+
+def latency_bound(shape: ModelShape, hw: HwConfig, dram_gbs: float | None = DEFAULT_DRAM_GBS) -> float:
+    """A lower bound of evaluate(shape, hw, dram_gbs=dram_gbs).latency_ms that does not simulate
+    the DATAFLOW regions (their longest stage instead): the target search fully evaluates only the
+    designs whose bound can still be within its tie of the fastest."""
+    sw = Switches()
+    timer, free = _Timer(hw, sw, dram_gbs), _Timer(hw, sw, None)
+    cache: dict[int, float] = {}
+    total = 0.0
+    for st in schedule(shape, hw):
+        if id(st.stages) not in cache:
+            cache[id(st.stages)] = _step_cycles(st, free, timer, exact=False)[1]
+        nbytes = sum(st.dram.values())
+        total += max(cache[id(st.stages)], nbytes / timer.bpc if math.isfinite(timer.bpc) else 0.0)
+    return total / (hw.clock_mhz * 1e3)
+
+
 def evaluate(shape: ModelShape, hw: HwConfig, sw: Switches = Switches(), dram_gbs: float | None = DEFAULT_DRAM_GBS,
              steps: list[Step] | None = None, acc_bits: int = 32) -> Perf:
     steps = steps if steps is not None else schedule(shape, hw)
@@ -1079,18 +1121,19 @@ def evaluate(shape: ModelShape, hw: HwConfig, sw: Switches = Switches(), dram_gb
     for st in steps:
         key = id(st.stages)   # identical blocks share their stages
         if key not in cache:
-            comp = free.region(st.stages)
-            mem_bound = timer.region(st.stages)
+            comp, mem_bound = _step_cycles(st, free, timer)
             cyc_ch: dict[str, float] = {}
+            memo: dict[int, dict] = {}
             for stage in st.stages:
                 for op in stage:
-                    for k, v in timer.chunks(op).items():
+                    if id(op) not in memo:
+                        memo[id(op)] = timer.chunks(op)
+                    for k, v in memo[id(op)].items():
                         cyc_ch[k] = cyc_ch.get(k, 0) + v
             cache[key] = (comp, mem_bound, cyc_ch)
         comp, mem_bound, cyc_ch = cache[key]
         nbytes = sum(st.dram.values())
-        mem = nbytes / timer.bpc if math.isfinite(timer.bpc) else 0.0
-        cyc = max(mem_bound, mem)
+        cyc = max(mem_bound, nbytes / timer.bpc if math.isfinite(timer.bpc) else 0.0)
         bpc_peak = 0.0
         for lp in _all_loops(st):
             if lp.id == "mac_array.reduce" and lp.dram:

@@ -85,7 +85,7 @@ def test_search_returns_the_fastest_design_that_fits(tmp_path, deit_s):
     assert (hw.axi_bits, hw.clock_mhz, hw.part) == (t.axi_bits, t.clock_mhz, t.part)
     # every DSP, but only UTILIZATION_CAP of the BRAM18Ks and the estimated LUTs
     assert p.res["dsps"] <= t.dsps and p.res["bram18k"] <= 0.85 * t.bram18k and r["luts"] <= 0.80 * t.luts
-    assert r["fit"] > 1 and sum(r["rejected"].values()) > 0
+    assert r["fit"] > 1 and sum(r["rejected"].values()) > 0 and 1 <= r["simulated"] <= r["fit"]
     # brute force over the same grid: no design that fits is more than 1% faster, and none within 1%
     # of the fastest uses fewer DSPs
     fitting = []
@@ -102,8 +102,10 @@ def test_search_returns_the_fastest_design_that_fits(tmp_path, deit_s):
                             res = perf.resources(deit_s, h)
                             luts = sum(fpga_target.lut_estimate(deit_s, h).values())
                             if not fpga_target.check_fits(res, luts, t):
-                                fitting.append((perf.evaluate(deit_s, h, dram_gbs=t.dram_gbs).latency_ms,
-                                                res["dsps"]))
+                                lat = perf.evaluate(deit_s, h, dram_gbs=t.dram_gbs).latency_ms
+                                # the bound the search sorts and prunes by never exceeds the latency
+                                assert perf.latency_bound(deit_s, h, t.dram_gbs) <= lat
+                                fitting.append((lat, res["dsps"]))
     fastest = min(lat for lat, _ in fitting)
     assert p.latency_ms <= fastest * 1.01
     assert p.res["dsps"] == min(d for lat, d in fitting if lat <= fastest * 1.01)
