@@ -239,6 +239,7 @@ def search(shape: perf.ModelShape, target: Target, grid: dict | None = None) -> 
     """Every configuration of the grid (default: model_grid(shape)) through codegen.perf; the fastest
     that fits the target.
     Returns {"best_hw", "best" (its Perf), "luts", "lut_breakdown", "fit": designs that fit,
+    "simulated": those evaluated in full (the rest are ruled out by perf.latency_bound),
     "rejected": {what they exceed: count}}."""
     g = grid or model_grid(shape)
     Ks = list(shape.reduction_lengths.values())

@@ -24,7 +24,7 @@ array of PCOLS columns) with NT = ceil(NR/ROWS) row tiles, OT = ceil(O/COLS) wei
 per row tile, the row load, then the reduction at II = BEATS (one weight word per step from the
 weight ports), with each tile's epilogue drained inside the next tile's reduction where it fits,
 then the row tile's hand-off to the next chunk (Q.K^T). The DATAFLOW region of the schedule
-(Q.K^T -> softmax -> A.V per head) is simulated as stages joined by FIFOs at row granularity;
+(Q.K^T -> softmax -> A.V, all heads of a block) is simulated as stages joined by FIFOs at row granularity;
 without inter-layer pipelining its stages run one after the other.
 The depth constants (DEPTH) are estimates for a 200 MHz UltraScale+ build, not taken from
 HLS reports. docs/performance.md has the equations and the measured figures.
@@ -1422,7 +1422,8 @@ def main(argv=None) -> int:
             text.append(f"plot: {args.plot}")
     out = to_json(perf, abl, pts)
     if found is not None:
-        out["target"] = {**found["target"], "fit": found["fit"], "rejected": found["rejected"],
+        out["target"] = {**found["target"], "fit": found["fit"], "simulated": found["simulated"],
+                         "rejected": found["rejected"],
                          "luts_estimate": found["luts"], "lut_breakdown": found["lut_breakdown"]}
     if args.json == "-":
         print(json.dumps(out, indent=1))
