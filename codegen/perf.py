@@ -929,7 +929,7 @@ def lanes_fill_xt(shape: "ModelShape", hw: HwConfig) -> bool:
     buffer, so that QKV, proj and FC1 do not load their first row tile (lanes_fill_xt in
     kernels/p2vit/banks.h): one value per xt bank per cycle (LANES == SIMD) and a full first row
     tile (N >= ROWS)."""
-    return hw.lanes == hw.simd and shape.tokens >= hw.rows
+    return hw.lanes == hw.simd and shape.dh % hw.lanes == 0 and shape.tokens >= hw.rows
 
 
 def fc2_early(shape: "ModelShape", hw: HwConfig) -> bool:

@@ -75,11 +75,12 @@ constexpr int r_banks() {   // residual stream: COLS lanes of the residual epilo
 // lanes_fill_xt<C>(): whether LayerNorm (LN1, LN2) and A.V write their first ROWS output rows into a
 // MAC-array row buffer as well, so that QKV, FC1 and proj find their first row tile loaded and
 // only prefetch the later ones: LANES consecutive channels of a row per cycle are one value per xt
-// bank of that row (or one whole word where xt is reshaped) when LANES == SIMD, and the tile is all
+// bank of that row (or one whole word where xt is reshaped) when LANES == SIMD and LANES divides
+// the head width (whole words: codegen/hwconfig.py requires it of every build), and the tile is all
 // tokens when N >= ROWS (no padding rows to clear).
 template <class C>
 constexpr bool lanes_fill_xt() {
-  return C::LANES == C::SIMD && C::N >= C::ROWS;
+  return C::LANES == C::SIMD && C::DH % C::LANES == 0 && C::N >= C::ROWS;
 }
 template <class C>
 constexpr int xo_banks() {  // x (LayerNorm out) and o (A.V out): LANES in, load_lanes out

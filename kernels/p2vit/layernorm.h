@@ -95,9 +95,12 @@ pass:
     const int slot_r = slot_w == SLOTS - 1 ? 0 : slot_w + 1;
     const i64 m_q = q >= 0 ? ring_m[slot_r] : i64(0), sd_q = q >= 0 ? ring_sd[slot_r] : i64(1);
     i64 p1 = 0, p2 = 0;
+    typename C::act_t word[L];   // row q's L outputs of this cycle, for the row buffer
+    P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=word type=complete)
     for (int l = 0; l < L; ++l) {
       P2VIT_PRAGMA(HLS UNROLL)
       const int c = cw * L + l;
+      word[l] = 0;
       if (c < D) {
         P2VIT_ACCESS("ln_k", c % L);
         const uint<2> kc = ln_k[c];
@@ -115,12 +118,19 @@ pass:
           P2VIT_ACCESS("ln_out", c % L);
           const typename C::act_t out = ln_norm<D, RB>(ln_align<RB>(r[q][c], kc), m_q, sd_q, ln_G[c], ln_B[c], ln_sh[c]);
           y[q][c] = out;
-          if constexpr (lanes_fill_xt<C>()) {
-            if (q < xt_rows) {   // LANES == SIMD: lane l writes row q's bank l (xt_bank)
-              P2VIT_ACCESS_LANE("xt", xt_bank<C>(q, c), q * C::SIMD + l, C::SIMD);
-              xt[q][c] = out;
-            }
-          }
+          word[l] = out;
+        }
+      }
+    }
+    if constexpr (lanes_fill_xt<C>()) {
+      // LANES == SIMD and L | D: lane l writes row q's bank l (xt_bank), all L lanes under one
+      // condition, so that a reshaped xt takes them as one word store
+      static_assert(D % L == 0, "layernorm_rows: whole row-buffer words");
+      if (q >= 0 && q < xt_rows) {
+        for (int l = 0; l < L; ++l) {
+          P2VIT_PRAGMA(HLS UNROLL)
+          P2VIT_ACCESS_LANE("xt", xt_bank<C>(q, cw * L + l), q * C::SIMD + l, C::SIMD);
+          xt[q][cw * L + l] = word[l];
         }
       }
     }

@@ -24,7 +24,7 @@
 //               tile). FC1 writes its GELU outputs for every token into hid[N][HID], which FC2's
 //               row loads read; FC1's last row tile already loads FC2's first (fc2_early) into the
 //               row buffers xt, which the top holds so that they outlast the call.
-//   qk_array    QK_ROWS x PCOLS x SIMD (QkCfg): Q.K^T of one head, inside the attention region; keys
+//   qk_array    QK_ROWS x PCOLS x SIMD (QkCfg): Q.K^T of every head, inside the attention region; keys
 //               from the key buffer. Its epilogue (RL rows per cycle) always fits the reduction,
 //               so it always drains inside it, with a tail of ceil(ROWS/RL) iterations for the last
 //               key tile.
@@ -305,7 +305,7 @@ row_tiles:
                                                                    tile_bias, bias, shift, lut, e_y, e_r, e_s, r, q,
                                                                    k, v, hid, logits, block);
     }
-    if (prefetch) cur = 1 - cur;
+    if (prefetch || early) cur = 1 - cur;   // the other buffer holds the next row tile (or FC2's first)
   }
   return FC2_EARLY && mode == MAIN_FC1 ? cur : -1;   // after the flip: the buffer FC2's rows went to
 }

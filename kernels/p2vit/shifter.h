@@ -57,19 +57,30 @@ pass:
     P2VIT_PRAGMA(HLS PIPELINE II=1)
     P2VIT_COUNT("shifter.pass");
     if (i > 0 && t < OUTS) {   // row i - 1's outputs, L consecutive channels (distinct banks of o)
+      typename C::act_t word[L];   // the row buffer's copy of them
+      P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=word type=complete)
       for (int l = 0; l < L; ++l) {
         P2VIT_PRAGMA(HLS UNROLL)
         const int d = t * L + l;
+        word[l] = 0;
         if (d < C::DH) {
           const int c = ph * C::DH + d;
           const typename C::act_t y = requant<8>(i64(done[d]), shift);
           P2VIT_ACCESS("o", c % L);
           o[pn][c] = y;
-          if constexpr (lanes_fill_xt<C>()) {
-            if (pn < xt_rows) {   // LANES == SIMD: lane l writes row pn's bank l (xt_bank)
-              P2VIT_ACCESS_LANE("xt", xt_bank<C>(pn, c), pn * C::SIMD + l, C::SIMD);
-              xt[pn][c] = y;
-            }
+          word[l] = y;
+        }
+      }
+      if constexpr (lanes_fill_xt<C>()) {
+        // LANES == SIMD and L | DH: lane l writes row pn's bank l (xt_bank), all L lanes under one
+        // condition, so that a reshaped xt takes them as one word store
+        static_assert(C::DH % L == 0, "av_rows: whole row-buffer words");
+        if (pn < xt_rows) {
+          for (int l = 0; l < L; ++l) {
+            P2VIT_PRAGMA(HLS UNROLL)
+            const int c = ph * C::DH + t * L + l;
+            P2VIT_ACCESS_LANE("xt", xt_bank<C>(pn, c), pn * C::SIMD + l, C::SIMD);
+            xt[pn][c] = word[l];
           }
         }
       }
