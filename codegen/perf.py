@@ -348,15 +348,20 @@ def _qk_reduce(hq: HwConfig, N: int, DH: int) -> int:
     return _cdiv(N, hq.cols) * (DH // hq.simd) + _cdiv(hq.rows, logit_rows_per_cycle(hq, DH))
 
 
+def _qk_tile_rows(hq: HwConfig, N: int, heads: int) -> list[int]:
+    """Valid rows of qk_array's row tiles in the order it runs them, head after head: ROWS, and a
+    head's last tile N - (NT - 1) x ROWS."""
+    NT = _cdiv(N, hq.rows)
+    return [hq.rows if g % NT != NT - 1 else N - (NT - 1) * hq.rows for g in range(heads * NT)]
+
+
 def qk_trips(hq: HwConfig, N: int, DH: int, words: int, heads: int = 1) -> list[int]:
     """Iterations of qk_array's reduction loop per row tile, for `heads` heads' row tiles one after
     the other (kernels/p2vit/layers.h): the tile's reduction (_qk_reduce), or, from the second tile
     on, the previous tile's rows x words stream words if those are more (words: stream words per
-    row, ceil(N / LANES); a head's last tile has N - (NT - 1) x ROWS rows)."""
-    red, NT = _qk_reduce(hq, N, DH), _cdiv(N, hq.rows)
-    last = N - (NT - 1) * hq.rows
-    prev = [hq.rows if t % NT != NT - 1 else last for t in range(heads * NT - 1)]   # rows of tile g - 1
-    return [red] + [max(red, r * words) for r in prev]
+    row, ceil(N / LANES))."""
+    red = _qk_reduce(hq, N, DH)
+    return [red] + [max(red, r * words) for r in _qk_tile_rows(hq, N, heads)[:-1]]
 
 
 def qk_prefetch(hq: HwConfig, N: int, DH: int) -> bool:
@@ -371,9 +376,8 @@ def _qk_array(hq: HwConfig, N: int, DH: int, words: int, heads: int) -> list:
     tiles, streams the previous tile's rows (one FIFO write of `words` iterations per row, the first
     carrying the loop's fill) and prefetches the next tile's queries (qk_prefetch; else each tile
     loads before its loop); the last tile's rows stream after the last loop (logits_out)."""
-    R, NT = hq.rows, _cdiv(N, hq.rows)
-    last = N - (NT - 1) * R
-    load = Op("c", [Loop("mac_array.load_array", R * _cdiv(DH, load_lanes(hq)), 1)])
+    tile_rows = _qk_tile_rows(hq, N, heads)
+    load = Op("c", [Loop("mac_array.load_array", hq.rows * _cdiv(DH, load_lanes(hq)), 1)])
     pre = qk_prefetch(hq, N, DH)
     ops = []
     for g, trip in enumerate(qk_trips(hq, N, DH, words, heads)):
@@ -382,12 +386,12 @@ def _qk_array(hq: HwConfig, N: int, DH: int, words: int, heads: int) -> list:
         if g == 0:
             ops.append(Op("c", [Loop("mac_array.reduce_keys", trip, 1, drain="requant.logits")]))
             continue
-        rows = R if (g - 1) % NT != NT - 1 else last   # tile g - 1's rows
+        rows = tile_rows[g - 1]   # tile g - 1's, streaming in this loop
         ops.append(Op("w", [Loop("mac_array.reduce_keys", words, 1, drain="requant.logits")], fifo="logits"))
         ops += [Op("w", [Loop("mac_array.reduce_keys", words, 0)], fifo="logits")] * (rows - 1)
         ops.append(Op("c", [Loop("mac_array.reduce_keys", trip - rows * words, 0)]))
     ops.append(Op("w", [Loop("requant.logits_out", words, 1)], fifo="logits"))
-    ops += [Op("w", [Loop("requant.logits_out", words, 0)], fifo="logits")] * (last - 1)
+    ops += [Op("w", [Loop("requant.logits_out", words, 0)], fifo="logits")] * (tile_rows[-1] - 1)
     return ops
 
 

@@ -66,9 +66,7 @@ void layernorm_rows(const typename C::res_t r[C::N][C::D], int nr, const uint<2>
   static_assert(!lanes_fill_xt<C>() || C::KMAX_MAIN >= D, "layernorm_rows: a row buffer row holds D values");
 #if P2VIT_CSIM_FAST_ROWS
   for (int n = 0; n < nr; ++n) layernorm_row<D, RB, L>(r[n], ln_k, ln_G, ln_B, ln_sh, eps_i, y[n]);   // C-sim
-  for (int n = 0; n < C::ROWS; ++n)   // xt_rows <= nr
-    if (n < xt_rows)
-      for (int c = 0; c < D; ++c) xt[n][c] = y[n][c];
+  fill_xt_rows<C>(y, xt, xt_rows);   // xt_rows <= nr
   return;
 #endif
   static_assert(2 * detail::clog2(D) + 2 * RB + 4 <= 61, "layernorm_rows: D*S2 must stay below 2^61 (numerics.md 4)");
@@ -122,17 +120,9 @@ pass:
         }
       }
     }
-    if constexpr (lanes_fill_xt<C>()) {
-      // LANES == SIMD and L | D: lane l writes row q's bank l (xt_bank), all L lanes under one
-      // condition, so that a reshaped xt takes them as one word store
+    if constexpr (lanes_fill_xt<C>()) {   // LANES == SIMD and L | D: this cycle's channels are xt word cw
       static_assert(D % L == 0, "layernorm_rows: whole row-buffer words");
-      if (q >= 0 && q < xt_rows) {
-        for (int l = 0; l < L; ++l) {
-          P2VIT_PRAGMA(HLS UNROLL)
-          P2VIT_ACCESS_LANE("xt", xt_bank<C>(q, cw * L + l), q * C::SIMD + l, C::SIMD);
-          xt[q][cw * L + l] = word[l];
-        }
-      }
+      if (q >= 0 && q < xt_rows) store_xt_word<C, C::KMAX_MAIN>(xt, q, cw, word);
     }
     const bool last = cw == WORDS - 1;
     const i64 t1 = i64(s1 + p1), t2 = i64(s2 + p2);   // row p's moments up to this word

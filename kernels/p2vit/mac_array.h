@@ -51,24 +51,53 @@ constexpr int xt_bank(int n, int k) {
   return n * C::SIMD + k % C::SIMD;
 }
 
+// store_xt_word<C, KMAX>(xt, n, kw, word): word kw of row n of a row buffer, xt[n][kw*SIMD + w] =
+// word[w] for all SIMD lanes, unconditionally: one write per xt bank (cyclic SIMD along K), or one
+// word write where xt is reshaped, since HLS merges the lanes into one store. The row loads, the
+// prefetch and the lanes that fill a first row tile (LayerNorm, A.V: lanes_fill_xt) all write xt
+// through it.
+template <class C, int KMAX>
+inline void store_xt_word(typename pe_operand<typename C::act_t>::type xt[C::ROWS][KMAX], int n, int kw,
+                          const typename C::act_t word[C::SIMD]) {
+  P2VIT_PRAGMA(HLS INLINE)
+  for (int w = 0; w < C::SIMD; ++w) {
+    P2VIT_PRAGMA(HLS UNROLL)
+    const int k = kw * C::SIMD + w;
+    P2VIT_ACCESS_LANE("xt", xt_bank<C>(n, k), n * C::SIMD + w, C::SIMD);
+    xt[n][k] = word[w];
+  }
+}
+
+// fill_xt_rows<C>(y, xt, xt_rows): xt[n] = y[n] for the first xt_rows rows: the C-sim fast paths'
+// form of LayerNorm's and A.V's row-buffer fill (their HLS loops store word by word, store_xt_word).
+template <class C>
+void fill_xt_rows(const typename C::act_t y[C::N][C::D],
+                  typename pe_operand<typename C::act_t>::type xt[C::ROWS][C::KMAX_MAIN], int xt_rows) {
+  for (int n = 0; n < C::ROWS; ++n)   // xt_rows <= N
+    if (n < xt_rows)
+      for (int c = 0; c < C::D; ++c) xt[n][c] = y[n][c];
+}
+
 // load_rows_word: word kw (WL = load_lanes = SIMD values, p2vit/banks.h) of tile row n:
-// xt[n][k] = x[n0 + n][col0 + k] for k = kw*WL + w if row n0 + n < NR, else 0: one write per xt
-// bank (cyclic SIMD along K), or one word write where xt is reshaped: all WL lanes are written
-// unconditionally (K is a multiple of SIMD, codegen/hwconfig.py check_simd), so HLS merges them
-// into one store. One cycle of load_rows_array, and of main_array's row prefetch.
+// xt[n][k] = x[n0 + n][col0 + k] for k = kw*WL + w if row n0 + n < NR, else 0, as one word
+// (store_xt_word; K is a multiple of SIMD, codegen/hwconfig.py check_simd). One cycle of
+// load_rows_array, and of main_array's row prefetch.
 //   W: row length of x; XB: x's dim-2 banks (col0 a multiple of XB); name: x's name (II check).
 template <class C, int KMAX, int W, int XB>
 inline void load_rows_word(const typename C::act_t x[][W], int col0, int NR, int n0, int n, int kw,
                            typename pe_operand<typename C::act_t>::type xt[C::ROWS][KMAX], const char* name) {
   P2VIT_PRAGMA(HLS INLINE)
   constexpr int WL = load_lanes<C>();
+  static_assert(WL == C::SIMD, "load_rows_word: a load word is one xt word");
+  typename C::act_t word[WL];
+  P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=word type=complete)
   for (int w = 0; w < WL; ++w) {
     P2VIT_PRAGMA(HLS UNROLL)
     const int k = kw * WL + w;
     if (n0 + n < NR) P2VIT_ACCESS_LANE(name, (col0 + k) % XB, w, gcd_int(WL, XB));
-    P2VIT_ACCESS_LANE("xt", xt_bank<C>(n, k), n * C::SIMD + w, C::SIMD);
-    xt[n][k] = n0 + n < NR ? x[n0 + n][col0 + k] : typename C::act_t(0);
+    word[w] = n0 + n < NR ? x[n0 + n][col0 + k] : typename C::act_t(0);
   }
+  store_xt_word<C, KMAX>(xt, n, kw, word);
   (void)name;
 }
 

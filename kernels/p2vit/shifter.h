@@ -34,9 +34,7 @@ void av_rows(stream<typename C::code_word_t>& codes, const value_buf<C> v, int s
 #if P2VIT_CSIM_FAST_ATTN
   if constexpr (csim_fast_rows::av_supported<C>() && C::LANES == 1) {   // C-sim: the same sums as a dot product
     for (int h = 0; h < C::H; ++h) csim_fast_rows::av_rows_fast<C>(codes, v, h, shift, o);
-    for (int n = 0; n < C::ROWS; ++n)   // xt_rows <= N
-      if (n < xt_rows)
-        for (int c = 0; c < C::D; ++c) xt[n][c] = o[n][c];
+    fill_xt_rows<C>(o, xt, xt_rows);
     return;
   }
 #endif
@@ -71,18 +69,9 @@ pass:
           word[l] = y;
         }
       }
-      if constexpr (lanes_fill_xt<C>()) {
-        // LANES == SIMD and L | DH: lane l writes row pn's bank l (xt_bank), all L lanes under one
-        // condition, so that a reshaped xt takes them as one word store
+      if constexpr (lanes_fill_xt<C>()) {   // LANES == SIMD and L | DH: channels ph*DH + t*L.. are one xt word
         static_assert(C::DH % L == 0, "av_rows: whole row-buffer words");
-        if (pn < xt_rows) {
-          for (int l = 0; l < L; ++l) {
-            P2VIT_PRAGMA(HLS UNROLL)
-            const int c = ph * C::DH + t * L + l;
-            P2VIT_ACCESS_LANE("xt", xt_bank<C>(pn, c), pn * C::SIMD + l, C::SIMD);
-            xt[pn][c] = word[l];
-          }
-        }
+        if (pn < xt_rows) store_xt_word<C, C::KMAX_MAIN>(xt, pn, ph * (C::DH / L) + t, word);
       }
     }
     const bool last = t == PASS - 1;   // row i's sums move to `done` (registers) as the pass ends
@@ -131,7 +120,6 @@ pass:
       ++t;
     }
   }
-  (void)xt_rows;
 }
 
 }  // namespace p2vit
