@@ -123,19 +123,22 @@ def plane_weights(w: np.ndarray, cols: int, simd: int, bits: int, ports: int, ax
                            for j in range(ports)])
 
 
-def tile_embed_bias(bias: np.ndarray, rows: int, cols: int, axi_bytes: int) -> np.ndarray:
-    """(Np, D) int32 per-token bias -> [NT][OT][rows][cols] (zero-padded), each tile padded to
-    whole beats: a tile's biases row by row, as the embedding epilogue reads them (one tile row per
-    cycle), one burst per tile."""
+def row_embed_bias(bias: np.ndarray, rows: int, cols: int, axi_bytes: int, ports: int) -> np.ndarray:
+    """(Np, D) int32 per-token bias -> per row tile of `rows` tokens (zero-padded), the tile's
+    biases row by row, each row D rounded up to whole column tiles of `cols`, split for the
+    `ports` weight ports: beat j of port p's segment holds values (j * ports + p) * per .. + per - 1
+    of the tile (per = axi_bytes / 4), so that the burst that reads one beat from every port per
+    cycle (kernels/p2vit/mac_array.h load_embed_bias) writes consecutive values. Each tile is
+    `ports` segments of embed_bias_seg beats (kernels/p2vit/banks.h)."""
     NP, D = bias.shape
-    NT, OT = -(-NP // rows), -(-D // cols)
-    pad = np.zeros((NT * rows, OT * cols), dtype=np.int32)
+    per = axi_bytes // 4
+    NT, DT = -(-NP // rows), -(-D // cols) * cols
+    seg = -(-(rows * DT) // (ports * per))   # beats per port per tile
+    pad = np.zeros((NT * rows, DT), dtype=np.int32)
     pad[:NP, :D] = bias
-    t = pad.reshape(NT, rows, OT, cols).transpose(0, 2, 1, 3).reshape(NT * OT, rows * cols)
-    tile_bytes = rows * cols * 4
-    padded = -(-tile_bytes // axi_bytes) * axi_bytes
-    if padded > tile_bytes:
-        t = np.concatenate([t, np.zeros((NT * OT, (padded - tile_bytes) // 4), np.int32)], axis=1)
+    flat = np.zeros((NT, seg * ports * per), dtype=np.int32)
+    flat[:, :rows * DT] = pad.reshape(NT, rows * DT)
+    t = flat.reshape(NT, seg, ports, per).transpose(0, 2, 1, 3)   # [NT][port][beat][value]
     return np.ascontiguousarray(t).reshape(-1)
 
 
@@ -161,7 +164,7 @@ def build_layout(ir: QuantizedViT, rows: int, cols: int, simd: int, axi_bits: in
 
     res_dtype = np.int16 if low.res_bits > 8 else np.int8
     L.add("embed.w", plane_weights(low.embed.w, cols, simd, low.embed.bits, weight_ports, ab))
-    L.add("embed.bias", tile_embed_bias(low.embed.b.astype(np.int32), rows, cols, ab))
+    L.add("embed.bias", row_embed_bias(low.embed.b.astype(np.int32), rows, cols, ab, weight_ports))
     L.add("embed.shift", low.embed.shift.astype(np.int8))
     L.add("embed.cls", low.embed_cls.astype(res_dtype))
     L.add("embed.e", low.e_embed.astype(np.int8))

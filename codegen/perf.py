@@ -50,6 +50,7 @@ DEFAULT_DRAM_GBS = 19.2   # ZCU102 PS DDR4-2400, 64 bit: 2400 MT/s * 8 B (peak)
 DEPTH = {
     "params.desc": 3,              # m_axi beat, field extraction, register write
     "params.burst": 3,             # m_axi beat, field extraction, BRAM write (one value per bank)
+    "params.embed_bias": 3,        # a beat from each weight port, field extraction, BRAM writes
     "mac_array.load_array": 3,     # BRAM read, mux, register write
     "mac_array.load_image": 3,     # m_axi beat (the image, one burst), a beat's values into the img banks
     "mac_array.load_patch": 5,     # patch index arithmetic, image BRAM read, write
@@ -76,7 +77,7 @@ DEPTH = {
 LANE_TREES = ("softmax.pass", "shifter.pass")   # + log2(LANES): the lanes' adder tree
 COL_TREES = ("requant.logits",)   # + log2(COLS): the max tree over a tile row's logits
 LN_STD_LATENCY = 64    # cycles allowed for a LayerNorm row's D*S2 - S1^2 and isqrt (kernels/p2vit/layernorm.h)
-AXI_AT_ENTRY = {"mac_array.reduce", "params.desc", "params.burst", "mac_array.load_image"}   # start with a new burst
+AXI_AT_ENTRY = {"mac_array.reduce", "params.desc", "params.burst", "params.embed_bias", "mac_array.load_image"}   # start with a new burst
 
 CHUNKS = ("mac_array", "requant", "softmax", "shifter", "layernorm", "params")
 MAC_INSTANCES = ("main (embed, qkv, proj, fc1, fc2, head)", "qk (Q.K^T)")   # kernels/p2vit/layers.h
@@ -282,6 +283,19 @@ def _burst(nbytes: int, hw: HwConfig, n: int = 1) -> Loop:
     return Loop("params.burst", _cdiv(nbytes, hw.axi_bytes), 1, n, dram=_cdiv(nbytes, hw.axi_bytes) * hw.axi_bytes)
 
 
+def embed_bias_seg(hw: HwConfig, dim: int) -> int:
+    """Beats each weight port reads per row tile of the embedding's per-token biases
+    (kernels/p2vit/banks.h embed_bias_seg): ROWS rows of D rounded up to whole column tiles, a beat
+    of AXI_BYTES / 4 values from every port per cycle."""
+    return _cdiv(hw.rows * _cdiv(dim, hw.cols) * hw.cols, hw.weight_ports * (hw.axi_bytes // 4))
+
+
+def _embed_bias(hw: HwConfig, dim: int) -> Loop:
+    """load_embed_bias: one row tile's per-token biases, a beat from every weight port per cycle."""
+    seg = embed_bias_seg(hw, dim)
+    return Loop("params.embed_bias", seg, 1, dram=seg * hw.weight_ports * hw.axi_bytes)
+
+
 def _mac(hw: HwConfig, NR: int, K: int, O: int, src: str, epi: str, bits: int,
          K_DH: int = 0, patch: int = 1, preloaded: bool = False):
     """One layer on the MAC array (main_array): per row tile, (valid rows, compute Op). Q.K^T has
@@ -290,7 +304,8 @@ def _mac(hw: HwConfig, NR: int, K: int, O: int, src: str, epi: str, bits: int,
     src: array | patch (load_rows_*); epi: requant | residual | gelu | embed | head (epi_* of
     kernels/p2vit/epilogue.h); bits: weight bits; K_DH: the head width (QKV's epilogue lanes);
     patch: the patch size (the patch load's lanes); preloaded: the previous layer loaded the first
-    row tile (FC2 after FC1, fc2_early). Ops of identical row tiles are shared."""
+    row tile (FC2 after FC1, fc2_early). The embedding loads its row tile's per-token biases after
+    the row tile's patches (_embed_bias). Ops of identical row tiles are shared."""
     R, C, S = hw.rows, hw.cols, hw.simd
     NT, OT = _cdiv(NR, R), _cdiv(O, C)
     slot = hw.weight_ports * hw.weight_beats * hw.axi_bytes   # bytes of one weight word, all planes (4-bit: same slots)
@@ -306,30 +321,32 @@ def _mac(hw: HwConfig, NR: int, K: int, O: int, src: str, epi: str, bits: int,
     red = Loop("mac_array.reduce", K // S, 1, 1, (K // S) * slot)
     full, last = O // C, O % C
     last_c = last or C
-    # Ping-pong accumulators (kernels/p2vit/layers.h): QKV, proj, FC1 and FC2 drain tile ot - 1
+    # Ping-pong accumulators (kernels/p2vit/layers.h): the embedding, QKV, proj, FC1 and FC2 drain tile ot - 1
     # inside tile ot's reduction when it has at least as many steps as the drain has cycles, and
     # then run all OT x K/SIMD steps of a row tile in one loop entry (one burst, one fill) and a
     # tail of one drain's cycles (a full tile's) in which the last tile drains; the tail reads
     # weight words too (the read stays unconditional).
     prefetch = False   # whether later row tiles load inside the previous tile's reduction loop
-    if epi in ("requant", "residual", "gelu") and drain_fits(hw, K, epi, K_DH):
+    if epi in ("requant", "residual", "gelu", "embed") and drain_fits(hw, K, epi, K_DH):
         trip = OT * (K // S) + drain_tail(hw, K, epi, K_DH)
         whole = Loop("mac_array.reduce", trip, 1, 1, trip * slot, drain=epilogue(C).id)
         groups = [(1, whole, None, None)]
-        # row prefetch: the next row tile loads inside this loop when its words fit the trip
-        prefetch = R * _cdiv(K, load_lanes(hw)) <= trip
+        # row prefetch: the next row tile loads inside this loop when its words fit the trip (not
+        # the embedding's patches)
+        prefetch = epi != "embed" and R * _cdiv(K, load_lanes(hw)) <= trip
     else:
         groups = []   # weight tiles: the full ones, then a partial last one, each with its epilogue
         for count, c in ((full, C), (1 if last else 0, last)):
             if count:
-                pre = _burst(R * C * 4, hw) if epi == "embed" else None   # the tile's per-token biases
-                groups.append((count, red, epilogue(c), pre))
+                groups.append((count, red, epilogue(c), None))
     load_id = f"mac_array.load_{src}"
     # iterations per row: groups of patch_lanes image values, or words of load_lanes
     words = K // patch_lanes(hw, patch) if src == "patch" else _cdiv(K, load_lanes(hw))
 
+    bias = [_embed_bias(hw, O)] if epi == "embed" else []
+
     def tile(v, load=True):
-        return v, Op("c", [Loop(load_id, R * words, 1)] if load else [], tiles=groups)
+        return v, Op("c", ([Loop(load_id, R * words, 1)] if load else []) + bias, tiles=groups)
 
     # the first row tile loads before its reduction; with the prefetch, every later one during the
     # previous tile's (kernels/p2vit/layers.h main_array)
@@ -427,7 +444,7 @@ def _uniq(hw: HwConfig, O: int, K: int, bits: int) -> int:
 
 def _linear_dram(hw: HwConfig, NR: int, K: int, O: int, bits: int, epi: str = "", dh: int = 0) -> dict:
     """Weight bytes streamed by one layer: every row tile streams the whole layer once, and a
-    drained layer (epi: requant | residual | gelu, dh: the head width) also the words its drain
+    drained layer (epi: requant | residual | gelu | embed, dh: the head width) also the words its drain
     tail reads past its planes (kernels/p2vit/layers.h main_array)."""
     slot = hw.weight_ports * hw.weight_beats * hw.axi_bytes
     tail = drain_tail(hw, K, epi, dh) if epi else 0
@@ -511,10 +528,11 @@ def schedule(shape: ModelShape, hw: HwConfig) -> list[Step]:
     b = shape.bits("embed")
     img = shape.in_chans * shape.img_h * shape.img_w
     pe = [_burst(D, hw), Loop("mac_array.load_image", _cdiv(img, hw.axi_bytes), 1)]   # shifts; the image, one burst
-    dr = _linear_dram(hw, NP, KP, D, b)
+    dr = _linear_dram(hw, NP, KP, D, b, "embed")
     tiles = _mac(hw, NP, KP, D, "patch", "embed", b, patch=shape.patch)
-    # the descriptor-free parameters: the shifts, then one burst of per-token biases per tile
-    dr["params"] = _dram(pe) + _cdiv(NP, hw.rows) * _cdiv(D, hw.cols) * _cdiv(hw.rows * hw.cols * 4, hw.axi_bytes) * hw.axi_bytes
+    # the descriptor-free parameters: the shifts; per row tile its per-token biases, from every port
+    dr["params"] = _dram(pe)
+    dr["embed_bias"] = _cdiv(NP, hw.rows) * _embed_bias(hw, D).dram
     dr["io"] = shape.in_chans * shape.img_h * shape.img_w
     steps.append(Step("embed", "embed", [_params(*pe) + _seq_ops(tiles)],
                       macs=NP * KP * D, dram=dr, weight_bytes_unique=_uniq(hw, D, KP, b)))
@@ -848,6 +866,11 @@ def buffers(shape: ModelShape, hw: HwConfig, acc_bits: int = 32) -> list[dict]:
           "(registers), cls", OM * 5 + 2 * D + 256 + D * R // 8,
           [cyc(OM, 32, pb(ab // 4)), cyc(OM, 8, pb(ab)), cyc(D, 8, pb(ab)),
            cyc(D, 8, pb(ab)), cyc(D, R, ab // (R // 8))]),
+        # the embedding's row tile of per-token biases (kernels/p2vit/layers.h main_array): a beat of
+        # every weight port in per cycle, COLS out (banks.h embed_bias_banks)
+        b("embedding row-tile biases tile_bias[ROWS * DT], DT = D rounded up to COLS (cyclic embed_bias_banks)",
+          rows * _cdiv(D, cols) * cols * 4,
+          [cyc(rows * _cdiv(D, cols) * cols, 32, shared_banks(hw.weight_ports * (ab // 4), 1, cols, 1))]),
         b("LayerNorm parameters", D * (1 + 2 + 8 + 1), [cyc(D, 2, math.lcm(ab, L)), cyc(D, 16, math.lcm(ab // 2, L)),
                                                         cyc(D, 64, math.lcm(ab // 8, L)), cyc(D, 8, math.lcm(ab, L))]),
         b("logits stream: one Q.K^T row tile; codes stream: one row", qrows * N + N, [(1, qrows * N, 8), (1, N, 4)]),
@@ -913,8 +936,9 @@ def load_lanes(hw: HwConfig) -> int:
 
 def drain_fits(hw: HwConfig, K: int, epi: str, dh: int) -> bool:
     """Whether a layer reducing over K drains each tile's epilogue (`epi`: requant for QKV, residual,
-    gelu) inside the next tile's reduction (kernels/p2vit/layers.h OVL_QKV, OVL_PROJ, fc1/fc2
-    OVERLAP): its K / SIMD steps are at least the drain's cycles (ROWS; QKV: ROWS x COLS / gcd(COLS, DH))."""
+    gelu, embed) inside the next tile's reduction (kernels/p2vit/layers.h OVL_EMBED, OVL_QKV,
+    OVL_PROJ, OVL_FC1, OVL_FC2): its K / SIMD steps are at least the drain's cycles (ROWS; QKV:
+    ROWS x COLS / gcd(COLS, DH))."""
     drain = hw.rows * (hw.cols // qkv_lanes(hw, dh)) if epi == "requant" else hw.rows
     return K // hw.simd >= drain
 
@@ -1068,7 +1092,7 @@ class Perf:
             for k, v in s["dram"].items():
                 if k == "io":
                     moved[io] += v
-                elif k.startswith("weights"):   # one plane per weight port, of equal size
+                elif k.startswith("weights") or k == "embed_bias":   # one equal part per weight port
                     for b in ports:
                         moved[b] += v // len(ports)
                 else:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -184,6 +185,32 @@ def test_cycle_equations(tiny):
     assert step["blocks.0.qkv"]["cycles"] == (burst(3 * D * 4) + burst(3 * D)
                                               + mac(N, D, 3 * D, "mac_array.load_array", "requant.requant",
                                                     preloaded=hw.lanes == hw.simd and N >= R))
+    # the embedding: the shifts and the image (one burst each), then per row tile its patches
+    # (gcd(PATCH, SIMD) values per cycle), its per-token biases (a beat from every weight port per
+    # cycle: ROWS rows of D rounded up to COLS) and its OT tiles; they drain inside the next tile's
+    # reduction (one loop entry of OT x KP/SIMD steps and a ROWS-cycle tail) when KP/SIMD >= ROWS
+    NP, KP, OT = N - 1, shape.kp, -(-D // C)
+    img = shape.in_chans * shape.img_h * shape.img_w
+
+    def embed_cycles(hw, drained):
+        R, S = hw.rows, hw.simd
+        NT = -(-NP // R)
+        seg = -(-(R * OT * C) // (hw.weight_ports * hw.axi_bytes // 4))
+        per_row = _cyc("mac_array.load_patch", R * KP // math.gcd(shape.patch, S)) + _cyc("params.embed_bias", seg)
+        if drained:
+            body = ((OT * (KP // S) + R) * perf.loop_ii("mac_array.reduce", hw) + perf.DEPTH["mac_array.reduce"]
+                    + _chain(S) + perf.DEPTH["requant.embed"] - 1)
+        else:
+            body = OT * (_cyc("mac_array.reduce", KP // S, simd=S, ii=perf.loop_ii("mac_array.reduce", hw))
+                         + _cyc("requant.embed", R))
+        return (burst(D) + _cyc("mac_array.load_image", -(-img // hw.axi_bytes)) + NT * (per_row + body))
+
+    assert KP // S >= R   # TINY_HW drains the embedding; a 32-row array of SIMD 8 cannot
+    assert step["embed"]["cycles"] == embed_cycles(hw, True)
+    tall = replace(hw, rows=32, simd=8)
+    assert KP // tall.simd < tall.rows
+    p16 = perf.evaluate(shape, tall, perf.Switches(inter=False, axi_latency=0), dram_gbs=None)
+    assert {s["name"]: s for s in p16.steps}["embed"]["cycles"] == embed_cycles(tall, False)
     L = hw.lanes
     W = -(-N // L)                 # stream words per attention row: L logits or codes each
     tree = math.ceil(math.log2(L))  # the lanes' adder tree

@@ -120,6 +120,28 @@ template <class C, int PER>
 constexpr int param_banks() {
   return shared_banks(PER, 1, C::COLS, 1);
 }
+// The embedding's row-tile bias buffer tile_bias[ROWS * embed_bias_cols] (p2vit/layers.h main_array):
+// one row tile's per-token biases, row by row, each row D rounded up to whole column tiles. The
+// burst (mac_array.h load_embed_bias) writes one beat from each weight port per cycle,
+// embed_bias_lanes values; the embedding's drain reads one tile row of COLS.
+template <class C>
+constexpr int embed_bias_cols() {
+  return (C::D + C::COLS - 1) / C::COLS * C::COLS;
+}
+template <class C>
+constexpr int embed_bias_lanes() {
+  return C::WPORTS * (C::AXI_BYTES / 4);
+}
+template <class C>
+constexpr int embed_bias_banks() {
+  return shared_banks(embed_bias_lanes<C>(), 1, C::COLS, 1);
+}
+// embed_bias_seg<C>(): beats each weight port reads per row tile (codegen/layout.py row_embed_bias).
+template <class C>
+constexpr int embed_bias_seg() {
+  return (C::ROWS * embed_bias_cols<C>() + embed_bias_lanes<C>() - 1) / embed_bias_lanes<C>();
+}
+
 // logit_row_banks<C>(): Q.K^T's logit row tiles rows[2][RL][G][N], dim 4: the epilogue writes COLS
 // keys per cycle (C: the Q.K^T array's configuration) and the stream reads LANES, in the same loop
 // (qk_array's reduce_keys) on tiles chosen at run time, so HLS puts both on every memory: lcm(COLS,

@@ -12,6 +12,7 @@
 //   epi_logits    a = requant(acc, sh, 8) into a row tile, and each row's running maximum;
 //                 logits_out streams the rows and their maxima (Q.K^T)
 //   epi_embed     r[1 + n] = requant(acc + bias[n][o], sh, R) (per-token bias: position embedding)
+//   epi_stream_row  one tile row into r: the residual add or the embedding (one write of r per lane)
 //   epi_head      logits = requant(acc + b, sh, 32) for the class token (on chip)
 //   store_logits  the logits to the io bundle, AXI_BYTES / 4 per beat
 //   embed_class_token  r[0] = cls
@@ -131,36 +132,55 @@ requant:
   }
 }
 
-// epi_residual_row: one accumulator row a of column tile ot, COLS lanes: y = requant(a + b, sh, 8);
-// r[row] = residual_add(y, e_y, r[row], e_r, e_s) in place (lane o reads and writes r[row][ot*COLS + o]:
-// both ports of its own bank, r being cyclic r_banks = lcm(COLS, LANES)).
+// epi_stream_row: one accumulator row a of column tile ot into the residual stream r, COLS lanes,
+// one write of r per lane: the residual layers' drain and the embedding's share it, so that where
+// both drain inside main_array's reduction loop HLS sees one read and one write of each bank of r
+// (its two BRAM ports), not two writes beside the read.
+//   embed false (proj, FC2): y = requant(a + b, sh, 8); r[row] = residual_add(y, e_y, r[row], e_r,
+//     e_s) in place (lane o reads and writes r[row][ot*COLS + o]: both ports of its bank).
+//   embed true: r[row] = requant(a + tile_bias[tb_row][c], sh, R), row = 1 + the patch token
+//     (tile_bias: the row tile's per-token biases, embed_bias_cols values per row, cyclic
+//     embed_bias_banks; lane o reads tile_bias[(tb_row * OT + ot) * COLS + o]).
+// Rows at or past N (padding rows of the last row tile) write nothing.
 template <class C>
-inline void epi_residual_row(const typename C::acc_t a[C::COLS], int row, int ot, const i32 bias[], const i8 shift[],
-                             int e_y, const i8 e_r[], const i8 e_s[], typename C::res_t r[C::N][C::D], bool tracing,
-                             const char* trace_name, int block) {
+inline void epi_stream_row(const typename C::acc_t a[C::COLS], bool embed, int row, int tb_row, int ot,
+                           const i32 tile_bias[], const i32 bias[], const i8 shift[], int e_y, const i8 e_r[],
+                           const i8 e_s[], typename C::res_t r[C::N][C::D], bool tracing, const char* trace_name,
+                           int block) {
   P2VIT_PRAGMA(HLS INLINE)
   [[maybe_unused]] constexpr int PB4 = param_banks<C, C::AXI_BYTES / 4>(), PB1 = param_banks<C, C::AXI_BYTES>();
-  [[maybe_unused]] constexpr int RB = r_banks<C>();
+  [[maybe_unused]] constexpr int RB = r_banks<C>(), TBB = embed_bias_banks<C>();
   const int o0 = ot * C::COLS;
   const int cols = C::D - o0 < C::COLS ? C::D - o0 : C::COLS;
   for (int o = 0; o < C::COLS; ++o) {
     P2VIT_PRAGMA(HLS UNROLL)
     const int c = o0 + o;
+    const int tb = tb_row * embed_bias_cols<C>() + c;   // tile row tb_row's bias of channel c
     if (o < cols) {
-      P2VIT_ACCESS_LANE("bias", c % PB4, o, gcd_int(C::COLS, PB4));
       P2VIT_ACCESS_LANE("shift", c % PB1, o, gcd_int(C::COLS, PB1));
-      P2VIT_ACCESS_LANE("e_r", c % PB1, o, gcd_int(C::COLS, PB1));
-      P2VIT_ACCESS_LANE("e_s", c % PB1, o, gcd_int(C::COLS, PB1));
+      if (embed) {
+        P2VIT_ACCESS_LANE("tile_bias", tb % TBB, o, gcd_int(C::COLS, TBB));
+      } else {
+        P2VIT_ACCESS_LANE("bias", c % PB4, o, gcd_int(C::COLS, PB4));
+        P2VIT_ACCESS_LANE("e_r", c % PB1, o, gcd_int(C::COLS, PB1));
+        P2VIT_ACCESS_LANE("e_s", c % PB1, o, gcd_int(C::COLS, PB1));
+      }
     }
     if (o < cols && row < C::N) {
-      const typename C::act_t y = requant<8>(i64(a[o]) + i64(bias[c]), int(shift[c]));
-      if (tracing) P2VIT_TRACE(trace_name, block, long(row) * C::D + c, &y, 1);
-      const int er = int(e_r[c]);
-      const int m = e_y < er ? e_y : er;
-      P2VIT_ACCESS_LANE("r", c % RB, o, gcd_int(C::COLS, RB));   // read ...
+      typename C::res_t out;
+      if (embed) {
+        out = requant<C::RES_BITS>(i64(a[o]) + i64(tile_bias[tb]), int(shift[c]));
+      } else {
+        const typename C::act_t y = requant<8>(i64(a[o]) + i64(bias[c]), int(shift[c]));
+        if (tracing) P2VIT_TRACE(trace_name, block, long(row) * C::D + c, &y, 1);
+        const int er = int(e_r[c]);
+        const int m = e_y < er ? e_y : er;
+        P2VIT_ACCESS_LANE("r", c % RB, o, gcd_int(C::COLS, RB));   // read (the residual's) ...
+        const i64 t = shift_left(i64(y), e_y - m) + shift_left(i64(r[row][c]), er - m);
+        out = requant<C::RES_BITS>(t, int(e_s[c]) - m);
+      }
       P2VIT_ACCESS_LANE("r", c % RB, o, gcd_int(C::COLS, RB));   // ... and write: both ports of the bank
-      const i64 t = shift_left(i64(y), e_y - m) + shift_left(i64(r[row][c]), er - m);
-      r[row][c] = requant<C::RES_BITS>(t, int(e_s[c]) - m);
+      r[row][c] = out;
     }
   }
   (void)tracing;
@@ -170,9 +190,9 @@ inline void epi_residual_row(const typename C::acc_t a[C::COLS], int row, int ot
 
 // epi_residual: tile (n0, ot) added into the residual stream, one tile row per cycle.
 template <class C>
-void epi_residual(const typename C::acc_t acc[C::ROWS][C::COLS], int n0, int ot, const i32 bias[],
-                  const i8 shift[], int e_y, const i8 e_r[], const i8 e_s[], typename C::res_t r[C::N][C::D],
-                  const char* trace_name, int block) {
+void epi_residual(const typename C::acc_t acc[C::ROWS][C::COLS], int n0, int ot, const i32 tile_bias[],
+                  const i32 bias[], const i8 shift[], int e_y, const i8 e_r[], const i8 e_s[],
+                  typename C::res_t r[C::N][C::D], const char* trace_name, int block) {
   const bool tracing = P2VIT_TRACING();  // once per tile: the check is a thread-local read
 #if P2VIT_CSIM_FAST_ROWS
   if constexpr (csim_fast_rows::epi_supported<C>()) {   // C-sim, untraced: the same values, 8 lanes at a time
@@ -188,7 +208,8 @@ residual:
     P2VIT_COUNT("requant.residual");
     // each lane reads and writes its own element of r: no dependence between iterations
     P2VIT_PRAGMA(HLS DEPENDENCE variable=r type=inter dependent=false)
-    epi_residual_row<C>(acc[n], n0 + n, ot, bias, shift, e_y, e_r, e_s, r, tracing, trace_name, block);
+    epi_stream_row<C>(acc[n], false, n0 + n, n, ot, tile_bias, bias, shift, e_y, e_r, e_s, r, tracing, trace_name,
+                      block);
   }
 }
 
@@ -389,32 +410,18 @@ logits_out:
   }
 }
 
-// epi_embed: r[1 + n0 + n][c] = requant(acc + bias, sh[c], R), one tile row per cycle (COLS
-// lanes, as the residual epilogue writes r); tile_bias holds this tile's per-token biases row by
-// row, [ROWS][COLS] (codegen/layout.py tile_embed_bias), burst-loaded before it and partitioned
-// cyclic param_banks<PER4> (p2vit/banks.h), so lane o reads bank (n*COLS + o) mod that.
+// epi_embed: tile (n0, ot) of the embedding, r[1 + n0 + n][c] = requant(acc + bias, sh[c], R), one
+// tile row per cycle (epi_stream_row); tile_bias holds the row tile's per-token biases (loaded
+// once per row tile, mac_array.h load_embed_bias). Where the embedding's reduction is long enough,
+// main_array drains it inside the next tile's reduction instead (the same row writer).
 template <class C>
-void epi_embed(const typename C::acc_t acc[C::ROWS][C::COLS], int n0, int o0, const i32 tile_bias[],
-               const i8 shift[], typename C::res_t r[C::N][C::D]) {
-  [[maybe_unused]] constexpr int TB = param_banks<C, C::AXI_BYTES / 4>(), PB1 = param_banks<C, C::AXI_BYTES>();
-  [[maybe_unused]] constexpr int RB = r_banks<C>();
-  const int cols = C::D - o0 < C::COLS ? C::D - o0 : C::COLS;
+void epi_embed(const typename C::acc_t acc[C::ROWS][C::COLS], int n0, int ot, const i32 tile_bias[],
+               const i32 bias[], const i8 shift[], const i8 e_r[], const i8 e_s[], typename C::res_t r[C::N][C::D]) {
 embed:
   for (int n = 0; n < C::ROWS; ++n) {
     P2VIT_PRAGMA(HLS PIPELINE II=1)
     P2VIT_COUNT("requant.embed");
-    for (int o = 0; o < C::COLS; ++o) {
-      P2VIT_PRAGMA(HLS UNROLL)
-      const int c = o0 + o;
-      if (o < cols) {
-        P2VIT_ACCESS_LANE("tile_bias", (n * C::COLS + o) % TB, o, gcd_int(C::COLS, TB));
-        P2VIT_ACCESS_LANE("shift", c % PB1, o, gcd_int(C::COLS, PB1));
-      }
-      if (o < cols && n0 + n < C::NP) {
-        P2VIT_ACCESS_LANE("r", c % RB, o, gcd_int(C::COLS, RB));
-        r[1 + n0 + n][c] = requant<C::RES_BITS>(i64(acc[n][o]) + i64(tile_bias[n * C::COLS + o]), int(shift[c]));
-      }
-    }
+    epi_stream_row<C>(acc[n], true, 1 + n0 + n, n, ot, tile_bias, bias, shift, 0, e_r, e_s, r, false, "embed", -1);
   }
 }
 

@@ -101,30 +101,28 @@ void main_prefetch_word(int mode, int NR, int n0, int n, int kw, const typename 
 }
 
 // main_epilogue: the epilogue of tile (t, ot) of layer `mode`, for the layers that do not drain
-// inside their reduction loop: the embedding, the head, and QKV, the residual layers (proj, FC2) or
-// FC1 where TAIL_QKV, TAIL_RES or TAIL_FC1 say that their drain does not fit (main_array). A branch
-// that no layer takes is not built.
-template <class C, bool TAIL_QKV, bool TAIL_RES, bool TAIL_FC1>
-void main_epilogue(int mode, int t, int ot, int OT, const typename C::acc_t acc[C::ROWS][C::COLS],
-                   const typename C::axi_t* blob, long tb_beat, i32 tile_bias[C::ROWS * C::COLS], const i32 bias[],
-                   const i8 shift[], const i8 lut[256], int e_y, const i8 e_r[], const i8 e_s[],
+// inside their reduction loop: the head, and the embedding, QKV, the residual layers (proj, FC2) or
+// FC1 where TAIL_EMBED, TAIL_QKV, TAIL_RES or TAIL_FC1 say that their drain does not fit
+// (main_array). A branch that no layer takes is not built.
+template <class C, bool TAIL_EMBED, bool TAIL_QKV, bool TAIL_RES, bool TAIL_FC1>
+void main_epilogue(int mode, int t, int ot, const typename C::acc_t acc[C::ROWS][C::COLS],
+                   const i32 tile_bias[], const i32 bias[], const i8 shift[], const i8 lut[256], int e_y,
+                   const i8 e_r[], const i8 e_s[],
                    typename C::res_t r[C::N][C::D], typename C::act_t q[C::N][C::D],
                    typename C::act_t k[C::H][C::N][C::DH], value_buf<C> v,
                    typename C::act_t hid[C::N][C::HID], typename C::logit_t logits[C::CLASSES], int block) {
   P2VIT_PRAGMA(HLS INLINE)
   const int n0 = t * C::ROWS, o0 = ot * C::COLS;
   if (mode == MAIN_EMBED) {
-    burst<C, 4, param_banks<C, C::AXI_BYTES / 4>()>(
-        blob, tb_beat + (long(t) * OT + ot) * ((C::ROWS * C::COLS * 4 + C::AXI_BYTES - 1) / C::AXI_BYTES),
-        C::ROWS * C::COLS, tile_bias, "tile_bias");
-    epi_embed<C>(acc, n0, o0, tile_bias, shift, r);
+    if constexpr (TAIL_EMBED) epi_embed<C>(acc, n0, ot, tile_bias, bias, shift, e_r, e_s, r);
   } else if (mode == MAIN_HEAD) {
     epi_head<C>(acc, o0, bias, shift, logits);
   } else if (mode == MAIN_QKV) {
     if constexpr (TAIL_QKV) epi_qkv<C>(acc, n0, ot, bias, shift, q, k, v);
   } else if (mode == MAIN_PROJ || mode == MAIN_FC2) {
     if constexpr (TAIL_RES)
-      epi_residual<C>(acc, n0, ot, bias, shift, e_y, e_r, e_s, r, mode == MAIN_PROJ ? "proj" : "fc2", block);
+      epi_residual<C>(acc, n0, ot, tile_bias, bias, shift, e_y, e_r, e_s, r, mode == MAIN_PROJ ? "proj" : "fc2",
+                      block);
   } else if (mode == MAIN_FC1) {
     if constexpr (TAIL_FC1) epi_gelu<C>(acc, n0, ot, bias, shift, lut, hid, block);
   }
@@ -178,15 +176,25 @@ int main_array(int mode, const typename C::act_t img[C::IMG_C * C::IMG_H * C::IM
   for (auto& row : acc)
     for (auto& a : row) a = 0;
 #endif
-  i32 tile_bias[C::ROWS * C::COLS];   // the embedding tile's per-token biases: a beat in, COLS out per cycle
-  [[maybe_unused]] constexpr int TB = param_banks<C, C::AXI_BYTES / 4>();
-  P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=tile_bias type=cyclic factor=TB)
+  // the embedding's row tile of per-token biases: a beat from each weight port in, COLS out per cycle
+  i32 tile_bias[C::ROWS * embed_bias_cols<C>()];
+  [[maybe_unused]] constexpr int TBB = embed_bias_banks<C>();
+  P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=tile_bias type=cyclic factor=TBB)
+  // beats of one row tile's biases: WPORTS segments of embed_bias_seg (codegen/layout.py row_embed_bias)
+  constexpr long TB_BEATS = long(C::WPORTS) * embed_bias_seg<C>();
 #if P2VIT_CSIM_FAST_MAC
   if constexpr (csim_fast::layer_fast_supported<C>()) {   // native C-sim: same values, blocked (csim_fast.h)
-    auto load = [&](int t, pe_x<C> tile[C::ROWS][KMAX]) { main_load<C, KMAX>(mode, t, K, NR, img, x, att, hid, tile); };
+    // it loads a group of row tiles before their epilogues: each keeps its biases (the embedding)
+    using GroupBias = i32[csim_fast::group_tiles<C>()][C::ROWS * embed_bias_cols<C>()];
+    GroupBias& group_bias = csim_fast::scratch<GroupBias, 2>();
+    constexpr int TG = csim_fast::group_tiles<C>();
+    auto load = [&](int t, pe_x<C> tile[C::ROWS][KMAX]) {
+      main_load<C, KMAX>(mode, t, K, NR, img, x, att, hid, tile);
+      if (mode == MAIN_EMBED) load_embed_bias<C>(ports, tb_beat + t * TB_BEATS, group_bias[t % TG]);
+    };
     auto epilogue = [&](int t, int ot, const typename C::acc_t tile_acc[C::ROWS][C::COLS]) {
-      main_epilogue<C, true, true, true>(mode, t, ot, OT, tile_acc, ports.blob, tb_beat, tile_bias, bias, shift, lut,
-                                         e_y, e_r, e_s, r, q, k, v, hid, logits, block);
+      main_epilogue<C, true, true, true, true>(mode, t, ot, tile_acc, group_bias[t % TG], bias, shift, lut, e_y, e_r,
+                                               e_s, r, q, k, v, hid, logits, block);
     };
     csim_fast::layer_fast<C, KMAX>(NT, K, OT, csim_fast::BlobTiles<C, KMAX>{ports, w_beat, plane, wbits, K / 2}, load,
                                    epilogue, [](int) {});
@@ -201,8 +209,10 @@ int main_array(int mode, const typename C::act_t img[C::IMG_C * C::IMG_H * C::IM
   // The tail's weight reads are not made conditional (that would break the burst, UG1448
   // 214-232): they run on past the layer's plane (into the next plane or the blob's end padding,
   // codegen/layout.py) and the PE array's sums of them land in `acc`, which nothing reads after
-  // the handoff. Otherwise (and always for the embedding, whose per-tile bias burst shares the
-  // blob bundle, and the head) the loop runs one tile's steps and the epilogue follows each tile.
+  // the handoff. The embedding drains the same way (its row tile's per-token biases are on chip,
+  // burst once per row tile before its loop: load_embed_bias), through the residual layers' row
+  // writer of r (epi_stream_row). Otherwise (and always for the head) the loop runs one tile's
+  // steps and the epilogue follows each tile.
   // Either way the loop is the instance's only reduce_step call: one PE array.
   // Row prefetch: a drained layer whose next row tile's load (ROWS x K / SIMD words) fits its
   // loop's iterations loads it in the same loop, one word per iteration, into the other row buffer
@@ -213,18 +223,21 @@ int main_array(int mode, const typename C::act_t img[C::IMG_C * C::IMG_H * C::IM
   // no FC2 load is exposed.
   typename C::acc_t done[C::ROWS][C::COLS];
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=done type=complete dim=0)
-  // Whether a layer's drain fits is known at compile time (QKV, proj and FC1 reduce over D, FC2
-  // over HID), and a drain that never runs is not built. proj and FC2 share one residual drain.
+  // Whether a layer's drain fits is known at compile time (the embedding reduces over KP, QKV, proj
+  // and FC1 over D, FC2 over HID), and a drain that never runs is not built. proj, FC2 and the
+  // embedding share one row writer of r.
   constexpr bool OVL_QKV = C::D / C::SIMD >= qkv_drain_cycles<C>(), OVL_PROJ = C::D / C::SIMD >= C::ROWS;
-  constexpr bool OVL_FC1 = OVL_PROJ, OVL_FC2 = C::HID / C::SIMD >= C::ROWS;
-  const bool overlap = (mode == MAIN_QKV && OVL_QKV) || (mode == MAIN_PROJ && OVL_PROJ) ||
-                       (mode == MAIN_FC1 && OVL_FC1) || (mode == MAIN_FC2 && OVL_FC2);
-  const bool residual = mode == MAIN_PROJ || mode == MAIN_FC2;
+  constexpr bool OVL_FC1 = OVL_PROJ, OVL_FC2 = C::HID / C::SIMD >= C::ROWS, OVL_EMBED = C::KP / C::SIMD >= C::ROWS;
+  const bool overlap = (mode == MAIN_EMBED && OVL_EMBED) || (mode == MAIN_QKV && OVL_QKV) ||
+                       (mode == MAIN_PROJ && OVL_PROJ) || (mode == MAIN_FC1 && OVL_FC1) || (mode == MAIN_FC2 && OVL_FC2);
+  const bool embed = mode == MAIN_EMBED;
+  const bool stream = mode == MAIN_PROJ || mode == MAIN_FC2 || embed;   // the drains that write r
   const int seg_tiles = overlap ? OT : 1, segs = overlap ? 1 : OT;   // tiles per loop entry, entries
   // iterations after the last tile's steps: its drain (QKV: qkv_drain_cycles; the others: ROWS)
   const int tail = !overlap ? 0 : mode == MAIN_QKV ? qkv_drain_cycles<C>() : C::ROWS;
   const int words = K / load_lanes<C>();   // prefetch: words per row
-  const bool prefetch = overlap && C::ROWS * words <= OT * steps + tail;
+  // (the embedding's patch loads are not prefetched: they are not load_rows words)
+  const bool prefetch = overlap && !embed && C::ROWS * words <= OT * steps + tail;
   constexpr bool FC2_EARLY = fc2_early<C>();
   constexpr int FC2_WORDS = C::HID / load_lanes<C>();   // FC2's words per row
   const bool tracing = P2VIT_TRACING();
@@ -238,6 +251,7 @@ row_tiles:
   for (int t = 0; t < NT; ++t) {
     P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=ROW_TILES_MAX)
     if (t == 0 ? pre < 0 : !prefetch) main_load<C, KMAX>(mode, t, K, NR, img, x, att, hid, xt[cur]);
+    if (embed) load_embed_bias<C>(ports, tb_beat + t * TB_BEATS, tile_bias);
     // the prefetch: this layer's next row tile, or in FC1's last one FC2's first (fc2_early)
     const bool early = FC2_EARLY && mode == MAIN_FC1 && t + 1 == NT;
     const bool fetching = (prefetch && t + 1 < NT) || early;
@@ -254,7 +268,7 @@ row_tiles:
         P2VIT_PRAGMA(HLS PIPELINE II=REDUCE_II)
         P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=TRIPS)
         P2VIT_PRAGMA(HLS EXPRESSION_BALANCE off)   // the PEs' packed DSP chains stay chains (pe_array.h)
-        // the drain reads and writes its own element of r each cycle (proj, FC2)
+        // the drain reads and writes its own element of r each cycle (proj, FC2; the embedding writes)
         P2VIT_PRAGMA(HLS DEPENDENCE variable=r type=inter dependent=false)
         // the prefetch writes the row buffer the PE array does not read
         P2VIT_PRAGMA(HLS DEPENDENCE variable=xt type=inter dependent=false)
@@ -275,10 +289,10 @@ row_tiles:
             }
           }
         }
-        if constexpr (OVL_PROJ || OVL_FC2) {
-          if (drain && residual && ks < C::ROWS)
-            epi_residual_row<C>(done[ks], t * C::ROWS + ks, ot - 1, bias, shift, e_y, e_r, e_s, r, tracing,
-                                mode == MAIN_PROJ ? "proj" : "fc2", block);
+        if constexpr (OVL_PROJ || OVL_FC2 || OVL_EMBED) {   // the embedding's rows go to r[1 + token]
+          if (drain && stream && ks < C::ROWS)
+            epi_stream_row<C>(done[ks], embed, (embed ? 1 : 0) + t * C::ROWS + ks, ks, ot - 1, tile_bias, bias, shift,
+                              e_y, e_r, e_s, r, tracing, mode == MAIN_PROJ ? "proj" : "fc2", block);
         }
         if constexpr (OVL_FC1) {
           if (drain && mode == MAIN_FC1 && ks < C::ROWS)
@@ -301,9 +315,8 @@ row_tiles:
       }
       // one call site, for the layers that do not drain in the loop: after every tile
       if (!overlap)
-        main_epilogue<C, !OVL_QKV, !(OVL_PROJ && OVL_FC2), !OVL_FC1>(mode, t, sg, OT, acc, ports.blob, tb_beat,
-                                                                   tile_bias, bias, shift, lut, e_y, e_r, e_s, r, q,
-                                                                   k, v, hid, logits, block);
+        main_epilogue<C, !OVL_EMBED, !OVL_QKV, !(OVL_PROJ && OVL_FC2), !OVL_FC1>(
+            mode, t, sg, acc, tile_bias, bias, shift, lut, e_y, e_r, e_s, r, q, k, v, hid, logits, block);
     }
     if (prefetch || early) cur = 1 - cur;   // the other buffer holds the next row tile (or FC2's first)
   }

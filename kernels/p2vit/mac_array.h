@@ -285,6 +285,43 @@ inline void weight_word(const WeightPorts<C>& ports, long beat, long plane, int 
   }
 }
 
+// load_embed_bias<C>(ports, beat, tile_bias): row tile t's per-token biases (beat: the tile's first,
+// tb_beat + t * WPORTS * SEG) into tile_bias, one beat from every weight port per cycle: port p
+// reads segment p (SEG = embed_bias_seg beats from beat + p * SEG), and beat j of segment p holds
+// values (j * WPORTS + p) * PER .. + PER - 1 of the tile (codegen/layout.py row_embed_bias), so a
+// cycle writes WPORTS x PER consecutive values, one burst per port. Inlined into main_array, so
+// that `ports` resolves to the top's m_axi arguments.
+template <class C>
+void load_embed_bias(const WeightPorts<C>& ports, long beat, i32 tile_bias[]) {
+  P2VIT_PRAGMA(HLS INLINE)
+  constexpr int PER = C::AXI_BYTES / 4, SEG = embed_bias_seg<C>();
+  constexpr int NV = C::ROWS * embed_bias_cols<C>();
+  [[maybe_unused]] constexpr int E = embed_bias_lanes<C>(), TBB = embed_bias_banks<C>();
+  static_assert(C::WPORTS >= 1 && C::WPORTS <= 4, "load_embed_bias: 1..4 ports");
+embed_bias:
+  for (int j = 0; j < SEG; ++j) {
+    P2VIT_PRAGMA(HLS PIPELINE II=1)
+    P2VIT_COUNT("params.embed_bias");
+    typename C::axi_t w[C::WPORTS];
+    P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=w type=complete)
+    w[0] = axi_read(ports.blob, "blob", beat + j);
+    if constexpr (C::WPORTS > 1) w[1] = axi_read(ports.blob_w1, "blob_w1", beat + SEG + j);
+    if constexpr (C::WPORTS > 2) w[2] = axi_read(ports.blob_w2, "blob_w2", beat + 2 * SEG + j);
+    if constexpr (C::WPORTS > 3) w[3] = axi_read(ports.blob_w3, "blob_w3", beat + 3 * SEG + j);
+    for (int p = 0; p < C::WPORTS; ++p) {
+      P2VIT_PRAGMA(HLS UNROLL)
+      for (int e = 0; e < PER; ++e) {
+        P2VIT_PRAGMA(HLS UNROLL)
+        const int f = (j * C::WPORTS + p) * PER + e;
+        if (f < NV) {
+          P2VIT_ACCESS_LANE("tile_bias", f % TBB, p * PER + e, gcd_int(E, TBB));
+          tile_bias[f] = i32(axi_field<4>(w[p], 4 * e));
+        }
+      }
+    }
+  }
+}
+
 // reduce_step: step ks of a column tile: the weight word from the weight ports (BEATS beats on
 // each), then one PE-array cycle (acc cleared at ks == 0). The body of the MAC array's
 // reduce-and-drain loop (p2vit/layers.h), its only call.
