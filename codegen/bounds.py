@@ -103,7 +103,7 @@ def compute_bounds(ir: QuantizedViT, hw: HwConfig) -> Bounds:
             out["stream_words_per_row"] = -(-NR // hw.lanes)
         return {**out, "cycles_per_call": iters * perf.loop_ii(loop, hw), "calls_per_image": count}
 
-    loops = [mac("patch embedding", N - 1, KP, D, 1), mac("qkv", N, D, 3 * D, ir.depth, tail=perf.drain_tail(hw, D, "requant", DH)),
+    loops = [mac("patch embedding", N - 1, KP, D, 1, tail=perf.drain_tail(hw, KP, "embed", DH)), mac("qkv", N, D, 3 * D, ir.depth, tail=perf.drain_tail(hw, D, "requant", DH)),
              mac("q.k^T (all heads)", N, DH, N, ir.depth, "mac_array.reduce_keys",
                  -(-perf.qk_hw(hw).rows // perf.logit_rows_per_cycle(perf.qk_hw(hw), DH))), mac("proj", N, D, D, ir.depth, tail=perf.drain_tail(hw, D, "residual", DH)),
              mac("fc1", N, D, HID, ir.depth, tail=perf.drain_tail(hw, D, "gelu", DH)),
