@@ -87,9 +87,13 @@ LUT_COSTS = {
                              # ~78 adders of ~64 bits (~5,000), Z 64-bit comparators (~1,000), n = 30 - 2E 13-bit
                              # comparators, the (n+1)-way mux and three 64-bit adders (~500)
     "shifter": 75,           # per A.V channel and key lane: a 23-bit barrel shift by 0..15 (2 LUT levels) and its adder
-    "layernorm_lane": 1_800,  # a pipelined 45 / 32-bit divider (one 32-bit subtractor per quotient bit) and the requant
-    "layernorm_row": 4_500,  # isqrt: 31 unrolled steps (arith.h), each a ~62-bit compare-subtract and 2:1 muxes of
-                             # rem and root (~130), in one II=1 pipeline; and the 64-bit variance terms (~300)
+    "layernorm_lane": 1_800,  # a normalizing lane: a pipelined 45 / 32-bit divider (one 32-bit subtractor per
+                              # quotient bit) and the requant
+    "layernorm_stat_lane": 120,  # a writer lane's statistics: the 2-bit alignment shift of ~19 bits and its share of
+                                 # the 40-bit S1 and S2 adder trees (the square is a DSP)
+    "layernorm_row": 4_650,  # per residual-stream writer: isqrt, 31 unrolled steps (arith.h), each a ~62-bit
+                             # compare-subtract and 2:1 muxes of rem and root (~130), in one II=1 pipeline; the
+                             # 64-bit variance terms (~300); the two 64-bit running sums (~150)
     "axi_bundle": 1_500,     # a Vitis HLS m_axi adapter with 64-beat bursts and 8 outstanding reads
     "control": 6_000,        # the controller, descriptors, s_axilite, loop counters, FIFO control
 }
@@ -148,6 +152,7 @@ def lut_estimate(shape: perf.ModelShape, hw: HwConfig) -> dict[str, int]:
     c = LUT_COSTS
     qk = perf.qk_hw(hw)
     E, dr = perf.qkv_lanes(hw, shape.dh), perf.drains(shape, hw)
+    writers = perf.stream_writers(shape, hw)   # residual-stream writers, each with LayerNorm statistics
     RL = perf.logit_rows_per_cycle(qk, shape.dh)   # Q.K^T's epilogue: RL rows x PCOLS lanes
     small_mem = 0   # memories under 1 Kbit go to LUTRAM (64 bits per LUT6)
     for x in perf.buffers(shape, hw):
@@ -192,7 +197,11 @@ def lut_estimate(shape: perf.ModelShape, hw: HwConfig) -> dict[str, int]:
         "row buffer select (xt[cur], prefetch)": (hw.rows + qk.rows) * hw.simd * 8 // 2,
         "softmax lanes": hw.lanes * c["softmax_lane"],
         "A.V shifter array": shape.dh * hw.lanes * c["shifter"],
-        "LayerNorm lanes and row unit": hw.lanes * c["layernorm_lane"] + c["layernorm_row"],
+        # normalizing lanes (load_lanes per set: in the reduction loop, in the exposed load loop) and
+        # the statistics of each residual-stream writer (the drain in the reduction loop; the
+        # epilogue loops of proj/FC2 and of the embedding where they do not drain): COLS lanes, isqrt
+        "LayerNorm lanes and row unit": (perf.ln_load_lane_sets(shape, hw) * perf.load_lanes(hw) * c["layernorm_lane"]
+                                         + writers * (hw.cols * c["layernorm_stat_lane"] + c["layernorm_row"])),
         "m_axi bundles": len(perf.axi_bundles(hw)) * c["axi_bundle"],
         "control": c["control"],
         "LUTRAM (memories under 1 Kbit)": small_mem,

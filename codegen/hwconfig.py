@@ -91,8 +91,8 @@ def add_hw_args(p: argparse.ArgumentParser) -> None:
                    help="reduction lanes per PE; must divide every reduction length of the model (channels x patch^2, "
                         f"the width, the MLP width, the head width) (default {d.simd}, or 1 when one of them is odd)")
     g.add_argument("--lanes", type=int, default=None, metavar="|".join(map(str, LANES)),
-                   help="attention and LayerNorm lanes: logits, softmax elements, A.V keys and LayerNorm channels "
-                        f"handled per cycle; must divide the head width (default {d.lanes})")
+                   help="attention lanes: logits, softmax elements and A.V keys handled per cycle (LayerNorm "
+                        f"follows COLS and SIMD); must divide the head width (default {d.lanes})")
     g.add_argument("--clock-mhz", type=float, default=None, metavar=f"{CLOCK_MHZ[0]:g}..{CLOCK_MHZ[1]:g}",
                    help=f"target clock in MHz, for the HLS scripts and timing figures (default {d.clock_mhz:g})")
     g.add_argument("--part", default=None, help=f"FPGA part for the HLS scripts (default {d.part}, the ZCU102's)")

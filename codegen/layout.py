@@ -24,7 +24,9 @@ import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
+from quantizer.intops import int_layernorm_stats
 from quantizer.ir import QuantizedViT
 from quantizer.lowered import Lowered, lower
 
@@ -32,7 +34,7 @@ ALIGN = 64
 
 # Field order of the descriptors: kernels/p2vit/params.h (ModelField, BlockField);
 # tests/test_codegen.py::test_descriptor_fields_match_the_kernel_header keeps the two in step.
-MODEL_FIELDS = ("embed.w", "embed.bias", "embed.shift", "embed.cls",
+MODEL_FIELDS = ("embed.w", "embed.bias", "embed.shift", "embed.cls", "embed.cls_s1", "embed.cls_sd",
                 "norm.k", "norm.G", "norm.B", "norm.sh", "norm.eps",
                 "head.w", "head.b", "head.shift")
 BLOCK_FIELDS = ("e_in",
@@ -142,6 +144,17 @@ def row_embed_bias(bias: np.ndarray, rows: int, cols: int, axi_bytes: int, ports
     return np.ascontiguousarray(t).reshape(-1)
 
 
+def cls_ln_stats(low: Lowered) -> dict[str, int]:
+    """The class token's statistics under block 0's LN1 (S1 and std of numerics.md 2.7, by the
+    Python twin intops.int_layernorm_stats): the class token row is a model constant, so the
+    accelerator takes them from the model descriptor instead of an isqrt of its own
+    (kernels/p2vit/epilogue.h embed_class_token)."""
+    ln = low.blocks[0].ln1
+    r = torch.as_tensor(np.asarray(low.embed_cls, dtype=np.int64))
+    s1, sd = int_layernorm_stats(r, torch.as_tensor(np.asarray(ln.k, dtype=np.int64)), int(ln.eps))
+    return {"embed.cls_s1": int(s1), "embed.cls_sd": int(sd)}
+
+
 def build_layout(ir: QuantizedViT, rows: int, cols: int, simd: int, axi_bits: int = 128,
                  low: Lowered | None = None, weight_ports: int = 1) -> Layout:
     low = low or lower(ir)
@@ -188,8 +201,8 @@ def build_layout(ir: QuantizedViT, rows: int, cols: int, simd: int, axi_bits: in
     L.add("read_pad", np.zeros(kmax // simd * weight_beats(cols // weight_ports, simd, ab) * ab, np.uint8))
     linear("head", low.linear["head"])
 
-    model = {f: L.beat(f) for f in MODEL_FIELDS if f != "norm.eps"}
-    model["norm.eps"] = low.norm.eps
+    scalars = {"norm.eps": low.norm.eps, **cls_ln_stats(low)}
+    model = {f: scalars[f] if f in scalars else L.beat(f) for f in MODEL_FIELDS}
     L.descriptors.append((0, np.array([model[f] for f in MODEL_FIELDS], dtype=np.int64)))
     first = desc_beats(len(MODEL_FIELDS), ab)
     for i, b in enumerate(low.blocks):

@@ -57,17 +57,18 @@ DEPTH = {
     "mac_array.reduce": 5,         # weight read, multiply (3), split and accumulate; + the chain (simd_chain)
     "mac_array.reduce_keys": 5,    # key-bank reads, multiply (3), split and accumulate; + the chain (simd_chain)
     "requant.requant": 4,          # add bias, rounding shift, saturate, write
-    "requant.residual": 6,         # requant, two alignment shifts, add, requant, write
+    "requant.residual": 6 + 64,    # requant, two alignment shifts, add, requant, write; then the next LayerNorm's
+                                   # statistics: square, adder tree, running sums, a row's variance and isqrt
+                                   # (LN_STD_LATENCY, kernels/p2vit/layernorm.h)
     "requant.gelu": 5,             # requant, table lookup, write
     "requant.logits": 5,           # requant, row write; + log2(COLS) max tree, compare with the running max
     "requant.logits_out": 2,
-    "requant.embed": 5,            # per-token bias read, requant, write
+    "requant.embed": 5 + 64,       # per-token bias read, requant, write; then LN1's statistics (as requant.residual)
     "requant.head": 4,             # bias add, requant, logit buffer write
     "requant.head_store": 3,       # logit buffer reads, beat assembly, m_axi write
     "requant.cls": 2,
-    "layernorm.pass": 52,          # row p - S: (log2 D + R + 14) x 32-bit div_round (~45 at D 768, R 16), multiply,
-                                   # requant; beside it row p's shift, square and 64-bit adder trees, and in a
-                                   # row's last word its variance and isqrt (~45, off the critical path: ln_skew)
+    "layernorm.load": 52,          # rc and the row's S1, std read, alignment shift, (log2 D + R + 14) x 32-bit
+                                   # div_round (~45 at D 768, R 16), multiply, requant, row-buffer write
     "softmax.pass": 18,            # row i: FIFO read, n comparators against k|x0|, mux + subtract, add pb, 18-bit
                                    # square (3), add pc, shift, sum (10); row i - 1's codes after the previous
                                    # pass's sum became its comparison side (1): ex read, Z constant multiples
@@ -76,12 +77,13 @@ DEPTH = {
 }
 LANE_TREES = ("softmax.pass", "shifter.pass")   # + log2(LANES): the lanes' adder tree
 COL_TREES = ("requant.logits",)   # + log2(COLS): the max tree over a tile row's logits
-LN_STD_LATENCY = 64    # cycles allowed for a LayerNorm row's D*S2 - S1^2 and isqrt (kernels/p2vit/layernorm.h)
+LN_STD_LATENCY = 64    # cycles allowed for a LayerNorm row's D*S2 - S1^2 and isqrt (kernels/p2vit/layernorm.h), in the
+                       # depth of the residual-stream writer (requant.residual, requant.embed)
 AXI_AT_ENTRY = {"mac_array.reduce", "params.desc", "params.burst", "params.embed_bias", "mac_array.load_image"}   # start with a new burst
 
 CHUNKS = ("mac_array", "requant", "softmax", "shifter", "layernorm", "params")
 MAC_INSTANCES = ("main (embed, qkv, proj, fc1, fc2, head)", "qk (Q.K^T)")   # kernels/p2vit/layers.h
-MODEL_FIELDS, BLOCK_FIELDS = 12, 33   # int64 fields of the descriptors (codegen/layout.py)
+MODEL_FIELDS, BLOCK_FIELDS = 14, 33   # int64 fields of the descriptors (codegen/layout.py)
 
 
 def loop_ii(loop_id: str, hw: HwConfig) -> int:
@@ -117,11 +119,14 @@ PARTS = {
     "xcvu9p": (6840, 4320, 960),     # VCU118 / AWS F1
     "xcu250": (12288, 5376, 1280),   # Alveo U250
 }
-def misc_dsps(hw: HwConfig) -> dict[str, int]:
-    """Multipliers outside the MAC arrays (estimates), per lane where the chunk has lanes."""
-    L = hw.lanes
+def misc_dsps(hw: HwConfig, ln_sets: int = 1, writers: int = 1) -> dict[str, int]:
+    """Multipliers outside the MAC arrays (estimates), per lane where the chunk has lanes. ln_sets:
+    the sets of normalizing LayerNorm lanes (ln_load_lane_sets); writers: the residual-stream
+    writers built (stream_writers), each with COLS squares and its variance terms."""
+    L, C, WL = hw.lanes, hw.cols, load_lanes(hw)
     return {
-        f"layernorm: xa^2 (1) and z*G (2) per lane x {L}, D*S2 and S1^2 (2 x 9, 64-bit)": 3 * L + 18,
+        f"layernorm: xa^2 per writer lane x {C} and D*S2, S1^2 (2 x 9, 64-bit) per writer x {writers}, "
+        f"z*G (2) per normalizing lane x {WL} x {ln_sets}": (C + 18) * writers + 2 * WL * ln_sets,
         f"softmax: (x + pb)^2 per lane x {L}": L,
     }
 
@@ -249,6 +254,8 @@ class Loop:
     n: int = 1
     dram: int = 0
     drain: str = ""   # a reduction that also drains the previous tile's epilogue (this loop id's work)
+    body: int = -1    # the MAC array's reduction loop: the depth its body adds after the reduction
+                      # (reduce_body_depth: one depth for every entry of the one shared loop)
 
 
 @dataclass
@@ -296,15 +303,29 @@ def _embed_bias(hw: HwConfig, dim: int) -> Loop:
     return Loop("params.embed_bias", seg, 1, dram=seg * hw.weight_ports * hw.axi_bytes)
 
 
+def reduce_body_depth(shape: ModelShape, hw: HwConfig) -> int:
+    """The depth main_array's reduction loop adds after the reduction (kernels/p2vit/layers.h): it is
+    one pipelined loop for every layer, so HLS gives every entry the depth of its deepest path: the
+    deepest drain compiled into it (QKV's requant, the residual-stream writer of proj, FC2 and the
+    embedding with the next LayerNorm's row statistics and isqrt, FC1's GELU), or the row load
+    beside the reduction (a normalizing LayerNorm load where one runs in the loop) if deeper."""
+    dr = drains(shape, hw)
+    paths = [DEPTH[e] for e, on in (("requant.requant", dr["qkv"]), ("requant.residual", dr["proj"] or dr["fc2"]),
+                                    ("requant.embed", dr["embed"]), ("requant.gelu", dr["fc1"])) if on]
+    red = DEPTH["mac_array.reduce"] + simd_chain_depth(hw.simd)
+    load = DEPTH["layernorm.load"] if ln_load_paths(shape, hw)[0] else DEPTH["mac_array.load_array"]
+    return max(red + max(paths, default=0), load) - red
+
+
 def _mac(hw: HwConfig, NR: int, K: int, O: int, src: str, epi: str, bits: int,
-         K_DH: int = 0, patch: int = 1, preloaded: bool = False):
+         K_DH: int = 0, patch: int = 1, preloaded: bool = False, body: int = -1):
     """One layer on the MAC array (main_array): per row tile, (valid rows, compute Op). Q.K^T has
     its own model, _qk_array.
 
-    src: array | patch (load_rows_*); epi: requant | residual | gelu | embed | head (epi_* of
+    src: array | patch | ln (load_rows_*); epi: requant | residual | gelu | embed | head (epi_* of
     kernels/p2vit/epilogue.h); bits: weight bits; K_DH: the head width (QKV's epilogue lanes);
     patch: the patch size (the patch load's lanes); preloaded: the previous layer loaded the first
-    row tile (FC2 after FC1, fc2_early). The embedding loads its row tile's per-token biases after
+    row tile (early_loads; proj after A.V's fill); body: reduce_body_depth. The embedding loads its row tile's per-token biases after
     the row tile's patches (_embed_bias). Ops of identical row tiles are shared."""
     R, C, S = hw.rows, hw.cols, hw.simd
     NT, OT = _cdiv(NR, R), _cdiv(O, C)
@@ -318,7 +339,7 @@ def _mac(hw: HwConfig, NR: int, K: int, O: int, src: str, epi: str, bits: int,
             return Loop("requant.requant", R * _cdiv(c, qkv_lanes(hw, K_DH)), 1)
         return Loop(f"requant.{epi}", R, 1)   # embed: COLS lanes, one tile row per cycle
 
-    red = Loop("mac_array.reduce", K // S, 1, 1, (K // S) * slot)
+    red = Loop("mac_array.reduce", K // S, 1, 1, (K // S) * slot, body=body)
     full, last = O // C, O % C
     last_c = last or C
     # Ping-pong accumulators (kernels/p2vit/layers.h): the embedding, QKV, proj, FC1 and FC2 drain tile ot - 1
@@ -329,7 +350,7 @@ def _mac(hw: HwConfig, NR: int, K: int, O: int, src: str, epi: str, bits: int,
     prefetch = False   # whether later row tiles load inside the previous tile's reduction loop
     if epi in ("requant", "residual", "gelu", "embed") and drain_fits(hw, K, epi, K_DH):
         trip = OT * (K // S) + drain_tail(hw, K, epi, K_DH)
-        whole = Loop("mac_array.reduce", trip, 1, 1, trip * slot, drain=epilogue(C).id)
+        whole = Loop("mac_array.reduce", trip, 1, 1, trip * slot, drain=epilogue(C).id, body=body)
         groups = [(1, whole, None, None)]
         # row prefetch: the next row tile loads inside this loop when its words fit the trip (not
         # the embedding's patches)
@@ -339,7 +360,8 @@ def _mac(hw: HwConfig, NR: int, K: int, O: int, src: str, epi: str, bits: int,
         for count, c in ((full, C), (1 if last else 0, last)):
             if count:
                 groups.append((count, red, epilogue(c), None))
-    load_id = f"mac_array.load_{src}"
+    # the LayerNorm layers' loads normalize as they go (kernels/p2vit/layernorm.h load_rows_ln)
+    load_id = "layernorm.load" if src == "ln" else f"mac_array.load_{src}"
     # iterations per row: groups of patch_lanes image values, or words of load_lanes
     words = K // patch_lanes(hw, patch) if src == "patch" else _cdiv(K, load_lanes(hw))
 
@@ -416,21 +438,11 @@ def _seq_ops(tiles) -> list:
     return [comp for _, comp in tiles]
 
 
-def ln_skew(dim: int, lanes: int) -> int:
-    """Passes between a LayerNorm row's statistics and its normalization (ln_skew in
-    kernels/p2vit/layernorm.h): its isqrt gets LN_STD_LATENCY cycles."""
-    words = _cdiv(dim, lanes)
-    return 1 + _cdiv(LN_STD_LATENCY, words)
-
-
-def _layernorm(shape: ModelShape, hw: HwConfig, rows: int) -> list:
-    """load_ln (four bursts: k, G, B, sh) and layernorm_rows: one loop of rows + S passes of LANES
-    channels per cycle, pass p taking row p's statistics beside row p - S's normalization; each
-    row's isqrt runs beside the passes (S = ln_skew)."""
-    D = shape.dim
-    W = _cdiv(D, hw.lanes)
-    bursts = [_burst(D * fb, hw) for fb in (1, 2, 8, 1)]
-    return [Op("c", bursts + [Loop("layernorm.pass", (rows + ln_skew(D, hw.lanes)) * W, 1)])]
+def _layernorm(shape: ModelShape, hw: HwConfig) -> list:
+    """load_ln: a LayerNorm's four parameter bursts (k, G, B, sh). Its statistics gather in the
+    residual-stream writer and its normalization in the row loads (kernels/p2vit/layernorm.h), so
+    nothing else runs here."""
+    return [Op("c", [_burst(shape.dim * fb, hw) for fb in (1, 2, 8, 1)])]
 
 
 def _desc(hw: HwConfig, fields: int) -> Loop:
@@ -460,17 +472,23 @@ def _dram(loops) -> int:
     return sum(lp.dram * lp.n for lp in loops)
 
 
-def _block(shape: ModelShape, hw: HwConfig, b_qkv: int, b_proj: int, b_fc1: int, b_fc2: int) -> list[Step]:
+def _block(shape: ModelShape, hw: HwConfig, b_qkv: int, b_proj: int, b_fc1: int, b_fc2: int,
+           first: bool) -> list[Step]:
     """The steps of one encoder block (names without the blocks.i. prefix), as the controller loop
-    of templates/p2vit_top.cpp.j2 runs them."""
+    of templates/p2vit_top.cpp.j2 runs them; first: block 0 (its QKV follows the embedding)."""
     N, D, H, DH, HID = shape.tokens, shape.dim, shape.heads, shape.dh, shape.hidden
-    ln1 = [_desc(hw, BLOCK_FIELDS)] + _layernorm(shape, hw, N)[0].loops
+    # this block's descriptor, read twice (at the top of its loop iteration, and before the layer
+    # before it, the embedding or the previous FC2, with LN1's parameters: that layer's writer
+    # gathers LN1's statistics)
+    ln1 = [_desc(hw, BLOCK_FIELDS), _desc(hw, BLOCK_FIELDS)] + _layernorm(shape, hw)[0].loops
     steps = [Step("ln1", "layernorm", [[Op("c", ln1)]],
                   dram={"params": _dram(ln1)})]
     pq = [_burst(3 * D * 4, hw), _burst(3 * D, hw)]
-    pre = lanes_fill_xt(shape, hw)   # LN1 / A.V / LN2 leave QKV's / proj's / FC1's first row tile in xt
-    steps.append(Step("qkv", "linear", [_params(*pq) + _seq_ops(_mac(hw, N, D, 3 * D, "array", "requant", b_qkv,
-                                                                     K_DH=DH, preloaded=pre))],
+    early = early_loads(shape, hw)   # the layers whose last row tile loads the next layer's first
+    body = reduce_body_depth(shape, hw)
+    steps.append(Step("qkv", "linear", [_params(*pq) + _seq_ops(_mac(hw, N, D, 3 * D, "ln", "requant", b_qkv, K_DH=DH,
+                                                                     preloaded=early["embed" if first else "fc2"],
+                                                                     body=body))],
                       macs=N * D * 3 * D, dram={**_linear_dram(hw, N, D, 3 * D, b_qkv, "requant", DH), "params": _dram(pq)},
                       weight_bytes_unique=_uniq(hw, 3 * D, D, b_qkv)))
     # every head of the block: Q.K^T (its own MAC array, PCOLS columns) -> softmax -> A.V (shifter
@@ -495,18 +513,19 @@ def _block(shape: ModelShape, hw: HwConfig, b_qkv: int, b_proj: int, b_fc1: int,
     steps.append(Step("attn", "attention", [qk, sm_rows, av_rows], macs=H * N * N * DH,
                       av_macs=H * N * N * DH, dram={}))
     pp = [_burst(D * 4, hw), _burst(D, hw), _burst(D, hw), _burst(D, hw)]
+    pre = lanes_fill_xt(shape, hw)   # A.V leaves proj's first row tile in xt
     steps.append(Step("proj", "linear", [_params(*pp) + _seq_ops(_mac(hw, N, D, D, "array", "residual", b_proj,
-                                                                      preloaded=pre))],
+                                                                      preloaded=pre, body=body))],
                       macs=N * D * D, dram={**_linear_dram(hw, N, D, D, b_proj, "residual", DH), "params": _dram(pp)},
                       weight_bytes_unique=_uniq(hw, D, D, b_proj)))
-    ln2 = _layernorm(shape, hw, N)
+    ln2 = _layernorm(shape, hw)   # loaded before proj, whose writer gathers LN2's statistics
     steps.append(Step("ln2", "layernorm", [ln2], dram={"params": _dram(ln2[0].loops)}))
     # FC1 (+ GELU into hid) on every row tile, then FC2 (+ residual) on every row tile, each after
     # its parameters, on the MAC array
     p1 = [_burst(HID * 4, hw), _burst(HID, hw), _burst(256, hw)]
     p2 = [_burst(D * 4, hw), _burst(D, hw), _burst(D, hw), _burst(D, hw)]
-    s1 = _seq_ops(_mac(hw, N, D, HID, "array", "gelu", b_fc1, preloaded=pre))
-    s2 = _seq_ops(_mac(hw, N, HID, D, "array", "residual", b_fc2, preloaded=fc2_early(shape, hw)))
+    s1 = _seq_ops(_mac(hw, N, D, HID, "ln", "gelu", b_fc1, preloaded=early["proj"], body=body))
+    s2 = _seq_ops(_mac(hw, N, HID, D, "array", "residual", b_fc2, preloaded=early["fc1"], body=body))
     d1, d2 = _linear_dram(hw, N, D, HID, b_fc1, "gelu", DH), _linear_dram(hw, N, HID, D, b_fc2, "residual", DH)
     steps.append(Step("mlp", "mlp", [_params(*p1) + s1 + _params(*p2) + s2], macs=2 * N * D * HID,
                       dram={"weights": d1["weights"] + d2["weights"], "params": _dram(p1) + _dram(p2)},
@@ -529,7 +548,7 @@ def schedule(shape: ModelShape, hw: HwConfig) -> list[Step]:
     img = shape.in_chans * shape.img_h * shape.img_w
     pe = [_burst(D, hw), Loop("mac_array.load_image", _cdiv(img, hw.axi_bytes), 1)]   # shifts; the image, one burst
     dr = _linear_dram(hw, NP, KP, D, b, "embed")
-    tiles = _mac(hw, NP, KP, D, "patch", "embed", b, patch=shape.patch)
+    tiles = _mac(hw, NP, KP, D, "patch", "embed", b, patch=shape.patch, body=reduce_body_depth(shape, hw))
     # the descriptor-free parameters: the shifts; per row tile its per-token biases, from every port
     dr["params"] = _dram(pe)
     dr["embed_bias"] = _cdiv(NP, hw.rows) * _embed_bias(hw, D).dram
@@ -539,18 +558,19 @@ def schedule(shape: ModelShape, hw: HwConfig) -> list[Step]:
     blocks: dict = {}
     for i in range(shape.depth):
         p = f"blocks.{i}."
-        key = tuple(shape.bits(p + n) for n in ("qkv", "proj", "fc1", "fc2"))
+        key = tuple(shape.bits(p + n) for n in ("qkv", "proj", "fc1", "fc2")) + (i == 0,)
         if key not in blocks:
             blocks[key] = _block(shape, hw, *key)
         steps += [replace(st, name=p + st.name) for st in blocks[key]]
-    norm = _layernorm(shape, hw, 1)
+    norm = _layernorm(shape, hw)   # loaded before the last FC2, whose writer gathers its statistics
     steps.append(Step("norm", "layernorm", [norm], dram={"params": _dram(norm[0].loops)}))
     b = shape.bits("head")
     ph = [_burst(CL * 4, hw), _burst(CL, hw)]
     dr = _linear_dram(hw, 1, D, CL, b)
     dr["params"], dr["io"] = _dram(ph), 4 * CL
     store = Op("c", [Loop("requant.head_store", _cdiv(4 * CL, hw.axi_bytes), 1)])   # the logits, one write burst
-    steps.append(Step("head", "head", [_params(*ph) + _seq_ops(_mac(hw, 1, D, CL, "array", "head", b)) + [store]],
+    head = _mac(hw, 1, D, CL, "ln", "head", b, preloaded=early_loads(shape, hw)["fc2"], body=reduce_body_depth(shape, hw))
+    steps.append(Step("head", "head", [_params(*ph) + _seq_ops(head) + [store]],
                       macs=D * CL, dram=dr, weight_bytes_unique=_uniq(hw, CL, D, b)))
     return steps
 
@@ -637,7 +657,9 @@ class _Timer:
         if not lp.iters:
             return 0.0
         d = self.depth(lp.id)
-        if lp.drain:   # the drain's epilogue reads the accumulators the reduction's last stage wrote
+        if lp.body >= 0:   # the shared reduction loop: its deepest path, whatever this entry drains
+            d = d + lp.body
+        elif lp.drain:   # the drain's epilogue reads the accumulators the reduction's last stage wrote
             d = d + self.depth(lp.drain)
         if self.sw.intra:
             c = lp.iters * loop_ii(lp.id, self.hw) + lp.entries * (d - 1)
@@ -819,7 +841,8 @@ def buffers(shape: ModelShape, hw: HwConfig, acc_bits: int = 32) -> list[dict]:
     pcols, qrows = hw.port_cols, hw.qk_array_rows
     E, WL, RL = qkv_lanes(hw, DH), load_lanes(hw), logit_rows_per_cycle(qk_hw(hw), DH)
     # partition factors of kernels/p2vit/banks.h
-    RB, XB, QB = shared_banks(cols, 2, L, 2), shared_banks(L, 1, WL, 1), shared_banks(E, 1, WL, 1)
+    RB, CB = cols, shared_banks(cols, 2, WL, 2)
+    XB, QB = shared_banks(L, 1, WL, 1), shared_banks(E, 1, WL, 1)
     KB, GB = shared_banks(E, 1, simd, 1), shared_banks(cols, 2, WL, 2)
     OM = max(3 * D, HID, shape.num_classes)
     reshape = xt_reshape(hw, shape)
@@ -835,7 +858,7 @@ def buffers(shape: ModelShape, hw: HwConfig, acc_bits: int = 32) -> list[dict]:
 
     return [
         b("residual stream r[N][D] (channels cyclic RB)", N * D * R // 8, [cyc(N * D, R, RB)]),
-        b("LayerNorm output x[N][D] (channels cyclic XB)", N * D, [cyc(N * D, 8, XB)]),
+        b("its copy for the LayerNorm loads rc[N][D] (channels cyclic CB)", N * D * R // 8, [cyc(N * D, R, CB)]),
         b("queries q[N][D] (channels cyclic QB)", N * D, [cyc(N * D, 8, QB)]),
         # per head: k[H][N][DH] tokens cyclic PCOLS x channels cyclic KB, v[H][N][DH] channels complete
         b("keys k[H][N][DH] (tokens cyclic PCOLS x channels cyclic KB)", N * D,
@@ -871,8 +894,11 @@ def buffers(shape: ModelShape, hw: HwConfig, acc_bits: int = 32) -> list[dict]:
         b("embedding row-tile biases tile_bias[ROWS * DT], DT = D rounded up to COLS (cyclic embed_bias_banks)",
           rows * _cdiv(D, cols) * cols * 4,
           [cyc(rows * _cdiv(D, cols) * cols, 32, shared_banks(hw.weight_ports * (ab // 4), 1, cols, 1))]),
-        b("LayerNorm parameters", D * (1 + 2 + 8 + 1), [cyc(D, 2, math.lcm(ab, L)), cyc(D, 16, math.lcm(ab // 2, L)),
-                                                        cyc(D, 64, math.lcm(ab // 8, L)), cyc(D, 8, math.lcm(ab, L))]),
+        # read by the normalizing loads (load_lanes) and, ln_k, by the writer (COLS)
+        b("LayerNorm parameters", D * (1 + 2 + 8 + 1), [cyc(D, 2, math.lcm(ab, cols, WL)), cyc(D, 16, math.lcm(ab // 2, cols, WL)),
+                                                        cyc(D, 64, math.lcm(ab // 8, cols, WL)), cyc(D, 8, math.lcm(ab, cols, WL))]),
+        b("LayerNorm row statistics: running S1, S2 and each row's S1, std (int64, plain memories)", 4 * N * 8,
+          [(4, N, 64)]),
         b("logits stream: one Q.K^T row tile; codes stream: one row", qrows * N + N, [(1, qrows * N, 8), (1, N, 4)]),
     ]
 
@@ -960,21 +986,62 @@ def lanes_fill_xt(shape: "ModelShape", hw: HwConfig) -> bool:
     return hw.lanes == hw.simd and shape.dh % hw.lanes == 0 and shape.tokens >= hw.rows
 
 
-def fc2_early(shape: "ModelShape", hw: HwConfig) -> bool:
-    """Whether FC1 loads FC2's first row tile in its last row tile's reduction loop (fc2_early in
-    kernels/p2vit/layers.h): FC1 drains in its loop, has two row tiles or more (hid's first rows are
-    complete after the first), and the ROWS x HID / load_lanes words fit that loop."""
-    D, HID, DH = shape.dim, shape.hidden, shape.dh
-    trip = _cdiv(HID, hw.cols) * (D // hw.simd) + drain_tail(hw, D, "gelu", DH)
-    return (drain_fits(hw, D, "gelu", DH) and _cdiv(shape.tokens, hw.rows) >= 2
-            and hw.rows * (HID // load_lanes(hw)) <= trip)
+def early_loads(shape: "ModelShape", hw: HwConfig) -> dict[str, bool]:
+    """Which layers' last row tile loads the next layer's first in its reduction loop (main_early in
+    kernels/p2vit/layers.h): FC1 FC2's (hid), proj FC1's, FC2 the next QKV's or the head's and the
+    embedding block 0's QKV's (LayerNorm rows of rc). Each drains in its loop, has two row tiles or
+    more (the next layer's first rows are final after the first) and room in that loop for the
+    ROWS x K_next / load_lanes words."""
+    N, D, HID, DH, KP = shape.tokens, shape.dim, shape.hidden, shape.dh, shape.kp
+    layers = {"embed": (N - 1, KP, D, "embed", D), "proj": (N, D, D, "residual", D),
+              "fc1": (N, D, HID, "gelu", HID), "fc2": (N, HID, D, "residual", D)}
+    out = {}
+    for name, (NR, K, O, epi, k_next) in layers.items():
+        trip = _cdiv(O, hw.cols) * (K // hw.simd) + drain_tail(hw, K, epi, DH)
+        out[name] = (drain_fits(hw, K, epi, DH) and _cdiv(NR, hw.rows) >= 2
+                     and hw.rows * (k_next // load_lanes(hw)) <= trip)
+    return out
+
+
+def ln_load_paths(shape: "ModelShape", hw: HwConfig) -> tuple[bool, bool]:
+    """Where the emitted code normalizes LayerNorm rows as they load (layers.h ln_loads_in_loop,
+    ln_loads_exposed): (in main_array's reduction loop: a LayerNorm row tile prefetches or loads
+    early there; in the exposed load loop: some LayerNorm row tile loads outside it). Each is a set
+    of load_lanes normalizing lanes."""
+    N, D, HID, DH = shape.tokens, shape.dim, shape.hidden, shape.dh
+    e = early_loads(shape, hw)
+    WL = load_lanes(hw)
+
+    def prefetches(K, O, epi):
+        return drain_fits(hw, K, epi, DH) and hw.rows * (K // WL) <= _cdiv(O, hw.cols) * (K // hw.simd) + drain_tail(hw, K, epi, DH)
+
+    many = _cdiv(N, hw.rows) > 1
+    pq, p1 = prefetches(D, 3 * D, "requant"), prefetches(D, HID, "gelu")
+    in_loop = e["embed"] or e["fc2"] or e["proj"] or (many and (pq or p1))
+    exposed = not e["embed"] or not e["fc2"] or not e["proj"] or (many and not (pq and p1))
+    return in_loop, exposed
+
+
+def ln_load_lane_sets(shape: "ModelShape", hw: HwConfig) -> int:
+    """Sets of normalizing LayerNorm lanes the emitted code builds (ln_load_paths)."""
+    return sum(ln_load_paths(shape, hw))
+
+
+def stream_writers(shape: "ModelShape", hw: HwConfig) -> int:
+    """Residual-stream writers the code builds (kernels/p2vit/epilogue.h epi_stream_row, each with
+    the next LayerNorm's statistics lanes and isqrt): in the reduction loop where proj, FC2 or the
+    embedding drain there; in the residual epilogue loop where proj or FC2 does not; in the
+    embedding's where it does not."""
+    dr = drains(shape, hw)
+    return int(dr["proj"] or dr["fc2"] or dr["embed"]) + int(not (dr["proj"] and dr["fc2"])) + int(not dr["embed"])
 
 
 def drains(shape: "ModelShape", hw: HwConfig) -> dict[str, bool]:
-    """drain_fits for QKV, proj, FC1 and FC2 of the model."""
+    """drain_fits for QKV, proj, FC1, FC2 and the embedding of the model."""
     D, HID, DH = shape.dim, shape.hidden, shape.dh
     return {"qkv": drain_fits(hw, D, "requant", DH), "proj": drain_fits(hw, D, "residual", DH),
-            "fc1": drain_fits(hw, D, "gelu", DH), "fc2": drain_fits(hw, HID, "residual", DH)}
+            "fc1": drain_fits(hw, D, "gelu", DH), "fc2": drain_fits(hw, HID, "residual", DH),
+            "embed": drain_fits(hw, shape.kp, "embed", DH)}
 
 
 def shared_banks(a: int, pa: int, b: int, pb: int) -> int:
@@ -1000,7 +1067,7 @@ def resources(shape: ModelShape, hw: HwConfig, acc_bits: int = 32) -> dict:
     qk = qk_hw(hw)
     products = [hw.rows * hw.cols * hw.simd, qk.rows * qk.cols * qk.simd]
     per = [mac_array_dsps(hw), mac_array_dsps(qk)]
-    misc = sum(misc_dsps(hw).values())
+    misc = sum(misc_dsps(hw, ln_load_lane_sets(shape, hw), stream_writers(shape, hw)).values())
     bufs = buffers(shape, hw, acc_bits)
     L, rl = hw.lanes, _cdiv(shape.tokens, hw.lanes)
     # the softmax's exps of two rows (ex[2][N]: row parity complete, cyclic LANES); its logits and

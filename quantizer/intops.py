@@ -265,12 +265,19 @@ def int_layernorm(r: torch.Tensor, k: torch.Tensor, G: torch.Tensor, B: torch.Te
     """
     D = r.shape[-1]
     xa = r << k
-    s1 = xa.sum(dim=-1, keepdim=True)
-    s2 = (xa * xa).sum(dim=-1, keepdim=True)
-    var = D * s2 - s1 * s1 + eps_i
-    std = isqrt(var)
+    s1, std = int_layernorm_stats(r, k, eps_i)
     z = div_round((D * xa - s1) << LN_FRAC_BITS, std)
     return requant(z * G + B, sh, 8)
+
+
+def int_layernorm_stats(r: torch.Tensor, k: torch.Tensor, eps_i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The row statistics of int_layernorm (numerics.md 2.7): S1 = sum(r << k) and
+    std = isqrt(D * S2 - S1^2 + eps_i), S2 = sum((r << k)^2), over the last axis (kept, size 1)."""
+    D = r.shape[-1]
+    xa = r << k
+    s1 = xa.sum(dim=-1, keepdim=True)
+    s2 = (xa * xa).sum(dim=-1, keepdim=True)
+    return s1, isqrt(D * s2 - s1 * s1 + eps_i)
 
 
 def residual_add(y: torch.Tensor, e_y: int, r: torch.Tensor, e_r: torch.Tensor,

@@ -765,7 +765,14 @@ arr epi_residual_t(const arr& acc, int n0, int o0, const arr& bias, const arr& s
   {
     SinkScope scope(traced);
     p2vit::i32 tile_bias[C::ROWS * p2vit::embed_bias_cols<C>()] = {};   // the embedding's; unread here
-    p2vit::epi_residual<C>(a, n0, o0 / C::COLS, tile_bias, b, sh, e_y, er, es, rr, "fc2", 0);
+    // the next LayerNorm's statistics (checked by ln_split), and rc
+    static typename C::res_t rc[C::N][C::D];
+    p2vit::uint<2> lk[C::D];
+    for (auto& v : lk) v = 0;
+    i64 acc1[C::N], acc2[C::N], s1[C::N], sd[C::N];
+    // untraced: the C-sim fast path where the build has it (fast = true), traced: the loop
+    p2vit::epi_residual<C>(a, n0, o0 / C::COLS, tile_bias, b, sh, e_y, er, es, rr, rc, lk, acc1, acc2, s1, sd, 1, "fc2",
+                           0, !traced);
   }
   arr out({C::N, C::D});
   for (int n = 0; n < C::N; ++n)
@@ -778,6 +785,76 @@ arr epi_residual_v(arr acc, int n0, int o0, arr bias, arr shift, int e_y, arr e_
   if (rbits == 8) return epi_residual_t<8>(acc, n0, o0, bias, shift, e_y, e_r, e_s, r, traced);
   if (rbits == 16) return epi_residual_t<16>(acc, n0, o0, bias, shift, e_y, e_r, e_s, r, traced);
   unsupported("epi_residual", rbits);
+}
+
+// NormCfg: the LayerNorm split (p2vit/layernorm.h): up to 32 rows of 12 channels written by the
+// residual-stream writer in column tiles of 8 (a partial last tile), normalized by the row loads
+// 2 channels per cycle into row tiles of 3.
+template <int RBITS>
+struct NormCfg {
+  static constexpr int N = 32, D = 12, ROWS = 3, COLS = 8, RES_BITS = RBITS;
+  static constexpr int SIMD = 2, LANES = 4, AXI_BYTES = 16;   // bank factors (p2vit/banks.h)
+  static constexpr int WPORTS = 1, PCOLS = COLS;
+  using act_t = sint<8>;
+  using res_t = sint<RBITS>;
+  using acc_t = sint<27>;
+};
+
+// ln_split(r, k, G, B, sh, eps_i, rbits): each row of r (M <= 32, 12 channels) written through
+// epi_stream_row (the embedding's form with acc 0, bias r and shift 0, so the row is r itself), its
+// statistics gathered there over the two column tiles, then loaded back word by word through
+// ln_load_word into a row tile: the LayerNorm as the accelerator splits it. Also checks that r
+// and rc hold the row.
+template <int RBITS>
+arr ln_split_t(const arr& r, const arr& k, const arr& G, const arr& B, const arr& sh, std::int64_t eps_i) {
+  using C = NormCfg<RBITS>;
+  constexpr int D = C::D, DT = p2vit::embed_bias_cols<C>(), OT = DT / C::COLS;
+  const auto [M, d] = rows_cols(r, "ln_split");
+  if (d != D || M > C::N || k.size() != D || G.size() != D || B.size() != D || sh.size() != D)
+    throw py::value_error("ln_split: r (M <= 32, 12), k, G, B, sh (12)");
+  p2vit::uint<2> kk[D];
+  sint<16> GG[D];
+  i64 BB[D];
+  sint<8> ss[D];
+  for (int c = 0; c < D; ++c) {
+    kk[c] = in_u<2>(k.data()[c], "ln_split k");
+    GG[c] = in_s<16>(G.data()[c], "ln_split G");
+    BB[c] = in64(B.data()[c]);
+    ss[c] = in_s<8>(sh.data()[c], "ln_split sh");
+  }
+  static typename C::res_t rs[C::N][D], rc[C::N][D];
+  i64 acc1[C::N], acc2[C::N], s1[C::N], sd[C::N];
+  // zeroed one by one: an ap_int's default constructor leaves it unset
+  p2vit::i32 tile_bias[C::ROWS * DT], bias[D];
+  p2vit::i8 shift[D], e_r[D], e_s[D];
+  typename C::acc_t zero[C::COLS];
+  for (auto& v : tile_bias) v = 0;
+  for (int c = 0; c < D; ++c) bias[c] = shift[c] = e_r[c] = e_s[c] = 0;
+  for (auto& v : zero) v = 0;
+  for (py::ssize_t m = 0; m < M; ++m)
+    for (int ot = 0; ot < OT; ++ot) {
+      for (int c = 0; c < DT; ++c) tile_bias[c] = p2vit::i32(c < D ? out64(in_s<RBITS>(r.at(m, c), "ln_split r")) : 0);
+      p2vit::epi_stream_row<C>(zero, true, int(m), 0, ot, tile_bias, bias, shift, 0, e_r, e_s, rs, rc, kk, acc1, acc2,
+                               s1, sd, in64(eps_i), false, "ln", 0);
+    }
+  arr o = like(r);
+  p2vit::pe_x<C> xt[C::ROWS][D];
+  for (py::ssize_t m = 0; m < M; ++m) {
+    const int n = int(m % C::ROWS), n0 = int(m) - n;
+    for (int c = 0; c < D; ++c)
+      if (out64(rs[m][c]) != r.at(m, c) || out64(rc[m][c]) != r.at(m, c))
+        throw std::logic_error("ln_split: r or rc lost the row");
+    for (int kw = 0; kw < D / C::SIMD; ++kw)
+      p2vit::ln_load_word<C, D>(rc, s1, sd, kk, GG, BB, ss, int(M), n0, n, kw, xt);
+    for (int c = 0; c < D; ++c) o.mutable_at(m, c) = out64(typename C::act_t(xt[n][c]));
+  }
+  return o;
+}
+
+arr ln_split_v(arr r, arr k, arr G, arr B, arr sh, std::int64_t eps_i, int rbits) {
+  if (rbits == 8) return ln_split_t<8>(r, k, G, B, sh, eps_i);
+  if (rbits == 16) return ln_split_t<16>(r, k, G, B, sh, eps_i);
+  unsupported("ln_split", rbits);
 }
 
 // QCfg: a configuration for epi_qkv and epi_logits alone: 7 tokens in row tiles of 3 (a partial last
@@ -1149,6 +1226,8 @@ PYBIND11_MODULE(P2VIT_MODNAME, m) {
         py::arg("q"), py::arg("k"), py::arg("v"));
   m.def("epi_logits", &epi_logits_v, py::arg("acc"), py::arg("o0"), py::arg("shift"), py::arg("rows"),
         py::arg("rmax"));
+  m.def("ln_split", &ln_split_v, py::arg("r"), py::arg("k"), py::arg("G"), py::arg("B"), py::arg("sh"),
+        py::arg("eps_i"), py::arg("rbits"));
   m.def("epi_residual", &epi_residual_v, py::arg("acc"), py::arg("n0"), py::arg("o0"), py::arg("bias"),
         py::arg("shift"), py::arg("e_y"), py::arg("e_r"), py::arg("e_s"), py::arg("r"), py::arg("rbits"),
         py::arg("traced") = false);

@@ -70,8 +70,8 @@ def _cifar_counters(tmp_path_factory, hw, name):
                                 HwConfig(rows=22, cols=4, simd=8, lanes=8, weight_ports=2),
                                 HwConfig(rows=66, cols=8, simd=8, lanes=8, weight_ports=4, qk_rows=33)],
                          ids=["default 8x8x2", "16x48x2, 3 weight ports of 32-byte words (II 2), 5-row Q.K^T array, "
-                              "8 attention lanes", "22x4x8, 2 weight ports, 8 lanes (LayerNorm and A.V fill QKV's, FC1's and proj's "
-                              "first row tile, FC1 FC2's)",
+                              "8 attention lanes", "22x4x8, 2 weight ports, 8 lanes (A.V fills proj's first row tile, FC1 loads FC2's; "
+                              "exposed normalizing loads)",
                               "DeiT-B's zcu102 design 66x8x8, 4 weight ports (io on blob_w3), 33-row Q.K^T array, "
                               "8 lanes"])
 def test_every_loop_reaches_its_modelled_ii_on_cifar(hw, tmp_path_factory):

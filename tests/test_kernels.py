@@ -594,6 +594,24 @@ def test_layernorm(kern):
                 check(got, want, r=r)
 
 
+def test_layernorm_split_across_writer_and_loads(kern):
+    """The accelerator's LayerNorm (p2vit/layernorm.h): the statistics gathered by the
+    residual-stream writer over a row's column tiles (a partial last one) and one isqrt per row,
+    the normalization in the row loads (ln_load_word, 2 channels per cycle) == intops.int_layernorm,
+    on full-range, constant, outlier and alternating rows, at R = 8 and 16."""
+    rng = np.random.default_rng(12)
+    for rbits in (8, 16):
+        r = _ln_case(rng, 12, rbits)
+        for variant in range(3):
+            k = rng.integers(0, 4, 12) if variant < 2 else np.full(12, 3)
+            G = rng.integers(-(1 << 14), (1 << 14) + 1, 12)
+            B = wide(rng, 12, maxbits=40) if variant != 1 else np.zeros(12, dtype=np.int64)
+            sh = rng.integers(-3, 41, 12) if variant != 2 else rng.integers(14, 23, 12)
+            for eps_i in (1, int(rng.integers(1, 1 << 20)), 1 << 40):
+                got = kern.ln_split(r, k, G, B, sh, eps_i, rbits)
+                check(got, intops.int_layernorm(T(r), T(k), T(G), T(B), T(sh), eps_i), r=r)
+
+
 @pytest.mark.parametrize("d,rbits,lanes", [(3, 8, 2), (192, 8, 8), (768, 16, 16), (16, 16, 4), (2, 16, 4)])
 def test_layernorm_with_lanes(kern, d, rbits, lanes):
     """layernorm_row<D, R, L>: L channels per cycle in both passes (adder trees, a divider per lane;

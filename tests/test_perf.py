@@ -45,7 +45,9 @@ def _assert_counts_equal(model: dict, csim: dict):
     bad = {k: (model[k], csim[k]) for k in model if model[k] != csim[k]}
     assert not bad, f"model vs C-sim iterations differ: {bad}"
     assert perf.chunk_counts(model) == perf.chunk_counts(csim)
-    assert set(perf.chunk_counts(model)) == set(perf.CHUNKS)
+    # LayerNorm's own loop is the exposed normalizing load, where a configuration has one (its
+    # statistics and its other loads run inside the MAC array's loops)
+    assert set(perf.chunk_counts(model)) | {"layernorm"} == set(perf.CHUNKS)
 
 
 @pytest.fixture(scope="module")
@@ -150,6 +152,23 @@ def test_cycle_equations(tiny):
     entries = 2 + -(-N // R)          # two parameter bursts, one weight stream per row tile (ping-pong drains)
     assert lat["blocks.0.qkv"]["cycles"] == step["blocks.0.qkv"]["cycles"] + 64 * entries
 
+    # main_array's reduction loop is one pipelined loop for every layer: every entry has the depth of
+    # its deepest path, the deepest drain built into it after the reduction (the residual-stream
+    # writer's includes the next LayerNorm's isqrt) or the row load beside it
+    HID, KP = shape.hidden, shape.kp
+
+    def body_depth(hw):
+        R, C, S = hw.rows, hw.cols, hw.simd
+        built = [("requant.requant", D // S >= R * (C // math.gcd(C, DH))),
+                 ("requant.residual", D // S >= R or HID // S >= R), ("requant.embed", KP // S >= R),
+                 ("requant.gelu", D // S >= R)]
+        red = perf.DEPTH["mac_array.reduce"] + _chain(S)
+        load = perf.DEPTH["layernorm.load" if perf.ln_load_paths(shape, hw)[0] else "mac_array.load_array"]
+        return max(red + max([perf.DEPTH[e] for e, on in built if on], default=0), load) - red
+
+    body = body_depth(hw)
+    assert body == perf.reduce_body_depth(shape, hw) >= perf.DEPTH["requant.residual"] >= perf.LN_STD_LATENCY
+
     def mac(NR, K, O, load, epi, reduce="mac_array.reduce", preloaded=False):
         NT, OT = -(-NR // R), -(-O // C)
         t = NT * _cyc(load, R * -(-K // S))                        # row loads: SIMD values per cycle
@@ -161,7 +180,7 @@ def test_cycle_equations(tiny):
                 return -(-R // -(-R // (DH // S)))
             return R                                                # COLS lanes: a tile row per cycle
 
-        red = _cyc(reduce, K // S, simd=S, ii=perf.loop_ii(reduce, hw))
+        red = _cyc(reduce, K // S, simd=S, ii=perf.loop_ii(reduce, hw)) + (body if reduce == "mac_array.reduce" else 0)
         if reduce == "mac_array.reduce" and K // S >= per_tile(C):
             # ping-pong accumulators: tile ot - 1 drains inside tile ot's steps, all OT x K/SIMD steps
             # of a row tile in one loop entry, whose pipeline is the reduction's followed by the
@@ -169,7 +188,7 @@ def test_cycle_equations(tiny):
             # tail of one drain's cycles of the same entry
             d_red = perf.DEPTH[reduce] + _chain(S)
             trip = OT * (K // S) + per_tile(C)
-            whole = trip * perf.loop_ii(reduce, hw) + d_red + perf.DEPTH[epi] - 1
+            whole = trip * perf.loop_ii(reduce, hw) + d_red + body - 1
             # row prefetch: when a row tile's load fits the trip, only the first row tile's is exposed
             loads = 1 if R * -(-K // S) <= trip else NT
             # LayerNorm wrote the first row tile into the row buffer (LANES == SIMD, N >= ROWS)
@@ -182,14 +201,19 @@ def test_cycle_equations(tiny):
     def burst(nbytes):
         return _cyc("params.burst", -(-nbytes // hw.axi_bytes))
 
+    # QKV's rows normalize as they load (layernorm.load); the embedding's last row tile loads the
+    # first one where it drains, has two row tiles and room for ROWS x D/SIMD words in its loop
+    KP, OTe = shape.kp, -(-D // C)
+    embed_early = KP // S >= R and -(-(N - 1) // R) >= 2 and R * (D // S) <= OTe * (KP // S) + R
+    assert embed_early == perf.early_loads(shape, hw)["embed"]
     assert step["blocks.0.qkv"]["cycles"] == (burst(3 * D * 4) + burst(3 * D)
-                                              + mac(N, D, 3 * D, "mac_array.load_array", "requant.requant",
-                                                    preloaded=hw.lanes == hw.simd and N >= R))
+                                              + mac(N, D, 3 * D, "layernorm.load", "requant.requant",
+                                                    preloaded=embed_early))
     # the embedding: the shifts and the image (one burst each), then per row tile its patches
     # (gcd(PATCH, SIMD) values per cycle), its per-token biases (a beat from every weight port per
     # cycle: ROWS rows of D rounded up to COLS) and its OT tiles; they drain inside the next tile's
     # reduction (one loop entry of OT x KP/SIMD steps and a ROWS-cycle tail) when KP/SIMD >= ROWS
-    NP, KP, OT = N - 1, shape.kp, -(-D // C)
+    NP, OT = N - 1, -(-D // C)
     img = shape.in_chans * shape.img_h * shape.img_w
 
     def embed_cycles(hw, drained):
@@ -198,12 +222,12 @@ def test_cycle_equations(tiny):
         seg = -(-(R * OT * C) // (hw.weight_ports * hw.axi_bytes // 4))
         per_row = _cyc("mac_array.load_patch", R * KP // math.gcd(shape.patch, S)) + _cyc("params.embed_bias", seg)
         if drained:
-            body = ((OT * (KP // S) + R) * perf.loop_ii("mac_array.reduce", hw) + perf.DEPTH["mac_array.reduce"]
-                    + _chain(S) + perf.DEPTH["requant.embed"] - 1)
+            tiles = ((OT * (KP // S) + R) * perf.loop_ii("mac_array.reduce", hw) + perf.DEPTH["mac_array.reduce"]
+                     + _chain(S) + body_depth(hw) - 1)
         else:
-            body = OT * (_cyc("mac_array.reduce", KP // S, simd=S, ii=perf.loop_ii("mac_array.reduce", hw))
-                         + _cyc("requant.embed", R))
-        return (burst(D) + _cyc("mac_array.load_image", -(-img // hw.axi_bytes)) + NT * (per_row + body))
+            tiles = OT * (_cyc("mac_array.reduce", KP // S, simd=S, ii=perf.loop_ii("mac_array.reduce", hw))
+                          + body_depth(hw) + _cyc("requant.embed", R))
+        return (burst(D) + _cyc("mac_array.load_image", -(-img // hw.axi_bytes)) + NT * (per_row + tiles))
 
     assert KP // S >= R   # TINY_HW drains the embedding; a 32-row array of SIMD 8 cannot
     assert step["embed"]["cycles"] == embed_cycles(hw, True)
@@ -239,13 +263,13 @@ def test_cycle_equations(tiny):
     sm = lane_cyc("softmax.pass", (H * N + 1) * W)   # pass i: row i's exps beside row i - 1's codes
     av = lane_cyc("shifter.pass", (H * N + 1) * max(W, -(-DH // L)))   # keys of row i, outputs of i - 1
     assert step["blocks.0.attn"]["cycles"] == qk + sm + av
-    # LayerNorm: one loop entry of (N + S) passes of ceil(D/L) words, S = 1 + ceil(64 / words) (each
-    # row's isqrt runs beside the passes); the four parameter bursts before it
-    words = -(-D // L)
-    skew = 1 + -(-perf.LN_STD_LATENCY // words)
-    assert perf.ln_skew(D, L) == skew >= 2
-    assert step["blocks.0.ln2"]["cycles"] == (sum(burst(D * fb) for fb in (1, 2, 8, 1))
-                                              + _cyc("layernorm.pass", (N + skew) * words))
+    # LayerNorm: no pass of its own. Its step is the four parameter bursts (LN1's with two reads of
+    # the block descriptor); the statistics gather in the residual-stream writer, whose depth takes
+    # the row's isqrt, and the rows normalize as QKV, FC1 and the head load them
+    lnp = sum(burst(D * fb) for fb in (1, 2, 8, 1))
+    assert step["blocks.0.ln2"]["cycles"] == lnp
+    assert step["blocks.0.ln1"]["cycles"] == lnp + 2 * burst(perf.BLOCK_FIELDS * 8)
+    assert perf.DEPTH["requant.residual"] >= perf.LN_STD_LATENCY and perf.DEPTH["requant.embed"] >= perf.LN_STD_LATENCY
     # the kernel leaves each isqrt the same number of cycles the model assumes
     header = (Path(__file__).resolve().parents[1] / "kernels" / "p2vit" / "layernorm.h").read_text()
     assert f"constexpr int LN_STD_LATENCY = {perf.LN_STD_LATENCY};" in header
@@ -255,27 +279,36 @@ def test_cycle_equations(tiny):
     assert q.chunks["softmax"] == shape.depth * sm_off
 
 
-def test_fc2_first_row_tile_loads_inside_fc1(monkeypatch):
-    """FC1's last row tile loads FC2's first (fc2_early): FC2 exposes no row load of its own, and the
-    condition is the kernel's (a 66-row array on a 65-token model has one row tile: no early load)."""
+def test_first_row_tiles_load_inside_the_layer_before(monkeypatch):
+    """A layer's last row tile loads the next layer's first (main_early): FC1 FC2's (hid), proj FC1's,
+    FC2 the next QKV's or the head's, the embedding block 0's QKV's (LayerNorm rows). Each removes one
+    exposed row-tile load per use and nothing else, and the condition is the kernel's (a 66-row
+    array on a 65-token model has one row tile: no early loads)."""
     shape = perf.load_shape("deit_b")
     hw = HwConfig(rows=66, cols=8, simd=8, lanes=8, weight_ports=4, qk_rows=33)
-    assert perf.fc2_early(shape, hw)
+    real = perf.early_loads
+    assert all(real(shape, hw).values())
     early = perf.evaluate(shape, hw)
-    monkeypatch.setattr(perf, "fc2_early", lambda shape, hw: False)
-    late = perf.evaluate(shape, hw)
-    # the same loops, less one row tile of FC2 (ROWS x HID / SIMD words) per block
-    diff = late.counts["mac_array.load_array"] - early.counts["mac_array.load_array"]
-    assert diff == shape.depth * hw.rows * shape.hidden // hw.simd
-    assert {k: v for k, v in early.counts.items() if k != "mac_array.load_array"} == \
-        {k: v for k, v in late.counts.items() if k != "mac_array.load_array"}
-    mlp = {s["name"]: s["cycles"] for s in early.steps}["blocks.0.mlp"]
-    mlp_late = {s["name"]: s["cycles"] for s in late.steps}["blocks.0.mlp"]
-    assert mlp_late - mlp == diff // shape.depth + perf.DEPTH["mac_array.load_array"] - 1   # and its fill
-    monkeypatch.undo()
+    R, D, HID, depth = hw.rows, shape.dim, shape.hidden, shape.depth
+    # (the loop whose count grows, by how many words, in which step, what the step's loop is)
+    cases = {"fc1": ("mac_array.load_array", depth * R * HID // hw.simd, "blocks.0.mlp"),
+             "proj": ("layernorm.load", depth * R * D // hw.simd, "blocks.0.mlp"),
+             "fc2": ("layernorm.load", depth * R * D // hw.simd, "blocks.1.qkv"),   # depth - 1 QKVs and the head
+             "embed": ("layernorm.load", R * D // hw.simd, "blocks.0.qkv")}
+    for name, (loop, words, step) in cases.items():
+        monkeypatch.setattr(perf, "early_loads", lambda sh, h, name=name: {**real(sh, h), name: False})
+        late = perf.evaluate(shape, hw)
+        assert late.counts[loop] - early.counts.get(loop, 0) == words, name
+        assert {k: v for k, v in early.counts.items() if k != loop} == \
+            {k: v for k, v in late.counts.items() if k != loop}, name
+        before = {s["name"]: s["cycles"] for s in early.steps}[step]
+        after = {s["name"]: s["cycles"] for s in late.steps}[step]
+        per_use = words // (depth if name in ("fc1", "proj", "fc2") else 1)
+        assert after - before == per_use + perf.DEPTH[loop] - 1, name   # the exposed load and its fill
+        monkeypatch.undo()
     one_tile = perf.load_shape(str(CIFAR_CARD)) if have_shared() else None
     if one_tile is not None:
-        assert one_tile.tokens <= 66 and not perf.fc2_early(one_tile, hw)
+        assert one_tile.tokens <= 66 and not any(real(one_tile, hw).values())
 
 
 def test_pipelining_switches_move_latency_the_right_way():
@@ -327,7 +360,7 @@ def test_weight_traffic_and_resources():
     # every instance the code makes (the MAC array, the Q.K^T array of COLS / ports columns), 8 x
     # 8-bit multipliers each, two products per DSP
     assert r8["dsps_per_array"] == r4["dsps_per_array"] == [16 * 8 * 4] * 2
-    assert r8["dsps"] == 2 * 512 + sum(perf.misc_dsps(hw).values())
+    assert r8["dsps"] == 2 * 512 + sum(perf.misc_dsps(hw, perf.ln_load_lane_sets(s8, hw), perf.stream_writers(s8, hw)).values())
     assert p2.res["dsps_per_array"] == [16 * 8 * 4, 16 * 4 * 4]
     assert 0 < r8["bram18k"] <= perf.PARTS["xczu9eg"][1]
 
@@ -361,7 +394,8 @@ def test_every_named_model_offline():
         hw = HwConfig()
         s = perf.evaluate(shape, hw).summary()
         assert s["latency_ms"] > 0 and 0 < s["utilization"] < 1
-        assert s["dsps"] == 2 * hw.rows * -(-hw.cols // 2) * hw.simd + sum(perf.misc_dsps(hw).values())   # MAC + Q.K^T arrays
+        misc = sum(perf.misc_dsps(hw, perf.ln_load_lane_sets(shape, hw), perf.stream_writers(shape, hw)).values())
+        assert s["dsps"] == 2 * hw.rows * -(-hw.cols // 2) * hw.simd + misc   # MAC + Q.K^T arrays
         assert shape.tokens == 197 and shape.num_classes == 1000
     assert perf.load_shape("vit_b").dim == 768 and perf.load_shape("deit_s").heads == 6
 
@@ -374,12 +408,14 @@ def test_cli_json(tmp_path, capsys):
     d = json.loads(out.read_text())
     assert JSON_KEYS <= set(d)
     hw = HwConfig()
-    assert d["clock_mhz"] == 200.0 and d["dsps"] == 2 * hw.rows * -(-hw.cols // 2) * hw.simd + sum(perf.misc_dsps(hw).values())
+    vb = perf.load_shape("vit_b")
+    misc = sum(perf.misc_dsps(hw, perf.ln_load_lane_sets(vb, hw), perf.stream_writers(vb, hw)).values())
+    assert d["clock_mhz"] == 200.0 and d["dsps"] == 2 * hw.rows * -(-hw.cols // 2) * hw.simd + misc
     assert d["gmacs"] == pytest.approx(17.56, abs=0.05)          # ViT-B/16: 17.6 GMAC incl. attention
     assert d["fps"] == pytest.approx(1e3 / d["latency_ms"])
     assert d["gops_per_dsp"] == pytest.approx(d["gops"] / d["dsps"])
     assert d["fps_per_dsp"] == pytest.approx(d["fps"] / d["dsps"])
-    assert set(d["chunk_counts"]) == set(perf.CHUNKS) and d["ablation"]["neither"]["latency_x"] > 1
+    assert set(d["chunk_counts"]) | {"layernorm"} == set(perf.CHUNKS) and d["ablation"]["neither"]["latency_x"] > 1
     assert perf.main(["vit_b", "--rows", "16", "--cols", "32", "--json", "-"]) == 0
     d2 = json.loads(capsys.readouterr().out)
     assert d2["hw"]["rows"] == 16 and d2["latency_ms"] < d["latency_ms"]

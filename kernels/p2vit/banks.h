@@ -69,12 +69,20 @@ constexpr int shared_banks(int a, int pa, int b, int pb) {
 
 // Dim-2 factors of the activation buffers.
 template <class C>
-constexpr int r_banks() {   // residual stream: COLS lanes of the residual epilogues (read + write), LANES of
-  return shared_banks(C::COLS, 2, C::LANES, 2);   // LayerNorm's pass (rows n and n - 1: two reads per lane)
+constexpr int r_banks() {   // residual stream: COLS lanes of the residual-stream writer (a read and a write each)
+  return C::COLS;
 }
-// lanes_fill_xt<C>(): whether LayerNorm (LN1, LN2) and A.V write their first ROWS output rows into a
-// MAC-array row buffer as well, so that QKV, FC1 and proj find their first row tile loaded and
-// only prefetch the later ones: LANES consecutive channels of a row per cycle are one value per xt
+// rc_banks<C>(): rc, the copy of r that LayerNorm's normalizing loads read: the writer's COLS lanes
+// write it and a row load's load_lanes read it in the same loop (main_array's reduction, where
+// proj's, FC2's and the embedding's last row tile load the next layer's first): one write and one
+// read per bank.
+template <class C>
+constexpr int rc_banks() {
+  return shared_banks(C::COLS, 2, load_lanes<C>(), 2);
+}
+// lanes_fill_xt<C>(): whether A.V writes its first ROWS output rows into a MAC-array row buffer as
+// well, so that proj finds its first row tile loaded and only prefetches the later ones: LANES
+// consecutive channels of a row per cycle are one value per xt
 // bank of that row (or one whole word where xt is reshaped) when LANES == SIMD and LANES divides
 // the head width (whole words: codegen/hwconfig.py requires it of every build), and the tile is all
 // tokens when N >= ROWS (no padding rows to clear).
@@ -83,7 +91,7 @@ constexpr bool lanes_fill_xt() {
   return C::LANES == C::SIMD && C::DH % C::LANES == 0 && C::N >= C::ROWS;
 }
 template <class C>
-constexpr int xo_banks() {  // x (LayerNorm out) and o (A.V out): LANES in, load_lanes out
+constexpr int xo_banks() {  // o (A.V out): LANES in, load_lanes out
   return shared_banks(C::LANES, 1, load_lanes<C>(), 1);
 }
 template <class C>
@@ -170,10 +178,12 @@ constexpr int logit_groups() {
 }
 
 // ln_param_banks<C, FB>(): a LayerNorm parameter array of FB-byte values: a burst writes
-// AXI_BYTES / FB per beat, LayerNorm reads LANES per cycle (both powers of two).
+// AXI_BYTES / FB per beat; the normalizing row loads read load_lanes per cycle, and the
+// residual-stream writer reads ln_k with COLS lanes in the same loop (lanes of each on banks of
+// their own, so a bank sees at most one read of each).
 template <class C, int FB>
 constexpr int ln_param_banks() {
-  return lcm_int(C::AXI_BYTES / FB, C::LANES);
+  return lcm_int(C::AXI_BYTES / FB, lcm_int(C::COLS, load_lanes<C>()));
 }
 
 }  // namespace p2vit

@@ -26,6 +26,7 @@
 #include "banks.h"
 #include "csim_fast_rows.h"
 #include "mac_array.h"
+#include "params.h"
 #include "rows.h"
 #include "trace.h"
 #include "types.h"
@@ -141,17 +142,25 @@ requant:
 //   embed true: r[row] = requant(a + tile_bias[tb_row][c], sh, R), row = 1 + the patch token
 //     (tile_bias: the row tile's per-token biases, embed_bias_cols values per row, cyclic
 //     embed_bias_banks; lane o reads tile_bias[(tb_row * OT + ot) * COLS + o]).
+// Each value also goes to rc (the copy the LayerNorm loads read), and the next LayerNorm's row
+// statistics gather on the way (numerics.md 2.7): xa = out << ln_k[c]; S1 += sum xa, S2 += sum xa^2
+// over the lanes (acc1, acc2 by row, started at column tile 0); at the last column tile the row's S1
+// and std = isqrt(D*S2 - S1^2 + eps) go to ln_s1, ln_sd (one isqrt per row).
 // Rows at or past N (padding rows of the last row tile) write nothing.
 template <class C>
 inline void epi_stream_row(const typename C::acc_t a[C::COLS], bool embed, int row, int tb_row, int ot,
                            const i32 tile_bias[], const i32 bias[], const i8 shift[], int e_y, const i8 e_r[],
-                           const i8 e_s[], typename C::res_t r[C::N][C::D], bool tracing, const char* trace_name,
-                           int block) {
+                           const i8 e_s[], typename C::res_t r[C::N][C::D], typename C::res_t rc[C::N][C::D],
+                           const uint<2> ln_k[C::D], i64 ln_acc1[C::N], i64 ln_acc2[C::N], i64 ln_s1[C::N],
+                           i64 ln_sd[C::N], i64 ln_eps, bool tracing, const char* trace_name, int block) {
   P2VIT_PRAGMA(HLS INLINE)
   [[maybe_unused]] constexpr int PB4 = param_banks<C, C::AXI_BYTES / 4>(), PB1 = param_banks<C, C::AXI_BYTES>();
-  [[maybe_unused]] constexpr int RB = r_banks<C>(), TBB = embed_bias_banks<C>();
+  [[maybe_unused]] constexpr int RB = r_banks<C>(), TBB = embed_bias_banks<C>(), CB = rc_banks<C>();
+  [[maybe_unused]] constexpr int K1 = ln_param_banks<C, 1>();
+  constexpr int OT = (C::D + C::COLS - 1) / C::COLS;
   const int o0 = ot * C::COLS;
   const int cols = C::D - o0 < C::COLS ? C::D - o0 : C::COLS;
+  i64 p1 = 0, p2 = 0;   // this cycle's part of the row's S1 and S2
   for (int o = 0; o < C::COLS; ++o) {
     P2VIT_PRAGMA(HLS UNROLL)
     const int c = o0 + o;
@@ -181,6 +190,31 @@ inline void epi_stream_row(const typename C::acc_t a[C::COLS], bool embed, int r
       }
       P2VIT_ACCESS_LANE("r", c % RB, o, gcd_int(C::COLS, RB));   // ... and write: both ports of the bank
       r[row][c] = out;
+      P2VIT_ACCESS_LANE("rc", c % CB, o, gcd_int(C::COLS, CB));
+      rc[row][c] = out;
+      P2VIT_ACCESS_LANE("ln_k", c % K1, o, gcd_int(C::COLS, K1));
+      const sint<C::RES_BITS + 3> xa = ln_align<C::RES_BITS>(out, ln_k[c]);   // |xa| <= 2^(R+2)
+      p1 = p1 + i64(xa);
+      p2 = p2 + i64(xa) * i64(xa);
+    }
+  }
+  if (row < C::N) {   // |S1| <= D*2^(R+2), 0 <= S2 <= D*2^(2R+4) (numerics.md 4)
+    const bool first = ot == 0, last = ot == OT - 1;
+    if (!first) {
+      P2VIT_ACCESS("ln_acc1", 0);
+      P2VIT_ACCESS("ln_acc2", 0);
+    }
+    const i64 t1 = (first ? i64(0) : ln_acc1[row]) + p1, t2 = (first ? i64(0) : ln_acc2[row]) + p2;
+    if (last) {
+      P2VIT_ACCESS("ln_s1", 0);
+      P2VIT_ACCESS("ln_sd", 0);
+      ln_s1[row] = t1;
+      ln_sd[row] = ln_std<C::D>(t1, t2, ln_eps);
+    } else {
+      P2VIT_ACCESS("ln_acc1", 0);
+      P2VIT_ACCESS("ln_acc2", 0);
+      ln_acc1[row] = t1;
+      ln_acc2[row] = t2;
     }
   }
   (void)tracing;
@@ -192,11 +226,16 @@ inline void epi_stream_row(const typename C::acc_t a[C::COLS], bool embed, int r
 template <class C>
 void epi_residual(const typename C::acc_t acc[C::ROWS][C::COLS], int n0, int ot, const i32 tile_bias[],
                   const i32 bias[], const i8 shift[], int e_y, const i8 e_r[], const i8 e_s[],
-                  typename C::res_t r[C::N][C::D], const char* trace_name, int block) {
+                  typename C::res_t r[C::N][C::D], typename C::res_t rc[C::N][C::D], const uint<2> ln_k[C::D],
+                  i64 ln_acc1[C::N], i64 ln_acc2[C::N], i64 ln_s1[C::N], i64 ln_sd[C::N], i64 ln_eps,
+                  const char* trace_name, int block, bool fast) {
   const bool tracing = P2VIT_TRACING();  // once per tile: the check is a thread-local read
+  (void)fast;
 #if P2VIT_CSIM_FAST_ROWS
-  if constexpr (csim_fast_rows::epi_supported<C>()) {   // C-sim, untraced: the same values, 8 lanes at a time
-    if (!tracing) {
+  // C-sim, untraced, called from the fast MAC path (fast: whose LayerNorm loads recompute the
+  // statistics from r, so rc and the statistics may stay unwritten): the same r, 8 lanes at a time
+  if constexpr (csim_fast_rows::epi_supported<C>()) {
+    if (!tracing && fast) {
       csim_fast_rows::epi_residual_fast<C>(acc, n0, ot * C::COLS, bias, shift, e_y, e_r, e_s, r);
       return;
     }
@@ -208,8 +247,8 @@ residual:
     P2VIT_COUNT("requant.residual");
     // each lane reads and writes its own element of r: no dependence between iterations
     P2VIT_PRAGMA(HLS DEPENDENCE variable=r type=inter dependent=false)
-    epi_stream_row<C>(acc[n], false, n0 + n, n, ot, tile_bias, bias, shift, e_y, e_r, e_s, r, tracing, trace_name,
-                      block);
+    epi_stream_row<C>(acc[n], false, n0 + n, n, ot, tile_bias, bias, shift, e_y, e_r, e_s, r, rc, ln_k, ln_acc1,
+                      ln_acc2, ln_s1, ln_sd, ln_eps, tracing, trace_name, block);
   }
 }
 
@@ -416,12 +455,15 @@ logits_out:
 // main_array drains it inside the next tile's reduction instead (the same row writer).
 template <class C>
 void epi_embed(const typename C::acc_t acc[C::ROWS][C::COLS], int n0, int ot, const i32 tile_bias[],
-               const i32 bias[], const i8 shift[], const i8 e_r[], const i8 e_s[], typename C::res_t r[C::N][C::D]) {
+               const i32 bias[], const i8 shift[], const i8 e_r[], const i8 e_s[], typename C::res_t r[C::N][C::D],
+               typename C::res_t rc[C::N][C::D], const uint<2> ln_k[C::D], i64 ln_acc1[C::N], i64 ln_acc2[C::N],
+               i64 ln_s1[C::N], i64 ln_sd[C::N], i64 ln_eps) {
 embed:
   for (int n = 0; n < C::ROWS; ++n) {
     P2VIT_PRAGMA(HLS PIPELINE II=1)
     P2VIT_COUNT("requant.embed");
-    epi_stream_row<C>(acc[n], true, 1 + n0 + n, n, ot, tile_bias, bias, shift, 0, e_r, e_s, r, false, "embed", -1);
+    epi_stream_row<C>(acc[n], true, 1 + n0 + n, n, ot, tile_bias, bias, shift, 0, e_r, e_s, r, rc, ln_k, ln_acc1,
+                      ln_acc2, ln_s1, ln_sd, ln_eps, false, "embed", -1);
   }
 }
 
@@ -477,16 +519,24 @@ head_store:
   }
 }
 
-// embed_class_token: r[0][c] = cls[c] (already at the residual exponents), cls on chip.
+// embed_class_token: r[0][c] = rc[0][c] = cls[c] (already at the residual exponents), cls on chip;
+// the row's LN1 statistics are constants of the model (S1 and std of cls under block 0's LN1,
+// folded into the blob by codegen/layout.py), so no isqrt runs here.
 template <class C>
-void embed_class_token(const typename C::res_t cls[C::D], typename C::res_t r[C::N][C::D]) {
+void embed_class_token(const typename C::res_t cls[C::D], i64 cls_s1, i64 cls_sd, typename C::res_t r[C::N][C::D],
+                       typename C::res_t rc[C::N][C::D], i64 ln_s1[C::N], i64 ln_sd[C::N]) {
+  [[maybe_unused]] constexpr int RB = r_banks<C>(), CB = rc_banks<C>();
+  ln_s1[0] = cls_s1;
+  ln_sd[0] = cls_sd;
 cls:
   for (int c = 0; c < C::D; ++c) {
     P2VIT_PRAGMA(HLS PIPELINE II=1)
     P2VIT_COUNT("requant.cls");
-    P2VIT_ACCESS("r", 0);
+    P2VIT_ACCESS("r", c % RB);
+    P2VIT_ACCESS("rc", c % CB);
     P2VIT_ACCESS("cls", c % (C::AXI_BYTES / (C::RES_BITS / 8)));
     r[0][c] = cls[c];
+    rc[0][c] = cls[c];
   }
 }
 

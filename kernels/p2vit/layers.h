@@ -38,6 +38,7 @@
 #include "banks.h"
 #include "csim_fast.h"
 #include "epilogue.h"
+#include "layernorm.h"
 #include "mac_array.h"
 #include "params.h"
 #include "shifter.h"
@@ -66,91 +67,170 @@ constexpr int main_steps(int K, int O) {
   return (O + C::COLS - 1) / C::COLS * (K / C::SIMD);
 }
 
-// main_load: the stationary rows of row tile t for layer `mode` (patches of the image, the
-// attention output, FC1's output or the LayerNorm output).
-template <class C, int KMAX>
-void main_load(int mode, int t, int K, int NR, const typename C::act_t img[C::IMG_C * C::IMG_H * C::IMG_W],
-               const typename C::act_t x[C::N][C::D], const typename C::act_t att[C::N][C::D],
-               const typename C::act_t hid[C::N][C::HID], pe_x<C> xt[C::ROWS][KMAX]) {
-  P2VIT_PRAGMA(HLS INLINE)
-  const int n0 = t * C::ROWS;
-  if (mode == MAIN_EMBED)
-    load_rows_patch<C, KMAX>(img, n0, xt);
-  else if (mode == MAIN_PROJ)
-    load_rows_array<C, KMAX, C::D, xo_banks<C>()>(att, 0, K, NR, n0, xt, "o");
-  else if (mode == MAIN_FC2)
-    load_rows_array<C, KMAX, C::HID, hid_banks<C>()>(hid, 0, K, NR, n0, xt, "hid");
-  else
-    load_rows_array<C, KMAX, C::D, xo_banks<C>()>(x, 0, K, NR, n0, xt, "x");
+// Per layer of the MAC array, what is known at compile time: its reduction length K and outputs O,
+// its row tiles, whether its epilogue drains inside the next tile's reduction (main_drains: the
+// reduction has at least the drain's cycles), and whether a row tile's load fits in that loop.
+template <class C>
+constexpr int main_k(int mode) {
+  return mode == MAIN_EMBED ? C::KP : mode == MAIN_FC2 ? C::HID : C::D;
+}
+template <class C>
+constexpr int main_o(int mode) {
+  return mode == MAIN_QKV ? 3 * C::D : mode == MAIN_FC1 ? C::HID : mode == MAIN_HEAD ? C::CLASSES : C::D;
+}
+template <class C>
+constexpr int main_row_tiles(int mode) {
+  return ((mode == MAIN_EMBED ? C::NP : mode == MAIN_HEAD ? 1 : C::N) + C::ROWS - 1) / C::ROWS;
+}
+template <class C>
+constexpr bool main_drains(int mode) {
+  return mode == MAIN_QKV ? main_k<C>(mode) / C::SIMD >= qkv_drain_cycles<C>()
+                          : mode != MAIN_HEAD && main_k<C>(mode) / C::SIMD >= C::ROWS;
+}
+// main_loop_trip<C>(mode): iterations of a drained layer's reduction loop per row tile: all its
+// tiles' steps and a tail of one drain's cycles.
+template <class C>
+constexpr int main_loop_trip(int mode) {
+  return main_steps<C>(main_k<C>(mode), main_o<C>(mode)) + (mode == MAIN_QKV ? qkv_drain_cycles<C>() : C::ROWS);
+}
+// main_prefetches<C>(mode): whether a layer loads its next row tile inside the current one's
+// reduction loop: it drains there, its ROWS x K / SIMD words fit the loop, and they are load_rows
+// words (the embedding's patches are not).
+template <class C>
+constexpr bool main_prefetches(int mode) {
+  return main_drains<C>(mode) && mode != MAIN_EMBED &&
+         C::ROWS * (main_k<C>(mode) / load_lanes<C>()) <= main_loop_trip<C>(mode);
+}
+// main_early<C>(mode): whether a layer's last row tile loads the next layer's first row tile (its
+// rows 0..ROWS-1 are final once the layer's first row tile has drained): FC1 loads FC2's (hid),
+// and the layers that write the residual stream load the next LayerNorm's (proj: FC1's; FC2: the
+// next block's QKV or the head; the embedding: block 0's QKV). It needs two row tiles or more, a
+// drain inside the loop and room there for the ROWS x K_next / SIMD words.
+template <class C>
+constexpr bool main_early(int mode) {
+  return (mode == MAIN_FC1 || mode == MAIN_PROJ || mode == MAIN_FC2 || mode == MAIN_EMBED) &&
+         main_drains<C>(mode) && main_row_tiles<C>(mode) >= 2 &&
+         C::ROWS * ((mode == MAIN_FC1 ? C::HID : C::D) / load_lanes<C>()) <= main_loop_trip<C>(mode);
+}
+// fc2_early<C>(): FC1 loads FC2's first row tile (main_early of FC1).
+template <class C>
+constexpr bool fc2_early() {
+  return main_early<C>(MAIN_FC1);
+}
+// ln_mode(mode): the layers whose input rows are a LayerNorm's output, normalized as they load
+// (layernorm.h): QKV (LN1), FC1 (LN2), the head (the final norm).
+constexpr bool ln_mode(int mode) { return mode == MAIN_QKV || mode == MAIN_FC1 || mode == MAIN_HEAD; }
+// ln_loads_exposed<C>(): whether some LayerNorm row tile loads outside a reduction loop
+// (load_rows_ln, a second set of normalizing lanes): a first row tile no earlier layer loads (QKV's
+// of block 0 after the embedding, QKV's and the head's after FC2, FC1's after proj) or a later one
+// of a layer that does not prefetch.
+template <class C>
+constexpr bool ln_loads_exposed() {
+  return !main_early<C>(MAIN_EMBED) || !main_early<C>(MAIN_FC2) || !main_early<C>(MAIN_PROJ) ||
+         (main_row_tiles<C>(MAIN_QKV) > 1 && (!main_prefetches<C>(MAIN_QKV) || !main_prefetches<C>(MAIN_FC1)));
+}
+// ln_loads_in_loop<C>(): whether main_array's reduction loop normalizes rows (a prefetch or an
+// early load of a LayerNorm row tile), the other set of normalizing lanes.
+template <class C>
+constexpr bool ln_loads_in_loop() {
+  return main_early<C>(MAIN_EMBED) || main_early<C>(MAIN_FC2) || main_early<C>(MAIN_PROJ) ||
+         (main_row_tiles<C>(MAIN_QKV) > 1 && (main_prefetches<C>(MAIN_QKV) || main_prefetches<C>(MAIN_FC1)));
 }
 
-// main_prefetch_word: word kw of row n of the next row tile (first token n0) of layer `mode` (QKV
-// and FC1 read x, proj the attention output, FC2 FC1's output) into the idle row buffer: one
-// cycle of the prefetch that main_array runs inside the current tile's reduction.
+// main_load: the stationary rows of row tile t for layer `mode`: patches of the image, the
+// attention output, FC1's output or the LayerNorm output (normalized from rc as it loads, where
+// some LayerNorm tile loads outside the reduction loop: ln_loads_exposed).
 template <class C, int KMAX>
-void main_prefetch_word(int mode, int NR, int n0, int n, int kw, const typename C::act_t x[C::N][C::D],
+void main_load(int mode, int t, int K, int NR, const typename C::act_t img[C::IMG_C * C::IMG_H * C::IMG_W],
+               const typename C::res_t rc[C::N][C::D], const i64 ln_s1[C::N], const i64 ln_sd[C::N],
+               const uint<2> ln_k[C::D], const sint<16> ln_G[C::D], const i64 ln_B[C::D], const sint<8> ln_sh[C::D],
+               const typename C::act_t att[C::N][C::D], const typename C::act_t hid[C::N][C::HID],
+               pe_x<C> xt[C::ROWS][KMAX]) {
+  P2VIT_PRAGMA(HLS INLINE)
+  const int n0 = t * C::ROWS;
+  if (mode == MAIN_EMBED) {
+    load_rows_patch<C, KMAX>(img, n0, xt);
+  } else if (mode == MAIN_PROJ) {
+    load_rows_array<C, KMAX, C::D, xo_banks<C>()>(att, 0, K, NR, n0, xt, "o");
+  } else if (mode == MAIN_FC2) {
+    load_rows_array<C, KMAX, C::HID, hid_banks<C>()>(hid, 0, K, NR, n0, xt, "hid");
+  } else {
+    if constexpr (ln_loads_exposed<C>()) load_rows_ln<C, KMAX>(rc, ln_s1, ln_sd, ln_k, ln_G, ln_B, ln_sh, NR, n0, xt);
+  }
+}
+
+// main_prefetch_word: word kw of row n of a row tile (first token n0, NR valid rows) of layer
+// `mode` into the idle row buffer (the LayerNorm layers' rows normalized from rc, proj's from the
+// attention output, FC2's from hid): one cycle of the prefetch or early load that main_array runs
+// inside a tile's reduction.
+template <class C, int KMAX>
+void main_prefetch_word(int mode, int NR, int n0, int n, int kw, const typename C::res_t rc[C::N][C::D],
+                        const i64 ln_s1[C::N], const i64 ln_sd[C::N], const uint<2> ln_k[C::D],
+                        const sint<16> ln_G[C::D], const i64 ln_B[C::D], const sint<8> ln_sh[C::D],
                         const typename C::act_t att[C::N][C::D], const typename C::act_t hid[C::N][C::HID],
                         pe_x<C> xt[C::ROWS][KMAX]) {
   P2VIT_PRAGMA(HLS INLINE)
-  if (mode == MAIN_PROJ)
+  if (mode == MAIN_PROJ) {
     load_rows_word<C, KMAX, C::D, xo_banks<C>()>(att, 0, NR, n0, n, kw, xt, "o");
-  else if (mode == MAIN_FC2)
+  } else if (mode == MAIN_FC2) {
     load_rows_word<C, KMAX, C::HID, hid_banks<C>()>(hid, 0, NR, n0, n, kw, xt, "hid");
-  else
-    load_rows_word<C, KMAX, C::D, xo_banks<C>()>(x, 0, NR, n0, n, kw, xt, "x");
+  } else {
+    if constexpr (ln_loads_in_loop<C>())
+      ln_load_word<C, KMAX>(rc, ln_s1, ln_sd, ln_k, ln_G, ln_B, ln_sh, NR, n0, n, kw, xt);
+  }
 }
 
 // main_epilogue: the epilogue of tile (t, ot) of layer `mode`, for the layers that do not drain
 // inside their reduction loop: the head, and the embedding, QKV, the residual layers (proj, FC2) or
 // FC1 where TAIL_EMBED, TAIL_QKV, TAIL_RES or TAIL_FC1 say that their drain does not fit
-// (main_array). A branch that no layer takes is not built.
-template <class C, bool TAIL_EMBED, bool TAIL_QKV, bool TAIL_RES, bool TAIL_FC1>
+// (main_array). A branch that no layer takes is not built. FAST: called from the C-sim fast path
+// (whose LayerNorm loads recompute the statistics, so the residual epilogue may skip them).
+template <class C, bool TAIL_EMBED, bool TAIL_QKV, bool TAIL_RES, bool TAIL_FC1, bool FAST = false>
 void main_epilogue(int mode, int t, int ot, const typename C::acc_t acc[C::ROWS][C::COLS],
                    const i32 tile_bias[], const i32 bias[], const i8 shift[], const i8 lut[256], int e_y,
-                   const i8 e_r[], const i8 e_s[],
-                   typename C::res_t r[C::N][C::D], typename C::act_t q[C::N][C::D],
+                   const i8 e_r[], const i8 e_s[], typename C::res_t r[C::N][C::D],
+                   typename C::res_t rc[C::N][C::D], const uint<2> ln_k[C::D], i64 ln_acc1[C::N], i64 ln_acc2[C::N],
+                   i64 ln_s1[C::N], i64 ln_sd[C::N], i64 ln_eps,
+                   typename C::act_t q[C::N][C::D],
                    typename C::act_t k[C::H][C::N][C::DH], value_buf<C> v,
                    typename C::act_t hid[C::N][C::HID], typename C::logit_t logits[C::CLASSES], int block) {
   P2VIT_PRAGMA(HLS INLINE)
   const int n0 = t * C::ROWS, o0 = ot * C::COLS;
   if (mode == MAIN_EMBED) {
-    if constexpr (TAIL_EMBED) epi_embed<C>(acc, n0, ot, tile_bias, bias, shift, e_r, e_s, r);
+    if constexpr (TAIL_EMBED)
+      epi_embed<C>(acc, n0, ot, tile_bias, bias, shift, e_r, e_s, r, rc, ln_k, ln_acc1, ln_acc2, ln_s1, ln_sd, ln_eps);
   } else if (mode == MAIN_HEAD) {
     epi_head<C>(acc, o0, bias, shift, logits);
   } else if (mode == MAIN_QKV) {
     if constexpr (TAIL_QKV) epi_qkv<C>(acc, n0, ot, bias, shift, q, k, v);
   } else if (mode == MAIN_PROJ || mode == MAIN_FC2) {
     if constexpr (TAIL_RES)
-      epi_residual<C>(acc, n0, ot, tile_bias, bias, shift, e_y, e_r, e_s, r, mode == MAIN_PROJ ? "proj" : "fc2",
-                      block);
+      epi_residual<C>(acc, n0, ot, tile_bias, bias, shift, e_y, e_r, e_s, r, rc, ln_k, ln_acc1, ln_acc2, ln_s1, ln_sd,
+                      ln_eps, mode == MAIN_PROJ ? "proj" : "fc2", block, FAST);
   } else if (mode == MAIN_FC1) {
     if constexpr (TAIL_FC1) epi_gelu<C>(acc, n0, ot, bias, shift, lut, hid, block);
   }
 }
 
-// fc2_early<C>(): whether FC1 loads FC2's first row tile (hid's first ROWS rows) inside its own last
-// row tile's reduction loop, so that FC2 starts reducing at once. Those rows are complete when FC1's
-// first row tile has drained, so FC1 needs two row tiles or more, a drain inside its loop and room
-// for the ROWS x HID / load_lanes words in that loop's OT x D/SIMD steps and ROWS-cycle tail.
-template <class C>
-constexpr bool fc2_early() {
-  return C::D / C::SIMD >= C::ROWS && (C::N + C::ROWS - 1) / C::ROWS >= 2 &&
-         C::ROWS * (C::HID / load_lanes<C>()) <= main_steps<C>(C::D, C::HID) + C::ROWS;
-}
-
 // main_array: one layer on the MAC array. mode: MainMode; ports, w_beat / wbits: the layer's
-// weights (plane 0's first beat); tb_beat: the embedding's tile-ordered per-token bias; bias,
+// weights (plane 0's first beat); tb_beat: the embedding's row-tile-ordered per-token biases; bias,
 // shift: the layer's per-output parameters (on chip); lut: the GELU table (FC1); e_y, e_r, e_s:
-// residual-add exponents (proj, FC2). xt: the two row buffers, the top's, so that they outlast a
-// call; pre: the one that already holds this layer's first row tile (FC2 after FC1, fc2_early), or
-// -1. Returns the buffer in which it left the next layer's first row tile (FC1 when fc2_early), or
-// -1.
+// residual-add exponents (proj, FC2). The LayerNorm (layernorm.h): rc, the copy of r its loads
+// read; ln_k, ln_G, ln_B, ln_sh, ln_eps: the parameters of the LayerNorm that is loaded (the one
+// this layer's rows are normalized by, and whose statistics a residual-stream writer gathers:
+// proj LN2's, FC2 the next LN1's or the final norm's, the embedding block 0's LN1);
+// ln_acc1, ln_acc2, ln_s1, ln_sd: the row statistics. xt: the two row buffers, the top's, so that
+// they outlast a call; pre: the one that already holds this layer's first row tile (main_early of
+// the layer before; proj after A.V's fill, lanes_fill_xt), or -1. Returns the buffer in which it
+// left the next layer's first row tile (main_early), or -1.
 template <class C>
 int main_array(int mode, const typename C::act_t img[C::IMG_C * C::IMG_H * C::IMG_W],
-                const typename C::act_t x[C::N][C::D], const typename C::act_t att[C::N][C::D],
+                const typename C::act_t att[C::N][C::D],
                 const WeightPorts<C>& ports, long w_beat, int wbits, long tb_beat, const i32 bias[],
                 const i8 shift[], const i8 lut[256], int e_y, const i8 e_r[], const i8 e_s[],
-                typename C::res_t r[C::N][C::D], typename C::act_t q[C::N][C::D],
+                typename C::res_t r[C::N][C::D], typename C::res_t rc[C::N][C::D], const uint<2> ln_k[C::D],
+                const sint<16> ln_G[C::D], const i64 ln_B[C::D], const sint<8> ln_sh[C::D], i64 ln_eps,
+                i64 ln_acc1[C::N], i64 ln_acc2[C::N], i64 ln_s1[C::N], i64 ln_sd[C::N], typename C::act_t q[C::N][C::D],
                 typename C::act_t k[C::H][C::N][C::DH], value_buf<C> v,
                 typename C::act_t hid[C::N][C::HID], typename C::logit_t logits[C::CLASSES],
                 pe_x<C> xt[2][C::ROWS][C::KMAX_MAIN], int pre, int block) {
@@ -189,12 +269,16 @@ int main_array(int mode, const typename C::act_t img[C::IMG_C * C::IMG_H * C::IM
     GroupBias& group_bias = csim_fast::scratch<GroupBias, 2>();
     constexpr int TG = csim_fast::group_tiles<C>();
     auto load = [&](int t, pe_x<C> tile[C::ROWS][KMAX]) {
-      main_load<C, KMAX>(mode, t, K, NR, img, x, att, hid, tile);
+      if (ln_mode(mode))   // the LayerNorm from r (the fast epilogues keep no statistics)
+        load_rows_ln_csim<C, KMAX>(r, ln_k, ln_G, ln_B, ln_sh, ln_eps, NR, t * C::ROWS, tile);
+      else
+        main_load<C, KMAX>(mode, t, K, NR, img, rc, ln_s1, ln_sd, ln_k, ln_G, ln_B, ln_sh, att, hid, tile);
       if (mode == MAIN_EMBED) load_embed_bias<C>(ports, tb_beat + t * TB_BEATS, group_bias[t % TG]);
     };
     auto epilogue = [&](int t, int ot, const typename C::acc_t tile_acc[C::ROWS][C::COLS]) {
-      main_epilogue<C, true, true, true, true>(mode, t, ot, tile_acc, group_bias[t % TG], bias, shift, lut, e_y, e_r,
-                                               e_s, r, q, k, v, hid, logits, block);
+      main_epilogue<C, true, true, true, true, true>(mode, t, ot, tile_acc, group_bias[t % TG], bias, shift, lut, e_y,
+                                                     e_r, e_s, r, rc, ln_k, ln_acc1, ln_acc2, ln_s1, ln_sd, ln_eps, q,
+                                                     k, v, hid, logits, block);
     };
     csim_fast::layer_fast<C, KMAX>(NT, K, OT, csim_fast::BlobTiles<C, KMAX>{ports, w_beat, plane, wbits, K / 2}, load,
                                    epilogue, [](int) {});
@@ -217,17 +301,20 @@ int main_array(int mode, const typename C::act_t img[C::IMG_C * C::IMG_H * C::IM
   // Row prefetch: a drained layer whose next row tile's load (ROWS x K / SIMD words) fits its
   // loop's iterations loads it in the same loop, one word per iteration, into the other row buffer
   // (its own memories: the PE array reads xt[cur], the prefetch writes xt[1 - cur]), so only the
-  // first row tile's load is exposed. The sources (x, the attention output, hid) are not written
-  // by the drains of the layer that reads them. FC1 also loads FC2's first row tile in its last row
-  // tile's loop (fc2_early: hid's rows 0..ROWS-1, which that tile's drain does not write), so that
-  // no FC2 load is exposed.
+  // first row tile's load is exposed. The sources (rc through the LayerNorm, the attention output,
+  // hid) are not written by the drains of the layer that reads them. A layer's last row tile also
+  // loads the next layer's first (main_early): FC1 FC2's (hid's rows 0..ROWS-1, which that tile's
+  // drain does not write), proj FC1's, FC2 the next QKV's or the head's, the embedding block 0's
+  // QKV's (LayerNorm rows 0..ROWS-1 of rc, final, with their statistics, once the layer's first row
+  // tile has drained; the drain writes later rows), so that no first row tile load is exposed.
   typename C::acc_t done[C::ROWS][C::COLS];
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=done type=complete dim=0)
   // Whether a layer's drain fits is known at compile time (the embedding reduces over KP, QKV, proj
   // and FC1 over D, FC2 over HID), and a drain that never runs is not built. proj, FC2 and the
   // embedding share one row writer of r.
-  constexpr bool OVL_QKV = C::D / C::SIMD >= qkv_drain_cycles<C>(), OVL_PROJ = C::D / C::SIMD >= C::ROWS;
-  constexpr bool OVL_FC1 = OVL_PROJ, OVL_FC2 = C::HID / C::SIMD >= C::ROWS, OVL_EMBED = C::KP / C::SIMD >= C::ROWS;
+  constexpr bool OVL_QKV = main_drains<C>(MAIN_QKV), OVL_PROJ = main_drains<C>(MAIN_PROJ);
+  constexpr bool OVL_FC1 = main_drains<C>(MAIN_FC1), OVL_FC2 = main_drains<C>(MAIN_FC2);
+  constexpr bool OVL_EMBED = main_drains<C>(MAIN_EMBED);
   const bool overlap = (mode == MAIN_EMBED && OVL_EMBED) || (mode == MAIN_QKV && OVL_QKV) ||
                        (mode == MAIN_PROJ && OVL_PROJ) || (mode == MAIN_FC1 && OVL_FC1) || (mode == MAIN_FC2 && OVL_FC2);
   const bool embed = mode == MAIN_EMBED;
@@ -238,8 +325,12 @@ int main_array(int mode, const typename C::act_t img[C::IMG_C * C::IMG_H * C::IM
   const int words = K / load_lanes<C>();   // prefetch: words per row
   // (the embedding's patch loads are not prefetched: they are not load_rows words)
   const bool prefetch = overlap && !embed && C::ROWS * words <= OT * steps + tail;
-  constexpr bool FC2_EARLY = fc2_early<C>();
-  constexpr int FC2_WORDS = C::HID / load_lanes<C>();   // FC2's words per row
+  // the early load of the next layer's first row tile (main_early): FC2's (hid) after FC1, a
+  // LayerNorm's (rc) after proj, FC2 and the embedding
+  const bool early_here = (mode == MAIN_FC1 && main_early<C>(MAIN_FC1)) || (mode == MAIN_PROJ && main_early<C>(MAIN_PROJ)) ||
+                          (mode == MAIN_FC2 && main_early<C>(MAIN_FC2)) || (embed && main_early<C>(MAIN_EMBED));
+  const int next_mode = mode == MAIN_FC1 ? int(MAIN_FC2) : int(MAIN_QKV);   // QKV: any LayerNorm load
+  const int next_words = (mode == MAIN_FC1 ? C::HID : C::D) / load_lanes<C>();
   const bool tracing = P2VIT_TRACING();
   int cur = pre >= 0 ? pre : 0;   // the row buffer being reduced
   [[maybe_unused]] constexpr int COL_TILES_MAX = ((3 * C::D > C::HID ? 3 * C::D : C::HID) + C::COLS - 1) / C::COLS;
@@ -250,13 +341,14 @@ int main_array(int mode, const typename C::act_t img[C::IMG_C * C::IMG_H * C::IM
 row_tiles:
   for (int t = 0; t < NT; ++t) {
     P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=ROW_TILES_MAX)
-    if (t == 0 ? pre < 0 : !prefetch) main_load<C, KMAX>(mode, t, K, NR, img, x, att, hid, xt[cur]);
+    if (t == 0 ? pre < 0 : !prefetch)
+      main_load<C, KMAX>(mode, t, K, NR, img, rc, ln_s1, ln_sd, ln_k, ln_G, ln_B, ln_sh, att, hid, xt[cur]);
     if (embed) load_embed_bias<C>(ports, tb_beat + t * TB_BEATS, tile_bias);
-    // the prefetch: this layer's next row tile, or in FC1's last one FC2's first (fc2_early)
-    const bool early = FC2_EARLY && mode == MAIN_FC1 && t + 1 == NT;
+    // the prefetch: this layer's next row tile, or in its last one the next layer's first (early)
+    const bool early = early_here && t + 1 == NT;
     const bool fetching = (prefetch && t + 1 < NT) || early;
-    const int f_mode = early ? int(MAIN_FC2) : mode, f_n0 = early ? 0 : (t + 1) * C::ROWS;
-    const int f_words = early ? FC2_WORDS : words;
+    const int f_mode = early ? next_mode : mode, f_n0 = early ? 0 : (t + 1) * C::ROWS;
+    const int f_words = early ? next_words : words, f_nr = early ? int(C::N) : NR;
   weight_tiles:
     for (int sg = 0; sg < segs; ++sg) {
       P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=COL_TILES_MAX)
@@ -277,6 +369,17 @@ row_tiles:
         // tile (fc2_early), the drain on that tile's rows and the prefetch on rows 0..ROWS-1
         P2VIT_PRAGMA(HLS DEPENDENCE variable=hid type=inter dependent=false)
         P2VIT_PRAGMA(HLS DEPENDENCE variable=hid type=intra dependent=false)
+        // the same for rc and the row statistics (the writer's rows vs the early load's rows
+        // 0..ROWS-1); and a row's running sums are read and written by the writer once per column
+        // tile, K/SIMD >= ROWS iterations apart
+        P2VIT_PRAGMA(HLS DEPENDENCE variable=rc type=inter dependent=false)
+        P2VIT_PRAGMA(HLS DEPENDENCE variable=rc type=intra dependent=false)
+        P2VIT_PRAGMA(HLS DEPENDENCE variable=ln_s1 type=inter dependent=false)
+        P2VIT_PRAGMA(HLS DEPENDENCE variable=ln_s1 type=intra dependent=false)
+        P2VIT_PRAGMA(HLS DEPENDENCE variable=ln_sd type=inter dependent=false)
+        P2VIT_PRAGMA(HLS DEPENDENCE variable=ln_sd type=intra dependent=false)
+        P2VIT_PRAGMA(HLS DEPENDENCE variable=ln_acc1 type=inter dependent=false)
+        P2VIT_PRAGMA(HLS DEPENDENCE variable=ln_acc2 type=inter dependent=false)
         P2VIT_COUNT("mac_array.reduce");
         const bool drain = overlap && ot > 0;
         if (drain && ks == 0) acc_handoff<C>(acc, done);   // tile ot - 1 is complete
@@ -292,14 +395,16 @@ row_tiles:
         if constexpr (OVL_PROJ || OVL_FC2 || OVL_EMBED) {   // the embedding's rows go to r[1 + token]
           if (drain && stream && ks < C::ROWS)
             epi_stream_row<C>(done[ks], embed, (embed ? 1 : 0) + t * C::ROWS + ks, ks, ot - 1, tile_bias, bias, shift,
-                              e_y, e_r, e_s, r, tracing, mode == MAIN_PROJ ? "proj" : "fc2", block);
+                              e_y, e_r, e_s, r, rc, ln_k, ln_acc1, ln_acc2, ln_s1, ln_sd, ln_eps, tracing,
+                              mode == MAIN_PROJ ? "proj" : "fc2", block);
         }
         if constexpr (OVL_FC1) {
           if (drain && mode == MAIN_FC1 && ks < C::ROWS)
             epi_gelu_row<C>(done[ks], t * C::ROWS + ks, ot - 1, bias, shift, lut, hid, tracing, block);
         }
         if (fetching && pn < C::ROWS) {
-          main_prefetch_word<C, KMAX>(f_mode, NR, f_n0, pn, pw, x, att, hid, xt[1 - cur]);
+          main_prefetch_word<C, KMAX>(f_mode, f_nr, f_n0, pn, pw, rc, ln_s1, ln_sd, ln_k, ln_G, ln_B, ln_sh, att, hid,
+                                      xt[1 - cur]);
           if (++pw == f_words) {
             pw = 0;
             ++pn;
@@ -316,11 +421,12 @@ row_tiles:
       // one call site, for the layers that do not drain in the loop: after every tile
       if (!overlap)
         main_epilogue<C, !OVL_EMBED, !OVL_QKV, !(OVL_PROJ && OVL_FC2), !OVL_FC1>(
-            mode, t, sg, acc, tile_bias, bias, shift, lut, e_y, e_r, e_s, r, q, k, v, hid, logits, block);
+            mode, t, sg, acc, tile_bias, bias, shift, lut, e_y, e_r, e_s, r, rc, ln_k, ln_acc1, ln_acc2, ln_s1, ln_sd,
+            ln_eps, q, k, v, hid, logits, block);
     }
-    if (prefetch || early) cur = 1 - cur;   // the other buffer holds the next row tile (or FC2's first)
+    if (prefetch || early) cur = 1 - cur;   // the other buffer holds the next row tile (or the next layer's first)
   }
-  return FC2_EARLY && mode == MAIN_FC1 ? cur : -1;   // after the flip: the buffer FC2's rows went to
+  return early_here ? cur : -1;   // after the flip: the buffer the next layer's first row tile went to
 }
 
 // qk_array_reduce<C>(): qk_array's reduction of one row tile: OT x DH/SIMD steps and G iterations

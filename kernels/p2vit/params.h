@@ -25,9 +25,10 @@
 
 namespace p2vit {
 
-// Model descriptor: tensors of the embedding, final LayerNorm and head (beats), eps.
+// Model descriptor: tensors of the embedding, final LayerNorm and head (beats), eps, and the class
+// token's LN1 statistics (S1, std: model constants, codegen/layout.py).
 enum ModelField {
-  M_EMBED_W, M_EMBED_BIAS, M_EMBED_SHIFT, M_EMBED_CLS,
+  M_EMBED_W, M_EMBED_BIAS, M_EMBED_SHIFT, M_EMBED_CLS, M_EMBED_CLS_S1, M_EMBED_CLS_SD,
   M_NORM_K, M_NORM_G, M_NORM_B, M_NORM_SH, M_NORM_EPS,
   M_HEAD_W, M_HEAD_B, M_HEAD_SH,
   M_FIELDS

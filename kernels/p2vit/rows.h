@@ -125,8 +125,8 @@ code:
 }
 
 // LayerNorm's element and row operations (numerics.md 2.7), shared by layernorm_row and the
-// accelerator's layernorm_rows (p2vit/layernorm.h), which overlaps one row's statistics with the
-// previous row's normalization:
+// accelerator's split LayerNorm (p2vit/layernorm.h: the statistics in the residual-stream writer,
+// epilogue.h epi_stream_row; the normalization in the row loads, ln_load_word):
 //   ln_align<RBITS>(r, k)        xa = r << k, |xa| <= 2^(R+2)
 //   ln_std<D>(s1, s2, eps_i)     std = isqrt(D*S2 - S1^2 + eps_i), in [1, 2^31)
 //   ln_norm<D, RBITS>(xa, s1, sd, G, B, sh)
@@ -192,7 +192,7 @@ void layernorm_row(const sint<RBITS> r[D], const uint<2> k[D], const sint<16> G[
 stats:
   for (int cw = 0; cw < WORDS; ++cw) {
     P2VIT_PRAGMA(HLS PIPELINE II=1)
-    P2VIT_COUNT("layernorm.stats");   // (the accelerator runs layernorm_rows's one pass instead)
+    P2VIT_COUNT("layernorm.stats");   // (the accelerator splits it: p2vit/layernorm.h)
     i64 p1 = 0, p2 = 0;
     for (int l = 0; l < L; ++l) {
       P2VIT_PRAGMA(HLS UNROLL)
