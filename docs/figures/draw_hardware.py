@@ -113,7 +113,7 @@ def draw(shape, hw: HwConfig, out: Path) -> None:
 
     R, C, S, PC, P, QR = hw.rows, hw.cols, hw.simd, hw.port_cols, hw.weight_ports, hw.qk_array_rows
     AB, BEATS = hw.axi_bytes, hw.weight_beats
-    PL, TB = perf.patch_lanes(hw, shape.patch), perf.shared_banks(hw.axi_bytes // 4, 1, hw.cols, 1)   # banks.h
+    PL, TB = perf.patch_lanes(hw, shape.patch), perf.shared_banks(hw.weight_ports * hw.axi_bytes // 4, 1, hw.cols, 1)   # banks.h
     res = resources(shape, hw)
     N, D, NH, DH, HID = shape.tokens, shape.dim, shape.heads, shape.dh, shape.hidden
     KP, CL, DEPTH, RB, AQ = shape.kp, shape.num_classes, shape.depth, shape.res_bits, shape.attn_bits
@@ -156,8 +156,8 @@ def draw(shape, hw: HwConfig, out: Path) -> None:
     d.box(36, 93, 158, 101, "controller loop (p2vit_top.cpp; s_axilite start/done, port offsets)",
           [f"md[{len(MODEL_FIELDS)}] <- load_desc(beat 0);  class token -> r[0];  img <- image (load_image);  "
            f"embed (main array);  for b < DEPTH = {DEPTH}:  d[{len(BLOCK_FIELDS)}] <- load_desc(beat {MD} + {BD}*b)",
-           f"block:  LN1 -> QKV (main) -> {NH} x attention_head -> proj + residual (main) -> LN2 -> FC1 (main) -> FC2 (main);   "
-           "then final LN (class token) -> head (main).   Descriptors in registers (complete partition)"],
+           f"block:  QKV (main, LN1 in its row loads) -> attention_block ({NH} heads) -> proj + residual (main) -> FC1 (main, "
+           "LN2 in its row loads) -> FC2 (main);   then head (main, final LN in its load).   Descriptors in registers"],
           color=C_CTL, align="left")
     d.arrow([(26, 96), (36, 96)])
     d.text(31, 96.8, f"params.desc\n1 beat/iter\n{MD} + {DEPTH}x{BD} beats", size=SMALL, va="bottom", bg=False)
@@ -193,12 +193,12 @@ def draw(shape, hw: HwConfig, out: Path) -> None:
            f"{R}x{C}x{S} PEs = {PES} multipliers",
            f"xt[2][ROWS][KMAX={KMAX}]: this row tile + the next",
            f"    -> ROWS x SIMD values read per step",
-           f"acc[{R}][{C}], done: registers;  tile_bias (embed) cyclic {TB}",
-           "first row tile: load_array (x, o, hid) / load_patch (img);",
-           "  the next ones prefetched inside reduce (QKV, proj, FC1, FC2)",
-           f"reduce ({word} B/step, II {BEATS}): drains requant | residual",
-           "  | gelu of the previous tile, the last in its tail;",
-           "  embed | head epilogue after each tile; cls: class token"],
+           f"acc[{R}][{C}], done: registers;  tile_bias (embed row tile) cyclic {TB}",
+           "row loads: LayerNorm (rc) / o / hid / patches (img); the next",
+           "  tile, or the next layer's first, loaded inside reduce",
+           f"reduce ({word} B/step, II {BEATS}): drains requant | r writer",
+           "  (proj, FC2, embed; + LN stats) | gelu, the last in its tail;",
+           "  head epilogue after each tile; cls: class token"],
           color=C_MAC, align="left")
     d.arrow([(26, 62), (36, 62)], width=1.8)
     d.text(31, 62.8, f"plane 0\n{pword} B/step\n= {BEATS} {beat_s}", size=SMALL, va="bottom", bg=False)
@@ -236,7 +236,7 @@ def draw(shape, hw: HwConfig, out: Path) -> None:
                                                        f"lane (o,s) reads bank (o,s)"]),
         "v": (43, 50, f"v[{NH}][{N}][{DH}] int8", [f"channels complete: {DH} banks;", f"A.V lane d reads bank d"]),
         "o": (35.5, 41.5, f"o{act}", ["attention out: 1 bank"]),
-        "x": (22.5, 30.5, f"x{act}", ["LayerNorm out: 1 bank"]),
+        "rc": (22.5, 30.5, f"rc[{N}][{D}] int{RB}", ["copy of r for the LayerNorm", "loads; + row S1, std"]),
         "r": (3, 12, f"r[{N}][{D}] int{RB}", ["residual stream: 1 bank,", "read + write (2 ports)"]),
     }
     for name, (y0, y1, title, lines) in bufs.items():
@@ -256,7 +256,7 @@ def draw(shape, hw: HwConfig, out: Path) -> None:
     d.text(80, 32.2, "QKV,\nFC1,\nhead", size=SMALL, bg=True, color="#6a329f")
 
     # --- attention region ----------------------------------------------------------------------------
-    d.box(117.5, 30, 159, 69.5, f"attention_head (x {NH} heads): DATAFLOW region", dashed=True)
+    d.box(117.5, 30, 159, 69.5, f"attention_block (all {NH} heads): DATAFLOW region", dashed=True)
     d.box(120, 57.5, 157, 66.8, "qk_array (Q.K^T)",
           [f"{QR}x{PC}x{S};  xt[QK_ROWS][DH={DH}]: load_array (q)",
            f"reduce_keys II 1: {PC}x{S} keys/step from k[h]",
@@ -276,15 +276,15 @@ def draw(shape, hw: HwConfig, out: Path) -> None:
     d.arrow([(120, 35.5), (114.8, 35.5), (114.8, 38.5), (113, 38.5)])    # av -> o
 
     # --- LayerNorm -----------------------------------------------------------------------------------
-    d.box(120, 4, 157, 18.5, "LayerNorm (layernorm_rows)",
-          ["per token: stats (S1, S2), isqrt, norm", f"(II 1, D = {D} each; ln_* 1 read/cycle)",
-           "LN1, LN2: N rows;  final LN: class token"], color=C_ROW, size=SMALL, title_size=9)
-    d.arrow([(113, 9), (120, 9)], color="#1f5fa8")                       # r -> LN
-    d.arrow([(120, 15.5), (116, 15.5), (116, 26.5), (113, 26.5)], color="#6a329f")   # LN -> x
+    d.box(120, 4, 157, 18.5, "LayerNorm (split, no pass)",
+          ["stats: r's writer (S1, S2, isqrt per row)", "norm: QKV / FC1 / head row loads",
+           "read rc + S1, std; SIMD lanes"], color=C_ROW, size=SMALL, title_size=9)
+    d.arrow([(113, 9), (120, 9)], color="#1f5fa8")                       # r's writer -> stats
+    d.arrow([(120, 15.5), (116, 15.5), (116, 26.5), (113, 26.5)], color="#6a329f")   # stats -> rc, S1, std
 
     # --- legend --------------------------------------------------------------------------------------
     ax.text(1, 0.9, "thick arrows: one weight word per reduction step; other arrows: one value per cycle unless "
-            "labelled.  'cyclic F': ARRAY_PARTITION type=cyclic factor=F.  Blue: residual stream r; purple: x.",
+            "labelled.  'cyclic F': ARRAY_PARTITION type=cyclic factor=F.  Blue: residual stream r; purple: rc.",
             fontsize=SMALL, ha="left", va="center")
 
     d.save(out)
