@@ -893,10 +893,10 @@ def buffers(shape: ModelShape, hw: HwConfig, acc_bits: int = 32) -> list[dict]:
         # every weight port in per cycle, COLS out (banks.h embed_bias_banks)
         b("embedding row-tile biases tile_bias[ROWS * DT], DT = D rounded up to COLS (cyclic embed_bias_banks)",
           rows * _cdiv(D, cols) * cols * 4,
-          [cyc(rows * _cdiv(D, cols) * cols, 32, shared_banks(hw.weight_ports * (ab // 4), 1, cols, 1))]),
+          [cyc(rows * _cdiv(D, cols) * cols, 32, shared_banks(hw.weight_ports * (ab // 4), 2, cols, 1))]),
         # read by the normalizing loads (load_lanes) and, ln_k, by the writer (COLS)
-        b("LayerNorm parameters", D * (1 + 2 + 8 + 1), [cyc(D, 2, math.lcm(ab, cols, WL)), cyc(D, 16, math.lcm(ab // 2, cols, WL)),
-                                                        cyc(D, 64, math.lcm(ab // 8, cols, WL)), cyc(D, 8, math.lcm(ab, cols, WL))]),
+        b("LayerNorm parameters", D * (1 + 2 + 8 + 1), [cyc(D, 2, math.lcm(ab, cols, WL)), cyc(D, 16, math.lcm(ab // 2, WL)),
+                                                        cyc(D, 64, math.lcm(ab // 8, WL)), cyc(D, 8, math.lcm(ab, WL))]),
         b("LayerNorm row statistics: running S1, S2 and each row's S1, std (int64, plain memories)", 4 * N * 8,
           [(4, N, 64)]),
         b("logits stream: one Q.K^T row tile; codes stream: one row", qrows * N + N, [(1, qrows * N, 8), (1, N, 4)]),

@@ -113,7 +113,7 @@ def draw(shape, hw: HwConfig, out: Path) -> None:
 
     R, C, S, PC, P, QR = hw.rows, hw.cols, hw.simd, hw.port_cols, hw.weight_ports, hw.qk_array_rows
     AB, BEATS = hw.axi_bytes, hw.weight_beats
-    PL, TB = perf.patch_lanes(hw, shape.patch), perf.shared_banks(hw.weight_ports * hw.axi_bytes // 4, 1, hw.cols, 1)   # banks.h
+    PL, TB = perf.patch_lanes(hw, shape.patch), perf.shared_banks(hw.weight_ports * hw.axi_bytes // 4, 2, hw.cols, 1)   # banks.h
     res = resources(shape, hw)
     N, D, NH, DH, HID = shape.tokens, shape.dim, shape.heads, shape.dh, shape.hidden
     KP, CL, DEPTH, RB, AQ = shape.kp, shape.num_classes, shape.depth, shape.res_bits, shape.attn_bits

@@ -141,8 +141,8 @@ constexpr int embed_bias_lanes() {
   return C::WPORTS * (C::AXI_BYTES / 4);
 }
 template <class C>
-constexpr int embed_bias_banks() {
-  return shared_banks(embed_bias_lanes<C>(), 1, C::COLS, 1);
+constexpr int embed_bias_banks() {   // one write per bank per burst cycle (no true-dual-port write needed)
+  return shared_banks(embed_bias_lanes<C>(), 2, C::COLS, 1);
 }
 // embed_bias_seg<C>(): beats each weight port reads per row tile (codegen/layout.py row_embed_bias).
 template <class C>
@@ -177,13 +177,18 @@ constexpr int logit_groups() {
   return (C::ROWS + logit_rows_per_cycle<C>() - 1) / logit_rows_per_cycle<C>();
 }
 
-// ln_param_banks<C, FB>(): a LayerNorm parameter array of FB-byte values: a burst writes
-// AXI_BYTES / FB per beat; the normalizing row loads read load_lanes per cycle, and the
-// residual-stream writer reads ln_k with COLS lanes in the same loop (lanes of each on banks of
-// their own, so a bank sees at most one read of each).
+// ln_param_banks<C, FB>(): a LayerNorm parameter array of FB-byte values (ln_G, ln_B, ln_sh): a
+// burst writes AXI_BYTES / FB per beat; the normalizing row loads read load_lanes per cycle.
 template <class C, int FB>
 constexpr int ln_param_banks() {
-  return lcm_int(C::AXI_BYTES / FB, lcm_int(C::COLS, load_lanes<C>()));
+  return lcm_int(C::AXI_BYTES / FB, load_lanes<C>());
+}
+// ln_k_banks<C>(): ln_k (1 byte per value), which the residual-stream writer also reads, with COLS
+// lanes in the same loop as the loads (lanes of each on banks of their own: at most one read of
+// each per bank).
+template <class C>
+constexpr int ln_k_banks() {
+  return lcm_int(C::AXI_BYTES, lcm_int(C::COLS, load_lanes<C>()));
 }
 
 }  // namespace p2vit

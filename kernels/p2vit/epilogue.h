@@ -156,7 +156,7 @@ inline void epi_stream_row(const typename C::acc_t a[C::COLS], bool embed, int r
   P2VIT_PRAGMA(HLS INLINE)
   [[maybe_unused]] constexpr int PB4 = param_banks<C, C::AXI_BYTES / 4>(), PB1 = param_banks<C, C::AXI_BYTES>();
   [[maybe_unused]] constexpr int RB = r_banks<C>(), TBB = embed_bias_banks<C>(), CB = rc_banks<C>();
-  [[maybe_unused]] constexpr int K1 = ln_param_banks<C, 1>();
+  [[maybe_unused]] constexpr int K1 = ln_k_banks<C>();
   constexpr int OT = (C::D + C::COLS - 1) / C::COLS;
   const int o0 = ot * C::COLS;
   const int cols = C::D - o0 < C::COLS ? C::D - o0 : C::COLS;

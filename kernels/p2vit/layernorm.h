@@ -28,11 +28,11 @@
 namespace p2vit {
 
 // load_ln<C>(port, k, g, b, sh, ...): the four per-channel arrays of one LayerNorm, in bursts
-// (plain arrays, each partitioned cyclic ln_param_banks where it is declared).
+// (plain arrays, each partitioned cyclic ln_k_banks or ln_param_banks where it is declared).
 template <class C>
 void load_ln(const typename C::axi_t* port, long k_beat, long g_beat, long b_beat, long sh_beat, uint<2> ln_k[C::D],
              sint<16> ln_G[C::D], i64 ln_B[C::D], sint<8> ln_sh[C::D]) {
-  burst<C, 1, ln_param_banks<C, 1>()>(port, k_beat, C::D, ln_k, "ln_k");
+  burst<C, 1, ln_k_banks<C>()>(port, k_beat, C::D, ln_k, "ln_k");
   burst<C, 2, ln_param_banks<C, 2>()>(port, g_beat, C::D, ln_G, "ln_G");
   burst<C, 8, ln_param_banks<C, 8>()>(port, b_beat, C::D, ln_B, "ln_B");
   burst<C, 1, ln_param_banks<C, 1>()>(port, sh_beat, C::D, ln_sh, "ln_sh");
@@ -55,8 +55,8 @@ inline void ln_load_word(const typename C::res_t rc[C::N][C::D], const i64 ln_s1
                          typename pe_operand<typename C::act_t>::type xt[C::ROWS][KMAX]) {
   P2VIT_PRAGMA(HLS INLINE)
   constexpr int WL = load_lanes<C>(), RB = C::RES_BITS;
-  [[maybe_unused]] constexpr int CB = rc_banks<C>(), K1 = ln_param_banks<C, 1>(), K2 = ln_param_banks<C, 2>();
-  [[maybe_unused]] constexpr int K8 = ln_param_banks<C, 8>();
+  [[maybe_unused]] constexpr int CB = rc_banks<C>(), KK = ln_k_banks<C>(), K1 = ln_param_banks<C, 1>();
+  [[maybe_unused]] constexpr int K2 = ln_param_banks<C, 2>(), K8 = ln_param_banks<C, 8>();
   static_assert(C::D % WL == 0, "ln_load_word: whole words of SIMD channels");
   const int row = n0 + n;
   const bool valid = row < NR;
@@ -72,7 +72,7 @@ inline void ln_load_word(const typename C::res_t rc[C::N][C::D], const i64 ln_s1
     const int c = kw * WL + w;
     if (valid) {
       P2VIT_ACCESS_LANE("rc", c % CB, w, gcd_int(WL, CB));
-      P2VIT_ACCESS_LANE("ln_k", c % K1, w, gcd_int(WL, K1));
+      P2VIT_ACCESS_LANE("ln_k", c % KK, w, gcd_int(WL, KK));
       P2VIT_ACCESS_LANE("ln_G", c % K2, w, gcd_int(WL, K2));
       P2VIT_ACCESS_LANE("ln_B", c % K8, w, gcd_int(WL, K8));
       P2VIT_ACCESS_LANE("ln_sh", c % K1, w, gcd_int(WL, K1));
