@@ -349,7 +349,7 @@ def _mac(hw: HwConfig, NR: int, K: int, O: int, src: str, epi: str, bits: int,
     # weight words too (the read stays unconditional).
     prefetch = False   # whether later row tiles load inside the previous tile's reduction loop
     if epi in ("requant", "residual", "gelu", "embed") and drain_fits(hw, K, epi, K_DH):
-        trip = OT * (K // S) + drain_tail(hw, K, epi, K_DH)
+        trip = loop_trip(hw, K, O, epi, K_DH)
         whole = Loop("mac_array.reduce", trip, 1, 1, trip * slot, drain=epilogue(C).id, body=body)
         groups = [(1, whole, None, None)]
         # row prefetch: the next row tile loads inside this loop when its words fit the trip (not
@@ -969,6 +969,13 @@ def drain_fits(hw: HwConfig, K: int, epi: str, dh: int) -> bool:
     return K // hw.simd >= drain
 
 
+def loop_trip(hw: HwConfig, K: int, O: int, epi: str, dh: int) -> int:
+    """Iterations of a drained layer's reduction loop per row tile (kernels/p2vit/layers.h
+    main_loop_trip): its ceil(O / COLS) x K / SIMD steps and the drain tail; what a row prefetch or
+    an early load must fit in."""
+    return _cdiv(O, hw.cols) * (K // hw.simd) + drain_tail(hw, K, epi, dh)
+
+
 def drain_tail(hw: HwConfig, K: int, epi: str, dh: int) -> int:
     """Iterations a drained layer's reduction loop runs after its last tile's steps, per row tile
     (kernels/p2vit/layers.h main_array: one drain's cycles; QKV's ROWS x COLS / gcd(COLS, DH)),
@@ -997,9 +1004,8 @@ def early_loads(shape: "ModelShape", hw: HwConfig) -> dict[str, bool]:
               "fc1": (N, D, HID, "gelu", HID), "fc2": (N, HID, D, "residual", D)}
     out = {}
     for name, (NR, K, O, epi, k_next) in layers.items():
-        trip = _cdiv(O, hw.cols) * (K // hw.simd) + drain_tail(hw, K, epi, DH)
         out[name] = (drain_fits(hw, K, epi, DH) and _cdiv(NR, hw.rows) >= 2
-                     and hw.rows * (k_next // load_lanes(hw)) <= trip)
+                     and hw.rows * (k_next // load_lanes(hw)) <= loop_trip(hw, K, O, epi, DH))
     return out
 
 
@@ -1013,7 +1019,7 @@ def ln_load_paths(shape: "ModelShape", hw: HwConfig) -> tuple[bool, bool]:
     WL = load_lanes(hw)
 
     def prefetches(K, O, epi):
-        return drain_fits(hw, K, epi, DH) and hw.rows * (K // WL) <= _cdiv(O, hw.cols) * (K // hw.simd) + drain_tail(hw, K, epi, DH)
+        return drain_fits(hw, K, epi, DH) and hw.rows * (K // WL) <= loop_trip(hw, K, O, epi, DH)
 
     many = _cdiv(N, hw.rows) > 1
     pq, p1 = prefetches(D, 3 * D, "requant"), prefetches(D, HID, "gelu")

@@ -417,29 +417,37 @@ arr lis_row_v(arr a, arr table, int bits, bool geometric) {
 }
 #endif
 
+// LnParams<D>: one LayerNorm's per-channel parameters (k, G, B, sh), range-checked from numpy.
+template <int D>
+struct LnParams {
+  p2vit::uint<2> k[D];
+  sint<16> G[D];
+  i64 B[D];
+  sint<8> sh[D];
+  LnParams(const arr& k_, const arr& G_, const arr& B_, const arr& sh_) {
+    for (int c = 0; c < D; ++c) {
+      k[c] = in_u<2>(k_.data()[c], "layernorm k");
+      G[c] = in_s<16>(G_.data()[c], "layernorm G");
+      B[c] = in64(B_.data()[c]);
+      sh[c] = in_s<8>(sh_.data()[c], "layernorm sh");
+    }
+  }
+};
+
 template <int D, int RBITS, int L = 1>
 arr layernorm_t(const arr& r, const arr& k, const arr& G, const arr& B, const arr& sh,
                 std::int64_t eps_i) {
   const auto [M, d] = rows_cols(r, "layernorm");
   if (d != D || k.size() != D || G.size() != D || B.size() != D || sh.size() != D)
     unsupported("layernorm", d, RBITS);
-  p2vit::uint<2> kk[D];
-  sint<16> GG[D];
-  i64 BB[D];
-  sint<8> ss[D];
-  for (int c = 0; c < D; ++c) {
-    kk[c] = in_u<2>(k.data()[c], "layernorm k");
-    GG[c] = in_s<16>(G.data()[c], "layernorm G");
-    BB[c] = in64(B.data()[c]);
-    ss[c] = in_s<8>(sh.data()[c], "layernorm sh");
-  }
+  const LnParams<D> ln(k, G, B, sh);
   arr o = like(r);
   auto pr = r.data(); auto po = o.mutable_data();
   sint<RBITS> row[D];
   sint<8> y[D];
   for (py::ssize_t m = 0; m < M; ++m) {
     for (int c = 0; c < D; ++c) row[c] = in_s<RBITS>(pr[m * D + c], "layernorm r");
-    p2vit::layernorm_row<D, RBITS, L>(row, kk, GG, BB, ss, in64(eps_i), y);
+    p2vit::layernorm_row<D, RBITS, L>(row, ln.k, ln.G, ln.B, ln.sh, in64(eps_i), y);
     for (int c = 0; c < D; ++c) po[m * D + c] = out64(y[c]);
   }
   return o;
@@ -812,16 +820,7 @@ arr ln_split_t(const arr& r, const arr& k, const arr& G, const arr& B, const arr
   const auto [M, d] = rows_cols(r, "ln_split");
   if (d != D || M > C::N || k.size() != D || G.size() != D || B.size() != D || sh.size() != D)
     throw py::value_error("ln_split: r (M <= 32, 12), k, G, B, sh (12)");
-  p2vit::uint<2> kk[D];
-  sint<16> GG[D];
-  i64 BB[D];
-  sint<8> ss[D];
-  for (int c = 0; c < D; ++c) {
-    kk[c] = in_u<2>(k.data()[c], "ln_split k");
-    GG[c] = in_s<16>(G.data()[c], "ln_split G");
-    BB[c] = in64(B.data()[c]);
-    ss[c] = in_s<8>(sh.data()[c], "ln_split sh");
-  }
+  const LnParams<D> ln(k, G, B, sh);
   static typename C::res_t rs[C::N][D], rc[C::N][D];
   i64 acc1[C::N], acc2[C::N], s1[C::N], sd[C::N];
   // zeroed one by one: an ap_int's default constructor leaves it unset
@@ -834,7 +833,7 @@ arr ln_split_t(const arr& r, const arr& k, const arr& G, const arr& B, const arr
   for (py::ssize_t m = 0; m < M; ++m)
     for (int ot = 0; ot < OT; ++ot) {
       for (int c = 0; c < DT; ++c) tile_bias[c] = p2vit::i32(c < D ? out64(in_s<RBITS>(r.at(m, c), "ln_split r")) : 0);
-      p2vit::epi_stream_row<C>(zero, true, int(m), 0, ot, tile_bias, bias, shift, 0, e_r, e_s, rs, rc, kk, acc1, acc2,
+      p2vit::epi_stream_row<C>(zero, true, int(m), 0, ot, tile_bias, bias, shift, 0, e_r, e_s, rs, rc, ln.k, acc1, acc2,
                                s1, sd, in64(eps_i), false, "ln", 0);
     }
   arr o = like(r);
@@ -845,7 +844,7 @@ arr ln_split_t(const arr& r, const arr& k, const arr& G, const arr& B, const arr
       if (out64(rs[m][c]) != r.at(m, c) || out64(rc[m][c]) != r.at(m, c))
         throw std::logic_error("ln_split: r or rc lost the row");
     for (int kw = 0; kw < D / C::SIMD; ++kw)
-      p2vit::ln_load_word<C, D>(rc, s1, sd, kk, GG, BB, ss, int(M), n0, n, kw, xt);
+      p2vit::ln_load_word<C, D>(rc, s1, sd, ln.k, ln.G, ln.B, ln.sh, int(M), n0, n, kw, xt);
     for (int c = 0; c < D; ++c) o.mutable_at(m, c) = out64(typename C::act_t(xt[n][c]));
   }
   return o;

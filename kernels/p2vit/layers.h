@@ -17,13 +17,14 @@
 //               head). They run one after the other, so one instance serves all six (the top calls
 //               it from one function under HLS ALLOCATION limit=1) with run-time trip counts. Its
 //               weight word comes from WPORTS m_axi bundles at once, PCOLS columns from each.
-//               QKV, proj, FC1 and FC2 overlap a tile's epilogue with the next tile's reduction
+//               The embedding, QKV, proj, FC1 and FC2 overlap a tile's epilogue with the next tile's reduction
 //               (ping-pong accumulators `acc` / `done`, acc_handoff) when the reduction has at
 //               least as many steps as the epilogue has cycles, and then run all weight tiles of a
 //               row tile in one pipelined loop (one m_axi burst per port, one pipeline fill per row
 //               tile). FC1 writes its GELU outputs for every token into hid[N][HID], which FC2's
-//               row loads read; FC1's last row tile already loads FC2's first (fc2_early) into the
-//               row buffers xt, which the top holds so that they outlast the call.
+//               row loads read. A layer's last row tile already loads the next layer's first
+//               (main_early: FC1 FC2's, proj FC1's, FC2 the next QKV's or the head's, the embedding
+//               QKV's) into the row buffers xt, which the top holds so that they outlast the call.
 //   qk_array    QK_ROWS x PCOLS x SIMD (QkCfg): Q.K^T of every head, inside the attention region; keys
 //               from the key buffer. Its epilogue (RL rows per cycle) always fits the reduction,
 //               so it always drains inside it, with a tail of ceil(ROWS/RL) iterations for the last
@@ -79,19 +80,28 @@ constexpr int main_o(int mode) {
   return mode == MAIN_QKV ? 3 * C::D : mode == MAIN_FC1 ? C::HID : mode == MAIN_HEAD ? C::CLASSES : C::D;
 }
 template <class C>
+constexpr int main_rows(int mode) {   // the rows (tokens) a layer reduces
+  return mode == MAIN_EMBED ? C::NP : mode == MAIN_HEAD ? 1 : C::N;
+}
+template <class C>
 constexpr int main_row_tiles(int mode) {
-  return ((mode == MAIN_EMBED ? C::NP : mode == MAIN_HEAD ? 1 : C::N) + C::ROWS - 1) / C::ROWS;
+  return (main_rows<C>(mode) + C::ROWS - 1) / C::ROWS;
 }
 template <class C>
 constexpr bool main_drains(int mode) {
   return mode == MAIN_QKV ? main_k<C>(mode) / C::SIMD >= qkv_drain_cycles<C>()
                           : mode != MAIN_HEAD && main_k<C>(mode) / C::SIMD >= C::ROWS;
 }
-// main_loop_trip<C>(mode): iterations of a drained layer's reduction loop per row tile: all its
-// tiles' steps and a tail of one drain's cycles.
+// main_drain_tail<C>(mode): iterations a drained layer's reduction loop runs after its last tile's
+// steps, in which that tile drains (QKV: qkv_drain_cycles; the others: ROWS); main_loop_trip<C>(mode):
+// the loop's iterations per row tile, all its tiles' steps and that tail.
+template <class C>
+constexpr int main_drain_tail(int mode) {
+  return mode == MAIN_QKV ? qkv_drain_cycles<C>() : C::ROWS;
+}
 template <class C>
 constexpr int main_loop_trip(int mode) {
-  return main_steps<C>(main_k<C>(mode), main_o<C>(mode)) + (mode == MAIN_QKV ? qkv_drain_cycles<C>() : C::ROWS);
+  return main_steps<C>(main_k<C>(mode), main_o<C>(mode)) + main_drain_tail<C>(mode);
 }
 // main_prefetches<C>(mode): whether a layer loads its next row tile inside the current one's
 // reduction loop: it drains there, its ROWS x K / SIMD words fit the loop, and they are load_rows
@@ -101,6 +111,9 @@ constexpr bool main_prefetches(int mode) {
   return main_drains<C>(mode) && mode != MAIN_EMBED &&
          C::ROWS * (main_k<C>(mode) / load_lanes<C>()) <= main_loop_trip<C>(mode);
 }
+// main_next(mode): the layer whose first row tile a layer's last row tile loads early: FC2 after FC1,
+// otherwise a LayerNorm layer (QKV standing for any of them: the same rows of rc, the same load).
+constexpr int main_next(int mode) { return mode == MAIN_FC1 ? int(MAIN_FC2) : int(MAIN_QKV); }
 // main_early<C>(mode): whether a layer's last row tile loads the next layer's first row tile (its
 // rows 0..ROWS-1 are final once the layer's first row tile has drained): FC1 loads FC2's (hid),
 // and the layers that write the residual stream load the next LayerNorm's (proj: FC1's; FC2: the
@@ -110,12 +123,7 @@ template <class C>
 constexpr bool main_early(int mode) {
   return (mode == MAIN_FC1 || mode == MAIN_PROJ || mode == MAIN_FC2 || mode == MAIN_EMBED) &&
          main_drains<C>(mode) && main_row_tiles<C>(mode) >= 2 &&
-         C::ROWS * ((mode == MAIN_FC1 ? C::HID : C::D) / load_lanes<C>()) <= main_loop_trip<C>(mode);
-}
-// fc2_early<C>(): FC1 loads FC2's first row tile (main_early of FC1).
-template <class C>
-constexpr bool fc2_early() {
-  return main_early<C>(MAIN_FC1);
+         C::ROWS * (main_k<C>(main_next(mode)) / load_lanes<C>()) <= main_loop_trip<C>(mode);
 }
 // ln_acc_distance<C>(): the least K / SIMD of the layers whose residual-stream writer drains in
 // main_array's reduction loop (proj, FC2, the embedding): the iterations between two updates of a
@@ -250,9 +258,7 @@ int main_array(int mode, const typename C::act_t img[C::IMG_C * C::IMG_H * C::IM
   // Limitations").
   P2VIT_PRAGMA(HLS INLINE)
   constexpr int KMAX = C::KMAX_MAIN;
-  const int NR = mode == MAIN_EMBED ? C::NP : mode == MAIN_HEAD ? 1 : C::N;
-  const int K = mode == MAIN_EMBED ? C::KP : mode == MAIN_FC2 ? C::HID : C::D;
-  const int O = mode == MAIN_QKV ? 3 * C::D : mode == MAIN_FC1 ? C::HID : mode == MAIN_HEAD ? C::CLASSES : C::D;
+  const int NR = main_rows<C>(mode), K = main_k<C>(mode), O = main_o<C>(mode);
   const int NT = (NR + C::ROWS - 1) / C::ROWS, OT = (O + C::COLS - 1) / C::COLS;
   const int steps = K / C::SIMD;
   const long plane = long(OT) * steps * C::BEATS;   // beats of one weight plane (codegen/layout.py)
@@ -329,22 +335,17 @@ int main_array(int mode, const typename C::act_t img[C::IMG_C * C::IMG_H * C::IM
   // the least distance (iterations) between two updates of one row's running LayerNorm sums: a
   // draining writer's K / SIMD steps per column tile
   [[maybe_unused]] constexpr int LN_ACC_DIST = ln_acc_distance<C>();
-  const bool overlap = (mode == MAIN_EMBED && OVL_EMBED) || (mode == MAIN_QKV && OVL_QKV) ||
-                       (mode == MAIN_PROJ && OVL_PROJ) || (mode == MAIN_FC1 && OVL_FC1) || (mode == MAIN_FC2 && OVL_FC2);
+  const bool overlap = main_drains<C>(mode);
   const bool embed = mode == MAIN_EMBED;
   const bool stream = mode == MAIN_PROJ || mode == MAIN_FC2 || embed;   // the drains that write r
   const int seg_tiles = overlap ? OT : 1, segs = overlap ? 1 : OT;   // tiles per loop entry, entries
-  // iterations after the last tile's steps: its drain (QKV: qkv_drain_cycles; the others: ROWS)
-  const int tail = !overlap ? 0 : mode == MAIN_QKV ? qkv_drain_cycles<C>() : C::ROWS;
+  const int tail = overlap ? main_drain_tail<C>(mode) : 0;   // iterations after the last tile's steps
   const int words = K / load_lanes<C>();   // prefetch: words per row
-  // (the embedding's patch loads are not prefetched: they are not load_rows words)
-  const bool prefetch = overlap && !embed && C::ROWS * words <= OT * steps + tail;
+  const bool prefetch = main_prefetches<C>(mode);   // (not the embedding's patches: not load_rows words)
   // the early load of the next layer's first row tile (main_early): FC2's (hid) after FC1, a
   // LayerNorm's (rc) after proj, FC2 and the embedding
-  const bool early_here = (mode == MAIN_FC1 && main_early<C>(MAIN_FC1)) || (mode == MAIN_PROJ && main_early<C>(MAIN_PROJ)) ||
-                          (mode == MAIN_FC2 && main_early<C>(MAIN_FC2)) || (embed && main_early<C>(MAIN_EMBED));
-  const int next_mode = mode == MAIN_FC1 ? int(MAIN_FC2) : int(MAIN_QKV);   // QKV: any LayerNorm load
-  const int next_words = (mode == MAIN_FC1 ? C::HID : C::D) / load_lanes<C>();
+  const bool early_here = main_early<C>(mode);
+  const int next_mode = main_next(mode), next_words = main_k<C>(next_mode) / load_lanes<C>();
   const bool tracing = P2VIT_TRACING();
   int cur = pre >= 0 ? pre : 0;   // the row buffer being reduced
   [[maybe_unused]] constexpr int COL_TILES_MAX = ((3 * C::D > C::HID ? 3 * C::D : C::HID) + C::COLS - 1) / C::COLS;
@@ -380,7 +381,7 @@ row_tiles:
         P2VIT_PRAGMA(HLS DEPENDENCE variable=xt type=inter dependent=false)
         P2VIT_PRAGMA(HLS DEPENDENCE variable=xt type=intra dependent=false)
         // hid: FC1's GELU drain writes it, FC2's prefetch reads it; both run only in FC1's last row
-        // tile (fc2_early), the drain on that tile's rows and the prefetch on rows 0..ROWS-1
+        // tile (main_early), the drain on that tile's rows and the prefetch on rows 0..ROWS-1
         P2VIT_PRAGMA(HLS DEPENDENCE variable=hid type=inter dependent=false)
         P2VIT_PRAGMA(HLS DEPENDENCE variable=hid type=intra dependent=false)
         // the same for rc and the row statistics (the writer's rows vs the early load's rows
