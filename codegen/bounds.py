@@ -98,18 +98,23 @@ def compute_bounds(ir: QuantizedViT, hw: HwConfig) -> Bounds:
         if tail:
             out["drain_tail"] = tail
         iters = nt * (ot * (K // a.simd) + tail)
-        if loop == "mac_array.reduce_keys":   # every head's row tiles, one after the other
-            iters = sum(perf.qk_trips(a, NR, K, -(-NR // hw.lanes), H))
+        if loop == "mac_array.reduce_keys":   # a head group's row tiles, one after the other
+            iters = sum(perf.qk_trips(a, NR, K, -(-NR // hw.lanes), GH))
             out["stream_words_per_row"] = -(-NR // hw.lanes)
         return {**out, "cycles_per_call": iters * perf.loop_ii(loop, hw), "calls_per_image": count}
 
-    loops = [mac("patch embedding", N - 1, KP, D, 1, tail=perf.drain_tail(hw, KP, "embed", DH)), mac("qkv", N, D, 3 * D, ir.depth, tail=perf.drain_tail(hw, D, "requant", DH)),
-             mac("q.k^T (all heads)", N, DH, N, ir.depth, "mac_array.reduce_keys",
+    # QKV and the attention run a head group at a time (perf.qkv_group_heads: GH heads, NG groups)
+    GH = perf.qkv_group_heads(perf.shape_from_ir(ir), hw)
+    NG = H // GH
+    grp = "all heads" if NG == 1 else f"a group of {GH} head{'s' if GH > 1 else ''}"
+    loops = [mac("patch embedding", N - 1, KP, D, 1, tail=perf.drain_tail(hw, KP, "embed", DH)),
+             mac(f"qkv ({grp})", N, D, 3 * DH * GH, ir.depth * NG, tail=perf.drain_tail(hw, D, "requant", DH)),
+             mac(f"q.k^T ({grp})", N, DH, N, ir.depth * NG, "mac_array.reduce_keys",
                  -(-perf.qk_hw(hw).rows // perf.logit_rows_per_cycle(perf.qk_hw(hw), DH))), mac("proj", N, D, D, ir.depth, tail=perf.drain_tail(hw, D, "residual", DH)),
              mac("fc1", N, D, HID, ir.depth, tail=perf.drain_tail(hw, D, "gelu", DH)),
              mac("fc2", N, HID, D, ir.depth, tail=perf.drain_tail(hw, HID, "residual", DH)), mac("head", 1, D, m["num_classes"], 1),
-             {"call": "softmax rows (all heads)", "rows": H * N, "row_length": N, "calls_per_image": ir.depth},
-             {"call": "A.V rows (all heads)", "rows": H * N, "keys": N, "lanes": DH, "calls_per_image": ir.depth},
+             {"call": f"softmax rows ({grp})", "rows": GH * N, "row_length": N, "calls_per_image": ir.depth * NG},
+             {"call": f"A.V rows ({grp})", "rows": GH * N, "keys": N, "lanes": DH, "calls_per_image": ir.depth * NG},
              {"call": "layernorm rows", "rows": N, "row_length": D, "calls_per_image": 2 * ir.depth + 1}]
     shape = perf.shape_from_ir(ir)
     pipelined = [{"loop": lid, "label": lid.split(".", 1)[1], "iterations_per_image": n,

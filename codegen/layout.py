@@ -125,6 +125,18 @@ def plane_weights(w: np.ndarray, cols: int, simd: int, bits: int, ports: int, ax
                            for j in range(ports)])
 
 
+def qkv_column_order(dim: int, heads: int, group_heads: int) -> np.ndarray:
+    """The QKV layer's output columns in the order the accelerator computes them: for each group of
+    `group_heads` heads, their q channels, then their k, then their v (kernels/p2vit/epilogue.h
+    epi_qkv_row), so that a group's columns are consecutive weight tiles (one burst per row tile)
+    and QKV can run a group at a time beside the attention of the group before
+    (codegen/perf.py qkv_group_heads). One group of every head is the plain [q k v] order."""
+    dh = dim // heads
+    w = group_heads * dh
+    return np.concatenate([np.arange(w) + g * w + part * dim
+                           for g in range(heads // group_heads) for part in range(3)])
+
+
 def row_embed_bias(bias: np.ndarray, rows: int, cols: int, axi_bytes: int, ports: int) -> np.ndarray:
     """(Np, D) int32 per-token bias -> per row tile of `rows` tokens (zero-padded), the tile's
     biases row by row, each row D rounded up to whole column tiles of `cols`, split for the
@@ -156,7 +168,8 @@ def cls_ln_stats(low: Lowered) -> dict[str, int]:
 
 
 def build_layout(ir: QuantizedViT, rows: int, cols: int, simd: int, axi_bits: int = 128,
-                 low: Lowered | None = None, weight_ports: int = 1) -> Layout:
+                 low: Lowered | None = None, weight_ports: int = 1, qkv_heads: int | None = None) -> Layout:
+    """qkv_heads: heads per QKV head group (qkv_column_order; default all heads, one group)."""
     low = low or lower(ir)
     ab = axi_bits // 8
     L = Layout(axi_bytes=ab)
@@ -164,10 +177,14 @@ def build_layout(ir: QuantizedViT, rows: int, cols: int, simd: int, axi_bits: in
     L.size = (desc_beats(len(MODEL_FIELDS), ab) + depth * desc_beats(len(BLOCK_FIELDS), ab)) * ab
     L.size = -(-L.size // ALIGN) * ALIGN
 
-    def linear(name, lw):
-        L.add(name + ".w", plane_weights(lw.w, cols, simd, lw.bits, weight_ports, ab))
-        L.add(name + ".b", lw.b.astype(np.int32))
-        L.add(name + ".shift", lw.shift.astype(np.int8))
+    def linear(name, lw, order=None):
+        w, b, sh = (lw.w, lw.b, lw.shift) if order is None else (lw.w[order], lw.b[order], lw.shift[order])
+        L.add(name + ".w", plane_weights(w, cols, simd, lw.bits, weight_ports, ab))
+        L.add(name + ".b", b.astype(np.int32))
+        L.add(name + ".shift", sh.astype(np.int8))
+
+    meta = ir.meta["model"]
+    qkv_order = qkv_column_order(meta["dim"], meta["heads"], qkv_heads or meta["heads"])
 
     def layernorm(name, ln):
         L.add(name + ".k", ln.k.astype(np.uint8))
@@ -184,7 +201,7 @@ def build_layout(ir: QuantizedViT, rows: int, cols: int, simd: int, axi_bits: in
     for i, b in enumerate(low.blocks):
         p = f"blocks.{i}."
         layernorm(p + "ln1", b.ln1)
-        linear(p + "qkv", low.linear[b.qkv])
+        linear(p + "qkv", low.linear[b.qkv], qkv_order)
         linear(p + "proj", low.linear[b.proj])
         L.add(p + "res1.e", b.e_res1.astype(np.int8))
         layernorm(p + "ln2", b.ln2)

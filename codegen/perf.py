@@ -318,14 +318,15 @@ def reduce_body_depth(shape: ModelShape, hw: HwConfig) -> int:
 
 
 def _mac(hw: HwConfig, NR: int, K: int, O: int, src: str, epi: str, bits: int,
-         K_DH: int = 0, patch: int = 1, preloaded: bool = False, body: int = -1):
+         K_DH: int = 0, patch: int = 1, preloaded: bool = False, body: int = -1, pre_words: int = 0):
     """One layer on the MAC array (main_array): per row tile, (valid rows, compute Op). Q.K^T has
     its own model, _qk_array.
 
     src: array | patch | ln (load_rows_*); epi: requant | residual | gelu | embed | head (epi_* of
     kernels/p2vit/epilogue.h); bits: weight bits; K_DH: the head width (QKV's epilogue lanes);
     patch: the patch size (the patch load's lanes); preloaded: the previous layer loaded the first
-    row tile (early_loads; proj after A.V's fill); body: reduce_body_depth. The embedding loads its row tile's per-token biases after
+    row tile (early_loads; proj after A.V's fill); pre_words: words per row of the first row tile an
+    earlier step loaded (proj_pre_words: it loads the rest); body: reduce_body_depth. The embedding loads its row tile's per-token biases after
     the row tile's patches (_embed_bias). Ops of identical row tiles are shared."""
     R, C, S = hw.rows, hw.cols, hw.simd
     NT, OT = _cdiv(NR, R), _cdiv(O, C)
@@ -367,8 +368,8 @@ def _mac(hw: HwConfig, NR: int, K: int, O: int, src: str, epi: str, bits: int,
 
     bias = [_embed_bias(hw, O)] if epi == "embed" else []
 
-    def tile(v, load=True):
-        return v, Op("c", ([Loop(load_id, R * words, 1)] if load else []) + bias, tiles=groups)
+    def tile(v, load=True, skip=0):
+        return v, Op("c", ([Loop(load_id, R * (words - skip), 1)] if load else []) + bias, tiles=groups)
 
     # the first row tile loads before its reduction; with the prefetch, every later one during the
     # previous tile's (kernels/p2vit/layers.h main_array)
@@ -378,7 +379,10 @@ def _mac(hw: HwConfig, NR: int, K: int, O: int, src: str, epi: str, bits: int,
         return (not preloaded) if t == 0 else later
 
     full = {load: tile(R, load) for load in (True, False)} if NR >= R else {}
-    return [(full[loads(t)] if NR - t * R >= R else tile(NR - t * R, loads(t))) for t in range(NT)]
+    out = [(full[loads(t)] if NR - t * R >= R else tile(NR - t * R, loads(t))) for t in range(NT)]
+    if pre_words:   # the first row tile's other words
+        out[0] = tile(min(NR, R), True, pre_words)
+    return out
 
 
 def _qk_reduce(hq: HwConfig, N: int, DH: int) -> int:
@@ -486,36 +490,57 @@ def _block(shape: ModelShape, hw: HwConfig, b_qkv: int, b_proj: int, b_fc1: int,
     pq = [_burst(3 * D * 4, hw), _burst(3 * D, hw)]
     early = early_loads(shape, hw)   # the layers whose last row tile loads the next layer's first
     body = reduce_body_depth(shape, hw)
-    steps.append(Step("qkv", "linear", [_params(*pq) + _seq_ops(_mac(hw, N, D, 3 * D, "ln", "requant", b_qkv, K_DH=DH,
-                                                                     preloaded=early["embed" if first else "fc2"],
-                                                                     body=body))],
-                      macs=N * D * 3 * D, dram={**_linear_dram(hw, N, D, 3 * D, b_qkv, "requant", DH), "params": _dram(pq)},
-                      weight_bytes_unique=_uniq(hw, 3 * D, D, b_qkv)))
-    # every head of the block: Q.K^T (its own MAC array, PCOLS columns) -> softmax -> A.V (shifter
-    # array), one DATAFLOW region whose processes each loop over the heads (head 0's rows, then
-    # head 1's, ...)
+    # QKV a head group at a time (qkv_group_heads: GH heads, NG groups), each group's columns a run
+    # of weight tiles; group g runs beside the attention of group g - 1 in one DATAFLOW region
+    # (p2vit_main_step), and the last group's attention runs alone. A group but the last loads the
+    # next group's first row tile in its loop (main_early), so only group 0's may be exposed.
+    GH = qkv_group_heads(shape, hw)
+    NG = H // GH
+    OG = 3 * DH * GH
+
+    def qkv_group(g):
+        return _seq_ops(_mac(hw, N, D, OG, "ln", "requant", b_qkv, K_DH=DH,
+                             preloaded=early["embed" if first else "fc2"] if g == 0 else True, body=body))
+
+    # the attention of one head group: Q.K^T (its own MAC array, PCOLS columns) -> softmax -> A.V
+    # (shifter array), one DATAFLOW region whose processes each loop over the group's heads (head
+    # h0's rows, then h0 + 1's, ...)
     W = _cdiv(N, hw.lanes)        # stream words per row: LANES logits or codes each
-    R_ALL = H * N
-    qk = _qk_array(qk_hw(hw), N, DH, W, H)
+    R_ALL = GH * N
+    qk = _qk_array(qk_hw(hw), N, DH, W, GH)
     # the row's maximum comes with it (Q.K^T's epilogue takes it); pass i makes row i's exps as the
-    # row arrives and row i - 1's codes (H*N + 1 passes; a row's codes are out when the next pass
-    # ends) (one loop entry per block: the first pass carries the pipeline's fill, the others none)
+    # row arrives and row i - 1's codes (GH*N + 1 passes; a row's codes are out when the next pass
+    # ends) (one loop entry per group: the first pass carries the pipeline's fill, the others none)
     sm_first, sm_pass = Loop("softmax.pass", W, 1), Loop("softmax.pass", W, 0)
     sm_rows = ([Op("r", [sm_first], fifo="logits")]
                + [Op("r", [sm_pass], fifo="logits"), Op("w", [], fifo="codes")] * (R_ALL - 1)
                + [Op("c", [sm_pass]), Op("w", [], fifo="codes")])
-    # A.V: pass i takes row i's keys beside row i - 1's outputs (H*N + 1 passes, one loop entry), the
+    # A.V: pass i takes row i's keys beside row i - 1's outputs (GH*N + 1 passes, one loop entry), the
     # pass's last cycle handing row i's sums over
     av_words = max(W, _cdiv(DH, hw.lanes))
     av_rows = ([Op("r", [Loop("shifter.pass", av_words, 1)], fifo="codes")]
                + [Op("r", [Loop("shifter.pass", av_words, 0)], fifo="codes")] * (R_ALL - 1)
                + [Op("c", [Loop("shifter.pass", av_words, 0)])])
-    steps.append(Step("attn", "attention", [qk, sm_rows, av_rows], macs=H * N * N * DH,
-                      av_macs=H * N * N * DH, dram={}))
+    attn = [qk, sm_rows, av_rows]
+    att_macs = GH * N * N * DH
+    qkv_macs = N * D * OG
+    qkv_dram = _linear_dram(hw, N, D, OG, b_qkv, "requant", DH)
+    steps.append(Step("qkv" if NG == 1 else "qkv[0]", "linear", [_params(*pq) + qkv_group(0)], macs=qkv_macs,
+                      dram={**qkv_dram, "params": _dram(pq)}, weight_bytes_unique=_uniq(hw, OG, D, b_qkv)))
+    for g in range(1, NG):
+        steps.append(Step(f"qkv[{g}]+attn[{g - 1}]", "linear+attention", [qkv_group(g)] + attn,
+                          macs=qkv_macs + att_macs, av_macs=att_macs, dram=dict(qkv_dram),
+                          weight_bytes_unique=_uniq(hw, OG, D, b_qkv)))
+    # beside the last group's attention the MAC array loads proj's first row tile: the other
+    # groups' channels (proj_pre_words), final in o
+    PW = proj_pre_words(shape, hw)
+    pre_load = [[Op("c", [Loop("mac_array.load_array", hw.rows * PW, 1)])]] if PW else []
+    steps.append(Step("attn" if NG == 1 else f"attn[{NG - 1}]", "attention", pre_load + attn, macs=att_macs,
+                      av_macs=att_macs, dram={}))
     pp = [_burst(D * 4, hw), _burst(D, hw), _burst(D, hw), _burst(D, hw)]
     pre = lanes_fill_xt(shape, hw)   # A.V leaves proj's first row tile in xt
     steps.append(Step("proj", "linear", [_params(*pp) + _seq_ops(_mac(hw, N, D, D, "array", "residual", b_proj,
-                                                                      preloaded=pre, body=body))],
+                                                                      preloaded=pre, body=body, pre_words=PW))],
                       macs=N * D * D, dram={**_linear_dram(hw, N, D, D, b_proj, "residual", DH), "params": _dram(pp)},
                       weight_bytes_unique=_uniq(hw, D, D, b_proj)))
     ln2 = _layernorm(shape, hw)   # loaded before proj, whose writer gathers LN2's statistics
@@ -985,12 +1010,41 @@ def drain_tail(hw: HwConfig, K: int, epi: str, dh: int) -> int:
     return hw.rows * (hw.cols // qkv_lanes(hw, dh)) if epi == "requant" else hw.rows
 
 
+def proj_pre_words(shape: "ModelShape", hw: HwConfig) -> int:
+    """Words per row of proj's first row tile that the MAC array loads beside the last head group's
+    attention (kernels/p2vit/layers.h proj_pre_words): the other groups' channels, with head groups
+    and LANES == SIMD; else 0."""
+    GH = qkv_group_heads(shape, hw)
+    if GH == shape.heads or hw.lanes != hw.simd:
+        return 0
+    return (shape.heads // GH - 1) * GH * shape.dh // load_lanes(hw)
+
+
 def lanes_fill_xt(shape: "ModelShape", hw: HwConfig) -> bool:
-    """Whether LN1, A.V and LN2 also write their first ROWS output rows into the MAC array's row
-    buffer, so that QKV, proj and FC1 do not load their first row tile (lanes_fill_xt in
-    kernels/p2vit/banks.h): one value per xt bank per cycle (LANES == SIMD) and a full first row
-    tile (N >= ROWS)."""
-    return hw.lanes == hw.simd and shape.dh % hw.lanes == 0 and shape.tokens >= hw.rows
+    """Whether A.V also writes its first ROWS output rows into the MAC array's row buffer, so that
+    proj does not load its first row tile (lanes_fill_xt in kernels/p2vit/banks.h): one value per
+    xt bank per cycle (LANES == SIMD), a full first row tile (N >= ROWS), and QKV in one head group
+    (grouped, QKV's row tiles are in xt while A.V runs)."""
+    return (hw.lanes == hw.simd and shape.dh % hw.lanes == 0 and shape.tokens >= hw.rows
+            and qkv_group_heads(shape, hw) == shape.heads)
+
+
+def qkv_group_heads(shape: "ModelShape", hw: HwConfig) -> int:
+    """Heads per QKV call (Cfg::QKV_HEADS; kernels/p2vit/banks.h qkv_heads): QKV computes a group of
+    heads at a time and the attention of group g - 1 runs beside QKV's group g (p2vit_main_step in
+    templates/p2vit_top.cpp.j2). The smallest divisor of H below H whose group is whole column tiles
+    and whose reduction loop still fits the next row tile's load (so every group's later row tiles
+    prefetch and its last row tile loads the next group's first: main_early), where QKV drains in
+    its loop and its drain lanes are the Q.K^T loads' (qkv_lanes == SIMD: one access per bank per
+    cycle on either port of q and k); else H (one group: QKV, then the attention)."""
+    H, DH, D = shape.heads, shape.dh, shape.dim
+    if qkv_lanes(hw, DH) != hw.simd or not drain_fits(hw, D, "requant", DH):
+        return H
+    for g in range(1, H):
+        if H % g == 0 and (3 * DH * g) % hw.cols == 0 and \
+                hw.rows * (D // load_lanes(hw)) <= loop_trip(hw, D, 3 * DH * g, "requant", DH):
+            return g
+    return H
 
 
 def early_loads(shape: "ModelShape", hw: HwConfig) -> dict[str, bool]:
@@ -998,7 +1052,9 @@ def early_loads(shape: "ModelShape", hw: HwConfig) -> dict[str, bool]:
     kernels/p2vit/layers.h): FC1 FC2's (hid), proj FC1's, FC2 the next QKV's or the head's and the
     embedding block 0's QKV's (LayerNorm rows of rc). Each drains in its loop, has two row tiles or
     more (the next layer's first rows are final after the first) and room in that loop for the
-    ROWS x K_next / load_lanes words."""
+    ROWS x K_next / load_lanes words. "qkv": a QKV head group but the last loads the next group's
+    (qkv_group_heads chooses groups for which it fits; QKV writes no row of rc, so one row tile is
+    enough)."""
     N, D, HID, DH, KP = shape.tokens, shape.dim, shape.hidden, shape.dh, shape.kp
     layers = {"embed": (N - 1, KP, D, "embed", D), "proj": (N, D, D, "residual", D),
               "fc1": (N, D, HID, "gelu", HID), "fc2": (N, HID, D, "residual", D)}
@@ -1006,6 +1062,7 @@ def early_loads(shape: "ModelShape", hw: HwConfig) -> dict[str, bool]:
     for name, (NR, K, O, epi, k_next) in layers.items():
         out[name] = (drain_fits(hw, K, epi, DH) and _cdiv(NR, hw.rows) >= 2
                      and hw.rows * (k_next // load_lanes(hw)) <= loop_trip(hw, K, O, epi, DH))
+    out["qkv"] = qkv_group_heads(shape, hw) < shape.heads
     return out
 
 
@@ -1022,8 +1079,8 @@ def ln_load_paths(shape: "ModelShape", hw: HwConfig) -> tuple[bool, bool]:
         return drain_fits(hw, K, epi, DH) and hw.rows * (K // WL) <= loop_trip(hw, K, O, epi, DH)
 
     many = _cdiv(N, hw.rows) > 1
-    pq, p1 = prefetches(D, 3 * D, "requant"), prefetches(D, HID, "gelu")
-    in_loop = e["embed"] or e["fc2"] or e["proj"] or (many and (pq or p1))
+    pq, p1 = prefetches(D, 3 * DH * qkv_group_heads(shape, hw), "requant"), prefetches(D, HID, "gelu")
+    in_loop = e["embed"] or e["fc2"] or e["proj"] or e["qkv"] or (many and (pq or p1))
     exposed = not e["embed"] or not e["fc2"] or not e["proj"] or (many and not (pq and p1))
     return in_loop, exposed
 
@@ -1106,6 +1163,7 @@ class Perf:
     compute_cycles: float     # without the DRAM bound
     counts: dict
     chunks: dict              # busy cycles per chunk
+    critical: dict            # cycles on the critical path per chunk (critical_path), "attention" for the region
     res: dict
 
     @property
@@ -1154,6 +1212,7 @@ class Perf:
             "roofline_gops": min(self.peak_gops, self.ops / self.dram_bytes * self.dram_gbs),
             "dram_only_latency_ms": self.dram_bytes / (self.dram_gbs * 1e9) * 1e3,
             "bundles": self.bundles(),
+            "critical_path": {k: v / self.cycles for k, v in self.critical.items()},
         }
 
     def bundles(self) -> dict:
@@ -1176,11 +1235,13 @@ class Perf:
 
     @property
     def peak_gops(self) -> float:
-        """The most the arrays can do: the MAC array and the Q.K^T array never reduce at the same
-        time, so the faster one: the MAC array one step per II of its reduction (BEATS), the Q.K^T
-        array one per cycle."""
+        """The most the arrays can do: the MAC array one step per II of its reduction (BEATS), the
+        Q.K^T array one per cycle; both at once where QKV runs in head groups beside the attention
+        (qkv_group_heads), else the faster one (they never reduce at the same time)."""
         main, qk = self.res["products_per_instance"]
-        return 2 * max(main / self.hw.weight_beats, qk) * self.hw.clock_mhz * 1e6 / 1e9
+        main_rate = main / self.hw.weight_beats
+        both = qkv_group_heads(self.shape, self.hw) < self.shape.heads
+        return 2 * (main_rate + qk if both else max(main_rate, qk)) * self.hw.clock_mhz * 1e6 / 1e9
 
 
 def _has_dram(st: Step) -> bool:
@@ -1210,6 +1271,31 @@ def latency_bound(shape: ModelShape, hw: HwConfig, dram_gbs: float | None = DEFA
     return total / (hw.clock_mhz * 1e3)
 
 
+def _is_attention_stage(stage) -> bool:
+    """A stage of the attention region (it reads or writes the logits / codes streams)."""
+    return any(op.fifo for op in stage)
+
+
+def critical_path(st: Step, timer: "_Timer", cycles: float, comp: float) -> dict[str, float]:
+    """Which chunk the design waits for during a step: the MAC array's process (one sequential
+    stage: its loops by chunk, exactly its cycles) and, where the attention region runs beside it or
+    alone, "attention" for the cycles it takes beyond that process (the last head group's attention,
+    or all of it with one group); "dram" for cycles the DRAM bound adds."""
+    out: dict[str, float] = {}
+    seq = [stage for stage in st.stages if not _is_attention_stage(stage)]
+    main = 0.0
+    for stage in seq:
+        for op in stage:
+            for k, v in timer.chunks(op).items():
+                out[k] = out.get(k, 0.0) + v
+            main += timer.op(op)
+    if len(seq) < len(st.stages):
+        out["attention"] = max(0.0, comp - main)
+    if cycles > comp:
+        out["dram"] = cycles - comp
+    return out
+
+
 def evaluate(shape: ModelShape, hw: HwConfig, sw: Switches = Switches(), dram_gbs: float | None = DEFAULT_DRAM_GBS,
              steps: list[Step] | None = None, acc_bits: int = 32) -> Perf:
     steps = steps if steps is not None else schedule(shape, hw)
@@ -1217,7 +1303,7 @@ def evaluate(shape: ModelShape, hw: HwConfig, sw: Switches = Switches(), dram_gb
     free = _Timer(hw, sw, None)
     f = hw.clock_mhz * 1e6
     cache: dict = {}
-    rows, total, total_c, chunks = [], 0.0, 0.0, {c: 0.0 for c in CHUNKS}
+    rows, total, total_c, chunks, critical = [], 0.0, 0.0, {c: 0.0 for c in CHUNKS}, {}
     P_main, P_qk = resources(shape, hw, acc_bits)["products_per_instance"]
     for st in steps:
         key = id(st.stages)   # identical blocks share their stages
@@ -1241,11 +1327,14 @@ def evaluate(shape: ModelShape, hw: HwConfig, sw: Switches = Switches(), dram_gb
                 bpc_peak = max(bpc_peak, lp.dram / ((lp.iters or 1) * loop_ii(lp.id, hw)))
         for k, v in cyc_ch.items():
             chunks[k] += v
+        for k, v in critical_path(st, free, cyc, comp).items():
+            critical[k] = critical.get(k, 0.0) + v
         rows.append({
             "name": st.name, "kind": st.kind, "cycles": cyc, "compute_cycles": comp, "macs": st.macs,
             "av_macs": st.av_macs, "dram": dict(st.dram), "dram_bytes": nbytes,
             "weight_bytes_unique": st.weight_bytes_unique,
-            "utilization": st.macs / ((P_qk if st.kind == "attention" else P_main) * cyc) if cyc and st.macs else 0.0,
+            "utilization": st.macs / ({"attention": P_qk, "linear+attention": P_main + P_qk}.get(st.kind, P_main) * cyc)
+            if cyc and st.macs else 0.0,
             "ops_per_byte": 2 * (st.macs + st.av_macs) / nbytes if nbytes else math.inf,
             "bound": "memory" if cyc > comp * 1.0001 else "compute",
             "peak_gbs": bpc_peak * f / 1e9, "chunk_cycles": cyc_ch,
@@ -1254,16 +1343,19 @@ def evaluate(shape: ModelShape, hw: HwConfig, sw: Switches = Switches(), dram_gb
         total_c += comp
     return Perf(shape=shape, hw=hw, switches=sw, dram_gbs=dram_gbs or math.inf, steps=rows, cycles=total,
                 compute_cycles=total_c, counts=loop_counts(shape, hw, steps), chunks=chunks,
-                res=resources(shape, hw, acc_bits))
+                critical=critical, res=resources(shape, hw, acc_bits))
 
 
 def ablation(shape: ModelShape, hw: HwConfig, dram_gbs: float | None = DEFAULT_DRAM_GBS) -> dict:
     """Latency with and without the two kinds of pipelining (same hardware), and two what-ifs."""
     steps = schedule(shape, hw)
 
+    def is_mhsa(s):   # QKV and the attention: overlapped when QKV runs in head groups
+        return s["kind"] in ("attention", "linear+attention") or s["name"].rsplit(".", 1)[-1].startswith("qkv")
+
     def run(**kw):
         p = evaluate(shape, hw, Switches(**kw), dram_gbs, steps)
-        att = sum(s["cycles"] for s in p.steps if s["kind"] == "attention")
+        att = sum(s["cycles"] for s in p.steps if is_mhsa(s))
         mlp = sum(s["cycles"] for s in p.steps if s["kind"] == "mlp")
         return {"latency_ms": p.latency_ms, "attention_ms": att / (hw.clock_mhz * 1e3),
                 "mlp_ms": mlp / (hw.clock_mhz * 1e3)}
@@ -1349,7 +1441,7 @@ def plot(points: list[dict], front: list[dict], path: str, title: str, budget: i
 
 def _fmt_steps(p: Perf) -> list[str]:
     depth = p.shape.depth
-    lines = [f"{'layer':<14}{'cycles':>12}{'x':>4}{'ms':>9}{'GMAC':>8}{'util':>7}{'DRAM MB':>9}"
+    lines = [f"{'layer':<24}{'cycles':>12}{'x':>4}{'ms':>9}{'GMAC':>8}{'util':>7}{'DRAM MB':>9}"
              f"{'op/B':>7}  bound    busiest chunks"]
     f = p.hw.clock_mhz * 1e3
     for s in p.steps:
@@ -1361,7 +1453,7 @@ def _fmt_steps(p: Perf) -> list[str]:
         top = sorted(s["chunk_cycles"].items(), key=lambda kv: -kv[1])[:3]
         busy = ", ".join(f"{k} {v / s['cycles'] * 100:.0f}%" for k, v in top if v / s["cycles"] >= 0.005)
         opb = f"{s['ops_per_byte']:.0f}" if math.isfinite(s["ops_per_byte"]) else "-"
-        lines.append(f"{label:<14}{s['cycles']:>12,.0f}{mult:>4}{s['cycles'] * mult / f:>9.3f}"
+        lines.append(f"{label:<24}{s['cycles']:>12,.0f}{mult:>4}{s['cycles'] * mult / f:>9.3f}"
                      f"{(s['macs'] + s['av_macs']) / 1e9:>8.3f}{s['utilization'] * 100:>6.1f}%"
                      f"{s['dram_bytes'] / 1e6:>9.2f}{opb:>7}  {s['bound']:<8} {busy}")
     return lines
@@ -1387,6 +1479,9 @@ def report(p: Perf, abl: dict | None = None) -> str:
              f"FPS/DSP {s['fps_per_dsp']:.5f}   MAC-array utilization {s['utilization'] * 100:.1f}%",
              "chunks   " + ", ".join(f"{k} {v / p.cycles * 100:.0f}%" for k, v in p.chunks.items()) +
              " (busy cycles / latency)",
+             "critical " + ", ".join(f"{k} {v / p.cycles * 100:.1f}%" for k, v in
+                                     sorted(p.critical.items(), key=lambda kv: -kv[1]) if v) +
+             " (cycles the design waits on each; attention: beyond the MAC array's process)",
              f"DRAM     {s['dram_mb']:.1f} MB/image: weights {s['weight_mb_streamed']:.1f} MB streamed "
              f"({s['weight_mb_unique']:.1f} MB unique, re-streamed once per row tile, plus the drain tails), "
              f"avg {s['avg_bandwidth_gbs']:.2f} GB/s, peak {s['peak_bandwidth_gbs']:.2f} GB/s "

@@ -96,6 +96,7 @@ def context(ir: QuantizedViT, hw: HwConfig, layout: Layout, bounds: Bounds, modu
         "beats": hw.weight_beats, "kmax_main": max(kp, m["dim"], m["hidden"]),
         "omax": max(3 * m["dim"], m["hidden"], m["num_classes"]), "bits": bits, "e_logit": low.e_logit,
         "xt_reshape": perf.xt_reshape(hw, perf.shape_from_ir(ir)),
+        "qkv_heads": perf.qkv_group_heads(perf.shape_from_ir(ir), hw),
         "blob_ports": perf.blob_bundles(hw),
         "io_bundle": perf.io_bundle(hw),
         "img_beats": -(-m["in_chans"] * img_h * img_w // hw.axi_bytes),
@@ -105,7 +106,8 @@ def context(ir: QuantizedViT, hw: HwConfig, layout: Layout, bounds: Bounds, modu
 
 def render(ir: QuantizedViT, hw: HwConfig, types: str = "native") -> Rendered:
     check_shapes(ir, hw)
-    layout = build_layout(ir, hw.rows, hw.cols, hw.simd, hw.axi_bits, weight_ports=hw.weight_ports)
+    layout = build_layout(ir, hw.rows, hw.cols, hw.simd, hw.axi_bits, weight_ports=hw.weight_ports,
+                          qkv_heads=perf.qkv_group_heads(perf.shape_from_ir(ir), hw))
     bounds = compute_bounds(ir, hw)
     env = _env()
     # The module name must be known inside bindings.cpp, so the key hashes everything else first.

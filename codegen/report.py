@@ -28,6 +28,17 @@ def _softmax_text(q: dict) -> str:
     return f"exp_shift {s['exp_shift']}, {s['attn_rounding']} rounding"
 
 
+def _qkv_groups_text(ir: QuantizedViT, hw: HwConfig) -> str:
+    """How QKV and the attention share the time (codegen/perf.py qkv_group_heads)."""
+    shape = perf.shape_from_ir(ir)
+    gh = perf.qkv_group_heads(shape, hw)
+    if gh == shape.heads:
+        return ("QKV for every head, then the attention of every head (one head group: the MAC array "
+                "waits for the attention)")
+    return (f"QKV in {shape.heads // gh} head groups of {gh}, each beside the attention of the group before "
+            f"(p2vit_main_step); the last group's attention beside the load of proj's first row tile")
+
+
 def write_report(out: Path, ir: QuantizedViT, hw: HwConfig, rendered, info: dict) -> None:
     b = rendered.bounds
     m, q = ir.meta["model"], ir.meta["quant"]
@@ -41,6 +52,7 @@ def write_report(out: Path, ir: QuantizedViT, hw: HwConfig, rendered, info: dict
              f"embed/qkv/proj/fc1/fc2/head, its weights from {hw.weight_ports} port(s); Q.K^T array {hw.qk_array_rows} x "
              f"{hw.port_cols}; {hw.axi_bits}-bit m_axi bundles ({', '.join(perf.axi_bundles(hw))}{'' if perf.io_bundle(hw) == 'io' else '; the image and logits on ' + perf.io_bundle(hw)}), "
              f"{hw.clock_mhz:g} MHz, part {hw.part} (docs/hardware.md)",
+             f"- schedule: {_qkv_groups_text(ir, hw)}",
              f"- IR sha256 {info['ir_sha256']}", f"- parameter blob: {rendered.layout.size} bytes, "
              f"sha256 {info['blob_sha256']}",
              f"- logits: int32 with exponent {info['e_logit']}",

@@ -82,14 +82,20 @@ def test_other_head_size_depth_one_4bit_res16_bit_exact(tmp_path):
     assert np.array_equal(sim.run(imgs), reference.run(ir, to_int8_input(imgs)).logits.numpy())
 
 
-@pytest.mark.parametrize("w_bits", [8, 4])
-def test_ap_int_build_equals_native_build(tmp_path, w_bits):
+@pytest.mark.parametrize("w_bits, grouped", [(8, False), (4, False), (8, True)])
+def test_ap_int_build_equals_native_build(tmp_path, w_bits, grouped):
     # native builds take the AVX2 PE-array path (cols % 8 == 0, simd 2), ap_int the HLS loops
     pytest.importorskip("hls4ml", reason="ap_int types come from hls4ml's ap_types")
     ir = _ir(tmp_path, QuantConfig(w_bits=w_bits), depth=1)
-    # ap_int: packed DSP products in every PE; the 4-bit case also runs 8 attention/LayerNorm lanes
-    generate(ir, HwConfig(rows=4, cols=8, simd=2, lanes=8 if w_bits == 4 else 1), tmp_path / "b",
-             types=("native", "ap_int"))
+    # ap_int: packed DSP products in every PE; the 4-bit case also runs 8 attention/LayerNorm lanes;
+    # the grouped case runs QKV a head at a time beside the attention of the head before (SIMD 8 =
+    # gcd(COLS, DH): perf.qkv_group_heads) and proj's first row tile partly loaded beside the last
+    hw = (HwConfig(rows=4, cols=8, simd=8, lanes=8) if grouped
+          else HwConfig(rows=4, cols=8, simd=2, lanes=8 if w_bits == 4 else 1))
+    shape = perf.shape_from_ir(ir)
+    assert (perf.qkv_group_heads(shape, hw) < shape.heads) == grouped
+    assert (perf.proj_pre_words(shape, hw) > 0) == grouped
+    generate(ir, hw, tmp_path / "b", types=("native", "ap_int"))
     native, apint = load(tmp_path / "b", types="native"), load(tmp_path / "b", types="ap_int")
     assert native.mod.info()["types"] == "native" and apint.mod.info()["types"] == "ap_int"
     imgs = _images(16, seed=7)

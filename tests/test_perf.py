@@ -140,17 +140,24 @@ def _cyc(lid, iters, entries=1, simd=1, ii=1, cols=1):
 
 
 def test_cycle_equations(tiny):
-    """The closed forms of docs/performance.md, for a linear layer and a whole attention step."""
+    """The closed forms of docs/performance.md, for a linear layer and a whole attention step. TINY_HW
+    runs QKV and the attention in head groups (gcd(COLS, DH) = SIMD; qkv_group_heads): QKV's first
+    group, and the last group's attention beside the load of proj's first row tile's other channels;
+    test_qkv_head_groups_run_beside_the_attention checks how the groups overlap."""
     ir, _ = tiny
     shape, hw = perf.shape_from_ir(ir), TINY_HW
     N, D, H, DH = shape.tokens, shape.dim, shape.heads, shape.dh
     R, C, S = hw.rows, hw.cols, hw.simd
+    GH = perf.qkv_group_heads(shape, hw)
+    NG = H // GH
+    assert NG > 1
+    q0, a_last = "blocks.0.qkv[0]", f"blocks.0.attn[{NG - 1}]"
     p = perf.evaluate(shape, hw, perf.Switches(inter=False, axi_latency=0), dram_gbs=None)
     step = {s["name"]: s for s in p.steps}
     # every loop that starts an m_axi burst waits for the first beat (64 cycles by default)
     lat = {s["name"]: s for s in perf.evaluate(shape, hw, perf.Switches(inter=False), dram_gbs=None).steps}
     entries = 2 + -(-N // R)          # two parameter bursts, one weight stream per row tile (ping-pong drains)
-    assert lat["blocks.0.qkv"]["cycles"] == step["blocks.0.qkv"]["cycles"] + 64 * entries
+    assert lat[q0]["cycles"] == step[q0]["cycles"] + 64 * entries
 
     # main_array's reduction loop is one pipelined loop for every layer: every entry has the depth of
     # its deepest path, the deepest drain built into it after the reduction (the residual-stream
@@ -206,9 +213,8 @@ def test_cycle_equations(tiny):
     KP, OTe = shape.kp, -(-D // C)
     embed_early = KP // S >= R and -(-(N - 1) // R) >= 2 and R * (D // S) <= OTe * (KP // S) + R
     assert embed_early == perf.early_loads(shape, hw)["embed"]
-    assert step["blocks.0.qkv"]["cycles"] == (burst(3 * D * 4) + burst(3 * D)
-                                              + mac(N, D, 3 * D, "layernorm.load", "requant.requant",
-                                                    preloaded=embed_early))
+    assert step[q0]["cycles"] == (burst(3 * D * 4) + burst(3 * D)
+                                  + mac(N, D, 3 * DH * GH, "layernorm.load", "requant.requant", preloaded=embed_early))
     # the embedding: the shifts and the image (one burst each), then per row tile its patches
     # (gcd(PATCH, SIMD) values per cycle), its per-token biases (a beat from every weight port per
     # cycle: ROWS rows of D rounded up to COLS) and its OT tiles; they drain inside the next tile's
@@ -254,15 +260,18 @@ def test_cycle_equations(tiny):
         + math.ceil(math.log2(C))
     red = OTq * (DH // S) + -(-R // RL)
     last = N - (NTq - 1) * R
-    prev_rows = [R if g % NTq != NTq - 1 else last for g in range(H * NTq - 1)]
+    prev_rows = [R if g % NTq != NTq - 1 else last for g in range(GH * NTq - 1)]
     trips = [red] + [max(red, r * W) for r in prev_rows]
-    loads = 1 if R * (DH // S) <= red else H * NTq
+    loads = 1 if R * (DH // S) <= red else GH * NTq
     qk = (loads * _cyc("mac_array.load_array", R * -(-DH // S)) + sum(t + d_keys - 1 for t in trips)
           + _cyc("requant.logits_out", last * W))
-    # one loop entry each per block (all heads' rows), H*N + 1 passes (no fill per row or head)
-    sm = lane_cyc("softmax.pass", (H * N + 1) * W)   # pass i: row i's exps beside row i - 1's codes
-    av = lane_cyc("shifter.pass", (H * N + 1) * max(W, -(-DH // L)))   # keys of row i, outputs of i - 1
-    assert step["blocks.0.attn"]["cycles"] == qk + sm + av
+    # one loop entry each per head group (its heads' rows), GH*N + 1 passes (no fill per row or head)
+    sm = lane_cyc("softmax.pass", (GH * N + 1) * W)   # pass i: row i's exps beside row i - 1's codes
+    av = lane_cyc("shifter.pass", (GH * N + 1) * max(W, -(-DH // L)))   # keys of row i, outputs of i - 1
+    # beside the last group's attention: proj's first row tile, the other groups' channels
+    pw = perf.proj_pre_words(shape, hw)
+    assert pw == (NG - 1) * GH * DH // S
+    assert step[a_last]["cycles"] == _cyc("mac_array.load_array", R * pw) + qk + sm + av
     # LayerNorm: no pass of its own. Its step is the four parameter bursts (LN1's with two reads of
     # the block descriptor); the statistics gather in the residual-stream writer, whose depth takes
     # the row's isqrt, and the rows normalize as QKV, FC1 and the head load them
@@ -275,7 +284,7 @@ def test_cycle_equations(tiny):
     assert f"constexpr int LN_STD_LATENCY = {perf.LN_STD_LATENCY};" in header
     # without II=1 pipelining every iteration takes the loop's depth
     q = perf.evaluate(shape, hw, perf.Switches(inter=False, intra=False, axi_latency=0), dram_gbs=None)
-    sm_off = (H * N + 1) * W * (perf.DEPTH["softmax.pass"] + tree)
+    sm_off = NG * (GH * N + 1) * W * (perf.DEPTH["softmax.pass"] + tree)
     assert q.chunks["softmax"] == shape.depth * sm_off
 
 
@@ -293,8 +302,8 @@ def test_first_row_tiles_load_inside_the_layer_before(monkeypatch):
     # (the loop whose count grows, by how many words, in which step, what the step's loop is)
     cases = {"fc1": ("mac_array.load_array", depth * R * HID // hw.simd, "blocks.0.mlp"),
              "proj": ("layernorm.load", depth * R * D // hw.simd, "blocks.0.mlp"),
-             "fc2": ("layernorm.load", depth * R * D // hw.simd, "blocks.1.qkv"),   # depth - 1 QKVs and the head
-             "embed": ("layernorm.load", R * D // hw.simd, "blocks.0.qkv")}
+             "fc2": ("layernorm.load", depth * R * D // hw.simd, "blocks.1.qkv[0]"),   # depth - 1 QKVs and the head
+             "embed": ("layernorm.load", R * D // hw.simd, "blocks.0.qkv[0]")}   # (QKV's first head group)
     for name, (loop, words, step) in cases.items():
         monkeypatch.setattr(perf, "early_loads", lambda sh, h, name=name: {**real(sh, h), name: False})
         late = perf.evaluate(shape, hw)
@@ -309,6 +318,59 @@ def test_first_row_tiles_load_inside_the_layer_before(monkeypatch):
     one_tile = perf.load_shape(str(CIFAR_CARD)) if have_shared() else None
     if one_tile is not None:
         assert one_tile.tokens <= 66 and not any(real(one_tile, hw).values())
+
+
+def test_qkv_head_groups_run_beside_the_attention(monkeypatch):
+    """At DeiT-B's zcu102 design QKV runs in head groups (qkv_group_heads: the smallest divisor of H
+    whose reduction loop still fits a row tile's load, here 3 heads), group g beside the attention
+    of group g - 1 in one region (p2vit_main_step), the last group's attention beside the MAC
+    array's load of proj's first row tile (the other groups' channels): each such step takes the
+    longer of its two sides, and the whole is faster than QKV in one group then the attention."""
+    shape = perf.load_shape("deit_b")
+    hw = HwConfig(rows=66, cols=8, simd=8, lanes=8, weight_ports=4, qk_rows=33)
+    R, D, H, DH = hw.rows, shape.dim, shape.heads, shape.dh
+    GH = perf.qkv_group_heads(shape, hw)
+    assert GH == 3
+    for g in range(1, GH):   # smaller groups' loops are shorter than a row tile's load
+        assert perf.loop_trip(hw, D, 3 * DH * g, "requant", DH) < R * D // hw.simd <= \
+            perf.loop_trip(hw, D, 3 * DH * GH, "requant", DH)
+    NG = H // GH
+    steps = {st.name: st for st in perf.schedule(shape, hw)}
+    names = [n for n in steps if n.startswith("blocks.0.") and ("qkv" in n or "attn" in n)]
+    assert names == ["blocks.0.qkv[0]"] + [f"blocks.0.qkv[{g}]+attn[{g - 1}]" for g in range(1, NG)] + \
+        [f"blocks.0.attn[{NG - 1}]"]
+    timer = perf._Timer(hw, perf.Switches(), None)
+
+    def side(stages):
+        return timer.region(stages)
+
+    for n in names[1:]:
+        st = steps[n]
+        main, attn = side(st.stages[:1]), side(st.stages[1:])
+        assert timer.region(st.stages) == max(main, attn)
+        if "qkv" in n:
+            assert main > attn   # the attention is hidden behind QKV's next group
+    # the last step: proj's first row tile, all groups' channels but the last group's
+    pw = perf.proj_pre_words(shape, hw)
+    assert pw == (NG - 1) * GH * DH // hw.simd
+    last = steps[f"blocks.0.attn[{NG - 1}]"]
+    assert last.stages[0][0].loops[0].iters == R * pw
+    grouped = perf.evaluate(shape, hw)
+    # the critical path: every cycle is the MAC array's process (its loops by chunk) or the attention
+    # beyond it; nothing but the MAC array holds more than 10% (issue 11), the attention 3%
+    crit = grouped.summary()["critical_path"]
+    assert sum(crit.values()) == pytest.approx(1.0, rel=1e-9)
+    assert crit["mac_array"] > 0.9 and max(v for k, v in crit.items() if k != "mac_array") < 0.1
+    assert 0 < crit["attention"] < 0.04
+    monkeypatch.setattr(perf, "qkv_group_heads", lambda sh, h: sh.heads)
+    one = perf.evaluate(shape, hw)
+    assert grouped.latency_ms < one.latency_ms
+    assert one.summary()["critical_path"]["attention"] > 0.14   # one group: the attention waits alone
+    # the same attention in NG loop entries per block: one extra pass (W words) per group
+    W = -(-shape.tokens // hw.lanes)
+    assert grouped.counts["softmax.pass"] == one.counts["softmax.pass"] + shape.depth * (NG - 1) * W
+    # one group: A.V fills proj's first row tile instead
+    assert perf.proj_pre_words(shape, hw) == 0 and perf.lanes_fill_xt(shape, hw)
 
 
 def test_pipelining_switches_move_latency_the_right_way():

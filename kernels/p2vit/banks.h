@@ -10,7 +10,30 @@
 #ifndef P2VIT_BANKS_H
 #define P2VIT_BANKS_H
 
+#include <type_traits>
+
 namespace p2vit {
+
+// qkv_heads<C>(): the heads of one QKV call (C::QKV_HEADS where the configuration sets it, else all
+// H); qkv_groups<C>(): the calls per block. With more than one group, QKV computes its columns a
+// group of heads at a time ([q k v] of the group's heads, codegen/layout.py) and the attention of
+// group g - 1 runs beside QKV's group g (p2vit/layers.h main_step).
+template <class C, class = void>
+struct qkv_heads_of {
+  static constexpr int value = C::H;
+};
+template <class C>
+struct qkv_heads_of<C, std::void_t<decltype(C::QKV_HEADS)>> {
+  static constexpr int value = C::QKV_HEADS;
+};
+template <class C>
+constexpr int qkv_heads() {
+  return qkv_heads_of<C>::value;
+}
+template <class C>
+constexpr int qkv_groups() {
+  return C::H / qkv_heads<C>();
+}
 
 constexpr int gcd_int(int a, int b) {
   while (b) {
@@ -85,10 +108,11 @@ constexpr int rc_banks() {
 // consecutive channels of a row per cycle are one value per xt
 // bank of that row (or one whole word where xt is reshaped) when LANES == SIMD and LANES divides
 // the head width (whole words: codegen/hwconfig.py requires it of every build), and the tile is all
-// tokens when N >= ROWS (no padding rows to clear).
+// tokens when N >= ROWS (no padding rows to clear); and QKV is one call (qkv_groups == 1): grouped,
+// QKV's row tiles are in xt while A.V runs.
 template <class C>
 constexpr bool lanes_fill_xt() {
-  return C::LANES == C::SIMD && C::DH % C::LANES == 0 && C::N >= C::ROWS;
+  return C::LANES == C::SIMD && C::DH % C::LANES == 0 && C::N >= C::ROWS && qkv_groups<C>() == 1;
 }
 template <class C>
 constexpr int xo_banks() {  // o (A.V out): LANES in, load_lanes out

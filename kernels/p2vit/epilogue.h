@@ -43,39 +43,52 @@ namespace p2vit {
 // no other lane reaches, and P2VIT_ACCESS_LANE checks that.
 
 // epi_qkv_row: group g (E = qkv_lanes columns, p2vit/banks.h) of one accumulator row a of column
-// tile ot: y = requant(a + b, sh, 8) into q, k or v at token `row`. A group starts at a multiple
-// of E, so it lies in one of q, k, v and in one head, and its E destinations are consecutive
-// channels of one row. One cycle's work of epi_qkv and of the drains in p2vit/layers.h.
+// tile ot: y = requant(a + b, sh, 8) into q, k or v at token `row`. The layer's 3D columns are in
+// head-group order (codegen/layout.py qkv_column_order): for each group of qkv_heads heads, their
+// q, then k, then v channels (one group of all H heads: plain [q k v]). A group of E columns starts
+// at a multiple of E, so it lies in one of q, k, v and in one head, and its E destinations are
+// consecutive channels of one row. One cycle's work of epi_qkv and of the drains in p2vit/layers.h.
 template <class C>
 inline void epi_qkv_row(const typename C::acc_t a[C::COLS], int row, int ot, int g, const i32 bias[],
                         const i8 shift[], typename C::act_t q[C::N][C::D], typename C::act_t k[C::H][C::N][C::DH],
                         value_buf<C> v) {
   P2VIT_PRAGMA(HLS INLINE)
   constexpr int E = qkv_lanes<C>(), GROUPS = C::COLS / E;
-  constexpr int GD = C::D / E, GH = C::DH / E;   // groups per q/k/v, per head
+  constexpr int HG = qkv_heads<C>(), NG = qkv_groups<C>();
+  constexpr int GP = HG * C::DH / E, GHD = C::DH / E;   // E-groups per q/k/v part of a head group, per head
   [[maybe_unused]] constexpr int PB4 = param_banks<C, C::AXI_BYTES / 4>(), PB1 = param_banks<C, C::AXI_BYTES>();
   [[maybe_unused]] constexpr int QB = q_banks<C>(), KB = k_channel_banks<C>();
   const int cols = 3 * C::D - ot * C::COLS < C::COLS ? 3 * C::D - ot * C::COLS : C::COLS;
-  const int cg = ot * GROUPS + g;                   // group of the layer's 3D columns
-  // q, k or v, the head and the group in the head by comparisons with constants (no divider,
-  // no multiplier): part = #{j in 1..2 : cg >= j*GD}, h = #{j in 1..H-1 : pg >= j*GH}
-  const int part = (cg >= GD) + (cg >= 2 * GD);
-  const int pg = cg - (part == 2 ? 2 * GD : part == 1 ? GD : 0);
-  int h = 0, hbase = 0;
-  for (int j = 1; j < C::H; ++j) {
+  const int cg = ot * GROUPS + g;                   // E-group of the layer's 3D columns
+  // the head group, q, k or v, the head and the E-group in the head by comparisons with constants
+  // (no divider, no multiplier): hg = #{j in 1..NG-1 : cg >= j*3*GP}, part = #{j in 1..2 : lg >= j*GP},
+  // hl = #{j in 1..HG-1 : pg >= j*GHD}
+  int hg0 = 0, gbase = 0;   // the head group's first head and first E-group
+  for (int j = 1; j < NG; ++j) {
     P2VIT_PRAGMA(HLS UNROLL)
-    if (pg >= j * GH) {
-      h = j;
-      hbase = j * GH;
+    if (cg >= j * 3 * GP) {
+      hg0 = j * HG;
+      gbase = j * 3 * GP;
     }
   }
-  const int dg = pg - hbase;
+  const int lg = cg - gbase;
+  const int part = (lg >= GP) + (lg >= 2 * GP);
+  const int pg = lg - (part == 2 ? 2 * GP : part == 1 ? GP : 0);
+  int hl = 0, hbase = 0;
+  for (int j = 1; j < HG; ++j) {
+    P2VIT_PRAGMA(HLS UNROLL)
+    if (pg >= j * GHD) {
+      hl = j;
+      hbase = j * GHD;
+    }
+  }
+  const int h = hg0 + hl, dg = pg - hbase;
   // the group's columns are all valid or none (cols is a multiple of E): one predicate for its E
   // lanes, so their E stores into one word of v merge into one write
   const bool valid = g * E < cols;
   for (int e = 0; e < E; ++e) {
     P2VIT_PRAGMA(HLS UNROLL)
-    const int c = cg * E + e, d = dg * E + e;
+    const int c = cg * E + e, d = dg * E + e, qc = h * C::DH + d;
     if (valid) {
       P2VIT_ACCESS_LANE("bias", c % PB4, e, gcd_int(E, PB4));
       P2VIT_ACCESS_LANE("shift", c % PB1, e, gcd_int(E, PB1));
@@ -83,8 +96,8 @@ inline void epi_qkv_row(const typename C::acc_t a[C::COLS], int row, int ot, int
     if (row < C::N && valid) {
       const typename C::act_t y = requant<8>(i64(a[g * E + e]) + i64(bias[c]), int(shift[c]));
       if (part == 0) {
-        P2VIT_ACCESS_LANE("q", c % QB, e, gcd_int(E, QB));
-        q[row][c] = y;
+        P2VIT_ACCESS_LANE("q", qc % QB, e, gcd_int(E, QB));
+        q[row][qc] = y;
       } else if (part == 1) {
         P2VIT_ACCESS_LANE("k", k_bank<C>(row, d), e * C::PCOLS + row % C::PCOLS, gcd_int(E, KB) * C::PCOLS);
         k[h][row][d] = y;

@@ -32,7 +32,8 @@
 // Region (canonical DATAFLOW, UG1399: buffers and streams passed as arguments, one producer and
 // one consumer each, scalars by value, no parameter load or initialisation inside):
 //   attention_block: qk_array -> logits and maxes streams -> softmax_rows -> codes stream -> av_rows,
-//               all heads of a block in one region (each process loops over the heads)
+//               the heads of one head group in one region (each process loops over them); the
+//               generated top runs it beside main_array in p2vit_main_step (QKV's next head group)
 #ifndef P2VIT_LAYERS_H
 #define P2VIT_LAYERS_H
 
@@ -49,7 +50,8 @@
 
 namespace p2vit {
 
-enum MainMode { MAIN_EMBED = 0, MAIN_QKV = 1, MAIN_PROJ = 2, MAIN_HEAD = 3, MAIN_FC1 = 4, MAIN_FC2 = 5 };
+// MAIN_IDLE: no layer (the MAC array's side of a main_step that only runs attention)
+enum MainMode { MAIN_EMBED = 0, MAIN_QKV = 1, MAIN_PROJ = 2, MAIN_HEAD = 3, MAIN_FC1 = 4, MAIN_FC2 = 5, MAIN_IDLE = 6 };
 
 template <class C>
 using pe_x = typename pe_operand<typename C::act_t>::type;
@@ -75,13 +77,23 @@ template <class C>
 constexpr int main_k(int mode) {
   return mode == MAIN_EMBED ? C::KP : mode == MAIN_FC2 ? C::HID : C::D;
 }
+// QKV's outputs per call: the q, k and v channels of one head group (qkv_heads, p2vit/banks.h)
 template <class C>
 constexpr int main_o(int mode) {
-  return mode == MAIN_QKV ? 3 * C::D : mode == MAIN_FC1 ? C::HID : mode == MAIN_HEAD ? C::CLASSES : C::D;
+  return mode == MAIN_QKV ? 3 * C::DH * qkv_heads<C>() : mode == MAIN_FC1 ? C::HID : mode == MAIN_HEAD ? C::CLASSES : C::D;
+}
+// qkv_grouping_ok<C>(): what head groups need (codegen/perf.py qkv_group_heads chooses them so):
+// whole groups, whole column tiles per group, and one access per bank per cycle on either side of
+// q and k (the QKV drain's qkv_lanes and the Q.K^T loads' SIMD are the same lanes), so that QKV and
+// the attention can share their two ports (p2vit_main_step).
+template <class C>
+constexpr bool qkv_grouping_ok() {
+  return qkv_groups<C>() == 1 || (C::H % qkv_heads<C>() == 0 && (3 * C::DH * qkv_heads<C>()) % C::COLS == 0 &&
+                                  qkv_lanes<C>() == C::SIMD);
 }
 template <class C>
 constexpr int main_rows(int mode) {   // the rows (tokens) a layer reduces
-  return mode == MAIN_EMBED ? C::NP : mode == MAIN_HEAD ? 1 : C::N;
+  return mode == MAIN_EMBED ? C::NP : mode == MAIN_HEAD ? 1 : mode == MAIN_IDLE ? 0 : C::N;
 }
 template <class C>
 constexpr int main_row_tiles(int mode) {
@@ -112,17 +124,21 @@ constexpr bool main_prefetches(int mode) {
          C::ROWS * (main_k<C>(mode) / load_lanes<C>()) <= main_loop_trip<C>(mode);
 }
 // main_next(mode): the layer whose first row tile a layer's last row tile loads early: FC2 after FC1,
-// otherwise a LayerNorm layer (QKV standing for any of them: the same rows of rc, the same load).
+// otherwise a LayerNorm layer (QKV standing for any of them: the same rows of rc, the same load;
+// after a QKV head group, the next group's).
 constexpr int main_next(int mode) { return mode == MAIN_FC1 ? int(MAIN_FC2) : int(MAIN_QKV); }
 // main_early<C>(mode): whether a layer's last row tile loads the next layer's first row tile (its
 // rows 0..ROWS-1 are final once the layer's first row tile has drained): FC1 loads FC2's (hid),
 // and the layers that write the residual stream load the next LayerNorm's (proj: FC1's; FC2: the
 // next block's QKV or the head; the embedding: block 0's QKV). It needs two row tiles or more, a
-// drain inside the loop and room there for the ROWS x K_next / SIMD words.
+// drain inside the loop and room there for the ROWS x K_next / SIMD words. A QKV head group but the
+// last loads the next group's (the same LayerNorm rows: QKV writes no row of rc, so one row tile is
+// enough).
 template <class C>
 constexpr bool main_early(int mode) {
-  return (mode == MAIN_FC1 || mode == MAIN_PROJ || mode == MAIN_FC2 || mode == MAIN_EMBED) &&
-         main_drains<C>(mode) && main_row_tiles<C>(mode) >= 2 &&
+  return (mode == MAIN_FC1 || mode == MAIN_PROJ || mode == MAIN_FC2 || mode == MAIN_EMBED ||
+          (mode == MAIN_QKV && qkv_groups<C>() > 1)) &&
+         main_drains<C>(mode) && (mode == MAIN_QKV || main_row_tiles<C>(mode) >= 2) &&
          C::ROWS * (main_k<C>(main_next(mode)) / load_lanes<C>()) <= main_loop_trip<C>(mode);
 }
 // ln_acc_distance<C>(): the least K / SIMD of the layers whose residual-stream writer drains in
@@ -141,26 +157,39 @@ constexpr int ln_acc_distance() {
 constexpr bool ln_mode(int mode) { return mode == MAIN_QKV || mode == MAIN_FC1 || mode == MAIN_HEAD; }
 // ln_loads_exposed<C>(): whether some LayerNorm row tile loads outside a reduction loop
 // (load_rows_ln, a second set of normalizing lanes): a first row tile no earlier layer loads (QKV's
-// of block 0 after the embedding, QKV's and the head's after FC2, FC1's after proj) or a later one
+// of block 0 after the embedding, QKV's and the head's after FC2, FC1's after proj, a QKV head
+// group's after the group before) or a later one
 // of a layer that does not prefetch.
 template <class C>
 constexpr bool ln_loads_exposed() {
   return !main_early<C>(MAIN_EMBED) || !main_early<C>(MAIN_FC2) || !main_early<C>(MAIN_PROJ) ||
+         (qkv_groups<C>() > 1 && !main_early<C>(MAIN_QKV)) ||
          (main_row_tiles<C>(MAIN_QKV) > 1 && (!main_prefetches<C>(MAIN_QKV) || !main_prefetches<C>(MAIN_FC1)));
 }
 // ln_loads_in_loop<C>(): whether main_array's reduction loop normalizes rows (a prefetch or an
 // early load of a LayerNorm row tile), the other set of normalizing lanes.
 template <class C>
 constexpr bool ln_loads_in_loop() {
-  return main_early<C>(MAIN_EMBED) || main_early<C>(MAIN_FC2) || main_early<C>(MAIN_PROJ) ||
+  return main_early<C>(MAIN_EMBED) || main_early<C>(MAIN_FC2) || main_early<C>(MAIN_PROJ) || main_early<C>(MAIN_QKV) ||
          (main_row_tiles<C>(MAIN_QKV) > 1 && (main_prefetches<C>(MAIN_QKV) || main_prefetches<C>(MAIN_FC1)));
+}
+
+// proj_pre_words<C>(): words per row of proj's first row tile that the MAC array loads beside the
+// last head group's attention (main_array, MAIN_IDLE): the channels of the other groups' heads, final
+// in o by then. None where QKV is one group, or where A.V's lanes are not the loads' (LANES != SIMD:
+// o's banks could then see two reads or writes per cycle from one side).
+template <class C>
+constexpr int proj_pre_words() {
+  return qkv_groups<C>() > 1 && C::LANES == C::SIMD
+             ? (qkv_groups<C>() - 1) * qkv_heads<C>() * C::DH / load_lanes<C>() : 0;
 }
 
 // main_load: the stationary rows of row tile t for layer `mode`: patches of the image, the
 // attention output, FC1's output or the LayerNorm output (normalized from rc as it loads, where
-// some LayerNorm tile loads outside the reduction loop: ln_loads_exposed).
+// some LayerNorm tile loads outside the reduction loop: ln_loads_exposed); words kw0.. of each row
+// (proj's first row tile after proj_pre_words were loaded, else 0).
 template <class C, int KMAX>
-void main_load(int mode, int t, int K, int NR, const typename C::act_t img[C::IMG_C * C::IMG_H * C::IMG_W],
+void main_load(int mode, int t, int K, int NR, int kw0, const typename C::act_t img[C::IMG_C * C::IMG_H * C::IMG_W],
                const typename C::res_t rc[C::N][C::D], const i64 ln_s1[C::N], const i64 ln_sd[C::N],
                const uint<2> ln_k[C::D], const sint<16> ln_G[C::D], const i64 ln_B[C::D], const sint<8> ln_sh[C::D],
                const typename C::act_t att[C::N][C::D], const typename C::act_t hid[C::N][C::HID],
@@ -170,7 +199,7 @@ void main_load(int mode, int t, int K, int NR, const typename C::act_t img[C::IM
   if (mode == MAIN_EMBED) {
     load_rows_patch<C, KMAX>(img, n0, xt);
   } else if (mode == MAIN_PROJ) {
-    load_rows_array<C, KMAX, C::D, xo_banks<C>()>(att, 0, K, NR, n0, xt, "o");
+    load_rows_array<C, KMAX, C::D, xo_banks<C>()>(att, 0, K, NR, n0, xt, "o", kw0);
   } else if (mode == MAIN_FC2) {
     load_rows_array<C, KMAX, C::HID, hid_banks<C>()>(hid, 0, K, NR, n0, xt, "hid");
   } else {
@@ -240,8 +269,10 @@ void main_epilogue(int mode, int t, int ot, const typename C::acc_t acc[C::ROWS]
 // proj LN2's, FC2 the next LN1's or the final norm's, the embedding block 0's LN1);
 // ln_acc1, ln_acc2, ln_s1, ln_sd: the row statistics. xt: the two row buffers, the top's, so that
 // they outlast a call; pre: the one that already holds this layer's first row tile (main_early of
-// the layer before; proj after A.V's fill, lanes_fill_xt), or -1. Returns the buffer in which it
-// left the next layer's first row tile (main_early), or -1.
+// the layer before; proj after A.V's fill, lanes_fill_xt), or -1. grp: QKV's head group (its column
+// tiles grp * OT.. of the layer's head-group-ordered columns; qkv_groups, p2vit/banks.h), 0 for the
+// other layers. Returns the buffer in which it left the next layer's first row tile (main_early),
+// or -1.
 template <class C>
 int main_array(int mode, const typename C::act_t img[C::IMG_C * C::IMG_H * C::IMG_W],
                 const typename C::act_t att[C::N][C::D],
@@ -252,16 +283,33 @@ int main_array(int mode, const typename C::act_t img[C::IMG_C * C::IMG_H * C::IM
                 i64 ln_acc1[C::N], i64 ln_acc2[C::N], i64 ln_s1[C::N], i64 ln_sd[C::N], typename C::act_t q[C::N][C::D],
                 typename C::act_t k[C::H][C::N][C::DH], value_buf<C> v,
                 typename C::act_t hid[C::N][C::HID], typename C::logit_t logits[C::CLASSES],
-                pe_x<C> xt[2][C::ROWS][C::KMAX_MAIN], int pre, int block) {
+                pe_x<C> xt[2][C::ROWS][C::KMAX_MAIN], int pre, int grp, int block) {
   // Inlined into p2vit_main_layer (the one instance, INLINE off), so `ports` is resolved to that
   // function's m_axi pointer arguments: no pointer to pointer is left for HLS (UG1399, "Pointer
   // Limitations").
   P2VIT_PRAGMA(HLS INLINE)
+  static_assert(qkv_grouping_ok<C>(), "main_array: QKV head groups need whole column tiles and qkv_lanes == SIMD");
   constexpr int KMAX = C::KMAX_MAIN;
   const int NR = main_rows<C>(mode), K = main_k<C>(mode), O = main_o<C>(mode);
   const int NT = (NR + C::ROWS - 1) / C::ROWS, OT = (O + C::COLS - 1) / C::COLS;
   const int steps = K / C::SIMD;
-  const long plane = long(OT) * steps * C::BEATS;   // beats of one weight plane (codegen/layout.py)
+  // QKV's head group grp: tiles ot_base.. of the layer, whose planes hold all qkv_groups groups
+  const int ot_base = mode == MAIN_QKV ? grp * OT : 0;
+  const long plane = long(mode == MAIN_QKV ? OT * qkv_groups<C>() : OT) * steps * C::BEATS;   // beats of one weight plane (codegen/layout.py)
+  w_beat += long(ot_base) * steps * C::BEATS;
+  // Beside the last head group's attention (MAIN_IDLE with head groups), the MAC array has no layer:
+  // it loads proj's first row tile into xt[0], the other groups' channels (final in o; the attention
+  // writes the last group's, other channels of o: o's banks see one read and one write per cycle),
+  // and proj loads the rest.
+  constexpr int PROJ_PRE = proj_pre_words<C>();
+  if (mode == MAIN_IDLE) {
+    if constexpr (PROJ_PRE > 0) {
+      main_load<C, KMAX>(MAIN_PROJ, 0, PROJ_PRE * load_lanes<C>(), C::N, 0, img, rc, ln_s1, ln_sd, ln_k, ln_G, ln_B,
+                         ln_sh, att, hid, xt[0]);
+      return 0;
+    }
+    return -1;
+  }
   // Two row tiles (xt, declared and partitioned in the top): the one the PE array reduces
   // (xt[cur]) and the next one, prefetched into xt[1 - cur] during that reduction (drained layers;
   // see below).
@@ -289,11 +337,11 @@ int main_array(int mode, const typename C::act_t img[C::IMG_C * C::IMG_H * C::IM
       if (ln_mode(mode))   // the LayerNorm from r (the fast epilogues keep no statistics)
         load_rows_ln_csim<C, KMAX>(r, ln_k, ln_G, ln_B, ln_sh, ln_eps, NR, t * C::ROWS, tile);
       else
-        main_load<C, KMAX>(mode, t, K, NR, img, rc, ln_s1, ln_sd, ln_k, ln_G, ln_B, ln_sh, att, hid, tile);
+        main_load<C, KMAX>(mode, t, K, NR, 0, img, rc, ln_s1, ln_sd, ln_k, ln_G, ln_B, ln_sh, att, hid, tile);
       if (mode == MAIN_EMBED) load_embed_bias<C>(ports, tb_beat + t * TB_BEATS, group_bias[t % TG]);
     };
     auto epilogue = [&](int t, int ot, const typename C::acc_t tile_acc[C::ROWS][C::COLS]) {
-      main_epilogue<C, true, true, true, true, true>(mode, t, ot, tile_acc, group_bias[t % TG], bias, shift, lut, e_y,
+      main_epilogue<C, true, true, true, true, true>(mode, t, ot_base + ot, tile_acc, group_bias[t % TG], bias, shift, lut, e_y,
                                                      e_r, e_s, r, rc, ln_k, ln_acc1, ln_acc2, ln_s1, ln_sd, ln_eps, q,
                                                      k, v, hid, logits, block);
     };
@@ -344,7 +392,7 @@ int main_array(int mode, const typename C::act_t img[C::IMG_C * C::IMG_H * C::IM
   const bool prefetch = main_prefetches<C>(mode);   // (not the embedding's patches: not load_rows words)
   // the early load of the next layer's first row tile (main_early): FC2's (hid) after FC1, a
   // LayerNorm's (rc) after proj, FC2 and the embedding
-  const bool early_here = main_early<C>(mode);
+  const bool early_here = main_early<C>(mode) && (mode != MAIN_QKV || grp + 1 < qkv_groups<C>());
   const int next_mode = main_next(mode), next_words = main_k<C>(next_mode) / load_lanes<C>();
   const bool tracing = P2VIT_TRACING();
   int cur = pre >= 0 ? pre : 0;   // the row buffer being reduced
@@ -356,8 +404,12 @@ int main_array(int mode, const typename C::act_t img[C::IMG_C * C::IMG_H * C::IM
 row_tiles:
   for (int t = 0; t < NT; ++t) {
     P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=ROW_TILES_MAX)
-    if (t == 0 ? pre < 0 : !prefetch)
-      main_load<C, KMAX>(mode, t, K, NR, img, rc, ln_s1, ln_sd, ln_k, ln_G, ln_B, ln_sh, att, hid, xt[cur]);
+    // proj's first row tile, where the step before loaded the other groups' channels (pre >= 0 with
+    // head groups): the last group's channels
+    const bool rest = t == 0 && PROJ_PRE > 0 && mode == MAIN_PROJ && pre >= 0;
+    if (t == 0 ? pre < 0 || rest : !prefetch)
+      main_load<C, KMAX>(mode, t, K, NR, rest ? PROJ_PRE : 0, img, rc, ln_s1, ln_sd, ln_k, ln_G, ln_B, ln_sh, att, hid,
+                         xt[cur]);
     if (embed) load_embed_bias<C>(ports, tb_beat + t * TB_BEATS, tile_bias);
     // the prefetch: this layer's next row tile, or in its last one the next layer's first (early)
     const bool early = early_here && t + 1 == NT;
@@ -404,7 +456,7 @@ row_tiles:
         if (drain && mode == MAIN_QKV) {
           if constexpr (OVL_QKV) {
             if (ks < qkv_drain_cycles<C>()) {
-              epi_qkv_row<C>(done[dn], t * C::ROWS + dn, ot - 1, dg, bias, shift, q, k, v);
+              epi_qkv_row<C>(done[dn], t * C::ROWS + dn, ot_base + ot - 1, dg, bias, shift, q, k, v);
               if (++dn == C::ROWS) {
                 dn = 0;
                 ++dg;
@@ -442,7 +494,7 @@ row_tiles:
       // one call site, for the layers that do not drain in the loop: after every tile
       if (!overlap)
         main_epilogue<C, !OVL_EMBED, !OVL_QKV, !(OVL_PROJ && OVL_FC2), !OVL_FC1>(
-            mode, t, sg, acc, tile_bias, bias, shift, lut, e_y, e_r, e_s, r, rc, ln_k, ln_acc1, ln_acc2, ln_s1, ln_sd,
+            mode, t, ot_base + sg, acc, tile_bias, bias, shift, lut, e_y, e_r, e_s, r, rc, ln_k, ln_acc1, ln_acc2, ln_s1, ln_sd,
             ln_eps, q, k, v, hid, logits, block);
     }
     if (prefetch || early) cur = 1 - cur;   // the other buffer holds the next row tile (or the next layer's first)
@@ -464,21 +516,22 @@ constexpr bool qk_array_prefetch() {
   return C::ROWS * (C::DH / load_lanes<C>()) <= qk_array_reduce<C>();
 }
 
-// qk_array: the logits of every head, a = requant(q_h . k_h^T, shift, 8), row by row on `logits`
-// (head 0's rows, then head 1's, ...), and each row's maximum on `maxes` (taken by the epilogue as
-// the key tiles finish).
-// The H x NT row tiles of the block (head-major) overlap three ways in one loop per row tile
+// qk_array: the logits of `heads` heads from h0 (a head group, qkv_heads; 0: nothing), a =
+// requant(q_h . k_h^T, shift, 8), row by row on `logits` (head h0's rows, then head h0 + 1's, ...),
+// and each row's maximum on `maxes` (taken by the epilogue as the key tiles finish).
+// The heads x NT row tiles (head-major) overlap three ways in one loop per row tile
 // (reduce_keys): the PE array reduces tile g from xt[cur] while the epilogue drains its key tiles
 // into rows[cur]; tile g - 1's finished rows stream out of rows[1 - cur], one word per iteration
 // (logits_out_word), so the loop runs max(OT x DH/SIMD + G, that tile's rows x WORDS) iterations;
 // and tile g + 1's queries (the next head's first tile after a head's last) load into xt[1 - cur]
 // (qk_array_prefetch), one word per iteration. Only the first tile's load and the last tile's
-// stream (logits_out) are outside the loop, once per block.
+// stream (logits_out) are outside the loop, once per head group.
 template <class C>
 void qk_array(const typename C::act_t q[C::N][C::D], const typename C::act_t k[C::H][C::N][C::DH], int shift,
-              stream<typename C::logit_word_t>& logits, stream<typename C::act_t>& maxes) {
+              int h0, int heads, stream<typename C::logit_word_t>& logits, stream<typename C::act_t>& maxes) {
   constexpr int NT = (C::N + C::ROWS - 1) / C::ROWS, OT = (C::N + C::COLS - 1) / C::COLS;
-  constexpr int TILES = C::H * NT;   // row tiles of the block, head after head
+  constexpr int TILES = qkv_heads<C>() * NT;   // row tiles of a head group, head after head
+  const int tiles = heads > 0 ? TILES : 0;
   constexpr int LAST_ROWS = C::N - (NT - 1) * C::ROWS;   // a head's last row tile's rows
   pe_x<C> xt[2][C::ROWS][C::DH];   // the row tile being reduced and the next one
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=xt type=complete dim=1)
@@ -509,7 +562,7 @@ void qk_array(const typename C::act_t q[C::N][C::D], const typename C::act_t k[C
     using GroupMax = typename C::act_t[TG][RL][G];
     GroupRows& group_rows = csim_fast::scratch<GroupRows, 1>();
     GroupMax& group_max = csim_fast::scratch<GroupMax, 1>();
-    for (int h = 0; h < C::H; ++h)
+    for (int h = h0; h < h0 + heads; ++h)
       csim_fast::layer_fast<C, C::DH>(
           NT, C::DH, OT, csim_fast::KeyTiles<C, C::DH>{k, h},
           [&](int t, pe_x<C> tile[C::ROWS][C::DH]) {
@@ -541,18 +594,19 @@ void qk_array(const typename C::act_t q[C::N][C::D], const typename C::act_t k[C
     for (auto& a : row) a = 0;
 #endif
   bool cur = false;   // the row buffers of tile g: xt[cur] (queries), rows[cur] and rmax[cur] (logits)
-  int h = 0, t = 0;   // tile g's head and row tile
+  int h = h0, t = 0;  // tile g's head and row tile
   int prev_rows = 0;  // valid rows of tile g - 1 (0 before the first)
 row_tiles:
-  for (int tg = 0; tg < TILES; ++tg) {
+  for (int tg = 0; tg < tiles; ++tg) {
+    P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=TILES)
     if (tg == 0) {   // the first tile (cur is 0); the others load inside the previous loop, or here
-      load_rows_array<C, C::DH, C::D, q_banks<C>()>(q, 0, C::DH, C::N, 0, xt[0], "q");
+      load_rows_array<C, C::DH, C::D, q_banks<C>()>(q, h0 * C::DH, C::DH, C::N, 0, xt[0], "q");
     } else if constexpr (!PREFETCH) {
       load_rows_array<C, C::DH, C::D, q_banks<C>()>(q, h * C::DH, C::DH, C::N, t * C::ROWS, xt[cur], "q");
     }
     const bool head_end = t + 1 == NT;
     const int nh = head_end ? h + 1 : h, nt = head_end ? 0 : t + 1;   // tile g + 1's head and row tile
-    const bool fetching = PREFETCH && tg + 1 < TILES;
+    const bool fetching = PREFETCH && tg + 1 < tiles;
     const int out_words = prev_rows * WORDS;   // tile g - 1's rows
     const int trip = RED > out_words ? RED : out_words;
     int ot = 0, ks = 0;            // running key tile and step
@@ -596,16 +650,18 @@ row_tiles:
   }
   // the last row tile, in buffer (TILES - 1) mod 2: a compile-time slice for the (not inlined) logits_out
   constexpr int LAST = (TILES - 1) % 2;
-  logits_out<C>(rows[LAST], rmax[LAST], (NT - 1) * C::ROWS, logits, maxes);
+  if (heads > 0) logits_out<C>(rows[LAST], rmax[LAST], (NT - 1) * C::ROWS, logits, maxes);
 }
 
-// attention_block: Q.K^T -> softmax -> A.V of all heads of a block, overlapped row by row and
-// head after head (each process loops over the heads itself, so the region fills once per block).
-// A.V also writes proj's first row tile into xt (xt_rows = ROWS where lanes_fill_xt, else 0).
+// attention_block: Q.K^T -> softmax -> A.V of `heads` heads from h0 (a head group: 0 or qkv_heads
+// heads from a multiple of qkv_heads), overlapped row by row and head after head (each process loops over
+// the group's heads itself, so the region fills once per group). A.V also writes proj's first row
+// tile into xt (xt_rows = ROWS where lanes_fill_xt, else 0).
 template <class C>
 void attention_block(const typename C::act_t q[C::N][C::D], const typename C::act_t k[C::H][C::N][C::DH],
                      const value_buf<C> v, int shift_qk, i64 x0, i64 pb, i64 pc, int shift_av,
-                     typename C::act_t o[C::N][C::D], pe_x<C> xt[C::ROWS][C::KMAX_MAIN], int xt_rows, int block) {
+                     typename C::act_t o[C::N][C::D], pe_x<C> xt[C::ROWS][C::KMAX_MAIN], int xt_rows, int h0,
+                     int heads, int block) {
   P2VIT_PRAGMA(HLS DATAFLOW)
   constexpr int WORDS = (C::N + C::LANES - 1) / C::LANES;   // stream words per row: LANES values each
   stream<typename C::logit_word_t> logits("logits");
@@ -617,9 +673,9 @@ void attention_block(const typename C::act_t q[C::N][C::D], const typename C::ac
   stream<typename C::code_word_t> codes("codes");
   [[maybe_unused]] constexpr int CODES_DEPTH = WORDS;
   P2VIT_PRAGMA(HLS STREAM variable=codes depth=CODES_DEPTH)            // one softmax row
-  qk_array<QkCfg<C>>(q, k, shift_qk, logits, maxes);
-  softmax_rows<C>(logits, maxes, codes, x0, pb, pc, block);
-  av_rows<C>(codes, v, shift_av, o, xt, xt_rows);
+  qk_array<QkCfg<C>>(q, k, shift_qk, h0, heads, logits, maxes);
+  softmax_rows<C>(logits, maxes, codes, x0, pb, pc, h0, heads, block);
+  av_rows<C>(codes, v, shift_av, o, xt, xt_rows, h0, heads);
 }
 
 }  // namespace p2vit

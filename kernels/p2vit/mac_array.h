@@ -102,19 +102,21 @@ inline void load_rows_word(const typename C::act_t x[][W], int col0, int NR, int
 }
 
 // load_rows_array: xt[n][k] = x[n0 + n][col0 + k] for rows n0 + n < NR, else 0, one word
-// (load_rows_word) per cycle. Inlined, so that each caller's xt keeps its own layout (partitioned
-// or reshaped: a shared RTL module would have one port layout for both).
+// (load_rows_word) per cycle, words kw0.. of each row (the others left as they are: proj's first row
+// tile is partly loaded beside the last head group's attention, p2vit/layers.h main_array). Inlined,
+// so that each caller's xt keeps its own layout (partitioned or reshaped: a shared RTL module would
+// have one port layout for both).
 template <class C, int KMAX, int W, int XB>
 void load_rows_array(const typename C::act_t x[][W], int col0, int K, int NR, int n0,
-                     typename pe_operand<typename C::act_t>::type xt[C::ROWS][KMAX], const char* name) {
+                     typename pe_operand<typename C::act_t>::type xt[C::ROWS][KMAX], const char* name, int kw0 = 0) {
   P2VIT_PRAGMA(HLS INLINE)
   constexpr int WL = load_lanes<C>();
   static_assert(KMAX % WL == 0, "load_rows_array: whole words of SIMD values");
   const int words = K / WL;
-  int n = 0, kw = 0;   // running row and word: no divider by the run-time K
+  int n = 0, kw = kw0;   // running row and word: no divider by the run-time K
   [[maybe_unused]] constexpr int TRIPS = C::ROWS * ((KMAX + WL - 1) / WL);
 load_array:
-  for (int i = 0; i < C::ROWS * words; ++i) {
+  for (int i = 0; i < C::ROWS * (words - kw0); ++i) {
     P2VIT_PRAGMA(HLS PIPELINE II=1)
     P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=TRIPS)
     P2VIT_COUNT("mac_array.load_array");
@@ -122,7 +124,7 @@ load_array:
     // caller's xt is one of two row buffers (qk_array)
     if (n < C::ROWS) load_rows_word<C, KMAX, W, XB>(x, col0, NR, n0, n, kw, xt, name);
     if (++kw == words) {
-      kw = 0;
+      kw = kw0;
       ++n;
     }
   }

@@ -1,14 +1,14 @@
 // p2vit/shifter.h - the shifter array: attention x V with log2 codes (numerics.md 2.6).
 //
-// av_rows<C>(codes, v, shift, o, xt, xt_rows): for each query row i of every head h (the rows of
-// head 0, then head 1, ...: the order the softmax sends them),
+// av_rows<C>(codes, v, shift, o, xt, xt_rows, h0, heads): for each query row i of each head h of a
+// head group (heads from h0; the rows of head h0, then h0 + 1, ...: the order the softmax sends them),
 //   o[i][h*DH + d] = requant(sum_j (v[h][j][d] << F) >> code[i][j], shift, 8), d < DH,
 // with DH x LANES shifters: per cycle LANES keys (one code word) and, for each of the DH channels,
 // an adder tree of their (v << F) >> code, exactly v * 2^(F - code) for code <= F; the all-ones
 // code is skipped (weight 0). A finished row's DH sums move to a second register set (`done`) and
-// leave LANES per cycle during the next row's keys: one II-1 loop of H*N + 1 passes of
-// max(ceil(N / LANES), ceil(DH / LANES)) cycles (entered once per block: no pipeline fill per row
-// or head), pass i taking row i's keys beside row i - 1's outputs; the last cycle of a pass hands
+// leave LANES per cycle during the next row's keys: one II-1 loop of heads*N + 1 passes of
+// max(ceil(N / LANES), ceil(DH / LANES)) cycles (entered once per head group: no pipeline fill per
+// row or head), pass i taking row i's keys beside row i - 1's outputs; the last cycle of a pass hands
 // its sums over. Rows i < xt_rows (0, or ROWS where lanes_fill_xt) also go into xt, proj's first
 // row tile.
 //   v: the value buffer value_buf<C> = v[H][N][VW][E] (p2vit/banks.h), dim 2 cyclic LANES x dim 3
@@ -30,10 +30,10 @@ namespace p2vit {
 
 template <class C>
 void av_rows(stream<typename C::code_word_t>& codes, const value_buf<C> v, int shift, typename C::act_t o[C::N][C::D],
-             typename pe_operand<typename C::act_t>::type xt[C::ROWS][C::KMAX_MAIN], int xt_rows) {
+             typename pe_operand<typename C::act_t>::type xt[C::ROWS][C::KMAX_MAIN], int xt_rows, int h0, int heads) {
 #if P2VIT_CSIM_FAST_ATTN
   if constexpr (csim_fast_rows::av_supported<C>() && C::LANES == 1) {   // C-sim: the same sums as a dot product
-    for (int h = 0; h < C::H; ++h) csim_fast_rows::av_rows_fast<C>(codes, v, h, shift, o);
+    for (int h = h0; h < h0 + heads; ++h) csim_fast_rows::av_rows_fast<C>(codes, v, h, shift, o);
     fill_xt_rows<C>(o, xt, xt_rows);
     return;
   }
@@ -48,11 +48,14 @@ void av_rows(stream<typename C::code_word_t>& codes, const value_buf<C> v, int s
   av_acc_t done[C::DH];   // row i - 1's, leaving L per cycle
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=done type=complete)
   int i = 0, t = 0;     // this iteration's pass (row i's keys, row i - 1's outputs) and cycle in it
-  int h = 0, n = 0;     // row i's head and token (counters: no divider)
-  int ph = 0, pn = 0;   // row i - 1's
+  int h = h0, n = 0;    // row i's head and token (counters: no divider)
+  int ph = h0, pn = 0;  // row i - 1's
+  const int rows_all = heads * C::N;   // the head group's rows (none without heads)
+  [[maybe_unused]] constexpr int TRIPS = (qkv_heads<C>() * C::N + 1) * PASS;
 pass:
-  for (int it = 0; it < (C::H * C::N + 1) * PASS; ++it) {
+  for (int it = 0; it < (heads > 0 ? (rows_all + 1) * PASS : 0); ++it) {
     P2VIT_PRAGMA(HLS PIPELINE II=1)
+    P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=TRIPS)
     P2VIT_COUNT("shifter.pass");
     if (i > 0 && t < OUTS) {   // row i - 1's outputs, L consecutive channels (distinct banks of o)
       typename C::act_t word[L];   // the row buffer's copy of them
@@ -75,7 +78,7 @@ pass:
       }
     }
     const bool last = t == PASS - 1;   // row i's sums move to `done` (registers) as the pass ends
-    if (i < C::H * C::N && t < WORDS) {   // row i's keys
+    if (i < rows_all && t < WORDS) {   // row i's keys
       const typename C::code_word_t w = codes.read();
       bool skip = false;
 #if defined(P2VIT_NATIVE_TYPES) && !defined(__SYNTHESIS__)

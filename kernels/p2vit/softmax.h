@@ -1,16 +1,16 @@
 // p2vit/softmax.h - the softmax chunk: Log-Int-Softmax on rows of int8 logits (numerics.md 2.5).
 //
-// softmax_rows<C>(in, maxes, out, x0, pb, pc, block): the H*N rows of N logits of a block's heads
-// in (head 0's rows, then head 1's, ...), as many rows of N ATTN_BITS-bit codes out (LANES per
+// softmax_rows<C>(in, maxes, out, x0, pb, pc, h0, heads, block): the heads*N rows of N logits of a
+// head group (heads from h0: qkv_heads of them, or 0) in (head h0's rows, then h0 + 1's, ...), as many rows of N ATTN_BITS-bit codes out (LANES per
 // stream word), row by row, so it overlaps with Q.K^T before it and A.V after it.
 //   maxes: each row's maximum logit, one value per row ahead of the row's words (Q.K^T's epilogue
 //     takes it, p2vit/epilogue.h epi_logits), so no pass of its own finds it.
 //   x0, pb, pc: the integer-exp constants of this layer's logit exponent at C::EXP_SHIFT (from the block
 //     descriptor: calibration data, not hardware).
 //   block: where the rows go in the traced (H, N, N) tensors (C-sim only; row i of the loop is
-//     row i mod N of head i / N, i.e. row i of the tensor seen as (H*N, N)).
-// One II-1 loop of H*N + 1 passes of ceil(N / LANES) cycles (entered once per block: no pipeline
-// fill per row or head), without a divider
+//     row i mod N of head h0 + i / N, i.e. row h0*N + i of the tensor seen as (H*N, N)).
+// One II-1 loop of heads*N + 1 passes of ceil(N / LANES) cycles (entered once per head group: no
+// pipeline fill per row or head), without a divider
 // (numerics.md 2.5, division-free forms), LANES elements per cycle (one stream word in, one out):
 // pass i, as row i's logits arrive, makes ex[j] = softmax_exp (comparisons against the multiples
 // k*|x0|, made once per block) and their sum, and beside it turns row i - 1 into codes,
@@ -30,15 +30,17 @@ namespace p2vit {
 
 template <class C>
 void softmax_rows(stream<typename C::logit_word_t>& in, stream<typename C::act_t>& maxes,
-                  stream<typename C::code_word_t>& out, i64 x0, i64 pb, i64 pc, int block) {
+                  stream<typename C::code_word_t>& out, i64 x0, i64 pb, i64 pc, int h0, int heads, int block) {
 #if P2VIT_CSIM_FAST_ATTN
   if constexpr (C::LANES == 1) {
-    for (int h = 0; h < C::H; ++h)
+    for (int h = h0; h < h0 + heads; ++h)
       csim_fast_rows::softmax_rows_fast<C>(in, maxes, out, x0, pb, pc, block, h);   // C-sim: the same codes
     return;
   }
 #endif
-  constexpr int ROWS_ALL = C::H * C::N;   // the block's rows, head after head
+  constexpr int ROWS_MAX = qkv_heads<C>() * C::N;   // a head group's rows, head after head
+  const int rows_all = heads * C::N;                // (none without heads)
+  const long row0 = long(h0) * C::N;                // the first row's place among the block's (traces)
   constexpr int Z = (1 << C::ATTN_BITS) - 1;
   constexpr int L = C::LANES;
   constexpr int WORDS = (C::N + L - 1) / L;   // stream words per row
@@ -57,16 +59,18 @@ void softmax_rows(stream<typename C::logit_word_t>& in, stream<typename C::act_t
   // ex: pass i writes ex[i mod 2], and the next pass reads it WORDS iterations later (a true
   // dependence at that distance; within an iteration the load and the store are other rows)
   [[maybe_unused]] constexpr int EX_DIST = WORDS;
+  [[maybe_unused]] constexpr int TRIPS = (ROWS_MAX + 1) * WORDS;
 pass:
-  for (int it = 0; it < (ROWS_ALL + 1) * WORDS; ++it) {
+  for (int it = 0; it < (heads > 0 ? (rows_all + 1) * WORDS : 0); ++it) {
     P2VIT_PRAGMA(HLS PIPELINE II=1)
+    P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=TRIPS)
     P2VIT_PRAGMA(HLS DEPENDENCE variable=ex type=inter direction=RAW distance=EX_DIST dependent=true)
     P2VIT_PRAGMA(HLS DEPENDENCE variable=ex type=intra dependent=false)
     P2VIT_COUNT("softmax.pass");
     const int cur = i % 2, prev = 1 - cur;
-    if (i < ROWS_ALL && jw == 0) amax = maxes.read();   // row i's maximum, from Q.K^T's epilogue
+    if (i < rows_all && jw == 0) amax = maxes.read();   // row i's maximum, from Q.K^T's epilogue
     i64 row_sum = jw == 0 ? i64(0) : sum;           // row i's sum so far
-    if (i < ROWS_ALL) {   // row i: exps as the logits arrive
+    if (i < rows_all) {   // row i: exps as the logits arrive
       const typename C::logit_word_t w = in.read();
       i64 part = 0;   // this cycle's L exps (an adder tree)
       for (int l = 0; l < L; ++l) {
@@ -100,8 +104,8 @@ pass:
     sum = row_sum;
     if (jw == WORDS - 1) {   // the pass ends: row i's sum becomes the next pass's comparison side
       if (i > 0) {
-        P2VIT_TRACE("logits", block, long(i - 1) * C::N, a[prev], C::N);
-        P2VIT_TRACE("codes", block, long(i - 1) * C::N, code, C::N);
+        P2VIT_TRACE("logits", block, (row0 + i - 1) * C::N, a[prev], C::N);
+        P2VIT_TRACE("codes", block, (row0 + i - 1) * C::N, code, C::N);
       }
       s = softmax_code_rhs<C::ATTN_GEOMETRIC>(row_sum);
       jw = 0;
@@ -111,6 +115,7 @@ pass:
     }
   }
   (void)block;
+  (void)row0;
 }
 
 }  // namespace p2vit
