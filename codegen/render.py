@@ -97,6 +97,8 @@ def context(ir: QuantizedViT, hw: HwConfig, layout: Layout, bounds: Bounds, modu
         "omax": max(3 * m["dim"], m["hidden"], m["num_classes"]), "bits": bits, "e_logit": low.e_logit,
         "xt_reshape": perf.xt_reshape(hw, perf.shape_from_ir(ir)),
         "qkv_heads": perf.qkv_group_heads(perf.shape_from_ir(ir), hw),
+        "grouped": perf.qkv_group_heads(perf.shape_from_ir(ir), hw) < m["heads"],
+        "proj_pre_words": perf.proj_pre_words(perf.shape_from_ir(ir), hw),
         "blob_ports": perf.blob_bundles(hw),
         "io_bundle": perf.io_bundle(hw),
         "img_beats": -(-m["in_chans"] * img_h * img_w // hw.axi_bytes),

@@ -24,7 +24,11 @@
 //               tile). FC1 writes its GELU outputs for every token into hid[N][HID], which FC2's
 //               row loads read. A layer's last row tile already loads the next layer's first
 //               (main_early: FC1 FC2's, proj FC1's, FC2 the next QKV's or the head's, the embedding
-//               QKV's) into the row buffers xt, which the top holds so that they outlast the call.
+//               QKV's, a QKV head group the next group's) into the row buffers xt, which the top
+//               holds so that they outlast the call. QKV runs a head group at a time (qkv_heads,
+//               banks.h: its columns grp * OT.. of the head-group-ordered layer), which the top runs
+//               beside the attention of the group before (p2vit_main_step); MAIN_IDLE, beside the
+//               last group's, loads proj's first row tile's other channels (proj_pre_words).
 //   qk_array    QK_ROWS x PCOLS x SIMD (QkCfg): Q.K^T of every head, inside the attention region; keys
 //               from the key buffer. Its epilogue (RL rows per cycle) always fits the reduction,
 //               so it always drains inside it, with a tail of ceil(ROWS/RL) iterations for the last

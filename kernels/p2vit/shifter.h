@@ -50,10 +50,10 @@ void av_rows(stream<typename C::code_word_t>& codes, const value_buf<C> v, int s
   int i = 0, t = 0;     // this iteration's pass (row i's keys, row i - 1's outputs) and cycle in it
   int h = h0, n = 0;    // row i's head and token (counters: no divider)
   int ph = h0, pn = 0;  // row i - 1's
-  const int rows_all = heads * C::N;   // the head group's rows (none without heads)
+  const int rows_all = heads > 0 ? qkv_heads<C>() * C::N : 0;   // heads is 0 or qkv_heads (no multiplier)
   [[maybe_unused]] constexpr int TRIPS = (qkv_heads<C>() * C::N + 1) * PASS;
 pass:
-  for (int it = 0; it < (heads > 0 ? (rows_all + 1) * PASS : 0); ++it) {
+  for (int it = 0; it < (heads > 0 ? TRIPS : 0); ++it) {
     P2VIT_PRAGMA(HLS PIPELINE II=1)
     P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=TRIPS)
     P2VIT_COUNT("shifter.pass");

@@ -39,7 +39,7 @@ void softmax_rows(stream<typename C::logit_word_t>& in, stream<typename C::act_t
   }
 #endif
   constexpr int ROWS_MAX = qkv_heads<C>() * C::N;   // a head group's rows, head after head
-  const int rows_all = heads * C::N;                // (none without heads)
+  const int rows_all = heads > 0 ? ROWS_MAX : 0;    // heads is 0 or qkv_heads (no multiplier)
   const long row0 = long(h0) * C::N;                // the first row's place among the block's (traces)
   constexpr int Z = (1 << C::ATTN_BITS) - 1;
   constexpr int L = C::LANES;
@@ -61,7 +61,7 @@ void softmax_rows(stream<typename C::logit_word_t>& in, stream<typename C::act_t
   [[maybe_unused]] constexpr int EX_DIST = WORDS;
   [[maybe_unused]] constexpr int TRIPS = (ROWS_MAX + 1) * WORDS;
 pass:
-  for (int it = 0; it < (heads > 0 ? (rows_all + 1) * WORDS : 0); ++it) {
+  for (int it = 0; it < (heads > 0 ? TRIPS : 0); ++it) {
     P2VIT_PRAGMA(HLS PIPELINE II=1)
     P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=TRIPS)
     P2VIT_PRAGMA(HLS DEPENDENCE variable=ex type=inter direction=RAW distance=EX_DIST dependent=true)
