@@ -881,16 +881,22 @@ def buffers(shape: ModelShape, hw: HwConfig, acc_bits: int = 32) -> list[dict]:
     def cyc(depth, width, factor):
         return (factor, _cdiv(depth, factor), width)
 
+    QH = qkv_group_heads(shape, hw)
+    SETS = 2 if QH < shape.heads else 1
+
     return [
         b("residual stream r[N][D] (channels cyclic RB)", N * D * R // 8, [cyc(N * D, R, RB)]),
         b("its copy for the LayerNorm loads rc[N][D] (channels cyclic CB)", N * D * R // 8, [cyc(N * D, R, CB)]),
-        b("queries q[N][D] (channels cyclic QB)", N * D, [cyc(N * D, 8, QB)]),
-        # per head: k[H][N][DH] tokens cyclic PCOLS x channels cyclic KB, v[H][N][DH] channels complete
-        b("keys k[H][N][DH] (tokens cyclic PCOLS x channels cyclic KB)", N * D,
-          [(pcols * KB, shape.heads * _cdiv(N, pcols) * _cdiv(DH, KB), 8)]),
+        # a head group's q, k, v (QH heads: qkv_group_heads), in two sets where QKV runs in groups
+        # (one written by QKV, the other read by the attention: p2vit_main_step), else one of all heads
+        b(f"queries q[{SETS}][N][QH*DH] (a set of QH = {QH} heads each; channels cyclic QB)", SETS * N * QH * DH,
+          [cyc(N * QH * DH, 8, QB)] * SETS),
+        # per head: k[QH][N][DH] tokens cyclic PCOLS x channels cyclic KB, v[QH][N][DH] channels complete
+        b(f"keys k[{SETS}][QH][N][DH] (tokens cyclic PCOLS x channels cyclic KB)", SETS * N * QH * DH,
+          [(pcols * KB, QH * _cdiv(N, pcols) * _cdiv(DH, KB), 8)] * SETS),
         # value_buf: E-channel words (E = qkv_lanes), one memory per key lane and word
-        b("values v[H][N][DH/E][E] (tokens cyclic LANES x words complete, E channels reshaped into a word)", N * D,
-          [(DH // E * hw.lanes, shape.heads * _cdiv(N, hw.lanes), 8 * E)]),
+        b(f"values v[{SETS}][QH][N][DH/E][E] (tokens cyclic LANES x words complete, E channels reshaped into a word)",
+          SETS * N * QH * DH, [(DH // E * hw.lanes, QH * _cdiv(N, hw.lanes), 8 * E)] * SETS),
         b("attention output o[N][D] (channels cyclic XB)", N * D, [cyc(N * D, 8, XB)]),
         b("FC1 output hid[N][HID] (channels cyclic GB)", N * HID, [cyc(N * HID, 8, GB)]),
         b("image img[C*H*W] (one burst from io; cyclic img_banks)", shape.in_chans * shape.img_h * shape.img_w,

@@ -61,7 +61,7 @@ constexpr int qkv_lanes() {
   return gcd_int(main_cols<C>(), C::DH);
 }
 
-// value_words<C>() and value_buf<C>: the value buffer v[H][N][VW][E] of the A.V shifter array, each
+// value_words<C>() and value_buf<C>: the value buffer v[QKV_HEADS][N][VW][E] of the A.V shifter array, each
 // head row as VW = DH / E words of E = qkv_lanes channels. The QKV epilogue writes one word per
 // cycle; A.V reads the DH channels of LANES keys. The top partitions dim 2 cyclic LANES and dim 3
 // complete and reshapes dim 4 (one E-byte memory word): LANES x VW memories of 8E-bit words,
@@ -71,7 +71,14 @@ constexpr int value_words() {
   return C::DH / qkv_lanes<C>();
 }
 template <class C>
-using value_buf = typename C::act_t[C::H][C::N][value_words<C>()][qkv_lanes<C>()];
+using value_buf = typename C::act_t[qkv_heads<C>()][C::N][value_words<C>()][qkv_lanes<C>()];
+// query_buf<C>, key_buf<C>: the queries [N][QKV_HEADS*DH] and keys [QKV_HEADS][N][DH] of one head
+// group, indexed by the head within the group (so are the values): one QKV call's output, one
+// attention call's input. Where QKV is one group they hold every head.
+template <class C>
+using query_buf = typename C::act_t[C::N][qkv_heads<C>() * C::DH];
+template <class C>
+using key_buf = typename C::act_t[qkv_heads<C>()][C::N][C::DH];
 
 // load_lanes<C>(): values per cycle of the row loads (load_rows_array): SIMD, one write per bank of
 // xt (cyclic SIMD along K) per cycle, since a small xt bank may be distributed RAM with a single

@@ -333,7 +333,7 @@ struct BlobTiles {
 // (zero for j >= N), copied into buf in the word layout.
 template <class C, int KMAX>
 struct KeyTiles {
-  const std::int8_t (*key)[C::N][C::DH];
+  const std::int8_t (*key)[C::N][C::DH];   // a head group's keys (key_buf), h within the group
   int h;
   const std::uint8_t* tile(int ot, std::int8_t buf[KMAX / 2][C::COLS][2], long& stride) const {
     for (int ks = 0; ks < C::DH / 2; ++ks)

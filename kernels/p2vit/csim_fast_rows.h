@@ -286,6 +286,7 @@ constexpr bool av_supported() {
 }
 
 // av_rows_fast<C>: av_rows<C> (p2vit/shifter.h) for av_supported<C>() configurations.
+// hv: the head within the value buffer's group (value_buf), h: the head (o's channels h*DH..).
 // The loop adds (v << F) >> c per key with code c < Z (and nothing for c = Z). v << F = v * 2^F is a
 // multiple of 2^c for c <= F, so the arithmetic shift is exact: (v << F) >> c = v * w with
 // w = 2^(F - c) <= 2^14. So acc[d] = sum_j w_j * v[j][d], w_j = 0 for code Z: a dot product, here
@@ -295,7 +296,7 @@ constexpr bool av_supported() {
 // exact integer sum does not matter. The codes are read from the stream in the loop's order, N per
 // query row.
 template <class C>
-inline void av_rows_fast(stream<typename C::code_t>& codes, const value_buf<C> v, int h,
+inline void av_rows_fast(stream<typename C::code_t>& codes, const value_buf<C> v, int hv, int h,
                          int shift, std::int8_t o[C::N][C::D]) {
   static_assert(av_supported<C>(), "av_rows_fast: unsupported configuration");
   constexpr int N = C::N, DH = C::DH, F = C::AV_FRAC, Z = C::CODE_ZERO;
@@ -305,9 +306,9 @@ inline void av_rows_fast(stream<typename C::code_t>& codes, const value_buf<C> v
   alignas(64) std::int32_t vp[NP][16 * G];
   for (int p = 0; p < NP; ++p)
     for (int d = 0; d < 16 * G; ++d) {
-      const std::int8_t* even = &v[h][2 * p][0][0];   // a key's DH values are contiguous (VW words of E)
+      const std::int8_t* even = &v[hv][2 * p][0][0];   // a key's DH values are contiguous (VW words of E)
       const int lo = d < DH ? int(even[d]) : 0;
-      const int hi = d < DH && 2 * p + 1 < N ? int((&v[h][2 * p + 1][0][0])[d]) : 0;
+      const int hi = d < DH && 2 * p + 1 < N ? int((&v[hv][2 * p + 1][0][0])[d]) : 0;
       vp[p][d] = std::int32_t(std::uint32_t(std::uint16_t(lo)) | (std::uint32_t(std::uint16_t(hi)) << 16));
     }
   std::int16_t wt[256];   // wt[c]: the weight of code c, 2^(F - c) for c < Z, else 0 (code_t is 8-bit: c <= 255)
@@ -455,8 +456,7 @@ constexpr bool qkv_supported() {
 // and in one head, where the 8 destinations are consecutive.
 template <class C>
 inline void epi_qkv_fast(const typename C::acc_t acc[C::ROWS][C::COLS], int n0, int o0, const i32 bias[],
-                         const i8 shift[], std::int8_t q[C::N][C::D], std::int8_t k[C::H][C::N][C::DH],
-                         value_buf<C> v) {
+                         const i8 shift[], query_buf<C> q, key_buf<C> k, value_buf<C> v) {
   static_assert(qkv_supported<C>(), "epi_qkv_fast: unsupported configuration");
   const int cols = 3 * C::D - o0 < C::COLS ? 3 * C::D - o0 : C::COLS;
   for (int o = 0; o < C::COLS; o += 8) {
@@ -471,7 +471,8 @@ inline void epi_qkv_fast(const typename C::acc_t acc[C::ROWS][C::COLS], int n0, 
       // the head group's q, k, v columns (codegen/layout.py qkv_column_order), then the head and channel
       constexpr int GW = qkv_heads<C>() * C::DH;   // a head group's channels per part
       const int hg = c / (3 * GW), part = c % (3 * GW) / GW, pc = c % GW;
-      const int h = hg * qkv_heads<C>() + pc / C::DH, d = pc % C::DH;
+      const int h = pc / C::DH, d = pc % C::DH;   // the head within the group: q, k, v hold the group's
+      (void)hg;
       std::int8_t* dst = part == 0 ? &q[row][h * C::DH + d] : part == 1 ? &k[h][row][d] : &v[h][row][0][0] + d;
       store8(dst, m, y);
     }

@@ -50,8 +50,7 @@ namespace p2vit {
 // consecutive channels of one row. One cycle's work of epi_qkv and of the drains in p2vit/layers.h.
 template <class C>
 inline void epi_qkv_row(const typename C::acc_t a[C::COLS], int row, int ot, int g, const i32 bias[],
-                        const i8 shift[], typename C::act_t q[C::N][C::D], typename C::act_t k[C::H][C::N][C::DH],
-                        value_buf<C> v) {
+                        const i8 shift[], query_buf<C> q, key_buf<C> k, value_buf<C> v) {
   P2VIT_PRAGMA(HLS INLINE)
   constexpr int E = qkv_lanes<C>(), GROUPS = C::COLS / E;
   constexpr int HG = qkv_heads<C>(), NG = qkv_groups<C>();
@@ -82,13 +81,14 @@ inline void epi_qkv_row(const typename C::acc_t a[C::COLS], int row, int ot, int
       hbase = j * GHD;
     }
   }
-  const int h = hg0 + hl, dg = pg - hbase;
+  (void)hg0;   // the head group's first head: q, k, v hold this group's heads only (hl)
+  const int dg = pg - hbase;
   // the group's columns are all valid or none (cols is a multiple of E): one predicate for its E
   // lanes, so their E stores into one word of v merge into one write
   const bool valid = g * E < cols;
   for (int e = 0; e < E; ++e) {
     P2VIT_PRAGMA(HLS UNROLL)
-    const int c = cg * E + e, d = dg * E + e, qc = h * C::DH + d;
+    const int c = cg * E + e, d = dg * E + e, qc = hl * C::DH + d;
     if (valid) {
       P2VIT_ACCESS_LANE("bias", c % PB4, e, gcd_int(E, PB4));
       P2VIT_ACCESS_LANE("shift", c % PB1, e, gcd_int(E, PB1));
@@ -100,11 +100,11 @@ inline void epi_qkv_row(const typename C::acc_t a[C::COLS], int row, int ot, int
         q[row][qc] = y;
       } else if (part == 1) {
         P2VIT_ACCESS_LANE("k", k_bank<C>(row, d), e * C::PCOLS + row % C::PCOLS, gcd_int(E, KB) * C::PCOLS);
-        k[h][row][d] = y;
+        k[hl][row][d] = y;
       } else {
         // memory (key lane, word): the E lanes fill one word, one write
         if (e == 0) P2VIT_ACCESS("v", (row % C::LANES) * value_words<C>() + dg);
-        v[h][row][dg][e] = y;
+        v[hl][row][dg][e] = y;
       }
     }
   }
@@ -119,8 +119,7 @@ constexpr int qkv_drain_cycles() {
 // epi_qkv: tile (n0, ot) into q, k, v: epi_qkv_row for every group (outer) and row (inner).
 template <class C>
 void epi_qkv(const typename C::acc_t acc[C::ROWS][C::COLS], int n0, int ot, const i32 bias[],
-             const i8 shift[], typename C::act_t q[C::N][C::D], typename C::act_t k[C::H][C::N][C::DH],
-             value_buf<C> v) {
+             const i8 shift[], query_buf<C> q, key_buf<C> k, value_buf<C> v) {
 #if P2VIT_CSIM_FAST_ROWS
   if constexpr (csim_fast_rows::qkv_supported<C>()) {   // C-sim: the same values, 8 lanes at a time
     csim_fast_rows::epi_qkv_fast<C>(acc, n0, ot * C::COLS, bias, shift, q, k, v);

@@ -243,8 +243,7 @@ void main_epilogue(int mode, int t, int ot, const typename C::acc_t acc[C::ROWS]
                    const i8 e_r[], const i8 e_s[], typename C::res_t r[C::N][C::D],
                    typename C::res_t rc[C::N][C::D], const uint<2> ln_k[C::D], i64 ln_acc1[C::N], i64 ln_acc2[C::N],
                    i64 ln_s1[C::N], i64 ln_sd[C::N], i64 ln_eps,
-                   typename C::act_t q[C::N][C::D],
-                   typename C::act_t k[C::H][C::N][C::DH], value_buf<C> v,
+                   query_buf<C> q, key_buf<C> k, value_buf<C> v,
                    typename C::act_t hid[C::N][C::HID], typename C::logit_t logits[C::CLASSES], int block) {
   P2VIT_PRAGMA(HLS INLINE)
   const int n0 = t * C::ROWS, o0 = ot * C::COLS;
@@ -284,8 +283,7 @@ int main_array(int mode, const typename C::act_t img[C::IMG_C * C::IMG_H * C::IM
                 const i8 shift[], const i8 lut[256], int e_y, const i8 e_r[], const i8 e_s[],
                 typename C::res_t r[C::N][C::D], typename C::res_t rc[C::N][C::D], const uint<2> ln_k[C::D],
                 const sint<16> ln_G[C::D], const i64 ln_B[C::D], const sint<8> ln_sh[C::D], i64 ln_eps,
-                i64 ln_acc1[C::N], i64 ln_acc2[C::N], i64 ln_s1[C::N], i64 ln_sd[C::N], typename C::act_t q[C::N][C::D],
-                typename C::act_t k[C::H][C::N][C::DH], value_buf<C> v,
+                i64 ln_acc1[C::N], i64 ln_acc2[C::N], i64 ln_s1[C::N], i64 ln_sd[C::N], query_buf<C> q, key_buf<C> k, value_buf<C> v,
                 typename C::act_t hid[C::N][C::HID], typename C::logit_t logits[C::CLASSES],
                 pe_x<C> xt[2][C::ROWS][C::KMAX_MAIN], int pre, int grp, int block) {
   // Inlined into p2vit_main_layer (the one instance, INLINE off), so `ports` is resolved to that
@@ -531,10 +529,11 @@ constexpr bool qk_array_prefetch() {
 // (qk_array_prefetch), one word per iteration. Only the first tile's load and the last tile's
 // stream (logits_out) are outside the loop, once per head group.
 template <class C>
-void qk_array(const typename C::act_t q[C::N][C::D], const typename C::act_t k[C::H][C::N][C::DH], int shift,
+void qk_array(const query_buf<C> q, const key_buf<C> k, int shift,
               int h0, int heads, stream<typename C::logit_word_t>& logits, stream<typename C::act_t>& maxes) {
   constexpr int NT = (C::N + C::ROWS - 1) / C::ROWS, OT = (C::N + C::COLS - 1) / C::COLS;
   constexpr int TILES = qkv_heads<C>() * NT;   // row tiles of a head group, head after head
+  constexpr int QD = qkv_heads<C>() * C::DH;    // q's row: the group's channels (query_buf)
   const int tiles = heads > 0 ? TILES : 0;
   constexpr int LAST_ROWS = C::N - (NT - 1) * C::ROWS;   // a head's last row tile's rows
   pe_x<C> xt[2][C::ROWS][C::DH];   // the row tile being reduced and the next one
@@ -568,9 +567,9 @@ void qk_array(const typename C::act_t q[C::N][C::D], const typename C::act_t k[C
     GroupMax& group_max = csim_fast::scratch<GroupMax, 1>();
     for (int h = h0; h < h0 + heads; ++h)
       csim_fast::layer_fast<C, C::DH>(
-          NT, C::DH, OT, csim_fast::KeyTiles<C, C::DH>{k, h},
+          NT, C::DH, OT, csim_fast::KeyTiles<C, C::DH>{k, h - h0},
           [&](int t, pe_x<C> tile[C::ROWS][C::DH]) {
-            load_rows_array<C, C::DH, C::D, q_banks<C>()>(q, h * C::DH, C::DH, C::N, t * C::ROWS, tile, "q");
+            load_rows_array<C, C::DH, QD, q_banks<C>()>(q, (h - h0) * C::DH, C::DH, C::N, t * C::ROWS, tile, "q");
           },
           [&](int t, int ot, const typename C::acc_t tile_acc[C::ROWS][C::COLS]) {
             epi_logits<C>(tile_acc, ot * C::COLS, shift, group_rows[t % TG], group_max[t % TG]);
@@ -604,9 +603,9 @@ row_tiles:
   for (int tg = 0; tg < tiles; ++tg) {
     P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=TILES)
     if (tg == 0) {   // the first tile (cur is 0); the others load inside the previous loop, or here
-      load_rows_array<C, C::DH, C::D, q_banks<C>()>(q, h0 * C::DH, C::DH, C::N, 0, xt[0], "q");
+      load_rows_array<C, C::DH, QD, q_banks<C>()>(q, 0, C::DH, C::N, 0, xt[0], "q");
     } else if constexpr (!PREFETCH) {
-      load_rows_array<C, C::DH, C::D, q_banks<C>()>(q, h * C::DH, C::DH, C::N, t * C::ROWS, xt[cur], "q");
+      load_rows_array<C, C::DH, QD, q_banks<C>()>(q, (h - h0) * C::DH, C::DH, C::N, t * C::ROWS, xt[cur], "q");
     }
     const bool head_end = t + 1 == NT;
     const int nh = head_end ? h + 1 : h, nt = head_end ? 0 : t + 1;   // tile g + 1's head and row tile
@@ -632,7 +631,7 @@ row_tiles:
       if (i < RED) {
         if (ot > 0 && ks == 0) acc_handoff_groups<C>(acc, done);   // key tile ot - 1 is complete
         if (ot > 0 && ks < G) epi_logits_group<C>(done[ks], ks, (ot - 1) * C::COLS, shift, rows[cur], rmax[cur]);
-        if (ot < OT) reduce_keys_step<C, C::DH>(xt[cur], ks, k, h, ot, acc);
+        if (ot < OT) reduce_keys_step<C, C::DH>(xt[cur], ks, k, h - h0, ot, acc);
         if (++ks == STEPS) {
           ks = 0;
           ++ot;
@@ -640,7 +639,7 @@ row_tiles:
       }
       if (i < out_words) logits_out_word<C>(rows[!cur], rmax[!cur], ou, og, ojw, logits, maxes);
       if (fetching && pn < C::ROWS) {
-        load_rows_word<C, C::DH, C::D, q_banks<C>()>(q, nh * C::DH, C::N, nt * C::ROWS, pn, pw, xt[!cur], "q");
+        load_rows_word<C, C::DH, QD, q_banks<C>()>(q, (nh - h0) * C::DH, C::N, nt * C::ROWS, pn, pw, xt[!cur], "q");
         if (++pw == QWORDS) {
           pw = 0;
           ++pn;
@@ -662,7 +661,7 @@ row_tiles:
 // the group's heads itself, so the region fills once per group). A.V also writes proj's first row
 // tile into xt (xt_rows = ROWS where lanes_fill_xt, else 0).
 template <class C>
-void attention_block(const typename C::act_t q[C::N][C::D], const typename C::act_t k[C::H][C::N][C::DH],
+void attention_block(const query_buf<C> q, const key_buf<C> k,
                      const value_buf<C> v, int shift_qk, i64 x0, i64 pb, i64 pc, int shift_av,
                      typename C::act_t o[C::N][C::D], pe_x<C> xt[C::ROWS][C::KMAX_MAIN], int xt_rows, int h0,
                      int heads, int block) {

@@ -393,7 +393,7 @@ constexpr int k_bank(int j, int d) {
 // bank. The body of qk_array's reduce-and-drain loop (p2vit/layers.h), its only call.
 template <class C, int KMAX>
 P2VIT_CSIM_INLINE void reduce_keys_step(const typename pe_operand<typename C::act_t>::type xt[C::ROWS][KMAX], int ks,
-                                        const typename C::act_t key[C::H][C::N][C::DH], int h, int ot,
+                                        const key_buf<C> key, int h, int ot,
                                         typename C::acc_t acc[C::ROWS][C::COLS]) {
   P2VIT_PRAGMA(HLS INLINE)
   typename C::act_t w[C::COLS][C::SIMD];

@@ -2,7 +2,8 @@
 //
 // av_rows<C>(codes, v, shift, o, xt, xt_rows, h0, heads): for each query row i of each head h of a
 // head group (heads from h0; the rows of head h0, then h0 + 1, ...: the order the softmax sends them),
-//   o[i][h*DH + d] = requant(sum_j (v[h][j][d] << F) >> code[i][j], shift, 8), d < DH,
+//   o[i][h*DH + d] = requant(sum_j (v[h - h0][j][d] << F) >> code[i][j], shift, 8), d < DH
+// (v holds the group's heads: value_buf),
 // with DH x LANES shifters: per cycle LANES keys (one code word) and, for each of the DH channels,
 // an adder tree of their (v << F) >> code, exactly v * 2^(F - code) for code <= F; the all-ones
 // code is skipped (weight 0). A finished row's DH sums move to a second register set (`done`) and
@@ -33,7 +34,7 @@ void av_rows(stream<typename C::code_word_t>& codes, const value_buf<C> v, int s
              typename pe_operand<typename C::act_t>::type xt[C::ROWS][C::KMAX_MAIN], int xt_rows, int h0, int heads) {
 #if P2VIT_CSIM_FAST_ATTN
   if constexpr (csim_fast_rows::av_supported<C>() && C::LANES == 1) {   // C-sim: the same sums as a dot product
-    for (int h = h0; h < h0 + heads; ++h) csim_fast_rows::av_rows_fast<C>(codes, v, h, shift, o);
+    for (int h = h0; h < h0 + heads; ++h) csim_fast_rows::av_rows_fast<C>(codes, v, h - h0, h, shift, o);
     fill_xt_rows<C>(o, xt, xt_rows);
     return;
   }
@@ -49,6 +50,7 @@ void av_rows(stream<typename C::code_word_t>& codes, const value_buf<C> v, int s
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=done type=complete)
   int i = 0, t = 0;     // this iteration's pass (row i's keys, row i - 1's outputs) and cycle in it
   int h = h0, n = 0;    // row i's head and token (counters: no divider)
+  int hv = 0;           // row i's head within the group (the value buffer's index)
   int ph = h0, pn = 0;  // row i - 1's
   const int rows_all = heads > 0 ? qkv_heads<C>() * C::N : 0;   // heads is 0 or qkv_heads (no multiplier)
   [[maybe_unused]] constexpr int TRIPS = (qkv_heads<C>() * C::N + 1) * PASS;
@@ -98,7 +100,7 @@ pass:
               [[maybe_unused]] constexpr int VW = value_words<C>();
               // memory (key lane, word); the E channels of a word are one read, counted at its first
               if (d % E == 0) P2VIT_ACCESS_STATIC("v", (j % L) * VW + d / E, l * VW + d / E);
-              const av_acc_t vs = av_acc_t(v[h][j][d / E][d % E]) * av_acc_t(1 << C::AV_FRAC);  // v << F
+              const av_acc_t vs = av_acc_t(v[hv][j][d / E][d % E]) * av_acc_t(1 << C::AV_FRAC);  // v << F
               add = add + (c == C::CODE_ZERO ? av_acc_t(0) : av_acc_t(vs >> c));
             }
           }
@@ -118,6 +120,7 @@ pass:
       if (++n == C::N) {
         n = 0;
         ++h;
+        ++hv;
       }
     } else {
       ++t;
