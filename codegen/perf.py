@@ -1041,8 +1041,9 @@ def qkv_group_heads(shape: "ModelShape", hw: HwConfig) -> int:
     templates/p2vit_top.cpp.j2). The smallest divisor of H below H whose group is whole column tiles
     and whose reduction loop still fits the next row tile's load (so every group's later row tiles
     prefetch and its last row tile loads the next group's first: main_early), where QKV drains in
-    its loop and its drain lanes are the Q.K^T loads' (qkv_lanes == SIMD: one access per bank per
-    cycle on either port of q and k); else H (one group: QKV, then the attention)."""
+    its loop and its drain lanes are the Q.K^T loads' (qkv_lanes == SIMD: chosen when q, k and v
+    were one set shared by both processes; with two sets it could be relaxed); else H (one group:
+    QKV, then the attention)."""
     H, DH, D = shape.heads, shape.dh, shape.dim
     if qkv_lanes(hw, DH) != hw.simd or not drain_fits(hw, D, "requant", DH):
         return H

@@ -80,6 +80,8 @@ def context(ir: QuantizedViT, hw: HwConfig, layout: Layout, bounds: Bounds, modu
     values (hashes, e_logit); the HLS sources see shapes, hardware and weight bits."""
     m, q = ir.meta["model"], ir.meta["quant"]
     low = lower(ir)
+    shape = perf.shape_from_ir(ir)
+    qkv_heads = perf.qkv_group_heads(shape, hw)
     img_h, img_w = m["img_size"]
     kp = m["in_chans"] * m["patch"] ** 2
     bits = {"embed": low.embed.bits, "head": low.linear["head"].bits,
@@ -95,10 +97,10 @@ def context(ir: QuantizedViT, hw: HwConfig, layout: Layout, bounds: Bounds, modu
         "attn_geometric": low.attn_rounding == "geometric", "hw": hw, "acc_bits": bounds.acc_bits, "av_acc_bits": bounds.av_acc_bits,
         "beats": hw.weight_beats, "kmax_main": max(kp, m["dim"], m["hidden"]),
         "omax": max(3 * m["dim"], m["hidden"], m["num_classes"]), "bits": bits, "e_logit": low.e_logit,
-        "xt_reshape": perf.xt_reshape(hw, perf.shape_from_ir(ir)),
-        "qkv_heads": perf.qkv_group_heads(perf.shape_from_ir(ir), hw),
-        "grouped": perf.qkv_group_heads(perf.shape_from_ir(ir), hw) < m["heads"],
-        "proj_pre_words": perf.proj_pre_words(perf.shape_from_ir(ir), hw),
+        "xt_reshape": perf.xt_reshape(hw, shape),
+        "qkv_heads": qkv_heads,
+        "grouped": qkv_heads < m["heads"],
+        "proj_pre_words": perf.proj_pre_words(shape, hw),
         "blob_ports": perf.blob_bundles(hw),
         "io_bundle": perf.io_bundle(hw),
         "img_beats": -(-m["in_chans"] * img_h * img_w // hw.axi_bytes),

@@ -470,9 +470,8 @@ inline void epi_qkv_fast(const typename C::acc_t acc[C::ROWS][C::COLS], int n0, 
       const __m512i y = requant8<8>(_mm512_add_epi64(load8(&acc[n][o], m), b), s);
       // the head group's q, k, v columns (codegen/layout.py qkv_column_order), then the head and channel
       constexpr int GW = qkv_heads<C>() * C::DH;   // a head group's channels per part
-      const int hg = c / (3 * GW), part = c % (3 * GW) / GW, pc = c % GW;
+      const int part = c % (3 * GW) / GW, pc = c % GW;
       const int h = pc / C::DH, d = pc % C::DH;   // the head within the group: q, k, v hold the group's
-      (void)hg;
       std::int8_t* dst = part == 0 ? &q[row][h * C::DH + d] : part == 1 ? &k[h][row][d] : &v[h][row][0][0] + d;
       store8(dst, m, y);
     }

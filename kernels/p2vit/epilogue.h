@@ -59,16 +59,14 @@ inline void epi_qkv_row(const typename C::acc_t a[C::COLS], int row, int ot, int
   [[maybe_unused]] constexpr int QB = q_banks<C>(), KB = k_channel_banks<C>();
   const int cols = 3 * C::D - ot * C::COLS < C::COLS ? 3 * C::D - ot * C::COLS : C::COLS;
   const int cg = ot * GROUPS + g;                   // E-group of the layer's 3D columns
-  // the head group, q, k or v, the head and the E-group in the head by comparisons with constants
-  // (no divider, no multiplier): hg = #{j in 1..NG-1 : cg >= j*3*GP}, part = #{j in 1..2 : lg >= j*GP},
-  // hl = #{j in 1..HG-1 : pg >= j*GHD}
-  int hg0 = 0, gbase = 0;   // the head group's first head and first E-group
+  // the head group's first E-group, q, k or v, the head in the group and the E-group in the head by
+  // comparisons with constants (no divider, no multiplier): gbase = 3*GP * #{j in 1..NG-1 : cg >= j*3*GP},
+  // part = #{j in 1..2 : lg >= j*GP}, hl = #{j in 1..HG-1 : pg >= j*GHD}. q, k, v hold the group's
+  // heads only, so the head in the group (hl) is all they need.
+  int gbase = 0;
   for (int j = 1; j < NG; ++j) {
     P2VIT_PRAGMA(HLS UNROLL)
-    if (cg >= j * 3 * GP) {
-      hg0 = j * HG;
-      gbase = j * 3 * GP;
-    }
+    if (cg >= j * 3 * GP) gbase = j * 3 * GP;
   }
   const int lg = cg - gbase;
   const int part = (lg >= GP) + (lg >= 2 * GP);
@@ -81,7 +79,6 @@ inline void epi_qkv_row(const typename C::acc_t a[C::COLS], int row, int ot, int
       hbase = j * GHD;
     }
   }
-  (void)hg0;   // the head group's first head: q, k, v hold this group's heads only (hl)
   const int dg = pg - hbase;
   // the group's columns are all valid or none (cols is a multiple of E): one predicate for its E
   // lanes, so their E stores into one word of v merge into one write

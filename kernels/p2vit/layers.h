@@ -87,9 +87,9 @@ constexpr int main_o(int mode) {
   return mode == MAIN_QKV ? 3 * C::DH * qkv_heads<C>() : mode == MAIN_FC1 ? C::HID : mode == MAIN_HEAD ? C::CLASSES : C::D;
 }
 // qkv_grouping_ok<C>(): what head groups need (codegen/perf.py qkv_group_heads chooses them so):
-// whole groups, whole column tiles per group, and one access per bank per cycle on either side of
-// q and k (the QKV drain's qkv_lanes and the Q.K^T loads' SIMD are the same lanes), so that QKV and
-// the attention can share their two ports (p2vit_main_step).
+// whole groups, whole column tiles per group, and the QKV drain's qkv_lanes equal to the Q.K^T
+// loads' SIMD (the rule qkv_group_heads applies; with q, k, v in two sets the two processes no longer
+// share their ports, so it could be relaxed: docs/hardware.md, known limits).
 template <class C>
 constexpr bool qkv_grouping_ok() {
   return qkv_groups<C>() == 1 || (C::H % qkv_heads<C>() == 0 && (3 * C::DH * qkv_heads<C>()) % C::COLS == 0 &&
