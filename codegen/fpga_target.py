@@ -83,9 +83,12 @@ LUT_COSTS = {
     "acc_row_mux": 1,        # per accumulator bit and 4 rows: a LUT6 4:1 multiplexer (MUXF7/F8 join them)
     "max_node": 12,          # an 8-bit compare (8 LUTs on the carry chain) and an 8-bit 2:1 multiplexer (4 dual LUT6)
     "gelu_lookup": 560,      # a 256-way multiplexer of 8 bits from the registered table (~70 LUT6 + MUXF7/F8 per bit)
-    "softmax_lane": 6_500,   # Z = 15 constant multiples of a 64-bit ex: theta_1..15 in canonical signed digits take
-                             # ~78 adders of ~64 bits (~5,000), Z 64-bit comparators (~1,000), n = 30 - 2E 13-bit
-                             # comparators, the (n+1)-way mux and three 64-bit adders (~500)
+    "softmax_lane": 2_900,   # the Z = 15 multiples c_t ex of a 64-bit ex as a chain (arith.h log_code_cmp): c_1 ex
+                             # (91 = 128 - 32 - 4 - 1: 3 adders) and 14 links of one 64-bit adder (~1,100); Z 64-bit
+                             # comparators with 2 sum or sum << G (~960) and Z with the constant limits
+                             # floor((2^63 - 1) / c_t) (~330); n = 30 - 2E 13-bit comparators, the (n+1)-way mux
+                             # and three 64-bit adders (~500). Was 6,500 until session 29: 15 separate constant
+                             # multipliers in canonical signed digits (~78 adders)
     "shifter": 75,           # per A.V channel and key lane: a 23-bit barrel shift by 0..15 (2 LUT levels) and its adder
     "layernorm_lane": 1_800,  # a normalizing lane: a pipelined 45 / 32-bit divider (one 32-bit subtractor per
                               # quotient bit) and the requant

@@ -69,10 +69,11 @@ DEPTH = {
     "requant.cls": 2,
     "layernorm.load": 52,          # rc and the row's S1, std read, alignment shift, (log2 D + R + 14) x 32-bit
                                    # div_round (~45 at D 768, R 16), multiply, requant, row-buffer write
-    "softmax.pass": 18,            # row i: FIFO read, n comparators against k|x0|, mux + subtract, add pb, 18-bit
+    "softmax.pass": 21,            # row i: FIFO read, n comparators against k|x0|, mux + subtract, add pb, 18-bit
                                    # square (3), add pc, shift, sum (10); row i - 1's codes after the previous
-                                   # pass's sum became its comparison side (1): ex read, Z constant multiples
-                                   # (shift-add tree, 3), compare, count, FIFO write (7)
+                                   # pass's sum became its comparison side (1): ex read, the chain of multiples
+                                   # c_1 ex and Z - 1 adders (~16 64-bit adds, ~3 per cycle: 6), compare,
+                                   # count, FIFO write (10)
     "shifter.pass": 7,             # row i: FIFO read, V read, shift, accumulate, hand-over; row i - 1: requant, write
 }
 LANE_TREES = ("softmax.pass", "shifter.pass")   # + log2(LANES): the lanes' adder tree

@@ -352,14 +352,16 @@ def test_log_code_cmp_equals_the_divider(kern):
         sums[sums < 1] = 1
         ex = np.maximum(1, (sums.astype(np.float64) * rng.random(sums.size) ** 8).astype(np.int64))
         ex = np.minimum(ex, sums)
-        # boundaries: S = c_t * ex exactly and one off, for the first thresholds
+        # boundaries: S = c_t * ex exactly and one off, for every threshold; and ex at the
+        # largest value whose product c_t * ex still fits below 2^63 (and one above it)
         bs, be = [], []
-        for c in intops.log_code_multipliers(15, rounding):
-            for e in (1, 5, 1 << 20):
+        big = (1 << 63) - 1
+        for c in intops.log_code_multipliers(63, rounding):
+            for e in (1, 5, 1 << 20, big // c, big // c + 1):
                 for d in (-1, 0, 1):
                     S = c * e + d
                     tot = S >> G if geometric else S // 2
-                    if tot >= e:
+                    if 1 <= e <= tot <= top:
                         bs.append(tot)
                         be.append(e)
         sums, ex = np.concatenate([sums, A(bs)]), np.concatenate([ex, A(be)])
