@@ -18,6 +18,7 @@ from quantizer import P2VitError, QuantConfig, reference
 from quantizer.data import synthetic_images, to_int8_input
 from quantizer.models import load_model
 from quantizer.pipeline import quantize
+from tests.conftest import TINY_HW
 from tests.tiny import random_images, tiny_card
 
 
@@ -200,6 +201,33 @@ def test_generated_hls_is_static_labelled_and_counted(tiny_ir):
     assert set(re.findall(r"bundle=(\w+) ", top4)) == {"blob", "blob_w1", "blob_w2", "blob_w3"}
     assert "WeightPorts<C> ports{blob, blob_w1, blob_w2, blob_w3}" in top4
     assert "QK_ROWS = 3;" in four["hls/p2vit_params.h"] and "QK_ROWS = 8;" in files["hls/p2vit_params.h"]
+
+
+def _region_arrays_of_both_processes(top: str) -> set[str]:
+    """The arrays (array, pointer or *_buf parameters of p2vit_main_step) that both of its calls take."""
+    at = top.index("static void p2vit_main_step(")
+    params = top[top.index("(", at) + 1:top.index(") {", at)].replace("[[maybe_unused]]", "")
+    arrays = {re.findall(r"\w+", p.split("[")[0])[-1] for p in params.split(",")
+              if "[" in p or "*" in p or "_buf<" in p}
+    body = top[top.index(") {", at):top.index("\n}\n", at)]
+    calls = [re.search(rf"\b{name}\((.*?)\);", body, re.S).group(1) for name in ("p2vit_main_layer", "p2vit_attention")]
+    args = [{a.strip() for a in call.split(",")} for call in calls]
+    return args[0] & args[1] & arrays
+
+
+def test_head_group_region_shares_only_o(tiny_ir):
+    # UG1399's canonical DATAFLOW: the only array both processes of the head-group region access is
+    # `o` (read by proj's loads, then written by the attention); xt is the MAC array's alone
+    grouped_hw = HwConfig(rows=4, cols=8, simd=8, lanes=8)
+    shape = perf.shape_from_ir(tiny_ir)
+    assert perf.qkv_group_heads(shape, grouped_hw) < shape.heads
+    grouped = render(tiny_ir, grouped_hw).files["hls/p2vit_top.cpp"]
+    assert "HLS DATAFLOW" in grouped[grouped.index("static void p2vit_main_step("):]
+    assert _region_arrays_of_both_processes(grouped) == {"o"}
+    # one group: no region, the calls run one after the other and A.V may fill xt for proj
+    single = render(tiny_ir, TINY_HW).files["hls/p2vit_top.cpp"]
+    assert perf.qkv_group_heads(shape, TINY_HW) == shape.heads
+    assert "xt" in _region_arrays_of_both_processes(single)
 
 
 def test_no_recursion_in_generated_code(tiny_ir):
