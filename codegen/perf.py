@@ -69,13 +69,27 @@ DEPTH = {
     "requant.cls": 2,
     "layernorm.load": 52,          # rc and the row's S1, std read, alignment shift, (log2 D + R + 14) x 32-bit
                                    # div_round (~45 at D 768, R 16), multiply, requant, row-buffer write
-    "softmax.pass": 21,            # row i: FIFO read, n comparators against k|x0|, mux + subtract, add pb, 18-bit
+    "softmax.pass": 15,            # row i: FIFO read, n comparators against k|x0|, mux + subtract, add pb, 18-bit
                                    # square (3), add pc, shift, sum (10); row i - 1's codes after the previous
-                                   # pass's sum became its comparison side (1): ex read, the chain of multiples
-                                   # c_1 ex and Z - 1 adders (~16 64-bit adds, ~3 per cycle: 6), compare,
-                                   # count, FIFO write (10)
+                                   # pass's sum became its comparison side (1): ex read, compare, count, FIFO
+                                   # write (4); + the chain of multiples c_t ex (log_code_chain_depth)
     "shifter.pass": 7,             # row i: FIFO read, V read, shift, accumulate, hand-over; row i - 1: requant, write
 }
+
+
+def log_code_thresholds(attn_bits: int) -> int:
+    """T of kernels/p2vit/arith.h log_code_cmp: the thresholds a softmax code is compared against,
+    Z = 2^attn_bits - 1 but at most 63 (geometric rounding, the default, stops at 63 - G)."""
+    return min((1 << attn_bits) - 1, 63)
+
+
+def log_code_chain_depth(attn_bits: int) -> int:
+    """Cycles the chain of multiples c_t ex adds to softmax.pass: c_1 ex, then T - 1 links of one
+    64-bit adder, each a function that is never inlined (arith.h log_code_link), counted a cycle
+    each: HLS may register every link's output."""
+    return log_code_thresholds(attn_bits)
+
+
 LANE_TREES = ("softmax.pass", "shifter.pass")   # + log2(LANES): the lanes' adder tree
 COL_TREES = ("requant.logits",)   # + log2(COLS): the max tree over a tile row's logits
 LN_STD_LATENCY = 64    # cycles allowed for a LayerNorm row's D*S2 - S1^2 and isqrt (kernels/p2vit/layernorm.h), in the
@@ -663,8 +677,9 @@ def simd_chain_depth(simd: int) -> int:
 
 
 class _Timer:
-    def __init__(self, hw: HwConfig, sw: Switches, dram_gbs: float | None):
+    def __init__(self, hw: HwConfig, sw: Switches, dram_gbs: float | None, attn_bits: int):
         self.hw, self.sw = hw, sw
+        self.code_chain = log_code_chain_depth(attn_bits)
         self.bpc = math.inf if not dram_gbs else dram_gbs * 1e9 / (hw.clock_mhz * 1e6)  # DRAM bytes/cycle
         self.simd_chain = simd_chain_depth(hw.simd)
         self.lane_tree = math.ceil(math.log2(hw.lanes)) if hw.lanes > 1 else 0
@@ -673,6 +688,8 @@ class _Timer:
     def depth(self, lid: str) -> int:
         if lid in ("mac_array.reduce", "mac_array.reduce_keys"):
             return DEPTH[lid] + self.simd_chain
+        if lid == "softmax.pass":  # + the chain of multiples and the lanes' adder tree
+            return DEPTH[lid] + self.code_chain + self.lane_tree
         if lid in LANE_TREES:      # an adder tree over the attention lanes
             return DEPTH[lid] + self.lane_tree
         if lid in COL_TREES:       # a max tree over the array's columns
@@ -1268,7 +1285,7 @@ def latency_bound(shape: ModelShape, hw: HwConfig, dram_gbs: float | None = DEFA
     the DATAFLOW regions (their longest stage instead): the target search fully evaluates only the
     designs whose bound can still be within its tie of the fastest."""
     sw = Switches()
-    timer, free = _Timer(hw, sw, dram_gbs), _Timer(hw, sw, None)
+    timer, free = _Timer(hw, sw, dram_gbs, shape.attn_bits), _Timer(hw, sw, None, shape.attn_bits)
     cache: dict[int, float] = {}
     total = 0.0
     for st in schedule(shape, hw):
@@ -1307,8 +1324,8 @@ def critical_path(st: Step, timer: "_Timer", cycles: float, comp: float) -> dict
 def evaluate(shape: ModelShape, hw: HwConfig, sw: Switches = Switches(), dram_gbs: float | None = DEFAULT_DRAM_GBS,
              steps: list[Step] | None = None, acc_bits: int = 32) -> Perf:
     steps = steps if steps is not None else schedule(shape, hw)
-    timer = _Timer(hw, sw, dram_gbs)
-    free = _Timer(hw, sw, None)
+    timer = _Timer(hw, sw, dram_gbs, shape.attn_bits)
+    free = _Timer(hw, sw, None, shape.attn_bits)
     f = hw.clock_mhz * 1e6
     cache: dict = {}
     rows, total, total_c, chunks, critical = [], 0.0, 0.0, {c: 0.0 for c in CHUNKS}, {}

@@ -245,8 +245,10 @@ def test_cycle_equations(tiny):
     W = -(-N // L)                 # stream words per attention row: L logits or codes each
     tree = math.ceil(math.log2(L))  # the lanes' adder tree
 
+    chain = perf.log_code_chain_depth(shape.attn_bits)   # the softmax codes' chain of multiples
+
     def lane_cyc(lid, iters):
-        return iters + perf.DEPTH[lid] + tree - 1
+        return iters + perf.DEPTH[lid] + (chain if lid == "softmax.pass" else 0) + tree - 1
 
     # Q.K^T: key tile ot - 1 drains inside tile ot's DH/SIMD steps, ceil(ROWS/RL) tail iterations drain
     # the last one; one loop entry per row tile whose pipeline is the reduction's then the epilogue's.
@@ -284,7 +286,7 @@ def test_cycle_equations(tiny):
     assert f"constexpr int LN_STD_LATENCY = {perf.LN_STD_LATENCY};" in header
     # without II=1 pipelining every iteration takes the loop's depth
     q = perf.evaluate(shape, hw, perf.Switches(inter=False, intra=False, axi_latency=0), dram_gbs=None)
-    sm_off = NG * (GH * N + 1) * W * (perf.DEPTH["softmax.pass"] + tree)
+    sm_off = NG * (GH * N + 1) * W * (perf.DEPTH["softmax.pass"] + chain + tree)
     assert q.chunks["softmax"] == shape.depth * sm_off
 
 
@@ -339,7 +341,7 @@ def test_qkv_head_groups_run_beside_the_attention(monkeypatch):
     names = [n for n in steps if n.startswith("blocks.0.") and ("qkv" in n or "attn" in n)]
     assert names == ["blocks.0.qkv[0]"] + [f"blocks.0.qkv[{g}]+attn[{g - 1}]" for g in range(1, NG)] + \
         [f"blocks.0.attn[{NG - 1}]"]
-    timer = perf._Timer(hw, perf.Switches(), None)
+    timer = perf._Timer(hw, perf.Switches(), None, shape.attn_bits)
 
     def side(stages):
         return timer.region(stages)

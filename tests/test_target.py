@@ -74,7 +74,10 @@ def test_lut_estimate_grows_with_the_array_and_the_lanes(deit_s):
     wider = sum(fpga_target.lut_estimate(deit_s, HwConfig(cols=16)).values())
     laned = fpga_target.lut_estimate(deit_s, HwConfig(lanes=8))
     assert wider > base and sum(laned.values()) > base
-    assert laned["softmax lanes"] == 8 * fpga_target.LUT_COSTS["softmax_lane"]
+    lane = fpga_target.LUT_COSTS["softmax_lane"] + 15 * fpga_target.LUT_COSTS["softmax_threshold"]
+    assert deit_s.attn_bits == 4 and laned["softmax lanes"] == 8 * lane   # Z = 15 thresholds a lane
+    eight = fpga_target.lut_estimate(dataclasses.replace(deit_s, attn_bits=8), HwConfig(lanes=8))   # Z = 255: T = 63
+    assert eight["softmax lanes"] - laned["softmax lanes"] == 8 * 48 * fpga_target.LUT_COSTS["softmax_threshold"]
     assert laned["A.V shifter array"] == deit_s.dh * 8 * fpga_target.LUT_COSTS["shifter"]
 
 

@@ -32,6 +32,7 @@
 #define P2VIT_ARITH_H
 
 #include <cstdint>
+#include <utility>   // std::integer_sequence: log_code_cmp's thresholds
 
 #include "types.h"
 
@@ -321,37 +322,60 @@ constexpr std::uint64_t log_code_multiplier(int t) {
   return GEO ? std::uint64_t(geo_threshold(t)) : 2 * std::uint64_t(log_round_threshold(t)) - 1;
 }
 
-// LogCodeChain<GEO, T>: the constants of log_code_cmp's chain, made at compile time: c_1, the
-// limits floor((2^63 - 1) / c_t) and the steps d_t = c_(t+1) - 2 c_t. Each d_t is -1, 0 or +1:
-// geometric theta_(t+1) is the ceiling of twice theta_t's argument, so 2 theta_t or
+// log_code_limit<GEO>(t): floor((2^63 - 1) / c_t), the largest ex with c_t * ex < 2^63.
+template <bool GEO>
+constexpr std::uint64_t log_code_limit(int t) {
+  return ((std::uint64_t(1) << 63) - 1) / log_code_multiplier<GEO>(t);
+}
+
+// log_code_step<GEO>(t): d_t = c_(t+1) - 2 c_t, which is -1, 0 or +1 (2 where it is not: refused
+// at compile time): geometric theta_(t+1) is the ceiling of twice theta_t's argument, so 2 theta_t or
 // 2 theta_t - 1; arithmetic 2 theta - 1 doubles to 2 (2 theta - 1) + 1 (and c_2 = 2 c_1 - 1).
-template <bool GEO, int T>
-struct LogCodeChain {
-  std::uint64_t c1 = 0;
-  std::uint64_t limit[T + 1] = {};
-  int step[T + 1] = {};
-  bool unit_steps = true;
-  constexpr LogCodeChain() {
-    constexpr std::uint64_t BIG = (std::uint64_t(1) << 63) - 1;
-    c1 = log_code_multiplier<GEO>(1);
-    for (int t = 1; t <= T; ++t) {
-      const std::uint64_t c = log_code_multiplier<GEO>(t);
-      limit[t] = BIG / c;
-      if (t < T) {
-        const std::uint64_t next = log_code_multiplier<GEO>(t + 1);
-        step[t] = next == 2 * c ? 0 : next == 2 * c + 1 ? 1 : next + 1 == 2 * c ? -1 : 2;
-        unit_steps = unit_steps && step[t] != 2;
-      }
-    }
-  }
-};
+template <bool GEO>
+constexpr int log_code_step(int t) {
+  const std::uint64_t c = log_code_multiplier<GEO>(t), next = log_code_multiplier<GEO>(t + 1);
+  return next == 2 * c ? 0 : next == 2 * c + 1 ? 1 : next + 1 == 2 * c ? -1 : 2;
+}
+
+// log_code_link<D>(prod, e): one link of log_code_cmp's chain, 2 * prod + D * e modulo 2^64 (one
+// 64-bit adder, or none for D = 0). A function of its own that is never inlined: were the links
+// inlined, the compiler's algebraic simplification would fold 2 * (c_t * e) + e back into
+// c_(t+1) * e, T separate constant multipliers, which is the cost the chain exists to avoid.
+template <int D>
+u64 log_code_link(u64 prod, u64 e) {
+  P2VIT_PRAGMA(HLS INLINE off)
+  static_assert(D >= -1 && D <= 1, "log_code_link: c_(t+1) - 2 c_t must be -1, 0 or +1");
+  const u64 twice = u64(prod << 1);
+  return D > 0 ? u64(twice + e) : D < 0 ? u64(twice - e) : twice;
+}
+
+// log_code_threshold<GEO, T, t>: threshold t of log_code_cmp: count it where c_t * ex < 2^63 and
+// c_t * ex <= s, then step prod from c_t * ex to c_(t+1) * ex (t < T). Its constants are template
+// constants, not a table, so that nothing becomes a ROM.
+template <bool GEO, int T, int t>
+inline void log_code_threshold(u64 s, u64 e, u64& prod, int& code) {
+  constexpr std::uint64_t LIMIT = log_code_limit<GEO>(t);
+  code += (e <= u64(LIMIT) && prod <= s) ? 1 : 0;
+  if constexpr (t < T) prod = log_code_link<log_code_step<GEO>(t)>(prod, e);
+}
+
+// log_code_count<GEO, T>(s, e, {0..T-1}): the thresholds 1..T in order (a fold over the sequence:
+// each threshold's link feeds the next).
+template <bool GEO, int T, int... I>
+inline int log_code_count(u64 s, u64 e, std::integer_sequence<int, I...>) {
+  u64 prod = e * u64(log_code_multiplier<GEO>(1));                // c_1 * ex: 3 or 91, shifts and adds
+  P2VIT_PRAGMA(HLS BIND_OP variable=prod op=mul impl=fabric)
+  int code = 0;
+  (log_code_threshold<GEO, T, I + 1>(s, e, prod, code), ...);
+  return code;
+}
 
 // log_code_cmp<Z, GEO>(s, ex): the code of numerics.md 2.5 steps 5-6 without a divider:
 // #{t = 1..T : c_t * ex <= s}, with s = 2 * sum (arithmetic) or sum << G (geometric), both < 2^63,
 // and T = min(Z, 63) or min(Z, 63 - G). The products are a chain, not T constant multipliers:
 // c_1 * ex is one (3 or 91: a few adders), then c_(t+1) * ex = 2 c_t * ex + d_t * ex with
-// d_t in {-1, 0, +1} (LogCodeChain), one adder each. The chain runs modulo 2^64, so each
-// product is exact modulo 2^64, hence exact wherever it is used: only when
+// d_t in {-1, 0, +1} (log_code_step), one adder each (log_code_link). The chain runs modulo 2^64,
+// so each product is exact modulo 2^64, hence exact wherever it is used: only when
 // ex <= floor((2^63 - 1) / c_t), i.e. c_t * ex < 2^63; otherwise c_t * ex >= 2^63 > s.
 //   Z: the clamp (zero-weight code), Z >= 1.
 //   s: 2 * sum or sum << G of the row; ex: 1 <= ex <= sum.
@@ -359,20 +383,7 @@ template <int Z, bool GEO>
 inline int log_code_cmp(i64 s, i64 ex) {
   static_assert(Z >= 1, "log_code_cmp<Z>: Z must be >= 1");
   constexpr int T = GEO ? (Z < 63 - GEO_FRAC ? Z : 63 - GEO_FRAC) : (Z < 63 ? Z : 63);
-  static constexpr LogCodeChain<GEO, T> chain{};
-  static_assert(chain.unit_steps, "log_code_cmp: c_(t+1) - 2 c_t must be -1, 0 or +1");
-  const u64 e = u64(ex);
-  u64 prod = e * u64(chain.c1);                                    // c_1 * ex: 3 or 91, shifts and adds
-  P2VIT_PRAGMA(HLS BIND_OP variable=prod op=mul impl=fabric)
-  int code = 0;
-thresholds:
-  for (int t = 1; t <= T; ++t) {
-    P2VIT_PRAGMA(HLS UNROLL)
-    code += (e <= u64(chain.limit[t]) && prod <= u64(s)) ? 1 : 0;   // c_t * ex < 2^63 and <= s
-    if (t < T)                                                       // d_t is a constant: add, subtract or neither
-      prod = u64(prod << 1) + (chain.step[t] > 0 ? e : u64(0)) - (chain.step[t] < 0 ? e : u64(0));
-  }
-  return code;
+  return log_code_count<GEO, T>(u64(s), u64(ex), std::make_integer_sequence<int, T>{});
 }
 
 }  // namespace p2vit
