@@ -83,14 +83,14 @@ LUT_COSTS = {
     "acc_row_mux": 1,        # per accumulator bit and 4 rows: a LUT6 4:1 multiplexer (MUXF7/F8 join them)
     "max_node": 12,          # an 8-bit compare (8 LUTs on the carry chain) and an 8-bit 2:1 multiplexer (4 dual LUT6)
     "gelu_lookup": 560,      # a 256-way multiplexer of 8 bits from the registered table (~70 LUT6 + MUXF7/F8 per bit)
-    "softmax_lane": 650,     # a softmax lane without its thresholds: c_1 ex (91 = 128 - 32 - 4 - 1: 3 64-bit
-                             # adders, ~190), n = 30 - 2E 13-bit comparators against k|x0|, the (n+1)-way mux
-                             # and three 64-bit adders (~500), less the last threshold's link, which it lacks
-    "softmax_threshold": 150,  # per threshold t of a lane's codes (arith.h log_code_cmp, T = 15 at 4-bit
-                             # attention: 2,900 a lane): the chain's link, one 64-bit adder (64); a 64-bit
-                             # comparator with 2 sum or sum << G (64) and one with the constant limit
-                             # floor((2^63 - 1) / c_t) (~22). Until session 29 the lane had 15 separate constant
-                             # multipliers in canonical signed digits (~78 adders): 6,500 a lane
+    "softmax_lane": 500,     # a softmax lane's exp and sum: n = 30 - 2E 13-bit comparators against k|x0|, the
+                             # (n+1)-way mux and three 64-bit adders; its codes: perf.log_code_chain's parts
+    "softmax_threshold": 86,  # per threshold t of the codes (arith.h log_code_cmp): a 64-bit comparator with
+                             # 2 sum or sum << G (64) and one with the constant limit floor((2^63 - 1) / c_t) (~22)
+    "softmax_adder": 64,     # per 64-bit adder of the chain of multiples c_t ex: c_1 ex's and each link with
+                             # d_t != 0 (2,494 a lane at 4-bit geometric attention: 15 thresholds, 3 + 8 adders).
+                             # Until session 29 the lane had 15 separate constant multipliers in canonical signed
+                             # digits (~78 adders): 6,500
     "shifter": 75,           # per A.V channel and key lane: a 23-bit barrel shift by 0..15 (2 LUT levels) and its adder
     "layernorm_lane": 1_800,  # a normalizing lane: a pipelined 45 / 32-bit divider (one 32-bit subtractor per
                               # quotient bit) and the requant
@@ -152,6 +152,13 @@ def load_target(spec: str) -> Target:
                   **{k: (int(d[k]) if k in COUNT_KEYS else float(d[k])) for k in TARGET_KEYS})
 
 
+def softmax_lane_luts(shape: perf.ModelShape) -> int:
+    """Estimated LUTs of one softmax lane: its exp and sum, and its codes' comparators and chain."""
+    thresholds, first, links = perf.log_code_chain(shape.attn_bits, shape.attn_rounding)
+    c = LUT_COSTS
+    return c["softmax_lane"] + thresholds * c["softmax_threshold"] + (first + links) * c["softmax_adder"]
+
+
 def lut_estimate(shape: perf.ModelShape, hw: HwConfig) -> dict[str, int]:
     """Estimated LUTs of the emitted design, by unit (see LUT_COSTS)."""
     c = LUT_COSTS
@@ -200,7 +207,7 @@ def lut_estimate(shape: perf.ModelShape, hw: HwConfig) -> dict[str, int]:
         # each PE array reads xt[cur] of two row buffers: a 2:1 multiplexer per row and SIMD byte
         # (two per LUT6, shared select); the MAC array's and the Q.K^T array's
         "row buffer select (xt[cur], prefetch)": (hw.rows + qk.rows) * hw.simd * 8 // 2,
-        "softmax lanes": hw.lanes * (c["softmax_lane"] + perf.log_code_thresholds(shape.attn_bits) * c["softmax_threshold"]),
+        "softmax lanes": hw.lanes * softmax_lane_luts(shape),
         "A.V shifter array": shape.dh * hw.lanes * c["shifter"],
         # normalizing lanes (load_lanes per set: in the reduction loop, in the exposed load loop) and
         # the statistics of each residual-stream writer (the drain in the reduction loop; the

@@ -32,6 +32,7 @@ HLS reports. docs/performance.md has the equations and the measured figures.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import sys
@@ -77,17 +78,31 @@ DEPTH = {
 }
 
 
-def log_code_thresholds(attn_bits: int) -> int:
-    """T of kernels/p2vit/arith.h log_code_cmp: the thresholds a softmax code is compared against,
-    Z = 2^attn_bits - 1 but at most 63 (geometric rounding, the default, stops at 63 - G)."""
-    return min((1 << attn_bits) - 1, 63)
+@functools.lru_cache(maxsize=None)
+def log_code_chain(attn_bits: int, attn_rounding: str) -> tuple[int, int, int]:
+    """The comparison logic of a softmax lane's codes (kernels/p2vit/arith.h log_code_cmp) as built:
+    (T, first, links). T thresholds, each two comparators (Z = 2^attn_bits - 1 of them, but at most
+    63, or 63 - G for geometric rounding); c_1 ex takes `first` adders (the nonzero digits of c_1's
+    canonical signed-digit form, less one: 91 = 128 - 32 - 4 - 1 takes 3, 3 = 4 - 1 takes 1); and
+    `links` of the T - 1 links of the chain are adders (d_t = +-1; a d_t = 0 link is a shift, wiring)."""
+    from quantizer import intops
+
+    c = intops.log_code_multipliers((1 << attn_bits) - 1, attn_rounding)
+    digits, v = 0, c[0]
+    while v:
+        if v & 1:
+            v -= 2 - (v & 3)    # the nonadjacent form's digit, +1 or -1
+            digits += 1
+        v >>= 1
+    return len(c), digits - 1, sum(1 for a, b in zip(c, c[1:]) if b != 2 * a)
 
 
-def log_code_chain_depth(attn_bits: int) -> int:
-    """Cycles the chain of multiples c_t ex adds to softmax.pass: c_1 ex, then T - 1 links of one
-    64-bit adder, each a function that is never inlined (arith.h log_code_link), counted a cycle
-    each: HLS may register every link's output."""
-    return log_code_thresholds(attn_bits)
+def log_code_chain_depth(shape: "ModelShape") -> int:
+    """Cycles the chain of multiples c_t ex adds to softmax.pass: one for c_1 ex, then one per link
+    that is an adder. Each link is a function that is never inlined (arith.h log_code_link), so HLS
+    cannot retime across them; counting a register after every adder makes this an upper bound."""
+    _, _, links = log_code_chain(shape.attn_bits, shape.attn_rounding)
+    return 1 + links
 
 
 LANE_TREES = ("softmax.pass", "shifter.pass")   # + log2(LANES): the lanes' adder tree
@@ -164,6 +179,7 @@ class ModelShape:
     res_bits: int = 8
     attn_bits: int = 4
     layer_bits: tuple = ()      # ((layer name, weight bits), ...); missing layers: 8
+    attn_rounding: str = "geometric"   # the softmax codes' rounding (QuantConfig.attn_rounding): their comparators
 
     @property
     def tokens(self) -> int:
@@ -209,9 +225,15 @@ def shape_from_meta(meta: dict) -> ModelShape:
     s = ModelShape(name=m["name"], img_h=m["img_size"][0], img_w=m["img_size"][1], patch=m["patch"],
                    in_chans=m["in_chans"], dim=m["dim"], heads=m["heads"], depth=m["depth"],
                    hidden=m["hidden"], num_classes=m["num_classes"], res_bits=q["res_bits"],
-                   attn_bits=q["attn_bits"])
+                   attn_bits=q["attn_bits"], attn_rounding=_rounding_of(q))
     bits = meta.get("layer_bits") or dict(_uniform_bits(s.linear_layers(), q["w_bits"]))
     return replace(s, layer_bits=tuple(sorted(bits.items())))
+
+
+def _rounding_of(quant: dict) -> str:
+    from quantizer.config import LEGACY_SOFTMAX
+
+    return quant.get("attn_rounding", LEGACY_SOFTMAX["attn_rounding"])   # IRs from before the switch
 
 
 def shape_from_ir(ir) -> ModelShape:
@@ -677,9 +699,9 @@ def simd_chain_depth(simd: int) -> int:
 
 
 class _Timer:
-    def __init__(self, hw: HwConfig, sw: Switches, dram_gbs: float | None, attn_bits: int):
+    def __init__(self, hw: HwConfig, sw: Switches, dram_gbs: float | None, shape: ModelShape):
         self.hw, self.sw = hw, sw
-        self.code_chain = log_code_chain_depth(attn_bits)
+        self.code_chain = log_code_chain_depth(shape)
         self.bpc = math.inf if not dram_gbs else dram_gbs * 1e9 / (hw.clock_mhz * 1e6)  # DRAM bytes/cycle
         self.simd_chain = simd_chain_depth(hw.simd)
         self.lane_tree = math.ceil(math.log2(hw.lanes)) if hw.lanes > 1 else 0
@@ -1285,7 +1307,7 @@ def latency_bound(shape: ModelShape, hw: HwConfig, dram_gbs: float | None = DEFA
     the DATAFLOW regions (their longest stage instead): the target search fully evaluates only the
     designs whose bound can still be within its tie of the fastest."""
     sw = Switches()
-    timer, free = _Timer(hw, sw, dram_gbs, shape.attn_bits), _Timer(hw, sw, None, shape.attn_bits)
+    timer, free = _Timer(hw, sw, dram_gbs, shape), _Timer(hw, sw, None, shape)
     cache: dict[int, float] = {}
     total = 0.0
     for st in schedule(shape, hw):
@@ -1324,8 +1346,8 @@ def critical_path(st: Step, timer: "_Timer", cycles: float, comp: float) -> dict
 def evaluate(shape: ModelShape, hw: HwConfig, sw: Switches = Switches(), dram_gbs: float | None = DEFAULT_DRAM_GBS,
              steps: list[Step] | None = None, acc_bits: int = 32) -> Perf:
     steps = steps if steps is not None else schedule(shape, hw)
-    timer = _Timer(hw, sw, dram_gbs, shape.attn_bits)
-    free = _Timer(hw, sw, None, shape.attn_bits)
+    timer = _Timer(hw, sw, dram_gbs, shape)
+    free = _Timer(hw, sw, None, shape)
     f = hw.clock_mhz * 1e6
     cache: dict = {}
     rows, total, total_c, chunks, critical = [], 0.0, 0.0, {c: 0.0 for c in CHUNKS}, {}

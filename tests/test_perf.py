@@ -245,7 +245,7 @@ def test_cycle_equations(tiny):
     W = -(-N // L)                 # stream words per attention row: L logits or codes each
     tree = math.ceil(math.log2(L))  # the lanes' adder tree
 
-    chain = perf.log_code_chain_depth(shape.attn_bits)   # the softmax codes' chain of multiples
+    chain = perf.log_code_chain_depth(shape)   # the softmax codes' chain of multiples
 
     def lane_cyc(lid, iters):
         return iters + perf.DEPTH[lid] + (chain if lid == "softmax.pass" else 0) + tree - 1
@@ -341,7 +341,7 @@ def test_qkv_head_groups_run_beside_the_attention(monkeypatch):
     names = [n for n in steps if n.startswith("blocks.0.") and ("qkv" in n or "attn" in n)]
     assert names == ["blocks.0.qkv[0]"] + [f"blocks.0.qkv[{g}]+attn[{g - 1}]" for g in range(1, NG)] + \
         [f"blocks.0.attn[{NG - 1}]"]
-    timer = perf._Timer(hw, perf.Switches(), None, shape.attn_bits)
+    timer = perf._Timer(hw, perf.Switches(), None, shape)
 
     def side(stages):
         return timer.region(stages)

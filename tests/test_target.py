@@ -74,10 +74,17 @@ def test_lut_estimate_grows_with_the_array_and_the_lanes(deit_s):
     wider = sum(fpga_target.lut_estimate(deit_s, HwConfig(cols=16)).values())
     laned = fpga_target.lut_estimate(deit_s, HwConfig(lanes=8))
     assert wider > base and sum(laned.values()) > base
-    lane = fpga_target.LUT_COSTS["softmax_lane"] + 15 * fpga_target.LUT_COSTS["softmax_threshold"]
-    assert deit_s.attn_bits == 4 and laned["softmax lanes"] == 8 * lane   # Z = 15 thresholds a lane
-    eight = fpga_target.lut_estimate(dataclasses.replace(deit_s, attn_bits=8), HwConfig(lanes=8))   # Z = 255: T = 63
-    assert eight["softmax lanes"] - laned["softmax lanes"] == 8 * 48 * fpga_target.LUT_COSTS["softmax_threshold"]
+    c = fpga_target.LUT_COSTS
+    # 4-bit geometric attention: 15 thresholds; c_1 = 91 = 128 - 32 - 4 - 1 (3 adders) and d_t =
+    # 0 -1 -1 -1 -1 -1 0 -1 -1 0 0 0 0 -1 (8 adder links, the zeros are shifts)
+    assert (deit_s.attn_bits, deit_s.attn_rounding) == (4, "geometric")
+    assert perf.log_code_chain(4, "geometric") == (15, 3, 8)
+    lane = c["softmax_lane"] + 15 * c["softmax_threshold"] + 11 * c["softmax_adder"]
+    assert laned["softmax lanes"] == 8 * lane
+    # arithmetic: c_1 = 3 (1 adder), every link an adder; 8 bits: Z = 255, capped at 63 and 63 - G
+    arith = fpga_target.lut_estimate(dataclasses.replace(deit_s, attn_rounding="arithmetic"), HwConfig(lanes=8))
+    assert arith["softmax lanes"] - laned["softmax lanes"] == 8 * (15 - 11) * c["softmax_adder"]
+    assert perf.log_code_chain(8, "geometric")[0] == 57 and perf.log_code_chain(8, "arithmetic")[:2] == (63, 1)
     assert laned["A.V shifter array"] == deit_s.dh * 8 * fpga_target.LUT_COSTS["shifter"]
 
 

@@ -354,6 +354,7 @@ u64 log_code_link(u64 prod, u64 e) {
 // constants, not a table, so that nothing becomes a ROM.
 template <bool GEO, int T, int t>
 inline void log_code_threshold(u64 s, u64 e, u64& prod, int& code) {
+  P2VIT_PRAGMA(HLS INLINE)   // only the links stay out of line
   constexpr std::uint64_t LIMIT = log_code_limit<GEO>(t);
   code += (e <= u64(LIMIT) && prod <= s) ? 1 : 0;
   if constexpr (t < T) prod = log_code_link<log_code_step<GEO>(t)>(prod, e);
@@ -363,6 +364,7 @@ inline void log_code_threshold(u64 s, u64 e, u64& prod, int& code) {
 // each threshold's link feeds the next).
 template <bool GEO, int T, int... I>
 inline int log_code_count(u64 s, u64 e, std::integer_sequence<int, I...>) {
+  P2VIT_PRAGMA(HLS INLINE)
   u64 prod = e * u64(log_code_multiplier<GEO>(1));                // c_1 * ex: 3 or 91, shifts and adds
   P2VIT_PRAGMA(HLS BIND_OP variable=prod op=mul impl=fabric)
   int code = 0;
