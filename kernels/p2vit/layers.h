@@ -327,6 +327,11 @@ int main_array(int mode, const typename C::act_t img[C::IMG_C * C::IMG_H * C::IM
   i32 tile_bias[C::ROWS * embed_bias_cols<C>()];
   [[maybe_unused]] constexpr int TBB = embed_bias_banks<C>();
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=tile_bias type=cyclic factor=TBB)
+#ifndef __SYNTHESIS__
+  // C-sim only: g++ -O3 cannot see that only the embedding's drains read it, after its load
+  // (-Wmaybe-uninitialized at vit_b's ZCU102 design); hardware reads nothing unset.
+  for (auto& b : tile_bias) b = 0;
+#endif
   // beats of one row tile's biases: WPORTS segments of embed_bias_seg (codegen/layout.py row_embed_bias)
   constexpr long TB_BEATS = long(C::WPORTS) * embed_bias_seg<C>();
 #if P2VIT_CSIM_FAST_MAC
