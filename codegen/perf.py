@@ -39,6 +39,7 @@ import sys
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from quantizer.config import softmax_settings
 from quantizer.errors import P2VitError, cli_errors
 
 from .hwconfig import HwConfig, add_hw_args, check_simd, explicit_hw_flags, hw_config
@@ -225,15 +226,9 @@ def shape_from_meta(meta: dict) -> ModelShape:
     s = ModelShape(name=m["name"], img_h=m["img_size"][0], img_w=m["img_size"][1], patch=m["patch"],
                    in_chans=m["in_chans"], dim=m["dim"], heads=m["heads"], depth=m["depth"],
                    hidden=m["hidden"], num_classes=m["num_classes"], res_bits=q["res_bits"],
-                   attn_bits=q["attn_bits"], attn_rounding=_rounding_of(q))
+                   attn_bits=q["attn_bits"], attn_rounding=softmax_settings(q)["attn_rounding"])
     bits = meta.get("layer_bits") or dict(_uniform_bits(s.linear_layers(), q["w_bits"]))
     return replace(s, layer_bits=tuple(sorted(bits.items())))
-
-
-def _rounding_of(quant: dict) -> str:
-    from quantizer.config import LEGACY_SOFTMAX
-
-    return quant.get("attn_rounding", LEGACY_SOFTMAX["attn_rounding"])   # IRs from before the switch
 
 
 def shape_from_ir(ir) -> ModelShape:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from quantizer.config import LEGACY_SOFTMAX
+from quantizer.config import softmax_settings
 from quantizer.ir import QuantizedViT
 
 from . import perf
@@ -24,7 +24,7 @@ def md_row(*cells) -> str:
 
 def _softmax_text(q: dict) -> str:
     """The softmax settings of numerics.md 2.5 (an IR without them has the legacy ones)."""
-    s = {**LEGACY_SOFTMAX, **{k: q[k] for k in LEGACY_SOFTMAX if k in q}}
+    s = softmax_settings(q)
     return f"exp_shift {s['exp_shift']}, {s['attn_rounding']} rounding"
 
 

@@ -12,6 +12,11 @@ from .pot import ROUNDING_MODES
 LEGACY_SOFTMAX = {"exp_shift": 0, "attn_rounding": "arithmetic"}
 
 
+def softmax_settings(quant: dict) -> dict:
+    """exp_shift and attn_rounding of an IR's quant metadata; an IR without them has LEGACY_SOFTMAX."""
+    return {k: quant.get(k, v) for k, v in LEGACY_SOFTMAX.items()}
+
+
 @dataclass(frozen=True)
 class QuantConfig:
     w_bits: int = 8               # weight bits, 8 or 4

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .ir import QuantizedViT
-from .config import LEGACY_SOFTMAX
+from .config import softmax_settings
 
 
 @dataclass(frozen=True)
@@ -115,7 +115,7 @@ def _layernorm(ir: QuantizedViT, name: str) -> LayerNormLowered:
 def lower(ir: QuantizedViT) -> Lowered:
     T, q = ir.tensors, ir.meta["quant"]
     uniform = bool(q.get("attn_uniform", False))
-    softmax = {k: q.get(k, v) for k, v in LEGACY_SOFTMAX.items()}   # an IR without them: legacy
+    softmax = softmax_settings(q)
     F = av_frac(q["attn_bits"], uniform)
     e_embed = _stream_exponents(ir, "embed")
     embed = LinearLowered(w=T["embed.w"].astype(np.int8), b=_i64(T["embed.bias"]),
