@@ -69,7 +69,8 @@ def main(argv=None):
     types = ("native", "ap_int") if args.ap_int else ("native",)
     say(f"rendering HLS C++ for a {hw.rows}x{hw.cols} MAC array, {hw.simd} lane(s) per PE, {hw.lanes} attention lane(s)")
     info = generate(q.ir, hw, out, build=not args.no_build, types=types, golden_images=calib,
-                    force=args.force, progress=say)
+                    force=args.force, progress=say,
+                    extra_info={"target": found["target"]} if target is not None else None)
     took = time.perf_counter() - t0
     print(f"{lm.name}: {cfg.label}, {hw.rows}x{hw.cols}x{hw.simd} MAC array, {hw.lanes} attention lane(s) at "
           f"{hw.clock_mhz:g} MHz, {took:.0f} s")
@@ -79,7 +80,7 @@ def main(argv=None):
     print(f"  {out}/golden/       testbench images and reference logits")
     for kind, m in info["modules"].items():
         print(f"  {out}/{m['file']}  C-sim module ({kind} types): codegen.module.load('{out}')")
-    print(f"  {out}/report.md     static bounds, trip counts, buffers")
+    print(f"  {out}/report.md     modelled speed and resources, static bounds, trip counts, buffers")
     return 0
 
 

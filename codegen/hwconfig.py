@@ -110,13 +110,14 @@ def add_hw_args(p: argparse.ArgumentParser) -> None:
                         "take fewer DSPs, at the cost of more row tiles per head (default: --rows)")
 
 
-def hw_config(args, reduction_lengths=()) -> HwConfig:
-    """The HwConfig of parsed add_hw_args flags. Without --simd, the default lane count is used
-    when it divides every reduction length of the model (reduction_lengths), else 1 lane."""
+def hw_config(args, reduction_lengths=(), base: HwConfig | None = None) -> HwConfig:
+    """The HwConfig of parsed add_hw_args flags, the others from `base` (a build's design) or the
+    defaults. Without --simd or a base, the default lane count is used when it divides every
+    reduction length of the model (reduction_lengths), else 1 lane."""
     simd = args.simd
     if simd is None:
-        simd = HwConfig.simd if all(k % HwConfig.simd == 0 for k in reduction_lengths) else 1
-    d = HwConfig()
+        simd = base.simd if base else HwConfig.simd if all(k % HwConfig.simd == 0 for k in reduction_lengths) else 1
+    d = base or HwConfig()
 
     def given(name):
         v = getattr(args, name)

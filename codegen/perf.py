@@ -141,15 +141,17 @@ def loop_limit(loop_id: str, hw: HwConfig) -> str:
         return "m_axi: one beat per iteration"
     return "at most two accesses per bank per iteration (dual port)"
 
-# FPGA budgets (DSP48E2, BRAM18K, URAM) from the AMD product tables, by part-name prefix.
+# FPGA budgets (DSP48E2, BRAM18K, URAM, CLB LUTs) from the AMD product tables (DS891, DS890,
+# DS962), by part-name prefix.
 PARTS = {
-    "xczu9eg": (2520, 1824, 0),      # ZCU102
-    "xczu7ev": (1728, 624, 96),      # ZCU104
-    "xck26": (1248, 288, 64),        # Kria KV260
-    "xczu3eg": (360, 432, 0),        # Ultra96
-    "xcvu9p": (6840, 4320, 960),     # VCU118 / AWS F1
-    "xcu250": (12288, 5376, 1280),   # Alveo U250
+    "xczu9eg": (2520, 1824, 0, 274_080),         # ZCU102
+    "xczu7ev": (1728, 624, 96, 230_400),         # ZCU104
+    "xck26": (1248, 288, 64, 117_120),           # Kria KV260
+    "xczu3eg": (360, 432, 0, 70_560),            # Ultra96
+    "xcvu9p": (6840, 4320, 960, 1_182_240),      # VCU118 / AWS F1
+    "xcu250": (12288, 5376, 1280, 1_728_000),    # Alveo U250
 }
+PART_KEYS = ("dsps", "bram18k", "uram", "luts")
 def misc_dsps(hw: HwConfig, ln_sets: int = 1, writers: int = 1) -> dict[str, int]:
     """Multipliers outside the MAC arrays (estimates), per lane where the chunk has lanes. ln_sets:
     the sets of normalizing LayerNorm lanes (ln_load_lane_sets); writers: the residual-stream
@@ -257,6 +259,21 @@ def load_shape(spec: str, w_bits: int | None = None, res_bits: int = 8, attn_bit
         lm = load_model(spec, random_init=True)
     s = shape_of_model(lm, res_bits, attn_bits)
     return replace(s, layer_bits=_uniform_bits(s.linear_layers(), w_bits or 8))
+
+
+def build_design(spec: str) -> tuple[HwConfig, float] | None:
+    """The hardware and DRAM bandwidth a build directory was generated for (its target's DRAM, or
+    the default); None when spec is not a build directory."""
+    if not (Path(spec) / "build.json").is_file():
+        return None
+    from .module import read_build_info   # refuses a corrupt or edited build.json
+
+    info = read_build_info(spec)
+    try:
+        hw = HwConfig(**info["hw"])
+    except (KeyError, TypeError):
+        raise P2VitError(f"{spec}/build.json has no usable hardware record; rebuild with python -m codegen") from None
+    return hw, float((info.get("target") or {}).get("dram_gbs", DEFAULT_DRAM_GBS))
 
 
 def shape_of_model(lm, res_bits: int = 8, attn_bits: int = 4) -> ModelShape:
@@ -850,7 +867,7 @@ def _simulate(stages, durs, caps: dict) -> float:
 # ---------------------------------------------------------------------------------------------
 # Resources
 
-def _part(part: str) -> tuple[int, int, int] | None:
+def _part(part: str) -> tuple[int, int, int, int] | None:
     for k, v in PARTS.items():
         if part.lower().startswith(k):
             return v
@@ -1186,7 +1203,7 @@ def resources(shape: ModelShape, hw: HwConfig, acc_bits: int = 32) -> dict:
         "products_per_cycle": products[0], "products_per_instance": products, "mac_arrays": len(MAC_INSTANCES),
         "instances": list(MAC_INSTANCES), "dsps_per_array": per, "mac_dsps": sum(per), "misc_dsps": misc,
         "dsps": sum(per) + misc, "bram18k": bram, "uram_alternative": _cdiv(big * 8, 4096 * 72),
-        "part": hw.part, "part_budget": dict(zip(("dsps", "bram18k", "uram"), budget)) if budget else None,
+        "part": hw.part, "part_budget": dict(zip(PART_KEYS, budget)) if budget else None,
         "buffers": bufs,
     }
 
@@ -1505,8 +1522,16 @@ def _gbs(x: float) -> str:
     return f"{x:g} GB/s" if math.isfinite(x) else "unlimited bandwidth"
 
 
+def lut_total(p: Perf) -> int:
+    """The design's estimated LUTs (fpga_target.lut_estimate, summed over its units)."""
+    from .fpga_target import lut_estimate   # fpga_target builds on this module
+
+    return sum(lut_estimate(p.shape, p.hw).values())
+
+
 def report(p: Perf, abl: dict | None = None) -> str:
     s, r, hw = p.summary(), p.res, p.hw
+    luts = lut_total(p)
     wbits = "/".join(str(b) for b in sorted({b for _, b in p.shape.layer_bits}))
     lines = [f"{p.shape.name}: {p.shape.depth} blocks, D {p.shape.dim}, {p.shape.heads} heads, "
              f"{p.shape.tokens} tokens; {wbits}-bit weights",
@@ -1537,21 +1562,27 @@ def report(p: Perf, abl: dict | None = None) -> str:
              f"DSPs     {r['dsps']} = " + " + ".join(f"{d} {n}" for d, n in zip(r["dsps_per_array"], r["instances"]))
              + f" (two 8-bit products per DSP48E2) + {r['misc_dsps']} misc",
              f"memory   {r['bram18k']} BRAM18K" + (
-                 f" of {r['part_budget']['bram18k']} ({r['part']})" if r["part_budget"] else "")]
-    if r["part_budget"] and r["dsps"] > r["part_budget"]["dsps"]:
-        lines.append(f"warning: {r['dsps']} DSPs exceed the {r['part_budget']['dsps']} of {r['part']}")
+                 f" of {r['part_budget']['bram18k']} ({r['part']})" if r["part_budget"] else ""),
+             f"LUTs     ~{luts:,}" + (f" of {r['part_budget']['luts']:,}" if r["part_budget"] else "")
+             + " (an estimate from per-unit costs, fpga_target.LUT_COSTS; no synthesis runs here)"]
+    budget = r["part_budget"] or {}
+    for what, used in (("DSPs", r["dsps"]), ("BRAM18K", r["bram18k"]), ("LUTs", luts)):
+        key = what.lower()
+        if budget and used > budget[key]:
+            lines.append(f"warning: {used:,} {what} exceed the {budget[key]:,} of {r['part']}")
     if abl:
-        lines += ["", f"{'pipelining':<44}{'latency ms':>11}{'x':>7}{'attn ms':>10}{'x':>7}{'mlp ms':>9}{'x':>7}"]
+        # columns wide enough for the no-intra rows (tens of seconds, ratios in the hundreds)
+        lines += ["", f"{'pipelining':<44}{'latency ms':>12}{'x':>8}{'attn ms':>12}{'x':>8}{'mlp ms':>12}{'x':>8}"]
         for k, c in abl.items():
-            lines.append(f"{k:<44}{c['latency_ms']:>11.3f}{c['latency_x']:>7.2f}{c['attention_ms']:>10.3f}"
-                         f"{c['attention_x']:>7.2f}{c['mlp_ms']:>9.3f}{c['mlp_x']:>7.2f}")
+            lines.append(f"{k:<44}{c['latency_ms']:>12.3f}{c['latency_x']:>8.2f}{c['attention_ms']:>12.3f}"
+                         f"{c['attention_x']:>8.2f}{c['mlp_ms']:>12.3f}{c['mlp_x']:>8.2f}")
     return "\n".join(lines)
 
 
 def to_json(p: Perf, abl: dict | None = None, sweep_points: list | None = None) -> dict:
     out = {**p.summary(), "shape": p.shape.to_json(), "hw": p.hw.to_json(), "switches": asdict(p.switches),
            "steps": p.steps, "chunks": p.chunks, "counts": p.counts, "chunk_counts": chunk_counts(p.counts),
-           "resources": p.res, "depth_constants": DEPTH}
+           "resources": p.res, "luts_estimate": lut_total(p), "depth_constants": DEPTH}
     if abl is not None:
         out["ablation"] = abl
     if sweep_points is not None:
@@ -1573,7 +1604,8 @@ def _finite(x):
 @cli_errors
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m codegen.perf", description=__doc__.split("\n\n")[0])
-    p.add_argument("model", metavar="MODEL", help="short name, model card, or build / IR directory")
+    p.add_argument("model", metavar="MODEL", help="short name, model card, build directory (its design, unless hardware flags "
+                                                "change it) or IR directory")
     add_hw_args(p)
     p.add_argument("--dram-gbs", type=float, default=None,
                    help=f"DRAM bandwidth in GB/s (default {DEFAULT_DRAM_GBS:g}: ZCU102 DDR4-2400 x64); 0: unlimited")
@@ -1630,9 +1662,10 @@ def main(argv=None) -> int:
         hw = found["best_hw"]
         args.dram_gbs = target.dram_gbs
     else:
-        hw = hw_config(args, shape.reduction_lengths.values())
+        built = build_design(args.model)
+        hw = hw_config(args, shape.reduction_lengths.values(), base=built[0] if built else None)
         if args.dram_gbs is None:
-            args.dram_gbs = DEFAULT_DRAM_GBS
+            args.dram_gbs = built[1] if built else DEFAULT_DRAM_GBS
     sw = Switches(inter=not args.no_inter, intra=not args.no_intra, fifo=args.fifo,
                   epilogue_overlap=args.epilogue_overlap, axi_latency=args.axi_latency)
     dram = args.dram_gbs or None

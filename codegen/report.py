@@ -39,9 +39,61 @@ def _qkv_groups_text(ir: QuantizedViT, hw: HwConfig) -> str:
             f"(p2vit_main_step); the last group's attention beside the load of proj's first row tile")
 
 
+def _performance_lines(ir: QuantizedViT, hw: HwConfig, info: dict) -> tuple[list[str], dict]:
+    """The report's section on the design's modelled speed and resources (codegen/perf.py), and
+    the same figures for report.json."""
+    from .fpga_target import UTILIZATION_CAP, lut_estimate
+
+    target = info.get("target")
+    dram = target["dram_gbs"] if target else perf.DEFAULT_DRAM_GBS
+    p = perf.evaluate(perf.shape_from_ir(ir), hw, dram_gbs=dram)
+    s, r = p.summary(), p.res
+    units = lut_estimate(p.shape, hw)
+    luts = sum(units.values())
+    part = r["part_budget"] or {}
+
+    def of(key):
+        return f"{part[key]:,}" if key in part else ""
+
+    lines = ["", "## Modelled speed and resources", "",
+             f"From the performance model (codegen/perf.py) at {hw.clock_mhz:g} MHz, DRAM {dram:g} GB/s; "
+             "`python -m codegen.perf DIR` prints it per layer, with the pipelining ablation "
+             "(docs/performance.md). Its loop counts equal the instrumented C-sim's (tests/test_perf.py); "
+             "DSPs and BRAM18K are what the code instantiates; the LUTs are an estimate from per-unit costs "
+             "(codegen/fpga_target.py LUT_COSTS): no synthesis runs here."]
+    if target:
+        lines += ["", f"Chosen by `--target {target['name']}`: the fastest design of the search within "
+                      f"{target['dsps']:,} DSPs, {UTILIZATION_CAP['bram18k']:.0%} of {target['bram18k']:,} BRAM18K and "
+                      f"{UTILIZATION_CAP['luts']:.0%} of {target['luts']:,} LUTs, "
+                      f"{target['axi_ports']} x {target['axi_bits']}-bit m_axi, {target['clock_mhz']:g} MHz."]
+    lines += ["", f"| quantity | this design | {r['part']} |", "|---|---:|---:|",
+              md_row("latency per image", f"{s['latency_ms']:.3f} ms ({p.cycles:,.0f} cycles)", ""),
+              md_row("throughput", f"{s['fps']:.2f} FPS, {s['gops']:.1f} GOPS, {s['gops_per_dsp']:.4f} GOPS/DSP", ""),
+              md_row("MAC-array utilization", f"{s['utilization'] * 100:.1f}%", ""),
+              md_row("DSP48E2", f"{r['dsps']:,} (" + " + ".join(f"{d} {n}" for d, n in zip(r["dsps_per_array"],
+                                                                                          r["instances"]))
+                     + f" + {r['misc_dsps']} misc)", of("dsps")),
+              md_row("BRAM18K", f"{r['bram18k']:,}", of("bram18k")),
+              md_row("LUTs (estimate)", f"~{luts:,}", of("luts")),
+              md_row("DRAM per image", f"{s['dram_mb']:.1f} MB, {s['avg_bandwidth_gbs']:.2f} GB/s on average",
+                     f"{dram:g} GB/s"),
+              "", "LUTs by unit (estimates): " + ", ".join(f"{k} {v:,}" for k, v in units.items() if v) + "."]
+    over = [k for k in ("dsps", "bram18k", "luts") if k in part and {"dsps": r["dsps"], "bram18k": r["bram18k"],
+                                                                       "luts": luts}[k] > part[k]]
+    if over:
+        lines += ["", f"**Does not fit {r['part']}**: its " + " and ".join(k.replace("dsps", "DSPs").replace(
+            "bram18k", "BRAM18K").replace("luts", "LUTs") for k in over) + " exceed the part's."]
+    figures = {"latency_ms": s["latency_ms"], "cycles": p.cycles, "fps": s["fps"], "gops_per_dsp": s["gops_per_dsp"],
+               "utilization": s["utilization"], "dsps": r["dsps"], "bram18k": r["bram18k"], "luts_estimate": luts,
+               "lut_breakdown": units, "dram_mb": s["dram_mb"], "dram_gbs": dram, "part": r["part"],
+               "part_budget": r["part_budget"]}
+    return lines, figures
+
+
 def write_report(out: Path, ir: QuantizedViT, hw: HwConfig, rendered, info: dict) -> None:
     b = rendered.bounds
     m, q = ir.meta["model"], ir.meta["quant"]
+    perf_lines, modelled = _performance_lines(ir, hw, info)
     lines = [f"# p2vit build report: {m['name']}", "",
              f"- model: {m['name']} ({m['source']}), depth {m['depth']}, width {m['dim']}, {m['heads']} heads, "
              f"{m['tokens']} tokens, {m['num_classes']} classes",
@@ -60,6 +112,7 @@ def write_report(out: Path, ir: QuantizedViT, hw: HwConfig, rendered, info: dict
              + (" (mixed precision, budget {})".format(ir.meta["mixed_precision"]["budget"])
                 if "mixed_precision" in ir.meta else ""),
              "- C-sim modules: " + (", ".join(f"{k}: {v['file']}" for k, v in info["modules"].items()) or "not built"),
+             *perf_lines,
              "", "## Static bounds", "",
              f"MAC accumulators are {b.acc_bits}-bit (`ACC_BITS`), the shifter array's {b.av_acc_bits}-bit "
              "(`AV_ACC_BITS`); biases, shifts and LayerNorm run in 64-bit epilogues.", "",
@@ -90,4 +143,5 @@ def write_report(out: Path, ir: QuantizedViT, hw: HwConfig, rendered, info: dict
     lines += [md_row(x['buffer'], x['bytes']) for x in b.buffers]
     lines += ["", "Render and compile times are in timings.json."]
     (out / "report.md").write_text("\n".join(lines) + "\n")
-    (out / "report.json").write_text(json.dumps({"build": info, "bounds": b.to_json()}, indent=1, sort_keys=True))
+    (out / "report.json").write_text(json.dumps({"build": info, "bounds": b.to_json(), "modelled": modelled},
+                                                 indent=1, sort_keys=True))

@@ -3,6 +3,7 @@ its C-sim is bit-exact with the integer reference on every output and every trac
 `tiny_ir` and `tiny_build` are the session fixtures of tests/conftest.py."""
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -250,12 +251,17 @@ def test_no_recursion_in_generated_code(tiny_ir):
 
 
 def test_build_report_and_files(tiny_build):
-    _, build = tiny_build
+    ir, build = tiny_build
     for rel in ("build.json", "params.bin", "ir/manifest.json", "hls/p2vit_top.cpp", "hls/run_hls.tcl",
                 "hls/tb_main.cpp", "golden/images.bin", "golden/logits.bin", "report.md", "csim/build.log"):
         assert (build / rel).is_file(), rel
     report = (build / "report.md").read_text()
     assert "MAC accumulator" in report and "why it cannot overflow" in report and "row tiles" in report
+    # the modelled speed and resources of this build's design (no target: the default DRAM)
+    p = perf.evaluate(perf.shape_from_ir(ir), HwConfig(**json.loads((build / "build.json").read_text())["hw"]))
+    modelled = json.loads((build / "report.json").read_text())["modelled"]
+    assert (modelled["latency_ms"], modelled["dsps"], modelled["bram18k"]) == (p.latency_ms, p.res["dsps"], p.res["bram18k"])
+    assert f"| latency per image | {p.latency_ms:.3f} ms" in report and "Chosen by" not in report
     assert "-Wall -Wextra -Werror" in (build / "csim" / "build.log").read_text()
 
 

@@ -392,6 +392,31 @@ def test_pipelining_switches_move_latency_the_right_way():
     assert fast.counts == slow.counts
 
 
+def test_ablation_table_columns_stay_apart():
+    # the no-intra rows of vit_b's default design reach tens of seconds and ratios in the hundreds;
+    # every figure must still be its own column (they once ran together: "68.3033622.247")
+    shape, hw = perf.load_shape("vit_b"), HwConfig(rows=16, cols=32, simd=2)
+    p = perf.evaluate(shape, hw)
+    big = {"latency_ms": 51478.325, "latency_x": 173.67, "attention_ms": 13280.427, "attention_x": 168.3,
+           "mlp_ms": 33622.247, "mlp_x": 175.91}
+    lines = perf.report(p, {"no intra-layer": big}).splitlines()
+    row = next(line for line in lines if line.startswith("no intra-layer"))
+    figures = [float(x) for x in row.split()[-6:]]
+    assert figures == [big[k] for k in ("latency_ms", "latency_x", "attention_ms", "attention_x", "mlp_ms", "mlp_x")]
+
+
+def test_report_gives_the_lut_estimate_and_warns_past_the_part():
+    shape = perf.load_shape("vit_b")
+    hw = HwConfig(rows=66, cols=8, simd=8, lanes=8, weight_ports=4, qk_rows=33, part="xczu3eg-sbva484-1-e")
+    p = perf.evaluate(shape, hw)
+    text, luts = perf.report(p), perf.lut_total(p)
+    assert luts > perf.PARTS["xczu3eg"][3] and p.res["part_budget"]["luts"] == 70_560
+    assert f"LUTs     ~{luts:,} of 70,560" in text and f"warning: {luts:,} LUTs exceed the 70,560" in text
+    assert f"warning: {p.res['dsps']:,} DSPs exceed the 360" in text
+    small = perf.evaluate(shape, HwConfig())
+    assert "warning" not in perf.report(small) and perf.to_json(small)["luts_estimate"] == perf.lut_total(small)
+
+
 def test_weight_traffic_and_resources():
     s8, s4 = perf.load_shape("deit_s"), perf.load_shape("deit_s", w_bits=4)
     hw = HwConfig(rows=16, cols=16, simd=4)

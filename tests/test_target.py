@@ -168,6 +168,20 @@ def test_codegen_generates_the_searched_design(tmp_path):
     want = fpga_target.search(perf.shape_of_model(lm), fpga_target.load_target(str(t)))["best_hw"]
     assert json.loads((out / "build.json").read_text())["hw"] == want.to_json()
     assert f"LANES = {want.lanes};" in (out / "hls" / "p2vit_params.h").read_text()
+    # the build records its target, and its report and `codegen.perf DIR` show the searched design
+    info = json.loads((out / "build.json").read_text())
+    assert info["target"]["luts"] == 100_000 and info["target"]["dsps"] == 300
+    modelled = json.loads((out / "report.json").read_text())["modelled"]
+    p = perf.evaluate(perf.load_shape(str(out)), want, dram_gbs=info["target"]["dram_gbs"])
+    assert modelled["latency_ms"] == p.latency_ms and modelled["dsps"] == p.res["dsps"] <= 300
+    assert modelled["luts_estimate"] == sum(fpga_target.lut_estimate(p.shape, want).values())
+    report = (out / "report.md").read_text()
+    assert f"Chosen by `--target {info['target']['name']}`" in report and f"~{modelled['luts_estimate']:,}" in report
+    assert perf.main([str(out), "--json", str(tmp_path / "p.json")]) == 0
+    assert json.loads((tmp_path / "p.json").read_text())["hw"] == want.to_json()
+    # a hardware flag changes that one field of the build's design
+    assert perf.main([str(out), "--lanes", "1", "--json", str(tmp_path / "p1.json")]) == 0
+    assert json.loads((tmp_path / "p1.json").read_text())["hw"] == {**want.to_json(), "lanes": 1}
     with pytest.raises(SystemExit):
         codegen_main([str(card), "--random-init", "--target", str(t), "--lanes", "4", "--out", str(tmp_path / "c")])
     assert not (tmp_path / "c").exists()
