@@ -6,6 +6,7 @@ for the quantization options, and below for the hardware ones.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -81,6 +82,11 @@ def main(argv=None):
     for kind, m in info["modules"].items():
         print(f"  {out}/{m['file']}  C-sim module ({kind} types): codegen.module.load('{out}')")
     print(f"  {out}/report.md     modelled speed and resources, static bounds, trip counts, buffers")
+    modelled = json.loads((out / "report.json").read_text())["modelled"]
+    if modelled["exceeds"]:
+        names = {"dsps": "DSPs", "bram18k": "BRAM18K", "luts": "estimated LUTs"}
+        print(f"warning: this design's {' and '.join(names[k] for k in modelled['exceeds'])} exceed "
+              f"{modelled['budget']['of']} (report.md); choose a smaller array or fewer lanes, or use --target")
     return 0
 
 

@@ -313,7 +313,7 @@ def format_search(r: dict) -> list[str]:
     t, hw, p = r["target"], r["best_hw"], r["best"]
     s, res = p.summary(), p.res
     return [
-        f"target {t['name']} ({t['part']}): {t['dsps']} DSPs, {t['bram18k']} BRAM18K, {t['luts']:,} LUTs, "
+        f"target {t['name']} ({t['part']}): {t['dsps']:,} DSPs, {t['bram18k']:,} BRAM18K, {t['luts']:,} LUTs, "
         f"{t['clock_mhz']:g} MHz, {t['axi_ports']} x {t['axi_bits']}-bit m_axi, DRAM {t['dram_gbs']:g} GB/s",
         f"budget: every DSP, {UTILIZATION_CAP['bram18k']:.0%} of the BRAM18K ({r['budget']['bram18k']}), "
         f"{UTILIZATION_CAP['luts']:.0%} of the LUTs ({r['budget']['luts']:,}; estimated, see docs/performance.md)",
@@ -326,7 +326,7 @@ def format_search(r: dict) -> list[str]:
         f"--clock-mhz {hw.clock_mhz:g} --part {hw.part}",
         f"      {s['latency_ms']:.3f} ms, {s['fps']:.2f} FPS, {s['gops']:.1f} GOPS, GOPS/DSP {s['gops_per_dsp']:.4f}, "
         f"MAC-array utilization {s['utilization'] * 100:.1f}%",
-        f"      uses {res['dsps']} of {t['dsps']} DSPs, {res['bram18k']} of {t['bram18k']} BRAM18K, "
+        f"      uses {res['dsps']:,} of {t['dsps']:,} DSPs, {res['bram18k']:,} of {t['bram18k']:,} BRAM18K, "
         f"~{r['luts']:,} of {t['luts']:,} LUTs (estimate), by unit:",
         "      " + ", ".join(f"{k} {v:,}" for k, v in r["lut_breakdown"].items() if v),
     ]

@@ -75,6 +75,9 @@ def read_build_info(build_dir: str | Path) -> dict:
         info = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         raise P2VitError(f"{path} is corrupt (not JSON); rebuild with python -m codegen") from None
+    except OSError as exc:
+        raise P2VitError(f"cannot read {path} ({exc.strerror or exc}); check its permissions or rebuild "
+                         "with python -m codegen") from None
     if not isinstance(info, dict):
         raise P2VitError(f"{path} is corrupt (not a JSON object); rebuild with python -m codegen")
     if info.get("format") != BUILD_FORMAT:

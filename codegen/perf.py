@@ -241,7 +241,11 @@ def load_shape(spec: str, w_bits: int | None = None, res_bits: int = 8, attn_bit
     """MODEL as the CLI takes it: a short name, a model card, a build directory or an IR
     directory. No weights are read: timm builds the model on the meta device."""
     p = Path(spec)
-    for manifest in (p / "ir" / "manifest.json", p / "manifest.json"):
+    built = build_design(spec)
+    if built is not None:
+        s = built.shape
+        return s if w_bits is None else replace(s, layer_bits=_uniform_bits(s.linear_layers(), w_bits))
+    for manifest in (p / "manifest.json",):
         if p.is_dir() and manifest.is_file():
             try:
                 s = shape_from_meta(json.loads(manifest.read_text())["meta"])
@@ -261,19 +265,49 @@ def load_shape(spec: str, w_bits: int | None = None, res_bits: int = 8, attn_bit
     return replace(s, layer_bits=_uniform_bits(s.linear_layers(), w_bits or 8))
 
 
-def build_design(spec: str) -> tuple[HwConfig, float] | None:
-    """The hardware and DRAM bandwidth a build directory was generated for (its target's DRAM, or
-    the default); None when spec is not a build directory."""
-    if not (Path(spec) / "build.json").is_file():
+@dataclass(frozen=True)
+class BuiltDesign:
+    """What a build directory was generated for: its model's shape (from the IR the build
+    records), its hardware and the DRAM bandwidth of its target (or the default)."""
+    shape: ModelShape
+    hw: HwConfig
+    dram_gbs: float
+    target: str | None
+
+    def flags(self) -> str:
+        h = self.hw
+        return (f"--rows {h.rows} --cols {h.cols} --simd {h.simd} --lanes {h.lanes} --weight-ports {h.weight_ports} "
+                f"--qk-rows {h.qk_rows} --axi-bits {h.axi_bits} --clock-mhz {h.clock_mhz:g} --part {h.part}")
+
+
+def is_build_dir(spec: str) -> bool:
+    """Whether spec looks like a build directory (python -m codegen --out), whole or not."""
+    p = Path(spec)
+    return p.is_dir() and any((p / n).exists() or (p / n).is_symlink() for n in ("build.json", "ir", "hls", "csim"))
+
+
+def build_design(spec: str) -> BuiltDesign | None:
+    """The design of build directory spec (None when spec is not one). Refuses, in one line, a build
+    whose build.json is missing, corrupt or edited, or whose ir/ is missing, corrupt or not the IR
+    the build was made from."""
+    if not is_build_dir(spec):
         return None
-    from .module import read_build_info   # refuses a corrupt or edited build.json
+    from quantizer.ir import QuantizedViT
+
+    from .module import read_build_info
 
     info = read_build_info(spec)
+    if not (Path(spec) / "ir" / "manifest.json").is_file():
+        raise P2VitError(f"{spec} is a build without its IR (ir/manifest.json missing); rebuild with python -m codegen")
+    ir = QuantizedViT.load(Path(spec) / "ir")
+    if ir.content_hash != info.get("ir_sha256"):
+        raise P2VitError(f"{spec}/ir is not the IR this build was made from; rebuild with python -m codegen")
     try:
         hw = HwConfig(**info["hw"])
     except (KeyError, TypeError):
         raise P2VitError(f"{spec}/build.json has no usable hardware record; rebuild with python -m codegen") from None
-    return hw, float((info.get("target") or {}).get("dram_gbs", DEFAULT_DRAM_GBS))
+    target = info.get("target") or {}
+    return BuiltDesign(shape_from_ir(ir), hw, float(target.get("dram_gbs", DEFAULT_DRAM_GBS)), target.get("name"))
 
 
 def shape_of_model(lm, res_bits: int = 8, attn_bits: int = 4) -> ModelShape:
@@ -1532,6 +1566,12 @@ def lut_total(p: Perf) -> int:
 def report(p: Perf, abl: dict | None = None) -> str:
     s, r, hw = p.summary(), p.res, p.hw
     luts = lut_total(p)
+    budget = r["part_budget"] or {}
+
+    def of(key):   # " of N (n%)" when the part's (named in the hardware line) budget is known
+        return f" of {budget[key]:,} ({used[key] / budget[key]:.0%})" if budget else ""
+
+    used = {"dsps": r["dsps"], "bram18k": r["bram18k"], "luts": luts}
     wbits = "/".join(str(b) for b in sorted({b for _, b in p.shape.layer_bits}))
     lines = [f"{p.shape.name}: {p.shape.depth} blocks, D {p.shape.dim}, {p.shape.heads} heads, "
              f"{p.shape.tokens} tokens; {wbits}-bit weights",
@@ -1559,22 +1599,28 @@ def report(p: Perf, abl: dict | None = None) -> str:
              f"roofline {s['ops_per_dram_byte']:.1f} ops/DRAM byte x {_gbs(p.dram_gbs)} -> "
              f"{s['roofline_gops']:.0f} GOPS attainable (MAC-array peak {s['peak_gops']:.0f} GOPS); "
              f"DRAM alone takes {s['dram_only_latency_ms']:.2f} ms/image",
-             f"DSPs     {r['dsps']} = " + " + ".join(f"{d} {n}" for d, n in zip(r["dsps_per_array"], r["instances"]))
+             f"DSPs     {r['dsps']:,}{of('dsps')} = "
+             + " + ".join(f"{d:,} {n}" for d, n in zip(r["dsps_per_array"], r["instances"]))
              + f" (two 8-bit products per DSP48E2) + {r['misc_dsps']} misc",
-             f"memory   {r['bram18k']} BRAM18K" + (
-                 f" of {r['part_budget']['bram18k']} ({r['part']})" if r["part_budget"] else ""),
-             f"LUTs     ~{luts:,}" + (f" of {r['part_budget']['luts']:,}" if r["part_budget"] else "")
-             + " (an estimate from per-unit costs, fpga_target.LUT_COSTS; no synthesis runs here)"]
-    budget = r["part_budget"] or {}
+             f"memory   {r['bram18k']:,} BRAM18K{of('bram18k')}",
+             f"LUTs     ~{luts:,}{of('luts')} (an estimate from per-unit costs, fpga_target.LUT_COSTS; "
+             "no synthesis runs here)"]
+    if not budget:
+        lines.append(f"note: no budget known for part {r['part']} (codegen/perf.py PARTS): nothing checked against it")
     for what, used in (("DSPs", r["dsps"]), ("BRAM18K", r["bram18k"]), ("LUTs", luts)):
         key = what.lower()
         if budget and used > budget[key]:
             lines.append(f"warning: {used:,} {what} exceed the {budget[key]:,} of {r['part']}")
+    from .fpga_target import UTILIZATION_CAP
+    if budget and UTILIZATION_CAP["luts"] * budget["luts"] < luts <= budget["luts"]:
+        lines.append(f"note: the estimated LUTs are above the {UTILIZATION_CAP['luts']:.0%} of the part that "
+                     "--target leaves for placement, routing and the estimate's error")
     if abl:
         # columns wide enough for the no-intra rows (tens of seconds, ratios in the hundreds)
-        lines += ["", f"{'pipelining':<44}{'latency ms':>12}{'x':>8}{'attn ms':>12}{'x':>8}{'mlp ms':>12}{'x':>8}"]
+        w = max(44, *(len(k) + 1 for k in abl))   # the label column: the longest label and a space
+        lines += ["", f"{'pipelining':<{w}}{'latency ms':>12}{'x':>8}{'attn ms':>12}{'x':>8}{'mlp ms':>12}{'x':>8}"]
         for k, c in abl.items():
-            lines.append(f"{k:<44}{c['latency_ms']:>12.3f}{c['latency_x']:>8.2f}{c['attention_ms']:>12.3f}"
+            lines.append(f"{k:<{w}}{c['latency_ms']:>12.3f}{c['latency_x']:>8.2f}{c['attention_ms']:>12.3f}"
                          f"{c['attention_x']:>8.2f}{c['mlp_ms']:>12.3f}{c['mlp_x']:>8.2f}")
     return "\n".join(lines)
 
@@ -1653,6 +1699,10 @@ def main(argv=None) -> int:
     if args.dram_gbs is not None and not args.dram_gbs >= 0:
         raise P2VitError(f"--dram-gbs must be >= 0, not {args.dram_gbs}")
     hw_config(args)                    # flag errors before loading the model
+    built = build_design(args.model)   # a build directory's own design (its files checked)
+    if built is not None and target is not None:
+        raise P2VitError(f"{args.model} is a build, whose design is fixed; --target searches one for a model: "
+                         "pass the model's name or card instead, or drop --target")
     shape = load_shape(args.model, w_bits=args.w_bits, res_bits=args.res_bits)
     found = None
     if target is not None:
@@ -1662,10 +1712,15 @@ def main(argv=None) -> int:
         hw = found["best_hw"]
         args.dram_gbs = target.dram_gbs
     else:
-        built = build_design(args.model)
-        hw = hw_config(args, shape.reduction_lengths.values(), base=built[0] if built else None)
+        try:
+            hw = hw_config(args, shape.reduction_lengths.values(), base=built.hw if built else None)
+        except P2VitError as exc:
+            if built is None:
+                raise
+            raise P2VitError(f"{exc} (the settings not given are those of the build {args.model}: "
+                             f"{built.flags()})") from None
         if args.dram_gbs is None:
-            args.dram_gbs = built[1] if built else DEFAULT_DRAM_GBS
+            args.dram_gbs = built.dram_gbs if built else DEFAULT_DRAM_GBS
     sw = Switches(inter=not args.no_inter, intra=not args.no_intra, fifo=args.fifo,
                   epilogue_overlap=args.epilogue_overlap, axi_latency=args.axi_latency)
     dram = args.dram_gbs or None
@@ -1692,6 +1747,8 @@ def main(argv=None) -> int:
                  args.max_dsps or (budget[0] if budget else None))
             text.append(f"plot: {args.plot}")
     out = to_json(perf, abl, pts)
+    if built is not None:   # the hardware (and DRAM) came from the build, flags aside
+        out["design_from"] = {"build": str(args.model), "target": built.target}
     if found is not None:
         out["target"] = {**found["target"], "fit": found["fit"], "simulated": found["simulated"],
                          "rejected": found["rejected"],

@@ -39,10 +39,17 @@ def _qkv_groups_text(ir: QuantizedViT, hw: HwConfig) -> str:
             f"(p2vit_main_step); the last group's attention beside the load of proj's first row tile")
 
 
+def _budget(target: dict | None, part_budget: dict | None, part: str) -> tuple[str, dict]:
+    """What the design is measured against: the target it was chosen for, else its part (if known)."""
+    if target:
+        return f"{target['name']} target", {k: target[k] for k in ("dsps", "bram18k", "luts")}
+    return (part, dict(part_budget)) if part_budget else ("", {})
+
+
 def _performance_lines(ir: QuantizedViT, hw: HwConfig, info: dict) -> tuple[list[str], dict]:
     """The report's section on the design's modelled speed and resources (codegen/perf.py), and
     the same figures for report.json."""
-    from .fpga_target import UTILIZATION_CAP, lut_estimate
+    from .fpga_target import LATENCY_TIE, UTILIZATION_CAP, lut_estimate
 
     target = info.get("target")
     dram = target["dram_gbs"] if target else perf.DEFAULT_DRAM_GBS
@@ -50,43 +57,49 @@ def _performance_lines(ir: QuantizedViT, hw: HwConfig, info: dict) -> tuple[list
     s, r = p.summary(), p.res
     units = lut_estimate(p.shape, hw)
     luts = sum(units.values())
-    part = r["part_budget"] or {}
+    used = {"dsps": r["dsps"], "bram18k": r["bram18k"], "luts": luts}
+    against, budget = _budget(target, r["part_budget"], r["part"])
 
     def of(key):
-        return f"{part[key]:,}" if key in part else ""
+        return f"{budget[key]:,} ({used[key] / budget[key]:.0%} used)" if key in budget else ""
 
     lines = ["", "## Modelled speed and resources", "",
-             f"From the performance model (codegen/perf.py) at {hw.clock_mhz:g} MHz, DRAM {dram:g} GB/s; "
-             "`python -m codegen.perf DIR` prints it per layer, with the pipelining ablation "
+             f"From the performance model (codegen/perf.py) at {hw.clock_mhz:g} MHz, DRAM {dram:g} GB/s "
+             + ("(the target's)" if target else "(assumed: the ZCU102's DDR4-2400 x 64; `python -m codegen.perf DIR "
+                                               "--dram-gbs X` for another)")
+             + "; `python -m codegen.perf DIR` prints it per layer, with the pipelining ablation "
              "(docs/performance.md). Its loop counts equal the instrumented C-sim's (tests/test_perf.py); "
              "DSPs and BRAM18K are what the code instantiates; the LUTs are an estimate from per-unit costs "
              "(codegen/fpga_target.py LUT_COSTS): no synthesis runs here."]
     if target:
-        lines += ["", f"Chosen by `--target {target['name']}`: the fastest design of the search within "
+        lines += ["", f"Chosen by `--target {target['name']}` ({target['part']}): the fastest design of the search "
+                      f"(or, among those within {LATENCY_TIE:.0%} of it, the one with the fewest DSPs) within "
                       f"{target['dsps']:,} DSPs, {UTILIZATION_CAP['bram18k']:.0%} of {target['bram18k']:,} BRAM18K and "
-                      f"{UTILIZATION_CAP['luts']:.0%} of {target['luts']:,} LUTs, "
-                      f"{target['axi_ports']} x {target['axi_bits']}-bit m_axi, {target['clock_mhz']:g} MHz."]
-    lines += ["", f"| quantity | this design | {r['part']} |", "|---|---:|---:|",
+                      f"{UTILIZATION_CAP['luts']:.0%} of {target['luts']:,} LUTs, {target['axi_ports']} x "
+                      f"{target['axi_bits']}-bit m_axi, {target['clock_mhz']:g} MHz."]
+    elif not budget:
+        lines += ["", f"No budget is known for part {r['part']} (codegen/perf.py PARTS): nothing is checked against it."]
+    lines += ["", f"| quantity | this design | {('available on ' + against) if budget else ''} |", "|---|---:|---:|",
               md_row("latency per image", f"{s['latency_ms']:.3f} ms ({p.cycles:,.0f} cycles)", ""),
               md_row("throughput", f"{s['fps']:.2f} FPS, {s['gops']:.1f} GOPS, {s['gops_per_dsp']:.4f} GOPS/DSP", ""),
               md_row("MAC-array utilization", f"{s['utilization'] * 100:.1f}%", ""),
-              md_row("DSP48E2", f"{r['dsps']:,} (" + " + ".join(f"{d} {n}" for d, n in zip(r["dsps_per_array"],
-                                                                                          r["instances"]))
+              md_row("DSPs", f"{r['dsps']:,} (" + " + ".join(f"{d:,} {n}" for d, n in zip(r["dsps_per_array"],
+                                                                                        r["instances"]))
                      + f" + {r['misc_dsps']} misc)", of("dsps")),
               md_row("BRAM18K", f"{r['bram18k']:,}", of("bram18k")),
               md_row("LUTs (estimate)", f"~{luts:,}", of("luts")),
               md_row("DRAM per image", f"{s['dram_mb']:.1f} MB, {s['avg_bandwidth_gbs']:.2f} GB/s on average",
-                     f"{dram:g} GB/s"),
+                     f"{dram:g} GB/s" + ("" if target else " (assumed)")),
               "", "LUTs by unit (estimates): " + ", ".join(f"{k} {v:,}" for k, v in units.items() if v) + "."]
-    over = [k for k in ("dsps", "bram18k", "luts") if k in part and {"dsps": r["dsps"], "bram18k": r["bram18k"],
-                                                                       "luts": luts}[k] > part[k]]
+    over = [k for k in ("dsps", "bram18k", "luts") if k in budget and used[k] > budget[k]]
+    names = {"dsps": "DSPs", "bram18k": "BRAM18K", "luts": "LUTs (estimated)"}
     if over:
-        lines += ["", f"**Does not fit {r['part']}**: its " + " and ".join(k.replace("dsps", "DSPs").replace(
-            "bram18k", "BRAM18K").replace("luts", "LUTs") for k in over) + " exceed the part's."]
-    figures = {"latency_ms": s["latency_ms"], "cycles": p.cycles, "fps": s["fps"], "gops_per_dsp": s["gops_per_dsp"],
-               "utilization": s["utilization"], "dsps": r["dsps"], "bram18k": r["bram18k"], "luts_estimate": luts,
-               "lut_breakdown": units, "dram_mb": s["dram_mb"], "dram_gbs": dram, "part": r["part"],
-               "part_budget": r["part_budget"]}
+        lines += ["", f"**Does not fit {against}**: its " + " and ".join(names[k] for k in over) + " exceed it."]
+    figures = {"latency_ms": s["latency_ms"], "cycles": p.cycles, "fps": s["fps"], "gops": s["gops"],
+               "gops_per_dsp": s["gops_per_dsp"], "utilization": s["utilization"], "dsps": r["dsps"],
+               "bram18k": r["bram18k"], "luts_estimate": luts, "lut_breakdown": units, "dram_mb": s["dram_mb"],
+               "avg_bandwidth_gbs": s["avg_bandwidth_gbs"], "dram_gbs": dram, "part": r["part"],
+               "budget": {"of": against, **budget} if budget else None, "exceeds": over}
     return lines, figures
 
 

@@ -403,6 +403,10 @@ def test_ablation_table_columns_stay_apart():
     row = next(line for line in lines if line.startswith("no intra-layer"))
     figures = [float(x) for x in row.split()[-6:]]
     assert figures == [big[k] for k in ("latency_ms", "latency_x", "attention_ms", "attention_x", "mlp_ms", "mlp_x")]
+    # and the longest label does not push its row out of line with the header
+    lines = perf.report(p, perf.ablation(shape, hw)).splitlines()
+    table = lines[next(i for i, line in enumerate(lines) if line.startswith("pipelining")):]
+    assert len(table) == 8 and len({len(line) for line in table}) == 1
 
 
 def test_report_gives_the_lut_estimate_and_warns_past_the_part():

@@ -153,7 +153,7 @@ def test_lanes_must_divide_the_head_width(deit_s):
     r = fpga_target.search(narrow, fpga_target.load_target("zcu102"), {**SMALL_GRID, "lanes": (8, 16, 32)})
     assert 16 % r["best_hw"].lanes == 0
 
-def test_codegen_generates_the_searched_design(tmp_path):
+def test_codegen_generates_the_searched_design(tmp_path, capsys):
     """python -m codegen MODEL --target T --out DIR renders the design the search picks for T."""
     from codegen.__main__ import main as codegen_main
     from quantizer.models import load_model
@@ -182,6 +182,32 @@ def test_codegen_generates_the_searched_design(tmp_path):
     # a hardware flag changes that one field of the build's design
     assert perf.main([str(out), "--lanes", "1", "--json", str(tmp_path / "p1.json")]) == 0
     assert json.loads((tmp_path / "p1.json").read_text())["hw"] == {**want.to_json(), "lanes": 1}
+    assert json.loads((tmp_path / "p.json").read_text())["design_from"] == {"build": str(out), "target": info["target"]["name"]}
+    # a build's design is fixed: --target on it is refused, and so is a build whose IR was swapped
+    with pytest.raises(SystemExit):
+        perf.main([str(out), "--target", "zcu102"])
+    assert "is a build, whose design is fixed" in capsys.readouterr().err
+    other = tmp_path / "other"
+    assert codegen_main([str(tiny_card(tmp_path, name="other_tiny", dim=48, heads=3)), "--random-init", "--n-calib", "2",
+                         "--out", str(other), "--no-build", "--quiet"]) == 0
+    (out / "ir").rename(tmp_path / "ir_kept")
+    (other / "ir").rename(out / "ir")
+    with pytest.raises(SystemExit):
+        perf.main([str(out)])
+    assert "not the IR this build was made from" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         codegen_main([str(card), "--random-init", "--target", str(t), "--lanes", "4", "--out", str(tmp_path / "c")])
     assert not (tmp_path / "c").exists()
+
+
+def test_codegen_warns_when_the_design_exceeds_its_part(tmp_path, capsys):
+    from codegen.__main__ import main as codegen_main
+    from tiny import tiny_card
+
+    out = tmp_path / "b"
+    assert codegen_main([str(tiny_card(tmp_path)), "--random-init", "--n-calib", "2", "--rows", "64", "--cols", "64",
+                         "--simd", "8", "--part", "xczu3eg-sbva484-1-e", "--out", str(out), "--no-build", "--quiet"]) == 0
+    modelled = json.loads((out / "report.json").read_text())["modelled"]
+    assert modelled["dsps"] > 360 and "dsps" in modelled["exceeds"] and modelled["budget"]["dsps"] == 360
+    assert "warning: this design's DSPs" in capsys.readouterr().out
+    assert "**Does not fit xczu3eg-sbva484-1-e**: its DSPs" in (out / "report.md").read_text()
