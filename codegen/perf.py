@@ -1703,7 +1703,11 @@ def main(argv=None) -> int:
     if built is not None and target is not None:
         raise P2VitError(f"{args.model} is a build, whose design is fixed; --target searches one for a model: "
                          "pass the model's name or card instead, or drop --target")
-    shape = load_shape(args.model, w_bits=args.w_bits, res_bits=args.res_bits)
+    if built is not None:              # its shape is the build's IR's (loaded once)
+        shape = built.shape if args.w_bits is None else replace(
+            built.shape, layer_bits=_uniform_bits(built.shape.linear_layers(), args.w_bits))
+    else:
+        shape = load_shape(args.model, w_bits=args.w_bits, res_bits=args.res_bits)
     found = None
     if target is not None:
         from .fpga_target import search
