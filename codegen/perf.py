@@ -1611,6 +1611,10 @@ def report(p: Perf, abl: dict | None = None) -> str:
         key = what.lower()
         if budget and used > budget[key]:
             lines.append(f"warning: {used:,} {what} exceed the {budget[key]:,} of {r['part']}")
+    if hw.weight_beats > 1:
+        lines.append(f"note: a weight word ({hw.port_cols} columns x {hw.simd} lanes a port) takes {hw.weight_beats} "
+                     f"{hw.axi_bits}-bit beats, so the MAC array reduces at II {hw.weight_beats}, 1/{hw.weight_beats} of its "
+                     "products a cycle (more --weight-ports, wider ports or fewer columns x SIMD make it one beat)")
     from .fpga_target import UTILIZATION_CAP
     if budget and UTILIZATION_CAP["luts"] * budget["luts"] < luts <= budget["luts"]:
         lines.append(f"note: the estimated LUTs are above the {UTILIZATION_CAP['luts']:.0%} of the part that "
