@@ -148,6 +148,12 @@ def load_target(spec: str) -> Target:
     if d["axi_ports"] < 2:
         raise P2VitError(f"target file {spec}: the accelerator uses at least 2 m_axi ports (io and blob), the "
                          f"target has {d['axi_ports']}")
+    known = perf._part(part)   # a budget beyond the part's own would let a design through that cannot fit it
+    if known:
+        for k, have in zip(perf.PART_KEYS, known):
+            if k in ("dsps", "bram18k", "luts") and d[k] > have:
+                raise P2VitError(f"target file {spec}: {k} {d[k]:g} is more than the {have:,} of its part {part}; "
+                                 "lower it or name the part the board carries")
     return Target(name=str(d.get("name", p.stem)), part=part,
                   **{k: (int(d[k]) if k in COUNT_KEYS else float(d[k])) for k in TARGET_KEYS})
 
@@ -315,7 +321,7 @@ def format_search(r: dict) -> list[str]:
     return [
         f"target {t['name']} ({t['part']}): {t['dsps']:,} DSPs, {t['bram18k']:,} BRAM18K, {t['luts']:,} LUTs, "
         f"{t['clock_mhz']:g} MHz, {t['axi_ports']} x {t['axi_bits']}-bit m_axi, DRAM {t['dram_gbs']:g} GB/s",
-        f"budget: every DSP, {UTILIZATION_CAP['bram18k']:.0%} of the BRAM18K ({r['budget']['bram18k']}), "
+        f"budget: every DSP, {UTILIZATION_CAP['bram18k']:.0%} of the BRAM18K ({r['budget']['bram18k']:,}), "
         f"{UTILIZATION_CAP['luts']:.0%} of the LUTs ({r['budget']['luts']:,}; estimated, see docs/performance.md)",
         f"searched {r['designs']} designs, {r['fit']} fit (" + ", ".join(f"{v} over the {k}" for k, v in r["rejected"].items())
         + f"); {r['simulated']} simulated in full (the others' latency bound is past the tie); the fastest, "

@@ -42,7 +42,7 @@ from pathlib import Path
 from quantizer.config import softmax_settings
 from quantizer.errors import P2VitError, cli_errors
 
-from .hwconfig import HwConfig, add_hw_args, check_simd, explicit_hw_flags, hw_config
+from .hwconfig import WEIGHT_PORTS, HwConfig, add_hw_args, check_simd, explicit_hw_flags, hw_config
 
 DEFAULT_DRAM_GBS = 19.2   # ZCU102 PS DDR4-2400, 64 bit: 2400 MT/s * 8 B (peak)
 
@@ -272,12 +272,14 @@ class BuiltDesign:
     shape: ModelShape
     hw: HwConfig
     dram_gbs: float
-    target: str | None
+    target: dict | None   # the --target the design was chosen for (fpga_target.Target.to_json())
 
-    def flags(self) -> str:
+    def flags(self) -> dict[str, str]:
+        """The hardware flags that give this design, flag -> value."""
         h = self.hw
-        return (f"--rows {h.rows} --cols {h.cols} --simd {h.simd} --lanes {h.lanes} --weight-ports {h.weight_ports} "
-                f"--qk-rows {h.qk_rows} --axi-bits {h.axi_bits} --clock-mhz {h.clock_mhz:g} --part {h.part}")
+        return {"--rows": str(h.rows), "--cols": str(h.cols), "--simd": str(h.simd), "--lanes": str(h.lanes),
+                "--weight-ports": str(h.weight_ports), "--qk-rows": str(h.qk_rows), "--axi-bits": str(h.axi_bits),
+                "--clock-mhz": f"{h.clock_mhz:g}", "--part": h.part}
 
 
 def is_build_dir(spec: str) -> bool:
@@ -306,8 +308,8 @@ def build_design(spec: str) -> BuiltDesign | None:
         hw = HwConfig(**info["hw"])
     except (KeyError, TypeError):
         raise P2VitError(f"{spec}/build.json has no usable hardware record; rebuild with python -m codegen") from None
-    target = info.get("target") or {}
-    return BuiltDesign(shape_from_ir(ir), hw, float(target.get("dram_gbs", DEFAULT_DRAM_GBS)), target.get("name"))
+    target = info.get("target")
+    return BuiltDesign(shape_from_ir(ir), hw, float((target or {}).get("dram_gbs", DEFAULT_DRAM_GBS)), target)
 
 
 def shape_of_model(lm, res_bits: int = 8, attn_bits: int = 4) -> ModelShape:
@@ -1575,7 +1577,7 @@ def report(p: Perf, abl: dict | None = None) -> str:
     wbits = "/".join(str(b) for b in sorted({b for _, b in p.shape.layer_bits}))
     lines = [f"{p.shape.name}: {p.shape.depth} blocks, D {p.shape.dim}, {p.shape.heads} heads, "
              f"{p.shape.tokens} tokens; {wbits}-bit weights",
-             f"hardware: {hw.rows}x{hw.cols}x{hw.simd} MAC array ({r['products_per_cycle']} products/cycle; weights from "
+             f"hardware: {hw.rows}x{hw.cols}x{hw.simd} MAC array ({r['products_per_cycle']:,} products/cycle; weights from "
              f"{hw.weight_ports} {hw.axi_bits}-bit m_axi bundle(s), {hw.weight_beats} beat(s) each per word) and "
              f"{hw.qk_array_rows}x{hw.port_cols}x{hw.simd} Q.K^T array, {hw.lanes} attention lane(s), "
              f"{hw.clock_mhz:g} MHz, {hw.part}; DRAM {_gbs(p.dram_gbs)}",
@@ -1612,9 +1614,10 @@ def report(p: Perf, abl: dict | None = None) -> str:
         if budget and used > budget[key]:
             lines.append(f"warning: {used:,} {what} exceed the {budget[key]:,} of {r['part']}")
     if hw.weight_beats > 1:
+        more_ports = "more --weight-ports, " if hw.weight_ports < max(WEIGHT_PORTS) else ""
         lines.append(f"note: a weight word ({hw.port_cols} columns x {hw.simd} lanes a port) takes {hw.weight_beats} "
                      f"{hw.axi_bits}-bit beats, so the MAC array reduces at II {hw.weight_beats}, 1/{hw.weight_beats} of its "
-                     "products a cycle (more --weight-ports, wider ports or fewer columns x SIMD make it one beat)")
+                     f"products a cycle ({more_ports}wider ports or fewer columns x SIMD make it one beat)")
     from .fpga_target import UTILIZATION_CAP
     if budget and UTILIZATION_CAP["luts"] * budget["luts"] < luts <= budget["luts"]:
         lines.append(f"note: the estimated LUTs are above the {UTILIZATION_CAP['luts']:.0%} of the part that "
@@ -1651,6 +1654,19 @@ def _finite(x):
     return x
 
 
+def _build_hw(args, built: BuiltDesign | None, reduction_lengths=()) -> HwConfig:
+    """hw_config of the flags on the build's design (or the defaults); an error caused by the
+    build's settings names them."""
+    if built is None:
+        return hw_config(args, reduction_lengths)
+    try:
+        return hw_config(args, reduction_lengths, base=built.hw)
+    except P2VitError as exc:
+        given = set(explicit_hw_flags(args))
+        kept = " ".join(f"{f} {v}" for f, v in built.flags().items() if f not in given)
+        raise P2VitError(f"{exc} (the other settings are the build's: {kept})") from None
+
+
 @cli_errors
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m codegen.perf", description=__doc__.split("\n\n")[0])
@@ -1661,7 +1677,8 @@ def main(argv=None) -> int:
                    help=f"DRAM bandwidth in GB/s (default {DEFAULT_DRAM_GBS:g}: ZCU102 DDR4-2400 x64); 0: unlimited")
     p.add_argument("--w-bits", type=int, choices=(8, 4), default=None,
                    help="weight bits of the linear layers (default: 8, or the build's)")
-    p.add_argument("--res-bits", type=int, choices=(8, 16), default=8, help="residual stream bits (default 8)")
+    p.add_argument("--res-bits", type=int, choices=(8, 16), default=None,
+                   help="residual stream bits (default: 8, or the build's)")
     p.add_argument("--no-inter", action="store_true", help="no DATAFLOW overlap between chunks")
     p.add_argument("--no-intra", action="store_true", help="no II=1 pipelining inside the loops")
     p.add_argument("--fifo", choices=("hls", "tile"), default="tile",
@@ -1702,16 +1719,17 @@ def main(argv=None) -> int:
         target = load_target(args.target)
     if args.dram_gbs is not None and not args.dram_gbs >= 0:
         raise P2VitError(f"--dram-gbs must be >= 0, not {args.dram_gbs}")
-    hw_config(args)                    # flag errors before loading the model
     built = build_design(args.model)   # a build directory's own design (its files checked)
     if built is not None and target is not None:
         raise P2VitError(f"{args.model} is a build, whose design is fixed; --target searches one for a model: "
                          "pass the model's name or card instead, or drop --target")
-    if built is not None:              # its shape is the build's IR's (loaded once)
+    _build_hw(args, built)             # flag errors before loading the model
+    if built is not None:              # its shape is the build's IR's (loaded once); the bit flags are what-ifs
         shape = built.shape if args.w_bits is None else replace(
             built.shape, layer_bits=_uniform_bits(built.shape.linear_layers(), args.w_bits))
+        shape = shape if args.res_bits is None else replace(shape, res_bits=args.res_bits)
     else:
-        shape = load_shape(args.model, w_bits=args.w_bits, res_bits=args.res_bits)
+        shape = load_shape(args.model, w_bits=args.w_bits, res_bits=args.res_bits or 8)
     found = None
     if target is not None:
         from .fpga_target import search
@@ -1720,13 +1738,7 @@ def main(argv=None) -> int:
         hw = found["best_hw"]
         args.dram_gbs = target.dram_gbs
     else:
-        try:
-            hw = hw_config(args, shape.reduction_lengths.values(), base=built.hw if built else None)
-        except P2VitError as exc:
-            if built is None:
-                raise
-            raise P2VitError(f"{exc} (the settings not given are those of the build {args.model}: "
-                             f"{built.flags()})") from None
+        hw = _build_hw(args, built, shape.reduction_lengths.values())
         if args.dram_gbs is None:
             args.dram_gbs = built.dram_gbs if built else DEFAULT_DRAM_GBS
     sw = Switches(inter=not args.no_inter, intra=not args.no_intra, fifo=args.fifo,
@@ -1736,6 +1748,10 @@ def main(argv=None) -> int:
     abl = ablation(shape, hw, dram)
     pts = None
     text = [report(perf, abl)]
+    if built is not None and built.target:   # the budget the build was chosen within, beside the part's
+        t, luts = built.target, lut_total(perf)
+        text += ["", f"target   the build was chosen for {t['name']} ({t['part']}): DSPs {perf.res['dsps']:,} of "
+                     f"{t['dsps']:,}, BRAM18K {perf.res['bram18k']:,} of {t['bram18k']:,}, LUTs ~{luts:,} of {t['luts']:,}"]
     if found is not None:
         from .fpga_target import format_search
 
@@ -1744,10 +1760,11 @@ def main(argv=None) -> int:
         pts = sweep(shape, hw.clock_mhz, hw.part, dram, args.max_dsps, hw.axi_bits)
         front = pareto(pts)
         text += ["", f"Pareto front of {len(pts)} array shapes (rows x cols x simd) within "
-                     f"{args.max_dsps or (_part(hw.part) or (4096,))[0]} DSPs:",
-                 f"{'shape':<12}{'DSPs':>6}{'BRAM18K':>9}{'latency ms':>12}{'FPS':>8}{'GOPS/DSP':>10}{'util':>7}"]
+                     f"{args.max_dsps or (_part(hw.part) or (4096,))[0]:,} DSPs:",
+                 f"{'shape':<12}{'DSPs':>7}{'BRAM18K':>9}{'latency ms':>12}{'FPS':>8}{'GOPS/DSP':>10}{'util':>7}"]
         for q in front:
-            text.append(f"{q['rows']}x{q['cols']}x{q['simd']:<6}{q['dsps']:>6}{q['bram18k']:>9}{q['latency_ms']:>12.3f}"
+            shape_name = f"{q['rows']}x{q['cols']}x{q['simd']}"
+            text.append(f"{shape_name:<12}{q['dsps']:>7,}{q['bram18k']:>9,}{q['latency_ms']:>12.3f}"
                         f"{q['fps']:>8.2f}{q['gops_per_dsp']:>10.4f}{q['utilization'] * 100:>6.1f}%")
         if args.plot:
             budget = _part(hw.part)
@@ -1756,7 +1773,7 @@ def main(argv=None) -> int:
             text.append(f"plot: {args.plot}")
     out = to_json(perf, abl, pts)
     if built is not None:   # the hardware (and DRAM) came from the build, flags aside
-        out["design_from"] = {"build": str(args.model), "target": built.target}
+        out["design_from"] = {"build": str(args.model), "target": built.target["name"] if built.target else None}
     if found is not None:
         out["target"] = {**found["target"], "fit": found["fit"], "simulated": found["simulated"],
                          "rejected": found["rejected"],

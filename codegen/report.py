@@ -69,17 +69,18 @@ def _performance_lines(ir: QuantizedViT, hw: HwConfig, info: dict) -> tuple[list
                                                "--dram-gbs X` for another)")
              + "; `python -m codegen.perf DIR` prints it per layer, with the pipelining ablation "
              "(docs/performance.md). Its loop counts equal the instrumented C-sim's (tests/test_perf.py); "
-             "DSPs and BRAM18K are what the code instantiates; the LUTs are an estimate from per-unit costs "
-             "(codegen/fpga_target.py LUT_COSTS): no synthesis runs here."]
+             "the DSPs count every multiplier the code instantiates (the MAC arrays' exactly, the misc units' "
+             "by their datapaths) and the BRAM18K every memory it declares; the LUTs are an estimate from "
+             "per-unit costs (codegen/fpga_target.py LUT_COSTS): no synthesis runs here."]
     if target:
-        lines += ["", f"Chosen by `--target {target['name']}` ({target['part']}): the fastest design of the search "
+        lines += ["", f"Chosen by the `--target` search for {target['name']} ({target['part']}): the fastest design "
                       f"(or, among those within {LATENCY_TIE:.0%} of it, the one with the fewest DSPs) within "
                       f"{target['dsps']:,} DSPs, {UTILIZATION_CAP['bram18k']:.0%} of {target['bram18k']:,} BRAM18K and "
                       f"{UTILIZATION_CAP['luts']:.0%} of {target['luts']:,} LUTs, {target['axi_ports']} x "
                       f"{target['axi_bits']}-bit m_axi, {target['clock_mhz']:g} MHz."]
     elif not budget:
         lines += ["", f"No budget is known for part {r['part']} (codegen/perf.py PARTS): nothing is checked against it."]
-    lines += ["", f"| quantity | this design | {('available on ' + against) if budget else ''} |", "|---|---:|---:|",
+    lines += ["", f"| quantity | this design | available{(' on ' + against) if budget else ''} |", "|---|---:|---:|",
               md_row("latency per image", f"{s['latency_ms']:.3f} ms ({p.cycles:,.0f} cycles)", ""),
               md_row("throughput", f"{s['fps']:.2f} FPS, {s['gops']:.1f} GOPS, {s['gops_per_dsp']:.4f} GOPS/DSP", ""),
               md_row("MAC-array utilization", f"{s['utilization'] * 100:.1f}%", ""),
@@ -95,11 +96,17 @@ def _performance_lines(ir: QuantizedViT, hw: HwConfig, info: dict) -> tuple[list
     names = {"dsps": "DSPs", "bram18k": "BRAM18K", "luts": "LUTs (estimated)"}
     if over:
         lines += ["", f"**Does not fit {against}**: its " + " and ".join(names[k] for k in over) + " exceed it."]
+    tight = [k for k in ("bram18k", "luts") if k in budget and k not in over
+             and used[k] > UTILIZATION_CAP[k] * budget[k]]
+    if tight:
+        lines += ["", "Note: its " + " and ".join(f"{names[k]} use more than {UTILIZATION_CAP[k]:.0%}" for k in tight)
+                  + f" of {against}, past the headroom the `--target` search keeps for placement and routing "
+                    "(and the LUT estimate's error)."]
     figures = {"latency_ms": s["latency_ms"], "cycles": p.cycles, "fps": s["fps"], "gops": s["gops"],
                "gops_per_dsp": s["gops_per_dsp"], "utilization": s["utilization"], "dsps": r["dsps"],
                "bram18k": r["bram18k"], "luts_estimate": luts, "lut_breakdown": units, "dram_mb": s["dram_mb"],
                "avg_bandwidth_gbs": s["avg_bandwidth_gbs"], "dram_gbs": dram, "part": r["part"],
-               "budget": {"of": against, **budget} if budget else None, "exceeds": over}
+               "budget": {"of": against, **budget} if budget else None, "exceeds": over, "above_headroom": tight}
     return lines, figures
 
 

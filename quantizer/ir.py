@@ -117,10 +117,15 @@ class QuantizedViT:
             manifest = json.loads(mpath.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
             raise P2VitError(f"{mpath} is corrupt (not JSON); quantize the model again") from None
+        except OSError as exc:
+            raise P2VitError(f"cannot read {mpath} ({exc.strerror or exc}); check its permissions") from None
         if not isinstance(manifest, dict):
             raise P2VitError(f"{mpath} is corrupt (not a JSON object); quantize the model again")
         try:
             return cls._from_manifest(directory, manifest)
+        except OSError as exc:   # the parameter file: unreadable (permissions, I/O)
+            raise P2VitError(f"cannot read the IR in {directory} ({exc.strerror or exc}); "
+                             "check its permissions or quantize the model again") from None
         except (KeyError, TypeError, ValueError, AttributeError, IndexError):
             # The content hash covers meta and tensor table; a manifest that passes it cannot get
             # here, so this is a manifest mangled in its own header fields.

@@ -89,7 +89,7 @@ def test_lut_estimate_grows_with_the_array_and_the_lanes(deit_s):
 
 
 def test_search_returns_the_fastest_design_that_fits(tmp_path, deit_s):
-    t = fpga_target.load_target(str(_write(tmp_path, dsps=700, bram18k=900, luts=150_000)))
+    t = fpga_target.load_target(str(_write(tmp_path, part="xczu9eg-ffvb1156-2-e", dsps=700, bram18k=900, luts=150_000)))
     r = fpga_target.search(deit_s, t, SMALL_GRID)
     hw, p = r["best_hw"], r["best"]
     assert (hw.axi_bits, hw.clock_mhz, hw.part) == (t.axi_bits, t.clock_mhz, t.part)
@@ -120,7 +120,8 @@ def test_search_returns_the_fastest_design_that_fits(tmp_path, deit_s):
     assert p.latency_ms <= fastest * 1.01
     assert p.res["dsps"] == min(d for lat, d in fitting if lat <= fastest * 1.01)
     # a tighter LUT budget rules the chosen design out, and the search says why nothing fits
-    tight = fpga_target.load_target(str(_write(tmp_path, luts=int(r["luts"] / 0.80) - 2, dsps=700, bram18k=900)))
+    tight = fpga_target.load_target(str(_write(tmp_path, part="xczu9eg-ffvb1156-2-e", luts=int(r["luts"] / 0.80) - 2,
+                                               dsps=700, bram18k=900)))
     assert fpga_target.search(deit_s, tight, SMALL_GRID)["best_hw"] != hw
     with pytest.raises(P2VitError, match="no configuration of the grid fits"):
         fpga_target.search(deit_s, fpga_target.load_target(str(_write(tmp_path, dsps=10))), SMALL_GRID)
@@ -176,12 +177,23 @@ def test_codegen_generates_the_searched_design(tmp_path, capsys):
     assert modelled["latency_ms"] == p.latency_ms and modelled["dsps"] == p.res["dsps"] <= 300
     assert modelled["luts_estimate"] == sum(fpga_target.lut_estimate(p.shape, want).values())
     report = (out / "report.md").read_text()
-    assert f"Chosen by `--target {info['target']['name']}`" in report and f"~{modelled['luts_estimate']:,}" in report
+    assert f"Chosen by the `--target` search for {info['target']['name']}" in report
+    assert f"~{modelled['luts_estimate']:,}" in report and "(assumed)" not in report
+    # measured against the target's budget, not the part's
+    assert {k: modelled["budget"][k] for k in ("dsps", "bram18k", "luts")} == {"dsps": 300, "bram18k": 400, "luts": 100_000}
+    assert f"| 300 ({modelled['dsps'] / 300:.0%} used) |" in report
     assert perf.main([str(out), "--json", str(tmp_path / "p.json")]) == 0
     assert json.loads((tmp_path / "p.json").read_text())["hw"] == want.to_json()
     # a hardware flag changes that one field of the build's design
     assert perf.main([str(out), "--lanes", "1", "--json", str(tmp_path / "p1.json")]) == 0
     assert json.loads((tmp_path / "p1.json").read_text())["hw"] == {**want.to_json(), "lanes": 1}
+    # a flag that conflicts with the build's settings: the error names the ones taken from the build
+    bad_cols = 2 * want.weight_ports + 2 if want.weight_ports > 1 else None
+    if bad_cols:
+        with pytest.raises(SystemExit):
+            perf.main([str(out), "--cols", str(bad_cols)])
+        err = capsys.readouterr().err
+        assert f"the other settings are the build's: --rows {want.rows}" in err and "--cols" not in err.split("build's:")[1]
     assert json.loads((tmp_path / "p.json").read_text())["design_from"] == {"build": str(out), "target": info["target"]["name"]}
     # a build's design is fixed: --target on it is refused, and so is a build whose IR was swapped
     with pytest.raises(SystemExit):
@@ -211,3 +223,50 @@ def test_codegen_warns_when_the_design_exceeds_its_part(tmp_path, capsys):
     assert modelled["dsps"] > 360 and "dsps" in modelled["exceeds"] and modelled["budget"]["dsps"] == 360
     assert "warning: this design's DSPs" in capsys.readouterr().out
     assert "**Does not fit xczu3eg-sbva484-1-e**: its DSPs" in (out / "report.md").read_text()
+
+
+def test_codegen_perf_refuses_a_damaged_build_in_one_line(tmp_path, capsys, monkeypatch):
+    from codegen.__main__ import main as codegen_main
+    from tiny import tiny_card
+
+    out = tmp_path / "b"
+    assert codegen_main([str(tiny_card(tmp_path)), "--random-init", "--n-calib", "2", "--out", str(out),
+                         "--no-build", "--quiet"]) == 0
+    report = (out / "report.md").read_text()
+    assert "19.2 GB/s (assumed)" in report and "available on xczu9eg" in report
+
+    def refused(path, message):
+        with pytest.raises(SystemExit) as exc:
+            perf.main([str(path)])
+        assert exc.value.code == 2 and message in capsys.readouterr().err
+
+    unreadable = Path.read_text
+
+    def read_text(self, *a, **kw):   # build.json unreadable (permissions, I/O)
+        if self.name == "build.json":
+            raise PermissionError(13, "Permission denied")
+        return unreadable(self, *a, **kw)
+
+    with monkeypatch.context() as m:
+        m.setattr(Path, "read_text", read_text)
+        refused(out, "cannot read")
+    (out / "ir").rename(tmp_path / "ir")
+    refused(out, "is a build without its IR")
+    (tmp_path / "ir").rename(out / "ir")
+    (out / "build.json").unlink()
+    refused(out, "is not a p2vit build (no build.json)")
+
+
+def test_a_target_cannot_promise_more_than_its_part(tmp_path):
+    with pytest.raises(P2VitError, match="more than the 360 of its part xczu3eg"):
+        fpga_target.load_target(str(_write(tmp_path, part="xczu3eg-sbva484-1-e", dsps=2000, luts=70_000,
+                                           bram18k=400)))
+
+
+def test_report_says_when_no_budget_is_known(tiny_ir, tmp_path):
+    from codegen.report import _performance_lines
+
+    lines, modelled = _performance_lines(tiny_ir, HwConfig(part="xc7z020clg400-1"), {})
+    text = "\n".join(lines)
+    assert "No budget is known for part xc7z020clg400-1" in text and modelled["budget"] is None
+    assert modelled["exceeds"] == [] and "Does not fit" not in text
