@@ -476,8 +476,10 @@ def run_all(r: Runner) -> None:
     # ---- 13. deliberately edited and re-recorded blob ---------------------------------------
     edited = copy_build(build_a, tmp / "editedBlob")
     blob = bytearray((edited / "params.bin").read_bytes())
-    for k in range(min(1024, len(blob))):
-        blob[k] ^= 0x01                          # first chunk (patch-embedding weights): LSB flips
+    axi_bytes = json.loads((edited / "build.json").read_text())["hw"]["axi_bits"] // 8
+    embed_w = int(np.frombuffer(bytes(blob[:8]), dtype="<i8")[0]) * axi_bytes   # model descriptor's first field
+    for k in range(embed_w, min(embed_w + 1024, len(blob))):
+        blob[k] ^= 0x01                          # the patch-embedding weights: LSB flips
     (edited / "params.bin").write_bytes(bytes(blob))
     must_run([PY, "-c", "import json, sys\nfrom pathlib import Path\n"
               "from codegen.integrity import write_sealed, file_record\n"
@@ -489,6 +491,19 @@ def run_all(r: Runner) -> None:
     r.run(Case("13b", "same with --allow-mismatch",
                m("cosim.eval", "--build", edited, "--data", "data.npz", "--allow-mismatch"),
                expect=0, error_line=False))
+
+    moved = copy_build(build_a, tmp / "editedDesc")
+    blob = bytearray((moved / "params.bin").read_bytes())
+    for k in range(128):
+        blob[k] ^= 0x01                          # the model descriptor: its tensor addresses change
+    (moved / "params.bin").write_bytes(bytes(blob))
+    must_run([PY, "-c", "import json, sys\nfrom pathlib import Path\n"
+              "from codegen.integrity import write_sealed, file_record\n"
+              "b = Path(sys.argv[1]); info = json.loads((b / 'build.json').read_text())\n"
+              "write_sealed(b / 'build.json', {**info, 'params': file_record(b / 'params.bin')})",
+              str(moved)], "edit the descriptors of a copy of A and re-seal build.json", tmp)
+    r.run(Case("13c", "cosim.eval, descriptors edited and re-recorded (addresses moved: once a SIGSEGV)",
+               m("cosim.eval", "--build", moved, "--data", "data.npz"), must_contain=["descriptors"]))
 
     # ---- extra newcomer mistakes ------------------------------------------------------------
     r.run(Case("E1", "unknown model name", m("quantizer", "vit_q", "--random-init", "--out", "qe1")))
@@ -532,6 +547,18 @@ def run_all(r: Runner) -> None:
     r.run(Case("E15", "codegen --attn-rounding nearest (valid: arithmetic, geometric), CIFAR model",
                m("codegen", REAL_CARD, "--calib", REAL_CALIB, "--attn-rounding", "nearest", "--out", "ce15"),
                must_contain=["--attn-rounding"], max_seconds=FAST))
+
+    # ---- E16-E19: codegen.perf on a build (its own design, its files checked) ---------------------
+    r.run(Case("E16", "codegen.perf on the hand-edited build.json of E10",
+               m("codegen.perf", bad_json), must_contain=["build.json"], max_seconds=FAST))
+    r.run(Case("E17", "codegen.perf BUILD --target zcu102 (a build's design is fixed)",
+               m("codegen.perf", build_a, "--target", "zcu102"), must_contain=["is a build"], max_seconds=FAST))
+    no_ir = copy_build(build_a, tmp / "noIr")
+    shutil.rmtree(no_ir / "ir")
+    r.run(Case("E18", "codegen.perf on a build whose ir/ was deleted",
+               m("codegen.perf", no_ir), must_contain=["without its IR"], max_seconds=FAST))
+    r.run(Case("E19", "codegen.perf BUILD --lanes 3 (valid: powers of two)",
+               m("codegen.perf", build_a, "--lanes", 3), must_contain=["--lanes"], max_seconds=FAST))
 
     # ---- 14, 15. developer habits -----------------------------------------------------------
     pytest = Path(PY).parent / "pytest"

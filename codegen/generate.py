@@ -32,6 +32,7 @@ from quantizer.outputs import check_output_dir, partial_dir
 from .build import build_module
 from .hwconfig import HwConfig
 from .integrity import file_record, write_sealed
+from .layout import addresses_sha256
 from .target import built_for
 from .module import BUILD_FORMAT, read_build_info
 from .render import check_generatable, render
@@ -90,11 +91,14 @@ def generate(ir: QuantizedViT, hw: HwConfig, out: Path, build: bool = True, type
                 shutil.rmtree(tmp / "csim" / "build", ignore_errors=True)
                 if len(types) > 1:
                     (tmp / "csim" / f"build-{kind}.log").write_bytes((tmp / "csim" / "build.log").read_bytes())
-        (tmp / "params.bin").write_bytes(rendered.layout.blob())
+        blob = rendered.layout.blob()
+        (tmp / "params.bin").write_bytes(blob)
         _write_golden(ir, tmp / "golden", golden_images)
         info = {
             "format": BUILD_FORMAT, "model": ir.meta["model"], "ir_sha256": ir.content_hash,
             "blob_sha256": rendered.layout.sha256(), "params": file_record(tmp / "params.bin"), "quant": ir.meta["quant"], "hw": hw.to_json(),
+            # the descriptors' tensor addresses: a re-recorded blob may change values, not addresses
+            "descriptor_addresses_sha256": addresses_sha256(blob, hw.axi_bytes, ir.depth),
             "e_logit": ir.i("head.e_logit"), "preprocess": ir.meta["preprocess"],
             "class_names": ir.meta.get("class_names"), "modules": modules,
             "default_types": types[0], **(extra_info or {}),

@@ -47,6 +47,30 @@ BLOCK_FIELDS = ("e_in",
                 "fc2.w", "fc2.b", "fc2.shift", "e_fc2", "res2.e")
 
 
+# The descriptor fields that hold calibration constants; every other field is a tensor's first beat.
+MODEL_SCALARS = frozenset({"norm.eps", "embed.cls_s1", "embed.cls_sd"})
+BLOCK_SCALARS = frozenset({"ln1.eps", "ln2.eps", "shift_qk", "x0", "pb", "pc", "shift_av", "e_proj", "e_fc2"})
+
+
+def descriptor_addresses(blob: bytes, axi_bytes: int, depth: int) -> np.ndarray:
+    """The tensor addresses (first beats) that the descriptors at the start of a parameter blob
+    hold, model descriptor first: structural (the model's and the hardware's shapes), not
+    calibration, so a build records their hash and a loaded blob must repeat them."""
+    def fields(beat: int, names: tuple) -> list[int]:
+        raw = np.frombuffer(blob, dtype="<i8", count=len(names), offset=beat * axi_bytes)
+        return [int(v) for v, n in zip(raw, names) if n not in MODEL_SCALARS | BLOCK_SCALARS]
+
+    first = desc_beats(len(MODEL_FIELDS), axi_bytes)
+    out = fields(0, MODEL_FIELDS)
+    for i in range(depth):
+        out += fields(first + i * desc_beats(len(BLOCK_FIELDS), axi_bytes), BLOCK_FIELDS)
+    return np.array(out, dtype="<i8")
+
+
+def addresses_sha256(blob: bytes, axi_bytes: int, depth: int) -> str:
+    return hashlib.sha256(descriptor_addresses(blob, axi_bytes, depth).tobytes()).hexdigest()
+
+
 def desc_beats(fields: int, axi_bytes: int) -> int:
     return -(-fields * 8 // axi_bytes)
 

@@ -88,6 +88,25 @@ def read_build_info(build_dir: str | Path) -> dict:
     return info
 
 
+def check_blob_addresses(blob: Path, info: dict) -> None:
+    """Refuse a blob whose descriptors point at other tensors than the build's layout: a blob
+    re-recorded after an edit (fault injection) may change weights and constants, but a changed
+    address would send the C-sim's reads outside the blob. Builds made before the record: no check."""
+    want = info.get("descriptor_addresses_sha256")
+    if want is None:
+        return
+    from .layout import addresses_sha256
+
+    try:
+        got = addresses_sha256(blob.read_bytes(), int(info["hw"]["axi_bits"]) // 8, int(info["model"]["depth"]))
+    except (ValueError, KeyError, TypeError):   # shorter than its descriptors
+        got = None
+    if got != want:
+        raise P2VitError(f"{blob}: its descriptors address other tensors than this build's layout (a corrupt or "
+                         "foreign blob); an edited blob may change weights and constants, not addresses: "
+                         "rebuild with python -m codegen")
+
+
 def load(build_dir: str | Path, expect: dict | None = None, types: str | None = None) -> CsimModule:
     """Load the C-sim module of build_dir. `expect` (e.g. {"ir_sha256": ...}) must match build.json."""
     build_dir = Path(build_dir)
@@ -106,6 +125,7 @@ def load(build_dir: str | Path, expect: dict | None = None, types: str | None = 
     verify_file(so, entry, f"{kind} C-sim module", build_dir)   # before dlopen: a bad .so can crash it
     blob = build_dir / "params.bin"
     verify_file(blob, info["params"], "parameter blob", build_dir)
+    check_blob_addresses(blob, info)
     name = entry["name"]
     if name in sys.modules:
         mod = sys.modules[name]

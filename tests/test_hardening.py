@@ -266,3 +266,27 @@ def test_sigterm_during_compile_leaves_nothing_behind(tmp_path):
     assert proc.returncode == 143, err[-2000:]
     assert err.strip().splitlines()[-1] == "error: terminated" and "Traceback" not in err, err
     assert not out.exists() and not list(tmp_path.glob(".b.*"))
+
+
+def test_a_re_recorded_blob_may_change_values_not_addresses(copy_of_tiny_build):
+    """Fault injection edits weights or constants and re-records the blob; an edited tensor address
+    would send the C-sim's reads outside the blob (it crashed the process), so load refuses it."""
+    from codegen.layout import MODEL_FIELDS
+
+    build = copy_of_tiny_build
+    info = json.loads((build / "build.json").read_text())
+    pristine = (build / "params.bin").read_bytes()
+
+    def record(edit):
+        blob = bytearray(pristine)
+        edit(blob)
+        (build / "params.bin").write_bytes(bytes(blob))
+        write_sealed(build / "build.json", {**info, "params": file_record(build / "params.bin")})
+
+    eps = 8 * MODEL_FIELDS.index("norm.eps")            # a constant: loads and runs
+    record(lambda b: b.__setitem__(eps, b[eps] ^ 1))
+    load(build).run(random_images(1, 32))
+    head_w = 8 * MODEL_FIELDS.index("head.w")           # an address: refused in one line
+    record(lambda b: b.__setitem__(head_w + 5, b[head_w + 5] ^ 1))
+    with pytest.raises(P2VitError, match="descriptors address other tensors than this build's layout"):
+        load(build)
