@@ -176,6 +176,16 @@ def must_run(cmd: list[str], what: str, cwd: Path) -> None:
     print(f"  setup: {what}, {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
 
 
+def reseal(build: Path, what: str, cwd: Path) -> None:
+    """Record a build's edited params.bin in its build.json, as a developer planting a fault does
+    (in a subprocess, like every other run here)."""
+    must_run([PY, "-c", "import json, sys\nfrom pathlib import Path\n"
+              "from codegen.integrity import write_sealed, file_record\n"
+              "b = Path(sys.argv[1]); info = json.loads((b / 'build.json').read_text())\n"
+              "write_sealed(b / 'build.json', {**info, 'params': file_record(b / 'params.bin')})",
+              str(build)], what, cwd)
+
+
 def partials(out: Path) -> list[str]:
     return sorted(glob.glob(str(out.parent / f".{out.name}.partial-*")))
 
@@ -481,11 +491,7 @@ def run_all(r: Runner) -> None:
     for k in range(embed_w, min(embed_w + 1024, len(blob))):
         blob[k] ^= 0x01                          # the patch-embedding weights: LSB flips
     (edited / "params.bin").write_bytes(bytes(blob))
-    must_run([PY, "-c", "import json, sys\nfrom pathlib import Path\n"
-              "from codegen.integrity import write_sealed, file_record\n"
-              "b = Path(sys.argv[1]); info = json.loads((b / 'build.json').read_text())\n"
-              "write_sealed(b / 'build.json', {**info, 'params': file_record(b / 'params.bin')})",
-              str(edited)], "edit params.bin of a copy of A and re-seal build.json", tmp)
+    reseal(edited, "edit params.bin of a copy of A and re-seal build.json", tmp)
     r.run(Case("13a", "cosim.eval, blob edited and re-recorded (not bit-exact)",
                m("cosim.eval", "--build", edited, "--data", "data.npz"), expect=1))
     r.run(Case("13b", "same with --allow-mismatch",
@@ -497,11 +503,7 @@ def run_all(r: Runner) -> None:
     for k in range(128):
         blob[k] ^= 0x01                          # the model descriptor: its tensor addresses change
     (moved / "params.bin").write_bytes(bytes(blob))
-    must_run([PY, "-c", "import json, sys\nfrom pathlib import Path\n"
-              "from codegen.integrity import write_sealed, file_record\n"
-              "b = Path(sys.argv[1]); info = json.loads((b / 'build.json').read_text())\n"
-              "write_sealed(b / 'build.json', {**info, 'params': file_record(b / 'params.bin')})",
-              str(moved)], "edit the descriptors of a copy of A and re-seal build.json", tmp)
+    reseal(moved, "edit the descriptors of a copy of A and re-seal build.json", tmp)
     r.run(Case("13c", "cosim.eval, descriptors edited and re-recorded (addresses moved: once a SIGSEGV)",
                m("cosim.eval", "--build", moved, "--data", "data.npz"), must_contain=["descriptors"]))
 

@@ -83,12 +83,11 @@ def main(argv=None):
         print(f"  {out}/{m['file']}  C-sim module ({kind} types): codegen.module.load('{out}')")
     print(f"  {out}/report.md     modelled speed and resources, static bounds, trip counts, buffers")
     modelled = json.loads((out / "report.json").read_text())["modelled"]
+    names = {"dsps": "DSPs", "bram18k": "BRAM18K", "luts": "estimated LUTs"}
     if modelled["exceeds"]:
-        names = {"dsps": "DSPs", "bram18k": "BRAM18K", "luts": "estimated LUTs"}
         print(f"warning: this design's {' and '.join(names[k] for k in modelled['exceeds'])} exceed "
               f"{modelled['budget']['of']} (report.md); choose a smaller array or fewer lanes, or use --target")
     elif modelled["above_headroom"]:
-        names = {"bram18k": "BRAM18K", "luts": "estimated LUTs"}
         print(f"note: this design's {' and '.join(names[k] for k in modelled['above_headroom'])} leave less "
               f"headroom on {modelled['budget']['of']} than --target keeps (report.md)")
     return 0

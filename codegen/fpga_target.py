@@ -151,7 +151,7 @@ def load_target(spec: str) -> Target:
     known = perf._part(part)   # a budget beyond the part's own would let a design through that cannot fit it
     if known:
         for k, have in zip(perf.PART_KEYS, known):
-            if k in ("dsps", "bram18k", "luts") and d[k] > have:
+            if k in perf.FIT_KEYS and d[k] > have:
                 raise P2VitError(f"target file {spec}: {k} {d[k]:g} is more than the {have:,} of its part {part}; "
                                  "lower it or name the part the board carries")
     return Target(name=str(d.get("name", p.stem)), part=part,

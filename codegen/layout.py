@@ -56,18 +56,24 @@ def descriptor_addresses(blob: bytes, axi_bytes: int, depth: int) -> np.ndarray:
     """The tensor addresses (first beats) that the descriptors at the start of a parameter blob
     hold, model descriptor first: structural (the model's and the hardware's shapes), not
     calibration, so a build records their hash and a loaded blob must repeat them."""
-    def fields(beat: int, names: tuple) -> list[int]:
+    def fields(beat: int, names: tuple, scalars: frozenset) -> list[int]:
         raw = np.frombuffer(blob, dtype="<i8", count=len(names), offset=beat * axi_bytes)
-        return [int(v) for v, n in zip(raw, names) if n not in MODEL_SCALARS | BLOCK_SCALARS]
+        return [int(v) for v, n in zip(raw, names) if n not in scalars]
 
     first = desc_beats(len(MODEL_FIELDS), axi_bytes)
-    out = fields(0, MODEL_FIELDS)
+    out = fields(0, MODEL_FIELDS, MODEL_SCALARS)
     for i in range(depth):
-        out += fields(first + i * desc_beats(len(BLOCK_FIELDS), axi_bytes), BLOCK_FIELDS)
+        out += fields(first + i * desc_beats(len(BLOCK_FIELDS), axi_bytes), BLOCK_FIELDS, BLOCK_SCALARS)
     return np.array(out, dtype="<i8")
 
 
+def descriptors_size(axi_bytes: int, depth: int) -> int:
+    """Bytes at the start of a blob that hold its descriptors (the model's, then depth blocks')."""
+    return (desc_beats(len(MODEL_FIELDS), axi_bytes) + depth * desc_beats(len(BLOCK_FIELDS), axi_bytes)) * axi_bytes
+
+
 def addresses_sha256(blob: bytes, axi_bytes: int, depth: int) -> str:
+    """sha256 of descriptor_addresses; blob may be just its first descriptors_size bytes."""
     return hashlib.sha256(descriptor_addresses(blob, axi_bytes, depth).tobytes()).hexdigest()
 
 

@@ -152,6 +152,14 @@ PARTS = {
     "xcu250": (12288, 5376, 1280, 1_728_000),    # Alveo U250
 }
 PART_KEYS = ("dsps", "bram18k", "uram", "luts")
+FIT_KEYS = ("dsps", "bram18k", "luts")   # what a design is checked against a budget for
+
+
+def over_budget(used: dict, budget: dict) -> list[str]:
+    """The FIT_KEYS that `used` exceeds in `budget` (keys the budget lacks are not checked)."""
+    return [k for k in FIT_KEYS if k in budget and used[k] > budget[k]]
+
+
 def misc_dsps(hw: HwConfig, ln_sets: int = 1, writers: int = 1) -> dict[str, int]:
     """Multipliers outside the MAC arrays (estimates), per lane where the chunk has lanes. ln_sets:
     the sets of normalizing LayerNorm lanes (ln_load_lane_sets); writers: the residual-stream
@@ -237,21 +245,25 @@ def shape_from_ir(ir) -> ModelShape:
     return shape_from_meta(ir.meta)
 
 
+def with_weight_bits(shape: ModelShape, w_bits: int | None) -> ModelShape:
+    """shape with every linear layer at w_bits (None: as it is)."""
+    return shape if w_bits is None else replace(shape, layer_bits=_uniform_bits(shape.linear_layers(), w_bits))
+
+
 def load_shape(spec: str, w_bits: int | None = None, res_bits: int = 8, attn_bits: int = 4) -> ModelShape:
     """MODEL as the CLI takes it: a short name, a model card, a build directory or an IR
     directory. No weights are read: timm builds the model on the meta device."""
     p = Path(spec)
     built = build_design(spec)
     if built is not None:
-        s = built.shape
-        return s if w_bits is None else replace(s, layer_bits=_uniform_bits(s.linear_layers(), w_bits))
-    for manifest in (p / "manifest.json",):
-        if p.is_dir() and manifest.is_file():
-            try:
-                s = shape_from_meta(json.loads(manifest.read_text())["meta"])
-            except (json.JSONDecodeError, KeyError) as exc:
-                raise P2VitError(f"{manifest} is not a p2vit IR manifest ({exc}); rebuild it") from None
-            return s if w_bits is None else replace(s, layer_bits=_uniform_bits(s.linear_layers(), w_bits))
+        return with_weight_bits(built.shape, w_bits)
+    manifest = p / "manifest.json"
+    if p.is_dir() and manifest.is_file():
+        try:
+            s = shape_from_meta(json.loads(manifest.read_text())["meta"])
+        except (json.JSONDecodeError, KeyError) as exc:
+            raise P2VitError(f"{manifest} is not a p2vit IR manifest ({exc}); rebuild it") from None
+        return with_weight_bits(s, w_bits)
     if p.is_dir():
         raise P2VitError(f"{spec} is a directory without a p2vit build or IR (no manifest.json); "
                          "pass a model name, a model card or a build directory")
@@ -1609,10 +1621,9 @@ def report(p: Perf, abl: dict | None = None) -> str:
              "no synthesis runs here)"]
     if not budget:
         lines.append(f"note: no budget known for part {r['part']} (codegen/perf.py PARTS): nothing checked against it")
-    for what, used in (("DSPs", r["dsps"]), ("BRAM18K", r["bram18k"]), ("LUTs", luts)):
-        key = what.lower()
-        if budget and used > budget[key]:
-            lines.append(f"warning: {used:,} {what} exceed the {budget[key]:,} of {r['part']}")
+    for key in over_budget(used, budget):
+        what = {"dsps": "DSPs", "bram18k": "BRAM18K", "luts": "LUTs"}[key]
+        lines.append(f"warning: {used[key]:,} {what} exceed the {budget[key]:,} of {r['part']}")
     if hw.weight_beats > 1:
         more_ports = "more --weight-ports, " if hw.weight_ports < max(WEIGHT_PORTS) else ""
         lines.append(f"note: a weight word ({hw.port_cols} columns x {hw.simd} lanes a port) takes {hw.weight_beats} "
@@ -1725,8 +1736,7 @@ def main(argv=None) -> int:
                          "pass the model's name or card instead, or drop --target")
     _build_hw(args, built)             # flag errors before loading the model
     if built is not None:              # its shape is the build's IR's (loaded once); the bit flags are what-ifs
-        shape = built.shape if args.w_bits is None else replace(
-            built.shape, layer_bits=_uniform_bits(built.shape.linear_layers(), args.w_bits))
+        shape = with_weight_bits(built.shape, args.w_bits)
         shape = shape if args.res_bits is None else replace(shape, res_bits=args.res_bits)
     else:
         shape = load_shape(args.model, w_bits=args.w_bits, res_bits=args.res_bits or 8)

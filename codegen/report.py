@@ -42,7 +42,7 @@ def _qkv_groups_text(ir: QuantizedViT, hw: HwConfig) -> str:
 def _budget(target: dict | None, part_budget: dict | None, part: str) -> tuple[str, dict]:
     """What the design is measured against: the target it was chosen for, else its part (if known)."""
     if target:
-        return f"{target['name']} target", {k: target[k] for k in ("dsps", "bram18k", "luts")}
+        return f"{target['name']} target", {k: target[k] for k in perf.FIT_KEYS}
     return (part, dict(part_budget)) if part_budget else ("", {})
 
 
@@ -92,7 +92,7 @@ def _performance_lines(ir: QuantizedViT, hw: HwConfig, info: dict) -> tuple[list
               md_row("DRAM per image", f"{s['dram_mb']:.1f} MB, {s['avg_bandwidth_gbs']:.2f} GB/s on average",
                      f"{dram:g} GB/s" + ("" if target else " (assumed)")),
               "", "LUTs by unit (estimates): " + ", ".join(f"{k} {v:,}" for k, v in units.items() if v) + "."]
-    over = [k for k in ("dsps", "bram18k", "luts") if k in budget and used[k] > budget[k]]
+    over = perf.over_budget(used, budget)
     names = {"dsps": "DSPs", "bram18k": "BRAM18K", "luts": "LUTs (estimated)"}
     if over:
         lines += ["", f"**Does not fit {against}**: its " + " and ".join(names[k] for k in over) + " exceed it."]
