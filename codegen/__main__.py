@@ -56,7 +56,7 @@ def main(argv=None):
     lm = load_model_from_args(args)
     ks = reduction_lengths(lm.model)
     if target is not None:
-        found = search(shape_of_model(lm, cfg.res_bits, cfg.attn_bits), target)
+        found = search(shape_of_model(lm, cfg.res_bits, cfg.attn_bits), target, progress=progress)
         for line in format_search(found):
             say(line)
         hw = found["best_hw"]

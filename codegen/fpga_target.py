@@ -262,15 +262,9 @@ def qk_row_choices(rows: int) -> tuple[int, ...]:
     return (0,) if rows < 2 else (0, -(-rows // 2))
 
 
-def search(shape: perf.ModelShape, target: Target, grid: dict | None = None) -> dict:
-    """Every configuration of the grid (default: model_grid(shape)) through codegen.perf; the fastest
-    that fits the target.
-    Returns {"best_hw", "best" (its Perf), "luts", "lut_breakdown", "fit": designs that fit,
-    "simulated": those evaluated in full (the rest are ruled out by perf.latency_bound),
-    "rejected": {what they exceed: count}}."""
-    g = grid or model_grid(shape)
+def _candidates(shape: perf.ModelShape, target: Target, g: dict):
+    """The grid's designs that the emitted code can build for this model and target."""
     Ks = list(shape.reduction_lengths.values())
-    designs, fits, rejected = 0, [], {"DSPs": 0, "BRAM18K": 0, "LUTs": 0}
     for rows in g["rows"]:
         for cols in g["cols"]:
             for simd in g["simd"]:
@@ -283,16 +277,31 @@ def search(shape: perf.ModelShape, target: Target, grid: dict | None = None) -> 
                     for lanes, qk_rows in itertools.product(g["lanes"], qk_row_choices(rows)):
                         if shape.dh % lanes:          # A.V's lanes must divide the head width
                             continue
-                        designs += 1
-                        hw = target_hw(target, rows=rows, cols=cols, simd=simd, lanes=lanes, weight_ports=ports,
-                                       qk_rows=qk_rows)
-                        res = perf.resources(shape, hw)
-                        luts = sum(lut_estimate(shape, hw).values())
-                        over = check_fits(res, luts, target)
-                        if over:                 # counted under the first budget it exceeds
-                            rejected[over[0]] += 1
-                            continue
-                        fits.append((perf.latency_bound(shape, hw, target.dram_gbs), hw, res["dsps"], luts))
+                        yield target_hw(target, rows=rows, cols=cols, simd=simd, lanes=lanes, weight_ports=ports,
+                                        qk_rows=qk_rows)
+
+
+def search(shape: perf.ModelShape, target: Target, grid: dict | None = None, progress=None) -> dict:
+    """Every configuration of the grid (default: model_grid(shape)) through codegen.perf; the fastest
+    that fits the target. progress(stage, done, total), if given, hears how far the search is.
+    Returns {"best_hw", "best" (its Perf), "luts", "lut_breakdown", "fit": designs that fit,
+    "simulated": those evaluated in full (the rest are ruled out by perf.latency_bound),
+    "rejected": {what they exceed: count}}."""
+    report = progress or (lambda stage, done, total: None)
+    candidates = list(_candidates(shape, target, grid or model_grid(shape)))
+    designs, fits, rejected = len(candidates), [], {"DSPs": 0, "BRAM18K": 0, "LUTs": 0}
+    stage = f"searching {designs:,} designs for {target.name}"
+    for i, hw in enumerate(candidates):
+        if i % 100 == 0:
+            report(stage, i, designs)
+        res = perf.resources(shape, hw)
+        luts = sum(lut_estimate(shape, hw).values())
+        over = check_fits(res, luts, target)
+        if over:                 # counted under the first budget it exceeds
+            rejected[over[0]] += 1
+            continue
+        fits.append((perf.latency_bound(shape, hw, target.dram_gbs), hw, res["dsps"], luts))
+    report(stage, designs, designs)
     if not fits:
         why = " (the accelerator keeps every activation in BRAM and uses no URAM)" if rejected["BRAM18K"] else ""
         raise P2VitError(f"no configuration of the grid fits {target.name}: "

@@ -36,6 +36,7 @@ import functools
 import json
 import math
 import sys
+from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -519,6 +520,11 @@ def _qk_array(hq: HwConfig, N: int, DH: int, words: int, heads: int) -> list:
     tile_rows = _qk_tile_rows(hq, N, heads)
     load = Op("c", [Loop("mac_array.load_array", hq.rows * _cdiv(DH, load_lanes(hq)), 1)])
     pre = qk_prefetch(hq, N, DH)
+    # the row writes are the same Op objects in every tile, and so are equal reduction tails: the
+    # timer works out each distinct object once (_Timer.region)
+    first_row = Op("w", [Loop("mac_array.reduce_keys", words, 1, drain="requant.logits")], fifo="logits")
+    next_row = Op("w", [Loop("mac_array.reduce_keys", words, 0)], fifo="logits")
+    tails: dict[int, Op] = {}
     ops = []
     for g, trip in enumerate(qk_trips(hq, N, DH, words, heads)):
         if g == 0 or not pre:
@@ -527,9 +533,10 @@ def _qk_array(hq: HwConfig, N: int, DH: int, words: int, heads: int) -> list:
             ops.append(Op("c", [Loop("mac_array.reduce_keys", trip, 1, drain="requant.logits")]))
             continue
         rows = tile_rows[g - 1]   # tile g - 1's, streaming in this loop
-        ops.append(Op("w", [Loop("mac_array.reduce_keys", words, 1, drain="requant.logits")], fifo="logits"))
-        ops += [Op("w", [Loop("mac_array.reduce_keys", words, 0)], fifo="logits")] * (rows - 1)
-        ops.append(Op("c", [Loop("mac_array.reduce_keys", trip - rows * words, 0)]))
+        rest = trip - rows * words
+        if rest not in tails:
+            tails[rest] = Op("c", [Loop("mac_array.reduce_keys", rest, 0)])
+        ops += [first_row] + [next_row] * (rows - 1) + [tails[rest]]
     ops.append(Op("w", [Loop("requant.logits_out", words, 1)], fifo="logits"))
     ops += [Op("w", [Loop("requant.logits_out", words, 0)], fifo="logits")] * (tile_rows[-1] - 1)
     return ops
@@ -758,6 +765,12 @@ def simd_chain_depth(simd: int) -> int:
     return (chain - 1) + (math.ceil(math.log2(chains)) if chains > 1 else 0)
 
 
+def _census(stages) -> list[tuple[dict, Counter]]:
+    """Per stage, its distinct Op objects by id and how often each occurs: a stage repeats the same
+    Op objects (one per row), so the timer works each one out once."""
+    return [(dict(zip(map(id, st), st)), Counter(map(id, st))) for st in stages]
+
+
 class _Timer:
     def __init__(self, hw: HwConfig, sw: Switches, dram_gbs: float | None, shape: ModelShape):
         self.hw, self.sw = hw, sw
@@ -827,15 +840,18 @@ class _Timer:
             out[op.extra_chunk] = out.get(op.extra_chunk, 0) + op.extra
         return out
 
-    def region(self, stages, exact: bool = True) -> float:
+    def region(self, stages, exact: bool = True, census: list | None = None) -> float:
         """Cycles of a step's stages: one after the other without inter-layer overlap, else joined
-        by their FIFOs (_simulate); exact=False: the longest stage alone, a lower bound of that."""
-        memo: dict[int, float] = {}   # a stage repeats the same Op objects (one per row): time each once
-        durs = [[memo[id(o)] if id(o) in memo else memo.setdefault(id(o), self.op(o)) for o in st] for st in stages]
-        if len(stages) == 1 or not self.sw.inter:
-            return sum(sum(d) for d in durs)
-        if not exact:   # _simulate runs each stage's ops in order, so no stage ends before their sum
-            return max(sum(d) for d in durs)
+        by their FIFOs (_simulate); exact=False: the longest stage alone, a lower bound of that.
+        census: _census(stages), if the caller has it."""
+        census = census or _census(stages)
+        memo = {i: self.op(o) for distinct, _ in census for i, o in distinct.items()}
+        if len(stages) == 1 or not self.sw.inter or not exact:
+            sums = [sum(memo[i] * k for i, k in counts.items()) for _, counts in census]
+            # one after the other; or, as _simulate runs each stage's ops in order, no stage ends
+            # before its sum
+            return sum(sums) if len(stages) == 1 or not self.sw.inter else max(sums)
+        durs = [list(map(memo.__getitem__, map(id, st))) for st in stages]
         # rows each stream holds as emitted (kernels/p2vit/layers.h): a row tile of logits, one row
         # of codes; 0 for HLS's default depth-2 streams (what-if)
         caps = {} if self.sw.fifo == "hls" else {"logits": self.hw.qk_array_rows, "codes": 1}
@@ -1351,15 +1367,22 @@ class Perf:
         return 2 * (main_rate + qk if both else max(main_rate, qk)) * self.hw.clock_mhz * 1e6 / 1e9
 
 
-def _has_dram(st: Step) -> bool:
-    return any(lp.dram for lp in _all_loops(st))
+def _has_dram(census: list) -> bool:
+    """Whether any loop of a step (its _census) streams DRAM bytes."""
+    for distinct, _ in census:
+        for op in distinct.values():
+            if any(lp.dram for lp in op.loops) or any(
+                    r.dram or (e is not None and e.dram) or (p is not None and p.dram) for _, r, e, p in op.tiles):
+                return True
+    return False
 
 
 def _step_cycles(st: Step, free: "_Timer", timer: "_Timer", exact: bool = True) -> tuple[float, float]:
     """A step's cycles without and with the DRAM bound of its loops (the same where none reads
     DRAM, e.g. the attention region); exact=False: their lower bounds (_Timer.region)."""
-    comp = free.region(st.stages, exact)
-    return comp, (timer.region(st.stages, exact) if _has_dram(st) else comp)
+    census = _census(st.stages)
+    comp = free.region(st.stages, exact, census)
+    return comp, (timer.region(st.stages, exact, census) if _has_dram(census) else comp)
 
 
 def latency_bound(shape: ModelShape, hw: HwConfig, dram_gbs: float | None = DEFAULT_DRAM_GBS) -> float:
@@ -1742,9 +1765,11 @@ def main(argv=None) -> int:
         shape = load_shape(args.model, w_bits=args.w_bits, res_bits=args.res_bits or 8)
     found = None
     if target is not None:
+        from quantizer.progress import Progress
+
         from .fpga_target import search
 
-        found = search(shape, target)
+        found = search(shape, target, progress=Progress())
         hw = found["best_hw"]
         args.dram_gbs = target.dram_gbs
     else:

@@ -90,8 +90,13 @@ def test_lut_estimate_grows_with_the_array_and_the_lanes(deit_s):
 
 def test_search_returns_the_fastest_design_that_fits(tmp_path, deit_s):
     t = fpga_target.load_target(str(_write(tmp_path, part="xczu9eg-ffvb1156-2-e", dsps=700, bram18k=900, luts=150_000)))
-    r = fpga_target.search(deit_s, t, SMALL_GRID)
+    heard = []
+    r = fpga_target.search(deit_s, t, SMALL_GRID, progress=lambda *a: heard.append(a))
     hw, p = r["best_hw"], r["best"]
+    # progress: one stage, counting up to every design the search looked at
+    assert {stage for stage, *_ in heard} == {f"searching {r['designs']:,} designs for {t.name}"}
+    assert heard[0][1:] == (0, r["designs"]) and heard[-1][1:] == (r["designs"], r["designs"])
+    assert [done for _, done, _ in heard] == sorted(done for _, done, _ in heard)
     assert (hw.axi_bits, hw.clock_mhz, hw.part) == (t.axi_bits, t.clock_mhz, t.part)
     # every DSP, but only UTILIZATION_CAP of the BRAM18Ks and the estimated LUTs
     assert p.res["dsps"] <= t.dsps and p.res["bram18k"] <= 0.85 * t.bram18k and r["luts"] <= 0.80 * t.luts
