@@ -2,30 +2,33 @@
 running from a checkout or an editable install, the packaged copies otherwise."""
 from __future__ import annotations
 
-import importlib.resources
 from pathlib import Path
 
 _REPO = Path(__file__).resolve().parents[1]
+_PACKAGE = Path(__file__).resolve().parent   # codegen/: the installed copies sit in codegen/templates, codegen/kernels
+# a checkout (or an editable install) has them at its top level; site-packages, where a
+# non-editable install puts codegen/, may hold other projects' folders of those names
+_CHECKOUT = (_REPO / "templates" / "p2vit_top.cpp.j2").is_file() and (_REPO / "kernels" / "p2vit").is_dir()
 
 
-def _find(repo_rel: str, package: str) -> Path:
-    p = _REPO / repo_rel
-    if p.exists():
-        return p
-    return Path(str(importlib.resources.files(package)))
+def _find(name: str) -> Path:
+    """The checkout's top-level folder `name`, else the installed package's copy (pyproject.toml
+    maps codegen.templates and codegen.kernels onto codegen/templates and codegen/kernels). Not
+    importlib.resources: those packages have no __init__.py, and for such a namespace package it
+    returns a MultiplexedPath, which is not a path."""
+    return (_REPO if _CHECKOUT else _PACKAGE) / name
 
 
 def templates_dir() -> Path:
-    return _find("templates", "codegen.templates")
+    return _find("templates")
 
 
 def kernels_dir() -> Path:
-    return _find("kernels", "codegen.kernels")
+    return _find("kernels")
 
 
 def cmake_lists() -> Path:
-    p = _REPO / "CMakeLists.txt"
-    return p if p.exists() else kernels_dir() / "cmake" / "CMakeLists.txt"
+    return _REPO / "CMakeLists.txt" if _CHECKOUT else kernels_dir() / "cmake" / "CMakeLists.txt"
 
 
 def ap_types_dir() -> Path | None:

@@ -361,10 +361,50 @@ def test_codegen_cli_lane_default_follows_the_model(tmp_path, capsys):
     assert not (tmp_path / "x").exists()
 
 
-def test_packaged_cmake_lists_matches_the_repository_copy():
-    """Non-editable installs build with kernels/cmake/CMakeLists.txt (codegen/resources.py)."""
+def test_a_non_editable_install_finds_its_templates_kernels_and_cmake_rules(tiny_build, tmp_path):
+    """A wheel of the repository, installed non-editable: codegen finds the packaged templates,
+    kernels and CMake entry point (codegen/resources.py; importlib.resources gave a MultiplexedPath
+    for these namespace packages until session 32, and every build failed), and the packaged kernels/cmake/CMakeLists.txt configures a C-sim build that finds the kernels by
+    itself. The wheel is built from a copy of the tracked files, so the checkout is not touched."""
+    import shutil
+    import subprocess
+    import sys
+
     root = Path(__file__).resolve().parents[1]
-    assert (root / "kernels" / "cmake" / "CMakeLists.txt").read_text() == (root / "CMakeLists.txt").read_text()
+    src = tmp_path / "src"
+    tracked = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=root, capture_output=True, check=True).stdout
+    for rel in filter(None, tracked.decode().split("\0")):
+        if (root / rel).is_file():
+            (src / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(root / rel, src / rel)
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run(pip + ["wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "whl"), str(src)],
+                   check=True, capture_output=True)
+    site = tmp_path / "site"
+    subprocess.run(pip + ["install", "--no-deps", "--target", str(site), *map(str, (tmp_path / "whl").glob("*.whl"))],
+                   check=True, capture_output=True)
+    _, build = tiny_build
+    probe = f"""
+import subprocess, sys, pybind11
+from pathlib import Path
+from codegen import resources
+from codegen.build import _cmake
+site = Path({str(site)!r})
+assert resources.templates_dir() == site / "codegen" / "templates", resources.templates_dir()
+assert (resources.templates_dir() / "p2vit_top.cpp.j2").is_file()
+assert (resources.kernels_dir() / "p2vit" / "types.h").is_file()
+assert resources.cmake_lists() == site / "codegen" / "kernels" / "cmake" / "CMakeLists.txt"
+r = subprocess.run([_cmake(), "-S", str(resources.cmake_lists().parent), "-B", {str(tmp_path / "b")!r},
+                    "-DP2VIT_HLS_DIR={build / 'hls'}", "-DP2VIT_MODULE=p2vit_packaged",
+                    "-Dpybind11_DIR=" + pybind11.get_cmake_dir(), "-DPython_EXECUTABLE=" + sys.executable],
+                   capture_output=True, text=True)
+assert r.returncode == 0, r.stdout + r.stderr
+"""
+    env = {k: v for k, v in __import__("os").environ.items() if k != "PYTHONPATH"}
+    r = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env={**env, "PYTHONPATH": str(site)},
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"P2VIT_KERNELS:PATH={site / 'codegen' / 'kernels'}\n" in (tmp_path / "b" / "CMakeCache.txt").read_text()
 
 
 def test_run_hls_tcl_names_only_paths_inside_the_build(tiny_build):
