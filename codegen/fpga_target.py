@@ -148,7 +148,7 @@ def load_target(spec: str) -> Target:
     if d["axi_ports"] < 2:
         raise P2VitError(f"target file {spec}: the accelerator uses at least 2 m_axi ports (io and blob), the "
                          f"target has {d['axi_ports']}")
-    known = perf._part(part)   # a budget beyond the part's own would let a design through that cannot fit it
+    known = perf.part_resources(part)   # a budget beyond the part's own would let a design through that cannot fit it
     if known:
         for k, have in zip(perf.PART_KEYS, known):
             if k in perf.FIT_KEYS and d[k] > have:

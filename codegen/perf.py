@@ -931,7 +931,9 @@ def _simulate(stages, durs, caps: dict) -> float:
 # ---------------------------------------------------------------------------------------------
 # Resources
 
-def _part(part: str) -> tuple[int, int, int, int] | None:
+def part_resources(part: str) -> tuple[int, int, int, int] | None:
+    """The part's (DSPs, BRAM18K, URAM, LUTs) from PARTS (PART_KEYS order), by the device prefix of
+    its name; None for a part not in the table."""
     for k, v in PARTS.items():
         if part.lower().startswith(k):
             return v
@@ -1262,7 +1264,7 @@ def resources(shape: ModelShape, hw: HwConfig, acc_bits: int = 32) -> dict:
     bram = sum(k * _bram18k(d, w) for x in bufs for k, d, w in x["memories"])
     bram += sum(k * _bram18k(d, w) for _, mems in extra_mem for k, d, w in mems)
     big = sum(x["bytes"] for x in bufs[:8])
-    budget = _part(hw.part)
+    budget = part_resources(hw.part)
     return {
         "products_per_cycle": products[0], "products_per_instance": products, "mac_arrays": len(MAC_INSTANCES),
         "instances": list(MAC_INSTANCES), "dsps_per_array": per, "mac_dsps": sum(per), "misc_dsps": misc,
@@ -1510,7 +1512,7 @@ def sweep(shape: ModelShape, clock_mhz: float = 200.0, part: str = HwConfig.part
           dram_gbs: float | None = DEFAULT_DRAM_GBS, max_dsps: int | None = None,
           axi_bits: int = HwConfig.axi_bits) -> list[dict]:
     """Every (rows, cols, simd) of a grid that fits max_dsps (default: the part's DSPs)."""
-    budget = _part(part)
+    budget = part_resources(part)
     limit = max_dsps or (budget[0] if budget else 4096)
     Ks = (shape.kp, shape.dim, shape.hidden, shape.dh)
     out = []
@@ -1795,14 +1797,14 @@ def main(argv=None) -> int:
         pts = sweep(shape, hw.clock_mhz, hw.part, dram, args.max_dsps, hw.axi_bits)
         front = pareto(pts)
         text += ["", f"Pareto front of {len(pts)} array shapes (rows x cols x simd) within "
-                     f"{args.max_dsps or (_part(hw.part) or (4096,))[0]:,} DSPs:",
+                     f"{args.max_dsps or (part_resources(hw.part) or (4096,))[0]:,} DSPs:",
                  f"{'shape':<12}{'DSPs':>7}{'BRAM18K':>9}{'latency ms':>12}{'FPS':>8}{'GOPS/DSP':>10}{'util':>7}"]
         for q in front:
             shape_name = f"{q['rows']}x{q['cols']}x{q['simd']}"
             text.append(f"{shape_name:<12}{q['dsps']:>7,}{q['bram18k']:>9,}{q['latency_ms']:>12.3f}"
                         f"{q['fps']:>8.2f}{q['gops_per_dsp']:>10.4f}{q['utilization'] * 100:>6.1f}%")
         if args.plot:
-            budget = _part(hw.part)
+            budget = part_resources(hw.part)
             plot(pts, front, args.plot, f"{shape.name} at {hw.clock_mhz:g} MHz, DRAM {args.dram_gbs:g} GB/s",
                  args.max_dsps or (budget[0] if budget else None))
             text.append(f"plot: {args.plot}")
