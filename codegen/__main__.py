@@ -55,6 +55,7 @@ def main(argv=None):
     t0 = time.perf_counter()
     lm = load_model_from_args(args)
     ks = reduction_lengths(lm.model)
+    check_out_dir(out, lm.name, args.force)   # another model's build in --out: refused before the search
     if target is not None:
         found = search(shape_of_model(lm, cfg.res_bits, cfg.attn_bits), target, progress=progress)
         for line in format_search(found):
@@ -63,14 +64,13 @@ def main(argv=None):
     else:
         hw = hw_config(args, ks.values())
     check_simd(ks, hw, lm.name)               # fail before the long steps
-    check_out_dir(out, lm.name, args.force)
     calib = calibration_images(args, lm, progress=not args.quiet)
     say(f"quantizing {lm.name} ({cfg.label}) on {len(calib[:cfg.n_calib])} calibration images")
     q = quantize(lm, calib, cfg, progress=progress)
     types = ("native", "ap_int") if args.ap_int else ("native",)
     say(f"rendering HLS C++ for a {hw.rows}x{hw.cols} MAC array, {hw.simd} lane(s) per PE, {hw.lanes} attention lane(s)")
     info = generate(q.ir, hw, out, build=not args.no_build, types=types, golden_images=calib,
-                    force=args.force, progress=say,
+                    force=args.force, progress=None if args.quiet else say,   # None: no compile timer either
                     extra_info={"target": found["target"]} if target is not None else None)
     took = time.perf_counter() - t0
     print(f"{lm.name}: {cfg.label}, {hw.rows}x{hw.cols}x{hw.simd} MAC array, {hw.lanes} attention lane(s) at "

@@ -1,4 +1,5 @@
-"""Compile the C-sim module with the top-level CMakeLists.txt (cmake + pybind11 from PyPI)."""
+"""Compile the C-sim module with CMake (codegen/resources.py cmake_lists: the top-level CMakeLists.txt,
+or the packaged kernels/cmake one; cmake + pybind11 from PyPI)."""
 from __future__ import annotations
 
 import os

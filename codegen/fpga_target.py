@@ -332,7 +332,7 @@ def format_search(r: dict) -> list[str]:
         f"{t['clock_mhz']:g} MHz, {t['axi_ports']} x {t['axi_bits']}-bit m_axi, DRAM {t['dram_gbs']:g} GB/s",
         f"budget: every DSP, {UTILIZATION_CAP['bram18k']:.0%} of the BRAM18K ({r['budget']['bram18k']:,}), "
         f"{UTILIZATION_CAP['luts']:.0%} of the LUTs ({r['budget']['luts']:,}; estimated, see docs/performance.md)",
-        f"searched {r['designs']} designs, {r['fit']} fit (" + ", ".join(f"{v} over the {k}" for k, v in r["rejected"].items())
+        f"searched {r['designs']:,} designs, {r['fit']:,} fit (" + ", ".join(f"{v:,} over the {k}" for k, v in r["rejected"].items())
         + f"); {r['simulated']} simulated in full (the others' latency bound is past the tie); the fastest, "
         f"or among those within {LATENCY_TIE:.0%} of it the one with the fewest DSPs:",
         f"best: --rows {hw.rows} --cols {hw.cols} --simd {hw.simd} --weight-ports {hw.weight_ports} "

@@ -1724,6 +1724,7 @@ def main(argv=None) -> int:
                    help=f"cycles each blob-reading loop entry waits for its first beat (default {Switches.axi_latency}: "
                         "UG1399's default m_axi read latency; 0: the what-if of prefetched weights)")
     p.add_argument("--json", metavar="OUT", help="write the figures as JSON to OUT ('-': stdout)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (--target's search)")
     p.add_argument("--sweep", action="store_true", help="sweep array shapes within --max-dsps; print the Pareto front")
     p.add_argument("--max-dsps", type=int, default=None, help="DSP limit of the sweep (default: the part's)")
     p.add_argument("--plot", metavar="PNG", help="with --sweep: plot latency vs DSPs")
@@ -1771,7 +1772,7 @@ def main(argv=None) -> int:
 
         from .fpga_target import search
 
-        found = search(shape, target, progress=Progress())
+        found = search(shape, target, progress=Progress(enabled=not args.quiet))
         hw = found["best_hw"]
         args.dram_gbs = target.dram_gbs
     else:

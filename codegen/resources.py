@@ -28,7 +28,10 @@ def kernels_dir() -> Path:
 
 
 def cmake_lists() -> Path:
-    return _REPO / "CMakeLists.txt" if _CHECKOUT else kernels_dir() / "cmake" / "CMakeLists.txt"
+    """The C-sim build's entry point: the checkout's top-level CMakeLists.txt, else (an install, or
+    an unpacked sdist, which does not carry the top-level file) the one in kernels/cmake."""
+    top = _REPO / "CMakeLists.txt"
+    return top if _CHECKOUT and top.is_file() else kernels_dir() / "cmake" / "CMakeLists.txt"
 
 
 def ap_types_dir() -> Path | None:

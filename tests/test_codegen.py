@@ -313,6 +313,30 @@ def test_codegen_cli_no_build(tmp_path, capsys):
         load(tmp_path / "b")
 
 
+def test_codegen_cli_quiet_silences_the_compile_timer(tmp_path, capsys, monkeypatch):
+    """--quiet: the compile's elapsed-time lines are off too (generate got a do-nothing progress
+    function until session 32, which still turned them on)."""
+    import codegen.generate as gen
+    from codegen.__main__ import main
+
+    asked = []
+
+    def fake_build(*args, progress=False, **kw):
+        asked.append(progress)
+        raise P2VitError("stopped by the test")
+
+    monkeypatch.setattr(gen, "build_module", fake_build)
+    card = tiny_card(tmp_path)
+    for quiet in (True, False):
+        with pytest.raises(SystemExit):
+            main([str(card), "--random-init", "--n-calib", "2", "--out", str(tmp_path / f"b{quiet}")]
+                 + (["--quiet"] if quiet else []))
+        err = capsys.readouterr().err
+        assert "stopped by the test" in err
+        assert ("compiling the native C-sim module" in err) != quiet, err
+    assert asked == [False, True]
+
+
 def test_codegen_cli_bad_hw_flag(tmp_path, capsys):
     from codegen.__main__ import main
 

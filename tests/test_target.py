@@ -170,6 +170,7 @@ def test_codegen_generates_the_searched_design(tmp_path, capsys):
     out = tmp_path / "b"
     assert codegen_main([str(card), "--random-init", "--n-calib", "2", "--target", str(t), "--out", str(out),
                          "--no-build", "--quiet"]) == 0
+    assert "searching" not in capsys.readouterr().err   # --quiet: no search progress either
     lm = load_model(str(card), random_init=True)
     want = fpga_target.search(perf.shape_of_model(lm), fpga_target.load_target(str(t)))["best_hw"]
     assert json.loads((out / "build.json").read_text())["hw"] == want.to_json()
