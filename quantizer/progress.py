@@ -7,6 +7,7 @@ estimate of the time left only once it has measured some progress ("?" before).
 """
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from contextlib import contextmanager
@@ -45,6 +46,22 @@ class LineStream:
         return False
 
 
+def bar_output(stream, every: float) -> dict:
+    """tqdm's output arguments for `stream`: on a terminal, redraws in place every 0.1 s at the
+    terminal's size, or 80 x 24 where the terminal reports none (a pseudo-terminal without a size,
+    as `script` or `docker run -t` may give: tqdm would take it as 0 rows and draw nothing);
+    elsewhere one line per redraw (LineStream), at most every `every` seconds."""
+    if not _isatty(stream):
+        return {"file": LineStream(stream), "mininterval": every, "dynamic_ncols": False}
+    try:
+        size = os.get_terminal_size(stream.fileno())
+    except (AttributeError, ValueError, OSError):
+        size = os.terminal_size((0, 0))
+    if size.columns > 0 and size.lines > 0:
+        return {"file": stream, "mininterval": 0.1, "dynamic_ncols": True}
+    return {"file": stream, "mininterval": 0.1, "dynamic_ncols": False, "ncols": 80, "nrows": 24}
+
+
 class Progress:
     """`progress(stage, done, total)`: draws one bar per stage on stderr (or `stream`) and closes
     it when done >= total. `enabled=False` draws nothing. `every`: seconds between redraws when the
@@ -66,15 +83,11 @@ class Progress:
         if bar is None:
             from tqdm import tqdm
 
-            stream = self.stream or sys.stderr
-            tty = _isatty(stream)
             # initial=done: a stage first reported part-way measures its rate from here on, so its
             # first estimate is never "0 s left" from a clock that has just started.
             bar = self._bars[stage] = tqdm(total=total, initial=done, desc=f"  {stage}",
-                                           file=stream if tty else LineStream(stream),
-                                           mininterval=0.1 if tty else self.every,
                                            bar_format=DONE_FORMAT if done >= total else BAR_FORMAT,
-                                           dynamic_ncols=tty, leave=True)
+                                           leave=True, **bar_output(self.stream or sys.stderr, self.every))
         elif done > bar.n:
             if done >= total:
                 bar.bar_format = DONE_FORMAT
@@ -104,10 +117,7 @@ def progress_bar(items, total: int, desc: str, every: float = 5.0, stream=None):
     """Iterate `items` under a tqdm bar drawn like Progress's (one line per redraw in logs)."""
     from tqdm import tqdm
 
-    stream = stream or sys.stderr
-    tty = _isatty(stream)
-    return tqdm(items, total=total, desc=desc, unit="img", file=stream if tty else LineStream(stream),
-                mininterval=0.1 if tty else every, dynamic_ncols=tty)
+    return tqdm(items, total=total, desc=desc, unit="img", **bar_output(stream or sys.stderr, every))
 
 
 @contextmanager
@@ -125,8 +135,8 @@ def elapsed(desc: str, log=None, enabled: bool = True, stream=None, interval: fl
     tty = _isatty(stream)
     interval = interval or (0.5 if tty else 10.0)
     tail = "" if log is None else ", log " + str(log).replace("{", "{{").replace("}", "}}")
-    bar = tqdm(total=None, desc=desc, file=stream if tty else LineStream(stream), mininterval=0,
-               bar_format="{desc}: {elapsed} elapsed" + tail, dynamic_ncols=tty, leave=True)
+    bar = tqdm(total=None, desc=desc, bar_format="{desc}: {elapsed} elapsed" + tail, leave=True,
+               **{**bar_output(stream, interval), "mininterval": 0})
     stop = threading.Event()
 
     def tick():

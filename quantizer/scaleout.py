@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import P2VitError
-from .progress import LineStream, _isatty, note
+from .progress import bar_output, note
 from .results import ResultsDir, shard_bounds
 
 MAX_ATTEMPTS = 3          # runs of one shard before the evaluation gives up
@@ -270,10 +270,8 @@ class _Bar:
         if enabled and total > 0:
             from tqdm import tqdm
 
-            tty = _isatty(sys.stderr)
             self.bar = tqdm(total=total, initial=done, desc=f"  {desc}", unit="img", bar_format=BAR_FORMAT,
-                            file=sys.stderr if tty else LineStream(sys.stderr), mininterval=0.1 if tty else 5.0,
-                            dynamic_ncols=tty, smoothing=0.1)
+                            smoothing=0.1, **bar_output(sys.stderr, 5.0))
 
     def update(self, n: int) -> None:
         if self.bar is not None:

@@ -18,7 +18,7 @@ from codegen.report import md_cell, md_row
 from cosim.report import plot_disagreement, plot_layer_sqnr, write_report
 from cosim.trace import FP32_NAME, Divergence, LayerStat, TraceReport
 from quantizer import P2VitError, QuantConfig
-from quantizer.progress import Progress, elapsed, note
+from quantizer.progress import Progress, bar_output, elapsed, note
 from quantizer.reference import trace_points
 from tests.tiny import tiny_card
 
@@ -286,6 +286,36 @@ def test_progress_close_and_disabled():
     q("x", 2, 2)
     assert quiet.getvalue() == ""
     assert Progress(enabled=False)                 # callers test `progress and ...`
+
+
+def test_progress_draws_on_a_terminal_that_reports_no_size():
+    """A pseudo-terminal without a size (as `script` or `docker run -t` may give) reports 0 x 0:
+    tqdm took that as no room and drew nothing until session 32; now 80 x 24. A sized terminal
+    keeps its own width."""
+    import fcntl
+    import os
+    import select
+    import struct
+    import termios
+
+    master, slave = os.openpty()
+    try:
+        with os.fdopen(slave, "w", closefd=False) as tty:
+            fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 0, 0, 0, 0))
+            assert bar_output(tty, 5.0)["ncols"] == 80
+            p = Progress(stream=tty)
+            p("unsized", 0, 4)
+            p("unsized", 4, 4)
+            tty.flush()
+            drawn = ""
+            while select.select([master], [], [], 0.5)[0]:
+                drawn += os.read(master, 65536).decode()
+            assert "unsized: 100%" in drawn and "4/4" in drawn and "\r" in drawn   # redrawn in place
+            fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+            assert bar_output(tty, 5.0) == {"file": tty, "mininterval": 0.1, "dynamic_ncols": True}
+    finally:
+        os.close(master)
+        os.close(slave)
 
 
 def test_note_goes_to_stderr(capsys):
