@@ -42,6 +42,7 @@ from pathlib import Path
 
 from quantizer.config import softmax_settings
 from quantizer.errors import P2VitError, cli_errors
+from quantizer.progress import Progress
 
 from .hwconfig import WEIGHT_PORTS, HwConfig, add_hw_args, check_simd, explicit_hw_flags, hw_config
 
@@ -1508,28 +1509,35 @@ def ablation(shape: ModelShape, hw: HwConfig, dram_gbs: float | None = DEFAULT_D
     return cases
 
 
-def sweep(shape: ModelShape, clock_mhz: float = 200.0, part: str = HwConfig.part,
-          dram_gbs: float | None = DEFAULT_DRAM_GBS, max_dsps: int | None = None,
-          axi_bits: int = HwConfig.axi_bits) -> list[dict]:
-    """Every (rows, cols, simd) of a grid that fits max_dsps (default: the part's DSPs)."""
-    budget = part_resources(part)
+SWEEP_AXES = (1, 2, 4, 8, 16, 32, 64)   # rows, and simd; cols from 2
+
+
+def sweep(shape: ModelShape, base: HwConfig = HwConfig(), dram_gbs: float | None = DEFAULT_DRAM_GBS,
+          max_dsps: int | None = None, progress=None) -> list[dict]:
+    """Every (rows, cols, simd) of a grid that fits max_dsps (default: the part's DSPs), the rest
+    of the design held at `base` (clock, part, port width, weight ports, attention lanes; the Q.K^T
+    array as many rows as the MAC array). Columns the weight ports cannot share evenly are left out.
+    fpga_target.search is the search over everything, within a board's BRAM and LUTs too.
+    progress(stage, done, total), if given, hears how far the sweep is."""
+    budget = part_resources(base.part)
     limit = max_dsps or (budget[0] if budget else 4096)
     Ks = (shape.kp, shape.dim, shape.hidden, shape.dh)
+    shapes = [(r, c, s) for r in SWEEP_AXES for c in SWEEP_AXES[1:] + (128,) for s in SWEEP_AXES
+              if not c % (2 * base.weight_ports) and not any(K % s for K in Ks)]
+    report = progress or (lambda stage, done, total: None)
+    stage = f"sweeping {len(shapes)} array shapes"
     out = []
-    for rows in (1, 2, 4, 8, 16, 32, 64):
-        for cols in (2, 4, 8, 16, 32, 64, 128):
-            for simd in (1, 2, 4, 8, 16, 32, 64):
-                if any(K % simd for K in Ks):
-                    continue
-                hw = HwConfig(rows=rows, cols=cols, simd=simd, clock_mhz=clock_mhz, part=part, axi_bits=axi_bits)
-                r = resources(shape, hw)
-                if r["dsps"] > limit:
-                    continue
-                p = evaluate(shape, hw, dram_gbs=dram_gbs)
-                s = p.summary()
-                out.append({"rows": rows, "cols": cols, "simd": simd, "dsps": r["dsps"],
-                            "bram18k": r["bram18k"], "latency_ms": s["latency_ms"], "fps": s["fps"],
-                            "gops_per_dsp": s["gops_per_dsp"], "utilization": s["utilization"]})
+    for i, (rows, cols, simd) in enumerate(shapes):
+        report(stage, i, len(shapes))
+        hw = replace(base, rows=rows, cols=cols, simd=simd, qk_rows=0)
+        r = resources(shape, hw)
+        if r["dsps"] > limit:
+            continue
+        s = evaluate(shape, hw, dram_gbs=dram_gbs).summary()
+        out.append({"rows": rows, "cols": cols, "simd": simd, "dsps": r["dsps"],
+                    "bram18k": r["bram18k"], "latency_ms": s["latency_ms"], "fps": s["fps"],
+                    "gops_per_dsp": s["gops_per_dsp"], "utilization": s["utilization"]})
+    report(stage, len(shapes), len(shapes))
     return out
 
 
@@ -1724,7 +1732,7 @@ def main(argv=None) -> int:
                    help=f"cycles each blob-reading loop entry waits for its first beat (default {Switches.axi_latency}: "
                         "UG1399's default m_axi read latency; 0: the what-if of prefetched weights)")
     p.add_argument("--json", metavar="OUT", help="write the figures as JSON to OUT ('-': stdout)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar (--target's search)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (--target's search, --sweep)")
     p.add_argument("--sweep", action="store_true", help="sweep array shapes within --max-dsps; print the Pareto front")
     p.add_argument("--max-dsps", type=int, default=None, help="DSP limit of the sweep (default: the part's)")
     p.add_argument("--plot", metavar="PNG", help="with --sweep: plot latency vs DSPs")
@@ -1768,8 +1776,6 @@ def main(argv=None) -> int:
         shape = load_shape(args.model, w_bits=args.w_bits, res_bits=args.res_bits or 8)
     found = None
     if target is not None:
-        from quantizer.progress import Progress
-
         from .fpga_target import search
 
         found = search(shape, target, progress=Progress(enabled=not args.quiet))
@@ -1795,10 +1801,12 @@ def main(argv=None) -> int:
 
         text = format_search(found) + [""] + text
     if args.sweep:
-        pts = sweep(shape, hw.clock_mhz, hw.part, dram, args.max_dsps, hw.axi_bits)
+        pts = sweep(shape, hw, dram, args.max_dsps, progress=Progress(enabled=not args.quiet))
         front = pareto(pts)
         text += ["", f"Pareto front of {len(pts)} array shapes (rows x cols x simd) within "
-                     f"{args.max_dsps or (part_resources(hw.part) or (4096,))[0]:,} DSPs:",
+                     f"{args.max_dsps or (part_resources(hw.part) or (4096,))[0]:,} DSPs, at {hw.weight_ports} weight "
+                     f"port(s) of {hw.axi_bits} bits and {hw.lanes} attention lane(s) (--weight-ports, --axi-bits, "
+                     "--lanes; --target searches those too, within a board's BRAM and LUTs):",
                  f"{'shape':<12}{'DSPs':>7}{'BRAM18K':>9}{'latency ms':>12}{'FPS':>8}{'GOPS/DSP':>10}{'util':>7}"]
         for q in front:
             shape_name = f"{q['rows']}x{q['cols']}x{q['simd']}"

@@ -529,6 +529,19 @@ def test_cli_sweep_and_plot(tmp_path, capsys):
     assert all(a["dsps"] < b["dsps"] and a["latency_ms"] > b["latency_ms"] for a, b in zip(front, front[1:]))
     best = min(d["sweep"], key=lambda p: p["latency_ms"])
     assert front[-1]["latency_ms"] == best["latency_ms"]
+    # the sweep holds the other settings at the flags given (it held 1 weight port and 1 lane, whatever
+    # was asked, until session 32): every point is that design at its shape
+    assert perf.main([str(card), "--sweep", "--max-dsps", "400", "--weight-ports", "2", "--lanes", "4",
+                      "--json", str(tmp_path / "s2.json")]) == 0
+    assert "at 2 weight port(s) of 128 bits and 4 attention lane(s)" in capsys.readouterr().out
+    pts = json.loads((tmp_path / "s2.json").read_text())["sweep"]
+    assert pts and all(p["cols"] % 4 == 0 for p in pts)
+    shape, q = perf.load_shape(str(card)), pts[len(pts) // 2]
+    held = HwConfig(rows=q["rows"], cols=q["cols"], simd=q["simd"], weight_ports=2, lanes=4)
+    assert q["latency_ms"] == perf.evaluate(shape, held).latency_ms
+    heard = []
+    assert perf.sweep(shape, held, max_dsps=400, progress=lambda *a: heard.append(a)) == pts
+    assert heard[-1][1] == heard[-1][2] == len(heard) - 1 and heard[0][0] == f"sweeping {len(heard) - 1} array shapes"
 
 
 @pytest.mark.parametrize("argv,msg", [
