@@ -1733,7 +1733,7 @@ def main(argv=None) -> int:
                         "UG1399's default m_axi read latency; 0: the what-if of prefetched weights)")
     p.add_argument("--json", metavar="OUT", help="write the figures as JSON to OUT ('-': stdout)")
     p.add_argument("--quiet", action="store_true", help="no progress bar (--target's search, --sweep)")
-    p.add_argument("--sweep", action="store_true", help="sweep array shapes within --max-dsps; print the Pareto front")
+    p.add_argument("--sweep", action="store_true", help="sweep array shapes within --max-dsps, the other hardware flags held; print the Pareto front")
     p.add_argument("--max-dsps", type=int, default=None, help="DSP limit of the sweep (default: the part's)")
     p.add_argument("--plot", metavar="PNG", help="with --sweep: plot latency vs DSPs")
     p.add_argument("--target", metavar="zcu102|zcu104|JSON",
