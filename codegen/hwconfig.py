@@ -86,7 +86,8 @@ def add_hw_args(p: argparse.ArgumentParser) -> None:
                    help=f"MAC array rows: tokens held in the array at a time (default {d.rows})")
     g.add_argument("--cols", type=int, default=None, metavar=f"2..{n}",
                    help="MAC array columns: output channels per weight tile; even, since 4-bit weights pack two per "
-                        f"multiplier (default {d.cols})")
+                        f"multiplier, and shared evenly by the weight ports (default {d.cols}, or with --weight-ports "
+                        "the least multiple of 2 x ports from it: 12 for 3)")
     g.add_argument("--simd", type=int, default=None, metavar=f"1..{n}",
                    help="reduction lanes per PE; must divide every reduction length of the model (channels x patch^2, "
                         f"the width, the MLP width, the head width) (default {d.simd}, or 1 when one of them is odd)")
@@ -123,7 +124,12 @@ def hw_config(args, reduction_lengths=(), base: HwConfig | None = None) -> HwCon
         v = getattr(args, name)
         return getattr(d, name) if v is None else v
 
-    return HwConfig(rows=given("rows"), cols=given("cols"), simd=simd, lanes=given("lanes"),
+    cols = given("cols")
+    if args.cols is None and base is None and args.weight_ports is not None:
+        # the default column count that the ports can share: the least multiple of 2 x ports >= 8
+        step = 2 * args.weight_ports
+        cols = -(-HwConfig.cols // step) * step
+    return HwConfig(rows=given("rows"), cols=cols, simd=simd, lanes=given("lanes"),
                     clock_mhz=given("clock_mhz"), part=given("part"), axi_bits=given("axi_bits"),
                     weight_ports=given("weight_ports"), qk_rows=given("qk_rows"))
 

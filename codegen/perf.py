@@ -1512,32 +1512,51 @@ def ablation(shape: ModelShape, hw: HwConfig, dram_gbs: float | None = DEFAULT_D
 SWEEP_AXES = (1, 2, 4, 8, 16, 32, 64)   # rows, and simd; cols from 2
 
 
+def sweep_qk_rows(base: HwConfig, rows: int) -> int:
+    """The Q.K^T array's rows at a swept row count: as many as the MAC array's (0) where the base
+    design has as many, else the base's share of its rows (e.g. half)."""
+    if base.qk_rows in (0, base.rows):
+        return 0
+    return max(1, -(-rows * base.qk_rows // base.rows))
+
+
 def sweep(shape: ModelShape, base: HwConfig = HwConfig(), dram_gbs: float | None = DEFAULT_DRAM_GBS,
           max_dsps: int | None = None, progress=None) -> list[dict]:
     """Every (rows, cols, simd) of a grid that fits max_dsps (default: the part's DSPs), the rest
     of the design held at `base` (clock, part, port width, weight ports, attention lanes; the Q.K^T
-    array as many rows as the MAC array). Columns the weight ports cannot share evenly are left out.
-    fpga_target.search is the search over everything, within a board's BRAM and LUTs too.
-    progress(stage, done, total), if given, hears how far the sweep is."""
+    array's rows by sweep_qk_rows). Columns run over multiples of 2 x weight ports, which the ports
+    share evenly. Each point records its estimated LUTs and whether it exceeds the part's BRAM18K or
+    LUTs (only the DSPs bound the sweep). fpga_target.search is the search over everything, within
+    a board's BRAM and LUTs. progress(stage, done, total), if given, hears how far the sweep is.
+    Nothing fitting max_dsps is an error that names the fewest DSPs a shape needs."""
     budget = part_resources(base.part)
     limit = max_dsps or (budget[0] if budget else 4096)
     Ks = (shape.kp, shape.dim, shape.hidden, shape.dh)
-    shapes = [(r, c, s) for r in SWEEP_AXES for c in SWEEP_AXES[1:] + (128,) for s in SWEEP_AXES
-              if not c % (2 * base.weight_ports) and not any(K % s for K in Ks)]
+    step = 2 * base.weight_ports
+    shapes = [(r, c, s) for r in SWEEP_AXES for c in (step * k for k in SWEEP_AXES if step * k <= 128)
+              for s in SWEEP_AXES if not any(K % s for K in Ks)]
     report = progress or (lambda stage, done, total: None)
     stage = f"sweeping {len(shapes)} array shapes"
-    out = []
+    out, fewest = [], None
     for i, (rows, cols, simd) in enumerate(shapes):
         report(stage, i, len(shapes))
-        hw = replace(base, rows=rows, cols=cols, simd=simd, qk_rows=0)
+        hw = replace(base, rows=rows, cols=cols, simd=simd, qk_rows=sweep_qk_rows(base, rows))
         r = resources(shape, hw)
+        fewest = min(fewest or r["dsps"], r["dsps"])
         if r["dsps"] > limit:
             continue
-        s = evaluate(shape, hw, dram_gbs=dram_gbs).summary()
-        out.append({"rows": rows, "cols": cols, "simd": simd, "dsps": r["dsps"],
-                    "bram18k": r["bram18k"], "latency_ms": s["latency_ms"], "fps": s["fps"],
+        p = evaluate(shape, hw, dram_gbs=dram_gbs)
+        s, luts = p.summary(), lut_total(p)
+        out.append({"rows": rows, "cols": cols, "simd": simd, "qk_rows": hw.qk_array_rows, "dsps": r["dsps"],
+                    "bram18k": r["bram18k"], "luts_estimate": luts,
+                    "over_part": bool(budget) and (r["bram18k"] > budget[1] or luts > budget[3]),
+                    "latency_ms": s["latency_ms"], "fps": s["fps"],
                     "gops_per_dsp": s["gops_per_dsp"], "utilization": s["utilization"]})
     report(stage, len(shapes), len(shapes))
+    if not out:
+        raise P2VitError(f"no array shape of the sweep fits {limit:,} DSPs: the fewest any needs is "
+                         f"{fewest:,}; raise --max-dsps" if fewest is not None else
+                         "the sweep has no array shape for this model (no SIMD of its grid divides its reduction lengths)")
     return out
 
 
@@ -1685,6 +1704,7 @@ def to_json(p: Perf, abl: dict | None = None, sweep_points: list | None = None) 
     if sweep_points is not None:
         out["sweep"] = sweep_points
         out["pareto"] = pareto(sweep_points)
+        out["sweep_held"] = {k: getattr(p.hw, k) for k in ("weight_ports", "axi_bits", "lanes", "clock_mhz", "part")}
     return _finite(out)
 
 
@@ -1803,15 +1823,20 @@ def main(argv=None) -> int:
     if args.sweep:
         pts = sweep(shape, hw, dram, args.max_dsps, progress=Progress(enabled=not args.quiet))
         front = pareto(pts)
+        qk = ("as many rows as the MAC array's" if sweep_qk_rows(hw, hw.rows) == 0
+              else f"{hw.qk_rows} of every {hw.rows} rows, rounded up")
         text += ["", f"Pareto front of {len(pts)} array shapes (rows x cols x simd) within "
-                     f"{args.max_dsps or (part_resources(hw.part) or (4096,))[0]:,} DSPs, at {hw.weight_ports} weight "
-                     f"port(s) of {hw.axi_bits} bits and {hw.lanes} attention lane(s) (--weight-ports, --axi-bits, "
-                     "--lanes; --target searches those too, within a board's BRAM and LUTs):",
-                 f"{'shape':<12}{'DSPs':>7}{'BRAM18K':>9}{'latency ms':>12}{'FPS':>8}{'GOPS/DSP':>10}{'util':>7}"]
+                     f"{args.max_dsps or (part_resources(hw.part) or (4096,))[0]:,} DSPs, the rest held at the flags: "
+                     f"{hw.weight_ports} weight port(s) of {hw.axi_bits} bits, {hw.lanes} attention lane(s), "
+                     f"{hw.clock_mhz:g} MHz, {hw.part}, a Q.K^T array of {qk} (--target searches these too, "
+                     "within a board's BRAM and LUTs):",
+                 f"{'shape':<12}{'DSPs':>7}{'BRAM18K':>9}{'LUTs (est.)':>13}{'latency ms':>12}{'FPS':>8}{'GOPS/DSP':>10}"
+                 f"{'util':>7}"]
         for q in front:
             shape_name = f"{q['rows']}x{q['cols']}x{q['simd']}"
-            text.append(f"{shape_name:<12}{q['dsps']:>7,}{q['bram18k']:>9,}{q['latency_ms']:>12.3f}"
-                        f"{q['fps']:>8.2f}{q['gops_per_dsp']:>10.4f}{q['utilization'] * 100:>6.1f}%")
+            text.append(f"{shape_name:<12}{q['dsps']:>7,}{q['bram18k']:>9,}{q['luts_estimate']:>13,}"
+                        f"{q['latency_ms']:>12.3f}{q['fps']:>8.2f}{q['gops_per_dsp']:>10.4f}{q['utilization'] * 100:>6.1f}%"
+                        + ("  over the part's BRAM18K or LUTs" if q["over_part"] else ""))
         if args.plot:
             budget = part_resources(hw.part)
             plot(pts, front, args.plot, f"{shape.name} at {hw.clock_mhz:g} MHz, DRAM {args.dram_gbs:g} GB/s",

@@ -48,9 +48,10 @@ class LineStream:
 
 def bar_output(stream, every: float) -> dict:
     """tqdm's output arguments for `stream`: on a terminal, redraws in place every 0.1 s at the
-    terminal's size, or 80 x 24 where the terminal reports none (a pseudo-terminal without a size,
-    as `script` or `docker run -t` may give: tqdm would take it as 0 rows and draw nothing);
-    elsewhere one line per redraw (LineStream), at most every `every` seconds."""
+    terminal's size; where the terminal reports 0 columns or 0 rows (a pseudo-terminal without a
+    size, as `script` or `docker run -t` may give: tqdm would take 0 rows as no room and draw
+    nothing), at what it reports, 80 columns and 24 rows standing in for a 0; elsewhere one line per
+    redraw (LineStream), at most every `every` seconds."""
     if not _isatty(stream):
         return {"file": LineStream(stream), "mininterval": every, "dynamic_ncols": False}
     try:
@@ -59,7 +60,8 @@ def bar_output(stream, every: float) -> dict:
         size = os.terminal_size((0, 0))
     if size.columns > 0 and size.lines > 0:
         return {"file": stream, "mininterval": 0.1, "dynamic_ncols": True}
-    return {"file": stream, "mininterval": 0.1, "dynamic_ncols": False, "ncols": 80, "nrows": 24}
+    return {"file": stream, "mininterval": 0.1, "dynamic_ncols": False, "ncols": size.columns or 80,
+            "nrows": size.lines or 24}
 
 
 class Progress:

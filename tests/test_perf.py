@@ -533,15 +533,30 @@ def test_cli_sweep_and_plot(tmp_path, capsys):
     # was asked, until session 32): every point is that design at its shape
     assert perf.main([str(card), "--sweep", "--max-dsps", "400", "--weight-ports", "2", "--lanes", "4",
                       "--json", str(tmp_path / "s2.json")]) == 0
-    assert "at 2 weight port(s) of 128 bits and 4 attention lane(s)" in capsys.readouterr().out
-    pts = json.loads((tmp_path / "s2.json").read_text())["sweep"]
-    assert pts and all(p["cols"] % 4 == 0 for p in pts)
+    assert "2 weight port(s) of 128 bits, 4 attention lane(s), 200 MHz" in capsys.readouterr().out
+    d2 = json.loads((tmp_path / "s2.json").read_text())
+    pts = d2["sweep"]
+    assert d2["sweep_held"] == {"weight_ports": 2, "axi_bits": 128, "lanes": 4, "clock_mhz": 200.0, "part": HwConfig.part}
+    assert pts and all(p["cols"] % 4 == 0 and p["qk_rows"] == p["rows"] for p in pts)
     shape, q = perf.load_shape(str(card)), pts[len(pts) // 2]
     held = HwConfig(rows=q["rows"], cols=q["cols"], simd=q["simd"], weight_ports=2, lanes=4)
     assert q["latency_ms"] == perf.evaluate(shape, held).latency_ms
     heard = []
     assert perf.sweep(shape, held, max_dsps=400, progress=lambda *a: heard.append(a)) == pts
     assert heard[-1][1] == heard[-1][2] == len(heard) - 1 and heard[0][0] == f"sweeping {len(heard) - 1} array shapes"
+    # 3 ports: columns in multiples of 6 (the default --cols becomes 12); a Q.K^T array of half the
+    # rows stays half at every row count
+    three = perf.sweep(shape, HwConfig(rows=8, cols=12, weight_ports=3, qk_rows=4), max_dsps=400)
+    assert three and {p["cols"] for p in three} <= {6, 12, 24, 48, 96}
+    assert all(p["qk_rows"] == -(-p["rows"] // 2) for p in three)
+    assert perf.main([str(card), "--weight-ports", "3", "--json", str(tmp_path / "w3.json")]) == 0
+    assert json.loads((tmp_path / "w3.json").read_text())["hw"]["cols"] == 12
+    # nothing within the DSP limit: one line that says what the smallest shape needs
+    with pytest.raises(SystemExit):
+        perf.main([str(card), "--sweep", "--max-dsps", "3", "--plot", str(tmp_path / "none.png"), "--quiet"])
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no array shape of the sweep fits 3 DSPs: the fewest any needs is" in err
+    assert not (tmp_path / "none.png").exists()
 
 
 @pytest.mark.parametrize("argv,msg", [

@@ -311,6 +311,9 @@ def test_progress_draws_on_a_terminal_that_reports_no_size():
             while select.select([master], [], [], 0.5)[0]:
                 drawn += os.read(master, 65536).decode()
             assert "unsized: 100%" in drawn and "4/4" in drawn and "\r" in drawn   # redrawn in place
+            # a width without a height: that width kept, 24 rows standing in
+            fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 0, 50, 0, 0))
+            assert (bar_output(tty, 5.0)["ncols"], bar_output(tty, 5.0)["nrows"]) == (50, 24)
             fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
             assert bar_output(tty, 5.0) == {"file": tty, "mininterval": 0.1, "dynamic_ncols": True}
     finally:
