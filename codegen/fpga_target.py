@@ -290,7 +290,7 @@ def search(shape: perf.ModelShape, target: Target, grid: dict | None = None, pro
     report = progress or (lambda stage, done, total: None)
     candidates = list(_candidates(shape, target, grid or model_grid(shape)))
     designs, fits, rejected = len(candidates), [], {"DSPs": 0, "BRAM18K": 0, "LUTs": 0}
-    stage = f"searching {designs:,} designs for {target.name}"
+    stage = f"searching {designs:,} designs"   # short enough for an 80-column bar
     for i, hw in enumerate(candidates):
         if i % 100 == 0:
             report(stage, i, designs)

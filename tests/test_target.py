@@ -94,7 +94,7 @@ def test_search_returns_the_fastest_design_that_fits(tmp_path, deit_s):
     r = fpga_target.search(deit_s, t, SMALL_GRID, progress=lambda *a: heard.append(a))
     hw, p = r["best_hw"], r["best"]
     # progress: one stage, counting up to every design the search looked at
-    assert {stage for stage, *_ in heard} == {f"searching {r['designs']:,} designs for {t.name}"}
+    assert {stage for stage, *_ in heard} == {f"searching {r['designs']:,} designs"}
     assert heard[0][1:] == (0, r["designs"]) and heard[-1][1:] == (r["designs"], r["designs"])
     assert [done for _, done, _ in heard] == sorted(done for _, done, _ in heard)
     assert (hw.axi_bits, hw.clock_mhz, hw.part) == (t.axi_bits, t.clock_mhz, t.part)
