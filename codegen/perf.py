@@ -847,11 +847,12 @@ class _Timer:
         census: _census(stages), if the caller has it."""
         census = census or _census(stages)
         memo = {i: self.op(o) for distinct, _ in census for i, o in distinct.items()}
-        if len(stages) == 1 or not self.sw.inter or not exact:
+        sequential = len(stages) == 1 or not self.sw.inter
+        if sequential or not exact:
             sums = [sum(memo[i] * k for i, k in counts.items()) for _, counts in census]
             # one after the other; or, as _simulate runs each stage's ops in order, no stage ends
             # before its sum
-            return sum(sums) if len(stages) == 1 or not self.sw.inter else max(sums)
+            return sum(sums) if sequential else max(sums)
         durs = [list(map(memo.__getitem__, map(id, st))) for st in stages]
         # rows each stream holds as emitted (kernels/p2vit/layers.h): a row tile of logits, one row
         # of codes; 0 for HLS's default depth-2 streams (what-if)
@@ -1547,9 +1548,10 @@ def sweep(shape: ModelShape, base: HwConfig = HwConfig(), dram_gbs: float | None
             continue
         p = evaluate(shape, hw, dram_gbs=dram_gbs)
         s, luts = p.summary(), lut_total(p)
+        over = over_budget({"dsps": r["dsps"], "bram18k": r["bram18k"], "luts": luts}, r["part_budget"] or {})
         out.append({"rows": rows, "cols": cols, "simd": simd, "qk_rows": hw.qk_array_rows, "dsps": r["dsps"],
                     "bram18k": r["bram18k"], "luts_estimate": luts,
-                    "over_part": bool(budget) and (r["bram18k"] > budget[1] or luts > budget[3]),
+                    "over_part": any(k != "dsps" for k in over),   # the DSPs are --max-dsps's to bound
                     "latency_ms": s["latency_ms"], "fps": s["fps"],
                     "gops_per_dsp": s["gops_per_dsp"], "utilization": s["utilization"]})
     report(stage, len(shapes), len(shapes))
