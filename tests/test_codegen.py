@@ -390,6 +390,7 @@ def test_a_non_editable_install_finds_its_templates_kernels_and_cmake_rules(tiny
     kernels and CMake entry point (codegen/resources.py; importlib.resources gave a MultiplexedPath
     for these namespace packages until session 32, and every build failed), and the packaged kernels/cmake/CMakeLists.txt configures a C-sim build that finds the kernels by
     itself. The wheel is built from a copy of the tracked files, so the checkout is not touched."""
+    import os
     import shutil
     import subprocess
     import sys
@@ -424,7 +425,7 @@ r = subprocess.run([_cmake(), "-S", str(resources.cmake_lists().parent), "-B", {
                    capture_output=True, text=True)
 assert r.returncode == 0, r.stdout + r.stderr
 """
-    env = {k: v for k, v in __import__("os").environ.items() if k != "PYTHONPATH"}
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     r = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env={**env, "PYTHONPATH": str(site)},
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
