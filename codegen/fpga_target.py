@@ -248,11 +248,9 @@ GRID = {"rows": (4, 8, 16, 32, 64, 128), "cols": (2, 4, 8, 16, 32, 64, 128), "si
 
 
 def model_grid(shape: perf.ModelShape) -> dict:
-    """GRID plus the row counts that tile this model's tokens with the least padding: ceil(N / t)
-    for t = 2..8 tiles (N = 197: 99, 66, 50, 40, 33, 29, 25), since a power of two wastes up to a
-    quarter of the rows of the last tile."""
-    rows = set(GRID["rows"]) | {math.ceil(shape.tokens / t) for t in range(2, 9)}
-    return {**GRID, "rows": tuple(sorted(r for r in rows if r <= max(GRID["rows"])))}
+    """GRID plus the row counts that tile this model's tokens with the least padding
+    (perf.tiling_rows)."""
+    return {**GRID, "rows": tuple(sorted(set(GRID["rows"]) | set(perf.tiling_rows(shape.tokens))))}
 
 
 def qk_row_choices(rows: int) -> tuple[int, ...]:

@@ -1511,6 +1511,14 @@ def ablation(shape: ModelShape, hw: HwConfig, dram_gbs: float | None = DEFAULT_D
 
 
 SWEEP_AXES = (1, 2, 4, 8, 16, 32, 64)   # rows, and simd; cols from 2
+MAX_TILING_ROWS = 128                     # the largest row count the sweep and the --target grid try
+
+
+def tiling_rows(tokens: int) -> tuple[int, ...]:
+    """The row counts that tile `tokens` with the least padding: ceil(N / t) for t = 2..8 tiles
+    (N = 197: 99, 66, 50, 40, 33, 29, 25); a power of two wastes up to a quarter of the last
+    tile's rows."""
+    return tuple(sorted({r for r in (-(-tokens // t) for t in range(2, 9)) if r <= MAX_TILING_ROWS}))
 
 
 def sweep_qk_rows(base: HwConfig, rows: int) -> int:
@@ -1523,9 +1531,9 @@ def sweep_qk_rows(base: HwConfig, rows: int) -> int:
 
 def sweep(shape: ModelShape, base: HwConfig = HwConfig(), dram_gbs: float | None = DEFAULT_DRAM_GBS,
           max_dsps: int | None = None, progress=None) -> list[dict]:
-    """Every (rows, cols, simd) of a grid that fits max_dsps (default: the part's DSPs), the rest
-    of the design held at `base` (clock, part, port width, weight ports, attention lanes; the Q.K^T
-    array's rows by sweep_qk_rows). Columns run over multiples of 2 x weight ports, which the ports
+    """Every (rows, cols, simd) of a grid (rows: powers of two and tiling_rows) that fits max_dsps
+    (default: the part's DSPs), the rest of the design held at `base` (clock, part, port width,
+    weight ports, attention lanes; the Q.K^T array's rows by sweep_qk_rows). Columns run over multiples of 2 x weight ports, which the ports
     share evenly. Each point records its estimated LUTs and whether it exceeds the part's BRAM18K or
     LUTs (only the DSPs bound the sweep). fpga_target.search is the search over everything, within
     a board's BRAM and LUTs. progress(stage, done, total), if given, hears how far the sweep is.
@@ -1534,7 +1542,8 @@ def sweep(shape: ModelShape, base: HwConfig = HwConfig(), dram_gbs: float | None
     limit = max_dsps or (budget[0] if budget else 4096)
     Ks = (shape.kp, shape.dim, shape.hidden, shape.dh)
     step = 2 * base.weight_ports
-    shapes = [(r, c, s) for r in SWEEP_AXES for c in (step * k for k in SWEEP_AXES if step * k <= 128)
+    rows = sorted(set(SWEEP_AXES) | set(tiling_rows(shape.tokens)))
+    shapes = [(r, c, s) for r in rows for c in (step * k for k in SWEEP_AXES if step * k <= 128)
               for s in SWEEP_AXES if not any(K % s for K in Ks)]
     report = progress or (lambda stage, done, total: None)
     stage = f"sweeping {len(shapes)} array shapes"

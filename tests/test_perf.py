@@ -529,6 +529,10 @@ def test_cli_sweep_and_plot(tmp_path, capsys):
     assert all(a["dsps"] < b["dsps"] and a["latency_ms"] > b["latency_ms"] for a, b in zip(front, front[1:]))
     best = min(d["sweep"], key=lambda p: p["latency_ms"])
     assert front[-1]["latency_ms"] == best["latency_ms"]
+    # rows: powers of two and the counts that tile the tokens (17 tokens: 9, 6, 5, 4, 3), as --target's grid
+    tokens = perf.load_shape(str(card)).tokens
+    assert perf.tiling_rows(tokens) == (3, 4, 5, 6, 9) and perf.tiling_rows(197) == (25, 29, 33, 40, 50, 66, 99)
+    assert {p["rows"] for p in d["sweep"]} == {1, 2, 4, 8, 16, 32, 64} | {3, 5, 6, 9}
     # the sweep holds the other settings at the flags given (it held 1 weight port and 1 lane, whatever
     # was asked, until session 32): every point is that design at its shape
     assert perf.main([str(card), "--sweep", "--max-dsps", "400", "--weight-ports", "2", "--lanes", "4",
