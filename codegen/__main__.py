@@ -20,7 +20,7 @@ from quantizer.progress import Progress, note
 from .fpga_target import format_search, load_target, search
 from .generate import check_out_dir, generate
 from .hwconfig import add_hw_args, check_simd, explicit_hw_flags, hw_config
-from .perf import shape_of_model
+from .perf import FIT_NAMES, shape_of_model
 from .render import check_generatable, reduction_lengths
 
 
@@ -83,12 +83,11 @@ def main(argv=None):
         print(f"  {out}/{m['file']}  C-sim module ({kind} types): codegen.module.load('{out}')")
     print(f"  {out}/report.md     modelled speed and resources, static bounds, trip counts, buffers")
     modelled = json.loads((out / "report.json").read_text())["modelled"]
-    names = {"dsps": "DSPs", "bram18k": "BRAM18K", "luts": "estimated LUTs"}
     if modelled["exceeds"]:
-        print(f"warning: this design's {' and '.join(names[k] for k in modelled['exceeds'])} exceed "
+        print(f"warning: this design's {' and '.join(FIT_NAMES[k] for k in modelled['exceeds'])} exceed "
               f"{modelled['budget']['of']} (report.md); choose a smaller array or fewer lanes, or use --target")
     elif modelled["above_headroom"]:
-        print(f"note: this design's {' and '.join(names[k] for k in modelled['above_headroom'])} leave less "
+        print(f"note: this design's {' and '.join(FIT_NAMES[k] for k in modelled['above_headroom'])} leave less "
               f"headroom on {modelled['budget']['of']} than --target keeps (report.md)")
     return 0
 

@@ -233,11 +233,27 @@ def budget(target: Target) -> dict:
 
 
 def check_fits(res: dict, luts: int, target: Target) -> list[str]:
-    """Which of the target's budgets (DSPs, BRAM18K, LUTs, in that order) a design exceeds; empty
-    when it fits. The emitted design uses no URAM."""
-    b = budget(target)
-    used = {"DSPs": (res["dsps"], b["dsps"]), "BRAM18K": (res["bram18k"], b["bram18k"]), "LUTs": (luts, b["luts"])}
-    return [k for k, (u, limit) in used.items() if u > limit]
+    """Which of the target's budgets (DSPs, BRAM18K, LUTs, in that order, by perf.FIT_NAMES) a
+    design exceeds; empty when it fits. The emitted design uses no URAM."""
+    used = {"dsps": res["dsps"], "bram18k": res["bram18k"], "luts": luts}
+    return [perf.FIT_NAMES[k] for k in perf.over_budget(used, budget(target))]
+
+
+def above_headroom(used: dict, part_budget: dict) -> list[str]:
+    """The FIT_KEYS whose use is within `part_budget` but past the UTILIZATION_CAP share of it that
+    the --target search keeps: a design the search would not choose, though it may still fit."""
+    return [k for k in perf.FIT_KEYS if k in UTILIZATION_CAP and k in part_budget
+            and UTILIZATION_CAP[k] * part_budget[k] < used[k] <= part_budget[k]]
+
+
+def headroom_note(used: dict, part_budget: dict, against: str) -> str:
+    """One sentence on above_headroom (empty when nothing is), for the reports."""
+    tight = above_headroom(used, part_budget)
+    if not tight:
+        return ""
+    return ("its " + " and ".join(f"{perf.FIT_NAMES[k]} use more than {UTILIZATION_CAP[k]:.0%}" for k in tight)
+            + f" of {against}, past the headroom the --target search keeps for placement and routing "
+              "(and the LUT estimate's error)")
 
 def target_hw(target: Target, **shape_kw) -> HwConfig:
     return HwConfig(clock_mhz=target.clock_mhz, part=target.part, axi_bits=target.axi_bits, **shape_kw)
@@ -287,7 +303,7 @@ def search(shape: perf.ModelShape, target: Target, grid: dict | None = None, pro
     "rejected": {what they exceed: count}}."""
     report = progress or (lambda stage, done, total: None)
     candidates = list(_candidates(shape, target, grid or model_grid(shape)))
-    designs, fits, rejected = len(candidates), [], {"DSPs": 0, "BRAM18K": 0, "LUTs": 0}
+    designs, fits, rejected = len(candidates), [], {perf.FIT_NAMES[k]: 0 for k in perf.FIT_KEYS}
     stage = f"searching {designs:,} designs"   # short enough for an 80-column bar
     for i, hw in enumerate(candidates):
         if i % 100 == 0:
@@ -301,7 +317,8 @@ def search(shape: perf.ModelShape, target: Target, grid: dict | None = None, pro
         fits.append((perf.latency_bound(shape, hw, target.dram_gbs), hw, res["dsps"], luts))
     report(stage, designs, designs)
     if not fits:
-        why = " (the accelerator keeps every activation in BRAM and uses no URAM)" if rejected["BRAM18K"] else ""
+        why = (" (the accelerator keeps every activation in BRAM and uses no URAM)"
+               if rejected[perf.FIT_NAMES["bram18k"]] else "")
         raise P2VitError(f"no configuration of the grid fits {target.name}: "
                          + ", ".join(f"{v} exceed its {k}" for k, v in rejected.items())
                          + f"{why}; try a larger part")
@@ -333,10 +350,7 @@ def format_search(r: dict) -> list[str]:
         f"searched {r['designs']:,} designs, {r['fit']:,} fit (" + ", ".join(f"{v:,} over the {k}" for k, v in r["rejected"].items())
         + f"); {r['simulated']} simulated in full (the others' latency bound is past the tie); the fastest, "
         f"or among those within {LATENCY_TIE:.0%} of it the one with the fewest DSPs:",
-        f"best: --rows {hw.rows} --cols {hw.cols} --simd {hw.simd} --weight-ports {hw.weight_ports} "
-        f"--qk-rows {hw.qk_array_rows} --lanes {hw.lanes} "
-        f"--axi-bits {hw.axi_bits} "
-        f"--clock-mhz {hw.clock_mhz:g} --part {hw.part}",
+        "best: " + " ".join(f"{flag} {v}" for flag, v in hw.flags(resolve_qk_rows=True).items()),
         f"      {s['latency_ms']:.3f} ms, {s['fps']:.2f} FPS, {s['gops']:.1f} GOPS, GOPS/DSP {s['gops_per_dsp']:.4f}, "
         f"MAC-array utilization {s['utilization'] * 100:.1f}%",
         f"      uses {res['dsps']:,} of {t['dsps']:,} DSPs, {res['bram18k']:,} of {t['bram18k']:,} BRAM18K, "

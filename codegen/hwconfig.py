@@ -47,6 +47,15 @@ class HwConfig:
         if not CLOCK_MHZ[0] <= self.clock_mhz <= CLOCK_MHZ[1]:
             raise P2VitError(f"--clock-mhz must be in {CLOCK_MHZ[0]:g}..{CLOCK_MHZ[1]:g}, not {self.clock_mhz}")
 
+    def flags(self, resolve_qk_rows: bool = False) -> dict[str, str]:
+        """The command-line flags that give this design, flag -> value. --qk-rows is as stored (0
+        follows --rows), or with resolve_qk_rows the Q.K^T array's actual rows."""
+        return {"--rows": str(self.rows), "--cols": str(self.cols), "--simd": str(self.simd),
+                "--weight-ports": str(self.weight_ports),
+                "--qk-rows": str(self.qk_array_rows if resolve_qk_rows else self.qk_rows),
+                "--lanes": str(self.lanes), "--axi-bits": str(self.axi_bits), "--clock-mhz": f"{self.clock_mhz:g}",
+                "--part": self.part}
+
     @property
     def clock_ns(self) -> float:
         return 1000.0 / self.clock_mhz

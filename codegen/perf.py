@@ -155,6 +155,7 @@ PARTS = {
 }
 PART_KEYS = ("dsps", "bram18k", "uram", "luts")
 FIT_KEYS = ("dsps", "bram18k", "luts")   # what a design is checked against a budget for
+FIT_NAMES = {"dsps": "DSPs", "bram18k": "BRAM18K", "luts": "estimated LUTs"}   # how messages name them
 
 
 def over_budget(used: dict, budget: dict) -> list[str]:
@@ -287,13 +288,6 @@ class BuiltDesign:
     hw: HwConfig
     dram_gbs: float
     target: dict | None   # the --target the design was chosen for (fpga_target.Target.to_json())
-
-    def flags(self) -> dict[str, str]:
-        """The hardware flags that give this design, flag -> value."""
-        h = self.hw
-        return {"--rows": str(h.rows), "--cols": str(h.cols), "--simd": str(h.simd), "--lanes": str(h.lanes),
-                "--weight-ports": str(h.weight_ports), "--qk-rows": str(h.qk_rows), "--axi-bits": str(h.axi_bits),
-                "--clock-mhz": f"{h.clock_mhz:g}", "--part": h.part}
 
 
 def is_build_dir(spec: str) -> bool:
@@ -1685,17 +1679,15 @@ def report(p: Perf, abl: dict | None = None) -> str:
     if not budget:
         lines.append(f"note: no budget known for part {r['part']} (codegen/perf.py PARTS): nothing checked against it")
     for key in over_budget(used, budget):
-        what = {"dsps": "DSPs", "bram18k": "BRAM18K", "luts": "LUTs"}[key]
-        lines.append(f"warning: {used[key]:,} {what} exceed the {budget[key]:,} of {r['part']}")
+        lines.append(f"warning: {used[key]:,} {FIT_NAMES[key]} exceed the {budget[key]:,} of {r['part']}")
     if hw.weight_beats > 1:
         more_ports = "more --weight-ports, " if hw.weight_ports < max(WEIGHT_PORTS) else ""
         lines.append(f"note: a weight word ({hw.port_cols} columns x {hw.simd} lanes a port) takes {hw.weight_beats} "
                      f"{hw.axi_bits}-bit beats, so the MAC array reduces at II {hw.weight_beats}, 1/{hw.weight_beats} of its "
                      f"products a cycle ({more_ports}wider ports or fewer columns x SIMD make it one beat)")
-    from .fpga_target import UTILIZATION_CAP
-    if budget and UTILIZATION_CAP["luts"] * budget["luts"] < luts <= budget["luts"]:
-        lines.append(f"note: the estimated LUTs are above the {UTILIZATION_CAP['luts']:.0%} of the part that "
-                     "--target leaves for placement, routing and the estimate's error")
+    from .fpga_target import headroom_note
+    if budget and (note := headroom_note(used, budget, "the part")):
+        lines.append(f"note: {note}")
     if abl:
         # columns wide enough for the no-intra rows (tens of seconds, ratios in the hundreds)
         w = max(44, *(len(k) + 1 for k in abl))   # the label column: the longest label and a space
@@ -1738,7 +1730,7 @@ def _build_hw(args, built: BuiltDesign | None, reduction_lengths=()) -> HwConfig
         return hw_config(args, reduction_lengths, base=built.hw)
     except P2VitError as exc:
         given = set(explicit_hw_flags(args))
-        kept = " ".join(f"{f} {v}" for f, v in built.flags().items() if f not in given)
+        kept = " ".join(f"{f} {v}" for f, v in built.hw.flags().items() if f not in given)
         raise P2VitError(f"{exc} (the other settings are the build's: {kept})") from None
 
 

@@ -49,7 +49,7 @@ def _budget(target: dict | None, part_budget: dict | None, part: str) -> tuple[s
 def _performance_lines(ir: QuantizedViT, hw: HwConfig, info: dict) -> tuple[list[str], dict]:
     """The report's section on the design's modelled speed and resources (codegen/perf.py), and
     the same figures for report.json."""
-    from .fpga_target import LATENCY_TIE, UTILIZATION_CAP, lut_estimate
+    from .fpga_target import LATENCY_TIE, UTILIZATION_CAP, above_headroom, headroom_note, lut_estimate
 
     target = info.get("target")
     dram = target["dram_gbs"] if target else perf.DEFAULT_DRAM_GBS
@@ -93,15 +93,13 @@ def _performance_lines(ir: QuantizedViT, hw: HwConfig, info: dict) -> tuple[list
                      f"{dram:g} GB/s" + ("" if target else " (assumed)")),
               "", "LUTs by unit (estimates): " + ", ".join(f"{k} {v:,}" for k, v in units.items() if v) + "."]
     over = perf.over_budget(used, budget)
-    names = {"dsps": "DSPs", "bram18k": "BRAM18K", "luts": "LUTs (estimated)"}
     if over:
-        lines += ["", f"**Does not fit {against}**: its " + " and ".join(names[k] for k in over) + " exceed it."]
-    tight = [k for k in ("bram18k", "luts") if k in budget and k not in over
-             and used[k] > UTILIZATION_CAP[k] * budget[k]]
+        lines += ["", f"**Does not fit {against}**: its " + " and ".join(perf.FIT_NAMES[k] for k in over)
+                  + " exceed it."]
+    # measured against the part (or the target's full budget), not the search's capped one
+    tight = above_headroom(used, budget)
     if tight:
-        lines += ["", "Note: its " + " and ".join(f"{names[k]} use more than {UTILIZATION_CAP[k]:.0%}" for k in tight)
-                  + f" of {against}, past the headroom the `--target` search keeps for placement and routing "
-                    "(and the LUT estimate's error)."]
+        lines += ["", f"Note: {headroom_note(used, budget, against)}."]
     figures = {"latency_ms": s["latency_ms"], "cycles": p.cycles, "fps": s["fps"], "gops": s["gops"],
                "gops_per_dsp": s["gops_per_dsp"], "utilization": s["utilization"], "dsps": r["dsps"],
                "bram18k": r["bram18k"], "luts_estimate": luts, "lut_breakdown": units, "dram_mb": s["dram_mb"],

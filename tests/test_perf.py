@@ -415,7 +415,7 @@ def test_report_gives_the_lut_estimate_and_warns_past_the_part():
     p = perf.evaluate(shape, hw)
     text, luts = perf.report(p), perf.lut_total(p)
     assert luts > perf.PARTS["xczu3eg"][3] and p.res["part_budget"]["luts"] == 70_560
-    assert f"LUTs     ~{luts:,} of 70,560" in text and f"warning: {luts:,} LUTs exceed the 70,560" in text
+    assert f"LUTs     ~{luts:,} of 70,560" in text and f"warning: {luts:,} estimated LUTs exceed the 70,560" in text
     assert f"warning: {p.res['dsps']:,} DSPs exceed the 360" in text
     assert "reduces at II" not in text                      # 8 columns x 8 lanes / 4 ports: one beat a word
     starved = perf.evaluate(shape, HwConfig(rows=40, cols=16, simd=8, lanes=8, weight_ports=4, qk_rows=20))

@@ -231,6 +231,56 @@ def test_codegen_warns_when_the_design_exceeds_its_part(tmp_path, capsys):
     assert "**Does not fit xczu3eg-sbva484-1-e**: its DSPs" in (out / "report.md").read_text()
 
 
+@pytest.mark.parametrize("hw", [HwConfig(), HwConfig(rows=66, cols=8, simd=8, lanes=8, weight_ports=4, qk_rows=33),
+                                HwConfig(rows=40, cols=12, simd=4, lanes=2, weight_ports=3, clock_mhz=187.5,
+                                         axi_bits=256, part="xczu7ev-ffvc1156-2-e")])
+def test_hw_flags_give_back_the_design(hw):
+    """HwConfig.flags (the search's `best:` line, and the settings a build keeps) parse back to it."""
+    import argparse
+
+    from codegen.hwconfig import add_hw_args, hw_config
+
+    ap = argparse.ArgumentParser()
+    add_hw_args(ap)
+    for resolve in (False, True):
+        argv = [x for flag, v in hw.flags(resolve_qk_rows=resolve).items() for x in (flag, v)]
+        back = hw_config(ap.parse_args(argv))
+        assert back == (hw if not resolve else dataclasses.replace(hw, qk_rows=hw.qk_array_rows))
+
+
+def test_above_headroom_is_within_the_part_but_past_the_search_cap():
+    part = {"dsps": 100, "bram18k": 100, "luts": 1000}
+    cap = fpga_target.UTILIZATION_CAP
+    at_cap = {"dsps": 100, "bram18k": int(cap["bram18k"] * 100), "luts": int(cap["luts"] * 1000)}
+    assert fpga_target.above_headroom(at_cap, part) == []             # at the cap is still within it
+    assert fpga_target.above_headroom({**at_cap, "luts": 1000, "bram18k": 100}, part) == ["bram18k", "luts"]
+    assert fpga_target.above_headroom({**at_cap, "luts": 1001}, part) == []   # over the part: a warning, not this
+    assert fpga_target.above_headroom({**at_cap, "luts": 1000}, {"dsps": 100}) == []   # no LUT budget known
+    assert fpga_target.headroom_note(at_cap, part, "x") == ""
+    note = fpga_target.headroom_note({**at_cap, "luts": 900}, part, "the part")
+    assert note.startswith(f"its estimated LUTs use more than {cap['luts']:.0%} of the part, past the headroom")
+
+
+def test_codegen_notes_a_design_past_the_search_headroom(tmp_path, capsys):
+    """Within the part but above the share --target keeps: a note (not a warning) from the CLI, the
+    build report and codegen.perf, all from fpga_target.above_headroom."""
+    from codegen.__main__ import main as codegen_main
+    from tiny import tiny_card
+
+    out, part = tmp_path / "b", "xczu3eg-sbva484-1-e"
+    assert codegen_main([str(tiny_card(tmp_path)), "--random-init", "--n-calib", "2", "--rows", "4", "--cols", "4",
+                         "--simd", "8", "--lanes", "4", "--part", part, "--out", str(out), "--no-build", "--quiet"]) == 0
+    said = capsys.readouterr().out
+    modelled = json.loads((out / "report.json").read_text())["modelled"]
+    assert modelled["exceeds"] == [] and modelled["above_headroom"] == ["luts"]
+    assert 0.8 * 70_560 < modelled["luts_estimate"] <= 70_560
+    assert "warning" not in said and f"note: this design's estimated LUTs leave less headroom on {part}" in said
+    assert f"Note: its estimated LUTs use more than 80% of {part}, past the headroom" in (out / "report.md").read_text()
+    assert perf.main([str(out), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "note: its estimated LUTs use more than 80% of the part, past the headroom" in text and "warning" not in text
+
+
 def test_codegen_perf_refuses_a_damaged_build_in_one_line(tmp_path, capsys, monkeypatch):
     from codegen.__main__ import main as codegen_main
     from tiny import tiny_card
