@@ -53,6 +53,8 @@ def main() -> int:
     ap.add_argument("--load-x", type=int, default=1, choices=(1, 2, 4),
                     help="what-if: row loads of N x SIMD values a cycle (default 1: as emitted)")
     args = ap.parse_args()
+    if args.top < 0:
+        ap.error(f"--top must be 0 or more, not {args.top}")
     if args.load_x != 1:   # every caller looks it up in perf at call time, fpga_target's LUT estimate too
         simd_loads = perf.load_lanes
         perf.load_lanes = lambda hw: args.load_x * simd_loads(hw)
