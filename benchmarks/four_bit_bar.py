@@ -15,9 +15,12 @@ the Q.K^T array or the misc units going to the MAC array) are charged as LUT MAC
 each: an estimate (docs/performance.md: two radix-4 Booth partial products of ~10 bits and their
 share of the adder tree); the code has no LUT MACs. Nothing here is synthesized.
 
---load-x N adds a second what-if: row tiles load N x SIMD values a cycle instead of SIMD
+--load-x 2 adds a second what-if: row tiles load 2 x SIMD values a cycle instead of SIMD
 (perf.load_lanes, which this script replaces for the run; the LayerNorm lanes that normalize as
-they load, and their LUTs and DSPs, grow with it). The code loads SIMD a cycle.
+they load, and their LUTs and DSPs, grow with it). The row buffer keeps its SIMD banks: the tile
+being loaded is not the one the MAC array reads (ping-pong), so both ports of each dual-port
+BRAM bank are free to take two words a cycle; wider loads would need more banks, which this
+model would not count, so they are not offered. The code loads SIMD a cycle.
 """
 from __future__ import annotations
 
@@ -50,8 +53,8 @@ def designs(shape):
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--top", type=int, default=12, help="designs to list (fastest first)")
-    ap.add_argument("--load-x", type=int, default=1, choices=(1, 2, 4),
-                    help="what-if: row loads of N x SIMD values a cycle (default 1: as emitted)")
+    ap.add_argument("--load-x", type=int, default=1, choices=(1, 2),
+                    help="what-if: row loads of 2 x SIMD values a cycle (default 1: as emitted)")
     args = ap.parse_args()
     if args.top < 0:
         ap.error(f"--top must be 0 or more, not {args.top}")

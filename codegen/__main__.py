@@ -17,7 +17,7 @@ from quantizer.outputs import check_output_dir
 from quantizer.pipeline import quantize
 from quantizer.progress import Progress, note
 
-from .fpga_target import format_search, load_target, search
+from .fpga_target import format_search, headroom_note, load_target, search
 from .generate import check_out_dir, generate
 from .hwconfig import add_hw_args, check_simd, explicit_hw_flags, hw_config
 from .perf import FIT_NAMES, shape_of_model
@@ -87,8 +87,7 @@ def main(argv=None):
         print(f"warning: this design's {' and '.join(FIT_NAMES[k] for k in modelled['exceeds'])} exceed "
               f"{modelled['budget']['of']} (report.md); choose a smaller array or fewer lanes, or use --target")
     elif modelled["above_headroom"]:
-        print(f"note: this design's {' and '.join(FIT_NAMES[k] for k in modelled['above_headroom'])} leave less "
-              f"headroom on {modelled['budget']['of']} than --target keeps (report.md)")
+        print(f"note: {headroom_note(modelled['above_headroom'], modelled['budget']['of'])} (report.md)")
     return 0
 
 

@@ -246,12 +246,10 @@ def above_headroom(used: dict, part_budget: dict) -> list[str]:
             and UTILIZATION_CAP[k] * part_budget[k] < used[k] <= part_budget[k]]
 
 
-def headroom_note(used: dict, part_budget: dict, against: str) -> str:
-    """One sentence on above_headroom (empty when nothing is), for the reports."""
-    tight = above_headroom(used, part_budget)
-    if not tight:
-        return ""
-    return ("its " + " and ".join(f"{perf.FIT_NAMES[k]} use more than {UTILIZATION_CAP[k]:.0%}" for k in tight)
+def headroom_note(tight: list[str], against: str) -> str:
+    """The sentence the reports and the CLI give for above_headroom's keys (`tight`, not empty)."""
+    return ("this design's " + " and ".join(f"{perf.FIT_NAMES[k]} use more than {UTILIZATION_CAP[k]:.0%}"
+                                            for k in tight)
             + f" of {against}, past the headroom the --target search keeps for placement and routing "
               "(and the LUT estimate's error)")
 
@@ -259,7 +257,7 @@ def target_hw(target: Target, **shape_kw) -> HwConfig:
     return HwConfig(clock_mhz=target.clock_mhz, part=target.part, axi_bits=target.axi_bits, **shape_kw)
 
 
-GRID = {"rows": (4, 8, 16, 32, 64, 128), "cols": (2, 4, 8, 16, 32, 64, 128), "simd": (1, 2, 4, 8, 16),
+GRID = {"rows": tuple(2 ** i for i in range(2, perf.MAX_TILING_ROWS.bit_length())), "cols": (2, 4, 8, 16, 32, 64, 128), "simd": (1, 2, 4, 8, 16),
         "lanes": LANES[:6], "weight_ports": WEIGHT_PORTS}
 
 
@@ -320,7 +318,7 @@ def search(shape: perf.ModelShape, target: Target, grid: dict | None = None, pro
         why = (" (the accelerator keeps every activation in BRAM and uses no URAM)"
                if rejected[perf.FIT_NAMES["bram18k"]] else "")
         raise P2VitError(f"no configuration of the grid fits {target.name}: "
-                         + ", ".join(f"{v} exceed its {k}" for k, v in rejected.items())
+                         + ", ".join(f"{v:,} exceed its {k}" for k, v in rejected.items())
                          + f"{why}; try a larger part")
     # Simulate the fitting designs in the order of their latency bound (perf.latency_bound, no
     # DATAFLOW simulation) until the bound passes the tie of the fastest found: a design left out

@@ -14,6 +14,11 @@ LANES = (1, 2, 4, 8, 16, 32, 64)  # accepted --lanes: powers of two, since buffe
 WEIGHT_PORTS = (1, 2, 3, 4)   # accepted --weight-ports: m_axi bundles that stream the MAC array's weights
 
 
+def _exact(x: float) -> str:
+    """x as short as it reads back the same: 200, not 200.0; 333.3333333333333, not 333.333."""
+    return f"{x:g}" if float(f"{x:g}") == x else repr(x)
+
+
 @dataclass(frozen=True)
 class HwConfig:
     rows: int = 8            # MAC array rows: token rows that stay in the array (row-stationary tile)
@@ -53,7 +58,7 @@ class HwConfig:
         return {"--rows": str(self.rows), "--cols": str(self.cols), "--simd": str(self.simd),
                 "--weight-ports": str(self.weight_ports),
                 "--qk-rows": str(self.qk_array_rows if resolve_qk_rows else self.qk_rows),
-                "--lanes": str(self.lanes), "--axi-bits": str(self.axi_bits), "--clock-mhz": f"{self.clock_mhz:g}",
+                "--lanes": str(self.lanes), "--axi-bits": str(self.axi_bits), "--clock-mhz": _exact(self.clock_mhz),
                 "--part": self.part}
 
     @property

@@ -1505,7 +1505,7 @@ def ablation(shape: ModelShape, hw: HwConfig, dram_gbs: float | None = DEFAULT_D
 
 
 SWEEP_AXES = (1, 2, 4, 8, 16, 32, 64)   # rows, and simd; cols from 2
-MAX_TILING_ROWS = 128                     # the largest row count the sweep and the --target grid try
+MAX_TILING_ROWS = 128   # the most rows the sweep and the --target grid (fpga_target.GRID) try
 
 
 def tiling_rows(tokens: int) -> tuple[int, ...]:
@@ -1527,10 +1527,10 @@ def sweep(shape: ModelShape, base: HwConfig = HwConfig(), dram_gbs: float | None
           max_dsps: int | None = None, progress=None) -> list[dict]:
     """Every (rows, cols, simd) of a grid (rows: powers of two and tiling_rows) that fits max_dsps
     (default: the part's DSPs), the rest of the design held at `base` (clock, part, port width,
-    weight ports, attention lanes; the Q.K^T array's rows by sweep_qk_rows). Columns run over multiples of 2 x weight ports, which the ports
-    share evenly. Each point records its estimated LUTs and whether it exceeds the part's BRAM18K or
-    LUTs (only the DSPs bound the sweep). fpga_target.search is the search over everything, within
-    a board's BRAM and LUTs. progress(stage, done, total), if given, hears how far the sweep is.
+    weight ports, attention lanes; the Q.K^T array's rows by sweep_qk_rows). Columns run over
+    multiples of 2 x weight ports, which the ports share evenly. Each point records its estimated
+    LUTs and whether it exceeds the part's BRAM18K or LUTs (only the DSPs bound the sweep).
+    fpga_target.search is the search over everything, within a board's BRAM and LUTs. progress(stage, done, total), if given, hears how far the sweep is.
     Nothing fitting max_dsps is an error that names the fewest DSPs a shape needs."""
     budget = part_resources(base.part)
     limit = max_dsps or (budget[0] if budget else 4096)
@@ -1685,9 +1685,9 @@ def report(p: Perf, abl: dict | None = None) -> str:
         lines.append(f"note: a weight word ({hw.port_cols} columns x {hw.simd} lanes a port) takes {hw.weight_beats} "
                      f"{hw.axi_bits}-bit beats, so the MAC array reduces at II {hw.weight_beats}, 1/{hw.weight_beats} of its "
                      f"products a cycle ({more_ports}wider ports or fewer columns x SIMD make it one beat)")
-    from .fpga_target import headroom_note
-    if budget and (note := headroom_note(used, budget, "the part")):
-        lines.append(f"note: {note}")
+    from .fpga_target import above_headroom, headroom_note
+    if tight := above_headroom(used, budget):
+        lines.append(f"note: {headroom_note(tight, r['part'])}")
     if abl:
         # columns wide enough for the no-intra rows (tens of seconds, ratios in the hundreds)
         w = max(44, *(len(k) + 1 for k in abl))   # the label column: the longest label and a space
@@ -1765,6 +1765,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.plot and not args.sweep:
         raise P2VitError("--plot needs --sweep")
+    if args.max_dsps is not None and not args.sweep and args.target is None:   # (--target refuses it below)
+        raise P2VitError("--max-dsps needs --sweep (it bounds the sweep's array shapes)")
     if not 0 <= args.axi_latency <= 100_000:
         raise P2VitError(f"--axi-latency must be 0..100000 cycles, not {args.axi_latency}")
     if args.max_dsps is not None and args.max_dsps < 1:

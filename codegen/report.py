@@ -99,7 +99,7 @@ def _performance_lines(ir: QuantizedViT, hw: HwConfig, info: dict) -> tuple[list
     # measured against the part (or the target's full budget), not the search's capped one
     tight = above_headroom(used, budget)
     if tight:
-        lines += ["", f"Note: {headroom_note(used, budget, against)}."]
+        lines += ["", f"Note: {headroom_note(tight, against)}."]
     figures = {"latency_ms": s["latency_ms"], "cycles": p.cycles, "fps": s["fps"], "gops": s["gops"],
                "gops_per_dsp": s["gops_per_dsp"], "utilization": s["utilization"], "dsps": r["dsps"],
                "bram18k": r["bram18k"], "luts_estimate": luts, "lut_breakdown": units, "dram_mb": s["dram_mb"],

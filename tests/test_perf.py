@@ -567,6 +567,7 @@ def test_cli_sweep_and_plot(tmp_path, capsys):
     (["vit_x"], "unknown model 'vit_x'"),
     (["vit_b", "--simd", "5"], "does not divide"),
     (["vit_b", "--plot", "x.png"], "--plot needs --sweep"),
+    (["vit_b", "--max-dsps", "100"], "--max-dsps needs --sweep"),
     (["vit_b", "--cols", "7"], "--cols must be even"),
     (["vit_b", "--axi-latency", "-5"], "--axi-latency must be 0..100000"),
     (["vit_b", "--sweep", "--max-dsps", "-1"], "--max-dsps must be >= 1"),

@@ -233,7 +233,8 @@ def test_codegen_warns_when_the_design_exceeds_its_part(tmp_path, capsys):
 
 @pytest.mark.parametrize("hw", [HwConfig(), HwConfig(rows=66, cols=8, simd=8, lanes=8, weight_ports=4, qk_rows=33),
                                 HwConfig(rows=40, cols=12, simd=4, lanes=2, weight_ports=3, clock_mhz=187.5,
-                                         axi_bits=256, part="xczu7ev-ffvc1156-2-e")])
+                                         axi_bits=256, part="xczu7ev-ffvc1156-2-e"),
+                                HwConfig(clock_mhz=1000 / 3)])   # 333.333 would be another design
 def test_hw_flags_give_back_the_design(hw):
     """HwConfig.flags (the search's `best:` line, and the settings a build keeps) parse back to it."""
     import argparse
@@ -256,9 +257,9 @@ def test_above_headroom_is_within_the_part_but_past_the_search_cap():
     assert fpga_target.above_headroom({**at_cap, "luts": 1000, "bram18k": 100}, part) == ["bram18k", "luts"]
     assert fpga_target.above_headroom({**at_cap, "luts": 1001}, part) == []   # over the part: a warning, not this
     assert fpga_target.above_headroom({**at_cap, "luts": 1000}, {"dsps": 100}) == []   # no LUT budget known
-    assert fpga_target.headroom_note(at_cap, part, "x") == ""
-    note = fpga_target.headroom_note({**at_cap, "luts": 900}, part, "the part")
-    assert note.startswith(f"its estimated LUTs use more than {cap['luts']:.0%} of the part, past the headroom")
+    tight = fpga_target.above_headroom({**at_cap, "luts": 900}, part)
+    assert tight == ["luts"] and fpga_target.headroom_note(tight, "the part").startswith(
+        f"this design's estimated LUTs use more than {cap['luts']:.0%} of the part, past the headroom")
 
 
 def test_codegen_notes_a_design_past_the_search_headroom(tmp_path, capsys):
@@ -274,11 +275,12 @@ def test_codegen_notes_a_design_past_the_search_headroom(tmp_path, capsys):
     modelled = json.loads((out / "report.json").read_text())["modelled"]
     assert modelled["exceeds"] == [] and modelled["above_headroom"] == ["luts"]
     assert 0.8 * 70_560 < modelled["luts_estimate"] <= 70_560
-    assert "warning" not in said and f"note: this design's estimated LUTs leave less headroom on {part}" in said
-    assert f"Note: its estimated LUTs use more than 80% of {part}, past the headroom" in (out / "report.md").read_text()
+    note = f"this design's estimated LUTs use more than 80% of {part}, past the headroom the --target search keeps"
+    assert "warning" not in said and f"note: {note}" in said
+    assert f"Note: {note}" in (out / "report.md").read_text()
     assert perf.main([str(out), "--quiet"]) == 0
     text = capsys.readouterr().out
-    assert "note: its estimated LUTs use more than 80% of the part, past the headroom" in text and "warning" not in text
+    assert f"note: {note}" in text and "warning" not in text
 
 
 def test_codegen_perf_refuses_a_damaged_build_in_one_line(tmp_path, capsys, monkeypatch):
