@@ -42,6 +42,7 @@ from pathlib import Path
 
 from quantizer.config import softmax_settings
 from quantizer.errors import P2VitError, cli_errors
+from quantizer.outputs import check_output_file
 from quantizer.progress import Progress
 
 from .hwconfig import WEIGHT_PORTS, HwConfig, add_hw_args, check_simd, explicit_hw_flags, hw_config
@@ -1596,7 +1597,8 @@ def plot(points: list[dict], front: list[dict], path: str, title: str, budget: i
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)   # check_output_file allowed it
+    fig.savefig(path, dpi=120, format="png")
     plt.close(fig)
 
 
@@ -1771,8 +1773,12 @@ def main(argv=None) -> int:
         raise P2VitError(f"--axi-latency must be 0..100000 cycles, not {args.axi_latency}")
     if args.max_dsps is not None and args.max_dsps < 1:
         raise P2VitError(f"--max-dsps must be >= 1, not {args.max_dsps}")
-    if args.json and args.json != "-" and not Path(args.json).resolve().parent.is_dir():
-        raise P2VitError(f"cannot write {args.json}: {Path(args.json).resolve().parent} is not a directory")
+    if args.json and args.json != "-":
+        check_output_file(args.json, "--json")   # before the evaluation and the sweep, not after
+    if args.plot:
+        if Path(args.plot).suffix.lower() != ".png":
+            raise P2VitError(f"--plot {args.plot}: the plot is a PNG file; give a name ending in .png")
+        check_output_file(args.plot, "--plot")
     target = None
     if args.target is not None:
         from .fpga_target import load_target
@@ -1860,6 +1866,7 @@ def main(argv=None) -> int:
         print("\n".join(text))
         if args.json:
             try:
+                Path(args.json).parent.mkdir(parents=True, exist_ok=True)   # check_output_file allowed it
                 Path(args.json).write_text(json.dumps(out, indent=1))
             except OSError as exc:
                 raise P2VitError(f"cannot write {args.json} ({exc.strerror})") from None

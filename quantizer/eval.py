@@ -33,7 +33,7 @@ from .config import LEGACY_SOFTMAX, QuantConfig
 from .data import labels_for_model, load_images, to_int8_input, to_model_input
 from .errors import P2VitError, cli_errors
 from .float_model import FloatViT
-from .outputs import check_output_file
+from .outputs import check_output_file, umask_mode
 from .pipeline import quantize, weight_bytes
 from .progress import Progress, note
 from .scaleout import (SCALEOUT_HELP, add_scaleout_args, check_scaleout_args, choose_engine, format_run,
@@ -348,6 +348,7 @@ def write_json_atomic(path: str | os.PathLike, obj) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.chmod(tmp, umask_mode(0o666))   # as open() would create it, not mkstemp's 0600
         with os.fdopen(fd, "w") as f:
             json.dump(obj, f, indent=2, allow_nan=False, default=lambda o: None)
         os.replace(tmp, path)

@@ -30,6 +30,21 @@ def _check_creatable(path: Path, flag: str) -> None:
         raise P2VitError(f"{flag} {path}: {anchor} is a file, not a directory; choose another path")
     if not os.access(anchor, os.W_OK | os.X_OK):
         raise P2VitError(f"{flag} {path}: cannot write in {anchor} (permission denied); choose another path")
+    try:   # os.access says yes to root on read-only or virtual file systems (/proc): try it
+        fd, probe = tempfile.mkstemp(prefix=".p2vit-write-check-", dir=anchor)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise P2VitError(f"{flag} {path}: cannot create files in {anchor} ({exc.strerror or exc}); "
+                         "choose another path") from None
+
+
+def umask_mode(mode: int) -> int:
+    """`mode` less the process's umask: what open() or mkdir() would give, for the files and
+    directories that tempfile creates owner-only (0600, 0700) before they are renamed into place."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mode & ~mask
 
 
 def check_output_file(path: str | os.PathLike, flag: str) -> Path:
@@ -84,4 +99,6 @@ def partial_dir(target: Path) -> Path:
     target = Path(target)
     target.absolute().parent.mkdir(parents=True, exist_ok=True)
     remove_stale_partials(target)
-    return Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-{os.getpid()}-", dir=target.absolute().parent))
+    d = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-{os.getpid()}-", dir=target.absolute().parent))
+    os.chmod(d, umask_mode(0o777))   # mkdtemp's 0700 would keep the output from colleagues once renamed
+    return d

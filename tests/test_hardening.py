@@ -186,6 +186,9 @@ def test_codegen_out_under_a_file_fails_before_any_work(tmp_path, capsys, monkey
                 "is a file, not a directory")
     _fails_fast(cli.main, [str(card), "--random-init", "--out", str(tmp_path / "FILE")], capsys,
                 "exists and is not a directory")
+    # where os.access says yes but nothing can be created (root in /proc, a read-only mount)
+    _fails_fast(cli.main, [str(card), "--random-init", "--out", "/proc/p2vit-out"], capsys,
+                "cannot create files in /proc")
 
 
 def test_quantizer_out_is_checked_before_quantizing(tmp_path, capsys, monkeypatch):
@@ -219,6 +222,24 @@ def test_json_path_is_checked_before_evaluating(tool, tiny_build, tmp_path, caps
     _fails_fast(cli.main, argv + ["--json", str(tmp_path / "adir")], capsys, "is a directory")
     (tmp_path / "f").write_text("x")
     _fails_fast(cli.main, argv + ["--json", str(tmp_path / "f" / "out.json")], capsys, "is a file, not a directory")
+    _fails_fast(cli.main, argv + ["--json", "/proc/p2vit.json"], capsys, "cannot create files in /proc")
+
+
+def test_outputs_get_the_umask_permissions_not_tempfile_owner_only(tmp_path):
+    """Directories and JSON files are assembled by tempfile (0700, 0600) and renamed into place;
+    they end with what mkdir/open give under the umask, so colleagues can read a build."""
+    from quantizer.eval import write_json_atomic
+    from quantizer.outputs import partial_dir
+
+    old = os.umask(0o022)
+    try:
+        assert partial_dir(tmp_path / "b").stat().st_mode & 0o777 == 0o755
+        write_json_atomic(tmp_path / "r.json", {"a": 1})
+        assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o644
+        os.umask(0o077)
+        assert partial_dir(tmp_path / "c").stat().st_mode & 0o777 == 0o700
+    finally:
+        os.umask(old)
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")

@@ -571,7 +571,9 @@ def test_cli_sweep_and_plot(tmp_path, capsys):
     (["vit_b", "--cols", "7"], "--cols must be even"),
     (["vit_b", "--axi-latency", "-5"], "--axi-latency must be 0..100000"),
     (["vit_b", "--sweep", "--max-dsps", "-1"], "--max-dsps must be >= 1"),
-    (["vit_b", "--json", "/nonexistent/dir/x.json"], "is not a directory"),
+    (["vit_b", "--json", "/dev/null/x.json"], "/dev/null is a file, not a directory"),
+    (["vit_b", "--json", "/proc/x.json"], "cannot create files in /proc"),
+    (["vit_b", "--sweep", "--plot", "front.txt"], "give a name ending in .png"),
     (["vit_b", "--target", ""], "--target needs a board"),
     (["vit_b", "--target", "zcu102", "--no-inter", "--fifo", "hls"], "drop --no-inter, --fifo"),
 ])
