@@ -562,6 +562,30 @@ def run_all(r: Runner) -> None:
     r.run(Case("E19", "codegen.perf BUILD --lanes 3 (valid: powers of two)",
                m("codegen.perf", build_a, "--lanes", 3), must_contain=["--lanes"], max_seconds=FAST))
 
+    # ---- E20-E24: found by the session-33 newcomer review ------------------------------------------
+    r.run(Case("E20", "codegen --out /proc/x (os.access says yes to root; nothing can be created)",
+               m("codegen", card, "--random-init", "--out", "/proc/p2vit-ce20"),
+               must_contain=["cannot create files in /proc"], max_seconds=FAST))
+    r.run(Case("E21", "codegen --part xc7z020clg400-1 (Zynq-7000: no DSP48E2)",
+               m("codegen", card, "--random-init", "--part", "xc7z020clg400-1", "--out", "ce21"),
+               must_contain=["UltraScale+"], max_seconds=FAST))
+    r.run(Case("E22", "quantizer.eval --configs '' (names nothing)",
+               m("quantizer.eval", REAL_CARD, "--calib", REAL_CALIB, "--data", REAL_TEST, "--configs", ""),
+               must_contain=["--configs"], max_seconds=FAST))
+    r.run(Case("E23", "codegen.perf --sweep --plot front.txt (the plot is a PNG)",
+               m("codegen.perf", "deit_s", "--sweep", "--plot", "front.txt"), must_contain=[".png"],
+               max_seconds=FAST))
+    import torch   # E24: a checkpoint with a NaN (a diverged training run)
+
+    from quantizer.models import read_state_dict
+    nan_pt = tmp / "nan.pt"
+    sd = read_state_dict(REAL_CARD.parent / json.loads(REAL_CARD.read_text())["weights"])
+    sd["head.weight"][0, 0] = float("nan")
+    torch.save(sd, nan_pt)
+    r.run(Case("E24", "quantizer --weights a checkpoint holding NaN, CIFAR model",
+               m("quantizer", REAL_CARD, "--weights", nan_pt, "--calib", REAL_CALIB, "--out", "qe24"),
+               must_contain=["NaN or Inf"], max_seconds=FAST))
+
     # ---- 14, 15. developer habits -----------------------------------------------------------
     pytest = Path(PY).parent / "pytest"
     r.run(Case("14", "bare pytest --collect-only -q from the repo root",

@@ -26,7 +26,7 @@ from pathlib import Path
 from quantizer.errors import P2VitError
 
 from . import perf
-from .hwconfig import AXI_BITS, CLOCK_MHZ, LANES, HwConfig
+from .hwconfig import AXI_BITS, CLOCK_MHZ, DSP48E2_PARTS, LANES, HwConfig
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,6 @@ TARGETS = {
 }
 TARGET_KEYS = ("dsps", "bram18k", "uram", "luts", "clock_mhz", "axi_ports", "axi_bits", "dram_gbs")
 COUNT_KEYS = ("dsps", "bram18k", "uram", "luts", "axi_ports", "axi_bits")
-DSP48E2_PARTS = ("xczu", "xck26", "xck24", "xcvu", "xcku", "xcau", "xcu")   # UltraScale+ families
 # The search keeps headroom for placement and routing: a design may use every DSP, but at most
 # these shares of the LUTs (the estimate's uncertainty included) and of the BRAM18Ks.
 UTILIZATION_CAP = {"luts": 0.80, "bram18k": 0.85}

@@ -12,6 +12,7 @@ CLOCK_MHZ = (1.0, 1000.0)     # accepted --clock-mhz
 AXI_BITS = (64, 128, 256, 512)   # accepted --axi-bits: m_axi data widths (a descriptor field is 64 bits)
 LANES = (1, 2, 4, 8, 16, 32, 64)  # accepted --lanes: powers of two, since buffers are partitioned cyclically by them
 WEIGHT_PORTS = (1, 2, 3, 4)   # accepted --weight-ports: m_axi bundles that stream the MAC array's weights
+DSP48E2_PARTS = ("xczu", "xck26", "xck24", "xcvu", "xcku", "xcau", "xcu")   # UltraScale(+) families: DSP48E2
 
 
 def _exact(x: float) -> str:
@@ -49,6 +50,10 @@ class HwConfig:
                              f"port carries an even number of columns, not {self.cols}")
         if self.axi_bits not in AXI_BITS:
             raise P2VitError(f"--axi-bits must be one of {', '.join(map(str, AXI_BITS))}, not {self.axi_bits}")
+        if not isinstance(self.part, str) or not self.part.lower().startswith(DSP48E2_PARTS):
+            raise P2VitError(f"--part {self.part} is not an AMD UltraScale+ device (a name starting "
+                             f"{', '.join(DSP48E2_PARTS)}); the PEs pack two products per DSP48E2, which "
+                             "other families do not have")
         if not CLOCK_MHZ[0] <= self.clock_mhz <= CLOCK_MHZ[1]:
             raise P2VitError(f"--clock-mhz must be in {CLOCK_MHZ[0]:g}..{CLOCK_MHZ[1]:g}, not {self.clock_mhz}")
 

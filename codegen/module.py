@@ -61,7 +61,13 @@ class CsimModule:
 
     def trace(self, image: np.ndarray) -> dict[str, np.ndarray]:
         """Every intermediate integer tensor of one image, named as quantizer.reference traces them."""
-        x = self._int8(np.asarray(image)[None])[0]
+        image = np.asarray(image)
+        if image.ndim != 3:
+            m = self.info["model"]
+            raise P2VitError(f"trace takes one image, uint8 ({m['img_size'][0]}, {m['img_size'][1]}, {m['in_chans']}) "
+                             f"or int8 ({m['in_chans']}, {m['img_size'][0]}, {m['img_size'][1]}), not an array of "
+                             f"shape {image.shape}; trace the images of a batch one at a time")
+        x = self._int8(image[None])[0]
         return dict(self.mod.run_trace(self.params, x))
 
 

@@ -92,6 +92,13 @@ def calibration_images(args, lm: LoadedModel, progress: bool = True) -> np.ndarr
         imgs = load_images(args.calib, lm.preprocess, limit=want, progress=progress).images
         if len(imgs) < min(want, args.n_calib):
             note(f"warning: {args.calib} has only {len(imgs)} images; calibrating on those")
+        held = len(imgs) - args.n_calib
+        if want > args.n_calib and held < HELDOUT:
+            scored = (f"only {held} are left to score" if held > 0 else
+                      "none are left to score, so it scores on the calibration images")
+            note(f"warning: the mixed-precision search scores its candidates on {HELDOUT} images held out "
+                 f"after the {args.n_calib} calibration images; {args.calib} has {len(imgs)}, and {scored} "
+                 f"(pass a --calib with {want} images or more for a search as documented)")
         return imgs
     note(f"warning: no --calib given; calibrating on {args.n_calib} synthetic images. "
          "Real images give better ranges: pass --calib PATH")

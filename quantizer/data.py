@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 from quantizer.errors import P2VitError
-from quantizer.progress import progress_bar
+from quantizer.progress import note, progress_bar
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif")
 _EXTS_TEXT = "png, jpg, jpeg, bmp, webp, gif"
@@ -489,10 +489,16 @@ def labels_for_model(ds: ImageSet, num_classes: int, class_names: list[str] | No
     if ds.labels is None:
         return None
     labels, names = ds.labels, class_names
-    if ds.class_names and names and ds.class_names != names[:len(ds.class_names)] \
-            and all(n in names for n in ds.class_names):
-        lut = np.array([names.index(n) for n in ds.class_names], dtype=np.int64)
-        labels = lut[labels]
+    if ds.class_names and names and ds.class_names != names[:len(ds.class_names)]:
+        if all(n in names for n in ds.class_names):
+            lut = np.array([names.index(n) for n in ds.class_names], dtype=np.int64)
+            labels = lut[labels]
+        else:   # e.g. ImageNet's wnid folders (in class order) for a model that names its classes
+            stranger = next(n for n in ds.class_names if n not in names)
+            pairs = ", ".join(f"{d} = {names[i]}" for i, d in enumerate(ds.class_names[:3]) if i < len(names))
+            note(f"note: {ds.source}: its class names are not {model}'s (e.g. {stranger!r}), so labels are "
+                 f"their positions in sorted order: {pairs}, ...; name them as the model's classes to "
+                 "match by name")
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
         raise P2VitError(f"{ds.source}: labels {labels.min()}..{labels.max()} do not fit the "
                          f"{num_classes} classes of {model}; evaluate on data of this model's classes")

@@ -475,6 +475,9 @@ def main(argv=None):
     else:
         configs = args.configs if args.configs is not None else ",".join(CONFIGS)
         names = list(ALL_CONFIGS) if configs == "all" else [c.strip() for c in configs.split(",") if c.strip()]
+        if not names:
+            raise P2VitError(f"--configs names no configuration; pass one or more of {', '.join(CONFIGS)} "
+                             "(comma-separated), or all (python -m quantizer.eval --help lists them)")
     for n in names:
         config_for(n)   # unknown names fail here, before any work
     args.mixed_precision = any(n.startswith(MIXED_PREFIX) for n in names)  # load held-out images too

@@ -193,6 +193,8 @@ def _sha256(path: Path) -> str:
 
 def read_state_dict(path: Path) -> dict:
     """A state dict from .safetensors or a torch checkpoint; one-line errors for anything else."""
+    if path.is_dir():
+        raise P2VitError(f"weights file {path} is a directory; pass the state dict or .safetensors file in it")
     if not path.is_file():
         raise P2VitError(f"weights file {path} does not exist")
     try:
@@ -231,6 +233,11 @@ def _load_weights_into(model: nn.Module, path: Path, name: str) -> None:
             parts.append(f"{len(bad_shape)} with other shapes (e.g. {k}: file {tuple(sd[k].shape)}, "
                          f"model {tuple(own[k].shape)})")
         raise P2VitError(f"weights file {path} does not fit model {name}: " + ", ".join(parts))
+    # NaN or Inf would reach the quantizer, whose scales are then no power of two
+    broken = [k for k, v in sd.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if broken:
+        raise P2VitError(f"weights file {path} holds NaN or Inf values in {len(broken)} tensor(s) (e.g. {broken[0]}); "
+                         "it is not a usable checkpoint (a diverged training run?)")
     model.load_state_dict({k: v.float() for k, v in sd.items()})
 
 

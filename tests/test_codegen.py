@@ -52,6 +52,8 @@ def test_csim_trace_equals_reference_on_every_layer(tiny_build):
     assert set(ct) == set(rt)
     for name, t in rt.items():
         assert np.array_equal(ct[name], t[0].numpy()), name
+    with pytest.raises(P2VitError, match=r"trace takes one image, .* not an array of shape \(4, 32, 32, 3\)"):
+        sim.trace(_images(4))
 
 
 def test_csim_accepts_int8_nchw_and_rejects_wrong_shapes(tiny_build):
@@ -345,6 +347,13 @@ def test_codegen_cli_bad_hw_flag(tmp_path, capsys):
     assert exc.value.code == 2
     assert "--cols must be even" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
+    # a part without DSP48E2s (Zynq-7000), or no part name at all: refused like a target file's
+    for part in ("xc7z020clg400-1", "foo"):
+        with pytest.raises(SystemExit) as exc:
+            main([str(tiny_card(tmp_path)), "--random-init", "--part", part, "--out", str(tmp_path / "b")])
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and err.count("\n") == 1
+        assert f"--part {part} is not an AMD UltraScale+ device" in err and not (tmp_path / "b").exists()
 
 
 def test_uniform_attention_is_reference_only(tmp_path, capsys):

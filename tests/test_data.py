@@ -574,6 +574,18 @@ def test_labels_for_model_remaps_by_class_name():
     assert labels_for_model(_set([0, 1], ["cat", "dog"]), 3, model_names, "m").tolist() == [0, 1]
 
 
+def test_labels_for_model_says_how_it_reads_class_names_it_does_not_know(capsys):
+    """Folders not named as the model's classes (kitty/, puppy/; or ImageNet's wnids, which are in
+    class order) keep their sorted positions, and a note says which class each became."""
+    model_names = ["cat", "dog", "bird"]
+    assert labels_for_model(_set([0, 1, 1], ["kitty", "puppy"]), 3, model_names, "m").tolist() == [0, 1, 1]
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "d.npz: its class names are not m's (e.g. 'kitty')" in err
+    assert "kitty = cat, puppy = dog" in err
+    labels_for_model(_set([0, 1], ["cat", "dog"]), 3, model_names, "m")
+    assert capsys.readouterr().err == ""
+
+
 def _label_npz(tmp_path, labels) -> Path:
     p = tmp_path / "labelled.npz"
     np.savez(p, images=rand_u8((len(labels), 32, 32, 3)), labels=np.asarray(labels))

@@ -78,3 +78,27 @@ def test_mixed_model_builds_and_csim_is_bit_exact(mixed, tmp_path):
     got = load(tmp_path / "b").run(imgs)
     assert np.array_equal(got, reference.run(mixed.ir, to_int8_input(imgs)).logits.numpy())
     assert "layer bits" in (tmp_path / "b" / "report.md").read_text()
+
+
+@pytest.mark.parametrize("n_images, says", [(40, "only 8 are left to score"),
+                                            (32, "none are left to score, so it scores on the calibration images"),
+                                            (32 + 256, None)])
+def test_a_short_calibration_set_warns_that_the_search_scores_on_fewer_images(tiny, tmp_path, capsys, n_images, says):
+    """The search scores on the HELDOUT images after --n-calib; fewer of them is said, not silent."""
+    import argparse
+
+    from quantizer.cli import calibration_images
+
+    path = tmp_path / "calib.npz"
+    np.savez(path, images=np.random.default_rng(0).integers(0, 256, (n_images, 32, 32, 3), dtype=np.uint8))
+    lm, _ = tiny
+    args = argparse.Namespace(n_calib=32, calib=str(path), mixed_precision=True)
+    assert len(calibration_images(args, lm, progress=False)) == n_images
+    err = capsys.readouterr().err
+    if says is None:
+        assert err == ""
+    else:
+        assert err.count("\n") == 1 and "scores its candidates on 256 images held out after the 32" in err and says in err
+    args.mixed_precision = False   # no search: nothing to say
+    calibration_images(args, lm, progress=False)
+    assert capsys.readouterr().err == ""

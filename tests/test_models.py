@@ -233,6 +233,23 @@ def test_weights_file_missing(tmp_path):
         load_model(write_card(tmp_path), weights=tmp_path / "nope.pt")
 
 
+def test_weights_path_that_is_a_directory_says_so(tmp_path):
+    (tmp_path / "ckpt").mkdir()
+    with one_line_error("is a directory", "ckpt"):
+        read_state_dict(tmp_path / "ckpt")
+
+
+def test_weights_with_nan_or_inf_are_refused(tmp_path):
+    """A diverged checkpoint would reach the quantizer, whose scales are then no power of two."""
+    card = write_card(tmp_path)
+    sd = load_model(card, random_init=True).model.state_dict()
+    for bad in (float("nan"), float("inf")):
+        sd["head.weight"][0, 0] = bad
+        torch.save(sd, tmp_path / "bad.pt")
+        with one_line_error("NaN or Inf", "head.weight", "bad.pt"):
+            load_model(card, weights=tmp_path / "bad.pt")
+
+
 @pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
 def test_weights_file_corrupt(tmp_path, suffix):
     path = tmp_path / f"junk{suffix}"
