@@ -565,7 +565,7 @@ def run_all(r: Runner) -> None:
     # ---- E20-E24: found by the session-33 newcomer review ------------------------------------------
     r.run(Case("E20", "codegen --out /proc/x (os.access says yes to root; nothing can be created)",
                m("codegen", card, "--random-init", "--out", "/proc/p2vit-ce20"),
-               must_contain=["cannot create files in /proc"], max_seconds=FAST))
+               must_contain=["in /proc ("], max_seconds=FAST))
     r.run(Case("E21", "codegen --part xc7z020clg400-1 (Zynq-7000: no DSP48E2)",
                m("codegen", card, "--random-init", "--part", "xc7z020clg400-1", "--out", "ce21"),
                must_contain=["UltraScale+"], max_seconds=FAST))

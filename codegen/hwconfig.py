@@ -12,7 +12,8 @@ CLOCK_MHZ = (1.0, 1000.0)     # accepted --clock-mhz
 AXI_BITS = (64, 128, 256, 512)   # accepted --axi-bits: m_axi data widths (a descriptor field is 64 bits)
 LANES = (1, 2, 4, 8, 16, 32, 64)  # accepted --lanes: powers of two, since buffers are partitioned cyclically by them
 WEIGHT_PORTS = (1, 2, 3, 4)   # accepted --weight-ports: m_axi bundles that stream the MAC array's weights
-DSP48E2_PARTS = ("xczu", "xck26", "xck24", "xcvu", "xcku", "xcau", "xcu")   # UltraScale(+) families: DSP48E2
+# UltraScale(+) families, which have DSP48E2s (and their automotive xa / defence xq grades)
+DSP48E2_PARTS = ("xczu", "xck26", "xck24", "xcvu", "xcku", "xcau", "xcu", "xazu", "xqzu", "xqku", "xqvu")
 
 
 def _exact(x: float) -> str:
@@ -50,10 +51,6 @@ class HwConfig:
                              f"port carries an even number of columns, not {self.cols}")
         if self.axi_bits not in AXI_BITS:
             raise P2VitError(f"--axi-bits must be one of {', '.join(map(str, AXI_BITS))}, not {self.axi_bits}")
-        if not isinstance(self.part, str) or not self.part.lower().startswith(DSP48E2_PARTS):
-            raise P2VitError(f"--part {self.part} is not an AMD UltraScale+ device (a name starting "
-                             f"{', '.join(DSP48E2_PARTS)}); the PEs pack two products per DSP48E2, which "
-                             "other families do not have")
         if not CLOCK_MHZ[0] <= self.clock_mhz <= CLOCK_MHZ[1]:
             raise P2VitError(f"--clock-mhz must be in {CLOCK_MHZ[0]:g}..{CLOCK_MHZ[1]:g}, not {self.clock_mhz}")
 
@@ -130,6 +127,16 @@ def add_hw_args(p: argparse.ArgumentParser) -> None:
                         "take fewer DSPs, at the cost of more row tiles per head (default: --rows)")
 
 
+def check_part(part: str) -> None:
+    """Refuse a part without DSP48E2s, which the PEs pack two products into. Checked where a
+    design is chosen (the flags, a target file), not in HwConfig, so a build recorded with
+    another part still loads."""
+    if not part.lower().startswith(DSP48E2_PARTS):
+        raise P2VitError(f"--part {part} is not an AMD UltraScale+ device (a name starting "
+                         f"{', '.join(DSP48E2_PARTS)}); the PEs pack two products per DSP48E2, which "
+                         "other families do not have")
+
+
 def hw_config(args, reduction_lengths=(), base: HwConfig | None = None) -> HwConfig:
     """The HwConfig of parsed add_hw_args flags, the others from `base` (a build's design) or the
     defaults. Without --simd or a base, the default lane count is used when it divides every
@@ -143,6 +150,8 @@ def hw_config(args, reduction_lengths=(), base: HwConfig | None = None) -> HwCon
         v = getattr(args, name)
         return getattr(d, name) if v is None else v
 
+    if args.part is not None:
+        check_part(args.part)
     cols = given("cols")
     if args.cols is None and base is None and args.weight_ports is not None:
         # the default column count that the ports can share: the least multiple of 2 x ports >= 8

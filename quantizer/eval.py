@@ -348,9 +348,9 @@ def write_json_atomic(path: str | os.PathLike, obj) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        os.chmod(tmp, umask_mode(0o666))   # as open() would create it, not mkstemp's 0600
         with os.fdopen(fd, "w") as f:
             json.dump(obj, f, indent=2, allow_nan=False, default=lambda o: None)
+        os.chmod(tmp, umask_mode(0o666))   # as open() would create it, not mkstemp's 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

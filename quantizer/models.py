@@ -14,6 +14,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -233,12 +234,13 @@ def _load_weights_into(model: nn.Module, path: Path, name: str) -> None:
             parts.append(f"{len(bad_shape)} with other shapes (e.g. {k}: file {tuple(sd[k].shape)}, "
                          f"model {tuple(own[k].shape)})")
         raise P2VitError(f"weights file {path} does not fit model {name}: " + ", ".join(parts))
+    as_float = {k: v.float() for k, v in sd.items()}   # float8/16/64 too; float64 past float32 becomes Inf
     # NaN or Inf would reach the quantizer, whose scales are then no power of two
-    broken = [k for k, v in sd.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    broken = [k for k, v in as_float.items() if sd[k].is_floating_point() and not np.isfinite(v.numpy()).all()]
     if broken:
         raise P2VitError(f"weights file {path} holds NaN or Inf values in {len(broken)} tensor(s) (e.g. {broken[0]}); "
                          "it is not a usable checkpoint (a diverged training run?)")
-    model.load_state_dict({k: v.float() for k, v in sd.items()})
+    model.load_state_dict(as_float)
 
 
 def check_supported(model: nn.Module, name: str = "model") -> None:

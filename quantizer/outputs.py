@@ -32,19 +32,33 @@ def _check_creatable(path: Path, flag: str) -> None:
         raise P2VitError(f"{flag} {path}: cannot write in {anchor} (permission denied); choose another path")
     try:   # os.access says yes to root on read-only or virtual file systems (/proc): try it
         fd, probe = tempfile.mkstemp(prefix=".p2vit-write-check-", dir=anchor)
-        os.close(fd)
-        os.unlink(probe)
     except OSError as exc:
         raise P2VitError(f"{flag} {path}: cannot create files in {anchor} ({exc.strerror or exc}); "
                          "choose another path") from None
+    try:
+        os.close(fd)
+    finally:
+        Path(probe).unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux reports it (os.umask can only be
+    read by setting it, which another thread could observe)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def umask_mode(mode: int) -> int:
     """`mode` less the process's umask: what open() or mkdir() would give, for the files and
     directories that tempfile creates owner-only (0600, 0700) before they are renamed into place."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return mode & ~mask
+    return mode & ~_umask()
 
 
 def check_output_file(path: str | os.PathLike, flag: str) -> Path:

@@ -188,7 +188,7 @@ def test_codegen_out_under_a_file_fails_before_any_work(tmp_path, capsys, monkey
                 "exists and is not a directory")
     # where os.access says yes but nothing can be created (root in /proc, a read-only mount)
     _fails_fast(cli.main, [str(card), "--random-init", "--out", "/proc/p2vit-out"], capsys,
-                "cannot create files in /proc")
+                "in /proc (")   # root: cannot create files in /proc; others: cannot write in /proc
 
 
 def test_quantizer_out_is_checked_before_quantizing(tmp_path, capsys, monkeypatch):
@@ -222,7 +222,15 @@ def test_json_path_is_checked_before_evaluating(tool, tiny_build, tmp_path, caps
     _fails_fast(cli.main, argv + ["--json", str(tmp_path / "adir")], capsys, "is a directory")
     (tmp_path / "f").write_text("x")
     _fails_fast(cli.main, argv + ["--json", str(tmp_path / "f" / "out.json")], capsys, "is a file, not a directory")
-    _fails_fast(cli.main, argv + ["--json", "/proc/p2vit.json"], capsys, "cannot create files in /proc")
+    _fails_fast(cli.main, argv + ["--json", "/proc/p2vit.json"], capsys, "in /proc (")
+
+
+def test_the_output_check_leaves_no_probe_behind(tmp_path):
+    from quantizer.outputs import check_output_dir, check_output_file
+
+    check_output_file(tmp_path / "r.json", "--json")
+    check_output_dir(tmp_path / "a" / "b", "--out")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_outputs_get_the_umask_permissions_not_tempfile_owner_only(tmp_path):

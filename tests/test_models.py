@@ -248,6 +248,12 @@ def test_weights_with_nan_or_inf_are_refused(tmp_path):
         torch.save(sd, tmp_path / "bad.pt")
         with one_line_error("NaN or Inf", "head.weight", "bad.pt"):
             load_model(card, weights=tmp_path / "bad.pt")
+    # finite weights in any float type load (float8 has no torch.isfinite: checked as float32)
+    ok = {k: v.to(torch.float8_e4m3fn) if v.is_floating_point() else v
+          for k, v in load_model(card, random_init=True).model.state_dict().items()}
+    torch.save(ok, tmp_path / "f8.pt")
+    lm = load_model(card, weights=tmp_path / "f8.pt")
+    assert torch.equal(lm.model.state_dict()["head.weight"], ok["head.weight"].float())
 
 
 @pytest.mark.parametrize("suffix", [".safetensors", ".pt"])

@@ -572,7 +572,7 @@ def test_cli_sweep_and_plot(tmp_path, capsys):
     (["vit_b", "--axi-latency", "-5"], "--axi-latency must be 0..100000"),
     (["vit_b", "--sweep", "--max-dsps", "-1"], "--max-dsps must be >= 1"),
     (["vit_b", "--json", "/dev/null/x.json"], "/dev/null is a file, not a directory"),
-    (["vit_b", "--json", "/proc/x.json"], "cannot create files in /proc"),
+    (["vit_b", "--json", "/proc/x.json"], "in /proc ("),   # can't create files in / can't write in
     (["vit_b", "--sweep", "--plot", "front.txt"], "give a name ending in .png"),
     (["vit_b", "--target", ""], "--target needs a board"),
     (["vit_b", "--target", "zcu102", "--no-inter", "--fifo", "hls"], "drop --no-inter, --fifo"),
