@@ -120,6 +120,9 @@ def load_target(spec: str) -> Target:
         raise P2VitError(f"target file {spec} is not JSON ({exc.msg} at line {exc.lineno})") from None
     if not isinstance(d, dict):
         raise P2VitError(f"target file {spec} must hold a JSON object with {', '.join(TARGET_KEYS)}")
+    for k in ("name", "part"):
+        if k in d and (not isinstance(d[k], str) or not d[k].strip()):
+            raise P2VitError(f"target file {spec}: {k} must be a non-empty string, not {json.dumps(d[k])}")
     unknown = sorted(k for k in d if k not in TARGET_KEYS and k not in ("name", "part"))
     if unknown:   # a misspelt key would otherwise be ignored silently
         raise P2VitError(f"target file {spec}: unknown key(s) {', '.join(map(repr, unknown))}; it takes "

@@ -76,9 +76,14 @@ def _named_config(name: str) -> QuantConfig:
         return ALL_CONFIGS[name]
     if name.startswith(MIXED_PREFIX):
         try:
-            return QuantConfig(mixed_budget=float(name[len(MIXED_PREFIX):]))
+            budget = float(name[len(MIXED_PREFIX):])
         except ValueError:
-            pass
+            budget = None
+        if budget is not None:
+            try:
+                return QuantConfig(mixed_budget=budget)
+            except P2VitError as exc:   # its message names --budget, which this run was not given
+                raise P2VitError(f"configuration {name}: {str(exc).replace('--budget', 'its budget')}") from None
     raise P2VitError(f"unknown configuration {name}; choose from {', '.join(ALL_CONFIGS)}, "
                      f"{MIXED_PREFIX}<budget> (e.g. {MIXED_PREFIX}1.1) or 'all'")
 

@@ -204,6 +204,7 @@ def test_eval_cli_error_budget_writes_table_chart_and_json(tmp_path, tiny_data, 
     (["--error-budget", "--error-budget-chart", "{tmp}/c.jpg"], "ending in .png"),
     (["--error-budget", "--error-budget-chart", "{tmp}/afile/c.png"], "is a file, not a directory"),
     (["--configs", ""], "--configs names no configuration"),
+    (["--configs", "pot_mixed_0"], "configuration pot_mixed_0: its budget must be between 1.0"),
     (["--configs", " , "], "--configs names no configuration"),
 ])
 def test_eval_cli_error_budget_bad_input_one_line_exit_2(tmp_path, capsys, extra, phrase):

@@ -49,6 +49,8 @@ def test_named_targets_are_the_boards_budgets():
     ({"clock_mhz": 5000}, "clock_mhz must be in"),
     ({"part": "xc7z020clg400-1"}, "not an UltraScale"),
     ({"dsp": 3000}, "unknown key\\(s\\) 'dsp'"),
+    ({"name": ["a"]}, 'name must be a non-empty string, not \\["a"\\]'),
+    ({"part": 7}, "part must be a non-empty string, not 7"),
 ])
 def test_bad_target_files_fail_in_one_line(tmp_path, edit, msg):
     with pytest.raises(P2VitError, match=msg):
