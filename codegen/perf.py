@@ -700,16 +700,22 @@ def schedule(shape: ModelShape, hw: HwConfig) -> list[Step]:
     return steps
 
 
+def _op_loops(op: Op):
+    """An op's loops, each with how many times its weight-tile group repeats it (1 for its own)."""
+    for lp in op.loops:
+        yield lp, 1
+    for count, red, ep, pre in op.tiles:
+        for lp in (red, pre, ep):
+            if lp is not None:
+                yield lp, count
+
+
 def _all_loops(step: Step):
+    """Every loop of a step, its n multiplied by its weight-tile group's count."""
     for stage in step.stages:
         for op in stage:
-            yield from op.loops
-            for count, red, ep, pre in op.tiles:
-                yield replace(red, n=red.n * count)
-                if pre is not None:
-                    yield replace(pre, n=pre.n * count)
-                if ep is not None:
-                    yield replace(ep, n=ep.n * count)
+            for lp, count in _op_loops(op):
+                yield lp if count == 1 else replace(lp, n=lp.n * count)
 
 
 def loop_counts(shape: ModelShape, hw: HwConfig, steps: list[Step] | None = None) -> dict[str, int]:
@@ -1368,12 +1374,7 @@ class Perf:
 
 def _has_dram(census: list) -> bool:
     """Whether any loop of a step (its _census) streams DRAM bytes."""
-    for distinct, _ in census:
-        for op in distinct.values():
-            if any(lp.dram for lp in op.loops) or any(
-                    r.dram or (e is not None and e.dram) or (p is not None and p.dram) for _, r, e, p in op.tiles):
-                return True
-    return False
+    return any(lp.dram for distinct, _ in census for op in distinct.values() for lp, _ in _op_loops(op))
 
 
 def _step_cycles(st: Step, free: "_Timer", timer: "_Timer", exact: bool = True) -> tuple[float, float]:
@@ -1531,8 +1532,8 @@ def sweep(shape: ModelShape, base: HwConfig = HwConfig(), dram_gbs: float | None
     weight ports, attention lanes; the Q.K^T array's rows by sweep_qk_rows). Columns run over
     multiples of 2 x weight ports, which the ports share evenly. Each point records its estimated
     LUTs and whether it exceeds the part's BRAM18K or LUTs (only the DSPs bound the sweep).
-    fpga_target.search is the search over everything, within a board's BRAM and LUTs. progress(stage, done, total), if given, hears how far the sweep is.
-    Nothing fitting max_dsps is an error that names the fewest DSPs a shape needs."""
+    fpga_target.search is the search over everything, within a board's BRAM and LUTs.
+    progress(stage, done, total), if given, hears how far the sweep is. Nothing fitting max_dsps is an error that names the fewest DSPs a shape needs."""
     budget = part_resources(base.part)
     limit = max_dsps or (budget[0] if budget else 4096)
     Ks = (shape.kp, shape.dim, shape.hidden, shape.dh)
