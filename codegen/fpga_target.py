@@ -26,7 +26,7 @@ from pathlib import Path
 from quantizer.errors import P2VitError
 
 from . import perf
-from .hwconfig import AXI_BITS, CLOCK_MHZ, DSP48E2_PARTS, LANES, HwConfig
+from .hwconfig import AXI_BITS, CLOCK_MHZ, LANES, HwConfig, check_part
 
 
 @dataclass(frozen=True)
@@ -144,9 +144,7 @@ def load_target(spec: str) -> Target:
     if d["axi_bits"] not in AXI_BITS:
         raise P2VitError(f"target file {spec}: axi_bits must be one of {', '.join(map(str, AXI_BITS))}")
     part = str(d.get("part", HwConfig.part))
-    if not part.lower().startswith(DSP48E2_PARTS):
-        raise P2VitError(f"target file {spec}: part {part!r} is not an UltraScale+ device ({', '.join(DSP48E2_PARTS)}...); "
-                         "the PEs pack two products per DSP48E2, which other families do not have")
+    check_part(part, f"target file {spec}: part")
     if d["axi_ports"] < 2:
         raise P2VitError(f"target file {spec}: the accelerator uses at least 2 m_axi ports (io and blob), the "
                          f"target has {d['axi_ports']}")
@@ -259,8 +257,8 @@ def target_hw(target: Target, **shape_kw) -> HwConfig:
     return HwConfig(clock_mhz=target.clock_mhz, part=target.part, axi_bits=target.axi_bits, **shape_kw)
 
 
-GRID = {"rows": tuple(2 ** i for i in range(2, perf.MAX_TILING_ROWS.bit_length())), "cols": (2, 4, 8, 16, 32, 64, 128), "simd": (1, 2, 4, 8, 16),
-        "lanes": LANES[:6], "weight_ports": WEIGHT_PORTS}
+GRID = {"rows": tuple(2 ** i for i in range(2, perf.MAX_TILING_ROWS.bit_length())),   # 4..128
+        "cols": (2, 4, 8, 16, 32, 64, 128), "simd": (1, 2, 4, 8, 16), "lanes": LANES[:6], "weight_ports": WEIGHT_PORTS}
 
 
 def model_grid(shape: perf.ModelShape) -> dict:

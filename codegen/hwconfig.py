@@ -127,12 +127,12 @@ def add_hw_args(p: argparse.ArgumentParser) -> None:
                         "take fewer DSPs, at the cost of more row tiles per head (default: --rows)")
 
 
-def check_part(part: str) -> None:
+def check_part(part: str, where: str = "--part") -> None:
     """Refuse a part without DSP48E2s, which the PEs pack two products into. Checked where a
-    design is chosen (the flags, a target file), not in HwConfig, so a build recorded with
-    another part still loads."""
+    design is chosen (the flags, a target file: `where` names it), not in HwConfig, so a build
+    recorded with another part still loads."""
     if not part.lower().startswith(DSP48E2_PARTS):
-        raise P2VitError(f"--part {part} is not an AMD UltraScale+ device (a name starting "
+        raise P2VitError(f"{where} {part} is not an UltraScale+ device (AMD; a name starting "
                          f"{', '.join(DSP48E2_PARTS)}); the PEs pack two products per DSP48E2, which "
                          "other families do not have")
 
