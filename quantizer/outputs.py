@@ -23,22 +23,39 @@ def _nearest_existing(path: Path) -> Path:
     return p
 
 
-def _check_creatable(path: Path, flag: str) -> None:
-    """The missing part of `path` can be made: its nearest existing ancestor is a writable dir."""
+def _check_creatable(path: Path, flag: str, is_dir: bool = False) -> None:
+    """The missing part of `path` can be made: its nearest existing ancestor is a writable dir, and
+    trying it works (os.access says yes to root on read-only or virtual file systems such as
+    /proc): the missing folders (a directory output's own too) are made, a file is created in
+    the deepest, and all of it is removed again."""
     anchor = _nearest_existing(path.parent if path.exists() else path)
     if anchor != path.absolute() and not anchor.is_dir():
         raise P2VitError(f"{flag} {path}: {anchor} is a file, not a directory; choose another path")
     if not os.access(anchor, os.W_OK | os.X_OK):
         raise P2VitError(f"{flag} {path}: cannot write in {anchor} (permission denied); choose another path")
-    try:   # os.access says yes to root on read-only or virtual file systems (/proc): try it
-        fd, probe = tempfile.mkstemp(prefix=".p2vit-write-check-", dir=anchor)
+    deepest = (path.parent if path.exists() or not is_dir else path).absolute()
+    missing = []
+    while not deepest.exists() and deepest != deepest.parent:
+        missing.append(deepest)
+        deepest = deepest.parent
+    made, probe = [], None
+    try:
+        for d in reversed(missing):
+            d.mkdir()
+            made.append(d)
+        fd, probe = tempfile.mkstemp(prefix=".p2vit-write-check-", dir=made[-1] if made else deepest)
+        os.close(fd)
     except OSError as exc:
         raise P2VitError(f"{flag} {path}: cannot create files in {anchor} ({exc.strerror or exc}); "
                          "choose another path") from None
-    try:
-        os.close(fd)
     finally:
-        Path(probe).unlink(missing_ok=True)
+        if probe is not None:
+            Path(probe).unlink(missing_ok=True)
+        for d in reversed(made):
+            try:
+                d.rmdir()
+            except OSError:
+                pass
 
 
 def _umask() -> int:
@@ -77,7 +94,7 @@ def check_output_dir(path: str | os.PathLike, flag: str) -> Path:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise P2VitError(f"{flag} {path} exists and is not a directory; choose another path")
-    _check_creatable(path, flag)
+    _check_creatable(path, flag, is_dir=True)
     return path
 
 

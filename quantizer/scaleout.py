@@ -178,34 +178,12 @@ def check_scaleout_args(args, kind: str) -> None:
             found = meta_kind(res)
             if found != kind:
                 raise P2VitError(f"--results {args.results} holds {found} results, not {kind}; choose another directory")
-        elif not res.exists():
-            _check_creatable_dir(res)
     if args.ray is not None:
         from .rayengine import _probe, import_ray
 
         import_ray()   # a missing extra or a dead address fails now, not after loading the model
         if args.ray not in ("local", "auto"):
             _probe(args.ray)
-
-def _check_creatable_dir(path: Path) -> None:
-    """Make and remove path (and the parents it needs): a directory that cannot be created
-    (permissions, a read-only or virtual file system) fails now, not after the work."""
-    made = []
-    p = path.absolute()
-    while not p.exists():
-        made.append(p)
-        p = p.parent
-    try:
-        for d in reversed(made):
-            d.mkdir()
-    except OSError as exc:
-        raise P2VitError(f"--results {path} cannot be created ({exc.strerror or exc}); choose another path") from None
-    finally:
-        for d in made:
-            try:
-                d.rmdir()
-            except OSError:
-                pass
 
 
 @dataclass
