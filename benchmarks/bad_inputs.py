@@ -586,6 +586,11 @@ def run_all(r: Runner) -> None:
                m("quantizer", REAL_CARD, "--weights", nan_pt, "--calib", REAL_CALIB, "--out", "qe24"),
                must_contain=["NaN or Inf"], max_seconds=FAST))
 
+    # ---- E25: session 34 ---------------------------------------------------------------------------
+    r.run(Case("E25", "codegen --out a 300-character name (longer than a file system allows)",
+               m("codegen", card, "--random-init", "--out", "o" * 300),
+               must_contain=["File name too long", "shorter"], max_seconds=FAST))
+
     # ---- 14, 15. developer habits -----------------------------------------------------------
     pytest = Path(PY).parent / "pytest"
     r.run(Case("14", "bare pytest --collect-only -q from the repo root",

@@ -9,7 +9,6 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
 from quantizer.cli import add_model_args, add_quant_args, calibration_images, load_model_from_args, quant_config
 from quantizer.errors import P2VitError, cli_errors

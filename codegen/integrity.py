@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 from quantizer.errors import P2VitError
+from quantizer.outputs import write_text_atomic
 
 CHECKSUM_KEY = "checksum"
 
@@ -82,10 +82,4 @@ def is_sealed(info: dict) -> bool:
 
 def write_sealed(path: Path, info: dict) -> None:
     """Write build.json (sealed) atomically."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(seal(info), indent=1, sort_keys=True))
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, json.dumps(seal(info), indent=1, sort_keys=True))

@@ -42,7 +42,7 @@ from pathlib import Path
 
 from quantizer.config import softmax_settings
 from quantizer.errors import P2VitError, cli_errors
-from quantizer.outputs import check_output_file
+from quantizer.outputs import check_output_file, write_atomic, write_text_atomic
 from quantizer.progress import Progress
 
 from .hwconfig import WEIGHT_PORTS, HwConfig, add_hw_args, check_simd, explicit_hw_flags, hw_config
@@ -423,7 +423,7 @@ def _mac(hw: HwConfig, NR: int, K: int, O: int, src: str, epi: str, bits: int,
     earlier step loaded (proj_pre_words: it loads the rest); body: reduce_body_depth. The embedding loads its row tile's per-token biases after
     the row tile's patches (_embed_bias). Ops of identical row tiles are shared."""
     R, C, S = hw.rows, hw.cols, hw.simd
-    NT, OT = _cdiv(NR, R), _cdiv(O, C)
+    NT = _cdiv(NR, R)
     slot = hw.weight_ports * hw.weight_beats * hw.axi_bytes   # bytes of one weight word, all planes (4-bit: same slots)
     def epilogue(c):               # the epilogue loop of a tile with c valid columns
         if epi == "head":
@@ -436,7 +436,6 @@ def _mac(hw: HwConfig, NR: int, K: int, O: int, src: str, epi: str, bits: int,
 
     red = Loop("mac_array.reduce", K // S, 1, 1, (K // S) * slot, body=body)
     full, last = O // C, O % C
-    last_c = last or C
     # Ping-pong accumulators (kernels/p2vit/layers.h): the embedding, QKV, proj, FC1 and FC2 drain tile ot - 1
     # inside tile ot's reduction when it has at least as many steps as the drain has cycles, and
     # then run all OT x K/SIMD steps of a row tile in one loop entry (one burst, one fill) and a
@@ -1598,8 +1597,7 @@ def plot(points: list[dict], front: list[dict], path: str, title: str, budget: i
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)   # check_output_file allowed it
-    fig.savefig(path, dpi=120, format="png")
+    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     plt.close(fig)
 
 
@@ -1867,8 +1865,7 @@ def main(argv=None) -> int:
         print("\n".join(text))
         if args.json:
             try:
-                Path(args.json).parent.mkdir(parents=True, exist_ok=True)   # check_output_file allowed it
-                Path(args.json).write_text(json.dumps(out, indent=1))
+                write_text_atomic(args.json, json.dumps(out, indent=1))
             except OSError as exc:
                 raise P2VitError(f"cannot write {args.json} ({exc.strerror})") from None
     return 0

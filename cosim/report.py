@@ -10,7 +10,6 @@ is written to a temporary name and renamed into place.
 from __future__ import annotations
 
 import math
-import os
 import re
 import textwrap
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from quantizer.errors import P2VitError
+from quantizer.outputs import write_atomic, write_text_atomic
 
 from codegen.report import md_row
 
@@ -25,17 +25,6 @@ from .trace import TraceReport, format_db
 
 MAX_MATRIX_CLASSES = 20
 MAX_BARS = 30
-
-
-def _atomic(path: Path, write) -> None:
-    """write(tmp_path) then rename onto path."""
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _figure(w: float, h: float):
@@ -124,7 +113,7 @@ def plot_layer_sqnr(trace: TraceReport, path: Path | None, title: str):
                  fontsize=9)
     fig.tight_layout()
     if path is not None:
-        _atomic(path, lambda p: fig.savefig(p, format="png"))
+        write_atomic(path, lambda p: fig.savefig(p, format="png"))
     return fig
 
 
@@ -174,7 +163,7 @@ def plot_disagreement(fp32_pred, csim_pred, classes: int, names, path: Path | No
         ax2.set_title("FP32 vs C-sim predictions (off-diagonal: disagreements)", fontsize=9)
     fig.tight_layout()
     if path is not None:
-        _atomic(path, lambda p: fig.savefig(p, format="png"))
+        write_atomic(path, lambda p: fig.savefig(p, format="png"))
     return fig
 
 
@@ -224,5 +213,5 @@ def write_report(build_dir: Path, summary: dict, fp32_pred: np.ndarray, csim_pre
     first = "none" if trace.first_divergence is None else str(trace.first_divergence)
     lines += ["", f"First divergence from the reference: {first}.", ""]
     text = "\n".join(lines)
-    _atomic(out / "report.md", lambda p: p.write_text(text))
+    write_text_atomic(out / "report.md", text)
     return out / "report.md"

@@ -48,6 +48,7 @@ from .eval import QuantEvalWork, config_for, fp32_logits, metrics_from_rows
 from .float_model import FloatViT, patches
 from .ir import QuantizedViT
 from .lowered import lower
+from .outputs import write_atomic
 
 F64 = torch.float64
 
@@ -461,9 +462,6 @@ def format_budget_markdown(b: dict) -> str:
 def plot_budget(b: dict, path, title: str | None = None):
     """Bar chart of the budget: agreement lost against FP32 and logit SQNR, per stage alone and
     for stages 1..k. Written to `path` (PNG, through a temporary name) when given; returns the Figure."""
-    import os
-    from pathlib import Path
-
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -497,12 +495,5 @@ def plot_budget(b: dict, path, title: str | None = None):
     ax1.set_title(title or f"error budget of {b['config']} ({b['label']}), {b['n']} images", fontsize=10)
     fig.tight_layout()
     if path is not None:
-        path = Path(path)
-        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-        try:
-            fig.savefig(tmp, format="png")
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        write_atomic(path, lambda tmp: fig.savefig(tmp, format="png"))
     return fig

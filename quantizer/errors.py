@@ -2,12 +2,14 @@
 
 Every error caused by the user's input (a model name, a file, an image, a build directory)
 is raised as `P2VitError` with a one-line message that says what is wrong and what to do.
-The command-line entry points print it as `error: <message>` and exit with status 2;
-anything else is a bug and keeps its traceback. Ctrl-C exits with 130 and SIGTERM with 143,
+The command-line entry points print it as `error: <message>` and exit with status 2, as they do
+an OSError that only the user's paths or disk can cause (a name too long, a disk full, a
+read-only file system: `PATH_ERRORS`); anything else is a bug and keeps its traceback. Ctrl-C exits with 130 and SIGTERM with 143,
 both after the same cleanup (partial outputs are removed).
 """
 from __future__ import annotations
 
+import errno
 import functools
 import signal
 import sys
@@ -20,6 +22,31 @@ class P2VitError(Exception):
 
 class Terminated(BaseException):
     """SIGTERM, raised in the main thread so that every `finally`/cleanup runs as on Ctrl-C."""
+
+
+# errno -> what to do. Not ENOENT or EACCES: the CLIs check their inputs and outputs for those
+# up front, so one arriving here is a bug (e.g. a file missing from the package) and keeps its traceback.
+PATH_ERRORS = {
+    errno.ENAMETOOLONG: "choose a shorter path",
+    errno.ELOOP: "the path has a symbolic-link loop; choose another path",
+    errno.ENOSPC: "free some space or choose another output path",
+    errno.EDQUOT: "free some space or choose another output path",
+    errno.EROFS: "choose an output path on a writable file system",
+}
+
+
+def _short(name, limit: int = 80) -> str:
+    name = str(name)
+    return name if len(name) <= limit else name[:limit // 2] + "..." + name[-limit // 2:]
+
+
+def path_error_message(exc: OSError) -> str | None:
+    """One line for an OSError caused by the user's paths or disk (`PATH_ERRORS`), else None."""
+    todo = PATH_ERRORS.get(exc.errno)
+    if todo is None:
+        return None
+    where = f"{_short(exc.filename)}: " if exc.filename is not None else ""
+    return f"{where}{exc.strerror or exc}; {todo}"
 
 
 def _raise_terminated(signum, frame):
@@ -37,6 +64,12 @@ def cli_errors(main):
             return main(argv)
         except P2VitError as exc:
             print(f"error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
+        except OSError as exc:
+            message = path_error_message(exc)
+            if message is None:
+                raise
+            print(f"error: {message}", file=sys.stderr)
             raise SystemExit(2) from None
         except KeyboardInterrupt:
             print("error: interrupted", file=sys.stderr)

@@ -18,7 +18,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -33,7 +32,7 @@ from .config import LEGACY_SOFTMAX, QuantConfig
 from .data import labels_for_model, load_images, to_int8_input, to_model_input
 from .errors import P2VitError, cli_errors
 from .float_model import FloatViT
-from .outputs import check_output_file, umask_mode
+from .outputs import check_output_file, write_text_atomic
 from .pipeline import quantize, weight_bytes
 from .progress import Progress, note
 from .scaleout import (SCALEOUT_HELP, add_scaleout_args, check_scaleout_args, choose_engine, format_run,
@@ -349,17 +348,8 @@ def format_table(results: dict) -> str:
 
 
 def write_json_atomic(path: str | os.PathLike, obj) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, allow_nan=False, default=lambda o: None)
-        os.chmod(tmp, umask_mode(0o666))   # as open() would create it, not mkstemp's 0600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    text = json.dumps(obj, indent=2, allow_nan=False, default=lambda o: None)   # fails before anything is written
+    write_text_atomic(path, text)
 
 
 def json_safe(obj):

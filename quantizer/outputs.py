@@ -12,6 +12,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 from .errors import P2VitError
 
@@ -76,6 +77,35 @@ def umask_mode(mode: int) -> int:
     """`mode` less the process's umask: what open() or mkdir() would give, for the files and
     directories that tempfile creates owner-only (0600, 0700) before they are renamed into place."""
     return mode & ~_umask()
+
+
+def write_atomic(path: str | os.PathLike, write: Callable[[Path], None], durable: bool = False) -> None:
+    """Write a file whole or not at all: `write(tmp)` fills a hidden sibling `.NAME.XXXX.tmp`, which
+    gets the umask's permissions (not tempfile's 0600) and is renamed onto `path`. A reader never
+    sees half a file, and a failure removes the sibling. `durable` also syncs it to disk first (for
+    results a resumed run trusts). Missing folders are made: the output check allowed them."""
+    path = Path(path)
+    path.absolute().parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.absolute().parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        if durable:
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        os.chmod(tmp, umask_mode(0o666))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: str | os.PathLike, text: str, durable: bool = False) -> None:
+    write_atomic(path, lambda tmp: tmp.write_text(text), durable)
 
 
 def check_output_file(path: str | os.PathLike, flag: str) -> Path:

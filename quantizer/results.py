@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 from .errors import P2VitError
-from .outputs import check_output_dir
+from .outputs import check_output_dir, write_text_atomic
 
 META = "meta.json"
 
@@ -25,19 +25,6 @@ META = "meta.json"
 def shard_bounds(n: int, shard_size: int) -> list[tuple[int, int]]:
     """[start, stop) of every shard of n images: fixed boundaries, whatever the engine."""
     return [(s, min(s + shard_size, n)) for s in range(0, n, shard_size)]
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _diff(a: dict, b: dict, prefix: str = "") -> str | None:
@@ -115,7 +102,7 @@ class ResultsDir:
                 "n_shards": len(self.bounds)}
         if self.row_keys is not None:
             meta["row_keys"] = self.row_keys   # the fields every row has: a shard missing one is re-run
-        _write_atomic(self.path / META, json.dumps(meta, indent=1, sort_keys=True))
+        write_text_atomic(self.path / META, json.dumps(meta, indent=1, sort_keys=True), durable=True)
 
     def shard_path(self, k: int) -> Path:
         return self.path / f"shard-{k:06d}.jsonl"
@@ -149,4 +136,4 @@ class ResultsDir:
             self.row_keys = sorted(rows[0])
             self._write_meta()
         text = "".join(json.dumps(r, sort_keys=True, allow_nan=False) + "\n" for r in rows)
-        _write_atomic(self.shard_path(k), text)   # .shard-*.tmp until whole: never counted half-written
+        write_text_atomic(self.shard_path(k), text, durable=True)   # .shard-*.tmp until whole: never counted half-written

@@ -171,7 +171,7 @@ def test_generated_hls_is_static_labelled_and_counted(tiny_ir):
             if re.search(r"HLS PIPELINE(?! off)", inner):   # (the controller's loops say PIPELINE off)
                 pipelined += 1
                 assert label, (name, bound, "pipelined loop without a label")
-                assert re.search(rf'P2VIT_COUNT\(""\)', inner), (name, label)
+                assert re.search(r'P2VIT_COUNT\(""\)', inner), (name, label)
                 at = re.search(rf"^\s*{label}:\s*$", text, re.M)
                 raw = text[at.end():]
                 assert re.search(rf'P2VIT_COUNT\("\w+\.{label}"\)', raw[:raw.index("}")]), (name, label)

@@ -250,6 +250,22 @@ def test_outputs_get_the_umask_permissions_not_tempfile_owner_only(tmp_path):
         os.umask(old)
 
 
+def test_atomic_write_keeps_the_old_file_when_the_writer_fails(tmp_path):
+    from quantizer.outputs import write_atomic, write_text_atomic
+
+    target = tmp_path / "sub" / "report.md"
+    write_text_atomic(target, "old")   # makes the missing folder
+    def half_then_fail(tmp):
+        tmp.write_text("half")
+        raise RuntimeError("disk went away")
+    with pytest.raises(RuntimeError):
+        write_atomic(target, half_then_fail)
+    assert target.read_text() == "old"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["report.md"]   # no temporary sibling left
+    write_text_atomic(target, "new", durable=True)
+    assert target.read_text() == "new"
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
 def test_unwritable_output_parent_is_refused(tmp_path):
     from quantizer.outputs import check_output_file

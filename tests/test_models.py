@@ -753,6 +753,24 @@ def test_cli_errors_with_a_real_load_error(capsys):
     assert len(err.splitlines()) == 1 and err.startswith("error: unknown model 'no_such_model'")
 
 
+def test_cli_errors_turns_path_and_disk_errors_into_one_line(tmp_path, capsys):
+    """A name too long for the file system is the user's path, not a bug: one line, exit 2,
+    the name shortened; an OSError the CLIs should have caught up front (ENOENT) stays a traceback."""
+    @cli_errors
+    def main(argv=None):
+        (Path(argv[0]) / "x.json").write_text("{}")
+
+    long_name = tmp_path / ("a" * 300)
+    with pytest.raises(SystemExit) as ei:
+        main([str(long_name)])
+    assert ei.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and err.startswith("error: ") and "choose a shorter path" in err, err
+    assert len(err) < 200, err
+    with pytest.raises(FileNotFoundError):
+        main([str(tmp_path / "missing")])
+
+
 def test_cli_errors_passes_results_and_other_exceptions(capsys):
     @cli_errors
     def ok(argv=None):

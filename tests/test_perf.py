@@ -85,7 +85,7 @@ def test_drains_longer_than_the_reduction_stay_serial(tiny, tmp_path):
     sim = load(tmp_path / "b")
     shape = perf.shape_from_ir(ir)
     model = perf.loop_counts(shape, hw)
-    D, DH, N = shape.dim, shape.dh, shape.tokens
+    D = shape.dim
     # serial QKV epilogue: every tile of the single row tile, gcd(6, 16) = 2 columns per cycle
     assert model["requant.requant"] == shape.depth * sum(20 * -(-min(6, 3 * D - o0) // 2) for o0 in range(0, 3 * D, 6))
     # proj's residual epilogue runs after each of its tiles; FC2's drains inside its reduction
@@ -477,7 +477,6 @@ def test_row_tiles_reshaped_where_they_take_fewer_bram(tiny):
                     for r in (False, True)}
             assert choice[name] == (bram[True] < bram[False]), (hw, name, bram)
     ir, build = tiny
-    m = ir.meta["model"]
     params = (build / "hls" / "p2vit_params.h").read_text()
     want = perf.xt_reshape(TINY_HW, perf.shape_from_ir(ir))
     for name, on in want.items():
