@@ -24,7 +24,6 @@ model would not count, so they are not offered. The code loads SIMD a cycle.
 """
 from __future__ import annotations
 
-import argparse
 import itertools
 import sys
 from pathlib import Path
@@ -33,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from codegen import fpga_target, perf  # noqa: E402
 from codegen.hwconfig import HwConfig  # noqa: E402
-from quantizer.errors import P2VitError  # noqa: E402
+from quantizer.errors import ArgumentParser, P2VitError  # noqa: E402
 
 LUT_MAC = 30          # LUTs a 4 x 8-bit MAC on the fabric (estimate, see the docstring)
 BAR_FPS = 57.0        # issue 11: above Auto-ViT-Acc's 56.8 FPS
@@ -51,7 +50,7 @@ def designs(shape):
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--top", type=int, default=12, help="designs to list (fastest first)")
     ap.add_argument("--load-x", type=int, default=1, choices=(1, 2),
                     help="what-if: row loads of 2 x SIMD values a cycle (default 1: as emitted)")

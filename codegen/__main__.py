@@ -5,13 +5,12 @@ for the quantization options, and below for the hardware ones.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 
 from quantizer.cli import add_model_args, add_quant_args, calibration_images, load_model_from_args, quant_config
-from quantizer.errors import P2VitError, cli_errors
+from quantizer.errors import ArgumentParser, P2VitError, cli_errors
 from quantizer.outputs import check_output_dir
 from quantizer.pipeline import quantize
 from quantizer.progress import Progress, note
@@ -25,7 +24,7 @@ from .render import check_generatable, reduction_lengths
 
 @cli_errors
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m codegen", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="python -m codegen", description=__doc__.split("\n\n")[0])
     add_model_args(p)
     add_quant_args(p)
     add_hw_args(p)

@@ -31,7 +31,6 @@ HLS reports. docs/performance.md has the equations and the measured figures.
 """
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import math
@@ -41,7 +40,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from quantizer.config import softmax_settings
-from quantizer.errors import P2VitError, cli_errors
+from quantizer.errors import ArgumentParser, P2VitError, cli_errors
 from quantizer.outputs import check_output_file, write_atomic, write_text_atomic
 from quantizer.progress import Progress
 
@@ -1737,7 +1736,7 @@ def _build_hw(args, built: BuiltDesign | None, reduction_lengths=()) -> HwConfig
 
 @cli_errors
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m codegen.perf", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="python -m codegen.perf", description=__doc__.split("\n\n")[0])
     p.add_argument("model", metavar="MODEL", help="short name, model card, build directory (its design, unless hardware flags "
                                                 "change it) or IR directory")
     add_hw_args(p)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from quantizer.errors import cli_errors
+from quantizer.errors import ArgumentParser, cli_errors
 
 from .api import run
 
@@ -26,7 +26,7 @@ exit status:
 
 @cli_errors
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m cosim", description=__doc__.split("\n\n")[0],
+    p = ArgumentParser(prog="python -m cosim", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXIT_CODES_HELP)
     p.add_argument("image", metavar="IMAGE", help="image file (png, jpg, ...), fitted to the model's input")
     p.add_argument("--build", default="build/", metavar="DIR", help="build directory (default build/)")

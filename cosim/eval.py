@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from quantizer.data import ImageSet, load_images, subset_indices
-from quantizer.errors import P2VitError, cli_errors
+from quantizer.errors import ArgumentParser, P2VitError, cli_errors
 from quantizer.outputs import check_output_dir, check_output_file
 from quantizer.eval import json_safe, write_json_atomic
 from quantizer.progress import note
@@ -184,7 +184,7 @@ exit status:
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="python -m cosim.eval", description=__doc__.split("\n\n")[0],
+    p = ArgumentParser(prog="python -m cosim.eval", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 2)[2] + SCALEOUT_HELP + EXIT_CODES_HELP)
     p.add_argument("--build", default="build/", metavar="DIR", help="build directory (default build/)")

@@ -1,12 +1,11 @@
 """python -m quantizer MODEL --out DIR: quantize a model and save its integer IR."""
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
 from .cli import add_model_args, add_quant_args, calibration_images, load_model_from_args, quant_config
-from .errors import cli_errors
+from .errors import ArgumentParser, cli_errors
 from .ir import check_ir_destination
 from .pipeline import quantize
 from .progress import Progress
@@ -14,7 +13,7 @@ from .progress import Progress
 
 @cli_errors
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m quantizer", description=__doc__)
+    p = ArgumentParser(prog="python -m quantizer", description=__doc__)
     add_model_args(p)
     add_quant_args(p)
     p.add_argument("--out", required=True, metavar="DIR", help="directory to write the IR into")

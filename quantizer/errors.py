@@ -9,6 +9,7 @@ both after the same cleanup (partial outputs are removed).
 """
 from __future__ import annotations
 
+import argparse
 import errno
 import functools
 import signal
@@ -51,6 +52,14 @@ def path_error_message(exc: OSError) -> str | None:
 
 def _raise_terminated(signum, frame):
     raise Terminated()
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose usage errors end like every other bad input: one line `error: ...`, exit 2,
+    instead of the whole usage block above it (the options are one --help away)."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message}; see {self.prog} --help\n")
 
 
 def cli_errors(main):

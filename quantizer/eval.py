@@ -30,7 +30,7 @@ from .calibrate import collect
 from .cli import add_model_args, calibration_images, load_model_from_args
 from .config import LEGACY_SOFTMAX, QuantConfig
 from .data import labels_for_model, load_images, to_int8_input, to_model_input
-from .errors import P2VitError, cli_errors
+from .errors import ArgumentParser, P2VitError, cli_errors
 from .float_model import FloatViT
 from .outputs import check_output_file, write_text_atomic
 from .pipeline import quantize, weight_bytes
@@ -417,7 +417,7 @@ def configs_help() -> str:
 def parse_args(argv):
     from .budget import variants as budget_variants
 
-    p = argparse.ArgumentParser(prog="python -m quantizer.eval", description=__doc__.split("\n\n")[0],
+    p = ArgumentParser(prog="python -m quantizer.eval", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=configs_help().replace("\nexit status:", SCALEOUT_HELP + "\nexit status:"))
     add_model_args(p)

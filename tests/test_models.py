@@ -771,6 +771,22 @@ def test_cli_errors_turns_path_and_disk_errors_into_one_line(tmp_path, capsys):
         main([str(tmp_path / "missing")])
 
 
+@pytest.mark.parametrize("module", ["codegen.__main__", "codegen.perf", "quantizer.__main__", "quantizer.eval",
+                                    "cosim.__main__", "cosim.eval"])
+def test_every_cli_reports_usage_errors_in_one_line(module, capsys):
+    """A missing argument or a bad flag ends like any other bad input: one 'error:' line naming
+    the problem and --help, exit 2, not argparse's usage block."""
+    import importlib
+
+    main = importlib.import_module(module).main
+    for argv in ([], ["deit_s", "--no-such-flag"]):
+        with pytest.raises(SystemExit) as ei:
+            main(argv)
+        assert ei.value.code == 2
+        err = capsys.readouterr().err
+        assert len(err.splitlines()) == 1 and err.startswith("error: ") and err.rstrip().endswith("--help"), err
+
+
 def test_cli_errors_passes_results_and_other_exceptions(capsys):
     @cli_errors
     def ok(argv=None):
