@@ -10,7 +10,7 @@ import sys
 import time
 
 from quantizer.cli import add_model_args, add_quant_args, calibration_images, load_model_from_args, quant_config
-from quantizer.errors import ArgumentParser, P2VitError, cli_errors
+from quantizer.errors import ArgumentParser, P2VitError, cli_errors, path_arg
 from quantizer.outputs import check_output_dir
 from quantizer.pipeline import quantize
 from quantizer.progress import Progress, note
@@ -28,7 +28,7 @@ def main(argv=None):
     add_model_args(p)
     add_quant_args(p)
     add_hw_args(p)
-    p.add_argument("--out", required=True, metavar="DIR", help="build directory")
+    p.add_argument("--out", required=True, type=path_arg, metavar="DIR", help="build directory")
     p.add_argument("--no-build", action="store_true", help="render only, do not compile the C-sim module")
     p.add_argument("--ap-int", action="store_true",
                    help="also build the C-sim with ap_int types (slow; native integers are the default)")

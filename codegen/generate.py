@@ -17,6 +17,7 @@ behind; one left by a killed (SIGKILL) run is removed by the next run.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -64,7 +65,8 @@ def generate(ir: QuantizedViT, hw: HwConfig, out: Path, build: bool = True, type
     check_generatable(ir.meta["quant"])       # before anything is written
     model_name = ir.meta["model"]["name"]
     check_out_dir(out, model_name, force)
-    tmp = partial_dir(out)
+    target = Path(os.path.realpath(out))   # through a symlink: replace its target, keep the link
+    tmp = partial_dir(target)
     timings = {}
     try:
         ir.save(tmp / "ir")
@@ -107,19 +109,39 @@ def generate(ir: QuantizedViT, hw: HwConfig, out: Path, build: bool = True, type
         write_report(tmp, ir, hw, rendered, info)
         # Timings vary from run to run; they live apart so every other file is reproducible.
         (tmp / "timings.json").write_text(json.dumps(timings, indent=1, sort_keys=True))
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)
     except P2VitError as exc:
+        if str(tmp) not in str(exc):   # the error names nothing in the attempt (e.g. a bound, not a compile)
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         # Keep the failed attempt (with its compiler log) beside, never in, the output directory.
-        failed = out.parent / f"{out.name}.failed"
-        shutil.rmtree(failed, ignore_errors=True)
+        failed = failed_dir(target)
+        message = str(exc).replace(str(tmp), str(failed))
+        (tmp / FAILED_NOTE).write_text(message + "\n")
         tmp.rename(failed)
-        raise P2VitError(str(exc).replace(str(tmp), str(failed))) from None
+        raise P2VitError(message) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return {**info, "timings": timings}
+
+
+FAILED_NOTE = "p2vit-failed.txt"   # the error, in a kept failed attempt; marks the directory as ours
+
+
+def failed_dir(target: Path) -> Path:
+    """Where a failed attempt at `target` is kept: TARGET.failed, replacing an earlier failed attempt
+    but never a directory or file of the user's (then TARGET.failed-2, -3, ...)."""
+    for n in range(1, 1000):
+        failed = target.parent / (f"{target.name}.failed" + (f"-{n}" if n > 1 else ""))
+        if not failed.exists() and not failed.is_symlink():
+            return failed
+        if failed.is_dir() and not failed.is_symlink() and (failed / FAILED_NOTE).is_file():
+            shutil.rmtree(failed)
+            return failed
+    raise P2VitError(f"{target.parent} holds 999 {target.name}.failed-N entries; remove them")
 
 
 def copy_kernels(hls: Path) -> None:

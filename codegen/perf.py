@@ -40,8 +40,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from quantizer.config import softmax_settings
-from quantizer.errors import ArgumentParser, P2VitError, cli_errors
-from quantizer.outputs import check_output_file, write_atomic, write_text_atomic
+from quantizer.errors import ArgumentParser, P2VitError, cli_errors, path_arg
+from quantizer.outputs import check_output_file, check_outputs_apart, write_atomic, write_text_atomic
 from quantizer.progress import Progress
 
 from .hwconfig import WEIGHT_PORTS, HwConfig, add_hw_args, check_simd, explicit_hw_flags, hw_config
@@ -1737,7 +1737,7 @@ def _build_hw(args, built: BuiltDesign | None, reduction_lengths=()) -> HwConfig
 @cli_errors
 def main(argv=None) -> int:
     p = ArgumentParser(prog="python -m codegen.perf", description=__doc__.split("\n\n")[0])
-    p.add_argument("model", metavar="MODEL", help="short name, model card, build directory (its design, unless hardware flags "
+    p.add_argument("model", type=path_arg, metavar="MODEL", help="short name, model card, build directory (its design, unless hardware flags "
                                                 "change it) or IR directory")
     add_hw_args(p)
     p.add_argument("--dram-gbs", type=float, default=None,
@@ -1754,11 +1754,11 @@ def main(argv=None) -> int:
     p.add_argument("--axi-latency", type=int, default=Switches.axi_latency,
                    help=f"cycles each blob-reading loop entry waits for its first beat (default {Switches.axi_latency}: "
                         "UG1399's default m_axi read latency; 0: the what-if of prefetched weights)")
-    p.add_argument("--json", metavar="OUT", help="write the figures as JSON to OUT ('-': stdout)")
+    p.add_argument("--json", type=path_arg, metavar="OUT", help="write the figures as JSON to OUT ('-': stdout)")
     p.add_argument("--quiet", action="store_true", help="no progress bar (--target's search, --sweep)")
     p.add_argument("--sweep", action="store_true", help="sweep array shapes within --max-dsps, the other hardware flags held; print the Pareto front")
     p.add_argument("--max-dsps", type=int, default=None, help="DSP limit of the sweep (default: the part's)")
-    p.add_argument("--plot", metavar="PNG", help="with --sweep: plot latency vs DSPs")
+    p.add_argument("--plot", type=path_arg, metavar="PNG", help="with --sweep: plot latency vs DSPs")
     p.add_argument("--target", metavar="zcu102|zcu104|JSON",
                    help="search the array shape and lanes for the fastest design within this FPGA's DSPs, BRAM18K and "
                         "(estimated) LUTs, at its clock, port width and DRAM bandwidth, and report that design")
@@ -1777,6 +1777,8 @@ def main(argv=None) -> int:
         if Path(args.plot).suffix.lower() != ".png":
             raise P2VitError(f"--plot {args.plot}: the plot is a PNG file; give a name ending in .png")
         check_output_file(args.plot, "--plot")
+    check_outputs_apart({"--json": args.json, "--plot": args.plot},
+                        {"MODEL": args.model if Path(args.model).exists() else None})
     target = None
     if args.target is not None:
         from .fpga_target import load_target

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from quantizer.errors import ArgumentParser, cli_errors
+from quantizer.errors import ArgumentParser, cli_errors, path_arg
 
 from .api import run
 
@@ -28,8 +28,8 @@ exit status:
 def main(argv=None):
     p = ArgumentParser(prog="python -m cosim", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXIT_CODES_HELP)
-    p.add_argument("image", metavar="IMAGE", help="image file (png, jpg, ...), fitted to the model's input")
-    p.add_argument("--build", default="build/", metavar="DIR", help="build directory (default build/)")
+    p.add_argument("image", type=path_arg, metavar="IMAGE", help="image file (png, jpg, ...), fitted to the model's input")
+    p.add_argument("--build", default="build/", type=path_arg, metavar="DIR", help="build directory (default build/)")
     p.add_argument("--trace", action="store_true", help="compare every traced layer")
     args = p.parse_args(argv)
     res = run(args.image, build=args.build, trace=args.trace)

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from quantizer.data import ImageSet, load_images, subset_indices
-from quantizer.errors import ArgumentParser, P2VitError, cli_errors
-from quantizer.outputs import check_output_dir, check_output_file
+from quantizer.errors import ArgumentParser, P2VitError, cli_errors, path_arg
+from quantizer.outputs import check_output_dir, check_output_file, check_outputs_apart
 from quantizer.eval import json_safe, write_json_atomic
 from quantizer.progress import note
 from quantizer.results import ResultsDir
@@ -187,10 +187,10 @@ def parse_args(argv):
     p = ArgumentParser(prog="python -m cosim.eval", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 2)[2] + SCALEOUT_HELP + EXIT_CODES_HELP)
-    p.add_argument("--build", default="build/", metavar="DIR", help="build directory (default build/)")
-    p.add_argument("--data", required=True, metavar="PATH", help="images: .npz, folder or ImageFolder tree")
+    p.add_argument("--build", default="build/", type=path_arg, metavar="DIR", help="build directory (default build/)")
+    p.add_argument("--data", required=True, type=path_arg, metavar="PATH", help="images: .npz, folder or ImageFolder tree")
     p.add_argument("--limit", type=int, metavar="N", help="N images spread evenly over the data")
-    p.add_argument("--json", metavar="OUT", help="also write the results as JSON")
+    p.add_argument("--json", type=path_arg, metavar="OUT", help="also write the results as JSON")
     p.add_argument("--report", action="store_true", help="write <DIR>/cosim/report.md and plots")
     p.add_argument("--threads", type=int, default=0, help="C-sim threads (default 0: all cores)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -214,6 +214,9 @@ def main(argv=None):
         check_output_file(args.json, "--json")   # before the evaluation, not after it
     if args.report and Path(args.build).is_dir():
         check_output_dir(Path(args.build) / "cosim", "--report")
+    build_files = ([(f"part of the build {args.build}", p) for p in sorted(Path(args.build).iterdir()) if p.name != "cosim"]
+                   if Path(args.build).is_dir() else [])   # cosim/ is where this tool writes its report
+    check_outputs_apart({"--json": args.json, "--results": args.results}, [("--data", args.data), *build_files])
     check_scaleout_args(args, "cosim")
     s = evaluate(args.data, build=args.build, limit=args.limit, progress=not args.quiet,
                  report=args.report, threads=args.threads, workers=args.workers, ray=args.ray,

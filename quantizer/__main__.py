@@ -5,7 +5,7 @@ import sys
 import time
 
 from .cli import add_model_args, add_quant_args, calibration_images, load_model_from_args, quant_config
-from .errors import ArgumentParser, cli_errors
+from .errors import ArgumentParser, cli_errors, path_arg
 from .ir import check_ir_destination
 from .pipeline import quantize
 from .progress import Progress
@@ -16,7 +16,7 @@ def main(argv=None):
     p = ArgumentParser(prog="python -m quantizer", description=__doc__)
     add_model_args(p)
     add_quant_args(p)
-    p.add_argument("--out", required=True, metavar="DIR", help="directory to write the IR into")
+    p.add_argument("--out", required=True, type=path_arg, metavar="DIR", help="directory to write the IR into")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     args = p.parse_args(argv)
     cfg = quant_config(args)

@@ -8,7 +8,7 @@ import numpy as np
 
 from .config import QuantConfig
 from .data import load_images, synthetic_images
-from .errors import P2VitError
+from .errors import P2VitError, path_arg
 from .intops import ATTN_ROUNDINGS, EXP_SHIFTS
 from .mixed import HELDOUT
 from .models import LoadedModel, known_models_text, load_model
@@ -17,13 +17,13 @@ from .progress import note
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", metavar="MODEL",
+    p.add_argument("model", type=path_arg, metavar="MODEL",
                    help=f"short name ({known_models_text()}) or the path of a JSON model card")
-    p.add_argument("--weights", metavar="FILE",
+    p.add_argument("--weights", type=path_arg, metavar="FILE",
                    help="local state dict (.pt/.pth) or .safetensors file to load into the model")
     p.add_argument("--random-init", action="store_true",
                    help="random weights (seed 0): structure, bit-exactness and speed only, no accuracy")
-    p.add_argument("--calib", metavar="PATH",
+    p.add_argument("--calib", type=path_arg, metavar="PATH",
                    help="calibration images: .npz of uint8 images, a folder of images or an ImageFolder tree "
                         "(default: synthetic images, with a warning)")
     p.add_argument("--n-calib", type=int, default=100, metavar="N",

@@ -62,6 +62,13 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"error: {message}; see {self.prog} --help\n")
 
 
+def path_arg(text: str) -> str:
+    """argparse `type` of every path option: an empty string would mean the current directory."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path; give a file or directory")
+    return text
+
+
 def cli_errors(main):
     """Decorate a CLI `main(argv)` so that a P2VitError ends as one line and exit code 2."""
 

@@ -30,9 +30,9 @@ from .calibrate import collect
 from .cli import add_model_args, calibration_images, load_model_from_args
 from .config import LEGACY_SOFTMAX, QuantConfig
 from .data import labels_for_model, load_images, to_int8_input, to_model_input
-from .errors import ArgumentParser, P2VitError, cli_errors
+from .errors import ArgumentParser, P2VitError, cli_errors, path_arg
 from .float_model import FloatViT
-from .outputs import check_output_file, write_text_atomic
+from .outputs import check_output_file, check_outputs_apart, write_text_atomic
 from .pipeline import quantize, weight_bytes
 from .progress import Progress, note
 from .scaleout import (SCALEOUT_HELP, add_scaleout_args, check_scaleout_args, choose_engine, format_run,
@@ -421,7 +421,7 @@ def parse_args(argv):
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=configs_help().replace("\nexit status:", SCALEOUT_HELP + "\nexit status:"))
     add_model_args(p)
-    p.add_argument("--data", required=True, metavar="PATH", help="evaluation images (.npz, folder or ImageFolder)")
+    p.add_argument("--data", required=True, type=path_arg, metavar="PATH", help="evaluation images (.npz, folder or ImageFolder)")
     p.add_argument("--limit", type=int, metavar="N",
                    help="evaluate N images spread evenly over the data (sorted data sets keep every class)")
     p.add_argument("--configs",
@@ -432,9 +432,9 @@ def parse_args(argv):
                    help="per-stage error budget of one configuration: every stage quantized alone (the rest "
                         "FP32) and stages 1..k together, agreement and logit SQNR against FP32 for each "
                         f"({len(budget_variants())} float64 runs per image; the list of stages is below)")
-    p.add_argument("--error-budget-chart", metavar="PNG",
+    p.add_argument("--error-budget-chart", type=path_arg, metavar="PNG",
                    help="with --error-budget: also draw the budget as a bar chart into this PNG file")
-    p.add_argument("--json", metavar="OUT", help="also write the results as JSON")
+    p.add_argument("--json", type=path_arg, metavar="OUT", help="also write the results as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     add_scaleout_args(p)
     return p.parse_args(argv)
@@ -482,6 +482,9 @@ def main(argv=None):
         check_output_file(args.json, "--json")   # before minutes of evaluation, not after
     if args.error_budget_chart:
         check_chart_path(args.error_budget_chart)
+    check_outputs_apart({"--json": args.json, "--error-budget-chart": args.error_budget_chart, "--results": args.results},
+                        {"MODEL": args.model if Path(args.model).exists() else None, "--weights": args.weights,
+                         "--calib": args.calib, "--data": args.data})
     check_scaleout_args(args, "quantizer.eval")
     progress = Progress(enabled=not args.quiet)
     lm = load_model_from_args(args)

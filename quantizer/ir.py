@@ -94,13 +94,14 @@ class QuantizedViT:
         manifest = {"format": FORMAT, "version": FORMAT_VERSION, "sha256": h.hexdigest(),
                     "meta": self.meta, "tensors": table, "blob": "params.bin"}
         check_ir_destination(directory)
-        tmp = partial_dir(directory)
+        target = Path(os.path.realpath(directory))   # through a symlink: replace its target, keep the link
+        tmp = partial_dir(target)
         try:
             (tmp / "params.bin").write_bytes(blob)
             (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
-            if directory.exists():
-                shutil.rmtree(directory)
-            os.replace(tmp, directory)
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(tmp, target)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

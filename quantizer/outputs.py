@@ -84,8 +84,8 @@ def write_atomic(path: str | os.PathLike, write: Callable[[Path], None], durable
     gets the umask's permissions (not tempfile's 0600) and is renamed onto `path`. A reader never
     sees half a file, and a failure removes the sibling. `durable` also syncs it to disk first (for
     results a resumed run trusts). Missing folders are made: the output check allowed them."""
-    path = Path(path)
-    path.absolute().parent.mkdir(parents=True, exist_ok=True)
+    path = Path(os.path.realpath(path))   # a symlink's target is written, the link kept
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.absolute().parent)
     os.close(fd)
     tmp = Path(name)
@@ -113,6 +113,8 @@ def check_output_file(path: str | os.PathLike, flag: str) -> Path:
     path = Path(path)
     if path.is_dir():
         raise P2VitError(f"{flag} {path} is a directory; give a file name, e.g. {path / 'results.json'}")
+    if path.exists() and not path.is_file():   # written through a temporary file and a rename
+        raise P2VitError(f"{flag} {path} is not a regular file (a device, FIFO or socket); give a file name")
     if path.exists() and not os.access(path, os.W_OK):
         raise P2VitError(f"{flag} {path} is not writable; choose another path")
     _check_creatable(path, flag)
@@ -126,6 +128,34 @@ def check_output_dir(path: str | os.PathLike, flag: str) -> Path:
         raise P2VitError(f"{flag} {path} exists and is not a directory; choose another path")
     _check_creatable(path, flag, is_dir=True)
     return path
+
+
+def _within(path: Path, other: Path) -> bool:
+    return path == other or other in path.parents
+
+
+def check_outputs_apart(outputs: dict[str, object], inputs: dict[str, object] | list[tuple[str, object]]) -> None:
+    """No output path is an input, lies inside an input directory, or is (or is inside) another
+    output: writing it would destroy what the run reads, or what it writes a moment later.
+    `outputs` and `inputs` map a flag to a path; None (not given) and "-" (stdout) are skipped.
+    An input's key may instead be a phrase naming it (with a space: "a file of the build B").
+    Paths are compared after following symlinks."""
+    def real(items):
+        pairs = items.items() if isinstance(items, dict) else items
+        return [(flag, p, Path(os.path.realpath(p))) for flag, p in pairs if p is not None and str(p) != "-"]
+
+    outs, ins = real(outputs), real(inputs)
+    for flag, p, rp in outs:
+        for in_flag, q, rq in ins:
+            if _within(rp, rq):
+                where = "is" if rp == rq else "is inside"
+                what = f"{in_flag} ({q})" if " " in in_flag else f"the input {in_flag} {q}"
+                raise P2VitError(f"{flag} {p} {where} {what}; writing it would overwrite what the run reads: "
+                                 "choose another path")
+    for i, (flag, p, rp) in enumerate(outs):
+        for flag2, p2, rp2 in outs[i + 1:]:
+            if _within(rp, rp2) or _within(rp2, rp):
+                raise P2VitError(f"{flag} {p} and {flag2} {p2} would overwrite each other; give them separate paths")
 
 
 _PARTIAL = re.compile(r"\.(?P<name>.+)\.partial-(?P<pid>\d+)-[^/]+$")

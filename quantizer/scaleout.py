@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import P2VitError
+from .errors import P2VitError, path_arg
 from .progress import bar_output, note
 from .results import ResultsDir, shard_bounds
 
@@ -142,7 +142,7 @@ def add_scaleout_args(p) -> None:
                         "(start one here); needs pip install -e '.[ray]'")
     g.add_argument("--workers", type=int, metavar="N",
                    help="workers (default: one per core, or per CPU of the Ray cluster); 1 = this process")
-    g.add_argument("--results", metavar="DIR",
+    g.add_argument("--results", type=path_arg, metavar="DIR",
                    help="write every finished shard to DIR (one JSON line per image) and meta.json")
     g.add_argument("--resume", action="store_true",
                    help="continue the run whose results are in --results DIR: skip its finished shards")

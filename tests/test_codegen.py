@@ -293,13 +293,41 @@ def test_failed_compile_points_at_the_log_and_leaves_out_untouched(tiny_ir, tmp_
         return r
 
     monkeypatch.setattr(gen, "render", broken)
-    with pytest.raises(P2VitError) as exc:
+    (tmp_path / "b.failed").mkdir()   # the user's own directory of that name is kept
+    (tmp_path / "b.failed" / "thesis.tex").write_text("mine")
+    for _ in range(2):   # the second failure replaces the first one's attempt
+        with pytest.raises(P2VitError) as exc:
+            generate(tiny_ir, HwConfig(), tmp_path / "b")
+        msg = str(exc.value)
+        assert "compile failed" in msg and "\n" not in msg
+        log = Path(msg.rsplit(" ", 1)[-1])
+        assert log.is_file() and "planted compile error" in log.read_text()
+        assert log.is_relative_to(tmp_path / "b.failed-2")
+        assert (tmp_path / "b.failed-2" / gen.FAILED_NOTE).read_text() == msg + "\n"
+        assert not (tmp_path / "b").exists()
+    assert (tmp_path / "b.failed" / "thesis.tex").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.failed", "b.failed-2"]
+
+
+def test_a_failure_before_the_compile_keeps_no_attempt(tiny_ir, tmp_path, monkeypatch):
+    """Only a compile failure has something to look at (its log); any other leaves nothing."""
+    import codegen.generate as gen
+
+    def refuse(*a, **k):
+        raise P2VitError("a bound this design cannot meet")
+
+    monkeypatch.setattr(gen, "render", refuse)
+    with pytest.raises(P2VitError, match="a bound this design cannot meet"):
         generate(tiny_ir, HwConfig(), tmp_path / "b")
-    msg = str(exc.value)
-    assert "compile failed" in msg and "\n" not in msg
-    log = Path(msg.rsplit(" ", 1)[-1])
-    assert log.is_file() and "planted compile error" in log.read_text()
-    assert not (tmp_path / "b").exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_out_through_a_symlink_replaces_its_target(tiny_ir, tmp_path):
+    generate(tiny_ir, HwConfig(), tmp_path / "b1", build=False)
+    (tmp_path / "latest").symlink_to(tmp_path / "b1")
+    generate(tiny_ir, HwConfig(), tmp_path / "latest", build=False)
+    assert (tmp_path / "latest").is_symlink() and (tmp_path / "b1" / "build.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b1", "latest"]
 
 
 def test_codegen_cli_no_build(tmp_path, capsys):

@@ -225,6 +225,45 @@ def test_json_path_is_checked_before_evaluating(tool, tiny_build, tmp_path, caps
     _fails_fast(cli.main, argv + ["--json", "/proc/p2vit.json"], capsys, "in /proc (")
 
 
+def test_outputs_never_overwrite_an_input_or_each_other(tiny_build, tmp_path, capsys, monkeypatch):
+    """An output path that is the data, a file of the build, or another output is refused up front
+    (a review once replaced the shared CIFAR-10 test set with a JSON file by --json = --data)."""
+    from codegen import perf
+    from cosim import eval as cli
+
+    monkeypatch.setattr(cli, "evaluate", lambda *a, **k: pytest.fail("evaluated first"))
+    data = tmp_path / "d.npz"
+    data.write_bytes(b"images")
+    build = tiny_build[1]
+    argv = ["--build", str(build), "--data", str(data)]
+    _fails_fast(cli.main, argv + ["--json", str(data)], capsys, "is the input --data")
+    (tmp_path / "link.npz").symlink_to(data)
+    _fails_fast(cli.main, argv + ["--json", str(tmp_path / "link.npz")], capsys, "is the input --data")
+    _fails_fast(cli.main, argv + ["--json", str(build / "build.json")], capsys, "part of the build")
+    _fails_fast(cli.main, argv + ["--json", str(build / "ir" / "x.json")], capsys, "is inside part of the build")
+    _fails_fast(cli.main, argv + ["--json", str(tmp_path / "r"), "--results", str(tmp_path / "r")], capsys,
+                "would overwrite each other")
+    _fails_fast(perf.main, ["deit_t", "--sweep", "--plot", str(tmp_path / "s.png"), "--json", str(tmp_path / "s.png")],
+                capsys, "would overwrite each other")
+    _fails_fast(perf.main, [str(build), "--json", str(build / "report.json")], capsys, "inside the input MODEL")
+    _fails_fast(perf.main, ["deit_t", "--json", "/dev/null"], capsys, "not a regular file")
+    _fails_fast(perf.main, ["deit_t", "--json", ""], capsys, "an empty path")
+    assert data.read_bytes() == b"images"
+    assert sorted(tmp_path.iterdir()) == [data, tmp_path / "link.npz"]   # nothing written
+
+
+def test_outputs_through_a_symlink_write_its_target(tiny_ir, tmp_path):
+    from quantizer.outputs import write_text_atomic
+
+    (tmp_path / "link.json").symlink_to(tmp_path / "real.json")
+    write_text_atomic(tmp_path / "link.json", "{}")
+    assert (tmp_path / "link.json").is_symlink() and (tmp_path / "real.json").read_text() == "{}"
+    tiny_ir.save(tmp_path / "ir1")
+    (tmp_path / "latest").symlink_to(tmp_path / "ir1")
+    tiny_ir.save(tmp_path / "latest")   # replaces ir1, keeps the link
+    assert (tmp_path / "latest").is_symlink() and (tmp_path / "ir1" / "manifest.json").is_file()
+
+
 def test_the_output_check_leaves_no_probe_behind(tmp_path):
     from quantizer.outputs import check_output_dir, check_output_file
 
