@@ -153,7 +153,7 @@ def hw_config(args, reduction_lengths=(), base: HwConfig | None = None) -> HwCon
     if args.part is not None:
         check_part(args.part)
     cols = given("cols")
-    if args.cols is None and base is None and args.weight_ports is not None:
+    if args.cols is None and base is None and args.weight_ports in WEIGHT_PORTS:   # (others: HwConfig refuses)
         # the default column count that the ports can share: the least multiple of 2 x ports >= 8
         step = 2 * args.weight_ports
         cols = -(-HwConfig.cols // step) * step

@@ -251,6 +251,19 @@ def test_hw_flags_give_back_the_design(hw):
         assert back == (hw if not resolve else dataclasses.replace(hw, qk_rows=hw.qk_array_rows))
 
 
+@pytest.mark.parametrize("ports", [0, -1, 5])
+def test_bad_weight_ports_without_cols_is_an_error_not_a_crash(ports):
+    """--weight-ports alone derives the default columns from it (once a ZeroDivisionError at 0)."""
+    import argparse
+
+    from codegen.hwconfig import add_hw_args, hw_config
+
+    ap = argparse.ArgumentParser()
+    add_hw_args(ap)
+    with pytest.raises(P2VitError, match="--weight-ports must be one of 1, 2, 3, 4"):
+        hw_config(ap.parse_args(["--weight-ports", str(ports)]))
+
+
 def test_above_headroom_is_within_the_part_but_past_the_search_cap():
     part = {"dsps": 100, "bram18k": 100, "luts": 1000}
     cap = fpga_target.UTILIZATION_CAP
