@@ -37,11 +37,21 @@ class Bounds:
                 "loops": self.loops, "buffers": self.buffers, "pipelined_loops": self.pipelined}
 
 
+def av_shift(attn_bits: int) -> int:
+    """F: the A.V shifter array shifts each value left by F, then right by its log2 code (numerics.md)."""
+    return 2 ** attn_bits - 2
+
+
+def av_sum_bound(tokens: int, attn_bits: int) -> int:
+    """|sum_j (v << F) >> code| over `tokens` keys, |v| <= 2^7: what the 32-bit shifter sums must hold."""
+    return tokens * 128 * 2 ** av_shift(attn_bits)
+
+
 def compute_bounds(ir: QuantizedViT, hw: HwConfig) -> Bounds:
     m, q = ir.meta["model"], ir.meta["quant"]
     N, D, HID, H = m["tokens"], m["dim"], m["hidden"], m["heads"]
     DH, KP, R = D // H, m["in_chans"] * m["patch"] ** 2, q["res_bits"]
-    F = 2 ** q["attn_bits"] - 2
+    F = av_shift(q["attn_bits"])
     rows: list[dict] = []
 
     def prove(what: str, value: int, limit_bits: int, why: str):
@@ -68,7 +78,7 @@ def compute_bounds(ir: QuantizedViT, hw: HwConfig) -> Bounds:
         bias = low.embed.b if name == "embed" else low.linear[name].b
         b = int(abs(bias).max(initial=0)) + K * 128 * 128
         prove(f"{name}: accumulator + bias", b, 32, "B_max of numerics.md 2.3 keeps the sum in int32")
-    av = N * 128 * 2 ** F
+    av = av_sum_bound(N, q["attn_bits"])
     av_acc_bits = bits_for(av)
     prove("shifter array sum |sum_j (v << F) >> code|", av, 32, f"N * 2^7 * 2^F with F = {F}")
     for i in range(ir.depth):

@@ -17,7 +17,7 @@ from quantizer.ir import QuantizedViT
 from quantizer.lowered import lower
 
 from . import perf
-from .bounds import Bounds, compute_bounds
+from .bounds import Bounds, av_shift, av_sum_bound, compute_bounds
 from .hwconfig import HwConfig, check_simd
 from .layout import Layout, build_layout
 from .resources import kernels_dir, templates_dir
@@ -72,6 +72,13 @@ def check_generatable(quant: dict) -> None:
         raise P2VitError("uniform attention probabilities (--attn-uniform, pot_8_8_8) are reference-only: the "
                          "accelerator's A.V is a shifter array for log2 codes; drop --attn-uniform, or measure "
                          "it with python -m quantizer.eval --configs pot_8_8_8")
+    b = quant.get("attn_bits")
+    if b is not None and av_sum_bound(1, b) >= 2 ** 31:
+        supported = max(k for k in range(2, 9) if av_sum_bound(1, k) < 2 ** 31)
+        raise P2VitError(f"--attn-bits {b}: the A.V shifter array shifts each value by up to 2^{b} - 2 = {av_shift(b)} "
+                         f"bits, more than its 32-bit sums hold even for one token; the generated hardware supports "
+                         f"--attn-bits 2..{supported} (python -m quantizer.eval measures {b}-bit attention in the "
+                         "reference)")
 
 
 def context(ir: QuantizedViT, hw: HwConfig, layout: Layout, bounds: Bounds, module_name: str,

@@ -264,6 +264,20 @@ def test_outputs_through_a_symlink_write_its_target(tiny_ir, tmp_path):
     assert (tmp_path / "latest").is_symlink() and (tmp_path / "ir1" / "manifest.json").is_file()
 
 
+def test_codegen_refuses_attention_bits_the_shifter_array_cannot_hold_up_front(tmp_path, capsys):
+    """--attn-bits 5..8 are the reference's (quantizer.eval); the 32-bit A.V sums of the generated
+    hardware hold 4 bits (F = 14). Refused before the model is quantized, not after."""
+    from codegen import __main__ as cli
+    from codegen.render import check_generatable
+
+    card = str(tiny_card(tmp_path))
+    for bits in (5, 8):
+        _fails_fast(cli.main, [card, "--random-init", "--attn-bits", str(bits), "--out", str(tmp_path / "b")], capsys,
+                    f"--attn-bits {bits}", "supports --attn-bits 2..4")
+    check_generatable({"attn_bits": 4})
+    assert not (tmp_path / "b").exists()
+
+
 def test_the_output_check_leaves_no_probe_behind(tmp_path):
     from quantizer.outputs import check_output_dir, check_output_file
 
