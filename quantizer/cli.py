@@ -59,24 +59,40 @@ def add_quant_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--mixed-precision", action="store_true",
                    help="choose 4 or 8 weight bits per layer (Hessian-guided coarse stage, evolutionary fine "
                         "stage on held-out calibration images)")
-    g.add_argument("--budget", type=float, default=1.1, metavar="1.0..2.0",
+    g.add_argument("--budget", type=float, default=None, metavar="1.0..2.0",
                    help="mixed precision: sum of MACs x bits <= BUDGET x the all-4-bit model; 1.0 = all 4-bit, "
                         "2.0 = all 8-bit (default 1.1)")
-    g.add_argument("--population", type=int, default=25, help="mixed precision: population (default 25)")
-    g.add_argument("--iterations", type=int, default=8, help="mixed precision: iterations (default 8)")
-    g.add_argument("--seed", type=int, default=0, help="mixed precision: search seed (default 0)")
+    g.add_argument("--population", type=int, default=None,
+                   help=f"mixed precision: population, at least 2 (default {QuantConfig.mixed_population})")
+    g.add_argument("--iterations", type=int, default=None,
+                   help=f"mixed precision: iterations, 0 = the coarse stage only (default {QuantConfig.mixed_iterations})")
+    g.add_argument("--seed", type=int, default=None, help=f"mixed precision: search seed (default {QuantConfig.mixed_seed})")
+
+
+DEFAULT_BUDGET = 1.1
 
 
 def quant_config(args) -> QuantConfig:
+    search = {"--budget": args.budget, "--population": args.population, "--iterations": args.iterations,
+              "--seed": args.seed}
+    given = [flag for flag, v in search.items() if v is not None]
+    if given and not args.mixed_precision:
+        raise P2VitError(f"{', '.join(given)} set{'s' if len(given) == 1 else ''} the mixed-precision search; "
+                         "add --mixed-precision, or drop it")
+
+    def search_arg(v, default):
+        return default if v is None else v
+
     return QuantConfig(w_bits=args.w_bits, per_channel=not args.per_tensor, attn_bits=args.attn_bits,
                        attn_uniform=args.attn_uniform, exp_shift=args.exp_shift,
                        attn_rounding=args.attn_rounding,
                        res_bits=args.res_bits, smooth=not args.no_smooth, alpha_qkv=args.alpha_qkv,
                        alpha_fc1=args.alpha_fc1, alpha_search=args.alpha_search,
                        rounding=args.rounding, n_calib=args.n_calib,
-                       mixed_budget=args.budget if args.mixed_precision else None,
-                       mixed_population=args.population, mixed_iterations=args.iterations,
-                       mixed_seed=args.seed)
+                       mixed_budget=search_arg(args.budget, DEFAULT_BUDGET) if args.mixed_precision else None,
+                       mixed_population=search_arg(args.population, QuantConfig.mixed_population),
+                       mixed_iterations=search_arg(args.iterations, QuantConfig.mixed_iterations),
+                       mixed_seed=search_arg(args.seed, QuantConfig.mixed_seed))
 
 
 def load_model_from_args(args) -> LoadedModel:

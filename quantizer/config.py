@@ -59,6 +59,10 @@ class QuantConfig:
             raise P2VitError("uniform attention probabilities exist for power-of-two scales only (pot_8_8_8)")
         if self.mixed_budget is not None and not 1.0 <= self.mixed_budget <= 2.0:
             raise P2VitError(f"--budget must be between 1.0 (all 4-bit) and 2.0 (all 8-bit), not {self.mixed_budget}")
+        if self.mixed_population < 2:   # the fine stage crosses two parents
+            raise P2VitError(f"--population must be at least 2, not {self.mixed_population}")
+        if self.mixed_iterations < 0:
+            raise P2VitError(f"--iterations must be 0 (the coarse stage only) or more, not {self.mixed_iterations}")
         for a in (self.alpha_qkv, self.alpha_fc1):
             if not 0.0 <= a <= 1.0:
                 raise P2VitError(f"smoothing alpha must be in [0, 1], not {a}")

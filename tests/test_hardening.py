@@ -278,6 +278,19 @@ def test_codegen_refuses_attention_bits_the_shifter_array_cannot_hold_up_front(t
     assert not (tmp_path / "b").exists()
 
 
+def test_mixed_precision_search_settings_are_checked_up_front(tmp_path, capsys):
+    """--population 0 once ran the search for minutes and then advised raising --budget; the search's
+    settings without --mixed-precision were ignored without a word."""
+    from quantizer import __main__ as cli
+
+    argv = [str(tiny_card(tmp_path)), "--random-init", "--out", str(tmp_path / "ir")]
+    _fails_fast(cli.main, argv + ["--mixed-precision", "--population", "1"], capsys, "--population must be at least 2")
+    _fails_fast(cli.main, argv + ["--mixed-precision", "--iterations", "-1"], capsys, "--iterations must be 0")
+    _fails_fast(cli.main, argv + ["--population", "5", "--seed", "3"], capsys,
+                "--population, --seed set the mixed-precision search; add --mixed-precision")
+    assert not (tmp_path / "ir").exists()
+
+
 def test_the_output_check_leaves_no_probe_behind(tmp_path):
     from quantizer.outputs import check_output_dir, check_output_file
 
