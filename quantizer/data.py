@@ -290,10 +290,20 @@ def _visible_children(d: Path) -> list[Path]:
 
 
 def _images_under(d: Path) -> list[Path]:
-    """Image files anywhere below d, in a stable order (sorted directories, then sorted names)."""
+    """Image files anywhere below d, in a stable order (sorted directories, then sorted names).
+    Symlinked folders are followed, each real folder once, except links up to a folder that holds
+    d (they would loop, or pull sibling classes in)."""
     found: list[Path] = []
+    top = os.path.realpath(d)
+    seen = {top}
     for root, dirs, files in os.walk(d, followlinks=True):
-        dirs[:] = sorted(x for x in dirs if not x.startswith("."))
+        keep = []
+        for x in sorted(x for x in dirs if not x.startswith(".")):
+            real = os.path.realpath(os.path.join(root, x))
+            if real not in seen and not top.startswith(real.rstrip(os.sep) + os.sep):
+                seen.add(real)
+                keep.append(x)
+        dirs[:] = keep
         found.extend(Path(root) / f for f in sorted(files) if _is_image(Path(root) / f))
     return found
 
@@ -304,7 +314,7 @@ def _read_image(path: Path) -> Image.Image:
             im.load()  # decode now so a truncated file fails here, naming the file
             return _to_rgb(im)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        reason = (str(exc).splitlines()[0] if str(exc) else type(exc).__name__).rstrip(".")
         raise P2VitError(f"cannot read image {path}: {reason}; replace or remove the file") from None
 
 
@@ -393,6 +403,10 @@ def _load_npz(path: Path, pp: Preprocess, limit: int | None, progress: bool, spr
                          f"store 0..255 pixels as uint8{hint}")
     if images.ndim == 4 and images.shape[3] == 1:
         images = images[..., 0]
+    if images.ndim == 3 and images.shape[2] in (3, 4) and min(images.shape[:2]) > 4:
+        # (H, W, 3): one colour image without the batch axis, not H grayscale strips 3 pixels wide
+        raise P2VitError(f"{src}: 'images' has shape {images.shape}: one {images.shape[2]}-channel image without "
+                         "the batch axis; save it as images[None] (N, H, W, 3), or use the image file")
     if not (images.ndim == 3 or (images.ndim == 4 and images.shape[3] == 3)):
         raise P2VitError(
             f"{src}: 'images' has shape {images.shape}, expected (N, H, W, 3) RGB or (N, H, W) grayscale")

@@ -246,6 +246,30 @@ def test_imagefolder_tree(tmp_path):
     assert s2.labels.tolist() == [0, 0, 1]
 
 
+def test_imagefolder_symlinks_followed_once_and_never_up(tmp_path):
+    """A linked folder counts (once, however many links reach it); a link up to a folder holding
+    the class (a loop) is not followed: it once made 3 images 123, all labelled as one class."""
+    tree = tmp_path / "tree"
+    save_png(tree / "cat" / "x.png", rand_u8((32, 32, 3), 1))
+    save_png(tree / "dog" / "y.png", rand_u8((32, 32, 3), 2))
+    save_png(tmp_path / "extra" / "z.png", rand_u8((32, 32, 3), 3))
+    (tree / "cat" / "up").symlink_to("..")
+    (tree / "cat" / "self").symlink_to(".")
+    (tree / "dog" / "more").symlink_to(tmp_path / "extra")
+    (tree / "dog" / "more_again").symlink_to(tmp_path / "extra")
+    s = load_images(tree, PP32)
+    assert s.class_names == ["cat", "dog"] and s.labels.tolist() == [0, 1, 1]
+    assert np.array_equal(s.images[2], rand_u8((32, 32, 3), 3))
+
+
+def test_npz_one_image_without_the_batch_axis_is_refused(tmp_path):
+    p = tmp_path / "one.npz"
+    np.savez(p, images=rand_u8((32, 32, 3)))
+    with raises("without the batch axis") as exc:
+        load_images(p, PP32)
+    one_line(exc)
+
+
 def test_single_image_file(tmp_path):
     p = save_png(tmp_path / "one.png", rand_u8((64, 48, 3)))
     s = load_images(p, PP32)
