@@ -91,6 +91,9 @@ def _stamp(path: Path) -> tuple:
 def open_build(build: str | Path) -> LoadedBuild:
     """The LoadedBuild of a build directory, from the cache while its files are unchanged."""
     path = Path(build).resolve()
+    if path.exists() and not path.is_dir():
+        raise P2VitError(f"build directory {build} is a file, not a directory; give --build the folder that "
+                         "python -m codegen MODEL --out wrote")
     if not path.is_dir():
         raise P2VitError(f"build directory {build} does not exist; make one with python -m codegen MODEL --out {build}")
     stamp = _stamp(path)

@@ -107,7 +107,8 @@ def calibration_images(args, lm: LoadedModel, progress: bool = True) -> np.ndarr
     if args.calib:
         imgs = load_images(args.calib, lm.preprocess, limit=want, progress=progress).images
         if len(imgs) < min(want, args.n_calib):
-            note(f"warning: {args.calib} has only {len(imgs)} images; calibrating on those")
+            note(f"warning: {args.calib} has only {len(imgs)} image{'s' if len(imgs) != 1 else ''}; calibrating "
+                 f"on {'those' if len(imgs) != 1 else 'it'}")
         held = len(imgs) - args.n_calib
         if want > args.n_calib and held < HELDOUT:
             scored = (f"only {held} are left to score" if held > 0 else

@@ -291,6 +291,16 @@ def test_mixed_precision_search_settings_are_checked_up_front(tmp_path, capsys):
     assert not (tmp_path / "ir").exists()
 
 
+def test_a_build_given_as_a_file_says_so(tmp_path):
+    from cosim.builds import open_build
+
+    (tmp_path / "plane.png").write_bytes(b"png")
+    with pytest.raises(P2VitError, match="is a file, not a directory"):
+        open_build(tmp_path / "plane.png")
+    with pytest.raises(P2VitError, match="does not exist; make one with python -m codegen"):
+        open_build(tmp_path / "nothing")
+
+
 def test_the_output_check_leaves_no_probe_behind(tmp_path):
     from quantizer.outputs import check_output_dir, check_output_file
 
