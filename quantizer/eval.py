@@ -470,6 +470,10 @@ def main(argv=None):
     else:
         configs = args.configs if args.configs is not None else ",".join(CONFIGS)
         names = list(ALL_CONFIGS) if configs == "all" else [c.strip() for c in configs.split(",") if c.strip()]
+        if names and all(n == "fp32" for n in names):
+            raise P2VitError("--configs fp32: the FP32 model is always run (every row is measured against it); "
+                             "name a quantized configuration too, e.g. --configs pot_8_8_4")
+        names = [n for n in names if n != "fp32"]   # listed in --help beside the others: always run
         if not names:
             raise P2VitError(f"--configs names no configuration; pass one or more of {', '.join(CONFIGS)} "
                              "(comma-separated), or all (python -m quantizer.eval --help lists them)")

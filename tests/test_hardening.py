@@ -301,6 +301,15 @@ def test_a_build_given_as_a_file_says_so(tmp_path):
         open_build(tmp_path / "nothing")
 
 
+def test_quantizer_eval_configs_fp32_is_the_always_run_baseline(tmp_path, capsys, monkeypatch):
+    from quantizer import eval as cli
+
+    monkeypatch.setattr(cli, "load_model_from_args", lambda a: pytest.fail("loaded a model first"))
+    argv = [str(tiny_card(tmp_path)), "--random-init", "--data", str(tmp_path / "d.npz")]
+    _fails_fast(cli.main, argv + ["--configs", "fp32"], capsys, "always run")
+    _fails_fast(cli.main, argv + ["--configs", "fp32,nope"], capsys, "unknown configuration nope")   # fp32 accepted
+
+
 def test_the_output_check_leaves_no_probe_behind(tmp_path):
     from quantizer.outputs import check_output_dir, check_output_file
 
