@@ -134,6 +134,9 @@ def _cached_weights(tag: str) -> str | None:
 def _load_card(path: Path, weights, random_init: bool) -> LoadedModel:
     from timm.models.vision_transformer import VisionTransformer
 
+    if path.is_dir():
+        raise P2VitError(f"model card {path} is a directory; give the JSON model card in it, or one of "
+                         f"{known_models_text()}")
     if not path.is_file():
         raise P2VitError(f"model card {path} does not exist; use one of {known_models_text()} "
                          "or the path of a JSON model card")
@@ -197,7 +200,8 @@ def read_state_dict(path: Path) -> dict:
     if path.is_dir():
         raise P2VitError(f"weights file {path} is a directory; pass the state dict or .safetensors file in it")
     if not path.is_file():
-        raise P2VitError(f"weights file {path} does not exist")
+        raise P2VitError(f"weights file {path} does not exist (looked for {path.absolute()}); check --weights or the "
+                         "model card's \"weights\" field, which is relative to the card")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -233,7 +237,10 @@ def _load_weights_into(model: nn.Module, path: Path, name: str) -> None:
             k = bad_shape[0]
             parts.append(f"{len(bad_shape)} with other shapes (e.g. {k}: file {tuple(sd[k].shape)}, "
                          f"model {tuple(own[k].shape)})")
-        raise P2VitError(f"weights file {path} does not fit model {name}: " + ", ".join(parts))
+        hint = ("; its keys start with 'module.' (saved from DataParallel): save "
+                "{k.removeprefix('module.'): v for k, v in sd.items()} instead"
+                if unexpected and all(k.startswith("module.") for k in sd) else "")
+        raise P2VitError(f"weights file {path} does not fit model {name}: " + ", ".join(parts) + hint)
     as_float = {k: v.float() for k, v in sd.items()}   # float8/16/64 too; float64 past float32 becomes Inf
     # NaN or Inf would reach the quantizer, whose scales are then no power of two
     broken = [k for k, v in as_float.items() if sd[k].is_floating_point() and not np.isfinite(v.numpy()).all()]

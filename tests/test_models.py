@@ -290,6 +290,18 @@ def test_weights_with_extra_key_refused(tmp_path):
         load_model(card, weights=path)
 
 
+def test_dataparallel_weights_get_a_hint_and_a_folder_card_says_so(tmp_path):
+    sd = {f"module.{k}": v for k, v in tiny_vit().state_dict().items()}
+    path = tmp_path / "dp.pt"
+    torch.save(sd, path)
+    card = write_card(tmp_path)
+    with one_line_error("does not fit model tiny_card", "start with 'module.'", "removeprefix"):
+        load_model(card, weights=path)
+    (tmp_path / "cards.json").mkdir()
+    with one_line_error("is a directory; give the JSON model card in it"):
+        load_model(tmp_path / "cards.json")
+
+
 def test_valid_pt_state_dict_loads_with_identical_outputs(vit_t_source):
     src, pt, _ = vit_t_source
     lm = load_model("vit_t", weights=pt)
