@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
-from quantizer.errors import P2VitError
+from quantizer.errors import P2VitError, Terminated
 from quantizer.progress import elapsed
 
 from .resources import ap_types_dir, cmake_lists
@@ -58,6 +59,9 @@ def build_module(out: Path, module_name: str, types: str = "native", jobs: int |
             f.write("$ " + " ".join(cmd) + "\n")
             f.flush()
             rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT).returncode
+            # Ctrl-C or a TERM reaches the compiler first: report the interrupt, not a failed compile.
+            if rc in (-signal.SIGINT, 128 + signal.SIGINT, -signal.SIGTERM, 128 + signal.SIGTERM):
+                raise KeyboardInterrupt if rc in (-signal.SIGINT, 128 + signal.SIGINT) else Terminated()
             if rc != 0:
                 raise P2VitError(f"C-sim compile failed (exit {rc}); see the compiler log {log}")
     found = sorted(csim.glob(module_name + "*.so"))

@@ -309,6 +309,22 @@ def test_failed_compile_points_at_the_log_and_leaves_out_untouched(tiny_ir, tmp_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.failed", "b.failed-2"]
 
 
+@pytest.mark.parametrize("script, raised", [("kill -INT $$", KeyboardInterrupt), ("exit 130", KeyboardInterrupt),
+                                             ("kill -TERM $$", "Terminated"), ("exit 1", P2VitError)])
+def test_an_interrupted_compile_is_an_interrupt_not_a_failed_compile(tmp_path, monkeypatch, script, raised):
+    """Ctrl-C reaches cmake too; when it dies first, the run must still end as interrupted (exit 130,
+    partial output removed), not as 'compile failed' naming a log that the cleanup deletes."""
+    import codegen.build as build
+    from quantizer.errors import Terminated
+
+    fake = tmp_path / "cmake"
+    fake.write_text(f"#!/bin/sh\n{script}\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(build, "_cmake", lambda: str(fake))
+    with pytest.raises(Terminated if raised == "Terminated" else raised):
+        build.build_module(tmp_path / "out", "m")
+
+
 def test_a_failure_before_the_compile_keeps_no_attempt(tiny_ir, tmp_path, monkeypatch):
     """Only a compile failure has something to look at (its log); any other leaves nothing."""
     import codegen.generate as gen
