@@ -113,6 +113,8 @@ def clear_cache() -> None:
 def _load(path: Path, stamp: tuple) -> LoadedBuild:
     info = read_build_info(path)
     sim = load(path)
+    if not (path / "ir" / "manifest.json").is_file():
+        raise P2VitError(f"{path} is a build without its IR (ir/manifest.json missing); rebuild with python -m codegen")
     ir = QuantizedViT.load(path / "ir")
     if ir.content_hash != info.get("ir_sha256"):
         raise P2VitError(f"{path}/ir does not match {path}/build.json (ir_sha256 differs); rebuild with python -m codegen")

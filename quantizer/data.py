@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import operator
 import os
+import warnings
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -310,9 +311,18 @@ def _images_under(d: Path) -> list[Path]:
 
 def _read_image(path: Path) -> Image.Image:
     try:
-        with Image.open(path) as im:
-            im.load()  # decode now so a truncated file fails here, naming the file
-            return _to_rgb(im)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                im.load()  # decode now so a truncated file fails here, naming the file
+                rgb = _to_rgb(im)
+        for w in caught:   # PIL's own is two lines naming no file
+            if issubclass(w.category, Image.DecompressionBombWarning):
+                note(f"warning: {path} is {im.width} x {im.height} pixels, more than PIL trusts (it could be a "
+                     "decompression bomb); read anyway, and resized to the model's input")
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        return rgb
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         reason = (str(exc).splitlines()[0] if str(exc) else type(exc).__name__).rstrip(".")
         raise P2VitError(f"cannot read image {path}: {reason}; replace or remove the file") from None

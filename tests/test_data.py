@@ -270,6 +270,15 @@ def test_npz_one_image_without_the_batch_axis_is_refused(tmp_path):
     one_line(exc)
 
 
+def test_a_very_large_image_warns_in_one_line_naming_it(tmp_path, monkeypatch, capsys, recwarn):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)   # 40 x 40 = 1,600: PIL warns (it refuses past 2,000)
+    p = save_png(tmp_path / "big.png", rand_u8((40, 40, 3)))
+    assert load_images(p, PP32).images.shape == (1, 32, 32, 3)
+    err = capsys.readouterr().err
+    assert err.startswith(f"warning: {p} is 40 x 40 pixels") and len(err.splitlines()) == 1, err
+    assert not [w for w in recwarn if issubclass(w.category, Image.DecompressionBombWarning)]
+
+
 def test_single_image_file(tmp_path):
     p = save_png(tmp_path / "one.png", rand_u8((64, 48, 3)))
     s = load_images(p, PP32)

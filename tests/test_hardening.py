@@ -310,6 +310,14 @@ def test_quantizer_eval_configs_fp32_is_the_always_run_baseline(tmp_path, capsys
     _fails_fast(cli.main, argv + ["--configs", "fp32,nope"], capsys, "unknown configuration nope")   # fp32 accepted
 
 
+def test_a_build_without_its_ir_says_rebuild(copy_of_tiny_build):
+    from cosim.builds import open_build
+
+    (copy_of_tiny_build / "ir" / "manifest.json").unlink()
+    with pytest.raises(P2VitError, match="a build without its IR .*rebuild with python -m codegen"):
+        open_build(copy_of_tiny_build)
+
+
 def test_the_output_check_leaves_no_probe_behind(tmp_path):
     from quantizer.outputs import check_output_dir, check_output_file
 
