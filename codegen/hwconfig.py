@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 from dataclasses import asdict, dataclass
 
 from quantizer.errors import P2VitError
@@ -135,6 +136,9 @@ def check_part(part: str, where: str = "--part") -> None:
         raise P2VitError(f"{where} {part} is not an UltraScale+ device (AMD; a name starting "
                          f"{', '.join(DSP48E2_PARTS)}); the PEs pack two products per DSP48E2, which "
                          "other families do not have")
+    if not re.fullmatch(r"[a-z0-9]+-[a-z0-9]+-[a-z0-9]+(-[a-z0-9]+)?", part.lower()):
+        raise P2VitError(f"{where} {part}: give the full part name, device-package-speed grade(-temperature), "
+                         "e.g. xczu9eg-ffvb1156-2-e (the Tcl script's set_part needs it)")
 
 
 def hw_config(args, reduction_lengths=(), base: HwConfig | None = None) -> HwConfig:

@@ -398,6 +398,9 @@ def test_codegen_cli_bad_hw_flag(tmp_path, capsys):
         err = capsys.readouterr().err
         assert exc.value.code == 2 and err.count("\n") == 1
         assert f"--part {part} is not an UltraScale+ device" in err and not (tmp_path / "b").exists()
+    with pytest.raises(SystemExit) as exc:   # the device alone: set_part needs package and speed grade
+        main([str(tiny_card(tmp_path)), "--random-init", "--part", "xczu9eg", "--out", str(tmp_path / "b")])
+    assert exc.value.code == 2 and "give the full part name" in capsys.readouterr().err
 
 
 def test_uniform_attention_is_reference_only(tmp_path, capsys):

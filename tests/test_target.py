@@ -48,6 +48,7 @@ def test_named_targets_are_the_boards_budgets():
     ({"axi_ports": 1}, "uses at least 2 m_axi ports"),
     ({"clock_mhz": 5000}, "clock_mhz must be in"),
     ({"part": "xc7z020clg400-1"}, "not an UltraScale"),
+    ({"part": "xczu9eg"}, "give the full part name"),
     ({"dsp": 3000}, "unknown key\\(s\\) 'dsp'"),
     ({"name": ["a"]}, 'name must be a non-empty string, not \\["a"\\]'),
     ({"part": 7}, "part must be a non-empty string, not 7"),
