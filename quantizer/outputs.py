@@ -124,6 +124,9 @@ def check_output_file(path: str | os.PathLike, flag: str) -> Path:
 def check_output_dir(path: str | os.PathLike, flag: str) -> Path:
     """A directory path that can be created (or exists as a directory)."""
     path = Path(path)
+    if path.is_symlink() and not path.exists():
+        raise P2VitError(f"{flag} {path} is a symbolic link to {os.readlink(path)}, which does not exist; create "
+                         "that directory or choose another path")
     if path.exists() and not path.is_dir():
         raise P2VitError(f"{flag} {path} exists and is not a directory; choose another path")
     _check_creatable(path, flag, is_dir=True)

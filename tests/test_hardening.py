@@ -318,6 +318,14 @@ def test_a_build_without_its_ir_says_rebuild(copy_of_tiny_build):
         open_build(copy_of_tiny_build)
 
 
+def test_a_dangling_symlink_output_dir_names_its_target(tmp_path):
+    from quantizer.outputs import check_output_dir
+
+    (tmp_path / "latest").symlink_to(tmp_path / "gone")
+    with pytest.raises(P2VitError, match="is a symbolic link to .*gone, which does not exist"):
+        check_output_dir(tmp_path / "latest", "--out")
+
+
 def test_the_output_check_leaves_no_probe_behind(tmp_path):
     from quantizer.outputs import check_output_dir, check_output_file
 
