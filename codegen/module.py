@@ -76,7 +76,11 @@ def read_build_info(build_dir: str | Path) -> dict:
     build_dir = Path(build_dir)
     path = build_dir / "build.json"
     if not path.is_file():
-        raise P2VitError(f"{build_dir} is not a p2vit build (no build.json); run python -m codegen MODEL --out {build_dir}")
+        what = ("holds a quantized IR (python -m quantizer's output), not a build"
+                if (build_dir / "manifest.json").is_file() else "is not a p2vit build (no build.json)")
+        # codegen refuses to write into a folder that holds anything but a build
+        where = "a new directory" if build_dir.is_dir() and any(build_dir.iterdir()) else str(build_dir)
+        raise P2VitError(f"{build_dir} {what}; make one with python -m codegen MODEL --out {where}")
     try:
         info = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):

@@ -326,6 +326,20 @@ def test_a_dangling_symlink_output_dir_names_its_target(tmp_path):
         check_output_dir(tmp_path / "latest", "--out")
 
 
+def test_an_ir_given_as_a_build_is_named_and_the_advice_works(tiny_ir, tmp_path):
+    """codegen refuses to write into a non-empty folder that is not a build, so the advice for one
+    must be a new directory, not the same path."""
+    from codegen.module import read_build_info
+
+    tiny_ir.save(tmp_path / "ir")
+    with pytest.raises(P2VitError, match="holds a quantized IR .*not a build; make one with python -m codegen MODEL "
+                                         "--out a new directory"):
+        read_build_info(tmp_path / "ir")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(P2VitError, match=f"is not a p2vit build .*--out {tmp_path / 'empty'}$"):
+        read_build_info(tmp_path / "empty")
+
+
 def test_the_output_check_leaves_no_probe_behind(tmp_path):
     from quantizer.outputs import check_output_dir, check_output_file
 
