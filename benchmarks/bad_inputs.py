@@ -586,10 +586,22 @@ def run_all(r: Runner) -> None:
                m("quantizer", REAL_CARD, "--weights", nan_pt, "--calib", REAL_CALIB, "--out", "qe24"),
                must_contain=["NaN or Inf"], max_seconds=FAST))
 
-    # ---- E25: session 34 ---------------------------------------------------------------------------
+    # ---- E25-E29: session 34 (E26-E29 from its newcomer review) -----------------------------------
     r.run(Case("E25", "codegen --out a 300-character name (longer than a file system allows)",
                m("codegen", card, "--random-init", "--out", "o" * 300),
                must_contain=["File name too long", "shorter"], max_seconds=FAST))
+    r.run(Case("E26", "cosim.eval --json data.npz (the --data file: once overwritten, exit 0)",
+               m("cosim.eval", "--build", build_a, "--data", "data.npz", "--json", "data.npz"),
+               must_contain=["is the input --data"], max_seconds=FAST))
+    r.run(Case("E27", "cosim.eval --json BUILD/build.json (once ruined the build)",
+               m("cosim.eval", "--build", build_a, "--data", "data.npz", "--json", build_a / "build.json"),
+               must_contain=["part of the build"], max_seconds=FAST))
+    r.run(Case("E28", "codegen --attn-bits 5 (the shifter array holds 2..4; once refused after quantizing)",
+               m("codegen", card, "--random-init", "--attn-bits", 5, "--out", "ce28"),
+               must_contain=["supports --attn-bits 2..4"], max_seconds=FAST))
+    r.run(Case("E29", "quantizer --mixed-precision --population 0 (once searched ~200 s, then 'raise --budget')",
+               m("quantizer", card, "--random-init", "--mixed-precision", "--population", 0, "--out", "qe29"),
+               must_contain=["--population must be at least 2"], max_seconds=FAST))
 
     # ---- 14, 15. developer habits -----------------------------------------------------------
     pytest = Path(PY).parent / "pytest"
