@@ -137,9 +137,15 @@ def _within(path: Path, other: Path) -> bool:
     return path == other or other in path.parents
 
 
+def _overwrites(out: Path, given: Path) -> bool:
+    """Writing `out` would replace the input `given` or a file already in it (a new file beside an
+    input's files, e.g. results in an image folder, replaces nothing)."""
+    return out == given or (given in out.parents and out.exists())
+
+
 def check_outputs_apart(outputs: dict[str, object], inputs: dict[str, object] | list[tuple[str, object]]) -> None:
-    """No output path is an input, lies inside an input directory, or is (or is inside) another
-    output: writing it would destroy what the run reads, or what it writes a moment later.
+    """No output path is an input or an existing file inside an input directory, or is (or is inside)
+    another output: writing it would destroy what the run reads, or what it writes a moment later.
     `outputs` and `inputs` map a flag to a path; None (not given) and "-" (stdout) are skipped.
     An input's key may instead be a phrase naming it (with a space: "a file of the build B").
     Paths are compared after following symlinks."""
@@ -150,7 +156,7 @@ def check_outputs_apart(outputs: dict[str, object], inputs: dict[str, object] | 
     outs, ins = real(outputs), real(inputs)
     for flag, p, rp in outs:
         for in_flag, q, rq in ins:
-            if _within(rp, rq):
+            if _overwrites(rp, rq):
                 where = "is" if rp == rq else "is inside"
                 what = f"{in_flag} ({q})" if " " in in_flag else f"the input {in_flag} {q}"
                 raise P2VitError(f"{flag} {p} {where} {what}; writing it would overwrite what the run reads: "

@@ -240,7 +240,7 @@ def test_outputs_never_overwrite_an_input_or_each_other(tiny_build, tmp_path, ca
     (tmp_path / "link.npz").symlink_to(data)
     _fails_fast(cli.main, argv + ["--json", str(tmp_path / "link.npz")], capsys, "is the input --data")
     _fails_fast(cli.main, argv + ["--json", str(build / "build.json")], capsys, "part of the build")
-    _fails_fast(cli.main, argv + ["--json", str(build / "ir" / "x.json")], capsys, "is inside part of the build")
+    _fails_fast(cli.main, argv + ["--json", str(build / "ir" / "manifest.json")], capsys, "is inside part of the build")
     _fails_fast(cli.main, argv + ["--json", str(tmp_path / "r"), "--results", str(tmp_path / "r")], capsys,
                 "would overwrite each other")
     _fails_fast(perf.main, ["deit_t", "--sweep", "--plot", str(tmp_path / "s.png"), "--json", str(tmp_path / "s.png")],
@@ -250,6 +250,13 @@ def test_outputs_never_overwrite_an_input_or_each_other(tiny_build, tmp_path, ca
     _fails_fast(perf.main, ["deit_t", "--json", ""], capsys, "an empty path")
     assert data.read_bytes() == b"images"
     assert sorted(tmp_path.iterdir()) == [data, tmp_path / "link.npz"]   # nothing written
+    from quantizer.outputs import check_outputs_apart
+
+    (tmp_path / "imgs").mkdir()
+    (tmp_path / "imgs" / "a.png").write_bytes(b"png")
+    check_outputs_apart({"--json": tmp_path / "imgs" / "r.json"}, {"--data": tmp_path / "imgs"})   # beside: fine
+    with pytest.raises(P2VitError, match="is inside the input --data"):
+        check_outputs_apart({"--json": tmp_path / "imgs" / "a.png"}, {"--data": tmp_path / "imgs"})
 
 
 def test_outputs_through_a_symlink_write_its_target(tiny_ir, tmp_path):
