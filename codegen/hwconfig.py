@@ -113,7 +113,8 @@ def add_hw_args(p: argparse.ArgumentParser) -> None:
                         f"follows COLS and SIMD); must divide the head width (default {d.lanes})")
     g.add_argument("--clock-mhz", type=float, default=None, metavar=f"{CLOCK_MHZ[0]:g}..{CLOCK_MHZ[1]:g}",
                    help=f"target clock in MHz, for the HLS scripts and timing figures (default {d.clock_mhz:g})")
-    g.add_argument("--part", default=None, help=f"FPGA part for the HLS scripts (default {d.part}, the ZCU102's)")
+    g.add_argument("--part", default=None, help=f"FPGA part for the HLS scripts: an UltraScale+ device's full name, "
+                                                f"device-package-speed grade-temperature (default {d.part}, the ZCU102's)")
     g.add_argument("--axi-bits", type=int, default=None, metavar="|".join(map(str, AXI_BITS)),
                    help="data width of each m_axi bundle; a weight word of COLS x SIMD bytes takes "
                         f"ceil(COLS*SIMD*8 / AXI_BITS) beats, the II of the reduction (default {d.axi_bits}: "
@@ -136,7 +137,7 @@ def check_part(part: str, where: str = "--part") -> None:
         raise P2VitError(f"{where} {part} is not an UltraScale+ device (AMD; a name starting "
                          f"{', '.join(DSP48E2_PARTS)}); the PEs pack two products per DSP48E2, which "
                          "other families do not have")
-    if not re.fullmatch(r"[a-z0-9]+-[a-z0-9]+-[a-z0-9]+(-[a-z0-9]+)?", part.lower()):
+    if not re.fullmatch(r"[a-z0-9]+-[a-z0-9]+-[a-z0-9]+(-[a-z0-9]+){0,2}", part.lower()):   # -e, -es1
         raise P2VitError(f"{where} {part}: give the full part name, device-package-speed grade(-temperature), "
                          "e.g. xczu9eg-ffvb1156-2-e (the Tcl script's set_part needs it)")
 

@@ -71,6 +71,17 @@ class CsimModule:
         return dict(self.mod.run_trace(self.params, x))
 
 
+# What python -m codegen writes at a build's top level (tests/test_codegen.py checks a fresh build):
+# the files a run reads from it, which no output may replace; anything else there (cosim/, a
+# --json or --results of the user's) is not the build's.
+BUILD_ENTRIES = ("build.json", "params.bin", "ir", "hls", "csim", "golden", "report.md", "report.json", "timings.json")
+
+
+def build_inputs(build_dir) -> list[tuple[str, Path]]:
+    """check_outputs_apart's inputs for a build directory."""
+    return [(f"part of the build {build_dir}", Path(build_dir) / e) for e in BUILD_ENTRIES]
+
+
 def read_build_info(build_dir: str | Path) -> dict:
     """build.json of build_dir, refused unless it is whole and unedited (its checksum holds)."""
     build_dir = Path(build_dir)

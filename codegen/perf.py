@@ -296,6 +296,18 @@ def is_build_dir(spec: str) -> bool:
     return p.is_dir() and any((p / n).exists() or (p / n).is_symlink() for n in ("build.json", "ir", "hls", "csim"))
 
 
+def model_inputs(spec: str) -> list[tuple[str, Path]]:
+    """What MODEL's files are (for check_outputs_apart): a build's, an IR's, or the card itself."""
+    from .module import build_inputs
+
+    p = Path(spec)
+    if is_build_dir(spec):
+        return build_inputs(p)
+    if p.is_dir():   # a saved IR
+        return [("MODEL", p / "manifest.json"), ("MODEL", p / "params.bin")]
+    return [("MODEL", p)] if p.exists() else []
+
+
 def build_design(spec: str) -> BuiltDesign | None:
     """The design of build directory spec (None when spec is not one). Refuses, in one line, a build
     whose build.json is missing, corrupt or edited, or whose ir/ is missing, corrupt or not the IR
@@ -1777,8 +1789,7 @@ def main(argv=None) -> int:
         if Path(args.plot).suffix.lower() != ".png":
             raise P2VitError(f"--plot {args.plot}: the plot is a PNG file; give a name ending in .png")
         check_output_file(args.plot, "--plot")
-    check_outputs_apart({"--json": args.json, "--plot": args.plot},
-                        {"MODEL": args.model if Path(args.model).exists() else None})
+    check_outputs_apart({"--json": args.json, "--plot": args.plot}, model_inputs(args.model))
     target = None
     if args.target is not None:
         from .fpga_target import load_target

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+from codegen.module import build_inputs
 from quantizer.data import ImageSet, load_images, subset_indices
 from quantizer.errors import ArgumentParser, P2VitError, cli_errors, path_arg
-from quantizer.outputs import check_output_dir, check_output_file, check_outputs_apart
+from quantizer.outputs import check_output_dir, check_output_file, check_outputs_apart, data_inputs
 from quantizer.eval import json_safe, write_json_atomic
 from quantizer.progress import note
 from quantizer.results import ResultsDir
@@ -214,9 +215,8 @@ def main(argv=None):
         check_output_file(args.json, "--json")   # before the evaluation, not after it
     if args.report and Path(args.build).is_dir():
         check_output_dir(Path(args.build) / "cosim", "--report")
-    build_files = ([(f"part of the build {args.build}", p) for p in sorted(Path(args.build).iterdir()) if p.name != "cosim"]
-                   if Path(args.build).is_dir() else [])   # cosim/ is where this tool writes its report
-    check_outputs_apart({"--json": args.json, "--results": args.results}, [("--data", args.data), *build_files])
+    check_outputs_apart({"--json": args.json, "--results": args.results},
+                        data_inputs("--data", args.data) + build_inputs(args.build))
     check_scaleout_args(args, "cosim")
     s = evaluate(args.data, build=args.build, limit=args.limit, progress=not args.quiet,
                  report=args.report, threads=args.threads, workers=args.workers, ray=args.ray,

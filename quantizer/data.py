@@ -22,9 +22,10 @@ import torch
 from PIL import Image
 
 from quantizer.errors import P2VitError
+from quantizer.outputs import IMAGE_SUFFIXES
 from quantizer.progress import note, progress_bar
 
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif")
+IMAGE_EXTS = IMAGE_SUFFIXES   # one list: what a folder is read for, and which outputs may not go in one
 _EXTS_TEXT = "png, jpg, jpeg, bmp, webp, gif"
 _FORMS_HINT = "pass an .npz, a folder of images or an ImageFolder tree"
 

@@ -18,7 +18,7 @@ from .errors import P2VitError
 
 
 def _nearest_existing(path: Path) -> Path:
-    p = path.absolute()
+    p = Path(os.path.abspath(path))   # "sub/.." is the folder itself, as the writers' realpath sees it
     while not p.exists() and p != p.parent:
         p = p.parent
     return p
@@ -29,12 +29,13 @@ def _check_creatable(path: Path, flag: str, is_dir: bool = False) -> None:
     trying it works (os.access says yes to root on read-only or virtual file systems such as
     /proc): the missing folders (a directory output's own too) are made, a file is created in
     the deepest, and all of it is removed again."""
+    shown, path = path, Path(os.path.abspath(path))
     anchor = _nearest_existing(path.parent if path.exists() else path)
-    if anchor != path.absolute() and not anchor.is_dir():
-        raise P2VitError(f"{flag} {path}: {anchor} is a file, not a directory; choose another path")
+    if anchor != path and not anchor.is_dir():
+        raise P2VitError(f"{flag} {shown}: {anchor} is a file, not a directory; choose another path")
     if not os.access(anchor, os.W_OK | os.X_OK):
-        raise P2VitError(f"{flag} {path}: cannot write in {anchor} (permission denied); choose another path")
-    deepest = (path.parent if path.exists() or not is_dir else path).absolute()
+        raise P2VitError(f"{flag} {shown}: cannot write in {anchor} (permission denied); choose another path")
+    deepest = path.parent if path.exists() or not is_dir else path
     missing = []
     while not deepest.exists() and deepest != deepest.parent:
         missing.append(deepest)
@@ -47,7 +48,7 @@ def _check_creatable(path: Path, flag: str, is_dir: bool = False) -> None:
         fd, probe = tempfile.mkstemp(prefix=".p2vit-write-check-", dir=made[-1] if made else deepest)
         os.close(fd)
     except OSError as exc:
-        raise P2VitError(f"{flag} {path}: cannot create files in {anchor} ({exc.strerror or exc}); "
+        raise P2VitError(f"{flag} {shown}: cannot create files in {anchor} ({exc.strerror or exc}); "
                          "choose another path") from None
     finally:
         if probe is not None:
@@ -86,7 +87,8 @@ def write_atomic(path: str | os.PathLike, write: Callable[[Path], None], durable
     results a resumed run trusts). Missing folders are made: the output check allowed them."""
     path = Path(os.path.realpath(path))   # a symlink's target is written, the link kept
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.absolute().parent)
+    # the name's first 200 characters: with the dot and mkstemp's 8 + 4 the temporary stays within NAME_MAX
+    fd, name = tempfile.mkstemp(prefix=f".{path.name[:200]}.", suffix=".tmp", dir=path.absolute().parent)
     os.close(fd)
     tmp = Path(name)
     try:
@@ -137,18 +139,32 @@ def _within(path: Path, other: Path) -> bool:
     return path == other or other in path.parents
 
 
-def _overwrites(out: Path, given: Path) -> bool:
-    """Writing `out` would replace the input `given` or a file already in it (a new file beside an
-    input's files, e.g. results in an image folder, replaces nothing)."""
-    return out == given or (given in out.parents and out.exists())
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif")   # what an image folder is read for
+IMAGES_OF = "'s images"   # the key suffix that marks an input as an image folder (data_inputs)
+
+
+def _overwrites(out: Path, given: Path, image_folder: bool) -> bool:
+    """Writing `out` would replace the input `given`, or something in it the run reads: anything in a
+    directory input, only images in an image folder (results beside its images are not read)."""
+    if out == given:
+        return True
+    return given in out.parents and (not image_folder or out.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def data_inputs(flag: str, path) -> list[tuple[str, object]]:
+    """The inputs of a data option (--data, --calib): a file, or an image folder (its images)."""
+    if path is None:
+        return []
+    return [(flag, path)] if not Path(path).is_dir() else [(flag + IMAGES_OF, path)]
 
 
 def check_outputs_apart(outputs: dict[str, object], inputs: dict[str, object] | list[tuple[str, object]]) -> None:
-    """No output path is an input or an existing file inside an input directory, or is (or is inside)
-    another output: writing it would destroy what the run reads, or what it writes a moment later.
-    `outputs` and `inputs` map a flag to a path; None (not given) and "-" (stdout) are skipped.
-    An input's key may instead be a phrase naming it (with a space: "a file of the build B").
-    Paths are compared after following symlinks."""
+    """No output path is an input or lies in an input directory, or is (or is inside) another output:
+    writing it would destroy what the run reads, or what it writes a moment later. `outputs` and
+    `inputs` map a flag to a path; None (not given) and "-" (stdout) are skipped. An input's key
+    may instead be a phrase naming it (with a space: "part of the build B"); a key ending in
+    "'s images" is an image folder (`data_inputs`), of which only images count. A re-run replacing
+    its own outputs is fine. Paths are compared after following symlinks."""
     def real(items):
         pairs = items.items() if isinstance(items, dict) else items
         return [(flag, p, Path(os.path.realpath(p))) for flag, p in pairs if p is not None and str(p) != "-"]
@@ -156,10 +172,14 @@ def check_outputs_apart(outputs: dict[str, object], inputs: dict[str, object] | 
     outs, ins = real(outputs), real(inputs)
     for flag, p, rp in outs:
         for in_flag, q, rq in ins:
-            if _overwrites(rp, rq):
-                where = "is" if rp == rq else "is inside"
-                what = f"{in_flag} ({q})" if " " in in_flag else f"the input {in_flag} {q}"
-                raise P2VitError(f"{flag} {p} {where} {what}; writing it would overwrite what the run reads: "
+            image_folder = in_flag.endswith(IMAGES_OF)
+            if _overwrites(rp, rq, image_folder):
+                if image_folder:
+                    raise P2VitError(f"{flag} {p} is an image in {in_flag.removesuffix(IMAGES_OF)} {q}: a run on it "
+                                     "would read it as data; choose another path")
+                what = (f"{'' if rp == rq else 'inside '}{in_flag} ({q})" if " " in in_flag else
+                        f"{'the' if rp == rq else 'inside the'} input {in_flag} {q}")
+                raise P2VitError(f"{flag} {p} is {what}; writing it would overwrite what the run reads: "
                                  "choose another path")
     for i, (flag, p, rp) in enumerate(outs):
         for flag2, p2, rp2 in outs[i + 1:]:

@@ -338,6 +338,15 @@ def test_a_failure_before_the_compile_keeps_no_attempt(tiny_ir, tmp_path, monkey
     assert list(tmp_path.iterdir()) == []
 
 
+def test_build_entries_name_everything_codegen_writes(tiny_build):
+    """cosim.eval and codegen.perf refuse outputs onto these (module.BUILD_ENTRIES): a file codegen
+    adds must be listed there too."""
+    from codegen.module import BUILD_ENTRIES
+
+    written = {p.name for p in tiny_build[1].iterdir()} - {"cosim"}
+    assert written <= set(BUILD_ENTRIES), written - set(BUILD_ENTRIES)
+
+
 def test_out_through_a_symlink_replaces_its_target(tiny_ir, tmp_path):
     generate(tiny_ir, HwConfig(), tmp_path / "b1", build=False)
     (tmp_path / "latest").symlink_to(tmp_path / "b1")

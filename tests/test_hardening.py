@@ -245,22 +245,39 @@ def test_outputs_never_overwrite_an_input_or_each_other(tiny_build, tmp_path, ca
                 "would overwrite each other")
     _fails_fast(perf.main, ["deit_t", "--sweep", "--plot", str(tmp_path / "s.png"), "--json", str(tmp_path / "s.png")],
                 capsys, "would overwrite each other")
-    _fails_fast(perf.main, [str(build), "--json", str(build / "report.json")], capsys, "inside the input MODEL")
+    _fails_fast(perf.main, [str(build), "--json", str(build / "report.json")], capsys, "is part of the build")
     _fails_fast(perf.main, ["deit_t", "--json", "/dev/null"], capsys, "not a regular file")
     _fails_fast(perf.main, ["deit_t", "--json", ""], capsys, "an empty path")
     assert data.read_bytes() == b"images"
     assert sorted(tmp_path.iterdir()) == [data, tmp_path / "link.npz"]   # nothing written
     from quantizer.outputs import check_outputs_apart
 
+    from codegen.module import build_inputs
+    from quantizer.outputs import data_inputs
+
+    # A re-run replaces its own outputs: beside an image folder's images, and beside a build's files.
     (tmp_path / "imgs").mkdir()
     (tmp_path / "imgs" / "a.png").write_bytes(b"png")
-    check_outputs_apart({"--json": tmp_path / "imgs" / "r.json"}, {"--data": tmp_path / "imgs"})   # beside: fine
-    with pytest.raises(P2VitError, match="is inside the input --data"):
-        check_outputs_apart({"--json": tmp_path / "imgs" / "a.png"}, {"--data": tmp_path / "imgs"})
+    for _ in range(2):
+        check_outputs_apart({"--json": tmp_path / "imgs" / "r.json"}, data_inputs("--data", tmp_path / "imgs"))
+        (tmp_path / "imgs" / "r.json").write_text("{}")
+        check_outputs_apart({"--json": build / "r.json", "--results": build / "res"}, build_inputs(build))
+        check_outputs_apart({"--json": build / "cosim" / "r.json"}, build_inputs(build))
+        (build / "r.json").write_text("{}")
+    (build / "r.json").unlink()
+    for name in ("a.png", "chart.png"):   # an image there would be read as data
+        with pytest.raises(P2VitError, match="is an image in --data .*: a run on it would read it as data"):
+            check_outputs_apart({"--plot": tmp_path / "imgs" / name}, data_inputs("--data", tmp_path / "imgs"))
 
 
 def test_outputs_through_a_symlink_write_its_target(tiny_ir, tmp_path):
-    from quantizer.outputs import write_text_atomic
+    from quantizer.outputs import check_output_file, write_text_atomic
+
+    long_name = tmp_path / ("a" * 250 + ".json")   # valid (255 characters); its temporary must be too
+    check_output_file(long_name, "--json")
+    write_text_atomic(long_name, "{}")
+    assert long_name.read_text() == "{}"
+    check_output_file(tmp_path / "missing" / ".." / "q.json", "--json")   # "missing/.." is tmp_path
 
     (tmp_path / "link.json").symlink_to(tmp_path / "real.json")
     write_text_atomic(tmp_path / "link.json", "{}")
