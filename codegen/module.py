@@ -82,6 +82,22 @@ def build_inputs(build_dir) -> list[tuple[str, Path]]:
     return [(f"part of the build {build_dir}", Path(build_dir) / e) for e in BUILD_ENTRIES]
 
 
+def read_build_ir(build_dir: str | Path, info: dict):
+    """The IR a build was made from (its ir/), refused in one line when it is missing or is not the
+    IR whose hash build.json (`info`) records."""
+    from quantizer.ir import QuantizedViT
+
+    build_dir = Path(build_dir)
+    if not (build_dir / "ir" / "manifest.json").is_file():
+        raise P2VitError(f"{build_dir} is a build without its IR (ir/manifest.json missing); rebuild with "
+                         "python -m codegen")
+    ir = QuantizedViT.load(build_dir / "ir")
+    if ir.content_hash != info.get("ir_sha256"):
+        raise P2VitError(f"{build_dir}/ir is not the IR this build was made from (build.json's ir_sha256 differs); "
+                         "rebuild with python -m codegen")
+    return ir
+
+
 def read_build_info(build_dir: str | Path) -> dict:
     """build.json of build_dir, refused unless it is whole and unedited (its checksum holds)."""
     build_dir = Path(build_dir)

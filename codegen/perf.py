@@ -314,16 +314,10 @@ def build_design(spec: str) -> BuiltDesign | None:
     the build was made from."""
     if not is_build_dir(spec):
         return None
-    from quantizer.ir import QuantizedViT
-
-    from .module import read_build_info
+    from .module import read_build_info, read_build_ir
 
     info = read_build_info(spec)
-    if not (Path(spec) / "ir" / "manifest.json").is_file():
-        raise P2VitError(f"{spec} is a build without its IR (ir/manifest.json missing); rebuild with python -m codegen")
-    ir = QuantizedViT.load(Path(spec) / "ir")
-    if ir.content_hash != info.get("ir_sha256"):
-        raise P2VitError(f"{spec}/ir is not the IR this build was made from; rebuild with python -m codegen")
+    ir = read_build_ir(spec, info)
     try:
         hw = HwConfig(**info["hw"])
     except (KeyError, TypeError):

@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from codegen.module import CsimModule, load, read_build_info
+from codegen.module import CsimModule, load, read_build_info, read_build_ir
 from quantizer.data import Preprocess
 from quantizer.errors import P2VitError
 from quantizer.float_model import FloatViT
@@ -113,11 +113,7 @@ def clear_cache() -> None:
 def _load(path: Path, stamp: tuple) -> LoadedBuild:
     info = read_build_info(path)
     sim = load(path)
-    if not (path / "ir" / "manifest.json").is_file():
-        raise P2VitError(f"{path} is a build without its IR (ir/manifest.json missing); rebuild with python -m codegen")
-    ir = QuantizedViT.load(path / "ir")
-    if ir.content_hash != info.get("ir_sha256"):
-        raise P2VitError(f"{path}/ir does not match {path}/build.json (ir_sha256 differs); rebuild with python -m codegen")
+    ir = read_build_ir(path, info)
     fp32 = fp32_model(info, path)
     pp = Preprocess.from_json(info["preprocess"])
     return LoadedBuild(path=path, info=info, sim=sim, ir=ir, fp32=fp32, preprocess=pp, stamp=stamp)
