@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from quantizer.errors import P2VitError
+from quantizer.outputs import RunInput
 
 from .integrity import is_sealed, verify_file
 
@@ -77,9 +78,10 @@ class CsimModule:
 BUILD_ENTRIES = ("build.json", "params.bin", "ir", "hls", "csim", "golden", "report.md", "report.json", "timings.json")
 
 
-def build_inputs(build_dir) -> list[tuple[str, Path]]:
+def build_inputs(build_dir) -> list[RunInput]:
     """check_outputs_apart's inputs for a build directory."""
-    return [(f"part of the build {build_dir}", Path(build_dir) / e) for e in BUILD_ENTRIES]
+    return [RunInput(f"part of the build {build_dir} ({Path(build_dir) / e})", Path(build_dir) / e)
+            for e in BUILD_ENTRIES]
 
 
 def read_build_ir(build_dir: str | Path, info: dict):

@@ -41,7 +41,7 @@ from pathlib import Path
 
 from quantizer.config import softmax_settings
 from quantizer.errors import ArgumentParser, P2VitError, cli_errors, path_arg
-from quantizer.outputs import check_output_file, check_outputs_apart, write_atomic, write_text_atomic
+from quantizer.outputs import RunInput, check_output_file, check_outputs_apart, inputs_of, write_atomic, write_text_atomic
 from quantizer.progress import Progress
 
 from .hwconfig import WEIGHT_PORTS, HwConfig, add_hw_args, check_simd, explicit_hw_flags, hw_config
@@ -296,7 +296,7 @@ def is_build_dir(spec: str) -> bool:
     return p.is_dir() and any((p / n).exists() or (p / n).is_symlink() for n in ("build.json", "ir", "hls", "csim"))
 
 
-def model_inputs(spec: str) -> list[tuple[str, Path]]:
+def model_inputs(spec: str) -> list[RunInput]:
     """What MODEL's files are (for check_outputs_apart): a build's, an IR's, or the card itself."""
     from .module import build_inputs
 
@@ -304,8 +304,8 @@ def model_inputs(spec: str) -> list[tuple[str, Path]]:
     if is_build_dir(spec):
         return build_inputs(p)
     if p.is_dir():   # a saved IR
-        return [("MODEL", p / "manifest.json"), ("MODEL", p / "params.bin")]
-    return [("MODEL", p)] if p.exists() else []
+        return [RunInput(f"the input MODEL {p / f}", p / f) for f in ("manifest.json", "params.bin")]
+    return inputs_of("MODEL", p) if p.exists() else []
 
 
 def build_design(spec: str) -> BuiltDesign | None:

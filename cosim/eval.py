@@ -20,7 +20,7 @@ import numpy as np
 from codegen.module import build_inputs
 from quantizer.data import ImageSet, load_images, subset_indices
 from quantizer.errors import ArgumentParser, P2VitError, cli_errors, path_arg
-from quantizer.outputs import check_output_dir, check_output_file, check_outputs_apart, data_inputs
+from quantizer.outputs import check_output_dir, check_output_file, check_outputs_apart, inputs_of
 from quantizer.eval import json_safe, write_json_atomic
 from quantizer.progress import note
 from quantizer.results import ResultsDir
@@ -216,7 +216,7 @@ def main(argv=None):
     if args.report and Path(args.build).is_dir():
         check_output_dir(Path(args.build) / "cosim", "--report")
     check_outputs_apart({"--json": args.json, "--results": args.results},
-                        data_inputs("--data", args.data) + build_inputs(args.build))
+                        inputs_of("--data", args.data) + build_inputs(args.build))
     check_scaleout_args(args, "cosim")
     s = evaluate(args.data, build=args.build, limit=args.limit, progress=not args.quiet,
                  report=args.report, threads=args.threads, workers=args.workers, ray=args.ray,

@@ -32,7 +32,7 @@ from .config import LEGACY_SOFTMAX, QuantConfig
 from .data import labels_for_model, load_images, to_int8_input, to_model_input
 from .errors import ArgumentParser, P2VitError, cli_errors, path_arg
 from .float_model import FloatViT
-from .outputs import check_output_file, check_outputs_apart, data_inputs, write_text_atomic
+from .outputs import check_output_file, check_outputs_apart, inputs_of, write_text_atomic
 from .pipeline import quantize, weight_bytes
 from .progress import Progress, note
 from .scaleout import (SCALEOUT_HELP, add_scaleout_args, check_scaleout_args, choose_engine, format_run,
@@ -487,8 +487,9 @@ def main(argv=None):
     if args.error_budget_chart:
         check_chart_path(args.error_budget_chart)
     check_outputs_apart({"--json": args.json, "--error-budget-chart": args.error_budget_chart, "--results": args.results},
-                        [("MODEL", args.model if Path(args.model).exists() else None), ("--weights", args.weights),
-                         *data_inputs("--calib", args.calib), *data_inputs("--data", args.data)])
+                        inputs_of("MODEL", args.model if Path(args.model).exists() else None)
+                        + inputs_of("--weights", args.weights) + inputs_of("--calib", args.calib)
+                        + inputs_of("--data", args.data))
     check_scaleout_args(args, "quantizer.eval")
     progress = Progress(enabled=not args.quiet)
     lm = load_model_from_args(args)

@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -140,47 +141,48 @@ def _within(path: Path, other: Path) -> bool:
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif")   # what an image folder is read for
-IMAGES_OF = "'s images"   # the key suffix that marks an input as an image folder (data_inputs)
 
 
-def _overwrites(out: Path, given: Path, image_folder: bool) -> bool:
-    """Writing `out` would replace the input `given`, or something in it the run reads: anything in a
-    directory input, only images in an image folder (results beside its images are not read)."""
-    if out == given:
-        return True
-    return given in out.parents and (not image_folder or out.suffix.lower() in IMAGE_SUFFIXES)
+@dataclass(frozen=True)
+class RunInput:
+    """A path a run reads, for check_outputs_apart. `named` is how a message names it ("the input
+    --data d.npz", "part of the build B (B/ir)"); of an image folder (`images_only`) the run reads
+    only the images, so results may go beside them."""
+    named: str
+    path: object
+    images_only: bool = False
+
+    def overwritten_by(self, out: Path) -> bool:
+        given = Path(os.path.realpath(self.path))
+        return _within(out, given) and (out == given or not self.images_only
+                                         or out.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def data_inputs(flag: str, path) -> list[tuple[str, object]]:
-    """The inputs of a data option (--data, --calib): a file, or an image folder (its images)."""
+def inputs_of(flag: str, path) -> list[RunInput]:
+    """The RunInput of a path option (MODEL, --weights, --calib, --data; none when not given): a
+    file, or a folder of images."""
     if path is None:
         return []
-    return [(flag, path)] if not Path(path).is_dir() else [(flag + IMAGES_OF, path)]
+    if Path(path).is_dir():
+        return [RunInput(f"{flag} {path}", path, images_only=True)]
+    return [RunInput(f"the input {flag} {path}", path)]
 
 
-def check_outputs_apart(outputs: dict[str, object], inputs: dict[str, object] | list[tuple[str, object]]) -> None:
+def check_outputs_apart(outputs: dict[str, object], inputs: list[RunInput]) -> None:
     """No output path is an input or lies in an input directory, or is (or is inside) another output:
-    writing it would destroy what the run reads, or what it writes a moment later. `outputs` and
-    `inputs` map a flag to a path; None (not given) and "-" (stdout) are skipped. An input's key
-    may instead be a phrase naming it (with a space: "part of the build B"); a key ending in
-    "'s images" is an image folder (`data_inputs`), of which only images count. A re-run replacing
-    its own outputs is fine. Paths are compared after following symlinks."""
-    def real(items):
-        pairs = items.items() if isinstance(items, dict) else items
-        return [(flag, p, Path(os.path.realpath(p))) for flag, p in pairs if p is not None and str(p) != "-"]
-
-    outs, ins = real(outputs), real(inputs)
+    writing it would destroy what the run reads, or what it writes a moment later. `outputs` maps a
+    flag to a path; None (not given) and "-" (stdout) are skipped. A re-run replacing its own
+    outputs is fine. Paths are compared after following symlinks."""
+    outs = [(flag, p, Path(os.path.realpath(p))) for flag, p in outputs.items() if p is not None and str(p) != "-"]
     for flag, p, rp in outs:
-        for in_flag, q, rq in ins:
-            image_folder = in_flag.endswith(IMAGES_OF)
-            if _overwrites(rp, rq, image_folder):
-                if image_folder:
-                    raise P2VitError(f"{flag} {p} is an image in {in_flag.removesuffix(IMAGES_OF)} {q}: a run on it "
-                                     "would read it as data; choose another path")
-                what = (f"{'' if rp == rq else 'inside '}{in_flag} ({q})" if " " in in_flag else
-                        f"{'the' if rp == rq else 'inside the'} input {in_flag} {q}")
-                raise P2VitError(f"{flag} {p} is {what}; writing it would overwrite what the run reads: "
-                                 "choose another path")
+        for given in inputs:
+            if given.overwritten_by(rp):
+                if given.images_only:
+                    raise P2VitError(f"{flag} {p} is an image in {given.named}: a run on it would read it as data; "
+                                     "choose another path")
+                inside = "" if rp == Path(os.path.realpath(given.path)) else "inside "
+                raise P2VitError(f"{flag} {p} is {inside}{given.named}; writing it would overwrite what the run "
+                                 "reads: choose another path")
     for i, (flag, p, rp) in enumerate(outs):
         for flag2, p2, rp2 in outs[i + 1:]:
             if _within(rp, rp2) or _within(rp2, rp):

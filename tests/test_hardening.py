@@ -253,13 +253,13 @@ def test_outputs_never_overwrite_an_input_or_each_other(tiny_build, tmp_path, ca
     from quantizer.outputs import check_outputs_apart
 
     from codegen.module import build_inputs
-    from quantizer.outputs import data_inputs
+    from quantizer.outputs import inputs_of
 
     # A re-run replaces its own outputs: beside an image folder's images, and beside a build's files.
     (tmp_path / "imgs").mkdir()
     (tmp_path / "imgs" / "a.png").write_bytes(b"png")
     for _ in range(2):
-        check_outputs_apart({"--json": tmp_path / "imgs" / "r.json"}, data_inputs("--data", tmp_path / "imgs"))
+        check_outputs_apart({"--json": tmp_path / "imgs" / "r.json"}, inputs_of("--data", tmp_path / "imgs"))
         (tmp_path / "imgs" / "r.json").write_text("{}")
         check_outputs_apart({"--json": build / "r.json", "--results": build / "res"}, build_inputs(build))
         check_outputs_apart({"--json": build / "cosim" / "r.json"}, build_inputs(build))
@@ -267,7 +267,7 @@ def test_outputs_never_overwrite_an_input_or_each_other(tiny_build, tmp_path, ca
     (build / "r.json").unlink()
     for name in ("a.png", "chart.png"):   # an image there would be read as data
         with pytest.raises(P2VitError, match="is an image in --data .*: a run on it would read it as data"):
-            check_outputs_apart({"--plot": tmp_path / "imgs" / name}, data_inputs("--data", tmp_path / "imgs"))
+            check_outputs_apart({"--plot": tmp_path / "imgs" / name}, inputs_of("--data", tmp_path / "imgs"))
 
 
 def test_outputs_through_a_symlink_write_its_target(tiny_ir, tmp_path):
