@@ -28,7 +28,7 @@ import torch
 from quantizer import reference
 from quantizer.errors import P2VitError
 from quantizer.ir import QuantizedViT
-from quantizer.outputs import check_output_dir, partial_dir
+from quantizer.outputs import check_output_dir, install_dir, partial_dir
 
 from .build import build_module
 from .hwconfig import HwConfig
@@ -65,8 +65,7 @@ def generate(ir: QuantizedViT, hw: HwConfig, out: Path, build: bool = True, type
     check_generatable(ir.meta["quant"])       # before anything is written
     model_name = ir.meta["model"]["name"]
     check_out_dir(out, model_name, force)
-    target = Path(os.path.realpath(out))   # through a symlink: replace its target, keep the link
-    tmp = partial_dir(target)
+    tmp = partial_dir(out)
     timings = {}
     try:
         ir.save(tmp / "ir")
@@ -109,15 +108,13 @@ def generate(ir: QuantizedViT, hw: HwConfig, out: Path, build: bool = True, type
         write_report(tmp, ir, hw, rendered, info)
         # Timings vary from run to run; they live apart so every other file is reproducible.
         (tmp / "timings.json").write_text(json.dumps(timings, indent=1, sort_keys=True))
-        if target.exists():
-            shutil.rmtree(target)
-        tmp.rename(target)
+        install_dir(tmp, out)
     except P2VitError as exc:
         if str(tmp) not in str(exc):   # the error names nothing in the attempt (e.g. a bound, not a compile)
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         # Keep the failed attempt (with its compiler log) beside, never in, the output directory.
-        failed = failed_dir(target)
+        failed = failed_dir(out)
         message = str(exc).replace(str(tmp), str(failed))
         (tmp / FAILED_NOTE).write_text(message + "\n")
         tmp.rename(failed)
@@ -133,7 +130,9 @@ FAILED_NOTE = "p2vit-failed.txt"   # the error, in a kept failed attempt; marks 
 
 def failed_dir(target: Path) -> Path:
     """Where a failed attempt at `target` is kept: TARGET.failed, replacing an earlier failed attempt
-    but never a directory or file of the user's (then TARGET.failed-2, -3, ...)."""
+    but never a directory or file of the user's (then TARGET.failed-2, -3, ...); through a symlink,
+    beside its target."""
+    target = Path(os.path.realpath(target))
     for n in range(1, 1000):
         failed = target.parent / (f"{target.name}.failed" + (f"-{n}" if n > 1 else ""))
         if not failed.exists() and not failed.is_symlink():

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from .errors import P2VitError
-from .outputs import check_output_dir, partial_dir
+from .outputs import check_output_dir, install_dir, partial_dir
 
 FORMAT = "p2vit-ir"
 FORMAT_VERSION = 1
@@ -94,14 +94,11 @@ class QuantizedViT:
         manifest = {"format": FORMAT, "version": FORMAT_VERSION, "sha256": h.hexdigest(),
                     "meta": self.meta, "tensors": table, "blob": "params.bin"}
         check_ir_destination(directory)
-        target = Path(os.path.realpath(directory))   # through a symlink: replace its target, keep the link
-        tmp = partial_dir(target)
+        tmp = partial_dir(directory)
         try:
             (tmp / "params.bin").write_bytes(blob)
             (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(tmp, target)
+            install_dir(tmp, directory)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

@@ -217,10 +217,20 @@ def remove_stale_partials(target: Path) -> list[Path]:
 
 
 def partial_dir(target: Path) -> Path:
-    """A fresh hidden sibling of `target` to assemble it in (after removing stale ones)."""
-    target = Path(target)
+    """A fresh hidden sibling of `target` to assemble it in (after removing stale ones); through a
+    symlink, a sibling of its target, where install_dir puts it."""
+    target = Path(os.path.realpath(target))
     target.absolute().parent.mkdir(parents=True, exist_ok=True)
     remove_stale_partials(target)
     d = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-{os.getpid()}-", dir=target.absolute().parent))
     os.chmod(d, umask_mode(0o777))   # mkdtemp's 0700 would keep the output from colleagues once renamed
     return d
+
+
+def install_dir(tmp: Path, target: Path) -> None:
+    """Rename a directory assembled in partial_dir(target) onto `target`, replacing what is there;
+    through a symlink, its target (the link is kept)."""
+    target = Path(os.path.realpath(target))
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(tmp, target)
