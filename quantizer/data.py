@@ -26,7 +26,7 @@ from quantizer.outputs import IMAGE_SUFFIXES
 from quantizer.progress import note, progress_bar
 
 IMAGE_EXTS = IMAGE_SUFFIXES   # one list: what a folder is read for, and which outputs may not go in one
-_EXTS_TEXT = "png, jpg, jpeg, bmp, webp, gif"
+_EXTS_TEXT = ", ".join(e[1:] for e in IMAGE_EXTS)
 _FORMS_HINT = "pass an .npz, a folder of images or an ImageFolder tree"
 
 _RESAMPLE = {

@@ -18,8 +18,7 @@ from typing import Callable
 from .errors import P2VitError
 
 
-def _nearest_existing(path: Path) -> Path:
-    p = Path(os.path.abspath(path))   # "sub/.." is the folder itself, as the writers' realpath sees it
+def _nearest_existing(p: Path) -> Path:
     while not p.exists() and p != p.parent:
         p = p.parent
     return p
@@ -30,7 +29,7 @@ def _check_creatable(path: Path, flag: str, is_dir: bool = False) -> None:
     trying it works (os.access says yes to root on read-only or virtual file systems such as
     /proc): the missing folders (a directory output's own too) are made, a file is created in
     the deepest, and all of it is removed again."""
-    shown, path = path, Path(os.path.abspath(path))
+    shown, path = path, Path(os.path.abspath(path))   # "sub/.." is the folder itself, as the writers' realpath sees it
     anchor = _nearest_existing(path.parent if path.exists() else path)
     if anchor != path and not anchor.is_dir():
         raise P2VitError(f"{flag} {shown}: {anchor} is a file, not a directory; choose another path")
@@ -89,7 +88,7 @@ def write_atomic(path: str | os.PathLike, write: Callable[[Path], None], durable
     path = Path(os.path.realpath(path))   # a symlink's target is written, the link kept
     path.parent.mkdir(parents=True, exist_ok=True)
     # the name's first 200 characters: with the dot and mkstemp's 8 + 4 the temporary stays within NAME_MAX
-    fd, name = tempfile.mkstemp(prefix=f".{path.name[:200]}.", suffix=".tmp", dir=path.absolute().parent)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name[:200]}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(name)
     try:
