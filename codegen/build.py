@@ -60,8 +60,10 @@ def build_module(out: Path, module_name: str, types: str = "native", jobs: int |
             f.flush()
             rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT).returncode
             # Ctrl-C or a TERM reaches the compiler first: report the interrupt, not a failed compile.
-            if rc in (-signal.SIGINT, 128 + signal.SIGINT, -signal.SIGTERM, 128 + signal.SIGTERM):
-                raise KeyboardInterrupt if rc in (-signal.SIGINT, 128 + signal.SIGINT) else Terminated()
+            if rc in (-signal.SIGINT, 128 + signal.SIGINT):
+                raise KeyboardInterrupt
+            if rc in (-signal.SIGTERM, 128 + signal.SIGTERM):
+                raise Terminated()
             if rc != 0:
                 raise P2VitError(f"C-sim compile failed (exit {rc}); see the compiler log {log}")
     found = sorted(csim.glob(module_name + "*.so"))
