@@ -30,6 +30,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="number of calibration images (at least 1), taken from the start (default 100)")
 
 
+DEFAULT_BUDGET = 1.1   # --mixed-precision without --budget
+
+
 def add_quant_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("quantization")
     g.add_argument("--w-bits", type=int, choices=(8, 4), default=8, help="weight bits (default 8)")
@@ -61,15 +64,13 @@ def add_quant_args(p: argparse.ArgumentParser) -> None:
                         "stage on held-out calibration images)")
     g.add_argument("--budget", type=float, default=None, metavar="1.0..2.0",
                    help="mixed precision: sum of MACs x bits <= BUDGET x the all-4-bit model; 1.0 = all 4-bit, "
-                        "2.0 = all 8-bit (default 1.1)")
+                        f"2.0 = all 8-bit (default {DEFAULT_BUDGET})")
     g.add_argument("--population", type=int, default=None,
                    help=f"mixed precision: population, at least 2 (default {QuantConfig.mixed_population})")
     g.add_argument("--iterations", type=int, default=None,
                    help=f"mixed precision: iterations, 0 = the coarse stage only (default {QuantConfig.mixed_iterations})")
     g.add_argument("--seed", type=int, default=None, help=f"mixed precision: search seed (default {QuantConfig.mixed_seed})")
 
-
-DEFAULT_BUDGET = 1.1
 
 
 def quant_config(args) -> QuantConfig:
