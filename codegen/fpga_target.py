@@ -136,8 +136,9 @@ def load_target(spec: str) -> Target:
             raise P2VitError(f"target file {spec}: {k} must be a finite number >= 0, not {v!r}")
         if k in COUNT_KEYS and v != int(v):
             raise P2VitError(f"target file {spec}: {k} must be a whole number, not {v!r}")
-    if d["dram_gbs"] <= 0:
-        raise P2VitError(f"target file {spec}: dram_gbs must be > 0, not {d['dram_gbs']!r}")
+    lo, hi = perf.DRAM_GBS
+    if not lo <= d["dram_gbs"] <= hi:
+        raise P2VitError(f"target file {spec}: dram_gbs must be in {lo:g}..{hi:g}, not {d['dram_gbs']!r}")
     lo, hi = CLOCK_MHZ
     if not lo <= d["clock_mhz"] <= hi:
         raise P2VitError(f"target file {spec}: clock_mhz must be in {lo:g}..{hi:g}, not {d['clock_mhz']!r}")

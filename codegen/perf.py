@@ -47,6 +47,7 @@ from quantizer.progress import Progress
 from .hwconfig import WEIGHT_PORTS, HwConfig, add_hw_args, check_simd, explicit_hw_flags, hw_config
 
 DEFAULT_DRAM_GBS = 19.2   # ZCU102 PS DDR4-2400, 64 bit: 2400 MT/s * 8 B (peak)
+DRAM_GBS = (0.1, 10_000.0)   # accepted DRAM bandwidths (GB/s): below, the cycle counts overflow to inf/nan
 
 # Pipeline depth (cycles from the first read to the last write of one iteration) of every
 # II=1 loop, by loop id. Estimates: 1 cycle per BRAM/FIFO access, 3 per DSP multiply, 1 per
@@ -1798,8 +1799,8 @@ def main(argv=None) -> int:
         if given:
             raise P2VitError(f"--target chooses the hardware; drop {', '.join(given)}")
         target = load_target(args.target)
-    if args.dram_gbs is not None and not args.dram_gbs >= 0:
-        raise P2VitError(f"--dram-gbs must be >= 0, not {args.dram_gbs}")
+    if args.dram_gbs is not None and args.dram_gbs != 0 and not DRAM_GBS[0] <= args.dram_gbs <= DRAM_GBS[1]:
+        raise P2VitError(f"--dram-gbs must be {DRAM_GBS[0]:g}..{DRAM_GBS[1]:g} GB/s, or 0 for unlimited, not {args.dram_gbs:g}")
     built = build_design(args.model)   # a build directory's own design (its files checked)
     if built is not None and target is not None:
         raise P2VitError(f"{args.model} is a build, whose design is fixed; --target searches one for a model: "

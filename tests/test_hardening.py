@@ -248,6 +248,8 @@ def test_outputs_never_overwrite_an_input_or_each_other(tiny_build, tmp_path, ca
     _fails_fast(perf.main, [str(build), "--json", str(build / "report.json")], capsys, "is part of the build")
     _fails_fast(perf.main, ["deit_t", "--json", "/dev/null"], capsys, "not a regular file")
     _fails_fast(perf.main, ["deit_t", "--json", ""], capsys, "an empty path")
+    for gbs in ("1e-300", "inf", "nan", "-1", "1e6"):   # 1e-300 once printed nan and 300-digit latencies
+        _fails_fast(perf.main, ["deit_t", "--dram-gbs", gbs], capsys, "--dram-gbs must be 0.1..10000 GB/s, or 0")
     assert data.read_bytes() == b"images"
     assert sorted(tmp_path.iterdir()) == [data, tmp_path / "link.npz"]   # nothing written
     from quantizer.outputs import check_outputs_apart

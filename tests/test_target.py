@@ -42,7 +42,8 @@ def test_named_targets_are_the_boards_budgets():
     ({"dsps": "many"}, "dsps must be a finite number"),
     ({"luts": float("nan")}, "luts must be a finite number"),
     ({"dram_gbs": float("inf")}, "dram_gbs must be a finite number"),
-    ({"dram_gbs": 0}, "dram_gbs must be > 0"),
+    ({"dram_gbs": 0}, "dram_gbs must be in 0.1..10000"),
+    ({"dram_gbs": 1e-300}, "dram_gbs must be in 0.1..10000"),   # would overflow the cycle counts to inf/nan
     ({"dsps": 2520.7}, "dsps must be a whole number"),
     ({"axi_bits": 100}, "axi_bits must be one of"),
     ({"axi_ports": 1}, "uses at least 2 m_axi ports"),
