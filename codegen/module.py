@@ -58,7 +58,9 @@ class CsimModule:
         """int32 logits (B, classes); real logits = logits * 2^e_logit. threads 0: all cores."""
         if not isinstance(threads, (int, np.integer)) or isinstance(threads, bool) or threads < 0:
             raise P2VitError(f"threads must be 0 (all cores) or a positive count, not {threads!r}")
-        return self.mod.run(self.params, self._int8(images), threads)
+        images = self._int8(images)
+        # no more threads than images (the module would cap it too, after a C int had overflowed)
+        return self.mod.run(self.params, images, int(min(threads, max(len(images), 1))))
 
     def trace(self, image: np.ndarray) -> dict[str, np.ndarray]:
         """Every intermediate integer tensor of one image, named as quantizer.reference traces them."""

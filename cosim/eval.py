@@ -29,7 +29,7 @@ from quantizer.scaleout import (SCALEOUT_HELP, add_scaleout_args, check_scaleout
 
 from .api import run
 from .builds import LoadedBuild, open_build
-from .shard import CSIM_BATCH, FP32_BATCH, CosimWork, build_identity  # noqa: F401 - batch sizes re-exported
+from .shard import CSIM_BATCH, FP32_BATCH, CosimWork, build_identity  # noqa: F401 - FP32_BATCH re-exported
 from .report import write_report
 from .trace import format_db
 
@@ -193,7 +193,8 @@ def parse_args(argv):
     p.add_argument("--limit", type=int, metavar="N", help="N images spread evenly over the data")
     p.add_argument("--json", type=path_arg, metavar="OUT", help="also write the results as JSON")
     p.add_argument("--report", action="store_true", help="write <DIR>/cosim/report.md and plots")
-    p.add_argument("--threads", type=int, default=0, help="C-sim threads (default 0: all cores)")
+    p.add_argument("--threads", type=int, default=0,
+                   help=f"C-sim threads (default 0: all cores; at most {CSIM_BATCH}, the images one C-sim call gets)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument("--allow-mismatch", action="store_true",
                    help="exit 0 even when some C-sim logits differ from the reference (for exploring)")
@@ -209,8 +210,8 @@ def main(argv=None):
     args = parse_args(argv)
     if args.limit is not None and args.limit < 1:
         raise P2VitError(f"--limit must be at least 1, not {args.limit}")
-    if args.threads < 0:
-        raise P2VitError(f"--threads must be 0 (all cores) or a positive count, not {args.threads}")
+    if not 0 <= args.threads <= CSIM_BATCH:   # more would idle: one call gets CSIM_BATCH images, one per thread at most
+        raise P2VitError(f"--threads must be 0 (all cores) or 1..{CSIM_BATCH}, not {args.threads}")
     if args.json:
         check_output_file(args.json, "--json")   # before the evaluation, not after it
     if args.report and Path(args.build).is_dir():

@@ -150,14 +150,20 @@ def test_cosim_eval_exits_1_unless_every_image_is_bit_exact(tiny_build, copy_of_
     assert main(["--build", str(copy_of_tiny_build), "--data", str(data), "--quiet", "--allow-mismatch"]) == 0
 
 
-def test_cosim_eval_refuses_negative_threads(tiny_build, tmp_path, capsys):
+def test_cosim_eval_refuses_threads_out_of_range(tiny_build, tmp_path, capsys):
     from cosim.eval import main
 
     with pytest.raises(SystemExit) as exc:
         main(["--build", str(tiny_build[1]), "--data", str(tmp_path / "x.npz"), "--threads", "-3"])
     assert exc.value.code == 2 and "--threads must be 0" in _one_line_error(capsys.readouterr().err)
+    with pytest.raises(SystemExit) as exc:   # more threads than one C-sim call has images
+        main(["--build", str(tiny_build[1]), "--data", str(tmp_path / "x.npz"), "--threads", "100000"])
+    assert exc.value.code == 2 and "--threads must be 0 (all cores) or 1..256" in _one_line_error(capsys.readouterr().err)
     with pytest.raises(P2VitError, match="threads must be 0"):
         load(tiny_build[1]).run(random_images(1, 32), threads=-3)
+    sim = load(tiny_build[1])
+    images = random_images(2, 32)
+    assert (sim.run(images, threads=2**40) == sim.run(images, threads=1)).all()   # capped, not a C int overflow
 
 
 # ----------------------------------------------------------------------------- output paths
