@@ -16,7 +16,6 @@ card field, must not mention pickle) or the time (refused before any real work).
 """
 from __future__ import annotations
 
-import argparse
 import glob
 import json
 import os
@@ -35,6 +34,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from quantizer.errors import ArgumentParser, cli_errors, path_arg  # noqa: E402
 from tests.tiny import random_images, tiny_card  # noqa: E402
 
 SHARED = REPO.parent / "shared"
@@ -295,9 +295,10 @@ def write_card(tmp: Path, name: str, edit) -> Path:
     return path
 
 
+@cli_errors
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out-md", metavar="FILE", help="also write the table (and details) to FILE")
+    ap = ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out-md", type=path_arg, metavar="FILE", help="also write the table (and details) to FILE")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = ap.parse_args(argv)
     if not (REAL_CARD.is_file() and REAL_CALIB.is_file() and REAL_TEST.is_file()):

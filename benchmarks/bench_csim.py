@@ -10,7 +10,6 @@ all cores) and print the ratio.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ from codegen.generate import generate  # noqa: E402
 from codegen.hwconfig import HwConfig  # noqa: E402
 from codegen.module import load  # noqa: E402
 from quantizer import QuantConfig, reference  # noqa: E402
+from quantizer.errors import ArgumentParser, cli_errors, count_arg, path_arg  # noqa: E402
 from quantizer.data import load_images, synthetic_images, to_int8_input, to_model_input  # noqa: E402
 from quantizer.models import load_model  # noqa: E402
 from quantizer.pipeline import quantize  # noqa: E402
@@ -66,13 +66,14 @@ def bench(name: str, n_images: int, out: Path, repeat: int):
     return exact
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", default="vit_b,cifar")
-    p.add_argument("--images", type=int, default=8)
-    p.add_argument("--repeat", type=int, default=3)
-    p.add_argument("--out", default="/tmp/p2vit-bench")
-    args = p.parse_args()
+@cli_errors
+def main(argv=None):
+    p = ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", default="vit_b,cifar", help="comma-separated: short names (random init) or cifar")
+    p.add_argument("--images", type=count_arg(), default=8)
+    p.add_argument("--repeat", type=count_arg(), default=3)
+    p.add_argument("--out", type=path_arg, default="/tmp/p2vit-bench", help="builds go to OUT/MODEL (replaced)")
+    args = p.parse_args(argv)
     print(f"torch threads {torch.get_num_threads()}")
     ok = all([bench(m.strip(), args.images, Path(args.out), args.repeat) for m in args.models.split(",")])
     sys.exit(0 if ok else 1)

@@ -8,7 +8,6 @@ images, and prints the ratio (issue: under 3x on vit_b for one image).
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -20,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from quantizer import QuantConfig, reference  # noqa: E402
 from quantizer.data import synthetic_images, to_int8_input, to_model_input  # noqa: E402
+from quantizer.errors import ArgumentParser, cli_errors, count_arg  # noqa: E402
 from quantizer.models import load_model  # noqa: E402
 from quantizer.pipeline import quantize  # noqa: E402
 
@@ -34,13 +34,14 @@ def best_of(fn, repeat: int) -> float:
     return statistics.median(times)
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+@cli_errors
+def main(argv=None):
+    p = ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="vit_b")
-    p.add_argument("--images", type=int, default=1, help="images per forward (batch)")
-    p.add_argument("--calib", type=int, default=4, help="synthetic calibration images")
-    p.add_argument("--repeat", type=int, default=5)
-    args = p.parse_args()
+    p.add_argument("--images", type=count_arg(), default=1, help="images per forward (batch)")
+    p.add_argument("--calib", type=count_arg(2), default=4, help="synthetic calibration images")
+    p.add_argument("--repeat", type=count_arg(), default=5)
+    args = p.parse_args(argv)
     lm = load_model(args.model, random_init=True)
     t0 = time.perf_counter()
     q = quantize(lm, synthetic_images(args.calib, lm.preprocess), QuantConfig(n_calib=args.calib))

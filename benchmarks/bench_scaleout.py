@@ -17,7 +17,6 @@ per-image costs of docs/results.md (one core: FP32 0.45 s, integer reference 0.9
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import tempfile
@@ -26,6 +25,8 @@ from pathlib import Path
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from quantizer.errors import ArgumentParser, cli_errors, count_arg, path_arg  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 # vit_b per image on one core of this machine, from docs/results.md (bench_reference.py 1-thread
@@ -79,11 +80,12 @@ def sharded(build: Path, images, labels, workers: int, shard_size: int) -> tuple
     return time.perf_counter() - t0, stats
 
 
+@cli_errors
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--build", help="a build directory (default: build the CIFAR-10 model now)")
-    p.add_argument("--images", type=int, default=512)
-    p.add_argument("--shard-size", type=int, default=64)
+    p = ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--build", type=path_arg, help="a build directory (default: build the CIFAR-10 model now)")
+    p.add_argument("--images", type=count_arg(), default=512)
+    p.add_argument("--shard-size", type=count_arg(), default=64)
     args = p.parse_args(argv)
     import ray
 

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from codegen import fpga_target, perf  # noqa: E402
 from codegen.hwconfig import HwConfig  # noqa: E402
-from quantizer.errors import ArgumentParser, P2VitError  # noqa: E402
+from quantizer.errors import ArgumentParser, P2VitError, count_arg  # noqa: E402
 
 LUT_MAC = 30          # LUTs a 4 x 8-bit MAC on the fabric (estimate, see the docstring)
 BAR_FPS = 57.0        # issue 11: above Auto-ViT-Acc's 56.8 FPS
@@ -51,12 +51,10 @@ def designs(shape):
 
 def main() -> int:
     ap = ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--top", type=int, default=12, help="designs to list (fastest first)")
+    ap.add_argument("--top", type=count_arg(0), default=12, help="designs to list (fastest first)")
     ap.add_argument("--load-x", type=int, default=1, choices=(1, 2),
                     help="what-if: row loads of 2 x SIMD values a cycle (default 1: as emitted)")
     args = ap.parse_args()
-    if args.top < 0:
-        ap.error(f"--top must be 0 or more, not {args.top}")
     if args.load_x != 1:   # every caller looks it up in perf at call time, fpga_target's LUT estimate too
         simd_loads = perf.load_lanes
         perf.load_lanes = lambda hw: args.load_x * simd_loads(hw)

@@ -28,7 +28,6 @@ is ours and fails the job. Exit status 0 = everything ran, equal, and no finding
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -45,6 +44,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from quantizer.errors import ArgumentParser, cli_errors, count_arg  # noqa: E402
 
 SANITIZERS = "address,undefined"
 BUILDS = {  # name: (C-sim type mode, quantizer weight bits)
@@ -443,11 +444,12 @@ def summary(runs: list[Run]) -> str:
     return "\n".join(lines)
 
 
+@cli_errors
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--builds", default=",".join(BUILDS),
                     help=f"comma-separated, of {', '.join(BUILDS)} (ap_int needs hls4ml); default all")
-    ap.add_argument("--jobs", type=int, default=2, help="parallel compile jobs (default 2)")
+    ap.add_argument("--jobs", type=count_arg(), default=2, help="parallel compile jobs (default 2)")
     ap.add_argument("--out", type=Path, help="keep the builds and logs here (default: a temporary directory)")
     ap.add_argument("--json", type=Path, help="also write every run as JSON")
     args = ap.parse_args(argv)

@@ -21,7 +21,6 @@ with the PyTorch FP32 model and logit SQNR for each variant (100 calibration ima
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -35,6 +34,7 @@ sys.path.insert(0, str(REPO))
 from quantizer import QuantConfig, intops  # noqa: E402
 from quantizer.budget import Simulator  # noqa: E402
 from quantizer.data import load_images, to_int8_input  # noqa: E402
+from quantizer.errors import ArgumentParser, cli_errors, count_arg, path_arg  # noqa: E402
 from quantizer.eval import fp32_logits, sqnr_db  # noqa: E402
 from quantizer.models import load_model  # noqa: E402
 from quantizer.pipeline import quantize  # noqa: E402
@@ -92,13 +92,14 @@ VARIANTS = [
 ]
 
 
+@cli_errors
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default=str(SHARED / "models" / "cifar10-vit-d192.json"))
-    p.add_argument("--data", default=str(SHARED / "data" / "cifar10-test.npz"))
-    p.add_argument("--calib", default=str(SHARED / "data" / "cifar10-calib.npz"))
-    p.add_argument("--limit", type=int, default=None, help="test images (default: all)")
-    p.add_argument("--json", help="also write the rows as JSON")
+    p = ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", type=path_arg, default=str(SHARED / "models" / "cifar10-vit-d192.json"))
+    p.add_argument("--data", type=path_arg, default=str(SHARED / "data" / "cifar10-test.npz"))
+    p.add_argument("--calib", type=path_arg, default=str(SHARED / "data" / "cifar10-calib.npz"))
+    p.add_argument("--limit", type=count_arg(), default=None, help="test images (default: all)")
+    p.add_argument("--json", type=path_arg, help="also write the rows as JSON")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     lm = load_model(args.model)

@@ -69,6 +69,22 @@ def path_arg(text: str) -> str:
     return text
 
 
+def count_arg(minimum: int = 1):
+    """argparse `type` of a whole-number option with a lower bound (image counts, repeats, jobs)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {minimum} or more, not {value}")
+        return value
+
+    parse.__name__ = "count"   # argparse names the type in its messages
+    return parse
+
+
 def cli_errors(main):
     """Decorate a CLI `main(argv)` so that a P2VitError ends as one line and exit code 2."""
 

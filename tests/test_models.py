@@ -11,6 +11,7 @@ import json
 import math
 import os
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -819,3 +820,34 @@ def test_cli_errors_passes_results_and_other_exceptions(capsys):
         interrupted([])
     assert ei.value.code == 130
     assert capsys.readouterr().err == "error: interrupted\n"
+
+
+@pytest.mark.parametrize("script,argv,phrase", [
+    ("bench_csim.py", ["--images", "0"], "argument --images: must be 1 or more, not 0"),
+    ("bench_reference.py", ["--repeat", "x"], "argument --repeat: 'x' is not a whole number"),
+    ("bench_scaleout.py", ["--shard-size", "-1"], "argument --shard-size: must be 1 or more, not -1"),
+    ("softmax_parts.py", ["--json", ""], "argument --json: an empty path"),
+    ("sanitize.py", ["--jobs", "0"], "argument --jobs: must be 1 or more, not 0"),
+    ("four_bit_bar.py", ["--top", "-1"], "argument --top: must be 0 or more, not -1"),
+    ("bad_inputs.py", ["--out-md", ""], "argument --out-md: an empty path"),
+])
+def test_benchmark_scripts_refuse_bad_flags_in_one_line(script, argv, phrase):
+    """The benchmarks are CLIs too: a bad count is one line and exit 2, before any model loads."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    p = subprocess.run([sys.executable, str(root / "benchmarks" / script), *argv], capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 2 and p.stdout == "", (p.stdout, p.stderr)
+    assert len(p.stderr.splitlines()) == 1 and phrase in p.stderr, p.stderr
+
+
+def test_count_arg_bounds_and_messages():
+    import argparse
+
+    from quantizer.errors import count_arg
+
+    assert count_arg()("3") == 3 and count_arg(0)("0") == 0
+    for text, words in (("0", "must be 1 or more, not 0"), ("1.5", "'1.5' is not a whole number"), ("", "not a whole")):
+        with pytest.raises(argparse.ArgumentTypeError, match=words):
+            count_arg()(text)
