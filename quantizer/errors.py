@@ -5,13 +5,16 @@ is raised as `P2VitError` with a one-line message that says what is wrong and wh
 The command-line entry points print it as `error: <message>` and exit with status 2, as they do
 an OSError that only the user's paths or disk can cause (a name too long, a disk full, a
 read-only file system: `PATH_ERRORS`); anything else is a bug and keeps its traceback. Ctrl-C exits with 130 and SIGTERM with 143,
-both after the same cleanup (partial outputs are removed).
+both after the same cleanup (partial outputs are removed). A reader that closes the output
+early (`... | head`) ends the command quietly with 141, as the shell reports SIGPIPE.
 """
 from __future__ import annotations
 
 import argparse
 import errno
 import functools
+import os
+import select
 import signal
 import sys
 import threading
@@ -85,6 +88,17 @@ def count_arg(minimum: int = 1):
     return parse
 
 
+def _stdout_closed() -> bool:
+    """Whether stdout is a pipe whose reader has gone (rather than some other pipe breaking):
+    poll reports POLLERR on the write end of a pipe with no reader."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):   # no real file descriptor (a captured stdout)
+        return False
+
+
 def cli_errors(main):
     """Decorate a CLI `main(argv)` so that a P2VitError ends as one line and exit code 2."""
 
@@ -97,6 +111,12 @@ def cli_errors(main):
         except P2VitError as exc:
             print(f"error: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
+        except BrokenPipeError:
+            if not _stdout_closed():
+                raise
+            # the reader has gone: point stdout at /dev/null so that the exit's flush raises nothing
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise SystemExit(141) from None
         except OSError as exc:
             message = path_error_message(exc)
             if message is None:

@@ -851,3 +851,31 @@ def test_count_arg_bounds_and_messages():
     for text, words in (("0", "must be 1 or more, not 0"), ("1.5", "'1.5' is not a whole number"), ("", "not a whole")):
         with pytest.raises(argparse.ArgumentTypeError, match=words):
             count_arg()(text)
+
+
+def test_cli_errors_ends_quietly_when_the_reader_closes_stdout(tmp_path):
+    """`python -m ... | head` closes stdout early: exit 141 (the shell's SIGPIPE status), no traceback.
+    Another broken pipe (not stdout's) stays a bug with its traceback."""
+    import subprocess
+
+    script = tmp_path / "cli.py"
+    script.write_text(
+        "import os, sys\n"
+        "from quantizer.errors import cli_errors\n"
+        "@cli_errors\n"
+        "def main(argv=None):\n"
+        "    if sys.argv[1] == 'other':\n"
+        "        r, w = os.pipe(); os.close(r); os.write(w, b'x')\n"
+        "    for i in range(200_000):\n"
+        "        print('line', i)\n"
+        "    return 0\n"
+        "sys.exit(main())\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    p = subprocess.Popen([sys.executable, str(script), "stdout"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         env=env)
+    assert p.stdout.readline() == b"line 0\n"
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=60) == 141 and err == "", err
+    q = subprocess.run([sys.executable, str(script), "other"], capture_output=True, text=True, env=env, timeout=60)
+    assert q.returncode == 1 and "BrokenPipeError" in q.stderr
