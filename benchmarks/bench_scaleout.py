@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from quantizer.errors import ArgumentParser, cli_errors, count_arg, path_arg  # noqa: E402
+from quantizer.errors import ArgumentParser, P2VitError, cli_errors, count_arg, path_arg  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 # vit_b per image on one core of this machine, from docs/results.md (bench_reference.py 1-thread
@@ -87,7 +87,10 @@ def main(argv=None) -> int:
     p.add_argument("--images", type=count_arg(), default=512)
     p.add_argument("--shard-size", type=count_arg(), default=64)
     args = p.parse_args(argv)
-    import ray
+    try:
+        import ray
+    except ImportError:
+        raise P2VitError("bench_scaleout.py needs Ray, an optional extra: pip install -e '.[ray]'") from None
 
     from quantizer.data import load_images
 

@@ -36,7 +36,8 @@ def main(argv=None):
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument("--target", metavar="zcu102|zcu104|JSON",
                    help="generate the fastest design that fits this FPGA (python -m codegen.perf MODEL --target "
-                        "shows the search); replaces --rows/--cols/--simd/--lanes/--axi-bits/--clock-mhz/--part")
+                        "shows the search); it chooses every hardware flag (--rows, --cols, --simd, --weight-ports, --qk-rows, --lanes, "
+                        "--axi-bits, --clock-mhz, --part), so none may be given with it")
     args = p.parse_args(argv)
     cfg = quant_config(args)
     check_generatable(cfg.to_json())          # reference-only settings fail before any work

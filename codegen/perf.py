@@ -1767,7 +1767,7 @@ def main(argv=None) -> int:
     p.add_argument("--max-dsps", type=int, default=None, help="DSP limit of the sweep (default: the part's)")
     p.add_argument("--plot", type=path_arg, metavar="PNG", help="with --sweep: plot latency vs DSPs")
     p.add_argument("--target", metavar="zcu102|zcu104|JSON",
-                   help="search the array shape and lanes for the fastest design within this FPGA's DSPs, BRAM18K and "
+                   help="search the array shape, SIMD, weight ports, Q.K^T rows and lanes for the fastest design within this FPGA's DSPs, BRAM18K and "
                         "(estimated) LUTs, at its clock, port width and DRAM bandwidth, and report that design")
     args = p.parse_args(argv)
     if args.plot and not args.sweep:
