@@ -335,15 +335,16 @@ def evaluate_sharded(lm, calib: np.ndarray, data, labels, names, engine, results
 
 
 def format_table(results: dict) -> str:
-    rows = [f"{'config':24s} {'what':38s} {'top1 %':>7s} {'agree %':>8s} {'SQNR dB':>8s} {'calib err':>10s} {'MB':>7s}"]
-    for name, r in results.items():
-        if "agree" not in r:   # size_mixed_* entries
-            continue
+    shown = {name: r for name, r in results.items() if "agree" in r}   # not the size_mixed_* entries
+    wn = max([len("config"), *map(len, shown)])                           # columns as wide as their longest entry
+    wl = max([len("what"), *(len(r["label"]) for r in shown.values())])
+    rows = [f"{'config':{wn}s} {'what':{wl}s} {'top1 %':>7s} {'agree %':>8s} {'SQNR dB':>8s} {'calib err':>10s} {'MB':>7s}"]
+    for name, r in shown.items():
         top1 = "-" if r["top1"] is None else f"{r['top1']:.2f}"
         sq = "-" if r["sqnr_db"] is None else f"{r['sqnr_db']:.2f}"
         ce = f"{r['calib_error']:.4f}" if "calib_error" in r else "-"
         mb = f"{r['size_mbytes']:.3f}" if "size_mbytes" in r else "-"
-        rows.append(f"{name:24s} {r['label']:38s} {top1:>7s} {r['agree']:>8.2f} {sq:>8s} {ce:>10s} {mb:>7s}")
+        rows.append(f"{name:{wn}s} {r['label']:{wl}s} {top1:>7s} {r['agree']:>8.2f} {sq:>8s} {ce:>10s} {mb:>7s}")
     return "\n".join(rows)
 
 

@@ -279,3 +279,16 @@ def test_eval_n_calib_replaces_the_configurations_own(tiny):
     many = evaluate_configs(lm, calib, x, None, ["pot_8_8_4"], n_calib=16)["pot_8_8_4"]
     assert many == evaluate_configs(lm, calib, x, None, ["pot_8_8_4"])["pot_8_8_4"] | {"seconds": many["seconds"]}
     assert few["calib_error"] != many["calib_error"]
+
+
+def test_eval_table_columns_line_up_whatever_the_labels():
+    """The `what` column once overflowed on the longer labels and shifted the numbers right."""
+    from quantizer.eval import format_table
+
+    row = {"top1": 70.0, "agree": 98.0, "sqnr_db": 21.4, "calib_error": 0.03, "size_mbytes": 2.665}
+    table = format_table({"fp32": {**row, "label": "fp32", "top1": None},
+                          "pot_8_8_4_old_softmax_and_more": {**row, "label": "pot 8/8/4 (" + "x" * 60 + ")"},
+                          "size_mixed_1.1": {"mbytes": 1.0}})
+    lines = table.splitlines()
+    assert len(lines) == 3 and len({len(line) for line in lines}) == 1, table   # right-aligned numbers end together
+    assert lines[2].split()[-5:] == ["70.00", "98.00", "21.40", "0.0300", "2.665"]
