@@ -572,3 +572,92 @@ def test_vit_b_at_the_zcu102_design_compiles_and_is_bit_exact(tmp_path):
     generate(ir, ZCU102_DESIGN, tmp_path / "b")
     img = synthetic_images(1, lm.preprocess, seed=1)
     assert np.array_equal(load(tmp_path / "b").run(img), reference.run(ir, to_int8_input(img)).logits.numpy())
+
+
+# ---- pragma arguments: in scope, constant, within the array's rank ---------------------------------
+# g++ ignores `#pragma HLS`, so a factor naming nothing in scope (as `factor=LANES` once did in
+# p2vit_top, where only C::LANES exists) compiles in every C-sim and fails only in Vitis HLS. This
+# turns each P2VIT_PRAGMA into C++ that g++ checks where the pragma stands: every named numeric
+# argument a constant expression (static_assert), every variable= a variable in scope (sizeof), and
+# an ARRAY_PARTITION/RESHAPE dim= at most the array's rank (an array parameter decays to a pointer,
+# whose pointee adds the first dimension back).
+_PRAGMA_RANK = """#pragma once
+#include <type_traits>
+template <class T> constexpr int p2vit_pragma_rank() {
+  using U = std::remove_cv_t<std::remove_reference_t<T>>;
+  if constexpr (std::is_pointer_v<U>) return 1 + int(std::rank_v<std::remove_pointer_t<U>>);
+  else return int(std::rank_v<U>);
+}
+"""
+_NUMERIC_ARGS = ("II", "depth", "dim", "factor", "max", "min", "distance", "limit", "max_read_burst_length",
+                 "num_read_outstanding")
+
+
+def _pragma_checks(match) -> str:
+    text = match.group(1)
+    kind = text.split()[1]
+    args = dict(re.findall(r"(\w+)=(\S+)", text))
+    out = []
+    for key in _NUMERIC_ARGS:
+        if key in args:
+            low = 0 if key == "dim" else 1
+            out.append(f'static_assert(({args[key]}) >= {low}, "HLS {kind} {key}={args[key]}");')
+    var = args.get("variable")
+    if var is not None:
+        out.append(f"(void)sizeof({var});")
+        if kind in ("ARRAY_PARTITION", "ARRAY_RESHAPE") and args.get("dim", "1") != "0":
+            out.append(f'static_assert(p2vit_pragma_rank<decltype({var})>() >= ({args.get("dim", "1")}), '
+                       f'"HLS {kind} variable={var} dim beyond its rank");')
+    if args.get("port", "return") != "return":
+        out.append(f"(void)sizeof({args['port']});")
+    return " ".join(out) or ";"
+
+
+def _check_pragmas(files: dict, out: Path) -> list[str]:
+    """Write the rendered hls/ tree with every P2VIT_PRAGMA as checks, compile p2vit_top.cpp as Vitis
+    HLS sees it (ap_int types, the HLS loops), and return the command and its errors, or []."""
+    import shutil
+    import subprocess
+
+    from codegen.resources import ap_types_dir
+
+    hls = out / "hls"
+    pattern = re.compile(r"P2VIT_PRAGMA\((HLS [^)]*)\)")
+    sources = {name[len("hls/"):]: text for name, text in files.items() if name.startswith("hls/")}
+    sources.update({f"p2vit/{h.name}": h.read_text() for h in KERNELS.glob("*.h")})
+    n = 0
+    for rel, text in sources.items():
+        if rel.endswith((".h", ".cpp")) and rel != "p2vit/types.h":   # types.h defines the macro itself
+            text, k = pattern.subn(_pragma_checks, text)
+            n += k
+        (hls / rel).parent.mkdir(parents=True, exist_ok=True)
+        (hls / rel).write_text(text)
+    assert n > 150, n   # every pragma of the kernels and the top
+    (hls / "pragma_rank.h").write_text(_PRAGMA_RANK)
+    cmd = [shutil.which("g++") or "g++", "-std=c++17", "-fsyntax-only", "-Wno-unused-label", f"-I{hls}",
+           "-include", str(hls / "pragma_rank.h"),
+           f"-isystem{ap_types_dir()}", str(hls / "p2vit_top.cpp")]
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    return [] if p.returncode == 0 else [" ".join(cmd), "\n".join(line for line in p.stderr.splitlines() if "error:" in line)]
+
+
+@pytest.mark.parametrize("hw", [TINY_HW, HwConfig(rows=4, cols=8, simd=8, lanes=8),
+                                HwConfig(rows=4, cols=8, simd=2, lanes=2, weight_ports=4, qk_rows=3)],
+                         ids=["default", "grouped-8-lanes", "4-ports"])
+def test_every_pragma_argument_is_a_constant_in_scope(tiny_ir, tmp_path, hw):
+    pytest.importorskip("hls4ml", reason="ap_int types come from hls4ml's ap_types")
+    assert _check_pragmas(render(tiny_ir, hw, types="ap_int").files, tmp_path) == []
+
+
+def test_pragma_check_catches_a_factor_out_of_scope(tiny_ir, tmp_path):
+    pytest.importorskip("hls4ml", reason="ap_int types come from hls4ml's ap_types")
+    files = dict(render(tiny_ir, TINY_HW, types="ap_int").files)
+    top = files["hls/p2vit_top.cpp"]
+    planted = top.replace("factor=HID_BANKS", "factor=NO_SUCH_BANKS", 1)
+    assert planted != top
+    errors = _check_pragmas({**files, "hls/p2vit_top.cpp": planted}, tmp_path / "a")
+    assert errors and "NO_SUCH_BANKS" in errors[1]
+    too_deep = top.replace("variable=hid type=cyclic factor=HID_BANKS dim=2", "variable=hid type=cyclic factor=HID_BANKS dim=3")
+    assert too_deep != top
+    errors = _check_pragmas({**files, "hls/p2vit_top.cpp": too_deep}, tmp_path / "b")
+    assert errors and "dim beyond its rank" in errors[1]
