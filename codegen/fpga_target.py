@@ -91,7 +91,7 @@ LUT_COSTS = {
                              # Until session 29 the lane had 15 separate constant multipliers in canonical signed
                              # digits (~78 adders): 6,500
     "shifter": 75,           # per A.V channel and key lane: a 23-bit barrel shift by 0..15 (2 LUT levels) and its adder
-    "layernorm_lane": 1_800,  # a normalizing lane: a pipelined 45 / 32-bit divider (one 32-bit subtractor per
+    "layernorm_lane": 1_800,  # a normalizing lane: one pipelined unsigned 41 / 32-bit divider (D 768, R 16) (one 32-bit subtractor per
                               # quotient bit) and the requant
     "layernorm_stat_lane": 120,  # a writer lane's statistics: the 2-bit alignment shift of ~19 bits and its share of
                                  # the 40-bit S1 and S2 adder trees (the square is a DSP)

@@ -150,6 +150,30 @@ arr binary_b_pos(arr a, arr b, const char* what) {
 
 arr div_floor_v(arr a, arr b) { return binary_b_pos<p2vit::div_floor>(a, b, "div_floor"); }
 arr div_round_v(arr a, arr b) { return binary_b_pos<p2vit::div_round>(a, b, "div_round"); }
+// div_round_s<NB, 31>: LayerNorm's divider (rows.h ln_norm, NB = clog2(D) + R + 14) at the widths of
+// the harness's and the models' (D, R): 22 (D 1, R 8) .. 44 (D 4096, R 16); inputs checked against
+// its domain |a| < 2^(NB-1), 1 <= b < 2^31.
+template <int NB>
+arr div_round_s_t(const arr& a, const arr& b) {
+  need_same(a, b, "div_round_s");
+  arr o = like(a);
+  auto pa = a.data(); auto pb = b.data(); auto po = o.mutable_data();
+  const i64 lim = i64(1) << (NB - 1);
+  for (py::ssize_t i = 0; i < a.size(); ++i) {
+    if (pa[i] <= -lim || pa[i] >= lim || pb[i] < 1 || pb[i] >= (i64(1) << 31))
+      throw py::value_error("div_round_s: operand outside |a| < 2^(NB-1), 1 <= b < 2^31");
+    po[i] = out64(p2vit::div_round_s<NB, 31>(in64(pa[i]), in64(pb[i])));
+  }
+  return o;
+}
+arr div_round_s_v(arr a, arr b, int nb) {
+  switch (nb) {
+#define X(NB) case NB: return div_round_s_t<NB>(a, b);
+    X(22) X(30) X(31) X(32) X(33) X(34) X(40) X(44)
+#undef X
+    default: unsupported("div_round_s", nb);
+  }
+}
 
 arr isqrt_v(arr n) {
   arr o = like(n);
@@ -1193,6 +1217,7 @@ PYBIND11_MODULE(P2VIT_MODNAME, m) {
   m.def("requant", &requant_v, py::arg("v"), py::arg("k"), py::arg("bits"));
   m.def("div_floor", &div_floor_v, py::arg("a"), py::arg("b"));
   m.def("div_round", &div_round_v, py::arg("a"), py::arg("b"));
+  m.def("div_round_s", &div_round_s_v, py::arg("a"), py::arg("b"), py::arg("nb"));
   m.def("isqrt", &isqrt_v, py::arg("n"));
   m.def("log_round_clamped", &log_round_clamped_v, py::arg("r"), py::arg("z"));
   m.def("log_round", &log_round_v, py::arg("r"));

@@ -272,6 +272,32 @@ def test_div_exact_full_range(kern):
     check(kern.div_round(a, b), [(2 * x + y) // (2 * y) for x, y in zip(al, bl)], a=a, b=b)
 
 
+def test_div_round_s_one_divider_on_its_whole_domain(kern):
+    """LayerNorm's divider (arith.h div_round_s<NB, 31>, one unsigned division of 2a + b by 2b) ==
+    exact round-half-up a / b over |a| < 2^(NB-1), 1 <= b < 2^31: both ends of the domain, ties
+    (2a an odd multiple of b), +-1 around them, small and large divisors, random values."""
+    rng = np.random.default_rng(61)
+    for nb in (22, 30, 31, 32, 33, 34, 40, 44):
+        lim = (1 << (nb - 1)) - 1
+        bmax = (1 << 31) - 1
+        b = np.concatenate([A([1, 2, 3, bmax, bmax - 1, 1 << 30]),
+                            rng.integers(1, bmax + 1, 3000), rng.integers(1, 64, 1000)])
+        a = np.concatenate([A([lim, -lim, 0, 1, -1, lim - 1, -lim + 1]), rng.integers(-lim, lim + 1, 5000)])
+        aa = np.concatenate([a, a[:b.size]])[: max(a.size, b.size)]
+        bb = np.resize(b, aa.size)
+        k = rng.integers(-(1 << 20), 1 << 20, bb.size)        # ties: 2a = (2k + 1) b, and one either side
+        tie = (2 * k + 1) * bb
+        ok = (tie % 2 == 0) & (np.abs(tie // 2) < lim)
+        ties = np.concatenate([tie[ok] // 2 + d for d in (-1, 0, 1)])
+        tb = np.concatenate([bb[ok]] * 3)
+        keep = np.abs(ties) <= lim
+        aa, bb = np.concatenate([aa, ties[keep]]), np.concatenate([bb, tb[keep]])
+        want = [(2 * x + y) // (2 * y) for x, y in zip(aa.tolist(), bb.tolist())]
+        check(kern.div_round_s(aa, bb, nb), want, a=aa, b=bb)
+    with pytest.raises(ValueError, match="outside"):
+        kern.div_round_s(A([1 << 21]), A([1]), 22)
+
+
 def test_isqrt(kern):
     rng = np.random.default_rng(7)
     lim = 1 << 62

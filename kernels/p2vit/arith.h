@@ -9,7 +9,7 @@
 //   div_floor(a, b)            floor(a / b), b > 0
 //   div_round(a, b)            round-half-up a / b, b > 0
 //   div_round_u<NB, DB>(a, b)  div_round on an NB-bit by DB-bit unsigned divider (0 <= a < 2^NB)
-//   div_round_s<NB, DB>(a, b)  div_round on an NB-bit signed by DB-bit divider (|a| < 2^(NB-1))
+//   div_round_s<NB, DB>(a, b)  div_round for |a| < 2^(NB-1) on one unsigned (max(NB, DB+1)+1)-bit by (DB+1)-bit divider
 //   isqrt(n)                   floor(sqrt(n)), 0 <= n < 2^62, 31 fixed iterations
 //   log_round_threshold(t)     smallest r with log_round(r) >= t
 //   log_round_clamped<Z>(r)    min(log_round(r), Z), Z unrolled comparisons
@@ -154,20 +154,19 @@ inline i64 div_floor_u(i64 a, i64 b) {
   return i64(uint<NB>(uint<NB>(a) / uint<DB>(b)));
 }
 
-// div_round_s<NB, DB>(a, b): div_round(a, b) for |a| < 2^(NB-1) and 1 <= b < 2^DB, on a signed
-// NB-bit dividend and a (DB+1)-bit signed divisor (see div_round_u).
+// div_round_s<NB, DB>(a, b): div_round(a, b) for |a| < 2^(NB-1) and 1 <= b < 2^DB, on one unsigned
+// divider (numerics.md 4): div_floor(n, d) with n = 2a + b and d = 2b, as |n| / d for n >= 0 and
+// -((|n| + d - 1) / d) for n < 0. The dividend then has M = max(NB, DB + 1) + 1 bits and the
+// divisor DB + 1. (The earlier form, a quotient a / b and a remainder a % b, bound two divider cores.)
 template <int NB, int DB>
 inline i64 div_round_s(i64 a, i64 b) {
-  const sint<NB> an = sint<NB>(a);
-  const sint<DB + 1> bn = sint<DB + 1>(b);
-  sint<NB + 1> q = sint<NB + 1>(an / bn);      // truncated quotient
-  sint<DB + 1> r = sint<DB + 1>(an % bn);      // sign of a, |r| < b
-  if (r < 0) {
-    q = q - 1;
-    r = r + bn;                                // in (0, b)
-  }
-  if (sint<DB + 2>(r) * 2 >= sint<DB + 2>(bn)) q = q + 1;
-  return i64(q);
+  constexpr int M = (NB > DB + 1 ? NB : DB + 1) + 1;
+  const sint<M + 1> n = sint<M + 1>(sint<M + 1>(sint<NB>(a)) * 2 + sint<M + 1>(uint<DB>(b)));   // |n| < 2^NB + 2^DB
+  const uint<DB + 1> d = uint<DB + 1>(uint<DB + 1>(uint<DB>(b)) << 1);                     // 2 <= d < 2^(DB+1)
+  const bool neg = n < 0;
+  const uint<M> m = neg ? uint<M>(uint<M>(-n) + d - 1) : uint<M>(n);                            // < 2^NB + 2^(DB+1) <= 2^M
+  const uint<M> q = uint<M>(m / d);
+  return neg ? i64(-i64(q)) : i64(q);
 }
 
 // isqrt(n): floor(sqrt(n)) for 0 <= n < 2^62 (numerics.md 1): the digit-by-digit (base 4)
