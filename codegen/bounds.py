@@ -123,9 +123,13 @@ def compute_bounds(ir: QuantizedViT, hw: HwConfig) -> Bounds:
                  -(-perf.qk_hw(hw).rows // perf.logit_rows_per_cycle(perf.qk_hw(hw), DH))), mac("proj", N, D, D, ir.depth, tail=perf.drain_tail(hw, D, "residual", DH)),
              mac("fc1", N, D, HID, ir.depth, tail=perf.drain_tail(hw, D, "gelu", DH)),
              mac("fc2", N, HID, D, ir.depth, tail=perf.drain_tail(hw, HID, "residual", DH)), mac("head", 1, D, m["num_classes"], 1),
-             {"call": f"softmax rows ({grp})", "rows": GH * N, "row_length": N, "calls_per_image": ir.depth * NG},
-             {"call": f"A.V rows ({grp})", "rows": GH * N, "keys": N, "lanes": DH, "calls_per_image": ir.depth * NG},
-             {"call": "layernorm rows", "rows": N, "row_length": D, "calls_per_image": 2 * ir.depth + 1}]
+             {"call": f"softmax rows ({grp})", "rows": GH * N, "row_length": N, "elements_per_cycle": hw.lanes,
+              "calls_per_image": ir.depth * NG},
+             {"call": f"A.V rows ({grp})", "rows": GH * N, "keys": N, "keys_per_cycle": hw.lanes, "channels": DH,
+              "calls_per_image": ir.depth * NG},
+             # no pass of its own: statistics in the residual-stream writer, normalization in the row loads
+             {"call": "layernorm (writer statistics, row-load normalization)", "rows": N, "row_length": D,
+              "calls_per_image": 2 * ir.depth + 1}]
     shape = perf.shape_from_ir(ir)
     pipelined = [{"loop": lid, "label": lid.split(".", 1)[1], "iterations_per_image": n,
                   "ii": perf.loop_ii(lid, hw), "limited_by": perf.loop_limit(lid, hw)}

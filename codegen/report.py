@@ -153,7 +153,11 @@ def write_report(out: Path, ir: QuantizedViT, hw: HwConfig, rendered, info: dict
     lines += ["", "## Pipelined loops", "",
               "Every pipelined loop of the emitted code, by its label; II as codegen/perf.py models it and "
               "tests/test_ii.py checks it against the bank accesses and m_axi beats the instrumented C-sim "
-              "records per iteration.", "",
+              "records per iteration. No Vitis HLS run confirmed them: they also assume that HLS sees the "
+              "lanes of an array with more banks than lanes (a lane's bank then follows a counter's parity, "
+              "e.g. the LayerNorm parameter arrays) as disjoint, and takes the DEPENDENCE pragmas and the "
+              "bursts as written; docs/hardware.md (\"How the II claims are checked\") lists what to confirm "
+              "in the csynth log.", "",
               "| loop | label | iterations/image | II | limited by |", "|---|---|---:|---:|---|"]
     lines += [md_row(lp["loop"], lp["label"], lp["iterations_per_image"], lp["ii"], lp["limited_by"])
               for lp in b.pipelined]
