@@ -626,12 +626,14 @@ row_tiles:
       P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=TRIPS)
       P2VIT_PRAGMA(HLS EXPRESSION_BALANCE off)   // the PEs' packed DSP chains stay chains (pe_array.h)
       // the prefetch writes the query tile the PE array does not read; the drain fills the logit
-      // tile the stream does not read (rows[cur] and rows[!cur], rmax likewise: other memories)
+      // tile the stream does not read (rows[cur] and rows[!cur]: other memories). rmax[cur] is both:
+      // the stream reads rmax[!cur], but the drain reads and rewrites rmax[cur][u][g] once per key
+      // tile, STEPS iterations apart, a true dependence that HLS must keep at that distance
       P2VIT_PRAGMA(HLS DEPENDENCE variable=xt type=inter dependent=false)
       P2VIT_PRAGMA(HLS DEPENDENCE variable=xt type=intra dependent=false)
       P2VIT_PRAGMA(HLS DEPENDENCE variable=rows type=inter dependent=false)
       P2VIT_PRAGMA(HLS DEPENDENCE variable=rows type=intra dependent=false)
-      P2VIT_PRAGMA(HLS DEPENDENCE variable=rmax type=inter dependent=false)
+      P2VIT_PRAGMA(HLS DEPENDENCE variable=rmax type=inter direction=RAW distance=STEPS dependent=true)
       P2VIT_COUNT("mac_array.reduce_keys");
       if (i < RED) {
         if (ot > 0 && ks == 0) acc_handoff_groups<C>(acc, done);   // key tile ot - 1 is complete
