@@ -119,6 +119,46 @@ template <class C>
 constexpr int main_loop_trip(int mode) {
   return main_steps<C>(main_k<C>(mode), main_o<C>(mode)) + main_drain_tail<C>(mode);
 }
+// main_plane_beats_of<C>(mode): beats of one weight plane of a layer (codegen/layout.py): all its
+// column tiles' steps (QKV: every head group's); main_reduce_trip_of<C>(mode): iterations of one entry
+// of its reduction loop (a drained layer: all tiles' steps and the drain tail; else one tile's steps).
+template <class C>
+constexpr long main_plane_beats_of(int mode) {
+  const int OT = (main_o<C>(mode) + C::COLS - 1) / C::COLS * (mode == MAIN_QKV ? qkv_groups<C>() : 1);
+  return long(OT) * (main_k<C>(mode) / C::SIMD) * C::BEATS;
+}
+template <class C>
+constexpr bool main_drains(int mode);
+template <class C>
+constexpr int main_loop_trip(int mode);
+template <class C>
+constexpr int main_reduce_trip_of(int mode) {
+  return main_drains<C>(mode) ? main_loop_trip<C>(mode) : main_k<C>(mode) / C::SIMD;
+}
+// main_by_mode<C, F>(mode): F::of<C>(m) for the layer m = mode, each value computed at compile time,
+// so that a product of a layer's sizes is a multiplexer of constants in hardware rather than a
+// multiplier on sizes chosen at run time (which Vitis would bind to DSPs the resource model does not
+// count).
+template <class C, class F>
+inline long main_by_mode(int mode) {
+  constexpr long E = F::template of<C>(MAIN_EMBED), Q = F::template of<C>(MAIN_QKV), P = F::template of<C>(MAIN_PROJ);
+  constexpr long H = F::template of<C>(MAIN_HEAD), F1 = F::template of<C>(MAIN_FC1), F2 = F::template of<C>(MAIN_FC2);
+  return mode == MAIN_EMBED ? E : mode == MAIN_QKV ? Q : mode == MAIN_PROJ ? P : mode == MAIN_HEAD ? H
+       : mode == MAIN_FC1 ? F1 : F2;
+}
+struct PlaneBeats {
+  template <class C>
+  static constexpr long of(int mode) { return main_plane_beats_of<C>(mode); }
+};
+struct ReduceTrip {
+  template <class C>
+  static constexpr long of(int mode) { return main_reduce_trip_of<C>(mode); }
+};
+struct StepBeats {   // beats of one column tile's reduction (one loop entry of a layer that does not drain)
+  template <class C>
+  static constexpr long of(int mode) { return long(main_k<C>(mode) / C::SIMD) * C::BEATS; }
+};
+
 // main_prefetches<C>(mode): whether a layer loads its next row tile inside the current one's
 // reduction loop: it drains there, its ROWS x K / SIMD words fit the loop, and they are load_rows
 // words (the embedding's patches are not).
@@ -296,9 +336,12 @@ int main_array(int mode, const typename C::act_t img[C::IMG_C * C::IMG_H * C::IM
   const int NT = (NR + C::ROWS - 1) / C::ROWS, OT = (O + C::COLS - 1) / C::COLS;
   const int steps = K / C::SIMD;
   // QKV's head group grp: tiles ot_base.. of the layer, whose planes hold all qkv_groups groups
-  const int ot_base = mode == MAIN_QKV ? grp * OT : 0;
-  const long plane = long(mode == MAIN_QKV ? OT * qkv_groups<C>() : OT) * steps * C::BEATS;   // beats of one weight plane (codegen/layout.py)
-  w_beat += long(ot_base) * steps * C::BEATS;
+  // (sizes of the run-time layer `mode` multiplied only as compile-time constants: main_by_mode)
+  constexpr int QKV_OT = (main_o<C>(MAIN_QKV) + C::COLS - 1) / C::COLS;   // a head group's column tiles
+  constexpr long QKV_GROUP_BEATS = long(QKV_OT) * (C::D / C::SIMD) * C::BEATS;
+  const int ot_base = mode == MAIN_QKV ? grp * QKV_OT : 0;
+  const long plane = main_by_mode<C, PlaneBeats>(mode);   // beats of one weight plane (codegen/layout.py)
+  if (mode == MAIN_QKV) w_beat += grp * QKV_GROUP_BEATS;
   // Beside the last head group's attention (MAIN_IDLE with head groups), the MAC array has no layer:
   // it loads proj's first row tile into xt[0], the other groups' channels (final in o; the attention
   // writes the last group's, other channels of o: o's banks see one read and one write per cycle),
@@ -394,7 +437,6 @@ int main_array(int mode, const typename C::act_t img[C::IMG_C * C::IMG_H * C::IM
   const bool embed = mode == MAIN_EMBED;
   const bool stream = mode == MAIN_PROJ || mode == MAIN_FC2 || embed;   // the drains that write r
   const int seg_tiles = overlap ? OT : 1, segs = overlap ? 1 : OT;   // tiles per loop entry, entries
-  const int tail = overlap ? main_drain_tail<C>(mode) : 0;   // iterations after the last tile's steps
   const int words = K / load_lanes<C>();   // prefetch: words per row
   const bool prefetch = main_prefetches<C>(mode);   // (not the embedding's patches: not load_rows words)
   // the early load of the next layer's first row tile (main_early): FC2's (hid) after FC1, a
@@ -408,6 +450,8 @@ int main_array(int mode, const typename C::act_t img[C::IMG_C * C::IMG_H * C::IM
   [[maybe_unused]] constexpr int TRIPS = (TRIPS_QKV > TRIPS_MLP ? TRIPS_QKV : TRIPS_MLP) + C::KMAX_MAIN / C::SIMD;
   [[maybe_unused]] constexpr int REDUCE_II = C::BEATS;   // beats per weight word on each port: one per cycle
   [[maybe_unused]] constexpr int ROW_TILES_MAX = (C::N + C::ROWS - 1) / C::ROWS;
+  const long seg_stride = main_by_mode<C, StepBeats>(mode);   // beats per loop entry where each is one tile
+  const int trip = int(main_by_mode<C, ReduceTrip>(mode));     // iterations per loop entry
 row_tiles:
   for (int t = 0; t < NT; ++t) {
     P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=ROW_TILES_MAX)
@@ -423,14 +467,18 @@ row_tiles:
     const bool fetching = (prefetch && t + 1 < NT) || early;
     const int f_mode = early ? next_mode : mode, f_n0 = early ? 0 : (t + 1) * C::ROWS;
     const int f_words = early ? next_words : words, f_nr = early ? int(C::N) : NR;
+    int seg_ot = 0;             // the next loop entry's first column tile and first beat
+    long seg_beat0 = w_beat;
   weight_tiles:
     for (int sg = 0; sg < segs; ++sg) {
       P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=COL_TILES_MAX)
-      int ot = sg * seg_tiles, ks = 0, dn = 0, dg = 0;   // running tile, step, drain row and column group
-      int pn = 0, pw = 0;                                 // prefetch: row and word of the next row tile
-      const long seg_beat = w_beat + long(sg) * seg_tiles * steps * C::BEATS;   // the segment's first beat (plane 0)
+      int ot = seg_ot, ks = 0, dn = 0, dg = 0;   // running tile, step, drain row and column group
+      int pn = 0, pw = 0;                         // prefetch: row and word of the next row tile
+      const long seg_beat = seg_beat0;            // the segment's first beat (plane 0)
+      seg_ot += seg_tiles;                        // (running sums: no multiplier on the segment index)
+      seg_beat0 += seg_stride;
     reduce:
-      for (int i = 0; i < seg_tiles * steps + tail; ++i) {
+      for (int i = 0; i < trip; ++i) {
         P2VIT_PRAGMA(HLS PIPELINE II=REDUCE_II)
         P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=TRIPS)
         P2VIT_PRAGMA(HLS EXPRESSION_BALANCE off)   // the PEs' packed DSP chains stay chains (pe_array.h)

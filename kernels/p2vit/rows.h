@@ -145,6 +145,8 @@ inline i64 ln_std(i64 s1, i64 s2, i64 eps_i) {
 template <int D, int RBITS>
 inline sint<8> ln_norm(sint<RBITS + 3> xa, i64 s1, i64 sd, sint<16> G, i64 B, sint<8> sh) {
   const i64 dev = i64(D) * i64(xa) - s1;   // |dev| <= 2*D*2^(R+2)
+  // D * xa by a constant: shifts and adds in fabric (D = 768: two), not a DSP the model would not count
+  P2VIT_PRAGMA(HLS BIND_OP variable=dev op=mul impl=fabric)
   // |dev << F_ln| < 2^(clog2(D) + R + 13), 1 <= sd < 2^31 (numerics.md section 4)
   const sint<32> z = sint<32>(div_round_s<detail::clog2(D) + RBITS + 14, 31>(shift_left(dev, LN_FRAC_BITS), sd));
   const i64 acc = i64(z) * i64(G) + B;   // |z| <= sqrt(D-1)*2^11 + 1; |acc| < 2^63
