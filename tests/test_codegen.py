@@ -661,3 +661,65 @@ def test_pragma_check_catches_a_factor_out_of_scope(tiny_ir, tmp_path):
     assert too_deep != top
     errors = _check_pragmas({**files, "hls/p2vit_top.cpp": too_deep}, tmp_path / "b")
     assert errors and "dim beyond its rank" in errors[1]
+
+
+# ---- every multiplier of run-time operands is one the DSP count holds -----------------------------
+# perf.resources counts the PE array's packed products and the misc multipliers (perf.misc_dsps:
+# LayerNorm's xa^2, S1^2, D*S2 and z*G, the softmax's square). Vitis binds any other product of two
+# run-time values to DSPs too (a 32 x 32 control product to 3-4), which the count would miss. g++
+# -O2 folds products of constants as HLS does; what remains in its GIMPLE (two non-constant
+# operands) is listed by source line, and each line must be one of the counted ones.
+_COUNTED_PRODUCTS = (
+    ("pe_array.h", r""),                                     # the PE array: packed_mac and its C-sim forms
+    ("arith.h", r"\bsq = "),                                 # the softmax's 18 x 18-bit square
+    ("epilogue.h", r"i64\(xa\) \* i64\(xa\)"),               # the writer's statistics: xa^2 per lane
+    ("rows.h", r"s1 \* s1"),                                 # ln_std: S1^2 (D * S2 by a constant)
+    ("rows.h", r"i64\(z\) \* i64\(G\)"),                     # ln_norm: z * G per normalizing lane
+    ("p2vit_top.cpp", r"xa \* xa"),                          # trace_layernorm: C-sim only (#ifndef __SYNTHESIS__)
+)
+
+
+def _uncounted_products(hls: Path, tmp: Path) -> list[str]:
+    import shutil
+    import subprocess
+
+    dump = tmp / "top.gimple"
+    # native types without the C-sim fast paths (no -mavx2): the HLS loops, folded like HLS folds them
+    # ... and with the layer function kept one instance for every mode, as ALLOCATION limit=1 keeps it
+    # (no clone per constant argument, which would fold the run-time mode away)
+    cmd = [shutil.which("g++") or "g++", "-std=c++17", "-O2", "-g", "-DP2VIT_NATIVE_TYPES", "-fno-ipa-cp",
+           "-fno-ipa-cp-clone", "-fno-inline-functions-called-once", "-fno-ipa-sra", f"-I{hls}", "-c",
+           str(hls / "p2vit_top.cpp"), "-o", str(tmp / "top.o"), f"-fdump-tree-optimized-lineno={dump}"]
+    subprocess.run(cmd, check=True, capture_output=True)
+    found = set()
+    for m in re.finditer(r"\[([^\]:]+):(\d+):\d+\] \S+ = ([A-Za-z_][\w.]*) \* ([A-Za-z_][\w.]*);", dump.read_text()):
+        found.add((m.group(1), int(m.group(2))))
+    bad = []
+    for path, line in sorted(found):
+        src = Path(path) if Path(path).is_absolute() else hls.parent / path   # (-I is absolute: paths are)
+        text = src.read_text().splitlines()[line - 1]
+        name = src.name
+        if not any(name == f and re.search(pat, text) for f, pat in _COUNTED_PRODUCTS):
+            bad.append(f"{path}:{line}: {text.strip()}")
+    return bad
+
+
+@pytest.mark.parametrize("hw", [TINY_HW, HwConfig(rows=4, cols=8, simd=8, lanes=8),
+                                HwConfig(rows=4, cols=8, simd=2, lanes=2, weight_ports=4, qk_rows=3)],
+                         ids=["default", "grouped-8-lanes", "4-ports"])
+def test_no_multiplier_beyond_the_counted_dsps(tiny_ir, tmp_path, hw):
+    generate(tiny_ir, hw, tmp_path / "b", build=False)
+    assert _uncounted_products(tmp_path / "b" / "hls", tmp_path) == []
+
+
+def test_multiplier_inventory_catches_a_control_product(tiny_ir, tmp_path):
+    # four weight ports: the reduction reads plane p at beat + p * plane (one port has no use for it)
+    generate(tiny_ir, HwConfig(rows=4, cols=8, simd=2, lanes=2, weight_ports=4, qk_rows=3), tmp_path / "b", build=False)
+    layers = tmp_path / "b" / "hls" / "p2vit" / "layers.h"
+    text = layers.read_text()
+    # the reduction loop's bound as it was before session 35: tiles x steps of the run-time layer
+    planted = text.replace("for (int i = 0; i < trip; ++i) {", "for (int i = 0; i < seg_tiles * steps + trip % 7; ++i) {", 1)
+    assert planted != text
+    layers.write_text(planted)
+    bad = _uncounted_products(tmp_path / "b" / "hls", tmp_path)
+    assert any("seg_tiles * steps" in b for b in bad), bad

@@ -185,6 +185,14 @@ constexpr bool main_early(int mode) {
          main_drains<C>(mode) && (mode == MAIN_QKV || main_row_tiles<C>(mode) >= 2) &&
          C::ROWS * (main_k<C>(main_next(mode)) / load_lanes<C>()) <= main_loop_trip<C>(mode);
 }
+struct Prefetches {
+  template <class C>
+  static constexpr long of(int mode) { return main_prefetches<C>(mode); }
+};
+struct Early {
+  template <class C>
+  static constexpr long of(int mode) { return main_early<C>(mode); }
+};
 // ln_acc_distance<C>(): the least K / SIMD of the layers whose residual-stream writer drains in
 // main_array's reduction loop (proj, FC2, the embedding): the iterations between two updates of a
 // row's running LayerNorm sums there (1 if none drains: the pragma then has nothing to order).
@@ -438,10 +446,10 @@ int main_array(int mode, const typename C::act_t img[C::IMG_C * C::IMG_H * C::IM
   const bool stream = mode == MAIN_PROJ || mode == MAIN_FC2 || embed;   // the drains that write r
   const int seg_tiles = overlap ? OT : 1, segs = overlap ? 1 : OT;   // tiles per loop entry, entries
   const int words = K / load_lanes<C>();   // prefetch: words per row
-  const bool prefetch = main_prefetches<C>(mode);   // (not the embedding's patches: not load_rows words)
+  const bool prefetch = main_by_mode<C, Prefetches>(mode);   // (not the embedding's patches: not load_rows words)
   // the early load of the next layer's first row tile (main_early): FC2's (hid) after FC1, a
   // LayerNorm's (rc) after proj, FC2 and the embedding
-  const bool early_here = main_early<C>(mode) && (mode != MAIN_QKV || grp + 1 < qkv_groups<C>());
+  const bool early_here = main_by_mode<C, Early>(mode) && (mode != MAIN_QKV || grp + 1 < qkv_groups<C>());
   const int next_mode = main_next(mode), next_words = main_k<C>(next_mode) / load_lanes<C>();
   const bool tracing = P2VIT_TRACING();
   int cur = pre >= 0 ? pre : 0;   // the row buffer being reduced
