@@ -309,16 +309,23 @@ def test_failed_compile_points_at_the_log_and_leaves_out_untouched(tiny_ir, tmp_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.failed", "b.failed-2"]
 
 
-@pytest.mark.parametrize("script, raised", [("kill -INT $$", KeyboardInterrupt), ("exit 130", KeyboardInterrupt),
-                                             ("kill -TERM $$", "Terminated"), ("exit 1", P2VitError)])
+@pytest.mark.parametrize("script, raised", [("kill INT", KeyboardInterrupt), ("sys.exit(130)", KeyboardInterrupt),
+                                             ("kill TERM", "Terminated"), ("sys.exit(1)", P2VitError)])
 def test_an_interrupted_compile_is_an_interrupt_not_a_failed_compile(tmp_path, monkeypatch, script, raised):
     """Ctrl-C reaches cmake too; when it dies first, the run must still end as interrupted (exit 130,
     partial output removed), not as 'compile failed' naming a log that the cleanup deletes."""
+    import sys
+
     import codegen.build as build
     from quantizer.errors import Terminated
 
+    # The fake cmake kills itself with the signal. It is Python, not sh, because a job started in the
+    # background (`... &`) inherits SIGINT ignored, which sh cannot undo and Python can.
+    if script.startswith("kill "):
+        sig = script.split()[1]
+        script = f"signal.signal(signal.SIG{sig}, signal.SIG_DFL); os.kill(os.getpid(), signal.SIG{sig})"
     fake = tmp_path / "cmake"
-    fake.write_text(f"#!/bin/sh\n{script}\n")
+    fake.write_text(f"#!{sys.executable}\nimport os, signal, sys\n{script}\n")
     fake.chmod(0o755)
     monkeypatch.setattr(build, "_cmake", lambda: str(fake))
     with pytest.raises(Terminated if raised == "Terminated" else raised):
