@@ -984,22 +984,41 @@ def axi_bundles(hw: HwConfig) -> list[str]:
     return blob_bundles(hw) + ([io] if io == "io" else [])
 
 
+def partition_factors(shape: ModelShape, hw: HwConfig) -> dict[str, int]:
+    """The ARRAY_PARTITION factors of the generated top and main_array (kernels/p2vit/banks.h), by
+    array: r, rc, o, q, k (channels; the keys are cyclic PCOLS besides), hid, img, tile_bias, the
+    per-output parameters p4 (bias) and p1 (shift, e_r, e_s), cls, the LayerNorm parameters and the
+    Q.K^T logit rows (keys)."""
+    cols, ab, WL = hw.cols, hw.axi_bytes, load_lanes(hw)
+    E = qkv_lanes(hw, shape.dh)
+    return {
+        "r": cols,                                                        # r_banks
+        "rc": shared_banks(cols, 2, WL, 2),                               # rc_banks
+        "o": shared_banks(hw.lanes, 1, WL, 1),                            # xo_banks
+        "q": shared_banks(E, 1, WL, 1),                                   # q_banks
+        "k": shared_banks(E, 1, hw.simd, 1),                              # k_channel_banks
+        "hid": shared_banks(cols, 2, WL, 2),                              # hid_banks
+        "img": img_banks(hw, shape.patch),
+        "tile_bias": shared_banks(hw.weight_ports * (ab // 4), 2, cols, 1),   # embed_bias_banks
+        "p4": shared_banks(ab // 4, 1, cols, 1), "p1": shared_banks(ab, 1, cols, 1),   # param_banks<C, PER4 / PER1>
+        "cls": ab // (shape.res_bits // 8),                               # PER_RES
+        "ln_k": math.lcm(ab, cols, WL),                                   # ln_k_banks
+        "ln_G": math.lcm(ab // 2, WL), "ln_B": math.lcm(ab // 8, WL), "ln_sh": math.lcm(ab, WL),   # ln_param_banks
+        "rows": logit_row_banks(hw),
+    }
+
+
 def buffers(shape: ModelShape, hw: HwConfig, acc_bits: int = 32) -> list[dict]:
     """On-chip buffers of the emitted code (templates/p2vit_top.cpp.j2, kernels/p2vit/layers.h)
     with the memories they map to: (banks, depth, width bits) each."""
     N, D, HID, KP, R, DH = shape.tokens, shape.dim, shape.hidden, shape.kp, shape.res_bits, shape.dh
-    rows, cols, simd, ab, L = hw.rows, hw.cols, hw.simd, hw.axi_bytes, hw.lanes
+    rows, cols = hw.rows, hw.cols
     pcols, qrows = hw.port_cols, hw.qk_array_rows
-    E, WL, RL = qkv_lanes(hw, DH), load_lanes(hw), logit_rows_per_cycle(qk_hw(hw), DH)
-    # partition factors of kernels/p2vit/banks.h
-    RB, CB = cols, shared_banks(cols, 2, WL, 2)
-    XB, QB = shared_banks(L, 1, WL, 1), shared_banks(E, 1, WL, 1)
-    KB, GB = shared_banks(E, 1, simd, 1), shared_banks(cols, 2, WL, 2)
+    E, RL = qkv_lanes(hw, DH), logit_rows_per_cycle(qk_hw(hw), DH)
+    f = partition_factors(shape, hw)
+    RB, CB, XB, QB, KB, GB = f["r"], f["rc"], f["o"], f["q"], f["k"], f["hid"]
     OM = max(3 * D, HID, shape.num_classes)
     reshape = xt_reshape(hw, shape)
-
-    def pb(per):
-        return shared_banks(per, 1, cols, 1)
 
     def b(name, nbytes, mems):
         return {"buffer": name, "bytes": nbytes, "memories": mems}
@@ -1026,7 +1045,7 @@ def buffers(shape: ModelShape, hw: HwConfig, acc_bits: int = 32) -> list[dict]:
         b("attention output o[N][D] (channels cyclic XB)", N * D, [cyc(N * D, 8, XB)]),
         b("FC1 output hid[N][HID] (channels cyclic GB)", N * HID, [cyc(N * HID, 8, GB)]),
         b("image img[C*H*W] (one burst from io; cyclic img_banks)", shape.in_chans * shape.img_h * shape.img_w,
-          [cyc(shape.in_chans * shape.img_h * shape.img_w, 8, img_banks(hw, shape.patch))]),
+          [cyc(shape.in_chans * shape.img_h * shape.img_w, 8, f["img"])]),
         # xt of each instance: rows complete x cyclic SIMD along K, partitioned (ROWS x SIMD memories)
         # or reshaped (ROWS memories of SIMD-value words): xt_reshape; the MAC array's twice (the
         # tile being reduced and the prefetched next one)
@@ -1041,19 +1060,19 @@ def buffers(shape: ModelShape, hw: HwConfig, acc_bits: int = 32) -> list[dict]:
         # the rows of G = ceil(QK_ROWS/RL) rows each; the row maxima rmax[2][RL][G] are registers
         b("logit row tiles rows[2][RL][G][N] (tiles and rows complete x keys cyclic logit_row_banks) and row "
           "maxima rmax[2][RL][G] (registers)", 2 * RL * _cdiv(qrows, RL) * (N + 1),
-          [(2 * RL * logit_row_banks(hw), _cdiv(qrows, RL) * _cdiv(N, logit_row_banks(hw)), 8)]),
+          [(2 * RL * f["rows"], _cdiv(qrows, RL) * _cdiv(N, f["rows"]), 8)]),
         b("layer parameters: bias/shift (max(3D, HID, classes)), e_r/e_s (cyclic param_banks), GELU table "
           "(registers), cls", OM * 5 + 2 * D + 256 + D * R // 8,
-          [cyc(OM, 32, pb(ab // 4)), cyc(OM, 8, pb(ab)), cyc(D, 8, pb(ab)),
-           cyc(D, 8, pb(ab)), cyc(D, R, ab // (R // 8))]),
+          [cyc(OM, 32, f["p4"]), cyc(OM, 8, f["p1"]), cyc(D, 8, f["p1"]),
+           cyc(D, 8, f["p1"]), cyc(D, R, f["cls"])]),
         # the embedding's row tile of per-token biases (kernels/p2vit/layers.h main_array): a beat of
         # every weight port in per cycle, COLS out (banks.h embed_bias_banks)
         b("embedding row-tile biases tile_bias[ROWS * DT], DT = D rounded up to COLS (cyclic embed_bias_banks)",
           rows * _cdiv(D, cols) * cols * 4,
-          [cyc(rows * _cdiv(D, cols) * cols, 32, shared_banks(hw.weight_ports * (ab // 4), 2, cols, 1))]),
+          [cyc(rows * _cdiv(D, cols) * cols, 32, f["tile_bias"])]),
         # read by the normalizing loads (load_lanes) and, ln_k, by the writer (COLS)
-        b("LayerNorm parameters", D * (1 + 2 + 8 + 1), [cyc(D, 2, math.lcm(ab, cols, WL)), cyc(D, 16, math.lcm(ab // 2, WL)),
-                                                        cyc(D, 64, math.lcm(ab // 8, WL)), cyc(D, 8, math.lcm(ab, WL))]),
+        b("LayerNorm parameters", D * (1 + 2 + 8 + 1), [cyc(D, 2, f["ln_k"]), cyc(D, 16, f["ln_G"]),
+                                                        cyc(D, 64, f["ln_B"]), cyc(D, 8, f["ln_sh"])]),
         b("LayerNorm row statistics: running S1, S2 and each row's S1, std (int64, plain memories)", 4 * N * 8,
           [(4, N, 64)]),
         b("logits stream: one Q.K^T row tile; codes stream: one row", qrows * N + N, [(1, qrows * N, 8), (1, N, 4)]),

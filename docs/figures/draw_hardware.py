@@ -11,7 +11,7 @@ attention DATAFLOW region of one head group (the Q.K^T array, the softmax and th
 with their LANES and streams), LayerNorm, and p2vit_main_step: the DATAFLOW region of the MAC array
 beside the attention where QKV runs in head groups (perf.qkv_group_heads < H), else a note that
 it runs in one. Every number comes from codegen: the hardware from codegen.hwconfig.HwConfig, the
-partition factors and lanes from the codegen.perf mirrors of kernels/p2vit/banks.h (checked
+partition factors from perf.partition_factors (the mirror of kernels/p2vit/banks.h that perf.buffers uses; checked
 against perf.buffers), the resources from perf.resources, the model's (N, D, H, HID, ...) from
 codegen.perf.load_shape (default: the CIFAR-10 model card ../shared/models/cifar10-vit-d192.json;
 `--model vit_b` for ViT-B/16, built on the meta device, no weights). matplotlib's Agg canvas, no
@@ -20,7 +20,6 @@ pyplot; the PNG carries no software or time stamp, so the same arguments give th
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 from pathlib import Path
@@ -115,31 +114,6 @@ class Drawing:
             raise
 
 
-def _banks(shape, hw: HwConfig) -> dict[str, int]:
-    """The ARRAY_PARTITION factors of the generated top (kernels/p2vit/banks.h, through their
-    codegen.perf mirrors, as perf.buffers computes them)."""
-    from codegen import perf
-
-    sb = perf.shared_banks
-    C, S, L, AB, WL = hw.cols, hw.simd, hw.lanes, hw.axi_bytes, perf.load_lanes(hw)
-    E = perf.qkv_lanes(hw, shape.dh)
-    return {
-        "r": C,                                                  # r_banks
-        "rc": sb(C, 2, WL, 2),                                   # rc_banks
-        "o": sb(L, 1, WL, 1),                                    # xo_banks
-        "q": sb(E, 1, WL, 1),                                    # q_banks
-        "k": sb(E, 1, S, 1),                                     # k_channel_banks (dim 4; keys cyclic PCOLS)
-        "hid": sb(C, 2, WL, 2),                                  # hid_banks
-        "img": perf.img_banks(hw, shape.patch),                  # img_banks
-        "tile_bias": sb(hw.weight_ports * (AB // 4), 2, C, 1),   # embed_bias_banks
-        "p4": sb(AB // 4, 1, C, 1), "p1": sb(AB, 1, C, 1),       # param_banks<C, PER4>, <C, PER1>
-        "cls": AB // (shape.res_bits // 8),                      # PER_RES
-        "ln_k": math.lcm(AB, C, WL),                             # ln_k_banks
-        "ln_G": math.lcm(AB // 2, WL), "ln_B": math.lcm(AB // 8, WL), "ln_sh": math.lcm(AB, WL),   # ln_param_banks
-        "rows": perf.logit_row_banks(hw),                        # Q.K^T's logit row tiles, keys
-    }
-
-
 def _check_banks(shape, hw: HwConfig, banks: dict, buffers: list[dict]) -> None:
     """Stop if the activation buffers' memories drawn here are not those of perf.buffers (the
     resources the title reports): the two must not drift apart."""
@@ -210,7 +184,7 @@ def draw(shape, hw: HwConfig, out: Path) -> None:
     qk_pre = perf.qk_prefetch(hq, N, DH)
     reshape = perf.xt_reshape(hw, shape)
     ln_loop, ln_exposed = perf.ln_load_paths(shape, hw)
-    bk = _banks(shape, hw)
+    bk = perf.partition_factors(shape, hw)
     _check_banks(shape, hw, bk, res["buffers"])
     sets_s = "" if SETS == 1 else " per set"
     d = Drawing()
