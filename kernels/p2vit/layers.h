@@ -119,46 +119,6 @@ template <class C>
 constexpr int main_loop_trip(int mode) {
   return main_steps<C>(main_k<C>(mode), main_o<C>(mode)) + main_drain_tail<C>(mode);
 }
-// main_plane_beats_of<C>(mode): beats of one weight plane of a layer (codegen/layout.py): all its
-// column tiles' steps (QKV: every head group's); main_reduce_trip_of<C>(mode): iterations of one entry
-// of its reduction loop (a drained layer: all tiles' steps and the drain tail; else one tile's steps).
-template <class C>
-constexpr long main_plane_beats_of(int mode) {
-  const int OT = (main_o<C>(mode) + C::COLS - 1) / C::COLS * (mode == MAIN_QKV ? qkv_groups<C>() : 1);
-  return long(OT) * (main_k<C>(mode) / C::SIMD) * C::BEATS;
-}
-template <class C>
-constexpr bool main_drains(int mode);
-template <class C>
-constexpr int main_loop_trip(int mode);
-template <class C>
-constexpr int main_reduce_trip_of(int mode) {
-  return main_drains<C>(mode) ? main_loop_trip<C>(mode) : main_k<C>(mode) / C::SIMD;
-}
-// main_by_mode<C, F>(mode): F::of<C>(m) for the layer m = mode, each value computed at compile time,
-// so that a product of a layer's sizes is a multiplexer of constants in hardware rather than a
-// multiplier on sizes chosen at run time (which Vitis would bind to DSPs the resource model does not
-// count).
-template <class C, class F>
-inline long main_by_mode(int mode) {
-  constexpr long E = F::template of<C>(MAIN_EMBED), Q = F::template of<C>(MAIN_QKV), P = F::template of<C>(MAIN_PROJ);
-  constexpr long H = F::template of<C>(MAIN_HEAD), F1 = F::template of<C>(MAIN_FC1), F2 = F::template of<C>(MAIN_FC2);
-  return mode == MAIN_EMBED ? E : mode == MAIN_QKV ? Q : mode == MAIN_PROJ ? P : mode == MAIN_HEAD ? H
-       : mode == MAIN_FC1 ? F1 : F2;
-}
-struct PlaneBeats {
-  template <class C>
-  static constexpr long of(int mode) { return main_plane_beats_of<C>(mode); }
-};
-struct ReduceTrip {
-  template <class C>
-  static constexpr long of(int mode) { return main_reduce_trip_of<C>(mode); }
-};
-struct StepBeats {   // beats of one column tile's reduction (one loop entry of a layer that does not drain)
-  template <class C>
-  static constexpr long of(int mode) { return long(main_k<C>(mode) / C::SIMD) * C::BEATS; }
-};
-
 // main_prefetches<C>(mode): whether a layer loads its next row tile inside the current one's
 // reduction loop: it drains there, its ROWS x K / SIMD words fit the loop, and they are load_rows
 // words (the embedding's patches are not).
@@ -185,14 +145,36 @@ constexpr bool main_early(int mode) {
          main_drains<C>(mode) && (mode == MAIN_QKV || main_row_tiles<C>(mode) >= 2) &&
          C::ROWS * (main_k<C>(main_next(mode)) / load_lanes<C>()) <= main_loop_trip<C>(mode);
 }
-struct Prefetches {
-  template <class C>
-  static constexpr long of(int mode) { return main_prefetches<C>(mode); }
-};
-struct Early {
-  template <class C>
-  static constexpr long of(int mode) { return main_early<C>(mode); }
-};
+// main_size<C>(what, mode): what main_array needs of layer `mode` that is a product of its sizes:
+// the beats of one weight plane (codegen/layout.py; QKV: every head group's column tiles), the
+// iterations of one entry of its reduction loop (a drained layer: all tiles' steps and the drain
+// tail; else one tile's steps), the beats of one column tile's steps, and whether it prefetches or
+// loads the next layer's first row tile early.
+enum MainSize { PLANE_BEATS, REDUCE_TRIP, STEP_BEATS, PREFETCHES, EARLY };
+template <class C>
+constexpr long main_size(MainSize what, int mode) {
+  const long steps = main_k<C>(mode) / C::SIMD;
+  const long tiles = (main_o<C>(mode) + C::COLS - 1) / C::COLS * (mode == MAIN_QKV ? qkv_groups<C>() : 1);
+  switch (what) {
+    case PLANE_BEATS: return tiles * steps * C::BEATS;
+    case REDUCE_TRIP: return main_drains<C>(mode) ? main_loop_trip<C>(mode) : steps;
+    case STEP_BEATS: return steps * C::BEATS;
+    case PREFETCHES: return main_prefetches<C>(mode);
+    default: return main_early<C>(mode);
+  }
+}
+// main_by_mode<C, WHAT>(mode): main_size for the run-time layer `mode`, each layer's value computed
+// at compile time, so that a product of a layer's sizes is a multiplexer of constants in hardware
+// rather than a multiplier on sizes chosen at run time (which Vitis would bind to DSPs the resource
+// model does not count).
+template <class C, MainSize WHAT>
+inline long main_by_mode(int mode) {
+  constexpr long E = main_size<C>(WHAT, MAIN_EMBED), Q = main_size<C>(WHAT, MAIN_QKV);
+  constexpr long P = main_size<C>(WHAT, MAIN_PROJ), H = main_size<C>(WHAT, MAIN_HEAD);
+  constexpr long F1 = main_size<C>(WHAT, MAIN_FC1), F2 = main_size<C>(WHAT, MAIN_FC2);
+  return mode == MAIN_EMBED ? E : mode == MAIN_QKV ? Q : mode == MAIN_PROJ ? P : mode == MAIN_HEAD ? H
+       : mode == MAIN_FC1 ? F1 : F2;
+}
 // ln_acc_distance<C>(): the least K / SIMD of the layers whose residual-stream writer drains in
 // main_array's reduction loop (proj, FC2, the embedding): the iterations between two updates of a
 // row's running LayerNorm sums there (1 if none drains: the pragma then has nothing to order).
@@ -346,9 +328,9 @@ int main_array(int mode, const typename C::act_t img[C::IMG_C * C::IMG_H * C::IM
   // QKV's head group grp: tiles ot_base.. of the layer, whose planes hold all qkv_groups groups
   // (sizes of the run-time layer `mode` multiplied only as compile-time constants: main_by_mode)
   constexpr int QKV_OT = (main_o<C>(MAIN_QKV) + C::COLS - 1) / C::COLS;   // a head group's column tiles
-  constexpr long QKV_GROUP_BEATS = long(QKV_OT) * (C::D / C::SIMD) * C::BEATS;
+  constexpr long QKV_GROUP_BEATS = QKV_OT * main_size<C>(STEP_BEATS, MAIN_QKV);
   const int ot_base = mode == MAIN_QKV ? grp * QKV_OT : 0;
-  const long plane = main_by_mode<C, PlaneBeats>(mode);   // beats of one weight plane (codegen/layout.py)
+  const long plane = main_by_mode<C, PLANE_BEATS>(mode);   // beats of one weight plane (codegen/layout.py)
   if (mode == MAIN_QKV) w_beat += grp * QKV_GROUP_BEATS;
   // Beside the last head group's attention (MAIN_IDLE with head groups), the MAC array has no layer:
   // it loads proj's first row tile into xt[0], the other groups' channels (final in o; the attention
@@ -446,10 +428,10 @@ int main_array(int mode, const typename C::act_t img[C::IMG_C * C::IMG_H * C::IM
   const bool stream = mode == MAIN_PROJ || mode == MAIN_FC2 || embed;   // the drains that write r
   const int seg_tiles = overlap ? OT : 1, segs = overlap ? 1 : OT;   // tiles per loop entry, entries
   const int words = K / load_lanes<C>();   // prefetch: words per row
-  const bool prefetch = main_by_mode<C, Prefetches>(mode);   // (not the embedding's patches: not load_rows words)
+  const bool prefetch = main_by_mode<C, PREFETCHES>(mode);   // (not the embedding's patches: not load_rows words)
   // the early load of the next layer's first row tile (main_early): FC2's (hid) after FC1, a
   // LayerNorm's (rc) after proj, FC2 and the embedding
-  const bool early_here = main_by_mode<C, Early>(mode) && (mode != MAIN_QKV || grp + 1 < qkv_groups<C>());
+  const bool early_here = main_by_mode<C, EARLY>(mode) && (mode != MAIN_QKV || grp + 1 < qkv_groups<C>());
   const int next_mode = main_next(mode), next_words = main_k<C>(next_mode) / load_lanes<C>();
   const bool tracing = P2VIT_TRACING();
   int cur = pre >= 0 ? pre : 0;   // the row buffer being reduced
@@ -458,8 +440,8 @@ int main_array(int mode, const typename C::act_t img[C::IMG_C * C::IMG_H * C::IM
   [[maybe_unused]] constexpr int TRIPS = (TRIPS_QKV > TRIPS_MLP ? TRIPS_QKV : TRIPS_MLP) + C::KMAX_MAIN / C::SIMD;
   [[maybe_unused]] constexpr int REDUCE_II = C::BEATS;   // beats per weight word on each port: one per cycle
   [[maybe_unused]] constexpr int ROW_TILES_MAX = (C::N + C::ROWS - 1) / C::ROWS;
-  const long seg_stride = main_by_mode<C, StepBeats>(mode);   // beats per loop entry where each is one tile
-  const int trip = int(main_by_mode<C, ReduceTrip>(mode));     // iterations per loop entry
+  const long seg_stride = main_by_mode<C, STEP_BEATS>(mode);   // beats per loop entry where each is one tile
+  const int trip = int(main_by_mode<C, REDUCE_TRIP>(mode));     // iterations per loop entry
 row_tiles:
   for (int t = 0; t < NT; ++t) {
     P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=ROW_TILES_MAX)
