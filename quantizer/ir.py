@@ -156,8 +156,27 @@ class QuantizedViT:
 
 
 def check_ir_destination(directory: str | os.PathLike, flag: str = "--out") -> Path:
-    """Where an IR may be saved: a new or empty directory, or an IR saved before (replaced)."""
+    """Where an IR may be saved: a new or empty directory, or an IR saved before (replaced), but
+    nothing inside a build (its ir/ is the IR build.json's hash names: replacing it breaks the build)."""
     directory = check_output_dir(directory, flag)
+    real = Path(os.path.realpath(directory))
+    for parent in real.parents:
+        if (parent / "build.json").is_file():
+            raise P2VitError(f"{flag} {directory} is inside the build {parent}, whose files only python -m codegen "
+                             "writes (an IR saved there would not be the one it was built from); choose another "
+                             "directory, or pass the new IR to python -m codegen --out to rebuild")
     if directory.is_dir() and any(directory.iterdir()) and not (directory / "manifest.json").is_file():
         raise P2VitError(f"{flag} {directory} is not empty and holds no saved IR; choose another directory")
     return directory
+
+
+def check_ir_replaceable(directory: str | os.PathLike, model_name: str, force: bool, flag: str = "--out") -> None:
+    """An IR saved before in `directory` is replaced only by one of the same model, unless forced (as
+    python -m codegen --force does for a build of another model)."""
+    try:
+        saved = json.loads((Path(directory) / "manifest.json").read_text())["meta"]["model"]["name"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return   # nothing saved there, or an IR too damaged to name a model: replacing it loses nothing
+    if saved != model_name and not force:
+        raise P2VitError(f"{flag} {directory} holds an IR of {saved}, not {model_name}; choose another directory "
+                         "or pass --force to replace it")

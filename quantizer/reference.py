@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from . import intops
+from .errors import P2VitError
 from .float_model import patches
 from .ir import QuantizedViT
 from .lowered import lower
@@ -113,6 +114,7 @@ class Reference:
                                     ir.t(name + ".sh"), ir.i(name + ".eps"))
 
     def run(self, images: torch.Tensor, trace: bool = False) -> RefResult:
+        check_int8_input(self.ir, images)
         ir, D, R = self.ir, self.D, self.res_bits
         tr = {} if trace else None
 
@@ -181,8 +183,28 @@ class Reference:
         return r
 
 
+def check_int8_input(ir: QuantizedViT, images) -> None:
+    """The reference reads int8 (N, 3, H, W) tensors of u - 128 (data.to_int8_input); anything else
+    (uint8 or float images, a normalized model input, one image without its batch axis) would give
+    logits of another input, or a traceback from deep inside, so it is refused in one line."""
+    m = ir.meta["model"]
+    want = (m["in_chans"], *m["img_size"])
+    fix = "convert uint8 (N, H, W, 3) images with quantizer.data.to_int8_input"
+    if not isinstance(images, torch.Tensor):
+        raise P2VitError(f"the reference takes a torch int8 tensor (N, {', '.join(map(str, want))}), not "
+                         f"{type(images).__name__}; {fix}")
+    if images.dtype != torch.int8:
+        raise P2VitError(f"the reference takes int8 images (pixel - 128), not {str(images.dtype).replace('torch.', '')} "
+                         f"(a normalized model input is not one); {fix}")
+    if images.dim() != 4 or tuple(images.shape[1:]) != want or images.shape[0] == 0:
+        raise P2VitError(f"the reference takes int8 images of shape (N, {', '.join(map(str, want))}) with N >= 1, "
+                         f"not {tuple(images.shape)}; {fix}")
+
+
 def run(ir: QuantizedViT, images: torch.Tensor, trace: bool = False, batch: int = 32) -> RefResult:
-    """Batched convenience wrapper: int8 NCHW images -> RefResult (trace concatenated)."""
+    """Batched convenience wrapper: int8 NCHW images (u - 128, data.to_int8_input) -> RefResult
+    (trace concatenated). Other inputs are refused with a P2VitError."""
+    check_int8_input(ir, images)
     ref = Reference(ir)
     outs = []
     for s in range(0, images.shape[0], batch):

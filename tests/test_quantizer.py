@@ -74,6 +74,25 @@ def test_reference_is_deterministic_and_batch_independent(tiny_q):
     assert torch.equal(a, b)
 
 
+def test_reference_refuses_what_is_not_its_int8_input(tiny, tiny_q):
+    """A normalized float input, raw uint8 images or one image without its batch axis would give
+    logits of another input (or a traceback from inside): one line saying to use to_int8_input."""
+    lm, _ = tiny
+    imgs = random_images(2, 32)
+    for bad, phrase in [(to_model_input(imgs, lm.preprocess), "not float32"),
+                        (torch.full((1, 3, 32, 32), 1000.0), "not float32"),
+                        (imgs, "not ndarray"), (imgs.astype(np.int8), "not ndarray"),
+                        (to_int8_input(imgs)[0], "not (3, 32, 32)"),
+                        (to_int8_input(imgs)[:, :, :16], "not (2, 3, 16, 32)"),
+                        (to_int8_input(imgs)[:0], "with N >= 1"),
+                        (to_int8_input(imgs).to(torch.int16), "not int16")]:
+        for run in (lambda x: reference.run(tiny_q.ir, x), reference.Reference(tiny_q.ir).run):
+            with pytest.raises(P2VitError, match="to_int8_input") as exc:
+                run(bad)
+            assert phrase in str(exc.value) and "\n" not in str(exc.value)
+    assert reference.run(tiny_q.ir, to_int8_input(imgs)).logits.shape == (2, 10)
+
+
 def test_save_load_roundtrip_gives_identical_outputs(tiny_q, tmp_path):
     ir = tiny_q.ir
     ir.save(tmp_path / "ir")
@@ -279,6 +298,13 @@ def test_eval_n_calib_replaces_the_configurations_own(tiny):
     many = evaluate_configs(lm, calib, x, None, ["pot_8_8_4"], n_calib=16)["pot_8_8_4"]
     assert many == evaluate_configs(lm, calib, x, None, ["pot_8_8_4"])["pot_8_8_4"] | {"seconds": many["seconds"]}
     assert few["calib_error"] != many["calib_error"]
+
+
+def test_percentages_are_the_correctly_rounded_share():
+    from quantizer.eval import percent
+
+    assert percent([True] * 646 + [False] * 354) == 64.6   # not 64.60000000000001 in the JSON
+    assert percent(np.ones(3, bool)) == 100.0 and percent(np.zeros(7, bool)) == 0.0
 
 
 def test_eval_table_columns_line_up_whatever_the_labels():
