@@ -43,16 +43,24 @@ class CsimModule:
     def e_logit(self) -> int:
         return self.info["e_logit"]
 
-    def _int8(self, images: np.ndarray) -> np.ndarray:
+    def _int8(self, images: np.ndarray, one: bool = False) -> np.ndarray:
+        """int8 (B, C, H, W) = pixel - 128 of a batch (`one`: of one image, given without its batch axis)."""
         m = self.info["model"]
         c, (h, w) = m["in_chans"], m["img_size"]
-        images = np.asarray(images)
-        if images.dtype == np.uint8 and images.ndim == 4 and images.shape[1:] == (h, w, c):
-            return np.ascontiguousarray((images.astype(np.int16) - 128).astype(np.int8).transpose(0, 3, 1, 2))
-        if images.dtype == np.int8 and images.ndim == 4 and images.shape[1:] == (c, h, w):
-            return np.ascontiguousarray(images)
-        raise P2VitError(f"images must be uint8 (B, {h}, {w}, {c}) or int8 (B, {c}, {h}, {w}), "
-                         f"got {images.dtype} {images.shape}")
+        given = np.asarray(images)
+        batch = given[None] if one else given
+        if batch.dtype == np.uint8 and batch.ndim == 4 and batch.shape[1:] == (h, w, c):
+            return np.ascontiguousarray((batch.astype(np.int16) - 128).astype(np.int8).transpose(0, 3, 1, 2))
+        if batch.dtype == np.int8 and batch.ndim == 4 and batch.shape[1:] == (c, h, w):
+            return np.ascontiguousarray(batch)
+        if one:
+            hint = "; trace the images of a batch one at a time" if given.ndim == 4 else ""
+            raise P2VitError(f"trace takes one image, uint8 ({h}, {w}, {c}) or int8 ({c}, {h}, {w}) = pixel - 128, "
+                             f"not {given.dtype} {given.shape}{hint}")
+        hint = ("; for one image pass image[None], a batch of one"
+                if given.ndim == 3 and given.shape in ((h, w, c), (c, h, w)) else "")
+        raise P2VitError(f"images must be uint8 (B, {h}, {w}, {c}) or int8 (B, {c}, {h}, {w}) = pixel - 128, "
+                         f"got {given.dtype} {given.shape}{hint}")
 
     def run(self, images: np.ndarray, threads: int = 0) -> np.ndarray:
         """int32 logits (B, classes); real logits = logits * 2^e_logit. threads 0: all cores."""
@@ -64,13 +72,7 @@ class CsimModule:
 
     def trace(self, image: np.ndarray) -> dict[str, np.ndarray]:
         """Every intermediate integer tensor of one image, named as quantizer.reference traces them."""
-        image = np.asarray(image)
-        if image.ndim != 3:
-            m = self.info["model"]
-            raise P2VitError(f"trace takes one image, uint8 ({m['img_size'][0]}, {m['img_size'][1]}, {m['in_chans']}) "
-                             f"or int8 ({m['in_chans']}, {m['img_size'][0]}, {m['img_size'][1]}), not an array of "
-                             f"shape {image.shape}; trace the images of a batch one at a time")
-        x = self._int8(image[None])[0]
+        x = self._int8(image, one=True)[0]
         return dict(self.mod.run_trace(self.params, x))
 
 

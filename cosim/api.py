@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from quantizer.data import to_int8_input, to_model_input
+from quantizer.errors import P2VitError
 from quantizer.eval import sqnr_db
 
 from .builds import LoadedBuild, open_build
@@ -87,6 +88,8 @@ def run(image, build: str | Path = "build/", trace: bool = False) -> CosimResult
     """Run one image (path, PIL image, uint8 HWC array or normalized CHW tensor) through the
     FP32 model, the integer reference and the C-sim of `build`; with `trace`, also compare
     every traced layer (see cosim.trace)."""
+    if not isinstance(trace, (bool, np.bool_)):   # "no" or 0.0 would read as a wish, one way or the other
+        raise P2VitError(f"trace must be True or False, not {trace!r}")
     b = open_build(build)
     px = to_pixels(image, b.preprocess)
     x = to_int8_input(px[None])

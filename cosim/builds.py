@@ -12,6 +12,7 @@ with an edited params.bin never runs with the other copy's parameters.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,7 +91,10 @@ def _stamp(path: Path) -> tuple:
 
 def open_build(build: str | Path) -> LoadedBuild:
     """The LoadedBuild of a build directory, from the cache while its files are unchanged."""
-    path = Path(build).resolve()
+    if not isinstance(build, (str, os.PathLike)):
+        raise P2VitError(f"build must be the path of a build directory (str or Path), not {type(build).__name__}; "
+                         "make one with python -m codegen MODEL --out DIR")
+    path = Path(build).expanduser().resolve()
     if path.exists() and not path.is_dir():
         raise P2VitError(f"build directory {build} is a file, not a directory; give --build the folder that "
                          "python -m codegen MODEL --out wrote")

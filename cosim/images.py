@@ -3,7 +3,8 @@
 Accepted: an image file path (str or Path), a PIL image, a uint8 numpy array (H, W, 3) or
 (H, W) of any size (fitted with the build's resize/crop), or a float torch tensor (3, H, W)
 at the model's size normalized with the build's mean/std (the FP32 model's input), which is
-turned back into the exact uint8 pixels it was made from.
+turned back into the exact uint8 pixels it was made from (a tensor that was not made from whole
+pixels, such as ToTensor() output without Normalize, is refused).
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def to_pixels(image, pp: Preprocess) -> np.ndarray:
     """uint8 (H, W, 3) at pp's size (a fresh, writable array); P2VitError (one line) for
     anything not accepted."""
     if isinstance(image, (str, os.PathLike)):
-        px = _from_path(Path(image), pp)
+        px = _from_path(Path(image).expanduser(), pp)
     elif isinstance(image, Image.Image):
         px = fit_image(image, pp)
     elif isinstance(image, np.ndarray):
@@ -75,4 +76,14 @@ def _from_tensor(t: torch.Tensor, pp: Preprocess) -> np.ndarray:
         raise P2VitError(f"image tensor maps to pixel values {lo:.1f}..{hi:.1f} once the build's normalization "
                          f"(mean {pp.mean}, std {pp.std}) is undone, outside 0..255; "
                          "normalize ((u / 255) - mean) / std with the build's mean and std")
+    # Made from whole pixels, it undoes onto whole numbers, within the tensor's own rounding (float32:
+    # ~1e-4 of a pixel; half precision ~0.1). A ToTensor() output without Normalize lands in 0..255 too,
+    # but between pixel values (e.g. 0.5 off with mean = std = 0.5): refused, not read as another image.
+    off = float((u - u.round()).abs().max())
+    tol = 0.01 + 255.0 * max(pp.std) * torch.finfo(t.dtype).eps * float(x.abs().max())
+    if off > tol:
+        raise P2VitError(f"image tensor is not the normalization of whole pixels: once the build's mean {pp.mean} "
+                         f"and std {pp.std} are undone its values sit up to {off:.2f} off a pixel value (is it "
+                         "ToTensor() output without Normalize, or resized after normalizing?); normalize "
+                         "((u / 255) - mean) / std with the build's mean and std, or pass the uint8 pixels")
     return np.ascontiguousarray(u.round().to(torch.uint8).permute(1, 2, 0).numpy())

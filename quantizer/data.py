@@ -260,6 +260,8 @@ def fit_image(img: Image.Image | np.ndarray, pp: Preprocess) -> np.ndarray:
             return np.array(pil, dtype=np.uint8)
     else:
         raise P2VitError(f"cannot fit an image of type {type(img).__name__}; pass a PIL image or a uint8 array")
+    if 0 in pil.size:
+        raise P2VitError(f"the image is empty ({pil.width}x{pil.height} pixels); pass an image with pixels")
     nh, nw = _resized_size(pil.height, pil.width, pp)
     if (nh, nw) != (pil.height, pil.width):
         pil = pil.resize((nw, nh), resample=_RESAMPLE[pp.interpolation])
@@ -536,7 +538,7 @@ def load_images(path: str | os.PathLike, pp: Preprocess, limit: int | None = Non
 
     * an ``.npz`` with ``images`` (uint8 (N, H, W, 3) or (N, H, W) grayscale) and optional ``labels``
       (integers, one per image) and ``class_names`` (strings);
-    * a folder of image files (png, jpg, jpeg, bmp, webp, gif; any case), sorted by name, labels None;
+    * a folder of image files (png, jpg, jpeg, bmp, webp, gif, tif, tiff; any case), sorted by name, labels None;
     * an ImageFolder tree: a folder whose subfolders hold images (searched recursively); class names
       are the sorted subfolder names and labels their index. If a folder has both loose images and
       subfolders with images, it is read as an ImageFolder tree and the loose images are ignored;
@@ -551,7 +553,10 @@ def load_images(path: str | os.PathLike, pp: Preprocess, limit: int | None = Non
         if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit <= 0:
             raise P2VitError(f"limit must be a positive integer, got {limit!r} (loading {path}); omit it to load all")
         limit = int(limit)
-    p = Path(path)
+    if not isinstance(path, (str, os.PathLike)):
+        raise P2VitError(f"a data set is given as a path, not {type(path).__name__}; {_FORMS_HINT} (images already "
+                         "in memory: pass quantizer.data.ImageSet(images, labels, class_names, source))")
+    p = Path(path).expanduser()
     if not p.exists():
         raise P2VitError(f"{p} does not exist; {_FORMS_HINT}")
     if p.is_dir():

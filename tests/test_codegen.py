@@ -52,8 +52,11 @@ def test_csim_trace_equals_reference_on_every_layer(tiny_build):
     assert set(ct) == set(rt)
     for name, t in rt.items():
         assert np.array_equal(ct[name], t[0].numpy()), name
-    with pytest.raises(P2VitError, match=r"trace takes one image, .* not an array of shape \(4, 32, 32, 3\)"):
+    with pytest.raises(P2VitError, match=r"trace takes one image, .* not uint8 \(4, 32, 32, 3\); trace the images"):
         sim.trace(_images(4))
+    with pytest.raises(P2VitError, match=r"not uint8 \(31, 32, 3\)$"):   # the shape given, not a batch of it
+        sim.trace(_images(1)[0, :31])
+    assert set(sim.trace(to_int8_input(img).numpy()[0])) == set(rt)   # int8 (3, H, W) = pixel - 128 too
 
 
 def test_csim_accepts_int8_nchw_and_rejects_wrong_shapes(tiny_build):
@@ -66,6 +69,8 @@ def test_csim_accepts_int8_nchw_and_rejects_wrong_shapes(tiny_build):
         sim.run(np.zeros((2, 16, 16, 3), np.uint8))
     with pytest.raises(P2VitError, match="uint8"):
         sim.run(imgs.astype(np.float32))
+    with pytest.raises(P2VitError, match=r"got uint8 \(32, 32, 3\); for one image pass image\[None\]"):
+        sim.run(imgs[0])
 
 
 def test_one_lane_array_bit_exact(tmp_path):

@@ -48,7 +48,7 @@ def npz(tiny):
 def test_every_image_form_gives_the_same_result(tiny):
     img, pp = tiny["img"], tiny["pp"]
     forms = {"path str": str(tiny["png"]), "Path": tiny["png"], "PIL": Image.fromarray(img), "array": img,
-             "tensor": to_model_input(img[None], pp)[0]}
+             "tensor": to_model_input(img[None], pp)[0], "half tensor": to_model_input(img[None], pp)[0].half()}
     results = {k: cosim.run(v, build=tiny["build"]) for k, v in forms.items()}
     first = results["array"]
     assert first.fp32_logits.dtype == np.float64 and first.reference_logits.dtype == np.int64
@@ -82,10 +82,13 @@ def test_other_sizes_are_fitted_with_the_build_preprocess(tiny):
     (lambda t: torch.zeros(32, 32), r"shape \(32, 32\), expected \(3, 32, 32\)"),
     (lambda t: torch.zeros(3, 16, 16), r"shape \(3, 16, 16\), expected \(3, 32, 32\)"),
     (lambda t: torch.full((3, 32, 32), 50.0), "outside 0..255"),
+    # ToTensor() without Normalize: inside 0..255 once undone, but between pixel values
+    (lambda t: torch.from_numpy(t["img"]).permute(2, 0, 1).float() / 255, "not the normalization of whole pixels"),
     (lambda t: torch.zeros(3, 32, 32, dtype=torch.int64), "dtype torch.int64"),
     (lambda t: t["tmp"] / "missing.png", "does not exist"),
     (lambda t: t["tmp"], "is not an image file"),
     (lambda t: [1, 2, 3], "cannot use an image of type list"),
+    (lambda t: Image.new("RGB", (0, 0)), r"the image is empty \(0x0 pixels\)"),
 ])
 def test_rejected_image_forms(tiny, make, match):
     with pytest.raises(P2VitError, match=match) as exc:

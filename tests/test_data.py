@@ -230,6 +230,9 @@ def test_flat_folder_sorted(tmp_path):
     assert s.images.shape == (4, 32, 32, 3) and s.labels is None and s.class_names is None
     assert np.array_equal(s.images[0], arrs["a.PNG"]) and np.array_equal(s.images[1], arrs["b.png"])
     assert len(load_images(tmp_path, PP32, limit=2, progress=True)) == 2
+    Image.fromarray(arrs["b.png"]).save(tmp_path / "e.tiff")   # TIFF too (lossless: the same pixels)
+    s = load_images(tmp_path, PP32)
+    assert len(s) == 5 and np.array_equal(s.images[4], arrs["b.png"])
 
 
 def test_imagefolder_tree(tmp_path):
