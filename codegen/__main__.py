@@ -5,12 +5,13 @@ for the quantization options, and below for the hardware ones.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
 
 from quantizer.cli import add_model_args, add_quant_args, calibration_images, load_model_from_args, quant_config
-from quantizer.errors import ArgumentParser, P2VitError, cli_errors, path_arg
+from quantizer.errors import EXIT_STATUS_HELP, ArgumentParser, P2VitError, cli_errors, path_arg
 from quantizer.outputs import check_output_dir
 from quantizer.pipeline import quantize
 from quantizer.progress import Progress, note
@@ -19,14 +20,15 @@ from .fpga_target import format_search, headroom_note, load_target, search
 from .generate import check_out_dir, generate
 from .hwconfig import add_hw_args, check_simd, explicit_hw_flags, hw_config
 from .perf import FIT_NAMES, shape_of_model
-from .render import check_generatable, reduction_lengths
+from .render import check_generatable, max_attn_bits, reduction_lengths
 
 
 @cli_errors
 def main(argv=None):
-    p = ArgumentParser(prog="python -m codegen", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="python -m codegen", description=__doc__.split("\n\n")[0],
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXIT_STATUS_HELP)
     add_model_args(p)
-    add_quant_args(p)
+    add_quant_args(p, max_attn_bits())
     add_hw_args(p)
     p.add_argument("--out", required=True, type=path_arg, metavar="DIR", help="build directory")
     p.add_argument("--no-build", action="store_true", help="render only, do not compile the C-sim module")
@@ -79,7 +81,8 @@ def main(argv=None):
     print(f"  {out}/ir/           quantized model (QuantizedViT)")
     print(f"  {out}/golden/       testbench images and reference logits")
     for kind, m in info["modules"].items():
-        print(f"  {out}/{m['file']}  C-sim module ({kind} types): codegen.module.load('{out}')")
+        how = f"'{out}'" if kind == "native" else f"'{out}', types='{kind}'"
+        print(f"  {out}/{m['file']}  C-sim module ({kind} types): codegen.module.load({how})")
     print(f"  {out}/report.md     modelled speed and resources, static bounds, trip counts, buffers")
     modelled = json.loads((out / "report.json").read_text())["modelled"]
     if modelled["exceeds"]:

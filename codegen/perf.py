@@ -31,6 +31,7 @@ HLS reports. docs/performance.md has the equations and the measured figures.
 """
 from __future__ import annotations
 
+import argparse
 import functools
 import json
 import math
@@ -40,7 +41,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from quantizer.config import softmax_settings
-from quantizer.errors import ArgumentParser, P2VitError, cli_errors, path_arg
+from quantizer.errors import EXIT_STATUS_HELP, ArgumentParser, P2VitError, cli_errors, path_arg
 from quantizer.outputs import RunInput, check_output_file, check_outputs_apart, inputs_of, write_atomic, write_text_atomic
 from quantizer.progress import Progress
 
@@ -1762,7 +1763,8 @@ def _build_hw(args, built: BuiltDesign | None, reduction_lengths=()) -> HwConfig
 
 @cli_errors
 def main(argv=None) -> int:
-    p = ArgumentParser(prog="python -m codegen.perf", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="python -m codegen.perf", description=__doc__.split("\n\n")[0],
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXIT_STATUS_HELP)
     p.add_argument("model", type=path_arg, metavar="MODEL", help="short name, model card, build directory (its design, unless hardware flags "
                                                 "change it) or IR directory")
     add_hw_args(p)

@@ -74,11 +74,16 @@ def check_generatable(quant: dict) -> None:
                          "it with python -m quantizer.eval --configs pot_8_8_8")
     b = quant.get("attn_bits")
     if b is not None and av_sum_bound(1, b) >= 2 ** 31:
-        supported = max(k for k in range(2, 9) if av_sum_bound(1, k) < 2 ** 31)
+        supported = max_attn_bits()
         raise P2VitError(f"--attn-bits {b}: the A.V shifter array shifts each value by up to 2^{b} - 2 = {av_shift(b)} "
                          f"bits, more than its 32-bit sums hold even for one token; the generated hardware supports "
                          f"--attn-bits 2..{supported} (python -m quantizer.eval measures {b}-bit attention in the "
                          "reference)")
+
+
+def max_attn_bits() -> int:
+    """The widest log2 attention codes whose A.V shifts a 32-bit sum holds even for one token."""
+    return max(k for k in range(2, 9) if av_sum_bound(1, k) < 2 ** 31)
 
 
 def context(ir: QuantizedViT, hw: HwConfig, layout: Layout, bounds: Bounds, module_name: str,

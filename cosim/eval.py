@@ -21,11 +21,11 @@ from codegen.module import build_inputs
 from quantizer.data import ImageSet, load_images, subset_indices
 from quantizer.errors import ArgumentParser, P2VitError, cli_errors, path_arg
 from quantizer.outputs import check_output_dir, check_output_file, check_outputs_apart, inputs_of
-from quantizer.eval import json_safe, write_json_atomic
+from quantizer.eval import json_safe, percent, write_json_atomic
 from quantizer.progress import note
 from quantizer.results import ResultsDir
 from quantizer.scaleout import (SCALEOUT_HELP, add_scaleout_args, check_scaleout_args, choose_engine, data_identity,
-                                format_run, run_shards)
+                                format_run, plural, run_shards)
 
 from .api import run
 from .builds import LoadedBuild, open_build
@@ -51,7 +51,14 @@ def _labels(ds: ImageSet, b: LoadedBuild) -> np.ndarray | None:
 
 
 def _top1(pred: np.ndarray, labels) -> float | None:
-    return None if labels is None else float((pred == labels).mean() * 100)
+    return None if labels is None else percent(pred == labels)
+
+
+def check_threads(threads, name: str) -> None:
+    """C-sim threads: 0 (all cores) or 1..CSIM_BATCH; more would idle, one C-sim call gets CSIM_BATCH
+    images, one per thread at most."""
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or not 0 <= threads <= CSIM_BATCH:
+        raise P2VitError(f"{name} must be 0 (all cores) or 1..{CSIM_BATCH}, not {threads!r}")
 
 
 def evaluate(data, build: str | Path = "build/", limit: int | None = None, progress: bool = True,
@@ -75,6 +82,9 @@ def evaluate(data, build: str | Path = "build/", limit: int | None = None, progr
     shard (cosim.eval --results); `resume` skips the shards already there.
     """
     t0 = time.perf_counter()
+    check_threads(threads, "threads")
+    if resume and results is None:
+        raise P2VitError("resume=True needs results, the directory of the run to continue")
     b = open_build(build)
     if results is not None:
         check_output_dir(results, "--results")
@@ -158,7 +168,8 @@ def format_summary(s: dict) -> str:
 
     lines = [
         f"{s['model']} ({s['build']}): {s['n']} images from {s['data']}, {s['seconds']:.1f} s "
-        f"(FP32 {s['seconds_fp32']:.1f}, reference {s['seconds_reference']:.1f}, C-sim {s['seconds_csim']:.1f})",
+        f"(worker seconds, summed over {plural(s['workers'], 'worker')}: FP32 "
+        f"{s['seconds_fp32']:.1f}, reference {s['seconds_reference']:.1f}, C-sim {s['seconds_csim']:.1f})",
         f"  top-1 %:  FP32 {pct(s['fp32_top1'])}   reference {pct(s['reference_top1'])}   "
         f"C-sim {pct(s['csim_top1'])}" + ("" if s["labels"] else "   (no labels)"),
         f"  C-sim == reference: {100 * s['bit_exact_rate']:.2f}% of images bit-exact"
@@ -210,8 +221,7 @@ def main(argv=None):
     args = parse_args(argv)
     if args.limit is not None and args.limit < 1:
         raise P2VitError(f"--limit must be at least 1, not {args.limit}")
-    if not 0 <= args.threads <= CSIM_BATCH:   # more would idle: one call gets CSIM_BATCH images, one per thread at most
-        raise P2VitError(f"--threads must be 0 (all cores) or 1..{CSIM_BATCH}, not {args.threads}")
+    check_threads(args.threads, "--threads")
     if args.json:
         check_output_file(args.json, "--json")   # before the evaluation, not after it
     if args.report and Path(args.build).is_dir():

@@ -65,6 +65,16 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"error: {message}; see {self.prog} --help\n")
 
 
+# --help's epilog of a CLI whose only outcomes are done or refused (pass formatter_class=
+# argparse.RawDescriptionHelpFormatter to keep its lines)
+EXIT_STATUS_HELP = """\
+exit status:
+  0    done
+  2    bad input (model, data, flags, paths): one line 'error: ...' on stderr
+  130  interrupted (Ctrl-C); 143: terminated (SIGTERM); nothing is left half-written
+"""
+
+
 def path_arg(text: str) -> str:
     """argparse `type` of every path option: an empty string would mean the current directory."""
     if not text.strip():
@@ -99,6 +109,19 @@ def _stdout_closed() -> bool:
         return False
 
 
+def _close_progress_bars() -> None:
+    """Close the progress bars a stopped or failed step left open, so that their last line comes
+    before the error line, not after it when they are garbage-collected."""
+    tqdm_module = sys.modules.get("tqdm")
+    if tqdm_module is None:
+        return
+    try:
+        for bar in list(getattr(tqdm_module.tqdm, "_instances", ())):
+            bar.close()
+    except Exception:   # a bar that cannot draw any more must not hide the error itself
+        pass
+
+
 def cli_errors(main):
     """Decorate a CLI `main(argv)` so that a P2VitError ends as one line and exit code 2."""
 
@@ -109,6 +132,7 @@ def cli_errors(main):
         try:
             return main(argv)
         except P2VitError as exc:
+            _close_progress_bars()
             print(f"error: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
         except BrokenPipeError:
@@ -121,12 +145,15 @@ def cli_errors(main):
             message = path_error_message(exc)
             if message is None:
                 raise
+            _close_progress_bars()
             print(f"error: {message}", file=sys.stderr)
             raise SystemExit(2) from None
         except KeyboardInterrupt:
+            _close_progress_bars()
             print("error: interrupted", file=sys.stderr)
             raise SystemExit(130) from None
         except Terminated:
+            _close_progress_bars()
             print("error: terminated", file=sys.stderr)
             raise SystemExit(143) from None
         finally:

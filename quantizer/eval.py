@@ -122,8 +122,8 @@ def quantized_logits(q, images: np.ndarray, batch: int = 8, progress=None, stage
 
 def metrics(logits: torch.Tensor, fp: torch.Tensor, labels) -> dict:
     pred, fpp = logits.argmax(1), fp.argmax(1)
-    top1 = None if labels is None else float((pred.numpy() == labels).mean() * 100)
-    return {"top1": top1, "agree": float((pred == fpp).double().mean() * 100), "sqnr_db": sqnr_db(fp, logits),
+    top1 = None if labels is None else percent(pred.numpy() == labels)
+    return {"top1": top1, "agree": percent((pred == fpp).numpy()), "sqnr_db": sqnr_db(fp, logits),
             "n": int(len(pred))}
 
 
@@ -279,8 +279,8 @@ def metrics_from_rows(rows: list[dict], name: str | None, has_labels: bool) -> d
     fpp = np.array([r["fp32"] for r in rows], dtype=np.int64)
     pred = fpp if name is None else np.array([r["configs"][name]["pred"] for r in rows], dtype=np.int64)
     labels = np.array([r["label"] for r in rows], dtype=np.int64) if has_labels else None
-    top1 = None if labels is None else float((pred == labels).mean() * 100)
-    out = {"top1": top1, "agree": float((pred == fpp).mean() * 100), "n": int(len(rows))}
+    top1 = None if labels is None else percent(pred == labels)
+    out = {"top1": top1, "agree": percent(pred == fpp), "n": int(len(rows))}
     if name is None:
         out["sqnr_db"] = None
     else:
@@ -353,6 +353,12 @@ def write_json_atomic(path: str | os.PathLike, obj) -> None:
     write_text_atomic(path, text)
 
 
+def percent(hits) -> float:
+    """100 x the share of True in `hits`, from the integer count (64.6, not 64.60000000000001)."""
+    hits = np.asarray(hits, dtype=bool)
+    return float(100 * int(hits.sum()) / hits.size)
+
+
 def json_safe(obj):
     """JSON has no inf/NaN: they become None (an infinite SQNR means identical logits)."""
     if isinstance(obj, float) and not math.isfinite(obj):
@@ -379,6 +385,15 @@ def describe_config(cfg: QuantConfig) -> str:
         parts.append("per-tensor W scales")
     if cfg.res_bits != 8:
         parts.append(f"{cfg.res_bits}-bit residual")
+    softmax = []
+    if cfg.exp_shift != QuantConfig.exp_shift:
+        softmax.append(f"exp shift {cfg.exp_shift}")
+    if cfg.attn_rounding != QuantConfig.attn_rounding:
+        softmax.append(f"{cfg.attn_rounding} log2 rounding")
+    if len(softmax) == 2 and cfg.exp_shift == 0 and cfg.attn_rounding == "arithmetic":
+        parts.append(f"the original softmax ({', '.join(softmax)})")
+    else:
+        parts += softmax
     return ", ".join(parts)
 
 
@@ -392,7 +407,8 @@ def configs_help() -> str:
             "  W = weights, A = activations, attention = the softmax codes (log2 codes unless stated).",
             "  Unless stated: one weight scale per output channel, adaptive rounding (floor(log2 s) + -1..2,",
             f"  lowest error), PoT-aware smoothing at the QKV and FC1 inputs (alpha {d.alpha_qkv:g} and {d.alpha_fc1:g}),",
-            f"  {d.res_bits}-bit residual stream.",
+            f"  {d.res_bits}-bit residual stream; the softmax's integer exp on a grid 2^{d.exp_shift} times finer than the",
+            f"  logits' (exp shift {d.exp_shift}), attention codes by {d.attn_rounding} log2 rounding (numerics.md 2.5).",
             f"  {'fp32':23s} the original PyTorch model (always run; agreement and SQNR are against it)"]
     rows += [f"  {n:23s} {describe_config(c)}" + (" (codegen's default)" if c == d else "")
              for n, c in CONFIGS.items()]
@@ -499,6 +515,9 @@ def main(argv=None):
     calib = calibration_images(args, lm)
     if data.labels is None:
         note(f"note: {args.data} has no labels; top-1 is not reported, agreement with FP32 is")
+    if args.calib is not None and os.path.realpath(args.calib) == os.path.realpath(args.data):
+        note(f"warning: --calib and --data are the same ({args.data}): the quantizer is calibrated on the images "
+             "it is measured on, which flatters its accuracy; calibrate on held-out images")
     t0 = time.perf_counter()
     engine = choose_engine(args.ray, args.workers, len(data.images))
     if args.error_budget:

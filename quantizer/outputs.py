@@ -139,7 +139,7 @@ def _within(path: Path, other: Path) -> bool:
     return path == other or other in path.parents
 
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif")   # what an image folder is read for
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")   # what an image folder is read for
 
 
 @dataclass(frozen=True)

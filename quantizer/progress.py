@@ -12,6 +12,8 @@ import sys
 import threading
 from contextlib import contextmanager
 
+from .errors import Terminated
+
 BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed} elapsed, {remaining} left]"
 DONE_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}]"
 
@@ -127,7 +129,7 @@ def elapsed(desc: str, log=None, enabled: bool = True, stream=None, interval: fl
     """Show `desc` with the time elapsed (and the path of `log`, e.g. a compiler log to follow
     with tail -f) on stderr while the body runs: a tqdm bar without a total, redrawn from a
     thread every `interval` seconds (0.5 s on a terminal, 10 s in logs). Ends with one line
-    "<desc>: done in MM:SS" (or "failed after MM:SS")."""
+    "<desc>: done in MM:SS" (or "failed after MM:SS", "stopped after MM:SS" on Ctrl-C or SIGTERM)."""
     if not enabled:
         yield
         return
@@ -147,14 +149,17 @@ def elapsed(desc: str, log=None, enabled: bool = True, stream=None, interval: fl
 
     thread = threading.Thread(target=tick, name="p2vit-elapsed", daemon=True)
     thread.start()
-    ok = False
+    outcome = "failed after {elapsed}"
     try:
         yield
-        ok = True
+        outcome = "done in {elapsed}"
+    except (KeyboardInterrupt, Terminated):   # the step did not fail: it was stopped
+        outcome = "stopped after {elapsed}"
+        raise
     finally:
         stop.set()
         thread.join()
-        bar.bar_format = "{desc}: " + ("done in {elapsed}" if ok else "failed after {elapsed}")
+        bar.bar_format = "{desc}: " + outcome
         bar.close()
 
 

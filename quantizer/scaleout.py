@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import P2VitError, path_arg
+from .errors import P2VitError, Terminated, path_arg
 from .progress import bar_output, note
 from .results import ResultsDir, shard_bounds
 
@@ -302,6 +302,11 @@ def run_shards(work, images: np.ndarray, labels, engine, shard_size: int, result
                 from . import rayengine
 
                 rayengine.run(work, images, labels, bounds, todo, engine, finished, bar, stats)
+    except (KeyboardInterrupt, Terminated):
+        if results is not None:   # what was finished is on disk: say how to go on from it
+            note(f"{len(done)} of {len(bounds)} shards are kept in {results.path}; run the same command with "
+                 "--resume to continue")
+        raise
     finally:
         bar.close()
     rows = [r for k in sorted(done) for r in done[k]]
@@ -385,9 +390,15 @@ def data_identity(source: str, images: np.ndarray, labels) -> dict:
     return {"source": str(source), "n": int(len(images)), "sha256": h.hexdigest()}
 
 
+def plural(n: int, noun: str) -> str:
+    """'1 shard', '2 shards'."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def format_run(run: dict) -> str:
     """One line on a sharded run's statistics (run_shards): shards, engine, workers, resumes, retries."""
-    return (f"run: {run['shards']} shards of {run['shard_size']} on {run['engine']} ({run['workers']} workers"
-            + (f", {run['shards_resumed']} shards resumed" if run.get("shards_resumed") else "")
-            + (f", {run['retries']} shard runs retried" if run.get("retries") else "") + ")"
+    return (f"run: {plural(run['shards'], 'shard')} of {run['shard_size']} on {run['engine']} "
+            f"({plural(run['workers'], 'worker')}"
+            + (f", {plural(run['shards_resumed'], 'shard')} resumed" if run.get("shards_resumed") else "")
+            + (f", {plural(run['retries'], 'shard run')} retried" if run.get("retries") else "") + ")"
             + (f"; results in {run['results']}" if run.get("results") else ""))

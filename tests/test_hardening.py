@@ -161,6 +161,19 @@ def test_cosim_eval_refuses_threads_out_of_range(tiny_build, tmp_path, capsys):
     assert exc.value.code == 2 and "--threads must be 0 (all cores) or 1..256" in _one_line_error(capsys.readouterr().err)
     with pytest.raises(P2VitError, match="threads must be 0"):
         load(tiny_build[1]).run(random_images(1, 32), threads=-3)
+    for bad in (300, -1, 1.5, True):   # the Python API holds the same range as the CLI
+        with pytest.raises(P2VitError, match=r"^threads must be 0 \(all cores\) or 1..256"):
+            cosim.evaluate(tmp_path / "x.npz", build=tiny_build[1], threads=bad)
+    with pytest.raises(P2VitError, match="resume=True needs results"):
+        cosim.evaluate(tmp_path / "x.npz", build=tiny_build[1], resume=True)
+    for bad in (None, np.zeros((2, 32, 32, 3), np.uint8), [1, 2]):
+        with pytest.raises(P2VitError, match="a data set is given as a path, not .*ImageSet"):
+            cosim.evaluate(bad, build=tiny_build[1])
+    for bad in (None, 3):
+        with pytest.raises(P2VitError, match="build must be the path of a build directory"):
+            cosim.run(random_images(1, 32)[0], build=bad)
+    with pytest.raises(P2VitError, match="trace must be True or False, not 'no'"):
+        cosim.run(random_images(1, 32)[0], build=tiny_build[1], trace="no")
     sim = load(tiny_build[1])
     images = random_images(2, 32)
     assert (sim.run(images, threads=2**40) == sim.run(images, threads=1)).all()   # capped, not a C int overflow
@@ -210,6 +223,30 @@ def test_quantizer_out_is_checked_before_quantizing(tmp_path, capsys, monkeypatc
     _fails_fast(cli.main, [str(card), "--random-init", "--out", str(tmp_path / "foreign")], capsys,
                 "holds no saved IR")
     assert (tmp_path / "foreign" / "notes.txt").read_text() == "mine"
+    # a build's ir/ (or any directory in a build) is the IR build.json's hash names
+    (tmp_path / "b" / "ir").mkdir(parents=True)
+    (tmp_path / "b" / "build.json").write_text("{}")
+    for inside in ("ir", "elsewhere"):
+        _fails_fast(cli.main, [str(card), "--random-init", "--out", str(tmp_path / "b" / inside)], capsys,
+                    "is inside the build", "choose another directory")
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["build.json", "ir"]
+
+
+def test_quantizer_replaces_an_ir_of_another_model_only_with_force(tiny_ir, tmp_path, capsys, monkeypatch):
+    from types import SimpleNamespace
+
+    from quantizer import __main__ as cli
+
+    saved = tiny_ir.save(tmp_path / "ir")
+    before = (saved / "manifest.json").read_bytes()
+    monkeypatch.setattr(cli, "load_model_from_args", lambda a: SimpleNamespace(name="another_model"))
+    monkeypatch.setattr(cli, "calibration_images", lambda *a, **k: pytest.fail("calibrated first"))
+    card = tiny_card(tmp_path)
+    err = _fails_fast(cli.main, [str(card), "--random-init", "--out", str(saved)], capsys,
+                      f"holds an IR of {tiny_ir.meta['model']['name']}, not another_model", "--force")
+    assert (saved / "manifest.json").read_bytes() == before, err
+    with pytest.raises(pytest.fail.Exception, match="calibrated first"):   # --force goes on to quantize
+        cli.main([str(card), "--random-init", "--out", str(saved), "--force"])
 
 
 @pytest.mark.parametrize("tool", ["cosim.eval", "quantizer.eval"])

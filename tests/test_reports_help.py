@@ -178,7 +178,7 @@ def test_codegen_help_gives_the_ranges_that_are_checked(capsys):
 
     text = _help(main, capsys)
     for flag in (f"--rows 1..{MAX_PES}", f"--cols 2..{MAX_PES}", f"--simd 1..{MAX_PES}",
-                 f"--clock-mhz {CLOCK_MHZ[0]:g}..{CLOCK_MHZ[1]:g}", "--attn-bits 2..8", "--budget 1.0..2.0",
+                 f"--clock-mhz {CLOCK_MHZ[0]:g}..{CLOCK_MHZ[1]:g}", "--attn-bits 2..4", "--budget 1.0..2.0",
                  "--alpha-qkv 0..1", "--exp-shift 0..4", "--attn-rounding arithmetic|geometric"):
         assert flag in text, flag
     assert "even" in text and "must divide every reduction length" in text
@@ -189,6 +189,14 @@ def test_codegen_help_gives_the_ranges_that_are_checked(capsys):
                 dict(clock_mhz=CLOCK_MHZ[1] + 1)):
         with pytest.raises(P2VitError):
             HwConfig(**bad)
+    from codegen.render import check_generatable
+
+    check_generatable(QuantConfig(attn_bits=4).to_json())   # codegen's --attn-bits 2..4; the reference's 2..8
+    with pytest.raises(P2VitError, match="supports --attn-bits 2..4"):
+        check_generatable(QuantConfig(attn_bits=5).to_json())
+    from quantizer.__main__ import main as quantizer_main
+
+    assert "--attn-bits 2..8" in _help(quantizer_main, capsys)
     QuantConfig(attn_bits=2), QuantConfig(attn_bits=8), QuantConfig(mixed_budget=1.0), QuantConfig(mixed_budget=2.0)
     QuantConfig(exp_shift=0), QuantConfig(exp_shift=4), QuantConfig(attn_rounding="arithmetic")
     for bad in (dict(attn_bits=1), dict(attn_bits=9), dict(mixed_budget=2.1), dict(alpha_qkv=1.1),
@@ -339,6 +347,9 @@ def test_elapsed_shows_time_and_log_path_while_a_subprocess_runs(tmp_path):
     with pytest.raises(RuntimeError), elapsed("  step", log, stream=out, interval=0.2):
         raise RuntimeError("boom")
     assert out.getvalue().splitlines()[-1].startswith("  step: failed after")
+    with pytest.raises(KeyboardInterrupt), elapsed("  step", log, stream=out, interval=0.2):
+        raise KeyboardInterrupt   # Ctrl-C: stopped, not failed
+    assert out.getvalue().splitlines()[-1].startswith("  step: stopped after")
 
 
 def test_build_module_shows_elapsed_time_and_log(tmp_path, monkeypatch, capsys):

@@ -111,7 +111,7 @@ def test_killed_worker_is_retried_and_every_image_counted_once(ray_cluster, cifa
 @NEEDS_SHARED
 @NEEDS_RAY
 def test_resume_after_an_interrupted_run_finishes_with_identical_results(ray_cluster, cifar_build, local_run,
-                                                                         tmp_path, monkeypatch):
+                                                                         tmp_path, monkeypatch, capsys):
     want, want_rows = local_run
     d = tmp_path / "r"
     write = ResultsDir.write
@@ -129,6 +129,7 @@ def test_resume_after_an_interrupted_run_finishes_with_identical_results(ray_clu
                  results=d, shard_size=SHARD)
     monkeypatch.setattr(ResultsDir, "write", write)
     assert len(list(d.glob("shard-*.jsonl"))) == 2
+    assert f"2 of {-(-N // SHARD)} shards are kept in {d}; run the same command with --resume" in capsys.readouterr().err
     (d / ".shard-000003.jsonl.999.tmp").write_text('{"index": 48')   # half-written by a killed run
     (d / f"shard-{sorted(calls)[0]:06d}.jsonl").write_text('{"index": 0}\n')  # damaged: run again
     # the other finished shard loses a field of one row (valid JSON, right indices): run again too
