@@ -8,8 +8,12 @@
 CLIs: `python -m cosim IMAGE --build DIR [--trace]` and
 `python -m cosim.eval --build DIR --data PATH [--limit N] [--json OUT] [--report]`.
 """
-from .api import CosimResult, run
-from .trace import Divergence, LayerStat, TraceReport
+from quantizer.errors import interrupt_quietly_while_starting
+
+interrupt_quietly_while_starting()   # first: a Ctrl-C during the imports is one line (python -m cosim[.eval])
+
+from .api import CosimResult, run  # noqa: E402
+from .trace import Divergence, LayerStat, TraceReport  # noqa: E402
 
 __all__ = ["run", "evaluate", "CosimResult", "TraceReport", "LayerStat", "Divergence"]
 

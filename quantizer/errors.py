@@ -57,6 +57,28 @@ def _raise_terminated(signum, frame):
     raise Terminated()
 
 
+CLI_PACKAGES = ("quantizer", "codegen", "cosim")   # python -m <one of these>[.<module>] is one of our CLIs
+
+
+def _interrupted_while_starting(signum, frame):
+    os.write(2, b"error: interrupted\n")
+    os._exit(130)
+
+
+def interrupt_quietly_while_starting() -> None:
+    """Under `python -m` of one of our CLIs, a Ctrl-C during the imports (torch alone takes a second
+    or two, before cli_errors is in place) ends as one in main does, 'error: interrupted' and exit
+    130, not with a traceback from inside torch. Nothing is written before main runs, so nothing is
+    left half-written. cli_errors gives Python's handler back when main starts. Anything else
+    (a library import, pytest, worker processes, a SIGINT already ignored or handled) is left alone."""
+    argv = list(getattr(sys, "orig_argv", ()))
+    target = next((a[2:] or (argv[i + 1] if i + 1 < len(argv) else "") for i, a in enumerate(argv[1:], 1)
+                   if a.startswith("-m")), "")
+    if (target.split(".")[0] in CLI_PACKAGES and threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+        signal.signal(signal.SIGINT, _interrupted_while_starting)
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse whose usage errors end like every other bad input: one line `error: ...`, exit 2,
     instead of the whole usage block above it (the options are one --help away)."""
@@ -129,6 +151,8 @@ def cli_errors(main):
     def wrapper(argv=None):
         in_main = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main else None
+        if in_main and signal.getsignal(signal.SIGINT) is _interrupted_while_starting:
+            signal.signal(signal.SIGINT, signal.default_int_handler)   # from here on, KeyboardInterrupt
         try:
             return main(argv)
         except P2VitError as exc:

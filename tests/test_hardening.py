@@ -519,3 +519,17 @@ def test_a_re_recorded_blob_may_change_values_not_addresses(copy_of_tiny_build):
     record(lambda b: b.__setitem__(head_w + 5, b[head_w + 5] ^ 1))
     with pytest.raises(P2VitError, match="descriptors address other tensors than this build's layout"):
         load(build)
+
+
+@pytest.mark.parametrize("cli", ["codegen", "codegen.perf", "quantizer", "quantizer.eval", "cosim", "cosim.eval"])
+def test_ctrl_c_while_a_cli_starts_is_one_line(cli):
+    """Ctrl-C during the imports (torch: a second or two, before cli_errors is in place) ends as in
+    main: 'error: interrupted', exit 130, no traceback."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    # SIGINT back to its default in the child: a job started in the background inherits it ignored
+    p = subprocess.Popen([sys.executable, "-m", cli, "--help"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         env=env, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    time.sleep(0.3)   # inside the imports (if it has got further, main's own handler answers the same)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130 and err.decode() == "error: interrupted\n", err.decode()[-500:]
