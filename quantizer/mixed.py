@@ -189,7 +189,8 @@ def _mixed_calibration(cal: dict, names: list[str], bits: dict[str, int]) -> Cal
 def _score(fm, cal, names, cfg, x, fp, key) -> float:
     mixed = _mixed_calibration(cal, names, dict(zip(names, key)))
     ir = build_ir(fm, mixed, {"model": {"depth": fm.depth, "dim": fm.dim, "heads": fm.heads, "tokens": fm.tokens,
-                                        "patch": fm.patch}, "quant": cfg.to_json()})
+                                        "patch": fm.patch, "in_chans": fm.in_chans, "img_size": list(fm.img_size)},
+                              "quant": cfg.to_json()})
     res = Reference(ir).run(x)
     logits = res.logits.double() * 2.0 ** res.e_logit
     # Row sums (short, one thread), then numpy's sum: the same float whatever torch's thread count,

@@ -187,8 +187,8 @@ def check_int8_input(ir: QuantizedViT, images) -> None:
     """The reference reads int8 (N, 3, H, W) tensors of u - 128 (data.to_int8_input); anything else
     (uint8 or float images, a normalized model input, one image without its batch axis) would give
     logits of another input, or a traceback from deep inside, so it is refused in one line."""
-    m = ir.meta["model"]
-    want = (m["in_chans"], *m["img_size"])
+    m = ir.meta.get("model", {})
+    want = (m.get("in_chans", "C"), *m.get("img_size", ("H", "W")))   # an IR made in memory may not record them
     fix = "convert uint8 (N, H, W, 3) images with quantizer.data.to_int8_input"
     if not isinstance(images, torch.Tensor):
         raise P2VitError(f"the reference takes a torch int8 tensor (N, {', '.join(map(str, want))}), not "
@@ -196,7 +196,8 @@ def check_int8_input(ir: QuantizedViT, images) -> None:
     if images.dtype != torch.int8:
         raise P2VitError(f"the reference takes int8 images (pixel - 128), not {str(images.dtype).replace('torch.', '')} "
                          f"(a normalized model input is not one); {fix}")
-    if images.dim() != 4 or tuple(images.shape[1:]) != want or images.shape[0] == 0:
+    if (images.dim() != 4 or images.shape[0] == 0
+            or any(isinstance(w, int) and g != w for g, w in zip(images.shape[1:], want))):
         raise P2VitError(f"the reference takes int8 images of shape (N, {', '.join(map(str, want))}) with N >= 1, "
                          f"not {tuple(images.shape)}; {fix}")
 
