@@ -604,6 +604,26 @@ def run_all(r: Runner) -> None:
                m("quantizer", card, "--random-init", "--mixed-precision", "--population", 0, "--out", "qe29"),
                must_contain=["--population must be at least 2"], max_seconds=FAST))
 
+    # ---- E30-E33: session 36's newcomer review -----------------------------------------------------
+    r.run(Case("E30", "quantizer --out BUILD/ir (the IR build.json's hash names; once replaced, breaking the build)",
+               m("quantizer", card, "--random-init", "--out", build_a / "ir"),
+               must_contain=["inside the build"], max_seconds=FAST))
+    other_ir = tmp / "irOther"
+    shutil.copytree(build_a / "ir", other_ir)
+    r.run(Case("E31", "quantizer --out an IR of another model (once replaced without a word)",
+               m("quantizer", REAL_CARD, "--calib", REAL_CALIB, "--out", other_ir),
+               must_contain=["holds an IR of", "--force"], max_seconds=FAST))
+    r.run(api_case("E32", "cosim.run on ToTensor() output without Normalize (once read as another image)",
+                   "import numpy as np, torch, cosim\nimg = np.load('data.npz')['images'][0]\n"
+                   "cosim.run(torch.from_numpy(img).permute(2, 0, 1).float() / 255, build='build')",
+                   must_contain=["not the normalization of whole pixels"]))
+    r.run(api_case("E33", "reference.run on a normalized float input (once returned logits of another input)",
+                   "import numpy as np\nfrom quantizer import QuantizedViT, reference\n"
+                   "from quantizer.data import Preprocess, to_model_input\n"
+                   "ir = QuantizedViT.load('build/ir')\nimg = np.load('data.npz')['images'][:2]\n"
+                   "reference.run(ir, to_model_input(img, Preprocess.from_json(ir.meta['preprocess'])))",
+                   must_contain=["to_int8_input"]))
+
     # ---- 14, 15. developer habits -----------------------------------------------------------
     pytest = Path(PY).parent / "pytest"
     r.run(Case("14", "bare pytest --collect-only -q from the repo root",

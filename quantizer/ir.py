@@ -164,7 +164,7 @@ def check_ir_destination(directory: str | os.PathLike, flag: str = "--out") -> P
         if (parent / "build.json").is_file():
             raise P2VitError(f"{flag} {directory} is inside the build {parent}, whose files only python -m codegen "
                              "writes (an IR saved there would not be the one it was built from); choose another "
-                             "directory, or pass the new IR to python -m codegen --out to rebuild")
+                             "directory, or rebuild with the new settings: python -m codegen MODEL ... --out BUILD")
     if directory.is_dir() and any(directory.iterdir()) and not (directory / "manifest.json").is_file():
         raise P2VitError(f"{flag} {directory} is not empty and holds no saved IR; choose another directory")
     return directory
