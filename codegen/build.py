@@ -58,7 +58,7 @@ def build_module(out: Path, module_name: str, types: str = "native", jobs: int |
         for cmd in (args, [_cmake(), "--build", str(bdir), "--verbose", "-j", str(jobs or os.cpu_count() or 1)]):
             f.write("$ " + " ".join(cmd) + "\n")
             f.flush()
-            rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT).returncode
+            rc = _run_as_group(cmd, f)
             # Ctrl-C or a TERM reaches the compiler first: report the interrupt, not a failed compile.
             if rc in (-signal.SIGINT, 128 + signal.SIGINT):
                 raise KeyboardInterrupt
@@ -70,6 +70,34 @@ def build_module(out: Path, module_name: str, types: str = "native", jobs: int |
     if not found:
         raise P2VitError(f"C-sim build produced no module {module_name}; see the compiler log {log}")
     return found[0]
+
+
+def _run_as_group(cmd: list[str], log) -> int:
+    """Run cmd in a process group of its own and return its exit code. A Ctrl-C or TERM that stops
+    this process stops the whole group (cmake, ninja and the compilers they started), not cmake
+    alone, whose compilers would run on for seconds after we exit. A terminal's Ctrl-C reaches only
+    this process now (the group is not the terminal's), so it is passed on here."""
+    p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        return p.wait()
+    except BaseException as exc:
+        _stop_group(p, signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT)
+        raise
+
+
+def _stop_group(p: subprocess.Popen, sig: int, grace: float = 10.0) -> None:
+    try:
+        os.killpg(p.pid, sig)
+        p.wait(timeout=grace)
+    except ProcessLookupError:
+        return
+    except subprocess.TimeoutExpired:
+        pass
+    try:   # what is left of the group (a compiler that ignored the signal, or cmake itself)
+        os.killpg(p.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    p.wait()
 
 
 def _pip_ninja() -> str | None:

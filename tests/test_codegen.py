@@ -4,7 +4,9 @@ its C-sim is bit-exact with the integer reference on every output and every trac
 from __future__ import annotations
 
 import json
+import os
 import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -335,6 +337,53 @@ def test_an_interrupted_compile_is_an_interrupt_not_a_failed_compile(tmp_path, m
     monkeypatch.setattr(build, "_cmake", lambda: str(fake))
     with pytest.raises(Terminated if raised == "Terminated" else raised):
         build.build_module(tmp_path / "out", "m")
+
+
+def test_an_interrupt_stops_the_compilers_cmake_started(tmp_path, monkeypatch):
+    """A signal to codegen's process alone (kill -INT/-TERM PID, not a terminal's Ctrl-C to the whole
+    group) must stop the compilers too, not only cmake: they run in a process group of their own."""
+    import signal
+    import sys
+    import threading
+
+    import codegen.build as build
+
+    pidfile = tmp_path / "compiler.pid"
+    fake = tmp_path / "cmake"   # a cmake whose 'compiler' (sleep) outlives it unless its group is stopped
+    fake.write_text(f"#!{sys.executable}\nimport subprocess, time\n"
+                    f"c = subprocess.Popen(['sleep', '60'])\nopen({str(pidfile)!r}, 'w').write(str(c.pid))\n"
+                    "time.sleep(60)\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(build, "_cmake", lambda: str(fake))
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGUSR1, interrupt)   # SIGUSR1: SIGINT may be ignored in a background job
+    try:
+        def fire():
+            while not pidfile.is_file() or not pidfile.read_text():
+                time.sleep(0.05)
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+        threading.Thread(target=fire, daemon=True).start()
+        with pytest.raises(KeyboardInterrupt):
+            build.build_module(tmp_path / "out", "m")
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    compiler = int(pidfile.read_text())
+
+    def alive(pid):
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return False
+        return state != "Z"   # a zombie has stopped; its reaping is init's business
+
+    deadline = time.time() + 5
+    while alive(compiler) and time.time() < deadline:
+        time.sleep(0.05)
+    assert not alive(compiler), "the compiler cmake started still runs"
 
 
 def test_a_failure_before_the_compile_keeps_no_attempt(tiny_ir, tmp_path, monkeypatch):
