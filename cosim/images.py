@@ -65,6 +65,11 @@ def _from_tensor(t: torch.Tensor, pp: Preprocess) -> np.ndarray:
     if tuple(t.shape) != want:
         raise P2VitError(f"image tensor has shape {tuple(t.shape)}, expected {want} (C, H, W at the model's "
                          "size, normalized); pass other sizes as a uint8 array or PIL image")
+    if torch.finfo(t.dtype).eps > torch.finfo(torch.float16).eps:
+        # bfloat16 (8 bits of mantissa) rounds a normalized pixel by up to ~1 pixel: it cannot say
+        # which pixel it was, and would pass a ToTensor() output for a normalized one
+        raise P2VitError(f"image tensor has dtype {t.dtype}, too coarse to give back the pixels it was made from; "
+                         "pass it as float16, float32 or float64, or pass the uint8 pixels")
     x = t.detach().to("cpu", torch.float64)
     if not torch.isfinite(x).all():
         raise P2VitError("image tensor holds NaN or infinite values")

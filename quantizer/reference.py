@@ -194,8 +194,9 @@ def check_int8_input(ir: QuantizedViT, images) -> None:
         raise P2VitError(f"the reference takes a torch int8 tensor (N, {', '.join(map(str, want))}), not "
                          f"{type(images).__name__}; {fix}")
     if images.dtype != torch.int8:
-        raise P2VitError(f"the reference takes int8 images (pixel - 128), not {str(images.dtype).replace('torch.', '')} "
-                         f"(a normalized model input is not one); {fix}")
+        what = " (a normalized model input is not one)" if images.is_floating_point() else ""
+        raise P2VitError(f"the reference takes int8 images (pixel - 128), not {str(images.dtype).replace('torch.', '')}"
+                         f"{what}; {fix}")
     if (images.dim() != 4 or images.shape[0] == 0
             or any(isinstance(w, int) and g != w for g, w in zip(images.shape[1:], want))):
         raise P2VitError(f"the reference takes int8 images of shape (N, {', '.join(map(str, want))}) with N >= 1, "

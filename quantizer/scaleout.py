@@ -22,9 +22,12 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import signal
 import socket
 import sys
+import threading
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -315,6 +318,22 @@ def run_shards(work, images: np.ndarray, labels, engine, shard_size: int, result
     return rows, stats
 
 
+@contextmanager
+def _sigint_held():
+    """SIGINT blocked while worker processes start, delivered when the block ends. A Ctrl-C in the
+    middle of handing a new worker its start-up data would leave it a truncated pickle and a traceback
+    of its own on the terminal. The workers inherit the block, which is how they should treat Ctrl-C
+    anyway: it is the driver's to handle (it stops them)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
 def _run_local(work, images, labels, bounds, todo, engine, finished, bar, stats) -> None:
     import multiprocessing as mp
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -330,11 +349,13 @@ def _run_local(work, images, labels, bounds, todo, engine, finished, bar, stats)
         futures = {}
         try:
             while queue or futures:
-                while queue and len(futures) < 2 * engine.workers:
-                    k = queue.popleft()
-                    s, e = bounds[k]
-                    attempts[k] += 1
-                    futures[pool.submit(_local_run, k, s, images[s:e], None if labels is None else labels[s:e])] = k
+                with _sigint_held():   # a submit may start a worker
+                    while queue and len(futures) < 2 * engine.workers:
+                        k = queue.popleft()
+                        s, e = bounds[k]
+                        attempts[k] += 1
+                        futures[pool.submit(_local_run, k, s, images[s:e],
+                                            None if labels is None else labels[s:e])] = k
                 ready, _ = wait(futures, return_when=FIRST_COMPLETED)
                 for f in ready:
                     k = futures.pop(f)

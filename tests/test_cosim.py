@@ -84,6 +84,7 @@ def test_other_sizes_are_fitted_with_the_build_preprocess(tiny):
     (lambda t: torch.full((3, 32, 32), 50.0), "outside 0..255"),
     # ToTensor() without Normalize: inside 0..255 once undone, but between pixel values
     (lambda t: torch.from_numpy(t["img"]).permute(2, 0, 1).float() / 255, "not the normalization of whole pixels"),
+    (lambda t: to_model_input(t["img"][None], t["pp"])[0].bfloat16(), "bfloat16, too coarse"),
     (lambda t: torch.zeros(3, 32, 32, dtype=torch.int64), "dtype torch.int64"),
     (lambda t: t["tmp"] / "missing.png", "does not exist"),
     (lambda t: t["tmp"], "is not an image file"),

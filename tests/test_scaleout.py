@@ -296,3 +296,30 @@ def test_mixed_precision_scored_on_ray_chooses_the_serial_bits(ray_cluster, tiny
     assert calls and all(name == "ray" for name, _ in calls)     # candidates really scored on the workers
     assert parallel.bits == serial.bits and parallel.history == serial.history
     assert parallel.score == serial.score
+
+
+def test_workers_start_with_sigint_blocked_and_a_held_ctrl_c_arrives_after():
+    """A Ctrl-C while a worker is handed its start-up data would leave it a truncated pickle and a
+    traceback of its own: SIGINT is held while workers start, and they inherit the block."""
+    import re
+    import signal
+
+    from quantizer.scaleout import _sigint_held
+
+    with _sigint_held():
+        p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        blocked = int(re.search(r"SigBlk:\s*([0-9a-f]+)", Path(f"/proc/{p.pid}/status").read_text()).group(1), 16)
+    finally:
+        p.kill()
+        p.wait()
+    assert blocked & (1 << (signal.SIGINT - 1)), "the worker does not start with SIGINT blocked"
+    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, []), "the driver's block was not lifted"
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        pytest.skip("SIGINT is not Python's here (ignored in a background job)")
+    reached = False
+    with pytest.raises(KeyboardInterrupt):
+        with _sigint_held():
+            os.kill(os.getpid(), signal.SIGINT)   # held until the block ends
+            reached = True
+    assert reached
