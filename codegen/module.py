@@ -47,6 +47,9 @@ class CsimModule:
         """int8 (B, C, H, W) = pixel - 128 of a batch (`one`: of one image, given without its batch axis)."""
         m = self.info["model"]
         c, (h, w) = m["in_chans"], m["img_size"]
+        if not isinstance(images, np.ndarray) and np.asarray(images).dtype == object:   # None, a dict, ...
+            raise P2VitError(f"{'trace takes one image' if one else 'run takes a batch of images'}, a uint8 or int8 "
+                             f"numpy array, not {type(images).__name__}")
         given = np.asarray(images)
         batch = given[None] if one else given
         if batch.dtype == np.uint8 and batch.ndim == 4 and batch.shape[1:] == (h, w, c):
@@ -154,7 +157,7 @@ def check_blob_addresses(blob: Path, info: dict) -> None:
 
 def load(build_dir: str | Path, expect: dict | None = None, types: str | None = None) -> CsimModule:
     """Load the C-sim module of build_dir. `expect` (e.g. {"ir_sha256": ...}) must match build.json."""
-    build_dir = Path(build_dir)
+    build_dir = Path(build_dir).expanduser()
     info = read_build_info(build_dir)
     for key, want in (expect or {}).items():
         if info.get(key) != want:

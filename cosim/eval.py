@@ -167,8 +167,9 @@ def format_summary(s: dict) -> str:
         return "-" if v is None else f"{v:.2f}"
 
     lines = [
-        f"{s['model']} ({s['build']}): {s['n']} images from {s['data']}, {s['seconds']:.1f} s "
-        f"(worker seconds, summed over {plural(s['workers'], 'worker')}: FP32 "
+        f"{s['model']} ({s['build']}): {plural(s['n'], 'image')} from {s['data']}, {s['seconds']:.1f} s "
+        f"(worker seconds{' of the shards run now' if s.get('shards_resumed') else ''}, summed over "
+        f"{plural(s['workers'], 'worker')}: FP32 "
         f"{s['seconds_fp32']:.1f}, reference {s['seconds_reference']:.1f}, C-sim {s['seconds_csim']:.1f})",
         f"  top-1 %:  FP32 {pct(s['fp32_top1'])}   reference {pct(s['reference_top1'])}   "
         f"C-sim {pct(s['csim_top1'])}" + ("" if s["labels"] else "   (no labels)"),

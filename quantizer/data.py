@@ -197,9 +197,18 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")  # going via RGBA avoids PIL's palette-transparency warning
     elif img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-        # 16-bit / float grayscale: PIL's own conversion clips to 255, so scale into 8 bits instead.
+        # 16-bit / 32-bit / float grayscale: PIL's own conversion clips to 255, so scale into 8 bits
+        # instead, from the full scale of the format: 16 bits for I;16 whatever its values; 0..1 for a
+        # float image within it (the usual convention); otherwise (I, or floats past 1) 255 or 65535 by
+        # the largest value, as the format does not say
         a = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if a.max(initial=0) > 255 else 255.0
+        peak = a.max(initial=0)
+        if img.mode.startswith("I;16"):
+            top = 65535.0
+        elif img.mode == "F" and peak <= 1.0:
+            top = 1.0
+        else:
+            top = 65535.0 if peak > 255 else 255.0
         img = Image.fromarray(np.clip(np.round(a * (255.0 / top)), 0, 255).astype(np.uint8), "L")
     return img.convert("RGB")
 

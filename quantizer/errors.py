@@ -98,10 +98,11 @@ exit status:
 
 
 def path_arg(text: str) -> str:
-    """argparse `type` of every path option: an empty string would mean the current directory."""
+    """argparse `type` of every path option: an empty string would mean the current directory; a
+    leading ~ is the home directory, also where the shell left it alone (--out=~/b)."""
     if not text.strip():
         raise argparse.ArgumentTypeError("an empty path; give a file or directory")
-    return text
+    return os.path.expanduser(text)
 
 
 def count_arg(minimum: int = 1):

@@ -36,7 +36,7 @@ from .outputs import check_output_file, check_outputs_apart, inputs_of, write_te
 from .pipeline import quantize, weight_bytes
 from .progress import Progress, note
 from .scaleout import (SCALEOUT_HELP, add_scaleout_args, check_scaleout_args, choose_engine, format_run,
-                       session)
+                       plural, session)
 
 CONFIGS = {
     # the FQ-ViT-style baseline keeps FQ-ViT's softmax (exp on the logits' grid, arithmetic rounding)
@@ -526,7 +526,7 @@ def main(argv=None):
         results, run = evaluate_sharded(lm, calib, data, labels, names, engine, results=args.results,
                                         resume=args.resume, shard_size=args.shard_size, progress=progress,
                                         show=not args.quiet, n_calib=args.n_calib)
-    print(f"{lm.name}: {len(data.images)} images from {args.data}, {args.n_calib} calibration images"
+    print(f"{lm.name}: {plural(len(data.images), 'image')} from {args.data}, {plural(args.n_calib, 'calibration image')}"
           + (f" (+ {len(calib) - args.n_calib} held out for the mixed-precision search)" if len(calib) > args.n_calib else "")
           + f", "
           f"{time.perf_counter() - t0:.0f} s")
@@ -546,7 +546,7 @@ def error_budget_main(args, lm, data, labels, calib, name, engine, progress, t0)
         budget, run = evaluate_budget(lm, calib, data, labels, name, engine, results=args.results,
                                       resume=args.resume, shard_size=args.shard_size, progress=progress,
                                       show=not args.quiet, n_calib=args.n_calib)
-    print(f"{lm.name}: {len(data.images)} images from {args.data}, {len(calib)} calibration images, "
+    print(f"{lm.name}: {plural(len(data.images), 'image')} from {args.data}, {plural(len(calib), 'calibration image')}, "
           f"{time.perf_counter() - t0:.0f} s")
     print(format_budget(budget))
     print(format_run(run))

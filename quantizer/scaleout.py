@@ -418,7 +418,7 @@ def plural(n: int, noun: str) -> str:
 
 def format_run(run: dict) -> str:
     """One line on a sharded run's statistics (run_shards): shards, engine, workers, resumes, retries."""
-    return (f"run: {plural(run['shards'], 'shard')} of {run['shard_size']} on {run['engine']} "
+    return (f"run: {plural(run['shards'], 'shard')} of up to {plural(run['shard_size'], 'image')} on {run['engine']} "
             f"({plural(run['workers'], 'worker')}"
             + (f", {plural(run['shards_resumed'], 'shard')} resumed" if run.get("shards_resumed") else "")
             + (f", {plural(run['retries'], 'shard run')} retried" if run.get("retries") else "") + ")"

@@ -58,6 +58,8 @@ def test_csim_trace_equals_reference_on_every_layer(tiny_build):
         sim.trace(_images(4))
     with pytest.raises(P2VitError, match=r"not uint8 \(31, 32, 3\)$"):   # the shape given, not a batch of it
         sim.trace(_images(1)[0, :31])
+    with pytest.raises(P2VitError, match="numpy array, not NoneType"):
+        sim.trace(None)
     assert set(sim.trace(to_int8_input(img).numpy()[0])) == set(rt)   # int8 (3, H, W) = pixel - 128 too
 
 

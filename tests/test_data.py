@@ -161,6 +161,15 @@ def test_fit_image_16bit_gray_scaled_not_clipped():
     assert np.array_equal(out[..., 0], g)
 
 
+def test_fit_image_16bit_and_float_gray_use_their_format_full_scale():
+    g = rand_u8((32, 32))
+    dark = Image.fromarray((g // 4).astype(np.uint16))   # 16-bit, its values all under 64: nearly black
+    assert dark.mode.startswith("I;16")
+    assert np.array_equal(fit_image(dark, PP32)[..., 0], np.round((g // 4) * 255 / 65535).astype(np.uint8))
+    unit = Image.fromarray(g.astype(np.float32) / 255, "F")          # a float image in 0..1
+    assert np.array_equal(fit_image(unit, PP32)[..., 0], g)           # not read on 0..255 (near black)
+
+
 def test_fit_image_gray_ndarray():
     g = rand_u8((32, 32))
     out = fit_image(g, PP32)

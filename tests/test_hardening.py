@@ -18,6 +18,7 @@ from codegen.integrity import file_record, write_sealed
 from codegen.module import load
 from codegen.render import render
 from quantizer import P2VitError, QuantConfig
+from quantizer.ir import check_ir_destination
 from quantizer.outputs import remove_stale_partials
 from quantizer.pipeline import quantize
 from tests.conftest import TINY_HW
@@ -225,11 +226,14 @@ def test_quantizer_out_is_checked_before_quantizing(tmp_path, capsys, monkeypatc
     assert (tmp_path / "foreign" / "notes.txt").read_text() == "mine"
     # a build's ir/ (or any directory in a build) is the IR build.json's hash names
     (tmp_path / "b" / "ir").mkdir(parents=True)
-    (tmp_path / "b" / "build.json").write_text("{}")
+    (tmp_path / "b" / "build.json").write_text('{"ir_sha256": "0"}')
     for inside in ("ir", "elsewhere"):
         _fails_fast(cli.main, [str(card), "--random-init", "--out", str(tmp_path / "b" / inside)], capsys,
                     "is inside the build", "choose another directory")
     assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["build.json", "ir"]
+    (tmp_path / "proj").mkdir()   # another tool's build.json is not a p2vit build: an IR may go there
+    (tmp_path / "proj" / "build.json").write_text('{"android": {}}')
+    check_ir_destination(tmp_path / "proj" / "ir")
 
 
 def test_quantizer_replaces_an_ir_of_another_model_only_with_force(tiny_ir, tmp_path, capsys, monkeypatch):
@@ -291,6 +295,11 @@ def test_outputs_never_overwrite_an_input_or_each_other(tiny_build, tmp_path, ca
     _fails_fast(perf.main, [str(build), "--json", str(build / "report.json")], capsys, "is part of the build")
     _fails_fast(perf.main, ["deit_t", "--json", "/dev/null"], capsys, "not a regular file")
     _fails_fast(perf.main, ["deit_t", "--json", ""], capsys, "an empty path")
+    # --json=~/... reaches us unexpanded (the shell leaves a ~ after '='): it is the home directory,
+    # not a folder named ~ in the current one
+    from quantizer.errors import path_arg
+
+    assert path_arg("~/r.json") == os.path.join(os.path.expanduser("~"), "r.json")
     for gbs in ("1e-300", "inf", "nan", "-1", "1e6"):   # 1e-300 once printed nan and 300-digit latencies
         _fails_fast(perf.main, ["deit_t", "--dram-gbs", gbs], capsys, "--dram-gbs must be 0.1..10000 GB/s, or 0")
     assert data.read_bytes() == b"images"
