@@ -320,18 +320,25 @@ def run_shards(work, images: np.ndarray, labels, engine, shard_size: int, result
 
 @contextmanager
 def _sigint_held():
-    """SIGINT blocked while worker processes start, delivered when the block ends. A Ctrl-C in the
+    """A Ctrl-C while worker processes start is held and raised when they have started. One in the
     middle of handing a new worker its start-up data would leave it a truncated pickle and a traceback
-    of its own on the terminal. The workers inherit the block, which is how they should treat Ctrl-C
-    anyway: it is the driver's to handle (it stops them)."""
+    of its own on the terminal. Python runs its handler in the main thread whichever thread the signal
+    reached, so the handler is swapped for one that notes it; SIGINT is also blocked in this thread,
+    and the workers inherit the block, which is how they should treat Ctrl-C anyway: it is the
+    driver's to handle (it stops them)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    held = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        signal.signal(signal.SIGINT, previous)
+        if held and callable(previous):
+            previous(signal.SIGINT, None)   # Python's own handler raises KeyboardInterrupt here
 
 
 def _run_local(work, images, labels, bounds, todo, engine, finished, bar, stats) -> None:

@@ -355,12 +355,12 @@ def test_elapsed_shows_time_and_log_path_while_a_subprocess_runs(tmp_path):
 def test_build_module_shows_elapsed_time_and_log(tmp_path, monkeypatch, capsys):
     import codegen.build as build
 
-    def fake_run(cmd, stdout=None, stderr=None, **kw):   # stands in for cmake: no real compile
+    def fake_run(cmd, log):   # stands in for cmake: no real compile
         time.sleep(0.3)
         (tmp_path / "csim" / "m_fake.so").write_bytes(b"")
-        return subprocess.CompletedProcess(cmd, 0)
+        return 0
 
-    monkeypatch.setattr(build.subprocess, "run", fake_run)
+    monkeypatch.setattr(build, "_run_as_group", fake_run)
     so = build.build_module(tmp_path, "m_fake", progress=True)
     assert so.name == "m_fake.so"
     err = capsys.readouterr().err

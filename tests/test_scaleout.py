@@ -317,9 +317,16 @@ def test_workers_start_with_sigint_blocked_and_a_held_ctrl_c_arrives_after():
     assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, []), "the driver's block was not lifted"
     if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
         pytest.skip("SIGINT is not Python's here (ignored in a background job)")
+    import threading
+    import time
+
+    # another thread with SIGINT unblocked may take the signal (torch's, tqdm's, the pool's own):
+    # Python then runs its handler in the main thread at once, blocked there or not
+    threading.Thread(target=time.sleep, args=(3,), daemon=True).start()
     reached = False
     with pytest.raises(KeyboardInterrupt):
         with _sigint_held():
-            os.kill(os.getpid(), signal.SIGINT)   # held until the block ends
+            os.kill(os.getpid(), signal.SIGINT)   # held until the workers have started
+            time.sleep(0.2)
             reached = True
     assert reached
