@@ -47,10 +47,10 @@ class CsimModule:
         """int8 (B, C, H, W) = pixel - 128 of a batch (`one`: of one image, given without its batch axis)."""
         m = self.info["model"]
         c, (h, w) = m["in_chans"], m["img_size"]
-        if not isinstance(images, np.ndarray) and np.asarray(images).dtype == object:   # None, a dict, ...
+        given = np.asarray(images)
+        if given.dtype == object:   # None, a dict, ...: no array at all
             raise P2VitError(f"{'trace takes one image' if one else 'run takes a batch of images'}, a uint8 or int8 "
                              f"numpy array, not {type(images).__name__}")
-        given = np.asarray(images)
         batch = given[None] if one else given
         if batch.dtype == np.uint8 and batch.ndim == 4 and batch.shape[1:] == (h, w, c):
             return np.ascontiguousarray((batch.astype(np.int16) - 128).astype(np.int8).transpose(0, 3, 1, 2))

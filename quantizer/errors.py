@@ -145,6 +145,14 @@ def _close_progress_bars() -> None:
         pass
 
 
+def _error_exit(message: str, code: int) -> SystemExit:
+    """Print the one 'error: ...' line, after the last line of any progress bar still open, and
+    return the SystemExit to raise."""
+    _close_progress_bars()
+    print(f"error: {message}", file=sys.stderr)
+    return SystemExit(code)
+
+
 def cli_errors(main):
     """Decorate a CLI `main(argv)` so that a P2VitError ends as one line and exit code 2."""
 
@@ -157,9 +165,7 @@ def cli_errors(main):
         try:
             return main(argv)
         except P2VitError as exc:
-            _close_progress_bars()
-            print(f"error: {exc}", file=sys.stderr)
-            raise SystemExit(2) from None
+            raise _error_exit(str(exc), 2) from None
         except BrokenPipeError:
             if not _stdout_closed():
                 raise
@@ -170,17 +176,11 @@ def cli_errors(main):
             message = path_error_message(exc)
             if message is None:
                 raise
-            _close_progress_bars()
-            print(f"error: {message}", file=sys.stderr)
-            raise SystemExit(2) from None
+            raise _error_exit(message, 2) from None
         except KeyboardInterrupt:
-            _close_progress_bars()
-            print("error: interrupted", file=sys.stderr)
-            raise SystemExit(130) from None
+            raise _error_exit("interrupted", 130) from None
         except Terminated:
-            _close_progress_bars()
-            print("error: terminated", file=sys.stderr)
-            raise SystemExit(143) from None
+            raise _error_exit("terminated", 143) from None
         finally:
             if in_main:
                 signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)

@@ -390,7 +390,7 @@ def describe_config(cfg: QuantConfig) -> str:
         softmax.append(f"exp shift {cfg.exp_shift}")
     if cfg.attn_rounding != QuantConfig.attn_rounding:
         softmax.append(f"{cfg.attn_rounding} log2 rounding")
-    if len(softmax) == 2 and cfg.exp_shift == 0 and cfg.attn_rounding == "arithmetic":
+    if cfg.exp_shift == 0 and cfg.attn_rounding == "arithmetic":   # both differ from the defaults
         parts.append(f"the original softmax ({', '.join(softmax)})")
     else:
         parts += softmax
