@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from quantizer.data import IMAGE_EXTS, Preprocess, fit_image, load_images
+from quantizer.data import IMAGE_EXTS, Preprocess, as_preprocess, fit_image, load_images
 from quantizer.errors import P2VitError
 
 FORMS = "an image file path, a PIL image, a uint8 (H, W, 3) array or a normalized float (3, H, W) tensor"
@@ -24,6 +24,7 @@ FORMS = "an image file path, a PIL image, a uint8 (H, W, 3) array or a normalize
 def to_pixels(image, pp: Preprocess) -> np.ndarray:
     """uint8 (H, W, 3) at pp's size (a fresh, writable array); P2VitError (one line) for
     anything not accepted."""
+    pp = as_preprocess(pp)
     if isinstance(image, (str, os.PathLike)):
         px = _from_path(Path(image).expanduser(), pp)
     elif isinstance(image, Image.Image):

@@ -13,6 +13,8 @@ import os
 import warnings
 import zipfile
 import zlib
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -213,6 +215,25 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def as_preprocess(pp) -> Preprocess:
+    """pp itself, or a Preprocess made from a mapping of its fields (a model card's "preprocess");
+    a one-line P2VitError for anything else, rather than an AttributeError deep inside."""
+    if isinstance(pp, Preprocess):
+        return pp
+    if isinstance(pp, Mapping):
+        fields = {f.name for f in dataclasses.fields(Preprocess)}
+        unknown = sorted(str(k) for k in pp if k not in fields)
+        missing = sorted({"input_size", "mean", "std"} - set(pp))
+        if unknown or missing:
+            what = "; ".join(x for x in (f"unknown {', '.join(unknown)}" if unknown else "",
+                                         f"missing {', '.join(missing)}" if missing else "") if x)
+            raise P2VitError(f"preprocess fields: {what}; give input_size, mean, std "
+                             "(and optionally interpolation, crop_pct)")
+        return Preprocess(**pp)
+    raise P2VitError(f"preprocess must be a quantizer.data.Preprocess or a dict of its fields, "
+                     f"not {type(pp).__name__}; use the model's .preprocess")
+
+
 def _resized_size(h: int, w: int, pp: Preprocess) -> tuple[int, int]:
     """(new_h, new_w) of timm's eval resize for a (h, w) image."""
     th, tw = pp.height, pp.width
@@ -248,6 +269,7 @@ def fit_image(img: Image.Image | np.ndarray, pp: Preprocess) -> np.ndarray:
     applied to the uint8 image: shorter side resized to floor(H / crop_pct) with pp.interpolation
     (PIL), then a center crop. ndarray input must be uint8 (H, W, 3), (H, W, 1) or (H, W).
     """
+    pp = as_preprocess(pp)
     th, tw = pp.height, pp.width
     if isinstance(img, np.ndarray):
         if img.dtype != np.uint8:
@@ -558,6 +580,7 @@ def load_images(path: str | os.PathLike, pp: Preprocess, limit: int | None = Non
     ones instead. ``progress`` shows a tqdm bar while images
     are decoded or resized.
     """
+    pp = as_preprocess(pp)
     if limit is not None:
         if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit <= 0:
             raise P2VitError(f"limit must be a positive integer, got {limit!r} (loading {path}); omit it to load all")
@@ -589,6 +612,7 @@ def _check_batch(images: np.ndarray, who: str) -> None:
 
 def to_model_input(images: np.ndarray, pp: Preprocess) -> torch.Tensor:
     """uint8 NHWC -> float32 NCHW, ((u / 255) - mean) / std per channel."""
+    pp = as_preprocess(pp)
     _check_batch(images, "to_model_input")
     x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).to(torch.float32) / 255.0
     mean = torch.tensor(pp.mean, dtype=torch.float32).view(1, 3, 1, 1)
@@ -609,6 +633,7 @@ def synthetic_images(n: int, pp: Preprocess, seed: int = 0) -> np.ndarray:
     Stand-ins for calibration when no data is at hand: smooth like natural images rather than
     white noise, so activation ranges are closer to real ones.
     """
+    pp = as_preprocess(pp)
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0:
         raise P2VitError(f"synthetic image count must be a positive integer, got {n!r}")
     n = int(n)

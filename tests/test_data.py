@@ -123,6 +123,26 @@ def test_preprocess_validation(kwargs, phrase):
     one_line(e)
 
 
+def test_preprocess_given_as_a_card_dict_is_the_same_preprocess():
+    card = {"input_size": [3, 32, 32], "mean": list(PP32.mean), "std": list(PP32.std)}
+    images = rand_u8((2, 32, 32, 3))
+    assert torch.equal(to_model_input(images, card), to_model_input(images, PP32))
+    assert np.array_equal(synthetic_images(2, card), synthetic_images(2, PP32))
+
+
+@pytest.mark.parametrize("pp, phrase", [
+    (None, "not NoneType"),
+    ({"input_size": [3, 32, 32]}, "missing mean, std"),
+    ({"input_size": [3, 32, 32], "mean": [0] * 3, "std": [1] * 3, "size": 32}, "unknown size"),
+])
+def test_preprocess_not_a_preprocess_is_one_line(pp, phrase):
+    for call in (lambda: to_model_input(rand_u8((1, 32, 32, 3)), pp), lambda: synthetic_images(1, pp),
+                 lambda: fit_image(rand_u8((32, 32, 3)), pp)):
+        with raises(phrase) as e:
+            call()
+        one_line(e)
+
+
 # --------------------------------------------------------------------------- fit_image
 
 
