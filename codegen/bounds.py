@@ -68,15 +68,15 @@ def compute_bounds(ir: QuantizedViT, hw: HwConfig) -> Bounds:
     low = lower(ir)
     layer_k = {"embed": KP, **{n: lw.w.shape[1] for n, lw in low.linear.items()}}
     layer_bits = {"embed": low.embed.bits, **{n: lw.bits for n, lw in low.linear.items()}}
-    mac_bound = max(K * 128 * 2 ** (layer_bits[n] - 1) for n, K in layer_k.items())
-    qk_bound = DH * 128 * 128
+    mac_bound = max(intops.mac_bound(K, layer_bits[n]) for n, K in layer_k.items())
+    qk_bound = intops.mac_bound(DH, 8)
     mac_bound = max(mac_bound, qk_bound)
     acc_bits = bits_for(mac_bound)
     prove("MAC accumulator |sum_k x*w| (all linear layers and Q.K^T)", mac_bound, 32,
           "K * 2^7 * 2^(wbits-1) over every layer: |x| <= 128, |w| <= 2^(wbits-1), any calibration")
     for name, K in layer_k.items():
         bias = low.embed.b if name == "embed" else low.linear[name].b
-        b = int(abs(bias).max(initial=0)) + K * 128 * 128
+        b = int(abs(bias).max(initial=0)) + intops.mac_bound(K, layer_bits[name])
         prove(f"{name}: accumulator + bias", b, 32, "B_max of numerics.md 2.3 keeps the sum in int32")
     av = av_sum_bound(N, q["attn_bits"])
     av_acc_bits = bits_for(av)

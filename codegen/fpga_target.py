@@ -46,16 +46,18 @@ class Target:
         return asdict(self)
 
 
-# Budgets from the AMD product tables (DS891 for the Zynq UltraScale+ MPSoC: DSP48E2, BRAM36 x 2 =
-# BRAM18K, URAM, CLB LUTs) and the boards' user guides (UG1182 ZCU102, UG1267 ZCU104: four 128-bit
-# S_AXI_HP ports into the PS DDR4, 64 bits wide). DDR4-2400 x 64 bit = 19.2 GB/s peak on both
-# (the ZCU104's PS DDR4 is rated at 2400 MT/s in the PS configuration we assume).
-TARGETS = {
-    "zcu102": Target("zcu102", "xczu9eg-ffvb1156-2-e", dsps=2520, bram18k=1824, uram=0, luts=274_080,
-                     clock_mhz=200.0, axi_ports=4, axi_bits=128, dram_gbs=19.2),
-    "zcu104": Target("zcu104", "xczu7ev-ffvc1156-2-e", dsps=1728, bram18k=624, uram=96, luts=230_400,
-                     clock_mhz=200.0, axi_ports=4, axi_bits=128, dram_gbs=19.2),
-}
+def _board(name: str, part: str) -> Target:
+    """A board's target: its part's budget from perf.PARTS (the AMD product tables: DS891 for the
+    Zynq UltraScale+ MPSoC: DSP48E2, BRAM36 x 2 = BRAM18K, URAM, CLB LUTs), and the boards' user
+    guides (UG1182 ZCU102, UG1267 ZCU104: four 128-bit S_AXI_HP ports into the PS DDR4, 64 bits
+    wide). DDR4-2400 x 64 bit = 19.2 GB/s peak on both (the ZCU104's PS DDR4 is rated at 2400 MT/s
+    in the PS configuration we assume)."""
+    dsps, bram18k, uram, luts = perf.part_resources(part)
+    return Target(name, part, dsps=dsps, bram18k=bram18k, uram=uram, luts=luts,
+                  clock_mhz=200.0, axi_ports=4, axi_bits=128, dram_gbs=19.2)
+
+
+TARGETS = {"zcu102": _board("zcu102", "xczu9eg-ffvb1156-2-e"), "zcu104": _board("zcu104", "xczu7ev-ffvc1156-2-e")}
 TARGET_KEYS = ("dsps", "bram18k", "uram", "luts", "clock_mhz", "axi_ports", "axi_bits", "dram_gbs")
 COUNT_KEYS = ("dsps", "bram18k", "uram", "luts", "axi_ports", "axi_bits")
 # The search keeps headroom for placement and routing: a design may use every DSP, but at most

@@ -41,6 +41,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from quantizer.config import softmax_settings
+from quantizer.ir import linear_layer_names
 from quantizer.errors import EXIT_STATUS_HELP, ArgumentParser, P2VitError, cli_errors, path_arg
 from quantizer.outputs import RunInput, check_output_file, check_outputs_apart, inputs_of, write_atomic, write_text_atomic
 from quantizer.progress import Progress
@@ -53,6 +54,8 @@ DRAM_GBS = (0.1, 10_000.0)   # accepted DRAM bandwidths (GB/s): below, the cycle
 # Pipeline depth (cycles from the first read to the last write of one iteration) of every
 # II=1 loop, by loop id. Estimates: 1 cycle per BRAM/FIFO access, 3 per DSP multiply, 1 per
 # add/compare; a pipelined divider about one cycle per quotient bit (numerics.md 4 gives the widths).
+LN_STD_LATENCY = 64    # cycles allowed for a LayerNorm row's D*S2 - S1^2 and isqrt (kernels/p2vit/layernorm.h), in the
+                       # depth of the residual-stream writer (requant.residual, requant.embed)
 DEPTH = {
     "params.desc": 3,              # m_axi beat, field extraction, register write
     "params.burst": 3,             # m_axi beat, field extraction, BRAM write (one value per bank)
@@ -63,13 +66,13 @@ DEPTH = {
     "mac_array.reduce": 5,         # weight read, multiply (3), split and accumulate; + the chain (simd_chain)
     "mac_array.reduce_keys": 5,    # key-bank reads, multiply (3), split and accumulate; + the chain (simd_chain)
     "requant.requant": 4,          # add bias, rounding shift, saturate, write
-    "requant.residual": 6 + 64,    # requant, two alignment shifts, add, requant, write; then the next LayerNorm's
-                                   # statistics: square, adder tree, running sums, a row's variance and isqrt
-                                   # (LN_STD_LATENCY, kernels/p2vit/layernorm.h)
+    "requant.residual": 6 + LN_STD_LATENCY,    # requant, two alignment shifts, add, requant, write; then the next LayerNorm's
+                                               # statistics: square, adder tree, running sums, a row's variance and isqrt
+                                               # (kernels/p2vit/layernorm.h)
     "requant.gelu": 5,             # requant, table lookup, write
     "requant.logits": 5,           # requant, row write; + log2(COLS) max tree, compare with the running max
     "requant.logits_out": 2,
-    "requant.embed": 5 + 64,       # per-token bias read, requant, write; then LN1's statistics (as requant.residual)
+    "requant.embed": 5 + LN_STD_LATENCY,       # per-token bias read, requant, write; then LN1's statistics (as requant.residual)
     "requant.head": 4,             # bias add, requant, logit buffer write
     "requant.head_store": 3,       # logit buffer reads, beat assembly, m_axi write
     "requant.cls": 2,
@@ -112,8 +115,6 @@ def log_code_chain_depth(shape: "ModelShape") -> int:
 
 LANE_TREES = ("softmax.pass", "shifter.pass")   # + log2(LANES): the lanes' adder tree
 COL_TREES = ("requant.logits",)   # + log2(COLS): the max tree over a tile row's logits
-LN_STD_LATENCY = 64    # cycles allowed for a LayerNorm row's D*S2 - S1^2 and isqrt (kernels/p2vit/layernorm.h), in the
-                       # depth of the residual-stream writer (requant.residual, requant.embed)
 AXI_AT_ENTRY = {"mac_array.reduce", "params.desc", "params.burst", "params.embed_bias", "mac_array.load_image"}   # start with a new burst
 
 CHUNKS = ("mac_array", "requant", "softmax", "shifter", "layernorm", "params")
@@ -218,7 +219,7 @@ class ModelShape:
         return dict(self.layer_bits).get(layer, 8)
 
     def linear_layers(self) -> list[str]:
-        return ["embed"] + [f"blocks.{i}.{n}" for i in range(self.depth) for n in ("qkv", "proj", "fc1", "fc2")] + ["head"]
+        return linear_layer_names(self.depth)
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -418,13 +419,13 @@ def reduce_body_depth(shape: ModelShape, hw: HwConfig) -> int:
     return max(red + max(paths, default=0), load) - red
 
 
-def _mac(hw: HwConfig, NR: int, K: int, O: int, src: str, epi: str, bits: int,
+def _mac(hw: HwConfig, NR: int, K: int, O: int, src: str, epi: str,
          K_DH: int = 0, patch: int = 1, preloaded: bool = False, body: int = -1, pre_words: int = 0):
     """One layer on the MAC array (main_array): per row tile, (valid rows, compute Op). Q.K^T has
     its own model, _qk_array.
 
     src: array | patch | ln (load_rows_*); epi: requant | residual | gelu | embed | head (epi_* of
-    kernels/p2vit/epilogue.h); bits: weight bits; K_DH: the head width (QKV's epilogue lanes);
+    kernels/p2vit/epilogue.h); K_DH: the head width (QKV's epilogue lanes);
     patch: the patch size (the patch load's lanes); preloaded: the previous layer loaded the first
     row tile (early_loads; proj after A.V's fill); pre_words: words per row of the first row tile an
     earlier step loaded (proj_pre_words: it loads the rest); body: reduce_body_depth. The embedding loads its row tile's per-token biases after
@@ -559,18 +560,19 @@ def _desc(hw: HwConfig, fields: int) -> Loop:
     return Loop("params.desc", _cdiv(fields * 8, hw.axi_bytes), 1, 1, dram=_cdiv(fields * 8, hw.axi_bytes) * hw.axi_bytes)
 
 
-def _uniq(hw: HwConfig, O: int, K: int, bits: int) -> int:
-    """Bytes of one layer's weights in the blob: whole weight tiles, each plane word in its slot."""
+def _uniq(hw: HwConfig, O: int, K: int) -> int:
+    """Bytes of one layer's weights in the blob: whole weight tiles, each plane word in its slot (a
+    4-bit weight has an 8-bit slot: a layer's weight bits are chosen at run time)."""
     return _cdiv(O, hw.cols) * (K // hw.simd) * hw.weight_ports * hw.weight_beats * hw.axi_bytes
 
 
-def _linear_dram(hw: HwConfig, NR: int, K: int, O: int, bits: int, epi: str = "", dh: int = 0) -> dict:
+def _linear_dram(hw: HwConfig, NR: int, K: int, O: int, epi: str = "", dh: int = 0) -> dict:
     """Weight bytes streamed by one layer: every row tile streams the whole layer once, and a
     drained layer (epi: requant | residual | gelu | embed, dh: the head width) also the words its drain
     tail reads past its planes (kernels/p2vit/layers.h main_array)."""
     slot = hw.weight_ports * hw.weight_beats * hw.axi_bytes
     tail = drain_tail(hw, K, epi, dh) if epi else 0
-    return {"weights": _cdiv(NR, hw.rows) * (_uniq(hw, O, K, bits) + tail * slot), "params": 0, "io": 0}
+    return {"weights": _cdiv(NR, hw.rows) * (_uniq(hw, O, K) + tail * slot), "params": 0, "io": 0}
 
 
 def _params(*loops) -> list:
@@ -582,8 +584,7 @@ def _dram(loops) -> int:
     return sum(lp.dram * lp.n for lp in loops)
 
 
-def _block(shape: ModelShape, hw: HwConfig, b_qkv: int, b_proj: int, b_fc1: int, b_fc2: int,
-           first: bool) -> list[Step]:
+def _block(shape: ModelShape, hw: HwConfig, first: bool) -> list[Step]:
     """The steps of one encoder block (names without the blocks.i. prefix), as the controller loop
     of templates/p2vit_top.cpp.j2 runs them; first: block 0 (its QKV follows the embedding)."""
     N, D, H, DH, HID = shape.tokens, shape.dim, shape.heads, shape.dh, shape.hidden
@@ -605,7 +606,7 @@ def _block(shape: ModelShape, hw: HwConfig, b_qkv: int, b_proj: int, b_fc1: int,
     OG = 3 * DH * GH
 
     def qkv_group(g):
-        return _seq_ops(_mac(hw, N, D, OG, "ln", "requant", b_qkv, K_DH=DH,
+        return _seq_ops(_mac(hw, N, D, OG, "ln", "requant", K_DH=DH,
                              preloaded=early["embed" if first else "fc2"] if g == 0 else True, body=body))
 
     # the attention of one head group: Q.K^T (its own MAC array, PCOLS columns) -> softmax -> A.V
@@ -630,13 +631,13 @@ def _block(shape: ModelShape, hw: HwConfig, b_qkv: int, b_proj: int, b_fc1: int,
     attn = [qk, sm_rows, av_rows]
     att_macs = GH * N * N * DH
     qkv_macs = N * D * OG
-    qkv_dram = _linear_dram(hw, N, D, OG, b_qkv, "requant", DH)
+    qkv_dram = _linear_dram(hw, N, D, OG, "requant", DH)
     steps.append(Step("qkv" if NG == 1 else "qkv[0]", "linear", [_params(*pq) + qkv_group(0)], macs=qkv_macs,
-                      dram={**qkv_dram, "params": _dram(pq)}, weight_bytes_unique=_uniq(hw, OG, D, b_qkv)))
+                      dram={**qkv_dram, "params": _dram(pq)}, weight_bytes_unique=_uniq(hw, OG, D)))
     for g in range(1, NG):
         steps.append(Step(f"qkv[{g}]+attn[{g - 1}]", "linear+attention", [qkv_group(g)] + attn,
                           macs=qkv_macs + att_macs, av_macs=att_macs, dram=dict(qkv_dram),
-                          weight_bytes_unique=_uniq(hw, OG, D, b_qkv)))
+                          weight_bytes_unique=_uniq(hw, OG, D)))
     # beside the last group's attention the MAC array loads proj's first row tile: the other
     # groups' channels (proj_pre_words), final in o
     PW = proj_pre_words(shape, hw)
@@ -645,22 +646,22 @@ def _block(shape: ModelShape, hw: HwConfig, b_qkv: int, b_proj: int, b_fc1: int,
                       av_macs=att_macs, dram={}))
     pp = [_burst(D * 4, hw), _burst(D, hw), _burst(D, hw), _burst(D, hw)]
     pre = lanes_fill_xt(shape, hw)   # A.V leaves proj's first row tile in xt
-    steps.append(Step("proj", "linear", [_params(*pp) + _seq_ops(_mac(hw, N, D, D, "array", "residual", b_proj,
+    steps.append(Step("proj", "linear", [_params(*pp) + _seq_ops(_mac(hw, N, D, D, "array", "residual",
                                                                       preloaded=pre, body=body, pre_words=PW))],
-                      macs=N * D * D, dram={**_linear_dram(hw, N, D, D, b_proj, "residual", DH), "params": _dram(pp)},
-                      weight_bytes_unique=_uniq(hw, D, D, b_proj)))
+                      macs=N * D * D, dram={**_linear_dram(hw, N, D, D, "residual", DH), "params": _dram(pp)},
+                      weight_bytes_unique=_uniq(hw, D, D)))
     ln2 = _layernorm(shape, hw)   # loaded before proj, whose writer gathers LN2's statistics
     steps.append(Step("ln2", "layernorm", [ln2], dram={"params": _dram(ln2[0].loops)}))
     # FC1 (+ GELU into hid) on every row tile, then FC2 (+ residual) on every row tile, each after
     # its parameters, on the MAC array
     p1 = [_burst(HID * 4, hw), _burst(HID, hw), _burst(256, hw)]
     p2 = [_burst(D * 4, hw), _burst(D, hw), _burst(D, hw), _burst(D, hw)]
-    s1 = _seq_ops(_mac(hw, N, D, HID, "ln", "gelu", b_fc1, preloaded=early["proj"], body=body))
-    s2 = _seq_ops(_mac(hw, N, HID, D, "array", "residual", b_fc2, preloaded=early["fc1"], body=body))
-    d1, d2 = _linear_dram(hw, N, D, HID, b_fc1, "gelu", DH), _linear_dram(hw, N, HID, D, b_fc2, "residual", DH)
+    s1 = _seq_ops(_mac(hw, N, D, HID, "ln", "gelu", preloaded=early["proj"], body=body))
+    s2 = _seq_ops(_mac(hw, N, HID, D, "array", "residual", preloaded=early["fc1"], body=body))
+    d1, d2 = _linear_dram(hw, N, D, HID, "gelu", DH), _linear_dram(hw, N, HID, D, "residual", DH)
     steps.append(Step("mlp", "mlp", [_params(*p1) + s1 + _params(*p2) + s2], macs=2 * N * D * HID,
                       dram={"weights": d1["weights"] + d2["weights"], "params": _dram(p1) + _dram(p2)},
-                      weight_bytes_unique=_uniq(hw, HID, D, b_fc1) + _uniq(hw, D, HID, b_fc2)))
+                      weight_bytes_unique=_uniq(hw, HID, D) + _uniq(hw, D, HID)))
     return steps
 
 
@@ -675,34 +676,30 @@ def schedule(shape: ModelShape, hw: HwConfig) -> list[Step]:
     cls = [_desc(hw, MODEL_FIELDS), _burst(D * rb, hw)]
     steps.append(Step("embed.cls", "embed", [[Op("c", cls + [Loop("requant.cls", D, 1)])]],
                       dram={"params": _dram(cls)}))
-    b = shape.bits("embed")
     img = shape.in_chans * shape.img_h * shape.img_w
     pe = [_burst(D, hw), Loop("mac_array.load_image", _cdiv(img, hw.axi_bytes), 1)]   # shifts; the image, one burst
-    dr = _linear_dram(hw, NP, KP, D, b, "embed")
-    tiles = _mac(hw, NP, KP, D, "patch", "embed", b, patch=shape.patch, body=reduce_body_depth(shape, hw))
+    dr = _linear_dram(hw, NP, KP, D, "embed")
+    tiles = _mac(hw, NP, KP, D, "patch", "embed", patch=shape.patch, body=reduce_body_depth(shape, hw))
     # the descriptor-free parameters: the shifts; per row tile its per-token biases, from every port
     dr["params"] = _dram(pe)
     dr["embed_bias"] = _cdiv(NP, hw.rows) * _embed_bias(hw, D).dram
     dr["io"] = shape.in_chans * shape.img_h * shape.img_w
     steps.append(Step("embed", "embed", [_params(*pe) + _seq_ops(tiles)],
-                      macs=NP * KP * D, dram=dr, weight_bytes_unique=_uniq(hw, D, KP, b)))
-    blocks: dict = {}
+                      macs=NP * KP * D, dram=dr, weight_bytes_unique=_uniq(hw, D, KP)))
+    # block 0 differs from the rest only in what precedes it (the embedding, not an FC2); weight
+    # bits change no loop (4-bit weights have 8-bit slots and 8 x 8 products)
+    blocks = {first: _block(shape, hw, first) for first in (True, False)}
     for i in range(shape.depth):
-        p = f"blocks.{i}."
-        key = tuple(shape.bits(p + n) for n in ("qkv", "proj", "fc1", "fc2")) + (i == 0,)
-        if key not in blocks:
-            blocks[key] = _block(shape, hw, *key)
-        steps += [replace(st, name=p + st.name) for st in blocks[key]]
+        steps += [replace(st, name=f"blocks.{i}." + st.name) for st in blocks[i == 0]]
     norm = _layernorm(shape, hw)   # loaded before the last FC2, whose writer gathers its statistics
     steps.append(Step("norm", "layernorm", [norm], dram={"params": _dram(norm[0].loops)}))
-    b = shape.bits("head")
     ph = [_burst(CL * 4, hw), _burst(CL, hw)]
-    dr = _linear_dram(hw, 1, D, CL, b)
+    dr = _linear_dram(hw, 1, D, CL)
     dr["params"], dr["io"] = _dram(ph), 4 * CL
     store = Op("c", [Loop("requant.head_store", _cdiv(4 * CL, hw.axi_bytes), 1)])   # the logits, one write burst
-    head = _mac(hw, 1, D, CL, "ln", "head", b, preloaded=early_loads(shape, hw)["fc2"], body=reduce_body_depth(shape, hw))
+    head = _mac(hw, 1, D, CL, "ln", "head", preloaded=early_loads(shape, hw)["fc2"], body=reduce_body_depth(shape, hw))
     steps.append(Step("head", "head", [_params(*ph) + _seq_ops(head) + [store]],
-                      macs=D * CL, dram=dr, weight_bytes_unique=_uniq(hw, CL, D, b)))
+                      macs=D * CL, dram=dr, weight_bytes_unique=_uniq(hw, CL, D)))
     return steps
 
 
@@ -1771,7 +1768,9 @@ def main(argv=None) -> int:
     p.add_argument("--dram-gbs", type=float, default=None,
                    help=f"DRAM bandwidth in GB/s (default {DEFAULT_DRAM_GBS:g}: ZCU102 DDR4-2400 x64); 0: unlimited")
     p.add_argument("--w-bits", type=int, choices=(8, 4), default=None,
-                   help="weight bits of the linear layers (default: 8, or the build's)")
+                   help="weight bits of the linear layers, for the report's label (default: 8, or the build's); "
+                        "cycles, DRAM and resources do not change: a 4-bit weight has an 8-bit slot and an "
+                        "8 x 8 product")
     p.add_argument("--res-bits", type=int, choices=(8, 16), default=None,
                    help="residual stream bits (default: 8, or the build's)")
     p.add_argument("--no-inter", action="store_true", help="no DATAFLOW overlap between chunks")

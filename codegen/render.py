@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import jinja2
 
 from quantizer.errors import P2VitError
-from quantizer.ir import QuantizedViT
+from quantizer.ir import BLOCK_LINEARS, QuantizedViT
 from quantizer.lowered import lower
 
 from . import perf
@@ -97,7 +97,7 @@ def context(ir: QuantizedViT, hw: HwConfig, layout: Layout, bounds: Bounds, modu
     img_h, img_w = m["img_size"]
     kp = m["in_chans"] * m["patch"] ** 2
     bits = {"embed": low.embed.bits, "head": low.linear["head"].bits,
-            "blocks": [[low.linear[f"blocks.{i}.{n}"].bits for n in ("qkv", "proj", "fc1", "fc2")]
+            "blocks": [[low.linear[f"blocks.{i}.{n}"].bits for n in BLOCK_LINEARS]
                        for i in range(ir.depth)]}
     return {
         "model_name": m["name"], "module_name": module_name, "build_key": build_key,

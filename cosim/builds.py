@@ -109,11 +109,6 @@ def open_build(build: str | Path) -> LoadedBuild:
     return loaded
 
 
-def clear_cache() -> None:
-    """Forget every loaded build (the next open_build reloads from disk)."""
-    _CACHE.clear()
-
-
 def _load(path: Path, stamp: tuple) -> LoadedBuild:
     info = read_build_info(path)
     sim = load(path)

@@ -29,7 +29,7 @@ from quantizer.scaleout import (SCALEOUT_HELP, add_scaleout_args, check_scaleout
 
 from .api import run
 from .builds import LoadedBuild, open_build
-from .shard import CSIM_BATCH, FP32_BATCH, CosimWork, build_identity  # noqa: F401 - FP32_BATCH re-exported
+from .shard import CSIM_BATCH, CosimWork, build_identity
 from .report import write_report
 from .trace import format_db
 

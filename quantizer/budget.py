@@ -46,7 +46,7 @@ from . import intops
 from .data import to_int8_input
 from .eval import QuantEvalWork, config_for, fp32_logits, metrics_from_rows
 from .float_model import FloatViT, patches
-from .ir import QuantizedViT
+from .ir import QuantizedViT, linear_layer_names
 from .lowered import lower
 from .outputs import write_atomic
 
@@ -140,7 +140,7 @@ class Simulator:
                                               else intops.log_round_thresholds(self.Z)).to(F64)
         T = ir.tensors
         self.lin = {}   # name -> (dequantized weights, bias at e_x + e_w, e_y, output bits)
-        for name in ["head"] + [f"blocks.{i}.{n}" for i in range(ir.depth) for n in ("qkv", "proj", "fc1", "fc2")]:
+        for name in linear_layer_names(ir.depth)[1:]:   # the embedding below (per-token biases)
             e_w = T[name + ".e_w"].astype(np.int64)
             w = torch.from_numpy(T[name + ".w"].astype(np.float64)) * _p2(e_w)[:, None]
             b = torch.from_numpy(low.linear[name].b.astype(np.float64)) * _p2(ir.i(name + ".e_x") + e_w)
@@ -148,7 +148,6 @@ class Simulator:
         e_w = T["embed.e_w"].astype(np.int64)
         self.embed_w = (torch.from_numpy(T["embed.w"].astype(np.float64)) * _p2(e_w)[:, None]).T.contiguous()
         self.embed_b = torch.from_numpy(low.embed.b.astype(np.float64)) * _p2(e_w)   # (Np, D), with pos
-        self.e_w_embed = e_w
         # FP32 weights in the smoothed domain of the integer model: LayerNorm outputs are divided by
         # 2^e_smooth (numerics.md 2.10), so the float QKV and FC1 weights take the factor back.
         self.ln = {}
@@ -440,23 +439,6 @@ def format_budget(b: dict) -> str:
     rows.append(f"stages 1..{len(b['stages'])} = the integer reference: logits identical on "
                 f"{b['exact_images']} of {b['n']} images")
     return "\n".join(rows)
-
-
-def format_budget_markdown(b: dict) -> str:
-    """The same table in Markdown (docs/results.md)."""
-    def cells(m):
-        top1 = "–" if m["top1"] is None else f"{m['top1']:.2f}"
-        sq = m["sqnr_db"]
-        sq = "–" if sq is None else ("∞" if math.isinf(sq) else f"{sq:.2f}")
-        return f"{m['agree']:.2f} | {sq} | {top1}"
-
-    out = ["| # | stage | alone: agree % | SQNR dB | top-1 % | stages 1..k: agree % | SQNR dB | top-1 % |",
-           "|---:|---|---:|---:|---:|---:|---:|---:|",
-           f"| | FP32 (PyTorch) | {cells(b['fp32'])} | | | |",
-           f"| | none (float64 simulator) | {cells(b['none'])} | | | |"]
-    for i, s in enumerate(b["stages"]):
-        out.append(f"| {i + 1} | {s['what']} | {cells(s['single'])} | {cells(s['prefix'])} |")
-    return "\n".join(out)
 
 
 def plot_budget(b: dict, path, title: str | None = None):

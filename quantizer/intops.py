@@ -13,6 +13,12 @@ import torch
 I64 = torch.int64
 
 
+def mac_bound(k: int, w_bits: int) -> int:
+    """The largest |sum_k x * w| of a K-long dot product of int8 inputs and w_bits weights:
+    K * 2^7 * 2^(w_bits - 1) (numerics.md 2.3; the worst case of the format, not of any weights)."""
+    return k * 2 ** 7 * 2 ** (w_bits - 1)
+
+
 def rshift_round(v: torch.Tensor, k) -> torch.Tensor:
     """Round-half-up right shift by k (k may be a tensor broadcast against v; k < 0 shifts left)."""
     v = v.to(I64)  # numerics.md: evaluated in 64 bits, so a left shift cannot wrap before sat

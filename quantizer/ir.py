@@ -30,6 +30,14 @@ FORMAT_VERSION = 1
 _DTYPES = {"int8": np.int8, "int16": np.int16, "int32": np.int32, "int64": np.int64}
 
 
+BLOCK_LINEARS = ("qkv", "proj", "fc1", "fc2")   # an encoder block's linear layers, in order
+
+
+def linear_layer_names(depth: int) -> list[str]:
+    """Every linear layer of a depth-block ViT, in order: embed, blocks.<i>.<BLOCK_LINEARS>, head."""
+    return ["embed"] + [f"blocks.{i}.{n}" for i in range(depth) for n in BLOCK_LINEARS] + ["head"]
+
+
 def _canonical(obj) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
 

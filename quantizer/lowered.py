@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .ir import QuantizedViT
+from .ir import BLOCK_LINEARS, QuantizedViT
 from .config import softmax_settings
 
 
@@ -80,9 +80,6 @@ class Lowered:
         uniform probabilities (2.6u)."""
         return av_frac(self.attn_bits, self.attn_uniform)
 
-    def linear_names(self) -> list[str]:
-        return ["embed"] + list(self.linear)
-
 
 def av_frac(attn_bits: int, uniform: bool) -> int:
     """Fraction bits of the A.V sum: 2^attn_bits - 2 for log2 codes (2.6), attn_bits for uniform
@@ -125,7 +122,7 @@ def lower(ir: QuantizedViT) -> Lowered:
     e_in = e_embed
     for i in range(ir.depth):
         p = f"blocks.{i}."
-        for n in ("qkv", "proj", "fc1", "fc2"):
+        for n in BLOCK_LINEARS:
             linear[p + n] = _linear(ir, p + n)
         e_res1, e_res2 = _stream_exponents(ir, p + "res1"), _stream_exponents(ir, p + "res2")
         blocks.append(BlockLowered(

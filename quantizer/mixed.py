@@ -28,6 +28,7 @@ from .config import QuantConfig
 from .data import to_int8_input, to_model_input
 from .errors import P2VitError
 from .float_model import FloatViT
+from .ir import linear_layer_names
 from .pot import fake_quant
 from .quantize import Calibration, build_ir, choose_scales
 from .reference import Reference
@@ -38,13 +39,6 @@ WEIGHT_BITS = (4, 8)
 # images picked a model 0.22 point above all-4 on the test split (noise), 256 one 0.53 point
 # above (0.65 on the outlier model; docs/results.md).
 HELDOUT = 256
-
-
-def layer_names(depth: int) -> list[str]:
-    names = ["embed"]
-    for i in range(depth):
-        names += [f"blocks.{i}.{n}" for n in ("qkv", "proj", "fc1", "fc2")]
-    return names + ["head"]
 
 
 def layer_macs(fm: FloatViT) -> dict[str, int]:
@@ -110,8 +104,6 @@ class MixedResult:
     size_ratio: float                  # sum MACs*bits / all-4-bit
     budget: float
     traces: dict[str, float]
-    sensitivity: dict[str, dict[int, float]]
-    coarse: list[dict] = field(default_factory=list)   # ranked module-level candidates
     history: list[float] = field(default_factory=list)  # best fine-stage score per iteration
     score: float = 0.0
 
@@ -126,7 +118,7 @@ class Search:
     def __init__(self, lm, fm: FloatViT, stats: Stats, cfg: QuantConfig, heldout: np.ndarray,
                  budget: float, embed_bits: int = 8):
         self.lm, self.fm, self.cfg, self.budget = lm, fm, cfg, budget
-        self.names = layer_names(fm.depth)
+        self.names = linear_layer_names(fm.depth)
         self.macs = layer_macs(fm)
         self.embed_bits = embed_bits
         self.cal = {b: choose_scales(fm, stats, cfg.but(w_bits=b), bits_override={"embed": b}) for b in WEIGHT_BITS}
@@ -326,8 +318,7 @@ def search_mixed_precision(lm, fm: FloatViT, stats: Stats, calib: np.ndarray, cf
         pop = children
     search.score_all(pop)
     best = min(pop, key=lambda b: (search.score(b), tuple(b[n] for n in search.names)))
-    return MixedResult(bits=best, size_ratio=search.size(best), budget=budget, traces=traces, sensitivity=sens,
-                       coarse=[{"bits": c, "cost": sum(sens[n][c[n]] for n in search.names)} for c in coarse[:5]],
+    return MixedResult(bits=best, size_ratio=search.size(best), budget=budget, traces=traces,
                        history=history, score=search.score(best))
 
 

@@ -8,7 +8,7 @@ import numpy as np
 from .calibrate import Stats, collect
 from .config import QuantConfig
 from .float_model import FloatViT
-from .ir import FORMAT_VERSION, QuantizedViT
+from .ir import BLOCK_LINEARS, FORMAT_VERSION, QuantizedViT
 from .models import LoadedModel
 from .quantize import Calibration, build_ir, choose_scales
 
@@ -66,6 +66,6 @@ def weight_bytes(fm: FloatViT, bits: dict[str, int]) -> int:
     """Bytes of all linear-layer weights at their bit widths (the model size the budget is about)."""
     shapes = {"embed": fm.patch_w.shape, "head": fm.head_w.shape}
     for i, blk in enumerate(fm.blocks):
-        for n in ("qkv", "proj", "fc1", "fc2"):
+        for n in BLOCK_LINEARS:
             shapes[f"blocks.{i}.{n}"] = getattr(blk, n + "_w").shape
     return sum(s[0] * s[1] * bits[n] for n, s in shapes.items()) // 8

@@ -27,7 +27,6 @@ from .pot import (choose_activation_scale, choose_ptf, choose_weight_scales, fak
 
 ALPHA_GRID = (0.0, 0.2, 0.3, 0.35, 0.4, 0.5, 0.6, 0.7, 0.8)
 EMBED_W_BITS = 8  # the patch embedding keeps 8-bit weights (as in P²-ViT's mixed precision)
-LINEARS = ("qkv", "proj", "fc1", "fc2")
 
 
 @dataclass
@@ -186,7 +185,7 @@ def _np(t, dtype) -> np.ndarray:
 
 def _bias_limit(K: int, w_bits: int) -> int:
     """B_max of numerics.md 2.3: |acc| stays below 2^31 for any int8 input."""
-    return 2 ** 31 - 1 - K * 2 ** 7 * 2 ** (w_bits - 1)
+    return 2 ** 31 - 1 - intops.mac_bound(K, w_bits)
 
 
 def build_ir(fm: FloatViT, cal: Calibration, meta: dict) -> QuantizedViT:

@@ -7,7 +7,8 @@ import pytest
 
 from quantizer import QuantConfig, reference
 from quantizer.data import synthetic_images, to_int8_input
-from quantizer.mixed import hessian_traces, layer_macs, layer_names
+from quantizer.ir import linear_layer_names as layer_names
+from quantizer.mixed import hessian_traces, layer_macs
 from quantizer.models import load_model
 from quantizer.pipeline import quantize
 from tests.tiny import tiny_card

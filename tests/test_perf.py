@@ -108,6 +108,26 @@ def test_model_counts_equal_instrumented_csim_cifar(tmp_path):
     _assert_counts_equal(perf.loop_counts(shape, hw), got)
 
 
+def test_bias_bound_follows_the_layer_weight_bits(tiny_lm):
+    """A 4-bit layer's bias may reach its own B_max (numerics.md 2.3), which an 8-bit layer's product
+    bound would refuse; one past it is refused by name."""
+    from quantizer.intops import mac_bound
+
+    ir = quantize(tiny_lm, synthetic_images(8, tiny_lm.preprocess), QuantConfig(n_calib=8, w_bits=4)).ir
+    name = "blocks.0.fc2"
+    K = ir.tensors[name + ".w"].shape[1]
+    assert ir.i(name + ".bits") == 4
+    b_max = 2 ** 31 - 1 - mac_bound(K, 4)
+    assert b_max + mac_bound(K, 8) >= 2 ** 31        # the 8-bit bound would not hold it
+    bias = ir.tensors[name + ".b"].copy()
+    bias[0] = b_max
+    ir.tensors[name + ".b"] = bias
+    compute_bounds(ir, TINY_HW)
+    bias[0] = b_max + 1
+    with pytest.raises(P2VitError, match=f"static bound violated: {name}: accumulator"):
+        compute_bounds(ir, TINY_HW)
+
+
 def test_model_agrees_with_the_build_report(tiny):
     """Trip counts and buffer sizes are the ones codegen/bounds.py writes into report.md."""
     ir, _ = tiny
