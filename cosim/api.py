@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from quantizer.data import to_int8_input, to_model_input
+from quantizer.data import to_int8_input
 from quantizer.errors import P2VitError
+from quantizer.eval import fp32_logits as model_fp32_logits
 from quantizer.eval import sqnr_db
 
 from .builds import LoadedBuild, open_build
@@ -79,9 +80,9 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def fp32_logits(b: LoadedBuild, pixels: np.ndarray) -> np.ndarray:
-    """FP32 logits of uint8 (N, H, W, 3) images from the original PyTorch model, as float64."""
-    with torch.no_grad():
-        return b.fp32.model(to_model_input(pixels, b.preprocess)).double().numpy()
+    """FP32 logits of uint8 (N, H, W, 3) images from the original PyTorch model, as float64
+    (quantizer.eval's batches)."""
+    return model_fp32_logits(b.fp32.model, pixels, b.preprocess).numpy()
 
 
 def run(image, build: str | Path = "build/", trace: bool = False) -> CosimResult:

@@ -10,7 +10,6 @@ with plots (per-layer SQNR of a traced sample image, disagreements by class).
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ from codegen.module import build_inputs
 from quantizer.data import ImageSet, load_images, subset_indices
 from quantizer.errors import ArgumentParser, P2VitError, cli_errors, path_arg
 from quantizer.outputs import check_output_dir, check_output_file, check_outputs_apart, inputs_of
-from quantizer.eval import json_safe, percent, write_json_atomic
+from quantizer.eval import json_safe, percent, sqnr_from_powers, write_json_atomic
 from quantizer.progress import note
 from quantizer.results import ResultsDir
 from quantizer.scaleout import (SCALEOUT_HELP, add_scaleout_args, check_scaleout_args, choose_engine, data_identity,
@@ -151,7 +150,7 @@ def summarize(rows: list[dict], info: dict, has_labels: bool) -> dict:
         "bit_exact_rate": float(exact.mean()) if n else 0.0,
         "agree_csim_fp32_rate": float((p_cs == p_fp).mean()) if n else 0.0,
         "agree_csim_reference_rate": float((p_cs == p_ref).mean()) if n else 0.0,
-        "sqnr_db": math.inf if noise == 0 else 10.0 * math.log10(signal / noise),
+        "sqnr_db": sqnr_from_powers(signal, noise),
         "n_mismatched": int((~exact).sum()),
         "mismatched_images": [int(i) for i in np.flatnonzero(~exact)[:MAX_LISTED]],
     }

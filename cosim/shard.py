@@ -38,7 +38,6 @@ from quantizer.scaleout import payload_of, unpickle_checked
 from .builds import LoadedBuild, open_build
 
 CSIM_BATCH = 256
-FP32_BATCH = 64
 _SHIPPED_PARTS = ("build.json", "params.bin", "ir", "hls")
 
 
@@ -195,7 +194,7 @@ class CosimShards:
 
         b, t = self.b, {}
         t0 = time.perf_counter()
-        fp = np.concatenate([fp32_logits(b, images[s:s + FP32_BATCH]) for s in range(0, len(images), FP32_BATCH)])
+        fp = fp32_logits(b, images)
         t1 = time.perf_counter()
         ref = np.concatenate([self.ref.run(to_int8_input(images[s:s + self.ref_batch])).logits.numpy()
                               for s in range(0, len(images), self.ref_batch)])

@@ -7,13 +7,13 @@ Resizing follows timm's eval transform (resize shorter side to H / crop_pct, cen
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import operator
 import os
 import warnings
 import zipfile
 import zlib
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from quantizer.card import INTERPOLATIONS
 from quantizer.errors import P2VitError
 from quantizer.outputs import IMAGE_SUFFIXES
 from quantizer.progress import note, progress_bar
@@ -31,11 +32,7 @@ IMAGE_EXTS = IMAGE_SUFFIXES   # one list: what a folder is read for, and which o
 _EXTS_TEXT = ", ".join(e[1:] for e in IMAGE_EXTS)
 _FORMS_HINT = "pass an .npz, a folder of images or an ImageFolder tree"
 
-_RESAMPLE = {
-    "bilinear": Image.Resampling.BILINEAR,
-    "bicubic": Image.Resampling.BICUBIC,
-    "nearest": Image.Resampling.NEAREST,
-}
+_RESAMPLE = {name: Image.Resampling[name.upper()] for name in INTERPOLATIONS}   # the card's names, PIL's filters
 
 
 # --------------------------------------------------------------------------- preprocess
@@ -97,8 +94,8 @@ class Preprocess:
             crop = float(self.crop_pct)
         except (TypeError, ValueError):
             crop = float("nan")
-        if not (math.isfinite(crop) and crop > 0):
-            raise P2VitError(f"preprocess crop_pct must be a positive number, got {self.crop_pct!r}")
+        if not (math.isfinite(crop) and 0 < crop <= 1):   # as a card's (quantizer.card)
+            raise P2VitError(f"preprocess crop_pct must be a number in (0, 1], got {self.crop_pct!r}")
         object.__setattr__(self, "input_size", (c, h, w))
         object.__setattr__(self, "mean", mean)
         object.__setattr__(self, "std", std)

@@ -87,10 +87,13 @@ def _named_config(name: str) -> QuantConfig:
                      f"{MIXED_PREFIX}<budget> (e.g. {MIXED_PREFIX}1.1) or 'all'")
 
 
-def sqnr_db(ref: torch.Tensor, test: torch.Tensor) -> float:
-    noise = float(((test - ref) ** 2).sum())
-    signal = float((ref ** 2).sum())
+def sqnr_from_powers(signal: float, noise: float) -> float:
+    """10 log10(signal / noise) in dB; inf when the noise is zero (identical outputs)."""
     return math.inf if noise == 0 else 10.0 * math.log10(signal / noise)
+
+
+def sqnr_db(ref: torch.Tensor, test: torch.Tensor) -> float:
+    return sqnr_from_powers(float((ref ** 2).sum()), float(((test - ref) ** 2).sum()))
 
 
 def fp32_logits(model, images: np.ndarray, pp, batch: int = 64, progress=None) -> torch.Tensor:
@@ -105,12 +108,18 @@ def fp32_logits(model, images: np.ndarray, pp, batch: int = 64, progress=None) -
 
 def quantized_logits(q, images: np.ndarray, batch: int = 8, progress=None, stage="reference") -> torch.Tensor:
     """Dequantized float64 logits of a quantized model (integer reference, or float scales)."""
-    outs = []
     runner = reference.Reference(q.ir) if q.ir is not None else floatscale.FloatScaleExecutor(
         q.float_model, q.calibration)
+    return runner_logits(runner, images, batch, progress, stage)
+
+
+def runner_logits(runner, images: np.ndarray, batch: int, progress=None, stage="reference") -> torch.Tensor:
+    """Dequantized float64 logits of uint8 images through a reference.Reference (integer logits
+    times 2^e_logit) or a floatscale.FloatScaleExecutor (float already), `batch` images a call."""
+    outs = []
     for s in range(0, len(images), batch):
         x = to_int8_input(images[s:s + batch])
-        if q.ir is not None:
+        if isinstance(runner, reference.Reference):
             res = runner.run(x)
             outs.append(res.logits.double() * 2.0 ** res.e_logit)
         else:
@@ -237,11 +246,11 @@ class QuantEvalWork:
                 if ir.content_hash != self.expect[name]:
                     raise P2VitError(f"a worker received another IR for {name} than the driver's "
                                      "(content hash differs); run again")
-                runners[name] = ("ir", reference.Reference(ir))
+                runners[name] = reference.Reference(ir)
             else:
                 if digest((a, b)) != self.expect[name]:
                     raise P2VitError(f"a worker received another calibration for {name}; run again")
-                runners[name] = ("float", floatscale.FloatScaleExecutor(a, b))
+                runners[name] = floatscale.FloatScaleExecutor(a, b)
         return _QuantEvalShards(parts["fp32"], self.pp, runners, self.batch)
 
 
@@ -256,17 +265,9 @@ class _QuantEvalShards:
         rows = [{"index": start + i, "label": None if labels is None else int(labels[i]),
                  "fp32": int(fp[i].argmax()), "fp32_power": float((fp[i] ** 2).sum()), "configs": {}}
                 for i in range(len(images))]
-        for name, (kind, runner) in self.runners.items():
+        for name, runner in self.runners.items():
             t0 = time.perf_counter()
-            outs = []
-            for s in range(0, len(images), self.batch):
-                x = to_int8_input(images[s:s + self.batch])
-                if kind == "ir":
-                    res = runner.run(x)
-                    outs.append(res.logits.double() * 2.0 ** res.e_logit)
-                else:
-                    outs.append(runner.run(x))
-            lg = torch.cat(outs)
+            lg = runner_logits(runner, images, self.batch)
             err = ((lg - fp) ** 2).sum(dim=1)
             for i, r in enumerate(rows):
                 r["configs"][name] = {"pred": int(lg[i].argmax()), "error_power": float(err[i])}
@@ -286,7 +287,7 @@ def metrics_from_rows(rows: list[dict], name: str | None, has_labels: bool) -> d
     else:
         signal = float(np.sum(np.array([r["fp32_power"] for r in rows], dtype=np.float64)))
         noise = float(np.sum(np.array([r["configs"][name]["error_power"] for r in rows], dtype=np.float64)))
-        out["sqnr_db"] = math.inf if noise == 0 else 10.0 * math.log10(signal / noise)
+        out["sqnr_db"] = sqnr_from_powers(signal, noise)
     return out
 
 

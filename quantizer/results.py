@@ -40,13 +40,32 @@ def _diff(a: dict, b: dict, prefix: str = "") -> str | None:
     return None
 
 
-def meta_kind(path: Path) -> str | None:
-    """The kind of results a directory holds ("cosim", "quantizer.eval"), or None if unreadable."""
-    try:
-        meta = json.loads((Path(path) / META).read_text())
-    except (OSError, ValueError, UnicodeDecodeError):
+def check_results_dir(path: str | os.PathLike, kind: str, resume: bool) -> dict | None:
+    """What a --results directory may be for a run of `kind` ("cosim", "quantizer.eval"): with
+    `resume`, one holding a run of that kind; without, an empty or new one. Returns its meta.json
+    (None for an empty or new directory); a one-line P2VitError otherwise. The CLIs call it before
+    any work, ResultsDir again when the run's identity is known."""
+    path = Path(path)
+    check_output_dir(path, "--results")
+    meta_path = path / META
+    if not meta_path.is_file():
+        if path.is_dir() and any(p for p in path.iterdir() if not p.name.startswith(".")):
+            raise P2VitError(f"--results {path} is not empty and holds no p2vit results; choose another directory")
+        if resume:
+            raise P2VitError(f"--results {path} holds no run to resume; check the path, or drop --resume "
+                             "to start a run there")
         return None
-    return meta.get("kind") if isinstance(meta, dict) else None
+    try:
+        meta = json.loads(meta_path.read_text())
+        assert isinstance(meta, dict) and isinstance(meta.get("identity"), dict)
+    except (OSError, ValueError, AssertionError, UnicodeDecodeError):
+        raise P2VitError(f"--results {path}: {meta_path} is damaged; remove the directory or choose another one") from None
+    if not resume:
+        raise P2VitError(f"--results {path} already holds results of a run; pass --resume to "
+                         "continue it, or choose another (empty) directory")
+    if meta.get("kind") != kind:
+        raise P2VitError(f"--results {path} holds {meta.get('kind')} results, not {kind}; choose another directory")
+    return meta
 
 
 class ResultsDir:
@@ -56,22 +75,9 @@ class ResultsDir:
     def __init__(self, path: str | os.PathLike, kind: str, identity: dict, n: int, shard_size: int,
                  resume: bool = False):
         self.path = Path(path)
-        check_output_dir(self.path, "--results")
-        meta_path = self.path / META
+        meta = check_results_dir(self.path, kind, resume)
         self.resumed = False
-        if meta_path.is_file():
-            try:
-                meta = json.loads(meta_path.read_text())
-                assert isinstance(meta, dict) and isinstance(meta.get("identity"), dict)
-            except (ValueError, AssertionError, UnicodeDecodeError):
-                raise P2VitError(f"--results {self.path}: {meta_path} is damaged; "
-                                 "remove the directory or choose another one") from None
-            if not resume:
-                raise P2VitError(f"--results {self.path} already holds results of a run; pass --resume to "
-                                 "continue it, or choose another (empty) directory")
-            if meta.get("kind") != kind:
-                raise P2VitError(f"--results {self.path} holds {meta.get('kind')} results, not {kind}; "
-                                 "choose another directory")
+        if meta is not None:
             key = _diff(meta["identity"], identity) or ("n" if meta.get("n") != n else None)
             if key:
                 raise P2VitError(f"--results {self.path} belongs to another run ({key} differs: other build, "
@@ -79,11 +85,6 @@ class ResultsDir:
             shard_size = int(meta["shard_size"])   # the directory's boundaries win over --shard-size
             self.row_keys = meta.get("row_keys")
             self.resumed = True
-        elif self.path.is_dir() and any(p for p in self.path.iterdir() if not p.name.startswith(".")):
-            raise P2VitError(f"--results {self.path} is not empty and holds no p2vit results; "
-                             "choose another directory")
-        elif resume:
-            raise P2VitError(f"--results {self.path} holds no run to resume; check the path, or drop --resume")
         self.kind, self.identity, self.n, self.shard_size = kind, identity, n, shard_size
         self.bounds = shard_bounds(n, shard_size)
         if not self.resumed:

@@ -163,24 +163,9 @@ def check_scaleout_args(args, kind: str) -> None:
     if args.resume and not args.results:
         raise P2VitError("--resume needs --results DIR (the directory of the run to continue)")
     if args.results:
-        from .outputs import check_output_dir
-        from .results import META
+        from .results import check_results_dir
 
-        check_output_dir(args.results, "--results")
-        res = Path(args.results)
-        meta = res / META
-        if meta.is_file() and not args.resume:
-            raise P2VitError(f"--results {args.results} already holds results of a run; pass --resume to "
-                             "continue it, or choose another (empty) directory")
-        if args.resume and not meta.is_file():
-            raise P2VitError(f"--results {args.results} holds no run to resume; check the path, or drop --resume "
-                             "to start a run there")
-        if meta.is_file():
-            from .results import meta_kind
-
-            found = meta_kind(res)
-            if found != kind:
-                raise P2VitError(f"--results {args.results} holds {found} results, not {kind}; choose another directory")
+        check_results_dir(args.results, kind, args.resume)
     if args.ray is not None:
         from .rayengine import _probe, import_ray
 

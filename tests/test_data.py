@@ -112,7 +112,8 @@ def test_json_round_trip():
     (dict(input_size=(1, 32, 32)), "only RGB"),
     (dict(input_size=(3, 32)), "must be (C, H, W)"),
     (dict(interpolation="lanczos"), "interpolation 'lanczos' is not supported"),
-    (dict(crop_pct=0), "crop_pct must be a positive"),
+    (dict(crop_pct=0), "crop_pct must be a number in (0, 1]"),
+    (dict(crop_pct=1.5), "crop_pct must be a number in (0, 1], got 1.5"),
     (dict(std=(1, 0, 1)), "std"),
     (dict(mean=(1, 2)), "mean must be 3"),
 ])

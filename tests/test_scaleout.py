@@ -200,6 +200,29 @@ def test_cli_errors_are_one_line_before_any_work(tiny_build, tmp_path, capsys):
     assert not (tmp_path / "missing").exists() and not Path("/proc/p2vit-results").exists()
 
 
+def test_results_dir_checks_are_the_same_before_and_after_the_work(tmp_path):
+    """check_results_dir (the CLIs, before any work) and ResultsDir (when the run starts) refuse
+    the same directories with the same line."""
+    from quantizer.results import check_results_dir
+
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    (tmp_path / "damaged").mkdir()
+    (tmp_path / "damaged" / "meta.json").write_text("{not json")
+    (tmp_path / "done").mkdir()
+    (tmp_path / "done" / "meta.json").write_text(json.dumps({"kind": "cosim", "identity": {}, "n": 1, "shard_size": 1}))
+    for name, resume, msg in (("other", False, "is not empty and holds no p2vit results"),
+                              ("damaged", True, "meta.json is damaged"),
+                              ("done", False, "already holds results of a run; pass --resume"),
+                              ("missing", True, "holds no run to resume")):
+        for check in (lambda: check_results_dir(tmp_path / name, "cosim", resume),
+                      lambda: ResultsDir(tmp_path / name, "cosim", {}, 1, 1, resume=resume)):
+            with pytest.raises(P2VitError, match=msg):
+                check()
+    assert check_results_dir(tmp_path / "done", "cosim", True)["kind"] == "cosim"
+    assert check_results_dir(tmp_path / "new", "cosim", False) is None and not (tmp_path / "new").exists()
+
+
 def test_build_json_records_flags_cpu_and_python(tiny_build):
     info = read_build_info(tiny_build[1])
     rec = info["modules"]["native"]["built_for"]
