@@ -17,7 +17,7 @@ from quantizer.pipeline import quantize
 from quantizer.progress import Progress, note
 
 from .fpga_target import format_search, headroom_note, load_target, search
-from .generate import check_out_dir, generate
+from .generate import check_build_destination, generate
 from .hwconfig import add_hw_args, check_simd, explicit_hw_flags, hw_config
 from .perf import FIT_NAMES, shape_of_model
 from .render import check_generatable, max_attn_bits, reduction_lengths
@@ -56,7 +56,7 @@ def main(argv=None):
     t0 = time.perf_counter()
     lm = load_model_from_args(args)
     ks = reduction_lengths(lm.model)
-    check_out_dir(out, lm.name, args.force)   # another model's build in --out: refused before the search
+    check_build_destination(out, lm.name, args.force)   # another model's build in --out: refused before the search
     if target is not None:
         found = search(shape_of_model(lm, cfg.res_bits, cfg.attn_bits), target, progress=progress)
         for line in format_search(found):

@@ -28,7 +28,7 @@ import torch
 from quantizer import reference
 from quantizer.errors import P2VitError
 from quantizer.ir import QuantizedViT
-from quantizer.outputs import check_output_dir, install_dir, partial_dir
+from quantizer.outputs import check_output_dir, install_dir, is_p2vit_build, partial_dir
 
 from .build import build_module
 from .hwconfig import HwConfig
@@ -43,12 +43,12 @@ from .report import write_report
 GOLDEN_IMAGES = 4
 
 
-def check_out_dir(out: Path, model_name: str, force: bool) -> None:
-    """Refuse to mix an existing directory of another model or a non-build directory."""
+def check_build_destination(out: Path, model_name: str, force: bool) -> None:
+    """--out may be new, empty or a p2vit build of the same model (of another with force)."""
     check_output_dir(out, "--out")
     if not out.exists() or not any(out.iterdir()):
         return
-    if not (out / "build.json").is_file():
+    if not is_p2vit_build(out):
         raise P2VitError(f"--out {out} is not empty and holds no p2vit build; choose another directory")
     info = read_build_info(out)
     if info["model"]["name"] != model_name and not force:
@@ -64,7 +64,7 @@ def generate(ir: QuantizedViT, hw: HwConfig, out: Path, build: bool = True, type
     out = Path(out)
     check_generatable(ir.meta["quant"])       # before anything is written
     model_name = ir.meta["model"]["name"]
-    check_out_dir(out, model_name, force)
+    check_build_destination(out, model_name, force)
     tmp = partial_dir(out)
     timings = {}
     try:

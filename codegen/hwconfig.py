@@ -17,6 +17,23 @@ WEIGHT_PORTS = (1, 2, 3, 4)   # accepted --weight-ports: m_axi bundles that stre
 DSP48E2_PARTS = ("xczu", "xck26", "xck24", "xcvu", "xcku", "xcau", "xcu", "xazu", "xqzu", "xqku", "xqvu")
 
 
+def desc_beats(fields: int, axi_bytes: int) -> int:
+    """Beats of a descriptor of `fields` 64-bit fields on an axi_bytes-wide port."""
+    return -(-fields * 8 // axi_bytes)
+
+
+def word_beats(port_cols: int, simd: int, axi_bytes: int) -> int:
+    """Beats per weight word of one port (port_cols x simd 8-bit weights): the reduction loop's II."""
+    return -(-port_cols * simd // axi_bytes)
+
+
+def embed_bias_beats(rows: int, cols: int, ports: int, axi_bytes: int, dim: int) -> int:
+    """Beats each weight port reads per row tile of the embedding's per-token biases
+    (kernels/p2vit/banks.h embed_bias_seg): ROWS rows of D rounded up to whole column tiles, a beat
+    of axi_bytes / 4 int32 values from every port per cycle."""
+    return -(-(rows * -(-dim // cols) * cols) // (ports * (axi_bytes // 4)))
+
+
 def _exact(x: float) -> str:
     """x as short as it reads back the same: 200, not 200.0; 333.3333333333333, not 333.333."""
     return f"{x:g}" if float(f"{x:g}") == x else repr(x)
@@ -87,7 +104,7 @@ class HwConfig:
     def weight_beats(self) -> int:
         """Beats per weight word on each weight port (port_cols x simd bytes): the II of the
         reduction."""
-        return -(-self.port_cols * self.simd // self.axi_bytes)
+        return word_beats(self.port_cols, self.simd, self.axi_bytes)
 
     def to_json(self) -> dict:
         return asdict(self)

@@ -30,6 +30,8 @@ from quantizer.intops import int_layernorm_stats
 from quantizer.ir import QuantizedViT
 from quantizer.lowered import Lowered, lower
 
+from .hwconfig import desc_beats, embed_bias_beats, word_beats
+
 ALIGN = 64
 
 # Field order of the descriptors: kernels/p2vit/params.h (ModelField, BlockField);
@@ -75,15 +77,6 @@ def descriptors_size(axi_bytes: int, depth: int) -> int:
 def addresses_sha256(blob: bytes, axi_bytes: int, depth: int) -> str:
     """sha256 of descriptor_addresses; blob may be just its first descriptors_size bytes."""
     return hashlib.sha256(descriptor_addresses(blob, axi_bytes, depth).tobytes()).hexdigest()
-
-
-def desc_beats(fields: int, axi_bytes: int) -> int:
-    return -(-fields * 8 // axi_bytes)
-
-
-def weight_beats(cols: int, simd: int, axi_bytes: int) -> int:
-    """Beats per weight word of one port (cols x simd 8-bit weights): the reduction loop's II."""
-    return -(-cols * simd // axi_bytes)
 
 
 @dataclass
@@ -143,13 +136,13 @@ def tile_weights(w: np.ndarray, cols: int, simd: int, bits: int, slot: int | Non
 def plane_weights(w: np.ndarray, cols: int, simd: int, bits: int, ports: int, axi_bytes: int) -> np.ndarray:
     """(O, K) int8 -> the weight planes of a layer, one after the other: plane j holds columns
     ot*cols + j*cols/ports + c (c < cols/ports) of every column tile ot in tile_weights order, each
-    word in a slot of weight_beats(cols/ports) beats. Port j streams plane j, so every port reads
+    word in a slot of word_beats(cols/ports) beats. Port j streams plane j, so every port reads
     consecutive beats (one burst per row tile) and together they deliver a cols x simd word."""
     O, K = w.shape
     OT, pc = -(-O // cols), cols // ports
     pad = np.zeros((OT * cols, K), dtype=np.int8)
     pad[:O] = w
-    slot = weight_beats(pc, simd, axi_bytes) * axi_bytes
+    slot = word_beats(pc, simd, axi_bytes) * axi_bytes
     planes = pad.reshape(OT, ports, pc, K)
     return np.concatenate([tile_weights(planes[:, j].reshape(OT * pc, K), pc, simd, bits, slot)
                            for j in range(ports)])
@@ -177,7 +170,7 @@ def row_embed_bias(bias: np.ndarray, rows: int, cols: int, axi_bytes: int, ports
     NP, D = bias.shape
     per = axi_bytes // 4
     NT, DT = -(-NP // rows), -(-D // cols) * cols
-    seg = -(-(rows * DT) // (ports * per))   # beats per port per tile
+    seg = embed_bias_beats(rows, cols, ports, axi_bytes, D)   # beats per port per tile
     pad = np.zeros((NT * rows, DT), dtype=np.int32)
     pad[:NP, :D] = bias
     flat = np.zeros((NT, seg * ports * per), dtype=np.int32)
@@ -204,7 +197,7 @@ def build_layout(ir: QuantizedViT, rows: int, cols: int, simd: int, axi_bits: in
     ab = axi_bits // 8
     L = Layout(axi_bytes=ab)
     depth = len(low.blocks)
-    L.size = (desc_beats(len(MODEL_FIELDS), ab) + depth * desc_beats(len(BLOCK_FIELDS), ab)) * ab
+    L.size = descriptors_size(ab, depth)
     L.size = -(-L.size // ALIGN) * ALIGN
 
     def linear(name, lw, order=None):
@@ -245,7 +238,7 @@ def build_layout(ir: QuantizedViT, rows: int, cols: int, simd: int, axi_bits: in
     # stays one), at most K / simd words of weight_beats beats: zeros after the last drained layer
     # (the last block's FC2), so that read stays inside the blob.
     kmax = max(low.embed.w.shape[1], *(lw.w.shape[1] for lw in low.linear.values()))
-    L.add("read_pad", np.zeros(kmax // simd * weight_beats(cols // weight_ports, simd, ab) * ab, np.uint8))
+    L.add("read_pad", np.zeros(kmax // simd * word_beats(cols // weight_ports, simd, ab) * ab, np.uint8))
     linear("head", low.linear["head"])
 
     scalars = {"norm.eps": low.norm.eps, **cls_ln_stats(low)}

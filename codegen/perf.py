@@ -9,22 +9,25 @@ the per-layer weight bits are the quantized model's). Only shapes are needed: na
 and cards are built on PyTorch's meta device, no weights are read or downloaded.
 
 The model walks the same loop structure the templates emit (templates/p2vit_top.cpp.j2 and
-the chunk headers), loop by loop: every loop that carries `HLS PIPELINE II=1` is one record
+the chunk headers), loop by loop: every pipelined loop (`HLS PIPELINE`, II=1 but the reduction's
+II = BEATS, loop_ii) is one record
 with its trip count and how often it is entered. `loop_counts()` sums those trip counts per
 loop id, and the C-sim built with types="counters" counts the same loops as it runs
 (P2VIT_COUNT in the templates and kernels/p2vit/rows.h): tests/test_perf.py checks that the
 two agree exactly, so the trip counts below are the ones the generated C++ executes.
 
-Cycles of one pipelined loop entered E times for I iterations in total, depth d:
-    II=1 pipelining on (as emitted):   I + E * (d - 1)
-    off (ablation):                    I * d
+Cycles of one pipelined loop entered E times for I iterations in total, initiation interval II,
+depth d:
+    pipelining on (as emitted):   I * II + E * (d - 1)
+    off (ablation):               I * max(d, II)
 Weight-streaming loops are also bounded by DRAM: at least bytes / (DRAM bytes per cycle).
 A MAC-array call (mac_array.h; every layer with weights on the MAC array, Q.K^T on its own
 array of PCOLS columns) with NT = ceil(NR/ROWS) row tiles, OT = ceil(O/COLS) weight tiles runs,
 per row tile, the row load, then the reduction at II = BEATS (one weight word per step from the
 weight ports), with each tile's epilogue drained inside the next tile's reduction where it fits,
 then the row tile's hand-off to the next chunk (Q.K^T). The DATAFLOW region of the schedule
-(Q.K^T -> softmax -> A.V, all heads of a block) is simulated as stages joined by FIFOs at row granularity;
+(Q.K^T -> softmax -> A.V of one QKV head group, beside the next group's QKV) is simulated as stages
+joined by FIFOs at row granularity;
 without inter-layer pipelining its stages run one after the other.
 The depth constants (DEPTH) are estimates for a 200 MHz UltraScale+ build, not taken from
 HLS reports. docs/performance.md has the equations and the measured figures.
@@ -41,12 +44,13 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from quantizer.config import softmax_settings
-from quantizer.ir import linear_layer_names
 from quantizer.errors import EXIT_STATUS_HELP, ArgumentParser, P2VitError, cli_errors, path_arg
+from quantizer.ir import linear_layer_names
 from quantizer.outputs import RunInput, check_output_file, check_outputs_apart, inputs_of, write_atomic, write_text_atomic
 from quantizer.progress import Progress
 
-from .hwconfig import WEIGHT_PORTS, HwConfig, add_hw_args, check_simd, explicit_hw_flags, hw_config
+from .hwconfig import (WEIGHT_PORTS, HwConfig, add_hw_args, check_simd, desc_beats, embed_bias_beats,
+                       explicit_hw_flags, hw_config)
 
 DEFAULT_DRAM_GBS = 19.2   # ZCU102 PS DDR4-2400, 64 bit: 2400 MT/s * 8 B (peak)
 DRAM_GBS = (0.1, 10_000.0)   # accepted DRAM bandwidths (GB/s): below, the cycle counts overflow to inf/nan
@@ -393,10 +397,8 @@ def _burst(nbytes: int, hw: HwConfig, n: int = 1) -> Loop:
 
 
 def embed_bias_seg(hw: HwConfig, dim: int) -> int:
-    """Beats each weight port reads per row tile of the embedding's per-token biases
-    (kernels/p2vit/banks.h embed_bias_seg): ROWS rows of D rounded up to whole column tiles, a beat
-    of AXI_BYTES / 4 values from every port per cycle."""
-    return _cdiv(hw.rows * _cdiv(dim, hw.cols) * hw.cols, hw.weight_ports * (hw.axi_bytes // 4))
+    """hwconfig.embed_bias_beats at hw."""
+    return embed_bias_beats(hw.rows, hw.cols, hw.weight_ports, hw.axi_bytes, dim)
 
 
 def _embed_bias(hw: HwConfig, dim: int) -> Loop:
@@ -557,7 +559,8 @@ def _layernorm(shape: ModelShape, hw: HwConfig) -> list:
 
 
 def _desc(hw: HwConfig, fields: int) -> Loop:
-    return Loop("params.desc", _cdiv(fields * 8, hw.axi_bytes), 1, 1, dram=_cdiv(fields * 8, hw.axi_bytes) * hw.axi_bytes)
+    beats = desc_beats(fields, hw.axi_bytes)
+    return Loop("params.desc", beats, 1, 1, dram=beats * hw.axi_bytes)
 
 
 def _uniq(hw: HwConfig, O: int, K: int) -> int:

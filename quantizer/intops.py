@@ -109,7 +109,7 @@ def log_round_clamped(r: torch.Tensor, zero_code: int) -> torch.Tensor:
 
 
 def log_round_int(r: int) -> int:
-    """log_round of one Python int (the literal definition; used by tests and the quantizer)."""
+    """log_round of one Python int (the literal definition, which the tests hold the tensor forms to)."""
     p = r.bit_length() - 1
     return p + (1 if 2 * (r - (1 << p)) >= (1 << p) else 0)
 
@@ -225,7 +225,8 @@ def softmax_int64_bound(tokens: int, pb: int, pc: int, exp_shift: int = 0, round
 
 def log_int_softmax(a: torch.Tensor, e_a: int | float, bits: int, exp_shift: int = 0,
                     rounding: str = "arithmetic") -> torch.Tensor:
-    """Log2 codes (4-bit by default) of softmax over the last axis of int8 logits a.
+    """Log2 codes (4-bit by default) of softmax over the last axis of int8 logits a, from the
+    logits' exponent e_a (the constants as the quantizer derives them; the tests' entry point).
 
     Returns int64 codes in [0, Z], Z = 2^bits - 1 meaning attention weight zero.
     """

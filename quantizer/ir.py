@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from .errors import P2VitError
-from .outputs import check_output_dir, install_dir, partial_dir
+from .outputs import check_output_dir, install_dir, is_p2vit_build, partial_dir
 
 FORMAT = "p2vit-ir"
 FORMAT_VERSION = 1
@@ -169,23 +169,13 @@ def check_ir_destination(directory: str | os.PathLike, flag: str = "--out") -> P
     directory = check_output_dir(directory, flag)
     real = Path(os.path.realpath(directory))
     for parent in real.parents:
-        if _is_p2vit_build(parent):
+        if is_p2vit_build(parent):
             raise P2VitError(f"{flag} {directory} is inside the build {parent}, whose files only python -m codegen "
                              "writes (an IR saved there would not be the one it was built from); choose another "
                              "directory, or rebuild with the new settings: python -m codegen MODEL ... --out BUILD")
     if directory.is_dir() and any(directory.iterdir()) and not (directory / "manifest.json").is_file():
         raise P2VitError(f"{flag} {directory} is not empty and holds no saved IR; choose another directory")
     return directory
-
-
-def _is_p2vit_build(directory: Path) -> bool:
-    """A directory python -m codegen wrote: its build.json records the hash of its IR (any other
-    project's build.json is not ours to protect)."""
-    try:
-        info = json.loads((directory / "build.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(info, dict) and "ir_sha256" in info
 
 
 def check_ir_replaceable(directory: str | os.PathLike, model_name: str, force: bool, flag: str = "--out") -> None:

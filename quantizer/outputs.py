@@ -7,6 +7,7 @@ was killed outright (SIGKILL) leaves one behind, and the next run on the same ou
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -133,6 +134,16 @@ def check_output_dir(path: str | os.PathLike, flag: str) -> Path:
         raise P2VitError(f"{flag} {path} exists and is not a directory; choose another path")
     _check_creatable(path, flag, is_dir=True)
     return path
+
+
+def is_p2vit_build(directory: str | os.PathLike) -> bool:
+    """A directory python -m codegen wrote: its build.json records the hash of its IR (any other
+    project's build.json is not ours to protect, nor to replace)."""
+    try:
+        info = json.loads((Path(directory) / "build.json").read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(info, dict) and "ir_sha256" in info
 
 
 def _within(path: Path, other: Path) -> bool:

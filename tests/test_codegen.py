@@ -289,6 +289,10 @@ def test_build_for_another_model_is_refused(tiny_build, tmp_path):
         generate(other, HwConfig(), tmp_path / "junk", build=False)
     with pytest.raises(P2VitError, match="not a p2vit build"):
         load(tmp_path / "junk")
+    (tmp_path / "junk" / "build.json").write_text('{"project": "someone else\'s"}')   # not ours to replace
+    with pytest.raises(P2VitError, match="holds no p2vit build"):
+        generate(other, HwConfig(), tmp_path / "junk", build=False)
+    assert sorted(p.name for p in (tmp_path / "junk").iterdir()) == ["build.json", "x.txt"]
 
 
 def test_failed_compile_points_at_the_log_and_leaves_out_untouched(tiny_ir, tmp_path, monkeypatch):
