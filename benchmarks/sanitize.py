@@ -81,7 +81,7 @@ _SANITIZER_WORDS = ("runtime error:", "Sanitizer", "==ABORTING")
 
 
 def third_party_dirs() -> list[Path]:
-    from codegen.resources import ap_types_dir
+    from codegen.paths import ap_types_dir
 
     ap = ap_types_dir()
     return [ap.resolve()] if ap else []
@@ -458,7 +458,7 @@ def main(argv=None) -> int:
     if unknown:
         ap.error(f"unknown build {unknown[0]!r}; choose from {', '.join(BUILDS)}")
     if "ap_int" in builds:
-        from codegen.resources import ap_types_dir
+        from codegen.paths import ap_types_dir
 
         if ap_types_dir() is None:
             print("ap_int: no ap_types headers (pip install hls4ml); skipping that build")

@@ -1,4 +1,4 @@
-"""Compile the C-sim module with CMake (codegen/resources.py cmake_lists: the top-level CMakeLists.txt,
+"""Compile the C-sim module with CMake (codegen/paths.py cmake_lists: the top-level CMakeLists.txt,
 or the packaged kernels/cmake one; cmake + pybind11 from PyPI)."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 from quantizer.errors import P2VitError, Terminated
 from quantizer.progress import elapsed
 
-from .resources import ap_types_dir, cmake_lists
+from .paths import ap_types_dir, cmake_lists
 
 
 def _cmake() -> str:

@@ -235,7 +235,7 @@ def budget(target: Target) -> dict:
             "luts": int(target.luts * UTILIZATION_CAP["luts"])}
 
 
-def check_fits(res: dict, luts: int, target: Target) -> list[str]:
+def budgets_exceeded(res: dict, luts: int, target: Target) -> list[str]:
     """Which of the target's budgets (DSPs, BRAM18K, LUTs, in that order, by perf.FIT_NAMES) a
     design exceeds; empty when it fits. The emitted design uses no URAM."""
     used = {"dsps": res["dsps"], "bram18k": res["bram18k"], "luts": luts}
@@ -311,7 +311,7 @@ def search(shape: perf.ModelShape, target: Target, grid: dict | None = None, pro
             report(stage, i, designs)
         res = perf.resources(shape, hw)
         luts = sum(lut_estimate(shape, hw).values())
-        over = check_fits(res, luts, target)
+        over = budgets_exceeded(res, luts, target)
         if over:                 # counted under the first budget it exceeds
             rejected[over[0]] += 1
             continue

@@ -34,10 +34,10 @@ from .build import build_module
 from .hwconfig import HwConfig
 from .integrity import file_record, write_sealed
 from .layout import addresses_sha256
-from .target import built_for
+from .host import built_for
 from .module import BUILD_FORMAT, read_build_info
 from .render import check_generatable, render
-from .resources import kernels_dir
+from .paths import kernels_dir
 from .report import write_report
 
 GOLDEN_IMAGES = 4

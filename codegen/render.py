@@ -20,7 +20,7 @@ from . import perf
 from .bounds import Bounds, av_shift, av_sum_bound, compute_bounds
 from .hwconfig import HwConfig, check_simd
 from .layout import Layout, build_layout
-from .resources import kernels_dir, templates_dir
+from .paths import kernels_dir, templates_dir
 
 # What Jinja renders: only what depends on the model and the hardware configuration. The
 # chunks are kernels/p2vit/*.h, copied into every build (hls/p2vit/).

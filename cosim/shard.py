@@ -8,7 +8,7 @@ the object store once. A worker unpacks the archive into a per-machine cache
 - the sha256 of the archive and of the pickled FP32 model (what arrived is what was sent);
 - build.json's seal and checksum (the driver's build), the sha256 of params.bin and of the
   module (codegen.module.load), and that ir/ hashes to build.json's `ir_sha256`;
-- that the module was built for this CPU and Python (codegen.target.mismatch); if not, the
+- that the module was built for this CPU and Python (codegen.host.mismatch); if not, the
   module is rebuilt from the build's hls/ sources (`rebuild=True`, the default) or the worker
   refuses with one line naming the mismatch.
 """
@@ -28,7 +28,7 @@ import numpy as np
 
 from codegen.integrity import file_record, write_sealed
 from codegen.module import load, read_build_info
-from codegen.target import built_for, mismatch
+from codegen.host import built_for, mismatch
 from quantizer.data import Preprocess, to_int8_input
 from quantizer.errors import P2VitError
 from quantizer.ir import QuantizedViT

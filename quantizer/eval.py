@@ -458,7 +458,7 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
-def budget_config(configs: str | None) -> str:
+def budget_config_name(configs: str | None) -> str:
     """The one configuration --error-budget measures (checked before any work)."""
     if configs is None:
         return BUDGET_DEFAULT
@@ -484,7 +484,7 @@ def main(argv=None):
     if args.error_budget_chart and not args.error_budget:
         raise P2VitError("--error-budget-chart draws the error budget; add --error-budget")
     if args.error_budget:
-        names = [budget_config(args.configs)]
+        names = [budget_config_name(args.configs)]
     else:
         configs = args.configs if args.configs is not None else ",".join(CONFIGS)
         names = list(ALL_CONFIGS) if configs == "all" else [c.strip() for c in configs.split(",") if c.strip()]

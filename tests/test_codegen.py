@@ -519,7 +519,7 @@ def test_codegen_cli_lane_default_follows_the_model(tmp_path, capsys):
 
 def test_a_non_editable_install_finds_its_templates_kernels_and_cmake_rules(tiny_build, tmp_path):
     """A wheel of the repository, installed non-editable: codegen finds the packaged templates,
-    kernels and CMake entry point (codegen/resources.py; importlib.resources gave a MultiplexedPath
+    kernels and CMake entry point (codegen/paths.py; importlib.resources gave a MultiplexedPath
     for these namespace packages until session 32, and every build failed), and the packaged kernels/cmake/CMakeLists.txt configures a C-sim build that finds the kernels by
     itself. The wheel is built from a copy of the tracked files, so the checkout is not touched."""
     import os
@@ -717,7 +717,7 @@ def _check_pragmas(files: dict, out: Path) -> list[str]:
     import shutil
     import subprocess
 
-    from codegen.resources import ap_types_dir
+    from codegen.paths import ap_types_dir
 
     hls = out / "hls"
     pattern = re.compile(r"P2VIT_PRAGMA\((HLS [^)]*)\)")

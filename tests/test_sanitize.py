@@ -51,7 +51,7 @@ def test_sanitized_csim_and_testbench_equal_reference_without_findings(tmp_path)
     s = _sanitize()
     if s.libasan() is None:
         pytest.skip("g++ has no libasan.so")
-    from codegen.resources import ap_types_dir
+    from codegen.paths import ap_types_dir
 
     builds = [b for b in s.BUILDS if b != "ap_int" or ap_types_dir() is not None]
     runs = s.run_all(tmp_path, builds, jobs=2, say=lambda msg: None)

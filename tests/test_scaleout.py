@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from codegen.module import load, read_build_info
-from codegen.target import host, mismatch
+from codegen.host import host, mismatch
 from cosim.eval import evaluate
 from cosim.shard import prepare_build
 from quantizer import P2VitError, QuantConfig
