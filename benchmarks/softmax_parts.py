@@ -35,7 +35,7 @@ from quantizer import QuantConfig, intops  # noqa: E402
 from quantizer.budget import Simulator  # noqa: E402
 from quantizer.data import load_images, to_int8_input  # noqa: E402
 from quantizer.errors import ArgumentParser, cli_errors, count_arg, path_arg  # noqa: E402
-from quantizer.eval import fp32_logits, sqnr_db  # noqa: E402
+from quantizer.metrics import fp32_logits, sqnr_db  # noqa: E402
 from quantizer.models import load_model  # noqa: E402
 from quantizer.pipeline import quantize  # noqa: E402
 

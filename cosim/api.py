@@ -10,8 +10,8 @@ import torch
 
 from quantizer.data import to_int8_input
 from quantizer.errors import P2VitError
-from quantizer.eval import fp32_logits as model_fp32_logits
-from quantizer.eval import sqnr_db
+from quantizer.metrics import fp32_logits as model_fp32_logits
+from quantizer.metrics import sqnr_db
 
 from .builds import LoadedBuild, open_build
 from .images import to_pixels

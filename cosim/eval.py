@@ -20,7 +20,7 @@ from codegen.module import build_inputs
 from quantizer.data import ImageSet, load_images, subset_indices
 from quantizer.errors import ArgumentParser, P2VitError, cli_errors, path_arg
 from quantizer.outputs import check_output_dir, check_output_file, check_outputs_apart, inputs_of
-from quantizer.eval import json_safe, percent, sqnr_from_powers, write_json_atomic
+from quantizer.metrics import json_safe, percent, sqnr_from_powers, write_json_atomic
 from quantizer.progress import note
 from quantizer.results import ResultsDir
 from quantizer.scaleout import (SCALEOUT_HELP, add_scaleout_args, check_scaleout_args, choose_engine, data_identity,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from quantizer.eval import sqnr_db
+from quantizer.metrics import sqnr_db
 from quantizer.reference import trace_exponents, trace_points
 
 # Traced tensor (last part of its name) -> the FP32 activation it stands for.

@@ -44,7 +44,8 @@ import torch.nn.functional as F
 
 from . import intops
 from .data import to_int8_input
-from .eval import QuantEvalWork, config_for, fp32_logits, metrics_from_rows
+from .eval import QuantEvalWork, config_for
+from .metrics import fp32_logits, metrics_from_rows
 from .float_model import FloatViT, patches
 from .ir import QuantizedViT, linear_layer_names
 from .lowered import lower

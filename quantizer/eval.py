@@ -14,8 +14,6 @@ else stays FP32, and stages 1..k quantized together, with the same calibration.
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import os
 import sys
 import textwrap
@@ -29,10 +27,12 @@ from . import floatscale, reference
 from .calibrate import collect
 from .cli import add_model_args, calibration_images, load_model_from_args
 from .config import LEGACY_SOFTMAX, QuantConfig
-from .data import labels_for_model, load_images, to_int8_input, to_model_input
+from .data import labels_for_model, load_images
 from .errors import ArgumentParser, P2VitError, cli_errors, path_arg
 from .float_model import FloatViT
-from .outputs import check_output_file, check_outputs_apart, inputs_of, write_text_atomic
+from .outputs import check_output_file, check_outputs_apart, inputs_of
+from .metrics import (fp32_logits, json_safe, metrics, metrics_from_rows, quantized_logits, runner_logits,
+                      write_json_atomic)
 from .pipeline import quantize, weight_bytes
 from .progress import Progress, note
 from .scaleout import (SCALEOUT_HELP, add_scaleout_args, check_scaleout_args, choose_engine, format_run,
@@ -85,55 +85,6 @@ def _named_config(name: str) -> QuantConfig:
                 raise P2VitError(f"configuration {name}: {str(exc).replace('--budget', 'its budget')}") from None
     raise P2VitError(f"unknown configuration {name}; choose from {', '.join(ALL_CONFIGS)}, "
                      f"{MIXED_PREFIX}<budget> (e.g. {MIXED_PREFIX}1.1) or 'all'")
-
-
-def sqnr_from_powers(signal: float, noise: float) -> float:
-    """10 log10(signal / noise) in dB; inf when the noise is zero (identical outputs)."""
-    return math.inf if noise == 0 else 10.0 * math.log10(signal / noise)
-
-
-def sqnr_db(ref: torch.Tensor, test: torch.Tensor) -> float:
-    return sqnr_from_powers(float((ref ** 2).sum()), float(((test - ref) ** 2).sum()))
-
-
-def fp32_logits(model, images: np.ndarray, pp, batch: int = 64, progress=None) -> torch.Tensor:
-    outs = []
-    with torch.no_grad():
-        for s in range(0, len(images), batch):
-            outs.append(model(to_model_input(images[s:s + batch], pp)).double())
-            if progress:
-                progress("fp32", min(s + batch, len(images)), len(images))
-    return torch.cat(outs)
-
-
-def quantized_logits(q, images: np.ndarray, batch: int = 8, progress=None, stage="reference") -> torch.Tensor:
-    """Dequantized float64 logits of a quantized model (integer reference, or float scales)."""
-    runner = reference.Reference(q.ir) if q.ir is not None else floatscale.FloatScaleExecutor(
-        q.float_model, q.calibration)
-    return runner_logits(runner, images, batch, progress, stage)
-
-
-def runner_logits(runner, images: np.ndarray, batch: int, progress=None, stage="reference") -> torch.Tensor:
-    """Dequantized float64 logits of uint8 images through a reference.Reference (integer logits
-    times 2^e_logit) or a floatscale.FloatScaleExecutor (float already), `batch` images a call."""
-    outs = []
-    for s in range(0, len(images), batch):
-        x = to_int8_input(images[s:s + batch])
-        if isinstance(runner, reference.Reference):
-            res = runner.run(x)
-            outs.append(res.logits.double() * 2.0 ** res.e_logit)
-        else:
-            outs.append(runner.run(x))
-        if progress:
-            progress(stage, min(s + batch, len(images)), len(images))
-    return torch.cat(outs)
-
-
-def metrics(logits: torch.Tensor, fp: torch.Tensor, labels) -> dict:
-    pred, fpp = logits.argmax(1), fp.argmax(1)
-    top1 = None if labels is None else percent(pred.numpy() == labels)
-    return {"top1": top1, "agree": percent((pred == fpp).numpy()), "sqnr_db": sqnr_db(fp, logits),
-            "n": int(len(pred))}
 
 
 def evaluate_configs(lm, calib: np.ndarray, images: np.ndarray, labels, names, progress=None,
@@ -275,22 +226,6 @@ class _QuantEvalShards:
         return rows, secs
 
 
-def metrics_from_rows(rows: list[dict], name: str | None, has_labels: bool) -> dict:
-    """metrics() of one configuration (None: FP32) from per-image rows, sums in index order."""
-    fpp = np.array([r["fp32"] for r in rows], dtype=np.int64)
-    pred = fpp if name is None else np.array([r["configs"][name]["pred"] for r in rows], dtype=np.int64)
-    labels = np.array([r["label"] for r in rows], dtype=np.int64) if has_labels else None
-    top1 = None if labels is None else percent(pred == labels)
-    out = {"top1": top1, "agree": percent(pred == fpp), "n": int(len(rows))}
-    if name is None:
-        out["sqnr_db"] = None
-    else:
-        signal = float(np.sum(np.array([r["fp32_power"] for r in rows], dtype=np.float64)))
-        noise = float(np.sum(np.array([r["configs"][name]["error_power"] for r in rows], dtype=np.float64)))
-        out["sqnr_db"] = sqnr_from_powers(signal, noise)
-    return out
-
-
 def evaluate_sharded(lm, calib: np.ndarray, data, labels, names, engine, results=None, resume: bool = False,
                      shard_size: int = 64, progress=None, show: bool = True,
                      n_calib: int | None = None) -> tuple[dict, dict]:
@@ -347,26 +282,6 @@ def format_table(results: dict) -> str:
         mb = f"{r['size_mbytes']:.3f}" if "size_mbytes" in r else "-"
         rows.append(f"{name:{wn}s} {r['label']:{wl}s} {top1:>7s} {r['agree']:>8.2f} {sq:>8s} {ce:>10s} {mb:>7s}")
     return "\n".join(rows)
-
-
-def write_json_atomic(path: str | os.PathLike, obj) -> None:
-    text = json.dumps(obj, indent=2, allow_nan=False, default=lambda o: None)   # fails before anything is written
-    write_text_atomic(path, text)
-
-
-def percent(hits) -> float:
-    """100 x the share of True in `hits`, from the integer count (64.6, not 64.60000000000001)."""
-    hits = np.asarray(hits, dtype=bool)
-    return float(100 * int(hits.sum()) / hits.size)
-
-
-def json_safe(obj):
-    """JSON has no inf/NaN: they become None (an infinite SQNR means identical logits)."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: json_safe(v) for k, v in obj.items()}
-    return obj
 
 
 def describe_config(cfg: QuantConfig) -> str:

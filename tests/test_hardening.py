@@ -429,7 +429,7 @@ def test_the_output_check_leaves_no_probe_behind(tmp_path):
 def test_outputs_get_the_umask_permissions_not_tempfile_owner_only(tmp_path):
     """Directories and JSON files are assembled by tempfile (0700, 0600) and renamed into place;
     they end with what mkdir/open give under the umask, so colleagues can read a build."""
-    from quantizer.eval import write_json_atomic
+    from quantizer.metrics import write_json_atomic
     from quantizer.outputs import partial_dir
 
     old = os.umask(0o022)

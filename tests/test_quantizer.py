@@ -9,7 +9,7 @@ import torch
 
 from quantizer import P2VitError, QuantConfig, QuantizedViT, reference
 from quantizer.data import synthetic_images, to_int8_input, to_model_input
-from quantizer.eval import quantized_logits
+from quantizer.metrics import quantized_logits
 from quantizer.float_model import FloatViT
 from quantizer.models import load_model
 from quantizer.pipeline import quantize
@@ -301,7 +301,7 @@ def test_eval_n_calib_replaces_the_configurations_own(tiny):
 
 
 def test_percentages_are_the_correctly_rounded_share():
-    from quantizer.eval import percent
+    from quantizer.metrics import percent
 
     assert percent([True] * 646 + [False] * 354) == 64.6   # not 64.60000000000001 in the JSON
     assert percent(np.ones(3, bool)) == 100.0 and percent(np.zeros(7, bool)) == 0.0
