@@ -370,7 +370,7 @@ class BudgetWork(QuantEvalWork):
 
     def open(self):
         shards = super().open()
-        _, ref = shards.runners[self.names[0]]
+        ref = shards.runners[self.names[0]]   # a reference.Reference: the budget needs an integer IR
         sim = Simulator(FloatViT.from_timm(shards.model, self.pp), ref.ir)
         return _BudgetShards(shards.model, self.pp, sim, ref, self.batch)
 
