@@ -544,14 +544,14 @@ def test_a_non_editable_install_finds_its_templates_kernels_and_cmake_rules(tiny
     probe = f"""
 import subprocess, sys, pybind11
 from pathlib import Path
-from codegen import resources
+from codegen import paths
 from codegen.build import _cmake
 site = Path({str(site)!r})
-assert resources.templates_dir() == site / "codegen" / "templates", resources.templates_dir()
-assert (resources.templates_dir() / "p2vit_top.cpp.j2").is_file()
-assert (resources.kernels_dir() / "p2vit" / "types.h").is_file()
-assert resources.cmake_lists() == site / "codegen" / "kernels" / "cmake" / "CMakeLists.txt"
-r = subprocess.run([_cmake(), "-S", str(resources.cmake_lists().parent), "-B", {str(tmp_path / "b")!r},
+assert paths.templates_dir() == site / "codegen" / "templates", paths.templates_dir()
+assert (paths.templates_dir() / "p2vit_top.cpp.j2").is_file()
+assert (paths.kernels_dir() / "p2vit" / "types.h").is_file()
+assert paths.cmake_lists() == site / "codegen" / "kernels" / "cmake" / "CMakeLists.txt"
+r = subprocess.run([_cmake(), "-S", str(paths.cmake_lists().parent), "-B", {str(tmp_path / "b")!r},
                     "-DP2VIT_HLS_DIR={build / 'hls'}", "-DP2VIT_MODULE=p2vit_packaged",
                     "-Dpybind11_DIR=" + pybind11.get_cmake_dir(), "-DPython_EXECUTABLE=" + sys.executable],
                    capture_output=True, text=True)
