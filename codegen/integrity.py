@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 
 from quantizer.errors import P2VitError
-from quantizer.outputs import write_text_atomic
+from quantizer.outputs import sha256_of_file, write_text_atomic
 
 CHECKSUM_KEY = "checksum"
 
@@ -33,11 +33,7 @@ def file_sha256(path: Path) -> str:
     key = _stat_key(path)
     known = _VERIFIED.get(key)
     if known is None:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 22), b""):
-                h.update(chunk)
-        known = h.hexdigest()
+        known = sha256_of_file(path)
         _VERIFIED[key] = known
     return known
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from codegen.module import build_inputs
 from quantizer.data import ImageSet, load_images, subset_indices
-from quantizer.errors import ArgumentParser, P2VitError, cli_errors, path_arg
+from quantizer.errors import ArgumentParser, P2VitError, cli_errors, count_arg, path_arg
 from quantizer.outputs import check_output_dir, check_output_file, check_outputs_apart, inputs_of
 from quantizer.metrics import json_safe, percent, sqnr_from_powers, write_json_atomic
 from quantizer.progress import note
@@ -30,7 +30,7 @@ from .api import run
 from .builds import LoadedBuild, open_build
 from .shard import CSIM_BATCH, CosimWork, build_identity
 from .report import write_report
-from .trace import format_db
+from .trace import format_db, format_pct
 
 MAX_LISTED = 20
 SHARD_SIZE = 64
@@ -162,16 +162,13 @@ def _subset(ds: ImageSet, limit: int) -> tuple:
 
 
 def format_summary(s: dict) -> str:
-    def pct(v):
-        return "-" if v is None else f"{v:.2f}"
-
     lines = [
         f"{s['model']} ({s['build']}): {plural(s['n'], 'image')} from {s['data']}, {s['seconds']:.1f} s "
         f"(worker seconds{' of the shards run now' if s.get('shards_resumed') else ''}, summed over "
         f"{plural(s['workers'], 'worker')}: FP32 "
         f"{s['seconds_fp32']:.1f}, reference {s['seconds_reference']:.1f}, C-sim {s['seconds_csim']:.1f})",
-        f"  top-1 %:  FP32 {pct(s['fp32_top1'])}   reference {pct(s['reference_top1'])}   "
-        f"C-sim {pct(s['csim_top1'])}" + ("" if s["labels"] else "   (no labels)"),
+        f"  top-1 %:  FP32 {format_pct(s['fp32_top1'])}   reference {format_pct(s['reference_top1'])}   "
+        f"C-sim {format_pct(s['csim_top1'])}" + ("" if s["labels"] else "   (no labels)"),
         f"  C-sim == reference: {100 * s['bit_exact_rate']:.2f}% of images bit-exact"
         + (f" (first differing: {', '.join(map(str, s['mismatched_images']))})" if s["mismatched_images"] else ""),
         f"  top-1 agreement: C-sim vs FP32 {100 * s['agree_csim_fp32_rate']:.2f}%, "
@@ -201,7 +198,7 @@ def parse_args(argv):
                                 epilog=__doc__.split("\n\n", 2)[2] + SCALEOUT_HELP + EXIT_CODES_HELP)
     p.add_argument("--build", default="build/", type=path_arg, metavar="DIR", help="build directory (default build/)")
     p.add_argument("--data", required=True, type=path_arg, metavar="PATH", help="images: .npz, folder or ImageFolder tree")
-    p.add_argument("--limit", type=int, metavar="N", help="N images spread evenly over the data")
+    p.add_argument("--limit", type=count_arg(), metavar="N", help="N images spread evenly over the data")
     p.add_argument("--json", type=path_arg, metavar="OUT", help="also write the results as JSON")
     p.add_argument("--report", action="store_true", help="write <DIR>/cosim/report.md and plots")
     p.add_argument("--threads", type=int, default=0,
@@ -219,8 +216,6 @@ def parse_args(argv):
 @cli_errors
 def main(argv=None):
     args = parse_args(argv)
-    if args.limit is not None and args.limit < 1:
-        raise P2VitError(f"--limit must be at least 1, not {args.limit}")
     check_threads(args.threads, "--threads")
     if args.json:
         check_output_file(args.json, "--json")   # before the evaluation, not after it

@@ -21,7 +21,7 @@ from quantizer.outputs import write_atomic, write_text_atomic
 
 from codegen.report import md_row
 
-from .trace import TraceReport, format_db
+from .trace import TraceReport, format_db, format_pct
 
 MAX_MATRIX_CLASSES = 20
 MAX_BARS = 30
@@ -167,10 +167,6 @@ def plot_disagreement(fp32_pred, csim_pred, classes: int, names, path: Path | No
     return fig
 
 
-def _pct(v) -> str:
-    return "-" if v is None else f"{v:.2f}"
-
-
 def write_report(build_dir: Path, summary: dict, fp32_pred: np.ndarray, csim_pred: np.ndarray,
                  class_names: list[str] | None, classes: int, trace: TraceReport, sample: str) -> Path:
     """Write <build>/cosim/report.md and its plots; returns the report's path."""
@@ -189,7 +185,7 @@ def write_report(build_dir: Path, summary: dict, fp32_pred: np.ndarray, csim_pre
         f"(FP32 {s['seconds_fp32']:.1f} s, reference {s['seconds_reference']:.1f} s, "
         f"C-sim {s['seconds_csim']:.1f} s).", "",
         "| | FP32 | integer reference | C-sim |", "|---|---|---|---|",
-        md_row("top-1 %", _pct(s['fp32_top1']), _pct(s['reference_top1']), _pct(s['csim_top1'])), "",
+        md_row("top-1 %", format_pct(s['fp32_top1']), format_pct(s['reference_top1']), format_pct(s['csim_top1'])), "",
         f"- C-sim == reference (all logits): {100 * s['bit_exact_rate']:.2f}% of images"
         + ("" if not s["mismatched_images"] else
            f" (first differing images: {', '.join(map(str, s['mismatched_images']))})"),
@@ -207,8 +203,7 @@ def write_report(build_dir: Path, summary: dict, fp32_pred: np.ndarray, csim_pre
     lines += ["", f"## Per-layer comparison: {sample}", "", "![per-layer SQNR](layer_sqnr.png)", "",
               "| layer | shape | vs reference | SQNR vs FP32 | FP32 activation |", "|---|---|---|---|---|"]
     for ls in trace.layers:
-        ref = "missing" if ls.mismatches < 0 else "equal" if ls.mismatches == 0 else f"{ls.mismatches} differ"
-        lines.append(md_row(ls.name, 'x'.join(map(str, ls.shape)), ref, format_db(ls.sqnr_db),
+        lines.append(md_row(ls.name, 'x'.join(map(str, ls.shape)), ls.vs_reference, format_db(ls.sqnr_db),
                             f"`{ls.fp32}`"))
     first = "none" if trace.first_divergence is None else str(trace.first_divergence)
     lines += ["", f"First divergence from the reference: {first}.", ""]

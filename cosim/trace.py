@@ -52,6 +52,11 @@ class LayerStat:
     sqnr_db: float | None     # dequantized C-sim vs FP32; inf when equal
     fp32: str                 # the FP32 activation compared against
 
+    @property
+    def vs_reference(self) -> str:
+        """missing, equal or 'N differ': the layer against the reference (tables and reports)."""
+        return "missing" if self.mismatches < 0 else "equal" if self.mismatches == 0 else f"{self.mismatches} differ"
+
 
 @dataclass
 class TraceReport:
@@ -61,13 +66,17 @@ class TraceReport:
     def table(self) -> str:
         rows = [f"{'layer':18s} {'shape':>12s} {'vs reference':>14s} {'SQNR vs FP32':>13s}  FP32 activation"]
         for s in self.layers:
-            ref = "missing" if s.mismatches < 0 else "equal" if s.mismatches == 0 else f"{s.mismatches} differ"
-            rows.append(f"{s.name:18s} {'x'.join(map(str, s.shape)):>12s} {ref:>14s} "
+            rows.append(f"{s.name:18s} {'x'.join(map(str, s.shape)):>12s} {s.vs_reference:>14s} "
                         f"{format_db(s.sqnr_db):>13s}  {s.fp32}")
         first = "none (every traced layer equals the reference)" if self.first_divergence is None \
             else str(self.first_divergence)
         rows.append(f"first divergence from the reference: {first}")
         return "\n".join(rows)
+
+
+def format_pct(v: float | None) -> str:
+    """A percentage with two decimals; '-' when there is none (no labels)."""
+    return "-" if v is None else f"{v:.2f}"
 
 
 def format_db(v: float | None) -> str:

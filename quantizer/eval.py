@@ -28,7 +28,7 @@ from .calibrate import collect
 from .cli import add_model_args, calibration_images, load_model_from_args
 from .config import LEGACY_SOFTMAX, QuantConfig
 from .data import labels_for_model, load_images
-from .errors import ArgumentParser, P2VitError, cli_errors, path_arg
+from .errors import ArgumentParser, P2VitError, cli_errors, count_arg, path_arg
 from .float_model import FloatViT
 from .outputs import check_output_file, check_outputs_apart, inputs_of
 from .metrics import (fp32_logits, json_safe, metrics, metrics_from_rows, quantized_logits, runner_logits,
@@ -355,7 +355,7 @@ def parse_args(argv):
                                 epilog=configs_help().replace("\nexit status:", SCALEOUT_HELP + "\nexit status:"))
     add_model_args(p)
     p.add_argument("--data", required=True, type=path_arg, metavar="PATH", help="evaluation images (.npz, folder or ImageFolder)")
-    p.add_argument("--limit", type=int, metavar="N",
+    p.add_argument("--limit", type=count_arg(), metavar="N",
                    help="evaluate N images spread evenly over the data (sorted data sets keep every class)")
     p.add_argument("--configs",
                    help=f"comma-separated configurations or 'all' (default: {','.join(CONFIGS)}; "
@@ -413,8 +413,6 @@ def main(argv=None):
     for n in names:
         config_for(n)   # unknown names fail here, before any work
     args.mixed_precision = any(n.startswith(MIXED_PREFIX) for n in names)  # load held-out images too
-    if args.limit is not None and args.limit < 1:
-        raise P2VitError(f"--limit must be at least 1, not {args.limit}")
     if args.json:
         check_output_file(args.json, "--json")   # before minutes of evaluation, not after
     if args.error_budget_chart:

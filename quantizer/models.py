@@ -6,7 +6,6 @@ not a standard timm `VisionTransformer` is refused with a message that says why.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import socket
@@ -21,6 +20,7 @@ from torch import nn
 from .card import SUPPORTED_ARCHITECTURE, check_card  # noqa: F401 - SUPPORTED_ARCHITECTURE re-exported
 from .data import Preprocess
 from .errors import P2VitError
+from .outputs import sha256_of_file
 
 # Short names -> pinned timm tags. vit_b is the 84.53% model the P²-ViT paper uses.
 MODEL_TAGS = {
@@ -177,7 +177,7 @@ def _load_card(path: Path, weights, random_init: bool) -> LoadedModel:
                                  "or --random-init")
             wpath = path.parent / card["weights"]
             expected = card.get("weights_sha256")
-            if expected and wpath.is_file() and _sha256(wpath) != expected.lower():
+            if expected and wpath.is_file() and sha256_of_file(wpath) != expected.lower():
                 raise P2VitError(f"weights file {wpath} does not match the sha256 in {path}; "
                                  "the file is corrupt or belongs to another model")
         _load_weights_into(model, wpath, name)
@@ -185,14 +185,6 @@ def _load_card(path: Path, weights, random_init: bool) -> LoadedModel:
     return LoadedModel(name=name, model=model.eval(), preprocess=pp,
                        class_names=card.get("classes"), source=source,
                        spec={"kind": "card", "card": str(path.resolve()), "name": name})
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def read_state_dict(path: Path) -> dict:

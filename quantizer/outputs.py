@@ -7,6 +7,7 @@ was killed outright (SIGKILL) leaves one behind, and the next run on the same ou
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -134,6 +135,15 @@ def check_output_dir(path: str | os.PathLike, flag: str) -> Path:
         raise P2VitError(f"{flag} {path} exists and is not a directory; choose another path")
     _check_creatable(path, flag, is_dir=True)
     return path
+
+
+def sha256_of_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes, read in 4 MiB pieces."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def is_p2vit_build(directory: str | os.PathLike) -> bool:

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import P2VitError, Terminated, path_arg
+from .errors import P2VitError, Terminated, count_arg, path_arg
 from .progress import bar_output, note
 from .results import ResultsDir, shard_bounds
 
@@ -143,23 +143,19 @@ def add_scaleout_args(p) -> None:
                    help="run the shards on a Ray cluster: ADDRESS (host:port, ray://...), 'auto' (the "
                         "cluster this machine joined; the default when --ray has no value) or 'local' "
                         "(start one here); needs pip install -e '.[ray]'")
-    g.add_argument("--workers", type=int, metavar="N",
+    g.add_argument("--workers", type=count_arg(), metavar="N",
                    help="workers (default: one per core, or per CPU of the Ray cluster); 1 = this process")
     g.add_argument("--results", type=path_arg, metavar="DIR",
                    help="write every finished shard to DIR (one JSON line per image) and meta.json")
     g.add_argument("--resume", action="store_true",
                    help="continue the run whose results are in --results DIR: skip its finished shards")
-    g.add_argument("--shard-size", type=int, default=64, metavar="N",
+    g.add_argument("--shard-size", type=count_arg(), default=64, metavar="N",
                    help="images per shard (default 64; a resumed run keeps its directory's)")
 
 
 def check_scaleout_args(args, kind: str) -> None:
     """Flag checks before any work (output path included). kind: the results kind of the caller
     ("cosim" or "quantizer.eval"), so a directory of the other tool is refused at once."""
-    if args.workers is not None and args.workers < 1:
-        raise P2VitError(f"--workers must be at least 1, not {args.workers}")
-    if args.shard_size < 1:
-        raise P2VitError(f"--shard-size must be at least 1, not {args.shard_size}")
     if args.resume and not args.results:
         raise P2VitError("--resume needs --results DIR (the directory of the run to continue)")
     if args.results:
