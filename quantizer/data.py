@@ -291,6 +291,11 @@ def fit_image(img: Image.Image | np.ndarray, pp: Preprocess) -> np.ndarray:
     if 0 in pil.size:
         raise P2VitError(f"the image is empty ({pil.width}x{pil.height} pixels); pass an image with pixels")
     nh, nw = _resized_size(pil.height, pil.width, pp)
+    limit = Image.MAX_IMAGE_PIXELS or 89_478_485   # what PIL trusts to decode, for the intermediate too
+    if nh * nw > limit:   # a sliver such as 1 x 200000 would resample into gigabytes before the crop
+        raise P2VitError(f"the image is {pil.width}x{pil.height} pixels; resizing it for the model's "
+                         f"{tw}x{th} input would make a {nw}x{nh} intermediate (over {limit:,} pixels); "
+                         "crop it to a less elongated shape first")
     if (nh, nw) != (pil.height, pil.width):
         pil = pil.resize((nw, nh), resample=_RESAMPLE[pp.interpolation])
     return _center_crop(np.asarray(pil, dtype=np.uint8), th, tw)

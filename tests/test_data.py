@@ -204,6 +204,13 @@ def test_fit_image_wrong_channels(shape):
     one_line(e)
 
 
+def test_fit_image_refuses_a_sliver_that_would_resample_into_gigabytes():
+    with raises("would make a 6400000x32 intermediate") as e:
+        fit_image(np.zeros((1, 200_000, 3), np.uint8), PP32)
+    assert "crop it" in one_line(e)
+    assert fit_image(np.zeros((1, 20_000, 3), np.uint8), PP32).shape == (32, 32, 3)   # 640000x32: fine
+
+
 def test_fit_image_wrong_dtype():
     with raises("expected uint8"):
         fit_image(np.zeros((32, 32, 3), np.float32), PP32)
