@@ -81,7 +81,7 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 def fp32_logits(b: LoadedBuild, pixels: np.ndarray) -> np.ndarray:
     """FP32 logits of uint8 (N, H, W, 3) images from the original PyTorch model, as float64
-    (quantizer.eval's batches)."""
+    (quantizer.metrics.fp32_logits' batches)."""
     return model_fp32_logits(b.fp32.model, pixels, b.preprocess).numpy()
 
 

@@ -7,7 +7,6 @@ Resizing follows timm's eval transform (resize shorter side to H / crop_pct, cen
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import operator
 import os
@@ -213,20 +212,12 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 
 
 def as_preprocess(pp) -> Preprocess:
-    """pp itself, or a Preprocess made from a mapping of its fields (a model card's "preprocess");
+    """pp itself, or the Preprocess of a mapping read as a model card's "preprocess" (Preprocess.from_card);
     a one-line P2VitError for anything else, rather than an AttributeError deep inside."""
     if isinstance(pp, Preprocess):
         return pp
-    if isinstance(pp, Mapping):
-        fields = {f.name for f in dataclasses.fields(Preprocess)}
-        unknown = sorted(str(k) for k in pp if k not in fields)
-        missing = sorted({"input_size", "mean", "std"} - set(pp))
-        if unknown or missing:
-            what = "; ".join(x for x in (f"unknown {', '.join(unknown)}" if unknown else "",
-                                         f"missing {', '.join(missing)}" if missing else "") if x)
-            raise P2VitError(f"preprocess fields: {what}; give input_size, mean, std "
-                             "(and optionally interpolation, crop_pct)")
-        return Preprocess(**pp)
+    if isinstance(pp, Mapping):   # read as a card's: nulls, resize and note as there
+        return Preprocess.from_card(dict(pp))
     raise P2VitError(f"preprocess must be a quantizer.data.Preprocess or a dict of its fields, "
                      f"not {type(pp).__name__}; use the model's .preprocess")
 
@@ -291,12 +282,12 @@ def fit_image(img: Image.Image | np.ndarray, pp: Preprocess) -> np.ndarray:
     if 0 in pil.size:
         raise P2VitError(f"the image is empty ({pil.width}x{pil.height} pixels); pass an image with pixels")
     nh, nw = _resized_size(pil.height, pil.width, pp)
-    limit = Image.MAX_IMAGE_PIXELS or 89_478_485   # what PIL trusts to decode, for the intermediate too
-    if nh * nw > limit:   # a sliver such as 1 x 200000 would resample into gigabytes before the crop
-        raise P2VitError(f"the image is {pil.width}x{pil.height} pixels; resizing it for the model's "
-                         f"{tw}x{th} input would make a {nw}x{nh} intermediate (over {limit:,} pixels); "
-                         "crop it to a less elongated shape first")
     if (nh, nw) != (pil.height, pil.width):
+        limit = Image.MAX_IMAGE_PIXELS   # what PIL trusts to decode, for the intermediate too (None: no limit)
+        if limit and nh * nw > limit:   # a sliver such as 1 x 200000 would resample into gigabytes before the crop
+            raise P2VitError(f"the image is {pil.width}x{pil.height} pixels; resizing it for the model's "
+                             f"{tw}x{th} input would make a {nw}x{nh} intermediate (over {limit:,} pixels); "
+                             "crop it to a less elongated shape first")
         pil = pil.resize((nw, nh), resample=_RESAMPLE[pp.interpolation])
     return _center_crop(np.asarray(pil, dtype=np.uint8), th, tw)
 

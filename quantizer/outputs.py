@@ -151,7 +151,7 @@ def is_p2vit_build(directory: str | os.PathLike) -> bool:
     project's build.json is not ours to protect, nor to replace)."""
     try:
         info = json.loads((Path(directory) / "build.json").read_text())
-    except (OSError, ValueError, UnicodeDecodeError):
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
         return False
     return isinstance(info, dict) and "ir_sha256" in info
 

@@ -58,7 +58,7 @@ def check_results_dir(path: str | os.PathLike, kind: str, resume: bool) -> dict 
     try:
         meta = json.loads(meta_path.read_text())
         assert isinstance(meta, dict) and isinstance(meta.get("identity"), dict)
-    except (OSError, ValueError, AssertionError, UnicodeDecodeError):
+    except (OSError, ValueError, AssertionError, UnicodeDecodeError, RecursionError):
         raise P2VitError(f"--results {path}: {meta_path} is damaged; remove the directory or choose another one") from None
     if not resume:
         raise P2VitError(f"--results {path} already holds results of a run; pass --resume to "

@@ -293,6 +293,9 @@ def test_build_for_another_model_is_refused(tiny_build, tmp_path):
     with pytest.raises(P2VitError, match="holds no p2vit build"):
         generate(other, HwConfig(), tmp_path / "junk", build=False)
     assert sorted(p.name for p in (tmp_path / "junk").iterdir()) == ["build.json", "x.txt"]
+    (tmp_path / "junk" / "build.json").write_text("[" * 200_000)   # deeper than the JSON decoder recurses
+    with pytest.raises(P2VitError, match="holds no p2vit build"):
+        generate(other, HwConfig(), tmp_path / "junk", build=False)
 
 
 def test_failed_compile_points_at_the_log_and_leaves_out_untouched(tiny_ir, tmp_path, monkeypatch):

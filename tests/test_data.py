@@ -13,6 +13,7 @@ from PIL import Image
 from quantizer.data import (
     ImageSet,
     Preprocess,
+    as_preprocess,
     fit_image,
     labels_for_model,
     load_images,
@@ -129,12 +130,25 @@ def test_preprocess_given_as_a_card_dict_is_the_same_preprocess():
     images = rand_u8((2, 32, 32, 3))
     assert torch.equal(to_model_input(images, card), to_model_input(images, PP32))
     assert np.array_equal(synthetic_images(2, card), synthetic_images(2, PP32))
+    # a card's own dict, nulls, resize and note included, means what the card means
+    with_resize = {"input_size": [3, 224, 224], "mean": [0.5] * 3, "std": [0.5] * 3, "interpolation": None,
+                   "crop_pct": None, "resize": [256], "note": "timm's eval transform"}
+    assert as_preprocess(with_resize) == Preprocess.from_card(with_resize)
+    assert math.floor(224 / as_preprocess(with_resize).crop_pct) == 256
+
+
+@pytest.mark.skipif(not (SHARED / "models" / "cifar10-vit-d192.json").is_file(), reason="needs ../shared")
+def test_preprocess_given_as_the_shared_cards_dict():
+    import json
+
+    card = json.loads((SHARED / "models" / "cifar10-vit-d192.json").read_text())
+    assert as_preprocess(card["preprocess"]) == Preprocess.from_card(card["preprocess"])
 
 
 @pytest.mark.parametrize("pp, phrase", [
     (None, "not NoneType"),
-    ({"input_size": [3, 32, 32]}, "missing mean, std"),
-    ({"input_size": [3, 32, 32], "mean": [0] * 3, "std": [1] * 3, "size": 32}, "unknown size"),
+    ({"input_size": [3, 32, 32]}, "missing 'mean'"),
+    ({"input_size": [3, 32, 32], "mean": [0] * 3, "std": [1] * 3, "crop_pct": 2}, "crop_pct must be a number in (0, 1]"),
 ])
 def test_preprocess_not_a_preprocess_is_one_line(pp, phrase):
     for call in (lambda: to_model_input(rand_u8((1, 32, 32, 3)), pp), lambda: synthetic_images(1, pp),
@@ -209,6 +223,17 @@ def test_fit_image_refuses_a_sliver_that_would_resample_into_gigabytes():
         fit_image(np.zeros((1, 200_000, 3), np.uint8), PP32)
     assert "crop it" in one_line(e)
     assert fit_image(np.zeros((1, 20_000, 3), np.uint8), PP32).shape == (32, 32, 3)   # 640000x32: fine
+    # at the model's height already: cropped, never resampled, however long
+    assert fit_image(np.zeros((32, 3_000_000, 3), np.uint8), PP32).shape == (32, 32, 3)
+
+
+def test_fit_image_sliver_limit_is_pils(monkeypatch):
+    sliver = np.zeros((1, 20_000, 3), np.uint8)   # a 640000x32 intermediate
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000_000)
+    with raises("over 1,000,000 pixels"):
+        fit_image(sliver, PP32)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)   # PIL's documented way to lift it
+    assert fit_image(sliver, PP32).shape == (32, 32, 3)
 
 
 def test_fit_image_wrong_dtype():

@@ -28,8 +28,8 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO))
 
-from codegen.hwconfig import HwConfig, add_hw_args, check_simd, hw_config  # noqa: E402
-from codegen.layout import BLOCK_FIELDS, MODEL_FIELDS, desc_beats  # noqa: E402
+from codegen.hwconfig import HwConfig, add_hw_args, check_simd, desc_beats, hw_config  # noqa: E402
+from codegen.layout import BLOCK_FIELDS, MODEL_FIELDS  # noqa: E402
 
 DEFAULT_MODEL = REPO.parent / "shared" / "models" / "cifar10-vit-d192.json"
 
