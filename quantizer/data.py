@@ -283,11 +283,13 @@ def fit_image(img: Image.Image | np.ndarray, pp: Preprocess) -> np.ndarray:
         raise P2VitError(f"the image is empty ({pil.width}x{pil.height} pixels); pass an image with pixels")
     nh, nw = _resized_size(pil.height, pil.width, pp)
     if (nh, nw) != (pil.height, pil.width):
-        limit = Image.MAX_IMAGE_PIXELS   # what PIL trusts to decode, for the intermediate too (None: no limit)
-        if limit and nh * nw > limit:   # a sliver such as 1 x 200000 would resample into gigabytes before the crop
+        # a sliver such as 1 x 200000 would resample into gigabytes before the crop: an intermediate
+        # larger than the image and past what PIL refuses to decode (2 x MAX_IMAGE_PIXELS; None: no limit)
+        limit = 2 * Image.MAX_IMAGE_PIXELS if Image.MAX_IMAGE_PIXELS else None
+        if limit and nh * nw > max(limit, pil.width * pil.height):
             raise P2VitError(f"the image is {pil.width}x{pil.height} pixels; resizing it for the model's "
-                             f"{tw}x{th} input would make a {nw}x{nh} intermediate (over {limit:,} pixels); "
-                             "crop it to a less elongated shape first")
+                             f"{tw}x{th} input would make a {nw}x{nh} intermediate (over {limit:,} pixels, "
+                             "more than PIL decodes); crop it to a less elongated shape first")
         pil = pil.resize((nw, nh), resample=_RESAMPLE[pp.interpolation])
     return _center_crop(np.asarray(pil, dtype=np.uint8), th, tw)
 
