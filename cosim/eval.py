@@ -22,7 +22,7 @@ from quantizer.errors import ArgumentParser, P2VitError, cli_errors, count_arg, 
 from quantizer.outputs import check_output_dir, check_output_file, check_outputs_apart, inputs_of
 from quantizer.metrics import json_safe, percent, sqnr_from_powers, write_json_atomic
 from quantizer.progress import note
-from quantizer.results import ResultsDir
+from quantizer.results import ResultsDir, check_results_dir
 from quantizer.scaleout import (SCALEOUT_HELP, add_scaleout_args, check_scaleout_args, choose_engine, data_identity,
                                 format_run, plural, run_shards)
 
@@ -85,8 +85,8 @@ def evaluate(data, build: str | Path = "build/", limit: int | None = None, progr
     if resume and results is None:
         raise P2VitError("resume=True needs results, the directory of the run to continue")
     b = open_build(build)
-    if results is not None:
-        check_output_dir(results, "--results")
+    if results is not None:   # ResultsDir's own check, before the data are loaded
+        check_results_dir(results, "cosim", resume)
     engine = None
     if isinstance(data, ImageSet):
         ds = data if limit is None else ImageSet(*_subset(data, limit))

@@ -218,7 +218,7 @@ def as_preprocess(pp) -> Preprocess:
         return pp
     if isinstance(pp, Mapping):   # read as a card's: nulls, resize and note as there
         return Preprocess.from_card(dict(pp))
-    raise P2VitError(f"preprocess must be a quantizer.data.Preprocess or a dict of its fields, "
+    raise P2VitError(f"preprocess must be a quantizer.data.Preprocess or a model card's preprocess dict, "
                      f"not {type(pp).__name__}; use the model's .preprocess")
 
 

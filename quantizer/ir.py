@@ -183,7 +183,7 @@ def check_ir_replaceable(directory: str | os.PathLike, model_name: str, force: b
     python -m codegen --force does for a build of another model)."""
     try:
         saved = json.loads((Path(directory) / "manifest.json").read_text())["meta"]["model"]["name"]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return   # nothing saved there, or an IR too damaged to name a model: replacing it loses nothing
     if saved != model_name and not force:
         raise P2VitError(f"{flag} {directory} holds an IR of {saved}, not {model_name}; choose another directory "

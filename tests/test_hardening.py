@@ -167,6 +167,10 @@ def test_cosim_eval_refuses_threads_out_of_range(tiny_build, tmp_path, capsys):
             cosim.evaluate(tmp_path / "x.npz", build=tiny_build[1], threads=bad)
     with pytest.raises(P2VitError, match="resume=True needs results"):
         cosim.evaluate(tmp_path / "x.npz", build=tiny_build[1], resume=True)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("not results")
+    with pytest.raises(P2VitError, match="is not empty and holds no p2vit results"):   # before the data are read
+        cosim.evaluate(tmp_path / "x.npz", build=tiny_build[1], results=tmp_path / "mine")
     for bad in (None, np.zeros((2, 32, 32, 3), np.uint8), [1, 2]):
         with pytest.raises(P2VitError, match="a data set is given as a path, not .*ImageSet"):
             cosim.evaluate(bad, build=tiny_build[1])
@@ -251,6 +255,11 @@ def test_quantizer_replaces_an_ir_of_another_model_only_with_force(tiny_ir, tmp_
     assert (saved / "manifest.json").read_bytes() == before, err
     with pytest.raises(pytest.fail.Exception, match="calibrated first"):   # --force goes on to quantize
         cli.main([str(card), "--random-init", "--out", str(saved), "--force"])
+    from quantizer.ir import check_ir_replaceable
+
+    (tmp_path / "deep").mkdir()   # a manifest nested past the JSON decoder names no model: nothing to protect
+    (tmp_path / "deep" / "manifest.json").write_text("[" * 200_000)
+    check_ir_replaceable(tmp_path / "deep", "another_model", force=False)
 
 
 @pytest.mark.parametrize("tool", ["cosim.eval", "quantizer.eval"])
