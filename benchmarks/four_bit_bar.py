@@ -16,7 +16,7 @@ each: an estimate (docs/performance.md: two radix-4 Booth partial products of ~1
 share of the adder tree); the code has no LUT MACs. Nothing here is synthesized.
 
 --load-x 2 adds a second what-if: row tiles load 2 x SIMD values a cycle instead of SIMD
-(perf.load_lanes, which this script replaces for the run; the LayerNorm lanes that normalize as
+(design.load_lanes, which this script replaces for the run; the LayerNorm lanes that normalize as
 they load, and their LUTs and DSPs, grow with it). The row buffer keeps its SIMD banks: the tile
 being loaded is not the one the MAC array reads (ping-pong), so both ports of each dual-port
 BRAM bank are free to take two words a cycle; wider loads would need more banks, which this
@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from codegen import fpga_target, perf  # noqa: E402
+from codegen import design, fpga_target, model_shape, perf, resources  # noqa: E402
 from codegen.hwconfig import HwConfig  # noqa: E402
 from quantizer.errors import ArgumentParser, P2VitError, count_arg  # noqa: E402
 
@@ -55,19 +55,19 @@ def main() -> int:
     ap.add_argument("--load-x", type=int, default=1, choices=(1, 2),
                     help="what-if: row loads of 2 x SIMD values a cycle (default 1: as emitted)")
     args = ap.parse_args()
-    if args.load_x != 1:   # every caller looks it up in perf at call time, fpga_target's LUT estimate too
-        simd_loads = perf.load_lanes
-        perf.load_lanes = lambda hw: args.load_x * simd_loads(hw)
-    shape, zcu = perf.load_shape("deit_b"), fpga_target.load_target("zcu102")
+    if args.load_x != 1:   # every caller (perf, resources and design itself) looks it up in design at call time
+        simd_loads = design.load_lanes
+        design.load_lanes = lambda hw: args.load_x * simd_loads(hw)
+    shape, zcu = model_shape.load_shape("deit_b"), fpga_target.load_target("zcu102")
     rows = []
     for fast, real in designs(shape):
         p = perf.evaluate(shape, fast, dram_gbs=2 * zcu.dram_gbs)
-        res = perf.resources(shape, real)
+        res = resources.count(shape, real)
         other_dsps = res["dsps"] - res["dsps_per_array"][0]        # Q.K^T array and misc units
         on_dsps = 2 * max(0, zcu.dsps - other_dsps)                 # MAC-array products the rest can hold
         lut_products = max(0, real.rows * real.cols * real.simd - on_dsps)
         dsps = min(res["dsps"], zcu.dsps)
-        luts = sum(fpga_target.lut_estimate(shape, real).values()) + LUT_MAC * lut_products
+        luts = sum(resources.lut_estimate(shape, real).values()) + LUT_MAC * lut_products
         rows.append((p.latency_ms, p, real, res, dsps, lut_products, luts))
     rows.sort(key=lambda x: x[0])
     loads = f", row loads of {args.load_x} x SIMD values a cycle (what-if)" if args.load_x != 1 else ""

@@ -19,8 +19,9 @@ from quantizer.progress import Progress, note
 from .fpga_target import format_search, headroom_note, load_target, search
 from .generate import check_build_destination, generate
 from .hwconfig import add_hw_args, check_simd, explicit_hw_flags, hw_config
-from .perf import FIT_NAMES, shape_of_model
+from .model_shape import shape_of_model
 from .render import check_generatable, max_attn_bits, reduction_lengths
+from .resources import FIT_NAMES
 
 
 @cli_errors

@@ -14,7 +14,7 @@ from quantizer.errors import P2VitError
 from quantizer.ir import QuantizedViT
 from quantizer.lowered import lower
 
-from . import perf
+from . import design, model_shape, perf, resources
 from .hwconfig import HwConfig
 
 
@@ -102,7 +102,7 @@ def compute_bounds(ir: QuantizedViT, hw: HwConfig) -> Bounds:
         drains (Q.K^T's last key tile; the drained layers'). Q.K^T (reduce_keys) runs on the Q.K^T
         array, PCOLS columns, and its loop also streams the previous row tile's logits
         (perf.qk_trips: longer than the steps where that stream is)."""
-        a = perf.qk_hw(hw) if loop == "mac_array.reduce_keys" else hw
+        a = design.qk_hw(hw) if loop == "mac_array.reduce_keys" else hw
         nt, ot = -(-NR // a.rows), -(-O // a.cols)
         out = {"call": kind, "loop": loop, "row_tiles": nt, "weight_tiles": ot, "reduce_trip": K // a.simd}
         if tail:
@@ -113,16 +113,16 @@ def compute_bounds(ir: QuantizedViT, hw: HwConfig) -> Bounds:
             out["stream_words_per_row"] = -(-NR // hw.lanes)
         return {**out, "cycles_per_call": iters * perf.loop_ii(loop, hw), "calls_per_image": count}
 
-    # QKV and the attention run a head group at a time (perf.qkv_group_heads: GH heads, NG groups)
-    GH = perf.qkv_group_heads(perf.shape_from_ir(ir), hw)
+    # QKV and the attention run a head group at a time (design.qkv_group_heads: GH heads, NG groups)
+    GH = design.qkv_group_heads(model_shape.shape_from_ir(ir), hw)
     NG = H // GH
     grp = "all heads" if NG == 1 else f"a group of {GH} head{'s' if GH > 1 else ''}"
-    loops = [mac("patch embedding", N - 1, KP, D, 1, tail=perf.drain_tail(hw, KP, "embed", DH)),
-             mac(f"qkv ({grp})", N, D, 3 * DH * GH, ir.depth * NG, tail=perf.drain_tail(hw, D, "requant", DH)),
+    loops = [mac("patch embedding", N - 1, KP, D, 1, tail=design.drain_tail(hw, KP, "embed", DH)),
+             mac(f"qkv ({grp})", N, D, 3 * DH * GH, ir.depth * NG, tail=design.drain_tail(hw, D, "requant", DH)),
              mac(f"q.k^T ({grp})", N, DH, N, ir.depth * NG, "mac_array.reduce_keys",
-                 -(-perf.qk_hw(hw).rows // perf.logit_rows_per_cycle(perf.qk_hw(hw), DH))), mac("proj", N, D, D, ir.depth, tail=perf.drain_tail(hw, D, "residual", DH)),
-             mac("fc1", N, D, HID, ir.depth, tail=perf.drain_tail(hw, D, "gelu", DH)),
-             mac("fc2", N, HID, D, ir.depth, tail=perf.drain_tail(hw, HID, "residual", DH)), mac("head", 1, D, m["num_classes"], 1),
+                 -(-design.qk_hw(hw).rows // design.logit_rows_per_cycle(design.qk_hw(hw), DH))), mac("proj", N, D, D, ir.depth, tail=design.drain_tail(hw, D, "residual", DH)),
+             mac("fc1", N, D, HID, ir.depth, tail=design.drain_tail(hw, D, "gelu", DH)),
+             mac("fc2", N, HID, D, ir.depth, tail=design.drain_tail(hw, HID, "residual", DH)), mac("head", 1, D, m["num_classes"], 1),
              {"call": f"softmax rows ({grp})", "rows": GH * N, "row_length": N, "elements_per_cycle": hw.lanes,
               "calls_per_image": ir.depth * NG},
              {"call": f"A.V rows ({grp})", "rows": GH * N, "keys": N, "keys_per_cycle": hw.lanes, "channels": DH,
@@ -130,10 +130,10 @@ def compute_bounds(ir: QuantizedViT, hw: HwConfig) -> Bounds:
              # no pass of its own: statistics in the residual-stream writer, normalization in the row loads
              {"call": "layernorm (writer statistics, row-load normalization)", "rows": N, "row_length": D,
               "calls_per_image": 2 * ir.depth + 1}]
-    shape = perf.shape_from_ir(ir)
+    shape = model_shape.shape_from_ir(ir)
     pipelined = [{"loop": lid, "label": lid.split(".", 1)[1], "iterations_per_image": n,
                   "ii": perf.loop_ii(lid, hw), "limited_by": perf.loop_limit(lid, hw)}
                  for lid, n in perf.loop_counts(shape, hw).items()]
-    buffers = [{"buffer": x["buffer"], "bytes": x["bytes"]} for x in perf.buffers(shape, hw, acc_bits)]
+    buffers = [{"buffer": x["buffer"], "bytes": x["bytes"]} for x in resources.buffers(shape, hw, acc_bits)]
     return Bounds(acc_bits=acc_bits, av_acc_bits=av_acc_bits, rows=rows, loops=loops, buffers=buffers,
                   pipelined=pipelined)

@@ -9,11 +9,8 @@ space of the emitted accelerator (MAC-array rows x columns x lanes per PE, weigh
 Q.K^T array's rows, attention/LayerNorm lanes; the port width is the target's) through `codegen.perf`, keeps the designs whose DSPs,
 BRAM18Ks and LUTs all fit, and returns the one with the lowest latency (fewest DSPs on a tie).
 
-DSPs and BRAM18Ks come from codegen.perf.resources, which counts what the code instantiates.
-LUTs are ESTIMATES: no synthesis runs here. `lut_estimate` adds up per-unit costs (LUT_COSTS) that
-are hand estimates from the datapath widths, one LUT6 per bit of an adder or comparator (the
-UltraScale+ CLB: UG574 says each LUT6 feeds one bit of the CARRY8 chain), a 2:1 multiplexer per
-LUT6 input pair; docs/performance.md lists them. Only a csynth/implementation run can confirm them.
+DSPs and BRAM18Ks come from codegen.resources.count, which counts what the code instantiates;
+LUTs from codegen.resources.lut_estimate, an estimate from per-unit costs (no synthesis runs here).
 """
 from __future__ import annotations
 
@@ -25,8 +22,8 @@ from pathlib import Path
 
 from quantizer.errors import P2VitError
 
-from . import perf
-from .hwconfig import AXI_BITS, CLOCK_MHZ, LANES, HwConfig, check_part
+from . import design, model_shape, perf, resources
+from .hwconfig import AXI_BITS, CLOCK_MHZ, DRAM_GBS, LANES, HwConfig, check_part
 
 
 @dataclass(frozen=True)
@@ -47,12 +44,12 @@ class Target:
 
 
 def _board(name: str, part: str) -> Target:
-    """A board's target: its part's budget from perf.PARTS (the AMD product tables: DS891 for the
+    """A board's target: its part's budget from resources.PARTS (the AMD product tables: DS891 for the
     Zynq UltraScale+ MPSoC: DSP48E2, BRAM36 x 2 = BRAM18K, URAM, CLB LUTs), and the boards' user
     guides (UG1182 ZCU102, UG1267 ZCU104: four 128-bit S_AXI_HP ports into the PS DDR4, 64 bits
     wide). DDR4-2400 x 64 bit = 19.2 GB/s peak on both (the ZCU104's PS DDR4 is rated at 2400 MT/s
     in the PS configuration we assume)."""
-    dsps, bram18k, uram, luts = perf.part_resources(part)
+    dsps, bram18k, uram, luts = resources.part_resources(part)
     return Target(name, part, dsps=dsps, bram18k=bram18k, uram=uram, luts=luts,
                   clock_mhz=200.0, axi_ports=4, axi_bits=128, dram_gbs=19.2)
 
@@ -69,42 +66,6 @@ LATENCY_TIE = 0.01   # designs within 1% of the fastest count as tied; the fewes
 # like 6 makes the partition factors of k, r and hid non-powers of two, whose bank arithmetic the
 # LUT estimate does not cost. --weight-ports 3 stays available by hand.
 WEIGHT_PORTS = (1, 2, 4)
-ACC_BITS = 32      # MAC accumulator bits the LUT estimate assumes (DeiT-B: K * 2^7 * 2^7 < 2^31)
-
-# LUTs per unit (estimates; see the module docstring and docs/performance.md).
-LUT_COSTS = {
-    "pe_chain": 40,          # per PE pair and chain of <= 8 packed products (their sums are in the DSPs' post-adders):
-                             # the split's two ~19-bit +1 corrections, and beyond a pair's first chain the two ~20-bit
-                             # adds that join it
-    "pe_pack": 10,           # per column pair and SIMD lane: the packed weight w1 * 2^18 + w0 (w1 less w0's sign,
-                             # ~9 bits), shared by the rows
-    "pe_accumulator": 34,    # per acc[n][o]: a 32-bit adder and the clear multiplexer
-    "epilogue_lane": 450,    # a requant lane: 64-bit round-half-up shift (~6 LUT levels x 64 bits / 2), saturation, bias add
-    "residual_lane": 1_000,  # a requant lane, two alignment shifts of ~24 bits, the add and a second requant
-    "acc_row_mux": 1,        # per accumulator bit and 4 rows: a LUT6 4:1 multiplexer (MUXF7/F8 join them)
-    "max_node": 12,          # an 8-bit compare (8 LUTs on the carry chain) and an 8-bit 2:1 multiplexer (4 dual LUT6)
-    "gelu_lookup": 560,      # a 256-way multiplexer of 8 bits from the registered table (~70 LUT6 + MUXF7/F8 per bit)
-    "softmax_lane": 500,     # a softmax lane's exp and sum: n = 30 - 2E 13-bit comparators against k|x0|, the
-                             # (n+1)-way mux and three 64-bit adders; its codes: perf.log_code_chain's parts
-    "softmax_threshold": 86,  # per threshold t of the codes (arith.h log_code_cmp): a 64-bit comparator with
-                             # 2 sum or sum << G (64) and one with the constant limit floor((2^63 - 1) / c_t) (~22)
-    "softmax_adder": 64,     # per 64-bit adder of the chain of multiples c_t ex: c_1 ex's and each link with
-                             # d_t != 0 (2,494 a lane at 4-bit geometric attention: 15 thresholds, 3 + 8 adders).
-                             # Until session 29 the lane had 15 separate constant multipliers in canonical signed
-                             # digits (~78 adders): 6,500
-    "shifter": 75,           # per A.V channel and key lane: a 23-bit barrel shift by 0..15 (2 LUT levels) and its adder
-    "layernorm_lane": 1_800,  # a normalizing lane: one pipelined unsigned 41 / 32-bit divider (D 768, R 16) (one 32-bit subtractor per
-                              # quotient bit) and the requant
-    "layernorm_stat_lane": 120,  # a writer lane's statistics: the 2-bit alignment shift of ~19 bits and its share of
-                                 # the 40-bit S1 and S2 adder trees (the square is a DSP)
-    "layernorm_row": 4_650,  # per residual-stream writer: isqrt, 31 unrolled steps (arith.h), each a ~62-bit
-                             # compare-subtract and 2:1 muxes of rem and root (~130), in one II=1 pipeline; the
-                             # 64-bit variance terms (~300); the two 64-bit running sums (~150)
-    "axi_bundle": 1_500,     # a Vitis HLS m_axi adapter with 64-beat bursts and 8 outstanding reads
-    "control": 6_000,        # the controller, descriptors, s_axilite, loop counters, FIFO control
-}
-
-
 def load_target(spec: str) -> Target:
     """A named target (zcu102, zcu104) or a JSON file with the keys of TARGET_KEYS (and optional
     "name", "part")."""
@@ -138,7 +99,7 @@ def load_target(spec: str) -> Target:
             raise P2VitError(f"target file {spec}: {k} must be a finite number >= 0, not {v!r}")
         if k in COUNT_KEYS and v != int(v):
             raise P2VitError(f"target file {spec}: {k} must be a whole number, not {v!r}")
-    lo, hi = perf.DRAM_GBS
+    lo, hi = DRAM_GBS
     if not lo <= d["dram_gbs"] <= hi:
         raise P2VitError(f"target file {spec}: dram_gbs must be in {lo:g}..{hi:g}, not {d['dram_gbs']!r}")
     lo, hi = CLOCK_MHZ
@@ -151,82 +112,14 @@ def load_target(spec: str) -> Target:
     if d["axi_ports"] < 2:
         raise P2VitError(f"target file {spec}: the accelerator uses at least 2 m_axi ports (io and blob), the "
                          f"target has {d['axi_ports']}")
-    known = perf.part_resources(part)   # a budget beyond the part's own would let a design through that cannot fit it
+    known = resources.part_resources(part)   # a budget beyond the part's own would let a design through that cannot fit it
     if known:
-        for k, have in zip(perf.PART_KEYS, known):
-            if k in perf.FIT_KEYS and d[k] > have:
+        for k, have in zip(resources.PART_KEYS, known):
+            if k in resources.FIT_KEYS and d[k] > have:
                 raise P2VitError(f"target file {spec}: {k} {d[k]:g} is more than the {have:,} of its part {part}; "
                                  "lower it or name the part the board carries")
     return Target(name=str(d.get("name", p.stem)), part=part,
                   **{k: (int(d[k]) if k in COUNT_KEYS else float(d[k])) for k in TARGET_KEYS})
-
-
-def softmax_lane_luts(shape: perf.ModelShape) -> int:
-    """Estimated LUTs of one softmax lane: its exp and sum, and its codes' comparators and chain."""
-    thresholds, first, links = perf.log_code_chain(shape.attn_bits, shape.attn_rounding)
-    c = LUT_COSTS
-    return c["softmax_lane"] + thresholds * c["softmax_threshold"] + (first + links) * c["softmax_adder"]
-
-
-def lut_estimate(shape: perf.ModelShape, hw: HwConfig) -> dict[str, int]:
-    """Estimated LUTs of the emitted design, by unit (see LUT_COSTS)."""
-    c = LUT_COSTS
-    qk = perf.qk_hw(hw)
-    E, dr = perf.qkv_lanes(hw, shape.dh), perf.drains(shape, hw)
-    writers = perf.stream_writers(shape, hw)   # residual-stream writers, each with LayerNorm statistics
-    RL = perf.logit_rows_per_cycle(qk, shape.dh)   # Q.K^T's epilogue: RL rows x PCOLS lanes
-    small_mem = 0   # memories under 1 Kbit go to LUTRAM (64 bits per LUT6)
-    for x in perf.buffers(shape, hw):
-        for banks, depth, width in x["memories"]:
-            if depth * width < 1024:
-                small_mem += banks * math.ceil(depth * width / 64)
-
-    def array(h):   # a pair of columns per packed DSP chain (an odd last column costs as a pair)
-        return (h.rows * math.ceil(h.cols / 2) * math.ceil(h.simd / perf.PACKED_CHAIN) * c["pe_chain"]
-                + math.ceil(h.cols / 2) * h.simd * c["pe_pack"] + h.rows * h.cols * c["pe_accumulator"])
-
-    return {
-        "MAC arrays (products, accumulators)": array(hw) + array(qk),
-        # requant lanes: QKV gcd(COLS, DH), embed COLS, head 1, Q.K^T logits RL x PCOLS, A.V out LANES
-        "requant lanes (QKV, embed, head, logits, A.V out)": (E + hw.cols + 1 + RL * qk.cols + hw.lanes)
-                                                             * c["epilogue_lane"],
-        # each logits row lane: a PCOLS-input max tree and the compare with the running maximum
-        "logit row maxima (Q.K^T epilogue)": RL * qk.cols * c["max_node"],
-        # the residual lanes (proj and FC2 share them) exist once in the drain and once in the
-        # epilogue loop after the reduction, for whichever of proj and FC2 do not drain
-        "residual lanes (proj and FC2 share COLS)": hw.cols * c["residual_lane"]
-                                                    * (int(dr["proj"] or dr["fc2"]) + int(not (dr["proj"] and dr["fc2"]))),
-        "GELU lanes (FC1: COLS requant + table lookups)": hw.cols * (c["epilogue_lane"] + c["gelu_lookup"]),
-        # the epilogues read one accumulator row per cycle with a run-time row index: the loops
-        # after the reduction (acc[n]: embed, head, and QKV, residual, GELU where they do not drain)
-        # and the drains one row of the ping-pong copy (done[n]: QKV's, and the residual / GELU
-        # drains'); Q.K^T: RL rows, each from ceil(ROWS / RL)
-        "accumulator row multiplexers (acc[n], done[n])": ((2 + (not dr["qkv"]) + (not (dr["proj"] and dr["fc2"]))
-                                                            + (not dr["fc1"]) + dr["qkv"]
-                                                            + (dr["proj"] or dr["fc1"] or dr["fc2"]))
-                                                           * math.ceil(hw.rows / 4) * hw.cols
-                                                           + RL * math.ceil(math.ceil(qk.rows / RL) / 4) * qk.cols)
-                                                          * ACC_BITS * c["acc_row_mux"],
-        # Q.K^T's row tiles: the running maxima rmax[b][u][g] are registers, read by group (G:1 per
-        # row lane) and by the stream (2 x ROWS:1); the stream reads row bank u of tile !cur at run
-        # time (2 x RL:1 per lane)
-        "logit row tile multiplexers (rmax, logits_out)": (RL * math.ceil(math.ceil(qk.rows / RL) / 4)
-                                                           + math.ceil(2 * qk.rows / 4)
-                                                           + hw.lanes * math.ceil(2 * RL / 4)) * 8 * c["acc_row_mux"],
-        # each PE array reads xt[cur] of two row buffers: a 2:1 multiplexer per row and SIMD byte
-        # (two per LUT6, shared select); the MAC array's and the Q.K^T array's
-        "row buffer select (xt[cur], prefetch)": (hw.rows + qk.rows) * hw.simd * 8 // 2,
-        "softmax lanes": hw.lanes * softmax_lane_luts(shape),
-        "A.V shifter array": shape.dh * hw.lanes * c["shifter"],
-        # normalizing lanes (load_lanes per set: in the reduction loop, in the exposed load loop) and
-        # the statistics of each residual-stream writer (the drain in the reduction loop; the
-        # epilogue loops of proj/FC2 and of the embedding where they do not drain): COLS lanes, isqrt
-        "LayerNorm lanes and row unit": (perf.ln_load_lane_sets(shape, hw) * perf.load_lanes(hw) * c["layernorm_lane"]
-                                         + writers * (hw.cols * c["layernorm_stat_lane"] + c["layernorm_row"])),
-        "m_axi bundles": len(perf.axi_bundles(hw)) * c["axi_bundle"],
-        "control": c["control"],
-        "LUTRAM (memories under 1 Kbit)": small_mem,
-    }
 
 
 def budget(target: Target) -> dict:
@@ -236,22 +129,22 @@ def budget(target: Target) -> dict:
 
 
 def budgets_exceeded(res: dict, luts: int, target: Target) -> list[str]:
-    """Which of the target's budgets (DSPs, BRAM18K, LUTs, in that order, by perf.FIT_NAMES) a
+    """Which of the target's budgets (DSPs, BRAM18K, LUTs, in that order, by resources.FIT_NAMES) a
     design exceeds; empty when it fits. The emitted design uses no URAM."""
     used = {"dsps": res["dsps"], "bram18k": res["bram18k"], "luts": luts}
-    return [perf.FIT_NAMES[k] for k in perf.over_budget(used, budget(target))]
+    return [resources.FIT_NAMES[k] for k in resources.over_budget(used, budget(target))]
 
 
 def above_headroom(used: dict, part_budget: dict) -> list[str]:
     """The FIT_KEYS whose use is within `part_budget` but past the UTILIZATION_CAP share of it that
     the --target search keeps: a design the search would not choose, though it may still fit."""
-    return [k for k in perf.FIT_KEYS if k in UTILIZATION_CAP and k in part_budget
+    return [k for k in resources.FIT_KEYS if k in UTILIZATION_CAP and k in part_budget
             and UTILIZATION_CAP[k] * part_budget[k] < used[k] <= part_budget[k]]
 
 
 def headroom_note(tight: list[str], against: str) -> str:
     """The sentence the reports and the CLI give for above_headroom's keys (`tight`, not empty)."""
-    return ("this design's " + " and ".join(f"{perf.FIT_NAMES[k]} use more than {UTILIZATION_CAP[k]:.0%}"
+    return ("this design's " + " and ".join(f"{resources.FIT_NAMES[k]} use more than {UTILIZATION_CAP[k]:.0%}"
                                             for k in tight)
             + f" of {against}, past the headroom the --target search keeps for placement and routing "
               "(and the LUT estimate's error)")
@@ -264,7 +157,7 @@ GRID = {"rows": tuple(2 ** i for i in range(2, perf.MAX_TILING_ROWS.bit_length()
         "cols": (2, 4, 8, 16, 32, 64, 128), "simd": (1, 2, 4, 8, 16), "lanes": LANES[:6], "weight_ports": WEIGHT_PORTS}
 
 
-def model_grid(shape: perf.ModelShape) -> dict:
+def model_grid(shape: model_shape.ModelShape) -> dict:
     """GRID plus the row counts that tile this model's tokens with the least padding
     (perf.tiling_rows)."""
     return {**GRID, "rows": tuple(sorted(set(GRID["rows"]) | set(perf.tiling_rows(shape.tokens))))}
@@ -277,7 +170,7 @@ def qk_row_choices(rows: int) -> tuple[int, ...]:
     return (0,) if rows < 2 else (0, -(-rows // 2))
 
 
-def _candidates(shape: perf.ModelShape, target: Target, g: dict):
+def _candidates(shape: model_shape.ModelShape, target: Target, g: dict):
     """The grid's designs that the emitted code can build for this model and target."""
     Ks = list(shape.reduction_lengths.values())
     for rows in g["rows"]:
@@ -287,7 +180,7 @@ def _candidates(shape: perf.ModelShape, target: Target, g: dict):
                     continue
                 for ports in g.get("weight_ports", WEIGHT_PORTS):
                     # every port an even share of the columns; every bundle (io too) on a port of its own
-                    if cols % (2 * ports) or len(perf.axi_bundles(HwConfig(cols=cols, weight_ports=ports))) > target.axi_ports:
+                    if cols % (2 * ports) or len(design.axi_bundles(HwConfig(cols=cols, weight_ports=ports))) > target.axi_ports:
                         continue
                     for lanes, qk_rows in itertools.product(g["lanes"], qk_row_choices(rows)):
                         if shape.dh % lanes:          # A.V's lanes must divide the head width
@@ -296,7 +189,7 @@ def _candidates(shape: perf.ModelShape, target: Target, g: dict):
                                         qk_rows=qk_rows)
 
 
-def search(shape: perf.ModelShape, target: Target, grid: dict | None = None, progress=None) -> dict:
+def search(shape: model_shape.ModelShape, target: Target, grid: dict | None = None, progress=None) -> dict:
     """Every configuration of the grid (default: model_grid(shape)) through codegen.perf; the fastest
     that fits the target. progress(stage, done, total), if given, hears how far the search is.
     Returns {"best_hw", "best" (its Perf), "luts", "lut_breakdown", "fit": designs that fit,
@@ -304,13 +197,13 @@ def search(shape: perf.ModelShape, target: Target, grid: dict | None = None, pro
     "rejected": {what they exceed: count}}."""
     report = progress or (lambda stage, done, total: None)
     candidates = list(_candidates(shape, target, grid or model_grid(shape)))
-    designs, fits, rejected = len(candidates), [], {perf.FIT_NAMES[k]: 0 for k in perf.FIT_KEYS}
+    designs, fits, rejected = len(candidates), [], {resources.FIT_NAMES[k]: 0 for k in resources.FIT_KEYS}
     stage = f"searching {designs:,} designs"   # short enough for an 80-column bar
     for i, hw in enumerate(candidates):
         if i % 100 == 0:
             report(stage, i, designs)
-        res = perf.resources(shape, hw)
-        luts = sum(lut_estimate(shape, hw).values())
+        res = resources.count(shape, hw)
+        luts = sum(resources.lut_estimate(shape, hw).values())
         over = budgets_exceeded(res, luts, target)
         if over:                 # counted under the first budget it exceeds
             rejected[over[0]] += 1
@@ -319,7 +212,7 @@ def search(shape: perf.ModelShape, target: Target, grid: dict | None = None, pro
     report(stage, designs, designs)
     if not fits:
         why = (" (the accelerator keeps every activation in BRAM and uses no URAM)"
-               if rejected[perf.FIT_NAMES["bram18k"]] else "")
+               if rejected[resources.FIT_NAMES["bram18k"]] else "")
         raise P2VitError(f"no configuration of the grid fits {target.name}: "
                          + ", ".join(f"{v:,} exceed its {k}" for k, v in rejected.items())
                          + f"{why}; try a larger part")
@@ -336,7 +229,7 @@ def search(shape: perf.ModelShape, target: Target, grid: dict | None = None, pro
     tied = [f for f in evaluated if f[0].latency_ms <= fastest * (1 + LATENCY_TIE)]
     p, hw, _, luts = min(tied, key=lambda f: (f[2], f[0].latency_ms, f[3]))
     return {"target": target.to_json(), "best_hw": hw, "best": p, "luts": luts, "budget": budget(target),
-            "lut_breakdown": lut_estimate(shape, hw), "designs": designs, "fit": len(fits), "rejected": rejected,
+            "lut_breakdown": resources.lut_estimate(shape, hw), "designs": designs, "fit": len(fits), "rejected": rejected,
             "simulated": len(evaluated)}
 
 

@@ -13,6 +13,8 @@ CLOCK_MHZ = (1.0, 1000.0)     # accepted --clock-mhz
 AXI_BITS = (64, 128, 256, 512)   # accepted --axi-bits: m_axi data widths (a descriptor field is 64 bits)
 LANES = (1, 2, 4, 8, 16, 32, 64)  # accepted --lanes: powers of two, since buffers are partitioned cyclically by them
 WEIGHT_PORTS = (1, 2, 3, 4)   # accepted --weight-ports: m_axi bundles that stream the MAC array's weights
+DEFAULT_DRAM_GBS = 19.2   # ZCU102 PS DDR4-2400, 64 bit: 2400 MT/s * 8 B (peak)
+DRAM_GBS = (0.1, 10_000.0)   # accepted DRAM bandwidths (GB/s): below, the cycle counts overflow to inf/nan
 # UltraScale(+) families, which have DSP48E2s (and their automotive xa / defence xq grades)
 DSP48E2_PARTS = ("xczu", "xck26", "xck24", "xcvu", "xcku", "xcau", "xcu", "xazu", "xqzu", "xqku", "xqvu")
 

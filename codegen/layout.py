@@ -153,7 +153,7 @@ def qkv_column_order(dim: int, heads: int, group_heads: int) -> np.ndarray:
     `group_heads` heads, their q channels, then their k, then their v (kernels/p2vit/epilogue.h
     epi_qkv_row), so that a group's columns are consecutive weight tiles (one burst per row tile)
     and QKV can run a group at a time beside the attention of the group before
-    (codegen/perf.py qkv_group_heads). One group of every head is the plain [q k v] order."""
+    (codegen/design.py qkv_group_heads). One group of every head is the plain [q k v] order."""
     dh = dim // heads
     w = group_heads * dh
     return np.concatenate([np.arange(w) + g * w + part * dim

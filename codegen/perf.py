@@ -1,4 +1,5 @@
-"""Performance model of the generated accelerator: cycles, DRAM traffic, resources.
+"""Performance model of the generated accelerator: cycles and DRAM traffic, and the report of
+them beside its resources (codegen/resources.py).
 
     python -m codegen.perf MODEL [--rows R --cols C --simd S --weight-ports P --lanes L --clock-mhz F --part P]
                                  [--dram-gbs 19.2] [--w-bits 8|4] [--json OUT] [--sweep] [--plot PNG]
@@ -35,7 +36,6 @@ HLS reports. docs/performance.md has the equations and the measured figures.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import math
 import sys
@@ -43,17 +43,16 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from quantizer.config import softmax_settings
 from quantizer.errors import EXIT_STATUS_HELP, ArgumentParser, P2VitError, cli_errors, path_arg
-from quantizer.ir import linear_layer_names
-from quantizer.outputs import RunInput, check_output_file, check_outputs_apart, inputs_of, write_atomic, write_text_atomic
+from quantizer.outputs import check_output_file, check_outputs_apart, write_atomic, write_text_atomic
 from quantizer.progress import Progress
 
-from .hwconfig import (WEIGHT_PORTS, HwConfig, add_hw_args, check_simd, desc_beats, embed_bias_beats,
-                       explicit_hw_flags, hw_config)
+from . import design, resources
+from .design import cdiv
+from .hwconfig import (DEFAULT_DRAM_GBS, DRAM_GBS, WEIGHT_PORTS, HwConfig, add_hw_args, check_simd, desc_beats,
+                       embed_bias_beats, explicit_hw_flags, hw_config)
+from .model_shape import BuiltDesign, ModelShape, build_design, load_shape, model_inputs, with_weight_bits
 
-DEFAULT_DRAM_GBS = 19.2   # ZCU102 PS DDR4-2400, 64 bit: 2400 MT/s * 8 B (peak)
-DRAM_GBS = (0.1, 10_000.0)   # accepted DRAM bandwidths (GB/s): below, the cycle counts overflow to inf/nan
 
 # Pipeline depth (cycles from the first read to the last write of one iteration) of every
 # II=1 loop, by loop id. Estimates: 1 cycle per BRAM/FIFO access, 3 per DSP multiply, 1 per
@@ -90,30 +89,11 @@ DEPTH = {
 }
 
 
-@functools.lru_cache(maxsize=None)
-def log_code_chain(attn_bits: int, attn_rounding: str) -> tuple[int, int, int]:
-    """The comparison logic of a softmax lane's codes (kernels/p2vit/arith.h log_code_cmp) as built:
-    (T, first, links). T thresholds, each two comparators (Z = 2^attn_bits - 1 of them, but at most
-    63, or 63 - G for geometric rounding); c_1 ex takes `first` adders (the nonzero digits of c_1's
-    canonical signed-digit form, less one: 91 = 128 - 32 - 4 - 1 takes 3, 3 = 4 - 1 takes 1); and
-    `links` of the T - 1 links of the chain are adders (d_t = +-1; a d_t = 0 link is a shift, wiring)."""
-    from quantizer import intops
-
-    c = intops.log_code_multipliers((1 << attn_bits) - 1, attn_rounding)
-    digits, v = 0, c[0]
-    while v:
-        if v & 1:
-            v -= 2 - (v & 3)    # the nonadjacent form's digit, +1 or -1
-            digits += 1
-        v >>= 1
-    return len(c), digits - 1, sum(1 for a, b in zip(c, c[1:]) if b != 2 * a)
-
-
 def log_code_chain_depth(shape: "ModelShape") -> int:
     """Cycles the chain of multiples c_t ex adds to softmax.pass: one for c_1 ex, then one per link
     that is an adder. Each link is a function that is never inlined (arith.h log_code_link), so HLS
     cannot retime across them; counting a register after every adder makes this an upper bound."""
-    _, _, links = log_code_chain(shape.attn_bits, shape.attn_rounding)
+    _, _, links = design.log_code_chain(shape.attn_bits, shape.attn_rounding)
     return 1 + links
 
 
@@ -122,7 +102,6 @@ COL_TREES = ("requant.logits",)   # + log2(COLS): the max tree over a tile row's
 AXI_AT_ENTRY = {"mac_array.reduce", "params.desc", "params.burst", "params.embed_bias", "mac_array.load_image"}   # start with a new burst
 
 CHUNKS = ("mac_array", "requant", "softmax", "shifter", "layernorm", "params")
-MAC_INSTANCES = ("main (embed, qkv, proj, fc1, fc2, head)", "qk (Q.K^T)")   # kernels/p2vit/layers.h
 MODEL_FIELDS, BLOCK_FIELDS = 14, 33   # int64 fields of the descriptors (codegen/layout.py)
 
 
@@ -149,202 +128,6 @@ def loop_limit(loop_id: str, hw: HwConfig) -> str:
     if loop_id in ("mac_array.load_image", "requant.head_store"):
         return "m_axi: one beat per iteration"
     return "at most two accesses per bank per iteration (dual port)"
-
-# FPGA budgets (DSP48E2, BRAM18K, URAM, CLB LUTs) from the AMD product tables (DS891, DS890,
-# DS962), by part-name prefix.
-PARTS = {
-    "xczu9eg": (2520, 1824, 0, 274_080),         # ZCU102
-    "xczu7ev": (1728, 624, 96, 230_400),         # ZCU104
-    "xck26": (1248, 288, 64, 117_120),           # Kria KV260
-    "xczu3eg": (360, 432, 0, 70_560),            # Ultra96
-    "xcvu9p": (6840, 4320, 960, 1_182_240),      # VCU118 / AWS F1
-    "xcu250": (12288, 5376, 1280, 1_728_000),    # Alveo U250
-}
-PART_KEYS = ("dsps", "bram18k", "uram", "luts")
-FIT_KEYS = ("dsps", "bram18k", "luts")   # what a design is checked against a budget for
-FIT_NAMES = {"dsps": "DSPs", "bram18k": "BRAM18K", "luts": "estimated LUTs"}   # how messages name them
-
-
-def over_budget(used: dict, budget: dict) -> list[str]:
-    """The FIT_KEYS that `used` exceeds in `budget` (keys the budget lacks are not checked)."""
-    return [k for k in FIT_KEYS if k in budget and used[k] > budget[k]]
-
-
-def misc_dsps(hw: HwConfig, ln_sets: int = 1, writers: int = 1) -> dict[str, int]:
-    """Multipliers outside the MAC arrays (estimates), per lane where the chunk has lanes. ln_sets:
-    the sets of normalizing LayerNorm lanes (ln_load_lane_sets); writers: the residual-stream
-    writers built (stream_writers), each with COLS squares and its variance terms."""
-    L, C, WL = hw.lanes, hw.cols, load_lanes(hw)
-    return {
-        f"layernorm: xa^2 per writer lane x {C} and D*S2, S1^2 (2 x 9, 64-bit) per writer x {writers}, "
-        f"z*G (2) per normalizing lane x {WL} x {ln_sets}": (C + 18) * writers + 2 * WL * ln_sets,
-        f"softmax: (x + pb)^2 per lane x {L}": L,
-    }
-
-
-# ---------------------------------------------------------------------------------------------
-# Model shapes
-
-@dataclass(frozen=True)
-class ModelShape:
-    name: str
-    img_h: int
-    img_w: int
-    patch: int
-    in_chans: int
-    dim: int
-    heads: int
-    depth: int
-    hidden: int
-    num_classes: int
-    res_bits: int = 8
-    attn_bits: int = 4
-    layer_bits: tuple = ()      # ((layer name, weight bits), ...); missing layers: 8
-    attn_rounding: str = "geometric"   # the softmax codes' rounding (QuantConfig.attn_rounding): their comparators
-
-    @property
-    def tokens(self) -> int:
-        return 1 + (self.img_h // self.patch) * (self.img_w // self.patch)
-
-    @property
-    def kp(self) -> int:
-        return self.in_chans * self.patch ** 2
-
-    @property
-    def dh(self) -> int:
-        return self.dim // self.heads
-
-    @property
-    def reduction_lengths(self) -> dict[str, int]:
-        """K of the MAC-array layers, named as codegen.render.reduction_lengths names them."""
-        return {"embed": self.kp, "D": self.dim, "hidden": self.hidden, "head dim": self.dh}
-
-    def bits(self, layer: str) -> int:
-        return dict(self.layer_bits).get(layer, 8)
-
-    def linear_layers(self) -> list[str]:
-        return linear_layer_names(self.depth)
-
-    def to_json(self) -> dict:
-        d = asdict(self)
-        d["layer_bits"] = dict(self.layer_bits)
-        d["tokens"] = self.tokens
-        return d
-
-
-def _uniform_bits(layers: list[str], w_bits: int) -> tuple:
-    from quantizer.config import QuantConfig
-    from quantizer.quantize import layer_bits
-
-    cfg = QuantConfig(w_bits=w_bits)
-    return tuple((n, layer_bits(cfg, n)) for n in layers)
-
-
-def shape_from_meta(meta: dict) -> ModelShape:
-    """The shape of a quantized model from its IR metadata (manifest.json "meta")."""
-    m, q = meta["model"], meta["quant"]
-    s = ModelShape(name=m["name"], img_h=m["img_size"][0], img_w=m["img_size"][1], patch=m["patch"],
-                   in_chans=m["in_chans"], dim=m["dim"], heads=m["heads"], depth=m["depth"],
-                   hidden=m["hidden"], num_classes=m["num_classes"], res_bits=q["res_bits"],
-                   attn_bits=q["attn_bits"], attn_rounding=softmax_settings(q)["attn_rounding"])
-    bits = meta.get("layer_bits") or dict(_uniform_bits(s.linear_layers(), q["w_bits"]))
-    return replace(s, layer_bits=tuple(sorted(bits.items())))
-
-
-def shape_from_ir(ir) -> ModelShape:
-    return shape_from_meta(ir.meta)
-
-
-def with_weight_bits(shape: ModelShape, w_bits: int | None) -> ModelShape:
-    """shape with every linear layer at w_bits (None: as it is)."""
-    return shape if w_bits is None else replace(shape, layer_bits=_uniform_bits(shape.linear_layers(), w_bits))
-
-
-def load_shape(spec: str, w_bits: int | None = None, res_bits: int = 8, attn_bits: int = 4) -> ModelShape:
-    """MODEL as the CLI takes it: a short name, a model card, a build directory or an IR
-    directory. No weights are read: timm builds the model on the meta device."""
-    p = Path(spec)
-    built = build_design(spec)
-    if built is not None:
-        return with_weight_bits(built.shape, w_bits)
-    manifest = p / "manifest.json"
-    if p.is_dir() and manifest.is_file():
-        try:
-            s = shape_from_meta(json.loads(manifest.read_text())["meta"])
-        except (json.JSONDecodeError, KeyError) as exc:
-            raise P2VitError(f"{manifest} is not a p2vit IR manifest ({exc}); rebuild it") from None
-        return with_weight_bits(s, w_bits)
-    if p.is_dir():
-        raise P2VitError(f"{spec} is a directory without a p2vit build or IR (no manifest.json); "
-                         "pass a model name, a model card or a build directory")
-    import torch
-
-    from quantizer.models import load_model
-
-    with torch.device("meta"):
-        lm = load_model(spec, random_init=True)
-    s = shape_of_model(lm, res_bits, attn_bits)
-    return replace(s, layer_bits=_uniform_bits(s.linear_layers(), w_bits or 8))
-
-
-@dataclass(frozen=True)
-class BuiltDesign:
-    """What a build directory was generated for: its model's shape (from the IR the build
-    records), its hardware and the DRAM bandwidth of its target (or the default)."""
-    shape: ModelShape
-    hw: HwConfig
-    dram_gbs: float
-    target: dict | None   # the --target the design was chosen for (fpga_target.Target.to_json())
-
-
-def is_build_dir(spec: str) -> bool:
-    """Whether spec looks like a build directory (python -m codegen --out), whole or not."""
-    p = Path(spec)
-    return p.is_dir() and any((p / n).exists() or (p / n).is_symlink() for n in ("build.json", "ir", "hls", "csim"))
-
-
-def model_inputs(spec: str) -> list[RunInput]:
-    """What MODEL's files are (for check_outputs_apart): a build's, an IR's, or the card itself."""
-    from .module import build_inputs
-
-    p = Path(spec)
-    if is_build_dir(spec):
-        return build_inputs(p)
-    if p.is_dir():   # a saved IR
-        return [RunInput(f"the input MODEL {p / f}", p / f) for f in ("manifest.json", "params.bin")]
-    return inputs_of("MODEL", p) if p.exists() else []
-
-
-def build_design(spec: str) -> BuiltDesign | None:
-    """The design of build directory spec (None when spec is not one). Refuses, in one line, a build
-    whose build.json is missing, corrupt or edited, or whose ir/ is missing, corrupt or not the IR
-    the build was made from."""
-    if not is_build_dir(spec):
-        return None
-    from .module import read_build_info, read_build_ir
-
-    info = read_build_info(spec)
-    ir = read_build_ir(spec, info)
-    try:
-        hw = HwConfig(**info["hw"])
-    except (KeyError, TypeError):
-        raise P2VitError(f"{spec}/build.json has no usable hardware record; rebuild with python -m codegen") from None
-    target = info.get("target")
-    return BuiltDesign(shape_from_ir(ir), hw, float((target or {}).get("dram_gbs", DEFAULT_DRAM_GBS)), target)
-
-
-def shape_of_model(lm, res_bits: int = 8, attn_bits: int = 4) -> ModelShape:
-    """The shape of a loaded timm ViT (quantizer.models.LoadedModel), 8-bit weights."""
-    model = lm.model
-    img_h, img_w = model.patch_embed.img_size
-    s = ModelShape(name=lm.name, img_h=img_h, img_w=img_w, patch=model.patch_embed.patch_size[0],
-                   in_chans=model.patch_embed.proj.in_channels, dim=model.embed_dim,
-                   heads=model.blocks[0].attn.num_heads, depth=len(model.blocks),
-                   hidden=model.blocks[0].mlp.fc1.out_features, num_classes=model.num_classes,
-                   res_bits=res_bits, attn_bits=attn_bits)
-    if s.tokens != model.pos_embed.shape[1]:
-        raise P2VitError(f"{lm.name}: {model.pos_embed.shape[1]} position embeddings for {s.tokens} tokens")
-    return replace(s, layer_bits=_uniform_bits(s.linear_layers(), 8))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -387,13 +170,9 @@ class Step:
     weight_bytes_unique: int = 0
 
 
-def _cdiv(a: int, b: int) -> int:
-    return -(-a // b)
-
-
 def _burst(nbytes: int, hw: HwConfig, n: int = 1) -> Loop:
     """p2vit::burst of nbytes (one beat per iteration)."""
-    return Loop("params.burst", _cdiv(nbytes, hw.axi_bytes), 1, n, dram=_cdiv(nbytes, hw.axi_bytes) * hw.axi_bytes)
+    return Loop("params.burst", cdiv(nbytes, hw.axi_bytes), 1, n, dram=cdiv(nbytes, hw.axi_bytes) * hw.axi_bytes)
 
 
 def embed_bias_seg(hw: HwConfig, dim: int) -> int:
@@ -413,11 +192,11 @@ def reduce_body_depth(shape: ModelShape, hw: HwConfig) -> int:
     deepest drain compiled into it (QKV's requant, the residual-stream writer of proj, FC2 and the
     embedding with the next LayerNorm's row statistics and isqrt, FC1's GELU), or the row load
     beside the reduction (a normalizing LayerNorm load where one runs in the loop) if deeper."""
-    dr = drains(shape, hw)
+    dr = design.drains(shape, hw)
     paths = [DEPTH[e] for e, on in (("requant.requant", dr["qkv"]), ("requant.residual", dr["proj"] or dr["fc2"]),
                                     ("requant.embed", dr["embed"]), ("requant.gelu", dr["fc1"])) if on]
     red = DEPTH["mac_array.reduce"] + simd_chain_depth(hw.simd)
-    load = DEPTH["layernorm.load"] if ln_load_paths(shape, hw)[0] else DEPTH["mac_array.load_array"]
+    load = DEPTH["layernorm.load"] if design.ln_load_paths(shape, hw)[0] else DEPTH["mac_array.load_array"]
     return max(red + max(paths, default=0), load) - red
 
 
@@ -433,7 +212,7 @@ def _mac(hw: HwConfig, NR: int, K: int, O: int, src: str, epi: str,
     earlier step loaded (proj_pre_words: it loads the rest); body: reduce_body_depth. The embedding loads its row tile's per-token biases after
     the row tile's patches (_embed_bias). Ops of identical row tiles are shared."""
     R, C, S = hw.rows, hw.cols, hw.simd
-    NT = _cdiv(NR, R)
+    NT = cdiv(NR, R)
     slot = hw.weight_ports * hw.weight_beats * hw.axi_bytes   # bytes of one weight word, all planes (4-bit: same slots)
     def epilogue(c):               # the epilogue loop of a tile with c valid columns
         if epi == "head":
@@ -441,7 +220,7 @@ def _mac(hw: HwConfig, NR: int, K: int, O: int, src: str, epi: str,
         if epi in ("residual", "gelu"):   # COLS lanes: one tile row per cycle
             return Loop(f"requant.{epi}", R, 1)
         if epi == "requant":     # QKV: qkv_lanes columns of one tile row per cycle
-            return Loop("requant.requant", R * _cdiv(c, qkv_lanes(hw, K_DH)), 1)
+            return Loop("requant.requant", R * cdiv(c, design.qkv_lanes(hw, K_DH)), 1)
         return Loop(f"requant.{epi}", R, 1)   # embed: COLS lanes, one tile row per cycle
 
     red = Loop("mac_array.reduce", K // S, 1, 1, (K // S) * slot, body=body)
@@ -452,13 +231,13 @@ def _mac(hw: HwConfig, NR: int, K: int, O: int, src: str, epi: str,
     # tail of one drain's cycles (a full tile's) in which the last tile drains; the tail reads
     # weight words too (the read stays unconditional).
     prefetch = False   # whether later row tiles load inside the previous tile's reduction loop
-    if epi in ("requant", "residual", "gelu", "embed") and drain_fits(hw, K, epi, K_DH):
-        trip = loop_trip(hw, K, O, epi, K_DH)
+    if epi in ("requant", "residual", "gelu", "embed") and design.drain_fits(hw, K, epi, K_DH):
+        trip = design.loop_trip(hw, K, O, epi, K_DH)
         whole = Loop("mac_array.reduce", trip, 1, 1, trip * slot, drain=epilogue(C).id, body=body)
         groups = [(1, whole, None, None)]
         # row prefetch: the next row tile loads inside this loop when its words fit the trip (not
         # the embedding's patches)
-        prefetch = epi != "embed" and R * _cdiv(K, load_lanes(hw)) <= trip
+        prefetch = epi != "embed" and R * cdiv(K, design.load_lanes(hw)) <= trip
     else:
         groups = []   # weight tiles: the full ones, then a partial last one, each with its epilogue
         for count, c in ((full, C), (1 if last else 0, last)):
@@ -467,7 +246,7 @@ def _mac(hw: HwConfig, NR: int, K: int, O: int, src: str, epi: str,
     # the LayerNorm layers' loads normalize as they go (kernels/p2vit/layernorm.h load_rows_ln)
     load_id = "layernorm.load" if src == "ln" else f"mac_array.load_{src}"
     # iterations per row: groups of patch_lanes image values, or words of load_lanes
-    words = K // patch_lanes(hw, patch) if src == "patch" else _cdiv(K, load_lanes(hw))
+    words = K // design.patch_lanes(hw, patch) if src == "patch" else cdiv(K, design.load_lanes(hw))
 
     bias = [_embed_bias(hw, O)] if epi == "embed" else []
 
@@ -491,13 +270,13 @@ def _mac(hw: HwConfig, NR: int, K: int, O: int, src: str, epi: str,
 def _qk_reduce(hq: HwConfig, N: int, DH: int) -> int:
     """qk_array's reduction of one row tile (RED in kernels/p2vit/layers.h): OT x DH/SIMD steps and
     G = ceil(ROWS / RL) iterations that drain the last key tile."""
-    return _cdiv(N, hq.cols) * (DH // hq.simd) + _cdiv(hq.rows, logit_rows_per_cycle(hq, DH))
+    return cdiv(N, hq.cols) * (DH // hq.simd) + cdiv(hq.rows, design.logit_rows_per_cycle(hq, DH))
 
 
 def _qk_tile_rows(hq: HwConfig, N: int, heads: int) -> list[int]:
     """Valid rows of qk_array's row tiles in the order it runs them, head after head: ROWS, and a
     head's last tile N - (NT - 1) x ROWS."""
-    NT = _cdiv(N, hq.rows)
+    NT = cdiv(N, hq.rows)
     return [hq.rows if g % NT != NT - 1 else N - (NT - 1) * hq.rows for g in range(heads * NT)]
 
 
@@ -513,7 +292,7 @@ def qk_trips(hq: HwConfig, N: int, DH: int, words: int, heads: int = 1) -> list[
 def qk_prefetch(hq: HwConfig, N: int, DH: int) -> bool:
     """Whether qk_array loads the next row tile of queries inside the reduction loop
     (qk_array_prefetch): its ROWS x DH/SIMD words fit the loop's steps and drain."""
-    return hq.rows * _cdiv(DH, load_lanes(hq)) <= _qk_reduce(hq, N, DH)
+    return hq.rows * cdiv(DH, design.load_lanes(hq)) <= _qk_reduce(hq, N, DH)
 
 
 def _qk_array(hq: HwConfig, N: int, DH: int, words: int, heads: int) -> list:
@@ -523,7 +302,7 @@ def _qk_array(hq: HwConfig, N: int, DH: int, words: int, heads: int) -> list:
     carrying the loop's fill) and prefetches the next tile's queries (qk_prefetch; else each tile
     loads before its loop); the last tile's rows stream after the last loop (logits_out)."""
     tile_rows = _qk_tile_rows(hq, N, heads)
-    load = Op("c", [Loop("mac_array.load_array", hq.rows * _cdiv(DH, load_lanes(hq)), 1)])
+    load = Op("c", [Loop("mac_array.load_array", hq.rows * cdiv(DH, design.load_lanes(hq)), 1)])
     pre = qk_prefetch(hq, N, DH)
     # the row writes are the same Op objects in every tile, and so are equal reduction tails: the
     # timer works out each distinct object once (_Timer.region)
@@ -566,7 +345,7 @@ def _desc(hw: HwConfig, fields: int) -> Loop:
 def _uniq(hw: HwConfig, O: int, K: int) -> int:
     """Bytes of one layer's weights in the blob: whole weight tiles, each plane word in its slot (a
     4-bit weight has an 8-bit slot: a layer's weight bits are chosen at run time)."""
-    return _cdiv(O, hw.cols) * (K // hw.simd) * hw.weight_ports * hw.weight_beats * hw.axi_bytes
+    return cdiv(O, hw.cols) * (K // hw.simd) * hw.weight_ports * hw.weight_beats * hw.axi_bytes
 
 
 def _linear_dram(hw: HwConfig, NR: int, K: int, O: int, epi: str = "", dh: int = 0) -> dict:
@@ -574,8 +353,8 @@ def _linear_dram(hw: HwConfig, NR: int, K: int, O: int, epi: str = "", dh: int =
     drained layer (epi: requant | residual | gelu | embed, dh: the head width) also the words its drain
     tail reads past its planes (kernels/p2vit/layers.h main_array)."""
     slot = hw.weight_ports * hw.weight_beats * hw.axi_bytes
-    tail = drain_tail(hw, K, epi, dh) if epi else 0
-    return {"weights": _cdiv(NR, hw.rows) * (_uniq(hw, O, K) + tail * slot), "params": 0, "io": 0}
+    tail = design.drain_tail(hw, K, epi, dh) if epi else 0
+    return {"weights": cdiv(NR, hw.rows) * (_uniq(hw, O, K) + tail * slot), "params": 0, "io": 0}
 
 
 def _params(*loops) -> list:
@@ -598,13 +377,13 @@ def _block(shape: ModelShape, hw: HwConfig, first: bool) -> list[Step]:
     steps = [Step("ln1", "layernorm", [[Op("c", ln1)]],
                   dram={"params": _dram(ln1)})]
     pq = [_burst(3 * D * 4, hw), _burst(3 * D, hw)]
-    early = early_loads(shape, hw)   # the layers whose last row tile loads the next layer's first
+    early = design.early_loads(shape, hw)   # the layers whose last row tile loads the next layer's first
     body = reduce_body_depth(shape, hw)
     # QKV a head group at a time (qkv_group_heads: GH heads, NG groups), each group's columns a run
     # of weight tiles; group g runs beside the attention of group g - 1 in one DATAFLOW region
     # (p2vit_main_step), and the last group's attention runs alone. A group but the last loads the
     # next group's first row tile in its loop (main_early), so only group 0's may be exposed.
-    GH = qkv_group_heads(shape, hw)
+    GH = design.qkv_group_heads(shape, hw)
     NG = H // GH
     OG = 3 * DH * GH
 
@@ -615,9 +394,9 @@ def _block(shape: ModelShape, hw: HwConfig, first: bool) -> list[Step]:
     # the attention of one head group: Q.K^T (its own MAC array, PCOLS columns) -> softmax -> A.V
     # (shifter array), one DATAFLOW region whose processes each loop over the group's heads (head
     # h0's rows, then h0 + 1's, ...)
-    W = _cdiv(N, hw.lanes)        # stream words per row: LANES logits or codes each
+    W = cdiv(N, hw.lanes)        # stream words per row: LANES logits or codes each
     R_ALL = GH * N
-    qk = _qk_array(qk_hw(hw), N, DH, W, GH)
+    qk = _qk_array(design.qk_hw(hw), N, DH, W, GH)
     # the row's maximum comes with it (Q.K^T's epilogue takes it); pass i makes row i's exps as the
     # row arrives and row i - 1's codes (GH*N + 1 passes; a row's codes are out when the next pass
     # ends) (one loop entry per group: the first pass carries the pipeline's fill, the others none)
@@ -627,7 +406,7 @@ def _block(shape: ModelShape, hw: HwConfig, first: bool) -> list[Step]:
                + [Op("c", [sm_pass]), Op("w", [], fifo="codes")])
     # A.V: pass i takes row i's keys beside row i - 1's outputs (GH*N + 1 passes, one loop entry), the
     # pass's last cycle handing row i's sums over
-    av_words = max(W, _cdiv(DH, hw.lanes))
+    av_words = max(W, cdiv(DH, hw.lanes))
     av_rows = ([Op("r", [Loop("shifter.pass", av_words, 1)], fifo="codes")]
                + [Op("r", [Loop("shifter.pass", av_words, 0)], fifo="codes")] * (R_ALL - 1)
                + [Op("c", [Loop("shifter.pass", av_words, 0)])])
@@ -643,12 +422,12 @@ def _block(shape: ModelShape, hw: HwConfig, first: bool) -> list[Step]:
                           weight_bytes_unique=_uniq(hw, OG, D)))
     # beside the last group's attention the MAC array loads proj's first row tile: the other
     # groups' channels (proj_pre_words), final in o
-    PW = proj_pre_words(shape, hw)
+    PW = design.proj_pre_words(shape, hw)
     pre_load = [[Op("c", [Loop("mac_array.load_array", hw.rows * PW, 1)])]] if PW else []
     steps.append(Step("attn" if NG == 1 else f"attn[{NG - 1}]", "attention", pre_load + attn, macs=att_macs,
                       av_macs=att_macs, dram={}))
     pp = [_burst(D * 4, hw), _burst(D, hw), _burst(D, hw), _burst(D, hw)]
-    pre = lanes_fill_xt(shape, hw)   # A.V leaves proj's first row tile in xt
+    pre = design.lanes_fill_xt(shape, hw)   # A.V leaves proj's first row tile in xt
     steps.append(Step("proj", "linear", [_params(*pp) + _seq_ops(_mac(hw, N, D, D, "array", "residual",
                                                                       preloaded=pre, body=body, pre_words=PW))],
                       macs=N * D * D, dram={**_linear_dram(hw, N, D, D, "residual", DH), "params": _dram(pp)},
@@ -680,12 +459,12 @@ def schedule(shape: ModelShape, hw: HwConfig) -> list[Step]:
     steps.append(Step("embed.cls", "embed", [[Op("c", cls + [Loop("requant.cls", D, 1)])]],
                       dram={"params": _dram(cls)}))
     img = shape.in_chans * shape.img_h * shape.img_w
-    pe = [_burst(D, hw), Loop("mac_array.load_image", _cdiv(img, hw.axi_bytes), 1)]   # shifts; the image, one burst
+    pe = [_burst(D, hw), Loop("mac_array.load_image", cdiv(img, hw.axi_bytes), 1)]   # shifts; the image, one burst
     dr = _linear_dram(hw, NP, KP, D, "embed")
     tiles = _mac(hw, NP, KP, D, "patch", "embed", patch=shape.patch, body=reduce_body_depth(shape, hw))
     # the descriptor-free parameters: the shifts; per row tile its per-token biases, from every port
     dr["params"] = _dram(pe)
-    dr["embed_bias"] = _cdiv(NP, hw.rows) * _embed_bias(hw, D).dram
+    dr["embed_bias"] = cdiv(NP, hw.rows) * _embed_bias(hw, D).dram
     dr["io"] = shape.in_chans * shape.img_h * shape.img_w
     steps.append(Step("embed", "embed", [_params(*pe) + _seq_ops(tiles)],
                       macs=NP * KP * D, dram=dr, weight_bytes_unique=_uniq(hw, D, KP)))
@@ -699,8 +478,8 @@ def schedule(shape: ModelShape, hw: HwConfig) -> list[Step]:
     ph = [_burst(CL * 4, hw), _burst(CL, hw)]
     dr = _linear_dram(hw, 1, D, CL)
     dr["params"], dr["io"] = _dram(ph), 4 * CL
-    store = Op("c", [Loop("requant.head_store", _cdiv(4 * CL, hw.axi_bytes), 1)])   # the logits, one write burst
-    head = _mac(hw, 1, D, CL, "ln", "head", preloaded=early_loads(shape, hw)["fc2"], body=reduce_body_depth(shape, hw))
+    store = Op("c", [Loop("requant.head_store", cdiv(4 * CL, hw.axi_bytes), 1)])   # the logits, one write burst
+    head = _mac(hw, 1, D, CL, "ln", "head", preloaded=design.early_loads(shape, hw)["fc2"], body=reduce_body_depth(shape, hw))
     steps.append(Step("head", "head", [_params(*ph) + _seq_ops(head) + [store]],
                       macs=D * CL, dram=dr, weight_bytes_unique=_uniq(hw, CL, D)))
     return steps
@@ -761,15 +540,12 @@ class Switches:
                                   # burst per loop entry, UG1399's default read latency (0: what-if prefetch)
 
 
-PACKED_CHAIN = 8   # packed products per DSP post-adder chain (kernels/p2vit/pe_array.h PACKED_CHAIN)
-
-
 def simd_chain_depth(simd: int) -> int:
     """Cycles a PE's SIMD products add to the reduction's depth: a chain of min(SIMD, 8) DSPs adds
     one post-adder stage per DSP after the first, and the ceil(SIMD / 8) chains' split sums join in
     an adder tree (pe_array.h pe_cycle_packed)."""
-    chain = min(simd, PACKED_CHAIN)
-    chains = _cdiv(simd, PACKED_CHAIN)
+    chain = min(simd, design.PACKED_CHAIN)
+    chains = cdiv(simd, design.PACKED_CHAIN)
     return (chain - 1) + (math.ceil(math.log2(chains)) if chains > 1 else 0)
 
 
@@ -938,371 +714,6 @@ def _simulate(stages, durs, caps: dict) -> float:
 
 
 # ---------------------------------------------------------------------------------------------
-# Resources
-
-def part_resources(part: str) -> tuple[int, int, int, int] | None:
-    """The part's (DSPs, BRAM18K, URAM, LUTs) from PARTS (PART_KEYS order), by the device prefix of
-    its name; None for a part not in the table."""
-    for k, v in PARTS.items():
-        if part.lower().startswith(k):
-            return v
-    return None
-
-
-def _bram18k(depth: int, width: int) -> int:
-    """BRAM18K blocks for a depth x width memory (best aspect ratio; < 1 Kbit goes to LUTRAM)."""
-    if depth * width < 1024:
-        return 0
-    return min(_cdiv(width, w) * _cdiv(depth, d) for w, d in ((1, 16384), (2, 8192), (4, 4096), (9, 2048),
-                                                               (18, 1024), (36, 512)))
-
-
-def qk_hw(hw: HwConfig) -> HwConfig:
-    """The Q.K^T array's configuration (kernels/p2vit/layers.h QkCfg): the MAC array's with
-    qk_array_rows rows and PCOLS columns."""
-    return replace(hw, rows=hw.qk_array_rows, cols=hw.port_cols, weight_ports=1, qk_rows=0)
-
-
-def blob_bundles(hw: HwConfig) -> list[str]:
-    """The m_axi bundles that read params.bin (templates/p2vit_top.cpp.j2): blob carries the
-    descriptors, the small parameters and weight plane 0, blob_wJ plane J."""
-    return ["blob"] + [f"blob_w{j}" for j in range(1, hw.weight_ports)]
-
-
-IO_SHARED_PORTS = 4   # with this many weight ports, io shares the last one's bundle
-
-
-def io_bundle(hw: HwConfig) -> str:
-    """The m_axi bundle of the image and the logits: its own (io), or with four weight ports the
-    last weight port's, so the design needs no fifth HP port. No loop touches both: the image is
-    read before the embedding's first weight and the logits written after the head's last."""
-    return blob_bundles(hw)[-1] if hw.weight_ports >= IO_SHARED_PORTS else "io"
-
-
-def axi_bundles(hw: HwConfig) -> list[str]:
-    """Every m_axi bundle of the top (the HP ports it needs)."""
-    io = io_bundle(hw)
-    return blob_bundles(hw) + ([io] if io == "io" else [])
-
-
-def partition_factors(shape: ModelShape, hw: HwConfig) -> dict[str, int]:
-    """The ARRAY_PARTITION factors of the generated top and main_array (kernels/p2vit/banks.h), by
-    array: r, rc, o, q, k (channels; the keys are cyclic PCOLS besides), hid, img, tile_bias, the
-    per-output parameters p4 (bias) and p1 (shift, e_r, e_s), cls, the LayerNorm parameters and the
-    Q.K^T logit rows (keys)."""
-    cols, ab, WL = hw.cols, hw.axi_bytes, load_lanes(hw)
-    E = qkv_lanes(hw, shape.dh)
-    return {
-        "r": cols,                                                        # r_banks
-        "rc": shared_banks(cols, 2, WL, 2),                               # rc_banks
-        "o": shared_banks(hw.lanes, 1, WL, 1),                            # xo_banks
-        "q": shared_banks(E, 1, WL, 1),                                   # q_banks
-        "k": shared_banks(E, 1, hw.simd, 1),                              # k_channel_banks
-        "hid": shared_banks(cols, 2, WL, 2),                              # hid_banks
-        "img": img_banks(hw, shape.patch),
-        "tile_bias": shared_banks(hw.weight_ports * (ab // 4), 2, cols, 1),   # embed_bias_banks
-        "p4": shared_banks(ab // 4, 1, cols, 1), "p1": shared_banks(ab, 1, cols, 1),   # param_banks<C, PER4 / PER1>
-        "cls": ab // (shape.res_bits // 8),                               # PER_RES
-        "ln_k": math.lcm(ab, cols, WL),                                   # ln_k_banks
-        "ln_G": math.lcm(ab // 2, WL), "ln_B": math.lcm(ab // 8, WL), "ln_sh": math.lcm(ab, WL),   # ln_param_banks
-        "rows": logit_row_banks(hw),
-    }
-
-
-def buffers(shape: ModelShape, hw: HwConfig, acc_bits: int = 32) -> list[dict]:
-    """On-chip buffers of the emitted code (templates/p2vit_top.cpp.j2, kernels/p2vit/layers.h)
-    with the memories they map to: (banks, depth, width bits) each."""
-    N, D, HID, KP, R, DH = shape.tokens, shape.dim, shape.hidden, shape.kp, shape.res_bits, shape.dh
-    rows, cols = hw.rows, hw.cols
-    pcols, qrows = hw.port_cols, hw.qk_array_rows
-    E, RL = qkv_lanes(hw, DH), logit_rows_per_cycle(qk_hw(hw), DH)
-    f = partition_factors(shape, hw)
-    RB, CB, XB, QB, KB, GB = f["r"], f["rc"], f["o"], f["q"], f["k"], f["hid"]
-    OM = max(3 * D, HID, shape.num_classes)
-    reshape = xt_reshape(hw, shape)
-
-    def b(name, nbytes, mems):
-        return {"buffer": name, "bytes": nbytes, "memories": mems}
-
-    def cyc(depth, width, factor):
-        return (factor, _cdiv(depth, factor), width)
-
-    QH = qkv_group_heads(shape, hw)
-    SETS = 2 if QH < shape.heads else 1
-
-    return [
-        b("residual stream r[N][D] (channels cyclic RB)", N * D * R // 8, [cyc(N * D, R, RB)]),
-        b("its copy for the LayerNorm loads rc[N][D] (channels cyclic CB)", N * D * R // 8, [cyc(N * D, R, CB)]),
-        # a head group's q, k, v (QH heads: qkv_group_heads), in two sets where QKV runs in groups
-        # (one written by QKV, the other read by the attention: p2vit_main_step), else one of all heads
-        b(f"queries q[{SETS}][N][QH*DH] (a set of QH = {QH} heads each; channels cyclic QB)", SETS * N * QH * DH,
-          [cyc(N * QH * DH, 8, QB)] * SETS),
-        # per head: k[QH][N][DH] tokens cyclic PCOLS x channels cyclic KB, v[QH][N][DH] channels complete
-        b(f"keys k[{SETS}][QH][N][DH] (tokens cyclic PCOLS x channels cyclic KB)", SETS * N * QH * DH,
-          [(pcols * KB, QH * _cdiv(N, pcols) * _cdiv(DH, KB), 8)] * SETS),
-        # value_buf: E-channel words (E = qkv_lanes), one memory per key lane and word
-        b(f"values v[{SETS}][QH][N][DH/E][E] (tokens cyclic LANES x words complete, E channels reshaped into a word)",
-          SETS * N * QH * DH, [(DH // E * hw.lanes, QH * _cdiv(N, hw.lanes), 8 * E)] * SETS),
-        b("attention output o[N][D] (channels cyclic XB)", N * D, [cyc(N * D, 8, XB)]),
-        b("FC1 output hid[N][HID] (channels cyclic GB)", N * HID, [cyc(N * HID, 8, GB)]),
-        b("image img[C*H*W] (one burst from io; cyclic img_banks)", shape.in_chans * shape.img_h * shape.img_w,
-          [cyc(shape.in_chans * shape.img_h * shape.img_w, 8, f["img"])]),
-        # xt of each instance: rows complete x cyclic SIMD along K, partitioned (ROWS x SIMD memories)
-        # or reshaped (ROWS memories of SIMD-value words): xt_reshape; the MAC array's twice (the
-        # tile being reduced and the prefetched next one)
-        b("stationary row tiles xt (main: [2][ROWS][K], K = max(KP, D, HID); qk: [2][QK_ROWS][DH]; partitioned or "
-          "reshaped along K)", 2 * rows * max(KP, D, HID) + 2 * qrows * DH,
-          [xt_memories(hw, max(KP, D, HID), reshape["main"])] * 2 + [xt_memories(qk_hw(hw), DH, reshape["qk"])] * 2),
-        # registers: acc and its ping-pong copy done of the MAC array (ROWS x COLS) and of the Q.K^T
-        # array (QK_ROWS x PCOLS; its grouped done[G][RL][PCOLS] rounds QK_ROWS up to a multiple of RL)
-        b("accumulators acc and ping-pong copies done (MAC array, Q.K^T array)",
-          (2 * rows * cols + (qrows + RL * _cdiv(qrows, RL)) * pcols) * acc_bits // 8, []),
-        # two row tiles (one filling, one streaming out); row n = g*RL + u at [b][u][g]: RL banks along
-        # the rows of G = ceil(QK_ROWS/RL) rows each; the row maxima rmax[2][RL][G] are registers
-        b("logit row tiles rows[2][RL][G][N] (tiles and rows complete x keys cyclic logit_row_banks) and row "
-          "maxima rmax[2][RL][G] (registers)", 2 * RL * _cdiv(qrows, RL) * (N + 1),
-          [(2 * RL * f["rows"], _cdiv(qrows, RL) * _cdiv(N, f["rows"]), 8)]),
-        b("layer parameters: bias/shift (max(3D, HID, classes)), e_r/e_s (cyclic param_banks), GELU table "
-          "(registers), cls", OM * 5 + 2 * D + 256 + D * R // 8,
-          [cyc(OM, 32, f["p4"]), cyc(OM, 8, f["p1"]), cyc(D, 8, f["p1"]),
-           cyc(D, 8, f["p1"]), cyc(D, R, f["cls"])]),
-        # the embedding's row tile of per-token biases (kernels/p2vit/layers.h main_array): a beat of
-        # every weight port in per cycle, COLS out (banks.h embed_bias_banks)
-        b("embedding row-tile biases tile_bias[ROWS * DT], DT = D rounded up to COLS (cyclic embed_bias_banks)",
-          rows * _cdiv(D, cols) * cols * 4,
-          [cyc(rows * _cdiv(D, cols) * cols, 32, f["tile_bias"])]),
-        # read by the normalizing loads (load_lanes) and, ln_k, by the writer (COLS)
-        b("LayerNorm parameters", D * (1 + 2 + 8 + 1), [cyc(D, 2, f["ln_k"]), cyc(D, 16, f["ln_G"]),
-                                                        cyc(D, 64, f["ln_B"]), cyc(D, 8, f["ln_sh"])]),
-        b("LayerNorm row statistics: running S1, S2 and each row's S1, std (int64, plain memories)", 4 * N * 8,
-          [(4, N, 64)]),
-        b("logits stream: one Q.K^T row tile; codes stream: one row", qrows * N + N, [(1, qrows * N, 8), (1, N, 4)]),
-    ]
-
-
-def xt_memories(hw: HwConfig, K: int, reshaped: bool) -> tuple[int, int, int]:
-    """(memories, depth, width bits) of a stationary row tile xt[ROWS][K]: dim 1 complete and dim 2
-    cyclic SIMD, either partitioned (ROWS x SIMD memories of bytes) or reshaped (ROWS memories of
-    SIMD-byte words)."""
-    if reshaped:
-        return (hw.rows, _cdiv(K, hw.simd), 8 * hw.simd)
-    return (hw.rows * hw.simd, _cdiv(K, hw.simd), 8)
-
-
-def xt_reshape(hw: HwConfig, shape: ModelShape) -> dict[str, bool]:
-    """Whether the MAC array's and the Q.K^T array's row tiles are reshaped along K (p2vit_params.h
-    P2VIT_XT_RESHAPE_*): where one SIMD-byte word per row takes fewer BRAM18K than SIMD byte-wide
-    banks (a bank of 3 Kbit still takes a whole BRAM18K; memories under 1 Kbit are LUTRAM either
-    way and stay partitioned). Their loads and reductions touch one word per row per cycle, so the
-    II is the same."""
-    def bram(mem):
-        n, d, w = mem
-        return n * _bram18k(d, w)
-    return {name: h.simd > 1 and bram(xt_memories(h, k, True)) < bram(xt_memories(h, k, False))
-            for name, h, k in (("main", hw, max(shape.kp, shape.dim, shape.hidden)), ("qk", qk_hw(hw), shape.dh))}
-
-
-def logit_row_banks(hw: HwConfig) -> int:
-    """Banks of Q.K^T's logit row tiles (kernels/p2vit/banks.h logit_row_banks): PCOLS keys in and
-    LANES out in the same loop, on every memory: lcm(PCOLS, LANES)."""
-    return math.lcm(hw.port_cols, hw.lanes)
-
-
-def logit_rows_per_cycle(hw: HwConfig, dh: int) -> int:
-    """Tile rows Q.K^T's epilogue finishes per cycle (kernels/p2vit/banks.h logit_rows_per_cycle):
-    ceil(ROWS / (DH / SIMD)), so that a key tile's epilogue is no longer than its reduction. hw:
-    the Q.K^T array's (qk_hw)."""
-    return _cdiv(hw.rows, dh // hw.simd)
-
-
-def qkv_lanes(hw: HwConfig, dh: int) -> int:
-    """Columns per cycle of the QKV epilogue (kernels/p2vit/banks.h qkv_lanes): gcd(COLS, DH)."""
-    return math.gcd(hw.cols, dh)
-
-
-def patch_lanes(hw: HwConfig, patch: int) -> int:
-    """Image values per cycle of the patch load (banks.h patch_lanes): gcd(PATCH, SIMD)."""
-    return math.gcd(patch, hw.simd)
-
-
-def img_banks(hw: HwConfig, patch: int) -> int:
-    """Banks of the image buffer (banks.h img_banks): a multiple of patch_lanes that takes a beat
-    per cycle with at most two writes per bank."""
-    pl = patch_lanes(hw, patch)
-    return pl * _cdiv(hw.axi_bytes // 2, pl)
-
-
-def load_lanes(hw: HwConfig) -> int:
-    """Values per cycle of the row loads (banks.h load_lanes)."""
-    return hw.simd
-
-
-def drain_fits(hw: HwConfig, K: int, epi: str, dh: int) -> bool:
-    """Whether a layer reducing over K drains each tile's epilogue (`epi`: requant for QKV, residual,
-    gelu, embed) inside the next tile's reduction (kernels/p2vit/layers.h OVL_EMBED, OVL_QKV,
-    OVL_PROJ, OVL_FC1, OVL_FC2): its K / SIMD steps are at least the drain's cycles (ROWS; QKV:
-    ROWS x COLS / gcd(COLS, DH))."""
-    drain = hw.rows * (hw.cols // qkv_lanes(hw, dh)) if epi == "requant" else hw.rows
-    return K // hw.simd >= drain
-
-
-def loop_trip(hw: HwConfig, K: int, O: int, epi: str, dh: int) -> int:
-    """Iterations of a drained layer's reduction loop per row tile (kernels/p2vit/layers.h
-    main_loop_trip): its ceil(O / COLS) x K / SIMD steps and the drain tail; what a row prefetch or
-    an early load must fit in."""
-    return _cdiv(O, hw.cols) * (K // hw.simd) + drain_tail(hw, K, epi, dh)
-
-
-def drain_tail(hw: HwConfig, K: int, epi: str, dh: int) -> int:
-    """Iterations a drained layer's reduction loop runs after its last tile's steps, per row tile
-    (kernels/p2vit/layers.h main_array: one drain's cycles; QKV's ROWS x COLS / gcd(COLS, DH)),
-    or 0 when its drain does not fit and the epilogue follows each tile."""
-    if not drain_fits(hw, K, epi, dh):
-        return 0
-    return hw.rows * (hw.cols // qkv_lanes(hw, dh)) if epi == "requant" else hw.rows
-
-
-def proj_pre_words(shape: "ModelShape", hw: HwConfig) -> int:
-    """Words per row of proj's first row tile that the MAC array loads beside the last head group's
-    attention (kernels/p2vit/layers.h proj_pre_words): the other groups' channels, with head groups
-    and LANES == SIMD; else 0."""
-    GH = qkv_group_heads(shape, hw)
-    if GH == shape.heads or hw.lanes != hw.simd:
-        return 0
-    return (shape.heads // GH - 1) * GH * shape.dh // load_lanes(hw)
-
-
-def lanes_fill_xt(shape: "ModelShape", hw: HwConfig) -> bool:
-    """Whether A.V also writes its first ROWS output rows into the MAC array's row buffer, so that
-    proj does not load its first row tile (lanes_fill_xt in kernels/p2vit/banks.h): one value per
-    xt bank per cycle (LANES == SIMD), a full first row tile (N >= ROWS), and QKV in one head group
-    (grouped, QKV's row tiles are in xt while A.V runs)."""
-    return (hw.lanes == hw.simd and shape.dh % hw.lanes == 0 and shape.tokens >= hw.rows
-            and qkv_group_heads(shape, hw) == shape.heads)
-
-
-def qkv_group_heads(shape: "ModelShape", hw: HwConfig) -> int:
-    """Heads per QKV call (Cfg::QKV_HEADS; kernels/p2vit/banks.h qkv_heads): QKV computes a group of
-    heads at a time and the attention of group g - 1 runs beside QKV's group g (p2vit_main_step in
-    templates/p2vit_top.cpp.j2). The smallest divisor of H below H whose group is whole column tiles
-    and whose reduction loop still fits the next row tile's load (so every group's later row tiles
-    prefetch and its last row tile loads the next group's first: main_early), where QKV drains in
-    its loop and its drain lanes are the Q.K^T loads' (qkv_lanes == SIMD: chosen when q, k and v
-    were one set shared by both processes; with two sets it could be relaxed); else H (one group:
-    QKV, then the attention)."""
-    H, DH, D = shape.heads, shape.dh, shape.dim
-    if qkv_lanes(hw, DH) != hw.simd or not drain_fits(hw, D, "requant", DH):
-        return H
-    for g in range(1, H):
-        if H % g == 0 and (3 * DH * g) % hw.cols == 0 and \
-                hw.rows * (D // load_lanes(hw)) <= loop_trip(hw, D, 3 * DH * g, "requant", DH):
-            return g
-    return H
-
-
-def early_loads(shape: "ModelShape", hw: HwConfig) -> dict[str, bool]:
-    """Which layers' last row tile loads the next layer's first in its reduction loop (main_early in
-    kernels/p2vit/layers.h): FC1 FC2's (hid), proj FC1's, FC2 the next QKV's or the head's and the
-    embedding block 0's QKV's (LayerNorm rows of rc). Each drains in its loop, has two row tiles or
-    more (the next layer's first rows are final after the first) and room in that loop for the
-    ROWS x K_next / load_lanes words. "qkv": a QKV head group but the last loads the next group's
-    (qkv_group_heads chooses groups for which it fits; QKV writes no row of rc, so one row tile is
-    enough)."""
-    N, D, HID, DH, KP = shape.tokens, shape.dim, shape.hidden, shape.dh, shape.kp
-    layers = {"embed": (N - 1, KP, D, "embed", D), "proj": (N, D, D, "residual", D),
-              "fc1": (N, D, HID, "gelu", HID), "fc2": (N, HID, D, "residual", D)}
-    out = {}
-    for name, (NR, K, O, epi, k_next) in layers.items():
-        out[name] = (drain_fits(hw, K, epi, DH) and _cdiv(NR, hw.rows) >= 2
-                     and hw.rows * (k_next // load_lanes(hw)) <= loop_trip(hw, K, O, epi, DH))
-    out["qkv"] = qkv_group_heads(shape, hw) < shape.heads
-    return out
-
-
-def ln_load_paths(shape: "ModelShape", hw: HwConfig) -> tuple[bool, bool]:
-    """Where the emitted code normalizes LayerNorm rows as they load (layers.h ln_loads_in_loop,
-    ln_loads_exposed): (in main_array's reduction loop: a LayerNorm row tile prefetches or loads
-    early there; in the exposed load loop: some LayerNorm row tile loads outside it). Each is a set
-    of load_lanes normalizing lanes."""
-    N, D, HID, DH = shape.tokens, shape.dim, shape.hidden, shape.dh
-    e = early_loads(shape, hw)
-    WL = load_lanes(hw)
-
-    def prefetches(K, O, epi):
-        return drain_fits(hw, K, epi, DH) and hw.rows * (K // WL) <= loop_trip(hw, K, O, epi, DH)
-
-    many = _cdiv(N, hw.rows) > 1
-    pq, p1 = prefetches(D, 3 * DH * qkv_group_heads(shape, hw), "requant"), prefetches(D, HID, "gelu")
-    in_loop = e["embed"] or e["fc2"] or e["proj"] or e["qkv"] or (many and (pq or p1))
-    exposed = not e["embed"] or not e["fc2"] or not e["proj"] or (many and not (pq and p1))
-    return in_loop, exposed
-
-
-def ln_load_lane_sets(shape: "ModelShape", hw: HwConfig) -> int:
-    """Sets of normalizing LayerNorm lanes the emitted code builds (ln_load_paths)."""
-    return sum(ln_load_paths(shape, hw))
-
-
-def stream_writers(shape: "ModelShape", hw: HwConfig) -> int:
-    """Residual-stream writers the code builds (kernels/p2vit/epilogue.h epi_stream_row, each with
-    the next LayerNorm's statistics lanes and isqrt): in the reduction loop where proj, FC2 or the
-    embedding drain there; in the residual epilogue loop where proj or FC2 does not; in the
-    embedding's where it does not."""
-    dr = drains(shape, hw)
-    return int(dr["proj"] or dr["fc2"] or dr["embed"]) + int(not (dr["proj"] and dr["fc2"])) + int(not dr["embed"])
-
-
-def drains(shape: "ModelShape", hw: HwConfig) -> dict[str, bool]:
-    """drain_fits for QKV, proj, FC1, FC2 and the embedding of the model."""
-    D, HID, DH = shape.dim, shape.hidden, shape.dh
-    return {"qkv": drain_fits(hw, D, "requant", DH), "proj": drain_fits(hw, D, "residual", DH),
-            "fc1": drain_fits(hw, D, "gelu", DH), "fc2": drain_fits(hw, HID, "residual", DH),
-            "embed": drain_fits(hw, shape.kp, "embed", DH)}
-
-
-def shared_banks(a: int, pa: int, b: int, pb: int) -> int:
-    """kernels/p2vit/banks.h shared_banks: gcd(a, b) if both loops stay within two accesses per
-    bank with it (every lane's bank fixed at compile time), else lcm(a, b)."""
-    g = math.gcd(a, b)
-    return g if (a // g) * pa <= 2 and (b // g) * pb <= 2 else math.lcm(a, b)
-
-
-def mac_array_dsps(hw: HwConfig) -> int:
-    """DSP48E2s of one MAC-array instance of hw's shape as kernels/p2vit/pe_array.h builds it for
-    HLS: columns o and o + 1 share each activation, so their two 8 x 8-bit products come from one
-    packed DSP (packed_mac); an odd last column takes one DSP per product. tests/test_kernels.py
-    checks this against the multiplications one PE cycle of the ap_int build makes."""
-    return hw.rows * _cdiv(hw.cols, 2) * hw.simd
-
-
-def resources(shape: ModelShape, hw: HwConfig, acc_bits: int = 32) -> dict:
-    """DSPs of every MAC-array instance the code instantiates (kernels/p2vit/layers.h: the MAC array
-    for every layer with weights, ROWS x COLS x SIMD, and the Q.K^T array, QK_ROWS x PCOLS x SIMD; each
-    PE multiplies 8 x 8 bits, since a layer's weight bits are chosen at run time by the
-    controller, two products per DSP), plus the misc multipliers."""
-    qk = qk_hw(hw)
-    products = [hw.rows * hw.cols * hw.simd, qk.rows * qk.cols * qk.simd]
-    per = [mac_array_dsps(hw), mac_array_dsps(qk)]
-    misc = sum(misc_dsps(hw, ln_load_lane_sets(shape, hw), stream_writers(shape, hw)).values())
-    bufs = buffers(shape, hw, acc_bits)
-    L, rl = hw.lanes, _cdiv(shape.tokens, hw.lanes)
-    # the softmax's exps of two rows (ex[2][N]: row parity complete, cyclic LANES); its logits and
-    # codes copies feed only the C-sim trace
-    extra_mem = [("softmax exps ex[2][N] (parity x cyclic LANES)", [(2 * L, rl, 64)])]
-    bram = sum(k * _bram18k(d, w) for x in bufs for k, d, w in x["memories"])
-    bram += sum(k * _bram18k(d, w) for _, mems in extra_mem for k, d, w in mems)
-    big = sum(x["bytes"] for x in bufs[:8])
-    budget = part_resources(hw.part)
-    return {
-        "products_per_cycle": products[0], "products_per_instance": products, "mac_arrays": len(MAC_INSTANCES),
-        "instances": list(MAC_INSTANCES), "dsps_per_array": per, "mac_dsps": sum(per), "misc_dsps": misc,
-        "dsps": sum(per) + misc, "bram18k": bram, "uram_alternative": _cdiv(big * 8, 4096 * 72),
-        "part": hw.part, "part_budget": dict(zip(PART_KEYS, budget)) if budget else None,
-        "buffers": bufs,
-    }
-
-
-# ---------------------------------------------------------------------------------------------
 # Evaluation
 
 @dataclass
@@ -1371,8 +782,8 @@ class Perf:
     def bundles(self) -> dict:
         """Bytes each m_axi bundle moves per image, its average rate over the latency, and the most
         one bundle can move (one beat per cycle)."""
-        ports, io = blob_bundles(self.hw), io_bundle(self.hw)
-        moved = {b: 0 for b in axi_bundles(self.hw)}
+        ports, io = design.blob_bundles(self.hw), design.io_bundle(self.hw)
+        moved = {b: 0 for b in design.axi_bundles(self.hw)}
         for s in self.steps:
             for k, v in s["dram"].items():
                 if k == "io":
@@ -1393,7 +804,7 @@ class Perf:
         (qkv_group_heads), else the faster one (they never reduce at the same time)."""
         main, qk = self.res["products_per_instance"]
         main_rate = main / self.hw.weight_beats
-        both = qkv_group_heads(self.shape, self.hw) < self.shape.heads
+        both = design.qkv_group_heads(self.shape, self.hw) < self.shape.heads
         return 2 * (main_rate + qk if both else max(main_rate, qk)) * self.hw.clock_mhz * 1e6 / 1e9
 
 
@@ -1459,7 +870,7 @@ def evaluate(shape: ModelShape, hw: HwConfig, sw: Switches = Switches(), dram_gb
     f = hw.clock_mhz * 1e6
     cache: dict = {}
     rows, total, total_c, chunks, critical = [], 0.0, 0.0, {c: 0.0 for c in CHUNKS}, {}
-    P_main, P_qk = resources(shape, hw, acc_bits)["products_per_instance"]
+    P_main, P_qk = resources.count(shape, hw, acc_bits)["products_per_instance"]
     for st in steps:
         key = id(st.stages)   # identical blocks share their stages
         if key not in cache:
@@ -1498,7 +909,7 @@ def evaluate(shape: ModelShape, hw: HwConfig, sw: Switches = Switches(), dram_gb
         total_c += comp
     return Perf(shape=shape, hw=hw, switches=sw, dram_gbs=dram_gbs or math.inf, steps=rows, cycles=total,
                 compute_cycles=total_c, counts=loop_counts(shape, hw, steps), chunks=chunks,
-                critical=critical, res=resources(shape, hw, acc_bits))
+                critical=critical, res=resources.count(shape, hw, acc_bits))
 
 
 def ablation(shape: ModelShape, hw: HwConfig, dram_gbs: float | None = DEFAULT_DRAM_GBS) -> dict:
@@ -1559,7 +970,7 @@ def sweep(shape: ModelShape, base: HwConfig = HwConfig(), dram_gbs: float | None
     LUTs and whether it exceeds the part's BRAM18K or LUTs (only the DSPs bound the sweep).
     fpga_target.search is the search over everything, within a board's BRAM and LUTs.
     progress(stage, done, total), if given, hears how far the sweep is. Nothing fitting max_dsps is an error that names the fewest DSPs a shape needs."""
-    budget = part_resources(base.part)
+    budget = resources.part_resources(base.part)
     limit = max_dsps or (budget[0] if budget else 4096)
     Ks = (shape.kp, shape.dim, shape.hidden, shape.dh)
     step = 2 * base.weight_ports
@@ -1572,13 +983,13 @@ def sweep(shape: ModelShape, base: HwConfig = HwConfig(), dram_gbs: float | None
     for i, (rows, cols, simd) in enumerate(shapes):
         report(stage, i, len(shapes))
         hw = replace(base, rows=rows, cols=cols, simd=simd, qk_rows=sweep_qk_rows(base, rows))
-        r = resources(shape, hw)
+        r = resources.count(shape, hw)
         fewest = min(fewest or r["dsps"], r["dsps"])
         if r["dsps"] > limit:
             continue
         p = evaluate(shape, hw, dram_gbs=dram_gbs)
-        s, luts = p.summary(), lut_total(p)
-        over = over_budget({"dsps": r["dsps"], "bram18k": r["bram18k"], "luts": luts}, r["part_budget"] or {})
+        s, luts = p.summary(), resources.lut_total(p.shape, p.hw)
+        over = resources.over_budget({"dsps": r["dsps"], "bram18k": r["bram18k"], "luts": luts}, r["part_budget"] or {})
         out.append({"rows": rows, "cols": cols, "simd": simd, "qk_rows": hw.qk_array_rows, "dsps": r["dsps"],
                     "bram18k": r["bram18k"], "luts_estimate": luts,
                     "over_part": any(k != "dsps" for k in over),   # the DSPs are --max-dsps's to bound
@@ -1654,16 +1065,9 @@ def _gbs(x: float) -> str:
     return f"{x:g} GB/s" if math.isfinite(x) else "unlimited bandwidth"
 
 
-def lut_total(p: Perf) -> int:
-    """The design's estimated LUTs (fpga_target.lut_estimate, summed over its units)."""
-    from .fpga_target import lut_estimate   # fpga_target builds on this module
-
-    return sum(lut_estimate(p.shape, p.hw).values())
-
-
 def report(p: Perf, abl: dict | None = None) -> str:
     s, r, hw = p.summary(), p.res, p.hw
-    luts = lut_total(p)
+    luts = resources.lut_total(p.shape, p.hw)
     budget = r["part_budget"] or {}
 
     def of(key):   # " of N (n%)" when the part's (named in the hardware line) budget is known
@@ -1701,12 +1105,12 @@ def report(p: Perf, abl: dict | None = None) -> str:
              + " + ".join(f"{d:,} {n}" for d, n in zip(r["dsps_per_array"], r["instances"]))
              + f" (two 8-bit products per DSP48E2) + {r['misc_dsps']} misc",
              f"memory   {r['bram18k']:,} BRAM18K{of('bram18k')}",
-             f"LUTs     ~{luts:,}{of('luts')} (an estimate from per-unit costs, fpga_target.LUT_COSTS; "
+             f"LUTs     ~{luts:,}{of('luts')} (an estimate from per-unit costs, resources.LUT_COSTS; "
              "no synthesis runs here)"]
     if not budget:
-        lines.append(f"note: no budget known for part {r['part']} (codegen/perf.py PARTS): nothing checked against it")
-    for key in over_budget(used, budget):
-        lines.append(f"warning: {used[key]:,} {FIT_NAMES[key]} exceed the {budget[key]:,} of {r['part']}")
+        lines.append(f"note: no budget known for part {r['part']} (codegen/resources.py PARTS): nothing checked against it")
+    for key in resources.over_budget(used, budget):
+        lines.append(f"warning: {used[key]:,} {resources.FIT_NAMES[key]} exceed the {budget[key]:,} of {r['part']}")
     if hw.weight_beats > 1:
         more_ports = "more --weight-ports, " if hw.weight_ports < max(WEIGHT_PORTS) else ""
         lines.append(f"note: a weight word ({hw.port_cols} columns x {hw.simd} lanes a port) takes {hw.weight_beats} "
@@ -1728,7 +1132,7 @@ def report(p: Perf, abl: dict | None = None) -> str:
 def to_json(p: Perf, abl: dict | None = None, sweep_points: list | None = None) -> dict:
     out = {**p.summary(), "shape": p.shape.to_json(), "hw": p.hw.to_json(), "switches": asdict(p.switches),
            "steps": p.steps, "chunks": p.chunks, "counts": p.counts, "chunk_counts": chunk_counts(p.counts),
-           "resources": p.res, "luts_estimate": lut_total(p), "depth_constants": DEPTH}
+           "resources": p.res, "luts_estimate": resources.lut_total(p.shape, p.hw), "depth_constants": DEPTH}
     if abl is not None:
         out["ablation"] = abl
     if sweep_points is not None:
@@ -1853,7 +1257,7 @@ def main(argv=None) -> int:
     pts = None
     text = [report(perf, abl)]
     if built is not None and built.target:   # the budget the build was chosen within, beside the part's
-        t, luts = built.target, lut_total(perf)
+        t, luts = built.target, resources.lut_total(perf.shape, perf.hw)
         text += ["", f"target   the build was chosen for {t['name']} ({t['part']}): DSPs {perf.res['dsps']:,} of "
                      f"{t['dsps']:,}, BRAM18K {perf.res['bram18k']:,} of {t['bram18k']:,}, LUTs ~{luts:,} of {t['luts']:,}"]
     if found is not None:
@@ -1866,7 +1270,7 @@ def main(argv=None) -> int:
         qk = ("as many rows as the MAC array's" if sweep_qk_rows(hw, hw.rows) == 0
               else f"{hw.qk_rows} of every {hw.rows} rows, rounded up")
         text += ["", f"Pareto front of {len(pts)} array shapes (rows x cols x simd) within "
-                     f"{args.max_dsps or (part_resources(hw.part) or (4096,))[0]:,} DSPs, the rest held at the flags: "
+                     f"{args.max_dsps or (resources.part_resources(hw.part) or (4096,))[0]:,} DSPs, the rest held at the flags: "
                      f"{hw.weight_ports} weight port(s) of {hw.axi_bits} bits, {hw.lanes} attention lane(s), "
                      f"{hw.clock_mhz:g} MHz, {hw.part}, a Q.K^T array of {qk} (--target searches these too, "
                      "within a board's BRAM and LUTs):",
@@ -1878,7 +1282,7 @@ def main(argv=None) -> int:
                         f"{q['latency_ms']:>12.3f}{q['fps']:>8.2f}{q['gops_per_dsp']:>10.4f}{q['utilization'] * 100:>6.1f}%"
                         + ("  over the part's BRAM18K or LUTs" if q["over_part"] else ""))
         if args.plot:
-            budget = part_resources(hw.part)
+            budget = resources.part_resources(hw.part)
             plot(pts, front, args.plot, f"{shape.name} at {hw.clock_mhz:g} MHz, DRAM {args.dram_gbs:g} GB/s",
                  args.max_dsps or (budget[0] if budget else None))
             text.append(f"plot: {args.plot}")

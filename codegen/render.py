@@ -16,7 +16,7 @@ from quantizer.errors import P2VitError
 from quantizer.ir import BLOCK_LINEARS, QuantizedViT
 from quantizer.lowered import lower
 
-from . import perf
+from . import design, model_shape, resources
 from .bounds import Bounds, av_shift, av_sum_bound, compute_bounds
 from .hwconfig import HwConfig, check_simd
 from .layout import Layout, build_layout
@@ -92,8 +92,8 @@ def context(ir: QuantizedViT, hw: HwConfig, layout: Layout, bounds: Bounds, modu
     values (hashes, e_logit); the HLS sources see shapes, hardware and weight bits."""
     m, q = ir.meta["model"], ir.meta["quant"]
     low = lower(ir)
-    shape = perf.shape_from_ir(ir)
-    qkv_heads = perf.qkv_group_heads(shape, hw)
+    shape = model_shape.shape_from_ir(ir)
+    qkv_heads = design.qkv_group_heads(shape, hw)
     img_h, img_w = m["img_size"]
     kp = m["in_chans"] * m["patch"] ** 2
     bits = {"embed": low.embed.bits, "head": low.linear["head"].bits,
@@ -109,12 +109,12 @@ def context(ir: QuantizedViT, hw: HwConfig, layout: Layout, bounds: Bounds, modu
         "attn_geometric": low.attn_rounding == "geometric", "hw": hw, "acc_bits": bounds.acc_bits, "av_acc_bits": bounds.av_acc_bits,
         "beats": hw.weight_beats, "kmax_main": max(kp, m["dim"], m["hidden"]),
         "omax": max(3 * m["dim"], m["hidden"], m["num_classes"]), "bits": bits, "e_logit": low.e_logit,
-        "xt_reshape": perf.xt_reshape(hw, shape),
+        "xt_reshape": resources.xt_reshape(hw, shape),
         "qkv_heads": qkv_heads,
         "grouped": qkv_heads < m["heads"],
-        "proj_pre_words": perf.proj_pre_words(shape, hw),
-        "blob_ports": perf.blob_bundles(hw),
-        "io_bundle": perf.io_bundle(hw),
+        "proj_pre_words": design.proj_pre_words(shape, hw),
+        "blob_ports": design.blob_bundles(hw),
+        "io_bundle": design.io_bundle(hw),
         "img_beats": -(-m["in_chans"] * img_h * img_w // hw.axi_bytes),
         "logit_beats": -(-4 * m["num_classes"] // hw.axi_bytes),
     }
@@ -123,7 +123,7 @@ def context(ir: QuantizedViT, hw: HwConfig, layout: Layout, bounds: Bounds, modu
 def render(ir: QuantizedViT, hw: HwConfig, types: str = "native") -> Rendered:
     check_shapes(ir, hw)
     layout = build_layout(ir, hw.rows, hw.cols, hw.simd, hw.axi_bits, weight_ports=hw.weight_ports,
-                          qkv_heads=perf.qkv_group_heads(perf.shape_from_ir(ir), hw))
+                          qkv_heads=design.qkv_group_heads(model_shape.shape_from_ir(ir), hw))
     bounds = compute_bounds(ir, hw)
     env = _env()
     # The module name must be known inside bindings.cpp, so the key hashes everything else first.

@@ -7,8 +7,8 @@ from pathlib import Path
 from quantizer.config import softmax_settings
 from quantizer.ir import QuantizedViT
 
-from . import perf
-from .hwconfig import HwConfig
+from . import design, model_shape, perf, resources
+from .hwconfig import DEFAULT_DRAM_GBS, HwConfig
 
 
 def md_cell(value) -> str:
@@ -29,9 +29,9 @@ def _softmax_text(q: dict) -> str:
 
 
 def _qkv_groups_text(ir: QuantizedViT, hw: HwConfig) -> str:
-    """How QKV and the attention share the time (codegen/perf.py qkv_group_heads)."""
-    shape = perf.shape_from_ir(ir)
-    gh = perf.qkv_group_heads(shape, hw)
+    """How QKV and the attention share the time (codegen/design.py qkv_group_heads)."""
+    shape = model_shape.shape_from_ir(ir)
+    gh = design.qkv_group_heads(shape, hw)
     if gh == shape.heads:
         return ("QKV for every head, then the attention of every head (one head group: the MAC array "
                 "waits for the attention)")
@@ -42,20 +42,20 @@ def _qkv_groups_text(ir: QuantizedViT, hw: HwConfig) -> str:
 def _budget(target: dict | None, part_budget: dict | None, part: str) -> tuple[str, dict]:
     """What the design is measured against: the target it was chosen for, else its part (if known)."""
     if target:
-        return f"{target['name']} target", {k: target[k] for k in perf.FIT_KEYS}
+        return f"{target['name']} target", {k: target[k] for k in resources.FIT_KEYS}
     return (part, dict(part_budget)) if part_budget else ("", {})
 
 
 def _performance_lines(ir: QuantizedViT, hw: HwConfig, info: dict) -> tuple[list[str], dict]:
     """The report's section on the design's modelled speed and resources (codegen/perf.py), and
     the same figures for report.json."""
-    from .fpga_target import LATENCY_TIE, UTILIZATION_CAP, above_headroom, headroom_note, lut_estimate
+    from .fpga_target import LATENCY_TIE, UTILIZATION_CAP, above_headroom, headroom_note
 
     target = info.get("target")
-    dram = target["dram_gbs"] if target else perf.DEFAULT_DRAM_GBS
-    p = perf.evaluate(perf.shape_from_ir(ir), hw, dram_gbs=dram)
+    dram = target["dram_gbs"] if target else DEFAULT_DRAM_GBS
+    p = perf.evaluate(model_shape.shape_from_ir(ir), hw, dram_gbs=dram)
     s, r = p.summary(), p.res
-    units = lut_estimate(p.shape, hw)
+    units = resources.lut_estimate(p.shape, hw)
     luts = sum(units.values())
     used = {"dsps": r["dsps"], "bram18k": r["bram18k"], "luts": luts}
     against, budget = _budget(target, r["part_budget"], r["part"])
@@ -71,7 +71,7 @@ def _performance_lines(ir: QuantizedViT, hw: HwConfig, info: dict) -> tuple[list
              "(docs/performance.md). Its loop counts equal the instrumented C-sim's (tests/test_perf.py); "
              "the DSPs count every multiplier the code instantiates (the MAC arrays' exactly, the misc units' "
              "by their datapaths) and the BRAM18K every memory it declares; the LUTs are an estimate from "
-             "per-unit costs (codegen/fpga_target.py LUT_COSTS): no synthesis runs here."]
+             "per-unit costs (codegen/resources.py LUT_COSTS): no synthesis runs here."]
     if target:
         lines += ["", f"Chosen by the `--target` search for {target['name']} ({target['part']}): the fastest design "
                       f"(or, among those within {LATENCY_TIE:.0%} of it, the one with the fewest DSPs) within "
@@ -79,7 +79,7 @@ def _performance_lines(ir: QuantizedViT, hw: HwConfig, info: dict) -> tuple[list
                       f"{UTILIZATION_CAP['luts']:.0%} of {target['luts']:,} LUTs, {target['axi_ports']} x "
                       f"{target['axi_bits']}-bit m_axi, {target['clock_mhz']:g} MHz."]
     elif not budget:
-        lines += ["", f"No budget is known for part {r['part']} (codegen/perf.py PARTS): nothing is checked against it."]
+        lines += ["", f"No budget is known for part {r['part']} (codegen/resources.py PARTS): nothing is checked against it."]
     lines += ["", f"| quantity | this design | available{(' on ' + against) if budget else ''} |", "|---|---:|---:|",
               md_row("latency per image", f"{s['latency_ms']:.3f} ms ({p.cycles:,.0f} cycles)", ""),
               md_row("throughput", f"{s['fps']:.2f} FPS, {s['gops']:.1f} GOPS, {s['gops_per_dsp']:.4f} GOPS/DSP", ""),
@@ -92,9 +92,9 @@ def _performance_lines(ir: QuantizedViT, hw: HwConfig, info: dict) -> tuple[list
               md_row("DRAM per image", f"{s['dram_mb']:.1f} MB, {s['avg_bandwidth_gbs']:.2f} GB/s on average",
                      f"{dram:g} GB/s" + ("" if target else " (assumed)")),
               "", "LUTs by unit (estimates): " + ", ".join(f"{k} {v:,}" for k, v in units.items() if v) + "."]
-    over = perf.over_budget(used, budget)
+    over = resources.over_budget(used, budget)
     if over:
-        lines += ["", f"**Does not fit {against}**: its " + " and ".join(perf.FIT_NAMES[k] for k in over)
+        lines += ["", f"**Does not fit {against}**: its " + " and ".join(resources.FIT_NAMES[k] for k in over)
                   + " exceed it."]
     # measured against the part (or the target's full budget), not the search's capped one
     tight = above_headroom(used, budget)
@@ -120,7 +120,7 @@ def write_report(out: Path, ir: QuantizedViT, hw: HwConfig, rendered, info: dict
              f"rounding {q['rounding']}, smoothing {'on' if q['smooth'] else 'off'}",
              f"- hardware: MAC array {hw.rows} x {hw.cols} ({hw.rows * hw.cols} PEs), {hw.simd} lane(s) per PE, for "
              f"embed/qkv/proj/fc1/fc2/head, its weights from {hw.weight_ports} port(s); Q.K^T array {hw.qk_array_rows} x "
-             f"{hw.port_cols}; {hw.axi_bits}-bit m_axi bundles ({', '.join(perf.axi_bundles(hw))}{'' if perf.io_bundle(hw) == 'io' else '; the image and logits on ' + perf.io_bundle(hw)}), "
+             f"{hw.port_cols}; {hw.axi_bits}-bit m_axi bundles ({', '.join(design.axi_bundles(hw))}{'' if design.io_bundle(hw) == 'io' else '; the image and logits on ' + design.io_bundle(hw)}), "
              f"{hw.clock_mhz:g} MHz, part {hw.part} (docs/hardware.md)",
              f"- schedule: {_qkv_groups_text(ir, hw)}",
              f"- IR sha256 {info['ir_sha256']}", f"- parameter blob: {rendered.layout.size} bytes, "

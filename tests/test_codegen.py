@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from codegen import perf
+from codegen import design, model_shape, perf
 from codegen.generate import generate
 from codegen.hwconfig import HwConfig
 from codegen.module import load
@@ -102,12 +102,12 @@ def test_ap_int_build_equals_native_build(tmp_path, w_bits, grouped):
     ir = _ir(tmp_path, QuantConfig(w_bits=w_bits), depth=1)
     # ap_int: packed DSP products in every PE; the 4-bit case also runs 8 attention/LayerNorm lanes;
     # the grouped case runs QKV a head at a time beside the attention of the head before (SIMD 8 =
-    # gcd(COLS, DH): perf.qkv_group_heads) and proj's first row tile partly loaded beside the last
+    # gcd(COLS, DH): design.qkv_group_heads) and proj's first row tile partly loaded beside the last
     hw = (HwConfig(rows=4, cols=8, simd=8, lanes=8) if grouped
           else HwConfig(rows=4, cols=8, simd=2, lanes=8 if w_bits == 4 else 1))
-    shape = perf.shape_from_ir(ir)
-    assert (perf.qkv_group_heads(shape, hw) < shape.heads) == grouped
-    assert (perf.proj_pre_words(shape, hw) > 0) == grouped
+    shape = model_shape.shape_from_ir(ir)
+    assert (design.qkv_group_heads(shape, hw) < shape.heads) == grouped
+    assert (design.proj_pre_words(shape, hw) > 0) == grouped
     generate(ir, hw, tmp_path / "b", types=("native", "ap_int"))
     native, apint = load(tmp_path / "b", types="native"), load(tmp_path / "b", types="ap_int")
     assert native.mod.info()["types"] == "native" and apint.mod.info()["types"] == "ap_int"
@@ -231,15 +231,15 @@ def test_head_group_region_shares_only_o(tiny_ir):
     # UG1399's canonical DATAFLOW: the only array both processes of the head-group region access is
     # `o` (read by proj's loads, then written by the attention); xt is the MAC array's alone
     grouped_hw = HwConfig(rows=4, cols=8, simd=8, lanes=8)
-    shape = perf.shape_from_ir(tiny_ir)
-    assert perf.qkv_group_heads(shape, grouped_hw) < shape.heads
+    shape = model_shape.shape_from_ir(tiny_ir)
+    assert design.qkv_group_heads(shape, grouped_hw) < shape.heads
     grouped = render(tiny_ir, grouped_hw).files["hls/p2vit_top.cpp"]
     step = grouped[grouped.index("static void p2vit_main_step("):]
     assert "HLS DATAFLOW" in step[:step.index("\n}\n")]          # the region's own pragma
     assert _region_arrays_of_both_processes(grouped) == {"o"}
     # one group: no region, the calls run one after the other and A.V may fill xt for proj
     single = render(tiny_ir, TINY_HW).files["hls/p2vit_top.cpp"]
-    assert perf.qkv_group_heads(shape, TINY_HW) == shape.heads
+    assert design.qkv_group_heads(shape, TINY_HW) == shape.heads
     assert "xt" in _region_arrays_of_both_processes(single)
 
 
@@ -269,7 +269,7 @@ def test_build_report_and_files(tiny_build):
     report = (build / "report.md").read_text()
     assert "MAC accumulator" in report and "why it cannot overflow" in report and "row tiles" in report
     # the modelled speed and resources of this build's design (no target: the default DRAM)
-    p = perf.evaluate(perf.shape_from_ir(ir), HwConfig(**json.loads((build / "build.json").read_text())["hw"]))
+    p = perf.evaluate(model_shape.shape_from_ir(ir), HwConfig(**json.loads((build / "build.json").read_text())["hw"]))
     modelled = json.loads((build / "report.json").read_text())["modelled"]
     assert (modelled["latency_ms"], modelled["dsps"], modelled["bram18k"]) == (p.latency_ms, p.res["dsps"], p.res["bram18k"])
     assert f"| latency per image | {p.latency_ms:.3f} ms" in report and "Chosen by" not in report
@@ -765,7 +765,7 @@ def test_pragma_check_catches_a_factor_out_of_scope(tiny_ir, tmp_path):
 
 
 # ---- every multiplier of run-time operands is one the DSP count holds -----------------------------
-# perf.resources counts the PE array's packed products and the misc multipliers (perf.misc_dsps:
+# resources.count counts the PE array's packed products and the misc multipliers (resources.misc_dsps:
 # LayerNorm's xa^2, S1^2, D*S2 and z*G, the softmax's square). Vitis binds any other product of two
 # run-time values to DSPs too (a 32 x 32 control product to 3-4), which the count would miss. g++
 # -O2 folds products of constants as HLS does; what remains in its GIMPLE (two non-constant

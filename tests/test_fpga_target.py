@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from codegen import fpga_target, perf  # noqa: E402
+from codegen import design, fpga_target, model_shape, perf, resources  # noqa: E402
 from codegen.hwconfig import HwConfig  # noqa: E402
 from quantizer.errors import P2VitError  # noqa: E402
 
@@ -21,7 +21,7 @@ SMALL_GRID = {"rows": (8, 16, 32), "cols": (8, 16), "simd": (1, 2), "lanes": (1,
 
 @pytest.fixture(scope="module")
 def deit_s():
-    return perf.load_shape("deit_s")
+    return model_shape.load_shape("deit_s")
 
 
 def _write(tmp_path, **kw):
@@ -74,22 +74,22 @@ def test_unreadable_or_incomplete_target_files(tmp_path):
 
 
 def test_lut_estimate_grows_with_the_array_and_the_lanes(deit_s):
-    base = sum(fpga_target.lut_estimate(deit_s, HwConfig()).values())
-    wider = sum(fpga_target.lut_estimate(deit_s, HwConfig(cols=16)).values())
-    laned = fpga_target.lut_estimate(deit_s, HwConfig(lanes=8))
+    base = sum(resources.lut_estimate(deit_s, HwConfig()).values())
+    wider = sum(resources.lut_estimate(deit_s, HwConfig(cols=16)).values())
+    laned = resources.lut_estimate(deit_s, HwConfig(lanes=8))
     assert wider > base and sum(laned.values()) > base
-    c = fpga_target.LUT_COSTS
+    c = resources.LUT_COSTS
     # 4-bit geometric attention: 15 thresholds; c_1 = 91 = 128 - 32 - 4 - 1 (3 adders) and d_t =
     # 0 -1 -1 -1 -1 -1 0 -1 -1 0 0 0 0 -1 (8 adder links, the zeros are shifts)
     assert (deit_s.attn_bits, deit_s.attn_rounding) == (4, "geometric")
-    assert perf.log_code_chain(4, "geometric") == (15, 3, 8)
+    assert design.log_code_chain(4, "geometric") == (15, 3, 8)
     lane = c["softmax_lane"] + 15 * c["softmax_threshold"] + 11 * c["softmax_adder"]
     assert laned["softmax lanes"] == 8 * lane
     # arithmetic: c_1 = 3 (1 adder), every link an adder; 8 bits: Z = 255, capped at 63 and 63 - G
-    arith = fpga_target.lut_estimate(dataclasses.replace(deit_s, attn_rounding="arithmetic"), HwConfig(lanes=8))
+    arith = resources.lut_estimate(dataclasses.replace(deit_s, attn_rounding="arithmetic"), HwConfig(lanes=8))
     assert arith["softmax lanes"] - laned["softmax lanes"] == 8 * (15 - 11) * c["softmax_adder"]
-    assert perf.log_code_chain(8, "geometric")[0] == 57 and perf.log_code_chain(8, "arithmetic")[:2] == (63, 1)
-    assert laned["A.V shifter array"] == deit_s.dh * 8 * fpga_target.LUT_COSTS["shifter"]
+    assert design.log_code_chain(8, "geometric")[0] == 57 and design.log_code_chain(8, "arithmetic")[:2] == (63, 1)
+    assert laned["A.V shifter array"] == deit_s.dh * 8 * resources.LUT_COSTS["shifter"]
 
 
 def test_search_returns_the_fastest_design_that_fits(tmp_path, deit_s):
@@ -118,8 +118,8 @@ def test_search_returns_the_fastest_design_that_fits(tmp_path, deit_s):
                         for qk_rows in fpga_target.qk_row_choices(rows):   # as many rows, or half
                             h = fpga_target.target_hw(t, rows=rows, cols=cols, simd=simd, lanes=lanes,
                                                       weight_ports=ports, qk_rows=qk_rows)
-                            res = perf.resources(deit_s, h)
-                            luts = sum(fpga_target.lut_estimate(deit_s, h).values())
+                            res = resources.count(deit_s, h)
+                            luts = sum(resources.lut_estimate(deit_s, h).values())
                             if not fpga_target.budgets_exceeded(res, luts, t):
                                 lat = perf.evaluate(deit_s, h, dram_gbs=t.dram_gbs).latency_ms
                                 # the bound the search sorts and prunes by never exceeds the latency
@@ -176,16 +176,16 @@ def test_codegen_generates_the_searched_design(tmp_path, capsys):
                          "--no-build", "--quiet"]) == 0
     assert "searching" not in capsys.readouterr().err   # --quiet: no search progress either
     lm = load_model(str(card), random_init=True)
-    want = fpga_target.search(perf.shape_of_model(lm), fpga_target.load_target(str(t)))["best_hw"]
+    want = fpga_target.search(model_shape.shape_of_model(lm), fpga_target.load_target(str(t)))["best_hw"]
     assert json.loads((out / "build.json").read_text())["hw"] == want.to_json()
     assert f"LANES = {want.lanes};" in (out / "hls" / "p2vit_params.h").read_text()
     # the build records its target, and its report and `codegen.perf DIR` show the searched design
     info = json.loads((out / "build.json").read_text())
     assert info["target"]["luts"] == 100_000 and info["target"]["dsps"] == 300
     modelled = json.loads((out / "report.json").read_text())["modelled"]
-    p = perf.evaluate(perf.load_shape(str(out)), want, dram_gbs=info["target"]["dram_gbs"])
+    p = perf.evaluate(model_shape.load_shape(str(out)), want, dram_gbs=info["target"]["dram_gbs"])
     assert modelled["latency_ms"] == p.latency_ms and modelled["dsps"] == p.res["dsps"] <= 300
-    assert modelled["luts_estimate"] == sum(fpga_target.lut_estimate(p.shape, want).values())
+    assert modelled["luts_estimate"] == sum(resources.lut_estimate(p.shape, want).values())
     report = (out / "report.md").read_text()
     assert f"Chosen by the `--target` search for {info['target']['name']}" in report
     assert f"~{modelled['luts_estimate']:,}" in report and "(assumed)" not in report

@@ -17,7 +17,7 @@ import sys
 import numpy as np
 import pytest
 
-from codegen import perf
+from codegen import design, model_shape, perf
 from codegen.build import build_module
 from codegen.generate import generate
 from codegen.hwconfig import HwConfig
@@ -83,10 +83,10 @@ def test_every_loop_reaches_its_modelled_ii_on_cifar(hw, tmp_path_factory):
     assert reach["mac_array.reduce"] == hw.weight_beats == math.ceil(hw.cols // hw.weight_ports * hw.simd / 16)
     assert reach.get("mac_array.reduce_keys", 1) == 1       # every key bank read once per step
     # the model's loop counts are the C-sim's too, at this configuration
-    shape = perf.shape_from_ir(ir)
+    shape = model_shape.shape_from_ir(ir)
     assert perf.loop_counts(shape, hw) == counts
     resources = {r for _, r, _ in peaks}
-    ports = {"axi:" + b for b in perf.blob_bundles(hw)}
+    ports = {"axi:" + b for b in design.blob_bundles(hw)}
     assert {"bank:xt", "bank:k", "bank:v", "bank:r", "bank:hid"} | ports <= resources
     assert not {"axi:blob_w1", "axi:blob_w2", "axi:blob_w3"} - ports & resources   # no other weight port is read
     # the image and the logits: read and written in loops of their own, so sharing a weight port's
@@ -94,7 +94,7 @@ def test_every_loop_reaches_its_modelled_ii_on_cifar(hw, tmp_path_factory):
     io_loops = {lp for lp, r, _ in peaks if r == "axi:io"}
     assert io_loops == {"mac_array.load_image", "requant.head_store"}
     assert not {r for lp, r, _ in peaks if lp in io_loops} & ports
-    if perf.qkv_group_heads(shape, hw) < shape.heads:
+    if design.qkv_group_heads(shape, hw) < shape.heads:
         # QKV's head group runs beside the attention of the group before, and the proj preload beside
         # the last group's (p2vit_main_step): each side takes one port of q, k, v and o, so every
         # loop makes at most one access per bank of them per iteration

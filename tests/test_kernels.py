@@ -772,16 +772,16 @@ def test_packed_dsp_chains_split_exactly_on_full_range_operands(kern):
 @pytest.mark.parametrize("rows,cols,simd", PE_SHAPES)
 def test_pe_array_dsps_are_what_the_resource_model_counts(kern, rows, cols, simd):
     """The DSP48E2 multiplications one PE cycle makes: in the ap_int (HLS) build, packed pairs,
-    rows * ceil(cols/2) * simd = codegen.perf's DSPs per MAC-array instance; the native C-sim multiplies
+    rows * ceil(cols/2) * simd = codegen.resources's DSPs per MAC-array instance; the native C-sim multiplies
     each product on its own (the AVX2 path, where it applies, is not counted)."""
-    from codegen import perf
+    from codegen import resources
     from codegen.hwconfig import HwConfig
 
     got = kern.pe_array_dsps(rows, cols, simd)
     if kern.mode == "ap_int":
         assert got == rows * -(-cols // 2) * simd
         if cols % 2 == 0:    # the shapes a build can have (HwConfig wants even columns)
-            assert got == perf.mac_array_dsps(HwConfig(rows=rows, cols=cols, simd=simd))
+            assert got == resources.mac_array_dsps(HwConfig(rows=rows, cols=cols, simd=simd))
     elif got:
         assert got == rows * cols * simd
 

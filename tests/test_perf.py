@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from codegen import perf
+from codegen import design, model_shape, perf, resources
 from codegen.bounds import compute_bounds
 from codegen.generate import generate
 from codegen.hwconfig import HwConfig
@@ -62,8 +62,8 @@ def test_model_counts_equal_instrumented_csim_tiny(tiny):
     ir, build = tiny
     sim = load(build)
     assert sim.mod.info()["counters"] is True and sim.mod.info()["types"] == "native"
-    shape = perf.load_shape(str(build))                 # shape and bits from the build's IR
-    assert shape == perf.shape_from_ir(ir)
+    shape = model_shape.load_shape(str(build))                 # shape and bits from the build's IR
+    assert shape == model_shape.shape_from_ir(ir)
     model = perf.loop_counts(shape, TINY_HW)
     # several images over two threads: per-thread counts are merged after every image
     _assert_counts_equal(model, _csim_counts(sim, random_images(3, 32), threads=2))
@@ -83,7 +83,7 @@ def test_drains_longer_than_the_reduction_stay_serial(tiny, tmp_path):
     hw = HwConfig(rows=20, cols=6, simd=2)
     generate(ir, hw, tmp_path / "b", types=("counters",))
     sim = load(tmp_path / "b")
-    shape = perf.shape_from_ir(ir)
+    shape = model_shape.shape_from_ir(ir)
     model = perf.loop_counts(shape, hw)
     D = shape.dim
     # serial QKV epilogue: every tile of the single row tile, gcd(6, 16) = 2 columns per cycle
@@ -102,7 +102,7 @@ def test_model_counts_equal_instrumented_csim_cifar(tmp_path):
                                                       # tiles; a one-logit last stream word
     ir = _ir(CIFAR_CARD, n_calib=4)
     generate(ir, hw, tmp_path / "b", types=("counters",))
-    shape = perf.shape_from_ir(ir)
+    shape = model_shape.shape_from_ir(ir)
     assert (shape.tokens, shape.dim, shape.depth) == (65, 192, 6)
     got = _csim_counts(load(tmp_path / "b"), random_images(2, 32), threads=1)
     _assert_counts_equal(perf.loop_counts(shape, hw), got)
@@ -133,14 +133,14 @@ def test_model_agrees_with_the_build_report(tiny):
     ir, _ = tiny
     for hw in (TINY_HW, HwConfig(rows=8, cols=4, simd=4)):
         b = compute_bounds(ir, hw)
-        shape = perf.shape_from_ir(ir)
+        shape = model_shape.shape_from_ir(ir)
         counts = perf.loop_counts(shape, hw)
         for loop in ("mac_array.reduce", "mac_array.reduce_keys"):
             mac = [lp for lp in b.loops if lp.get("loop") == loop]
             assert counts[loop] * perf.loop_ii(loop, hw) == sum(lp["cycles_per_call"] * lp["calls_per_image"]
                                                                 for lp in mac)
         assert {lp["loop"]: lp["iterations_per_image"] for lp in b.pipelined} == counts
-        mine = [(x["buffer"], x["bytes"]) for x in perf.buffers(shape, hw, b.acc_bits)]
+        mine = [(x["buffer"], x["bytes"]) for x in resources.buffers(shape, hw, b.acc_bits)]
         assert mine == [(x["buffer"], x["bytes"]) for x in b.buffers]
 
 
@@ -165,10 +165,10 @@ def test_cycle_equations(tiny):
     group, and the last group's attention beside the load of proj's first row tile's other channels;
     test_qkv_head_groups_run_beside_the_attention checks how the groups overlap."""
     ir, _ = tiny
-    shape, hw = perf.shape_from_ir(ir), TINY_HW
+    shape, hw = model_shape.shape_from_ir(ir), TINY_HW
     N, D, H, DH = shape.tokens, shape.dim, shape.heads, shape.dh
     R, C, S = hw.rows, hw.cols, hw.simd
-    GH = perf.qkv_group_heads(shape, hw)
+    GH = design.qkv_group_heads(shape, hw)
     NG = H // GH
     assert NG > 1
     q0, a_last = "blocks.0.qkv[0]", f"blocks.0.attn[{NG - 1}]"
@@ -190,7 +190,7 @@ def test_cycle_equations(tiny):
                  ("requant.residual", D // S >= R or HID // S >= R), ("requant.embed", KP // S >= R),
                  ("requant.gelu", D // S >= R)]
         red = perf.DEPTH["mac_array.reduce"] + _chain(S)
-        load = perf.DEPTH["layernorm.load" if perf.ln_load_paths(shape, hw)[0] else "mac_array.load_array"]
+        load = perf.DEPTH["layernorm.load" if design.ln_load_paths(shape, hw)[0] else "mac_array.load_array"]
         return max(red + max([perf.DEPTH[e] for e, on in built if on], default=0), load) - red
 
     body = body_depth(hw)
@@ -232,7 +232,7 @@ def test_cycle_equations(tiny):
     # first one where it drains, has two row tiles and room for ROWS x D/SIMD words in its loop
     KP, OTe = shape.kp, -(-D // C)
     embed_early = KP // S >= R and -(-(N - 1) // R) >= 2 and R * (D // S) <= OTe * (KP // S) + R
-    assert embed_early == perf.early_loads(shape, hw)["embed"]
+    assert embed_early == design.early_loads(shape, hw)["embed"]
     assert step[q0]["cycles"] == (burst(3 * D * 4) + burst(3 * D)
                                   + mac(N, D, 3 * DH * GH, "layernorm.load", "requant.requant", preloaded=embed_early))
     # the embedding: the shifts and the image (one burst each), then per row tile its patches
@@ -291,7 +291,7 @@ def test_cycle_equations(tiny):
     sm = lane_cyc("softmax.pass", (GH * N + 1) * W)   # pass i: row i's exps beside row i - 1's codes
     av = lane_cyc("shifter.pass", (GH * N + 1) * max(W, -(-DH // L)))   # keys of row i, outputs of i - 1
     # beside the last group's attention: proj's first row tile, the other groups' channels
-    pw = perf.proj_pre_words(shape, hw)
+    pw = design.proj_pre_words(shape, hw)
     assert pw == (NG - 1) * GH * DH // S
     assert step[a_last]["cycles"] == _cyc("mac_array.load_array", R * pw) + qk + sm + av
     # LayerNorm: no pass of its own. Its step is the four parameter bursts (LN1's with two reads of
@@ -315,9 +315,9 @@ def test_first_row_tiles_load_inside_the_layer_before(monkeypatch):
     FC2 the next QKV's or the head's, the embedding block 0's QKV's (LayerNorm rows). Each removes one
     exposed row-tile load per use and nothing else, and the condition is the kernel's (a 66-row
     array on a 65-token model has one row tile: no early loads)."""
-    shape = perf.load_shape("deit_b")
+    shape = model_shape.load_shape("deit_b")
     hw = HwConfig(rows=66, cols=8, simd=8, lanes=8, weight_ports=4, qk_rows=33)
-    real = perf.early_loads
+    real = design.early_loads
     assert all(real(shape, hw).values())
     early = perf.evaluate(shape, hw)
     R, D, HID, depth = hw.rows, shape.dim, shape.hidden, shape.depth
@@ -327,7 +327,7 @@ def test_first_row_tiles_load_inside_the_layer_before(monkeypatch):
              "fc2": ("layernorm.load", depth * R * D // hw.simd, "blocks.1.qkv[0]"),   # depth - 1 QKVs and the head
              "embed": ("layernorm.load", R * D // hw.simd, "blocks.0.qkv[0]")}   # (QKV's first head group)
     for name, (loop, words, step) in cases.items():
-        monkeypatch.setattr(perf, "early_loads", lambda sh, h, name=name: {**real(sh, h), name: False})
+        monkeypatch.setattr(design, "early_loads", lambda sh, h, name=name: {**real(sh, h), name: False})
         late = perf.evaluate(shape, hw)
         assert late.counts[loop] - early.counts.get(loop, 0) == words, name
         assert {k: v for k, v in early.counts.items() if k != loop} == \
@@ -337,7 +337,7 @@ def test_first_row_tiles_load_inside_the_layer_before(monkeypatch):
         per_use = words // (depth if name in ("fc1", "proj", "fc2") else 1)
         assert after - before == per_use + perf.DEPTH[loop] - 1, name   # the exposed load and its fill
         monkeypatch.undo()
-    one_tile = perf.load_shape(str(CIFAR_CARD)) if have_shared() else None
+    one_tile = model_shape.load_shape(str(CIFAR_CARD)) if have_shared() else None
     if one_tile is not None:
         assert one_tile.tokens <= 66 and not any(real(one_tile, hw).values())
 
@@ -348,14 +348,14 @@ def test_qkv_head_groups_run_beside_the_attention(monkeypatch):
     of group g - 1 in one region (p2vit_main_step), the last group's attention beside the MAC
     array's load of proj's first row tile (the other groups' channels): each such step takes the
     longer of its two sides, and the whole is faster than QKV in one group then the attention."""
-    shape = perf.load_shape("deit_b")
+    shape = model_shape.load_shape("deit_b")
     hw = HwConfig(rows=66, cols=8, simd=8, lanes=8, weight_ports=4, qk_rows=33)
     R, D, H, DH = hw.rows, shape.dim, shape.heads, shape.dh
-    GH = perf.qkv_group_heads(shape, hw)
+    GH = design.qkv_group_heads(shape, hw)
     assert GH == 3
     for g in range(1, GH):   # smaller groups' loops are shorter than a row tile's load
-        assert perf.loop_trip(hw, D, 3 * DH * g, "requant", DH) < R * D // hw.simd <= \
-            perf.loop_trip(hw, D, 3 * DH * GH, "requant", DH)
+        assert design.loop_trip(hw, D, 3 * DH * g, "requant", DH) < R * D // hw.simd <= \
+            design.loop_trip(hw, D, 3 * DH * GH, "requant", DH)
     NG = H // GH
     steps = {st.name: st for st in perf.schedule(shape, hw)}
     names = [n for n in steps if n.startswith("blocks.0.") and ("qkv" in n or "attn" in n)]
@@ -373,7 +373,7 @@ def test_qkv_head_groups_run_beside_the_attention(monkeypatch):
         if "qkv" in n:
             assert main > attn   # the attention is hidden behind QKV's next group
     # the last step: proj's first row tile, all groups' channels but the last group's
-    pw = perf.proj_pre_words(shape, hw)
+    pw = design.proj_pre_words(shape, hw)
     assert pw == (NG - 1) * GH * DH // hw.simd
     last = steps[f"blocks.0.attn[{NG - 1}]"]
     assert last.stages[0][0].loops[0].iters == R * pw
@@ -384,7 +384,7 @@ def test_qkv_head_groups_run_beside_the_attention(monkeypatch):
     assert sum(crit.values()) == pytest.approx(1.0, rel=1e-9)
     assert crit["mac_array"] > 0.9 and max(v for k, v in crit.items() if k != "mac_array") < 0.1
     assert 0 < crit["attention"] < 0.04
-    monkeypatch.setattr(perf, "qkv_group_heads", lambda sh, h: sh.heads)
+    monkeypatch.setattr(design, "qkv_group_heads", lambda sh, h: sh.heads)
     one = perf.evaluate(shape, hw)
     assert grouped.latency_ms < one.latency_ms
     assert one.summary()["critical_path"]["attention"] > 0.14   # one group: the attention waits alone
@@ -392,11 +392,11 @@ def test_qkv_head_groups_run_beside_the_attention(monkeypatch):
     W = -(-shape.tokens // hw.lanes)
     assert grouped.counts["softmax.pass"] == one.counts["softmax.pass"] + shape.depth * (NG - 1) * W
     # one group: A.V fills proj's first row tile instead
-    assert perf.proj_pre_words(shape, hw) == 0 and perf.lanes_fill_xt(shape, hw)
+    assert design.proj_pre_words(shape, hw) == 0 and design.lanes_fill_xt(shape, hw)
 
 
 def test_pipelining_switches_move_latency_the_right_way():
-    shape, hw = perf.load_shape("vit_b"), HwConfig(rows=16, cols=32, simd=2)
+    shape, hw = model_shape.load_shape("vit_b"), HwConfig(rows=16, cols=32, simd=2)
     a = perf.ablation(shape, hw)
     both, inter, intra, neither = (a[k] for k in ("both (as emitted)", "no inter-layer", "no intra-layer", "neither"))
     assert both["latency_ms"] < inter["latency_ms"] < neither["latency_ms"]
@@ -415,7 +415,7 @@ def test_pipelining_switches_move_latency_the_right_way():
 def test_ablation_table_columns_stay_apart():
     # the no-intra rows of vit_b's default design reach tens of seconds and ratios in the hundreds;
     # every figure must still be its own column (they once ran together: "68.3033622.247")
-    shape, hw = perf.load_shape("vit_b"), HwConfig(rows=16, cols=32, simd=2)
+    shape, hw = model_shape.load_shape("vit_b"), HwConfig(rows=16, cols=32, simd=2)
     p = perf.evaluate(shape, hw)
     big = {"latency_ms": 51478.325, "latency_x": 173.67, "attention_ms": 13280.427, "attention_x": 168.3,
            "mlp_ms": 33622.247, "mlp_x": 175.91}
@@ -430,22 +430,22 @@ def test_ablation_table_columns_stay_apart():
 
 
 def test_report_gives_the_lut_estimate_and_warns_past_the_part():
-    shape = perf.load_shape("vit_b")
+    shape = model_shape.load_shape("vit_b")
     hw = HwConfig(rows=66, cols=8, simd=8, lanes=8, weight_ports=4, qk_rows=33, part="xczu3eg-sbva484-1-e")
     p = perf.evaluate(shape, hw)
-    text, luts = perf.report(p), perf.lut_total(p)
-    assert luts > perf.PARTS["xczu3eg"][3] and p.res["part_budget"]["luts"] == 70_560
+    text, luts = perf.report(p), resources.lut_total(p.shape, p.hw)
+    assert luts > resources.PARTS["xczu3eg"][3] and p.res["part_budget"]["luts"] == 70_560
     assert f"LUTs     ~{luts:,} of 70,560" in text and f"warning: {luts:,} estimated LUTs exceed the 70,560" in text
     assert f"warning: {p.res['dsps']:,} DSPs exceed the 360" in text
     assert "reduces at II" not in text                      # 8 columns x 8 lanes / 4 ports: one beat a word
     starved = perf.evaluate(shape, HwConfig(rows=40, cols=16, simd=8, lanes=8, weight_ports=4, qk_rows=20))
     assert starved.hw.weight_beats == 2 and "takes 2 128-bit beats, so the MAC array reduces at II 2" in perf.report(starved)
     small = perf.evaluate(shape, HwConfig())
-    assert "warning" not in perf.report(small) and perf.to_json(small)["luts_estimate"] == perf.lut_total(small)
+    assert "warning" not in perf.report(small) and perf.to_json(small)["luts_estimate"] == resources.lut_total(small.shape, small.hw)
 
 
 def test_weight_traffic_and_resources():
-    s8, s4 = perf.load_shape("deit_s"), perf.load_shape("deit_s", w_bits=4)
+    s8, s4 = model_shape.load_shape("deit_s"), model_shape.load_shape("deit_s", w_bits=4)
     hw = HwConfig(rows=16, cols=16, simd=4)
     p8, p4 = perf.evaluate(s8, hw), perf.evaluate(s4, hw)
     assert p8.counts == p4.counts                     # packing changes bytes, not iterations
@@ -468,7 +468,7 @@ def test_weight_traffic_and_resources():
     # the row-stationary array re-streams every weight tile once per row tile; QKV drains, so each
     # row tile's loop also reads its tail's words (ROWS x COLS / gcd(COLS, DH) of 64 bytes) past them
     NT = -(-s8.tokens // hw.rows)
-    tail = perf.drain_tail(hw, s8.dim, "requant", s8.dh)
+    tail = design.drain_tail(hw, s8.dim, "requant", s8.dh)
     assert tail == 16 * 16 // math.gcd(16, s8.dh)
     assert w["blocks.0.qkv"] == NT * (3 * s8.dim * s8.dim + tail * 16 * 4)
     assert p8.summary()["weight_mb_streamed"] == pytest.approx(NT * p8.summary()["weight_mb_unique"], rel=0.02)
@@ -476,43 +476,43 @@ def test_weight_traffic_and_resources():
     # every instance the code makes (the MAC array, the Q.K^T array of COLS / ports columns), 8 x
     # 8-bit multipliers each, two products per DSP
     assert r8["dsps_per_array"] == r4["dsps_per_array"] == [16 * 8 * 4] * 2
-    assert r8["dsps"] == 2 * 512 + sum(perf.misc_dsps(hw, perf.ln_load_lane_sets(s8, hw), perf.stream_writers(s8, hw)).values())
+    assert r8["dsps"] == 2 * 512 + sum(resources.misc_dsps(hw, design.ln_load_lane_sets(s8, hw), design.stream_writers(s8, hw)).values())
     assert p2.res["dsps_per_array"] == [16 * 8 * 4, 16 * 4 * 4]
-    assert 0 < r8["bram18k"] <= perf.PARTS["xczu9eg"][1]
+    assert 0 < r8["bram18k"] <= resources.PARTS["xczu9eg"][1]
 
 
 def test_row_tiles_reshaped_where_they_take_fewer_bram(tiny):
     """The MAC array's and the Q.K^T array's stationary row tiles are reshaped along K exactly where
     one word of SIMD bytes per row takes fewer BRAM18K than SIMD byte-wide banks, and the generated
     p2vit_params.h switches the pragma that way."""
-    d = perf.load_shape("deit_b")
+    d = model_shape.load_shape("deit_b")
     target = HwConfig(rows=66, cols=4, simd=8, lanes=4, weight_ports=2)
-    assert perf.xt_reshape(target, d) == {"main": True, "qk": False}
-    assert perf.xt_memories(target, d.hidden, True) == (66, 384, 64)       # 2 BRAM18K per row: 132
-    assert perf.xt_memories(target, d.hidden, False) == (528, 384, 8)      # 1 BRAM18K per bank: 528
+    assert resources.xt_reshape(target, d) == {"main": True, "qk": False}
+    assert resources.xt_memories(target, d.hidden, True) == (66, 384, 64)       # 2 BRAM18K per row: 132
+    assert resources.xt_memories(target, d.hidden, False) == (528, 384, 8)      # 1 BRAM18K per bank: 528
     for hw in (target, HwConfig(), HwConfig(rows=16, cols=64, simd=1), HwConfig(rows=33, cols=4, simd=4)):
-        choice = perf.xt_reshape(hw, d)
+        choice = resources.xt_reshape(hw, d)
         for name, k in (("main", d.hidden), ("qk", d.dh)):
-            bram = {r: math.prod(perf.xt_memories(hw, k, r)[:1]) * perf._bram18k(*perf.xt_memories(hw, k, r)[1:])
+            bram = {r: math.prod(resources.xt_memories(hw, k, r)[:1]) * resources.bram18k(*resources.xt_memories(hw, k, r)[1:])
                     for r in (False, True)}
             assert choice[name] == (bram[True] < bram[False]), (hw, name, bram)
     ir, build = tiny
     params = (build / "hls" / "p2vit_params.h").read_text()
-    want = perf.xt_reshape(TINY_HW, perf.shape_from_ir(ir))
+    want = resources.xt_reshape(TINY_HW, model_shape.shape_from_ir(ir))
     for name, on in want.items():
         assert f"#define P2VIT_XT_RESHAPE_{name.upper()} {int(on)}\n" in params
 
 
 def test_every_named_model_offline():
     for name in MODEL_TAGS:
-        shape = perf.load_shape(name)
+        shape = model_shape.load_shape(name)
         hw = HwConfig()
         s = perf.evaluate(shape, hw).summary()
         assert s["latency_ms"] > 0 and 0 < s["utilization"] < 1
-        misc = sum(perf.misc_dsps(hw, perf.ln_load_lane_sets(shape, hw), perf.stream_writers(shape, hw)).values())
+        misc = sum(resources.misc_dsps(hw, design.ln_load_lane_sets(shape, hw), design.stream_writers(shape, hw)).values())
         assert s["dsps"] == 2 * hw.rows * -(-hw.cols // 2) * hw.simd + misc   # MAC + Q.K^T arrays
         assert shape.tokens == 197 and shape.num_classes == 1000
-    assert perf.load_shape("vit_b").dim == 768 and perf.load_shape("deit_s").heads == 6
+    assert model_shape.load_shape("vit_b").dim == 768 and model_shape.load_shape("deit_s").heads == 6
 
 
 def test_cli_json(tmp_path, capsys):
@@ -523,8 +523,8 @@ def test_cli_json(tmp_path, capsys):
     d = json.loads(out.read_text())
     assert JSON_KEYS <= set(d)
     hw = HwConfig()
-    vb = perf.load_shape("vit_b")
-    misc = sum(perf.misc_dsps(hw, perf.ln_load_lane_sets(vb, hw), perf.stream_writers(vb, hw)).values())
+    vb = model_shape.load_shape("vit_b")
+    misc = sum(resources.misc_dsps(hw, design.ln_load_lane_sets(vb, hw), design.stream_writers(vb, hw)).values())
     assert d["clock_mhz"] == 200.0 and d["dsps"] == 2 * hw.rows * -(-hw.cols // 2) * hw.simd + misc
     assert d["gmacs"] == pytest.approx(17.56, abs=0.05)          # ViT-B/16: 17.6 GMAC incl. attention
     assert d["fps"] == pytest.approx(1e3 / d["latency_ms"])
@@ -549,7 +549,7 @@ def test_cli_sweep_and_plot(tmp_path, capsys):
     best = min(d["sweep"], key=lambda p: p["latency_ms"])
     assert front[-1]["latency_ms"] == best["latency_ms"]
     # rows: powers of two and the counts that tile the tokens (17 tokens: 9, 6, 5, 4, 3), as --target's grid
-    tokens = perf.load_shape(str(card)).tokens
+    tokens = model_shape.load_shape(str(card)).tokens
     assert perf.tiling_rows(tokens) == (3, 4, 5, 6, 9) and perf.tiling_rows(197) == (25, 29, 33, 40, 50, 66, 99)
     assert {p["rows"] for p in d["sweep"]} == {1, 2, 4, 8, 16, 32, 64} | {3, 5, 6, 9}
     # the sweep holds the other settings at the flags given (it held 1 weight port and 1 lane, whatever
@@ -561,7 +561,7 @@ def test_cli_sweep_and_plot(tmp_path, capsys):
     pts = d2["sweep"]
     assert d2["sweep_held"] == {"weight_ports": 2, "axi_bits": 128, "lanes": 4, "clock_mhz": 200.0, "part": HwConfig.part}
     assert pts and all(p["cols"] % 4 == 0 and p["qk_rows"] == p["rows"] for p in pts)
-    shape, q = perf.load_shape(str(card)), pts[len(pts) // 2]
+    shape, q = model_shape.load_shape(str(card)), pts[len(pts) // 2]
     held = HwConfig(rows=q["rows"], cols=q["cols"], simd=q["simd"], weight_ports=2, lanes=4)
     assert q["latency_ms"] == perf.evaluate(shape, held).latency_ms
     heard = []
@@ -606,4 +606,4 @@ def test_cli_errors_are_one_line(argv, msg, capsys):
 
 def test_directory_without_a_build_is_refused(tmp_path):
     with pytest.raises(P2VitError, match="without a p2vit build"):
-        perf.load_shape(str(tmp_path))
+        model_shape.load_shape(str(tmp_path))

@@ -17,9 +17,9 @@ pytestmark = pytest.mark.slow
 
 def _zcu102_design():
     """The design `python -m codegen vit_b --target zcu102` generates (codegen/fpga_target.py)."""
-    from codegen import fpga_target, perf
+    from codegen import fpga_target, model_shape
 
-    return fpga_target.search(perf.load_shape("vit_b"), fpga_target.load_target("zcu102"))["best_hw"]
+    return fpga_target.search(model_shape.load_shape("vit_b"), fpga_target.load_target("zcu102"))["best_hw"]
 
 
 HWS = [pytest.param(HwConfig, id="default"), pytest.param(_zcu102_design, id="zcu102 target")]
@@ -40,7 +40,7 @@ def test_vit_b_quantizes_and_csim_is_bit_exact(tmp_path, make_hw):
 def test_vit_b_model_counts_and_ii_equal_the_instrumented_csim(tmp_path, make_hw):
     """Full size: the perf model's loop counts == the counters build's, and every loop's II
     is the one its per-iteration bank accesses and bundle beats allow (tests/test_ii.py)."""
-    from codegen import perf
+    from codegen import model_shape, perf
     from tests.test_ii import _check
 
     lm = load_model("vit_b", random_init=True)
@@ -51,5 +51,5 @@ def test_vit_b_model_counts_and_ii_equal_the_instrumented_csim(tmp_path, make_hw
     sim.mod.reset_counters()
     sim.run(synthetic_images(1, lm.preprocess, seed=3), threads=1)
     counts = {k: v for k, v in sim.mod.counters().items() if v}
-    assert perf.loop_counts(perf.shape_from_ir(ir), hw) == counts
+    assert perf.loop_counts(model_shape.shape_from_ir(ir), hw) == counts
     _check(sim.mod.peaks(), counts, hw)

@@ -29,10 +29,10 @@ BEFORE = {
 
 
 def after() -> dict:
-    from codegen import fpga_target, perf
+    from codegen import fpga_target, model_shape, perf
     from codegen.hwconfig import HwConfig
 
-    shape = perf.load_shape("deit_b")
+    shape = model_shape.load_shape("deit_b")
     out = {}
     for label, hw in (("after: 8x8x2", HwConfig()),
                       ("after: --target zcu102", fpga_target.search(shape, fpga_target.load_target("zcu102"))["best_hw"])):

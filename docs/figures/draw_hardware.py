@@ -9,11 +9,11 @@ by its weight ports), the activation buffers with their partitions (a head group
 and values qs, ks, vs in one or two sets, o, r and its copy rc, FC1's output hid, the image), the
 attention DATAFLOW region of one head group (the Q.K^T array, the softmax and the shifter array
 with their LANES and streams), LayerNorm, and p2vit_main_step: the DATAFLOW region of the MAC array
-beside the attention where QKV runs in head groups (perf.qkv_group_heads < H), else a note that
+beside the attention where QKV runs in head groups (design.qkv_group_heads < H), else a note that
 it runs in one. Every number comes from codegen: the hardware from codegen.hwconfig.HwConfig, the
-partition factors from perf.partition_factors (the mirror of kernels/p2vit/banks.h that perf.buffers uses; checked
-against perf.buffers), the resources from perf.resources, the model's (N, D, H, HID, ...) from
-codegen.perf.load_shape (default: the CIFAR-10 model card ../shared/models/cifar10-vit-d192.json;
+partition factors from resources.partition_factors (the mirror of kernels/p2vit/banks.h that resources.buffers uses; checked
+against resources.buffers), the resources from resources.count, the model's (N, D, H, HID, ...) from
+codegen.model_shape.load_shape (default: the CIFAR-10 model card ../shared/models/cifar10-vit-d192.json;
 `--model vit_b` for ViT-B/16, built on the meta device, no weights). matplotlib's Agg canvas, no
 pyplot; the PNG carries no software or time stamp, so the same arguments give the same bytes.
 """
@@ -115,18 +115,18 @@ class Drawing:
 
 
 def _check_banks(shape, hw: HwConfig, banks: dict, buffers: list[dict]) -> None:
-    """Stop if the activation buffers' memories drawn here are not those of perf.buffers (the
+    """Stop if the activation buffers' memories drawn here are not those of resources.buffers (the
     resources the title reports): the two must not drift apart."""
-    from codegen import perf
+    from codegen import design
 
-    E = perf.qkv_lanes(hw, shape.dh)
+    E = design.qkv_lanes(hw, shape.dh)
     want = {" r[N][D]": banks["r"], " rc[N][D]": banks["rc"], "queries q[": banks["q"],
             "keys k[": hw.port_cols * banks["k"], "values v[": shape.dh // E * hw.lanes, " o[N][D]": banks["o"],
             " hid[N][HID]": banks["hid"], " img[": banks["img"]}
     for key, n in want.items():
         got = [b["memories"][0][0] for b in buffers if key in b["buffer"]]
         if got != [n]:
-            raise RuntimeError(f"draw_hardware.py: {key.strip()} drawn with {n} memories, perf.buffers has {got}")
+            raise RuntimeError(f"draw_hardware.py: {key.strip()} drawn with {n} memories, resources.buffers has {got}")
 
 
 def _n(n: int, word: str, plural: str = "") -> str:
@@ -135,22 +135,21 @@ def _n(n: int, word: str, plural: str = "") -> str:
 
 
 def _one_group_reason(shape, hw: HwConfig) -> str:
-    """Why perf.qkv_group_heads keeps QKV in one head group (all H heads)."""
-    from codegen import perf
+    """Why design.qkv_group_heads keeps QKV in one head group (all H heads)."""
+    from codegen import design
 
-    E = perf.qkv_lanes(hw, shape.dh)
+    E = design.qkv_lanes(hw, shape.dh)
     if shape.heads == 1:
         return "one head"
     if E != hw.simd:
         return f"gcd(COLS, DH) = {E} \u2260 SIMD = {hw.simd}"
-    if not perf.drain_fits(hw, shape.dim, "requant", shape.dh):
+    if not design.drain_fits(hw, shape.dim, "requant", shape.dh):
         return "QKV's drain does not fit its reduction loop"
     return "no smaller group's loop fits a row tile's load"
 
 
 def draw(shape, hw: HwConfig, out: Path) -> None:
-    from codegen import perf
-    from codegen.perf import resources
+    from codegen import design, perf, resources
 
     R, C, S, PC, P, QR, L = hw.rows, hw.cols, hw.simd, hw.port_cols, hw.weight_ports, hw.qk_array_rows, hw.lanes
     AB, BEATS = hw.axi_bytes, hw.weight_beats
@@ -166,25 +165,25 @@ def draw(shape, hw: HwConfig, out: Path) -> None:
     word = C * S
     pword = PC * S
     beat_s = "beat" if BEATS == 1 else "beats"
-    WL = perf.load_lanes(hw)                     # row-load lanes (SIMD)
-    E = perf.qkv_lanes(hw, DH)                   # QKV epilogue lanes: gcd(COLS, DH)
+    WL = design.load_lanes(hw)                     # row-load lanes (SIMD)
+    E = design.qkv_lanes(hw, DH)                   # QKV epilogue lanes: gcd(COLS, DH)
     VW = DH // E                                 # E-channel words per key in the value buffer
-    PL = perf.patch_lanes(hw, shape.patch)
-    QH = perf.qkv_group_heads(shape, hw)         # Cfg::QKV_HEADS: heads per QKV call
+    PL = design.patch_lanes(hw, shape.patch)
+    QH = design.qkv_group_heads(shape, hw)         # Cfg::QKV_HEADS: heads per QKV call
     NG = NH // QH
     grouped = QH < NH                            # p2vit_main_step is a DATAFLOW region
     SETS = 2 if grouped else 1
-    PPW = perf.proj_pre_words(shape, hw)         # proj's first row tile loaded beside the last group
-    fill_xt = perf.lanes_fill_xt(shape, hw)      # A.V writes proj's first row tile into xt[0]
+    PPW = design.proj_pre_words(shape, hw)         # proj's first row tile loaded beside the last group
+    fill_xt = design.lanes_fill_xt(shape, hw)      # A.V writes proj's first row tile into xt[0]
     WORDS = -(-N // L)                           # stream words per row: LANES values each
     PASS = max(WORDS, -(-DH // L))               # A.V cycles per row
-    hq = perf.qk_hw(hw)
-    RL = perf.logit_rows_per_cycle(hq, DH)
+    hq = design.qk_hw(hw)
+    RL = design.logit_rows_per_cycle(hq, DH)
     G = -(-QR // RL)
     qk_pre = perf.qk_prefetch(hq, N, DH)
-    reshape = perf.xt_reshape(hw, shape)
-    ln_loop, ln_exposed = perf.ln_load_paths(shape, hw)
-    bk = perf.partition_factors(shape, hw)
+    reshape = resources.xt_reshape(hw, shape)
+    ln_loop, ln_exposed = design.ln_load_paths(shape, hw)
+    bk = resources.partition_factors(shape, hw)
     _check_banks(shape, hw, bk, res["buffers"])
     sets_s = "" if SETS == 1 else " per set"
     d = Drawing()
@@ -196,7 +195,7 @@ def draw(shape, hw: HwConfig, out: Path) -> None:
            f"DH={DH}, HID={HID}, {DEPTH} blocks", size=10.5, ha="left", va="center", bg=False, fontweight="bold")
 
     # --- DRAM and the m_axi bundles -----------------------------------------------------------------
-    io = perf.io_bundle(hw)   # with four weight ports the image and logits share blob_w3
+    io = design.io_bundle(hw)   # with four weight ports the image and logits share blob_w3
     d.box(1, 3, 10, 110.5, "DRAM (host buffers)",
           [f"image int8 (C,H,W) and logits int32: {io};   params.bin (the blob, "
            "one buffer): blob" + "".join(f", blob_w{j}" for j in range(1, P))], color="#f3f3f3", rotate=True,
@@ -417,7 +416,7 @@ def main(argv=None) -> int:
                    help="model card, short name (vit_b, ...) or build directory: N, D, H, HID")
     add_hw_args(p)
     args = p.parse_args(argv)
-    from codegen.perf import load_shape
+    from codegen.model_shape import load_shape
 
     shape = load_shape(args.model)
     hw = hw_config(args, shape.reduction_lengths.values())

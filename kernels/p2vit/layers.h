@@ -86,7 +86,7 @@ template <class C>
 constexpr int main_o(int mode) {
   return mode == MAIN_QKV ? 3 * C::DH * qkv_heads<C>() : mode == MAIN_FC1 ? C::HID : mode == MAIN_HEAD ? C::CLASSES : C::D;
 }
-// qkv_grouping_ok<C>(): what head groups need (codegen/perf.py qkv_group_heads chooses them so):
+// qkv_grouping_ok<C>(): what head groups need (codegen/design.py qkv_group_heads chooses them so):
 // whole groups, whole column tiles per group, and the QKV drain's qkv_lanes equal to the Q.K^T
 // loads' SIMD (the rule qkv_group_heads applies; with q, k, v in two sets the two processes no longer
 // share their ports, so it could be relaxed: docs/hardware.md, known limits).

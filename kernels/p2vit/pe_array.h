@@ -117,7 +117,7 @@ namespace detail {
 // xt[n][k0 + s], so each pair of their products is one DSP, and the S lanes' DSPs form chains of
 // PACKED_CHAIN (packed_mac) whose post-adders sum both columns at once; each chain is split once
 // (packed_split). An odd last column takes plain multipliers. R * ceil(C/2) * S DSPs in all
-// (codegen.perf.resources counts this). Each chain must stay a chain (balanced into a tree, its
+// (codegen.resources.count counts this). Each chain must stay a chain (balanced into a tree, its
 // adds would leave the DSPs for LUTs): the callers' loops (main_array's reduce, qk_array's
 // reduce_keys) say EXPRESSION_BALANCE off, since a pragma in this inlined function is ignored.
 template <int R, int C, int S, int K, typename A>

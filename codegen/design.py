@@ -1,0 +1,230 @@
+"""The structure of the emitted accelerator, as a function of the model's shape and the hardware
+configuration: how many lanes each chunk has, how its buffers are banked, which epilogues drain
+inside the next tile's reduction, how QKV and the attention share the time, which m_axi bundles
+exist. The templates (codegen/render.py) emit these decisions, the performance model
+(codegen/perf.py) times them and codegen/resources.py counts what they instantiate, so each is
+decided here once.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import replace
+
+from .hwconfig import HwConfig
+from .model_shape import ModelShape
+
+
+def cdiv(a: int, b: int) -> int:
+    """ceil(a / b) for b > 0."""
+    return -(-a // b)
+
+
+@functools.lru_cache(maxsize=None)
+def log_code_chain(attn_bits: int, attn_rounding: str) -> tuple[int, int, int]:
+    """The comparison logic of a softmax lane's codes (kernels/p2vit/arith.h log_code_cmp) as built:
+    (T, first, links). T thresholds, each two comparators (Z = 2^attn_bits - 1 of them, but at most
+    63, or 63 - G for geometric rounding); c_1 ex takes `first` adders (the nonzero digits of c_1's
+    canonical signed-digit form, less one: 91 = 128 - 32 - 4 - 1 takes 3, 3 = 4 - 1 takes 1); and
+    `links` of the T - 1 links of the chain are adders (d_t = +-1; a d_t = 0 link is a shift, wiring)."""
+    from quantizer import intops
+
+    c = intops.log_code_multipliers((1 << attn_bits) - 1, attn_rounding)
+    digits, v = 0, c[0]
+    while v:
+        if v & 1:
+            v -= 2 - (v & 3)    # the nonadjacent form's digit, +1 or -1
+            digits += 1
+        v >>= 1
+    return len(c), digits - 1, sum(1 for a, b in zip(c, c[1:]) if b != 2 * a)
+
+
+
+
+PACKED_CHAIN = 8   # packed products per DSP post-adder chain (kernels/p2vit/pe_array.h PACKED_CHAIN)
+
+
+def qk_hw(hw: HwConfig) -> HwConfig:
+    """The Q.K^T array's configuration (kernels/p2vit/layers.h QkCfg): the MAC array's with
+    qk_array_rows rows and PCOLS columns."""
+    return replace(hw, rows=hw.qk_array_rows, cols=hw.port_cols, weight_ports=1, qk_rows=0)
+
+
+def blob_bundles(hw: HwConfig) -> list[str]:
+    """The m_axi bundles that read params.bin (templates/p2vit_top.cpp.j2): blob carries the
+    descriptors, the small parameters and weight plane 0, blob_wJ plane J."""
+    return ["blob"] + [f"blob_w{j}" for j in range(1, hw.weight_ports)]
+
+
+IO_SHARED_PORTS = 4   # with this many weight ports, io shares the last one's bundle
+
+
+def io_bundle(hw: HwConfig) -> str:
+    """The m_axi bundle of the image and the logits: its own (io), or with four weight ports the
+    last weight port's, so the design needs no fifth HP port. No loop touches both: the image is
+    read before the embedding's first weight and the logits written after the head's last."""
+    return blob_bundles(hw)[-1] if hw.weight_ports >= IO_SHARED_PORTS else "io"
+
+
+def axi_bundles(hw: HwConfig) -> list[str]:
+    """Every m_axi bundle of the top (the HP ports it needs)."""
+    io = io_bundle(hw)
+    return blob_bundles(hw) + ([io] if io == "io" else [])
+
+
+def logit_row_banks(hw: HwConfig) -> int:
+    """Banks of Q.K^T's logit row tiles (kernels/p2vit/banks.h logit_row_banks): PCOLS keys in and
+    LANES out in the same loop, on every memory: lcm(PCOLS, LANES)."""
+    return math.lcm(hw.port_cols, hw.lanes)
+
+
+def logit_rows_per_cycle(hw: HwConfig, dh: int) -> int:
+    """Tile rows Q.K^T's epilogue finishes per cycle (kernels/p2vit/banks.h logit_rows_per_cycle):
+    ceil(ROWS / (DH / SIMD)), so that a key tile's epilogue is no longer than its reduction. hw:
+    the Q.K^T array's (qk_hw)."""
+    return cdiv(hw.rows, dh // hw.simd)
+
+
+def qkv_lanes(hw: HwConfig, dh: int) -> int:
+    """Columns per cycle of the QKV epilogue (kernels/p2vit/banks.h qkv_lanes): gcd(COLS, DH)."""
+    return math.gcd(hw.cols, dh)
+
+
+def patch_lanes(hw: HwConfig, patch: int) -> int:
+    """Image values per cycle of the patch load (banks.h patch_lanes): gcd(PATCH, SIMD)."""
+    return math.gcd(patch, hw.simd)
+
+
+def img_banks(hw: HwConfig, patch: int) -> int:
+    """Banks of the image buffer (banks.h img_banks): a multiple of patch_lanes that takes a beat
+    per cycle with at most two writes per bank."""
+    pl = patch_lanes(hw, patch)
+    return pl * cdiv(hw.axi_bytes // 2, pl)
+
+
+def load_lanes(hw: HwConfig) -> int:
+    """Values per cycle of the row loads (banks.h load_lanes)."""
+    return hw.simd
+
+
+def drain_fits(hw: HwConfig, K: int, epi: str, dh: int) -> bool:
+    """Whether a layer reducing over K drains each tile's epilogue (`epi`: requant for QKV, residual,
+    gelu, embed) inside the next tile's reduction (kernels/p2vit/layers.h OVL_EMBED, OVL_QKV,
+    OVL_PROJ, OVL_FC1, OVL_FC2): its K / SIMD steps are at least the drain's cycles (ROWS; QKV:
+    ROWS x COLS / gcd(COLS, DH))."""
+    drain = hw.rows * (hw.cols // qkv_lanes(hw, dh)) if epi == "requant" else hw.rows
+    return K // hw.simd >= drain
+
+
+def loop_trip(hw: HwConfig, K: int, O: int, epi: str, dh: int) -> int:
+    """Iterations of a drained layer's reduction loop per row tile (kernels/p2vit/layers.h
+    main_loop_trip): its ceil(O / COLS) x K / SIMD steps and the drain tail; what a row prefetch or
+    an early load must fit in."""
+    return cdiv(O, hw.cols) * (K // hw.simd) + drain_tail(hw, K, epi, dh)
+
+
+def drain_tail(hw: HwConfig, K: int, epi: str, dh: int) -> int:
+    """Iterations a drained layer's reduction loop runs after its last tile's steps, per row tile
+    (kernels/p2vit/layers.h main_array: one drain's cycles; QKV's ROWS x COLS / gcd(COLS, DH)),
+    or 0 when its drain does not fit and the epilogue follows each tile."""
+    if not drain_fits(hw, K, epi, dh):
+        return 0
+    return hw.rows * (hw.cols // qkv_lanes(hw, dh)) if epi == "requant" else hw.rows
+
+
+def proj_pre_words(shape: "ModelShape", hw: HwConfig) -> int:
+    """Words per row of proj's first row tile that the MAC array loads beside the last head group's
+    attention (kernels/p2vit/layers.h proj_pre_words): the other groups' channels, with head groups
+    and LANES == SIMD; else 0."""
+    GH = qkv_group_heads(shape, hw)
+    if GH == shape.heads or hw.lanes != hw.simd:
+        return 0
+    return (shape.heads // GH - 1) * GH * shape.dh // load_lanes(hw)
+
+
+def lanes_fill_xt(shape: "ModelShape", hw: HwConfig) -> bool:
+    """Whether A.V also writes its first ROWS output rows into the MAC array's row buffer, so that
+    proj does not load its first row tile (lanes_fill_xt in kernels/p2vit/banks.h): one value per
+    xt bank per cycle (LANES == SIMD), a full first row tile (N >= ROWS), and QKV in one head group
+    (grouped, QKV's row tiles are in xt while A.V runs)."""
+    return (hw.lanes == hw.simd and shape.dh % hw.lanes == 0 and shape.tokens >= hw.rows
+            and qkv_group_heads(shape, hw) == shape.heads)
+
+
+def qkv_group_heads(shape: "ModelShape", hw: HwConfig) -> int:
+    """Heads per QKV call (Cfg::QKV_HEADS; kernels/p2vit/banks.h qkv_heads): QKV computes a group of
+    heads at a time and the attention of group g - 1 runs beside QKV's group g (p2vit_main_step in
+    templates/p2vit_top.cpp.j2). The smallest divisor of H below H whose group is whole column tiles
+    and whose reduction loop still fits the next row tile's load (so every group's later row tiles
+    prefetch and its last row tile loads the next group's first: main_early), where QKV drains in
+    its loop and its drain lanes are the Q.K^T loads' (qkv_lanes == SIMD: chosen when q, k and v
+    were one set shared by both processes; with two sets it could be relaxed); else H (one group:
+    QKV, then the attention)."""
+    H, DH, D = shape.heads, shape.dh, shape.dim
+    if qkv_lanes(hw, DH) != hw.simd or not drain_fits(hw, D, "requant", DH):
+        return H
+    for g in range(1, H):
+        if H % g == 0 and (3 * DH * g) % hw.cols == 0 and \
+                hw.rows * (D // load_lanes(hw)) <= loop_trip(hw, D, 3 * DH * g, "requant", DH):
+            return g
+    return H
+
+
+def early_loads(shape: "ModelShape", hw: HwConfig) -> dict[str, bool]:
+    """Which layers' last row tile loads the next layer's first in its reduction loop (main_early in
+    kernels/p2vit/layers.h): FC1 FC2's (hid), proj FC1's, FC2 the next QKV's or the head's and the
+    embedding block 0's QKV's (LayerNorm rows of rc). Each drains in its loop, has two row tiles or
+    more (the next layer's first rows are final after the first) and room in that loop for the
+    ROWS x K_next / load_lanes words. "qkv": a QKV head group but the last loads the next group's
+    (qkv_group_heads chooses groups for which it fits; QKV writes no row of rc, so one row tile is
+    enough)."""
+    N, D, HID, DH, KP = shape.tokens, shape.dim, shape.hidden, shape.dh, shape.kp
+    layers = {"embed": (N - 1, KP, D, "embed", D), "proj": (N, D, D, "residual", D),
+              "fc1": (N, D, HID, "gelu", HID), "fc2": (N, HID, D, "residual", D)}
+    out = {}
+    for name, (NR, K, O, epi, k_next) in layers.items():
+        out[name] = (drain_fits(hw, K, epi, DH) and cdiv(NR, hw.rows) >= 2
+                     and hw.rows * (k_next // load_lanes(hw)) <= loop_trip(hw, K, O, epi, DH))
+    out["qkv"] = qkv_group_heads(shape, hw) < shape.heads
+    return out
+
+
+def ln_load_paths(shape: "ModelShape", hw: HwConfig) -> tuple[bool, bool]:
+    """Where the emitted code normalizes LayerNorm rows as they load (layers.h ln_loads_in_loop,
+    ln_loads_exposed): (in main_array's reduction loop: a LayerNorm row tile prefetches or loads
+    early there; in the exposed load loop: some LayerNorm row tile loads outside it). Each is a set
+    of load_lanes normalizing lanes."""
+    N, D, HID, DH = shape.tokens, shape.dim, shape.hidden, shape.dh
+    e = early_loads(shape, hw)
+    WL = load_lanes(hw)
+
+    def prefetches(K, O, epi):
+        return drain_fits(hw, K, epi, DH) and hw.rows * (K // WL) <= loop_trip(hw, K, O, epi, DH)
+
+    many = cdiv(N, hw.rows) > 1
+    pq, p1 = prefetches(D, 3 * DH * qkv_group_heads(shape, hw), "requant"), prefetches(D, HID, "gelu")
+    in_loop = e["embed"] or e["fc2"] or e["proj"] or e["qkv"] or (many and (pq or p1))
+    exposed = not e["embed"] or not e["fc2"] or not e["proj"] or (many and not (pq and p1))
+    return in_loop, exposed
+
+
+def ln_load_lane_sets(shape: "ModelShape", hw: HwConfig) -> int:
+    """Sets of normalizing LayerNorm lanes the emitted code builds (ln_load_paths)."""
+    return sum(ln_load_paths(shape, hw))
+
+
+def stream_writers(shape: "ModelShape", hw: HwConfig) -> int:
+    """Residual-stream writers the code builds (kernels/p2vit/epilogue.h epi_stream_row, each with
+    the next LayerNorm's statistics lanes and isqrt): in the reduction loop where proj, FC2 or the
+    embedding drain there; in the residual epilogue loop where proj or FC2 does not; in the
+    embedding's where it does not."""
+    dr = drains(shape, hw)
+    return int(dr["proj"] or dr["fc2"] or dr["embed"]) + int(not (dr["proj"] and dr["fc2"])) + int(not dr["embed"])
+
+
+def drains(shape: "ModelShape", hw: HwConfig) -> dict[str, bool]:
+    """drain_fits for QKV, proj, FC1, FC2 and the embedding of the model."""
+    D, HID, DH = shape.dim, shape.hidden, shape.dh
+    return {"qkv": drain_fits(hw, D, "requant", DH), "proj": drain_fits(hw, D, "residual", DH),
+            "fc1": drain_fits(hw, D, "gelu", DH), "fc2": drain_fits(hw, HID, "residual", DH),
+            "embed": drain_fits(hw, shape.kp, "embed", DH)}

@@ -1,0 +1,345 @@
+"""What a design uses of an FPGA: DSP48E2s and BRAM18Ks counted from what the code instantiates
+(`count`), LUTs estimated from per-unit costs (`lut_estimate`), and the parts' budgets.
+
+DSPs: every MAC-array PE and every multiplier outside the arrays that the kernels build
+(tests/test_kernels.py checks the MAC arrays' against the ap_int build's multiplications). BRAM18Ks:
+every on-chip buffer with the banks its ARRAY_PARTITION pragmas make (`buffers`). LUTs are
+ESTIMATES: no synthesis runs here. `lut_estimate` adds up per-unit costs (LUT_COSTS) that are hand
+estimates from the datapath widths, one LUT6 per bit of an adder or comparator (the UltraScale+
+CLB: UG574 says each LUT6 feeds one bit of the CARRY8 chain), a 2:1 multiplexer per LUT6 input
+pair; docs/performance.md lists them. Only a csynth/implementation run can confirm them.
+"""
+from __future__ import annotations
+
+import math
+
+from . import design
+from .design import cdiv
+from .hwconfig import HwConfig
+from .model_shape import ModelShape
+
+
+ACC_BITS = 32      # MAC accumulator bits the LUT estimate assumes (DeiT-B: K * 2^7 * 2^7 < 2^31)
+
+# LUTs per unit (estimates; see the module docstring and docs/performance.md).
+LUT_COSTS = {
+    "pe_chain": 40,          # per PE pair and chain of <= 8 packed products (their sums are in the DSPs' post-adders):
+                             # the split's two ~19-bit +1 corrections, and beyond a pair's first chain the two ~20-bit
+                             # adds that join it
+    "pe_pack": 10,           # per column pair and SIMD lane: the packed weight w1 * 2^18 + w0 (w1 less w0's sign,
+                             # ~9 bits), shared by the rows
+    "pe_accumulator": 34,    # per acc[n][o]: a 32-bit adder and the clear multiplexer
+    "epilogue_lane": 450,    # a requant lane: 64-bit round-half-up shift (~6 LUT levels x 64 bits / 2), saturation, bias add
+    "residual_lane": 1_000,  # a requant lane, two alignment shifts of ~24 bits, the add and a second requant
+    "acc_row_mux": 1,        # per accumulator bit and 4 rows: a LUT6 4:1 multiplexer (MUXF7/F8 join them)
+    "max_node": 12,          # an 8-bit compare (8 LUTs on the carry chain) and an 8-bit 2:1 multiplexer (4 dual LUT6)
+    "gelu_lookup": 560,      # a 256-way multiplexer of 8 bits from the registered table (~70 LUT6 + MUXF7/F8 per bit)
+    "softmax_lane": 500,     # a softmax lane's exp and sum: n = 30 - 2E 13-bit comparators against k|x0|, the
+                             # (n+1)-way mux and three 64-bit adders; its codes: design.log_code_chain's parts
+    "softmax_threshold": 86,  # per threshold t of the codes (arith.h log_code_cmp): a 64-bit comparator with
+                             # 2 sum or sum << G (64) and one with the constant limit floor((2^63 - 1) / c_t) (~22)
+    "softmax_adder": 64,     # per 64-bit adder of the chain of multiples c_t ex: c_1 ex's and each link with
+                             # d_t != 0 (2,494 a lane at 4-bit geometric attention: 15 thresholds, 3 + 8 adders).
+                             # Until session 29 the lane had 15 separate constant multipliers in canonical signed
+                             # digits (~78 adders): 6,500
+    "shifter": 75,           # per A.V channel and key lane: a 23-bit barrel shift by 0..15 (2 LUT levels) and its adder
+    "layernorm_lane": 1_800,  # a normalizing lane: one pipelined unsigned 41 / 32-bit divider (D 768, R 16) (one 32-bit subtractor per
+                              # quotient bit) and the requant
+    "layernorm_stat_lane": 120,  # a writer lane's statistics: the 2-bit alignment shift of ~19 bits and its share of
+                                 # the 40-bit S1 and S2 adder trees (the square is a DSP)
+    "layernorm_row": 4_650,  # per residual-stream writer: isqrt, 31 unrolled steps (arith.h), each a ~62-bit
+                             # compare-subtract and 2:1 muxes of rem and root (~130), in one II=1 pipeline; the
+                             # 64-bit variance terms (~300); the two 64-bit running sums (~150)
+    "axi_bundle": 1_500,     # a Vitis HLS m_axi adapter with 64-beat bursts and 8 outstanding reads
+    "control": 6_000,        # the controller, descriptors, s_axilite, loop counters, FIFO control
+}
+
+
+MAC_INSTANCES = ("main (embed, qkv, proj, fc1, fc2, head)", "qk (Q.K^T)")   # kernels/p2vit/layers.h
+
+
+# FPGA budgets (DSP48E2, BRAM18K, URAM, CLB LUTs) from the AMD product tables (DS891, DS890,
+# DS962), by part-name prefix.
+PARTS = {
+    "xczu9eg": (2520, 1824, 0, 274_080),         # ZCU102
+    "xczu7ev": (1728, 624, 96, 230_400),         # ZCU104
+    "xck26": (1248, 288, 64, 117_120),           # Kria KV260
+    "xczu3eg": (360, 432, 0, 70_560),            # Ultra96
+    "xcvu9p": (6840, 4320, 960, 1_182_240),      # VCU118 / AWS F1
+    "xcu250": (12288, 5376, 1280, 1_728_000),    # Alveo U250
+}
+
+
+PART_KEYS = ("dsps", "bram18k", "uram", "luts")
+
+
+FIT_KEYS = ("dsps", "bram18k", "luts")   # what a design is checked against a budget for
+
+
+FIT_NAMES = {"dsps": "DSPs", "bram18k": "BRAM18K", "luts": "estimated LUTs"}   # how messages name them
+
+
+def over_budget(used: dict, budget: dict) -> list[str]:
+    """The FIT_KEYS that `used` exceeds in `budget` (keys the budget lacks are not checked)."""
+    return [k for k in FIT_KEYS if k in budget and used[k] > budget[k]]
+
+
+def misc_dsps(hw: HwConfig, ln_sets: int = 1, writers: int = 1) -> dict[str, int]:
+    """Multipliers outside the MAC arrays (estimates), per lane where the chunk has lanes. ln_sets:
+    the sets of normalizing LayerNorm lanes (ln_load_lane_sets); writers: the residual-stream
+    writers built (stream_writers), each with COLS squares and its variance terms."""
+    L, C, WL = hw.lanes, hw.cols, design.load_lanes(hw)
+    return {
+        f"layernorm: xa^2 per writer lane x {C} and D*S2, S1^2 (2 x 9, 64-bit) per writer x {writers}, "
+        f"z*G (2) per normalizing lane x {WL} x {ln_sets}": (C + 18) * writers + 2 * WL * ln_sets,
+        f"softmax: (x + pb)^2 per lane x {L}": L,
+    }
+
+
+def part_resources(part: str) -> tuple[int, int, int, int] | None:
+    """The part's (DSPs, BRAM18K, URAM, LUTs) from PARTS (PART_KEYS order), by the device prefix of
+    its name; None for a part not in the table."""
+    for k, v in PARTS.items():
+        if part.lower().startswith(k):
+            return v
+    return None
+
+
+def bram18k(depth: int, width: int) -> int:
+    """BRAM18K blocks for a depth x width memory (best aspect ratio; < 1 Kbit goes to LUTRAM)."""
+    if depth * width < 1024:
+        return 0
+    return min(cdiv(width, w) * cdiv(depth, d) for w, d in ((1, 16384), (2, 8192), (4, 4096), (9, 2048),
+                                                               (18, 1024), (36, 512)))
+
+
+def partition_factors(shape: ModelShape, hw: HwConfig) -> dict[str, int]:
+    """The ARRAY_PARTITION factors of the generated top and main_array (kernels/p2vit/banks.h), by
+    array: r, rc, o, q, k (channels; the keys are cyclic PCOLS besides), hid, img, tile_bias, the
+    per-output parameters p4 (bias) and p1 (shift, e_r, e_s), cls, the LayerNorm parameters and the
+    Q.K^T logit rows (keys)."""
+    cols, ab, WL = hw.cols, hw.axi_bytes, design.load_lanes(hw)
+    E = design.qkv_lanes(hw, shape.dh)
+    return {
+        "r": cols,                                                        # r_banks
+        "rc": shared_banks(cols, 2, WL, 2),                               # rc_banks
+        "o": shared_banks(hw.lanes, 1, WL, 1),                            # xo_banks
+        "q": shared_banks(E, 1, WL, 1),                                   # q_banks
+        "k": shared_banks(E, 1, hw.simd, 1),                              # k_channel_banks
+        "hid": shared_banks(cols, 2, WL, 2),                              # hid_banks
+        "img": design.img_banks(hw, shape.patch),
+        "tile_bias": shared_banks(hw.weight_ports * (ab // 4), 2, cols, 1),   # embed_bias_banks
+        "p4": shared_banks(ab // 4, 1, cols, 1), "p1": shared_banks(ab, 1, cols, 1),   # param_banks<C, PER4 / PER1>
+        "cls": ab // (shape.res_bits // 8),                               # PER_RES
+        "ln_k": math.lcm(ab, cols, WL),                                   # ln_k_banks
+        "ln_G": math.lcm(ab // 2, WL), "ln_B": math.lcm(ab // 8, WL), "ln_sh": math.lcm(ab, WL),   # ln_param_banks
+        "rows": design.logit_row_banks(hw),
+    }
+
+
+def buffers(shape: ModelShape, hw: HwConfig, acc_bits: int = 32) -> list[dict]:
+    """On-chip buffers of the emitted code (templates/p2vit_top.cpp.j2, kernels/p2vit/layers.h)
+    with the memories they map to: (banks, depth, width bits) each."""
+    N, D, HID, KP, R, DH = shape.tokens, shape.dim, shape.hidden, shape.kp, shape.res_bits, shape.dh
+    rows, cols = hw.rows, hw.cols
+    pcols, qrows = hw.port_cols, hw.qk_array_rows
+    E, RL = design.qkv_lanes(hw, DH), design.logit_rows_per_cycle(design.qk_hw(hw), DH)
+    f = partition_factors(shape, hw)
+    RB, CB, XB, QB, KB, GB = f["r"], f["rc"], f["o"], f["q"], f["k"], f["hid"]
+    OM = max(3 * D, HID, shape.num_classes)
+    reshape = xt_reshape(hw, shape)
+
+    def b(name, nbytes, mems):
+        return {"buffer": name, "bytes": nbytes, "memories": mems}
+
+    def cyc(depth, width, factor):
+        return (factor, cdiv(depth, factor), width)
+
+    QH = design.qkv_group_heads(shape, hw)
+    SETS = 2 if QH < shape.heads else 1
+
+    return [
+        b("residual stream r[N][D] (channels cyclic RB)", N * D * R // 8, [cyc(N * D, R, RB)]),
+        b("its copy for the LayerNorm loads rc[N][D] (channels cyclic CB)", N * D * R // 8, [cyc(N * D, R, CB)]),
+        # a head group's q, k, v (QH heads: qkv_group_heads), in two sets where QKV runs in groups
+        # (one written by QKV, the other read by the attention: p2vit_main_step), else one of all heads
+        b(f"queries q[{SETS}][N][QH*DH] (a set of QH = {QH} heads each; channels cyclic QB)", SETS * N * QH * DH,
+          [cyc(N * QH * DH, 8, QB)] * SETS),
+        # per head: k[QH][N][DH] tokens cyclic PCOLS x channels cyclic KB, v[QH][N][DH] channels complete
+        b(f"keys k[{SETS}][QH][N][DH] (tokens cyclic PCOLS x channels cyclic KB)", SETS * N * QH * DH,
+          [(pcols * KB, QH * cdiv(N, pcols) * cdiv(DH, KB), 8)] * SETS),
+        # value_buf: E-channel words (E = qkv_lanes), one memory per key lane and word
+        b(f"values v[{SETS}][QH][N][DH/E][E] (tokens cyclic LANES x words complete, E channels reshaped into a word)",
+          SETS * N * QH * DH, [(DH // E * hw.lanes, QH * cdiv(N, hw.lanes), 8 * E)] * SETS),
+        b("attention output o[N][D] (channels cyclic XB)", N * D, [cyc(N * D, 8, XB)]),
+        b("FC1 output hid[N][HID] (channels cyclic GB)", N * HID, [cyc(N * HID, 8, GB)]),
+        b("image img[C*H*W] (one burst from io; cyclic img_banks)", shape.in_chans * shape.img_h * shape.img_w,
+          [cyc(shape.in_chans * shape.img_h * shape.img_w, 8, f["img"])]),
+        # xt of each instance: rows complete x cyclic SIMD along K, partitioned (ROWS x SIMD memories)
+        # or reshaped (ROWS memories of SIMD-value words): xt_reshape; the MAC array's twice (the
+        # tile being reduced and the prefetched next one)
+        b("stationary row tiles xt (main: [2][ROWS][K], K = max(KP, D, HID); qk: [2][QK_ROWS][DH]; partitioned or "
+          "reshaped along K)", 2 * rows * max(KP, D, HID) + 2 * qrows * DH,
+          [xt_memories(hw, max(KP, D, HID), reshape["main"])] * 2 + [xt_memories(design.qk_hw(hw), DH, reshape["qk"])] * 2),
+        # registers: acc and its ping-pong copy done of the MAC array (ROWS x COLS) and of the Q.K^T
+        # array (QK_ROWS x PCOLS; its grouped done[G][RL][PCOLS] rounds QK_ROWS up to a multiple of RL)
+        b("accumulators acc and ping-pong copies done (MAC array, Q.K^T array)",
+          (2 * rows * cols + (qrows + RL * cdiv(qrows, RL)) * pcols) * acc_bits // 8, []),
+        # two row tiles (one filling, one streaming out); row n = g*RL + u at [b][u][g]: RL banks along
+        # the rows of G = ceil(QK_ROWS/RL) rows each; the row maxima rmax[2][RL][G] are registers
+        b("logit row tiles rows[2][RL][G][N] (tiles and rows complete x keys cyclic logit_row_banks) and row "
+          "maxima rmax[2][RL][G] (registers)", 2 * RL * cdiv(qrows, RL) * (N + 1),
+          [(2 * RL * f["rows"], cdiv(qrows, RL) * cdiv(N, f["rows"]), 8)]),
+        b("layer parameters: bias/shift (max(3D, HID, classes)), e_r/e_s (cyclic param_banks), GELU table "
+          "(registers), cls", OM * 5 + 2 * D + 256 + D * R // 8,
+          [cyc(OM, 32, f["p4"]), cyc(OM, 8, f["p1"]), cyc(D, 8, f["p1"]),
+           cyc(D, 8, f["p1"]), cyc(D, R, f["cls"])]),
+        # the embedding's row tile of per-token biases (kernels/p2vit/layers.h main_array): a beat of
+        # every weight port in per cycle, COLS out (banks.h embed_bias_banks)
+        b("embedding row-tile biases tile_bias[ROWS * DT], DT = D rounded up to COLS (cyclic embed_bias_banks)",
+          rows * cdiv(D, cols) * cols * 4,
+          [cyc(rows * cdiv(D, cols) * cols, 32, f["tile_bias"])]),
+        # read by the normalizing loads (load_lanes) and, ln_k, by the writer (COLS)
+        b("LayerNorm parameters", D * (1 + 2 + 8 + 1), [cyc(D, 2, f["ln_k"]), cyc(D, 16, f["ln_G"]),
+                                                        cyc(D, 64, f["ln_B"]), cyc(D, 8, f["ln_sh"])]),
+        b("LayerNorm row statistics: running S1, S2 and each row's S1, std (int64, plain memories)", 4 * N * 8,
+          [(4, N, 64)]),
+        b("logits stream: one Q.K^T row tile; codes stream: one row", qrows * N + N, [(1, qrows * N, 8), (1, N, 4)]),
+    ]
+
+
+def xt_memories(hw: HwConfig, K: int, reshaped: bool) -> tuple[int, int, int]:
+    """(memories, depth, width bits) of a stationary row tile xt[ROWS][K]: dim 1 complete and dim 2
+    cyclic SIMD, either partitioned (ROWS x SIMD memories of bytes) or reshaped (ROWS memories of
+    SIMD-byte words)."""
+    if reshaped:
+        return (hw.rows, cdiv(K, hw.simd), 8 * hw.simd)
+    return (hw.rows * hw.simd, cdiv(K, hw.simd), 8)
+
+
+def xt_reshape(hw: HwConfig, shape: ModelShape) -> dict[str, bool]:
+    """Whether the MAC array's and the Q.K^T array's row tiles are reshaped along K (p2vit_params.h
+    P2VIT_XT_RESHAPE_*): where one SIMD-byte word per row takes fewer BRAM18K than SIMD byte-wide
+    banks (a bank of 3 Kbit still takes a whole BRAM18K; memories under 1 Kbit are LUTRAM either
+    way and stay partitioned). Their loads and reductions touch one word per row per cycle, so the
+    II is the same."""
+    def bram(mem):
+        n, d, w = mem
+        return n * bram18k(d, w)
+    return {name: h.simd > 1 and bram(xt_memories(h, k, True)) < bram(xt_memories(h, k, False))
+            for name, h, k in (("main", hw, max(shape.kp, shape.dim, shape.hidden)), ("qk", design.qk_hw(hw), shape.dh))}
+
+
+def shared_banks(a: int, pa: int, b: int, pb: int) -> int:
+    """kernels/p2vit/banks.h shared_banks: gcd(a, b) if both loops stay within two accesses per
+    bank with it (every lane's bank fixed at compile time), else lcm(a, b)."""
+    g = math.gcd(a, b)
+    return g if (a // g) * pa <= 2 and (b // g) * pb <= 2 else math.lcm(a, b)
+
+
+def mac_array_dsps(hw: HwConfig) -> int:
+    """DSP48E2s of one MAC-array instance of hw's shape as kernels/p2vit/pe_array.h builds it for
+    HLS: columns o and o + 1 share each activation, so their two 8 x 8-bit products come from one
+    packed DSP (packed_mac); an odd last column takes one DSP per product. tests/test_kernels.py
+    checks this against the multiplications one PE cycle of the ap_int build makes."""
+    return hw.rows * cdiv(hw.cols, 2) * hw.simd
+
+
+def count(shape: ModelShape, hw: HwConfig, acc_bits: int = 32) -> dict:
+    """DSPs of every MAC-array instance the code instantiates (kernels/p2vit/layers.h: the MAC array
+    for every layer with weights, ROWS x COLS x SIMD, and the Q.K^T array, QK_ROWS x PCOLS x SIMD; each
+    PE multiplies 8 x 8 bits, since a layer's weight bits are chosen at run time by the
+    controller, two products per DSP), plus the misc multipliers."""
+    qk = design.qk_hw(hw)
+    products = [hw.rows * hw.cols * hw.simd, qk.rows * qk.cols * qk.simd]
+    per = [mac_array_dsps(hw), mac_array_dsps(qk)]
+    misc = sum(misc_dsps(hw, design.ln_load_lane_sets(shape, hw), design.stream_writers(shape, hw)).values())
+    bufs = buffers(shape, hw, acc_bits)
+    L, rl = hw.lanes, cdiv(shape.tokens, hw.lanes)
+    # the softmax's exps of two rows (ex[2][N]: row parity complete, cyclic LANES); its logits and
+    # codes copies feed only the C-sim trace
+    extra_mem = [("softmax exps ex[2][N] (parity x cyclic LANES)", [(2 * L, rl, 64)])]
+    bram = sum(k * bram18k(d, w) for x in bufs for k, d, w in x["memories"])
+    bram += sum(k * bram18k(d, w) for _, mems in extra_mem for k, d, w in mems)
+    big = sum(x["bytes"] for x in bufs[:8])
+    budget = part_resources(hw.part)
+    return {
+        "products_per_cycle": products[0], "products_per_instance": products, "mac_arrays": len(MAC_INSTANCES),
+        "instances": list(MAC_INSTANCES), "dsps_per_array": per, "mac_dsps": sum(per), "misc_dsps": misc,
+        "dsps": sum(per) + misc, "bram18k": bram, "uram_alternative": cdiv(big * 8, 4096 * 72),
+        "part": hw.part, "part_budget": dict(zip(PART_KEYS, budget)) if budget else None,
+        "buffers": bufs,
+    }
+
+
+def softmax_lane_luts(shape: ModelShape) -> int:
+    """Estimated LUTs of one softmax lane: its exp and sum, and its codes' comparators and chain."""
+    thresholds, first, links = design.log_code_chain(shape.attn_bits, shape.attn_rounding)
+    c = LUT_COSTS
+    return c["softmax_lane"] + thresholds * c["softmax_threshold"] + (first + links) * c["softmax_adder"]
+
+
+def lut_estimate(shape: ModelShape, hw: HwConfig) -> dict[str, int]:
+    """Estimated LUTs of the emitted design, by unit (see LUT_COSTS)."""
+    c = LUT_COSTS
+    qk = design.qk_hw(hw)
+    E, dr = design.qkv_lanes(hw, shape.dh), design.drains(shape, hw)
+    writers = design.stream_writers(shape, hw)   # residual-stream writers, each with LayerNorm statistics
+    RL = design.logit_rows_per_cycle(qk, shape.dh)   # Q.K^T's epilogue: RL rows x PCOLS lanes
+    small_mem = 0   # memories under 1 Kbit go to LUTRAM (64 bits per LUT6)
+    for x in buffers(shape, hw):
+        for banks, depth, width in x["memories"]:
+            if depth * width < 1024:
+                small_mem += banks * math.ceil(depth * width / 64)
+
+    def array(h):   # a pair of columns per packed DSP chain (an odd last column costs as a pair)
+        return (h.rows * math.ceil(h.cols / 2) * math.ceil(h.simd / design.PACKED_CHAIN) * c["pe_chain"]
+                + math.ceil(h.cols / 2) * h.simd * c["pe_pack"] + h.rows * h.cols * c["pe_accumulator"])
+
+    return {
+        "MAC arrays (products, accumulators)": array(hw) + array(qk),
+        # requant lanes: QKV gcd(COLS, DH), embed COLS, head 1, Q.K^T logits RL x PCOLS, A.V out LANES
+        "requant lanes (QKV, embed, head, logits, A.V out)": (E + hw.cols + 1 + RL * qk.cols + hw.lanes)
+                                                             * c["epilogue_lane"],
+        # each logits row lane: a PCOLS-input max tree and the compare with the running maximum
+        "logit row maxima (Q.K^T epilogue)": RL * qk.cols * c["max_node"],
+        # the residual lanes (proj and FC2 share them) exist once in the drain and once in the
+        # epilogue loop after the reduction, for whichever of proj and FC2 do not drain
+        "residual lanes (proj and FC2 share COLS)": hw.cols * c["residual_lane"]
+                                                    * (int(dr["proj"] or dr["fc2"]) + int(not (dr["proj"] and dr["fc2"]))),
+        "GELU lanes (FC1: COLS requant + table lookups)": hw.cols * (c["epilogue_lane"] + c["gelu_lookup"]),
+        # the epilogues read one accumulator row per cycle with a run-time row index: the loops
+        # after the reduction (acc[n]: embed, head, and QKV, residual, GELU where they do not drain)
+        # and the drains one row of the ping-pong copy (done[n]: QKV's, and the residual / GELU
+        # drains'); Q.K^T: RL rows, each from ceil(ROWS / RL)
+        "accumulator row multiplexers (acc[n], done[n])": ((2 + (not dr["qkv"]) + (not (dr["proj"] and dr["fc2"]))
+                                                            + (not dr["fc1"]) + dr["qkv"]
+                                                            + (dr["proj"] or dr["fc1"] or dr["fc2"]))
+                                                           * math.ceil(hw.rows / 4) * hw.cols
+                                                           + RL * math.ceil(math.ceil(qk.rows / RL) / 4) * qk.cols)
+                                                          * ACC_BITS * c["acc_row_mux"],
+        # Q.K^T's row tiles: the running maxima rmax[b][u][g] are registers, read by group (G:1 per
+        # row lane) and by the stream (2 x ROWS:1); the stream reads row bank u of tile !cur at run
+        # time (2 x RL:1 per lane)
+        "logit row tile multiplexers (rmax, logits_out)": (RL * math.ceil(math.ceil(qk.rows / RL) / 4)
+                                                           + math.ceil(2 * qk.rows / 4)
+                                                           + hw.lanes * math.ceil(2 * RL / 4)) * 8 * c["acc_row_mux"],
+        # each PE array reads xt[cur] of two row buffers: a 2:1 multiplexer per row and SIMD byte
+        # (two per LUT6, shared select); the MAC array's and the Q.K^T array's
+        "row buffer select (xt[cur], prefetch)": (hw.rows + qk.rows) * hw.simd * 8 // 2,
+        "softmax lanes": hw.lanes * softmax_lane_luts(shape),
+        "A.V shifter array": shape.dh * hw.lanes * c["shifter"],
+        # normalizing lanes (load_lanes per set: in the reduction loop, in the exposed load loop) and
+        # the statistics of each residual-stream writer (the drain in the reduction loop; the
+        # epilogue loops of proj/FC2 and of the embedding where they do not drain): COLS lanes, isqrt
+        "LayerNorm lanes and row unit": (design.ln_load_lane_sets(shape, hw) * design.load_lanes(hw) * c["layernorm_lane"]
+                                         + writers * (hw.cols * c["layernorm_stat_lane"] + c["layernorm_row"])),
+        "m_axi bundles": len(design.axi_bundles(hw)) * c["axi_bundle"],
+        "control": c["control"],
+        "LUTRAM (memories under 1 Kbit)": small_mem,
+    }
+
+
+def lut_total(shape: ModelShape, hw: HwConfig) -> int:
+    """The design's estimated LUTs: lut_estimate summed over its units."""
+    return sum(lut_estimate(shape, hw).values())
