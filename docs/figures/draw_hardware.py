@@ -153,7 +153,7 @@ def draw(shape, hw: HwConfig, out: Path) -> None:
 
     R, C, S, PC, P, QR, L = hw.rows, hw.cols, hw.simd, hw.port_cols, hw.weight_ports, hw.qk_array_rows, hw.lanes
     AB, BEATS = hw.axi_bytes, hw.weight_beats
-    res = resources(shape, hw)
+    res = resources.count(shape, hw)
     N, D, NH, DH, HID = shape.tokens, shape.dim, shape.heads, shape.dh, shape.hidden
     KP, CL, DEPTH, RB, AQ = shape.kp, shape.num_classes, shape.depth, shape.res_bits, shape.attn_bits
     IMG = shape.in_chans * shape.img_h * shape.img_w
