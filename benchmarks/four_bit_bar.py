@@ -67,7 +67,7 @@ def main() -> int:
         on_dsps = 2 * max(0, zcu.dsps - other_dsps)                 # MAC-array products the rest can hold
         lut_products = max(0, real.rows * real.cols * real.simd - on_dsps)
         dsps = min(res["dsps"], zcu.dsps)
-        luts = sum(resources.lut_estimate(shape, real).values()) + LUT_MAC * lut_products
+        luts = resources.lut_total(shape, real) + LUT_MAC * lut_products
         rows.append((p.latency_ms, p, real, res, dsps, lut_products, luts))
     rows.sort(key=lambda x: x[0])
     loads = f", row loads of {args.load_x} x SIMD values a cycle (what-if)" if args.load_x != 1 else ""

@@ -1,7 +1,8 @@
 """The structure of the emitted accelerator, as a function of the model's shape and the hardware
-configuration: how many lanes each chunk has, how its buffers are banked, which epilogues drain
-inside the next tile's reduction, how QKV and the attention share the time, which m_axi bundles
-exist. The templates (codegen/render.py) emit these decisions, the performance model
+configuration: how many lanes each chunk has, how its buffers are banked (the mirror of
+kernels/p2vit/banks.h) and which shape the row buffers take (xt_reshape: the one with fewer
+BRAM18Ks), which epilogues drain inside the next tile's reduction, when the Q.K^T array prefetches,
+how QKV and the attention share the time, which m_axi bundles exist. The templates (codegen/render.py) emit these decisions, the performance model
 (codegen/perf.py) times them and codegen/resources.py counts what they instantiate, so each is
 decided here once.
 """
@@ -11,13 +12,8 @@ import functools
 import math
 from dataclasses import replace
 
-from .hwconfig import HwConfig
+from .hwconfig import HwConfig, cdiv
 from .model_shape import ModelShape
-
-
-def cdiv(a: int, b: int) -> int:
-    """ceil(a / b) for b > 0."""
-    return -(-a // b)
 
 
 @functools.lru_cache(maxsize=None)
@@ -37,8 +33,6 @@ def log_code_chain(attn_bits: int, attn_rounding: str) -> tuple[int, int, int]:
             digits += 1
         v >>= 1
     return len(c), digits - 1, sum(1 for a, b in zip(c, c[1:]) if b != 2 * a)
-
-
 
 
 PACKED_CHAIN = 8   # packed products per DSP post-adder chain (kernels/p2vit/pe_array.h PACKED_CHAIN)
@@ -132,7 +126,7 @@ def drain_tail(hw: HwConfig, K: int, epi: str, dh: int) -> int:
     return hw.rows * (hw.cols // qkv_lanes(hw, dh)) if epi == "requant" else hw.rows
 
 
-def proj_pre_words(shape: "ModelShape", hw: HwConfig) -> int:
+def proj_pre_words(shape: ModelShape, hw: HwConfig) -> int:
     """Words per row of proj's first row tile that the MAC array loads beside the last head group's
     attention (kernels/p2vit/layers.h proj_pre_words): the other groups' channels, with head groups
     and LANES == SIMD; else 0."""
@@ -142,7 +136,7 @@ def proj_pre_words(shape: "ModelShape", hw: HwConfig) -> int:
     return (shape.heads // GH - 1) * GH * shape.dh // load_lanes(hw)
 
 
-def lanes_fill_xt(shape: "ModelShape", hw: HwConfig) -> bool:
+def lanes_fill_xt(shape: ModelShape, hw: HwConfig) -> bool:
     """Whether A.V also writes its first ROWS output rows into the MAC array's row buffer, so that
     proj does not load its first row tile (lanes_fill_xt in kernels/p2vit/banks.h): one value per
     xt bank per cycle (LANES == SIMD), a full first row tile (N >= ROWS), and QKV in one head group
@@ -151,7 +145,7 @@ def lanes_fill_xt(shape: "ModelShape", hw: HwConfig) -> bool:
             and qkv_group_heads(shape, hw) == shape.heads)
 
 
-def qkv_group_heads(shape: "ModelShape", hw: HwConfig) -> int:
+def qkv_group_heads(shape: ModelShape, hw: HwConfig) -> int:
     """Heads per QKV call (Cfg::QKV_HEADS; kernels/p2vit/banks.h qkv_heads): QKV computes a group of
     heads at a time and the attention of group g - 1 runs beside QKV's group g (p2vit_main_step in
     templates/p2vit_top.cpp.j2). The smallest divisor of H below H whose group is whole column tiles
@@ -170,7 +164,7 @@ def qkv_group_heads(shape: "ModelShape", hw: HwConfig) -> int:
     return H
 
 
-def early_loads(shape: "ModelShape", hw: HwConfig) -> dict[str, bool]:
+def early_loads(shape: ModelShape, hw: HwConfig) -> dict[str, bool]:
     """Which layers' last row tile loads the next layer's first in its reduction loop (main_early in
     kernels/p2vit/layers.h): FC1 FC2's (hid), proj FC1's, FC2 the next QKV's or the head's and the
     embedding block 0's QKV's (LayerNorm rows of rc). Each drains in its loop, has two row tiles or
@@ -189,7 +183,7 @@ def early_loads(shape: "ModelShape", hw: HwConfig) -> dict[str, bool]:
     return out
 
 
-def ln_load_paths(shape: "ModelShape", hw: HwConfig) -> tuple[bool, bool]:
+def ln_load_paths(shape: ModelShape, hw: HwConfig) -> tuple[bool, bool]:
     """Where the emitted code normalizes LayerNorm rows as they load (layers.h ln_loads_in_loop,
     ln_loads_exposed): (in main_array's reduction loop: a LayerNorm row tile prefetches or loads
     early there; in the exposed load loop: some LayerNorm row tile loads outside it). Each is a set
@@ -208,12 +202,12 @@ def ln_load_paths(shape: "ModelShape", hw: HwConfig) -> tuple[bool, bool]:
     return in_loop, exposed
 
 
-def ln_load_lane_sets(shape: "ModelShape", hw: HwConfig) -> int:
+def ln_load_lane_sets(shape: ModelShape, hw: HwConfig) -> int:
     """Sets of normalizing LayerNorm lanes the emitted code builds (ln_load_paths)."""
     return sum(ln_load_paths(shape, hw))
 
 
-def stream_writers(shape: "ModelShape", hw: HwConfig) -> int:
+def stream_writers(shape: ModelShape, hw: HwConfig) -> int:
     """Residual-stream writers the code builds (kernels/p2vit/epilogue.h epi_stream_row, each with
     the next LayerNorm's statistics lanes and isqrt): in the reduction loop where proj, FC2 or the
     embedding drain there; in the residual epilogue loop where proj or FC2 does not; in the
@@ -222,9 +216,82 @@ def stream_writers(shape: "ModelShape", hw: HwConfig) -> int:
     return int(dr["proj"] or dr["fc2"] or dr["embed"]) + int(not (dr["proj"] and dr["fc2"])) + int(not dr["embed"])
 
 
-def drains(shape: "ModelShape", hw: HwConfig) -> dict[str, bool]:
+def drains(shape: ModelShape, hw: HwConfig) -> dict[str, bool]:
     """drain_fits for QKV, proj, FC1, FC2 and the embedding of the model."""
     D, HID, DH = shape.dim, shape.hidden, shape.dh
     return {"qkv": drain_fits(hw, D, "requant", DH), "proj": drain_fits(hw, D, "residual", DH),
             "fc1": drain_fits(hw, D, "gelu", DH), "fc2": drain_fits(hw, HID, "residual", DH),
             "embed": drain_fits(hw, shape.kp, "embed", DH)}
+
+
+def bram18k(depth: int, width: int) -> int:
+    """BRAM18K blocks for a depth x width memory (best aspect ratio; < 1 Kbit goes to LUTRAM)."""
+    if depth * width < 1024:
+        return 0
+    return min(cdiv(width, w) * cdiv(depth, d) for w, d in ((1, 16384), (2, 8192), (4, 4096), (9, 2048),
+                                                               (18, 1024), (36, 512)))
+
+
+def partition_factors(shape: ModelShape, hw: HwConfig) -> dict[str, int]:
+    """The ARRAY_PARTITION factors of the generated top and main_array (kernels/p2vit/banks.h), by
+    array: r, rc, o, q, k (channels; the keys are cyclic PCOLS besides), hid, img, tile_bias, the
+    per-output parameters p4 (bias) and p1 (shift, e_r, e_s), cls, the LayerNorm parameters and the
+    Q.K^T logit rows (keys)."""
+    cols, ab, WL = hw.cols, hw.axi_bytes, load_lanes(hw)
+    E = qkv_lanes(hw, shape.dh)
+    return {
+        "r": cols,                                                        # r_banks
+        "rc": shared_banks(cols, 2, WL, 2),                               # rc_banks
+        "o": shared_banks(hw.lanes, 1, WL, 1),                            # xo_banks
+        "q": shared_banks(E, 1, WL, 1),                                   # q_banks
+        "k": shared_banks(E, 1, hw.simd, 1),                              # k_channel_banks
+        "hid": shared_banks(cols, 2, WL, 2),                              # hid_banks
+        "img": img_banks(hw, shape.patch),
+        "tile_bias": shared_banks(hw.weight_ports * (ab // 4), 2, cols, 1),   # embed_bias_banks
+        "p4": shared_banks(ab // 4, 1, cols, 1), "p1": shared_banks(ab, 1, cols, 1),   # param_banks<C, PER4 / PER1>
+        "cls": ab // (shape.res_bits // 8),                               # PER_RES
+        "ln_k": math.lcm(ab, cols, WL),                                   # ln_k_banks
+        "ln_G": math.lcm(ab // 2, WL), "ln_B": math.lcm(ab // 8, WL), "ln_sh": math.lcm(ab, WL),   # ln_param_banks
+        "rows": logit_row_banks(hw),
+    }
+
+
+def xt_memories(hw: HwConfig, K: int, reshaped: bool) -> tuple[int, int, int]:
+    """(memories, depth, width bits) of a stationary row tile xt[ROWS][K]: dim 1 complete and dim 2
+    cyclic SIMD, either partitioned (ROWS x SIMD memories of bytes) or reshaped (ROWS memories of
+    SIMD-byte words)."""
+    if reshaped:
+        return (hw.rows, cdiv(K, hw.simd), 8 * hw.simd)
+    return (hw.rows * hw.simd, cdiv(K, hw.simd), 8)
+
+
+def xt_reshape(shape: ModelShape, hw: HwConfig) -> dict[str, bool]:
+    """Whether the MAC array's and the Q.K^T array's row tiles are reshaped along K (p2vit_params.h
+    P2VIT_XT_RESHAPE_*): where one SIMD-byte word per row takes fewer BRAM18K than SIMD byte-wide
+    banks (a bank of 3 Kbit still takes a whole BRAM18K; memories under 1 Kbit are LUTRAM either
+    way and stay partitioned). Their loads and reductions touch one word per row per cycle, so the
+    II is the same."""
+    def bram(mem):
+        n, d, w = mem
+        return n * bram18k(d, w)
+    return {name: h.simd > 1 and bram(xt_memories(h, k, True)) < bram(xt_memories(h, k, False))
+            for name, h, k in (("main", hw, max(shape.kp, shape.dim, shape.hidden)), ("qk", qk_hw(hw), shape.dh))}
+
+
+def shared_banks(a: int, pa: int, b: int, pb: int) -> int:
+    """kernels/p2vit/banks.h shared_banks: gcd(a, b) if both loops stay within two accesses per
+    bank with it (every lane's bank fixed at compile time), else lcm(a, b)."""
+    g = math.gcd(a, b)
+    return g if (a // g) * pa <= 2 and (b // g) * pb <= 2 else math.lcm(a, b)
+
+
+def qk_reduce(hq: HwConfig, N: int, DH: int) -> int:
+    """qk_array's reduction of one row tile (RED in kernels/p2vit/layers.h): OT x DH/SIMD steps and
+    G = ceil(ROWS / RL) iterations that drain the last key tile."""
+    return cdiv(N, hq.cols) * (DH // hq.simd) + cdiv(hq.rows, logit_rows_per_cycle(hq, DH))
+
+
+def qk_prefetch(hq: HwConfig, N: int, DH: int) -> bool:
+    """Whether qk_array loads the next row tile of queries inside the reduction loop
+    (qk_array_prefetch): its ROWS x DH/SIMD words fit the loop's steps and drain."""
+    return hq.rows * cdiv(DH, load_lanes(hq)) <= qk_reduce(hq, N, DH)

@@ -66,6 +66,8 @@ LATENCY_TIE = 0.01   # designs within 1% of the fastest count as tied; the fewes
 # like 6 makes the partition factors of k, r and hid non-powers of two, whose bank arithmetic the
 # LUT estimate does not cost. --weight-ports 3 stays available by hand.
 WEIGHT_PORTS = (1, 2, 4)
+
+
 def load_target(spec: str) -> Target:
     """A named target (zcu102, zcu104) or a JSON file with the keys of TARGET_KEYS (and optional
     "name", "part")."""
@@ -203,7 +205,7 @@ def search(shape: model_shape.ModelShape, target: Target, grid: dict | None = No
         if i % 100 == 0:
             report(stage, i, designs)
         res = resources.count(shape, hw)
-        luts = sum(resources.lut_estimate(shape, hw).values())
+        luts = resources.lut_total(shape, hw)
         over = budgets_exceeded(res, luts, target)
         if over:                 # counted under the first budget it exceeds
             rejected[over[0]] += 1

@@ -19,6 +19,11 @@ DRAM_GBS = (0.1, 10_000.0)   # accepted DRAM bandwidths (GB/s): below, the cycle
 DSP48E2_PARTS = ("xczu", "xck26", "xck24", "xcvu", "xcku", "xcau", "xcu", "xazu", "xqzu", "xqku", "xqvu")
 
 
+def cdiv(a: int, b: int) -> int:
+    """ceil(a / b) for b > 0."""
+    return -(-a // b)
+
+
 def desc_beats(fields: int, axi_bytes: int) -> int:
     """Beats of a descriptor of `fields` 64-bit fields on an axi_bytes-wide port."""
     return -(-fields * 8 // axi_bytes)

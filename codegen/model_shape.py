@@ -94,7 +94,7 @@ def load_shape(spec: str, w_bits: int | None = None, res_bits: int = 8, attn_bit
     """MODEL as the CLI takes it: a short name, a model card, a build directory or an IR
     directory. No weights are read: timm builds the model on the meta device."""
     p = Path(spec)
-    built = build_design(spec)
+    built = design_of_build(spec)
     if built is not None:
         return with_weight_bits(built.shape, w_bits)
     manifest = p / "manifest.json"
@@ -145,7 +145,7 @@ def model_inputs(spec: str) -> list[RunInput]:
     return inputs_of("MODEL", p) if p.exists() else []
 
 
-def build_design(spec: str) -> BuiltDesign | None:
+def design_of_build(spec: str) -> BuiltDesign | None:
     """The design of build directory spec (None when spec is not one). Refuses, in one line, a build
     whose build.json is missing, corrupt or edited, or whose ir/ is missing, corrupt or not the IR
     the build was made from."""

@@ -47,11 +47,10 @@ from quantizer.errors import EXIT_STATUS_HELP, ArgumentParser, P2VitError, cli_e
 from quantizer.outputs import check_output_file, check_outputs_apart, write_atomic, write_text_atomic
 from quantizer.progress import Progress
 
-from . import design, resources
-from .design import cdiv
-from .hwconfig import (DEFAULT_DRAM_GBS, DRAM_GBS, WEIGHT_PORTS, HwConfig, add_hw_args, check_simd, desc_beats,
+from . import design, model_shape, resources
+from .hwconfig import (DEFAULT_DRAM_GBS, DRAM_GBS, WEIGHT_PORTS, HwConfig, add_hw_args, cdiv, check_simd, desc_beats,
                        embed_bias_beats, explicit_hw_flags, hw_config)
-from .model_shape import BuiltDesign, ModelShape, build_design, load_shape, model_inputs, with_weight_bits
+from .model_shape import BuiltDesign, ModelShape
 
 
 # Pipeline depth (cycles from the first read to the last write of one iteration) of every
@@ -267,12 +266,6 @@ def _mac(hw: HwConfig, NR: int, K: int, O: int, src: str, epi: str,
     return out
 
 
-def _qk_reduce(hq: HwConfig, N: int, DH: int) -> int:
-    """qk_array's reduction of one row tile (RED in kernels/p2vit/layers.h): OT x DH/SIMD steps and
-    G = ceil(ROWS / RL) iterations that drain the last key tile."""
-    return cdiv(N, hq.cols) * (DH // hq.simd) + cdiv(hq.rows, design.logit_rows_per_cycle(hq, DH))
-
-
 def _qk_tile_rows(hq: HwConfig, N: int, heads: int) -> list[int]:
     """Valid rows of qk_array's row tiles in the order it runs them, head after head: ROWS, and a
     head's last tile N - (NT - 1) x ROWS."""
@@ -282,28 +275,22 @@ def _qk_tile_rows(hq: HwConfig, N: int, heads: int) -> list[int]:
 
 def qk_trips(hq: HwConfig, N: int, DH: int, words: int, heads: int = 1) -> list[int]:
     """Iterations of qk_array's reduction loop per row tile, for `heads` heads' row tiles one after
-    the other (kernels/p2vit/layers.h): the tile's reduction (_qk_reduce), or, from the second tile
+    the other (kernels/p2vit/layers.h): the tile's reduction (design.qk_reduce), or, from the second tile
     on, the previous tile's rows x words stream words if those are more (words: stream words per
     row, ceil(N / LANES))."""
-    red = _qk_reduce(hq, N, DH)
+    red = design.qk_reduce(hq, N, DH)
     return [red] + [max(red, r * words) for r in _qk_tile_rows(hq, N, heads)[:-1]]
-
-
-def qk_prefetch(hq: HwConfig, N: int, DH: int) -> bool:
-    """Whether qk_array loads the next row tile of queries inside the reduction loop
-    (qk_array_prefetch): its ROWS x DH/SIMD words fit the loop's steps and drain."""
-    return hq.rows * cdiv(DH, design.load_lanes(hq)) <= _qk_reduce(hq, N, DH)
 
 
 def _qk_array(hq: HwConfig, N: int, DH: int, words: int, heads: int) -> list:
     """Q.K^T of a block's heads on its array (hq = qk_hw), as qk_array runs it: the heads' row tiles
     one after the other, per row tile one loop (qk_trips) that reduces the tile and drains its key
     tiles, streams the previous tile's rows (one FIFO write of `words` iterations per row, the first
-    carrying the loop's fill) and prefetches the next tile's queries (qk_prefetch; else each tile
+    carrying the loop's fill) and prefetches the next tile's queries (design.qk_prefetch; else each tile
     loads before its loop); the last tile's rows stream after the last loop (logits_out)."""
     tile_rows = _qk_tile_rows(hq, N, heads)
     load = Op("c", [Loop("mac_array.load_array", hq.rows * cdiv(DH, design.load_lanes(hq)), 1)])
-    pre = qk_prefetch(hq, N, DH)
+    pre = design.qk_prefetch(hq, N, DH)
     # the row writes are the same Op objects in every tile, and so are equal reduction tails: the
     # timer works out each distinct object once (_Timer.region)
     first_row = Op("w", [Loop("mac_array.reduce_keys", words, 1, drain="requant.logits")], fifo="logits")
@@ -863,7 +850,7 @@ def critical_path(st: Step, timer: "_Timer", cycles: float, comp: float) -> dict
 
 
 def evaluate(shape: ModelShape, hw: HwConfig, sw: Switches = Switches(), dram_gbs: float | None = DEFAULT_DRAM_GBS,
-             steps: list[Step] | None = None, acc_bits: int = 32) -> Perf:
+             steps: list[Step] | None = None, acc_bits: int = resources.ACC_BITS) -> Perf:
     steps = steps if steps is not None else schedule(shape, hw)
     timer = _Timer(hw, sw, dram_gbs, shape)
     free = _Timer(hw, sw, None, shape)
@@ -1211,7 +1198,7 @@ def main(argv=None) -> int:
         if Path(args.plot).suffix.lower() != ".png":
             raise P2VitError(f"--plot {args.plot}: the plot is a PNG file; give a name ending in .png")
         check_output_file(args.plot, "--plot")
-    check_outputs_apart({"--json": args.json, "--plot": args.plot}, model_inputs(args.model))
+    check_outputs_apart({"--json": args.json, "--plot": args.plot}, model_shape.model_inputs(args.model))
     target = None
     if args.target is not None:
         from .fpga_target import load_target
@@ -1228,16 +1215,16 @@ def main(argv=None) -> int:
         target = load_target(args.target)
     if args.dram_gbs is not None and args.dram_gbs != 0 and not DRAM_GBS[0] <= args.dram_gbs <= DRAM_GBS[1]:
         raise P2VitError(f"--dram-gbs must be {DRAM_GBS[0]:g}..{DRAM_GBS[1]:g} GB/s, or 0 for unlimited, not {args.dram_gbs:g}")
-    built = build_design(args.model)   # a build directory's own design (its files checked)
+    built = model_shape.design_of_build(args.model)   # a build directory's own design (its files checked)
     if built is not None and target is not None:
         raise P2VitError(f"{args.model} is a build, whose design is fixed; --target searches one for a model: "
                          "pass the model's name or card instead, or drop --target")
     _build_hw(args, built)             # flag errors before loading the model
     if built is not None:              # its shape is the build's IR's (loaded once); the bit flags are what-ifs
-        shape = with_weight_bits(built.shape, args.w_bits)
+        shape = model_shape.with_weight_bits(built.shape, args.w_bits)
         shape = shape if args.res_bits is None else replace(shape, res_bits=args.res_bits)
     else:
-        shape = load_shape(args.model, w_bits=args.w_bits, res_bits=args.res_bits or 8)
+        shape = model_shape.load_shape(args.model, w_bits=args.w_bits, res_bits=args.res_bits or 8)
     found = None
     if target is not None:
         from .fpga_target import search

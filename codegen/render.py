@@ -16,7 +16,7 @@ from quantizer.errors import P2VitError
 from quantizer.ir import BLOCK_LINEARS, QuantizedViT
 from quantizer.lowered import lower
 
-from . import design, model_shape, resources
+from . import design, model_shape
 from .bounds import Bounds, av_shift, av_sum_bound, compute_bounds
 from .hwconfig import HwConfig, check_simd
 from .layout import Layout, build_layout
@@ -109,7 +109,7 @@ def context(ir: QuantizedViT, hw: HwConfig, layout: Layout, bounds: Bounds, modu
         "attn_geometric": low.attn_rounding == "geometric", "hw": hw, "acc_bits": bounds.acc_bits, "av_acc_bits": bounds.av_acc_bits,
         "beats": hw.weight_beats, "kmax_main": max(kp, m["dim"], m["hidden"]),
         "omax": max(3 * m["dim"], m["hidden"], m["num_classes"]), "bits": bits, "e_logit": low.e_logit,
-        "xt_reshape": resources.xt_reshape(hw, shape),
+        "xt_reshape": design.xt_reshape(shape, hw),
         "qkv_heads": qkv_heads,
         "grouped": qkv_heads < m["heads"],
         "proj_pre_words": design.proj_pre_words(shape, hw),

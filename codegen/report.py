@@ -47,7 +47,7 @@ def _budget(target: dict | None, part_budget: dict | None, part: str) -> tuple[s
 
 
 def _performance_lines(ir: QuantizedViT, hw: HwConfig, info: dict) -> tuple[list[str], dict]:
-    """The report's section on the design's modelled speed and resources (codegen/perf.py), and
+    """The report's section on the design's modelled speed (codegen/perf.py) and resources (codegen/resources.py), and
     the same figures for report.json."""
     from .fpga_target import LATENCY_TIE, UTILIZATION_CAP, above_headroom, headroom_note
 

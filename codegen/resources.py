@@ -14,12 +14,11 @@ from __future__ import annotations
 import math
 
 from . import design
-from .design import cdiv
-from .hwconfig import HwConfig
+from .hwconfig import HwConfig, cdiv
 from .model_shape import ModelShape
 
 
-ACC_BITS = 32      # MAC accumulator bits the LUT estimate assumes (DeiT-B: K * 2^7 * 2^7 < 2^31)
+ACC_BITS = 32      # MAC accumulator bits the buffers and the LUT estimate assume (DeiT-B: K * 2^7 * 2^7 < 2^31)
 
 # LUTs per unit (estimates; see the module docstring and docs/performance.md).
 LUT_COSTS = {
@@ -105,49 +104,17 @@ def part_resources(part: str) -> tuple[int, int, int, int] | None:
     return None
 
 
-def bram18k(depth: int, width: int) -> int:
-    """BRAM18K blocks for a depth x width memory (best aspect ratio; < 1 Kbit goes to LUTRAM)."""
-    if depth * width < 1024:
-        return 0
-    return min(cdiv(width, w) * cdiv(depth, d) for w, d in ((1, 16384), (2, 8192), (4, 4096), (9, 2048),
-                                                               (18, 1024), (36, 512)))
-
-
-def partition_factors(shape: ModelShape, hw: HwConfig) -> dict[str, int]:
-    """The ARRAY_PARTITION factors of the generated top and main_array (kernels/p2vit/banks.h), by
-    array: r, rc, o, q, k (channels; the keys are cyclic PCOLS besides), hid, img, tile_bias, the
-    per-output parameters p4 (bias) and p1 (shift, e_r, e_s), cls, the LayerNorm parameters and the
-    Q.K^T logit rows (keys)."""
-    cols, ab, WL = hw.cols, hw.axi_bytes, design.load_lanes(hw)
-    E = design.qkv_lanes(hw, shape.dh)
-    return {
-        "r": cols,                                                        # r_banks
-        "rc": shared_banks(cols, 2, WL, 2),                               # rc_banks
-        "o": shared_banks(hw.lanes, 1, WL, 1),                            # xo_banks
-        "q": shared_banks(E, 1, WL, 1),                                   # q_banks
-        "k": shared_banks(E, 1, hw.simd, 1),                              # k_channel_banks
-        "hid": shared_banks(cols, 2, WL, 2),                              # hid_banks
-        "img": design.img_banks(hw, shape.patch),
-        "tile_bias": shared_banks(hw.weight_ports * (ab // 4), 2, cols, 1),   # embed_bias_banks
-        "p4": shared_banks(ab // 4, 1, cols, 1), "p1": shared_banks(ab, 1, cols, 1),   # param_banks<C, PER4 / PER1>
-        "cls": ab // (shape.res_bits // 8),                               # PER_RES
-        "ln_k": math.lcm(ab, cols, WL),                                   # ln_k_banks
-        "ln_G": math.lcm(ab // 2, WL), "ln_B": math.lcm(ab // 8, WL), "ln_sh": math.lcm(ab, WL),   # ln_param_banks
-        "rows": design.logit_row_banks(hw),
-    }
-
-
-def buffers(shape: ModelShape, hw: HwConfig, acc_bits: int = 32) -> list[dict]:
+def buffers(shape: ModelShape, hw: HwConfig, acc_bits: int = ACC_BITS) -> list[dict]:
     """On-chip buffers of the emitted code (templates/p2vit_top.cpp.j2, kernels/p2vit/layers.h)
     with the memories they map to: (banks, depth, width bits) each."""
     N, D, HID, KP, R, DH = shape.tokens, shape.dim, shape.hidden, shape.kp, shape.res_bits, shape.dh
     rows, cols = hw.rows, hw.cols
     pcols, qrows = hw.port_cols, hw.qk_array_rows
     E, RL = design.qkv_lanes(hw, DH), design.logit_rows_per_cycle(design.qk_hw(hw), DH)
-    f = partition_factors(shape, hw)
+    f = design.partition_factors(shape, hw)
     RB, CB, XB, QB, KB, GB = f["r"], f["rc"], f["o"], f["q"], f["k"], f["hid"]
     OM = max(3 * D, HID, shape.num_classes)
-    reshape = xt_reshape(hw, shape)
+    reshape = design.xt_reshape(shape, hw)
 
     def b(name, nbytes, mems):
         return {"buffer": name, "bytes": nbytes, "memories": mems}
@@ -180,7 +147,7 @@ def buffers(shape: ModelShape, hw: HwConfig, acc_bits: int = 32) -> list[dict]:
         # tile being reduced and the prefetched next one)
         b("stationary row tiles xt (main: [2][ROWS][K], K = max(KP, D, HID); qk: [2][QK_ROWS][DH]; partitioned or "
           "reshaped along K)", 2 * rows * max(KP, D, HID) + 2 * qrows * DH,
-          [xt_memories(hw, max(KP, D, HID), reshape["main"])] * 2 + [xt_memories(design.qk_hw(hw), DH, reshape["qk"])] * 2),
+          [design.xt_memories(hw, max(KP, D, HID), reshape["main"])] * 2 + [design.xt_memories(design.qk_hw(hw), DH, reshape["qk"])] * 2),
         # registers: acc and its ping-pong copy done of the MAC array (ROWS x COLS) and of the Q.K^T
         # array (QK_ROWS x PCOLS; its grouped done[G][RL][PCOLS] rounds QK_ROWS up to a multiple of RL)
         b("accumulators acc and ping-pong copies done (MAC array, Q.K^T array)",
@@ -208,35 +175,6 @@ def buffers(shape: ModelShape, hw: HwConfig, acc_bits: int = 32) -> list[dict]:
     ]
 
 
-def xt_memories(hw: HwConfig, K: int, reshaped: bool) -> tuple[int, int, int]:
-    """(memories, depth, width bits) of a stationary row tile xt[ROWS][K]: dim 1 complete and dim 2
-    cyclic SIMD, either partitioned (ROWS x SIMD memories of bytes) or reshaped (ROWS memories of
-    SIMD-byte words)."""
-    if reshaped:
-        return (hw.rows, cdiv(K, hw.simd), 8 * hw.simd)
-    return (hw.rows * hw.simd, cdiv(K, hw.simd), 8)
-
-
-def xt_reshape(hw: HwConfig, shape: ModelShape) -> dict[str, bool]:
-    """Whether the MAC array's and the Q.K^T array's row tiles are reshaped along K (p2vit_params.h
-    P2VIT_XT_RESHAPE_*): where one SIMD-byte word per row takes fewer BRAM18K than SIMD byte-wide
-    banks (a bank of 3 Kbit still takes a whole BRAM18K; memories under 1 Kbit are LUTRAM either
-    way and stay partitioned). Their loads and reductions touch one word per row per cycle, so the
-    II is the same."""
-    def bram(mem):
-        n, d, w = mem
-        return n * bram18k(d, w)
-    return {name: h.simd > 1 and bram(xt_memories(h, k, True)) < bram(xt_memories(h, k, False))
-            for name, h, k in (("main", hw, max(shape.kp, shape.dim, shape.hidden)), ("qk", design.qk_hw(hw), shape.dh))}
-
-
-def shared_banks(a: int, pa: int, b: int, pb: int) -> int:
-    """kernels/p2vit/banks.h shared_banks: gcd(a, b) if both loops stay within two accesses per
-    bank with it (every lane's bank fixed at compile time), else lcm(a, b)."""
-    g = math.gcd(a, b)
-    return g if (a // g) * pa <= 2 and (b // g) * pb <= 2 else math.lcm(a, b)
-
-
 def mac_array_dsps(hw: HwConfig) -> int:
     """DSP48E2s of one MAC-array instance of hw's shape as kernels/p2vit/pe_array.h builds it for
     HLS: columns o and o + 1 share each activation, so their two 8 x 8-bit products come from one
@@ -245,11 +183,14 @@ def mac_array_dsps(hw: HwConfig) -> int:
     return hw.rows * cdiv(hw.cols, 2) * hw.simd
 
 
-def count(shape: ModelShape, hw: HwConfig, acc_bits: int = 32) -> dict:
-    """DSPs of every MAC-array instance the code instantiates (kernels/p2vit/layers.h: the MAC array
-    for every layer with weights, ROWS x COLS x SIMD, and the Q.K^T array, QK_ROWS x PCOLS x SIMD; each
-    PE multiplies 8 x 8 bits, since a layer's weight bits are chosen at run time by the
-    controller, two products per DSP), plus the misc multipliers."""
+def count(shape: ModelShape, hw: HwConfig, acc_bits: int = ACC_BITS) -> dict:
+    """What the code instantiates: the DSPs of every MAC-array instance (kernels/p2vit/layers.h: the
+    MAC array for every layer with weights, ROWS x COLS x SIMD, and the Q.K^T array, QK_ROWS x PCOLS x
+    SIMD; each PE multiplies 8 x 8 bits, since a layer's weight bits are chosen at run time by the
+    controller, two products per DSP) and the misc multipliers ("dsps", "mac_dsps", "misc_dsps",
+    "dsps_per_array", products per cycle); the BRAM18Ks of every buffer ("bram18k", "buffers": the
+    memories of each) and what URAM would take instead ("uram_alternative"); the part and its budget
+    ("part", "part_budget", None for a part not in PARTS)."""
     qk = design.qk_hw(hw)
     products = [hw.rows * hw.cols * hw.simd, qk.rows * qk.cols * qk.simd]
     per = [mac_array_dsps(hw), mac_array_dsps(qk)]
@@ -259,8 +200,8 @@ def count(shape: ModelShape, hw: HwConfig, acc_bits: int = 32) -> dict:
     # the softmax's exps of two rows (ex[2][N]: row parity complete, cyclic LANES); its logits and
     # codes copies feed only the C-sim trace
     extra_mem = [("softmax exps ex[2][N] (parity x cyclic LANES)", [(2 * L, rl, 64)])]
-    bram = sum(k * bram18k(d, w) for x in bufs for k, d, w in x["memories"])
-    bram += sum(k * bram18k(d, w) for _, mems in extra_mem for k, d, w in mems)
+    bram = sum(k * design.bram18k(d, w) for x in bufs for k, d, w in x["memories"])
+    bram += sum(k * design.bram18k(d, w) for _, mems in extra_mem for k, d, w in mems)
     big = sum(x["bytes"] for x in bufs[:8])
     budget = part_resources(hw.part)
     return {

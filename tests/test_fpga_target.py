@@ -1,4 +1,5 @@
-"""FPGA targets (codegen/fpga_target.py): budgets, the LUT estimate, the search and its CLI."""
+"""FPGA targets (codegen/fpga_target.py): budgets, the search and its CLI, and the LUT estimate
+(codegen/resources.py) the search fits designs by."""
 from __future__ import annotations
 
 import dataclasses

@@ -1,4 +1,5 @@
-"""codegen/perf.py, the performance model: its loop trip counts equal the ones the instrumented
+"""codegen/perf.py, the performance model (with codegen/design.py, codegen/resources.py and
+codegen/model_shape.py, which it builds on): its loop trip counts equal the ones the instrumented
 C-sim (types="counters") executes, loop by loop and chunk by chunk; its cycle equations are the
 documented ones; the pipelining switches move latency the right way; the CLI works offline
 from model shapes alone."""
@@ -487,18 +488,18 @@ def test_row_tiles_reshaped_where_they_take_fewer_bram(tiny):
     p2vit_params.h switches the pragma that way."""
     d = model_shape.load_shape("deit_b")
     target = HwConfig(rows=66, cols=4, simd=8, lanes=4, weight_ports=2)
-    assert resources.xt_reshape(target, d) == {"main": True, "qk": False}
-    assert resources.xt_memories(target, d.hidden, True) == (66, 384, 64)       # 2 BRAM18K per row: 132
-    assert resources.xt_memories(target, d.hidden, False) == (528, 384, 8)      # 1 BRAM18K per bank: 528
+    assert design.xt_reshape(d, target) == {"main": True, "qk": False}
+    assert design.xt_memories(target, d.hidden, True) == (66, 384, 64)       # 2 BRAM18K per row: 132
+    assert design.xt_memories(target, d.hidden, False) == (528, 384, 8)      # 1 BRAM18K per bank: 528
     for hw in (target, HwConfig(), HwConfig(rows=16, cols=64, simd=1), HwConfig(rows=33, cols=4, simd=4)):
-        choice = resources.xt_reshape(hw, d)
+        choice = design.xt_reshape(d, hw)
         for name, k in (("main", d.hidden), ("qk", d.dh)):
-            bram = {r: math.prod(resources.xt_memories(hw, k, r)[:1]) * resources.bram18k(*resources.xt_memories(hw, k, r)[1:])
+            bram = {r: math.prod(design.xt_memories(hw, k, r)[:1]) * design.bram18k(*design.xt_memories(hw, k, r)[1:])
                     for r in (False, True)}
             assert choice[name] == (bram[True] < bram[False]), (hw, name, bram)
     ir, build = tiny
     params = (build / "hls" / "p2vit_params.h").read_text()
-    want = resources.xt_reshape(TINY_HW, model_shape.shape_from_ir(ir))
+    want = design.xt_reshape(model_shape.shape_from_ir(ir), TINY_HW)
     for name, on in want.items():
         assert f"#define P2VIT_XT_RESHAPE_{name.upper()} {int(on)}\n" in params
 

@@ -11,8 +11,8 @@ attention DATAFLOW region of one head group (the Q.K^T array, the softmax and th
 with their LANES and streams), LayerNorm, and p2vit_main_step: the DATAFLOW region of the MAC array
 beside the attention where QKV runs in head groups (design.qkv_group_heads < H), else a note that
 it runs in one. Every number comes from codegen: the hardware from codegen.hwconfig.HwConfig, the
-partition factors from resources.partition_factors (the mirror of kernels/p2vit/banks.h that resources.buffers uses; checked
-against resources.buffers), the resources from resources.count, the model's (N, D, H, HID, ...) from
+partition factors from codegen.design.partition_factors (the mirror of kernels/p2vit/banks.h;
+checked against codegen.resources.buffers), the resources from codegen.resources.count, the model's (N, D, H, HID, ...) from
 codegen.model_shape.load_shape (default: the CIFAR-10 model card ../shared/models/cifar10-vit-d192.json;
 `--model vit_b` for ViT-B/16, built on the meta device, no weights). matplotlib's Agg canvas, no
 pyplot; the PNG carries no software or time stamp, so the same arguments give the same bytes.
@@ -149,7 +149,7 @@ def _one_group_reason(shape, hw: HwConfig) -> str:
 
 
 def draw(shape, hw: HwConfig, out: Path) -> None:
-    from codegen import design, perf, resources
+    from codegen import design, resources
 
     R, C, S, PC, P, QR, L = hw.rows, hw.cols, hw.simd, hw.port_cols, hw.weight_ports, hw.qk_array_rows, hw.lanes
     AB, BEATS = hw.axi_bytes, hw.weight_beats
@@ -180,10 +180,10 @@ def draw(shape, hw: HwConfig, out: Path) -> None:
     hq = design.qk_hw(hw)
     RL = design.logit_rows_per_cycle(hq, DH)
     G = -(-QR // RL)
-    qk_pre = perf.qk_prefetch(hq, N, DH)
-    reshape = resources.xt_reshape(hw, shape)
+    qk_pre = design.qk_prefetch(hq, N, DH)
+    reshape = design.xt_reshape(shape, hw)
     ln_loop, ln_exposed = design.ln_load_paths(shape, hw)
-    bk = resources.partition_factors(shape, hw)
+    bk = design.partition_factors(shape, hw)
     _check_banks(shape, hw, bk, res["buffers"])
     sets_s = "" if SETS == 1 else " per set"
     d = Drawing()

@@ -1,5 +1,6 @@
 // p2vit/banks.h - lane counts and ARRAY_PARTITION factors shared by the chunks and the generated top
-// (codegen/perf.py mirrors them: perf.lanes_of_chunks, resources.buffers).
+// (codegen/design.py mirrors them: qkv_lanes, load_lanes, img_banks, ..., partition_factors;
+// codegen/resources.py buffers counts their memories).
 //
 // The rule every wide loop follows (UG1399 "Arrays", "Array Partitioning"): a loop of E unrolled
 // lanes indexes an array partitioned cyclic F along that dimension as base*E + e, where base is the

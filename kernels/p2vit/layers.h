@@ -11,7 +11,7 @@
 //            (longest stationary row of the MAC array: max(KP, D, HID))
 //   types    act_t res_t acc_t code_t logit_t axi_t
 //
-// Instances (each a separate array in hardware; the perf model and the build report count the DSPs
+// Instances (each a separate array in hardware; codegen/resources.py and the build report count the DSPs
 // of both; each calls its reduction step from exactly one loop, so HLS builds one PE array each):
 //   main_array  ROWS x COLS x SIMD: every layer with weights (embedding, QKV, proj, FC1, FC2,
 //               head). They run one after the other, so one instance serves all six (the top calls

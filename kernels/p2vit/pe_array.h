@@ -42,7 +42,7 @@ namespace p2vit {
 
 // P2VIT_DSP_MUL(): marks one DSP48E2 multiplication of one PE cycle. Counted only in the kernel
 // harness (-DP2VIT_DSP_TALLY), where tests/test_kernels.py checks the count per pe_array_cycle
-// against codegen.perf's DSPs per MAC array; nothing otherwise.
+// against codegen.resources.mac_array_dsps; nothing otherwise.
 #if defined(P2VIT_DSP_TALLY) && !defined(__SYNTHESIS__)
 inline long& dsp_tally() {
   static long n = 0;
