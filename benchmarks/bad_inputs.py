@@ -457,6 +457,8 @@ def run_all(r: Runner) -> None:
         ("weights", '"weights": 123', lambda c: c.update(weights=123)),
         ("config.embed_dim", '"config": {"embed_dim": "192"}', lambda c: c["config"].update(embed_dim="192")),
         ("classes", '"classes": "airplane"', lambda c: c.update(classes="airplane")),
+        # a misspelt key would leave crop_pct at its default without a word
+        ("preprocess", '"preprocess": {"crop_pc": 0.9}', lambda c: c["preprocess"].update(crop_pc=0.9)),
     ]
     for i, (fieldname, label, edit) in enumerate(bad_cards):
         path = write_card(tmp, f"card_{fieldname.replace('.', '_')}", edit)
@@ -464,7 +466,7 @@ def run_all(r: Runner) -> None:
                 ("quantizer", m("quantizer", path, "--random-init", "--n-calib", 4, "--out", f"q9_{i}")),
                 ("quantizer.eval", m("quantizer.eval", path, "--random-init", "--n-calib", 4, "--data", "data.npz")),
                 ("codegen", m("codegen", path, "--random-init", "--n-calib", 4, "--out", f"c9_{i}", "--no-build"))]):
-            r.run(Case(f"9{'abcdefghi'[3 * i + j]}", f"card {label}: {cli}", cmd, must_contain=[f"'{fieldname}'"]))
+            r.run(Case(f"9{'abcdefghijkl'[3 * i + j]}", f"card {label}: {cli}", cmd, must_contain=[f"'{fieldname}'"]))
 
     # ---- 10. labels outside the model's classes ---------------------------------------------
     r.run(Case("10", "quantizer.eval, labels 0..11 for a 10-class model",

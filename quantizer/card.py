@@ -17,7 +17,9 @@ Fields (see shared/models/*.json):
 * ``weights_sha256``  optional 64-digit hex string or null
 * ``preprocess``      required object: input_size [3, H, W] matching config.img_size, mean and std (3
                       numbers each, std > 0), optional resize (null or a positive integer), crop_pct
-                      (null or a number in (0, 1]), interpolation (bilinear, bicubic, nearest) and note
+                      (null or a number in (0, 1]), interpolation (bilinear, bicubic, nearest) and note;
+                      no other key (a misspelt or unsupported one, such as timm's crop_mode, would
+                      otherwise change the preprocessing silently)
 * ``classes``         optional list of num_classes unique non-empty one-line strings, or null
 * ``*_top1``, ``*_top5``  optional accuracies in percent (numbers in [0, 100]), informational
 
@@ -39,6 +41,7 @@ SUPPORTED_ARCHITECTURE = "timm.models.vision_transformer.VisionTransformer"
 VIT_DEFAULTS = {"img_size": 224, "patch_size": 16, "in_chans": 3, "num_classes": 1000, "embed_dim": 768,
                 "depth": 12, "num_heads": 12, "mlp_ratio": 4.0, "qkv_bias": True, "global_pool": "token"}
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
+PREPROCESS_KEYS = ("input_size", "mean", "std", "resize", "crop_pct", "interpolation", "note")
 # A sanity bound far above any model p2vit targets (ViT-L has 0.3e9): a typo such as an extra digit
 # in embed_dim must not make the loader try to allocate tens of gigabytes.
 MAX_PARAMETERS = 2_000_000_000
@@ -156,6 +159,10 @@ def _is_bool(v) -> bool:
 
 def _check_preprocess(c: _Checker, pp, img_size: tuple[int, int]) -> None:
     c.obj("preprocess", pp)
+    unknown = [k for k in pp if k not in PREPROCESS_KEYS]
+    if unknown:
+        c.fail(f"field 'preprocess' has the unknown key {_quote(str(unknown[0]))}; it takes "
+               f"{', '.join(PREPROCESS_KEYS)}")
     for key in ("input_size", "mean", "std"):
         if key not in pp:
             c.fail(f"field 'preprocess' has no '{key}' entry")

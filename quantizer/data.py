@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from quantizer.card import INTERPOLATIONS
+from quantizer.card import INTERPOLATIONS, PREPROCESS_KEYS
 from quantizer.errors import P2VitError
 from quantizer.outputs import IMAGE_SUFFIXES
 from quantizer.progress import note, progress_bar
@@ -136,10 +136,15 @@ class Preprocess:
         """From a model card's "preprocess" dict; missing interpolation -> bicubic, missing crop_pct -> 1.0.
 
         A non-null "resize" (resize size of the shorter side) must agree with crop_pct; when crop_pct is
-        absent it is derived from it. Unknown keys (e.g. "note") are ignored.
+        absent it is derived from it. "note" is read past; any key not in PREPROCESS_KEYS is refused,
+        since a misspelt one would otherwise leave its setting at the default without a word.
         """
         if not isinstance(card_preprocess, dict):
             raise P2VitError(f"card preprocess must be a JSON object, got {type(card_preprocess).__name__}")
+        unknown = [k for k in card_preprocess if k not in PREPROCESS_KEYS]
+        if unknown:
+            raise P2VitError(f"card preprocess has the unknown key {str(unknown[0])!r}; it takes "
+                             f"{', '.join(PREPROCESS_KEYS)}")
         for key in ("input_size", "mean", "std"):
             if key not in card_preprocess:
                 raise P2VitError(f"card preprocess is missing {key!r}; add it to the model card")

@@ -149,6 +149,9 @@ def test_preprocess_given_as_the_shared_cards_dict():
     (None, "not NoneType"),
     ({"input_size": [3, 32, 32]}, "missing 'mean'"),
     ({"input_size": [3, 32, 32], "mean": [0] * 3, "std": [1] * 3, "crop_pct": 2}, "crop_pct must be a number in (0, 1]"),
+    # a misspelt key would leave crop_pct at 1.0; timm's crop_mode is a setting p2vit does not have
+    ({"input_size": [3, 32, 32], "mean": [0] * 3, "std": [1] * 3, "crop_pc": 0.9}, "unknown key 'crop_pc'; it takes"),
+    ({"input_size": [3, 32, 32], "mean": [0] * 3, "std": [1] * 3, "crop_mode": "squash"}, "unknown key 'crop_mode'"),
 ])
 def test_preprocess_not_a_preprocess_is_one_line(pp, phrase):
     for call in (lambda: to_model_input(rand_u8((1, 32, 32, 3)), pp), lambda: synthetic_images(1, pp),

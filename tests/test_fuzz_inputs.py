@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from quantizer.card import SUPPORTED_ARCHITECTURE
+from quantizer.card import PREPROCESS_KEYS, SUPPORTED_ARCHITECTURE
 from quantizer.data import ImageSet, Preprocess, load_images
 from quantizer.errors import P2VitError
 from quantizer.models import LoadedModel, load_model
@@ -123,6 +123,7 @@ def test_fuzz_model_cards(card):
         cfg = card["config"]
         assert res.model.num_classes == cfg.get("num_classes", 1000)
         assert res.preprocess.input_size == tuple(card["preprocess"]["input_size"])
+        assert set(card["preprocess"]) <= set(PREPROCESS_KEYS)   # an unknown key is refused, never ignored
         if card.get("classes") is not None:
             assert res.class_names == card["classes"]
 

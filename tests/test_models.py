@@ -575,6 +575,8 @@ BAD_FIELDS = [
     ("preprocess.interpolation", "lanczos", ["field 'preprocess.interpolation'", "bilinear, bicubic, nearest"]),
     ("preprocess.interpolation", 3, ["field 'preprocess.interpolation'", "got 3 (int)"]),
     ("preprocess.note", 5, ["field 'preprocess.note' must be a string", "got 5 (int)"]),
+    ("preprocess.crop_pc", 0.9, ["field 'preprocess' has the unknown key 'crop_pc'", "it takes input_size, mean, std"]),
+    ("preprocess.crop_mode", "squash", ["field 'preprocess' has the unknown key 'crop_mode'"]),
     ("classes", "airplane", ["field 'classes' must be a list of 10 class names", "got \"airplane\" (str)"]),
     ("classes", [f"c{i}" for i in range(9)], ["field 'classes' has 9 names but config.num_classes is 10"]),
     ("classes", ["a"] * 10, ["field 'classes' names 'a' twice (entries 0 and 1)"]),
