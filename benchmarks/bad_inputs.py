@@ -334,7 +334,7 @@ def main(argv=None) -> int:
 
 
 def order(case: Case) -> tuple:
-    head = case.num.rstrip("abcdefghi")
+    head = case.num.rstrip("abcdefghijklmnopqrstuvwxyz")   # "9j" -> 9, "E12" -> E12
     return (1, int(head[1:]), "") if head.startswith("E") else (0, int(head), case.num[len(head):])
 
 
