@@ -150,6 +150,13 @@ def fp32_model(info: dict, build_dir: Path) -> LoadedModel:
     if got != want:
         raise P2VitError(f"{why}: {target} now has (dim, depth, classes) {got}, the build {want}; "
                          "point to the original model or rebuild")
+    if "preprocess" in info:   # the FP32 side must see the images as the build does (float_vit, fp32 logits)
+        built = Preprocess.from_json(info["preprocess"])
+        changed = [f for f in ("input_size", "mean", "std", "interpolation", "crop_pct")
+                   if getattr(lm.preprocess, f) != getattr(built, f)]
+        if changed:
+            raise P2VitError(f"{why}: {target} now has another preprocess {', '.join(changed)} than the build "
+                             "recorded in build.json; restore the model's preprocess or rebuild")
     return lm
 
 

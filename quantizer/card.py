@@ -17,9 +17,10 @@ Fields (see shared/models/*.json):
 * ``weights_sha256``  optional 64-digit hex string or null
 * ``preprocess``      required object: input_size [3, H, W] matching config.img_size, mean and std (3
                       numbers each, std > 0), optional resize (null or a positive integer), crop_pct
-                      (null or a number in (0, 1]), interpolation (bilinear, bicubic, nearest) and note;
-                      no other key (a misspelt or unsupported one, such as timm's crop_mode, would
-                      otherwise change the preprocessing silently)
+                      (null or a number in (0, 1]), interpolation (bilinear, bicubic, nearest),
+                      crop_mode (null or "center", as timm's data config writes it: the only eval crop
+                      p2vit does) and note; no other key (a misspelt one would otherwise leave its
+                      setting at the default without a word)
 * ``classes``         optional list of num_classes unique non-empty one-line strings, or null
 * ``*_top1``, ``*_top5``  optional accuracies in percent (numbers in [0, 100]), informational
 
@@ -41,7 +42,7 @@ SUPPORTED_ARCHITECTURE = "timm.models.vision_transformer.VisionTransformer"
 VIT_DEFAULTS = {"img_size": 224, "patch_size": 16, "in_chans": 3, "num_classes": 1000, "embed_dim": 768,
                 "depth": 12, "num_heads": 12, "mlp_ratio": 4.0, "qkv_bias": True, "global_pool": "token"}
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
-PREPROCESS_KEYS = ("input_size", "mean", "std", "resize", "crop_pct", "interpolation", "note")
+PREPROCESS_KEYS = ("input_size", "mean", "std", "resize", "crop_pct", "interpolation", "crop_mode", "note")
 # A sanity bound far above any model p2vit targets (ViT-L has 0.3e9): a typo such as an extra digit
 # in embed_dim must not make the loader try to allocate tens of gigabytes.
 MAX_PARAMETERS = 2_000_000_000
@@ -105,6 +106,12 @@ def _show(v) -> str:
     return f"{text} ({kind})"
 
 
+def describe_key(key) -> str:
+    """A mapping key for a one-line message: quoted and shortened like _quote, its type named when
+    it is not a string (a Python dict's 1 and "1" must not read the same)."""
+    return _quote(key) if isinstance(key, str) else f"{_quote(str(key))} ({type(key).__name__})"
+
+
 def _quote(s: str) -> str:
     """'s' for messages; JSON-escaped when it holds control characters, shortened when long."""
     text = s if s.isprintable() else json.dumps(s)[1:-1]
@@ -161,7 +168,7 @@ def _check_preprocess(c: _Checker, pp, img_size: tuple[int, int]) -> None:
     c.obj("preprocess", pp)
     unknown = [k for k in pp if k not in PREPROCESS_KEYS]
     if unknown:
-        c.fail(f"field 'preprocess' has the unknown key {_quote(str(unknown[0]))}; it takes "
+        c.fail(f"field 'preprocess' has the unknown key {describe_key(unknown[0])}; it takes "
                f"{', '.join(PREPROCESS_KEYS)}")
     for key in ("input_size", "mean", "std"):
         if key not in pp:
@@ -191,6 +198,9 @@ def _check_preprocess(c: _Checker, pp, img_size: tuple[int, int]) -> None:
     interp = pp.get("interpolation")
     if interp is not None and not (isinstance(interp, str) and interp.lower() in INTERPOLATIONS):
         c.bad("preprocess.interpolation", f"null or one of {', '.join(INTERPOLATIONS)}", interp)
+    mode = pp.get("crop_mode")
+    if mode is not None and mode != "center":
+        c.bad("preprocess.crop_mode", 'null or "center" (timm\'s squash and border crops are not supported)', mode)
     if "note" in pp and not isinstance(pp["note"], str):
         c.bad("preprocess.note", "a string", pp["note"])
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from quantizer.card import INTERPOLATIONS, PREPROCESS_KEYS
+from quantizer.card import INTERPOLATIONS, PREPROCESS_KEYS, describe_key
 from quantizer.errors import P2VitError
 from quantizer.outputs import IMAGE_SUFFIXES
 from quantizer.progress import note, progress_bar
@@ -55,6 +55,15 @@ def _float3(v, what: str) -> tuple[float, float, float]:
     if len(vals) != 3 or not all(math.isfinite(x) for x in vals):
         raise P2VitError(f"preprocess {what} must be 3 finite numbers, got {v!r}; fix the model's preprocess")
     return vals  # type: ignore[return-value]
+
+
+def _center_crop_only(mode, what: str) -> None:
+    """Only the 'center' eval crop is representable (None: timm's default, center); 'squash' and
+    'border' would differ without a word."""
+    if mode is not None and mode != "center":
+        shown = repr(mode) if isinstance(mode, str) else f"{str(mode)!r} ({type(mode).__name__})"
+        raise P2VitError(f"{what} {shown[:80]} is not supported (only 'center'); "
+                         "use a model whose eval crop_mode is 'center' or give a preprocess explicitly")
 
 
 @dataclass(frozen=True)
@@ -116,12 +125,7 @@ class Preprocess:
             if key not in cfg:
                 raise P2VitError(
                     f"timm data config is missing {key!r}; pass the output of timm.data.resolve_data_config")
-        # Only the default 'center' eval crop is representable; 'squash'/'border' would silently differ.
-        mode = cfg.get("crop_mode") or "center"
-        if mode != "center":
-            raise P2VitError(
-                f"timm crop_mode {mode!r} is not supported (only 'center'); "
-                "use a model whose eval crop_mode is 'center' or give a preprocess explicitly")
+        _center_crop_only(cfg.get("crop_mode") or None, "timm crop_mode")
         crop = cfg.get("crop_pct")
         return cls(
             input_size=cfg["input_size"],
@@ -143,8 +147,10 @@ class Preprocess:
             raise P2VitError(f"card preprocess must be a JSON object, got {type(card_preprocess).__name__}")
         unknown = [k for k in card_preprocess if k not in PREPROCESS_KEYS]
         if unknown:
-            raise P2VitError(f"card preprocess has the unknown key {str(unknown[0])!r}; it takes "
-                             f"{', '.join(PREPROCESS_KEYS)}")
+            raise P2VitError(f"card preprocess has the unknown key {describe_key(unknown[0])}; it takes "
+                             f"{', '.join(PREPROCESS_KEYS)}: remove or correct it (for timm's data config "
+                             "use Preprocess.from_timm_config)")
+        _center_crop_only(card_preprocess.get("crop_mode"), "card preprocess crop_mode")
         for key in ("input_size", "mean", "std"):
             if key not in card_preprocess:
                 raise P2VitError(f"card preprocess is missing {key!r}; add it to the model card")

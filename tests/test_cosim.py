@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -192,6 +193,19 @@ def test_fp32_model_that_cannot_be_rebuilt_is_explained(tmp_path):
     card = {"model": {"spec": {"kind": "card", "card": str(tmp_path / "gone.json")}, "source": "random-init (seed 0)"}}
     with pytest.raises(P2VitError, match="cannot rebuild the FP32 model .*gone.json does not exist"):
         fp32_model(card, tmp_path)
+
+
+def test_fp32_model_whose_card_changed_its_preprocess_is_refused(tiny, tmp_path):
+    """The FP32 side is rebuilt from the card; a card whose preprocess changed after the build would
+    feed it other images than the build's, so the difference is named instead."""
+    info = json.loads((tiny["build"] / "build.json").read_text())
+    card = json.loads(Path(info["model"]["spec"]["card"]).read_text())
+    assert fp32_model(info, tiny["build"]).preprocess == tiny["pp"]   # unchanged: rebuilt as it was
+    card["preprocess"]["mean"] = [0.4, 0.5, 0.5]
+    (tmp_path / "edited.json").write_text(json.dumps(card))
+    edited = {**info, "model": {**info["model"], "spec": {**info["model"]["spec"], "card": str(tmp_path / "edited.json")}}}
+    with pytest.raises(P2VitError, match="now has another preprocess mean than the build recorded"):
+        fp32_model(edited, tiny["build"])
 
 
 def test_disagreement_plot_for_many_classes(tmp_path):

@@ -87,6 +87,8 @@ def test_from_timm_config():
     assert pp == Preprocess((3, 224, 224), cfg["mean"], cfg["std"], "bicubic", 0.9)
     with raises("crop_mode 'squash' is not supported"):
         Preprocess.from_timm_config({**cfg, "crop_mode": "squash"})
+    # the same dict passed where a preprocess is taken (read as a card's): timm writes crop_mode 'center'
+    assert as_preprocess(cfg) == pp
 
 
 def test_from_timm_config_matches_timm():
@@ -149,9 +151,11 @@ def test_preprocess_given_as_the_shared_cards_dict():
     (None, "not NoneType"),
     ({"input_size": [3, 32, 32]}, "missing 'mean'"),
     ({"input_size": [3, 32, 32], "mean": [0] * 3, "std": [1] * 3, "crop_pct": 2}, "crop_pct must be a number in (0, 1]"),
-    # a misspelt key would leave crop_pct at 1.0; timm's crop_mode is a setting p2vit does not have
+    # a misspelt key would leave crop_pct at 1.0; the one eval crop p2vit does is timm's 'center'
     ({"input_size": [3, 32, 32], "mean": [0] * 3, "std": [1] * 3, "crop_pc": 0.9}, "unknown key 'crop_pc'; it takes"),
-    ({"input_size": [3, 32, 32], "mean": [0] * 3, "std": [1] * 3, "crop_mode": "squash"}, "unknown key 'crop_mode'"),
+    ({"input_size": [3, 32, 32], "mean": [0] * 3, "std": [1] * 3, 1: 2}, "unknown key '1' (int)"),
+    ({"input_size": [3, 32, 32], "mean": [0] * 3, "std": [1] * 3, "crop_mode": "squash"},
+     "card preprocess crop_mode 'squash' is not supported (only 'center')"),
 ])
 def test_preprocess_not_a_preprocess_is_one_line(pp, phrase):
     for call in (lambda: to_model_input(rand_u8((1, 32, 32, 3)), pp), lambda: synthetic_images(1, pp),

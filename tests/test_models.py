@@ -576,7 +576,8 @@ BAD_FIELDS = [
     ("preprocess.interpolation", 3, ["field 'preprocess.interpolation'", "got 3 (int)"]),
     ("preprocess.note", 5, ["field 'preprocess.note' must be a string", "got 5 (int)"]),
     ("preprocess.crop_pc", 0.9, ["field 'preprocess' has the unknown key 'crop_pc'", "it takes input_size, mean, std"]),
-    ("preprocess.crop_mode", "squash", ["field 'preprocess' has the unknown key 'crop_mode'"]),
+    ("preprocess.crop_mode", "squash", ["field 'preprocess.crop_mode' must be null or \"center\"", "got \"squash\""]),
+    ("preprocess.crop_mode", 1, ["field 'preprocess.crop_mode'", "got 1 (int)"]),
     ("classes", "airplane", ["field 'classes' must be a list of 10 class names", "got \"airplane\" (str)"]),
     ("classes", [f"c{i}" for i in range(9)], ["field 'classes' has 9 names but config.num_classes is 10"]),
     ("classes", ["a"] * 10, ["field 'classes' names 'a' twice (entries 0 and 1)"]),
@@ -642,6 +643,13 @@ def test_card_resize_list_and_crop_pct_disagreement(tmp_path):
     bad = card_with(tmp_path, "preprocess", {**TINY_PP, "resize": 36, "crop_pct": 1.0})
     with one_line_error(f"model card {bad}: ", "disagrees with crop_pct"):
         load_model(bad, random_init=True)
+
+
+def test_card_crop_mode_center_as_timm_writes_it(tmp_path):
+    plain = load_model(card_with(tmp_path, "preprocess", dict(TINY_PP)), random_init=True).preprocess
+    for mode in ("center", None):
+        card = card_with(tmp_path, "preprocess", {**TINY_PP, "crop_mode": mode})
+        assert load_model(card, random_init=True).preprocess == plain
 
 
 def test_card_sha256_in_upper_case_matches(tiny_card_with_weights):
