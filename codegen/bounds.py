@@ -15,7 +15,7 @@ from quantizer.ir import QuantizedViT
 from quantizer.lowered import lower
 
 from . import design, model_shape, perf, resources
-from .hwconfig import HwConfig
+from .hwconfig import HwConfig, cdiv
 
 
 def bits_for(bound: int) -> int:
@@ -103,14 +103,14 @@ def compute_bounds(ir: QuantizedViT, hw: HwConfig) -> Bounds:
         array, PCOLS columns, and its loop also streams the previous row tile's logits
         (perf.qk_trips: longer than the steps where that stream is)."""
         a = design.qk_hw(hw) if loop == "mac_array.reduce_keys" else hw
-        nt, ot = -(-NR // a.rows), -(-O // a.cols)
+        nt, ot = cdiv(NR, a.rows), cdiv(O, a.cols)
         out = {"call": kind, "loop": loop, "row_tiles": nt, "weight_tiles": ot, "reduce_trip": K // a.simd}
         if tail:
             out["drain_tail"] = tail
         iters = nt * (ot * (K // a.simd) + tail)
         if loop == "mac_array.reduce_keys":   # a head group's row tiles, one after the other
-            iters = sum(perf.qk_trips(a, NR, K, -(-NR // hw.lanes), GH))
-            out["stream_words_per_row"] = -(-NR // hw.lanes)
+            iters = sum(perf.qk_trips(a, NR, K, cdiv(NR, hw.lanes), GH))
+            out["stream_words_per_row"] = cdiv(NR, hw.lanes)
         return {**out, "cycles_per_call": iters * perf.loop_ii(loop, hw), "calls_per_image": count}
 
     # QKV and the attention run a head group at a time (design.qkv_group_heads: GH heads, NG groups)
@@ -120,7 +120,7 @@ def compute_bounds(ir: QuantizedViT, hw: HwConfig) -> Bounds:
     loops = [mac("patch embedding", N - 1, KP, D, 1, tail=design.drain_tail(hw, KP, "embed", DH)),
              mac(f"qkv ({grp})", N, D, 3 * DH * GH, ir.depth * NG, tail=design.drain_tail(hw, D, "requant", DH)),
              mac(f"q.k^T ({grp})", N, DH, N, ir.depth * NG, "mac_array.reduce_keys",
-                 -(-design.qk_hw(hw).rows // design.logit_rows_per_cycle(design.qk_hw(hw), DH))), mac("proj", N, D, D, ir.depth, tail=design.drain_tail(hw, D, "residual", DH)),
+                 cdiv(design.qk_hw(hw).rows, design.logit_rows_per_cycle(design.qk_hw(hw), DH))), mac("proj", N, D, D, ir.depth, tail=design.drain_tail(hw, D, "residual", DH)),
              mac("fc1", N, D, HID, ir.depth, tail=design.drain_tail(hw, D, "gelu", DH)),
              mac("fc2", N, HID, D, ir.depth, tail=design.drain_tail(hw, HID, "residual", DH)), mac("head", 1, D, m["num_classes"], 1),
              {"call": f"softmax rows ({grp})", "rows": GH * N, "row_length": N, "elements_per_cycle": hw.lanes,

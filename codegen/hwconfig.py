@@ -26,19 +26,19 @@ def cdiv(a: int, b: int) -> int:
 
 def desc_beats(fields: int, axi_bytes: int) -> int:
     """Beats of a descriptor of `fields` 64-bit fields on an axi_bytes-wide port."""
-    return -(-fields * 8 // axi_bytes)
+    return cdiv(fields * 8, axi_bytes)
 
 
 def word_beats(port_cols: int, simd: int, axi_bytes: int) -> int:
     """Beats per weight word of one port (port_cols x simd 8-bit weights): the reduction loop's II."""
-    return -(-port_cols * simd // axi_bytes)
+    return cdiv(port_cols * simd, axi_bytes)
 
 
 def embed_bias_beats(rows: int, cols: int, ports: int, axi_bytes: int, dim: int) -> int:
     """Beats each weight port reads per row tile of the embedding's per-token biases
     (kernels/p2vit/banks.h embed_bias_seg): ROWS rows of D rounded up to whole column tiles, a beat
     of axi_bytes / 4 int32 values from every port per cycle."""
-    return -(-(rows * -(-dim // cols) * cols) // (ports * (axi_bytes // 4)))
+    return cdiv(rows * cdiv(dim, cols) * cols, ports * (axi_bytes // 4))
 
 
 def _exact(x: float) -> str:
@@ -185,7 +185,7 @@ def hw_config(args, reduction_lengths=(), base: HwConfig | None = None) -> HwCon
     if args.cols is None and base is None and args.weight_ports in WEIGHT_PORTS:   # (others: HwConfig refuses)
         # the default column count that the ports can share: the least multiple of 2 x ports >= 8
         step = 2 * args.weight_ports
-        cols = -(-HwConfig.cols // step) * step
+        cols = cdiv(HwConfig.cols, step) * step
     return HwConfig(rows=given("rows"), cols=cols, simd=simd, lanes=given("lanes"),
                     clock_mhz=given("clock_mhz"), part=given("part"), axi_bits=given("axi_bits"),
                     weight_ports=given("weight_ports"), qk_rows=given("qk_rows"))

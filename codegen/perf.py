@@ -937,7 +937,7 @@ def tiling_rows(tokens: int) -> tuple[int, ...]:
     """The row counts that tile `tokens` with the least padding: ceil(N / t) for t = 2..8 tiles
     (N = 197: 99, 66, 50, 40, 33, 29, 25); a power of two wastes up to a quarter of the last
     tile's rows."""
-    return tuple(sorted({r for r in (-(-tokens // t) for t in range(2, 9)) if r <= MAX_TILING_ROWS}))
+    return tuple(sorted({r for r in (cdiv(tokens, t) for t in range(2, 9)) if r <= MAX_TILING_ROWS}))
 
 
 def sweep_qk_rows(base: HwConfig, rows: int) -> int:
@@ -945,7 +945,7 @@ def sweep_qk_rows(base: HwConfig, rows: int) -> int:
     design has as many, else the base's share of its rows (e.g. half)."""
     if base.qk_rows in (0, base.rows):
         return 0
-    return max(1, -(-rows * base.qk_rows // base.rows))
+    return max(1, cdiv(rows * base.qk_rows, base.rows))
 
 
 def sweep(shape: ModelShape, base: HwConfig = HwConfig(), dram_gbs: float | None = DEFAULT_DRAM_GBS,

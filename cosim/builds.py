@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from codegen.module import CsimModule, load, read_build_info, read_build_ir
@@ -152,8 +152,8 @@ def fp32_model(info: dict, build_dir: Path) -> LoadedModel:
                          "point to the original model or rebuild")
     if "preprocess" in info:   # the FP32 side must see the images as the build does (float_vit, fp32 logits)
         built = Preprocess.from_json(info["preprocess"])
-        changed = [f for f in ("input_size", "mean", "std", "interpolation", "crop_pct")
-                   if getattr(lm.preprocess, f) != getattr(built, f)]
+        changed = [f.name for f in fields(Preprocess)
+                   if getattr(lm.preprocess, f.name) != getattr(built, f.name)]
         if changed:
             raise P2VitError(f"{why}: {target} now has another preprocess {', '.join(changed)} than the build "
                              "recorded in build.json; restore the model's preprocess or rebuild")
