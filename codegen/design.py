@@ -151,11 +151,10 @@ def qkv_group_heads(shape: ModelShape, hw: HwConfig) -> int:
     templates/p2vit_top.cpp.j2). The smallest divisor of H below H whose group is whole column tiles
     and whose reduction loop still fits the next row tile's load (so every group's later row tiles
     prefetch and its last row tile loads the next group's first: main_early), where QKV drains in
-    its loop and its drain lanes are the Q.K^T loads' (qkv_lanes == SIMD: chosen when q, k and v
-    were one set shared by both processes; with two sets it could be relaxed); else H (one group:
-    QKV, then the attention)."""
+    its loop; else H (one group: QKV, then the attention). QKV's drain lanes (qkv_lanes) need not
+    be the Q.K^T loads' SIMD: each process has its own set of q, k and v in a call."""
     H, DH, D = shape.heads, shape.dh, shape.dim
-    if qkv_lanes(hw, DH) != hw.simd or not drain_fits(hw, D, "requant", DH):
+    if not drain_fits(hw, D, "requant", DH):
         return H
     for g in range(1, H):
         if H % g == 0 and (3 * DH * g) % hw.cols == 0 and \
@@ -239,10 +238,12 @@ def partition_factors(shape: ModelShape, hw: HwConfig) -> dict[str, int]:
     Q.K^T logit rows (keys)."""
     cols, ab, WL = hw.cols, hw.axi_bytes, load_lanes(hw)
     E = qkv_lanes(hw, shape.dh)
+    # o: with head groups A.V and proj's row loads are processes of one region, one port each
+    one_port = 2 if qkv_group_heads(shape, hw) < shape.heads else 1
     return {
         "r": cols,                                                        # r_banks
         "rc": shared_banks(cols, 2, WL, 2),                               # rc_banks
-        "o": shared_banks(hw.lanes, 1, WL, 1),                            # xo_banks
+        "o": shared_banks(hw.lanes, one_port, WL, one_port),              # xo_banks
         "q": shared_banks(E, 1, WL, 1),                                   # q_banks
         "k": shared_banks(E, 1, hw.simd, 1),                              # k_channel_banks
         "hid": shared_banks(cols, 2, WL, 2),                              # hid_banks

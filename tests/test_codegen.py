@@ -22,6 +22,11 @@ from quantizer.data import synthetic_images, to_int8_input
 from quantizer.models import load_model
 from quantizer.pipeline import quantize
 from tests.conftest import TINY_HW
+
+# The tiny model in one QKV call per block: a head group's loop (16 steps x 6 column tiles + the
+# 8-cycle drain) is shorter than a row tile's load (8 rows x 16 words), so design.qkv_group_heads
+# keeps all heads together, and A.V fills proj's first row tile (LANES = SIMD: lanes_fill_xt)
+ONE_GROUP_HW = HwConfig(rows=8, cols=8, simd=2, lanes=2)
 from tests.tiny import random_images, tiny_card
 
 
@@ -95,19 +100,21 @@ def test_other_head_size_depth_one_4bit_res16_bit_exact(tmp_path):
     assert np.array_equal(sim.run(imgs), reference.run(ir, to_int8_input(imgs)).logits.numpy())
 
 
-@pytest.mark.parametrize("w_bits, grouped", [(8, False), (4, False), (8, True)])
-def test_ap_int_build_equals_native_build(tmp_path, w_bits, grouped):
+@pytest.mark.parametrize("w_bits, hw, grouped", [
+    (8, ONE_GROUP_HW, False),                                # one group, A.V filling proj's first row tile
+    (4, HwConfig(rows=4, cols=8, simd=2, lanes=8), True),    # head groups, 8 drain lanes beside SIMD 2
+    (8, HwConfig(rows=4, cols=8, simd=8, lanes=8), True),    # head groups, proj's first row tile partly preloaded
+])
+def test_ap_int_build_equals_native_build(tmp_path, w_bits, hw, grouped):
     # native builds take the AVX2 PE-array path (cols % 8 == 0, simd 2), ap_int the HLS loops
     pytest.importorskip("hls4ml", reason="ap_int types come from hls4ml's ap_types")
     ir = _ir(tmp_path, QuantConfig(w_bits=w_bits), depth=1)
     # ap_int: packed DSP products in every PE; the 4-bit case also runs 8 attention/LayerNorm lanes;
-    # the grouped case runs QKV a head at a time beside the attention of the head before (SIMD 8 =
-    # gcd(COLS, DH): design.qkv_group_heads) and proj's first row tile partly loaded beside the last
-    hw = (HwConfig(rows=4, cols=8, simd=8, lanes=8) if grouped
-          else HwConfig(rows=4, cols=8, simd=2, lanes=8 if w_bits == 4 else 1))
+    # the grouped cases run QKV a head at a time beside the attention of the head before
+    # (design.qkv_group_heads), and where LANES = SIMD load proj's first row tile partly beside the last
     shape = model_shape.shape_from_ir(ir)
     assert (design.qkv_group_heads(shape, hw) < shape.heads) == grouped
-    assert (design.proj_pre_words(shape, hw) > 0) == grouped
+    assert (design.proj_pre_words(shape, hw) > 0) == (grouped and hw.lanes == hw.simd)
     generate(ir, hw, tmp_path / "b", types=("native", "ap_int"))
     native, apint = load(tmp_path / "b", types="native"), load(tmp_path / "b", types="ap_int")
     assert native.mod.info()["types"] == "native" and apint.mod.info()["types"] == "ap_int"
@@ -237,9 +244,10 @@ def test_head_group_region_shares_only_o(tiny_ir):
     step = grouped[grouped.index("static void p2vit_main_step("):]
     assert "HLS DATAFLOW" in step[:step.index("\n}\n")]          # the region's own pragma
     assert _region_arrays_of_both_processes(grouped) == {"o"}
-    # one group: no region, the calls run one after the other and A.V may fill xt for proj
-    single = render(tiny_ir, TINY_HW).files["hls/p2vit_top.cpp"]
-    assert design.qkv_group_heads(shape, TINY_HW) == shape.heads
+    # one group (a group's loop is shorter than a row tile's load): no region, the calls run one
+    # after the other and A.V may fill xt for proj
+    single = render(tiny_ir, ONE_GROUP_HW).files["hls/p2vit_top.cpp"]
+    assert design.qkv_group_heads(shape, ONE_GROUP_HW) == shape.heads
     assert "xt" in _region_arrays_of_both_processes(single)
 
 
@@ -743,8 +751,9 @@ def _check_pragmas(files: dict, out: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("hw", [TINY_HW, HwConfig(rows=4, cols=8, simd=8, lanes=8),
-                                HwConfig(rows=4, cols=8, simd=2, lanes=2, weight_ports=4, qk_rows=3)],
-                         ids=["default", "grouped-8-lanes", "4-ports"])
+                                HwConfig(rows=4, cols=8, simd=2, lanes=2, weight_ports=4, qk_rows=3),
+                                ONE_GROUP_HW],
+                         ids=["default", "grouped-8-lanes", "4-ports", "one-group"])
 def test_every_pragma_argument_is_a_constant_in_scope(tiny_ir, tmp_path, hw):
     pytest.importorskip("hls4ml", reason="ap_int types come from hls4ml's ap_types")
     assert _check_pragmas(render(tiny_ir, hw, types="ap_int").files, tmp_path) == []
@@ -806,8 +815,9 @@ def _uncounted_products(hls: Path, tmp: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("hw", [TINY_HW, HwConfig(rows=4, cols=8, simd=8, lanes=8),
-                                HwConfig(rows=4, cols=8, simd=2, lanes=2, weight_ports=4, qk_rows=3)],
-                         ids=["default", "grouped-8-lanes", "4-ports"])
+                                HwConfig(rows=4, cols=8, simd=2, lanes=2, weight_ports=4, qk_rows=3),
+                                ONE_GROUP_HW],
+                         ids=["default", "grouped-8-lanes", "4-ports", "one-group"])
 def test_no_multiplier_beyond_the_counted_dsps(tiny_ir, tmp_path, hw):
     generate(tiny_ir, hw, tmp_path / "b", build=False)
     assert _uncounted_products(tmp_path / "b" / "hls", tmp_path) == []

@@ -467,11 +467,15 @@ def test_weight_traffic_and_resources():
     # the same beats are read, half of them padding (docs/hardware.md, known limits)
     assert w4["blocks.0.mlp"] == w["blocks.0.mlp"] and w4["embed"] == w["embed"]
     # the row-stationary array re-streams every weight tile once per row tile; QKV drains, so each
-    # row tile's loop also reads its tail's words (ROWS x COLS / gcd(COLS, DH) of 64 bytes) past them
+    # row tile's loop also reads its tail's words (ROWS x COLS / gcd(COLS, DH) of 64 bytes) past
+    # them, once per head group (here groups of 2 heads: gcd(COLS, DH) = 16 lanes drain, SIMD is 4)
     NT = -(-s8.tokens // hw.rows)
     tail = design.drain_tail(hw, s8.dim, "requant", s8.dh)
     assert tail == 16 * 16 // math.gcd(16, s8.dh)
-    assert w["blocks.0.qkv"] == NT * (3 * s8.dim * s8.dim + tail * 16 * 4)
+    NG = s8.heads // design.qkv_group_heads(s8, hw)
+    assert NG == 3
+    qkv = sum(v for name, v in w.items() if name.startswith("blocks.0.qkv"))
+    assert qkv == NT * (3 * s8.dim * s8.dim + NG * tail * 16 * 4)
     assert p8.summary()["weight_mb_streamed"] == pytest.approx(NT * p8.summary()["weight_mb_unique"], rel=0.02)
     r8, r4 = p8.res, p4.res
     # every instance the code makes (the MAC array, the Q.K^T array of COLS / ports columns), 8 x

@@ -122,9 +122,13 @@ template <class C>
 constexpr bool lanes_fill_xt() {
   return C::LANES == C::SIMD && C::DH % C::LANES == 0 && C::N >= C::ROWS && qkv_groups<C>() == 1;
 }
+// xo_banks<C>(): o (A.V out): LANES in, load_lanes out. With head groups both are processes of
+// the p2vit_main_step region (A.V in the attention, proj's row loads in the MAC array), which
+// take one port of each bank apiece: each side then reaches at most one access per bank per cycle.
 template <class C>
-constexpr int xo_banks() {  // o (A.V out): LANES in, load_lanes out
-  return shared_banks(C::LANES, 1, load_lanes<C>(), 1);
+constexpr int xo_banks() {
+  return qkv_groups<C>() > 1 ? shared_banks(C::LANES, 2, load_lanes<C>(), 2)
+                             : shared_banks(C::LANES, 1, load_lanes<C>(), 1);
 }
 template <class C>
 constexpr int q_banks() {   // queries: qkv_lanes in, load_lanes out
