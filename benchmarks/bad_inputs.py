@@ -626,6 +626,23 @@ def run_all(r: Runner) -> None:
                    "reference.run(ir, to_model_input(img, Preprocess.from_json(ir.meta['preprocess'])))",
                    must_contain=["to_int8_input"]))
 
+    # ---- E34-E37: session 39's newcomer review -----------------------------------------------------
+    r.run(Case("E34", "codegen.perf --json OTHER_BUILD/build.json (a build the run does not read: once "
+                      "overwritten, and no tool could open or replace it after)",
+               m("codegen.perf", "deit_t", "--json", build_a / "build.json"),
+               must_contain=["is part of the build"], max_seconds=FAST))
+    r.run(Case("E35", "codegen.perf deit_t --row 4 (once taken for --rows by argparse's prefix matching)",
+               m("codegen.perf", "deit_t", "--row", 4), must_contain=["unrecognized arguments: --row"],
+               max_seconds=FAST))
+    r.run(Case("E36", "codegen --attn-bits 1 (once named the reference's 2..8)",
+               m("codegen", card, "--random-init", "--attn-bits", 1, "--out", "ce36"),
+               must_contain=["between 2 and 4"], max_seconds=FAST))
+    whole_pt = tmp / "whole.pt"
+    torch.save(torch.nn.Linear(2, 2), whole_pt)
+    r.run(Case("E37", "quantizer --weights a pickled whole model (torch.save(model))",
+               m("quantizer", REAL_CARD, "--weights", whole_pt, "--calib", REAL_CALIB, "--out", "qe37"),
+               must_contain=["model.state_dict()"], max_seconds=FAST))
+
     # ---- 14, 15. developer habits -----------------------------------------------------------
     pytest = Path(PY).parent / "pytest"
     r.run(Case("14", "bare pytest --collect-only -q from the repo root",

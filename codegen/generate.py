@@ -28,7 +28,7 @@ import torch
 from quantizer import reference
 from quantizer.errors import P2VitError
 from quantizer.ir import QuantizedViT
-from quantizer.outputs import check_output_dir, install_dir, is_p2vit_build, partial_dir
+from quantizer.outputs import check_not_inside_p2vit_output, check_output_dir, install_dir, is_p2vit_build, partial_dir
 
 from .build import build_module
 from .hwconfig import HwConfig
@@ -44,7 +44,9 @@ GOLDEN_IMAGES = 4
 
 
 def check_build_destination(out: Path, model_name: str, force: bool) -> None:
-    """--out may be new, empty or a p2vit build of the same model (of another with force)."""
+    """--out may be new, empty or a p2vit build of the same model (of another with force), not a
+    directory inside a build or IR."""
+    check_not_inside_p2vit_output(out, "--out", anywhere=True)
     check_output_dir(out, "--out")
     if not out.exists() or not any(out.iterdir()):
         return

@@ -64,7 +64,7 @@ class HwConfig:
             if not isinstance(v, int) or v < 1 or v > MAX_PES:
                 raise P2VitError(f"--{name} must be an integer in 1..{MAX_PES}, not {v}")
         if not isinstance(self.qk_rows, int) or self.qk_rows < 0 or self.qk_rows > MAX_PES:
-            raise P2VitError(f"--qk-rows must be an integer in 1..{MAX_PES} (0: as many as --rows), not {self.qk_rows}")
+            raise P2VitError(f"--qk-rows must be an integer in 0..{MAX_PES} (0: as many as --rows), not {self.qk_rows}")
         if self.lanes not in LANES:
             raise P2VitError(f"--lanes must be one of {', '.join(map(str, LANES))}, not {self.lanes}")
         if self.weight_ports not in WEIGHT_PORTS:
@@ -148,9 +148,9 @@ def add_hw_args(p: argparse.ArgumentParser) -> None:
                         "COLS / WEIGHT_PORTS columns of every weight tile (its plane of params.bin); the Q.K^T array "
                         "has COLS / WEIGHT_PORTS columns; with 4, the image and logits share the last weight port's "
                         f"bundle (default {d.weight_ports})")
-    g.add_argument("--qk-rows", type=int, default=None, metavar=f"1..{n}",
+    g.add_argument("--qk-rows", type=int, default=None, metavar=f"0..{n}",
                    help="rows of the Q.K^T array (queries held per key sweep): fewer rows than the MAC array's "
-                        "take fewer DSPs, at the cost of more row tiles per head (default: --rows)")
+                        "take fewer DSPs, at the cost of more row tiles per head (default, or 0: as many as --rows)")
 
 
 def check_part(part: str, where: str = "--part") -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from quantizer.errors import P2VitError
-from quantizer.outputs import RunInput
+from quantizer.outputs import BUILD_ENTRIES, RunInput   # BUILD_ENTRIES: what codegen writes into a build
 
 from .integrity import is_sealed, verify_file
 
@@ -79,12 +79,6 @@ class CsimModule:
         return dict(self.mod.run_trace(self.params, x))
 
 
-# What python -m codegen writes at a build's top level (tests/test_codegen.py checks a fresh build):
-# the files a run reads from it, which no output may replace; anything else there (cosim/, a
-# --json or --results of the user's) is not the build's.
-BUILD_ENTRIES = ("build.json", "params.bin", "ir", "hls", "csim", "golden", "report.md", "report.json", "timings.json")
-
-
 def build_inputs(build_dir) -> list[RunInput]:
     """check_outputs_apart's inputs for a build directory."""
     return [RunInput(f"part of the build {build_dir} ({Path(build_dir) / e})", Path(build_dir) / e)
@@ -117,20 +111,26 @@ def read_build_info(build_dir: str | Path) -> dict:
         # codegen refuses to write into a folder that holds anything but a build
         where = "a new directory" if build_dir.is_dir() and any(build_dir.iterdir()) else str(build_dir)
         raise P2VitError(f"{build_dir} {what}; make one with python -m codegen MODEL --out {where}")
+    # codegen replaces a directory only where build.json still names an IR (is_p2vit_build), so a
+    # build.json past that point needs the directory removed first
+    elsewhere = (f"remove {build_dir} and rebuild it (python -m codegen MODEL --out {build_dir}), "
+                 "or build into a new directory")
     try:
         info = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
-        raise P2VitError(f"{path} is corrupt (not JSON); rebuild with python -m codegen") from None
+        raise P2VitError(f"{path} is corrupt (not JSON); {elsewhere}") from None
     except OSError as exc:
         raise P2VitError(f"cannot read {path} ({exc.strerror or exc}); check its permissions or rebuild "
                          "with python -m codegen") from None
     if not isinstance(info, dict):
-        raise P2VitError(f"{path} is corrupt (not a JSON object); rebuild with python -m codegen")
+        raise P2VitError(f"{path} is corrupt (not a JSON object); {elsewhere}")
+    in_place = f"rebuild it: python -m codegen MODEL --out {build_dir}"
+    if "ir_sha256" not in info:
+        raise P2VitError(f"{path} is not a p2vit build's (another tool's file, or one written over it); {elsewhere}")
     if info.get("format") != BUILD_FORMAT:
-        raise P2VitError(f"{build_dir} was made by another p2vit version; rebuild with python -m codegen")
+        raise P2VitError(f"{build_dir} was made by another p2vit version; {in_place}")
     if not is_sealed(info):
-        raise P2VitError(f"{path} is corrupt or was edited (its checksum does not match); "
-                         "rebuild with python -m codegen")
+        raise P2VitError(f"{path} is corrupt or was edited (its checksum does not match); {in_place}")
     return info
 
 

@@ -20,7 +20,7 @@ from codegen.module import build_inputs
 from quantizer.data import ImageSet, load_images, subset_indices
 from quantizer.errors import ArgumentParser, P2VitError, cli_errors, count_arg, path_arg
 from quantizer.outputs import check_output_dir, check_output_file, check_outputs_apart, inputs_of
-from quantizer.metrics import json_safe, percent, sqnr_from_powers, write_json_atomic
+from quantizer.metrics import emit_json, percent, sqnr_from_powers, text_stream
 from quantizer.progress import note
 from quantizer.results import ResultsDir, check_results_dir
 from quantizer.scaleout import (SCALEOUT_HELP, add_scaleout_args, check_scaleout_args, choose_engine, data_identity,
@@ -164,7 +164,7 @@ def _subset(ds: ImageSet, limit: int) -> tuple:
 def format_summary(s: dict) -> str:
     lines = [
         f"{s['model']} ({s['build']}): {plural(s['n'], 'image')} from {s['data']}, {s['seconds']:.1f} s "
-        f"(worker seconds{' of the shards run now' if s.get('shards_resumed') else ''}, summed over "
+        f"wall (by stage, worker seconds{' of the shards run now' if s.get('shards_resumed') else ''} summed over "
         f"{plural(s['workers'], 'worker')}: FP32 "
         f"{s['seconds_fp32']:.1f}, reference {s['seconds_reference']:.1f}, C-sim {s['seconds_csim']:.1f})",
         f"  top-1 %:  FP32 {format_pct(s['fp32_top1'])}   reference {format_pct(s['reference_top1'])}   "
@@ -199,7 +199,8 @@ def parse_args(argv):
     p.add_argument("--build", default="build/", type=path_arg, metavar="DIR", help="build directory (default build/)")
     p.add_argument("--data", required=True, type=path_arg, metavar="PATH", help="images: .npz, folder or ImageFolder tree")
     p.add_argument("--limit", type=count_arg(), metavar="N", help="N images spread evenly over the data")
-    p.add_argument("--json", type=path_arg, metavar="OUT", help="also write the results as JSON")
+    p.add_argument("--json", type=path_arg, metavar="OUT",
+                   help="also write the results as JSON to OUT ('-': stdout, the tables then on stderr)")
     p.add_argument("--report", action="store_true", help="write <DIR>/cosim/report.md and plots")
     p.add_argument("--threads", type=int, default=0,
                    help=f"C-sim threads (default 0: all cores; at most {CSIM_BATCH}, the images one C-sim call gets)")
@@ -217,7 +218,7 @@ def parse_args(argv):
 def main(argv=None):
     args = parse_args(argv)
     check_threads(args.threads, "--threads")
-    if args.json:
+    if args.json and args.json != "-":
         check_output_file(args.json, "--json")   # before the evaluation, not after it
     if args.report and Path(args.build).is_dir():
         check_output_dir(Path(args.build) / "cosim", "--report")
@@ -230,10 +231,9 @@ def main(argv=None):
                  rebuild=not args.no_rebuild)
     if not s["labels"] and not args.quiet:
         note(f"note: {args.data} has no labels; top-1 is not reported, agreement is")
-    print(format_summary(s))
+    print(format_summary(s), file=text_stream(args.json))
     if args.json:
-        write_json_atomic(args.json, json_safe(s))
-        print(f"wrote {args.json}")
+        emit_json(args.json, s)
     if s["n_mismatched"] and not args.allow_mismatch:
         print(f"error: the C-sim differs from the integer reference on {s['n_mismatched']} of {s['n']} "
               "images; pass --allow-mismatch to exit 0 anyway", file=sys.stderr)

@@ -466,6 +466,7 @@ def plot_budget(b: dict, path, title: str | None = None):
     for rect, v in zip(bars, lost_s):
         ax1.annotate(f"{v:.2f}", (rect.get_x() + rect.get_width() / 2, v), ha="center", va="bottom", fontsize=7)
     ax1.set_ylabel("images whose top-1 differs\nfrom FP32 (%)")
+    ax1.set_ylim(bottom=0)   # a share of images: with every stage at 0 matplotlib would center 0 (-0.04 .. 0.04)
     ax1.legend(fontsize=8, loc="upper left")
     ax1.grid(axis="y", alpha=0.3)
     ax2.bar(xs - wd / 2, [db(s["single"]) for s in b["stages"]], wd, color="#4c72b0")

@@ -81,7 +81,13 @@ def interrupt_quietly_while_starting() -> None:
 
 class ArgumentParser(argparse.ArgumentParser):
     """argparse whose usage errors end like every other bad input: one line `error: ...`, exit 2,
-    instead of the whole usage block above it (the options are one --help away)."""
+    instead of the whole usage block above it (the options are one --help away). A shortened
+    option (--row for --rows) is refused like any other unknown one: argparse's prefix matching
+    would take a typo for whichever option it begins."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
         self.exit(2, f"error: {message}; see {self.prog} --help\n")

@@ -31,8 +31,8 @@ from .data import labels_for_model, load_images
 from .errors import ArgumentParser, P2VitError, cli_errors, count_arg, path_arg
 from .float_model import FloatViT
 from .outputs import check_output_file, check_outputs_apart, inputs_of
-from .metrics import (fp32_logits, json_safe, metrics, metrics_from_rows, quantized_logits, runner_logits,
-                      write_json_atomic)
+from .metrics import (emit_json, fp32_logits, metrics, metrics_from_rows, quantized_logits, runner_logits,
+                      text_stream)
 from .pipeline import quantize, weight_bytes
 from .progress import Progress, note
 from .scaleout import (SCALEOUT_HELP, add_scaleout_args, check_scaleout_args, choose_engine, format_run,
@@ -367,7 +367,8 @@ def parse_args(argv):
                         f"({len(budget_variants())} float64 runs per image; the list of stages is below)")
     p.add_argument("--error-budget-chart", type=path_arg, metavar="PNG",
                    help="with --error-budget: also draw the budget as a bar chart into this PNG file")
-    p.add_argument("--json", type=path_arg, metavar="OUT", help="also write the results as JSON")
+    p.add_argument("--json", type=path_arg, metavar="OUT",
+                   help="also write the results as JSON to OUT ('-': stdout, the tables then on stderr)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     add_scaleout_args(p)
     return p.parse_args(argv)
@@ -413,7 +414,7 @@ def main(argv=None):
     for n in names:
         config_for(n)   # unknown names fail here, before any work
     args.mixed_precision = any(n.startswith(MIXED_PREFIX) for n in names)  # load held-out images too
-    if args.json:
+    if args.json and args.json != "-":
         check_output_file(args.json, "--json")   # before minutes of evaluation, not after
     if args.error_budget_chart:
         check_chart_path(args.error_budget_chart)
@@ -440,16 +441,16 @@ def main(argv=None):
         results, run = evaluate_sharded(lm, calib, data, labels, names, engine, results=args.results,
                                         resume=args.resume, shard_size=args.shard_size, progress=progress,
                                         show=not args.quiet, n_calib=args.n_calib)
+    out = text_stream(args.json)
     print(f"{lm.name}: {plural(len(data.images), 'image')} from {args.data}, {plural(args.n_calib, 'calibration image')}"
           + (f" (+ {len(calib) - args.n_calib} held out for the mixed-precision search)" if len(calib) > args.n_calib else "")
           + f", "
-          f"{time.perf_counter() - t0:.0f} s")
-    print(format_table(results))
-    print(format_run(run))
+          f"{time.perf_counter() - t0:.0f} s", file=out)
+    print(format_table(results), file=out)
+    print(format_run(run), file=out)
     results["run"] = run
     if args.json:
-        write_json_atomic(args.json, json_safe(results))
-        print(f"wrote {args.json}")
+        emit_json(args.json, results)
     return 0
 
 
@@ -460,17 +461,17 @@ def error_budget_main(args, lm, data, labels, calib, name, engine, progress, t0)
         budget, run = evaluate_budget(lm, calib, data, labels, name, engine, results=args.results,
                                       resume=args.resume, shard_size=args.shard_size, progress=progress,
                                       show=not args.quiet, n_calib=args.n_calib)
+    out = text_stream(args.json)
     print(f"{lm.name}: {plural(len(data.images), 'image')} from {args.data}, {plural(len(calib), 'calibration image')}, "
-          f"{time.perf_counter() - t0:.0f} s")
-    print(format_budget(budget))
-    print(format_run(run))
+          f"{time.perf_counter() - t0:.0f} s", file=out)
+    print(format_budget(budget), file=out)
+    print(format_run(run), file=out)
     if args.error_budget_chart:
         plot_budget(budget, args.error_budget_chart, title=f"{lm.name}: error budget of {name} ({budget['label']}), "
                                                          f"{budget['n']} images")
-        print(f"wrote {args.error_budget_chart}")
+        print(f"wrote {args.error_budget_chart}", file=out)
     if args.json:
-        write_json_atomic(args.json, json_safe({"error_budget": budget, "run": run}))
-        print(f"wrote {args.json}")
+        emit_json(args.json, {"error_budget": budget, "run": run})
     if budget["exact_images"] != budget["n"]:
         print(f"error: with every stage quantized the simulator differs from the integer reference on "
               f"{budget['n'] - budget['exact_images']} of {budget['n']} images (a bug in quantizer/budget.py)",

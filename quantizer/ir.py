@@ -23,9 +23,9 @@ import numpy as np
 import torch
 
 from .errors import P2VitError
-from .outputs import check_output_dir, install_dir, is_p2vit_build, partial_dir
+from .outputs import IR_FORMAT, check_not_inside_p2vit_output, check_output_dir, install_dir, partial_dir
 
-FORMAT = "p2vit-ir"
+FORMAT = IR_FORMAT
 FORMAT_VERSION = 1
 _DTYPES = {"int8": np.int8, "int16": np.int16, "int32": np.int32, "int64": np.int64}
 
@@ -100,7 +100,7 @@ class QuantizedViT:
         h = hashlib.sha256(_canonical({"meta": self.meta, "tensors": table}))
         h.update(blob)
         manifest = {"format": FORMAT, "version": FORMAT_VERSION, "sha256": h.hexdigest(),
-                    "meta": self.meta, "tensors": table, "blob": "params.bin"}
+                    "meta": self.meta, "tensors": table, "blob": "params.bin"}   # IR_ENTRIES
         check_ir_destination(directory)
         tmp = partial_dir(directory)
         try:
@@ -166,13 +166,8 @@ class QuantizedViT:
 def check_ir_destination(directory: str | os.PathLike, flag: str = "--out") -> Path:
     """Where an IR may be saved: a new or empty directory, or an IR saved before (replaced), but
     nothing inside a build (its ir/ is the IR build.json's hash names: replacing it breaks the build)."""
+    check_not_inside_p2vit_output(directory, flag, anywhere=True)   # a build's ir/ is the one build.json names
     directory = check_output_dir(directory, flag)
-    real = Path(os.path.realpath(directory))
-    for parent in real.parents:
-        if is_p2vit_build(parent):
-            raise P2VitError(f"{flag} {directory} is inside the build {parent}, whose files only python -m codegen "
-                             "writes (an IR saved there would not be the one it was built from); choose another "
-                             "directory, or rebuild with the new settings: python -m codegen MODEL ... --out BUILD")
     if directory.is_dir() and any(directory.iterdir()) and not (directory / "manifest.json").is_file():
         raise P2VitError(f"{flag} {directory} is not empty and holds no saved IR; choose another directory")
     return directory

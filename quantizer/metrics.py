@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 
 import numpy as np
 import torch
@@ -97,3 +98,18 @@ def json_safe(obj):
 def write_json_atomic(path: str | os.PathLike, obj) -> None:
     text = json.dumps(obj, indent=2, allow_nan=False, default=lambda o: None)   # fails before anything is written
     write_text_atomic(path, text)
+
+
+def text_stream(json_path):
+    """Where an eval CLI prints its tables: stdout, or stderr when --json - puts the JSON there (so
+    that stdout is JSON alone, as with codegen.perf --json -)."""
+    return sys.stderr if json_path == "-" else sys.stdout
+
+
+def emit_json(json_path, obj) -> None:
+    """--json PATH: the results written to PATH (and a line saying so), or to stdout for '-'."""
+    if json_path == "-":
+        print(json.dumps(json_safe(obj), indent=2, allow_nan=False, default=lambda o: None))
+    else:
+        write_json_atomic(json_path, json_safe(obj))
+        print(f"wrote {json_path}")

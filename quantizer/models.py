@@ -75,7 +75,7 @@ def _load_named(name: str, weights, random_init: bool) -> LoadedModel:
         source = "random-init (seed 0)"
         if weights is not None:
             _load_weights_into(model, Path(weights), name)
-            source = f"weights file {weights}"
+            source = f"weights file {os.path.abspath(weights)}"   # absolute: cosim reloads it from anywhere
     else:
         model = _download_pretrained(name, tag)
         source = f"timm pretrained {tag}"
@@ -181,7 +181,7 @@ def _load_card(path: Path, weights, random_init: bool) -> LoadedModel:
                 raise P2VitError(f"weights file {wpath} does not match the sha256 in {path}; "
                                  "the file is corrupt or belongs to another model")
         _load_weights_into(model, wpath, name)
-        source = f"weights file {wpath}"
+        source = f"weights file {os.path.abspath(wpath)}"   # absolute: cosim reloads it from anywhere
     return LoadedModel(name=name, model=model.eval(), preprocess=pp,
                        class_names=card.get("classes"), source=source,
                        spec={"kind": "card", "card": str(path.resolve()), "name": name})
@@ -202,6 +202,9 @@ def read_state_dict(path: Path) -> dict:
         else:
             sd = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - corrupt files raise many different types
+        if "Weights only load failed" in str(exc):   # a pickle of more than tensors: torch.save(model)?
+            raise P2VitError(f"weights file {path} pickles objects other than tensors (a whole model saved with "
+                             "torch.save(model)?); save torch.save(model.state_dict(), FILE) and pass that") from None
         raise P2VitError(f"weights file {path} cannot be read ({type(exc).__name__}); "
                          "it is corrupt or not a state dict / safetensors file") from None
     for key in ("state_dict", "model", "model_ema"):
@@ -209,7 +212,8 @@ def read_state_dict(path: Path) -> dict:
             sd = sd[key]
             break
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise P2VitError(f"weights file {path} holds no state dict of tensors")
+        raise P2VitError(f"weights file {path} holds no state dict of tensors; save torch.save(model.state_dict(), FILE) "
+                         "and pass that")
     return sd
 
 

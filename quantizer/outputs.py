@@ -112,9 +112,53 @@ def write_text_atomic(path: str | os.PathLike, text: str, durable: bool = False)
     write_atomic(path, lambda tmp: tmp.write_text(text), durable)
 
 
+IR_FORMAT = "p2vit-ir"   # manifest.json's "format" in a saved IR (quantizer/ir.py)
+IR_ENTRIES = ("manifest.json", "params.bin")   # what IR.save writes
+# What python -m codegen writes at a build's top level (tests/test_codegen.py checks a fresh build):
+# the files a run reads from it, which no output may replace; anything else there (cosim/, a
+# --json or --results of the user's) is not the build's.
+BUILD_ENTRIES = ("build.json", "params.bin", "ir", "hls", "csim", "golden", "report.md", "report.json", "timings.json")
+
+
+def _is_saved_ir(directory: Path) -> bool:
+    """A directory quantizer's IR.save wrote (its manifest.json names the format)."""
+    try:
+        manifest = json.loads((directory / "manifest.json").read_text())
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("format") == IR_FORMAT
+
+
+def check_not_inside_p2vit_output(path: Path, flag: str, anywhere: bool = False) -> None:
+    """Outputs leave p2vit builds and saved IRs whole, whichever run they belong to: their files are
+    checked against the hashes recorded when they were made, so one written over (build.json,
+    ir/manifest.json) leaves a build or IR that no tool opens. An output may not be or lie in one
+    of a build's entries (BUILD_ENTRIES) or an IR's files (IR_ENTRIES); a new file or folder beside
+    them is fine, and so is a build's cosim/, which cosim.eval --report rewrites. With `anywhere`
+    (a build's or an IR's own --out) it may not lie inside a build or IR at all; the build or IR
+    itself may be one: it is replaced whole."""
+    real = Path(os.path.realpath(path))
+    for parent in reversed(real.parents):   # outermost first: a build's ir/ is named as the build's
+        if is_p2vit_build(parent):
+            kind, writer, entries = "the build", "python -m codegen", BUILD_ENTRIES
+        elif _is_saved_ir(parent):
+            kind, writer, entries = "the saved IR", "python -m quantizer", IR_ENTRIES
+        else:
+            continue
+        if anywhere:
+            raise P2VitError(f"{flag} {path} is inside {kind} {parent}, whose files only {writer} writes; "
+                             "choose another directory")
+        if any(_within(real, parent / e) for e in entries):
+            raise P2VitError(f"{flag} {path} is part of {kind} {parent}, which only {writer} writes (replacing "
+                             f"it would break {kind}); choose another path, e.g. "
+                             f"{parent.parent / (parent.name + '-' + real.name)}")
+        return
+
+
 def check_output_file(path: str | os.PathLike, flag: str) -> Path:
-    """A file path that can be written (created or replaced)."""
+    """A file path that can be written (created or replaced), not onto a p2vit build's or IR's own files."""
     path = Path(path)
+    check_not_inside_p2vit_output(path, flag)
     if path.is_dir():
         raise P2VitError(f"{flag} {path} is a directory; give a file name, e.g. {path / 'results.json'}")
     if path.exists() and not path.is_file():   # written through a temporary file and a rename
@@ -126,7 +170,8 @@ def check_output_file(path: str | os.PathLike, flag: str) -> Path:
 
 
 def check_output_dir(path: str | os.PathLike, flag: str) -> Path:
-    """A directory path that can be created (or exists as a directory)."""
+    """A directory path that can be created (or exists as a directory). A directory the user names
+    is also checked with check_not_inside_p2vit_output; p2vit's own (a build's cosim/) is not."""
     path = Path(path)
     if path.is_symlink() and not path.exists():
         raise P2VitError(f"{flag} {path} is a symbolic link to {os.readlink(path)}, which does not exist; create "

@@ -177,6 +177,11 @@ def test_cli_eval(tiny, npz, capsys):
     s = json.loads(out_json.read_text())
     assert EVAL_KEYS <= set(s) and s["bit_exact_rate"] == 1.0 and s["n"] == 12
     assert "100.00% of images bit-exact" in capsys.readouterr().out
+    # --json -: the JSON alone on stdout (as codegen.perf --json - does), the tables on stderr
+    assert main(["--build", str(tiny["build"]), "--data", str(npz), "--json", "-", "--quiet"]) == 0
+    got = capsys.readouterr()
+    assert json.loads(got.out)["n"] == 12 and "100.00% of images bit-exact" in got.err
+    assert not (Path.cwd() / "-").exists()
     with pytest.raises(SystemExit) as exc:
         main(["--build", str(tiny["tmp"] / "no-build"), "--data", str(npz), "--quiet"])
     assert exc.value.code == 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -281,6 +282,31 @@ def test_json_path_is_checked_before_evaluating(tool, tiny_build, tmp_path, caps
     _fails_fast(cli.main, argv + ["--json", "/proc/p2vit.json"], capsys, "in /proc (")
 
 
+def test_outputs_leave_every_build_and_ir_whole(tiny_build, tmp_path, capsys):
+    """An output onto a file of a build or saved IR the run does not read is refused too (a review
+    once overwrote another build's build.json with codegen.perf --json, and no tool could open or
+    replace that build after); new files beside a build's are fine, as is its cosim/."""
+    from codegen import perf
+    from quantizer.outputs import check_output_file
+
+    build = tiny_build[1]
+    sealed = (build / "build.json").read_bytes()
+    for inside in ("build.json", "ir/manifest.json", "hls/extra.json", "params.bin"):
+        _fails_fast(perf.main, ["deit_t", "--json", str(build / inside)], capsys, "is part of the build", "choose another path")
+    shutil.copytree(build / "ir", tmp_path / "ir")   # a saved IR on its own
+    _fails_fast(perf.main, ["deit_t", "--json", str(tmp_path / "ir" / "manifest.json")], capsys, "is part of the saved IR")
+    assert (build / "build.json").read_bytes() == sealed
+    made_cosim = not (build / "cosim").exists()
+    for beside in (build / "perf.json", build / "cosim" / "perf.json", tmp_path / "ir" / "notes.json"):
+        for _ in range(2):   # and again once it exists: a re-run replaces its own output
+            check_output_file(beside, "--json")
+            beside.parent.mkdir(exist_ok=True)
+            beside.write_text("{}")
+        beside.unlink()
+    if made_cosim:
+        (build / "cosim").rmdir()
+
+
 def test_outputs_never_overwrite_an_input_or_each_other(tiny_build, tmp_path, capsys, monkeypatch):
     """An output path that is the data, a file of the build, or another output is refused up front
     (a review once replaced the shared CIFAR-10 test set with a JSON file by --json = --data)."""
@@ -296,7 +322,7 @@ def test_outputs_never_overwrite_an_input_or_each_other(tiny_build, tmp_path, ca
     (tmp_path / "link.npz").symlink_to(data)
     _fails_fast(cli.main, argv + ["--json", str(tmp_path / "link.npz")], capsys, "is the input --data")
     _fails_fast(cli.main, argv + ["--json", str(build / "build.json")], capsys, "part of the build")
-    _fails_fast(cli.main, argv + ["--json", str(build / "ir" / "manifest.json")], capsys, "is inside part of the build")
+    _fails_fast(cli.main, argv + ["--json", str(build / "ir" / "manifest.json")], capsys, "part of the build")
     _fails_fast(cli.main, argv + ["--json", str(tmp_path / "r"), "--results", str(tmp_path / "r")], capsys,
                 "would overwrite each other")
     _fails_fast(perf.main, ["deit_t", "--sweep", "--plot", str(tmp_path / "s.png"), "--json", str(tmp_path / "s.png")],
@@ -551,3 +577,54 @@ def test_ctrl_c_while_a_cli_starts_is_one_line(cli):
     p.send_signal(signal.SIGINT)
     _, err = p.communicate(timeout=60)
     assert p.returncode == 130 and err.decode() == "error: interrupted\n", err.decode()[-500:]
+
+
+def test_a_shortened_option_is_refused_not_guessed(capsys):
+    # argparse would take --row for --rows (and any prefix for whichever option it begins)
+    from codegen import perf
+
+    _fails_fast(perf.main, ["deit_t", "--row", "4"], capsys, "unrecognized arguments: --row 4")
+
+
+def test_codegen_names_its_own_attn_bits_range(tmp_path, capsys):
+    from codegen import __main__ as cli
+
+    for bits in ("1", "9"):   # not the reference's 2..8: the generated A.V holds 2..4
+        _fails_fast(cli.main, ["deit_t", "--random-init", "--attn-bits", bits, "--out", str(tmp_path / "b")], capsys,
+                    "--attn-bits must be between 2 and 4")
+    assert not (tmp_path / "b").exists()
+
+
+def test_a_build_json_written_over_says_how_to_recover(tmp_path):
+    from codegen.module import read_build_info
+
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "build.json").write_text('{"n": 12, "bit_exact_rate": 1.0}')   # an eval's JSON
+    with pytest.raises(P2VitError, match=r"is not a p2vit build's .* remove .* and rebuild it"):
+        read_build_info(tmp_path / "b")
+    (tmp_path / "b" / "build.json").write_text('{"format": 1, "ir_sha256": "0"}')      # an older p2vit's
+    with pytest.raises(P2VitError, match=r"made by another p2vit version; rebuild it: python -m codegen MODEL --out"):
+        read_build_info(tmp_path / "b")
+
+
+def test_a_weights_file_is_recorded_by_its_absolute_path(tmp_path, monkeypatch):
+    # cosim rebuilds the FP32 model from build.json's source, from whatever directory it runs in
+    import torch
+
+    from quantizer.models import load_model
+
+    card = tiny_card(tmp_path)
+    torch.save(load_model(card, random_init=True).model.state_dict(), tmp_path / "w.pth")
+    monkeypatch.chdir(tmp_path)
+    lm = load_model("tiny.json", weights="w.pth")
+    assert lm.source == f"weights file {tmp_path / 'w.pth'}"
+
+
+def test_a_pickled_whole_model_is_told_to_save_its_state_dict(tmp_path):
+    import torch
+
+    from quantizer.models import read_state_dict
+
+    torch.save(torch.nn.Linear(2, 2), tmp_path / "m.pt")
+    with pytest.raises(P2VitError, match=r"whole model .* torch\.save\(model\.state_dict\(\), FILE\)"):
+        read_state_dict(tmp_path / "m.pt")
