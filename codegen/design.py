@@ -145,16 +145,25 @@ def lanes_fill_xt(shape: ModelShape, hw: HwConfig) -> bool:
             and qkv_group_heads(shape, hw) == shape.heads)
 
 
+def o_lanes_fixed(hw: HwConfig) -> bool:
+    """kernels/p2vit/banks.h o_lanes_fixed: every lane of A.V's writes and of the row loads' reads
+    of o has a bank fixed at compile time, or is its side's only lane (head groups need it: the two
+    sides are processes of one region, one port of o's banks each)."""
+    WL = load_lanes(hw)
+    return hw.lanes == WL or hw.lanes == 1 or WL == 1
+
+
 def qkv_group_heads(shape: ModelShape, hw: HwConfig) -> int:
     """Heads per QKV call (Cfg::QKV_HEADS; kernels/p2vit/banks.h qkv_heads): QKV computes a group of
     heads at a time and the attention of group g - 1 runs beside QKV's group g (p2vit_main_step in
     templates/p2vit_top.cpp.j2). The smallest divisor of H below H whose group is whole column tiles
     and whose reduction loop still fits the next row tile's load (so every group's later row tiles
     prefetch and its last row tile loads the next group's first: main_early), where QKV drains in
-    its loop; else H (one group: QKV, then the attention). QKV's drain lanes (qkv_lanes) need not
-    be the Q.K^T loads' SIMD: each process has its own set of q, k and v in a call."""
+    its loop and o's lanes have fixed banks (o_lanes_fixed); else H (one group: QKV, then the
+    attention). QKV's drain lanes (qkv_lanes) need not be the Q.K^T loads' SIMD: each process has its
+    own set of q, k and v in a call."""
     H, DH, D = shape.heads, shape.dh, shape.dim
-    if not drain_fits(hw, D, "requant", DH):
+    if not drain_fits(hw, D, "requant", DH) or not o_lanes_fixed(hw):
         return H
     for g in range(1, H):
         if H % g == 0 and (3 * DH * g) % hw.cols == 0 and \
@@ -229,6 +238,26 @@ def bram18k(depth: int, width: int) -> int:
         return 0
     return min(cdiv(width, w) * cdiv(depth, d) for w, d in ((1, 16384), (2, 8192), (4, 4096), (9, 2048),
                                                                (18, 1024), (36, 512)))
+
+
+def value_memories(shape: ModelShape, hw: HwConfig) -> tuple[int, int, int]:
+    """(memories, depth, width bits) of one set of the value buffer vs (kernels/p2vit/banks.h
+    value_buf): keys cyclic LANES x the DH/E words of a key complete, E channels reshaped into a word."""
+    E = qkv_lanes(hw, shape.dh)
+    return shape.dh // E * hw.lanes, qkv_group_heads(shape, hw) * cdiv(shape.tokens, hw.lanes), 8 * E
+
+
+def o_memories(shape: ModelShape, hw: HwConfig) -> tuple[int, int, int]:
+    """(memories, depth, width bits) of the attention output o[N][D], channels cyclic xo_banks."""
+    banks = partition_factors(shape, hw)["o"]
+    return banks, cdiv(shape.tokens * shape.dim, banks), 8
+
+
+def storage_impl(memory: tuple[int, int, int]) -> str:
+    """BIND_STORAGE impl of a memory (count, depth, width) bound explicitly: BRAM from 1 Kbit, LUTRAM
+    below, as resources.buffers counts them (a tiny memory forced to BRAM would take a whole
+    BRAM18K the count does not hold)."""
+    return "bram" if memory[1] * memory[2] >= 1024 else "lutram"
 
 
 def partition_factors(shape: ModelShape, hw: HwConfig) -> dict[str, int]:

@@ -113,6 +113,8 @@ def context(ir: QuantizedViT, hw: HwConfig, layout: Layout, bounds: Bounds, modu
         "qkv_heads": qkv_heads,
         "grouped": qkv_heads < m["heads"],
         "proj_pre_words": design.proj_pre_words(shape, hw),
+        "vs_impl": design.storage_impl(design.value_memories(shape, hw)),
+        "o_impl": design.storage_impl(design.o_memories(shape, hw)),
         "blob_ports": design.blob_bundles(hw),
         "io_bundle": design.io_bundle(hw),
         "img_beats": -(-m["in_chans"] * img_h * img_w // hw.axi_bytes),

@@ -35,8 +35,10 @@ def _qkv_groups_text(ir: QuantizedViT, hw: HwConfig) -> str:
     if gh == shape.heads:
         return ("QKV for every head, then the attention of every head (one head group: the MAC array "
                 "waits for the attention)")
+    last = ("beside the load of proj's first row tile" if design.proj_pre_words(shape, hw)
+            else "alone (proj loads its first row tile after it: LANES != SIMD)")
     return (f"QKV in {shape.heads // gh} head groups of {gh}, each beside the attention of the group before "
-            f"(p2vit_main_step); the last group's attention beside the load of proj's first row tile")
+            f"(p2vit_main_step); the last group's attention {last}")
 
 
 def _budget(target: dict | None, part_budget: dict | None, part: str) -> tuple[str, dict]:

@@ -110,9 +110,9 @@ def buffers(shape: ModelShape, hw: HwConfig, acc_bits: int = ACC_BITS) -> list[d
     N, D, HID, KP, R, DH = shape.tokens, shape.dim, shape.hidden, shape.kp, shape.res_bits, shape.dh
     rows, cols = hw.rows, hw.cols
     pcols, qrows = hw.port_cols, hw.qk_array_rows
-    E, RL = design.qkv_lanes(hw, DH), design.logit_rows_per_cycle(design.qk_hw(hw), DH)
+    RL = design.logit_rows_per_cycle(design.qk_hw(hw), DH)
     f = design.partition_factors(shape, hw)
-    RB, CB, XB, QB, KB, GB = f["r"], f["rc"], f["o"], f["q"], f["k"], f["hid"]
+    RB, CB, QB, KB, GB = f["r"], f["rc"], f["q"], f["k"], f["hid"]
     OM = max(3 * D, HID, shape.num_classes)
     reshape = design.xt_reshape(shape, hw)
 
@@ -137,8 +137,8 @@ def buffers(shape: ModelShape, hw: HwConfig, acc_bits: int = ACC_BITS) -> list[d
           [(pcols * KB, QH * cdiv(N, pcols) * cdiv(DH, KB), 8)] * SETS),
         # value_buf: E-channel words (E = qkv_lanes), one memory per key lane and word
         b(f"values v[{SETS}][QH][N][DH/E][E] (tokens cyclic LANES x words complete, E channels reshaped into a word)",
-          SETS * N * QH * DH, [(DH // E * hw.lanes, QH * cdiv(N, hw.lanes), 8 * E)] * SETS),
-        b("attention output o[N][D] (channels cyclic XB)", N * D, [cyc(N * D, 8, XB)]),
+          SETS * N * QH * DH, [design.value_memories(shape, hw)] * SETS),
+        b("attention output o[N][D] (channels cyclic xo_banks)", N * D, [design.o_memories(shape, hw)]),
         b("FC1 output hid[N][HID] (channels cyclic GB)", N * HID, [cyc(N * HID, 8, GB)]),
         b("image img[C*H*W] (one burst from io; cyclic img_banks)", shape.in_chans * shape.img_h * shape.img_w,
           [cyc(shape.in_chans * shape.img_h * shape.img_w, 8, f["img"])]),

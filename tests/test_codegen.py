@@ -102,16 +102,16 @@ def test_other_head_size_depth_one_4bit_res16_bit_exact(tmp_path):
 
 @pytest.mark.parametrize("w_bits, hw, grouped", [
     (8, ONE_GROUP_HW, False),                                # one group, A.V filling proj's first row tile
-    (4, HwConfig(rows=4, cols=8, simd=2, lanes=8), True),    # head groups, 8 drain lanes beside SIMD 2
+    (4, HwConfig(rows=4, cols=8, simd=2, lanes=2), True),    # head groups, 8 drain lanes beside SIMD 2
     (8, HwConfig(rows=4, cols=8, simd=8, lanes=8), True),    # head groups, proj's first row tile partly preloaded
 ])
 def test_ap_int_build_equals_native_build(tmp_path, w_bits, hw, grouped):
     # native builds take the AVX2 PE-array path (cols % 8 == 0, simd 2), ap_int the HLS loops
     pytest.importorskip("hls4ml", reason="ap_int types come from hls4ml's ap_types")
     ir = _ir(tmp_path, QuantConfig(w_bits=w_bits), depth=1)
-    # ap_int: packed DSP products in every PE; the 4-bit case also runs 8 attention/LayerNorm lanes;
-    # the grouped cases run QKV a head at a time beside the attention of the head before
-    # (design.qkv_group_heads), and where LANES = SIMD load proj's first row tile partly beside the last
+    # ap_int: packed DSP products in every PE; the grouped cases run QKV a head at a time beside the
+    # attention of the head before (design.qkv_group_heads) and, LANES = SIMD, load proj's first row
+    # tile partly beside the last; the last case with 8 attention/LayerNorm lanes
     shape = model_shape.shape_from_ir(ir)
     assert (design.qkv_group_heads(shape, hw) < shape.heads) == grouped
     assert (design.proj_pre_words(shape, hw) > 0) == (grouped and hw.lanes == hw.simd)

@@ -66,13 +66,15 @@ def _cifar_counters(tmp_path_factory, hw, name):
 
 
 @pytest.mark.skipif(not have_shared(), reason=SHARED_REASON)
-@pytest.mark.parametrize("hw", [HwConfig(), HwConfig(rows=16, cols=48, lanes=2, weight_ports=3, qk_rows=5),
+@pytest.mark.parametrize("hw", [HwConfig(), HwConfig(rows=16, cols=48, lanes=8, weight_ports=3, qk_rows=5),
+                                HwConfig(rows=33, cols=8, simd=2, lanes=2),
                                 HwConfig(rows=22, cols=4, simd=8, lanes=8, weight_ports=2),
                                 HwConfig(rows=66, cols=8, simd=8, lanes=8, weight_ports=4, qk_rows=33),
                                 HwConfig(rows=22, cols=8, simd=8, lanes=8, weight_ports=4)],
                          ids=["default 8x8x2: QKV in head groups of 1, 8 drain lanes beside SIMD 2, 1 attention lane",
-                              "16x48x2, 3 weight ports of 32-byte words (II 2), 5-row Q.K^T array, 2 attention lanes: "
-                              "QKV in one group, A.V fills proj's first row tile",
+                              "16x48x2, 3 weight ports of 32-byte words (II 2), 5-row Q.K^T array, 8 attention lanes: "
+                              "QKV in one group (its loop is shorter than a row tile's load)",
+                              "33x8x2, 2 lanes: QKV in one group, A.V fills proj's first row tile",
                               "22x4x8, 2 weight ports, 8 lanes: QKV in head groups of 1 with 4 drain lanes beside SIMD 8, "
                               "proj's first row tile partly preloaded, FC1 loads FC2's, exposed normalizing loads",
                               "DeiT-B's zcu102 design 66x8x8, 4 weight ports (io on blob_w3), 33-row Q.K^T array, "
@@ -96,12 +98,17 @@ def test_every_loop_reaches_its_modelled_ii_on_cifar(hw, tmp_path_factory):
     io_loops = {lp for lp, r, _ in peaks if r == "axi:io"}
     assert io_loops == {"mac_array.load_image", "requant.head_store"}
     assert not {r for lp, r, _ in peaks if lp in io_loops} & ports
+    # v is ram_s2p (QKV writes it, A.V reads it): one access of each loop per bank and cycle
+    on_v = {lp: n for lp, r, n in peaks if r == "bank:v"}
+    assert {"shifter.pass"} <= set(on_v) and max(on_v.values()) == 1, on_v
     if design.qkv_group_heads(shape, hw) < shape.heads:
         # QKV's head group runs beside the attention of the group before, and the proj loads beside
-        # the attention (p2vit_main_step). q, k and v come in two sets, each an argument of one
-        # process in a call, so both ports of their banks are that process's (the II above counts
-        # them). `o` is an argument of both (proj's row loads read it, A.V writes it): each side
-        # takes one port, so every loop makes at most one access per bank of o per iteration
+        # the attention (p2vit_main_step). q and k come in two sets, each an argument of one process
+        # in a call, so both ports of their banks are that process's (the II above counts them; v,
+        # ram_s2p, is held to one above). `o` is an argument of both (proj's row loads read it, A.V
+        # writes it; ram_s2p): each side takes one port, so every loop makes at most one access per
+        # bank of o per iteration, and each lane's bank is fixed (design.o_lanes_fixed)
+        assert design.o_lanes_fixed(hw)
         on_o = {lp: n for lp, r, n in peaks if r == "bank:o"}
         assert {"mac_array.load_array", "shifter.pass"} <= set(on_o) and max(on_o.values()) == 1, on_o
 

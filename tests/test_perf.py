@@ -160,9 +160,23 @@ def _cyc(lid, iters, entries=1, simd=1, ii=1, cols=1):
     return iters * ii + entries * (d - 1)
 
 
+def test_head_groups_need_the_lanes_of_o_on_fixed_banks():
+    """Head groups need gcd(COLS, DH) = SIMD no longer (session 39), but o's two sides, processes of
+    one region with one port of each bank apiece, must each reach banks fixed at compile time (or be
+    one lane): design.o_lanes_fixed, kernels/p2vit/banks.h o_lanes_fixed."""
+    shape = model_shape.load_shape("deit_b")
+    grouped = {(s, la): design.qkv_group_heads(shape, HwConfig(rows=8, cols=8, simd=s, lanes=la)) < shape.heads
+               for s in (1, 2, 8) for la in (1, 2, 8)}
+    assert grouped == {(s, la): la == s or la == 1 or s == 1 for s in (1, 2, 8) for la in (1, 2, 8)}
+    assert grouped[(2, 1)]            # the default: 8 drain lanes beside SIMD 2, one attention lane
+    # the bank count follows: one port a side, so lcm(LANES, SIMD) where they differ
+    assert design.partition_factors(shape, HwConfig(rows=8, cols=8, simd=2, lanes=1))["o"] == 2
+    assert design.partition_factors(shape, HwConfig(rows=8, cols=8, simd=2, lanes=8))["o"] == 8
+
+
 def test_cycle_equations(tiny):
     """The closed forms of docs/performance.md, for a linear layer and a whole attention step. TINY_HW
-    runs QKV and the attention in head groups (gcd(COLS, DH) = SIMD; qkv_group_heads): QKV's first
+    runs QKV and the attention in head groups (qkv_group_heads; LANES = SIMD): QKV's first
     group, and the last group's attention beside the load of proj's first row tile's other channels;
     test_qkv_head_groups_run_beside_the_attention checks how the groups overlap."""
     ir, _ = tiny

@@ -332,7 +332,7 @@ def draw(shape, hw: HwConfig, out: Path) -> None:
                f"{8 * E}-bit words{sets_s} (E={E} ch.)"]),
         "o": (36, 43.5, f"o[{N}][{D}] int8",
               [f"attention out: chan. cyclic {bk['o']}", f"{L} in (A.V), {WL} out (proj)"
-               + (", ram_s2p" if PPW else "")]),
+               + (", ram_s2p" if grouped else "")]),
         "rc": (17, 27.5, f"rc[{N}][{D}] int{RB}",
                ["copy of r for the LayerNorm", f"loads: channels cyclic {bk['rc']},", f"{C} in (writer), {WL} out"]),
         "r": (3, 12, f"r[{N}][{D}] int{RB}",

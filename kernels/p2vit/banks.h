@@ -122,6 +122,15 @@ template <class C>
 constexpr bool lanes_fill_xt() {
   return C::LANES == C::SIMD && C::DH % C::LANES == 0 && C::N >= C::ROWS && qkv_groups<C>() == 1;
 }
+// o_lanes_fixed<C>(): whether each lane of both of o's sides (A.V's LANES writes, the row loads'
+// load_lanes reads) has a bank of its own fixed at compile time, or is its side's only lane. Head
+// groups need it (qkv_grouping_ok): there the two sides are processes of one region with one port
+// of each bank apiece, so a side whose lanes reach banks chosen at run time (LANES and load_lanes
+// both 2 or more and different) could not show HLS that two of them never meet on one bank.
+template <class C>
+constexpr bool o_lanes_fixed() {
+  return C::LANES == load_lanes<C>() || C::LANES == 1 || load_lanes<C>() == 1;
+}
 // xo_banks<C>(): o (A.V out): LANES in, load_lanes out. With head groups both are processes of
 // the p2vit_main_step region (A.V in the attention, proj's row loads in the MAC array), which
 // take one port of each bank apiece: each side then reaches at most one access per bank per cycle.

@@ -87,11 +87,13 @@ constexpr int main_o(int mode) {
   return mode == MAIN_QKV ? 3 * C::DH * qkv_heads<C>() : mode == MAIN_FC1 ? C::HID : mode == MAIN_HEAD ? C::CLASSES : C::D;
 }
 // qkv_grouping_ok<C>(): what head groups need (codegen/design.py qkv_group_heads chooses them so):
-// whole groups and whole column tiles per group. QKV's drain lanes (qkv_lanes) may differ from the
-// Q.K^T loads' SIMD: in a call QKV writes one set of q, k, v and the attention reads the other.
+// whole groups, whole column tiles per group, and o's lanes on fixed banks (o_lanes_fixed, banks.h).
+// QKV's drain lanes (qkv_lanes) may differ from the Q.K^T loads' SIMD: in a call QKV writes one set
+// of q, k, v and the attention reads the other.
 template <class C>
 constexpr bool qkv_grouping_ok() {
-  return qkv_groups<C>() == 1 || (C::H % qkv_heads<C>() == 0 && (3 * C::DH * qkv_heads<C>()) % C::COLS == 0);
+  return qkv_groups<C>() == 1 || (C::H % qkv_heads<C>() == 0 && (3 * C::DH * qkv_heads<C>()) % C::COLS == 0 &&
+                                  o_lanes_fixed<C>());
 }
 template <class C>
 constexpr int main_rows(int mode) {   // the rows (tokens) a layer reduces
@@ -318,7 +320,7 @@ int main_array(int mode, const typename C::act_t img[C::IMG_C * C::IMG_H * C::IM
   // function's m_axi pointer arguments: no pointer to pointer is left for HLS (UG1399, "Pointer
   // Limitations").
   P2VIT_PRAGMA(HLS INLINE)
-  static_assert(qkv_grouping_ok<C>(), "main_array: QKV head groups need whole groups of heads and whole column tiles");
+  static_assert(qkv_grouping_ok<C>(), "main_array: QKV head groups need whole groups of heads, whole column tiles and o_lanes_fixed");
   constexpr int KMAX = C::KMAX_MAIN;
   const int NR = main_rows<C>(mode), K = main_k<C>(mode), O = main_o<C>(mode);
   const int NT = (NR + C::ROWS - 1) / C::ROWS, OT = (O + C::COLS - 1) / C::COLS;

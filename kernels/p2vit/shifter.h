@@ -15,7 +15,8 @@
 //   v: the value buffer value_buf<C> = v[H][N][VW][E] (p2vit/banks.h), dim 2 cyclic LANES x dim 3
 //     complete x dim 4 reshaped: key lane l reads the VW words of its key, memory (l, word), fixed at
 //     compile time (II 1); each memory gives one E-channel word per cycle.
-//   o: dim 2 cyclic LANES: the LANES outputs of a cycle are consecutive channels, distinct banks.
+//   o: dim 2 cyclic xo_banks (p2vit/banks.h): the LANES outputs of a cycle are consecutive channels,
+//     distinct banks, lane l's among those congruent to l mod gcd(LANES, xo_banks).
 // Bound: |sum| <= N * 2^7 * 2^F < 2^(AV_ACC_BITS - 1) (build report).
 #ifndef P2VIT_SHIFTER_H
 #define P2VIT_SHIFTER_H
@@ -69,7 +70,7 @@ pass:
         if (d < C::DH) {
           const int c = ph * C::DH + d;
           const typename C::act_t y = requant<8>(i64(done[d]), shift);
-          P2VIT_ACCESS("o", c % L);
+          P2VIT_ACCESS_LANE("o", c % xo_banks<C>(), l, gcd_int(L, xo_banks<C>()));
           o[pn][c] = y;
           word[l] = y;
         }
