@@ -202,7 +202,7 @@ def read_state_dict(path: Path) -> dict:
         else:
             sd = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - corrupt files raise many different types
-        if "Weights only load failed" in str(exc):   # a pickle of more than tensors: torch.save(model)?
+        if "Unsupported global" in str(exc):   # torch's weights-only unpickler met a class: torch.save(model)?
             raise P2VitError(f"weights file {path} pickles objects other than tensors (a whole model saved with "
                              "torch.save(model)?); save torch.save(model.state_dict(), FILE) and pass that") from None
         raise P2VitError(f"weights file {path} cannot be read ({type(exc).__name__}); "
