@@ -35,7 +35,7 @@ def main(argv=None):
     p.add_argument("--no-build", action="store_true", help="render only, do not compile the C-sim module")
     p.add_argument("--ap-int", action="store_true",
                    help="also build the C-sim with ap_int types (slow; native integers are the default)")
-    p.add_argument("--force", action="store_true", help="replace an existing build of another model in --out")
+    p.add_argument("--force", action="store_true", help="replace an existing build of another model in --out (or of trained weights, with --random-init)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument("--target", metavar="zcu102|zcu104|JSON",
                    help="generate the fastest design that fits this FPGA (python -m codegen.perf MODEL --target "
@@ -61,7 +61,7 @@ def main(argv=None):
     t0 = time.perf_counter()
     lm = load_model_from_args(args)
     ks = reduction_lengths(lm.model)
-    check_build_destination(out, lm.name, args.force)   # another model's build in --out: refused before the search
+    check_build_destination(out, lm.name, args.force, lm.source)   # another model's build in --out: refused before the search
     if target is not None:
         found = search(shape_of_model(lm, cfg.res_bits, cfg.attn_bits), target, progress=progress)
         for line in format_search(found):

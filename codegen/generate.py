@@ -43,9 +43,11 @@ from .report import write_report
 GOLDEN_IMAGES = 4
 
 
-def check_build_destination(out: Path, model_name: str, force: bool) -> None:
+def check_build_destination(out: Path, model_name: str, force: bool, source: str = "") -> None:
     """--out may be new, empty or a p2vit build of the same model (of another with force), not a
-    directory inside a build or IR."""
+    directory inside a build or IR. A build of trained weights is not replaced by one of random
+    weights (`source`: the new model's, "random-init ...") without force either: a structure test
+    would otherwise wipe the build whose accuracy was measured."""
     check_not_inside_p2vit_output(out, "--out", anywhere=True)
     check_output_dir(out, "--out")
     if not out.exists() or not any(out.iterdir()):
@@ -56,6 +58,10 @@ def check_build_destination(out: Path, model_name: str, force: bool) -> None:
     if info["model"]["name"] != model_name and not force:
         raise P2VitError(f"--out {out} holds a build of {info['model']['name']}, not {model_name}; "
                          "choose another directory or pass --force to replace it")
+    old_source = str(info["model"].get("source", ""))
+    if source.startswith("random-init") and old_source and not old_source.startswith("random-init") and not force:
+        raise P2VitError(f"--out {out} holds a build of {model_name} with trained weights ({old_source}); a "
+                         "--random-init build would replace it: choose another directory or pass --force")
 
 
 def generate(ir: QuantizedViT, hw: HwConfig, out: Path, build: bool = True, types=("native",),
@@ -66,7 +72,7 @@ def generate(ir: QuantizedViT, hw: HwConfig, out: Path, build: bool = True, type
     out = Path(out)
     check_generatable(ir.meta["quant"])       # before anything is written
     model_name = ir.meta["model"]["name"]
-    check_build_destination(out, model_name, force)
+    check_build_destination(out, model_name, force, ir.meta["model"].get("source", ""))
     tmp = partial_dir(out)
     timings = {}
     try:

@@ -628,3 +628,29 @@ def test_a_pickled_whole_model_is_told_to_save_its_state_dict(tmp_path):
     torch.save(torch.nn.Linear(2, 2), tmp_path / "m.pt")
     with pytest.raises(P2VitError, match=r"whole model .* torch\.save\(model\.state_dict\(\), FILE\)"):
         read_state_dict(tmp_path / "m.pt")
+
+
+def test_a_random_init_build_does_not_replace_trained_weights_unforced(tmp_path, capsys):
+    # builds were told apart by model name alone: a --random-init structure test of a card wiped
+    # the build of its trained weights without a word
+    import torch
+
+    from codegen import __main__ as cli
+    from codegen.generate import generate
+    from quantizer.models import load_model
+
+    card = tiny_card(tmp_path, depth=1)
+    torch.save(load_model(card, random_init=True).model.state_dict(), tmp_path / "w.pth")
+    trained = load_model(card, weights=tmp_path / "w.pth")
+    ir = quantize(trained, random_images(4, 32), QuantConfig(n_calib=4)).ir
+    generate(ir, TINY_HW, tmp_path / "b", build=False)
+    sealed = (tmp_path / "b" / "build.json").read_bytes()
+    _fails_fast(cli.main, [str(card), "--random-init", "--no-build", "--out", str(tmp_path / "b")], capsys,
+                "with trained weights", "pass --force")
+    assert (tmp_path / "b" / "build.json").read_bytes() == sealed
+    random_ir = quantize(load_model(card, random_init=True), random_images(4, 32), QuantConfig(n_calib=4)).ir
+    with pytest.raises(P2VitError, match="with trained weights"):
+        generate(random_ir, TINY_HW, tmp_path / "b", build=False)
+    generate(random_ir, TINY_HW, tmp_path / "b", build=False, force=True)
+    generate(random_ir, TINY_HW, tmp_path / "b", build=False)   # random over random: a re-run
+    generate(ir, TINY_HW, tmp_path / "b", build=False)           # trained over random: fine
