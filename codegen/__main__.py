@@ -11,8 +11,9 @@ import sys
 import time
 
 from quantizer.cli import add_model_args, add_quant_args, calibration_images, load_model_from_args, quant_config
+from quantizer.config import ATTN_BITS
 from quantizer.errors import EXIT_STATUS_HELP, ArgumentParser, P2VitError, cli_errors, path_arg
-from quantizer.outputs import check_not_inside_p2vit_output, check_output_dir
+from quantizer.outputs import check_output_dir
 from quantizer.pipeline import quantize
 from quantizer.progress import Progress, note
 
@@ -42,8 +43,8 @@ def main(argv=None):
                         "shows the search); it chooses every hardware flag (--rows, --cols, --simd, --weight-ports, --qk-rows, --lanes, "
                         "--axi-bits, --clock-mhz, --part), so none may be given with it")
     args = p.parse_args(argv)
-    if not 2 <= args.attn_bits <= 8:          # the reference's range would be the message otherwise
-        raise P2VitError(f"--attn-bits must be between 2 and {max_attn_bits()} (what the generated hardware "
+    if not ATTN_BITS[0] <= args.attn_bits <= ATTN_BITS[1]:   # QuantConfig would name the reference's range
+        raise P2VitError(f"--attn-bits must be between {ATTN_BITS[0]} and {max_attn_bits()} (what the generated hardware "
                          f"supports), not {args.attn_bits}")
     cfg = quant_config(args)
     check_generatable(cfg.to_json())          # reference-only settings fail before any work
@@ -54,8 +55,7 @@ def main(argv=None):
         if given:
             raise P2VitError(f"--target chooses the hardware; drop {', '.join(given)}")
         target = load_target(args.target)
-    check_not_inside_p2vit_output(args.out, "--out", anywhere=True)   # these fail before any work
-    out = check_output_dir(args.out, "--out")
+    out = check_output_dir(args.out, "--out", anywhere=True)   # a path that cannot be made fails before any work
     progress = Progress(enabled=not args.quiet)
     say = (lambda msg: None) if args.quiet else note
     t0 = time.perf_counter()

@@ -23,7 +23,7 @@ from pathlib import Path
 from quantizer.errors import P2VitError
 
 from . import design, model_shape, perf, resources
-from .hwconfig import AXI_BITS, CLOCK_MHZ, DRAM_GBS, LANES, HwConfig, check_part
+from .hwconfig import AXI_BITS, CLOCK_MHZ, DRAM_GBS, LANES, HwConfig, cdiv, check_part
 
 
 @dataclass(frozen=True)
@@ -169,7 +169,7 @@ def qk_row_choices(rows: int) -> tuple[int, ...]:
     """Q.K^T array rows the search tries with a MAC array of `rows` rows: as many (0), or half as
     many, which halves its DSPs; attention is bound by the softmax, not by Q.K^T, at the lanes that
     fit (docs/performance.md)."""
-    return (0,) if rows < 2 else (0, -(-rows // 2))
+    return (0,) if rows < 2 else (0, cdiv(rows, 2))
 
 
 def _candidates(shape: model_shape.ModelShape, target: Target, g: dict):

@@ -28,7 +28,7 @@ import torch
 from quantizer import reference
 from quantizer.errors import P2VitError
 from quantizer.ir import QuantizedViT
-from quantizer.outputs import check_not_inside_p2vit_output, check_output_dir, install_dir, is_p2vit_build, partial_dir
+from quantizer.outputs import check_output_dir, install_dir, is_p2vit_build, partial_dir
 
 from .build import build_module
 from .hwconfig import HwConfig
@@ -48,8 +48,7 @@ def check_build_destination(out: Path, model_name: str, force: bool, source: str
     directory inside a build or IR. A build of trained weights is not replaced by one of random
     weights (`source`: the new model's, "random-init ...") without force either: a structure test
     would otherwise wipe the build whose accuracy was measured."""
-    check_not_inside_p2vit_output(out, "--out", anywhere=True)
-    check_output_dir(out, "--out")
+    check_output_dir(out, "--out", anywhere=True)
     if not out.exists() or not any(out.iterdir()):
         return
     if not is_p2vit_build(out):

@@ -30,7 +30,7 @@ from quantizer.intops import int_layernorm_stats
 from quantizer.ir import QuantizedViT
 from quantizer.lowered import Lowered, lower
 
-from .hwconfig import desc_beats, embed_bias_beats, word_beats
+from .hwconfig import cdiv, desc_beats, embed_bias_beats, word_beats
 
 ALIGN = 64
 
@@ -119,7 +119,7 @@ def tile_weights(w: np.ndarray, cols: int, simd: int, bits: int, slot: int | Non
     """(O, K) int8 -> streaming order [ceil(O/cols)][K/simd][cols][simd] (zero-padded), packed if
     4-bit, each word padded to `slot` bytes (default: no padding)."""
     O, K = w.shape
-    OT = -(-O // cols)
+    OT = cdiv(O, cols)
     pad = np.zeros((OT * cols, K), dtype=np.int8)
     pad[:O] = w
     t = pad.reshape(OT, cols, K // simd, simd).transpose(0, 2, 1, 3)   # [OT][K/simd][cols][simd]
@@ -139,7 +139,7 @@ def plane_weights(w: np.ndarray, cols: int, simd: int, bits: int, ports: int, ax
     word in a slot of word_beats(cols/ports) beats. Port j streams plane j, so every port reads
     consecutive beats (one burst per row tile) and together they deliver a cols x simd word."""
     O, K = w.shape
-    OT, pc = -(-O // cols), cols // ports
+    OT, pc = cdiv(O, cols), cols // ports
     pad = np.zeros((OT * cols, K), dtype=np.int8)
     pad[:O] = w
     slot = word_beats(pc, simd, axi_bytes) * axi_bytes
@@ -169,7 +169,7 @@ def row_embed_bias(bias: np.ndarray, rows: int, cols: int, axi_bytes: int, ports
     `ports` segments of embed_bias_seg beats (kernels/p2vit/banks.h)."""
     NP, D = bias.shape
     per = axi_bytes // 4
-    NT, DT = -(-NP // rows), -(-D // cols) * cols
+    NT, DT = cdiv(NP, rows), cdiv(D, cols) * cols
     seg = embed_bias_beats(rows, cols, ports, axi_bytes, D)   # beats per port per tile
     pad = np.zeros((NT * rows, DT), dtype=np.int32)
     pad[:NP, :D] = bias
@@ -198,7 +198,7 @@ def build_layout(ir: QuantizedViT, rows: int, cols: int, simd: int, axi_bits: in
     L = Layout(axi_bytes=ab)
     depth = len(low.blocks)
     L.size = descriptors_size(ab, depth)
-    L.size = -(-L.size // ALIGN) * ALIGN
+    L.size = cdiv(L.size, ALIGN) * ALIGN
 
     def linear(name, lw, order=None):
         w, b, sh = (lw.w, lw.b, lw.shift) if order is None else (lw.w[order], lw.b[order], lw.shift[order])

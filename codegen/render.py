@@ -12,13 +12,14 @@ from dataclasses import dataclass
 
 import jinja2
 
+from quantizer.config import ATTN_BITS
 from quantizer.errors import P2VitError
 from quantizer.ir import BLOCK_LINEARS, QuantizedViT
 from quantizer.lowered import lower
 
 from . import design, model_shape
 from .bounds import Bounds, av_shift, av_sum_bound, compute_bounds
-from .hwconfig import HwConfig, check_simd
+from .hwconfig import HwConfig, cdiv, check_simd
 from .layout import Layout, build_layout
 from .paths import kernels_dir, templates_dir
 
@@ -83,7 +84,7 @@ def check_generatable(quant: dict) -> None:
 
 def max_attn_bits() -> int:
     """The widest log2 attention codes whose A.V shifts a 32-bit sum holds even for one token."""
-    return max(k for k in range(2, 9) if av_sum_bound(1, k) < 2 ** 31)
+    return max(k for k in range(ATTN_BITS[0], ATTN_BITS[1] + 1) if av_sum_bound(1, k) < 2 ** 31)
 
 
 def context(ir: QuantizedViT, hw: HwConfig, layout: Layout, bounds: Bounds, module_name: str,
@@ -117,8 +118,8 @@ def context(ir: QuantizedViT, hw: HwConfig, layout: Layout, bounds: Bounds, modu
         "o_impl": design.storage_impl(design.o_memories(shape, hw)),
         "blob_ports": design.blob_bundles(hw),
         "io_bundle": design.io_bundle(hw),
-        "img_beats": -(-m["in_chans"] * img_h * img_w // hw.axi_bytes),
-        "logit_beats": -(-4 * m["num_classes"] // hw.axi_bytes),
+        "img_beats": cdiv(m["in_chans"] * img_h * img_w, hw.axi_bytes),
+        "logit_beats": cdiv(4 * m["num_classes"], hw.axi_bytes),
     }
 
 

@@ -6,7 +6,7 @@ import argparse
 
 import numpy as np
 
-from .config import QuantConfig
+from .config import ATTN_BITS, QuantConfig
 from .data import load_images, synthetic_images
 from .errors import P2VitError, path_arg
 from .intops import ATTN_ROUNDINGS, EXP_SHIFTS
@@ -33,13 +33,13 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 DEFAULT_BUDGET = 1.1   # --mixed-precision without --budget
 
 
-def add_quant_args(p: argparse.ArgumentParser, max_attn_bits: int = 8) -> None:
+def add_quant_args(p: argparse.ArgumentParser, max_attn_bits: int = ATTN_BITS[1]) -> None:
     """The quantization options; `max_attn_bits` is what --help shows as --attn-bits' range (codegen's
     hardware holds fewer than the reference)."""
     g = p.add_argument_group("quantization")
     g.add_argument("--w-bits", type=int, choices=(8, 4), default=8, help="weight bits (default 8)")
     g.add_argument("--per-tensor", action="store_true", help="one weight exponent per layer instead of per channel")
-    g.add_argument("--attn-bits", type=int, default=4, metavar=f"2..{max_attn_bits}",
+    g.add_argument("--attn-bits", type=int, default=4, metavar=f"{ATTN_BITS[0]}..{max_attn_bits}",
                    help="bits of the log2 attention codes: softmax probabilities become 2^-code, "
                         "code 0..2^bits-2, and 2^bits-1 stands for 0 (default 4)")
     g.add_argument("--attn-uniform", action="store_true",

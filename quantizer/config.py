@@ -5,6 +5,8 @@ from dataclasses import asdict, dataclass, replace
 
 from .errors import P2VitError
 from .intops import ATTN_ROUNDINGS, EXP_SHIFTS
+
+ATTN_BITS = (2, 8)   # the reference's bits of attention codes (codegen's hardware holds fewer: render.max_attn_bits)
 from .pot import ROUNDING_MODES
 
 # The softmax as it was before exp_shift and attn_rounding existed (numerics.md 2.5): an IR whose
@@ -45,8 +47,8 @@ class QuantConfig:
             raise P2VitError(f"weight bits must be 8 or 4, not {self.w_bits}")
         if self.res_bits not in (8, 16):
             raise P2VitError(f"residual bits must be 8 or 16, not {self.res_bits}")
-        if not 2 <= self.attn_bits <= 8:
-            raise P2VitError(f"attention bits must be between 2 and 8, not {self.attn_bits}")
+        if not ATTN_BITS[0] <= self.attn_bits <= ATTN_BITS[1]:
+            raise P2VitError(f"attention bits must be between {ATTN_BITS[0]} and {ATTN_BITS[1]}, not {self.attn_bits}")
         if self.exp_shift not in EXP_SHIFTS:
             raise P2VitError(f"--exp-shift must be between {EXP_SHIFTS[0]} and {EXP_SHIFTS[-1]}, not {self.exp_shift}")
         if self.attn_rounding not in ATTN_ROUNDINGS:

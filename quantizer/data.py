@@ -61,8 +61,7 @@ def _center_crop_only(mode, what: str) -> None:
     """Only the 'center' eval crop is representable (None: timm's default, center); 'squash' and
     'border' would differ without a word."""
     if mode is not None and mode != "center":
-        shown = repr(mode) if isinstance(mode, str) else f"{str(mode)!r} ({type(mode).__name__})"
-        raise P2VitError(f"{what} {shown[:80]} is not supported (only 'center'); "
+        raise P2VitError(f"{what} {describe_key(mode)} is not supported (only 'center'); "
                          "use a model whose eval crop_mode is 'center' or give a preprocess explicitly")
 
 

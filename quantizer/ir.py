@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from .errors import P2VitError
-from .outputs import IR_FORMAT, check_not_inside_p2vit_output, check_output_dir, install_dir, partial_dir
+from .outputs import IR_FORMAT, check_output_dir, install_dir, partial_dir
 
 FORMAT = IR_FORMAT
 FORMAT_VERSION = 1
@@ -166,8 +166,7 @@ class QuantizedViT:
 def check_ir_destination(directory: str | os.PathLike, flag: str = "--out") -> Path:
     """Where an IR may be saved: a new or empty directory, or an IR saved before (replaced), but
     nothing inside a build (its ir/ is the IR build.json's hash names: replacing it breaks the build)."""
-    check_not_inside_p2vit_output(directory, flag, anywhere=True)   # a build's ir/ is the one build.json names
-    directory = check_output_dir(directory, flag)
+    directory = check_output_dir(directory, flag, anywhere=True)   # not in a build: its ir/ is the one build.json names
     if directory.is_dir() and any(directory.iterdir()) and not (directory / "manifest.json").is_file():
         raise P2VitError(f"{flag} {directory} is not empty and holds no saved IR; choose another directory")
     return directory

@@ -95,9 +95,13 @@ def json_safe(obj):
     return obj
 
 
+def _json_text(obj) -> str:
+    """The results as JSON text (fails on inf/NaN: pass them through json_safe first)."""
+    return json.dumps(obj, indent=2, allow_nan=False, default=lambda o: None)
+
+
 def write_json_atomic(path: str | os.PathLike, obj) -> None:
-    text = json.dumps(obj, indent=2, allow_nan=False, default=lambda o: None)   # fails before anything is written
-    write_text_atomic(path, text)
+    write_text_atomic(path, _json_text(obj))   # the text first: a failure writes nothing
 
 
 def text_stream(json_path):
@@ -109,7 +113,7 @@ def text_stream(json_path):
 def emit_json(json_path, obj) -> None:
     """--json PATH: the results written to PATH (and a line saying so), or to stdout for '-'."""
     if json_path == "-":
-        print(json.dumps(json_safe(obj), indent=2, allow_nan=False, default=lambda o: None))
+        print(_json_text(json_safe(obj)))
     else:
         write_json_atomic(json_path, json_safe(obj))
         print(f"wrote {json_path}")

@@ -129,7 +129,7 @@ def _is_saved_ir(directory: Path) -> bool:
     return isinstance(manifest, dict) and manifest.get("format") == IR_FORMAT
 
 
-def check_not_inside_p2vit_output(path: Path, flag: str, anywhere: bool = False) -> None:
+def _check_not_inside_p2vit_output(path: Path, flag: str, anywhere: bool = False) -> None:
     """Outputs leave p2vit builds and saved IRs whole, whichever run they belong to: their files are
     checked against the hashes recorded when they were made, so one written over (build.json,
     ir/manifest.json) leaves a build or IR that no tool opens. An output may not be or lie in one
@@ -158,7 +158,7 @@ def check_not_inside_p2vit_output(path: Path, flag: str, anywhere: bool = False)
 def check_output_file(path: str | os.PathLike, flag: str) -> Path:
     """A file path that can be written (created or replaced), not onto a p2vit build's or IR's own files."""
     path = Path(path)
-    check_not_inside_p2vit_output(path, flag)
+    _check_not_inside_p2vit_output(path, flag)
     if path.is_dir():
         raise P2VitError(f"{flag} {path} is a directory; give a file name, e.g. {path / 'results.json'}")
     if path.exists() and not path.is_file():   # written through a temporary file and a rename
@@ -169,10 +169,12 @@ def check_output_file(path: str | os.PathLike, flag: str) -> Path:
     return path
 
 
-def check_output_dir(path: str | os.PathLike, flag: str) -> Path:
-    """A directory path that can be created (or exists as a directory). A directory the user names
-    is also checked with check_not_inside_p2vit_output; p2vit's own (a build's cosim/) is not."""
+def check_output_dir(path: str | os.PathLike, flag: str, anywhere: bool = False) -> Path:
+    """A directory path that can be created (or exists as a directory), not one of a p2vit build's
+    or IR's own (or, `anywhere`, for a build's or IR's own --out: not inside one at all; see
+    _check_not_inside_p2vit_output)."""
     path = Path(path)
+    _check_not_inside_p2vit_output(path, flag, anywhere)
     if path.is_symlink() and not path.exists():
         raise P2VitError(f"{flag} {path} is a symbolic link to {os.readlink(path)}, which does not exist; create "
                          "that directory or choose another path")

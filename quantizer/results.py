@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 from .errors import P2VitError
-from .outputs import check_not_inside_p2vit_output, check_output_dir, write_text_atomic
+from .outputs import check_output_dir, write_text_atomic
 
 META = "meta.json"
 
@@ -46,7 +46,6 @@ def check_results_dir(path: str | os.PathLike, kind: str, resume: bool) -> dict 
     (None for an empty or new directory); a one-line P2VitError otherwise. The CLIs call it before
     any work, ResultsDir again when the run's identity is known."""
     path = Path(path)
-    check_not_inside_p2vit_output(path, "--results")
     check_output_dir(path, "--results")
     meta_path = path / META
     if not meta_path.is_file():
