@@ -45,7 +45,7 @@ from pathlib import Path
 
 from quantizer.errors import EXIT_STATUS_HELP, ArgumentParser, P2VitError, cli_errors, path_arg
 from quantizer.outputs import check_output_file, check_outputs_apart, write_atomic, write_text_atomic
-from quantizer.progress import Progress
+from quantizer.progress import Progress, note
 
 from . import design, model_shape, resources
 from .hwconfig import (DEFAULT_DRAM_GBS, DRAM_GBS, WEIGHT_PORTS, HwConfig, add_hw_args, cdiv, check_simd, desc_beats,
@@ -979,7 +979,7 @@ def sweep(shape: ModelShape, base: HwConfig = HwConfig(), dram_gbs: float | None
         over = resources.over_budget({"dsps": r["dsps"], "bram18k": r["bram18k"], "luts": luts}, r["part_budget"] or {})
         out.append({"rows": rows, "cols": cols, "simd": simd, "qk_rows": hw.qk_array_rows, "dsps": r["dsps"],
                     "bram18k": r["bram18k"], "luts_estimate": luts,
-                    "over_part": any(k != "dsps" for k in over),   # the DSPs are --max-dsps's to bound
+                    "over_part": [resources.FIT_NAMES[k] for k in over],   # DSPs only past a --max-dsps above the part's
                     "latency_ms": s["latency_ms"], "fps": s["fps"],
                     "gops_per_dsp": s["gops_per_dsp"], "utilization": s["utilization"]})
     report(stage, len(shapes), len(shapes))
@@ -1030,7 +1030,8 @@ def plot(points: list[dict], front: list[dict], path: str, title: str, budget: i
 
 def _fmt_steps(p: Perf) -> list[str]:
     depth = p.shape.depth
-    lines = [f"{'layer':<24}{'cycles':>12}{'x':>4}{'ms':>9}{'GMAC':>8}{'util':>7}{'DRAM MB':>9}"
+    # widths hold a 1x2x1 array's DeiT-B (464,837,852 cycles, 27,890 ms a block's MLP) apart
+    lines = [f"{'layer':<24}{'cycles':>14}{'x':>4}{'ms':>11}{'GMAC':>8}{'util':>7}{'DRAM MB':>10}"
              f"{'op/B':>7}  bound    busiest chunks"]
     f = p.hw.clock_mhz * 1e3
     for s in p.steps:
@@ -1042,9 +1043,9 @@ def _fmt_steps(p: Perf) -> list[str]:
         top = sorted(s["chunk_cycles"].items(), key=lambda kv: -kv[1])[:3]
         busy = ", ".join(f"{k} {v / s['cycles'] * 100:.0f}%" for k, v in top if v / s["cycles"] >= 0.005)
         opb = f"{s['ops_per_byte']:.0f}" if math.isfinite(s["ops_per_byte"]) else "-"
-        lines.append(f"{label:<24}{s['cycles']:>12,.0f}{mult:>4}{s['cycles'] * mult / f:>9.3f}"
+        lines.append(f"{label:<24}{s['cycles']:>14,.0f}{mult:>4}{s['cycles'] * mult / f:>11.3f}"
                      f"{(s['macs'] + s['av_macs']) / 1e9:>8.3f}{s['utilization'] * 100:>6.1f}%"
-                     f"{s['dram_bytes'] / 1e6:>9.2f}{opb:>7}  {s['bound']:<8} {busy}")
+                     f"{s['dram_bytes'] / 1e6:>10.2f}{opb:>7}  {s['bound']:<8} {busy}")
     return lines
 
 
@@ -1252,6 +1253,10 @@ def main(argv=None) -> int:
 
         text = format_search(found) + [""] + text
     if args.sweep:
+        part_dsps = (resources.part_resources(hw.part) or (None,))[0]
+        if args.max_dsps is not None and part_dsps is not None and args.max_dsps > part_dsps:
+            note(f"note: --max-dsps {args.max_dsps:,} is above the {part_dsps:,} DSPs of {hw.part}: "
+                 f"shapes past {part_dsps:,} are marked as over the part")
         pts = sweep(shape, hw, dram, args.max_dsps, progress=Progress(enabled=not args.quiet))
         front = pareto(pts)
         qk = ("as many rows as the MAC array's" if sweep_qk_rows(hw, hw.rows) == 0
@@ -1261,13 +1266,13 @@ def main(argv=None) -> int:
                      f"{hw.weight_ports} weight port(s) of {hw.axi_bits} bits, {hw.lanes} attention lane(s), "
                      f"{hw.clock_mhz:g} MHz, {hw.part}, a Q.K^T array of {qk} (--target searches these too, "
                      "within a board's BRAM and LUTs):",
-                 f"{'shape':<12}{'DSPs':>7}{'BRAM18K':>9}{'LUTs (est.)':>13}{'latency ms':>12}{'FPS':>8}{'GOPS/DSP':>10}"
+                 f"{'shape':<12}{'DSPs':>7}{'BRAM18K':>9}{'LUTs (est.)':>13}{'latency ms':>12}{'FPS':>10}{'GOPS/DSP':>10}"
                  f"{'util':>7}"]
         for q in front:
             shape_name = f"{q['rows']}x{q['cols']}x{q['simd']}"
             text.append(f"{shape_name:<12}{q['dsps']:>7,}{q['bram18k']:>9,}{q['luts_estimate']:>13,}"
-                        f"{q['latency_ms']:>12.3f}{q['fps']:>8.2f}{q['gops_per_dsp']:>10.4f}{q['utilization'] * 100:>6.1f}%"
-                        + ("  over the part's BRAM18K or LUTs" if q["over_part"] else ""))
+                        f"{q['latency_ms']:>12.3f}{q['fps']:>10.2f}{q['gops_per_dsp']:>10.4f}{q['utilization'] * 100:>6.1f}%"
+                        + (f"  over the part's {' and '.join(q['over_part'])}" if q["over_part"] else ""))
         if args.plot:
             budget = resources.part_resources(hw.part)
             plot(pts, front, args.plot, f"{shape.name} at {hw.clock_mhz:g} MHz, DRAM {args.dram_gbs:g} GB/s",

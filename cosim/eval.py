@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from codegen.module import build_inputs
-from quantizer.data import ImageSet, load_images, subset_indices
+from quantizer.data import ImageSet, limit_note, load_images, subset_indices
 from quantizer.errors import ArgumentParser, P2VitError, cli_errors, count_arg, path_arg
 from quantizer.outputs import check_output_dir, check_output_file, check_outputs_apart, inputs_of
 from quantizer.metrics import emit_json, percent, sqnr_from_powers, text_stream
@@ -229,6 +229,8 @@ def main(argv=None):
                  report=args.report, threads=args.threads, workers=args.workers, ray=args.ray,
                  results=args.results, resume=args.resume, shard_size=args.shard_size,
                  rebuild=not args.no_rebuild)
+    if (short := limit_note(args.limit, s["n"], args.data)) and not args.quiet:
+        note(short)
     if not s["labels"] and not args.quiet:
         note(f"note: {args.data} has no labels; top-1 is not reported, agreement is")
     print(format_summary(s), file=text_stream(args.json))

@@ -540,6 +540,13 @@ def subset_indices(total: int, limit: int, spread: bool) -> np.ndarray:
     return (np.arange(limit) * total) // limit
 
 
+def limit_note(limit: int | None, n: int, source) -> str | None:
+    """The CLIs' note when --limit asks for more images than the data has (all of them are used)."""
+    if limit is None or n >= limit:
+        return None
+    return f"note: --limit {limit:,} is more than the {n:,} images of {source}; all {n:,} are used"
+
+
 def labels_for_model(ds: ImageSet, num_classes: int, class_names: list[str] | None,
                      model: str) -> np.ndarray | None:
     """The labels of `ds` as indices of a model's classes, or None when `ds` has none.

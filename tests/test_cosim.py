@@ -189,6 +189,17 @@ def test_cli_eval(tiny, npz, capsys):
     assert "does not exist" in err and "\n" not in err
 
 
+def test_limit_past_the_data_uses_all_of_it_and_says_so(tiny, npz, capsys):
+    from cosim.eval import main
+
+    assert main(["--build", str(tiny["build"]), "--data", str(npz), "--limit", "50", "--workers", "1"]) == 0
+    got = capsys.readouterr()
+    assert f"note: --limit 50 is more than the 12 images of {npz}; all 12 are used" in got.err
+    assert "12 images" in got.out
+    assert main(["--build", str(tiny["build"]), "--data", str(npz), "--limit", "12", "--workers", "1"]) == 0
+    assert "note: --limit" not in capsys.readouterr().err
+
+
 def test_fp32_model_that_cannot_be_rebuilt_is_explained(tmp_path):
     info = {"model": {"spec": {"kind": "timm", "name": "vit_t"}, "source": f"weights file {tmp_path}/w.pth"}}
     with pytest.raises(P2VitError, match="cannot rebuild the FP32 model .*w.pth does not exist"):

@@ -555,6 +555,26 @@ def test_cli_json(tmp_path, capsys):
     assert d2["hw"]["rows"] == 16 and d2["latency_ms"] < d["latency_ms"]
 
 
+def test_sweep_past_the_parts_dsps_marks_the_shapes_that_do_not_fit(tmp_path, capsys, monkeypatch):
+    card, out = tiny_card(tmp_path), tmp_path / "s.json"
+    part = "xczu3eg-sbva484-1-e"
+    # the tiny model's front ends near 160 DSPs: a part of 100 DSPs puts some of it past the part
+    monkeypatch.setitem(resources.PARTS, "xczu3eg", (100, 432, 0, 70_560))
+    assert perf.main([str(card), "--sweep", "--max-dsps", "600", "--part", part, "--quiet", "--json", str(out)]) == 0
+    got = capsys.readouterr()
+    assert f"note: --max-dsps 600 is above the 100 DSPs of {part}: shapes past 100 are marked" in got.err
+    d = json.loads(out.read_text())
+    for p in d["sweep"]:
+        assert ("DSPs" in p["over_part"]) == (p["dsps"] > 100), p
+    over = [p for p in d["pareto"] if "DSPs" in p["over_part"]]
+    assert over and sum("over the part's DSPs" in line for line in got.out.splitlines()) == len(over)
+    # a wide FPS figure keeps its column apart from the latency's (11286.68 ran into 0.089)
+    row = next(line for line in got.out.splitlines() if line.startswith(f"{over[-1]['rows']}x{over[-1]['cols']}x{over[-1]['simd']} "))
+    assert f" {over[-1]['fps']:.2f}" in row and f"{over[-1]['latency_ms']:.3f} " in row
+    assert perf.main([str(card), "--sweep", "--max-dsps", "90", "--part", part, "--quiet"]) == 0
+    assert "note: --max-dsps" not in capsys.readouterr().err
+
+
 def test_cli_sweep_and_plot(tmp_path, capsys):
     png = tmp_path / "front.png"
     card = tiny_card(tmp_path)

@@ -168,6 +168,20 @@ def test_small_runs_stay_in_process_and_large_ones_use_the_cores():
         choose_engine(None, 0, 64)
 
 
+def test_more_workers_than_cores_get_a_note(capsys):
+    import argparse
+
+    from quantizer.scaleout import check_scaleout_args
+
+    cores = os.cpu_count() or 1
+    for workers, noted in ((cores + 1, True), (cores, False), (None, False)):
+        check_scaleout_args(argparse.Namespace(resume=False, results=None, ray=None, workers=workers, quiet=False),
+                            "cosim")
+        err = capsys.readouterr().err
+        assert (f"note: --workers {workers} on {cores} core" in err) == noted, err
+        assert (f"more than {cores} run no faster" in err) == noted
+
+
 def test_cli_errors_are_one_line_before_any_work(tiny_build, tmp_path, capsys):
     from cosim.eval import main
 
