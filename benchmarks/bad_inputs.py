@@ -2,6 +2,8 @@
 
     python benchmarks/bad_inputs.py [--out-md FILE] [--keep]
 
+(about 3.5 minutes on 2 cores)
+
 In a temporary directory it builds one tiny C-sim (tests/tiny.py's card, --random-init, 4
 calibration images) and damages copies of it; it writes broken model cards, data files, images
 and output paths, then runs `python -m quantizer`, `quantizer.eval`, `codegen`, `cosim` and
@@ -34,7 +36,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from quantizer.errors import ArgumentParser, cli_errors, path_arg  # noqa: E402
+from quantizer.errors import ArgumentParser, P2VitError, cli_errors, path_arg  # noqa: E402
+from quantizer.outputs import check_output_file, write_text_atomic  # noqa: E402
 from tests.tiny import random_images, tiny_card  # noqa: E402
 
 SHARED = REPO.parent / "shared"
@@ -297,12 +300,15 @@ def write_card(tmp: Path, name: str, edit) -> Path:
 
 @cli_errors
 def main(argv=None) -> int:
-    ap = ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = ArgumentParser(description=__doc__.split("\n\n")[0] + " " + __doc__.split("\n\n")[2])
     ap.add_argument("--out-md", type=path_arg, metavar="FILE", help="also write the table (and details) to FILE")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = ap.parse_args(argv)
+    if args.out_md:   # before minutes of runs, not after
+        check_output_file(args.out_md, "--out-md")
     if not (REAL_CARD.is_file() and REAL_CALIB.is_file() and REAL_TEST.is_file()):
-        sys.exit(f"needs the CIFAR-10 model and data in {SHARED}")
+        raise P2VitError(f"needs the CIFAR-10 model card, weights and data of ../shared in {SHARED} "
+                         "(models/cifar10-vit-d192.json, data/cifar10-calib.npz, data/cifar10-test.npz)")
 
     t_start = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="p2vit-bad-inputs-"))
@@ -329,7 +335,7 @@ def main(argv=None) -> int:
                    f"```\n{c.stderr.rstrip()}\n```\n")
     print(md)
     if args.out_md:
-        Path(args.out_md).write_text(md)
+        write_text_atomic(args.out_md, md)
     return 1 if wrong else 0
 
 

@@ -2,11 +2,13 @@
 
     python benchmarks/bench_csim.py [--models vit_b,cifar] [--images 8] [--out /tmp/p2vit-bench]
 
+(about 4 minutes on 2 cores, most of it quantizing and compiling vit_b)
+
 For each model: quantize (vit_b: --random-init on synthetic calibration images; cifar: the
 CIFAR-10 ViT of ../shared with its calibration split), render and compile with codegen
 (times reported), check the C-sim logits == reference logits on the timed images, then time
 C-sim seconds/image (threads over images, all cores) and PyTorch FP32 seconds/image (batched,
-all cores) and print the ratio.
+all cores) and print the ratio. Each time is the median of --repeat runs after a warm-up run.
 """
 from __future__ import annotations
 
@@ -19,14 +21,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_reference import best_of  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
-from codegen.generate import generate  # noqa: E402
+from bench_reference import median_time  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+from codegen.generate import check_build_destination, generate  # noqa: E402
 from codegen.hwconfig import HwConfig  # noqa: E402
 from codegen.module import load  # noqa: E402
 from quantizer import QuantConfig, reference  # noqa: E402
-from quantizer.errors import ArgumentParser, cli_errors, count_arg, path_arg  # noqa: E402
+from quantizer.errors import ArgumentParser, P2VitError, cli_errors, count_arg, path_arg  # noqa: E402
 from quantizer.data import load_images, synthetic_images, to_int8_input, to_model_input  # noqa: E402
-from quantizer.models import load_model  # noqa: E402
+from quantizer.models import MODEL_TAGS, load_model  # noqa: E402
 from quantizer.pipeline import quantize  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -52,11 +54,11 @@ def bench(name: str, n_images: int, out: Path, repeat: int):
     got = sim.run(imgs)
     want = reference.run(q.ir, to_int8_input(imgs)).logits.numpy()
     exact = bool(np.array_equal(got, want))
-    t_csim = best_of(lambda: sim.run(imgs), repeat) / n_images
+    t_csim = median_time(lambda: sim.run(imgs), repeat) / n_images
     xf = to_model_input(imgs, lm.preprocess)
     with torch.no_grad():
-        t_fp = best_of(lambda: lm.model(xf), repeat) / n_images
-        t_fp1 = best_of(lambda: [lm.model(xf[i:i + 1]) for i in range(n_images)], repeat) / n_images
+        t_fp = median_time(lambda: lm.model(xf), repeat) / n_images
+        t_fp1 = median_time(lambda: [lm.model(xf[i:i + 1]) for i in range(n_images)], repeat) / n_images
     t = info["timings"]
     print(f"{name}: {n_images} images, {hw.rows}x{hw.cols}x{hw.simd} array, bit-exact {exact}; quantize {t_quant:.1f} s, "
           f"render {t['render_native_s']:.2f} s, compile {t['compile_native_s']:.1f} s")
@@ -68,14 +70,24 @@ def bench(name: str, n_images: int, out: Path, repeat: int):
 
 @cli_errors
 def main(argv=None):
-    p = ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", default="vit_b,cifar", help="comma-separated: short names (random init) or cifar")
-    p.add_argument("--images", type=count_arg(), default=8)
-    p.add_argument("--repeat", type=count_arg(), default=3)
+    p = ArgumentParser(description=__doc__.split("\n\n")[0] + " " + __doc__.split("\n\n")[2])
+    p.add_argument("--models", default="vit_b,cifar",
+                   help=f"comma-separated: cifar (../shared's trained CIFAR-10 ViT) or short names built with random "
+                        f"weights ({', '.join(MODEL_TAGS)}); default vit_b,cifar")
+    p.add_argument("--images", type=count_arg(), default=8, help="images timed (and checked bit-exact; default 8)")
+    p.add_argument("--repeat", type=count_arg(), default=3, help="timed runs of each; the median counts (default 3)")
     p.add_argument("--out", type=path_arg, default="/tmp/p2vit-bench", help="builds go to OUT/MODEL (replaced)")
     args = p.parse_args(argv)
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    if not models:
+        raise P2VitError(f"--models names no model; give cifar or short names ({', '.join(MODEL_TAGS)})")
+    for m in models:   # every name and output checked before minutes of quantizing and compiling
+        if m != "cifar" and m not in MODEL_TAGS:
+            raise P2VitError(f"--models {m}: not a model this benchmark knows; use cifar or one of "
+                             f"{', '.join(MODEL_TAGS)}")
+        check_build_destination(Path(args.out) / m, m, force=True)   # new, empty or a build (replaced)
     print(f"torch threads {torch.get_num_threads()}")
-    ok = all([bench(m.strip(), args.images, Path(args.out), args.repeat) for m in args.models.split(",")])
+    ok = all([bench(m, args.images, Path(args.out), args.repeat) for m in models])
     sys.exit(0 if ok else 1)
 
 

@@ -1,10 +1,13 @@
 """Integer reference vs PyTorch FP32: seconds per image on the same machine, same run.
 
-    python benchmarks/bench_reference.py [--model vit_b] [--images 1] [--repeat 3]
+    python benchmarks/bench_reference.py [--model vit_b] [--images 1] [--repeat 5]
+
+(vit_b: about 30 s, most of it quantizing)
 
 Quantizes MODEL with --random-init on a few synthetic images (structure at full size),
 then times the integer forward and the PyTorch FP32 forward of the same model on the same
-images, and prints the ratio (issue: under 3x on vit_b for one image).
+images, and prints the ratio (issue: under 3x on vit_b for one image). Each time is the median of
+--repeat runs after one warm-up run.
 """
 from __future__ import annotations
 
@@ -24,7 +27,8 @@ from quantizer.models import load_model  # noqa: E402
 from quantizer.pipeline import quantize  # noqa: E402
 
 
-def best_of(fn, repeat: int) -> float:
+def median_time(fn, repeat: int) -> float:
+    """Seconds fn takes: the median of `repeat` runs after a warm-up run."""
     fn()  # warm-up
     times = []
     for _ in range(repeat):
@@ -36,11 +40,11 @@ def best_of(fn, repeat: int) -> float:
 
 @cli_errors
 def main(argv=None):
-    p = ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default="vit_b")
+    p = ArgumentParser(description=__doc__.split("\n\n")[0] + " " + __doc__.split("\n\n")[2])
+    p.add_argument("--model", default="vit_b", help="short name or model card, built with random weights (default vit_b)")
     p.add_argument("--images", type=count_arg(), default=1, help="images per forward (batch)")
     p.add_argument("--calib", type=count_arg(2), default=4, help="synthetic calibration images")
-    p.add_argument("--repeat", type=count_arg(), default=5)
+    p.add_argument("--repeat", type=count_arg(), default=5, help="timed runs of each forward; the median counts (default 5)")
     args = p.parse_args(argv)
     lm = load_model(args.model, random_init=True)
     t0 = time.perf_counter()
@@ -51,8 +55,8 @@ def main(argv=None):
     x8 = to_int8_input(imgs)
     xf = to_model_input(imgs, lm.preprocess)
     with torch.no_grad():
-        t_fp = best_of(lambda: lm.model(xf), args.repeat)
-    t_int = best_of(lambda: ref.run(x8), args.repeat)
+        t_fp = median_time(lambda: lm.model(xf), args.repeat)
+    t_int = median_time(lambda: ref.run(x8), args.repeat)
     print(f"model {args.model} (random init), batch {args.images}, torch threads {torch.get_num_threads()}")
     print(f"quantize ({args.calib} calibration images): {t_quant:.1f} s")
     print(f"PyTorch FP32 forward : {t_fp / args.images * 1000:8.1f} ms/image")

@@ -3,6 +3,8 @@ overhead of the sharding, and a projection for 50,000 vit_b images on 1, 8 and 6
 
     python benchmarks/bench_scaleout.py [--build DIR] [--images 512] [--shard-size 64]
 
+(about 2 minutes on 2 cores at the defaults; needs the Ray extra)
+
 Without --build, the CIFAR-10 ViT of ../shared is quantized (32 calibration images, nearest
 rounding: the speed is that of any build) and built into a temporary directory first (~25 s). Measured, each on the same images:
 - direct: the work of one worker without any sharding (one process, torch and the C-sim on one
@@ -82,15 +84,20 @@ def sharded(build: Path, images, labels, workers: int, shard_size: int) -> tuple
 
 @cli_errors
 def main(argv=None) -> int:
-    p = ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n\n")[0] + " " + __doc__.split("\n\n")[2])
     p.add_argument("--build", type=path_arg, help="a build directory (default: build the CIFAR-10 model now)")
-    p.add_argument("--images", type=count_arg(), default=512)
-    p.add_argument("--shard-size", type=count_arg(), default=64)
+    p.add_argument("--images", type=count_arg(), default=512,
+                   help="CIFAR-10 test images, spread over the split (default 512)")
+    p.add_argument("--shard-size", type=count_arg(), default=64, help="images per shard (default 64)")
     args = p.parse_args(argv)
     try:
         import ray
     except ImportError:
         raise P2VitError("bench_scaleout.py needs Ray, an optional extra: pip install -e '.[ray]'") from None
+    if args.build:   # a bad build is told before Ray starts or anything is timed
+        from cosim.builds import open_build
+
+        open_build(args.build)
 
     from quantizer.data import load_images
 

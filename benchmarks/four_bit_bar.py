@@ -50,7 +50,7 @@ def designs(shape):
 
 
 def main() -> int:
-    ap = ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = ArgumentParser(description=__doc__.split("\n\n")[0] + " (~20 s)")
     ap.add_argument("--top", type=count_arg(0), default=12, help="designs to list (fastest first)")
     ap.add_argument("--load-x", type=int, default=1, choices=(1, 2),
                     help="what-if: row loads of 2 x SIMD values a cycle (default 1: as emitted)")
@@ -80,6 +80,11 @@ def main() -> int:
         name = f"{hw.rows}x{hw.cols}x{hw.simd} L{hw.lanes} Q{hw.qk_array_rows}"
         print(f"{name:<20}{ms:>8.2f}{p.fps:>7.1f}{mlp['utilization'] * 100:>8.0f}%{dsps:>7,}{lut_products:>10,}"
               f"{luts:>13,}{res['bram18k']:>9,}")
+    print("MLP util: the MLP's products over what the MAC array could make in its cycles")
+    if args.load_x != 1:
+        print(f"(QKV runs in head groups beside the attention only where the attention's lanes equal the "
+              f"{args.load_x} x SIMD values\n a row load reads of o, design.o_lanes_fixed: designs with fewer lanes "
+              "run QKV in one group, so some are\n slower here than with SIMD loads)")
     best = rows[0]
     print(f"fastest: {best[2].rows}x{best[2].cols}x8, {best[0]:.2f} ms = {best[1].fps:.1f} FPS; "
           f"the bar ({BAR_FPS:g} FPS = {1e3 / BAR_FPS:.2f} ms) is {'reached' if best[1].fps >= BAR_FPS else 'not reached'}")

@@ -2,6 +2,9 @@
 
     python benchmarks/softmax_parts.py [--model CARD] [--limit N] [--json OUT]
 
+(nine variants on one thread, ~0.1 s an image in all: --limit 1000 takes ~2 minutes, the whole
+split ~20)
+
 The error budget (python -m quantizer.eval --error-budget) finds the softmax stage (integer exp
 and 4-bit log2 codes, numerics.md 2.5) the costliest stage by far. This runs the same simulator
 (quantizer/budget.py) with only the softmax quantized, every other stage FP32, and the softmax
@@ -15,13 +18,14 @@ replaced by variants that switch its two parts on and off or change them:
   8-bit probabilities, or no rounding (ex / sum).
 
 It analyses the softmax as it was before issue 14 (`--exp-shift 0 --attn-rounding arithmetic`); the
-two fixes it found are the defaults now (numerics.md 2.5). The first row is the budget's own softmax stage and must match its "alone" row. Prints agreement
-with the PyTorch FP32 model and logit SQNR for each variant (100 calibration images, the first of
-../shared/data/cifar10-calib.npz; the test images spread evenly over the split).
+two fixes it found are the defaults now (numerics.md 2.5). The first row is that old softmax stage
+and must match the "alone" row of `python -m quantizer.eval CARD --error-budget --configs
+pot_8_8_4_old_softmax` on the same images. Prints agreement with the PyTorch FP32 model and logit
+SQNR for each variant (calibrated on the first 100 images of --calib, or all of them with a note
+when it has fewer; the test images spread evenly over the split).
 """
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -35,9 +39,11 @@ from quantizer import QuantConfig, intops  # noqa: E402
 from quantizer.budget import Simulator  # noqa: E402
 from quantizer.data import load_images, to_int8_input  # noqa: E402
 from quantizer.errors import ArgumentParser, cli_errors, count_arg, path_arg  # noqa: E402
-from quantizer.metrics import fp32_logits, sqnr_db  # noqa: E402
+from quantizer.metrics import fp32_logits, sqnr_db, write_json_atomic  # noqa: E402
 from quantizer.models import load_model  # noqa: E402
+from quantizer.outputs import check_output_file, check_outputs_apart, inputs_of  # noqa: E402
 from quantizer.pipeline import quantize  # noqa: E402
+from quantizer.progress import note  # noqa: E402
 
 SHARED = REPO.parent / "shared"
 F64 = torch.float64
@@ -94,16 +100,26 @@ VARIANTS = [
 
 @cli_errors
 def main(argv=None) -> int:
-    p = ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", type=path_arg, default=str(SHARED / "models" / "cifar10-vit-d192.json"))
-    p.add_argument("--data", type=path_arg, default=str(SHARED / "data" / "cifar10-test.npz"))
-    p.add_argument("--calib", type=path_arg, default=str(SHARED / "data" / "cifar10-calib.npz"))
-    p.add_argument("--limit", type=count_arg(), default=None, help="test images (default: all)")
-    p.add_argument("--json", type=path_arg, help="also write the rows as JSON")
+    p = ArgumentParser(description=__doc__.split("\n\n")[0] + " " + __doc__.split("\n\n")[2])
+    p.add_argument("--model", type=path_arg, default=str(SHARED / "models" / "cifar10-vit-d192.json"),
+                   help="model card (default: ../shared's CIFAR-10 ViT)")
+    p.add_argument("--data", type=path_arg, default=str(SHARED / "data" / "cifar10-test.npz"),
+                   help="test images, .npz, folder or ImageFolder (default: ../shared's CIFAR-10 test split)")
+    p.add_argument("--calib", type=path_arg, default=str(SHARED / "data" / "cifar10-calib.npz"),
+                   help="calibration images; the first 100 are used (default: ../shared's calibration subset)")
+    p.add_argument("--limit", type=count_arg(), default=None,
+                   help="test images, spread evenly over --data (default: all, ~20 minutes)")
+    p.add_argument("--json", type=path_arg, metavar="OUT", help="also write the rows as JSON to OUT")
     args = p.parse_args(argv)
+    if args.json:   # before minutes of work, and never onto what the run reads
+        check_output_file(args.json, "--json")
+        check_outputs_apart({"--json": args.json}, inputs_of("--model", args.model) + inputs_of("--calib", args.calib)
+                            + inputs_of("--data", args.data))
     torch.set_num_threads(1)
     lm = load_model(args.model)
     calib = load_images(args.calib, lm.preprocess, limit=100, progress=False).images
+    if len(calib) < 100:
+        note(f"note: {args.calib} has {len(calib)} images; calibrating on all of them, not 100")
     data = load_images(args.data, lm.preprocess, limit=args.limit, spread=True, progress=False)
     q = quantize(lm, calib, LEGACY)
     fp = fp32_logits(lm.model, data.images, lm.preprocess)
@@ -120,8 +136,7 @@ def main(argv=None) -> int:
         print(f"  {what:78s} agree {agree:6.2f} %  SQNR {rows[-1]['sqnr_db']:6.2f} dB  "
               f"({time.perf_counter() - t0:.0f} s)", flush=True)
     if args.json:
-        Path(args.json).write_text(json.dumps({"model": lm.name, "n": len(data.images), "e_a": e_a, "rows": rows},
-                                              indent=1))
+        write_json_atomic(args.json, {"model": lm.name, "n": len(data.images), "e_a": e_a, "rows": rows})
     return 0
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import json
 import math
 import os
@@ -851,6 +852,36 @@ def test_benchmark_scripts_refuse_bad_flags_in_one_line(script, argv, phrase):
                        timeout=120)
     assert p.returncode == 2 and p.stdout == "", (p.stdout, p.stderr)
     assert len(p.stderr.splitlines()) == 1 and phrase in p.stderr, p.stderr
+
+
+def test_benchmark_scripts_check_names_and_outputs_before_any_work(tmp_path):
+    """A bad model name, output path or empty selection is one line and exit 2 at once (the runs
+    behind them take minutes), and no output replaces an input."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    (tmp_path / "a_file").write_text("x")
+    calib = tmp_path / "calib.npz"
+    calib.write_bytes(b"not read")
+    cases = [
+        ("bench_csim.py", ["--models", "vit_b,nosuch"], "--models nosuch: not a model this benchmark knows"),
+        ("bench_csim.py", ["--models", " , "], "--models names no model"),
+        ("bench_csim.py", ["--out", str(tmp_path / "a_file")], "is a file, not a directory"),
+        ("sanitize.py", ["--builds", ","], "--builds names no build"),
+        ("sanitize.py", ["--out", str(tmp_path / "a_file")], "exists and is not a directory"),
+        ("sanitize.py", ["--json", str(tmp_path)], "is a directory"),
+        ("softmax_parts.py", ["--json", str(tmp_path)], "is a directory"),
+        ("softmax_parts.py", ["--calib", str(calib), "--json", str(calib)], "--calib"),
+        ("bad_inputs.py", ["--out-md", str(tmp_path)], "is a directory"),
+    ]
+    if importlib.util.find_spec("ray") is not None:
+        cases.append(("bench_scaleout.py", ["--build", str(tmp_path / "none")], "does not exist"))
+    for script, argv, phrase in cases:
+        p = subprocess.run([sys.executable, str(root / "benchmarks" / script), *argv], capture_output=True,
+                           text=True, timeout=120)
+        assert p.returncode == 2 and p.stdout == "", (script, argv, p.stdout, p.stderr)
+        assert len(p.stderr.splitlines()) == 1 and phrase in p.stderr, (script, argv, p.stderr)
+    assert calib.read_bytes() == b"not read" and (tmp_path / "a_file").read_text() == "x"
 
 
 def test_count_arg_bounds_and_messages():
