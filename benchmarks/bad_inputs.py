@@ -307,8 +307,9 @@ def main(argv=None) -> int:
     if args.out_md:   # before minutes of runs, not after
         check_output_file(args.out_md, "--out-md")
     if not (REAL_CARD.is_file() and REAL_CALIB.is_file() and REAL_TEST.is_file()):
-        raise P2VitError(f"needs the CIFAR-10 model card, weights and data of ../shared in {SHARED} "
-                         "(models/cifar10-vit-d192.json, data/cifar10-calib.npz, data/cifar10-test.npz)")
+        raise P2VitError(f"needs the CIFAR-10 model card and data of ../shared in {SHARED} "
+                         "(models/cifar10-vit-d192.json, data/cifar10-calib.npz, data/cifar10-test.npz): "
+                         "put the shared folder beside the repository")
 
     t_start = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="p2vit-bad-inputs-"))

@@ -32,13 +32,16 @@ from quantizer.models import MODEL_TAGS, load_model  # noqa: E402
 from quantizer.pipeline import quantize  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
+CIFAR_FILES = (SHARED / "models" / "cifar10-vit-d192.json", SHARED / "data" / "cifar10-calib.npz",
+               SHARED / "data" / "cifar10-test.npz")
 
 
 def bench(name: str, n_images: int, out: Path, repeat: int):
     if name == "cifar":
-        lm = load_model(SHARED / "models" / "cifar10-vit-d192.json")
-        calib = load_images(SHARED / "data" / "cifar10-calib.npz", lm.preprocess, limit=100).images
-        imgs = load_images(SHARED / "data" / "cifar10-test.npz", lm.preprocess, limit=n_images, spread=True).images
+        card, calib_npz, test_npz = CIFAR_FILES
+        lm = load_model(card)
+        calib = load_images(calib_npz, lm.preprocess, limit=100).images
+        imgs = load_images(test_npz, lm.preprocess, limit=n_images, spread=True).images
         cfg = QuantConfig()
     else:
         lm = load_model(name, random_init=True)
@@ -81,10 +84,16 @@ def main(argv=None):
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     if not models:
         raise P2VitError(f"--models names no model; give cifar or short names ({', '.join(MODEL_TAGS)})")
-    for m in models:   # every name and output checked before minutes of quantizing and compiling
-        if m != "cifar" and m not in MODEL_TAGS:
-            raise P2VitError(f"--models {m}: not a model this benchmark knows; use cifar or one of "
-                             f"{', '.join(MODEL_TAGS)}")
+    # every name, the data and every output checked before minutes of quantizing and compiling
+    unknown = [m for m in models if m != "cifar" and m not in MODEL_TAGS]
+    if unknown:
+        raise P2VitError(f"--models {unknown[0]}: not a model this benchmark knows; use cifar or one of "
+                         f"{', '.join(MODEL_TAGS)}")
+    missing = [f for f in CIFAR_FILES if not f.is_file()]
+    if "cifar" in models and missing:
+        raise P2VitError(f"--models cifar needs the CIFAR-10 model and data of ../shared beside the repository, and "
+                         f"{missing[0]} is missing; drop cifar from --models or put ../shared in place")
+    for m in models:
         check_build_destination(Path(args.out) / m, m, force=True)   # new, empty or a build (replaced)
     print(f"torch threads {torch.get_num_threads()}")
     ok = all([bench(m, args.images, Path(args.out), args.repeat) for m in models])

@@ -83,8 +83,8 @@ def main() -> int:
     print("MLP util: the MLP's products over what the MAC array could make in its cycles")
     if args.load_x != 1:
         print(f"(QKV runs in head groups beside the attention only where the attention's lanes equal the "
-              f"{args.load_x} x SIMD values\n a row load reads of o, design.o_lanes_fixed: designs with fewer lanes "
-              "run QKV in one group, so some are\n slower here than with SIMD loads)")
+              f"{args.load_x} x SIMD values\n a row load reads of o, design.o_lanes_fixed: designs of other lane "
+              "counts run QKV in one group, so some are\n slower here than with SIMD loads)")
     best = rows[0]
     print(f"fastest: {best[2].rows}x{best[2].cols}x8, {best[0]:.2f} ms = {best[1].fps:.1f} FPS; "
           f"the bar ({BAR_FPS:g} FPS = {1e3 / BAR_FPS:.2f} ms) is {'reached' if best[1].fps >= BAR_FPS else 'not reached'}")

@@ -465,6 +465,8 @@ def main(argv=None) -> int:
         ap.error(f"--builds names no build; choose one or more of {', '.join(BUILDS)}")
     if args.out:   # absolute: the sanitizers report absolute paths, which the findings are matched against
         args.out = check_output_dir(args.out, "--out").resolve()
+    if args.json == "-":
+        raise P2VitError("--json -: this script prints its table on stdout; give a file name for the JSON")
     if args.json:
         check_output_file(args.json, "--json")
         if args.out and Path(args.json).resolve() == args.out:

@@ -37,8 +37,8 @@ sys.path.insert(0, str(REPO))
 
 from quantizer import QuantConfig, intops  # noqa: E402
 from quantizer.budget import Simulator  # noqa: E402
-from quantizer.data import load_images, to_int8_input  # noqa: E402
-from quantizer.errors import ArgumentParser, cli_errors, count_arg, path_arg  # noqa: E402
+from quantizer.data import limit_note, load_images, to_int8_input  # noqa: E402
+from quantizer.errors import ArgumentParser, P2VitError, cli_errors, count_arg, path_arg  # noqa: E402
 from quantizer.metrics import fp32_logits, sqnr_db, write_json_atomic  # noqa: E402
 from quantizer.models import load_model  # noqa: E402
 from quantizer.outputs import check_output_file, check_outputs_apart, inputs_of  # noqa: E402
@@ -111,6 +111,8 @@ def main(argv=None) -> int:
                    help="test images, spread evenly over --data (default: all, ~20 minutes)")
     p.add_argument("--json", type=path_arg, metavar="OUT", help="also write the rows as JSON to OUT")
     args = p.parse_args(argv)
+    if args.json == "-":
+        raise P2VitError("--json -: this script prints its table on stdout; give a file name for the JSON")
     if args.json:   # before minutes of work, and never onto what the run reads
         check_output_file(args.json, "--json")
         check_outputs_apart({"--json": args.json}, inputs_of("--model", args.model) + inputs_of("--calib", args.calib)
@@ -121,6 +123,8 @@ def main(argv=None) -> int:
     if len(calib) < 100:
         note(f"note: {args.calib} has {len(calib)} images; calibrating on all of them, not 100")
     data = load_images(args.data, lm.preprocess, limit=args.limit, spread=True, progress=False)
+    if short := limit_note(args.limit, len(data.images), args.data):
+        note(short)
     q = quantize(lm, calib, LEGACY)
     fp = fp32_logits(lm.model, data.images, lm.preprocess)
     e_a = [q.ir.i(f"blocks.{i}.attn.e_a") for i in range(q.ir.depth)]

@@ -229,7 +229,7 @@ def main(argv=None):
                  report=args.report, threads=args.threads, workers=args.workers, ray=args.ray,
                  results=args.results, resume=args.resume, shard_size=args.shard_size,
                  rebuild=not args.no_rebuild)
-    if (short := limit_note(args.limit, s["n"], args.data)) and not args.quiet:
+    if short := limit_note(args.limit, s["n"], args.data):
         note(short)
     if not s["labels"] and not args.quiet:
         note(f"note: {args.data} has no labels; top-1 is not reported, agreement is")

@@ -428,7 +428,7 @@ def main(argv=None):
     data = load_images(args.data, lm.preprocess, limit=args.limit, spread=True, progress=not args.quiet)
     labels = labels_for_model(data, lm.model.num_classes, lm.class_names, lm.name)  # before any quantization
     calib = calibration_images(args, lm)
-    if (short := limit_note(args.limit, len(data.images), args.data)) and not args.quiet:
+    if short := limit_note(args.limit, len(data.images), args.data):
         note(short)
     if data.labels is None:
         note(f"note: {args.data} has no labels; top-1 is not reported, agreement with FP32 is")

@@ -193,6 +193,16 @@ def test_eval_cli_error_budget_writes_table_chart_and_json(tmp_path, tiny_data, 
     assert b["config"] == "pot_8_8_8" and b["n"] == 40 and len(b["stages"]) == 12
 
 
+def test_eval_cli_limit_past_the_data_uses_all_of_it_and_says_so(tmp_path, tiny_data, capsys):
+    from quantizer.eval import main
+
+    card = tiny_card(tmp_path)
+    assert main([str(card), "--random-init", "--n-calib", "4", "--data", str(tiny_data), "--limit", "400", "--quiet",
+                 "--workers", "1", "--configs", "pot_8_8_4", "--json", str(tmp_path / "e.json")]) == 0
+    assert f"note: --limit 400 is more than the 300 images of {tiny_data}; all 300 are used" in capsys.readouterr().err
+    assert json.loads((tmp_path / "e.json").read_text())["pot_8_8_4"]["n"] == 300
+
+
 @pytest.mark.parametrize("extra,phrase", [
     (["--error-budget", "--configs", "pot_8_8_4,pot_4_8_4"], "measures one configuration"),
     (["--error-budget", "--configs", "all"], "measures one configuration"),

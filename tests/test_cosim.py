@@ -192,7 +192,7 @@ def test_cli_eval(tiny, npz, capsys):
 def test_limit_past_the_data_uses_all_of_it_and_says_so(tiny, npz, capsys):
     from cosim.eval import main
 
-    assert main(["--build", str(tiny["build"]), "--data", str(npz), "--limit", "50", "--workers", "1"]) == 0
+    assert main(["--build", str(tiny["build"]), "--data", str(npz), "--limit", "50", "--workers", "1", "--quiet"]) == 0
     got = capsys.readouterr()
     assert f"note: --limit 50 is more than the 12 images of {npz}; all 12 are used" in got.err
     assert "12 images" in got.out

@@ -864,14 +864,16 @@ def test_benchmark_scripts_check_names_and_outputs_before_any_work(tmp_path):
     calib = tmp_path / "calib.npz"
     calib.write_bytes(b"not read")
     cases = [
-        ("bench_csim.py", ["--models", "vit_b,nosuch"], "--models nosuch: not a model this benchmark knows"),
-        ("bench_csim.py", ["--models", " , "], "--models names no model"),
+        ("bench_csim.py", ["--models", "vit_b,nosuch", "--out", str(tmp_path)], "--models nosuch: not a model"),
+        ("bench_csim.py", ["--models", " , ", "--out", str(tmp_path)], "--models names no model"),
         ("bench_csim.py", ["--out", str(tmp_path / "a_file")], "is a file, not a directory"),
         ("sanitize.py", ["--builds", ","], "--builds names no build"),
         ("sanitize.py", ["--out", str(tmp_path / "a_file")], "exists and is not a directory"),
         ("sanitize.py", ["--json", str(tmp_path)], "is a directory"),
         ("softmax_parts.py", ["--json", str(tmp_path)], "is a directory"),
         ("softmax_parts.py", ["--calib", str(calib), "--json", str(calib)], "--calib"),
+        ("softmax_parts.py", ["--json", "-"], "give a file name"),
+        ("sanitize.py", ["--json", "-"], "give a file name"),
         ("bad_inputs.py", ["--out-md", str(tmp_path)], "is a directory"),
     ]
     if importlib.util.find_spec("ray") is not None:

@@ -174,8 +174,9 @@ def test_more_workers_than_cores_get_a_note(capsys):
     from quantizer.scaleout import check_scaleout_args
 
     cores = os.cpu_count() or 1
-    for workers, noted in ((cores + 1, True), (cores, False), (None, False)):
-        check_scaleout_args(argparse.Namespace(resume=False, results=None, ray=None, workers=workers, quiet=False),
+    for workers, quiet, noted in ((cores + 1, False, True), (cores + 1, True, False), (cores, False, False),
+                                  (None, False, False)):
+        check_scaleout_args(argparse.Namespace(resume=False, results=None, ray=None, workers=workers, quiet=quiet),
                             "cosim")
         err = capsys.readouterr().err
         assert (f"note: --workers {workers} on {cores} core" in err) == noted, err
