@@ -59,9 +59,37 @@ def trace_exponents(ir: QuantizedViT) -> dict[str, torch.Tensor]:
     return ex
 
 
-def imatmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Exact integer a @ b for int64 tensors whose products sum below 2^53 in magnitude."""
-    return (a.to(torch.float64) @ b.to(torch.float64)).to(torch.int64)
+MIN_F32_CHUNK = 256   # shortest float32 run of a reduction worth splitting it for (else one float64 matmul)
+
+
+def exact_weights(w: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """A linear layer's integer weights (O, K), transposed, in float32, with the longest run of the
+    reduction whose float32 matmul is still exact: every partial sum of `chunk` products of |x| <= 128
+    (int8 inputs) and |w| stays below 2^24. Float64 (chunk = K) where that run would be short."""
+    K = w.shape[1]
+    chunk = (2 ** 24 - 1) // (128 * max(1, int(w.abs().max())))
+    if chunk >= min(K, MIN_F32_CHUNK):
+        return w.to(torch.float32).T.contiguous(), min(chunk, K)
+    return w.to(torch.float64).T.contiguous(), K
+
+
+def exact_matmul(x: torch.Tensor, wT: torch.Tensor, chunk: int) -> torch.Tensor:
+    """Exact x @ wT as float64 for integer x with |x| <= 128: float32 runs of `chunk` along the
+    reduction (exact_weights), summed in float64 (exact below 2^53)."""
+    xs = x.to(wT.dtype)
+    acc = None
+    for s in range(0, wT.shape[0], chunk):
+        part = (xs[..., s:s + chunk] @ wT[s:s + chunk]).to(torch.float64)
+        acc = part if acc is None else acc.add_(part)
+    return acc
+
+
+def imatmul(a: torch.Tensor, b: torch.Tensor, product_bound: int | None = None) -> torch.Tensor:
+    """Exact integer a @ b for int64 tensors whose products sum below 2^53 in magnitude; in float32
+    when product_bound (a bound on |a_ik * b_kj|) keeps every partial sum below 2^24."""
+    exact32 = product_bound is not None and a.shape[-1] * product_bound < 2 ** 24
+    dtype = torch.float32 if exact32 else torch.float64
+    return (a.to(dtype) @ b.to(dtype)).to(torch.int64)
 
 
 @dataclass
@@ -88,14 +116,11 @@ class Reference:
         self._wT = {}
         self._epi = {}
 
-    def _w(self, name):
-        """Transposed weights in the cheapest float type whose matmul is still exact:
-        float32 when every partial sum stays below 2^24 (K * 128 * max|w|), else float64."""
+    def _matmul(self, x: torch.Tensor, name: str) -> torch.Tensor:
+        """Exact x @ w^T of a linear layer, as float64 (its weights prepared once: exact_weights)."""
         if name not in self._wT:
-            w = self.ir.t(name + ".w")
-            exact32 = w.shape[1] * 128 * int(w.abs().max()) < 2 ** 24
-            self._wT[name] = w.to(torch.float32 if exact32 else torch.float64).T.contiguous()
-        return self._wT[name]
+            self._wT[name] = exact_weights(self.ir.t(name + ".w"))
+        return exact_matmul(x, *self._wT[name])
 
     def linear(self, x: torch.Tensor, name: str, out_bits: int = 8, bias=None) -> torch.Tensor:
         """requant(x @ w^T + b, e_y - e_x - e_w, bits), all in exact float64 (|acc| < 2^31)."""
@@ -103,8 +128,7 @@ class Reference:
             lw = self.low.linear[name]
             self._epi[name] = (torch.from_numpy(lw.b).to(torch.float64), torch.from_numpy(lw.shift))
         b, shift = self._epi[name]
-        w = self._w(name)
-        acc = (x.to(w.dtype) @ w).to(torch.float64)
+        acc = self._matmul(x, name)
         acc += b if bias is None else bias
         return intops.requant_f64(acc, shift, out_bits).to(torch.int64)
 
@@ -124,8 +148,7 @@ class Reference:
 
         x = patches(images.to(torch.int64), self.P)                      # (B, Np, K), e = 0
         B = x.shape[0]
-        w = self._w("embed")
-        acc = (x.to(w.dtype) @ w).to(torch.float64) + ir.t("embed.bias").to(torch.float64)
+        acc = self._matmul(x, "embed") + ir.t("embed.bias").to(torch.float64)
         pt = intops.requant_f64(acc, torch.from_numpy(self.low.embed.shift), R).to(torch.int64)
         r = torch.cat([ir.t("embed.cls").expand(B, 1, D), pt], dim=1)
         keep("embed", r)
@@ -149,7 +172,7 @@ class Reference:
         keep(p + "q", qkv[..., :D])
         keep(p + "k", qkv[..., D:2 * D])
         keep(p + "v", qkv[..., 2 * D:])
-        a = intops.requant(imatmul(q, k.transpose(-1, -2)), lb.shift_qk, 8)
+        a = intops.requant(imatmul(q, k.transpose(-1, -2), 128 * 128), lb.shift_qk, 8)   # q, k: int8
         keep(p + "logits", a)
         if self.uniform:   # numerics.md 2.6u: uniform probabilities p, A.V an integer matmul
             codes = intops.uniform_softmax_c(a, lb.x0, lb.pb, lb.pc, self.attn_bits, self.low.exp_shift)

@@ -67,6 +67,32 @@ def test_trace_covers_every_layer_with_integer_ranges(tiny_q):
     assert res.logits.abs().max() < 2 ** 31
 
 
+@pytest.mark.parametrize("K,wmax", [(3072, 127), (3072, 7), (768, 127), (4096, 2 ** 15), (64, 2 ** 20)])
+def test_reference_matmul_is_exact_in_float32_runs(K, wmax):
+    """The reference's linear layers run float32 matmuls over runs of the reduction short enough to
+    be exact, summed in float64 (or one float64 matmul where runs would be short): equal to the int64
+    matmul at the extremes (x = -128 everywhere against w = +-wmax) and on random operands. The row of
+    odd products (127 * 127, an odd total) is one a single float32 matmul over K = 3072 gets wrong."""
+    g = torch.Generator().manual_seed(K + wmax)
+    w = torch.randint(-wmax, wmax + 1, (16, K), generator=g)
+    w[0] = wmax
+    w[0, -1] = 0    # an odd total past 2^24 for odd wmax: float32 cannot hold it
+    w[1] = -wmax
+    x = torch.randint(-128, 128, (2, 5, K), generator=g)
+    x[0, 0] = 127
+    x[1, 0] = -128
+    wT, chunk = reference.exact_weights(w)
+    exact_run = (2 ** 24 - 1) // (128 * wmax)   # products of |x| <= 128 whose sums stay exact in float32
+    if exact_run >= min(K, reference.MIN_F32_CHUNK):
+        assert wT.dtype == torch.float32 and chunk == min(exact_run, K)
+    else:
+        assert wT.dtype == torch.float64 and chunk == K
+    got = reference.exact_matmul(x, wT, chunk)
+    want = x @ w.T
+    assert got.dtype == torch.float64 and torch.equal(got.to(torch.int64), want)
+    assert int(want.abs().max()) == K * 128 * wmax   # the extreme row reached the bound
+
+
 def test_reference_is_deterministic_and_batch_independent(tiny_q):
     x = to_int8_input(random_images(6, 32, seed=2))
     a = reference.run(tiny_q.ir, x, batch=6).logits
