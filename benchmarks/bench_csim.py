@@ -2,7 +2,7 @@
 
     python benchmarks/bench_csim.py [--models vit_b,cifar] [--images 8] [--out /tmp/p2vit-bench]
 
-(about 4 minutes on 2 cores, most of it quantizing and compiling vit_b)
+(1-4 minutes on 2 cores: quantizing vit_b ~20 s, compiling each model 10-70 s, the timed runs ~20 s)
 
 For each model: quantize (vit_b: --random-init on synthetic calibration images; cifar: the
 CIFAR-10 ViT of ../shared with its calibration split), render and compile with codegen
