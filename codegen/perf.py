@@ -948,17 +948,26 @@ def sweep_qk_rows(base: HwConfig, rows: int) -> int:
     return max(1, cdiv(rows * base.qk_rows, base.rows))
 
 
+SWEEP_DSPS_UNKNOWN_PART = 4096   # the sweep's DSP limit for a part not in resources.PARTS
+
+
+def sweep_dsp_limit(part: str, max_dsps: int | None) -> int:
+    """The DSPs the sweep's shapes must fit: max_dsps, else the part's."""
+    budget = resources.part_resources(part)
+    return max_dsps or (budget[0] if budget else SWEEP_DSPS_UNKNOWN_PART)
+
+
 def sweep(shape: ModelShape, base: HwConfig = HwConfig(), dram_gbs: float | None = DEFAULT_DRAM_GBS,
           max_dsps: int | None = None, progress=None) -> list[dict]:
     """Every (rows, cols, simd) of a grid (rows: powers of two and tiling_rows) that fits max_dsps
     (default: the part's DSPs), the rest of the design held at `base` (clock, part, port width,
     weight ports, attention lanes; the Q.K^T array's rows by sweep_qk_rows). Columns run over
     multiples of 2 x weight ports, which the ports share evenly. Each point records its estimated
-    LUTs and whether it exceeds the part's BRAM18K or LUTs (only the DSPs bound the sweep).
+    LUTs and which of the part's DSPs, BRAM18K and LUTs it exceeds (over_part; only max_dsps bounds
+    the sweep, so the DSPs only where it is above the part's).
     fpga_target.search is the search over everything, within a board's BRAM and LUTs.
     progress(stage, done, total), if given, hears how far the sweep is. Nothing fitting max_dsps is an error that names the fewest DSPs a shape needs."""
-    budget = resources.part_resources(base.part)
-    limit = max_dsps or (budget[0] if budget else 4096)
+    limit = sweep_dsp_limit(base.part, max_dsps)
     Ks = (shape.kp, shape.dim, shape.hidden, shape.dh)
     step = 2 * base.weight_ports
     rows = sorted(set(SWEEP_AXES) | set(tiling_rows(shape.tokens)))
@@ -1253,7 +1262,8 @@ def main(argv=None) -> int:
 
         text = format_search(found) + [""] + text
     if args.sweep:
-        part_dsps = (resources.part_resources(hw.part) or (None,))[0]
+        budget = resources.part_resources(hw.part)
+        part_dsps = budget[0] if budget else None
         if args.max_dsps is not None and part_dsps is not None and args.max_dsps > part_dsps:
             note(f"note: --max-dsps {args.max_dsps:,} is above the {part_dsps:,} DSPs of {hw.part}: "
                  f"shapes past {part_dsps:,} are marked as over the part")
@@ -1262,7 +1272,7 @@ def main(argv=None) -> int:
         qk = ("as many rows as the MAC array's" if sweep_qk_rows(hw, hw.rows) == 0
               else f"{hw.qk_rows} of every {hw.rows} rows, rounded up")
         text += ["", f"Pareto front of {len(pts)} array shapes (rows x cols x simd) within "
-                     f"{args.max_dsps or (resources.part_resources(hw.part) or (4096,))[0]:,} DSPs, the rest held at the flags: "
+                     f"{sweep_dsp_limit(hw.part, args.max_dsps):,} DSPs, the rest held at the flags: "
                      f"{hw.weight_ports} weight port(s) of {hw.axi_bits} bits, {hw.lanes} attention lane(s), "
                      f"{hw.clock_mhz:g} MHz, {hw.part}, a Q.K^T array of {qk} (--target searches these too, "
                      "within a board's BRAM and LUTs):",
@@ -1274,9 +1284,8 @@ def main(argv=None) -> int:
                         f"{q['latency_ms']:>12.3f}{q['fps']:>10.2f}{q['gops_per_dsp']:>10.4f}{q['utilization'] * 100:>6.1f}%"
                         + (f"  over the part's {' and '.join(q['over_part'])}" if q["over_part"] else ""))
         if args.plot:
-            budget = resources.part_resources(hw.part)
             plot(pts, front, args.plot, f"{shape.name} at {hw.clock_mhz:g} MHz, DRAM {args.dram_gbs:g} GB/s",
-                 args.max_dsps or (budget[0] if budget else None))
+                 args.max_dsps or part_dsps)
             text.append(f"plot: {args.plot}")
     out = to_json(perf, abl, pts)
     if built is not None:   # the hardware (and DRAM) came from the build, flags aside
