@@ -59,6 +59,7 @@ def trace_exponents(ir: QuantizedViT) -> dict[str, torch.Tensor]:
     return ex
 
 
+F32_EXACT = 2 ** 24   # float32 holds every integer below this exactly, so sums that stay below it are exact
 MIN_F32_CHUNK = 256   # shortest float32 run of a reduction worth splitting it for (else one float64 matmul)
 
 
@@ -67,7 +68,7 @@ def exact_weights(w: torch.Tensor) -> tuple[torch.Tensor, int]:
     reduction whose float32 matmul is still exact: every partial sum of `chunk` products of |x| <= 128
     (int8 inputs) and |w| stays below 2^24. Float64 (chunk = K) where that run would be short."""
     K = w.shape[1]
-    chunk = (2 ** 24 - 1) // (128 * max(1, int(w.abs().max())))
+    chunk = (F32_EXACT - 1) // (128 * max(1, int(w.abs().max())))
     if chunk >= min(K, MIN_F32_CHUNK):
         return w.to(torch.float32).T.contiguous(), min(chunk, K)
     return w.to(torch.float64).T.contiguous(), K
@@ -87,7 +88,7 @@ def exact_matmul(x: torch.Tensor, wT: torch.Tensor, chunk: int) -> torch.Tensor:
 def imatmul(a: torch.Tensor, b: torch.Tensor, product_bound: int | None = None) -> torch.Tensor:
     """Exact integer a @ b for int64 tensors whose products sum below 2^53 in magnitude; in float32
     when product_bound (a bound on |a_ik * b_kj|) keeps every partial sum below 2^24."""
-    exact32 = product_bound is not None and a.shape[-1] * product_bound < 2 ** 24
+    exact32 = product_bound is not None and a.shape[-1] * product_bound < F32_EXACT
     dtype = torch.float32 if exact32 else torch.float64
     return (a.to(dtype) @ b.to(dtype)).to(torch.int64)
 
