@@ -163,7 +163,7 @@ def check_scaleout_args(args, kind: str) -> None:
 
         check_results_dir(args.results, kind, args.resume)
     cores = os.cpu_count() or 1
-    if args.ray is None and args.workers and args.workers > cores and not getattr(args, "quiet", False):
+    if args.ray is None and args.workers and args.workers > cores and not args.quiet:
         note(f"note: --workers {args.workers} on {cores} core{'s' if cores != 1 else ''}: the workers share "
              f"them, so more than {cores} run no faster")
     if args.ray is not None:
