@@ -267,7 +267,7 @@ inline i64 int_exp(i64 x, i64 x0, i64 pb, i64 pc) {
 
 // exp_multiples<XB, NX>(x0, m): the multiples m[k] = min(k * |x0|, 2^XB), k = 0..NX, of
 // numerics.md 2.5's division-free step 2. They depend only on x0 (calibration data), so the
-// softmax makes them once per head (NX additions) into a register array that the caller
+// softmax makes them once per head group (per softmax_rows call; NX additions) into a register array that the caller
 // declares and partitions completely, and every row element compares against them instead of
 // dividing. Values < 2^(XB+1).
 //   x0: the layer's constant, x0 < 0; m: NX + 1 values out.

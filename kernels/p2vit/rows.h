@@ -41,7 +41,7 @@ constexpr int clog2(long long n) {
 
 // SOFTMAX_XB<E>, SOFTMAX_NX<E>: the softmax's integer exp at exp_shift E takes -x < 2^(8+E) and
 // clamps at n = exp_clamp(E); its multiples are exp_multiples<SOFTMAX_XB<E>, SOFTMAX_NX<E>>, made once
-// per head into an array of SOFTMAX_NX<E> + 1 values that the caller partitions completely.
+// per head group into an array of SOFTMAX_NX<E> + 1 values that the caller partitions completely.
 template <int E>
 constexpr int SOFTMAX_XB = 8 + E;
 template <int E>

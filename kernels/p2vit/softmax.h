@@ -44,7 +44,7 @@ void softmax_rows(stream<typename C::logit_word_t>& in, stream<typename C::act_t
   constexpr int Z = (1 << C::ATTN_BITS) - 1;
   constexpr int L = C::LANES;
   constexpr int WORDS = (C::N + L - 1) / L;   // stream words per row
-  i64 mul[SOFTMAX_NX<C::EXP_SHIFT> + 1];   // k * |x0|: made once per block, registers; no divider per element
+  i64 mul[SOFTMAX_NX<C::EXP_SHIFT> + 1];   // k * |x0|: made once per call (head group), registers; no divider per element
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=mul type=complete)
   exp_multiples<SOFTMAX_XB<C::EXP_SHIFT>, SOFTMAX_NX<C::EXP_SHIFT>>(x0, mul);
   i64 ex[2][C::N];   // row i's exps (parity i mod 2) and row i - 1's; 1 <= ex[j] < 2^63 / N
