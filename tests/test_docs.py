@@ -1,6 +1,7 @@
 """The docs name code: Python functions (`design.xt_reshape`), instrumented loops (`softmax.pass`),
 kernel functions and macros (`packed_mac`, `P2VIT_ACCESS_LANE`). A name that no longer exists is a
-statement about code that is not there, so every such name in README.md and docs/ must resolve.
+statement about code that is not there, so every such name in README.md and docs/ must resolve;
+and the current tables of docs/performance.md must equal what the model computes today.
 (A docs-vs-code audit in session 41 found `resources.xt_reshape` for `design.xt_reshape`.)"""
 from __future__ import annotations
 
@@ -83,3 +84,139 @@ def test_every_kernel_macro_in_the_docs_exists(prefix="P2VIT_"):
     missing = [f"{doc}:{line}: `{name}`" for doc, line, name in doc_names()
                if name.startswith(prefix) and re.search(rf"\b{re.escape(name)}\b", kernels) is None]
     assert not missing, "\n".join(missing)
+
+
+# --- The current tables of docs/performance.md, recomputed from the model -------------------------
+# (the historical tables, "before" and "step N" rows, record what earlier code gave and are not checked)
+
+PERF_MD = ROOT / "docs" / "performance.md"
+
+
+def table_after(doc: Path, header_start: str) -> list[list[str]]:
+    """The body rows of the markdown table whose header line starts with header_start, as cells."""
+    lines = doc.read_text().splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.startswith(header_start))
+    rows = []
+    for ln in lines[start + 2:]:
+        if not ln.startswith("|"):
+            break
+        rows.append([c.strip() for c in ln.strip().strip("|").split("|")])
+    return rows
+
+
+def number(cell: str) -> tuple[float, int]:
+    """A table cell's leading number and its decimals: '**22.05** ms' -> (22.05, 2); '1,615 (…)' -> (1615, 0)."""
+    m = re.search(r"[\d,]+(?:\.(\d+))?", cell.replace("**", ""))
+    assert m, f"no number in {cell!r}"
+    return float(m.group(0).replace(",", "")), len(m.group(1) or "")
+
+
+def assert_shown(cell: str, value: float, what: str):
+    shown, decimals = number(cell)
+    assert shown == round(value, decimals), f"{what}: the doc shows {cell!r}, the model gives {value:.6g}"
+
+
+def design_of(text: str):
+    """HwConfig from a design as the tables write it: '66x8x8, 4 ports, 33-row Q·K^T, 8 lanes'."""
+    from codegen.hwconfig import HwConfig
+
+    r, c, s = map(int, re.match(r"(\d+)x(\d+)x(\d+)", text).groups())
+    ports = re.search(r"(\d+) ports?", text)
+    lanes = re.search(r"(\d+) lanes?", text)
+    qk = re.search(r"(\d+)-row Q", text)
+    return HwConfig(rows=r, cols=c, simd=s, weight_ports=int(ports.group(1)) if ports else 1,
+                    lanes=int(lanes.group(1)) if lanes else 1, qk_rows=int(qk.group(1)) if qk else 0)
+
+
+def test_performance_target_table_matches_the_model():
+    """The table of the models at their ZCU102 designs: DSPs, latency, FPS, GOPS/DSP."""
+    from codegen import model_shape, perf
+
+    models = {"DeiT-B": ("deit_b", 8), "ViT-B/16": ("vit_b", 8), "DeiT-S": ("deit_s", 8),
+              "DeiT-B, 4-bit weights": ("deit_b", 4), "CIFAR-10 ViT": (str(ROOT.parent / "shared" / "models" /
+                                                                         "cifar10-vit-d192.json"), 8)}
+    rows = table_after(PERF_MD, "| model (8/8/4), `--target zcu102` |")
+    design = {}
+    checked = 0
+    for name, arch, dsps, latency, fps, gpd in (r for r in rows if r[2]):
+        key = next(k for k in sorted(models, key=len, reverse=True) if name.startswith(k))
+        spec, w_bits = models[key]
+        if spec.endswith(".json") and not Path(spec).is_file():
+            continue   # ../shared absent: the CIFAR row cannot be recomputed here
+        hw = design.get("DeiT-B") if arch.startswith(("the same", "as DeiT-B")) else design_of(arch)
+        design.setdefault(key, hw)
+        p = perf.evaluate(model_shape.load_shape(spec, w_bits=w_bits), hw)
+        s = p.summary()
+        assert_shown(dsps, s["dsps"], f"{name} DSPs")
+        assert_shown(latency, p.latency_ms, f"{name} latency")
+        assert_shown(fps, p.fps, f"{name} FPS")
+        assert_shown(gpd, s["gops_per_dsp"], f"{name} GOPS/DSP")
+        checked += 1
+    assert checked >= 4
+
+
+def test_performance_sweep_table_matches_the_model():
+    """The sweep table's shapes (DSPs, ms and GOPS/DSP of DeiT-B and DeiT-S) under their group's settings."""
+    from codegen import model_shape, perf
+    from codegen.hwconfig import HwConfig
+
+    shapes = {m: model_shape.load_shape(m) for m in ("deit_b", "deit_s")}
+    held = None
+    for group, shape, dsps, b_ms, b_gpd, s_ms, s_gpd in table_after(PERF_MD, "| held | shape | DSPs |"):
+        held = group or held
+        r, c, s = map(int, shape.split("x"))
+        hw = design_of(f"{shape}, {held}")
+        if "half the rows" in held:
+            hw = HwConfig(rows=r, cols=c, simd=s, weight_ports=hw.weight_ports, lanes=hw.lanes,
+                          qk_rows=perf.sweep_qk_rows(HwConfig(rows=8, qk_rows=4), r))
+        b, d = (perf.evaluate(shapes[m], hw) for m in ("deit_b", "deit_s"))
+        assert_shown(dsps, b.summary()["dsps"], f"{shape} ({held}) DSPs")
+        assert_shown(b_ms, b.latency_ms, f"{shape} ({held}) DeiT-B ms")
+        assert_shown(b_gpd, b.summary()["gops_per_dsp"], f"{shape} ({held}) DeiT-B GOPS/DSP")
+        assert_shown(s_ms, d.latency_ms, f"{shape} ({held}) DeiT-S ms")
+        assert_shown(s_gpd, d.summary()["gops_per_dsp"], f"{shape} ({held}) DeiT-S GOPS/DSP")
+
+
+def buffer_key(name: str) -> str:
+    """A buffer's name up to its shape or its note: 'queries q[SETS][N]… (…)' -> 'queries q'."""
+    return re.split(r"[\[(:]", name)[0].strip()
+
+
+def test_performance_bram_table_matches_resources():
+    """The BRAM18K table: every buffer's count and the totals at 8x8x2, 16x64x1 and the DeiT-B target."""
+    from codegen import design, model_shape, resources
+    from codegen.hwconfig import HwConfig
+
+    shape = model_shape.load_shape("deit_b")
+    designs = [HwConfig(), HwConfig(rows=16, cols=64, simd=1),
+               HwConfig(rows=66, cols=8, simd=8, weight_ports=4, qk_rows=33, lanes=8)]
+    counted = []
+    for hw in designs:
+        res = resources.count(shape, hw)
+        per = {buffer_key(b["buffer"]): sum(k * design.bram18k(d, w) for k, d, w in b["memories"] if d * w >= 1024) for b in res["buffers"]}
+        counted.append((per, res["bram18k"]))
+    for cells in table_after(PERF_MD, "| buffer (`resources.buffers`) |"):
+        label = cells[0].replace("**", "")
+        for (per, total), cell in zip(counted, cells[1:]):
+            if label == "total":
+                assert_shown(cell, total, "total BRAM18K")
+            elif label.startswith("softmax exps"):
+                assert_shown(cell, total - sum(per.values()), "softmax exps")
+            else:
+                assert_shown(cell, per[buffer_key(label)], label[:40])
+
+
+def test_performance_current_design_rows_match_the_model():
+    """The "now" rows of the step-by-step table (DeiT-B at the default array and at its target)."""
+    from codegen import model_shape, perf
+
+    shape = model_shape.load_shape("deit_b")
+    now = [r for r in table_after(PERF_MD, "| DeiT-B, 8/8/4 | array | DSPs |") if r[0].startswith("**now")]
+    assert len(now) == 2
+    for name, arch, dsps, bram, _luts, latency, fps, gpd, util in now:
+        p = perf.evaluate(shape, design_of(arch))
+        s = p.summary()
+        for cell, value, what in ((dsps, s["dsps"], "DSPs"), (bram, p.res["bram18k"], "BRAM18K"),
+                                  (latency, p.latency_ms, "latency"), (fps, p.fps, "FPS"),
+                                  (gpd, s["gops_per_dsp"], "GOPS/DSP"), (util, 100 * p.utilization, "MAC util.")):
+            assert_shown(cell, value, f"{name} {what}")
