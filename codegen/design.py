@@ -261,7 +261,7 @@ def storage_impl(memory: tuple[int, int, int]) -> str:
 
 
 def partition_factors(shape: ModelShape, hw: HwConfig) -> dict[str, int]:
-    """The ARRAY_PARTITION factors of the generated top and main_array (kernels/p2vit/banks.h), by
+    """The ARRAY_PARTITION factors of the generated top, main_array and qk_array (kernels/p2vit/banks.h), by
     array: r, rc, o, q, k (channels; the keys are cyclic PCOLS besides), hid, img, tile_bias, the
     per-output parameters p4 (bias) and p1 (shift, e_r, e_s), cls, the LayerNorm parameters and the
     Q.K^T logit rows (keys)."""

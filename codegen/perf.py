@@ -14,7 +14,7 @@ the chunk headers), loop by loop: every pipelined loop (`HLS PIPELINE`, II=1 but
 II = BEATS, loop_ii) is one record
 with its trip count and how often it is entered. `loop_counts()` sums those trip counts per
 loop id, and the C-sim built with types="counters" counts the same loops as it runs
-(P2VIT_COUNT in the templates and kernels/p2vit/rows.h): tests/test_perf.py checks that the
+(P2VIT_COUNT in the kernel headers kernels/p2vit/*.h): tests/test_perf.py checks that the
 two agree exactly, so the trip counts below are the ones the generated C++ executes.
 
 Cycles of one pipelined loop entered E times for I iterations in total, initiation interval II,
@@ -22,8 +22,8 @@ depth d:
     pipelining on (as emitted):   I * II + E * (d - 1)
     off (ablation):               I * max(d, II)
 Weight-streaming loops are also bounded by DRAM: at least bytes / (DRAM bytes per cycle).
-A MAC-array call (mac_array.h; every layer with weights on the MAC array, Q.K^T on its own
-array of PCOLS columns) with NT = ceil(NR/ROWS) row tiles, OT = ceil(O/COLS) weight tiles runs,
+A MAC-array call (layers.h main_array / qk_array; every layer with weights on the MAC array,
+Q.K^T on its own array of PCOLS columns) with NT = ceil(NR/ROWS) row tiles, OT = ceil(O/COLS) weight tiles runs,
 per row tile, the row load, then the reduction at II = BEATS (one weight word per step from the
 weight ports), with each tile's epilogue drained inside the next tile's reduction where it fits,
 then the row tile's hand-off to the next chunk (Q.K^T). The DATAFLOW region of the schedule
@@ -283,11 +283,12 @@ def qk_trips(hq: HwConfig, N: int, DH: int, words: int, heads: int = 1) -> list[
 
 
 def _qk_array(hq: HwConfig, N: int, DH: int, words: int, heads: int) -> list:
-    """Q.K^T of a block's heads on its array (hq = qk_hw), as qk_array runs it: the heads' row tiles
-    one after the other, per row tile one loop (qk_trips) that reduces the tile and drains its key
-    tiles, streams the previous tile's rows (one FIFO write of `words` iterations per row, the first
-    carrying the loop's fill) and prefetches the next tile's queries (design.qk_prefetch; else each tile
-    loads before its loop); the last tile's rows stream after the last loop (logits_out)."""
+    """Q.K^T of one head group's heads (`heads`: qkv_group_heads) on its array (hq = qk_hw), as
+    qk_array runs it: the heads' row tiles one after the other, per row tile one loop (qk_trips) that
+    reduces the tile and drains its key tiles, streams the previous tile's rows (one FIFO write of
+    `words` iterations per row, the first carrying the loop's fill) and prefetches the next tile's
+    queries (design.qk_prefetch; else each tile loads before its loop); the last tile's rows stream
+    after the last loop (logits_out)."""
     tile_rows = _qk_tile_rows(hq, N, heads)
     load = Op("c", [Loop("mac_array.load_array", hq.rows * cdiv(DH, design.load_lanes(hq)), 1)])
     pre = design.qk_prefetch(hq, N, DH)

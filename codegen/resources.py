@@ -132,7 +132,7 @@ def buffers(shape: ModelShape, hw: HwConfig, acc_bits: int = ACC_BITS) -> list[d
         # (one written by QKV, the other read by the attention: p2vit_main_step), else one of all heads
         b(f"queries q[{SETS}][N][QH*DH] (a set of QH = {QH} heads each; channels cyclic QB)", SETS * N * QH * DH,
           [cyc(N * QH * DH, 8, QB)] * SETS),
-        # per head: k[QH][N][DH] tokens cyclic PCOLS x channels cyclic KB, v[QH][N][DH] channels complete
+        # per set of QH heads: k[QH][N][DH] tokens cyclic PCOLS x channels cyclic KB
         b(f"keys k[{SETS}][QH][N][DH] (tokens cyclic PCOLS x channels cyclic KB)", SETS * N * QH * DH,
           [(pcols * KB, QH * cdiv(N, pcols) * cdiv(DH, KB), 8)] * SETS),
         # value_buf: E-channel words (E = qkv_lanes), one memory per key lane and word

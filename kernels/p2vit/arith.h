@@ -287,10 +287,10 @@ multiples:
   }
 }
 
-// int_exp_cmp<XB, NX>(x, m, pb, pc): int_exp<XB, NX>(x, x0, pb, pc) without a divider
+// int_exp_cmp<XB, NX>(x, m, pb, pc): int_exp<NX>(x, x0, pb, pc) without a divider
 // (numerics.md 2.5, division-free step 2): u_c = min(-x, m_NX); q = #{k = 1..NX : u_c >= m_k}
 // (NX parallel (XB+1)-bit comparators); rr = m_q - u_c (an (NX+1)-way multiplexer); then the
-// same square and shift. Equal to int_exp<XB, NX> for every x with -x < 2^XB.
+// same square and shift. Equal to int_exp<NX> for every x with -x < 2^XB.
 //   x: (logit minus row max) << E, -2^XB < x <= 0.
 //   m: exp_multiples<XB, NX> of this layer's x0.
 //   pb, pc: constants of quantizer.intops.lis_constants(e_a, E), max(pb, |x0|) < 2^17.

@@ -153,7 +153,7 @@ inline __m512i requant8(__m512i v, __m512i k) {
 // LisTable<E>(x0, pb, pc): ex[d] = int_exp_cmp<8 + E, exp_clamp(E)>(-(d << E), m, pb, pc) for d = 0..255,
 // the exp the accelerator's softmax lane computes (p2vit/rows.h softmax_exp) for d = max(a) - a[j]
 // in [0, 255] and the layer's constants, the same for every row of a head: one table per
-// softmax_rows call holds every value it can take.
+// softmax_rows_fast call (per head) holds every value it can take.
 template <int E>
 struct LisTable {
   std::int64_t ex[256];

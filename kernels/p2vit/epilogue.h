@@ -1,8 +1,9 @@
-// p2vit/epilogue.h - the re-quant chunk: what the MAC array does with a finished ROWS x COLS tile
-// of accumulators (numerics.md 2.2, 2.3, 2.4, 2.8, 2.9). II 1; the QKV, residual, GELU and logits
-// epilogues drain a tile row per cycle across lanes (QKV: gcd(COLS, DH) columns per cycle), and so
-// does the embedding's (COLS lanes); the head's takes one value per cycle (one row, once per image). The accumulators are
-// registers; the layer's parameters are on-chip arrays burst-loaded before the layer (p2vit/params.h).
+// p2vit/epilogue.h - the re-quant chunk: what the MAC array does with a finished ROWS x COLS tile of
+// accumulators (numerics.md 2.2, 2.3, 2.4, 2.8, 2.9). II 1; the QKV, residual and GELU epilogues drain a tile
+// row per cycle across lanes (QKV: gcd(COLS, DH) columns per cycle), and so does the embedding's (COLS
+// lanes); the logits epilogue RL = logit_rows_per_cycle rows of PCOLS per cycle; the head's takes one value
+// per cycle (one row, once per image). The accumulators are registers; the layer's parameters are on-chip
+// arrays burst-loaded before the layer (p2vit/params.h).
 //
 // What is here (C: the configuration struct, see p2vit/layers.h; n0: the tile's first row; ot: its
 // column tile (first column ot*COLS); O: the layer's outputs):
@@ -33,9 +34,10 @@
 
 namespace p2vit {
 
-// The key and value buffers are k[H][N][DH] and v[H][N][DH], so that a head's readers index them
+// The key and value buffers (key_buf, value_buf) hold a head group's heads, k[QKV_HEADS][N][DH] and
+// v[QKV_HEADS][N][VW][E], so that a head's readers index them
 // with unrolled lanes only: k dim 2 cyclic PCOLS x dim 3 cyclic k_channel_banks (mac_array.h k_bank);
-// v is value_buf (p2vit/banks.h), v[H][N][VW][E] with dim 2 cyclic LANES x dim 3 complete x dim 4
+// v: dim 2 cyclic LANES x dim 3 complete x dim 4
 // reshaped: memory (key lane, word), one E-channel word per QKV group.
 //
 // Lanes: epi_qkv writes E = qkv_lanes columns of one tile row per cycle, epi_residual and epi_gelu

@@ -302,7 +302,8 @@ void main_epilogue(int mode, int t, int ot, const typename C::acc_t acc[C::ROWS]
 // proj LN2's, FC2 the next LN1's or the final norm's, the embedding block 0's LN1);
 // ln_acc1, ln_acc2, ln_s1, ln_sd: the row statistics. xt: the two row buffers, the top's, so that
 // they outlast a call; pre: the one that already holds this layer's first row tile (main_early of
-// the layer before; proj after A.V's fill, lanes_fill_xt), or -1. grp: QKV's head group (its column
+// the layer before; proj after A.V's fill, lanes_fill_xt, or, with head groups, after MAIN_IDLE's
+// partial load of it, proj_pre_words, which MAIN_IDLE returns as 0), or -1. grp: QKV's head group (its column
 // tiles grp * OT.. of the layer's head-group-ordered columns; qkv_groups, p2vit/banks.h), 0 for the
 // other layers. Returns the buffer in which it left the next layer's first row tile (main_early),
 // or -1.
@@ -411,7 +412,8 @@ int main_array(int mode, const typename C::act_t img[C::IMG_C * C::IMG_H * C::IM
   // loads the next layer's first (main_early): FC1 FC2's (hid's rows 0..ROWS-1, which that tile's
   // drain does not write), proj FC1's, FC2 the next QKV's or the head's, the embedding block 0's
   // QKV's (LayerNorm rows 0..ROWS-1 of rc, final, with their statistics, once the layer's first row
-  // tile has drained; the drain writes later rows), so that no first row tile load is exposed.
+  // tile has drained; the drain writes later rows), and a QKV head group but the last the next
+  // group's (the same rows), so that no first row tile load is exposed.
   typename C::acc_t done[C::ROWS][C::COLS];
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=done type=complete dim=0)
   // Whether a layer's drain fits is known at compile time (the embedding reduces over KP, QKV, proj
@@ -430,7 +432,8 @@ int main_array(int mode, const typename C::act_t img[C::IMG_C * C::IMG_H * C::IM
   const int words = K / load_lanes<C>();   // prefetch: words per row
   const bool prefetch = main_by_mode<C, PREFETCHES>(mode);   // (not the embedding's patches: not load_rows words)
   // the early load of the next layer's first row tile (main_early): FC2's (hid) after FC1, a
-  // LayerNorm's (rc) after proj, FC2 and the embedding
+  // LayerNorm's (rc) after proj, FC2 and the embedding, and, with head groups, the next group's
+  // (the same LayerNorm rows) after every QKV group but the last
   const bool early_here = main_by_mode<C, EARLY>(mode) && (mode != MAIN_QKV || grp + 1 < qkv_groups<C>());
   const int next_mode = main_next(mode), next_words = main_k<C>(next_mode) / load_lanes<C>();
   const bool tracing = P2VIT_TRACING();

@@ -1,7 +1,7 @@
 // p2vit/mac_array.h - the MAC array (PS-MAC): the pieces every MAC-array instance is made of.
 //
 // Row-stationary dataflow: a tile of ROWS input rows (tokens) is loaded once into `xt` and stays
-// while weight tiles of COLS output channels stream past; each reduction step (one cycle) is
+// while weight tiles of COLS output channels stream past; each reduction step (BEATS cycles) is
 // p2vit/pe_array.h's pe_array_cycle: ROWS x COLS PEs with SIMD lanes each. The instances
 // (p2vit/layers.h) combine a row loader, a reduction and an epilogue (p2vit/epilogue.h).
 //
@@ -27,10 +27,10 @@
 //   acc[ROWS][COLS]: complete (registers).
 //   weight word: COLS x SIMD weights per step, PCOLS x SIMD of them in BEATS beats of each of the
 //     WPORTS m_axi bundles (BEATS = ceil(PCOLS * SIMD / AXI_BYTES)): the reduction's II is BEATS.
-//   keys k[H][N][DH]: dim 2 cyclic PCOLS, dim 3 cyclic KB = shared_banks(qkv_lanes, SIMD) -> bank
-//     (j % PCOLS, d % KB); a Q.K^T step reads keys j = ot*PCOLS + o, channels d = ks*SIMD + s: lane
-//     (o, s) reads key bank o and channel bank s mod KB, at most SIMD/KB (<= 2) lanes per bank
-//     (II 1; P2VIT_ACCESS_LANE checks it).
+//   keys k[QKV_HEADS][N][DH] (key_buf, one head group): dim 2 cyclic PCOLS, dim 3 cyclic KB =
+//     shared_banks(qkv_lanes, SIMD) -> bank (j % PCOLS, d % KB); a Q.K^T step reads keys j = ot*PCOLS +
+//     o, channels d = ks*SIMD + s: lane (o, s) reads key bank o and channel bank s mod KB, at most
+//     SIMD/KB (<= 2) lanes per bank (II 1; P2VIT_ACCESS_LANE checks it).
 #ifndef P2VIT_MAC_ARRAY_H
 #define P2VIT_MAC_ARRAY_H
 
@@ -386,11 +386,11 @@ constexpr int k_bank(int j, int d) {
   return (d % k_channel_banks<C>()) * C::PCOLS + j % C::PCOLS;
 }
 
-// reduce_keys_step: step ks of Q.K^T's key tile ot of head h: acc[n][o] += sum_s xt[n][ks*SIMD + s] *
-// key[h][ot*COLS + o][ks*SIMD + s] (keys j >= N are 0; acc cleared at ks == 0; C is QkCfg, so
-// COLS = PCOLS); COLS x SIMD keys from the partitioned key buffer (II 1): lane (o, s) reads key
-// bank o and channel bank s mod KB (KB = shared_banks(qkv_lanes, SIMD)): at most two lanes per
-// bank. The body of qk_array's reduce-and-drain loop (p2vit/layers.h), its only call.
+// reduce_keys_step: step ks of Q.K^T's key tile ot of head h of the head group (key_buf's index): acc[n][o]
+// += sum_s xt[n][ks*SIMD + s] * key[h][ot*COLS + o][ks*SIMD + s] (keys j >= N are 0; acc cleared at ks == 0;
+// C is QkCfg, so COLS = PCOLS); COLS x SIMD keys from the partitioned key buffer (II 1): lane (o, s) reads
+// key bank o and channel bank s mod KB (KB = shared_banks(qkv_lanes, SIMD)): at most two lanes per bank. The
+// body of qk_array's reduce-and-drain loop (p2vit/layers.h), its only call.
 template <class C, int KMAX>
 P2VIT_CSIM_INLINE void reduce_keys_step(const typename pe_operand<typename C::act_t>::type xt[C::ROWS][KMAX], int ks,
                                         const key_buf<C> key, int h, int ot,

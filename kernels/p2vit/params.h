@@ -3,7 +3,7 @@
 //
 // What is here:
 //   ModelField, BlockField       field order of the model and block descriptors (int64 each)
-//   load_desc<C>(port, beat, n, d)          a descriptor: n int64 fields from beat `beat`
+//   load_desc<C, NF>(port, beat, d)         a descriptor: NF int64 fields from beat `beat`
 //   burst<C, FB[, BANKS]>(port, beat, n, dst, name)  n signed FB-byte values into an on-chip array
 //
 // Layout (codegen/layout.py writes it; tests/test_codegen.py checks the field order against it):
@@ -47,7 +47,7 @@ enum BlockField {
   B_FIELDS
 };
 
-// desc_beats<AB>(fields): beats one descriptor of `fields` int64 values takes.
+// desc_beats(fields, axi_bytes): beats one descriptor of `fields` int64 values takes.
 constexpr int desc_beats(int fields, int axi_bytes) { return (fields * 8 + axi_bytes - 1) / axi_bytes; }
 
 // load_desc<C, NF>(port, beat, d): the NF int64 fields of a descriptor starting at `beat`.

@@ -13,7 +13,7 @@
 // PE pair are added in the DSPs themselves (each DSP's post-adder takes the previous one's P), so
 // the only LUT arithmetic per pair and cycle is one split of the packed sum (packed_split).
 //
-// The loop nest around it (p2vit/mac_array.h) decides what the array computes; this is
+// The loop nest around it (p2vit/layers.h main_array, qk_array) decides what the array computes; this is
 // only the arithmetic of one cycle. In HLS the loops below unroll into R*C*S multipliers and
 // R*C adder trees of S inputs. The sum is an exact integer sum (the build report proves the
 // accumulator cannot overflow), so the order in which products are added does not matter.

@@ -68,7 +68,8 @@ inline i64 softmax_code_rhs(i64 sum) { return GEO ? shift_left(sum, GEO_FRAC) : 
 // Code Z means attention weight zero, code c < Z weight 2^-c. Computed as the accelerator does
 // (numerics.md 2.5, division-free forms: softmax_exp, log_code_cmp): a max pass, an exp pass, a
 // code pass. The accelerator's softmax_rows (softmax.h) runs the same element functions with the
-// max folded into its read loop and the code pass into its write loop.
+// max taken from Q.K^T's epilogue (the maxes stream) and, in one pass loop, row i's exps beside
+// row i - 1's codes.
 //   N: row length (tokens), N >= 1.
 //   BITS: code width bits_attn (4 by default), 1..16.
 //   E: exp_shift, 0..4: the exp's grid is 2^E finer than the logits'.

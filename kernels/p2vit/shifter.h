@@ -12,9 +12,10 @@
 // row or head), pass i taking row i's keys beside row i - 1's outputs; the last cycle of a pass hands
 // its sums over. Rows i < xt_rows (0, or ROWS where lanes_fill_xt) also go into xt, proj's first
 // row tile.
-//   v: the value buffer value_buf<C> = v[H][N][VW][E] (p2vit/banks.h), dim 2 cyclic LANES x dim 3
-//     complete x dim 4 reshaped: key lane l reads the VW words of its key, memory (l, word), fixed at
-//     compile time (II 1); each memory gives one E-channel word per cycle.
+//   v: the value buffer value_buf<C> = v[QKV_HEADS][N][VW][E] (the head group's heads;
+//     p2vit/banks.h), dim 2 cyclic LANES x dim 3 complete x dim 4 reshaped: key lane l reads the VW
+//     words of its key, memory (l, word), fixed at compile time (II 1); each memory gives one E-channel
+//     word per cycle.
 //   o: dim 2 cyclic xo_banks (p2vit/banks.h): the LANES outputs of a cycle are consecutive channels,
 //     distinct banks, lane l's among those congruent to l mod gcd(LANES, xo_banks).
 // Bound: |sum| <= N * 2^7 * 2^F < 2^(AV_ACC_BITS - 1) (build report).

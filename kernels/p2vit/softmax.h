@@ -13,7 +13,7 @@
 // pipeline fill per row or head), without a divider
 // (numerics.md 2.5, division-free forms), LANES elements per cycle (one stream word in, one out):
 // pass i, as row i's logits arrive, makes ex[j] = softmax_exp (comparisons against the multiples
-// k*|x0|, made once per block) and their sum, and beside it turns row i - 1 into codes,
+// k*|x0|, made once per call (head group)) and their sum, and beside it turns row i - 1 into codes,
 // code[j] = log_code_cmp (comparisons against constant multiples of ex[j]), onto the stream. The
 // exp lanes and the code lanes are different hardware, so they work on neighbouring rows at once.
 // The exps are double-buffered by row parity: ex[2][N], cyclic by LANES along j, so lane l of a
