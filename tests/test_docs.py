@@ -95,7 +95,8 @@ PERF_MD = ROOT / "docs" / "performance.md"
 def table_after(doc: Path, header_start: str) -> list[list[str]]:
     """The body rows of the markdown table whose header line starts with header_start, as cells."""
     lines = doc.read_text().splitlines()
-    start = next(i for i, ln in enumerate(lines) if ln.startswith(header_start))
+    start = next((i for i, ln in enumerate(lines) if ln.startswith(header_start)), None)
+    assert start is not None, f"{doc.name} has no table whose header starts {header_start!r}: renamed? update this test"
     rows = []
     for ln in lines[start + 2:]:
         if not ln.startswith("|"):
@@ -139,7 +140,8 @@ def test_performance_target_table_matches_the_model():
     design = {}
     checked = 0
     for name, arch, dsps, latency, fps, gpd in (r for r in rows if r[2]):
-        key = next(k for k in sorted(models, key=len, reverse=True) if name.startswith(k))
+        key = next((k for k in sorted(models, key=len, reverse=True) if name.startswith(k)), None)
+        assert key, f"performance.md's target table has a row for {name!r}, which this test does not know: add it"
         spec, w_bits = models[key]
         if spec.endswith(".json") and not Path(spec).is_file():
             continue   # ../shared absent: the CIFAR row cannot be recomputed here
