@@ -92,6 +92,8 @@ def evaluate(data, build: str | Path = "build/", limit: int | None = None, progr
         ds = data if limit is None else ImageSet(*_subset(data, limit))
     else:
         ds = load_images(data, b.preprocess, limit=limit, spread=True, progress=progress)
+    if short := limit_note(limit, len(ds.images), ds.source):
+        note(short)   # now, not after a run that may take minutes
     if ds.images.shape[1:] != (b.preprocess.height, b.preprocess.width, 3):
         raise P2VitError(f"{ds.source}: images are {ds.images.shape[1:]}, {b.name} needs "
                          f"{(b.preprocess.height, b.preprocess.width, 3)}; load them with load_images")
@@ -229,8 +231,6 @@ def main(argv=None):
                  report=args.report, threads=args.threads, workers=args.workers, ray=args.ray,
                  results=args.results, resume=args.resume, shard_size=args.shard_size,
                  rebuild=not args.no_rebuild)
-    if short := limit_note(args.limit, s["n"], args.data):
-        note(short)
     if not s["labels"] and not args.quiet:
         note(f"note: {args.data} has no labels; top-1 is not reported, agreement is")
     print(format_summary(s), file=text_stream(args.json))

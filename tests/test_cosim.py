@@ -198,6 +198,11 @@ def test_limit_past_the_data_uses_all_of_it_and_says_so(tiny, npz, capsys):
     assert "12 images" in got.out
     assert main(["--build", str(tiny["build"]), "--data", str(npz), "--limit", "12", "--workers", "1"]) == 0
     assert "note: --limit" not in capsys.readouterr().err
+    # with progress the note comes before the run's lines, not after a run that may take minutes
+    assert main(["--build", str(tiny["build"]), "--data", str(npz), "--limit", "50", "--workers", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "note: --limit 50" in err and "fp32 + reference + C-sim" in err
+    assert err.index("note: --limit 50") < err.index("fp32 + reference + C-sim")
 
 
 def test_fp32_model_that_cannot_be_rebuilt_is_explained(tmp_path):
