@@ -18,14 +18,15 @@ REMOVED_LOOPS = {"layernorm.pass", "layernorm.params"}
 FILE_SUFFIXES = {"py", "md", "json", "h", "bin", "cpp", "j2", "npz", "so", "tcl", "txt", "csv", "png", "pt"}
 
 
-def python_modules() -> dict[str, str]:
-    """Short module name -> import path, for the modules of our packages (`design` -> codegen.design)."""
-    found = {}
+def python_modules() -> dict[str, list[str]]:
+    """Short module name -> the import paths it may mean (`design` -> [codegen.design]; `report` is
+    both codegen.report and cosim.report), and each package name -> itself."""
+    found: dict[str, list[str]] = {}
     for pkg in PACKAGES:
-        for f in (ROOT / pkg).glob("*.py"):
+        for f in sorted((ROOT / pkg).glob("*.py")):
             if f.stem != "__init__":
-                found.setdefault(f.stem, f"{pkg}.{f.stem}")
-        found[pkg] = pkg
+                found.setdefault(f.stem, []).append(f"{pkg}.{f.stem}")
+        found.setdefault(pkg, []).append(pkg)
     return found
 
 
@@ -47,20 +48,23 @@ def doc_names():
                     yield doc.relative_to(ROOT), n, m.group(1)
 
 
-def unresolved_python(name: str, modules: dict[str, str]) -> str | None:
-    """Why a dotted name whose first part is one of our modules does not resolve, or None."""
+def unresolved_python(name: str, modules: dict[str, list[str]]) -> str | None:
+    """Why a dotted name whose first part is one of our modules or packages does not resolve, or None.
+    `codegen.resources.misc_dsps` names its module; `resources.misc_dsps` may mean any module so named."""
     parts = name.split(".")
-    if parts[0] in PACKAGES and len(parts) > 1 and parts[1] in {m.split(".")[1] for m in modules.values() if "." in m}:
-        parts = [f"{parts[0]}.{parts[1]}"] + parts[2:]   # codegen.resources.misc_dsps
-        path = parts[0]
+    if parts[0] in PACKAGES and len(parts) > 1 and (ROOT / parts[0] / f"{parts[1]}.py").is_file():
+        candidates, attrs = [f"{parts[0]}.{parts[1]}"], parts[2:]
     else:
-        path = modules[parts[0]]
-    obj = importlib.import_module(path)
-    for attr in parts[1:]:
-        if not hasattr(obj, attr):
-            return f"{path} has no {'.'.join(parts[1:])}"
-        obj = getattr(obj, attr)
-    return None
+        candidates, attrs = modules[parts[0]], parts[1:]
+    for path in candidates:
+        obj = importlib.import_module(path)
+        for attr in attrs:
+            if not hasattr(obj, attr):
+                break
+            obj = getattr(obj, attr)
+        else:
+            return None
+    return f"no {'.'.join(attrs)} in {' or '.join(candidates)}"
 
 
 def test_every_code_name_in_the_docs_exists():
