@@ -24,7 +24,7 @@ from quantizer.metrics import emit_json, percent, sqnr_from_powers, text_stream
 from quantizer.progress import note
 from quantizer.results import ResultsDir, check_results_dir
 from quantizer.scaleout import (SCALEOUT_HELP, add_scaleout_args, check_scaleout_args, choose_engine, data_identity,
-                                format_run, plural, run_shards)
+                                format_run, oversubscribed_note, plural, run_shards)
 
 from .api import run
 from .builds import LoadedBuild, open_build
@@ -100,6 +100,8 @@ def evaluate(data, build: str | Path = "build/", limit: int | None = None, progr
     labels = _labels(ds, b)
     images = ds.images
     engine = choose_engine(ray, workers, len(images))
+    if progress and (busy := oversubscribed_note(engine, workers)):
+        note(busy)
     rdir = None
     if results is not None:
         ident = {"build": build_identity(b.info), "data": data_identity(ds.source, images, labels)}

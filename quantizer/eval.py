@@ -36,7 +36,7 @@ from .metrics import (emit_json, fp32_logits, metrics, metrics_from_rows, quanti
 from .pipeline import quantize, weight_bytes
 from .progress import Progress, note
 from .scaleout import (SCALEOUT_HELP, add_scaleout_args, check_scaleout_args, choose_engine, format_run,
-                       plural, session)
+                       oversubscribed_note, plural, session)
 
 CONFIGS = {
     # the FQ-ViT-style baseline keeps FQ-ViT's softmax (exp on the logits' grid, arithmetic rounding)
@@ -437,6 +437,8 @@ def main(argv=None):
              "it is measured on, which flatters its accuracy; calibrate on held-out images")
     t0 = time.perf_counter()
     engine = choose_engine(args.ray, args.workers, len(data.images))
+    if not args.quiet and (busy := oversubscribed_note(engine, args.workers)):
+        note(busy)
     if args.error_budget:
         return error_budget_main(args, lm, data, labels, calib, names[0], engine, progress, t0)
     with session(engine):   # one Ray connection for the mixed-precision search and the evaluation

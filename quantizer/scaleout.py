@@ -162,10 +162,6 @@ def check_scaleout_args(args, kind: str) -> None:
         from .results import check_results_dir
 
         check_results_dir(args.results, kind, args.resume)
-    cores = os.cpu_count() or 1
-    if args.ray is None and args.workers and args.workers > cores and not args.quiet:
-        note(f"note: --workers {args.workers} on {cores} core{'s' if cores != 1 else ''}: the workers share "
-             f"them, so more than {cores} run no faster")
     if args.ray is not None:
         from .rayengine import _probe, import_ray
 
@@ -203,6 +199,16 @@ def choose_engine(ray: str | None, workers: int | None, n_images: int):
     if n == 1 or (n_images < LOCAL_MIN_IMAGES and workers is None):
         return InProcess()
     return LocalProcesses(workers=min(n, max(1, n_images)))
+
+
+def oversubscribed_note(engine, asked: int | None) -> str | None:
+    """The CLIs' note when the local worker processes a run starts (--workers, capped at the images)
+    outnumber the cores: they share them, so more than one per core run no faster."""
+    cores = os.cpu_count() or 1
+    if not isinstance(engine, LocalProcesses) or engine.workers <= cores:
+        return None
+    return (f"note: --workers {asked} on {cores} core{'s' if cores != 1 else ''}: the {engine.workers} worker "
+            f"processes share them, so more than {cores} run no faster")
 
 
 class session:

@@ -168,19 +168,35 @@ def test_small_runs_stay_in_process_and_large_ones_use_the_cores():
         choose_engine(None, 0, 64)
 
 
-def test_more_workers_than_cores_get_a_note(capsys):
-    import argparse
-
-    from quantizer.scaleout import check_scaleout_args
+def test_more_workers_than_cores_get_a_note():
+    """Only when the run really starts more worker processes than there are cores: --workers is
+    capped at the images, and Ray's workers are not this machine's."""
+    from quantizer.scaleout import oversubscribed_note
 
     cores = os.cpu_count() or 1
-    for workers, quiet, noted in ((cores + 1, False, True), (cores + 1, True, False), (cores, False, False),
-                                  (None, False, False)):
-        check_scaleout_args(argparse.Namespace(resume=False, results=None, ray=None, workers=workers, quiet=quiet),
-                            "cosim")
-        err = capsys.readouterr().err
-        assert (f"note: --workers {workers} on {cores} core" in err) == noted, err
-        assert (f"more than {cores} run no faster" in err) == noted
+    for workers, images, ray, processes in ((cores + 1, 1000, None, cores + 1), (cores + 3, cores + 2, None, cores + 2),
+                                            (cores + 1, cores, None, None), (cores, 1000, None, None),
+                                            (None, 1000, None, None), (cores + 1, 1000, "local", None)):
+        engine = choose_engine(ray, workers, images)
+        got = oversubscribed_note(engine, workers)
+        if processes is None:
+            assert got is None, (workers, images, ray, got)
+        else:
+            assert got == (f"note: --workers {workers} on {cores} core{'s' if cores != 1 else ''}: the {processes} "
+                           f"worker processes share them, so more than {cores} run no faster")
+
+
+def test_cli_workers_note_comes_with_the_run_not_with_quiet(tiny_build, tmp_path, capsys):
+    from cosim.eval import main
+
+    cores = os.cpu_count() or 1
+    data = tmp_path / "d.npz"
+    np.savez(data, images=random_images(cores + 1, 32))
+    argv = ["--build", str(tiny_build[1]), "--data", str(data), "--workers", str(cores + 1)]
+    assert main(argv) == 0
+    assert f"note: --workers {cores + 1} on {cores} core" in capsys.readouterr().err
+    assert main(argv + ["--quiet"]) == 0
+    assert "note: --workers" not in capsys.readouterr().err
 
 
 def test_cli_errors_are_one_line_before_any_work(tiny_build, tmp_path, capsys):
