@@ -4,8 +4,8 @@
 
 (about 3.5 minutes on 2 cores)
 
-In a temporary directory it builds one tiny C-sim (tests/tiny.py's card, --random-init, 4
-calibration images) and damages copies of it; it writes broken model cards, data files, images
+In a temporary directory it builds two tiny C-sims (tests/tiny.py's card, --random-init: A with 4
+calibration images, B with 2) and damages copies of A; it writes broken model cards, data files, images
 and output paths, then runs `python -m quantizer`, `quantizer.eval`, `codegen`, `cosim` and
 `cosim.eval` (and a few `python -c` calls of the Python API) on them. The output-path cases use
 the CIFAR-10 model of ../shared so that "refused before loading the model" shows in the seconds.

@@ -140,9 +140,9 @@ def add_hw_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--part", default=None, help=f"FPGA part for the HLS scripts: an UltraScale+ device's full name, "
                                                 f"device-package-speed grade-temperature (default {d.part}, the ZCU102's)")
     g.add_argument("--axi-bits", type=int, default=None, metavar="|".join(map(str, AXI_BITS)),
-                   help="data width of each m_axi bundle; a weight word of COLS x SIMD bytes takes "
-                        f"ceil(COLS*SIMD*8 / AXI_BITS) beats, the II of the reduction (default {d.axi_bits}: "
-                        "the ZCU102's HP ports)")
+                   help="data width of each m_axi bundle; each weight port's word of COLS/WEIGHT_PORTS x SIMD "
+                        "bytes takes ceil(COLS/WEIGHT_PORTS*SIMD*8 / AXI_BITS) beats, the II of the reduction "
+                        f"(default {d.axi_bits}: the ZCU102's HP ports)")
     g.add_argument("--weight-ports", type=int, default=None, metavar="|".join(map(str, WEIGHT_PORTS)),
                    help="m_axi bundles that stream the MAC array's weights at the same time, each carrying "
                         "COLS / WEIGHT_PORTS columns of every weight tile (its plane of params.bin); the Q.K^T array "

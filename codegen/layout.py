@@ -1,7 +1,7 @@
 """The parameter blob the accelerator reads through its m_axi bundles.
 
 Everything the hardware needs at run time that calibration decides lives here, so the HLS
-sources do not depend on it (docs/hardware.md, "The parameter blob"). The blob is a sequence
+sources do not depend on it (docs/hardware.md, "Controller loop and the parameter blob"). The blob is a sequence
 of beats of AXI_BYTES bytes (the bundles' data width), little-endian:
 
     beat 0                          model descriptor (ModelField of kernels/p2vit/params.h)

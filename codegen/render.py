@@ -1,7 +1,8 @@
 """Render every template for one quantized model and hardware configuration.
 
-`render(ir, hw)` returns {relative path: text} for the HLS sources, bindings, testbench and
-Vitis scripts, plus the blob Layout and the static bounds. Rendering is pure: the same IR and
+`render(ir, hw)` returns a Rendered: `files` ({relative path: text} for the HLS sources, bindings,
+testbench and Vitis scripts), the blob `layout`, the static `bounds`, the `build_key` and the
+template `context`. Rendering is pure: the same IR and
 HwConfig give the same bytes.
 """
 from __future__ import annotations

@@ -135,12 +135,14 @@ def fp32_model(info: dict, build_dir: Path) -> LoadedModel:
     if source.startswith("weights file "):
         weights = Path(source[len("weights file "):])
         if not weights.is_file():
-            # A path relative to another working directory: a card's own weights file still works.
+            # Moved or deleted (or, in a build made before paths were recorded absolute, relative to
+            # another working directory): a card's own weights file still works.
             if kind == "card" and _card_weights_name(target) == weights.name:
                 weights = None
             else:
-                raise P2VitError(f"{why}: its weights file {weights} does not exist; "
-                                 "run from the directory the build was made in or restore the file")
+                hint = "restore the file" if weights.is_absolute() else \
+                    "run from the directory the build was made in or restore the file"
+                raise P2VitError(f"{why}: its weights file {weights} does not exist; {hint}")
     try:
         lm = load_model(target, weights=weights, random_init=random_init)
     except P2VitError as exc:

@@ -54,8 +54,8 @@ def _top1(pred: np.ndarray, labels) -> float | None:
 
 
 def check_threads(threads, name: str) -> None:
-    """C-sim threads: 0 (all cores) or 1..CSIM_BATCH; more would idle, one C-sim call gets CSIM_BATCH
-    images, one per thread at most."""
+    """C-sim threads: 0 (all cores) or 1..CSIM_BATCH; more would idle, one C-sim call gets at most
+    CSIM_BATCH images (at most a shard's), one per thread at most."""
     if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or not 0 <= threads <= CSIM_BATCH:
         raise P2VitError(f"{name} must be 0 (all cores) or 1..{CSIM_BATCH}, not {threads!r}")
 
@@ -75,8 +75,8 @@ def evaluate(data, build: str | Path = "build/", limit: int | None = None, progr
 
     The images are cut into shards of `shard_size` (fixed boundaries) and run by an engine
     (quantizer.scaleout): `ray` (an address, 'auto' or 'local') runs them on Ray actors; without
-    it, `workers` local processes (default: one per core), except that fewer than
-    scaleout.LOCAL_MIN_IMAGES images (or workers=1) stay in this process. Every engine gives the
+    it, `workers` local processes (default: one per core), except that workers=1, or fewer
+    than scaleout.LOCAL_MIN_IMAGES images with no `workers` given, stay in this process. Every engine gives the
     same rows and summary. `results`: a directory receiving one JSON-lines file per finished
     shard (cosim.eval --results); `resume` skips the shards already there.
     """
@@ -207,7 +207,8 @@ def parse_args(argv):
                    help="also write the results as JSON to OUT ('-': stdout, the tables then on stderr)")
     p.add_argument("--report", action="store_true", help="write <DIR>/cosim/report.md and plots")
     p.add_argument("--threads", type=int, default=0,
-                   help=f"C-sim threads (default 0: all cores; at most {CSIM_BATCH}, the images one C-sim call gets)")
+                   help=f"C-sim threads where the run stays in this process (default 0: all cores; at most "
+                        f"{CSIM_BATCH}); local and Ray workers run the C-sim on one thread each")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument("--allow-mismatch", action="store_true",
                    help="exit 0 even when some C-sim logits differ from the reference (for exploring)")

@@ -4,7 +4,8 @@ Local engines (this process, local processes) open the build directory itself. O
 build travels: `shipped()` packs it (build.json, params.bin, ir/, hls/ with the kernel
 headers, the compiled modules) into a tar archive, and the FP32 model as a pickle, both put in
 the object store once. A worker unpacks the archive into a per-machine cache
-(`$TMPDIR/p2vit-builds/<build.json checksum>/`) and then checks, before running anything:
+(`$P2VIT_BUILD_CACHE`, else `$TMPDIR/p2vit-builds`, then `/<first 24 hex digits of build.json's
+checksum>/`) and then checks, before running anything:
 - the sha256 of the archive and of the pickled FP32 model (what arrived is what was sent);
 - build.json's seal and checksum (the driver's build), the sha256 of params.bin and of the
   module (codegen.module.load), and that ir/ hashes to build.json's `ir_sha256`;

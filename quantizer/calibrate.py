@@ -2,7 +2,7 @@
 
 `collect` runs the float model over the calibration images once and keeps, for every
 activation the integer model quantizes, the per-channel max |x| over all images and a
-uniform sample of at most `max_rows` rows (the last axis is the channel axis), enough for
+uniform sample of about `max_rows` rows (at most one more per batch; the last axis is the channel axis), enough for
 the MSE searches and the Gram matrices of the weight rounding without holding every
 activation of a large model in memory.
 """

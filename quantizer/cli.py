@@ -60,7 +60,8 @@ def add_quant_args(p: argparse.ArgumentParser, max_attn_bits: int = ATTN_BITS[1]
                    help="smoothing alpha at the FC1 input (default 0.5)")
     g.add_argument("--alpha-search", action="store_true", help="choose alpha per layer by output MSE")
     g.add_argument("--rounding", choices=ROUNDING_MODES, default="adaptive",
-                   help="PoT rounding of every exponent (default adaptive)")
+                   help="PoT rounding of the weight and activation scale exponents (smoothing factors: "
+                        "nearest; default adaptive)")
     g.add_argument("--mixed-precision", action="store_true",
                    help="choose 4 or 8 weight bits per layer (Hessian-guided coarse stage, evolutionary fine "
                         "stage on held-out calibration images)")
@@ -70,7 +71,8 @@ def add_quant_args(p: argparse.ArgumentParser, max_attn_bits: int = ATTN_BITS[1]
     g.add_argument("--population", type=int, default=None,
                    help=f"mixed precision: population, at least 2 (default {QuantConfig.mixed_population})")
     g.add_argument("--iterations", type=int, default=None,
-                   help=f"mixed precision: iterations, 0 = the coarse stage only (default {QuantConfig.mixed_iterations})")
+                   help="mixed precision: evolutionary iterations, 0 = none: the best coarse candidate by held-out "
+                        f"score (default {QuantConfig.mixed_iterations})")
     g.add_argument("--seed", type=int, default=None, help=f"mixed precision: search seed (default {QuantConfig.mixed_seed})")
 
 

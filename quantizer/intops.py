@@ -225,7 +225,7 @@ def softmax_int64_bound(tokens: int, pb: int, pc: int, exp_shift: int = 0, round
 
 def log_int_softmax(a: torch.Tensor, e_a: int | float, bits: int, exp_shift: int = 0,
                     rounding: str = "arithmetic") -> torch.Tensor:
-    """Log2 codes (4-bit by default) of softmax over the last axis of int8 logits a, from the
+    """Log2 codes of `bits` bits of softmax over the last axis of int8 logits a, from the
     logits' exponent e_a (the constants as the quantizer derives them; the tests' entry point).
 
     Returns int64 codes in [0, Z], Z = 2^bits - 1 meaning attention weight zero.

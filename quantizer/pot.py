@@ -3,8 +3,8 @@
 Every function returns a scale (a float; a power of two in PoT mode) and the error it
 minimized, so that the quantizer can report the total calibration error of a rounding mode.
 Rounding modes (numerics.md section 3): 'adaptive' tries floor(log2 s) + {-1, 0, 1, 2} and
-keeps the lowest error; 'nearest', 'floor', 'ceil' round log2 s; 'float' keeps s itself
-(the FQ-ViT-style float-scale counterpart).
+keeps the lowest error; 'nearest', 'floor', 'ceil' round log2 s; with pot=False the float scale s itself is
+kept (the FQ-ViT-style float-scale counterpart).
 """
 from __future__ import annotations
 

@@ -2,8 +2,9 @@
 
 `run(ir, images)` takes int8 images (u - 128, NCHW) and returns int64 logits and their
 exponent; with `trace=True` it also returns every intermediate integer tensor by layer
-name (see TRACE_POINTS). Integer matmuls go through float64 BLAS, which is exact here
-because every sum stays far below 2^53 (|x|, |w| <= 2^7 and K < 2^16 give |acc| < 2^30);
+name (see TRACE_POINTS). Integer matmuls go through float32 BLAS in runs whose partial sums
+stay below 2^24 (exact), summed in float64 (exact below 2^53: |x|, |w| <= 2^7 and K < 2^16
+give |acc| < 2^30), or through float64 where such runs would be short (exact_weights, imatmul);
 everything else is int64 arithmetic from quantizer.intops.
 """
 from __future__ import annotations

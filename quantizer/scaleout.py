@@ -128,8 +128,8 @@ def _local_run(k, start, images, labels):
 
 SCALEOUT_HELP = f"""
 where the images run (same rows, same summary on every engine):
-  default       local processes, one per core; fewer than {LOCAL_MIN_IMAGES} images (or --workers 1)
-                stay in this process
+  default       local processes, one per core; fewer than {LOCAL_MIN_IMAGES} images (without --workers)
+                or --workers 1 stay in this process
   --ray local   a Ray cluster started for this run on this machine
   --ray auto    the Ray cluster this machine belongs to (ray start --head / --address)
   --ray ADDR    the Ray cluster at ADDR (host:port or ray://host:10001)
@@ -190,7 +190,8 @@ class RayEngine:
 
 def choose_engine(ray: str | None, workers: int | None, n_images: int):
     """--ray ADDRESS -> Ray; else local processes, except for small runs or --workers 1, which stay
-    in this process (the rule: fewer than LOCAL_MIN_IMAGES images, or one worker)."""
+    in this process (the rule: one worker, or fewer than LOCAL_MIN_IMAGES images when no worker
+    count is given)."""
     if workers is not None and workers < 1:
         raise P2VitError(f"--workers must be at least 1, not {workers}")
     if ray is not None:
