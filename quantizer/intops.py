@@ -202,10 +202,20 @@ def log_codes_by_comparisons(ex: list[int], total: int, zero_code: int, rounding
     return [sum(1 for c in cs if e <= big // c and c * e <= s) for e in ex]
 
 
+EXP_TABLE_SIZE = 256   # d = max(a) - a of int8 logits: 0..255
+
+
 def softmax_exp(a: torch.Tensor, x0: int, pb: int, pc: int, exp_shift: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Steps 1-4 of 2.5 over the last axis of int8 logits a: (ex, sum)."""
-    x = (a - a.amax(dim=-1, keepdim=True)) << exp_shift
-    ex = int_exp(x, x0, pb, pc, exp_clamp(exp_shift))
+    """Steps 1-4 of 2.5 over the last axis of int8 logits a: (ex, sum). ex depends on d = max(a) - a
+    alone, so int8 logits (d <= 255) look it up in a table of int_exp at every d, as the C-sim's
+    fast path does (the same values, a fraction of the int64 arithmetic); wider inputs compute it."""
+    d = a.amax(dim=-1, keepdim=True) - a
+    n = exp_clamp(exp_shift)
+    if d.numel() and int(d.max()) < EXP_TABLE_SIZE:
+        table = int_exp(-(torch.arange(EXP_TABLE_SIZE, dtype=I64, device=a.device) << exp_shift), x0, pb, pc, n)
+        ex = table.index_select(0, d.reshape(-1).to(I64)).view(d.shape)
+    else:
+        ex = int_exp(-(d.to(I64) << exp_shift), x0, pb, pc, n)
     return ex, ex.sum(dim=-1, keepdim=True)
 
 
@@ -241,14 +251,33 @@ def log_int_softmax_c(a: torch.Tensor, x0: int, pb: int, pc: int, bits: int, exp
 
 
 def log_codes(ex: torch.Tensor, total: torch.Tensor, zero_code: int, rounding: str) -> torch.Tensor:
-    """Steps 5-6 of 2.5: code = #{t <= Z : ratio >= theta_t}."""
+    """Steps 5-6 of 2.5: code = #{t <= Z : ratio >= theta_t}. total: each element's sum, or the
+    rows' sums (last axis of size 1), which take numerics.md 2.5's per-row quotient form."""
+    if rounding not in ATTN_ROUNDINGS:
+        raise ValueError(f"attention rounding must be one of {', '.join(ATTN_ROUNDINGS)}, not {rounding!r}")
+    if total.dim() and total.shape[-1] == 1 and ex.dim() and ex.shape[-1] != 1:
+        return _log_codes_per_row(ex, total, zero_code, rounding)
     if rounding == "geometric":
         ratio, thr = div_floor(total << GEO_FRAC, ex), geometric_thresholds(zero_code)
-    elif rounding == "arithmetic":
-        ratio, thr = div_round(total, ex), log_round_thresholds(zero_code)
     else:
-        raise ValueError(f"attention rounding must be one of {', '.join(ATTN_ROUNDINGS)}, not {rounding!r}")
+        ratio, thr = div_round(total, ex), log_round_thresholds(zero_code)
     return torch.searchsorted(thr.to(ratio.device), ratio.contiguous(), right=True)
+
+
+def _log_codes_per_row(ex: torch.Tensor, total: torch.Tensor, zero_code: int, rounding: str) -> torch.Tensor:
+    """log_codes for rows of one sum each: code = #{t : ex <= L_t}, L_t = floor(S / c_t) once per row
+    and threshold (S = 2 sum and c_t = 2 theta_t - 1, arithmetic; S = sum << G and c_t = theta_t,
+    geometric), equal to the ratio form (numerics.md 2.5, per-row quotients): a division per row
+    and threshold instead of one per element."""
+    if rounding == "geometric":
+        s, c = total << GEO_FRAC, geometric_thresholds(zero_code).tolist()
+    else:
+        s, c = 2 * total, [2 * t - 1 for t in log_round_thresholds(zero_code).tolist()]
+    # S < 2^63 (section 4), so a c_t past int64 gives L_t = 0, below every ex >= 1: it never counts
+    c = torch.tensor([x for x in c if x < 1 << 63], dtype=I64, device=ex.device)
+    limits = div_floor(s, c)                      # (..., T), non-increasing in t
+    # #{t : L_t >= ex} = #{t : -L_t <= -ex}, and -L is ascending
+    return torch.searchsorted((-limits).contiguous(), (-ex).contiguous(), right=True)
 
 
 def uniform_softmax_c(a: torch.Tensor, x0: int, pb: int, pc: int, bits: int, exp_shift: int = 0) -> torch.Tensor:

@@ -115,6 +115,9 @@ class Reference:
         self.uniform = self.low.attn_uniform
         self.Z = (1 << self.attn_bits) - 1
         self.F = self.low.av_frac
+        # A.V's weight per log2 code c: 2^max(F - c, 0) for c < Z, 0 for Z (exact in float64)
+        self.av_weights = torch.tensor([float(1 << max(self.F - c, 0)) if c < self.Z else 0.0
+                                        for c in range(self.Z + 1)], dtype=torch.float64)
         self._wT = {}
         self._epi = {}
 
@@ -182,9 +185,9 @@ class Reference:
         else:
             codes = intops.log_int_softmax_c(a, lb.x0, lb.pb, lb.pc, self.attn_bits, self.low.exp_shift,
                                               self.low.attn_rounding)
-            # A.V on the shifter array: (v << F) >> code is exactly v * 2^(F - code) for code <= F.
-            weight = torch.where(codes < self.Z, torch.ones_like(codes) << (self.F - codes).clamp(min=0),
-                                 torch.zeros_like(codes))
+            # A.V on the shifter array: (v << F) >> code is exactly v * 2^(F - code) for code <= F, and
+            # 0 for code Z; looked up per code (Z + 1 entries) straight into the matmul's float64
+            weight = self.av_weights.index_select(0, codes.reshape(-1)).view(codes.shape)
         keep(p + "codes", codes)
         o = imatmul(weight, v)
         o = intops.requant(o, lb.shift_av, 8)

@@ -680,6 +680,39 @@ def test_log_codes_by_comparisons_equal_the_divider(total, data, bits, geometric
     assert intops.log_codes_by_comparisons(ex, total, Z, rounding) == want
 
 
+@MEDIUM
+@given(total=st.integers(1, 2 ** 63 - 1), data=st.data(), bits=st.integers(1, 16), geometric=st.booleans())
+def test_log_codes_per_row_equal_the_ratio_form(total, data, bits, geometric):
+    """The reference's per-row quotient form (rows of one sum: a division per row and threshold)
+    == the ratio form with a divider per element, for sums over the whole range numerics.md 4
+    allows and every ex in [1, sum], ends and powers of two included."""
+    rounding = "geometric" if geometric else "arithmetic"
+    limit = (2 ** 63 - 1) >> intops.GEO_FRAC if geometric else (2 ** 63 - 1) // 3
+    total = min(total, limit)
+    rows = data.draw(st.lists(st.lists(st.one_of(st.integers(1, total), st.sampled_from([1, total, max(1, total // 2)]),
+                                                 st.integers(0, 62).map(lambda k: min(total, 2 ** k))),
+                                       min_size=2, max_size=12), min_size=1, max_size=3))
+    width = min(len(r) for r in rows)
+    ex = t64([r[:width] for r in rows])
+    sums = t64([[total]] * len(rows))
+    Z = 2 ** bits - 1
+    assert torch.equal(intops.log_codes(ex, sums, Z, rounding), intops.log_codes(ex, sums.expand_as(ex), Z, rounding))
+
+
+@pytest.mark.parametrize("E", [0, 4])
+def test_softmax_exp_table_equals_the_arithmetic(E):
+    """softmax_exp looks ex up by d = max(a) - a for int8 logits: the same values as int_exp on
+    every element, on rows that reach d = 255 and on inputs wider than int8 (computed directly)."""
+    x0, pb, pc = intops.lis_constants(-3, E)
+    g = torch.Generator().manual_seed(E)
+    a = torch.randint(-128, 128, (4, 3, 70), generator=g, dtype=torch.int64)
+    a[0, 0, 0], a[0, 0, 1:] = 127, -128
+    for logits in (a, a * 3):   # a * 3: d up to 765, past the table
+        ex, total = intops.softmax_exp(logits, x0, pb, pc, E)
+        want = intops.int_exp((logits - logits.amax(dim=-1, keepdim=True)) << E, x0, pb, pc, intops.exp_clamp(E))
+        assert torch.equal(ex, want) and torch.equal(total, want.sum(dim=-1, keepdim=True))
+
+
 @pytest.mark.parametrize("geometric", [False, True])
 def test_log_codes_by_comparisons_at_every_threshold(geometric):
     """At each threshold's boundary, S = c_t * ex and S = c_t * ex - 1, the comparison form
