@@ -269,12 +269,9 @@ def _log_codes_per_row(ex: torch.Tensor, total: torch.Tensor, zero_code: int, ro
     and threshold (S = 2 sum and c_t = 2 theta_t - 1, arithmetic; S = sum << G and c_t = theta_t,
     geometric), equal to the ratio form (numerics.md 2.5, per-row quotients): a division per row
     and threshold instead of one per element."""
-    if rounding == "geometric":
-        s, c = total << GEO_FRAC, geometric_thresholds(zero_code).tolist()
-    else:
-        s, c = 2 * total, [2 * t - 1 for t in log_round_thresholds(zero_code).tolist()]
+    s = total << GEO_FRAC if rounding == "geometric" else 2 * total
     # S < 2^63 (section 4), so a c_t past int64 gives L_t = 0, below every ex >= 1: it never counts
-    c = torch.tensor([x for x in c if x < 1 << 63], dtype=I64, device=ex.device)
+    c = torch.tensor([x for x in log_code_multipliers(zero_code, rounding) if x < 1 << 63], dtype=I64, device=ex.device)
     limits = div_floor(s, c)                      # (..., T), non-increasing in t
     # #{t : L_t >= ex} = #{t : -L_t <= -ex}, and -L is ascending
     return torch.searchsorted((-limits).contiguous(), (-ex).contiguous(), right=True)
