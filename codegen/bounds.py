@@ -9,6 +9,8 @@ import math
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from quantizer import intops
 from quantizer.errors import P2VitError
 from quantizer.ir import QuantizedViT
@@ -62,7 +64,7 @@ def compute_bounds(ir: QuantizedViT, hw: HwConfig) -> Bounds:
             raise P2VitError(f"static bound violated: {what} can reach {value}, more than a signed "
                              f"{limit_bits}-bit value holds ({why}); this model/configuration is not supported")
 
-    # MAC accumulators hold the raw dot product; the bias is added in the 64-bit epilogue. The
+    # MAC accumulators hold the raw dot product; the bias is added in the epilogue (32 bits). The
     # width comes from the format's worst case, |x| <= 2^7 and |w| <= 2^(bits-1), not from the
     # calibrated weights, so every calibration of the model fits the same hardware.
     low = lower(ir)
@@ -81,6 +83,16 @@ def compute_bounds(ir: QuantizedViT, hw: HwConfig) -> Bounds:
     av = av_sum_bound(N, q["attn_bits"])
     av_acc_bits = bits_for(av)
     prove("shifter array sum |sum_j (v << F) >> code|", av, 32, f"N * 2^7 * 2^F with F = {F}")
+    # requant of int32 values (acc + bias, the logits, the A.V sum) runs on a 32-bit datapath
+    # (arith.h requant32): the same value as the 64-bit requant of the reference while that one's
+    # left shift stays in rshift_round's domain |v * 2^-k| < 2^62, i.e. k >= -31; and the shifts are
+    # int8 fields or descriptor values read as int, so k <= 127 (numerics.md 4)
+    shifts = [low.embed.shift, *(lw.shift for lw in low.linear.values()),
+              *(np.asarray([b.shift_qk, b.shift_av]) for b in low.blocks)]
+    k_min, k_max = min(int(np.min(k)) for k in shifts), max(int(np.max(k)) for k in shifts)
+    prove("requant left shift -k of int32 values (linear layers, embedding, head, Q.K^T, A.V)", max(0, -k_min), 6,
+          "k >= -31: |v * 2^-k| < 2^62 for |v| < 2^31, so the 32-bit requant equals the 64-bit one (numerics.md 4)")
+    prove("requant right shift k of int32 values (same)", max(0, k_max), 8, "an int8 shift field: k <= 127")
     for i in range(ir.depth):
         p = f"blocks.{i}.attn."
         pb, pc = ir.i(p + "pb"), ir.i(p + "pc")

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from quantizer.errors import P2VitError
 from quantizer.intops import int_layernorm_stats
 from quantizer.ir import QuantizedViT
 from quantizer.lowered import Lowered, lower
@@ -190,6 +191,18 @@ def cls_ln_stats(low: Lowered) -> dict[str, int]:
     return {"embed.cls_s1": int(s1), "embed.cls_sd": int(sd)}
 
 
+def narrow(name: str, values, dtype) -> np.ndarray:
+    """values as the blob's dtype, or a one-line P2VitError if one does not fit it (astype would
+    wrap it silently, and the accelerator would compute with another value than the reference)."""
+    a = np.asarray(values)
+    info = np.iinfo(dtype)
+    if a.size and (int(a.min()) < info.min or int(a.max()) > info.max):
+        raise P2VitError(f"{name}: values {int(a.min())}..{int(a.max())} do not fit the parameter blob's "
+                         f"{np.dtype(dtype).name} field ({info.min}..{info.max}); this calibration cannot run on the "
+                         "generated hardware: re-quantize the model, and report it if it persists")
+    return a.astype(dtype)
+
+
 def build_layout(ir: QuantizedViT, rows: int, cols: int, simd: int, axi_bits: int = 128,
                  low: Lowered | None = None, weight_ports: int = 1, qkv_heads: int | None = None) -> Layout:
     """qkv_heads: heads per QKV head group (qkv_column_order; default all heads, one group)."""
@@ -203,35 +216,35 @@ def build_layout(ir: QuantizedViT, rows: int, cols: int, simd: int, axi_bits: in
     def linear(name, lw, order=None):
         w, b, sh = (lw.w, lw.b, lw.shift) if order is None else (lw.w[order], lw.b[order], lw.shift[order])
         L.add(name + ".w", plane_weights(w, cols, simd, lw.bits, weight_ports, ab))
-        L.add(name + ".b", b.astype(np.int32))
-        L.add(name + ".shift", sh.astype(np.int8))
+        L.add(name + ".b", narrow(name + ".b", b, np.int32))
+        L.add(name + ".shift", narrow(name + ".shift", sh, np.int8))
 
     meta = ir.meta["model"]
     qkv_order = qkv_column_order(meta["dim"], meta["heads"], qkv_heads or meta["heads"])
 
     def layernorm(name, ln):
-        L.add(name + ".k", ln.k.astype(np.uint8))
-        L.add(name + ".G", ln.G.astype(np.int16))
-        L.add(name + ".B", ln.B.astype(np.int64))
-        L.add(name + ".sh", ln.sh.astype(np.int8))
+        L.add(name + ".k", narrow(name + ".k", ln.k, np.uint8))
+        L.add(name + ".G", narrow(name + ".G", ln.G, np.int16))
+        L.add(name + ".B", narrow(name + ".B", ln.B, np.int64))
+        L.add(name + ".sh", narrow(name + ".sh", ln.sh, np.int8))
 
     res_dtype = np.int16 if low.res_bits > 8 else np.int8
     L.add("embed.w", plane_weights(low.embed.w, cols, simd, low.embed.bits, weight_ports, ab))
-    L.add("embed.bias", row_embed_bias(low.embed.b.astype(np.int32), rows, cols, ab, weight_ports))
-    L.add("embed.shift", low.embed.shift.astype(np.int8))
-    L.add("embed.cls", low.embed_cls.astype(res_dtype))
-    L.add("embed.e", low.e_embed.astype(np.int8))
+    L.add("embed.bias", row_embed_bias(narrow("embed.bias", low.embed.b, np.int32), rows, cols, ab, weight_ports))
+    L.add("embed.shift", narrow("embed.shift", low.embed.shift, np.int8))
+    L.add("embed.cls", narrow("embed.cls", low.embed_cls, res_dtype))
+    L.add("embed.e", narrow("embed.e", low.e_embed, np.int8))
     for i, b in enumerate(low.blocks):
         p = f"blocks.{i}."
         layernorm(p + "ln1", b.ln1)
         linear(p + "qkv", low.linear[b.qkv], qkv_order)
         linear(p + "proj", low.linear[b.proj])
-        L.add(p + "res1.e", b.e_res1.astype(np.int8))
+        L.add(p + "res1.e", narrow(p + "res1.e", b.e_res1, np.int8))
         layernorm(p + "ln2", b.ln2)
         linear(p + "fc1", low.linear[b.fc1])
-        L.add(p + "gelu.lut", b.gelu_lut.astype(np.int8))
+        L.add(p + "gelu.lut", narrow(p + "gelu.lut", b.gelu_lut, np.int8))
         linear(p + "fc2", low.linear[b.fc2])
-        L.add(p + "res2.e", b.e_res2.astype(np.int8))
+        L.add(p + "res2.e", narrow(p + "res2.e", b.e_res2, np.int8))
     layernorm("norm", low.norm)
     # The drained layers' reduction loops read on for up to one tile's steps past their weights
     # (kernels/p2vit/layers.h main_array: the drain tail keeps the read unconditional, so the burst

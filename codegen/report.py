@@ -135,7 +135,8 @@ def write_report(out: Path, ir: QuantizedViT, hw: HwConfig, rendered, info: dict
              *perf_lines,
              "", "## Static bounds", "",
              f"MAC accumulators are {b.acc_bits}-bit (`ACC_BITS`), the shifter array's {b.av_acc_bits}-bit "
-             "(`AV_ACC_BITS`); biases, shifts and LayerNorm run in 64-bit epilogues.", "",
+             "(`AV_ACC_BITS`); the bias adds and the requant of int32 values run on 32 bits (`requant32`), "
+             "LayerNorm's output and the residual add on 64.", "",
              "| quantity | worst case | bits needed | held in | why it cannot overflow |", "|---|---:|---:|---:|---|"]
     for r in b.rows:
         lines.append(md_row(r['what'], r['bound'], r['bits'], r['limit_bits'], r['why']))

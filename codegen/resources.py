@@ -28,8 +28,12 @@ LUT_COSTS = {
     "pe_pack": 10,           # per column pair and SIMD lane: the packed weight w1 * 2^18 + w0 (w1 less w0's sign,
                              # ~9 bits), shared by the rows
     "pe_accumulator": 34,    # per acc[n][o]: a 32-bit adder and the clear multiplexer
-    "epilogue_lane": 450,    # a requant lane: 64-bit round-half-up shift (~6 LUT levels x 64 bits / 2), saturation, bias add
-    "residual_lane": 1_000,  # a requant lane, two alignment shifts of ~24 bits, the add and a second requant
+    "epilogue_lane": 250,    # a requant lane on 32 bits (arith.h requant32): the 32-bit bias add (32), the right shift by
+                             # 0..31 (3 levels of 4:1 multiplexers x 32 bits: 96), bit k-1 (~11), the round's increment (32),
+                             # the clamp (~24), the left shift's two limit compares and 8-bit shift (~50). Until
+                             # session 42 a 64-bit requant (~6 LUT levels x 64 bits / 2, 64-bit add and clamp): 450
+    "residual_lane": 800,    # a 32-bit requant lane (250), two alignment shifts of ~24 bits, the add and the second
+                             # requant, of the 64-bit t (until session 42, with a 64-bit first requant: 1,000)
     "acc_row_mux": 1,        # per accumulator bit and 4 rows: a LUT6 4:1 multiplexer (MUXF7/F8 join them)
     "max_node": 12,          # an 8-bit compare (8 LUTs on the carry chain) and an 8-bit 2:1 multiplexer (4 dual LUT6)
     "gelu_lookup": 560,      # a 256-way multiplexer of 8 bits from the registered table (~70 LUT6 + MUXF7/F8 per bit)

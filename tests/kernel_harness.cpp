@@ -116,6 +116,16 @@ arr requant_t(const arr& v, const arr& k) {
   return o;
 }
 
+template <int BITS>
+arr requant32_t(const arr& v, const arr& k) {
+  need_same(v, k, "requant32");
+  arr o = like(v);
+  auto pv = v.data(); auto pk = k.data(); auto po = o.mutable_data();
+  for (py::ssize_t i = 0; i < v.size(); ++i)
+    po[i] = out64(p2vit::requant32<BITS>(in_s<32>(pv[i], "requant32 v"), int(pk[i])));
+  return o;
+}
+
 #define P2VIT_SAT_BITS(X) X(1) X(2) X(4) X(5) X(8) X(12) X(16) X(24) X(31) X(32) X(33) X(48) X(63) X(64)
 
 arr sat_v(arr v, int bits) {
@@ -125,6 +135,26 @@ arr sat_v(arr v, int bits) {
 #undef X
     default: unsupported("sat", bits);
   }
+}
+
+#define P2VIT_REQUANT32_BITS(X) X(2) X(4) X(5) X(8) X(12) X(16) X(24) X(31) X(32)
+
+arr requant32_v(arr v, arr k, int bits) {
+  switch (bits) {
+#define X(B) case B: return requant32_t<B>(v, k);
+    P2VIT_REQUANT32_BITS(X)
+#undef X
+    default: unsupported("requant32", bits);
+  }
+}
+
+arr add_i32_v(arr a, arr b) {
+  need_same(a, b, "add_i32");
+  arr o = like(a);
+  auto pa = a.data(); auto pb = b.data(); auto po = o.mutable_data();
+  for (py::ssize_t i = 0; i < a.size(); ++i)
+    po[i] = out64(p2vit::add_i32(in_s<32>(pa[i], "add_i32 a"), in_s<32>(pb[i], "add_i32 b")));
+  return o;
 }
 
 arr requant_v(arr v, arr k, int bits) {
@@ -1215,6 +1245,8 @@ PYBIND11_MODULE(P2VIT_MODNAME, m) {
   m.def("rshift_round", &rshift_round_v, py::arg("v"), py::arg("k"));
   m.def("sat", &sat_v, py::arg("v"), py::arg("bits"));
   m.def("requant", &requant_v, py::arg("v"), py::arg("k"), py::arg("bits"));
+  m.def("requant32", &requant32_v, py::arg("v"), py::arg("k"), py::arg("bits"));
+  m.def("add_i32", &add_i32_v, py::arg("a"), py::arg("b"));
   m.def("div_floor", &div_floor_v, py::arg("a"), py::arg("b"));
   m.def("div_round", &div_round_v, py::arg("a"), py::arg("b"));
   m.def("div_round_s", &div_round_s_v, py::arg("a"), py::arg("b"), py::arg("nb"));

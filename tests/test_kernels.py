@@ -248,6 +248,59 @@ def test_requant(kern):
     check(kern.requant(v2, A([-8, -8, -20]), 32), [(1 << 31) - 1, -(1 << 31), (1 << 31) - 1])
 
 
+# The epilogue tests' accumulators are below 2^26; biases up to B_max = 2^31 - 1 - 2^26 keep acc + b
+# inside int32, as numerics.md 2.3 does for every layer (the epilogues add them on 32 bits)
+BIAS_LIMIT = (1 << 31) - 1 - (1 << 26)
+REQUANT32_BITS = [2, 4, 5, 8, 12, 16, 24, 31, 32]   # kernel_harness.cpp P2VIT_REQUANT32_BITS
+
+
+def _requant_exact(v: int, k: int, bits: int) -> int:
+    """sat(rshift_round(v, k), bits) in exact Python integers (no 64-bit wrap for any k)."""
+    r = (v + (1 << (k - 1))) >> k if k > 0 else v << -k
+    hi = (1 << (bits - 1)) - 1
+    return max(-hi - 1, min(hi, r))
+
+
+def test_requant32_equals_requant(kern):
+    """numerics.md 4 "Requant of int32 values": the 32-bit datapath gives requant's value on every
+    int32 and every shift of an int8 field, at every threshold of the round and the clamp."""
+    rng = np.random.default_rng(41)
+    i32_min, i32_max = -(1 << 31), (1 << 31) - 1
+    ks = np.arange(-128, 128)
+    for bits in REQUANT32_BITS:
+        hi = (1 << (bits - 1)) - 1
+        vs, kk = [], []
+        for k in ks.tolist():
+            if k > 0:   # the ties of the round (t * 2^k - 2^(k-1)) and the clamp's edges, +-1
+                edges = [t * (1 << k) + d * (1 << (k - 1)) + e for t in (hi, -hi - 1, 0, 1, -1) for d in (-1, 0, 1)
+                         for e in (-1, 0, 1)]
+            else:       # the left shift's saturation limits floor(hi / 2^s), ceil(lo / 2^s), +-1
+                s = -k
+                edges = [x + e for x in (hi >> s, -((hi + 1) >> s), 0) for e in (-1, 0, 1)]
+            edges += [i32_min, i32_min + 1, i32_max, i32_max - 1, 0, 1, -1]
+            edges += rng.integers(i32_min, i32_max + 1, 40).tolist()
+            edges = [x for x in edges if i32_min <= x <= i32_max]
+            vs += edges
+            kk += [k] * len(edges)
+        v, k = A(vs), A(kk)
+        want = A([_requant_exact(a, b, bits) for a, b in zip(vs, kk)])
+        check(kern.requant32(v, k, bits), want, v=v, k=k)
+        # requant (64 bits, C++ and torch) agrees where its left shift cannot wrap: k >= -32
+        ok = k >= -32
+        check(kern.requant(v[ok], k[ok], bits), want[ok], v=v[ok], k=k[ok])
+        in_ref = ok & (k <= 62)   # intops' domain (numerics.md 1)
+        check(intops.requant(T(v[in_ref]), T(k[in_ref]), bits), want[in_ref])
+
+
+def test_add_i32(kern):
+    rng = np.random.default_rng(42)
+    a = rng.integers(-(1 << 30), 1 << 30, 5000)
+    b = rng.integers(-(1 << 30), 1 << 30, 5000)
+    a = np.concatenate([a, A([(1 << 31) - 1, -(1 << 31), (1 << 31) - 2, 0])])
+    b = np.concatenate([b, A([0, 0, 1, -(1 << 31)])])
+    check(kern.add_i32(a, b), a + b, a=a, b=b)
+
+
 def test_div_floor_div_round(kern):
     rng = np.random.default_rng(5)
     n = 20000
@@ -995,7 +1048,7 @@ def test_epi_gelu(kern, traced):
     rng = np.random.default_rng(24)
     for trial in range(12):
         acc = rng.integers(-(1 << 26), 1 << 26, (3, 8))
-        bias = rng.integers(-(1 << 31), 1 << 31, 20)
+        bias = rng.integers(-BIAS_LIMIT, BIAS_LIMIT + 1, 20)
         shift = rng.integers(-8, 40, 20)
         if trial == 0:
             acc[0, :] = (1 << 26) - 1
@@ -1061,7 +1114,7 @@ def test_epi_qkv(kern):
         q = rng.integers(-128, 128, (N, D))
         k = rng.integers(-128, 128, (H, N, DH))
         v = rng.integers(-128, 128, (H, N, DH))
-        bias = rng.integers(-(1 << 31), 1 << 31, 3 * D)
+        bias = rng.integers(-BIAS_LIMIT, BIAS_LIMIT + 1, 3 * D)
         shift = rng.integers(-8, 40, 3 * D)
         shift[:4] = A([0, -8, 63, 127])
         for n0 in (0, 3, 6):

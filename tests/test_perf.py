@@ -129,6 +129,40 @@ def test_bias_bound_follows_the_layer_weight_bits(tiny_lm):
         compute_bounds(ir, TINY_HW)
 
 
+def test_requant_shifts_of_int32_values_are_bounded(tiny_ir):
+    """numerics.md 4, "Requant of int32 values": a shift from -31 to 127 is accepted (the 32-bit
+    requant equals the 64-bit one there), -32 and 128 are refused by name before any hardware."""
+    import copy
+
+    name = "blocks.1.proj"
+    for delta_ok, delta_bad, what in ((-31, -32, "left shift"), (127, 128, "right shift")):
+        ir = copy.deepcopy(tiny_ir)
+        e_y = ir.tensors[name + ".e_y"].copy()
+        base = int(e_y[0]) - ir.i(name + ".e_x") - int(ir.tensors[name + ".e_w"][0])   # channel 0's shift
+        e_y[0] += delta_ok - base
+        ir.tensors[name + ".e_y"] = e_y
+        compute_bounds(ir, TINY_HW)
+        e_y[0] += delta_bad - delta_ok
+        with pytest.raises(P2VitError, match=f"static bound violated: requant {what} "):
+            compute_bounds(ir, TINY_HW)
+
+
+def test_blob_fields_refuse_values_they_cannot_hold(tiny_ir):
+    """A value outside its blob field's type (an int8 shift of 128) stops the layout with the
+    field's name, where astype would have wrapped it to -128."""
+    import copy
+
+    from codegen.layout import build_layout
+
+    ir = copy.deepcopy(tiny_ir)
+    build_layout(ir, TINY_HW.rows, TINY_HW.cols, TINY_HW.simd)
+    sh = ir.tensors["blocks.0.ln1.sh"].astype(np.int16)   # an IR from elsewhere: int8 cannot hold 128
+    sh[3] = 128
+    ir.tensors["blocks.0.ln1.sh"] = sh
+    with pytest.raises(P2VitError, match=r"blocks\.0\.ln1\.sh: values .*128 do not fit the parameter blob's int8"):
+        build_layout(ir, TINY_HW.rows, TINY_HW.cols, TINY_HW.simd)
+
+
 def test_model_agrees_with_the_build_report(tiny):
     """Trip counts and buffer sizes are the ones codegen/bounds.py writes into report.md."""
     ir, _ = tiny

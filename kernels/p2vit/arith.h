@@ -6,6 +6,8 @@
 //   rshift_round(v, k)         round-half-up right shift (k < 0: left shift)
 //   sat<BITS>(v)               clamp to the signed range of BITS bits
 //   requant<BITS>(v, k)        sat<BITS>(rshift_round(v, k))
+//   add_i32(a, b)              a + b narrowed to int32 (a sum section 4 keeps in int32)
+//   requant32<BITS>(v, k)      requant<BITS> of an int32 v on a 32-bit datapath
 //   div_floor(a, b)            floor(a / b), b > 0
 //   div_round(a, b)            round-half-up a / b, b > 0
 //   div_round_u<NB, DB>(a, b)  div_round on an NB-bit by DB-bit unsigned divider (0 <= a < 2^NB)
@@ -98,6 +100,45 @@ inline sint<BITS> sat(i64 v) {
 template <int BITS>
 inline sint<BITS> requant(i64 v, int k) {
   return sat<BITS>(rshift_round(v, k));
+}
+
+// add_i32(a, b): a + b as an int32, for sums numerics.md section 4 keeps inside int32 (an accumulator
+// and its bias). Formed in 64 bits and narrowed, so the C-sim has no signed overflow; the HLS build
+// keeps the low 32 bits of the add: a 32-bit adder.
+template <class A, class B>
+inline i32 add_i32(const A& a, const B& b) {
+  return i32(i64(a) + i64(b));
+}
+
+// requant32<BITS>(v, k): requant<BITS>(v, k) of an int32 v on a 32-bit datapath (numerics.md 4,
+// "Requant of int32 values"), instead of requant's 64 bits: the exact value of sat(rshift_round(v, k))
+// for every k, which is requant's wherever its 64-bit left shift does not wrap (k >= -32; the
+// generator keeps these shifts in [-31, 127]).
+//   k >= 32: 0 (|v| < 2^31: floor(v / 2^k) is 0 or -1 and bit k-1 is the sign, so they add to 0);
+//   0 <= k <= 31: (v >> k) + bit k-1 of v, below 2^30 in magnitude for k >= 1, then the clamp;
+//   k < 0, s = -k: v * 2^s saturates high iff v > floor(hi / 2^s) and low iff v < ceil(lo / 2^s)
+//     = -floor(2^(BITS-1) / 2^s); in between it is in range and v << s is exact. For s >= 31 both
+//     limits are 0, so s is clamped to 31 and any nonzero v saturates.
+//   BITS: width of the result, 2..32. v: int32 value; k: shift amount (any int).
+template <int BITS>
+inline sint<BITS> requant32(i32 v, int k) {
+  static_assert(BITS >= 2 && BITS <= 32, "requant32<BITS>: BITS in 2..32");
+  constexpr std::int32_t hi = std::int32_t(detail::smax(BITS)), lo = -hi - 1;
+  if (k >= 32) return sint<BITS>(0);
+  if (k >= 0) {
+    const i32 q = i32(v >> k);                              // floor(v / 2^k)
+    const i32 half = k > 0 ? i32((v >> (k - 1)) & 1) : i32(0);   // bit k-1: the dropped part >= 2^(k-1)
+    const i32 r = i32(q + half);                            // no overflow: |q| < 2^30 when k >= 1
+    if (r > hi) return sint<BITS>(hi);
+    if (r < lo) return sint<BITS>(lo);
+    return sint<BITS>(r);
+  }
+  const int s = k < -31 ? 31 : -k;                                               // 1..31
+  const i32 up = i32(hi >> s);                                                   // floor(hi / 2^s)
+  const i32 down = i32(-std::int32_t((std::uint32_t(1) << (BITS - 1)) >> s));   // ceil(lo / 2^s)
+  if (v > up) return sint<BITS>(hi);
+  if (v < down) return sint<BITS>(lo);
+  return sint<BITS>(i32(u32(v) << s));   // in [lo, hi]: the low bits of the shift are the value
 }
 
 namespace detail {
