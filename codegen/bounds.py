@@ -56,13 +56,15 @@ def compute_bounds(ir: QuantizedViT, hw: HwConfig) -> Bounds:
     F = av_shift(q["attn_bits"])
     rows: list[dict] = []
 
-    def prove(what: str, value: int, limit_bits: int, why: str):
-        ok = value < 2 ** (limit_bits - 1)
+    def prove(what: str, value: int, limit_bits: int, why: str, limit: int | None = None):
+        """value < 2^(limit_bits - 1), or value <= limit where the limit is not a width."""
+        ok = value < 2 ** (limit_bits - 1) if limit is None else value <= limit
         rows.append({"what": what, "bound": int(value), "bits": bits_for(int(value)),
                      "limit_bits": limit_bits, "why": why, "ok": ok})
         if not ok:
-            raise P2VitError(f"static bound violated: {what} can reach {value}, more than a signed "
-                             f"{limit_bits}-bit value holds ({why}); this model/configuration is not supported")
+            most = f"a signed {limit_bits}-bit value holds" if limit is None else f"the limit {limit}"
+            raise P2VitError(f"static bound violated: {what} can reach {value}, more than {most} "
+                             f"({why}); this model/configuration is not supported")
 
     # MAC accumulators hold the raw dot product; the bias is added in the epilogue (32 bits). The
     # width comes from the format's worst case, |x| <= 2^7 and |w| <= 2^(bits-1), not from the
@@ -83,16 +85,18 @@ def compute_bounds(ir: QuantizedViT, hw: HwConfig) -> Bounds:
     av = av_sum_bound(N, q["attn_bits"])
     av_acc_bits = bits_for(av)
     prove("shifter array sum |sum_j (v << F) >> code|", av, 32, f"N * 2^7 * 2^F with F = {F}")
-    # requant of int32 values (acc + bias, the logits, the A.V sum) runs on a 32-bit datapath
-    # (arith.h requant32): the same value as the 64-bit requant of the reference while that one's
-    # left shift stays in rshift_round's domain |v * 2^-k| < 2^62, i.e. k >= -31; and the shifts are
-    # int8 fields or descriptor values read as int, so k <= 127 (numerics.md 4)
+    # requant of int32 values (acc + bias, the logits, the A.V sum; |v| <= 2^31 - 1 by the bounds
+    # above) runs on a 32-bit datapath (arith.h requant32): the same value as the 64-bit requant of
+    # the reference while the shift stays in rshift_round's domain (numerics.md 1: k <= 62 and
+    # |v * 2^-k| < 2^62, i.e. k >= -31 here); the hardware takes k as an int8 (numerics.md 4)
     shifts = [low.embed.shift, *(lw.shift for lw in low.linear.values()),
               *(np.asarray([b.shift_qk, b.shift_av]) for b in low.blocks)]
     k_min, k_max = min(int(np.min(k)) for k in shifts), max(int(np.max(k)) for k in shifts)
     prove("requant left shift -k of int32 values (linear layers, embedding, head, Q.K^T, A.V)", max(0, -k_min), 6,
-          "k >= -31: |v * 2^-k| < 2^62 for |v| < 2^31, so the 32-bit requant equals the 64-bit one (numerics.md 4)")
-    prove("requant right shift k of int32 values (same)", max(0, k_max), 8, "an int8 shift field: k <= 127")
+          "k >= -31: |v * 2^-k| < 2^62 for |v| < 2^31, so the 32-bit requant equals the 64-bit one (numerics.md 4)",
+          limit=31)
+    prove("requant right shift k of int32 values (same)", max(0, k_max), 7,
+          "k <= 62, the domain of rshift_round (numerics.md 1) and an int8 in the hardware", limit=62)
     for i in range(ir.depth):
         p = f"blocks.{i}.attn."
         pb, pc = ir.i(p + "pb"), ir.i(p + "pc")

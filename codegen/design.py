@@ -12,6 +12,8 @@ import functools
 import math
 from dataclasses import replace
 
+from quantizer import intops
+
 from .hwconfig import HwConfig, cdiv
 from .model_shape import ModelShape
 
@@ -94,6 +96,12 @@ def img_banks(hw: HwConfig, patch: int) -> int:
     per cycle with at most two writes per bank."""
     pl = patch_lanes(hw, patch)
     return pl * cdiv(hw.axi_bytes // 2, pl)
+
+
+def ln_quotient_bits(d: int) -> int:
+    """QB: the quotient bits LayerNorm's divider makes, those of |z| <= isqrt((D-1) * 2^(2 F_ln + 2)) + 1
+    (numerics.md 4; kernels/p2vit/rows.h ln_quotient_bits, F_ln = 10): 16 at D = 768."""
+    return (math.isqrt((d - 1) << (2 * intops.LN_FRAC_BITS + 2)) + 1).bit_length()
 
 
 def load_lanes(hw: HwConfig) -> int:

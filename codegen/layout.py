@@ -213,8 +213,19 @@ def build_layout(ir: QuantizedViT, rows: int, cols: int, simd: int, axi_bits: in
     L.size = descriptors_size(ab, depth)
     L.size = cdiv(L.size, ALIGN) * ALIGN
 
+    def weights_in_range(name, w, bits):
+        """w as int8 after checking it lies in the layer's signed `bits` range (the 4-bit packing
+        masks with 0x0F, the 8-bit plane casts: both would wrap a value outside it)."""
+        lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+        w = np.asarray(w)
+        if w.size and (int(w.min()) < lo or int(w.max()) > hi):
+            raise P2VitError(f"{name}: weights {int(w.min())}..{int(w.max())} outside the layer's {bits}-bit range "
+                             f"({lo}..{hi}); this IR cannot run on the generated hardware: re-quantize the model")
+        return w
+
     def linear(name, lw, order=None):
         w, b, sh = (lw.w, lw.b, lw.shift) if order is None else (lw.w[order], lw.b[order], lw.shift[order])
+        w = weights_in_range(name + ".w", w, lw.bits)
         L.add(name + ".w", plane_weights(w, cols, simd, lw.bits, weight_ports, ab))
         L.add(name + ".b", narrow(name + ".b", b, np.int32))
         L.add(name + ".shift", narrow(name + ".shift", sh, np.int8))
@@ -229,7 +240,8 @@ def build_layout(ir: QuantizedViT, rows: int, cols: int, simd: int, axi_bits: in
         L.add(name + ".sh", narrow(name + ".sh", ln.sh, np.int8))
 
     res_dtype = np.int16 if low.res_bits > 8 else np.int8
-    L.add("embed.w", plane_weights(low.embed.w, cols, simd, low.embed.bits, weight_ports, ab))
+    L.add("embed.w", plane_weights(weights_in_range("embed.w", low.embed.w, low.embed.bits), cols, simd,
+                                   low.embed.bits, weight_ports, ab))
     L.add("embed.bias", row_embed_bias(narrow("embed.bias", low.embed.b, np.int32), rows, cols, ab, weight_ports))
     L.add("embed.shift", narrow("embed.shift", low.embed.shift, np.int8))
     L.add("embed.cls", narrow("embed.cls", low.embed_cls, res_dtype))

@@ -28,11 +28,13 @@ LUT_COSTS = {
     "pe_pack": 10,           # per column pair and SIMD lane: the packed weight w1 * 2^18 + w0 (w1 less w0's sign,
                              # ~9 bits), shared by the rows
     "pe_accumulator": 34,    # per acc[n][o]: a 32-bit adder and the clear multiplexer
-    "epilogue_lane": 250,    # a requant lane on 32 bits (arith.h requant32): the 32-bit bias add (32), the right shift by
-                             # 0..31 (3 levels of 4:1 multiplexers x 32 bits: 96), bit k-1 (~11), the round's increment (32),
-                             # the clamp (~24), the left shift's two limit compares and 8-bit shift (~50). Until
-                             # session 42 a 64-bit requant (~6 LUT levels x 64 bits / 2, 64-bit add and clamp): 450
-    "residual_lane": 800,    # a 32-bit requant lane (250), two alignment shifts of ~24 bits, the add and the second
+    "epilogue_lane": 280,    # a requant lane on 32 bits (arith.h requant32): the 32-bit bias add (32), the right shift by
+                             # 0..30 (3 levels of 4:1 multiplexers x 32 bits: 96), the round's increment (32), the clamp
+                             # (~24), the left shift's two limit compares and shift of the result bits (~50), the output
+                             # multiplexer of its four sources (~16) and the decoding of k (~10); lanes without a bias
+                             # (logits, A.V) counted alike. Until session 42 a 64-bit requant (~6 LUT levels x 64 bits / 2,
+                             # 64-bit add and clamp): 450
+    "residual_lane": 830,    # a 32-bit requant lane (280), two alignment shifts of ~24 bits, the add and the second
                              # requant, of the 64-bit t (until session 42, with a 64-bit first requant: 1,000)
     "acc_row_mux": 1,        # per accumulator bit and 4 rows: a LUT6 4:1 multiplexer (MUXF7/F8 join them)
     "max_node": 12,          # an 8-bit compare (8 LUTs on the carry chain) and an 8-bit 2:1 multiplexer (4 dual LUT6)
@@ -46,8 +48,11 @@ LUT_COSTS = {
                              # Until session 29 the lane had 15 separate constant multipliers in canonical signed
                              # digits (~78 adders): 6,500
     "shifter": 75,           # per A.V channel and key lane: a 23-bit barrel shift by 0..15 (2 LUT levels) and its adder
-    "layernorm_lane": 1_800,  # a normalizing lane: one pipelined unsigned 41 / 32-bit divider (D 768, R 16) (one 32-bit subtractor per
-                              # quotient bit) and the requant
+    "layernorm_lane": 490,   # a normalizing lane but its divider's steps: the dividend 2a + b and its negation, the
+                             # quotient's sign, z * G + B (the product is a DSP) and its 64-bit requant
+    "ln_divider_step": 34,   # per quotient bit of a lane's divider (arith.h div_round_q): a 34-bit compare-subtract of
+                             # restoring long division; design.ln_quotient_bits(D) steps (16 at D 768). Until session 42 a
+                             # divider of the whole 41-bit dividend (41 steps of ~32 LUTs): 1,800 a lane
     "layernorm_stat_lane": 120,  # a writer lane's statistics: the 2-bit alignment shift of ~19 bits and its share of
                                  # the 40-bit S1 and S2 adder trees (the square is a DSP)
     "layernorm_row": 4_650,  # per residual-stream writer: isqrt, 31 unrolled steps (arith.h), each a ~62-bit
@@ -277,7 +282,8 @@ def lut_estimate(shape: ModelShape, hw: HwConfig) -> dict[str, int]:
         # normalizing lanes (load_lanes per set: in the reduction loop, in the exposed load loop) and
         # the statistics of each residual-stream writer (the drain in the reduction loop; the
         # epilogue loops of proj/FC2 and of the embedding where they do not drain): COLS lanes, isqrt
-        "LayerNorm lanes and row unit": (design.ln_load_lane_sets(shape, hw) * design.load_lanes(hw) * c["layernorm_lane"]
+        "LayerNorm lanes and row unit": (design.ln_load_lane_sets(shape, hw) * design.load_lanes(hw)
+                                         * (c["layernorm_lane"] + design.ln_quotient_bits(shape.dim) * c["ln_divider_step"])
                                          + writers * (hw.cols * c["layernorm_stat_lane"] + c["layernorm_row"])),
         "m_axi bundles": len(design.axi_bundles(hw)) * c["axi_bundle"],
         "control": c["control"],

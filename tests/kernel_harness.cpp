@@ -122,7 +122,7 @@ arr requant32_t(const arr& v, const arr& k) {
   arr o = like(v);
   auto pv = v.data(); auto pk = k.data(); auto po = o.mutable_data();
   for (py::ssize_t i = 0; i < v.size(); ++i)
-    po[i] = out64(p2vit::requant32<BITS>(in_s<32>(pv[i], "requant32 v"), int(pk[i])));
+    po[i] = out64(p2vit::requant32<BITS>(in_s<32>(pv[i], "requant32 v"), in_s<8>(pk[i], "requant32 k")));
   return o;
 }
 
@@ -196,6 +196,41 @@ arr div_round_s_t(const arr& a, const arr& b) {
   }
   return o;
 }
+// div_round_q<NB, 31, QB>: LayerNorm's divider as the hardware builds it (QB quotient bits of long
+// division; the C-sim's native build takes div_round_s); its inputs checked against the domain of
+// div_round_s and |div_round(a, b)| < 2^QB (numerics.md 4).
+template <int NB, int QB>
+arr div_round_q_t(const arr& a, const arr& b) {
+  need_same(a, b, "div_round_q");
+  arr o = like(a);
+  auto pa = a.data(); auto pb = b.data(); auto po = o.mutable_data();
+  const i64 lim = i64(1) << (NB - 1);
+  for (py::ssize_t i = 0; i < a.size(); ++i) {
+    if (pa[i] <= -lim || pa[i] >= lim || pb[i] < 1 || pb[i] >= (i64(1) << 31))
+      throw py::value_error("div_round_q: operand outside |a| < 2^(NB-1), 1 <= b < 2^31");
+    const i64 z = p2vit::div_round(in64(pa[i]), in64(pb[i]));
+    if (z <= -(i64(1) << QB) || z >= (i64(1) << QB))
+      throw py::value_error("div_round_q: quotient outside |div_round(a, b)| < 2^QB");
+    po[i] = out64(p2vit::div_round_q<NB, 31, QB>(in64(pa[i]), in64(pb[i])));
+  }
+  return o;
+}
+arr div_round_q_v(arr a, arr b, int nb, int qb) {
+  switch (nb * 100 + qb) {
+#define X(NB, QB) case NB * 100 + QB: return div_round_q_t<NB, QB>(a, b);
+    X(22, 1) X(30, 12) X(32, 15) X(40, 16) X(44, 17) X(44, 24)
+#undef X
+    default: unsupported("div_round_q", nb, qb);
+  }
+}
+
+arr ln_quotient_bits_v(arr d) {
+  arr o = like(d);
+  auto pd = d.data(); auto po = o.mutable_data();
+  for (py::ssize_t i = 0; i < d.size(); ++i) po[i] = p2vit::ln_quotient_bits(int(pd[i]));
+  return o;
+}
+
 arr div_round_s_v(arr a, arr b, int nb) {
   switch (nb) {
 #define X(NB) case NB: return div_round_s_t<NB>(a, b);
@@ -1250,6 +1285,8 @@ PYBIND11_MODULE(P2VIT_MODNAME, m) {
   m.def("div_floor", &div_floor_v, py::arg("a"), py::arg("b"));
   m.def("div_round", &div_round_v, py::arg("a"), py::arg("b"));
   m.def("div_round_s", &div_round_s_v, py::arg("a"), py::arg("b"), py::arg("nb"));
+  m.def("div_round_q", &div_round_q_v, py::arg("a"), py::arg("b"), py::arg("nb"), py::arg("qb"));
+  m.def("ln_quotient_bits", &ln_quotient_bits_v, py::arg("d"));
   m.def("isqrt", &isqrt_v, py::arg("n"));
   m.def("log_round_clamped", &log_round_clamped_v, py::arg("r"), py::arg("z"));
   m.def("log_round", &log_round_v, py::arg("r"));

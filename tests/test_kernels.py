@@ -660,6 +660,49 @@ def _ln_case(rng, d, rbits):
     return r
 
 
+def test_div_round_q_long_division_equals_div_round(kern):
+    """LayerNorm's divider as built (arith.h div_round_q<NB, 31, QB>: QB steps of long division) ==
+    exact round-half-up a / b wherever the quotient fits QB bits (numerics.md 4): quotients at
+    +-(2^QB - 1) and 0, ties (2a an odd multiple of b) and +-1 around them, divisors 1 .. 2^31 - 1."""
+    rng = np.random.default_rng(62)
+    for nb, qb in ((22, 1), (30, 12), (32, 15), (40, 16), (44, 17), (44, 24)):
+        lim, qmax = (1 << (nb - 1)) - 1, (1 << qb) - 1
+        b_full = max(1, min((1 << 31) - 1, lim // (qmax + 1)))                # every quotient fits a below it
+        b = np.concatenate([A([1, 2, 3, b_full, b_full - 1]), rng.integers(1, b_full + 1, 3000), rng.integers(1, 64, 1000),
+                            A([(1 << 31) - 1, 1 << 30]), rng.integers(1, 1 << 31, 1000)])
+        q = np.concatenate([A([qmax, -qmax, 0, qmax - 1, 1 - qmax]), rng.integers(-qmax, qmax + 1, b.size)])
+        q = np.resize(q, b.size)
+        q = np.clip(q, -(lim // b) + 1, lim // b - 1)                             # large divisors: the quotients a fits
+        r = rng.integers(-(b // 2), (b + 1) // 2)                                 # a / b within half of q
+        a = q * b + r
+        ties = q * b + np.where(b % 2 == 0, b // 2, 0)                          # 2a = (2q + 1) b where b is even
+        a = np.concatenate([a, ties - 1, ties, ties + 1, q * b - (b // 2) - 1])
+        bb = np.concatenate([b] * 5)
+        want = (2 * a + bb) // (2 * bb)
+        ok = (np.abs(a) <= lim) & (np.abs(want) <= qmax)
+        assert ok.sum() > 10000, (nb, qb, ok.sum())   # enough of the cases are inside the domain
+        check(kern.div_round_q(a[ok], bb[ok], nb, qb), want[ok], a=a[ok], b=bb[ok])
+    with pytest.raises(ValueError, match="quotient outside"):
+        kern.div_round_q(A([1 << 16]), A([1]), 40, 16)
+
+
+def test_ln_quotient_bits_twins_and_bound(kern):
+    """rows.h ln_quotient_bits == codegen.design.ln_quotient_bits, and it holds the largest |z| a
+    LayerNorm row can make: one outlier against D - 1 equal values (the Cauchy-Schwarz extreme), std 1."""
+    from codegen.design import ln_quotient_bits
+
+    ds = A([1, 2, 3, 16, 192, 384, 768, 1024, 4096])
+    check(kern.ln_quotient_bits(ds), [ln_quotient_bits(int(d)) for d in ds])
+    for d in (2, 3, 16, 192, 768):
+        r = np.zeros((4, d), dtype=np.int64)
+        r[:, 0] = A([1, -1, 127, -128])
+        k = T(np.zeros(d, dtype=np.int64))
+        s1, std = intops.int_layernorm_stats(T(r), k, 1)
+        z = intops.div_round((d * T(r) - s1) << intops.LN_FRAC_BITS, std)
+        assert int(z.abs().max()) < 2 ** ln_quotient_bits(d)
+        assert int(z.abs().max()) >= 2 ** (ln_quotient_bits(d) - 2)   # and the bound is not loose by more than 2x
+
+
 def test_layernorm(kern):
     rng = np.random.default_rng(10)
     for d, rbits in LN_DR:

@@ -12,6 +12,7 @@
 //   div_round(a, b)            round-half-up a / b, b > 0
 //   div_round_u<NB, DB>(a, b)  div_round on an NB-bit by DB-bit unsigned divider (0 <= a < 2^NB)
 //   div_round_s<NB, DB>(a, b)  div_round for |a| < 2^(NB-1) on one unsigned (max(NB, DB+1)+1)-bit by (DB+1)-bit divider
+//   div_round_q<NB, DB, QB>(a, b)  div_round_s where |div_round(a, b)| < 2^QB: QB steps of long division
 //   isqrt(n)                   floor(sqrt(n)), 0 <= n < 2^62, 31 fixed iterations
 //   log_round_threshold(t)     smallest r with log_round(r) >= t
 //   log_round_clamped<Z>(r)    min(log_round(r), Z), Z unrolled comparisons
@@ -103,42 +104,47 @@ inline sint<BITS> requant(i64 v, int k) {
 }
 
 // add_i32(a, b): a + b as an int32, for sums numerics.md section 4 keeps inside int32 (an accumulator
-// and its bias). Formed in 64 bits and narrowed, so the C-sim has no signed overflow; the HLS build
-// keeps the low 32 bits of the add: a 32-bit adder.
+// and its bias): a 32-bit add as written (modulo 2^32 on the unsigned pattern, so the C-sim has no
+// signed overflow either).
 template <class A, class B>
 inline i32 add_i32(const A& a, const B& b) {
-  return i32(i64(a) + i64(b));
+  return i32(u32(u32(a) + u32(b)));
 }
 
 // requant32<BITS>(v, k): requant<BITS>(v, k) of an int32 v on a 32-bit datapath (numerics.md 4,
 // "Requant of int32 values"), instead of requant's 64 bits: the exact value of sat(rshift_round(v, k))
-// for every k, which is requant's wherever its 64-bit left shift does not wrap (k >= -32; the
-// generator keeps these shifts in [-31, 127]).
+// for every int8 k, which is requant's wherever its 64-bit left shift does not wrap (k >= -32; the
+// generator keeps these shifts in [-31, 62]). Shift amounts are unsigned 5-bit values, so each is one
+// one-way shifter (an ap_int shift by a signed int builds both directions; by an unsigned, one).
 //   k >= 32: 0 (|v| < 2^31: floor(v / 2^k) is 0 or -1 and bit k-1 is the sign, so they add to 0);
-//   0 <= k <= 31: (v >> k) + bit k-1 of v, below 2^30 in magnitude for k >= 1, then the clamp;
+//   1 <= k <= 31: t = v >> (k-1), then (t >> 1) + bit 0 of t = floor(v / 2^k) + bit k-1 of v, at
+//     most 2^30 in magnitude; k = 0: v; then the clamp;
 //   k < 0, s = -k: v * 2^s saturates high iff v > floor(hi / 2^s) and low iff v < ceil(lo / 2^s)
-//     = -floor(2^(BITS-1) / 2^s); in between it is in range and v << s is exact. For s >= 31 both
-//     limits are 0, so s is clamped to 31 and any nonzero v saturates.
-//   BITS: width of the result, 2..32. v: int32 value; k: shift amount (any int).
+//     = -floor(2^(BITS-1) / 2^s); in between it is in range and v << s is exact. s is clamped to
+//     31, where the limits are 0 and 0 (-1 at BITS = 32, and -1 << 31 is lo itself): exact for s > 31.
+//   BITS: width of the result, 2..32. v: int32 value; k: shift amount (an int8 field or a
+//   descriptor value the generator bounds).
 template <int BITS>
-inline sint<BITS> requant32(i32 v, int k) {
+inline sint<BITS> requant32(i32 v, sint<8> k) {
   static_assert(BITS >= 2 && BITS <= 32, "requant32<BITS>: BITS in 2..32");
   constexpr std::int32_t hi = std::int32_t(detail::smax(BITS)), lo = -hi - 1;
   if (k >= 32) return sint<BITS>(0);
   if (k >= 0) {
-    const i32 q = i32(v >> k);                              // floor(v / 2^k)
-    const i32 half = k > 0 ? i32((v >> (k - 1)) & 1) : i32(0);   // bit k-1: the dropped part >= 2^(k-1)
-    const i32 r = i32(q + half);                            // no overflow: |q| < 2^30 when k >= 1
+    i32 r = v;
+    if (k > 0) {
+      const i32 t = i32(v >> unsigned(uint<5>(k - 1)));   // floor(v / 2^(k-1))
+      r = i32((t >> 1) + (t & 1));              // floor(v / 2^k) + bit k-1: no overflow, |.| <= 2^30
+    }
     if (r > hi) return sint<BITS>(hi);
     if (r < lo) return sint<BITS>(lo);
     return sint<BITS>(r);
   }
-  const int s = k < -31 ? 31 : -k;                                               // 1..31
+  const unsigned s = unsigned(k < -31 ? uint<5>(31) : uint<5>(-k));               // 1..31, 5 bits
   const i32 up = i32(hi >> s);                                                   // floor(hi / 2^s)
   const i32 down = i32(-std::int32_t((std::uint32_t(1) << (BITS - 1)) >> s));   // ceil(lo / 2^s)
   if (v > up) return sint<BITS>(hi);
   if (v < down) return sint<BITS>(lo);
-  return sint<BITS>(i32(u32(v) << s));   // in [lo, hi]: the low bits of the shift are the value
+  return sint<BITS>(i32(u32(u32(v) << s)));   // in [lo, hi]: the low bits of the shift are the value
 }
 
 namespace detail {
@@ -208,6 +214,56 @@ inline i64 div_round_s(i64 a, i64 b) {
   const uint<M> m = neg ? uint<M>(uint<M>(-n) + d - 1) : uint<M>(n);                            // < 2^NB + 2^(DB+1) <= 2^M
   const uint<M> q = uint<M>(m / d);
   return neg ? i64(-i64(q)) : i64(q);
+}
+
+namespace detail {
+
+// isqrt_const(n): floor(sqrt(n)) for 0 <= n < 2^62, at compile time (bisection).
+constexpr std::int64_t isqrt_const(std::int64_t n) {
+  std::int64_t lo = 0, hi = std::int64_t(1) << 31;   // lo^2 <= n < hi^2
+  while (hi - lo > 1) {
+    const std::int64_t mid = lo + (hi - lo) / 2;
+    if (mid * mid <= n) lo = mid; else hi = mid;
+  }
+  return lo;
+}
+
+// bit_length(n): bits of n >= 0 (0 for 0).
+constexpr int bit_length(std::int64_t n) {
+  int b = 0;
+  while (n > 0) { n >>= 1; ++b; }
+  return b;
+}
+
+}  // namespace detail
+
+// div_round_q<NB, DB, QB>(a, b): div_round_s<NB, DB>(a, b) where |div_round(a, b)| < 2^QB (the
+// caller proves it; numerics.md 4, LayerNorm's quotient), by restoring long division that makes only
+// the QB quotient bits: QB steps of a (DB + 2)-bit compare-subtract, where the M-bit divider of
+// div_round_s makes M. The same n = 2a + b, d = 2b and signs as div_round_s; its quotient m / d is
+// |div_round(a, b)| < 2^QB, so m < d * 2^QB and m >> QB < d: the first remainder is below d, and each
+// step's (2 rem + bit) below 2d < 2^(DB + 2). The C-sim (native types) takes the CPU's divider.
+template <int NB, int DB, int QB>
+inline i64 div_round_q(i64 a, i64 b) {
+#ifdef P2VIT_NATIVE_TYPES
+  return div_round_s<NB, DB>(a, b);
+#else
+  constexpr int M = (NB > DB + 1 ? NB : DB + 1) + 1;
+  const sint<M + 1> n = sint<M + 1>(sint<M + 1>(sint<NB>(a)) * 2 + sint<M + 1>(uint<DB>(b)));
+  const uint<DB + 1> d = uint<DB + 1>(uint<DB + 1>(uint<DB>(b)) << 1);
+  const bool neg = n < 0;
+  const uint<M> m = neg ? uint<M>(uint<M>(-n) + d - 1) : uint<M>(n);
+  uint<DB + 2> rem = uint<DB + 2>(m >> QB);
+  uint<QB> q = 0;
+  for (int i = QB - 1; i >= 0; --i) {
+    P2VIT_PRAGMA(HLS UNROLL)
+    rem = uint<DB + 2>((rem << 1) | uint<DB + 2>((m >> i) & 1));
+    const bool ge = rem >= uint<DB + 2>(d);
+    if (ge) rem = uint<DB + 2>(rem - uint<DB + 2>(d));
+    q = uint<QB>((q << 1) | uint<QB>(ge ? 1 : 0));
+  }
+  return neg ? i64(-i64(q)) : i64(q);
+#endif
 }
 
 // isqrt(n): floor(sqrt(n)) for 0 <= n < 2^62 (numerics.md 1): the digit-by-digit (base 4)

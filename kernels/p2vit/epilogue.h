@@ -93,7 +93,7 @@ inline void epi_qkv_row(const typename C::acc_t a[C::COLS], int row, int ot, int
       P2VIT_ACCESS_LANE("shift", c % PB1, e, gcd_int(E, PB1));
     }
     if (row < C::N && valid) {
-      const typename C::act_t y = requant32<8>(add_i32(a[g * E + e], bias[c]), int(shift[c]));
+      const typename C::act_t y = requant32<8>(add_i32(a[g * E + e], bias[c]), shift[c]);
       if (part == 0) {
         P2VIT_ACCESS_LANE("q", qc % QB, e, gcd_int(E, QB));
         q[row][qc] = y;
@@ -189,9 +189,9 @@ inline void epi_stream_row(const typename C::acc_t a[C::COLS], bool embed, int r
     if (o < cols && row < C::N) {
       typename C::res_t out;
       if (embed) {
-        out = requant32<C::RES_BITS>(add_i32(a[o], tile_bias[tb]), int(shift[c]));
+        out = requant32<C::RES_BITS>(add_i32(a[o], tile_bias[tb]), shift[c]);
       } else {
-        const typename C::act_t y = requant32<8>(add_i32(a[o], bias[c]), int(shift[c]));
+        const typename C::act_t y = requant32<8>(add_i32(a[o], bias[c]), shift[c]);
         if (tracing) P2VIT_TRACE(trace_name, block, long(row) * C::D + c, &y, 1);
         const int er = int(e_r[c]);
         const int m = e_y < er ? e_y : er;
@@ -283,7 +283,7 @@ inline void epi_gelu_row(const typename C::acc_t a[C::COLS], int row, int ot, co
     }
     if (row < C::N && o < cols) {
       P2VIT_ACCESS_LANE("hid", c % GB, o, gcd_int(C::COLS, GB));
-      const typename C::act_t h = requant32<8>(add_i32(a[o], bias[c]), int(shift[c]));
+      const typename C::act_t h = requant32<8>(add_i32(a[o], bias[c]), shift[c]);
       const typename C::act_t g = gelu_lookup(h, lut);   // lut: registers, no bank
       if (tracing) {
         P2VIT_TRACE("fc1", block, long(row) * C::HID + c, &h, 1);
@@ -360,7 +360,7 @@ void epi_logits_group(const typename C::acc_t grp[logit_rows_per_cycle<C>()][C::
         lv[o] = act(-128);
         if (o0 + o < C::N) {
           P2VIT_ACCESS("logit_rows", u * BANKS + (o0 + o) % BANKS);
-          const act a = requant32<8>(i32(grp[u][o]), shift);
+          const act a = requant32<8>(i32(grp[u][o]), sint<8>(shift));
           rows[u][g][o0 + o] = a;
           lv[o] = a;
         }
@@ -492,7 +492,7 @@ head:
     P2VIT_ACCESS("bias", c % (C::AXI_BYTES / 4));
     P2VIT_ACCESS("shift", c % C::AXI_BYTES);
     P2VIT_ACCESS("logit_buf", c % (C::AXI_BYTES / 4));
-    logits[c] = requant32<32>(add_i32(acc[0][o], bias[c]), int(shift[c]));
+    logits[c] = requant32<32>(add_i32(acc[0][o], bias[c]), shift[c]);
   }
 }
 

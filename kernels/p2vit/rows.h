@@ -27,6 +27,13 @@ namespace p2vit {
 // LN_FRAC_BITS: F_ln, the fraction bits of the normalized LayerNorm value z (numerics.md 2.7).
 constexpr int LN_FRAC_BITS = 10;
 
+// ln_quotient_bits(D): QB, the bits of |z| <= isqrt((D-1) * 2^(2 F_ln + 2)) + 1 (numerics.md 4:
+// |D xa - S1| < sqrt(D-1) (std + 1)); LayerNorm's divider makes only these quotient bits (16 at
+// D = 768). codegen/design.py ln_quotient_bits is its twin, for the LUT estimate.
+constexpr int ln_quotient_bits(int D) {
+  return detail::bit_length(detail::isqrt_const(std::int64_t(D - 1) << (2 * LN_FRAC_BITS + 2)) + 1);
+}
+
 namespace detail {
 
 // clog2(n): ceil(log2(n)) for n >= 1 (0 for n = 1). A loop, not recursion: HLS refuses
@@ -148,8 +155,10 @@ inline sint<8> ln_norm(sint<RBITS + 3> xa, i64 s1, i64 sd, sint<16> G, i64 B, si
   const i64 dev = i64(D) * i64(xa) - s1;   // |dev| <= 2*D*2^(R+2)
   // D * xa by a constant: shifts and adds in fabric (D = 768: two), not a DSP the model would not count
   P2VIT_PRAGMA(HLS BIND_OP variable=dev op=mul impl=fabric)
-  // |dev << F_ln| < 2^(clog2(D) + R + 13), 1 <= sd < 2^31 (numerics.md section 4)
-  const sint<32> z = sint<32>(div_round_s<detail::clog2(D) + RBITS + 14, 31>(shift_left(dev, LN_FRAC_BITS), sd));
+  // |dev << F_ln| < 2^(clog2(D) + R + 13), 1 <= sd < 2^31, |z| < 2^QB (numerics.md section 4)
+  constexpr int QB = ln_quotient_bits(D);
+  const sint<QB + 1> z = sint<QB + 1>(
+      div_round_q<detail::clog2(D) + RBITS + 14, 31, QB>(shift_left(dev, LN_FRAC_BITS), sd));
   const i64 acc = i64(z) * i64(G) + B;   // |z| <= sqrt(D-1)*2^11 + 1; |acc| < 2^63
   return requant<8>(acc, int(sh));
 }

@@ -70,7 +70,7 @@ pass:
         word[l] = 0;
         if (d < C::DH) {
           const int c = ph * C::DH + d;
-          const typename C::act_t y = requant32<8>(i32(done[d]), shift);
+          const typename C::act_t y = requant32<8>(i32(done[d]), sint<8>(shift));
           P2VIT_ACCESS_LANE("o", c % xo_banks<C>(), l, gcd_int(L, xo_banks<C>()));
           o[pn][c] = y;
           word[l] = y;
