@@ -180,44 +180,35 @@ arr binary_b_pos(arr a, arr b, const char* what) {
 
 arr div_floor_v(arr a, arr b) { return binary_b_pos<p2vit::div_floor>(a, b, "div_floor"); }
 arr div_round_v(arr a, arr b) { return binary_b_pos<p2vit::div_round>(a, b, "div_round"); }
-// div_round_s<NB, 31>: LayerNorm's divider (rows.h ln_norm, NB = clog2(D) + R + 14) at the widths of
-// the harness's and the models' (D, R): 22 (D 1, R 8) .. 44 (D 4096, R 16); inputs checked against
-// its domain |a| < 2^(NB-1), 1 <= b < 2^31.
-template <int NB>
-arr div_round_s_t(const arr& a, const arr& b) {
-  need_same(a, b, "div_round_s");
-  arr o = like(a);
-  auto pa = a.data(); auto pb = b.data(); auto po = o.mutable_data();
-  const i64 lim = i64(1) << (NB - 1);
-  for (py::ssize_t i = 0; i < a.size(); ++i) {
-    if (pa[i] <= -lim || pa[i] >= lim || pb[i] < 1 || pb[i] >= (i64(1) << 31))
-      throw py::value_error("div_round_s: operand outside |a| < 2^(NB-1), 1 <= b < 2^31");
-    po[i] = out64(p2vit::div_round_s<NB, 31>(in64(pa[i]), in64(pb[i])));
-  }
-  return o;
-}
-// div_round_q<NB, 31, QB>: LayerNorm's divider as the hardware builds it (QB quotient bits of long
-// division; the C-sim's native build takes div_round_s); its inputs checked against the domain of
-// div_round_s and |div_round(a, b)| < 2^QB (numerics.md 4).
+// ln_divider_t<NB, QB>: LayerNorm's divider, rows.h ln_norm (NB = clog2(D) + R + 14, at the widths of
+// the harness's and the models' (D, R): 22 (D 1, R 8) .. 44 (D 4096, R 16)), on inputs checked
+// against its domain |a| < 2^(NB-1), 1 <= b < 2^31. QB = 0: div_round_s<NB, 31>, the whole quotient;
+// QB > 0: div_round_q<NB, 31, QB>, QB quotient bits of long division as the hardware builds it (the
+// C-sim's native build takes div_round_s), where |div_round(a, b)| < 2^QB (numerics.md 4).
 template <int NB, int QB>
-arr div_round_q_t(const arr& a, const arr& b) {
-  need_same(a, b, "div_round_q");
+arr ln_divider_t(const arr& a, const arr& b, const char* what) {
+  need_same(a, b, what);
   arr o = like(a);
   auto pa = a.data(); auto pb = b.data(); auto po = o.mutable_data();
   const i64 lim = i64(1) << (NB - 1);
   for (py::ssize_t i = 0; i < a.size(); ++i) {
     if (pa[i] <= -lim || pa[i] >= lim || pb[i] < 1 || pb[i] >= (i64(1) << 31))
-      throw py::value_error("div_round_q: operand outside |a| < 2^(NB-1), 1 <= b < 2^31");
-    const i64 z = p2vit::div_round(in64(pa[i]), in64(pb[i]));
-    if (z <= -(i64(1) << QB) || z >= (i64(1) << QB))
-      throw py::value_error("div_round_q: quotient outside |div_round(a, b)| < 2^QB");
-    po[i] = out64(p2vit::div_round_q<NB, 31, QB>(in64(pa[i]), in64(pb[i])));
+      throw py::value_error(std::string(what) + ": operand outside |a| < 2^(NB-1), 1 <= b < 2^31");
+    if constexpr (QB == 0) {
+      po[i] = out64(p2vit::div_round_s<NB, 31>(in64(pa[i]), in64(pb[i])));
+    } else {
+      const i64 z = p2vit::div_round(in64(pa[i]), in64(pb[i]));
+      if (z <= -(i64(1) << QB) || z >= (i64(1) << QB))
+        throw py::value_error(std::string(what) + ": quotient outside |div_round(a, b)| < 2^QB");
+      po[i] = out64(p2vit::div_round_q<NB, 31, QB>(in64(pa[i]), in64(pb[i])));
+    }
   }
   return o;
 }
+
 arr div_round_q_v(arr a, arr b, int nb, int qb) {
   switch (nb * 100 + qb) {
-#define X(NB, QB) case NB * 100 + QB: return div_round_q_t<NB, QB>(a, b);
+#define X(NB, QB) case NB * 100 + QB: return ln_divider_t<NB, QB>(a, b, "div_round_q");
     X(22, 1) X(30, 12) X(32, 15) X(40, 16) X(44, 17) X(44, 24)
 #undef X
     default: unsupported("div_round_q", nb, qb);
@@ -233,7 +224,7 @@ arr ln_quotient_bits_v(arr d) {
 
 arr div_round_s_v(arr a, arr b, int nb) {
   switch (nb) {
-#define X(NB) case NB: return div_round_s_t<NB>(a, b);
+#define X(NB) case NB: return ln_divider_t<NB, 0>(a, b, "div_round_s");
     X(22) X(30) X(31) X(32) X(33) X(34) X(40) X(44)
 #undef X
     default: unsupported("div_round_s", nb);
