@@ -191,14 +191,18 @@ def cls_ln_stats(low: Lowered) -> dict[str, int]:
     return {"embed.cls_s1": int(s1), "embed.cls_sd": int(sd)}
 
 
-def narrow(name: str, values, dtype) -> np.ndarray:
+def narrow(name: str, values, dtype, bits: int | None = None) -> np.ndarray:
     """values as the blob's dtype, or a one-line P2VitError if one does not fit it (astype would
-    wrap it silently, and the accelerator would compute with another value than the reference)."""
+    wrap it silently, and the accelerator would compute with another value than the reference).
+    bits: a narrower signed width the values must fit too (a layer's 8- or 4-bit weights, which the
+    4-bit packing masks with 0x0F)."""
     a = np.asarray(values)
     info = np.iinfo(dtype)
-    if a.size and (int(a.min()) < info.min or int(a.max()) > info.max):
+    lo, hi = (info.min, info.max) if bits is None else (-(1 << (bits - 1)), (1 << (bits - 1)) - 1)
+    field = f"{np.dtype(dtype).name} field" if bits is None else f"{bits}-bit field"
+    if a.size and (int(a.min()) < lo or int(a.max()) > hi):
         raise P2VitError(f"{name}: values {int(a.min())}..{int(a.max())} do not fit the parameter blob's "
-                         f"{np.dtype(dtype).name} field ({info.min}..{info.max}); this calibration cannot run on the "
+                         f"{field} ({lo}..{hi}); this calibration cannot run on the "
                          "generated hardware: re-quantize the model, and report it if it persists")
     return a.astype(dtype)
 
@@ -213,19 +217,9 @@ def build_layout(ir: QuantizedViT, rows: int, cols: int, simd: int, axi_bits: in
     L.size = descriptors_size(ab, depth)
     L.size = cdiv(L.size, ALIGN) * ALIGN
 
-    def weights_in_range(name, w, bits):
-        """w as int8 after checking it lies in the layer's signed `bits` range (the 4-bit packing
-        masks with 0x0F, the 8-bit plane casts: both would wrap a value outside it)."""
-        lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-        w = np.asarray(w)
-        if w.size and (int(w.min()) < lo or int(w.max()) > hi):
-            raise P2VitError(f"{name}: weights {int(w.min())}..{int(w.max())} outside the layer's {bits}-bit range "
-                             f"({lo}..{hi}); this IR cannot run on the generated hardware: re-quantize the model")
-        return w
-
     def linear(name, lw, order=None):
         w, b, sh = (lw.w, lw.b, lw.shift) if order is None else (lw.w[order], lw.b[order], lw.shift[order])
-        w = weights_in_range(name + ".w", w, lw.bits)
+        w = narrow(name + ".w", w, np.int8, lw.bits)
         L.add(name + ".w", plane_weights(w, cols, simd, lw.bits, weight_ports, ab))
         L.add(name + ".b", narrow(name + ".b", b, np.int32))
         L.add(name + ".shift", narrow(name + ".shift", sh, np.int8))
@@ -240,7 +234,7 @@ def build_layout(ir: QuantizedViT, rows: int, cols: int, simd: int, axi_bits: in
         L.add(name + ".sh", narrow(name + ".sh", ln.sh, np.int8))
 
     res_dtype = np.int16 if low.res_bits > 8 else np.int8
-    L.add("embed.w", plane_weights(weights_in_range("embed.w", low.embed.w, low.embed.bits), cols, simd,
+    L.add("embed.w", plane_weights(narrow("embed.w", low.embed.w, np.int8, low.embed.bits), cols, simd,
                                    low.embed.bits, weight_ports, ab))
     L.add("embed.bias", row_embed_bias(narrow("embed.bias", low.embed.b, np.int32), rows, cols, ab, weight_ports))
     L.add("embed.shift", narrow("embed.shift", low.embed.shift, np.int8))
