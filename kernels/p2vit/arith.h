@@ -201,19 +201,38 @@ inline i64 div_floor_u(i64 a, i64 b) {
   return i64(uint<NB>(uint<NB>(a) / uint<DB>(b)));
 }
 
+namespace detail {
+
+// round_division<NB, DB>(a, b): the unsigned division that div_round_s and div_round_q make of
+// div_round(a, b), for |a| < 2^(NB-1) and 1 <= b < 2^DB (numerics.md 4): div_floor(n, d) with
+// n = 2a + b and d = 2b is m / d with m = n for n >= 0, and minus (m = |n| + d - 1) / d for n < 0
+// (neg). m has M = max(NB, DB + 1) + 1 bits, d DB + 1.
+template <int NB, int DB>
+struct round_division {
+  static constexpr int M = (NB > DB + 1 ? NB : DB + 1) + 1;
+  uint<M> m;
+  uint<DB + 1> d;
+  bool neg;
+  round_division(i64 a, i64 b) {
+    const sint<M + 1> n = sint<M + 1>(sint<M + 1>(sint<NB>(a)) * 2 + sint<M + 1>(uint<DB>(b)));   // |n| < 2^NB + 2^DB
+    d = uint<DB + 1>(uint<DB + 1>(uint<DB>(b)) << 1);                                              // 2 <= d < 2^(DB+1)
+    neg = n < 0;
+    m = neg ? uint<M>(uint<M>(-n) + d - 1) : uint<M>(n);                                           // < 2^NB + 2^(DB+1) <= 2^M
+  }
+  // the signed quotient div_round(a, b) from the unsigned one, q = m / d
+  template <class Q>
+  i64 with_sign(const Q& q) const { return neg ? i64(-i64(q)) : i64(q); }
+};
+
+}  // namespace detail
+
 // div_round_s<NB, DB>(a, b): div_round(a, b) for |a| < 2^(NB-1) and 1 <= b < 2^DB, on one unsigned
-// divider (numerics.md 4): div_floor(n, d) with n = 2a + b and d = 2b, as |n| / d for n >= 0 and
-// -((|n| + d - 1) / d) for n < 0. The dividend then has M = max(NB, DB + 1) + 1 bits and the
-// divisor DB + 1. (The earlier form, a quotient a / b and a remainder a % b, bound two divider cores.)
+// divider (numerics.md 4; detail::round_division): an M = max(NB, DB + 1) + 1-bit dividend by a
+// DB + 1-bit divisor. (The earlier form, a quotient a / b and a remainder a % b, bound two divider cores.)
 template <int NB, int DB>
 inline i64 div_round_s(i64 a, i64 b) {
-  constexpr int M = (NB > DB + 1 ? NB : DB + 1) + 1;
-  const sint<M + 1> n = sint<M + 1>(sint<M + 1>(sint<NB>(a)) * 2 + sint<M + 1>(uint<DB>(b)));   // |n| < 2^NB + 2^DB
-  const uint<DB + 1> d = uint<DB + 1>(uint<DB + 1>(uint<DB>(b)) << 1);                     // 2 <= d < 2^(DB+1)
-  const bool neg = n < 0;
-  const uint<M> m = neg ? uint<M>(uint<M>(-n) + d - 1) : uint<M>(n);                            // < 2^NB + 2^(DB+1) <= 2^M
-  const uint<M> q = uint<M>(m / d);
-  return neg ? i64(-i64(q)) : i64(q);
+  const detail::round_division<NB, DB> u(a, b);
+  return u.with_sign(uint<detail::round_division<NB, DB>::M>(u.m / u.d));
 }
 
 namespace detail {
@@ -228,19 +247,12 @@ constexpr std::int64_t isqrt_const(std::int64_t n) {
   return lo;
 }
 
-// bit_length(n): bits of n >= 0 (0 for 0).
-constexpr int bit_length(std::int64_t n) {
-  int b = 0;
-  while (n > 0) { n >>= 1; ++b; }
-  return b;
-}
-
 }  // namespace detail
 
 // div_round_q<NB, DB, QB>(a, b): div_round_s<NB, DB>(a, b) where |div_round(a, b)| < 2^QB (the
 // caller proves it; numerics.md 4, LayerNorm's quotient), by restoring long division that makes only
 // the QB quotient bits: QB steps of a (DB + 2)-bit compare-subtract, where the M-bit divider of
-// div_round_s makes M. The same n = 2a + b, d = 2b and signs as div_round_s; its quotient m / d is
+// div_round_s makes M. The same m, d and sign (detail::round_division); its quotient m / d is
 // |div_round(a, b)| < 2^QB, so m < d * 2^QB and m >> QB < d: the first remainder is below d, and each
 // step's (2 rem + bit) below 2d < 2^(DB + 2). The C-sim (native types) takes the CPU's divider.
 template <int NB, int DB, int QB>
@@ -248,21 +260,18 @@ inline i64 div_round_q(i64 a, i64 b) {
 #ifdef P2VIT_NATIVE_TYPES
   return div_round_s<NB, DB>(a, b);
 #else
-  constexpr int M = (NB > DB + 1 ? NB : DB + 1) + 1;
-  const sint<M + 1> n = sint<M + 1>(sint<M + 1>(sint<NB>(a)) * 2 + sint<M + 1>(uint<DB>(b)));
-  const uint<DB + 1> d = uint<DB + 1>(uint<DB + 1>(uint<DB>(b)) << 1);
-  const bool neg = n < 0;
-  const uint<M> m = neg ? uint<M>(uint<M>(-n) + d - 1) : uint<M>(n);
-  uint<DB + 2> rem = uint<DB + 2>(m >> QB);
+  const detail::round_division<NB, DB> u(a, b);
+  const uint<DB + 2> d = uint<DB + 2>(u.d);
+  uint<DB + 2> rem = uint<DB + 2>(u.m >> QB);
   uint<QB> q = 0;
   for (int i = QB - 1; i >= 0; --i) {
     P2VIT_PRAGMA(HLS UNROLL)
-    rem = uint<DB + 2>((rem << 1) | uint<DB + 2>((m >> i) & 1));
-    const bool ge = rem >= uint<DB + 2>(d);
-    if (ge) rem = uint<DB + 2>(rem - uint<DB + 2>(d));
+    rem = uint<DB + 2>((rem << 1) | uint<DB + 2>((u.m >> i) & 1));
+    const bool ge = rem >= d;
+    if (ge) rem = uint<DB + 2>(rem - d);
     q = uint<QB>((q << 1) | uint<QB>(ge ? 1 : 0));
   }
-  return neg ? i64(-i64(q)) : i64(q);
+  return u.with_sign(q);
 #endif
 }
 

@@ -27,13 +27,6 @@ namespace p2vit {
 // LN_FRAC_BITS: F_ln, the fraction bits of the normalized LayerNorm value z (numerics.md 2.7).
 constexpr int LN_FRAC_BITS = 10;
 
-// ln_quotient_bits(D): QB, the bits of |z| <= isqrt((D-1) * 2^(2 F_ln + 2)) + 1 (numerics.md 4:
-// |D xa - S1| < sqrt(D-1) (std + 1)); LayerNorm's divider makes only these quotient bits (16 at
-// D = 768). codegen/design.py ln_quotient_bits is its twin, for the LUT estimate.
-constexpr int ln_quotient_bits(int D) {
-  return detail::bit_length(detail::isqrt_const(std::int64_t(D - 1) << (2 * LN_FRAC_BITS + 2)) + 1);
-}
-
 namespace detail {
 
 // clog2(n): ceil(log2(n)) for n >= 1 (0 for n = 1). A loop, not recursion: HLS refuses
@@ -45,6 +38,13 @@ constexpr int clog2(long long n) {
 }
 
 }  // namespace detail
+
+// ln_quotient_bits(D): QB, the bits of |z| <= Z = isqrt((D-1) * 2^(2 F_ln + 2)) + 1 (numerics.md 4:
+// |D xa - S1| < sqrt(D-1) (std + 1)), clog2(Z + 1); LayerNorm's divider makes only these quotient bits
+// (16 at D = 768). codegen/design.py ln_quotient_bits is its twin, for the LUT estimate.
+constexpr int ln_quotient_bits(int D) {
+  return detail::clog2(detail::isqrt_const(std::int64_t(D - 1) << (2 * LN_FRAC_BITS + 2)) + 2);
+}
 
 // SOFTMAX_XB<E>, SOFTMAX_NX<E>: the softmax's integer exp at exp_shift E takes -x < 2^(8+E) and
 // clamps at n = exp_clamp(E); its multiples are exp_multiples<SOFTMAX_XB<E>, SOFTMAX_NX<E>>, made once
