@@ -70,7 +70,7 @@ class HwConfig:
         if self.weight_ports not in WEIGHT_PORTS:
             raise P2VitError(f"--weight-ports must be one of {', '.join(map(str, WEIGHT_PORTS))}, not {self.weight_ports}")
         if self.cols % 2:
-            raise P2VitError(f"--cols must be even (4-bit weights pack two per multiplier), not {self.cols}")
+            raise P2VitError(f"--cols must be even (a word of 4-bit weights packs two a byte), not {self.cols}")
         if self.cols % (2 * self.weight_ports):
             raise P2VitError(f"--cols must be a multiple of 2 x --weight-ports = {2 * self.weight_ports}: each weight "
                              f"port carries an even number of columns, not {self.cols}")
@@ -126,8 +126,8 @@ def add_hw_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--rows", type=int, default=None, metavar=f"1..{n}",
                    help=f"MAC array rows: tokens held in the array at a time (default {d.rows})")
     g.add_argument("--cols", type=int, default=None, metavar=f"2..{n}",
-                   help="MAC array columns: output channels per weight tile; even, since 4-bit weights pack two per "
-                        f"multiplier, and shared evenly by the weight ports (default {d.cols}, or with --weight-ports "
+                   help="MAC array columns: output channels per weight tile; even, since a word of 4-bit weights "
+                        f"packs two a byte, and shared evenly by the weight ports (default {d.cols}, or with --weight-ports "
                         "the least multiple of 2 x ports from it: 12 for 3)")
     g.add_argument("--simd", type=int, default=None, metavar=f"1..{n}",
                    help="reduction lanes per PE; must divide every reduction length of the model (channels x patch^2, "

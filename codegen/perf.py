@@ -78,8 +78,9 @@ DEPTH = {
     "requant.head": 4,             # bias add, requant, logit buffer write
     "requant.head_store": 3,       # logit buffer reads, beat assembly, m_axi write
     "requant.cls": 2,
-    "layernorm.load": 52,          # rc and the row's S1, std read, alignment shift, (max(log2 D + R + 14, 32) + 1) x 32-bit
-                                   # div_round (~45 at D 768, R 16), multiply, requant, row-buffer write
+    "layernorm.load": 52,          # rc and the row's S1, std read, alignment shift, div_round_q (QB = 16 steps at D 768),
+                                   # z * G, requant, row-buffer write: ~26; 52 is the full-width divider's (until session
+                                   # 42), kept as an upper bound (docs/performance.md)
     "softmax.pass": 15,            # row i: FIFO read, n comparators against k|x0|, mux + subtract, add pb, 18-bit
                                    # square (3), add pc, shift, sum (10); row i - 1's codes after the previous
                                    # pass's sum became its comparison side (1): ex read, compare, count, FIFO

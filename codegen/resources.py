@@ -92,15 +92,40 @@ def over_budget(used: dict, budget: dict) -> list[str]:
     return [k for k in FIT_KEYS if k in budget and used[k] > budget[k]]
 
 
-def misc_dsps(hw: HwConfig, ln_sets: int = 1, writers: int = 1) -> dict[str, int]:
-    """Multipliers outside the MAC arrays (estimates), per lane where the chunk has lanes. ln_sets:
-    the sets of normalizing LayerNorm lanes (ln_load_lane_sets); writers: the residual-stream
-    writers built (stream_writers), each with COLS squares and its variance terms."""
+def product_dsps(a_bits: int, b_bits: int) -> int:
+    """DSP48E2s of a signed a x b-bit product (arith.h mul_exact): one when the operands fit the
+    DSP48E2's signed 27 x 18-bit multiplier either way round (UG579); beyond it an estimate, the tiles
+    of a 26 x 17-bit unsigned split (the high tile signed), which Vitis may beat by a DSP or two."""
+    if (a_bits <= 27 and b_bits <= 18) or (a_bits <= 18 and b_bits <= 27):
+        return 1
+    return min(cdiv(a_bits, 26) * cdiv(b_bits, 17), cdiv(a_bits, 17) * cdiv(b_bits, 26))
+
+
+def multiplier_widths(D: int, R: int) -> dict[str, tuple[int, int]]:
+    """Operand widths of the multipliers outside the MAC arrays at D channels and R residual bits, each
+    an arith.h mul_exact: the twins of rows.h ln_xa_bits, ln_s1_bits, ln_z_bits, LN_G_BITS and arith.h
+    EXP_SQ_BITS (numerics.md 4)."""
+    xa, s1 = R + 3, (D - 1).bit_length() + R + 3   # (D - 1).bit_length() = clog2(D)
+    return {"xa^2": (xa, xa), "S1^2": (s1, s1), "z*G": (design.ln_quotient_bits(D) + 1, 16),
+            "(x + pb)^2": (18, 18)}
+
+
+def misc_dsps(shape: ModelShape, hw: HwConfig, ln_sets: int = 1, writers: int = 1) -> dict[str, int]:
+    """DSPs of the multipliers outside the MAC arrays (product_dsps of multiplier_widths), per lane
+    where the chunk has lanes. ln_sets: the sets of normalizing LayerNorm lanes (ln_load_lane_sets);
+    writers: the residual-stream writers built (stream_writers), each with COLS squares xa^2 and one
+    S1^2 (D * S2 is a product by a constant, in fabric)."""
     L, C, WL = hw.lanes, hw.cols, design.load_lanes(hw)
+    w = multiplier_widths(shape.dim, shape.res_bits)
+    n = {k: product_dsps(*ab) for k, ab in w.items()}
+
+    def bits(k):
+        return "x".join(map(str, w[k]))
     return {
-        f"layernorm: xa^2 per writer lane x {C} and D*S2, S1^2 (2 x 9, 64-bit) per writer x {writers}, "
-        f"z*G (2) per normalizing lane x {WL} x {ln_sets}": (C + 18) * writers + 2 * WL * ln_sets,
-        f"softmax: (x + pb)^2 per lane x {L}": L,
+        f"layernorm: xa^2 ({bits('xa^2')} bits, {n['xa^2']} DSP) per writer lane x {C} and S1^2 ({bits('S1^2')}, "
+        f"{n['S1^2']}) per writer x {writers}; z*G ({bits('z*G')}, {n['z*G']}) per normalizing lane x {WL} x {ln_sets}":
+            (C * n["xa^2"] + n["S1^2"]) * writers + n["z*G"] * WL * ln_sets,
+        f"softmax: (x + pb)^2 ({bits('(x + pb)^2')}, {n['(x + pb)^2']}) per lane x {L}": n["(x + pb)^2"] * L,
     }
 
 
@@ -203,7 +228,7 @@ def count(shape: ModelShape, hw: HwConfig, acc_bits: int = ACC_BITS) -> dict:
     qk = design.qk_hw(hw)
     products = [hw.rows * hw.cols * hw.simd, qk.rows * qk.cols * qk.simd]
     per = [mac_array_dsps(hw), mac_array_dsps(qk)]
-    misc = sum(misc_dsps(hw, design.ln_load_lane_sets(shape, hw), design.stream_writers(shape, hw)).values())
+    misc = sum(misc_dsps(shape, hw, design.ln_load_lane_sets(shape, hw), design.stream_writers(shape, hw)).values())
     bufs = buffers(shape, hw, acc_bits)
     L, rl = hw.lanes, cdiv(shape.tokens, hw.lanes)
     # the softmax's exps of two rows (ex[2][N]: row parity complete, cyclic LANES); its logits and
@@ -259,12 +284,13 @@ def lut_estimate(shape: ModelShape, hw: HwConfig) -> dict[str, int]:
                                                     * (int(dr["proj"] or dr["fc2"]) + int(not (dr["proj"] and dr["fc2"]))),
         "GELU lanes (FC1: COLS requant + table lookups)": hw.cols * (c["epilogue_lane"] + c["gelu_lookup"]),
         # the epilogues read one accumulator row per cycle with a run-time row index: the loops
-        # after the reduction (acc[n]: embed, head, and QKV, residual, GELU where they do not drain)
-        # and the drains one row of the ping-pong copy (done[n]: QKV's, and the residual / GELU
-        # drains'); Q.K^T: RL rows, each from ceil(ROWS / RL)
-        "accumulator row multiplexers (acc[n], done[n])": ((2 + (not dr["qkv"]) + (not (dr["proj"] and dr["fc2"]))
-                                                            + (not dr["fc1"]) + dr["qkv"]
-                                                            + (dr["proj"] or dr["fc1"] or dr["fc2"]))
+        # after the reduction (acc[n]: the head, and the embedding, QKV, residual, GELU where they do
+        # not drain: layers.h main_epilogue builds no other branch) and the drains one row of the
+        # ping-pong copy (done[n]: QKV's, and the one done[ks] of the stream (residual, embedding) and
+        # GELU drains); Q.K^T: RL rows, each from ceil(ROWS / RL)
+        "accumulator row multiplexers (acc[n], done[n])": ((1 + (not dr["embed"]) + (not dr["qkv"])
+                                                            + (not (dr["proj"] and dr["fc2"])) + (not dr["fc1"])
+                                                            + dr["qkv"] + (dr["proj"] or dr["fc1"] or dr["fc2"] or dr["embed"]))
                                                            * math.ceil(hw.rows / 4) * hw.cols
                                                            + RL * math.ceil(math.ceil(qk.rows / RL) / 4) * qk.cols)
                                                           * ACC_BITS * c["acc_row_mux"],

@@ -215,6 +215,37 @@ arr div_round_q_v(arr a, arr b, int nb, int qb) {
   }
 }
 
+template <int A, int B>
+arr mul_exact_t(arr a, arr b) {
+  need_same(a, b, "mul_exact");
+  arr o = like(a);
+  auto pa = a.data(); auto pb = b.data(); auto po = o.mutable_data();
+  for (py::ssize_t i = 0; i < a.size(); ++i)
+    po[i] = out64(p2vit::mul_exact<A, B>(in_s<A>(pa[i], "mul_exact a"), in_s<B>(pb[i], "mul_exact b")));
+  return o;
+}
+
+// the operand widths the kernels' multipliers are built at (rows.h, arith.h)
+arr mul_exact_v(arr a, arr b, int wa, int wb) {
+  switch (wa * 100 + wb) {
+#define X(A, B) case A * 100 + B: return mul_exact_t<A, B>(a, b);
+    X(11, 11) X(19, 19) X(21, 21) X(29, 29) X(17, 16) X(18, 18) X(32, 32)
+#undef X
+    default: unsupported("mul_exact", wa, wb);
+  }
+}
+
+// rows.h's and arith.h's multiplier operand widths at D channels and R residual bits, named as
+// codegen.resources.multiplier_widths names them
+py::dict multiplier_widths_v(int d, int r) {
+  py::dict w;
+  w["xa^2"] = py::make_tuple(p2vit::ln_xa_bits(r), p2vit::ln_xa_bits(r));
+  w["S1^2"] = py::make_tuple(p2vit::ln_s1_bits(d, r), p2vit::ln_s1_bits(d, r));
+  w["z*G"] = py::make_tuple(p2vit::ln_z_bits(d), p2vit::LN_G_BITS);
+  w["(x + pb)^2"] = py::make_tuple(p2vit::EXP_SQ_BITS, p2vit::EXP_SQ_BITS);
+  return w;
+}
+
 arr ln_quotient_bits_v(arr d) {
   arr o = like(d);
   auto pd = d.data(); auto po = o.mutable_data();
@@ -1278,6 +1309,8 @@ PYBIND11_MODULE(P2VIT_MODNAME, m) {
   m.def("div_round_s", &div_round_s_v, py::arg("a"), py::arg("b"), py::arg("nb"));
   m.def("div_round_q", &div_round_q_v, py::arg("a"), py::arg("b"), py::arg("nb"), py::arg("qb"));
   m.def("ln_quotient_bits", &ln_quotient_bits_v, py::arg("d"));
+  m.def("mul_exact", &mul_exact_v, py::arg("a"), py::arg("b"), py::arg("wa"), py::arg("wb"));
+  m.def("multiplier_widths", &multiplier_widths_v, py::arg("d"), py::arg("r"));
   m.def("isqrt", &isqrt_v, py::arg("n"));
   m.def("log_round_clamped", &log_round_clamped_v, py::arg("r"), py::arg("z"));
   m.def("log_round", &log_round_v, py::arg("r"));

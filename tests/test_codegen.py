@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from codegen import design, model_shape, perf
+from codegen import design, model_shape, perf, resources
 from codegen.generate import generate
 from codegen.hwconfig import HwConfig
 from codegen.module import load
@@ -781,12 +781,32 @@ def test_pragma_check_catches_a_factor_out_of_scope(tiny_ir, tmp_path):
 # operands) is listed by source line, and each line must be one of the counted ones.
 _COUNTED_PRODUCTS = (
     ("pe_array.h", r""),                                     # the PE array: packed_mac and its C-sim forms
-    ("arith.h", r"\bsq = "),                                 # the softmax's 18 x 18-bit square
-    ("epilogue.h", r"i64\(xa\) \* i64\(xa\)"),               # the writer's statistics: xa^2 per lane
-    ("rows.h", r"s1 \* s1"),                                 # ln_std: S1^2 (D * S2 by a constant)
-    ("rows.h", r"i64\(z\) \* i64\(G\)"),                     # ln_norm: z * G per normalizing lane
+    ("arith.h", r"i64\(a\) \* i64\(b\)"),                     # mul_exact: the calls of _COUNTED_MUL_EXACT
     ("p2vit_top.cpp", r"xa \* xa"),                          # trace_layernorm: C-sim only (#ifndef __SYNTHESIS__)
 )
+# every call of arith.h mul_exact, the one form of the multipliers outside the MAC arrays, with the
+# operand widths resources.misc_dsps counts its DSPs by (resources.multiplier_widths)
+_COUNTED_MUL_EXACT = {
+    ("arith.h", "mul_exact<EXP_SQ_BITS, EXP_SQ_BITS>(ts, ts)"): "(x + pb)^2",   # the softmax lanes' exp
+    ("rows.h", "mul_exact<SB, SB>(s, s)"): "S1^2",                              # ln_std, SB = ln_s1_bits(D, R)
+    ("rows.h", "mul_exact<QB + 1, LN_G_BITS>(z, G)"): "z*G",                    # ln_norm, QB + 1 = ln_z_bits(D)
+    ("rows.h", "mul_exact<ln_xa_bits(RBITS), ln_xa_bits(RBITS)>(xa, xa)"): "xa^2",   # layernorm_row (harness)
+    ("epilogue.h", "mul_exact<XB, XB>(xa, xa)"): "xa^2",                        # the writer, XB = ln_xa_bits(R)
+}
+
+
+def test_every_mul_exact_call_is_a_counted_multiplier():
+    """The products of run-time values outside the PE array are mul_exact calls (the test below), and
+    each call in the kernels and templates is one of those resources.misc_dsps counts, at the widths
+    it counts them by (their twins: tests/test_kernels.py test_multiplier_widths_twins_...)."""
+    root = Path(__file__).resolve().parents[1]
+    calls = set()
+    for src in sorted((root / "kernels" / "p2vit").glob("*.h")) + sorted((root / "templates").glob("*.j2")):
+        code = re.sub(r"//[^\n]*", "", src.read_text())   # the calls, not the comments that name them
+        for m in re.finditer(r"mul_exact<(?:[^<>()]|\([^()]*\))*>\([^()]*\)", code):
+            calls.add((src.name, m.group(0)))
+    assert calls == set(_COUNTED_MUL_EXACT), calls ^ set(_COUNTED_MUL_EXACT)
+    assert set(_COUNTED_MUL_EXACT.values()) == set(resources.multiplier_widths(768, 8))
 
 
 def _uncounted_products(hls: Path, tmp: Path) -> list[str]:

@@ -703,6 +703,42 @@ def test_ln_quotient_bits_twins_and_bound(kern):
         assert int(z.abs().max()) >= 2 ** (ln_quotient_bits(d) - 2)   # and the bound is not loose by more than 2x
 
 
+def test_mul_exact_is_the_exact_product(kern):
+    """arith.h mul_exact<A, B>, the multipliers outside the MAC arrays, is a * b on the full signed
+    ranges of both operands, extremes included (ap_int: the A x B-bit product the DSPs are counted by)."""
+    rng = np.random.default_rng(43)
+    for wa, wb in ((11, 11), (19, 19), (21, 21), (29, 29), (17, 16), (18, 18), (32, 32)):
+        ends_a = [-(1 << (wa - 1)), (1 << (wa - 1)) - 1, -1, 0, 1]
+        ends_b = [-(1 << (wb - 1)), (1 << (wb - 1)) - 1, -1, 0, 1]
+        a = np.concatenate([np.repeat(ends_a, len(ends_b)), rng.integers(-(1 << (wa - 1)), 1 << (wa - 1), 4000)])
+        b = np.concatenate([np.tile(ends_b, len(ends_a)), rng.integers(-(1 << (wb - 1)), 1 << (wb - 1), 4000)])
+        check(kern.mul_exact(A(a), A(b), wa, wb), [int(x) * int(y) for x, y in zip(a, b)])
+    with pytest.raises(ValueError, match="does not fit sint<18>"):
+        kern.mul_exact(A([1 << 17]), A([1]), 18, 18)
+
+
+def test_multiplier_widths_twins_and_hold_their_extremes(kern):
+    """rows.h / arith.h operand widths of the multipliers outside the MAC arrays ==
+    codegen.resources.multiplier_widths (the DSP count's), and each holds the extreme value
+    numerics.md 4 bounds it by, one bit less would not: xa = -2^(R+2), S1 = -D 2^(R+2) (D a power of
+    two), G = 2^14, rr + pb = 2^17 - 1; z's bound has its own test (test_ln_quotient_bits_twins_and_bound)."""
+    from codegen.design import ln_quotient_bits
+    from codegen.resources import multiplier_widths
+
+    def bits(v):   # the signed width that holds v
+        return (v if v >= 0 else -v - 1).bit_length() + 1
+
+    for d in (3, 16, 192, 384, 768, 1024, 1280):
+        for r in (8, 16):
+            w = multiplier_widths(d, r)
+            assert kern.multiplier_widths(d, r) == w, (d, r)
+            assert w["xa^2"][0] == bits(-(1 << (r + 2)))
+            assert w["S1^2"][0] >= bits(-d * (1 << (r + 2)))
+            if d & (d - 1) == 0:
+                assert w["S1^2"][0] == bits(-d * (1 << (r + 2)))
+            assert w["z*G"] == (ln_quotient_bits(d) + 1, bits(1 << 14)) and w["(x + pb)^2"] == (18, bits(-(1 << 17)))
+
+
 def test_layernorm(kern):
     rng = np.random.default_rng(10)
     for d, rbits in LN_DR:

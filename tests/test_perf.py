@@ -530,7 +530,7 @@ def test_weight_traffic_and_resources():
     # every instance the code makes (the MAC array, the Q.K^T array of COLS / ports columns), 8 x
     # 8-bit multipliers each, two products per DSP
     assert r8["dsps_per_array"] == r4["dsps_per_array"] == [16 * 8 * 4] * 2
-    assert r8["dsps"] == 2 * 512 + sum(resources.misc_dsps(hw, design.ln_load_lane_sets(s8, hw), design.stream_writers(s8, hw)).values())
+    assert r8["dsps"] == 2 * 512 + sum(resources.misc_dsps(s8, hw, design.ln_load_lane_sets(s8, hw), design.stream_writers(s8, hw)).values())
     assert p2.res["dsps_per_array"] == [16 * 8 * 4, 16 * 4 * 4]
     assert 0 < r8["bram18k"] <= resources.PARTS["xczu9eg"][1]
 
@@ -563,7 +563,7 @@ def test_every_named_model_offline():
         hw = HwConfig()
         s = perf.evaluate(shape, hw).summary()
         assert s["latency_ms"] > 0 and 0 < s["utilization"] < 1
-        misc = sum(resources.misc_dsps(hw, design.ln_load_lane_sets(shape, hw), design.stream_writers(shape, hw)).values())
+        misc = sum(resources.misc_dsps(shape, hw, design.ln_load_lane_sets(shape, hw), design.stream_writers(shape, hw)).values())
         assert s["dsps"] == 2 * hw.rows * -(-hw.cols // 2) * hw.simd + misc   # MAC + Q.K^T arrays
         assert shape.tokens == 197 and shape.num_classes == 1000
     assert model_shape.load_shape("vit_b").dim == 768 and model_shape.load_shape("deit_s").heads == 6
@@ -578,7 +578,7 @@ def test_cli_json(tmp_path, capsys):
     assert JSON_KEYS <= set(d)
     hw = HwConfig()
     vb = model_shape.load_shape("vit_b")
-    misc = sum(resources.misc_dsps(hw, design.ln_load_lane_sets(vb, hw), design.stream_writers(vb, hw)).values())
+    misc = sum(resources.misc_dsps(vb, hw, design.ln_load_lane_sets(vb, hw), design.stream_writers(vb, hw)).values())
     assert d["clock_mhz"] == 200.0 and d["dsps"] == 2 * hw.rows * -(-hw.cols // 2) * hw.simd + misc
     assert d["gmacs"] == pytest.approx(17.56, abs=0.05)          # ViT-B/16: 17.6 GMAC incl. attention
     assert d["fps"] == pytest.approx(1e3 / d["latency_ms"])

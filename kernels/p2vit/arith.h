@@ -8,6 +8,7 @@
 //   requant<BITS>(v, k)        sat<BITS>(rshift_round(v, k))
 //   add_i32(a, b)              a + b narrowed to int32 (a sum section 4 keeps in int32)
 //   requant32<BITS>(v, k)      requant<BITS> of an int32 v on a 32-bit datapath
+//   mul_exact<A, B>(a, b)      a signed A x B-bit product on A + B bits (the operand widths set the DSPs)
 //   div_floor(a, b)            floor(a / b), b > 0
 //   div_round(a, b)            round-half-up a / b, b > 0
 //   div_round_u<NB, DB>(a, b)  div_round on an NB-bit by DB-bit unsigned divider (0 <= a < 2^NB)
@@ -146,6 +147,27 @@ inline sint<BITS> requant32(i32 v, sint<8> k) {
   if (v < down) return sint<BITS>(lo);
   return sint<BITS>(i32(u32(u32(v) << s)));   // in [lo, hi]: the low bits of the shift are the value
 }
+
+// mul_exact<A, B>(a, b): the product of an A-bit and a B-bit signed value, exact on A + B bits: the
+// one form of the multipliers outside the MAC arrays (LayerNorm's and the softmax's). In HLS mode it is
+// the ap_int product of the two widths, which Vitis maps to DSP48E2s by them: one for A <= 27 and
+// B <= 18 or the reverse (codegen.resources.product_dsps counts them; a product of two values cast to
+// i64 would be a 64 x 64 multiplier unless the tool narrowed it). The widths are explicit at every
+// call (a native sint<W> is not deducible), and tests/test_codegen.py lists the calls the DSP count
+// holds. Native mode: the same value, on 64 bits.
+template <int A, int B>
+inline sint<A + B> mul_exact(sint<A> a, sint<B> b) {
+  static_assert(A >= 1 && B >= 1 && A + B <= 64, "mul_exact<A, B>: the product must fit 64 bits");
+#ifdef P2VIT_NATIVE_TYPES
+  return sint<A + B>(i64(a) * i64(b));
+#else
+  return a * b;   // ap_int<A> * ap_int<B> is ap_int<A + B>
+#endif
+}
+
+// EXP_SQ_BITS: the width of the integer exp's (rr + pb), |.| < 2^17, which int_exp_cmp squares (the
+// LayerNorm multipliers' widths are in rows.h; codegen.resources.multiplier_widths is their twin).
+constexpr int EXP_SQ_BITS = 18;
 
 namespace detail {
 
@@ -411,13 +433,9 @@ quotient:
     q += (uc >= uint<XB + 1>(m[k])) ? 1 : 0;
   }
   const i64 t = i64(m[q] - i64(uc) + pb);                        // rr + pb, |t| <= max(pb, |x0|) < 2^17
-  const sint<18> t18 = sint<18>(t);
-#ifdef P2VIT_NATIVE_TYPES
-  const i64 sq = i64(t18) * i64(t18);
-#else
-  const sint<36> sq = t18 * t18;                                  // an exact 18 x 18-bit product (1 DSP)
-#endif
-  return shift_left(i64(sq) + pc, NX - q);
+  const sint<EXP_SQ_BITS> ts = sint<EXP_SQ_BITS>(t);
+  const i64 sq = i64(mul_exact<EXP_SQ_BITS, EXP_SQ_BITS>(ts, ts));   // 18 x 18 bits: one DSP48E2
+  return shift_left(sq + pc, NX - q);
 }
 
 // log_code_multiplier<GEO>(t): c_t of numerics.md 2.5's division-free steps 5-6, as unsigned

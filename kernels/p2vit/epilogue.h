@@ -204,9 +204,10 @@ inline void epi_stream_row(const typename C::acc_t a[C::COLS], bool embed, int r
       P2VIT_ACCESS_LANE("rc", c % CB, o, gcd_int(C::COLS, CB));
       rc[row][c] = out;
       P2VIT_ACCESS_LANE("ln_k", c % K1, o, gcd_int(C::COLS, K1));
-      const sint<C::RES_BITS + 3> xa = ln_align<C::RES_BITS>(out, ln_k[c]);   // |xa| <= 2^(R+2)
+      constexpr int XB = ln_xa_bits(C::RES_BITS);
+      const sint<XB> xa = ln_align<C::RES_BITS>(out, ln_k[c]);   // |xa| <= 2^(R+2)
       p1 = p1 + i64(xa);
-      p2 = p2 + i64(xa) * i64(xa);
+      p2 = p2 + i64(mul_exact<XB, XB>(xa, xa));
     }
   }
   if (row < C::N) {   // |S1| <= D*2^(R+2), 0 <= S2 <= D*2^(2R+4) (numerics.md 4)
@@ -220,7 +221,7 @@ inline void epi_stream_row(const typename C::acc_t a[C::COLS], bool embed, int r
       P2VIT_ACCESS("ln_s1", 0);
       P2VIT_ACCESS("ln_sd", 0);
       ln_s1[row] = t1;
-      ln_sd[row] = ln_std<C::D>(t1, t2, ln_eps);
+      ln_sd[row] = ln_std<C::D, C::RES_BITS>(t1, t2, ln_eps);
     } else {
       P2VIT_ACCESS("ln_acc1", 0);
       P2VIT_ACCESS("ln_acc2", 0);

@@ -46,6 +46,16 @@ constexpr int ln_quotient_bits(int D) {
   return detail::clog2(detail::isqrt_const(std::int64_t(D - 1) << (2 * LN_FRAC_BITS + 2)) + 2);
 }
 
+// Operand widths of LayerNorm's multipliers (numerics.md 4's bounds; each a mul_exact, whose widths
+// set its DSP48E2s): codegen.resources.multiplier_widths is their twin (tests/test_kernels.py).
+//   ln_xa_bits(R)     xa = r << k, |xa| <= 2^(R+2): the residual-stream writer's squares xa^2
+//   ln_s1_bits(D, R)  S1, the sum of D values xa, in [-D 2^(R+2), D 2^(R+2)): ln_std's S1^2
+//   ln_z_bits(D)      z, |z| < 2^QB (ln_quotient_bits), and LN_G_BITS, the gain G, |G| <= 2^14: z * G
+constexpr int ln_xa_bits(int R) { return R + 3; }
+constexpr int ln_s1_bits(int D, int R) { return detail::clog2(D) + R + 3; }
+constexpr int ln_z_bits(int D) { return ln_quotient_bits(D) + 1; }
+constexpr int LN_G_BITS = 16;
+
 // SOFTMAX_XB<E>, SOFTMAX_NX<E>: the softmax's integer exp at exp_shift E takes -x < 2^(8+E) and
 // clamps at n = exp_clamp(E); its multiples are exp_multiples<SOFTMAX_XB<E>, SOFTMAX_NX<E>>, made once
 // per head group into an array of SOFTMAX_NX<E> + 1 values that the caller partitions completely.
@@ -136,22 +146,27 @@ code:
 // accelerator's split LayerNorm (p2vit/layernorm.h: the statistics in the residual-stream writer,
 // epilogue.h epi_stream_row; the normalization in the row loads, ln_load_word):
 //   ln_align<RBITS>(r, k)        xa = r << k, |xa| <= 2^(R+2)
-//   ln_std<D>(s1, s2, eps_i)     std = isqrt(D*S2 - S1^2 + eps_i), in [1, 2^31)
+//   ln_std<D, RBITS>(s1, s2, eps_i)  std = isqrt(D*S2 - S1^2 + eps_i), in [1, 2^31)
 //   ln_norm<D, RBITS>(xa, s1, sd, G, B, sh)
 //                                y = requant<8>(div_round((D*xa - S1) << F_ln, std) * G + B, sh)
 template <int RBITS>
-inline sint<RBITS + 3> ln_align(sint<RBITS> r, uint<2> k) {
-  return sint<RBITS + 3>(shift_left(i64(r), int(k)));   // |xa| <= 2^(R+2)
+inline sint<ln_xa_bits(RBITS)> ln_align(sint<RBITS> r, uint<2> k) {
+  return sint<ln_xa_bits(RBITS)>(shift_left(i64(r), int(k)));   // |xa| <= 2^(R+2)
 }
 
-template <int D>
+template <int D, int RBITS>
 inline i64 ln_std(i64 s1, i64 s2, i64 eps_i) {
-  const i64 var = i64(D) * s2 - s1 * s1 + eps_i;   // in [eps_i, 2^62)
+  constexpr int SB = ln_s1_bits(D, RBITS);
+  const sint<SB> s = sint<SB>(s1);                  // |S1| <= D*2^(R+2)
+  const i64 ds2 = i64(D) * s2;                      // 0 <= D*S2 < 2^62
+  // D * S2 by a constant: shifts and adds in fabric, like ln_norm's D * xa
+  P2VIT_PRAGMA(HLS BIND_OP variable=ds2 op=mul impl=fabric)
+  const i64 var = ds2 - i64(mul_exact<SB, SB>(s, s)) + eps_i;   // in [eps_i, 2^62)
   return isqrt(var);                                // std, in [1, 2^31)
 }
 
 template <int D, int RBITS>
-inline sint<8> ln_norm(sint<RBITS + 3> xa, i64 s1, i64 sd, sint<16> G, i64 B, sint<8> sh) {
+inline sint<8> ln_norm(sint<ln_xa_bits(RBITS)> xa, i64 s1, i64 sd, sint<LN_G_BITS> G, i64 B, sint<8> sh) {
   const i64 dev = i64(D) * i64(xa) - s1;   // |dev| <= 2*D*2^(R+2)
   // D * xa by a constant: shifts and adds in fabric (D = 768: two), not a DSP the model would not count
   P2VIT_PRAGMA(HLS BIND_OP variable=dev op=mul impl=fabric)
@@ -159,7 +174,7 @@ inline sint<8> ln_norm(sint<RBITS + 3> xa, i64 s1, i64 sd, sint<16> G, i64 B, si
   constexpr int QB = ln_quotient_bits(D);
   const sint<QB + 1> z = sint<QB + 1>(
       div_round_q<detail::clog2(D) + RBITS + 14, 31, QB>(shift_left(dev, LN_FRAC_BITS), sd));
-  const i64 acc = i64(z) * i64(G) + B;   // |z| <= sqrt(D-1)*2^11 + 1; |acc| < 2^63
+  const i64 acc = i64(mul_exact<QB + 1, LN_G_BITS>(z, G)) + B;   // |z| < 2^QB, |G| <= 2^14; |acc| < 2^63
   return requant<8>(acc, int(sh));
 }
 
@@ -210,15 +225,15 @@ stats:
       P2VIT_PRAGMA(HLS UNROLL)
       const int c = cw * L + l;
       if (c < D) {
-        const sint<RBITS + 3> xa = ln_align<RBITS>(r[c], k[c]);
+        const sint<ln_xa_bits(RBITS)> xa = ln_align<RBITS>(r[c], k[c]);
         p1 = p1 + i64(xa);
-        p2 = p2 + i64(xa) * i64(xa);
+        p2 = p2 + i64(mul_exact<ln_xa_bits(RBITS), ln_xa_bits(RBITS)>(xa, xa));
       }
     }
     s1 = s1 + p1;
     s2 = s2 + p2;
   }
-  const i64 sd = ln_std<D>(s1, s2, eps_i);
+  const i64 sd = ln_std<D, RBITS>(s1, s2, eps_i);
 
   // Pass 2: normalize, scale, shift, saturate; L channels per cycle, a divider per lane.
 norm:
