@@ -650,6 +650,22 @@ def run_all(r: Runner) -> None:
                m("quantizer", REAL_CARD, "--weights", whole_pt, "--calib", REAL_CALIB, "--out", "qe37"),
                must_contain=["model.state_dict()"], max_seconds=FAST))
 
+    # ---- E38-E42: session 43's newcomer review -----------------------------------------------------
+    r.run(Case("E38", "cosim.eval --json the model card the build was made from (once replaced, exit 0)",
+               m("cosim.eval", "--build", build_a, "--data", "data.npz", "--json", card),
+               must_contain=["the model card of build"], max_seconds=FAST))
+    r.run(Case("E39", "codegen.perf --target img.png (binary: once a UnicodeDecodeError traceback)",
+               m("codegen.perf", "deit_t", "--target", "img.png"), must_contain=["not UTF-8"], max_seconds=FAST))
+    r.run(Case("E40", "quantizer --mixed-precision --w-bits 4 (once searched with --w-bits ignored)",
+               m("quantizer", card, "--random-init", "--mixed-precision", "--w-bits", 4, "--out", "qe40"),
+               must_contain=["conflict"], max_seconds=FAST))
+    r.run(Case("E41", "cosim.eval --json typo/dir/r.json (once made the folders)",
+               m("cosim.eval", "--build", build_a, "--data", "data.npz", "--json", "typo/dir/r.json"),
+               must_contain=["does not exist; create it first"], max_seconds=FAST))
+    r.run(Case("E42", "codegen --no-build --ap-int (once exit 0, nothing built)",
+               m("codegen", card, "--random-init", "--no-build", "--ap-int", "--out", "ce42"),
+               must_contain=["--ap-int"], max_seconds=FAST))
+
     # ---- 14, 15. developer habits -----------------------------------------------------------
     pytest = Path(PY).parent / "pytest"
     r.run(Case("14", "bare pytest --collect-only -q from the repo root",

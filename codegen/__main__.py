@@ -46,6 +46,8 @@ def main(argv=None):
     if not ATTN_BITS[0] <= args.attn_bits <= ATTN_BITS[1]:   # QuantConfig would name the reference's range
         raise P2VitError(f"--attn-bits must be between {ATTN_BITS[0]} and {max_attn_bits()} (what the generated hardware "
                          f"supports), not {args.attn_bits}")
+    if args.ap_int and args.no_build:
+        raise P2VitError("--ap-int asks for an ap_int C-sim build and --no-build for none; drop one of them")
     cfg = quant_config(args)
     check_generatable(cfg.to_json())          # reference-only settings fail before any work
     hw_config(args)                           # flag errors before loading anything

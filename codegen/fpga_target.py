@@ -83,6 +83,12 @@ def load_target(spec: str) -> Target:
         raise P2VitError(f"cannot read target file {spec} ({exc.strerror})") from None
     except json.JSONDecodeError as exc:
         raise P2VitError(f"target file {spec} is not JSON ({exc.msg} at line {exc.lineno})") from None
+    except UnicodeDecodeError:
+        raise P2VitError(f"target file {spec} is not JSON (not UTF-8 text: an image or a binary file?); give a JSON "
+                         f"file with {', '.join(TARGET_KEYS)}") from None
+    except RecursionError:
+        raise P2VitError(f"target file {spec} is not a target (JSON nested too deeply); give a JSON object with "
+                         f"{', '.join(TARGET_KEYS)}") from None
     if not isinstance(d, dict):
         raise P2VitError(f"target file {spec} must hold a JSON object with {', '.join(TARGET_KEYS)}")
     for k in ("name", "part"):

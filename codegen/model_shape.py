@@ -10,7 +10,7 @@ from pathlib import Path
 from quantizer.config import softmax_settings
 from quantizer.errors import P2VitError
 from quantizer.ir import linear_layer_names
-from quantizer.outputs import RunInput, inputs_of
+from quantizer.outputs import RunInput, card_inputs
 
 from .hwconfig import DEFAULT_DRAM_GBS, HwConfig
 
@@ -142,7 +142,7 @@ def model_inputs(spec: str) -> list[RunInput]:
         return build_inputs(p)
     if p.is_dir():   # a saved IR
         return [RunInput(f"the input MODEL {p / f}", p / f) for f in ("manifest.json", "params.bin")]
-    return inputs_of("MODEL", p) if p.exists() else []
+    return card_inputs("MODEL", p) if p.is_file() else []
 
 
 def design_of_build(spec: str) -> BuiltDesign | None:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from quantizer.errors import P2VitError
-from quantizer.outputs import BUILD_ENTRIES, RunInput   # BUILD_ENTRIES: what codegen writes into a build
+from quantizer.outputs import BUILD_ENTRIES, RunInput, card_inputs   # BUILD_ENTRIES: what codegen writes into a build
 
 from .integrity import is_sealed, verify_file
 
@@ -80,9 +80,21 @@ class CsimModule:
 
 
 def build_inputs(build_dir) -> list[RunInput]:
-    """check_outputs_apart's inputs for a build directory."""
-    return [RunInput(f"part of the build {build_dir} ({Path(build_dir) / e})", Path(build_dir) / e)
-            for e in BUILD_ENTRIES]
+    """check_outputs_apart's inputs for a build directory: its own files, and the model card and
+    weights file build.json records (cosim rebuilds the FP32 model from them)."""
+    found = [RunInput(f"part of the build {build_dir} ({Path(build_dir) / e})", Path(build_dir) / e)
+             for e in BUILD_ENTRIES]
+    try:
+        model = json.loads((Path(build_dir) / "build.json").read_text()).get("model", {})
+        spec, source = model.get("spec") or {}, str(model.get("source", ""))
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError, AttributeError):
+        return found   # loading the build will say what is wrong with it
+    if isinstance(spec, dict) and spec.get("kind") == "card" and isinstance(spec.get("card"), str):
+        found += card_inputs(f"the model card of build {build_dir}", spec["card"])
+    if source.startswith("weights file "):
+        w = source[len("weights file "):]
+        found.append(RunInput(f"the weights file {w} of build {build_dir}", w))
+    return found
 
 
 def read_build_ir(build_dir: str | Path, info: dict):
@@ -94,7 +106,10 @@ def read_build_ir(build_dir: str | Path, info: dict):
     if not (build_dir / "ir" / "manifest.json").is_file():
         raise P2VitError(f"{build_dir} is a build without its IR (ir/manifest.json missing); rebuild with "
                          "python -m codegen")
-    ir = QuantizedViT.load(build_dir / "ir")
+    try:
+        ir = QuantizedViT.load(build_dir / "ir")
+    except P2VitError as exc:   # the IR's own advice is to quantize again; a build's is to rebuild it
+        raise P2VitError(str(exc).replace("quantize the model again", "rebuild it with python -m codegen")) from None
     if ir.content_hash != info.get("ir_sha256"):
         raise P2VitError(f"{build_dir}/ir is not the IR this build was made from (build.json's ir_sha256 differs); "
                          "rebuild with python -m codegen")

@@ -1086,7 +1086,8 @@ def report(p: Perf, abl: dict | None = None) -> str:
              f"work     {s['gmacs']:.3f} GMAC -> {s['gops']:.1f} GOPS   GOPS/DSP {s['gops_per_dsp']:.4f}   "
              f"FPS/DSP {s['fps_per_dsp']:.5f}   MAC-array utilization {s['utilization'] * 100:.1f}%",
              "chunks   " + ", ".join(f"{k} {v / p.cycles * 100:.0f}%" for k, v in p.chunks.items()) +
-             " (busy cycles / latency)",
+             " (busy cycles / latency; mac_array adds its two arrays' cycles, and chunks run side by side, so a"
+             " share, and the busiest chunks' column, may pass 100%)",
              "critical " + ", ".join(f"{k} {v / p.cycles * 100:.1f}%" for k, v in
                                      sorted(p.critical.items(), key=lambda kv: -kv[1]) if v) +
              " (cycles the design waits on each; attention: beyond the MAC array's process)",

@@ -230,6 +230,9 @@ def main(argv=None):
     check_outputs_apart({"--json": args.json, "--results": args.results},
                         inputs_of("--data", args.data) + build_inputs(args.build))
     check_scaleout_args(args, "cosim")
+    if args.no_rebuild and args.ray is None:
+        raise P2VitError("--no-rebuild is for Ray workers (--ray), which may find a module built for another CPU; "
+                         "this run has none: drop --no-rebuild or add --ray")
     s = evaluate(args.data, build=args.build, limit=args.limit, progress=not args.quiet,
                  report=args.report, threads=args.threads, workers=args.workers, ray=args.ray,
                  results=args.results, resume=args.resume, shard_size=args.shard_size,

@@ -225,10 +225,10 @@ def check_card(card, path: str | Path) -> None:
     """Raise a one-line P2VitError naming the first field of `card` (parsed JSON) that is wrong."""
     c = _Checker(path)
     if not isinstance(card, dict):
-        raise P2VitError(f"model card {path} is not a JSON object; see shared/models/*.json for the format")
+        raise P2VitError(f"model card {path} is not a JSON object; its fields are listed in quantizer/card.py (README: Models)")
     for key in ("architecture", "config", "preprocess"):
         if key not in card:
-            raise P2VitError(f"model card {path} has no '{key}' field; see shared/models/*.json for the format")
+            raise P2VitError(f"model card {path} has no '{key}' field; its fields are listed in quantizer/card.py (README: Models)")
     if card.get("name") is not None:
         c.text("name", card["name"])
     arch = card["architecture"]

@@ -37,7 +37,8 @@ def add_quant_args(p: argparse.ArgumentParser, max_attn_bits: int = ATTN_BITS[1]
     """The quantization options; `max_attn_bits` is what --help shows as --attn-bits' range (codegen's
     hardware holds fewer than the reference)."""
     g = p.add_argument_group("quantization")
-    g.add_argument("--w-bits", type=int, choices=(8, 4), default=8, help="weight bits (default 8)")
+    g.add_argument("--w-bits", type=int, choices=(8, 4), default=None,
+                   help="weight bits of every layer (default 8; --mixed-precision chooses them per layer instead)")
     g.add_argument("--per-tensor", action="store_true", help="one weight exponent per layer instead of per channel")
     g.add_argument("--attn-bits", type=int, default=4, metavar=f"{ATTN_BITS[0]}..{max_attn_bits}",
                    help="bits of the log2 attention codes: softmax probabilities become 2^-code, "
@@ -85,10 +86,14 @@ def quant_config(args) -> QuantConfig:
         raise P2VitError(f"{', '.join(given)} set{'s' if len(given) == 1 else ''} the mixed-precision search; "
                          "add --mixed-precision, or drop it")
 
+    if args.mixed_precision and args.w_bits is not None:
+        raise P2VitError(f"--w-bits {args.w_bits} and --mixed-precision conflict: the search chooses 4 or 8 bits per "
+                         "layer; drop one of them")
+
     def search_arg(v, default):
         return default if v is None else v
 
-    return QuantConfig(w_bits=args.w_bits, per_channel=not args.per_tensor, attn_bits=args.attn_bits,
+    return QuantConfig(w_bits=args.w_bits or 8, per_channel=not args.per_tensor, attn_bits=args.attn_bits,
                        attn_uniform=args.attn_uniform, exp_shift=args.exp_shift,
                        attn_rounding=args.attn_rounding,
                        res_bits=args.res_bits, smooth=not args.no_smooth, alpha_qkv=args.alpha_qkv,

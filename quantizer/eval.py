@@ -30,7 +30,7 @@ from .config import LEGACY_SOFTMAX, QuantConfig
 from .data import labels_for_model, limit_note, load_images
 from .errors import ArgumentParser, P2VitError, cli_errors, count_arg, path_arg
 from .float_model import FloatViT
-from .outputs import check_output_file, check_outputs_apart, inputs_of
+from .outputs import card_inputs, check_output_file, check_outputs_apart, inputs_of
 from .metrics import (emit_json, fp32_logits, metrics, metrics_from_rows, quantized_logits, runner_logits,
                       text_stream)
 from .pipeline import quantize, weight_bytes
@@ -419,7 +419,8 @@ def main(argv=None):
     if args.error_budget_chart:
         check_chart_path(args.error_budget_chart)
     check_outputs_apart({"--json": args.json, "--error-budget-chart": args.error_budget_chart, "--results": args.results},
-                        inputs_of("MODEL", args.model if Path(args.model).exists() else None)
+                        (card_inputs("MODEL", args.model) if Path(args.model).is_file()
+                         else inputs_of("MODEL", args.model if Path(args.model).exists() else None))
                         + inputs_of("--weights", args.weights) + inputs_of("--calib", args.calib)
                         + inputs_of("--data", args.data))
     check_scaleout_args(args, "quantizer.eval")

@@ -135,6 +135,10 @@ def _load_card(path: Path, weights, random_init: bool) -> LoadedModel:
     from timm.models.vision_transformer import VisionTransformer
 
     if path.is_dir():
+        if (path / "manifest.json").is_file() or (path / "build.json").is_file():
+            what = "a build" if (path / "build.json").is_file() else "a saved IR (python -m quantizer's output)"
+            raise P2VitError(f"{path} is {what}, not a model: give the model's name or JSON card (the one it was "
+                             f"made from), or one of {known_models_text()}")
         raise P2VitError(f"model card {path} is a directory; give the JSON model card in it, or one of "
                          f"{known_models_text()}")
     if not path.is_file():

@@ -156,7 +156,8 @@ def _check_not_inside_p2vit_output(path: Path, flag: str, anywhere: bool = False
 
 
 def check_output_file(path: str | os.PathLike, flag: str) -> Path:
-    """A file path that can be written (created or replaced), not onto a p2vit build's or IR's own files."""
+    """A file path that can be written (created or replaced) in an existing folder, not onto a p2vit
+    build's or IR's own files."""
     path = Path(path)
     _check_not_inside_p2vit_output(path, flag)
     if path.is_dir():
@@ -165,6 +166,9 @@ def check_output_file(path: str | os.PathLike, flag: str) -> Path:
         raise P2VitError(f"{flag} {path} is not a regular file (a device, FIFO or socket); give a file name")
     if path.exists() and not os.access(path, os.W_OK):
         raise P2VitError(f"{flag} {path} is not writable; choose another path")
+    folder = Path(os.path.abspath(path)).parent
+    if not folder.exists() and not folder.is_symlink():   # a typo in a folder name must not make a tree of folders
+        raise P2VitError(f"{flag} {path}: the folder {folder} does not exist; create it first or choose another path")
     _check_creatable(path, flag)
     return path
 
@@ -233,6 +237,22 @@ def inputs_of(flag: str, path) -> list[RunInput]:
     if Path(path).is_dir():
         return [RunInput(f"{flag} {path}", path, images_only=True)]
     return [RunInput(f"the input {flag} {path}", path)]
+
+
+def card_inputs(flag: str, card) -> list[RunInput]:
+    """The RunInputs of a model card given as `flag` (none when it is not a file): the card, and the
+    weights file its "weights" field names (relative to the card), which a run reads through it."""
+    if card is None or not Path(card).is_file():
+        return []
+    found = inputs_of(flag, card)
+    try:
+        weights = json.loads(Path(card).read_text()).get("weights")
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError, AttributeError):
+        return found   # not a card this run can read; loading it will say why
+    if isinstance(weights, str) and weights:
+        w = Path(card).parent / weights
+        found.append(RunInput(f"the weights file {w} of {flag} {card}", w))
+    return found
 
 
 def check_outputs_apart(outputs: dict[str, object], inputs: list[RunInput]) -> None:

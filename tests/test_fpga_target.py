@@ -72,6 +72,13 @@ def test_unreadable_or_incomplete_target_files(tmp_path):
         fpga_target.load_target(str(bad))
     with pytest.raises(P2VitError, match="cannot read"):
         fpga_target.load_target(str(tmp_path / "missing.json"))
+    png = tmp_path / "board.png"   # an image given as the target: binary, not UTF-8
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
+    with pytest.raises(P2VitError, match="not UTF-8 text"):
+        fpga_target.load_target(str(png))
+    bad.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(P2VitError, match="nested too deeply"):
+        fpga_target.load_target(str(bad))
 
 
 def test_lut_estimate_grows_with_the_array_and_the_lanes(deit_s):

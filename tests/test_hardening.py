@@ -73,6 +73,21 @@ def test_same_size_blob_of_another_calibration_is_refused(tiny_lm, copy_of_tiny_
     _one_line_error(capsys.readouterr().err)
 
 
+def test_a_builds_damaged_ir_says_to_rebuild_the_build(copy_of_tiny_build):
+    """A damaged ir/ inside a build is the build's to remake (python -m codegen), not the IR's
+    (the IR's own message said to quantize again, which leaves the build as broken)."""
+    from cosim.builds import open_build
+
+    blob = copy_of_tiny_build / "ir" / "params.bin"
+    blob.write_bytes(blob.read_bytes()[:-7])
+    with pytest.raises(P2VitError, match="rebuild it with python -m codegen") as exc:
+        open_build(copy_of_tiny_build)
+    assert "quantize the model again" not in str(exc.value)
+    (copy_of_tiny_build / "ir" / "manifest.json").write_text('{"half": ')
+    with pytest.raises(P2VitError, match=r"manifest.json is corrupt \(not JSON\); rebuild it with python -m codegen"):
+        open_build(copy_of_tiny_build)
+
+
 def test_edited_build_json_is_refused(copy_of_tiny_build):
     path = copy_of_tiny_build / "build.json"
     info = json.loads(path.read_text())
@@ -280,6 +295,9 @@ def test_json_path_is_checked_before_evaluating(tool, tiny_build, tmp_path, caps
     (tmp_path / "f").write_text("x")
     _fails_fast(cli.main, argv + ["--json", str(tmp_path / "f" / "out.json")], capsys, "is a file, not a directory")
     _fails_fast(cli.main, argv + ["--json", "/proc/p2vit.json"], capsys, "in /proc (")
+    _fails_fast(cli.main, argv + ["--json", str(tmp_path / "typo" / "deeper" / "r.json")], capsys,
+                "the folder", "does not exist; create it first")
+    assert not (tmp_path / "typo").exists()
 
 
 def test_outputs_leave_every_build_and_ir_whole(tiny_build, tmp_path, capsys):
@@ -297,14 +315,46 @@ def test_outputs_leave_every_build_and_ir_whole(tiny_build, tmp_path, capsys):
     _fails_fast(perf.main, ["deit_t", "--json", str(tmp_path / "ir" / "manifest.json")], capsys, "is part of the saved IR")
     assert (build / "build.json").read_bytes() == sealed
     made_cosim = not (build / "cosim").exists()
+    (build / "cosim").mkdir(exist_ok=True)
     for beside in (build / "perf.json", build / "cosim" / "perf.json", tmp_path / "ir" / "notes.json"):
         for _ in range(2):   # and again once it exists: a re-run replaces its own output
             check_output_file(beside, "--json")
-            beside.parent.mkdir(exist_ok=True)
             beside.write_text("{}")
         beside.unlink()
     if made_cosim:
         (build / "cosim").rmdir()
+
+
+def test_outputs_never_overwrite_the_card_or_weights_a_run_reads_through_another_path(tmp_path, capsys, monkeypatch):
+    """A run reads a model card's weights file through the card, and a build's card and weights
+    through build.json: an output onto any of them is refused too (a review replaced a build's card
+    and weights with cosim.eval --json and quantizer.eval --json, exit 0)."""
+    import json
+
+    from codegen import perf
+    from codegen.module import build_inputs
+    from quantizer import eval as qeval
+    from quantizer.outputs import check_outputs_apart
+
+    card, weights, other = tmp_path / "m.json", tmp_path / "m.safetensors", tmp_path / "other.pth"
+    card.write_text(json.dumps({"weights": "m.safetensors"}))
+    weights.write_bytes(b"w")
+    other.write_bytes(b"w")
+    build = tmp_path / "b"
+    build.mkdir()
+    (build / "build.json").write_text(json.dumps({"ir_sha256": "0", "model": {
+        "spec": {"kind": "card", "card": str(card)}, "source": f"weights file {other}"}}))
+    for path, named in ((card, "the input the model card of build"), (weights, "the weights file"),
+                        (other, "the weights file")):
+        with pytest.raises(P2VitError, match=named):
+            check_outputs_apart({"--json": path}, build_inputs(build))
+    monkeypatch.setattr(qeval, "evaluate_all", lambda *a, **k: pytest.fail("evaluated first"), raising=False)
+    data = tmp_path / "d.npz"
+    data.write_bytes(b"images")
+    _fails_fast(qeval.main, [str(card), "--data", str(data), "--json", str(weights)], capsys,
+                f"the weights file {weights} of MODEL {card}")
+    _fails_fast(perf.main, [str(card), "--json", str(weights)], capsys, "the weights file")
+    assert weights.read_bytes() == b"w" and card.read_text() == json.dumps({"weights": "m.safetensors"})
 
 
 def test_outputs_never_overwrite_an_input_or_each_other(tiny_build, tmp_path, capsys, monkeypatch):
@@ -401,7 +451,24 @@ def test_mixed_precision_search_settings_are_checked_up_front(tmp_path, capsys):
     _fails_fast(cli.main, argv + ["--mixed-precision", "--iterations", "-1"], capsys, "--iterations must be 0")
     _fails_fast(cli.main, argv + ["--population", "5", "--seed", "3"], capsys,
                 "--population, --seed set the mixed-precision search; add --mixed-precision")
+    for bits in ("4", "8"):   # the search chooses every layer's bits: a --w-bits beside it was ignored
+        _fails_fast(cli.main, argv + ["--mixed-precision", "--w-bits", bits], capsys,
+                    f"--w-bits {bits} and --mixed-precision conflict")
     assert not (tmp_path / "ir").exists()
+
+
+def test_flags_that_would_do_nothing_together_are_refused(tiny_build, tmp_path, capsys, monkeypatch):
+    """--ap-int with --no-build built nothing, and --no-rebuild without --ray changed nothing, both
+    with exit 0 and not a word."""
+    from codegen import __main__ as codegen_cli
+    from cosim import eval as cosim_cli
+
+    _fails_fast(codegen_cli.main, [str(tiny_card(tmp_path)), "--random-init", "--no-build", "--ap-int",
+                                   "--out", str(tmp_path / "b")], capsys, "--ap-int asks for an ap_int C-sim build")
+    assert not (tmp_path / "b").exists()
+    monkeypatch.setattr(cosim_cli, "evaluate", lambda *a, **k: pytest.fail("evaluated first"))
+    _fails_fast(cosim_cli.main, ["--build", str(tiny_build[1]), "--data", str(tmp_path / "d.npz"), "--no-rebuild"],
+                capsys, "--no-rebuild is for Ray workers (--ray)")
 
 
 def test_a_build_given_as_a_file_says_so(tmp_path):

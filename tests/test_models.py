@@ -303,6 +303,10 @@ def test_dataparallel_weights_get_a_hint_and_a_folder_card_says_so(tmp_path):
     (tmp_path / "cards.json").mkdir()
     with one_line_error("is a directory; give the JSON model card in it"):
         load_model(tmp_path / "cards.json")
+    (tmp_path / "ir").mkdir()   # a saved IR given where a model is wanted (quantizer.eval)
+    (tmp_path / "ir" / "manifest.json").write_text("{}")
+    with one_line_error("is a saved IR (python -m quantizer's output), not a model: give the model's name or JSON card"):
+        load_model(tmp_path / "ir")
 
 
 def test_valid_pt_state_dict_loads_with_identical_outputs(vit_t_source):
