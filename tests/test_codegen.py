@@ -788,10 +788,10 @@ _COUNTED_PRODUCTS = (
 # operand widths resources.misc_dsps counts its DSPs by (resources.multiplier_widths)
 _COUNTED_MUL_EXACT = {
     ("arith.h", "mul_exact<EXP_SQ_BITS, EXP_SQ_BITS>(ts, ts)"): "(x + pb)^2",   # the softmax lanes' exp
-    ("rows.h", "mul_exact<SB, SB>(s, s)"): "S1^2",                              # ln_std, SB = ln_s1_bits(D, R)
-    ("rows.h", "mul_exact<QB + 1, LN_G_BITS>(z, G)"): "z*G",                    # ln_norm, QB + 1 = ln_z_bits(D)
+    ("rows.h", "mul_exact<ln_s1_bits(D, RBITS), ln_s1_bits(D, RBITS)>(s, s)"): "S1^2",   # ln_std
+    ("rows.h", "mul_exact<ln_z_bits(D), LN_G_BITS>(z, G)"): "z*G",                        # ln_norm
     ("rows.h", "mul_exact<ln_xa_bits(RBITS), ln_xa_bits(RBITS)>(xa, xa)"): "xa^2",   # layernorm_row (harness)
-    ("epilogue.h", "mul_exact<XB, XB>(xa, xa)"): "xa^2",                        # the writer, XB = ln_xa_bits(R)
+    ("epilogue.h", "mul_exact<ln_xa_bits(C::RES_BITS), ln_xa_bits(C::RES_BITS)>(xa, xa)"): "xa^2",   # the writer
 }
 
 
@@ -802,9 +802,14 @@ def test_every_mul_exact_call_is_a_counted_multiplier():
     root = Path(__file__).resolve().parents[1]
     calls = set()
     for src in sorted((root / "kernels" / "p2vit").glob("*.h")) + sorted((root / "templates").glob("*.j2")):
-        code = re.sub(r"//[^\n]*", "", src.read_text())   # the calls, not the comments that name them
-        for m in re.finditer(r"mul_exact<(?:[^<>()]|\([^()]*\))*>\([^()]*\)", code):
-            calls.add((src.name, m.group(0)))
+        # the calls, not the comments or messages that name them
+        code = re.sub(r'"(?:[^"\\\n]|\\.)*"', '""', re.sub(r"//[^\n]*", "", src.read_text()))
+        found = [m.group(0) for m in re.finditer(r"mul_exact<(?:[^<>()]|\([^()]*\))*>\([^()]*\)", code)]
+        # every mention of the name is one of these calls (or the definition, `mul_exact(`): a call
+        # written in another form (nested template arguments, parentheses in its arguments) fails here
+        # rather than slipping past the list
+        assert len(re.findall(r"\bmul_exact\s*<", code)) == len(found), (src.name, found)
+        calls |= {(src.name, c) for c in found}
     assert calls == set(_COUNTED_MUL_EXACT), calls ^ set(_COUNTED_MUL_EXACT)
     assert set(_COUNTED_MUL_EXACT.values()) == set(resources.multiplier_widths(768, 8))
 
@@ -817,12 +822,16 @@ def _uncounted_products(hls: Path, tmp: Path) -> list[str]:
     # native types without the C-sim fast paths (no -mavx2): the HLS loops, folded like HLS folds them
     # ... and with the layer function kept one instance for every mode, as ALLOCATION limit=1 keeps it
     # (no clone per constant argument, which would fold the run-time mode away)
+    # ... and without the strength reduction that turns a loop index times a run-time value into
+    # running sums (-fno-ivopts -fno-tree-slsr), which Vitis does not do reliably
     cmd = [shutil.which("g++") or "g++", "-std=c++17", "-O2", "-g", "-DP2VIT_NATIVE_TYPES", "-fno-ipa-cp",
+           "-fno-ivopts", "-fno-tree-slsr",
            "-fno-ipa-cp-clone", "-fno-inline-functions-called-once", "-fno-ipa-sra", f"-I{hls}", "-c",
            str(hls / "p2vit_top.cpp"), "-o", str(tmp / "top.o"), f"-fdump-tree-optimized-lineno={dump}"]
     subprocess.run(cmd, check=True, capture_output=True)
     found = set()
-    for m in re.finditer(r"\[([^\]:]+):(\d+):\d+\] \S+ = ([A-Za-z_][\w.]*) \* ([A-Za-z_][\w.]*);", dump.read_text()):
+    # (w* is GCC's widening multiply, which some hosts use where x86-64 keeps *)
+    for m in re.finditer(r"\[([^\]:]+):(\d+):\d+\] \S+ = ([A-Za-z_][\w.]*) w?\* ([A-Za-z_][\w.]*);", dump.read_text()):
         found.add((m.group(1), int(m.group(2))))
     bad = []
     for path, line in sorted(found):
@@ -854,3 +863,10 @@ def test_multiplier_inventory_catches_a_control_product(tiny_ir, tmp_path):
     layers.write_text(planted)
     bad = _uncounted_products(tmp_path / "b" / "hls", tmp_path)
     assert any("seg_tiles * steps" in b for b in bad), bad
+    # the loop index times a run-time value: GCC's strength reduction would make it running sums
+    # (no product left to see), Vitis a multiplier; the check compiles without that reduction
+    planted = text.replace("for (int i = 0; i < trip; ++i) {",
+                           "for (int i = 0; i < trip; ++i) { p2vit_planted_sink = i * trip;", 1)
+    layers.write_text("static volatile int p2vit_planted_sink;\n" + planted)
+    bad = _uncounted_products(tmp_path / "b" / "hls", tmp_path)
+    assert any("i * trip" in b for b in bad), bad

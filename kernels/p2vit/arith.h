@@ -150,9 +150,10 @@ inline sint<BITS> requant32(i32 v, sint<8> k) {
 
 // mul_exact<A, B>(a, b): the product of an A-bit and a B-bit signed value, exact on A + B bits: the
 // one form of the multipliers outside the MAC arrays (LayerNorm's and the softmax's). In HLS mode it is
-// the ap_int product of the two widths, which Vitis maps to DSP48E2s by them: one for A <= 27 and
-// B <= 18 or the reverse (codegen.resources.product_dsps counts them; a product of two values cast to
-// i64 would be a 64 x 64 multiplier unless the tool narrowed it). The widths are explicit at every
+// the ap_int product of the two widths, which bounds the DSP48E2s Vitis can use for it: at most one for
+// A <= 27 and B <= 18 or the reverse (codegen.resources.product_dsps counts that bound; Vitis may build
+// a small one in LUTs instead; a product of two values cast to i64 would be a 64 x 64 multiplier
+// unless the tool narrowed it). The widths are explicit at every
 // call (a native sint<W> is not deducible), and tests/test_codegen.py lists the calls the DSP count
 // holds. Native mode: the same value, on 64 bits.
 template <int A, int B>
@@ -434,7 +435,7 @@ quotient:
   }
   const i64 t = i64(m[q] - i64(uc) + pb);                        // rr + pb, |t| <= max(pb, |x0|) < 2^17
   const sint<EXP_SQ_BITS> ts = sint<EXP_SQ_BITS>(t);
-  const i64 sq = i64(mul_exact<EXP_SQ_BITS, EXP_SQ_BITS>(ts, ts));   // 18 x 18 bits: one DSP48E2
+  const i64 sq = i64(mul_exact<EXP_SQ_BITS, EXP_SQ_BITS>(ts, ts));   // 18 x 18 bits: at most one DSP48E2
   return shift_left(sq + pc, NX - q);
 }
 

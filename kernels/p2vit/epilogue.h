@@ -207,7 +207,7 @@ inline void epi_stream_row(const typename C::acc_t a[C::COLS], bool embed, int r
       constexpr int XB = ln_xa_bits(C::RES_BITS);
       const sint<XB> xa = ln_align<C::RES_BITS>(out, ln_k[c]);   // |xa| <= 2^(R+2)
       p1 = p1 + i64(xa);
-      p2 = p2 + i64(mul_exact<XB, XB>(xa, xa));
+      p2 = p2 + i64(mul_exact<ln_xa_bits(C::RES_BITS), ln_xa_bits(C::RES_BITS)>(xa, xa));
     }
   }
   if (row < C::N) {   // |S1| <= D*2^(R+2), 0 <= S2 <= D*2^(2R+4) (numerics.md 4)

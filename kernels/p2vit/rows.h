@@ -55,6 +55,7 @@ constexpr int ln_xa_bits(int R) { return R + 3; }
 constexpr int ln_s1_bits(int D, int R) { return detail::clog2(D) + R + 3; }
 constexpr int ln_z_bits(int D) { return ln_quotient_bits(D) + 1; }
 constexpr int LN_G_BITS = 16;
+static_assert(LN_G_BITS == 16, "LN_G_BITS: the ln_G arrays (sint<16>) and the blob's int16 field hold G");
 
 // SOFTMAX_XB<E>, SOFTMAX_NX<E>: the softmax's integer exp at exp_shift E takes -x < 2^(8+E) and
 // clamps at n = exp_clamp(E); its multiples are exp_multiples<SOFTMAX_XB<E>, SOFTMAX_NX<E>>, made once
@@ -161,20 +162,22 @@ inline i64 ln_std(i64 s1, i64 s2, i64 eps_i) {
   const i64 ds2 = i64(D) * s2;                      // 0 <= D*S2 < 2^62
   // D * S2 by a constant: shifts and adds in fabric, like ln_norm's D * xa
   P2VIT_PRAGMA(HLS BIND_OP variable=ds2 op=mul impl=fabric)
-  const i64 var = ds2 - i64(mul_exact<SB, SB>(s, s)) + eps_i;   // in [eps_i, 2^62)
+  const i64 var = ds2 - i64(mul_exact<ln_s1_bits(D, RBITS), ln_s1_bits(D, RBITS)>(s, s)) + eps_i;   // in [eps_i, 2^62)
   return isqrt(var);                                // std, in [1, 2^31)
 }
 
 template <int D, int RBITS>
 inline sint<8> ln_norm(sint<ln_xa_bits(RBITS)> xa, i64 s1, i64 sd, sint<LN_G_BITS> G, i64 B, sint<8> sh) {
-  const i64 dev = i64(D) * i64(xa) - s1;   // |dev| <= 2*D*2^(R+2)
+  const i64 dxa = i64(D) * i64(xa);
   // D * xa by a constant: shifts and adds in fabric (D = 768: two), not a DSP the model would not count
-  P2VIT_PRAGMA(HLS BIND_OP variable=dev op=mul impl=fabric)
+  // (the pragma names the variable the product itself is assigned to, as UG1399 asks)
+  P2VIT_PRAGMA(HLS BIND_OP variable=dxa op=mul impl=fabric)
+  const i64 dev = dxa - s1;   // |dev| <= 2*D*2^(R+2)
   // |dev << F_ln| < 2^(clog2(D) + R + 13), 1 <= sd < 2^31, |z| < 2^QB (numerics.md section 4)
   constexpr int QB = ln_quotient_bits(D);
   const sint<QB + 1> z = sint<QB + 1>(
       div_round_q<detail::clog2(D) + RBITS + 14, 31, QB>(shift_left(dev, LN_FRAC_BITS), sd));
-  const i64 acc = i64(mul_exact<QB + 1, LN_G_BITS>(z, G)) + B;   // |z| < 2^QB, |G| <= 2^14; |acc| < 2^63
+  const i64 acc = i64(mul_exact<ln_z_bits(D), LN_G_BITS>(z, G)) + B;   // |z| < 2^QB, |G| <= 2^14; |acc| < 2^63
   return requant<8>(acc, int(sh));
 }
 
