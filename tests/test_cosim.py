@@ -173,6 +173,7 @@ def test_cli_eval(tiny, npz, capsys):
     from cosim.eval import main
 
     out_json = tiny["tmp"] / "out" / "eval.json"
+    out_json.parent.mkdir(exist_ok=True)   # a file output goes into a folder that exists
     assert main(["--build", str(tiny["build"]), "--data", str(npz), "--json", str(out_json), "--quiet"]) == 0
     s = json.loads(out_json.read_text())
     assert EVAL_KEYS <= set(s) and s["bit_exact_rate"] == 1.0 and s["n"] == 12

@@ -443,7 +443,7 @@ def test_card_json_not_an_object(tmp_path, raw):
 
 @pytest.mark.parametrize("field", ["architecture", "config", "preprocess"])
 def test_card_missing_field(tmp_path, field):
-    with one_line_error(f"has no '{field}' field", "shared/models"):
+    with one_line_error(f"has no '{field}' field", "quantizer/card.py"):
         load_model(write_card(tmp_path, **{field: None}), random_init=True)
 
 
