@@ -90,7 +90,7 @@ def build_inputs(build_dir) -> list[RunInput]:
     except (OSError, ValueError, UnicodeDecodeError, RecursionError, AttributeError):
         return found   # loading the build will say what is wrong with it
     if isinstance(spec, dict) and spec.get("kind") == "card" and isinstance(spec.get("card"), str):
-        found += card_inputs(f"the model card of build {build_dir}", spec["card"])
+        found += card_inputs("MODEL", spec["card"], of=f"build {build_dir}")
     if source.startswith("weights file "):
         w = source[len("weights file "):]
         found.append(RunInput(f"the weights file {w} of build {build_dir}", w))

@@ -239,19 +239,20 @@ def inputs_of(flag: str, path) -> list[RunInput]:
     return [RunInput(f"the input {flag} {path}", path)]
 
 
-def card_inputs(flag: str, card) -> list[RunInput]:
-    """The RunInputs of a model card given as `flag` (none when it is not a file): the card, and the
-    weights file its "weights" field names (relative to the card), which a run reads through it."""
+def card_inputs(flag: str, card, of: str | None = None) -> list[RunInput]:
+    """The RunInputs of a model card (none when it is not a file): the card, given as `flag` (or, with
+    `of`, the card of that: "build B"), and the weights file its "weights" field names (relative to
+    the card), which a run reads through it."""
     if card is None or not Path(card).is_file():
         return []
-    found = inputs_of(flag, card)
+    found = [RunInput(f"the model card {card} of {of}", card)] if of else inputs_of(flag, card)
     try:
         weights = json.loads(Path(card).read_text()).get("weights")
     except (OSError, ValueError, UnicodeDecodeError, RecursionError, AttributeError):
         return found   # not a card this run can read; loading it will say why
     if isinstance(weights, str) and weights:
         w = Path(card).parent / weights
-        found.append(RunInput(f"the weights file {w} of {flag} {card}", w))
+        found.append(RunInput(f"the weights file {w} of the model card {card}", w))
     return found
 
 

@@ -344,15 +344,15 @@ def test_outputs_never_overwrite_the_card_or_weights_a_run_reads_through_another
     build.mkdir()
     (build / "build.json").write_text(json.dumps({"ir_sha256": "0", "model": {
         "spec": {"kind": "card", "card": str(card)}, "source": f"weights file {other}"}}))
-    for path, named in ((card, "the input the model card of build"), (weights, "the weights file"),
-                        (other, "the weights file")):
+    for path, named in ((card, f"is the model card {card} of build {build}"), (weights, f"is the weights file {weights} of the model card"),
+                        (other, f"is the weights file {other} of build {build}")):
         with pytest.raises(P2VitError, match=named):
             check_outputs_apart({"--json": path}, build_inputs(build))
     monkeypatch.setattr(qeval, "evaluate_all", lambda *a, **k: pytest.fail("evaluated first"), raising=False)
     data = tmp_path / "d.npz"
     data.write_bytes(b"images")
     _fails_fast(qeval.main, [str(card), "--data", str(data), "--json", str(weights)], capsys,
-                f"the weights file {weights} of MODEL {card}")
+                f"the weights file {weights} of the model card {card}")
     _fails_fast(perf.main, [str(card), "--json", str(weights)], capsys, "the weights file")
     assert weights.read_bytes() == b"w" and card.read_text() == json.dumps({"weights": "m.safetensors"})
 
