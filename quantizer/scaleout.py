@@ -272,8 +272,11 @@ def run_shards(work, images: np.ndarray, labels, engine, shard_size: int, result
              "workers": 0, "shard_size": bounds[0][1] - bounds[0][0] if bounds else shard_size,
              "seconds": {}}   # worker seconds per stage, summed over the shards run now
     bar = _Bar(n, sum(len(r) for r in done.values()), desc, progress)
-    if done:
-        bar.say(f"  resuming {results.path}: {len(done)} of {len(bounds)} shards done, {len(todo)} to run")
+    # a shard file that is there but not whole (cut short, edited, another run's) is run again: say so
+    damaged = sum(1 for k in todo if results.shard_path(k).is_file()) if results is not None else 0
+    if done or damaged:
+        again = f" ({damaged} of them damaged shard files, run again)" if damaged else ""
+        bar.say(f"  resuming {results.path}: {len(done)} of {len(bounds)} shards done, {len(todo)} to run{again}")
 
     def finished(k, rows, seconds=None):
         if results is not None:

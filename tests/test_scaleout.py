@@ -149,6 +149,17 @@ def test_resume_after_an_interrupted_run_finishes_with_identical_results(ray_clu
     _same(s, want)
 
 
+def test_resume_says_how_many_damaged_shards_it_runs_again(tiny_build, tmp_path, capsys):
+    _, build = tiny_build
+    np.savez(tmp_path / "d.npz", images=random_images(8, 32, seed=1), labels=np.arange(8) % 10)
+    first = evaluate(tmp_path / "d.npz", build=build, report=False, progress=False, results=tmp_path / "r", shard_size=4)
+    (tmp_path / "r" / "shard-000001.jsonl").write_text('{"index": "zzz"}\n')   # damaged: not a shard this run wrote
+    capsys.readouterr()
+    again = evaluate(tmp_path / "d.npz", build=build, report=False, progress=True, results=tmp_path / "r", resume=True)
+    assert "1 of 2 shards done, 1 to run (1 of them damaged shard files, run again)" in capsys.readouterr().err
+    assert again["shards_resumed"] == 1 and again["bit_exact_rate"] == first["bit_exact_rate"] == 1.0
+
+
 def test_results_of_another_build_are_refused(tiny_build, tmp_path):
     _, build = tiny_build
     np.savez(tmp_path / "d.npz", images=random_images(8, 32, seed=1), labels=np.arange(8) % 10)
