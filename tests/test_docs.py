@@ -241,3 +241,31 @@ def test_performance_deit_b_search_picks_the_tables_design():
     r = fpga_target.search(model_shape.load_shape("deit_b"), fpga_target.load_target("zcu102"))
     assert r["best_hw"] == design_of(row[1])
     assert (r["fit"], r["designs"], r["simulated"]) == tuple(int(g.replace(",", "")) for g in m.groups())
+
+
+def test_misc_dsp_counts_in_the_docs_match_the_model():
+    """The misc multipliers' DSPs the docs quote (hardware.md's DSP paragraph, performance.md's
+    Resources) are resources.misc_dsps' at DeiT-B's default and target designs and the CIFAR-10 model's default."""
+    from codegen import design, model_shape, resources
+    from codegen.hwconfig import HwConfig
+
+    def misc(spec, hw):
+        s = model_shape.load_shape(spec)
+        return sum(resources.misc_dsps(s, hw, design.ln_load_lane_sets(s, hw), design.stream_writers(s, hw)).values())
+
+    target = HwConfig(rows=66, cols=8, simd=8, weight_ports=4, qk_rows=33, lanes=8)
+    hw_md = re.sub(r"\s+", " ", (ROOT / "docs" / "hardware.md").read_text())
+    perf_md = re.sub(r"\s+", " ", PERF_MD.read_text())
+    m = re.search(r"(\d+) for DeiT-B at the default 8x8x2 with one lane \((\d+) for the CIFAR-10 model there.*?\), "
+                  r"(\d+) at DeiT-B's 66x8x8 target", hw_md)
+    assert m, "hardware.md no longer quotes the misc DSPs: update this test"
+    m2 = re.search(r"`misc_dsps`: (\d+) for DeiT-B at the default 8x8x2 with one lane, (\d+) for the CIFAR-10 ViT "
+                   r"there.*?; (\d+) at the 66x8x8 target", perf_md)
+    assert m2, "performance.md's Resources no longer quotes the misc DSPs: update this test"
+    cifar = ROOT.parent / "shared" / "models" / "cifar10-vit-d192.json"
+    for found in (m, m2):
+        assert int(found.group(1)) == misc("deit_b", HwConfig())
+        assert int(found.group(3)) == misc("deit_b", target)
+        if cifar.is_file():
+            assert int(found.group(2)) == misc(str(cifar), HwConfig())
+    assert f"{misc('deit_b', target)} at the DeiT-B target" in perf_md
