@@ -75,6 +75,17 @@ arr like(const arr& a) {
   return arr(shape);
 }
 
+// elementwise(a, b, what, f): out64(f(a[i], b[i])) for two int64 arrays of one size (f checks and
+// converts its operands; a throw names `what`).
+template <class F>
+arr elementwise(const arr& a, const arr& b, const char* what, F f) {
+  need_same(a, b, what);
+  arr o = like(a);
+  auto pa = a.data(); auto pb = b.data(); auto po = o.mutable_data();
+  for (py::ssize_t i = 0; i < a.size(); ++i) po[i] = out64(f(pa[i], pb[i]));
+  return o;
+}
+
 [[noreturn]] void unsupported(const char* what, long long a, long long b = -1) {
   throw py::value_error(std::string(what) + ": unsupported template parameters (" +
                         std::to_string(a) + ", " + std::to_string(b) + ")");
@@ -90,12 +101,9 @@ typename C::act_t& value_at(p2vit::value_buf<C> v, int h, int n, int d) {
 // ---- scalar primitives ----------------------------------------------------------------
 
 arr rshift_round_v(arr v, arr k) {
-  need_same(v, k, "rshift_round");
-  arr o = like(v);
-  auto pv = v.data(); auto pk = k.data(); auto po = o.mutable_data();
-  for (py::ssize_t i = 0; i < v.size(); ++i)
-    po[i] = out64(p2vit::rshift_round(in64(pv[i]), int(pk[i])));
-  return o;
+  return elementwise(v, k, "rshift_round", [](std::int64_t x, std::int64_t s) {
+    return p2vit::rshift_round(in64(x), int(s));
+  });
 }
 
 template <int BITS>
@@ -108,22 +116,16 @@ arr sat_t(const arr& v) {
 
 template <int BITS>
 arr requant_t(const arr& v, const arr& k) {
-  need_same(v, k, "requant");
-  arr o = like(v);
-  auto pv = v.data(); auto pk = k.data(); auto po = o.mutable_data();
-  for (py::ssize_t i = 0; i < v.size(); ++i)
-    po[i] = out64(p2vit::requant<BITS>(in64(pv[i]), int(pk[i])));
-  return o;
+  return elementwise(v, k, "requant", [](std::int64_t x, std::int64_t s) {
+    return p2vit::requant<BITS>(in64(x), int(s));
+  });
 }
 
 template <int BITS>
 arr requant32_t(const arr& v, const arr& k) {
-  need_same(v, k, "requant32");
-  arr o = like(v);
-  auto pv = v.data(); auto pk = k.data(); auto po = o.mutable_data();
-  for (py::ssize_t i = 0; i < v.size(); ++i)
-    po[i] = out64(p2vit::requant32<BITS>(in_s<32>(pv[i], "requant32 v"), in_s<8>(pk[i], "requant32 k")));
-  return o;
+  return elementwise(v, k, "requant32", [](std::int64_t x, std::int64_t s) {
+    return p2vit::requant32<BITS>(in_s<32>(x, "requant32 v"), in_s<8>(s, "requant32 k"));
+  });
 }
 
 #define P2VIT_SAT_BITS(X) X(1) X(2) X(4) X(5) X(8) X(12) X(16) X(24) X(31) X(32) X(33) X(48) X(63) X(64)
@@ -149,12 +151,9 @@ arr requant32_v(arr v, arr k, int bits) {
 }
 
 arr add_i32_v(arr a, arr b) {
-  need_same(a, b, "add_i32");
-  arr o = like(a);
-  auto pa = a.data(); auto pb = b.data(); auto po = o.mutable_data();
-  for (py::ssize_t i = 0; i < a.size(); ++i)
-    po[i] = out64(p2vit::add_i32(in_s<32>(pa[i], "add_i32 a"), in_s<32>(pb[i], "add_i32 b")));
-  return o;
+  return elementwise(a, b, "add_i32", [](std::int64_t x, std::int64_t y) {
+    return p2vit::add_i32(in_s<32>(x, "add_i32 a"), in_s<32>(y, "add_i32 b"));
+  });
 }
 
 arr requant_v(arr v, arr k, int bits) {
@@ -168,14 +167,10 @@ arr requant_v(arr v, arr k, int bits) {
 
 template <i64 (*F)(i64, i64)>
 arr binary_b_pos(arr a, arr b, const char* what) {
-  need_same(a, b, what);
-  arr o = like(a);
-  auto pa = a.data(); auto pb = b.data(); auto po = o.mutable_data();
-  for (py::ssize_t i = 0; i < a.size(); ++i) {
-    if (pb[i] <= 0) throw py::value_error(std::string(what) + ": b must be > 0");
-    po[i] = out64(F(in64(pa[i]), in64(pb[i])));
-  }
-  return o;
+  return elementwise(a, b, what, [what](std::int64_t x, std::int64_t y) {
+    if (y <= 0) throw py::value_error(std::string(what) + ": b must be > 0");
+    return F(in64(x), in64(y));
+  });
 }
 
 arr div_floor_v(arr a, arr b) { return binary_b_pos<p2vit::div_floor>(a, b, "div_floor"); }
@@ -187,23 +182,19 @@ arr div_round_v(arr a, arr b) { return binary_b_pos<p2vit::div_round>(a, b, "div
 // C-sim's native build takes div_round_s), where |div_round(a, b)| < 2^QB (numerics.md 4).
 template <int NB, int QB>
 arr ln_divider_t(const arr& a, const arr& b, const char* what) {
-  need_same(a, b, what);
-  arr o = like(a);
-  auto pa = a.data(); auto pb = b.data(); auto po = o.mutable_data();
-  const i64 lim = i64(1) << (NB - 1);
-  for (py::ssize_t i = 0; i < a.size(); ++i) {
-    if (pa[i] <= -lim || pa[i] >= lim || pb[i] < 1 || pb[i] >= (i64(1) << 31))
+  return elementwise(a, b, what, [what](std::int64_t x, std::int64_t y) -> i64 {
+    const std::int64_t lim = std::int64_t(1) << (NB - 1);
+    if (x <= -lim || x >= lim || y < 1 || y >= (std::int64_t(1) << 31))
       throw py::value_error(std::string(what) + ": operand outside |a| < 2^(NB-1), 1 <= b < 2^31");
     if constexpr (QB == 0) {
-      po[i] = out64(p2vit::div_round_s<NB, 31>(in64(pa[i]), in64(pb[i])));
+      return p2vit::div_round_s<NB, 31>(in64(x), in64(y));
     } else {
-      const i64 z = p2vit::div_round(in64(pa[i]), in64(pb[i]));
+      const i64 z = p2vit::div_round(in64(x), in64(y));
       if (z <= -(i64(1) << QB) || z >= (i64(1) << QB))
         throw py::value_error(std::string(what) + ": quotient outside |div_round(a, b)| < 2^QB");
-      po[i] = out64(p2vit::div_round_q<NB, 31, QB>(in64(pa[i]), in64(pb[i])));
+      return p2vit::div_round_q<NB, 31, QB>(in64(x), in64(y));
     }
-  }
-  return o;
+  });
 }
 
 arr div_round_q_v(arr a, arr b, int nb, int qb) {
@@ -217,12 +208,9 @@ arr div_round_q_v(arr a, arr b, int nb, int qb) {
 
 template <int A, int B>
 arr mul_exact_t(arr a, arr b) {
-  need_same(a, b, "mul_exact");
-  arr o = like(a);
-  auto pa = a.data(); auto pb = b.data(); auto po = o.mutable_data();
-  for (py::ssize_t i = 0; i < a.size(); ++i)
-    po[i] = out64(p2vit::mul_exact<A, B>(in_s<A>(pa[i], "mul_exact a"), in_s<B>(pb[i], "mul_exact b")));
-  return o;
+  return elementwise(a, b, "mul_exact", [](std::int64_t x, std::int64_t y) {
+    return p2vit::mul_exact<A, B>(in_s<A>(x, "mul_exact a"), in_s<B>(y, "mul_exact b"));
+  });
 }
 
 // the operand widths the kernels' multipliers are built at (rows.h, arith.h)
