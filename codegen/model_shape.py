@@ -142,7 +142,7 @@ def model_inputs(spec: str) -> list[RunInput]:
         return build_inputs(p)
     if p.is_dir():   # a saved IR
         return [RunInput(f"the input MODEL {p / f}", p / f) for f in ("manifest.json", "params.bin")]
-    return card_inputs("MODEL", p) if p.is_file() else []
+    return card_inputs("MODEL", p)
 
 
 def design_of_build(spec: str) -> BuiltDesign | None:

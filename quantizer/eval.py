@@ -419,8 +419,7 @@ def main(argv=None):
     if args.error_budget_chart:
         check_chart_path(args.error_budget_chart)
     check_outputs_apart({"--json": args.json, "--error-budget-chart": args.error_budget_chart, "--results": args.results},
-                        (card_inputs("MODEL", args.model) if Path(args.model).is_file()
-                         else inputs_of("MODEL", args.model if Path(args.model).exists() else None))
+                        card_inputs("MODEL", args.model)
                         + inputs_of("--weights", args.weights) + inputs_of("--calib", args.calib)
                         + inputs_of("--data", args.data))
     check_scaleout_args(args, "quantizer.eval")

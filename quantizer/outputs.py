@@ -240,11 +240,13 @@ def inputs_of(flag: str, path) -> list[RunInput]:
 
 
 def card_inputs(flag: str, card, of: str | None = None) -> list[RunInput]:
-    """The RunInputs of a model card (none when it is not a file): the card, given as `flag` (or, with
-    `of`, the card of that: "build B"), and the weights file its "weights" field names (relative to
-    the card), which a run reads through it."""
-    if card is None or not Path(card).is_file():
+    """The RunInputs of a model card given as `flag` (or, with `of`, the card of that: "build B"): the
+    card, and the weights file its "weights" field names (relative to the card), which a run reads
+    through it. A path that is not a file is inputs_of's (none when it does not exist)."""
+    if card is None or not Path(card).exists():
         return []
+    if not Path(card).is_file():
+        return inputs_of(flag, card)
     found = [RunInput(f"the model card {card} of {of}", card)] if of else inputs_of(flag, card)
     try:
         weights = json.loads(Path(card).read_text()).get("weights")
