@@ -666,6 +666,16 @@ def run_all(r: Runner) -> None:
                m("codegen", card, "--random-init", "--no-build", "--ap-int", "--out", "ce42"),
                must_contain=["--ap-int"], max_seconds=FAST))
 
+    # ---- E43-E45: 4-bit weight slots (session 44) ---------------------------------------------------
+    r.run(Case("E43", "codegen --weight-slot-bits 4 on an 8-bit quantization",
+               m("codegen", card, "--random-init", "--weight-slot-bits", 4, "--out", "ce43"),
+               must_contain=["--w-bits 4"], max_seconds=FAST))
+    r.run(Case("E44", "codegen.perf deit_t --weight-slot-bits 4 (8-bit layers)",
+               m("codegen.perf", "deit_t", "--weight-slot-bits", 4), must_contain=["8-bit weights"], max_seconds=FAST))
+    r.run(Case("E45", "codegen.perf deit_t --w-bits 4 --weight-slot-bits 4 --simd 1",
+               m("codegen.perf", "deit_t", "--w-bits", 4, "--weight-slot-bits", 4, "--simd", 1),
+               must_contain=["even --simd"], max_seconds=FAST))
+
     # ---- 14, 15. developer habits -----------------------------------------------------------
     pytest = Path(PY).parent / "pytest"
     r.run(Case("14", "bare pytest --collect-only -q from the repo root",

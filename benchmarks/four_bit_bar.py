@@ -1,21 +1,17 @@
 """What-if for issue 11's 4-bit bar (DeiT-B >= 57 FPS on a ZCU102): how fast could the emitted
-architecture run DeiT-B if 4-bit weights had 4-bit slots in the blob, with no limit on DSPs or
-LUTs, and what would the fastest designs cost? The designs: rows of the model's grid from 16, 4 to
-32 columns, SIMD 8, 16 or 32, 8 to 32 attention lanes, both Q.K^T row choices, four weight ports
-(one per column pair below 8 columns); 990 for DeiT-B.
+architecture run DeiT-B with 4-bit weights in 4-bit slots, with no limit on DSPs or LUTs, and what
+would the fastest designs cost? The designs: rows of the model's grid from 16, 4 to 32 columns,
+SIMD 8, 16 or 32, 8 to 32 attention lanes, both Q.K^T row choices, four weight ports (one per
+column pair below 8 columns); 990 for DeiT-B.
 
     python benchmarks/four_bit_bar.py [--top 12] [--load-x 2]
 
-The emitted design puts a 4-bit weight in an 8-bit slot (a layer's weight bits are chosen at run
-time), so the weight ports and DRAM carry 8 bits a weight. This script models 4-bit slots with the
-performance model as it is: twice the port width (--axi-bits 256: a beat carries the weights that
-a 128-bit beat of 4-bit slots would) and twice the DRAM bandwidth (half the bytes). That also
-halves the beats of what is not weights (parameter bursts, descriptors, the image), a small share
-of DeiT-B's cycles, so the figures lean optimistic. Resources are counted at the ZCU102's real
-128-bit ports. Products past the DSPs (two a DSP48E2, every DSP not in
-the Q.K^T array or the misc units going to the MAC array) are charged as LUT MACs at LUT_MAC LUTs
-each: an estimate (docs/performance.md: two radix-4 Booth partial products of ~10 bits and their
-share of the adder tree); the code has no LUT MACs. Nothing here is synthesized.
+Every design has 4-bit weight slots (--weight-slot-bits 4: the embedding's 8-bit weights in half
+the lanes), the ZCU102's 128-bit ports and its 19.2 GB/s, as `python -m codegen.perf deit_b --w-bits
+4 --weight-slot-bits 4 ...` models it. Products past the DSPs (two a DSP48E2, every DSP not in the
+Q.K^T array or the misc units going to the MAC array) are charged as LUT MACs at LUT_MAC LUTs each:
+an estimate (docs/performance.md: two radix-4 Booth partial products of ~10 bits and their share
+of the adder tree); the code has no LUT MACs. Nothing here is synthesized.
 
 --load-x 2 adds a second what-if: row tiles load 2 x SIMD values a cycle instead of SIMD
 (design.load_lanes, which this script replaces for the run; the LayerNorm lanes that normalize as
@@ -45,16 +41,15 @@ def design_name(hw: HwConfig) -> str:
 
 
 def designs(shape):
-    """(what-if, real) pairs: the what-if with 256-bit ports standing in for 4-bit slots, the real
-    one at the ZCU102's 128 bits. Four weight ports where the columns allow (a multiple of 8), else
-    one per column pair."""
+    """The design space: four weight ports where the columns allow (a multiple of 8), else one per
+    column pair; 4-bit weight slots and the ZCU102's 128-bit ports."""
     rows = [r for r in fpga_target.model_grid(shape)["rows"] if r >= 16]
     for r, c, simd, lanes in itertools.product(rows, (4, 8, 16, 24, 32), (8, 16, 32), (8, 16, 32)):
         ports = 4 if c % 8 == 0 else c // 2
         for q in fpga_target.qk_row_choices(r):
             try:
-                yield (HwConfig(rows=r, cols=c, simd=simd, lanes=lanes, weight_ports=ports, qk_rows=q, axi_bits=256),
-                       HwConfig(rows=r, cols=c, simd=simd, lanes=lanes, weight_ports=ports, qk_rows=q, axi_bits=128))
+                yield HwConfig(rows=r, cols=c, simd=simd, lanes=lanes, weight_ports=ports, qk_rows=q, axi_bits=128,
+                               weight_slot_bits=4)
             except P2VitError:
                 continue
 
@@ -68,10 +63,10 @@ def main() -> int:
     if args.load_x != 1:   # every caller (perf, resources and design itself) looks it up in design at call time
         simd_loads = design.load_lanes
         design.load_lanes = lambda hw: args.load_x * simd_loads(hw)
-    shape, zcu = model_shape.load_shape("deit_b"), fpga_target.load_target("zcu102")
+    shape, zcu = model_shape.load_shape("deit_b", w_bits=4), fpga_target.load_target("zcu102")
     rows = []
-    for fast, real in designs(shape):
-        p = perf.evaluate(shape, fast, dram_gbs=2 * zcu.dram_gbs)
+    for real in designs(shape):
+        p = perf.evaluate(shape, real, dram_gbs=zcu.dram_gbs)
         res = resources.count(shape, real)
         other_dsps = res["dsps"] - res["dsps_per_array"][0]        # Q.K^T array and misc units
         on_dsps = 2 * max(0, zcu.dsps - other_dsps)                 # MAC-array products the rest can hold
@@ -81,8 +76,8 @@ def main() -> int:
         rows.append((p.latency_ms, p, real, res, dsps, lut_products, luts))
     rows.sort(key=lambda x: x[0])
     loads = f", row loads of {args.load_x} x SIMD values a cycle (what-if)" if args.load_x != 1 else ""
-    print(f"DeiT-B with 4-bit weights in 4-bit slots (modelled: {2 * zcu.axi_bits}-bit ports, "
-          f"{2 * zcu.dram_gbs:g} GB/s){loads}, no resource limit; {len(rows)} designs, the fastest first")
+    print(f"DeiT-B with 4-bit weights in 4-bit slots ({zcu.axi_bits}-bit ports, {zcu.dram_gbs:g} GB/s){loads}, "
+          f"no resource limit; {len(rows)} designs, the fastest first")
     print(f"{'design':<20}{'ms':>8}{'FPS':>7}{'MLP util':>9}{'DSPs':>7}{'LUT MACs':>10}{'LUTs (est.)':>13}"
           f"{'BRAM18K':>9}")
     for ms, p, hw, res, dsps, lut_products, luts in rows[:args.top]:

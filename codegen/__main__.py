@@ -41,7 +41,8 @@ def main(argv=None):
     p.add_argument("--target", metavar="zcu102|zcu104|JSON",
                    help="generate the fastest design that fits this FPGA (python -m codegen.perf MODEL --target "
                         "shows the search); it chooses every hardware flag (--rows, --cols, --simd, --weight-ports, --qk-rows, --lanes, "
-                        "--axi-bits, --clock-mhz, --part), so none may be given with it")
+                        "--axi-bits, --clock-mhz, --part, --weight-slot-bits: 4 where --w-bits 4 allows it), so none "
+                        "may be given with it")
     args = p.parse_args(argv)
     if not ATTN_BITS[0] <= args.attn_bits <= ATTN_BITS[1]:   # QuantConfig would name the reference's range
         raise P2VitError(f"--attn-bits must be between {ATTN_BITS[0]} and {max_attn_bits()} (what the generated hardware "
@@ -50,7 +51,9 @@ def main(argv=None):
         raise P2VitError("--ap-int asks for an ap_int C-sim build and --no-build for none; drop one of them")
     cfg = quant_config(args)
     check_generatable(cfg.to_json())          # reference-only settings fail before any work
-    hw_config(args)                           # flag errors before loading anything
+    if hw_config(args).weight_slot_bits == 4 and (cfg.w_bits != 4 or cfg.mixed_budget is not None):   # flag errors first
+        raise P2VitError("--weight-slot-bits 4 holds 4-bit weights: quantize with --w-bits 4 (the embedding stays 8-bit "
+                         "and takes half the lanes), without --mixed-precision, which may choose 8-bit layers")
     target = None
     if args.target:
         given = explicit_hw_flags(args)
@@ -65,7 +68,9 @@ def main(argv=None):
     ks = reduction_lengths(lm.model)
     check_build_destination(out, lm.name, args.force, lm.source)   # another model's build in --out: refused before the search
     if target is not None:
-        found = search(shape_of_model(lm, cfg.res_bits, cfg.attn_bits), target, progress=progress)
+        # 4-bit weight slots are searched where every layer but the embedding is known to be 4-bit
+        w_bits = cfg.w_bits if cfg.mixed_budget is None else 8
+        found = search(shape_of_model(lm, cfg.res_bits, cfg.attn_bits, w_bits), target, progress=progress)
         for line in format_search(found):
             say(line)
         hw = found["best_hw"]

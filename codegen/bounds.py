@@ -133,7 +133,8 @@ def compute_bounds(ir: QuantizedViT, hw: HwConfig) -> Bounds:
     GH = design.qkv_group_heads(model_shape.shape_from_ir(ir), hw)
     NG = H // GH
     grp = "all heads" if NG == 1 else f"a group of {GH} head{'s' if GH > 1 else ''}"
-    loops = [mac("patch embedding", N - 1, KP, D, 1, tail=design.drain_tail(hw, KP, "embed", DH)),
+    KE = KP * design.embed_spread(hw)   # design.embed_k: 8-bit embedding weights in half the lanes with 4-bit slots
+    loops = [mac("patch embedding", N - 1, KE, D, 1, tail=design.drain_tail(hw, KE, "embed", DH)),
              mac(f"qkv ({grp})", N, D, 3 * DH * GH, ir.depth * NG, tail=design.drain_tail(hw, D, "requant", DH)),
              mac(f"q.k^T ({grp})", N, DH, N, ir.depth * NG, "mac_array.reduce_keys",
                  cdiv(design.qk_hw(hw).rows, design.logit_rows_per_cycle(design.qk_hw(hw), DH))), mac("proj", N, D, D, ir.depth, tail=design.drain_tail(hw, D, "residual", DH)),

@@ -13,6 +13,7 @@ import math
 from dataclasses import replace
 
 from quantizer import intops
+from quantizer.errors import P2VitError
 
 from .hwconfig import HwConfig, cdiv
 from .model_shape import ModelShape
@@ -86,9 +87,38 @@ def qkv_lanes(hw: HwConfig, dh: int) -> int:
     return math.gcd(hw.cols, dh)
 
 
+def embed_spread(hw: HwConfig) -> int:
+    """Reduction lanes per patch value of the embedding (layers.h embed_spread): 2 with 4-bit weight
+    slots, where the embedding's 8-bit weights fill the first SIMD/2 lanes of a step's word slot
+    and its row tile holds SIMD/2 patch values and SIMD/2 zeros per word; else 1."""
+    return 2 if hw.weight_slot_bits == 4 else 1
+
+
+def embed_k(shape: ModelShape, hw: HwConfig) -> int:
+    """The embedding's reduction length on the MAC array (layers.h main_k): KP x embed_spread."""
+    return shape.kp * embed_spread(hw)
+
+
+def check_weight_slots(shape: ModelShape, hw: HwConfig) -> None:
+    """Refuse 4-bit weight slots for a model with an 8-bit layer other than the embedding (whose 8-bit
+    weights take half a step's lanes instead: embed_spread)."""
+    if hw.weight_slot_bits == 4:
+        wide = [name for name in shape.linear_layers()[1:] if shape.bits(name) > 4]   # all but the embedding
+        if wide:
+            more = f" (and {len(wide) - 1} more)" if len(wide) > 1 else ""
+            raise P2VitError(f"--weight-slot-bits 4 holds 4-bit weights, but layer {wide[0]}{more} of {shape.name} has "
+                             "8-bit weights: quantize it with --w-bits 4 (the embedding may stay 8-bit), or use "
+                             "--weight-slot-bits 8")
+
+
+def main_kmax(shape: ModelShape, hw: HwConfig) -> int:
+    """The MAC array's longest stationary row (KMAX_MAIN): max(embed_k, D, HID)."""
+    return max(embed_k(shape, hw), shape.dim, shape.hidden)
+
+
 def patch_lanes(hw: HwConfig, patch: int) -> int:
-    """Image values per cycle of the patch load (banks.h patch_lanes): gcd(PATCH, SIMD)."""
-    return math.gcd(patch, hw.simd)
+    """Image values per cycle of the patch load (banks.h patch_lanes): gcd(PATCH, SIMD / embed_spread)."""
+    return math.gcd(patch, hw.simd // embed_spread(hw))
 
 
 def img_banks(hw: HwConfig, patch: int) -> int:
@@ -188,8 +218,8 @@ def early_loads(shape: ModelShape, hw: HwConfig) -> dict[str, bool]:
     ROWS x K_next / load_lanes words. "qkv": a QKV head group but the last loads the next group's
     (qkv_group_heads chooses groups for which it fits; QKV writes no row of rc, so one row tile is
     enough)."""
-    N, D, HID, DH, KP = shape.tokens, shape.dim, shape.hidden, shape.dh, shape.kp
-    layers = {"embed": (N - 1, KP, D, "embed", D), "proj": (N, D, D, "residual", D),
+    N, D, HID, DH = shape.tokens, shape.dim, shape.hidden, shape.dh
+    layers = {"embed": (N - 1, embed_k(shape, hw), D, "embed", D), "proj": (N, D, D, "residual", D),
               "fc1": (N, D, HID, "gelu", HID), "fc2": (N, HID, D, "residual", D)}
     out = {}
     for name, (NR, K, O, epi, k_next) in layers.items():
@@ -237,7 +267,7 @@ def drains(shape: ModelShape, hw: HwConfig) -> dict[str, bool]:
     D, HID, DH = shape.dim, shape.hidden, shape.dh
     return {"qkv": drain_fits(hw, D, "requant", DH), "proj": drain_fits(hw, D, "residual", DH),
             "fc1": drain_fits(hw, D, "gelu", DH), "fc2": drain_fits(hw, HID, "residual", DH),
-            "embed": drain_fits(hw, shape.kp, "embed", DH)}
+            "embed": drain_fits(hw, embed_k(shape, hw), "embed", DH)}
 
 
 def bram18k(depth: int, width: int) -> int:
@@ -313,7 +343,7 @@ def xt_reshape(shape: ModelShape, hw: HwConfig) -> dict[str, bool]:
         n, d, w = mem
         return n * bram18k(d, w)
     return {name: h.simd > 1 and bram(xt_memories(h, k, True)) < bram(xt_memories(h, k, False))
-            for name, h, k in (("main", hw, max(shape.kp, shape.dim, shape.hidden)), ("qk", qk_hw(hw), shape.dh))}
+            for name, h, k in (("main", hw, main_kmax(shape, hw)), ("qk", qk_hw(hw), shape.dh))}
 
 
 def shared_banks(a: int, pa: int, b: int, pb: int) -> int:

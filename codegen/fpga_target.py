@@ -178,6 +178,14 @@ def qk_row_choices(rows: int) -> tuple[int, ...]:
     return (0,) if rows < 2 else (0, cdiv(rows, 2))
 
 
+def slot_choices(shape: model_shape.ModelShape, simd: int) -> tuple[int, ...]:
+    """Weight slot widths the search tries: 4 first (half the weight beats and traffic) where every
+    layer but the embedding has 4-bit weights and SIMD is even (design.check_weight_slots,
+    HwConfig), then 8."""
+    four = simd % 2 == 0 and all(shape.bits(n) <= 4 for n in shape.linear_layers()[1:])
+    return (4, 8) if four else (8,)
+
+
 def _candidates(shape: model_shape.ModelShape, target: Target, g: dict):
     """The grid's designs that the emitted code can build for this model and target."""
     Ks = list(shape.reduction_lengths.values())
@@ -190,11 +198,12 @@ def _candidates(shape: model_shape.ModelShape, target: Target, g: dict):
                     # every port an even share of the columns; every bundle (io too) on a port of its own
                     if cols % (2 * ports) or len(design.axi_bundles(HwConfig(cols=cols, weight_ports=ports))) > target.axi_ports:
                         continue
-                    for lanes, qk_rows in itertools.product(g["lanes"], qk_row_choices(rows)):
+                    for lanes, qk_rows, slot in itertools.product(g["lanes"], qk_row_choices(rows),
+                                                                  slot_choices(shape, simd)):
                         if shape.dh % lanes:          # A.V's lanes must divide the head width
                             continue
                         yield target_hw(target, rows=rows, cols=cols, simd=simd, lanes=lanes, weight_ports=ports,
-                                        qk_rows=qk_rows)
+                                        qk_rows=qk_rows, weight_slot_bits=slot)
 
 
 def search(shape: model_shape.ModelShape, target: Target, grid: dict | None = None, progress=None) -> dict:

@@ -13,6 +13,7 @@ CLOCK_MHZ = (1.0, 1000.0)     # accepted --clock-mhz
 AXI_BITS = (64, 128, 256, 512)   # accepted --axi-bits: m_axi data widths (a descriptor field is 64 bits)
 LANES = (1, 2, 4, 8, 16, 32, 64)  # accepted --lanes: powers of two, since buffers are partitioned cyclically by them
 WEIGHT_PORTS = (1, 2, 3, 4)   # accepted --weight-ports: m_axi bundles that stream the MAC array's weights
+WEIGHT_SLOT_BITS = (8, 4)     # accepted --weight-slot-bits: bits a weight takes in the blob and on the weight ports
 DEFAULT_DRAM_GBS = 19.2   # ZCU102 PS DDR4-2400, 64 bit: 2400 MT/s * 8 B (peak)
 DRAM_GBS = (0.1, 10_000.0)   # accepted DRAM bandwidths (GB/s): below, the cycle counts overflow to inf/nan
 # UltraScale(+) families, which have DSP48E2s (and their automotive xa / defence xq grades)
@@ -29,9 +30,10 @@ def desc_beats(fields: int, axi_bytes: int) -> int:
     return cdiv(fields * 8, axi_bytes)
 
 
-def word_beats(port_cols: int, simd: int, axi_bytes: int) -> int:
-    """Beats per weight word of one port (port_cols x simd 8-bit weights): the reduction loop's II."""
-    return cdiv(port_cols * simd, axi_bytes)
+def word_beats(port_cols: int, simd: int, axi_bytes: int, slot_bits: int = 8) -> int:
+    """Beats per weight word of one port (port_cols x simd weights of slot_bits bits each): the
+    reduction loop's II."""
+    return cdiv(port_cols * simd * slot_bits, 8 * axi_bytes)
 
 
 def embed_bias_beats(rows: int, cols: int, ports: int, axi_bytes: int, dim: int) -> int:
@@ -57,6 +59,7 @@ class HwConfig:
     axi_bits: int = 128      # data width of every m_axi bundle (ZCU102: the PL's HP ports are 128 bits)
     weight_ports: int = 1    # m_axi bundles streaming the MAC array's weights, each COLS/weight_ports columns
     qk_rows: int = 0         # the Q.K^T array's rows (queries held); 0: as many as the MAC array's
+    weight_slot_bits: int = 8   # bits of a weight's slot in the blob and on the weight ports: 4 needs 4-bit layers
 
     def __post_init__(self):
         for name in ("rows", "cols", "simd"):
@@ -74,6 +77,11 @@ class HwConfig:
         if self.cols % (2 * self.weight_ports):
             raise P2VitError(f"--cols must be a multiple of 2 x --weight-ports = {2 * self.weight_ports}: each weight "
                              f"port carries an even number of columns, not {self.cols}")
+        if self.weight_slot_bits not in WEIGHT_SLOT_BITS:
+            raise P2VitError(f"--weight-slot-bits must be 8 or 4, not {self.weight_slot_bits}")
+        if self.weight_slot_bits == 4 and self.simd % 2:
+            raise P2VitError(f"--weight-slot-bits 4 needs an even --simd, not {self.simd}: the embedding's 8-bit "
+                             "weights take half the lanes of a step")
         if self.axi_bits not in AXI_BITS:
             raise P2VitError(f"--axi-bits must be one of {', '.join(map(str, AXI_BITS))}, not {self.axi_bits}")
         if not CLOCK_MHZ[0] <= self.clock_mhz <= CLOCK_MHZ[1]:
@@ -86,7 +94,7 @@ class HwConfig:
                 "--weight-ports": str(self.weight_ports),
                 "--qk-rows": str(self.qk_array_rows if resolve_qk_rows else self.qk_rows),
                 "--lanes": str(self.lanes), "--axi-bits": str(self.axi_bits), "--clock-mhz": _exact(self.clock_mhz),
-                "--part": self.part}
+                "--part": self.part, "--weight-slot-bits": str(self.weight_slot_bits)}
 
     @property
     def clock_ns(self) -> float:
@@ -109,9 +117,9 @@ class HwConfig:
 
     @property
     def weight_beats(self) -> int:
-        """Beats per weight word on each weight port (port_cols x simd bytes): the II of the
+        """Beats per weight word on each weight port (port_cols x simd weight slots): the II of the
         reduction."""
-        return word_beats(self.port_cols, self.simd, self.axi_bytes)
+        return word_beats(self.port_cols, self.simd, self.axi_bytes, self.weight_slot_bits)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -148,6 +156,11 @@ def add_hw_args(p: argparse.ArgumentParser) -> None:
                         "COLS / WEIGHT_PORTS columns of every weight tile (its plane of params.bin); the Q.K^T array "
                         "has COLS / WEIGHT_PORTS columns; with 4, the image and logits share the last weight port's "
                         f"bundle (default {d.weight_ports})")
+    g.add_argument("--weight-slot-bits", type=int, default=None, metavar="|".join(map(str, WEIGHT_SLOT_BITS)),
+                   help="bits a weight takes in params.bin and on the weight ports: 4 halves a weight word's beats "
+                        "and the weight traffic, and needs a model whose layers but the embedding have 4-bit "
+                        "weights (quantizer --w-bits 4); the embedding's 8-bit weights then take half of SIMD's "
+                        f"lanes, so its reduction runs twice the steps; SIMD must be even (default {d.weight_slot_bits})")
     g.add_argument("--qk-rows", type=int, default=None, metavar=f"0..{n}",
                    help="rows of the Q.K^T array (queries held per key sweep): fewer rows than the MAC array's "
                         "take fewer DSPs, at the cost of more row tiles per head (default, or 0: as many as --rows)")
@@ -188,7 +201,8 @@ def hw_config(args, reduction_lengths=(), base: HwConfig | None = None) -> HwCon
         cols = cdiv(HwConfig.cols, step) * step
     return HwConfig(rows=given("rows"), cols=cols, simd=simd, lanes=given("lanes"),
                     clock_mhz=given("clock_mhz"), part=given("part"), axi_bits=given("axi_bits"),
-                    weight_ports=given("weight_ports"), qk_rows=given("qk_rows"))
+                    weight_ports=given("weight_ports"), qk_rows=given("qk_rows"),
+                    weight_slot_bits=given("weight_slot_bits"))
 
 
 def check_simd(reduction_lengths: dict[str, int], hw: HwConfig, model: str = "") -> None:
@@ -210,5 +224,5 @@ def explicit_hw_flags(args) -> list[str]:
     """The add_hw_args flags given on the command line (so a --target, which chooses the hardware,
     can refuse them)."""
     return [f"--{n.replace('_', '-')}" for n in ("rows", "cols", "simd", "lanes", "clock_mhz", "part", "axi_bits",
-                                                             "weight_ports", "qk_rows")
+                                                             "weight_ports", "qk_rows", "weight_slot_bits")
             if getattr(args, n) is not None]

@@ -12,7 +12,8 @@ A descriptor is a list of int64 fields: the first beat of a tensor, or a calibra
 (a shift, an exponent, eps, the softmax constants x0, pb, pc). Tensors: MAC-array weights in
 streaming order, split into one plane per weight port (plane j: columns j*cols/ports .. of every
 tile, [O/cols][K/simd][cols/ports][simd], one plane word per reduction step, each in a slot of
-`beats` beats; 4-bit layers pack two weights per byte, low nibble first), biases
+`beats` beats; 4-bit layers pack two weights per byte, low nibble first; with 4-bit slots the
+embedding's 8-bit weights fill words of simd/2 lanes), biases
 (int32), shifts and residual exponents (int8), LayerNorm gains and offsets, GELU tables, and the
 embedding's per-token bias in the order its epilogue consumes it ([row tile][column tile]
 [rows][cols], one burst per tile). Values come from quantizer.lowered, the one place where the
@@ -134,16 +135,17 @@ def tile_weights(w: np.ndarray, cols: int, simd: int, bits: int, slot: int | Non
     return words.reshape(-1).view(np.uint8 if bits == 4 else np.int8)
 
 
-def plane_weights(w: np.ndarray, cols: int, simd: int, bits: int, ports: int, axi_bytes: int) -> np.ndarray:
+def plane_weights(w: np.ndarray, cols: int, simd: int, bits: int, ports: int, axi_bytes: int,
+                  slot_bits: int = 8) -> np.ndarray:
     """(O, K) int8 -> the weight planes of a layer, one after the other: plane j holds columns
     ot*cols + j*cols/ports + c (c < cols/ports) of every column tile ot in tile_weights order, each
-    word in a slot of word_beats(cols/ports) beats. Port j streams plane j, so every port reads
-    consecutive beats (one burst per row tile) and together they deliver a cols x simd word."""
+    word in a slot of word_beats(cols/ports, simd, slot_bits) beats. Port j streams plane j, so every
+    port reads consecutive beats (one burst per row tile) and together they deliver a cols x simd word."""
     O, K = w.shape
     OT, pc = cdiv(O, cols), cols // ports
     pad = np.zeros((OT * cols, K), dtype=np.int8)
     pad[:O] = w
-    slot = word_beats(pc, simd, axi_bytes) * axi_bytes
+    slot = word_beats(pc, simd, axi_bytes, slot_bits) * axi_bytes
     planes = pad.reshape(OT, ports, pc, K)
     return np.concatenate([tile_weights(planes[:, j].reshape(OT * pc, K), pc, simd, bits, slot)
                            for j in range(ports)])
@@ -208,8 +210,12 @@ def narrow(name: str, values, dtype, bits: int | None = None) -> np.ndarray:
 
 
 def build_layout(ir: QuantizedViT, rows: int, cols: int, simd: int, axi_bits: int = 128,
-                 low: Lowered | None = None, weight_ports: int = 1, qkv_heads: int | None = None) -> Layout:
-    """qkv_heads: heads per QKV head group (qkv_column_order; default all heads, one group)."""
+                 low: Lowered | None = None, weight_ports: int = 1, qkv_heads: int | None = None,
+                 slot_bits: int = 8) -> Layout:
+    """qkv_heads: heads per QKV head group (qkv_column_order; default all heads, one group).
+    slot_bits: a weight's bits in the plane words (HwConfig.weight_slot_bits). With 4, every layer
+    but the embedding has 4-bit weights (design.check_weight_slots), and the embedding's weights
+    are bytes in words of simd/2 lanes, which fill the same slots (design.embed_spread)."""
     low = low or lower(ir)
     ab = axi_bits // 8
     L = Layout(axi_bytes=ab)
@@ -220,7 +226,7 @@ def build_layout(ir: QuantizedViT, rows: int, cols: int, simd: int, axi_bits: in
     def linear(name, lw, order=None):
         w, b, sh = (lw.w, lw.b, lw.shift) if order is None else (lw.w[order], lw.b[order], lw.shift[order])
         w = narrow(name + ".w", w, np.int8, lw.bits)
-        L.add(name + ".w", plane_weights(w, cols, simd, lw.bits, weight_ports, ab))
+        L.add(name + ".w", plane_weights(w, cols, simd, lw.bits, weight_ports, ab, slot_bits))
         L.add(name + ".b", narrow(name + ".b", b, np.int32))
         L.add(name + ".shift", narrow(name + ".shift", sh, np.int8))
 
@@ -234,8 +240,10 @@ def build_layout(ir: QuantizedViT, rows: int, cols: int, simd: int, axi_bits: in
         L.add(name + ".sh", narrow(name + ".sh", ln.sh, np.int8))
 
     res_dtype = np.int16 if low.res_bits > 8 else np.int8
-    L.add("embed.w", plane_weights(narrow("embed.w", low.embed.w, np.int8, low.embed.bits), cols, simd,
-                                   low.embed.bits, weight_ports, ab))
+    spread = 8 // slot_bits   # design.embed_spread
+    embed_w = narrow("embed.w", low.embed.w, np.int8, low.embed.bits)
+    L.add("embed.w", plane_weights(embed_w, cols, simd // spread, 8 if spread > 1 else low.embed.bits,
+                                   weight_ports, ab, 8 if spread > 1 else slot_bits))
     L.add("embed.bias", row_embed_bias(narrow("embed.bias", low.embed.b, np.int32), rows, cols, ab, weight_ports))
     L.add("embed.shift", narrow("embed.shift", low.embed.shift, np.int8))
     L.add("embed.cls", narrow("embed.cls", low.embed_cls, res_dtype))
@@ -256,8 +264,8 @@ def build_layout(ir: QuantizedViT, rows: int, cols: int, simd: int, axi_bits: in
     # (kernels/p2vit/layers.h main_array: the drain tail keeps the read unconditional, so the burst
     # stays one), at most K / simd words of weight_beats beats: zeros after the last drained layer
     # (the last block's FC2), so that read stays inside the blob.
-    kmax = max(low.embed.w.shape[1], *(lw.w.shape[1] for lw in low.linear.values()))
-    L.add("read_pad", np.zeros(kmax // simd * word_beats(cols // weight_ports, simd, ab) * ab, np.uint8))
+    kmax = max(low.embed.w.shape[1] * spread, *(lw.w.shape[1] for lw in low.linear.values()))
+    L.add("read_pad", np.zeros(kmax // simd * word_beats(cols // weight_ports, simd, ab, slot_bits) * ab, np.uint8))
     linear("head", low.linear["head"])
 
     scalars = {"norm.eps": low.norm.eps, **cls_ln_stats(low)}

@@ -163,8 +163,8 @@ def design_of_build(spec: str) -> BuiltDesign | None:
     return BuiltDesign(shape_from_ir(ir), hw, float((target or {}).get("dram_gbs", DEFAULT_DRAM_GBS)), target)
 
 
-def shape_of_model(lm, res_bits: int = 8, attn_bits: int = 4) -> ModelShape:
-    """The shape of a loaded timm ViT (quantizer.models.LoadedModel), 8-bit weights."""
+def shape_of_model(lm, res_bits: int = 8, attn_bits: int = 4, w_bits: int = 8) -> ModelShape:
+    """The shape of a loaded timm ViT (quantizer.models.LoadedModel), w_bits weights (the embedding's 8)."""
     model = lm.model
     img_h, img_w = model.patch_embed.img_size
     s = ModelShape(name=lm.name, img_h=img_h, img_w=img_w, patch=model.patch_embed.patch_size[0],
@@ -174,4 +174,4 @@ def shape_of_model(lm, res_bits: int = 8, attn_bits: int = 4) -> ModelShape:
                    res_bits=res_bits, attn_bits=attn_bits)
     if s.tokens != model.pos_embed.shape[1]:
         raise P2VitError(f"{lm.name}: {model.pos_embed.shape[1]} position embeddings for {s.tokens} tokens")
-    return replace(s, layer_bits=_uniform_bits(s.linear_layers(), 8))
+    return replace(s, layer_bits=_uniform_bits(s.linear_layers(), w_bits))

@@ -213,7 +213,7 @@ def _mac(hw: HwConfig, NR: int, K: int, O: int, src: str, epi: str,
     the row tile's patches (_embed_bias). Ops of identical row tiles are shared."""
     R, C, S = hw.rows, hw.cols, hw.simd
     NT = cdiv(NR, R)
-    slot = hw.weight_ports * hw.weight_beats * hw.axi_bytes   # bytes of one weight word, all planes (4-bit: same slots)
+    slot = hw.weight_ports * hw.weight_beats * hw.axi_bytes   # bytes of one weight word, all planes
     def epilogue(c):               # the epilogue loop of a tile with c valid columns
         if epi == "head":
             return Loop("requant.head", c, 1)
@@ -246,7 +246,8 @@ def _mac(hw: HwConfig, NR: int, K: int, O: int, src: str, epi: str,
     # the LayerNorm layers' loads normalize as they go (kernels/p2vit/layernorm.h load_rows_ln)
     load_id = "layernorm.load" if src == "ln" else f"mac_array.load_{src}"
     # iterations per row: groups of patch_lanes image values, or words of load_lanes
-    words = K // design.patch_lanes(hw, patch) if src == "patch" else cdiv(K, design.load_lanes(hw))
+    words = (K // design.embed_spread(hw) // design.patch_lanes(hw, patch) if src == "patch"
+             else cdiv(K, design.load_lanes(hw)))
 
     bias = [_embed_bias(hw, O)] if epi == "embed" else []
 
@@ -332,8 +333,8 @@ def _desc(hw: HwConfig, fields: int) -> Loop:
 
 
 def _uniq(hw: HwConfig, O: int, K: int) -> int:
-    """Bytes of one layer's weights in the blob: whole weight tiles, each plane word in its slot (a
-    4-bit weight has an 8-bit slot: a layer's weight bits are chosen at run time)."""
+    """Bytes of one layer's weights in the blob: whole weight tiles, each plane word in its slot of
+    weight_beats beats (hw.weight_slot_bits a weight; a 4-bit layer in 8-bit slots fills half)."""
     return cdiv(O, hw.cols) * (K // hw.simd) * hw.weight_ports * hw.weight_beats * hw.axi_bytes
 
 
@@ -439,6 +440,7 @@ def _block(shape: ModelShape, hw: HwConfig, first: bool) -> list[Step]:
 def schedule(shape: ModelShape, hw: HwConfig) -> list[Step]:
     """The statements of p2vit_top.cpp.j2, in order, with their loops."""
     check_simd(shape.reduction_lengths, hw, shape.name)
+    design.check_weight_slots(shape, hw)
     N, D = shape.tokens, shape.dim
     NP, KP, CL = N - 1, shape.kp, shape.num_classes
     steps = []
@@ -449,16 +451,17 @@ def schedule(shape: ModelShape, hw: HwConfig) -> list[Step]:
                       dram={"params": _dram(cls)}))
     img = shape.in_chans * shape.img_h * shape.img_w
     pe = [_burst(D, hw), Loop("mac_array.load_image", cdiv(img, hw.axi_bytes), 1)]   # shifts; the image, one burst
-    dr = _linear_dram(hw, NP, KP, D, "embed")
-    tiles = _mac(hw, NP, KP, D, "patch", "embed", patch=shape.patch, body=reduce_body_depth(shape, hw))
+    KE = design.embed_k(shape, hw)   # KP, or twice it where the 8-bit weights take half the lanes (4-bit slots)
+    dr = _linear_dram(hw, NP, KE, D, "embed")
+    tiles = _mac(hw, NP, KE, D, "patch", "embed", patch=shape.patch, body=reduce_body_depth(shape, hw))
     # the descriptor-free parameters: the shifts; per row tile its per-token biases, from every port
     dr["params"] = _dram(pe)
     dr["embed_bias"] = cdiv(NP, hw.rows) * _embed_bias(hw, D).dram
     dr["io"] = shape.in_chans * shape.img_h * shape.img_w
     steps.append(Step("embed", "embed", [_params(*pe) + _seq_ops(tiles)],
-                      macs=NP * KP * D, dram=dr, weight_bytes_unique=_uniq(hw, D, KP)))
-    # block 0 differs from the rest only in what precedes it (the embedding, not an FC2); weight
-    # bits change no loop (4-bit weights have 8-bit slots and 8 x 8 products)
+                      macs=NP * KP * D, dram=dr, weight_bytes_unique=_uniq(hw, D, KE)))
+    # block 0 differs from the rest only in what precedes it (the embedding, not an FC2); a layer's
+    # weight bits change no loop (the slot width, hw.weight_slot_bits, is the design's)
     blocks = {first: _block(shape, hw, first) for first in (True, False)}
     for i in range(shape.depth):
         steps += [replace(st, name=f"blocks.{i}." + st.name) for st in blocks[i == 0]]
@@ -1077,7 +1080,8 @@ def report(p: Perf, abl: dict | None = None) -> str:
     lines = [f"{p.shape.name}: {p.shape.depth} blocks, D {p.shape.dim}, {p.shape.heads} heads, "
              f"{p.shape.tokens} tokens; {wbits}-bit weights",
              f"hardware: {hw.rows}x{hw.cols}x{hw.simd} MAC array ({r['products_per_cycle']:,} products/cycle; weights from "
-             f"{hw.weight_ports} {hw.axi_bits}-bit m_axi bundle(s), {hw.weight_beats} beat(s) each per word) and "
+             f"{hw.weight_ports} {hw.axi_bits}-bit m_axi bundle(s) in {hw.weight_slot_bits}-bit slots, {hw.weight_beats} "
+             f"beat(s) each per word) and "
              f"{hw.qk_array_rows}x{hw.port_cols}x{hw.simd} Q.K^T array, {hw.lanes} attention lane(s), "
              f"{hw.clock_mhz:g} MHz, {hw.part}; DRAM {_gbs(p.dram_gbs)}",
              "", *_fmt_steps(p), "",
@@ -1115,7 +1119,9 @@ def report(p: Perf, abl: dict | None = None) -> str:
         more_ports = "more --weight-ports, " if hw.weight_ports < max(WEIGHT_PORTS) else ""
         lines.append(f"note: a weight word ({hw.port_cols} columns x {hw.simd} lanes a port) takes {hw.weight_beats} "
                      f"{hw.axi_bits}-bit beats, so the MAC array reduces at II {hw.weight_beats}, 1/{hw.weight_beats} of its "
-                     f"products a cycle ({more_ports}wider ports or fewer columns x SIMD make it one beat)")
+                     f"products a cycle ({more_ports}wider ports, fewer columns x SIMD"
+                     f"{', 4-bit weight slots (--weight-slot-bits 4, for a --w-bits 4 model)' if hw.weight_slot_bits == 8 else ''} "
+                     "make it one beat)")
     from .fpga_target import above_headroom, headroom_note
     if tight := above_headroom(used, budget):
         lines.append(f"note: {headroom_note(tight, r['part'])}")

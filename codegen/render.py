@@ -65,6 +65,7 @@ def reduction_lengths(model) -> dict[str, int]:
 def check_shapes(ir: QuantizedViT, hw: HwConfig) -> None:
     check_generatable(ir.meta["quant"])
     check_simd(reduction_lengths(ir.meta["model"]), hw, ir.meta["model"]["name"])
+    design.check_weight_slots(model_shape.shape_from_ir(ir), hw)
 
 
 def check_generatable(quant: dict) -> None:
@@ -97,8 +98,8 @@ def context(ir: QuantizedViT, hw: HwConfig, layout: Layout, bounds: Bounds, modu
     shape = model_shape.shape_from_ir(ir)
     qkv_heads = design.qkv_group_heads(shape, hw)
     img_h, img_w = m["img_size"]
-    kp = m["in_chans"] * m["patch"] ** 2
-    bits = {"embed": low.embed.bits, "head": low.linear["head"].bits,
+    # the embedding's weights are bytes in half a step's lanes where the slots are 4 bits (design.embed_spread)
+    bits = {"embed": 8 if hw.weight_slot_bits == 4 else low.embed.bits, "head": low.linear["head"].bits,
             "blocks": [[low.linear[f"blocks.{i}.{n}"].bits for n in BLOCK_LINEARS]
                        for i in range(ir.depth)]}
     return {
@@ -109,7 +110,7 @@ def context(ir: QuantizedViT, hw: HwConfig, layout: Layout, bounds: Bounds, modu
         "num_classes": m["num_classes"], "depth": m["depth"], "res_bits": q["res_bits"],
         "attn_bits": q["attn_bits"], "exp_shift": low.exp_shift,
         "attn_geometric": low.attn_rounding == "geometric", "hw": hw, "acc_bits": bounds.acc_bits, "av_acc_bits": bounds.av_acc_bits,
-        "beats": hw.weight_beats, "kmax_main": max(kp, m["dim"], m["hidden"]),
+        "beats": hw.weight_beats, "kmax_main": design.main_kmax(shape, hw),
         "omax": max(3 * m["dim"], m["hidden"], m["num_classes"]), "bits": bits, "e_logit": low.e_logit,
         "xt_reshape": design.xt_reshape(shape, hw),
         "qkv_heads": qkv_heads,
@@ -127,7 +128,8 @@ def context(ir: QuantizedViT, hw: HwConfig, layout: Layout, bounds: Bounds, modu
 def render(ir: QuantizedViT, hw: HwConfig, types: str = "native") -> Rendered:
     check_shapes(ir, hw)
     layout = build_layout(ir, hw.rows, hw.cols, hw.simd, hw.axi_bits, weight_ports=hw.weight_ports,
-                          qkv_heads=design.qkv_group_heads(model_shape.shape_from_ir(ir), hw))
+                          qkv_heads=design.qkv_group_heads(model_shape.shape_from_ir(ir), hw),
+                          slot_bits=hw.weight_slot_bits)
     bounds = compute_bounds(ir, hw)
     env = _env()
     # The module name must be known inside bindings.cpp, so the key hashes everything else first.

@@ -121,7 +121,8 @@ def write_report(out: Path, ir: QuantizedViT, hw: HwConfig, rendered, info: dict
              f"activations 8-bit, attention {q['attn_bits']}-bit log2 ({_softmax_text(q)}), residual {q['res_bits']}-bit, "
              f"rounding {q['rounding']}, smoothing {'on' if q['smooth'] else 'off'}",
              f"- hardware: MAC array {hw.rows} x {hw.cols} ({hw.rows * hw.cols} PEs), {hw.simd} lane(s) per PE, for "
-             f"embed/qkv/proj/fc1/fc2/head, its weights from {hw.weight_ports} port(s); Q.K^T array {hw.qk_array_rows} x "
+             f"embed/qkv/proj/fc1/fc2/head, its weights from {hw.weight_ports} port(s) in {hw.weight_slot_bits}-bit slots"
+             f"{' (the embedding 8-bit in half the lanes)' if hw.weight_slot_bits == 4 else ''}; Q.K^T array {hw.qk_array_rows} x "
              f"{hw.port_cols}; {hw.axi_bits}-bit m_axi bundles ({', '.join(design.axi_bundles(hw))}{'' if design.io_bundle(hw) == 'io' else '; the image and logits on ' + design.io_bundle(hw)}), "
              f"{hw.clock_mhz:g} MHz, part {hw.part} (docs/hardware.md)",
              f"- schedule: {_qkv_groups_text(ir, hw)}",

@@ -141,7 +141,8 @@ def part_resources(part: str) -> tuple[int, int, int, int] | None:
 def buffers(shape: ModelShape, hw: HwConfig, acc_bits: int = ACC_BITS) -> list[dict]:
     """On-chip buffers of the emitted code (templates/p2vit_top.cpp.j2, kernels/p2vit/layers.h)
     with the memories they map to: (banks, depth, width bits) each."""
-    N, D, HID, KP, R, DH = shape.tokens, shape.dim, shape.hidden, shape.kp, shape.res_bits, shape.dh
+    N, D, HID, R, DH = shape.tokens, shape.dim, shape.hidden, shape.res_bits, shape.dh
+    KM = design.main_kmax(shape, hw)
     rows, cols = hw.rows, hw.cols
     pcols, qrows = hw.port_cols, hw.qk_array_rows
     RL = design.logit_rows_per_cycle(design.qk_hw(hw), DH)
@@ -179,9 +180,9 @@ def buffers(shape: ModelShape, hw: HwConfig, acc_bits: int = ACC_BITS) -> list[d
         # xt of each instance: rows complete x cyclic SIMD along K, partitioned (ROWS x SIMD memories)
         # or reshaped (ROWS memories of SIMD-value words): xt_reshape; the MAC array's twice (the
         # tile being reduced and the prefetched next one)
-        b("stationary row tiles xt (main: [2][ROWS][K], K = max(KP, D, HID); qk: [2][QK_ROWS][DH]; partitioned or "
-          "reshaped along K)", 2 * rows * max(KP, D, HID) + 2 * qrows * DH,
-          [design.xt_memories(hw, max(KP, D, HID), reshape["main"])] * 2 + [design.xt_memories(design.qk_hw(hw), DH, reshape["qk"])] * 2),
+        b("stationary row tiles xt (main: [2][ROWS][K], K = max(KP x embed_spread, D, HID); qk: [2][QK_ROWS][DH]; "
+          "partitioned or reshaped along K)", 2 * rows * KM + 2 * qrows * DH,
+          [design.xt_memories(hw, KM, reshape["main"])] * 2 + [design.xt_memories(design.qk_hw(hw), DH, reshape["qk"])] * 2),
         # registers: acc and its ping-pong copy done of the MAC array (ROWS x COLS) and of the Q.K^T
         # array (QK_ROWS x PCOLS; its grouped done[G][RL][PCOLS] rounds QK_ROWS up to a multiple of RL)
         b("accumulators acc and ping-pong copies done (MAC array, Q.K^T array)",

@@ -1147,7 +1147,7 @@ arr nibble_word_v(arr bytes, int c, int s) {
 template <int R, int C, int P>
 struct LCfg {
   static constexpr int ROWS = R, COLS = C, SIMD = 2, AXI_BYTES = 16, N = 200, KMAX = 64;
-  static constexpr int WPORTS = P, PCOLS = C / P;
+  static constexpr int WPORTS = P, PCOLS = C / P, W_SLOT = 8;   // 8-bit slots (4-bit: whole builds, test_codegen)
   static constexpr int BEATS = (PCOLS * SIMD + AXI_BYTES - 1) / AXI_BYTES;
   using act_t = sint<8>;
   using acc_t = sint<32>;

@@ -246,7 +246,8 @@ def test_codegen_warns_when_the_design_exceeds_its_part(tmp_path, capsys):
 @pytest.mark.parametrize("hw", [HwConfig(), HwConfig(rows=66, cols=8, simd=8, lanes=8, weight_ports=4, qk_rows=33),
                                 HwConfig(rows=40, cols=12, simd=4, lanes=2, weight_ports=3, clock_mhz=187.5,
                                          axi_bits=256, part="xczu7ev-ffvc1156-2-e"),
-                                HwConfig(clock_mhz=1000 / 3)])   # 333.333 would be another design
+                                HwConfig(clock_mhz=1000 / 3),    # 333.333 would be another design
+                                HwConfig(rows=40, cols=8, simd=16, lanes=16, weight_ports=4, weight_slot_bits=4)])
 def test_hw_flags_give_back_the_design(hw):
     """HwConfig.flags (the search's `best:` line, and the settings a build keeps) parse back to it."""
     import argparse
@@ -259,6 +260,44 @@ def test_hw_flags_give_back_the_design(hw):
         argv = [x for flag, v in hw.flags(resolve_qk_rows=resolve).items() for x in (flag, v)]
         back = hw_config(ap.parse_args(argv))
         assert back == (hw if not resolve else dataclasses.replace(hw, qk_rows=hw.qk_array_rows))
+
+
+def test_search_tries_4bit_weight_slots_for_a_4bit_model():
+    """A --w-bits 4 model's search tries 4-bit slots too, and keeps them where they pay: at 16x16x8
+    on four ports an 8-bit word is 2 beats a port, a 4-bit one 1. An 8-bit model has none to try."""
+    zcu = fpga_target.load_target("zcu102")
+    grid = {"rows": (16,), "cols": (16,), "simd": (8,), "lanes": (4,), "weight_ports": (4,)}
+    s4, s8 = model_shape.load_shape("deit_s", w_bits=4), model_shape.load_shape("deit_s")
+    r4, r8 = fpga_target.search(s4, zcu, grid=grid), fpga_target.search(s8, zcu, grid=grid)
+    assert r4["designs"] == 2 * r8["designs"] == 4                 # the Q.K^T row choices, x 2 slot widths
+    assert r4["best_hw"].weight_slot_bits == 4 and r8["best_hw"].weight_slot_bits == 8
+    assert (r4["best_hw"].weight_beats, r8["best_hw"].weight_beats) == (1, 2)
+    assert r4["best"].latency_ms < 0.6 * r8["best"].latency_ms
+    # SIMD 1 cannot spread the embedding's bytes over half the lanes: 8-bit slots only
+    assert fpga_target.slot_choices(s4, 1) == (8,) and fpga_target.slot_choices(s4, 8) == (4, 8)
+
+
+def test_4bit_weight_slots_are_refused_where_they_cannot_hold_the_weights(capsys):
+    from codegen import __main__ as codegen_cli
+    from codegen import perf as perf_cli
+
+    with pytest.raises(P2VitError, match="--weight-slot-bits must be 8 or 4, not 2"):
+        HwConfig(weight_slot_bits=2)
+    with pytest.raises(P2VitError, match="needs an even --simd, not 1"):
+        HwConfig(simd=1, weight_slot_bits=4)
+    # a model with 8-bit layers: named, with the way out; before anything is loaded or quantized
+    with pytest.raises(P2VitError, match=r"layer blocks\.0\.qkv \(and 48 more\) of deit_s has 8-bit weights: "
+                                          "quantize it with --w-bits 4"):
+        perf.evaluate(model_shape.load_shape("deit_s"), HwConfig(rows=16, cols=16, simd=8, weight_slot_bits=4))
+    for main, argv, expect in ((perf_cli.main, ["deit_s", "--weight-slot-bits", "4"], "has 8-bit weights"),
+                               (codegen_cli.main, ["deit_s", "--random-init", "--weight-slot-bits", "4", "--out", "/tmp/unused-p2vit"],
+                                "quantize with --w-bits 4")):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and expect in err[0], err
+    assert not Path("/tmp/unused-p2vit").exists()
 
 
 @pytest.mark.parametrize("ports", [0, -1, 5])

@@ -50,9 +50,9 @@ def _check(peaks, counts, hw):
     return reach
 
 
-def _cifar_counters(tmp_path_factory, hw, name):
+def _cifar_counters(tmp_path_factory, hw, name, w_bits=8):
     lm = load_model(CIFAR_CARD)
-    ir = quantize(lm, synthetic_images(4, lm.preprocess), QuantConfig(n_calib=4)).ir
+    ir = quantize(lm, synthetic_images(4, lm.preprocess), QuantConfig(n_calib=4, w_bits=w_bits)).ir
     out = tmp_path_factory.mktemp(name) / "b"
     generate(ir, hw, out, types=("counters",))
     sim = load(out)
@@ -111,6 +111,28 @@ def test_every_loop_reaches_its_modelled_ii_on_cifar(hw, tmp_path_factory):
         assert design.o_lanes_fixed(hw)
         on_o = {lp: n for lp, r, n in peaks if r == "bank:o"}
         assert {"mac_array.load_array", "shifter.pass"} <= set(on_o) and max(on_o.values()) == 1, on_o
+
+
+@pytest.mark.skipif(not have_shared(), reason=SHARED_REASON)
+def test_4bit_weight_slots_halve_the_reduction_beats_on_cifar(tmp_path_factory):
+    """4-bit weight slots: a 16 x 2-weight plane word of each port fits one 128-bit beat (two with
+    8-bit slots), so the reduction reaches II 1; the embedding's 8-bit weights take half of SIMD's
+    lanes (design.embed_spread), twice the steps. The II check, the loop counts and the logits all
+    hold at the DeiT-B 4-bit what-if's shape (benchmarks/four_bit_bar.py: 40x8x16) scaled to CIFAR."""
+    hw = HwConfig(rows=22, cols=8, simd=16, lanes=8, weight_ports=4, weight_slot_bits=4)
+    wide = HwConfig(rows=22, cols=8, simd=16, lanes=8, weight_ports=4)
+    assert (hw.weight_beats, wide.weight_beats) == (1, 2)
+    ir, counts, peaks = _cifar_counters(tmp_path_factory, hw, "ii_slot4", w_bits=4)
+    reach = _check(peaks, counts, hw)
+    assert reach["mac_array.reduce"] == 1
+    shape = model_shape.shape_from_ir(ir)
+    assert perf.loop_counts(shape, hw) == counts
+    # the embedding reduces over 2 x KP; its row loads carry KP values, gcd(PATCH 4, SIMD / 2) a cycle
+    assert design.embed_k(shape, hw) == 2 * shape.kp and design.patch_lanes(hw, shape.patch) == 4
+    # half the weight bytes a step: the blocks' weights stream half the bytes of 8-bit slots
+    p4, p8 = perf.evaluate(shape, hw), perf.evaluate(shape, wide)
+    mlp4, mlp8 = (next(s for s in p.steps if s["name"].endswith(".mlp")) for p in (p4, p8))
+    assert mlp4["dram"]["weights"] * 2 == mlp8["dram"]["weights"] and mlp4["weight_bytes_unique"] * 2 == mlp8["weight_bytes_unique"]
 
 
 def test_planted_extra_access_fails_the_check(tmp_path):

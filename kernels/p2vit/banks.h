@@ -147,12 +147,20 @@ template <class C>
 constexpr int k_channel_banks() {   // keys, dim 3: qkv_lanes in, SIMD per key per Q.K^T step out
   return shared_banks(qkv_lanes<C>(), 1, C::SIMD, 1);
 }
+// embed_spread<C>(): reduction lanes per patch value of the embedding: 2 with 4-bit weight slots
+// (W_SLOT 4), where the embedding's 8-bit weights fill the first SIMD/2 lanes of a step's word (the
+// slot holds PCOLS x SIMD/2 bytes) and its row tile holds SIMD/2 patch values then SIMD/2 zeros per
+// word, so its reduction runs over KP * 2 (main_k); else 1 (codegen/design.py embed_spread).
+template <class C>
+constexpr int embed_spread() {
+  return C::W_SLOT == 4 ? 2 : 1;
+}
 // patch_lanes<C>(): image values per cycle of the patch load (mac_array.h load_rows_patch):
-// gcd(PATCH, SIMD), so that a patch row holds whole groups and a word whole groups; the image
-// buffer img is cyclic by it.
+// gcd(PATCH, SIMD / embed_spread), so that a patch row holds whole groups and a word's patch lanes
+// whole groups; the image buffer img is cyclic by it.
 template <class C>
 constexpr int patch_lanes() {
-  return gcd_int(C::PATCH, C::SIMD);
+  return gcd_int(C::PATCH, C::SIMD / embed_spread<C>());
 }
 // img_banks<C>(): the image buffer img, cyclic: load_image writes a beat (AXI_BYTES values) per
 // cycle, the patch load reads patch_lanes; a multiple of patch_lanes (lane w of the patch load

@@ -71,10 +71,11 @@ inline T& scratch() {
 }
 
 // layer_fast_supported<C>(): 8-bit activations held as int16 (the AVX2 pe_operand), int32
-// accumulators, SIMD 2 (the weight word layout) and whole groups of 8 columns.
+// accumulators, SIMD 2 (the weight word layout), whole groups of 8 columns and 8-bit weight slots
+// (BlobTiles reads the blob's words as they are).
 template <class C>
 constexpr bool layer_fast_supported() {
-  return C::SIMD == 2 && C::COLS % 8 == 0 && std::is_same<typename C::act_t, std::int8_t>::value &&
+  return C::SIMD == 2 && C::COLS % 8 == 0 && C::W_SLOT == 8 && std::is_same<typename C::act_t, std::int8_t>::value &&
          std::is_same<typename pe_operand<typename C::act_t>::type, std::int16_t>::value &&
          std::is_same<typename C::acc_t, std::int32_t>::value;
 }

@@ -79,7 +79,7 @@ constexpr int main_steps(int K, int O) {
 // reduction has at least the drain's cycles), and whether a row tile's load fits in that loop.
 template <class C>
 constexpr int main_k(int mode) {
-  return mode == MAIN_EMBED ? C::KP : mode == MAIN_FC2 ? C::HID : C::D;
+  return mode == MAIN_EMBED ? C::KP * embed_spread<C>() : mode == MAIN_FC2 ? C::HID : C::D;
 }
 // QKV's outputs per call: the q, k and v channels of one head group (qkv_heads, p2vit/banks.h)
 template <class C>
@@ -183,7 +183,8 @@ constexpr int ln_acc_distance() {
   int d = 1 << 30;
   if (main_drains<C>(MAIN_PROJ)) d = C::D / C::SIMD < d ? C::D / C::SIMD : d;
   if (main_drains<C>(MAIN_FC2)) d = C::HID / C::SIMD < d ? C::HID / C::SIMD : d;
-  if (main_drains<C>(MAIN_EMBED)) d = C::KP / C::SIMD < d ? C::KP / C::SIMD : d;
+  constexpr int KE = main_k<C>(MAIN_EMBED);
+  if (main_drains<C>(MAIN_EMBED)) d = KE / C::SIMD < d ? KE / C::SIMD : d;
   return d == (1 << 30) ? 1 : d;
 }
 // ln_mode(mode): the layers whose input rows are a LayerNorm's output, normalized as they load

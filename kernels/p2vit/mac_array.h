@@ -9,7 +9,7 @@
 //   load_rows_array<C, KMAX, W, XB>(x, col0, K, NR, n0, xt, name)  rows of an on-chip array, SIMD per cycle
 //   load_rows_word<C, KMAX, W, XB>(x, col0, NR, n0, n, kw, xt, name)  one word of it (and of the prefetch)
 //   load_image<C>(image, img)                               the image into BRAM, one burst
-//   load_rows_patch<C, KMAX>(img, n0, xt)                   flattened image patches, gcd(PATCH, SIMD) per cycle
+//   load_rows_patch<C, KMAX>(img, n0, xt)                   flattened image patches, patch_lanes per cycle
 //   WeightPorts<C>, plane_word<C>, weight_word<C>           the weight word from the weight ports
 //   reduce_step<C, KMAX>(xt, ks, ports, beat, plane, wbits, acc)
 //       one step: a weight word (PCOLS x SIMD from each weight port), one PE-array cycle
@@ -26,7 +26,7 @@
 //     of a step or a load are k = w*SIMD + s of one word w); the II check counts them per lane.
 //   acc[ROWS][COLS]: complete (registers).
 //   weight word: COLS x SIMD weights per step, PCOLS x SIMD of them in BEATS beats of each of the
-//     WPORTS m_axi bundles (BEATS = ceil(PCOLS * SIMD / AXI_BYTES)): the reduction's II is BEATS.
+//     WPORTS m_axi bundles (BEATS = ceil(PCOLS * SIMD * W_SLOT / 8 / AXI_BYTES)): the reduction's II is BEATS.
 //   keys k[QKV_HEADS][N][DH] (key_buf, one head group): dim 2 cyclic PCOLS, dim 3 cyclic KB =
 //     shared_banks(qkv_lanes, SIMD) -> bank (j % PCOLS, d % KB); a Q.K^T step reads keys j = ot*PCOLS +
 //     o, channels d = ks*SIMD + s: lane (o, s) reads key bank o and channel bank s mod KB, at most
@@ -160,20 +160,26 @@ load_image:
 }
 
 // load_rows_patch: flattened patches (numerics.md 2.2): element c*P*P + i*P + j of patch p, from
-// the on-chip image (CHW int8, u - 128), PL = patch_lanes (gcd(PATCH, SIMD), p2vit/banks.h)
-// consecutive elements of a patch row per cycle (img is cyclic img_banks, a multiple of PL, and a
-// group starts at a multiple of PL, so lane w reads only banks = w mod PL) into a word register of SIMD values; each completed word
-// is one write to xt (SIMD banks, or one word where xt is reshaped: no read-modify-write). KP is a
-// multiple of SIMD (codegen/hwconfig.py check_simd).
+// the on-chip image (CHW int8, u - 128), PL = patch_lanes (gcd(PATCH, SIMD / embed_spread),
+// p2vit/banks.h) consecutive elements of a patch row per cycle (img is cyclic img_banks, a multiple
+// of PL, and a group starts at a multiple of PL, so lane w reads only banks = w mod PL) into a word
+// register of SIMD values, whose first WV = SIMD / embed_spread lanes take patch values (with 4-bit
+// weight slots the rest stay 0: the embedding's 8-bit weights fill half a step's lanes); each
+// completed word is one write to xt (SIMD banks, or one word where xt is reshaped: no
+// read-modify-write). KP is a multiple of SIMD (codegen/hwconfig.py check_simd).
 template <class C, int KMAX>
 void load_rows_patch(const typename C::act_t img[C::IMG_C * C::IMG_H * C::IMG_W], int n0,
                      typename pe_operand<typename C::act_t>::type xt[C::ROWS][KMAX]) {
   P2VIT_PRAGMA(HLS INLINE)
-  constexpr int K = C::KP, PL = patch_lanes<C>();
-  static_assert(K % C::SIMD == 0, "load_rows_patch: whole words of SIMD values");
+  constexpr int K = C::KP, PL = patch_lanes<C>(), WV = C::SIMD / embed_spread<C>();
+  static_assert(K % WV == 0 && WV % PL == 0, "load_rows_patch: whole words of WV patch values");
   typename C::act_t word[C::SIMD];
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=word type=complete)
-  // running indices: k = c*P*P + pi*P + pjw*PL = kw*SIMD + s
+  for (int w = WV; w < C::SIMD; ++w) {   // the lanes without patch values (4-bit slots): constant 0
+    P2VIT_PRAGMA(HLS UNROLL)
+    word[w] = typename C::act_t(0);
+  }
+  // running indices: k = c*P*P + pi*P + pjw*PL = kw*WV + s
   int n = 0, c = 0, pi = 0, pjw = 0, s = 0, kw = 0;
 load_patch:
   for (int i = 0; i < C::ROWS * (K / PL); ++i) {
@@ -188,7 +194,7 @@ load_patch:
       P2VIT_ACCESS_LANE("img", (atw * PL + w) % img_banks<C>(), w, PL);
       word[s + w] = p < C::NP ? img[atw * PL + w] : typename C::act_t(0);
     }
-    if (s + PL == C::SIMD) {
+    if (s + PL == WV) {
       for (int w = 0; w < C::SIMD; ++w) {
         P2VIT_PRAGMA(HLS UNROLL)
         P2VIT_ACCESS_LANE("xt", xt_bank<C>(n, kw * C::SIMD + w), n * C::SIMD + w, C::SIMD);
@@ -196,7 +202,7 @@ load_patch:
       }
     }
     s += PL;
-    if (s == C::SIMD) {
+    if (s == WV) {
       s = 0;
       ++kw;
     }
@@ -216,7 +222,9 @@ load_patch:
 
 // plane_word<C>(port, bundle, beat, wbits, w): the PCOLS x SIMD weights one weight port delivers
 // per reduction step, from BEATS beats starting at `beat`: [PCOLS][SIMD] order, one byte each
-// (wbits 8) or two per byte, low nibble first (wbits 4) (codegen/layout.py plane_weights).
+// (wbits 8) or two per byte, low nibble first (wbits 4) (codegen/layout.py plane_weights). With
+// 4-bit slots (W_SLOT 4) a word of bytes is the embedding's: PCOLS x SIMD/2 of them, the lanes
+// past SIMD/2 zero (embed_spread, p2vit/banks.h).
 template <class C>
 inline void plane_word(const typename C::axi_t* port, const char* bundle, long beat, int wbits,
                        typename C::act_t w[C::PCOLS][C::SIMD]) {
@@ -236,7 +244,18 @@ inline void plane_word(const typename C::axi_t* port, const char* bundle, long b
     }
 #endif
   }
-  if (wbits == 8) {
+  if constexpr (C::W_SLOT == 4) {   // slots of PCOLS x SIMD nibbles: BEATS * AXI_BYTES >= WORD / 2 bytes
+    if (wbits == 4) {
+      blob_nibble_word<C::PCOLS, C::SIMD>(bytes, 0, w);
+    } else {   // the embedding's bytes, SIMD/2 a column, in the first half of the lanes (embed_spread)
+      constexpr int HV = C::SIMD / 2;
+      for (int i = 0; i < WORD; ++i) {
+        P2VIT_PRAGMA(HLS UNROLL)
+        const int o = i / C::SIMD, s = i % C::SIMD;
+        w[o][s] = s < HV ? typename C::act_t(std::int8_t(bytes[o * HV + s])) : typename C::act_t(0);
+      }
+    }
+  } else if (wbits == 8) {
 #ifdef P2VIT_NATIVE_TYPES
     std::memcpy(&w[0][0], bytes, WORD);
 #else
