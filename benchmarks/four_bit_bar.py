@@ -8,10 +8,11 @@ column pair below 8 columns); 990 for DeiT-B.
 
 Every design has 4-bit weight slots (--weight-slot-bits 4: the embedding's 8-bit weights in half
 the lanes), the ZCU102's 128-bit ports and its 19.2 GB/s, as `python -m codegen.perf deit_b --w-bits
-4 --weight-slot-bits 4 ...` models it. Products past the DSPs (two a DSP48E2, every DSP not in the
-Q.K^T array or the misc units going to the MAC array) are charged as LUT MACs at LUT_MAC LUTs each:
-an estimate (docs/performance.md: two radix-4 Booth partial products of ~10 bits and their share
-of the adder tree); the code has no LUT MACs. Nothing here is synthesized.
+4 --weight-slot-bits 4 ...` models it. A design past the ZCU102's DSPs takes the fewest LUT-MAC
+rows that bring it within them (--lut-mac-rows, fpga_target.with_lut_macs, as the --target search
+does; a design that all its rows would not bring within keeps all of them, and its DSP count shows
+it), each of their products at resources.LUT_COSTS["lut_mac"] LUTs: an estimate
+(docs/performance.md). Nothing here is synthesized.
 
 --load-x 2 adds a second what-if: row tiles load 2 x SIMD values a cycle instead of SIMD
 (design.load_lanes, which this script replaces for the run; the LayerNorm lanes that normalize as
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import itertools
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -32,12 +34,11 @@ from codegen import design, fpga_target, model_shape, perf, resources  # noqa: E
 from codegen.hwconfig import HwConfig  # noqa: E402
 from quantizer.errors import ArgumentParser, P2VitError, count_arg  # noqa: E402
 
-LUT_MAC = 30          # LUTs a 4 x 8-bit MAC on the fabric (estimate, see the docstring)
 BAR_FPS = 57.0        # issue 11: above Auto-ViT-Acc's 56.8 FPS
 
 
 def design_name(hw: HwConfig) -> str:
-    return f"{hw.rows}x{hw.cols}x{hw.simd} L{hw.lanes} Q{hw.qk_array_rows}"
+    return f"{hw.rows}x{hw.cols}x{hw.simd} L{hw.lanes} Q{hw.qk_array_rows}" + (f" F{hw.lut_mac_rows}" if hw.lut_mac_rows else "")
 
 
 def designs(shape):
@@ -65,15 +66,13 @@ def main() -> int:
         design.load_lanes = lambda hw: args.load_x * simd_loads(hw)
     shape, zcu = model_shape.load_shape("deit_b", w_bits=4), fpga_target.load_target("zcu102")
     rows = []
-    for real in designs(shape):
-        p = perf.evaluate(shape, real, dram_gbs=zcu.dram_gbs)
-        res = resources.count(shape, real)
-        other_dsps = res["dsps"] - res["dsps_per_array"][0]        # Q.K^T array and misc units
-        on_dsps = 2 * max(0, zcu.dsps - other_dsps)                 # MAC-array products the rest can hold
-        lut_products = max(0, real.rows * real.cols * real.simd - on_dsps)
-        dsps = min(res["dsps"], zcu.dsps)
-        luts = resources.lut_total(shape, real) + LUT_MAC * lut_products
-        rows.append((p.latency_ms, p, real, res, dsps, lut_products, luts))
+    for hw in designs(shape):
+        res = resources.count(shape, hw)
+        if res["dsps"] > zcu.dsps:   # LUT-MAC rows, the fewest that fit the DSPs (or all)
+            hw = fpga_target.with_lut_macs(hw, res["dsps"] - zcu.dsps) or replace(hw, lut_mac_rows=hw.rows)
+            res = resources.count(shape, hw)
+        p = perf.evaluate(shape, hw, dram_gbs=zcu.dram_gbs)
+        rows.append((p.latency_ms, p, hw, res, res["dsps"], res["lut_macs"], resources.lut_total(shape, hw)))
     rows.sort(key=lambda x: x[0])
     loads = f", row loads of {args.load_x} x SIMD values a cycle (what-if)" if args.load_x != 1 else ""
     print(f"DeiT-B with 4-bit weights in 4-bit slots ({zcu.axi_bits}-bit ports, {zcu.dram_gbs:g} GB/s){loads}, "
@@ -98,14 +97,14 @@ def main() -> int:
         c = min(at_bar, key=lambda x: x[6])
         print(f"fewest LUTs at or above the bar: {design_name(c[2])}, "
               f"{c[0]:.2f} ms = {c[1].fps:.1f} FPS, ~{c[6]:,} LUTs ({c[6] / zcu.luts:.0%} of the ZCU102's), "
-              f"{c[5]:,} LUT MACs, {c[3]['bram18k']:,} BRAM18K")
+              f"{c[4]:,} DSPs, {c[5]:,} LUT MACs, {c[3]['bram18k']:,} BRAM18K")
     for share in (fpga_target.UTILIZATION_CAP["luts"], 1.0):   # the search's headroom, then the whole device
-        fits = [x for x in rows if x[6] <= share * zcu.luts and x[3]["bram18k"] <= zcu.bram18k]
+        fits = [x for x in rows if x[6] <= share * zcu.luts and x[3]["bram18k"] <= zcu.bram18k and x[4] <= zcu.dsps]
         if fits:
             f = fits[0]
-            print(f"fastest within {share:.0%} of the ZCU102's {zcu.luts:,} LUTs (LUT MACs included) and its "
-                  f"{zcu.bram18k:,} BRAM18K: {design_name(f[2])}, "
-                  f"{f[0]:.2f} ms = {f[1].fps:.1f} FPS, ~{f[6]:,} LUTs")
+            print(f"fastest within {share:.0%} of the ZCU102's {zcu.luts:,} LUTs (LUT MACs included), its "
+                  f"{zcu.dsps:,} DSPs and {zcu.bram18k:,} BRAM18K: {design_name(f[2])}, "
+                  f"{f[0]:.2f} ms = {f[1].fps:.1f} FPS, ~{f[6]:,} LUTs, {f[5]:,} LUT MACs")
     return 0
 
 

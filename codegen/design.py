@@ -43,8 +43,8 @@ PACKED_CHAIN = 8   # packed products per DSP post-adder chain (kernels/p2vit/pe_
 
 def qk_hw(hw: HwConfig) -> HwConfig:
     """The Q.K^T array's configuration (kernels/p2vit/layers.h QkCfg): the MAC array's with
-    qk_array_rows rows and PCOLS columns."""
-    return replace(hw, rows=hw.qk_array_rows, cols=hw.port_cols, weight_ports=1, qk_rows=0)
+    qk_array_rows rows and PCOLS columns, every product on DSPs (keys are 8-bit)."""
+    return replace(hw, rows=hw.qk_array_rows, cols=hw.port_cols, weight_ports=1, qk_rows=0, lut_mac_rows=0)
 
 
 def blob_bundles(hw: HwConfig) -> list[str]:

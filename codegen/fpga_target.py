@@ -17,7 +17,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from quantizer.errors import P2VitError
@@ -206,6 +206,14 @@ def _candidates(shape: model_shape.ModelShape, target: Target, g: dict):
                                         qk_rows=qk_rows, weight_slot_bits=slot)
 
 
+def with_lut_macs(hw: HwConfig, excess_dsps: int) -> HwConfig | None:
+    """hw with the fewest LUT-MAC rows (--lut-mac-rows) that take excess_dsps off its DSPs (each
+    row's upper SIMD/2 lanes: ceil(COLS/2) x SIMD/2 DSPs), or None if all its rows would not."""
+    per_row = cdiv(hw.cols, 2) * (hw.simd // 2)
+    rows = cdiv(excess_dsps, per_row) if per_row else hw.rows + 1
+    return replace(hw, lut_mac_rows=rows) if rows <= hw.rows else None
+
+
 def search(shape: model_shape.ModelShape, target: Target, grid: dict | None = None, progress=None) -> dict:
     """Every configuration of the grid (default: model_grid(shape)) through codegen.perf; the fastest
     that fits the target. progress(stage, done, total), if given, hears how far the search is.
@@ -220,6 +228,9 @@ def search(shape: model_shape.ModelShape, target: Target, grid: dict | None = No
         if i % 100 == 0:
             report(stage, i, designs)
         res = resources.count(shape, hw)
+        if res["dsps"] > target.dsps and hw.weight_slot_bits == 4:   # past the DSPs: LUT MACs may make it fit
+            hw = with_lut_macs(hw, res["dsps"] - target.dsps) or hw
+            res = resources.count(shape, hw)
         luts = resources.lut_total(shape, hw)
         over = budgets_exceeded(res, luts, target)
         if over:                 # counted under the first budget it exceeds

@@ -60,6 +60,7 @@ class HwConfig:
     weight_ports: int = 1    # m_axi bundles streaming the MAC array's weights, each COLS/weight_ports columns
     qk_rows: int = 0         # the Q.K^T array's rows (queries held); 0: as many as the MAC array's
     weight_slot_bits: int = 8   # bits of a weight's slot in the blob and on the weight ports: 4 needs 4-bit layers
+    lut_mac_rows: int = 0    # MAC-array rows whose upper SIMD/2 lanes multiply on LUTs (4 x 8 bits; 4-bit slots)
 
     def __post_init__(self):
         for name in ("rows", "cols", "simd"):
@@ -82,6 +83,11 @@ class HwConfig:
         if self.weight_slot_bits == 4 and self.simd % 2:
             raise P2VitError(f"--weight-slot-bits 4 needs an even --simd, not {self.simd}: the embedding's 8-bit "
                              "weights take half the lanes of a step")
+        if not isinstance(self.lut_mac_rows, int) or not 0 <= self.lut_mac_rows <= self.rows:
+            raise P2VitError(f"--lut-mac-rows must be an integer in 0..{self.rows} (--rows), not {self.lut_mac_rows}")
+        if self.lut_mac_rows and self.weight_slot_bits != 4:
+            raise P2VitError("--lut-mac-rows builds 4 x 8-bit multipliers on LUTs, which only 4-bit weights fit: add "
+                             "--weight-slot-bits 4 (for a --w-bits 4 model)")
         if self.axi_bits not in AXI_BITS:
             raise P2VitError(f"--axi-bits must be one of {', '.join(map(str, AXI_BITS))}, not {self.axi_bits}")
         if not CLOCK_MHZ[0] <= self.clock_mhz <= CLOCK_MHZ[1]:
@@ -94,7 +100,8 @@ class HwConfig:
                 "--weight-ports": str(self.weight_ports),
                 "--qk-rows": str(self.qk_array_rows if resolve_qk_rows else self.qk_rows),
                 "--lanes": str(self.lanes), "--axi-bits": str(self.axi_bits), "--clock-mhz": _exact(self.clock_mhz),
-                "--part": self.part, "--weight-slot-bits": str(self.weight_slot_bits)}
+                "--part": self.part, "--weight-slot-bits": str(self.weight_slot_bits),
+                "--lut-mac-rows": str(self.lut_mac_rows)}
 
     @property
     def clock_ns(self) -> float:
@@ -161,6 +168,11 @@ def add_hw_args(p: argparse.ArgumentParser) -> None:
                         "and the weight traffic, and needs a model whose layers but the embedding have 4-bit "
                         "weights (quantizer --w-bits 4); the embedding's 8-bit weights then take half of SIMD's "
                         f"lanes, so its reduction runs twice the steps; SIMD must be even (default {d.weight_slot_bits})")
+    g.add_argument("--lut-mac-rows", type=int, default=None, metavar=f"0..{n}",
+                   help="MAC-array rows (the last ones) whose products in the upper SIMD/2 lanes are 4 x 8-bit "
+                        "multipliers on LUTs instead of DSPs: LUT_MAC_ROWS x COLS/2 x SIMD/2 fewer DSPs, for the "
+                        "LUTs the resource model estimates a product (docs/performance.md); needs --weight-slot-bits "
+                        f"4, where those lanes only ever see 4-bit weights (default {d.lut_mac_rows})")
     g.add_argument("--qk-rows", type=int, default=None, metavar=f"0..{n}",
                    help="rows of the Q.K^T array (queries held per key sweep): fewer rows than the MAC array's "
                         "take fewer DSPs, at the cost of more row tiles per head (default, or 0: as many as --rows)")
@@ -202,7 +214,7 @@ def hw_config(args, reduction_lengths=(), base: HwConfig | None = None) -> HwCon
     return HwConfig(rows=given("rows"), cols=cols, simd=simd, lanes=given("lanes"),
                     clock_mhz=given("clock_mhz"), part=given("part"), axi_bits=given("axi_bits"),
                     weight_ports=given("weight_ports"), qk_rows=given("qk_rows"),
-                    weight_slot_bits=given("weight_slot_bits"))
+                    weight_slot_bits=given("weight_slot_bits"), lut_mac_rows=given("lut_mac_rows"))
 
 
 def check_simd(reduction_lengths: dict[str, int], hw: HwConfig, model: str = "") -> None:
@@ -224,5 +236,5 @@ def explicit_hw_flags(args) -> list[str]:
     """The add_hw_args flags given on the command line (so a --target, which chooses the hardware,
     can refuse them)."""
     return [f"--{n.replace('_', '-')}" for n in ("rows", "cols", "simd", "lanes", "clock_mhz", "part", "axi_bits",
-                                                             "weight_ports", "qk_rows", "weight_slot_bits")
+                                                             "weight_ports", "qk_rows", "weight_slot_bits", "lut_mac_rows")
             if getattr(args, n) is not None]

@@ -976,14 +976,16 @@ def sweep(shape: ModelShape, base: HwConfig = HwConfig(), dram_gbs: float | None
     Ks = (shape.kp, shape.dim, shape.hidden, shape.dh)
     step = 2 * base.weight_ports
     rows = sorted(set(SWEEP_AXES) | set(tiling_rows(shape.tokens)))
+    # 4-bit weight slots need an even SIMD (the embedding's bytes take half the lanes)
     shapes = [(r, c, s) for r in rows for c in (step * k for k in SWEEP_AXES if step * k <= 128)
-              for s in SWEEP_AXES if not any(K % s for K in Ks)]
+              for s in SWEEP_AXES if not any(K % s for K in Ks) and (base.weight_slot_bits == 8 or s % 2 == 0)]
     report = progress or (lambda stage, done, total: None)
     stage = f"sweeping {len(shapes)} array shapes"
     out, fewest = [], None
     for i, (rows, cols, simd) in enumerate(shapes):
         report(stage, i, len(shapes))
-        hw = replace(base, rows=rows, cols=cols, simd=simd, qk_rows=sweep_qk_rows(base, rows))
+        hw = replace(base, rows=rows, cols=cols, simd=simd, qk_rows=sweep_qk_rows(base, rows),
+                     lut_mac_rows=min(base.lut_mac_rows, rows))   # held, but at most every row
         r = resources.count(shape, hw)
         fewest = min(fewest or r["dsps"], r["dsps"])
         if r["dsps"] > limit:
@@ -1107,7 +1109,8 @@ def report(p: Perf, abl: dict | None = None) -> str:
              f"DRAM alone takes {s['dram_only_latency_ms']:.2f} ms/image",
              f"DSPs     {r['dsps']:,}{of('dsps')} = "
              + " + ".join(f"{d:,} {n}" for d, n in zip(r["dsps_per_array"], r["instances"]))
-             + f" (two 8-bit products per DSP48E2) + {r['misc_dsps']} misc",
+             + f" (two 8-bit products per DSP48E2) + {r['misc_dsps']} misc"
+             + (f"; {r['lut_macs']:,} products a cycle on LUTs (--lut-mac-rows {hw.lut_mac_rows})" if r["lut_macs"] else ""),
              f"memory   {r['bram18k']:,} BRAM18K{of('bram18k')}",
              f"LUTs     ~{luts:,}{of('luts')} (an estimate from per-unit costs, resources.LUT_COSTS; "
              "no synthesis runs here)"]

@@ -28,6 +28,8 @@ LUT_COSTS = {
     "pe_pack": 10,           # per column pair and SIMD lane: the packed weight w1 * 2^18 + w0 (w1 less w0's sign,
                              # ~9 bits), shared by the rows
     "pe_accumulator": 34,    # per acc[n][o]: a 32-bit adder and the clear multiplexer
+    "lut_mac": 30,           # per 4 x 8-bit product on LUTs (--lut-mac-rows): two radix-4 Booth partial products of
+                             # ~10 bits (~20) and its share of the fabric lanes' adder tree (~10)
     "epilogue_lane": 280,    # a requant lane on 32 bits (arith.h requant32): the 32-bit bias add (32), the right shift by
                              # 0..30 (3 levels of 4:1 multiplexers x 32 bits: 96), the round's increment (32), the clamp
                              # (~24), the left shift's two limit compares and shift of the result bits (~50), the output
@@ -213,17 +215,24 @@ def buffers(shape: ModelShape, hw: HwConfig, acc_bits: int = ACC_BITS) -> list[d
 def mac_array_dsps(hw: HwConfig) -> int:
     """DSP48E2s of one MAC-array instance of hw's shape as kernels/p2vit/pe_array.h builds it for
     HLS: columns o and o + 1 share each activation, so their two 8 x 8-bit products come from one
-    packed DSP (packed_mac); an odd last column takes one DSP per product. tests/test_kernels.py
-    checks this against the multiplications one PE cycle of the ap_int build makes."""
-    return hw.rows * cdiv(hw.cols, 2) * hw.simd
+    packed DSP (packed_mac); an odd last column takes one DSP per product; the last lut_mac_rows
+    rows make their upper SIMD/2 lanes' products on LUTs (lut_macs). tests/test_kernels.py checks
+    this against the multiplications one PE cycle of the ap_int build makes."""
+    return (hw.rows * hw.simd - hw.lut_mac_rows * (hw.simd // 2)) * cdiv(hw.cols, 2)
+
+
+def lut_macs(hw: HwConfig) -> int:
+    """Products of one MAC-array instance made on LUTs (pe_array.h pe_cycle_packed): the upper
+    SIMD/2 lanes of the last lut_mac_rows rows, every column."""
+    return hw.lut_mac_rows * hw.cols * (hw.simd // 2)
 
 
 def count(shape: ModelShape, hw: HwConfig, acc_bits: int = ACC_BITS) -> dict:
     """What the code instantiates: the DSPs of every MAC-array instance (kernels/p2vit/layers.h: the
     MAC array for every layer with weights, ROWS x COLS x SIMD, and the Q.K^T array, QK_ROWS x PCOLS x
     SIMD; each PE multiplies 8 x 8 bits, since a layer's weight bits are chosen at run time by the
-    controller, two products per DSP) and the misc multipliers ("dsps", "mac_dsps", "misc_dsps",
-    "dsps_per_array", products per cycle); the BRAM18Ks of every buffer ("bram18k", "buffers": the
+    controller, two products per DSP, but the products on LUTs, "lut_macs") and the misc multipliers
+    ("dsps", "mac_dsps", "misc_dsps", "dsps_per_array", products per cycle); the BRAM18Ks of every buffer ("bram18k", "buffers": the
     memories of each) and what URAM would take instead ("uram_alternative"); the part and its budget
     ("part", "part_budget", None for a part not in PARTS)."""
     qk = design.qk_hw(hw)
@@ -242,7 +251,7 @@ def count(shape: ModelShape, hw: HwConfig, acc_bits: int = ACC_BITS) -> dict:
     return {
         "products_per_cycle": products[0], "products_per_instance": products, "mac_arrays": len(MAC_INSTANCES),
         "instances": list(MAC_INSTANCES), "dsps_per_array": per, "mac_dsps": sum(per), "misc_dsps": misc,
-        "dsps": sum(per) + misc, "bram18k": bram, "uram_alternative": cdiv(big * 8, 4096 * 72),
+        "dsps": sum(per) + misc, "lut_macs": lut_macs(hw), "bram18k": bram, "uram_alternative": cdiv(big * 8, 4096 * 72),
         "part": hw.part, "part_budget": dict(zip(PART_KEYS, budget)) if budget else None,
         "buffers": bufs,
     }
@@ -269,11 +278,14 @@ def lut_estimate(shape: ModelShape, hw: HwConfig) -> dict[str, int]:
                 small_mem += banks * math.ceil(depth * width / 64)
 
     def array(h):   # a pair of columns per packed DSP chain (an odd last column costs as a pair)
-        return (h.rows * math.ceil(h.cols / 2) * math.ceil(h.simd / design.PACKED_CHAIN) * c["pe_chain"]
-                + math.ceil(h.cols / 2) * h.simd * c["pe_pack"] + h.rows * h.cols * c["pe_accumulator"])
+        dsp_rows = h.rows - h.lut_mac_rows   # the LUT-MAC rows chain only their lower SIMD/2 lanes
+        chains = (dsp_rows * math.ceil(h.simd / design.PACKED_CHAIN)
+                  + h.lut_mac_rows * math.ceil(h.simd // 2 / design.PACKED_CHAIN))
+        return (chains * math.ceil(h.cols / 2) * c["pe_chain"] + math.ceil(h.cols / 2) * h.simd * c["pe_pack"]
+                + h.rows * h.cols * c["pe_accumulator"] + lut_macs(h) * c["lut_mac"])
 
     return {
-        "MAC arrays (products, accumulators)": array(hw) + array(qk),
+        "MAC arrays (products, LUT MACs, accumulators)": array(hw) + array(qk),
         # requant lanes: QKV gcd(COLS, DH), embed COLS, head 1, Q.K^T logits RL x PCOLS, A.V out LANES
         "requant lanes (QKV, embed, head, logits, A.V out)": (E + hw.cols + 1 + RL * qk.cols + hw.lanes)
                                                              * c["epilogue_lane"],

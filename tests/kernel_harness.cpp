@@ -621,8 +621,9 @@ arr gelu_lookup_v(arr h, arr lut) {
 // pe_array_dot(x, w, R, C, S): runs pe_array_cycle<R, C, S, K> over every reduction step of
 // x [R][K] (int8) against w [C][K] (int8), from accumulators starting at acc0 [R][C], and
 // returns the accumulators: acc0 + x.w^T, or x.w^T with clear (the first step starts from 0). In native builds with AVX2 the (8|16, 8|16, 2)
-// shapes take the vpmaddwd path; everything else the portable loops.
-template <int R, int C, int S>
+// shapes take the vpmaddwd path; everything else the portable loops. FR: LUT-MAC rows (the ap_int
+// build's last FR rows multiply lanes S/2.. on LUTs, 4-bit weights there).
+template <int R, int C, int S, int FR = 0>
 arr pe_dot_t(const arr& x, const arr& w, const arr& acc0, bool clear) {
   constexpr int K = 64;
   using act = sint<8>;
@@ -640,7 +641,7 @@ arr pe_dot_t(const arr& x, const arr& w, const arr& acc0, bool clear) {
     act wc[C][S];
     for (int o = 0; o < C; ++o)
       for (int s = 0; s < S; ++s) wc[o][s] = in_s<8>(w.at(o, k0 + s), "pe_array_dot w");
-    p2vit::pe_array_cycle<R, C, S, K>(xt, k0, wc, acc, clear && k0 == 0);
+    p2vit::pe_array_cycle<R, C, S, K, FR>(xt, k0, wc, acc, clear && k0 == 0);
   }
   arr o({R, C});
   for (int n = 0; n < R; ++n)
@@ -657,6 +658,7 @@ struct HCfg {
   static constexpr int N = 7, D = 8, H = 2, DH = 4, ROWS = 3, COLS = 4, SIMD = 2, LANES = LANES_;
   static constexpr int KMAX_MAIN = D;   // A.V's row buffer (proj's first row tile; lanes_fill_xt at LANES 2)
   static constexpr int WPORTS = 1, PCOLS = COLS, QK_ROWS = QKR;   // the Q.K^T array (QkCfg): QK_ROWS x PCOLS
+  static constexpr int W_SLOT = 8, LUT_ROWS = 0;  // 8-bit weight slots, every product on DSPs
   static constexpr int ATTN_BITS = 4, CODE_ZERO = 15, AV_FRAC = 14, ACC_BITS = 20, AV_ACC_BITS = 25;
   static constexpr int EXP_SHIFT = 4;             // the default softmax (numerics.md 2.5)
   static constexpr bool ATTN_GEOMETRIC = true;
@@ -1087,14 +1089,15 @@ std::int64_t packed_chain_mismatches(int trials) {
 
 // pe_array_dsps(r, c, s): DSP48E2 multiplications one pe_array_cycle<r, c, s> makes (the
 // P2VIT_DSP_MUL tally of pe_array.h), the DSPs of one MAC-array instance.
-template <int R, int C, int S>
-std::int64_t pe_dsps_t() {
+template <int R, int C, int S, int FR = 0>
+std::int64_t pe_dsps_t(std::int64_t* lut_products = nullptr) {
   using xt_t = typename p2vit::pe_operand<p2vit::sint<8>>::type;
   static xt_t xt[R][S];
   static p2vit::sint<8> w[C][S];
   static p2vit::sint<32> acc[R][C];
-  const long before = p2vit::dsp_tally();
-  p2vit::pe_array_cycle<R, C, S, S>(xt, 0, w, acc, true);
+  const long before = p2vit::dsp_tally(), luts_before = p2vit::lut_mul_tally();
+  p2vit::pe_array_cycle<R, C, S, S, FR>(xt, 0, w, acc, true);
+  if (lut_products) *lut_products = p2vit::lut_mul_tally() - luts_before;
   return p2vit::dsp_tally() - before;
 }
 
@@ -1108,11 +1111,28 @@ std::int64_t pe_array_dsps_v(int r, int c, int s) {
   throw py::value_error("pe_array_dsps: shape not instantiated in the harness");
 }
 
-arr pe_array_dot_v(arr x, arr w, arr acc0, int r, int c, int s, bool clear) {
-#define X(R, C, S) if (r == R && c == C && s == S) return pe_dot_t<R, C, S>(x, w, acc0, clear);
+// The LUT-MAC shapes (R, C, S, FR): some rows, all rows, an odd column count, two chains of DSP lanes.
+#define P2VIT_PE_LUT_LIST(X) X(4, 8, 4, 2) X(3, 6, 16, 3) X(2, 3, 16, 1) X(4, 4, 8, 4) X(5, 8, 32, 2)
+
+arr pe_array_dot_v(arr x, arr w, arr acc0, int r, int c, int s, bool clear, int lut_rows) {
+#define X(R, C, S) if (r == R && c == C && s == S && lut_rows == 0) return pe_dot_t<R, C, S>(x, w, acc0, clear);
   P2VIT_PE_LIST(X)
 #undef X
+#define X(R, C, S, FR) if (r == R && c == C && s == S && lut_rows == FR) return pe_dot_t<R, C, S, FR>(x, w, acc0, clear);
+  P2VIT_PE_LUT_LIST(X)
+#undef X
   throw py::value_error("pe_array_dot: shape not instantiated in the harness");
+}
+
+// pe_array_mults(r, c, s, lut_rows): (DSP48E2 multiplications, products on LUTs) of one
+// pe_array_cycle<r, c, s> with lut_rows LUT-MAC rows (the P2VIT_DSP_MUL and P2VIT_LUT_MUL tallies).
+py::tuple pe_array_mults_v(int r, int c, int s, int lut_rows) {
+  std::int64_t luts = 0;
+#define X(R, C, S, FR) \
+  if (r == R && c == C && s == S && lut_rows == FR) return py::make_tuple(pe_dsps_t<R, C, S, FR>(&luts), luts);
+  P2VIT_PE_LUT_LIST(X)
+#undef X
+  throw py::value_error("pe_array_mults: shape not instantiated in the harness");
 }
 
 // nibble_word(bytes, C, S): blob_nibble_word<C, S> on C*S/2 bytes, the C*S weights in word
@@ -1147,7 +1167,7 @@ arr nibble_word_v(arr bytes, int c, int s) {
 template <int R, int C, int P>
 struct LCfg {
   static constexpr int ROWS = R, COLS = C, SIMD = 2, AXI_BYTES = 16, N = 200, KMAX = 64;
-  static constexpr int WPORTS = P, PCOLS = C / P, W_SLOT = 8;   // 8-bit slots (4-bit: whole builds, test_codegen)
+  static constexpr int WPORTS = P, PCOLS = C / P, W_SLOT = 8, LUT_ROWS = 0;   // (4-bit slots, LUT MACs: whole builds)
   static constexpr int BEATS = (PCOLS * SIMD + AXI_BYTES - 1) / AXI_BYTES;
   using act_t = sint<8>;
   using acc_t = sint<32>;
@@ -1340,7 +1360,8 @@ PYBIND11_MODULE(P2VIT_MODNAME, m) {
   m.def("packed_chain_mismatches", &packed_chain_mismatches, py::arg("trials"));
   m.def("pe_array_dsps", &pe_array_dsps_v, py::arg("rows"), py::arg("cols"), py::arg("simd"));
   m.def("pe_array_dot", &pe_array_dot_v, py::arg("x"), py::arg("w"), py::arg("acc0"), py::arg("rows"),
-        py::arg("cols"), py::arg("simd"), py::arg("clear") = false);
+        py::arg("cols"), py::arg("simd"), py::arg("clear") = false, py::arg("lut_rows") = 0);
+  m.def("pe_array_mults", &pe_array_mults_v, py::arg("rows"), py::arg("cols"), py::arg("simd"), py::arg("lut_rows"));
   m.def("attention_region", &attention_region_v, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("shift_qk"), py::arg("x0"), py::arg("pb"), py::arg("pc"), py::arg("shift_av"), py::arg("lanes") = 1,
         py::arg("qk_rows") = 3);
   m.def("mac_layer", &mac_layer_v, py::arg("x"), py::arg("w"), py::arg("rows"), py::arg("cols"), py::arg("wbits"),

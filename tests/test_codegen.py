@@ -104,8 +104,9 @@ def test_other_head_size_depth_one_4bit_res16_bit_exact(tmp_path):
     (8, ONE_GROUP_HW, False),                                # one group, A.V filling proj's first row tile
     (4, HwConfig(rows=4, cols=8, simd=2, lanes=2), True),    # head groups, 8 drain lanes beside SIMD 2
     (8, HwConfig(rows=4, cols=8, simd=8, lanes=8), True),    # head groups, proj's first row tile partly preloaded
-    # 4-bit weight slots: nibbles fill the plane words, the embedding's 8-bit weights half the lanes
-    (4, HwConfig(rows=4, cols=8, simd=4, lanes=4, weight_slot_bits=4), True),
+    # 4-bit weight slots: nibbles fill the plane words, the embedding's 8-bit weights half the lanes;
+    # rows 2-3 make lanes 2-3's products on LUTs (4 x 8 bits), the embedding's zeros there included
+    (4, HwConfig(rows=4, cols=8, simd=4, lanes=4, weight_slot_bits=4, lut_mac_rows=2), True),
 ])
 def test_ap_int_build_equals_native_build(tmp_path, w_bits, hw, grouped):
     # native builds take the AVX2 PE-array path (cols % 8 == 0, simd 2), ap_int the HLS loops

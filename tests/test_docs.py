@@ -122,15 +122,19 @@ def assert_shown(cell: str, value: float, what: str):
 
 
 def design_of(text: str):
-    """HwConfig from a design as the tables write it: '66x8x8, 4 ports, 33-row Q·K^T, 8 lanes'."""
+    """HwConfig from a design as the tables write it: '66x8x8, 4 ports, 33-row Q·K^T, 8 lanes', and
+    '4-bit weight slots, 13 LUT-MAC rows' where it has them."""
     from codegen.hwconfig import HwConfig
 
     r, c, s = map(int, re.match(r"(\d+)x(\d+)x(\d+)", text).groups())
     ports = re.search(r"(\d+) ports?", text)
     lanes = re.search(r"(\d+) lanes?", text)
     qk = re.search(r"(\d+)-row Q", text)
+    lut_rows = re.search(r"(\d+) LUT-MAC rows?", text)
     return HwConfig(rows=r, cols=c, simd=s, weight_ports=int(ports.group(1)) if ports else 1,
-                    lanes=int(lanes.group(1)) if lanes else 1, qk_rows=int(qk.group(1)) if qk else 0)
+                    lanes=int(lanes.group(1)) if lanes else 1, qk_rows=int(qk.group(1)) if qk else 0,
+                    weight_slot_bits=4 if "4-bit weight slots" in text else 8,
+                    lut_mac_rows=int(lut_rows.group(1)) if lut_rows else 0)
 
 
 def test_performance_target_table_matches_the_model():
@@ -241,6 +245,17 @@ def test_performance_deit_b_search_picks_the_tables_design():
     r = fpga_target.search(model_shape.load_shape("deit_b"), fpga_target.load_target("zcu102"))
     assert r["best_hw"] == design_of(row[1])
     assert (r["fit"], r["designs"], r["simulated"]) == tuple(int(g.replace(",", "")) for g in m.groups())
+
+
+def test_performance_deit_b_4bit_search_picks_the_tables_design():
+    """`--w-bits 4 --target zcu102` on DeiT-B picks the design of the table's 4-bit row: 4-bit weight
+    slots and the LUT-MAC rows that fit the DSPs (a ~35 s search)."""
+    from codegen import fpga_target, model_shape
+
+    row = next(r for r in table_after(PERF_MD, "| model (8/8/4 unless noted), `--target zcu102` |")
+               if r[0].startswith("DeiT-B, 4-bit weights"))
+    r = fpga_target.search(model_shape.load_shape("deit_b", w_bits=4), fpga_target.load_target("zcu102"))
+    assert r["best_hw"] == design_of(row[1]) and r["best_hw"].lut_mac_rows > 0
 
 
 def test_misc_dsp_counts_in_the_docs_match_the_model():

@@ -247,7 +247,8 @@ def test_codegen_warns_when_the_design_exceeds_its_part(tmp_path, capsys):
                                 HwConfig(rows=40, cols=12, simd=4, lanes=2, weight_ports=3, clock_mhz=187.5,
                                          axi_bits=256, part="xczu7ev-ffvc1156-2-e"),
                                 HwConfig(clock_mhz=1000 / 3),    # 333.333 would be another design
-                                HwConfig(rows=40, cols=8, simd=16, lanes=16, weight_ports=4, weight_slot_bits=4)])
+                                HwConfig(rows=40, cols=8, simd=16, lanes=16, weight_ports=4, weight_slot_bits=4,
+                                         lut_mac_rows=23)])
 def test_hw_flags_give_back_the_design(hw):
     """HwConfig.flags (the search's `best:` line, and the settings a build keeps) parse back to it."""
     import argparse
@@ -277,6 +278,27 @@ def test_search_tries_4bit_weight_slots_for_a_4bit_model():
     assert fpga_target.slot_choices(s4, 1) == (8,) and fpga_target.slot_choices(s4, 8) == (4, 8)
 
 
+def test_search_adds_lut_mac_rows_where_the_dsps_run_out():
+    """A 4-bit-slot design past the target's DSPs gets the fewest LUT-MAC rows that bring it within
+    them (fpga_target.with_lut_macs), and is then held to the LUT budget with their LUTs: DeiT-B at
+    40x16x8 (2,560 + 320 + misc DSPs with every product on DSPs) is the 4-bit --target design."""
+    zcu = fpga_target.load_target("zcu102")
+    s4 = model_shape.load_shape("deit_b", w_bits=4)
+    grid = {"rows": (40,), "cols": (16,), "simd": (8,), "lanes": (8,), "weight_ports": (4,)}
+    r = fpga_target.search(s4, zcu, grid=grid)
+    hw = r["best_hw"]
+    assert (hw.weight_slot_bits, hw.qk_array_rows, hw.lut_mac_rows) == (4, 20, 13)
+    res = resources.count(s4, hw)
+    assert res["dsps"] <= zcu.dsps < resources.count(s4, dataclasses.replace(hw, lut_mac_rows=12))["dsps"]
+    assert res["lut_macs"] == 13 * 16 * 4 and r["luts"] == resources.lut_total(s4, hw) <= r["budget"]["luts"]
+    assert r["luts"] - resources.lut_total(s4, dataclasses.replace(hw, lut_mac_rows=0)) >= 13 * 16 * 4 * 25
+    assert fpga_target.with_lut_macs(hw, 10 ** 6) is None                       # more than all its rows hold
+    assert "--lut-mac-rows 13" in "\n".join(fpga_target.format_search(r))
+    # an 8-bit model's designs never take them (its weights need 8 x 8 multipliers): nothing fits
+    with pytest.raises(P2VitError, match="2 exceed its DSPs"):
+        fpga_target.search(model_shape.load_shape("deit_b"), zcu, grid=grid)
+
+
 def test_4bit_weight_slots_are_refused_where_they_cannot_hold_the_weights(capsys):
     from codegen import __main__ as codegen_cli
     from codegen import perf as perf_cli
@@ -285,6 +307,10 @@ def test_4bit_weight_slots_are_refused_where_they_cannot_hold_the_weights(capsys
         HwConfig(weight_slot_bits=2)
     with pytest.raises(P2VitError, match="needs an even --simd, not 1"):
         HwConfig(simd=1, weight_slot_bits=4)
+    with pytest.raises(P2VitError, match="only 4-bit weights fit: add --weight-slot-bits 4"):
+        HwConfig(lut_mac_rows=1)
+    with pytest.raises(P2VitError, match=r"--lut-mac-rows must be an integer in 0\.\.8 \(--rows\), not 9"):
+        HwConfig(weight_slot_bits=4, lut_mac_rows=9)
     # a model with 8-bit layers: named, with the way out; before anything is loaded or quantized
     with pytest.raises(P2VitError, match=r"layer blocks\.0\.qkv \(and 48 more\) of deit_s has 8-bit weights: "
                                           "quantize it with --w-bits 4"):

@@ -918,6 +918,39 @@ def test_pe_array_dsps_are_what_the_resource_model_counts(kern, rows, cols, simd
         assert got == rows * cols * simd
 
 
+# (rows, cols, simd, LUT-MAC rows): kernel_harness.cpp P2VIT_PE_LUT_LIST
+PE_LUT_SHAPES = [(4, 8, 4, 2), (3, 6, 16, 3), (2, 3, 16, 1), (4, 4, 8, 4), (5, 8, 32, 2)]
+
+
+@pytest.mark.parametrize("rows,cols,simd,lut_rows", PE_LUT_SHAPES)
+def test_lut_mac_rows_move_products_off_the_dsps(kern, rows, cols, simd, lut_rows):
+    """--lut-mac-rows: the ap_int PE cycle makes the upper SIMD/2 lanes of the last rows on LUTs;
+    the DSPs and LUT products it makes are what codegen.resources counts, and the sums are exact
+    for 8-bit weights in the DSP lanes and 4-bit ones in the LUT lanes over their whole ranges
+    (the extremes too), from any accumulator."""
+    from codegen import resources
+    from codegen.hwconfig import HwConfig
+
+    dsps, luts = kern.pe_array_mults(rows, cols, simd, lut_rows)
+    if kern.mode == "ap_int":
+        assert luts == lut_rows * cols * simd // 2 and dsps == (rows * simd - lut_rows * simd // 2) * -(-cols // 2)
+        if cols % 2 == 0:
+            hw = HwConfig(rows=rows, cols=cols, simd=simd, weight_slot_bits=4, lut_mac_rows=lut_rows)
+            assert (dsps, luts) == (resources.mac_array_dsps(hw), resources.lut_macs(hw))
+    else:   # the native C-sim multiplies each product on its own and counts it as a DSP's
+        assert (dsps, luts) == (rows * cols * simd, 0)
+    rng = np.random.default_rng(rows * 1000 + cols * 100 + simd + lut_rows)
+    lut_lane = (np.arange(64) % simd) >= simd // 2          # the lanes the LUT rows multiply on LUTs
+    for trial in range(6):
+        x = rng.integers(-128, 128, (rows, 64))
+        w = np.where(lut_lane, rng.integers(-8, 8, (cols, 64)), rng.integers(-128, 128, (cols, 64)))
+        if trial < 4:   # the extremes: every product at its top or bottom
+            x[:] = (-128, 127, -128, 127)[trial]
+            w[:] = np.where(lut_lane, (-8, 7, 7, -8)[trial], (-128, 127, 127, -128)[trial])
+        acc0 = rng.integers(-(1 << 30), 1 << 30, (rows, cols))
+        check(kern.pe_array_dot(x, w, acc0, rows, cols, simd, lut_rows=lut_rows), acc0 + x @ w.T)
+
+
 @pytest.mark.parametrize("rows,cols,simd", PE_SHAPES)
 def test_pe_array_cycle_is_an_exact_dot_product(kern, rows, cols, simd):
     rng = np.random.default_rng(rows * 100 + cols * 10 + simd)

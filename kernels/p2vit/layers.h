@@ -66,6 +66,7 @@ template <class C>
 struct QkCfg : C {
   static constexpr int ROWS = C::QK_ROWS;
   static constexpr int COLS = C::PCOLS;
+  static constexpr int LUT_ROWS = 0;   // keys are 8-bit: every product on DSPs
 };
 
 // main_steps<C>(K, O): reduction steps of one row tile of a layer (K inputs, O outputs).

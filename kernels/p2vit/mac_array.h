@@ -344,7 +344,8 @@ embed_bias:
 }
 
 // reduce_step: step ks of a column tile: the weight word from the weight ports (BEATS beats on
-// each), then one PE-array cycle (acc cleared at ks == 0). The body of the MAC array's
+// each), then one PE-array cycle (acc cleared at ks == 0; the last LUT_ROWS rows' upper SIMD/2
+// lanes on LUTs, pe_array.h). The body of the MAC array's
 // reduce-and-drain loop (p2vit/layers.h), its only call.
 //   beat: the word's first beat in plane 0; callers compute it from their loop index
 //   (base + i * BEATS), so that HLS sees one sequential m_axi access per port per loop and infers
@@ -363,7 +364,7 @@ P2VIT_CSIM_INLINE void reduce_step(const typename pe_operand<typename C::act_t>:
   P2VIT_ACCESS("xt", xt_bank<C>(0, ks * C::SIMD));   // tests/test_ii.py: must break the II check
   P2VIT_ACCESS("xt", xt_bank<C>(0, ks * C::SIMD));
 #endif
-  pe_array_cycle<C::ROWS, C::COLS, C::SIMD, KMAX>(xt, ks * C::SIMD, w, acc, ks == 0);
+  pe_array_cycle<C::ROWS, C::COLS, C::SIMD, KMAX, C::LUT_ROWS>(xt, ks * C::SIMD, w, acc, ks == 0);
 }
 
 // acc_handoff_groups: acc_handoff into Q.K^T's grouped copy, done[g][u] = acc[g*RL + u] (RL =

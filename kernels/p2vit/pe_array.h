@@ -6,7 +6,8 @@
 //                                 of PEs with S reduction lanes each: one II=1 reduction step
 //   packed_mac / packed_split     two int8 products sharing x in one DSP48E2 (the INT8 packing,
 //                                 AMD WP486), in chains of PACKED_CHAIN whose post-adders sum both
-//                                 columns' products; one split per chain (the HLS path's PEs)
+//                                 columns' products; one split per chain (the HLS path's PEs); the
+//                                 upper SIMD/2 lanes of the last LUT-MAC rows on LUTs instead
 //
 // DSPs: in the HLS (ap_int) build, columns o and o + 1 of a row share each activation, so their two
 // products come from one DSP48E2: R * ceil(C/2) * S DSPs per instance. The S packed products of a
@@ -40,17 +41,24 @@
 
 namespace p2vit {
 
-// P2VIT_DSP_MUL(): marks one DSP48E2 multiplication of one PE cycle. Counted only in the kernel
-// harness (-DP2VIT_DSP_TALLY), where tests/test_kernels.py checks the count per pe_array_cycle
-// against codegen.resources.mac_array_dsps; nothing otherwise.
+// P2VIT_DSP_MUL(), P2VIT_LUT_MUL(): mark one DSP48E2 multiplication, or one product on LUTs, of one
+// PE cycle. Counted only in the kernel harness (-DP2VIT_DSP_TALLY), where tests/test_kernels.py
+// checks the counts per pe_array_cycle against codegen.resources.mac_array_dsps and lut_macs;
+// nothing otherwise.
 #if defined(P2VIT_DSP_TALLY) && !defined(__SYNTHESIS__)
 inline long& dsp_tally() {
   static long n = 0;
   return n;
 }
 #define P2VIT_DSP_MUL() (++::p2vit::dsp_tally())
+inline long& lut_mul_tally() {
+  static long n = 0;
+  return n;
+}
+#define P2VIT_LUT_MUL() (++::p2vit::lut_mul_tally())
 #else
 #define P2VIT_DSP_MUL() ((void)0)
+#define P2VIT_LUT_MUL() ((void)0)
 #endif
 
 // pe_operand<T>::type: how the stationary row tile stores an activation of type T.
@@ -120,20 +128,26 @@ namespace detail {
 // (codegen.resources.count counts this). Each chain must stay a chain (balanced into a tree, its
 // adds would leave the DSPs for LUTs): the callers' loops (main_array's reduce, qk_array's
 // reduce_keys) say EXPRESSION_BALANCE off, since a pragma in this inlined function is ignored.
-template <int R, int C, int S, int K, typename A>
+// LUT-MAC rows: in the last FR rows, lanes S/2.. multiply on LUTs (BIND_OP impl=fabric), each
+// product 4 x 8 bits: FR > 0 only with 4-bit weight slots (codegen/hwconfig.py), where those lanes
+// see 4-bit weights or, for the embedding, zeros (embed_spread), so the 4-bit weight is exact; their
+// sums join the row's in fabric adders. FR * ceil(C/2) * S/2 fewer DSPs, FR * C * S/2 LUT products.
+template <int R, int C, int S, int K, int FR, typename A>
 inline void pe_cycle_packed(const sint<8> xt[R][K], int k0, const sint<8> w[C][S], A acc[R][C], bool first) {
   P2VIT_PRAGMA(HLS INLINE)   // part of the caller's step: its xt layout, its pipeline
+  static_assert(FR == 0 || (FR <= R && S % 2 == 0), "pe_cycle_packed: LUT-MAC rows take the upper half of even lanes");
   constexpr int G = S < PACKED_CHAIN ? S : PACKED_CHAIN;   // products per chain
   for (int n = 0; n < R; ++n) {
     P2VIT_PRAGMA(HLS UNROLL)
+    const int SD = n < R - FR ? S : S / 2;   // the row's lanes on DSPs; the rest on LUTs
     for (int o = 0; o < C; o += 2) {
       P2VIT_PRAGMA(HLS UNROLL)
       A sum0 = 0, sum1 = 0;
-      for (int g = 0; g < S; g += G) {
+      for (int g = 0; g < SD; g += G) {
         P2VIT_PRAGMA(HLS UNROLL)
         if (o + 1 < C) {
           sint<48> p = sint<48>(PACKED_START);   // the DSP48E2's 48-bit P
-          for (int s = g; s < g + G && s < S; ++s) {
+          for (int s = g; s < g + G && s < SD; ++s) {
             P2VIT_PRAGMA(HLS UNROLL)
             p = packed_mac(p, xt[n][k0 + s], w[o][s], w[o + 1][s]);
             P2VIT_DSP_MUL();
@@ -143,13 +157,26 @@ inline void pe_cycle_packed(const sint<8> xt[R][K], int k0, const sint<8> w[C][S
           sum0 += A(d0);
           sum1 += A(d1);
         } else {
-          for (int s = g; s < g + G && s < S; ++s) {
+          for (int s = g; s < g + G && s < SD; ++s) {
             P2VIT_PRAGMA(HLS UNROLL)
             const A prod = A(xt[n][k0 + s]) * A(w[o][s]);
             P2VIT_PRAGMA(HLS BIND_OP variable=prod op=mul impl=dsp)
             P2VIT_DSP_MUL();
             sum0 += prod;
           }
+        }
+      }
+      for (int s = SD; s < S; ++s) {   // LUT-MAC lanes: 4 x 8-bit products on the fabric
+        P2VIT_PRAGMA(HLS UNROLL)
+        for (int j = 0; j < 2 && o + j < C; ++j) {
+          P2VIT_PRAGMA(HLS UNROLL)
+          const sint<12> prod = sint<12>(sint<4>(w[o + j][s]) * xt[n][k0 + s]);
+          P2VIT_PRAGMA(HLS BIND_OP variable=prod op=mul impl=fabric)
+          P2VIT_LUT_MUL();
+          if (j == 0)
+            sum0 += A(prod);
+          else
+            sum1 += A(prod);
         }
       }
       acc[n][o] = (first ? A(0) : acc[n][o]) + sum0;
@@ -204,13 +231,14 @@ inline void pe_cycle_avx2(const std::int16_t xt[R][K], int k0, const std::int8_t
 
 }  // namespace detail
 
-// pe_array_cycle<R, C, S, K>(xt, k0, w, acc, first):
+// pe_array_cycle<R, C, S, K, FR>(xt, k0, w, acc, first):
 //   acc[n][o] = (first ? 0 : acc[n][o]) + sum_{s<S} xt[n][k0+s] * w[o][s].
 //   R, C: array rows (stationary token rows) and columns (outputs); S: lanes per PE;
 //   K: length of the stationary rows; xt: the stationary tile (pe_operand element type);
 //   k0: first reduction index of this cycle; w: this cycle's weights; acc: accumulators;
-//   first: the first step of a reduction (the accumulators start from 0: no clearing loop).
-template <int R, int C, int S, int K, typename X, typename W, typename A>
+//   first: the first step of a reduction (the accumulators start from 0: no clearing loop);
+//   FR: the LUT-MAC rows (HLS form only: see pe_cycle_packed; the values are the same).
+template <int R, int C, int S, int K, int FR = 0, typename X, typename W, typename A>
 inline void pe_array_cycle(const X xt[R][K], int k0, const W w[C][S], A acc[R][C], bool first) {
   P2VIT_PRAGMA(HLS INLINE)   // part of the caller's step: its xt layout, its pipeline
 #if P2VIT_CSIM_AVX2
@@ -222,7 +250,7 @@ inline void pe_array_cycle(const X xt[R][K], int k0, const W w[C][S], A acc[R][C
   {
 #ifndef P2VIT_NATIVE_TYPES
     if constexpr (std::is_same<X, sint<8>>::value && std::is_same<W, sint<8>>::value) {
-      detail::pe_cycle_packed<R, C, S, K>(xt, k0, w, acc, first);   // HLS: two products per DSP
+      detail::pe_cycle_packed<R, C, S, K, FR>(xt, k0, w, acc, first);   // HLS: two products per DSP
       return;
     }
 #endif
