@@ -56,7 +56,8 @@ def designs(shape):
 
 
 def main() -> int:
-    ap = ArgumentParser(description=__doc__.split("\n\n")[0] + " (~50 s)")
+    ap = ArgumentParser(description=__doc__.split("\n\n")[0] + " Every design has 4-bit weight slots and, past the "
+                        "ZCU102's DSPs, the fewest LUT-MAC rows that fit them (~50 s)")
     ap.add_argument("--top", type=count_arg(0), default=12, help="designs to list (fastest first)")
     ap.add_argument("--load-x", type=int, default=1, choices=(1, 2),
                     help="what-if: row loads of 2 x SIMD values a cycle (default 1: as emitted)")
@@ -84,7 +85,8 @@ def main() -> int:
         name = design_name(hw)
         print(f"{name:<20}{ms:>8.2f}{p.fps:>7.1f}{mlp['utilization'] * 100:>8.0f}%{dsps:>7,}{lut_products:>10,}"
               f"{luts:>13,}{res['bram18k']:>9,}")
-    print("MLP util: the MLP's products over what the MAC array could make in its cycles")
+    print("design: ROWSxCOLSxSIMD, L attention lanes, Q rows of the Q.K^T array, F LUT-MAC rows (--lut-mac-rows);"
+          " MLP util: the MLP's products over what the MAC array could make in its cycles")
     if args.load_x != 1:
         print(f"(QKV runs in head groups beside the attention only where the attention's lanes equal the "
               f"{args.load_x} x SIMD values\n a row load reads of o, design.o_lanes_fixed: designs of other lane "

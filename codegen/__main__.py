@@ -41,8 +41,8 @@ def main(argv=None):
     p.add_argument("--target", metavar="zcu102|zcu104|JSON",
                    help="generate the fastest design that fits this FPGA (python -m codegen.perf MODEL --target "
                         "shows the search); it chooses every hardware flag (--rows, --cols, --simd, --weight-ports, --qk-rows, --lanes, "
-                        "--axi-bits, --clock-mhz, --part, --weight-slot-bits: 4 where --w-bits 4 allows it), so none "
-                        "may be given with it")
+                        "--axi-bits, --clock-mhz, --part, --weight-slot-bits and --lut-mac-rows: 4-bit slots and LUT "
+                        "MACs where --w-bits 4 allows them), so none may be given with it")
     args = p.parse_args(argv)
     if not ATTN_BITS[0] <= args.attn_bits <= ATTN_BITS[1]:   # QuantConfig would name the reference's range
         raise P2VitError(f"--attn-bits must be between {ATTN_BITS[0]} and {max_attn_bits()} (what the generated hardware "
@@ -51,15 +51,15 @@ def main(argv=None):
         raise P2VitError("--ap-int asks for an ap_int C-sim build and --no-build for none; drop one of them")
     cfg = quant_config(args)
     check_generatable(cfg.to_json())          # reference-only settings fail before any work
-    if hw_config(args).weight_slot_bits == 4 and (cfg.w_bits != 4 or cfg.mixed_budget is not None):   # flag errors first
-        raise P2VitError("--weight-slot-bits 4 holds 4-bit weights: quantize with --w-bits 4 (the embedding stays 8-bit "
-                         "and takes half the lanes), without --mixed-precision, which may choose 8-bit layers")
     target = None
-    if args.target:
+    if args.target:   # before the flags' own checks, whose advice would be to add more of them
         given = explicit_hw_flags(args)
         if given:
             raise P2VitError(f"--target chooses the hardware; drop {', '.join(given)}")
         target = load_target(args.target)
+    if hw_config(args).weight_slot_bits == 4 and (cfg.w_bits != 4 or cfg.mixed_budget is not None):   # flag errors first
+        raise P2VitError("--weight-slot-bits 4 holds 4-bit weights: quantize with --w-bits 4 (the embedding stays 8-bit "
+                         "and takes half the lanes), without --mixed-precision, which may choose 8-bit layers")
     out = check_output_dir(args.out, "--out", anywhere=True)   # a path that cannot be made fails before any work
     progress = Progress(enabled=not args.quiet)
     say = (lambda msg: None) if args.quiet else note

@@ -108,7 +108,7 @@ def check_weight_slots(shape: ModelShape, hw: HwConfig) -> None:
             more = f" (and {len(wide) - 1} more)" if len(wide) > 1 else ""
             raise P2VitError(f"--weight-slot-bits 4 holds 4-bit weights, but layer {wide[0]}{more} of {shape.name} has "
                              "8-bit weights: quantize it with --w-bits 4 (the embedding may stay 8-bit), or use "
-                             "--weight-slot-bits 8")
+                             "--weight-slot-bits 8" + (" --lut-mac-rows 0" if hw.lut_mac_rows else ""))
 
 
 def main_kmax(shape: ModelShape, hw: HwConfig) -> int:

@@ -82,12 +82,13 @@ class HwConfig:
             raise P2VitError(f"--weight-slot-bits must be 8 or 4, not {self.weight_slot_bits}")
         if self.weight_slot_bits == 4 and self.simd % 2:
             raise P2VitError(f"--weight-slot-bits 4 needs an even --simd, not {self.simd}: the embedding's 8-bit "
-                             "weights take half the lanes of a step")
+                             "weights take half the lanes of a step (without --simd, a model with an odd reduction "
+                             "length gets 1); give an even --simd, or use --weight-slot-bits 8")
         if not isinstance(self.lut_mac_rows, int) or not 0 <= self.lut_mac_rows <= self.rows:
             raise P2VitError(f"--lut-mac-rows must be an integer in 0..{self.rows} (--rows), not {self.lut_mac_rows}")
         if self.lut_mac_rows and self.weight_slot_bits != 4:
-            raise P2VitError("--lut-mac-rows builds 4 x 8-bit multipliers on LUTs, which only 4-bit weights fit: add "
-                             "--weight-slot-bits 4 (for a --w-bits 4 model)")
+            raise P2VitError(f"--lut-mac-rows {self.lut_mac_rows} builds 4 x 8-bit multipliers on LUTs, which only 4-bit "
+                             "weights fit: add --weight-slot-bits 4 (for a --w-bits 4 model), or use --lut-mac-rows 0")
         if self.axi_bits not in AXI_BITS:
             raise P2VitError(f"--axi-bits must be one of {', '.join(map(str, AXI_BITS))}, not {self.axi_bits}")
         if not CLOCK_MHZ[0] <= self.clock_mhz <= CLOCK_MHZ[1]:
@@ -223,6 +224,8 @@ def check_simd(reduction_lengths: dict[str, int], hw: HwConfig, model: str = "")
     each to its own bank only then)."""
     of = f" of {model}" if model else ""
     for name, K in reduction_lengths.items():
+        if name == "embed" and hw.weight_slot_bits == 4:   # 8-bit weights in half the lanes: 2 KP (design.embed_k)
+            K, name = 2 * K, "embed, twice its length with 4-bit weight slots"
         if K % hw.simd:
             raise P2VitError(f"--simd {hw.simd} does not divide the reduction length {K} ({name}){of}; "
                              "choose a divisor")

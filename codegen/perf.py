@@ -1089,7 +1089,8 @@ def report(p: Perf, abl: dict | None = None) -> str:
              "", *_fmt_steps(p), "",
              f"latency  {s['latency_ms']:.3f} ms ({p.cycles:,.0f} cycles; {s['compute_latency_ms']:.3f} ms "
              f"without the DRAM bound)   FPS {s['fps']:.2f}",
-             f"work     {s['gmacs']:.3f} GMAC -> {s['gops']:.1f} GOPS   GOPS/DSP {s['gops_per_dsp']:.4f}   "
+             f"work     {s['gmacs']:.3f} GMAC -> {s['gops']:.1f} GOPS   GOPS/DSP {s['gops_per_dsp']:.4f}"
+             f"{' (LUT products counted too)' if r['lut_macs'] else ''}   "
              f"FPS/DSP {s['fps_per_dsp']:.5f}   MAC-array utilization {s['utilization'] * 100:.1f}%",
              "chunks   " + ", ".join(f"{k} {v / p.cycles * 100:.0f}%" for k, v in p.chunks.items()) +
              " (busy cycles / latency; mac_array adds its two arrays' cycles, and chunks run side by side, so a"
@@ -1124,7 +1125,7 @@ def report(p: Perf, abl: dict | None = None) -> str:
                      f"{hw.axi_bits}-bit beats, so the MAC array reduces at II {hw.weight_beats}, 1/{hw.weight_beats} of its "
                      f"products a cycle ({more_ports}wider ports, fewer columns x SIMD"
                      f"{', 4-bit weight slots (--weight-slot-bits 4, for a --w-bits 4 model)' if hw.weight_slot_bits == 8 else ''} "
-                     "make it one beat)")
+                     "take fewer beats)")
     from .fpga_target import above_headroom, headroom_note
     if tight := above_headroom(used, budget):
         lines.append(f"note: {headroom_note(tight, r['part'])}")
@@ -1184,9 +1185,9 @@ def main(argv=None) -> int:
     p.add_argument("--dram-gbs", type=float, default=None,
                    help=f"DRAM bandwidth in GB/s (default {DEFAULT_DRAM_GBS:g}: ZCU102 DDR4-2400 x64); 0: unlimited")
     p.add_argument("--w-bits", type=int, choices=(8, 4), default=None,
-                   help="weight bits of the linear layers, for the report's label (default: 8, or the build's); "
-                        "cycles, DRAM and resources do not change: a 4-bit weight has an 8-bit slot and an "
-                        "8 x 8 product")
+                   help="weight bits of the linear layers (default: 8, or the build's); in 8-bit slots a label only "
+                        "(a 4-bit weight takes an 8-bit slot and an 8 x 8 product); 4 allows --weight-slot-bits 4 "
+                        "and --lut-mac-rows, and the --target search tries them")
     p.add_argument("--res-bits", type=int, choices=(8, 16), default=None,
                    help="residual stream bits (default: 8, or the build's)")
     p.add_argument("--no-inter", action="store_true", help="no DATAFLOW overlap between chunks")
@@ -1285,7 +1286,8 @@ def main(argv=None) -> int:
               else f"{hw.qk_rows} of every {hw.rows} rows, rounded up")
         text += ["", f"Pareto front of {len(pts)} array shapes (rows x cols x simd) within "
                      f"{sweep_dsp_limit(hw.part, args.max_dsps):,} DSPs, the rest held at the flags: "
-                     f"{hw.weight_ports} weight port(s) of {hw.axi_bits} bits, {hw.lanes} attention lane(s), "
+                     f"{hw.weight_ports} weight port(s) of {hw.axi_bits} bits, {hw.weight_slot_bits}-bit weight slots, "
+                     f"{hw.lut_mac_rows} LUT-MAC row(s) (at most each shape's rows), {hw.lanes} attention lane(s), "
                      f"{hw.clock_mhz:g} MHz, {hw.part}, a Q.K^T array of {qk} (--target searches these too, "
                      "within a board's BRAM and LUTs):",
                  f"{'shape':<12}{'DSPs':>7}{'BRAM18K':>9}{'LUTs (est.)':>13}{'latency ms':>12}{'FPS':>10}{'GOPS/DSP':>10}"

@@ -84,11 +84,15 @@ def _performance_lines(ir: QuantizedViT, hw: HwConfig, info: dict) -> tuple[list
         lines += ["", f"No budget is known for part {r['part']} (codegen/resources.py PARTS): nothing is checked against it."]
     lines += ["", f"| quantity | this design | available{(' on ' + against) if budget else ''} |", "|---|---:|---:|",
               md_row("latency per image", f"{s['latency_ms']:.3f} ms ({p.cycles:,.0f} cycles)", ""),
-              md_row("throughput", f"{s['fps']:.2f} FPS, {s['gops']:.1f} GOPS, {s['gops_per_dsp']:.4f} GOPS/DSP", ""),
+              md_row("throughput", f"{s['fps']:.2f} FPS, {s['gops']:.1f} GOPS, {s['gops_per_dsp']:.4f} GOPS/DSP"
+                     + (" (the products on LUTs counted too)" if r["lut_macs"] else ""), ""),
               md_row("MAC-array utilization", f"{s['utilization'] * 100:.1f}%", ""),
               md_row("DSPs", f"{r['dsps']:,} (" + " + ".join(f"{d:,} {n}" for d, n in zip(r["dsps_per_array"],
                                                                                         r["instances"]))
                      + f" + {r['misc_dsps']} misc)", of("dsps")),
+              *([md_row("products on LUTs (LUT MACs)", f"{r['lut_macs']:,} a cycle: the upper {hw.simd // 2} lanes of "
+                        f"the last {hw.lut_mac_rows} rows (--lut-mac-rows), 4 x 8 bits, "
+                        f"{hw.lut_mac_rows * (hw.simd // 2) * -(-hw.cols // 2):,} DSPs fewer", "")] if r["lut_macs"] else []),
               md_row("BRAM18K", f"{r['bram18k']:,}", of("bram18k")),
               md_row("LUTs (estimate)", f"~{luts:,}", of("luts")),
               md_row("DRAM per image", f"{s['dram_mb']:.1f} MB, {s['avg_bandwidth_gbs']:.2f} GB/s on average",
@@ -104,7 +108,7 @@ def _performance_lines(ir: QuantizedViT, hw: HwConfig, info: dict) -> tuple[list
         lines += ["", f"Note: {headroom_note(tight, against)}."]
     figures = {"latency_ms": s["latency_ms"], "cycles": p.cycles, "fps": s["fps"], "gops": s["gops"],
                "gops_per_dsp": s["gops_per_dsp"], "utilization": s["utilization"], "dsps": r["dsps"],
-               "bram18k": r["bram18k"], "luts_estimate": luts, "lut_breakdown": units, "dram_mb": s["dram_mb"],
+               "bram18k": r["bram18k"], "lut_macs": r["lut_macs"], "luts_estimate": luts, "lut_breakdown": units, "dram_mb": s["dram_mb"],
                "avg_bandwidth_gbs": s["avg_bandwidth_gbs"], "dram_gbs": dram, "part": r["part"],
                "budget": {"of": against, **budget} if budget else None, "exceeds": over, "above_headroom": tight}
     return lines, figures
@@ -122,7 +126,8 @@ def write_report(out: Path, ir: QuantizedViT, hw: HwConfig, rendered, info: dict
              f"rounding {q['rounding']}, smoothing {'on' if q['smooth'] else 'off'}",
              f"- hardware: MAC array {hw.rows} x {hw.cols} ({hw.rows * hw.cols} PEs), {hw.simd} lane(s) per PE, for "
              f"embed/qkv/proj/fc1/fc2/head, its weights from {hw.weight_ports} port(s) in {hw.weight_slot_bits}-bit slots"
-             f"{' (the embedding 8-bit in half the lanes)' if hw.weight_slot_bits == 4 else ''}; Q.K^T array {hw.qk_array_rows} x "
+             f"{' (the embedding 8-bit in half the lanes)' if hw.weight_slot_bits == 4 else ''}"
+             f"{f', the last {hw.lut_mac_rows} rows upper {hw.simd // 2} lanes on LUTs (--lut-mac-rows)' if hw.lut_mac_rows else ''}; Q.K^T array {hw.qk_array_rows} x "
              f"{hw.port_cols}; {hw.axi_bits}-bit m_axi bundles ({', '.join(design.axi_bundles(hw))}{'' if design.io_bundle(hw) == 'io' else '; the image and logits on ' + design.io_bundle(hw)}), "
              f"{hw.clock_mhz:g} MHz, part {hw.part} (docs/hardware.md)",
              f"- schedule: {_qkv_groups_text(ir, hw)}",

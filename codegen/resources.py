@@ -28,8 +28,10 @@ LUT_COSTS = {
     "pe_pack": 10,           # per column pair and SIMD lane: the packed weight w1 * 2^18 + w0 (w1 less w0's sign,
                              # ~9 bits), shared by the rows
     "pe_accumulator": 34,    # per acc[n][o]: a 32-bit adder and the clear multiplexer
-    "lut_mac": 30,           # per 4 x 8-bit product on LUTs (--lut-mac-rows): two radix-4 Booth partial products of
-                             # ~10 bits (~20) and its share of the fabric lanes' adder tree (~10)
+    "lut_mac": 44,           # per 4 x 8-bit product on LUTs (--lut-mac-rows): the multiplier, an array of four
+                             # partial products whose ~10-bit adds take the ANDs into their LUTs (~30), and its add
+                             # into the column's sum of the LUT lanes, lut_sum_bits (~14) wide
+    "lut_mac_join": 32,      # per LUT-MAC row and column: the 32-bit add of that sum into the column's
     "epilogue_lane": 280,    # a requant lane on 32 bits (arith.h requant32): the 32-bit bias add (32), the right shift by
                              # 0..30 (3 levels of 4:1 multiplexers x 32 bits: 96), the round's increment (32), the clamp
                              # (~24), the left shift's two limit compares and shift of the result bits (~50), the output
@@ -282,7 +284,8 @@ def lut_estimate(shape: ModelShape, hw: HwConfig) -> dict[str, int]:
         chains = (dsp_rows * math.ceil(h.simd / design.PACKED_CHAIN)
                   + h.lut_mac_rows * math.ceil(h.simd // 2 / design.PACKED_CHAIN))
         return (chains * math.ceil(h.cols / 2) * c["pe_chain"] + math.ceil(h.cols / 2) * h.simd * c["pe_pack"]
-                + h.rows * h.cols * c["pe_accumulator"] + lut_macs(h) * c["lut_mac"])
+                + h.rows * h.cols * c["pe_accumulator"] + lut_macs(h) * c["lut_mac"]
+                + h.lut_mac_rows * h.cols * c["lut_mac_join"])
 
     return {
         "MAC arrays (products, LUT MACs, accumulators)": array(hw) + array(qk),

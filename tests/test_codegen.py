@@ -125,6 +125,13 @@ def test_ap_int_build_equals_native_build(tmp_path, w_bits, hw, grouped):
     a, b = native.run(imgs), apint.run(imgs)
     assert np.array_equal(a, b)
     assert np.array_equal(a, reference.run(ir, to_int8_input(imgs)).logits.numpy())
+    if hw.lut_mac_rows:   # the build report says which products are made on LUTs
+        from codegen import resources
+        report = (tmp_path / "b" / "report.md").read_text()
+        assert "| products on LUTs (LUT MACs) | 32 a cycle: the upper 2 lanes of the last 2 rows" in report
+        assert "(the products on LUTs counted too)" in report and "4-bit slots" in report
+        modelled = json.loads((tmp_path / "b" / "report.json").read_text())["modelled"]
+        assert modelled["lut_macs"] == resources.lut_macs(hw) == 32
 
 
 def test_rendering_is_deterministic(tmp_path):

@@ -281,19 +281,23 @@ def test_search_tries_4bit_weight_slots_for_a_4bit_model():
 def test_search_adds_lut_mac_rows_where_the_dsps_run_out():
     """A 4-bit-slot design past the target's DSPs gets the fewest LUT-MAC rows that bring it within
     them (fpga_target.with_lut_macs), and is then held to the LUT budget with their LUTs: DeiT-B at
-    40x16x8 (2,560 + 320 + misc DSPs with every product on DSPs) is the 4-bit --target design."""
+    40x8x16 (2,560 + 320 + misc DSPs with every product on DSPs) is the 4-bit --target design, and
+    40x16x8 with the same LUT-MAC rows is past the search's LUTs."""
     zcu = fpga_target.load_target("zcu102")
     s4 = model_shape.load_shape("deit_b", w_bits=4)
-    grid = {"rows": (40,), "cols": (16,), "simd": (8,), "lanes": (8,), "weight_ports": (4,)}
+    grid = {"rows": (40,), "cols": (8,), "simd": (16,), "lanes": (8,), "weight_ports": (4,)}
     r = fpga_target.search(s4, zcu, grid=grid)
     hw = r["best_hw"]
     assert (hw.weight_slot_bits, hw.qk_array_rows, hw.lut_mac_rows) == (4, 20, 13)
     res = resources.count(s4, hw)
     assert res["dsps"] <= zcu.dsps < resources.count(s4, dataclasses.replace(hw, lut_mac_rows=12))["dsps"]
-    assert res["lut_macs"] == 13 * 16 * 4 and r["luts"] == resources.lut_total(s4, hw) <= r["budget"]["luts"]
-    assert r["luts"] - resources.lut_total(s4, dataclasses.replace(hw, lut_mac_rows=0)) >= 13 * 16 * 4 * 25
+    assert res["lut_macs"] == 13 * 8 * 8 and r["luts"] == resources.lut_total(s4, hw) <= r["budget"]["luts"]
+    assert r["luts"] - resources.lut_total(s4, dataclasses.replace(hw, lut_mac_rows=0)) >= 13 * 8 * 8 * 40
     assert fpga_target.with_lut_macs(hw, 10 ** 6) is None                       # more than all its rows hold
     assert "--lut-mac-rows 13" in "\n".join(fpga_target.format_search(r))
+    wide = {**grid, "cols": (16,), "simd": (8,)}
+    with pytest.raises(P2VitError, match="2 exceed its estimated LUTs"):
+        fpga_target.search(s4, zcu, grid=wide)
     # an 8-bit model's designs never take them (its weights need 8 x 8 multipliers): nothing fits
     with pytest.raises(P2VitError, match="2 exceed its DSPs"):
         fpga_target.search(model_shape.load_shape("deit_b"), zcu, grid=grid)
@@ -311,11 +315,20 @@ def test_4bit_weight_slots_are_refused_where_they_cannot_hold_the_weights(capsys
         HwConfig(lut_mac_rows=1)
     with pytest.raises(P2VitError, match=r"--lut-mac-rows must be an integer in 0\.\.8 \(--rows\), not 9"):
         HwConfig(weight_slot_bits=4, lut_mac_rows=9)
+    # 4-bit slots reduce the embedding over 2 x KP: an odd KP (147, patch 7) takes an even SIMD
+    from codegen.hwconfig import check_simd
+    lengths = {"embed": 147, "D": 64, "hidden": 256, "head dim": 16}
+    check_simd(lengths, HwConfig(simd=2, weight_slot_bits=4))
+    with pytest.raises(P2VitError, match=r"--simd 2 does not divide the reduction length 147 \(embed\)"):
+        check_simd(lengths, HwConfig(simd=2))
     # a model with 8-bit layers: named, with the way out; before anything is loaded or quantized
     with pytest.raises(P2VitError, match=r"layer blocks\.0\.qkv \(and 48 more\) of deit_s has 8-bit weights: "
                                           "quantize it with --w-bits 4"):
         perf.evaluate(model_shape.load_shape("deit_s"), HwConfig(rows=16, cols=16, simd=8, weight_slot_bits=4))
     for main, argv, expect in ((perf_cli.main, ["deit_s", "--weight-slot-bits", "4"], "has 8-bit weights"),
+                               # --target chooses them: the flags are refused as given, before their own checks
+                               (codegen_cli.main, ["deit_s", "--random-init", "--target", "zcu102", "--lut-mac-rows", "99",
+                                                   "--out", "/tmp/unused-p2vit"], "drop --lut-mac-rows"),
                                (codegen_cli.main, ["deit_s", "--random-init", "--weight-slot-bits", "4", "--out", "/tmp/unused-p2vit"],
                                 "quantize with --w-bits 4")):
         with pytest.raises(SystemExit) as exc:

@@ -10,7 +10,7 @@
 //                                 upper SIMD/2 lanes of the last LUT-MAC rows on LUTs instead
 //
 // DSPs: in the HLS (ap_int) build, columns o and o + 1 of a row share each activation, so their two
-// products come from one DSP48E2: R * ceil(C/2) * S DSPs per instance. The S packed products of a
+// products come from one DSP48E2: R * ceil(C/2) * S DSPs per instance (fewer with LUT-MAC rows). The S packed products of a
 // PE pair are added in the DSPs themselves (each DSP's post-adder takes the previous one's P), so
 // the only LUT arithmetic per pair and cycle is one split of the packed sum (packed_split).
 //
@@ -121,67 +121,101 @@ inline void packed_split(P p, sint<20>& d0, sint<20>& d1) {
 namespace detail {
 
 #ifndef P2VIT_NATIVE_TYPES
-// pe_cycle_packed: the HLS form for 8-bit operands: columns o and o + 1 share the activation
-// xt[n][k0 + s], so each pair of their products is one DSP, and the S lanes' DSPs form chains of
-// PACKED_CHAIN (packed_mac) whose post-adders sum both columns at once; each chain is split once
-// (packed_split). An odd last column takes plain multipliers. R * ceil(C/2) * S DSPs in all
-// (codegen.resources.count counts this). Each chain must stay a chain (balanced into a tree, its
-// adds would leave the DSPs for LUTs): the callers' loops (main_array's reduce, qk_array's
-// reduce_keys) say EXPRESSION_BALANCE off, since a pragma in this inlined function is ignored.
-// LUT-MAC rows: in the last FR rows, lanes S/2.. multiply on LUTs (BIND_OP impl=fabric), each
-// product 4 x 8 bits: FR > 0 only with 4-bit weight slots (codegen/hwconfig.py), where those lanes
-// see 4-bit weights or, for the embedding, zeros (embed_spread), so the 4-bit weight is exact; their
-// sums join the row's in fabric adders. FR * ceil(C/2) * S/2 fewer DSPs, FR * C * S/2 LUT products.
-template <int R, int C, int S, int K, int FR, typename A>
-inline void pe_cycle_packed(const sint<8> xt[R][K], int k0, const sint<8> w[C][S], A acc[R][C], bool first) {
-  P2VIT_PRAGMA(HLS INLINE)   // part of the caller's step: its xt layout, its pipeline
-  static_assert(FR == 0 || (FR <= R && S % 2 == 0), "pe_cycle_packed: LUT-MAC rows take the upper half of even lanes");
-  constexpr int G = S < PACKED_CHAIN ? S : PACKED_CHAIN;   // products per chain
-  for (int n = 0; n < R; ++n) {
+// LUT_PRODUCT_BITS: a LUT-MAC lane's product, a 4-bit weight times an 8-bit activation, in
+// [-8 * 127, -8 * -128] = [-1016, 1024]: 12 bits signed. lut_sum_bits(n): the sum of n of them,
+// |sum| <= 1024 n: 12 + ceil(log2 n) bits.
+constexpr int LUT_PRODUCT_BITS = 12;
+constexpr int lut_sum_bits(int n) {
+  int b = LUT_PRODUCT_BITS;
+  for (int m = 1; m < n; m *= 2) ++b;
+  return b;
+}
+
+// pe_row_packed<C, S, K, SD>: one row of pe_cycle_packed: columns o and o + 1 share the activation
+// x[k0 + s], so for the first SD lanes each pair of their products is one DSP, in chains of
+// PACKED_CHAIN (packed_mac) whose post-adders sum both columns at once, each chain split once
+// (packed_split); an odd last column takes plain multipliers. Lanes SD.. (LUT-MAC rows: SD = S/2)
+// multiply a 4-bit weight by the activation on LUTs (BIND_OP impl=fabric), summed per column in
+// lut_sum_bits wide adders, then added once to the column's sum. SD is a template argument, so
+// every unrolled loop below has constant bounds.
+template <int C, int S, int K, int SD, typename A>
+inline void pe_row_packed(const sint<8> x[K], int k0, const sint<8> w[C][S], A acc[C], bool first) {
+  P2VIT_PRAGMA(HLS INLINE)
+  constexpr int G = SD < PACKED_CHAIN ? SD : PACKED_CHAIN;   // products per chain
+  constexpr int LB = lut_sum_bits(S - SD > 0 ? S - SD : 1);
+  for (int o = 0; o < C; o += 2) {
     P2VIT_PRAGMA(HLS UNROLL)
-    const int SD = n < R - FR ? S : S / 2;   // the row's lanes on DSPs; the rest on LUTs
-    for (int o = 0; o < C; o += 2) {
+    A sum0 = 0, sum1 = 0;
+    for (int g = 0; g < SD; g += G) {
       P2VIT_PRAGMA(HLS UNROLL)
-      A sum0 = 0, sum1 = 0;
-      for (int g = 0; g < SD; g += G) {
-        P2VIT_PRAGMA(HLS UNROLL)
-        if (o + 1 < C) {
-          sint<48> p = sint<48>(PACKED_START);   // the DSP48E2's 48-bit P
-          for (int s = g; s < g + G && s < SD; ++s) {
-            P2VIT_PRAGMA(HLS UNROLL)
-            p = packed_mac(p, xt[n][k0 + s], w[o][s], w[o + 1][s]);
+      if (o + 1 < C) {
+        sint<48> p = sint<48>(PACKED_START);   // the DSP48E2's 48-bit P
+        for (int s = g; s < g + G; ++s) {
+          P2VIT_PRAGMA(HLS UNROLL)
+          if (s < SD) {
+            p = packed_mac(p, x[k0 + s], w[o][s], w[o + 1][s]);
             P2VIT_DSP_MUL();
           }
-          sint<20> d0, d1;
-          packed_split(p, d0, d1);
-          sum0 += A(d0);
-          sum1 += A(d1);
-        } else {
-          for (int s = g; s < g + G && s < SD; ++s) {
-            P2VIT_PRAGMA(HLS UNROLL)
-            const A prod = A(xt[n][k0 + s]) * A(w[o][s]);
+        }
+        sint<20> d0, d1;
+        packed_split(p, d0, d1);
+        sum0 += A(d0);
+        sum1 += A(d1);
+      } else {
+        for (int s = g; s < g + G; ++s) {
+          P2VIT_PRAGMA(HLS UNROLL)
+          if (s < SD) {
+            const A prod = A(x[k0 + s]) * A(w[o][s]);
             P2VIT_PRAGMA(HLS BIND_OP variable=prod op=mul impl=dsp)
             P2VIT_DSP_MUL();
             sum0 += prod;
           }
         }
       }
-      for (int s = SD; s < S; ++s) {   // LUT-MAC lanes: 4 x 8-bit products on the fabric
+    }
+    if constexpr (SD < S) {   // LUT-MAC lanes: 4 x 8-bit products on the fabric
+      sint<LB> f0 = 0, f1 = 0;
+      for (int s = SD; s < S; ++s) {
         P2VIT_PRAGMA(HLS UNROLL)
-        for (int j = 0; j < 2 && o + j < C; ++j) {
-          P2VIT_PRAGMA(HLS UNROLL)
-          const sint<12> prod = sint<12>(sint<4>(w[o + j][s]) * xt[n][k0 + s]);
-          P2VIT_PRAGMA(HLS BIND_OP variable=prod op=mul impl=fabric)
+        const sint<LUT_PRODUCT_BITS> p0 = sint<LUT_PRODUCT_BITS>(sint<4>(w[o][s]) * x[k0 + s]);
+        P2VIT_PRAGMA(HLS BIND_OP variable=p0 op=mul impl=fabric)
+        P2VIT_LUT_MUL();
+        f0 += p0;
+        if (o + 1 < C) {
+          const sint<LUT_PRODUCT_BITS> p1 = sint<LUT_PRODUCT_BITS>(sint<4>(w[o + 1][s]) * x[k0 + s]);
+          P2VIT_PRAGMA(HLS BIND_OP variable=p1 op=mul impl=fabric)
           P2VIT_LUT_MUL();
-          if (j == 0)
-            sum0 += A(prod);
-          else
-            sum1 += A(prod);
+          f1 += p1;
         }
       }
-      acc[n][o] = (first ? A(0) : acc[n][o]) + sum0;
-      if (o + 1 < C) acc[n][o + 1] = (first ? A(0) : acc[n][o + 1]) + sum1;
+      sum0 += A(f0);
+      sum1 += A(f1);
     }
+    acc[o] = (first ? A(0) : acc[o]) + sum0;
+    if (o + 1 < C) acc[o + 1] = (first ? A(0) : acc[o + 1]) + sum1;
+  }
+}
+
+// pe_cycle_packed: the HLS form for 8-bit operands: every row a pe_row_packed, so each pair of
+// columns' products is one DSP per lane: (R * S - FR * S/2) * ceil(C/2) DSPs in all
+// (codegen.resources.mac_array_dsps). Each chain must stay a chain (balanced into a tree, its adds
+// would leave the DSPs for LUTs): the callers' loops (main_array's reduce, qk_array's reduce_keys)
+// say EXPRESSION_BALANCE off, since a pragma in this inlined function is ignored.
+// LUT-MAC rows: in the last FR rows, lanes S/2.. multiply on LUTs, each product 4 x 8 bits: FR > 0
+// only with 4-bit weight slots (codegen/hwconfig.py), where those lanes see 4-bit weights or, for
+// the embedding, zeros (embed_spread), so the 4-bit weight is exact. FR * C * S/2 products on LUTs
+// (codegen.resources.lut_macs).
+template <int R, int C, int S, int K, int FR, typename A>
+inline void pe_cycle_packed(const sint<8> xt[R][K], int k0, const sint<8> w[C][S], A acc[R][C], bool first) {
+  P2VIT_PRAGMA(HLS INLINE)   // part of the caller's step: its xt layout, its pipeline
+  static_assert(FR == 0 || (FR <= R && S % 2 == 0), "pe_cycle_packed: LUT-MAC rows take the upper half of even lanes");
+  for (int n = 0; n < R - FR; ++n) {
+    P2VIT_PRAGMA(HLS UNROLL)
+    pe_row_packed<C, S, K, S>(xt[n], k0, w, acc[n], first);
+  }
+  for (int n = R - FR; n < R; ++n) {
+    P2VIT_PRAGMA(HLS UNROLL)
+    pe_row_packed<C, S, K, S / 2>(xt[n], k0, w, acc[n], first);
   }
 }
 #endif
