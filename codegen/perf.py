@@ -1148,7 +1148,8 @@ def to_json(p: Perf, abl: dict | None = None, sweep_points: list | None = None) 
     if sweep_points is not None:
         out["sweep"] = sweep_points
         out["pareto"] = pareto(sweep_points)
-        out["sweep_held"] = {k: getattr(p.hw, k) for k in ("weight_ports", "axi_bits", "lanes", "clock_mhz", "part")}
+        out["sweep_held"] = {k: getattr(p.hw, k) for k in ("weight_ports", "axi_bits", "lanes", "clock_mhz", "part",
+                                                           "weight_slot_bits", "lut_mac_rows")}
     return _finite(out)
 
 

@@ -630,10 +630,12 @@ def test_cli_sweep_and_plot(tmp_path, capsys):
     # was asked, until session 32): every point is that design at its shape
     assert perf.main([str(card), "--sweep", "--max-dsps", "400", "--weight-ports", "2", "--lanes", "4",
                       "--json", str(tmp_path / "s2.json")]) == 0
-    assert "2 weight port(s) of 128 bits, 4 attention lane(s), 200 MHz" in capsys.readouterr().out
+    assert ("2 weight port(s) of 128 bits, 8-bit weight slots, 0 LUT-MAC row(s) (at most each shape's rows), "
+            "4 attention lane(s), 200 MHz") in capsys.readouterr().out
     d2 = json.loads((tmp_path / "s2.json").read_text())
     pts = d2["sweep"]
-    assert d2["sweep_held"] == {"weight_ports": 2, "axi_bits": 128, "lanes": 4, "clock_mhz": 200.0, "part": HwConfig.part}
+    assert d2["sweep_held"] == {"weight_ports": 2, "axi_bits": 128, "lanes": 4, "clock_mhz": 200.0, "part": HwConfig.part,
+                                "weight_slot_bits": 8, "lut_mac_rows": 0}
     assert pts and all(p["cols"] % 4 == 0 and p["qk_rows"] == p["rows"] for p in pts)
     shape, q = model_shape.load_shape(str(card)), pts[len(pts) // 2]
     held = HwConfig(rows=q["rows"], cols=q["cols"], simd=q["simd"], weight_ports=2, lanes=4)
