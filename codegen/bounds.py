@@ -130,10 +130,11 @@ def compute_bounds(ir: QuantizedViT, hw: HwConfig) -> Bounds:
         return {**out, "cycles_per_call": iters * perf.loop_ii(loop, hw), "calls_per_image": count}
 
     # QKV and the attention run a head group at a time (design.qkv_group_heads: GH heads, NG groups)
-    GH = design.qkv_group_heads(model_shape.shape_from_ir(ir), hw)
+    shape = model_shape.shape_from_ir(ir)
+    GH = design.qkv_group_heads(shape, hw)
     NG = H // GH
     grp = "all heads" if NG == 1 else f"a group of {GH} head{'s' if GH > 1 else ''}"
-    KE = KP * design.embed_spread(hw)   # design.embed_k: 8-bit embedding weights in half the lanes with 4-bit slots
+    KE = design.embed_k(shape, hw)   # KP, or 2 KP with 4-bit slots (the 8-bit embedding weights in half the lanes)
     loops = [mac("patch embedding", N - 1, KE, D, 1, tail=design.drain_tail(hw, KE, "embed", DH)),
              mac(f"qkv ({grp})", N, D, 3 * DH * GH, ir.depth * NG, tail=design.drain_tail(hw, D, "requant", DH)),
              mac(f"q.k^T ({grp})", N, DH, N, ir.depth * NG, "mac_array.reduce_keys",
@@ -147,7 +148,6 @@ def compute_bounds(ir: QuantizedViT, hw: HwConfig) -> Bounds:
              # no pass of its own: statistics in the residual-stream writer, normalization in the row loads
              {"call": "layernorm (writer statistics, row-load normalization)", "rows": N, "row_length": D,
               "calls_per_image": 2 * ir.depth + 1}]
-    shape = model_shape.shape_from_ir(ir)
     pipelined = [{"loop": lid, "label": lid.split(".", 1)[1], "iterations_per_image": n,
                   "ii": perf.loop_ii(lid, hw), "limited_by": perf.loop_limit(lid, hw)}
                  for lid, n in perf.loop_counts(shape, hw).items()]

@@ -15,6 +15,7 @@ from dataclasses import replace
 from quantizer import intops
 from quantizer.errors import P2VitError
 
+from . import hwconfig
 from .hwconfig import HwConfig, cdiv
 from .model_shape import ModelShape
 
@@ -88,10 +89,8 @@ def qkv_lanes(hw: HwConfig, dh: int) -> int:
 
 
 def embed_spread(hw: HwConfig) -> int:
-    """Reduction lanes per patch value of the embedding (layers.h embed_spread): 2 with 4-bit weight
-    slots, where the embedding's 8-bit weights fill the first SIMD/2 lanes of a step's word slot
-    and its row tile holds SIMD/2 patch values and SIMD/2 zeros per word; else 1."""
-    return 2 if hw.weight_slot_bits == 4 else 1
+    """Reduction lanes per patch value of the embedding: hwconfig.embed_spread of hw's slots."""
+    return hwconfig.embed_spread(hw.weight_slot_bits)
 
 
 def embed_k(shape: ModelShape, hw: HwConfig) -> int:
@@ -99,11 +98,16 @@ def embed_k(shape: ModelShape, hw: HwConfig) -> int:
     return shape.kp * embed_spread(hw)
 
 
+def wide_weight_layers(shape: ModelShape) -> list[str]:
+    """The layers but the embedding whose weights a 4-bit slot cannot hold (more than 4 bits): 4-bit
+    slots need none (the embedding's 8-bit weights take half a step's lanes instead: embed_spread)."""
+    return [name for name in shape.linear_layers()[1:] if shape.bits(name) > 4]
+
+
 def check_weight_slots(shape: ModelShape, hw: HwConfig) -> None:
-    """Refuse 4-bit weight slots for a model with an 8-bit layer other than the embedding (whose 8-bit
-    weights take half a step's lanes instead: embed_spread)."""
+    """Refuse 4-bit weight slots for a model with wide_weight_layers."""
     if hw.weight_slot_bits == 4:
-        wide = [name for name in shape.linear_layers()[1:] if shape.bits(name) > 4]   # all but the embedding
+        wide = wide_weight_layers(shape)
         if wide:
             more = f" (and {len(wide) - 1} more)" if len(wide) > 1 else ""
             raise P2VitError(f"--weight-slot-bits 4 holds 4-bit weights, but layer {wide[0]}{more} of {shape.name} has "

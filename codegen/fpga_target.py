@@ -182,7 +182,7 @@ def slot_choices(shape: model_shape.ModelShape, simd: int) -> tuple[int, ...]:
     """Weight slot widths the search tries: 4 first (half the weight beats and traffic) where every
     layer but the embedding has 4-bit weights and SIMD is even (design.check_weight_slots,
     HwConfig), then 8."""
-    four = simd % 2 == 0 and all(shape.bits(n) <= 4 for n in shape.linear_layers()[1:])
+    four = simd % 2 == 0 and not design.wide_weight_layers(shape)
     return (4, 8) if four else (8,)
 
 
@@ -209,7 +209,7 @@ def _candidates(shape: model_shape.ModelShape, target: Target, g: dict):
 def with_lut_macs(hw: HwConfig, excess_dsps: int) -> HwConfig | None:
     """hw with the fewest LUT-MAC rows (--lut-mac-rows) that take excess_dsps off its DSPs (each
     row's upper SIMD/2 lanes: ceil(COLS/2) x SIMD/2 DSPs), or None if all its rows would not."""
-    per_row = cdiv(hw.cols, 2) * (hw.simd // 2)
+    per_row = resources.lut_row_dsps(hw)
     rows = cdiv(excess_dsps, per_row) if per_row else hw.rows + 1
     return replace(hw, lut_mac_rows=rows) if rows <= hw.rows else None
 

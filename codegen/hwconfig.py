@@ -36,6 +36,13 @@ def word_beats(port_cols: int, simd: int, axi_bytes: int, slot_bits: int = 8) ->
     return cdiv(port_cols * simd * slot_bits, 8 * axi_bytes)
 
 
+def embed_spread(slot_bits: int) -> int:
+    """Reduction lanes per patch value of the embedding (kernels/p2vit/banks.h embed_spread): 2 with
+    4-bit weight slots, where the embedding's 8-bit weights fill the first SIMD/2 lanes of a step's
+    word slot and its row tile holds SIMD/2 patch values and SIMD/2 zeros per word; else 1."""
+    return 8 // slot_bits
+
+
 def embed_bias_beats(rows: int, cols: int, ports: int, axi_bytes: int, dim: int) -> int:
     """Beats each weight port reads per row tile of the embedding's per-token biases
     (kernels/p2vit/banks.h embed_bias_seg): ROWS rows of D rounded up to whole column tiles, a beat
@@ -224,8 +231,8 @@ def check_simd(reduction_lengths: dict[str, int], hw: HwConfig, model: str = "")
     each to its own bank only then)."""
     of = f" of {model}" if model else ""
     for name, K in reduction_lengths.items():
-        if name == "embed" and hw.weight_slot_bits == 4:   # 8-bit weights in half the lanes: 2 KP (design.embed_k)
-            K, name = 2 * K, "embed, twice its length with 4-bit weight slots"
+        if name == "embed" and embed_spread(hw.weight_slot_bits) > 1:   # 8-bit weights in half the lanes (design.embed_k)
+            K, name = embed_spread(hw.weight_slot_bits) * K, "embed, twice its length with 4-bit weight slots"
         if K % hw.simd:
             raise P2VitError(f"--simd {hw.simd} does not divide the reduction length {K} ({name}){of}; "
                              "choose a divisor")

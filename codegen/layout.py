@@ -32,7 +32,7 @@ from quantizer.intops import int_layernorm_stats
 from quantizer.ir import QuantizedViT
 from quantizer.lowered import Lowered, lower
 
-from .hwconfig import cdiv, desc_beats, embed_bias_beats, word_beats
+from .hwconfig import cdiv, desc_beats, embed_bias_beats, embed_spread, word_beats
 
 ALIGN = 64
 
@@ -240,7 +240,7 @@ def build_layout(ir: QuantizedViT, rows: int, cols: int, simd: int, axi_bits: in
         L.add(name + ".sh", narrow(name + ".sh", ln.sh, np.int8))
 
     res_dtype = np.int16 if low.res_bits > 8 else np.int8
-    spread = 8 // slot_bits   # design.embed_spread
+    spread = embed_spread(slot_bits)
     embed_w = narrow("embed.w", low.embed.w, np.int8, low.embed.bits)
     L.add("embed.w", plane_weights(embed_w, cols, simd // spread, 8 if spread > 1 else low.embed.bits,
                                    weight_ports, ab, 8 if spread > 1 else slot_bits))

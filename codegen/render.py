@@ -99,7 +99,7 @@ def context(ir: QuantizedViT, hw: HwConfig, layout: Layout, bounds: Bounds, modu
     qkv_heads = design.qkv_group_heads(shape, hw)
     img_h, img_w = m["img_size"]
     # the embedding's weights are bytes in half a step's lanes where the slots are 4 bits (design.embed_spread)
-    bits = {"embed": 8 if hw.weight_slot_bits == 4 else low.embed.bits, "head": low.linear["head"].bits,
+    bits = {"embed": 8 if design.embed_spread(hw) > 1 else low.embed.bits, "head": low.linear["head"].bits,
             "blocks": [[low.linear[f"blocks.{i}.{n}"].bits for n in BLOCK_LINEARS]
                        for i in range(ir.depth)]}
     return {

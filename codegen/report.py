@@ -92,7 +92,7 @@ def _performance_lines(ir: QuantizedViT, hw: HwConfig, info: dict) -> tuple[list
                      + f" + {r['misc_dsps']} misc)", of("dsps")),
               *([md_row("products on LUTs (LUT MACs)", f"{r['lut_macs']:,} a cycle: the upper {hw.simd // 2} lanes of "
                         f"the last {hw.lut_mac_rows} rows (--lut-mac-rows), 4 x 8 bits, "
-                        f"{hw.lut_mac_rows * (hw.simd // 2) * -(-hw.cols // 2):,} DSPs fewer", "")] if r["lut_macs"] else []),
+                        f"{hw.lut_mac_rows * resources.lut_row_dsps(hw):,} DSPs fewer", "")] if r["lut_macs"] else []),
               md_row("BRAM18K", f"{r['bram18k']:,}", of("bram18k")),
               md_row("LUTs (estimate)", f"~{luts:,}", of("luts")),
               md_row("DRAM per image", f"{s['dram_mb']:.1f} MB, {s['avg_bandwidth_gbs']:.2f} GB/s on average",

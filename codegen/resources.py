@@ -220,7 +220,12 @@ def mac_array_dsps(hw: HwConfig) -> int:
     packed DSP (packed_mac); an odd last column takes one DSP per product; the last lut_mac_rows
     rows make their upper SIMD/2 lanes' products on LUTs (lut_macs). tests/test_kernels.py checks
     this against the multiplications one PE cycle of the ap_int build makes."""
-    return (hw.rows * hw.simd - hw.lut_mac_rows * (hw.simd // 2)) * cdiv(hw.cols, 2)
+    return hw.rows * hw.simd * cdiv(hw.cols, 2) - hw.lut_mac_rows * lut_row_dsps(hw)
+
+
+def lut_row_dsps(hw: HwConfig) -> int:
+    """DSPs one LUT-MAC row takes off an instance: its upper SIMD/2 lanes' packed column pairs."""
+    return cdiv(hw.cols, 2) * (hw.simd // 2)
 
 
 def lut_macs(hw: HwConfig) -> int:

@@ -125,11 +125,7 @@ namespace detail {
 // [-8 * 127, -8 * -128] = [-1016, 1024]: 12 bits signed. lut_sum_bits(n): the sum of n of them,
 // |sum| <= 1024 n: 12 + ceil(log2 n) bits.
 constexpr int LUT_PRODUCT_BITS = 12;
-constexpr int lut_sum_bits(int n) {
-  int b = LUT_PRODUCT_BITS;
-  for (int m = 1; m < n; m *= 2) ++b;
-  return b;
-}
+constexpr int lut_sum_bits(int n) { return LUT_PRODUCT_BITS + detail::clog2(n); }
 
 // pe_row_packed<C, S, K, SD>: one row of pe_cycle_packed: columns o and o + 1 share the activation
 // x[k0 + s], so for the first SD lanes each pair of their products is one DSP, in chains of

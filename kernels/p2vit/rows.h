@@ -27,18 +27,6 @@ namespace p2vit {
 // LN_FRAC_BITS: F_ln, the fraction bits of the normalized LayerNorm value z (numerics.md 2.7).
 constexpr int LN_FRAC_BITS = 10;
 
-namespace detail {
-
-// clog2(n): ceil(log2(n)) for n >= 1 (0 for n = 1). A loop, not recursion: HLS refuses
-// recursive functions even when they are only evaluated at compile time.
-constexpr int clog2(long long n) {
-  int b = 0;
-  while ((1LL << b) < n) ++b;
-  return b;
-}
-
-}  // namespace detail
-
 // ln_quotient_bits(D): QB, the bits of |z| <= Z = isqrt((D-1) * 2^(2 F_ln + 2)) + 1 (numerics.md 4:
 // |D xa - S1| < sqrt(D-1) (std + 1)), clog2(Z + 1); LayerNorm's divider makes only these quotient bits
 // (16 at D = 768). codegen/design.py ln_quotient_bits is its twin, for the LUT estimate.

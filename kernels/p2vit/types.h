@@ -5,6 +5,7 @@
 //   p2vit::i8 ... p2vit::i64, u8 ... u64   fixed-width aliases of the above
 //   p2vit::stream<T>                 FIFO channel (hls::stream in HLS mode)
 //   p2vit::lane_word<T, L>, lanes_of, lane   L values per stream word (attention lanes)
+//   p2vit::detail::clog2(n)          ceil(log2 n) at compile time (widths)
 //   P2VIT_PRAGMA(x)                  writes `#pragma x` from inside a macro or template
 //
 // Two type modes, chosen at compile time:
@@ -251,6 +252,19 @@ template <class T>
 struct lanes_of<T, 1> {
   using type = T;
 };
+
+namespace detail {
+
+// clog2(n): ceil(log2(n)) for n >= 1 (0 for n = 1), for widths known at compile time (rows.h,
+// pe_array.h). A loop, not recursion: HLS refuses recursive functions even when they are only
+// evaluated at compile time.
+constexpr int clog2(long long n) {
+  int b = 0;
+  while ((1LL << b) < n) ++b;
+  return b;
+}
+
+}  // namespace detail
 
 // lane(word, l): lane l of a stream word (the word itself for one lane).
 template <class T, int L>
