@@ -173,7 +173,7 @@ def proj_pre_words(shape: ModelShape, hw: HwConfig) -> int:
     attention (kernels/p2vit/layers.h proj_pre_words): the other groups' channels, with head groups
     and LANES == SIMD; else 0."""
     GH = qkv_group_heads(shape, hw)
-    if GH == shape.heads or hw.lanes != hw.simd:
+    if GH == shape.heads or av_out_lanes(hw) != hw.simd:
         return 0
     return (shape.heads // GH - 1) * GH * shape.dh // load_lanes(hw)
 
@@ -183,8 +183,16 @@ def lanes_fill_xt(shape: ModelShape, hw: HwConfig) -> bool:
     proj does not load its first row tile (lanes_fill_xt in kernels/p2vit/banks.h): one value per
     xt bank per cycle (LANES == SIMD), a full first row tile (N >= ROWS), and QKV in one head group
     (grouped, QKV's row tiles are in xt while A.V runs)."""
-    return (hw.lanes == hw.simd and shape.dh % hw.lanes == 0 and shape.tokens >= hw.rows
+    return (av_out_lanes(hw) == hw.simd and shape.dh % hw.simd == 0 and shape.tokens >= hw.rows
             and qkv_group_heads(shape, hw) == shape.heads)
+
+
+def av_out_lanes(hw: HwConfig) -> int:
+    """Channels of a finished A.V row written per cycle (banks.h av_out_lanes): LANES, or the row
+    loads' load_lanes where LANES divides it (1 < LANES < load_lanes), so that a cycle's outputs are
+    one whole load word of o, on fixed banks (o_lanes_fixed: head groups at fewer lanes than SIMD)."""
+    WL = load_lanes(hw)
+    return WL if 1 < hw.lanes < WL and WL % hw.lanes == 0 else hw.lanes
 
 
 def o_lanes_fixed(hw: HwConfig) -> bool:
@@ -192,7 +200,8 @@ def o_lanes_fixed(hw: HwConfig) -> bool:
     of o has a bank fixed at compile time, or is its side's only lane (head groups need it: the two
     sides are processes of one region, one port of o's banks each)."""
     WL = load_lanes(hw)
-    return hw.lanes == WL or hw.lanes == 1 or WL == 1
+    OL = av_out_lanes(hw)
+    return OL == WL or OL == 1 or WL == 1
 
 
 def qkv_group_heads(shape: ModelShape, hw: HwConfig) -> int:
@@ -314,7 +323,7 @@ def partition_factors(shape: ModelShape, hw: HwConfig) -> dict[str, int]:
     return {
         "r": cols,                                                        # r_banks
         "rc": shared_banks(cols, 2, WL, 2),                               # rc_banks
-        "o": shared_banks(hw.lanes, one_port, WL, one_port),              # xo_banks
+        "o": shared_banks(av_out_lanes(hw), one_port, WL, one_port),      # xo_banks
         "q": shared_banks(E, 1, WL, 1),                                   # q_banks
         "k": shared_banks(E, 1, hw.simd, 1),                              # k_channel_banks
         "hid": shared_banks(cols, 2, WL, 2),                              # hid_banks

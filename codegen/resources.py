@@ -294,8 +294,8 @@ def lut_estimate(shape: ModelShape, hw: HwConfig) -> dict[str, int]:
 
     return {
         "MAC arrays (products, LUT MACs, accumulators)": array(hw) + array(qk),
-        # requant lanes: QKV gcd(COLS, DH), embed COLS, head 1, Q.K^T logits RL x PCOLS, A.V out LANES
-        "requant lanes (QKV, embed, head, logits, A.V out)": (E + hw.cols + 1 + RL * qk.cols + hw.lanes)
+        # requant lanes: QKV gcd(COLS, DH), embed COLS, head 1, Q.K^T logits RL x PCOLS, A.V out av_out_lanes
+        "requant lanes (QKV, embed, head, logits, A.V out)": (E + hw.cols + 1 + RL * qk.cols + design.av_out_lanes(hw))
                                                              * c["epilogue_lane"],
         # each logits row lane: a PCOLS-input max tree and the compare with the running maximum
         "logit row maxima (Q.K^T epilogue)": RL * qk.cols * c["max_node"],

@@ -722,12 +722,13 @@ arr attention_region_v(arr q, arr k, arr v, int shift_qk, std::int64_t x0, std::
   unsupported("attention_region lanes, qk_rows", lanes, qk_rows);
 }
 
-// AvCfg<N, H, DH, BITS>: a configuration for av_rows alone (F = Z - 1, the widths of numerics.md 4).
-template <int N_, int H_, int DH_, int BITS_, int LANES_ = 1>
+// AvCfg<N, H, DH, BITS, LANES, SIMD>: a configuration for av_rows alone (F = Z - 1, the widths of
+// numerics.md 4); SIMD above LANES makes A.V write SIMD channels a cycle (banks.h av_out_lanes).
+template <int N_, int H_, int DH_, int BITS_, int LANES_ = 1, int SIMD_ = LANES_>
 struct AvCfg {
   static constexpr int N = N_, H = H_, DH = DH_, D = H_ * DH_, ATTN_BITS = BITS_, LANES = LANES_;
   static constexpr int PCOLS = 8, WPORTS = 1;   // value words of gcd(8, DH) channels (p2vit/banks.h value_buf)
-  static constexpr int ROWS = 2, SIMD = LANES_, KMAX_MAIN = D;   // the row buffer A.V fills (lanes_fill_xt)
+  static constexpr int ROWS = 2, SIMD = SIMD_, KMAX_MAIN = D;   // the row buffer A.V fills (lanes_fill_xt)
   static constexpr int CODE_ZERO = (1 << BITS_) - 1, AV_FRAC = CODE_ZERO - 1;
   static constexpr int AV_ACC_BITS = p2vit::detail::clog2(N_) + 7 + AV_FRAC + 1;
   using act_t = sint<8>;
@@ -771,16 +772,19 @@ arr av_rows_t(const arr& codes, const arr& v, int shift) {
   return out;
 }
 
-#define P2VIT_AV_LIST(X) X(7, 2, 4, 4, 1) X(197, 2, 64, 4, 1) X(10, 3, 24, 4, 1) X(9, 2, 16, 3, 1) X(5, 1, 8, 2, 1) \
-  X(7, 2, 4, 4, 4) X(197, 2, 64, 4, 8) X(10, 3, 24, 4, 16) X(9, 2, 16, 3, 2)
+#define P2VIT_AV_LIST(X) X(7, 2, 4, 4, 1, 1) X(197, 2, 64, 4, 1, 1) X(10, 3, 24, 4, 1, 1) X(9, 2, 16, 3, 1, 1) \
+  X(5, 1, 8, 2, 1, 1) X(7, 2, 4, 4, 4, 4) X(197, 2, 64, 4, 8, 8) X(10, 3, 24, 4, 16, 16) X(9, 2, 16, 3, 2, 2)     \
+  X(9, 2, 16, 3, 2, 8) X(197, 2, 64, 4, 8, 16)
 
-arr av_rows_v(arr codes, arr v, int shift, int bits, int lanes) {
+arr av_rows_v(arr codes, arr v, int shift, int bits, int lanes, int simd) {
   if (codes.ndim() != 3 || v.ndim() != 3 || codes.shape(1) != codes.shape(2) || v.shape(1) != codes.shape(1) ||
       codes.shape(0) != v.shape(0))
     throw py::value_error("av_rows: codes (H, N, N), v (H, N, DH)");
   const auto n = codes.shape(1), hh = v.shape(0), dh = v.shape(2);
-#define X(N, H, DH, B, L) \
-  if (n == N && hh == H && dh == DH && bits == B && lanes == L) return av_rows_t<AvCfg<N, H, DH, B, L>>(codes, v, shift);
+  if (simd == 0) simd = lanes;
+#define X(N, H, DH, B, L, S)                                                       \
+  if (n == N && hh == H && dh == DH && bits == B && lanes == L && simd == S) \
+    return av_rows_t<AvCfg<N, H, DH, B, L, S>>(codes, v, shift);
   P2VIT_AV_LIST(X)
 #undef X
   throw py::value_error("av_rows: shape not instantiated in the harness");
@@ -1344,7 +1348,7 @@ PYBIND11_MODULE(P2VIT_MODNAME, m) {
   m.def("lis_row", &lis_row_v, py::arg("a"), py::arg("table"), py::arg("bits"), py::arg("geometric") = false);
 #endif
   m.def("av_rows", &av_rows_v, py::arg("codes"), py::arg("v"), py::arg("shift"), py::arg("bits"),
-        py::arg("lanes") = 1);
+        py::arg("lanes") = 1, py::arg("simd") = 0);   // simd 0: = lanes
   m.def("epi_gelu", &epi_gelu_v, py::arg("acc"), py::arg("n0"), py::arg("o0"), py::arg("bias"), py::arg("shift"),
         py::arg("lut"), py::arg("rows"), py::arg("traced") = false);
   m.def("epi_qkv", &epi_qkv_v, py::arg("acc"), py::arg("n0"), py::arg("o0"), py::arg("bias"), py::arg("shift"),

@@ -104,6 +104,7 @@ def test_other_head_size_depth_one_4bit_res16_bit_exact(tmp_path):
     (8, ONE_GROUP_HW, False),                                # one group, A.V filling proj's first row tile
     (4, HwConfig(rows=4, cols=8, simd=2, lanes=2), True),    # head groups, 8 drain lanes beside SIMD 2
     (8, HwConfig(rows=4, cols=8, simd=8, lanes=8), True),    # head groups, proj's first row tile partly preloaded
+    (8, HwConfig(rows=4, cols=8, simd=8, lanes=2), True),    # the same at 2 attention lanes: A.V writes 8-channel words
     # 4-bit weight slots: nibbles fill the plane words, the embedding's 8-bit weights half the lanes;
     # rows 2-3 make lanes 2-3's products on LUTs (4 x 8 bits), the embedding's zeros there included
     (4, HwConfig(rows=4, cols=8, simd=4, lanes=4, weight_slot_bits=4, lut_mac_rows=2), True),
@@ -113,11 +114,11 @@ def test_ap_int_build_equals_native_build(tmp_path, w_bits, hw, grouped):
     pytest.importorskip("hls4ml", reason="ap_int types come from hls4ml's ap_types")
     ir = _ir(tmp_path, QuantConfig(w_bits=w_bits), depth=1)
     # ap_int: packed DSP products in every PE; the grouped cases run QKV a head at a time beside the
-    # attention of the head before (design.qkv_group_heads) and, LANES = SIMD, load proj's first row
-    # tile partly beside the last; the last case with 8 attention/LayerNorm lanes
+    # attention of the head before (design.qkv_group_heads) and, where A.V writes SIMD channels a cycle
+    # (design.av_out_lanes), load proj's first row tile partly beside the last
     shape = model_shape.shape_from_ir(ir)
     assert (design.qkv_group_heads(shape, hw) < shape.heads) == grouped
-    assert (design.proj_pre_words(shape, hw) > 0) == (grouped and hw.lanes == hw.simd)
+    assert (design.proj_pre_words(shape, hw) > 0) == (grouped and design.av_out_lanes(hw) == hw.simd)
     generate(ir, hw, tmp_path / "b", types=("native", "ap_int"))
     native, apint = load(tmp_path / "b", types="native"), load(tmp_path / "b", types="ap_int")
     assert native.mod.info()["types"] == "native" and apint.mod.info()["types"] == "ap_int"

@@ -70,7 +70,8 @@ def _cifar_counters(tmp_path_factory, hw, name, w_bits=8):
                                 HwConfig(rows=33, cols=8, simd=2, lanes=2),
                                 HwConfig(rows=22, cols=4, simd=8, lanes=8, weight_ports=2),
                                 HwConfig(rows=66, cols=8, simd=8, lanes=8, weight_ports=4, qk_rows=33),
-                                HwConfig(rows=22, cols=8, simd=8, lanes=8, weight_ports=4)],
+                                HwConfig(rows=22, cols=8, simd=8, lanes=8, weight_ports=4),
+                                HwConfig(rows=22, cols=8, simd=8, lanes=4, weight_ports=4)],
                          ids=["default 8x8x2: QKV in head groups of 1, 8 drain lanes beside SIMD 2, 1 attention lane",
                               "16x48x2, 3 weight ports of 32-byte words (II 2), 5-row Q.K^T array, 8 attention lanes: "
                               "QKV in one group (its loop is shorter than a row tile's load)",
@@ -79,7 +80,8 @@ def _cifar_counters(tmp_path_factory, hw, name, w_bits=8):
                               "proj's first row tile partly preloaded, FC1 loads FC2's, exposed normalizing loads",
                               "DeiT-B's zcu102 design 66x8x8, 4 weight ports (io on blob_w3), 33-row Q.K^T array, "
                               "8 lanes", "the CIFAR model's zcu102 design 22x8x8: QKV in head groups of 1 beside the "
-                              "attention"])
+                              "attention", "22x8x8 at 4 lanes: head groups of 1, A.V writes SIMD-wide words of o "
+                              "(design.av_out_lanes), proj's first row tile partly preloaded"])
 def test_every_loop_reaches_its_modelled_ii_on_cifar(hw, tmp_path_factory):
     ir, counts, peaks = _cifar_counters(tmp_path_factory, hw, f"ii_{hw.rows}x{hw.cols}")
     reach = _check(peaks, counts, hw)
@@ -109,6 +111,8 @@ def test_every_loop_reaches_its_modelled_ii_on_cifar(hw, tmp_path_factory):
         # writes it; ram_s2p): each side takes one port, so every loop makes at most one access per
         # bank of o per iteration, and each lane's bank is fixed (design.o_lanes_fixed)
         assert design.o_lanes_fixed(hw)
+        # at fewer attention lanes than SIMD, A.V writes SIMD channels a cycle: one load word of o
+        assert design.av_out_lanes(hw) == (hw.simd if 1 < hw.lanes < hw.simd else hw.lanes)
         on_o = {lp: n for lp, r, n in peaks if r == "bank:o"}
         assert {"mac_array.load_array", "shifter.pass"} <= set(on_o) and max(on_o.values()) == 1, on_o
 

@@ -1105,8 +1105,10 @@ def test_attention_region_alone_equals_the_reference_formulas(kern, lanes, qk_ro
         check(got, want, q=q)
 
 
-AV_SHAPES = [(7, 2, 4, 4, 1), (197, 2, 64, 4, 1), (10, 3, 24, 4, 1), (9, 2, 16, 3, 1), (5, 1, 8, 2, 1),
-             (7, 2, 4, 4, 4), (197, 2, 64, 4, 8), (10, 3, 24, 4, 16), (9, 2, 16, 3, 2)]   # (N, H, DH, bits, lanes)
+AV_SHAPES = [(7, 2, 4, 4, 1, 1), (197, 2, 64, 4, 1, 1), (10, 3, 24, 4, 1, 1), (9, 2, 16, 3, 1, 1), (5, 1, 8, 2, 1, 1),
+             (7, 2, 4, 4, 4, 4), (197, 2, 64, 4, 8, 8), (10, 3, 24, 4, 16, 16), (9, 2, 16, 3, 2, 2),
+             # fewer lanes than SIMD: A.V writes SIMD channels a cycle (banks.h av_out_lanes), xt included
+             (9, 2, 16, 3, 2, 8), (197, 2, 64, 4, 8, 16)]   # (N, H, DH, bits, lanes, SIMD)
 
 
 def _av_want(codes, v, h, shift, bits):
@@ -1123,8 +1125,8 @@ def _av_want(codes, v, h, shift, bits):
     return o
 
 
-@pytest.mark.parametrize("n,heads,dh,bits,lanes", AV_SHAPES)
-def test_av_rows_against_numerics_2_6(fkern, n, heads, dh, bits, lanes):
+@pytest.mark.parametrize("n,heads,dh,bits,lanes,simd", AV_SHAPES)
+def test_av_rows_against_numerics_2_6(fkern, n, heads, dh, bits, lanes, simd):
     """av_rows alone (p2vit/shifter.h; the dot-product path of csim_fast_rows.h in a native AVX2 or AVX-512 build) on
     codes of every value, 0 to the zero-weight code Z: extremes (v = -128 with code 0 everywhere, the
     largest sum), all-Z rows, odd N, head widths that are not a multiple of 16, and shifts <= 0."""
@@ -1141,7 +1143,7 @@ def test_av_rows_against_numerics_2_6(fkern, n, heads, dh, bits, lanes):
         codes[-1] = z                               # a row of zero weights
         per_head = np.stack([codes if h == 0 else np.roll(codes, h, axis=1) for h in range(heads)])
         for shift in ([z - 1 + 7, 0, -3, 40, 70] if trial == 0 else [int(rng.integers(1, z + 10))]):
-            got = fkern.av_rows(per_head, v, shift, bits, lanes)   # every head, one after the other
+            got = fkern.av_rows(per_head, v, shift, bits, lanes, simd)   # every head, one after the other
             want = sum(_av_want(per_head[h], v, h, shift, bits) for h in range(heads))
             check(got, want, codes=codes[:, :1])
 

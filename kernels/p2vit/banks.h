@@ -111,33 +111,45 @@ template <class C>
 constexpr int rc_banks() {
   return shared_banks(C::COLS, 2, load_lanes<C>(), 2);
 }
+// av_out_lanes<C>(): channels of a finished A.V row written per cycle: LANES, or load_lanes where
+// LANES divides it (1 < LANES < load_lanes), so that each cycle writes one whole load word of o: the
+// output lanes then sit on fixed banks of o (o_lanes_fixed) and head groups work at fewer attention
+// lanes than SIMD, for load_lanes - LANES more requant lanes. A.V's row still takes
+// max(ceil(N / LANES), DH / av_out_lanes) cycles; the key lanes stay LANES. (SIMD divides DH in
+// every build, codegen/hwconfig.py check_simd, so design.av_out_lanes leaves that out; the kernel
+// tests' odd head widths keep LANES.)
+template <class C>
+constexpr int av_out_lanes() {
+  return C::LANES > 1 && C::LANES < load_lanes<C>() && load_lanes<C>() % C::LANES == 0 && C::DH % load_lanes<C>() == 0
+             ? load_lanes<C>() : C::LANES;
+}
 // lanes_fill_xt<C>(): whether A.V writes its first ROWS output rows into a MAC-array row buffer as
-// well, so that proj finds its first row tile loaded and only prefetches the later ones: LANES
-// consecutive channels of a row per cycle are one value per xt
-// bank of that row (or one whole word where xt is reshaped) when LANES == SIMD and LANES divides
-// the head width (whole words: codegen/hwconfig.py requires it of every build), and the tile is all
-// tokens when N >= ROWS (no padding rows to clear); and QKV is one call (qkv_groups == 1): grouped,
-// QKV's row tiles are in xt while A.V runs.
+// well, so that proj finds its first row tile loaded and only prefetches the later ones: the
+// av_out_lanes consecutive channels of a row per cycle are one value per xt bank of that row (or one
+// whole word where xt is reshaped) when av_out_lanes == SIMD (av_out_lanes divides the head width:
+// codegen/hwconfig.py requires SIMD and LANES to), and the tile is all tokens when N >= ROWS (no
+// padding rows to clear); and QKV is one call (qkv_groups == 1): grouped, QKV's row tiles are in xt
+// while A.V runs.
 template <class C>
 constexpr bool lanes_fill_xt() {
-  return C::LANES == C::SIMD && C::DH % C::LANES == 0 && C::N >= C::ROWS && qkv_groups<C>() == 1;
+  return av_out_lanes<C>() == C::SIMD && C::DH % C::SIMD == 0 && C::N >= C::ROWS && qkv_groups<C>() == 1;
 }
-// o_lanes_fixed<C>(): whether each lane of both of o's sides (A.V's LANES writes, the row loads'
-// load_lanes reads) has a bank of its own fixed at compile time, or is its side's only lane. Head
-// groups need it (qkv_grouping_ok): there the two sides are processes of one region with one port
-// of each bank apiece, so a side whose lanes reach banks chosen at run time (LANES and load_lanes
-// both 2 or more and different) could not show HLS that two of them never meet on one bank.
+// o_lanes_fixed<C>(): whether each lane of both of o's sides (A.V's av_out_lanes writes, the row
+// loads' load_lanes reads) has a bank of its own fixed at compile time, or is its side's only lane.
+// Head groups need it (qkv_grouping_ok): there the two sides are processes of one region with one
+// port of each bank apiece, so a side whose lanes reach banks chosen at run time (both sides 2 or
+// more lanes and different) could not show HLS that two of them never meet on one bank.
 template <class C>
 constexpr bool o_lanes_fixed() {
-  return C::LANES == load_lanes<C>() || C::LANES == 1 || load_lanes<C>() == 1;
+  return av_out_lanes<C>() == load_lanes<C>() || av_out_lanes<C>() == 1 || load_lanes<C>() == 1;
 }
-// xo_banks<C>(): o (A.V out): LANES in, load_lanes out. With head groups both are processes of
+// xo_banks<C>(): o (A.V out): av_out_lanes in, load_lanes out. With head groups both are processes of
 // the p2vit_main_step region (A.V in the attention, proj's row loads in the MAC array), which
 // take one port of each bank apiece: each side then reaches at most one access per bank per cycle.
 template <class C>
 constexpr int xo_banks() {
-  return qkv_groups<C>() > 1 ? shared_banks(C::LANES, 2, load_lanes<C>(), 2)
-                             : shared_banks(C::LANES, 1, load_lanes<C>(), 1);
+  return qkv_groups<C>() > 1 ? shared_banks(av_out_lanes<C>(), 2, load_lanes<C>(), 2)
+                             : shared_banks(av_out_lanes<C>(), 1, load_lanes<C>(), 1);
 }
 template <class C>
 constexpr int q_banks() {   // queries: qkv_lanes in, load_lanes out

@@ -212,11 +212,11 @@ constexpr bool ln_loads_in_loop() {
 
 // proj_pre_words<C>(): words per row of proj's first row tile that the MAC array loads beside the
 // last head group's attention (main_array, MAIN_IDLE): the channels of the other groups' heads, final
-// in o by then. None where QKV is one group, or where A.V's lanes are not the loads' (LANES != SIMD:
-// o's banks could then see two reads or writes per cycle from one side).
+// in o by then. None where QKV is one group, or where A.V's output lanes are not the loads'
+// (av_out_lanes != SIMD: o's banks could then see two reads or writes per cycle from one side).
 template <class C>
 constexpr int proj_pre_words() {
-  return qkv_groups<C>() > 1 && C::LANES == C::SIMD
+  return qkv_groups<C>() > 1 && av_out_lanes<C>() == C::SIMD
              ? (qkv_groups<C>() - 1) * qkv_heads<C>() * C::DH / load_lanes<C>() : 0;
 }
 

@@ -7,8 +7,8 @@
 // with DH x LANES shifters: per cycle LANES keys (one code word) and, for each of the DH channels,
 // an adder tree of their (v << F) >> code, exactly v * 2^(F - code) for code <= F; the all-ones
 // code is skipped (weight 0). A finished row's DH sums move to a second register set (`done`) and
-// leave LANES per cycle during the next row's keys: one II-1 loop of heads*N + 1 passes of
-// max(ceil(N / LANES), ceil(DH / LANES)) cycles (entered once per head group: no pipeline fill per
+// leave OL = av_out_lanes (LANES, or SIMD where LANES divides it: p2vit/banks.h) per cycle during
+// the next row's keys: one II-1 loop of heads*N + 1 passes of max(ceil(N / LANES), ceil(DH / OL)) cycles (entered once per head group: no pipeline fill per
 // row or head), pass i taking row i's keys beside row i - 1's outputs; the last cycle of a pass hands
 // its sums over. Rows i < xt_rows (0, or ROWS where lanes_fill_xt) also go into xt, proj's first
 // row tile.
@@ -16,8 +16,8 @@
 //     p2vit/banks.h), dim 2 cyclic LANES x dim 3 complete x dim 4 reshaped: key lane l reads the VW
 //     words of its key, memory (l, word), fixed at compile time (II 1); each memory gives one E-channel
 //     word per cycle.
-//   o: dim 2 cyclic xo_banks (p2vit/banks.h): the LANES outputs of a cycle are consecutive channels,
-//     distinct banks, lane l's among those congruent to l mod gcd(LANES, xo_banks).
+//   o: dim 2 cyclic xo_banks (p2vit/banks.h): the OL outputs of a cycle are consecutive channels,
+//     distinct banks, lane l's among those congruent to l mod gcd(OL, xo_banks).
 // Bound: |sum| <= N * 2^7 * 2^F < 2^(AV_ACC_BITS - 1) (build report).
 #ifndef P2VIT_SHIFTER_H
 #define P2VIT_SHIFTER_H
@@ -43,8 +43,9 @@ void av_rows(stream<typename C::code_word_t>& codes, const value_buf<C> v, int s
 #endif
   using av_acc_t = sint<C::AV_ACC_BITS>;
   constexpr int L = C::LANES;
+  constexpr int OL = av_out_lanes<C>();
   constexpr int WORDS = (C::N + L - 1) / L;     // code words (L keys) per row
-  constexpr int OUTS = (C::DH + L - 1) / L;     // output cycles per row, L channels each
+  constexpr int OUTS = (C::DH + OL - 1) / OL;   // output cycles per row, OL channels each
   constexpr int PASS = WORDS > OUTS ? WORDS : OUTS;
   av_acc_t acc[C::DH];    // row i's sums
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=acc type=complete)
@@ -61,24 +62,23 @@ pass:
     P2VIT_PRAGMA(HLS PIPELINE II=1)
     P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=TRIPS)
     P2VIT_COUNT("shifter.pass");
-    if (i > 0 && t < OUTS) {   // row i - 1's outputs, L consecutive channels (distinct banks of o)
-      typename C::act_t word[L];   // the row buffer's copy of them
+    if (i > 0 && t < OUTS) {   // row i - 1's outputs, OL consecutive channels (distinct banks of o)
+      typename C::act_t word[OL];   // the row buffer's copy of them
       P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=word type=complete)
-      for (int l = 0; l < L; ++l) {
+      for (int l = 0; l < OL; ++l) {
         P2VIT_PRAGMA(HLS UNROLL)
-        const int d = t * L + l;
+        const int d = t * OL + l;
         word[l] = 0;
-        if (d < C::DH) {
+        if (d < C::DH) {   // a partial last word only where OL does not divide DH (kernel tests)
           const int c = ph * C::DH + d;
           const typename C::act_t y = requant32<8>(i32(done[d]), sint<8>(shift));
-          P2VIT_ACCESS_LANE("o", c % xo_banks<C>(), l, gcd_int(L, xo_banks<C>()));
+          P2VIT_ACCESS_LANE("o", c % xo_banks<C>(), l, gcd_int(OL, xo_banks<C>()));
           o[pn][c] = y;
           word[l] = y;
         }
       }
-      if constexpr (lanes_fill_xt<C>()) {   // LANES == SIMD and L | DH: channels ph*DH + t*L.. are one xt word
-        static_assert(C::DH % L == 0, "av_rows: whole row-buffer words");
-        if (pn < xt_rows) store_xt_word<C, C::KMAX_MAIN>(xt, pn, ph * (C::DH / L) + t, word);
+      if constexpr (lanes_fill_xt<C>()) {   // OL == SIMD, SIMD | DH: channels ph*DH + t*OL.. are one xt word
+        if (pn < xt_rows) store_xt_word<C, C::KMAX_MAIN>(xt, pn, ph * (C::DH / OL) + t, word);
       }
     }
     const bool last = t == PASS - 1;   // row i's sums move to `done` (registers) as the pass ends
