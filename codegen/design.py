@@ -171,7 +171,7 @@ def drain_tail(hw: HwConfig, K: int, epi: str, dh: int) -> int:
 def proj_pre_words(shape: ModelShape, hw: HwConfig) -> int:
     """Words per row of proj's first row tile that the MAC array loads beside the last head group's
     attention (kernels/p2vit/layers.h proj_pre_words): the other groups' channels, with head groups
-    and LANES == SIMD; else 0."""
+    and A.V's output lanes SIMD (av_out_lanes); else 0."""
     GH = qkv_group_heads(shape, hw)
     if GH == shape.heads or av_out_lanes(hw) != hw.simd:
         return 0
@@ -181,7 +181,7 @@ def proj_pre_words(shape: ModelShape, hw: HwConfig) -> int:
 def lanes_fill_xt(shape: ModelShape, hw: HwConfig) -> bool:
     """Whether A.V also writes its first ROWS output rows into the MAC array's row buffer, so that
     proj does not load its first row tile (lanes_fill_xt in kernels/p2vit/banks.h): one value per
-    xt bank per cycle (LANES == SIMD), a full first row tile (N >= ROWS), and QKV in one head group
+    xt bank per cycle (av_out_lanes == SIMD), a full first row tile (N >= ROWS), and QKV in one head group
     (grouped, QKV's row tiles are in xt while A.V runs)."""
     return (av_out_lanes(hw) == hw.simd and shape.dh % hw.simd == 0 and shape.tokens >= hw.rows
             and qkv_group_heads(shape, hw) == shape.heads)

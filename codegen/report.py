@@ -36,7 +36,7 @@ def _qkv_groups_text(ir: QuantizedViT, hw: HwConfig) -> str:
         return ("QKV for every head, then the attention of every head (one head group: the MAC array "
                 "waits for the attention)")
     last = ("beside the load of proj's first row tile" if design.proj_pre_words(shape, hw)
-            else "alone (proj loads its first row tile after it: LANES != SIMD)")
+            else "alone (proj loads its first row tile after it: A.V's output lanes are not SIMD)")
     return (f"QKV in {shape.heads // gh} head groups of {gh}, each beside the attention of the group before "
             f"(p2vit_main_step); the last group's attention {last}")
 

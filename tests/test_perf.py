@@ -199,8 +199,8 @@ def test_head_groups_need_the_lanes_of_o_on_fixed_banks():
     """Head groups need gcd(COLS, DH) = SIMD no longer (session 39), but o's two sides, processes of
     one region with one port of each bank apiece, must each reach banks fixed at compile time (or be
     one lane): design.o_lanes_fixed, kernels/p2vit/banks.h o_lanes_fixed. Since session 45 A.V writes
-    SIMD channels a cycle where its LANES divide SIMD (design.av_out_lanes), so only LANES above SIMD
-    (and not a multiple of one lane) keep QKV in one group."""
+    SIMD channels a cycle where its LANES divide SIMD (design.av_out_lanes), so here only LANES above
+    SIMD, neither of them 1, keep QKV in one group."""
     shape = model_shape.load_shape("deit_b")
     grouped = {(s, la): design.qkv_group_heads(shape, HwConfig(rows=8, cols=8, simd=s, lanes=la)) < shape.heads
                for s in (1, 2, 8) for la in (1, 2, 8)}

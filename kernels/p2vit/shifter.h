@@ -70,7 +70,9 @@ pass:
         const int d = t * OL + l;
         word[l] = 0;
         if (d < C::DH) {   // a partial last word only where OL does not divide DH (kernel tests)
-          const int c = ph * C::DH + d;
+          // channel ph*DH + d as base*OL + l where OL | DH (every build): lane l's bank of o (cyclic
+          // XO_BANKS = OL with head groups) is l by the index's form, not by a modulo HLS must prove
+          const int c = C::DH % OL == 0 ? (ph * (C::DH / OL) + t) * OL + l : ph * C::DH + d;
           const typename C::act_t y = requant32<8>(i32(done[d]), sint<8>(shift));
           P2VIT_ACCESS_LANE("o", c % xo_banks<C>(), l, gcd_int(OL, xo_banks<C>()));
           o[pn][c] = y;
