@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from codegen.module import build_inputs
-from quantizer.data import ImageSet, limit_note, load_images, subset_indices
+from quantizer.data import ImageSet, fitted_note, limit_note, load_images, subset_indices
 from quantizer.errors import ArgumentParser, P2VitError, cli_errors, count_arg, path_arg
 from quantizer.outputs import check_output_dir, check_output_file, check_outputs_apart, inputs_of
 from quantizer.metrics import emit_json, percent, sqnr_from_powers, text_stream
@@ -89,11 +89,13 @@ def evaluate(data, build: str | Path = "build/", limit: int | None = None, progr
         check_results_dir(results, "cosim", resume)
     engine = None
     if isinstance(data, ImageSet):
-        ds = data if limit is None else ImageSet(*_subset(data, limit))
+        ds = data if limit is None else _subset(data, limit)
     else:
         ds = load_images(data, b.preprocess, limit=limit, spread=True, progress=progress)
     if short := limit_note(limit, len(ds.images), ds.source):
         note(short)   # now, not after a run that may take minutes
+    if resized := fitted_note(ds, b.preprocess):
+        note(resized)
     if ds.images.shape[1:] != (b.preprocess.height, b.preprocess.width, 3):
         raise P2VitError(f"{ds.source}: images are {ds.images.shape[1:]}, {b.name} needs "
                          f"{(b.preprocess.height, b.preprocess.width, 3)}; load them with load_images")
@@ -115,7 +117,8 @@ def evaluate(data, build: str | Path = "build/", limit: int | None = None, progr
                              desc="fp32 + reference + C-sim")
     summary = summarize(rows, b.info, labels is not None)
     secs = stats["seconds"]
-    summary.update({"build": str(b.path), "data": str(ds.source),
+    summary.update({"build": str(b.path), "data": str(ds.source), "fitted": ds.fitted,
+                    "input_size": f"{b.preprocess.width}x{b.preprocess.height}",
                     "seconds_setup": round(t_load, 2), "seconds_fp32": round(secs.get("fp32", 0.0), 2),
                     "seconds_reference": round(secs.get("reference", 0.0), 2),
                     "seconds_csim": round(secs.get("csim", 0.0), 2),
@@ -160,9 +163,12 @@ def summarize(rows: list[dict], info: dict, has_labels: bool) -> dict:
     }
 
 
-def _subset(ds: ImageSet, limit: int) -> tuple:
+def _subset(ds: ImageSet, limit: int) -> ImageSet:
     keep = subset_indices(len(ds), limit, spread=True)
-    return ds.images[keep], None if ds.labels is None else ds.labels[keep], ds.class_names, ds.source
+    # which images were fitted is not kept, only how many: exact when none or all were
+    fitted = len(keep) if ds.fitted >= len(ds) else min(ds.fitted, len(keep))
+    return ImageSet(ds.images[keep], None if ds.labels is None else ds.labels[keep], ds.class_names, ds.source,
+                    fitted=fitted)
 
 
 def format_summary(s: dict) -> str:
@@ -179,6 +185,9 @@ def format_summary(s: dict) -> str:
         f"C-sim vs reference {100 * s['agree_csim_reference_rate']:.2f}%",
         f"  logits SQNR, C-sim vs FP32: {format_db(s['sqnr_db'])}",
     ]
+    if s.get("fitted"):
+        lines.append(f"  input: {s['fitted']:,} image(s) not {s['input_size']}, resized and center-cropped to it "
+                     "(timm's eval transform)")
     if s.get("engine"):
         lines.append("  " + format_run(s))
     if s.get("report"):

@@ -315,6 +315,7 @@ class ImageSet:
     labels: np.ndarray | None  # int64 (N,) or None when unknown
     class_names: list[str] | None
     source: str  # the path, for messages
+    fitted: int = 0  # images that were not at the model's size and were resized/cropped on loading (fit_image)
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -373,12 +374,31 @@ def _progress(items: Iterable, total: int, desc: str, on: bool) -> Iterable:
     return progress_bar(items, total, desc)
 
 
-def _fit_all(items: Iterable, n: int, pp: Preprocess, progress: bool, desc: str) -> np.ndarray:
+def _fit_all(items: Iterable, n: int, pp: Preprocess, progress: bool, desc: str) -> tuple[np.ndarray, int]:
+    """The items fitted to pp's size, and how many of them were not at it (resized/cropped)."""
     # Preallocate so large sets do not hold a list of arrays plus a stacked copy.
     out = np.empty((n, pp.height, pp.width, 3), dtype=np.uint8)
+    fitted = 0
     for i, item in enumerate(_progress(items, n, desc, progress)):
+        fitted += _image_hw(item) != (pp.height, pp.width)
         out[i] = fit_image(item, pp)
-    return out
+    return out, fitted
+
+
+def _image_hw(item: Image.Image | np.ndarray) -> tuple[int, int]:
+    return (item.height, item.width) if isinstance(item, Image.Image) else tuple(item.shape[:2])
+
+
+def fitted_note(ds: ImageSet, pp: Preprocess) -> str | None:
+    """The CLIs' note when images were not at the model's size: they were fitted to it the way timm's
+    eval transform does (fit_image), which the user should know before reading accuracies."""
+    if not ds.fitted:
+        return None
+    pp = as_preprocess(pp)
+    side = math.floor(min(pp.height, pp.width) / pp.crop_pct)
+    return (f"note: {ds.fitted:,} of {len(ds):,} images of {ds.source} are not {pp.width}x{pp.height}: each was "
+            f"resized ({pp.interpolation}, shorter side {side}) and center-cropped to it, as timm's eval transform "
+            "does")
 
 
 _SAVEZ_HINT = "save images with numpy.savez(path, images=..., labels=...)"
@@ -500,8 +520,8 @@ def _load_npz(path: Path, pp: Preprocess, limit: int | None, progress: bool, spr
         # Already at model size: no per-image work at all.
         fitted = np.ascontiguousarray(images if images.ndim == 4 else np.repeat(images[..., None], 3, axis=3))
     else:
-        fitted = _fit_all(iter(images), n, pp, progress, f"fitting {path.name}")
-    return ImageSet(fitted, labels, class_names, src)
+        fitted, _ = _fit_all(iter(images), n, pp, progress, f"fitting {path.name}")
+    return ImageSet(fitted, labels, class_names, src, fitted=0 if (h, w) == (pp.height, pp.width) else n)
 
 
 def _load_folder(path: Path, pp: Preprocess, limit: int | None, progress: bool, spread: bool) -> ImageSet:
@@ -525,9 +545,9 @@ def _load_folder(path: Path, pp: Preprocess, limit: int | None, progress: bool, 
         keep = subset_indices(len(files), limit, spread)
         files = [files[i] for i in keep]
         label_list = None if label_list is None else [label_list[i] for i in keep]
-    images = _fit_all((_read_image(f) for f in files), len(files), pp, progress, f"loading {path.name}")
+    images, fitted = _fit_all((_read_image(f) for f in files), len(files), pp, progress, f"loading {path.name}")
     labels = None if label_list is None else np.asarray(label_list, dtype=np.int64)
-    return ImageSet(images, labels, class_names, src)
+    return ImageSet(images, labels, class_names, src, fitted=fitted)
 
 
 def subset_indices(total: int, limit: int, spread: bool) -> np.ndarray:
@@ -609,7 +629,8 @@ def load_images(path: str | os.PathLike, pp: Preprocess, limit: int | None = Non
     if suffix == ".npz":
         return _load_npz(p, pp, limit, progress, spread)
     if suffix in IMAGE_EXTS:
-        return ImageSet(fit_image(_read_image(p), pp)[None], None, None, str(p))
+        images, fitted = _fit_all([_read_image(p)], 1, pp, False, "")
+        return ImageSet(images, None, None, str(p), fitted=fitted)
     raise P2VitError(f"{p} has unsupported file type {p.suffix or '(none)'!r}; {_FORMS_HINT}")
 
 

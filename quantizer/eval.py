@@ -27,7 +27,7 @@ from . import floatscale, reference
 from .calibrate import collect
 from .cli import add_model_args, calibration_images, load_model_from_args
 from .config import LEGACY_SOFTMAX, QuantConfig
-from .data import labels_for_model, limit_note, load_images
+from .data import fitted_note, labels_for_model, limit_note, load_images
 from .errors import ArgumentParser, P2VitError, cli_errors, count_arg, path_arg
 from .float_model import FloatViT
 from .outputs import card_inputs, check_output_file, check_outputs_apart, inputs_of
@@ -430,6 +430,8 @@ def main(argv=None):
     calib = calibration_images(args, lm)
     if short := limit_note(args.limit, len(data.images), args.data):
         note(short)
+    if resized := fitted_note(data, lm.preprocess):
+        note(resized)
     if data.labels is None:
         note(f"note: {args.data} has no labels; top-1 is not reported, agreement with FP32 is")
     if args.calib is not None and os.path.realpath(args.calib) == os.path.realpath(args.data):

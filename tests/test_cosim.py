@@ -190,6 +190,25 @@ def test_cli_eval(tiny, npz, capsys):
     assert "does not exist" in err and "\n" not in err
 
 
+def test_images_of_another_size_are_fitted_and_the_run_says_so(tiny, npz, capsys):
+    """A data set at another size than the model's runs, fitted as timm's eval transform does
+    (quantizer.data.fit_image), and both the stderr note and the summary say how many were."""
+    from cosim.eval import main
+
+    big = tiny["tmp"] / "big.npz"
+    np.savez(big, images=np.repeat(np.repeat(random_images(4, 32, seed=3), 2, axis=1), 2, axis=2))
+    assert main(["--build", str(tiny["build"]), "--data", str(big), "--workers", "1"]) == 0
+    got = capsys.readouterr()
+    assert f"note: 4 of 4 images of {big} are not 32x32: each was resized" in got.err
+    assert "input: 4 image(s) not 32x32, resized and center-cropped to it" in got.out
+    s = cosim.evaluate(big, build=tiny["build"], limit=2, progress=False, report=False)
+    assert s["fitted"] == 2 and s["bit_exact_rate"] == 1.0
+    assert "note: 2 of 2 images" in capsys.readouterr().err   # the API says it on stderr too
+    assert main(["--build", str(tiny["build"]), "--data", str(npz), "--limit", "2", "--workers", "1"]) == 0
+    got = capsys.readouterr()
+    assert "are not 32x32" not in got.err and "input:" not in got.out   # at size: no note
+
+
 def test_limit_past_the_data_uses_all_of_it_and_says_so(tiny, npz, capsys):
     from cosim.eval import main
 

@@ -15,6 +15,7 @@ from quantizer.data import (
     Preprocess,
     as_preprocess,
     fit_image,
+    fitted_note,
     labels_for_model,
     load_images,
     synthetic_images,
@@ -260,6 +261,7 @@ def test_npz_at_size_is_identity(tmp_path):
     assert np.array_equal(s.images, imgs)
     assert s.labels.dtype == np.int64 and np.array_equal(s.labels, labels)
     assert s.class_names == ["a", "b", "c"]
+    assert s.fitted == 0 and fitted_note(s, PP32) is None   # nothing resized: no note
 
 
 def test_npz_limit_and_no_labels(tmp_path):
@@ -278,6 +280,11 @@ def test_npz_fitted_when_other_size(tmp_path):
     s = load_images(p, PP32, progress=True)
     assert s.images.shape == (3, 32, 32, 3)
     assert np.array_equal(s.images[1], fit_image(imgs[1], PP32))
+    # the CLIs say so (cosim.eval, quantizer.eval): accuracies of resized images are not the data's own
+    assert s.fitted == 3
+    assert fitted_note(s, PP32) == (f"note: 3 of 3 images of {p} are not 32x32: each was resized (bicubic, "
+                                    "shorter side 32) and center-cropped to it, as timm's eval transform does")
+    assert "shorter side 256" in fitted_note(load_images(p, PP224), PP224)   # 224 / crop_pct 0.875
 
 
 def test_npz_grayscale(tmp_path):
@@ -297,6 +304,8 @@ def test_flat_folder_sorted(tmp_path):
     (tmp_path / ".hidden.png").write_bytes(b"junk")
     s = load_images(tmp_path, PP32)
     assert s.images.shape == (4, 32, 32, 3) and s.labels is None and s.class_names is None
+    assert s.fitted == 1   # d.JPG, 40 x 30; the others are 32 x 32
+    assert load_images(tmp_path / "d.JPG", PP32).fitted == 1 and load_images(tmp_path / "b.png", PP32).fitted == 0
     assert np.array_equal(s.images[0], arrs["a.PNG"]) and np.array_equal(s.images[1], arrs["b.png"])
     assert len(load_images(tmp_path, PP32, limit=2, progress=True)) == 2
     Image.fromarray(arrs["b.png"]).save(tmp_path / "e.tiff")   # TIFF too (lossless: the same pixels)
