@@ -165,10 +165,9 @@ def summarize(rows: list[dict], info: dict, has_labels: bool) -> dict:
 
 def _subset(ds: ImageSet, limit: int) -> ImageSet:
     keep = subset_indices(len(ds), limit, spread=True)
-    # which images were fitted is not kept, only how many: exact when none or all were
-    fitted = len(keep) if ds.fitted >= len(ds) else min(ds.fitted, len(keep))
+    # which images were fitted is not kept, only how many: exact when none or all were, else a bound
     return ImageSet(ds.images[keep], None if ds.labels is None else ds.labels[keep], ds.class_names, ds.source,
-                    fitted=fitted)
+                    fitted=min(ds.fitted, len(keep)))
 
 
 def format_summary(s: dict) -> str:

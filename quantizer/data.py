@@ -518,10 +518,11 @@ def _load_npz(path: Path, pp: Preprocess, limit: int | None, progress: bool, spr
     h, w = images.shape[1:3]
     if (h, w) == (pp.height, pp.width):
         # Already at model size: no per-image work at all.
-        fitted = np.ascontiguousarray(images if images.ndim == 4 else np.repeat(images[..., None], 3, axis=3))
+        out = np.ascontiguousarray(images if images.ndim == 4 else np.repeat(images[..., None], 3, axis=3))
+        fitted = 0
     else:
-        fitted, _ = _fit_all(iter(images), n, pp, progress, f"fitting {path.name}")
-    return ImageSet(fitted, labels, class_names, src, fitted=0 if (h, w) == (pp.height, pp.width) else n)
+        out, fitted = _fit_all(iter(images), n, pp, progress, f"fitting {path.name}")
+    return ImageSet(out, labels, class_names, src, fitted=fitted)
 
 
 def _load_folder(path: Path, pp: Preprocess, limit: int | None, progress: bool, spread: bool) -> ImageSet:

@@ -65,6 +65,7 @@ pass:
     if (i > 0 && t < OUTS) {   // row i - 1's outputs, OL consecutive channels (distinct banks of o)
       typename C::act_t word[OL];   // the row buffer's copy of them
       P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=word type=complete)
+      const int ow = ph * (C::DH / OL) + t;   // their word of the row (where OL | DH, every build)
       for (int l = 0; l < OL; ++l) {
         P2VIT_PRAGMA(HLS UNROLL)
         const int d = t * OL + l;
@@ -72,7 +73,7 @@ pass:
         if (d < C::DH) {   // a partial last word only where OL does not divide DH (kernel tests)
           // channel ph*DH + d as base*OL + l where OL | DH (every build): lane l's bank of o (cyclic
           // XO_BANKS = OL with head groups) is l by the index's form, not by a modulo HLS must prove
-          const int c = C::DH % OL == 0 ? (ph * (C::DH / OL) + t) * OL + l : ph * C::DH + d;
+          const int c = C::DH % OL == 0 ? ow * OL + l : ph * C::DH + d;
           const typename C::act_t y = requant32<8>(i32(done[d]), sint<8>(shift));
           P2VIT_ACCESS_LANE("o", c % xo_banks<C>(), l, gcd_int(OL, xo_banks<C>()));
           o[pn][c] = y;
@@ -80,7 +81,7 @@ pass:
         }
       }
       if constexpr (lanes_fill_xt<C>()) {   // OL == SIMD, SIMD | DH: channels ph*DH + t*OL.. are one xt word
-        if (pn < xt_rows) store_xt_word<C, C::KMAX_MAIN>(xt, pn, ph * (C::DH / OL) + t, word);
+        if (pn < xt_rows) store_xt_word<C, C::KMAX_MAIN>(xt, pn, ow, word);
       }
     }
     const bool last = t == PASS - 1;   // row i's sums move to `done` (registers) as the pass ends
