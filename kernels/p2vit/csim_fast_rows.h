@@ -148,6 +148,38 @@ inline __m512i requant8(__m512i v, __m512i k) {
 
 #endif  // P2VIT_CSIM_FAST_ROWS
 
+// ---- attention streams: one row of N values in LANES-value words ------------------------------
+// The attention's streams carry a row as ceil(N / L) words of L lanes (lanes_of<T, L>; the value
+// itself at L = 1), lanes past N padding (logits 0, codes the zero-weight code). These read or
+// write one row as the HLS loops do word by word, in one copy.
+
+// row_read<N, L>(s, x): x[j] = lane j % L of the row's word j / L, j < N (the padding dropped).
+template <int N, int L, class T>
+inline void row_read(stream<typename lanes_of<T, L>::type>& s, T x[N]) {
+  if constexpr (L == 1) {
+    s.read_n(x, N);
+  } else {
+    constexpr int W = (N + L - 1) / L;
+    lane_word<T, L> w[W];
+    s.read_n(w, W);
+    for (int j = 0; j < N; ++j) x[j] = w[j / L].v[j % L];
+  }
+}
+
+// row_write<N, L>(s, x, pad): the row x[0..N-1] as its words, lanes past N = pad.
+template <int N, int L, class T>
+inline void row_write(stream<typename lanes_of<T, L>::type>& s, const T x[N], T pad) {
+  if constexpr (L == 1) {
+    (void)pad;
+    s.write_n(x, N);
+  } else {
+    constexpr int W = (N + L - 1) / L;
+    lane_word<T, L> w[W];
+    for (int j = 0; j < W * L; ++j) w[j / L].v[j % L] = j < N ? x[j] : pad;
+    s.write_n(w, W);
+  }
+}
+
 // ---- Log-Int-Softmax (numerics.md 2.5) ------------------------------------------------------
 
 // LisTable<E>(x0, pb, pc): ex[d] = int_exp_cmp<8 + E, exp_clamp(E)>(-(d << E), m, pb, pc) for d = 0..255,
@@ -256,19 +288,19 @@ inline void lis_row(const sint<8> a[N], uint<BITS> code[N], const std::int64_t t
 // softmax_rows_fast<C>: softmax_rows<C> (p2vit/softmax.h): per row, read the row's maximum and N logits, lis_row with the
 // table of this head's constants, the same traces, write N codes.
 template <class C>
-inline void softmax_rows_fast(stream<typename C::act_t>& in, stream<typename C::act_t>& maxes,
-                              stream<typename C::code_t>& out, i64 x0, i64 pb, i64 pc, int block, int h) {
+inline void softmax_rows_fast(stream<typename C::logit_word_t>& in, stream<typename C::act_t>& maxes,
+                              stream<typename C::code_word_t>& out, i64 x0, i64 pb, i64 pc, int block, int h) {
   const LisTable<C::EXP_SHIFT> lis(x0, pb, pc);
   const long row0 = long(h) * C::N;
   for (int i = 0; i < C::N; ++i) {
     typename C::act_t a[C::N];
     typename C::code_t code[C::N];
-    in.read_n(a, C::N);
+    row_read<C::N, C::LANES>(in, a);
     (void)maxes.read();   // lis_row takes the same maximum from a
     lis_row<C::N, C::ATTN_BITS, C::ATTN_GEOMETRIC>(a, code, lis.ex);
     P2VIT_TRACE("logits", block, (row0 + i) * C::N, a, C::N);
     P2VIT_TRACE("codes", block, (row0 + i) * C::N, code, C::N);
-    out.write_n(code, C::N);
+    row_write<C::N, C::LANES>(out, code, typename C::code_t(C::CODE_ZERO));   // padding: the zero-weight code
   }
   (void)block;
   (void)row0;
@@ -296,7 +328,7 @@ constexpr bool av_supported() {
 // exact integer sum does not matter. The codes are read from the stream in the loop's order, N per
 // query row.
 template <class C>
-inline void av_rows_fast(stream<typename C::code_t>& codes, const value_buf<C> v, int hv, int h,
+inline void av_rows_fast(stream<typename C::code_word_t>& codes, const value_buf<C> v, int hv, int h,
                          int shift, std::int8_t o[C::N][C::D]) {
   static_assert(av_supported<C>(), "av_rows_fast: unsupported configuration");
   constexpr int N = C::N, DH = C::DH, F = C::AV_FRAC, Z = C::CODE_ZERO;
@@ -322,7 +354,7 @@ inline void av_rows_fast(stream<typename C::code_t>& codes, const value_buf<C> v
     for (int r = 0; r < R; ++r) {
       if (r < rows) {
         typename C::code_t cs[N];
-        codes.read_n(cs, N);   // row i + r's N codes
+        row_read<N, C::LANES>(codes, cs);   // row i + r's N codes
         for (int j = 0; j < N; ++j) w[r][j] = wt[int(cs[j])];
         if constexpr (N % 2 == 1) w[r][N] = 0;   // the padding key (its values are 0 too)
       } else {
@@ -369,7 +401,7 @@ inline void av_rows_fast(stream<typename C::code_t>& codes, const value_buf<C> v
   for (int i = 0; i < N; ++i) {
     alignas(32) std::int16_t w[2 * NP];
     typename C::code_t cs[N];
-    codes.read_n(cs, N);   // row i's N codes
+    row_read<N, C::LANES>(codes, cs);   // row i's N codes
     for (int j = 0; j < N; ++j) w[j] = wt[int(cs[j])];
     if constexpr (N % 2 == 1) w[N] = 0;   // the padding key (its values are 0 too)
     __m256i acc[2 * G];

@@ -440,10 +440,10 @@ void logits_out(const typename C::act_t rows[logit_rows_per_cycle<C>()][logit_gr
   [[maybe_unused]] constexpr int RL = logit_rows_per_cycle<C>();   // the C-sim path below
   const int valid = C::N - n0 < C::ROWS ? C::N - n0 : C::ROWS;
 #if P2VIT_CSIM_FAST_ROWS
-  if constexpr (csim_fast_rows::epi_supported<C>() && C::LANES == 1) {   // C-sim: one append per row
+  if constexpr (csim_fast_rows::epi_supported<C>()) {   // C-sim: one append per row
     for (int n = 0; n < C::ROWS; ++n) {
       if (n >= valid) break;
-      out.write_n(rows[n % RL][n / RL], C::N);
+      csim_fast_rows::row_write<C::N, C::LANES>(out, rows[n % RL][n / RL], typename C::act_t(0));   // padding 0
       maxes.write(rmax[n % RL][n / RL]);
     }
     return;

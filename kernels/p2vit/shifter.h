@@ -35,7 +35,7 @@ template <class C>
 void av_rows(stream<typename C::code_word_t>& codes, const value_buf<C> v, int shift, typename C::act_t o[C::N][C::D],
              typename pe_operand<typename C::act_t>::type xt[C::ROWS][C::KMAX_MAIN], int xt_rows, int h0, int heads) {
 #if P2VIT_CSIM_FAST_ATTN
-  if constexpr (csim_fast_rows::av_supported<C>() && C::LANES == 1) {   // C-sim: the same sums as a dot product
+  if constexpr (csim_fast_rows::av_supported<C>()) {   // C-sim: the same sums as a dot product
     for (int h = h0; h < h0 + heads; ++h) csim_fast_rows::av_rows_fast<C>(codes, v, h - h0, h, shift, o);
     fill_xt_rows<C>(o, xt, xt_rows);
     return;

@@ -32,11 +32,9 @@ template <class C>
 void softmax_rows(stream<typename C::logit_word_t>& in, stream<typename C::act_t>& maxes,
                   stream<typename C::code_word_t>& out, i64 x0, i64 pb, i64 pc, int h0, int heads, int block) {
 #if P2VIT_CSIM_FAST_ATTN
-  if constexpr (C::LANES == 1) {
-    for (int h = h0; h < h0 + heads; ++h)
-      csim_fast_rows::softmax_rows_fast<C>(in, maxes, out, x0, pb, pc, block, h);   // C-sim: the same codes
-    return;
-  }
+  for (int h = h0; h < h0 + heads; ++h)
+    csim_fast_rows::softmax_rows_fast<C>(in, maxes, out, x0, pb, pc, block, h);   // C-sim: the same codes
+  return;
 #endif
   constexpr int ROWS_MAX = qkv_heads<C>() * C::N;   // a head group's rows, head after head
   const int rows_all = heads > 0 ? ROWS_MAX : 0;    // heads is 0 or qkv_heads (no multiplier)
