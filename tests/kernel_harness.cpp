@@ -1160,19 +1160,21 @@ arr nibble_word_v(arr bytes, int c, int s) {
   throw py::value_error("nibble_word: shape not instantiated in the harness");
 }
 
-// mac_layer(x, w, rows, cols, wbits, ports): a whole layer on the MAC array, x [NR][K] (NR <= 200,
-// K <= 64, even) against w [O][K] with O a multiple of cols, weights packed into m_axi beats as
-// codegen/layout.py plane_weights packs them (plane j: columns j*cols/ports .. of every tile, one
-// [cols/ports][2] word per step in a slot of BEATS beats; 4-bit: two per byte, low nibble first),
-// the planes one after the other, read through `ports` weight ports: returns x.w^T [NR][O]. Native
-// AVX2 builds with cols a multiple of 8 take csim_fast::layer_fast (blocked, row groups, the
-// epilogues in (weight tile, row tile) order); every other build the HLS loops (load_rows_array,
-// reduce_step per step).
-template <int R, int C, int P>
+// mac_layer(x, w, rows, cols, wbits, ports, simd, slot): a whole layer on the MAC array, x [NR][K]
+// (NR <= 200, K <= 64, a multiple of simd) against w [O][K] with O a multiple of cols, weights packed
+// into m_axi beats as codegen/layout.py plane_weights packs them (plane j: columns j*cols/ports .. of
+// every tile, one [cols/ports][simd] word per step in a slot of BEATS beats; 4-bit: two per byte,
+// low nibble first; 8-bit weights in 4-bit slots (the embedding's): the word's first simd/2 lanes
+// of each column as bytes, the others zero, so w must be zero there), the planes one after the
+// other, read through `ports` weight ports: returns x.w^T [NR][O]. Native AVX2 builds with cols a
+// multiple of 8 take csim_fast::layer_fast (blocked, row groups, the epilogues in (weight tile, row
+// tile) order; BlobTiles pairs the reduction indices of a word of any SIMD); every other build the
+// HLS loops (load_rows_array, reduce_step per step).
+template <int R, int C, int P, int S, int WS>
 struct LCfg {
-  static constexpr int ROWS = R, COLS = C, SIMD = 2, AXI_BYTES = 16, N = 200, KMAX = 64;
-  static constexpr int WPORTS = P, PCOLS = C / P, W_SLOT = 8, LUT_ROWS = 0;   // (4-bit slots, LUT MACs: whole builds)
-  static constexpr int BEATS = (PCOLS * SIMD + AXI_BYTES - 1) / AXI_BYTES;
+  static constexpr int ROWS = R, COLS = C, SIMD = S, AXI_BYTES = 16, N = 200, KMAX = 64;
+  static constexpr int WPORTS = P, PCOLS = C / P, W_SLOT = WS, LUT_ROWS = 0;   // (LUT MACs: whole builds)
+  static constexpr int BEATS = (PCOLS * SIMD * W_SLOT / 8 + AXI_BYTES - 1) / AXI_BYTES;
   using act_t = sint<8>;
   using acc_t = sint<32>;
   using axi_t = p2vit::axi_word<AXI_BYTES>;
@@ -1188,15 +1190,16 @@ void set_byte(W& w, int i, std::uint8_t v) {
 #endif
 }
 
-template <int R, int C, int P>
+template <int R, int C, int P, int S, int WS>
 arr mac_layer_t(const arr& x, const arr& w, int wbits) {
-  using L = LCfg<R, C, P>;
+  using L = LCfg<R, C, P, S, WS>;
   constexpr int PC = L::PCOLS;
   if (x.ndim() != 2 || w.ndim() != 2 || x.shape(0) < 1 || x.shape(0) > L::N || x.shape(1) > L::KMAX ||
-      x.shape(1) % 2 || x.shape(1) < 2 || w.shape(1) != x.shape(1) || w.shape(0) % C || (wbits != 8 && wbits != 4))
-    throw py::value_error("mac_layer: x [<=200][even K <= 64], w [O][K] with O a multiple of cols, wbits 8 or 4");
+      x.shape(1) % S || x.shape(1) < S || w.shape(1) != x.shape(1) || w.shape(0) % C || (wbits != 8 && wbits != 4))
+    throw py::value_error("mac_layer: x [<=200][K <= 64, a multiple of simd], w [O][K] with O a multiple of cols, "
+                          "wbits 8 or 4");
   const int NR = int(x.shape(0)), K = int(x.shape(1)), O = int(w.shape(0)), NT = (NR + R - 1) / R, OT = O / C;
-  const int steps = K / 2;
+  const int steps = K / S;
   const long plane = long(OT) * steps * L::BEATS;
   static typename L::act_t xa[L::N][L::KMAX];
   for (int n = 0; n < NR; ++n)
@@ -1207,11 +1210,13 @@ arr mac_layer_t(const arr& x, const arr& w, int wbits) {
   for (int j = 0; j < P; ++j)
     for (int ot = 0; ot < OT; ++ot)
       for (int ks = 0; ks < steps; ++ks)
-        for (int i = 0; i < PC * 2; ++i) {
-          const std::int64_t v = w.at(ot * C + j * PC + i / 2, 2 * ks + i % 2);
+        for (int i = 0; i < PC * S; ++i) {   // weight i of the plane's word: column i / S, lane i % S
+          const std::int64_t v = w.at(ot * C + j * PC + i / S, ks * S + i % S);
           const long byte0 = (j * plane + (long(ot) * steps + ks) * L::BEATS) * L::AXI_BYTES;
-          if (wbits == 8) {
-            const long at = byte0 + i;
+          if (wbits == 8 && WS == 4 && i % S >= S / 2) {   // the embedding's zero lanes
+            if (v != 0) throw py::value_error("mac_layer: 8-bit weights in 4-bit slots need w = 0 in lanes >= simd/2");
+          } else if (wbits == 8) {
+            const long at = byte0 + (WS == 4 ? (i / S) * (S / 2) + i % S : i);
             set_byte(blob[at / L::AXI_BYTES], int(at % L::AXI_BYTES), std::uint8_t(in_s<8>(v, "mac_layer w")));
           } else {
             const long at = byte0 + i / 2;
@@ -1233,7 +1238,7 @@ arr mac_layer_t(const arr& x, const arr& w, int wbits) {
 #if P2VIT_CSIM_FAST_MAC
   if constexpr (p2vit::csim_fast::layer_fast_supported<L>()) {
     p2vit::csim_fast::layer_fast<L, L::KMAX>(
-        NT, K, OT, p2vit::csim_fast::BlobTiles<L, L::KMAX>{ports, 0, plane, wbits, K / 2}, load, epi, [](int) {});
+        NT, K, OT, p2vit::csim_fast::BlobTiles<L, L::KMAX>{ports, 0, plane, wbits, steps}, load, epi, [](int) {});
     return out;
   }
 #endif
@@ -1250,9 +1255,13 @@ arr mac_layer_t(const arr& x, const arr& w, int wbits) {
   return out;
 }
 
-arr mac_layer_v(arr x, arr w, int r, int c, int wbits, int ports) {
-#define X(R, C, P) if (r == R && c == C && ports == P) return mac_layer_t<R, C, P>(x, w, wbits);
-  X(8, 8, 1) X(8, 16, 1) X(4, 8, 1) X(16, 8, 1) X(3, 8, 1) X(8, 16, 2) X(3, 8, 2) X(4, 12, 3) X(5, 24, 3) X(4, 8, 4) X(3, 16, 4)
+arr mac_layer_v(arr x, arr w, int r, int c, int wbits, int ports, int simd, int slot) {
+#define X(R, C, P, S, WS) \
+  if (r == R && c == C && ports == P && simd == S && slot == WS) return mac_layer_t<R, C, P, S, WS>(x, w, wbits);
+  X(8, 8, 1, 2, 8) X(8, 16, 1, 2, 8) X(4, 8, 1, 2, 8) X(16, 8, 1, 2, 8) X(3, 8, 1, 2, 8) X(8, 16, 2, 2, 8)
+  X(3, 8, 2, 2, 8) X(4, 12, 3, 2, 8) X(5, 24, 3, 2, 8) X(4, 8, 4, 2, 8) X(3, 16, 4, 2, 8)
+  // wider words and 4-bit slots (the --target designs: SIMD 8 or 16, 4 ports)
+  X(5, 8, 4, 8, 8) X(3, 16, 4, 8, 4) X(4, 8, 4, 16, 4) X(6, 16, 2, 4, 4) X(3, 12, 3, 4, 8)
 #undef X
   throw py::value_error("mac_layer: shape not instantiated in the harness");
 }
@@ -1369,7 +1378,7 @@ PYBIND11_MODULE(P2VIT_MODNAME, m) {
   m.def("attention_region", &attention_region_v, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("shift_qk"), py::arg("x0"), py::arg("pb"), py::arg("pc"), py::arg("shift_av"), py::arg("lanes") = 1,
         py::arg("qk_rows") = 3);
   m.def("mac_layer", &mac_layer_v, py::arg("x"), py::arg("w"), py::arg("rows"), py::arg("cols"), py::arg("wbits"),
-        py::arg("ports") = 1);
+        py::arg("ports") = 1, py::arg("simd") = 2, py::arg("slot") = 8);
   m.attr("csim_fast_mac") = bool(P2VIT_CSIM_FAST_MAC);
   m.attr("csim_fast_vnni") = bool(P2VIT_CSIM_FAST_VNNI);
   m.def("nibble_word", &nibble_word_v, py::arg("bytes"), py::arg("cols"), py::arg("simd"));

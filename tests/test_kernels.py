@@ -997,6 +997,29 @@ def test_mac_layer_is_an_exact_matmul(fkern, rows, cols, ports, wbits):
         check(fkern.mac_layer(x, w, rows, cols, wbits, ports), x @ w.T)
 
 
+@pytest.mark.parametrize("rows,cols,ports,simd,slot,wbits", [
+    (5, 8, 4, 8, 8, 8), (5, 8, 4, 8, 8, 4), (3, 16, 4, 8, 4, 4), (3, 16, 4, 8, 4, 8), (4, 8, 4, 16, 4, 4),
+    (4, 8, 4, 16, 4, 8), (6, 16, 2, 4, 4, 4), (6, 16, 2, 4, 4, 8), (3, 12, 3, 4, 8, 8), (3, 12, 3, 4, 8, 4)])
+def test_mac_layer_with_wide_words_and_4_bit_slots_is_an_exact_matmul(fkern, rows, cols, ports, simd, slot, wbits):
+    """The MAC array with the --target designs' words: SIMD 4, 8 or 16 reduction lanes a step, 8- or
+    4-bit weight slots and 8-bit weights in 4-bit slots (the embedding's: the first SIMD/2 lanes of a
+    word, the others zero). Native AVX2 builds with cols a multiple of 8 take csim_fast.layer_fast,
+    whose BlobTiles reads each step's word as the HLS loop does and pairs its reduction indices;
+    every other build (ap_int, cols 12) the HLS loops. Both == x.w^T over the full operand ranges,
+    the extremes included."""
+    rng = np.random.default_rng(rows * 1000 + cols * 10 + simd + wbits + slot)
+    lo, hi = (-128, 128) if wbits == 8 else (-8, 8)
+    for nr, steps, ot in [(57, 64 // simd, 3), (9, 1, 1), (50, max(1, 40 // simd), 5), (197, 64 // simd, 3)]:
+        k = steps * simd
+        x = rng.integers(-128, 128, (nr, k))
+        w = rng.integers(lo, hi, (ot * cols, k))
+        x[0, :] = -128                     # extremes: -128 x -128 (8-bit) / -8 products
+        w[0, :] = lo
+        if wbits == 8 and slot == 4:       # the embedding's zero lanes
+            w[:, (np.arange(k) % simd) >= simd // 2] = 0
+        check(fkern.mac_layer(x, w, rows, cols, wbits, ports, simd, slot), x @ w.T)
+
+
 def test_native_harness_uses_the_blocked_layer_path_where_the_cpu_has_avx2(kern):
     """csim_fast.layer_fast runs in every native build on an AVX2 CPU, with the VNNI byte kernel
     where the CPU has AVX-512 VNNI, else the 16-bit AVX2 kernel."""

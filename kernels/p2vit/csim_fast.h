@@ -71,11 +71,11 @@ inline T& scratch() {
 }
 
 // layer_fast_supported<C>(): 8-bit activations held as int16 (the AVX2 pe_operand), int32
-// accumulators, SIMD 2 (the weight word layout), whole groups of 8 columns and 8-bit weight slots
-// (BlobTiles reads the blob's words as they are).
+// accumulators, an even SIMD (the kernels take the reduction indices in pairs) and whole groups of
+// 8 columns. Any weight ports and slot width: BlobTiles rearranges the words into pairs.
 template <class C>
 constexpr bool layer_fast_supported() {
-  return C::SIMD == 2 && C::COLS % 8 == 0 && C::W_SLOT == 8 && std::is_same<typename C::act_t, std::int8_t>::value &&
+  return C::SIMD % 2 == 0 && C::COLS % 8 == 0 && std::is_same<typename C::act_t, std::int8_t>::value &&
          std::is_same<typename pe_operand<typename C::act_t>::type, std::int16_t>::value &&
          std::is_same<typename C::acc_t, std::int32_t>::value;
 }
@@ -96,7 +96,7 @@ constexpr bool layer_fast_supported() {
 //   AVX2: the rows as int16 x (no offset), a slice as one 32-byte word per step (8 columns x the
 //     step's 2 weights, sign-extended to int16, the blob's own [COLS][2] order), 6 rows per block
 //     with vpmaddwd (x[2s]*w[2s] + x[2s+1]*w[2s+1] per column: 16 products per instruction, each
-//     at most 2^14, so every partial sum is exact in int32) and vpaddd. K is even (SIMD 2).
+//     at most 2^14, so every partial sum is exact in int32) and vpaddd. K is even (SIMD even).
 // The epilogues of a group run in (weight tile, row tile) order instead of (row tile, weight
 // tile): each writes only its own tile's outputs, so the result is the same; a row tile's `done`
 // (e.g. Q.K^T's logits_out) runs after all of its epilogues, in row-tile order.
@@ -298,10 +298,13 @@ __attribute__((noipa)) void gemm_block(const std::int16_t x[][KMAX], int K, cons
 #endif  // P2VIT_CSIM_FAST_VNNI
 
 // BlobTiles<C, KMAX>: the weight tiles of a layer in the blob, where reduce_step reads them (plane j
-// of WPORTS from port j, `plane` beats apart; codegen/layout.py plane_weights). tile(ot, buf,
-// stride): pointer to tile ot's words, one [COLS][2] int8 word per step, `stride` bytes apart: the
-// blob itself for 8-bit weights on one port, else buf after gathering the planes' words and
-// unpacking the nibbles.
+// of WPORTS from port j, `plane` beats apart; codegen/layout.py plane_weights), steps = K / SIMD
+// words a tile. tile(ot, buf, stride): pointer to tile ot's weights as one [COLS][2] int8 word per
+// pair of reduction indices, `stride` bytes apart: at SIMD 2 with 8-bit slots the blob itself for
+// 8-bit weights on one port, else buf after gathering the planes' words and unpacking the nibbles;
+// at any other SIMD or with 4-bit slots buf, from each step's COLS x SIMD word as the HLS loop
+// reads it (weight_word: weight s of column o is reduction index step * SIMD + s; the embedding's
+// zero lanes in 4-bit slots included, as its row tiles hold zeros there).
 template <class C, int KMAX>
 struct BlobTiles {
   WeightPorts<C> ports;
@@ -310,23 +313,38 @@ struct BlobTiles {
   const std::uint8_t* tile(int ot, std::int8_t buf[KMAX / 2][C::COLS][2], long& stride) const {
     constexpr long WORD_STRIDE = long(C::BEATS) * C::AXI_BYTES;   // bytes from one step's plane word to the next
     const long first = w_beat + long(ot) * steps * C::BEATS;
-    if (C::WPORTS == 1 && wbits == 8) {
-      stride = WORD_STRIDE;
-      return &ports.blob[first].b[0];
-    }
-    const typename C::axi_t* port[4] = {ports.blob, ports.blob_w1, ports.blob_w2, ports.blob_w3};
-    for (int j = 0; j < C::WPORTS; ++j) {
-      const std::uint8_t* words = &port[j][first + j * plane].b[0];
+    if constexpr (C::SIMD != 2 || C::W_SLOT != 8) {
+      typename C::act_t w[C::COLS][C::SIMD];
       for (int ks = 0; ks < steps; ++ks) {
-        std::int8_t(*dst)[2] = &buf[ks][j * C::PCOLS];
-        if (wbits == 8)
-          std::memcpy(&dst[0][0], words + ks * WORD_STRIDE, C::PCOLS * 2);
-        else
-          blob_nibble_word<C::PCOLS, 2>(words + ks * WORD_STRIDE, 0, dst);
+        weight_word<C>(ports, first + long(ks) * C::BEATS, plane, wbits, w);
+        for (int o = 0; o < C::COLS; ++o)
+          for (int s = 0; s < C::SIMD; s += 2) {
+            const int k = ks * C::SIMD + s;   // even: the pair (k, k + 1)
+            buf[k / 2][o][0] = w[o][s];
+            buf[k / 2][o][1] = w[o][s + 1];
+          }
       }
+      stride = C::COLS * 2;
+      return reinterpret_cast<const std::uint8_t*>(&buf[0][0][0]);
+    } else {
+      if (C::WPORTS == 1 && wbits == 8) {
+        stride = WORD_STRIDE;
+        return &ports.blob[first].b[0];
+      }
+      const typename C::axi_t* port[4] = {ports.blob, ports.blob_w1, ports.blob_w2, ports.blob_w3};
+      for (int j = 0; j < C::WPORTS; ++j) {
+        const std::uint8_t* words = &port[j][first + j * plane].b[0];
+        for (int ks = 0; ks < steps; ++ks) {
+          std::int8_t(*dst)[2] = &buf[ks][j * C::PCOLS];
+          if (wbits == 8)
+            std::memcpy(&dst[0][0], words + ks * WORD_STRIDE, C::PCOLS * 2);
+          else
+            blob_nibble_word<C::PCOLS, 2>(words + ks * WORD_STRIDE, 0, dst);
+        }
+      }
+      stride = C::COLS * 2;
+      return reinterpret_cast<const std::uint8_t*>(&buf[0][0][0]);
     }
-    stride = C::COLS * 2;
-    return reinterpret_cast<const std::uint8_t*>(&buf[0][0][0]);
   }
 };
 

@@ -388,7 +388,7 @@ int main_array(int mode, const typename C::act_t img[C::IMG_C * C::IMG_H * C::IM
                                                      e_r, e_s, r, rc, ln_k, ln_acc1, ln_acc2, ln_s1, ln_sd, ln_eps, q,
                                                      k, v, hid, logits, block);
     };
-    csim_fast::layer_fast<C, KMAX>(NT, K, OT, csim_fast::BlobTiles<C, KMAX>{ports, w_beat, plane, wbits, K / 2}, load,
+    csim_fast::layer_fast<C, KMAX>(NT, K, OT, csim_fast::BlobTiles<C, KMAX>{ports, w_beat, plane, wbits, K / C::SIMD}, load,
                                    epilogue, [](int) {});
     return -1;   // every layer loads its own rows here
   }
