@@ -10,6 +10,7 @@
 // What is here (only when P2VIT_CSIM_FAST_MAC is 1, see below):
 //   layer_fast_supported<C>()                       the configurations this path handles
 //   BlobTiles<C, KMAX>, KeyTiles<C, KMAX>           where a layer's weight tiles come from
+//   WideCols<C>                                     C with its columns widened to whole slices of 8
 //   layer_fast<C, KMAX>(NT, K, OT, tiles, load, epi, done)
 //       one whole layer (main_array and qk_array in p2vit/layers.h call it
 //       with their own row loaders and epilogues)
@@ -346,6 +347,14 @@ struct BlobTiles {
       return reinterpret_cast<const std::uint8_t*>(&buf[0][0][0]);
     }
   }
+};
+
+// WideCols<C>: C with lcm(COLS, 8) columns, for an array narrower than a slice of 8 (the Q.K^T
+// array's PCOLS keys a step): layer_fast runs tiles of that many columns, and the caller splits
+// each into COLS-column tiles for its epilogue (qk_array).
+template <class C>
+struct WideCols : C {
+  static constexpr int COLS = lcm_int(C::COLS, 8);
 };
 
 // KeyTiles<C, KMAX>: Q.K^T's "weights": column o of tile ot is key j = ot*COLS + o of head h

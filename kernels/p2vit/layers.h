@@ -607,20 +607,29 @@ void qk_array(const query_buf<C> q, const key_buf<C> k, int shift,
   typename C::act_t rmax[2][RL][G];   // the tiles' running row maxima: registers
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=rmax type=complete dim=0)
 #if P2VIT_CSIM_FAST_MAC
-  if constexpr (csim_fast::layer_fast_supported<C>()) {   // native C-sim: same values, blocked (csim_fast.h)
+  // the blocked path takes key tiles of whole slices of 8: W = lcm(COLS, 8) keys each (WideCols),
+  // each split into W / COLS of this array's key tiles for the epilogue, in key order
+  using WC = csim_fast::WideCols<C>;
+  if constexpr (csim_fast::layer_fast_supported<WC>()) {   // native C-sim: same values, blocked (csim_fast.h)
     constexpr int TG = csim_fast::group_tiles<C>();
+    constexpr int SUB = WC::COLS / C::COLS;   // key tiles of this array in one of the blocked path's
     using GroupRows = typename C::act_t[TG][RL][G][C::N];   // the row tiles of one group
     using GroupMax = typename C::act_t[TG][RL][G];
     GroupRows& group_rows = csim_fast::scratch<GroupRows, 1>();
     GroupMax& group_max = csim_fast::scratch<GroupMax, 1>();
     for (int h = h0; h < h0 + heads; ++h)
-      csim_fast::layer_fast<C, C::DH>(
-          NT, C::DH, OT, csim_fast::KeyTiles<C, C::DH>{k, h - h0},
+      csim_fast::layer_fast<WC, C::DH>(
+          NT, C::DH, (C::N + WC::COLS - 1) / WC::COLS, csim_fast::KeyTiles<WC, C::DH>{k, h - h0},
           [&](int t, pe_x<C> tile[C::ROWS][C::DH]) {
             load_rows_array<C, C::DH, QD, q_banks<C>()>(q, (h - h0) * C::DH, C::DH, C::N, t * C::ROWS, tile, "q");
           },
-          [&](int t, int ot, const typename C::acc_t tile_acc[C::ROWS][C::COLS]) {
-            epi_logits<C>(tile_acc, ot * C::COLS, shift, group_rows[t % TG], group_max[t % TG]);
+          [&](int t, int wt, const typename C::acc_t wide[C::ROWS][WC::COLS]) {
+            typename C::acc_t tile_acc[C::ROWS][C::COLS];
+            for (int i = 0; i < SUB && wt * SUB + i < OT; ++i) {   // key tile 0 first: it starts the row maxima
+              for (int n = 0; n < C::ROWS; ++n)
+                for (int o = 0; o < C::COLS; ++o) tile_acc[n][o] = wide[n][i * C::COLS + o];
+              epi_logits<C>(tile_acc, (wt * SUB + i) * C::COLS, shift, group_rows[t % TG], group_max[t % TG]);
+            }
           },
           [&](int t) { logits_out<C>(group_rows[t % TG], group_max[t % TG], t * C::ROWS, logits, maxes); });
     return;
