@@ -311,6 +311,23 @@ def storage_impl(memory: tuple[int, int, int]) -> str:
     return "bram" if memory[1] * memory[2] >= 1024 else "lutram"
 
 
+def true_dual_port_bindings(shape: ModelShape, hw: HwConfig) -> dict[str, str]:
+    """BIND_STORAGE impl of each burst-filled memory into which one beat writes two values a bank
+    (AXI_BYTES values into AXI_BYTES / 2 banks a cycle): the image img and the 1-byte per-output
+    parameters shift, e_r and e_s (p1). Two writes a cycle need both ports of a true dual-port RAM
+    (ram_t2p), which a BRAM is and LUTRAM is not: "bram" for a memory resources.buffers counts as
+    BRAM (storage_impl), "" for a LUTRAM one, whose burst Vitis schedules at II 2 (it holds fewer
+    than 1 Kbit: e_r and e_s at D 768, a 48-beat burst a residual layer)."""
+    ab = hw.axi_bytes
+    f = partition_factors(shape, hw)
+    om = max(3 * shape.dim, shape.hidden, shape.num_classes)
+    image = shape.in_chans * shape.img_h * shape.img_w
+    sizes = {"img": (f["img"], cdiv(image, f["img"])), "shift": (f["p1"], cdiv(om, f["p1"])),
+             "e_r": (f["p1"], cdiv(shape.dim, f["p1"])), "e_s": (f["p1"], cdiv(shape.dim, f["p1"]))}
+    return {name: "bram" if cdiv(ab, banks) == 2 and storage_impl((banks, depth, 8)) == "bram" else ""
+            for name, (banks, depth) in sizes.items()}
+
+
 def partition_factors(shape: ModelShape, hw: HwConfig) -> dict[str, int]:
     """The ARRAY_PARTITION factors of the generated top, main_array and qk_array (kernels/p2vit/banks.h), by
     array: r, rc, o, q, k (channels; the keys are cyclic PCOLS besides), hid, img, tile_bias, the

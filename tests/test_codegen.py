@@ -262,6 +262,28 @@ def test_head_group_region_shares_only_o(tiny_ir):
     assert "xt" in _region_arrays_of_both_processes(single)
 
 
+def test_two_writes_a_bank_bind_a_true_dual_port_bram(tiny_ir):
+    """A burst that writes a beat's AXI_BYTES values into AXI_BYTES / 2 banks writes each bank twice
+    a cycle, which only a true dual-port RAM takes (UG1399 BIND_STORAGE ram_t2p; BRAM has it, LUTRAM
+    does not): the top binds exactly those memories that resources.buffers counts as BRAM; a LUTRAM
+    one gets no binding (its burst runs at II 2)."""
+    from codegen import resources
+    for hw in (HwConfig(), HwConfig(rows=4, cols=8, simd=8, lanes=8), HwConfig(cols=16, weight_ports=2)):
+        shape = model_shape.shape_from_ir(tiny_ir)
+        top = render(tiny_ir, hw).files["hls/p2vit_top.cpp"]
+        f = design.partition_factors(shape, hw)
+        binds = dict(re.findall(r"BIND_STORAGE variable=(\w+) type=ram_t2p impl=(\w+)", top))
+        image = shape.in_chans * shape.img_h * shape.img_w
+        om = max(3 * shape.dim, shape.hidden, shape.num_classes)
+        for name, banks, depth in (("img", f["img"], -(-image // f["img"])), ("shift", f["p1"], -(-om // f["p1"])),
+                                   ("e_r", f["p1"], -(-shape.dim // f["p1"])), ("e_s", f["p1"], -(-shape.dim // f["p1"]))):
+            twice = -(-hw.axi_bytes // banks) == 2
+            in_bram = depth * 8 >= 1024      # resources.buffers: memories under 1 Kbit are LUTRAM
+            assert binds.get(name) == ("bram" if twice and in_bram else None), (hw, name, binds)
+        assert any(b["buffer"].startswith("image img") for b in resources.buffers(shape, hw))
+    assert binds                              # the check saw a binding at least once
+
+
 def test_no_recursion_in_generated_code(tiny_ir):
     files = render(tiny_ir, HwConfig()).files
     for name, text in _hls_sources(files):

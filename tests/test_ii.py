@@ -3,10 +3,13 @@
 The counters build of the C-sim records, for every pipelined loop, the most accesses one
 iteration made to one bank of each on-chip array (P2VIT_ACCESS, with the bank functions that
 mirror the ARRAY_PARTITION pragmas) and the most beats it read from each m_axi bundle
-(P2VIT_AXI_BEAT). A BRAM bank serves 2 accesses per cycle (true dual port) and a bundle one beat,
-so the II a loop can reach is max(ceil(bank accesses / 2), beats). That must be exactly the II
-codegen.perf models (loop_ii), for the default configuration, a wide-word one (II 8) and the
-design `--target zcu102` picks for DeiT-B, on the CIFAR model, and a planted extra access must break
+(P2VIT_AXI_BEAT). A BRAM bank serves 2 accesses per cycle (true dual port: where a burst writes a
+bank twice a cycle, the top binds it ram_t2p, design.true_dual_port_bindings; the 1-byte residual
+parameters e_r and e_s, LUTRAM under 1 Kbit, are the exception: their 48-beat bursts run at II 2 in
+hardware) and a bundle one beat, so the II a loop can reach is max(ceil(bank accesses / 2), beats).
+That must be exactly the II codegen.perf models (loop_ii), for the default configuration, a
+wide-word one (II 8) and the array shape `--target zcu102` picks for DeiT-B (66x8x8), on the CIFAR
+model (DeiT-B's own size, ViT-B's: tests/test_vitb.py, slow), and a planted extra access must break
 it. The counted runs also compute the reference's logits."""
 from __future__ import annotations
 

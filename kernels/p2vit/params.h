@@ -75,6 +75,7 @@ desc:
 //   FB: bytes per value (1, 2, 4 or 8); T: element type of dst; name: dst's name (II check).
 template <class C, int FB, int BANKS = C::AXI_BYTES / FB, class T>
 void burst(const typename C::axi_t* port, long beat, int n, T dst[], const char* name) {
+  P2VIT_PRAGMA(HLS INLINE)   // its callers' arrays differ in depth (shift[OMAX], e_r[D]): a loop of each caller's own
   constexpr int PER = C::AXI_BYTES / FB;
   static_assert(BANKS % PER == 0 || (PER % BANKS == 0 && PER / BANKS <= 2),
                 "burst: the destination's banks must be a multiple of the values per beat, or half of them");

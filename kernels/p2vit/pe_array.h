@@ -11,8 +11,9 @@
 //
 // DSPs: in the HLS (ap_int) build, columns o and o + 1 of a row share each activation, so their two
 // products come from one DSP48E2: R * ceil(C/2) * S DSPs per instance (fewer with LUT-MAC rows). The S packed products of a
-// PE pair are added in the DSPs themselves (each DSP's post-adder takes the previous one's P), so
-// the only LUT arithmetic per pair and cycle is one split of the packed sum (packed_split).
+// PE pair are added in the DSPs themselves, in chains of at most PACKED_CHAIN (each DSP's post-adder
+// takes the previous one's P), so the LUT arithmetic per pair and cycle is one split of each chain's
+// packed sum (packed_split) and, with more than one chain (S > PACKED_CHAIN), the adds that join them.
 //
 // The loop nest around it (p2vit/layers.h main_array, qk_array) decides what the array computes; this is
 // only the arithmetic of one cycle. In HLS the loops below unroll into R*C*S multipliers and
