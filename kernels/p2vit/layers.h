@@ -625,10 +625,12 @@ void qk_array(const query_buf<C> q, const key_buf<C> k, int shift,
           },
           [&](int t, int wt, const typename C::acc_t wide[C::ROWS][WC::COLS]) {
             typename C::acc_t tile_acc[C::ROWS][C::COLS];
-            for (int i = 0; i < SUB && wt * SUB + i < OT; ++i) {   // key tile 0 first: it starts the row maxima
+            for (int i = 0; i < SUB; ++i) {   // key tile 0 first: it starts the row maxima
+              const int ot = wt * SUB + i;
+              if (ot >= OT) break;
               for (int n = 0; n < C::ROWS; ++n)
                 for (int o = 0; o < C::COLS; ++o) tile_acc[n][o] = wide[n][i * C::COLS + o];
-              epi_logits<C>(tile_acc, (wt * SUB + i) * C::COLS, shift, group_rows[t % TG], group_max[t % TG]);
+              epi_logits<C>(tile_acc, ot * C::COLS, shift, group_rows[t % TG], group_max[t % TG]);
             }
           },
           [&](int t) { logits_out<C>(group_rows[t % TG], group_max[t % TG], t * C::ROWS, logits, maxes); });
