@@ -6,6 +6,7 @@ for the quantization options, and below for the hardware ones.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -76,6 +77,10 @@ def main(argv=None):
         hw = found["best_hw"]
     else:
         hw = hw_config(args, ks.values())
+        if hw.weight_slot_bits == 4 and dataclasses.replace(hw, weight_slot_bits=8).weight_beats == hw.weight_beats:
+            note(f"note: --weight-slot-bits 4 saves no beat at this array: a port's word of {hw.port_cols} x {hw.simd} "
+                 f"weights is {hw.weight_beats} {hw.axi_bits}-bit beat(s) in 8-bit slots too, and the embedding takes "
+                 "twice its steps; it pays where a port's 8-bit word is wider than a beat (more columns or SIMD)")
     check_simd(ks, hw, lm.name)               # fail before the long steps
     calib = calibration_images(args, lm, progress=not args.quiet)
     say(f"quantizing {lm.name} ({cfg.label}) on {len(calib[:cfg.n_calib])} calibration images")

@@ -28,7 +28,7 @@ import torch
 from quantizer import reference
 from quantizer.errors import P2VitError
 from quantizer.ir import QuantizedViT
-from quantizer.outputs import check_output_dir, install_dir, is_p2vit_build, partial_dir
+from quantizer.outputs import BUILD_ENTRIES, check_output_dir, install_dir, is_p2vit_build, partial_dir
 
 from .build import build_module
 from .hwconfig import HwConfig
@@ -61,6 +61,14 @@ def check_build_destination(out: Path, model_name: str, force: bool, source: str
     if source.startswith("random-init") and old_source and not old_source.startswith("random-init") and not force:
         raise P2VitError(f"--out {out} holds a build of {model_name} with trained weights ({old_source}); a "
                          "--random-init build would replace it: choose another directory or pass --force")
+    # a build is replaced whole: files a user put beside its own (README: fine there) would go with it;
+    # cosim.eval's report (cosim/) describes the old build and goes too
+    others = sorted(p.name for p in out.iterdir() if p.name not in BUILD_ENTRIES + ("cosim",)
+                    and not p.name.startswith("."))
+    if others and not force:
+        raise P2VitError(f"--out {out} holds {others[0]}{f' and {len(others) - 1} more' if len(others) > 1 else ''} "
+                         "beside the build, which replacing the build would delete: move it, choose another "
+                         "directory, or pass --force")
 
 
 def generate(ir: QuantizedViT, hw: HwConfig, out: Path, build: bool = True, types=("native",),

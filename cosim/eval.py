@@ -235,7 +235,8 @@ def main(argv=None):
         check_output_file(args.json, "--json")   # before the evaluation, not after it
     if args.report and Path(args.build).is_dir():
         check_output_dir(Path(args.build) / "cosim", "--report")
-    check_outputs_apart({"--json": args.json, "--results": args.results},
+    check_outputs_apart({"--json": args.json, "--results": args.results,
+                         "--report": Path(args.build) / "cosim" if args.report else None},   # its report and plots
                         inputs_of("--data", args.data) + build_inputs(args.build))
     check_scaleout_args(args, "cosim")
     if args.no_rebuild and args.ray is None:

@@ -8,7 +8,7 @@ import numpy as np
 
 from .config import ATTN_BITS, QuantConfig
 from .data import load_images, synthetic_images
-from .errors import P2VitError, path_arg
+from .errors import P2VitError, count_arg, path_arg
 from .intops import ATTN_ROUNDINGS, EXP_SHIFTS
 from .mixed import HELDOUT
 from .models import LoadedModel, known_models_text, load_model
@@ -55,10 +55,10 @@ def add_quant_args(p: argparse.ArgumentParser, max_attn_bits: int = ATTN_BITS[1]
                         "or as FQ-ViT does (arithmetic, from 1.5*2^p) (default %(default)s)")
     g.add_argument("--res-bits", type=int, choices=(8, 16), default=8, help="residual stream bits (default 8)")
     g.add_argument("--no-smooth", action="store_true", help="turn PoT-aware smoothing off")
-    g.add_argument("--alpha-qkv", type=float, default=0.35, metavar="0..1",
-                   help="smoothing alpha at the QKV input (default 0.35)")
-    g.add_argument("--alpha-fc1", type=float, default=0.5, metavar="0..1",
-                   help="smoothing alpha at the FC1 input (default 0.5)")
+    g.add_argument("--alpha-qkv", type=float, default=None, metavar="0..1",
+                   help=f"smoothing alpha at the QKV input (default {QuantConfig.alpha_qkv})")
+    g.add_argument("--alpha-fc1", type=float, default=None, metavar="0..1",
+                   help=f"smoothing alpha at the FC1 input (default {QuantConfig.alpha_fc1})")
     g.add_argument("--alpha-search", action="store_true", help="choose alpha per layer by output MSE")
     g.add_argument("--rounding", choices=ROUNDING_MODES, default="adaptive",
                    help="PoT rounding of the weight and activation scale exponents (smoothing factors: "
@@ -74,11 +74,39 @@ def add_quant_args(p: argparse.ArgumentParser, max_attn_bits: int = ATTN_BITS[1]
     g.add_argument("--iterations", type=int, default=None,
                    help="mixed precision: evolutionary iterations, 0 = none: the best coarse candidate by held-out "
                         f"score (default {QuantConfig.mixed_iterations})")
-    g.add_argument("--seed", type=int, default=None, help=f"mixed precision: search seed (default {QuantConfig.mixed_seed})")
+    g.add_argument("--seed", type=seed_arg, default=None,
+                   help=f"mixed precision: search seed, 0..2^63-1 (default {QuantConfig.mixed_seed})")
 
+
+
+def seed_arg(text: str) -> int:
+    """argparse `type` of --seed: a whole number torch.manual_seed takes (0..2^63 - 1)."""
+    value = count_arg(0)(text)
+    if value >= 1 << 63:
+        raise argparse.ArgumentTypeError(f"must be below 2^63, not {value}")
+    return value
+
+
+seed_arg.__name__ = "seed"   # argparse names the type in its messages
+
+
+def _check_smoothing_flags(args) -> None:
+    """The smoothing flags that would do nothing together (README: such combinations are refused)."""
+    alphas = [f for f, v in (("--alpha-qkv", args.alpha_qkv), ("--alpha-fc1", args.alpha_fc1)) if v is not None]
+    if args.no_smooth and (alphas or args.alpha_search):
+        given = alphas + (["--alpha-search"] if args.alpha_search else [])
+        raise P2VitError(f"{', '.join(given)} {'set' if len(given) > 1 else 'sets'} the smoothing that --no-smooth "
+                         "turns off; drop one of them")
+    if args.alpha_search and alphas:
+        raise P2VitError(f"{', '.join(alphas)} and --alpha-search conflict: the search chooses each layer's alpha; "
+                         "drop one of them")
+    for flag, v in (("--alpha-qkv", args.alpha_qkv), ("--alpha-fc1", args.alpha_fc1)):
+        if v is not None and not 0.0 <= v <= 1.0:
+            raise P2VitError(f"{flag} {v:g}: a smoothing alpha is in [0, 1]")
 
 
 def quant_config(args) -> QuantConfig:
+    _check_smoothing_flags(args)
     search = {"--budget": args.budget, "--population": args.population, "--iterations": args.iterations,
               "--seed": args.seed}
     given = [flag for flag, v in search.items() if v is not None]
@@ -96,8 +124,10 @@ def quant_config(args) -> QuantConfig:
     return QuantConfig(w_bits=args.w_bits or 8, per_channel=not args.per_tensor, attn_bits=args.attn_bits,
                        attn_uniform=args.attn_uniform, exp_shift=args.exp_shift,
                        attn_rounding=args.attn_rounding,
-                       res_bits=args.res_bits, smooth=not args.no_smooth, alpha_qkv=args.alpha_qkv,
-                       alpha_fc1=args.alpha_fc1, alpha_search=args.alpha_search,
+                       res_bits=args.res_bits, smooth=not args.no_smooth,
+                       alpha_qkv=QuantConfig.alpha_qkv if args.alpha_qkv is None else args.alpha_qkv,
+                       alpha_fc1=QuantConfig.alpha_fc1 if args.alpha_fc1 is None else args.alpha_fc1,
+                       alpha_search=args.alpha_search,
                        rounding=args.rounding, n_calib=args.n_calib,
                        mixed_budget=search_arg(args.budget, DEFAULT_BUDGET) if args.mixed_precision else None,
                        mixed_population=search_arg(args.population, QuantConfig.mixed_population),

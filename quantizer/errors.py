@@ -36,6 +36,9 @@ PATH_ERRORS = {
     errno.ENOSPC: "free some space or choose another output path",
     errno.EDQUOT: "free some space or choose another output path",
     errno.EROFS: "choose an output path on a writable file system",
+    errno.EACCES: "choose a path this user may write",
+    errno.EPERM: "choose a path this user may write (the file or folder may be immutable)",
+    errno.EBUSY: "the path is in use (a mount point?); choose another output path",
 }
 
 

@@ -404,6 +404,9 @@ def main(argv=None):
     else:
         configs = args.configs if args.configs is not None else ",".join(CONFIGS)
         names = list(ALL_CONFIGS) if configs == "all" else [c.strip() for c in configs.split(",") if c.strip()]
+        if configs != "all" and "all" in names:
+            raise P2VitError(f"--configs {configs}: all already names every configuration; pass all alone, or "
+                             "the names you want without it")
         if names and all(n == "fp32" for n in names):
             raise P2VitError("--configs fp32: the FP32 model is always run (every row is measured against it); "
                              "name a quantized configuration too, e.g. --configs pot_8_8_4")

@@ -241,6 +241,11 @@ def _load_weights_into(model: nn.Module, path: Path, name: str) -> None:
                 "{k.removeprefix('module.'): v for k, v in sd.items()} instead"
                 if unexpected and all(k.startswith("module.") for k in sd) else "")
         raise P2VitError(f"weights file {path} does not fit model {name}: " + ", ".join(parts) + hint)
+    # a float parameter stored as integers (an int8 export, say) would load truncated, without a word
+    not_float = [k for k, v in own.items() if v.is_floating_point() and not sd[k].is_floating_point()]
+    if not_float:
+        raise P2VitError(f"weights file {path} holds {len(not_float)} float parameter(s) as {sd[not_float[0]].dtype} "
+                         f"(e.g. {not_float[0]}); p2vit quantizes trained float weights: give the float checkpoint")
     as_float = {k: v.float() for k, v in sd.items()}   # float8/16/64 too; float64 past float32 becomes Inf
     # NaN or Inf would reach the quantizer, whose scales are then no power of two
     broken = [k for k, v in as_float.items() if sd[k].is_floating_point() and not np.isfinite(v.numpy()).all()]

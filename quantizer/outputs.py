@@ -129,6 +129,16 @@ def _is_saved_ir(directory: Path) -> bool:
     return isinstance(manifest, dict) and manifest.get("format") == IR_FORMAT
 
 
+def _is_results_dir(folder: Path) -> bool:
+    """Whether a folder is a --results directory (quantizer/results.py): its meta.json names a run's
+    kind and identity."""
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and "kind" in meta and isinstance(meta.get("identity"), dict)
+
+
 def _check_not_inside_p2vit_output(path: Path, flag: str, anywhere: bool = False) -> None:
     """Outputs leave p2vit builds and saved IRs whole, whichever run they belong to: their files are
     checked against the hashes recorded when they were made, so one written over (build.json,
@@ -138,6 +148,10 @@ def _check_not_inside_p2vit_output(path: Path, flag: str, anywhere: bool = False
     (a build's or an IR's own --out) it may not lie inside a build or IR at all; the build or IR
     itself may be one: it is replaced whole."""
     real = Path(os.path.realpath(path))
+    for parent in real.parents:
+        if _is_results_dir(parent):
+            raise P2VitError(f"{flag} {path} is inside {parent}, the results directory of a sharded run (--results), "
+                             "whose files --resume reads; choose another path")
     for parent in reversed(real.parents):   # outermost first: a build's ir/ is named as the build's
         if is_p2vit_build(parent):
             kind, writer, entries = "the build", "python -m codegen", BUILD_ENTRIES
@@ -184,6 +198,9 @@ def check_output_dir(path: str | os.PathLike, flag: str, anywhere: bool = False)
                          "that directory or choose another path")
     if path.exists() and not path.is_dir():
         raise P2VitError(f"{flag} {path} exists and is not a directory; choose another path")
+    if anywhere and path.is_dir() and os.path.ismount(path):   # install_dir replaces the folder itself
+        raise P2VitError(f"{flag} {path} is a mount point, which the run cannot replace with its output; choose a "
+                         f"directory inside it, e.g. {path / 'out'}")
     _check_creatable(path, flag, is_dir=True)
     return path
 

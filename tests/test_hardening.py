@@ -721,3 +721,93 @@ def test_a_random_init_build_does_not_replace_trained_weights_unforced(tmp_path,
     generate(random_ir, TINY_HW, tmp_path / "b", build=False, force=True)
     generate(random_ir, TINY_HW, tmp_path / "b", build=False)   # random over random: a re-run
     generate(ir, TINY_HW, tmp_path / "b", build=False)           # trained over random: fine
+
+
+# ----------------------------------------------------------------------------- session 46 review
+
+def test_results_directories_are_outputs_no_other_output_may_write_into(tmp_path, capsys):
+    """A --results directory's meta.json and shards are what --resume reads: a --json (or any other
+    file output) inside one is refused, as inside a build; the directory itself stays usable."""
+    from codegen import perf
+    from quantizer.outputs import check_output_file
+    from quantizer.results import check_results_dir
+
+    res = tmp_path / "res"
+    res.mkdir()
+    (res / "meta.json").write_text(json.dumps({"kind": "cosim", "identity": {"build": "x"}, "n": 1,
+                                               "shard_size": 1, "n_shards": 1}))
+    for inside in ("meta.json", "shard-000000.jsonl", "perf.json"):
+        _fails_fast(perf.main, ["deit_t", "--json", str(res / inside)], capsys, "results directory", "choose another path")
+    assert check_results_dir(res, "cosim", resume=True)["kind"] == "cosim"
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "meta.json").write_text("{}")   # a meta.json of something else: an ordinary folder
+    check_output_file(tmp_path / "plain" / "perf.json", "--json")
+
+
+def test_cosim_eval_json_may_not_land_in_the_report_folder(copy_of_tiny_build, capsys):
+    from cosim import eval as cosim_eval
+
+    build = copy_of_tiny_build
+    (build / "cosim").mkdir(exist_ok=True)   # an earlier --report's
+    data = str(build / "golden")
+    _fails_fast(cosim_eval.main, ["--build", str(build), "--data", data, "--report", "--json",
+                                  str(build / "cosim" / "report.md")], capsys, "would overwrite each other")
+
+
+def test_codegen_keeps_files_a_user_put_beside_a_build(copy_of_tiny_build, tmp_path, capsys):
+    from codegen.generate import check_build_destination
+
+    build = copy_of_tiny_build
+    name = json.loads((build / "build.json").read_text())["model"]["name"]
+    check_build_destination(build, name, force=False)   # a build alone (and its cosim/) is replaced
+    (build / "notes.txt").write_text("mine")
+    with pytest.raises(P2VitError, match="notes.txt beside the build"):
+        check_build_destination(build, name, force=False)
+    check_build_destination(build, name, force=True)
+    assert (build / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("flags, expect", [
+    (["--alpha-qkv", "0.3", "--no-smooth"], "that --no-smooth turns off"),
+    (["--alpha-search", "--no-smooth"], "that --no-smooth turns off"),
+    (["--alpha-fc1", "0.3", "--alpha-search"], "conflict"),
+    (["--alpha-qkv", "1.5"], "--alpha-qkv 1.5: a smoothing alpha is in [0, 1]"),
+    (["--mixed-precision", "--seed", str(2 ** 64)], "must be below 2^63"),
+])
+def test_quantizer_refuses_flags_that_would_do_nothing_or_overflow(flags, expect, tmp_path, capsys, monkeypatch):
+    from quantizer import __main__ as cli
+
+    monkeypatch.setattr(cli, "load_model_from_args", lambda a: pytest.fail("loaded a model first"))
+    card = tiny_card(tmp_path)
+    _fails_fast(cli.main, [str(card), "--random-init", *flags, "--out", str(tmp_path / "ir")], capsys, expect)
+
+
+def test_integer_weights_for_float_parameters_are_refused(tmp_path):
+    import torch
+    from quantizer.models import load_model
+
+    card = tiny_card(tmp_path)
+    lm = load_model(str(card), random_init=True)
+    sd = {k: v.clone() for k, v in lm.model.state_dict().items()}
+    sd["blocks.0.attn.qkv.weight"] = sd["blocks.0.attn.qkv.weight"].to(torch.int8)
+    torch.save(sd, tmp_path / "w.pt")
+    with pytest.raises(P2VitError, match=r"float parameter\(s\) as torch.int8 \(e.g. blocks.0.attn.qkv.weight\)"):
+        load_model(str(card), weights=str(tmp_path / "w.pt"))
+
+
+def test_permission_and_busy_errors_are_one_line():
+    import errno as errno_mod
+    from quantizer.errors import path_error_message
+
+    for code in (errno_mod.EACCES, errno_mod.EPERM, errno_mod.EBUSY):
+        msg = path_error_message(OSError(code, os.strerror(code), "/some/out"))
+        assert msg is not None and msg.startswith("/some/out: ") and "choose" in msg
+
+
+def test_quantizer_eval_refuses_all_beside_other_names(tmp_path, capsys):
+    from quantizer import eval as qeval
+
+    card = tiny_card(tmp_path)
+    np.savez(tmp_path / "d.npz", images=random_images(2, 32))
+    _fails_fast(qeval.main, [str(card), "--data", str(tmp_path / "d.npz"), "--calib", str(tmp_path / "d.npz"),
+                             "--configs", "all,pot_8_8_4"], capsys, "all already names every configuration")
