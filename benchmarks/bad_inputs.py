@@ -676,6 +676,28 @@ def run_all(r: Runner) -> None:
                m("codegen.perf", "deit_t", "--w-bits", 4, "--weight-slot-bits", 4, "--simd", 1),
                must_contain=["even --simd"], max_seconds=FAST))
 
+    # ---- E46-E50: session 46's newcomer review -----------------------------------------------------
+    r.run(Case("E46", "quantizer --alpha-qkv 0.3 --no-smooth (the alpha was ignored, exit 0)",
+               m("quantizer", card, "--random-init", "--alpha-qkv", 0.3, "--no-smooth", "--out", "qe46"),
+               must_contain=["--no-smooth"], max_seconds=FAST))
+    r.run(Case("E47", "quantizer --mixed-precision --seed 2^64 (a traceback after the coarse stage)",
+               m("quantizer", card, "--random-init", "--mixed-precision", "--seed", 2 ** 64, "--out", "qe47"),
+               must_contain=["below 2^63"], max_seconds=FAST))
+    res = tmp / "res46"
+    res.mkdir(exist_ok=True)
+    (res / "meta.json").write_text(json.dumps({"kind": "cosim", "identity": {}, "n": 1}))
+    r.run(Case("E48", "cosim.eval --json RESULTS/meta.json (another run's --results: --resume then failed)",
+               m("cosim.eval", "--build", build_a, "--data", "data.npz", "--json", res / "meta.json"),
+               must_contain=["results directory"], max_seconds=FAST))
+    r.run(Case("E49", "quantizer.eval --configs all,pot_8_8_4 (said: unknown configuration all)",
+               m("quantizer.eval", REAL_CARD, "--calib", REAL_CALIB, "--data", REAL_TEST, "--configs", "all,pot_8_8_4"),
+               must_contain=["pass all alone"], max_seconds=FAST))
+    beside = copy_build(build_a, tmp / "beside46")
+    (beside / "notes.txt").write_text("mine")
+    r.run(Case("E50", "codegen --out BUILD holding the user's notes.txt (deleted it, exit 0)",
+               m("codegen", card, "--random-init", "--no-build", "--out", beside),
+               must_contain=["notes.txt beside the build"], max_seconds=FAST))
+
     # ---- 14, 15. developer habits -----------------------------------------------------------
     pytest = Path(PY).parent / "pytest"
     r.run(Case("14", "bare pytest --collect-only -q from the repo root",
