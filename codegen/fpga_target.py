@@ -241,8 +241,8 @@ def search(shape: model_shape.ModelShape, target: Target, grid: dict | None = No
     if not fits:
         why = (" (the accelerator keeps every activation in BRAM and uses no URAM)"
                if rejected[resources.FIT_NAMES["bram18k"]] else "")
-        raise P2VitError(f"no configuration of the grid fits {target.name}: "
-                         + ", ".join(f"{v:,} exceed its {k}" for k, v in rejected.items())
+        raise P2VitError(f"no configuration of the grid fits {target.name} (each counted under the first budget it "
+                         "exceeds, in this order): " + ", ".join(f"{v:,} exceed its {k}" for k, v in rejected.items())
                          + f"{why}; try a larger part")
     # Simulate the fitting designs in the order of their latency bound (perf.latency_bound, no
     # DATAFLOW simulation) until the bound passes the tie of the fastest found: a design left out

@@ -72,8 +72,9 @@ class HwConfig:
     def __post_init__(self):
         for name in ("rows", "cols", "simd"):
             v = getattr(self, name)
-            if not isinstance(v, int) or v < 1 or v > MAX_PES:
-                raise P2VitError(f"--{name} must be an integer in 1..{MAX_PES}, not {v}")
+            low = 2 if name == "cols" else 1   # columns come in pairs (below)
+            if not isinstance(v, int) or v < low or v > MAX_PES:
+                raise P2VitError(f"--{name} must be an integer in {low}..{MAX_PES}, not {v}")
         if not isinstance(self.qk_rows, int) or self.qk_rows < 0 or self.qk_rows > MAX_PES:
             raise P2VitError(f"--qk-rows must be an integer in 0..{MAX_PES} (0: as many as --rows), not {self.qk_rows}")
         if self.lanes not in LANES:

@@ -140,7 +140,8 @@ def write_report(out: Path, ir: QuantizedViT, hw: HwConfig, rendered, info: dict
              "- C-sim modules: " + (", ".join(f"{k}: {v['file']}" for k, v in info["modules"].items()) or "not built"),
              *perf_lines,
              "", "## Static bounds", "",
-             f"MAC accumulators are {b.acc_bits}-bit (`ACC_BITS`), the shifter array's {b.av_acc_bits}-bit "
+             f"MAC accumulators are {b.acc_bits}-bit (`ACC_BITS`: the bits the first row's worst case needs, within "
+             f"the 32 it may use), the shifter array's {b.av_acc_bits}-bit "
              "(`AV_ACC_BITS`); the bias adds and the requant of int32 values run on 32 bits (`requant32`), "
              "LayerNorm's output and the residual add on 64.", "",
              "| quantity | worst case | bits needed | held in | why it cannot overflow |", "|---|---:|---:|---:|---|"]

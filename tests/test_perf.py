@@ -668,6 +668,7 @@ def test_cli_sweep_and_plot(tmp_path, capsys):
     (["vit_b", "--plot", "x.png"], "--plot needs --sweep"),
     (["vit_b", "--max-dsps", "100"], "--max-dsps needs --sweep"),
     (["vit_b", "--cols", "7"], "--cols must be even"),
+    (["vit_b", "--cols", "0"], "--cols must be an integer in 2..256"),   # as --help says
     (["vit_b", "--axi-latency", "-5"], "--axi-latency must be 0..100000"),
     (["vit_b", "--sweep", "--max-dsps", "-1"], "--max-dsps must be >= 1"),
     (["vit_b", "--json", "/dev/null/x.json"], "/dev/null is a file, not a directory"),
