@@ -6,7 +6,6 @@ for the quantization options, and below for the hardware ones.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
@@ -20,7 +19,7 @@ from quantizer.progress import Progress, note
 
 from .fpga_target import format_search, headroom_note, load_target, search
 from .generate import check_build_destination, generate
-from .hwconfig import add_hw_args, check_simd, explicit_hw_flags, hw_config
+from .hwconfig import add_hw_args, check_simd, explicit_hw_flags, hw_config, word_beats
 from .model_shape import shape_of_model
 from .render import check_generatable, max_attn_bits, reduction_lengths
 from .resources import FIT_NAMES
@@ -77,7 +76,7 @@ def main(argv=None):
         hw = found["best_hw"]
     else:
         hw = hw_config(args, ks.values())
-        if hw.weight_slot_bits == 4 and dataclasses.replace(hw, weight_slot_bits=8).weight_beats == hw.weight_beats:
+        if hw.weight_slot_bits == 4 and word_beats(hw.port_cols, hw.simd, hw.axi_bytes, 8) == hw.weight_beats:
             note(f"note: --weight-slot-bits 4 saves no beat at this array: a port's word of {hw.port_cols} x {hw.simd} "
                  f"weights is {hw.weight_beats} {hw.axi_bits}-bit beat(s) in 8-bit slots too, and the embedding takes "
                  "twice its steps; it pays where a port's 8-bit word is wider than a beat (more columns or SIMD)")

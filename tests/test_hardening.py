@@ -811,3 +811,21 @@ def test_quantizer_eval_refuses_all_beside_other_names(tmp_path, capsys):
     np.savez(tmp_path / "d.npz", images=random_images(2, 32))
     _fails_fast(qeval.main, [str(card), "--data", str(tmp_path / "d.npz"), "--calib", str(tmp_path / "d.npz"),
                              "--configs", "all,pot_8_8_4"], capsys, "all already names every configuration")
+
+
+def test_codegen_slot_note_takes_lut_mac_rows(tmp_path, capsys, monkeypatch):
+    """The note on 4-bit slots that save no beat compares with 8-bit slots' beats without building
+    an 8-bit-slot configuration, which --lut-mac-rows (4-bit slots only) would refuse."""
+    from codegen import __main__ as cli
+
+    def reached(*a, **kw):
+        raise P2VitError("reached the calibration")
+    monkeypatch.setattr(cli, "calibration_images", reached)
+    card = tiny_card(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        cli.main([str(card), "--random-init", "--w-bits", "4", "--weight-slot-bits", "4", "--lut-mac-rows", "1",
+                  "--out", str(tmp_path / "b")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "note: --weight-slot-bits 4 saves no beat at this array" in err   # the default 8x8x2: one beat either way
+    assert err.endswith("error: reached the calibration\n") and "lut-mac-rows" not in err, err
