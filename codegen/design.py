@@ -320,7 +320,7 @@ def true_dual_port_bindings(shape: ModelShape, hw: HwConfig) -> dict[str, str]:
     than 1 Kbit: e_r and e_s at D 768, a 48-beat burst a residual layer)."""
     ab = hw.axi_bytes
     f = partition_factors(shape, hw)
-    om = max(3 * shape.dim, shape.hidden, shape.num_classes)
+    om = shape.param_len
     image = shape.in_chans * shape.img_h * shape.img_w
     sizes = {"img": (f["img"], cdiv(image, f["img"])), "shift": (f["p1"], cdiv(om, f["p1"])),
              "e_r": (f["p1"], cdiv(shape.dim, f["p1"])), "e_s": (f["p1"], cdiv(shape.dim, f["p1"]))}

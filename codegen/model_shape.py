@@ -45,6 +45,12 @@ class ModelShape:
         return self.dim // self.heads
 
     @property
+    def param_len(self) -> int:
+        """Length of the per-output parameter arrays bias and shift: the widest layer output, QKV's
+        3D, FC1's hidden or the head's classes (the top's OMAX)."""
+        return max(3 * self.dim, self.hidden, self.num_classes)
+
+    @property
     def reduction_lengths(self) -> dict[str, int]:
         """K of the MAC-array layers, named as codegen.render.reduction_lengths names them."""
         return {"embed": self.kp, "D": self.dim, "hidden": self.hidden, "head dim": self.dh}

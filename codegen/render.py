@@ -111,7 +111,7 @@ def context(ir: QuantizedViT, hw: HwConfig, layout: Layout, bounds: Bounds, modu
         "attn_bits": q["attn_bits"], "exp_shift": low.exp_shift,
         "attn_geometric": low.attn_rounding == "geometric", "hw": hw, "acc_bits": bounds.acc_bits, "av_acc_bits": bounds.av_acc_bits,
         "beats": hw.weight_beats, "kmax_main": design.main_kmax(shape, hw),
-        "omax": max(3 * m["dim"], m["hidden"], m["num_classes"]), "bits": bits, "e_logit": low.e_logit,
+        "omax": shape.param_len, "bits": bits, "e_logit": low.e_logit,
         "xt_reshape": design.xt_reshape(shape, hw),
         "qkv_heads": qkv_heads,
         "grouped": qkv_heads < m["heads"],

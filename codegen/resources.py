@@ -152,7 +152,7 @@ def buffers(shape: ModelShape, hw: HwConfig, acc_bits: int = ACC_BITS) -> list[d
     RL = design.logit_rows_per_cycle(design.qk_hw(hw), DH)
     f = design.partition_factors(shape, hw)
     RB, CB, QB, KB, GB = f["r"], f["rc"], f["q"], f["k"], f["hid"]
-    OM = max(3 * D, HID, shape.num_classes)
+    OM = shape.param_len
     reshape = design.xt_reshape(shape, hw)
 
     def b(name, nbytes, mems):

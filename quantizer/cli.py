@@ -100,9 +100,6 @@ def _check_smoothing_flags(args) -> None:
     if args.alpha_search and alphas:
         raise P2VitError(f"{', '.join(alphas)} and --alpha-search conflict: the search chooses each layer's alpha; "
                          "drop one of them")
-    for flag, v in (("--alpha-qkv", args.alpha_qkv), ("--alpha-fc1", args.alpha_fc1)):
-        if v is not None and not 0.0 <= v <= 1.0:
-            raise P2VitError(f"{flag} {v:g}: a smoothing alpha is in [0, 1]")
 
 
 def quant_config(args) -> QuantConfig:

@@ -65,9 +65,9 @@ class QuantConfig:
             raise P2VitError(f"--population must be at least 2, not {self.mixed_population}")
         if self.mixed_iterations < 0:
             raise P2VitError(f"--iterations must be 0 (the coarse stage only) or more, not {self.mixed_iterations}")
-        for a in (self.alpha_qkv, self.alpha_fc1):
+        for flag, a in (("--alpha-qkv", self.alpha_qkv), ("--alpha-fc1", self.alpha_fc1)):
             if not 0.0 <= a <= 1.0:
-                raise P2VitError(f"smoothing alpha must be in [0, 1], not {a}")
+                raise P2VitError(f"{flag} {a:g}: a smoothing alpha is in [0, 1]")
 
     @property
     def label(self) -> str:

@@ -301,51 +301,34 @@ __attribute__((noipa)) void gemm_block(const std::int16_t x[][KMAX], int K, cons
 // BlobTiles<C, KMAX>: the weight tiles of a layer in the blob, where reduce_step reads them (plane j
 // of WPORTS from port j, `plane` beats apart; codegen/layout.py plane_weights), steps = K / SIMD
 // words a tile. tile(ot, buf, stride): pointer to tile ot's weights as one [COLS][2] int8 word per
-// pair of reduction indices, `stride` bytes apart: at SIMD 2 with 8-bit slots the blob itself for
-// 8-bit weights on one port, else buf after gathering the planes' words and unpacking the nibbles;
-// at any other SIMD or with 4-bit slots buf, from each step's COLS x SIMD word as the HLS loop
-// reads it (weight_word: weight s of column o is reduction index step * SIMD + s; the embedding's
-// zero lanes in 4-bit slots included, as its row tiles hold zeros there).
+// pair of reduction indices, `stride` bytes apart: the blob itself where its words are already that
+// (SIMD 2, 8-bit weights in 8-bit slots, one port), else buf, made from each step's COLS x SIMD word
+// as the HLS loop reads it (weight_word: weight s of column o is reduction index step * SIMD + s;
+// the planes gathered, the nibbles unpacked, the embedding's zero lanes in 4-bit slots included, as
+// its row tiles hold zeros there).
 template <class C, int KMAX>
 struct BlobTiles {
   WeightPorts<C> ports;
   long w_beat, plane;
   int wbits, steps;
   const std::uint8_t* tile(int ot, std::int8_t buf[KMAX / 2][C::COLS][2], long& stride) const {
-    constexpr long WORD_STRIDE = long(C::BEATS) * C::AXI_BYTES;   // bytes from one step's plane word to the next
     const long first = w_beat + long(ot) * steps * C::BEATS;
-    if constexpr (C::SIMD != 2 || C::W_SLOT != 8) {
-      typename C::act_t w[C::COLS][C::SIMD];
-      for (int ks = 0; ks < steps; ++ks) {
-        weight_word<C>(ports, first + long(ks) * C::BEATS, plane, wbits, w);
-        for (int o = 0; o < C::COLS; ++o)
-          for (int s = 0; s < C::SIMD; s += 2) {
-            const int k = ks * C::SIMD + s;   // even: the pair (k, k + 1)
-            buf[k / 2][o][0] = w[o][s];
-            buf[k / 2][o][1] = w[o][s + 1];
-          }
-      }
-      stride = C::COLS * 2;
-      return reinterpret_cast<const std::uint8_t*>(&buf[0][0][0]);
-    } else {
-      if (C::WPORTS == 1 && wbits == 8) {
-        stride = WORD_STRIDE;
-        return &ports.blob[first].b[0];
-      }
-      const typename C::axi_t* port[4] = {ports.blob, ports.blob_w1, ports.blob_w2, ports.blob_w3};
-      for (int j = 0; j < C::WPORTS; ++j) {
-        const std::uint8_t* words = &port[j][first + j * plane].b[0];
-        for (int ks = 0; ks < steps; ++ks) {
-          std::int8_t(*dst)[2] = &buf[ks][j * C::PCOLS];
-          if (wbits == 8)
-            std::memcpy(&dst[0][0], words + ks * WORD_STRIDE, C::PCOLS * 2);
-          else
-            blob_nibble_word<C::PCOLS, 2>(words + ks * WORD_STRIDE, 0, dst);
-        }
-      }
-      stride = C::COLS * 2;
-      return reinterpret_cast<const std::uint8_t*>(&buf[0][0][0]);
+    if (C::SIMD == 2 && C::W_SLOT == 8 && C::WPORTS == 1 && wbits == 8) {
+      stride = long(C::BEATS) * C::AXI_BYTES;   // bytes from one step's word to the next
+      return &ports.blob[first].b[0];
     }
+    typename C::act_t w[C::COLS][C::SIMD];
+    for (int ks = 0; ks < steps; ++ks) {
+      weight_word<C>(ports, first + long(ks) * C::BEATS, plane, wbits, w);
+      for (int o = 0; o < C::COLS; ++o)
+        for (int s = 0; s < C::SIMD; s += 2) {
+          const int k = ks * C::SIMD + s;   // even: the pair (k, k + 1)
+          buf[k / 2][o][0] = w[o][s];
+          buf[k / 2][o][1] = w[o][s + 1];
+        }
+    }
+    stride = C::COLS * 2;
+    return reinterpret_cast<const std::uint8_t*>(&buf[0][0][0]);
   }
 };
 
