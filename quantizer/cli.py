@@ -7,7 +7,7 @@ import argparse
 import numpy as np
 
 from .config import ATTN_BITS, QuantConfig
-from .data import load_images, synthetic_images
+from .data import fitted_note, load_images, synthetic_images
 from .errors import P2VitError, count_arg, path_arg
 from .intops import ATTN_ROUNDINGS, EXP_SHIFTS
 from .mixed import HELDOUT
@@ -142,7 +142,10 @@ def calibration_images(args, lm: LoadedModel, progress: bool = True) -> np.ndarr
     # Mixed precision scores candidates on the next HELDOUT images (held out from calibration).
     want = args.n_calib + (HELDOUT if getattr(args, "mixed_precision", False) else 0)
     if args.calib:
-        imgs = load_images(args.calib, lm.preprocess, limit=want, progress=progress).images
+        ds = load_images(args.calib, lm.preprocess, limit=want, progress=progress)
+        imgs = ds.images
+        if resized := fitted_note(ds, lm.preprocess):   # the ranges come from what the model sees: say so
+            note(resized)
         if len(imgs) < min(want, args.n_calib):
             note(f"warning: {args.calib} has only {len(imgs)} image{'s' if len(imgs) != 1 else ''}; calibrating "
                  f"on {'those' if len(imgs) != 1 else 'it'}")

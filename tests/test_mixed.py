@@ -81,6 +81,23 @@ def test_mixed_model_builds_and_csim_is_bit_exact(mixed, tmp_path):
     assert "layer bits" in (tmp_path / "b" / "report.md").read_text()
 
 
+def test_calibration_images_of_another_size_are_noted(tiny, tmp_path, capsys):
+    """Calibration images not at the model's size are fitted to it; the quantizer says so, as the
+    evaluators do, since the ranges come from the fitted images. At the model's size: no note."""
+    import argparse
+
+    from quantizer.cli import calibration_images
+
+    lm, _ = tiny
+    for size, noted in ((48, True), (32, False)):
+        path = tmp_path / f"calib{size}.npz"
+        np.savez(path, images=np.random.default_rng(0).integers(0, 256, (4, size, size, 3), dtype=np.uint8))
+        args = argparse.Namespace(n_calib=4, calib=str(path), mixed_precision=False)
+        assert calibration_images(args, lm, progress=False).shape == (4, 32, 32, 3)
+        err = capsys.readouterr().err
+        assert (f"note: 4 of 4 images of {path} are not 32x32: each was resized" in err) == noted, err
+
+
 @pytest.mark.parametrize("n_images, says", [(40, "only 8 are left to score"),
                                             (32, "none are left to score, so it scores on the calibration images"),
                                             (32 + 256, None)])
