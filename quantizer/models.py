@@ -191,6 +191,21 @@ def _load_card(path: Path, weights, random_init: bool) -> LoadedModel:
                        spec={"kind": "card", "card": str(path.resolve()), "name": name})
 
 
+def _is_safetensors(path: Path) -> bool:
+    """Whether the file is in the safetensors format, by its content rather than its name (a
+    safetensors file saved as pytorch_model.bin is common): 8 bytes of little-endian header length,
+    then the JSON header's '{', within the file. Torch checkpoints start with a zip's 'PK' or a
+    pickle's 0x80."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+    except OSError:
+        return path.suffix == ".safetensors"   # the loader below reports why it cannot be read
+    if len(head) < 9:
+        return path.suffix == ".safetensors"
+    return head[8:9] == b"{" and 2 <= int.from_bytes(head[:8], "little") <= path.stat().st_size - 8
+
+
 def read_state_dict(path: Path) -> dict:
     """A state dict from .safetensors or a torch checkpoint; one-line errors for anything else."""
     if path.is_dir():
@@ -199,12 +214,13 @@ def read_state_dict(path: Path) -> dict:
         raise P2VitError(f"weights file {path} does not exist (looked for {path.absolute()}); check --weights or the "
                          "model card's \"weights\" field, which is relative to the card")
     try:
-        if path.suffix == ".safetensors":
+        if _is_safetensors(path):
             from safetensors.torch import load_file
 
             sd = load_file(str(path))
         else:
-            sd = torch.load(str(path), map_location="cpu", weights_only=True)
+            with open(path, "rb") as f:   # a file object: torch.load would go by a .safetensors name too
+                sd = torch.load(f, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - corrupt files raise many different types
         if "Unsupported global" in str(exc):   # torch's weights-only unpickler met a class: torch.save(model)?
             raise P2VitError(f"weights file {path} pickles objects other than tensors (a whole model saved with "

@@ -387,6 +387,19 @@ def test_tiny_card_loads_weights_next_to_it(tiny_card_with_weights):
     torch.testing.assert_close(outputs(lm.model), outputs(src), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("name", ["pytorch_model.bin", "w.pt"])
+def test_weights_format_is_read_from_the_content_not_the_name(tiny_card_with_weights, tmp_path, name):
+    """A safetensors file under a torch name (Hugging Face's pytorch_model.bin habit) and a torch
+    checkpoint named .safetensors both load: the loader reads the format from the first bytes."""
+    card, wfile, src = tiny_card_with_weights
+    renamed = tmp_path / name
+    renamed.write_bytes(wfile.read_bytes())
+    assert same_state(load_model(str(card), weights=renamed).model, src)
+    as_torch = tmp_path / "torch_inside.safetensors"
+    torch.save(src.state_dict(), as_torch)
+    assert same_state(load_model(str(card), weights=as_torch).model, src)
+
+
 def test_card_path_without_json_suffix_is_a_card(tiny_card_with_weights):
     card, _, src = tiny_card_with_weights
     other = card.with_name("tiny.card")
