@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from quantizer import reference
-from quantizer.errors import P2VitError
+from quantizer.errors import P2VitError, writing_to
 from quantizer.ir import QuantizedViT
 from quantizer.outputs import BUILD_ENTRIES, check_output_dir, install_dir, is_p2vit_build, partial_dir
 
@@ -83,47 +83,48 @@ def generate(ir: QuantizedViT, hw: HwConfig, out: Path, build: bool = True, type
     tmp = partial_dir(out)
     timings = {}
     try:
-        ir.save(tmp / "ir")
-        modules = {}
-        rendered = None
-        for kind in types:
-            t0 = time.perf_counter()
-            rendered = render(ir, hw, types=kind)
-            timings[f"render_{kind}_s"] = round(time.perf_counter() - t0, 2)
-            hls = tmp / "hls"
-            hls.mkdir(exist_ok=True)
-            for rel, text in rendered.files.items():
-                (tmp / rel).write_text(text)
-            copy_kernels(hls)
-            if build:
-                say(f"compiling the {kind} C-sim module (usually 10-70 s)")
+        with writing_to(out, tmp):   # a full disk names the output, not the attempt removed below
+            ir.save(tmp / "ir")
+            modules = {}
+            rendered = None
+            for kind in types:
                 t0 = time.perf_counter()
-                so = build_module(tmp, rendered.context["module_name"], types=kind, progress=progress is not None)
-                timings[f"compile_{kind}_s"] = round(time.perf_counter() - t0, 2)
-                modules[kind] = {"name": rendered.context["module_name"], "file": str(so.relative_to(tmp)),
-                                 "build_key": rendered.build_key, **file_record(so),
-                                 "built_for": built_for(tmp)}   # flags, CPU features, Python ABI
-                # The next type mode renders bindings.cpp with its own module name.
-                shutil.rmtree(tmp / "csim" / "build", ignore_errors=True)
-                if len(types) > 1:
-                    (tmp / "csim" / f"build-{kind}.log").write_bytes((tmp / "csim" / "build.log").read_bytes())
-        blob = rendered.layout.blob()
-        (tmp / "params.bin").write_bytes(blob)
-        _write_golden(ir, tmp / "golden", golden_images)
-        info = {
-            "format": BUILD_FORMAT, "model": ir.meta["model"], "ir_sha256": ir.content_hash,
-            "blob_sha256": rendered.layout.sha256(), "params": file_record(tmp / "params.bin"), "quant": ir.meta["quant"], "hw": hw.to_json(),
-            # the descriptors' tensor addresses: a re-recorded blob may change values, not addresses
-            "descriptor_addresses_sha256": addresses_sha256(blob, hw.axi_bytes, ir.depth),
-            "e_logit": ir.i("head.e_logit"), "preprocess": ir.meta["preprocess"],
-            "class_names": ir.meta.get("class_names"), "modules": modules,
-            "default_types": types[0], **(extra_info or {}),
-        }
-        write_sealed(tmp / "build.json", info)
-        write_report(tmp, ir, hw, rendered, info)
-        # Timings vary from run to run; they live apart so every other file is reproducible.
-        (tmp / "timings.json").write_text(json.dumps(timings, indent=1, sort_keys=True))
-        install_dir(tmp, out)
+                rendered = render(ir, hw, types=kind)
+                timings[f"render_{kind}_s"] = round(time.perf_counter() - t0, 2)
+                hls = tmp / "hls"
+                hls.mkdir(exist_ok=True)
+                for rel, text in rendered.files.items():
+                    (tmp / rel).write_text(text)
+                copy_kernels(hls)
+                if build:
+                    say(f"compiling the {kind} C-sim module (usually 10-70 s)")
+                    t0 = time.perf_counter()
+                    so = build_module(tmp, rendered.context["module_name"], types=kind, progress=progress is not None)
+                    timings[f"compile_{kind}_s"] = round(time.perf_counter() - t0, 2)
+                    modules[kind] = {"name": rendered.context["module_name"], "file": str(so.relative_to(tmp)),
+                                     "build_key": rendered.build_key, **file_record(so),
+                                     "built_for": built_for(tmp)}   # flags, CPU features, Python ABI
+                    # The next type mode renders bindings.cpp with its own module name.
+                    shutil.rmtree(tmp / "csim" / "build", ignore_errors=True)
+                    if len(types) > 1:
+                        (tmp / "csim" / f"build-{kind}.log").write_bytes((tmp / "csim" / "build.log").read_bytes())
+            blob = rendered.layout.blob()
+            (tmp / "params.bin").write_bytes(blob)
+            _write_golden(ir, tmp / "golden", golden_images)
+            info = {
+                "format": BUILD_FORMAT, "model": ir.meta["model"], "ir_sha256": ir.content_hash,
+                "blob_sha256": rendered.layout.sha256(), "params": file_record(tmp / "params.bin"), "quant": ir.meta["quant"], "hw": hw.to_json(),
+                # the descriptors' tensor addresses: a re-recorded blob may change values, not addresses
+                "descriptor_addresses_sha256": addresses_sha256(blob, hw.axi_bytes, ir.depth),
+                "e_logit": ir.i("head.e_logit"), "preprocess": ir.meta["preprocess"],
+                "class_names": ir.meta.get("class_names"), "modules": modules,
+                "default_types": types[0], **(extra_info or {}),
+            }
+            write_sealed(tmp / "build.json", info)
+            write_report(tmp, ir, hw, rendered, info)
+            # Timings vary from run to run; they live apart so every other file is reproducible.
+            (tmp / "timings.json").write_text(json.dumps(timings, indent=1, sort_keys=True))
+            install_dir(tmp, out)
     except P2VitError as exc:
         if str(tmp) not in str(exc):   # the error names nothing in the attempt (e.g. a bound, not a compile)
             shutil.rmtree(tmp, ignore_errors=True)

@@ -4,13 +4,14 @@ Every error caused by the user's input (a model name, a file, an image, a build 
 is raised as `P2VitError` with a one-line message that says what is wrong and what to do.
 The command-line entry points print it as `error: <message>` and exit with status 2, as they do
 an OSError that only the user's paths or disk can cause (a name too long, a disk full, a
-read-only file system: `PATH_ERRORS`); anything else is a bug and keeps its traceback. Ctrl-C exits with 130 and SIGTERM with 143,
+read-only file system: `PATH_ERRORS`; `writing_to` names the output where the write names no file); anything else is a bug and keeps its traceback. Ctrl-C exits with 130 and SIGTERM with 143,
 both after the same cleanup (partial outputs are removed). A reader that closes the output
 early (`... | head`) ends the command quietly with 141, as the shell reports SIGPIPE.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import functools
 import os
@@ -54,6 +55,27 @@ def path_error_message(exc: OSError) -> str | None:
         return None
     where = f"{_short(exc.filename)}: " if exc.filename is not None else ""
     return f"{where}{exc.strerror or exc}; {todo}"
+
+
+@contextlib.contextmanager
+def writing_to(path, attempt=None):
+    """Writes to the output `path`, perhaps assembled in a hidden `attempt` (a folder or file that a
+    failure removes) first. A disk error (`PATH_ERRORS`) that names no file (a write() call's, e.g.
+    a full disk) gets `path`, and one that names something in the attempt gets its place in `path`,
+    so the one-line error says where the output was going, not a name that no longer exists."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in PATH_ERRORS:
+            raise
+        name, base = exc.filename, os.fspath(attempt) if attempt is not None else None
+        if name is None:
+            name = os.fspath(path)
+        elif base is not None and (os.fspath(name) == base or os.fspath(name).startswith(base + os.sep)):
+            name = os.fspath(path) + os.fspath(name)[len(base):]
+        else:
+            raise
+        raise OSError(exc.errno, exc.strerror or os.strerror(exc.errno), name) from exc
 
 
 def _raise_terminated(signum, frame):

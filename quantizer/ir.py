@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import P2VitError
+from .errors import P2VitError, writing_to
 from .outputs import IR_FORMAT, check_output_dir, install_dir, partial_dir
 
 FORMAT = IR_FORMAT
@@ -104,8 +104,9 @@ class QuantizedViT:
         check_ir_destination(directory)
         tmp = partial_dir(directory)
         try:
-            (tmp / "params.bin").write_bytes(blob)
-            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
+            with writing_to(directory, tmp):
+                (tmp / "params.bin").write_bytes(blob)
+                (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
             install_dir(tmp, directory)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)

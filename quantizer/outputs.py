@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .errors import P2VitError
+from .errors import P2VitError, writing_to
 
 
 def _nearest_existing(p: Path) -> Path:
@@ -94,7 +94,8 @@ def write_atomic(path: str | os.PathLike, write: Callable[[Path], None], durable
     os.close(fd)
     tmp = Path(name)
     try:
-        write(tmp)
+        with writing_to(path, tmp):
+            write(tmp)
         if durable:
             fd = os.open(tmp, os.O_RDONLY)
             try:

@@ -829,3 +829,46 @@ def test_codegen_slot_note_takes_lut_mac_rows(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "note: --weight-slot-bits 4 saves no beat at this array" in err   # the default 8x8x2: one beat either way
     assert err.endswith("error: reached the calibration\n") and "lut-mac-rows" not in err, err
+
+
+def test_a_full_disk_names_the_output_it_was_writing(tmp_path, capsys, monkeypatch):
+    """A write() that fails for a full disk raises an OSError naming no file; the one-line error
+    names the output (never the hidden attempt that the failure removes), and nothing is left."""
+    import errno as errno_mod
+    import pathlib
+
+    from codegen import __main__ as codegen_cli
+    from quantizer import __main__ as quantizer_cli
+    from quantizer.errors import writing_to
+    from quantizer.outputs import write_text_atomic
+
+    def full(self, data, *a, **kw):
+        raise OSError(errno_mod.ENOSPC, os.strerror(errno_mod.ENOSPC))   # as write() raises it: no file name
+
+    # the rules: no name -> the output; a name in the attempt -> its place in the output; others kept
+    attempt, out = tmp_path / ".b.partial", tmp_path / "b"
+    for raised, named in ((None, str(out)), (str(attempt / "hls" / "x.h"), str(out / "hls" / "x.h")),
+                          (str(tmp_path / "elsewhere"), str(tmp_path / "elsewhere"))):
+        with pytest.raises(OSError) as exc, writing_to(out, attempt):
+            raise OSError(errno_mod.ENOSPC, "No space left on device", raised)
+        assert exc.value.filename == named
+    with pytest.raises(ValueError), writing_to(out, attempt):   # not a disk error: untouched
+        raise ValueError("a bug")
+
+    with monkeypatch.context() as m:
+        m.setattr(pathlib.Path, "write_text", full)
+        with pytest.raises(OSError) as exc:
+            write_text_atomic(tmp_path / "r.json", "{}")
+    assert exc.value.filename == str(tmp_path / "r.json") and os.listdir(tmp_path) == []
+
+    card = tiny_card(tmp_path)
+    monkeypatch.setattr(pathlib.Path, "write_bytes", full)
+    for main, flags, dest in ((quantizer_cli.main, [], tmp_path / "ir"),
+                              (codegen_cli.main, ["--no-build"], tmp_path / "build")):
+        with pytest.raises(SystemExit) as exc:
+            main([str(card), "--random-init", "--n-calib", "2", *flags, "--out", str(dest)])
+        assert exc.value.code == 2
+        err = _one_line_error(capsys.readouterr().err.strip().splitlines()[-1])   # after the progress lines
+        assert err.startswith(f"error: {dest}") and "No space left on device; free some space or choose another " \
+            "output path" in err and ".partial" not in err, err
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.json"]   # nothing half-written
