@@ -1176,6 +1176,19 @@ def _build_hw(args, built: BuiltDesign | None, reduction_lengths=()) -> HwConfig
         raise P2VitError(f"{exc} (the other settings are the build's: {kept})") from None
 
 
+def _note_build_what_if(args, built: BuiltDesign, shape: ModelShape, hw: HwConfig) -> None:
+    """A build's design is what its files do; flags that change it (hardware, weight or residual
+    bits, DRAM bandwidth) model another design, which the report's header alone would not say."""
+    field_of = {f: f[2:].replace("-", "_") for f in explicit_hw_flags(args)}
+    changed = [f for f, name in field_of.items() if getattr(hw, name) != getattr(built.hw, name)]
+    changed += [f for f, differs in (("--w-bits", shape.layer_bits != built.shape.layer_bits),
+                                     ("--res-bits", shape.res_bits != built.shape.res_bits),
+                                     ("--dram-gbs", (args.dram_gbs or None) != (built.dram_gbs or None))) if differs]
+    if changed:
+        note(f"note: {', '.join(changed)} change{'s' if len(changed) == 1 else ''} the design of the build {args.model}: "
+             "the figures below are a what-if, not what its files do (python -m codegen --out DIR builds it)")
+
+
 @cli_errors
 def main(argv=None) -> int:
     p = ArgumentParser(prog="python -m codegen.perf", description=__doc__.split("\n\n")[0],
@@ -1260,6 +1273,8 @@ def main(argv=None) -> int:
         hw = _build_hw(args, built, shape.reduction_lengths.values())
         if args.dram_gbs is None:
             args.dram_gbs = built.dram_gbs if built else DEFAULT_DRAM_GBS
+    if built is not None:
+        _note_build_what_if(args, built, shape, hw)
     sw = Switches(inter=not args.no_inter, intra=not args.no_intra, fifo=args.fifo,
                   epilogue_overlap=args.epilogue_overlap, axi_latency=args.axi_latency)
     dram = args.dram_gbs or None

@@ -200,11 +200,17 @@ def test_codegen_generates_the_searched_design(tmp_path, capsys):
     # measured against the target's budget, not the part's
     assert {k: modelled["budget"][k] for k in ("dsps", "bram18k", "luts")} == {"dsps": 300, "bram18k": 400, "luts": 100_000}
     assert f"| 300 ({modelled['dsps'] / 300:.0%} used) |" in report
+    capsys.readouterr()
     assert perf.main([str(out), "--json", str(tmp_path / "p.json")]) == 0
     assert json.loads((tmp_path / "p.json").read_text())["hw"] == want.to_json()
-    # a hardware flag changes that one field of the build's design
-    assert perf.main([str(out), "--lanes", "1", "--json", str(tmp_path / "p1.json")]) == 0
-    assert json.loads((tmp_path / "p1.json").read_text())["hw"] == {**want.to_json(), "lanes": 1}
+    assert "what-if" not in capsys.readouterr().err   # the build's own design
+    # a hardware flag changes that one field of the build's design, and the note says it is a what-if
+    other_lanes = 1 if want.lanes != 1 else 2
+    assert perf.main([str(out), "--lanes", str(other_lanes), "--rows", str(want.rows), "--w-bits", "4",
+                      "--json", str(tmp_path / "p1.json")]) == 0
+    assert json.loads((tmp_path / "p1.json").read_text())["hw"] == {**want.to_json(), "lanes": other_lanes}
+    err = capsys.readouterr().err   # --rows as built changes nothing; the build's weights are 8-bit
+    assert f"note: --lanes, --w-bits change the design of the build {out}: the figures below are a what-if" in err, err
     # a flag that conflicts with the build's settings: the error names the ones taken from the build
     bad_cols = 2 * want.weight_ports + 2 if want.weight_ports > 1 else None
     if bad_cols:
