@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from codegen.module import build_inputs
-from quantizer.data import ImageSet, fitted_note, limit_note, load_images, subset_indices
-from quantizer.errors import ArgumentParser, P2VitError, cli_errors, count_arg, path_arg
+from quantizer.data import ImageSet, check_image_set, check_limit, fitted_note, limit_note, load_images, subset_indices
+from quantizer.errors import ArgumentParser, P2VitError, check_count, check_flag, cli_errors, count_arg, path_arg
 from quantizer.outputs import check_output_dir, check_output_file, check_outputs_apart, inputs_of
 from quantizer.metrics import emit_json, percent, sqnr_from_powers, text_stream
 from quantizer.progress import note
@@ -82,6 +82,16 @@ def evaluate(data, build: str | Path = "build/", limit: int | None = None, progr
     """
     t0 = time.perf_counter()
     check_threads(threads, "threads")
+    for name, value in (("progress", progress), ("report", report), ("resume", resume), ("rebuild", rebuild)):
+        check_flag(value, name)
+    check_count(workers, "workers", none_ok=True)
+    check_count(shard_size, "shard_size")
+    check_count(ref_batch, "ref_batch", none_ok=True)
+    if ray is not None and not isinstance(ray, str):
+        raise P2VitError(f"ray must be a cluster address, 'auto' or 'local' (or None), not {ray!r}")
+    if isinstance(data, ImageSet):   # images in memory: the checks load_images makes of a file's
+        check_image_set(data)
+    check_limit(limit, data.source if isinstance(data, ImageSet) else data)
     if resume and results is None:
         raise P2VitError("resume=True needs results, the directory of the run to continue")
     b = open_build(build)
@@ -89,7 +99,7 @@ def evaluate(data, build: str | Path = "build/", limit: int | None = None, progr
         check_results_dir(results, "cosim", resume)
     engine = None
     if isinstance(data, ImageSet):
-        ds = data if limit is None else _subset(data, limit)
+        ds = data if limit is None else _subset(data, int(limit))
     else:
         ds = load_images(data, b.preprocess, limit=limit, spread=True, progress=progress)
     if short := limit_note(limit, len(ds.images), ds.source):

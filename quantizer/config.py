@@ -1,9 +1,10 @@
 """Quantization settings: one frozen dataclass, validated once."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+import numbers
+from dataclasses import asdict, dataclass, fields, replace
 
-from .errors import P2VitError
+from .errors import P2VitError, check_flag
 from .intops import ATTN_ROUNDINGS, EXP_SHIFTS
 
 ATTN_BITS = (2, 8)   # the reference's bits of attention codes (codegen's hardware holds fewer: render.max_attn_bits)
@@ -43,6 +44,7 @@ class QuantConfig:
     mixed_seed: int = 0
 
     def __post_init__(self):
+        self._check_types()
         if self.w_bits not in (4, 8):
             raise P2VitError(f"weight bits must be 8 or 4, not {self.w_bits}")
         if self.res_bits not in (8, 16):
@@ -68,6 +70,26 @@ class QuantConfig:
         for flag, a in (("--alpha-qkv", self.alpha_qkv), ("--alpha-fc1", self.alpha_fc1)):
             if not 0.0 <= a <= 1.0:
                 raise P2VitError(f"{flag} {a:g}: a smoothing alpha is in [0, 1]")
+
+    def _check_types(self) -> None:
+        """Each field's type, before its range: from Python, "8" or 8.0 would pass or fail later, far
+        from the call (the CLIs' flags are typed by argparse)."""
+        for f in fields(self):
+            v, kind = getattr(self, f.name), f.type.split(" | ")[0]   # "int", "bool", "float", "str"; | None
+            if v is None and f.type.endswith("| None"):
+                continue
+            if kind == "bool":
+                check_flag(v, f"QuantConfig.{f.name}")
+                ok = True
+            elif kind == "int":
+                ok = isinstance(v, numbers.Integral) and not isinstance(v, bool)
+            elif kind == "float":
+                ok = isinstance(v, numbers.Real) and not isinstance(v, bool)
+            else:
+                ok = isinstance(v, str)
+            if not ok:
+                want = {"int": "a whole number", "float": "a number"}.get(kind, "a string")
+                raise P2VitError(f"QuantConfig.{f.name} must be {want}, not {v!r} ({type(v).__name__})")
 
     @property
     def label(self) -> str:

@@ -321,6 +321,32 @@ class ImageSet:
         return int(self.images.shape[0])
 
 
+def check_image_set(ds) -> None:
+    """An ImageSet made in memory (not by load_images): uint8 (N, H, W, 3) images, N >= 1, and labels,
+    when given, one non-negative integer per image (below len(class_names) when those are given);
+    a one-line P2VitError otherwise, as the .npz loader gives for the same mistakes."""
+    if not isinstance(ds, ImageSet):
+        raise P2VitError(f"expected a quantizer.data.ImageSet or a path, not {type(ds).__name__}")
+    src, x = ds.source, ds.images
+    if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != 4 or x.shape[3] != 3:
+        what = f"{x.dtype} {x.shape}" if isinstance(x, np.ndarray) else type(x).__name__
+        raise P2VitError(f"{src}: ImageSet images must be a uint8 (N, H, W, 3) array, not {what}; "
+                         "load them with quantizer.data.load_images")
+    if x.shape[0] == 0:
+        raise P2VitError(f"{src}: the ImageSet holds no images")
+    y = ds.labels
+    if y is None:
+        return
+    if not isinstance(y, np.ndarray) or y.ndim != 1 or y.dtype.kind not in "iu":
+        what = f"{y.dtype} {y.shape}" if isinstance(y, np.ndarray) else type(y).__name__
+        raise P2VitError(f"{src}: ImageSet labels must be a 1-D integer array, not {what}")
+    if y.shape[0] != x.shape[0]:
+        raise P2VitError(f"{src}: the ImageSet has {y.shape[0]} labels for {x.shape[0]} images; give one per image")
+    if y.size and (y.min() < 0 or (ds.class_names is not None and y.max() >= len(ds.class_names))):
+        raise P2VitError(f"{src}: ImageSet labels range {y.min()}..{y.max()} is not one of class indices"
+                         + (f" below its {len(ds.class_names)} class_names" if ds.class_names is not None else ""))
+
+
 def _is_image(p: Path) -> bool:
     return p.is_file() and p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".")
 
@@ -596,6 +622,12 @@ def labels_for_model(ds: ImageSet, num_classes: int, class_names: list[str] | No
     return labels
 
 
+def check_limit(limit, data) -> None:
+    """limit: None (every image) or a positive whole number."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit <= 0):
+        raise P2VitError(f"limit must be a positive integer, got {limit!r} (loading {data}); omit it to load all")
+
+
 def load_images(path: str | os.PathLike, pp: Preprocess, limit: int | None = None,
                 progress: bool = False, spread: bool = False) -> ImageSet:
     """Load images at pp's size from one of:
@@ -614,10 +646,8 @@ def load_images(path: str | os.PathLike, pp: Preprocess, limit: int | None = Non
     are decoded or resized.
     """
     pp = as_preprocess(pp)
-    if limit is not None:
-        if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit <= 0:
-            raise P2VitError(f"limit must be a positive integer, got {limit!r} (loading {path}); omit it to load all")
-        limit = int(limit)
+    check_limit(limit, path)
+    limit = None if limit is None else int(limit)
     if not isinstance(path, (str, os.PathLike)):
         raise P2VitError(f"a data set is given as a path, not {type(path).__name__}; {_FORMS_HINT} (images already "
                          "in memory: pass quantizer.data.ImageSet(images, labels, class_names, source))")

@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import errno
 import functools
+import numbers
 import os
 import select
 import signal
@@ -134,6 +135,23 @@ def path_arg(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("an empty path; give a file or directory")
     return os.path.expanduser(text)
+
+
+def check_count(value, name: str, minimum: int = 1, none_ok: bool = False) -> None:
+    """A whole-number argument of a Python call (the CLIs parse theirs with count_arg): an int (a
+    numpy one too) of at least `minimum`, or None where `none_ok`. A bool, float or string is
+    refused here, not by a TypeError deep in the run."""
+    if value is None and none_ok:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise P2VitError(f"{name} must be a whole number of at least {minimum}{' (or None)' if none_ok else ''}, "
+                         f"not {value!r}")
+
+
+def check_flag(value, name: str) -> None:
+    """A True/False argument of a Python call: a string such as "no" would switch it on by its truth."""
+    if not isinstance(value, bool) and type(value).__name__ != "bool_":   # numpy.bool_ too
+        raise P2VitError(f"{name} must be True or False, not {value!r}")
 
 
 def count_arg(minimum: int = 1):

@@ -6,6 +6,7 @@ not a standard timm `VisionTransformer` is refused with a message that says why.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -64,14 +65,23 @@ def load_model(spec: str, weights: str | os.PathLike | None = None,
                      "or the path of a JSON model card")
 
 
+@contextlib.contextmanager
+def seeded(seed: int):
+    """torch's global generator at `seed` inside (timm initializes weights from it), and as it was
+    outside: loading a model, e.g. in cosim.run, leaves the caller's random stream alone."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
 def _load_named(name: str, weights, random_init: bool) -> LoadedModel:
     import timm
 
     tag = MODEL_TAGS[name]
     arch = tag.split(".")[0]
     if random_init or weights is not None:
-        torch.manual_seed(0)  # random-init runs are reproducible
-        model = timm.create_model(arch, pretrained=False)
+        with seeded(0):   # random-init runs are reproducible
+            model = timm.create_model(arch, pretrained=False)
         source = "random-init (seed 0)"
         if weights is not None:
             _load_weights_into(model, Path(weights), name)
@@ -161,8 +171,8 @@ def _load_card(path: Path, weights, random_init: bool) -> LoadedModel:
     except P2VitError as exc:  # e.g. resize disagreeing with crop_pct
         raise P2VitError(f"model card {path}: {exc}") from None
     try:
-        torch.manual_seed(0)
-        model = VisionTransformer(**card["config"])
+        with seeded(0):
+            model = VisionTransformer(**card["config"])
     except Exception as exc:  # noqa: BLE001 - keys p2vit does not check go to timm as they are
         # timm checks argument values with assert (e.g. embed_dim divisible by num_heads)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""

@@ -7,6 +7,8 @@ import numpy as np
 
 from .calibrate import Stats, collect
 from .config import QuantConfig
+from .data import ImageSet, check_image_set
+from .errors import P2VitError
 from .float_model import FloatViT
 from .ir import BLOCK_LINEARS, FORMAT_VERSION, QuantizedViT
 from .models import LoadedModel
@@ -30,10 +32,34 @@ def model_meta(loaded: LoadedModel, fm: FloatViT) -> dict:
     }
 
 
+def _calibration_array(images, loaded: LoadedModel) -> np.ndarray:
+    """The calibration images as the float model takes them, or a one-line error saying how to get them."""
+    if isinstance(images, ImageSet):
+        check_image_set(images)
+        images = images.images
+    pp = loaded.preprocess
+    want = (pp.height, pp.width, 3)
+    how = f"load them with quantizer.data.load_images(PATH, lm.preprocess), which fits other sizes to {pp.width}x{pp.height}"
+    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4:
+        what = f"{images.dtype} {images.shape}" if isinstance(images, np.ndarray) else type(images).__name__
+        raise P2VitError(f"calibration images must be a uint8 (N, {', '.join(map(str, want))}) array, not {what}; {how}")
+    if images.shape[0] == 0:
+        raise P2VitError(f"no calibration images (shape {images.shape}); {how}")
+    if images.shape[1:] != want:
+        raise P2VitError(f"calibration images are {images.shape[1:]}, {loaded.name} takes {want}; {how}")
+    return images
+
+
 def quantize(loaded: LoadedModel, calib_images: np.ndarray, cfg: QuantConfig,
              stats: Stats | None = None, fm: FloatViT | None = None, progress=None,
              bits_override: dict | None = None) -> Quantized:
-    """Calibrate (unless stats are given), choose scales and, for PoT, build the IR."""
+    """Calibrate (unless stats are given), choose scales and, for PoT, build the IR. calib_images:
+    uint8 (N, H, W, 3) at the model's input size, or an ImageSet (quantizer.data.load_images fits
+    other sizes to it); cfg None: QuantConfig()'s defaults."""
+    cfg = QuantConfig() if cfg is None else cfg
+    if not isinstance(cfg, QuantConfig):
+        raise P2VitError(f"cfg must be a quantizer.QuantConfig (or None), not {type(cfg).__name__}")
+    calib_images = _calibration_array(calib_images, loaded)
     fm = fm or FloatViT.from_timm(loaded.model, loaded.preprocess)
     if stats is None:
         stats = collect(fm, calib_images[:cfg.n_calib], max_rows=cfg.max_rows,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from . import intops
-from .errors import P2VitError
+from .errors import P2VitError, check_count, check_flag
 from .float_model import patches
 from .ir import QuantizedViT
 from .lowered import lower
@@ -234,6 +234,8 @@ def check_int8_input(ir: QuantizedViT, images) -> None:
 def run(ir: QuantizedViT, images: torch.Tensor, trace: bool = False, batch: int = 32) -> RefResult:
     """Batched convenience wrapper: int8 NCHW images (u - 128, data.to_int8_input) -> RefResult
     (trace concatenated). Other inputs are refused with a P2VitError."""
+    check_flag(trace, "trace")
+    check_count(batch, "batch")
     check_int8_input(ir, images)
     ref = Reference(ir)
     outs = []

@@ -19,6 +19,7 @@ worker that joins or leaves.
 """
 from __future__ import annotations
 
+import ast
 import hashlib
 import os
 import pickle
@@ -33,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import P2VitError, Terminated, count_arg, path_arg
+from .errors import P2VitError, Terminated, check_count, count_arg, path_arg
 from .progress import bar_output, note
 from .results import ResultsDir, shard_bounds
 
@@ -192,14 +193,55 @@ def choose_engine(ray: str | None, workers: int | None, n_images: int):
     """--ray ADDRESS -> Ray; else local processes, except for small runs or --workers 1, which stay
     in this process (the rule: one worker, or fewer than LOCAL_MIN_IMAGES images when no worker
     count is given)."""
-    if workers is not None and workers < 1:
-        raise P2VitError(f"--workers must be at least 1, not {workers}")
+    check_count(workers, "workers", none_ok=True)   # the CLIs' --workers is parsed by count_arg
     if ray is not None:
         return RayEngine(address=ray, workers=workers)
     n = workers or os.cpu_count() or 1
     if n == 1 or (n_images < LOCAL_MIN_IMAGES and workers is None):
         return InProcess()
+    if script := unguarded_main_script():
+        note(f"note: running in this process, not {min(n, n_images)} worker processes: the evaluation was called "
+             f"from the top level of {script}, outside `if __name__ == \"__main__\":`, and each worker (a spawned "
+             "process, which imports the script again) would run it again; put the call under that guard")
+        return InProcess()
     return LocalProcesses(workers=min(n, max(1, n_images)))
+
+
+def unguarded_main_script() -> str | None:
+    """The path of the __main__ script when this call runs from its top-level code outside an
+    `if __name__ == "__main__":` block (directly, or through functions called from there), else
+    None. Spawned workers import that script again (multiprocessing's rule), so they would repeat
+    the call, each failing to start processes of its own. An interactive session, `python -c`, a
+    notebook or a call under the guard (as in every CLI here) gives None."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if not path or not os.path.isfile(path):
+        return None
+    frame, line = sys._getframe(1), None
+    while frame is not None:   # the outermost frame of the script's module code: the call site
+        if frame.f_globals is vars(main) and frame.f_code.co_name == "<module>":
+            line = frame.f_lineno
+        frame = frame.f_back
+    if line is None:
+        return None
+    try:
+        tree = ast.parse(Path(path).read_bytes())
+    except (OSError, SyntaxError, ValueError):
+        return None
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and _is_main_test(node.test) and \
+                node.body[0].lineno <= line <= max(getattr(n, "end_lineno", n.lineno) for n in node.body):
+            return None
+    return path
+
+
+def _is_main_test(test: ast.expr) -> bool:
+    """`__name__ == "__main__"`, either way round."""
+    if not (isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq)):
+        return False
+    sides = [test.left, test.comparators[0]]
+    return (any(isinstance(x, ast.Name) and x.id == "__name__" for x in sides)
+            and any(isinstance(x, ast.Constant) and x.value == "__main__" for x in sides))
 
 
 def oversubscribed_note(engine, asked: int | None) -> str | None:
@@ -262,8 +304,7 @@ def run_shards(work, images: np.ndarray, labels, engine, shard_size: int, result
                progress: bool = True, desc: str = "shards") -> tuple[list[dict], dict]:
     """Every image's row, in index order, and run statistics (engine, shards run and resumed,
     retries, workers seen). Shards already in `results` are read, not run."""
-    if shard_size < 1:
-        raise P2VitError(f"--shard-size must be at least 1, not {shard_size}")
+    check_count(shard_size, "shard_size")   # the CLIs' --shard-size is parsed by count_arg
     n = len(images)
     bounds = results.bounds if results is not None else shard_bounds(n, shard_size)
     done = results.done() if results is not None else {}

@@ -1,0 +1,135 @@
+"""The Python API refuses bad arguments as the CLIs do: one P2VitError line, before any work,
+instead of a TypeError or ZeroDivisionError deep in a run, or a string taken for True. And it
+leaves the caller's state alone (torch's random stream) and runs as a plain script."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import cosim
+from quantizer import P2VitError, QuantConfig
+from quantizer import reference
+from quantizer.data import ImageSet, synthetic_images
+from quantizer.models import load_model
+from quantizer.pipeline import quantize
+from tests.tiny import tiny_card
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _images(n: int, size: int = 32) -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("kwargs, says", [
+    ({"workers": 2.5}, "workers must be a whole number of at least 1 (or None), not 2.5"),
+    ({"workers": "2"}, "workers must be a whole number of at least 1 (or None), not '2'"),
+    ({"workers": 0}, "workers must be a whole number of at least 1 (or None), not 0"),
+    ({"shard_size": "2"}, "shard_size must be a whole number of at least 1, not '2'"),
+    ({"ref_batch": 0}, "ref_batch must be a whole number of at least 1 (or None), not 0"),
+    ({"ref_batch": -5}, "ref_batch must be a whole number of at least 1 (or None), not -5"),
+    ({"ray": 123}, "ray must be a cluster address, 'auto' or 'local' (or None), not 123"),
+    ({"report": "no"}, "report must be True or False, not 'no'"),
+    ({"progress": "no"}, "progress must be True or False, not 'no'"),
+    ({"limit": 0}, "limit must be a positive integer, got 0"),
+    ({"limit": -3}, "limit must be a positive integer, got -3"),
+    ({"limit": 2.0}, "limit must be a positive integer, got 2.0"),
+])
+def test_evaluate_refuses_bad_arguments_before_opening_the_build(tmp_path, kwargs, says):
+    data = ImageSet(_images(3), np.array([1, 2, 3]), None, "in memory")
+    with pytest.raises(P2VitError, match="^" + says.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
+        cosim.evaluate(data, build=tmp_path / "no build here", **kwargs)
+
+
+@pytest.mark.parametrize("data, says", [
+    (ImageSet(_images(3), np.array([3, 1]), None, "m"), "m: the ImageSet has 2 labels for 3 images"),
+    (ImageSet(_images(0), None, None, "m"), "m: the ImageSet holds no images"),
+    (ImageSet(_images(2).astype(np.float32), None, None, "m"), "m: ImageSet images must be a uint8 (N, H, W, 3)"),
+    (ImageSet(_images(2), np.array([0, 5]), ["a", "b"], "m"), "m: ImageSet labels range 0..5 is not one of class"),
+    (ImageSet(_images(2), np.array([0.0, 1.0]), None, "m"), "m: ImageSet labels must be a 1-D integer array"),
+])
+def test_evaluate_checks_an_image_set_in_memory_as_the_npz_loader_does(tmp_path, data, says):
+    with pytest.raises(P2VitError) as exc:
+        cosim.evaluate(data, build=tmp_path)
+    assert str(exc.value).startswith(says), exc.value
+
+
+def test_reference_run_refuses_bad_batch_and_trace(tiny_ir):
+    x = torch.zeros(1, 3, 32, 32, dtype=torch.int8)
+    for kwargs, says in (({"batch": 0}, "batch must be a whole number of at least 1"),
+                         ({"batch": 2.5}, "batch must be a whole number of at least 1"),
+                         ({"trace": "no"}, "trace must be True or False")):
+        with pytest.raises(P2VitError, match=says):
+            reference.run(tiny_ir, x, **kwargs)
+    assert reference.run(tiny_ir, x, batch=np.int64(1)).logits.shape == (1, 10)   # a numpy int is a count
+
+
+@pytest.mark.parametrize("kwargs, says", [
+    ({"n_calib": "8"}, "QuantConfig.n_calib must be a whole number, not '8' (str)"),
+    ({"w_bits": 8.0}, "QuantConfig.w_bits must be a whole number, not 8.0 (float)"),
+    ({"attn_bits": 4.5}, "QuantConfig.attn_bits must be a whole number, not 4.5"),
+    ({"smooth": "no"}, "QuantConfig.smooth must be True or False, not 'no'"),
+    ({"rounding": 3}, "QuantConfig.rounding must be a string, not 3 (int)"),
+    ({"alpha_qkv": "0.3"}, "QuantConfig.alpha_qkv must be a number, not '0.3'"),
+])
+def test_quant_config_checks_types(kwargs, says):
+    with pytest.raises(P2VitError) as exc:
+        QuantConfig(**kwargs)
+    assert str(exc.value).startswith(says), exc.value
+    assert QuantConfig(alpha_qkv=1, mixed_budget=1.5, n_calib=np.int64(4)).n_calib == 4   # ints as numbers, numpy ints
+
+
+def test_quantize_takes_an_image_set_and_refuses_other_sizes(tiny_lm):
+    imgs = synthetic_images(4, tiny_lm.preprocess)
+    cfg = QuantConfig(n_calib=4, rounding="nearest")
+    plain = quantize(tiny_lm, imgs, cfg).ir
+    assert quantize(tiny_lm, ImageSet(imgs, None, None, "m"), cfg).ir.content_hash == plain.content_hash
+    assert quantize(tiny_lm, imgs, None).ir.meta["quant"] == QuantConfig().to_json()   # None: the defaults
+    for images, says in ((_images(4, 64), "calibration images are (64, 64, 3), tiny takes (32, 32, 3)"),
+                         (_images(0), "no calibration images"),
+                         (torch.zeros(4, 32, 32, 3), "calibration images must be a uint8 (N, 32, 32, 3) array, not Tensor")):
+        with pytest.raises(P2VitError) as exc:
+            quantize(tiny_lm, images, cfg)
+        assert str(exc.value).startswith(says) and "quantizer.data.load_images" in str(exc.value), exc.value
+    with pytest.raises(P2VitError, match="cfg must be a quantizer.QuantConfig"):
+        quantize(tiny_lm, imgs, {"n_calib": 4})
+
+
+def test_loading_a_model_leaves_the_callers_random_stream_alone(tmp_path):
+    card = tiny_card(tmp_path)
+    torch.manual_seed(123)
+    want = torch.rand(3)
+    torch.manual_seed(123)
+    a = load_model(str(card), random_init=True)
+    assert torch.equal(torch.rand(3), want)
+    b = load_model(str(card), random_init=True)   # and random-init is still seeded: the same weights
+    assert all(torch.equal(x, y) for x, y in zip(a.model.state_dict().values(), b.model.state_dict().values()))
+
+
+def test_a_script_without_a_main_guard_runs_in_this_process(tmp_path):
+    """Local workers are spawned and import the __main__ script again; called from its top level
+    outside `if __name__ == "__main__":` they would repeat the call, so it runs here, with a note."""
+    script = tmp_path / "evaluate_me.py"
+    script.write_text(textwrap.dedent("""\
+        from quantizer.scaleout import choose_engine
+
+        def evaluate():
+            return type(choose_engine(None, 2, 1000)).__name__
+
+        print("top", evaluate())
+        if __name__ == "__main__":
+            print("guarded", evaluate())
+        """))
+    run = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == ["top InProcess", "guarded LocalProcesses"]
+    assert run.stderr.count("note: running in this process, not 2 worker processes") == 1, run.stderr
+    assert f"from the top level of {script}, outside `if __name__ == \"__main__\":`" in run.stderr
