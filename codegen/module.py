@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,7 +119,13 @@ def read_build_ir(build_dir: str | Path, info: dict):
 
 def read_build_info(build_dir: str | Path) -> dict:
     """build.json of build_dir, refused unless it is whole and unedited (its checksum holds)."""
-    build_dir = Path(build_dir)
+    if not isinstance(build_dir, (str, os.PathLike)):
+        raise P2VitError(f"a build is given as the path of its directory (str or Path), not {type(build_dir).__name__}")
+    build_dir = Path(build_dir).expanduser()
+    if build_dir.exists() and not build_dir.is_dir():
+        hint = (f" ({build_dir.parent})" if (build_dir.parent / "build.json").is_file() else "")
+        raise P2VitError(f"{build_dir} is a file, not a build directory; pass the folder python -m codegen --out "
+                         f"wrote{hint}")
     path = build_dir / "build.json"
     if not path.is_file():
         what = ("holds a quantized IR (python -m quantizer's output), not a build"
@@ -172,8 +179,8 @@ def check_blob_addresses(blob: Path, info: dict) -> None:
 
 def load(build_dir: str | Path, expect: dict | None = None, types: str | None = None) -> CsimModule:
     """Load the C-sim module of build_dir. `expect` (e.g. {"ir_sha256": ...}) must match build.json."""
+    info = read_build_info(build_dir)   # first: it checks that build_dir is a path
     build_dir = Path(build_dir).expanduser()
-    info = read_build_info(build_dir)
     for key, want in (expect or {}).items():
         if info.get(key) != want:
             raise P2VitError(f"{build_dir} was built for another model or configuration ({key} differs); "

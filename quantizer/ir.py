@@ -118,6 +118,8 @@ class QuantizedViT:
         directory = Path(directory).expanduser()
         mpath = directory / "manifest.json"
         if not mpath.is_file():
+            if (directory / "build.json").is_file() and (directory / "ir" / "manifest.json").is_file():
+                raise P2VitError(f"{directory} is a build; its IR is {directory / 'ir'}")
             raise P2VitError(f"{directory} holds no saved IR (manifest.json missing); "
                              "save one with QuantizedViT.save or python -m quantizer")
         try:

@@ -133,3 +133,17 @@ def test_a_script_without_a_main_guard_runs_in_this_process(tmp_path):
     assert run.stdout.splitlines() == ["top InProcess", "guarded LocalProcesses"]
     assert run.stderr.count("note: running in this process, not 2 worker processes") == 1, run.stderr
     assert f"from the top level of {script}, outside `if __name__ == \"__main__\":`" in run.stderr
+
+
+def test_a_file_inside_a_build_and_a_build_for_an_ir_point_to_the_right_path(tiny_build):
+    from codegen.module import load
+    from quantizer.ir import QuantizedViT
+
+    _, build = tiny_build
+    with pytest.raises(P2VitError, match=rf"^{build / 'params.bin'} is a file, not a build directory; pass the folder "
+                                         rf"python -m codegen --out wrote \({build}\)$"):
+        load(build / "params.bin")
+    with pytest.raises(P2VitError, match="a build is given as the path of its directory"):
+        load(None)
+    with pytest.raises(P2VitError, match=rf"^{build} is a build; its IR is {build / 'ir'}$"):
+        QuantizedViT.load(build)
