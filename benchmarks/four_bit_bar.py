@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from codegen import design, fpga_target, model_shape, perf, resources  # noqa: E402
 from codegen.hwconfig import HwConfig  # noqa: E402
-from quantizer.errors import ArgumentParser, P2VitError, count_arg  # noqa: E402
+from quantizer.errors import ArgumentParser, P2VitError, cli_errors, count_arg  # noqa: E402
 
 BAR_FPS = 57.0        # issue 11: above Auto-ViT-Acc's 56.8 FPS
 
@@ -55,13 +55,14 @@ def designs(shape):
                 continue
 
 
-def main() -> int:
+@cli_errors   # one-line errors, and a reader that closes early (| head) ends it quietly with 141
+def main(argv=None) -> int:
     ap = ArgumentParser(description=__doc__.split("\n\n")[0] + " Every design has 4-bit weight slots and, past the "
                         "ZCU102's DSPs, the fewest LUT-MAC rows that fit them (~50 s)")
     ap.add_argument("--top", type=count_arg(0), default=12, help="designs to list (fastest first)")
     ap.add_argument("--load-x", type=int, default=1, choices=(1, 2),
                     help="what-if: row loads of 2 x SIMD values a cycle (default 1: as emitted)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.load_x != 1:   # every caller (perf, resources and design itself) looks it up in design at call time
         simd_loads = design.load_lanes
         design.load_lanes = lambda hw: args.load_x * simd_loads(hw)

@@ -872,3 +872,18 @@ def test_a_full_disk_names_the_output_it_was_writing(tmp_path, capsys, monkeypat
         assert err.startswith(f"error: {dest}") and "No space left on device; free some space or choose another " \
             "output path" in err and ".partial" not in err, err
         assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.json"]   # nothing half-written
+
+
+def test_every_command_line_entry_point_ends_in_one_line():
+    """Every script a user runs (benchmarks/*.py, python -m ...) wraps its main in cli_errors: one-line
+    errors, exit 130 on Ctrl-C and a quiet 141 when `| head` closes the output (four_bit_bar.py had
+    a BrokenPipeError traceback)."""
+    import ast
+
+    entries = sorted(ROOT.glob("benchmarks/*.py")) + [ROOT / p for p in (
+        "codegen/__main__.py", "codegen/perf.py", "quantizer/__main__.py", "quantizer/eval.py", "cosim/__main__.py",
+        "cosim/eval.py")]
+    for path in entries:
+        mains = [n for n in ast.parse(path.read_text()).body if isinstance(n, ast.FunctionDef) and n.name == "main"]
+        assert len(mains) == 1, path
+        assert any(isinstance(d, ast.Name) and d.id == "cli_errors" for d in mains[0].decorator_list), path
