@@ -687,7 +687,8 @@ def to_model_input(images: np.ndarray, pp: Preprocess) -> torch.Tensor:
 def to_int8_input(images: np.ndarray) -> torch.Tensor:
     """uint8 NHWC -> int8 NCHW, exactly u - 128 (the integer pipeline's input)."""
     _check_batch(images, "to_int8_input")
-    x = torch.from_numpy(np.ascontiguousarray(images)).to(torch.int16) - 128  # int16: no wrap-around
+    # int16: no wrap-around; the conversion copies, so a read-only array gives torch no warning
+    x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.int16)) - 128
     return x.to(torch.int8).permute(0, 3, 1, 2).contiguous()
 
 

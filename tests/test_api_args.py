@@ -147,3 +147,16 @@ def test_a_file_inside_a_build_and_a_build_for_an_ir_point_to_the_right_path(tin
         load(None)
     with pytest.raises(P2VitError, match=rf"^{build} is a build; its IR is {build / 'ir'}$"):
         QuantizedViT.load(build)
+
+
+def test_to_int8_input_of_a_read_only_array_is_quiet():
+    import warnings
+
+    from quantizer.data import to_int8_input
+
+    x = _images(2)
+    x.setflags(write=False)   # e.g. np.load(..., mmap_mode="r") or a frombuffer array
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = to_int8_input(x)
+    assert torch.equal(got, (torch.from_numpy(x.copy()).to(torch.int16) - 128).to(torch.int8).permute(0, 3, 1, 2))
