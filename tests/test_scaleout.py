@@ -175,7 +175,7 @@ def test_small_runs_stay_in_process_and_large_ones_use_the_cores():
     assert isinstance(choose_engine(None, None, LOCAL_MIN_IMAGES - 1), InProcess)
     assert isinstance(choose_engine(None, 1, 10_000), InProcess)
     assert isinstance(choose_engine(None, 2, 64), LocalProcesses)
-    with pytest.raises(P2VitError, match="--workers"):
+    with pytest.raises(P2VitError, match="^workers must be a whole number of at least 1"):
         choose_engine(None, 0, 64)
 
 
