@@ -1181,7 +1181,8 @@ def _note_build_what_if(args, built: BuiltDesign, shape: ModelShape, hw: HwConfi
     bits, DRAM bandwidth) model another design, which the report's header alone would not say."""
     field_of = {f: f[2:].replace("-", "_") for f in explicit_hw_flags(args)}
     changed = [f for f, name in field_of.items() if getattr(hw, name) != getattr(built.hw, name)]
-    changed += [f for f, differs in (("--w-bits", shape.layer_bits != built.shape.layer_bits),
+    bits = [{n: s.bits(n) for n in s.linear_layers()} for s in (shape, built.shape)]   # in any order
+    changed += [f for f, differs in (("--w-bits", bits[0] != bits[1]),
                                      ("--res-bits", shape.res_bits != built.shape.res_bits),
                                      ("--dram-gbs", (args.dram_gbs or None) != (built.dram_gbs or None))) if differs]
     if changed:

@@ -90,6 +90,8 @@ class QuantConfig:
             if not ok:
                 want = {"int": "a whole number", "float": "a number"}.get(kind, "a string")
                 raise P2VitError(f"QuantConfig.{f.name} must be {want}, not {v!r} ({type(v).__name__})")
+            if kind in ("int", "float", "bool") and type(v).__module__ == "numpy":   # np.int64(4), np.True_
+                object.__setattr__(self, f.name, v.item())   # as Python's: the IR's metadata is JSON
 
     @property
     def label(self) -> str:

@@ -342,9 +342,11 @@ def check_image_set(ds) -> None:
         raise P2VitError(f"{src}: ImageSet labels must be a 1-D integer array, not {what}")
     if y.shape[0] != x.shape[0]:
         raise P2VitError(f"{src}: the ImageSet has {y.shape[0]} labels for {x.shape[0]} images; give one per image")
-    if y.size and (y.min() < 0 or (ds.class_names is not None and y.max() >= len(ds.class_names))):
-        raise P2VitError(f"{src}: ImageSet labels range {y.min()}..{y.max()} is not one of class indices"
-                         + (f" below its {len(ds.class_names)} class_names" if ds.class_names is not None else ""))
+    if y.size and y.min() < 0:
+        raise P2VitError(f"{src}: ImageSet labels range {y.min()}..{y.max()}; labels are class indices 0, 1, 2, ...")
+    if y.size and ds.class_names is not None and y.max() >= len(ds.class_names):
+        raise P2VitError(f"{src}: ImageSet labels range {y.min()}..{y.max()} is outside its {len(ds.class_names)} "
+                         "class_names; fix the labels or class_names")
 
 
 def _is_image(p: Path) -> bool:

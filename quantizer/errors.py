@@ -61,19 +61,22 @@ def path_error_message(exc: OSError) -> str | None:
 @contextlib.contextmanager
 def writing_to(path, attempt=None):
     """Writes to the output `path`, perhaps assembled in a hidden `attempt` (a folder or file that a
-    failure removes) first. A disk error (`PATH_ERRORS`) that names no file (a write() call's, e.g.
-    a full disk) gets `path`, and one that names something in the attempt gets its place in `path`,
-    so the one-line error says where the output was going, not a name that no longer exists."""
+    failure removes) first. A disk error (`PATH_ERRORS`) names the output: one that names no file (a
+    write() call's, e.g. a full disk) gets `path`, and one that names something in the attempt (as
+    its file, or as a copy's destination, filename2) gets its place in `path`, so the one-line error
+    says where the output was going, not a name that no longer exists or the copy's source."""
     try:
         yield
     except OSError as exc:
         if exc.errno not in PATH_ERRORS:
             raise
-        name, base = exc.filename, os.fspath(attempt) if attempt is not None else None
-        if name is None:
+        base = os.fspath(attempt) if attempt is not None else None
+        inside = [os.fspath(n) for n in (exc.filename2, exc.filename) if n is not None and base is not None
+                  and (os.fspath(n) == base or os.fspath(n).startswith(base + os.sep))]
+        if inside:
+            name = os.fspath(path) + inside[0][len(base):]
+        elif exc.filename is None:
             name = os.fspath(path)
-        elif base is not None and (os.fspath(name) == base or os.fspath(name).startswith(base + os.sep)):
-            name = os.fspath(path) + os.fspath(name)[len(base):]
         else:
             raise
         raise OSError(exc.errno, exc.strerror or os.strerror(exc.errno), name) from exc
@@ -150,7 +153,8 @@ def check_count(value, name: str, minimum: int = 1, none_ok: bool = False) -> No
 
 def check_flag(value, name: str) -> None:
     """A True/False argument of a Python call: a string such as "no" would switch it on by its truth."""
-    if not isinstance(value, bool) and type(value).__name__ != "bool_":   # numpy.bool_ too
+    numpy_bool = type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_")   # 2.x, 1.x
+    if not isinstance(value, bool) and not numpy_bool:
         raise P2VitError(f"{name} must be True or False, not {value!r}")
 
 

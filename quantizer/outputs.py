@@ -94,14 +94,14 @@ def write_atomic(path: str | os.PathLike, write: Callable[[Path], None], durable
     os.close(fd)
     tmp = Path(name)
     try:
-        with writing_to(path, tmp):
+        with writing_to(path, tmp):   # a full disk may show only at the sync
             write(tmp)
-        if durable:
-            fd = os.open(tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            if durable:
+                fd = os.open(tmp, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
         os.chmod(tmp, umask_mode(0o666))
         os.replace(tmp, path)
     except BaseException:

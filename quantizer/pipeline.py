@@ -32,7 +32,7 @@ def model_meta(loaded: LoadedModel, fm: FloatViT) -> dict:
     }
 
 
-def _calibration_array(images, loaded: LoadedModel) -> np.ndarray:
+def _calibration_array(images, loaded: LoadedModel, empty_ok: bool = False) -> np.ndarray:
     """The calibration images as the float model takes them, or a one-line error saying how to get them."""
     if isinstance(images, ImageSet):
         check_image_set(images)
@@ -43,7 +43,7 @@ def _calibration_array(images, loaded: LoadedModel) -> np.ndarray:
     if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4:
         what = f"{images.dtype} {images.shape}" if isinstance(images, np.ndarray) else type(images).__name__
         raise P2VitError(f"calibration images must be a uint8 (N, {', '.join(map(str, want))}) array, not {what}; {how}")
-    if images.shape[0] == 0:
+    if images.shape[0] == 0 and not empty_ok:   # with stats given, none are needed (unless mixed precision scores)
         raise P2VitError(f"no calibration images (shape {images.shape}); {how}")
     if images.shape[1:] != want:
         raise P2VitError(f"calibration images are {images.shape[1:]}, {loaded.name} takes {want}; {how}")
@@ -59,7 +59,7 @@ def quantize(loaded: LoadedModel, calib_images: np.ndarray, cfg: QuantConfig,
     cfg = QuantConfig() if cfg is None else cfg
     if not isinstance(cfg, QuantConfig):
         raise P2VitError(f"cfg must be a quantizer.QuantConfig (or None), not {type(cfg).__name__}")
-    calib_images = _calibration_array(calib_images, loaded)
+    calib_images = _calibration_array(calib_images, loaded, empty_ok=stats is not None)
     fm = fm or FloatViT.from_timm(loaded.model, loaded.preprocess)
     if stats is None:
         stats = collect(fm, calib_images[:cfg.n_calib], max_rows=cfg.max_rows,

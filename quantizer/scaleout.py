@@ -217,6 +217,9 @@ def unguarded_main_script() -> str | None:
     path = getattr(main, "__file__", None)
     if not path or not os.path.isfile(path):
         return None
+    spec_name = getattr(getattr(main, "__spec__", None), "name", None) or ""
+    if spec_name == "__main__" or spec_name.endswith(".__main__"):   # python -m pkg: spawn never imports pkg/__main__.py
+        return None
     frame, line = sys._getframe(1), None
     while frame is not None:   # the outermost frame of the script's module code: the call site
         if frame.f_globals is vars(main) and frame.f_code.co_name == "<module>":
@@ -236,12 +239,20 @@ def unguarded_main_script() -> str | None:
 
 
 def _is_main_test(test: ast.expr) -> bool:
-    """`__name__ == "__main__"`, either way round."""
-    if not (isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq)):
+    """`__name__ == "__main__"` (either way round, or `__name__ in ("__main__",)`), alone or as a
+    term of an `and`: the body runs in the script, never in a spawned worker."""
+    if isinstance(test, ast.BoolOp) and isinstance(test.op, ast.And):
+        return any(_is_main_test(v) for v in test.values)
+    if not (isinstance(test, ast.Compare) and len(test.ops) == 1):
         return False
-    sides = [test.left, test.comparators[0]]
-    return (any(isinstance(x, ast.Name) and x.id == "__name__" for x in sides)
-            and any(isinstance(x, ast.Constant) and x.value == "__main__" for x in sides))
+    left, op, right = test.left, test.ops[0], test.comparators[0]
+    is_name = lambda x: isinstance(x, ast.Name) and x.id == "__name__"   # noqa: E731
+    is_main = lambda x: isinstance(x, ast.Constant) and x.value == "__main__"   # noqa: E731
+    if isinstance(op, ast.Eq):
+        return (is_name(left) and is_main(right)) or (is_main(left) and is_name(right))
+    if isinstance(op, ast.In) and is_name(left) and isinstance(right, (ast.Tuple, ast.List, ast.Set)):
+        return all(is_main(x) for x in right.elts) and bool(right.elts)
+    return False
 
 
 def oversubscribed_note(engine, asked: int | None) -> str | None:

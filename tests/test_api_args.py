@@ -52,7 +52,7 @@ def test_evaluate_refuses_bad_arguments_before_opening_the_build(tmp_path, kwarg
     (ImageSet(_images(3), np.array([3, 1]), None, "m"), "m: the ImageSet has 2 labels for 3 images"),
     (ImageSet(_images(0), None, None, "m"), "m: the ImageSet holds no images"),
     (ImageSet(_images(2).astype(np.float32), None, None, "m"), "m: ImageSet images must be a uint8 (N, H, W, 3)"),
-    (ImageSet(_images(2), np.array([0, 5]), ["a", "b"], "m"), "m: ImageSet labels range 0..5 is not one of class"),
+    (ImageSet(_images(2), np.array([0, 5]), ["a", "b"], "m"), "m: ImageSet labels range 0..5 is outside its 2 class_names"),
     (ImageSet(_images(2), np.array([0.0, 1.0]), None, "m"), "m: ImageSet labels must be a 1-D integer array"),
 ])
 def test_evaluate_checks_an_image_set_in_memory_as_the_npz_loader_does(tmp_path, data, says):
@@ -69,6 +69,7 @@ def test_reference_run_refuses_bad_batch_and_trace(tiny_ir):
         with pytest.raises(P2VitError, match=says):
             reference.run(tiny_ir, x, **kwargs)
     assert reference.run(tiny_ir, x, batch=np.int64(1)).logits.shape == (1, 10)   # a numpy int is a count
+    assert reference.run(tiny_ir, x, trace=np.False_).trace is None   # and a numpy bool a flag (numpy 1.x and 2.x)
 
 
 @pytest.mark.parametrize("kwargs, says", [
@@ -83,7 +84,9 @@ def test_quant_config_checks_types(kwargs, says):
     with pytest.raises(P2VitError) as exc:
         QuantConfig(**kwargs)
     assert str(exc.value).startswith(says), exc.value
-    assert QuantConfig(alpha_qkv=1, mixed_budget=1.5, n_calib=np.int64(4)).n_calib == 4   # ints as numbers, numpy ints
+    c = QuantConfig(alpha_qkv=1, mixed_budget=1.5, n_calib=np.int64(4), smooth=np.True_, alpha_fc1=np.float32(0.5))
+    # ints as numbers; numpy numbers and bools taken as Python's (the IR's metadata is JSON)
+    assert (type(c.n_calib), type(c.smooth), type(c.alpha_fc1)) == (int, bool, float) and c.to_json()["n_calib"] == 4
 
 
 def test_quantize_takes_an_image_set_and_refuses_other_sizes(tiny_lm):
@@ -100,6 +103,11 @@ def test_quantize_takes_an_image_set_and_refuses_other_sizes(tiny_lm):
         assert str(exc.value).startswith(says) and "quantizer.data.load_images" in str(exc.value), exc.value
     with pytest.raises(P2VitError, match="cfg must be a quantizer.QuantConfig"):
         quantize(tiny_lm, imgs, {"n_calib": 4})
+    # with statistics already gathered no images are needed
+    q = quantize(tiny_lm, imgs, cfg)
+    from quantizer.calibrate import collect
+    stats = collect(q.float_model, imgs, max_rows=cfg.max_rows)
+    assert quantize(tiny_lm, imgs[:0], cfg, stats=stats, fm=q.float_model).ir is not None
 
 
 def test_loading_a_model_leaves_the_callers_random_stream_alone(tmp_path):
@@ -126,13 +134,25 @@ def test_a_script_without_a_main_guard_runs_in_this_process(tmp_path):
         print("top", evaluate())
         if __name__ == "__main__":
             print("guarded", evaluate())
+        if __name__ == "__main__" and len(__file__) > 0:
+            print("and", evaluate())
+        if __name__ in ("__main__",):
+            print("in", evaluate())
         """))
     run = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=120,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert run.returncode == 0, run.stderr
-    assert run.stdout.splitlines() == ["top InProcess", "guarded LocalProcesses"]
+    assert run.stdout.splitlines() == ["top InProcess", "guarded LocalProcesses", "and LocalProcesses",
+                                       "in LocalProcesses"]
     assert run.stderr.count("note: running in this process, not 2 worker processes") == 1, run.stderr
     assert f"from the top level of {script}, outside `if __name__ == \"__main__\":`" in run.stderr
+    # python -m pkg runs pkg/__main__.py, which spawned workers never import: no guard is needed
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("")
+    (tmp_path / "pkg" / "__main__.py").write_text(script.read_text())
+    run = subprocess.run([sys.executable, "-m", "pkg"], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert run.returncode == 0 and run.stdout.splitlines()[0] == "top LocalProcesses" and "note:" not in run.stderr, run
 
 
 def test_a_file_inside_a_build_and_a_build_for_an_ir_point_to_the_right_path(tiny_build):

@@ -204,6 +204,8 @@ def test_codegen_generates_the_searched_design(tmp_path, capsys):
     assert perf.main([str(out), "--json", str(tmp_path / "p.json")]) == 0
     assert json.loads((tmp_path / "p.json").read_text())["hw"] == want.to_json()
     assert "what-if" not in capsys.readouterr().err   # the build's own design
+    assert perf.main([str(out), "--w-bits", "8", "--json", str(tmp_path / "p8.json")]) == 0
+    assert "what-if" not in capsys.readouterr().err   # its own bits, whatever the order of its layers
     # a hardware flag changes that one field of the build's design, and the note says it is a what-if
     other_lanes = 1 if want.lanes != 1 else 2
     assert perf.main([str(out), "--lanes", str(other_lanes), "--rows", str(want.rows), "--w-bits", "4",

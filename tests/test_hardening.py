@@ -847,11 +847,13 @@ def test_a_full_disk_names_the_output_it_was_writing(tmp_path, capsys, monkeypat
 
     # the rules: no name -> the output; a name in the attempt -> its place in the output; others kept
     attempt, out = tmp_path / ".b.partial", tmp_path / "b"
-    for raised, named in ((None, str(out)), (str(attempt / "hls" / "x.h"), str(out / "hls" / "x.h")),
-                          (str(tmp_path / "elsewhere"), str(tmp_path / "elsewhere"))):
+    for raised, named in (((None,), str(out)), ((str(attempt / "hls" / "x.h"),), str(out / "hls" / "x.h")),
+                          ((str(tmp_path / "elsewhere"),), str(tmp_path / "elsewhere")),
+                          # a copy into the attempt names its source first: the destination is the output's
+                          ((str(tmp_path / "kernels" / "x.h"), None, str(attempt / "hls" / "x.h")), str(out / "hls" / "x.h"))):
         with pytest.raises(OSError) as exc, writing_to(out, attempt):
-            raise OSError(errno_mod.ENOSPC, "No space left on device", raised)
-        assert exc.value.filename == named
+            raise OSError(errno_mod.ENOSPC, "No space left on device", *raised)
+        assert exc.value.filename == named and exc.value.errno == errno_mod.ENOSPC
     with pytest.raises(ValueError), writing_to(out, attempt):   # not a disk error: untouched
         raise ValueError("a bug")
 
