@@ -323,30 +323,40 @@ class ImageSet:
 
 def check_image_set(ds) -> None:
     """An ImageSet made in memory (not by load_images): uint8 (N, H, W, 3) images, N >= 1, and labels,
-    when given, one non-negative integer per image (below len(class_names) when those are given);
-    a one-line P2VitError otherwise, as the .npz loader gives for the same mistakes."""
+    when given, as the .npz loader takes them (check_labels, check_labels_within); a one-line
+    P2VitError otherwise."""
     if not isinstance(ds, ImageSet):
         raise P2VitError(f"expected a quantizer.data.ImageSet or a path, not {type(ds).__name__}")
-    src, x = ds.source, ds.images
-    if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != 4 or x.shape[3] != 3:
-        what = f"{x.dtype} {x.shape}" if isinstance(x, np.ndarray) else type(x).__name__
+    src = ds.source
+    if (what := batch_problem(ds.images)) is not None:
         raise P2VitError(f"{src}: ImageSet images must be a uint8 (N, H, W, 3) array, not {what}; "
                          "load them with quantizer.data.load_images")
-    if x.shape[0] == 0:
+    if len(ds) == 0:
         raise P2VitError(f"{src}: the ImageSet holds no images")
-    y = ds.labels
-    if y is None:
-        return
-    if not isinstance(y, np.ndarray) or y.ndim != 1 or y.dtype.kind not in "iu":
-        what = f"{y.dtype} {y.shape}" if isinstance(y, np.ndarray) else type(y).__name__
-        raise P2VitError(f"{src}: ImageSet labels must be a 1-D integer array, not {what}")
-    if y.shape[0] != x.shape[0]:
-        raise P2VitError(f"{src}: the ImageSet has {y.shape[0]} labels for {x.shape[0]} images; give one per image")
-    if y.size and y.min() < 0:
-        raise P2VitError(f"{src}: ImageSet labels range {y.min()}..{y.max()}; labels are class indices 0, 1, 2, ...")
-    if y.size and ds.class_names is not None and y.max() >= len(ds.class_names):
-        raise P2VitError(f"{src}: ImageSet labels range {y.min()}..{y.max()} is outside its {len(ds.class_names)} "
-                         "class_names; fix the labels or class_names")
+    if ds.labels is not None:
+        check_labels(ds.labels, len(ds), src, "ImageSet.labels", "ImageSet.images")
+        if ds.class_names is not None:
+            check_labels_within(ds.labels, ds.class_names, src, "ImageSet.labels")
+
+
+def check_labels(labels, n: int, src: str, name: str = "'labels'", images: str = "'images'") -> None:
+    """Labels of n images (an .npz's, an ImageSet's): a 1-D integer array of n class indices >= 0."""
+    if not isinstance(labels, np.ndarray) or labels.ndim != 1 or labels.dtype.kind not in "iu":
+        got = f"{labels.dtype} {labels.shape}" if isinstance(labels, np.ndarray) else type(labels).__name__
+        raise P2VitError(f"{src}: {name} must be a 1-D integer array, got {got}; store one integer class index "
+                         "per image")
+    if labels.shape[0] != n:
+        raise P2VitError(f"{src}: {name} has {labels.shape[0]} entries but {images} has {n}; they must match")
+    if labels.size and (labels.min() < 0 or labels.max() > np.iinfo(np.int64).max):
+        raise P2VitError(f"{src}: {name} range {labels.min()}..{labels.max()} is not a range of class "
+                         "indices; labels must be 0, 1, 2, ... (class numbers)")
+
+
+def check_labels_within(labels: np.ndarray, class_names: list, src: str, name: str = "'labels'") -> None:
+    """Labels (check_labels passed) that index the data's class names."""
+    if labels.size and labels.max() >= len(class_names):
+        raise P2VitError(f"{src}: {name} range {labels.min()}..{labels.max()} is outside the "
+                         f"{len(class_names)} class_names; fix the labels or class_names")
 
 
 def _is_image(p: Path) -> bool:
@@ -515,14 +525,7 @@ def _load_npz(path: Path, pp: Preprocess, limit: int | None, progress: bool, spr
                          "store (N, H, W, 3) images with H, W >= 1")
 
     if labels is not None:
-        if labels.ndim != 1 or labels.dtype.kind not in "iu":
-            raise P2VitError(f"{src}: 'labels' must be a 1-D integer array, got {labels.dtype} {labels.shape}; "
-                             "store one integer class index per image")
-        if labels.shape[0] != n:
-            raise P2VitError(f"{src}: 'labels' has {labels.shape[0]} entries but 'images' has {n}; they must match")
-        if labels.size and (labels.min() < 0 or labels.max() > np.iinfo(np.int64).max):
-            raise P2VitError(f"{src}: 'labels' range {labels.min()}..{labels.max()} is not a range of class "
-                             "indices; labels must be 0, 1, 2, ... (class numbers)")
+        check_labels(labels, n, src)
         labels = labels.astype(np.int64)
     class_names = None
     if names is not None:
@@ -533,10 +536,8 @@ def _load_npz(path: Path, pp: Preprocess, limit: int | None, progress: bool, spr
         except UnicodeDecodeError:
             raise P2VitError(f"{src}: 'class_names' are bytes that are not UTF-8 text; "
                              "store them as a numpy str array") from None
-        if labels is not None and labels.size and (labels.min() < 0 or labels.max() >= len(class_names)):
-            raise P2VitError(
-                f"{src}: 'labels' range {labels.min()}..{labels.max()} is outside the "
-                f"{len(class_names)} class_names; fix the labels or class_names")
+        if labels is not None:
+            check_labels_within(labels, class_names, src)
 
     if limit is not None:
         keep = subset_indices(images.shape[0], limit, spread)
@@ -670,9 +671,16 @@ def load_images(path: str | os.PathLike, pp: Preprocess, limit: int | None = Non
 # --------------------------------------------------------------------------- model inputs
 
 
+def batch_problem(images) -> str | None:
+    """None for a uint8 (N, H, W, 3) batch, else what it is instead (dtype and shape, or the type),
+    for the callers' messages."""
+    if isinstance(images, np.ndarray) and images.dtype == np.uint8 and images.ndim == 4 and images.shape[3] == 3:
+        return None
+    return f"{images.dtype} {images.shape}" if isinstance(images, np.ndarray) else type(images).__name__
+
+
 def _check_batch(images: np.ndarray, who: str) -> None:
-    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3:
-        desc = f"{images.dtype} {images.shape}" if isinstance(images, np.ndarray) else type(images).__name__
+    if (desc := batch_problem(images)) is not None:
         raise P2VitError(f"{who} needs uint8 images of shape (N, H, W, 3), got {desc}; load them with load_images")
 
 

@@ -7,7 +7,7 @@ import numpy as np
 
 from .calibrate import Stats, collect
 from .config import QuantConfig
-from .data import ImageSet, check_image_set
+from .data import ImageSet, batch_problem, check_image_set
 from .errors import P2VitError
 from .float_model import FloatViT
 from .ir import BLOCK_LINEARS, FORMAT_VERSION, QuantizedViT
@@ -40,8 +40,7 @@ def _calibration_array(images, loaded: LoadedModel, empty_ok: bool = False) -> n
     pp = loaded.preprocess
     want = (pp.height, pp.width, 3)
     how = f"load them with quantizer.data.load_images(PATH, lm.preprocess), which fits other sizes to {pp.width}x{pp.height}"
-    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4:
-        what = f"{images.dtype} {images.shape}" if isinstance(images, np.ndarray) else type(images).__name__
+    if (what := batch_problem(images)) is not None:
         raise P2VitError(f"calibration images must be a uint8 (N, {', '.join(map(str, want))}) array, not {what}; {how}")
     if images.shape[0] == 0 and not empty_ok:   # with stats given, none are needed (unless mixed precision scores)
         raise P2VitError(f"no calibration images (shape {images.shape}); {how}")

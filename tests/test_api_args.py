@@ -49,11 +49,11 @@ def test_evaluate_refuses_bad_arguments_before_opening_the_build(tmp_path, kwarg
 
 
 @pytest.mark.parametrize("data, says", [
-    (ImageSet(_images(3), np.array([3, 1]), None, "m"), "m: the ImageSet has 2 labels for 3 images"),
+    (ImageSet(_images(3), np.array([3, 1]), None, "m"), "m: ImageSet.labels has 2 entries but ImageSet.images has 3; they must match"),
     (ImageSet(_images(0), None, None, "m"), "m: the ImageSet holds no images"),
     (ImageSet(_images(2).astype(np.float32), None, None, "m"), "m: ImageSet images must be a uint8 (N, H, W, 3)"),
-    (ImageSet(_images(2), np.array([0, 5]), ["a", "b"], "m"), "m: ImageSet labels range 0..5 is outside its 2 class_names"),
-    (ImageSet(_images(2), np.array([0.0, 1.0]), None, "m"), "m: ImageSet labels must be a 1-D integer array"),
+    (ImageSet(_images(2), np.array([0, 5]), ["a", "b"], "m"), "m: ImageSet.labels range 0..5 is outside the 2 class_names; fix the labels or class_names"),
+    (ImageSet(_images(2), np.array([0.0, 1.0]), None, "m"), "m: ImageSet.labels must be a 1-D integer array, got float64 (2,)"),
 ])
 def test_evaluate_checks_an_image_set_in_memory_as_the_npz_loader_does(tmp_path, data, says):
     with pytest.raises(P2VitError) as exc:
