@@ -210,7 +210,7 @@ def _is_safetensors(path: Path) -> bool:
         with open(path, "rb") as f:
             head = f.read(9)
     except OSError:
-        return path.suffix == ".safetensors"   # the loader below reports why it cannot be read
+        head = b""   # the loader below reports why it cannot be read
     if len(head) < 9:
         return path.suffix == ".safetensors"
     return head[8:9] == b"{" and 2 <= int.from_bytes(head[:8], "little") <= path.stat().st_size - 8
