@@ -125,11 +125,27 @@ def patch_lanes(hw: HwConfig, patch: int) -> int:
     return math.gcd(patch, hw.simd // embed_spread(hw))
 
 
-def img_banks(hw: HwConfig, patch: int) -> int:
+def two_writes_fit(per: int, banks: int, values: int, bits: int) -> bool:
+    """banks.h two_writes_fit: whether a burst of `per` values a beat may write into `values` x `bits`
+    cyclic `banks` at a beat a cycle: a bank that takes two values of a beat must be BRAM (1 Kbit or
+    more: bound ram_t2p, true_dual_port_bindings); LUTRAM has one write port."""
+    return per <= banks or cdiv(values, banks) * bits >= 1024
+
+
+def img_banks(shape: ModelShape, hw: HwConfig) -> int:
     """Banks of the image buffer (banks.h img_banks): a multiple of patch_lanes that takes a beat
-    per cycle with at most two writes per bank."""
-    pl = patch_lanes(hw, patch)
-    return pl * cdiv(hw.axi_bytes // 2, pl)
+    per cycle with at most two writes per bank where its banks are BRAM, else one."""
+    pl = patch_lanes(hw, shape.patch)
+    two = pl * cdiv(hw.axi_bytes // 2, pl)
+    image = shape.in_chans * shape.img_h * shape.img_w
+    return two if two_writes_fit(hw.axi_bytes, two, image, 8) else pl * cdiv(hw.axi_bytes, pl)
+
+
+def param_banks(hw: HwConfig, per: int, values: int, bits: int) -> int:
+    """banks.h param_banks: a per-output parameter array of values x bits that a burst writes `per`
+    values a beat and an epilogue reads COLS a cycle; two writes a bank only where it is BRAM."""
+    two = shared_banks(per, 1, hw.cols, 1)
+    return two if two_writes_fit(per, two, values, bits) else shared_banks(per, 2, hw.cols, 1)
 
 
 def ln_quotient_bits(d: int) -> int:
@@ -312,26 +328,29 @@ def storage_impl(memory: tuple[int, int, int]) -> str:
 
 
 def true_dual_port_bindings(shape: ModelShape, hw: HwConfig) -> dict[str, str]:
-    """BIND_STORAGE impl of each burst-filled memory into which one beat writes two values a bank
-    (AXI_BYTES values into AXI_BYTES / 2 banks a cycle): the image img and the 1-byte per-output
-    parameters shift, e_r and e_s (p1). Two writes a cycle need both ports of a true dual-port RAM
-    (ram_t2p), which a BRAM is and LUTRAM is not: "bram" for a memory resources.buffers counts as
-    BRAM (storage_impl), "" for a LUTRAM one, whose burst Vitis schedules at II 2 (it holds fewer
-    than 1 Kbit: e_r and e_s at D 768, a 48-beat burst a residual layer)."""
+    """BIND_STORAGE impl of each burst-filled memory into which one beat writes two values a bank:
+    the image img and the per-output parameters bias, shift, e_r and e_s. Two writes a cycle need
+    both ports of a true dual-port RAM (ram_t2p), which a BRAM is and LUTRAM is not, so a memory
+    that would be LUTRAM takes a bank per value of the beat instead (two_writes_fit, img_banks,
+    param_banks): "bram" where a beat writes two values a bank, "" where it writes one."""
     ab = hw.axi_bytes
     f = partition_factors(shape, hw)
     om = shape.param_len
     image = shape.in_chans * shape.img_h * shape.img_w
-    sizes = {"img": (f["img"], cdiv(image, f["img"])), "shift": (f["p1"], cdiv(om, f["p1"])),
-             "e_r": (f["p1"], cdiv(shape.dim, f["p1"])), "e_s": (f["p1"], cdiv(shape.dim, f["p1"]))}
-    return {name: "bram" if cdiv(ab, banks) == 2 and storage_impl((banks, depth, 8)) == "bram" else ""
-            for name, (banks, depth) in sizes.items()}
+    sizes = {"img": (ab, f["img"], image, 8), "bias": (ab // 4, f["p4"], om, 32), "shift": (ab, f["p1"], om, 8),
+             "e_r": (ab, f["pe"], shape.dim, 8), "e_s": (ab, f["pe"], shape.dim, 8)}
+    out = {}
+    for name, (per, banks, values, bits) in sizes.items():
+        two = cdiv(per, banks) == 2
+        assert not two or storage_impl((banks, cdiv(values, banks), bits)) == "bram", name   # two_writes_fit
+        out[name] = "bram" if two else ""
+    return out
 
 
 def partition_factors(shape: ModelShape, hw: HwConfig) -> dict[str, int]:
     """The ARRAY_PARTITION factors of the generated top, main_array and qk_array (kernels/p2vit/banks.h), by
     array: r, rc, o, q, k (channels; the keys are cyclic PCOLS besides), hid, img, tile_bias, the
-    per-output parameters p4 (bias) and p1 (shift, e_r, e_s), cls, the LayerNorm parameters and the
+    per-output parameters p4 (bias), p1 (shift) and pe (e_r, e_s), cls, the LayerNorm parameters and the
     Q.K^T logit rows (keys)."""
     cols, ab, WL = hw.cols, hw.axi_bytes, load_lanes(hw)
     E = qkv_lanes(hw, shape.dh)
@@ -344,9 +363,11 @@ def partition_factors(shape: ModelShape, hw: HwConfig) -> dict[str, int]:
         "q": shared_banks(E, 1, WL, 1),                                   # q_banks
         "k": shared_banks(E, 1, hw.simd, 1),                              # k_channel_banks
         "hid": shared_banks(cols, 2, WL, 2),                              # hid_banks
-        "img": img_banks(hw, shape.patch),
+        "img": img_banks(shape, hw),
         "tile_bias": shared_banks(hw.weight_ports * (ab // 4), 2, cols, 1),   # embed_bias_banks
-        "p4": shared_banks(ab // 4, 1, cols, 1), "p1": shared_banks(ab, 1, cols, 1),   # param_banks<C, PER4 / PER1>
+        # bias_banks, shift_banks, exponent_banks (e_r, e_s)
+        "p4": param_banks(hw, ab // 4, shape.param_len, 32), "p1": param_banks(hw, ab, shape.param_len, 8),
+        "pe": param_banks(hw, ab, shape.dim, 8),
         "cls": ab // (shape.res_bits // 8),                               # PER_RES
         "ln_k": math.lcm(ab, cols, WL),                                   # ln_k_banks
         "ln_G": math.lcm(ab // 2, WL), "ln_B": math.lcm(ab // 8, WL), "ln_sh": math.lcm(ab, WL),   # ln_param_banks

@@ -795,7 +795,7 @@ arr av_rows_v(arr codes, arr v, int shift, int bits, int lanes, int simd) {
 template <int RBITS>
 struct ECfg {
   static constexpr int N = 7, D = 12, HID = 20, ROWS = 3, COLS = 8, RES_BITS = RBITS;
-  static constexpr int SIMD = 2, LANES = 4, AXI_BYTES = 16;   // bank factors (p2vit/banks.h)
+  static constexpr int SIMD = 2, LANES = 4, AXI_BYTES = 16, OMAX = 3 * D;   // bank factors (p2vit/banks.h)
   static constexpr int WPORTS = 1, PCOLS = COLS;
   using act_t = sint<8>;
   using res_t = sint<RBITS>;
@@ -906,7 +906,7 @@ arr epi_residual_v(arr acc, int n0, int o0, arr bias, arr shift, int e_y, arr e_
 template <int RBITS>
 struct NormCfg {
   static constexpr int N = 32, D = 12, ROWS = 3, COLS = 8, RES_BITS = RBITS;
-  static constexpr int SIMD = 2, LANES = 4, AXI_BYTES = 16;   // bank factors (p2vit/banks.h)
+  static constexpr int SIMD = 2, LANES = 4, AXI_BYTES = 16, OMAX = 3 * D;   // bank factors (p2vit/banks.h)
   static constexpr int WPORTS = 1, PCOLS = COLS;
   using act_t = sint<8>;
   using res_t = sint<RBITS>;
@@ -966,7 +966,7 @@ arr ln_split_v(arr r, arr k, arr G, arr B, arr sh, std::int64_t eps_i, int rbits
 // reduction steps per key tile, so epi_logits finishes 2 rows per cycle (a partial last group).
 struct QCfg {
   static constexpr int N = 7, D = 16, H = 2, DH = 8, ROWS = 3, COLS = 8, LANES = 4;
-  static constexpr int SIMD = 4, AXI_BYTES = 16;   // bank factors (p2vit/banks.h)
+  static constexpr int SIMD = 4, AXI_BYTES = 16, OMAX = 3 * D;   // bank factors (p2vit/banks.h)
   static constexpr int WPORTS = 1, PCOLS = COLS;
   using act_t = sint<8>;
   using acc_t = sint<27>;

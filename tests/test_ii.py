@@ -3,10 +3,14 @@
 The counters build of the C-sim records, for every pipelined loop, the most accesses one
 iteration made to one bank of each on-chip array (P2VIT_ACCESS, with the bank functions that
 mirror the ARRAY_PARTITION pragmas) and the most beats it read from each m_axi bundle
-(P2VIT_AXI_BEAT). A BRAM bank serves 2 accesses per cycle (true dual port: where a burst writes a
-bank twice a cycle, the top binds it ram_t2p, design.true_dual_port_bindings; the 1-byte residual
-parameters e_r and e_s, LUTRAM under 1 Kbit, are the exception: their 48-beat bursts run at II 2 in
-hardware) and a bundle one beat, so the II a loop can reach is max(ceil(bank accesses / 2), beats).
+(P2VIT_AXI_BEAT). A BRAM bank serves 2 accesses per cycle and a bundle one beat, so the II a loop
+can reach is max(ceil(bank accesses / 2), beats). Two of them may be writes only where the bank is
+bound true dual-port (ram_t2p); LUTRAM, what a bank under 1 Kbit becomes, has one write port. So the
+bursts, loops that only write on chip, may write a bank twice in an iteration only where the top
+binds it ram_t2p on BRAM (design.true_dual_port_bindings); elsewhere the array takes a bank per value
+of a beat (banks.h two_writes_fit; until session 48 the 1-byte parameters under 1 Kbit a bank, e_r
+and e_s, and shift at the CIFAR model's sizes, took two values a LUTRAM bank: II 2 in hardware, 1 in
+the model).
 That must be exactly the II codegen.perf models (loop_ii), for the default configuration, a
 wide-word one (II 8) and the array shape `--target zcu102` picks for DeiT-B (66x8x8), on the CIFAR
 model (DeiT-B's own size, ViT-B's: tests/test_vitb.py, slow), and a planted extra access must break
@@ -45,11 +49,24 @@ def reachable_ii(peaks) -> dict[str, int]:
     return out
 
 
-def _check(peaks, counts, hw):
+WRITE_ONLY_LOOPS = {"params.burst", "mac_array.load_image", "params.embed_bias"}   # bursts: a beat in, on-chip writes
+
+
+def double_writes_off_t2p(peaks, shape, hw) -> set[tuple[str, str]]:
+    """(loop, bank array) where a burst wrote a bank twice in an iteration and the top does not
+    bind that array ram_t2p on BRAM: II 2 in hardware (LUTRAM and simple dual port: one write)."""
+    t2p = design.true_dual_port_bindings(shape, hw)
+    return {(lp, r) for lp, r, n in peaks
+            if lp in WRITE_ONLY_LOOPS and r.startswith("bank:") and n > 1 and t2p.get(r[5:]) != "bram"}
+
+
+def _check(peaks, counts, hw, shape):
     reach = reachable_ii(peaks)
     assert set(reach) <= set(counts), set(reach) - set(counts)
     bad = {lp: (perf.loop_ii(lp, hw), reach.get(lp, 1)) for lp in counts if perf.loop_ii(lp, hw) != reach.get(lp, 1)}
     assert not bad, f"modelled II != II the accesses allow (model, accesses): {bad}"
+    off = double_writes_off_t2p(peaks, shape, hw)
+    assert not off, f"bursts writing a bank twice a cycle that is not true dual-port BRAM: {sorted(off)}"
     return reach
 
 
@@ -87,12 +104,12 @@ def _cifar_counters(tmp_path_factory, hw, name, w_bits=8):
                               "(design.av_out_lanes), proj's first row tile partly preloaded"])
 def test_every_loop_reaches_its_modelled_ii_on_cifar(hw, tmp_path_factory):
     ir, counts, peaks = _cifar_counters(tmp_path_factory, hw, f"ii_{hw.rows}x{hw.cols}")
-    reach = _check(peaks, counts, hw)
+    shape = model_shape.shape_from_ir(ir)
+    reach = _check(peaks, counts, hw, shape)
     # the configuration decides the reduction's II: one 16-byte beat per cycle of each weight port
     assert reach["mac_array.reduce"] == hw.weight_beats == math.ceil(hw.cols // hw.weight_ports * hw.simd / 16)
     assert reach.get("mac_array.reduce_keys", 1) == 1       # every key bank read once per step
     # the model's loop counts are the C-sim's too, at this configuration
-    shape = model_shape.shape_from_ir(ir)
     assert perf.loop_counts(shape, hw) == counts
     resources = {r for _, r, _ in peaks}
     ports = {"axi:" + b for b in design.blob_bundles(hw)}
@@ -130,9 +147,9 @@ def test_4bit_weight_slots_halve_the_reduction_beats_on_cifar(tmp_path_factory):
     wide = HwConfig(rows=22, cols=8, simd=16, lanes=8, weight_ports=4)
     assert (hw.weight_beats, wide.weight_beats) == (1, 2)
     ir, counts, peaks = _cifar_counters(tmp_path_factory, hw, "ii_slot4", w_bits=4)
-    reach = _check(peaks, counts, hw)
-    assert reach["mac_array.reduce"] == 1
     shape = model_shape.shape_from_ir(ir)
+    reach = _check(peaks, counts, hw, shape)
+    assert reach["mac_array.reduce"] == 1
     assert perf.loop_counts(shape, hw) == counts
     # the embedding reduces over 2 x KP; its row loads carry KP values, gcd(PATCH 4, SIMD / 2) a cycle
     assert design.embed_k(shape, hw) == 2 * shape.kp and design.patch_lanes(hw, shape.patch) == 4
@@ -162,5 +179,5 @@ def test_planted_extra_access_fails_the_check(tmp_path):
     mod.run(mod.Params(str(out / "params.bin")), to_int8_input(random_images(1, 32)).numpy(), 1)
     counts = {k: v for k, v in mod.counters().items() if v}
     with pytest.raises(AssertionError, match="mac_array.reduce"):
-        _check(mod.peaks(), counts, hw)
+        _check(mod.peaks(), counts, hw, model_shape.shape_from_ir(ir))
     assert reachable_ii(mod.peaks())["mac_array.reduce"] == 2 > perf.loop_ii("mac_array.reduce", hw)

@@ -56,5 +56,6 @@ def test_vit_b_model_counts_and_ii_equal_the_instrumented_csim(tmp_path, make_hw
     sim.mod.reset_counters()
     sim.run(synthetic_images(1, lm.preprocess, seed=3), threads=1)
     counts = {k: v for k, v in sim.mod.counters().items() if v}
-    assert perf.loop_counts(model_shape.shape_from_ir(ir), hw) == counts
-    _check(sim.mod.peaks(), counts, hw)
+    shape = model_shape.shape_from_ir(ir)
+    assert perf.loop_counts(shape, hw) == counts
+    _check(sim.mod.peaks(), counts, hw, shape)

@@ -174,12 +174,24 @@ template <class C>
 constexpr int patch_lanes() {
   return gcd_int(C::PATCH, C::SIMD / embed_spread<C>());
 }
+// two_writes_fit(per, banks, values, bits): whether a burst of `per` consecutive values a beat may
+// write into an array of `values` x `bits` cyclic `banks` at one beat a cycle: a bank that takes two
+// of a beat's values needs both ports of a true dual-port RAM (the top binds it ram_t2p, impl=bram;
+// codegen/design.py true_dual_port_bindings), which a bank of 1 Kbit or more is (BRAM) and a smaller
+// one is not: Vitis maps it to LUTRAM, one write port (UG1399 BIND_STORAGE), and the burst would run
+// at II 2. Arrays where it does not fit take a bank per value of the beat instead.
+constexpr bool two_writes_fit(int per, int banks, int values, int bits) {
+  return per <= banks || ((values + banks - 1) / banks) * bits >= 1024;
+}
 // img_banks<C>(): the image buffer img, cyclic: load_image writes a beat (AXI_BYTES values) per
 // cycle, the patch load reads patch_lanes; a multiple of patch_lanes (lane w of the patch load
-// reads only banks = w mod it) that divides AXI_BYTES with at most two writes per bank.
+// reads only banks = w mod it) with at most two writes per bank where its banks are BRAM, else one
+// (two_writes_fit).
 template <class C>
 constexpr int img_banks() {
-  return patch_lanes<C>() * ((C::AXI_BYTES / 2 + patch_lanes<C>() - 1) / patch_lanes<C>());
+  constexpr int PL = patch_lanes<C>(), TWO = PL * ((C::AXI_BYTES / 2 + PL - 1) / PL);
+  return two_writes_fit(C::AXI_BYTES, TWO, C::IMG_C * C::IMG_H * C::IMG_W, 8) ? TWO
+                                                                             : PL * ((C::AXI_BYTES + PL - 1) / PL);
 }
 template <class C>
 constexpr int hid_banks() {         // FC1's output hid[N][HID]: COLS lanes of epi_gelu in, load_lanes (FC2's row load) out;
@@ -187,11 +199,27 @@ constexpr int hid_banks() {         // FC1's output hid[N][HID]: COLS lanes of e
   // for both at once: one access of each per bank per cycle, two in all
   return shared_banks(C::COLS, 2, load_lanes<C>(), 2);
 }
-// param_banks<C, PER>(): a per-output parameter array (bias, shift, e_r, e_s): a burst writes PER
-// values per beat, an epilogue reads COLS per cycle.
-template <class C, int PER>
+// param_banks<C, PER, VALUES, BITS>(): a per-output parameter array of VALUES x BITS (bias, shift:
+// OMAX; e_r, e_s: D): a burst writes PER values per beat, an epilogue reads COLS per cycle. Two
+// writes a bank where the banks are BRAM (bound ram_t2p), else one (two_writes_fit: the 1-byte
+// arrays under 1 Kbit a bank, e_r and e_s at D 768, shift at the CIFAR model's OMAX 768).
+template <class C, int PER, int VALUES, int BITS>
 constexpr int param_banks() {
-  return shared_banks(PER, 1, C::COLS, 1);
+  return two_writes_fit(PER, shared_banks(PER, 1, C::COLS, 1), VALUES, BITS) ? shared_banks(PER, 1, C::COLS, 1)
+                                                                             : shared_banks(PER, 2, C::COLS, 1);
+}
+// The banks of bias (PER 4 x 32 bits), shift (1 x 8) and e_r, e_s (1 x 8), by name.
+template <class C>
+constexpr int bias_banks() {
+  return param_banks<C, C::AXI_BYTES / 4, C::OMAX, 32>();
+}
+template <class C>
+constexpr int shift_banks() {
+  return param_banks<C, C::AXI_BYTES, C::OMAX, 8>();
+}
+template <class C>
+constexpr int exponent_banks() {   // e_r, e_s
+  return param_banks<C, C::AXI_BYTES, C::D, 8>();
 }
 // The embedding's row-tile bias buffer tile_bias[ROWS * embed_bias_cols] (p2vit/layers.h main_array):
 // one row tile's per-token biases, row by row, each row D rounded up to whole column tiles. The

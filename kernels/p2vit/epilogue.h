@@ -57,7 +57,7 @@ inline void epi_qkv_row(const typename C::acc_t a[C::COLS], int row, int ot, int
   constexpr int E = qkv_lanes<C>(), GROUPS = C::COLS / E;
   constexpr int HG = qkv_heads<C>(), NG = qkv_groups<C>();
   constexpr int GP = HG * C::DH / E, GHD = C::DH / E;   // E-groups per q/k/v part of a head group, per head
-  [[maybe_unused]] constexpr int PB4 = param_banks<C, C::AXI_BYTES / 4>(), PB1 = param_banks<C, C::AXI_BYTES>();
+  [[maybe_unused]] constexpr int PB4 = bias_banks<C>(), PB1 = shift_banks<C>(), PBE = exponent_banks<C>();
   [[maybe_unused]] constexpr int QB = q_banks<C>(), KB = k_channel_banks<C>();
   const int cols = 3 * C::D - ot * C::COLS < C::COLS ? 3 * C::D - ot * C::COLS : C::COLS;
   const int cg = ot * GROUPS + g;                   // E-group of the layer's 3D columns
@@ -165,7 +165,7 @@ inline void epi_stream_row(const typename C::acc_t a[C::COLS], bool embed, int r
                            const uint<2> ln_k[C::D], i64 ln_acc1[C::N], i64 ln_acc2[C::N], i64 ln_s1[C::N],
                            i64 ln_sd[C::N], i64 ln_eps, bool tracing, const char* trace_name, int block) {
   P2VIT_PRAGMA(HLS INLINE)
-  [[maybe_unused]] constexpr int PB4 = param_banks<C, C::AXI_BYTES / 4>(), PB1 = param_banks<C, C::AXI_BYTES>();
+  [[maybe_unused]] constexpr int PB4 = bias_banks<C>(), PB1 = shift_banks<C>(), PBE = exponent_banks<C>();
   [[maybe_unused]] constexpr int RB = r_banks<C>(), TBB = embed_bias_banks<C>(), CB = rc_banks<C>();
   [[maybe_unused]] constexpr int K1 = ln_k_banks<C>();
   constexpr int OT = (C::D + C::COLS - 1) / C::COLS;
@@ -182,8 +182,8 @@ inline void epi_stream_row(const typename C::acc_t a[C::COLS], bool embed, int r
         P2VIT_ACCESS_LANE("tile_bias", tb % TBB, o, gcd_int(C::COLS, TBB));
       } else {
         P2VIT_ACCESS_LANE("bias", c % PB4, o, gcd_int(C::COLS, PB4));
-        P2VIT_ACCESS_LANE("e_r", c % PB1, o, gcd_int(C::COLS, PB1));
-        P2VIT_ACCESS_LANE("e_s", c % PB1, o, gcd_int(C::COLS, PB1));
+        P2VIT_ACCESS_LANE("e_r", c % PBE, o, gcd_int(C::COLS, PBE));
+        P2VIT_ACCESS_LANE("e_s", c % PBE, o, gcd_int(C::COLS, PBE));
       }
     }
     if (o < cols && row < C::N) {
@@ -271,7 +271,7 @@ template <class C>
 inline void epi_gelu_row(const typename C::acc_t a[C::COLS], int row, int ot, const i32 bias[], const i8 shift[],
                          const i8 lut[256], typename C::act_t hid[C::N][C::HID], bool tracing, int block) {
   P2VIT_PRAGMA(HLS INLINE)
-  [[maybe_unused]] constexpr int PB4 = param_banks<C, C::AXI_BYTES / 4>(), PB1 = param_banks<C, C::AXI_BYTES>();
+  [[maybe_unused]] constexpr int PB4 = bias_banks<C>(), PB1 = shift_banks<C>(), PBE = exponent_banks<C>();
   [[maybe_unused]] constexpr int GB = hid_banks<C>();
   const int o0 = ot * C::COLS;
   const int cols = C::HID - o0 < C::COLS ? C::HID - o0 : C::COLS;
@@ -490,8 +490,8 @@ head:
     P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=TRIPS)
     P2VIT_COUNT("requant.head");
     const int c = o0 + o;
-    P2VIT_ACCESS("bias", c % (C::AXI_BYTES / 4));
-    P2VIT_ACCESS("shift", c % C::AXI_BYTES);
+    P2VIT_ACCESS("bias", c % bias_banks<C>());
+    P2VIT_ACCESS("shift", c % shift_banks<C>());
     P2VIT_ACCESS("logit_buf", c % (C::AXI_BYTES / 4));
     logits[c] = requant32<32>(add_i32(acc[0][o], bias[c]), shift[c]);
   }
