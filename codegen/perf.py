@@ -855,7 +855,7 @@ def critical_path(st: Step, timer: "_Timer", cycles: float, comp: float) -> dict
 
 
 def evaluate(shape: ModelShape, hw: HwConfig, sw: Switches = Switches(), dram_gbs: float | None = DEFAULT_DRAM_GBS,
-             steps: list[Step] | None = None, acc_bits: int = resources.ACC_BITS) -> Perf:
+             steps: list[Step] | None = None, acc_bits: int | None = None) -> Perf:
     steps = steps if steps is not None else schedule(shape, hw)
     timer = _Timer(hw, sw, dram_gbs, shape)
     free = _Timer(hw, sw, None, shape)

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import math
 
+from quantizer import intops
+
 from . import design
 from .hwconfig import HwConfig, cdiv
 from .model_shape import ModelShape
 
 
-ACC_BITS = 32      # MAC accumulator bits the buffers and the LUT estimate assume (DeiT-B: K * 2^7 * 2^7 < 2^31)
+ACC_BITS = 32      # MAC accumulator bits the LUT estimate assumes, an upper bound (DeiT-B: K * 2^7 * 2^7 < 2^31)
 
 # LUTs per unit (estimates; see the module docstring and docs/performance.md).
 LUT_COSTS = {
@@ -142,9 +144,24 @@ def part_resources(part: str) -> tuple[int, int, int, int] | None:
     return None
 
 
-def buffers(shape: ModelShape, hw: HwConfig, acc_bits: int = ACC_BITS) -> list[dict]:
+def accumulator_bits(shape: ModelShape) -> int:
+    """ACC_BITS of a build of this shape: the signed width of the widest |sum_k x * w| of the linear
+    layers (K x 2^7 x 2^(bits - 1), each at its weight bits) and Q.K^T (DH at 8 bits), as
+    codegen/bounds.py proves it from the IR (tests/test_perf.py checks that they agree)."""
+    from .bounds import bits_for   # bounds imports this module
+
+    k = {"embed": shape.kp, "qkv": shape.dim, "proj": shape.dim, "fc1": shape.dim, "fc2": shape.hidden,
+         "head": shape.dim}
+    bound = max([intops.mac_bound(k[n.rsplit(".", 1)[-1]], shape.bits(n)) for n in shape.linear_layers()]
+                + [intops.mac_bound(shape.dh, 8)])
+    return bits_for(bound)
+
+
+def buffers(shape: ModelShape, hw: HwConfig, acc_bits: int | None = None) -> list[dict]:
     """On-chip buffers of the emitted code (templates/p2vit_top.cpp.j2, kernels/p2vit/layers.h)
-    with the memories they map to: (banks, depth, width bits) each."""
+    with the memories they map to: (banks, depth, width bits) each. acc_bits: the accumulators'
+    (default: the build's, accumulator_bits)."""
+    acc_bits = accumulator_bits(shape) if acc_bits is None else acc_bits
     N, D, HID, R, DH = shape.tokens, shape.dim, shape.hidden, shape.res_bits, shape.dh
     KM = design.main_kmax(shape, hw)
     rows, cols = hw.rows, hw.cols
@@ -198,8 +215,8 @@ def buffers(shape: ModelShape, hw: HwConfig, acc_bits: int = ACC_BITS) -> list[d
           [(2 * RL * f["rows"], cdiv(qrows, RL) * cdiv(N, f["rows"]), 8)]),
         b("layer parameters: bias/shift (max(3D, HID, classes)), e_r/e_s (cyclic param_banks), GELU table "
           "(registers), cls", OM * 5 + 2 * D + 256 + D * R // 8,
-          [cyc(OM, 32, f["p4"]), cyc(OM, 8, f["p1"]), cyc(D, 8, f["p1"]),
-           cyc(D, 8, f["p1"]), cyc(D, R, f["cls"])]),
+          [cyc(OM, 32, f["p4"]), cyc(OM, 8, f["p1"]), cyc(D, 8, f["pe"]),
+           cyc(D, 8, f["pe"]), cyc(D, R, f["cls"])]),
         # the embedding's row tile of per-token biases (kernels/p2vit/layers.h main_array): a beat of
         # every weight port in per cycle, COLS out (banks.h embed_bias_banks)
         b("embedding row-tile biases tile_bias[ROWS * DT], DT = D rounded up to COLS (cyclic embed_bias_banks)",
@@ -234,7 +251,7 @@ def lut_macs(hw: HwConfig) -> int:
     return hw.lut_mac_rows * hw.cols * (hw.simd // 2)
 
 
-def count(shape: ModelShape, hw: HwConfig, acc_bits: int = ACC_BITS) -> dict:
+def count(shape: ModelShape, hw: HwConfig, acc_bits: int | None = None) -> dict:
     """What the code instantiates: the DSPs of every MAC-array instance (kernels/p2vit/layers.h: the
     MAC array for every layer with weights, ROWS x COLS x SIMD, and the Q.K^T array, QK_ROWS x PCOLS x
     SIMD; each PE multiplies 8 x 8 bits, since a layer's weight bits are chosen at run time by the
