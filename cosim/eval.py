@@ -19,7 +19,7 @@ import numpy as np
 from codegen.module import build_inputs
 from quantizer.data import ImageSet, check_image_set, check_limit, fitted_note, limit_note, load_images, subset_indices
 from quantizer.errors import ArgumentParser, P2VitError, check_count, check_flag, cli_errors, count_arg, path_arg
-from quantizer.outputs import check_output_dir, check_output_file, check_outputs_apart, inputs_of
+from quantizer.outputs import check_output_file, check_outputs_apart, inputs_of
 from quantizer.metrics import emit_json, percent, sqnr_from_powers, text_stream
 from quantizer.progress import note
 from quantizer.results import ResultsDir, check_results_dir
@@ -29,7 +29,7 @@ from quantizer.scaleout import (SCALEOUT_HELP, add_scaleout_args, check_scaleout
 from .api import run
 from .builds import LoadedBuild, open_build
 from .shard import CSIM_BATCH, CosimWork, build_identity
-from .report import write_report
+from .report import check_report_targets, seconds_phrase, write_report
 from .trace import format_db, format_pct
 
 MAX_LISTED = 20
@@ -95,6 +95,8 @@ def evaluate(data, build: str | Path = "build/", limit: int | None = None, progr
     if resume and results is None:
         raise P2VitError("resume=True needs results, the directory of the run to continue")
     b = open_build(build)
+    if report:   # before the run, not after it
+        check_report_targets(b.path, "report")
     if results is not None:   # ResultsDir's own check, before the data are loaded
         check_results_dir(results, "cosim", resume)
     engine = None
@@ -182,10 +184,7 @@ def _subset(ds: ImageSet, limit: int) -> ImageSet:
 
 def format_summary(s: dict) -> str:
     lines = [
-        f"{s['model']} ({s['build']}): {plural(s['n'], 'image')} from {s['data']}, {s['seconds']:.1f} s "
-        f"wall (by stage, worker seconds{' of the shards run now' if s.get('shards_resumed') else ''} summed over "
-        f"{plural(s['workers'], 'worker')}: FP32 "
-        f"{s['seconds_fp32']:.1f}, reference {s['seconds_reference']:.1f}, C-sim {s['seconds_csim']:.1f})",
+        f"{s['model']} ({s['build']}): {plural(s['n'], 'image')} from {s['data']}, {seconds_phrase(s)}",
         f"  top-1 %:  FP32 {format_pct(s['fp32_top1'])}   reference {format_pct(s['reference_top1'])}   "
         f"C-sim {format_pct(s['csim_top1'])}" + ("" if s["labels"] else "   (no labels)"),
         f"  C-sim == reference: {100 * s['bit_exact_rate']:.2f}% of images bit-exact"
@@ -244,7 +243,7 @@ def main(argv=None):
     if args.json and args.json != "-":
         check_output_file(args.json, "--json")   # before the evaluation, not after it
     if args.report and Path(args.build).is_dir():
-        check_output_dir(Path(args.build) / "cosim", "--report")
+        check_report_targets(Path(args.build), "--report")
     check_outputs_apart({"--json": args.json, "--results": args.results,
                          "--report": Path(args.build) / "cosim" if args.report else None},   # its report and plots
                         inputs_of("--data", args.data) + build_inputs(args.build))

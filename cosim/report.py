@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from quantizer.errors import P2VitError
-from quantizer.outputs import write_atomic, write_text_atomic
+from quantizer.outputs import check_output_dir, check_output_file, write_atomic, write_text_atomic
+from quantizer.scaleout import plural
 
 from codegen.report import md_row
 
@@ -167,6 +168,28 @@ def plot_disagreement(fp32_pred, csim_pred, classes: int, names, path: Path | No
     return fig
 
 
+def seconds_phrase(s: dict) -> str:
+    """The run's wall time and its stages' times, which are worker seconds summed over the workers
+    (so with two workers a stage may take longer than the run): the console summary's words and
+    report.md's."""
+    resumed = " of the shards run now" if s.get("shards_resumed") else ""
+    return (f"{s['seconds']:.1f} s wall (by stage, worker seconds{resumed} summed over {plural(s['workers'], 'worker')}: "
+            f"FP32 {s['seconds_fp32']:.1f}, reference {s['seconds_reference']:.1f}, C-sim {s['seconds_csim']:.1f})")
+
+
+REPORT_FILES = ("report.md", "layer_sqnr.png", "disagreement.png")
+
+
+def check_report_targets(build_dir: Path, flag: str) -> None:
+    """<build>/cosim and the report's files can be written (a directory, a FIFO or a read-only file
+    in a file's place would otherwise end a finished evaluation in an error, with half the report
+    written): checked before the run."""
+    out = check_output_dir(Path(build_dir) / "cosim", flag)
+    for name in REPORT_FILES:
+        if (out / name).exists() or (out / name).is_symlink():
+            check_output_file(out / name, flag)
+
+
 def write_report(build_dir: Path, summary: dict, fp32_pred: np.ndarray, csim_pred: np.ndarray,
                  class_names: list[str] | None, classes: int, trace: TraceReport, sample: str) -> Path:
     """Write <build>/cosim/report.md and its plots; returns the report's path."""
@@ -181,9 +204,7 @@ def write_report(build_dir: Path, summary: dict, fp32_pred: np.ndarray, csim_pre
     s = summary
     lines = [
         f"# Co-simulation of {s['model']}", "",
-        f"{s['n']} images from `{s['data']}`, {s['seconds']:.1f} s "
-        f"(FP32 {s['seconds_fp32']:.1f} s, reference {s['seconds_reference']:.1f} s, "
-        f"C-sim {s['seconds_csim']:.1f} s).", "",
+        f"{plural(s['n'], 'image')} from `{s['data']}`, {seconds_phrase(s)}.", "",
         "| | FP32 | integer reference | C-sim |", "|---|---|---|---|",
         md_row("top-1 %", format_pct(s['fp32_top1']), format_pct(s['reference_top1']), format_pct(s['csim_top1'])), "",
         f"- C-sim == reference (all logits): {100 * s['bit_exact_rate']:.2f}% of images"

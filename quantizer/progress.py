@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from .errors import Terminated
 
 BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed} elapsed, {remaining} left]"
+LOG_MAXINTERVAL = 1e9   # seconds: never, in effect
 DONE_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}]"
 
 
@@ -55,7 +56,9 @@ def bar_output(stream, every: float) -> dict:
     nothing), at what it reports, 80 columns and 24 rows standing in for a 0; elsewhere one line per
     redraw (LineStream), at most every `every` seconds."""
     if not _isatty(stream):
-        return {"file": LineStream(stream), "mininterval": every, "dynamic_ncols": False}
+        # maxinterval: tqdm's monitor thread redraws a bar idle that long without moving its last-print
+        # time, so the next update would print again at once; redraws come from updates alone
+        return {"file": LineStream(stream), "mininterval": every, "maxinterval": LOG_MAXINTERVAL, "dynamic_ncols": False}
     try:
         size = os.get_terminal_size(stream.fileno())
     except (AttributeError, ValueError, OSError):

@@ -68,7 +68,7 @@ def test_cosim_report_tables_keep_their_columns_with_pipes(tmp_path):
     fp = np.array([0, 1, 2, 2, 1, 0])
     cs = np.array([0, 2, 2, 1, 1, 0])
     summary = {"model": "m|odel", "data": "d|ata.npz", "n": 6, "seconds": 1.0, "seconds_fp32": 0.1,
-               "seconds_reference": 0.2, "seconds_csim": 0.3, "fp32_top1": 50.0, "reference_top1": None,
+               "seconds_reference": 1.2, "seconds_csim": 0.3, "workers": 2, "fp32_top1": 50.0, "reference_top1": None,
                "csim_top1": 33.3, "bit_exact_rate": 1.0, "mismatched_images": [], "agree_csim_fp32_rate": 0.5,
                "agree_csim_reference_rate": 1.0, "sqnr_db": 12.5}
     path = write_report(tmp_path, summary, fp, cs, ["a|b", "plain", "c||d"], classes,
@@ -80,6 +80,9 @@ def test_cosim_report_tables_keep_their_columns_with_pipes(tmp_path):
         widths = {_columns(r) for r in table}
         assert len(widths) == 1, table   # every row has the header's column count
     assert "a\\|b" in text and "odd\\|layer" in text and "`x \\| y`" in text
+    # a stage's worker seconds may pass the wall time (two workers): the report says whose seconds they are
+    assert "6 images from `d|ata.npz`, 1.0 s wall (by stage, worker seconds summed over 2 workers: FP32 0.1, " \
+           "reference 1.2, C-sim 0.3)." in text
 
 
 @pytest.fixture(scope="module")
@@ -327,6 +330,10 @@ def test_progress_draws_on_a_terminal_that_reports_no_size():
     finally:
         os.close(master)
         os.close(slave)
+
+    # in a log, redraws come from updates alone: tqdm's monitor would redraw an idle bar without
+    # moving its last-print time, and the next update would print again at once (lines < 5 s apart)
+    assert bar_output(io.StringIO(), 5.0)["maxinterval"] >= 1e6
 
 
 def test_note_goes_to_stderr(capsys):
