@@ -17,6 +17,7 @@ from quantizer.outputs import check_output_dir
 from quantizer.pipeline import quantize
 from quantizer.progress import Progress, note
 
+from .build import check_cmake_path
 from .fpga_target import format_search, headroom_note, load_target, search
 from .generate import check_build_destination, generate
 from .hwconfig import add_hw_args, check_simd, explicit_hw_flags, hw_config, word_beats
@@ -61,6 +62,8 @@ def main(argv=None):
         raise P2VitError("--weight-slot-bits 4 holds 4-bit weights: quantize with --w-bits 4 (the embedding stays 8-bit "
                          "and takes half the lanes), without --mixed-precision, which may choose 8-bit layers")
     out = check_output_dir(args.out, "--out", anywhere=True)   # a path that cannot be made fails before any work
+    if not args.no_build:
+        check_cmake_path(out, "--out")
     progress = Progress(enabled=not args.quiet)
     say = (lambda msg: None) if args.quiet else note
     t0 = time.perf_counter()

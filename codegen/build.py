@@ -15,6 +15,15 @@ from quantizer.progress import elapsed
 from .paths import ap_types_dir, cmake_lists
 
 
+def check_cmake_path(path: Path, flag: str) -> None:
+    """CMake splits its list arguments at ';', so a build directory whose path holds one configures
+    half a path (and leaves directories named after the pieces): refused before any work."""
+    full = str(Path(path).absolute())
+    if ";" in full:
+        raise P2VitError(f"{flag} {path}: CMake cannot compile in a path that contains ';' ({full}); choose "
+                         "another path")
+
+
 def _cmake() -> str:
     exe = shutil.which("cmake")
     if exe is None:
@@ -37,6 +46,7 @@ def build_module(out: Path, module_name: str, types: str = "native", jobs: int |
     """
     import pybind11
 
+    check_cmake_path(out, "the build directory")
     csim = out / "csim"
     bdir = csim / "build"
     bdir.mkdir(parents=True, exist_ok=True)

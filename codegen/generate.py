@@ -28,7 +28,7 @@ import torch
 from quantizer import reference
 from quantizer.errors import P2VitError, writing_to
 from quantizer.ir import QuantizedViT
-from quantizer.outputs import BUILD_ENTRIES, check_output_dir, install_dir, is_p2vit_build, partial_dir
+from quantizer.outputs import BUILD_ENTRIES, check_output_dir, install_dir, is_p2vit_build, partial_dir, sha256_of_file
 
 from .build import build_module
 from .hwconfig import HwConfig
@@ -69,6 +69,15 @@ def check_build_destination(out: Path, model_name: str, force: bool, source: str
         raise P2VitError(f"--out {out} holds {others[0]}{f' and {len(others) - 1} more' if len(others) > 1 else ''} "
                          "beside the build, which replacing the build would delete: move it, choose another "
                          "directory, or pass --force")
+
+
+def weights_sha256(model: dict) -> str | None:
+    """The sha256 of the weights file the model was loaded from (None for random-init or timm's own
+    weights, or a file gone since): cosim rebuilds the FP32 model from that file, and refuses it if it
+    has changed since the build (cosim/builds.py fp32_model)."""
+    source = str(model.get("source", ""))
+    path = Path(source[len("weights file "):]) if source.startswith("weights file ") else None
+    return sha256_of_file(path) if path is not None and path.is_file() else None
 
 
 def generate(ir: QuantizedViT, hw: HwConfig, out: Path, build: bool = True, types=("native",),
@@ -118,12 +127,15 @@ def generate(ir: QuantizedViT, hw: HwConfig, out: Path, build: bool = True, type
                 "descriptor_addresses_sha256": addresses_sha256(blob, hw.axi_bytes, ir.depth),
                 "e_logit": ir.i("head.e_logit"), "preprocess": ir.meta["preprocess"],
                 "class_names": ir.meta.get("class_names"), "modules": modules,
-                "default_types": types[0], **(extra_info or {}),
+                "default_types": types[0], "weights_sha256": weights_sha256(ir.meta["model"]), **(extra_info or {}),
             }
             write_sealed(tmp / "build.json", info)
             write_report(tmp, ir, hw, rendered, info)
             # Timings vary from run to run; they live apart so every other file is reproducible.
             (tmp / "timings.json").write_text(json.dumps(timings, indent=1, sort_keys=True))
+            # again: another run may have installed a build in --out since the check above (two runs
+            # started into one new folder), which this one may replace only as that check allows
+            check_build_destination(out, model_name, force, ir.meta["model"].get("source", ""))
             install_dir(tmp, out)
     except P2VitError as exc:
         if str(tmp) not in str(exc):   # the error names nothing in the attempt (e.g. a bound, not a compile)

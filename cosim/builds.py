@@ -22,6 +22,7 @@ from quantizer.errors import P2VitError
 from quantizer.float_model import FloatViT
 from quantizer.ir import QuantizedViT
 from quantizer.models import LoadedModel, load_model
+from quantizer.outputs import sha256_of_file
 from quantizer.reference import Reference
 
 _WATCHED = ("build.json", "params.bin", "ir/manifest.json", "ir/params.bin")
@@ -143,6 +144,8 @@ def fp32_model(info: dict, build_dir: Path) -> LoadedModel:
                 hint = "restore the file" if weights.is_absolute() else \
                     "run from the directory the build was made in or restore the file"
                 raise P2VitError(f"{why}: its weights file {weights} does not exist; {hint}")
+    _check_weights_unchanged(info, weights if weights is not None else _card_weights_path(target) if
+                             source.startswith("weights file ") else None, why)
     try:
         lm = load_model(target, weights=weights, random_init=random_init)
     except P2VitError as exc:
@@ -160,6 +163,26 @@ def fp32_model(info: dict, build_dir: Path) -> LoadedModel:
             raise P2VitError(f"{why}: {target} now has another preprocess {', '.join(changed)} than the build "
                              "recorded in build.json; restore the model's preprocess or rebuild")
     return lm
+
+
+def _check_weights_unchanged(info: dict, weights: Path | None, why: str) -> None:
+    """The weights file the FP32 model is rebuilt from must be the one the build was made from
+    (build.json's weights_sha256, since session 48): other weights of the same shapes would load
+    and change every FP32 figure without a word."""
+    recorded = info.get("weights_sha256")
+    if recorded is None or weights is None or not weights.is_file():
+        return
+    if sha256_of_file(weights) != recorded:
+        raise P2VitError(f"{why}: its weights file {weights} has changed since the build (its sha256 is not the one "
+                         "build.json recorded); restore the file or rebuild")
+
+
+def _card_weights_path(card: str | None) -> Path | None:
+    """The weights file a model card names, relative to the card (None if it names none)."""
+    try:
+        return Path(card).parent / json.loads(Path(card).read_text())["weights"]
+    except (OSError, TypeError, KeyError, ValueError):
+        return None
 
 
 def _card_weights_name(card: str | None) -> str | None:

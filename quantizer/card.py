@@ -16,8 +16,8 @@ Fields (see shared/models/*.json):
 * ``weights``         optional file name (relative to the card) or null
 * ``weights_sha256``  optional 64-digit hex string or null
 * ``preprocess``      required object: input_size [3, H, W] matching config.img_size, mean and std (3
-                      numbers each, std > 0), optional resize (null or a positive integer), crop_pct
-                      (null or a number in (0, 1]), interpolation (bilinear, bicubic, nearest),
+                      numbers each on the 0..1 scale of pixels / 255: mean in [0, 1], std in (0, 1]),
+                      optional resize (null or a positive integer), crop_pct (null or a number in (0, 1]), interpolation (bilinear, bicubic, nearest),
                       crop_mode (null or "center", as timm's data config writes it: the only eval crop
                       p2vit does) and note; no other key (a misspelt one would otherwise leave its
                       setting at the default without a word)
@@ -128,6 +128,9 @@ def _pair(c: _Checker, field: str, v) -> tuple[int, int]:
 def _check_config(c: _Checker, cfg) -> dict:
     """Check the VisionTransformer arguments p2vit relies on; returns their effective values."""
     c.obj("config", cfg)
+    if "device" in cfg:   # timm would build on it; p2vit's weights and images are on the CPU
+        c.fail("field 'config.device' is not a model argument p2vit passes on (it builds the model on the CPU); "
+               "remove it")
     eff = {**VIT_DEFAULTS, **{k: v for k, v in cfg.items() if k in VIT_DEFAULTS}}
     img_h, img_w = _pair(c, "config.img_size", eff["img_size"])
     patch = c.int_("config.patch_size", eff["patch_size"])
@@ -187,6 +190,14 @@ def _check_preprocess(c: _Checker, pp, img_size: tuple[int, int]) -> None:
             c.bad(f"preprocess.{key}", "a list of 3 finite numbers", v)
     if not all(x > 0 for x in pp["std"]):
         c.bad("preprocess.std", "3 positive numbers", pp["std"])
+    # timm's mean and std are on the 0..1 scale of pixels / 255; values in 0..255 units would
+    # normalize every image to nearly the same input and the model would guess
+    if not all(0 <= x <= 1 for x in pp["mean"]):
+        c.bad("preprocess.mean", "3 numbers in 0..1, on timm's scale of pixels / 255 (divide 0..255 values by 255)",
+              pp["mean"])
+    if not all(x <= 1 for x in pp["std"]):
+        c.bad("preprocess.std", "3 numbers in (0, 1], on timm's scale of pixels / 255 (divide 0..255 values by 255)",
+              pp["std"])
     resize = pp.get("resize")
     if isinstance(resize, list) and len(resize) == 1:  # timm writes a shorter-side size as [r]
         resize = resize[0]

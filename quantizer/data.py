@@ -93,6 +93,10 @@ class Preprocess:
         std = _float3(self.std, "std")
         if any(s <= 0 for s in std):
             raise P2VitError(f"preprocess std {std!r} must be positive; fix the model's preprocess")
+        # on timm's 0..1 scale (pixels / 255): 0..255 values would map every image to nearly one input
+        if not all(0 <= m <= 1 for m in mean) or any(s > 1 for s in std):
+            raise P2VitError(f"preprocess mean {mean!r} and std {std!r} must be on timm's 0..1 scale of pixels / 255 "
+                             "(mean in [0, 1], std in (0, 1]); divide 0..255 values by 255")
         interp = str(self.interpolation).lower()
         if interp not in _RESAMPLE:
             raise P2VitError(
@@ -270,6 +274,7 @@ def fit_image(img: Image.Image | np.ndarray, pp: Preprocess) -> np.ndarray:
     pp = as_preprocess(pp)
     th, tw = pp.height, pp.width
     if isinstance(img, np.ndarray):
+        img = np.asarray(img)   # a subclass (np.matrix) as a plain array: its indexing keeps two dimensions
         if img.dtype != np.uint8:
             raise P2VitError(f"image array has dtype {img.dtype}, expected uint8; convert it with .astype(np.uint8)")
         if img.ndim == 3 and img.shape[2] == 1:
@@ -284,6 +289,12 @@ def fit_image(img: Image.Image | np.ndarray, pp: Preprocess) -> np.ndarray:
             return np.ascontiguousarray(img)
         pil = Image.fromarray(np.ascontiguousarray(img), "RGB")
     elif isinstance(img, Image.Image):
+        try:   # Image.open reads lazily: a file closed since, or cut short, fails here
+            img.load()
+        except Exception as exc:   # PIL raises OSError, ValueError or a bare AssertionError (a closed file)
+            why = str(exc) or "its file was closed before the pixels were read"
+            raise P2VitError(f"cannot read the PIL image ({why}); pass its file's path, or call .load() on it "
+                             "while its file is open") from None
         pil = _to_rgb(img)
         if pil.size == (tw, th):
             return np.array(pil, dtype=np.uint8)
@@ -654,6 +665,8 @@ def load_images(path: str | os.PathLike, pp: Preprocess, limit: int | None = Non
     if not isinstance(path, (str, os.PathLike)):
         raise P2VitError(f"a data set is given as a path, not {type(path).__name__}; {_FORMS_HINT} (images already "
                          "in memory: pass quantizer.data.ImageSet(images, labels, class_names, source))")
+    if not os.fspath(path):   # Path("") is the current directory: an unset variable would read the working folder
+        raise P2VitError(f"the data path is empty; {_FORMS_HINT}")
     p = Path(path).expanduser()
     if not p.exists():
         raise P2VitError(f"{p} does not exist; {_FORMS_HINT}")

@@ -206,11 +206,22 @@ def _error_exit(message: str, code: int) -> SystemExit:
     return SystemExit(code)
 
 
+def _escape_unencodable_output() -> None:
+    """Print what the output's encoding cannot hold (a path's 'é' under PYTHONIOENCODING=ascii or a
+    C locale) as backslash escapes, as the error messages do, rather than end in UnicodeEncodeError."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="backslashreplace")
+        except (AttributeError, ValueError, OSError):   # not a TextIOWrapper (a test's capture), or closed
+            pass
+
+
 def cli_errors(main):
     """Decorate a CLI `main(argv)` so that a P2VitError ends as one line and exit code 2."""
 
     @functools.wraps(main)
     def wrapper(argv=None):
+        _escape_unencodable_output()
         in_main = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main else None
         if in_main and signal.getsignal(signal.SIGINT) is _interrupted_while_starting:

@@ -315,6 +315,11 @@ def check_supported(model: nn.Module, name: str = "model") -> None:
         refuse(f"final norm {type(model.norm).__name__} (LayerNorm required)")
     if not isinstance(model.head, nn.Linear):
         refuse("a head that is not one Linear layer")
+    # every linear layer but QKV (qkv_bias) carries a bias in the integer model (numerics.md 2.3)
+    no_bias = [n for n, m in model.named_modules()
+               if isinstance(m, (nn.Linear, nn.Conv2d)) and m.bias is None and not n.endswith("attn.qkv")]
+    if no_bias:
+        refuse(f"layers without bias ({no_bias[0]}{' and others' if len(no_bias) > 1 else ''}: proj_bias false?)")
     for i, blk in enumerate(model.blocks):
         if type(blk) is not Block:
             refuse(f"block {i} is {type(blk).__name__}, not timm's Block")

@@ -249,6 +249,26 @@ def test_fp32_model_whose_card_changed_its_preprocess_is_refused(tiny, tmp_path)
         fp32_model(edited, tiny["build"])
 
 
+def test_fp32_model_whose_weights_file_changed_is_refused(tiny, tiny_lm, tmp_path):
+    """build.json records the sha256 of the weights file (codegen.generate.weights_sha256); other
+    weights of the same shapes in its place would load, and change every FP32 figure, so they are refused."""
+    import torch
+
+    from codegen.generate import weights_sha256
+
+    info = json.loads((tiny["build"] / "build.json").read_text())
+    w = tmp_path / "w.pth"
+    state = tiny_lm.model.state_dict()
+    torch.save(state, w)
+    model = {**info["model"], "source": f"weights file {w}"}
+    built = {**info, "model": model, "weights_sha256": weights_sha256(model)}
+    assert len(built["weights_sha256"]) == 64 and weights_sha256(info["model"]) is None   # random-init: no file
+    assert fp32_model(built, tiny["build"]).model.head.weight.equal(state["head.weight"])
+    torch.save({k: v + 1 for k, v in state.items()}, w)
+    with pytest.raises(P2VitError, match=r"w\.pth has changed since the build .*restore the file or rebuild"):
+        fp32_model(built, tiny["build"])
+
+
 def test_disagreement_plot_for_many_classes(tmp_path):
     rng = np.random.default_rng(0)
     a, b = rng.integers(0, 100, 500), rng.integers(0, 100, 500)

@@ -152,6 +152,8 @@ def test_preprocess_given_as_the_shared_cards_dict():
     (None, "not NoneType"),
     ({"input_size": [3, 32, 32]}, "missing 'mean'"),
     ({"input_size": [3, 32, 32], "mean": [0] * 3, "std": [1] * 3, "crop_pct": 2}, "crop_pct must be a number in (0, 1]"),
+    ({"input_size": [3, 32, 32], "mean": [125.3, 123.0, 113.9], "std": [63.0, 62.1, 66.7]},
+     "must be on timm's 0..1 scale of pixels / 255"),
     # a misspelt key would leave crop_pct at 1.0; the one eval crop p2vit does is timm's 'center'
     ({"input_size": [3, 32, 32], "mean": [0] * 3, "std": [1] * 3, "crop_pc": 0.9}, "unknown key 'crop_pc'; it takes"),
     ({"input_size": [3, 32, 32], "mean": [0] * 3, "std": [1] * 3, 1: 2}, "unknown key '1' (int)"),
@@ -217,6 +219,29 @@ def test_fit_image_gray_ndarray():
     g = rand_u8((32, 32))
     out = fit_image(g, PP32)
     assert out.shape == (32, 32, 3) and all(np.array_equal(out[..., c], g) for c in range(3))
+
+
+@pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")   # np.matrix itself
+def test_fit_image_takes_an_ndarray_subclass_as_a_plain_array():
+    """np.matrix keeps two dimensions under indexing: the grayscale expansion failed on it (and
+    numpy's repeat of it corrupts the heap before a resize)."""
+    g = rand_u8((40, 36))
+    assert np.array_equal(fit_image(np.asmatrix(g), PP32), fit_image(g, PP32))
+
+
+def test_fit_image_of_a_pil_image_that_cannot_be_read_is_one_line(tmp_path):
+    """Image.open reads lazily: a file closed since (a bare AssertionError in PIL) or cut short."""
+    Image.fromarray(rand_u8((32, 32, 3))).save(tmp_path / "a.png")
+    with Image.open(tmp_path / "a.png") as im:
+        pass
+    with raises("cannot read the PIL image (its file was closed before the pixels were read)") as e:
+        fit_image(im, PP32)
+    one_line(e)
+    data = (tmp_path / "a.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[:len(data) // 2])
+    with raises("cannot read the PIL image (") as e:
+        fit_image(Image.open(tmp_path / "cut.png"), PP32)
+    one_line(e)
 
 
 @pytest.mark.parametrize("shape", [(32, 32, 4), (32, 32, 2), (3, 32, 32, 3)])
@@ -376,6 +401,13 @@ def test_shared_cifar10_limit5():
 
 
 # --------------------------------------------------------------------------- load_images: errors
+
+
+def test_empty_path_is_not_the_working_directory():
+    """Path("") is '.': an unset variable would have read the working folder as an ImageFolder tree."""
+    with raises("the data path is empty") as e:
+        load_images("", PP32)
+    one_line(e)
 
 
 def test_missing_path(tmp_path):

@@ -231,6 +231,50 @@ def test_codegen_out_under_a_file_fails_before_any_work(tmp_path, capsys, monkey
                 "in /proc (")   # root: cannot create files in /proc; others: cannot write in /proc
 
 
+def test_codegen_out_with_a_semicolon_fails_before_any_work(tmp_path, capsys, monkeypatch):
+    """CMake splits paths at ';': the compile would fail late, naming the compiler, and leave
+    directories named after the pieces beside --out and in the working directory."""
+    from codegen import __main__ as cli
+
+    monkeypatch.setattr(cli, "load_model_from_args", lambda a: pytest.fail("loaded a model first"))
+    monkeypatch.chdir(tmp_path)
+    card = tiny_card(tmp_path)
+    before = sorted(tmp_path.iterdir())
+    _fails_fast(cli.main, [str(card), "--random-init", "--out", str(tmp_path / "semi;colon")], capsys,
+                "CMake cannot compile in a path that contains ';'")
+    assert sorted(tmp_path.iterdir()) == before
+    from codegen.build import build_module   # the API's compile too, before CMake runs
+    with pytest.raises(P2VitError, match="contains ';'"):
+        build_module(tmp_path / "a;b", "m")
+    assert sorted(tmp_path.iterdir()) == before
+
+
+def test_cosim_report_files_that_cannot_be_written_fail_before_the_run(copy_of_tiny_build, capsys):
+    """A directory where report.md goes ended a finished evaluation in a traceback, with the plots
+    written and the report not."""
+    from cosim import eval as cosim_eval
+
+    build = copy_of_tiny_build
+    (build / "cosim" / "report.md").mkdir(parents=True)
+    data = str(build / "golden")
+    _fails_fast(cosim_eval.main, ["--build", str(build), "--data", data, "--report"], capsys,
+                "report.md is a directory")
+    with pytest.raises(P2VitError, match="report.md is a directory"):
+        cosim.evaluate(data, build=build, progress=False, report=True)
+    assert sorted(p.name for p in (build / "cosim").iterdir()) == ["report.md"]   # no plots written
+
+
+def test_output_the_terminal_cannot_encode_is_escaped(tmp_path):
+    """Under an ASCII-only stdout (PYTHONIOENCODING=ascii, a C locale) a result naming a path with
+    'é' is printed with a backslash escape, as error messages are, rather than ending in a traceback."""
+    card = tiny_card(tmp_path, name="tiný")
+    env = {**os.environ, "PYTHONIOENCODING": "ascii", "PYTHONPATH": str(ROOT)}
+    r = subprocess.run([sys.executable, "-m", "codegen.perf", str(card), "--quiet"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=300, env=env)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert "tin\\xfd: 2 blocks" in r.stdout, r.stdout[:300]
+
+
 def test_quantizer_out_is_checked_before_quantizing(tmp_path, capsys, monkeypatch):
     from quantizer import __main__ as cli
 
@@ -721,6 +765,30 @@ def test_a_random_init_build_does_not_replace_trained_weights_unforced(tmp_path,
     generate(random_ir, TINY_HW, tmp_path / "b", build=False, force=True)
     generate(random_ir, TINY_HW, tmp_path / "b", build=False)   # random over random: a re-run
     generate(ir, TINY_HW, tmp_path / "b", build=False)           # trained over random: fine
+
+
+def test_a_build_another_run_installed_meanwhile_is_not_replaced_unforced(tmp_path, monkeypatch):
+    """Two runs started into one new --out both passed the check at their start, and the later one
+    replaced the other model's build without --force: the check is made again before installing."""
+    from codegen import generate as gen
+    from quantizer.models import load_model
+
+    irs = [quantize(load_model(tiny_card(tmp_path, depth=1, name=n), random_init=True), random_images(4, 32),
+                    QuantConfig(n_calib=4)).ir for n in ("first", "second")]
+    out = tmp_path / "b"
+    write_report = gen.write_report
+
+    def other_run_finishes_first(*args):   # while this run renders, the other installs its build
+        monkeypatch.setattr(gen, "write_report", write_report)
+        gen.generate(irs[1], TINY_HW, out, build=False)
+        return write_report(*args)
+
+    monkeypatch.setattr(gen, "write_report", other_run_finishes_first)
+    with pytest.raises(P2VitError, match="holds a build of second, not first"):
+        gen.generate(irs[0], TINY_HW, out, build=False)
+    assert json.loads((out / "build.json").read_text())["model"]["name"] == "second"
+    assert [p.name for p in tmp_path.iterdir() if ".partial" in p.name] == []   # the attempt removed
+    gen.generate(irs[0], TINY_HW, out, build=False, force=True)
 
 
 # ----------------------------------------------------------------------------- session 46 review

@@ -560,6 +560,7 @@ BAD_FIELDS = [
     ("config.mlp_ratio", 0.01, ["field 'config.mlp_ratio'", "MLP hidden size of 0"]),
     ("config.qkv_bias", 1, ["field 'config.qkv_bias' must be true or false", "got 1 (int)"]),
     ("config.qkv_bias", "true", ["field 'config.qkv_bias'", "(str)"]),
+    ("config.device", "meta", ["field 'config.device'", "on the CPU", "remove it"]),
     ("config.global_pool", "avg", ["field 'config.global_pool'", "\"token\"", "got \"avg\" (str)"]),
     ("config.global_pool", 1, ["field 'config.global_pool'", "got 1 (int)"]),
     ("weights", 123, ["field 'weights' must be null or the weights file name", "got 123 (int)"]),
@@ -582,6 +583,8 @@ BAD_FIELDS = [
     ("preprocess.mean", [0.5, float("nan"), 0.5], ["field 'preprocess.mean'", "finite"]),
     ("preprocess.std", [0.2, -1, 0.2], ["field 'preprocess.std'", "positive", "[0.2, -1, 0.2]"]),
     ("preprocess.std", [0, 1, 1], ["field 'preprocess.std'", "positive"]),
+    ("preprocess.mean", [125.3, 123.0, 113.9], ["field 'preprocess.mean'", "0..1", "divide 0..255 values by 255"]),
+    ("preprocess.std", [63.0, 62.1, 66.7], ["field 'preprocess.std'", "(0, 1]", "divide 0..255 values by 255"]),
     ("preprocess.std", [True, 1, 1], ["field 'preprocess.std'", "3 finite numbers"]),
     ("preprocess.resize", 0, ["field 'preprocess.resize' must be null or a positive integer", "got 0"]),
     ("preprocess.resize", "36", ["field 'preprocess.resize'", "(str)"]),
@@ -731,6 +734,7 @@ def test_check_supported_accepts_standard_tiny_vit():
     (dict(scale_mlp_norm=True), "MLP"),
     (dict(act_layer="gelu_tanh"), "exact GELU"),
     (dict(norm_layer="rmsnorm"), "LayerNorm required"),
+    (dict(proj_bias=False), "layers without bias (blocks.0.attn.proj and others"),
 ])
 def test_check_supported_refuses_variant(overrides, phrase):
     with one_line_error("tiny is not supported", phrase, "p2vit supports"):
