@@ -24,6 +24,15 @@ def check_cmake_path(path: Path, flag: str) -> None:
                          "another path")
 
 
+def _check_tool_paths(paths: dict[str, str]) -> None:
+    """The other paths CMake is given (the kernels' CMakeLists.txt, pybind11, the Python, ap_types):
+    one with ';' is named, since CMake would fail on it late and cryptically."""
+    for what, path in paths.items():
+        if ";" in path:
+            raise P2VitError(f"{what} {path} contains ';', which CMake cannot take in a path; install or move it "
+                             "to a path without ';'")
+
+
 def _cmake() -> str:
     exe = shutil.which("cmake")
     if exe is None:
@@ -49,7 +58,6 @@ def build_module(out: Path, module_name: str, types: str = "native", jobs: int |
     check_cmake_path(out, "the build directory")
     csim = out / "csim"
     bdir = csim / "build"
-    bdir.mkdir(parents=True, exist_ok=True)
     log = csim / "build.log"
     args = [_cmake(), "-S", str(cmake_lists().parent), "-B", str(bdir),
             f"-DP2VIT_HLS_DIR={out / 'hls'}", f"-DP2VIT_MODULE={module_name}",
@@ -58,12 +66,17 @@ def build_module(out: Path, module_name: str, types: str = "native", jobs: int |
             "-DCMAKE_BUILD_TYPE=Release"]
     if shutil.which("ninja") or _pip_ninja():
         args += ["-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={shutil.which('ninja') or _pip_ninja()}"]
+    tools = {"the kernels' CMakeLists.txt folder": str(cmake_lists().parent), "pybind11": pybind11.get_cmake_dir(),
+             "the Python executable": sys.executable}
     if types == "ap_int":
         ap = ap_types_dir()
         if ap is None:
             raise P2VitError("ap_int build needs Xilinx's ap_types: pip install hls4ml, or set XILINX_HLS")
         args.append(f"-DP2VIT_AP_TYPES={ap}")
+        tools["Xilinx's ap_types"] = str(ap)
+    _check_tool_paths(tools)
     args += list(cmake_args)
+    bdir.mkdir(parents=True, exist_ok=True)   # after the checks: a refused build leaves no folder
     with open(log, "w") as f, elapsed(f"  {types} C-sim compile", log, enabled=progress):
         for cmd in (args, [_cmake(), "--build", str(bdir), "--verbose", "-j", str(jobs or os.cpu_count() or 1)]):
             f.write("$ " + " ".join(cmd) + "\n")

@@ -30,7 +30,7 @@ from quantizer.errors import P2VitError, writing_to
 from quantizer.ir import QuantizedViT
 from quantizer.outputs import BUILD_ENTRIES, check_output_dir, install_dir, is_p2vit_build, partial_dir, sha256_of_file
 
-from .build import build_module
+from .build import build_module, check_cmake_path
 from .hwconfig import HwConfig
 from .integrity import file_record, write_sealed
 from .layout import addresses_sha256
@@ -89,6 +89,8 @@ def generate(ir: QuantizedViT, hw: HwConfig, out: Path, build: bool = True, type
     check_generatable(ir.meta["quant"])       # before anything is written
     model_name = ir.meta["model"]["name"]
     check_build_destination(out, model_name, force, ir.meta["model"].get("source", ""))
+    if build:
+        check_cmake_path(out, "out")   # before anything is rendered, and naming out, not the attempt
     tmp = partial_dir(out)
     timings = {}
     try:

@@ -16,7 +16,7 @@ Fields (see shared/models/*.json):
 * ``weights``         optional file name (relative to the card) or null
 * ``weights_sha256``  optional 64-digit hex string or null
 * ``preprocess``      required object: input_size [3, H, W] matching config.img_size, mean and std (3
-                      numbers each on the 0..1 scale of pixels / 255: mean in [0, 1], std in (0, 1]),
+                      numbers each on the 0..1 scale of pixels / 255: mean in [0, 1], std in (0, 10]),
                       optional resize (null or a positive integer), crop_pct (null or a number in (0, 1]), interpolation (bilinear, bicubic, nearest),
                       crop_mode (null or "center", as timm's data config writes it: the only eval crop
                       p2vit does) and note; no other key (a misspelt one would otherwise leave its
@@ -42,6 +42,7 @@ SUPPORTED_ARCHITECTURE = "timm.models.vision_transformer.VisionTransformer"
 VIT_DEFAULTS = {"img_size": 224, "patch_size": 16, "in_chans": 3, "num_classes": 1000, "embed_dim": 768,
                 "depth": 12, "num_heads": 12, "mlp_ratio": 4.0, "qkv_bias": True, "global_pool": "token"}
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
+MAX_STD = 10   # a std past it is on the 0..255 scale (an image's std on timm's 0..1 scale is at most 0.5)
 PREPROCESS_KEYS = ("input_size", "mean", "std", "resize", "crop_pct", "interpolation", "crop_mode", "note")
 # A sanity bound far above any model p2vit targets (ViT-L has 0.3e9): a typo such as an extra digit
 # in embed_dim must not make the loader try to allocate tens of gigabytes.
@@ -128,9 +129,9 @@ def _pair(c: _Checker, field: str, v) -> tuple[int, int]:
 def _check_config(c: _Checker, cfg) -> dict:
     """Check the VisionTransformer arguments p2vit relies on; returns their effective values."""
     c.obj("config", cfg)
-    if "device" in cfg:   # timm would build on it; p2vit's weights and images are on the CPU
-        c.fail("field 'config.device' is not a model argument p2vit passes on (it builds the model on the CPU); "
-               "remove it")
+    if cfg.get("device", "cpu") != "cpu":   # timm would build on it; p2vit's weights and images are on the CPU
+        c.fail(f"field 'config.device' {_show(cfg['device'])} is not a device p2vit builds on (it builds the model "
+               "on the CPU); remove it")
     eff = {**VIT_DEFAULTS, **{k: v for k, v in cfg.items() if k in VIT_DEFAULTS}}
     img_h, img_w = _pair(c, "config.img_size", eff["img_size"])
     patch = c.int_("config.patch_size", eff["patch_size"])
@@ -195,9 +196,9 @@ def _check_preprocess(c: _Checker, pp, img_size: tuple[int, int]) -> None:
     if not all(0 <= x <= 1 for x in pp["mean"]):
         c.bad("preprocess.mean", "3 numbers in 0..1, on timm's scale of pixels / 255 (divide 0..255 values by 255)",
               pp["mean"])
-    if not all(x <= 1 for x in pp["std"]):
-        c.bad("preprocess.std", "3 numbers in (0, 1], on timm's scale of pixels / 255 (divide 0..255 values by 255)",
-              pp["std"])
+    if not all(x <= MAX_STD for x in pp["std"]):
+        c.bad("preprocess.std", f"3 numbers in (0, {MAX_STD}], on timm's scale of pixels / 255 (divide 0..255 values "
+              "by 255)", pp["std"])
     resize = pp.get("resize")
     if isinstance(resize, list) and len(resize) == 1:  # timm writes a shorter-side size as [r]
         resize = resize[0]

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from quantizer.card import INTERPOLATIONS, PREPROCESS_KEYS, describe_key
+from quantizer.card import INTERPOLATIONS, MAX_STD, PREPROCESS_KEYS, describe_key
 from quantizer.errors import P2VitError
 from quantizer.outputs import IMAGE_SUFFIXES
 from quantizer.progress import note, progress_bar
@@ -94,9 +94,9 @@ class Preprocess:
         if any(s <= 0 for s in std):
             raise P2VitError(f"preprocess std {std!r} must be positive; fix the model's preprocess")
         # on timm's 0..1 scale (pixels / 255): 0..255 values would map every image to nearly one input
-        if not all(0 <= m <= 1 for m in mean) or any(s > 1 for s in std):
+        if not all(0 <= m <= 1 for m in mean) or any(s > MAX_STD for s in std):
             raise P2VitError(f"preprocess mean {mean!r} and std {std!r} must be on timm's 0..1 scale of pixels / 255 "
-                             "(mean in [0, 1], std in (0, 1]); divide 0..255 values by 255")
+                             f"(mean in [0, 1], std in (0, {MAX_STD}]); divide 0..255 values by 255")
         interp = str(self.interpolation).lower()
         if interp not in _RESAMPLE:
             raise P2VitError(

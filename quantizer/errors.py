@@ -210,6 +210,8 @@ def _escape_unencodable_output() -> None:
     """Print what the output's encoding cannot hold (a path's 'é' under PYTHONIOENCODING=ascii or a
     C locale) as backslash escapes, as the error messages do, rather than end in UnicodeEncodeError."""
     for stream in (sys.stdout, sys.stderr):
+        if getattr(stream, "errors", None) != "strict":   # a C locale's surrogateescape prints a file name's bytes back
+            continue
         try:
             stream.reconfigure(errors="backslashreplace")
         except (AttributeError, ValueError, OSError):   # not a TextIOWrapper (a test's capture), or closed

@@ -263,25 +263,75 @@ def test_head_group_region_shares_only_o(tiny_ir):
 
 
 def test_two_writes_a_bank_bind_a_true_dual_port_bram(tiny_ir):
-    """A burst that writes a beat's AXI_BYTES values into AXI_BYTES / 2 banks writes each bank twice
-    a cycle, which only a true dual-port RAM takes (UG1399 BIND_STORAGE ram_t2p; BRAM has it, LUTRAM
-    does not): the top binds exactly those memories that resources.buffers counts as BRAM; a LUTRAM
-    one gets no binding (its burst runs at II 2)."""
+    """A burst that writes a beat's values into half as many banks writes each bank twice a cycle,
+    which only a true dual-port RAM takes (UG1399 BIND_STORAGE ram_t2p; BRAM has it, LUTRAM does
+    not): the top binds exactly those memories, each of them BRAM as resources.buffers counts it;
+    an array whose banks would be LUTRAM takes a bank per value of a beat instead (banks.h
+    two_writes_fit), so no burst writes a LUTRAM bank twice."""
     from codegen import resources
-    for hw in (HwConfig(), HwConfig(rows=4, cols=8, simd=8, lanes=8), HwConfig(cols=16, weight_ports=2)):
+    seen = set()
+    for hw in (HwConfig(), HwConfig(rows=4, cols=8, simd=8, lanes=8), HwConfig(cols=16, weight_ports=2),
+               HwConfig(cols=8, axi_bits=512), HwConfig(cols=2, axi_bits=64)):
         shape = model_shape.shape_from_ir(tiny_ir)
         top = render(tiny_ir, hw).files["hls/p2vit_top.cpp"]
         f = design.partition_factors(shape, hw)
         binds = dict(re.findall(r"BIND_STORAGE variable=(\w+) type=ram_t2p impl=(\w+)", top))
         image = shape.in_chans * shape.img_h * shape.img_w
-        om = max(3 * shape.dim, shape.hidden, shape.num_classes)
-        for name, banks, depth in (("img", f["img"], -(-image // f["img"])), ("shift", f["p1"], -(-om // f["p1"])),
-                                   ("e_r", f["p1"], -(-shape.dim // f["p1"])), ("e_s", f["p1"], -(-shape.dim // f["p1"]))):
-            twice = -(-hw.axi_bytes // banks) == 2
-            in_bram = depth * 8 >= 1024      # resources.buffers: memories under 1 Kbit are LUTRAM
-            assert binds.get(name) == ("bram" if twice and in_bram else None), (hw, name, binds)
+        om, ab = shape.param_len, hw.axi_bytes
+        for name, per, banks, values, bits in (("img", ab, f["img"], image, 8), ("bias", ab // 4, f["p4"], om, 32),
+                                               ("shift", ab, f["p1"], om, 8), ("e_r", ab, f["pe"], shape.dim, 8),
+                                               ("e_s", ab, f["pe"], shape.dim, 8)):
+            twice = -(-per // banks) == 2
+            assert not twice or -(-values // banks) * bits >= 1024, (hw, name)   # never twice into LUTRAM
+            assert binds.get(name) == ("bram" if twice else None), (hw, name, binds)
+            if twice:
+                seen.add(name)
         assert any(b["buffer"].startswith("image img") for b in resources.buffers(shape, hw))
-    assert binds                              # the check saw a binding at least once
+    assert "img" in seen                      # the check saw a binding
+    # at CIFAR's sizes a 64-byte beat's 16 biases into 8 banks of 96 x 32 bits: BRAM, bound; the tiny
+    # model's 16 x 32 bits a bank would be LUTRAM and take 16 banks
+    cifar = model_shape.ModelShape("cifar", 32, 32, 4, 3, 192, 3, 1, 768, 10)
+    wide = HwConfig(cols=8, axi_bits=512)
+    assert design.true_dual_port_bindings(cifar, wide)["bias"] == "bram" and design.partition_factors(cifar, wide)["p4"] == 8
+    assert design.partition_factors(model_shape.shape_from_ir(tiny_ir), wide)["p4"] == 16
+
+
+def test_param_and_image_banks_of_the_kernels_equal_the_models():
+    """The bank factors of the burst-filled arrays are computed twice, in kernels/p2vit/banks.h
+    (constexpr, what the pragmas and the II check use) and in codegen/design.py (the memory and LUT
+    counts): compiled for many model and array shapes, the two agree."""
+    import itertools
+    import subprocess
+
+    from codegen.model_shape import ModelShape
+    shapes = [ModelShape("cifar", 32, 32, 4, 3, 192, 3, 1, 768, 10), ModelShape("deit_b", 224, 224, 16, 3, 768, 12, 1,
+                                                                                 3072, 1000),
+              ModelShape("tiny", 16, 16, 4, 3, 32, 2, 1, 64, 10), ModelShape("gray", 28, 28, 7, 1, 12, 2, 1, 24, 10)]
+    cases = []
+    for s, cols, simd, axi in itertools.product(shapes, (2, 4, 6, 8, 16, 24), (1, 2, 8, 16), (64, 128, 512)):
+        try:
+            hw = HwConfig(rows=4, cols=cols, simd=simd, axi_bits=axi)
+        except P2VitError:
+            continue
+        cases.append((s, hw, design.partition_factors(s, hw)))
+    src = ['#include "p2vit/banks.h"', "#include <cstdio>", "using namespace p2vit;"]
+    for i, (s, hw, _) in enumerate(cases):
+        src.append(f"struct C{i} {{ static constexpr int IMG_C = {s.in_chans}, IMG_H = {s.img_h}, IMG_W = {s.img_w}, "
+                   f"PATCH = {s.patch}, D = {s.dim}, OMAX = {s.param_len}, COLS = {hw.cols}, SIMD = {hw.simd}, "
+                   f"AXI_BYTES = {hw.axi_bytes}, W_SLOT = {hw.weight_slot_bits}; }};")
+    src.append("int main() {")
+    src += [f'  std::printf("%d %d %d %d\\n", img_banks<C{i}>(), bias_banks<C{i}>(), shift_banks<C{i}>(), '
+            f'exponent_banks<C{i}>());' for i in range(len(cases))]
+    src.append("}")
+    tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"p2vit_banks_probe_{os.getpid()}"
+    tmp.mkdir(exist_ok=True)
+    (tmp / "probe.cpp").write_text("\n".join(src) + "\n")
+    subprocess.run(["g++", "-std=c++17", "-I", str(KERNELS.parent), str(tmp / "probe.cpp"), "-o", str(tmp / "probe")],
+                   check=True, capture_output=True)
+    got = subprocess.run([str(tmp / "probe")], check=True, capture_output=True, text=True).stdout.split("\n")
+    want = [f"{f['img']} {f['p4']} {f['p1']} {f['pe']}" for _, _, f in cases]
+    assert len(cases) > 200 and got[:-1] == want
+    assert any(f["pe"] != f["p1"] for _, _, f in cases)   # the arrays' own factors differ somewhere
 
 
 def test_no_recursion_in_generated_code(tiny_ir):

@@ -231,7 +231,7 @@ def test_codegen_out_under_a_file_fails_before_any_work(tmp_path, capsys, monkey
                 "in /proc (")   # root: cannot create files in /proc; others: cannot write in /proc
 
 
-def test_codegen_out_with_a_semicolon_fails_before_any_work(tmp_path, capsys, monkeypatch):
+def test_codegen_out_with_a_semicolon_fails_before_any_work(tiny_ir, tmp_path, capsys, monkeypatch):
     """CMake splits paths at ';': the compile would fail late, naming the compiler, and leave
     directories named after the pieces beside --out and in the working directory."""
     from codegen import __main__ as cli
@@ -244,9 +244,18 @@ def test_codegen_out_with_a_semicolon_fails_before_any_work(tmp_path, capsys, mo
                 "CMake cannot compile in a path that contains ';'")
     assert sorted(tmp_path.iterdir()) == before
     from codegen.build import build_module   # the API's compile too, before CMake runs
+    from codegen.generate import generate
     with pytest.raises(P2VitError, match="contains ';'"):
         build_module(tmp_path / "a;b", "m")
+    with pytest.raises(P2VitError, match=r"^out .*semi;colon: CMake cannot"):   # before rendering, naming out
+        generate(tiny_ir, TINY_HW, tmp_path / "semi;colon")
     assert sorted(tmp_path.iterdir()) == before
+    generate(tiny_ir, TINY_HW, tmp_path / "no;build", build=False)   # rendering alone needs no CMake
+    # the other paths CMake is given: the Python in a folder with ';' is named before CMake runs
+    monkeypatch.setattr(sys, "executable", "/opt/py;3/bin/python")
+    with pytest.raises(P2VitError, match=r"the Python executable /opt/py;3/bin/python contains ';'"):
+        build_module(tmp_path / "ok", "m")
+    assert not (tmp_path / "ok").exists()
 
 
 def test_cosim_report_files_that_cannot_be_written_fail_before_the_run(copy_of_tiny_build, capsys):

@@ -233,7 +233,7 @@ def draw(shape, hw: HwConfig, out: Path) -> None:
     # --- parameter arrays ----------------------------------------------------------------------------
     d.box(37, 82.5, 113, 98, "per-layer parameter arrays (on chip, burst-loaded before each layer)",
           [f"params.burst: 1 beat ({AB} B) per cycle;  cyclic F: banks for a beat's values in and the readers' lanes out",
-           f"bias[{OMAX}] i32 cyclic {bk['p4']}   shift[{OMAX}] i8 cyclic {bk['p1']}   e_r, e_s[{D}] i8 cyclic {bk['p1']}   "
+           f"bias[{OMAX}] i32 cyclic {bk['p4']}   shift[{OMAX}] i8 cyclic {bk['p1']}   e_r, e_s[{D}] i8 cyclic {bk['pe']}   "
            f"cls[{D}] int{RB} cyclic {bk['cls']}",
            f"lut[256] i8 registers (GELU)   tile_bias[{R * DT}] i32 cyclic {bk['tile_bias']} (embed row tile, "
            f"{P * AB // 4} values/cycle from the weight ports)",
