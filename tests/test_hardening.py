@@ -264,6 +264,7 @@ def test_cosim_report_files_that_cannot_be_written_fail_before_the_run(copy_of_t
     from cosim import eval as cosim_eval
 
     build = copy_of_tiny_build
+    shutil.rmtree(build / "cosim", ignore_errors=True)   # an earlier test's report, copied with the build
     (build / "cosim" / "report.md").mkdir(parents=True)
     data = str(build / "golden")
     _fails_fast(cosim_eval.main, ["--build", str(build), "--data", data, "--report"], capsys,
