@@ -59,15 +59,16 @@ def build_module(out: Path, module_name: str, types: str = "native", jobs: int |
     csim = out / "csim"
     bdir = csim / "build"
     log = csim / "build.log"
-    args = [_cmake(), "-S", str(cmake_lists().parent), "-B", str(bdir),
+    source, pybind11_dir = str(cmake_lists().parent), pybind11.get_cmake_dir()
+    tools = {"the kernels' CMakeLists.txt folder": source, "pybind11": pybind11_dir,
+             "the Python executable": sys.executable}
+    args = [_cmake(), "-S", source, "-B", str(bdir),
             f"-DP2VIT_HLS_DIR={out / 'hls'}", f"-DP2VIT_MODULE={module_name}",
             f"-DP2VIT_KERNELS={out / 'hls'}", f"-DP2VIT_TYPES={types}",   # hls/p2vit/: the build's own copy
-            f"-Dpybind11_DIR={pybind11.get_cmake_dir()}", f"-DPython_EXECUTABLE={sys.executable}",
+            f"-Dpybind11_DIR={pybind11_dir}", f"-DPython_EXECUTABLE={sys.executable}",
             "-DCMAKE_BUILD_TYPE=Release"]
     if shutil.which("ninja") or _pip_ninja():
         args += ["-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={shutil.which('ninja') or _pip_ninja()}"]
-    tools = {"the kernels' CMakeLists.txt folder": str(cmake_lists().parent), "pybind11": pybind11.get_cmake_dir(),
-             "the Python executable": sys.executable}
     if types == "ap_int":
         ap = ap_types_dir()
         if ap is None:

@@ -28,7 +28,8 @@ import torch
 from quantizer import reference
 from quantizer.errors import P2VitError, writing_to
 from quantizer.ir import QuantizedViT
-from quantizer.outputs import BUILD_ENTRIES, check_output_dir, install_dir, is_p2vit_build, partial_dir, sha256_of_file
+from quantizer.outputs import (BUILD_ENTRIES, check_output_dir, install_dir, is_p2vit_build, partial_dir, sha256_of_file,
+                               weights_file_of)
 
 from .build import build_module, check_cmake_path
 from .hwconfig import HwConfig
@@ -75,9 +76,8 @@ def weights_sha256(model: dict) -> str | None:
     """The sha256 of the weights file the model was loaded from (None for random-init or timm's own
     weights, or a file gone since): cosim rebuilds the FP32 model from that file, and refuses it if it
     has changed since the build (cosim/builds.py fp32_model)."""
-    source = str(model.get("source", ""))
-    path = Path(source[len("weights file "):]) if source.startswith("weights file ") else None
-    return sha256_of_file(path) if path is not None and path.is_file() else None
+    path = weights_file_of(str(model.get("source", "")))
+    return sha256_of_file(path) if path is not None and Path(path).is_file() else None
 
 
 def generate(ir: QuantizedViT, hw: HwConfig, out: Path, build: bool = True, types=("native",),

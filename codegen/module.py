@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from quantizer.errors import P2VitError
-from quantizer.outputs import BUILD_ENTRIES, RunInput, card_inputs   # BUILD_ENTRIES: what codegen writes into a build
+from quantizer.outputs import BUILD_ENTRIES, RunInput, card_inputs, weights_file_of   # BUILD_ENTRIES: what codegen writes into a build
 
 from .integrity import is_sealed, verify_file
 
@@ -92,8 +92,7 @@ def build_inputs(build_dir) -> list[RunInput]:
         return found   # loading the build will say what is wrong with it
     if isinstance(spec, dict) and spec.get("kind") == "card" and isinstance(spec.get("card"), str):
         found += card_inputs("MODEL", spec["card"], of=f"build {build_dir}")
-    if source.startswith("weights file "):
-        w = source[len("weights file "):]
+    if (w := weights_file_of(source)) is not None:
         found.append(RunInput(f"the weights file {w} of build {build_dir}", w))
     return found
 

@@ -11,7 +11,6 @@ with an edited params.bin never runs with the other copy's parameters.
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -22,7 +21,7 @@ from quantizer.errors import P2VitError
 from quantizer.float_model import FloatViT
 from quantizer.ir import QuantizedViT
 from quantizer.models import LoadedModel, load_model
-from quantizer.outputs import sha256_of_file
+from quantizer.outputs import card_weights_path, sha256_of_file, weights_file_of
 from quantizer.reference import Reference
 
 _WATCHED = ("build.json", "params.bin", "ir/manifest.json", "ir/params.bin")
@@ -132,20 +131,20 @@ def fp32_model(info: dict, build_dir: Path) -> LoadedModel:
     else:
         raise P2VitError(f"{why}: build.json names no model spec (card or timm name); rebuild with python -m codegen")
     random_init = source.startswith("random-init")
-    weights = None
-    if source.startswith("weights file "):
-        weights = Path(source[len("weights file "):])
+    weights = checked = None   # the weights file passed to load_model, and the one read (either way)
+    if (recorded := weights_file_of(source)) is not None:
+        weights = checked = Path(recorded)
         if not weights.is_file():
             # Moved or deleted (or, in a build made before paths were recorded absolute, relative to
             # another working directory): a card's own weights file still works.
-            if kind == "card" and _card_weights_name(target) == weights.name:
-                weights = None
+            own = card_weights_path(target) if kind == "card" else None
+            if own is not None and own.name == weights.name:
+                weights, checked = None, own
             else:
                 hint = "restore the file" if weights.is_absolute() else \
                     "run from the directory the build was made in or restore the file"
                 raise P2VitError(f"{why}: its weights file {weights} does not exist; {hint}")
-    _check_weights_unchanged(info, weights if weights is not None else _card_weights_path(target) if
-                             source.startswith("weights file ") else None, why)
+    _check_weights_unchanged(info, checked, why)
     try:
         lm = load_model(target, weights=weights, random_init=random_init)
     except P2VitError as exc:
@@ -175,18 +174,3 @@ def _check_weights_unchanged(info: dict, weights: Path | None, why: str) -> None
     if sha256_of_file(weights) != recorded:
         raise P2VitError(f"{why}: its weights file {weights} has changed since the build (its sha256 is not the one "
                          "build.json recorded); restore the file or rebuild")
-
-
-def _card_weights_path(card: str | None) -> Path | None:
-    """The weights file a model card names, relative to the card (None if it names none)."""
-    try:
-        return Path(card).parent / json.loads(Path(card).read_text())["weights"]
-    except (OSError, TypeError, KeyError, ValueError):
-        return None
-
-
-def _card_weights_name(card: str | None) -> str | None:
-    try:
-        return Path(json.loads(Path(card).read_text())["weights"]).name
-    except (OSError, TypeError, KeyError, ValueError):
-        return None

@@ -17,8 +17,8 @@ Fields (see shared/models/*.json):
 * ``weights_sha256``  optional 64-digit hex string or null
 * ``preprocess``      required object: input_size [3, H, W] matching config.img_size, mean and std (3
                       numbers each on the 0..1 scale of pixels / 255: mean in [0, 1], std in (0, 10]),
-                      optional resize (null or a positive integer), crop_pct (null or a number in (0, 1]), interpolation (bilinear, bicubic, nearest),
-                      crop_mode (null or "center", as timm's data config writes it: the only eval crop
+                      optional resize (null or a positive integer), crop_pct (null or a number in
+                      (0, 1]), interpolation (bilinear, bicubic, nearest), crop_mode (null or "center", as timm's data config writes it: the only eval crop
                       p2vit does) and note; no other key (a misspelt one would otherwise leave its
                       setting at the default without a word)
 * ``classes``         optional list of num_classes unique non-empty one-line strings, or null

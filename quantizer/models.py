@@ -21,7 +21,7 @@ from torch import nn
 from .card import SUPPORTED_ARCHITECTURE, check_card  # noqa: F401 - SUPPORTED_ARCHITECTURE re-exported
 from .data import Preprocess
 from .errors import P2VitError
-from .outputs import sha256_of_file
+from .outputs import WEIGHTS_FILE, sha256_of_file
 
 # Short names -> pinned timm tags. vit_b is the 84.53% model the P²-ViT paper uses.
 MODEL_TAGS = {
@@ -85,7 +85,7 @@ def _load_named(name: str, weights, random_init: bool) -> LoadedModel:
         source = "random-init (seed 0)"
         if weights is not None:
             _load_weights_into(model, Path(weights), name)
-            source = f"weights file {os.path.abspath(weights)}"   # absolute: cosim reloads it from anywhere
+            source = f"{WEIGHTS_FILE}{os.path.abspath(weights)}"   # absolute: cosim reloads it from anywhere
     else:
         model = _download_pretrained(name, tag)
         source = f"timm pretrained {tag}"
@@ -195,7 +195,7 @@ def _load_card(path: Path, weights, random_init: bool) -> LoadedModel:
                 raise P2VitError(f"weights file {wpath} does not match the sha256 in {path}; "
                                  "the file is corrupt or belongs to another model")
         _load_weights_into(model, wpath, name)
-        source = f"weights file {os.path.abspath(wpath)}"   # absolute: cosim reloads it from anywhere
+        source = f"{WEIGHTS_FILE}{os.path.abspath(wpath)}"   # absolute: cosim reloads it from anywhere
     return LoadedModel(name=name, model=model.eval(), preprocess=pp,
                        class_names=card.get("classes"), source=source,
                        spec={"kind": "card", "card": str(path.resolve()), "name": name})

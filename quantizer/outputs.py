@@ -257,6 +257,26 @@ def inputs_of(flag: str, path) -> list[RunInput]:
     return [RunInput(f"the input {flag} {path}", path)]
 
 
+WEIGHTS_FILE = "weights file "   # LoadedModel.source of weights read from a file: this, then its absolute path
+
+
+def weights_file_of(source: str) -> str | None:
+    """The weights file a model's source (LoadedModel.source, build.json's model.source) names, or None."""
+    return source[len(WEIGHTS_FILE):] if source.startswith(WEIGHTS_FILE) else None
+
+
+def card_weights_path(card) -> Path | None:
+    """The weights file a model card's "weights" field names, relative to the card; None where it
+    names none or the card cannot be read (loading it will say why)."""
+    if card is None:
+        return None
+    try:
+        weights = json.loads(Path(card).read_text()).get("weights")
+    except (OSError, TypeError, ValueError, UnicodeDecodeError, RecursionError, AttributeError):
+        return None
+    return Path(card).parent / weights if isinstance(weights, str) and weights else None
+
+
 def card_inputs(flag: str, card, of: str | None = None) -> list[RunInput]:
     """The RunInputs of a model card given as `flag` (or, with `of`, the card of that: "build B"): the
     card, and the weights file its "weights" field names (relative to the card), which a run reads
@@ -266,12 +286,7 @@ def card_inputs(flag: str, card, of: str | None = None) -> list[RunInput]:
     if not Path(card).is_file():
         return inputs_of(flag, card)
     found = [RunInput(f"the model card {card} of {of}", card)] if of else inputs_of(flag, card)
-    try:
-        weights = json.loads(Path(card).read_text()).get("weights")
-    except (OSError, ValueError, UnicodeDecodeError, RecursionError, AttributeError):
-        return found   # not a card this run can read; loading it will say why
-    if isinstance(weights, str) and weights:
-        w = Path(card).parent / weights
+    if (w := card_weights_path(card)) is not None:
         found.append(RunInput(f"the weights file {w} of the model card {card}", w))
     return found
 

@@ -205,8 +205,8 @@ constexpr int hid_banks() {         // FC1's output hid[N][HID]: COLS lanes of e
 // arrays under 1 Kbit a bank, e_r and e_s at D 768, shift at the CIFAR model's OMAX 768).
 template <class C, int PER, int VALUES, int BITS>
 constexpr int param_banks() {
-  return two_writes_fit(PER, shared_banks(PER, 1, C::COLS, 1), VALUES, BITS) ? shared_banks(PER, 1, C::COLS, 1)
-                                                                             : shared_banks(PER, 2, C::COLS, 1);
+  constexpr int TWO = shared_banks(PER, 1, C::COLS, 1);   // a beat's values two to a bank where PER > it
+  return two_writes_fit(PER, TWO, VALUES, BITS) ? TWO : shared_banks(PER, 2, C::COLS, 1);
 }
 // The banks of bias (PER 4 x 32 bits), shift (1 x 8) and e_r, e_s (1 x 8), by name.
 template <class C>
