@@ -698,6 +698,25 @@ def run_all(r: Runner) -> None:
                m("codegen", card, "--random-init", "--no-build", "--out", beside),
                must_contain=["notes.txt beside the build"], max_seconds=FAST))
 
+    # ---- E51-E53: left open by session 48's review, fixed in session 49 ------------------------------
+    r.run(Case("E51", "codegen --out - (made a folder named '-')",
+               m("codegen", card, "--random-init", "--no-build", "--out", "-"),
+               must_contain=["not a stream to standard output"], max_seconds=FAST))
+    if (tmp / "-").exists():
+        r.cases[-1].problems.append("a folder named '-' was made")
+    linked = tmp / "linked_calib"
+    linked.mkdir(exist_ok=True)
+    shutil.copyfile(tmp / "img.png", linked / "a.png")
+    if not (linked / "b.png").is_symlink():
+        (linked / "b.png").symlink_to(tmp / "moved_away.png")
+    r.run(Case("E52", "quantizer --calib DIR holding a broken link b.png (skipped without a word)",
+               m("quantizer", card, "--calib", linked, "--out", "qe52"),
+               must_contain=["b.png is a broken symbolic link"], max_seconds=FAST))
+    r.run(api_case("E53", "cosim.evaluate(ImageSet(..., class_names='ab')) (read as two classes 'a', 'b')",
+                   "import numpy as np, cosim\nfrom quantizer.data import ImageSet\n"
+                   "cosim.evaluate(ImageSet(np.zeros((2, 32, 32, 3), np.uint8), np.array([0, 1]), 'ab', 'mem'), "
+                   "build='build')", must_contain=["class_names must be a list of strings"]))
+
     # ---- 14, 15. developer habits -----------------------------------------------------------
     pytest = Path(PY).parent / "pytest"
     r.run(Case("14", "bare pytest --collect-only -q from the repo root",

@@ -344,6 +344,12 @@ def check_image_set(ds) -> None:
                          "load them with quantizer.data.load_images")
     if len(ds) == 0:
         raise P2VitError(f"{src}: the ImageSet holds no images")
+    names = ds.class_names
+    if names is not None and (isinstance(names, (str, bytes)) or not hasattr(names, "__len__")
+                              or not all(isinstance(n, str) for n in names)):
+        # A plain string would otherwise be read as one class name per character.
+        raise P2VitError(f"{src}: ImageSet class_names must be a list of strings (one per class) or None, "
+                         f"not {type(names).__name__}" + (f" {names!r:.40}" if isinstance(names, str) else ""))
     if ds.labels is not None:
         check_labels(ds.labels, len(ds), src, "ImageSet.labels", "ImageSet.images")
         if ds.class_names is not None:
@@ -371,7 +377,12 @@ def check_labels_within(labels: np.ndarray, class_names: list, src: str, name: s
 
 
 def _is_image(p: Path) -> bool:
-    return p.is_file() and p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".")
+    if p.suffix.lower() not in IMAGE_EXTS or p.name.startswith("."):
+        return False
+    if p.is_symlink() and not p.exists():
+        # An image name that points nowhere is a mistake in the data, not a file to skip unseen.
+        raise P2VitError(f"{p} is a broken symbolic link (to {os.readlink(p)}); fix or remove it")
+    return p.is_file()
 
 
 def _visible_children(d: Path) -> list[Path]:

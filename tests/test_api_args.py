@@ -54,6 +54,8 @@ def test_evaluate_refuses_bad_arguments_before_opening_the_build(tmp_path, kwarg
     (ImageSet(_images(2).astype(np.float32), None, None, "m"), "m: ImageSet images must be a uint8 (N, H, W, 3)"),
     (ImageSet(_images(2), np.array([0, 5]), ["a", "b"], "m"), "m: ImageSet.labels range 0..5 is outside the 2 class_names; fix the labels or class_names"),
     (ImageSet(_images(2), np.array([0.0, 1.0]), None, "m"), "m: ImageSet.labels must be a 1-D integer array, got float64 (2,)"),
+    (ImageSet(_images(2), np.array([0, 1]), "ab", "m"), "m: ImageSet class_names must be a list of strings (one per class) or None, not str 'ab'"),
+    (ImageSet(_images(2), None, [0, 1], "m"), "m: ImageSet class_names must be a list of strings (one per class) or None, not list"),
 ])
 def test_evaluate_checks_an_image_set_in_memory_as_the_npz_loader_does(tmp_path, data, says):
     with pytest.raises(P2VitError) as exc:

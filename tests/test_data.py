@@ -368,6 +368,19 @@ def test_imagefolder_symlinks_followed_once_and_never_up(tmp_path):
     assert np.array_equal(s.images[2], rand_u8((32, 32, 3), 3))
 
 
+def test_a_broken_image_link_is_named_not_skipped(tmp_path):
+    """An image name that links nowhere was once skipped without a word (one image fewer than the
+    folder lists); a broken link of another name (not an image) still does not matter."""
+    tree = tmp_path / "tree"
+    save_png(tree / "cat" / "x.png", rand_u8((32, 32, 3), 1))
+    (tree / "cat" / "notes.txt").symlink_to(tmp_path / "gone.txt")
+    assert len(load_images(tree, PP32)) == 1
+    (tree / "cat" / "y.png").symlink_to(tmp_path / "gone.png")
+    with raises(f"y.png is a broken symbolic link (to {tmp_path / 'gone.png'}); fix or remove it") as exc:
+        load_images(tree, PP32)
+    one_line(exc)
+
+
 def test_npz_one_image_without_the_batch_axis_is_refused(tmp_path):
     p = tmp_path / "one.npz"
     np.savez(p, images=rand_u8((32, 32, 3)))

@@ -560,6 +560,18 @@ def test_a_dangling_symlink_output_dir_names_its_target(tmp_path):
         check_output_dir(tmp_path / "latest", "--out")
 
 
+def test_a_dash_output_dir_is_refused_not_made(tmp_path, monkeypatch):
+    """'-' means standard output to a Unix user; a build or IR is a directory, so it is refused
+    rather than made as a folder named '-' in the working directory."""
+    from quantizer.outputs import check_output_dir
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(P2VitError, match="--out -: the output is a directory, not a stream to standard output"):
+        check_output_dir("-", "--out")
+    assert check_output_dir(tmp_path / "-", "--out") == tmp_path / "-"   # an explicit path to such a folder is fine
+    assert not any(tmp_path.iterdir())
+
+
 def test_an_ir_given_as_a_build_is_named_and_the_advice_works(tiny_ir, tmp_path):
     """codegen refuses to write into a non-empty folder that is not a build, so the advice for one
     must be a new directory, not the same path."""
