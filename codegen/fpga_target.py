@@ -218,7 +218,8 @@ def search(shape: model_shape.ModelShape, target: Target, grid: dict | None = No
     """Every configuration of the grid (default: model_grid(shape)) through codegen.perf; the fastest
     that fits the target. progress(stage, done, total), if given, hears how far the search is.
     Returns {"best_hw", "best" (its Perf), "luts", "lut_breakdown", "fit": designs that fit,
-    "simulated": those evaluated in full (the rest are ruled out by perf.latency_bound),
+    "bounded": those whose perf.latency_bound was asked (the rest are ruled out by
+    perf.mac_array_bound), "simulated": those evaluated in full (the rest are ruled out by a bound),
     "rejected": {what they exceed: count}}."""
     report = progress or (lambda stage, done, total: None)
     candidates = list(_candidates(shape, target, grid or model_grid(shape)))
@@ -236,7 +237,7 @@ def search(shape: model_shape.ModelShape, target: Target, grid: dict | None = No
         if over:                 # counted under the first budget it exceeds
             rejected[over[0]] += 1
             continue
-        fits.append((perf.latency_bound(shape, hw, target.dram_gbs), hw, res["dsps"], luts))
+        fits.append((hw, res["dsps"], luts))
     report(stage, designs, designs)
     if not fits:
         why = (" (the accelerator keeps every activation in BRAM and uses no URAM)"
@@ -244,21 +245,30 @@ def search(shape: model_shape.ModelShape, target: Target, grid: dict | None = No
         raise P2VitError(f"no configuration of the grid fits {target.name} (each counted under the first budget it "
                          "exceeds, in this order): " + ", ".join(f"{v:,} exceed its {k}" for k, v in rejected.items())
                          + f"{why}; try a larger part")
-    # Simulate the fitting designs in the order of their latency bound (perf.latency_bound, no
-    # DATAFLOW simulation) until the bound passes the tie of the fastest found: a design left out
-    # cannot be within it, so the choice is the same as evaluating them all.
-    fits.sort(key=lambda f: f[0])
+    # Two lower bounds rule designs out before the DATAFLOW simulation: the MAC array's products a
+    # cycle (perf.mac_array_bound, no schedule) and perf.latency_bound (the schedule, each region's
+    # longest stage instead of its simulation). In the order of the first, a design is bounded,
+    # then simulated, only while its bounds are within the tie of the fastest found: a design left
+    # out cannot be within it, so the choice is the same as evaluating them all.
+    macs = perf.mac_array_macs(shape, fits[0][0])
+    ordered = sorted(((perf.mac_array_bound(hw, macs), hw, dsps, luts) for hw, dsps, luts in fits),
+                     key=lambda f: f[0])
     evaluated: list = []
-    for bound, hw, dsps, luts in fits:
-        if evaluated and bound > min(p.latency_ms for p, *_ in evaluated) * (1 + LATENCY_TIE):
+    bounded = 0
+    for mac_bound, hw, dsps, luts in ordered:
+        limit = min(p.latency_ms for p, *_ in evaluated) * (1 + LATENCY_TIE) if evaluated else math.inf
+        if mac_bound > limit:
             break
+        bounded += 1
+        if perf.latency_bound(shape, hw, target.dram_gbs) > limit:
+            continue
         evaluated.append((perf.evaluate(shape, hw, dram_gbs=target.dram_gbs), hw, dsps, luts))
     fastest = min(p.latency_ms for p, *_ in evaluated)
     tied = [f for f in evaluated if f[0].latency_ms <= fastest * (1 + LATENCY_TIE)]
     p, hw, _, luts = min(tied, key=lambda f: (f[2], f[0].latency_ms, f[3]))
     return {"target": target.to_json(), "best_hw": hw, "best": p, "luts": luts, "budget": budget(target),
             "lut_breakdown": resources.lut_estimate(shape, hw), "designs": designs, "fit": len(fits), "rejected": rejected,
-            "simulated": len(evaluated)}
+            "bounded": bounded, "simulated": len(evaluated)}
 
 
 def format_search(r: dict) -> list[str]:
@@ -270,7 +280,8 @@ def format_search(r: dict) -> list[str]:
         f"budget: every DSP, {UTILIZATION_CAP['bram18k']:.0%} of the BRAM18K ({r['budget']['bram18k']:,}), "
         f"{UTILIZATION_CAP['luts']:.0%} of the LUTs ({r['budget']['luts']:,}; estimated, see docs/performance.md)",
         f"searched {r['designs']:,} designs, {r['fit']:,} fit (" + ", ".join(f"{v:,} over the {k}" for k, v in r["rejected"].items())
-        + f"); {r['simulated']} simulated in full (the others' latency bound is past the tie); the fastest, "
+        + f"); {r['bounded']} bounded by their schedule, {r['simulated']} simulated in full (the others' bounds are "
+        f"past the tie); the fastest, "
         f"or among those within {LATENCY_TIE:.0%} of it the one with the fewest DSPs:",
         "best: " + " ".join(f"{flag} {v}" for flag, v in hw.flags(resolve_qk_rows=True).items()),
         f"      {s['latency_ms']:.3f} ms, {s['fps']:.2f} FPS, {s['gops']:.1f} GOPS, GOPS/DSP {s['gops_per_dsp']:.4f}, "

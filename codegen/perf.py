@@ -829,6 +829,20 @@ def latency_bound(shape: ModelShape, hw: HwConfig, dram_gbs: float | None = DEFA
     return total / (hw.clock_mhz * 1e3)
 
 
+def mac_array_macs(shape: ModelShape, hw: HwConfig) -> int:
+    """The useful MACs the main MAC array makes per image: every step's but the attention's (Q.K^T
+    runs on its own array, A.V on the shifters). Padding excluded, so the same for every hw."""
+    return sum(st.macs - st.av_macs for st in schedule(shape, hw))
+
+
+def mac_array_bound(hw: HwConfig, macs: int) -> float:
+    """A lower bound (ms) of the latency of any design with hw's main array that makes `macs`
+    (mac_array_macs): each iteration of its reduction loops makes at most ROWS x COLS x SIMD
+    products, at II >= 1, on the one MAC-array process. Far cheaper than latency_bound, so the
+    target search rules most designs out with it before asking latency_bound."""
+    return macs / (hw.rows * hw.cols * hw.simd) / (hw.clock_mhz * 1e3)
+
+
 def _is_attention_stage(stage) -> bool:
     """A stage of the attention region (it reads or writes the logits / codes streams)."""
     return any(op.fifo for op in stage)
@@ -1322,7 +1336,7 @@ def main(argv=None) -> int:
     if built is not None:   # the hardware (and DRAM) came from the build, flags aside
         out["design_from"] = {"build": str(args.model), "target": built.target["name"] if built.target else None}
     if found is not None:
-        out["target"] = {**found["target"], "fit": found["fit"], "simulated": found["simulated"],
+        out["target"] = {**found["target"], "fit": found["fit"], "bounded": found["bounded"], "simulated": found["simulated"],
                          "rejected": found["rejected"],
                          "luts_estimate": found["luts"], "lut_breakdown": found["lut_breakdown"]}
     if args.json == "-":

@@ -11,6 +11,7 @@ pair; docs/performance.md lists them. Only a csynth/implementation run can confi
 """
 from __future__ import annotations
 
+import functools
 import math
 
 from quantizer import intops
@@ -144,6 +145,7 @@ def part_resources(part: str) -> tuple[int, int, int, int] | None:
     return None
 
 
+@functools.lru_cache(maxsize=64)   # asked per buffer count: a target search asks it ~50,000 times of one shape
 def accumulator_bits(shape: ModelShape) -> int:
     """ACC_BITS of a build of this shape: the signed width of the widest |sum_k x * w| of the linear
     layers (K x 2^7 x 2^(bits - 1), each at its weight bits) and Q.K^T (DH at 8 bits), as

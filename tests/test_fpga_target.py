@@ -112,7 +112,8 @@ def test_search_returns_the_fastest_design_that_fits(tmp_path, deit_s):
     assert (hw.axi_bits, hw.clock_mhz, hw.part) == (t.axi_bits, t.clock_mhz, t.part)
     # every DSP, but only UTILIZATION_CAP of the BRAM18Ks and the estimated LUTs
     assert p.res["dsps"] <= t.dsps and p.res["bram18k"] <= 0.85 * t.bram18k and r["luts"] <= 0.80 * t.luts
-    assert r["fit"] > 1 and sum(r["rejected"].values()) > 0 and 1 <= r["simulated"] <= r["fit"]
+    assert r["fit"] > 1 and sum(r["rejected"].values()) > 0 and 1 <= r["simulated"] <= r["bounded"] <= r["fit"]
+    macs = perf.mac_array_macs(deit_s, hw)
     # brute force over the same grid: no design that fits is more than 1% faster, and none within 1%
     # of the fastest uses fewer DSPs
     fitting = []
@@ -130,8 +131,10 @@ def test_search_returns_the_fastest_design_that_fits(tmp_path, deit_s):
                             luts = sum(resources.lut_estimate(deit_s, h).values())
                             if not fpga_target.budgets_exceeded(res, luts, t):
                                 lat = perf.evaluate(deit_s, h, dram_gbs=t.dram_gbs).latency_ms
-                                # the bound the search sorts and prunes by never exceeds the latency
-                                assert perf.latency_bound(deit_s, h, t.dram_gbs) <= lat
+                                # the bounds the search sorts and prunes by never exceed the latency
+                                bound = perf.latency_bound(deit_s, h, t.dram_gbs)
+                                assert perf.mac_array_bound(h, macs) <= bound <= lat
+                                assert perf.mac_array_macs(deit_s, h) == macs   # the same for every design
                                 fitting.append((lat, res["dsps"]))
     fastest = min(lat for lat, _ in fitting)
     assert p.latency_ms <= fastest * 1.01
@@ -309,6 +312,25 @@ def test_search_adds_lut_mac_rows_where_the_dsps_run_out():
     # an 8-bit model's designs never take them (its weights need 8 x 8 multipliers): nothing fits
     with pytest.raises(P2VitError, match="2 exceed its DSPs"):
         fpga_target.search(model_shape.load_shape("deit_b"), zcu, grid=grid)
+
+
+@pytest.mark.parametrize("w_bits, flags", [
+    (4, dict(rows=40, cols=8, simd=16, lanes=8, weight_ports=4, qk_rows=20, weight_slot_bits=4, lut_mac_rows=13)),
+    (4, dict(rows=50, cols=16, simd=8, lanes=16, weight_ports=4, weight_slot_bits=4, lut_mac_rows=36)),
+    (4, dict(rows=99, cols=8, simd=8, lanes=8, weight_ports=4, qk_rows=33, weight_slot_bits=4)),
+    (8, dict(rows=66, cols=8, simd=8, lanes=8, weight_ports=4, qk_rows=33)),
+    (8, dict(rows=8, cols=8, simd=2, lanes=1, weight_ports=1)),
+])
+def test_the_search_bounds_never_exceed_the_latency(w_bits, flags):
+    """The two bounds the target search prunes by hold on DeiT-B designs of its own space (4-bit
+    slots, LUT-MAC rows, the design that drains late, the default): mac_array_bound <= latency_bound
+    <= the evaluated latency, at the ZCU102's DRAM bandwidth."""
+    s = model_shape.load_shape("deit_b", w_bits=w_bits)
+    hw = fpga_target.target_hw(fpga_target.load_target("zcu102"), **flags)
+    lat = perf.evaluate(s, hw, dram_gbs=19.2).latency_ms
+    macs = perf.mac_array_macs(s, hw)
+    assert macs == perf.mac_array_macs(s, HwConfig())
+    assert perf.mac_array_bound(hw, macs) <= perf.latency_bound(s, hw, 19.2) <= lat
 
 
 def test_4bit_weight_slots_are_refused_where_they_cannot_hold_the_weights(capsys):
