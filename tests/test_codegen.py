@@ -396,7 +396,8 @@ def test_failed_compile_points_at_the_log_and_leaves_out_untouched(tiny_ir, tmp_
 
     def broken(*a, **k):
         r = real(*a, **k)
-        r.files["hls/p2vit_top.cpp"] += "\n#error planted compile error\n"
+        for name in ("hls/p2vit_top.cpp", "hls/bindings.cpp"):   # first thing in both: no 10 s template parse
+            r.files[name] = "#error planted compile error\n" + r.files[name]
         return r
 
     monkeypatch.setattr(gen, "render", broken)

@@ -122,38 +122,56 @@ inline int resource(const char* prefix, const char* name) {
 }
 
 inline thread_local long long local[MAX_SITES] = {};
-inline thread_local std::map<std::pair<int, int>, long long> local_peak;
+// This thread's peaks: [loop][resource] -> the most accesses in one iteration. A flat table, not a
+// map: every counted iteration's end updates it.
+inline thread_local long long local_peak[MAX_SITES][MAX_SITES] = {};
+
+constexpr int MAX_NESTING = 16;  // counted loops open at once (a pipelined loop inside a counted one)
+
+struct Touch {
+  int resource;
+  long bank;
+  long long accesses;
+};
 
 // Iter: one iteration of a pipelined loop (P2VIT_COUNT opens it at the top of the loop body and
 // it closes at the end of the body). Accesses made while it is open are tallied per bank and
-// per bundle; when it closes, the largest tallies go into this thread's peaks.
+// per bundle; when it closes, the largest tallies go into this thread's peaks. Each nesting level
+// reuses one tally buffer, so an iteration allocates nothing.
 struct Iter {
   int loop;
+  int depth;
   Iter* outer;
-  std::vector<std::tuple<int, long, long long>> tally;  // (resource, bank, accesses)
+  std::vector<Touch>& tally;
   static inline thread_local Iter* current = nullptr;
+  static inline thread_local std::vector<Touch> buffers[MAX_NESTING];
 
-  explicit Iter(int loop_site) : loop(loop_site), outer(current) {
+  static int depth_below(const Iter* outer) {
+    const int d = outer ? outer->depth + 1 : 0;
+    if (d >= MAX_NESTING) throw std::length_error("p2vit counters: counted loops nested deeper than MAX_NESTING");
+    return d;
+  }
+  explicit Iter(int loop_site)
+      : loop(loop_site), depth(depth_below(current)), outer(current), tally(buffers[depth]) {
+    tally.clear();
     ++local[loop_site];
     current = this;
   }
   ~Iter() {
-    for (const auto& t : tally) {
-      long long& p = local_peak[{loop, std::get<0>(t)}];
-      p = std::max(p, std::get<2>(t));
-    }
+    long long* peaks = local_peak[loop];
+    for (const Touch& t : tally) peaks[t.resource] = std::max(peaks[t.resource], t.accesses);
     current = outer;
   }
   Iter(const Iter&) = delete;
   Iter& operator=(const Iter&) = delete;
 
   void touch(int resource, long bank) {
-    for (auto& t : tally)
-      if (std::get<0>(t) == resource && std::get<1>(t) == bank) {
-        ++std::get<2>(t);
+    for (Touch& t : tally)
+      if (t.resource == resource && t.bank == bank) {
+        ++t.accesses;
         return;
       }
-    tally.emplace_back(resource, bank, 1);
+    tally.push_back({resource, bank, 1});
   }
 };
 
@@ -173,11 +191,13 @@ inline void counters_flush() {
       counters::local[i] = 0;
     }
   std::lock_guard<std::mutex> lock(r.mu);
-  for (const auto& kv : counters::local_peak) {
-    long long& p = r.peak[kv.first];
-    p = std::max(p, kv.second);
-  }
-  counters::local_peak.clear();
+  for (int loop = 0; loop < counters::MAX_SITES; ++loop)
+    for (int res = 0; res < counters::MAX_SITES; ++res)
+      if (long long& local = counters::local_peak[loop][res]) {
+        long long& p = r.peak[{loop, res}];
+        p = std::max(p, local);
+        local = 0;
+      }
 }
 
 // counters_reset(): zero the totals, the peaks and this thread's counts.
@@ -189,7 +209,7 @@ inline void counters_reset() {
   }
   std::lock_guard<std::mutex> lock(r.mu);
   r.peak.clear();
-  counters::local_peak.clear();
+  std::memset(counters::local_peak, 0, sizeof counters::local_peak);
 }
 
 // counters_read(): (loop id, total iterations) for every loop id seen so far.
