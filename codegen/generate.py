@@ -74,8 +74,11 @@ def check_build_destination(out: Path, model_name: str, force: bool, source: str
 
 def weights_sha256(model: dict) -> str | None:
     """The sha256 of the weights file the model was loaded from (None for random-init or timm's own
-    weights, or a file gone since): cosim rebuilds the FP32 model from that file, and refuses it if it
-    has changed since the build (cosim/builds.py fp32_model)."""
+    weights): cosim rebuilds the FP32 model from that file, and refuses it if it has changed since
+    (cosim/builds.py fp32_model). The IR's, hashed when the weights were loaded (since session 49);
+    for an older IR, the file's now (None if it is gone)."""
+    if model.get("weights_sha256"):
+        return model["weights_sha256"]
     path = weights_file_of(str(model.get("source", "")))
     return sha256_of_file(path) if path is not None and Path(path).is_file() else None
 

@@ -44,6 +44,7 @@ class LoadedModel:
     class_names: list[str] | None
     source: str                    # where the weights came from, for reports
     spec: dict = field(default_factory=dict)  # how to rebuild: {"kind": "timm"|"card", ...}
+    weights_sha256: str | None = None  # of the weights file as it was loaded (None: no file)
 
 
 def known_models_text() -> str:
@@ -82,19 +83,20 @@ def _load_named(name: str, weights, random_init: bool) -> LoadedModel:
     if random_init or weights is not None:
         with seeded(0):   # random-init runs are reproducible
             model = timm.create_model(arch, pretrained=False)
-        source = "random-init (seed 0)"
+        source, sha = "random-init (seed 0)", None
         if weights is not None:
             _load_weights_into(model, Path(weights), name)
             source = f"{WEIGHTS_FILE}{os.path.abspath(weights)}"   # absolute: cosim reloads it from anywhere
+            sha = sha256_of_file(weights)
     else:
         model = _download_pretrained(name, tag)
-        source = f"timm pretrained {tag}"
+        source, sha = f"timm pretrained {tag}", None
     check_supported(model, name)
     cfg = timm.data.resolve_data_config({}, model=model)
     classes = None
     return LoadedModel(name=name, model=model.eval(), preprocess=Preprocess.from_timm_config(cfg),
                        class_names=classes, source=source,
-                       spec={"kind": "timm", "name": name, "tag": tag})
+                       spec={"kind": "timm", "name": name, "tag": tag}, weights_sha256=sha)
 
 
 def _network_reachable(timeout: float = 3.0) -> bool:
@@ -181,6 +183,7 @@ def _load_card(path: Path, weights, random_init: bool) -> LoadedModel:
         raise P2VitError(f"model card {path}: bad VisionTransformer config ({why}); fix the model card") from None
     name = card.get("name") or path.stem
     check_supported(model, name)
+    sha = None
     if random_init:
         source = "random-init (seed 0)"
     else:
@@ -191,14 +194,17 @@ def _load_card(path: Path, weights, random_init: bool) -> LoadedModel:
                                  "or --random-init")
             wpath = path.parent / card["weights"]
             expected = card.get("weights_sha256")
-            if expected and wpath.is_file() and sha256_of_file(wpath) != expected.lower():
-                raise P2VitError(f"weights file {wpath} does not match the sha256 in {path}; "
-                                 "the file is corrupt or belongs to another model")
+            if expected and wpath.is_file():
+                sha = sha256_of_file(wpath)
+                if sha != expected.lower():
+                    raise P2VitError(f"weights file {wpath} does not match the sha256 in {path}; "
+                                     "the file is corrupt or belongs to another model")
         _load_weights_into(model, wpath, name)
         source = f"{WEIGHTS_FILE}{os.path.abspath(wpath)}"   # absolute: cosim reloads it from anywhere
+        sha = sha or sha256_of_file(wpath)
     return LoadedModel(name=name, model=model.eval(), preprocess=pp,
                        class_names=card.get("classes"), source=source,
-                       spec={"kind": "card", "card": str(path.resolve()), "name": name})
+                       spec={"kind": "card", "card": str(path.resolve()), "name": name}, weights_sha256=sha)
 
 
 def _is_safetensors(path: Path) -> bool:

@@ -24,12 +24,15 @@ class Quantized:
 
 
 def model_meta(loaded: LoadedModel, fm: FloatViT) -> dict:
-    return {
+    meta = {
         "name": loaded.name, "source": loaded.source, "spec": loaded.spec,
         "dim": fm.dim, "heads": fm.heads, "depth": fm.depth, "tokens": fm.tokens,
         "hidden": fm.hidden, "patch": fm.patch, "in_chans": fm.in_chans,
         "img_size": list(fm.img_size), "num_classes": fm.num_classes,
     }
+    if loaded.weights_sha256:   # the file's hash as it was loaded: a build records it (codegen.generate)
+        meta["weights_sha256"] = loaded.weights_sha256
+    return meta
 
 
 def _calibration_array(images, loaded: LoadedModel, empty_ok: bool = False) -> np.ndarray:

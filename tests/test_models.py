@@ -385,6 +385,32 @@ def test_tiny_card_loads_weights_next_to_it(tiny_card_with_weights):
     assert lm.name == "tiny_card" and lm.class_names == [f"c{i}" for i in range(10)]
     assert lm.spec["kind"] == "card" and str(wfile) in lm.source
     torch.testing.assert_close(outputs(lm.model), outputs(src), rtol=0, atol=0)
+    assert lm.weights_sha256 == hashlib.sha256(wfile.read_bytes()).hexdigest()
+
+
+def test_a_build_records_the_weights_as_loaded_not_as_the_file_is_later(tiny_card_with_weights, tmp_path):
+    """The weights' sha256 is taken when they are loaded and travels in the IR (model.weights_sha256),
+    so a build from a saved IR after the file changed records the weights the IR was made from, and
+    cosim then refuses the changed file (until session 49 the build hashed the file as it was then)."""
+    from codegen.generate import weights_sha256
+    from quantizer import QuantConfig
+    from quantizer.data import synthetic_images
+    from quantizer.ir import QuantizedViT
+    from quantizer.pipeline import quantize
+
+    card, wfile, _ = tiny_card_with_weights
+    loaded_sha = hashlib.sha256(wfile.read_bytes()).hexdigest()
+    lm = load_model(str(card), weights=wfile)          # --weights FILE: hashed too, no card sha256 involved
+    assert lm.weights_sha256 == loaded_sha
+    lm = load_model(str(card))
+    ir = quantize(lm, synthetic_images(2, lm.preprocess), QuantConfig(n_calib=2)).ir
+    ir.save(tmp_path / "ir")
+    wfile.write_bytes(wfile.read_bytes()[:-8] + bytes(8))   # the file changes after the IR was made
+    saved = QuantizedViT.load(tmp_path / "ir")
+    assert saved.meta["model"]["weights_sha256"] == loaded_sha == weights_sha256(saved.meta["model"])
+    # an IR from before session 49 has no hash: the file's, as it is now
+    del saved.meta["model"]["weights_sha256"]
+    assert weights_sha256(saved.meta["model"]) == hashlib.sha256(wfile.read_bytes()).hexdigest() != loaded_sha
 
 
 @pytest.mark.parametrize("name", ["pytorch_model.bin", "w.pt"])
