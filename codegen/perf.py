@@ -831,7 +831,9 @@ def latency_bound(shape: ModelShape, hw: HwConfig, dram_gbs: float | None = DEFA
 
 def mac_array_macs(shape: ModelShape, hw: HwConfig) -> int:
     """The useful MACs the main MAC array makes per image: every step's but the attention's (Q.K^T
-    runs on its own array, A.V on the shifters). Padding excluded, so the same for every hw."""
+    runs on its own array, A.V on the shifters). Padding excluded, so the same for every hw. A step
+    that holds attention counts Q.K^T's MACs in `macs` and A.V's, as many (GH x N x N x DH), in
+    `av_macs`: their difference is its linear layers' (tests/test_fpga_target.py checks the bound)."""
     return sum(st.macs - st.av_macs for st in schedule(shape, hw))
 
 

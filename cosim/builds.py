@@ -21,7 +21,7 @@ from quantizer.errors import P2VitError
 from quantizer.float_model import FloatViT
 from quantizer.ir import QuantizedViT
 from quantizer.models import LoadedModel, load_model
-from quantizer.outputs import card_weights_path, sha256_of_file, weights_file_of
+from quantizer.outputs import card_weights_path, weights_file_of
 from quantizer.reference import Reference
 
 _WATCHED = ("build.json", "params.bin", "ir/manifest.json", "ir/params.bin")
@@ -144,11 +144,11 @@ def fp32_model(info: dict, build_dir: Path) -> LoadedModel:
                 hint = "restore the file" if weights.is_absolute() else \
                     "run from the directory the build was made in or restore the file"
                 raise P2VitError(f"{why}: its weights file {weights} does not exist; {hint}")
-    _check_weights_unchanged(info, checked, why)
     try:
         lm = load_model(target, weights=weights, random_init=random_init)
     except P2VitError as exc:
         raise P2VitError(f"{why}: {exc}") from None
+    _check_weights_unchanged(info, lm, checked, why)
     got = (lm.model.embed_dim, len(lm.model.blocks), lm.model.num_classes)
     want = (model.get("dim"), model.get("depth"), model.get("num_classes"))
     if got != want:
@@ -164,13 +164,13 @@ def fp32_model(info: dict, build_dir: Path) -> LoadedModel:
     return lm
 
 
-def _check_weights_unchanged(info: dict, weights: Path | None, why: str) -> None:
-    """The weights file the FP32 model is rebuilt from must be the one the build was made from
-    (build.json's weights_sha256, since session 48): other weights of the same shapes would load
-    and change every FP32 figure without a word."""
+def _check_weights_unchanged(info: dict, lm: LoadedModel, weights: Path | None, why: str) -> None:
+    """The weights the FP32 model was rebuilt from (their sha256 as load_model read them) must be
+    the ones the build was made from (build.json's weights_sha256, since session 48): other weights
+    of the same shapes would load and change every FP32 figure without a word."""
     recorded = info.get("weights_sha256")
-    if recorded is None or weights is None or not weights.is_file():
+    if recorded is None or lm.weights_sha256 is None:
         return
-    if sha256_of_file(weights) != recorded:
+    if lm.weights_sha256 != recorded:
         raise P2VitError(f"{why}: its weights file {weights} has changed since the build (its sha256 is not the one "
-                         "build.json recorded); restore the file or rebuild")
+                         "build.json recorded); restore the file, or quantize and build again from it")

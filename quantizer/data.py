@@ -345,11 +345,11 @@ def check_image_set(ds) -> None:
     if len(ds) == 0:
         raise P2VitError(f"{src}: the ImageSet holds no images")
     names = ds.class_names
-    if names is not None and (isinstance(names, (str, bytes)) or not hasattr(names, "__len__")
-                              or not all(isinstance(n, str) for n in names)):
-        # A plain string would otherwise be read as one class name per character.
+    if names is not None and (not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names)):
+        # A plain string would otherwise be read as one class name per character, an array fail deep in the run.
         raise P2VitError(f"{src}: ImageSet class_names must be a list of strings (one per class) or None, "
-                         f"not {type(names).__name__}" + (f" {names!r:.40}" if isinstance(names, str) else ""))
+                         f"not {type(names).__name__}" + (f" {names[:40]!r}" if isinstance(names, str) else "")
+                         + ("; pass list(names)" if hasattr(names, "tolist") else ""))
     if ds.labels is not None:
         check_labels(ds.labels, len(ds), src, "ImageSet.labels", "ImageSet.images")
         if ds.class_names is not None:
@@ -579,6 +579,9 @@ def _load_npz(path: Path, pp: Preprocess, limit: int | None, progress: bool, spr
 def _load_folder(path: Path, pp: Preprocess, limit: int | None, progress: bool, spread: bool) -> ImageSet:
     src = str(path)
     children = _visible_children(path)
+    for p in children:   # a class folder (or an image) that points nowhere would drop out, shifting the labels
+        if p.is_symlink() and not p.exists():
+            raise P2VitError(f"{p} is a broken symbolic link (to {os.readlink(p)}); fix or remove it")
     subdirs = [p for p in children if p.is_dir()]
     per_class = [_images_under(d) for d in subdirs]
     if any(per_class):

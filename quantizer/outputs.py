@@ -192,9 +192,9 @@ def check_output_dir(path: str | os.PathLike, flag: str, anywhere: bool = False)
     """A directory path that can be created (or exists as a directory), not one of a p2vit build's
     or IR's own (or, `anywhere`, for a build's or IR's own --out: not inside one at all; see
     _check_not_inside_p2vit_output)."""
-    if os.fspath(path) == "-":   # the Unix convention for stdout, which a directory cannot be
-        raise P2VitError(f"{flag} -: the output is a directory, not a stream to standard output; give a directory "
-                         "name (an absolute path if you want a folder named '-')")
+    if Path(path) == Path("-"):   # '-', './-', '-/': the Unix convention for stdout, which a directory cannot be
+        raise P2VitError(f"{flag} {os.fspath(path)}: the output is a directory, not a stream to standard output; "
+                         "give a directory name (an absolute path if you want a folder named '-')")
     path = Path(path)
     _check_not_inside_p2vit_output(path, flag, anywhere)
     if path.is_symlink() and not path.exists():

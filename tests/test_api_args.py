@@ -56,6 +56,8 @@ def test_evaluate_refuses_bad_arguments_before_opening_the_build(tmp_path, kwarg
     (ImageSet(_images(2), np.array([0.0, 1.0]), None, "m"), "m: ImageSet.labels must be a 1-D integer array, got float64 (2,)"),
     (ImageSet(_images(2), np.array([0, 1]), "ab", "m"), "m: ImageSet class_names must be a list of strings (one per class) or None, not str 'ab'"),
     (ImageSet(_images(2), None, [0, 1], "m"), "m: ImageSet class_names must be a list of strings (one per class) or None, not list"),
+    (ImageSet(_images(2), None, np.array(["a", "b"]), "m"), "m: ImageSet class_names must be a list of strings (one per class) or None, not ndarray; pass list(names)"),
+    (ImageSet(_images(2), None, {0: "a", 1: "b"}, "m"), "m: ImageSet class_names must be a list of strings (one per class) or None, not dict"),
 ])
 def test_evaluate_checks_an_image_set_in_memory_as_the_npz_loader_does(tmp_path, data, says):
     with pytest.raises(P2VitError) as exc:

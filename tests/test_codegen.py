@@ -103,13 +103,11 @@ def test_other_head_size_depth_one_4bit_res16_bit_exact(tmp_path):
 @pytest.mark.parametrize("w_bits, hw, grouped", [
     (8, ONE_GROUP_HW, False),                                # one group, A.V filling proj's first row tile
     (4, HwConfig(rows=4, cols=8, simd=2, lanes=2), True),    # head groups, 8 drain lanes beside SIMD 2
-    # slow (-m slow): the PEs' packed products are those of the cases above; these add head-group
-    # dataflow forms, which test_ii's counting builds (native types) check against the reference
-    # in the default suite (22x4x8 and 22x8x8 at 4 lanes)
+    # slow (-m slow): the next case's head groups and preloads at 8 lanes, whose PE products are the
+    # other cases' (test_ii's counting builds, native types, run it against the reference at 22x4x8)
     pytest.param(8, HwConfig(rows=4, cols=8, simd=8, lanes=8), True,   # head groups, proj's first row tile partly preloaded
                  marks=pytest.mark.slow),
-    pytest.param(8, HwConfig(rows=4, cols=8, simd=8, lanes=2), True,   # the same at 2 attention lanes: A.V writes 8-channel words
-                 marks=pytest.mark.slow),
+    (8, HwConfig(rows=4, cols=8, simd=8, lanes=2), True),    # the same at 2 attention lanes: A.V writes 8-channel words
     # 4-bit weight slots: nibbles fill the plane words, the embedding's 8-bit weights half the lanes;
     # rows 2-3 make lanes 2-3's products on LUTs (4 x 8 bits), the embedding's zeros there included
     (4, HwConfig(rows=4, cols=8, simd=4, lanes=4, weight_slot_bits=4, lut_mac_rows=2), True),

@@ -265,7 +265,7 @@ def test_fp32_model_whose_weights_file_changed_is_refused(tiny, tiny_lm, tmp_pat
     assert len(built["weights_sha256"]) == 64 and weights_sha256(info["model"]) is None   # random-init: no file
     assert fp32_model(built, tiny["build"]).model.head.weight.equal(state["head.weight"])
     torch.save({k: v + 1 for k, v in state.items()}, w)
-    with pytest.raises(P2VitError, match=r"w\.pth has changed since the build .*restore the file or rebuild"):
+    with pytest.raises(P2VitError, match=r"w\.pth has changed since the build .*restore the file, or quantize and build again"):
         fp32_model(built, tiny["build"])
 
 

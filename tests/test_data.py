@@ -379,6 +379,11 @@ def test_a_broken_image_link_is_named_not_skipped(tmp_path):
     with raises(f"y.png is a broken symbolic link (to {tmp_path / 'gone.png'}); fix or remove it") as exc:
         load_images(tree, PP32)
     one_line(exc)
+    # a class folder that points nowhere would drop out and shift the next classes' labels
+    (tree / "cat" / "y.png").unlink()
+    (tree / "bird").symlink_to(tmp_path / "moved_away")
+    with raises(f"bird is a broken symbolic link (to {tmp_path / 'moved_away'}); fix or remove it"):
+        load_images(tree, PP32)
 
 
 def test_npz_one_image_without_the_batch_axis_is_refused(tmp_path):

@@ -566,8 +566,11 @@ def test_a_dash_output_dir_is_refused_not_made(tmp_path, monkeypatch):
     from quantizer.outputs import check_output_dir
 
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(P2VitError, match="--out -: the output is a directory, not a stream to standard output"):
-        check_output_dir("-", "--out")
+    for spelling in ("-", "./-", "-/"):   # every spelling of it, before any work (a Path of './-' is '-')
+        with pytest.raises(P2VitError, match=f"--out {spelling}: the output is a directory, not a stream to standard"):
+            check_output_dir(spelling, "--out")
+        with pytest.raises(P2VitError, match="not a stream to standard output"):
+            check_output_dir(Path(spelling), "--out")
     assert check_output_dir(tmp_path / "-", "--out") == tmp_path / "-"   # an explicit path to such a folder is fine
     assert not any(tmp_path.iterdir())
 

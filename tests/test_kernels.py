@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -1060,23 +1062,33 @@ int main() { return p2vit::log_round_clamped<15>(p2vit::isqrt(p2vit::i64(100)));
 """
 
 
-def _forms_the_harness_builds_compile(builds: dict) -> set[str]:
-    """The fast-path forms (the keys of FAST_PATH_FORMS) that the session's harness builds (_builds)
-    already compile with the same flags: the native build's, by this CPU's features, and the
-    x86-64-v3 build's where there is one."""
-    flags = _cpu_flags()
-    native = ("v4-vnni" if {"avx512f", "avx512bw", "avx512vl", "avx512_vnni"} <= flags
-              else "v4" if "avx512f" in flags else "v3" if "avx2" in flags else None)
-    return {f for f in (native, "v3" if "native-avx2" in builds else None) if f}
+# The x86 forms of the C-sim fast paths (csim_fast*.h), by the ISA macros they are chosen by.
+FAST_PATH_FORMS = {"v3": ["-march=x86-64-v3"], "v4": ["-march=x86-64-v4"],
+                   "v4-vnni": ["-march=x86-64-v4", "-mavx512vnni"],
+                   "v4-vnni-vbmi": ["-march=x86-64-v4", "-mavx512vnni", "-mavx512vbmi"]}
 
 
-FAST_PATH_FORMS = {"v3": ["-march=x86-64-v3"], "v4": ["-march=x86-64-v4"], "v4-vnni": ["-march=x86-64-v4", "-mavx512vnni"]}
+def _isa_macros(arch: list[str]) -> frozenset[str]:
+    """The __AVX*__ macros that the kernels test and that g++ defines under these -m flags: the
+    fast-path form a compile gets (not the CPU's flags: -march=native may add some, e.g. VBMI)."""
+    used = set(re.findall(r"__AVX[0-9A-Z_]*__", "".join(h.read_text() for h in sorted((KERNELS / "p2vit").glob("*.h")))))
+    out = subprocess.run([CXX, *arch, "-dM", "-E", "-x", "c++", os.devnull], capture_output=True, text=True,
+                         check=True).stdout
+    return frozenset(used & {ln.split()[1] for ln in out.splitlines() if ln.startswith("#define ")})
+
+
+def _forms_the_harness_builds_compile(builds: dict) -> dict[str, str]:
+    """{form of FAST_PATH_FORMS: the native-types harness build (_builds) that compiles it}: a
+    build whose -m flags give the form's ISA macros compiles the same code (same CXXFLAGS)."""
+    built = {_isa_macros([f for f in b.cmd if f.startswith("-m")]): name
+             for name, b in builds.items() if name.startswith("native")}
+    return {form: built[m] for form, arch in FAST_PATH_FORMS.items() if (m := _isa_macros(arch)) in built}
 
 
 def test_harness_compiles_with_each_fast_path_form(_builds):
-    """The C-sim's fast paths have an AVX2 and an AVX-512 (with and without VNNI) form, and an
+    """The C-sim's fast paths have an AVX2 and AVX-512 forms (with and without VNNI, VBMI), and an
     AVX2-only machine runs only the first (an AVX-512 one runs both: fkern): every form is compiled
-    (-O2 -Werror) whatever the CPU, here or by the harness builds (their flags are the same)."""
+    (-O2 -Werror) whatever the CPU, here or by a harness build that gets the same ISA macros."""
     if platform.machine() not in ("x86_64", "AMD64"):
         pytest.skip("the fast paths are x86 (AVX2 / AVX-512) code")
     done = _forms_the_harness_builds_compile(_builds)
@@ -1086,8 +1098,8 @@ def test_harness_compiles_with_each_fast_path_form(_builds):
              "-DP2VIT_DSP_TALLY", "-DP2VIT_MODNAME=p2vit_kernels_forms", *arch, str(HARNESS)]
             for form, arch in FAST_PATH_FORMS.items() if form not in done]
     procs = [subprocess.Popen(j, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for j in jobs]
-    for form in done:   # the harness builds must have compiled, or those forms were not checked after all
-        _builds["native-avx2" if form == "v3" and "native-avx2" in _builds else "native"].load()
+    for name in set(done.values()):   # those builds must have compiled, or their forms were not checked after all
+        _builds[name].load()
     for j, p in zip(jobs, procs):
         log, _ = p.communicate()
         assert p.returncode == 0, f"{' '.join(j)}\n{log[-4000:]}"

@@ -928,10 +928,17 @@ def test_benchmark_scripts_check_names_and_outputs_before_any_work(tmp_path):
     # all at once: each is a Python start-up, and the cores are the limit, not the order
     procs = [subprocess.Popen([sys.executable, str(root / "benchmarks" / script), *argv], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for script, argv, _ in cases]
-    for (script, argv, phrase), proc in zip(cases, procs):
-        out, err = proc.communicate(timeout=300)
-        assert proc.returncode == 2 and out == "", (script, argv, out, err)
-        assert len(err.splitlines()) == 1 and phrase in err, (script, argv, err)
+    try:
+        deadline = time.monotonic() + 300   # one budget for all: each should end within seconds
+        for (script, argv, phrase), proc in zip(cases, procs):
+            out, err = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
+            assert proc.returncode == 2 and out == "", (script, argv, out, err)
+            assert len(err.splitlines()) == 1 and phrase in err, (script, argv, err)
+    finally:   # a failed assertion or a timeout leaves no benchmark running
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     assert calib.read_bytes() == b"not read" and (tmp_path / "a_file").read_text() == "x"
 
 
