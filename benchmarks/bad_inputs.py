@@ -710,7 +710,7 @@ def run_all(r: Runner) -> None:
     if not (linked / "b.png").is_symlink():
         (linked / "b.png").symlink_to(tmp / "moved_away.png")
     r.run(Case("E52", "quantizer --calib DIR holding a broken link b.png (skipped without a word)",
-               m("quantizer", card, "--calib", linked, "--out", "qe52"),
+               m("quantizer", card, "--random-init", "--calib", linked, "--out", "qe52"),
                must_contain=["b.png is a broken symbolic link"], max_seconds=FAST))
     r.run(api_case("E53", "cosim.evaluate(ImageSet(..., class_names='ab')) (read as two classes 'a', 'b')",
                    "import numpy as np, cosim\nfrom quantizer.data import ImageSet\n"
