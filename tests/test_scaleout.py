@@ -80,7 +80,9 @@ def test_ray_run_gives_the_local_rows_and_summary(ray_cluster, cifar_build, loca
     assert [r["index"] for r in want_rows] == list(range(N)) and want["bit_exact_rate"] == 1.0
     s = evaluate(CIFAR_TEST, build=cifar_build, limit=N, report=False, progress=False, ray="local",
                  results=tmp_path / "ray", shard_size=SHARD)
-    assert s["engine"] == "ray" and s["workers"] == 2
+    # two actors start (one per cluster CPU); `workers` counts those that joined before the work ran
+    # out, and on a loaded machine the first can finish all 64 images while the second still starts
+    assert s["engine"] == "ray" and 1 <= s["workers"] <= 2
     cached = list(Path(ray_cluster).iterdir())               # the build travelled: unpacked once here
     assert len(cached) == 1 and (cached[0] / "hls" / "p2vit").is_dir()
     assert _rows(tmp_path / "ray") == want_rows       # predictions, labels, bit-exact flags, SQNR sums
