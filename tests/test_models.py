@@ -881,32 +881,43 @@ def test_cli_errors_passes_results_and_other_exceptions(capsys):
     assert capsys.readouterr().err == "error: interrupted\n"
 
 
-@pytest.mark.parametrize("script,argv,phrase", [
-    ("bench_csim.py", ["--images", "0"], "argument --images: must be 1 or more, not 0"),
-    ("bench_reference.py", ["--repeat", "x"], "argument --repeat: 'x' is not a whole number"),
-    ("bench_scaleout.py", ["--shard-size", "-1"], "argument --shard-size: must be 1 or more, not -1"),
-    ("softmax_parts.py", ["--json", ""], "argument --json: an empty path"),
-    ("sanitize.py", ["--jobs", "0"], "argument --jobs: must be 1 or more, not 0"),
-    ("four_bit_bar.py", ["--top", "-1"], "argument --top: must be 0 or more, not -1"),
-    ("bad_inputs.py", ["--out-md", ""], "argument --out-md: an empty path"),
-])
-def test_benchmark_scripts_refuse_bad_flags_in_one_line(script, argv, phrase):
-    """The benchmarks are CLIs too: a bad count is one line and exit 2, before any model loads."""
+def _run_benchmark_scripts_at_once(cases) -> None:
+    """(script, argv, phrase) each: the benchmark script exits 2 with one stderr line holding phrase
+    and nothing on stdout. All start at once: each is a Python start-up, and the cores are the limit."""
     import subprocess
 
     root = Path(__file__).resolve().parents[1]
-    p = subprocess.run([sys.executable, str(root / "benchmarks" / script), *argv], capture_output=True, text=True,
-                       timeout=120)
-    assert p.returncode == 2 and p.stdout == "", (p.stdout, p.stderr)
-    assert len(p.stderr.splitlines()) == 1 and phrase in p.stderr, p.stderr
+    procs = [subprocess.Popen([sys.executable, str(root / "benchmarks" / script), *argv], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for script, argv, _ in cases]
+    try:
+        deadline = time.monotonic() + 300   # one budget for all: each should end within seconds
+        for (script, argv, phrase), proc in zip(cases, procs):
+            out, err = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
+            assert proc.returncode == 2 and out == "", (script, argv, out, err)
+            assert len(err.splitlines()) == 1 and phrase in err, (script, argv, err)
+    finally:   # a failed assertion or a timeout leaves no benchmark running
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def test_benchmark_scripts_refuse_bad_flags_in_one_line():
+    """The benchmarks are CLIs too: a bad count is one line and exit 2, before any model loads."""
+    _run_benchmark_scripts_at_once([
+        ("bench_csim.py", ["--images", "0"], "argument --images: must be 1 or more, not 0"),
+        ("bench_reference.py", ["--repeat", "x"], "argument --repeat: 'x' is not a whole number"),
+        ("bench_scaleout.py", ["--shard-size", "-1"], "argument --shard-size: must be 1 or more, not -1"),
+        ("softmax_parts.py", ["--json", ""], "argument --json: an empty path"),
+        ("sanitize.py", ["--jobs", "0"], "argument --jobs: must be 1 or more, not 0"),
+        ("four_bit_bar.py", ["--top", "-1"], "argument --top: must be 0 or more, not -1"),
+        ("bad_inputs.py", ["--out-md", ""], "argument --out-md: an empty path"),
+    ])
 
 
 def test_benchmark_scripts_check_names_and_outputs_before_any_work(tmp_path):
     """A bad model name, output path or empty selection is one line and exit 2 at once (the runs
     behind them take minutes), and no output replaces an input."""
-    import subprocess
-
-    root = Path(__file__).resolve().parents[1]
     (tmp_path / "a_file").write_text("x")
     calib = tmp_path / "calib.npz"
     calib.write_bytes(b"not read")
@@ -925,20 +936,7 @@ def test_benchmark_scripts_check_names_and_outputs_before_any_work(tmp_path):
     ]
     if importlib.util.find_spec("ray") is not None:
         cases.append(("bench_scaleout.py", ["--build", str(tmp_path / "none")], "does not exist"))
-    # all at once: each is a Python start-up, and the cores are the limit, not the order
-    procs = [subprocess.Popen([sys.executable, str(root / "benchmarks" / script), *argv], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for script, argv, _ in cases]
-    try:
-        deadline = time.monotonic() + 300   # one budget for all: each should end within seconds
-        for (script, argv, phrase), proc in zip(cases, procs):
-            out, err = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
-            assert proc.returncode == 2 and out == "", (script, argv, out, err)
-            assert len(err.splitlines()) == 1 and phrase in err, (script, argv, err)
-    finally:   # a failed assertion or a timeout leaves no benchmark running
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+    _run_benchmark_scripts_at_once(cases)
     assert calib.read_bytes() == b"not read" and (tmp_path / "a_file").read_text() == "x"
 
 
