@@ -102,12 +102,16 @@ def test_other_head_size_depth_one_4bit_res16_bit_exact(tmp_path):
 
 @pytest.mark.parametrize("w_bits, hw, grouped", [
     (8, ONE_GROUP_HW, False),                                # one group, A.V filling proj's first row tile
-    (4, HwConfig(rows=4, cols=8, simd=2, lanes=2), True),    # head groups, 8 drain lanes beside SIMD 2
-    # slow (-m slow): the next case's head groups and preloads at 8 lanes, whose PE products are the
-    # other cases' (test_ii's counting builds, native types, run it against the reference at 22x4x8)
+    # slow (-m slow): these three add head-group dataflow forms (8 drain lanes beside SIMD 2,
+    # preloads, A.V's 8-channel words) around the PE products of the default cases (8-bit one group,
+    # 4-bit slots with LUT MACs, grouped); test_ii's counting builds (native types) run those forms
+    # against the reference in the default suite
+    pytest.param(4, HwConfig(rows=4, cols=8, simd=2, lanes=2), True,   # head groups, 8 drain lanes beside SIMD 2
+                 marks=pytest.mark.slow),
     pytest.param(8, HwConfig(rows=4, cols=8, simd=8, lanes=8), True,   # head groups, proj's first row tile partly preloaded
                  marks=pytest.mark.slow),
-    (8, HwConfig(rows=4, cols=8, simd=8, lanes=2), True),    # the same at 2 attention lanes: A.V writes 8-channel words
+    pytest.param(8, HwConfig(rows=4, cols=8, simd=8, lanes=2), True,   # the same at 2 attention lanes: A.V writes 8-channel words
+                 marks=pytest.mark.slow),
     # 4-bit weight slots: nibbles fill the plane words, the embedding's 8-bit weights half the lanes;
     # rows 2-3 make lanes 2-3's products on LUTs (4 x 8 bits), the embedding's zeros there included
     (4, HwConfig(rows=4, cols=8, simd=4, lanes=4, weight_slot_bits=4, lut_mac_rows=2), True),

@@ -88,10 +88,12 @@ def _cifar_counters(tmp_path_factory, hw, name, w_bits=8):
 @pytest.mark.skipif(not have_shared(), reason=SHARED_REASON)
 @pytest.mark.parametrize("hw", [HwConfig(), HwConfig(rows=16, cols=48, lanes=8, weight_ports=3, qk_rows=5),
                                 # slow (run with -m slow): configurations whose features the others here
-                                # cover too (33x8x2: A.V filling xt, as slot4 below; 22x8x8: 22x4x8's
-                                # groups and preloads, 66x8x8's four ports)
+                                # cover too (33x8x2: A.V filling xt, as slot4 below; 22x4x8 and 22x8x8:
+                                # the groups and preloads of 22x8x8 at 4 lanes, 66x8x8's four ports,
+                                # drain lanes other than SIMD as at 8x8x2)
                                 pytest.param(HwConfig(rows=33, cols=8, simd=2, lanes=2), marks=pytest.mark.slow),
-                                HwConfig(rows=22, cols=4, simd=8, lanes=8, weight_ports=2),
+                                pytest.param(HwConfig(rows=22, cols=4, simd=8, lanes=8, weight_ports=2),
+                                             marks=pytest.mark.slow),
                                 HwConfig(rows=66, cols=8, simd=8, lanes=8, weight_ports=4, qk_rows=33),
                                 pytest.param(HwConfig(rows=22, cols=8, simd=8, lanes=8, weight_ports=4),
                                              marks=pytest.mark.slow),
