@@ -376,12 +376,17 @@ def check_labels_within(labels: np.ndarray, class_names: list, src: str, name: s
                          f"{len(class_names)} class_names; fix the labels or class_names")
 
 
+def _refuse_broken_link(p: Path) -> None:
+    """An entry of the data that points nowhere is a mistake in it, not one to skip unseen (an image
+    would be missing, a class folder would drop out and shift the labels after it)."""
+    if p.is_symlink() and not p.exists():
+        raise P2VitError(f"{p} is a broken symbolic link (to {os.readlink(p)}); fix or remove it")
+
+
 def _is_image(p: Path) -> bool:
     if p.suffix.lower() not in IMAGE_EXTS or p.name.startswith("."):
         return False
-    if p.is_symlink() and not p.exists():
-        # An image name that points nowhere is a mistake in the data, not a file to skip unseen.
-        raise P2VitError(f"{p} is a broken symbolic link (to {os.readlink(p)}); fix or remove it")
+    _refuse_broken_link(p)
     return p.is_file()
 
 
@@ -579,9 +584,8 @@ def _load_npz(path: Path, pp: Preprocess, limit: int | None, progress: bool, spr
 def _load_folder(path: Path, pp: Preprocess, limit: int | None, progress: bool, spread: bool) -> ImageSet:
     src = str(path)
     children = _visible_children(path)
-    for p in children:   # a class folder (or an image) that points nowhere would drop out, shifting the labels
-        if p.is_symlink() and not p.exists():
-            raise P2VitError(f"{p} is a broken symbolic link (to {os.readlink(p)}); fix or remove it")
+    for p in children:   # class folders too, which _is_image never sees
+        _refuse_broken_link(p)
     subdirs = [p for p in children if p.is_dir()]
     per_class = [_images_under(d) for d in subdirs]
     if any(per_class):
