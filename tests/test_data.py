@@ -370,7 +370,7 @@ def test_imagefolder_symlinks_followed_once_and_never_up(tmp_path):
 
 def test_a_broken_image_link_is_named_not_skipped(tmp_path):
     """An image name that links nowhere was once skipped without a word (one image fewer than the
-    folder lists); a broken link of another name (not an image) still does not matter."""
+    folder lists); a broken link to another kind of file (notes.txt) still does not matter."""
     tree = tmp_path / "tree"
     save_png(tree / "cat" / "x.png", rand_u8((32, 32, 3), 1))
     (tree / "cat" / "notes.txt").symlink_to(tmp_path / "gone.txt")
@@ -384,6 +384,12 @@ def test_a_broken_image_link_is_named_not_skipped(tmp_path):
     (tree / "bird").symlink_to(tmp_path / "moved_away")
     with raises(f"bird is a broken symbolic link (to {tmp_path / 'moved_away'}); fix or remove it"):
         load_images(tree, PP32)
+    # so would a sub-folder of a class that points nowhere: its images would go missing unseen
+    (tree / "bird").unlink()
+    (tree / "cat" / "more").symlink_to(tmp_path / "moved_away")
+    with raises(f"more is a broken symbolic link (to {tmp_path / 'moved_away'}); fix or remove it") as exc:
+        load_images(tree, PP32)
+    one_line(exc)
 
 
 def test_npz_one_image_without_the_batch_axis_is_refused(tmp_path):
