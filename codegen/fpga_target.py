@@ -250,6 +250,10 @@ def search(shape: model_shape.ModelShape, target: Target, grid: dict | None = No
     # longest stage instead of its simulation). In the order of the first, a design is bounded,
     # then simulated, only while its bounds are within the tie of the fastest found: a design left
     # out cannot be within it, so the choice is the same as evaluating them all.
+    # a stage of its own, so a progress bar does not sit at 100% through it (one step: how many
+    # designs the bounds leave to simulate is not known before)
+    stage = f"simulating the fastest of {len(fits):,}"
+    report(stage, 0, 1)
     macs = perf.mac_array_macs(shape, fits[0][0])
     ordered = sorted(((perf.mac_array_bound(hw, macs), hw, dsps, luts) for hw, dsps, luts in fits),
                      key=lambda f: f[0])
@@ -263,6 +267,7 @@ def search(shape: model_shape.ModelShape, target: Target, grid: dict | None = No
         if perf.latency_bound(shape, hw, target.dram_gbs) > limit:
             continue
         evaluated.append((perf.evaluate(shape, hw, dram_gbs=target.dram_gbs), hw, dsps, luts))
+    report(stage, 1, 1)
     fastest = min(p.latency_ms for p, *_ in evaluated)
     tied = [f for f in evaluated if f[0].latency_ms <= fastest * (1 + LATENCY_TIE)]
     p, hw, _, luts = min(tied, key=lambda f: (f[2], f[0].latency_ms, f[3]))

@@ -105,10 +105,13 @@ def test_search_returns_the_fastest_design_that_fits(tmp_path, deit_s):
     heard = []
     r = fpga_target.search(deit_s, t, SMALL_GRID, progress=lambda *a: heard.append(a))
     hw, p = r["best_hw"], r["best"]
-    # progress: one stage, counting up to every design the search looked at
-    assert {stage for stage, *_ in heard} == {f"searching {r['designs']:,} designs"}
-    assert heard[0][1:] == (0, r["designs"]) and heard[-1][1:] == (r["designs"], r["designs"])
-    assert [done for _, done, _ in heard] == sorted(done for _, done, _ in heard)
+    # progress: a stage counting up to every design the search looked at, then one step while the
+    # fastest of those that fit are bounded and simulated
+    search_stage, simulate_stage = f"searching {r['designs']:,} designs", f"simulating the fastest of {r['fit']:,}"
+    looked = [x for x in heard if x[0] == search_stage]
+    assert heard == looked + [(simulate_stage, 0, 1), (simulate_stage, 1, 1)]
+    assert looked[0][1:] == (0, r["designs"]) and looked[-1][1:] == (r["designs"], r["designs"])
+    assert [done for _, done, _ in looked] == sorted(done for _, done, _ in looked)
     assert (hw.axi_bits, hw.clock_mhz, hw.part) == (t.axi_bits, t.clock_mhz, t.part)
     # every DSP, but only UTILIZATION_CAP of the BRAM18Ks and the estimated LUTs
     assert p.res["dsps"] <= t.dsps and p.res["bram18k"] <= 0.85 * t.bram18k and r["luts"] <= 0.80 * t.luts
@@ -185,7 +188,8 @@ def test_codegen_generates_the_searched_design(tmp_path, capsys):
     out = tmp_path / "b"
     assert codegen_main([str(card), "--random-init", "--n-calib", "2", "--target", str(t), "--out", str(out),
                          "--no-build", "--quiet"]) == 0
-    assert "searching" not in capsys.readouterr().err   # --quiet: no search progress either
+    err = capsys.readouterr().err   # --quiet: no search progress either
+    assert "searching" not in err and "simulating" not in err
     lm = load_model(str(card), random_init=True)
     want = fpga_target.search(model_shape.shape_of_model(lm), fpga_target.load_target(str(t)))["best_hw"]
     assert json.loads((out / "build.json").read_text())["hw"] == want.to_json()
