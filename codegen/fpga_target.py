@@ -252,7 +252,7 @@ def search(shape: model_shape.ModelShape, target: Target, grid: dict | None = No
     # out cannot be within it, so the choice is the same as evaluating them all.
     # a stage of its own, so a progress bar does not sit at 100% through it (one step: how many
     # designs the bounds leave to simulate is not known before)
-    stage = f"simulating the fastest of {len(fits):,}"
+    stage = f"bounding the {len(fits):,} that fit, simulating the fastest"
     report(stage, 0, 1)
     macs = perf.mac_array_macs(shape, fits[0][0])
     ordered = sorted(((perf.mac_array_bound(hw, macs), hw, dsps, luts) for hw, dsps, luts in fits),

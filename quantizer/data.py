@@ -398,9 +398,9 @@ def _visible_children(d: Path) -> list[Path]:
 def _images_under(d: Path) -> list[Path]:
     """Image files anywhere below d, in a stable order (sorted directories, then sorted names).
     Symlinked folders are followed, each real folder once, except links up to a folder that holds
-    d (they would loop, or pull sibling classes in). A broken link is refused where it names an image
-    or has no suffix (a folder, whose images would go missing unseen); one to another kind of file
-    (notes.txt) does not matter."""
+    d (they would loop, or pull sibling classes in). Every visible broken link is refused, as at the
+    top level: it may have been an image or a folder of them (batch.2, St. Bernard), which would go
+    missing unseen."""
     found: list[Path] = []
     top = os.path.realpath(d)
     seen = {top}
@@ -413,8 +413,7 @@ def _images_under(d: Path) -> list[Path]:
                 keep.append(x)
         dirs[:] = keep
         for f in sorted(x for x in files if not x.startswith(".")):
-            if not Path(f).suffix:   # a broken link without a suffix most likely was a folder of images
-                _refuse_broken_link(Path(root) / f)
+            _refuse_broken_link(Path(root) / f)   # it may have been a folder of images, whatever its name
         found.extend(Path(root) / f for f in sorted(files) if _is_image(Path(root) / f))
     return found
 

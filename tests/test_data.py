@@ -370,11 +370,16 @@ def test_imagefolder_symlinks_followed_once_and_never_up(tmp_path):
 
 def test_a_broken_image_link_is_named_not_skipped(tmp_path):
     """An image name that links nowhere was once skipped without a word (one image fewer than the
-    folder lists); a broken link to another kind of file (notes.txt) still does not matter."""
+    folder lists); so is any other visible broken link, whatever its name, since it may have been a
+    folder of images (batch.2); a hidden one is not data."""
     tree = tmp_path / "tree"
     save_png(tree / "cat" / "x.png", rand_u8((32, 32, 3), 1))
-    (tree / "cat" / "notes.txt").symlink_to(tmp_path / "gone.txt")
+    (tree / "cat" / ".notes").symlink_to(tmp_path / "gone.txt")
     assert len(load_images(tree, PP32)) == 1
+    (tree / "cat" / "batch.2").symlink_to(tmp_path / "moved.2")
+    with raises(f"batch.2 is a broken symbolic link (to {tmp_path / 'moved.2'}); fix or remove it"):
+        load_images(tree, PP32)
+    (tree / "cat" / "batch.2").unlink()
     (tree / "cat" / "y.png").symlink_to(tmp_path / "gone.png")
     with raises(f"y.png is a broken symbolic link (to {tmp_path / 'gone.png'}); fix or remove it") as exc:
         load_images(tree, PP32)

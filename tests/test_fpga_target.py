@@ -107,7 +107,7 @@ def test_search_returns_the_fastest_design_that_fits(tmp_path, deit_s):
     hw, p = r["best_hw"], r["best"]
     # progress: a stage counting up to every design the search looked at, then one step while the
     # fastest of those that fit are bounded and simulated
-    search_stage, simulate_stage = f"searching {r['designs']:,} designs", f"simulating the fastest of {r['fit']:,}"
+    search_stage, simulate_stage = f"searching {r['designs']:,} designs", f"bounding the {r['fit']:,} that fit, simulating the fastest"
     looked = [x for x in heard if x[0] == search_stage]
     assert heard == looked + [(simulate_stage, 0, 1), (simulate_stage, 1, 1)]
     assert looked[0][1:] == (0, r["designs"]) and looked[-1][1:] == (r["designs"], r["designs"])

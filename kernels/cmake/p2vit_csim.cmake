@@ -47,8 +47,11 @@ foreach(t IN LISTS P2VIT_TARGETS)
   endif()
 endforeach()
 # The bindings are glue (argument checks, byte-to-beat copies, the trace collector) around the
-# p2vit_top call: at -O1 they compile in half the time of -O3 (pybind11's templates dominate the
-# build: ~7 s against ~14 s) and the C-sim runs as fast, since all its work is in p2vit_top.cpp.
-# A source's options follow the target's on the command line, so this -O1 is the one GCC uses.
+# p2vit_top call: at -O1 they compile in a quarter to a half less time than at -O3 (pybind11's
+# templates dominate the build) and the C-sim runs as fast, since all its work is in p2vit_top.cpp;
+# only copying the blob into beats at load is slower (a DeiT-B blob: ~0.1 s native, ~3 s more in
+# ap_int builds). A source's options follow the target's on the command line, so this -O1 is the
+# one GCC uses. An inline function both objects emit out of line is linked once, maybe from the -O1
+# object: today they share only cold ones (registry destructors, string concatenation; nm).
 set_source_files_properties(${P2VIT_HLS_DIR}/bindings.cpp PROPERTIES COMPILE_OPTIONS "-O1")
 set_target_properties(${P2VIT_MODULE} PROPERTIES LIBRARY_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/..)
