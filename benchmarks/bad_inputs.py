@@ -717,6 +717,17 @@ def run_all(r: Runner) -> None:
                    "cosim.evaluate(ImageSet(np.zeros((2, 32, 32, 3), np.uint8), np.array([0, 1]), 'ab', 'mem'), "
                    "build='build')", must_contain=["class_names must be a list of strings"]))
 
+    # ---- E54: left open by session 49, fixed in session 50 ------------------------------------------
+    tree = tmp / "linked_tree"
+    for cls in ("cat", "dog"):
+        (tree / cls).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(tmp / "img.png", tree / cls / "a.png")
+    if not (tree / "cat" / "batch.2").is_symlink():
+        (tree / "cat" / "batch.2").symlink_to(tmp / "moved_away_folder")
+    r.run(Case("E54", "cosim.eval --data TREE whose cat/batch.2 links to a folder that moved (its images skipped unseen)",
+               m("cosim.eval", "--build", build_a, "--data", tree),
+               must_contain=["batch.2 is a broken symbolic link"], max_seconds=FAST))
+
     # ---- 14, 15. developer habits -----------------------------------------------------------
     pytest = Path(PY).parent / "pytest"
     r.run(Case("14", "bare pytest --collect-only -q from the repo root",
