@@ -7,6 +7,7 @@ Resizing follows timm's eval transform (resize shorter side to H / crop_pct, cen
 """
 from __future__ import annotations
 
+import errno
 import math
 import operator
 import os
@@ -380,7 +381,15 @@ def _refuse_broken_link(p: Path) -> None:
     """An entry of the data that points nowhere is a mistake in it, not one to skip unseen (an image
     would be missing, a class folder would drop out and shift the labels after it)."""
     if p.is_symlink() and not p.exists():
-        raise P2VitError(f"{p} is a broken symbolic link (to {os.readlink(p)}); fix or remove it")
+        try:
+            os.stat(p)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise P2VitError(f"{p} is a symbolic link that loops back on itself; fix or remove it") from None
+        first, last = os.readlink(p), os.path.realpath(p)   # a chain of links: where it ends, too
+        hop = os.path.normpath(os.path.join(os.path.realpath(os.path.dirname(p)), first))
+        then = "" if hop == last else f", which leads to {last}"
+        raise P2VitError(f"{p} is a broken symbolic link (to {first}{then}); fix or remove it")
 
 
 def _is_image(p: Path) -> bool:

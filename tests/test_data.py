@@ -389,8 +389,20 @@ def test_a_broken_image_link_is_named_not_skipped(tmp_path):
     (tree / "bird").symlink_to(tmp_path / "moved_away")
     with raises(f"bird is a broken symbolic link (to {tmp_path / 'moved_away'}); fix or remove it"):
         load_images(tree, PP32)
-    # so would a sub-folder of a class that points nowhere: its images would go missing unseen
+    # a chain of links is named to its end, a loop as a loop
     (tree / "bird").unlink()
+    (tmp_path / "mid").symlink_to(tmp_path / "gone_too")
+    (tree / "cat" / "z.png").symlink_to(tmp_path / "mid")
+    with raises(f"z.png is a broken symbolic link (to {tmp_path / 'mid'}, which leads to "
+                f"{tmp_path / 'gone_too'}); fix or remove it") as exc:
+        load_images(tree, PP32)
+    one_line(exc)
+    (tree / "cat" / "z.png").unlink()
+    (tree / "cat" / "self.png").symlink_to(tree / "cat" / "self.png")
+    with raises("self.png is a symbolic link that loops back on itself; fix or remove it"):
+        load_images(tree, PP32)
+    (tree / "cat" / "self.png").unlink()
+    # so would a sub-folder of a class that points nowhere: its images would go missing unseen
     (tree / "cat" / "more").symlink_to(tmp_path / "moved_away")
     with raises(f"more is a broken symbolic link (to {tmp_path / 'moved_away'}); fix or remove it") as exc:
         load_images(tree, PP32)
