@@ -371,42 +371,31 @@ def test_imagefolder_symlinks_followed_once_and_never_up(tmp_path):
 def test_a_broken_image_link_is_named_not_skipped(tmp_path):
     """An image name that links nowhere was once skipped without a word (one image fewer than the
     folder lists); so is any other visible broken link, whatever its name, since it may have been a
-    folder of images (batch.2); a hidden one is not data."""
+    folder of images (batch.2); a hidden one is not data. A chain is named to its end, a loop as a
+    loop."""
     tree = tmp_path / "tree"
     save_png(tree / "cat" / "x.png", rand_u8((32, 32, 3), 1))
     (tree / "cat" / ".notes").symlink_to(tmp_path / "gone.txt")
     assert len(load_images(tree, PP32)) == 1
-    (tree / "cat" / "batch.2").symlink_to(tmp_path / "moved.2")
-    with raises(f"batch.2 is a broken symbolic link (to {tmp_path / 'moved.2'}); fix or remove it"):
-        load_images(tree, PP32)
-    (tree / "cat" / "batch.2").unlink()
-    (tree / "cat" / "y.png").symlink_to(tmp_path / "gone.png")
-    with raises(f"y.png is a broken symbolic link (to {tmp_path / 'gone.png'}); fix or remove it") as exc:
-        load_images(tree, PP32)
-    one_line(exc)
-    # a class folder that points nowhere would drop out and shift the next classes' labels
-    (tree / "cat" / "y.png").unlink()
-    (tree / "bird").symlink_to(tmp_path / "moved_away")
-    with raises(f"bird is a broken symbolic link (to {tmp_path / 'moved_away'}); fix or remove it"):
-        load_images(tree, PP32)
-    # a chain of links is named to its end, a loop as a loop
-    (tree / "bird").unlink()
     (tmp_path / "mid").symlink_to(tmp_path / "gone_too")
-    (tree / "cat" / "z.png").symlink_to(tmp_path / "mid")
-    with raises(f"z.png is a broken symbolic link (to {tmp_path / 'mid'}, which leads to "
-                f"{tmp_path / 'gone_too'}); fix or remove it") as exc:
-        load_images(tree, PP32)
-    one_line(exc)
-    (tree / "cat" / "z.png").unlink()
-    (tree / "cat" / "self.png").symlink_to(tree / "cat" / "self.png")
-    with raises("self.png is a symbolic link that loops back on itself; fix or remove it"):
-        load_images(tree, PP32)
-    (tree / "cat" / "self.png").unlink()
-    # so would a sub-folder of a class that points nowhere: its images would go missing unseen
-    (tree / "cat" / "more").symlink_to(tmp_path / "moved_away")
-    with raises(f"more is a broken symbolic link (to {tmp_path / 'moved_away'}); fix or remove it") as exc:
-        load_images(tree, PP32)
-    one_line(exc)
+
+    def refused(link: Path, target: Path, message: str) -> None:
+        link.symlink_to(target)
+        with raises(f"{link.name} {message}; fix or remove it") as exc:
+            load_images(tree, PP32)
+        one_line(exc)
+        link.unlink()
+
+    gone = "is a broken symbolic link (to"
+    refused(tree / "cat" / "y.png", tmp_path / "gone.png", f"{gone} {tmp_path / 'gone.png'})")
+    refused(tree / "cat" / "batch.2", tmp_path / "moved.2", f"{gone} {tmp_path / 'moved.2'})")
+    # a sub-folder of a class, or a class folder, that points nowhere: its images would go missing
+    # unseen (a class would drop out and shift the next classes' labels)
+    refused(tree / "cat" / "more", tmp_path / "moved_away", f"{gone} {tmp_path / 'moved_away'})")
+    refused(tree / "bird", tmp_path / "moved_away", f"{gone} {tmp_path / 'moved_away'})")
+    refused(tree / "cat" / "z.png", tmp_path / "mid", f"{gone} {tmp_path / 'mid'}, which leads to {tmp_path / 'gone_too'})")
+    refused(tree / "cat" / "self.png", tree / "cat" / "self.png", "is a symbolic link that loops back on itself")
+    assert len(load_images(tree, PP32)) == 1
 
 
 def test_npz_one_image_without_the_batch_axis_is_refused(tmp_path):
