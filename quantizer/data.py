@@ -393,9 +393,9 @@ def _refuse_broken_link(p: Path) -> None:
 
 
 def _is_image(p: Path) -> bool:
+    """An image file by name and kind; its callers have refused a broken link there already."""
     if p.suffix.lower() not in IMAGE_EXTS or p.name.startswith("."):
         return False
-    _refuse_broken_link(p)
     return p.is_file()
 
 
@@ -423,7 +423,8 @@ def _images_under(d: Path) -> list[Path]:
         dirs[:] = keep
         for f in sorted(x for x in files if not x.startswith(".")):
             _refuse_broken_link(Path(root) / f)   # it may have been a folder of images, whatever its name
-        found.extend(Path(root) / f for f in sorted(files) if _is_image(Path(root) / f))
+            if _is_image(Path(root) / f):
+                found.append(Path(root) / f)
     return found
 
 
