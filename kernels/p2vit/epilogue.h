@@ -282,7 +282,9 @@ inline void epi_gelu_row(const typename C::acc_t a[C::COLS], int row, int ot, co
       P2VIT_ACCESS_LANE("bias", c % PB4, o, gcd_int(C::COLS, PB4));
       P2VIT_ACCESS_LANE("shift", c % PB1, o, gcd_int(C::COLS, PB1));
     }
-    if (row < C::N && o < cols) {
+    // HID % COLS == 0 (every model): every lane writes, so the lanes' writes are one condition, the
+    // row's (a whole word where hid is in URAM, design.uram_buffers)
+    if (row < C::N && (C::HID % C::COLS == 0 || o < cols)) {
       P2VIT_ACCESS_LANE("hid", c % GB, o, gcd_int(C::COLS, GB));
       const typename C::act_t h = requant32<8>(add_i32(a[o], bias[c]), shift[c]);
       const typename C::act_t g = gelu_lookup(h, lut);   // lut: registers, no bank

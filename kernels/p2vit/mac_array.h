@@ -151,7 +151,7 @@ load_image:
     for (int e = 0; e < C::AXI_BYTES; ++e) {
       P2VIT_PRAGMA(HLS UNROLL)
       const int i = b * C::AXI_BYTES + e;
-      if (i < IMG) {
+      if (IMG % C::AXI_BYTES == 0 || i < IMG) {   // one condition for a whole beat where it can be (img in URAM)
         P2VIT_ACCESS("img", i % IB);
         img[i] = typename C::act_t(std::int8_t(axi_byte(w, e)));
       }

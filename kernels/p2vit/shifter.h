@@ -70,7 +70,7 @@ pass:
         P2VIT_PRAGMA(HLS UNROLL)
         const int d = t * OL + l;
         word[l] = 0;
-        if (d < C::DH) {   // a partial last word only where OL does not divide DH (kernel tests)
+        if (C::DH % OL == 0 || d < C::DH) {   // a partial last word only where OL does not divide DH (kernel tests)
           // channel ph*DH + d as base*OL + l where OL | DH (every build): lane l's bank of o (cyclic
           // XO_BANKS = OL with head groups) is l by the index's form, not by a modulo HLS must prove
           const int c = C::DH % OL == 0 ? ow * OL + l : ph * C::DH + d;
