@@ -327,6 +327,45 @@ def storage_impl(memory: tuple[int, int, int]) -> str:
     return "bram" if memory[1] * memory[2] >= 1024 else "lutram"
 
 
+URAM_DEPTH, URAM_WIDTH = 4096, 72   # an UltraRAM block (URAM288, UG573): 4K x 72 bits, two ports on one clock
+URAM_BUFFERS = ("o", "hid", "img")   # the activation buffers that may go to URAM (uram_buffers)
+
+
+def has_uram(hw: HwConfig) -> bool:
+    """Whether hw.part has UltraRAM (resources.PARTS; a part not in the table is taken to have none)."""
+    from .resources import part_resources   # resources imports this module
+    known = part_resources(hw.part)
+    return bool(known and known[2] > 0)
+
+
+def uram_buffers(shape: ModelShape, hw: HwConfig) -> dict[str, bool]:
+    """Which of URAM_BUFFERS the top binds to URAM (templates/p2vit_top.cpp.j2): on a part with
+    UltraRAM, each whose writes are whole words of its cyclic factor F, so that reshaping the F
+    banks into one memory of F-value words (ARRAY_RESHAPE) leaves every write one whole word, with
+    no read-modify-write, and every read of a cycle (load_lanes, patch_lanes values at a multiple of
+    them) inside one word: the attention output o, written av_out_lanes channels a cycle (F must be
+    those lanes, dividing DH); FC1's output hid, written COLS a cycle (F = COLS, dividing HID); the
+    image img, written a beat a cycle (F dividing the beat, the beats dividing the image). Each
+    iteration then makes as many word accesses of the memory as the II check counts accesses of each
+    bank of the partitioned form. A factor under 8 values (64 bits) would fill less than half of the
+    72-bit words, so those stay in BRAM; so do r and rc, whose class-token row is written a value a
+    cycle (epilogue.h embed_class_token), and q, k, v."""
+    if not has_uram(hw):
+        return {name: False for name in URAM_BUFFERS}
+    f = partition_factors(shape, hw)
+    OL = av_out_lanes(hw)
+    image = shape.in_chans * shape.img_h * shape.img_w
+    whole = {"o": f["o"] == OL and shape.dh % OL == 0,
+             "hid": f["hid"] == hw.cols and shape.hidden % hw.cols == 0,
+             "img": hw.axi_bytes % f["img"] == 0 and image % hw.axi_bytes == 0}
+    return {name: whole[name] and f[name] >= 8 for name in URAM_BUFFERS}
+
+
+def uram_blocks(words: int, width: int) -> int:
+    """URAM blocks of a memory of `words` x `width` bits: URAM_DEPTH-deep cascades, URAM_WIDTH-bit columns."""
+    return cdiv(words, URAM_DEPTH) * cdiv(width, URAM_WIDTH)
+
+
 def true_dual_port_bindings(shape: ModelShape, hw: HwConfig) -> dict[str, str]:
     """BIND_STORAGE impl of each burst-filled memory into which one beat writes two values a bank:
     the image img and the per-output parameters bias, shift, e_r and e_s. Two writes a cycle need
@@ -344,6 +383,8 @@ def true_dual_port_bindings(shape: ModelShape, hw: HwConfig) -> dict[str, str]:
         two = cdiv(per, banks) == 2
         assert not two or storage_impl((banks, cdiv(values, banks), bits)) == "bram", name   # two_writes_fit
         out[name] = "bram" if two else ""
+    if out["img"] and uram_buffers(shape, hw)["img"]:
+        out["img"] = "uram"   # two words a beat: both ports of the UltraRAM, true dual-port too
     return out
 
 

@@ -59,7 +59,7 @@ TARGET_KEYS = ("dsps", "bram18k", "uram", "luts", "clock_mhz", "axi_ports", "axi
 COUNT_KEYS = ("dsps", "bram18k", "uram", "luts", "axi_ports", "axi_bits")
 # The search keeps headroom for placement and routing: a design may use every DSP, but at most
 # these shares of the LUTs (the estimate's uncertainty included) and of the BRAM18Ks.
-UTILIZATION_CAP = {"luts": 0.80, "bram18k": 0.85}
+UTILIZATION_CAP = {"luts": 0.80, "bram18k": 0.85, "uram": 0.85}
 LATENCY_TIE = 0.01   # designs within 1% of the fastest count as tied; the fewest DSPs wins
 # Weight ports the search tries (io is one more bundle below four; with four it shares the last
 # one's). Three ports need COLS a multiple of 6, and the grid keeps COLS a power of two: a factor
@@ -131,16 +131,16 @@ def load_target(spec: str) -> Target:
 
 
 def budget(target: Target) -> dict:
-    """What a design may use on the target: every DSP, UTILIZATION_CAP of the BRAM18Ks and LUTs."""
+    """What a design may use on the target: every DSP, UTILIZATION_CAP of the BRAM18Ks, URAMs and LUTs."""
     return {"dsps": target.dsps, "bram18k": int(target.bram18k * UTILIZATION_CAP["bram18k"]),
+            "uram": int(target.uram * UTILIZATION_CAP["uram"]),
             "luts": int(target.luts * UTILIZATION_CAP["luts"])}
 
 
 def budgets_exceeded(res: dict, luts: int, target: Target) -> list[str]:
-    """Which of the target's budgets (DSPs, BRAM18K, LUTs, in that order, by resources.FIT_NAMES) a
-    design exceeds; empty when it fits. The emitted design uses no URAM."""
-    used = {"dsps": res["dsps"], "bram18k": res["bram18k"], "luts": luts}
-    return [resources.FIT_NAMES[k] for k in resources.over_budget(used, budget(target))]
+    """Which of the target's budgets (DSPs, BRAM18K, URAM, LUTs, in that order, by resources.FIT_NAMES) a
+    design exceeds; empty when it fits."""
+    return [resources.FIT_NAMES[k] for k in resources.over_budget(resources.fit_use(res, luts), budget(target))]
 
 
 def above_headroom(used: dict, part_budget: dict) -> list[str]:
@@ -240,10 +240,12 @@ def search(shape: model_shape.ModelShape, target: Target, grid: dict | None = No
         fits.append((hw, res["dsps"], luts))
     report(stage, designs, designs)
     if not fits:
-        why = (" (the accelerator keeps every activation in BRAM and uses no URAM)"
-               if rejected[resources.FIT_NAMES["bram18k"]] else "")
+        why = ((" (the activations are in BRAM: the part has no URAM" if not target.uram else
+                " (the activations are in BRAM but o, hid and the image, which go to URAM: design.uram_buffers")
+               + ")" if rejected[resources.FIT_NAMES["bram18k"]] else "")
         raise P2VitError(f"no configuration of the grid fits {target.name} (each counted under the first budget it "
-                         "exceeds, in this order): " + ", ".join(f"{v:,} exceed its {k}" for k, v in rejected.items())
+                         "exceeds, in this order): " + ", ".join(f"{v:,} exceed its {k}" for k, v in
+                                                                 _shown(rejected, target.uram))
                          + f"{why}; try a larger part")
     # Two lower bounds rule designs out before the DATAFLOW simulation: the MAC array's products a
     # cycle (perf.mac_array_bound, no schedule) and perf.latency_bound (the schedule, each region's
@@ -276,15 +278,23 @@ def search(shape: model_shape.ModelShape, target: Target, grid: dict | None = No
             "bounded": bounded, "simulated": len(evaluated)}
 
 
+def _shown(rejected: dict, uram: int):
+    """The rejection counts a message names: URAM's only on a target that has URAM."""
+    return [(k, v) for k, v in rejected.items() if uram or k != resources.FIT_NAMES["uram"]]
+
+
 def format_search(r: dict) -> list[str]:
     t, hw, p = r["target"], r["best_hw"], r["best"]
     s, res = p.summary(), p.res
+    uram = f"{t['uram']:,} URAM, " if t["uram"] else ""
     return [
-        f"target {t['name']} ({t['part']}): {t['dsps']:,} DSPs, {t['bram18k']:,} BRAM18K, {t['luts']:,} LUTs, "
+        f"target {t['name']} ({t['part']}): {t['dsps']:,} DSPs, {t['bram18k']:,} BRAM18K, {uram}{t['luts']:,} LUTs, "
         f"{t['clock_mhz']:g} MHz, {t['axi_ports']} x {t['axi_bits']}-bit m_axi, DRAM {t['dram_gbs']:g} GB/s",
         f"budget: every DSP, {UTILIZATION_CAP['bram18k']:.0%} of the BRAM18K ({r['budget']['bram18k']:,}), "
-        f"{UTILIZATION_CAP['luts']:.0%} of the LUTs ({r['budget']['luts']:,}; estimated, see docs/performance.md)",
-        f"searched {r['designs']:,} designs, {r['fit']:,} fit (" + ", ".join(f"{v:,} over the {k}" for k, v in r["rejected"].items())
+        + (f"{UTILIZATION_CAP['uram']:.0%} of the URAM ({r['budget']['uram']:,}), " if t["uram"] else "")
+        + f"{UTILIZATION_CAP['luts']:.0%} of the LUTs ({r['budget']['luts']:,}; estimated, see docs/performance.md)",
+        f"searched {r['designs']:,} designs, {r['fit']:,} fit (" + ", ".join(f"{v:,} over the {k}" for k, v in
+                                                                          _shown(r["rejected"], t["uram"]))
         + f"); {r['bounded']} bounded by their schedule, {r['simulated']} simulated in full (the others' bounds are "
         f"past the tie); the fastest, "
         f"or among those within {LATENCY_TIE:.0%} of it the one with the fewest DSPs:",
@@ -292,6 +302,7 @@ def format_search(r: dict) -> list[str]:
         f"      {s['latency_ms']:.3f} ms, {s['fps']:.2f} FPS, {s['gops']:.1f} GOPS, GOPS/DSP {s['gops_per_dsp']:.4f}, "
         f"MAC-array utilization {s['utilization'] * 100:.1f}%",
         f"      uses {res['dsps']:,} of {t['dsps']:,} DSPs, {res['bram18k']:,} of {t['bram18k']:,} BRAM18K, "
+        + (f"{res['uram']:,} of {t['uram']:,} URAM, " if t["uram"] else "") +
         f"~{r['luts']:,} of {t['luts']:,} LUTs (estimate), by unit:",
         "      " + ", ".join(f"{k} {v:,}" for k, v in r["lut_breakdown"].items() if v),
     ]

@@ -1008,7 +1008,7 @@ def sweep(shape: ModelShape, base: HwConfig = HwConfig(), dram_gbs: float | None
             continue
         p = evaluate(shape, hw, dram_gbs=dram_gbs)
         s, luts = p.summary(), resources.lut_total(p.shape, p.hw)
-        over = resources.over_budget({"dsps": r["dsps"], "bram18k": r["bram18k"], "luts": luts}, r["part_budget"] or {})
+        over = resources.over_budget(resources.fit_use(r, luts), r["part_budget"] or {})
         out.append({"rows": rows, "cols": cols, "simd": simd, "qk_rows": hw.qk_array_rows, "dsps": r["dsps"],
                     "bram18k": r["bram18k"], "luts_estimate": luts,
                     "over_part": [resources.FIT_NAMES[k] for k in over],   # DSPs only past a --max-dsps above the part's
@@ -1093,7 +1093,7 @@ def report(p: Perf, abl: dict | None = None) -> str:
     def of(key):   # " of N (n%)" when the part's (named in the hardware line) budget is known
         return f" of {budget[key]:,} ({used[key] / budget[key]:.0%})" if budget else ""
 
-    used = {"dsps": r["dsps"], "bram18k": r["bram18k"], "luts": luts}
+    used = resources.fit_use(r, luts)
     wbits = "/".join(str(b) for b in sorted({b for _, b in p.shape.layer_bits}))
     lines = [f"{p.shape.name}: {p.shape.depth} blocks, D {p.shape.dim}, {p.shape.heads} heads, "
              f"{p.shape.tokens} tokens; {wbits}-bit weights",
@@ -1128,7 +1128,9 @@ def report(p: Perf, abl: dict | None = None) -> str:
              + " + ".join(f"{d:,} {n}" for d, n in zip(r["dsps_per_array"], r["instances"]))
              + f" (two 8-bit products per DSP48E2) + {r['misc_dsps']} misc"
              + (f"; {r['lut_macs']:,} products a cycle on LUTs (--lut-mac-rows {hw.lut_mac_rows})" if r["lut_macs"] else ""),
-             f"memory   {r['bram18k']:,} BRAM18K{of('bram18k')}",
+             f"memory   {r['bram18k']:,} BRAM18K{of('bram18k')}"
+             + (f", {r['uram']:,} URAM{of('uram')} (o, hid, img where design.uram_buffers puts them)"
+                if r["uram"] or budget.get("uram") else ""),
              f"LUTs     ~{luts:,}{of('luts')} (an estimate from per-unit costs, resources.LUT_COSTS; "
              "no synthesis runs here)"]
     if not budget:

@@ -119,6 +119,7 @@ def context(ir: QuantizedViT, hw: HwConfig, layout: Layout, bounds: Bounds, modu
         "vs_impl": design.storage_impl(design.value_memories(shape, hw)),
         "o_impl": design.storage_impl(design.o_memories(shape, hw)),
         "t2p": design.true_dual_port_bindings(shape, hw),
+        "uram": design.uram_buffers(shape, hw),
         "blob_ports": design.blob_bundles(hw),
         "io_bundle": design.io_bundle(hw),
         "img_beats": cdiv(m["in_chans"] * img_h * img_w, hw.axi_bytes),

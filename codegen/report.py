@@ -44,7 +44,7 @@ def _qkv_groups_text(ir: QuantizedViT, hw: HwConfig) -> str:
 def _budget(target: dict | None, part_budget: dict | None, part: str) -> tuple[str, dict]:
     """What the design is measured against: the target it was chosen for, else its part (if known)."""
     if target:
-        return f"{target['name']} target", {k: target[k] for k in resources.FIT_KEYS}
+        return f"{target['name']} target", {k: target.get(k, 0) for k in resources.FIT_KEYS}   # URAM: 0 in builds before it
     return (part, dict(part_budget)) if part_budget else ("", {})
 
 
@@ -59,7 +59,7 @@ def _performance_lines(ir: QuantizedViT, hw: HwConfig, info: dict) -> tuple[list
     s, r = p.summary(), p.res
     units = resources.lut_estimate(p.shape, hw)
     luts = sum(units.values())
-    used = {"dsps": r["dsps"], "bram18k": r["bram18k"], "luts": luts}
+    used = resources.fit_use(r, luts)
     against, budget = _budget(target, r["part_budget"], r["part"])
 
     def of(key):
@@ -77,7 +77,8 @@ def _performance_lines(ir: QuantizedViT, hw: HwConfig, info: dict) -> tuple[list
     if target:
         lines += ["", f"Chosen by the `--target` search for {target['name']} ({target['part']}): the fastest design "
                       f"(or, among those within {LATENCY_TIE:.0%} of it, the one with the fewest DSPs) within "
-                      f"{target['dsps']:,} DSPs, {UTILIZATION_CAP['bram18k']:.0%} of {target['bram18k']:,} BRAM18K and "
+                      f"{target['dsps']:,} DSPs, {UTILIZATION_CAP['bram18k']:.0%} of {target['bram18k']:,} BRAM18K"
+                      + (f", {UTILIZATION_CAP['uram']:.0%} of {target['uram']:,} URAM" if target.get("uram") else "") + " and "
                       f"{UTILIZATION_CAP['luts']:.0%} of {target['luts']:,} LUTs, {target['axi_ports']} x "
                       f"{target['axi_bits']}-bit m_axi, {target['clock_mhz']:g} MHz."]
     elif not budget:
@@ -94,6 +95,8 @@ def _performance_lines(ir: QuantizedViT, hw: HwConfig, info: dict) -> tuple[list
                         f"the last {hw.lut_mac_rows} rows (--lut-mac-rows), 4 x 8 bits, "
                         f"{hw.lut_mac_rows * resources.lut_row_dsps(hw):,} DSPs fewer", "")] if r["lut_macs"] else []),
               md_row("BRAM18K", f"{r['bram18k']:,}", of("bram18k")),
+              *([md_row("URAM", f"{r['uram']:,} (" + ", ".join(k for k, v in design.uram_buffers(p.shape, hw).items() if v)
+                        + " in UltraRAM: design.uram_buffers)", of("uram"))] if r["uram"] or budget.get("uram") else []),
               md_row("LUTs (estimate)", f"~{luts:,}", of("luts")),
               md_row("DRAM per image", f"{s['dram_mb']:.1f} MB, {s['avg_bandwidth_gbs']:.2f} GB/s on average",
                      f"{dram:g} GB/s" + ("" if target else " (assumed)")),
@@ -108,7 +111,7 @@ def _performance_lines(ir: QuantizedViT, hw: HwConfig, info: dict) -> tuple[list
         lines += ["", f"Note: {headroom_note(tight, against)}."]
     figures = {"latency_ms": s["latency_ms"], "cycles": p.cycles, "fps": s["fps"], "gops": s["gops"],
                "gops_per_dsp": s["gops_per_dsp"], "utilization": s["utilization"], "dsps": r["dsps"],
-               "bram18k": r["bram18k"], "lut_macs": r["lut_macs"], "luts_estimate": luts, "lut_breakdown": units, "dram_mb": s["dram_mb"],
+               "bram18k": r["bram18k"], "uram": r["uram"], "lut_macs": r["lut_macs"], "luts_estimate": luts, "lut_breakdown": units, "dram_mb": s["dram_mb"],
                "avg_bandwidth_gbs": s["avg_bandwidth_gbs"], "dram_gbs": dram, "part": r["part"],
                "budget": {"of": against, **budget} if budget else None, "exceeds": over, "above_headroom": tight}
     return lines, figures

@@ -88,10 +88,16 @@ PARTS = {
 PART_KEYS = ("dsps", "bram18k", "uram", "luts")
 
 
-FIT_KEYS = ("dsps", "bram18k", "luts")   # what a design is checked against a budget for
+FIT_KEYS = ("dsps", "bram18k", "uram", "luts")   # what a design is checked against a budget for
 
 
-FIT_NAMES = {"dsps": "DSPs", "bram18k": "BRAM18K", "luts": "estimated LUTs"}   # how messages name them
+FIT_NAMES = {"dsps": "DSPs", "bram18k": "BRAM18K", "uram": "URAM", "luts": "estimated LUTs"}   # how messages name them
+
+
+def fit_use(res: dict, luts: int) -> dict:
+    """What a design uses of each FIT_KEYS resource: count()'s DSPs, BRAM18K and URAM, and `luts`
+    (lut_estimate's total)."""
+    return {"dsps": res["dsps"], "bram18k": res["bram18k"], "uram": res["uram"], "luts": luts}
 
 
 def over_budget(used: dict, budget: dict) -> list[str]:
@@ -177,6 +183,15 @@ def buffers(shape: ModelShape, hw: HwConfig, acc_bits: int | None = None) -> lis
     def b(name, nbytes, mems):
         return {"buffer": name, "bytes": nbytes, "memories": mems}
 
+    uram = design.uram_buffers(shape, hw)
+
+    def b_or_uram(key, name, nbytes, mems):
+        """A URAM_BUFFERS buffer: its BRAM memories, or in URAM (design.uram_buffers) one memory of
+        F-value words, F its cyclic factor ("uram": [(1, words, width bits)], no BRAM memories)."""
+        if not uram[key]:
+            return b(name, nbytes, mems)
+        return {**b(name, nbytes, []), "uram": [(1, cdiv(nbytes, f[key]), 8 * f[key])]}
+
     def cyc(depth, width, factor):
         return (factor, cdiv(depth, factor), width)
 
@@ -196,10 +211,10 @@ def buffers(shape: ModelShape, hw: HwConfig, acc_bits: int | None = None) -> lis
         # value_buf: E-channel words (E = qkv_lanes), one memory per key lane and word
         b(f"values v[{SETS}][QH][N][DH/E][E] (tokens cyclic LANES x words complete, E channels reshaped into a word)",
           SETS * N * QH * DH, [design.value_memories(shape, hw)] * SETS),
-        b("attention output o[N][D] (channels cyclic xo_banks)", N * D, [design.o_memories(shape, hw)]),
-        b("FC1 output hid[N][HID] (channels cyclic GB)", N * HID, [cyc(N * HID, 8, GB)]),
-        b("image img[C*H*W] (one burst from io; cyclic img_banks)", shape.in_chans * shape.img_h * shape.img_w,
-          [cyc(shape.in_chans * shape.img_h * shape.img_w, 8, f["img"])]),
+        b_or_uram("o", "attention output o[N][D] (channels cyclic xo_banks)", N * D, [design.o_memories(shape, hw)]),
+        b_or_uram("hid", "FC1 output hid[N][HID] (channels cyclic GB)", N * HID, [cyc(N * HID, 8, GB)]),
+        b_or_uram("img", "image img[C*H*W] (one burst from io; cyclic img_banks)",
+                  shape.in_chans * shape.img_h * shape.img_w, [cyc(shape.in_chans * shape.img_h * shape.img_w, 8, f["img"])]),
         # xt of each instance: rows complete x cyclic SIMD along K, partitioned (ROWS x SIMD memories)
         # or reshaped (ROWS memories of SIMD-value words): xt_reshape; the MAC array's twice (the
         # tile being reduced and the prefetched next one)
@@ -259,7 +274,7 @@ def count(shape: ModelShape, hw: HwConfig, acc_bits: int | None = None) -> dict:
     SIMD; each PE multiplies 8 x 8 bits, since a layer's weight bits are chosen at run time by the
     controller, two products per DSP, but the products on LUTs, "lut_macs") and the misc multipliers
     ("dsps", "mac_dsps", "misc_dsps", "dsps_per_array", products per cycle); the BRAM18Ks of every buffer ("bram18k", "buffers": the
-    memories of each) and what URAM would take instead ("uram_alternative"); the part and its budget
+    memories of each) and the URAM blocks of those in URAM ("uram", design.uram_buffers); the part and its budget
     ("part", "part_budget", None for a part not in PARTS)."""
     qk = design.qk_hw(hw)
     products = [hw.rows * hw.cols * hw.simd, qk.rows * qk.cols * qk.simd]
@@ -272,12 +287,12 @@ def count(shape: ModelShape, hw: HwConfig, acc_bits: int | None = None) -> dict:
     extra_mem = [("softmax exps ex[2][N] (parity x cyclic LANES)", [(2 * L, rl, 64)])]
     bram = sum(k * design.bram18k(d, w) for x in bufs for k, d, w in x["memories"])
     bram += sum(k * design.bram18k(d, w) for _, mems in extra_mem for k, d, w in mems)
-    big = sum(x["bytes"] for x in bufs[:8])
     budget = part_resources(hw.part)
     return {
         "products_per_cycle": products[0], "products_per_instance": products, "mac_arrays": len(MAC_INSTANCES),
         "instances": list(MAC_INSTANCES), "dsps_per_array": per, "mac_dsps": sum(per), "misc_dsps": misc,
-        "dsps": sum(per) + misc, "lut_macs": lut_macs(hw), "bram18k": bram, "uram_alternative": cdiv(big * 8, 4096 * 72),
+        "dsps": sum(per) + misc, "lut_macs": lut_macs(hw), "bram18k": bram,
+        "uram": sum(k * design.uram_blocks(d, w) for x in bufs for k, d, w in x.get("uram", [])),
         "part": hw.part, "part_budget": dict(zip(PART_KEYS, budget)) if budget else None,
         "buffers": bufs,
     }

@@ -101,7 +101,7 @@ def test_lut_estimate_grows_with_the_array_and_the_lanes(deit_s):
 
 
 def test_search_returns_the_fastest_design_that_fits(tmp_path, deit_s):
-    t = fpga_target.load_target(str(_write(tmp_path, part="xczu9eg-ffvb1156-2-e", dsps=700, bram18k=900, luts=150_000)))
+    t = fpga_target.load_target(str(_write(tmp_path, part="xczu9eg-ffvb1156-2-e", dsps=700, bram18k=900, luts=150_000, uram=0)))
     heard = []
     r = fpga_target.search(deit_s, t, SMALL_GRID, progress=lambda *a: heard.append(a))
     hw, p = r["best_hw"], r["best"]
@@ -143,7 +143,7 @@ def test_search_returns_the_fastest_design_that_fits(tmp_path, deit_s):
     assert p.latency_ms <= fastest * 1.01
     assert p.res["dsps"] == min(d for lat, d in fitting if lat <= fastest * 1.01)
     # a tighter LUT budget rules the chosen design out, and the search says why nothing fits
-    tight = fpga_target.load_target(str(_write(tmp_path, part="xczu9eg-ffvb1156-2-e", luts=int(r["luts"] / 0.80) - 2,
+    tight = fpga_target.load_target(str(_write(tmp_path, part="xczu9eg-ffvb1156-2-e", uram=0, luts=int(r["luts"] / 0.80) - 2,
                                                dsps=700, bram18k=900)))
     assert fpga_target.search(deit_s, tight, SMALL_GRID)["best_hw"] != hw
     with pytest.raises(P2VitError, match="no configuration of the grid fits"):
@@ -456,6 +456,26 @@ def test_a_target_cannot_promise_more_than_its_part(tmp_path):
     with pytest.raises(P2VitError, match="more than the 360 of its part xczu3eg"):
         fpga_target.load_target(str(_write(tmp_path, part="xczu3eg-sbva484-1-e", dsps=2000, luts=70_000,
                                            bram18k=400)))
+    with pytest.raises(P2VitError, match="uram 96 is more than the 0 of its part xczu9eg"):
+        fpga_target.load_target(str(_write(tmp_path, part="xczu9eg-ffvb1156-2-e")))   # the ZCU104's URAM
+
+
+def test_uram_makes_room_for_deit_b_on_the_zcu104(tmp_path):
+    """DeiT-B's activations exceed the ZCU104's 624 BRAM18K in every design of the grid: with the same
+    budgets on a part without UltraRAM nothing fits; on the ZCU104's part o, hid and the image go to
+    URAM (design.uram_buffers) and the search finds a design within 85% of both."""
+    deit_b = model_shape.load_shape("deit_b")
+    z = fpga_target.load_target("zcu104")
+    no_uram = {"name": "no-uram", "part": "xczu9eg-ffvb1156-2-e", "uram": 0}   # the rest the ZCU104's
+    with pytest.raises(P2VitError, match=r"fits no-uram .* exceed its BRAM18K, .*\(the activations are in BRAM: "
+                                         r"the part has no URAM\)"):
+        fpga_target.search(deit_b, fpga_target.load_target(str(_write(tmp_path, **no_uram))), SMALL_GRID)
+    r = fpga_target.search(deit_b, z, SMALL_GRID)
+    res = r["best"].res
+    assert res["uram"] > 0 and res["uram"] <= 0.85 * z.uram and res["bram18k"] <= 0.85 * z.bram18k
+    assert design.uram_buffers(deit_b, r["best_hw"])["hid"]   # the largest buffer
+    text = "\n".join(fpga_target.format_search(r))
+    assert f"{res['uram']:,} of 96 URAM" in text and "85% of the URAM (81)" in text
 
 
 def test_report_says_when_no_budget_is_known(tiny_ir, tmp_path):

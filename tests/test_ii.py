@@ -36,7 +36,8 @@ from quantizer.models import load_model
 from quantizer.pipeline import quantize
 from tests.tiny import CIFAR_CARD, SHARED_REASON, have_shared, random_images, tiny_card
 
-BRAM_PORTS = 2
+BRAM_PORTS = 2   # and URAM's (UG573): true dual-port, one clock
+ZCU104_PART = "xczu7ev-ffvc1156-2-e"   # a part with UltraRAM (design.uram_buffers)
 
 
 def reachable_ii(peaks) -> dict[str, int]:
@@ -54,10 +55,10 @@ WRITE_ONLY_LOOPS = {"params.burst", "mac_array.load_image", "params.embed_bias"}
 
 def double_writes_off_t2p(peaks, shape, hw) -> set[tuple[str, str]]:
     """(loop, bank array) where a burst wrote a bank twice in an iteration and the top does not
-    bind that array ram_t2p on BRAM: II 2 in hardware (LUTRAM and simple dual port: one write)."""
+    bind that array ram_t2p on BRAM or URAM: II 2 in hardware (LUTRAM and simple dual port: one write)."""
     t2p = design.true_dual_port_bindings(shape, hw)
     return {(lp, r) for lp, r, n in peaks
-            if lp in WRITE_ONLY_LOOPS and r.startswith("bank:") and n > 1 and t2p.get(r[5:]) != "bram"}
+            if lp in WRITE_ONLY_LOOPS and r.startswith("bank:") and n > 1 and t2p.get(r[5:]) not in ("bram", "uram")}
 
 
 def _check(peaks, counts, hw, shape):
@@ -97,7 +98,7 @@ def _cifar_counters(tmp_path_factory, hw, name, w_bits=8):
                                 HwConfig(rows=66, cols=8, simd=8, lanes=8, weight_ports=4, qk_rows=33),
                                 pytest.param(HwConfig(rows=22, cols=8, simd=8, lanes=8, weight_ports=4),
                                              marks=pytest.mark.slow),
-                                HwConfig(rows=22, cols=8, simd=8, lanes=4, weight_ports=4)],
+                                HwConfig(rows=22, cols=8, simd=8, lanes=4, weight_ports=4, part=ZCU104_PART)],
                          ids=["default 8x8x2: QKV in head groups of 1, 8 drain lanes beside SIMD 2, 1 attention lane",
                               "16x48x2, 3 weight ports of 32-byte words (II 2), 5-row Q.K^T array, 8 attention lanes: "
                               "QKV in one group (its loop is shorter than a row tile's load)",
@@ -107,7 +108,8 @@ def _cifar_counters(tmp_path_factory, hw, name, w_bits=8):
                               "DeiT-B's zcu102 design 66x8x8, 4 weight ports (io on blob_w3), 33-row Q.K^T array, "
                               "8 lanes", "the CIFAR model's zcu102 design 22x8x8: QKV in head groups of 1 beside the "
                               "attention", "22x8x8 at 4 lanes: head groups of 1, A.V writes SIMD-wide words of o "
-                              "(design.av_out_lanes), proj's first row tile partly preloaded"])
+                              "(design.av_out_lanes), proj's first row tile partly preloaded; on the ZCU104's part, "
+                              "o, hid and the image in URAM"])
 def test_every_loop_reaches_its_modelled_ii_on_cifar(hw, tmp_path_factory):
     ir, counts, peaks = _cifar_counters(tmp_path_factory, hw, f"ii_{hw.rows}x{hw.cols}")
     shape = model_shape.shape_from_ir(ir)
@@ -141,6 +143,15 @@ def test_every_loop_reaches_its_modelled_ii_on_cifar(hw, tmp_path_factory):
         assert design.av_out_lanes(hw) == (hw.simd if 1 < hw.lanes < hw.simd else hw.lanes)
         on_o = {lp: n for lp, r, n in peaks if r == "bank:o"}
         assert {"mac_array.load_array", "shifter.pass"} <= set(on_o) and max(on_o.values()) == 1, on_o
+    if hw.part == ZCU104_PART:
+        # o, hid and img reshaped into one URAM memory of F-value words each (the top's static_asserts
+        # compiled: every write a whole word, every read inside one), so an iteration's word accesses
+        # are its accesses of each bank of the partitioned form, which the II above counts
+        assert design.uram_buffers(shape, hw) == {"o": True, "hid": True, "img": True}
+        assert design.true_dual_port_bindings(shape, hw)["img"] == "uram"   # a beat is two 8-value words
+        top = render(ir, hw, types="counters").files["hls/p2vit_top.cpp"]
+        for name in ("o", "hid", "img"):
+            assert f"ARRAY_RESHAPE variable={name} type=cyclic" in top and f"ARRAY_PARTITION variable={name} " not in top
 
 
 @pytest.mark.skipif(not have_shared(), reason=SHARED_REASON)
