@@ -328,7 +328,12 @@ def storage_impl(memory: tuple[int, int, int]) -> str:
 
 
 URAM_DEPTH, URAM_WIDTH = 4096, 72   # an UltraRAM block (URAM288, UG573): 4K x 72 bits, two ports on one clock
-URAM_BUFFERS = ("o", "hid", "img")   # the activation buffers that may go to URAM (uram_buffers)
+# read latency bound on URAM (BIND_STORAGE latency=): the block's output register and a cascade
+# register, so that Vivado can pipeline a deep cascade (DeiT-B's hid: 19 blocks) at 200 MHz; BRAM
+# reads take 1, so each loop that reads a URAM buffer is URAM_LATENCY - 1 cycles deeper
+# (codegen/perf.py uram_depth), its II unchanged
+URAM_LATENCY = 3
+URAM_BUFFERS = ("r", "rc", "o", "hid", "img")   # the activation buffers that may go to URAM (uram_buffers)
 
 
 def has_uram(hw: HwConfig) -> bool:
@@ -340,25 +345,40 @@ def has_uram(hw: HwConfig) -> bool:
 
 def uram_buffers(shape: ModelShape, hw: HwConfig) -> dict[str, bool]:
     """Which of URAM_BUFFERS the top binds to URAM (templates/p2vit_top.cpp.j2): on a part with
-    UltraRAM, each whose writes are whole words of its cyclic factor F, so that reshaping the F
-    banks into one memory of F-value words (ARRAY_RESHAPE) leaves every write one whole word, with
-    no read-modify-write, and every read of a cycle (load_lanes, patch_lanes values at a multiple of
-    them) inside one word: the attention output o, written av_out_lanes channels a cycle (F must be
-    those lanes, dividing DH); FC1's output hid, written COLS a cycle (F = COLS, dividing HID); the
-    image img, written a beat a cycle (F dividing the beat, the beats dividing the image). Each
-    iteration then makes as many word accesses of the memory as the II check counts accesses of each
-    bank of the partitioned form. A factor under 8 values (64 bits) would fill less than half of the
-    72-bit words, so those stay in BRAM; so do r and rc, whose class-token row is written a value a
-    cycle (epilogue.h embed_class_token), and q, k, v."""
+    UltraRAM, each whose every access is whole words of its cyclic factor F, at a word index the
+    same for all lanes by its form (base x F + lane), so that reshaping the F banks into one memory
+    of F-value words (ARRAY_RESHAPE) makes each cycle's stores of a word one word write (unmerged,
+    each would take a port: II F/2) and each read one word read: the residual stream r, read and
+    written COLS channels a cycle by the residual-stream writer, and its copy rc, written so and
+    read load_lanes a cycle by the LayerNorm loads (F = COLS = load_lanes, dividing D), their
+    class-token row written COLS a cycle (cls_lanes; its reads of cls, cyclic AXI_BYTES / residual
+    bytes, then at most two a bank); the attention output o, written av_out_lanes channels a cycle
+    and read load_lanes by proj's loads (F equal to both, dividing DH); FC1's output hid, written
+    COLS a cycle and read load_lanes by FC2's (F equal to both, dividing HID); the image img,
+    written a beat a cycle and read patch_lanes a cycle (F = patch_lanes, dividing the beat, the
+    beats dividing the image). Each iteration then makes as many word accesses of the memory as
+    the II check counts accesses of each bank of the partitioned form. A factor under 8 values would
+    fill less than half of the 72-bit words (64 bits at 8-bit values), so those stay in BRAM; so
+    do q, k and v."""
     if not has_uram(hw):
         return {name: False for name in URAM_BUFFERS}
     f = partition_factors(shape, hw)
-    OL = av_out_lanes(hw)
+    OL, WL = av_out_lanes(hw), load_lanes(hw)
     image = shape.in_chans * shape.img_h * shape.img_w
-    whole = {"o": f["o"] == OL and shape.dh % OL == 0,
-             "hid": f["hid"] == hw.cols and shape.hidden % hw.cols == 0,
-             "img": hw.axi_bytes % f["img"] == 0 and image % hw.axi_bytes == 0}
+    stream = shape.dim % hw.cols == 0 and hw.cols <= 2 * f["cls"]   # the writer's and the class token's words
+    whole = {"r": f["r"] == hw.cols and stream, "rc": f["rc"] == hw.cols == WL and stream,
+             "o": f["o"] == OL == WL and shape.dh % OL == 0,
+             "hid": f["hid"] == hw.cols == WL and shape.hidden % hw.cols == 0,
+             "img": f["img"] == patch_lanes(hw, shape.patch) and hw.axi_bytes % f["img"] == 0
+             and image % hw.axi_bytes == 0}
     return {name: whole[name] and f[name] >= 8 for name in URAM_BUFFERS}
+
+
+def cls_lanes(shape: ModelShape, hw: HwConfig) -> int:
+    """Channels of the class token's row that embed_class_token writes a cycle (its W): COLS where
+    r or rc is in URAM (whole words), else 1."""
+    u = uram_buffers(shape, hw)
+    return hw.cols if u["r"] or u["rc"] else 1
 
 
 def uram_blocks(words: int, width: int) -> int:

@@ -241,7 +241,8 @@ def search(shape: model_shape.ModelShape, target: Target, grid: dict | None = No
     report(stage, designs, designs)
     if not fits:
         why = ((" (the activations are in BRAM: the part has no URAM" if not target.uram else
-                " (the activations are in BRAM but o, hid and the image, which go to URAM: design.uram_buffers")
+                " (q, k, v and the row tiles are in BRAM; r, rc, o, hid and the image in URAM where their writes are "
+                "whole words: design.uram_buffers")
                + ")" if rejected[resources.FIT_NAMES["bram18k"]] else "")
         raise P2VitError(f"no configuration of the grid fits {target.name} (each counted under the first budget it "
                          "exceeds, in this order): " + ", ".join(f"{v:,} exceed its {k}" for k, v in

@@ -186,6 +186,16 @@ def _embed_bias(hw: HwConfig, dim: int) -> Loop:
     return Loop("params.embed_bias", seg, 1, dram=seg * hw.weight_ports * hw.axi_bytes)
 
 
+def uram_depth(shape: ModelShape, hw: HwConfig) -> dict[str, int]:
+    """Cycles added to the depth of the loops that read a buffer in URAM (design.uram_buffers): its
+    read latency beyond the BRAM's 1 (design.URAM_LATENCY). Q.K^T's query loads share the id of the
+    row loads (mac_array.load_array) and are charged too: an upper bound."""
+    u, extra = design.uram_buffers(shape, hw), design.URAM_LATENCY - 1
+    readers = {"mac_array.load_array": u["o"] or u["hid"], "mac_array.load_patch": u["img"],
+               "layernorm.load": u["rc"], "requant.residual": u["r"]}
+    return {lid: extra for lid, on in readers.items() if on}
+
+
 def reduce_body_depth(shape: ModelShape, hw: HwConfig) -> int:
     """The depth main_array's reduction loop adds after the reduction (kernels/p2vit/layers.h): it is
     one pipelined loop for every layer, so HLS gives every entry the depth of its deepest path: the
@@ -193,10 +203,13 @@ def reduce_body_depth(shape: ModelShape, hw: HwConfig) -> int:
     embedding with the next LayerNorm's row statistics and isqrt, FC1's GELU), or the row load
     beside the reduction (a normalizing LayerNorm load where one runs in the loop) if deeper."""
     dr = design.drains(shape, hw)
-    paths = [DEPTH[e] for e, on in (("requant.requant", dr["qkv"]), ("requant.residual", dr["proj"] or dr["fc2"]),
-                                    ("requant.embed", dr["embed"]), ("requant.gelu", dr["fc1"])) if on]
+    ur = uram_depth(shape, hw)
+    paths = [DEPTH[e] + ur.get(e, 0) for e, on in (("requant.requant", dr["qkv"]),
+                                                   ("requant.residual", dr["proj"] or dr["fc2"]),
+                                                   ("requant.embed", dr["embed"]), ("requant.gelu", dr["fc1"])) if on]
     red = DEPTH["mac_array.reduce"] + simd_chain_depth(hw.simd)
-    load = DEPTH["layernorm.load"] if design.ln_load_paths(shape, hw)[0] else DEPTH["mac_array.load_array"]
+    load_id = "layernorm.load" if design.ln_load_paths(shape, hw)[0] else "mac_array.load_array"
+    load = DEPTH[load_id] + ur.get(load_id, 0)
     return max(red + max(paths, default=0), load) - red
 
 
@@ -447,7 +460,7 @@ def schedule(shape: ModelShape, hw: HwConfig) -> list[Step]:
     rb = shape.res_bits // 8
 
     cls = [_desc(hw, MODEL_FIELDS), _burst(D * rb, hw)]
-    steps.append(Step("embed.cls", "embed", [[Op("c", cls + [Loop("requant.cls", D, 1)])]],
+    steps.append(Step("embed.cls", "embed", [[Op("c", cls + [Loop("requant.cls", D // design.cls_lanes(shape, hw), 1)])]],
                       dram={"params": _dram(cls)}))
     img = shape.in_chans * shape.img_h * shape.img_w
     pe = [_burst(D, hw), Loop("mac_array.load_image", cdiv(img, hw.axi_bytes), 1)]   # shifts; the image, one burst
@@ -555,8 +568,12 @@ class _Timer:
         self.simd_chain = simd_chain_depth(hw.simd)
         self.lane_tree = math.ceil(math.log2(hw.lanes)) if hw.lanes > 1 else 0
         self.col_tree = math.ceil(math.log2(hw.port_cols)) if hw.port_cols > 1 else 0   # Q.K^T's columns
+        self.uram = uram_depth(shape, hw)
 
     def depth(self, lid: str) -> int:
+        return self._depth(lid) + self.uram.get(lid, 0)
+
+    def _depth(self, lid: str) -> int:
         if lid in ("mac_array.reduce", "mac_array.reduce_keys"):
             return DEPTH[lid] + self.simd_chain
         if lid == "softmax.pass":  # + the chain of multiples and the lanes' adder tree
@@ -1129,7 +1146,7 @@ def report(p: Perf, abl: dict | None = None) -> str:
              + f" (two 8-bit products per DSP48E2) + {r['misc_dsps']} misc"
              + (f"; {r['lut_macs']:,} products a cycle on LUTs (--lut-mac-rows {hw.lut_mac_rows})" if r["lut_macs"] else ""),
              f"memory   {r['bram18k']:,} BRAM18K{of('bram18k')}"
-             + (f", {r['uram']:,} URAM{of('uram')} (o, hid, img where design.uram_buffers puts them)"
+             + (f", {r['uram']:,} URAM{of('uram')} (r, rc, o, hid, img where design.uram_buffers puts them)"
                 if r["uram"] or budget.get("uram") else ""),
              f"LUTs     ~{luts:,}{of('luts')} (an estimate from per-unit costs, resources.LUT_COSTS; "
              "no synthesis runs here)"]

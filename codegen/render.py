@@ -120,6 +120,8 @@ def context(ir: QuantizedViT, hw: HwConfig, layout: Layout, bounds: Bounds, modu
         "o_impl": design.storage_impl(design.o_memories(shape, hw)),
         "t2p": design.true_dual_port_bindings(shape, hw),
         "uram": design.uram_buffers(shape, hw),
+        "cls_lanes": design.cls_lanes(shape, hw),
+        "uram_latency": design.URAM_LATENCY,
         "blob_ports": design.blob_bundles(hw),
         "io_bundle": design.io_bundle(hw),
         "img_beats": cdiv(m["in_chans"] * img_h * img_w, hw.axi_bytes),

@@ -185,12 +185,13 @@ def buffers(shape: ModelShape, hw: HwConfig, acc_bits: int | None = None) -> lis
 
     uram = design.uram_buffers(shape, hw)
 
-    def b_or_uram(key, name, nbytes, mems):
-        """A URAM_BUFFERS buffer: its BRAM memories, or in URAM (design.uram_buffers) one memory of
-        F-value words, F its cyclic factor ("uram": [(1, words, width bits)], no BRAM memories)."""
+    def b_or_uram(key, name, nbytes, mems, bits=8):
+        """A URAM_BUFFERS buffer of `bits`-bit values: its BRAM memories, or in URAM
+        (design.uram_buffers) one memory of F-value words, F its cyclic factor ("uram": [(1, words,
+        width bits)], no BRAM memories)."""
         if not uram[key]:
             return b(name, nbytes, mems)
-        return {**b(name, nbytes, []), "uram": [(1, cdiv(nbytes, f[key]), 8 * f[key])]}
+        return {**b(name, nbytes, []), "uram": [(1, cdiv(nbytes * 8 // bits, f[key]), bits * f[key])]}
 
     def cyc(depth, width, factor):
         return (factor, cdiv(depth, factor), width)
@@ -199,8 +200,9 @@ def buffers(shape: ModelShape, hw: HwConfig, acc_bits: int | None = None) -> lis
     SETS = 2 if QH < shape.heads else 1
 
     return [
-        b("residual stream r[N][D] (channels cyclic RB)", N * D * R // 8, [cyc(N * D, R, RB)]),
-        b("its copy for the LayerNorm loads rc[N][D] (channels cyclic CB)", N * D * R // 8, [cyc(N * D, R, CB)]),
+        b_or_uram("r", "residual stream r[N][D] (channels cyclic RB)", N * D * R // 8, [cyc(N * D, R, RB)], R),
+        b_or_uram("rc", "its copy for the LayerNorm loads rc[N][D] (channels cyclic CB)", N * D * R // 8,
+                  [cyc(N * D, R, CB)], R),
         # a head group's q, k, v (QH heads: qkv_group_heads), in two sets where QKV runs in groups
         # (one written by QKV, the other read by the attention: p2vit_main_step), else one of all heads
         b(f"queries q[{SETS}][N][QH*DH] (a set of QH = {QH} heads each; channels cyclic QB)", SETS * N * QH * DH,

@@ -307,34 +307,36 @@ def test_two_writes_a_bank_bind_a_true_dual_port_bram(tiny_ir):
 URAM_HW = HwConfig(rows=4, cols=8, simd=8, lanes=8, part="xczu7ev-ffvc1156-2-e")   # the ZCU104's part: UltraRAM
 
 
-def test_uram_parts_reshape_o_hid_and_the_image_into_uram(tiny_ir):
+def test_uram_parts_reshape_the_activations_into_uram(tiny_ir):
     """On a part with UltraRAM the top reshapes the buffers design.uram_buffers picks into one memory
     of F-value words each, bound to URAM (the rest stay partitioned in BRAM), and resources.count
     moves exactly their memories from the BRAM18K to the URAM count; a part without URAM, or a
     buffer whose writes are not whole words of 8 values or more, keeps the banks."""
     shape = model_shape.shape_from_ir(tiny_ir)
     zcu102 = replace(URAM_HW, part=HwConfig().part)
-    assert design.uram_buffers(shape, zcu102) == {"o": False, "hid": False, "img": False}
-    assert design.uram_buffers(shape, URAM_HW) == {"o": True, "hid": True, "img": True}
+    assert not any(design.uram_buffers(shape, zcu102).values()) and design.cls_lanes(shape, zcu102) == 1
+    assert all(design.uram_buffers(shape, URAM_HW).values()) and design.cls_lanes(shape, URAM_HW) == URAM_HW.cols
     for hw in (URAM_HW, zcu102):
         top = render(tiny_ir, hw).files["hls/p2vit_top.cpp"]
         f = design.partition_factors(shape, hw)
         for name, on in design.uram_buffers(shape, hw).items():
             reshaped = re.search(rf"ARRAY_RESHAPE variable={name} type=cyclic factor=\w+", top)
-            bound = re.search(rf"BIND_STORAGE variable={name} type=ram_\w+ impl=uram latency=1\)", top)
+            bound = re.search(rf"BIND_STORAGE variable={name} type=ram_\w+ impl=uram latency={design.URAM_LATENCY}\)", top)
             partitioned = re.search(rf"ARRAY_PARTITION variable={name} type=cyclic", top)
             assert bool(reshaped) == bool(bound) == on != bool(partitioned), (hw.part, name)
             if on:
                 assert f[name] >= 8
     with_uram, without = resources.count(shape, URAM_HW), resources.count(shape, zcu102)
-    moved = [b for b in without["buffers"] if b["buffer"].split()[0] in ("attention", "FC1", "image")]
-    assert len(moved) == 3
+    moved = [b for b in without["buffers"] if b["buffer"].split()[0] in ("residual", "its", "attention", "FC1", "image")]
+    assert len(moved) == 5
     assert with_uram["bram18k"] == without["bram18k"] - sum(k * design.bram18k(d, w) for b in moved
                                                             for k, d, w in b["memories"])
     f = design.partition_factors(shape, URAM_HW)
-    words = {"o": shape.tokens * shape.dim // f["o"], "hid": shape.tokens * shape.hidden // f["hid"],
+    words = {"r": shape.tokens * shape.dim // f["r"], "rc": shape.tokens * shape.dim // f["rc"],
+             "o": shape.tokens * shape.dim // f["o"], "hid": shape.tokens * shape.hidden // f["hid"],
              "img": shape.in_chans * shape.img_h * shape.img_w // f["img"]}
-    assert with_uram["uram"] == sum(-(-n // 4096) * -(-8 * f[k] // 72) for k, n in words.items()) > 0
+    bits = {"r": shape.res_bits, "rc": shape.res_bits}
+    assert with_uram["uram"] == sum(-(-n // 4096) * -(-bits.get(k, 8) * f[k] // 72) for k, n in words.items()) > 0
     assert without["uram"] == 0
     # FC1's writer makes COLS = 8 values a cycle, FC2's loads read SIMD = 16: hid's banks are 16, so a
     # write would be half a word (a read-modify-write): hid stays in BRAM; at 1 lane A.V writes one

@@ -157,7 +157,7 @@ def test_performance_target_table_matches_the_model():
             continue   # ../shared absent: the CIFAR row cannot be recomputed here
         hw = design.get("DeiT-B") if arch.startswith(("the same", "as DeiT-B")) else design_of(arch)
         design.setdefault(key, hw)
-        if "`zcu104`" in name:   # on its part: o, hid and the image in URAM, as the row says
+        if "`zcu104`" in name:   # on its part: the activations in URAM as the row says (design.uram_buffers)
             hw = replace(hw, part=fpga_target.load_target("zcu104").part)
         p = perf.evaluate(model_shape.load_shape(spec, w_bits=w_bits), hw)
         s = p.summary()

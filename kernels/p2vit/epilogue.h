@@ -186,7 +186,9 @@ inline void epi_stream_row(const typename C::acc_t a[C::COLS], bool embed, int r
         P2VIT_ACCESS_LANE("e_s", c % PBE, o, gcd_int(C::COLS, PBE));
       }
     }
-    if (o < cols && row < C::N) {
+    // D % COLS == 0 (every model): every lane writes, so the lanes' writes of r and rc are one
+    // condition, the row's (a whole word where they are in URAM, design.uram_buffers)
+    if ((C::D % C::COLS == 0 || o < cols) && row < C::N) {
       typename C::res_t out;
       if (embed) {
         out = requant32<C::RES_BITS>(add_i32(a[o], tile_bias[tb]), shift[c]);
@@ -533,24 +535,30 @@ head_store:
   }
 }
 
-// embed_class_token: r[0][c] = rc[0][c] = cls[c] (already at the residual exponents), cls on chip;
-// the row's LN1 statistics are constants of the model (S1 and std of cls under block 0's LN1,
-// folded into the blob by codegen/layout.py), so no isqrt runs here.
-template <class C>
+// embed_class_token: r[0][c] = rc[0][c] = cls[c] (already at the residual exponents), cls on chip,
+// W channels a cycle (W = 1, or COLS where r or rc is in URAM: whole words, codegen/design.py
+// cls_lanes); the row's LN1 statistics are constants of the model (S1 and std of cls under block
+// 0's LN1, folded into the blob by codegen/layout.py), so no isqrt runs here.
+template <class C, int W = 1>
 void embed_class_token(const typename C::res_t cls[C::D], i64 cls_s1, i64 cls_sd, typename C::res_t r[C::N][C::D],
                        typename C::res_t rc[C::N][C::D], i64 ln_s1[C::N], i64 ln_sd[C::N]) {
-  [[maybe_unused]] constexpr int RB = r_banks<C>(), CB = rc_banks<C>();
+  [[maybe_unused]] constexpr int RB = r_banks<C>(), CB = rc_banks<C>(), PER = C::AXI_BYTES / (C::RES_BITS / 8);
+  static_assert(C::D % W == 0, "embed_class_token: whole words of W channels");
   ln_s1[0] = cls_s1;
   ln_sd[0] = cls_sd;
 cls:
-  for (int c = 0; c < C::D; ++c) {
+  for (int cw = 0; cw < C::D / W; ++cw) {
     P2VIT_PRAGMA(HLS PIPELINE II=1)
     P2VIT_COUNT("requant.cls");
-    P2VIT_ACCESS("r", c % RB);
-    P2VIT_ACCESS("rc", c % CB);
-    P2VIT_ACCESS("cls", c % (C::AXI_BYTES / (C::RES_BITS / 8)));
-    r[0][c] = cls[c];
-    rc[0][c] = cls[c];
+    for (int w = 0; w < W; ++w) {
+      P2VIT_PRAGMA(HLS UNROLL)
+      const int c = cw * W + w;
+      P2VIT_ACCESS_LANE("r", c % RB, w, gcd_int(W, RB));
+      P2VIT_ACCESS_LANE("rc", c % CB, w, gcd_int(W, CB));
+      P2VIT_ACCESS_LANE("cls", c % PER, w, gcd_int(W, PER));
+      r[0][c] = cls[c];
+      rc[0][c] = cls[c];
+    }
   }
 }
 
