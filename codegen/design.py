@@ -64,6 +64,20 @@ def io_bundle(hw: HwConfig) -> str:
     return blob_bundles(hw)[-1] if hw.weight_ports >= IO_SHARED_PORTS else "io"
 
 
+# the m_axi adapters' bursts (templates/p2vit_top.cpp.j2 INTERFACE pragmas); each adapter buffers
+# num_read_outstanding x max_read_burst_length beats of its reads (UG1399, INTERFACE m_axi), and the
+# logits' writes at Vitis's defaults, 16 outstanding bursts of 16 beats
+AXI_READ_BURST, AXI_READ_OUTSTANDING = 64, 8
+AXI_WRITE_BUFFER_BEATS = 16 * 16
+
+
+def axi_buffer_memories(hw: HwConfig) -> list[tuple[int, int, int]]:
+    """(memories, depth, width bits) of the m_axi adapters' buffers: a read buffer in every bundle's
+    adapter (axi_bundles), the write buffer of the io bundle's (the logits)."""
+    return [(len(axi_bundles(hw)), AXI_READ_OUTSTANDING * AXI_READ_BURST, hw.axi_bits),
+            (1, AXI_WRITE_BUFFER_BEATS, hw.axi_bits)]
+
+
 def axi_bundles(hw: HwConfig) -> list[str]:
     """Every m_axi bundle of the top (the HP ports it needs)."""
     io = io_bundle(hw)

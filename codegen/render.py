@@ -122,6 +122,7 @@ def context(ir: QuantizedViT, hw: HwConfig, layout: Layout, bounds: Bounds, modu
         "uram": design.uram_buffers(shape, hw),
         "cls_lanes": design.cls_lanes(shape, hw),
         "uram_latency": design.URAM_LATENCY,
+        "axi_burst": design.AXI_READ_BURST, "axi_outstanding": design.AXI_READ_OUTSTANDING,
         "blob_ports": design.blob_bundles(hw),
         "io_bundle": design.io_bundle(hw),
         "img_beats": cdiv(m["in_chans"] * img_h * img_w, hw.axi_bytes),

@@ -72,7 +72,7 @@ def _performance_lines(ir: QuantizedViT, hw: HwConfig, info: dict) -> tuple[list
              + "; `python -m codegen.perf DIR` prints it per layer, with the pipelining ablation "
              "(docs/performance.md). Its loop counts equal the instrumented C-sim's (tests/test_perf.py); "
              "the DSPs count every multiplier the code instantiates (the MAC arrays' exactly, the misc units' "
-             "by their datapaths) and the BRAM18K every memory it declares; the LUTs are an estimate from "
+             "by their datapaths) and the BRAM18K every memory it declares and the m_axi adapters' buffers; the LUTs are an estimate from "
              "per-unit costs (codegen/resources.py LUT_COSTS): no synthesis runs here."]
     if target:
         lines += ["", f"Chosen by the `--target` search for {target['name']} ({target['part']}): the fastest design "

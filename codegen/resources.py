@@ -276,7 +276,9 @@ def count(shape: ModelShape, hw: HwConfig, acc_bits: int | None = None) -> dict:
     SIMD; each PE multiplies 8 x 8 bits, since a layer's weight bits are chosen at run time by the
     controller, two products per DSP, but the products on LUTs, "lut_macs") and the misc multipliers
     ("dsps", "mac_dsps", "misc_dsps", "dsps_per_array", products per cycle); the BRAM18Ks of every buffer ("bram18k", "buffers": the
-    memories of each) and the URAM blocks of those in URAM ("uram", design.uram_buffers); the part and its budget
+    memories of each; "extra_memories": the softmax's exps and the m_axi adapters' buffers, which
+    bounds.py's buffer list leaves out) and the URAM blocks of those in URAM ("uram",
+    design.uram_buffers); the part and its budget
     ("part", "part_budget", None for a part not in PARTS)."""
     qk = design.qk_hw(hw)
     products = [hw.rows * hw.cols * hw.simd, qk.rows * qk.cols * qk.simd]
@@ -286,9 +288,13 @@ def count(shape: ModelShape, hw: HwConfig, acc_bits: int | None = None) -> dict:
     L, rl = hw.lanes, cdiv(shape.tokens, hw.lanes)
     # the softmax's exps of two rows (ex[2][N]: row parity complete, cyclic LANES); its logits and
     # codes copies feed only the C-sim trace
-    extra_mem = [("softmax exps ex[2][N] (parity x cyclic LANES)", [(2 * L, rl, 64)])]
-    bram = sum(k * design.bram18k(d, w) for x in bufs for k, d, w in x["memories"])
-    bram += sum(k * design.bram18k(d, w) for _, mems in extra_mem for k, d, w in mems)
+    # and the m_axi adapters' read buffers (a bundle each) and the logits' write buffer
+    read_buf, write_buf = design.axi_buffer_memories(hw)
+    extra_mem = [{"buffer": "softmax exps ex[2][N] (parity x cyclic LANES)", "memories": [(2 * L, rl, 64)]},
+                 {"buffer": "m_axi read buffers (num_read_outstanding x max_read_burst_length beats, a bundle)",
+                  "memories": [read_buf]},
+                 {"buffer": "m_axi write buffer (the logits; Vitis's default 16 x 16 beats)", "memories": [write_buf]}]
+    bram = sum(k * design.bram18k(d, w) for x in bufs + extra_mem for k, d, w in x["memories"])
     budget = part_resources(hw.part)
     return {
         "products_per_cycle": products[0], "products_per_instance": products, "mac_arrays": len(MAC_INSTANCES),
@@ -296,7 +302,7 @@ def count(shape: ModelShape, hw: HwConfig, acc_bits: int | None = None) -> dict:
         "dsps": sum(per) + misc, "lut_macs": lut_macs(hw), "bram18k": bram,
         "uram": sum(k * design.uram_blocks(d, w) for x in bufs for k, d, w in x.get("uram", [])),
         "part": hw.part, "part_budget": dict(zip(PART_KEYS, budget)) if budget else None,
-        "buffers": bufs,
+        "buffers": bufs, "extra_memories": extra_mem,
     }
 
 

@@ -210,17 +210,20 @@ def test_performance_bram_table_matches_resources():
     counted = []
     for hw in designs:
         res = resources.count(shape, hw)
-        per = {buffer_key(b["buffer"]): sum(k * design.bram18k(d, w) for k, d, w in b["memories"] if d * w >= 1024) for b in res["buffers"]}
+        per = {buffer_key(b["buffer"]): sum(k * design.bram18k(d, w) for k, d, w in b["memories"] if d * w >= 1024)
+               for b in res["buffers"] + res["extra_memories"]}
+        assert sum(per.values()) == res["bram18k"]
         counted.append((per, res["bram18k"]))
+    shown = set()
     for cells in table_after(PERF_MD, "| buffer (`resources.buffers`) |"):
         label = cells[0].replace("**", "")
         for (per, total), cell in zip(counted, cells[1:]):
             if label == "total":
                 assert_shown(cell, total, "total BRAM18K")
-            elif label.startswith("softmax exps"):
-                assert_shown(cell, total - sum(per.values()), "softmax exps")
             else:
                 assert_shown(cell, per[buffer_key(label)], label[:40])
+                shown.add(buffer_key(label))
+    assert shown == set(counted[0][0]), set(counted[0][0]) ^ shown   # every memory has its row
 
 
 def test_performance_current_design_rows_match_the_model():
