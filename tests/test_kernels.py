@@ -1085,10 +1085,13 @@ def _forms_the_harness_builds_compile(builds: dict) -> dict[str, str]:
     return {form: built[m] for form, arch in FAST_PATH_FORMS.items() if (m := _isa_macros(arch)) in built}
 
 
+@pytest.mark.slow
 def test_harness_compiles_with_each_fast_path_form(_builds):
     """The C-sim's fast paths have an AVX2 and AVX-512 forms (with and without VNNI, VBMI), and an
     AVX2-only machine runs only the first (an AVX-512 one runs both: fkern): every form is compiled
-    (-O2 -Werror) whatever the CPU, here or by a harness build that gets the same ISA macros."""
+    (-O2 -Werror) whatever the CPU, here or by a harness build that gets the same ISA macros. Slow
+    since session 51 (30-45 s): the forms this CPU runs are compiled and checked by the harness
+    builds of the default suite; this compiles the ones only other CPUs take."""
     if platform.machine() not in ("x86_64", "AMD64"):
         pytest.skip("the fast paths are x86 (AVX2 / AVX-512) code")
     done = _forms_the_harness_builds_compile(_builds)
