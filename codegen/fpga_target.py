@@ -240,10 +240,11 @@ def search(shape: model_shape.ModelShape, target: Target, grid: dict | None = No
         fits.append((hw, res["dsps"], luts))
     report(stage, designs, designs)
     if not fits:
-        why = ((" (the activations are in BRAM: the part has no URAM" if not target.uram else
-                " (q, k, v and the row tiles are in BRAM; r, rc, o, hid and the image in URAM where their writes are "
-                "whole words: design.uram_buffers")
-               + ")" if rejected[resources.FIT_NAMES["bram18k"]] else "")
+        why = ""
+        if rejected[resources.FIT_NAMES["bram18k"]]:
+            why = (" (the activations are in BRAM: the part has no URAM)" if not target.uram else
+                   " (q, k, v and the row tiles are in BRAM; r, rc, o, hid and the image in URAM where their writes "
+                   "are whole words: design.uram_buffers)")
         raise P2VitError(f"no configuration of the grid fits {target.name} (each counted under the first budget it "
                          "exceeds, in this order): " + ", ".join(f"{v:,} exceed its {k}" for k, v in
                                                                  _shown(rejected, target.uram))
