@@ -313,12 +313,15 @@ def drains(shape: ModelShape, hw: HwConfig) -> dict[str, bool]:
             "embed": drain_fits(hw, embed_k(shape, hw), "embed", DH)}
 
 
-def bram18k(depth: int, width: int) -> int:
-    """BRAM18K blocks for a depth x width memory (best aspect ratio; < 1 Kbit goes to LUTRAM)."""
+def bram18k(depth: int, width: int, simple_dual: bool = False) -> int:
+    """BRAM18K blocks for a depth x width memory (best aspect ratio; < 1 Kbit goes to LUTRAM). A
+    RAMB18E2's true dual-port ports are at most 18 bits wide; 512 x 36 only in simple dual port
+    (UG573), so only a memory with one read and one write port (simple_dual: bound ram_s2p, or an
+    m_axi adapter's FIFO) may count a 36-bit word a block."""
     if depth * width < 1024:
         return 0
-    return min(cdiv(width, w) * cdiv(depth, d) for w, d in ((1, 16384), (2, 8192), (4, 4096), (9, 2048),
-                                                               (18, 1024), (36, 512)))
+    shapes = ((1, 16384), (2, 8192), (4, 4096), (9, 2048), (18, 1024)) + (((36, 512),) if simple_dual else ())
+    return min(cdiv(width, w) * cdiv(depth, d) for w, d in shapes)
 
 
 def value_memories(shape: ModelShape, hw: HwConfig) -> tuple[int, int, int]:
@@ -400,6 +403,38 @@ def uram_blocks(words: int, width: int) -> int:
     return cdiv(words, URAM_DEPTH) * cdiv(width, URAM_WIDTH)
 
 
+def simple_dual_port_memories(shape: ModelShape, hw: HwConfig) -> dict[str, tuple[int, int, int]]:
+    """The memories (count, depth, width bits) of the arrays the generated code binds ram_s2p, one
+    read port and one write port, beside v and o (value_memories, o_memories): the MAC array's row
+    tiles xt, the embedding's row-tile biases tile_bias where its banks take the burst's values and
+    the epilogue's COLS reads one a bank (else two reads a bank: true dual port, as bram18k counts it
+    by default), the LayerNorm's ln_B and row statistics, the head's logits logit_buf and the
+    softmax's exps ex. Their words are wider than 18 bits, and only
+    a simple dual-port BRAM18K takes a 36-bit word (512 x 36; true dual-port ports are at most 18
+    bits wide, UG573), which is the width bram18k counts them at: bound ram_s2p, Vitis has to build
+    them so. Each loop makes at most one read and one write of each of their banks per iteration
+    (tests/test_ii.py checks it on the counters build)."""
+    f, N, D = partition_factors(shape, hw), shape.tokens, shape.dim
+    dt = hw.rows * cdiv(D, hw.cols) * hw.cols   # tile_bias[ROWS * DT], DT = D rounded up to COLS
+    per4 = hw.axi_bytes // 4                    # logit_buf: a beat's int32 logits, one bank each
+    tbb = f["tile_bias"]
+    tile_bias = {"tile_bias": (tbb, cdiv(dt, tbb), 32)} if max(hw.cols, hw.weight_ports * per4) <= tbb else {}
+    return {
+        "xt": xt_memories(hw, main_kmax(shape, hw), xt_reshape(shape, hw)["main"]),
+        **tile_bias,
+        "ln_B": (f["ln_B"], cdiv(D, f["ln_B"]), 64),
+        "ln_acc1": (1, N, 64), "ln_acc2": (1, N, 64), "ln_s1": (1, N, 64), "ln_sd": (1, N, 64),
+        "logit_buf": (per4, cdiv(shape.num_classes, per4), 32),
+        "ex": (2 * hw.lanes, cdiv(N, hw.lanes), 64),
+    }
+
+
+def simple_dual_port_bindings(shape: ModelShape, hw: HwConfig) -> dict[str, str]:
+    """BIND_STORAGE impl of each simple_dual_port_memories array: "bram" from 1 Kbit a memory, else
+    "lutram" (storage_impl)."""
+    return {name: storage_impl(mem) for name, mem in simple_dual_port_memories(shape, hw).items()}
+
+
 def true_dual_port_bindings(shape: ModelShape, hw: HwConfig) -> dict[str, str]:
     """BIND_STORAGE impl of each burst-filled memory into which one beat writes two values a bank:
     the image img and the per-output parameters bias, shift, e_r and e_s. Two writes a cycle need
@@ -465,10 +500,10 @@ def xt_reshape(shape: ModelShape, hw: HwConfig) -> dict[str, bool]:
     banks (a bank of 3 Kbit still takes a whole BRAM18K; memories under 1 Kbit are LUTRAM either
     way and stay partitioned). Their loads and reductions touch one word per row per cycle, so the
     II is the same."""
-    def bram(mem):
+    def bram(mem, simple_dual):   # the MAC array's are bound ram_s2p (simple_dual_port_memories), Q.K^T's not
         n, d, w = mem
-        return n * bram18k(d, w)
-    return {name: h.simd > 1 and bram(xt_memories(h, k, True)) < bram(xt_memories(h, k, False))
+        return n * bram18k(d, w, simple_dual)
+    return {name: h.simd > 1 and bram(xt_memories(h, k, True), name == "main") < bram(xt_memories(h, k, False), name == "main")
             for name, h, k in (("main", hw, main_kmax(shape, hw)), ("qk", qk_hw(hw), shape.dh))}
 
 

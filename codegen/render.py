@@ -119,6 +119,7 @@ def context(ir: QuantizedViT, hw: HwConfig, layout: Layout, bounds: Bounds, modu
         "vs_impl": design.storage_impl(design.value_memories(shape, hw)),
         "o_impl": design.storage_impl(design.o_memories(shape, hw)),
         "t2p": design.true_dual_port_bindings(shape, hw),
+        "s2p": design.simple_dual_port_bindings(shape, hw),
         "uram": design.uram_buffers(shape, hw),
         "cls_lanes": design.cls_lanes(shape, hw),
         "uram_latency": design.URAM_LATENCY,

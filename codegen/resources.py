@@ -180,10 +180,13 @@ def buffers(shape: ModelShape, hw: HwConfig, acc_bits: int | None = None) -> lis
     OM = shape.param_len
     reshape = design.xt_reshape(shape, hw)
 
-    def b(name, nbytes, mems):
-        return {"buffer": name, "bytes": nbytes, "memories": mems}
+    def b(name, nbytes, mems, simple_dual=False):
+        """simple_dual: its memories wider than 18 bits are bound ram_s2p (design.simple_dual_port_memories,
+        value_memories), so bram18k may count 36-bit words; the others' at most 18 (true dual port)."""
+        return {"buffer": name, "bytes": nbytes, "memories": mems, "simple_dual": simple_dual}
 
     uram = design.uram_buffers(shape, hw)
+    sdp = design.simple_dual_port_memories(shape, hw)
 
     def b_or_uram(key, name, nbytes, mems, bits=8):
         """A URAM_BUFFERS buffer of `bits`-bit values: its BRAM memories, or in URAM
@@ -212,17 +215,18 @@ def buffers(shape: ModelShape, hw: HwConfig, acc_bits: int | None = None) -> lis
           [(pcols * KB, QH * cdiv(N, pcols) * cdiv(DH, KB), 8)] * SETS),
         # value_buf: E-channel words (E = qkv_lanes), one memory per key lane and word
         b(f"values v[{SETS}][QH][N][DH/E][E] (tokens cyclic LANES x words complete, E channels reshaped into a word)",
-          SETS * N * QH * DH, [design.value_memories(shape, hw)] * SETS),
+          SETS * N * QH * DH, [design.value_memories(shape, hw)] * SETS, simple_dual=True),
         b_or_uram("o", "attention output o[N][D] (channels cyclic xo_banks)", N * D, [design.o_memories(shape, hw)]),
         b_or_uram("hid", "FC1 output hid[N][HID] (channels cyclic GB)", N * HID, [cyc(N * HID, 8, GB)]),
         b_or_uram("img", "image img[C*H*W] (one burst from io; cyclic img_banks)",
                   shape.in_chans * shape.img_h * shape.img_w, [cyc(shape.in_chans * shape.img_h * shape.img_w, 8, f["img"])]),
         # xt of each instance: rows complete x cyclic SIMD along K, partitioned (ROWS x SIMD memories)
-        # or reshaped (ROWS memories of SIMD-value words): xt_reshape; the MAC array's twice (the
-        # tile being reduced and the prefetched next one)
-        b("stationary row tiles xt (main: [2][ROWS][K], K = max(KP x embed_spread, D, HID); qk: [2][QK_ROWS][DH]; "
-          "partitioned or reshaped along K)", 2 * rows * KM + 2 * qrows * DH,
-          [design.xt_memories(hw, KM, reshape["main"])] * 2 + [design.xt_memories(design.qk_hw(hw), DH, reshape["qk"])] * 2),
+        # or reshaped (ROWS memories of SIMD-value words): xt_reshape; twice (the tile being reduced
+        # and the prefetched next one); the MAC array's bound ram_s2p
+        b("MAC array's stationary row tiles xt[2][ROWS][K], K = max(KP x embed_spread, D, HID) (partitioned or "
+          "reshaped along K)", 2 * rows * KM, [design.xt_memories(hw, KM, reshape["main"])] * 2, simple_dual=True),
+        b("Q.K^T array's stationary row tiles xt[2][QK_ROWS][DH] (partitioned or reshaped along K)", 2 * qrows * DH,
+          [design.xt_memories(design.qk_hw(hw), DH, reshape["qk"])] * 2),
         # registers: acc and its ping-pong copy done of the MAC array (ROWS x COLS) and of the Q.K^T
         # array (QK_ROWS x PCOLS; its grouped done[G][RL][PCOLS] rounds QK_ROWS up to a multiple of RL)
         b("accumulators acc and ping-pong copies done (MAC array, Q.K^T array)",
@@ -239,13 +243,16 @@ def buffers(shape: ModelShape, hw: HwConfig, acc_bits: int | None = None) -> lis
         # the embedding's row tile of per-token biases (kernels/p2vit/layers.h main_array): a beat of
         # every weight port in per cycle, COLS out (banks.h embed_bias_banks)
         b("embedding row-tile biases tile_bias[ROWS * DT], DT = D rounded up to COLS (cyclic embed_bias_banks)",
-          rows * cdiv(D, cols) * cols * 4,
-          [cyc(rows * cdiv(D, cols) * cols, 32, f["tile_bias"])]),
-        # read by the normalizing loads (load_lanes) and, ln_k, by the writer (COLS)
+          rows * cdiv(D, cols) * cols * 4, [cyc(rows * cdiv(D, cols) * cols, 32, f["tile_bias"])],
+          simple_dual="tile_bias" in sdp),
+        # read by the normalizing loads (load_lanes) and, ln_k, by the writer (COLS); ln_B, the one
+        # wider than 18 bits, bound ram_s2p
         b("LayerNorm parameters", D * (1 + 2 + 8 + 1), [cyc(D, 2, f["ln_k"]), cyc(D, 16, f["ln_G"]),
-                                                        cyc(D, 64, f["ln_B"]), cyc(D, 8, f["ln_sh"])]),
+                                                        sdp["ln_B"], cyc(D, 8, f["ln_sh"])], simple_dual=True),
         b("LayerNorm row statistics: running S1, S2 and each row's S1, std (int64, plain memories)", 4 * N * 8,
-          [(4, N, 64)]),
+          [(4, N, 64)], simple_dual=True),
+        b("the head's logits logit_buf[CLASSES] (int32, cyclic a beat's values)", 4 * shape.num_classes,
+          [sdp["logit_buf"]], simple_dual=True),
         b("logits stream: one Q.K^T row tile; codes stream: one row", qrows * N + N, [(1, qrows * N, 8), (1, N, 4)]),
     ]
 
@@ -285,16 +292,18 @@ def count(shape: ModelShape, hw: HwConfig, acc_bits: int | None = None) -> dict:
     per = [mac_array_dsps(hw), mac_array_dsps(qk)]
     misc = sum(misc_dsps(shape, hw, design.ln_load_lane_sets(shape, hw), design.stream_writers(shape, hw)).values())
     bufs = buffers(shape, hw, acc_bits)
-    L, rl = hw.lanes, cdiv(shape.tokens, hw.lanes)
     # the softmax's exps of two rows (ex[2][N]: row parity complete, cyclic LANES); its logits and
     # codes copies feed only the C-sim trace
     # and the m_axi adapters' read buffers (a bundle each) and the logits' write buffer
     read_buf, write_buf = design.axi_buffer_memories(hw)
-    extra_mem = [{"buffer": "softmax exps ex[2][N] (parity x cyclic LANES)", "memories": [(2 * L, rl, 64)]},
+    # (all of them one write and one read port: ex bound ram_s2p, the m_axi buffers FIFOs)
+    extra_mem = [{"buffer": "softmax exps ex[2][N] (parity x cyclic LANES)",
+                  "memories": [design.simple_dual_port_memories(shape, hw)["ex"]], "simple_dual": True},
                  {"buffer": "m_axi read buffers (num_read_outstanding x max_read_burst_length beats, a bundle)",
-                  "memories": [read_buf]},
-                 {"buffer": "m_axi write buffer (the logits; Vitis's default 16 x 16 beats)", "memories": [write_buf]}]
-    bram = sum(k * design.bram18k(d, w) for x in bufs + extra_mem for k, d, w in x["memories"])
+                  "memories": [read_buf], "simple_dual": True},
+                 {"buffer": "m_axi write buffer (the logits; Vitis's default 16 x 16 beats)", "memories": [write_buf],
+                  "simple_dual": True}]
+    bram = sum(k * design.bram18k(d, w, x["simple_dual"]) for x in bufs + extra_mem for k, d, w in x["memories"])
     budget = part_resources(hw.part)
     return {
         "products_per_cycle": products[0], "products_per_instance": products, "mac_arrays": len(MAC_INSTANCES),

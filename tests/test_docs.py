@@ -210,7 +210,7 @@ def test_performance_bram_table_matches_resources():
     counted = []
     for hw in designs:
         res = resources.count(shape, hw)
-        per = {buffer_key(b["buffer"]): sum(k * design.bram18k(d, w) for k, d, w in b["memories"] if d * w >= 1024)
+        per = {buffer_key(b["buffer"]): sum(k * design.bram18k(d, w, b["simple_dual"]) for k, d, w in b["memories"])
                for b in res["buffers"] + res["extra_memories"]}
         assert sum(per.values()) == res["bram18k"]
         counted.append((per, res["bram18k"]))

@@ -45,6 +45,8 @@ def reachable_ii(peaks) -> dict[str, int]:
     out: dict[str, int] = {}
     for loop, resource, peak in peaks:
         kind = resource.split(":", 1)[0]
+        if kind in ("read", "write"):   # a port kind's share of a bank's accesses (simple_dual_port_overuse)
+            continue
         need = math.ceil(peak / BRAM_PORTS) if kind == "bank" else peak
         out[loop] = max(out.get(loop, 1), need)
     return out
@@ -61,6 +63,18 @@ def double_writes_off_t2p(peaks, shape, hw) -> set[tuple[str, str]]:
             if lp in WRITE_ONLY_LOOPS and r.startswith("bank:") and n > 1 and t2p.get(r[5:]) not in ("bram", "uram")}
 
 
+COUNTER_NAMES = {"ex": "softmax_ex"}   # simple_dual_port_memories names the counters build calls otherwise
+
+
+def simple_dual_port_overuse(peaks, shape, hw) -> dict[tuple[str, str], int]:
+    """(loop, "read:"/"write:" array): peak, where a loop read, or wrote, a bank of an array the
+    top binds ram_s2p (design.simple_dual_port_memories) more than once in an iteration: a simple
+    dual-port memory has one port of each kind, so that loop could not reach II 1 in hardware."""
+    names = {COUNTER_NAMES.get(n, n) for n in design.simple_dual_port_memories(shape, hw)}
+    return {(lp, r): n for lp, r, n in peaks if r.split(":", 1)[0] in ("read", "write") and r.split(":", 1)[1] in names
+            and n > 1}
+
+
 def _check(peaks, counts, hw, shape):
     reach = reachable_ii(peaks)
     assert set(reach) <= set(counts), set(reach) - set(counts)
@@ -68,6 +82,14 @@ def _check(peaks, counts, hw, shape):
     assert not bad, f"modelled II != II the accesses allow (model, accesses): {bad}"
     off = double_writes_off_t2p(peaks, shape, hw)
     assert not off, f"bursts writing a bank twice a cycle that is not true dual-port BRAM: {sorted(off)}"
+    over = simple_dual_port_overuse(peaks, shape, hw)
+    assert not over, f"two reads or two writes a cycle of a bank bound simple dual port: {over}"
+    # every simple dual-port array the run touched was counted by port kind, reads and writes both
+    kinds = {r for _, r, _ in peaks}
+    for name in design.simple_dual_port_memories(shape, hw):
+        name = COUNTER_NAMES.get(name, name)
+        if f"bank:{name}" in kinds:
+            assert {f"read:{name}", f"write:{name}"} <= kinds, name
     return reach
 
 
@@ -203,3 +225,14 @@ def test_planted_extra_access_fails_the_check(tmp_path):
     with pytest.raises(AssertionError, match="mac_array.reduce"):
         _check(mod.peaks(), counts, hw, model_shape.shape_from_ir(ir))
     assert reachable_ii(mod.peaks())["mac_array.reduce"] == 2 > perf.loop_ii("mac_array.reduce", hw)
+
+
+def test_simple_dual_port_check_flags_two_reads_or_writes_of_a_bank():
+    """simple_dual_port_overuse on made-up peaks: two reads, or two writes, of a bank of an array bound
+    ram_s2p in one iteration are flagged; one of each, or two reads of an array not bound so, are not."""
+    shape, hw = model_shape.load_shape("deit_s"), HwConfig()
+    peaks = [("mac_array.reduce", "read:xt", 1), ("mac_array.reduce", "write:xt", 1),
+             ("mac_array.reduce", "bank:xt", 2), ("requant.stream", "read:bias", 2),
+             ("requant.stream", "write:ln_acc1", 2), ("softmax.pass", "read:softmax_ex", 2)]
+    assert simple_dual_port_overuse(peaks, shape, hw) == {("requant.stream", "write:ln_acc1"): 2,
+                                                           ("softmax.pass", "read:softmax_ex"): 2}

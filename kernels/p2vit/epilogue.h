@@ -180,6 +180,7 @@ inline void epi_stream_row(const typename C::acc_t a[C::COLS], bool embed, int r
       P2VIT_ACCESS_LANE("shift", c % PB1, o, gcd_int(C::COLS, PB1));
       if (embed) {
         P2VIT_ACCESS_LANE("tile_bias", tb % TBB, o, gcd_int(C::COLS, TBB));
+        P2VIT_READ("tile_bias", tb % TBB);
       } else {
         P2VIT_ACCESS_LANE("bias", c % PB4, o, gcd_int(C::COLS, PB4));
         P2VIT_ACCESS_LANE("e_r", c % PBE, o, gcd_int(C::COLS, PBE));
@@ -217,16 +218,22 @@ inline void epi_stream_row(const typename C::acc_t a[C::COLS], bool embed, int r
     if (!first) {
       P2VIT_ACCESS("ln_acc1", 0);
       P2VIT_ACCESS("ln_acc2", 0);
+      P2VIT_READ("ln_acc1", 0);
+      P2VIT_READ("ln_acc2", 0);
     }
     const i64 t1 = (first ? i64(0) : ln_acc1[row]) + p1, t2 = (first ? i64(0) : ln_acc2[row]) + p2;
     if (last) {
       P2VIT_ACCESS("ln_s1", 0);
       P2VIT_ACCESS("ln_sd", 0);
+      P2VIT_WRITE("ln_s1", 0);
+      P2VIT_WRITE("ln_sd", 0);
       ln_s1[row] = t1;
       ln_sd[row] = ln_std<C::D, C::RES_BITS>(t1, t2, ln_eps);
     } else {
       P2VIT_ACCESS("ln_acc1", 0);
       P2VIT_ACCESS("ln_acc2", 0);
+      P2VIT_WRITE("ln_acc1", 0);
+      P2VIT_WRITE("ln_acc2", 0);
       ln_acc1[row] = t1;
       ln_acc2[row] = t2;
     }
@@ -497,6 +504,7 @@ head:
     P2VIT_ACCESS("bias", c % bias_banks<C>());
     P2VIT_ACCESS("shift", c % shift_banks<C>());
     P2VIT_ACCESS("logit_buf", c % (C::AXI_BYTES / 4));
+    P2VIT_WRITE("logit_buf", c % (C::AXI_BYTES / 4));
     logits[c] = requant32<32>(add_i32(acc[0][o], bias[c]), shift[c]);
   }
 }
@@ -523,6 +531,7 @@ head_store:
       std::uint32_t u = 0;
       if (c < C::CLASSES) {
         P2VIT_ACCESS("logit_buf", c % PER);
+        P2VIT_READ("logit_buf", c % PER);
         u = std::uint32_t(std::int32_t(logits[c]));
       }
       for (int j = 0; j < 4; ++j) {

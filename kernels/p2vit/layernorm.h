@@ -63,6 +63,8 @@ inline void ln_load_word(const typename C::res_t rc[C::N][C::D], const i64 ln_s1
   if (valid) {
     P2VIT_ACCESS("ln_s1", 0);
     P2VIT_ACCESS("ln_sd", 0);
+    P2VIT_READ("ln_s1", 0);
+    P2VIT_READ("ln_sd", 0);
   }
   const i64 s1 = valid ? ln_s1[row] : i64(0), sd = valid ? ln_sd[row] : i64(1);
   typename C::act_t word[WL];
@@ -75,6 +77,7 @@ inline void ln_load_word(const typename C::res_t rc[C::N][C::D], const i64 ln_s1
       P2VIT_ACCESS_LANE("ln_k", c % KK, w, gcd_int(WL, KK));
       P2VIT_ACCESS_LANE("ln_G", c % K2, w, gcd_int(WL, K2));
       P2VIT_ACCESS_LANE("ln_B", c % K8, w, gcd_int(WL, K8));
+      P2VIT_READ("ln_B", c % K8);
       P2VIT_ACCESS_LANE("ln_sh", c % K1, w, gcd_int(WL, K1));
     }
     word[w] = valid ? ln_norm<C::D, RB>(ln_align<RB>(rc[row][c], ln_k[c]), s1, sd, ln_G[c], ln_B[c], ln_sh[c])

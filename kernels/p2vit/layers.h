@@ -363,6 +363,11 @@ int main_array(int mode, const typename C::act_t img[C::IMG_C * C::IMG_H * C::IM
   i32 tile_bias[C::ROWS * embed_bias_cols<C>()];
   [[maybe_unused]] constexpr int TBB = embed_bias_banks<C>();
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=tile_bias type=cyclic factor=TBB)
+  // where the burst writes one value a bank and the epilogue reads one a bank and cycle: simple
+  // dual port, 36-bit words a BRAM18K (codegen/design.py simple_dual_port_memories)
+#if P2VIT_TILE_BIAS_S2P_BRAM
+  P2VIT_PRAGMA(HLS BIND_STORAGE variable=tile_bias type=ram_s2p impl=bram)
+#endif
 #ifndef __SYNTHESIS__
   // C-sim only: g++ -O3 cannot see that only the embedding's drains read it, after its load
   // (-Wmaybe-uninitialized at vit_b's ZCU102 design); hardware reads nothing unset.

@@ -64,6 +64,7 @@ inline void store_xt_word(typename pe_operand<typename C::act_t>::type xt[C::ROW
     P2VIT_PRAGMA(HLS UNROLL)
     const int k = kw * C::SIMD + w;
     P2VIT_ACCESS_LANE("xt", xt_bank<C>(n, k), n * C::SIMD + w, C::SIMD);
+    P2VIT_WRITE("xt", xt_bank<C>(n, k));
     xt[n][k] = word[w];
   }
 }
@@ -198,6 +199,7 @@ load_patch:
       for (int w = 0; w < C::SIMD; ++w) {
         P2VIT_PRAGMA(HLS UNROLL)
         P2VIT_ACCESS_LANE("xt", xt_bank<C>(n, kw * C::SIMD + w), n * C::SIMD + w, C::SIMD);
+        P2VIT_WRITE("xt", xt_bank<C>(n, kw * C::SIMD + w));
         xt[n][kw * C::SIMD + w] = word[w];
       }
     }
@@ -336,6 +338,7 @@ embed_bias:
         const int f = (j * C::WPORTS + p) * PER + e;
         if (f < NV) {
           P2VIT_ACCESS_LANE("tile_bias", f % TBB, p * PER + e, gcd_int(E, TBB));
+          P2VIT_WRITE("tile_bias", f % TBB);
           tile_bias[f] = i32(axi_field<4>(w[p], 4 * e));
         }
       }
@@ -359,7 +362,10 @@ P2VIT_CSIM_INLINE void reduce_step(const typename pe_operand<typename C::act_t>:
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=w type=complete dim=0)
   weight_word<C>(ports, beat, plane, wbits, w);
   for (int n = 0; n < C::ROWS; ++n)
-    for (int s = 0; s < C::SIMD; ++s) P2VIT_ACCESS_STATIC("xt", xt_bank<C>(n, ks * C::SIMD + s), n * C::SIMD + s);
+    for (int s = 0; s < C::SIMD; ++s) {
+      P2VIT_ACCESS_STATIC("xt", xt_bank<C>(n, ks * C::SIMD + s), n * C::SIMD + s);
+      P2VIT_READ("xt", xt_bank<C>(n, ks * C::SIMD + s));
+    }
 #ifdef P2VIT_PLANT_EXTRA_ACCESS
   P2VIT_ACCESS("xt", xt_bank<C>(0, ks * C::SIMD));   // tests/test_ii.py: must break the II check
   P2VIT_ACCESS("xt", xt_bank<C>(0, ks * C::SIMD));
@@ -430,7 +436,10 @@ P2VIT_CSIM_INLINE void reduce_keys_step(const typename pe_operand<typename C::ac
     }
   }
   for (int n = 0; n < C::ROWS; ++n)
-    for (int s = 0; s < C::SIMD; ++s) P2VIT_ACCESS_STATIC("xt", xt_bank<C>(n, ks * C::SIMD + s), n * C::SIMD + s);
+    for (int s = 0; s < C::SIMD; ++s) {
+      P2VIT_ACCESS_STATIC("xt", xt_bank<C>(n, ks * C::SIMD + s), n * C::SIMD + s);
+      P2VIT_READ("xt", xt_bank<C>(n, ks * C::SIMD + s));
+    }
   pe_array_cycle<C::ROWS, C::COLS, C::SIMD, KMAX>(xt, ks * C::SIMD, w, acc, ks == 0);
 }
 

@@ -91,6 +91,7 @@ burst:
       const int i = b * PER + e;
       if (i < n) {
         P2VIT_ACCESS_LANE(name, i % BANKS, e, gcd_int(PER, BANKS));   // value e of the beat: its own bank set
+        P2VIT_WRITE(name, i % BANKS);
         dst[i] = T(axi_field<FB>(w, FB * e));
       }
     }

@@ -48,6 +48,11 @@ void softmax_rows(stream<typename C::logit_word_t>& in, stream<typename C::act_t
   i64 ex[2][C::N];   // row i's exps (parity i mod 2) and row i - 1's; 1 <= ex[j] < 2^63 / N
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=ex type=complete dim=1)
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=ex type=cyclic factor=L dim=2)
+  // a memory is written (row i's parity) or read (row i - 1's) in a cycle: simple dual port, 36-bit
+  // words a BRAM18K (codegen/design.py simple_dual_port_memories)
+#if P2VIT_SOFTMAX_EX_S2P_BRAM
+  P2VIT_PRAGMA(HLS BIND_STORAGE variable=ex type=ram_s2p impl=bram)
+#endif
   P2VIT_CSIM_ONLY(typename C::act_t a[2][C::N];)   // the trace's copy of the logits
   i64 s = 0;   // row i - 1's comparison side (numerics.md 2.5): 2 * sum or sum << G
   i64 sum = 0;   // row i's, < 2^63
@@ -76,6 +81,7 @@ pass:
         const int j = jw * L + l;
         if (j < C::N) {
           P2VIT_ACCESS("softmax_ex", cur * L + j % L);
+          P2VIT_WRITE("softmax_ex", cur * L + j % L);
           P2VIT_CSIM_ONLY(a[cur][j] = lane(w, l);)
           const i64 e = softmax_exp<C::EXP_SHIFT>(lane(w, l), amax, mul, pb, pc);
           ex[cur][j] = e;
@@ -92,6 +98,7 @@ pass:
         typename C::code_t c = typename C::code_t(Z);
         if (j < C::N) {
           P2VIT_ACCESS("softmax_ex", prev * L + j % L);
+          P2VIT_READ("softmax_ex", prev * L + j % L);
           c = typename C::code_t(log_code_cmp<Z, C::ATTN_GEOMETRIC>(s, ex[prev][j]));
           P2VIT_CSIM_ONLY(code[j] = c;)
         }

@@ -12,7 +12,10 @@
 // an m_axi bundle; the counters build records, per loop, the most accesses one iteration made
 // to one bank and the most beats it read from one bundle (counters_peaks()), which is what
 // bounds the loop's II (tests/test_ii.py); P2VIT_ACCESS_STATIC also checks that the bank is one
-// HLS can resolve at compile time (see below). They all expand to nothing unless P2VIT_COUNTERS
+// HLS can resolve at compile time (see below). P2VIT_READ(array, bank) and P2VIT_WRITE(array, bank)
+// say which port kind an access (marked as above too) takes, for the arrays the top binds
+// ram_s2p (one read port, one write port: design.simple_dual_port_arrays), which the II test
+// holds to one read and one write per bank and iteration. They all expand to nothing unless P2VIT_COUNTERS
 // is defined (the C-sim's "counters" build), and never under __SYNTHESIS__. Counts are kept
 // per thread; counters_flush() adds the calling thread's to the process totals.
 #ifndef P2VIT_TRACE_H
@@ -61,7 +64,7 @@ inline void trace(const char* name, int block, long offset, const T* v, int len)
 namespace p2vit {
 namespace counters {
 
-constexpr int MAX_SITES = 128;  // distinct loop ids and resource names
+constexpr int MAX_SITES = 160;  // distinct loop ids and resource names
 
 // Names: loop ids ("chunk.loop") and resources ("bank:<array>", "axi:<bundle>") share one table.
 struct Registry {
@@ -259,12 +262,16 @@ inline std::vector<std::tuple<std::string, std::string, long long>> counters_pea
     P2VIT_ACCESS(array, bank);                                                                     \
   } while (0)
 #define P2VIT_AXI_BEAT(bundle) ::p2vit::counters::access(::p2vit::counters::resource("axi:", bundle), 0)
+#define P2VIT_READ(array, bank) ::p2vit::counters::access(::p2vit::counters::resource("read:", array), long(bank))
+#define P2VIT_WRITE(array, bank) ::p2vit::counters::access(::p2vit::counters::resource("write:", array), long(bank))
 #else
 #define P2VIT_COUNT(id) ((void)0)
 #define P2VIT_ACCESS(array, bank) ((void)0)
 #define P2VIT_ACCESS_STATIC(array, bank, static_bank) ((void)0)
 #define P2VIT_ACCESS_LANE(array, bank, lane, g) ((void)0)
 #define P2VIT_AXI_BEAT(bundle) ((void)0)
+#define P2VIT_READ(array, bank) ((void)0)
+#define P2VIT_WRITE(array, bank) ((void)0)
 #endif
 
 #endif  // P2VIT_TRACE_H
