@@ -7,7 +7,7 @@ A target is a board's budget: DSP48E2s, BRAM18Ks, URAMs, LUTs, the clock, the m_
 design may use (count and data width) and the DRAM bandwidth. `search` walks the configuration
 space of the emitted accelerator (MAC-array rows x columns x lanes per PE, weight ports, the
 Q.K^T array's rows, attention/LayerNorm lanes; the port width is the target's) through `codegen.perf`, keeps the designs whose DSPs,
-BRAM18Ks and LUTs all fit, and returns the one with the lowest latency (fewest DSPs on a tie).
+BRAM18Ks, URAMs and LUTs all fit, and returns the one with the lowest latency (fewest DSPs on a tie).
 
 DSPs and BRAM18Ks come from codegen.resources.count, which counts what the code instantiates;
 LUTs from codegen.resources.lut_estimate, an estimate from per-unit costs (no synthesis runs here).
@@ -121,11 +121,16 @@ def load_target(spec: str) -> Target:
         raise P2VitError(f"target file {spec}: the accelerator uses at least 2 m_axi ports (io and blob), the "
                          f"target has {d['axi_ports']}")
     known = resources.part_resources(part)   # a budget beyond the part's own would let a design through that cannot fit it
+    whose = f"its part {part}" if "part" in d else f"the default part {part} (the file names none)"
     if known:
         for k, have in zip(resources.PART_KEYS, known):
             if k in resources.FIT_KEYS and d[k] > have:
-                raise P2VitError(f"target file {spec}: {k} {d[k]:g} is more than the {have:,} of its part {part}; "
+                raise P2VitError(f"target file {spec}: {k} {d[k]:g} is more than the {have:,} of {whose}; "
                                  "lower it or name the part the board carries")
+    elif d["uram"] > 0:   # design.has_uram: buffers go to UltraRAM only on a part the table knows to have it
+        raise P2VitError(f"target file {spec}: uram {d['uram']:g} on {whose}, which codegen/resources.py PARTS does not "
+                         f"list ({', '.join(resources.PARTS)}), so no buffer would be placed in UltraRAM; set uram to 0 "
+                         "or name a listed part")
     return Target(name=str(d.get("name", p.stem)), part=part,
                   **{k: (int(d[k]) if k in COUNT_KEYS else float(d[k])) for k in TARGET_KEYS})
 

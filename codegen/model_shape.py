@@ -133,6 +133,12 @@ class BuiltDesign:
     target: dict | None   # the --target the design was chosen for (fpga_target.Target.to_json())
 
 
+def is_ir_dir(spec: str) -> bool:
+    """Whether spec is an IR directory (a manifest.json, not a build)."""
+    p = Path(spec)
+    return p.is_dir() and (p / "manifest.json").is_file() and design_of_build(spec) is None
+
+
 def is_build_dir(spec: str) -> bool:
     """Whether spec looks like a build directory (python -m codegen --out), whole or not."""
     p = Path(spec)

@@ -1102,13 +1102,16 @@ def _gbs(x: float) -> str:
     return f"{x:g} GB/s" if math.isfinite(x) else "unlimited bandwidth"
 
 
-def report(p: Perf, abl: dict | None = None) -> str:
+def report(p: Perf, abl: dict | None = None, target: dict | None = None) -> str:
+    """The text report; target: the --target the design was searched within (fpga_target.Target.to_json()),
+    whose budget the resource lines are measured against instead of the part's."""
     s, r, hw = p.summary(), p.res, p.hw
     luts = resources.lut_total(p.shape, p.hw)
-    budget = r["part_budget"] or {}
+    budget = {k: target[k] for k in resources.FIT_KEYS} if target else r["part_budget"] or {}
+    owner = f"target {target['name']}" if target else r["part"]
 
-    def of(key):   # " of N (n%)" when the part's (named in the hardware line) budget is known
-        return f" of {budget[key]:,} ({used[key] / budget[key]:.0%})" if budget else ""
+    def of(key):   # " of N (n%)" when the target's or the part's (named in the hardware line) budget is known
+        return f" of {budget[key]:,} ({used[key] / budget[key]:.0%})" if budget.get(key) else ""
 
     used = resources.fit_use(r, luts)
     wbits = "/".join(str(b) for b in sorted({b for _, b in p.shape.layer_bits}))
@@ -1153,7 +1156,7 @@ def report(p: Perf, abl: dict | None = None) -> str:
     if not budget:
         lines.append(f"note: no budget known for part {r['part']} (codegen/resources.py PARTS): nothing checked against it")
     for key in resources.over_budget(used, budget):
-        lines.append(f"warning: {used[key]:,} {resources.FIT_NAMES[key]} exceed the {budget[key]:,} of {r['part']}")
+        lines.append(f"warning: {used[key]:,} {resources.FIT_NAMES[key]} exceed the {budget[key]:,} of {owner}")
     if hw.weight_beats > 1:
         more_ports = "more --weight-ports, " if hw.weight_ports < max(WEIGHT_PORTS) else ""
         lines.append(f"note: a weight word ({hw.port_cols} columns x {hw.simd} lanes a port) takes {hw.weight_beats} "
@@ -1254,8 +1257,8 @@ def main(argv=None) -> int:
     p.add_argument("--max-dsps", type=int, default=None, help="DSP limit of the sweep (default: the part's)")
     p.add_argument("--plot", type=path_arg, metavar="PNG", help="with --sweep: plot latency vs DSPs")
     p.add_argument("--target", metavar="zcu102|zcu104|JSON",
-                   help="search the array shape, SIMD, weight ports, Q.K^T rows and lanes for the fastest design within this FPGA's DSPs, BRAM18K and "
-                        "(estimated) LUTs, at its clock, port width and DRAM bandwidth, and report that design")
+                   help="search the array shape, SIMD, weight ports, Q.K^T rows and lanes for the fastest design within this FPGA's DSPs, BRAM18K, "
+                        "URAM and (estimated) LUTs, at its clock, port width and DRAM bandwidth, and report that design")
     args = p.parse_args(argv)
     if args.plot and not args.sweep:
         raise P2VitError("--plot needs --sweep")
@@ -1298,6 +1301,11 @@ def main(argv=None) -> int:
         shape = shape if args.res_bits is None else replace(shape, res_bits=args.res_bits)
     else:
         shape = model_shape.load_shape(args.model, w_bits=args.w_bits, res_bits=args.res_bits or 8)
+        if args.w_bits is not None and model_shape.is_ir_dir(args.model):   # an IR's weights are quantized already
+            own = model_shape.load_shape(args.model)
+            if {n: own.bits(n) for n in own.linear_layers()} != {n: shape.bits(n) for n in shape.linear_layers()}:
+                note(f"note: --w-bits {args.w_bits} changes the weight bits of the IR {args.model}: the figures below are "
+                     f"a what-if, not what a build of it does (python -m quantizer --w-bits {args.w_bits} makes such an IR)")
     found = None
     if target is not None:
         from .fpga_target import search
@@ -1317,7 +1325,7 @@ def main(argv=None) -> int:
     perf = evaluate(shape, hw, sw, dram)
     abl = ablation(shape, hw, dram)
     pts = None
-    text = [report(perf, abl)]
+    text = [report(perf, abl, target.to_json() if target is not None else None)]
     if built is not None and built.target:   # the budget the build was chosen within, beside the part's
         t, luts = built.target, resources.lut_total(perf.shape, perf.hw)
         text += ["", f"target   the build was chosen for {t['name']} ({t['part']}): DSPs {perf.res['dsps']:,} of "
@@ -1357,7 +1365,8 @@ def main(argv=None) -> int:
     if built is not None:   # the hardware (and DRAM) came from the build, flags aside
         out["design_from"] = {"build": str(args.model), "target": built.target["name"] if built.target else None}
     if found is not None:
-        out["target"] = {**found["target"], "fit": found["fit"], "bounded": found["bounded"], "simulated": found["simulated"],
+        out["target"] = {**found["target"], "designs": found["designs"], "budget": found["budget"], "fit": found["fit"],
+                         "bounded": found["bounded"], "simulated": found["simulated"],
                          "rejected": found["rejected"],
                          "luts_estimate": found["luts"], "lut_breakdown": found["lut_breakdown"]}
     if args.json == "-":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -157,6 +158,8 @@ def test_perf_cli_target(tmp_path, capsys):
     assert "best: --rows" in out and "LUTs (estimate" in out
     d = json.loads((tmp_path / "o.json").read_text())
     assert d["target"]["dsps"] == 400 and d["dsps"] <= 400 and d["target"]["luts_estimate"] <= 0.8 * 120_000
+    assert d["target"]["budget"] == {"dsps": 400, "bram18k": 510, "uram": 81, "luts": 96_000}   # as the text's budget line
+    assert d["target"]["designs"] >= d["target"]["fit"] > 0
     # hardware flags, even at their default values, and the DRAM / sweep options conflict with --target
     for flags, named in ((["--rows", "8"], "--rows"), (["--lanes", "1"], "--lanes"), (["--dram-gbs", "5"], "--dram-gbs"),
                          (["--max-dsps", "100"], "--max-dsps"), (["--sweep"], "--sweep")):
@@ -458,6 +461,38 @@ def test_a_target_cannot_promise_more_than_its_part(tmp_path):
                                            bram18k=400)))
     with pytest.raises(P2VitError, match="uram 96 is more than the 0 of its part xczu9eg"):
         fpga_target.load_target(str(_write(tmp_path, part="xczu9eg-ffvb1156-2-e")))   # the ZCU104's URAM
+    no_part = {k: v for k, v in fpga_target.TARGETS["zcu104"].to_json().items() if k != "part"}
+    (tmp_path / "np.json").write_text(json.dumps(no_part))
+    with pytest.raises(P2VitError, match=r"uram 96 is more than the 0 of the default part xczu9eg-\S+ \(the file "
+                                         r"names none\)"):
+        fpga_target.load_target(str(tmp_path / "np.json"))
+    # a part the table does not list: its budget is the file's, but no buffer could go to its UltraRAM
+    with pytest.raises(P2VitError, match="uram 96 on its part xczu99eg-ffvb1156-2-e, which codegen/resources.py "
+                                         "PARTS does not list .*set uram to 0"):
+        fpga_target.load_target(str(_write(tmp_path, part="xczu99eg-ffvb1156-2-e")))
+    assert fpga_target.load_target(str(_write(tmp_path, part="xczu99eg-ffvb1156-2-e", uram=0))).dsps == 1728
+
+
+def test_perf_measures_a_target_search_against_the_target(tmp_path, capsys):
+    """The resource lines of `codegen.perf --target FILE` give the target's budget, not the part's,
+    and name no missing budget for a part the table does not list."""
+    t = _write(tmp_path, part="xczu99eg-ffvb1156-2-e", uram=0, dsps=400, bram18k=600, luts=120_000)
+    assert perf.main(["deit_s", "--target", str(t), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    dsps = int(re.search(r"uses ([\d,]+) of 400 DSPs", out).group(1).replace(",", ""))
+    assert re.search(rf"^DSPs     {dsps:,} of 400 \(", out, re.M), out
+    assert re.search(r"^memory   [\d,]+ BRAM18K of 600 \(", out, re.M) and re.search(r"^LUTs     ~[\d,]+ of 120,000 ", out, re.M)
+    assert "no budget known" not in out
+
+
+def test_perf_notes_w_bits_that_change_an_ir(tiny_ir, tmp_path, capsys):
+    """--w-bits on an IR directory whose weights are quantized to other bits models a what-if, and says so."""
+    ir = tiny_ir.save(tmp_path / "ir")   # 8-bit weights
+    assert perf.main([str(ir), "--w-bits", "4", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert f"note: --w-bits 4 changes the weight bits of the IR {ir}: the figures below are a what-if" in err
+    assert perf.main([str(ir), "--w-bits", "8", "--quiet"]) == 0   # its own bits: no note
+    assert "what-if" not in capsys.readouterr().err
 
 
 def test_uram_makes_room_for_deit_b_on_the_zcu104(tmp_path):
