@@ -77,8 +77,14 @@ def load_target(spec: str) -> Target:
     if not p.suffix == ".json" and not p.is_file():
         raise P2VitError(f"unknown target {spec!r}: use {', '.join(TARGETS)} or a JSON file with "
                          f"{', '.join(TARGET_KEYS)}")
+    def no_repeats(pairs):   # json keeps a repeated key's last value silently
+        keys = [k for k, _ in pairs]
+        if twice := sorted({k for k in keys if keys.count(k) > 1}):
+            raise P2VitError(f"target file {spec}: key(s) {', '.join(map(repr, twice))} given twice; keep one")
+        return dict(pairs)
+
     try:
-        d = json.loads(p.read_text())
+        d = json.loads(p.read_text(), object_pairs_hook=no_repeats)
     except OSError as exc:
         raise P2VitError(f"cannot read target file {spec} ({exc.strerror})") from None
     except json.JSONDecodeError as exc:
@@ -92,8 +98,9 @@ def load_target(spec: str) -> Target:
     if not isinstance(d, dict):
         raise P2VitError(f"target file {spec} must hold a JSON object with {', '.join(TARGET_KEYS)}")
     for k in ("name", "part"):
-        if k in d and (not isinstance(d[k], str) or not d[k].strip()):
-            raise P2VitError(f"target file {spec}: {k} must be a non-empty string, not {json.dumps(d[k])}")
+        if k in d and (not isinstance(d[k], str) or not d[k].strip() or not d[k].isprintable()):
+            raise P2VitError(f"target file {spec}: {k} must be a non-empty string of printable characters (one line "
+                             f"of the reports), not {json.dumps(d[k])}")
     unknown = sorted(k for k in d if k not in TARGET_KEYS and k not in ("name", "part"))
     if unknown:   # a misspelt key would otherwise be ignored silently
         raise P2VitError(f"target file {spec}: unknown key(s) {', '.join(map(repr, unknown))}; it takes "
@@ -107,6 +114,8 @@ def load_target(spec: str) -> Target:
             raise P2VitError(f"target file {spec}: {k} must be a finite number >= 0, not {v!r}")
         if k in COUNT_KEYS and v != int(v):
             raise P2VitError(f"target file {spec}: {k} must be a whole number, not {v!r}")
+        if k in ("dsps", "bram18k", "luts") and v == 0:   # no design fits: say so before the search
+            raise P2VitError(f"target file {spec}: {k} is 0; every design needs some")
     lo, hi = DRAM_GBS
     if not lo <= d["dram_gbs"] <= hi:
         raise P2VitError(f"target file {spec}: dram_gbs must be in {lo:g}..{hi:g}, not {d['dram_gbs']!r}")

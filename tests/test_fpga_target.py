@@ -53,12 +53,21 @@ def test_named_targets_are_the_boards_budgets():
     ({"part": "xc7z020clg400-1"}, "not an UltraScale"),
     ({"part": "xczu9eg"}, "give the full part name"),
     ({"dsp": 3000}, "unknown key\\(s\\) 'dsp'"),
-    ({"name": ["a"]}, 'name must be a non-empty string, not \\["a"\\]'),
-    ({"part": 7}, "part must be a non-empty string, not 7"),
+    ({"name": ["a"]}, 'name must be a non-empty string .*, not \\["a"\\]'),
+    ({"part": 7}, "part must be a non-empty string .*, not 7"),
+    ({"name": "two\nlines"}, "name must be a non-empty string of printable characters .*, not \"two\\\\nlines\""),
+    ({"dsps": 0}, "dsps is 0; every design needs some"),
 ])
 def test_bad_target_files_fail_in_one_line(tmp_path, edit, msg):
     with pytest.raises(P2VitError, match=msg):
         fpga_target.load_target(str(_write(tmp_path, **edit)))
+
+
+def test_a_key_given_twice_is_refused(tmp_path):
+    p = tmp_path / "t.json"
+    p.write_text(json.dumps(fpga_target.TARGETS["zcu104"].to_json())[:-1] + ', "dsps": 100}')
+    with pytest.raises(P2VitError, match="key\\(s\\) 'dsps' given twice; keep one"):
+        fpga_target.load_target(str(p))
 
 
 def test_unreadable_or_incomplete_target_files(tmp_path):
