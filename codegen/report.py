@@ -48,6 +48,14 @@ def _budget(target: dict | None, part_budget: dict | None, part: str) -> tuple[s
     return (part, dict(part_budget)) if part_budget else ("", {})
 
 
+def _uram_cell(blocks: int, placed: dict[str, bool]) -> str:
+    """The URAM row's value: the blocks and the buffers design.uram_buffers put there, or why none."""
+    names = ", ".join(k for k, v in placed.items() if v)
+    if names:
+        return f"{blocks:,} ({names} in UltraRAM: design.uram_buffers)"
+    return f"{blocks:,} (none: no buffer meets design.uram_buffers' whole-word conditions at this design)"
+
+
 def _performance_lines(ir: QuantizedViT, hw: HwConfig, info: dict) -> tuple[list[str], dict]:
     """The report's section on the design's modelled speed (codegen/perf.py) and resources (codegen/resources.py), and
     the same figures for report.json."""
@@ -95,8 +103,8 @@ def _performance_lines(ir: QuantizedViT, hw: HwConfig, info: dict) -> tuple[list
                         f"the last {hw.lut_mac_rows} rows (--lut-mac-rows), 4 x 8 bits, "
                         f"{hw.lut_mac_rows * resources.lut_row_dsps(hw):,} DSPs fewer", "")] if r["lut_macs"] else []),
               md_row("BRAM18K", f"{r['bram18k']:,}", of("bram18k")),
-              *([md_row("URAM", f"{r['uram']:,} (" + ", ".join(k for k, v in design.uram_buffers(p.shape, hw).items() if v)
-                        + " in UltraRAM: design.uram_buffers)", of("uram"))] if r["uram"] or budget.get("uram") else []),
+              *([md_row("URAM", _uram_cell(r["uram"], design.uram_buffers(p.shape, hw)), of("uram"))]
+                if r["uram"] or budget.get("uram") else []),
               md_row("LUTs (estimate)", f"~{luts:,}", of("luts")),
               md_row("DRAM per image", f"{s['dram_mb']:.1f} MB, {s['avg_bandwidth_gbs']:.2f} GB/s on average",
                      f"{dram:g} GB/s" + ("" if target else " (assumed)")),

@@ -534,3 +534,10 @@ def test_report_says_when_no_budget_is_known(tiny_ir, tmp_path):
     # (a build made before that check) still loads
     assert HwConfig(part="xc7z020clg400-1").part == "xc7z020clg400-1"
     assert modelled["exceeds"] == [] and "Does not fit" not in text
+
+
+def test_report_names_the_buffers_in_uram_or_says_none():
+    from codegen.report import _uram_cell
+
+    assert _uram_cell(39, {"r": True, "rc": True, "o": False}) == "39 (r, rc in UltraRAM: design.uram_buffers)"
+    assert _uram_cell(0, {"r": False, "img": False}).startswith("0 (none: no buffer meets design.uram_buffers'")
