@@ -1287,7 +1287,11 @@ def main(argv=None) -> int:
             ("--no-inter", args.no_inter), ("--no-intra", args.no_intra), ("--epilogue-overlap", args.epilogue_overlap),
             ("--fifo", args.fifo != "tile"), ("--axi-latency", args.axi_latency != Switches.axi_latency)) if g]
         if given:
-            raise P2VitError(f"--target chooses the hardware; drop {', '.join(given)}")
+            hw_flags = [f for f in given if f in explicit_hw_flags(args)]
+            why = ("chooses the hardware" if len(hw_flags) == len(given) else
+                   "models the one design it chooses, as emitted, at the target's DRAM bandwidth" if not hw_flags else
+                   "chooses the hardware and models it as emitted, at the target's DRAM bandwidth")
+            raise P2VitError(f"--target {why}; drop {', '.join(given)}")
         target = load_target(args.target)
     if args.dram_gbs is not None and args.dram_gbs != 0 and not DRAM_GBS[0] <= args.dram_gbs <= DRAM_GBS[1]:
         raise P2VitError(f"--dram-gbs must be {DRAM_GBS[0]:g}..{DRAM_GBS[1]:g} GB/s, or 0 for unlimited, not {args.dram_gbs:g}")

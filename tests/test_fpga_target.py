@@ -170,13 +170,17 @@ def test_perf_cli_target(tmp_path, capsys):
     assert d["target"]["budget"] == {"dsps": 400, "bram18k": 510, "uram": 81, "luts": 96_000}   # as the text's budget line
     assert d["target"]["designs"] >= d["target"]["fit"] > 0
     # hardware flags, even at their default values, and the DRAM / sweep options conflict with --target
-    for flags, named in ((["--rows", "8"], "--rows"), (["--lanes", "1"], "--lanes"), (["--dram-gbs", "5"], "--dram-gbs"),
-                         (["--max-dsps", "100"], "--max-dsps"), (["--sweep"], "--sweep")):
+    models = "models the one design it chooses, as emitted, at the target's DRAM bandwidth"
+    for flags, named, why in ((["--rows", "8"], "--rows", "chooses the hardware"),
+                              (["--lanes", "1"], "--lanes", "chooses the hardware"), (["--dram-gbs", "5"], "--dram-gbs", models),
+                              (["--max-dsps", "100"], "--max-dsps", models), (["--sweep"], "--sweep", models),
+                              (["--rows", "8", "--sweep"], "--rows, --sweep",
+                               "chooses the hardware and models it as emitted, at the target's DRAM bandwidth")):
         with pytest.raises(SystemExit) as e:
             perf.main(["deit_s", "--target", "zcu102", *flags])
         assert e.value.code == 2
         err = capsys.readouterr().err
-        assert err.count("\n") == 1 and f"--target chooses the hardware; drop {named}" in err
+        assert err.count("\n") == 1 and f"--target {why}; drop {named}" in err, err
 
 
 def test_lanes_must_divide_the_head_width(deit_s):
