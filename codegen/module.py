@@ -188,7 +188,7 @@ def load(build_dir: str | Path, expect: dict | None = None, types: str | None = 
     kind = types or info.get("default_types", "native")
     if kind not in modules:
         raise P2VitError(f"{build_dir} has no {kind} C-sim module (built without it, or with --no-build); "
-                         f"run python -m codegen again{' with --ap-int' if kind == 'ap_int' else ''}")
+                         f"run python -m codegen again without --no-build{' and with --ap-int' if kind == 'ap_int' else ''}")
     entry = modules[kind]
     so = build_dir / entry["file"]
     verify_file(so, entry, f"{kind} C-sim module", build_dir)   # before dlopen: a bad .so can crash it
