@@ -217,22 +217,22 @@ inline void epi_stream_row(const typename C::acc_t a[C::COLS], bool embed, int r
     const bool first = ot == 0, last = ot == OT - 1;
     if (!first) {
       P2VIT_ACCESS("ln_acc1", 0);
-      P2VIT_ACCESS("ln_acc2", 0);
       P2VIT_READ("ln_acc1", 0);
+      P2VIT_ACCESS("ln_acc2", 0);
       P2VIT_READ("ln_acc2", 0);
     }
     const i64 t1 = (first ? i64(0) : ln_acc1[row]) + p1, t2 = (first ? i64(0) : ln_acc2[row]) + p2;
     if (last) {
       P2VIT_ACCESS("ln_s1", 0);
-      P2VIT_ACCESS("ln_sd", 0);
       P2VIT_WRITE("ln_s1", 0);
+      P2VIT_ACCESS("ln_sd", 0);
       P2VIT_WRITE("ln_sd", 0);
       ln_s1[row] = t1;
       ln_sd[row] = ln_std<C::D, C::RES_BITS>(t1, t2, ln_eps);
     } else {
       P2VIT_ACCESS("ln_acc1", 0);
-      P2VIT_ACCESS("ln_acc2", 0);
       P2VIT_WRITE("ln_acc1", 0);
+      P2VIT_ACCESS("ln_acc2", 0);
       P2VIT_WRITE("ln_acc2", 0);
       ln_acc1[row] = t1;
       ln_acc2[row] = t2;

@@ -62,8 +62,8 @@ inline void ln_load_word(const typename C::res_t rc[C::N][C::D], const i64 ln_s1
   const bool valid = row < NR;
   if (valid) {
     P2VIT_ACCESS("ln_s1", 0);
-    P2VIT_ACCESS("ln_sd", 0);
     P2VIT_READ("ln_s1", 0);
+    P2VIT_ACCESS("ln_sd", 0);
     P2VIT_READ("ln_sd", 0);
   }
   const i64 s1 = valid ? ln_s1[row] : i64(0), sd = valid ? ln_sd[row] : i64(1);

@@ -12,8 +12,8 @@
 // an m_axi bundle; the counters build records, per loop, the most accesses one iteration made
 // to one bank and the most beats it read from one bundle (counters_peaks()), which is what
 // bounds the loop's II (tests/test_ii.py); P2VIT_ACCESS_STATIC also checks that the bank is one
-// HLS can resolve at compile time (see below). P2VIT_READ(array, bank) and P2VIT_WRITE(array, bank)
-// say which port kind an access (marked as above too) takes, for the arrays the top binds
+// HLS can resolve at compile time (see below). P2VIT_READ(array, bank) and P2VIT_WRITE(array, bank),
+// right after the P2VIT_ACCESS* of that bank, say which port kind the access takes, for the arrays the top binds
 // ram_s2p (one read port, one write port: design.simple_dual_port_arrays), which the II test
 // holds to one read and one write per bank and iteration. They all expand to nothing unless P2VIT_COUNTERS
 // is defined (the C-sim's "counters" build), and never under __SYNTHESIS__. Counts are kept
@@ -135,7 +135,20 @@ struct Touch {
   int resource;
   long bank;
   long long accesses;
+  long long reads, writes;   // of them, those P2VIT_READ / P2VIT_WRITE marked
 };
+
+// kind_site(resource, write): the slot of "read:<array>" (write false) or "write:<array>" for the
+// slot of "bank:<array>", looked up once per resource and kind.
+inline int kind_site(int resource, bool write) {
+  static std::atomic<int> known[MAX_SITES][2] = {};   // slot + 1, 0 until looked up
+  if (const int k = known[resource][write].load()) return k - 1;
+  const char* name = registry().names[resource];
+  if (std::strncmp(name, "bank:", 5) != 0) throw std::logic_error("p2vit counters: a read or write mark on a bundle");
+  const int id = interned(write ? "write:" : "read:", name + 5);
+  known[resource][write].store(id + 1);
+  return id;
+}
 
 // Iter: one iteration of a pipelined loop (P2VIT_COUNT opens it at the top of the loop body and
 // it closes at the end of the body). Accesses made while it is open are tallied per bank and
@@ -162,25 +175,44 @@ struct Iter {
   }
   ~Iter() {
     long long* peaks = local_peak[loop];
-    for (const Touch& t : tally) peaks[t.resource] = std::max(peaks[t.resource], t.accesses);
+    for (const Touch& t : tally) {
+      peaks[t.resource] = std::max(peaks[t.resource], t.accesses);
+      if (t.reads) peaks[kind_site(t.resource, false)] = std::max(peaks[kind_site(t.resource, false)], t.reads);
+      if (t.writes) peaks[kind_site(t.resource, true)] = std::max(peaks[kind_site(t.resource, true)], t.writes);
+    }
     current = outer;
   }
   Iter(const Iter&) = delete;
   Iter& operator=(const Iter&) = delete;
 
   void touch(int resource, long bank) {
-    for (Touch& t : tally)
-      if (t.resource == resource && t.bank == bank) {
-        ++t.accesses;
+    for (size_t i = 0; i < tally.size(); ++i)
+      if (tally[i].resource == resource && tally[i].bank == bank) {
+        ++tally[i].accesses;
+        last = int(i);
         return;
       }
-    tally.push_back({resource, bank, 1});
+    tally.push_back({resource, bank, 1, 0, 0});
+    last = int(tally.size()) - 1;
   }
+  // mark(write, resource, bank): the port kind of the access just touched, which must be this one
+  // (no second search of the tally: the hot loops touch hundreds of banks an iteration)
+  void mark(bool write, int resource, long bank) {
+    if (last < 0 || tally[last].resource != resource || tally[last].bank != bank)
+      throw std::logic_error("p2vit counters: P2VIT_READ / P2VIT_WRITE must follow the P2VIT_ACCESS it marks");
+    ++(write ? tally[last].writes : tally[last].reads);
+  }
+  int last = -1;   // the tally entry touched last
 };
 
 // access(resource, bank): one access of `bank` of an on-chip array, or one beat of a bundle.
 inline void access(int resource, long bank) {
   if (Iter::current) Iter::current->touch(resource, bank);
+}
+
+// mark(write, resource, bank): that access (the last one made) was a read or a write.
+inline void mark(bool write, int resource, long bank) {
+  if (Iter::current) Iter::current->mark(write, resource, bank);
 }
 
 }  // namespace counters
@@ -262,8 +294,8 @@ inline std::vector<std::tuple<std::string, std::string, long long>> counters_pea
     P2VIT_ACCESS(array, bank);                                                                     \
   } while (0)
 #define P2VIT_AXI_BEAT(bundle) ::p2vit::counters::access(::p2vit::counters::resource("axi:", bundle), 0)
-#define P2VIT_READ(array, bank) ::p2vit::counters::access(::p2vit::counters::resource("read:", array), long(bank))
-#define P2VIT_WRITE(array, bank) ::p2vit::counters::access(::p2vit::counters::resource("write:", array), long(bank))
+#define P2VIT_READ(array, bank) ::p2vit::counters::mark(false, ::p2vit::counters::resource("bank:", array), long(bank))
+#define P2VIT_WRITE(array, bank) ::p2vit::counters::mark(true, ::p2vit::counters::resource("bank:", array), long(bank))
 #else
 #define P2VIT_COUNT(id) ((void)0)
 #define P2VIT_ACCESS(array, bank) ((void)0)
