@@ -403,6 +403,7 @@ def uram_blocks(words: int, width: int) -> int:
     return cdiv(words, URAM_DEPTH) * cdiv(width, URAM_WIDTH)
 
 
+@functools.lru_cache(maxsize=64)   # asked by resources.buffers and count for every design a target search counts
 def simple_dual_port_memories(shape: ModelShape, hw: HwConfig) -> dict[str, tuple[int, int, int]]:
     """The memories (count, depth, width bits) of the arrays the generated code binds ram_s2p, one
     read port and one write port, beside v and o (value_memories, o_memories): the MAC array's row

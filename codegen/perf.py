@@ -1303,13 +1303,14 @@ def main(argv=None) -> int:
     if built is not None:              # its shape is the build's IR's (loaded once); the bit flags are what-ifs
         shape = model_shape.with_weight_bits(built.shape, args.w_bits)
         shape = shape if args.res_bits is None else replace(shape, res_bits=args.res_bits)
+    elif model_shape.is_ir_dir(args.model):   # its weights are quantized already: other --w-bits are a what-if
+        own = model_shape.load_shape(args.model)
+        shape = model_shape.with_weight_bits(own, args.w_bits)
+        if {n: own.bits(n) for n in own.linear_layers()} != {n: shape.bits(n) for n in shape.linear_layers()}:
+            note(f"note: --w-bits {args.w_bits} changes the weight bits of the IR {args.model}: the figures below are "
+                 f"a what-if, not what a build of it does (python -m quantizer --w-bits {args.w_bits} makes such an IR)")
     else:
         shape = model_shape.load_shape(args.model, w_bits=args.w_bits, res_bits=args.res_bits or 8)
-        if args.w_bits is not None and model_shape.is_ir_dir(args.model):   # an IR's weights are quantized already
-            own = model_shape.load_shape(args.model)
-            if {n: own.bits(n) for n in own.linear_layers()} != {n: shape.bits(n) for n in shape.linear_layers()}:
-                note(f"note: --w-bits {args.w_bits} changes the weight bits of the IR {args.model}: the figures below are "
-                     f"a what-if, not what a build of it does (python -m quantizer --w-bits {args.w_bits} makes such an IR)")
     found = None
     if target is not None:
         from .fpga_target import search

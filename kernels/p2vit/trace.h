@@ -14,7 +14,7 @@
 // bounds the loop's II (tests/test_ii.py); P2VIT_ACCESS_STATIC also checks that the bank is one
 // HLS can resolve at compile time (see below). P2VIT_READ(array, bank) and P2VIT_WRITE(array, bank),
 // right after the P2VIT_ACCESS* of that bank, say which port kind the access takes, for the arrays the top binds
-// ram_s2p (one read port, one write port: design.simple_dual_port_arrays), which the II test
+// ram_s2p (one read port, one write port: design.simple_dual_port_memories), which the II test
 // holds to one read and one write per bank and iteration. They all expand to nothing unless P2VIT_COUNTERS
 // is defined (the C-sim's "counters" build), and never under __SYNTHESIS__. Counts are kept
 // per thread; counters_flush() adds the calling thread's to the process totals.
@@ -177,8 +177,14 @@ struct Iter {
     long long* peaks = local_peak[loop];
     for (const Touch& t : tally) {
       peaks[t.resource] = std::max(peaks[t.resource], t.accesses);
-      if (t.reads) peaks[kind_site(t.resource, false)] = std::max(peaks[kind_site(t.resource, false)], t.reads);
-      if (t.writes) peaks[kind_site(t.resource, true)] = std::max(peaks[kind_site(t.resource, true)], t.writes);
+      if (t.reads) {
+        long long& p = peaks[kind_site(t.resource, false)];
+        p = std::max(p, t.reads);
+      }
+      if (t.writes) {
+        long long& p = peaks[kind_site(t.resource, true)];
+        p = std::max(p, t.writes);
+      }
     }
     current = outer;
   }
