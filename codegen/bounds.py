@@ -140,7 +140,7 @@ def compute_bounds(ir: QuantizedViT, hw: HwConfig) -> Bounds:
              mac(f"q.k^T ({grp})", N, DH, N, ir.depth * NG, "mac_array.reduce_keys",
                  cdiv(design.qk_hw(hw).rows, design.logit_rows_per_cycle(design.qk_hw(hw), DH))), mac("proj", N, D, D, ir.depth, tail=design.drain_tail(hw, D, "residual", DH)),
              mac("fc1", N, D, HID, ir.depth, tail=design.drain_tail(hw, D, "gelu", DH)),
-             mac("fc2", N, HID, D, ir.depth, tail=design.drain_tail(hw, HID, "residual", DH)), mac("head", 1, D, m["num_classes"], 1),
+             mac("fc2", N, HID, D, ir.depth, tail=design.drain_tail(hw, HID, "residual", DH)), mac("head", 1, D, m["num_classes"], 1, tail=design.drain_tail(hw, D, "head", DH)),
              {"call": f"softmax rows ({grp})", "rows": GH * N, "row_length": N, "elements_per_cycle": hw.lanes,
               "calls_per_image": ir.depth * NG},
              {"call": f"A.V rows ({grp})", "rows": GH * N, "keys": N, "keys_per_cycle": hw.lanes, "channels": DH,

@@ -173,13 +173,19 @@ def load_lanes(hw: HwConfig) -> int:
     return hw.simd
 
 
+def drain_cycles(hw: HwConfig, epi: str, dh: int) -> int:
+    """Cycles of one tile's drain (kernels/p2vit/layers.h main_drain_tail): ROWS, a tile row a cycle;
+    QKV (`requant`): ROWS x COLS / gcd(COLS, DH); the head: COLS, its one row's columns one a cycle."""
+    if epi == "requant":
+        return hw.rows * (hw.cols // qkv_lanes(hw, dh))
+    return hw.cols if epi == "head" else hw.rows
+
+
 def drain_fits(hw: HwConfig, K: int, epi: str, dh: int) -> bool:
     """Whether a layer reducing over K drains each tile's epilogue (`epi`: requant for QKV, residual,
-    gelu, embed) inside the next tile's reduction (kernels/p2vit/layers.h OVL_EMBED, OVL_QKV,
-    OVL_PROJ, OVL_FC1, OVL_FC2): its K / SIMD steps are at least the drain's cycles (ROWS; QKV:
-    ROWS x COLS / gcd(COLS, DH))."""
-    drain = hw.rows * (hw.cols // qkv_lanes(hw, dh)) if epi == "requant" else hw.rows
-    return K // hw.simd >= drain
+    gelu, embed, head) inside the next tile's reduction (kernels/p2vit/layers.h OVL_EMBED, OVL_QKV,
+    OVL_PROJ, OVL_FC1, OVL_FC2, OVL_HEAD): its K / SIMD steps are at least the drain's cycles."""
+    return K // hw.simd >= drain_cycles(hw, epi, dh)
 
 
 def loop_trip(hw: HwConfig, K: int, O: int, epi: str, dh: int) -> int:
@@ -191,11 +197,18 @@ def loop_trip(hw: HwConfig, K: int, O: int, epi: str, dh: int) -> int:
 
 def drain_tail(hw: HwConfig, K: int, epi: str, dh: int) -> int:
     """Iterations a drained layer's reduction loop runs after its last tile's steps, per row tile
-    (kernels/p2vit/layers.h main_array: one drain's cycles; QKV's ROWS x COLS / gcd(COLS, DH)),
-    or 0 when its drain does not fit and the epilogue follows each tile."""
-    if not drain_fits(hw, K, epi, dh):
-        return 0
-    return hw.rows * (hw.cols // qkv_lanes(hw, dh)) if epi == "requant" else hw.rows
+    (kernels/p2vit/layers.h main_array: one drain's cycles, drain_cycles), or 0 when its drain does
+    not fit and the epilogue follows each tile."""
+    return drain_cycles(hw, epi, dh) if drain_fits(hw, K, epi, dh) else 0
+
+
+def patch_prefetch(shape: ModelShape, hw: HwConfig) -> bool:
+    """Whether the embedding gathers its next row tile's patches inside its reduction loop
+    (kernels/p2vit/layers.h main_prefetches(MAIN_EMBED), PATCH_PREFETCH): it drains there and the
+    gather's ROWS x KP / patch_lanes cycles fit the loop."""
+    KE = embed_k(shape, hw)
+    return (drain_fits(hw, KE, "embed", shape.dh)
+            and hw.rows * (shape.kp // patch_lanes(hw, shape.patch)) <= loop_trip(hw, KE, shape.dim, "embed", shape.dh))
 
 
 def proj_pre_words(shape: ModelShape, hw: HwConfig) -> int:
@@ -306,11 +319,11 @@ def stream_writers(shape: ModelShape, hw: HwConfig) -> int:
 
 
 def drains(shape: ModelShape, hw: HwConfig) -> dict[str, bool]:
-    """drain_fits for QKV, proj, FC1, FC2 and the embedding of the model."""
+    """drain_fits for QKV, proj, FC1, FC2, the embedding and the head of the model."""
     D, HID, DH = shape.dim, shape.hidden, shape.dh
     return {"qkv": drain_fits(hw, D, "requant", DH), "proj": drain_fits(hw, D, "residual", DH),
             "fc1": drain_fits(hw, D, "gelu", DH), "fc2": drain_fits(hw, HID, "residual", DH),
-            "embed": drain_fits(hw, embed_k(shape, hw), "embed", DH)}
+            "embed": drain_fits(hw, embed_k(shape, hw), "embed", DH), "head": drain_fits(hw, D, "head", DH)}
 
 
 def bram18k(depth: int, width: int, simple_dual: bool = False) -> int:

@@ -260,13 +260,13 @@ def build_layout(ir: QuantizedViT, rows: int, cols: int, simd: int, axi_bits: in
         linear(p + "fc2", low.linear[b.fc2])
         L.add(p + "res2.e", narrow(p + "res2.e", b.e_res2, np.int8))
     layernorm("norm", low.norm)
+    linear("head", low.linear["head"])
     # The drained layers' reduction loops read on for up to one tile's steps past their weights
     # (kernels/p2vit/layers.h main_array: the drain tail keeps the read unconditional, so the burst
-    # stays one), at most K / simd words of weight_beats beats: zeros after the last drained layer
-    # (the last block's FC2), so that read stays inside the blob.
+    # stays one), at most K / simd words of weight_beats beats: zeros after the last layer that may
+    # drain (the head), so that read stays inside the blob.
     kmax = max(low.embed.w.shape[1] * spread, *(lw.w.shape[1] for lw in low.linear.values()))
     L.add("read_pad", np.zeros(kmax // simd * word_beats(cols // weight_ports, simd, ab, slot_bits) * ab, np.uint8))
-    linear("head", low.linear["head"])
 
     scalars = {"norm.eps": low.norm.eps, **cls_ln_stats(low)}
     model = {f: scalars[f] if f in scalars else L.beat(f) for f in MODEL_FIELDS}

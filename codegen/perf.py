@@ -201,15 +201,19 @@ def reduce_body_depth(shape: ModelShape, hw: HwConfig) -> int:
     one pipelined loop for every layer, so HLS gives every entry the depth of its deepest path: the
     deepest drain compiled into it (QKV's requant, the residual-stream writer of proj, FC2 and the
     embedding with the next LayerNorm's row statistics and isqrt, FC1's GELU), or the row load
-    beside the reduction (a normalizing LayerNorm load where one runs in the loop) if deeper."""
+    beside the reduction (a normalizing LayerNorm load where one runs in the loop, the embedding's
+    patch gather where it prefetches) if deeper."""
     dr = design.drains(shape, hw)
     ur = uram_depth(shape, hw)
     paths = [DEPTH[e] + ur.get(e, 0) for e, on in (("requant.requant", dr["qkv"]),
                                                    ("requant.residual", dr["proj"] or dr["fc2"]),
-                                                   ("requant.embed", dr["embed"]), ("requant.gelu", dr["fc1"])) if on]
+                                                   ("requant.embed", dr["embed"]), ("requant.gelu", dr["fc1"]),
+                                                   ("requant.head", dr["head"])) if on]
     red = DEPTH["mac_array.reduce"] + simd_chain_depth(hw.simd)
     load_id = "layernorm.load" if design.ln_load_paths(shape, hw)[0] else "mac_array.load_array"
     load = DEPTH[load_id] + ur.get(load_id, 0)
+    if design.patch_prefetch(shape, hw):
+        load = max(load, DEPTH["mac_array.load_patch"] + ur.get("mac_array.load_patch", 0))
     return max(red + max(paths, default=0), load) - red
 
 
@@ -238,29 +242,29 @@ def _mac(hw: HwConfig, NR: int, K: int, O: int, src: str, epi: str,
 
     red = Loop("mac_array.reduce", K // S, 1, 1, (K // S) * slot, body=body)
     full, last = O // C, O % C
-    # Ping-pong accumulators (kernels/p2vit/layers.h): the embedding, QKV, proj, FC1 and FC2 drain tile ot - 1
+    # the layers' loads normalize as they go where they are LayerNorm rows (kernels/p2vit/layernorm.h
+    # load_rows_ln); iterations per row: groups of patch_lanes image values, or words of load_lanes
+    load_id = "layernorm.load" if src == "ln" else f"mac_array.load_{src}"
+    words = (K // design.embed_spread(hw) // design.patch_lanes(hw, patch) if src == "patch"
+             else cdiv(K, design.load_lanes(hw)))
+    # Ping-pong accumulators (kernels/p2vit/layers.h): every layer drains tile ot - 1
     # inside tile ot's reduction when it has at least as many steps as the drain has cycles, and
     # then run all OT x K/SIMD steps of a row tile in one loop entry (one burst, one fill) and a
     # tail of one drain's cycles (a full tile's) in which the last tile drains; the tail reads
     # weight words too (the read stays unconditional).
     prefetch = False   # whether later row tiles load inside the previous tile's reduction loop
-    if epi in ("requant", "residual", "gelu", "embed") and design.drain_fits(hw, K, epi, K_DH):
+    if design.drain_fits(hw, K, epi, K_DH):
         trip = design.loop_trip(hw, K, O, epi, K_DH)
         whole = Loop("mac_array.reduce", trip, 1, 1, trip * slot, drain=epilogue(C).id, body=body)
         groups = [(1, whole, None, None)]
-        # row prefetch: the next row tile loads inside this loop when its words fit the trip (not
-        # the embedding's patches)
-        prefetch = epi != "embed" and R * cdiv(K, design.load_lanes(hw)) <= trip
+        # row prefetch: the next row tile loads inside this loop when its words (the embedding:
+        # its patch gather's cycles) fit the trip; the head has one row tile
+        prefetch = epi != "head" and R * words <= trip
     else:
         groups = []   # weight tiles: the full ones, then a partial last one, each with its epilogue
         for count, c in ((full, C), (1 if last else 0, last)):
             if count:
                 groups.append((count, red, epilogue(c), None))
-    # the LayerNorm layers' loads normalize as they go (kernels/p2vit/layernorm.h load_rows_ln)
-    load_id = "layernorm.load" if src == "ln" else f"mac_array.load_{src}"
-    # iterations per row: groups of patch_lanes image values, or words of load_lanes
-    words = (K // design.embed_spread(hw) // design.patch_lanes(hw, patch) if src == "patch"
-             else cdiv(K, design.load_lanes(hw)))
 
     bias = [_embed_bias(hw, O)] if epi == "embed" else []
 
@@ -353,7 +357,7 @@ def _uniq(hw: HwConfig, O: int, K: int) -> int:
 
 def _linear_dram(hw: HwConfig, NR: int, K: int, O: int, epi: str = "", dh: int = 0) -> dict:
     """Weight bytes streamed by one layer: every row tile streams the whole layer once, and a
-    drained layer (epi: requant | residual | gelu | embed, dh: the head width) also the words its drain
+    drained layer (epi: requant | residual | gelu | embed | head, dh: the head width) also the words its drain
     tail reads past its planes (kernels/p2vit/layers.h main_array)."""
     slot = hw.weight_ports * hw.weight_beats * hw.axi_bytes
     tail = design.drain_tail(hw, K, epi, dh) if epi else 0
@@ -481,7 +485,7 @@ def schedule(shape: ModelShape, hw: HwConfig) -> list[Step]:
     norm = _layernorm(shape, hw)   # loaded before the last FC2, whose writer gathers its statistics
     steps.append(Step("norm", "layernorm", [norm], dram={"params": _dram(norm[0].loops)}))
     ph = [_burst(CL * 4, hw), _burst(CL, hw)]
-    dr = _linear_dram(hw, 1, D, CL)
+    dr = _linear_dram(hw, 1, D, CL, "head")
     dr["params"], dr["io"] = _dram(ph), 4 * CL
     store = Op("c", [Loop("requant.head_store", cdiv(4 * CL, hw.axi_bytes), 1)])   # the logits, one write burst
     head = _mac(hw, 1, D, CL, "ln", "head", preloaded=design.early_loads(shape, hw)["fc2"], body=reduce_body_depth(shape, hw))

@@ -356,14 +356,15 @@ def lut_estimate(shape: ModelShape, hw: HwConfig) -> dict[str, int]:
                                                     * (int(dr["proj"] or dr["fc2"]) + int(not (dr["proj"] and dr["fc2"]))),
         "GELU lanes (FC1: COLS requant + table lookups)": hw.cols * (c["epilogue_lane"] + c["gelu_lookup"]),
         # the epilogues read one accumulator row per cycle with a run-time row index: the loops
-        # after the reduction (acc[n]: the head, and the embedding, QKV, residual, GELU where they do
-        # not drain: layers.h main_epilogue builds no other branch) and the drains one row of the
-        # ping-pong copy (done[n]: QKV's, and the one done[ks] of the stream (residual, embedding) and
-        # GELU drains); Q.K^T: RL rows, each from ceil(ROWS / RL)
-        "accumulator row multiplexers (acc[n], done[n])": ((1 + (not dr["embed"]) + (not dr["qkv"])
+        # after the reduction (acc[n]: the embedding, QKV, residual, GELU where they do not drain:
+        # layers.h main_epilogue builds no other branch) and the drains one row of the ping-pong copy
+        # (done[n]: QKV's, and the one done[ks] of the stream (residual, embedding) and GELU drains);
+        # the head one column of row 0 (acc[0][o] or, drained, done[0][ks]: a COLS:1 multiplexer);
+        # Q.K^T: RL rows, each from ceil(ROWS / RL)
+        "accumulator row multiplexers (acc[n], done[n])": (((not dr["embed"]) + (not dr["qkv"])
                                                             + (not (dr["proj"] and dr["fc2"])) + (not dr["fc1"])
                                                             + dr["qkv"] + (dr["proj"] or dr["fc1"] or dr["fc2"] or dr["embed"]))
-                                                           * math.ceil(hw.rows / 4) * hw.cols
+                                                           * math.ceil(hw.rows / 4) * hw.cols + math.ceil(hw.cols / 4)
                                                            + RL * math.ceil(math.ceil(qk.rows / RL) / 4) * qk.cols)
                                                           * ACC_BITS * c["acc_row_mux"],
         # Q.K^T's row tiles: the running maxima rmax[b][u][g] are registers, read by group (G:1 per

@@ -155,7 +155,8 @@ def test_cosim_eval_exits_1_unless_every_image_is_bit_exact(tiny_build, copy_of_
     assert main(["--build", str(tiny_build[1]), "--data", str(data), "--quiet"]) == 0
     # Plant a fault and record it on purpose (as a developer does to test the trace).
     blob = bytearray((copy_of_tiny_build / "params.bin").read_bytes())
-    blob[-64:] = bytes((b + 1) % 256 for b in blob[-64:])         # the head's parameters
+    at = render(tiny_build[0], TINY_HW).layout.offsets["head.b"]   # the head's biases
+    blob[at:at + 64] = bytes((b + 1) % 256 for b in blob[at:at + 64])
     (copy_of_tiny_build / "params.bin").write_bytes(bytes(blob))
     info = json.loads((copy_of_tiny_build / "build.json").read_text())
     write_sealed(copy_of_tiny_build / "build.json", {**info, "params": file_record(copy_of_tiny_build / "params.bin")})

@@ -296,7 +296,8 @@ def test_cycle_equations(tiny):
     # the embedding: the shifts and the image (one burst each), then per row tile its patches
     # (gcd(PATCH, SIMD) values per cycle), its per-token biases (a beat from every weight port per
     # cycle: ROWS rows of D rounded up to COLS) and its OT tiles; they drain inside the next tile's
-    # reduction (one loop entry of OT x KP/SIMD steps and a ROWS-cycle tail) when KP/SIMD >= ROWS
+    # reduction (one loop entry of OT x KP/SIMD steps and a ROWS-cycle tail) when KP/SIMD >= ROWS, and
+    # then each later row tile's patches gather inside the loop before it where their cycles fit it
     NP, OT = N - 1, -(-D // C)
     img = shape.in_chans * shape.img_h * shape.img_w
 
@@ -304,16 +305,23 @@ def test_cycle_equations(tiny):
         R, S = hw.rows, hw.simd
         NT = -(-NP // R)
         seg = -(-(R * OT * C) // (hw.weight_ports * hw.axi_bytes // 4))
-        per_row = _cyc("mac_array.load_patch", R * KP // math.gcd(shape.patch, S)) + _cyc("params.embed_bias", seg)
+        gather = R * KP // math.gcd(shape.patch, S)   # a row tile's patches, gcd(PATCH, SIMD) a cycle
+        patches, biases = _cyc("mac_array.load_patch", gather), _cyc("params.embed_bias", seg)
+        prefetch = False
         if drained:
-            tiles = ((OT * (KP // S) + R) * perf.loop_ii("mac_array.reduce", hw) + perf.DEPTH["mac_array.reduce"]
-                     + _chain(S) + body_depth(hw) - 1)
+            trip = OT * (KP // S) + R
+            prefetch = gather <= trip
+            tiles = ((trip * perf.loop_ii("mac_array.reduce", hw) + perf.DEPTH["mac_array.reduce"]
+                     + _chain(S) + body_depth(hw) - 1))
         else:
             tiles = OT * (_cyc("mac_array.reduce", KP // S, simd=S, ii=perf.loop_ii("mac_array.reduce", hw))
                           + body_depth(hw) + _cyc("requant.embed", R))
-        return (burst(D) + _cyc("mac_array.load_image", -(-img // hw.axi_bytes)) + NT * (per_row + tiles))
+        assert prefetch == design.patch_prefetch(shape, hw)
+        return (burst(D) + _cyc("mac_array.load_image", -(-img // hw.axi_bytes)) + NT * (biases + tiles)
+                + (1 if prefetch else NT) * patches)
 
     assert KP // S >= R   # TINY_HW drains the embedding; a 32-row array of SIMD 8 cannot
+    assert design.patch_prefetch(shape, hw)   # and gathers its later row tiles' patches in the loop
     assert step["embed"]["cycles"] == embed_cycles(hw, True)
     tall = replace(hw, rows=32, simd=8)
     assert KP // tall.simd < tall.rows
@@ -462,7 +470,15 @@ def test_pipelining_switches_move_latency_the_right_way():
     assert inter["attention_x"] > 1.2       # the attention region overlaps Q.K^T, softmax and A.V
     assert inter["mlp_x"] == 1.0            # FC1 then FC2 on the one MAC array: no region
     assert a["what-if: depth-2 FIFOs"]["attention_ms"] > both["attention_ms"]   # row-tile streams pay off
-    assert a["what-if: epilogue overlap"]["latency_ms"] < both["latency_ms"]
+    # every layer drains in its reduction loop at this design (the head too): nothing left to overlap
+    assert all(design.drains(shape, hw).values())
+    assert a["what-if: epilogue overlap"]["latency_ms"] == both["latency_ms"]
+    # at 128 rows the layers reducing over D (96 steps at SIMD 8) do not drain: their tiles'
+    # epilogues follow them, and the what-if overlaps those
+    deep = HwConfig(rows=128, cols=32, simd=8)
+    assert not design.drains(shape, deep)["proj"]
+    a_deep = perf.ablation(shape, deep)
+    assert a_deep["what-if: epilogue overlap"]["latency_ms"] < a_deep["both (as emitted)"]["latency_ms"]
     assert a["what-if: weights prefetched (no blob latency)"]["latency_ms"] < both["latency_ms"]
     # DRAM: a slow memory makes the weight-streaming layers memory-bound and the image slower
     fast, slow = perf.evaluate(shape, hw, dram_gbs=None), perf.evaluate(shape, hw, dram_gbs=1.0)

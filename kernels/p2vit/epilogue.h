@@ -490,6 +490,25 @@ embed:
   }
 }
 
+// epi_head_col: column o of the class token's accumulator row a (output o0 + o), one requant lane:
+// the head's drain inside main_array's reduction loop, one column a cycle (columns past CLASSES
+// of a partial last tile write nothing).
+template <class C>
+inline void epi_head_col(const typename C::acc_t a[C::COLS], int o, int o0, const i32 bias[], const i8 shift[],
+                         typename C::logit_t logits[C::CLASSES]) {
+  P2VIT_PRAGMA(HLS INLINE)
+  const int c = o0 + o;
+  if (c < C::CLASSES) {
+    P2VIT_ACCESS("bias", c % bias_banks<C>());
+    P2VIT_ACCESS("shift", c % shift_banks<C>());
+    P2VIT_ACCESS("logit_buf", c % (C::AXI_BYTES / 4));
+    P2VIT_WRITE("logit_buf", c % (C::AXI_BYTES / 4));
+    logits[c] = requant32<32>(add_i32(a[o], bias[c]), shift[c]);
+  }
+}
+
+// epi_head: tile o0 of the class token's logits, one column per cycle (where the head does not
+// drain inside its reduction loop).
 template <class C>
 void epi_head(const typename C::acc_t acc[C::ROWS][C::COLS], int o0, const i32 bias[], const i8 shift[],
               typename C::logit_t logits[C::CLASSES]) {
@@ -500,12 +519,7 @@ head:
     P2VIT_PRAGMA(HLS PIPELINE II=1)
     P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=TRIPS)
     P2VIT_COUNT("requant.head");
-    const int c = o0 + o;
-    P2VIT_ACCESS("bias", c % bias_banks<C>());
-    P2VIT_ACCESS("shift", c % shift_banks<C>());
-    P2VIT_ACCESS("logit_buf", c % (C::AXI_BYTES / 4));
-    P2VIT_WRITE("logit_buf", c % (C::AXI_BYTES / 4));
-    logits[c] = requant32<32>(add_i32(acc[0][o], bias[c]), shift[c]);
+    epi_head_col<C>(acc[0], o, o0, bias, shift, logits);
   }
 }
 

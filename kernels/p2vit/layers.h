@@ -17,7 +17,7 @@
 //               head). They run one after the other, so one instance serves all six (the top calls
 //               it from one function under HLS ALLOCATION limit=1) with run-time trip counts. Its
 //               weight word comes from WPORTS m_axi bundles at once, PCOLS columns from each.
-//               The embedding, QKV, proj, FC1 and FC2 overlap a tile's epilogue with the next tile's reduction
+//               Every layer overlaps a tile's epilogue with the next tile's reduction
 //               (ping-pong accumulators `acc` / `done`, acc_handoff) when the reduction has at
 //               least as many steps as the epilogue has cycles, and then run all weight tiles of a
 //               row tile in one pipelined loop (one m_axi burst per port, one pipeline fill per row
@@ -104,29 +104,31 @@ template <class C>
 constexpr int main_row_tiles(int mode) {
   return (main_rows<C>(mode) + C::ROWS - 1) / C::ROWS;
 }
-template <class C>
-constexpr bool main_drains(int mode) {
-  return mode == MAIN_QKV ? main_k<C>(mode) / C::SIMD >= qkv_drain_cycles<C>()
-                          : mode != MAIN_HEAD && main_k<C>(mode) / C::SIMD >= C::ROWS;
-}
-// main_drain_tail<C>(mode): iterations a drained layer's reduction loop runs after its last tile's
-// steps, in which that tile drains (QKV: qkv_drain_cycles; the others: ROWS); main_loop_trip<C>(mode):
-// the loop's iterations per row tile, all its tiles' steps and that tail.
+// main_drain_tail<C>(mode): the cycles of one tile's drain, which a drained layer's reduction loop
+// also runs after its last tile's steps (QKV: qkv_drain_cycles; the head: COLS, its one row's
+// columns one a cycle; the others: ROWS, a tile row a cycle); main_loop_trip<C>(mode): the loop's
+// iterations per row tile, all its tiles' steps and that tail.
 template <class C>
 constexpr int main_drain_tail(int mode) {
-  return mode == MAIN_QKV ? qkv_drain_cycles<C>() : C::ROWS;
+  return mode == MAIN_QKV ? qkv_drain_cycles<C>() : mode == MAIN_HEAD ? C::COLS : C::ROWS;
+}
+template <class C>
+constexpr bool main_drains(int mode) {
+  return main_k<C>(mode) / C::SIMD >= main_drain_tail<C>(mode);
 }
 template <class C>
 constexpr int main_loop_trip(int mode) {
   return main_steps<C>(main_k<C>(mode), main_o<C>(mode)) + main_drain_tail<C>(mode);
 }
 // main_prefetches<C>(mode): whether a layer loads its next row tile inside the current one's
-// reduction loop: it drains there, its ROWS x K / SIMD words fit the loop, and they are load_rows
-// words (the embedding's patches are not).
+// reduction loop: it drains there and the load's cycles fit the loop: ROWS x K / SIMD words of
+// load_rows, or the embedding's patch gather (patch_cycles, one patch_step a cycle; since session
+// 53). The head has one row tile.
 template <class C>
 constexpr bool main_prefetches(int mode) {
-  return main_drains<C>(mode) && mode != MAIN_EMBED &&
-         C::ROWS * (main_k<C>(mode) / load_lanes<C>()) <= main_loop_trip<C>(mode);
+  return main_drains<C>(mode) && mode != MAIN_HEAD &&
+         (mode == MAIN_EMBED ? patch_cycles<C>() : C::ROWS * (main_k<C>(mode) / load_lanes<C>())) <=
+             main_loop_trip<C>(mode);
 }
 // main_next(mode): the layer whose first row tile a layer's last row tile loads early: FC2 after FC1,
 // otherwise a LayerNorm layer (QKV standing for any of them: the same rows of rc, the same load;
@@ -265,11 +267,11 @@ void main_prefetch_word(int mode, int NR, int n0, int n, int kw, const typename 
 }
 
 // main_epilogue: the epilogue of tile (t, ot) of layer `mode`, for the layers that do not drain
-// inside their reduction loop: the head, and the embedding, QKV, the residual layers (proj, FC2) or
-// FC1 where TAIL_EMBED, TAIL_QKV, TAIL_RES or TAIL_FC1 say that their drain does not fit
+// inside their reduction loop: the embedding, QKV, the residual layers (proj, FC2), FC1 or the head
+// where TAIL_EMBED, TAIL_QKV, TAIL_RES, TAIL_FC1 or TAIL_HEAD say that their drain does not fit
 // (main_array). A branch that no layer takes is not built. FAST: called from the C-sim fast path
 // (whose LayerNorm loads recompute the statistics, so the residual epilogue may skip them).
-template <class C, bool TAIL_EMBED, bool TAIL_QKV, bool TAIL_RES, bool TAIL_FC1, bool FAST = false>
+template <class C, bool TAIL_EMBED, bool TAIL_QKV, bool TAIL_RES, bool TAIL_FC1, bool TAIL_HEAD, bool FAST = false>
 void main_epilogue(int mode, int t, int ot, const typename C::acc_t acc[C::ROWS][C::COLS],
                    const i32 tile_bias[], const i32 bias[], const i8 shift[], const i8 lut[256], int e_y,
                    const i8 e_r[], const i8 e_s[], typename C::res_t r[C::N][C::D],
@@ -283,7 +285,7 @@ void main_epilogue(int mode, int t, int ot, const typename C::acc_t acc[C::ROWS]
     if constexpr (TAIL_EMBED)
       epi_embed<C>(acc, n0, ot, tile_bias, bias, shift, e_r, e_s, r, rc, ln_k, ln_acc1, ln_acc2, ln_s1, ln_sd, ln_eps);
   } else if (mode == MAIN_HEAD) {
-    epi_head<C>(acc, o0, bias, shift, logits);
+    if constexpr (TAIL_HEAD) epi_head<C>(acc, o0, bias, shift, logits);
   } else if (mode == MAIN_QKV) {
     if constexpr (TAIL_QKV) epi_qkv<C>(acc, n0, ot, bias, shift, q, k, v);
   } else if (mode == MAIN_PROJ || mode == MAIN_FC2) {
@@ -389,7 +391,7 @@ int main_array(int mode, const typename C::act_t img[C::IMG_C * C::IMG_H * C::IM
       if (mode == MAIN_EMBED) load_embed_bias<C>(ports, tb_beat + t * TB_BEATS, group_bias[t % TG]);
     };
     auto epilogue = [&](int t, int ot, const typename C::acc_t tile_acc[C::ROWS][C::COLS]) {
-      main_epilogue<C, true, true, true, true, true>(mode, t, ot_base + ot, tile_acc, group_bias[t % TG], bias, shift, lut, e_y,
+      main_epilogue<C, true, true, true, true, true, true>(mode, t, ot_base + ot, tile_acc, group_bias[t % TG], bias, shift, lut, e_y,
                                                      e_r, e_s, r, rc, ln_k, ln_acc1, ln_acc2, ln_s1, ln_sd, ln_eps, q,
                                                      k, v, hid, logits, block);
     };
@@ -408,14 +410,15 @@ int main_array(int mode, const typename C::act_t img[C::IMG_C * C::IMG_H * C::IM
   // codegen/layout.py) and the PE array's sums of them land in `acc`, which nothing reads after
   // the handoff. The embedding drains the same way (its row tile's per-token biases are on chip,
   // burst once per row tile before its loop: load_embed_bias), through the residual layers' row
-  // writer of r (epi_stream_row). Otherwise (and always for the head) the loop runs one tile's
-  // steps and the epilogue follows each tile.
+  // writer of r (epi_stream_row). The head drains its one row's columns, one a cycle (epi_head_col).
+  // Otherwise the loop runs one tile's steps and the epilogue follows each tile.
   // Either way the loop is the instance's only reduce_step call: one PE array.
-  // Row prefetch: a drained layer whose next row tile's load (ROWS x K / SIMD words) fits its
-  // loop's iterations loads it in the same loop, one word per iteration, into the other row buffer
-  // (its own memories: the PE array reads xt[cur], the prefetch writes xt[1 - cur]), so only the
-  // first row tile's load is exposed. The sources (rc through the LayerNorm, the attention output,
-  // hid) are not written by the drains of the layer that reads them. A layer's last row tile also
+  // Row prefetch: a drained layer whose next row tile's load (ROWS x K / SIMD words; the
+  // embedding's patch gather, patch_cycles) fits its loop's iterations loads it in the same loop,
+  // one word (one patch_step) per iteration, into the other row buffer (its own memories: the PE
+  // array reads xt[cur], the prefetch writes xt[1 - cur]), so only the first row tile's load is
+  // exposed. The sources (rc through the LayerNorm, the attention output, hid, the image) are not
+  // written by the drains of the layer that reads them. A layer's last row tile also
   // loads the next layer's first (main_early): FC1 FC2's (hid's rows 0..ROWS-1, which that tile's
   // drain does not write), proj FC1's, FC2 the next QKV's or the head's, the embedding block 0's
   // QKV's (LayerNorm rows 0..ROWS-1 of rc, final, with their statistics, once the layer's first row
@@ -428,7 +431,7 @@ int main_array(int mode, const typename C::act_t img[C::IMG_C * C::IMG_H * C::IM
   // embedding share one row writer of r.
   constexpr bool OVL_QKV = main_drains<C>(MAIN_QKV), OVL_PROJ = main_drains<C>(MAIN_PROJ);
   constexpr bool OVL_FC1 = main_drains<C>(MAIN_FC1), OVL_FC2 = main_drains<C>(MAIN_FC2);
-  constexpr bool OVL_EMBED = main_drains<C>(MAIN_EMBED);
+  constexpr bool OVL_EMBED = main_drains<C>(MAIN_EMBED), OVL_HEAD = main_drains<C>(MAIN_HEAD);
   // the least distance (iterations) between two updates of one row's running LayerNorm sums: a
   // draining writer's K / SIMD steps per column tile
   [[maybe_unused]] constexpr int LN_ACC_DIST = ln_acc_distance<C>();
@@ -437,7 +440,8 @@ int main_array(int mode, const typename C::act_t img[C::IMG_C * C::IMG_H * C::IM
   const bool stream = mode == MAIN_PROJ || mode == MAIN_FC2 || embed;   // the drains that write r
   const int seg_tiles = overlap ? OT : 1, segs = overlap ? 1 : OT;   // tiles per loop entry, entries
   const int words = K / load_lanes<C>();   // prefetch: words per row
-  const bool prefetch = main_by_mode<C, PREFETCHES>(mode);   // (not the embedding's patches: not load_rows words)
+  const bool prefetch = main_by_mode<C, PREFETCHES>(mode);
+  constexpr bool PATCH_PREFETCH = main_prefetches<C>(MAIN_EMBED);   // the patch gather is built into the loop
   // the early load of the next layer's first row tile (main_early): FC2's (hid) after FC1, a
   // LayerNorm's (rc) after proj, FC2 and the embedding, and, with head groups, the next group's
   // (the same LayerNorm rows) after every QKV group but the last
@@ -474,6 +478,10 @@ row_tiles:
       P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=COL_TILES_MAX)
       int ot = seg_ot, ks = 0, dn = 0, dg = 0;   // running tile, step, drain row and column group
       int pn = 0, pw = 0;                         // prefetch: row and word of the next row tile
+      PatchCursor pat;                            // the embedding's prefetch: its patch gather
+      typename C::act_t pat_word[C::SIMD];
+      P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=pat_word type=complete)
+      patch_word_clear<C>(pat_word);
       const long seg_beat = seg_beat0;            // the segment's first beat (plane 0)
       seg_ot += seg_tiles;                        // (running sums: no multiplier on the segment index)
       seg_beat0 += seg_stride;
@@ -529,8 +537,16 @@ row_tiles:
           if constexpr (OVL_FC1) {
             if (ks < C::ROWS) epi_gelu_row<C>(done[ks], t * C::ROWS + ks, ot - 1, bias, shift, lut, hid, tracing, block);
           }
+        } else if (drain && mode == MAIN_HEAD) {
+          if constexpr (OVL_HEAD) {
+            if (ks < C::COLS) epi_head_col<C>(done[0], ks, (ot - 1) * C::COLS, bias, shift, logits);
+          }
         }
-        if (fetching && pn < C::ROWS) {
+        if (fetching && f_mode == MAIN_EMBED) {   // the embedding's next row tile (its early load is QKV's)
+          if constexpr (PATCH_PREFETCH) {
+            if (pat.n < C::ROWS) patch_step<C, KMAX>(img, f_n0, pat, pat_word, xt[1 - cur]);
+          }
+        } else if (fetching && pn < C::ROWS) {
           main_prefetch_word<C, KMAX>(f_mode, f_nr, f_n0, pn, pw, rc, ln_s1, ln_sd, ln_k, ln_G, ln_B, ln_sh, att, hid,
                                       xt[1 - cur]);
           if (++pw == f_words) {
@@ -548,7 +564,7 @@ row_tiles:
       }
       // one call site, for the layers that do not drain in the loop: after every tile
       if (!overlap)
-        main_epilogue<C, !OVL_EMBED, !OVL_QKV, !(OVL_PROJ && OVL_FC2), !OVL_FC1>(
+        main_epilogue<C, !OVL_EMBED, !OVL_QKV, !(OVL_PROJ && OVL_FC2), !OVL_FC1, !OVL_HEAD>(
             mode, t, ot_base + sg, acc, tile_bias, bias, shift, lut, e_y, e_r, e_s, r, rc, ln_k, ln_acc1, ln_acc2, ln_s1, ln_sd,
             ln_eps, q, k, v, hid, logits, block);
     }

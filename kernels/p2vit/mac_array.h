@@ -160,32 +160,47 @@ load_image:
   }
 }
 
-// load_rows_patch: flattened patches (numerics.md 2.2): element c*P*P + i*P + j of patch p, from
-// the on-chip image (CHW int8, u - 128), PL = patch_lanes (gcd(PATCH, SIMD / embed_spread),
-// p2vit/banks.h) consecutive elements of a patch row per cycle (img is cyclic img_banks, a multiple
-// of PL, and a group starts at a multiple of PL, so lane w reads only banks = w mod PL) into a word
-// register of SIMD values, whose first WV = SIMD / embed_spread lanes take patch values (with 4-bit
-// weight slots the rest stay 0: the embedding's 8-bit weights fill half a step's lanes); each
-// completed word is one write to xt (SIMD banks, or one word where xt is reshaped: no
-// read-modify-write). KP is a multiple of SIMD (codegen/hwconfig.py check_simd).
-template <class C, int KMAX>
-void load_rows_patch(const typename C::act_t img[C::IMG_C * C::IMG_H * C::IMG_W], int n0,
-                     typename pe_operand<typename C::act_t>::type xt[C::ROWS][KMAX]) {
+// patch_cycles<C>(): cycles of one row tile's patch gather (load_rows_patch, or its steps inside
+// the previous row tile's reduction loop, main_array): ROWS x KP / patch_lanes.
+template <class C>
+constexpr int patch_cycles() {
+  return C::ROWS * (C::KP / patch_lanes<C>());
+}
+
+// PatchCursor: where a row tile's patch gather stands: row n, channel c, patch row pi, lane group
+// pjw of the patch row, lane s of the word being filled and its word kw (k = c*P*P + pi*P + pjw*PL =
+// kw*WV + s). Scalars only, so that HLS disaggregates a local cursor into registers (the word being
+// filled is a separate array, partitioned by its owner: patch_step's `word`).
+struct PatchCursor {
+  int n = 0, c = 0, pi = 0, pjw = 0, s = 0, kw = 0;
+};
+
+// patch_word_clear: the patch gather's word register at 0 (lanes WV.. keep it: 4-bit slots).
+template <class C>
+inline void patch_word_clear(typename C::act_t word[C::SIMD]) {
   P2VIT_PRAGMA(HLS INLINE)
-  constexpr int K = C::KP, PL = patch_lanes<C>(), WV = C::SIMD / embed_spread<C>();
-  static_assert(K % WV == 0 && WV % PL == 0, "load_rows_patch: whole words of WV patch values");
-  typename C::act_t word[C::SIMD];
-  P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=word type=complete)
-  for (int w = WV; w < C::SIMD; ++w) {   // the lanes without patch values (4-bit slots): constant 0
+  for (int w = 0; w < C::SIMD; ++w) {
     P2VIT_PRAGMA(HLS UNROLL)
     word[w] = typename C::act_t(0);
   }
-  // running indices: k = c*P*P + pi*P + pjw*PL = kw*WV + s
-  int n = 0, c = 0, pi = 0, pjw = 0, s = 0, kw = 0;
-load_patch:
-  for (int i = 0; i < C::ROWS * (K / PL); ++i) {
-    P2VIT_PRAGMA(HLS PIPELINE II=1)
-    P2VIT_COUNT("mac_array.load_patch");
+}
+
+// patch_step: one cycle of the patch gather (numerics.md 2.2: element c*P*P + i*P + j of patch p,
+// from the on-chip image, CHW int8, u - 128): PL = patch_lanes (gcd(PATCH, SIMD / embed_spread),
+// p2vit/banks.h) consecutive elements of a patch row (img is cyclic img_banks, a multiple of PL, and
+// a group starts at a multiple of PL, so lane w reads only banks = w mod PL) into the cursor's word
+// register `word` of SIMD values (a register array of the caller's, its lanes WV.. set to 0 once),
+// whose first WV = SIMD / embed_spread lanes take patch values (with 4-bit weight slots the rest
+// stay 0: the embedding's 8-bit weights fill half a step's lanes); each completed word is one write
+// to xt (SIMD banks, or one word where xt is reshaped: no read-modify-write). Row tile n0;
+// patch_cycles calls gather it.
+template <class C, int KMAX>
+inline void patch_step(const typename C::act_t img[C::IMG_C * C::IMG_H * C::IMG_W], int n0, PatchCursor& at,
+                       typename C::act_t word[C::SIMD], typename pe_operand<typename C::act_t>::type xt[C::ROWS][KMAX]) {
+  P2VIT_PRAGMA(HLS INLINE)
+  constexpr int PL = patch_lanes<C>(), WV = C::SIMD / embed_spread<C>();
+  int &n = at.n, &c = at.c, &pi = at.pi, &pjw = at.pjw, &s = at.s, &kw = at.kw;
+  {
     const int p = n0 + n;
     const int py = p / C::GRID_W, px = p - py * C::GRID_W;   // constant divisor
     // the group's first value, as a multiple of PL the compiler can see (pj counts groups: pjw)
@@ -219,6 +234,27 @@ load_patch:
         }
       }
     }
+  }
+}
+
+// load_rows_patch: row tile n0's patches into xt, one patch_step a cycle (the first row tile, or
+// every row tile where the embedding does not prefetch: main_prefetches). KP is a multiple of SIMD
+// (codegen/hwconfig.py check_simd).
+template <class C, int KMAX>
+void load_rows_patch(const typename C::act_t img[C::IMG_C * C::IMG_H * C::IMG_W], int n0,
+                     typename pe_operand<typename C::act_t>::type xt[C::ROWS][KMAX]) {
+  P2VIT_PRAGMA(HLS INLINE)
+  constexpr int PL = patch_lanes<C>(), WV = C::SIMD / embed_spread<C>(), GATHER = patch_cycles<C>();
+  static_assert(C::KP % WV == 0 && WV % PL == 0, "load_rows_patch: whole words of WV patch values");
+  PatchCursor at;
+  typename C::act_t word[C::SIMD];
+  P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=word type=complete)
+  patch_word_clear<C>(word);
+load_patch:
+  for (int i = 0; i < GATHER; ++i) {
+    P2VIT_PRAGMA(HLS PIPELINE II=1)
+    P2VIT_COUNT("mac_array.load_patch");
+    patch_step<C, KMAX>(img, n0, at, word, xt);
   }
 }
 
