@@ -204,10 +204,10 @@ def drain_tail(hw: HwConfig, K: int, epi: str, dh: int) -> int:
 
 def patch_prefetch(shape: ModelShape, hw: HwConfig) -> bool:
     """Whether the embedding gathers its next row tile's patches inside its reduction loop
-    (kernels/p2vit/layers.h main_prefetches(MAIN_EMBED), PATCH_PREFETCH): it drains there and the
-    gather's ROWS x KP / patch_lanes cycles fit the loop."""
+    (kernels/p2vit/layers.h main_prefetches(MAIN_EMBED), PATCH_PREFETCH): it has two row tiles or
+    more, drains there and the gather's ROWS x KP / patch_lanes cycles fit the loop."""
     KE = embed_k(shape, hw)
-    return (drain_fits(hw, KE, "embed", shape.dh)
+    return (cdiv(shape.tokens - 1, hw.rows) >= 2 and drain_fits(hw, KE, "embed", shape.dh)
             and hw.rows * (shape.kp // patch_lanes(hw, shape.patch)) <= loop_trip(hw, KE, shape.dim, "embed", shape.dh))
 
 

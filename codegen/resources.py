@@ -65,6 +65,10 @@ LUT_COSTS = {
     "layernorm_row": 4_650,  # per residual-stream writer: isqrt, 31 unrolled steps (arith.h), each a ~62-bit
                              # compare-subtract and 2:1 muxes of rem and root (~130), in one II=1 pipeline; the
                              # 64-bit variance terms (~300); the two 64-bit running sums (~150)
+    "patch_gather": 300,     # per copy of the embedding's patch gather (mac_array.h patch_step): its six running
+                             # counters (~50), the patch's row and column (p / GRID_W, a constant divide, ~60) and
+                             # the image address (constant multiplies and adds, ~60), the word register's
+                             # PL-to-SIMD lane multiplexers (~80) and the img banks' read multiplexers (~50)
     "axi_bundle": 1_500,     # a Vitis HLS m_axi adapter with 64-beat bursts and 8 outstanding reads
     "control": 6_000,        # the controller, descriptors, s_axilite, loop counters, FIFO control
 }
@@ -384,6 +388,9 @@ def lut_estimate(shape: ModelShape, hw: HwConfig) -> dict[str, int]:
         "LayerNorm lanes and row unit": (design.ln_load_lane_sets(shape, hw) * design.load_lanes(hw)
                                          * (c["layernorm_lane"] + design.ln_quotient_bits(shape.dim) * c["ln_divider_step"])
                                          + writers * (hw.cols * c["layernorm_stat_lane"] + c["layernorm_row"])),
+        # the gather's copies: the load loop (the first row tile, or every one) and, where the
+        # embedding prefetches, the one in the reduction loop
+        "patch gather (embedding loads)": (1 + design.patch_prefetch(shape, hw)) * c["patch_gather"],
         "m_axi bundles": len(design.axi_bundles(hw)) * c["axi_bundle"],
         "control": c["control"],
         "LUTRAM (memories under 1 Kbit)": small_mem,

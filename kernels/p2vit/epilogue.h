@@ -14,7 +14,8 @@
 //                 logits_out streams the rows and their maxima (Q.K^T)
 //   epi_embed     r[1 + n] = requant(acc + bias[n][o], sh, R) (per-token bias: position embedding)
 //   epi_stream_row  one tile row into r: the residual add or the embedding (one write of r per lane)
-//   epi_head      logits = requant(acc + b, sh, 32) for the class token (on chip)
+//   epi_head      logits = requant(acc + b, sh, 32) for the class token (on chip); epi_head_col one
+//                 column of it (the head's drain inside main_array's reduction loop)
 //   store_logits  the logits to the io bundle, AXI_BYTES / 4 per beat
 //   embed_class_token  r[0] = cls
 //

@@ -123,10 +123,10 @@ constexpr int main_loop_trip(int mode) {
 // main_prefetches<C>(mode): whether a layer loads its next row tile inside the current one's
 // reduction loop: it drains there and the load's cycles fit the loop: ROWS x K / SIMD words of
 // load_rows, or the embedding's patch gather (patch_cycles, one patch_step a cycle; since session
-// 53). The head has one row tile.
+// 53); and there is a next row tile (the head has one).
 template <class C>
 constexpr bool main_prefetches(int mode) {
-  return main_drains<C>(mode) && mode != MAIN_HEAD &&
+  return main_drains<C>(mode) && mode != MAIN_HEAD && main_row_tiles<C>(mode) >= 2 &&
          (mode == MAIN_EMBED ? patch_cycles<C>() : C::ROWS * (main_k<C>(mode) / load_lanes<C>())) <=
              main_loop_trip<C>(mode);
 }

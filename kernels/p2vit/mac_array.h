@@ -10,6 +10,8 @@
 //   load_rows_word<C, KMAX, W, XB>(x, col0, NR, n0, n, kw, xt, name)  one word of it (and of the prefetch)
 //   load_image<C>(image, img)                               the image into BRAM, one burst
 //   load_rows_patch<C, KMAX>(img, n0, xt)                   flattened image patches, patch_lanes per cycle
+//   patch_step<C, KMAX>(img, n0, at, word, xt)              one cycle of it (and of the embedding's prefetch),
+//       at a PatchCursor; patch_word_clear, patch_cycles   its word register, its cycles per row tile
 //   WeightPorts<C>, plane_word<C>, weight_word<C>           the weight word from the weight ports
 //   reduce_step<C, KMAX>(xt, ks, ports, beat, plane, wbits, acc)
 //       one step: a weight word (PCOLS x SIMD from each weight port), one PE-array cycle
@@ -210,14 +212,8 @@ inline void patch_step(const typename C::act_t img[C::IMG_C * C::IMG_H * C::IMG_
       P2VIT_ACCESS_LANE("img", (atw * PL + w) % img_banks<C>(), w, PL);
       word[s + w] = p < C::NP ? img[atw * PL + w] : typename C::act_t(0);
     }
-    if (s + PL == WV) {
-      for (int w = 0; w < C::SIMD; ++w) {
-        P2VIT_PRAGMA(HLS UNROLL)
-        P2VIT_ACCESS_LANE("xt", xt_bank<C>(n, kw * C::SIMD + w), n * C::SIMD + w, C::SIMD);
-        P2VIT_WRITE("xt", xt_bank<C>(n, kw * C::SIMD + w));
-        xt[n][kw * C::SIMD + w] = word[w];
-      }
-    }
+    // the row prefetch's other writers store through the same function: one word store per memory
+    if (s + PL == WV) store_xt_word<C, KMAX>(xt, n, kw, word);
     s += PL;
     if (s == WV) {
       s = 0;
