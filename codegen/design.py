@@ -202,13 +202,20 @@ def drain_tail(hw: HwConfig, K: int, epi: str, dh: int) -> int:
     return drain_cycles(hw, epi, dh) if drain_fits(hw, K, epi, dh) else 0
 
 
+def prefetches(hw: HwConfig, NR: int, K: int, O: int, epi: str, dh: int, load_cycles: int) -> bool:
+    """Whether a layer of NR rows loads each next row tile inside its reduction loop (kernels/p2vit/
+    layers.h main_prefetches): not the head, two row tiles or more, a drain in the loop, and the
+    row tile's load_cycles (ROWS x K / load_lanes words; the embedding's patch gather) within the
+    loop's iterations."""
+    return (epi != "head" and cdiv(NR, hw.rows) >= 2 and drain_fits(hw, K, epi, dh)
+            and load_cycles <= loop_trip(hw, K, O, epi, dh))
+
+
 def patch_prefetch(shape: ModelShape, hw: HwConfig) -> bool:
     """Whether the embedding gathers its next row tile's patches inside its reduction loop
-    (kernels/p2vit/layers.h main_prefetches(MAIN_EMBED), PATCH_PREFETCH): it has two row tiles or
-    more, drains there and the gather's ROWS x KP / patch_lanes cycles fit the loop."""
-    KE = embed_k(shape, hw)
-    return (cdiv(shape.tokens - 1, hw.rows) >= 2 and drain_fits(hw, KE, "embed", shape.dh)
-            and hw.rows * (shape.kp // patch_lanes(hw, shape.patch)) <= loop_trip(hw, KE, shape.dim, "embed", shape.dh))
+    (PATCH_PREFETCH in main_array): prefetches, with the gather's ROWS x KP / patch_lanes cycles."""
+    return prefetches(hw, shape.tokens - 1, embed_k(shape, hw), shape.dim, "embed", shape.dh,
+                      hw.rows * (shape.kp // patch_lanes(hw, shape.patch)))
 
 
 def proj_pre_words(shape: ModelShape, hw: HwConfig) -> int:
@@ -278,9 +285,8 @@ def early_loads(shape: ModelShape, hw: HwConfig) -> dict[str, bool]:
     layers = {"embed": (N - 1, embed_k(shape, hw), D, "embed", D), "proj": (N, D, D, "residual", D),
               "fc1": (N, D, HID, "gelu", HID), "fc2": (N, HID, D, "residual", D)}
     out = {}
-    for name, (NR, K, O, epi, k_next) in layers.items():
-        out[name] = (drain_fits(hw, K, epi, DH) and cdiv(NR, hw.rows) >= 2
-                     and hw.rows * (k_next // load_lanes(hw)) <= loop_trip(hw, K, O, epi, DH))
+    for name, (NR, K, O, epi, k_next) in layers.items():   # the prefetch's rule, with the next layer's load
+        out[name] = prefetches(hw, NR, K, O, epi, DH, hw.rows * (k_next // load_lanes(hw)))
     out["qkv"] = qkv_group_heads(shape, hw) < shape.heads
     return out
 
@@ -294,12 +300,12 @@ def ln_load_paths(shape: ModelShape, hw: HwConfig) -> tuple[bool, bool]:
     e = early_loads(shape, hw)
     WL = load_lanes(hw)
 
-    def prefetches(K, O, epi):
-        return drain_fits(hw, K, epi, DH) and hw.rows * (K // WL) <= loop_trip(hw, K, O, epi, DH)
+    def pref(O, epi):   # QKV's and FC1's LayerNorm rows, D / load_lanes words each
+        return prefetches(hw, N, D, O, epi, DH, hw.rows * (D // WL))
 
     many = cdiv(N, hw.rows) > 1
-    pq, p1 = prefetches(D, 3 * DH * qkv_group_heads(shape, hw), "requant"), prefetches(D, HID, "gelu")
-    in_loop = e["embed"] or e["fc2"] or e["proj"] or e["qkv"] or (many and (pq or p1))
+    pq, p1 = pref(3 * DH * qkv_group_heads(shape, hw), "requant"), pref(HID, "gelu")
+    in_loop = e["embed"] or e["fc2"] or e["proj"] or e["qkv"] or pq or p1   # (pq, p1 need two row tiles)
     exposed = not e["embed"] or not e["fc2"] or not e["proj"] or (many and not (pq and p1))
     return in_loop, exposed
 

@@ -258,8 +258,8 @@ def _mac(hw: HwConfig, NR: int, K: int, O: int, src: str, epi: str,
         whole = Loop("mac_array.reduce", trip, 1, 1, trip * slot, drain=epilogue(C).id, body=body)
         groups = [(1, whole, None, None)]
         # row prefetch: the next row tile loads inside this loop when its words (the embedding:
-        # its patch gather's cycles) fit the trip; the head has one row tile
-        prefetch = epi != "head" and R * words <= trip
+        # its patch gather's cycles) fit the trip
+        prefetch = design.prefetches(hw, NR, K, O, epi, K_DH, R * words)
     else:
         groups = []   # weight tiles: the full ones, then a partial last one, each with its epilogue
         for count, c in ((full, C), (1 if last else 0, last)):

@@ -202,32 +202,30 @@ inline void patch_step(const typename C::act_t img[C::IMG_C * C::IMG_H * C::IMG_
   P2VIT_PRAGMA(HLS INLINE)
   constexpr int PL = patch_lanes<C>(), WV = C::SIMD / embed_spread<C>();
   int &n = at.n, &c = at.c, &pi = at.pi, &pjw = at.pjw, &s = at.s, &kw = at.kw;
-  {
-    const int p = n0 + n;
-    const int py = p / C::GRID_W, px = p - py * C::GRID_W;   // constant divisor
-    // the group's first value, as a multiple of PL the compiler can see (pj counts groups: pjw)
-    const int atw = ((c * C::IMG_H + py * C::PATCH + pi) * C::IMG_W + px * C::PATCH) / PL + pjw;
-    for (int w = 0; w < PL; ++w) {
-      P2VIT_PRAGMA(HLS UNROLL)
-      P2VIT_ACCESS_LANE("img", (atw * PL + w) % img_banks<C>(), w, PL);
-      word[s + w] = p < C::NP ? img[atw * PL + w] : typename C::act_t(0);
-    }
-    // the row prefetch's other writers store through the same function: one word store per memory
-    if (s + PL == WV) store_xt_word<C, KMAX>(xt, n, kw, word);
-    s += PL;
-    if (s == WV) {
-      s = 0;
-      ++kw;
-    }
-    if (++pjw == C::PATCH / PL) {
-      pjw = 0;
-      if (++pi == C::PATCH) {
-        pi = 0;
-        if (++c == C::IMG_C) {
-          c = 0;
-          kw = 0;
-          ++n;
-        }
+  const int p = n0 + n;
+  const int py = p / C::GRID_W, px = p - py * C::GRID_W;   // constant divisor
+  // the group's first value, as a multiple of PL the compiler can see (pj counts groups: pjw)
+  const int atw = ((c * C::IMG_H + py * C::PATCH + pi) * C::IMG_W + px * C::PATCH) / PL + pjw;
+  for (int w = 0; w < PL; ++w) {
+    P2VIT_PRAGMA(HLS UNROLL)
+    P2VIT_ACCESS_LANE("img", (atw * PL + w) % img_banks<C>(), w, PL);
+    word[s + w] = p < C::NP ? img[atw * PL + w] : typename C::act_t(0);
+  }
+  // the row prefetch's other writers store through the same function: one word store per memory
+  if (s + PL == WV) store_xt_word<C, KMAX>(xt, n, kw, word);
+  s += PL;
+  if (s == WV) {
+    s = 0;
+    ++kw;
+  }
+  if (++pjw == C::PATCH / PL) {
+    pjw = 0;
+    if (++pi == C::PATCH) {
+      pi = 0;
+      if (++c == C::IMG_C) {
+        c = 0;
+        kw = 0;
+        ++n;
       }
     }
   }
