@@ -125,7 +125,7 @@ def compute_bounds(ir: QuantizedViT, hw: HwConfig) -> Bounds:
             out["drain_tail"] = tail
         iters = nt * (ot * (K // a.simd) + tail)
         if loop == "mac_array.reduce_keys":   # a head group's row tiles, one after the other
-            iters = sum(perf.qk_trips(a, NR, K, cdiv(NR, hw.lanes), GH))
+            iters = sum(perf.qk_trips(a, NR, K, cdiv(NR, hw.lanes), GH, design.attn_block_rows(shape, hw)))
             out["stream_words_per_row"] = cdiv(NR, hw.lanes)
         return {**out, "cycles_per_call": iters * perf.loop_ii(loop, hw), "calls_per_image": count}
 

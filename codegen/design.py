@@ -228,6 +228,19 @@ def proj_pre_words(shape: ModelShape, hw: HwConfig) -> int:
     return (shape.heads // GH - 1) * GH * shape.dh // load_lanes(hw)
 
 
+def proj_handoff(shape: ModelShape, hw: HwConfig) -> bool:
+    """Whether proj runs beside the last head group's attention, a row tile at a time (proj_handoff
+    in kernels/p2vit/banks.h): head groups whose A.V writes whole load words of o (proj_pre_words),
+    and Q.K^T row tiles that split the MAC array's (QK_ROWS divides ROWS)."""
+    return proj_pre_words(shape, hw) > 0 and hw.rows % hw.qk_array_rows == 0
+
+
+def attn_block_rows(shape: ModelShape, hw: HwConfig) -> int:
+    """The attention's query rows per block (attn_block_rows, kernels/p2vit/banks.h): it runs a head
+    group block after block, head after head within a block; ROWS where proj_handoff, else N."""
+    return hw.rows if proj_handoff(shape, hw) else shape.tokens
+
+
 def lanes_fill_xt(shape: ModelShape, hw: HwConfig) -> bool:
     """Whether A.V also writes its first ROWS output rows into the MAC array's row buffer, so that
     proj does not load its first row tile (lanes_fill_xt in kernels/p2vit/banks.h): one value per

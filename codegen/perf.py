@@ -218,14 +218,16 @@ def reduce_body_depth(shape: ModelShape, hw: HwConfig) -> int:
 
 
 def _mac(hw: HwConfig, NR: int, K: int, O: int, src: str, epi: str,
-         K_DH: int = 0, patch: int = 1, preloaded: bool = False, body: int = -1, pre_words: int = 0):
+         K_DH: int = 0, patch: int = 1, preloaded: bool = False, body: int = -1, pre_words: int = 0,
+         handoff: bool = False):
     """One layer on the MAC array (main_array): per row tile, (valid rows, compute Op). Q.K^T has
     its own model, _qk_array.
 
     src: array | patch | ln (load_rows_*); epi: requant | residual | gelu | embed | head (epi_* of
     kernels/p2vit/epilogue.h); K_DH: the head width (QKV's epilogue lanes);
     patch: the patch size (the patch load's lanes); preloaded: the previous layer loaded the first
-    row tile (early_loads; proj after A.V's fill); pre_words: words per row of the first row tile an
+    row tile (early_loads; proj after A.V's fill); handoff: proj beside the last group's attention
+    (_handoff_ops); pre_words: words per row of the first row tile an
     earlier step loaded (proj_pre_words: it loads the rest); body: reduce_body_depth. The embedding loads its row tile's per-token biases after
     the row tile's patches (_embed_bias). Ops of identical row tiles are shared."""
     R, C, S = hw.rows, hw.cols, hw.simd
@@ -282,33 +284,64 @@ def _mac(hw: HwConfig, NR: int, K: int, O: int, src: str, epi: str,
     out = [(full[loads(t)] if NR - t * R >= R else tile(NR - t * R, loads(t))) for t in range(NT)]
     if pre_words:   # the first row tile's other words
         out[0] = tile(min(NR, R), True, pre_words)
+    if handoff:   # proj beside the last head group's attention: a token before it reads rows of o
+        out = _handoff_ops(out, load_id, R * words if prefetch else 0, slot)
     return out
 
 
-def _qk_tile_rows(hq: HwConfig, N: int, heads: int) -> list[int]:
-    """Valid rows of qk_array's row tiles in the order it runs them, head after head: ROWS, and a
-    head's last tile N - (NT - 1) x ROWS."""
+def _handoff_ops(tiles: list, load_id: str, fetch: int, slot: int) -> list:
+    """proj's row tiles where it runs beside the last head group's attention (design.proj_handoff,
+    kernels/p2vit/layers.h main_array): before it reads a row tile's rows of o it reads A.V's token
+    for that tile (an "r" on the `ready` FIFO): before the load of the rows a tile loads itself, and,
+    where the next tile is prefetched (fetch: its iterations, the last ones of the tile's loop), in
+    the loop before them. Same loops and iterations, in the same order (a loop split at the token
+    keeps one entry)."""
+    token = Op("r", [], fifo="ready")
+    out = []
+    for t, (rows, op) in enumerate(tiles):
+        loads = [lp for lp in op.loops if lp.id == load_id]
+        rest = [lp for lp in op.loops if lp.id != load_id]
+        if loads:
+            out += [(0, token), (0, Op("c", loads))]
+        if not fetch or t + 1 == len(tiles):
+            out.append((rows, Op("c", rest, tiles=op.tiles)))
+            continue
+        (_, whole, _, _), = op.tiles   # a prefetching layer drains: one loop per row tile
+        head = replace(whole, iters=whole.iters - fetch, dram=(whole.iters - fetch) * slot)
+        tail = replace(whole, iters=fetch, entries=0, dram=fetch * slot)
+        out += [(rows, Op("c", rest, tiles=[(1, head, None, None)])), (0, token),
+                (0, Op("c", [], tiles=[(1, tail, None, None)]))]
+    return out
+
+
+def _qk_tile_rows(hq: HwConfig, N: int, heads: int, block: int = 0) -> list[int]:
+    """Valid rows of qk_array's row tiles in the order it runs them: blocks of `block` query rows
+    (design.attn_block_rows; 0 or N: one block), in each a head's tiles of the block, head after
+    head: ROWS, and a head's last tile N - (NT - 1) x ROWS."""
     NT = cdiv(N, hq.rows)
-    return [hq.rows if g % NT != NT - 1 else N - (NT - 1) * hq.rows for g in range(heads * NT)]
+    TPB = NT if not block or block >= N else block // hq.rows
+    rows = [hq.rows if t != NT - 1 else N - (NT - 1) * hq.rows for t in range(NT)]
+    return [rows[t] for b in range(0, NT, TPB) for _ in range(heads) for t in range(b, min(b + TPB, NT))]
 
 
-def qk_trips(hq: HwConfig, N: int, DH: int, words: int, heads: int = 1) -> list[int]:
-    """Iterations of qk_array's reduction loop per row tile, for `heads` heads' row tiles one after
-    the other (kernels/p2vit/layers.h): the tile's reduction (design.qk_reduce), or, from the second tile
-    on, the previous tile's rows x words stream words if those are more (words: stream words per
-    row, ceil(N / LANES))."""
+def qk_trips(hq: HwConfig, N: int, DH: int, words: int, heads: int = 1, block: int = 0) -> list[int]:
+    """Iterations of qk_array's reduction loop per row tile, for `heads` heads' row tiles in the
+    attention's order (_qk_tile_rows; kernels/p2vit/layers.h): the tile's reduction
+    (design.qk_reduce), or, from the second tile on, the previous tile's rows x words stream words
+    if those are more (words: stream words per row, ceil(N / LANES))."""
     red = design.qk_reduce(hq, N, DH)
-    return [red] + [max(red, r * words) for r in _qk_tile_rows(hq, N, heads)[:-1]]
+    return [red] + [max(red, r * words) for r in _qk_tile_rows(hq, N, heads, block)[:-1]]
 
 
-def _qk_array(hq: HwConfig, N: int, DH: int, words: int, heads: int) -> list:
+def _qk_array(hq: HwConfig, N: int, DH: int, words: int, heads: int, block: int = 0) -> list:
     """Q.K^T of one head group's heads (`heads`: qkv_group_heads) on its array (hq = qk_hw), as
-    qk_array runs it: the heads' row tiles one after the other, per row tile one loop (qk_trips) that
+    qk_array runs it: the heads' row tiles in the attention's order (blocks of `block` query rows,
+    head after head in a block: _qk_tile_rows), per row tile one loop (qk_trips) that
     reduces the tile and drains its key tiles, streams the previous tile's rows (one FIFO write of
     `words` iterations per row, the first carrying the loop's fill) and prefetches the next tile's
     queries (design.qk_prefetch; else each tile loads before its loop); the last tile's rows stream
     after the last loop (logits_out)."""
-    tile_rows = _qk_tile_rows(hq, N, heads)
+    tile_rows = _qk_tile_rows(hq, N, heads, block)
     load = Op("c", [Loop("mac_array.load_array", hq.rows * cdiv(DH, design.load_lanes(hq)), 1)])
     pre = design.qk_prefetch(hq, N, DH)
     # the row writes are the same Op objects in every tile, and so are equal reduction tails: the
@@ -317,7 +350,7 @@ def _qk_array(hq: HwConfig, N: int, DH: int, words: int, heads: int) -> list:
     next_row = Op("w", [Loop("mac_array.reduce_keys", words, 0)], fifo="logits")
     tails: dict[int, Op] = {}
     ops = []
-    for g, trip in enumerate(qk_trips(hq, N, DH, words, heads)):
+    for g, trip in enumerate(qk_trips(hq, N, DH, words, heads, block)):
         if g == 0 or not pre:
             ops.append(load)
         if g == 0:
@@ -399,11 +432,12 @@ def _block(shape: ModelShape, hw: HwConfig, first: bool) -> list[Step]:
                              preloaded=early["embed" if first else "fc2"] if g == 0 else True, body=body))
 
     # the attention of one head group: Q.K^T (its own MAC array, PCOLS columns) -> softmax -> A.V
-    # (shifter array), one DATAFLOW region whose processes each loop over the group's heads (head
-    # h0's rows, then h0 + 1's, ...)
+    # (shifter array), one DATAFLOW region whose processes each loop over the group's heads (blocks
+    # of AB query rows, head h0's rows of a block, then h0 + 1's, ...: design.attn_block_rows)
     W = cdiv(N, hw.lanes)        # stream words per row: LANES logits or codes each
     R_ALL = GH * N
-    qk = _qk_array(design.qk_hw(hw), N, DH, W, GH)
+    AB = design.attn_block_rows(shape, hw)
+    qk = _qk_array(design.qk_hw(hw), N, DH, W, GH, AB)
     # the row's maximum comes with it (Q.K^T's epilogue takes it); pass i makes row i's exps as the
     # row arrives and row i - 1's codes (GH*N + 1 passes; a row's codes are out when the next pass
     # ends) (one loop entry per group: the first pass carries the pipeline's fill, the others none)
@@ -418,6 +452,14 @@ def _block(shape: ModelShape, hw: HwConfig, first: bool) -> list[Step]:
                + [Op("r", [Loop("shifter.pass", av_words, 0)], fifo="codes")] * (R_ALL - 1)
                + [Op("c", [Loop("shifter.pass", av_words, 0)])])
     attn = [qk, sm_rows, av_rows]
+    handoff = design.proj_handoff(shape, hw)
+    if handoff:   # A.V's token as a block's last row has left (in the pass after it: av_rows[k + 1])
+        ends, k = set(), -1
+        for n0 in range(0, N, AB):
+            k += GH * min(AB, N - n0)
+            ends.add(k + 1)
+        token = Op("w", [], fifo="ready")
+        attn_handoff = [qk, sm_rows, [x for i, op in enumerate(av_rows) for x in ([op, token] if i in ends else [op])]]
     att_macs = GH * N * N * DH
     qkv_macs = N * D * OG
     qkv_dram = _linear_dram(hw, N, D, OG, "requant", DH)
@@ -430,17 +472,29 @@ def _block(shape: ModelShape, hw: HwConfig, first: bool) -> list[Step]:
     # beside the last group's attention the MAC array loads proj's first row tile: the other
     # groups' channels (proj_pre_words), final in o
     PW = design.proj_pre_words(shape, hw)
-    pre_load = [[Op("c", [Loop("mac_array.load_array", hw.rows * PW, 1)])]] if PW else []
-    steps.append(Step("attn" if NG == 1 else f"attn[{NG - 1}]", "attention", pre_load + attn, macs=att_macs,
-                      av_macs=att_macs, dram={}))
+    pre_load = [Op("c", [Loop("mac_array.load_array", hw.rows * PW, 1)])] if PW else []
     pp = [_burst(D * 4, hw), _burst(D, hw), _burst(D, hw), _burst(D, hw)]
-    pre = design.lanes_fill_xt(shape, hw)   # A.V leaves proj's first row tile in xt
-    steps.append(Step("proj", "linear", [_params(*pp) + _seq_ops(_mac(hw, N, D, D, "array", "residual",
-                                                                      preloaded=pre, body=body, pre_words=PW))],
-                      macs=N * D * D, dram={**_linear_dram(hw, N, D, D, "residual", DH), "params": _dram(pp)},
-                      weight_bytes_unique=_uniq(hw, D, D)))
     ln2 = _layernorm(shape, hw)   # loaded before proj, whose writer gathers LN2's statistics
-    steps.append(Step("ln2", "layernorm", [ln2], dram={"params": _dram(ln2[0].loops)}))
+    proj_dram = _linear_dram(hw, N, D, D, "residual", DH)
+    if handoff:
+        # LN2's and proj's parameters before the last call, in which proj runs beside the last
+        # group's attention: its pre-load, then its row tiles, each read of rows of o after A.V's
+        # token for them (_handoff_ops)
+        steps.append(Step("ln2", "layernorm", [[Op("c", ln2[0].loops + pp)]],
+                          dram={"params": _dram(ln2[0].loops) + _dram(pp)}))
+        proj = _seq_ops(_mac(hw, N, D, D, "array", "residual", body=body, pre_words=PW, handoff=True))
+        steps.append(Step(f"attn[{NG - 1}]+proj", "linear+attention", [pre_load + proj] + attn_handoff,
+                          macs=N * D * D + att_macs, av_macs=att_macs, dram={**proj_dram, "params": 0},
+                          weight_bytes_unique=_uniq(hw, D, D)))
+    else:
+        steps.append(Step("attn" if NG == 1 else f"attn[{NG - 1}]", "attention", ([pre_load] if PW else []) + attn,
+                          macs=att_macs, av_macs=att_macs, dram={}))
+        pre = design.lanes_fill_xt(shape, hw)   # A.V leaves proj's first row tile in xt
+        steps.append(Step("proj", "linear", [_params(*pp) + _seq_ops(_mac(hw, N, D, D, "array", "residual",
+                                                                          preloaded=pre, body=body, pre_words=PW))],
+                          macs=N * D * D, dram={**proj_dram, "params": _dram(pp)},
+                          weight_bytes_unique=_uniq(hw, D, D)))
+        steps.append(Step("ln2", "layernorm", [ln2], dram={"params": _dram(ln2[0].loops)}))
     # FC1 (+ GELU into hid) on every row tile, then FC2 (+ residual) on every row tile, each after
     # its parameters, on the MAC array
     p1 = [_burst(HID * 4, hw), _burst(HID, hw), _burst(256, hw)]
@@ -573,6 +627,7 @@ class _Timer:
         self.lane_tree = math.ceil(math.log2(hw.lanes)) if hw.lanes > 1 else 0
         self.col_tree = math.ceil(math.log2(hw.port_cols)) if hw.port_cols > 1 else 0   # Q.K^T's columns
         self.uram = uram_depth(shape, hw)
+        self.row_tiles = cdiv(shape.tokens, hw.rows)
 
     def depth(self, lid: str) -> int:
         return self._depth(lid) + self.uram.get(lid, 0)
@@ -653,6 +708,7 @@ class _Timer:
         # rows each stream holds as emitted (kernels/p2vit/layers.h): a row tile of logits, one row
         # of codes; 0 for HLS's default depth-2 streams (what-if)
         caps = {} if self.sw.fifo == "hls" else {"logits": self.hw.qk_array_rows, "codes": 1}
+        caps["ready"] = self.row_tiles   # A.V's tokens to proj: one per row tile, as emitted (never full)
         return _simulate(stages, durs, caps)
 
 
@@ -867,8 +923,9 @@ def mac_array_bound(hw: HwConfig, macs: int) -> float:
 
 
 def _is_attention_stage(stage) -> bool:
-    """A stage of the attention region (it reads or writes the logits / codes streams)."""
-    return any(op.fifo for op in stage)
+    """A stage of the attention region (it reads or writes the logits / codes streams; the MAC
+    array's stage reads only proj's tokens)."""
+    return any(op.fifo in ("logits", "codes") for op in stage)
 
 
 def critical_path(st: Step, timer: "_Timer", cycles: float, comp: float) -> dict[str, float]:

@@ -116,6 +116,8 @@ def context(ir: QuantizedViT, hw: HwConfig, layout: Layout, bounds: Bounds, modu
         "qkv_heads": qkv_heads,
         "grouped": qkv_heads < m["heads"],
         "proj_pre_words": design.proj_pre_words(shape, hw),
+        "proj_handoff": design.proj_handoff(shape, hw),
+        "row_tiles": -(-shape.tokens // hw.rows),
         "vs_impl": design.storage_impl(design.value_memories(shape, hw)),
         "o_impl": design.storage_impl(design.o_memories(shape, hw)),
         "t2p": design.true_dual_port_bindings(shape, hw),

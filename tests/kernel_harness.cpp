@@ -705,8 +705,9 @@ arr attention_region_t(arr q, arr k, arr v, int shift_qk, std::int64_t x0, std::
   p2vit::pe_x<C> xt[C::ROWS][C::KMAX_MAIN];
   for (auto& row : xt)
     for (auto& x : row) x = 99;
+  p2vit::stream<bool> ready;   // no handoff here: proj is not in this test
   p2vit::attention_block<C>(qa, ka, va, shift_qk, i64(x0), i64(pb), i64(pc), shift_av, o, xt,
-                            p2vit::lanes_fill_xt<C>() ? C::ROWS : 0, 0, C::H, 0);
+                            p2vit::lanes_fill_xt<C>() ? C::ROWS : 0, 0, C::H, 0, ready, false);
   if (!xt_matches_rows<C>(o, xt)) throw std::runtime_error("attention_region: A.V's row buffer differs from o");
   arr out({C::N, C::D});
   for (int n = 0; n < C::N; ++n)
@@ -763,7 +764,8 @@ arr av_rows_t(const arr& codes, const arr& v, int shift) {
   static p2vit::pe_x<C> xt[C::ROWS][C::KMAX_MAIN];
   for (auto& row : xt)
     for (auto& x : row) x = 99;
-  p2vit::av_rows<C>(cs, va, shift, o, xt, p2vit::lanes_fill_xt<C>() ? C::ROWS : 0, 0, C::H);
+  p2vit::stream<bool> ready;   // no handoff here
+  p2vit::av_rows<C>(cs, va, shift, o, xt, p2vit::lanes_fill_xt<C>() ? C::ROWS : 0, 0, C::H, ready, false);
   if (!cs.empty()) throw std::runtime_error("av_rows: codes left in the stream");
   if (!xt_matches_rows<C>(o, xt)) throw std::runtime_error("av_rows: the row buffer differs from o");
   arr out({C::N, C::D});

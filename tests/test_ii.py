@@ -120,7 +120,7 @@ def _cifar_counters(tmp_path_factory, hw, name, w_bits=8):
                                 HwConfig(rows=66, cols=8, simd=8, lanes=8, weight_ports=4, qk_rows=33),
                                 pytest.param(HwConfig(rows=22, cols=8, simd=8, lanes=8, weight_ports=4),
                                              marks=pytest.mark.slow),
-                                HwConfig(rows=22, cols=8, simd=8, lanes=4, weight_ports=4, part=ZCU104_PART)],
+                                HwConfig(rows=22, cols=8, simd=8, lanes=4, weight_ports=4, qk_rows=11, part=ZCU104_PART)],
                          ids=["default 8x8x2: QKV in head groups of 1, 8 drain lanes beside SIMD 2, 1 attention lane",
                               "16x48x2, 3 weight ports of 32-byte words (II 2), 5-row Q.K^T array, 8 attention lanes: "
                               "QKV in one group (its loop is shorter than a row tile's load)",
@@ -130,7 +130,8 @@ def _cifar_counters(tmp_path_factory, hw, name, w_bits=8):
                               "DeiT-B's zcu102 design 66x8x8, 4 weight ports (io on blob_w3), 33-row Q.K^T array, "
                               "8 lanes", "the CIFAR model's zcu102 design 22x8x8: QKV in head groups of 1 beside the "
                               "attention", "22x8x8 at 4 lanes: head groups of 1, A.V writes SIMD-wide words of o "
-                              "(design.av_out_lanes), proj's first row tile partly preloaded; on the ZCU104's part, "
+                              "(design.av_out_lanes), proj beside the last group's attention (an 11-row Q.K^T array: "
+                              "blocks of two of its row tiles, the last partial); on the ZCU104's part, "
                               "r, rc, o and hid in URAM"])
 def test_every_loop_reaches_its_modelled_ii_on_cifar(hw, tmp_path_factory):
     ir, counts, peaks = _cifar_counters(tmp_path_factory, hw, f"ii_{hw.rows}x{hw.cols}")

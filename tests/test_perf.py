@@ -229,7 +229,8 @@ def test_cycle_equations(tiny):
     GH = design.qkv_group_heads(shape, hw)
     NG = H // GH
     assert NG > 1
-    q0, a_last = "blocks.0.qkv[0]", f"blocks.0.attn[{NG - 1}]"
+    q0, a_last = "blocks.0.qkv[0]", f"blocks.0.attn[{NG - 1}]+proj"
+    assert design.proj_handoff(shape, hw)   # proj runs beside the last group's attention
     p = perf.evaluate(shape, hw, perf.Switches(inter=False, axi_latency=0), dram_gbs=None)
     step = {s["name"]: s for s in p.steps}
     # every loop that starts an m_axi burst waits for the first beat (64 cycles by default)
@@ -338,7 +339,8 @@ def test_cycle_equations(tiny):
 
     # Q.K^T: key tile ot - 1 drains inside tile ot's DH/SIMD steps, ceil(ROWS/RL) tail iterations drain
     # the last one; one loop entry per row tile whose pipeline is the reduction's then the epilogue's.
-    # The heads' row tiles run one after the other (head-major); from the second row tile on, the
+    # The heads' row tiles run in blocks of proj's ROWS query rows (here one Q.K^T row tile), head after
+    # head within a block; from the second row tile on, the
     # same loop streams the previous tile's rows (ROWS, or a head's last tile's N - (NT-1)*ROWS; W
     # words each) and runs for as long as the longer of the two; it prefetches the next tile's
     # queries when ROWS x DH/SIMD words fit its steps and drain. The last tile's rows stream after it.
@@ -348,7 +350,8 @@ def test_cycle_equations(tiny):
         + math.ceil(math.log2(C))
     red = OTq * (DH // S) + -(-R // RL)
     last = N - (NTq - 1) * R
-    prev_rows = [R if g % NTq != NTq - 1 else last for g in range(GH * NTq - 1)]
+    assert design.qk_hw(hw).rows == R == design.attn_block_rows(shape, hw)
+    prev_rows = [R if t != NTq - 1 else last for t in range(NTq) for _ in range(GH)][:-1]
     trips = [red] + [max(red, r * W) for r in prev_rows]
     loads = 1 if R * (DH // S) <= red else GH * NTq
     qk = (loads * _cyc("mac_array.load_array", R * -(-DH // S)) + sum(t + d_keys - 1 for t in trips)
@@ -356,15 +359,19 @@ def test_cycle_equations(tiny):
     # one loop entry each per head group (its heads' rows), GH*N + 1 passes (no fill per row or head)
     sm = lane_cyc("softmax.pass", (GH * N + 1) * W)   # pass i: row i's exps beside row i - 1's codes
     av = lane_cyc("shifter.pass", (GH * N + 1) * max(W, -(-DH // L)))   # keys of row i, outputs of i - 1
-    # beside the last group's attention: proj's first row tile, the other groups' channels
+    # the last call: proj beside the last group's attention (without inter-layer overlap, one after
+    # the other): its first row tile's other groups' channels, then proj (A.V's tokens cost nothing
+    # here), and the attention; its parameters and LN2's are loaded before the call
     pw = design.proj_pre_words(shape, hw)
     assert pw == (NG - 1) * GH * DH // S
-    assert step[a_last]["cycles"] == _cyc("mac_array.load_array", R * pw) + qk + sm + av
+    proj = mac(N, D, D, "mac_array.load_array", "requant.residual") - _cyc("mac_array.load_array", R * D // S) \
+        + _cyc("mac_array.load_array", R * (D // S - pw))   # its first row tile's load: the last group's channels
+    assert step[a_last]["cycles"] == _cyc("mac_array.load_array", R * pw) + proj + qk + sm + av
     # LayerNorm: no pass of its own. Its step is the four parameter bursts (LN1's with two reads of
     # the block descriptor); the statistics gather in the residual-stream writer, whose depth takes
     # the row's isqrt, and the rows normalize as QKV, FC1 and the head load them
     lnp = sum(burst(D * fb) for fb in (1, 2, 8, 1))
-    assert step["blocks.0.ln2"]["cycles"] == lnp
+    assert step["blocks.0.ln2"]["cycles"] == lnp + burst(D * 4) + 3 * burst(D)   # with proj's parameters
     assert step["blocks.0.ln1"]["cycles"] == lnp + 2 * burst(perf.BLOCK_FIELDS * 8)
     assert perf.DEPTH["requant.residual"] >= perf.LN_STD_LATENCY and perf.DEPTH["requant.embed"] >= perf.LN_STD_LATENCY
     # the kernel leaves each isqrt the same number of cycles the model assumes
@@ -425,8 +432,9 @@ def test_qkv_head_groups_run_beside_the_attention(monkeypatch):
     NG = H // GH
     steps = {st.name: st for st in perf.schedule(shape, hw)}
     names = [n for n in steps if n.startswith("blocks.0.") and ("qkv" in n or "attn" in n)]
+    assert design.proj_handoff(shape, hw)   # and proj beside the last group's attention
     assert names == ["blocks.0.qkv[0]"] + [f"blocks.0.qkv[{g}]+attn[{g - 1}]" for g in range(1, NG)] + \
-        [f"blocks.0.attn[{NG - 1}]"]
+        [f"blocks.0.attn[{NG - 1}]+proj"]
     timer = perf._Timer(hw, perf.Switches(), None, shape)
 
     def side(stages):
@@ -435,13 +443,15 @@ def test_qkv_head_groups_run_beside_the_attention(monkeypatch):
     for n in names[1:]:
         st = steps[n]
         main, attn = side(st.stages[:1]), side(st.stages[1:])
-        assert timer.region(st.stages) == max(main, attn)
         if "qkv" in n:
+            assert timer.region(st.stages) == max(main, attn)
             assert main > attn   # the attention is hidden behind QKV's next group
+        else:   # proj waits for A.V's tokens (only the first row tile's), yet most of it overlaps
+            assert max(main, attn) < timer.region(st.stages) < max(main, attn) + attn / 2
     # the last step: proj's first row tile, all groups' channels but the last group's
     pw = design.proj_pre_words(shape, hw)
     assert pw == (NG - 1) * GH * DH // hw.simd
-    last = steps[f"blocks.0.attn[{NG - 1}]"]
+    last = steps[f"blocks.0.attn[{NG - 1}]+proj"]
     assert last.stages[0][0].loops[0].iters == R * pw
     grouped = perf.evaluate(shape, hw)
     # the critical path: every cycle is the MAC array's process (its loops by chunk) or the attention
@@ -450,6 +460,19 @@ def test_qkv_head_groups_run_beside_the_attention(monkeypatch):
     assert sum(crit.values()) == pytest.approx(1.0, rel=1e-9)
     assert crit["mac_array"] > 0.9 and max(v for k, v in crit.items() if k != "mac_array") < 0.1
     assert 0 < crit["attention"] < 0.04
+    # proj beside the last group's attention (proj_handoff): A.V writes a token per proj row tile as
+    # its rows of o are final, and proj reads each before it reads those rows; without the handoff the
+    # last group's attention ran beside proj's first row tile's load only, and proj after it
+    NT = -(-shape.tokens // R)
+    assert sum(op.kind == "r" and op.fifo == "ready" for op in last.stages[0]) == NT
+    assert sum(op.kind == "w" and op.fifo == "ready" for op in last.stages[-1]) == NT
+    monkeypatch.setattr(design, "proj_handoff", lambda sh, h: False)
+    apart = perf.evaluate(shape, hw)
+    assert apart.counts == grouped.counts   # the same loops
+    names = {s["name"] for s in apart.steps}
+    assert "blocks.0.proj" in names and f"blocks.0.attn[{NG - 1}]" in names
+    assert grouped.latency_ms < apart.latency_ms - shape.depth * 0.5 * timer.region(last.stages[1:]) / (hw.clock_mhz * 1e3)
+    monkeypatch.undo()
     monkeypatch.setattr(design, "qkv_group_heads", lambda sh, h: sh.heads)
     one = perf.evaluate(shape, hw)
     assert grouped.latency_ms < one.latency_ms

@@ -134,6 +134,50 @@ template <class C>
 constexpr bool lanes_fill_xt() {
   return av_out_lanes<C>() == C::SIMD && C::DH % C::SIMD == 0 && C::N >= C::ROWS && qkv_groups<C>() == 1;
 }
+// proj_handoff<C>(): whether proj runs beside the last head group's attention, a row tile at a time
+// (since session 54): with head groups whose A.V writes whole load words of o (the condition of
+// proj_pre_words in layers.h), and a Q.K^T array whose row tiles split the MAC array's (QK_ROWS
+// divides ROWS), so that the attention finishes the queries of one of proj's row tiles for every
+// head of the group (attn_block_rows) before it starts the next, and tells proj so (a token per row
+// tile on a stream between the two processes of p2vit_main_step).
+template <class C, class = void>
+struct qk_rows_of {
+  static constexpr int value = 0;   // a configuration without a Q.K^T array (kernel tests of A.V alone)
+};
+template <class C>
+struct qk_rows_of<C, std::void_t<decltype(C::QK_ROWS)>> {
+  static constexpr int value = C::QK_ROWS;
+};
+template <class C>
+constexpr bool proj_handoff() {
+  return qkv_groups<C>() > 1 && av_out_lanes<C>() == C::SIMD && qk_rows_of<C>::value > 0 &&
+         C::ROWS % qk_rows_of<C>::value == 0;
+}
+// attn_block_rows<C>(): the attention's query rows per block: it runs a head group block after
+// block, in each block head h0's rows, then h0 + 1's, ... (qk_array's row tiles, softmax_rows' and
+// av_rows' rows). ROWS (proj's row tile) where proj_handoff, else N: one block, head after head.
+template <class C>
+constexpr int attn_block_rows() {
+  return proj_handoff<C>() ? C::ROWS : C::N;
+}
+// AttnRowCursor<C, AB>: a head group's query rows in the attention's order (blocks of AB rows, head
+// after head within a block), with counters only: hv the head within the group, n the token.
+template <class C, int AB>
+struct AttnRowCursor {
+  int hv = 0, n = 0, n0 = 0;   // the row's head (within the group) and token; its block's first token
+  // whether this row is its block's last (the last head's last row in the block)
+  bool block_end() const { return hv == qkv_heads<C>() - 1 && (n + 1 == C::N || n + 1 == n0 + AB); }
+  void next() {
+    ++n;
+    if (n == C::N || n == n0 + AB) {   // this head's rows of the block are done
+      if (++hv == qkv_heads<C>()) {
+        hv = 0;
+        n0 += AB;
+      }
+      n = n0;
+    }
+  }
+};
 // o_lanes_fixed<C>(): whether each lane of both of o's sides (A.V's av_out_lanes writes, the row
 // loads' load_lanes reads) has a bank of its own fixed at compile time, or is its side's only lane.
 // Head groups need it (qkv_grouping_ok): there the two sides are processes of one region with one

@@ -285,14 +285,16 @@ inline void lis_row(const sint<8> a[N], uint<BITS> code[N], const std::int64_t t
 #endif
 }
 
-// softmax_rows_fast<C>: softmax_rows<C> (p2vit/softmax.h): per row, read the row's maximum and N logits, lis_row with the
-// table of this head's constants, the same traces, write N codes.
+// softmax_rows_fast<C>: softmax_rows<C> (p2vit/softmax.h) on rows n0 .. n1 - 1 of head h: per row,
+// read the row's maximum and N logits, lis_row with the table of this head's constants, the same
+// traces, write N codes.
 template <class C>
 inline void softmax_rows_fast(stream<typename C::logit_word_t>& in, stream<typename C::act_t>& maxes,
-                              stream<typename C::code_word_t>& out, i64 x0, i64 pb, i64 pc, int block, int h) {
+                              stream<typename C::code_word_t>& out, i64 x0, i64 pb, i64 pc, int block, int h,
+                              int n0, int n1) {
   const LisTable<C::EXP_SHIFT> lis(x0, pb, pc);
   const long row0 = long(h) * C::N;
-  for (int i = 0; i < C::N; ++i) {
+  for (int i = n0; i < n1; ++i) {
     typename C::act_t a[C::N];
     typename C::code_t code[C::N];
     row_read<C::N, C::LANES>(in, a);
@@ -317,8 +319,8 @@ constexpr bool av_supported() {
          C::AV_FRAC <= 14 && (std::int64_t(C::N) << (7 + C::AV_FRAC)) < (std::int64_t(1) << 31);
 }
 
-// av_rows_fast<C>: av_rows<C> (p2vit/shifter.h) for av_supported<C>() configurations.
-// hv: the head within the value buffer's group (value_buf), h: the head (o's channels h*DH..).
+// av_rows_fast<C>: av_rows<C> (p2vit/shifter.h) for av_supported<C>() configurations, on query rows
+// n0 .. n1 - 1. hv: the head within the value buffer's group (value_buf), h: the head (o's channels h*DH..).
 // The loop adds (v << F) >> c per key with code c < Z (and nothing for c = Z). v << F = v * 2^F is a
 // multiple of 2^c for c <= F, so the arithmetic shift is exact: (v << F) >> c = v * w with
 // w = 2^(F - c) <= 2^14. So acc[d] = sum_j w_j * v[j][d], w_j = 0 for code Z: a dot product, here
@@ -329,7 +331,7 @@ constexpr bool av_supported() {
 // query row.
 template <class C>
 inline void av_rows_fast(stream<typename C::code_word_t>& codes, const value_buf<C> v, int hv, int h,
-                         int shift, std::int8_t o[C::N][C::D]) {
+                         int shift, std::int8_t o[C::N][C::D], int n0, int n1) {
   static_assert(av_supported<C>(), "av_rows_fast: unsupported configuration");
   constexpr int N = C::N, DH = C::DH, F = C::AV_FRAC, Z = C::CODE_ZERO;
   constexpr int NP = (N + 1) / 2;    // key pairs (the last one padded with a zero key if N is odd)
@@ -348,8 +350,8 @@ inline void av_rows_fast(stream<typename C::code_word_t>& codes, const value_buf
 #if P2VIT_CSIM_FAST_ROWS
   const __m512i k = set8(shift);
   constexpr int R = 2;   // query rows per pass: each value pair loaded once for both (2 is the fastest here)
-  for (int i = 0; i < N; i += R) {
-    const int rows = N - i < R ? N - i : R;
+  for (int i = n0; i < n1; i += R) {
+    const int rows = n1 - i < R ? n1 - i : R;
     alignas(64) std::int16_t w[R][2 * NP];
     for (int r = 0; r < R; ++r) {
       if (r < rows) {
@@ -398,7 +400,7 @@ inline void av_rows_fast(stream<typename C::code_word_t>& codes, const value_buf
 #else
   // AVX2: one query row per pass (2 x G accumulators of 8 lanes, vpmaddwd + vpaddd; the same exact
   // int32 sums), the requantization per lane as the loop's requant<8>.
-  for (int i = 0; i < N; ++i) {
+  for (int i = n0; i < n1; ++i) {
     alignas(32) std::int16_t w[2 * NP];
     typename C::code_t cs[N];
     row_read<N, C::LANES>(codes, cs);   // row i's N codes

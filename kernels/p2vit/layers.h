@@ -309,8 +309,13 @@ void main_epilogue(int mode, int t, int ot, const typename C::acc_t acc[C::ROWS]
 // the layer before; proj after A.V's fill, lanes_fill_xt, or, with head groups, after MAIN_IDLE's
 // partial load of it, proj_pre_words, which MAIN_IDLE returns as 0), or -1. grp: QKV's head group (its column
 // tiles grp * OT.. of the layer's head-group-ordered columns; qkv_groups, p2vit/banks.h), 0 for the
-// other layers. Returns the buffer in which it left the next layer's first row tile (main_early),
-// or -1.
+// other layers. handoff (proj_handoff builds, proj in the call beside the last head group's
+// attention): proj first loads its first row tile's other groups' channels (final in o), and reads
+// a token from `ready` (A.V's, one per row tile) before it reads a row tile's rows of the last
+// group's channels: the rest of the first tile, the prefetch of tile t + 1 (which then runs in the
+// last iterations of tile t's loop, the token read in the loop), or, where proj does not prefetch,
+// the load of tile t. Returns the buffer in which it left the next layer's first row
+// tile (main_early), or -1.
 template <class C>
 int main_array(int mode, const typename C::act_t img[C::IMG_C * C::IMG_H * C::IMG_W],
                 const typename C::act_t att[C::N][C::D],
@@ -320,7 +325,8 @@ int main_array(int mode, const typename C::act_t img[C::IMG_C * C::IMG_H * C::IM
                 const sint<16> ln_G[C::D], const i64 ln_B[C::D], const sint<8> ln_sh[C::D], i64 ln_eps,
                 i64 ln_acc1[C::N], i64 ln_acc2[C::N], i64 ln_s1[C::N], i64 ln_sd[C::N], query_buf<C> q, key_buf<C> k, value_buf<C> v,
                 typename C::act_t hid[C::N][C::HID], typename C::logit_t logits[C::CLASSES],
-                pe_x<C> xt[2][C::ROWS][C::KMAX_MAIN], int pre, int grp, int block) {
+                pe_x<C> xt[2][C::ROWS][C::KMAX_MAIN], int pre, int grp, int block, stream<bool>& ready,
+                bool handoff) {
   // Inlined into p2vit_main_layer (the one instance, INLINE off), so `ports` is resolved to that
   // function's m_axi pointer arguments: no pointer to pointer is left for HLS (UG1399, "Pointer
   // Limitations").
@@ -342,13 +348,17 @@ int main_array(int mode, const typename C::act_t img[C::IMG_C * C::IMG_H * C::IM
   // writes the last group's, other channels of o: o's banks see one read and one write per cycle),
   // and proj loads the rest.
   constexpr int PROJ_PRE = proj_pre_words<C>();
-  if (mode == MAIN_IDLE) {
+  constexpr bool HANDOFF = proj_handoff<C>();
+  static_assert(!HANDOFF || PROJ_PRE > 0, "main_array: the handoff is built where proj_pre_words are");
+  // with the handoff (HANDOFF builds), proj itself runs beside the last group's attention and starts
+  // with the same load
+  if (mode == MAIN_IDLE || (HANDOFF && handoff)) {
     if constexpr (PROJ_PRE > 0) {
       main_load<C, KMAX>(MAIN_PROJ, 0, PROJ_PRE * load_lanes<C>(), C::N, 0, img, rc, ln_s1, ln_sd, ln_k, ln_G, ln_B,
                          ln_sh, att, hid, xt[0]);
-      return 0;
+      pre = 0;
     }
-    return -1;
+    if (mode == MAIN_IDLE) return PROJ_PRE > 0 ? 0 : -1;
   }
   // Two row tiles (xt, declared and partitioned in the top): the one the PE array reduces
   // (xt[cur]) and the next one, prefetched into xt[1 - cur] during that reduction (drained layers;
@@ -384,6 +394,7 @@ int main_array(int mode, const typename C::act_t img[C::IMG_C * C::IMG_H * C::IM
     GroupBias& group_bias = csim_fast::scratch<GroupBias, 2>();
     constexpr int TG = csim_fast::group_tiles<C>();
     auto load = [&](int t, pe_x<C> tile[C::ROWS][KMAX]) {
+      if (HANDOFF && handoff) ready.read();   // the row tile's token (the C-sim runs the attention first)
       if (ln_mode(mode))   // the LayerNorm from r (the fast epilogues keep no statistics)
         load_rows_ln_csim<C, KMAX>(r, ln_k, ln_G, ln_B, ln_sh, ln_eps, NR, t * C::ROWS, tile);
       else
@@ -462,7 +473,10 @@ row_tiles:
     // proj's first row tile, where the step before loaded the other groups' channels (pre >= 0 with
     // head groups): the last group's channels
     const bool rest = t == 0 && PROJ_PRE > 0 && mode == MAIN_PROJ && pre >= 0;
-    if (t == 0 ? pre < 0 || rest : !prefetch)
+    const bool load_here = t == 0 ? pre < 0 || rest : !prefetch;
+    // with the handoff, the attention's token for the rows a load reads: this tile's, loaded here
+    if (HANDOFF && handoff && load_here) ready.read();
+    if (load_here)
       main_load<C, KMAX>(mode, t, K, NR, rest ? PROJ_PRE : 0, img, rc, ln_s1, ln_sd, ln_k, ln_G, ln_B, ln_sh, att, hid,
                          xt[cur]);
     if (embed) load_embed_bias<C>(ports, tb_beat + t * TB_BEATS, tile_bias);
@@ -471,6 +485,11 @@ row_tiles:
     const bool fetching = (prefetch && t + 1 < NT) || early;
     const int f_mode = early ? next_mode : mode, f_n0 = early ? 0 : (t + 1) * C::ROWS;
     const int f_words = early ? next_words : words, f_nr = early ? int(C::N) : NR;
+    // with the handoff, the prefetch of proj's next row tile runs in the loop's last ROWS x words
+    // iterations, after A.V's token for those rows (read there: the loop waits only if A.V is
+    // behind), so that a tile's reduction need not wait for the next tile's rows
+    const bool late = HANDOFF && handoff && fetching && !early;
+    const int f_start = late ? trip - C::ROWS * f_words : 0;
     int seg_ot = 0;             // the next loop entry's first column tile and first beat
     long seg_beat0 = w_beat;
   weight_tiles:
@@ -546,7 +565,8 @@ row_tiles:
           if constexpr (PATCH_PREFETCH) {
             if (pat.n < C::ROWS) patch_step<C, KMAX>(img, f_n0, pat, pat_word, xt[1 - cur]);
           }
-        } else if (fetching && pn < C::ROWS) {
+        } else if (fetching && pn < C::ROWS && i >= f_start) {
+          if (late && i == f_start) ready.read();   // the next tile's rows of o are final
           main_prefetch_word<C, KMAX>(f_mode, f_nr, f_n0, pn, pw, rc, ln_s1, ln_sd, ln_k, ln_G, ln_B, ln_sh, att, hid,
                                       xt[1 - cur]);
           if (++pw == f_words) {
@@ -587,21 +607,25 @@ constexpr bool qk_array_prefetch() {
   return C::ROWS * (C::DH / load_lanes<C>()) <= qk_array_reduce<C>();
 }
 
-// qk_array: the logits of `heads` heads from h0 (a head group, qkv_heads; 0: nothing), a =
-// requant(q_h . k_h^T, shift, 8), row by row on `logits` (head h0's rows, then head h0 + 1's, ...),
-// and each row's maximum on `maxes` (taken by the epilogue as the key tiles finish).
-// The heads x NT row tiles (head-major) overlap three ways in one loop per row tile
+// qk_array<C, AB>: the logits of `heads` heads from h0 (a head group, qkv_heads; 0: nothing), a =
+// requant(q_h . k_h^T, shift, 8), row by row on `logits` in the attention's order (blocks of AB
+// query rows, in each head h0's rows, then head h0 + 1's, ...: AttnRowCursor, banks.h; AB = N: head
+// after head), and each row's maximum on `maxes` (taken by the epilogue as the key tiles finish).
+// The heads x NT row tiles (in that order: a block's AB / ROWS tiles of each head) overlap three ways in one loop per row tile
 // (reduce_keys): the PE array reduces tile g from xt[cur] while the epilogue drains its key tiles
 // into rows[cur]; tile g - 1's finished rows stream out of rows[1 - cur], one word per iteration
 // (logits_out_word), so the loop runs max(OT x DH/SIMD + G, that tile's rows x WORDS) iterations;
-// and tile g + 1's queries (the next head's first tile after a head's last) load into xt[1 - cur]
+// and tile g + 1's queries (the next head's tile of the block after a head's last, or the next
+// block's first) load into xt[1 - cur]
 // (qk_array_prefetch), one word per iteration. Only the first tile's load and the last tile's
 // stream (logits_out) are outside the loop, once per head group.
-template <class C>
+template <class C, int AB = C::N>
 void qk_array(const query_buf<C> q, const key_buf<C> k, int shift,
               int h0, int heads, stream<typename C::logit_word_t>& logits, stream<typename C::act_t>& maxes) {
   constexpr int NT = (C::N + C::ROWS - 1) / C::ROWS, OT = (C::N + C::COLS - 1) / C::COLS;
-  constexpr int TILES = qkv_heads<C>() * NT;   // row tiles of a head group, head after head
+  constexpr int TILES = qkv_heads<C>() * NT;   // row tiles of a head group
+  static_assert(AB >= C::N || AB % C::ROWS == 0, "qk_array: a block of the attention is whole row tiles");
+  constexpr int TPB = AB >= C::N ? NT : AB / C::ROWS;   // row tiles of a head in one block
   constexpr int QD = qkv_heads<C>() * C::DH;    // q's row: the group's channels (query_buf)
   const int tiles = heads > 0 ? TILES : 0;
   constexpr int LAST_ROWS = C::N - (NT - 1) * C::ROWS;   // a head's last row tile's rows
@@ -638,23 +662,29 @@ void qk_array(const query_buf<C> q, const key_buf<C> k, int shift,
     using GroupMax = typename C::act_t[TG][RL][G];
     GroupRows& group_rows = csim_fast::scratch<GroupRows, 1>();
     GroupMax& group_max = csim_fast::scratch<GroupMax, 1>();
-    for (int h = h0; h < h0 + heads; ++h)
-      csim_fast::layer_fast<WC, C::DH>(
-          NT, C::DH, (C::N + WC::COLS - 1) / WC::COLS, csim_fast::KeyTiles<WC, C::DH>{k, h - h0},
-          [&](int t, pe_x<C> tile[C::ROWS][C::DH]) {
-            load_rows_array<C, C::DH, QD, q_banks<C>()>(q, (h - h0) * C::DH, C::DH, C::N, t * C::ROWS, tile, "q");
-          },
-          [&](int t, int wt, const typename C::acc_t wide[C::ROWS][WC::COLS]) {
-            typename C::acc_t tile_acc[C::ROWS][C::COLS];
-            for (int i = 0; i < SUB; ++i) {   // key tile 0 first: it starts the row maxima
-              const int ot = wt * SUB + i;
-              if (ot >= OT) break;
-              for (int n = 0; n < C::ROWS; ++n)
-                for (int o = 0; o < C::COLS; ++o) tile_acc[n][o] = wide[n][i * C::COLS + o];
-              epi_logits<C>(tile_acc, ot * C::COLS, shift, group_rows[t % TG], group_max[t % TG]);
-            }
-          },
-          [&](int t) { logits_out<C>(group_rows[t % TG], group_max[t % TG], t * C::ROWS, logits, maxes); });
+    for (int tb = 0; tb < (heads > 0 ? NT : 0); tb += TPB)   // the attention's row order: a block at a time
+      for (int h = h0; h < h0 + heads; ++h)
+        csim_fast::layer_fast<WC, C::DH>(
+            NT - tb < TPB ? NT - tb : TPB, C::DH, (C::N + WC::COLS - 1) / WC::COLS, csim_fast::KeyTiles<WC, C::DH>{k, h - h0},
+            [&](int tt, pe_x<C> tile[C::ROWS][C::DH]) {
+              const int t = tb + tt;
+              load_rows_array<C, C::DH, QD, q_banks<C>()>(q, (h - h0) * C::DH, C::DH, C::N, t * C::ROWS, tile, "q");
+            },
+            [&](int tt, int wt, const typename C::acc_t wide[C::ROWS][WC::COLS]) {
+              const int t = tb + tt;
+              typename C::acc_t tile_acc[C::ROWS][C::COLS];
+              for (int i = 0; i < SUB; ++i) {   // key tile 0 first: it starts the row maxima
+                const int ot = wt * SUB + i;
+                if (ot >= OT) break;
+                for (int n = 0; n < C::ROWS; ++n)
+                  for (int o = 0; o < C::COLS; ++o) tile_acc[n][o] = wide[n][i * C::COLS + o];
+                epi_logits<C>(tile_acc, ot * C::COLS, shift, group_rows[t % TG], group_max[t % TG]);
+              }
+            },
+            [&](int tt) {
+              const int t = tb + tt;
+              logits_out<C>(group_rows[t % TG], group_max[t % TG], t * C::ROWS, logits, maxes);
+            });
     return;
   }
 #endif
@@ -678,6 +708,7 @@ void qk_array(const query_buf<C> q, const key_buf<C> k, int shift,
 #endif
   bool cur = false;   // the row buffers of tile g: xt[cur] (queries), rows[cur] and rmax[cur] (logits)
   int h = h0, t = 0;  // tile g's head and row tile
+  int tb = 0;         // the first row tile of tile g's block
   int prev_rows = 0;  // valid rows of tile g - 1 (0 before the first)
 row_tiles:
   for (int tg = 0; tg < tiles; ++tg) {
@@ -687,8 +718,11 @@ row_tiles:
     } else if constexpr (!PREFETCH) {
       load_rows_array<C, C::DH, QD, q_banks<C>()>(q, (h - h0) * C::DH, C::DH, C::N, t * C::ROWS, xt[cur], "q");
     }
-    const bool head_end = t + 1 == NT;
-    const int nh = head_end ? h + 1 : h, nt = head_end ? 0 : t + 1;   // tile g + 1's head and row tile
+    const bool head_end = t + 1 == NT;   // the head's last row tile (a partial one where ROWS does not divide N)
+    const bool block_end = head_end || t + 1 == tb + TPB;   // the head's last tile in this block
+    const bool group_end = block_end && h + 1 == h0 + qkv_heads<C>();   // the block's last tile
+    const int ntb = group_end ? tb + TPB : tb;                          // tile g + 1's block,
+    const int nh = block_end ? (group_end ? h0 : h + 1) : h, nt = block_end ? ntb : t + 1;   // head and row tile
     const bool fetching = PREFETCH && tg + 1 < tiles;
     const int out_words = prev_rows * WORDS;   // tile g - 1's rows
     const int trip = RED > out_words ? RED : out_words;
@@ -731,6 +765,7 @@ row_tiles:
     prev_rows = head_end ? LAST_ROWS : C::ROWS;
     h = nh;
     t = nt;
+    tb = ntb;
     cur = !cur;
   }
   // the last row tile, in buffer (TILES - 1) mod 2: a compile-time slice for the (not inlined) logits_out
@@ -739,14 +774,16 @@ row_tiles:
 }
 
 // attention_block: Q.K^T -> softmax -> A.V of `heads` heads from h0 (a head group: 0 or qkv_heads
-// heads from a multiple of qkv_heads), overlapped row by row and head after head (each process loops over
-// the group's heads itself, so the region fills once per group). A.V also writes proj's first row
-// tile into xt (xt_rows = ROWS where lanes_fill_xt, else 0).
+// heads from a multiple of qkv_heads), overlapped row by row, in blocks of attn_block_rows query rows
+// and head after head within a block (each process loops over the group's heads itself, so the
+// region fills once per group). A.V also writes proj's first row tile into xt (xt_rows = ROWS where
+// lanes_fill_xt, else 0) and, with `handoff`, a token on `ready` as each block's rows of o are final
+// (proj_handoff: proj runs beside the last group's attention).
 template <class C>
 void attention_block(const query_buf<C> q, const key_buf<C> k,
                      const value_buf<C> v, int shift_qk, i64 x0, i64 pb, i64 pc, int shift_av,
                      typename C::act_t o[C::N][C::D], pe_x<C> xt[C::ROWS][C::KMAX_MAIN], int xt_rows, int h0,
-                     int heads, int block) {
+                     int heads, int block, stream<bool>& ready, bool handoff) {
   P2VIT_PRAGMA(HLS DATAFLOW)
   constexpr int WORDS = (C::N + C::LANES - 1) / C::LANES;   // stream words per row: LANES values each
   stream<typename C::logit_word_t> logits("logits");
@@ -758,9 +795,10 @@ void attention_block(const query_buf<C> q, const key_buf<C> k,
   stream<typename C::code_word_t> codes("codes");
   [[maybe_unused]] constexpr int CODES_DEPTH = WORDS;
   P2VIT_PRAGMA(HLS STREAM variable=codes depth=CODES_DEPTH)            // one softmax row
-  qk_array<QkCfg<C>>(q, k, shift_qk, h0, heads, logits, maxes);
-  softmax_rows<C>(logits, maxes, codes, x0, pb, pc, h0, heads, block);
-  av_rows<C>(codes, v, shift_av, o, xt, xt_rows, h0, heads);
+  constexpr int AB = attn_block_rows<C>();
+  qk_array<QkCfg<C>, AB>(q, k, shift_qk, h0, heads, logits, maxes);
+  softmax_rows<C, AB>(logits, maxes, codes, x0, pb, pc, h0, heads, block);
+  av_rows<C, AB>(codes, v, shift_av, o, xt, xt_rows, h0, heads, ready, handoff);
 }
 
 }  // namespace p2vit

@@ -1,7 +1,8 @@
 // p2vit/shifter.h - the shifter array: attention x V with log2 codes (numerics.md 2.6).
 //
-// av_rows<C>(codes, v, shift, o, xt, xt_rows, h0, heads): for each query row i of each head h of a
-// head group (heads from h0; the rows of head h0, then h0 + 1, ...: the order the softmax sends them),
+// av_rows<C, AB>(codes, v, shift, o, xt, xt_rows, h0, heads, ready, handoff): for each query row i of
+// each head h of a head group (heads from h0; in the attention's order, the one the softmax sends
+// them in: blocks of AB rows, in each the rows of head h0, then h0 + 1, ...; AttnRowCursor, banks.h),
 //   o[i][h*DH + d] = requant(sum_j (v[h - h0][j][d] << F) >> code[i][j], shift, 8), d < DH
 // (v holds the group's heads: value_buf),
 // with DH x LANES shifters: per cycle LANES keys (one code word) and, for each of the DH channels,
@@ -11,7 +12,9 @@
 // the next row's keys: one II-1 loop of heads*N + 1 passes of max(ceil(N / LANES), ceil(DH / OL)) cycles (entered once per head group: no pipeline fill per
 // row or head), pass i taking row i's keys beside row i - 1's outputs; the last cycle of a pass hands
 // its sums over. Rows i < xt_rows (0, or ROWS where lanes_fill_xt) also go into xt, proj's first
-// row tile.
+// row tile. With `handoff` (the last head group's call where proj_handoff: proj runs beside it), a
+// token goes onto `ready` as the last output of each block's last row leaves: that block's rows of
+// o are final in every channel, so proj may load them.
 //   v: the value buffer value_buf<C> = v[QKV_HEADS][N][VW][E] (the head group's heads;
 //     p2vit/banks.h), dim 2 cyclic LANES x dim 3 complete x dim 4 reshaped: key lane l reads the VW
 //     words of its key, memory (l, word), fixed at compile time (II 1); each memory gives one E-channel
@@ -31,12 +34,18 @@
 
 namespace p2vit {
 
-template <class C>
+template <class C, int AB = C::N>
 void av_rows(stream<typename C::code_word_t>& codes, const value_buf<C> v, int shift, typename C::act_t o[C::N][C::D],
-             typename pe_operand<typename C::act_t>::type xt[C::ROWS][C::KMAX_MAIN], int xt_rows, int h0, int heads) {
+             typename pe_operand<typename C::act_t>::type xt[C::ROWS][C::KMAX_MAIN], int xt_rows, int h0, int heads,
+             stream<bool>& ready, bool handoff) {
 #if P2VIT_CSIM_FAST_ATTN
   if constexpr (csim_fast_rows::av_supported<C>()) {   // C-sim: the same sums as a dot product
-    for (int h = h0; h < h0 + heads; ++h) csim_fast_rows::av_rows_fast<C>(codes, v, h - h0, h, shift, o);
+    if (heads > 0)
+      for (int n0 = 0; n0 < C::N; n0 += AB) {   // the attention's row order (AttnRowCursor)
+        for (int h = h0; h < h0 + heads; ++h)
+          csim_fast_rows::av_rows_fast<C>(codes, v, h - h0, h, shift, o, n0, n0 + AB < C::N ? n0 + AB : C::N);
+        if (handoff) ready.write(true);
+      }
     fill_xt_rows<C>(o, xt, xt_rows);
     return;
   }
@@ -52,9 +61,9 @@ void av_rows(stream<typename C::code_word_t>& codes, const value_buf<C> v, int s
   av_acc_t done[C::DH];   // row i - 1's, leaving L per cycle
   P2VIT_PRAGMA(HLS ARRAY_PARTITION variable=done type=complete)
   int i = 0, t = 0;     // this iteration's pass (row i's keys, row i - 1's outputs) and cycle in it
-  int h = h0, n = 0;    // row i's head and token (counters: no divider)
-  int hv = 0;           // row i's head within the group (the value buffer's index)
-  int ph = h0, pn = 0;  // row i - 1's
+  AttnRowCursor<C, AB> row;   // row i's head within the group (the value buffer's index) and token
+  int ph = h0, pn = 0;        // row i - 1's head and token
+  bool pend = false;          // whether row i - 1 ends its block (handoff: a token after its outputs)
   const int rows_all = heads > 0 ? qkv_heads<C>() * C::N : 0;   // heads is 0 or qkv_heads (no multiplier)
   [[maybe_unused]] constexpr int TRIPS = (qkv_heads<C>() * C::N + 1) * PASS;
 pass:
@@ -80,6 +89,7 @@ pass:
           word[l] = y;
         }
       }
+      if (handoff && pend && t == OUTS - 1) ready.write(true);   // the block's rows of o are final
       if constexpr (lanes_fill_xt<C>()) {   // OL == SIMD, SIMD | DH: channels ph*DH + t*OL.. are one xt word
         if (pn < xt_rows) store_xt_word<C, C::KMAX_MAIN>(xt, pn, ow, word);
       }
@@ -105,7 +115,7 @@ pass:
               [[maybe_unused]] constexpr int VW = value_words<C>();
               // memory (key lane, word); the E channels of a word are one read, counted at its first
               if (d % E == 0) P2VIT_ACCESS_STATIC("v", (j % L) * VW + d / E, l * VW + d / E);
-              const av_acc_t vs = av_acc_t(v[hv][j][d / E][d % E]) * av_acc_t(1 << C::AV_FRAC);  // v << F
+              const av_acc_t vs = av_acc_t(v[row.hv][j][d / E][d % E]) * av_acc_t(1 << C::AV_FRAC);  // v << F
               add = add + (c == C::CODE_ZERO ? av_acc_t(0) : av_acc_t(vs >> c));
             }
           }
@@ -120,13 +130,10 @@ pass:
       }
       t = 0;
       ++i;
-      ph = h;
-      pn = n;
-      if (++n == C::N) {
-        n = 0;
-        ++h;
-        ++hv;
-      }
+      ph = h0 + row.hv;
+      pn = row.n;
+      pend = row.block_end();
+      row.next();
     } else {
       ++t;
     }

@@ -1,14 +1,16 @@
 // p2vit/softmax.h - the softmax chunk: Log-Int-Softmax on rows of int8 logits (numerics.md 2.5).
 //
-// softmax_rows<C>(in, maxes, out, x0, pb, pc, h0, heads, block): the heads*N rows of N logits of a
-// head group (heads from h0: qkv_heads of them, or 0) in (head h0's rows, then h0 + 1's, ...), as many rows of N ATTN_BITS-bit codes out (LANES per
+// softmax_rows<C, AB>(in, maxes, out, x0, pb, pc, h0, heads, block): the heads*N rows of N logits of a
+// head group (heads from h0: qkv_heads of them, or 0) in the attention's order (blocks of AB query
+// rows, in each head h0's rows, then h0 + 1's, ...: AttnRowCursor, banks.h; AB = N: head after head),
+// as many rows of N ATTN_BITS-bit codes out (LANES per
 // stream word), row by row, so it overlaps with Q.K^T before it and A.V after it.
 //   maxes: each row's maximum logit, one value per row ahead of the row's words (Q.K^T's epilogue
 //     takes it, p2vit/epilogue.h epi_logits), so no pass of its own finds it.
 //   x0, pb, pc: the integer-exp constants of this layer's logit exponent at C::EXP_SHIFT (from the block
 //     descriptor: calibration data, not hardware).
-//   block: where the rows go in the traced (H, N, N) tensors (C-sim only; row i of the loop is
-//     row i mod N of head h0 + i / N, i.e. row h0*N + i of the tensor seen as (H*N, N)).
+//   block: where the rows go in the traced (H, N, N) tensors (C-sim only; a row of head h, token n
+//     is row h*N + n of the tensor seen as (H*N, N)).
 // One II-1 loop of heads*N + 1 passes of ceil(N / LANES) cycles (entered once per head group: no
 // pipeline fill per row or head), without a divider
 // (numerics.md 2.5, division-free forms), LANES elements per cycle (one stream word in, one out):
@@ -28,17 +30,19 @@
 
 namespace p2vit {
 
-template <class C>
+template <class C, int AB = C::N>
 void softmax_rows(stream<typename C::logit_word_t>& in, stream<typename C::act_t>& maxes,
                   stream<typename C::code_word_t>& out, i64 x0, i64 pb, i64 pc, int h0, int heads, int block) {
 #if P2VIT_CSIM_FAST_ATTN
-  for (int h = h0; h < h0 + heads; ++h)
-    csim_fast_rows::softmax_rows_fast<C>(in, maxes, out, x0, pb, pc, block, h);   // C-sim: the same codes
+  if (heads > 0)
+    for (int n0 = 0; n0 < C::N; n0 += AB)   // the attention's row order (AttnRowCursor)
+      for (int h = h0; h < h0 + heads; ++h)   // C-sim: the same codes
+        csim_fast_rows::softmax_rows_fast<C>(in, maxes, out, x0, pb, pc, block, h, n0, n0 + AB < C::N ? n0 + AB : C::N);
   return;
 #endif
-  constexpr int ROWS_MAX = qkv_heads<C>() * C::N;   // a head group's rows, head after head
+  constexpr int ROWS_MAX = qkv_heads<C>() * C::N;   // a head group's rows (blocks of AB rows, head after head in each)
   const int rows_all = heads > 0 ? ROWS_MAX : 0;    // heads is 0 or qkv_heads (no multiplier)
-  const long row0 = long(h0) * C::N;                // the first row's place among the block's (traces)
+  AttnRowCursor<C, AB> prev_row;                    // row i - 1's head and token (traces)
   constexpr int Z = (1 << C::ATTN_BITS) - 1;
   constexpr int L = C::LANES;
   constexpr int WORDS = (C::N + L - 1) / L;   // stream words per row
@@ -108,9 +112,10 @@ pass:
     }
     sum = row_sum;
     if (jw == WORDS - 1) {   // the pass ends: row i's sum becomes the next pass's comparison side
-      if (i > 0) {
-        P2VIT_TRACE("logits", block, (row0 + i - 1) * C::N, a[prev], C::N);
-        P2VIT_TRACE("codes", block, (row0 + i - 1) * C::N, code, C::N);
+      if (i > 0) {   // its place among the block's rows (H*N, N): head h0 + hv, token n
+        P2VIT_TRACE("logits", block, (long(h0 + prev_row.hv) * C::N + prev_row.n) * C::N, a[prev], C::N);
+        P2VIT_TRACE("codes", block, (long(h0 + prev_row.hv) * C::N + prev_row.n) * C::N, code, C::N);
+        prev_row.next();
       }
       s = softmax_code_rhs<C::ATTN_GEOMETRIC>(row_sum);
       jw = 0;
@@ -120,7 +125,7 @@ pass:
     }
   }
   (void)block;
-  (void)row0;
+  (void)prev_row;
 }
 
 }  // namespace p2vit
