@@ -138,16 +138,22 @@ def compute_bounds(ir: QuantizedViT, hw: HwConfig) -> Bounds:
     loops = [mac("patch embedding", N - 1, KE, D, 1, tail=design.drain_tail(hw, KE, "embed", DH)),
              mac(f"qkv ({grp})", N, D, 3 * DH * GH, ir.depth * NG, tail=design.drain_tail(hw, D, "requant", DH)),
              mac(f"q.k^T ({grp})", N, DH, N, ir.depth * NG, "mac_array.reduce_keys",
-                 cdiv(design.qk_hw(hw).rows, design.logit_rows_per_cycle(design.qk_hw(hw), DH))), mac("proj", N, D, D, ir.depth, tail=design.drain_tail(hw, D, "residual", DH)),
-             mac("fc1", N, D, HID, ir.depth, tail=design.drain_tail(hw, D, "gelu", DH)),
-             mac("fc2", N, HID, D, ir.depth, tail=design.drain_tail(hw, HID, "residual", DH)), mac("head", 1, D, m["num_classes"], 1, tail=design.drain_tail(hw, D, "head", DH)),
-             {"call": f"softmax rows ({grp})", "rows": GH * N, "row_length": N, "elements_per_cycle": hw.lanes,
-              "calls_per_image": ir.depth * NG},
-             {"call": f"A.V rows ({grp})", "rows": GH * N, "keys": N, "keys_per_cycle": hw.lanes, "channels": DH,
-              "calls_per_image": ir.depth * NG},
-             # no pass of its own: statistics in the residual-stream writer, normalization in the row loads
-             {"call": "layernorm (writer statistics, row-load normalization)", "rows": N, "row_length": D,
-              "calls_per_image": 2 * ir.depth + 1}]
+                 cdiv(design.qk_hw(hw).rows, design.logit_rows_per_cycle(design.qk_hw(hw), DH)))]
+    # proj, FC1 and FC2 of every block but the last, and of the last for the class token's row only
+    # (design.cls_rows: the head reads nothing else of it)
+    for nr, count, which in ((N, ir.depth - 1, ""), (design.cls_rows(shape), 1, ", last block: the class token's row")):
+        if count:
+            loops += [mac("proj" + which, nr, D, D, count, tail=design.drain_tail(hw, D, "residual", DH)),
+                      mac("fc1" + which, nr, D, HID, count, tail=design.drain_tail(hw, D, "gelu", DH)),
+                      mac("fc2" + which, nr, HID, D, count, tail=design.drain_tail(hw, HID, "residual", DH))]
+    loops += [mac("head", 1, D, m["num_classes"], 1, tail=design.drain_tail(hw, D, "head", DH)),
+              {"call": f"softmax rows ({grp})", "rows": GH * N, "row_length": N, "elements_per_cycle": hw.lanes,
+               "calls_per_image": ir.depth * NG},
+              {"call": f"A.V rows ({grp})", "rows": GH * N, "keys": N, "keys_per_cycle": hw.lanes, "channels": DH,
+               "calls_per_image": ir.depth * NG},
+              # no pass of its own: statistics in the residual-stream writer, normalization in the row loads
+              {"call": "layernorm (writer statistics, row-load normalization)", "rows": N, "row_length": D,
+               "calls_per_image": 2 * ir.depth + 1}]
     pipelined = [{"loop": lid, "label": lid.split(".", 1)[1], "iterations_per_image": n,
                   "ii": perf.loop_ii(lid, hw), "limited_by": perf.loop_limit(lid, hw)}
                  for lid, n in perf.loop_counts(shape, hw).items()]

@@ -228,6 +228,12 @@ def proj_pre_words(shape: ModelShape, hw: HwConfig) -> int:
     return (shape.heads // GH - 1) * GH * shape.dh // load_lanes(hw)
 
 
+def cls_rows(shape: ModelShape) -> int:
+    """The rows the last block's proj, FC1 and FC2 reduce (cls_rows_only, kernels/p2vit/layers.h):
+    the class token's only, since the head reads nothing else of the last block."""
+    return 1
+
+
 def proj_handoff(shape: ModelShape, hw: HwConfig) -> bool:
     """Whether proj runs beside the last head group's attention, a row tile at a time (proj_handoff
     in kernels/p2vit/banks.h): head groups whose A.V writes whole load words of o (proj_pre_words),
@@ -316,11 +322,12 @@ def ln_load_paths(shape: ModelShape, hw: HwConfig) -> tuple[bool, bool]:
     def pref(O, epi):   # QKV's and FC1's LayerNorm rows, D / load_lanes words each
         return prefetches(hw, N, D, O, epi, DH, hw.rows * (D // WL))
 
-    many = cdiv(N, hw.rows) > 1
     pq, p1 = pref(3 * DH * qkv_group_heads(shape, hw), "requant"), pref(HID, "gelu")
     in_loop = e["embed"] or e["fc2"] or e["proj"] or e["qkv"] or pq or p1   # (pq, p1 need two row tiles)
-    exposed = not e["embed"] or not e["fc2"] or not e["proj"] or (many and not (pq and p1))
-    return in_loop, exposed
+    # exposed in every build since session 54: the last block's FC1 and the head load their first
+    # row tile themselves (cls_rows: the one-row-tile proj and FC2 before them load no next one);
+    # besides, a layer without an early load or a prefetch would
+    return in_loop, True
 
 
 def ln_load_lane_sets(shape: ModelShape, hw: HwConfig) -> int:

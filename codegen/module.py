@@ -75,7 +75,9 @@ class CsimModule:
         return self.mod.run(self.params, images, int(min(threads, max(len(images), 1))))
 
     def trace(self, image: np.ndarray) -> dict[str, np.ndarray]:
-        """Every intermediate integer tensor of one image, named as quantizer.reference traces them."""
+        """Every intermediate integer tensor of one image, named as quantizer.reference traces them
+        (the last block's proj .. res2 of the class token's row only, shape (1, .): the accelerator
+        reduces those layers for it alone, kernels/p2vit/layers.h cls_rows_only)."""
         x = self._int8(image, one=True)[0]
         return dict(self.mod.run_trace(self.params, x))
 

@@ -406,10 +406,13 @@ def _dram(loops) -> int:
     return sum(lp.dram * lp.n for lp in loops)
 
 
-def _block(shape: ModelShape, hw: HwConfig, first: bool) -> list[Step]:
+def _block(shape: ModelShape, hw: HwConfig, first: bool, last: bool = False) -> list[Step]:
     """The steps of one encoder block (names without the blocks.i. prefix), as the controller loop
-    of templates/p2vit_top.cpp.j2 runs them; first: block 0 (its QKV follows the embedding)."""
+    of templates/p2vit_top.cpp.j2 runs them; first: block 0 (its QKV follows the embedding); last:
+    the last block, whose proj, FC1 and FC2 reduce the class token's row only (design.cls_rows:
+    one row tile, which loads itself: no early loads into or out of them)."""
     N, D, H, DH, HID = shape.tokens, shape.dim, shape.heads, shape.dh, shape.hidden
+    NO = design.cls_rows(shape) if last else N   # the rows proj, FC1 and FC2 reduce
     # this block's descriptor, read twice (at the top of its loop iteration, and before the layer
     # before it, the embedding or the previous FC2, with LN1's parameters: that layer's writer
     # gathers LN1's statistics)
@@ -475,34 +478,38 @@ def _block(shape: ModelShape, hw: HwConfig, first: bool) -> list[Step]:
     pre_load = [Op("c", [Loop("mac_array.load_array", hw.rows * PW, 1)])] if PW else []
     pp = [_burst(D * 4, hw), _burst(D, hw), _burst(D, hw), _burst(D, hw)]
     ln2 = _layernorm(shape, hw)   # loaded before proj, whose writer gathers LN2's statistics
-    proj_dram = _linear_dram(hw, N, D, D, "residual", DH)
+    proj_dram = _linear_dram(hw, NO, D, D, "residual", DH)
+    if last:   # one row tile: it loads its own rows, and does not load the next layer's
+        early = {**early, "proj": False, "fc1": False}
     if handoff:
         # LN2's and proj's parameters before the last call, in which proj runs beside the last
         # group's attention: its pre-load, then its row tiles, each read of rows of o after A.V's
         # token for them (_handoff_ops)
         steps.append(Step("ln2", "layernorm", [[Op("c", ln2[0].loops + pp)]],
                           dram={"params": _dram(ln2[0].loops) + _dram(pp)}))
-        proj = _seq_ops(_mac(hw, N, D, D, "array", "residual", body=body, pre_words=PW, handoff=True))
+        proj = _seq_ops(_mac(hw, NO, D, D, "array", "residual", body=body, pre_words=PW, handoff=True))
+        # the tokens of the row tiles a class-token-only proj does not reduce (drain_tokens)
+        proj += [Op("r", [], fifo="ready")] * (cdiv(N, hw.rows) - cdiv(NO, hw.rows))
         steps.append(Step(f"attn[{NG - 1}]+proj", "linear+attention", [pre_load + proj] + attn_handoff,
-                          macs=N * D * D + att_macs, av_macs=att_macs, dram={**proj_dram, "params": 0},
+                          macs=NO * D * D + att_macs, av_macs=att_macs, dram={**proj_dram, "params": 0},
                           weight_bytes_unique=_uniq(hw, D, D)))
     else:
         steps.append(Step("attn" if NG == 1 else f"attn[{NG - 1}]", "attention", ([pre_load] if PW else []) + attn,
                           macs=att_macs, av_macs=att_macs, dram={}))
         pre = design.lanes_fill_xt(shape, hw)   # A.V leaves proj's first row tile in xt
-        steps.append(Step("proj", "linear", [_params(*pp) + _seq_ops(_mac(hw, N, D, D, "array", "residual",
+        steps.append(Step("proj", "linear", [_params(*pp) + _seq_ops(_mac(hw, NO, D, D, "array", "residual",
                                                                           preloaded=pre, body=body, pre_words=PW))],
-                          macs=N * D * D, dram={**proj_dram, "params": _dram(pp)},
+                          macs=NO * D * D, dram={**proj_dram, "params": _dram(pp)},
                           weight_bytes_unique=_uniq(hw, D, D)))
         steps.append(Step("ln2", "layernorm", [ln2], dram={"params": _dram(ln2[0].loops)}))
     # FC1 (+ GELU into hid) on every row tile, then FC2 (+ residual) on every row tile, each after
     # its parameters, on the MAC array
     p1 = [_burst(HID * 4, hw), _burst(HID, hw), _burst(256, hw)]
     p2 = [_burst(D * 4, hw), _burst(D, hw), _burst(D, hw), _burst(D, hw)]
-    s1 = _seq_ops(_mac(hw, N, D, HID, "ln", "gelu", preloaded=early["proj"], body=body))
-    s2 = _seq_ops(_mac(hw, N, HID, D, "array", "residual", preloaded=early["fc1"], body=body))
-    d1, d2 = _linear_dram(hw, N, D, HID, "gelu", DH), _linear_dram(hw, N, HID, D, "residual", DH)
-    steps.append(Step("mlp", "mlp", [_params(*p1) + s1 + _params(*p2) + s2], macs=2 * N * D * HID,
+    s1 = _seq_ops(_mac(hw, NO, D, HID, "ln", "gelu", preloaded=early["proj"], body=body))
+    s2 = _seq_ops(_mac(hw, NO, HID, D, "array", "residual", preloaded=early["fc1"], body=body))
+    d1, d2 = _linear_dram(hw, NO, D, HID, "gelu", DH), _linear_dram(hw, NO, HID, D, "residual", DH)
+    steps.append(Step("mlp", "mlp", [_params(*p1) + s1 + _params(*p2) + s2], macs=2 * NO * D * HID,
                       dram={"weights": d1["weights"] + d2["weights"], "params": _dram(p1) + _dram(p2)},
                       weight_bytes_unique=_uniq(hw, HID, D) + _uniq(hw, D, HID)))
     return steps
@@ -533,16 +540,20 @@ def schedule(shape: ModelShape, hw: HwConfig) -> list[Step]:
                       macs=NP * KP * D, dram=dr, weight_bytes_unique=_uniq(hw, D, KE)))
     # block 0 differs from the rest only in what precedes it (the embedding, not an FC2); a layer's
     # weight bits change no loop (the slot width, hw.weight_slot_bits, is the design's)
-    blocks = {first: _block(shape, hw, first) for first in (True, False)}
+    blocks = {}
     for i in range(shape.depth):
-        steps += [replace(st, name=f"blocks.{i}." + st.name) for st in blocks[i == 0]]
+        kind = (i == 0, i == shape.depth - 1)
+        if kind not in blocks:
+            blocks[kind] = _block(shape, hw, *kind)
+        steps += [replace(st, name=f"blocks.{i}." + st.name) for st in blocks[kind]]
     norm = _layernorm(shape, hw)   # loaded before the last FC2, whose writer gathers its statistics
     steps.append(Step("norm", "layernorm", [norm], dram={"params": _dram(norm[0].loops)}))
     ph = [_burst(CL * 4, hw), _burst(CL, hw)]
     dr = _linear_dram(hw, 1, D, CL, "head")
     dr["params"], dr["io"] = _dram(ph), 4 * CL
     store = Op("c", [Loop("requant.head_store", cdiv(4 * CL, hw.axi_bytes), 1)])   # the logits, one write burst
-    head = _mac(hw, 1, D, CL, "ln", "head", preloaded=design.early_loads(shape, hw)["fc2"], body=reduce_body_depth(shape, hw))
+    # the last block's FC2 reduces one row tile and loads no next row tile: the head loads its own
+    head = _mac(hw, 1, D, CL, "ln", "head", body=reduce_body_depth(shape, hw))
     steps.append(Step("head", "head", [_params(*ph) + _seq_ops(head) + [store]],
                       macs=D * CL, dram=dr, weight_bytes_unique=_uniq(hw, CL, D)))
     return steps
@@ -835,6 +846,9 @@ class Perf:
             "utilization": self.utilization, "clock_mhz": self.hw.clock_mhz, "cycles": self.cycles,
             "compute_latency_ms": self.compute_cycles / (self.hw.clock_mhz * 1e3),
             "gmacs": sum(s["macs"] + s["av_macs"] for s in self.steps) / 1e9,
+            # the whole model's operations at this FPS (what the published tables count per frame)
+            "gmacs_model": model_macs(self.shape) / 1e9,
+            "gops_per_dsp_model": 2 * model_macs(self.shape) * self.fps / 1e9 / dsps,
             "dram_gbs": self.dram_gbs, "dram_mb": self.dram_bytes / 1e6,
             "weight_mb_streamed": wb / 1e6, "weight_mb_unique": wu / 1e6,
             "avg_bandwidth_gbs": self.dram_bytes / (self.latency_ms * 1e-3) / 1e9,
@@ -904,6 +918,15 @@ def latency_bound(shape: ModelShape, hw: HwConfig, dram_gbs: float | None = DEFA
         nbytes = sum(st.dram.values())
         total += max(cache[id(st.stages)], nbytes / timer.bpc if math.isfinite(timer.bpc) else 0.0)
     return total / (hw.clock_mhz * 1e3)
+
+
+def model_macs(shape: ModelShape) -> int:
+    """The whole model's MACs per image, every row of every layer (A.V's shift-adds counted as MACs):
+    the operation count of the published tables. The accelerator makes fewer (the last block's proj,
+    FC1 and FC2 for the class token's row only, design.cls_rows): Perf.ops counts what it makes."""
+    N, D, H, DH, HID = shape.tokens, shape.dim, shape.heads, shape.dh, shape.hidden
+    block = N * D * 3 * D + 2 * H * N * N * DH + N * D * D + 2 * N * D * HID
+    return (N - 1) * shape.kp * D + shape.depth * block + D * shape.num_classes
 
 
 def mac_array_macs(shape: ModelShape, hw: HwConfig) -> int:
@@ -1144,16 +1167,27 @@ def _fmt_steps(p: Perf) -> list[str]:
     lines = [f"{'layer':<24}{'cycles':>14}{'x':>4}{'ms':>11}{'GMAC':>8}{'util':>7}{'DRAM MB':>10}"
              f"{'op/B':>7}  bound    busiest chunks"]
     f = p.hw.clock_mhz * 1e3
+    last = f"blocks.{depth - 1}."
+    # blocks 0 .. depth - 2 as one row per step ("block.", block 0's cycles, the ms of all of them),
+    # the last block apart: its proj, FC1 and FC2 reduce the class token's row only
+    total = {}
+    for s in p.steps:
+        if s["name"].startswith("blocks.") and not s["name"].startswith(last):
+            key = s["name"].split(".", 2)[2]
+            total[key] = total.get(key, 0.0) + s["cycles"]
     for s in p.steps:
         name = s["name"]
-        if name.startswith("blocks.") and not name.startswith("blocks.0."):
+        if name.startswith("blocks.") and not name.startswith(("blocks.0.", last)):
             continue
-        mult = depth if name.startswith("blocks.") else 1
-        label = name.replace("blocks.0.", "block.") if mult > 1 else name
+        mult, ms = 1, s["cycles"] / f
+        label = name   # the last block under its own name (blocks.<depth - 1>.)
+        if name.startswith("blocks.0.") and depth > 1:
+            mult, label = depth - 1, name.replace("blocks.0.", "block.")
+            ms = total[name.split(".", 2)[2]] / f
         top = sorted(s["chunk_cycles"].items(), key=lambda kv: -kv[1])[:3]
         busy = ", ".join(f"{k} {v / s['cycles'] * 100:.0f}%" for k, v in top if v / s["cycles"] >= 0.005)
         opb = f"{s['ops_per_byte']:.0f}" if math.isfinite(s["ops_per_byte"]) else "-"
-        lines.append(f"{label:<24}{s['cycles']:>14,.0f}{mult:>4}{s['cycles'] * mult / f:>11.3f}"
+        lines.append(f"{label:<24}{s['cycles']:>14,.0f}{mult:>4}{ms:>11.3f}"
                      f"{(s['macs'] + s['av_macs']) / 1e9:>8.3f}{s['utilization'] * 100:>6.1f}%"
                      f"{s['dram_bytes'] / 1e6:>10.2f}{opb:>7}  {s['bound']:<8} {busy}")
     return lines
@@ -1189,6 +1223,8 @@ def report(p: Perf, abl: dict | None = None, target: dict | None = None) -> str:
              f"work     {s['gmacs']:.3f} GMAC -> {s['gops']:.1f} GOPS   GOPS/DSP {s['gops_per_dsp']:.4f}"
              f"{' (LUT products counted too)' if r['lut_macs'] else ''}   "
              f"FPS/DSP {s['fps_per_dsp']:.5f}   MAC-array utilization {s['utilization'] * 100:.1f}%",
+             f"         (the MACs made; the whole model, every row of the last block too, is "
+             f"{s['gmacs_model']:.3f} GMAC: {s['gops_per_dsp_model']:.4f} GOPS/DSP at this FPS)",
              "chunks   " + ", ".join(f"{k} {v / p.cycles * 100:.0f}%" for k, v in p.chunks.items()) +
              " (busy cycles / latency; mac_array adds its two arrays' cycles, and chunks run side by side, so a"
              " share, and the busiest chunks' column, may pass 100%)",

@@ -85,12 +85,26 @@ def format_db(v: float | None) -> str:
     return "exact" if math.isinf(v) else f"{v:.1f} dB"
 
 
+def computed_rows(ref: np.ndarray, shape: tuple) -> np.ndarray:
+    """The reference tensor cut to what the C-sim traced: the whole of it, or, for the last block's
+    proj .. res2, its leading rows (the class token's: the accelerator reduces those layers for row 0
+    only, kernels/p2vit/layers.h cls_rows_only). A batch dimension of one is dropped."""
+    ref = np.asarray(ref)
+    if ref.size == int(np.prod(shape)):
+        return ref.reshape(shape)
+    full = ref.reshape((-1,) + tuple(shape[1:]))
+    if len(shape) < 2 or shape[0] > full.shape[0]:
+        raise ValueError(f"a traced tensor of shape {tuple(shape)} is no part of the reference's {ref.shape}")
+    return full[:shape[0]]
+
+
 def first_divergence(csim: dict, ref: dict, names: list[str]) -> Divergence | None:
-    """First differing element over `names` in order; csim/ref: name -> array (same shapes)."""
+    """First differing element over `names` in order; csim/ref: name -> array (the C-sim's may be
+    the reference's leading rows: computed_rows)."""
     for name in names:
         if name not in csim or name not in ref:
             return Divergence(name, 0, (), None if name not in csim else 0, None if name not in ref else 0, -1)
-        c, r = np.asarray(csim[name]), np.asarray(ref[name]).reshape(np.shape(csim[name]))
+        c, r = np.asarray(csim[name]), computed_rows(ref[name], np.shape(csim[name]))
         diff = np.flatnonzero(c.ravel() != r.ravel())
         if diff.size:
             i = int(diff[0])
@@ -140,7 +154,7 @@ def dequantize(name: str, t: np.ndarray, exps: dict, attn_bits: int) -> np.ndarr
 def compare(ir, csim_trace: dict, ref_trace: dict, acts: dict) -> TraceReport:
     """Build the per-layer report. ref_trace entries may carry a batch dimension of one."""
     names = trace_points(ir.depth)
-    ref = {k: np.asarray(v).reshape(np.shape(csim_trace[k])) if k in csim_trace else np.asarray(v)
+    ref = {k: computed_rows(v, np.shape(csim_trace[k])) if k in csim_trace else np.asarray(v)
            for k, v in ref_trace.items()}
     exps = trace_exponents(ir)
     bits = ir.meta["quant"]["attn_bits"]
@@ -161,6 +175,8 @@ def compare(ir, csim_trace: dict, ref_trace: dict, acts: dict) -> TraceReport:
             continue
         mism = int((np.asarray(c) != ref[name]).sum()) if name in ref else -1
         f = fp32_counterpart(name, acts, ir)
+        if f is not None and np.size(f) != np.size(c):   # the class token's row only (computed_rows)
+            f = computed_rows(f, np.shape(c))
         sq = None if f is None else sqnr_db(f, dequantize(name, c, exps, bits).reshape(f.shape))
         layers.append(LayerStat(name, tuple(np.shape(c)), mism, sq, label))
     return TraceReport(layers, first_divergence(csim_trace, ref, names))

@@ -58,8 +58,16 @@ def test_csim_trace_equals_reference_on_every_layer(tiny_build):
     ct = sim.trace(img[0])
     rt = reference.run(ir, to_int8_input(img), trace=True).trace
     assert set(ct) == set(rt)
+    # the last block's proj .. res2 hold the class token's row only (the accelerator reduces those
+    # layers for it alone: layers.h cls_rows_only); every other tensor whole
+    last = f"blocks.{ir.depth - 1}."
+    cls_only = {last + n for n in ("proj", "res1", "ln2", "fc1", "gelu", "fc2", "res2")}
     for name, t in rt.items():
-        assert np.array_equal(ct[name], t[0].numpy()), name
+        want = t[0].numpy()
+        if name in cls_only:
+            assert ct[name].shape == (1,) + want.shape[1:], name
+            want = want[:1]
+        assert np.array_equal(ct[name], want), name
     with pytest.raises(P2VitError, match=r"trace takes one image, .* not uint8 \(4, 32, 32, 3\); trace the images"):
         sim.trace(_images(4))
     with pytest.raises(P2VitError, match=r"not uint8 \(31, 32, 3\)$"):   # the shape given, not a batch of it

@@ -134,7 +134,8 @@ def test_planted_wrong_shift_is_found_at_its_layer(tiny, capsys):
     r = cosim.run(tiny["img"], build=bad, trace=True)
     d = r.trace.first_divergence
     assert d is not None and d.layer == "blocks.1.fc1", r.trace.table()
-    assert d.csim != d.reference and d.index == tuple(np.unravel_index(d.flat_index, (17, hidden)))
+    # (the last block's FC1 is traced for the class token's row only: layers.h cls_rows_only)
+    assert d.csim != d.reference and d.index == tuple(np.unravel_index(d.flat_index, (1, hidden)))
     assert all(s.mismatches == 0 for s in r.trace.layers[:trace_points(2).index("blocks.1.fc1")])
     assert cli_run([str(tiny["png"]), "--build", str(bad), "--trace"]) == 1
     assert "blocks.1.fc1[" in capsys.readouterr().out
@@ -283,3 +284,17 @@ def test_cifar_200_images_bit_exact(cifar_build):
     assert s["n"] == 200 and s["bit_exact_rate"] == 1.0
     assert s["agree_csim_fp32_rate"] > 0.8 and s["csim_top1"] > 50
 
+
+
+def test_computed_rows_cuts_the_reference_to_the_traced_rows():
+    """The last block's proj .. res2 are traced for the class token's row: the comparison takes the
+    reference's leading rows then, the whole tensor otherwise, and refuses a shape that is no part
+    of it."""
+    from cosim.trace import computed_rows
+    ref = np.arange(2 * 5 * 4).reshape(2, 5, 4)[:1]        # a batch of one, (5, 4)
+    assert np.array_equal(computed_rows(ref, (5, 4)), ref[0])
+    assert np.array_equal(computed_rows(ref, (1, 4)), ref[0, :1])
+    with pytest.raises(ValueError, match="no part of"):
+        computed_rows(ref, (6, 4))
+    with pytest.raises(ValueError, match="no part of"):
+        computed_rows(ref, (3,))

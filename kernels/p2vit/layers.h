@@ -104,6 +104,15 @@ template <class C>
 constexpr int main_row_tiles(int mode) {
   return (main_rows<C>(mode) + C::ROWS - 1) / C::ROWS;
 }
+// cls_rows_only<C>(mode, block): whether layer `mode` of block `block` reduces the class token's row
+// only (since session 54): proj, FC1 and FC2 of the last block, whose other rows nothing reads (the
+// head reads the final norm of row 0). Their one row tile holds row 0 and ROWS - 1 rows of zeros
+// or of rows an earlier layer left in the row buffer, whose outputs are written (rows < N) but
+// never read: the logits are the same.
+template <class C>
+constexpr bool cls_rows_only(int mode, int block) {
+  return block == C::DEPTH - 1 && (mode == MAIN_PROJ || mode == MAIN_FC1 || mode == MAIN_FC2);
+}
 // main_drain_tail<C>(mode): the cycles of one tile's drain, which a drained layer's reduction loop
 // also runs after its last tile's steps (QKV: qkv_drain_cycles; the head: COLS, its one row's
 // columns one a cycle; the others: ROWS, a tile row a cycle); main_loop_trip<C>(mode): the loop's
@@ -195,14 +204,13 @@ constexpr int ln_acc_distance() {
 constexpr bool ln_mode(int mode) { return mode == MAIN_QKV || mode == MAIN_FC1 || mode == MAIN_HEAD; }
 // ln_loads_exposed<C>(): whether some LayerNorm row tile loads outside a reduction loop
 // (load_rows_ln, a second set of normalizing lanes): a first row tile no earlier layer loads (QKV's
-// of block 0 after the embedding, QKV's and the head's after FC2, FC1's after proj, a QKV head
-// group's after the group before) or a later one
-// of a layer that does not prefetch.
+// of block 0 after the embedding, QKV's after FC2, FC1's after proj, a QKV head group's after the
+// group before) or a later one of a layer that does not prefetch; and, in every build since session
+// 54, the last block's FC1 and the head, after the one-row-tile proj and FC2 of cls_rows_only,
+// which load no next row tile.
 template <class C>
 constexpr bool ln_loads_exposed() {
-  return !main_early<C>(MAIN_EMBED) || !main_early<C>(MAIN_FC2) || !main_early<C>(MAIN_PROJ) ||
-         (qkv_groups<C>() > 1 && !main_early<C>(MAIN_QKV)) ||
-         (main_row_tiles<C>(MAIN_QKV) > 1 && (!main_prefetches<C>(MAIN_QKV) || !main_prefetches<C>(MAIN_FC1)));
+  return true;
 }
 // ln_loads_in_loop<C>(): whether main_array's reduction loop normalizes rows (a prefetch or an
 // early load of a LayerNorm row tile), the other set of normalizing lanes.
@@ -333,7 +341,8 @@ int main_array(int mode, const typename C::act_t img[C::IMG_C * C::IMG_H * C::IM
   P2VIT_PRAGMA(HLS INLINE)
   static_assert(qkv_grouping_ok<C>(), "main_array: QKV head groups need whole groups of heads, whole column tiles and o_lanes_fixed");
   constexpr int KMAX = C::KMAX_MAIN;
-  const int NR = main_rows<C>(mode), K = main_k<C>(mode), O = main_o<C>(mode);
+  const bool cls = cls_rows_only<C>(mode, block);   // the last block's proj, FC1, FC2: row 0 only
+  const int NR = cls ? 1 : main_rows<C>(mode), K = main_k<C>(mode), O = main_o<C>(mode);
   const int NT = (NR + C::ROWS - 1) / C::ROWS, OT = (O + C::COLS - 1) / C::COLS;
   const int steps = K / C::SIMD;
   // QKV's head group grp: tiles ot_base.. of the layer, whose planes hold all qkv_groups groups
@@ -408,6 +417,8 @@ int main_array(int mode, const typename C::act_t img[C::IMG_C * C::IMG_H * C::IM
     };
     csim_fast::layer_fast<C, KMAX>(NT, K, OT, csim_fast::BlobTiles<C, KMAX>{ports, w_beat, plane, wbits, K / C::SIMD}, load,
                                    epilogue, [](int) {});
+    if (HANDOFF && handoff)   // the tokens of row tiles a cls layer does not reduce
+      for (int k = NT; k < main_row_tiles<C>(MAIN_PROJ); ++k) ready.read();
     return -1;   // every layer loads its own rows here
   }
 #endif
@@ -456,7 +467,8 @@ int main_array(int mode, const typename C::act_t img[C::IMG_C * C::IMG_H * C::IM
   // the early load of the next layer's first row tile (main_early): FC2's (hid) after FC1, a
   // LayerNorm's (rc) after proj, FC2 and the embedding, and, with head groups, the next group's
   // (the same LayerNorm rows) after every QKV group but the last
-  const bool early_here = main_by_mode<C, EARLY>(mode) && (mode != MAIN_QKV || grp + 1 < qkv_groups<C>());
+  // (not in a one-row-tile cls layer: its one tile's drain writes the rows an early load would read)
+  const bool early_here = main_by_mode<C, EARLY>(mode) && (mode != MAIN_QKV || grp + 1 < qkv_groups<C>()) && !cls;
   const int next_mode = main_next(mode), next_words = main_k<C>(next_mode) / load_lanes<C>();
   const bool tracing = P2VIT_TRACING();
   int cur = pre >= 0 ? pre : 0;   // the row buffer being reduced
@@ -589,6 +601,18 @@ row_tiles:
             ln_eps, q, k, v, hid, logits, block);
     }
     if (prefetch || early) cur = 1 - cur;   // the other buffer holds the next row tile (or the next layer's first)
+  }
+  // with the handoff, the last block's proj (cls_rows_only: one row tile) reads the tokens of the
+  // row tiles it does not reduce, so that A.V's writes and its reads match in every call
+  if constexpr (HANDOFF) {
+    if (handoff) {
+      constexpr int PROJ_TILES = main_row_tiles<C>(MAIN_PROJ);
+    drain_tokens:
+      for (int k = NT; k < PROJ_TILES; ++k) {
+        P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=PROJ_TILES)
+        ready.read();
+      }
+    }
   }
   return early_here ? cur : -1;   // after the flip: the buffer the next layer's first row tile went to
 }
