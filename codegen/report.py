@@ -35,7 +35,8 @@ def _qkv_groups_text(ir: QuantizedViT, hw: HwConfig) -> str:
     if gh == shape.heads:
         return ("QKV for every head, then the attention of every head (one head group: the MAC array "
                 "waits for the attention)")
-    last = ("beside the load of proj's first row tile" if design.proj_pre_words(shape, hw)
+    last = ("beside proj, a row tile of the attention output at a time (A.V's tokens)" if design.proj_handoff(shape, hw)
+            else "beside the load of proj's first row tile" if design.proj_pre_words(shape, hw)
             else "alone (proj loads its first row tile after it: A.V's output lanes are not SIMD)")
     return (f"QKV in {shape.heads // gh} head groups of {gh}, each beside the attention of the group before "
             f"(p2vit_main_step); the last group's attention {last}")

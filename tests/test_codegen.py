@@ -274,6 +274,16 @@ def test_head_group_region_shares_only_o(tiny_ir):
     step = grouped[grouped.index("static void p2vit_main_step("):]
     assert "HLS DATAFLOW" in step[:step.index("\n}\n")]          # the region's own pragma
     assert _region_arrays_of_both_processes(grouped) == {"o"}
+    # proj beside the last group's attention (proj_handoff): under synthesis the MAC array stays the
+    # first process (o, an argument, read before written), the attention's tokens come back on the
+    # `ready` stream; the C-sim, which runs processes in the order written, calls the attention first
+    assert design.proj_handoff(shape, grouped_hw)
+    body = step[:step.index("\n}\n")]
+    synth, csim = body.split("#ifdef __SYNTHESIS__")[1].split("#else")
+    assert synth.index("p2vit_main_layer(") < synth.index("p2vit_attention(")
+    assert csim.index("p2vit_attention(") < csim.index("p2vit_main_layer(")
+    assert "p2vit::stream<bool> ready(" in body and "STREAM variable=ready depth=" in body
+    assert "type=unsync" not in grouped
     # one group (a group's loop is shorter than a row tile's load): no region, the calls run one
     # after the other and A.V may fill xt for proj
     single = render(tiny_ir, ONE_GROUP_HW).files["hls/p2vit_top.cpp"]

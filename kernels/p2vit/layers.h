@@ -500,8 +500,9 @@ row_tiles:
     // with the handoff, the prefetch of proj's next row tile runs in the loop's last ROWS x words
     // iterations, after A.V's token for those rows (read there: the loop waits only if A.V is
     // behind), so that a tile's reduction need not wait for the next tile's rows
-    const bool late = HANDOFF && handoff && fetching && !early;
-    const int f_start = late ? trip - C::ROWS * f_words : 0;
+    const bool late = HANDOFF && handoff && fetching && !early;   // (proj only: its sizes are constants)
+    constexpr int PROJ_LATE = int(main_loop_trip<C>(MAIN_PROJ)) - C::ROWS * (main_k<C>(MAIN_PROJ) / load_lanes<C>());
+    const int f_start = late ? PROJ_LATE : 0;
     int seg_ot = 0;             // the next loop entry's first column tile and first beat
     long seg_beat0 = w_beat;
   weight_tiles:
@@ -607,9 +608,10 @@ row_tiles:
   if constexpr (HANDOFF) {
     if (handoff) {
       constexpr int PROJ_TILES = main_row_tiles<C>(MAIN_PROJ);
+      [[maybe_unused]] constexpr int SKIPPED_MAX = PROJ_TILES - 1;
     drain_tokens:
       for (int k = NT; k < PROJ_TILES; ++k) {
-        P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=PROJ_TILES)
+        P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=SKIPPED_MAX)
         ready.read();
       }
     }

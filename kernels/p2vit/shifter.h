@@ -89,12 +89,15 @@ pass:
           word[l] = y;
         }
       }
-      if (handoff && pend && t == OUTS - 1) ready.write(true);   // the block's rows of o are final
       if constexpr (lanes_fill_xt<C>()) {   // OL == SIMD, SIMD | DH: channels ph*DH + t*OL.. are one xt word
         if (pn < xt_rows) store_xt_word<C, C::KMAX_MAIN>(xt, pn, ow, word);
       }
     }
     const bool last = t == PASS - 1;   // row i's sums move to `done` (registers) as the pass ends
+    // the block's rows of o are final: its token in the pass's last cycle, PASS - OUTS cycles after
+    // the last of them was written (the token and those writes are otherwise unordered in the
+    // pipeline; proj reads a row tile's rows hundreds of cycles after its token)
+    if (handoff && pend && last) ready.write(true);
     if (i < rows_all && t < WORDS) {   // row i's keys
       const typename C::code_word_t w = codes.read();
       bool skip = false;
