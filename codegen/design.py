@@ -310,11 +310,12 @@ def early_loads(shape: ModelShape, hw: HwConfig) -> dict[str, bool]:
     return out
 
 
-def ln_load_paths(shape: ModelShape, hw: HwConfig) -> tuple[bool, bool]:
-    """Where the emitted code normalizes LayerNorm rows as they load (layers.h ln_loads_in_loop,
-    ln_loads_exposed): (in main_array's reduction loop: a LayerNorm row tile prefetches or loads
-    early there; in the exposed load loop: some LayerNorm row tile loads outside it). Each is a set
-    of load_lanes normalizing lanes."""
+def ln_loads_in_loop(shape: ModelShape, hw: HwConfig) -> bool:
+    """Whether main_array's reduction loop normalizes LayerNorm rows as it loads them (layers.h
+    ln_loads_in_loop): a LayerNorm row tile prefetches or loads early there. The exposed load loop
+    (load_rows_ln) normalizes too, in every build since session 54: the last block's FC1 and the head
+    load their first row tile themselves (cls_rows: the one-row-tile proj and FC2 before them load no
+    next one)."""
     N, D, HID, DH = shape.tokens, shape.dim, shape.hidden, shape.dh
     e = early_loads(shape, hw)
     WL = load_lanes(hw)
@@ -323,16 +324,13 @@ def ln_load_paths(shape: ModelShape, hw: HwConfig) -> tuple[bool, bool]:
         return prefetches(hw, N, D, O, epi, DH, hw.rows * (D // WL))
 
     pq, p1 = pref(3 * DH * qkv_group_heads(shape, hw), "requant"), pref(HID, "gelu")
-    in_loop = e["embed"] or e["fc2"] or e["proj"] or e["qkv"] or pq or p1   # (pq, p1 need two row tiles)
-    # exposed in every build since session 54: the last block's FC1 and the head load their first
-    # row tile themselves (cls_rows: the one-row-tile proj and FC2 before them load no next one);
-    # besides, a layer without an early load or a prefetch would
-    return in_loop, True
+    return e["embed"] or e["fc2"] or e["proj"] or e["qkv"] or pq or p1   # (pq, p1 need two row tiles)
 
 
 def ln_load_lane_sets(shape: ModelShape, hw: HwConfig) -> int:
-    """Sets of normalizing LayerNorm lanes the emitted code builds (ln_load_paths)."""
-    return sum(ln_load_paths(shape, hw))
+    """Sets of normalizing LayerNorm lanes the emitted code builds, each load_lanes lanes: the
+    exposed load loop's, and the reduction loop's where ln_loads_in_loop."""
+    return 1 + int(ln_loads_in_loop(shape, hw))
 
 
 def stream_writers(shape: ModelShape, hw: HwConfig) -> int:

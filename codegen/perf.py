@@ -210,7 +210,7 @@ def reduce_body_depth(shape: ModelShape, hw: HwConfig) -> int:
                                                    ("requant.embed", dr["embed"]), ("requant.gelu", dr["fc1"]),
                                                    ("requant.head", dr["head"])) if on]
     red = DEPTH["mac_array.reduce"] + simd_chain_depth(hw.simd)
-    load_id = "layernorm.load" if design.ln_load_paths(shape, hw)[0] else "mac_array.load_array"
+    load_id = "layernorm.load" if design.ln_loads_in_loop(shape, hw) else "mac_array.load_array"
     load = DEPTH[load_id] + ur.get(load_id, 0)
     if design.patch_prefetch(shape, hw):
         load = max(load, DEPTH["mac_array.load_patch"] + ur.get("mac_array.load_patch", 0))

@@ -249,7 +249,7 @@ def test_cycle_equations(tiny):
                  ("requant.residual", D // S >= R or HID // S >= R), ("requant.embed", KP // S >= R),
                  ("requant.gelu", D // S >= R)]
         red = perf.DEPTH["mac_array.reduce"] + _chain(S)
-        load = perf.DEPTH["layernorm.load" if design.ln_load_paths(shape, hw)[0] else "mac_array.load_array"]
+        load = perf.DEPTH["layernorm.load" if design.ln_loads_in_loop(shape, hw) else "mac_array.load_array"]
         return max(red + max([perf.DEPTH[e] for e, on in built if on], default=0), load) - red
 
     body = body_depth(hw)

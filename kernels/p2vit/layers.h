@@ -202,16 +202,6 @@ constexpr int ln_acc_distance() {
 // ln_mode(mode): the layers whose input rows are a LayerNorm's output, normalized as they load
 // (layernorm.h): QKV (LN1), FC1 (LN2), the head (the final norm).
 constexpr bool ln_mode(int mode) { return mode == MAIN_QKV || mode == MAIN_FC1 || mode == MAIN_HEAD; }
-// ln_loads_exposed<C>(): whether some LayerNorm row tile loads outside a reduction loop
-// (load_rows_ln, a second set of normalizing lanes): a first row tile no earlier layer loads (QKV's
-// of block 0 after the embedding, QKV's after FC2, FC1's after proj, a QKV head group's after the
-// group before) or a later one of a layer that does not prefetch; and, in every build since session
-// 54, the last block's FC1 and the head, after the one-row-tile proj and FC2 of cls_rows_only,
-// which load no next row tile.
-template <class C>
-constexpr bool ln_loads_exposed() {
-  return true;
-}
 // ln_loads_in_loop<C>(): whether main_array's reduction loop normalizes rows (a prefetch or an
 // early load of a LayerNorm row tile), the other set of normalizing lanes.
 template <class C>
@@ -231,9 +221,11 @@ constexpr int proj_pre_words() {
 }
 
 // main_load: the stationary rows of row tile t for layer `mode`: patches of the image, the
-// attention output, FC1's output or the LayerNorm output (normalized from rc as it loads, where
-// some LayerNorm tile loads outside the reduction loop: ln_loads_exposed); words kw0.. of each row
-// (proj's first row tile after proj_pre_words were loaded, else 0).
+// attention output, FC1's output or the LayerNorm output (normalized from rc as it loads:
+// load_rows_ln, the second set of normalizing lanes, which every build has since session 54: the
+// last block's FC1 and the head load their first row tile here, after the one-row-tile proj and FC2
+// of cls_rows_only, as does any LayerNorm row tile no reduction loop loads); words kw0.. of each
+// row (proj's first row tile after proj_pre_words were loaded, else 0).
 template <class C, int KMAX>
 void main_load(int mode, int t, int K, int NR, int kw0, const typename C::act_t img[C::IMG_C * C::IMG_H * C::IMG_W],
                const typename C::res_t rc[C::N][C::D], const i64 ln_s1[C::N], const i64 ln_sd[C::N],
@@ -249,7 +241,7 @@ void main_load(int mode, int t, int K, int NR, int kw0, const typename C::act_t 
   } else if (mode == MAIN_FC2) {
     load_rows_array<C, KMAX, C::HID, hid_banks<C>()>(hid, 0, K, NR, n0, xt, "hid");
   } else {
-    if constexpr (ln_loads_exposed<C>()) load_rows_ln<C, KMAX>(rc, ln_s1, ln_sd, ln_k, ln_G, ln_B, ln_sh, NR, n0, xt);
+    load_rows_ln<C, KMAX>(rc, ln_s1, ln_sd, ln_k, ln_G, ln_B, ln_sh, NR, n0, xt);
   }
 }
 
@@ -302,6 +294,21 @@ void main_epilogue(int mode, int t, int ot, const typename C::acc_t acc[C::ROWS]
                       ln_eps, mode == MAIN_PROJ ? "proj" : "fc2", block, FAST);
   } else if (mode == MAIN_FC1) {
     if constexpr (TAIL_FC1) epi_gelu<C>(acc, n0, ot, bias, shift, lut, hid, block);
+  }
+}
+
+// skip_tokens<C>(ready, NT): with the handoff, the tokens of the row tiles proj does not reduce
+// (tiles NT.. of N / ROWS: the last block's proj, cls_rows_only, reduces one), so that A.V's
+// writes and proj's reads match in every call.
+template <class C>
+void skip_tokens(stream<bool>& ready, int NT) {
+  P2VIT_PRAGMA(HLS INLINE)
+  constexpr int PROJ_TILES = main_row_tiles<C>(MAIN_PROJ);
+  [[maybe_unused]] constexpr int SKIPPED_MAX = PROJ_TILES - 1;
+drain_tokens:
+  for (int k = NT; k < PROJ_TILES; ++k) {
+    P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=SKIPPED_MAX)
+    ready.read();
   }
 }
 
@@ -417,8 +424,7 @@ int main_array(int mode, const typename C::act_t img[C::IMG_C * C::IMG_H * C::IM
     };
     csim_fast::layer_fast<C, KMAX>(NT, K, OT, csim_fast::BlobTiles<C, KMAX>{ports, w_beat, plane, wbits, K / C::SIMD}, load,
                                    epilogue, [](int) {});
-    if (HANDOFF && handoff)   // the tokens of row tiles a cls layer does not reduce
-      for (int k = NT; k < main_row_tiles<C>(MAIN_PROJ); ++k) ready.read();
+    if (HANDOFF && handoff) skip_tokens<C>(ready, NT);
     return -1;   // every layer loads its own rows here
   }
 #endif
@@ -603,18 +609,8 @@ row_tiles:
     }
     if (prefetch || early) cur = 1 - cur;   // the other buffer holds the next row tile (or the next layer's first)
   }
-  // with the handoff, the last block's proj (cls_rows_only: one row tile) reads the tokens of the
-  // row tiles it does not reduce, so that A.V's writes and its reads match in every call
   if constexpr (HANDOFF) {
-    if (handoff) {
-      constexpr int PROJ_TILES = main_row_tiles<C>(MAIN_PROJ);
-      [[maybe_unused]] constexpr int SKIPPED_MAX = PROJ_TILES - 1;
-    drain_tokens:
-      for (int k = NT; k < PROJ_TILES; ++k) {
-        P2VIT_PRAGMA(HLS LOOP_TRIPCOUNT max=SKIPPED_MAX)
-        ready.read();
-      }
-    }
+    if (handoff) skip_tokens<C>(ready, NT);
   }
   return early_here ? cur : -1;   // after the flip: the buffer the next layer's first row tile went to
 }
