@@ -237,8 +237,17 @@ def cls_rows(shape: ModelShape) -> int:
 def proj_handoff(shape: ModelShape, hw: HwConfig) -> bool:
     """Whether proj runs beside the last head group's attention, a row tile at a time (proj_handoff
     in kernels/p2vit/banks.h): head groups whose A.V writes whole load words of o (proj_pre_words),
-    and Q.K^T row tiles that split the MAC array's (QK_ROWS divides ROWS)."""
-    return proj_pre_words(shape, hw) > 0 and hw.rows % hw.qk_array_rows == 0
+    Q.K^T row tiles that split the MAC array's (QK_ROWS divides ROWS), and a token that leaves A.V
+    at least a cycle after the writes of o it releases (av_token_margin)."""
+    return proj_pre_words(shape, hw) > 0 and hw.rows % hw.qk_array_rows == 0 and av_token_margin(shape, hw) > 0
+
+
+def av_token_margin(shape: ModelShape, hw: HwConfig) -> int:
+    """Cycles between a block's last write of o and its token on `ready` (av_token_margin in
+    kernels/p2vit/banks.h): A.V's pass is max(key words, output words) cycles, the outputs in its
+    first ceil(DH / av_out_lanes), the token in its last."""
+    outs = cdiv(shape.dh, av_out_lanes(hw))
+    return max(cdiv(shape.tokens, hw.lanes), outs) - outs
 
 
 def attn_block_rows(shape: ModelShape, hw: HwConfig) -> int:

@@ -792,6 +792,73 @@ arr av_rows_v(arr codes, arr v, int shift, int bits, int lanes, int simd) {
   throw py::value_error("av_rows: shape not instantiated in the harness");
 }
 
+// av_rows_handoff(codes, v, shift, bits, lanes, simd, block_rows): av_rows<AvCfg, AB = block_rows>
+// with the handoff on, its rows in the attention's order (blocks of AB rows, in each every head's;
+// AttnRowCursor), so codes go in that order. Returns (o, log, tokens): o as av_rows, the handoff's
+// log of A.V's operations in the order its loop issues them ((pass iteration, event, row) triples,
+// event 0 a row of o written, 1 a token; p2vit/trace.h handoff_log) and the tokens on `ready`. The
+// log is empty of writes where a native build takes the fast path.
+template <class C, int AB>
+py::tuple av_rows_handoff_t(const arr& codes, const arr& v, int shift) {
+  p2vit::stream<typename C::code_word_t> cs;
+  constexpr int WORDS = (C::N + C::LANES - 1) / C::LANES;
+  p2vit::AttnRowCursor<C, AB> row;
+  for (int r = 0; r < C::H * C::N; ++r, row.next())
+    for (int jw = 0; jw < WORDS; ++jw) {
+      typename C::code_word_t w;
+      for (int l = 0; l < C::LANES; ++l) {
+        const int j = jw * C::LANES + l;
+        p2vit::lane(w, l) = j < C::N ? in_u<C::ATTN_BITS>(codes.at(row.hv, row.n, j), "av_rows codes")
+                                     : typename C::code_t(C::CODE_ZERO);
+      }
+      cs.write(w);
+    }
+  static typename C::act_t o[C::N][C::D];
+  static p2vit::value_buf<C> va;
+  for (int hh = 0; hh < C::H; ++hh)
+    for (int n = 0; n < C::N; ++n)
+      for (int d = 0; d < C::DH; ++d) value_at<C>(va, hh, n, d) = in_s<8>(v.at(hh, n, d), "av_rows v");
+  for (int n = 0; n < C::N; ++n)
+    for (int c = 0; c < C::D; ++c) o[n][c] = 0;
+  static p2vit::pe_x<C> xt[C::ROWS][C::KMAX_MAIN];
+  for (auto& xrow : xt)
+    for (auto& x : xrow) x = 99;
+  p2vit::stream<bool> ready;
+  std::vector<long> log;
+  p2vit::handoff_log = &log;
+  try {
+    p2vit::av_rows<C, AB>(cs, va, shift, o, xt, p2vit::lanes_fill_xt<C>() ? C::ROWS : 0, 0, C::H, ready, true);
+  } catch (...) {
+    p2vit::handoff_log = nullptr;
+    throw;
+  }
+  p2vit::handoff_log = nullptr;
+  if (!cs.empty()) throw std::runtime_error("av_rows: codes left in the stream");
+  if (!xt_matches_rows<C>(o, xt)) throw std::runtime_error("av_rows: the row buffer differs from o");
+  arr out({C::N, C::D});
+  for (int n = 0; n < C::N; ++n)
+    for (int c = 0; c < C::D; ++c) out.mutable_at(n, c) = out64(o[n][c]);
+  arr events({long(log.size() / 3), 3L});
+  std::copy(log.begin(), log.end(), events.mutable_data());
+  return py::make_tuple(out, events, int(ready.size()));
+}
+
+#define P2VIT_AV_HANDOFF_LIST(X) X(7, 2, 4, 4, 1, 1, 3) X(10, 3, 24, 4, 2, 8, 4) X(197, 2, 64, 4, 8, 8, 66) \
+  X(197, 2, 64, 4, 8, 16, 40) X(9, 2, 16, 3, 2, 8, 9)
+
+py::tuple av_rows_handoff_v(arr codes, arr v, int shift, int bits, int lanes, int simd, int block_rows) {
+  if (codes.ndim() != 3 || v.ndim() != 3 || codes.shape(1) != codes.shape(2) || v.shape(1) != codes.shape(1) ||
+      codes.shape(0) != v.shape(0))
+    throw py::value_error("av_rows_handoff: codes (H, N, N), v (H, N, DH)");
+  const auto n = codes.shape(1), hh = v.shape(0), dh = v.shape(2);
+#define X(N, H, DH, B, L, S, AB)                                                                        \
+  if (n == N && hh == H && dh == DH && bits == B && lanes == L && simd == S && block_rows == AB) \
+    return av_rows_handoff_t<AvCfg<N, H, DH, B, L, S>, AB>(codes, v, shift);
+  P2VIT_AV_HANDOFF_LIST(X)
+#undef X
+  throw py::value_error("av_rows_handoff: shape not instantiated in the harness");
+}
+
 // ECfg<RBITS>: a configuration for the epilogues alone: 7 tokens in row tiles of 3 (a partial last
 // tile), 12 channels and 20 hidden units in column tiles of 8 (partial last tiles).
 template <int RBITS>
@@ -1358,6 +1425,8 @@ PYBIND11_MODULE(P2VIT_MODNAME, m) {
   m.def("lis_table", &lis_table_v, py::arg("x0"), py::arg("pb"), py::arg("pc"), py::arg("exp_shift") = 0);
   m.def("lis_row", &lis_row_v, py::arg("a"), py::arg("table"), py::arg("bits"), py::arg("geometric") = false);
 #endif
+  m.def("av_rows_handoff", &av_rows_handoff_v, py::arg("codes"), py::arg("v"), py::arg("shift"), py::arg("bits"),
+        py::arg("lanes"), py::arg("simd"), py::arg("block_rows"));
   m.def("av_rows", &av_rows_v, py::arg("codes"), py::arg("v"), py::arg("shift"), py::arg("bits"),
         py::arg("lanes") = 1, py::arg("simd") = 0);   // simd 0: = lanes
   m.def("epi_gelu", &epi_gelu_v, py::arg("acc"), py::arg("n0"), py::arg("o0"), py::arg("bias"), py::arg("shift"),

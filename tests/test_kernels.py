@@ -19,6 +19,7 @@ import subprocess
 import sys
 import sysconfig
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -28,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from codegen import design  # noqa: E402
 from quantizer import intops  # noqa: E402
 from quantizer.quantize import lis_exponent_range  # noqa: E402
 
@@ -1200,6 +1202,54 @@ def test_av_rows_against_numerics_2_6(fkern, n, heads, dh, bits, lanes, simd):
             got = fkern.av_rows(per_head, v, shift, bits, lanes, simd)   # every head, one after the other
             want = sum(_av_want(per_head[h], v, h, shift, bits) for h in range(heads))
             check(got, want, codes=codes[:, :1])
+
+
+AV_HANDOFF_SHAPES = [(7, 2, 4, 4, 1, 1, 3), (10, 3, 24, 4, 2, 8, 4), (197, 2, 64, 4, 8, 8, 66),
+                     (197, 2, 64, 4, 8, 16, 40), (9, 2, 16, 3, 2, 8, 9)]   # kernel_harness.cpp P2VIT_AV_HANDOFF_LIST
+
+
+@pytest.mark.parametrize("n,heads,dh,bits,lanes,simd,block_rows", AV_HANDOFF_SHAPES)
+def test_av_rows_handoff_token_follows_its_rows(kern, n, heads, dh, bits, lanes, simd, block_rows):
+    """With the handoff (proj beside the last head group's attention), A.V runs its rows in blocks of
+    proj's row tile, every head's rows of a block before the next block, and puts a token on `ready`
+    once a block's rows of o are final: one token a block, each issued in a later iteration of A.V's
+    pipelined loop than every write of its block's rows (design.av_token_margin cycles later, at
+    least 1 where the handoff is built), and no write of those rows after it. The
+    C-sim runs the attention before proj, so o's values cannot show a token placed too early; the
+    loop's own order (p2vit/trace.h handoff_log) does. The values stay those of numerics 2.6."""
+    rng = np.random.default_rng(n * 100 + block_rows)
+    z = (1 << bits) - 1
+    codes = rng.integers(0, z + 1, (heads, n, n))
+    codes[:, -1] = z
+    v = rng.integers(-128, 128, (heads, n, dh))
+    shift = z - 1 + 3
+    o, log, tokens = kern.av_rows_handoff(codes, v, shift, bits, lanes, simd, block_rows)
+    want = sum(_av_want(codes[h], v, h, shift, bits) for h in range(heads))
+    check(o, want, codes=codes[0, :, :1])
+    blocks = -(-n // block_rows)
+    assert tokens == blocks
+    writes = log[log[:, 1] == 0]
+    if kern.mode == "native" and len(writes) == 0:
+        assert len(log) == 0   # the fast path (csim_fast_rows.h): no loop, so no order to check
+        return
+    assert len(writes) > 0, "the loop path logs its writes of o"
+    token_at = log[log[:, 1] == 1][:, 0]
+    assert len(token_at) == blocks
+    assert sorted(set(writes[:, 2].tolist())) == list(range(n))   # every row of o written
+    # the margin the handoff's condition requires (design.av_token_margin, here on the harness's
+    # lanes and SIMD; every shape above has a positive one)
+    margin = design.av_token_margin(SimpleNamespace(tokens=n, dh=dh), SimpleNamespace(lanes=lanes, simd=simd))
+    assert margin > 0
+    for b in range(blocks):
+        mine = writes[(writes[:, 2] // block_rows) == b]
+        assert token_at[b] - mine[:, 0].max() == margin, f"block {b}: its token {margin} cycles after its last write"
+    # the log is in issue order: a token never precedes a write of its own block
+    seen_tokens = 0
+    for it, event, row in log.tolist():
+        if event == 1:
+            seen_tokens += 1
+        else:
+            assert row // block_rows >= seen_tokens
 
 
 def _requant_py(v, k, bits):

@@ -148,10 +148,19 @@ template <class C>
 struct qk_rows_of<C, std::void_t<decltype(C::QK_ROWS)>> {
   static constexpr int value = C::QK_ROWS;
 };
+// av_token_margin<C>(): the cycles between a block's last write of o and its token (p2vit/shifter.h:
+// the token goes out in the last cycle of the pass in which the block's last row leaves, PASS =
+// max(key words, output words) cycles, the writes in its first OUTS). The handoff needs it positive,
+// so that the token never shares a pipeline iteration with a write it releases.
+template <class C>
+constexpr int av_token_margin() {
+  constexpr int WORDS = (C::N + C::LANES - 1) / C::LANES, OUTS = (C::DH + av_out_lanes<C>() - 1) / av_out_lanes<C>();
+  return (WORDS > OUTS ? WORDS : OUTS) - OUTS;
+}
 template <class C>
 constexpr bool proj_handoff() {
   return qkv_groups<C>() > 1 && av_out_lanes<C>() == C::SIMD && qk_rows_of<C>::value > 0 &&
-         C::ROWS % qk_rows_of<C>::value == 0;
+         C::ROWS % qk_rows_of<C>::value == 0 && av_token_margin<C>() > 0;
 }
 // attn_block_rows<C>(): the attention's query rows per block: it runs a head group block after
 // block, in each block head h0's rows, then h0 + 1's, ... (qk_array's row tiles, softmax_rows' and

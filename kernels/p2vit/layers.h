@@ -478,6 +478,7 @@ int main_array(int mode, const typename C::act_t img[C::IMG_C * C::IMG_H * C::IM
   const int next_mode = main_next(mode), next_words = main_k<C>(next_mode) / load_lanes<C>();
   const bool tracing = P2VIT_TRACING();
   int cur = pre >= 0 ? pre : 0;   // the row buffer being reduced
+  P2VIT_CSIM_ONLY(int tokens = 0;)   // with the handoff, A.V's tokens read (order checks, p2vit/trace.h)
   [[maybe_unused]] constexpr int COL_TILES_MAX = ((3 * C::D > C::HID ? 3 * C::D : C::HID) + C::COLS - 1) / C::COLS;
   [[maybe_unused]] constexpr int TRIPS_QKV = main_steps<C>(C::D, 3 * C::D), TRIPS_MLP = main_steps<C>(C::D, C::HID);
   [[maybe_unused]] constexpr int TRIPS = (TRIPS_QKV > TRIPS_MLP ? TRIPS_QKV : TRIPS_MLP) + C::KMAX_MAIN / C::SIMD;
@@ -493,7 +494,10 @@ row_tiles:
     const bool rest = t == 0 && PROJ_PRE > 0 && mode == MAIN_PROJ && pre >= 0;
     const bool load_here = t == 0 ? pre < 0 || rest : !prefetch;
     // with the handoff, the attention's token for the rows a load reads: this tile's, loaded here
-    if (HANDOFF && handoff && load_here) ready.read();
+    if (HANDOFF && handoff && load_here) {
+      ready.read();
+      P2VIT_CSIM_ONLY(handoff_rows_read(t, ++tokens);)
+    }
     if (load_here)
       main_load<C, KMAX>(mode, t, K, NR, rest ? PROJ_PRE : 0, img, rc, ln_s1, ln_sd, ln_k, ln_G, ln_B, ln_sh, att, hid,
                          xt[cur]);
@@ -585,7 +589,11 @@ row_tiles:
             if (pat.n < C::ROWS) patch_step<C, KMAX>(img, f_n0, pat, pat_word, xt[1 - cur]);
           }
         } else if (fetching && pn < C::ROWS && i >= f_start) {
-          if (late && i == f_start) ready.read();   // the next tile's rows of o are final
+          if (late && i == f_start) {   // the next tile's rows of o are final
+            ready.read();
+            P2VIT_CSIM_ONLY(++tokens;)
+          }
+          P2VIT_CSIM_ONLY(if (late) handoff_rows_read(t + 1, tokens);)
           main_prefetch_word<C, KMAX>(f_mode, f_nr, f_n0, pn, pw, rc, ln_s1, ln_sd, ln_k, ln_G, ln_B, ln_sh, att, hid,
                                       xt[1 - cur]);
           if (++pw == f_words) {

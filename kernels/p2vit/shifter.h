@@ -65,6 +65,7 @@ void av_rows(stream<typename C::code_word_t>& codes, const value_buf<C> v, int s
   int ph = h0, pn = 0;        // row i - 1's head and token
   bool pend = false;          // whether row i - 1 ends its block (handoff: a token after its outputs)
   const int rows_all = heads > 0 ? qkv_heads<C>() * C::N : 0;   // heads is 0 or qkv_heads (no multiplier)
+  P2VIT_CSIM_ONLY(int tokens = 0;)   // tokens written (the handoff's order checks, p2vit/trace.h)
   [[maybe_unused]] constexpr int TRIPS = (qkv_heads<C>() * C::N + 1) * PASS;
 pass:
   for (int it = 0; it < (heads > 0 ? TRIPS : 0); ++it) {
@@ -92,12 +93,17 @@ pass:
       if constexpr (lanes_fill_xt<C>()) {   // OL == SIMD, SIMD | DH: channels ph*DH + t*OL.. are one xt word
         if (pn < xt_rows) store_xt_word<C, C::KMAX_MAIN>(xt, pn, ow, word);
       }
+      P2VIT_CSIM_ONLY(if (handoff) handoff_row_written(it, pn, AB, tokens);)
     }
     const bool last = t == PASS - 1;   // row i's sums move to `done` (registers) as the pass ends
     // the block's rows of o are final: its token in the pass's last cycle, PASS - OUTS cycles after
     // the last of them was written (the token and those writes are otherwise unordered in the
-    // pipeline; proj reads a row tile's rows hundreds of cycles after its token)
-    if (handoff && pend && last) ready.write(true);
+    // pipeline; proj reads the tile's rows in order from the cycle after the token, this last row
+    // about ROWS - 1 rows of loads later)
+    if (handoff && pend && last) {
+      ready.write(true);
+      P2VIT_CSIM_ONLY(handoff_token_written(it); ++tokens;)
+    }
     if (i < rows_all && t < WORDS) {   // row i's keys
       const typename C::code_word_t w = codes.read();
       bool skip = false;
@@ -141,6 +147,8 @@ pass:
       ++t;
     }
   }
+  P2VIT_CSIM_ONLY(if (handoff && heads > 0 && tokens != (C::N + AB - 1) / AB) throw std::logic_error(
+      "p2vit: A.V wrote " + std::to_string(tokens) + " tokens on `ready`, not one per block of rows");)
 }
 
 }  // namespace p2vit

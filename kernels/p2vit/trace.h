@@ -22,6 +22,10 @@
 #define P2VIT_TRACE_H
 
 #ifndef __SYNTHESIS__
+#include <stdexcept>
+#include <string>
+#include <vector>
+
 namespace p2vit {
 
 struct TraceSink {
@@ -30,6 +34,35 @@ struct TraceSink {
 };
 
 inline thread_local TraceSink* trace_sink = nullptr;
+
+// The handoff's order (proj beside the last head group's attention, docs/hardware.md): A.V puts a
+// token on `ready` once a block of rows of o is final, and proj reads a row tile's rows only after
+// its token. The C-sim runs the attention before proj, so o is whole before proj reads it and a
+// misplaced token would not change a value; these checks hold each side to its order instead, in
+// the order its pipelined loop issues its operations (the order the hardware keeps):
+//   handoff_row_written(it, n, block_rows, tokens): A.V writes row n of o in pass iteration `it`
+//     after writing `tokens` tokens: throws if n's block already has its token;
+//   handoff_token_written(it): A.V's next token, in iteration `it`;
+//   handoff_rows_read(tile, tokens): proj reads row tile `tile` of o after reading `tokens`: throws
+//     unless that tile's token is among them.
+// handoff_log: where a test installs a vector, A.V's writes and tokens are appended to it as
+// (iteration, event, row) triples, event 0 a row of o written, 1 a token (row -1).
+inline thread_local std::vector<long>* handoff_log = nullptr;
+
+inline void handoff_row_written(long it, int n, int block_rows, int tokens) {
+  if (n / block_rows < tokens)
+    throw std::logic_error("p2vit: A.V wrote row " + std::to_string(n) + " of o after its block's token on `ready`");
+  if (handoff_log) handoff_log->insert(handoff_log->end(), {it, 0L, long(n)});
+}
+
+inline void handoff_token_written(long it) {
+  if (handoff_log) handoff_log->insert(handoff_log->end(), {it, 1L, -1L});
+}
+
+inline void handoff_rows_read(int tile, int tokens) {
+  if (tile >= tokens)
+    throw std::logic_error("p2vit: proj read row tile " + std::to_string(tile) + " of o before its token on `ready`");
+}
 
 template <class T>
 inline void trace(const char* name, int block, long offset, const T* v, int len) {
