@@ -151,6 +151,17 @@ def budget(target: Target) -> dict:
             "luts": int(target.luts * UTILIZATION_CAP["luts"])}
 
 
+def budget_shares(used: dict, capped: dict) -> str:
+    """How much of the search's budget (budget(): every DSP, UTILIZATION_CAP of the rest) a design
+    uses, resource by resource, and which is nearest its limit: the one that stops a larger design."""
+    keys = [k for k in resources.FIT_KEYS if capped.get(k)]
+    share = {k: used[k] / capped[k] for k in keys}
+    nearest = max(keys, key=lambda k: share[k])
+    name = lambda k: resources.FIT_NAMES[k].replace("estimated ", "")   # noqa: E731
+    return (", ".join(f"{name(k)} {share[k]:.1%}" for k in keys) + f" of the search's budget; nearest its limit: "
+            f"{name(nearest)} ({used[nearest]:,} of {capped[nearest]:,})")
+
+
 def budgets_exceeded(res: dict, luts: int, target: Target) -> list[str]:
     """Which of the target's budgets (DSPs, BRAM18K, URAM, LUTs, in that order, by resources.FIT_NAMES) a
     design exceeds; empty when it fits."""
@@ -319,7 +330,8 @@ def format_search(r: dict) -> list[str]:
         f"MAC-array utilization {s['utilization'] * 100:.1f}%",
         f"      uses {res['dsps']:,} of {t['dsps']:,} DSPs, {res['bram18k']:,} of {t['bram18k']:,} BRAM18K, "
         + (f"{res['uram']:,} of {t['uram']:,} URAM, " if t["uram"] else "") +
-        f"~{r['luts']:,} of {t['luts']:,} LUTs (estimate), by unit:",
-        "      " + ", ".join(f"{k} {v:,}" for k, v in r["lut_breakdown"].items() if v),
+        f"~{r['luts']:,} of {t['luts']:,} LUTs (estimate)",
+        "      " + budget_shares(resources.fit_use(res, r["luts"]), r["budget"]),
+        "      LUTs by unit: " + ", ".join(f"{k} {v:,}" for k, v in r["lut_breakdown"].items() if v),
     ]
 

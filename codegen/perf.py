@@ -1217,7 +1217,12 @@ def report(p: Perf, abl: dict | None = None, target: dict | None = None) -> str:
              f"beat(s) each per word) and "
              f"{hw.qk_array_rows}x{hw.port_cols}x{hw.simd} Q.K^T array, {hw.lanes} attention lane(s), "
              f"{hw.clock_mhz:g} MHz, {hw.part}; DRAM {_gbs(p.dram_gbs)}",
-             "", *_fmt_steps(p), "",
+             "", *_fmt_steps(p),
+             "(busiest chunks: busy cycles / the step's; the MAC array's adds its two arrays, so it may pass 100%. "
+             "bound: memory where DRAM bandwidth sets the step's time, else compute)",
+             "",
+             "model    every figure below is the performance model's: cycles of the emitted loops (their counts equal "
+             "the instrumented C-sim's), not synthesis or a board run",
              f"latency  {s['latency_ms']:.3f} ms ({p.cycles:,.0f} cycles; {s['compute_latency_ms']:.3f} ms "
              f"without the DRAM bound)   FPS {s['fps']:.2f}",
              f"work     {s['gmacs']:.3f} GMAC -> {s['gops']:.1f} GOPS   GOPS/DSP {s['gops_per_dsp']:.4f}"
@@ -1250,6 +1255,9 @@ def report(p: Perf, abl: dict | None = None, target: dict | None = None) -> str:
                 if r["uram"] or budget.get("uram") else ""),
              f"LUTs     ~{luts:,}{of('luts')} (an estimate from per-unit costs, resources.LUT_COSTS; "
              "no synthesis runs here)"]
+    if target:
+        from .fpga_target import Target, budget as search_budget, budget_shares
+        lines.append("budget   " + budget_shares(used, search_budget(Target(**target))))
     if not budget:
         lines.append(f"note: no budget known for part {r['part']} (codegen/resources.py PARTS): nothing checked against it")
     for key in resources.over_budget(used, budget):

@@ -60,7 +60,8 @@ def _uram_cell(blocks: int, placed: dict[str, bool]) -> str:
 def _performance_lines(ir: QuantizedViT, hw: HwConfig, info: dict) -> tuple[list[str], dict]:
     """The report's section on the design's modelled speed (codegen/perf.py) and resources (codegen/resources.py), and
     the same figures for report.json."""
-    from .fpga_target import LATENCY_TIE, UTILIZATION_CAP, above_headroom, headroom_note
+    from .fpga_target import (LATENCY_TIE, UTILIZATION_CAP, Target, above_headroom, budget as search_budget,
+                              budget_shares, headroom_note)
 
     target = info.get("target")
     dram = target["dram_gbs"] if target else DEFAULT_DRAM_GBS
@@ -89,7 +90,8 @@ def _performance_lines(ir: QuantizedViT, hw: HwConfig, info: dict) -> tuple[list
                       f"{target['dsps']:,} DSPs, {UTILIZATION_CAP['bram18k']:.0%} of {target['bram18k']:,} BRAM18K"
                       + (f", {UTILIZATION_CAP['uram']:.0%} of {target['uram']:,} URAM" if target.get("uram") else "") + " and "
                       f"{UTILIZATION_CAP['luts']:.0%} of {target['luts']:,} LUTs, {target['axi_ports']} x "
-                      f"{target['axi_bits']}-bit m_axi, {target['clock_mhz']:g} MHz."]
+                      f"{target['axi_bits']}-bit m_axi, {target['clock_mhz']:g} MHz. It uses "
+                      + budget_shares(used, search_budget(Target(**target))) + "."]
     elif not budget:
         lines += ["", f"No budget is known for part {r['part']} (codegen/resources.py PARTS): nothing is checked against it."]
     lines += ["", f"| quantity | this design | available{(' on ' + against) if budget else ''} |", "|---|---:|---:|",

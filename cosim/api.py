@@ -14,7 +14,7 @@ from quantizer.metrics import fp32_logits as model_fp32_logits
 from quantizer.metrics import sqnr_db
 
 from .builds import LoadedBuild, open_build
-from .images import to_pixels
+from .images import source_size, to_pixels
 from .trace import TraceReport, compare, format_db, fp32_activations
 
 Top5 = list[tuple[int, "str | None", float]]
@@ -42,6 +42,7 @@ class CosimResult:
     cosine: float                 # dequantized C-sim logits vs FP32 logits
     sqnr_db: float                # same pair; inf when equal
     trace: TraceReport | None = None
+    fitted_from: tuple[int, int] | None = None   # (H, W) of the image as given, where it was resized to the model's
 
     @property
     def dequantized_logits(self) -> np.ndarray:
@@ -51,7 +52,9 @@ class CosimResult:
         h, w = self.image.shape[:2]
         n = self.csim_logits.size
         same = int((self.csim_logits.astype(np.int64) == self.reference_logits).sum())
-        lines = [f"{self.model} ({self.build}), one image ({h}x{w} model input)",
+        fitted = (f"; resized from {self.fitted_from[1]}x{self.fitted_from[0]} and center-cropped, as timm's eval "
+                  "transform does" if self.fitted_from else "")
+        lines = [f"{self.model} ({self.build}), one image ({w}x{h} model input{fitted})",
                  f"  C-sim vs reference: {'bit-exact' if self.bit_exact else 'DIFFERENT'} ({same}/{n} logits equal)",
                  f"  C-sim vs FP32: top-1 {'agrees' if self.agree_top1 else 'DISAGREES'}, "
                  f"cosine {self.cosine:.4f}, SQNR {format_db(self.sqnr_db)}",
@@ -93,6 +96,7 @@ def run(image, build: str | Path = "build/", trace: bool = False) -> CosimResult
         raise P2VitError(f"trace must be True or False, not {trace!r}")
     b = open_build(build)
     px = to_pixels(image, b.preprocess)
+    given = source_size(image)
     x = to_int8_input(px[None])
     fp = fp32_logits(b, px[None])[0]
     res = b.reference().run(x, trace=trace)
@@ -109,4 +113,4 @@ def run(image, build: str | Path = "build/", trace: bool = False) -> CosimResult
         e_logit=b.e_logit, top5_fp32=top5(fp, b), top5_csim=top5(deq, b),
         bit_exact=bool(np.array_equal(cs.astype(np.int64), ref)),
         agree_top1=int(cs.argmax()) == int(fp.argmax()), cosine=cosine(deq, fp), sqnr_db=sqnr_db(fp, deq),
-        trace=report)
+        trace=report, fitted_from=given if given is not None and given != px.shape[:2] else None)

@@ -38,6 +38,23 @@ def to_pixels(image, pp: Preprocess) -> np.ndarray:
     return np.array(px, dtype=np.uint8, order="C")   # fit_image may return a read-only view
 
 
+def source_size(image) -> tuple[int, int] | None:
+    """(H, W) of an image as given (a path, PIL image or uint8 array), before to_pixels fits it to
+    the model; None for a tensor (to_pixels takes those only at the model's size) or where the size
+    cannot be read."""
+    try:
+        if isinstance(image, (str, os.PathLike)):
+            with Image.open(Path(image).expanduser()) as im:
+                return im.height, im.width
+        if isinstance(image, Image.Image):
+            return image.height, image.width
+        if isinstance(image, np.ndarray) and image.ndim >= 2:
+            return int(image.shape[0]), int(image.shape[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
 def _from_path(path: Path, pp: Preprocess) -> np.ndarray:
     if not path.exists():
         raise P2VitError(f"image file {path} does not exist")

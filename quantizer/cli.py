@@ -46,7 +46,9 @@ def add_quant_args(p: argparse.ArgumentParser, max_attn_bits: int = ATTN_BITS[1]
     g.add_argument("--attn-uniform", action="store_true",
                    help="attention probabilities as uniform unsigned --attn-bits-bit values, A.V an integer "
                         "matmul (with --attn-bits 8: the FQ-ViT 8/8/8 ceiling, pot_8_8_8); reference-only, "
-                        "codegen refuses it (numerics.md 2.6u)")
+                        "codegen refuses it (numerics.md 2.6u)" if max_attn_bits == ATTN_BITS[1] else
+                        "reference-only (python -m quantizer, python -m quantizer.eval): this command refuses it, "
+                        "since the accelerator's A.V is a shifter array for log2 codes")
     g.add_argument("--exp-shift", type=int, default=QuantConfig.exp_shift, metavar=f"{EXP_SHIFTS[0]}..{EXP_SHIFTS[-1]}",
                    help="softmax: run the integer exp on a grid 2^E finer than the logits' (the int8 logit "
                         "differences shifted left by E bits; default %(default)s; 0 = FQ-ViT's, numerics.md 2.5)")

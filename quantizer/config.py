@@ -46,19 +46,19 @@ class QuantConfig:
     def __post_init__(self):
         self._check_types()
         if self.w_bits not in (4, 8):
-            raise P2VitError(f"weight bits must be 8 or 4, not {self.w_bits}")
+            raise P2VitError(f"--w-bits (weight bits) must be 8 or 4, not {self.w_bits}")
         if self.res_bits not in (8, 16):
-            raise P2VitError(f"residual bits must be 8 or 16, not {self.res_bits}")
+            raise P2VitError(f"--res-bits (residual bits) must be 8 or 16, not {self.res_bits}")
         if not ATTN_BITS[0] <= self.attn_bits <= ATTN_BITS[1]:
-            raise P2VitError(f"attention bits must be between {ATTN_BITS[0]} and {ATTN_BITS[1]}, not {self.attn_bits}")
+            raise P2VitError(f"--attn-bits (attention bits) must be between {ATTN_BITS[0]} and {ATTN_BITS[1]}, not {self.attn_bits}")
         if self.exp_shift not in EXP_SHIFTS:
             raise P2VitError(f"--exp-shift must be between {EXP_SHIFTS[0]} and {EXP_SHIFTS[-1]}, not {self.exp_shift}")
         if self.attn_rounding not in ATTN_ROUNDINGS:
             raise P2VitError(f"--attn-rounding must be one of {', '.join(ATTN_ROUNDINGS)}, not {self.attn_rounding}")
         if self.rounding not in ROUNDING_MODES:
-            raise P2VitError(f"rounding must be one of {', '.join(ROUNDING_MODES)}, not {self.rounding}")
+            raise P2VitError(f"--rounding must be one of {', '.join(ROUNDING_MODES)}, not {self.rounding}")
         if self.n_calib < 1:
-            raise P2VitError(f"the number of calibration images must be at least 1, not {self.n_calib}")
+            raise P2VitError(f"--n-calib (calibration images) must be at least 1, not {self.n_calib}")
         if self.attn_uniform and not self.pot:
             raise P2VitError("uniform attention probabilities exist for power-of-two scales only (pot_8_8_8)")
         if self.mixed_budget is not None and not 1.0 <= self.mixed_budget <= 2.0:

@@ -75,6 +75,9 @@ def test_other_sizes_are_fitted_with_the_build_preprocess(tiny):
     want = cosim.run(fit_image(big, tiny["pp"]), build=tiny["build"])
     assert r.image.shape == (32, 32, 3) and np.array_equal(r.image, want.image)
     assert np.array_equal(r.csim_logits, want.csim_logits) and r.bit_exact
+    # the result says so (python -m cosim prints it): the other CLIs note a fitted image too
+    assert r.fitted_from == (48, 40) and want.fitted_from is None
+    assert "resized from 40x48 and center-cropped" in str(r) and "resized" not in str(want)
 
 
 @pytest.mark.parametrize("make, match", [

@@ -541,6 +541,24 @@ def test_report_gives_the_lut_estimate_and_warns_past_the_part():
     assert starved.hw.weight_beats == 2 and "takes 2 128-bit beats, so the MAC array reduces at II 2" in perf.report(starved)
     small = perf.evaluate(shape, HwConfig())
     assert "warning" not in perf.report(small) and perf.to_json(small)["luts_estimate"] == resources.lut_total(small.shape, small.hw)
+    assert "every figure below is the performance model's" in text and "budget   " not in text
+
+
+def test_budget_shares_name_the_resource_nearest_its_limit():
+    """The --target search's report measures a design against the search's budget (every DSP, 85%
+    of the BRAM18K, 80% of the LUTs), not only the device's, and names the one nearest its limit."""
+    from codegen import fpga_target
+
+    used = {"dsps": 2_410, "bram18k": 1_548, "uram": 0, "luts": 162_803}
+    capped = fpga_target.budget(fpga_target.TARGETS["zcu102"])
+    text = fpga_target.budget_shares(used, capped)
+    assert text == ("DSPs 95.6%, BRAM18K 99.9%, LUTs 74.2% of the search's budget; nearest its limit: BRAM18K "
+                    "(1,548 of 1,550)")
+    assert "nearest its limit: LUTs (219,000 of 219,264)" in fpga_target.budget_shares({**used, "luts": 219_000}, capped)
+    p = perf.evaluate(model_shape.load_shape("deit_b"), HwConfig(rows=66, cols=8, simd=8, lanes=8, weight_ports=4, qk_rows=33))
+    report = perf.report(p, target=fpga_target.TARGETS["zcu102"].to_json())
+    assert "budget   " + fpga_target.budget_shares(resources.fit_use(p.res, resources.lut_total(p.shape, p.hw)),
+                                                   capped) in report
 
 
 def test_weight_traffic_and_resources():

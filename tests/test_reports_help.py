@@ -206,6 +206,11 @@ def test_codegen_help_gives_the_ranges_that_are_checked(capsys):
                 dict(exp_shift=-1), dict(exp_shift=5), dict(attn_rounding="nearest")):
         with pytest.raises(P2VitError):
             QuantConfig(**bad)
+    # each message names the flag to change
+    for bad, flag in ((dict(attn_bits=9), "--attn-bits"), (dict(w_bits=3), "--w-bits"), (dict(res_bits=12), "--res-bits"),
+                      (dict(n_calib=0), "--n-calib"), (dict(rounding="up"), "--rounding")):
+        with pytest.raises(P2VitError, match=flag):
+            QuantConfig(**bad)
 
 
 @pytest.mark.parametrize("flag,value,words", [("--exp-shift", "9", "between 0 and 4"),
