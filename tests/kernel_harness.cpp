@@ -737,19 +737,24 @@ struct AvCfg {
   using code_word_t = typename p2vit::lanes_of<code_t, LANES>::type;
 };
 
-// av_rows(codes, v, shift, bits): av_rows<AvCfg> (p2vit/shifter.h) on codes (H, N, N) and v (H, N,
-// DH); returns o (N, H*DH). Checks that it read every code (N per row) and no more, and the row
-// buffer it fills (xt_matches_rows).
-template <class C>
-arr av_rows_t(const arr& codes, const arr& v, int shift) {
+// av_rows_run<C, AB>(codes, v, shift, handoff): av_rows<AvCfg, AB> (p2vit/shifter.h) on codes (H, N, N)
+// and v (H, N, DH), its rows in the attention's order (blocks of AB rows, in each every head's:
+// AttnRowCursor; AB = N is head after head), so codes go in that order. Returns (o (N, H*DH), log,
+// tokens): with `handoff`, the log of A.V's operations in the order its loop issues them ((pass
+// iteration, event, row) triples, event 0 a row of o written, 1 a token; p2vit/trace.h handoff_log;
+// no writes where a native build takes the fast path) and the tokens left on `ready`. Checks that it
+// read every code (N per row) and no more, and the row buffer it fills (xt_matches_rows).
+template <class C, int AB>
+py::tuple av_rows_run(const arr& codes, const arr& v, int shift, bool handoff) {
   p2vit::stream<typename C::code_word_t> cs;   // each row in words of LANES codes, padded with Z
   constexpr int WORDS = (C::N + C::LANES - 1) / C::LANES;
-  for (int i = 0; i < C::H * C::N; ++i)   // head 0's rows, then head 1's, ...
+  p2vit::AttnRowCursor<C, AB> row;
+  for (int r = 0; r < C::H * C::N; ++r, row.next())
     for (int jw = 0; jw < WORDS; ++jw) {
       typename C::code_word_t w;
       for (int l = 0; l < C::LANES; ++l) {
         const int j = jw * C::LANES + l;
-        p2vit::lane(w, l) = j < C::N ? in_u<C::ATTN_BITS>(codes.data()[long(i) * C::N + j], "av_rows codes")
+        p2vit::lane(w, l) = j < C::N ? in_u<C::ATTN_BITS>(codes.at(row.hv, row.n, j), "av_rows codes")
                                      : typename C::code_t(C::CODE_ZERO);
       }
       cs.write(w);
@@ -762,16 +767,32 @@ arr av_rows_t(const arr& codes, const arr& v, int shift) {
   for (int n = 0; n < C::N; ++n)
     for (int c = 0; c < C::D; ++c) o[n][c] = 0;
   static p2vit::pe_x<C> xt[C::ROWS][C::KMAX_MAIN];
-  for (auto& row : xt)
-    for (auto& x : row) x = 99;
-  p2vit::stream<bool> ready;   // no handoff here
-  p2vit::av_rows<C>(cs, va, shift, o, xt, p2vit::lanes_fill_xt<C>() ? C::ROWS : 0, 0, C::H, ready, false);
+  for (auto& xrow : xt)
+    for (auto& x : xrow) x = 99;
+  p2vit::stream<bool> ready;
+  std::vector<long> log;
+  p2vit::handoff_log = handoff ? &log : nullptr;
+  try {
+    p2vit::av_rows<C, AB>(cs, va, shift, o, xt, p2vit::lanes_fill_xt<C>() ? C::ROWS : 0, 0, C::H, ready, handoff);
+  } catch (...) {
+    p2vit::handoff_log = nullptr;
+    throw;
+  }
+  p2vit::handoff_log = nullptr;
   if (!cs.empty()) throw std::runtime_error("av_rows: codes left in the stream");
   if (!xt_matches_rows<C>(o, xt)) throw std::runtime_error("av_rows: the row buffer differs from o");
   arr out({C::N, C::D});
   for (int n = 0; n < C::N; ++n)
     for (int c = 0; c < C::D; ++c) out.mutable_at(n, c) = out64(o[n][c]);
-  return out;
+  arr events({long(log.size() / 3), 3L});
+  std::copy(log.begin(), log.end(), events.mutable_data());
+  return py::make_tuple(out, events, int(ready.size()));
+}
+
+// av_rows(codes, v, shift, bits, lanes, simd): av_rows_run, head after head, no handoff; returns o.
+template <class C>
+arr av_rows_t(const arr& codes, const arr& v, int shift) {
+  return av_rows_run<C, C::N>(codes, v, shift, false)[0].template cast<arr>();
 }
 
 #define P2VIT_AV_LIST(X) X(7, 2, 4, 4, 1, 1) X(197, 2, 64, 4, 1, 1) X(10, 3, 24, 4, 1, 1) X(9, 2, 16, 3, 1, 1) \
@@ -792,55 +813,11 @@ arr av_rows_v(arr codes, arr v, int shift, int bits, int lanes, int simd) {
   throw py::value_error("av_rows: shape not instantiated in the harness");
 }
 
-// av_rows_handoff(codes, v, shift, bits, lanes, simd, block_rows): av_rows<AvCfg, AB = block_rows>
-// with the handoff on, its rows in the attention's order (blocks of AB rows, in each every head's;
-// AttnRowCursor), so codes go in that order. Returns (o, log, tokens): o as av_rows, the handoff's
-// log of A.V's operations in the order its loop issues them ((pass iteration, event, row) triples,
-// event 0 a row of o written, 1 a token; p2vit/trace.h handoff_log) and the tokens on `ready`. The
-// log is empty of writes where a native build takes the fast path.
+// av_rows_handoff(codes, v, shift, bits, lanes, simd, block_rows): av_rows_run with the handoff on,
+// in blocks of block_rows rows; returns (o, log, tokens).
 template <class C, int AB>
 py::tuple av_rows_handoff_t(const arr& codes, const arr& v, int shift) {
-  p2vit::stream<typename C::code_word_t> cs;
-  constexpr int WORDS = (C::N + C::LANES - 1) / C::LANES;
-  p2vit::AttnRowCursor<C, AB> row;
-  for (int r = 0; r < C::H * C::N; ++r, row.next())
-    for (int jw = 0; jw < WORDS; ++jw) {
-      typename C::code_word_t w;
-      for (int l = 0; l < C::LANES; ++l) {
-        const int j = jw * C::LANES + l;
-        p2vit::lane(w, l) = j < C::N ? in_u<C::ATTN_BITS>(codes.at(row.hv, row.n, j), "av_rows codes")
-                                     : typename C::code_t(C::CODE_ZERO);
-      }
-      cs.write(w);
-    }
-  static typename C::act_t o[C::N][C::D];
-  static p2vit::value_buf<C> va;
-  for (int hh = 0; hh < C::H; ++hh)
-    for (int n = 0; n < C::N; ++n)
-      for (int d = 0; d < C::DH; ++d) value_at<C>(va, hh, n, d) = in_s<8>(v.at(hh, n, d), "av_rows v");
-  for (int n = 0; n < C::N; ++n)
-    for (int c = 0; c < C::D; ++c) o[n][c] = 0;
-  static p2vit::pe_x<C> xt[C::ROWS][C::KMAX_MAIN];
-  for (auto& xrow : xt)
-    for (auto& x : xrow) x = 99;
-  p2vit::stream<bool> ready;
-  std::vector<long> log;
-  p2vit::handoff_log = &log;
-  try {
-    p2vit::av_rows<C, AB>(cs, va, shift, o, xt, p2vit::lanes_fill_xt<C>() ? C::ROWS : 0, 0, C::H, ready, true);
-  } catch (...) {
-    p2vit::handoff_log = nullptr;
-    throw;
-  }
-  p2vit::handoff_log = nullptr;
-  if (!cs.empty()) throw std::runtime_error("av_rows: codes left in the stream");
-  if (!xt_matches_rows<C>(o, xt)) throw std::runtime_error("av_rows: the row buffer differs from o");
-  arr out({C::N, C::D});
-  for (int n = 0; n < C::N; ++n)
-    for (int c = 0; c < C::D; ++c) out.mutable_at(n, c) = out64(o[n][c]);
-  arr events({long(log.size() / 3), 3L});
-  std::copy(log.begin(), log.end(), events.mutable_data());
-  return py::make_tuple(out, events, int(ready.size()));
+  return av_rows_run<C, AB>(codes, v, shift, true);
 }
 
 #define P2VIT_AV_HANDOFF_LIST(X) X(7, 2, 4, 4, 1, 1, 3) X(10, 3, 24, 4, 2, 8, 4) X(197, 2, 64, 4, 8, 8, 66) \
