@@ -242,12 +242,21 @@ def proj_handoff(shape: ModelShape, hw: HwConfig) -> bool:
     return proj_pre_words(shape, hw) > 0 and hw.rows % hw.qk_array_rows == 0 and av_token_margin(shape, hw) > 0
 
 
+def av_out_cycles(shape: ModelShape, hw: HwConfig) -> int:
+    """Cycles in which a finished A.V row leaves, av_out_lanes channels each (shifter.h OUTS)."""
+    return cdiv(shape.dh, av_out_lanes(hw))
+
+
+def av_pass_cycles(shape: ModelShape, hw: HwConfig) -> int:
+    """Cycles of one A.V pass (shifter.h PASS): a row's keys in, LANES a cycle, beside the row
+    before's outputs, whichever is longer."""
+    return max(cdiv(shape.tokens, hw.lanes), av_out_cycles(shape, hw))
+
+
 def av_token_margin(shape: ModelShape, hw: HwConfig) -> int:
     """Cycles between a block's last write of o and its token on `ready` (av_token_margin in
-    kernels/p2vit/banks.h): A.V's pass is max(key words, output words) cycles, the outputs in its
-    first ceil(DH / av_out_lanes), the token in its last."""
-    outs = cdiv(shape.dh, av_out_lanes(hw))
-    return max(cdiv(shape.tokens, hw.lanes), outs) - outs
+    kernels/p2vit/banks.h): the outputs leave in a pass's first av_out_cycles, the token in its last."""
+    return av_pass_cycles(shape, hw) - av_out_cycles(shape, hw)
 
 
 def attn_block_rows(shape: ModelShape, hw: HwConfig) -> int:

@@ -450,7 +450,7 @@ def _block(shape: ModelShape, hw: HwConfig, first: bool, last: bool = False) -> 
                + [Op("c", [sm_pass]), Op("w", [], fifo="codes")])
     # A.V: pass i takes row i's keys beside row i - 1's outputs (GH*N + 1 passes, one loop entry), the
     # pass's last cycle handing row i's sums over
-    av_words = max(W, cdiv(DH, design.av_out_lanes(hw)))   # keys in, or av_out_lanes channels out
+    av_words = design.av_pass_cycles(shape, hw)   # keys in, or av_out_lanes channels out
     av_rows = ([Op("r", [Loop("shifter.pass", av_words, 1)], fifo="codes")]
                + [Op("r", [Loop("shifter.pass", av_words, 0)], fifo="codes")] * (R_ALL - 1)
                + [Op("c", [Loop("shifter.pass", av_words, 0)])])
